@@ -1,0 +1,245 @@
+//! One space's Automerge document: the couple's journal or a partner's personal space.
+//!
+//! Layout of every document:
+//! ```text
+//! root { schema_version: int, partners: { <partner id>: { name, joined_at } },
+//!        records: { <record id>: { kind, author, created_at, updated_at, visibility, removed,
+//!                                  …body fields } } }
+//! ```
+//! Every replica starts from the same genesis change (fixed actor, fixed content), so the root
+//! maps are one object everywhere instead of concurrent creations that would hide each other.
+
+pub(crate) mod json;
+
+use automerge::{
+    ActorId, Automerge, ChangeHash, ObjId, ObjType, Prop, ROOT, ReadDoc, ScalarValue,
+    transaction::{Transactable, Transaction},
+};
+use serde_json::{Map, Value};
+
+use crate::{
+    error::{Error, Result},
+    ids::RecordId,
+    model::Conflict,
+};
+
+/// The document layout version this build writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Envelope keys a record map carries besides its body's fields.
+pub(crate) const ENVELOPE_KEYS: [&str; 6] =
+    ["kind", "author", "created_at", "updated_at", "visibility", "removed"];
+
+/// Keys whose concurrent values are expected and not worth showing as conflicts.
+const QUIET_KEYS: [&str; 1] = ["updated_at"];
+
+/// An Automerge document with the journal's layout.
+#[derive(Debug)]
+pub(crate) struct SpaceDoc {
+    doc: Automerge,
+    records: ObjId,
+    partners: ObjId,
+}
+
+impl SpaceDoc {
+    /// A fresh document holding only the genesis change, with `actor` for later edits.
+    pub(crate) fn genesis(actor: ActorId) -> Result<Self> {
+        let mut doc = Automerge::new().with_actor(ActorId::from([0u8; 16]));
+        let mut tx = doc.transaction();
+        tx.put(ROOT, "schema_version", SCHEMA_VERSION)?;
+        tx.put_object(ROOT, "partners", ObjType::Map)?;
+        tx.put_object(ROOT, "records", ObjType::Map)?;
+        tx.commit();
+        Self::from_doc(doc.with_actor(actor))
+    }
+
+    /// Loads a document from a full save followed by any number of change chunks.
+    pub(crate) fn load(snapshot: Option<&[u8]>, changes: &[u8], actor: ActorId) -> Result<Self> {
+        let mut doc = match snapshot {
+            Some(bytes) => Automerge::load(bytes)?,
+            None => Automerge::new(),
+        };
+        if !changes.is_empty() {
+            doc.load_incremental(changes)?;
+        }
+        if doc.get_heads().is_empty() {
+            // A brand-new database: start from genesis like every replica does.
+            return Self::genesis(actor);
+        }
+        Self::from_doc(doc.with_actor(actor))
+    }
+
+    fn from_doc(doc: Automerge) -> Result<Self> {
+        let records = root_map(&doc, "records")?;
+        let partners = root_map(&doc, "partners")?;
+        Ok(Self { doc, records, partners })
+    }
+
+    /// The underlying document, for reads.
+    pub(crate) fn am(&self) -> &Automerge {
+        &self.doc
+    }
+
+    /// The partners map.
+    pub(crate) fn partners_obj(&self) -> &ObjId {
+        &self.partners
+    }
+
+    /// The schema version stored in the document (the newest any writer used).
+    pub(crate) fn schema_version(&self) -> i64 {
+        match self.doc.get(ROOT, "schema_version") {
+            Ok(Some((automerge::Value::Scalar(s), _))) => match s.as_ref() {
+                ScalarValue::Int(i) => *i,
+                ScalarValue::Uint(u) => i64::try_from(*u).unwrap_or(i64::MAX),
+                _ => 0,
+            },
+            _ => 0,
+        }
+    }
+
+    /// Runs `f` in one Automerge transaction and returns its result with the change's bytes,
+    /// or `None` bytes when `f` changed nothing.
+    pub(crate) fn transact<T>(
+        &mut self,
+        f: impl FnOnce(&mut Transaction<'_>, &Handles) -> Result<T>,
+    ) -> Result<(T, Option<Vec<u8>>)> {
+        let handles = Handles { records: self.records.clone(), partners: self.partners.clone() };
+        let mut tx = self.doc.transaction();
+        match f(&mut tx, &handles) {
+            Ok(out) => {
+                let (hash, _) = tx.commit();
+                let bytes = match hash {
+                    Some(h) => Some(
+                        self.doc
+                            .get_change_by_hash(&h)
+                            .map(|c| c.raw_bytes().to_vec())
+                            .ok_or_else(|| Error::Corrupt("committed change is missing".into()))?,
+                    ),
+                    None => None,
+                };
+                Ok((out, bytes))
+            }
+            Err(e) => {
+                tx.rollback();
+                Err(e)
+            }
+        }
+    }
+
+    /// The map holding record `id`, if this document has it.
+    pub(crate) fn record_obj(&self, id: RecordId) -> Option<ObjId> {
+        match self.doc.get(&self.records, id.to_string()) {
+            Ok(Some((automerge::Value::Object(ObjType::Map), obj))) => Some(obj),
+            _ => None,
+        }
+    }
+
+    /// Every record id in this document, in id order (which is creation order for UUIDv7).
+    pub(crate) fn record_ids(&self) -> Vec<RecordId> {
+        self.doc.keys(&self.records).filter_map(|k| k.parse().ok()).collect()
+    }
+
+    /// Record `id` as a JSON object (winning values) with its conflicts.
+    pub(crate) fn record_json(&self, id: RecordId) -> Option<(Map<String, Value>, Vec<Conflict>)> {
+        let key = id.to_string();
+        let all = self.doc.get_all(&self.records, key.as_str()).ok()?;
+        let obj = self.record_obj(id)?;
+        let Value::Object(map) = json::obj_to_json(&self.doc, &obj) else {
+            return None;
+        };
+        let mut conflicts = Vec::new();
+        if all.len() > 1 {
+            // Two devices created the same record (a check-in for the same day) at once.
+            let values = all.iter().map(|(v, o)| json::value_to_json(&self.doc, v.clone(), o)).collect();
+            conflicts.push(Conflict { field: "*".into(), values });
+        }
+        self.collect_conflicts(&obj, "", 2, &mut conflicts);
+        Some((map, conflicts))
+    }
+
+    fn collect_conflicts(&self, obj: &ObjId, prefix: &str, depth: u8, out: &mut Vec<Conflict>) {
+        for key in self.doc.keys(obj) {
+            if prefix.is_empty() && QUIET_KEYS.contains(&key.as_str()) {
+                continue;
+            }
+            let Ok(all) = self.doc.get_all(obj, key.as_str()) else { continue };
+            let field = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+            if all.len() > 1 {
+                let values =
+                    all.iter().map(|(v, o)| json::value_to_json(&self.doc, v.clone(), o)).collect();
+                out.push(Conflict { field, values });
+            } else if depth > 1 {
+                if let Some((automerge::Value::Object(ObjType::Map), child)) = all.into_iter().next() {
+                    self.collect_conflicts(&child, &field, depth - 1, out);
+                }
+            }
+        }
+    }
+
+    /// Applies change bytes from another replica; returns the records they touched.
+    pub(crate) fn apply(&mut self, bytes: &[u8]) -> Result<Vec<RecordId>> {
+        let before = self.doc.get_heads();
+        self.doc.load_incremental(bytes)?;
+        let after = self.doc.get_heads();
+        Ok(self.changed_between(&before, &after))
+    }
+
+    /// The records that differ between two sets of heads.
+    pub(crate) fn changed_between(&self, before: &[ChangeHash], after: &[ChangeHash]) -> Vec<RecordId> {
+        if before == after {
+            return Vec::new();
+        }
+        let mut ids: Vec<RecordId> = self
+            .doc
+            .diff(before, after)
+            .into_iter()
+            .filter_map(|p| {
+                // A patch deep in a record has the record's key second in its path; a patch on
+                // the records map itself names the record in its action.
+                match p.path.get(1) {
+                    Some((_, Prop::Map(key))) if p.path.first().map(|(o, _)| o) == Some(&ROOT) => {
+                        key.parse().ok()
+                    }
+                    _ if p.obj == self.records => match &p.action {
+                        automerge::PatchAction::PutMap { key, .. }
+                        | automerge::PatchAction::DeleteMap { key } => key.parse().ok(),
+                        _ => None,
+                    },
+                    _ => None,
+                }
+            })
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// Current heads.
+    pub(crate) fn heads(&self) -> Vec<ChangeHash> {
+        self.doc.get_heads()
+    }
+
+    /// A full, compressed save.
+    pub(crate) fn save(&self) -> Vec<u8> {
+        self.doc.save()
+    }
+
+    /// The changes after `heads`, as concatenated change chunks.
+    pub(crate) fn save_after(&self, heads: &[ChangeHash]) -> Vec<u8> {
+        self.doc.save_after(heads)
+    }
+}
+
+/// Object handles passed into a transaction.
+#[derive(Debug)]
+pub(crate) struct Handles {
+    pub(crate) records: ObjId,
+    pub(crate) partners: ObjId,
+}
+
+fn root_map(doc: &Automerge, key: &str) -> Result<ObjId> {
+    match doc.get(ROOT, key) {
+        Ok(Some((automerge::Value::Object(ObjType::Map), obj))) => Ok(obj),
+        _ => Err(Error::Corrupt(format!("document has no {key} map"))),
+    }
+}

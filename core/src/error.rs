@@ -1,0 +1,79 @@
+//! The one error type of mend-core.
+//!
+//! Messages name what went wrong and which record, never what anyone wrote: an error can end up
+//! in a log or a crash report, and journal text must not.
+
+use crate::{ids::RecordId, model::Kind};
+
+/// Everything that can go wrong in mend-core.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The acting partner may not make this change (for example editing the other's check-in).
+    #[error("not allowed: {0}")]
+    PermissionDenied(String),
+
+    /// No record with this id exists in any space this device can read.
+    #[error("no record with id {0}")]
+    NotFound(RecordId),
+
+    /// The record exists but is not of the kind the operation needs.
+    #[error("record {id} is a {actual}, not a {expected}")]
+    WrongKind {
+        /// The record.
+        id: RecordId,
+        /// What the operation needed.
+        expected: Kind,
+        /// What the record is.
+        actual: Kind,
+    },
+
+    /// The input breaks a rule of the journal (a score out of range, an empty text, …).
+    #[error("invalid input: {0}")]
+    Invalid(String),
+
+    /// The record was removed by its author and can no longer change.
+    #[error("record {0} was removed")]
+    Removed(RecordId),
+
+    /// Another process holds this journal open.
+    #[error("the journal at {0} is open in another process")]
+    Locked(String),
+
+    /// The database could not be opened or read. The file is left untouched.
+    #[error("cannot open the journal database at {path}: {reason}")]
+    Open {
+        /// Where the database is.
+        path: String,
+        /// What SQLite said.
+        reason: String,
+    },
+
+    /// The database was written by a newer version of Mend.
+    #[error("the journal database has schema version {found}; this version of Mend reads up to {supported}")]
+    TooNew {
+        /// Version found in the file.
+        found: u32,
+        /// Newest version this build knows.
+        supported: u32,
+    },
+
+    /// A SQLite error while reading or writing.
+    #[error("storage error: {0}")]
+    Storage(#[from] rusqlite::Error),
+
+    /// Automerge refused an operation or some change bytes.
+    #[error("document error: {0}")]
+    Document(#[from] automerge::AutomergeError),
+
+    /// A stored document or record could not be decoded.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+
+    /// A file system error.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Result alias for mend-core.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

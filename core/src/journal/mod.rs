@@ -1,0 +1,328 @@
+//! The journal: the couple's document and this partner's personal space, kept in the store.
+//!
+//! `Journal` is the API the app (through mend-ffi) and the CLI call. Every write checks who may
+//! make it, applies it to the Automerge document, and commits the change bytes to SQLite before
+//! it returns.
+
+mod ops;
+pub use write::wording_hash;
+mod read;
+mod validate;
+mod write;
+
+use std::path::Path;
+
+use automerge::ActorId;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    doc::SpaceDoc,
+    error::{Error, Result},
+    ids::{DeviceId, PartnerId, RecordId},
+    store::{Durability, Space, Store},
+};
+
+/// Incremental rows per space before they are folded into one full save.
+const COMPACT_AFTER_ROWS: u64 = 1000;
+
+/// A partner as the couple's document knows them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Partner {
+    /// Their id.
+    pub id: PartnerId,
+    /// The name they chose.
+    pub name: String,
+    /// When they joined (unix ms).
+    pub joined_at: i64,
+}
+
+/// Options for opening a journal.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OpenOptions {
+    /// How hard commits wait for the disk.
+    pub durability: Durability,
+}
+
+/// Source of the current time, replaceable in tests.
+pub type Clock = fn() -> i64;
+
+fn system_clock() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// One device's replica of the journal.
+pub struct Journal {
+    store: Store,
+    me: PartnerId,
+    device: DeviceId,
+    couple: SpaceDoc,
+    personal: SpaceDoc,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // No record content here: Debug output ends up in logs.
+        f.debug_struct("Journal").field("me", &self.me).field("device", &self.device).finish()
+    }
+}
+
+/// What a device needs from an existing replica to join (in the product, this arrives through
+/// the relay; tests hand it over directly).
+#[derive(Clone, Debug, Default)]
+pub struct JoinSource {
+    /// The couple's document (a full save or change chunks).
+    pub couple: Vec<u8>,
+    /// This partner's personal space, when this is a partner's second device.
+    pub personal: Option<Vec<u8>>,
+    /// The partner this device belongs to, when it is a second device.
+    pub partner: Option<PartnerId>,
+}
+
+impl Journal {
+    /// Creates a new journal at `path` for its first partner, named `name`.
+    pub fn create(path: &Path, name: &str) -> Result<Self> {
+        Self::create_with(path, name, OpenOptions::default())
+    }
+
+    /// [`Journal::create`] with options.
+    pub fn create_with(path: &Path, name: &str, options: OpenOptions) -> Result<Self> {
+        let me = PartnerId::generate();
+        let mut journal = Self::init(path, me, None, None, options)?;
+        journal.register_partner(name)?;
+        Ok(journal)
+    }
+
+    /// Creates a replica at `path` from another replica's documents: the second partner
+    /// (`source.partner` is `None`, a new partner named `name` is added) or a partner's second
+    /// device (`source.partner` names them; `name` is ignored).
+    pub fn join(path: &Path, source: &JoinSource, name: &str) -> Result<Self> {
+        Self::join_with(path, source, name, OpenOptions::default())
+    }
+
+    /// [`Journal::join`] with options.
+    pub fn join_with(path: &Path, source: &JoinSource, name: &str, options: OpenOptions) -> Result<Self> {
+        let me = source.partner.unwrap_or_else(PartnerId::generate);
+        let mut journal =
+            Self::init(path, me, Some(&source.couple), source.personal.as_deref(), options)?;
+        if source.partner.is_none() {
+            journal.register_partner(name)?;
+        }
+        Ok(journal)
+    }
+
+    fn init(
+        path: &Path,
+        me: PartnerId,
+        couple: Option<&[u8]>,
+        personal: Option<&[u8]>,
+        options: OpenOptions,
+    ) -> Result<Self> {
+        if path.exists() {
+            return Err(Error::Invalid(format!(
+                "a journal already exists at {}; open it instead",
+                path.display()
+            )));
+        }
+        let mut store = Store::open(path, true, options.durability)?;
+        let device = DeviceId::generate();
+        let actor = ActorId::from(*device.as_bytes());
+        let couple_doc = match couple {
+            Some(bytes) => SpaceDoc::load(None, bytes, actor.clone())?,
+            None => SpaceDoc::genesis(actor.clone())?,
+        };
+        let personal_doc = match personal {
+            Some(bytes) => SpaceDoc::load(None, bytes, actor)?,
+            None => SpaceDoc::genesis(actor)?,
+        };
+        let now = system_clock();
+        store.compact(Space::Couple, &couple_doc.save(), now)?;
+        store.compact(Space::Personal, &personal_doc.save(), now)?;
+        store.set_meta(&[("partner", &me.to_string()), ("device", &device.to_string())])?;
+        Ok(Self { store, me, device, couple: couple_doc, personal: personal_doc, clock: system_clock })
+    }
+
+    /// Opens the journal at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, OpenOptions::default())
+    }
+
+    /// [`Journal::open`] with options.
+    pub fn open_with(path: &Path, options: OpenOptions) -> Result<Self> {
+        let store = Store::open(path, false, options.durability)?;
+        let me: PartnerId = store
+            .meta("partner")?
+            .ok_or_else(|| Error::Corrupt("the database has no partner id".into()))?
+            .parse()?;
+        let device: DeviceId = store
+            .meta("device")?
+            .ok_or_else(|| Error::Corrupt("the database has no device id".into()))?
+            .parse()?;
+        let actor = ActorId::from(*device.as_bytes());
+        let couple = load_space(&store, Space::Couple, actor.clone())?;
+        let personal = load_space(&store, Space::Personal, actor)?;
+        Ok(Self { store, me, device, couple, personal, clock: system_clock })
+    }
+
+    /// Replaces the clock (tests and benchmarks pin time with this).
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = clock;
+    }
+
+    pub(crate) fn now(&self) -> i64 {
+        (self.clock)()
+    }
+
+    /// The partner this device belongs to.
+    pub fn me(&self) -> PartnerId {
+        self.me
+    }
+
+    /// This device.
+    pub fn device(&self) -> DeviceId {
+        self.device
+    }
+
+    /// The store (the sync engine writes through it).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The partners in the couple's document, in id order.
+    pub fn partners(&self) -> Vec<Partner> {
+        read::partners(&self.couple)
+    }
+
+    /// The other partner, once they have joined.
+    pub fn partner(&self) -> Option<Partner> {
+        self.partners().into_iter().find(|p| p.id != self.me)
+    }
+
+    /// The schema version recorded in the couple's document.
+    pub fn schema_version(&self) -> i64 {
+        self.couple.schema_version()
+    }
+
+    /// A full save of one space's document.
+    pub fn save_space(&self, space: Space) -> Vec<u8> {
+        self.doc(space).save()
+    }
+
+    /// The current heads of one space, as hex strings.
+    pub fn heads(&self, space: Space) -> Vec<String> {
+        self.doc(space).heads().iter().map(|h| h.to_string()).collect()
+    }
+
+    /// The change chunks of `space` that a replica at `heads` lacks.
+    pub fn changes_since(&self, space: Space, heads: &[String]) -> Result<Vec<u8>> {
+        let heads = heads
+            .iter()
+            .map(|h| h.parse().map_err(|_| Error::Invalid("not a change hash".into())))
+            .collect::<Result<Vec<automerge::ChangeHash>>>()?;
+        Ok(self.doc(space).save_after(&heads))
+    }
+
+    /// Applies change chunks from another replica of `space` and commits them; returns the
+    /// records that changed.
+    pub fn apply_changes(&mut self, space: Space, bytes: &[u8]) -> Result<Vec<RecordId>> {
+        if bytes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let before = self.doc(space).heads();
+        let changed = self.doc_mut(space).apply(bytes)?;
+        if self.doc(space).heads() == before {
+            return Ok(Vec::new());
+        }
+        if let Err(e) = self.store.append_changes(&[(space, bytes)]) {
+            self.reload(space)?;
+            return Err(e);
+        }
+        self.maybe_compact(space)?;
+        Ok(changed)
+    }
+
+    /// Folds each space's incremental rows into one full save.
+    pub fn compact(&mut self) -> Result<()> {
+        for space in Space::ALL {
+            let save = self.doc(space).save();
+            self.store.compact(space, &save, self.now())?;
+        }
+        Ok(())
+    }
+
+    fn maybe_compact(&mut self, space: Space) -> Result<()> {
+        if self.store.change_rows(space)? >= COMPACT_AFTER_ROWS {
+            let save = self.doc(space).save();
+            self.store.compact(space, &save, self.now())?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn doc(&self, space: Space) -> &SpaceDoc {
+        match space {
+            Space::Couple => &self.couple,
+            Space::Personal => &self.personal,
+        }
+    }
+
+    fn doc_mut(&mut self, space: Space) -> &mut SpaceDoc {
+        match space {
+            Space::Couple => &mut self.couple,
+            Space::Personal => &mut self.personal,
+        }
+    }
+
+    /// Drops in-memory state of `space` and reloads what the store holds, after a failed commit.
+    fn reload(&mut self, space: Space) -> Result<()> {
+        let actor = ActorId::from(*self.device.as_bytes());
+        *self.doc_mut(space) = load_space(&self.store, space, actor)?;
+        Ok(())
+    }
+
+    /// Commits change bytes produced in memory; on failure, forgets them in memory too so the
+    /// document never runs ahead of the disk.
+    fn persist(&mut self, changes: Vec<(Space, Vec<u8>)>) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let refs: Vec<(Space, &[u8])> = changes.iter().map(|(s, b)| (*s, b.as_slice())).collect();
+        if let Err(e) = self.store.append_changes(&refs) {
+            for (space, _) in &changes {
+                self.reload(*space)?;
+            }
+            return Err(e);
+        }
+        for (space, _) in &changes {
+            self.maybe_compact(*space)?;
+        }
+        Ok(())
+    }
+
+    fn register_partner(&mut self, name: &str) -> Result<()> {
+        let name = validate::name(name)?;
+        let me = self.me.to_string();
+        let now = self.now();
+        let mut changes = Vec::new();
+        for space in Space::ALL {
+            let (_, bytes) = self.doc_mut(space).transact(|tx, h| {
+                use automerge::transaction::Transactable;
+                let p = tx.put_object(&h.partners, me.as_str(), automerge::ObjType::Map)?;
+                tx.put(&p, "name", name.as_str())?;
+                tx.put(&p, "joined_at", now)?;
+                Ok(())
+            })?;
+            if let Some(b) = bytes {
+                changes.push((space, b));
+            }
+        }
+        self.persist(changes)
+    }
+}
+
+fn load_space(store: &Store, space: Space, actor: ActorId) -> Result<SpaceDoc> {
+    let (snapshot, changes, _) = store.load(space)?;
+    SpaceDoc::load(snapshot.as_deref(), &changes, actor)
+}

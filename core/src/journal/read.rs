@@ -1,0 +1,156 @@
+//! Reading records: the couple's copy with this partner's private parts laid over it.
+
+use automerge::ReadDoc;
+use serde_json::{Map, Value};
+
+use super::{Journal, Partner};
+use crate::{
+    doc::{ENVELOPE_KEYS, SpaceDoc, json},
+    error::{Error, Result},
+    ids::{PartnerId, RecordId},
+    model::{Body, Conflict, Kind, Record, Visibility},
+    store::Space,
+};
+
+/// A record's stored parts, before they become a [`Record`].
+#[derive(Debug, Default)]
+pub(super) struct Parts {
+    pub(super) shared: Option<Map<String, Value>>,
+    pub(super) private: Option<Map<String, Value>>,
+    pub(super) conflicts: Vec<Conflict>,
+}
+
+impl Parts {
+    /// The fields as this partner sees them: private values over shared ones.
+    pub(super) fn merged(&self) -> Map<String, Value> {
+        let mut out = self.shared.clone().unwrap_or_default();
+        if let Some(private) = &self.private {
+            for (k, v) in private {
+                if !(ENVELOPE_KEYS.contains(&k.as_str()) && out.contains_key(k)) {
+                    out.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        out
+    }
+
+    pub(super) fn exists(&self) -> bool {
+        self.shared.is_some() || self.private.is_some()
+    }
+}
+
+pub(super) fn partners(doc: &SpaceDoc) -> Vec<Partner> {
+    let am = doc.am();
+    let mut out: Vec<Partner> = am
+        .map_range(doc.partners_obj(), ..)
+        .filter_map(|item| {
+            let id: PartnerId = item.key.parse().ok()?;
+            let Value::Object(fields) = json::obj_to_json(am, &item.id()) else { return None };
+            Some(Partner {
+                id,
+                name: fields.get("name").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                joined_at: fields.get("joined_at").and_then(Value::as_i64).unwrap_or_default(),
+            })
+        })
+        .collect();
+    out.sort_by_key(|p| p.id);
+    out
+}
+
+/// Builds a record from its merged fields.
+pub(super) fn to_record(id: RecordId, fields: Map<String, Value>, conflicts: Vec<Conflict>) -> Result<Record> {
+    let bad = |what: &str| Error::Corrupt(format!("record {id} has no valid {what}"));
+    let author: PartnerId = fields
+        .get("author")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("author"))?
+        .parse()
+        .map_err(|_| bad("author"))?;
+    let visibility = match fields.get("visibility").and_then(Value::as_str) {
+        Some("private") => Visibility::Private,
+        _ => Visibility::Shared,
+    };
+    let created_at = fields.get("created_at").and_then(Value::as_i64).unwrap_or_default();
+    let updated_at = fields.get("updated_at").and_then(Value::as_i64).unwrap_or(created_at);
+    let removed = fields.get("removed").and_then(Value::as_bool).unwrap_or(false);
+    let body: Body = serde_json::from_value(Value::Object(fields))
+        .map_err(|e| Error::Corrupt(format!("record {id} cannot be read: {}", e.classify_name())))?;
+    Ok(Record { id, author, created_at, updated_at, visibility, removed, body, conflicts })
+}
+
+trait ClassifyName {
+    fn classify_name(&self) -> &'static str;
+}
+
+impl ClassifyName for serde_json::Error {
+    // serde's messages can quote the offending value; name only the category.
+    fn classify_name(&self) -> &'static str {
+        match self.classify() {
+            serde_json::error::Category::Data => "unknown kind or bad field",
+            serde_json::error::Category::Syntax => "syntax",
+            serde_json::error::Category::Eof => "truncated",
+            serde_json::error::Category::Io => "io",
+        }
+    }
+}
+
+impl Journal {
+    pub(super) fn parts(&self, id: RecordId) -> Parts {
+        let mut parts = Parts::default();
+        if let Some((map, conflicts)) = self.couple.record_json(id) {
+            parts.shared = Some(map);
+            parts.conflicts.extend(conflicts);
+        }
+        if let Some((map, conflicts)) = self.personal.record_json(id) {
+            parts.private = Some(map);
+            parts.conflicts.extend(conflicts);
+        }
+        parts
+    }
+
+    /// Record `id` as this partner sees it.
+    pub fn get(&self, id: RecordId) -> Result<Record> {
+        let parts = self.parts(id);
+        if !parts.exists() {
+            return Err(Error::NotFound(id));
+        }
+        to_record(id, parts.merged(), parts.conflicts)
+    }
+
+    /// Record `id`, checking its kind.
+    pub fn get_kind(&self, id: RecordId, kind: Kind) -> Result<Record> {
+        let record = self.get(id)?;
+        if record.kind() != kind {
+            return Err(Error::WrongKind { id, expected: kind, actual: record.kind() });
+        }
+        Ok(record)
+    }
+
+    /// Every record this partner can see (shared ones and their own private ones), in id order.
+    /// Records of kinds this version does not know are left out.
+    pub fn records(&self) -> Vec<Record> {
+        let mut ids = self.couple.record_ids();
+        ids.extend(self.personal.record_ids());
+        ids.sort();
+        ids.dedup();
+        ids.into_iter().filter_map(|id| self.get(id).ok()).collect()
+    }
+
+    /// Only the couple's document's records, exactly as both partners' devices hold them.
+    pub fn shared_records(&self) -> Vec<Record> {
+        self.couple
+            .record_ids()
+            .into_iter()
+            .filter_map(|id| {
+                let (map, conflicts) = self.couple.record_json(id)?;
+                to_record(id, map, conflicts).ok()
+            })
+            .collect()
+    }
+
+    /// The raw stored fields of a record in one space, including fields this version does not
+    /// know. For diagnostics and forward-compatibility checks.
+    pub fn raw_fields(&self, space: Space, id: RecordId) -> Option<Map<String, Value>> {
+        self.doc(space).record_json(id).map(|(m, _)| m)
+    }
+}

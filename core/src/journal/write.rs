@@ -1,0 +1,369 @@
+//! Adding, editing and removing records.
+
+use automerge::{ObjType, transaction::Transactable};
+use serde_json::{Map, Value};
+
+use super::{Journal, read::to_record, validate};
+use crate::{
+    doc::{ENVELOPE_KEYS, json::put_json},
+    error::{Error, Result},
+    ids::RecordId,
+    model::{
+        Body, Consent, ConsentState, Kind, QuestionStatus, TriggerSharing, Visibility,
+        rules::{self, Writer},
+    },
+    store::Space,
+};
+
+/// A body's fields as stored (without the `kind` tag).
+pub(super) fn body_fields(body: &Body) -> Result<Map<String, Value>> {
+    match serde_json::to_value(body) {
+        Ok(Value::Object(mut map)) => {
+            map.remove("kind");
+            Ok(map)
+        }
+        _ => Err(Error::Corrupt("a record body did not serialise to a map".into())),
+    }
+}
+
+/// SHA-256 of a boundary's wording: consents are tied to exactly these words.
+pub fn wording_hash(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+/// The visibility a record really gets: triggers follow their `sharing`, kinds that cannot be
+/// private are always shared.
+fn effective_visibility(body: &Body, requested: Option<Visibility>) -> Result<Visibility> {
+    let kind = body.kind();
+    if let Body::TriggerEvent(t) = body {
+        return Ok(match t.sharing {
+            TriggerSharing::Private | TriggerSharing::Unknown => Visibility::Private,
+            _ => Visibility::Shared,
+        });
+    }
+    match requested.unwrap_or_else(|| rules::default_visibility(kind)) {
+        Visibility::Private if !rules::may_be_private(kind) => Err(Error::Invalid(format!(
+            "a {} is shared by nature and cannot be private",
+            kind.label().to_lowercase()
+        ))),
+        v => Ok(v),
+    }
+}
+
+fn visibility_str(v: Visibility) -> &'static str {
+    match v {
+        Visibility::Shared => "shared",
+        Visibility::Private => "private",
+    }
+}
+
+impl Journal {
+    /// Adds a record authored by this partner, with its kind's default visibility. Returns its id
+    /// once it is committed.
+    pub fn add(&mut self, body: Body) -> Result<RecordId> {
+        self.add_with(body, None)
+    }
+
+    /// Adds a record with a chosen visibility (only processing notes and triggers may be private).
+    pub fn add_with(&mut self, mut body: Body, visibility: Option<Visibility>) -> Result<RecordId> {
+        validate::body(&body)?;
+        self.check_links(&body)?;
+        let visibility = effective_visibility(&body, visibility)?;
+        let kind = body.kind();
+        let now = self.now();
+        let id = match &body {
+            Body::CheckIn(c) => {
+                let date = c.local_date.ok_or_else(|| Error::Invalid("a check-in needs its local_date".into()))?;
+                let id = RecordId::derive_check_in(self.me, date);
+                if self.get(id).is_ok_and(|r| !r.removed) {
+                    return Err(Error::Invalid(format!(
+                        "there is already a check-in for {date}; edit it instead"
+                    )));
+                }
+                id
+            }
+            _ => RecordId::generate(),
+        };
+        // Fields written through their own operations start empty, whatever the caller passed.
+        match &mut body {
+            Body::Boundary(b) => {
+                b.consents.clear();
+                b.consents.insert(
+                    self.me,
+                    Consent { state: ConsentState::Agreed, wording: wording_hash(&b.text), at: now },
+                );
+            }
+            Body::Need(n) => n.response = None,
+            Body::Commitment(c) => {
+                c.claims.clear();
+                c.views.clear();
+            }
+            Body::Question(q) => q.status = QuestionStatus::Open,
+            _ => {}
+        }
+        let fields = body_fields(&body)?;
+        let (shared, private) = rules::split(kind, visibility, &fields);
+        let mut envelope = Map::new();
+        envelope.insert("kind".into(), kind.as_str().into());
+        envelope.insert("author".into(), self.me.to_string().into());
+        envelope.insert("created_at".into(), now.into());
+        envelope.insert("updated_at".into(), now.into());
+        envelope.insert("visibility".into(), visibility_str(visibility).into());
+        envelope.insert("removed".into(), false.into());
+
+        let answered = match &body {
+            Body::Answer(a) => a.question,
+            _ => None,
+        };
+        let key = id.to_string();
+        let mut changes = Vec::new();
+        for (space, part) in [(Space::Couple, shared), (Space::Personal, private)] {
+            let Some(part) = part else { continue };
+            let (_, bytes) = self.doc_mut(space).transact(|tx, h| {
+                let obj = tx.put_object(&h.records, key.as_str(), ObjType::Map)?;
+                for (k, v) in envelope.iter().chain(part.iter()) {
+                    put_json(tx, &obj, k, v)?;
+                }
+                if let (Space::Couple, Some(q)) = (space, answered) {
+                    // An answer moves its question to "answered" in the same change.
+                    if let Ok(Some((_, qobj))) = automerge::ReadDoc::get(tx, &h.records, q.to_string()) {
+                        tx.put(&qobj, "status", QuestionStatus::Answered.as_str())?;
+                    }
+                }
+                Ok(())
+            })?;
+            changes.extend(bytes.map(|b| (space, b)));
+        }
+        self.persist(changes)?;
+        Ok(id)
+    }
+
+    /// Edits a record: `body` is the record's body as the app wants it now (typically a record
+    /// read earlier, changed). Only fields that differ are written, each checked against who may
+    /// write it; fields written through their own operations (consents, ledger, response,
+    /// question status) are left alone here.
+    pub fn edit(&mut self, id: RecordId, body: Body) -> Result<()> {
+        let parts = self.parts(id);
+        if !parts.exists() {
+            return Err(Error::NotFound(id));
+        }
+        let current = to_record(id, parts.merged(), Vec::new())?;
+        let kind = current.kind();
+        if body.kind() != kind {
+            return Err(Error::WrongKind { id, expected: kind, actual: body.kind() });
+        }
+        if current.removed {
+            return Err(Error::Removed(id));
+        }
+        if rules::is_add_only(kind) {
+            return Err(Error::Invalid(format!(
+                "{}s are add-only: they can be removed by their author, not edited",
+                kind.label().to_lowercase()
+            )));
+        }
+        validate::body(&body)?;
+        self.check_links(&body)?;
+
+        // Compare with the current record as this version reads it, so values this version does
+        // not know (an enum value from a newer app) are never rewritten unless the app changed them.
+        let before = body_fields(&current.body)?;
+        let after = body_fields(&body)?;
+        let mut changed = Vec::new();
+        for (k, v) in &after {
+            if before.get(k) == Some(v) {
+                continue;
+            }
+            match rules::writer(kind, k) {
+                Writer::Managed => continue,
+                Writer::Fixed => {
+                    return Err(Error::Invalid(format!("{k} cannot be changed after creation")));
+                }
+                Writer::Author if current.author != self.me => {
+                    return Err(Error::PermissionDenied(format!(
+                        "only the author of this {} can change it",
+                        kind.label().to_lowercase()
+                    )));
+                }
+                Writer::Author | Writer::Either => changed.push(k.clone()),
+            }
+        }
+        if changed.is_empty() {
+            return Ok(());
+        }
+
+        let old_vis = effective_visibility(&current.body, Some(current.visibility))?;
+        let new_vis = effective_visibility(&body, Some(current.visibility))?;
+        if old_vis == Visibility::Shared && new_vis == Visibility::Private {
+            return Err(Error::Invalid(
+                "a record the partner has seen cannot be made private again; remove it instead".into(),
+            ));
+        }
+        // Moving fields between spaces (check-in privacy, trigger sharing) touches every field.
+        let placement_changed = changed.iter().any(|k| k == "private_fields" || k == "sharing");
+        let keys: Vec<String> = if placement_changed { after.keys().cloned().collect() } else { changed };
+
+        let (shared, private) = rules::split(kind, new_vis, &after);
+        let now = self.now();
+        let key = id.to_string();
+        let mut changes = Vec::new();
+        for (space, desired, stored) in
+            [(Space::Couple, shared, &parts.shared), (Space::Personal, private, &parts.private)]
+        {
+            let creating = desired.is_some() && stored.is_none();
+            let mut ops: Vec<(String, Option<Value>)> = Vec::new();
+            for k in &keys {
+                let want = desired.as_ref().and_then(|d| d.get(k));
+                let have = stored.as_ref().and_then(|s| s.get(k));
+                if want != have || (creating && want.is_some()) {
+                    ops.push((k.clone(), want.cloned()));
+                }
+            }
+            if ops.is_empty() {
+                continue;
+            }
+            let mut envelope = Map::new();
+            if creating {
+                envelope.insert("kind".into(), kind.as_str().into());
+                envelope.insert("author".into(), current.author.to_string().into());
+                envelope.insert("created_at".into(), current.created_at.into());
+                envelope.insert("visibility".into(), visibility_str(new_vis).into());
+                envelope.insert("removed".into(), false.into());
+                if let Some(d) = &desired {
+                    for (k, v) in d {
+                        if !ops.iter().any(|(o, _)| o == k) {
+                            ops.push((k.clone(), Some(v.clone())));
+                        }
+                    }
+                }
+            } else if space == Space::Couple && new_vis != old_vis {
+                envelope.insert("visibility".into(), visibility_str(new_vis).into());
+            }
+            envelope.insert("updated_at".into(), now.into());
+            let reworded = match (&body, space) {
+                (Body::Boundary(b), Space::Couple) if ops.iter().any(|(k, _)| k == "text") => {
+                    Some(wording_hash(&b.text))
+                }
+                _ => None,
+            };
+            let me = self.me.to_string();
+            let (_, bytes) = self.doc_mut(space).transact(|tx, h| {
+                let obj = match automerge::ReadDoc::get(tx, &h.records, key.as_str())? {
+                    Some((automerge::Value::Object(ObjType::Map), obj)) if !creating => obj,
+                    _ => tx.put_object(&h.records, key.as_str(), ObjType::Map)?,
+                };
+                for (k, v) in &envelope {
+                    put_json(tx, &obj, k, v)?;
+                }
+                for (k, v) in &ops {
+                    match v {
+                        Some(v) => put_json(tx, &obj, k, v)?,
+                        None => tx.delete(&obj, k.as_str())?,
+                    }
+                }
+                if let Some(hash) = &reworded {
+                    // Whoever rewords a boundary proposes the new words: their consent moves to
+                    // them. The other partner's consent stays tied to the old words, so the
+                    // boundary is no longer agreed until they agree again.
+                    let consents = match automerge::ReadDoc::get(tx, &obj, "consents")? {
+                        Some((automerge::Value::Object(ObjType::Map), c)) => c,
+                        _ => tx.put_object(&obj, "consents", ObjType::Map)?,
+                    };
+                    let c = tx.put_object(&consents, me.as_str(), ObjType::Map)?;
+                    tx.put(&c, "state", ConsentState::Agreed.as_str())?;
+                    tx.put(&c, "wording", hash.as_str())?;
+                    tx.put(&c, "at", now)?;
+                }
+                Ok(())
+            })?;
+            changes.extend(bytes.map(|b| (space, b)));
+        }
+        self.persist(changes)
+    }
+
+    /// Removes a record: only its author may. A placeholder stays (envelope and links) so
+    /// threads stay whole; the body's words are deleted from the current state.
+    pub fn remove(&mut self, id: RecordId) -> Result<()> {
+        let parts = self.parts(id);
+        if !parts.exists() {
+            return Err(Error::NotFound(id));
+        }
+        let current = to_record(id, parts.merged(), Vec::new())?;
+        if current.author != self.me {
+            return Err(Error::PermissionDenied(format!(
+                "only the author of this {} can remove it",
+                current.kind().label().to_lowercase()
+            )));
+        }
+        if current.removed {
+            return Ok(());
+        }
+        let kind = current.kind();
+        let keep = rules::link_fields(kind);
+        let now = self.now();
+        let key = id.to_string();
+        let mut changes = Vec::new();
+        for (space, stored) in [(Space::Couple, &parts.shared), (Space::Personal, &parts.private)] {
+            let Some(stored) = stored else { continue };
+            let drop: Vec<String> = stored
+                .keys()
+                .filter(|k| !ENVELOPE_KEYS.contains(&k.as_str()) && !keep.contains(&k.as_str()))
+                .cloned()
+                .collect();
+            let (_, bytes) = self.doc_mut(space).transact(|tx, h| {
+                if let Some((_, obj)) = automerge::ReadDoc::get(tx, &h.records, key.as_str())? {
+                    tx.put(&obj, "removed", true)?;
+                    tx.put(&obj, "updated_at", now)?;
+                    for k in &drop {
+                        tx.delete(&obj, k.as_str())?;
+                    }
+                }
+                Ok(())
+            })?;
+            changes.extend(bytes.map(|b| (space, b)));
+        }
+        self.persist(changes)
+    }
+
+    /// Checks that a body's links point at records of the right kind.
+    fn check_links(&self, body: &Body) -> Result<()> {
+        let must = |id: Option<RecordId>, kinds: &[Kind], what: &str| -> Result<()> {
+            let id = id.ok_or_else(|| Error::Invalid(format!("{what} is required")))?;
+            let record = self.get(id)?;
+            if !kinds.contains(&record.kind()) {
+                return Err(Error::WrongKind { id, expected: kinds[0], actual: record.kind() });
+            }
+            if record.removed {
+                return Err(Error::Removed(id));
+            }
+            Ok(())
+        };
+        match body {
+            Body::Answer(a) => must(a.question, &[Kind::Question], "question"),
+            Body::Reply(r) => must(r.share, &[Kind::Share], "share"),
+            Body::Validation(v) => {
+                let id = v.target.ok_or_else(|| Error::Invalid("target is required".into()))?;
+                if self.couple.record_obj(id).is_none() {
+                    return Err(if self.personal.record_obj(id).is_some() {
+                        Error::Invalid("only shared records can be validated".into())
+                    } else {
+                        Error::NotFound(id)
+                    });
+                }
+                Ok(())
+            }
+            Body::Commitment(c) if c.link.is_some() => {
+                must(c.link, &[Kind::Boundary, Kind::Need], "link")
+            }
+            Body::HonestyMoment(h) => match h.link {
+                Some(link) => self.get(link).map(|_| ()),
+                None => Ok(()),
+            },
+            Body::AccountabilityNote(a) => a
+                .amends
+                .iter()
+                .try_for_each(|c| must(Some(*c), &[Kind::Commitment], "amends")),
+            _ => Ok(()),
+        }
+    }
+}

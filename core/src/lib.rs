@@ -1,0 +1,22 @@
+//! mend-core: the couple's journal as Automerge documents in a crash-safe SQLite store.
+//!
+//! Start at [`Journal`]: it opens the store, holds the couple's document and this partner's
+//! personal space, enforces who may write what, and answers the app's queries.
+
+pub mod date;
+mod doc;
+pub mod error;
+pub mod export;
+pub mod ids;
+pub mod journal;
+pub mod model;
+pub mod query;
+pub mod store;
+
+pub use date::LocalDate;
+pub use doc::SCHEMA_VERSION;
+pub use error::{Error, Result};
+pub use ids::{DeviceId, PartnerId, RecordId};
+pub use journal::{JoinSource, Journal, OpenOptions, Partner, wording_hash};
+pub use model::{Body, Conflict, Kind, Record, Visibility};
+pub use store::{Durability, Space};

@@ -1,0 +1,212 @@
+//! The device's local store: one SQLite database per device, in WAL mode, with one writer.
+//!
+//! A write call returns only after its change bytes are committed here. A database that fails
+//! to open is reported and left exactly as it was: a journal cannot always be re-synced.
+
+pub mod migrations;
+
+use std::{
+    fs::{File, OpenOptions},
+    path::{Path, PathBuf},
+};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use crate::error::{Error, Result};
+
+/// Which document a row belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Space {
+    /// The couple's shared journal.
+    Couple,
+    /// This partner's personal space.
+    Personal,
+}
+
+impl Space {
+    /// Both spaces.
+    pub const ALL: [Space; 2] = [Space::Couple, Space::Personal];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Space::Couple => "couple",
+            Space::Personal => "personal",
+        }
+    }
+}
+
+/// How hard a commit waits for the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// fsync on every commit: an edit survives power loss once the call returns.
+    #[default]
+    Full,
+    /// fsync at checkpoints: an edit survives the app being killed, not a power cut.
+    Normal,
+}
+
+/// The local database.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    // Held for the store's life: a second process gets `Error::Locked` instead of a second
+    // writer. Released by the OS when the process dies, so a crash never leaves it stuck.
+    _lock: File,
+}
+
+impl Store {
+    /// Opens the database at `path`. With `create`, a missing file is created; without it, a
+    /// missing file is an error. An existing file is never replaced.
+    pub fn open(path: &Path, create: bool, durability: Durability) -> Result<Self> {
+        let shown = path.display().to_string();
+        let open_err = |reason: String| Error::Open { path: shown.clone(), reason };
+        if !create && !path.exists() {
+            return Err(open_err("no journal database there".into()));
+        }
+        let lock_path = lock_path(path);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| open_err(format!("cannot create lock file: {e}")))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Locked(shown)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(open_err(format!("cannot lock: {e}"))),
+        }
+
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if create {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        let mut conn =
+            Connection::open_with_flags(path, flags).map_err(|e| open_err(e.to_string()))?;
+        // Read the version before anything writes (switching to WAL rewrites the header), so a
+        // database from a newer build, or a file that is not a database, stays byte-for-byte.
+        let version: u32 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| open_err(e.to_string()))?;
+        if version > migrations::LATEST {
+            return Err(Error::TooNew { found: version, supported: migrations::LATEST });
+        }
+        let sync = match durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        };
+        let setup = format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; \
+             PRAGMA busy_timeout = 5000;"
+        );
+        conn.execute_batch(&setup).map_err(|e| open_err(e.to_string()))?;
+        migrations::migrate(&mut conn).map_err(|e| match e {
+            Error::TooNew { .. } => e,
+            other => open_err(other.to_string()),
+        })?;
+        Ok(Self { conn, path: path.to_owned(), _lock: lock })
+    }
+
+    /// Where the database lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The connection, for readers.
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The connection, for code that writes in its own transaction (the sync engine).
+    pub fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    /// A metadata value.
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Sets metadata values in one transaction.
+    pub fn set_meta(&mut self, pairs: &[(&str, &str)]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        for (k, v) in pairs {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![k, v],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A space's latest full save, its change chunks since (concatenated), and their count.
+    pub fn load(&self, space: Space) -> Result<(Option<Vec<u8>>, Vec<u8>, u64)> {
+        let snapshot: Option<Vec<u8>> = self
+            .conn
+            .query_row("SELECT bytes FROM doc_snapshots WHERE space = ?1", [space.as_str()], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let mut stmt =
+            self.conn.prepare_cached("SELECT bytes FROM doc_changes WHERE space = ?1 ORDER BY id")?;
+        let mut rows = stmt.query([space.as_str()])?;
+        let mut changes = Vec::new();
+        let mut count = 0;
+        while let Some(row) = rows.next()? {
+            let bytes = row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?;
+            changes.extend_from_slice(bytes);
+            count += 1;
+        }
+        Ok((snapshot, changes, count))
+    }
+
+    /// Commits change chunks of one or both spaces in one transaction. Returns when durable.
+    pub fn append_changes(&mut self, changes: &[(Space, &[u8])]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt =
+                tx.prepare_cached("INSERT INTO doc_changes (space, bytes) VALUES (?1, ?2)")?;
+            for (space, bytes) in changes {
+                stmt.execute(params![space.as_str(), bytes])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Replaces a space's rows with one full save, in one transaction.
+    pub fn compact(&mut self, space: Space, full_save: &[u8], now_ms: i64) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO doc_snapshots (space, bytes, saved_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (space) DO UPDATE SET bytes = excluded.bytes, saved_at = excluded.saved_at",
+            params![space.as_str(), full_save, now_ms],
+        )?;
+        tx.execute("DELETE FROM doc_changes WHERE space = ?1", [space.as_str()])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// How many change chunks a space has since its last full save.
+    pub fn change_rows(&self, space: Space) -> Result<u64> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM doc_changes WHERE space = ?1",
+            [space.as_str()],
+            |r| r.get(0),
+        )?;
+        Ok(n.unsigned_abs())
+    }
+}
+
+/// The lock file beside a database.
+fn lock_path(db: &Path) -> PathBuf {
+    let mut name = db.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".lock");
+    db.with_file_name(name)
+}

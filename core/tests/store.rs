@@ -1,0 +1,133 @@
+//! The local store: migrations from every old version, refusal to touch what it cannot read,
+//! and one writer at a time.
+
+use mend_core::{
+    Body, Error, Journal,
+    model::Share,
+    store::{
+        Durability, Space, Store,
+        migrations::{LATEST, migrate_to},
+    },
+};
+use rusqlite::Connection;
+
+fn schema(conn: &Connection) -> anyhow::Result<Vec<String>> {
+    let mut stmt = conn.prepare(
+        "SELECT type || ' ' || name || ' ' || COALESCE(sql, '') FROM sqlite_master \
+         WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name",
+    )?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+#[test]
+fn every_old_version_migrates_to_the_fresh_schema() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let fresh_path = dir.path().join("fresh.db");
+    drop(Store::open(&fresh_path, true, Durability::Full)?);
+    let fresh = schema(&Connection::open(&fresh_path)?)?;
+    assert!(fresh.iter().any(|s| s.contains("outbox")), "latest schema has the sync tables");
+
+    for version in 0..LATEST {
+        let path = dir.path().join(format!("v{version}.db"));
+        {
+            let mut conn = Connection::open(&path)?;
+            migrate_to(&mut conn, version)?;
+            let v: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            assert_eq!(v, version);
+            if version >= 1 {
+                // Data written by that version must survive the upgrade.
+                conn.execute("INSERT INTO meta (key, value) VALUES ('probe', 'kept')", [])?;
+                conn.execute("INSERT INTO doc_changes (space, bytes) VALUES ('couple', x'00')", [])?;
+            }
+        }
+        let store = Store::open(&path, false, Durability::Full)?;
+        let v: u32 = store.conn().pragma_query_value(None, "user_version", |r| r.get(0))?;
+        assert_eq!(v, LATEST, "from version {version}");
+        assert_eq!(schema(store.conn())?, fresh, "schema upgraded from version {version}");
+        if version >= 1 {
+            assert_eq!(store.meta("probe")?.as_deref(), Some("kept"));
+            assert_eq!(store.change_rows(Space::Couple)?, 1);
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn a_database_from_a_newer_version_is_refused_and_untouched() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("newer.db");
+    {
+        let mut conn = Connection::open(&path)?;
+        migrate_to(&mut conn, LATEST)?;
+        conn.pragma_update(None, "user_version", LATEST + 1)?;
+    }
+    let before = std::fs::read(&path)?;
+    match Store::open(&path, false, Durability::Full) {
+        Err(Error::TooNew { found, supported }) => {
+            assert_eq!(found, LATEST + 1);
+            assert_eq!(supported, LATEST);
+        }
+        other => anyhow::bail!("expected TooNew, got {other:?}"),
+    }
+    assert!(std::fs::read(&path)? == before, "the newer database was modified");
+    Ok(())
+}
+
+#[test]
+fn a_file_that_is_not_a_journal_is_reported_and_never_deleted() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("journal.db");
+    let garbage = b"this is not a database, but it may be someone's only copy".repeat(100);
+    std::fs::write(&path, &garbage)?;
+    let err = Journal::open(&path).err().ok_or_else(|| anyhow::anyhow!("garbage opened"))?;
+    assert!(matches!(err, Error::Open { .. }), "{err:?}");
+    assert!(err.to_string().contains("journal.db"), "the message names the file: {err}");
+    assert!(std::fs::read(&path)? == garbage, "the file is untouched");
+
+    // Creating over an existing file is refused too.
+    assert!(matches!(Journal::create(&path, "Alex"), Err(Error::Invalid(_))));
+    assert!(std::fs::read(&path)? == garbage, "the file is untouched");
+
+    // A missing file is an error, not a new empty journal.
+    let missing = dir.path().join("missing.db");
+    assert!(matches!(Journal::open(&missing), Err(Error::Open { .. })));
+    assert!(!missing.exists());
+    Ok(())
+}
+
+#[test]
+fn a_second_opener_gets_a_clear_error_and_the_journal_is_intact() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("journal.db");
+    let mut first = Journal::create(&path, "Alex")?;
+    let id = first.add(Body::Share(Share { feeling: "calmer today".into(), tough_question: false }))?;
+    match Journal::open(&path) {
+        Err(e @ Error::Locked(_)) => assert!(e.to_string().contains("another process")),
+        other => anyhow::bail!("expected Locked, got {other:?}"),
+    }
+    first.add(Body::Share(Share { feeling: "still here".into(), tough_question: false }))?;
+    drop(first);
+    let reopened = Journal::open(&path)?;
+    assert!(reopened.get(id).is_ok());
+    assert_eq!(reopened.records().len(), 2);
+    Ok(())
+}
+
+#[test]
+fn compaction_folds_rows_into_one_save_without_losing_anything() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("journal.db");
+    let mut j = Journal::create(&path, "Alex")?;
+    for n in 0..30 {
+        j.add(Body::Share(Share { feeling: format!("feeling {n}"), tough_question: n % 2 == 0 }))?;
+    }
+    assert!(j.store().change_rows(Space::Couple)? >= 30);
+    let before = j.records();
+    j.compact()?;
+    assert_eq!(j.store().change_rows(Space::Couple)?, 0);
+    drop(j);
+    let reopened = Journal::open(&path)?;
+    assert_eq!(reopened.records(), before);
+    Ok(())
+}

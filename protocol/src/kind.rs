@@ -1,0 +1,49 @@
+//! The kind byte that follows the version byte in every frame.
+
+use crate::DecodeError;
+
+/// What a frame holds. The numeric values are part of the wire format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Kind {
+    /// Device → relay: one chunk to store ([`crate::Push`]).
+    Push = 0x01,
+    /// Either direction over HTTP: the space's snapshot ([`crate::Snapshot`]).
+    Snapshot = 0x02,
+    /// Relay → device: a push is durable ([`crate::Ack`]).
+    Ack = 0x10,
+    /// Relay → device: a push was refused ([`crate::Nack`]).
+    Nack = 0x11,
+    /// Relay → device: a stored chunk ([`crate::Chunk`]).
+    Chunk = 0x12,
+    /// Relay → device: the backlog has been sent ([`crate::UpToDate`]).
+    UpToDate = 0x13,
+    /// Relay → device over HTTP: a page of chunks ([`crate::Page`]).
+    Page = 0x14,
+}
+
+impl Kind {
+    /// Every kind, in wire order.
+    pub const ALL: [Kind; 7] = [
+        Kind::Push,
+        Kind::Snapshot,
+        Kind::Ack,
+        Kind::Nack,
+        Kind::Chunk,
+        Kind::UpToDate,
+        Kind::Page,
+    ];
+
+    /// The kind's wire byte.
+    pub fn to_u8(self) -> u8 {
+        self as u8
+    }
+
+    /// Parses a wire byte.
+    pub fn from_u8(byte: u8) -> Result<Kind, DecodeError> {
+        Kind::ALL
+            .into_iter()
+            .find(|kind| kind.to_u8() == byte)
+            .ok_or(DecodeError::UnknownKind(byte))
+    }
+}

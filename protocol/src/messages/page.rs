@@ -1,0 +1,97 @@
+//! [`Page`]: one page of a paged pull.
+
+use super::{Chunk, frame};
+use crate::{DecodeError, Limits, codec::Reader, varint};
+
+const MORE: u8 = 0x01;
+
+/// Chunks after a cursor, in relay order, as answered to `GET …/chunks`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// The space's highest relay sequence when the page was read.
+    pub head: u64,
+    /// The cursor for the next pull (`after=`). Chunks up to it were returned or withheld as
+    /// the requesting device's own; it never passes a chunk that was not yet examined.
+    pub next_after: u64,
+    /// More chunks remain after `next_after`; pull again.
+    pub more: bool,
+    /// The chunks, with strictly increasing `relay_seq`, none above `next_after`.
+    pub chunks: Vec<Chunk>,
+}
+
+impl Page {
+    pub(crate) fn encode_body(&self, out: &mut Vec<u8>) {
+        varint::write(out, self.head);
+        varint::write(out, self.next_after);
+        out.push(if self.more { MORE } else { 0 });
+        varint::write(out, self.chunks.len() as u64);
+        for chunk in &self.chunks {
+            chunk.encode_body(out);
+        }
+    }
+
+    pub(crate) fn body_len(&self) -> usize {
+        varint::len(self.head)
+            + varint::len(self.next_after)
+            + 1
+            + varint::len(self.chunks.len() as u64)
+            + self.chunks.iter().map(Chunk::body_len).sum::<usize>()
+    }
+
+    pub(crate) fn decode_body(reader: &mut Reader<'_>, limits: &Limits) -> Result<Self, DecodeError> {
+        let head = reader.varint()?;
+        let next_after = reader.varint()?;
+        if next_after > head {
+            return Err(DecodeError::Invalid {
+                field: "next_after",
+                reason: "beyond head",
+            });
+        }
+        let more = reader.flags("page flags", MORE)? == MORE;
+        let count = reader.varint()?;
+        let limit = limits
+            .max_page_chunks
+            .min(reader.remaining() / Chunk::MIN_BODY_LEN);
+        if count > limit as u64 {
+            return Err(DecodeError::TooLarge {
+                field: "chunk count",
+                len: count,
+                limit,
+            });
+        }
+        let mut chunks: Vec<Chunk> = Vec::with_capacity(count as usize);
+        let mut total_bytes = 0usize;
+        for _ in 0..count {
+            let chunk = Chunk::decode_body(reader, limits)?;
+            if chunks.last().is_some_and(|last| last.relay_seq >= chunk.relay_seq) {
+                return Err(DecodeError::Invalid {
+                    field: "relay_seq",
+                    reason: "not strictly increasing within the page",
+                });
+            }
+            if chunk.relay_seq > next_after {
+                return Err(DecodeError::Invalid {
+                    field: "relay_seq",
+                    reason: "beyond next_after",
+                });
+            }
+            total_bytes += chunk.payload.len();
+            if !chunks.is_empty() && total_bytes > limits.max_page_bytes {
+                return Err(DecodeError::TooLarge {
+                    field: "page payload",
+                    len: total_bytes as u64,
+                    limit: limits.max_page_bytes,
+                });
+            }
+            chunks.push(chunk);
+        }
+        Ok(Page {
+            head,
+            next_after,
+            more,
+            chunks,
+        })
+    }
+}
+
+frame!(Page, crate::Kind::Page);

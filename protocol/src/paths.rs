@@ -1,0 +1,70 @@
+//! The relay's HTTP paths and query parameters, so clients build URLs the way the relay
+//! routes them.
+//!
+//! Every space route takes `Authorization: Bearer <token>`. Request and response bodies of
+//! chunk and snapshot routes are single binary frames; error bodies are small JSON objects
+//! `{"error": "<ErrorCode name>", "message": "<text>"}`.
+
+use crate::{DeviceId, SpaceId};
+
+/// Prefix of every versioned route.
+pub const API_PREFIX: &str = "/v1";
+/// Liveness probe: 200 while the process runs.
+pub const HEALTHZ: &str = "/healthz";
+/// Readiness probe: 200 while the relay accepts work, 503 while it shuts down.
+pub const READYZ: &str = "/readyz";
+/// Prometheus metrics in text format.
+pub const METRICS: &str = "/metrics";
+
+/// Query parameter: the cursor (pull and live). Chunks with a greater relay sequence follow.
+pub const QUERY_AFTER: &str = "after";
+/// Query parameter: the most chunks in a page (pull only; clamped to
+/// [`crate::MAX_PAGE_LIMIT`]).
+pub const QUERY_LIMIT: &str = "limit";
+/// Query parameter: the requesting device's id (pull and live); the relay withholds that
+/// device's own chunks.
+pub const QUERY_DEVICE: &str = "device";
+
+/// Content type of binary frame bodies.
+pub const FRAME_CONTENT_TYPE: &str = "application/vnd.mend.frame";
+
+/// `PUT` creates the space, `DELETE` erases it.
+pub fn space(space: &SpaceId) -> String {
+    format!("{API_PREFIX}/spaces/{space}")
+}
+
+/// `POST` pushes a chunk, `GET` pulls a page.
+pub fn chunks(space: &SpaceId) -> String {
+    format!("{API_PREFIX}/spaces/{space}/chunks")
+}
+
+/// `GET` (with the WebSocket upgrade) opens the live connection.
+pub fn live(space: &SpaceId) -> String {
+    format!("{API_PREFIX}/spaces/{space}/live")
+}
+
+/// `PUT` stores the snapshot, `GET` fetches it.
+pub fn snapshot(space: &SpaceId) -> String {
+    format!("{API_PREFIX}/spaces/{space}/snapshot")
+}
+
+/// The path and query of a pull.
+pub fn pull(space: &SpaceId, after: u64, limit: Option<usize>, device: Option<&DeviceId>) -> String {
+    let mut url = format!("{}?{QUERY_AFTER}={after}", chunks(space));
+    if let Some(limit) = limit {
+        url.push_str(&format!("&{QUERY_LIMIT}={limit}"));
+    }
+    if let Some(device) = device {
+        url.push_str(&format!("&{QUERY_DEVICE}={device}"));
+    }
+    url
+}
+
+/// The path and query of a live connection.
+pub fn live_after(space: &SpaceId, after: u64, device: Option<&DeviceId>) -> String {
+    let mut url = format!("{}?{QUERY_AFTER}={after}", live(space));
+    if let Some(device) = device {
+        url.push_str(&format!("&{QUERY_DEVICE}={device}"));
+    }
+    url
+}

@@ -1,0 +1,169 @@
+//! Property tests: every message survives encode → decode unchanged, decoding is canonical
+//! (re-encoding gives the same bytes), and every strict prefix of a frame is refused.
+
+use mend_protocol::{
+    Ack, AnyMessage, Chunk, ClientMessage, DeviceId, ErrorCode, Limits, MAX_TEXT_BYTES, Nack, Page,
+    Push, ServerMessage, Snapshot, UpToDate,
+};
+use proptest::prelude::*;
+
+fn seq() -> impl Strategy<Value = u64> {
+    prop_oneof![1..200u64, 1..=u64::MAX]
+}
+
+fn payload() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(any::<u8>(), 0..600)
+}
+
+fn device_id() -> impl Strategy<Value = DeviceId> {
+    any::<[u8; 16]>().prop_map(DeviceId)
+}
+
+fn push() -> impl Strategy<Value = Push> {
+    (device_id(), seq(), payload()).prop_map(|(device_id, device_seq, payload)| Push {
+        device_id,
+        device_seq,
+        payload,
+    })
+}
+
+fn chunk() -> impl Strategy<Value = Chunk> {
+    (seq(), device_id(), seq(), payload()).prop_map(|(relay_seq, device_id, device_seq, payload)| {
+        Chunk {
+            relay_seq,
+            device_id,
+            device_seq,
+            payload,
+        }
+    })
+}
+
+fn ack() -> impl Strategy<Value = Ack> {
+    (seq(), seq(), any::<bool>()).prop_map(|(device_seq, relay_seq, duplicate)| Ack {
+        device_seq,
+        relay_seq,
+        duplicate,
+    })
+}
+
+fn error_code() -> impl Strategy<Value = ErrorCode> {
+    any::<u8>().prop_map(ErrorCode::from_u8)
+}
+
+fn nack() -> impl Strategy<Value = Nack> {
+    (seq(), error_code(), any::<u64>(), ".{0,40}")
+        .prop_filter("text within limit", |(.., text)| text.len() <= MAX_TEXT_BYTES)
+        .prop_map(|(device_seq, code, retry_after_ms, message)| Nack {
+            device_seq,
+            code,
+            retry_after_ms,
+            message,
+        })
+}
+
+fn snapshot() -> impl Strategy<Value = Snapshot> {
+    (any::<u64>(), payload()).prop_map(|(covers, payload)| Snapshot { covers, payload })
+}
+
+/// A page as the relay builds it: increasing sequences, none above `next_after <= head`.
+fn page() -> impl Strategy<Value = Page> {
+    (
+        prop::collection::vec((1..5u64, device_id(), seq(), payload()), 0..8),
+        0..3u64,
+        0..3u64,
+        any::<bool>(),
+    )
+        .prop_map(|(parts, gap_after, gap_head, more)| {
+            let mut relay_seq = 0;
+            let chunks: Vec<Chunk> = parts
+                .into_iter()
+                .map(|(step, device_id, device_seq, payload)| {
+                    relay_seq += step;
+                    Chunk {
+                        relay_seq,
+                        device_id,
+                        device_seq,
+                        payload,
+                    }
+                })
+                .collect();
+            let next_after = relay_seq + gap_after;
+            Page {
+                head: next_after + gap_head,
+                next_after,
+                more,
+                chunks,
+            }
+        })
+}
+
+fn any_message() -> impl Strategy<Value = AnyMessage> {
+    prop_oneof![
+        push().prop_map(AnyMessage::Push),
+        snapshot().prop_map(AnyMessage::Snapshot),
+        ack().prop_map(AnyMessage::Ack),
+        nack().prop_map(AnyMessage::Nack),
+        chunk().prop_map(AnyMessage::Chunk),
+        any::<u64>().prop_map(|head| AnyMessage::UpToDate(UpToDate { head })),
+        page().prop_map(AnyMessage::Page),
+    ]
+}
+
+const LIMITS: Limits = Limits::DEFAULT;
+
+proptest! {
+    #[test]
+    fn any_message_round_trips(message in any_message()) {
+        let bytes = message.to_bytes();
+        let decoded = AnyMessage::decode(&bytes, &LIMITS);
+        prop_assert_eq!(decoded.as_ref(), Ok(&message));
+        prop_assert_eq!(decoded.map(|m| m.to_bytes()), Ok(bytes));
+        prop_assert_eq!(message.kind().to_u8(), message.to_bytes()[1]);
+    }
+
+    #[test]
+    fn typed_decoders_round_trip(
+        p in push(), c in chunk(), a in ack(), n in nack(), s in snapshot(), pg in page(),
+    ) {
+        prop_assert_eq!(Push::decode(&p.to_bytes(), &LIMITS), Ok(p.clone()));
+        prop_assert_eq!(Chunk::decode(&c.to_bytes(), &LIMITS), Ok(c.clone()));
+        prop_assert_eq!(Ack::decode(&a.to_bytes(), &LIMITS), Ok(a));
+        prop_assert_eq!(Nack::decode(&n.to_bytes(), &LIMITS), Ok(n.clone()));
+        prop_assert_eq!(Snapshot::decode(&s.to_bytes(), &LIMITS), Ok(s.clone()));
+        prop_assert_eq!(Page::decode(&pg.to_bytes(), &LIMITS), Ok(pg));
+        prop_assert_eq!(
+            ClientMessage::decode(&p.to_bytes(), &LIMITS),
+            Ok(ClientMessage::Push(p))
+        );
+        for message in [
+            ServerMessage::Ack(a),
+            ServerMessage::Nack(n),
+            ServerMessage::Chunk(c),
+            ServerMessage::UpToDate(UpToDate { head: 7 }),
+        ] {
+            prop_assert_eq!(ServerMessage::decode(&message.to_bytes(), &LIMITS), Ok(message));
+        }
+    }
+
+    #[test]
+    fn every_strict_prefix_is_refused(message in any_message()) {
+        let bytes = message.to_bytes();
+        for end in 0..bytes.len() {
+            prop_assert!(AnyMessage::decode(&bytes[..end], &LIMITS).is_err(), "prefix {end}");
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused(message in any_message(), extra in 1..4usize) {
+        let mut bytes = message.to_bytes();
+        bytes.extend(std::iter::repeat_n(0u8, extra));
+        prop_assert!(AnyMessage::decode(&bytes, &LIMITS).is_err());
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_and_stay_canonical(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        if let Ok(message) = AnyMessage::decode(&bytes, &LIMITS) {
+            prop_assert_eq!(message.to_bytes(), bytes);
+        }
+    }
+}

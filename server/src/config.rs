@@ -1,0 +1,161 @@
+//! The relay's configuration: where it listens, where it keeps data, and every limit.
+//!
+//! Limits live in one struct so the router, the live socket and the accept loop enforce the same
+//! numbers, and so tests can shrink them (a 300 ms idle timeout, a 1 KiB chunk limit) to exercise
+//! each refusal quickly.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use mend_protocol::{
+    DEFAULT_MAX_CHUNK_BYTES, DEFAULT_MAX_PAGE_BYTES, DEFAULT_MAX_SNAPSHOT_BYTES, MAX_PUSH_OVERHEAD,
+};
+
+/// Everything the relay needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Directory holding the SQLite database.
+    pub data_dir: PathBuf,
+    /// Limits on what clients may do.
+    pub limits: Limits,
+    /// Per-connection WebSocket buffer sizes.
+    pub ws: WsBuffers,
+    /// Group-commit batching of the SQLite writer.
+    pub group_commit: GroupCommit,
+    /// How long a shutdown waits for in-flight work before it gives up on it.
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// Defaults with the given data directory, listening on 127.0.0.1:8787.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
+            data_dir: data_dir.into(),
+            limits: Limits::default(),
+            ws: WsBuffers::default(),
+            group_commit: GroupCommit::default(),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+
+    /// Checks that the limits are consistent with each other.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        if l.max_ws_message_bytes < l.max_chunk_bytes + MAX_PUSH_OVERHEAD {
+            return Err(ConfigError(format!(
+                "max WebSocket message ({}) must be at least the max chunk ({}) plus {MAX_PUSH_OVERHEAD}",
+                l.max_ws_message_bytes, l.max_chunk_bytes
+            )));
+        }
+        let positive = [
+            ("max chunk bytes", l.max_chunk_bytes as u64),
+            ("max connections", l.max_connections as u64),
+            ("max connections per space", l.max_connections_per_space as u64),
+            ("max in-flight pushes", l.max_inflight_pushes as u64),
+            ("rate per space", u64::from(l.rate_per_space)),
+            ("rate burst", u64::from(l.rate_burst)),
+            ("group commit batch", self.group_commit.max_batch as u64),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(ConfigError(format!("{name} must be positive")));
+        }
+        Ok(())
+    }
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+/// What one client, one space and the whole relay may use.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest chunk payload (413 over HTTP, a `Nack` over WebSocket).
+    pub max_chunk_bytes: usize,
+    /// Largest snapshot payload (413).
+    pub max_snapshot_bytes: usize,
+    /// Bytes one space may hold: live chunk payloads plus its snapshot (507).
+    pub space_quota_bytes: u64,
+    /// Largest WebSocket message; a larger one closes the connection with 1009.
+    pub max_ws_message_bytes: usize,
+    /// Sustained requests per second per space (HTTP requests and WebSocket pushes).
+    pub rate_per_space: u32,
+    /// Requests a space may burst above the sustained rate.
+    pub rate_burst: u32,
+    /// Open TCP connections for the whole relay; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Open live connections per space (429).
+    pub max_connections_per_space: usize,
+    /// A live connection that sends nothing (not even a ping) for this long is closed (4008).
+    pub idle_timeout: Duration,
+    /// A connection must deliver a request's headers within this long, including the first
+    /// request on a fresh connection and each later one on a kept-alive connection.
+    pub header_timeout: Duration,
+    /// Pushes one live connection may have awaiting durability; beyond it the relay stops
+    /// reading from that socket until acknowledgements go out.
+    pub max_inflight_pushes: usize,
+    /// Chunks in a page when a pull names no limit.
+    pub default_page_chunks: usize,
+    /// Payload bytes in a page (one larger chunk is still sent alone).
+    pub max_page_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_chunk_bytes: DEFAULT_MAX_CHUNK_BYTES,
+            max_snapshot_bytes: DEFAULT_MAX_SNAPSHOT_BYTES,
+            space_quota_bytes: 256 << 20,
+            max_ws_message_bytes: DEFAULT_MAX_CHUNK_BYTES + 1024,
+            rate_per_space: 200,
+            rate_burst: 1000,
+            max_connections: 20_000,
+            max_connections_per_space: 32,
+            idle_timeout: Duration::from_secs(90),
+            header_timeout: Duration::from_secs(15),
+            max_inflight_pushes: 64,
+            default_page_chunks: mend_protocol::DEFAULT_PAGE_LIMIT,
+            max_page_bytes: DEFAULT_MAX_PAGE_BYTES,
+        }
+    }
+}
+
+/// WebSocket buffer sizes per connection. Small defaults keep 10k idle connections cheap; the
+/// buffers grow on demand for larger messages.
+#[derive(Debug, Clone, Copy)]
+pub struct WsBuffers {
+    /// Read buffer allocated up front per connection.
+    pub read_buffer_bytes: usize,
+    /// Bytes buffered before a write reaches the socket (0: write each message at once).
+    pub write_buffer_bytes: usize,
+}
+
+impl Default for WsBuffers {
+    fn default() -> Self {
+        WsBuffers {
+            read_buffer_bytes: 4096,
+            write_buffer_bytes: 0,
+        }
+    }
+}
+
+/// How the SQLite writer batches concurrent writes into one transaction (group commit).
+#[derive(Debug, Clone, Copy)]
+pub struct GroupCommit {
+    /// Most writes in one transaction.
+    pub max_batch: usize,
+    /// Most payload bytes in one transaction.
+    pub max_batch_bytes: usize,
+}
+
+impl Default for GroupCommit {
+    fn default() -> Self {
+        GroupCommit {
+            max_batch: 2048,
+            max_batch_bytes: 16 << 20,
+        }
+    }
+}

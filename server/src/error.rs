@@ -1,0 +1,121 @@
+//! [`ApiError`]: every refusal the HTTP interface answers, as one type.
+//!
+//! Client mistakes get a precise code and message; internal failures are logged here and answered
+//! with a generic message, so no database detail reaches a client. Messages never include tokens
+//! or payloads.
+
+use std::{borrow::Cow, fmt, time::Duration};
+
+use axum::{
+    Json,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use mend_protocol::{DecodeError, ErrorCode};
+
+use crate::storage::StorageError;
+
+/// An error answered to a client: `{"error": "<code>", "message": "<text>"}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    code: ErrorCode,
+    message: Cow<'static, str>,
+    retry_after: Option<Duration>,
+}
+
+impl ApiError {
+    /// An error with a message for the client.
+    pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> ApiError {
+        ApiError {
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// Logs an internal failure and returns the generic answer for it.
+    pub fn internal(error: &dyn fmt::Display) -> ApiError {
+        tracing::error!(%error, "internal error");
+        ApiError::new(ErrorCode::Internal, "internal error; retry later")
+    }
+
+    /// Adds a `Retry-After` hint.
+    pub fn retry_after(mut self, delay: Duration) -> ApiError {
+        self.retry_after = Some(delay);
+        self
+    }
+
+    /// The error code.
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    /// The human-readable message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.name(), self.message)
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(error: StorageError) -> ApiError {
+        match error {
+            StorageError::SpaceNotFound => ApiError::new(ErrorCode::SpaceNotFound, "no such space"),
+            StorageError::SpaceExists => ApiError::new(
+                ErrorCode::SpaceExists,
+                "the space exists with a different token",
+            ),
+            e @ StorageError::QuotaExceeded { .. } => {
+                ApiError::new(ErrorCode::QuotaExceeded, e.to_string())
+            }
+            e @ StorageError::Pruned { .. } => ApiError::new(ErrorCode::Pruned, e.to_string()),
+            e @ StorageError::SnapshotStale { .. } => {
+                ApiError::new(ErrorCode::SnapshotStale, e.to_string())
+            }
+            e @ StorageError::SnapshotBeyondHead { .. } => {
+                ApiError::new(ErrorCode::SnapshotBeyondHead, e.to_string())
+            }
+            StorageError::Closed => {
+                ApiError::new(ErrorCode::Unavailable, "the relay is shutting down")
+            }
+            e @ StorageError::Backend(_) => ApiError::internal(&e),
+        }
+    }
+}
+
+impl ApiError {
+    /// Maps a frame that failed to decode. `too_large` is the code for an oversized payload.
+    pub fn from_decode(error: DecodeError, too_large: ErrorCode) -> ApiError {
+        match error {
+            DecodeError::UnsupportedVersion(_) => {
+                ApiError::new(ErrorCode::UnsupportedVersion, error.to_string())
+            }
+            DecodeError::TooLarge {
+                field: "payload", ..
+            } => ApiError::new(too_large, error.to_string()),
+            other => ApiError::new(ErrorCode::Malformed, format!("malformed frame: {other}")),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::json!({ "error": self.code.name(), "message": self.message });
+        let mut response = (status, Json(body)).into_response();
+        if let Some(delay) = self.retry_after {
+            let seconds = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+            if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response.extensions_mut().insert(self.code);
+        response
+    }
+}

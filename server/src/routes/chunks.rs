@@ -1,0 +1,82 @@
+//! `POST /v1/spaces/{space_id}/chunks` pushes one chunk; `GET` pulls a page.
+
+use std::time::Instant;
+
+use axum::{
+    body::Body,
+    extract::{Path, RawQuery, State},
+    http::HeaderMap,
+    response::Response,
+};
+use mend_protocol::{Ack, ErrorCode, Limits, MAX_PAGE_LIMIT, MAX_PUSH_OVERHEAD, Push};
+
+use super::{CursorQuery, frame, rate_limit, read_body, space_id};
+use crate::{auth::authorize, error::ApiError, state::AppState, storage::PullRequest};
+
+/// Stores one chunk and answers its [`Ack`] once the chunk is durable.
+pub(super) async fn push(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let space = space_id(&raw)?;
+    authorize(&state, &space, &headers).await?;
+    rate_limit(&state, &space)?;
+    let limits = &state.config().limits;
+    let body = read_body(
+        &headers,
+        body,
+        limits.max_chunk_bytes + MAX_PUSH_OVERHEAD,
+        ErrorCode::ChunkTooLarge,
+    )
+    .await?;
+    let decode_limits = Limits {
+        max_chunk_bytes: limits.max_chunk_bytes,
+        ..Limits::DEFAULT
+    };
+    let push = Push::decode(&body, &decode_limits)
+        .map_err(|e| ApiError::from_decode(e, ErrorCode::ChunkTooLarge))?;
+    let (device_seq, bytes) = (push.device_seq, push.payload.len());
+    let started = Instant::now();
+    let pushed = state
+        .storage()
+        .push(space, push, limits.space_quota_bytes)
+        .await?;
+    state
+        .metrics()
+        .pushed(bytes, pushed.duplicate, started.elapsed());
+    let ack = Ack {
+        device_seq,
+        relay_seq: pushed.relay_seq,
+        duplicate: pushed.duplicate,
+    };
+    Ok(frame(ack.to_bytes()))
+}
+
+/// Answers a [`mend_protocol::Page`] of chunks after `after`.
+pub(super) async fn pull(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let space = space_id(&raw)?;
+    authorize(&state, &space, &headers).await?;
+    let query = CursorQuery::parse(query.as_deref())?;
+    rate_limit(&state, &space)?;
+    let limits = &state.config().limits;
+    let request = PullRequest {
+        after: query.after,
+        limit: query
+            .limit
+            .unwrap_or(limits.default_page_chunks)
+            .clamp(1, MAX_PAGE_LIMIT),
+        max_bytes: limits.max_page_bytes,
+        exclude_device: query.device,
+    };
+    let page = state.storage().pull(space, request).await?;
+    let bytes = page.chunks.iter().map(|c| c.payload.len()).sum();
+    state.metrics().sent(page.chunks.len(), bytes);
+    Ok(frame(page.to_bytes()))
+}

@@ -1,0 +1,66 @@
+//! `PUT /v1/spaces/{space_id}/snapshot` stores the snapshot; `GET` fetches it.
+
+use axum::{
+    body::Body,
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode},
+    response::Response,
+};
+use mend_protocol::{ErrorCode, Limits, Snapshot};
+
+use super::{frame, rate_limit, read_body, space_id};
+use crate::{auth::authorize, error::ApiError, state::AppState};
+
+/// Largest bytes a snapshot frame adds around its payload (version, kind, two varints).
+const SNAPSHOT_OVERHEAD: usize = 2 + 10 + 10;
+
+/// Stores the snapshot (if it covers at least the stored one) and prunes what it covers.
+pub(super) async fn put(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let space = space_id(&raw)?;
+    authorize(&state, &space, &headers).await?;
+    rate_limit(&state, &space)?;
+    let limits = &state.config().limits;
+    let body = read_body(
+        &headers,
+        body,
+        limits.max_snapshot_bytes + SNAPSHOT_OVERHEAD,
+        ErrorCode::SnapshotTooLarge,
+    )
+    .await?;
+    let decode_limits = Limits {
+        max_snapshot_bytes: limits.max_snapshot_bytes,
+        ..Limits::DEFAULT
+    };
+    let snapshot = Snapshot::decode(&body, &decode_limits)
+        .map_err(|e| ApiError::from_decode(e, ErrorCode::SnapshotTooLarge))?;
+    let covers = snapshot.covers;
+    state
+        .storage()
+        .put_snapshot(space, snapshot, limits.space_quota_bytes)
+        .await?;
+    tracing::debug!(covers, "snapshot stored");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Answers the stored snapshot, or 404 `no_snapshot`.
+pub(super) async fn get(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let space = space_id(&raw)?;
+    authorize(&state, &space, &headers).await?;
+    rate_limit(&state, &space)?;
+    match state.storage().get_snapshot(space).await? {
+        Some(snapshot) => {
+            state.metrics().sent(0, snapshot.payload.len());
+            Ok(frame(snapshot.to_bytes()))
+        }
+        None => Err(ApiError::new(ErrorCode::NoSnapshot, "this space has no snapshot")),
+    }
+}

@@ -1,0 +1,109 @@
+//! [`AppState`]: what every handler and connection shares.
+
+use std::sync::Arc;
+
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    caps::SpaceConnections,
+    config::Config,
+    live::{LiveFeed, LocalHub},
+    metrics::Metrics,
+    rate::RateLimiter,
+    storage::{Storage, StorageError, sqlite::SqliteStorage},
+};
+
+/// Shared relay state. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    storage: Arc<dyn Storage>,
+    live: Arc<dyn LiveFeed>,
+    metrics: Metrics,
+    rate: RateLimiter,
+    space_connections: SpaceConnections,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// State over a given storage backend and live feed.
+    pub fn new(config: Config, storage: Arc<dyn Storage>, live: Arc<dyn LiveFeed>) -> AppState {
+        let limits = &config.limits;
+        AppState {
+            inner: Arc::new(Inner {
+                rate: RateLimiter::new(limits.rate_per_space, limits.rate_burst),
+                space_connections: SpaceConnections::new(limits.max_connections_per_space),
+                config,
+                storage,
+                live,
+                metrics: Metrics::default(),
+                shutdown: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+            }),
+        }
+    }
+
+    /// State over the embedded SQLite backend in `config.data_dir`, with an in-process hub.
+    pub fn open_sqlite(config: Config) -> Result<AppState, StorageError> {
+        let hub = LocalHub::default();
+        let storage = SqliteStorage::open(
+            &config.data_dir,
+            Arc::new(hub.clone()),
+            config.group_commit,
+        )?;
+        Ok(AppState::new(config, Arc::new(storage), Arc::new(hub)))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The storage backend.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.inner.storage
+    }
+
+    /// The live feed.
+    pub fn live(&self) -> &dyn LiveFeed {
+        self.inner.live.as_ref()
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Per-space rate limits.
+    pub fn rate(&self) -> &RateLimiter {
+        &self.inner.rate
+    }
+
+    /// Per-space live connection caps.
+    pub fn space_connections(&self) -> &SpaceConnections {
+        &self.inner.space_connections
+    }
+
+    /// Cancelled when the relay starts shutting down.
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+
+    /// Connections and live sessions the shutdown waits for.
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.inner.tasks
+    }
+}

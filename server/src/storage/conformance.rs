@@ -1,0 +1,473 @@
+//! The storage conformance suite: one set of behaviours every backend must show.
+//!
+//! A backend's test file opens a fresh store per test and instantiates the suite:
+//!
+//! ```ignore
+//! async fn open(hub: LocalHub) -> Backend { /* open a fresh store publishing to `hub` */ }
+//! mend_relay::storage_conformance_tests!(open);
+//! ```
+//!
+//! The checks are ordinary async functions (so they read as stories and show up in backtraces);
+//! the macro only stamps out one `#[tokio::test]` per check. They panic on failure, like any
+//! test assertion.
+
+use std::{any::Any, collections::HashSet, sync::Arc};
+
+use mend_protocol::{DeviceId, Push, Snapshot, SpaceId};
+
+use super::{Created, PullRequest, Pushed, Storage, StorageError};
+use crate::live::{LiveEvent, LiveFeed, LocalHub};
+
+/// A store under test, the hub it publishes to, and whatever must live as long as it
+/// (a temporary directory, a database handle).
+pub struct Backend {
+    /// The store.
+    pub storage: Arc<dyn Storage>,
+    /// The hub the store announces commits to.
+    pub hub: LocalHub,
+    _keep: Box<dyn Any + Send>,
+}
+
+impl Backend {
+    /// Wraps a freshly opened store.
+    pub fn new(storage: Arc<dyn Storage>, hub: LocalHub, keep: impl Any + Send) -> Backend {
+        Backend {
+            storage,
+            hub,
+            _keep: Box::new(keep),
+        }
+    }
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Backend")
+    }
+}
+
+/// Instantiates every conformance check as a `#[tokio::test]` for a backend opener
+/// `async fn(LocalHub) -> Backend`.
+#[macro_export]
+macro_rules! storage_conformance_tests {
+    ($open:path) => {
+        $crate::storage_conformance_tests!(@each $open;
+            create_is_idempotent_for_the_same_token,
+            unknown_spaces_are_not_found,
+            pushes_get_contiguous_sequences_and_read_back_exactly,
+            replayed_push_is_a_duplicate_and_stores_nothing,
+            concurrent_pushes_are_each_stored_once,
+            pages_respect_limit_and_byte_cap,
+            pull_can_withhold_a_device,
+            quota_is_enforced_and_duplicates_still_answered,
+            snapshot_prunes_and_never_goes_backwards,
+            snapshot_frees_quota,
+            erase_removes_everything,
+            commits_are_published_in_order,
+            close_refuses_new_work,
+        );
+    };
+    (@each $open:path; $($check:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $check() {
+                let backend = $open($crate::live::LocalHub::default()).await;
+                $crate::storage::conformance::$check(&backend).await;
+            }
+        )*
+    };
+}
+
+const HASH_A: [u8; 32] = [0xa1; 32];
+const HASH_B: [u8; 32] = [0xb2; 32];
+const DEVICE_A: DeviceId = DeviceId([0x0a; 16]);
+const DEVICE_B: DeviceId = DeviceId([0x0b; 16]);
+const QUOTA: u64 = 1 << 30;
+
+fn space(n: u8) -> SpaceId {
+    SpaceId([n; 32])
+}
+
+fn push(device_id: DeviceId, device_seq: u64, payload: &[u8]) -> Push {
+    Push {
+        device_id,
+        device_seq,
+        payload: payload.to_vec(),
+    }
+}
+
+fn all(after: u64) -> PullRequest {
+    PullRequest {
+        after,
+        limit: 10_000,
+        max_bytes: usize::MAX,
+        exclude_device: None,
+    }
+}
+
+fn ok<T>(result: Result<T, StorageError>, what: &str) -> T {
+    result.unwrap_or_else(|error| panic!("{what}: {error}"))
+}
+
+async fn created(b: &Backend, space: SpaceId) {
+    assert_eq!(
+        ok(b.storage.create_space(space, HASH_A).await, "create"),
+        Created::New
+    );
+}
+
+async fn pushed(b: &Backend, space: SpaceId, p: Push) -> Pushed {
+    ok(b.storage.push(space, p, QUOTA).await, "push")
+}
+
+/// Creating twice with one token is fine; with another token it fails and changes nothing.
+pub async fn create_is_idempotent_for_the_same_token(b: &Backend) {
+    created(b, space(1)).await;
+    assert_eq!(
+        ok(b.storage.create_space(space(1), HASH_A).await, "again"),
+        Created::Existing
+    );
+    assert!(matches!(
+        b.storage.create_space(space(1), HASH_B).await,
+        Err(StorageError::SpaceExists)
+    ));
+    assert_eq!(ok(b.storage.token_hash(space(1)).await, "hash"), Some(HASH_A));
+    assert_eq!(ok(b.storage.token_hash(space(2)).await, "hash"), None);
+}
+
+/// Every operation on a space that was never created says so.
+pub async fn unknown_spaces_are_not_found(b: &Backend) {
+    assert!(matches!(
+        b.storage.push(space(9), push(DEVICE_A, 1, b"x"), QUOTA).await,
+        Err(StorageError::SpaceNotFound)
+    ));
+    assert!(matches!(
+        b.storage.pull(space(9), all(0)).await,
+        Err(StorageError::SpaceNotFound)
+    ));
+    let snapshot = Snapshot {
+        covers: 0,
+        payload: vec![1],
+    };
+    assert!(matches!(
+        b.storage.put_snapshot(space(9), snapshot, QUOTA).await,
+        Err(StorageError::SpaceNotFound)
+    ));
+    assert!(ok(b.storage.get_snapshot(space(9)).await, "snapshot").is_none());
+    assert!(!ok(b.storage.erase(space(9)).await, "erase"));
+}
+
+/// Sequences start at 1 per space, increase by one, and chunks come back byte for byte.
+pub async fn pushes_get_contiguous_sequences_and_read_back_exactly(b: &Backend) {
+    created(b, space(1)).await;
+    created(b, space(2)).await;
+    let mut sent = Vec::new();
+    for i in 1..=6u64 {
+        let device = if i % 2 == 0 { DEVICE_A } else { DEVICE_B };
+        let p = push(device, i, &vec![i as u8; i as usize * 10]);
+        let answer = pushed(b, space(1), p.clone()).await;
+        assert_eq!(
+            answer,
+            Pushed {
+                relay_seq: i,
+                duplicate: false
+            }
+        );
+        sent.push(p);
+    }
+    assert_eq!(pushed(b, space(2), push(DEVICE_A, 1, b"other")).await.relay_seq, 1);
+    let page = ok(b.storage.pull(space(1), all(0)).await, "pull");
+    assert_eq!((page.head, page.next_after, page.more), (6, 6, false));
+    assert_eq!(page.chunks.len(), 6);
+    for (i, (chunk, p)) in page.chunks.iter().zip(&sent).enumerate() {
+        assert_eq!(chunk.relay_seq, i as u64 + 1);
+        assert_eq!(
+            (chunk.device_id, chunk.device_seq, &chunk.payload),
+            (p.device_id, p.device_seq, &p.payload)
+        );
+    }
+    let tail = ok(b.storage.pull(space(1), all(4)).await, "tail");
+    let seqs: Vec<u64> = tail.chunks.iter().map(|c| c.relay_seq).collect();
+    assert_eq!(seqs, [5, 6]);
+}
+
+/// A replay of (device, device_seq) returns the original sequence and stores nothing, even
+/// with a different payload.
+pub async fn replayed_push_is_a_duplicate_and_stores_nothing(b: &Backend) {
+    created(b, space(1)).await;
+    pushed(b, space(1), push(DEVICE_A, 1, b"first")).await;
+    pushed(b, space(1), push(DEVICE_B, 1, b"other device")).await;
+    let replay = pushed(b, space(1), push(DEVICE_A, 1, b"tampered")).await;
+    assert_eq!(
+        replay,
+        Pushed {
+            relay_seq: 1,
+            duplicate: true
+        }
+    );
+    let page = ok(b.storage.pull(space(1), all(0)).await, "pull");
+    assert_eq!(page.chunks.len(), 2);
+    assert_eq!(page.chunks[0].payload, b"first");
+    assert_eq!(pushed(b, space(1), push(DEVICE_A, 2, b"next")).await.relay_seq, 3);
+}
+
+/// Many pushes at once (with replays among them) each land exactly once.
+pub async fn concurrent_pushes_are_each_stored_once(b: &Backend) {
+    created(b, space(1)).await;
+    let mut tasks = Vec::new();
+    for i in 0..200u64 {
+        let storage = b.storage.clone();
+        let device = DeviceId([(i % 4) as u8; 16]);
+        // Every push is sent twice, concurrently.
+        for _ in 0..2 {
+            let storage = storage.clone();
+            tasks.push(tokio::spawn(async move {
+                storage
+                    .push(space(1), push(device, i / 4 + 1, &i.to_le_bytes()), QUOTA)
+                    .await
+            }));
+        }
+    }
+    let mut fresh = HashSet::new();
+    let mut duplicates = 0;
+    for task in tasks {
+        let answer = ok(task.await.unwrap_or_else(|e| panic!("task: {e}")), "push");
+        if answer.duplicate {
+            duplicates += 1;
+        } else {
+            assert!(fresh.insert(answer.relay_seq), "sequence reused");
+        }
+    }
+    assert_eq!((fresh.len(), duplicates), (200, 200));
+    let page = ok(b.storage.pull(space(1), all(0)).await, "pull");
+    let seqs: Vec<u64> = page.chunks.iter().map(|c| c.relay_seq).collect();
+    assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
+}
+
+/// Pages stop at the chunk limit or before the byte cap, but always hold one chunk.
+pub async fn pages_respect_limit_and_byte_cap(b: &Backend) {
+    created(b, space(1)).await;
+    for i in 1..=10 {
+        pushed(b, space(1), push(DEVICE_A, i, &[0; 100])).await;
+    }
+    let request = |after, limit, max_bytes| PullRequest {
+        after,
+        limit,
+        max_bytes,
+        exclude_device: None,
+    };
+    let page = ok(b.storage.pull(space(1), request(0, 3, usize::MAX)).await, "limit");
+    assert_eq!((page.chunks.len(), page.more, page.next_after, page.head), (3, true, 3, 10));
+    let page = ok(b.storage.pull(space(1), request(3, 100, 250)).await, "bytes");
+    assert_eq!((page.chunks.len(), page.more, page.next_after), (2, true, 5));
+    let page = ok(b.storage.pull(space(1), request(5, 100, 10)).await, "tiny cap");
+    assert_eq!((page.chunks.len(), page.more, page.next_after), (1, true, 6));
+    let page = ok(b.storage.pull(space(1), request(6, 4, usize::MAX)).await, "exact");
+    assert_eq!((page.chunks.len(), page.more, page.next_after), (4, false, 10));
+    let page = ok(b.storage.pull(space(1), request(10, 4, usize::MAX)).await, "at head");
+    assert_eq!((page.chunks.len(), page.more, page.next_after), (0, false, 10));
+}
+
+/// A device can ask not to get its own chunks back; the cursor still passes them.
+pub async fn pull_can_withhold_a_device(b: &Backend) {
+    created(b, space(1)).await;
+    for i in 1..=3 {
+        pushed(b, space(1), push(DEVICE_A, i, b"mine")).await;
+        pushed(b, space(1), push(DEVICE_B, i, b"theirs")).await;
+    }
+    pushed(b, space(1), push(DEVICE_A, 4, b"mine")).await;
+    let request = PullRequest {
+        after: 0,
+        limit: 100,
+        max_bytes: usize::MAX,
+        exclude_device: Some(DEVICE_A),
+    };
+    let page = ok(b.storage.pull(space(1), request).await, "pull");
+    let seqs: Vec<u64> = page.chunks.iter().map(|c| c.relay_seq).collect();
+    assert_eq!(seqs, [2, 4, 6]);
+    assert!(page.chunks.iter().all(|c| c.device_id == DEVICE_B));
+    assert_eq!((page.next_after, page.more), (7, false));
+    let limited = ok(
+        b.storage
+            .pull(space(1), PullRequest { limit: 2, ..request })
+            .await,
+        "limited",
+    );
+    assert_eq!((limited.next_after, limited.more), (4, true));
+}
+
+/// A push that would exceed the quota is refused; a replay of a stored chunk is still answered.
+pub async fn quota_is_enforced_and_duplicates_still_answered(b: &Backend) {
+    created(b, space(1)).await;
+    let quota = 1000;
+    let first = ok(
+        b.storage.push(space(1), push(DEVICE_A, 1, &[1; 600]), quota).await,
+        "first",
+    );
+    assert_eq!(first.relay_seq, 1);
+    assert!(matches!(
+        b.storage.push(space(1), push(DEVICE_A, 2, &[2; 600]), quota).await,
+        Err(StorageError::QuotaExceeded { used: 600, adding: 600, quota: 1000 })
+    ));
+    let replay = ok(
+        b.storage.push(space(1), push(DEVICE_A, 1, &[1; 600]), quota).await,
+        "replay",
+    );
+    assert!(replay.duplicate);
+    let fits = ok(
+        b.storage.push(space(1), push(DEVICE_A, 2, &[2; 400]), quota).await,
+        "fits",
+    );
+    assert_eq!(fits.relay_seq, 2, "a refused push must not consume a sequence");
+}
+
+/// A snapshot prunes what it covers, is never replaced by an older one, and sequences are
+/// never reused after pruning.
+pub async fn snapshot_prunes_and_never_goes_backwards(b: &Backend) {
+    created(b, space(1)).await;
+    for i in 1..=5 {
+        pushed(b, space(1), push(DEVICE_A, i, &[i as u8; 10])).await;
+    }
+    let snap = |covers: u64| Snapshot {
+        covers,
+        payload: vec![covers as u8; 20],
+    };
+    ok(b.storage.put_snapshot(space(1), snap(3), QUOTA).await, "snapshot");
+    assert!(matches!(
+        b.storage.pull(space(1), all(0)).await,
+        Err(StorageError::Pruned { snapshot_covers: 3 })
+    ));
+    assert!(matches!(
+        b.storage.pull(space(1), all(2)).await,
+        Err(StorageError::Pruned { snapshot_covers: 3 })
+    ));
+    let tail = ok(b.storage.pull(space(1), all(3)).await, "tail");
+    let seqs: Vec<u64> = tail.chunks.iter().map(|c| c.relay_seq).collect();
+    assert_eq!(seqs, [4, 5]);
+    assert!(matches!(
+        b.storage.put_snapshot(space(1), snap(2), QUOTA).await,
+        Err(StorageError::SnapshotStale { current: 3 })
+    ));
+    assert!(matches!(
+        b.storage.put_snapshot(space(1), snap(6), QUOTA).await,
+        Err(StorageError::SnapshotBeyondHead { head: 5 })
+    ));
+    let stored = ok(b.storage.get_snapshot(space(1)).await, "get");
+    assert_eq!(stored, Some(snap(3)));
+    // The same coverage again replaces it.
+    let same = Snapshot {
+        covers: 3,
+        payload: b"rewritten".to_vec(),
+    };
+    ok(b.storage.put_snapshot(space(1), same.clone(), QUOTA).await, "same covers");
+    assert_eq!(ok(b.storage.get_snapshot(space(1)).await, "get"), Some(same));
+    let replay = pushed(b, space(1), push(DEVICE_A, 2, b"again")).await;
+    assert_eq!(
+        replay,
+        Pushed {
+            relay_seq: 2,
+            duplicate: true
+        },
+        "a pruned chunk's replay still gets its original sequence"
+    );
+    assert_eq!(pushed(b, space(1), push(DEVICE_A, 6, b"new")).await.relay_seq, 6);
+}
+
+/// Pruned payloads stop counting against the quota; the snapshot counts instead.
+pub async fn snapshot_frees_quota(b: &Backend) {
+    created(b, space(1)).await;
+    let quota = 1000;
+    for i in 1..=4 {
+        ok(
+            b.storage.push(space(1), push(DEVICE_A, i, &[0; 200]), quota).await,
+            "push",
+        );
+    }
+    assert!(matches!(
+        b.storage.push(space(1), push(DEVICE_A, 5, &[0; 300]), quota).await,
+        Err(StorageError::QuotaExceeded { .. })
+    ));
+    assert!(matches!(
+        b.storage
+            .put_snapshot(space(1), Snapshot { covers: 1, payload: vec![0; 500] }, quota)
+            .await,
+        Err(StorageError::QuotaExceeded { .. })
+    ));
+    let small = Snapshot {
+        covers: 4,
+        payload: vec![0; 100],
+    };
+    ok(b.storage.put_snapshot(space(1), small, quota).await, "snapshot");
+    ok(
+        b.storage.push(space(1), push(DEVICE_A, 5, &[0; 800]), quota).await,
+        "fits after pruning",
+    );
+    assert!(matches!(
+        b.storage.push(space(1), push(DEVICE_A, 6, &[0; 101]), quota).await,
+        Err(StorageError::QuotaExceeded { used: 900, .. })
+    ));
+}
+
+/// Erasing removes chunks, snapshot and token; the id can then be created afresh.
+pub async fn erase_removes_everything(b: &Backend) {
+    created(b, space(1)).await;
+    created(b, space(2)).await;
+    pushed(b, space(1), push(DEVICE_A, 1, b"gone")).await;
+    pushed(b, space(2), push(DEVICE_A, 1, b"kept")).await;
+    let snapshot = Snapshot {
+        covers: 1,
+        payload: b"gone too".to_vec(),
+    };
+    ok(b.storage.put_snapshot(space(1), snapshot, QUOTA).await, "snapshot");
+    assert!(ok(b.storage.erase(space(1)).await, "erase"));
+    assert_eq!(ok(b.storage.token_hash(space(1)).await, "hash"), None);
+    assert!(matches!(
+        b.storage.pull(space(1), all(0)).await,
+        Err(StorageError::SpaceNotFound)
+    ));
+    assert!(ok(b.storage.get_snapshot(space(1)).await, "get").is_none());
+    assert_eq!(
+        ok(b.storage.create_space(space(1), HASH_B).await, "recreate"),
+        Created::New
+    );
+    let fresh = pushed(b, space(1), push(DEVICE_A, 1, b"new life")).await;
+    assert_eq!(
+        fresh,
+        Pushed {
+            relay_seq: 1,
+            duplicate: false
+        }
+    );
+    let other = ok(b.storage.pull(space(2), all(0)).await, "other space");
+    assert_eq!(other.chunks.len(), 1);
+}
+
+/// Subscribers hear each committed chunk in order, not replays, and hear an erase.
+pub async fn commits_are_published_in_order(b: &Backend) {
+    created(b, space(1)).await;
+    let mut subscription = b.hub.subscribe(&space(1));
+    for i in 1..=3 {
+        pushed(b, space(1), push(DEVICE_A, i, &[i as u8])).await;
+    }
+    pushed(b, space(1), push(DEVICE_A, 1, &[1])).await;
+    for i in 1..=3u64 {
+        match subscription.recv().await {
+            Ok(LiveEvent::Chunk(chunk)) => {
+                assert_eq!((chunk.relay_seq, chunk.payload.as_slice()), (i, &[i as u8][..]));
+            }
+            other => panic!("expected chunk {i}, got {other:?}"),
+        }
+    }
+    assert!(ok(b.storage.erase(space(1)).await, "erase"));
+    assert!(matches!(subscription.recv().await, Ok(LiveEvent::Erased)));
+}
+
+/// After `close`, writes fail with `Closed` and nothing hangs.
+pub async fn close_refuses_new_work(b: &Backend) {
+    created(b, space(1)).await;
+    pushed(b, space(1), push(DEVICE_A, 1, b"before")).await;
+    ok(b.storage.close().await, "close");
+    assert!(matches!(
+        b.storage.push(space(1), push(DEVICE_A, 2, b"after"), QUOTA).await,
+        Err(StorageError::Closed)
+    ));
+}

@@ -1,0 +1,142 @@
+//! Where spaces live: the storage trait every backend implements, and the backends.
+//!
+//! The relay keeps, per space, the SHA-256 of its token, an append-only log of opaque chunks
+//! numbered by relay sequence, and at most one snapshot. The trait is object-safe and async so
+//! the same router runs on embedded SQLite (one process, group commit) and, later, on PostgreSQL
+//! shared by several stateless relays. Live fan-out is not part of this trait: a backend
+//! announces commits through a [`crate::live::Publisher`], which is what lets a Postgres backend
+//! relay LISTEN/NOTIFY into the same in-process hub.
+//!
+//! Every backend must pass the conformance suite in [`conformance`]
+//! (`storage_conformance_tests!`).
+
+pub mod conformance;
+pub mod sqlite;
+
+use std::{future::Future, pin::Pin};
+
+use mend_protocol::{DeviceId, Page, Push, SpaceId, Snapshot};
+
+/// SHA-256 of a space's bearer token. The relay never stores the token itself.
+pub type TokenHash = [u8; 32];
+
+/// The future a storage method returns.
+pub type StorageFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StorageError>> + Send + 'a>>;
+
+/// The outcome of creating a space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// The space is new.
+    New,
+    /// The space already existed with the same token hash; nothing changed.
+    Existing,
+}
+
+/// A push the backend has made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pushed {
+    /// The chunk's relay sequence.
+    pub relay_seq: u64,
+    /// The chunk had been pushed before; nothing was stored and `relay_seq` is the original.
+    pub duplicate: bool,
+}
+
+/// What a pull asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PullRequest {
+    /// Return chunks with a relay sequence above this.
+    pub after: u64,
+    /// Most chunks to return (at least 1).
+    pub limit: usize,
+    /// Stop before the payload total would exceed this (a first chunk is always returned).
+    pub max_bytes: usize,
+    /// Withhold this device's own chunks.
+    pub exclude_device: Option<DeviceId>,
+}
+
+/// What went wrong in storage. Variants other than [`StorageError::Backend`] are answers the
+/// relay passes on to the client.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// No such space.
+    #[error("space not found")]
+    SpaceNotFound,
+    /// The space exists with another token.
+    #[error("space exists with a different token")]
+    SpaceExists,
+    /// The write would take the space over its quota.
+    #[error("space quota of {quota} bytes exceeded ({used} used, {adding} more)")]
+    QuotaExceeded {
+        /// Bytes held now.
+        used: u64,
+        /// Bytes the write adds.
+        adding: u64,
+        /// The quota in force.
+        quota: u64,
+    },
+    /// The requested cursor is below the snapshot; those chunks were pruned.
+    #[error("chunks up to {snapshot_covers} were pruned; fetch the snapshot")]
+    Pruned {
+        /// The snapshot's covered sequence.
+        snapshot_covers: u64,
+    },
+    /// A snapshot covering less than the stored one was offered.
+    #[error("stored snapshot covers {current}, newer than the one offered")]
+    SnapshotStale {
+        /// What the stored snapshot covers.
+        current: u64,
+    },
+    /// A snapshot claims to cover chunks beyond the head.
+    #[error("snapshot covers beyond the head ({head})")]
+    SnapshotBeyondHead {
+        /// The space's head.
+        head: u64,
+    },
+    /// The backend is shut down.
+    #[error("storage is closed")]
+    Closed,
+    /// The backend failed (I/O, database). Logged by the relay; clients see a generic error.
+    #[error("storage backend failed: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// A relay storage backend.
+///
+/// Every method must be durable before it resolves: a resolved `push` has been committed.
+/// Methods are async and take owned arguments so a backend may hand work to a writer thread
+/// or a database pool.
+pub trait Storage: Send + Sync + 'static {
+    /// Creates `space` with the hash of its token. Same hash again: [`Created::Existing`].
+    /// Another hash: [`StorageError::SpaceExists`].
+    fn create_space(&self, space: SpaceId, token_hash: TokenHash) -> StorageFuture<'_, Created>;
+
+    /// The space's token hash, or `None` if the space does not exist.
+    fn token_hash(&self, space: SpaceId) -> StorageFuture<'_, Option<TokenHash>>;
+
+    /// Stores a chunk unless `(device_id, device_seq)` was stored before, in which case it
+    /// returns the original relay sequence flagged as a duplicate (even after pruning).
+    /// Fails with [`StorageError::QuotaExceeded`] if the space's bytes would exceed `quota`.
+    fn push(&self, space: SpaceId, push: Push, quota: u64) -> StorageFuture<'_, Pushed>;
+
+    /// Reads chunks after a cursor. [`StorageError::Pruned`] if the cursor is below the
+    /// snapshot.
+    fn pull(&self, space: SpaceId, request: PullRequest) -> StorageFuture<'_, Page>;
+
+    /// Stores the snapshot if it covers at least what the stored one does and no more than the
+    /// head, then prunes the chunks it covers (their payloads; their dedup keys remain).
+    fn put_snapshot(
+        &self,
+        space: SpaceId,
+        snapshot: Snapshot,
+        quota: u64,
+    ) -> StorageFuture<'_, ()>;
+
+    /// The space's snapshot, if any.
+    fn get_snapshot(&self, space: SpaceId) -> StorageFuture<'_, Option<Snapshot>>;
+
+    /// Removes the space and everything in it. `false` if it did not exist.
+    fn erase(&self, space: SpaceId) -> StorageFuture<'_, bool>;
+
+    /// Finishes queued writes and stops. Later calls fail with [`StorageError::Closed`].
+    fn close(&self) -> StorageFuture<'_, ()>;
+}

@@ -1,0 +1,193 @@
+//! The embedded SQLite backend: zero set-up, one file per relay, durable on every ack.
+//!
+//! Writes go to one writer thread that commits in groups ([`writer`]); reads use a pool of
+//! read-only connections on blocking tasks ([`reader`]). Token hashes of all spaces are kept in
+//! memory (64 bytes a space), so authenticating a request never touches the disk; the writer
+//! updates that map after each commit, and it is the only writer.
+
+mod reader;
+mod schema;
+mod writer;
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, PoisonError, RwLock, RwLockWriteGuard},
+    thread::JoinHandle,
+};
+
+use mend_protocol::{Page, Push, SpaceId, Snapshot};
+use tokio::sync::{mpsc, oneshot};
+
+use self::{
+    reader::Readers,
+    writer::{Command, Write, Writer},
+};
+use super::{Created, PullRequest, Pushed, Storage, StorageError, StorageFuture, TokenHash};
+use crate::{config::GroupCommit, live::Publisher};
+
+/// The database file inside the data directory.
+pub const DB_FILE: &str = "relay.sqlite3";
+
+/// State shared by the writer thread and the async side.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    tokens: RwLock<HashMap<SpaceId, TokenHash>>,
+}
+
+impl Shared {
+    pub(crate) fn tokens_mut(&self) -> RwLockWriteGuard<'_, HashMap<SpaceId, TokenHash>> {
+        self.tokens.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Storage in one SQLite database (WAL, `synchronous=FULL`).
+#[derive(Debug)]
+pub struct SqliteStorage {
+    commands: mpsc::UnboundedSender<Command>,
+    shared: Arc<Shared>,
+    readers: Arc<Readers>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn backend(error: impl std::error::Error + Send + Sync + 'static) -> StorageError {
+    StorageError::Backend(Box::new(error))
+}
+
+impl SqliteStorage {
+    /// Opens (creating if needed) the database in `data_dir` and starts the writer thread.
+    /// Committed chunks are announced to `publisher`.
+    pub fn open(
+        data_dir: &Path,
+        publisher: Arc<dyn Publisher>,
+        group_commit: GroupCommit,
+    ) -> Result<SqliteStorage, StorageError> {
+        std::fs::create_dir_all(data_dir).map_err(backend)?;
+        let path: PathBuf = data_dir.join(DB_FILE);
+        let conn = schema::open_writer(&path).map_err(backend)?;
+        let shared = Arc::new(Shared::default());
+        shared
+            .tokens_mut()
+            .extend(reader::token_hashes(&conn).map_err(backend)?);
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let writer = Writer::new(conn, receiver, shared.clone(), publisher, group_commit);
+        let handle = std::thread::Builder::new()
+            .name("mend-sqlite-writer".into())
+            .spawn(move || writer.run())
+            .map_err(backend)?;
+        Ok(SqliteStorage {
+            commands,
+            shared,
+            readers: Arc::new(Readers::new(path)),
+            writer: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// Queues a write now (so writes issued in order commit in order) and awaits its answer.
+    fn write<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StorageError>>) -> Write,
+    ) -> StorageFuture<'_, T> {
+        let (reply, answer) = oneshot::channel();
+        let queued = self.commands.send(Command::Write(make(reply)));
+        Box::pin(async move {
+            queued.map_err(|_| StorageError::Closed)?;
+            answer.await.map_err(|_| StorageError::Closed)?
+        })
+    }
+
+    /// Runs a read on a blocking task.
+    fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<Result<T, StorageError>>
+        + Send
+        + 'static,
+    ) -> StorageFuture<'_, T> {
+        let readers = self.readers.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || readers.with(read))
+                .await
+                .map_err(backend)?
+                .map_err(backend)?
+        })
+    }
+}
+
+impl Storage for SqliteStorage {
+    fn create_space(&self, space: SpaceId, token_hash: TokenHash) -> StorageFuture<'_, Created> {
+        self.write(|reply| Write::Create {
+            space,
+            token_hash,
+            reply,
+        })
+    }
+
+    fn token_hash(&self, space: SpaceId) -> StorageFuture<'_, Option<TokenHash>> {
+        let hash = self
+            .shared
+            .tokens
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&space)
+            .copied();
+        Box::pin(std::future::ready(Ok(hash)))
+    }
+
+    fn push(&self, space: SpaceId, push: Push, quota: u64) -> StorageFuture<'_, Pushed> {
+        self.write(|reply| Write::Push {
+            space,
+            push,
+            quota,
+            reply,
+        })
+    }
+
+    fn pull(&self, space: SpaceId, request: PullRequest) -> StorageFuture<'_, Page> {
+        self.read(move |conn| reader::pull(conn, &space, request))
+    }
+
+    fn put_snapshot(
+        &self,
+        space: SpaceId,
+        snapshot: Snapshot,
+        quota: u64,
+    ) -> StorageFuture<'_, ()> {
+        self.write(|reply| Write::PutSnapshot {
+            space,
+            snapshot,
+            quota,
+            reply,
+        })
+    }
+
+    fn get_snapshot(&self, space: SpaceId) -> StorageFuture<'_, Option<Snapshot>> {
+        self.read(move |conn| reader::snapshot(conn, &space).map(Ok))
+    }
+
+    fn erase(&self, space: SpaceId) -> StorageFuture<'_, bool> {
+        self.write(|reply| Write::Erase { space, reply })
+    }
+
+    fn close(&self) -> StorageFuture<'_, ()> {
+        let (reply, stopped) = oneshot::channel();
+        let queued = self.commands.send(Command::Stop(reply));
+        let handle = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        Box::pin(async move {
+            if queued.is_ok() {
+                // An error means the writer already stopped.
+                let _ = stopped.await;
+            }
+            if let Some(handle) = handle {
+                tokio::task::spawn_blocking(move || handle.join())
+                    .await
+                    .map_err(backend)?
+                    .map_err(|_| StorageError::Backend("the SQLite writer thread panicked".into()))?;
+            }
+            Ok(())
+        })
+    }
+}
