@@ -16,9 +16,10 @@ pub struct LocalDate(i32);
 impl LocalDate {
     /// Builds a date from year, month (1–12) and day (1–31), checking it exists.
     pub fn from_ymd(y: i32, m: u32, d: u32) -> Result<Self, Error> {
-        if !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) || !(1..=9999).contains(&y)
-        {
-            return Err(Error::Invalid(format!("no such date: {y:04}-{m:02}-{d:02}")));
+        if !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) || !(1..=9999).contains(&y) {
+            return Err(Error::Invalid(format!(
+                "no such date: {y:04}-{m:02}-{d:02}"
+            )));
         }
         Ok(Self(days_from_civil(y, m, d)))
     }
@@ -66,7 +67,12 @@ impl fmt::Display for LocalDate {
 impl FromStr for LocalDate {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
-        let bad = || Error::Invalid(format!("not a date (want YYYY-MM-DD): {:?}", crate::ids::truncate(s)));
+        let bad = || {
+            Error::Invalid(format!(
+                "not a date (want YYYY-MM-DD): {:?}",
+                crate::ids::truncate(s)
+            ))
+        };
         let mut parts = s.trim().splitn(3, '-');
         let y = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
         let m = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
@@ -136,7 +142,10 @@ mod tests {
         assert_eq!(d.weekday(), 1, "2026-11-24 is a Tuesday");
         assert_eq!(d.week_start().to_string(), "2026-11-23");
         assert_eq!(LocalDate::from_ymd(1970, 1, 1)?.days(), 0);
-        assert_eq!("2024-02-29".parse::<LocalDate>()?.add_days(1).to_string(), "2024-03-01");
+        assert_eq!(
+            "2024-02-29".parse::<LocalDate>()?.add_days(1).to_string(),
+            "2024-03-01"
+        );
         assert!("2023-02-29".parse::<LocalDate>().is_err());
         assert!("yesterday".parse::<LocalDate>().is_err());
         for days in -700_000..2_900_000 {

@@ -50,7 +50,9 @@ pub enum Error {
     },
 
     /// The database was written by a newer version of Mend.
-    #[error("the journal database has schema version {found}; this version of Mend reads up to {supported}")]
+    #[error(
+        "the journal database has schema version {found}; this version of Mend reads up to {supported}"
+    )]
     TooNew {
         /// Version found in the file.
         found: u32,

@@ -35,7 +35,14 @@ enum Op {
 }
 
 fn text() -> impl Strategy<Value = String> {
-    prop::sample::select(vec!["one", "two", "three", "a longer sentence", "ünïcödé ✓"]).prop_map(str::to_owned)
+    prop::sample::select(vec![
+        "one",
+        "two",
+        "three",
+        "a longer sentence",
+        "ünïcödé ✓",
+    ])
+    .prop_map(str::to_owned)
 }
 
 fn date() -> impl Strategy<Value = LocalDate> {
@@ -53,16 +60,39 @@ fn body() -> impl Strategy<Value = Body> {
             impact: b,
             amends: vec![]
         })),
-        (text(), text()).prop_map(|(c, t)| Body::Question(Question { category: c, text: t, ..Default::default() })),
+        (text(), text()).prop_map(|(c, t)| Body::Question(Question {
+            category: c,
+            text: t,
+            ..Default::default()
+        })),
         text().prop_map(|t| Body::ProcessingNote(ProcessingNote { text: t })),
-        (pick(BoundaryArea::ALL), text(), prop::option::of(date())).prop_map(|(area, t, review_date)| {
-            Body::Boundary(Boundary { area, text: t, review_date, ..Default::default() })
+        (pick(BoundaryArea::ALL), text(), prop::option::of(date())).prop_map(
+            |(area, t, review_date)| {
+                Body::Boundary(Boundary {
+                    area,
+                    text: t,
+                    review_date,
+                    ..Default::default()
+                })
+            }
+        ),
+        (text(), pick(DisclosureChoice::ALL)).prop_map(|(topic, preference)| {
+            Body::DisclosurePreference(DisclosurePreference { topic, preference })
         }),
-        (text(), pick(DisclosureChoice::ALL))
-            .prop_map(|(topic, preference)| Body::DisclosurePreference(DisclosurePreference { topic, preference })),
-        (pick(NeedKind::ALL), text())
-            .prop_map(|(kind, t)| Body::Need(Need { kind, text: t, ..Default::default() })),
-        (date(), 0..=10u8, 0..=10u8, 0..=10u8, prop::collection::vec(text(), 0..3), prop::option::of(text()), any::<bool>())
+        (pick(NeedKind::ALL), text()).prop_map(|(kind, t)| Body::Need(Need {
+            kind,
+            text: t,
+            ..Default::default()
+        })),
+        (
+            date(),
+            0..=10u8,
+            0..=10u8,
+            0..=10u8,
+            prop::collection::vec(text(), 0..3),
+            prop::option::of(text()),
+            any::<bool>()
+        )
             .prop_map(|(d, s, t, c, tags, note, private)| Body::CheckIn(CheckIn {
                 local_date: Some(d),
                 safety: Some(s),
@@ -71,28 +101,64 @@ fn body() -> impl Strategy<Value = Body> {
                 mood_tags: tags,
                 need_today: None,
                 note,
-                private_fields: if private { vec![CheckInField::Trust, CheckInField::Note] } else { vec![] },
+                private_fields: if private {
+                    vec![CheckInField::Trust, CheckInField::Note]
+                } else {
+                    vec![]
+                },
             })),
-        (text(), any::<bool>()).prop_map(|(f, t)| Body::Share(Share { feeling: f, tough_question: t })),
-        (text(), pick(Cadence::ALL))
-            .prop_map(|(t, cadence)| Body::Commitment(Commitment { text: t, cadence, ..Default::default() })),
-        (pick(HonestyKind::ALL), text(), pick(HonestyTiming::ALL))
-            .prop_map(|(kind, t, timing)| Body::HonestyMoment(HonestyMoment { kind, text: t, link: None, timing })),
-        (text(), 0..=10u8, pick(WantedResponse::ALL), pick(TriggerSharing::ALL)).prop_map(
-            |(cue, intensity, wanted_response, sharing)| Body::TriggerEvent(TriggerEvent {
-                cue,
-                intensity,
-                feelings: vec!["tight".into()],
-                what_helped: String::new(),
-                wanted_response,
-                sharing
+        (text(), any::<bool>()).prop_map(|(f, t)| Body::Share(Share {
+            feeling: f,
+            tough_question: t
+        })),
+        (text(), pick(Cadence::ALL)).prop_map(|(t, cadence)| Body::Commitment(Commitment {
+            text: t,
+            cadence,
+            ..Default::default()
+        })),
+        (pick(HonestyKind::ALL), text(), pick(HonestyTiming::ALL)).prop_map(|(kind, t, timing)| {
+            Body::HonestyMoment(HonestyMoment {
+                kind,
+                text: t,
+                link: None,
+                timing,
             })
-        ),
-        (text(), text()).prop_map(|(o, p)| Body::PreAssurance(PreAssurance { occasion: o, date: None, plan: p })),
+        }),
+        (
+            text(),
+            0..=10u8,
+            pick(WantedResponse::ALL),
+            pick(TriggerSharing::ALL)
+        )
+            .prop_map(
+                |(cue, intensity, wanted_response, sharing)| Body::TriggerEvent(TriggerEvent {
+                    cue,
+                    intensity,
+                    feelings: vec!["tight".into()],
+                    what_helped: String::new(),
+                    wanted_response,
+                    sharing
+                })
+            ),
+        (text(), text()).prop_map(|(o, p)| Body::PreAssurance(PreAssurance {
+            occasion: o,
+            date: None,
+            plan: p
+        })),
         // Children: their parent is chosen from existing records when the op runs.
-        text().prop_map(|t| Body::Answer(Answer { question: None, text: t })),
-        (pick(ReplyKind::ALL), text()).prop_map(|(kind, t)| Body::Reply(Reply { share: None, kind, text: t })),
-        text().prop_map(|t| Body::Validation(Validation { target: None, text: t })),
+        text().prop_map(|t| Body::Answer(Answer {
+            question: None,
+            text: t
+        })),
+        (pick(ReplyKind::ALL), text()).prop_map(|(kind, t)| Body::Reply(Reply {
+            share: None,
+            kind,
+            text: t
+        })),
+        text().prop_map(|t| Body::Validation(Validation {
+            target: None,
+            text: t
+        })),
     ]
 }
 
@@ -101,14 +167,14 @@ fn op(replicas: usize) -> impl Strategy<Value = Op> {
     let i = any::<usize>();
     prop_oneof![
         6 => (r.clone(), body(), any::<bool>()).prop_map(|(r, b, p)| Op::Add(r, b, p)),
-        2 => (r.clone(), i.clone(), text()).prop_map(|(r, i, t)| Op::Edit(r, i, t)),
-        1 => (r.clone(), i.clone()).prop_map(|(r, i)| Op::Remove(r, i)),
-        1 => (r.clone(), i.clone(), pick(ConsentState::ALL)).prop_map(|(r, i, s)| Op::Consent(r, i, s)),
-        1 => (r.clone(), i.clone(), 0..10u8, pick(ClaimStatus::ALL)).prop_map(|(r, i, d, s)| Op::Claim(r, i, d, s)),
-        1 => (r.clone(), i.clone(), 0..10u8, pick(PartnerView::ALL)).prop_map(|(r, i, d, v)| Op::Confirm(r, i, d, v)),
-        1 => (r.clone(), i.clone(), pick(NeedResponseKind::ALL)).prop_map(|(r, i, k)| Op::Respond(r, i, k)),
-        1 => (r.clone(), i.clone(), pick(QuestionStatus::ALL)).prop_map(|(r, i, s)| Op::Status(r, i, s)),
-        1 => (r.clone(), i.clone()).prop_map(|(r, i)| Op::Share(r, i)),
+        2 => (r.clone(), i, text()).prop_map(|(r, i, t)| Op::Edit(r, i, t)),
+        1 => (r.clone(), i).prop_map(|(r, i)| Op::Remove(r, i)),
+        1 => (r.clone(), i, pick(ConsentState::ALL)).prop_map(|(r, i, s)| Op::Consent(r, i, s)),
+        1 => (r.clone(), i, 0..10u8, pick(ClaimStatus::ALL)).prop_map(|(r, i, d, s)| Op::Claim(r, i, d, s)),
+        1 => (r.clone(), i, 0..10u8, pick(PartnerView::ALL)).prop_map(|(r, i, d, v)| Op::Confirm(r, i, d, v)),
+        1 => (r.clone(), i, pick(NeedResponseKind::ALL)).prop_map(|(r, i, k)| Op::Respond(r, i, k)),
+        1 => (r.clone(), i, pick(QuestionStatus::ALL)).prop_map(|(r, i, s)| Op::Status(r, i, s)),
+        1 => (r.clone(), i).prop_map(|(r, i)| Op::Share(r, i)),
         3 => (r.clone(), r).prop_map(|(a, b)| Op::Merge(a, b)),
     ]
 }
@@ -137,7 +203,11 @@ fn merge(reps: &mut [Replica], from: usize, to: usize) -> anyhow::Result<()> {
 
 fn nth(j: &Journal, i: usize, want: impl Fn(&Record) -> bool) -> Option<Record> {
     let all: Vec<Record> = j.records().into_iter().filter(|r| want(r)).collect();
-    if all.is_empty() { None } else { Some(all[i % all.len()].clone()) }
+    if all.is_empty() {
+        None
+    } else {
+        Some(all[i % all.len()].clone())
+    }
 }
 
 fn is<K: Fn(&Body) -> bool>(k: K) -> impl Fn(&Record) -> bool {
@@ -168,7 +238,9 @@ fn run(reps: &mut [Replica], op: &Op) -> anyhow::Result<()> {
         }
         Op::Edit(r, i, t) => {
             let j = &mut reps[r].journal;
-            let Some(rec) = nth(j, i, |r| !r.removed) else { return Ok(()) };
+            let Some(rec) = nth(j, i, |r| !r.removed) else {
+                return Ok(());
+            };
             let mut body = rec.body.clone();
             match &mut body {
                 Body::AccountabilityNote(x) => x.impact = t,
@@ -202,37 +274,51 @@ fn run(reps: &mut [Replica], op: &Op) -> anyhow::Result<()> {
         }
         Op::Remove(r, i) => {
             let j = &mut reps[r].journal;
-            let Some(rec) = nth(j, i, |_| true) else { return Ok(()) };
+            let Some(rec) = nth(j, i, |_| true) else {
+                return Ok(());
+            };
             j.remove(rec.id)
         }
         Op::Consent(r, i, s) => {
             let j = &mut reps[r].journal;
-            let Some(rec) = nth(j, i, is(|b| matches!(b, Body::Boundary(_)))) else { return Ok(()) };
+            let Some(rec) = nth(j, i, is(|b| matches!(b, Body::Boundary(_)))) else {
+                return Ok(());
+            };
             j.consent(rec.id, s)
         }
         Op::Claim(r, i, d, s) => {
             let j = &mut reps[r].journal;
-            let Some(rec) = nth(j, i, is(|b| matches!(b, Body::Commitment(_)))) else { return Ok(()) };
+            let Some(rec) = nth(j, i, is(|b| matches!(b, Body::Commitment(_)))) else {
+                return Ok(());
+            };
             j.claim(rec.id, d0.add_days(i32::from(d)), s, "")
         }
         Op::Confirm(r, i, d, v) => {
             let j = &mut reps[r].journal;
-            let Some(rec) = nth(j, i, is(|b| matches!(b, Body::Commitment(_)))) else { return Ok(()) };
+            let Some(rec) = nth(j, i, is(|b| matches!(b, Body::Commitment(_)))) else {
+                return Ok(());
+            };
             j.confirm(rec.id, d0.add_days(i32::from(d)), v, "seen")
         }
         Op::Respond(r, i, k) => {
             let j = &mut reps[r].journal;
-            let Some(rec) = nth(j, i, is(|b| matches!(b, Body::Need(_)))) else { return Ok(()) };
+            let Some(rec) = nth(j, i, is(|b| matches!(b, Body::Need(_)))) else {
+                return Ok(());
+            };
             j.respond_to_need(rec.id, k, "")
         }
         Op::Status(r, i, s) => {
             let j = &mut reps[r].journal;
-            let Some(rec) = nth(j, i, is(|b| matches!(b, Body::Question(_)))) else { return Ok(()) };
+            let Some(rec) = nth(j, i, is(|b| matches!(b, Body::Question(_)))) else {
+                return Ok(());
+            };
             j.set_question_status(rec.id, s)
         }
         Op::Share(r, i) => {
             let j = &mut reps[r].journal;
-            let Some(rec) = nth(j, i, is(|b| matches!(b, Body::ProcessingNote(_)))) else { return Ok(()) };
+            let Some(rec) = nth(j, i, is(|b| matches!(b, Body::ProcessingNote(_)))) else {
+                return Ok(());
+            };
             j.share(rec.id)
         }
     };
@@ -252,7 +338,14 @@ fn run(reps: &mut [Replica], op: &Op) -> anyhow::Result<()> {
 /// Everything a replica shows that must agree across replicas seeing the same records.
 fn views(records: &[Record], partners: &[mend_core::PartnerId]) -> anyhow::Result<String> {
     let d0 = LocalDate::from_unix_ms(1_795_000_000_000, 0);
-    let page = query::timeline(records, &TimelineQuery { include_removed: true, limit: 500, ..Default::default() })?;
+    let page = query::timeline(
+        records,
+        &TimelineQuery {
+            include_removed: true,
+            limit: 500,
+            ..Default::default()
+        },
+    )?;
     let out = (
         page,
         query::open_questions(records),
@@ -265,18 +358,33 @@ fn views(records: &[Record], partners: &[mend_core::PartnerId]) -> anyhow::Resul
 
 fn check(three: bool, ops: Vec<Op>) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let opts = OpenOptions { durability: Durability::Normal };
+    let opts = OpenOptions {
+        durability: Durability::Normal,
+    };
     let mut a1 = Journal::create_with(&dir.path().join("a1.db"), "Alex", opts)?;
     a1.set_clock(tick);
     let couple = a1.save_space(Space::Couple);
     let mut b1 = Journal::join_with(
         &dir.path().join("b1.db"),
-        &JoinSource { couple: couple.clone(), personal: None, partner: None },
+        &JoinSource {
+            couple: couple.clone(),
+            personal: None,
+            partner: None,
+        },
         "Blake",
         opts,
     )?;
     b1.set_clock(tick);
-    let mut reps = vec![Replica { journal: a1, partner: 0 }, Replica { journal: b1, partner: 1 }];
+    let mut reps = vec![
+        Replica {
+            journal: a1,
+            partner: 0,
+        },
+        Replica {
+            journal: b1,
+            partner: 1,
+        },
+    ];
     if three {
         let mut a2 = Journal::join_with(
             &dir.path().join("a2.db"),
@@ -289,7 +397,10 @@ fn check(three: bool, ops: Vec<Op>) -> anyhow::Result<()> {
             opts,
         )?;
         a2.set_clock(tick);
-        reps.push(Replica { journal: a2, partner: 0 });
+        reps.push(Replica {
+            journal: a2,
+            partner: 0,
+        });
     }
     let n = reps.len();
     for op in &ops {
@@ -298,8 +409,15 @@ fn check(three: bool, ops: Vec<Op>) -> anyhow::Result<()> {
             other => other,
         };
         let r = match &op {
-            Op::Add(r, ..) | Op::Edit(r, ..) | Op::Remove(r, _) | Op::Consent(r, ..) | Op::Claim(r, ..)
-            | Op::Confirm(r, ..) | Op::Respond(r, ..) | Op::Status(r, ..) | Op::Share(r, _) => *r,
+            Op::Add(r, ..)
+            | Op::Edit(r, ..)
+            | Op::Remove(r, _)
+            | Op::Consent(r, ..)
+            | Op::Claim(r, ..)
+            | Op::Confirm(r, ..)
+            | Op::Respond(r, ..)
+            | Op::Status(r, ..)
+            | Op::Share(r, _) => *r,
             Op::Merge(..) => 0,
         };
         if r >= n {
@@ -316,7 +434,12 @@ fn check(three: bool, ops: Vec<Op>) -> anyhow::Result<()> {
         }
     }
 
-    let partners: Vec<_> = reps[0].journal.partners().into_iter().map(|p| p.id).collect();
+    let partners: Vec<_> = reps[0]
+        .journal
+        .partners()
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
     let first = &reps[0].journal;
     let shared0 = first.shared_records();
     let shared_views0 = views(&shared0, &partners)?;
@@ -328,13 +451,19 @@ fn check(three: bool, ops: Vec<Op>) -> anyhow::Result<()> {
         h1.sort();
         prop_assert_eq_any(h0 == h1, "couple heads differ")?;
         prop_assert_eq_any(j.shared_records() == shared0, "couple documents differ")?;
-        prop_assert_eq_any(views(&j.shared_records(), &partners)? == shared_views0, "shared views differ")?;
+        prop_assert_eq_any(
+            views(&j.shared_records(), &partners)? == shared_views0,
+            "shared views differ",
+        )?;
     }
     // A's devices also agree on everything A sees, private records included.
     if three {
         let a1 = &reps[0].journal;
         let a2 = &reps[2].journal;
-        prop_assert_eq_any(a1.records() == a2.records(), "A's devices see different records")?;
+        prop_assert_eq_any(
+            a1.records() == a2.records(),
+            "A's devices see different records",
+        )?;
         prop_assert_eq_any(
             views(&a1.records(), &partners)? == views(&a2.records(), &partners)?,
             "A's devices give different views",
@@ -358,7 +487,11 @@ fn check(three: bool, ops: Vec<Op>) -> anyhow::Result<()> {
 }
 
 fn prop_assert_eq_any(ok: bool, what: &str) -> anyhow::Result<()> {
-    if ok { Ok(()) } else { Err(anyhow::anyhow!("{what}")) }
+    if ok {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("{what}"))
+    }
 }
 
 proptest! {

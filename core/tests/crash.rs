@@ -23,22 +23,29 @@ fn main() -> Result<()> {
     }
     // `cargo test` passes harness flags (e.g. `--nocapture`, a filter); a filter that does not
     // match "crash" means this test was not asked for.
-    if let Some(filter) = args.iter().skip(1).find(|a| !a.starts_with('-')) {
-        if !"crash".contains(filter.as_str()) {
-            return Ok(());
-        }
+    if let Some(filter) = args.iter().skip(1).find(|a| !a.starts_with('-'))
+        && !"crash".contains(filter.as_str())
+    {
+        return Ok(());
     }
     parent()
 }
 
 /// Writes records forever, printing each id once its write has returned.
 fn child(path: &Path) -> Result<()> {
-    let mut journal = if path.exists() { Journal::open(path)? } else { Journal::create(path, "Crash")? };
+    let mut journal = if path.exists() {
+        Journal::open(path)?
+    } else {
+        Journal::create(path, "Crash")?
+    };
     let mut out = std::io::stdout().lock();
     writeln!(out, "ready")?;
     out.flush()?;
     for n in 0u64.. {
-        let body = Body::HonestyMoment(HonestyMoment { text: format!("entry {n}"), ..Default::default() });
+        let body = Body::HonestyMoment(HonestyMoment {
+            text: format!("entry {n}"),
+            ..Default::default()
+        });
         let id = journal.add(body)?;
         writeln!(out, "{id}")?;
         out.flush()?;
@@ -73,7 +80,9 @@ fn parent() -> Result<()> {
             }
         });
         // Wait for the child to be writing, then let it run a random while (5–150 ms).
-        let first = rx.recv_timeout(Duration::from_secs(30)).context("child never started")?;
+        let first = rx
+            .recv_timeout(Duration::from_secs(30))
+            .context("child never started")?;
         if first != "ready" {
             bail!("child said {first:?} instead of ready");
         }
@@ -93,21 +102,32 @@ fn parent() -> Result<()> {
 
         let journal = Journal::open(&db).with_context(|| format!("reopen after kill {round}"))?;
         for id in &acknowledged {
-            journal.get(*id).with_context(|| format!("record {id} lost after kill {round}"))?;
+            journal
+                .get(*id)
+                .with_context(|| format!("record {id} lost after kill {round}"))?;
         }
         let stored = journal.records().len();
         if stored < acknowledged.len() {
-            bail!("after kill {round}: {stored} records, {} acknowledged", acknowledged.len());
+            bail!(
+                "after kill {round}: {stored} records, {} acknowledged",
+                acknowledged.len()
+            );
         }
         // The document and the store agree on what was written.
         if journal.heads(Space::Couple).is_empty() {
             bail!("after kill {round}: the couple's document is empty");
         }
-        eprintln!("crash round {round}: {} acknowledged in total, {stored} stored", acknowledged.len());
+        eprintln!(
+            "crash round {round}: {} acknowledged in total, {stored} stored",
+            acknowledged.len()
+        );
     }
     if acknowledged.is_empty() {
         bail!("the child never acknowledged a write; the test proved nothing");
     }
-    println!("crash: {KILLS} kills, {} acknowledged records all present", acknowledged.len());
+    eprintln!(
+        "crash: {KILLS} kills, {} acknowledged records all present",
+        acknowledged.len()
+    );
     Ok(())
 }

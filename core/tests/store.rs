@@ -26,7 +26,10 @@ fn every_old_version_migrates_to_the_fresh_schema() -> anyhow::Result<()> {
     let fresh_path = dir.path().join("fresh.db");
     drop(Store::open(&fresh_path, true, Durability::Full)?);
     let fresh = schema(&Connection::open(&fresh_path)?)?;
-    assert!(fresh.iter().any(|s| s.contains("outbox")), "latest schema has the sync tables");
+    assert!(
+        fresh.iter().any(|s| s.contains("outbox")),
+        "latest schema has the sync tables"
+    );
 
     for version in 0..LATEST {
         let path = dir.path().join(format!("v{version}.db"));
@@ -38,13 +41,22 @@ fn every_old_version_migrates_to_the_fresh_schema() -> anyhow::Result<()> {
             if version >= 1 {
                 // Data written by that version must survive the upgrade.
                 conn.execute("INSERT INTO meta (key, value) VALUES ('probe', 'kept')", [])?;
-                conn.execute("INSERT INTO doc_changes (space, bytes) VALUES ('couple', x'00')", [])?;
+                conn.execute(
+                    "INSERT INTO doc_changes (space, bytes) VALUES ('couple', x'00')",
+                    [],
+                )?;
             }
         }
         let store = Store::open(&path, false, Durability::Full)?;
-        let v: u32 = store.conn().pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let v: u32 = store
+            .conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
         assert_eq!(v, LATEST, "from version {version}");
-        assert_eq!(schema(store.conn())?, fresh, "schema upgraded from version {version}");
+        assert_eq!(
+            schema(store.conn())?,
+            fresh,
+            "schema upgraded from version {version}"
+        );
         if version >= 1 {
             assert_eq!(store.meta("probe")?.as_deref(), Some("kept"));
             assert_eq!(store.change_rows(Space::Couple)?, 1);
@@ -70,7 +82,10 @@ fn a_database_from_a_newer_version_is_refused_and_untouched() -> anyhow::Result<
         }
         other => anyhow::bail!("expected TooNew, got {other:?}"),
     }
-    assert!(std::fs::read(&path)? == before, "the newer database was modified");
+    assert!(
+        std::fs::read(&path)? == before,
+        "the newer database was modified"
+    );
     Ok(())
 }
 
@@ -80,13 +95,21 @@ fn a_file_that_is_not_a_journal_is_reported_and_never_deleted() -> anyhow::Resul
     let path = dir.path().join("journal.db");
     let garbage = b"this is not a database, but it may be someone's only copy".repeat(100);
     std::fs::write(&path, &garbage)?;
-    let err = Journal::open(&path).err().ok_or_else(|| anyhow::anyhow!("garbage opened"))?;
+    let err = Journal::open(&path)
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("garbage opened"))?;
     assert!(matches!(err, Error::Open { .. }), "{err:?}");
-    assert!(err.to_string().contains("journal.db"), "the message names the file: {err}");
+    assert!(
+        err.to_string().contains("journal.db"),
+        "the message names the file: {err}"
+    );
     assert!(std::fs::read(&path)? == garbage, "the file is untouched");
 
     // Creating over an existing file is refused too.
-    assert!(matches!(Journal::create(&path, "Alex"), Err(Error::Invalid(_))));
+    assert!(matches!(
+        Journal::create(&path, "Alex"),
+        Err(Error::Invalid(_))
+    ));
     assert!(std::fs::read(&path)? == garbage, "the file is untouched");
 
     // A missing file is an error, not a new empty journal.
@@ -101,12 +124,18 @@ fn a_second_opener_gets_a_clear_error_and_the_journal_is_intact() -> anyhow::Res
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("journal.db");
     let mut first = Journal::create(&path, "Alex")?;
-    let id = first.add(Body::Share(Share { feeling: "calmer today".into(), tough_question: false }))?;
+    let id = first.add(Body::Share(Share {
+        feeling: "calmer today".into(),
+        tough_question: false,
+    }))?;
     match Journal::open(&path) {
         Err(e @ Error::Locked(_)) => assert!(e.to_string().contains("another process")),
         other => anyhow::bail!("expected Locked, got {other:?}"),
     }
-    first.add(Body::Share(Share { feeling: "still here".into(), tough_question: false }))?;
+    first.add(Body::Share(Share {
+        feeling: "still here".into(),
+        tough_question: false,
+    }))?;
     drop(first);
     let reopened = Journal::open(&path)?;
     assert!(reopened.get(id).is_ok());
@@ -120,7 +149,10 @@ fn compaction_folds_rows_into_one_save_without_losing_anything() -> anyhow::Resu
     let path = dir.path().join("journal.db");
     let mut j = Journal::create(&path, "Alex")?;
     for n in 0..30 {
-        j.add(Body::Share(Share { feeling: format!("feeling {n}"), tough_question: n % 2 == 0 }))?;
+        j.add(Body::Share(Share {
+            feeling: format!("feeling {n}"),
+            tough_question: n % 2 == 0,
+        }))?;
     }
     assert!(j.store().change_rows(Space::Couple)? >= 30);
     let before = j.records();

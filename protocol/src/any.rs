@@ -3,9 +3,7 @@
 //! Useful to tools that inspect traffic, and to the fuzz target, which checks that every frame
 //! any decoder accepts re-encodes to exactly the same bytes.
 
-use crate::{
-    Ack, Chunk, DecodeError, Kind, Limits, Nack, Page, Push, Snapshot, UpToDate, codec,
-};
+use crate::{Ack, Chunk, DecodeError, Kind, Limits, Nack, Page, Push, Snapshot, UpToDate, codec};
 
 /// A frame of any kind.
 #[derive(Debug, Clone, PartialEq, Eq)]

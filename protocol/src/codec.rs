@@ -97,7 +97,11 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads a length-prefixed byte string of at most `limit` bytes.
-    pub(crate) fn bytes(&mut self, field: &'static str, limit: usize) -> Result<&'a [u8], DecodeError> {
+    pub(crate) fn bytes(
+        &mut self,
+        field: &'static str,
+        limit: usize,
+    ) -> Result<&'a [u8], DecodeError> {
         let len = self.varint()?;
         if len > limit as u64 {
             return Err(DecodeError::TooLarge { field, len, limit });

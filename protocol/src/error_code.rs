@@ -122,7 +122,9 @@ impl ErrorCode {
 
     /// The code with this name, if it is a known one.
     pub fn from_name(name: &str) -> Option<ErrorCode> {
-        ErrorCode::KNOWN.into_iter().find(|code| code.name() == name)
+        ErrorCode::KNOWN
+            .into_iter()
+            .find(|code| code.name() == name)
     }
 
     /// The HTTP status the relay answers with.

@@ -112,17 +112,29 @@ mod tests {
         let text = id.to_hex();
         assert_eq!(text.len(), 64);
         assert_eq!(text.parse::<SpaceId>(), Ok(id));
-        assert_eq!(format!("{:?}", DeviceId([1; 16])), format!("DeviceId({})", "01".repeat(16)));
+        assert_eq!(
+            format!("{:?}", DeviceId([1; 16])),
+            format!("DeviceId({})", "01".repeat(16))
+        );
     }
 
     #[test]
     fn rejects_bad_hex() {
         assert_eq!(
             "ab".parse::<DeviceId>(),
-            Err(IdParseError::Length { expected: 32, got: 2 })
+            Err(IdParseError::Length {
+                expected: 32,
+                got: 2
+            })
         );
-        assert_eq!("AB".repeat(16).parse::<DeviceId>(), Err(IdParseError::NotLowercaseHex));
-        assert_eq!("zz".repeat(16).parse::<DeviceId>(), Err(IdParseError::NotLowercaseHex));
+        assert_eq!(
+            "AB".repeat(16).parse::<DeviceId>(),
+            Err(IdParseError::NotLowercaseHex)
+        );
+        assert_eq!(
+            "zz".repeat(16).parse::<DeviceId>(),
+            Err(IdParseError::NotLowercaseHex)
+        );
         // A multi-byte character must not be split or accepted.
         assert!("é".repeat(16).parse::<DeviceId>().is_err());
     }

@@ -49,7 +49,12 @@ pub fn snapshot(space: &SpaceId) -> String {
 }
 
 /// The path and query of a pull.
-pub fn pull(space: &SpaceId, after: u64, limit: Option<usize>, device: Option<&DeviceId>) -> String {
+pub fn pull(
+    space: &SpaceId,
+    after: u64,
+    limit: Option<usize>,
+    device: Option<&DeviceId>,
+) -> String {
     let mut url = format!("{}?{QUERY_AFTER}={after}", chunks(space));
     if let Some(limit) = limit {
         url.push_str(&format!("&{QUERY_LIMIT}={limit}"));

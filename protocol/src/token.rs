@@ -95,7 +95,10 @@ mod tests {
     #[test]
     fn refuses_bad_tokens() {
         assert_eq!(Token::from_authorization(GOOD), Err(TokenError::NotBearer));
-        assert_eq!(Token::from_authorization(&format!("Basic {GOOD}")), Err(TokenError::NotBearer));
+        assert_eq!(
+            Token::from_authorization(&format!("Basic {GOOD}")),
+            Err(TokenError::NotBearer)
+        );
         assert_eq!(Token::new("short"), Err(TokenError::Length));
         assert_eq!(Token::new("x".repeat(513)), Err(TokenError::Length));
         assert_eq!(Token::new(format!("{GOOD}\n")), Err(TokenError::Charset));

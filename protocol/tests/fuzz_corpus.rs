@@ -19,7 +19,11 @@ const TINY: Limits = Limits {
 fn check_canonical(bytes: &[u8], limits: &Limits) -> bool {
     let any = AnyMessage::decode(bytes, limits);
     if let Ok(message) = &any {
-        assert_eq!(message.to_bytes(), bytes, "decoded frame re-encodes differently");
+        assert_eq!(
+            message.to_bytes(),
+            bytes,
+            "decoded frame re-encodes differently"
+        );
     }
     if let Ok(message) = ClientMessage::decode(bytes, limits) {
         assert_eq!(message.to_bytes(), bytes);

@@ -28,14 +28,14 @@ fn push() -> impl Strategy<Value = Push> {
 }
 
 fn chunk() -> impl Strategy<Value = Chunk> {
-    (seq(), device_id(), seq(), payload()).prop_map(|(relay_seq, device_id, device_seq, payload)| {
-        Chunk {
+    (seq(), device_id(), seq(), payload()).prop_map(
+        |(relay_seq, device_id, device_seq, payload)| Chunk {
             relay_seq,
             device_id,
             device_seq,
             payload,
-        }
-    })
+        },
+    )
 }
 
 fn ack() -> impl Strategy<Value = Ack> {
@@ -52,7 +52,9 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
 
 fn nack() -> impl Strategy<Value = Nack> {
     (seq(), error_code(), any::<u64>(), ".{0,40}")
-        .prop_filter("text within limit", |(.., text)| text.len() <= MAX_TEXT_BYTES)
+        .prop_filter("text within limit", |(.., text)| {
+            text.len() <= MAX_TEXT_BYTES
+        })
         .prop_map(|(device_seq, code, retry_after_ms, message)| Nack {
             device_seq,
             code,

@@ -28,7 +28,11 @@ pub fn bearer(headers: &HeaderMap) -> Result<Token, ApiError> {
 }
 
 /// Checks that the request carries the token of `space`.
-pub async fn authorize(state: &AppState, space: &SpaceId, headers: &HeaderMap) -> Result<(), ApiError> {
+pub async fn authorize(
+    state: &AppState,
+    space: &SpaceId,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
     let presented = token_hash(&bearer(headers)?);
     let stored = state
         .storage()
@@ -38,6 +42,9 @@ pub async fn authorize(state: &AppState, space: &SpaceId, headers: &HeaderMap) -
     if bool::from(stored.ct_eq(&presented)) {
         Ok(())
     } else {
-        Err(ApiError::new(ErrorCode::Unauthorized, "wrong token for this space"))
+        Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "wrong token for this space",
+        ))
     }
 }

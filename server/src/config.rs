@@ -52,7 +52,10 @@ impl Config {
         let positive = [
             ("max chunk bytes", l.max_chunk_bytes as u64),
             ("max connections", l.max_connections as u64),
-            ("max connections per space", l.max_connections_per_space as u64),
+            (
+                "max connections per space",
+                l.max_connections_per_space as u64,
+            ),
             ("max in-flight pushes", l.max_inflight_pushes as u64),
             ("rate per space", u64::from(l.rate_per_space)),
             ("rate burst", u64::from(l.rate_burst)),

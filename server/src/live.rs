@@ -90,14 +90,21 @@ struct HubInner {
 }
 
 impl HubInner {
-    fn channels(&self) -> std::sync::MutexGuard<'_, HashMap<SpaceId, broadcast::Sender<LiveEvent>>> {
+    fn channels(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<SpaceId, broadcast::Sender<LiveEvent>>> {
         // A panic while holding this lock leaves the map consistent (single inserts/removes).
-        self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.channels
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn forget_if_unused(&self, space: &SpaceId) {
         let mut channels = self.channels();
-        if channels.get(space).is_some_and(|tx| tx.receiver_count() == 0) {
+        if channels
+            .get(space)
+            .is_some_and(|tx| tx.receiver_count() == 0)
+        {
             channels.remove(space);
         }
     }

@@ -33,8 +33,10 @@ impl Histogram {
             self.buckets[index].fetch_add(1, Relaxed);
         }
         self.count.fetch_add(1, Relaxed);
-        self.sum_micros
-            .fetch_add(elapsed.as_micros().min(u128::from(u64::MAX)) as u64, Relaxed);
+        self.sum_micros.fetch_add(
+            elapsed.as_micros().min(u128::from(u64::MAX)) as u64,
+            Relaxed,
+        );
     }
 
     fn render(&self, out: &mut String, name: &str, help: &str) {
@@ -106,15 +108,41 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         let gauge = |out: &mut String, name: &str, help: &str, value: i64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
         };
         let counter = |out: &mut String, name: &str, help: &str, value: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
         };
-        gauge(&mut out, "mend_connections_open", "Open TCP connections.", self.connections_open.load(Relaxed));
-        counter(&mut out, "mend_connections_total", "TCP connections accepted.", self.connections_total.load(Relaxed));
-        counter(&mut out, "mend_connections_refused_total", "TCP connections refused at the connection cap.", self.connections_refused.load(Relaxed));
-        gauge(&mut out, "mend_live_connections_open", "Open live WebSocket connections.", self.live_open.load(Relaxed));
+        gauge(
+            &mut out,
+            "mend_connections_open",
+            "Open TCP connections.",
+            self.connections_open.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "mend_connections_total",
+            "TCP connections accepted.",
+            self.connections_total.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "mend_connections_refused_total",
+            "TCP connections refused at the connection cap.",
+            self.connections_refused.load(Relaxed),
+        );
+        gauge(
+            &mut out,
+            "mend_live_connections_open",
+            "Open live WebSocket connections.",
+            self.live_open.load(Relaxed),
+        );
         let _ = writeln!(
             out,
             "# HELP mend_pushes_total Pushes acknowledged, by outcome.\n# TYPE mend_pushes_total counter\n\
@@ -122,12 +150,35 @@ impl Metrics {
             self.pushes_stored.load(Relaxed),
             self.pushes_duplicate.load(Relaxed)
         );
-        counter(&mut out, "mend_push_bytes_total", "Payload bytes of stored pushes.", self.push_bytes.load(Relaxed));
-        counter(&mut out, "mend_chunks_sent_total", "Chunks sent to devices.", self.chunks_sent.load(Relaxed));
-        counter(&mut out, "mend_chunk_bytes_sent_total", "Payload bytes of chunks sent to devices.", self.chunk_bytes_sent.load(Relaxed));
-        let _ = writeln!(out, "# HELP mend_errors_total Errors answered to clients, by code.\n# TYPE mend_errors_total counter");
+        counter(
+            &mut out,
+            "mend_push_bytes_total",
+            "Payload bytes of stored pushes.",
+            self.push_bytes.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "mend_chunks_sent_total",
+            "Chunks sent to devices.",
+            self.chunks_sent.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "mend_chunk_bytes_sent_total",
+            "Payload bytes of chunks sent to devices.",
+            self.chunk_bytes_sent.load(Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP mend_errors_total Errors answered to clients, by code.\n# TYPE mend_errors_total counter"
+        );
         for (code, count) in ErrorCode::KNOWN.iter().zip(&self.errors) {
-            let _ = writeln!(out, "mend_errors_total{{code=\"{}\"}} {}", code.name(), count.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "mend_errors_total{{code=\"{}\"}} {}",
+                code.name(),
+                count.load(Relaxed)
+            );
         }
         self.ack_latency.render(
             &mut out,
@@ -150,7 +201,10 @@ mod tests {
         metrics.pushed(10, false, Duration::from_secs(10));
         metrics.error(ErrorCode::RateLimited);
         let text = metrics.render();
-        assert!(text.contains("mend_ack_latency_seconds_bucket{le=\"0.0005\"} 1\n"), "{text}");
+        assert!(
+            text.contains("mend_ack_latency_seconds_bucket{le=\"0.0005\"} 1\n"),
+            "{text}"
+        );
         assert!(text.contains("mend_ack_latency_seconds_bucket{le=\"0.005\"} 2\n"));
         assert!(text.contains("mend_ack_latency_seconds_bucket{le=\"2.5\"} 2\n"));
         assert!(text.contains("mend_ack_latency_seconds_bucket{le=\"+Inf\"} 3\n"));

@@ -62,7 +62,9 @@ impl RateLimiter {
             bucket.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / self.per_second))
+            Err(Duration::from_secs_f64(
+                (1.0 - bucket.tokens) / self.per_second,
+            ))
         }
     }
 }
@@ -81,7 +83,14 @@ mod tests {
         }
         let wait = limiter.check_at(&a, start);
         assert!(matches!(wait, Err(d) if d > Duration::ZERO && d <= Duration::from_millis(100)));
-        assert!(limiter.check_at(&b, start).is_ok(), "another space is unaffected");
-        assert!(limiter.check_at(&a, start + Duration::from_millis(100)).is_ok());
+        assert!(
+            limiter.check_at(&b, start).is_ok(),
+            "another space is unaffected"
+        );
+        assert!(
+            limiter
+                .check_at(&a, start + Duration::from_millis(100))
+                .is_ok()
+        );
     }
 }

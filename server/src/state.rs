@@ -59,11 +59,8 @@ impl AppState {
     /// State over the embedded SQLite backend in `config.data_dir`, with an in-process hub.
     pub fn open_sqlite(config: Config) -> Result<AppState, StorageError> {
         let hub = LocalHub::default();
-        let storage = SqliteStorage::open(
-            &config.data_dir,
-            Arc::new(hub.clone()),
-            config.group_commit,
-        )?;
+        let storage =
+            SqliteStorage::open(&config.data_dir, Arc::new(hub.clone()), config.group_commit)?;
         Ok(AppState::new(config, Arc::new(storage), Arc::new(hub)))
     }
 

@@ -18,7 +18,10 @@ pub(crate) fn obj_to_json<R: ReadDoc>(doc: &R, obj: &ObjId) -> Value {
             let mut map = Map::new();
             for item in doc.map_range(obj, ..) {
                 let id = item.id();
-                map.insert(item.key.to_string(), value_to_json(doc, item.value.into(), &id));
+                map.insert(
+                    item.key.to_string(),
+                    value_to_json(doc, item.value.into(), &id),
+                );
             }
             Value::Object(map)
         }
@@ -79,7 +82,12 @@ fn json_to_scalar(v: &Value) -> Result<ScalarValue> {
 }
 
 /// Writes `value` at `key` of the map `obj`, replacing what was there.
-pub(crate) fn put_json<T: Transactable>(tx: &mut T, obj: &ObjId, key: &str, value: &Value) -> Result<()> {
+pub(crate) fn put_json<T: Transactable>(
+    tx: &mut T,
+    obj: &ObjId,
+    key: &str,
+    value: &Value,
+) -> Result<()> {
     match value {
         Value::Array(items) => {
             let list = tx.put_object(obj, key, ObjType::List)?;

@@ -12,7 +12,8 @@
 pub(crate) mod json;
 
 use automerge::{
-    ActorId, Automerge, ChangeHash, ObjId, ObjType, Prop, ROOT, ReadDoc, ScalarValue,
+    ActorId, Automerge, ChangeHash, LoadOptions, ObjId, ObjType, Prop, ROOT, ReadDoc, ScalarValue,
+    VerificationMode,
     transaction::{Transactable, Transaction},
 };
 use serde_json::{Map, Value};
@@ -27,8 +28,14 @@ use crate::{
 pub const SCHEMA_VERSION: i64 = 1;
 
 /// Envelope keys a record map carries besides its body's fields.
-pub(crate) const ENVELOPE_KEYS: [&str; 6] =
-    ["kind", "author", "created_at", "updated_at", "visibility", "removed"];
+pub(crate) const ENVELOPE_KEYS: [&str; 6] = [
+    "kind",
+    "author",
+    "created_at",
+    "updated_at",
+    "visibility",
+    "removed",
+];
 
 /// Keys whose concurrent values are expected and not worth showing as conflicts.
 const QUIET_KEYS: [&str; 1] = ["updated_at"];
@@ -54,9 +61,25 @@ impl SpaceDoc {
     }
 
     /// Loads a document from a full save followed by any number of change chunks.
-    pub(crate) fn load(snapshot: Option<&[u8]>, changes: &[u8], actor: ActorId) -> Result<Self> {
+    ///
+    /// `trusted` skips re-hashing every change of the save: right for bytes this device wrote
+    /// to its own database, wrong for bytes from elsewhere.
+    pub(crate) fn load(
+        snapshot: Option<&[u8]>,
+        changes: &[u8],
+        actor: ActorId,
+        trusted: bool,
+    ) -> Result<Self> {
+        let verification = if trusted {
+            VerificationMode::DontCheck
+        } else {
+            VerificationMode::Check
+        };
         let mut doc = match snapshot {
-            Some(bytes) => Automerge::load(bytes)?,
+            Some(bytes) => Automerge::load_with_options(
+                bytes,
+                LoadOptions::new().verification_mode(verification),
+            )?,
             None => Automerge::new(),
         };
         if !changes.is_empty() {
@@ -72,7 +95,11 @@ impl SpaceDoc {
     fn from_doc(doc: Automerge) -> Result<Self> {
         let records = root_map(&doc, "records")?;
         let partners = root_map(&doc, "partners")?;
-        Ok(Self { doc, records, partners })
+        Ok(Self {
+            doc,
+            records,
+            partners,
+        })
     }
 
     /// The underlying document, for reads.
@@ -103,7 +130,10 @@ impl SpaceDoc {
         &mut self,
         f: impl FnOnce(&mut Transaction<'_>, &Handles) -> Result<T>,
     ) -> Result<(T, Option<Vec<u8>>)> {
-        let handles = Handles { records: self.records.clone(), partners: self.partners.clone() };
+        let handles = Handles {
+            records: self.records.clone(),
+            partners: self.partners.clone(),
+        };
         let mut tx = self.doc.transaction();
         match f(&mut tx, &handles) {
             Ok(out) => {
@@ -136,7 +166,10 @@ impl SpaceDoc {
 
     /// Every record id in this document, in id order (which is creation order for UUIDv7).
     pub(crate) fn record_ids(&self) -> Vec<RecordId> {
-        self.doc.keys(&self.records).filter_map(|k| k.parse().ok()).collect()
+        self.doc
+            .keys(&self.records)
+            .filter_map(|k| k.parse().ok())
+            .collect()
     }
 
     /// Record `id` as a JSON object (winning values) with its conflicts.
@@ -150,8 +183,15 @@ impl SpaceDoc {
         let mut conflicts = Vec::new();
         if all.len() > 1 {
             // Two devices created the same record (a check-in for the same day) at once.
-            let values = all.iter().map(|(v, o)| json::value_to_json(&self.doc, v.clone(), o)).collect();
-            conflicts.push(Conflict { field: "*".into(), values });
+            let values = all
+                .iter()
+                .rev()
+                .map(|(v, o)| json::value_to_json(&self.doc, v.clone(), o))
+                .collect();
+            conflicts.push(Conflict {
+                field: "*".into(),
+                values,
+            });
         }
         self.collect_conflicts(&obj, "", 2, &mut conflicts);
         Some((map, conflicts))
@@ -162,16 +202,27 @@ impl SpaceDoc {
             if prefix.is_empty() && QUIET_KEYS.contains(&key.as_str()) {
                 continue;
             }
-            let Ok(all) = self.doc.get_all(obj, key.as_str()) else { continue };
-            let field = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+            let Ok(all) = self.doc.get_all(obj, key.as_str()) else {
+                continue;
+            };
+            let field = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
             if all.len() > 1 {
-                let values =
-                    all.iter().map(|(v, o)| json::value_to_json(&self.doc, v.clone(), o)).collect();
+                // Automerge lists the winning value last; `Conflict` promises it first.
+                let values = all
+                    .iter()
+                    .rev()
+                    .map(|(v, o)| json::value_to_json(&self.doc, v.clone(), o))
+                    .collect();
                 out.push(Conflict { field, values });
-            } else if depth > 1 {
-                if let Some((automerge::Value::Object(ObjType::Map), child)) = all.into_iter().next() {
-                    self.collect_conflicts(&child, &field, depth - 1, out);
-                }
+            } else if depth > 1
+                && let Some((automerge::Value::Object(ObjType::Map), child)) =
+                    all.into_iter().next()
+            {
+                self.collect_conflicts(&child, &field, depth - 1, out);
             }
         }
     }
@@ -185,7 +236,11 @@ impl SpaceDoc {
     }
 
     /// The records that differ between two sets of heads.
-    pub(crate) fn changed_between(&self, before: &[ChangeHash], after: &[ChangeHash]) -> Vec<RecordId> {
+    pub(crate) fn changed_between(
+        &self,
+        before: &[ChangeHash],
+        after: &[ChangeHash],
+    ) -> Vec<RecordId> {
         if before == after {
             return Vec::new();
         }

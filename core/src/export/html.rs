@@ -75,7 +75,12 @@ pub(crate) fn render(p: &Packet) -> String {
         );
         let status = statuses.iter().find(|s| s.boundary.id == r.id);
         for (label, value) in render::fields(r, status) {
-            let _ = writeln!(out, "<dt>{}</dt><dd>{}</dd>", escape(&label), escape(&value));
+            let _ = writeln!(
+                out,
+                "<dt>{}</dt><dd>{}</dd>",
+                escape(&label),
+                escape(&value)
+            );
         }
         out.push_str("</dl>\n");
     }
@@ -125,7 +130,8 @@ fn chart(progress: &Progress) -> String {
             w.commitments.consistency * 100.0
         );
     }
-    let series: [(&str, &str, fn(&crate::query::CheckInAverages) -> Option<f64>); 3] = [
+    type Pick = fn(&crate::query::CheckInAverages) -> Option<f64>;
+    let series: [(&str, &str, Pick); 3] = [
         ("Safety", "#2a7", |a| a.safety),
         ("Trust", "#d73", |a| a.trust),
         ("Connection", "#66c", |a| a.connection),

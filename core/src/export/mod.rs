@@ -52,14 +52,19 @@ pub(crate) struct Packet {
 
 impl Packet {
     pub(crate) fn name_of(&self, id: crate::PartnerId) -> &str {
-        self.names.iter().find(|(p, _)| *p == id).map_or("unknown partner", |(_, n)| n.as_str())
+        self.names
+            .iter()
+            .find(|(p, _)| *p == id)
+            .map_or("unknown partner", |(_, n)| n.as_str())
     }
 }
 
 /// The local date a record belongs to in the packet.
 pub(crate) fn record_date(r: &Record, offset_minutes: i32) -> LocalDate {
     match &r.body {
-        crate::Body::CheckIn(c) => c.local_date.unwrap_or_else(|| LocalDate::from_unix_ms(r.created_at, offset_minutes)),
+        crate::Body::CheckIn(c) => c
+            .local_date
+            .unwrap_or_else(|| LocalDate::from_unix_ms(r.created_at, offset_minutes)),
         _ => LocalDate::from_unix_ms(r.created_at, offset_minutes),
     }
 }
@@ -70,7 +75,11 @@ impl Journal {
         if options.to < options.from {
             return Err(Error::Invalid("the range ends before it starts".into()));
         }
-        let all = self.records();
+        let all = if options.include_private {
+            self.records()
+        } else {
+            self.shared_records()
+        };
         let mut records: Vec<Record> = all
             .iter()
             .filter(|r| !r.removed)
@@ -82,14 +91,34 @@ impl Journal {
             })
             .cloned()
             .collect();
-        records.sort_by_key(|r| (Kind::ALL.iter().position(|k| *k == r.kind()), r.created_at, r.id));
+        records.sort_by_key(|r| {
+            (
+                Kind::ALL.iter().position(|k| *k == r.kind()),
+                r.created_at,
+                r.id,
+            )
+        });
         let progress_input: Vec<Record> = all
             .into_iter()
             .filter(|r| options.include_private || r.visibility == Visibility::Shared)
             .collect();
-        let progress = query::progress(&progress_input, options.from, options.to, options.offset_minutes)?;
-        let names = self.partners().into_iter().map(|p| (p.id, p.name)).collect();
-        let packet = Packet { options: options.clone(), names, records, progress };
+        let progress = query::progress(
+            &progress_input,
+            options.from,
+            options.to,
+            options.offset_minutes,
+        )?;
+        let names = self
+            .partners()
+            .into_iter()
+            .map(|p| (p.id, p.name))
+            .collect();
+        let packet = Packet {
+            options: options.clone(),
+            names,
+            records,
+            progress,
+        };
         Ok(match format {
             Format::Markdown => markdown::render(&packet),
             Format::Html => html::render(&packet),

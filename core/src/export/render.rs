@@ -10,9 +10,14 @@ use crate::{
 /// A record's fields as (label, value) pairs worth printing, in the body's field order.
 pub(crate) fn fields(record: &Record, boundary: Option<&BoundaryStatus>) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    let Ok(Value::Object(map)) = serde_json::to_value(&record.body) else { return out };
+    let Ok(Value::Object(map)) = serde_json::to_value(&record.body) else {
+        return out;
+    };
     for (key, value) in map {
-        if matches!(key.as_str(), "kind" | "consents" | "claims" | "views" | "private_fields") {
+        if matches!(
+            key.as_str(),
+            "kind" | "consents" | "claims" | "views" | "private_fields"
+        ) {
             continue;
         }
         let text = match value {
@@ -31,7 +36,12 @@ pub(crate) fn fields(record: &Record, boundary: Option<&BoundaryStatus>) -> Vec<
             Value::Object(o) => o
                 .iter()
                 .filter(|(k, _)| *k != "at")
-                .map(|(k, v)| format!("{k}: {}", v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+                .map(|(k, v)| {
+                    format!(
+                        "{k}: {}",
+                        v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join("; "),
         };
@@ -41,9 +51,20 @@ pub(crate) fn fields(record: &Record, boundary: Option<&BoundaryStatus>) -> Vec<
         out.push(("Status".into(), format!("{:?}", b.state).to_lowercase()));
     }
     if let Body::Commitment(c) = &record.body {
-        let done = c.claims.values().filter(|x| x.status == crate::model::ClaimStatus::Done).count();
-        let confirmed = c.views.values().filter(|v| v.view == crate::model::PartnerView::Confirmed).count();
-        out.push(("Follow-through".into(), format!("{done} claimed done, {confirmed} confirmed")));
+        let done = c
+            .claims
+            .values()
+            .filter(|x| x.status == crate::model::ClaimStatus::Done)
+            .count();
+        let confirmed = c
+            .views
+            .values()
+            .filter(|v| v.view == crate::model::PartnerView::Confirmed)
+            .count();
+        out.push((
+            "Follow-through".into(),
+            format!("{done} claimed done, {confirmed} confirmed"),
+        ));
     }
     out
 }

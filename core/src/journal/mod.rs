@@ -66,7 +66,10 @@ pub struct Journal {
 impl std::fmt::Debug for Journal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // No record content here: Debug output ends up in logs.
-        f.debug_struct("Journal").field("me", &self.me).field("device", &self.device).finish()
+        f.debug_struct("Journal")
+            .field("me", &self.me)
+            .field("device", &self.device)
+            .finish()
     }
 }
 
@@ -104,10 +107,20 @@ impl Journal {
     }
 
     /// [`Journal::join`] with options.
-    pub fn join_with(path: &Path, source: &JoinSource, name: &str, options: OpenOptions) -> Result<Self> {
+    pub fn join_with(
+        path: &Path,
+        source: &JoinSource,
+        name: &str,
+        options: OpenOptions,
+    ) -> Result<Self> {
         let me = source.partner.unwrap_or_else(PartnerId::generate);
-        let mut journal =
-            Self::init(path, me, Some(&source.couple), source.personal.as_deref(), options)?;
+        let mut journal = Self::init(
+            path,
+            me,
+            Some(&source.couple),
+            source.personal.as_deref(),
+            options,
+        )?;
         if source.partner.is_none() {
             journal.register_partner(name)?;
         }
@@ -131,18 +144,28 @@ impl Journal {
         let device = DeviceId::generate();
         let actor = ActorId::from(*device.as_bytes());
         let couple_doc = match couple {
-            Some(bytes) => SpaceDoc::load(None, bytes, actor.clone())?,
+            Some(bytes) => SpaceDoc::load(None, bytes, actor.clone(), false)?,
             None => SpaceDoc::genesis(actor.clone())?,
         };
         let personal_doc = match personal {
-            Some(bytes) => SpaceDoc::load(None, bytes, actor)?,
+            Some(bytes) => SpaceDoc::load(None, bytes, actor, false)?,
             None => SpaceDoc::genesis(actor)?,
         };
         let now = system_clock();
         store.compact(Space::Couple, &couple_doc.save(), now)?;
         store.compact(Space::Personal, &personal_doc.save(), now)?;
-        store.set_meta(&[("partner", &me.to_string()), ("device", &device.to_string())])?;
-        Ok(Self { store, me, device, couple: couple_doc, personal: personal_doc, clock: system_clock })
+        store.set_meta(&[
+            ("partner", &me.to_string()),
+            ("device", &device.to_string()),
+        ])?;
+        Ok(Self {
+            store,
+            me,
+            device,
+            couple: couple_doc,
+            personal: personal_doc,
+            clock: system_clock,
+        })
     }
 
     /// Opens the journal at `path`.
@@ -164,7 +187,14 @@ impl Journal {
         let actor = ActorId::from(*device.as_bytes());
         let couple = load_space(&store, Space::Couple, actor.clone())?;
         let personal = load_space(&store, Space::Personal, actor)?;
-        Ok(Self { store, me, device, couple, personal, clock: system_clock })
+        Ok(Self {
+            store,
+            me,
+            device,
+            couple,
+            personal,
+            clock: system_clock,
+        })
     }
 
     /// Replaces the clock (tests and benchmarks pin time with this).
@@ -213,14 +243,21 @@ impl Journal {
 
     /// The current heads of one space, as hex strings.
     pub fn heads(&self, space: Space) -> Vec<String> {
-        self.doc(space).heads().iter().map(|h| h.to_string()).collect()
+        self.doc(space)
+            .heads()
+            .iter()
+            .map(|h| h.to_string())
+            .collect()
     }
 
     /// The change chunks of `space` that a replica at `heads` lacks.
     pub fn changes_since(&self, space: Space, heads: &[String]) -> Result<Vec<u8>> {
         let heads = heads
             .iter()
-            .map(|h| h.parse().map_err(|_| Error::Invalid("not a change hash".into())))
+            .map(|h| {
+                h.parse()
+                    .map_err(|_| Error::Invalid("not a change hash".into()))
+            })
             .collect::<Result<Vec<automerge::ChangeHash>>>()?;
         Ok(self.doc(space).save_after(&heads))
     }
@@ -324,5 +361,5 @@ impl Journal {
 
 fn load_space(store: &Store, space: Space, actor: ActorId) -> Result<SpaceDoc> {
     let (snapshot, changes, _) = store.load(space)?;
-    SpaceDoc::load(snapshot.as_deref(), &changes, actor)
+    SpaceDoc::load(snapshot.as_deref(), &changes, actor, true)
 }

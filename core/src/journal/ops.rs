@@ -21,9 +21,13 @@ impl Journal {
     /// Gives this partner's consent to a boundary's current wording.
     pub fn consent(&mut self, boundary: RecordId, state: ConsentState) -> Result<()> {
         let record = self.live(boundary, Kind::Boundary)?;
-        let Body::Boundary(b) = &record.body else { return Err(Error::NotFound(boundary)) };
+        let Body::Boundary(b) = &record.body else {
+            return Err(Error::NotFound(boundary));
+        };
         if state == ConsentState::Unknown {
-            return Err(Error::Invalid("consent must be proposed, agreed, declined or revisit".into()));
+            return Err(Error::Invalid(
+                "consent must be proposed, agreed, declined or revisit".into(),
+            ));
         }
         let wording = wording_hash(&b.text);
         let now = self.now();
@@ -38,7 +42,13 @@ impl Journal {
 
     /// The owner's claim for one occurrence of their commitment (the local date, or the week's
     /// Monday for a weekly one).
-    pub fn claim(&mut self, commitment: RecordId, occurrence: LocalDate, status: ClaimStatus, note: &str) -> Result<()> {
+    pub fn claim(
+        &mut self,
+        commitment: RecordId,
+        occurrence: LocalDate,
+        status: ClaimStatus,
+        note: &str,
+    ) -> Result<()> {
         let record = self.live(commitment, Kind::Commitment)?;
         if record.author != self.me {
             return Err(Error::PermissionDenied(
@@ -46,7 +56,9 @@ impl Journal {
             ));
         }
         if status == ClaimStatus::Unknown {
-            return Err(Error::Invalid("a claim must be done, partial or missed".into()));
+            return Err(Error::Invalid(
+                "a claim must be done, partial or missed".into(),
+            ));
         }
         let now = self.now();
         let note = note.to_owned();
@@ -59,7 +71,13 @@ impl Journal {
     }
 
     /// The partner's view of one occurrence of the other's commitment.
-    pub fn confirm(&mut self, commitment: RecordId, occurrence: LocalDate, view: PartnerView, note: &str) -> Result<()> {
+    pub fn confirm(
+        &mut self,
+        commitment: RecordId,
+        occurrence: LocalDate,
+        view: PartnerView,
+        note: &str,
+    ) -> Result<()> {
         let record = self.live(commitment, Kind::Commitment)?;
         if record.author == self.me {
             return Err(Error::PermissionDenied(
@@ -67,7 +85,9 @@ impl Journal {
             ));
         }
         if view == PartnerView::Unknown {
-            return Err(Error::Invalid("a view must be confirmed, did_not_notice or disagree".into()));
+            return Err(Error::Invalid(
+                "a view must be confirmed, did_not_notice or disagree".into(),
+            ));
         }
         let now = self.now();
         let note = note.to_owned();
@@ -80,24 +100,39 @@ impl Journal {
     }
 
     /// The partner's response to a need.
-    pub fn respond_to_need(&mut self, need: RecordId, kind: NeedResponseKind, note: &str) -> Result<()> {
+    pub fn respond_to_need(
+        &mut self,
+        need: RecordId,
+        kind: NeedResponseKind,
+        note: &str,
+    ) -> Result<()> {
         let record = self.live(need, Kind::Need)?;
         if record.author == self.me {
-            return Err(Error::PermissionDenied("a need is answered by the partner, not its author".into()));
+            return Err(Error::PermissionDenied(
+                "a need is answered by the partner, not its author".into(),
+            ));
         }
         if kind == NeedResponseKind::Unknown {
-            return Err(Error::Invalid("a response must be receptive, reassured or lets_talk".into()));
+            return Err(Error::Invalid(
+                "a response must be receptive, reassured or lets_talk".into(),
+            ));
         }
         let mut response = serde_json::Map::new();
         response.insert("kind".into(), kind.as_str().into());
         response.insert("note".into(), note.into());
         response.insert("at".into(), self.now().into());
-        self.write_couple(need, |tx, obj| put_json(tx, obj, "response", &Value::Object(response)))
+        self.write_couple(need, |tx, obj| {
+            put_json(tx, obj, "response", &Value::Object(response))
+        })
     }
 
     /// Sets a question's status. The asker may reopen, withdraw or close it as answered; the
     /// partner may say "not now" or mark it answered.
-    pub fn set_question_status(&mut self, question: RecordId, status: QuestionStatus) -> Result<()> {
+    pub fn set_question_status(
+        &mut self,
+        question: RecordId,
+        status: QuestionStatus,
+    ) -> Result<()> {
         let record = self.live(question, Kind::Question)?;
         let asker = record.author == self.me;
         let allowed = match status {
@@ -125,7 +160,9 @@ impl Journal {
         let parts = self.parts(id);
         let record = self.get(id)?;
         if record.author != self.me {
-            return Err(Error::PermissionDenied("only the author can share a record".into()));
+            return Err(Error::PermissionDenied(
+                "only the author can share a record".into(),
+            ));
         }
         if record.removed {
             return Err(Error::Removed(id));
@@ -134,9 +171,13 @@ impl Journal {
             return Ok(());
         }
         if !rules::may_be_private(record.kind()) || record.kind() == Kind::TriggerEvent {
-            return Err(Error::Invalid("change a trigger's sharing by editing it".into()));
+            return Err(Error::Invalid(
+                "change a trigger's sharing by editing it".into(),
+            ));
         }
-        let Some(fields) = parts.private else { return Err(Error::NotFound(id)) };
+        let Some(fields) = parts.private else {
+            return Err(Error::NotFound(id));
+        };
         let now = self.now();
         let key = id.to_string();
         let mut changes = Vec::new();
@@ -165,7 +206,9 @@ impl Journal {
             return Err(Error::Removed(id));
         }
         if self.couple.record_obj(id).is_none() {
-            return Err(Error::Invalid("this operation needs a shared record".into()));
+            return Err(Error::Invalid(
+                "this operation needs a shared record".into(),
+            ));
         }
         Ok(record)
     }

@@ -45,11 +45,20 @@ pub(super) fn partners(doc: &SpaceDoc) -> Vec<Partner> {
         .map_range(doc.partners_obj(), ..)
         .filter_map(|item| {
             let id: PartnerId = item.key.parse().ok()?;
-            let Value::Object(fields) = json::obj_to_json(am, &item.id()) else { return None };
+            let Value::Object(fields) = json::obj_to_json(am, &item.id()) else {
+                return None;
+            };
             Some(Partner {
                 id,
-                name: fields.get("name").and_then(Value::as_str).unwrap_or_default().to_owned(),
-                joined_at: fields.get("joined_at").and_then(Value::as_i64).unwrap_or_default(),
+                name: fields
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+                joined_at: fields
+                    .get("joined_at")
+                    .and_then(Value::as_i64)
+                    .unwrap_or_default(),
             })
         })
         .collect();
@@ -58,7 +67,11 @@ pub(super) fn partners(doc: &SpaceDoc) -> Vec<Partner> {
 }
 
 /// Builds a record from its merged fields.
-pub(super) fn to_record(id: RecordId, fields: Map<String, Value>, conflicts: Vec<Conflict>) -> Result<Record> {
+pub(super) fn to_record(
+    id: RecordId,
+    fields: Map<String, Value>,
+    conflicts: Vec<Conflict>,
+) -> Result<Record> {
     let bad = |what: &str| Error::Corrupt(format!("record {id} has no valid {what}"));
     let author: PartnerId = fields
         .get("author")
@@ -70,12 +83,31 @@ pub(super) fn to_record(id: RecordId, fields: Map<String, Value>, conflicts: Vec
         Some("private") => Visibility::Private,
         _ => Visibility::Shared,
     };
-    let created_at = fields.get("created_at").and_then(Value::as_i64).unwrap_or_default();
-    let updated_at = fields.get("updated_at").and_then(Value::as_i64).unwrap_or(created_at);
-    let removed = fields.get("removed").and_then(Value::as_bool).unwrap_or(false);
-    let body: Body = serde_json::from_value(Value::Object(fields))
-        .map_err(|e| Error::Corrupt(format!("record {id} cannot be read: {}", e.classify_name())))?;
-    Ok(Record { id, author, created_at, updated_at, visibility, removed, body, conflicts })
+    let created_at = fields
+        .get("created_at")
+        .and_then(Value::as_i64)
+        .unwrap_or_default();
+    let updated_at = fields
+        .get("updated_at")
+        .and_then(Value::as_i64)
+        .unwrap_or(created_at);
+    let removed = fields
+        .get("removed")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let body: Body = serde_json::from_value(Value::Object(fields)).map_err(|e| {
+        Error::Corrupt(format!("record {id} cannot be read: {}", e.classify_name()))
+    })?;
+    Ok(Record {
+        id,
+        author,
+        created_at,
+        updated_at,
+        visibility,
+        removed,
+        body,
+        conflicts,
+    })
 }
 
 trait ClassifyName {
@@ -121,7 +153,11 @@ impl Journal {
     pub fn get_kind(&self, id: RecordId, kind: Kind) -> Result<Record> {
         let record = self.get(id)?;
         if record.kind() != kind {
-            return Err(Error::WrongKind { id, expected: kind, actual: record.kind() });
+            return Err(Error::WrongKind {
+                id,
+                expected: kind,
+                actual: record.kind(),
+            });
         }
         Ok(record)
     }

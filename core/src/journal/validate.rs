@@ -28,14 +28,18 @@ fn required(field: &str, text: &str) -> Result<()> {
 
 fn long(field: &str, text: &str) -> Result<()> {
     if text.chars().count() > MAX_TEXT {
-        return Err(Error::Invalid(format!("{field} is longer than {MAX_TEXT} characters")));
+        return Err(Error::Invalid(format!(
+            "{field} is longer than {MAX_TEXT} characters"
+        )));
     }
     Ok(())
 }
 
 fn short(field: &str, text: &str) -> Result<()> {
     if text.chars().count() > MAX_SHORT {
-        return Err(Error::Invalid(format!("{field} is longer than {MAX_SHORT} characters")));
+        return Err(Error::Invalid(format!(
+            "{field} is longer than {MAX_SHORT} characters"
+        )));
     }
     Ok(())
 }
@@ -49,7 +53,9 @@ fn score(field: &str, value: Option<u8>) -> Result<()> {
 
 fn tags(field: &str, tags: &[String]) -> Result<()> {
     if tags.len() > MAX_TAGS {
-        return Err(Error::Invalid(format!("{field} has more than {MAX_TAGS} entries")));
+        return Err(Error::Invalid(format!(
+            "{field} has more than {MAX_TAGS} entries"
+        )));
     }
     tags.iter().try_for_each(|t| short(field, t))
 }
@@ -68,7 +74,9 @@ pub(super) fn body(body: &Body) -> Result<()> {
         Body::Answer(b) => required("text", &b.text),
         Body::ProcessingNote(b) => required("text", &b.text),
         Body::Boundary(b) => required("text", &b.text),
-        Body::DisclosurePreference(b) => required("topic", &b.topic).and_then(|_| short("topic", &b.topic)),
+        Body::DisclosurePreference(b) => {
+            required("topic", &b.topic).and_then(|_| short("topic", &b.topic))
+        }
         Body::Need(b) => required("text", &b.text),
         Body::CheckIn(b) => {
             if b.local_date.is_none() {

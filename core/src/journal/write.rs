@@ -22,7 +22,9 @@ pub(super) fn body_fields(body: &Body) -> Result<Map<String, Value>> {
             map.remove("kind");
             Ok(map)
         }
-        _ => Err(Error::Corrupt("a record body did not serialise to a map".into())),
+        _ => Err(Error::Corrupt(
+            "a record body did not serialise to a map".into(),
+        )),
     }
 }
 
@@ -74,7 +76,9 @@ impl Journal {
         let now = self.now();
         let id = match &body {
             Body::CheckIn(c) => {
-                let date = c.local_date.ok_or_else(|| Error::Invalid("a check-in needs its local_date".into()))?;
+                let date = c
+                    .local_date
+                    .ok_or_else(|| Error::Invalid("a check-in needs its local_date".into()))?;
                 let id = RecordId::derive_check_in(self.me, date);
                 if self.get(id).is_ok_and(|r| !r.removed) {
                     return Err(Error::Invalid(format!(
@@ -91,7 +95,11 @@ impl Journal {
                 b.consents.clear();
                 b.consents.insert(
                     self.me,
-                    Consent { state: ConsentState::Agreed, wording: wording_hash(&b.text), at: now },
+                    Consent {
+                        state: ConsentState::Agreed,
+                        wording: wording_hash(&b.text),
+                        at: now,
+                    },
                 );
             }
             Body::Need(n) => n.response = None,
@@ -126,9 +134,17 @@ impl Journal {
                     put_json(tx, &obj, k, v)?;
                 }
                 if let (Space::Couple, Some(q)) = (space, answered) {
-                    // An answer moves its question to "answered" in the same change.
-                    if let Ok(Some((_, qobj))) = automerge::ReadDoc::get(tx, &h.records, q.to_string()) {
-                        tx.put(&qobj, "status", QuestionStatus::Answered.as_str())?;
+                    // An answer moves an open (or put off) question to "answered" in the same
+                    // change; a withdrawn question stays withdrawn.
+                    if let Some((_, qobj)) = automerge::ReadDoc::get(tx, &h.records, q.to_string())?
+                    {
+                        let status = match automerge::ReadDoc::get(tx, &qobj, "status")? {
+                            Some((automerge::Value::Scalar(s), _)) => s.as_str().map(str::to_owned),
+                            _ => None,
+                        };
+                        if matches!(status.as_deref(), None | Some("open") | Some("not_now")) {
+                            tx.put(&qobj, "status", QuestionStatus::Answered.as_str())?;
+                        }
                     }
                 }
                 Ok(())
@@ -151,7 +167,11 @@ impl Journal {
         let current = to_record(id, parts.merged(), Vec::new())?;
         let kind = current.kind();
         if body.kind() != kind {
-            return Err(Error::WrongKind { id, expected: kind, actual: body.kind() });
+            return Err(Error::WrongKind {
+                id,
+                expected: kind,
+                actual: body.kind(),
+            });
         }
         if current.removed {
             return Err(Error::Removed(id));
@@ -177,7 +197,9 @@ impl Journal {
             match rules::writer(kind, k) {
                 Writer::Managed => continue,
                 Writer::Fixed => {
-                    return Err(Error::Invalid(format!("{k} cannot be changed after creation")));
+                    return Err(Error::Invalid(format!(
+                        "{k} cannot be changed after creation"
+                    )));
                 }
                 Writer::Author if current.author != self.me => {
                     return Err(Error::PermissionDenied(format!(
@@ -196,20 +218,40 @@ impl Journal {
         let new_vis = effective_visibility(&body, Some(current.visibility))?;
         if old_vis == Visibility::Shared && new_vis == Visibility::Private {
             return Err(Error::Invalid(
-                "a record the partner has seen cannot be made private again; remove it instead".into(),
+                "a record the partner has seen cannot be made private again; remove it instead"
+                    .into(),
             ));
         }
+        // What is stored, with only the changed keys replaced: values this version cannot read
+        // (an unknown field, an enum value from a newer app) move with their record untouched.
+        let mut full: Map<String, Value> = parts
+            .merged()
+            .into_iter()
+            .filter(|(k, _)| !ENVELOPE_KEYS.contains(&k.as_str()))
+            .collect();
+        for k in &changed {
+            if let Some(v) = after.get(k) {
+                full.insert(k.clone(), v.clone());
+            }
+        }
         // Moving fields between spaces (check-in privacy, trigger sharing) touches every field.
-        let placement_changed = changed.iter().any(|k| k == "private_fields" || k == "sharing");
-        let keys: Vec<String> = if placement_changed { after.keys().cloned().collect() } else { changed };
+        let placement_changed = changed
+            .iter()
+            .any(|k| k == "private_fields" || k == "sharing");
+        let keys: Vec<String> = if placement_changed {
+            full.keys().cloned().collect()
+        } else {
+            changed
+        };
 
-        let (shared, private) = rules::split(kind, new_vis, &after);
+        let (shared, private) = rules::split(kind, new_vis, &full);
         let now = self.now();
         let key = id.to_string();
         let mut changes = Vec::new();
-        for (space, desired, stored) in
-            [(Space::Couple, shared, &parts.shared), (Space::Personal, private, &parts.private)]
-        {
+        for (space, desired, stored) in [
+            (Space::Couple, shared, &parts.shared),
+            (Space::Personal, private, &parts.private),
+        ] {
             let creating = desired.is_some() && stored.is_none();
             let mut ops: Vec<(String, Option<Value>)> = Vec::new();
             for k in &keys {
@@ -303,7 +345,10 @@ impl Journal {
         let now = self.now();
         let key = id.to_string();
         let mut changes = Vec::new();
-        for (space, stored) in [(Space::Couple, &parts.shared), (Space::Personal, &parts.private)] {
+        for (space, stored) in [
+            (Space::Couple, &parts.shared),
+            (Space::Personal, &parts.private),
+        ] {
             let Some(stored) = stored else { continue };
             let drop: Vec<String> = stored
                 .keys()
@@ -331,7 +376,11 @@ impl Journal {
             let id = id.ok_or_else(|| Error::Invalid(format!("{what} is required")))?;
             let record = self.get(id)?;
             if !kinds.contains(&record.kind()) {
-                return Err(Error::WrongKind { id, expected: kinds[0], actual: record.kind() });
+                return Err(Error::WrongKind {
+                    id,
+                    expected: kinds[0],
+                    actual: record.kind(),
+                });
             }
             if record.removed {
                 return Err(Error::Removed(id));
@@ -342,7 +391,9 @@ impl Journal {
             Body::Answer(a) => must(a.question, &[Kind::Question], "question"),
             Body::Reply(r) => must(r.share, &[Kind::Share], "share"),
             Body::Validation(v) => {
-                let id = v.target.ok_or_else(|| Error::Invalid("target is required".into()))?;
+                let id = v
+                    .target
+                    .ok_or_else(|| Error::Invalid("target is required".into()))?;
                 if self.couple.record_obj(id).is_none() {
                     return Err(if self.personal.record_obj(id).is_some() {
                         Error::Invalid("only shared records can be validated".into())

@@ -259,7 +259,8 @@ pub struct NeedResponse {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Need {
-    /// What kind of need.
+    /// What kind of need (stored as `need_kind`: `kind` is the record's own tag).
+    #[serde(rename = "need_kind")]
     pub kind: NeedKind,
     /// The need in words.
     pub text: String,
@@ -307,7 +308,8 @@ pub struct Share {
 pub struct Reply {
     /// The share replied to.
     pub share: Option<RecordId>,
-    /// Reflect, validate, ask, apologise or pause.
+    /// Reflect, validate, ask, apologise or pause (stored as `reply_kind`).
+    #[serde(rename = "reply_kind")]
     pub kind: ReplyKind,
     /// The reply.
     pub text: String,
@@ -359,7 +361,8 @@ pub struct Commitment {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct HonestyMoment {
-    /// What kind of honesty.
+    /// What kind of honesty (stored as `honesty_kind`).
+    #[serde(rename = "honesty_kind")]
     pub kind: HonestyKind,
     /// What happened.
     pub text: String,

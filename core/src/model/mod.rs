@@ -122,12 +122,15 @@ impl std::str::FromStr for Kind {
     type Err = crate::error::Error;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let norm = s.trim().replace('-', "_").to_ascii_lowercase();
-        Kind::ALL.into_iter().find(|k| k.as_str() == norm).ok_or_else(|| {
-            crate::error::Error::Invalid(format!(
-                "unknown record kind {:?}",
-                crate::ids::truncate(s)
-            ))
-        })
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == norm)
+            .ok_or_else(|| {
+                crate::error::Error::Invalid(format!(
+                    "unknown record kind {:?}",
+                    crate::ids::truncate(s)
+                ))
+            })
     }
 }
 

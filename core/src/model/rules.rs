@@ -22,7 +22,10 @@ pub enum Writer {
 
 /// Records that are only ever added (and removed by their author), never edited.
 pub fn is_add_only(kind: Kind) -> bool {
-    matches!(kind, Kind::Answer | Kind::Reply | Kind::HonestyMoment | Kind::Validation)
+    matches!(
+        kind,
+        Kind::Answer | Kind::Reply | Kind::HonestyMoment | Kind::Validation
+    )
 }
 
 /// Who may write `field` of a record of `kind`.
@@ -68,6 +71,9 @@ pub fn may_be_private(kind: Kind) -> bool {
     matches!(kind, Kind::ProcessingNote | Kind::TriggerEvent)
 }
 
+/// Fields of one record, by stored key.
+pub type Fields = Map<String, Value>;
+
 /// Splits a body's fields between the couple's document and the author's personal space.
 ///
 /// Returns (shared part, private part); `None` means the record does not live in that space.
@@ -77,7 +83,7 @@ pub fn split(
     kind: Kind,
     visibility: Visibility,
     fields: &Map<String, Value>,
-) -> (Option<Map<String, Value>>, Option<Map<String, Value>>) {
+) -> (Option<Fields>, Option<Fields>) {
     if visibility == Visibility::Private {
         return (None, Some(fields.clone()));
     }
@@ -86,7 +92,11 @@ pub fn split(
             let private: Vec<String> = fields
                 .get("private_fields")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
                 .unwrap_or_default();
             if private.is_empty() {
                 return (Some(fields.clone()), None);
@@ -100,12 +110,13 @@ pub fn split(
                     shared.insert(k.clone(), v.clone());
                 }
             }
-            mine.insert("local_date".into(), fields.get("local_date").cloned().unwrap_or(Value::Null));
+            mine.insert(
+                "local_date".into(),
+                fields.get("local_date").cloned().unwrap_or(Value::Null),
+            );
             (Some(shared), Some(mine))
         }
-        Kind::TriggerEvent
-            if fields.get("sharing").and_then(Value::as_str) == Some("signal") =>
-        {
+        Kind::TriggerEvent if fields.get("sharing").and_then(Value::as_str) == Some("signal") => {
             let mut shared = Map::new();
             for key in ["sharing", "wanted_response"] {
                 if let Some(v) = fields.get(key) {

@@ -40,7 +40,12 @@ impl Journal {
     }
 
     /// Weekly progress for the weeks touching `from..=to`, in a zone `offset_minutes` east of UTC.
-    pub fn progress(&self, from: LocalDate, to: LocalDate, offset_minutes: i32) -> Result<Progress> {
+    pub fn progress(
+        &self,
+        from: LocalDate,
+        to: LocalDate,
+        offset_minutes: i32,
+    ) -> Result<Progress> {
         progress(&self.records(), from, to, offset_minutes)
     }
 }

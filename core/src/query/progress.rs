@@ -92,7 +92,11 @@ struct Sums {
 impl Sums {
     fn add(&mut self, safety: Option<u8>, trust: Option<u8>, connection: Option<u8>) {
         self.count += 1;
-        for (acc, v) in [(&mut self.s, safety), (&mut self.t, trust), (&mut self.c, connection)] {
+        for (acc, v) in [
+            (&mut self.s, safety),
+            (&mut self.t, trust),
+            (&mut self.c, connection),
+        ] {
             if let Some(v) = v {
                 acc.0 += f64::from(v);
                 acc.1 += 1;
@@ -102,12 +106,22 @@ impl Sums {
 
     fn averages(&self) -> CheckInAverages {
         let mean = |(sum, n): (f64, u32)| (n > 0).then(|| sum / f64::from(n));
-        CheckInAverages { count: self.count, safety: mean(self.s), trust: mean(self.t), connection: mean(self.c) }
+        CheckInAverages {
+            count: self.count,
+            safety: mean(self.s),
+            trust: mean(self.t),
+            connection: mean(self.c),
+        }
     }
 }
 
 /// Weekly progress over the weeks touching `from..=to`.
-pub fn progress(records: &[Record], from: LocalDate, to: LocalDate, offset_minutes: i32) -> Result<Progress> {
+pub fn progress(
+    records: &[Record],
+    from: LocalDate,
+    to: LocalDate,
+    offset_minutes: i32,
+) -> Result<Progress> {
     if to < from {
         return Err(Error::Invalid("the range ends before it starts".into()));
     }
@@ -115,10 +129,12 @@ pub fn progress(records: &[Record], from: LocalDate, to: LocalDate, offset_minut
     let last = to.week_start();
     let n_weeks = (last.days() - first.days()) / 7 + 1;
     if n_weeks > MAX_WEEKS {
-        return Err(Error::Invalid(format!("a progress range covers at most {MAX_WEEKS} weeks")));
+        return Err(Error::Invalid(format!(
+            "a progress range covers at most {MAX_WEEKS} weeks"
+        )));
     }
     let week_index = |d: LocalDate| -> Option<usize> {
-        if d < first || d > to {
+        if d < from || d > to {
             return None;
         }
         usize::try_from((d.days() - first.days()) / 7).ok()
@@ -132,9 +148,14 @@ pub fn progress(records: &[Record], from: LocalDate, to: LocalDate, offset_minut
     for r in records.iter().filter(|r| !r.removed) {
         match &r.body {
             Body::CheckIn(c) => {
-                let Some(i) = c.local_date.and_then(week_index) else { continue };
+                let Some(i) = c.local_date.and_then(week_index) else {
+                    continue;
+                };
                 sums[i].add(c.safety, c.trust, c.connection);
-                by_author[i].entry(r.author).or_default().add(c.safety, c.trust, c.connection);
+                by_author[i]
+                    .entry(r.author)
+                    .or_default()
+                    .add(c.safety, c.trust, c.connection);
             }
             Body::HonestyMoment(_) => {
                 if let Some(i) = week_index(LocalDate::from_unix_ms(r.created_at, offset_minutes)) {
@@ -188,13 +209,21 @@ pub fn progress(records: &[Record], from: LocalDate, to: LocalDate, offset_minut
                 week_start: first.add_days(7 * i as i32),
                 commitments: c,
                 check_ins: sums[i].averages(),
-                check_ins_by_author: by_author[i].iter().map(|(p, s)| (*p, s.averages())).collect(),
+                check_ins_by_author: by_author[i]
+                    .iter()
+                    .map(|(p, s)| (*p, s.averages()))
+                    .collect(),
                 honesty_moments: honesty[i],
             }
         })
         .collect();
     let slope_of = |pick: fn(&CheckInAverages) -> Option<f64>| {
-        slope(weeks.iter().enumerate().filter_map(|(i, w)| pick(&w.check_ins).map(|v| (i as f64, v))))
+        slope(
+            weeks
+                .iter()
+                .enumerate()
+                .filter_map(|(i, w)| pick(&w.check_ins).map(|v| (i as f64, v))),
+        )
     };
     let trend = Trend {
         safety: slope_of(|a| a.safety),

@@ -87,8 +87,16 @@ pub fn boundary_status(records: &[Record], partners: &[PartnerId]) -> Vec<Bounda
         let consents: Vec<ConsentView> = partners
             .iter()
             .map(|p| match b.consents.get(p) {
-                Some(c) => ConsentView { partner: *p, state: c.state, current: c.wording == hash },
-                None => ConsentView { partner: *p, state: ConsentState::Proposed, current: false },
+                Some(c) => ConsentView {
+                    partner: *p,
+                    state: c.state,
+                    current: c.wording == hash,
+                },
+                None => ConsentView {
+                    partner: *p,
+                    state: ConsentState::Proposed,
+                    current: false,
+                },
             })
             .collect();
         let counts = |s: ConsentState| consents.iter().any(|c| c.current && c.state == s);
@@ -97,13 +105,19 @@ pub fn boundary_status(records: &[Record], partners: &[PartnerId]) -> Vec<Bounda
         } else if counts(ConsentState::Declined) {
             BoundaryState::Declined
         } else if partners.len() >= 2
-            && consents.iter().all(|c| c.current && c.state == ConsentState::Agreed)
+            && consents
+                .iter()
+                .all(|c| c.current && c.state == ConsentState::Agreed)
         {
             BoundaryState::Agreed
         } else {
             BoundaryState::Pending
         };
-        out.push(BoundaryStatus { boundary: r.clone(), state, consents });
+        out.push(BoundaryStatus {
+            boundary: r.clone(),
+            state,
+            consents,
+        });
     }
     out.sort_by_key(|s| (s.boundary.created_at, s.boundary.id));
     out
@@ -111,8 +125,11 @@ pub fn boundary_status(records: &[Record], partners: &[PartnerId]) -> Vec<Bounda
 
 /// Every live need, oldest first; each carries the partner's response in its body.
 pub fn needs(records: &[Record]) -> Vec<Record> {
-    let mut out: Vec<Record> =
-        records.iter().filter(|r| !r.removed && matches!(r.body, Body::Need(_))).cloned().collect();
+    let mut out: Vec<Record> = records
+        .iter()
+        .filter(|r| !r.removed && matches!(r.body, Body::Need(_)))
+        .cloned()
+        .collect();
     out.sort_by_key(|r| (r.created_at, r.id));
     out
 }

@@ -42,7 +42,10 @@ pub struct TimelinePage {
 fn parse_cursor(cursor: &str) -> Result<(i64, RecordId)> {
     let bad = || Error::Invalid("not a timeline cursor".into());
     let (at, id) = cursor.split_once('/').ok_or_else(bad)?;
-    Ok((at.parse().map_err(|_| bad())?, id.parse().map_err(|_| bad())?))
+    Ok((
+        at.parse().map_err(|_| bad())?,
+        id.parse().map_err(|_| bad())?,
+    ))
 }
 
 /// A page of `records` matching `q`.
@@ -61,12 +64,15 @@ pub fn timeline(records: &[Record], q: &TimelineQuery) -> Result<TimelinePage> {
         .filter(|r| q.include_removed || !r.removed)
         .filter(|r| after.is_none_or(|c| (r.created_at, r.id) < c))
         .collect();
-    matching.sort_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
+    matching.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
     let more = matching.len() > limit;
     matching.truncate(limit);
     let next_cursor = match (more, matching.last()) {
         (true, Some(last)) => Some(format!("{}/{}", last.created_at, last.id)),
         _ => None,
     };
-    Ok(TimelinePage { items: matching.into_iter().cloned().collect(), next_cursor })
+    Ok(TimelinePage {
+        items: matching.into_iter().cloned().collect(),
+        next_cursor,
+    })
 }

@@ -8,8 +8,10 @@ use rusqlite::Connection;
 use crate::error::{Error, Result};
 
 /// Every migration, in order; entry `i` takes the database from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] =
-    &[include_str!("sql/001_journal.sql"), include_str!("sql/002_sync.sql")];
+pub(crate) const MIGRATIONS: &[&str] = &[
+    include_str!("sql/001_journal.sql"),
+    include_str!("sql/002_sync.sql"),
+];
 
 /// The schema version this build creates.
 pub const LATEST: u32 = MIGRATIONS.len() as u32;
@@ -23,7 +25,10 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
 pub fn migrate_to(conn: &mut Connection, target: u32) -> Result<()> {
     let current: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if current > LATEST {
-        return Err(Error::TooNew { found: current, supported: LATEST });
+        return Err(Error::TooNew {
+            found: current,
+            supported: LATEST,
+        });
     }
     for version in current..target.min(LATEST) {
         let tx = conn.transaction()?;

@@ -61,7 +61,10 @@ impl Store {
     /// missing file is an error. An existing file is never replaced.
     pub fn open(path: &Path, create: bool, durability: Durability) -> Result<Self> {
         let shown = path.display().to_string();
-        let open_err = |reason: String| Error::Open { path: shown.clone(), reason };
+        let open_err = |reason: String| Error::Open {
+            path: shown.clone(),
+            reason,
+        };
         if !create && !path.exists() {
             return Err(open_err("no journal database there".into()));
         }
@@ -75,7 +78,9 @@ impl Store {
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Locked(shown)),
-            Err(std::fs::TryLockError::Error(e)) => return Err(open_err(format!("cannot lock: {e}"))),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(open_err(format!("cannot lock: {e}")));
+            }
         }
 
         let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -90,7 +95,10 @@ impl Store {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(|e| open_err(e.to_string()))?;
         if version > migrations::LATEST {
-            return Err(Error::TooNew { found: version, supported: migrations::LATEST });
+            return Err(Error::TooNew {
+                found: version,
+                supported: migrations::LATEST,
+            });
         }
         let sync = match durability {
             Durability::Full => "FULL",
@@ -100,12 +108,17 @@ impl Store {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; \
              PRAGMA busy_timeout = 5000;"
         );
-        conn.execute_batch(&setup).map_err(|e| open_err(e.to_string()))?;
+        conn.execute_batch(&setup)
+            .map_err(|e| open_err(e.to_string()))?;
         migrations::migrate(&mut conn).map_err(|e| match e {
             Error::TooNew { .. } => e,
             other => open_err(other.to_string()),
         })?;
-        Ok(Self { conn, path: path.to_owned(), _lock: lock })
+        Ok(Self {
+            conn,
+            path: path.to_owned(),
+            _lock: lock,
+        })
     }
 
     /// Where the database lives.
@@ -149,12 +162,15 @@ impl Store {
     pub fn load(&self, space: Space) -> Result<(Option<Vec<u8>>, Vec<u8>, u64)> {
         let snapshot: Option<Vec<u8>> = self
             .conn
-            .query_row("SELECT bytes FROM doc_snapshots WHERE space = ?1", [space.as_str()], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT bytes FROM doc_snapshots WHERE space = ?1",
+                [space.as_str()],
+                |r| r.get(0),
+            )
             .optional()?;
-        let mut stmt =
-            self.conn.prepare_cached("SELECT bytes FROM doc_changes WHERE space = ?1 ORDER BY id")?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT bytes FROM doc_changes WHERE space = ?1 ORDER BY id")?;
         let mut rows = stmt.query([space.as_str()])?;
         let mut changes = Vec::new();
         let mut count = 0;

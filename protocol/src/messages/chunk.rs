@@ -40,7 +40,10 @@ impl Chunk {
             + codec::bytes_len(&self.payload)
     }
 
-    pub(crate) fn decode_body(reader: &mut Reader<'_>, limits: &Limits) -> Result<Self, DecodeError> {
+    pub(crate) fn decode_body(
+        reader: &mut Reader<'_>,
+        limits: &Limits,
+    ) -> Result<Self, DecodeError> {
         Ok(Chunk {
             relay_seq: reader.seq("relay_seq")?,
             device_id: DeviceId(reader.array()?),

@@ -38,7 +38,10 @@ impl Page {
             + self.chunks.iter().map(Chunk::body_len).sum::<usize>()
     }
 
-    pub(crate) fn decode_body(reader: &mut Reader<'_>, limits: &Limits) -> Result<Self, DecodeError> {
+    pub(crate) fn decode_body(
+        reader: &mut Reader<'_>,
+        limits: &Limits,
+    ) -> Result<Self, DecodeError> {
         let head = reader.varint()?;
         let next_after = reader.varint()?;
         if next_after > head {
@@ -63,7 +66,10 @@ impl Page {
         let mut total_bytes = 0usize;
         for _ in 0..count {
             let chunk = Chunk::decode_body(reader, limits)?;
-            if chunks.last().is_some_and(|last| last.relay_seq >= chunk.relay_seq) {
+            if chunks
+                .last()
+                .is_some_and(|last| last.relay_seq >= chunk.relay_seq)
+            {
                 return Err(DecodeError::Invalid {
                     field: "relay_seq",
                     reason: "not strictly increasing within the page",

@@ -31,7 +31,10 @@ impl Push {
         DeviceId::LEN + varint::len(self.device_seq) + codec::bytes_len(&self.payload)
     }
 
-    pub(crate) fn decode_body(reader: &mut Reader<'_>, limits: &Limits) -> Result<Self, DecodeError> {
+    pub(crate) fn decode_body(
+        reader: &mut Reader<'_>,
+        limits: &Limits,
+    ) -> Result<Self, DecodeError> {
         Ok(Push {
             device_id: DeviceId(reader.array()?),
             device_seq: reader.seq("device_seq")?,

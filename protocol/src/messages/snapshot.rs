@@ -28,7 +28,10 @@ impl Snapshot {
         varint::len(self.covers) + codec::bytes_len(&self.payload)
     }
 
-    pub(crate) fn decode_body(reader: &mut Reader<'_>, limits: &Limits) -> Result<Self, DecodeError> {
+    pub(crate) fn decode_body(
+        reader: &mut Reader<'_>,
+        limits: &Limits,
+    ) -> Result<Self, DecodeError> {
         Ok(Snapshot {
             covers: reader.varint()?,
             payload: reader.bytes("payload", limits.max_snapshot_bytes)?.to_vec(),

@@ -17,7 +17,10 @@ pub(super) async fn healthz() -> &'static str {
 /// Readiness: 503 once shutdown has begun, so load balancers stop sending work.
 pub(super) async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
     if state.shutdown().is_cancelled() {
-        return Err(ApiError::new(ErrorCode::Unavailable, "the relay is shutting down"));
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "the relay is shutting down",
+        ));
     }
     Ok("ready\n")
 }

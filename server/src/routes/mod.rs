@@ -101,7 +101,9 @@ pub(crate) async fn read_body(
     }
     // Past the declared length check, the only way to fail is a body longer than it claimed
     // (or a broken connection, where the answer is never read).
-    axum::body::to_bytes(body, limit).await.map_err(|_| refuse())
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| refuse())
 }
 
 /// A binary frame as a response body.

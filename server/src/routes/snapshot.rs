@@ -61,6 +61,9 @@ pub(super) async fn get(
             state.metrics().sent(0, snapshot.payload.len());
             Ok(frame(snapshot.to_bytes()))
         }
-        None => Err(ApiError::new(ErrorCode::NoSnapshot, "this space has no snapshot")),
+        None => Err(ApiError::new(
+            ErrorCode::NoSnapshot,
+            "this space has no snapshot",
+        )),
     }
 }

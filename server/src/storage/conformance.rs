@@ -2,7 +2,7 @@
 //!
 //! A backend's test file opens a fresh store per test and instantiates the suite:
 //!
-//! ```ignore
+//! ```text
 //! async fn open(hub: LocalHub) -> Backend { /* open a fresh store publishing to `hub` */ }
 //! mend_relay::storage_conformance_tests!(open);
 //! ```
@@ -130,14 +130,19 @@ pub async fn create_is_idempotent_for_the_same_token(b: &Backend) {
         b.storage.create_space(space(1), HASH_B).await,
         Err(StorageError::SpaceExists)
     ));
-    assert_eq!(ok(b.storage.token_hash(space(1)).await, "hash"), Some(HASH_A));
+    assert_eq!(
+        ok(b.storage.token_hash(space(1)).await, "hash"),
+        Some(HASH_A)
+    );
     assert_eq!(ok(b.storage.token_hash(space(2)).await, "hash"), None);
 }
 
 /// Every operation on a space that was never created says so.
 pub async fn unknown_spaces_are_not_found(b: &Backend) {
     assert!(matches!(
-        b.storage.push(space(9), push(DEVICE_A, 1, b"x"), QUOTA).await,
+        b.storage
+            .push(space(9), push(DEVICE_A, 1, b"x"), QUOTA)
+            .await,
         Err(StorageError::SpaceNotFound)
     ));
     assert!(matches!(
@@ -174,7 +179,12 @@ pub async fn pushes_get_contiguous_sequences_and_read_back_exactly(b: &Backend) 
         );
         sent.push(p);
     }
-    assert_eq!(pushed(b, space(2), push(DEVICE_A, 1, b"other")).await.relay_seq, 1);
+    assert_eq!(
+        pushed(b, space(2), push(DEVICE_A, 1, b"other"))
+            .await
+            .relay_seq,
+        1
+    );
     let page = ok(b.storage.pull(space(1), all(0)).await, "pull");
     assert_eq!((page.head, page.next_after, page.more), (6, 6, false));
     assert_eq!(page.chunks.len(), 6);
@@ -207,7 +217,12 @@ pub async fn replayed_push_is_a_duplicate_and_stores_nothing(b: &Backend) {
     let page = ok(b.storage.pull(space(1), all(0)).await, "pull");
     assert_eq!(page.chunks.len(), 2);
     assert_eq!(page.chunks[0].payload, b"first");
-    assert_eq!(pushed(b, space(1), push(DEVICE_A, 2, b"next")).await.relay_seq, 3);
+    assert_eq!(
+        pushed(b, space(1), push(DEVICE_A, 2, b"next"))
+            .await
+            .relay_seq,
+        3
+    );
 }
 
 /// Many pushes at once (with replays among them) each land exactly once.
@@ -255,16 +270,46 @@ pub async fn pages_respect_limit_and_byte_cap(b: &Backend) {
         max_bytes,
         exclude_device: None,
     };
-    let page = ok(b.storage.pull(space(1), request(0, 3, usize::MAX)).await, "limit");
-    assert_eq!((page.chunks.len(), page.more, page.next_after, page.head), (3, true, 3, 10));
-    let page = ok(b.storage.pull(space(1), request(3, 100, 250)).await, "bytes");
-    assert_eq!((page.chunks.len(), page.more, page.next_after), (2, true, 5));
-    let page = ok(b.storage.pull(space(1), request(5, 100, 10)).await, "tiny cap");
-    assert_eq!((page.chunks.len(), page.more, page.next_after), (1, true, 6));
-    let page = ok(b.storage.pull(space(1), request(6, 4, usize::MAX)).await, "exact");
-    assert_eq!((page.chunks.len(), page.more, page.next_after), (4, false, 10));
-    let page = ok(b.storage.pull(space(1), request(10, 4, usize::MAX)).await, "at head");
-    assert_eq!((page.chunks.len(), page.more, page.next_after), (0, false, 10));
+    let page = ok(
+        b.storage.pull(space(1), request(0, 3, usize::MAX)).await,
+        "limit",
+    );
+    assert_eq!(
+        (page.chunks.len(), page.more, page.next_after, page.head),
+        (3, true, 3, 10)
+    );
+    let page = ok(
+        b.storage.pull(space(1), request(3, 100, 250)).await,
+        "bytes",
+    );
+    assert_eq!(
+        (page.chunks.len(), page.more, page.next_after),
+        (2, true, 5)
+    );
+    let page = ok(
+        b.storage.pull(space(1), request(5, 100, 10)).await,
+        "tiny cap",
+    );
+    assert_eq!(
+        (page.chunks.len(), page.more, page.next_after),
+        (1, true, 6)
+    );
+    let page = ok(
+        b.storage.pull(space(1), request(6, 4, usize::MAX)).await,
+        "exact",
+    );
+    assert_eq!(
+        (page.chunks.len(), page.more, page.next_after),
+        (4, false, 10)
+    );
+    let page = ok(
+        b.storage.pull(space(1), request(10, 4, usize::MAX)).await,
+        "at head",
+    );
+    assert_eq!(
+        (page.chunks.len(), page.more, page.next_after),
+        (0, false, 10)
+    );
 }
 
 /// A device can ask not to get its own chunks back; the cursor still passes them.
@@ -288,7 +333,13 @@ pub async fn pull_can_withhold_a_device(b: &Backend) {
     assert_eq!((page.next_after, page.more), (7, false));
     let limited = ok(
         b.storage
-            .pull(space(1), PullRequest { limit: 2, ..request })
+            .pull(
+                space(1),
+                PullRequest {
+                    limit: 2,
+                    ..request
+                },
+            )
             .await,
         "limited",
     );
@@ -300,24 +351,39 @@ pub async fn quota_is_enforced_and_duplicates_still_answered(b: &Backend) {
     created(b, space(1)).await;
     let quota = 1000;
     let first = ok(
-        b.storage.push(space(1), push(DEVICE_A, 1, &[1; 600]), quota).await,
+        b.storage
+            .push(space(1), push(DEVICE_A, 1, &[1; 600]), quota)
+            .await,
         "first",
     );
     assert_eq!(first.relay_seq, 1);
     assert!(matches!(
-        b.storage.push(space(1), push(DEVICE_A, 2, &[2; 600]), quota).await,
-        Err(StorageError::QuotaExceeded { used: 600, adding: 600, quota: 1000 })
+        b.storage
+            .push(space(1), push(DEVICE_A, 2, &[2; 600]), quota)
+            .await,
+        Err(StorageError::QuotaExceeded {
+            used: 600,
+            adding: 600,
+            quota: 1000
+        })
     ));
     let replay = ok(
-        b.storage.push(space(1), push(DEVICE_A, 1, &[1; 600]), quota).await,
+        b.storage
+            .push(space(1), push(DEVICE_A, 1, &[1; 600]), quota)
+            .await,
         "replay",
     );
     assert!(replay.duplicate);
     let fits = ok(
-        b.storage.push(space(1), push(DEVICE_A, 2, &[2; 400]), quota).await,
+        b.storage
+            .push(space(1), push(DEVICE_A, 2, &[2; 400]), quota)
+            .await,
         "fits",
     );
-    assert_eq!(fits.relay_seq, 2, "a refused push must not consume a sequence");
+    assert_eq!(
+        fits.relay_seq, 2,
+        "a refused push must not consume a sequence"
+    );
 }
 
 /// A snapshot prunes what it covers, is never replaced by an older one, and sequences are
@@ -331,7 +397,10 @@ pub async fn snapshot_prunes_and_never_goes_backwards(b: &Backend) {
         covers,
         payload: vec![covers as u8; 20],
     };
-    ok(b.storage.put_snapshot(space(1), snap(3), QUOTA).await, "snapshot");
+    ok(
+        b.storage.put_snapshot(space(1), snap(3), QUOTA).await,
+        "snapshot",
+    );
     assert!(matches!(
         b.storage.pull(space(1), all(0)).await,
         Err(StorageError::Pruned { snapshot_covers: 3 })
@@ -358,8 +427,14 @@ pub async fn snapshot_prunes_and_never_goes_backwards(b: &Backend) {
         covers: 3,
         payload: b"rewritten".to_vec(),
     };
-    ok(b.storage.put_snapshot(space(1), same.clone(), QUOTA).await, "same covers");
-    assert_eq!(ok(b.storage.get_snapshot(space(1)).await, "get"), Some(same));
+    ok(
+        b.storage.put_snapshot(space(1), same.clone(), QUOTA).await,
+        "same covers",
+    );
+    assert_eq!(
+        ok(b.storage.get_snapshot(space(1)).await, "get"),
+        Some(same)
+    );
     let replay = pushed(b, space(1), push(DEVICE_A, 2, b"again")).await;
     assert_eq!(
         replay,
@@ -369,7 +444,12 @@ pub async fn snapshot_prunes_and_never_goes_backwards(b: &Backend) {
         },
         "a pruned chunk's replay still gets its original sequence"
     );
-    assert_eq!(pushed(b, space(1), push(DEVICE_A, 6, b"new")).await.relay_seq, 6);
+    assert_eq!(
+        pushed(b, space(1), push(DEVICE_A, 6, b"new"))
+            .await
+            .relay_seq,
+        6
+    );
 }
 
 /// Pruned payloads stop counting against the quota; the snapshot counts instead.
@@ -378,17 +458,28 @@ pub async fn snapshot_frees_quota(b: &Backend) {
     let quota = 1000;
     for i in 1..=4 {
         ok(
-            b.storage.push(space(1), push(DEVICE_A, i, &[0; 200]), quota).await,
+            b.storage
+                .push(space(1), push(DEVICE_A, i, &[0; 200]), quota)
+                .await,
             "push",
         );
     }
     assert!(matches!(
-        b.storage.push(space(1), push(DEVICE_A, 5, &[0; 300]), quota).await,
+        b.storage
+            .push(space(1), push(DEVICE_A, 5, &[0; 300]), quota)
+            .await,
         Err(StorageError::QuotaExceeded { .. })
     ));
     assert!(matches!(
         b.storage
-            .put_snapshot(space(1), Snapshot { covers: 1, payload: vec![0; 500] }, quota)
+            .put_snapshot(
+                space(1),
+                Snapshot {
+                    covers: 1,
+                    payload: vec![0; 500]
+                },
+                quota
+            )
             .await,
         Err(StorageError::QuotaExceeded { .. })
     ));
@@ -396,13 +487,20 @@ pub async fn snapshot_frees_quota(b: &Backend) {
         covers: 4,
         payload: vec![0; 100],
     };
-    ok(b.storage.put_snapshot(space(1), small, quota).await, "snapshot");
     ok(
-        b.storage.push(space(1), push(DEVICE_A, 5, &[0; 800]), quota).await,
+        b.storage.put_snapshot(space(1), small, quota).await,
+        "snapshot",
+    );
+    ok(
+        b.storage
+            .push(space(1), push(DEVICE_A, 5, &[0; 800]), quota)
+            .await,
         "fits after pruning",
     );
     assert!(matches!(
-        b.storage.push(space(1), push(DEVICE_A, 6, &[0; 101]), quota).await,
+        b.storage
+            .push(space(1), push(DEVICE_A, 6, &[0; 101]), quota)
+            .await,
         Err(StorageError::QuotaExceeded { used: 900, .. })
     ));
 }
@@ -417,7 +515,10 @@ pub async fn erase_removes_everything(b: &Backend) {
         covers: 1,
         payload: b"gone too".to_vec(),
     };
-    ok(b.storage.put_snapshot(space(1), snapshot, QUOTA).await, "snapshot");
+    ok(
+        b.storage.put_snapshot(space(1), snapshot, QUOTA).await,
+        "snapshot",
+    );
     assert!(ok(b.storage.erase(space(1)).await, "erase"));
     assert_eq!(ok(b.storage.token_hash(space(1)).await, "hash"), None);
     assert!(matches!(
@@ -452,7 +553,10 @@ pub async fn commits_are_published_in_order(b: &Backend) {
     for i in 1..=3u64 {
         match subscription.recv().await {
             Ok(LiveEvent::Chunk(chunk)) => {
-                assert_eq!((chunk.relay_seq, chunk.payload.as_slice()), (i, &[i as u8][..]));
+                assert_eq!(
+                    (chunk.relay_seq, chunk.payload.as_slice()),
+                    (i, &[i as u8][..])
+                );
             }
             other => panic!("expected chunk {i}, got {other:?}"),
         }
@@ -467,7 +571,9 @@ pub async fn close_refuses_new_work(b: &Backend) {
     pushed(b, space(1), push(DEVICE_A, 1, b"before")).await;
     ok(b.storage.close().await, "close");
     assert!(matches!(
-        b.storage.push(space(1), push(DEVICE_A, 2, b"after"), QUOTA).await,
+        b.storage
+            .push(space(1), push(DEVICE_A, 2, b"after"), QUOTA)
+            .await,
         Err(StorageError::Closed)
     ));
 }

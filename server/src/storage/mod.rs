@@ -15,13 +15,14 @@ pub mod sqlite;
 
 use std::{future::Future, pin::Pin};
 
-use mend_protocol::{DeviceId, Page, Push, SpaceId, Snapshot};
+use mend_protocol::{DeviceId, Page, Push, Snapshot, SpaceId};
 
 /// SHA-256 of a space's bearer token. The relay never stores the token itself.
 pub type TokenHash = [u8; 32];
 
-/// The future a storage method returns.
-pub type StorageFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StorageError>> + Send + 'a>>;
+/// The future a storage method returns. It owns everything it needs (`'static`), so callers
+/// can queue it (a live socket keeps several pushes in flight) without borrowing the store.
+pub type StorageFuture<T> = Pin<Box<dyn Future<Output = Result<T, StorageError>> + Send + 'static>>;
 
 /// The outcome of creating a space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,35 +109,30 @@ pub enum StorageError {
 pub trait Storage: Send + Sync + 'static {
     /// Creates `space` with the hash of its token. Same hash again: [`Created::Existing`].
     /// Another hash: [`StorageError::SpaceExists`].
-    fn create_space(&self, space: SpaceId, token_hash: TokenHash) -> StorageFuture<'_, Created>;
+    fn create_space(&self, space: SpaceId, token_hash: TokenHash) -> StorageFuture<Created>;
 
     /// The space's token hash, or `None` if the space does not exist.
-    fn token_hash(&self, space: SpaceId) -> StorageFuture<'_, Option<TokenHash>>;
+    fn token_hash(&self, space: SpaceId) -> StorageFuture<Option<TokenHash>>;
 
     /// Stores a chunk unless `(device_id, device_seq)` was stored before, in which case it
     /// returns the original relay sequence flagged as a duplicate (even after pruning).
     /// Fails with [`StorageError::QuotaExceeded`] if the space's bytes would exceed `quota`.
-    fn push(&self, space: SpaceId, push: Push, quota: u64) -> StorageFuture<'_, Pushed>;
+    fn push(&self, space: SpaceId, push: Push, quota: u64) -> StorageFuture<Pushed>;
 
     /// Reads chunks after a cursor. [`StorageError::Pruned`] if the cursor is below the
     /// snapshot.
-    fn pull(&self, space: SpaceId, request: PullRequest) -> StorageFuture<'_, Page>;
+    fn pull(&self, space: SpaceId, request: PullRequest) -> StorageFuture<Page>;
 
     /// Stores the snapshot if it covers at least what the stored one does and no more than the
     /// head, then prunes the chunks it covers (their payloads; their dedup keys remain).
-    fn put_snapshot(
-        &self,
-        space: SpaceId,
-        snapshot: Snapshot,
-        quota: u64,
-    ) -> StorageFuture<'_, ()>;
+    fn put_snapshot(&self, space: SpaceId, snapshot: Snapshot, quota: u64) -> StorageFuture<()>;
 
     /// The space's snapshot, if any.
-    fn get_snapshot(&self, space: SpaceId) -> StorageFuture<'_, Option<Snapshot>>;
+    fn get_snapshot(&self, space: SpaceId) -> StorageFuture<Option<Snapshot>>;
 
     /// Removes the space and everything in it. `false` if it did not exist.
-    fn erase(&self, space: SpaceId) -> StorageFuture<'_, bool>;
+    fn erase(&self, space: SpaceId) -> StorageFuture<bool>;
 
     /// Finishes queued writes and stops. Later calls fail with [`StorageError::Closed`].
-    fn close(&self) -> StorageFuture<'_, ()>;
+    fn close(&self) -> StorageFuture<()>;
 }

@@ -16,7 +16,7 @@ use std::{
     thread::JoinHandle,
 };
 
-use mend_protocol::{Page, Push, SpaceId, Snapshot};
+use mend_protocol::{Page, Push, Snapshot, SpaceId};
 use tokio::sync::{mpsc, oneshot};
 
 use self::{
@@ -87,7 +87,7 @@ impl SqliteStorage {
     fn write<T: Send + 'static>(
         &self,
         make: impl FnOnce(oneshot::Sender<Result<T, StorageError>>) -> Write,
-    ) -> StorageFuture<'_, T> {
+    ) -> StorageFuture<T> {
         let (reply, answer) = oneshot::channel();
         let queued = self.commands.send(Command::Write(make(reply)));
         Box::pin(async move {
@@ -102,7 +102,7 @@ impl SqliteStorage {
         read: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<Result<T, StorageError>>
         + Send
         + 'static,
-    ) -> StorageFuture<'_, T> {
+    ) -> StorageFuture<T> {
         let readers = self.readers.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || readers.with(read))
@@ -114,7 +114,7 @@ impl SqliteStorage {
 }
 
 impl Storage for SqliteStorage {
-    fn create_space(&self, space: SpaceId, token_hash: TokenHash) -> StorageFuture<'_, Created> {
+    fn create_space(&self, space: SpaceId, token_hash: TokenHash) -> StorageFuture<Created> {
         self.write(|reply| Write::Create {
             space,
             token_hash,
@@ -122,7 +122,7 @@ impl Storage for SqliteStorage {
         })
     }
 
-    fn token_hash(&self, space: SpaceId) -> StorageFuture<'_, Option<TokenHash>> {
+    fn token_hash(&self, space: SpaceId) -> StorageFuture<Option<TokenHash>> {
         let hash = self
             .shared
             .tokens
@@ -133,7 +133,7 @@ impl Storage for SqliteStorage {
         Box::pin(std::future::ready(Ok(hash)))
     }
 
-    fn push(&self, space: SpaceId, push: Push, quota: u64) -> StorageFuture<'_, Pushed> {
+    fn push(&self, space: SpaceId, push: Push, quota: u64) -> StorageFuture<Pushed> {
         self.write(|reply| Write::Push {
             space,
             push,
@@ -142,16 +142,11 @@ impl Storage for SqliteStorage {
         })
     }
 
-    fn pull(&self, space: SpaceId, request: PullRequest) -> StorageFuture<'_, Page> {
+    fn pull(&self, space: SpaceId, request: PullRequest) -> StorageFuture<Page> {
         self.read(move |conn| reader::pull(conn, &space, request))
     }
 
-    fn put_snapshot(
-        &self,
-        space: SpaceId,
-        snapshot: Snapshot,
-        quota: u64,
-    ) -> StorageFuture<'_, ()> {
+    fn put_snapshot(&self, space: SpaceId, snapshot: Snapshot, quota: u64) -> StorageFuture<()> {
         self.write(|reply| Write::PutSnapshot {
             space,
             snapshot,
@@ -160,15 +155,15 @@ impl Storage for SqliteStorage {
         })
     }
 
-    fn get_snapshot(&self, space: SpaceId) -> StorageFuture<'_, Option<Snapshot>> {
+    fn get_snapshot(&self, space: SpaceId) -> StorageFuture<Option<Snapshot>> {
         self.read(move |conn| reader::snapshot(conn, &space).map(Ok))
     }
 
-    fn erase(&self, space: SpaceId) -> StorageFuture<'_, bool> {
+    fn erase(&self, space: SpaceId) -> StorageFuture<bool> {
         self.write(|reply| Write::Erase { space, reply })
     }
 
-    fn close(&self) -> StorageFuture<'_, ()> {
+    fn close(&self) -> StorageFuture<()> {
         let (reply, stopped) = oneshot::channel();
         let queued = self.commands.send(Command::Stop(reply));
         let handle = self
@@ -185,7 +180,9 @@ impl Storage for SqliteStorage {
                 tokio::task::spawn_blocking(move || handle.join())
                     .await
                     .map_err(backend)?
-                    .map_err(|_| StorageError::Backend("the SQLite writer thread panicked".into()))?;
+                    .map_err(|_| {
+                        StorageError::Backend("the SQLite writer thread panicked".into())
+                    })?;
             }
             Ok(())
         })

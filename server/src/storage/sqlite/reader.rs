@@ -9,7 +9,7 @@ use std::{
     sync::{Mutex, PoisonError},
 };
 
-use mend_protocol::{Chunk, DeviceId, Page, SpaceId, Snapshot};
+use mend_protocol::{Chunk, DeviceId, Page, Snapshot, SpaceId};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::schema;
@@ -38,7 +38,11 @@ impl Readers {
         &self,
         read: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> rusqlite::Result<T> {
-        let pooled = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let pooled = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
         let mut conn = match pooled {
             Some(conn) => conn,
             None => schema::open_reader(&self.path)?,
@@ -68,7 +72,9 @@ pub(crate) fn pull(
     let tx = conn.transaction()?;
     let meta: Option<(i64, i64, i64)> = tx
         .prepare_cached("SELECT id, next_seq, covers FROM spaces WHERE space_id = ?1")?
-        .query_row([&space.0[..]], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .query_row([&space.0[..]], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
         .optional()?;
     let Some((id, next_seq, covers)) = meta else {
         return Ok(Err(StorageError::SpaceNotFound));
@@ -139,7 +145,10 @@ pub(crate) fn pull(
 }
 
 /// Reads the snapshot of a space.
-pub(crate) fn snapshot(conn: &mut Connection, space: &SpaceId) -> rusqlite::Result<Option<Snapshot>> {
+pub(crate) fn snapshot(
+    conn: &mut Connection,
+    space: &SpaceId,
+) -> rusqlite::Result<Option<Snapshot>> {
     conn.prepare_cached(
         "SELECT s.covers, s.payload FROM snapshots s JOIN spaces p ON p.id = s.space
          WHERE p.space_id = ?1",
@@ -163,8 +172,10 @@ pub(crate) fn token_hashes(conn: &Connection) -> rusqlite::Result<Vec<(SpaceId, 
     })?;
     rows.map(|row| {
         let (space, hash) = row?;
-        let space = <[u8; 32]>::try_from(space.as_slice()).map_err(|_| corrupt("space id length"))?;
-        let hash = <[u8; 32]>::try_from(hash.as_slice()).map_err(|_| corrupt("token hash length"))?;
+        let space =
+            <[u8; 32]>::try_from(space.as_slice()).map_err(|_| corrupt("space id length"))?;
+        let hash =
+            <[u8; 32]>::try_from(hash.as_slice()).map_err(|_| corrupt("token hash length"))?;
         Ok((SpaceId(space), hash))
     })
     .collect()

@@ -11,7 +11,7 @@ use rusqlite::{Connection, OpenFlags};
 const MIGRATIONS: &[&str] = &[include_str!("migrations/001_initial.sql")];
 
 /// The schema version this code writes.
-pub(crate) const SCHEMA_VERSION: usize = MIGRATIONS.len();
+pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Opens the writer connection and brings the schema up to date.
 pub(crate) fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
@@ -34,7 +34,7 @@ pub(crate) fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
 }
 
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
-    let version: usize = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
     if version > SCHEMA_VERSION {
         return Err(rusqlite::Error::SqliteFailure(
             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISUSE),
@@ -43,10 +43,10 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
             )),
         ));
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+    for (index, sql) in (1..).zip(MIGRATIONS).skip(version.max(0) as usize) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", index + 1)?;
+        tx.pragma_update(None, "user_version", index)?;
         tx.commit()?;
     }
     Ok(())
@@ -58,11 +58,12 @@ mod tests {
 
     #[test]
     fn migrates_fresh_database_and_is_idempotent() -> rusqlite::Result<()> {
-        let dir = tempfile::tempdir().map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
+        let dir =
+            tempfile::tempdir().map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
         let path = dir.path().join("relay.sqlite3");
         drop(open_writer(&path)?);
         let conn = open_writer(&path)?;
-        let version: usize = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
         assert_eq!(version, SCHEMA_VERSION);
         let mode: String = conn.pragma_query_value(None, "journal_mode", |row| row.get(0))?;
         assert_eq!(mode, "wal");
@@ -73,7 +74,8 @@ mod tests {
 
     #[test]
     fn refuses_a_newer_schema() -> rusqlite::Result<()> {
-        let dir = tempfile::tempdir().map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
+        let dir =
+            tempfile::tempdir().map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
         let path = dir.path().join("relay.sqlite3");
         let conn = open_writer(&path)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)?;

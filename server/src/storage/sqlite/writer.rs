@@ -319,7 +319,9 @@ fn meta<'c>(
 ) -> rusqlite::Result<Option<&'c mut SpaceMeta>> {
     if !cache.contains_key(space) {
         let loaded = tx
-            .prepare_cached("SELECT id, next_seq, bytes_used, covers FROM spaces WHERE space_id = ?1")?
+            .prepare_cached(
+                "SELECT id, next_seq, bytes_used, covers FROM spaces WHERE space_id = ?1",
+            )?
             .query_row([&space.0[..]], |row| {
                 Ok(SpaceMeta {
                     id: row.get(0)?,

@@ -1,0 +1,66 @@
+//! Per-write latency percentiles on a large journal (criterion reports means, the targets are
+//! p50 and p99), plus open time.
+//!
+//! Usage: `cargo run --release -p mend-bench --bin journal-latency -- [records] [writes]`
+
+use std::time::Instant;
+
+use anyhow::Result;
+use mend_bench::journal::{build, prose};
+use mend_core::{Body, Durability, Journal, OpenOptions, model::Share};
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let records: usize = args
+        .next()
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(10_000);
+    let writes: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(5_000);
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("journal.db");
+    eprintln!("building a {records}-record journal…");
+    let journal = build(&path, records)?;
+    drop(journal);
+
+    let mut opens = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        let j = Journal::open(&path)?;
+        opens.push(t.elapsed().as_secs_f64() * 1e3);
+        drop(j);
+    }
+    // MEND_DURABILITY=normal measures without the per-commit fsync, to separate disk from CPU.
+    let durability = match std::env::var("MEND_DURABILITY").as_deref() {
+        Ok("normal") => Durability::Normal,
+        _ => Durability::Full,
+    };
+    let mut journal = Journal::open_with(&path, OpenOptions { durability })?;
+    let mut lat = Vec::with_capacity(writes);
+    for n in 0..writes {
+        let body = Body::Share(Share {
+            feeling: prose(n),
+            tough_question: false,
+        });
+        let t = Instant::now();
+        journal.add(body)?;
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let pct = |v: &mut Vec<f64>, p: f64| {
+        v.sort_by(f64::total_cmp);
+        v[((v.len() as f64 - 1.0) * p).round() as usize]
+    };
+    println!("records={records} writes={writes} durability={durability:?}");
+    println!(
+        "write latency ms: p50={:.3} p99={:.3} max={:.3}",
+        pct(&mut lat, 0.50),
+        pct(&mut lat, 0.99),
+        pct(&mut lat, 1.0)
+    );
+    println!(
+        "open ms: p50={:.1} max={:.1}",
+        pct(&mut opens, 0.5),
+        pct(&mut opens, 1.0)
+    );
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! `idle`: open N live connections that do nothing (but keep-alive pings), then read the
+//! relay's RSS.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use clap::Args;
+use futures_util::{SinkExt, StreamExt};
+use mend_protocol::ServerMessage;
+use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::client::{self, rss_bytes};
+
+#[derive(Debug, Args)]
+pub struct IdleArgs {
+    /// Idle connections to open.
+    #[arg(long, default_value_t = 10_000)]
+    connections: u64,
+    /// Connections per space (the relay caps this per space; default cap 32).
+    #[arg(long, default_value_t = 4)]
+    per_space: u64,
+    /// PID of the relay, to read its RSS.
+    #[arg(long)]
+    relay_pid: u32,
+    /// Seconds to hold the connections open before measuring.
+    #[arg(long, default_value_t = 5)]
+    hold_secs: u64,
+    /// Handshakes in flight at once.
+    #[arg(long, default_value_t = 256)]
+    parallel: usize,
+}
+
+pub async fn run(relay: SocketAddr, args: IdleArgs) -> anyhow::Result<()> {
+    let seed = client::run_seed();
+    let space_count = args.connections.div_ceil(args.per_space.max(1));
+    let spaces = client::create_spaces(relay, seed, space_count, 64).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_bytes(args.relay_pid)?;
+    println!(
+        "relay RSS before: {:.1} MiB ({} spaces created)",
+        mib(before),
+        spaces.len()
+    );
+
+    let gate = Arc::new(Semaphore::new(args.parallel));
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let mut tasks = Vec::new();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<anyhow::Result<()>>(1024);
+    for i in 0..args.connections {
+        let space = spaces[(i / args.per_space.max(1)) as usize].clone();
+        let gate = gate.clone();
+        let stop = stop.clone();
+        let ready = ready_tx.clone();
+        tasks.push(tokio::spawn(async move {
+            let permit = gate.acquire_owned().await;
+            let opened = async {
+                let mut socket = client::connect(relay, &space, 0, None).await?;
+                // Wait for UpToDate so the relay has set the session up completely.
+                loop {
+                    let message = socket.next().await.context("closed early")??;
+                    if let Message::Binary(bytes) = message
+                        && let ServerMessage::UpToDate(_) = client::decode(&bytes)?
+                    {
+                        break;
+                    }
+                }
+                anyhow::Ok(socket)
+            }
+            .await;
+            drop(permit);
+            let mut socket = match opened {
+                Ok(socket) => {
+                    let _ = ready.send(Ok(())).await;
+                    socket
+                }
+                Err(error) => {
+                    let _ = ready.send(Err(error)).await;
+                    return;
+                }
+            };
+            // Hold, pinging well within the relay's idle timeout.
+            let mut ping = tokio::time::interval(Duration::from_secs(20));
+            ping.tick().await;
+            loop {
+                tokio::select! {
+                    () = stop.notified() => break,
+                    _ = ping.tick() => {
+                        if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+                            break;
+                        }
+                    }
+                    message = socket.next() => if message.is_none() { break },
+                }
+            }
+            let _ = socket.close(None).await;
+        }));
+    }
+    drop(ready_tx);
+    let mut open = 0u64;
+    let mut failed = 0u64;
+    while let Some(result) = ready_rx.recv().await {
+        match result {
+            Ok(()) => open += 1,
+            Err(error) => {
+                failed += 1;
+                if failed <= 3 {
+                    eprintln!("connection failed: {error:#}");
+                }
+            }
+        }
+        if open + failed == args.connections {
+            break;
+        }
+    }
+    println!("open connections: {open} (failed: {failed})");
+    tokio::time::sleep(Duration::from_secs(args.hold_secs)).await;
+    let after = rss_bytes(args.relay_pid)?;
+    println!(
+        "relay RSS with {open} idle connections: {:.1} MiB",
+        mib(after)
+    );
+    if open > 0 {
+        println!(
+            "per connection: {:.1} KiB (RSS delta {:.1} MiB)",
+            after.saturating_sub(before) as f64 / 1024.0 / open as f64,
+            mib(after.saturating_sub(before))
+        );
+    }
+    stop.notify_waiters();
+    for task in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    Ok(())
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}

@@ -1,0 +1,104 @@
+//! Builders for journal benchmarks: a realistic journal of a given size.
+
+use std::path::Path;
+
+use anyhow::Result;
+use mend_core::{
+    Body, Durability, JoinSource, Journal, LocalDate, OpenOptions, Space,
+    model::{Boundary, BoundaryArea, CheckIn, Commitment, HonestyMoment, Question, Share},
+};
+
+/// About 500 bytes of prose, like a real entry.
+pub fn prose(n: usize) -> String {
+    let base =
+        "Today I noticed how much lighter it felt to say the hard thing early, before it grew. ";
+    let mut s = format!("Entry {n}. ");
+    while s.len() < 480 {
+        s.push_str(base);
+    }
+    s
+}
+
+/// The i-th record of a mixed journal.
+pub fn body(i: usize) -> Body {
+    let day = LocalDate::from_unix_ms(1_700_000_000_000, 0).add_days(i as i32);
+    match i % 6 {
+        0 => Body::Share(Share {
+            feeling: prose(i),
+            tough_question: i.is_multiple_of(12),
+        }),
+        1 => Body::HonestyMoment(HonestyMoment {
+            text: prose(i),
+            ..Default::default()
+        }),
+        2 => Body::Question(Question {
+            category: "timeline".into(),
+            text: prose(i),
+            ..Default::default()
+        }),
+        3 => Body::Boundary(Boundary {
+            area: BoundaryArea::Contact,
+            text: prose(i),
+            ..Default::default()
+        }),
+        4 => Body::Commitment(Commitment {
+            text: prose(i),
+            ..Default::default()
+        }),
+        _ => Body::CheckIn(CheckIn {
+            local_date: Some(day),
+            safety: Some((i % 11) as u8),
+            trust: Some(((i + 3) % 11) as u8),
+            connection: Some(((i + 7) % 11) as u8),
+            note: Some(prose(i)),
+            ..Default::default()
+        }),
+    }
+}
+
+/// Creates a compacted journal with `records` records at `path` and returns it reopened with
+/// the durability the product uses.
+pub fn build(path: &Path, records: usize) -> Result<Journal> {
+    let mut j = Journal::create_with(
+        path,
+        "Alex",
+        OpenOptions {
+            durability: Durability::Normal,
+        },
+    )?;
+    for i in 0..records {
+        j.add(body(i))?;
+    }
+    j.compact()?;
+    drop(j);
+    Ok(Journal::open(path)?)
+}
+
+/// Two partners on a shared base of `base` records, each then making `edits` offline edits.
+/// Returns (a, b) before they merge.
+pub fn diverged(dir: &Path, base: usize, edits: usize) -> Result<(Journal, Journal)> {
+    let opts = OpenOptions {
+        durability: Durability::Normal,
+    };
+    let mut a = Journal::create_with(&dir.join("a.db"), "Alex", opts)?;
+    for i in 0..base {
+        a.add(body(i))?;
+    }
+    let source = JoinSource {
+        couple: a.save_space(Space::Couple),
+        personal: None,
+        partner: None,
+    };
+    let mut b = Journal::join_with(&dir.join("b.db"), &source, "Blake", opts)?;
+    for i in 0..edits {
+        a.add(Body::Share(Share {
+            feeling: prose(i),
+            tough_question: false,
+        }))?;
+        b.add(Body::HonestyMoment(HonestyMoment {
+            text: prose(i),
+            ..Default::default()
+        }))?;
+    }
+    Ok((a, b))
+}

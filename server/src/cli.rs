@@ -1,0 +1,146 @@
+//! Command-line flags, each with an environment variable fallback, mapped onto [`Config`].
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Parser, ValueEnum};
+
+use crate::config::{Config, GroupCommit, Limits, WsBuffers};
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// mend-relay: the blind store-and-forward relay for Mend spaces.
+#[derive(Debug, Parser)]
+#[command(name = "mend-relay", version, about)]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "MEND_LISTEN", default_value = "127.0.0.1:8787")]
+    pub listen: SocketAddr,
+    /// Directory of the SQLite database (created if missing).
+    #[arg(long, env = "MEND_DATA_DIR", default_value = "./mend-data")]
+    pub data_dir: PathBuf,
+    /// Log format.
+    #[arg(long, env = "MEND_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` wins if set.
+    #[arg(long, env = "MEND_LOG", default_value = "info")]
+    pub log: String,
+
+    /// Largest chunk payload in bytes (HTTP 413, WebSocket Nack).
+    #[arg(long, env = "MEND_MAX_CHUNK_BYTES", default_value_t = Limits::default().max_chunk_bytes)]
+    pub max_chunk_bytes: usize,
+    /// Largest snapshot payload in bytes (HTTP 413).
+    #[arg(long, env = "MEND_MAX_SNAPSHOT_BYTES", default_value_t = Limits::default().max_snapshot_bytes)]
+    pub max_snapshot_bytes: usize,
+    /// Bytes a space may hold, chunks plus snapshot (HTTP 507).
+    #[arg(long, env = "MEND_SPACE_QUOTA_BYTES", default_value_t = Limits::default().space_quota_bytes)]
+    pub space_quota_bytes: u64,
+    /// Largest WebSocket message in bytes (close 1009). Defaults to the chunk limit + 1 KiB.
+    #[arg(long, env = "MEND_MAX_WS_MESSAGE_BYTES")]
+    pub max_ws_message_bytes: Option<usize>,
+    /// Sustained requests per second per space (HTTP 429, WebSocket Nack).
+    #[arg(long, env = "MEND_RATE_PER_SPACE", default_value_t = Limits::default().rate_per_space)]
+    pub rate_per_space: u32,
+    /// Burst of requests per space above the sustained rate.
+    #[arg(long, env = "MEND_RATE_BURST", default_value_t = Limits::default().rate_burst)]
+    pub rate_burst: u32,
+    /// Open TCP connections for the whole relay (HTTP 503 beyond).
+    #[arg(long, env = "MEND_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections)]
+    pub max_connections: usize,
+    /// Open live connections per space (HTTP 429 beyond).
+    #[arg(long, env = "MEND_MAX_CONNECTIONS_PER_SPACE", default_value_t = Limits::default().max_connections_per_space)]
+    pub max_connections_per_space: usize,
+    /// Seconds a live connection may stay silent (no message, no ping) before close 4008.
+    #[arg(long, env = "MEND_IDLE_TIMEOUT_SECS", default_value_t = Limits::default().idle_timeout.as_secs())]
+    pub idle_timeout_secs: u64,
+    /// Seconds a connection has to send a request's headers.
+    #[arg(long, env = "MEND_HEADER_TIMEOUT_SECS", default_value_t = Limits::default().header_timeout.as_secs())]
+    pub header_timeout_secs: u64,
+    /// Pushes a live connection may have awaiting durability.
+    #[arg(long, env = "MEND_MAX_INFLIGHT_PUSHES", default_value_t = Limits::default().max_inflight_pushes)]
+    pub max_inflight_pushes: usize,
+    /// Payload bytes in a pulled page.
+    #[arg(long, env = "MEND_MAX_PAGE_BYTES", default_value_t = Limits::default().max_page_bytes)]
+    pub max_page_bytes: usize,
+
+    /// WebSocket read buffer per connection, in bytes.
+    #[arg(long, env = "MEND_WS_READ_BUFFER_BYTES", default_value_t = WsBuffers::default().read_buffer_bytes)]
+    pub ws_read_buffer_bytes: usize,
+    /// WebSocket write buffering per connection, in bytes (0 writes each message at once).
+    #[arg(long, env = "MEND_WS_WRITE_BUFFER_BYTES", default_value_t = WsBuffers::default().write_buffer_bytes)]
+    pub ws_write_buffer_bytes: usize,
+    /// Most writes the SQLite writer commits in one transaction.
+    #[arg(long, env = "MEND_GROUP_COMMIT_MAX", default_value_t = GroupCommit::default().max_batch)]
+    pub group_commit_max: usize,
+    /// Seconds a shutdown waits for in-flight work.
+    #[arg(long, env = "MEND_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+}
+
+impl Args {
+    /// The configuration these flags describe.
+    pub fn config(&self) -> Config {
+        let mut config = Config::new(self.data_dir.clone());
+        config.listen = self.listen;
+        config.limits = Limits {
+            max_chunk_bytes: self.max_chunk_bytes,
+            max_snapshot_bytes: self.max_snapshot_bytes,
+            space_quota_bytes: self.space_quota_bytes,
+            max_ws_message_bytes: self
+                .max_ws_message_bytes
+                .unwrap_or(self.max_chunk_bytes + 1024),
+            rate_per_space: self.rate_per_space,
+            rate_burst: self.rate_burst,
+            max_connections: self.max_connections,
+            max_connections_per_space: self.max_connections_per_space,
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            header_timeout: Duration::from_secs(self.header_timeout_secs),
+            max_inflight_pushes: self.max_inflight_pushes,
+            default_page_chunks: Limits::default().default_page_chunks,
+            max_page_bytes: self.max_page_bytes,
+        };
+        config.ws = WsBuffers {
+            read_buffer_bytes: self.ws_read_buffer_bytes,
+            write_buffer_bytes: self.ws_write_buffer_bytes,
+        };
+        config.group_commit.max_batch = self.group_commit_max;
+        config.shutdown_grace = Duration::from_secs(self.shutdown_grace_secs);
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_flags_apply() {
+        let args = Args::parse_from(["mend-relay"]);
+        let config = args.config();
+        assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 1], 8787)));
+        assert_eq!(config.data_dir, PathBuf::from("./mend-data"));
+        assert!(config.validate().is_ok());
+        let args = Args::parse_from([
+            "mend-relay",
+            "--max-chunk-bytes",
+            "2048",
+            "--idle-timeout-secs",
+            "5",
+            "--log-format",
+            "json",
+        ]);
+        let config = args.config();
+        assert_eq!(config.limits.max_chunk_bytes, 2048);
+        assert_eq!(config.limits.max_ws_message_bytes, 3072);
+        assert_eq!(config.limits.idle_timeout, Duration::from_secs(5));
+        assert_eq!(args.log_format, LogFormat::Json);
+        let bad = Args::parse_from(["mend-relay", "--max-ws-message-bytes", "10"]);
+        assert!(bad.config().validate().is_err());
+    }
+}

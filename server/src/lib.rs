@@ -1,0 +1,34 @@
+//! mend-relay: the blind store-and-forward relay between a space's devices.
+//!
+//! The relay keeps, per space, an append-only log of opaque encrypted chunks numbered by relay
+//! sequence, plus at most one snapshot, and forwards new chunks to connected devices. It never
+//! holds a key and never sees plaintext; it speaks only [`mend_protocol`].
+//!
+//! Map of the crate:
+//! - [`routes::app`] builds the HTTP router; [`ws`] is the live WebSocket.
+//! - [`server::run`] serves it on a listener with connection caps, timeouts and graceful
+//!   shutdown.
+//! - [`storage`] is the backend trait, its SQLite implementation (group commit) and the
+//!   conformance suite every backend must pass; [`live`] is fan-out between them.
+//! - [`config`], [`cli`], [`metrics`], [`rate`], [`caps`], [`auth`], [`error`] hold one
+//!   concern each.
+
+pub mod auth;
+pub mod caps;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod live;
+pub mod metrics;
+pub mod rate;
+pub mod routes;
+pub mod server;
+pub mod state;
+pub mod storage;
+pub mod telemetry;
+mod ws;
+
+pub use config::Config;
+pub use routes::app;
+pub use server::run;
+pub use state::AppState;

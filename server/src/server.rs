@@ -1,0 +1,207 @@
+//! The accept loop: [`run`] serves the router on a listener until a shutdown signal.
+//!
+//! Owning the loop (instead of `axum::serve`) gives the relay the knobs it needs: TCP_NODELAY on
+//! every socket, a relay-wide connection cap that also counts upgraded WebSockets, a timeout for
+//! request headers (so a client that connects and sends nothing is dropped), and a shutdown that
+//! finishes in-flight requests and acknowledgements before storage closes.
+
+use std::{
+    future::Future,
+    io,
+    pin::Pin,
+    sync::{Arc, atomic::Ordering::Relaxed},
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use hyper::server::conn::http1;
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
+    net::{TcpListener, TcpStream},
+    sync::{OwnedSemaphorePermit, Semaphore},
+};
+
+use crate::{routes::app, state::AppState, storage::StorageError};
+
+/// Answer to a connection over the relay-wide cap.
+const OVER_CAPACITY: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+content-length: 70\r\nconnection: close\r\n\r\n\
+{\"error\":\"too_many_connections\",\"message\":\"the relay is at capacity\"}\n";
+
+/// Connections over the cap being answered at once; beyond this they are dropped unanswered.
+const MAX_PENDING_REFUSALS: usize = 64;
+/// How long answering a refused connection may take.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Answers 503 on a connection over the cap, then drains what the client sent so closing does
+/// not reset the connection before the answer is read.
+async fn refuse(mut stream: TcpStream) {
+    let _ = tokio::time::timeout(REFUSAL_TIMEOUT, async {
+        stream.write_all(OVER_CAPACITY).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<(), io::Error>(())
+    })
+    .await;
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves, then stops accepting, lets open
+/// requests and live sessions finish their in-flight acknowledgements (up to the configured
+/// grace), and closes storage.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), StorageError> {
+    let router = app(state.clone());
+    let permits = Arc::new(Semaphore::new(state.config().limits.max_connections));
+    let refusals = Arc::new(Semaphore::new(MAX_PENDING_REFUSALS));
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(state.config().limits.header_timeout)
+        .keep_alive(true);
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "listening");
+    }
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors, usually: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            state.metrics().connections_refused.fetch_add(1, Relaxed);
+            // Answer a bounded number of refusals politely; drop the rest outright.
+            if let Ok(slot) = refusals.clone().try_acquire_owned() {
+                tokio::spawn(async move {
+                    refuse(stream).await;
+                    drop(slot);
+                });
+            }
+            continue;
+        };
+        state.metrics().connections_total.fetch_add(1, Relaxed);
+        state.metrics().connections_open.fetch_add(1, Relaxed);
+        let io = TokioIo::new(CountedStream {
+            stream,
+            _permit: permit,
+            state: state.clone(),
+        });
+        let connection = http
+            .serve_connection(io, TowerToHyperService::new(router.clone()))
+            .with_upgrades();
+        let cancelled = state.shutdown().clone();
+        state.tasks().spawn(async move {
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = cancelled.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+    }
+
+    tracing::info!("shutting down: finishing in-flight work");
+    state.shutdown().cancel();
+    drop(listener);
+    state.tasks().close();
+    let grace = state.config().shutdown_grace;
+    if tokio::time::timeout(grace, state.tasks().wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?grace,
+            "some connections did not finish within the grace period"
+        );
+    }
+    state.storage().close().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// A TCP stream that holds a slot of the relay-wide connection cap until it is dropped, which
+/// for an upgraded WebSocket is when the WebSocket closes.
+struct CountedStream {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+    state: AppState,
+}
+
+impl Drop for CountedStream {
+    fn drop(&mut self) {
+        self.state.metrics().connections_open.fetch_sub(1, Relaxed);
+    }
+}
+
+impl AsyncRead for CountedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CountedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OVER_CAPACITY;
+
+    #[test]
+    fn over_capacity_answer_declares_its_length() {
+        let text = String::from_utf8_lossy(OVER_CAPACITY);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or_default();
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{text}"
+        );
+    }
+}

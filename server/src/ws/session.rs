@@ -1,0 +1,406 @@
+//! One live connection: backlog, `UpToDate`, then live chunks and pushes on the same socket.
+//!
+//! The session subscribes to the space before it reads the backlog, so nothing committed in
+//! between is lost. It keeps a cursor: the highest relay sequence it has delivered or skipped
+//! (the device's own chunks are withheld when the URL named its device). Live events that
+//! continue the cursor are sent directly; a gap or a lagging channel sends the session back to
+//! storage to catch up. Sends are awaited, so a slow reader slows only itself: its channel lags
+//! and it catches up from storage later, while the relay's memory stays bounded.
+//!
+//! Pushes are kept in flight in order (up to a cap, beyond which the socket is not read), and
+//! their answers, `Ack` or `Nack`, go out in push order. On shutdown the session stops reading,
+//! sends the answers still in flight, then closes with 1001.
+
+use std::{future::Future, pin::Pin, time::Duration};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::{StreamExt, stream::FuturesOrdered};
+use mend_protocol::{
+    Ack, Chunk, ClientMessage, DecodeError, DeviceId, ErrorCode, Limits, Nack, ServerMessage,
+    SpaceId, UpToDate, close_code,
+};
+use tokio::{
+    sync::broadcast::error::RecvError,
+    time::{Instant, timeout},
+};
+use tokio_tungstenite::tungstenite;
+use tokio_util::task::task_tracker::TaskTrackerToken;
+
+use crate::{
+    caps::SpaceConnectionGuard,
+    live::LiveEvent,
+    state::AppState,
+    storage::{PullRequest, Pushed, StorageError},
+};
+
+/// Chunks per backlog page read from storage.
+const BACKLOG_PAGE: usize = 256;
+/// How long a closing session waits for the client's close reply.
+const LINGER: Duration = Duration::from_secs(2);
+/// Longest close reason WebSocket allows.
+const MAX_REASON: usize = 123;
+
+/// Why a session ends.
+enum End {
+    /// Close with this code and reason.
+    Close(u16, String),
+    /// The client closed or vanished; nothing more to send.
+    Gone,
+}
+
+fn close(code: u16, reason: impl Into<String>) -> End {
+    End::Close(code, reason.into())
+}
+
+/// The answer to one push, once it is known.
+enum Answer {
+    Stored {
+        device_seq: u64,
+        bytes: usize,
+        started: Instant,
+        result: Result<Pushed, StorageError>,
+    },
+    Refused(Nack),
+}
+
+type PendingAnswer = Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+enum Event {
+    Shutdown,
+    Answered(Answer),
+    Live(Result<LiveEvent, RecvError>),
+    Frame(Option<Result<Message, axum::Error>>),
+    Idle,
+}
+
+/// A live connection to one space.
+pub(crate) struct Session {
+    state: AppState,
+    space: SpaceId,
+    device: Option<DeviceId>,
+    cursor: u64,
+    head: u64,
+    _slot: SpaceConnectionGuard,
+    _task: TaskTrackerToken,
+}
+
+impl Session {
+    pub(crate) fn new(
+        state: AppState,
+        space: SpaceId,
+        device: Option<DeviceId>,
+        after: u64,
+        slot: SpaceConnectionGuard,
+        task: TaskTrackerToken,
+    ) -> Session {
+        Session {
+            state,
+            space,
+            device,
+            cursor: after,
+            head: 0,
+            _slot: slot,
+            _task: task,
+        }
+    }
+
+    /// Serves the socket until it closes.
+    pub(crate) async fn run(mut self, mut socket: WebSocket) {
+        let metrics = self.state.metrics();
+        metrics
+            .live_open
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let end = match self.serve(&mut socket).await {
+            Ok(()) => End::Gone,
+            Err(end) => end,
+        };
+        if let End::Close(code, mut reason) = end {
+            tracing::debug!(code, "closing live connection");
+            if reason.len() > MAX_REASON {
+                let mut cut = MAX_REASON;
+                while !reason.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                reason.truncate(cut);
+            }
+            let frame = CloseFrame {
+                code,
+                reason: reason.into(),
+            };
+            if socket.send(Message::Close(Some(frame))).await.is_ok() {
+                // Read until the client's close reply so the close frame is not lost to a reset.
+                let _ = timeout(LINGER, async {
+                    while let Some(Ok(_)) = socket.recv().await {}
+                })
+                .await;
+            }
+        }
+        self.state
+            .metrics()
+            .live_open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    async fn serve(&mut self, socket: &mut WebSocket) -> Result<(), End> {
+        let shutdown = self.state.shutdown().clone();
+        if shutdown.is_cancelled() {
+            return Err(close(close_code::GOING_AWAY, "relay shutting down"));
+        }
+        let mut subscription = self.state.live().subscribe(&self.space);
+        self.catch_up(socket).await?;
+        send(socket, UpToDate { head: self.head }.to_bytes()).await?;
+
+        let limits = self.state.config().limits.clone();
+        let mut pending: FuturesOrdered<PendingAnswer> = FuturesOrdered::new();
+        let idle = tokio::time::sleep(limits.idle_timeout);
+        tokio::pin!(idle);
+        loop {
+            let event = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => Event::Shutdown,
+                Some(answer) = pending.next(), if !pending.is_empty() => Event::Answered(answer),
+                live = subscription.recv() => Event::Live(live),
+                frame = socket.recv(), if pending.len() < limits.max_inflight_pushes => {
+                    Event::Frame(frame)
+                }
+                () = &mut idle => Event::Idle,
+            };
+            match event {
+                Event::Shutdown => {
+                    let grace = self.state.config().shutdown_grace;
+                    let _ = timeout(grace, async {
+                        while let Some(answer) = pending.next().await {
+                            self.answer(socket, answer).await?;
+                        }
+                        Ok::<(), End>(())
+                    })
+                    .await;
+                    return Err(close(close_code::GOING_AWAY, "relay shutting down"));
+                }
+                Event::Answered(answer) => self.answer(socket, answer).await?,
+                Event::Live(live) => self.on_live(socket, live).await?,
+                Event::Frame(frame) => {
+                    idle.as_mut().reset(Instant::now() + limits.idle_timeout);
+                    if let Some(answer) = self.on_frame(frame)? {
+                        pending.push_back(answer);
+                    }
+                }
+                Event::Idle => return Err(close(close_code::IDLE_TIMEOUT, "idle timeout")),
+            }
+        }
+    }
+
+    /// Sends every stored chunk after the cursor, page by page.
+    async fn catch_up(&mut self, socket: &mut WebSocket) -> Result<(), End> {
+        loop {
+            let request = PullRequest {
+                after: self.cursor,
+                limit: BACKLOG_PAGE,
+                max_bytes: self.state.config().limits.max_page_bytes,
+                exclude_device: self.device,
+            };
+            let page = self
+                .state
+                .storage()
+                .pull(self.space, request)
+                .await
+                .map_err(|error| match error {
+                    StorageError::Pruned { snapshot_covers } => close(
+                        close_code::PRUNED,
+                        format!("pruned up to {snapshot_covers}; fetch the snapshot"),
+                    ),
+                    StorageError::SpaceNotFound => {
+                        close(close_code::SPACE_NOT_FOUND, "space erased")
+                    }
+                    StorageError::Closed => close(close_code::GOING_AWAY, "relay shutting down"),
+                    other => {
+                        tracing::error!(error = %other, "live catch-up failed");
+                        close(close_code::INTERNAL, "internal error")
+                    }
+                })?;
+            for chunk in &page.chunks {
+                self.send_chunk(socket, chunk).await?;
+            }
+            self.cursor = page.next_after;
+            self.head = page.head;
+            if !page.more {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn send_chunk(&self, socket: &mut WebSocket, chunk: &Chunk) -> Result<(), End> {
+        send(socket, chunk.to_bytes()).await?;
+        self.state.metrics().sent(1, chunk.payload.len());
+        Ok(())
+    }
+
+    async fn on_live(
+        &mut self,
+        socket: &mut WebSocket,
+        live: Result<LiveEvent, RecvError>,
+    ) -> Result<(), End> {
+        match live {
+            Ok(LiveEvent::Chunk(chunk)) if chunk.relay_seq <= self.cursor => Ok(()),
+            Ok(LiveEvent::Chunk(chunk)) if chunk.relay_seq == self.cursor + 1 => {
+                self.cursor = chunk.relay_seq;
+                if Some(chunk.device_id) != self.device {
+                    self.send_chunk(socket, &chunk).await?;
+                }
+                Ok(())
+            }
+            Ok(LiveEvent::Chunk(_)) | Err(RecvError::Lagged(_)) => self.catch_up(socket).await,
+            Ok(LiveEvent::Erased) => Err(close(close_code::SPACE_NOT_FOUND, "space erased")),
+            Err(RecvError::Closed) => Err(close(close_code::INTERNAL, "live feed closed")),
+        }
+    }
+
+    /// Handles a client frame; a push becomes an answer to await.
+    fn on_frame(
+        &self,
+        frame: Option<Result<Message, axum::Error>>,
+    ) -> Result<Option<PendingAnswer>, End> {
+        match frame {
+            None | Some(Ok(Message::Close(_))) => Err(End::Gone),
+            Some(Err(error)) => Err(classify(error)),
+            Some(Ok(Message::Text(_))) => Err(close(
+                close_code::TEXT_NOT_ACCEPTED,
+                "text frames are not accepted; send binary frames",
+            )),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(None),
+            Some(Ok(Message::Binary(bytes))) => self.on_push(&bytes).map(Some),
+        }
+    }
+
+    fn on_push(&self, bytes: &[u8]) -> Result<PendingAnswer, End> {
+        let limits = &self.state.config().limits;
+        // The socket's message limit already bounds the frame; decoding up to it lets an
+        // oversized chunk be refused with a Nack rather than a closed connection.
+        let decode_limits = Limits {
+            max_chunk_bytes: limits.max_ws_message_bytes,
+            ..Limits::DEFAULT
+        };
+        let push = match ClientMessage::decode(bytes, &decode_limits) {
+            Ok(ClientMessage::Push(push)) => push,
+            Err(DecodeError::UnsupportedVersion(version)) => {
+                return Err(close(
+                    close_code::UNSUPPORTED_VERSION,
+                    format!("unsupported protocol version {version}"),
+                ));
+            }
+            Err(error) => {
+                return Err(close(
+                    close_code::MALFORMED,
+                    format!("malformed message: {error}"),
+                ));
+            }
+        };
+        let refuse = |code, retry: Duration, message: &str| -> PendingAnswer {
+            let nack = Nack {
+                device_seq: push.device_seq,
+                code,
+                retry_after_ms: retry.as_millis().min(u128::from(u64::MAX)) as u64,
+                message: message.to_owned(),
+            };
+            Box::pin(std::future::ready(Answer::Refused(nack)))
+        };
+        if let Err(wait) = self.state.rate().check(&self.space) {
+            return Ok(refuse(
+                ErrorCode::RateLimited,
+                wait,
+                "too many requests for this space",
+            ));
+        }
+        if push.payload.len() > limits.max_chunk_bytes {
+            return Ok(refuse(
+                ErrorCode::ChunkTooLarge,
+                Duration::ZERO,
+                "chunk exceeds the relay's chunk limit",
+            ));
+        }
+        let device_seq = push.device_seq;
+        let bytes = push.payload.len();
+        let started = Instant::now();
+        let stored = self
+            .state
+            .storage()
+            .push(self.space, push, limits.space_quota_bytes);
+        Ok(Box::pin(async move {
+            Answer::Stored {
+                device_seq,
+                bytes,
+                started,
+                result: stored.await,
+            }
+        }))
+    }
+
+    async fn answer(&self, socket: &mut WebSocket, answer: Answer) -> Result<(), End> {
+        let metrics = self.state.metrics();
+        let reply = match answer {
+            Answer::Refused(nack) => ServerMessage::Nack(nack),
+            Answer::Stored {
+                device_seq,
+                bytes,
+                started,
+                result,
+            } => match result {
+                Ok(pushed) => {
+                    metrics.pushed(bytes, pushed.duplicate, started.elapsed());
+                    ServerMessage::Ack(Ack {
+                        device_seq,
+                        relay_seq: pushed.relay_seq,
+                        duplicate: pushed.duplicate,
+                    })
+                }
+                Err(error @ StorageError::QuotaExceeded { .. }) => ServerMessage::Nack(Nack {
+                    device_seq,
+                    code: ErrorCode::QuotaExceeded,
+                    retry_after_ms: 0,
+                    message: error.to_string(),
+                }),
+                Err(StorageError::SpaceNotFound) => {
+                    return Err(close(close_code::SPACE_NOT_FOUND, "space erased"));
+                }
+                Err(StorageError::Closed) => {
+                    return Err(close(close_code::GOING_AWAY, "relay shutting down"));
+                }
+                Err(error) => {
+                    tracing::error!(%error, "live push failed");
+                    ServerMessage::Nack(Nack {
+                        device_seq,
+                        code: ErrorCode::Internal,
+                        retry_after_ms: 1000,
+                        message: "internal error; retry later".to_owned(),
+                    })
+                }
+            },
+        };
+        if let ServerMessage::Nack(nack) = &reply {
+            metrics.error(nack.code);
+        }
+        send(socket, reply.to_bytes()).await
+    }
+}
+
+async fn send(socket: &mut WebSocket, frame: Vec<u8>) -> Result<(), End> {
+    socket
+        .send(Message::Binary(frame.into()))
+        .await
+        .map_err(|_| End::Gone)
+}
+
+/// Maps a WebSocket read error to the close the client should see.
+fn classify(error: axum::Error) -> End {
+    let error = error.into_inner();
+    match error.downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => close(
+            close_code::MESSAGE_TOO_BIG,
+            "message exceeds the relay's message limit",
+        ),
+        Some(tungstenite::Error::Protocol(_)) => {
+            close(close_code::MALFORMED, "WebSocket protocol violation")
+        }
+        _ => End::Gone,
+    }
+}

@@ -1,0 +1,461 @@
+//! The live WebSocket and the socket-level limits, against a relay served by `run` on
+//! 127.0.0.1:0. Each hostile client gets its exact close code or status, and a well-behaved
+//! client on the same relay is served right after.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Relay, Ws, device, http, parse_response, push, space, token, upgrade_status};
+use mend_protocol::{ErrorCode, PROTOCOL_VERSION, Snapshot, UpToDate, close_code, paths};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+#[tokio::test]
+async fn two_devices_sync_live() -> anyhow::Result<()> {
+    let relay = Relay::start().await?;
+    let (s, t) = (space(1), token(1));
+    relay.create(&s, &t).await?;
+    // Something in the backlog before anyone connects.
+    relay
+        .push_http(&s, &t, &push(device(2), 1, b"bob, earlier"))
+        .await?;
+
+    let alice_device = device(1);
+    let mut alice = relay
+        .connect(&s, &t, &format!("after=0&device={alice_device}"))
+        .await?;
+    let backlog = alice.expect_chunk().await?;
+    assert_eq!(
+        (backlog.relay_seq, backlog.payload.as_slice()),
+        (1, &b"bob, earlier"[..])
+    );
+    assert_eq!(alice.expect_up_to_date().await?, 1);
+
+    let mut bob = relay
+        .connect(&s, &t, &format!("after=1&device={}", device(2)))
+        .await?;
+    assert_eq!(bob.expect_up_to_date().await?, 1);
+
+    // Alice pushes over the socket: she gets an Ack, Bob gets the chunk.
+    alice
+        .send_push(&push(alice_device, 1, b"hello bob"))
+        .await?;
+    let ack = alice.expect_ack().await?;
+    assert_eq!(
+        (ack.device_seq, ack.relay_seq, ack.duplicate),
+        (1, 2, false)
+    );
+    let chunk = bob.expect_chunk().await?;
+    assert_eq!(
+        (
+            chunk.relay_seq,
+            chunk.device_id,
+            chunk.device_seq,
+            chunk.payload.as_slice()
+        ),
+        (2, alice_device, 1, &b"hello bob"[..])
+    );
+
+    // A replay is acknowledged as a duplicate and not delivered again.
+    alice
+        .send_push(&push(alice_device, 1, b"hello bob"))
+        .await?;
+    let replay = alice.expect_ack().await?;
+    assert_eq!((replay.relay_seq, replay.duplicate), (2, true));
+
+    // Bob answers over HTTP; Alice sees Bob's chunk and never her own; Bob, who named his
+    // device, does not get his own back (the next thing he sees is chunk 4).
+    relay
+        .push_http(&s, &t, &push(device(2), 2, b"hi alice"))
+        .await?;
+    let chunk = alice.expect_chunk().await?;
+    assert_eq!(
+        (chunk.relay_seq, chunk.payload.as_slice()),
+        (3, &b"hi alice"[..])
+    );
+
+    // A third socket that names no device gets everything, its own pushes included.
+    let mut carol = relay.connect(&s, &t, "after=3").await?;
+    assert_eq!(carol.expect_up_to_date().await?, 3);
+
+    // Pipelined pushes are answered in order.
+    for seq in 2..=21 {
+        alice
+            .send_push(&push(alice_device, seq, &[seq as u8; 100]))
+            .await?;
+    }
+    for seq in 2..=21 {
+        let ack = alice.expect_ack().await?;
+        assert_eq!(ack.device_seq, seq);
+    }
+    for expected in 4..=23 {
+        assert_eq!(bob.expect_chunk().await?.relay_seq, expected);
+        assert_eq!(carol.expect_chunk().await?.relay_seq, expected);
+    }
+    carol.send_push(&push(device(3), 1, b"carol")).await?;
+    let mut got = [carol.next().await?, carol.next().await?];
+    got.sort_by_key(|m| matches!(m, mend_protocol::ServerMessage::Chunk(_)));
+    assert!(matches!(&got[0], mend_protocol::ServerMessage::Ack(a) if a.relay_seq == 24));
+    assert!(matches!(&got[1], mend_protocol::ServerMessage::Chunk(c) if c.relay_seq == 24));
+    assert_eq!(alice.expect_chunk().await?.relay_seq, 24);
+    carol.close().await;
+    alice.close().await;
+    bob.close().await;
+    relay.stop().await
+}
+
+#[tokio::test]
+async fn reconnect_resumes_from_the_cursor_and_pruned_cursor_is_refused() -> anyhow::Result<()> {
+    let relay = Relay::start().await?;
+    let (s, t) = (space(1), token(1));
+    relay.create(&s, &t).await?;
+    for seq in 1..=5 {
+        relay.push_http(&s, &t, &push(device(2), seq, b"c")).await?;
+    }
+    let mut ws = relay.connect(&s, &t, "after=3").await?;
+    assert_eq!(ws.expect_chunk().await?.relay_seq, 4);
+    assert_eq!(ws.expect_chunk().await?.relay_seq, 5);
+    assert_eq!(ws.expect_up_to_date().await?, 5);
+    ws.close().await;
+
+    let snapshot = Snapshot {
+        covers: 4,
+        payload: b"snap".to_vec(),
+    };
+    let (status, _) = http(
+        relay.addr,
+        "PUT",
+        &paths::snapshot(&s),
+        Some(&t),
+        &snapshot.to_bytes(),
+    )
+    .await?;
+    assert_eq!(status, 204);
+    let mut stale = relay.connect(&s, &t, "after=2").await?;
+    let (code, reason) = stale.expect_close().await?;
+    assert_eq!(code, close_code::PRUNED, "{reason}");
+    let mut fresh = relay.connect(&s, &t, "after=4").await?;
+    assert_eq!(fresh.expect_chunk().await?.relay_seq, 5);
+    assert_eq!(fresh.expect_up_to_date().await?, 5);
+    fresh.close().await;
+    relay.assert_others_served(1).await?;
+    relay.stop().await
+}
+
+#[tokio::test]
+async fn hostile_frames_get_exact_close_codes() -> anyhow::Result<()> {
+    let relay = Relay::start().await?;
+    let (s, t) = (space(1), token(1));
+    relay.create(&s, &t).await?;
+    let valid = push(device(1), 1, b"payload").to_bytes();
+    let mut wrong_version = valid.clone();
+    wrong_version[0] = PROTOCOL_VERSION + 1;
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        (
+            "garbage",
+            b"\x01\x7fgarbage".to_vec(),
+            close_code::MALFORMED,
+        ),
+        (
+            "truncated",
+            valid[..valid.len() - 2].to_vec(),
+            close_code::MALFORMED,
+        ),
+        ("empty", vec![], close_code::MALFORMED),
+        (
+            "server-only kind",
+            UpToDate { head: 1 }.to_bytes(),
+            close_code::MALFORMED,
+        ),
+        (
+            "unknown version",
+            wrong_version,
+            close_code::UNSUPPORTED_VERSION,
+        ),
+        (
+            "oversized message",
+            vec![PROTOCOL_VERSION; 6000],
+            close_code::MESSAGE_TOO_BIG,
+        ),
+    ];
+    for (round, (name, frame, expected)) in cases.into_iter().enumerate() {
+        let mut ws = relay.connect(&s, &t, "after=0").await?;
+        ws.expect_up_to_date().await?;
+        ws.send_raw(frame).await?;
+        let (code, reason) = ws.expect_close().await?;
+        assert_eq!(code, expected, "{name}: {reason}");
+        relay.assert_others_served(round as u8).await?;
+    }
+
+    let mut ws = relay.connect(&s, &t, "after=0").await?;
+    ws.expect_up_to_date().await?;
+    ws.socket
+        .send(tokio_tungstenite::tungstenite::Message::Text(
+            "hello".into(),
+        ))
+        .await?;
+    let (code, _) = ws.expect_close().await?;
+    assert_eq!(code, close_code::TEXT_NOT_ACCEPTED);
+
+    // Nothing hostile was stored.
+    let mut check = relay.connect(&s, &t, "after=0").await?;
+    assert_eq!(check.expect_up_to_date().await?, 0);
+    check.close().await;
+    relay.assert_others_served(10).await?;
+    relay.stop().await
+}
+
+use futures_util::SinkExt;
+
+#[tokio::test]
+async fn oversized_chunk_within_message_limit_is_nacked_and_the_socket_lives_on()
+-> anyhow::Result<()> {
+    let relay = Relay::start().await?;
+    let (s, t) = (space(1), token(1));
+    relay.create(&s, &t).await?;
+    let mut ws = relay
+        .connect(&s, &t, &format!("after=0&device={}", device(1)))
+        .await?;
+    ws.expect_up_to_date().await?;
+    ws.send_push(&push(device(1), 1, &[0; 4097])).await?;
+    let nack = ws.expect_nack().await?;
+    assert_eq!((nack.device_seq, nack.code), (1, ErrorCode::ChunkTooLarge));
+    ws.send_push(&push(device(1), 1, &[0; 4096])).await?;
+    assert_eq!(ws.expect_ack().await?.relay_seq, 1);
+    ws.close().await;
+    relay.assert_others_served(1).await?;
+    relay.stop().await
+}
+
+#[tokio::test]
+async fn upgrades_are_refused_with_http_statuses() -> anyhow::Result<()> {
+    let relay = Relay::start().await?;
+    let (alice, bob) = (space(1), space(2));
+    relay.create(&alice, &token(1)).await?;
+    relay.create(&bob, &token(2)).await?;
+    let live = |s| format!("{}?after=0", paths::live(s));
+    assert_eq!(
+        upgrade_status(Ws::connect(relay.addr, &live(&alice), None).await)?,
+        401
+    );
+    assert_eq!(
+        upgrade_status(Ws::connect(relay.addr, &live(&alice), Some(&token(9))).await)?,
+        401
+    );
+    // Alice's token on Bob's space.
+    assert_eq!(
+        upgrade_status(Ws::connect(relay.addr, &live(&bob), Some(&token(1))).await)?,
+        401
+    );
+    assert_eq!(
+        upgrade_status(Ws::connect(relay.addr, &live(&space(3)), Some(&token(1))).await)?,
+        404
+    );
+    let bad_query = format!("{}?after=x", paths::live(&alice));
+    assert_eq!(
+        upgrade_status(Ws::connect(relay.addr, &bad_query, Some(&token(1))).await)?,
+        400
+    );
+    relay.assert_others_served(1).await?;
+
+    // The per-space cap (4 in tests) refuses the fifth socket with 429.
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        let mut ws = relay.connect(&alice, &token(1), "after=0").await?;
+        ws.expect_up_to_date().await?;
+        open.push(ws);
+    }
+    assert_eq!(
+        upgrade_status(relay.connect(&alice, &token(1), "after=0").await)?,
+        429
+    );
+    relay.assert_others_served(2).await?;
+    // Closing one frees a slot.
+    if let Some(ws) = open.pop() {
+        ws.close().await;
+    }
+    let mut again = None;
+    for _ in 0..50 {
+        if let Ok(ws) = relay.connect(&alice, &token(1), "after=0").await {
+            again = Some(ws);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(again.is_some(), "a slot was not freed");
+    relay.stop().await
+}
+
+#[tokio::test]
+async fn silent_clients_are_dropped() -> anyhow::Result<()> {
+    let relay = Relay::start_with(|config| {
+        config.limits.idle_timeout = Duration::from_millis(300);
+        config.limits.header_timeout = Duration::from_millis(300);
+    })
+    .await?;
+    let (s, t) = (space(1), token(1));
+    relay.create(&s, &t).await?;
+
+    // A WebSocket that never sends anything is closed with 4008.
+    let mut ws = relay.connect(&s, &t, "after=0").await?;
+    ws.expect_up_to_date().await?;
+    let (code, _) = ws.expect_close().await?;
+    assert_eq!(code, close_code::IDLE_TIMEOUT);
+
+    // A TCP connection that never sends a request is closed.
+    let mut silent = TcpStream::connect(relay.addr).await?;
+    let mut buf = [0u8; 256];
+    let read = tokio::time::timeout(common::WAIT, silent.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "a silent connection was not closed: {read:?}"
+    );
+
+    // So is a connection that sends half a request and stalls.
+    let mut stalled = TcpStream::connect(relay.addr).await?;
+    stalled
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        .await?;
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(common::WAIT, stalled.read_to_end(&mut response)).await;
+    assert!(read.is_ok(), "a stalled request was not dropped");
+    if !response.is_empty() {
+        let (status, _) = parse_response(&response)?;
+        assert_eq!(status, 408);
+    }
+    relay.assert_others_served(1).await?;
+    relay.stop().await
+}
+
+#[tokio::test]
+async fn a_client_that_pings_stays_connected() -> anyhow::Result<()> {
+    let relay =
+        Relay::start_with(|config| config.limits.idle_timeout = Duration::from_millis(400)).await?;
+    let (s, t) = (space(1), token(1));
+    relay.create(&s, &t).await?;
+    let mut ws = relay
+        .connect(&s, &t, &format!("after=0&device={}", device(1)))
+        .await?;
+    ws.expect_up_to_date().await?;
+    // Ping at half the idle timeout for well past it.
+    for _ in 0..6 {
+        ws.socket
+            .send(tokio_tungstenite::tungstenite::Message::Ping(
+                Vec::new().into(),
+            ))
+            .await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    ws.send_push(&push(device(1), 1, b"still here")).await?;
+    assert_eq!(ws.expect_ack().await?.relay_seq, 1);
+    ws.close().await;
+    relay.stop().await
+}
+
+#[tokio::test]
+async fn erasing_closes_live_connections() -> anyhow::Result<()> {
+    let relay = Relay::start().await?;
+    let (s, t) = (space(1), token(1));
+    relay.create(&s, &t).await?;
+    let mut ws = relay.connect(&s, &t, "after=0").await?;
+    ws.expect_up_to_date().await?;
+    let (status, _) = http(relay.addr, "DELETE", &paths::space(&s), Some(&t), &[]).await?;
+    assert_eq!(status, 204);
+    let (code, _) = ws.expect_close().await?;
+    assert_eq!(code, close_code::SPACE_NOT_FOUND);
+    relay.assert_others_served(1).await?;
+    relay.stop().await
+}
+
+#[tokio::test]
+async fn connections_over_the_relay_cap_get_503() -> anyhow::Result<()> {
+    let relay = Relay::start_with(|config| config.limits.max_connections = 2).await?;
+    let (s, t) = (space(1), token(1));
+    relay.create(&s, &t).await?;
+    let mut first = relay.connect(&s, &t, "after=0").await?;
+    first.expect_up_to_date().await?;
+    let mut second = relay.connect(&s, &t, "after=0").await?;
+    second.expect_up_to_date().await?;
+    let (status, body) = http(relay.addr, "GET", paths::HEALTHZ, None, &[]).await?;
+    assert_eq!(
+        (status, common::error_code(&body).as_str()),
+        (503, "too_many_connections")
+    );
+    first.close().await;
+    // Once a slot frees up, requests are served again.
+    let mut served = false;
+    for _ in 0..50 {
+        if http(relay.addr, "GET", paths::HEALTHZ, None, &[]).await?.0 == 200 {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(served, "the freed slot was not reused");
+    relay.stop().await
+}
+
+#[tokio::test]
+async fn shutdown_answers_every_push_it_stored() -> anyhow::Result<()> {
+    let mut relay = Relay::start().await?;
+    let (s, t) = (space(1), token(1));
+    relay.create(&s, &t).await?;
+    let mut ws = relay
+        .connect(&s, &t, &format!("after=0&device={}", device(1)))
+        .await?;
+    ws.expect_up_to_date().await?;
+    for seq in 1..=200 {
+        ws.send_push(&push(device(1), seq, &[seq as u8; 512]))
+            .await?;
+    }
+    // Shut down while pushes are in flight: after the first acknowledgement.
+    let mut acked = vec![ws.expect_ack().await?.device_seq];
+    relay.begin_stop();
+    let close = loop {
+        match tokio::time::timeout(common::WAIT, futures_util::StreamExt::next(&mut ws.socket))
+            .await?
+        {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Binary(bytes))) => {
+                match mend_protocol::ServerMessage::decode(&bytes, &mend_protocol::Limits::DEFAULT)?
+                {
+                    mend_protocol::ServerMessage::Ack(ack) => acked.push(ack.device_seq),
+                    other => anyhow::bail!("unexpected {other:?}"),
+                }
+            }
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame))) => break frame,
+            other => anyhow::bail!("unexpected {other:?}"),
+        };
+    };
+    assert_eq!(
+        close.map(|f| u16::from(f.code)),
+        Some(close_code::GOING_AWAY)
+    );
+    let dir = relay.dir.path().to_path_buf();
+    // Keep the directory alive while reopening the database.
+    let state_dir = std::mem::replace(&mut relay.dir, tempfile::tempdir()?);
+    relay.stop().await?;
+
+    let reopened = Relay::start_with(|config| config.data_dir = dir.clone()).await?;
+    let mut check = reopened.connect(&s, &t, "after=0").await?;
+    let mut stored = Vec::new();
+    loop {
+        match check.next().await? {
+            mend_protocol::ServerMessage::Chunk(chunk) => stored.push(chunk.device_seq),
+            mend_protocol::ServerMessage::UpToDate(_) => break,
+            other => anyhow::bail!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        acked, stored,
+        "every stored push was acknowledged, in order, before closing"
+    );
+    assert!(!acked.is_empty());
+    check.close().await;
+    reopened.stop().await?;
+    drop(state_dir);
+    Ok(())
+}

@@ -1,0 +1,659 @@
+//! The HTTP interface through `app(state)` with `tower::ServiceExt::oneshot`: every route,
+//! and a matrix of bad inputs, each checked for its exact status and error code and followed
+//! by a well-behaved client that must still be served.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use axum::{
+    Router,
+    body::{Body, to_bytes},
+    http::{Request, StatusCode, header},
+};
+use common::{device, error_code, push, space, test_config, token};
+use mend_protocol::{Ack, Limits, PROTOCOL_VERSION, Page, Push, Snapshot, SpaceId, paths};
+use mend_relay::{AppState, app};
+use tower::ServiceExt;
+
+struct Api {
+    router: Router,
+    _dir: tempfile::TempDir,
+}
+
+impl Api {
+    fn new() -> anyhow::Result<Api> {
+        Api::with(|_| {})
+    }
+
+    fn with(adjust: impl FnOnce(&mut mend_relay::Config)) -> anyhow::Result<Api> {
+        let dir = tempfile::tempdir()?;
+        let mut config = test_config(dir.path());
+        adjust(&mut config);
+        let state = AppState::open_sqlite(config)?;
+        Ok(Api {
+            router: app(state),
+            _dir: dir,
+        })
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+        body: Vec<u8>,
+    ) -> anyhow::Result<(StatusCode, Vec<u8>)> {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let response = self
+            .router
+            .clone()
+            .oneshot(request.body(Body::from(body))?)
+            .await?;
+        let status = response.status();
+        let body = to_bytes(response.into_body(), usize::MAX).await?;
+        Ok((status, body.to_vec()))
+    }
+
+    async fn create(&self, space: &SpaceId, token: &str) -> anyhow::Result<StatusCode> {
+        Ok(self
+            .call("PUT", &paths::space(space), Some(token), vec![])
+            .await?
+            .0)
+    }
+
+    async fn push(&self, space: &SpaceId, token: &str, p: &Push) -> anyhow::Result<Ack> {
+        let (status, body) = self
+            .call("POST", &paths::chunks(space), Some(token), p.to_bytes())
+            .await?;
+        anyhow::ensure!(
+            status == StatusCode::OK,
+            "push: {status} {}",
+            error_code(&body)
+        );
+        Ok(Ack::decode(&body, &Limits::DEFAULT)?)
+    }
+
+    async fn pull(&self, space: &SpaceId, token: &str, after: u64) -> anyhow::Result<Page> {
+        let (status, body) = self
+            .call(
+                "GET",
+                &paths::pull(space, after, None, None),
+                Some(token),
+                vec![],
+            )
+            .await?;
+        anyhow::ensure!(
+            status == StatusCode::OK,
+            "pull: {status} {}",
+            error_code(&body)
+        );
+        Ok(Page::decode(&body, &Limits::DEFAULT)?)
+    }
+
+    /// Expects an error answer with this status and code.
+    async fn refused(
+        &self,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+        body: Vec<u8>,
+        status: StatusCode,
+        code: &str,
+    ) -> anyhow::Result<()> {
+        let (got, body) = self.call(method, uri, token, body).await?;
+        anyhow::ensure!(
+            (got, error_code(&body).as_str()) == (status, code),
+            "{method} {uri}: expected {status} {code}, got {got} {}",
+            String::from_utf8_lossy(&body)
+        );
+        if let Some(token) = token {
+            anyhow::ensure!(
+                !String::from_utf8_lossy(&body).contains(token),
+                "token echoed"
+            );
+        }
+        Ok(())
+    }
+
+    /// A well-behaved device on its own space is still served.
+    async fn others_served(&self, round: u64) -> anyhow::Result<()> {
+        let good = space(201);
+        let tok = token(21);
+        self.create(&good, &tok).await?;
+        let ack = self
+            .push(&good, &tok, &push(device(201), round, b"fine"))
+            .await?;
+        anyhow::ensure!(!ack.duplicate, "fresh push was a duplicate");
+        let page = self.pull(&good, &tok, ack.relay_seq - 1).await?;
+        anyhow::ensure!(page.chunks.len() == 1 && page.chunks[0].payload == b"fine");
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn probes_and_metrics() -> anyhow::Result<()> {
+    let api = Api::new()?;
+    assert_eq!(
+        api.call("GET", paths::HEALTHZ, None, vec![]).await?.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        api.call("GET", paths::READYZ, None, vec![]).await?.0,
+        StatusCode::OK
+    );
+    api.refused(
+        "GET",
+        &paths::chunks(&space(1)),
+        None,
+        vec![],
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await?;
+    api.others_served(1).await?;
+    let (status, body) = api.call("GET", paths::METRICS, None, vec![]).await?;
+    let text = String::from_utf8(body)?;
+    assert_eq!(status, StatusCode::OK);
+    for expected in [
+        "mend_connections_open ",
+        "mend_pushes_total{outcome=\"stored\"} 1\n",
+        "mend_push_bytes_total 4\n",
+        "mend_errors_total{code=\"unauthorized\"} 1\n",
+        "mend_ack_latency_seconds_count 1\n",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn create_is_idempotent_per_token() -> anyhow::Result<()> {
+    let api = Api::new()?;
+    let s = space(1);
+    assert_eq!(api.create(&s, &token(1)).await?, StatusCode::CREATED);
+    assert_eq!(api.create(&s, &token(1)).await?, StatusCode::OK);
+    api.refused(
+        "PUT",
+        &paths::space(&s),
+        Some(&token(2)),
+        vec![],
+        StatusCode::CONFLICT,
+        "space_exists",
+    )
+    .await?;
+    api.refused(
+        "PUT",
+        &paths::space(&s),
+        None,
+        vec![],
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await?;
+    api.refused(
+        "PUT",
+        "/v1/spaces/not-hex",
+        Some(&token(1)),
+        vec![],
+        StatusCode::BAD_REQUEST,
+        "malformed",
+    )
+    .await?;
+    api.refused(
+        "PUT",
+        &format!("/v1/spaces/{}", "AB".repeat(32)),
+        Some(&token(1)),
+        vec![],
+        StatusCode::BAD_REQUEST,
+        "malformed",
+    )
+    .await?;
+    // The first token still works.
+    api.push(&s, &token(1), &push(device(1), 1, b"x")).await?;
+    api.others_served(1).await
+}
+
+#[tokio::test]
+async fn push_pull_and_replay() -> anyhow::Result<()> {
+    let api = Api::new()?;
+    let (s, t) = (space(1), token(1));
+    api.create(&s, &t).await?;
+    let first = api.push(&s, &t, &push(device(1), 1, b"one")).await?;
+    assert_eq!(
+        (first.device_seq, first.relay_seq, first.duplicate),
+        (1, 1, false)
+    );
+    let second = api.push(&s, &t, &push(device(2), 1, b"two")).await?;
+    assert_eq!(second.relay_seq, 2);
+    let replay = api
+        .push(&s, &t, &push(device(1), 1, b"one, replayed"))
+        .await?;
+    assert_eq!((replay.relay_seq, replay.duplicate), (1, true));
+    let page = api.pull(&s, &t, 0).await?;
+    assert_eq!((page.head, page.next_after, page.more), (2, 2, false));
+    let payloads: Vec<&[u8]> = page.chunks.iter().map(|c| c.payload.as_slice()).collect();
+    assert_eq!(
+        payloads,
+        [&b"one"[..], &b"two"[..]],
+        "the replay stored nothing"
+    );
+
+    // Paging and withholding the device's own chunks.
+    for seq in 2..=5 {
+        api.push(&s, &t, &push(device(1), seq, b"more")).await?;
+    }
+    let (_, body) = api
+        .call("GET", &paths::pull(&s, 0, Some(2), None), Some(&t), vec![])
+        .await?;
+    let page = Page::decode(&body, &Limits::DEFAULT)?;
+    assert_eq!(
+        (page.chunks.len(), page.more, page.next_after),
+        (2, true, 2)
+    );
+    let (_, body) = api
+        .call(
+            "GET",
+            &paths::pull(&s, 0, None, Some(&device(1))),
+            Some(&t),
+            vec![],
+        )
+        .await?;
+    let page = Page::decode(&body, &Limits::DEFAULT)?;
+    assert_eq!(page.chunks.len(), 1);
+    assert_eq!((page.chunks[0].device_id, page.next_after), (device(2), 6));
+    api.refused(
+        "GET",
+        &format!("{}?after=minus-one", paths::chunks(&s)),
+        Some(&t),
+        vec![],
+        StatusCode::BAD_REQUEST,
+        "malformed",
+    )
+    .await?;
+    api.others_served(1).await
+}
+
+#[tokio::test]
+async fn bad_frames_are_refused_precisely() -> anyhow::Result<()> {
+    let api = Api::new()?;
+    let (s, t) = (space(1), token(1));
+    api.create(&s, &t).await?;
+    let uri = paths::chunks(&s);
+    let valid = push(device(1), 1, b"payload").to_bytes();
+    let mut wrong_version = valid.clone();
+    wrong_version[0] = PROTOCOL_VERSION + 1;
+    let snapshot_frame = Snapshot {
+        covers: 0,
+        payload: vec![1],
+    }
+    .to_bytes();
+    let cases: Vec<(&str, Vec<u8>, StatusCode, &str)> = vec![
+        (
+            "garbage",
+            b"\xde\xad\xbe\xef garbage".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "unsupported_version",
+        ),
+        ("empty", vec![], StatusCode::BAD_REQUEST, "malformed"),
+        (
+            "truncated",
+            valid[..valid.len() - 3].to_vec(),
+            StatusCode::BAD_REQUEST,
+            "malformed",
+        ),
+        (
+            "unknown kind",
+            vec![PROTOCOL_VERSION, 0x7f],
+            StatusCode::BAD_REQUEST,
+            "malformed",
+        ),
+        (
+            "wrong kind",
+            snapshot_frame,
+            StatusCode::BAD_REQUEST,
+            "malformed",
+        ),
+        (
+            "unknown version",
+            wrong_version,
+            StatusCode::BAD_REQUEST,
+            "unsupported_version",
+        ),
+        (
+            "oversized chunk",
+            push(device(1), 1, &[0; 4097]).to_bytes(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "chunk_too_large",
+        ),
+        (
+            "oversized body",
+            vec![PROTOCOL_VERSION; 64 * 1024],
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "chunk_too_large",
+        ),
+    ];
+    for (round, (name, body, status, code)) in cases.into_iter().enumerate() {
+        api.refused("POST", &uri, Some(&t), body, status, code)
+            .await
+            .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        api.others_served(round as u64 + 1).await?;
+    }
+    // Nothing of it was stored; the space still works.
+    assert_eq!(api.pull(&s, &t, 0).await?.head, 0);
+    assert_eq!(
+        api.push(&s, &t, &push(device(1), 1, b"ok"))
+            .await?
+            .relay_seq,
+        1
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn tokens_and_space_ids_are_checked() -> anyhow::Result<()> {
+    let api = Api::new()?;
+    let (alice, bob) = (space(1), space(2));
+    api.create(&alice, &token(1)).await?;
+    api.create(&bob, &token(2)).await?;
+    api.push(&bob, &token(2), &push(device(2), 1, b"bob's"))
+        .await?;
+    let body = push(device(1), 1, b"x").to_bytes();
+    let chunks = paths::chunks(&alice);
+    api.refused(
+        "POST",
+        &chunks,
+        None,
+        body.clone(),
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await?;
+    api.refused(
+        "POST",
+        &chunks,
+        Some("short"),
+        body.clone(),
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await?;
+    api.refused(
+        "POST",
+        &chunks,
+        Some(&token(9)),
+        body.clone(),
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await?;
+    // Alice's token on Bob's space: no access to it, and nothing of it leaks.
+    let bobs = paths::chunks(&bob);
+    api.refused(
+        "GET",
+        &bobs,
+        Some(&token(1)),
+        vec![],
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await?;
+    api.refused(
+        "POST",
+        &bobs,
+        Some(&token(1)),
+        body.clone(),
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await?;
+    api.refused(
+        "DELETE",
+        &paths::space(&bob),
+        Some(&token(1)),
+        vec![],
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await?;
+    api.refused(
+        "GET",
+        &paths::snapshot(&bob),
+        Some(&token(1)),
+        vec![],
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await?;
+    api.refused(
+        "POST",
+        &paths::chunks(&space(3)),
+        Some(&token(1)),
+        body,
+        StatusCode::NOT_FOUND,
+        "space_not_found",
+    )
+    .await?;
+    // Non-ASCII header value.
+    let request = Request::builder()
+        .method("GET")
+        .uri(paths::chunks(&alice))
+        .header(header::AUTHORIZATION, &b"Bearer \xff\xfe"[..])
+        .body(Body::empty())?;
+    let response = api.router.clone().oneshot(request).await?;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(api.pull(&bob, &token(2), 0).await?.chunks.len(), 1);
+    api.others_served(1).await
+}
+
+#[tokio::test]
+async fn snapshot_store_fetch_and_prune() -> anyhow::Result<()> {
+    let api = Api::new()?;
+    let (s, t) = (space(1), token(1));
+    api.create(&s, &t).await?;
+    let uri = paths::snapshot(&s);
+    api.refused(
+        "GET",
+        &uri,
+        Some(&t),
+        vec![],
+        StatusCode::NOT_FOUND,
+        "no_snapshot",
+    )
+    .await?;
+    for seq in 1..=4 {
+        api.push(&s, &t, &push(device(1), seq, b"chunk")).await?;
+    }
+    let snapshot = Snapshot {
+        covers: 3,
+        payload: b"sealed snapshot".to_vec(),
+    };
+    let (status, _) = api.call("PUT", &uri, Some(&t), snapshot.to_bytes()).await?;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = api.call("GET", &uri, Some(&t), vec![]).await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(Snapshot::decode(&body, &Limits::DEFAULT)?, snapshot);
+    api.refused(
+        "GET",
+        &paths::pull(&s, 1, None, None),
+        Some(&t),
+        vec![],
+        StatusCode::GONE,
+        "pruned",
+    )
+    .await?;
+    let tail = api.pull(&s, &t, 3).await?;
+    assert_eq!(
+        tail.chunks.iter().map(|c| c.relay_seq).collect::<Vec<_>>(),
+        [4]
+    );
+    let stale = Snapshot {
+        covers: 2,
+        payload: vec![1],
+    };
+    api.refused(
+        "PUT",
+        &uri,
+        Some(&t),
+        stale.to_bytes(),
+        StatusCode::CONFLICT,
+        "snapshot_stale",
+    )
+    .await?;
+    let ahead = Snapshot {
+        covers: 9,
+        payload: vec![1],
+    };
+    api.refused(
+        "PUT",
+        &uri,
+        Some(&t),
+        ahead.to_bytes(),
+        StatusCode::CONFLICT,
+        "snapshot_beyond_head",
+    )
+    .await?;
+    let big = Snapshot {
+        covers: 4,
+        payload: vec![0; 8193],
+    };
+    api.refused(
+        "PUT",
+        &uri,
+        Some(&t),
+        big.to_bytes(),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "snapshot_too_large",
+    )
+    .await?;
+    api.refused(
+        "PUT",
+        &uri,
+        Some(&t),
+        b"junk".to_vec(),
+        StatusCode::BAD_REQUEST,
+        "unsupported_version",
+    )
+    .await?;
+    api.others_served(1).await
+}
+
+#[tokio::test]
+async fn erase_removes_the_space() -> anyhow::Result<()> {
+    let api = Api::new()?;
+    let (s, t) = (space(1), token(1));
+    api.create(&s, &t).await?;
+    api.push(&s, &t, &push(device(1), 1, b"gone")).await?;
+    let (status, _) = api
+        .call("DELETE", &paths::space(&s), Some(&t), vec![])
+        .await?;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    api.refused(
+        "GET",
+        &paths::chunks(&s),
+        Some(&t),
+        vec![],
+        StatusCode::NOT_FOUND,
+        "space_not_found",
+    )
+    .await?;
+    assert_eq!(api.create(&s, &token(2)).await?, StatusCode::CREATED);
+    assert_eq!(
+        api.push(&s, &token(2), &push(device(1), 1, b"new"))
+            .await?
+            .relay_seq,
+        1
+    );
+    api.others_served(1).await
+}
+
+#[tokio::test]
+async fn rate_limit_affects_only_the_offending_space() -> anyhow::Result<()> {
+    let api = Api::with(|config| {
+        config.limits.rate_per_space = 1;
+        config.limits.rate_burst = 3;
+    })?;
+    let (s, t) = (space(1), token(1));
+    api.create(&s, &t).await?;
+    for seq in 1..=3 {
+        api.push(&s, &t, &push(device(1), seq, b"x")).await?;
+    }
+    let request = Request::builder()
+        .method("POST")
+        .uri(paths::chunks(&s))
+        .header(header::AUTHORIZATION, format!("Bearer {t}"))
+        .body(Body::from(push(device(1), 4, b"x").to_bytes()))?;
+    let response = api.router.clone().oneshot(request).await?;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
+    // Unauthenticated requests do not spend the space's budget: they are refused earlier.
+    api.refused(
+        "GET",
+        &paths::chunks(&s),
+        Some(&token(7)),
+        vec![],
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await?;
+    api.others_served(1).await
+}
+
+#[tokio::test]
+async fn quota_is_enforced_with_507() -> anyhow::Result<()> {
+    let api = Api::with(|config| config.limits.space_quota_bytes = 10_000)?;
+    let (s, t) = (space(1), token(1));
+    api.create(&s, &t).await?;
+    for seq in 1..=2 {
+        api.push(&s, &t, &push(device(1), seq, &[0; 4000])).await?;
+    }
+    api.refused(
+        "POST",
+        &paths::chunks(&s),
+        Some(&t),
+        push(device(1), 3, &[0; 4000]).to_bytes(),
+        StatusCode::INSUFFICIENT_STORAGE,
+        "quota_exceeded",
+    )
+    .await?;
+    assert!(
+        api.push(&s, &t, &push(device(1), 2, &[0; 4000]))
+            .await?
+            .duplicate
+    );
+    api.others_served(1).await
+}
+
+#[tokio::test]
+async fn live_route_requires_an_upgrade() -> anyhow::Result<()> {
+    let api = Api::new()?;
+    let (s, t) = (space(1), token(1));
+    api.create(&s, &t).await?;
+    api.refused(
+        "GET",
+        &paths::live(&s),
+        Some(&t),
+        vec![],
+        StatusCode::BAD_REQUEST,
+        "malformed",
+    )
+    .await?;
+    api.refused(
+        "GET",
+        &paths::live(&s),
+        None,
+        vec![],
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await?;
+    api.others_served(1).await
+}
