@@ -10,20 +10,17 @@ fn write_10k(c: &mut Criterion) {
     let path = dir.path().join("j.db");
     let mut journal = build(&path, 10_000).expect("build");
     let mut n = 0;
-    c.bench_function(
-        "write: add one record to a 10k journal (synchronous=FULL)",
-        |b| {
-            b.iter(|| {
-                n += 1;
-                journal
-                    .add(Body::Share(Share {
-                        feeling: prose(n),
-                        tough_question: false,
-                    }))
-                    .expect("add")
-            })
-        },
-    );
+    c.bench_function("write: add one record to a 10k journal", |b| {
+        b.iter(|| {
+            n += 1;
+            journal
+                .add(Body::Share(Share {
+                    feeling: prose(n),
+                    tough_question: false,
+                }))
+                .expect("add")
+        })
+    });
 }
 
 fn open_10k(c: &mut Criterion) {

@@ -72,6 +72,19 @@ pub enum Error {
     #[error("corrupt data: {0}")]
     Corrupt(String),
 
+    /// A chunk or snapshot failed authentication: altered, or bound to another space, device or
+    /// sequence number. It is never applied.
+    #[error("a chunk failed authentication and was not applied")]
+    Tampered,
+
+    /// Key generation or sealing failed.
+    #[error("crypto error: {0}")]
+    Crypto(String),
+
+    /// An invite code could not be used.
+    #[error("{0}")]
+    Invite(String),
+
     /// A file system error.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),

@@ -3,6 +3,7 @@
 //! Start at [`Journal`]: it opens the store, holds the couple's document and this partner's
 //! personal space, enforces who may write what, and answers the app's queries.
 
+pub mod crypto;
 pub mod date;
 mod doc;
 pub mod error;
@@ -12,6 +13,7 @@ pub mod journal;
 pub mod model;
 pub mod query;
 pub mod store;
+pub mod sync;
 
 pub use date::LocalDate;
 pub use doc::SCHEMA_VERSION;

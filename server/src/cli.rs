@@ -78,6 +78,12 @@ pub struct Args {
     /// Most writes the SQLite writer commits in one transaction.
     #[arg(long, env = "MEND_GROUP_COMMIT_MAX", default_value_t = GroupCommit::default().max_batch)]
     pub group_commit_max: usize,
+    /// Milliseconds between background WAL checkpoints.
+    #[arg(long, env = "MEND_CHECKPOINT_INTERVAL_MS", default_value_t = GroupCommit::default().checkpoint_interval.as_millis() as u64)]
+    pub checkpoint_interval_ms: u64,
+    /// WAL pages after which the writer checkpoints itself (letting the WAL restart).
+    #[arg(long, env = "MEND_AUTOCHECKPOINT_PAGES", default_value_t = GroupCommit::default().autocheckpoint_pages)]
+    pub autocheckpoint_pages: u32,
     /// Seconds a shutdown waits for in-flight work.
     #[arg(long, env = "MEND_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
@@ -110,6 +116,9 @@ impl Args {
             write_buffer_bytes: self.ws_write_buffer_bytes,
         };
         config.group_commit.max_batch = self.group_commit_max;
+        config.group_commit.checkpoint_interval =
+            Duration::from_millis(self.checkpoint_interval_ms);
+        config.group_commit.autocheckpoint_pages = self.autocheckpoint_pages;
         config.shutdown_grace = Duration::from_secs(self.shutdown_grace_secs);
         config
     }

@@ -145,13 +145,18 @@ impl Default for WsBuffers {
     }
 }
 
-/// How the SQLite writer batches concurrent writes into one transaction (group commit).
+/// How the SQLite writer batches concurrent writes into one transaction (group commit), and
+/// how the write-ahead log is checkpointed around it.
 #[derive(Debug, Clone, Copy)]
 pub struct GroupCommit {
     /// Most writes in one transaction.
     pub max_batch: usize,
     /// Most payload bytes in one transaction.
     pub max_batch_bytes: usize,
+    /// How often the background checkpointer copies WAL frames into the database.
+    pub checkpoint_interval: Duration,
+    /// WAL pages after which the writer checkpoints itself so the WAL can restart.
+    pub autocheckpoint_pages: u32,
 }
 
 impl Default for GroupCommit {
@@ -159,6 +164,8 @@ impl Default for GroupCommit {
         GroupCommit {
             max_batch: 2048,
             max_batch_bytes: 16 << 20,
+            checkpoint_interval: Duration::from_millis(50),
+            autocheckpoint_pages: 8192,
         }
     }
 }

@@ -75,19 +75,21 @@ impl SpaceDoc {
         } else {
             VerificationMode::Check
         };
-        let mut doc = match snapshot {
-            Some(bytes) => Automerge::load_with_options(
-                bytes,
-                LoadOptions::new().verification_mode(verification),
-            )?,
-            None => Automerge::new(),
+        let Some(bytes) = snapshot else {
+            // No full save: start from genesis like every replica, then apply the changes,
+            // whose dependencies begin at genesis.
+            let mut doc = Self::genesis(actor)?;
+            if !changes.is_empty() {
+                doc.doc.load_incremental(changes)?;
+            }
+            return Ok(doc);
         };
+        let mut doc = Automerge::load_with_options(
+            bytes,
+            LoadOptions::new().verification_mode(verification),
+        )?;
         if !changes.is_empty() {
             doc.load_incremental(changes)?;
-        }
-        if doc.get_heads().is_empty() {
-            // A brand-new database: start from genesis like every replica does.
-            return Self::genesis(actor);
         }
         Self::from_doc(doc.with_actor(actor))
     }

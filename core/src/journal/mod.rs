@@ -7,6 +7,7 @@
 mod ops;
 pub use write::wording_hash;
 mod read;
+mod sync;
 mod validate;
 mod write;
 
@@ -273,7 +274,7 @@ impl Journal {
         if self.doc(space).heads() == before {
             return Ok(Vec::new());
         }
-        if let Err(e) = self.store.append_changes(&[(space, bytes)]) {
+        if let Err(e) = self.store.append_changes(&[(space, bytes)], false) {
             self.reload(space)?;
             return Err(e);
         }
@@ -326,7 +327,7 @@ impl Journal {
             return Ok(());
         }
         let refs: Vec<(Space, &[u8])> = changes.iter().map(|(s, b)| (*s, b.as_slice())).collect();
-        if let Err(e) = self.store.append_changes(&refs) {
+        if let Err(e) = self.store.append_changes(&refs, true) {
             for (space, _) in &changes {
                 self.reload(*space)?;
             }

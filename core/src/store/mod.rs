@@ -4,6 +4,9 @@
 //! to open is reported and left exactly as it was: a journal cannot always be re-synced.
 
 pub mod migrations;
+mod sync;
+
+pub use sync::{PeerSeqs, PulledChange, SyncState};
 
 use std::{
     fs::{File, OpenOptions},
@@ -37,12 +40,17 @@ impl Space {
 }
 
 /// How hard a commit waits for the disk.
+///
+/// Either way an edit that returned survives the app being killed at any moment (WAL). The
+/// difference is a power cut or OS crash: `Full` fsyncs every commit (milliseconds on slow
+/// flash), `Normal` fsyncs at checkpoints, so the last few edits before a power cut can roll back
+/// (the database itself stays consistent).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Durability {
-    /// fsync on every commit: an edit survives power loss once the call returns.
-    #[default]
+    /// fsync on every commit.
     Full,
-    /// fsync at checkpoints: an edit survives the app being killed, not a power cut.
+    /// fsync at WAL checkpoints (the default).
+    #[default]
     Normal,
 }
 
@@ -183,13 +191,19 @@ impl Store {
     }
 
     /// Commits change chunks of one or both spaces in one transaction. Returns when durable.
-    pub fn append_changes(&mut self, changes: &[(Space, &[u8])]) -> Result<()> {
+    /// `local` changes were made on this device and also wait in `unsent` for the relay.
+    pub fn append_changes(&mut self, changes: &[(Space, &[u8])], local: bool) -> Result<()> {
         let tx = self.conn.transaction()?;
         {
             let mut stmt =
                 tx.prepare_cached("INSERT INTO doc_changes (space, bytes) VALUES (?1, ?2)")?;
+            let mut unsent =
+                tx.prepare_cached("INSERT INTO unsent (space, bytes) VALUES (?1, ?2)")?;
             for (space, bytes) in changes {
                 stmt.execute(params![space.as_str(), bytes])?;
+                if local {
+                    unsent.execute(params![space.as_str(), bytes])?;
+                }
             }
         }
         tx.commit()?;

@@ -5,6 +5,7 @@
 //! memory (64 bytes a space), so authenticating a request never touches the disk; the writer
 //! updates that map after each commit, and it is the only writer.
 
+mod checkpointer;
 mod reader;
 mod schema;
 mod writer;
@@ -20,6 +21,7 @@ use mend_protocol::{Page, Push, Snapshot, SpaceId};
 use tokio::sync::{mpsc, oneshot};
 
 use self::{
+    checkpointer::Checkpointer,
     reader::Readers,
     writer::{Command, Write, Writer},
 };
@@ -48,6 +50,7 @@ pub struct SqliteStorage {
     shared: Arc<Shared>,
     readers: Arc<Readers>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    checkpointer: Arc<Mutex<Checkpointer>>,
 }
 
 fn backend(error: impl std::error::Error + Send + Sync + 'static) -> StorageError {
@@ -64,11 +67,14 @@ impl SqliteStorage {
     ) -> Result<SqliteStorage, StorageError> {
         std::fs::create_dir_all(data_dir).map_err(backend)?;
         let path: PathBuf = data_dir.join(DB_FILE);
-        let conn = schema::open_writer(&path).map_err(backend)?;
+        let conn =
+            schema::open_writer(&path, group_commit.autocheckpoint_pages).map_err(backend)?;
         let shared = Arc::new(Shared::default());
         shared
             .tokens_mut()
             .extend(reader::token_hashes(&conn).map_err(backend)?);
+        let checkpointer =
+            Checkpointer::start(path.clone(), group_commit.checkpoint_interval).map_err(backend)?;
         let (commands, receiver) = mpsc::unbounded_channel();
         let writer = Writer::new(conn, receiver, shared.clone(), publisher, group_commit);
         let handle = std::thread::Builder::new()
@@ -80,6 +86,7 @@ impl SqliteStorage {
             shared,
             readers: Arc::new(Readers::new(path)),
             writer: Mutex::new(Some(handle)),
+            checkpointer: Arc::new(Mutex::new(checkpointer)),
         })
     }
 
@@ -171,6 +178,7 @@ impl Storage for SqliteStorage {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
+        let checkpointer = self.checkpointer.clone();
         Box::pin(async move {
             if queued.is_ok() {
                 // An error means the writer already stopped.

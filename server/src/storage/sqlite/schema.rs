@@ -13,13 +13,32 @@ const MIGRATIONS: &[&str] = &[include_str!("migrations/001_initial.sql")];
 /// The schema version this code writes.
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
-/// Opens the writer connection and brings the schema up to date.
-pub(crate) fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
+/// Page cache of the writer connection, in KiB (negative `cache_size` means KiB).
+const WRITER_CACHE_KIB: i64 = 32 * 1024;
+/// The WAL is truncated back to this size after a checkpoint resets it.
+const WAL_SIZE_LIMIT: i64 = 64 << 20;
+
+/// Opens the writer connection and brings the schema up to date. `autocheckpoint_pages` is
+/// the WAL size at which the writer checkpoints itself (so the WAL can restart); the background
+/// checkpointer copies most frames before then, so a high value keeps the writer's own
+/// checkpoints, and their database fsync, rare.
+pub(crate) fn open_writer(path: &Path, autocheckpoint_pages: u32) -> rusqlite::Result<Connection> {
     let mut conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
+    conn.pragma_update(None, "wal_autocheckpoint", autocheckpoint_pages)?;
     migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// Opens the connection of the background checkpointer.
+pub(crate) fn open_checkpointer(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
     Ok(conn)
 }
 
@@ -61,8 +80,8 @@ mod tests {
         let dir =
             tempfile::tempdir().map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
         let path = dir.path().join("relay.sqlite3");
-        drop(open_writer(&path)?);
-        let conn = open_writer(&path)?;
+        drop(open_writer(&path, 1000)?);
+        let conn = open_writer(&path, 1000)?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
         assert_eq!(version, SCHEMA_VERSION);
         let mode: String = conn.pragma_query_value(None, "journal_mode", |row| row.get(0))?;
@@ -77,10 +96,10 @@ mod tests {
         let dir =
             tempfile::tempdir().map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
         let path = dir.path().join("relay.sqlite3");
-        let conn = open_writer(&path)?;
+        let conn = open_writer(&path, 1000)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)?;
         drop(conn);
-        assert!(open_writer(&path).is_err());
+        assert!(open_writer(&path, 1000).is_err());
         Ok(())
     }
 }

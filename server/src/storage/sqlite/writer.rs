@@ -383,39 +383,52 @@ fn push_chunk(
     };
     // device_seq is stored bit-for-bit as i64 so the whole u64 range is accepted.
     let device_seq = push.device_seq as i64;
-    let original: Option<i64> = tx
-        .prepare_cached(
-            "SELECT seq FROM chunks WHERE space = ?1 AND device_id = ?2 AND device_seq = ?3",
-        )?
-        .query_row(params![meta.id, &push.device_id.0[..], device_seq], |row| {
-            row.get(0)
-        })
-        .optional()?;
-    if let Some(seq) = original {
-        return Ok(Ok(Pushed {
+    let original = |tx: &Transaction<'_>| -> rusqlite::Result<Option<Pushed>> {
+        let seq: Option<i64> = tx
+            .prepare_cached(
+                "SELECT seq FROM chunks WHERE space = ?1 AND device_id = ?2 AND device_seq = ?3",
+            )?
+            .query_row(params![meta.id, &push.device_id.0[..], device_seq], |row| {
+                row.get(0)
+            })
+            .optional()?;
+        Ok(seq.map(|seq| Pushed {
             relay_seq: seq as u64,
             duplicate: true,
-        }));
-    }
+        }))
+    };
     let adding = push.payload.len() as u64;
     if meta.bytes_used + adding > quota {
-        return Ok(Err(StorageError::QuotaExceeded {
+        // A replay of a stored chunk is still answered, even at the quota.
+        return Ok(original(tx)?.ok_or(StorageError::QuotaExceeded {
             used: meta.bytes_used,
             adding,
             quota,
         }));
     }
     let relay_seq = meta.next_seq;
-    tx.prepare_cached(
-        "INSERT INTO chunks (space, seq, device_id, device_seq, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![
-        meta.id,
-        relay_seq as i64,
-        &push.device_id.0[..],
-        device_seq,
-        &push.payload
-    ])?;
+    // The common case (a new chunk) costs one insert; the dedup index refuses a replay, and
+    // only then is the original looked up.
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO chunks (space, seq, device_id, device_seq, payload)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![
+            meta.id,
+            relay_seq as i64,
+            &push.device_id.0[..],
+            device_seq,
+            &push.payload
+        ])?;
+    if inserted == 0 {
+        return match original(tx)? {
+            Some(pushed) => Ok(Ok(pushed)),
+            None => Err(rusqlite::Error::ToSqlConversionFailure(
+                "chunk insert refused without a duplicate".into(),
+            )),
+        };
+    }
     meta.next_seq += 1;
     meta.bytes_used += adding;
     dirty.insert(space);

@@ -1,0 +1,183 @@
+//! Invite codes: the relay URL and the secrets a joining device needs, as one string fit for a
+//! QR code.
+//!
+//! Format: `MEND1-` followed by base64url (no padding) of
+//! `kind (1 byte) | url length (1 byte) | url | couple secret (32) | [personal secret (32) |
+//! partner id (16)] | checksum (4)`, where the checksum is the first 4 bytes of SHA-256 over
+//! everything before it. A mistyped or truncated code fails the checksum and is refused with a
+//! clear message instead of joining the wrong space.
+
+use std::fmt;
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use super::SpaceSecret;
+use crate::{
+    error::{Error, Result},
+    ids::PartnerId,
+};
+
+const PREFIX: &str = "MEND1-";
+const KIND_PARTNER: u8 = 1;
+const KIND_DEVICE: u8 = 2;
+const MAX_URL: usize = 200;
+
+/// Who the invite is for. (`Debug` shows the kind only: the secret inside redacts itself.)
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InviteKind {
+    /// The other partner: joins the couple's space and gets a personal space of their own.
+    Partner,
+    /// Another device of the same partner: also joins that partner's personal space.
+    Device {
+        /// The partner's personal-space secret.
+        personal: SpaceSecret,
+        /// The partner the device belongs to.
+        partner: PartnerId,
+    },
+}
+
+/// A decoded invite.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Invite {
+    /// The relay, e.g. `http://127.0.0.1:8787`.
+    pub relay_url: String,
+    /// The couple's space secret.
+    pub couple: SpaceSecret,
+    /// Partner or device invite.
+    pub kind: InviteKind,
+}
+
+impl fmt::Debug for Invite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            InviteKind::Partner => "partner",
+            InviteKind::Device { .. } => "device",
+        };
+        f.debug_struct("Invite")
+            .field("relay_url", &self.relay_url)
+            .field("kind", &kind)
+            .finish()
+    }
+}
+
+fn damaged() -> Error {
+    Error::Invite("this invite code is damaged or mistyped; ask your partner for a new one".into())
+}
+
+impl Invite {
+    /// The invite as a string (keep it secret: it grants access to the journal).
+    pub fn encode(&self) -> Result<String> {
+        let url = self.relay_url.as_bytes();
+        if url.is_empty() || url.len() > MAX_URL {
+            return Err(Error::Invalid(format!(
+                "a relay URL is 1 to {MAX_URL} bytes"
+            )));
+        }
+        let mut raw = Zeroizing::new(Vec::with_capacity(2 + url.len() + 84));
+        match &self.kind {
+            InviteKind::Partner => raw.push(KIND_PARTNER),
+            InviteKind::Device { .. } => raw.push(KIND_DEVICE),
+        }
+        raw.push(url.len() as u8);
+        raw.extend_from_slice(url);
+        raw.extend_from_slice(self.couple.expose());
+        if let InviteKind::Device { personal, partner } = &self.kind {
+            raw.extend_from_slice(personal.expose());
+            raw.extend_from_slice(partner.as_bytes());
+        }
+        let sum = Sha256::digest(raw.as_slice());
+        raw.extend_from_slice(&sum[..4]);
+        Ok(format!(
+            "{PREFIX}{}",
+            URL_SAFE_NO_PAD.encode(raw.as_slice())
+        ))
+    }
+
+    /// Parses an invite, refusing anything damaged with a message fit for the user.
+    pub fn decode(code: &str) -> Result<Self> {
+        let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
+        let Some(body) = code.strip_prefix(PREFIX) else {
+            return Err(Error::Invite(
+                "this is not a Mend invite code (it should start with MEND1-)".into(),
+            ));
+        };
+        let raw = Zeroizing::new(URL_SAFE_NO_PAD.decode(body).map_err(|_| damaged())?);
+        if raw.len() < 2 + 32 + 4 {
+            return Err(damaged());
+        }
+        let (data, sum) = raw.split_at(raw.len() - 4);
+        if Sha256::digest(data)[..4] != *sum {
+            return Err(damaged());
+        }
+        let kind = data[0];
+        let url_len = usize::from(data[1]);
+        let rest = &data[2..];
+        let expected = url_len + 32 + if kind == KIND_DEVICE { 48 } else { 0 };
+        if rest.len() != expected || !(kind == KIND_PARTNER || kind == KIND_DEVICE) {
+            return Err(Error::Invite(
+                "this invite code comes from a newer version of Mend; update the app".into(),
+            ));
+        }
+        let relay_url = std::str::from_utf8(&rest[..url_len])
+            .map_err(|_| damaged())?
+            .to_owned();
+        let couple = SpaceSecret::from_slice(&rest[url_len..url_len + 32])?;
+        let kind = if kind == KIND_DEVICE {
+            let personal = SpaceSecret::from_slice(&rest[url_len + 32..url_len + 64])?;
+            let id: [u8; 16] = rest[url_len + 64..].try_into().map_err(|_| damaged())?;
+            InviteKind::Device {
+                personal,
+                partner: PartnerId::from_uuid(uuid::Uuid::from_bytes(id)),
+            }
+        } else {
+            InviteKind::Partner
+        };
+        Ok(Self {
+            relay_url,
+            couple,
+            kind,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invites_round_trip_and_refuse_damage() -> Result<()> {
+        let partner = Invite {
+            relay_url: "http://127.0.0.1:8787".into(),
+            couple: SpaceSecret::generate()?,
+            kind: InviteKind::Partner,
+        };
+        let code = partner.encode()?;
+        assert!(code.starts_with("MEND1-"));
+        assert_eq!(Invite::decode(&code)?, partner);
+        assert!(!format!("{partner:?}").contains(&code[6..20]));
+
+        let device = Invite {
+            kind: InviteKind::Device {
+                personal: SpaceSecret::generate()?,
+                partner: PartnerId::generate(),
+            },
+            ..partner.clone()
+        };
+        assert_eq!(Invite::decode(&device.encode()?)?, device);
+
+        // One changed character, a truncation, and a stranger's text are all refused.
+        let mut chars: Vec<char> = code.chars().collect();
+        let i = chars.len() / 2;
+        chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
+        let typo: String = chars.into_iter().collect();
+        for bad in [typo.as_str(), &code[..code.len() - 3], "hello", "MEND1-!!!"] {
+            let err = Invite::decode(bad)
+                .err()
+                .ok_or_else(|| Error::Invalid("accepted".into()))?;
+            assert!(matches!(err, Error::Invite(_)), "{bad}: {err}");
+        }
+        Ok(())
+    }
+}

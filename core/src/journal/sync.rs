@@ -1,0 +1,103 @@
+//! What the sync engine needs from the journal: batches to push, and committing what was
+//! pulled together with the cursor, so the document never runs ahead of the disk.
+
+use super::Journal;
+use crate::{
+    error::Result,
+    ids::RecordId,
+    store::{PeerSeqs, PulledChange, Space, SyncState},
+};
+
+impl Journal {
+    /// Sync bookkeeping of a space.
+    pub fn sync_state(&self, space: Space) -> Result<SyncState> {
+        self.store.sync_state(space)
+    }
+
+    /// Local changes of a space not yet acknowledged by the relay.
+    pub fn pending_changes(&self, space: Space) -> Result<u64> {
+        self.store.pending_changes(space)
+    }
+
+    /// The next batch to push: (device sequence, plaintext change bytes).
+    pub fn next_batch(&mut self, space: Space, max_bytes: usize) -> Result<Option<(u64, Vec<u8>)>> {
+        self.store.next_batch(space, max_bytes)
+    }
+
+    /// The relay stored batch `device_seq` at `relay_seq`.
+    pub fn acknowledge(&mut self, space: Space, device_seq: u64, relay_seq: u64) -> Result<()> {
+        self.store.acknowledge(space, device_seq, relay_seq)
+    }
+
+    /// The last sequence number applied from another device.
+    pub fn peer_seq(&self, space: Space, device: &[u8; 16]) -> Result<u64> {
+        self.store.peer_seq(space, device)
+    }
+
+    /// Applies pulled changes and commits them with the devices' sequence numbers and the new
+    /// cursor in one transaction. Returns the records that changed.
+    pub fn apply_pulled(
+        &mut self,
+        space: Space,
+        pulled: &[PulledChange<'_>],
+        cursor: u64,
+    ) -> Result<Vec<RecordId>> {
+        let before = self.doc(space).heads();
+        for p in pulled {
+            if let Some(bytes) = p.bytes {
+                self.doc_mut(space).apply(bytes)?;
+            }
+        }
+        let after = self.doc(space).heads();
+        if let Err(e) = self.store.commit_pulled(space, pulled, cursor) {
+            self.reload(space)?;
+            return Err(e);
+        }
+        self.maybe_compact(space)?;
+        Ok(self.doc(space).changed_between(&before, &after))
+    }
+
+    /// Merges a snapshot's document and commits it with the devices' numbers and the sequence
+    /// it covers.
+    pub fn apply_snapshot(
+        &mut self,
+        space: Space,
+        doc: &[u8],
+        peers: &[([u8; 16], u64)],
+        covers: u64,
+    ) -> Result<Vec<RecordId>> {
+        let before = self.doc(space).heads();
+        self.doc_mut(space).apply(doc)?;
+        let after = self.doc(space).heads();
+        if let Err(e) = self.store.commit_snapshot(space, doc, peers, covers) {
+            self.reload(space)?;
+            return Err(e);
+        }
+        self.maybe_compact(space)?;
+        Ok(self.doc(space).changed_between(&before, &after))
+    }
+
+    /// What a snapshot of `space` holds: the full document and every device's last number
+    /// (this device's included, as the last batch the relay acknowledged).
+    pub fn snapshot_material(&self, space: Space) -> Result<(Vec<u8>, PeerSeqs)> {
+        let mut peers = self.store.peer_seqs(space)?;
+        let state = self.store.sync_state(space)?;
+        let mine = state.next_seq.saturating_sub(1);
+        if mine > 0 {
+            peers.retain(|(d, _)| d != self.device.as_bytes());
+            peers.push((*self.device.as_bytes(), mine));
+            peers.sort();
+        }
+        Ok((self.doc(space).save(), peers))
+    }
+
+    /// Records that the relay stored a snapshot covering `covers`.
+    pub fn snapshot_uploaded(&mut self, space: Space, covers: u64) -> Result<()> {
+        self.store.snapshot_uploaded(space, covers)
+    }
+
+    /// Records a completed sync round.
+    pub fn mark_synced(&mut self, space: Space, now_ms: i64) -> Result<()> {
+        self.store.mark_synced(space, now_ms)
+    }
+}

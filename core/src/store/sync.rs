@@ -1,0 +1,287 @@
+//! The sync engine's tables: unsent changes, the outbox, cursors and peer sequence numbers.
+//!
+//! Every method that changes more than one table does it in one transaction, so a crash leaves
+//! the device either before or after a step, never between.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{Space, Store};
+use crate::error::Result;
+
+/// Each device's last sequence number in a space.
+pub type PeerSeqs = Vec<([u8; 16], u64)>;
+
+/// Per-space sync bookkeeping.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncState {
+    /// Relay sequence up to which this device has pulled.
+    pub cursor: u64,
+    /// The next device sequence number for a batch.
+    pub next_seq: u64,
+    /// Highest relay sequence the relay acknowledged for this device's pushes.
+    pub last_ack_relay: u64,
+    /// Relay sequence covered by the last snapshot this device uploaded or loaded.
+    pub snapshot_covers: u64,
+    /// When a sync round last completed (unix ms).
+    pub last_synced: Option<i64>,
+}
+
+/// A chunk pulled from another device, opened, to be committed with the cursor.
+#[derive(Debug)]
+pub struct PulledChange<'a> {
+    /// The sending device.
+    pub device: [u8; 16],
+    /// Its sequence number.
+    pub device_seq: u64,
+    /// The plaintext change bytes, or `None` for a chunk refused as tampered (its number is
+    /// consumed so the device's later chunks still line up).
+    pub bytes: Option<&'a [u8]>,
+}
+
+fn u(v: i64) -> u64 {
+    v.max(0).unsigned_abs()
+}
+
+fn i(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Store {
+    /// The space's sync state (defaults before the first sync).
+    pub fn sync_state(&self, space: Space) -> Result<SyncState> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT cursor, next_seq, last_ack_relay, snapshot_covers, last_synced \
+                 FROM sync_state WHERE space = ?1",
+                [space.as_str()],
+                |r| {
+                    Ok(SyncState {
+                        cursor: u(r.get(0)?),
+                        next_seq: u(r.get(1)?),
+                        last_ack_relay: u(r.get(2)?),
+                        snapshot_covers: u(r.get(3)?),
+                        last_synced: r.get(4)?,
+                    })
+                },
+            )
+            .optional()?;
+        Ok(row.unwrap_or(SyncState {
+            next_seq: 1,
+            ..SyncState::default()
+        }))
+    }
+
+    fn ensure_state(tx: &rusqlite::Transaction<'_>, space: Space) -> Result<()> {
+        tx.execute(
+            "INSERT OR IGNORE INTO sync_state (space) VALUES (?1)",
+            [space.as_str()],
+        )?;
+        Ok(())
+    }
+
+    /// Local changes (unsent rows plus those in un-acknowledged batches) not yet at the relay.
+    pub fn pending_changes(&self, space: Space) -> Result<u64> {
+        let n: i64 = self.conn.query_row(
+            "SELECT (SELECT COUNT(*) FROM unsent WHERE space = ?1) + \
+                    (SELECT COALESCE(SUM(changes), 0) FROM outbox WHERE space = ?1)",
+            [space.as_str()],
+            |r| r.get(0),
+        )?;
+        Ok(u(n))
+    }
+
+    /// The oldest un-acknowledged batch, making one from unsent changes (up to `max_bytes`,
+    /// at least one change) when there is none. Returns (device sequence, plaintext).
+    pub fn next_batch(&mut self, space: Space, max_bytes: usize) -> Result<Option<(u64, Vec<u8>)>> {
+        let existing: Option<(i64, Vec<u8>)> = self
+            .conn
+            .query_row(
+                "SELECT device_seq, bytes FROM outbox WHERE space = ?1 ORDER BY device_seq LIMIT 1",
+                [space.as_str()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if let Some((seq, bytes)) = existing {
+            return Ok(Some((u(seq), bytes)));
+        }
+        let tx = self.conn.transaction()?;
+        let mut batch = Vec::new();
+        let mut last_id = None;
+        let mut count = 0i64;
+        {
+            let mut stmt =
+                tx.prepare("SELECT id, bytes FROM unsent WHERE space = ?1 ORDER BY id")?;
+            let mut rows = stmt.query([space.as_str()])?;
+            while let Some(row) = rows.next()? {
+                let bytes = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
+                if count > 0 && batch.len() + bytes.len() > max_bytes {
+                    break;
+                }
+                batch.extend_from_slice(bytes);
+                last_id = Some(row.get::<_, i64>(0)?);
+                count += 1;
+            }
+        }
+        let Some(last_id) = last_id else {
+            return Ok(None);
+        };
+        Self::ensure_state(&tx, space)?;
+        let seq: i64 = tx.query_row(
+            "SELECT next_seq FROM sync_state WHERE space = ?1",
+            [space.as_str()],
+            |r| r.get(0),
+        )?;
+        tx.execute(
+            "INSERT INTO outbox (space, device_seq, bytes, changes) VALUES (?1, ?2, ?3, ?4)",
+            params![space.as_str(), seq, batch, count],
+        )?;
+        tx.execute(
+            "DELETE FROM unsent WHERE space = ?1 AND id <= ?2",
+            params![space.as_str(), last_id],
+        )?;
+        tx.execute(
+            "UPDATE sync_state SET next_seq = ?2 WHERE space = ?1",
+            params![space.as_str(), seq + 1],
+        )?;
+        tx.commit()?;
+        Ok(Some((u(seq), batch)))
+    }
+
+    /// The relay has `device_seq` durably at `relay_seq`: the batch leaves the outbox.
+    pub fn acknowledge(&mut self, space: Space, device_seq: u64, relay_seq: u64) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        Self::ensure_state(&tx, space)?;
+        tx.execute(
+            "DELETE FROM outbox WHERE space = ?1 AND device_seq = ?2",
+            params![space.as_str(), i(device_seq)],
+        )?;
+        tx.execute(
+            "UPDATE sync_state SET last_ack_relay = MAX(last_ack_relay, ?2) WHERE space = ?1",
+            params![space.as_str(), i(relay_seq)],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The last sequence number seen from `device`.
+    pub fn peer_seq(&self, space: Space, device: &[u8; 16]) -> Result<u64> {
+        let v: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT last_seq FROM peer_seqs WHERE space = ?1 AND device = ?2",
+                params![space.as_str(), device.as_slice()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(v.map_or(0, u))
+    }
+
+    /// Every device's last sequence number in a space.
+    pub fn peer_seqs(&self, space: Space) -> Result<PeerSeqs> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT device, last_seq FROM peer_seqs WHERE space = ?1")?;
+        let rows = stmt.query_map([space.as_str()], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (d, s) = row?;
+            if let Ok(d) = <[u8; 16]>::try_from(d.as_slice()) {
+                out.push((d, u(s)));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Commits pulled changes, the devices' sequence numbers and the new cursor together.
+    pub fn commit_pulled(
+        &mut self,
+        space: Space,
+        pulled: &[PulledChange<'_>],
+        cursor: u64,
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        Self::ensure_state(&tx, space)?;
+        {
+            let mut insert =
+                tx.prepare_cached("INSERT INTO doc_changes (space, bytes) VALUES (?1, ?2)")?;
+            let mut seq = tx.prepare_cached(
+                "INSERT INTO peer_seqs (space, device, last_seq) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (space, device) DO UPDATE SET last_seq = MAX(last_seq, excluded.last_seq)",
+            )?;
+            for p in pulled {
+                if let Some(bytes) = p.bytes {
+                    insert.execute(params![space.as_str(), bytes])?;
+                }
+                seq.execute(params![
+                    space.as_str(),
+                    p.device.as_slice(),
+                    i(p.device_seq)
+                ])?;
+            }
+        }
+        tx.execute(
+            "UPDATE sync_state SET cursor = MAX(cursor, ?2) WHERE space = ?1",
+            params![space.as_str(), i(cursor)],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Commits a loaded snapshot: its document, the devices' numbers and the cursor it covers.
+    pub fn commit_snapshot(
+        &mut self,
+        space: Space,
+        doc: &[u8],
+        peers: &[([u8; 16], u64)],
+        covers: u64,
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        Self::ensure_state(&tx, space)?;
+        tx.execute(
+            "INSERT INTO doc_changes (space, bytes) VALUES (?1, ?2)",
+            params![space.as_str(), doc],
+        )?;
+        for (device, seq) in peers {
+            tx.execute(
+                "INSERT INTO peer_seqs (space, device, last_seq) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (space, device) DO UPDATE SET last_seq = MAX(last_seq, excluded.last_seq)",
+                params![space.as_str(), device.as_slice(), i(*seq)],
+            )?;
+        }
+        tx.execute(
+            "UPDATE sync_state SET cursor = MAX(cursor, ?2), snapshot_covers = MAX(snapshot_covers, ?2) \
+             WHERE space = ?1",
+            params![space.as_str(), i(covers)],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records that a snapshot covering `covers` was stored at the relay.
+    pub fn snapshot_uploaded(&mut self, space: Space, covers: u64) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        Self::ensure_state(&tx, space)?;
+        tx.execute(
+            "UPDATE sync_state SET snapshot_covers = MAX(snapshot_covers, ?2) WHERE space = ?1",
+            params![space.as_str(), i(covers)],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records a completed sync round.
+    pub fn mark_synced(&mut self, space: Space, now_ms: i64) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        Self::ensure_state(&tx, space)?;
+        tx.execute(
+            "UPDATE sync_state SET last_synced = ?2 WHERE space = ?1",
+            params![space.as_str(), now_ms],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,622 @@
+//! The engine's state machine.
+
+use std::collections::HashSet;
+
+use mend_protocol::{Chunk, DeviceId as WireDevice, Push, Snapshot};
+
+use super::{
+    backoff::Backoff,
+    snapshot::{decode_snapshot, encode_snapshot},
+    types::{
+        Action, Event, Failure, MAX_PROBLEMS, Problem, ProblemKind, Request, Response, SyncStatus,
+    },
+};
+use crate::{
+    crypto::{ChunkAad, SpaceKeys, open_chunk, open_snapshot, seal_chunk, seal_snapshot},
+    error::{Error, Result},
+    journal::Journal,
+    store::{PulledChange, Space},
+};
+
+/// How long a request may go unanswered before it counts as failed (ms).
+pub const REQUEST_TIMEOUT_MS: i64 = 15_000;
+/// Largest batch of local changes sealed into one chunk (bytes of plaintext).
+pub const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// Upload a snapshot once this many relay chunks have piled up since the last one.
+pub const SNAPSHOT_EVERY: u64 = 500;
+
+/// One space the engine syncs, with its keys.
+#[derive(Clone, Debug)]
+pub struct SpaceLink {
+    /// Which of the journal's spaces.
+    pub space: Space,
+    /// Its derived keys.
+    pub keys: SpaceKeys,
+}
+
+/// How the engine reads from the relay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Paged pulls; a round ends when everything is pulled and pushed (background windows).
+    Once,
+    /// A live subscription that stays open (foreground).
+    Live,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Nothing asked yet.
+    Idle,
+    Creating,
+    Pulling,
+    /// Live: backlog arriving until the up-to-date marker.
+    CatchingUp,
+    FetchingSnapshot,
+    Pushing(u64),
+    Uploading(u64),
+    /// Everything pulled and pushed (live: subscribed and idle).
+    Done,
+    Waiting(i64),
+    /// The relay refused this device for good (token, erased space).
+    Stopped,
+}
+
+#[derive(Debug)]
+struct Run {
+    link: SpaceLink,
+    phase: Phase,
+    deadline: Option<i64>,
+    created: bool,
+    gaps_reported: HashSet<[u8; 16]>,
+}
+
+/// The sans-IO sync engine of one device.
+#[derive(Debug)]
+pub struct SyncEngine {
+    device: [u8; 16],
+    mode: Mode,
+    runs: Vec<Run>,
+    backoff: Backoff,
+    status: SyncStatus,
+    reported: Option<SyncStatus>,
+    snapshot_every: u64,
+}
+
+impl SyncEngine {
+    /// An engine for `journal`'s device syncing `links`. `seed` drives the retry jitter.
+    pub fn new(journal: &Journal, links: Vec<SpaceLink>, mode: Mode, seed: u64) -> Self {
+        let runs = links
+            .into_iter()
+            .map(|link| Run {
+                link,
+                phase: Phase::Idle,
+                deadline: None,
+                created: false,
+                gaps_reported: HashSet::new(),
+            })
+            .collect();
+        Self {
+            device: *journal.device().as_bytes(),
+            mode,
+            runs,
+            backoff: Backoff::new(seed),
+            status: SyncStatus::default(),
+            reported: None,
+            snapshot_every: SNAPSHOT_EVERY,
+        }
+    }
+
+    /// Uploads a snapshot after `n` relay chunks instead of [`SNAPSHOT_EVERY`] (tests use 1).
+    pub fn set_snapshot_every(&mut self, n: u64) {
+        self.snapshot_every = n.max(1);
+    }
+
+    /// True when every space has finished its round (or was stopped for good).
+    pub fn is_settled(&self) -> bool {
+        self.runs
+            .iter()
+            .all(|r| matches!(r.phase, Phase::Done | Phase::Stopped))
+    }
+
+    /// The earliest time the engine wants a [`Event::Tick`], if any.
+    pub fn next_wake(&self) -> Option<i64> {
+        self.runs
+            .iter()
+            .filter_map(|r| match r.phase {
+                Phase::Waiting(at) => Some(at),
+                _ => r.deadline,
+            })
+            .min()
+    }
+
+    /// The current status.
+    pub fn status(&self) -> &SyncStatus {
+        &self.status
+    }
+
+    /// Feeds one event at time `now` (unix ms) and returns what to do.
+    pub fn handle(&mut self, journal: &mut Journal, now: i64, event: Event) -> Result<Vec<Action>> {
+        let mut out = Vec::new();
+        match event {
+            Event::Start => {
+                for i in 0..self.runs.len() {
+                    if matches!(
+                        self.runs[i].phase,
+                        Phase::Idle | Phase::Done | Phase::Waiting(_)
+                    ) {
+                        self.begin(i, journal, now, &mut out)?;
+                    }
+                }
+            }
+            Event::LocalEdit => {
+                for i in 0..self.runs.len() {
+                    if self.runs[i].phase == Phase::Done {
+                        self.push_next(i, journal, now, &mut out)?;
+                    }
+                }
+            }
+            Event::Tick => {
+                for i in 0..self.runs.len() {
+                    let run = &self.runs[i];
+                    match run.phase {
+                        Phase::Waiting(at) if at <= now => self.begin(i, journal, now, &mut out)?,
+                        _ if run.deadline.is_some_and(|d| d <= now) => self.retry_later(i, now),
+                        _ => {}
+                    }
+                }
+            }
+            Event::Disconnected => {
+                for i in 0..self.runs.len() {
+                    if !matches!(
+                        self.runs[i].phase,
+                        Phase::Idle | Phase::Stopped | Phase::Waiting(_)
+                    ) {
+                        self.retry_later(i, now);
+                    }
+                }
+            }
+            Event::Response(response) => self.on_response(journal, now, response, &mut out)?,
+        }
+        self.refresh_status(journal)?;
+        if self.reported.as_ref() != Some(&self.status) {
+            self.reported = Some(self.status.clone());
+            out.push(Action::Status(self.status.clone()));
+        }
+        Ok(out)
+    }
+
+    fn index(&self, space: Space) -> Option<usize> {
+        self.runs.iter().position(|r| r.link.space == space)
+    }
+
+    fn send(&mut self, i: usize, now: i64, phase: Phase, request: Request, out: &mut Vec<Action>) {
+        self.runs[i].phase = phase;
+        self.runs[i].deadline = Some(now + REQUEST_TIMEOUT_MS);
+        self.status.syncing = true;
+        out.push(Action::Send(request));
+    }
+
+    fn begin(
+        &mut self,
+        i: usize,
+        journal: &mut Journal,
+        now: i64,
+        out: &mut Vec<Action>,
+    ) -> Result<()> {
+        let space = self.runs[i].link.space;
+        if self.runs[i].created {
+            self.read(i, journal, now, out)
+        } else {
+            self.send(i, now, Phase::Creating, Request::Create { space }, out);
+            Ok(())
+        }
+    }
+
+    fn read(
+        &mut self,
+        i: usize,
+        journal: &mut Journal,
+        now: i64,
+        out: &mut Vec<Action>,
+    ) -> Result<()> {
+        let space = self.runs[i].link.space;
+        let after = journal.sync_state(space)?.cursor;
+        match self.mode {
+            Mode::Once => self.send(i, now, Phase::Pulling, Request::Pull { space, after }, out),
+            Mode::Live => self.send(
+                i,
+                now,
+                Phase::CatchingUp,
+                Request::Subscribe { space, after },
+                out,
+            ),
+        }
+        Ok(())
+    }
+
+    /// Pushes the next batch, or uploads a snapshot when one is due, or finishes the round.
+    fn push_next(
+        &mut self,
+        i: usize,
+        journal: &mut Journal,
+        now: i64,
+        out: &mut Vec<Action>,
+    ) -> Result<()> {
+        let link = self.runs[i].link.clone();
+        if let Some((device_seq, plain)) = journal.next_batch(link.space, MAX_BATCH_BYTES)? {
+            let aad = ChunkAad {
+                space_id: link.keys.space_id,
+                device: self.device,
+                device_seq,
+            };
+            let payload = seal_chunk(&link.keys.content, &aad, &plain)?;
+            let push = Push {
+                device_id: WireDevice(self.device),
+                device_seq,
+                payload,
+            };
+            self.send(
+                i,
+                now,
+                Phase::Pushing(device_seq),
+                Request::Push {
+                    space: link.space,
+                    push,
+                },
+                out,
+            );
+            return Ok(());
+        }
+        let state = journal.sync_state(link.space)?;
+        let due = state.cursor > 0
+            && state.cursor >= state.snapshot_covers + self.snapshot_every
+            && state.cursor >= state.last_ack_relay;
+        if due {
+            let (doc, peers) = journal.snapshot_material(link.space)?;
+            let plain = encode_snapshot(&peers, &doc);
+            let covers = state.cursor;
+            let payload = seal_snapshot(&link.keys.content, &link.keys.space_id, covers, &plain)?;
+            let request = Request::PutSnapshot {
+                space: link.space,
+                snapshot: Snapshot { covers, payload },
+            };
+            self.send(i, now, Phase::Uploading(covers), request, out);
+            return Ok(());
+        }
+        self.finish(i, journal, now)
+    }
+
+    fn finish(&mut self, i: usize, journal: &mut Journal, now: i64) -> Result<()> {
+        let run = &mut self.runs[i];
+        run.phase = Phase::Done;
+        run.deadline = None;
+        journal.mark_synced(run.link.space, now)?;
+        self.status.online = true;
+        if self
+            .runs
+            .iter()
+            .all(|r| matches!(r.phase, Phase::Done | Phase::Stopped))
+        {
+            self.status.syncing = false;
+            self.status.last_synced = Some(now);
+            self.backoff.reset();
+        }
+        Ok(())
+    }
+
+    fn retry_later(&mut self, i: usize, now: i64) {
+        let delay = i64::try_from(self.backoff.next_delay()).unwrap_or(i64::MAX / 2);
+        let run = &mut self.runs[i];
+        run.phase = Phase::Waiting(now + delay);
+        run.deadline = None;
+        // A new subscription or pull starts after the retry; creation need not be repeated.
+        self.status.online = false;
+    }
+
+    fn problem(&mut self, space: Space, kind: ProblemKind, now: i64) {
+        tracing::warn!(space = space.as_str(), problem = ?kind, "sync problem");
+        self.status.problems.push(Problem {
+            space: space.as_str().into(),
+            kind,
+            at: now,
+        });
+        if self.status.problems.len() > MAX_PROBLEMS {
+            let excess = self.status.problems.len() - MAX_PROBLEMS;
+            self.status.problems.drain(..excess);
+        }
+    }
+
+    fn on_response(
+        &mut self,
+        journal: &mut Journal,
+        now: i64,
+        response: Response,
+        out: &mut Vec<Action>,
+    ) -> Result<()> {
+        let space = match &response {
+            Response::Created { space }
+            | Response::Acked { space, .. }
+            | Response::Page { space, .. }
+            | Response::Chunk { space, .. }
+            | Response::UpToDate { space, .. }
+            | Response::Snapshot { space, .. }
+            | Response::SnapshotStored { space, .. }
+            | Response::Failed { space, .. } => *space,
+        };
+        let Some(i) = self.index(space) else {
+            return Ok(());
+        };
+        let phase = self.runs[i].phase;
+        if !matches!(response, Response::Failed { .. }) {
+            self.status.online = true;
+        }
+        match response {
+            Response::Created { .. } => {
+                self.runs[i].created = true;
+                if phase == Phase::Creating {
+                    self.read(i, journal, now, out)?;
+                }
+            }
+            Response::Page { page, .. } => {
+                // Data is applied whenever it comes (it is idempotent); the round moves on only
+                // if this answers the pull in flight.
+                self.apply_chunks(i, journal, now, &page.chunks, page.next_after, out)?;
+                if phase == Phase::Pulling {
+                    if page.more {
+                        let after = journal.sync_state(space)?.cursor;
+                        self.send(i, now, Phase::Pulling, Request::Pull { space, after }, out);
+                    } else {
+                        self.push_next(i, journal, now, out)?;
+                    }
+                }
+            }
+            Response::Chunk { chunk, .. } => {
+                let seq = chunk.relay_seq;
+                self.apply_chunks(i, journal, now, std::slice::from_ref(&chunk), seq, out)?;
+                if phase == Phase::CatchingUp {
+                    self.runs[i].deadline = Some(now + REQUEST_TIMEOUT_MS);
+                }
+            }
+            Response::UpToDate { .. } => {
+                if phase == Phase::CatchingUp {
+                    self.push_next(i, journal, now, out)?;
+                }
+            }
+            Response::Acked { ack, .. } => {
+                journal.acknowledge(space, ack.device_seq, ack.relay_seq)?;
+                if phase == Phase::Pushing(ack.device_seq) {
+                    self.push_next(i, journal, now, out)?;
+                }
+            }
+            Response::Snapshot { snapshot, .. } => {
+                if phase == Phase::FetchingSnapshot {
+                    match snapshot {
+                        Some(s) => {
+                            if self.apply_snapshot(i, journal, now, &s, out)? {
+                                self.read(i, journal, now, out)?;
+                            } else {
+                                self.retry_later(i, now);
+                            }
+                        }
+                        None => self.retry_later(i, now),
+                    }
+                }
+            }
+            Response::SnapshotStored { covers, .. } => {
+                journal.snapshot_uploaded(space, covers)?;
+                if phase == Phase::Uploading(covers) {
+                    self.finish(i, journal, now)?;
+                }
+            }
+            Response::Failed { failure, .. } => self.on_failure(i, journal, now, failure, out)?,
+        }
+        Ok(())
+    }
+
+    fn on_failure(
+        &mut self,
+        i: usize,
+        journal: &mut Journal,
+        now: i64,
+        failure: Failure,
+        out: &mut Vec<Action>,
+    ) -> Result<()> {
+        let space = self.runs[i].link.space;
+        match failure {
+            Failure::Pruned => {
+                self.send(
+                    i,
+                    now,
+                    Phase::FetchingSnapshot,
+                    Request::GetSnapshot { space },
+                    out,
+                );
+            }
+            Failure::Unauthorized | Failure::SpaceGone => {
+                let kind = if failure == Failure::Unauthorized {
+                    ProblemKind::Unauthorized
+                } else {
+                    ProblemKind::SpaceGone
+                };
+                self.problem(space, kind, now);
+                let run = &mut self.runs[i];
+                run.phase = Phase::Stopped;
+                run.deadline = None;
+                if self.is_settled() {
+                    self.status.syncing = false;
+                }
+            }
+            Failure::Refused {
+                code,
+                retry_after_ms,
+            } => {
+                self.problem(
+                    space,
+                    ProblemKind::Refused {
+                        code: code.name().to_owned(),
+                    },
+                    now,
+                );
+                if let Phase::Uploading(_) = self.runs[i].phase {
+                    // A refused snapshot (stale, too large) is not worth retrying: finish the round.
+                    return self.finish(i, journal, now);
+                }
+                self.retry_later(i, now);
+                if retry_after_ms > 0 {
+                    let at = now + i64::try_from(retry_after_ms).unwrap_or(60_000);
+                    if let Phase::Waiting(w) = self.runs[i].phase {
+                        self.runs[i].phase = Phase::Waiting(w.max(at));
+                    }
+                }
+            }
+            Failure::Unreachable => self.retry_later(i, now),
+        }
+        Ok(())
+    }
+
+    /// Opens and applies chunks after the cursor, then commits them with `new_cursor`.
+    fn apply_chunks(
+        &mut self,
+        i: usize,
+        journal: &mut Journal,
+        now: i64,
+        chunks: &[Chunk],
+        new_cursor: u64,
+        out: &mut Vec<Action>,
+    ) -> Result<()> {
+        let link = self.runs[i].link.clone();
+        let space = link.space;
+        let cursor = journal.sync_state(space)?.cursor;
+        if new_cursor <= cursor {
+            return Ok(());
+        }
+        let mut opened: Vec<([u8; 16], u64, Option<Vec<u8>>)> = Vec::new();
+        let mut last_seen: Vec<([u8; 16], u64)> = Vec::new();
+        for c in chunks
+            .iter()
+            .filter(|c| c.relay_seq > cursor && c.relay_seq <= new_cursor)
+        {
+            let device = c.device_id.0;
+            if device == self.device {
+                continue; // our own chunk, echoed
+            }
+            let last = match last_seen.iter().find(|(d, _)| *d == device) {
+                Some((_, s)) => *s,
+                None => journal.peer_seq(space, &device)?,
+            };
+            let hex = hex::encode(device);
+            if c.device_seq <= last {
+                self.problem(
+                    space,
+                    ProblemKind::Replay {
+                        device: hex,
+                        device_seq: c.device_seq,
+                    },
+                    now,
+                );
+                continue;
+            }
+            if c.device_seq > last + 1 {
+                // Something from this device was withheld; nothing after the hole is applied.
+                if self.runs[i].gaps_reported.insert(device) {
+                    let kind = ProblemKind::Gap {
+                        device: hex,
+                        expected: last + 1,
+                        got: c.device_seq,
+                    };
+                    self.problem(space, kind, now);
+                }
+                continue;
+            }
+            let aad = ChunkAad {
+                space_id: link.keys.space_id,
+                device,
+                device_seq: c.device_seq,
+            };
+            let plain = match open_chunk(&link.keys.content, &aad, &c.payload) {
+                Ok(p) => Some(p),
+                Err(Error::Tampered) => {
+                    self.problem(
+                        space,
+                        ProblemKind::Tampered {
+                            relay_seq: c.relay_seq,
+                        },
+                        now,
+                    );
+                    None
+                }
+                Err(e) => return Err(e),
+            };
+            opened.push((device, c.device_seq, plain));
+            match last_seen.iter_mut().find(|(d, _)| *d == device) {
+                Some(entry) => entry.1 = c.device_seq,
+                None => last_seen.push((device, c.device_seq)),
+            }
+        }
+        let pulled: Vec<PulledChange<'_>> = opened
+            .iter()
+            .map(|(device, device_seq, bytes)| PulledChange {
+                device: *device,
+                device_seq: *device_seq,
+                bytes: bytes.as_deref(),
+            })
+            .collect();
+        let changed = journal.apply_pulled(space, &pulled, new_cursor)?;
+        if !changed.is_empty() {
+            out.push(Action::Changed {
+                space,
+                records: changed,
+            });
+        }
+        Ok(())
+    }
+
+    /// Opens and merges a snapshot; false if it failed authentication (reported).
+    fn apply_snapshot(
+        &mut self,
+        i: usize,
+        journal: &mut Journal,
+        now: i64,
+        snapshot: &Snapshot,
+        out: &mut Vec<Action>,
+    ) -> Result<bool> {
+        let link = self.runs[i].link.clone();
+        let plain = match open_snapshot(
+            &link.keys.content,
+            &link.keys.space_id,
+            snapshot.covers,
+            &snapshot.payload,
+        ) {
+            Ok(p) => p,
+            Err(Error::Tampered) => {
+                self.problem(
+                    link.space,
+                    ProblemKind::Tampered {
+                        relay_seq: snapshot.covers,
+                    },
+                    now,
+                );
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
+        let (peers, doc) = decode_snapshot(&plain)?;
+        let changed = journal.apply_snapshot(link.space, doc, &peers, snapshot.covers)?;
+        if !changed.is_empty() {
+            out.push(Action::Changed {
+                space: link.space,
+                records: changed,
+            });
+        }
+        Ok(true)
+    }
+
+    fn refresh_status(&mut self, journal: &Journal) -> Result<()> {
+        let mut pending = 0;
+        for run in &self.runs {
+            pending += journal.pending_changes(run.link.space)?;
+        }
+        self.status.pending = pending;
+        Ok(())
+    }
+}

@@ -1,0 +1,21 @@
+//! The sync engine: sans-IO.
+//!
+//! [`SyncEngine`] is a state machine. It is fed [`Event`]s (a sync was asked for, a local edit
+//! happened, time passed, the relay answered) and returns [`Action`]s (send this request, these
+//! records changed, the status is now this). It does no networking and reads no clock: the
+//! tokio transport and the deterministic simulation in the tests are both thin
+//! drivers around it.
+//!
+//! Per space, a round is: make sure the space exists at the relay, read everything after the
+//! cursor (paged pulls, or a live subscription that sends the backlog then an up-to-date
+//! marker), then push local batches one at a time in sequence order, then, now and then, upload
+//! a snapshot so the relay can prune.
+
+mod backoff;
+mod engine;
+mod snapshot;
+mod types;
+
+pub use engine::{Mode, SpaceLink, SyncEngine};
+pub use snapshot::{decode_snapshot, encode_snapshot};
+pub use types::{Action, Event, Failure, Problem, ProblemKind, Request, Response, SyncStatus};

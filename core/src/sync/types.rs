@@ -1,0 +1,224 @@
+//! What goes in and out of the engine.
+
+use mend_protocol::{Ack, Chunk, ErrorCode, Page, Push, Snapshot};
+use serde::{Deserialize, Serialize};
+
+use crate::{ids::RecordId, store::Space};
+
+/// A request for the transport to carry to the relay.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// Create the space (idempotent with the same token).
+    Create {
+        /// Which space.
+        space: Space,
+    },
+    /// Push one batch.
+    Push {
+        /// Which space.
+        space: Space,
+        /// The sealed batch.
+        push: Push,
+    },
+    /// Pull a page after a cursor.
+    Pull {
+        /// Which space.
+        space: Space,
+        /// The cursor.
+        after: u64,
+    },
+    /// Open (or reopen) the live subscription after a cursor.
+    Subscribe {
+        /// Which space.
+        space: Space,
+        /// The cursor.
+        after: u64,
+    },
+    /// Fetch the relay's snapshot.
+    GetSnapshot {
+        /// Which space.
+        space: Space,
+    },
+    /// Store a snapshot.
+    PutSnapshot {
+        /// Which space.
+        space: Space,
+        /// The sealed snapshot.
+        snapshot: Snapshot,
+    },
+}
+
+/// Why a request did not succeed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The relay could not be reached or timed out; try again later.
+    Unreachable,
+    /// The cursor is below the relay's snapshot: fetch it first.
+    Pruned,
+    /// The relay refused the token.
+    Unauthorized,
+    /// The space no longer exists at the relay (erased).
+    SpaceGone,
+    /// The relay refused the request (a limit, bad input); `retry_after_ms` > 0 means try again.
+    Refused {
+        /// The relay's code.
+        code: ErrorCode,
+        /// When to retry, if at all.
+        retry_after_ms: u64,
+    },
+}
+
+/// The relay's answer to a request, or a live message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Response {
+    /// The space exists.
+    Created {
+        /// Which space.
+        space: Space,
+    },
+    /// A push is durable.
+    Acked {
+        /// Which space.
+        space: Space,
+        /// The acknowledgement.
+        ack: Ack,
+    },
+    /// A page of a pull.
+    Page {
+        /// Which space.
+        space: Space,
+        /// The page.
+        page: Page,
+    },
+    /// One chunk on the live subscription (backlog or new).
+    Chunk {
+        /// Which space.
+        space: Space,
+        /// The chunk.
+        chunk: Chunk,
+    },
+    /// The live backlog has been sent.
+    UpToDate {
+        /// Which space.
+        space: Space,
+        /// The relay's head.
+        head: u64,
+    },
+    /// The relay's snapshot, if it has one.
+    Snapshot {
+        /// Which space.
+        space: Space,
+        /// The snapshot.
+        snapshot: Option<Snapshot>,
+    },
+    /// A snapshot was stored.
+    SnapshotStored {
+        /// Which space.
+        space: Space,
+        /// What it covers.
+        covers: u64,
+    },
+    /// A request failed.
+    Failed {
+        /// Which space.
+        space: Space,
+        /// Why.
+        failure: Failure,
+    },
+}
+
+/// What drives the engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Start a round now (sync now, the app came to the foreground, the socket connected).
+    Start,
+    /// A local edit left new changes to push.
+    LocalEdit,
+    /// Time passed; the engine checks timeouts and retry times.
+    Tick,
+    /// The live connection dropped.
+    Disconnected,
+    /// The relay answered.
+    Response(Response),
+}
+
+/// What the engine asks its driver to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Carry this request to the relay.
+    Send(Request),
+    /// These records changed because of what was pulled.
+    Changed {
+        /// Which space.
+        space: Space,
+        /// The records.
+        records: Vec<RecordId>,
+    },
+    /// The status changed.
+    Status(SyncStatus),
+}
+
+/// Something the app should show: sync goes on, but this was not applied or not possible.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum ProblemKind {
+    /// A chunk failed authentication (altered, or moved from another space or device).
+    Tampered {
+        /// Its relay sequence.
+        relay_seq: u64,
+    },
+    /// A device's chunks skipped a number: something in between was withheld.
+    Gap {
+        /// The device (hex).
+        device: String,
+        /// The number expected.
+        expected: u64,
+        /// The number that came.
+        got: u64,
+    },
+    /// A device's chunk came again under a number already seen.
+    Replay {
+        /// The device (hex).
+        device: String,
+        /// The repeated number.
+        device_seq: u64,
+    },
+    /// The relay refused this device's token.
+    Unauthorized,
+    /// The space was erased at the relay.
+    SpaceGone,
+    /// The relay refused a request (for example, over quota).
+    Refused {
+        /// The relay's error code name.
+        code: String,
+    },
+}
+
+/// One problem, with where and when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// The space.
+    pub space: String,
+    /// What happened.
+    pub kind: ProblemKind,
+    /// When it was noticed (unix ms).
+    pub at: i64,
+}
+
+/// The sync status the app shows.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncStatus {
+    /// The relay answered the last request.
+    pub online: bool,
+    /// A round is under way.
+    pub syncing: bool,
+    /// Local changes the relay has not acknowledged yet.
+    pub pending: u64,
+    /// When a round last completed (unix ms).
+    pub last_synced: Option<i64>,
+    /// Recent problems, newest last (at most [`MAX_PROBLEMS`]).
+    pub problems: Vec<Problem>,
+}
+
+/// How many problems the status keeps.
+pub const MAX_PROBLEMS: usize = 20;

@@ -1,0 +1,71 @@
+//! The background checkpointer: copies committed WAL frames into the database file off the
+//! writer thread.
+//!
+//! SQLite's automatic checkpoint runs inside the commit that crosses the WAL size threshold,
+//! which would stall every acknowledgement waiting on that commit. A passive checkpoint from
+//! this thread does the copying ahead of time without blocking the writer, so when the writer's
+//! own automatic checkpoint comes due there is little left to copy, and the WAL can restart.
+
+use std::{
+    path::PathBuf,
+    sync::mpsc::{self, RecvTimeoutError},
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use super::schema;
+
+/// A running checkpointer; stops when dropped or stopped.
+#[derive(Debug)]
+pub(crate) struct Checkpointer {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    /// Starts checkpointing the database at `path` every `interval`.
+    pub(crate) fn start(path: PathBuf, interval: Duration) -> std::io::Result<Checkpointer> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("mend-sqlite-checkpoint".into())
+            .spawn(move || {
+                let conn = match schema::open_checkpointer(&path) {
+                    Ok(conn) => conn,
+                    Err(error) => {
+                        tracing::error!(%error, "cannot open the checkpointer connection");
+                        return;
+                    }
+                };
+                let checkpoint = |mode: &str| {
+                    let sql = format!("PRAGMA wal_checkpoint({mode})");
+                    if let Err(error) = conn.query_row(&sql, [], |_| Ok(())) {
+                        tracing::warn!(%error, mode, "checkpoint failed");
+                    }
+                };
+                loop {
+                    match stopped.recv_timeout(interval) {
+                        Err(RecvTimeoutError::Timeout) => checkpoint("PASSIVE"),
+                        Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+            })?;
+        Ok(Checkpointer {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the thread and waits for it.
+    pub(crate) fn stop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
