@@ -11,6 +11,7 @@ pub mod export;
 pub mod ids;
 pub mod journal;
 pub mod model;
+pub mod pairing;
 pub mod query;
 pub mod store;
 pub mod sync;

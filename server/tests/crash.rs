@@ -29,6 +29,8 @@ const KILL_AFTER_ACKS: usize = 500;
 struct RelayProcess {
     child: Child,
     addr: SocketAddr,
+    /// Every line the relay logged, to check that no token or payload leaks into logs.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl RelayProcess {
@@ -37,7 +39,7 @@ impl RelayProcess {
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(["--rate-per-space", "1000000", "--rate-burst", "1000000"])
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "mend_relay=debug,info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -45,11 +47,13 @@ impl RelayProcess {
         let stderr = child.stderr.take().context("no stderr")?;
         let mut lines = BufReader::new(stderr).lines();
         // The relay logs its bound address once it listens; it logs little before that.
+        let log = Arc::new(Mutex::new(Vec::new()));
         let addr = loop {
             let Some(line) = lines.next() else {
                 bail!("relay exited before listening");
             };
             let line = line?;
+            log.lock().unwrap().push(line.clone());
             if let Some(rest) = line.split("addr=").nth(1) {
                 break rest
                     .split_whitespace()
@@ -59,8 +63,13 @@ impl RelayProcess {
             }
         };
         // Keep draining stderr so the child never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        Ok(RelayProcess { child, addr })
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Ok(RelayProcess { child, addr, log })
     }
 
     fn kill(&mut self) -> anyhow::Result<()> {
@@ -237,6 +246,14 @@ async fn acknowledged_pushes_survive_sigkill_exactly_once() -> anyhow::Result<()
     // SIGTERM shuts down cleanly.
     let status = relay.terminate()?;
     assert!(status.success(), "relay exited with {status} on SIGTERM");
+
+    // The logs name events, never the token or a payload.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let log = relay.log.lock().unwrap().join("\n");
+    assert!(log.contains("request"), "debug request lines expected:\n{log}");
+    assert!(log.contains("stopped"), "clean stop expected:\n{log}");
+    assert!(!log.contains(&tok), "token leaked into the log");
+    assert!(!log.contains("[1, 0, 0, 0"), "payload bytes in the log");
     Ok(())
 }
 

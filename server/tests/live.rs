@@ -287,6 +287,9 @@ async fn upgrades_are_refused_with_http_statuses() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(again.is_some(), "a slot was not freed");
+    for ws in open.into_iter().chain(again) {
+        ws.close().await;
+    }
     relay.stop().await
 }
 
@@ -426,7 +429,11 @@ async fn shutdown_answers_every_push_it_stored() -> anyhow::Result<()> {
                     other => anyhow::bail!("unexpected {other:?}"),
                 }
             }
-            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame))) => break frame,
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame))) => {
+                // Send the close reply so the relay need not wait for it.
+                let _ = futures_util::StreamExt::next(&mut ws.socket).await;
+                break frame;
+            }
             other => anyhow::bail!("unexpected {other:?}"),
         };
     };

@@ -96,6 +96,11 @@ impl Journal {
         self.store.snapshot_uploaded(space, covers)
     }
 
+    /// Records that a chunk at `relay_seq` was refused and needs healing from a snapshot.
+    pub fn mark_refused(&mut self, space: Space, relay_seq: u64) -> Result<()> {
+        self.store.mark_refused(space, relay_seq)
+    }
+
     /// Records a completed sync round.
     pub fn mark_synced(&mut self, space: Space, now_ms: i64) -> Result<()> {
         self.store.mark_synced(space, now_ms)

@@ -22,6 +22,8 @@ pub struct SyncState {
     pub last_ack_relay: u64,
     /// Relay sequence covered by the last snapshot this device uploaded or loaded.
     pub snapshot_covers: u64,
+    /// A refused chunk up to this relay sequence is waiting to be healed by a snapshot (0: none).
+    pub heal_after: u64,
     /// When a sync round last completed (unix ms).
     pub last_synced: Option<i64>,
 }
@@ -52,7 +54,7 @@ impl Store {
         let row = self
             .conn
             .query_row(
-                "SELECT cursor, next_seq, last_ack_relay, snapshot_covers, last_synced \
+                "SELECT cursor, next_seq, last_ack_relay, snapshot_covers, last_synced, heal_after \
                  FROM sync_state WHERE space = ?1",
                 [space.as_str()],
                 |r| {
@@ -62,6 +64,7 @@ impl Store {
                         last_ack_relay: u(r.get(2)?),
                         snapshot_covers: u(r.get(3)?),
                         last_synced: r.get(4)?,
+                        heal_after: u(r.get(5)?),
                     })
                 },
             )
@@ -253,8 +256,8 @@ impl Store {
             )?;
         }
         tx.execute(
-            "UPDATE sync_state SET cursor = MAX(cursor, ?2), snapshot_covers = MAX(snapshot_covers, ?2) \
-             WHERE space = ?1",
+            "UPDATE sync_state SET cursor = MAX(cursor, ?2), snapshot_covers = MAX(snapshot_covers, ?2), \
+             heal_after = CASE WHEN heal_after <= ?2 THEN 0 ELSE heal_after END WHERE space = ?1",
             params![space.as_str(), i(covers)],
         )?;
         tx.commit()?;
@@ -268,6 +271,18 @@ impl Store {
         tx.execute(
             "UPDATE sync_state SET snapshot_covers = MAX(snapshot_covers, ?2) WHERE space = ?1",
             params![space.as_str(), i(covers)],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records that a chunk at `relay_seq` was refused and needs healing.
+    pub fn mark_refused(&mut self, space: Space, relay_seq: u64) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        Self::ensure_state(&tx, space)?;
+        tx.execute(
+            "UPDATE sync_state SET heal_after = MAX(heal_after, ?2) WHERE space = ?1",
+            params![space.as_str(), i(relay_seq)],
         )?;
         tx.commit()?;
         Ok(())

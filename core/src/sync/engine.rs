@@ -204,7 +204,12 @@ impl SyncEngine {
         out: &mut Vec<Action>,
     ) -> Result<()> {
         let space = self.runs[i].link.space;
-        if self.runs[i].created {
+        // After a refused chunk, each round first merges the relay's snapshot: once a healthy
+        // device has snapshotted past the hole, that heals it.
+        if self.runs[i].created && journal.sync_state(space)?.heal_after > 0 {
+            self.send(i, now, Phase::FetchingSnapshot, Request::GetSnapshot { space }, out);
+            Ok(())
+        } else if self.runs[i].created {
             self.read(i, journal, now, out)
         } else {
             self.send(i, now, Phase::Creating, Request::Create { space }, out);
@@ -268,7 +273,10 @@ impl SyncEngine {
             return Ok(());
         }
         let state = journal.sync_state(link.space)?;
+        // A device that refused a chunk must not snapshot: its document lacks what it refused,
+        // and the relay would prune the only copy.
         let due = state.cursor > 0
+            && state.heal_after == 0
             && state.cursor >= state.snapshot_covers + self.snapshot_every
             && state.cursor >= state.last_ack_relay;
         if due {
@@ -390,14 +398,22 @@ impl SyncEngine {
             }
             Response::Snapshot { snapshot, .. } => {
                 if phase == Phase::FetchingSnapshot {
+                    let healing = journal.sync_state(space)?.heal_after > 0;
                     match snapshot {
                         Some(s) => {
                             if self.apply_snapshot(i, journal, now, &s, out)? {
+                                if journal.sync_state(space)?.heal_after == 0 {
+                                    self.runs[i].gaps_reported.clear();
+                                }
+                                self.read(i, journal, now, out)?;
+                            } else if healing {
                                 self.read(i, journal, now, out)?;
                             } else {
                                 self.retry_later(i, now);
                             }
                         }
+                        // Healing with no snapshot yet: carry on; a later round tries again.
+                        None if healing => self.read(i, journal, now, out)?,
                         None => self.retry_later(i, now),
                     }
                 }
@@ -526,6 +542,7 @@ impl SyncEngine {
                     };
                     self.problem(space, kind, now);
                 }
+                journal.mark_refused(space, c.relay_seq)?;
                 continue;
             }
             let aad = ChunkAad {
@@ -543,6 +560,7 @@ impl SyncEngine {
                         },
                         now,
                     );
+                    journal.mark_refused(space, c.relay_seq)?;
                     None
                 }
                 Err(e) => return Err(e),

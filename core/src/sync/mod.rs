@@ -3,7 +3,7 @@
 //! [`SyncEngine`] is a state machine. It is fed [`Event`]s (a sync was asked for, a local edit
 //! happened, time passed, the relay answered) and returns [`Action`]s (send this request, these
 //! records changed, the status is now this). It does no networking and reads no clock: the
-//! tokio transport and the deterministic simulation in the tests are both thin
+//! tokio transport in [`transport`] and the deterministic simulation in the tests are both thin
 //! drivers around it.
 //!
 //! Per space, a round is: make sure the space exists at the relay, read everything after the
@@ -12,10 +12,11 @@
 //! a snapshot so the relay can prune.
 
 mod backoff;
-mod engine;
+pub(crate) mod engine;
 mod snapshot;
+pub mod transport;
 mod types;
 
-pub use engine::{Mode, SpaceLink, SyncEngine};
+pub use engine::{MAX_BATCH_BYTES, Mode, REQUEST_TIMEOUT_MS, SNAPSHOT_EVERY, SpaceLink, SyncEngine};
 pub use snapshot::{decode_snapshot, encode_snapshot};
 pub use types::{Action, Event, Failure, Problem, ProblemKind, Request, Response, SyncStatus};

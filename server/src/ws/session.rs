@@ -44,7 +44,9 @@ const MAX_REASON: usize = 123;
 enum End {
     /// Close with this code and reason.
     Close(u16, String),
-    /// The client closed or vanished; nothing more to send.
+    /// The client started the closing handshake; its close reply is queued.
+    ClientClosed,
+    /// The client vanished; nothing more to send.
     Gone,
 }
 
@@ -114,6 +116,10 @@ impl Session {
             Ok(()) => End::Gone,
             Err(end) => end,
         };
+        if let End::ClientClosed = end {
+            // Reading on flushes the queued close reply and sees the client hang up.
+            let _ = timeout(LINGER, socket.recv()).await;
+        }
         if let End::Close(code, mut reason) = end {
             tracing::debug!(code, "closing live connection");
             if reason.len() > MAX_REASON {
@@ -261,7 +267,8 @@ impl Session {
         frame: Option<Result<Message, axum::Error>>,
     ) -> Result<Option<PendingAnswer>, End> {
         match frame {
-            None | Some(Ok(Message::Close(_))) => Err(End::Gone),
+            None => Err(End::Gone),
+            Some(Ok(Message::Close(_))) => Err(End::ClientClosed),
             Some(Err(error)) => Err(classify(error)),
             Some(Ok(Message::Text(_))) => Err(close(
                 close_code::TEXT_NOT_ACCEPTED,

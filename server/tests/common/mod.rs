@@ -293,6 +293,9 @@ impl Ws {
                 .context("timed out waiting for close")?;
             match message {
                 Some(Ok(Message::Close(Some(CloseFrame { code, reason })))) => {
+                    // Complete the closing handshake: reading on sends the queued close reply
+                    // and sees the relay end the connection.
+                    let _ = tokio::time::timeout(WAIT, self.socket.next()).await;
                     return Ok((code.into(), reason.to_string()));
                 }
                 Some(Ok(Message::Close(None))) => bail!("closed without a code"),

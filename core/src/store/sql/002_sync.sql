@@ -25,6 +25,9 @@ CREATE TABLE sync_state (
     next_seq         INTEGER NOT NULL DEFAULT 1,
     last_ack_relay   INTEGER NOT NULL DEFAULT 0,
     snapshot_covers  INTEGER NOT NULL DEFAULT 0,
+    -- A chunk up to this relay sequence was refused: wait for a snapshot past it, and never
+    -- upload one (it would be missing what was refused).
+    heal_after       INTEGER NOT NULL DEFAULT 0,
     last_synced      INTEGER
 ) STRICT;
 

@@ -42,11 +42,9 @@ impl Checkpointer {
                         tracing::warn!(%error, mode, "checkpoint failed");
                     }
                 };
-                loop {
-                    match stopped.recv_timeout(interval) {
-                        Err(RecvTimeoutError::Timeout) => checkpoint("PASSIVE"),
-                        Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
-                    }
+                // Runs until told to stop (a message or the sender dropped).
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+                    checkpoint("PASSIVE");
                 }
             })?;
         Ok(Checkpointer {

@@ -192,6 +192,14 @@ impl Storage for SqliteStorage {
                         StorageError::Backend("the SQLite writer thread panicked".into())
                     })?;
             }
+            tokio::task::spawn_blocking(move || {
+                checkpointer
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .stop();
+            })
+            .await
+            .map_err(backend)?;
             Ok(())
         })
     }

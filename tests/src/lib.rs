@@ -1,0 +1,149 @@
+//! Harness for end-to-end tests: a real mend-relay on 127.0.0.1:0 in this process, and devices
+//! that sync with it through the real transport.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+use mend_core::{
+    Journal, RecordId, Space,
+    journal::OpenOptions,
+    pairing::{Device, Keyring},
+    store::Durability,
+    sync::{SyncStatus, transport::SyncObserver},
+};
+use mend_relay::{AppState, Config};
+use tokio::{sync::oneshot, task::JoinHandle};
+
+/// Longest a sync round may take in a test before it counts as stuck.
+pub const ROUND: Duration = Duration::from_secs(20);
+
+/// A relay serving on loopback until dropped.
+pub struct Relay {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Relay {
+    /// Starts a relay with default limits on a fresh data directory inside `dir`.
+    pub async fn start(dir: &Path) -> Result<Self> {
+        let data_dir = dir.join("relay-data");
+        Self::start_at(&data_dir).await
+    }
+
+    /// Starts a relay on an existing data directory (a restart).
+    pub async fn start_at(data_dir: &Path) -> Result<Self> {
+        let mut config = Config::new(data_dir);
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        let state = AppState::open_sqlite(config).context("open relay storage")?;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = mend_relay::run(listener, state, async {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+        Ok(Self { addr, data_dir: data_dir.to_owned(), stop: Some(stop), task: Some(task) })
+    }
+
+    /// The relay's URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the relay and waits for it.
+    pub async fn stop(mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(15), task).await.context("relay did not stop")??;
+        }
+        Ok(())
+    }
+}
+
+/// Collects what the observer is told.
+#[derive(Default)]
+pub struct Recorder {
+    pub changed: Mutex<Vec<RecordId>>,
+    pub statuses: Mutex<Vec<SyncStatus>>,
+}
+
+impl SyncObserver for Recorder {
+    fn records_changed(&self, _space: Space, records: Vec<RecordId>) {
+        if let Ok(mut c) = self.changed.lock() {
+            c.extend(records);
+        }
+    }
+
+    fn status_changed(&self, status: SyncStatus) {
+        if let Ok(mut s) = self.statuses.lock() {
+            s.push(status);
+        }
+    }
+}
+
+impl Recorder {
+    pub fn saw(&self, id: RecordId) -> bool {
+        self.changed.lock().map(|c| c.contains(&id)).unwrap_or(false)
+    }
+}
+
+/// Options tests use: normal durability keeps them fast; crash safety is tested elsewhere.
+pub fn opts() -> OpenOptions {
+    OpenOptions { durability: Durability::Normal }
+}
+
+/// A device with its recorder.
+pub struct Phone {
+    pub device: Device,
+    pub recorder: Arc<Recorder>,
+    pub path: PathBuf,
+}
+
+impl Phone {
+    pub fn create(dir: &Path, file: &str, name: &str, relay: &str) -> Result<Self> {
+        let recorder = Arc::new(Recorder::default());
+        let path = dir.join(file);
+        let observer: Arc<dyn SyncObserver> = recorder.clone();
+        let device = Device::create(&path, name, relay, opts(), Some(observer))?;
+        Ok(Self { device, recorder, path })
+    }
+
+    pub fn join(dir: &Path, file: &str, invite: &str, name: &str) -> Result<Self> {
+        let recorder = Arc::new(Recorder::default());
+        let path = dir.join(file);
+        let observer: Arc<dyn SyncObserver> = recorder.clone();
+        let device = Device::join(&path, invite, name, opts(), Some(observer))?;
+        Ok(Self { device, recorder, path })
+    }
+
+    pub fn reopen(path: &Path, keyring: Keyring) -> Result<Self> {
+        let recorder = Arc::new(Recorder::default());
+        let observer: Arc<dyn SyncObserver> = recorder.clone();
+        let device = Device::open(path, keyring, opts(), Some(observer))?;
+        Ok(Self { device, recorder, path: path.to_owned() })
+    }
+
+    /// Runs `f` on the journal.
+    pub fn with<T>(&self, f: impl FnOnce(&mut Journal) -> mend_core::Result<T>) -> Result<T> {
+        let mut j = self.device.journal().lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        Ok(f(&mut j)?)
+    }
+
+    /// One sync round that must finish.
+    pub async fn sync(&self) -> Result<SyncStatus> {
+        let status = self.device.sync_now(ROUND).await?;
+        anyhow::ensure!(!status.syncing, "the round did not finish: {status:?}");
+        Ok(status)
+    }
+}
