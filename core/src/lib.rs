@@ -16,6 +16,10 @@ pub mod query;
 pub mod store;
 pub mod sync;
 
+/// Log directives every app must add to its tracing filter: Automerge logs inserted values
+/// (journal text) at TRACE, so its targets are held at WARN whatever level the app chooses.
+pub const LOG_REDACTIONS: &str = "automerge=warn,hexane=warn";
+
 pub use date::LocalDate;
 pub use doc::SCHEMA_VERSION;
 pub use error::{Error, Result};

@@ -23,6 +23,7 @@ use tokio::{sync::oneshot, task::JoinHandle};
 pub const ROUND: Duration = Duration::from_secs(20);
 
 /// A relay serving on loopback until dropped.
+#[derive(Debug)]
 pub struct Relay {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
@@ -37,12 +38,17 @@ impl Relay {
         Self::start_at(&data_dir).await
     }
 
-    /// Starts a relay on an existing data directory (a restart).
+    /// Starts a relay on an existing data directory (a restart) on any free port.
     pub async fn start_at(data_dir: &Path) -> Result<Self> {
+        Self::start_on(data_dir, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Starts a relay on `data_dir` listening on `addr` (a restart at the same address).
+    pub async fn start_on(data_dir: &Path, addr: SocketAddr) -> Result<Self> {
         let mut config = Config::new(data_dir);
-        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.listen = addr;
         let state = AppState::open_sqlite(config).context("open relay storage")?;
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -72,7 +78,7 @@ impl Relay {
 }
 
 /// Collects what the observer is told.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Recorder {
     pub changed: Mutex<Vec<RecordId>>,
     pub statuses: Mutex<Vec<SyncStatus>>,
@@ -104,6 +110,7 @@ pub fn opts() -> OpenOptions {
 }
 
 /// A device with its recorder.
+#[derive(Debug)]
 pub struct Phone {
     pub device: Device,
     pub recorder: Arc<Recorder>,

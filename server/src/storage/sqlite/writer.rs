@@ -130,6 +130,9 @@ struct SpaceMeta {
     covers: u64,
 }
 
+/// A group commit slower than this is logged at debug level.
+const SLOW_COMMIT: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Spaces cached at most; the cache is cleared beyond this.
 const MAX_CACHED_SPACES: usize = 100_000;
 
@@ -195,6 +198,7 @@ impl Writer {
     }
 
     fn commit_batch(&mut self, batch: Vec<Write>) {
+        let started = std::time::Instant::now();
         let size = batch.len();
         let mut answers = Vec::with_capacity(size);
         let mut effects = Vec::with_capacity(size);
@@ -238,7 +242,12 @@ impl Writer {
             Ok(()) => {
                 self.apply_effects(effects);
                 answers.into_iter().for_each(Answer::send);
-                tracing::trace!(size, "group commit");
+                let elapsed = started.elapsed();
+                if elapsed > SLOW_COMMIT {
+                    tracing::debug!(size, micros = elapsed.as_micros() as u64, "slow group commit");
+                } else {
+                    tracing::trace!(size, micros = elapsed.as_micros() as u64, "group commit");
+                }
             }
             Err(error) => {
                 self.cache.clear();

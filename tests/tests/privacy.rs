@@ -1,0 +1,159 @@
+//! Privacy: after an end-to-end run with a known marker in every text field, neither the relay's
+//! data directory nor anything logged in this process (relay and devices, at TRACE) contains
+//! any of them.
+
+use std::{
+    io::Write,
+    sync::{Arc, Mutex},
+};
+
+use anyhow::{Result, ensure};
+use mend_core::{Body, LocalDate, model::*};
+use mend_e2e::{Phone, Relay};
+use tracing_subscriber::fmt::MakeWriter;
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut b) = self.0.lock() {
+            b.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+fn m(field: &str) -> String {
+    format!("MARKER-{field}-q7z")
+}
+
+fn bodies(share: Option<mend_core::RecordId>, question: Option<mend_core::RecordId>) -> Vec<Body> {
+    let day = LocalDate::from_unix_ms(1_795_000_000_000, 0);
+    let mut out = vec![
+        Body::AccountabilityNote(AccountabilityNote { what_i_did: m("what_i_did"), impact: m("impact"), amends: vec![] }),
+        Body::Question(Question { category: m("category"), text: m("question"), ..Default::default() }),
+        Body::ProcessingNote(ProcessingNote { text: m("processing") }),
+        Body::Boundary(Boundary { area: BoundaryArea::Space, text: m("boundary"), ..Default::default() }),
+        Body::DisclosurePreference(DisclosurePreference { topic: m("topic"), preference: DisclosureChoice::NotNow }),
+        Body::Need(Need { kind: NeedKind::Other, text: m("need"), ..Default::default() }),
+        Body::CheckIn(CheckIn {
+            local_date: Some(day),
+            safety: Some(5),
+            mood_tags: vec![m("mood")],
+            need_today: Some(m("need_today")),
+            note: Some(m("checkin_note")),
+            ..Default::default()
+        }),
+        Body::Share(Share { feeling: m("feeling"), tough_question: false }),
+        Body::Commitment(Commitment { text: m("commitment"), ..Default::default() }),
+        Body::HonestyMoment(HonestyMoment { text: m("honesty"), ..Default::default() }),
+        Body::TriggerEvent(TriggerEvent {
+            cue: m("cue"),
+            intensity: 5,
+            feelings: vec![m("feelings")],
+            what_helped: m("what_helped"),
+            sharing: TriggerSharing::Full,
+            ..Default::default()
+        }),
+        Body::PreAssurance(PreAssurance { occasion: m("occasion"), date: None, plan: m("plan") }),
+    ];
+    if let Some(s) = share {
+        out.push(Body::Reply(Reply { share: Some(s), kind: ReplyKind::Reflect, text: m("reply") }));
+        out.push(Body::Validation(Validation { target: Some(s), text: m("validation") }));
+    }
+    if let Some(q) = question {
+        out.push(Body::Answer(Answer { question: Some(q), text: m("answer") }));
+    }
+    out
+}
+
+fn files_under(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            files_under(&path, out)?;
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_marker_reaches_the_relay_or_a_log() -> Result<()> {
+    let capture = Capture::default();
+    // TRACE for everything, with the redactions every app must apply (see LOG_REDACTIONS).
+    let filter = tracing_subscriber::EnvFilter::new(format!("trace,{}", mend_core::LOG_REDACTIONS));
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(capture.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::set_global_default(subscriber)?;
+
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path()).await?;
+    let a = Phone::create(dir.path(), "a.db", &m("name_a"), &relay.url())?;
+    a.device.client().set_snapshot_every(2);
+    let b = Phone::join(dir.path(), "b.db", &a.device.partner_invite()?, &m("name_b"))?;
+    b.device.client().set_snapshot_every(2);
+    a.sync().await?;
+    b.sync().await?;
+    let mut share = None;
+    let mut question = None;
+    for body in bodies(None, None) {
+        let kind = body.kind();
+        let id = a.with(|j| j.add(body))?;
+        match kind {
+            mend_core::Kind::Share => share = Some(id),
+            mend_core::Kind::Question => question = Some(id),
+            _ => {}
+        }
+    }
+    a.sync().await?;
+    b.sync().await?;
+    for body in bodies(share, question) {
+        let _ = b.with(|j| j.add(body));
+    }
+    let live = b.device.client().start_live();
+    live.local_edit();
+    for _ in 0..3 {
+        b.sync().await?;
+        a.sync().await?;
+    }
+    live.stop().await;
+    // The markers did travel: B can read A's words.
+    let share_id = share.ok_or_else(|| anyhow::anyhow!("no share"))?;
+    ensure!(format!("{:?}", b.with(|j| j.get(share_id))?).contains(&m("feeling")), "B cannot read A's share");
+    relay.stop().await?;
+
+    let mut files = Vec::new();
+    files_under(&dir.path().join("relay-data"), &mut files)?;
+    ensure!(!files.is_empty(), "the relay wrote no files");
+    let mut stored = 0;
+    for file in &files {
+        let bytes = std::fs::read(file)?;
+        stored += bytes.len();
+        let text = String::from_utf8_lossy(&bytes);
+        ensure!(!text.contains("MARKER-"), "{} holds journal text", file.display());
+    }
+    ensure!(stored > 10_000, "the relay stored suspiciously little: {stored} bytes");
+    let logs = capture.0.lock().map(|l| String::from_utf8_lossy(&l).into_owned()).unwrap_or_default();
+    ensure!(logs.lines().count() > 5, "nothing was logged, so the check proves nothing");
+    let leaks: Vec<&str> = logs.lines().filter(|l| l.contains("MARKER-")).take(3).collect();
+    ensure!(leaks.is_empty(), "a log line holds journal text: {leaks:?}");
+    let token = a.device.keyring().couple.derive_token();
+    ensure!(!logs.contains(token.expose()), "a log line holds a relay token");
+    Ok(())
+}
