@@ -85,6 +85,10 @@ pub enum Error {
     #[error("{0}")]
     Invite(String),
 
+    /// The relay could not be reached or did not answer in time.
+    #[error("the relay could not be reached; try again later")]
+    Unreachable,
+
     /// A file system error.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),

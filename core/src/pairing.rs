@@ -200,6 +200,16 @@ impl Device {
         self.keyring.device_invite(me)
     }
 
+    /// Erases this partner's spaces at the relay: the couple's space (for both partners) and
+    /// this partner's personal space. The local journal is left to the caller.
+    pub async fn erase_remote(&self) -> Result<()> {
+        let http = crate::sync::transport::RelayHttp::new(&self.keyring.relay_url)?;
+        for link in self.keyring.links() {
+            http.erase(&link).await?;
+        }
+        Ok(())
+    }
+
     /// One bounded push and pull.
     pub async fn sync_now(&self, budget: Duration) -> Result<SyncStatus> {
         self.client.sync_now(budget).await

@@ -250,7 +250,10 @@ async fn acknowledged_pushes_survive_sigkill_exactly_once() -> anyhow::Result<()
     // The logs name events, never the token or a payload.
     std::thread::sleep(std::time::Duration::from_millis(100));
     let log = relay.log.lock().unwrap().join("\n");
-    assert!(log.contains("request"), "debug request lines expected:\n{log}");
+    assert!(
+        log.contains("request"),
+        "debug request lines expected:\n{log}"
+    );
     assert!(log.contains("stopped"), "clean stop expected:\n{log}");
     assert!(!log.contains(&tok), "token leaked into the log");
     assert!(!log.contains("[1, 0, 0, 0"), "payload bytes in the log");

@@ -18,5 +18,10 @@ pub mod transport;
 mod types;
 
 pub use engine::{MAX_BATCH_BYTES, Mode, REQUEST_TIMEOUT_MS, SNAPSHOT_EVERY, SpaceLink, SyncEngine};
+/// Now in unix milliseconds, as the transport feeds the engine.
+pub fn transport_now() -> i64 {
+    transport::now_ms()
+}
+
 pub use snapshot::{decode_snapshot, encode_snapshot};
 pub use types::{Action, Event, Failure, Problem, ProblemKind, Request, Response, SyncStatus};

@@ -93,6 +93,21 @@ impl RelayHttp {
         tokio::time::timeout(TIMEOUT, fut).await.map_err(|_| Failure::Unreachable)?
     }
 
+    /// Erases a space at the relay (a partner leaving, a separation). Idempotent: a space that
+    /// is already gone counts as erased.
+    pub async fn erase(&self, link: &SpaceLink) -> Result<()> {
+        let id = SpaceId(link.keys.space_id);
+        let (status, retry, body) = self
+            .call(Method::DELETE, &paths::space(&id), link.keys.token.expose(), None)
+            .await
+            .map_err(|_| Error::Unreachable)?;
+        match ok(status, retry, &body) {
+            Ok(()) | Err(Failure::SpaceGone) => Ok(()),
+            Err(Failure::Unauthorized) => Err(Error::Invalid("the relay refused this device's key".into())),
+            Err(_) => Err(Error::Unreachable),
+        }
+    }
+
     /// Carries one request; every outcome becomes a [`Response`].
     pub async fn execute(&self, link: &SpaceLink, device: &[u8; 16], request: &Request) -> Response {
         let space = link.space;
@@ -128,7 +143,7 @@ impl RelayHttp {
             }
             Request::Pull { after, .. } | Request::Subscribe { after, .. } => {
                 let device = mend_protocol::DeviceId(*device);
-                let path = paths::pull(&id, *after, None, Some(&device));
+                let path = paths::pull(&id, *after, Some(mend_protocol::MAX_PAGE_LIMIT), Some(&device));
                 let (status, retry, body) = self.call(Method::GET, &path, token, None).await?;
                 ok(status, retry, &body)?;
                 let page = Page::decode(&body, &limits).map_err(malformed)?;

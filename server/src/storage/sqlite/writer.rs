@@ -244,7 +244,11 @@ impl Writer {
                 answers.into_iter().for_each(Answer::send);
                 let elapsed = started.elapsed();
                 if elapsed > SLOW_COMMIT {
-                    tracing::debug!(size, micros = elapsed.as_micros() as u64, "slow group commit");
+                    tracing::debug!(
+                        size,
+                        micros = elapsed.as_micros() as u64,
+                        "slow group commit"
+                    );
                 } else {
                     tracing::trace!(size, micros = elapsed.as_micros() as u64, "group commit");
                 }

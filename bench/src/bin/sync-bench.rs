@@ -1,0 +1,186 @@
+//! End-to-end sync figures through a real relay on 127.0.0.1, in this process:
+//!
+//! - `latency [N]`: a commit on A to B's observer through the relay, live (p50, p99).
+//! - `wire`: bytes on the wire per change against the change's own bytes.
+//! - `catchup [N]`: a device offline for N changes catches up: time, requests and bytes.
+//!
+//! Usage: `cargo run --release -p mend-bench --bin sync-bench -- latency 1000`
+
+use std::{
+    sync::{Arc, Mutex, mpsc},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use mend_core::{
+    Body, RecordId, Space,
+    crypto::{ChunkAad, SpaceSecret, seal_chunk},
+    model::{HonestyMoment, Share},
+    sync::{Action, Event, Mode, Request, Response, SyncEngine, SyncStatus, transport::{RelayHttp, SyncObserver}},
+};
+use mend_e2e::{Phone, Relay};
+use mend_protocol::{DeviceId, Push};
+
+struct Arrivals(Mutex<mpsc::Sender<(RecordId, Instant)>>);
+
+impl SyncObserver for Arrivals {
+    fn records_changed(&self, _space: Space, records: Vec<RecordId>) {
+        let now = Instant::now();
+        if let Ok(tx) = self.0.lock() {
+            for r in records {
+                let _ = tx.send((r, now));
+            }
+        }
+    }
+    fn status_changed(&self, _status: SyncStatus) {}
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn latency(n: usize) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path()).await?;
+    let a = Phone::create(dir.path(), "a.db", "Alex", &relay.url())?;
+    a.sync().await?;
+    let (tx, rx) = mpsc::channel();
+    let observer: Arc<dyn SyncObserver> = Arc::new(Arrivals(Mutex::new(tx)));
+    let invite = a.device.partner_invite()?;
+    let b = mend_core::pairing::Device::join(&dir.path().join("b.db"), &invite, "Blake", mend_e2e::opts(), Some(observer))?;
+    b.sync_now(Duration::from_secs(20)).await?;
+    let live_a = a.device.client().start_live();
+    let live_b = b.client().start_live();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut lat = Vec::with_capacity(n);
+    for i in 0..n + 20 {
+        let body = Body::HonestyMoment(HonestyMoment { text: format!("moment {i}: kept the promise about calling"), ..Default::default() });
+        let start = Instant::now();
+        let id = a.with(|j| j.add(body))?;
+        live_a.local_edit();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (got, at) = tokio::task::block_in_place(|| rx.recv_timeout(left)).context("B never saw the change")?;
+            if got == id {
+                if i >= 20 {
+                    lat.push(at.duration_since(start).as_secs_f64() * 1e3);
+                }
+                break;
+            }
+        }
+    }
+    live_a.stop().await;
+    live_b.stop().await;
+    println!("sync latency A commit → relay → B observer, live, {n} changes");
+    println!("  p50 = {:.2} ms, p99 = {:.2} ms, max = {:.2} ms", pct(&mut lat, 0.5), pct(&mut lat, 0.99), pct(&mut lat, 1.0));
+    relay.stop().await
+}
+
+fn wire() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut j = mend_core::Journal::create_with(&dir.path().join("w.db"), "Alex", mend_e2e::opts())?;
+    // Drain creation's own changes so each batch below is exactly one edit.
+    while let Some((seq, _)) = j.next_batch(Space::Couple, usize::MAX)? {
+        j.acknowledge(Space::Couple, seq, seq)?;
+    }
+    let key = SpaceSecret::generate()?.derive_keys();
+    let device = *j.device().as_bytes();
+    println!("bytes on the wire per change (one edit per chunk, WebSocket push frame incl. 6-byte client frame header)");
+    println!("  {:<44} {:>7} {:>7} {:>7} {:>8}", "edit", "change", "wire", "budget", "ratio");
+    let texts = [("share, 20 chars", 20usize), ("share, 180 chars", 180), ("share, 500 chars", 500), ("share, 2000 chars", 2000)];
+    for (label, len) in texts {
+        let text: String = "I felt heard today. ".chars().cycle().take(len).collect();
+        j.add(Body::Share(Share { feeling: text, tough_question: false }))?;
+        let Some((seq, change)) = j.next_batch(Space::Couple, usize::MAX)? else { bail!("no batch") };
+        let aad = ChunkAad { space_id: key.space_id, device, device_seq: seq };
+        let payload = seal_chunk(&key.content, &aad, &change)?;
+        let frame = Push { device_id: DeviceId(device), device_seq: seq, payload }.to_bytes();
+        // A masked client WebSocket frame adds 2–4 header bytes and a 4-byte mask.
+        let ws_header = 2 + if frame.len() > 125 { 2 } else { 0 } + 4;
+        let wire = frame.len() + ws_header;
+        let budget = 1.15 * change.len() as f64 + 64.0;
+        println!(
+            "  {label:<44} {:>7} {:>7} {:>7.0} {:>8.3}{}",
+            change.len(),
+            wire,
+            budget,
+            wire as f64 / change.len() as f64,
+            if wire as f64 <= budget { "" } else { "  OVER" }
+        );
+        j.acknowledge(Space::Couple, seq, seq)?;
+    }
+    Ok(())
+}
+
+async fn catchup(n: usize) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path()).await?;
+    let a = Phone::create(dir.path(), "a.db", "Alex", &relay.url())?;
+    a.sync().await?;
+    let b = Phone::join(dir.path(), "b.db", &a.device.partner_invite()?, "Blake")?;
+    b.sync().await?;
+    a.sync().await?;
+    eprintln!("A makes {n} changes, each pushed on its own, while B is offline…");
+    for i in 0..n {
+        a.with(|j| j.add(Body::Share(Share { feeling: format!("change {i} while you were away"), tough_question: false })))?;
+        a.sync().await?;
+    }
+    // B catches up, driving its engine by hand to count requests and bytes.
+    let http = RelayHttp::new(&relay.url())?;
+    let links = b.device.keyring().links();
+    let device = b.with(|j| Ok(*j.device().as_bytes()))?;
+    let mut engine = b.with(|j| Ok(SyncEngine::new(j, links.clone(), Mode::Once, 7)))?;
+    let start = Instant::now();
+    let mut inbox = vec![Event::Start];
+    let (mut requests, mut pulls, mut bytes_down) = (0usize, 0usize, 0usize);
+    while let Some(event) = inbox.pop() {
+        let actions = b.with(|j| engine.handle(j, mend_core::sync::transport_now(), event))?;
+        for action in actions {
+            if let Action::Send(request) = action {
+                let space = match &request {
+                    Request::Pull { space, .. } | Request::Create { space } | Request::Push { space, .. }
+                    | Request::Subscribe { space, .. } | Request::GetSnapshot { space } | Request::PutSnapshot { space, .. } => *space,
+                };
+                let link = links.iter().find(|l| l.space == space).context("link")?;
+                requests += 1;
+                let response = http.execute(link, &device, &request).await;
+                if let (Request::Pull { .. }, Response::Page { page, .. }) = (&request, &response) {
+                    pulls += 1;
+                    if space == Space::Couple {
+                        bytes_down += page.to_bytes().len();
+                    }
+                }
+                inbox.push(Event::Response(response));
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    let got = b.with(|j| Ok(j.records().len()))?;
+    println!("catch-up after {n} missed changes");
+    println!(
+        "  {:.1} ms, {requests} requests ({pulls} pulls), {bytes_down} bytes of pages for the couple's space ({:.0} B per change), {got} records",
+        elapsed.as_secs_f64() * 1e3,
+        bytes_down as f64 / n as f64
+    );
+    relay.stop().await
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let what = args.next().unwrap_or_else(|| "all".into());
+    let n: Option<usize> = args.next().map(|a| a.parse()).transpose()?;
+    match what.as_str() {
+        "latency" => latency(n.unwrap_or(1000)).await,
+        "wire" => wire(),
+        "catchup" => catchup(n.unwrap_or(1000)).await,
+        "all" => {
+            wire()?;
+            latency(n.unwrap_or(1000)).await?;
+            catchup(n.unwrap_or(1000)).await
+        }
+        other => bail!("unknown benchmark {other:?}: use latency, wire, catchup or all"),
+    }
+}

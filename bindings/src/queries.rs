@@ -1,0 +1,261 @@
+//! The derived views: timeline, open questions, boundary status, weekly progress, and the
+//! therapist packet's options. Plain data mirrored from `mend_core::query` and `export`.
+
+use std::collections::HashMap;
+
+use mend_core::{export, query};
+
+use crate::{
+    convert::{date, partner_id},
+    enums::{BoundaryState, ConsentState, RecordKind},
+    error::Result,
+    records::{JournalRecord, records},
+};
+
+/// What the timeline shows. Every field has a default: `TimelineQuery()` is the first page of
+/// everything.
+#[derive(Clone, Debug, PartialEq, uniffi::Record)]
+pub struct TimelineQuery {
+    /// Only these kinds (empty: all).
+    #[uniffi(default)]
+    pub kinds: Vec<RecordKind>,
+    /// Only this author's records.
+    #[uniffi(default)]
+    pub author: Option<String>,
+    /// Created at or after (unix ms).
+    #[uniffi(default)]
+    pub from_ms: Option<i64>,
+    /// Created before (unix ms).
+    #[uniffi(default)]
+    pub to_ms: Option<i64>,
+    /// Show removed placeholders too.
+    #[uniffi(default)]
+    pub include_removed: bool,
+    /// Page size (0 means 50, at most 500).
+    #[uniffi(default)]
+    pub limit: u32,
+    /// `next_cursor` of the previous page.
+    #[uniffi(default)]
+    pub cursor: Option<String>,
+}
+
+impl TryFrom<TimelineQuery> for query::TimelineQuery {
+    type Error = crate::error::MendError;
+
+    fn try_from(q: TimelineQuery) -> Result<Self> {
+        Ok(Self {
+            kinds: q.kinds.into_iter().map(Into::into).collect(),
+            author: q.author.as_deref().map(partner_id).transpose()?,
+            from_ms: q.from_ms,
+            to_ms: q.to_ms,
+            include_removed: q.include_removed,
+            limit: usize::try_from(q.limit).unwrap_or(usize::MAX),
+            cursor: q.cursor,
+        })
+    }
+}
+
+/// One page of the timeline.
+#[derive(Clone, Debug, PartialEq, uniffi::Record)]
+pub struct TimelinePage {
+    /// Records, newest first.
+    pub items: Vec<JournalRecord>,
+    /// Pass back in `TimelineQuery.cursor` for the next page; `null` at the end.
+    pub next_cursor: Option<String>,
+}
+
+impl From<query::TimelinePage> for TimelinePage {
+    fn from(p: query::TimelinePage) -> Self {
+        Self { items: records(p.items), next_cursor: p.next_cursor }
+    }
+}
+
+/// A question with its answers, oldest answer first.
+#[derive(Clone, Debug, PartialEq, uniffi::Record)]
+pub struct QuestionThread {
+    /// The question.
+    pub question: JournalRecord,
+    /// Its answers (removed ones stay as placeholders).
+    pub answers: Vec<JournalRecord>,
+}
+
+impl From<query::QuestionThread> for QuestionThread {
+    fn from(t: query::QuestionThread) -> Self {
+        Self { question: t.question.into(), answers: records(t.answers) }
+    }
+}
+
+/// One partner's consent as it counts now.
+#[derive(Clone, Debug, PartialEq, uniffi::Record)]
+pub struct ConsentView {
+    /// The partner.
+    pub partner: String,
+    /// Their last word (`Proposed` when they have said nothing).
+    pub state: ConsentState,
+    /// Whether it was given to the current wording; an old consent does not count.
+    pub current: bool,
+}
+
+/// A boundary and where it stands.
+#[derive(Clone, Debug, PartialEq, uniffi::Record)]
+pub struct BoundaryStatus {
+    /// The boundary.
+    pub boundary: JournalRecord,
+    /// Agreed only while both partners agreed to the current wording.
+    pub state: BoundaryState,
+    /// Each partner's consent.
+    pub consents: Vec<ConsentView>,
+}
+
+impl From<query::BoundaryStatus> for BoundaryStatus {
+    fn from(s: query::BoundaryStatus) -> Self {
+        Self {
+            boundary: s.boundary.into(),
+            state: s.state.into(),
+            consents: s
+                .consents
+                .into_iter()
+                .map(|c| ConsentView {
+                    partner: c.partner.to_string(),
+                    state: c.state.into(),
+                    current: c.current,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Commitments in one week.
+#[derive(Clone, Debug, PartialEq, uniffi::Record)]
+pub struct CommitmentWeek {
+    /// Occurrences that fell due.
+    pub expected: u32,
+    /// The owners' claims: done counts 1, partial ½.
+    pub claimed: f64,
+    /// Occurrences the partner confirmed.
+    pub confirmed: u32,
+    /// claimed / expected (0 when nothing was due).
+    pub consistency: f64,
+    /// confirmed / expected (0 when nothing was due).
+    pub confirmation: f64,
+}
+
+/// Check-in averages.
+#[derive(Clone, Debug, PartialEq, uniffi::Record)]
+pub struct CheckInAverages {
+    /// How many check-ins.
+    pub count: u32,
+    /// Mean safety, when any check-in gave one.
+    pub safety: Option<f64>,
+    /// Mean trust.
+    pub trust: Option<f64>,
+    /// Mean connection.
+    pub connection: Option<f64>,
+}
+
+impl From<query::CheckInAverages> for CheckInAverages {
+    fn from(a: query::CheckInAverages) -> Self {
+        Self { count: a.count, safety: a.safety, trust: a.trust, connection: a.connection }
+    }
+}
+
+/// One week, Monday to Sunday: consistency, not streaks.
+#[derive(Clone, Debug, PartialEq, uniffi::Record)]
+pub struct WeekProgress {
+    /// Its Monday (`YYYY-MM-DD`).
+    pub week_start: String,
+    /// Commitment consistency.
+    pub commitments: CommitmentWeek,
+    /// Both partners' check-ins together.
+    pub check_ins: CheckInAverages,
+    /// Check-ins per author (partner id → averages).
+    pub check_ins_by_author: HashMap<String, CheckInAverages>,
+    /// Honesty moments noticed.
+    pub honesty_moments: u32,
+}
+
+/// Change per week of the weekly check-in averages, when at least two weeks have data.
+#[derive(Clone, Debug, PartialEq, uniffi::Record)]
+pub struct Trend {
+    /// Safety points per week.
+    pub safety: Option<f64>,
+    /// Trust points per week.
+    pub trust: Option<f64>,
+    /// Connection points per week.
+    pub connection: Option<f64>,
+}
+
+/// Progress over a range of weeks.
+#[derive(Clone, Debug, PartialEq, uniffi::Record)]
+pub struct Progress {
+    /// Each week, oldest first.
+    pub weeks: Vec<WeekProgress>,
+    /// The check-in trend over those weeks.
+    pub trend: Trend,
+}
+
+impl From<query::Progress> for Progress {
+    fn from(p: query::Progress) -> Self {
+        Self {
+            weeks: p
+                .weeks
+                .into_iter()
+                .map(|w| WeekProgress {
+                    week_start: w.week_start.to_string(),
+                    commitments: CommitmentWeek {
+                        expected: w.commitments.expected,
+                        claimed: w.commitments.claimed,
+                        confirmed: w.commitments.confirmed,
+                        consistency: w.commitments.consistency,
+                        confirmation: w.commitments.confirmation,
+                    },
+                    check_ins: w.check_ins.into(),
+                    check_ins_by_author: w
+                        .check_ins_by_author
+                        .into_iter()
+                        .map(|(p, a)| (p.to_string(), a.into()))
+                        .collect(),
+                    honesty_moments: w.honesty_moments,
+                })
+                .collect(),
+            trend: Trend {
+                safety: p.trend.safety,
+                trust: p.trend.trust,
+                connection: p.trend.connection,
+            },
+        }
+    }
+}
+
+/// What goes into the therapist packet.
+#[derive(Clone, Debug, PartialEq, uniffi::Record)]
+pub struct PacketOptions {
+    /// First local date included (`YYYY-MM-DD`).
+    pub from: String,
+    /// Last local date included (`YYYY-MM-DD`).
+    pub to: String,
+    /// Kinds to include (empty: all).
+    #[uniffi(default)]
+    pub kinds: Vec<RecordKind>,
+    /// Include this partner's private records (off: a packet is usually shared).
+    #[uniffi(default)]
+    pub include_private: bool,
+    /// Offset of the local zone from UTC, in minutes.
+    #[uniffi(default)]
+    pub offset_minutes: i32,
+}
+
+impl TryFrom<PacketOptions> for export::PacketOptions {
+    type Error = crate::error::MendError;
+
+    fn try_from(o: PacketOptions) -> Result<Self> {
+        Ok(Self {
+            from: date(&o.from)?,
+            to: date(&o.to)?,
+            kinds: o.kinds.into_iter().map(Into::into).collect(),
+            include_private: o.include_private,
+            offset_minutes: o.offset_minutes,
+        })
+    }
+}
+

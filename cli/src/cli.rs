@@ -1,0 +1,449 @@
+//! The command line, as clap types: what each command and flag means lives here, next to the
+//! help text a user reads, so the two cannot drift apart.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use mend_core::model::{
+    BoundaryArea, Cadence, CheckInField, ClaimStatus, DisclosureChoice, HonestyTiming,
+    NeedResponseKind, PartnerView, QuestionStatus, TriggerSharing, WantedResponse,
+};
+
+use crate::choice::Choice;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  done
+  1  something failed on this device (storage, file system)
+  2  the command line was not understood (or `erase` without --yes)
+  3  the journal refused the input: unknown id, bad value, damaged invite
+  4  not allowed: the record is your partner's, or the operation is theirs to make
+  5  no journal in the home (or one already there, or open in another mend)
+  6  the relay could not be reached; edits are kept and sync later
+  7  the relay answered with a problem: key refused, journal erased, a chunk failed checks
+
+Dates are YYYY-MM-DD. \"Today\" is the date in UTC unless --date is given.
+Ids: the full id `mend add` prints, or its last 8 characters as `mend list` shows them.";
+
+/// mend: a shared journal for couples rebuilding trust, in the terminal.
+///
+/// Each home (--home) holds one device's replica and keys: two homes on one machine are two
+/// partners' phones.
+#[derive(Debug, Parser)]
+#[command(name = "mend", version, after_help = EXIT_CODES, max_term_width = 100)]
+pub struct Cli {
+    /// The directory holding this device's journal and keys.
+    #[arg(long, env = "MEND_HOME", global = true, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+
+    /// Log to stderr (-v info, -vv debug, -vvv trace). Journal text is never logged.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every command.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new journal in the home, syncing through the relay at URL.
+    Init {
+        /// The relay, e.g. http://127.0.0.1:8787.
+        #[arg(long, value_name = "URL")]
+        relay: String,
+        /// Your name, as your partner will see it.
+        #[arg(long)]
+        name: String,
+    },
+    /// Print an invite for your partner, with a QR code to scan.
+    Invite {
+        /// Print the invite string alone (for scripts).
+        #[arg(long)]
+        plain: bool,
+        /// An invite for another device of yours instead of your partner.
+        #[arg(long)]
+        device: bool,
+    },
+    /// Join a journal with an invite code and fetch it from the relay.
+    Join {
+        /// The invite code (starts with MEND1-).
+        code: String,
+        /// Your name, as your partner will see it (ignored for a device invite).
+        #[arg(long)]
+        name: Option<String>,
+        /// Longest time to wait for the first sync, in seconds.
+        #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+        timeout: u64,
+    },
+    /// Add a record and print its id.
+    #[command(after_help = ADD_HELP)]
+    Add {
+        /// The kind of record, e.g. honesty-moment, boundary, check-in.
+        #[arg(value_name = "KIND", value_parser = parse_kind)]
+        record_kind: mend_core::Kind,
+        /// The record's main text (see below for which field that is).
+        text: Option<String>,
+        #[command(flatten)]
+        fields: Fields,
+    },
+    /// Change fields of a record (yours, or a boundary of either partner).
+    #[command(after_help = ADD_HELP)]
+    Edit {
+        /// The record.
+        id: String,
+        /// New main text.
+        text: Option<String>,
+        #[command(flatten)]
+        fields: Fields,
+    },
+    /// Reply to a share.
+    Reply {
+        /// The share.
+        share: String,
+        /// The reply.
+        text: Option<String>,
+        /// How you reply.
+        #[arg(long, default_value = "reflect", value_parser = Choice::new(mend_core::model::ReplyKind::ALL))]
+        kind: mend_core::model::ReplyKind,
+    },
+    /// Validate a shared record: tell your partner it makes sense.
+    Validate {
+        /// The record.
+        target: String,
+        /// Your words.
+        text: Option<String>,
+    },
+    /// Answer a question.
+    Answer {
+        /// The question.
+        question: String,
+        /// The answer.
+        text: String,
+    },
+    /// Give your consent to a boundary's current wording.
+    Consent {
+        /// The boundary.
+        boundary: String,
+        /// agree, decline or revisit.
+        #[arg(value_enum)]
+        choice: ConsentChoice,
+    },
+    /// Claim your follow-through on a commitment for a day (or week).
+    Claim {
+        /// The commitment.
+        commitment: String,
+        /// How it went.
+        #[arg(value_parser = Choice::new(ClaimStatus::ALL))]
+        status: ClaimStatus,
+        /// The day (a weekly commitment counts the week of that day). Default: today.
+        #[arg(long, value_name = "DATE")]
+        date: Option<String>,
+        /// A word about it.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Say how you saw your partner's follow-through on their commitment.
+    Confirm {
+        /// The commitment.
+        commitment: String,
+        /// What you saw.
+        #[arg(value_parser = Choice::new(PartnerView::ALL))]
+        view: PartnerView,
+        /// The day (a weekly commitment counts the week of that day). Default: today.
+        #[arg(long, value_name = "DATE")]
+        date: Option<String>,
+        /// A word about it.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Respond to your partner's need.
+    Respond {
+        /// The need.
+        need: String,
+        /// How you receive it.
+        #[arg(value_parser = Choice::new(NeedResponseKind::ALL))]
+        response: NeedResponseKind,
+        /// A word with it.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Set a question's status (asker: open, withdrawn; partner: not-now; either: answered).
+    QuestionStatus {
+        /// The question.
+        question: String,
+        /// Its new status.
+        #[arg(value_parser = Choice::new(QuestionStatus::ALL))]
+        status: QuestionStatus,
+    },
+    /// Share one of your private processing notes with your partner (cannot be undone).
+    ShareNote {
+        /// The note.
+        id: String,
+    },
+    /// Remove one of your records (a placeholder keeps threads whole).
+    Remove {
+        /// The record.
+        id: String,
+    },
+    /// List records, newest first.
+    List {
+        /// Only these kinds (repeat, or separate with commas).
+        #[arg(long, value_parser = parse_kind, value_delimiter = ',')]
+        kind: Vec<mend_core::Kind>,
+        /// Only yours.
+        #[arg(long, conflicts_with = "partner")]
+        mine: bool,
+        /// Only your partner's.
+        #[arg(long)]
+        partner: bool,
+        /// Include removed placeholders.
+        #[arg(long)]
+        removed: bool,
+        /// Only what is in the couple's shared journal (leaves out your private records).
+        #[arg(long)]
+        shared: bool,
+        /// At most this many records (default: all).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one record with everything attached to it.
+    Show {
+        /// The record.
+        id: String,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Weekly progress: commitment consistency, check-in averages, honesty moments.
+    Progress {
+        /// How many weeks, ending with this one.
+        #[arg(long, default_value_t = 8)]
+        weeks: u16,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sync with the relay once: send your changes, fetch your partner's.
+    Sync {
+        /// Longest time to try, in seconds.
+        #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+        timeout: u64,
+    },
+    /// Stay connected and print your partner's changes as they arrive (Ctrl-C to stop).
+    Watch {
+        /// Stop by itself after this many seconds.
+        #[arg(long = "for", value_name = "SECONDS")]
+        duration: Option<u64>,
+    },
+    /// Write the therapist packet: records and weekly progress of a date range.
+    Export {
+        /// md (Markdown) or html (one self-contained page).
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// The file to write.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// First day included. Default: the day of the oldest record.
+        #[arg(long, value_name = "DATE")]
+        from: Option<String>,
+        /// Last day included. Default: today.
+        #[arg(long, value_name = "DATE")]
+        to: Option<String>,
+        /// Only these kinds (repeat, or separate with commas).
+        #[arg(long, value_parser = parse_kind, value_delimiter = ',')]
+        kind: Vec<mend_core::Kind>,
+        /// Include your private records (left out by default: a packet is usually shared).
+        #[arg(long)]
+        include_private: bool,
+    },
+    /// Sync status from this device's records: pending changes, last sync, problems.
+    Status {
+        /// Also try a sync now to see whether the relay answers.
+        #[arg(long)]
+        check: bool,
+        /// Longest time --check tries, in seconds.
+        #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+        timeout: u64,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Erase the journal at the relay (for both partners) and this device's copy.
+    Erase {
+        /// Yes, erase it. Nothing can bring it back.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// A consent as the user says it.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ConsentChoice {
+    /// Agree to the current wording.
+    #[value(alias = "agreed")]
+    Agree,
+    /// Decline it.
+    #[value(alias = "declined")]
+    Decline,
+    /// Ask to talk about it again (beats your partner's agreement).
+    Revisit,
+}
+
+/// Export formats.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ExportFormat {
+    /// Markdown.
+    #[value(alias = "markdown")]
+    Md,
+    /// One HTML page.
+    Html,
+}
+
+const ADD_HELP: &str = "\
+The main text and the flags each kind takes:
+  accountability-note  TEXT = what I did   --impact TEXT  --amends ID (a commitment; repeat)
+  question             TEXT = question     --category TEXT
+  answer               TEXT = answer       --question ID
+  processing-note      TEXT = note         --private (default) | --shared
+  boundary             TEXT = wording      --area communication|transparency|space|contact|disclosure
+                                           --review-date DATE
+  disclosure-preference TEXT = topic       --preference want-details|not-now|no
+  need                 TEXT = need         --kind check-in-cadence|therapy|honesty-on-topic|alone-time|other
+                                           --status open|met|withdrawn
+  check-in             TEXT = note         --date DATE (default today)  --safety --trust --connection 0-10
+                                           --mood TAG,…  --need-today TEXT  --note TEXT
+                                           --private FIELD,… (safety,trust,connection,mood-tags,need-today,note; none)
+  share                TEXT = feeling      --tough-question
+  reply                TEXT = reply        --share ID  --kind reflect|validate|ask|apologise|pause
+  commitment           TEXT = commitment   --cadence daily|weekly  --link ID (a boundary or need)
+                                           --status active|paused|done|retired
+  honesty-moment       TEXT = what happened --kind volunteered-truth|promise-kept|feeling-shared|hard-answer
+                                           --link ID  --timing share-now|weekly-talk
+  validation           TEXT = words        --target ID
+  trigger-event        TEXT = cue          --intensity 0-10  --feeling TEXT,…  --what-helped TEXT
+                                           --wants space|reassure|talk-later  --sharing private|signal|full
+  pre-assurance        TEXT = plan         --occasion TEXT  --date DATE
+
+Defaults when adding: need --kind other; reply --kind reflect; commitment --cadence daily;
+honesty-moment --kind volunteered-truth --timing share-now; trigger-event --sharing private.
+A boundary needs --area. Values may be written kebab-case or snake_case. On edit, `none`
+clears a date or link and an empty string clears an optional text.";
+
+/// Every field flag of every kind; `add` and `edit` reject the ones a kind does not have.
+#[derive(Args, Clone, Debug, Default)]
+pub struct Fields {
+    /// Kind-specific type (need, reply, honesty moment).
+    #[arg(long, help_heading = "Fields")]
+    pub kind: Option<String>,
+    /// Status (need, commitment).
+    #[arg(long, help_heading = "Fields")]
+    pub status: Option<String>,
+    /// A boundary's area.
+    #[arg(long, help_heading = "Fields", value_parser = Choice::new(BoundaryArea::ALL))]
+    pub area: Option<BoundaryArea>,
+    /// A boundary's review date.
+    #[arg(long, help_heading = "Fields", value_name = "DATE")]
+    pub review_date: Option<String>,
+    /// A disclosure preference.
+    #[arg(long, help_heading = "Fields", value_parser = Choice::new(DisclosureChoice::ALL))]
+    pub preference: Option<DisclosureChoice>,
+    /// An accountability note's impact.
+    #[arg(long, help_heading = "Fields")]
+    pub impact: Option<String>,
+    /// Commitments an accountability note makes amends with (repeat, or commas).
+    #[arg(long, help_heading = "Fields", value_name = "ID", value_delimiter = ',')]
+    pub amends: Vec<String>,
+    /// A question's category.
+    #[arg(long, help_heading = "Fields")]
+    pub category: Option<String>,
+    /// The question an answer answers.
+    #[arg(long, help_heading = "Fields", value_name = "ID")]
+    pub question: Option<String>,
+    /// The share a reply replies to.
+    #[arg(long, help_heading = "Fields", value_name = "ID")]
+    pub share: Option<String>,
+    /// The record a validation validates.
+    #[arg(long, help_heading = "Fields", value_name = "ID")]
+    pub target: Option<String>,
+    /// A related record (commitment: a boundary or need; honesty moment: any).
+    #[arg(long, help_heading = "Fields", value_name = "ID")]
+    pub link: Option<String>,
+    /// A commitment's cadence.
+    #[arg(long, help_heading = "Fields", value_parser = Choice::new(Cadence::ALL))]
+    pub cadence: Option<Cadence>,
+    /// When an honesty moment is meant to be seen.
+    #[arg(long, help_heading = "Fields", value_parser = Choice::new(HonestyTiming::ALL))]
+    pub timing: Option<HonestyTiming>,
+    /// A check-in's date, or a pre-assurance's date.
+    #[arg(long, help_heading = "Fields", value_name = "DATE")]
+    pub date: Option<String>,
+    /// Check-in: feeling safe, 0–10.
+    #[arg(long, help_heading = "Fields")]
+    pub safety: Option<u8>,
+    /// Check-in: trust, 0–10.
+    #[arg(long, help_heading = "Fields")]
+    pub trust: Option<u8>,
+    /// Check-in: connection, 0–10.
+    #[arg(long, help_heading = "Fields")]
+    pub connection: Option<u8>,
+    /// Check-in: mood tags (repeat, or commas).
+    #[arg(long, help_heading = "Fields", value_name = "TAG", value_delimiter = ',')]
+    pub mood: Vec<String>,
+    /// Check-in: today's need.
+    #[arg(long, help_heading = "Fields")]
+    pub need_today: Option<String>,
+    /// Check-in: a note.
+    #[arg(long, help_heading = "Fields")]
+    pub note: Option<String>,
+    /// Keep private: check-in fields (comma-separated, or `none`); alone for a processing note.
+    #[arg(long, help_heading = "Fields", num_args = 0..=1, value_name = "FIELDS")]
+    pub private: Option<Option<String>>,
+    /// Share a processing note with your partner.
+    #[arg(long, help_heading = "Fields")]
+    pub shared: bool,
+    /// A share: flags a tough question.
+    #[arg(long, help_heading = "Fields", num_args = 0..=1, default_missing_value = "true")]
+    pub tough_question: Option<bool>,
+    /// A trigger's intensity, 0–10.
+    #[arg(long, help_heading = "Fields")]
+    pub intensity: Option<u8>,
+    /// A trigger's feelings (repeat, or commas).
+    #[arg(long, help_heading = "Fields", value_delimiter = ',')]
+    pub feeling: Vec<String>,
+    /// What helped with a trigger.
+    #[arg(long, help_heading = "Fields")]
+    pub what_helped: Option<String>,
+    /// The response a triggered partner would like.
+    #[arg(long, help_heading = "Fields", value_parser = Choice::new(WantedResponse::ALL))]
+    pub wants: Option<WantedResponse>,
+    /// How much of a trigger your partner sees.
+    #[arg(long, help_heading = "Fields", value_parser = Choice::new(TriggerSharing::ALL))]
+    pub sharing: Option<TriggerSharing>,
+    /// A pre-assurance's occasion.
+    #[arg(long, help_heading = "Fields")]
+    pub occasion: Option<String>,
+}
+
+/// Check-in fields as written after `--private`.
+pub fn parse_private_fields(s: &str) -> Result<Vec<CheckInField>, String> {
+    if s.trim().eq_ignore_ascii_case("none") {
+        return Ok(Vec::new());
+    }
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| Choice::new(CheckInField::ALL).parse_str(p))
+        .collect()
+}
+
+fn parse_kind(s: &str) -> Result<mend_core::Kind, String> {
+    s.parse().map_err(|_| {
+        let kinds: Vec<String> =
+            mend_core::Kind::ALL.iter().map(|k| k.as_str().replace('_', "-")).collect();
+        format!("unknown record kind; one of: {}", kinds.join(", "))
+    })
+}

@@ -1,0 +1,198 @@
+//! Writing to the journal: add, edit, remove, and the operations with their own rule (consent,
+//! the follow-through ledger, responses, question status, sharing a note).
+
+use anyhow::Result;
+use mend_core::{
+    Body, Journal, Kind, LocalDate, RecordId,
+    model::{
+        Answer, Cadence, ClaimStatus, ConsentState, NeedResponseKind, PartnerView,
+        QuestionStatus, Reply, ReplyKind, Validation,
+    },
+};
+
+use super::lock;
+use crate::{
+    choice::kebab,
+    cli::{ConsentChoice, Fields},
+    dates, fields,
+    home::Home,
+    lookup::{self, short},
+    render::{Context, state_name},
+    say,
+};
+
+/// `add`: prints the new record's full id alone, so scripts can keep it.
+pub fn add(home: &Home, kind: Kind, text: Option<String>, f: Fields) -> Result<()> {
+    let device = home.open(None)?;
+    let mut journal = lock(&device)?;
+    let (body, placement) = fields::for_add(&journal, kind, text, f)?;
+    let id = journal.add_with(body, placement.visibility)?;
+    say!("{id}");
+    Ok(())
+}
+
+/// `edit`: reads the record, changes the fields given, and lets mend-core decide who may.
+pub fn edit(home: &Home, typed: &str, text: Option<String>, f: Fields) -> Result<()> {
+    let device = home.open(None)?;
+    let mut journal = lock(&device)?;
+    let id = lookup::resolve(&journal, typed)?;
+    let record = journal.get(id)?;
+    let mut body = record.body.clone();
+    let placement = fields::for_edit(&journal, &mut body, text, f)?;
+    journal.edit(id, body)?;
+    if placement.share {
+        journal.share(id)?;
+    }
+    say!("Edited {} {}.", kebab(record.kind()), short(id));
+    if record.kind() == Kind::Boundary {
+        boundary_line(&journal, id);
+    }
+    Ok(())
+}
+
+/// `reply SHARE TEXT`.
+pub fn reply(home: &Home, share: &str, text: Option<String>, kind: ReplyKind) -> Result<()> {
+    add_linked(home, share, |share| {
+        Body::Reply(Reply { share: Some(share), kind, text: text.unwrap_or_default() })
+    })
+}
+
+/// `validate TARGET [TEXT]`.
+pub fn validate(home: &Home, target: &str, text: Option<String>) -> Result<()> {
+    add_linked(home, target, |target| {
+        Body::Validation(Validation { target: Some(target), text: text.unwrap_or_default() })
+    })
+}
+
+/// `answer QUESTION TEXT`.
+pub fn answer(home: &Home, question: &str, text: String) -> Result<()> {
+    add_linked(home, question, |question| Body::Answer(Answer { question: Some(question), text }))
+}
+
+fn add_linked(home: &Home, typed: &str, body: impl FnOnce(RecordId) -> Body) -> Result<()> {
+    let device = home.open(None)?;
+    let mut journal = lock(&device)?;
+    let target = lookup::resolve(&journal, typed)?;
+    let id = journal.add(body(target))?;
+    say!("{id}");
+    Ok(())
+}
+
+/// `consent BOUNDARY agree|decline|revisit`.
+pub fn consent(home: &Home, typed: &str, choice: ConsentChoice) -> Result<()> {
+    let device = home.open(None)?;
+    let mut journal = lock(&device)?;
+    let id = lookup::resolve(&journal, typed)?;
+    let state = match choice {
+        ConsentChoice::Agree => ConsentState::Agreed,
+        ConsentChoice::Decline => ConsentState::Declined,
+        ConsentChoice::Revisit => ConsentState::Revisit,
+    };
+    journal.consent(id, state)?;
+    say!("Your consent to boundary {} is now: {}.", short(id), kebab(state));
+    boundary_line(&journal, id);
+    Ok(())
+}
+
+fn boundary_line(journal: &Journal, id: RecordId) {
+    let context = Context::of(journal);
+    let Some(status) = context.boundaries.iter().find(|b| b.boundary.id == id) else { return };
+    let waiting: Vec<String> = status
+        .consents
+        .iter()
+        .filter(|c| !(c.current && c.state == ConsentState::Agreed))
+        .map(|c| context.names.get(c.partner))
+        .collect();
+    match state_name(status.state) {
+        "pending" if !waiting.is_empty() => say!(
+            "The boundary is pending: waiting for {} to agree to this wording.",
+            waiting.join(" and ")
+        ),
+        state => say!("The boundary is {state}."),
+    }
+}
+
+/// The occurrence a claim or view is about: the day, or its week's Monday for a weekly
+/// commitment (the key mend-core counts progress by).
+fn occurrence(journal: &Journal, id: RecordId, date: Option<&str>) -> Result<LocalDate> {
+    let day = dates::or_today(date)?;
+    let record = journal.get_kind(id, Kind::Commitment)?;
+    Ok(match record.body {
+        Body::Commitment(c) if c.cadence == Cadence::Weekly => day.week_start(),
+        _ => day,
+    })
+}
+
+/// `claim COMMITMENT done|partial|missed`.
+pub fn claim(
+    home: &Home,
+    typed: &str,
+    status: ClaimStatus,
+    date: Option<&str>,
+    note: &str,
+) -> Result<()> {
+    let device = home.open(None)?;
+    let mut journal = lock(&device)?;
+    let id = lookup::resolve(&journal, typed)?;
+    let at = occurrence(&journal, id, date)?;
+    journal.claim(id, at, status, note)?;
+    say!("Claimed {} for {at} on commitment {}.", kebab(status), short(id));
+    Ok(())
+}
+
+/// `confirm COMMITMENT confirmed|did-not-notice|disagree`.
+pub fn confirm(
+    home: &Home,
+    typed: &str,
+    view: PartnerView,
+    date: Option<&str>,
+    note: &str,
+) -> Result<()> {
+    let device = home.open(None)?;
+    let mut journal = lock(&device)?;
+    let id = lookup::resolve(&journal, typed)?;
+    let at = occurrence(&journal, id, date)?;
+    journal.confirm(id, at, view, note)?;
+    say!("Recorded {} for {at} on commitment {}.", kebab(view), short(id));
+    Ok(())
+}
+
+/// `respond NEED receptive|reassured|lets-talk`.
+pub fn respond(home: &Home, typed: &str, kind: NeedResponseKind, note: &str) -> Result<()> {
+    let device = home.open(None)?;
+    let mut journal = lock(&device)?;
+    let id = lookup::resolve(&journal, typed)?;
+    journal.respond_to_need(id, kind, note)?;
+    say!("Responded {} to need {}.", kebab(kind), short(id));
+    Ok(())
+}
+
+/// `question-status QUESTION STATUS`.
+pub fn question_status(home: &Home, typed: &str, status: QuestionStatus) -> Result<()> {
+    let device = home.open(None)?;
+    let mut journal = lock(&device)?;
+    let id = lookup::resolve(&journal, typed)?;
+    journal.set_question_status(id, status)?;
+    say!("Question {} is now {}.", short(id), kebab(status));
+    Ok(())
+}
+
+/// `share-note ID`.
+pub fn share_note(home: &Home, typed: &str) -> Result<()> {
+    let device = home.open(None)?;
+    let mut journal = lock(&device)?;
+    let id = lookup::resolve(&journal, typed)?;
+    journal.share(id)?;
+    say!("Shared {} with your partner.", short(id));
+    Ok(())
+}
+
+/// `remove ID`.
+pub fn remove(home: &Home, typed: &str) -> Result<()> {
+    let device = home.open(None)?;
+    let mut journal = lock(&device)?;
+    let id = lookup::resolve(&journal, typed)?;
+    journal.remove(id)?;
+    say!("Removed {}. A placeholder keeps replies and links in place.", short(id));
+    Ok(())
+}

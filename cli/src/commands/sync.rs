@@ -1,0 +1,345 @@
+//! Talking to the relay: `sync` (one bounded round), `watch` (live until stopped) and `status`.
+//!
+//! mend-core's `sync_now` retries an unreachable relay with backoff until its budget runs out,
+//! which suits a phone's background slot. A person at a terminal wants to know sooner, so a
+//! round that has not heard from the relay after [`CONNECT_GRACE`] stops there and says so;
+//! nothing is lost, because every edit waits in the journal until the relay acknowledges it.
+
+use std::{
+    collections::BTreeSet,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::Result;
+use mend_core::{
+    RecordId, Space,
+    pairing::Device,
+    sync::{ProblemKind, SyncStatus, transport::SyncObserver},
+};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::lock;
+use crate::{
+    choice::kebab,
+    dates,
+    failure::{Exit, Failure},
+    home::Home,
+    lookup::short,
+    render::Context,
+    say,
+    term::ProgressLine,
+};
+
+/// How long a round waits for a first answer from the relay before calling it unreachable.
+const CONNECT_GRACE: Duration = Duration::from_secs(5);
+
+/// Follows one round: what arrived, whether the relay answered, and a progress line.
+#[derive(Debug)]
+pub(super) struct Tracker {
+    online: AtomicBool,
+    received: Mutex<BTreeSet<RecordId>>,
+    progress: ProgressLine,
+}
+
+impl Tracker {
+    pub(super) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            online: AtomicBool::new(false),
+            received: Mutex::new(BTreeSet::new()),
+            progress: ProgressLine::new(),
+        })
+    }
+
+    fn received(&self) -> usize {
+        self.received.lock().map(|r| r.len()).unwrap_or(0)
+    }
+}
+
+impl SyncObserver for Tracker {
+    fn records_changed(&self, _space: Space, records: Vec<RecordId>) {
+        let count = match self.received.lock() {
+            Ok(mut r) => {
+                r.extend(records);
+                r.len()
+            }
+            Err(_) => return,
+        };
+        self.progress.show(&format!("Syncing… {count} records received"));
+    }
+
+    fn status_changed(&self, status: SyncStatus) {
+        if status.online {
+            self.online.store(true, Ordering::Relaxed);
+        }
+        if status.syncing {
+            self.progress.show(&format!(
+                "Syncing… {} records received, {} changes to send",
+                self.received(),
+                status.pending
+            ));
+        }
+    }
+}
+
+/// What a finished round did.
+pub(super) struct Round {
+    /// The status at its end.
+    pub(super) status: SyncStatus,
+    /// Records that changed because of what arrived.
+    pub(super) received: usize,
+}
+
+/// One bounded round; an unreachable relay or an unfinished round is a [`Failure`].
+pub(super) async fn round(device: &Device, tracker: &Tracker, budget: Duration) -> Result<Round> {
+    let relay = device.keyring().relay_url.clone();
+    let sync = device.sync_now(budget);
+    tokio::pin!(sync);
+    let status = tokio::select! {
+        r = &mut sync => r?,
+        () = tokio::time::sleep(CONNECT_GRACE.min(budget)) => {
+            if !tracker.online.load(Ordering::Relaxed) {
+                tracker.progress.clear();
+                return Err(Failure::unreachable(&relay).into());
+            }
+            sync.await?
+        }
+    };
+    tracker.progress.clear();
+    if !status.online && status.last_synced.is_none() {
+        return Err(Failure::unreachable(&relay).into());
+    }
+    if let Some(problem) = status.problems.iter().find(|p| is_fatal(&p.kind)) {
+        return Err(Failure::new(Exit::Relay, describe(&problem.kind)).into());
+    }
+    if status.syncing {
+        return Err(Failure::new(
+            Exit::Unreachable,
+            format!(
+                "the sync did not finish in {} s; what arrived is kept, run `mend sync` again",
+                budget.as_secs()
+            ),
+        )
+        .into());
+    }
+    for p in &status.problems {
+        eprintln!("mend: warning: {}", describe(&p.kind));
+    }
+    let received = tracker.received();
+    Ok(Round { status, received })
+}
+
+/// Problems that mean this device cannot sync at all.
+fn is_fatal(kind: &ProblemKind) -> bool {
+    matches!(kind, ProblemKind::Unauthorized | ProblemKind::SpaceGone)
+}
+
+/// A sync problem in words.
+fn describe(kind: &ProblemKind) -> String {
+    match kind {
+        ProblemKind::Tampered { relay_seq } => {
+            format!("a change (relay #{relay_seq}) failed its integrity check and was not applied")
+        }
+        ProblemKind::Gap { expected, got, .. } => {
+            format!("the relay skipped changes from a device (expected #{expected}, got #{got})")
+        }
+        ProblemKind::Replay { device_seq, .. } => {
+            format!("the relay sent a device's change #{device_seq} twice; the copy was ignored")
+        }
+        ProblemKind::Unauthorized => "the relay refused this device's key".to_owned(),
+        ProblemKind::SpaceGone => "this journal was erased at the relay".to_owned(),
+        ProblemKind::Refused { code } => format!("the relay refused a request ({code})"),
+        _ => "the relay reported a problem".to_owned(),
+    }
+}
+
+fn pending(device: &Device) -> Result<u64> {
+    let journal = lock(device)?;
+    Ok(journal.pending_changes(Space::Couple)? + journal.pending_changes(Space::Personal)?)
+}
+
+/// `sync`.
+pub async fn sync(home: &Home, timeout: u64) -> Result<()> {
+    let tracker = Tracker::new();
+    let observer: Arc<dyn SyncObserver> = tracker.clone();
+    let device = home.open(Some(observer))?;
+    let before = pending(&device)?;
+    let done = round(&device, &tracker, Duration::from_secs(timeout.max(1))).await?;
+    let sent = before.saturating_sub(done.status.pending);
+    let waiting = match done.status.pending {
+        0 => "nothing waiting".to_owned(),
+        n => format!("{n} still waiting"),
+    };
+    say!(
+        "Synced with {}: {} records changed here, {sent} changes sent, {waiting}.",
+        device.keyring().relay_url,
+        done.received
+    );
+    Ok(())
+}
+
+/// What the live observer hands to the printing loop.
+enum Seen {
+    Changed(Vec<RecordId>),
+    Status(SyncStatus),
+}
+
+struct Forward(mpsc::UnboundedSender<Seen>);
+
+impl SyncObserver for Forward {
+    fn records_changed(&self, _space: Space, records: Vec<RecordId>) {
+        let _ = self.0.send(Seen::Changed(records));
+    }
+
+    fn status_changed(&self, status: SyncStatus) {
+        let _ = self.0.send(Seen::Status(status));
+    }
+}
+
+/// `watch`: live sync, printing each change that arrives until Ctrl-C or `--for` seconds.
+pub async fn watch(home: &Home, duration: Option<u64>) -> Result<()> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let observer: Arc<dyn SyncObserver> = Arc::new(Forward(tx));
+    let device = home.open(Some(observer))?;
+    let relay = device.keyring().relay_url.clone();
+    let live = device.client().start_live();
+    let until = duration.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
+    let grace = tokio::time::sleep(CONNECT_GRACE);
+    tokio::pin!(grace);
+    let mut online = false;
+    let mut warned = false;
+    let mut problems = 0;
+    eprintln!("Watching {relay} for changes (Ctrl-C to stop).");
+    loop {
+        tokio::select! {
+            seen = rx.recv() => match seen {
+                Some(Seen::Changed(ids)) => print_changes(&device, &ids)?,
+                Some(Seen::Status(status)) => {
+                    if status.online != online {
+                        online = status.online;
+                        if online {
+                            eprintln!("Connected to the relay.");
+                        } else {
+                            eprintln!("Lost the relay; retrying.");
+                        }
+                    }
+                    for p in status.problems.iter().skip(problems) {
+                        eprintln!("mend: warning: {}", describe(&p.kind));
+                    }
+                    problems = status.problems.len();
+                }
+                None => break,
+            },
+            () = &mut grace, if !warned => {
+                warned = true;
+                if !online {
+                    eprintln!("mend: cannot reach the relay at {relay} yet; still trying.");
+                }
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            () = sleep_until(until) => break,
+        }
+    }
+    live.stop().await;
+    Ok(())
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn print_changes(device: &Device, ids: &[RecordId]) -> Result<()> {
+    let journal = lock(device)?;
+    let context = Context::of(&journal);
+    for id in ids {
+        let Ok(record) = journal.get(*id) else { continue };
+        let what = if record.removed {
+            "removed"
+        } else if record.updated_at == record.created_at {
+            "added"
+        } else {
+            "changed"
+        };
+        say!(
+            "{}  {} {what} {} {}: {}",
+            dates::instant(record.updated_at),
+            context.names.get(record.author),
+            kebab(record.kind()),
+            short(record.id),
+            context.summary(&record)
+        );
+    }
+    Ok(())
+}
+
+/// `status`: what this device knows without the network; `--check` also tries a round.
+pub async fn status(home: &Home, check: bool, timeout: u64, json: bool) -> Result<()> {
+    let tracker = Tracker::new();
+    let observer: Arc<dyn SyncObserver> = tracker.clone();
+    let device = home.open(Some(observer))?;
+    let reach = if check {
+        Some(round(&device, &tracker, Duration::from_secs(timeout.max(1))).await)
+    } else {
+        None
+    };
+    let journal = lock(&device)?;
+    let mut last_synced = None;
+    let mut healing = false;
+    let mut waiting = 0;
+    for space in Space::ALL {
+        let state = journal.sync_state(space)?;
+        last_synced = last_synced.max(state.last_synced);
+        healing |= state.heal_after > 0;
+        waiting += journal.pending_changes(space)?;
+    }
+    let me = journal.me();
+    let partners = journal.partners();
+    let relay = &device.keyring().relay_url;
+    let online = reach.as_ref().map(Result::is_ok);
+    let mut problems: Vec<String> = Vec::new();
+    if healing {
+        problems.push("a change from the relay was refused and waits for a snapshot to heal".into());
+    }
+    if json {
+        let out = json!({
+            "relay": relay,
+            "partners": partners.iter().map(|p| json!({"id": p.id, "name": p.name, "me": p.id == me})).collect::<Vec<_>>(),
+            "pending": waiting,
+            "last_synced": last_synced,
+            "online": online,
+            "problems": problems,
+        });
+        say!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        let names: Vec<String> = partners
+            .iter()
+            .map(|p| if p.id == me { format!("{} (you)", p.name) } else { p.name.clone() })
+            .collect();
+        let reachable = match online {
+            Some(true) => " (online)",
+            Some(false) => " (unreachable)",
+            None => "",
+        };
+        say!("Relay:        {relay}{reachable}");
+        say!("Partners:     {}", names.join(", "));
+        say!("Pending:      {waiting} changes not yet sent");
+        say!(
+            "Last synced:  {}",
+            last_synced.map_or("never".to_owned(), |t| format!("{} UTC", dates::instant(t)))
+        );
+        for p in &problems {
+            say!("Problem:      {p}");
+        }
+    }
+    match reach {
+        Some(Err(e)) => Err(e),
+        _ => Ok(()),
+    }
+}

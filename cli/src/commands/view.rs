@@ -1,0 +1,276 @@
+//! Reading the journal: `list` (the timeline as a table or JSON) and `show` (one record with
+//! everything attached to it).
+
+use anyhow::Result;
+use mend_core::{
+    Body, Journal, Kind, Record,
+    query::{TimelineQuery, timeline},
+};
+use serde_json::{Value, json};
+
+use super::lock;
+use crate::{
+    choice::kebab,
+    dates,
+    failure::{Exit, Failure},
+    home::Home,
+    lookup::{self, short},
+    render::{Context, state_name},
+    say,
+    term::Table,
+};
+
+/// Records per timeline page (mend-core's largest).
+const PAGE: usize = 500;
+
+/// What `list` shows.
+#[derive(Debug)]
+pub struct ListFilter {
+    /// Only these kinds.
+    pub kinds: Vec<Kind>,
+    /// Only this partner's.
+    pub mine: bool,
+    /// Only the other partner's.
+    pub partner: bool,
+    /// Include removed placeholders.
+    pub removed: bool,
+    /// Only the couple's document.
+    pub shared: bool,
+    /// At most this many.
+    pub limit: Option<usize>,
+}
+
+/// `list`.
+pub fn list(home: &crate::home::Home, filter: &ListFilter, json: bool) -> Result<()> {
+    let device = home.open(None)?;
+    let journal = lock(&device)?;
+    let records = select(&journal, filter)?;
+    let context = Context::of(&journal);
+    if json {
+        let views: Vec<_> = records.iter().map(|r| context.view(r)).collect();
+        say!("{}", serde_json::to_string_pretty(&views)?);
+        return Ok(());
+    }
+    if records.is_empty() {
+        say!("No records yet.");
+        return Ok(());
+    }
+    let mut table = Table::new(&["ID", "WHEN (UTC)", "KIND", "BY", "WHAT"]);
+    for r in &records {
+        table.row(context.row(r));
+    }
+    print!("{}", table.render());
+    Ok(())
+}
+
+/// The records `filter` asks for, newest first, through mend-core's timeline query.
+fn select(journal: &Journal, filter: &ListFilter) -> Result<Vec<Record>> {
+    let author = match (filter.mine, filter.partner) {
+        (true, _) => Some(journal.me()),
+        (_, true) => match journal.partner() {
+            Some(p) => Some(p.id),
+            None => return Ok(Vec::new()),
+        },
+        _ => None,
+    };
+    let all = if filter.shared { journal.shared_records() } else { journal.records() };
+    let mut query = TimelineQuery {
+        kinds: filter.kinds.clone(),
+        author,
+        include_removed: filter.removed,
+        limit: PAGE,
+        ..Default::default()
+    };
+    let want = filter.limit.unwrap_or(usize::MAX);
+    let mut out = Vec::new();
+    loop {
+        let page = timeline(&all, &query)?;
+        out.extend(page.items);
+        match page.next_cursor {
+            Some(cursor) if out.len() < want => query.cursor = Some(cursor),
+            _ => break,
+        }
+    }
+    out.truncate(want);
+    Ok(out)
+}
+
+/// `show ID`.
+pub fn show(home: &Home, typed: &str, json: bool) -> Result<()> {
+    let device = home.open(None)?;
+    let journal = lock(&device)?;
+    let id = lookup::resolve(&journal, typed)?;
+    let record = journal.get(id)?;
+    let context = Context::of(&journal);
+    let all = journal.records();
+    let attached = |pick: fn(&Body) -> Option<mend_core::RecordId>| -> Vec<&Record> {
+        let mut v: Vec<&Record> = all.iter().filter(|r| pick(&r.body) == Some(id)).collect();
+        v.sort_by_key(|r| (r.created_at, r.id));
+        v
+    };
+    let answers = attached(|b| match b {
+        Body::Answer(a) => a.question,
+        _ => None,
+    });
+    let replies = attached(|b| match b {
+        Body::Reply(r) => r.share,
+        _ => None,
+    });
+    let validations = attached(|b| match b {
+        Body::Validation(v) => v.target,
+        _ => None,
+    });
+
+    if json {
+        let mut out = serde_json::to_value(context.view(&record))?;
+        if let (Value::Object(map), Some(status)) = (&mut out, context.boundary(&record)) {
+            let consents: Vec<Value> = status
+                .consents
+                .iter()
+                .map(|c| {
+                    json!({
+                        "partner": c.partner,
+                        "name": context.names.get(c.partner),
+                        "state": c.state,
+                        "current": c.current,
+                    })
+                })
+                .collect();
+            map.insert("consents_now".into(), Value::Array(consents));
+        }
+        if let Value::Object(map) = &mut out {
+            for (key, list) in [("answers", &answers), ("replies", &replies), ("validations", &validations)] {
+                let views: Vec<Value> = list
+                    .iter()
+                    .map(|r| serde_json::to_value(context.view(r)))
+                    .collect::<Result<_, _>>()?;
+                map.insert(key.into(), Value::Array(views));
+            }
+        }
+        say!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+
+    say!("{} {}", record.kind().label(), record.id);
+    let mut meta = vec![
+        format!("by {}", context.names.get(record.author)),
+        format!("added {}", dates::instant(record.created_at)),
+    ];
+    if record.updated_at != record.created_at {
+        meta.push(format!("changed {}", dates::instant(record.updated_at)));
+    }
+    meta.push(match record.visibility {
+        mend_core::Visibility::Shared => "shared".into(),
+        mend_core::Visibility::Private => "private (only you see it)".into(),
+    });
+    if record.removed {
+        meta.push("removed".into());
+    }
+    say!("{} (UTC)", meta.join(" · "));
+    say!("");
+    print_fields(&record)?;
+    print_managed(&journal, &context, &record);
+    for (title, list) in [("Answers", &answers), ("Replies", &replies), ("Validations", &validations)] {
+        if list.is_empty() {
+            continue;
+        }
+        say!("");
+        say!("{title}:");
+        let mut table = Table::new(&["ID", "WHEN (UTC)", "BY", "WHAT"]);
+        for r in list {
+            table.row(vec![
+                short(r.id),
+                dates::instant(r.created_at),
+                context.names.get(r.author),
+                context.summary(r),
+            ]);
+        }
+        for line in table.render().lines() {
+            say!("  {line}");
+        }
+    }
+    if !record.conflicts.is_empty() {
+        say!("");
+        say!("Set at the same time on two devices (the first value is shown; edit to settle):");
+        for c in &record.conflicts {
+            let values: Vec<String> = c.values.iter().map(Value::to_string).collect();
+            say!("  {}: {}", c.field, values.join("  |  "));
+        }
+    }
+    Ok(())
+}
+
+/// The body's own fields, one per line.
+fn print_fields(record: &Record) -> Result<()> {
+    let Value::Object(fields) = serde_json::to_value(&record.body)? else {
+        return Err(Failure::new(Exit::Local, "a record did not read as fields").into());
+    };
+    let managed = ["kind", "consents", "claims", "views", "response"];
+    for (key, value) in fields.iter().filter(|(k, _)| !managed.contains(&k.as_str())) {
+        let shown = match value {
+            Value::Null => "—".to_owned(),
+            Value::String(s) if s.is_empty() => "—".to_owned(),
+            Value::String(s) => s.clone(),
+            Value::Array(items) if items.is_empty() => "—".to_owned(),
+            Value::Array(items) => items
+                .iter()
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                .collect::<Vec<_>>()
+                .join(", "),
+            other => other.to_string(),
+        };
+        say!("{:<16}{shown}", format!("{}:", key.replace('_', " ")));
+    }
+    Ok(())
+}
+
+/// What other operations wrote: consents, the ledger, a need's response.
+fn print_managed(journal: &Journal, context: &Context, record: &Record) {
+    match &record.body {
+        Body::Boundary(_) => {
+            let Some(status) = context.boundary(record) else { return };
+            say!("");
+            say!("Status: {}", state_name(status.state));
+            for c in &status.consents {
+                let wording = if c.current { "this wording" } else { "an earlier wording" };
+                let said = match c.state {
+                    mend_core::model::ConsentState::Proposed => "has not said yet".to_owned(),
+                    s => format!("{} ({wording})", kebab(s)),
+                };
+                say!("  {:<14}{said}", context.names.get(c.partner));
+            }
+        }
+        Body::Commitment(c) => {
+            let mut dates: Vec<_> = c.claims.keys().chain(c.views.keys()).copied().collect();
+            dates.sort();
+            dates.dedup();
+            if dates.is_empty() {
+                return;
+            }
+            say!("");
+            say!("Follow-through:");
+            let mut table = Table::new(&["OCCURRENCE", "CLAIM", "PARTNER'S VIEW"]);
+            for d in dates {
+                let claim = c.claims.get(&d).map_or("—".to_owned(), |x| kebab(x.status));
+                let view = c.views.get(&d).map_or("—".to_owned(), |x| kebab(x.view));
+                table.row(vec![d.to_string(), claim, view]);
+            }
+            for line in table.render().lines() {
+                say!("  {line}");
+            }
+        }
+        Body::Need(n) => {
+            say!("");
+            match &n.response {
+                Some(r) => {
+                    let by = journal.partners().into_iter().find(|p| p.id != record.author);
+                    let name = by.map_or_else(|| "Partner".to_owned(), |p| p.name);
+                    let note = if r.note.is_empty() { String::new() } else { format!(": {}", r.note) };
+                    say!("Response: {name} is {}{note}", kebab(r.kind));
+                }
+                None => say!("Response: none yet"),
+            }
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,190 @@
+//! One device's state on disk: `journal.db` (the replica) and `keyring` (its secrets).
+//!
+//! The keyring is what a phone keeps in Keychain or Keystore; here it is a file only its owner
+//! can read (mode 0600), written whole by rename so a crash never leaves half a key. It is
+//! never printed or logged.
+
+use std::{
+    fs,
+    io::Write,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use anyhow::{Context, Result};
+use mend_core::{
+    journal::OpenOptions,
+    pairing::{Device, Keyring},
+    sync::transport::SyncObserver,
+};
+
+use crate::failure::{Exit, Failure};
+
+const JOURNAL: &str = "journal.db";
+const KEYRING: &str = "keyring";
+
+/// A home directory.
+#[derive(Debug, Clone)]
+pub struct Home {
+    dir: PathBuf,
+}
+
+impl Home {
+    /// The home given with `--home` or `MEND_HOME`, else `~/.mend`.
+    pub fn resolve(given: Option<PathBuf>) -> Result<Self> {
+        let dir = match given {
+            Some(dir) => dir,
+            None => std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".mend"))
+                .ok_or_else(|| Failure::new(Exit::Usage, "no home: pass --home DIR or set MEND_HOME"))?,
+        };
+        Ok(Self { dir })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The journal database.
+    pub fn journal_path(&self) -> PathBuf {
+        self.dir.join(JOURNAL)
+    }
+
+    fn keyring_path(&self) -> PathBuf {
+        self.dir.join(KEYRING)
+    }
+
+    /// Refuses to create a journal over an existing one.
+    pub fn ensure_empty(&self) -> Result<()> {
+        if self.journal_path().exists() {
+            return Err(Failure::new(
+                Exit::Home,
+                format!(
+                    "a journal already exists in {}; use another --home, or `mend erase --yes` first",
+                    self.dir.display()
+                ),
+            )
+            .into());
+        }
+        if !self.dir.exists() {
+            fs::create_dir_all(&self.dir)
+                .with_context(|| format!("cannot create the home {}", self.dir.display()))?;
+            // Only a home made here is narrowed: an existing directory is the user's to set.
+            restrict(&self.dir, 0o700)?;
+        }
+        Ok(())
+    }
+
+    /// Opens the device kept in this home.
+    pub fn open(&self, observer: Option<Arc<dyn SyncObserver>>) -> Result<Device> {
+        if !self.journal_path().exists() {
+            return Err(Failure::new(
+                Exit::Home,
+                format!(
+                    "no journal in {}; create one with `mend init` or join one with `mend join`",
+                    self.dir.display()
+                ),
+            )
+            .into());
+        }
+        let keyring = self.load_keyring()?;
+        Ok(Device::open(&self.journal_path(), keyring, OpenOptions::default(), observer)?)
+    }
+
+    fn load_keyring(&self) -> Result<Keyring> {
+        let path = self.keyring_path();
+        let text = fs::read_to_string(&path).map_err(|e| {
+            Failure::new(
+                Exit::Home,
+                format!("cannot read the keyring {}: {}", path.display(), e.kind()),
+            )
+        })?;
+        warn_if_readable_by_others(&path);
+        Keyring::from_secret_string(&text).map_err(|_| {
+            Failure::new(Exit::Home, format!("{} is not a Mend keyring", path.display())).into()
+        })
+    }
+
+    /// Stores the keyring, readable by its owner only.
+    pub fn save_keyring(&self, keyring: &Keyring) -> Result<()> {
+        let path = self.keyring_path();
+        let tmp = self.dir.join(format!("{KEYRING}.tmp"));
+        let _ = fs::remove_file(&tmp);
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options
+            .open(&tmp)
+            .with_context(|| format!("cannot write the keyring in {}", self.dir.display()))?;
+        file.write_all(keyring.to_secret_string().as_bytes())
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("cannot write the keyring in {}", self.dir.display()))?;
+        fs::rename(&tmp, &path)
+            .with_context(|| format!("cannot write the keyring in {}", self.dir.display()))?;
+        Ok(())
+    }
+
+    /// Removes a journal created a moment ago whose keys could not be stored: without them it
+    /// could never sync. (A journal that existed before is never deleted this way.)
+    pub fn discard_new(&self) {
+        self.remove_files();
+    }
+
+    /// Deletes this device's journal and keys, and the home if nothing else is in it.
+    pub fn erase_local(&self) -> Result<()> {
+        self.remove_files();
+        if self.journal_path().exists() || self.keyring_path().exists() {
+            return Err(Failure::new(
+                Exit::Local,
+                format!("could not delete everything in {}", self.dir.display()),
+            )
+            .into());
+        }
+        let _ = fs::remove_dir(&self.dir);
+        Ok(())
+    }
+
+    fn remove_files(&self) {
+        for name in [
+            JOURNAL.to_owned(),
+            format!("{JOURNAL}-wal"),
+            format!("{JOURNAL}-shm"),
+            format!("{JOURNAL}-journal"),
+            format!("{JOURNAL}.lock"),
+            KEYRING.to_owned(),
+            format!("{KEYRING}.tmp"),
+        ] {
+            let _ = fs::remove_file(self.dir.join(name));
+        }
+    }
+}
+
+#[cfg(unix)]
+fn restrict(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot set permissions on {}", path.display()))
+}
+
+#[cfg(not(unix))]
+fn restrict(_path: &Path, _mode: u32) -> Result<()> {
+    Ok(())
+}
+
+#[cfg(unix)]
+fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        eprintln!(
+            "mend: warning: {} can be read by other users; run `chmod 600` on it",
+            path.display()
+        );
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_readable_by_others(_path: &Path) {}

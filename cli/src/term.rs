@@ -1,0 +1,128 @@
+//! Terminal output: aligned tables, and a progress line on stderr that shows only when
+//! stderr is a terminal, so scripts and tests read clean output.
+
+use std::{
+    io::{IsTerminal, Write},
+    sync::Mutex,
+};
+
+/// A table of text cells, printed with aligned columns.
+#[derive(Debug, Default)]
+pub struct Table {
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// A table with these column headers.
+    pub fn new(headers: &[&str]) -> Self {
+        Self { rows: vec![headers.iter().map(|h| (*h).to_owned()).collect()] }
+    }
+
+    /// Adds a row.
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    /// The table as lines; the last column is not padded.
+    pub fn render(&self) -> String {
+        let columns = self.rows.iter().map(Vec::len).max().unwrap_or(0);
+        let widths: Vec<usize> = (0..columns)
+            .map(|c| {
+                self.rows
+                    .iter()
+                    .filter_map(|r| r.get(c))
+                    .map(|s| s.chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let mut out = String::new();
+        for row in &self.rows {
+            let mut line = String::new();
+            for (c, cell) in row.iter().enumerate() {
+                if c + 1 < row.len() {
+                    let pad = widths[c].saturating_sub(cell.chars().count());
+                    line.push_str(cell);
+                    line.push_str(&" ".repeat(pad + 2));
+                } else {
+                    line.push_str(cell);
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Cuts `s` to one line of at most `max` characters.
+pub fn clip(s: &str, max: usize) -> String {
+    let one_line: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() <= max {
+        return one_line;
+    }
+    let mut out: String = one_line.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// One line on stderr that rewrites itself, for long operations.
+#[derive(Debug)]
+pub struct ProgressLine {
+    live: bool,
+    shown: Mutex<bool>,
+}
+
+impl ProgressLine {
+    /// A progress line, silent unless stderr is a terminal.
+    pub fn new() -> Self {
+        Self { live: std::io::stderr().is_terminal(), shown: Mutex::new(false) }
+    }
+
+    /// Shows `message` in place of the previous one.
+    pub fn show(&self, message: &str) {
+        if !self.live {
+            return;
+        }
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r\x1b[2K{message}");
+        let _ = err.flush();
+        if let Ok(mut shown) = self.shown.lock() {
+            *shown = true;
+        }
+    }
+
+    /// Clears the line.
+    pub fn clear(&self) {
+        let Ok(mut shown) = self.shown.lock() else { return };
+        if *shown {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r\x1b[2K");
+            let _ = err.flush();
+            *shown = false;
+        }
+    }
+}
+
+impl Drop for ProgressLine {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+/// Writes one line to stdout. A closed pipe (`mend list | head`) ends mend quietly instead of
+/// panicking as `println!` would.
+pub fn say(args: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{args}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+    }
+}
+
+/// `println!` through [`say`].
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => { $crate::term::say(format_args!($($arg)*)) };
+}
