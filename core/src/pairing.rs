@@ -119,7 +119,11 @@ impl std::fmt::Debug for Device {
 }
 
 impl Device {
-    fn assemble(journal: Journal, keyring: Keyring, observer: Option<Arc<dyn SyncObserver>>) -> Result<Self> {
+    fn assemble(mut journal: Journal, keyring: Keyring, observer: Option<Arc<dyn SyncObserver>>) -> Result<Self> {
+        // Local edits reach the same observer as remote ones.
+        if let Some(o) = observer.clone() {
+            journal.set_change_listener(Some(Arc::new(move |space, ids| o.records_changed(space, ids))));
+        }
         let journal = Arc::new(Mutex::new(journal));
         let client =
             Arc::new(SyncClient::new(Arc::clone(&journal), &keyring.relay_url, keyring.links(), observer)?);

@@ -1585,3 +1585,30 @@ fn two_devices_writing_the_same_days_check_in_surface_a_conflict() -> Result<()>
     assert_eq!(Some(safeties[0]), shown, "the first value is the one shown");
     Ok(())
 }
+
+#[test]
+fn local_edits_tell_the_change_listener_which_space_changed() -> Result<()> {
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir()?;
+    let mut j = Journal::create(&dir.path().join("j.db"), "Alex")?;
+    let heard: Arc<Mutex<Vec<(Space, Vec<RecordId>)>>> = Arc::default();
+    let sink = heard.clone();
+    j.set_change_listener(Some(Arc::new(move |space, ids| {
+        if let Ok(mut h) = sink.lock() {
+            h.push((space, ids));
+        }
+    })));
+    let shared = j.add(Body::Share(Share { feeling: "seen".into(), tough_question: false }))?;
+    let private = j.add(Body::ProcessingNote(ProcessingNote { text: "mine".into() }))?;
+    j.remove(shared)?;
+    let heard = heard.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+    assert_eq!(
+        heard,
+        vec![
+            (Space::Couple, vec![shared]),
+            (Space::Personal, vec![private]),
+            (Space::Couple, vec![shared]),
+        ]
+    );
+    Ok(())
+}

@@ -47,6 +47,9 @@ pub struct OpenOptions {
 /// Source of the current time, replaceable in tests.
 pub type Clock = fn() -> i64;
 
+/// Told which records a local edit changed (remote changes reach the sync observer instead).
+pub type ChangeListener = std::sync::Arc<dyn Fn(Space, Vec<RecordId>) + Send + Sync>;
+
 fn system_clock() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -62,6 +65,7 @@ pub struct Journal {
     couple: SpaceDoc,
     personal: SpaceDoc,
     clock: Clock,
+    listener: Option<ChangeListener>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -166,6 +170,7 @@ impl Journal {
             couple: couple_doc,
             personal: personal_doc,
             clock: system_clock,
+            listener: None,
         })
     }
 
@@ -195,7 +200,25 @@ impl Journal {
             couple,
             personal,
             clock: system_clock,
+            listener: None,
         })
+    }
+
+    /// Sets who is told about records changed by local edits on this device.
+    pub fn set_change_listener(&mut self, listener: Option<ChangeListener>) {
+        self.listener = listener;
+    }
+
+    pub(crate) fn notify(&self, ids: Vec<RecordId>) {
+        let Some(listener) = &self.listener else { return };
+        let (shared, private): (Vec<RecordId>, Vec<RecordId>) =
+            ids.into_iter().partition(|id| self.couple.record_obj(*id).is_some());
+        if !shared.is_empty() {
+            listener(Space::Couple, shared);
+        }
+        if !private.is_empty() {
+            listener(Space::Personal, private);
+        }
     }
 
     /// Replaces the clock (tests and benchmarks pin time with this).

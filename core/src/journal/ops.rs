@@ -196,7 +196,9 @@ impl Journal {
             Ok(())
         })?;
         changes.extend(bytes.map(|b| (Space::Personal, b)));
-        self.persist(changes)
+        self.persist(changes)?;
+        self.notify(vec![id]);
+        Ok(())
     }
 
     /// A record of `kind` that exists in the couple's document and is not removed.
@@ -229,7 +231,9 @@ impl Journal {
             tx.put(&obj, "updated_at", now)?;
             Ok(())
         })?;
-        self.persist(bytes.map(|b| vec![(Space::Couple, b)]).unwrap_or_default())
+        self.persist(bytes.map(|b| vec![(Space::Couple, b)]).unwrap_or_default())?;
+        self.notify(vec![id]);
+        Ok(())
     }
 
     /// Replaces the map at `field.entry` of record `id` with a fresh one filled by `f`. The whole

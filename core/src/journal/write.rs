@@ -152,6 +152,7 @@ impl Journal {
             changes.extend(bytes.map(|b| (space, b)));
         }
         self.persist(changes)?;
+        self.notify(answered.into_iter().chain([id]).collect());
         Ok(id)
     }
 
@@ -320,7 +321,9 @@ impl Journal {
             })?;
             changes.extend(bytes.map(|b| (space, b)));
         }
-        self.persist(changes)
+        self.persist(changes)?;
+        self.notify(vec![id]);
+        Ok(())
     }
 
     /// Removes a record: only its author may. A placeholder stays (envelope and links) so
@@ -367,7 +370,9 @@ impl Journal {
             })?;
             changes.extend(bytes.map(|b| (space, b)));
         }
-        self.persist(changes)
+        self.persist(changes)?;
+        self.notify(vec![id]);
+        Ok(())
     }
 
     /// Checks that a body's links point at records of the right kind.
