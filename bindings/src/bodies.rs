@@ -10,7 +10,7 @@
 use mend_core::model as m;
 
 use crate::{
-    convert::{date, opt_date, opt_record_id, opt_score, partner_id, record_id, record_ids, score, strings},
+    convert::{date, opt_date, opt_record_id, opt_score, partner_id, record_ids, score, strings},
     enums::*,
     error::Result,
 };
@@ -310,9 +310,10 @@ impl From<m::Body> for RecordBody {
                 category: b.category,
                 status: b.status.into(),
             }),
-            m::Body::Answer(b) => {
-                Self::Answer(Answer { question: opt_string(b.question), text: b.text })
-            }
+            m::Body::Answer(b) => Self::Answer(Answer {
+                question: opt_string(b.question),
+                text: b.text,
+            }),
             m::Body::ProcessingNote(b) => Self::ProcessingNote(ProcessingNote { text: b.text }),
             m::Body::Boundary(b) => Self::Boundary(Boundary {
                 area: b.area.into(),
@@ -353,9 +354,10 @@ impl From<m::Body> for RecordBody {
                 note: b.note,
                 private_fields: b.private_fields.into_iter().map(Into::into).collect(),
             }),
-            m::Body::Share(b) => {
-                Self::Share(Share { feeling: b.feeling, tough_question: b.tough_question })
-            }
+            m::Body::Share(b) => Self::Share(Share {
+                feeling: b.feeling,
+                tough_question: b.tough_question,
+            }),
             m::Body::Reply(b) => Self::Reply(Reply {
                 share: opt_string(b.share),
                 kind: b.kind.into(),
@@ -393,9 +395,10 @@ impl From<m::Body> for RecordBody {
                 link: opt_string(b.link),
                 timing: b.timing.into(),
             }),
-            m::Body::Validation(b) => {
-                Self::Validation(Validation { target: opt_string(b.target), text: b.text })
-            }
+            m::Body::Validation(b) => Self::Validation(Validation {
+                target: opt_string(b.target),
+                text: b.text,
+            }),
             m::Body::TriggerEvent(b) => Self::TriggerEvent(TriggerEvent {
                 cue: b.cue,
                 intensity: u32::from(b.intensity),
@@ -432,7 +435,9 @@ impl TryFrom<RecordBody> for m::Body {
                 question: opt_record_id(b.question.as_deref())?,
                 text: b.text,
             }),
-            RecordBody::ProcessingNote(b) => Self::ProcessingNote(m::ProcessingNote { text: b.text }),
+            RecordBody::ProcessingNote(b) => {
+                Self::ProcessingNote(m::ProcessingNote { text: b.text })
+            }
             RecordBody::Boundary(b) => Self::Boundary(m::Boundary {
                 area: b.area.into(),
                 text: b.text,
@@ -441,8 +446,11 @@ impl TryFrom<RecordBody> for m::Body {
                     .consents
                     .into_iter()
                     .map(|c| {
-                        let consent =
-                            m::Consent { state: c.state.into(), wording: c.wording, at: c.at };
+                        let consent = m::Consent {
+                            state: c.state.into(),
+                            wording: c.wording,
+                            at: c.at,
+                        };
                         Ok((partner_id(&c.partner)?, consent))
                     })
                     .collect::<Result<_>>()?,
@@ -473,9 +481,10 @@ impl TryFrom<RecordBody> for m::Body {
                 note: b.note,
                 private_fields: b.private_fields.into_iter().map(Into::into).collect(),
             }),
-            RecordBody::Share(b) => {
-                Self::Share(m::Share { feeling: b.feeling, tough_question: b.tough_question })
-            }
+            RecordBody::Share(b) => Self::Share(m::Share {
+                feeling: b.feeling,
+                tough_question: b.tough_question,
+            }),
             RecordBody::Reply(b) => Self::Reply(m::Reply {
                 share: opt_record_id(b.share.as_deref())?,
                 kind: b.kind.into(),
@@ -490,7 +499,11 @@ impl TryFrom<RecordBody> for m::Body {
                     .claims
                     .into_iter()
                     .map(|c| {
-                        let claim = m::Claim { status: c.status.into(), note: c.note, at: c.at };
+                        let claim = m::Claim {
+                            status: c.status.into(),
+                            note: c.note,
+                            at: c.at,
+                        };
                         Ok((date(&c.occurrence)?, claim))
                     })
                     .collect::<Result<_>>()?,
@@ -498,7 +511,11 @@ impl TryFrom<RecordBody> for m::Body {
                     .views
                     .into_iter()
                     .map(|v| {
-                        let view = m::View { view: v.view.into(), note: v.note, at: v.at };
+                        let view = m::View {
+                            view: v.view.into(),
+                            note: v.note,
+                            at: v.at,
+                        };
                         Ok((date(&v.occurrence)?, view))
                     })
                     .collect::<Result<_>>()?,

@@ -42,8 +42,3 @@ pub(crate) fn score(v: u32) -> Result<u8> {
 pub(crate) fn opt_score(v: Option<u32>) -> Result<Option<u8>> {
     v.map(score).transpose()
 }
-
-/// A count or size that Kotlin and Swift see as `u32`.
-pub(crate) fn count(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
-}

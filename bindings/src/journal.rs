@@ -20,9 +20,14 @@ use mend_core::{
 use crate::{
     bodies::RecordBody,
     convert::{date, record_id},
-    enums::{ClaimStatus, ConsentState, ExportFormat, NeedResponseKind, PartnerView, QuestionStatus, Visibility},
+    enums::{
+        ClaimStatus, ConsentState, ExportFormat, NeedResponseKind, PartnerView, QuestionStatus,
+        Visibility,
+    },
     error::{MendError, Result},
-    queries::{BoundaryStatus, PacketOptions, Progress, QuestionThread, TimelinePage, TimelineQuery},
+    queries::{
+        BoundaryStatus, PacketOptions, Progress, QuestionThread, TimelinePage, TimelineQuery,
+    },
     records::{JournalRecord, Partner, records},
     runtime::{run, runtime},
     sync::{JournalObserver, ObserverSlot, SyncStatus},
@@ -42,7 +47,9 @@ pub struct Journal {
 
 impl std::fmt::Debug for Journal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Journal").field("device", &self.device).finish_non_exhaustive()
+        f.debug_struct("Journal")
+            .field("device", &self.device)
+            .finish_non_exhaustive()
     }
 }
 
@@ -52,7 +59,11 @@ impl Journal {
     ) -> Result<Arc<Self>> {
         let observer = Arc::new(ObserverSlot::default());
         let device = open(Some(Arc::clone(&observer) as Arc<dyn SyncObserver>))?;
-        Ok(Arc::new(Self { device, observer, live: Mutex::new(None) }))
+        Ok(Arc::new(Self {
+            device,
+            observer,
+            live: Mutex::new(None),
+        }))
     }
 
     /// Runs `f` on the core journal.
@@ -82,7 +93,13 @@ impl Journal {
     #[uniffi::constructor]
     pub fn create(path: String, name: String, relay_url: String) -> Result<Arc<Self>> {
         Self::assemble(|o| {
-            Device::create(Path::new(&path), &name, &relay_url, OpenOptions::default(), o)
+            Device::create(
+                Path::new(&path),
+                &name,
+                &relay_url,
+                OpenOptions::default(),
+                o,
+            )
         })
     }
 
@@ -90,7 +107,9 @@ impl Journal {
     /// same partner (`name` is ignored). The journal fills on the first `sync_now`.
     #[uniffi::constructor]
     pub fn join(path: String, invite: String, name: String) -> Result<Arc<Self>> {
-        Self::assemble(|o| Device::join(Path::new(&path), &invite, &name, OpenOptions::default(), o))
+        Self::assemble(|o| {
+            Device::join(Path::new(&path), &invite, &name, OpenOptions::default(), o)
+        })
     }
 
     /// Opens the journal at `path` with the secret the app kept from `keyring_secret()`.
@@ -132,7 +151,8 @@ impl Journal {
     #[uniffi::method(default(visibility = None))]
     pub fn add(&self, body: RecordBody, visibility: Option<Visibility>) -> Result<String> {
         let body = body.try_into()?;
-        self.write(|j| j.add_with(body, visibility.map(Into::into))).map(|id| id.to_string())
+        self.write(|j| j.add_with(body, visibility.map(Into::into)))
+            .map(|id| id.to_string())
     }
 
     /// Edits a record: pass its body as you want it now (usually one you read, changed). Only
@@ -183,7 +203,12 @@ impl Journal {
 
     /// The partner's response to a need.
     #[uniffi::method(default(note = ""))]
-    pub fn respond_to_need(&self, need_id: String, kind: NeedResponseKind, note: String) -> Result<()> {
+    pub fn respond_to_need(
+        &self,
+        need_id: String,
+        kind: NeedResponseKind,
+        note: String,
+    ) -> Result<()> {
         let id = record_id(&need_id)?;
         self.write(|j| j.respond_to_need(id, kind.into(), &note))
     }
@@ -228,11 +253,17 @@ impl Journal {
         self.with(|j| Ok(records(j.needs())))
     }
 
-    /// Weekly progress for the weeks touching `from..=to` (`YYYY-MM-DD`), in a zone
+    /// Weekly progress for the weeks touching `from_date..=to_date` (`YYYY-MM-DD`), in a zone
     /// `offset_minutes` east of UTC.
-    pub fn progress(&self, from: String, to: String, offset_minutes: i32) -> Result<Progress> {
-        let (from, to) = (date(&from)?, date(&to)?);
-        self.with(|j| j.progress(from, to, offset_minutes)).map(Into::into)
+    pub fn progress(
+        &self,
+        from_date: String,
+        to_date: String,
+        offset_minutes: i32,
+    ) -> Result<Progress> {
+        let (from, to) = (date(&from_date)?, date(&to_date)?);
+        self.with(|j| j.progress(from, to, offset_minutes))
+            .map(Into::into)
     }
 
     /// The therapist packet as Markdown or one self-contained HTML page, made on the device.
@@ -262,7 +293,10 @@ impl Journal {
     /// live only swaps the observer.
     pub fn start_live(&self, observer: Arc<dyn JournalObserver>) -> Result<()> {
         self.observer.set(Some(observer));
-        let mut live = self.live.lock().map_err(|_| MendError::Internal("live sync state is unusable".into()))?;
+        let mut live = self
+            .live
+            .lock()
+            .map_err(|_| MendError::Internal("live sync state is unusable".into()))?;
         if live.is_none() {
             let _context = runtime()?.enter();
             *live = Some(self.device.client().start_live());
@@ -274,11 +308,13 @@ impl Journal {
     pub async fn stop_live(&self) -> Result<()> {
         let live = self.live.lock().ok().and_then(|mut l| l.take());
         match live {
-            Some(live) => run(async move {
-                live.stop().await;
-                Ok(())
-            })
-            .await,
+            Some(live) => {
+                run(async move {
+                    live.stop().await;
+                    Ok(())
+                })
+                .await
+            }
             None => Ok(()),
         }
     }

@@ -66,7 +66,10 @@ pub struct TimelinePage {
 
 impl From<query::TimelinePage> for TimelinePage {
     fn from(p: query::TimelinePage) -> Self {
-        Self { items: records(p.items), next_cursor: p.next_cursor }
+        Self {
+            items: records(p.items),
+            next_cursor: p.next_cursor,
+        }
     }
 }
 
@@ -81,7 +84,10 @@ pub struct QuestionThread {
 
 impl From<query::QuestionThread> for QuestionThread {
     fn from(t: query::QuestionThread) -> Self {
-        Self { question: t.question.into(), answers: records(t.answers) }
+        Self {
+            question: t.question.into(),
+            answers: records(t.answers),
+        }
     }
 }
 
@@ -155,7 +161,12 @@ pub struct CheckInAverages {
 
 impl From<query::CheckInAverages> for CheckInAverages {
     fn from(a: query::CheckInAverages) -> Self {
-        Self { count: a.count, safety: a.safety, trust: a.trust, connection: a.connection }
+        Self {
+            count: a.count,
+            safety: a.safety,
+            trust: a.trust,
+            connection: a.connection,
+        }
     }
 }
 
@@ -231,9 +242,9 @@ impl From<query::Progress> for Progress {
 #[derive(Clone, Debug, PartialEq, uniffi::Record)]
 pub struct PacketOptions {
     /// First local date included (`YYYY-MM-DD`).
-    pub from: String,
+    pub from_date: String,
     /// Last local date included (`YYYY-MM-DD`).
-    pub to: String,
+    pub to_date: String,
     /// Kinds to include (empty: all).
     #[uniffi(default)]
     pub kinds: Vec<RecordKind>,
@@ -250,12 +261,11 @@ impl TryFrom<PacketOptions> for export::PacketOptions {
 
     fn try_from(o: PacketOptions) -> Result<Self> {
         Ok(Self {
-            from: date(&o.from)?,
-            to: date(&o.to)?,
+            from: date(&o.from_date)?,
+            to: date(&o.to_date)?,
             kinds: o.kinds.into_iter().map(Into::into).collect(),
             include_private: o.include_private,
             offset_minutes: o.offset_minutes,
         })
     }
 }
-

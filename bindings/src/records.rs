@@ -80,6 +80,10 @@ pub struct Partner {
 
 impl From<journal::Partner> for Partner {
     fn from(p: journal::Partner) -> Self {
-        Self { id: p.id.to_string(), name: p.name, joined_at: p.joined_at }
+        Self {
+            id: p.id.to_string(),
+            name: p.name,
+            joined_at: p.joined_at,
+        }
     }
 }

@@ -49,7 +49,15 @@ impl From<core_sync::ProblemKind> for SyncProblemKind {
         use core_sync::ProblemKind as P;
         match k {
             P::Tampered { relay_seq } => Self::Tampered { relay_seq },
-            P::Gap { device, expected, got } => Self::Gap { device, expected, got },
+            P::Gap {
+                device,
+                expected,
+                got,
+            } => Self::Gap {
+                device,
+                expected,
+                got,
+            },
             P::Replay { device, device_seq } => Self::Replay { device, device_seq },
             P::Unauthorized => Self::Unauthorized,
             P::SpaceGone => Self::SpaceGone,
@@ -94,7 +102,11 @@ impl From<core_sync::SyncStatus> for SyncStatus {
             problems: s
                 .problems
                 .into_iter()
-                .map(|p| SyncProblem { space: p.space, kind: p.kind.into(), at: p.at })
+                .map(|p| SyncProblem {
+                    space: p.space,
+                    kind: p.kind.into(),
+                    at: p.at,
+                })
                 .collect(),
         }
     }

@@ -1,11 +1,11 @@
 //! Reading mend-core's small enums from the command line in kebab-case or snake_case.
 //!
-//! The core stores `not_now`; a person types `not-now`. Both are accepted, help lists the
-//! kebab-case spelling, and a wrong value gets the list of right ones.
+//! The core stores `not_now`; a person types `not-now`. Both are accepted, and a wrong value
+//! gets the list of right ones in kebab-case.
 
 use std::{ffi::OsStr, fmt::Display};
 
-use clap::{Arg, Command, builder::PossibleValue, builder::TypedValueParser, error::ErrorKind};
+use clap::{Arg, Command, builder::TypedValueParser, error::ErrorKind};
 
 /// Parses one of `all` (every known value of a core enum, `Unknown` excluded).
 #[derive(Clone, Copy, Debug)]
@@ -22,9 +22,17 @@ impl<T: Copy + Display + Send + Sync + 'static> Choice<T> {
     /// The value written as `s`, or a message listing the accepted spellings.
     pub fn parse_str(&self, s: &str) -> Result<T, String> {
         let norm = s.trim().to_ascii_lowercase().replace('-', "_");
-        self.all.iter().copied().find(|v| v.to_string() == norm).ok_or_else(|| {
-            format!("{:?} is not one of: {}", truncate(s), self.names().join(", "))
-        })
+        self.all
+            .iter()
+            .copied()
+            .find(|v| v.to_string() == norm)
+            .ok_or_else(|| {
+                format!(
+                    "{:?} is not one of: {}",
+                    truncate(s),
+                    self.names().join(", ")
+                )
+            })
     }
 
     fn names(&self) -> Vec<String> {
@@ -57,8 +65,26 @@ impl<T: Copy + Display + Send + Sync + 'static> TypedValueParser for Choice<T> {
         self.parse_str(s)
             .map_err(|m| clap::Error::raw(ErrorKind::InvalidValue, format!("{m}\n")).with_cmd(cmd))
     }
+}
 
-    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
-        Some(Box::new(self.names().into_iter().map(PossibleValue::new)))
+#[cfg(test)]
+mod tests {
+    use mend_core::model::{NeedKind, QuestionStatus};
+
+    use super::*;
+
+    #[test]
+    fn kebab_and_snake_case_both_read() {
+        let status = Choice::new(QuestionStatus::ALL);
+        assert_eq!(status.parse_str("not-now"), Ok(QuestionStatus::NotNow));
+        assert_eq!(status.parse_str("NOT_NOW"), Ok(QuestionStatus::NotNow));
+        let wrong = Choice::new(NeedKind::ALL)
+            .parse_str("bogus")
+            .err()
+            .unwrap_or_default();
+        assert!(
+            wrong.contains("alone-time") && !wrong.contains("unknown"),
+            "{wrong}"
+        );
     }
 }

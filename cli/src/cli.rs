@@ -104,7 +104,7 @@ pub enum Command {
         share: String,
         /// The reply.
         text: Option<String>,
-        /// How you reply.
+        /// How you reply: reflect, validate, ask, apologise or pause.
         #[arg(long, default_value = "reflect", value_parser = Choice::new(mend_core::model::ReplyKind::ALL))]
         kind: mend_core::model::ReplyKind,
     },
@@ -134,7 +134,7 @@ pub enum Command {
     Claim {
         /// The commitment.
         commitment: String,
-        /// How it went.
+        /// How it went: done, partial or missed.
         #[arg(value_parser = Choice::new(ClaimStatus::ALL))]
         status: ClaimStatus,
         /// The day (a weekly commitment counts the week of that day). Default: today.
@@ -148,7 +148,7 @@ pub enum Command {
     Confirm {
         /// The commitment.
         commitment: String,
-        /// What you saw.
+        /// What you saw: confirmed, did-not-notice or disagree.
         #[arg(value_parser = Choice::new(PartnerView::ALL))]
         view: PartnerView,
         /// The day (a weekly commitment counts the week of that day). Default: today.
@@ -162,7 +162,7 @@ pub enum Command {
     Respond {
         /// The need.
         need: String,
-        /// How you receive it.
+        /// How you receive it: receptive, reassured or lets-talk.
         #[arg(value_parser = Choice::new(NeedResponseKind::ALL))]
         response: NeedResponseKind,
         /// A word with it.
@@ -173,7 +173,7 @@ pub enum Command {
     QuestionStatus {
         /// The question.
         question: String,
-        /// Its new status.
+        /// Its new status: open, answered, not-now or withdrawn.
         #[arg(value_parser = Choice::new(QuestionStatus::ALL))]
         status: QuestionStatus,
     },
@@ -331,8 +331,9 @@ The main text and the flags each kind takes:
 
 Defaults when adding: need --kind other; reply --kind reflect; commitment --cadence daily;
 honesty-moment --kind volunteered-truth --timing share-now; trigger-event --sharing private.
-A boundary needs --area. Values may be written kebab-case or snake_case. On edit, `none`
-clears a date or link and an empty string clears an optional text.";
+A boundary needs --area, a disclosure preference --preference. Values may be written
+kebab-case or snake_case. On edit, `none` clears a date or link and an empty string clears an
+optional text.";
 
 /// Every field flag of every kind; `add` and `edit` reject the ones a kind does not have.
 #[derive(Args, Clone, Debug, Default)]
@@ -356,7 +357,12 @@ pub struct Fields {
     #[arg(long, help_heading = "Fields")]
     pub impact: Option<String>,
     /// Commitments an accountability note makes amends with (repeat, or commas).
-    #[arg(long, help_heading = "Fields", value_name = "ID", value_delimiter = ',')]
+    #[arg(
+        long,
+        help_heading = "Fields",
+        value_name = "ID",
+        value_delimiter = ','
+    )]
     pub amends: Vec<String>,
     /// A question's category.
     #[arg(long, help_heading = "Fields")]
@@ -392,7 +398,12 @@ pub struct Fields {
     #[arg(long, help_heading = "Fields")]
     pub connection: Option<u8>,
     /// Check-in: mood tags (repeat, or commas).
-    #[arg(long, help_heading = "Fields", value_name = "TAG", value_delimiter = ',')]
+    #[arg(
+        long,
+        help_heading = "Fields",
+        value_name = "TAG",
+        value_delimiter = ','
+    )]
     pub mood: Vec<String>,
     /// Check-in: today's need.
     #[arg(long, help_heading = "Fields")]
@@ -442,8 +453,36 @@ pub fn parse_private_fields(s: &str) -> Result<Vec<CheckInField>, String> {
 
 fn parse_kind(s: &str) -> Result<mend_core::Kind, String> {
     s.parse().map_err(|_| {
-        let kinds: Vec<String> =
-            mend_core::Kind::ALL.iter().map(|k| k.as_str().replace('_', "-")).collect();
+        let kinds: Vec<String> = mend_core::Kind::ALL
+            .iter()
+            .map(|k| k.as_str().replace('_', "-"))
+            .collect();
         format!("unknown record kind; one of: {}", kinds.join(", "))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn private_check_in_fields_read_in_either_case() {
+        assert_eq!(
+            parse_private_fields("note,need-today,mood_tags"),
+            Ok(vec![
+                CheckInField::Note,
+                CheckInField::NeedToday,
+                CheckInField::MoodTags
+            ])
+        );
+        assert_eq!(parse_private_fields("none"), Ok(Vec::new()));
+        assert!(parse_private_fields("note,feelings").is_err());
+    }
 }

@@ -24,7 +24,8 @@ pub fn today() -> LocalDate {
 
 /// A `YYYY-MM-DD` argument.
 pub fn parse(s: &str) -> Result<LocalDate, Failure> {
-    s.parse().map_err(|e: mend_core::Error| Failure::input(e.to_string()))
+    s.parse()
+        .map_err(|e: mend_core::Error| Failure::input(e.to_string()))
 }
 
 /// A date argument, or today.
@@ -37,4 +38,18 @@ pub fn instant(unix_ms: i64) -> String {
     let date = LocalDate::from_unix_ms(unix_ms, 0);
     let minutes = unix_ms.rem_euclid(86_400_000) / 60_000;
     format!("{date} {:02}:{:02}", minutes / 60, minutes % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instants_show_in_utc_and_bad_dates_are_input_errors() {
+        assert_eq!(instant(1_795_000_000_000), "2026-11-18 11:06");
+        assert_eq!(
+            parse("2026-02-30").map_err(|f| f.exit),
+            Err(crate::failure::Exit::Input)
+        );
+    }
 }

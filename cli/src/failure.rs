@@ -53,7 +53,10 @@ impl std::error::Error for Failure {}
 impl Failure {
     /// A failure with exit code `exit`.
     pub fn new(exit: Exit, message: impl Into<String>) -> Self {
-        Self { exit, message: message.into() }
+        Self {
+            exit,
+            message: message.into(),
+        }
     }
 
     /// Bad input.

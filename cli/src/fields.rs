@@ -11,8 +11,8 @@ use mend_core::{
     model::{
         AccountabilityNote, Answer, Boundary, Cadence, CheckIn, Commitment, CommitmentStatus,
         DisclosurePreference, HonestyKind, HonestyMoment, HonestyTiming, Need, NeedKind,
-        NeedStatus, PreAssurance, ProcessingNote, Question, Reply, ReplyKind, Share,
-        TriggerEvent, TriggerSharing, Validation,
+        NeedStatus, PreAssurance, ProcessingNote, Question, Reply, ReplyKind, Share, TriggerEvent,
+        TriggerSharing, Validation,
     },
 };
 
@@ -49,7 +49,10 @@ pub fn fresh(kind: Kind) -> Body {
         }),
         Kind::CheckIn => Body::CheckIn(CheckIn::default()),
         Kind::Share => Body::Share(Share::default()),
-        Kind::Reply => Body::Reply(Reply { kind: ReplyKind::Reflect, ..Default::default() }),
+        Kind::Reply => Body::Reply(Reply {
+            kind: ReplyKind::Reflect,
+            ..Default::default()
+        }),
         Kind::Commitment => Body::Commitment(Commitment {
             cadence: Cadence::Daily,
             status: CommitmentStatus::Active,
@@ -129,7 +132,10 @@ fn apply(
             set(&mut b.impact, f.impact.take());
             if !f.amends.is_empty() {
                 let ids = std::mem::take(&mut f.amends);
-                b.amends = ids.iter().filter_map(|s| link(s).transpose()).collect::<Result<_, _>>()?;
+                b.amends = ids
+                    .iter()
+                    .filter_map(|s| link(s).transpose())
+                    .collect::<Result<_, _>>()?;
             }
         }
         Body::Question(b) => {
@@ -146,7 +152,9 @@ fn apply(
             set(&mut b.text, text);
             match f.private.take() {
                 Some(Some(_)) => {
-                    return Err(Failure::input("--private takes no value for a processing note"));
+                    return Err(Failure::input(
+                        "--private takes no value for a processing note",
+                    ));
                 }
                 Some(None) if f.shared => {
                     return Err(Failure::input("choose --private or --shared, not both"));
@@ -181,7 +189,9 @@ fn apply(
         }
         Body::CheckIn(b) => {
             if text.is_some() && f.note.is_some() {
-                return Err(Failure::input("give the check-in's note as TEXT or --note, not both"));
+                return Err(Failure::input(
+                    "give the check-in's note as TEXT or --note, not both",
+                ));
             }
             if let Some(note) = text.or(f.note.take()) {
                 b.note = non_empty(note);
@@ -279,7 +289,9 @@ fn apply(
         placement.visibility = Some(Visibility::Private);
     }
     match leftover(&f) {
-        Some(flag) => Err(Failure::input(format!("{flag} does not apply to a {label}"))),
+        Some(flag) => Err(Failure::input(format!(
+            "{flag} does not apply to a {label}"
+        ))),
         None => Ok(placement),
     }
 }
@@ -342,7 +354,11 @@ fn list(values: Vec<String>) -> Vec<String> {
     if values.len() == 1 && values[0].trim().eq_ignore_ascii_case("none") {
         return Vec::new();
     }
-    values.into_iter().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()).collect()
+    values
+        .into_iter()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .collect()
 }
 
 fn optional_date(s: &str) -> Result<Option<LocalDate>, Failure> {
@@ -360,6 +376,9 @@ fn pick<T: Copy + Display + Send + Sync + 'static>(
 ) -> Result<T, Failure> {
     Choice::new(all).parse_str(s).map_err(|_| {
         let names: Vec<String> = all.iter().map(|v| kebab(*v)).collect();
-        Failure::input(format!("{flag} for a {label} is one of: {}", names.join(", ")))
+        Failure::input(format!(
+            "{flag} for a {label} is one of: {}",
+            names.join(", ")
+        ))
     })
 }

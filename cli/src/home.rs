@@ -36,7 +36,9 @@ impl Home {
             Some(dir) => dir,
             None => std::env::var_os("HOME")
                 .map(|h| PathBuf::from(h).join(".mend"))
-                .ok_or_else(|| Failure::new(Exit::Usage, "no home: pass --home DIR or set MEND_HOME"))?,
+                .ok_or_else(|| {
+                    Failure::new(Exit::Usage, "no home: pass --home DIR or set MEND_HOME")
+                })?,
         };
         Ok(Self { dir })
     }
@@ -89,7 +91,12 @@ impl Home {
             .into());
         }
         let keyring = self.load_keyring()?;
-        Ok(Device::open(&self.journal_path(), keyring, OpenOptions::default(), observer)?)
+        Ok(Device::open(
+            &self.journal_path(),
+            keyring,
+            OpenOptions::default(),
+            observer,
+        )?)
     }
 
     fn load_keyring(&self) -> Result<Keyring> {
@@ -102,7 +109,11 @@ impl Home {
         })?;
         warn_if_readable_by_others(&path);
         Keyring::from_secret_string(&text).map_err(|_| {
-            Failure::new(Exit::Home, format!("{} is not a Mend keyring", path.display())).into()
+            Failure::new(
+                Exit::Home,
+                format!("{} is not a Mend keyring", path.display()),
+            )
+            .into()
         })
     }
 

@@ -18,12 +18,21 @@ pub struct Names(BTreeMap<PartnerId, String>);
 impl Names {
     /// The journal's partners.
     pub fn of(journal: &Journal) -> Self {
-        Self(journal.partners().into_iter().map(|p| (p.id, p.name)).collect())
+        Self(
+            journal
+                .partners()
+                .into_iter()
+                .map(|p| (p.id, p.name))
+                .collect(),
+        )
     }
 
     /// A partner's name.
     pub fn get(&self, id: PartnerId) -> String {
-        self.0.get(&id).cloned().unwrap_or_else(|| "(not yet synced)".to_owned())
+        self.0
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| "(not yet synced)".to_owned())
     }
 }
 
@@ -50,7 +59,10 @@ pub struct Context {
 impl Context {
     /// What rendering needs from the journal.
     pub fn of(journal: &Journal) -> Self {
-        Self { names: Names::of(journal), boundaries: journal.boundary_status() }
+        Self {
+            names: Names::of(journal),
+            boundaries: journal.boundary_status(),
+        }
     }
 
     /// The status of boundary `record`, if it is a live boundary.
@@ -89,18 +101,26 @@ impl Context {
             Body::Answer(b) => b.text.clone(),
             Body::ProcessingNote(b) => b.text.clone(),
             Body::Boundary(b) => {
-                let state = self.boundary(r).map_or("?".to_owned(), |s| kebab(state_name(s.state)));
+                let state = self
+                    .boundary(r)
+                    .map_or("?".to_owned(), |s| kebab(state_name(s.state)));
                 format!("[{state}] ({}) {}", kebab(b.area), b.text)
             }
             Body::DisclosurePreference(b) => format!("{}: {}", b.topic, kebab(b.preference)),
             Body::Need(b) => {
-                let response =
-                    b.response.as_ref().map_or("no response yet".to_owned(), |x| kebab(x.kind));
+                let response = b
+                    .response
+                    .as_ref()
+                    .map_or("no response yet".to_owned(), |x| kebab(x.kind));
                 format!("[{}, {response}] {}", kebab(b.status), b.text)
             }
             Body::CheckIn(b) => check_in_line(b),
             Body::Share(b) => {
-                let tough = if b.tough_question { " [tough question]" } else { "" };
+                let tough = if b.tough_question {
+                    " [tough question]"
+                } else {
+                    ""
+                };
                 format!("{}{tough}", b.feeling)
             }
             Body::Reply(b) => format!("{}: {}", kebab(b.kind), b.text),
@@ -118,7 +138,11 @@ impl Context {
                 None => format!("{}: {}", b.occasion, b.plan),
             },
         };
-        let private = if r.visibility == Visibility::Private { "[private] " } else { "" };
+        let private = if r.visibility == Visibility::Private {
+            "[private] "
+        } else {
+            ""
+        };
         clip(&format!("{private}{text}"), 72)
     }
 }
@@ -138,7 +162,11 @@ fn check_in_line(b: &mend_core::model::CheckIn) -> String {
     if let Some(d) = b.local_date {
         parts.push(d.to_string());
     }
-    for (name, v) in [("safety", b.safety), ("trust", b.trust), ("connection", b.connection)] {
+    for (name, v) in [
+        ("safety", b.safety),
+        ("trust", b.trust),
+        ("connection", b.connection),
+    ] {
         if let Some(v) = v {
             parts.push(format!("{name} {v}"));
         }

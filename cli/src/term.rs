@@ -15,7 +15,9 @@ pub struct Table {
 impl Table {
     /// A table with these column headers.
     pub fn new(headers: &[&str]) -> Self {
-        Self { rows: vec![headers.iter().map(|h| (*h).to_owned()).collect()] }
+        Self {
+            rows: vec![headers.iter().map(|h| (*h).to_owned()).collect()],
+        }
     }
 
     /// Adds a row.
@@ -55,6 +57,15 @@ impl Table {
     }
 }
 
+/// "1 record", "3 records".
+pub fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// Cuts `s` to one line of at most `max` characters.
 pub fn clip(s: &str, max: usize) -> String {
     let one_line: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -76,7 +87,10 @@ pub struct ProgressLine {
 impl ProgressLine {
     /// A progress line, silent unless stderr is a terminal.
     pub fn new() -> Self {
-        Self { live: std::io::stderr().is_terminal(), shown: Mutex::new(false) }
+        Self {
+            live: std::io::stderr().is_terminal(),
+            shown: Mutex::new(false),
+        }
     }
 
     /// Shows `message` in place of the previous one.
@@ -94,7 +108,9 @@ impl ProgressLine {
 
     /// Clears the line.
     pub fn clear(&self) {
-        let Ok(mut shown) = self.shown.lock() else { return };
+        let Ok(mut shown) = self.shown.lock() else {
+            return;
+        };
         if *shown {
             let mut err = std::io::stderr().lock();
             let _ = write!(err, "\r\x1b[2K");
@@ -114,10 +130,10 @@ impl Drop for ProgressLine {
 /// panicking as `println!` would.
 pub fn say(args: std::fmt::Arguments<'_>) {
     let mut out = std::io::stdout().lock();
-    if let Err(e) = writeln!(out, "{args}") {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
-        }
+    if let Err(e) = writeln!(out, "{args}")
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        std::process::exit(0);
     }
 }
 
@@ -125,4 +141,19 @@ pub fn say(args: std::fmt::Arguments<'_>) {
 #[macro_export]
 macro_rules! say {
     ($($arg:tt)*) => { $crate::term::say(format_args!($($arg)*)) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_and_long_text_is_clipped() {
+        let mut t = Table::new(&["ID", "WHAT"]);
+        t.row(vec!["a".into(), "first".into()]);
+        t.row(vec!["bcd".into(), clip("a long\nline of words", 8)]);
+        assert_eq!(t.render(), "ID   WHAT\na    first\nbcd  a long …\n");
+        assert_eq!(plural(1, "record"), "1 record");
+        assert_eq!(plural(0, "change"), "0 changes");
+    }
 }

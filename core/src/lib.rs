@@ -16,9 +16,10 @@ pub mod query;
 pub mod store;
 pub mod sync;
 
-/// Log directives every app must add to its tracing filter: Automerge logs inserted values
-/// (journal text) at TRACE, so its targets are held at WARN whatever level the app chooses.
-pub const LOG_REDACTIONS: &str = "automerge=warn,hexane=warn";
+/// Log directives every app must add to its tracing filter, whatever level it chooses:
+/// Automerge logs inserted values (journal text) at TRACE, and the HTTP and WebSocket libraries
+/// log request headers (the relay token) at TRACE.
+pub const LOG_REDACTIONS: &str = "automerge=warn,hexane=warn,tungstenite=debug,tokio_tungstenite=debug,hyper=debug,hyper_util=debug";
 
 pub use date::LocalDate;
 pub use doc::SCHEMA_VERSION;

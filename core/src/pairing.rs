@@ -39,7 +39,9 @@ pub struct Keyring {
 
 impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Keyring").field("relay_url", &self.relay_url).finish_non_exhaustive()
+        f.debug_struct("Keyring")
+            .field("relay_url", &self.relay_url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -59,15 +61,25 @@ impl Keyring {
     /// What the engine needs to sync both spaces.
     pub fn links(&self) -> Vec<SpaceLink> {
         vec![
-            SpaceLink { space: Space::Couple, keys: self.couple.derive_keys() },
-            SpaceLink { space: Space::Personal, keys: self.personal.derive_keys() },
+            SpaceLink {
+                space: Space::Couple,
+                keys: self.couple.derive_keys(),
+            },
+            SpaceLink {
+                space: Space::Personal,
+                keys: self.personal.derive_keys(),
+            },
         ]
     }
 
     /// An invite for the other partner (couple's space only).
     pub fn partner_invite(&self) -> Result<String> {
-        Invite { relay_url: self.relay_url.clone(), couple: self.couple.clone(), kind: InviteKind::Partner }
-            .encode()
+        Invite {
+            relay_url: self.relay_url.clone(),
+            couple: self.couple.clone(),
+            kind: InviteKind::Partner,
+        }
+        .encode()
     }
 
     /// An invite for another device of this partner (both spaces).
@@ -75,7 +87,10 @@ impl Keyring {
         Invite {
             relay_url: self.relay_url.clone(),
             couple: self.couple.clone(),
-            kind: InviteKind::Device { personal: self.personal.clone(), partner: me },
+            kind: InviteKind::Device {
+                personal: self.personal.clone(),
+                partner: me,
+            },
         }
         .encode()
     }
@@ -114,20 +129,36 @@ pub struct Device {
 
 impl std::fmt::Debug for Device {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Device").field("relay", &self.keyring.relay_url).finish_non_exhaustive()
+        f.debug_struct("Device")
+            .field("relay", &self.keyring.relay_url)
+            .finish_non_exhaustive()
     }
 }
 
 impl Device {
-    fn assemble(mut journal: Journal, keyring: Keyring, observer: Option<Arc<dyn SyncObserver>>) -> Result<Self> {
+    fn assemble(
+        mut journal: Journal,
+        keyring: Keyring,
+        observer: Option<Arc<dyn SyncObserver>>,
+    ) -> Result<Self> {
         // Local edits reach the same observer as remote ones.
         if let Some(o) = observer.clone() {
-            journal.set_change_listener(Some(Arc::new(move |space, ids| o.records_changed(space, ids))));
+            journal.set_change_listener(Some(Arc::new(move |space, ids| {
+                o.records_changed(space, ids)
+            })));
         }
         let journal = Arc::new(Mutex::new(journal));
-        let client =
-            Arc::new(SyncClient::new(Arc::clone(&journal), &keyring.relay_url, keyring.links(), observer)?);
-        Ok(Self { journal, keyring, client })
+        let client = Arc::new(SyncClient::new(
+            Arc::clone(&journal),
+            &keyring.relay_url,
+            keyring.links(),
+            observer,
+        )?);
+        Ok(Self {
+            journal,
+            keyring,
+            client,
+        })
     }
 
     /// Creates a new journal at `path` for its first partner, with new secrets.
@@ -160,11 +191,23 @@ impl Device {
                     couple: invite.couple,
                     personal: SpaceSecret::generate()?,
                 },
-                JoinSource { couple: Vec::new(), personal: None, partner: None },
+                JoinSource {
+                    couple: Vec::new(),
+                    personal: None,
+                    partner: None,
+                },
             ),
             InviteKind::Device { personal, partner } => (
-                Keyring { relay_url: invite.relay_url, couple: invite.couple, personal },
-                JoinSource { couple: Vec::new(), personal: Some(Vec::new()), partner: Some(partner) },
+                Keyring {
+                    relay_url: invite.relay_url,
+                    couple: invite.couple,
+                    personal,
+                },
+                JoinSource {
+                    couple: Vec::new(),
+                    personal: Some(Vec::new()),
+                    partner: Some(partner),
+                },
             ),
         };
         crate::sync::transport::RelayHttp::new(&keyring.relay_url)?;
@@ -173,7 +216,12 @@ impl Device {
     }
 
     /// Opens an existing journal with the keys the app kept.
-    pub fn open(path: &Path, keyring: Keyring, options: OpenOptions, observer: Option<Arc<dyn SyncObserver>>) -> Result<Self> {
+    pub fn open(
+        path: &Path,
+        keyring: Keyring,
+        options: OpenOptions,
+        observer: Option<Arc<dyn SyncObserver>>,
+    ) -> Result<Self> {
         let journal = Journal::open_with(path, options)?;
         Self::assemble(journal, keyring, observer)
     }
@@ -200,7 +248,11 @@ impl Device {
 
     /// An invite for another of this partner's devices.
     pub fn device_invite(&self) -> Result<String> {
-        let me = self.journal.lock().map_err(|_| Error::Corrupt("journal lock poisoned".into()))?.me();
+        let me = self
+            .journal
+            .lock()
+            .map_err(|_| Error::Corrupt("journal lock poisoned".into()))?
+            .me();
         self.keyring.device_invite(me)
     }
 

@@ -1598,10 +1598,18 @@ fn local_edits_tell_the_change_listener_which_space_changed() -> Result<()> {
             h.push((space, ids));
         }
     })));
-    let shared = j.add(Body::Share(Share { feeling: "seen".into(), tough_question: false }))?;
-    let private = j.add(Body::ProcessingNote(ProcessingNote { text: "mine".into() }))?;
+    let shared = j.add(Body::Share(Share {
+        feeling: "seen".into(),
+        tough_question: false,
+    }))?;
+    let private = j.add(Body::ProcessingNote(ProcessingNote {
+        text: "mine".into(),
+    }))?;
     j.remove(shared)?;
-    let heard = heard.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+    let heard = heard
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone();
     assert_eq!(
         heard,
         vec![
@@ -1610,5 +1618,28 @@ fn local_edits_tell_the_change_listener_which_space_changed() -> Result<()> {
             (Space::Couple, vec![shared]),
         ]
     );
+    Ok(())
+}
+
+#[test]
+fn a_weekly_commitment_keys_claims_and_views_by_the_weeks_monday() -> Result<()> {
+    let mut c = Couple::new()?;
+    let id = c.alex.add(Body::Commitment(Commitment {
+        text: "A long walk together".into(),
+        cadence: Cadence::Weekly,
+        ..Default::default()
+    }))?;
+    c.sync()?;
+    let thursday: LocalDate = "2026-11-26".parse()?;
+    let saturday: LocalDate = "2026-11-28".parse()?;
+    c.alex.claim(id, thursday, ClaimStatus::Done, "")?;
+    c.blake.confirm(id, saturday, PartnerView::Confirmed, "")?;
+    c.sync()?;
+    let Body::Commitment(cm) = c.alex.get(id)?.body else {
+        bail!("not a commitment")
+    };
+    let monday: LocalDate = "2026-11-23".parse()?;
+    assert_eq!(cm.claims.keys().copied().collect::<Vec<_>>(), vec![monday]);
+    assert_eq!(cm.views.keys().copied().collect::<Vec<_>>(), vec![monday]);
     Ok(())
 }

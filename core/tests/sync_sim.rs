@@ -202,18 +202,29 @@ fn a_refused_chunk_heals_from_a_later_snapshot() -> Result<()> {
     let mut sim = Sim::new(9, 1, 1, 2)?;
     sim.settle()?;
     sim.relay.corrupt_next(sim.couple_keys.space_id);
-    let bad = sim.devices[0].journal_mut().add(share("altered on the relay"))?;
+    let bad = sim.devices[0]
+        .journal_mut()
+        .add(share("altered on the relay"))?;
     sim.settle()?;
-    ensure!(sim.devices[1].journal().get(bad).is_err(), "the altered chunk was applied");
+    ensure!(
+        sim.devices[1].journal().get(bad).is_err(),
+        "the altered chunk was applied"
+    );
     let later = sim.devices[0].journal_mut().add(share("later"))?;
     sim.settle()?;
     sim.devices[0].journal_mut().add(share("later still"))?;
     sim.settle()?;
     let b = sim.devices[1].journal();
-    ensure!(b.get(bad).is_ok(), "B never healed the refused chunk from A's snapshot");
+    ensure!(
+        b.get(bad).is_ok(),
+        "B never healed the refused chunk from A's snapshot"
+    );
     ensure!(b.get(later).is_ok(), "B lacks A's later record");
     ensure!(
-        sim.devices[1].problems.iter().any(|p| matches!(p.kind, ProblemKind::Tampered { .. })),
+        sim.devices[1]
+            .problems
+            .iter()
+            .any(|p| matches!(p.kind, ProblemKind::Tampered { .. })),
         "the tampering was not reported"
     );
     assert_converged(&sim, &[(0, bad), (0, later)])

@@ -57,7 +57,12 @@ impl Relay {
             })
             .await;
         });
-        Ok(Self { addr, data_dir: data_dir.to_owned(), stop: Some(stop), task: Some(task) })
+        Ok(Self {
+            addr,
+            data_dir: data_dir.to_owned(),
+            stop: Some(stop),
+            task: Some(task),
+        })
     }
 
     /// The relay's URL.
@@ -71,7 +76,9 @@ impl Relay {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(15), task).await.context("relay did not stop")??;
+            tokio::time::timeout(Duration::from_secs(15), task)
+                .await
+                .context("relay did not stop")??;
         }
         Ok(())
     }
@@ -100,13 +107,18 @@ impl SyncObserver for Recorder {
 
 impl Recorder {
     pub fn saw(&self, id: RecordId) -> bool {
-        self.changed.lock().map(|c| c.contains(&id)).unwrap_or(false)
+        self.changed
+            .lock()
+            .map(|c| c.contains(&id))
+            .unwrap_or(false)
     }
 }
 
 /// Options tests use: normal durability keeps them fast; crash safety is tested elsewhere.
 pub fn opts() -> OpenOptions {
-    OpenOptions { durability: Durability::Normal }
+    OpenOptions {
+        durability: Durability::Normal,
+    }
 }
 
 /// A device with its recorder.
@@ -123,7 +135,11 @@ impl Phone {
         let path = dir.join(file);
         let observer: Arc<dyn SyncObserver> = recorder.clone();
         let device = Device::create(&path, name, relay, opts(), Some(observer))?;
-        Ok(Self { device, recorder, path })
+        Ok(Self {
+            device,
+            recorder,
+            path,
+        })
     }
 
     pub fn join(dir: &Path, file: &str, invite: &str, name: &str) -> Result<Self> {
@@ -131,19 +147,31 @@ impl Phone {
         let path = dir.join(file);
         let observer: Arc<dyn SyncObserver> = recorder.clone();
         let device = Device::join(&path, invite, name, opts(), Some(observer))?;
-        Ok(Self { device, recorder, path })
+        Ok(Self {
+            device,
+            recorder,
+            path,
+        })
     }
 
     pub fn reopen(path: &Path, keyring: Keyring) -> Result<Self> {
         let recorder = Arc::new(Recorder::default());
         let observer: Arc<dyn SyncObserver> = recorder.clone();
         let device = Device::open(path, keyring, opts(), Some(observer))?;
-        Ok(Self { device, recorder, path: path.to_owned() })
+        Ok(Self {
+            device,
+            recorder,
+            path: path.to_owned(),
+        })
     }
 
     /// Runs `f` on the journal.
     pub fn with<T>(&self, f: impl FnOnce(&mut Journal) -> mend_core::Result<T>) -> Result<T> {
-        let mut j = self.device.journal().lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        let mut j = self
+            .device
+            .journal()
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?;
         Ok(f(&mut j)?)
     }
 

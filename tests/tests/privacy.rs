@@ -41,12 +41,33 @@ fn m(field: &str) -> String {
 fn bodies(share: Option<mend_core::RecordId>, question: Option<mend_core::RecordId>) -> Vec<Body> {
     let day = LocalDate::from_unix_ms(1_795_000_000_000, 0);
     let mut out = vec![
-        Body::AccountabilityNote(AccountabilityNote { what_i_did: m("what_i_did"), impact: m("impact"), amends: vec![] }),
-        Body::Question(Question { category: m("category"), text: m("question"), ..Default::default() }),
-        Body::ProcessingNote(ProcessingNote { text: m("processing") }),
-        Body::Boundary(Boundary { area: BoundaryArea::Space, text: m("boundary"), ..Default::default() }),
-        Body::DisclosurePreference(DisclosurePreference { topic: m("topic"), preference: DisclosureChoice::NotNow }),
-        Body::Need(Need { kind: NeedKind::Other, text: m("need"), ..Default::default() }),
+        Body::AccountabilityNote(AccountabilityNote {
+            what_i_did: m("what_i_did"),
+            impact: m("impact"),
+            amends: vec![],
+        }),
+        Body::Question(Question {
+            category: m("category"),
+            text: m("question"),
+            ..Default::default()
+        }),
+        Body::ProcessingNote(ProcessingNote {
+            text: m("processing"),
+        }),
+        Body::Boundary(Boundary {
+            area: BoundaryArea::Space,
+            text: m("boundary"),
+            ..Default::default()
+        }),
+        Body::DisclosurePreference(DisclosurePreference {
+            topic: m("topic"),
+            preference: DisclosureChoice::NotNow,
+        }),
+        Body::Need(Need {
+            kind: NeedKind::Other,
+            text: m("need"),
+            ..Default::default()
+        }),
         Body::CheckIn(CheckIn {
             local_date: Some(day),
             safety: Some(5),
@@ -55,9 +76,18 @@ fn bodies(share: Option<mend_core::RecordId>, question: Option<mend_core::Record
             note: Some(m("checkin_note")),
             ..Default::default()
         }),
-        Body::Share(Share { feeling: m("feeling"), tough_question: false }),
-        Body::Commitment(Commitment { text: m("commitment"), ..Default::default() }),
-        Body::HonestyMoment(HonestyMoment { text: m("honesty"), ..Default::default() }),
+        Body::Share(Share {
+            feeling: m("feeling"),
+            tough_question: false,
+        }),
+        Body::Commitment(Commitment {
+            text: m("commitment"),
+            ..Default::default()
+        }),
+        Body::HonestyMoment(HonestyMoment {
+            text: m("honesty"),
+            ..Default::default()
+        }),
         Body::TriggerEvent(TriggerEvent {
             cue: m("cue"),
             intensity: 5,
@@ -66,14 +96,28 @@ fn bodies(share: Option<mend_core::RecordId>, question: Option<mend_core::Record
             sharing: TriggerSharing::Full,
             ..Default::default()
         }),
-        Body::PreAssurance(PreAssurance { occasion: m("occasion"), date: None, plan: m("plan") }),
+        Body::PreAssurance(PreAssurance {
+            occasion: m("occasion"),
+            date: None,
+            plan: m("plan"),
+        }),
     ];
     if let Some(s) = share {
-        out.push(Body::Reply(Reply { share: Some(s), kind: ReplyKind::Reflect, text: m("reply") }));
-        out.push(Body::Validation(Validation { target: Some(s), text: m("validation") }));
+        out.push(Body::Reply(Reply {
+            share: Some(s),
+            kind: ReplyKind::Reflect,
+            text: m("reply"),
+        }));
+        out.push(Body::Validation(Validation {
+            target: Some(s),
+            text: m("validation"),
+        }));
     }
     if let Some(q) = question {
-        out.push(Body::Answer(Answer { question: Some(q), text: m("answer") }));
+        out.push(Body::Answer(Answer {
+            question: Some(q),
+            text: m("answer"),
+        }));
     }
     out
 }
@@ -106,7 +150,12 @@ async fn no_marker_reaches_the_relay_or_a_log() -> Result<()> {
     let relay = Relay::start(dir.path()).await?;
     let a = Phone::create(dir.path(), "a.db", &m("name_a"), &relay.url())?;
     a.device.client().set_snapshot_every(2);
-    let b = Phone::join(dir.path(), "b.db", &a.device.partner_invite()?, &m("name_b"))?;
+    let b = Phone::join(
+        dir.path(),
+        "b.db",
+        &a.device.partner_invite()?,
+        &m("name_b"),
+    )?;
     b.device.client().set_snapshot_every(2);
     a.sync().await?;
     b.sync().await?;
@@ -135,7 +184,10 @@ async fn no_marker_reaches_the_relay_or_a_log() -> Result<()> {
     live.stop().await;
     // The markers did travel: B can read A's words.
     let share_id = share.ok_or_else(|| anyhow::anyhow!("no share"))?;
-    ensure!(format!("{:?}", b.with(|j| j.get(share_id))?).contains(&m("feeling")), "B cannot read A's share");
+    ensure!(
+        format!("{:?}", b.with(|j| j.get(share_id))?).contains(&m("feeling")),
+        "B cannot read A's share"
+    );
     relay.stop().await?;
 
     let mut files = Vec::new();
@@ -146,14 +198,35 @@ async fn no_marker_reaches_the_relay_or_a_log() -> Result<()> {
         let bytes = std::fs::read(file)?;
         stored += bytes.len();
         let text = String::from_utf8_lossy(&bytes);
-        ensure!(!text.contains("MARKER-"), "{} holds journal text", file.display());
+        ensure!(
+            !text.contains("MARKER-"),
+            "{} holds journal text",
+            file.display()
+        );
     }
-    ensure!(stored > 10_000, "the relay stored suspiciously little: {stored} bytes");
-    let logs = capture.0.lock().map(|l| String::from_utf8_lossy(&l).into_owned()).unwrap_or_default();
-    ensure!(logs.lines().count() > 5, "nothing was logged, so the check proves nothing");
-    let leaks: Vec<&str> = logs.lines().filter(|l| l.contains("MARKER-")).take(3).collect();
+    ensure!(
+        stored > 10_000,
+        "the relay stored suspiciously little: {stored} bytes"
+    );
+    let logs = capture
+        .0
+        .lock()
+        .map(|l| String::from_utf8_lossy(&l).into_owned())
+        .unwrap_or_default();
+    ensure!(
+        logs.lines().count() > 5,
+        "nothing was logged, so the check proves nothing"
+    );
+    let leaks: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("MARKER-"))
+        .take(3)
+        .collect();
     ensure!(leaks.is_empty(), "a log line holds journal text: {leaks:?}");
     let token = a.device.keyring().couple.derive_token();
-    ensure!(!logs.contains(token.expose()), "a log line holds a relay token");
+    ensure!(
+        !logs.contains(token.expose()),
+        "a log line holds a relay token"
+    );
     Ok(())
 }

@@ -6,10 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use mend_core::{
-    Body, LocalDate, Space, Visibility,
-    model::*,
-    query::BoundaryState,
-    sync::ProblemKind,
+    Body, LocalDate, Space, Visibility, model::*, query::BoundaryState, sync::ProblemKind,
 };
 use mend_e2e::{Phone, Relay};
 
@@ -27,14 +24,46 @@ async fn partners_edit_every_kind_apart_and_converge() -> Result<()> {
     let invite = a.device.partner_invite()?;
     let b = Phone::join(dir.path(), "b.db", &invite, "Blake")?;
     b.sync().await?;
-    ensure!(b.with(|j| Ok(j.partners().len()))? == 2, "B does not see both partners");
+    ensure!(
+        b.with(|j| Ok(j.partners().len()))? == 2,
+        "B does not see both partners"
+    );
 
     // Shared ground before they go apart.
-    let question = a.with(|j| j.add(Body::Question(Question { category: "timeline".into(), text: "When did it start?".into(), ..Default::default() })))?;
-    let share = a.with(|j| j.add(Body::Share(Share { feeling: "I felt shut out".into(), tough_question: true })))?;
-    let boundary = a.with(|j| j.add(Body::Boundary(Boundary { area: BoundaryArea::Contact, text: "No contact with them".into(), ..Default::default() })))?;
-    let commitment = b.with(|j| j.add(Body::Commitment(Commitment { text: "Phone at the door at 9".into(), cadence: Cadence::Daily, ..Default::default() })))?;
-    let need = a.with(|j| j.add(Body::Need(Need { kind: NeedKind::AloneTime, text: "An hour alone on Sundays".into(), ..Default::default() })))?;
+    let question = a.with(|j| {
+        j.add(Body::Question(Question {
+            category: "timeline".into(),
+            text: "When did it start?".into(),
+            ..Default::default()
+        }))
+    })?;
+    let share = a.with(|j| {
+        j.add(Body::Share(Share {
+            feeling: "I felt shut out".into(),
+            tough_question: true,
+        }))
+    })?;
+    let boundary = a.with(|j| {
+        j.add(Body::Boundary(Boundary {
+            area: BoundaryArea::Contact,
+            text: "No contact with them".into(),
+            ..Default::default()
+        }))
+    })?;
+    let commitment = b.with(|j| {
+        j.add(Body::Commitment(Commitment {
+            text: "Phone at the door at 9".into(),
+            cadence: Cadence::Daily,
+            ..Default::default()
+        }))
+    })?;
+    let need = a.with(|j| {
+        j.add(Body::Need(Need {
+            kind: NeedKind::AloneTime,
+            text: "An hour alone on Sundays".into(),
+            ..Default::default()
+        }))
+    })?;
     a.sync().await?;
     b.sync().await?;
     a.sync().await?;
@@ -45,29 +74,102 @@ async fn partners_edit_every_kind_apart_and_converge() -> Result<()> {
     // Apart: the relay is down while both write.
     relay.stop().await?;
     let offline = a.device.sync_now(Duration::from_secs(2)).await?;
-    ensure!(!offline.online && offline.syncing, "a sync with the relay down claimed success: {offline:?}");
+    ensure!(
+        !offline.online && offline.syncing,
+        "a sync with the relay down claimed success: {offline:?}"
+    );
 
     let mut ids = Vec::new();
-    ids.push(a.with(|j| j.add(Body::AccountabilityNote(AccountabilityNote { what_i_did: "I lied about the trips".into(), impact: "You stopped trusting plans".into(), amends: vec![] })))?);
-    ids.push(a.with(|j| j.add(Body::DisclosurePreference(DisclosurePreference { topic: "the trips".into(), preference: DisclosureChoice::WantDetails })))?);
-    ids.push(a.with(|j| j.add(Body::CheckIn(CheckIn { local_date: Some(day(0)), safety: Some(4), trust: Some(3), connection: Some(5), note: Some("hard day".into()), ..Default::default() })))?);
-    ids.push(a.with(|j| j.add(Body::HonestyMoment(HonestyMoment { kind: HonestyKind::VolunteeredTruth, text: "Told me about the message".into(), ..Default::default() })))?);
-    ids.push(a.with(|j| j.add(Body::TriggerEvent(TriggerEvent { cue: "the song".into(), intensity: 7, sharing: TriggerSharing::Signal, wanted_response: WantedResponse::Reassure, ..Default::default() })))?);
-    ids.push(a.with(|j| j.add(Body::PreAssurance(PreAssurance { occasion: "the conference".into(), date: Some(day(30)), plan: "Call every evening".into() })))?);
-    let private_note = a.with(|j| j.add(Body::ProcessingNote(ProcessingNote { text: "only for me".into() })))?;
+    ids.push(a.with(|j| {
+        j.add(Body::AccountabilityNote(AccountabilityNote {
+            what_i_did: "I lied about the trips".into(),
+            impact: "You stopped trusting plans".into(),
+            amends: vec![],
+        }))
+    })?);
+    ids.push(a.with(|j| {
+        j.add(Body::DisclosurePreference(DisclosurePreference {
+            topic: "the trips".into(),
+            preference: DisclosureChoice::WantDetails,
+        }))
+    })?);
+    ids.push(a.with(|j| {
+        j.add(Body::CheckIn(CheckIn {
+            local_date: Some(day(0)),
+            safety: Some(4),
+            trust: Some(3),
+            connection: Some(5),
+            note: Some("hard day".into()),
+            ..Default::default()
+        }))
+    })?);
+    ids.push(a.with(|j| {
+        j.add(Body::HonestyMoment(HonestyMoment {
+            kind: HonestyKind::VolunteeredTruth,
+            text: "Told me about the message".into(),
+            ..Default::default()
+        }))
+    })?);
+    ids.push(a.with(|j| {
+        j.add(Body::TriggerEvent(TriggerEvent {
+            cue: "the song".into(),
+            intensity: 7,
+            sharing: TriggerSharing::Signal,
+            wanted_response: WantedResponse::Reassure,
+            ..Default::default()
+        }))
+    })?);
+    ids.push(a.with(|j| {
+        j.add(Body::PreAssurance(PreAssurance {
+            occasion: "the conference".into(),
+            date: Some(day(30)),
+            plan: "Call every evening".into(),
+        }))
+    })?);
+    let private_note = a.with(|j| {
+        j.add(Body::ProcessingNote(ProcessingNote {
+            text: "only for me".into(),
+        }))
+    })?;
     // A rewords the boundary B had agreed to: B's agreement no longer counts.
     a.with(|j| {
         let r = j.get(boundary)?;
-        let Body::Boundary(mut bd) = r.body else { unreachable!("a boundary") };
+        let Body::Boundary(mut bd) = r.body else {
+            unreachable!("a boundary")
+        };
         bd.text = "No contact with them, at all".into();
         j.edit(boundary, Body::Boundary(bd))
     })?;
     a.with(|j| j.confirm(commitment, day(0), PartnerView::Confirmed, "saw it"))?;
 
-    ids.push(b.with(|j| j.add(Body::Answer(Answer { question: Some(question), text: "In March".into() })))?);
-    ids.push(b.with(|j| j.add(Body::Reply(Reply { share: Some(share), kind: ReplyKind::Validate, text: "That makes sense".into() })))?);
-    ids.push(b.with(|j| j.add(Body::Validation(Validation { target: Some(share), text: "You were right to say it".into() })))?);
-    ids.push(b.with(|j| j.add(Body::CheckIn(CheckIn { local_date: Some(day(0)), safety: Some(7), private_fields: vec![CheckInField::Note], note: Some("b's private note".into()), ..Default::default() })))?);
+    ids.push(b.with(|j| {
+        j.add(Body::Answer(Answer {
+            question: Some(question),
+            text: "In March".into(),
+        }))
+    })?);
+    ids.push(b.with(|j| {
+        j.add(Body::Reply(Reply {
+            share: Some(share),
+            kind: ReplyKind::Validate,
+            text: "That makes sense".into(),
+        }))
+    })?);
+    ids.push(b.with(|j| {
+        j.add(Body::Validation(Validation {
+            target: Some(share),
+            text: "You were right to say it".into(),
+        }))
+    })?);
+    ids.push(b.with(|j| {
+        j.add(Body::CheckIn(CheckIn {
+            local_date: Some(day(0)),
+            safety: Some(7),
+            private_fields: vec![CheckInField::Note],
+            note: Some("b's private note".into()),
+            ..Default::default()
+        }))
+    })?);
     b.with(|j| j.claim(commitment, day(0), ClaimStatus::Done, ""))?;
     b.with(|j| j.respond_to_need(need, NeedResponseKind::Receptive, "of course"))?;
     let pending = b.with(|j| Ok(j.pending_changes(Space::Couple)?))?;
@@ -79,25 +181,60 @@ async fn partners_edit_every_kind_apart_and_converge() -> Result<()> {
         a.sync().await?;
         b.sync().await?;
     }
-    let (a_shared, b_shared) = (a.with(|j| Ok(j.shared_records()))?, b.with(|j| Ok(j.shared_records()))?);
-    ensure!(a_shared == b_shared, "the partners' journals differ after sync");
+    let (a_shared, b_shared) = (
+        a.with(|j| Ok(j.shared_records()))?,
+        b.with(|j| Ok(j.shared_records()))?,
+    );
+    ensure!(
+        a_shared == b_shared,
+        "the partners' journals differ after sync"
+    );
     for id in &ids {
         ensure!(a.with(|j| j.get(*id))?.id == *id, "A lacks {id}");
         ensure!(b.with(|j| j.get(*id))?.id == *id, "B lacks {id}");
     }
-    ensure!(b.with(|j| Ok(j.get(private_note).is_err()))?, "B sees A's private note");
+    ensure!(
+        b.with(|j| Ok(j.get(private_note).is_err()))?,
+        "B sees A's private note"
+    );
     let status = b.with(|j| Ok(j.boundary_status()))?;
-    let s = status.iter().find(|s| s.boundary.id == boundary).ok_or_else(|| anyhow::anyhow!("no boundary"))?;
-    ensure!(s.state == BoundaryState::Pending, "a reworded boundary still shows {:?}", s.state);
+    let s = status
+        .iter()
+        .find(|s| s.boundary.id == boundary)
+        .ok_or_else(|| anyhow::anyhow!("no boundary"))?;
+    ensure!(
+        s.state == BoundaryState::Pending,
+        "a reworded boundary still shows {:?}",
+        s.state
+    );
     let trigger = b.with(|j| j.get(ids[4]))?;
-    let Body::TriggerEvent(t) = &trigger.body else { anyhow::bail!("not a trigger") };
-    ensure!(t.cue.is_empty() && t.sharing == TriggerSharing::Signal, "B sees more than the signal");
+    let Body::TriggerEvent(t) = &trigger.body else {
+        anyhow::bail!("not a trigger")
+    };
+    ensure!(
+        t.cue.is_empty() && t.sharing == TriggerSharing::Signal,
+        "B sees more than the signal"
+    );
     let ci = a.with(|j| j.get(ids[9]))?;
-    let Body::CheckIn(c) = &ci.body else { anyhow::bail!("not a check-in") };
-    ensure!(c.note.is_none() && c.safety == Some(7), "A sees B's private check-in note");
-    ensure!(ci.visibility == Visibility::Shared, "a split check-in reads as shared");
-    ensure!(a.recorder.saw(ids[6]), "A's observer was not told about B's answer");
-    ensure!(b.with(|j| Ok(j.pending_changes(Space::Couple)?))? == 0, "B still has pending changes");
+    let Body::CheckIn(c) = &ci.body else {
+        anyhow::bail!("not a check-in")
+    };
+    ensure!(
+        c.note.is_none() && c.safety == Some(7),
+        "A sees B's private check-in note"
+    );
+    ensure!(
+        ci.visibility == Visibility::Shared,
+        "a split check-in reads as shared"
+    );
+    ensure!(
+        a.recorder.saw(ids[6]),
+        "A's observer was not told about B's answer"
+    );
+    ensure!(
+        b.with(|j| Ok(j.pending_changes(Space::Couple)?))? == 0,
+        "B still has pending changes"
+    );
     relay.stop().await?;
     Ok(())
 }
@@ -114,29 +251,53 @@ async fn live_sync_reaches_the_partners_observer() -> Result<()> {
     let live_b = b.device.client().start_live();
     let mut sent = Vec::new();
     for n in 0..5 {
-        let id = a.with(|j| j.add(Body::HonestyMoment(HonestyMoment { text: format!("moment {n}"), ..Default::default() })))?;
+        let id = a.with(|j| {
+            j.add(Body::HonestyMoment(HonestyMoment {
+                text: format!("moment {n}"),
+                ..Default::default()
+            }))
+        })?;
         live_a.local_edit();
         sent.push(id);
     }
     // Bounded wait for B's observer.
     let mut waited = 0;
     while !sent.iter().all(|id| b.recorder.saw(*id)) {
-        ensure!(waited < 200, "B's observer did not hear of A's edits within 10 s");
+        ensure!(
+            waited < 200,
+            "B's observer did not hear of A's edits within 10 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
         waited += 1;
     }
-    let reply = b.with(|j| j.add(Body::HonestyMoment(HonestyMoment { text: "back to you".into(), ..Default::default() })))?;
+    let reply = b.with(|j| {
+        j.add(Body::HonestyMoment(HonestyMoment {
+            text: "back to you".into(),
+            ..Default::default()
+        }))
+    })?;
     live_b.local_edit();
     let mut waited = 0;
     while !a.recorder.saw(reply) {
-        ensure!(waited < 200, "A's observer did not hear of B's edit within 10 s");
+        ensure!(
+            waited < 200,
+            "A's observer did not hear of B's edit within 10 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
         waited += 1;
     }
     live_a.stop().await;
     live_b.stop().await;
-    let statuses = a.recorder.statuses.lock().map(|s| s.clone()).unwrap_or_default();
-    ensure!(statuses.iter().any(|s| s.online), "A's status never showed online");
+    let statuses = a
+        .recorder
+        .statuses
+        .lock()
+        .map(|s| s.clone())
+        .unwrap_or_default();
+    ensure!(
+        statuses.iter().any(|s| s.online),
+        "A's status never showed online"
+    );
     relay.stop().await?;
     Ok(())
 }
@@ -154,7 +315,12 @@ async fn a_device_killed_mid_sync_resumes_without_loss() -> Result<()> {
     let mut written = Vec::new();
     for round in 0..6u64 {
         for n in 0..40 {
-            written.push(a.with(|j| j.add(Body::Share(Share { feeling: format!("round {round} entry {n}"), tough_question: false })))?);
+            written.push(a.with(|j| {
+                j.add(Body::Share(Share {
+                    feeling: format!("round {round} entry {n}"),
+                    tough_question: false,
+                }))
+            })?);
             // Small batches so a round has many pushes to cut through.
             if n % 5 == 4 {
                 let client = a.device.client().clone();
@@ -169,13 +335,22 @@ async fn a_device_killed_mid_sync_resumes_without_loss() -> Result<()> {
     a.sync().await?;
     b.sync().await?;
     for id in &written {
-        ensure!(b.with(|j| j.get(*id))?.id == *id, "B lacks {id} after A's crashes");
+        ensure!(
+            b.with(|j| j.get(*id))?.id == *id,
+            "B lacks {id} after A's crashes"
+        );
     }
     let b_records = b.with(|j| Ok(j.records()))?;
     let mut ids: Vec<_> = b_records.iter().map(|r| r.id).collect();
     ids.dedup();
-    ensure!(ids.len() == b_records.len(), "duplicates after resumed pushes");
-    ensure!(a.with(|j| Ok(j.pending_changes(Space::Couple)?))? == 0, "A still has pending changes");
+    ensure!(
+        ids.len() == b_records.len(),
+        "duplicates after resumed pushes"
+    );
+    ensure!(
+        a.with(|j| Ok(j.pending_changes(Space::Couple)?))? == 0,
+        "A still has pending changes"
+    );
     relay.stop().await?;
     Ok(())
 }
@@ -188,21 +363,38 @@ async fn a_new_device_bootstraps_from_a_snapshot() -> Result<()> {
     a.device.client().set_snapshot_every(4);
     let mut ids = Vec::new();
     for n in 0..12 {
-        ids.push(a.with(|j| j.add(Body::Share(Share { feeling: format!("entry {n}"), tough_question: false })))?);
+        ids.push(a.with(|j| {
+            j.add(Body::Share(Share {
+                feeling: format!("entry {n}"),
+                tough_question: false,
+            }))
+        })?);
         a.sync().await?;
     }
     a.sync().await?;
     let covered = a.with(|j| Ok(j.sync_state(Space::Couple)?.snapshot_covers))?;
-    ensure!(covered >= 4, "A never uploaded a snapshot (covers {covered})");
+    ensure!(
+        covered >= 4,
+        "A never uploaded a snapshot (covers {covered})"
+    );
     // A's second device joins with a device invite: both spaces, starting from the snapshot.
     let tablet = Phone::join(dir.path(), "a2.db", &a.device.device_invite()?, "")?;
     tablet.sync().await?;
     let state = tablet.with(|j| Ok(j.sync_state(Space::Couple)?))?;
-    ensure!(state.snapshot_covers >= 4, "the tablet did not start from the snapshot: {state:?}");
+    ensure!(
+        state.snapshot_covers >= 4,
+        "the tablet did not start from the snapshot: {state:?}"
+    );
     for id in &ids {
-        ensure!(tablet.with(|j| j.get(*id))?.id == *id, "the tablet lacks {id}");
+        ensure!(
+            tablet.with(|j| j.get(*id))?.id == *id,
+            "the tablet lacks {id}"
+        );
     }
-    ensure!(tablet.with(|j| Ok(j.me()))? == a.with(|j| Ok(j.me()))?, "the tablet is not Alex's");
+    ensure!(
+        tablet.with(|j| Ok(j.me()))? == a.with(|j| Ok(j.me()))?,
+        "the tablet is not Alex's"
+    );
     relay.stop().await?;
     Ok(())
 }
@@ -216,7 +408,12 @@ async fn an_altered_chunk_is_refused_and_reported_and_the_rest_syncs() -> Result
     let b = Phone::join(dir.path(), "b.db", &a.device.partner_invite()?, "Blake")?;
     b.sync().await?;
     a.sync().await?;
-    let bad = a.with(|j| j.add(Body::Share(Share { feeling: "to be altered".into(), tough_question: false })))?;
+    let bad = a.with(|j| {
+        j.add(Body::Share(Share {
+            feeling: "to be altered".into(),
+            tough_question: false,
+        }))
+    })?;
     a.sync().await?;
     // Flip a byte of the newest chunk in the relay's own storage.
     {
@@ -229,20 +426,37 @@ async fn an_altered_chunk_is_refused_and_reported_and_the_rest_syncs() -> Result
         )?;
         let last = payload.len() - 1;
         payload[last] ^= 0x01;
-        conn.execute("UPDATE chunks SET payload = ?1 WHERE id = ?2", rusqlite::params![payload, id])?;
+        conn.execute(
+            "UPDATE chunks SET payload = ?1 WHERE id = ?2",
+            rusqlite::params![payload, id],
+        )?;
     }
     let status = b.sync().await?;
-    ensure!(b.with(|j| Ok(j.get(bad).is_err()))?, "B applied an altered chunk");
     ensure!(
-        status.problems.iter().any(|p| matches!(p.kind, ProblemKind::Tampered { .. })),
+        b.with(|j| Ok(j.get(bad).is_err()))?,
+        "B applied an altered chunk"
+    );
+    ensure!(
+        status
+            .problems
+            .iter()
+            .any(|p| matches!(p.kind, ProblemKind::Tampered { .. })),
         "the altered chunk was not reported: {:?}",
         status.problems
     );
     // Sync goes on: B's own edits still reach A.
-    let from_b = b.with(|j| j.add(Body::Share(Share { feeling: "still syncing".into(), tough_question: false })))?;
+    let from_b = b.with(|j| {
+        j.add(Body::Share(Share {
+            feeling: "still syncing".into(),
+            tough_question: false,
+        }))
+    })?;
     b.sync().await?;
     a.sync().await?;
-    ensure!(a.with(|j| j.get(from_b))?.id == from_b, "A did not get B's edit after the tampering");
+    ensure!(
+        a.with(|j| j.get(from_b))?.id == from_b,
+        "A did not get B's edit after the tampering"
+    );
     relay.stop().await?;
     Ok(())
 }

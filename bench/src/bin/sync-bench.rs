@@ -16,7 +16,10 @@ use mend_core::{
     Body, RecordId, Space,
     crypto::{ChunkAad, SpaceSecret, seal_chunk},
     model::{HonestyMoment, Share},
-    sync::{Action, Event, Mode, Request, Response, SyncEngine, SyncStatus, transport::{RelayHttp, SyncObserver}},
+    sync::{
+        Action, Event, Mode, Request, Response, SyncEngine, SyncStatus,
+        transport::{RelayHttp, SyncObserver},
+    },
 };
 use mend_e2e::{Phone, Relay};
 use mend_protocol::{DeviceId, Push};
@@ -48,21 +51,31 @@ async fn latency(n: usize) -> Result<()> {
     let (tx, rx) = mpsc::channel();
     let observer: Arc<dyn SyncObserver> = Arc::new(Arrivals(Mutex::new(tx)));
     let invite = a.device.partner_invite()?;
-    let b = mend_core::pairing::Device::join(&dir.path().join("b.db"), &invite, "Blake", mend_e2e::opts(), Some(observer))?;
+    let b = mend_core::pairing::Device::join(
+        &dir.path().join("b.db"),
+        &invite,
+        "Blake",
+        mend_e2e::opts(),
+        Some(observer),
+    )?;
     b.sync_now(Duration::from_secs(20)).await?;
     let live_a = a.device.client().start_live();
     let live_b = b.client().start_live();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut lat = Vec::with_capacity(n);
     for i in 0..n + 20 {
-        let body = Body::HonestyMoment(HonestyMoment { text: format!("moment {i}: kept the promise about calling"), ..Default::default() });
+        let body = Body::HonestyMoment(HonestyMoment {
+            text: format!("moment {i}: kept the promise about calling"),
+            ..Default::default()
+        });
         let start = Instant::now();
         let id = a.with(|j| j.add(body))?;
         live_a.local_edit();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let (got, at) = tokio::task::block_in_place(|| rx.recv_timeout(left)).context("B never saw the change")?;
+            let (got, at) = tokio::task::block_in_place(|| rx.recv_timeout(left))
+                .context("B never saw the change")?;
             if got == id {
                 if i >= 20 {
                     lat.push(at.duration_since(start).as_secs_f64() * 1e3);
@@ -74,29 +87,59 @@ async fn latency(n: usize) -> Result<()> {
     live_a.stop().await;
     live_b.stop().await;
     println!("sync latency A commit → relay → B observer, live, {n} changes");
-    println!("  p50 = {:.2} ms, p99 = {:.2} ms, max = {:.2} ms", pct(&mut lat, 0.5), pct(&mut lat, 0.99), pct(&mut lat, 1.0));
+    println!(
+        "  p50 = {:.2} ms, p99 = {:.2} ms, max = {:.2} ms",
+        pct(&mut lat, 0.5),
+        pct(&mut lat, 0.99),
+        pct(&mut lat, 1.0)
+    );
     relay.stop().await
 }
 
 fn wire() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let mut j = mend_core::Journal::create_with(&dir.path().join("w.db"), "Alex", mend_e2e::opts())?;
+    let mut j =
+        mend_core::Journal::create_with(&dir.path().join("w.db"), "Alex", mend_e2e::opts())?;
     // Drain creation's own changes so each batch below is exactly one edit.
     while let Some((seq, _)) = j.next_batch(Space::Couple, usize::MAX)? {
         j.acknowledge(Space::Couple, seq, seq)?;
     }
     let key = SpaceSecret::generate()?.derive_keys();
     let device = *j.device().as_bytes();
-    println!("bytes on the wire per change (one edit per chunk, WebSocket push frame incl. 6-byte client frame header)");
-    println!("  {:<44} {:>7} {:>7} {:>7} {:>8}", "edit", "change", "wire", "budget", "ratio");
-    let texts = [("share, 20 chars", 20usize), ("share, 180 chars", 180), ("share, 500 chars", 500), ("share, 2000 chars", 2000)];
+    println!(
+        "bytes on the wire per change (one edit per chunk, WebSocket push frame incl. 6-byte client frame header)"
+    );
+    println!(
+        "  {:<44} {:>7} {:>7} {:>7} {:>8}",
+        "edit", "change", "wire", "budget", "ratio"
+    );
+    let texts = [
+        ("share, 20 chars", 20usize),
+        ("share, 180 chars", 180),
+        ("share, 500 chars", 500),
+        ("share, 2000 chars", 2000),
+    ];
     for (label, len) in texts {
         let text: String = "I felt heard today. ".chars().cycle().take(len).collect();
-        j.add(Body::Share(Share { feeling: text, tough_question: false }))?;
-        let Some((seq, change)) = j.next_batch(Space::Couple, usize::MAX)? else { bail!("no batch") };
-        let aad = ChunkAad { space_id: key.space_id, device, device_seq: seq };
+        j.add(Body::Share(Share {
+            feeling: text,
+            tough_question: false,
+        }))?;
+        let Some((seq, change)) = j.next_batch(Space::Couple, usize::MAX)? else {
+            bail!("no batch")
+        };
+        let aad = ChunkAad {
+            space_id: key.space_id,
+            device,
+            device_seq: seq,
+        };
         let payload = seal_chunk(&key.content, &aad, &change)?;
-        let frame = Push { device_id: DeviceId(device), device_seq: seq, payload }.to_bytes();
+        let frame = Push {
+            device_id: DeviceId(device),
+            device_seq: seq,
+            payload,
+        }
+        .to_bytes();
         // A masked client WebSocket frame adds 2–4 header bytes and a 4-byte mask.
         let ws_header = 2 + if frame.len() > 125 { 2 } else { 0 } + 4;
         let wire = frame.len() + ws_header;
@@ -124,7 +167,12 @@ async fn catchup(n: usize) -> Result<()> {
     a.sync().await?;
     eprintln!("A makes {n} changes, each pushed on its own, while B is offline…");
     for i in 0..n {
-        a.with(|j| j.add(Body::Share(Share { feeling: format!("change {i} while you were away"), tough_question: false })))?;
+        a.with(|j| {
+            j.add(Body::Share(Share {
+                feeling: format!("change {i} while you were away"),
+                tough_question: false,
+            }))
+        })?;
         a.sync().await?;
     }
     // B catches up, driving its engine by hand to count requests and bytes.
@@ -140,8 +188,12 @@ async fn catchup(n: usize) -> Result<()> {
         for action in actions {
             if let Action::Send(request) = action {
                 let space = match &request {
-                    Request::Pull { space, .. } | Request::Create { space } | Request::Push { space, .. }
-                    | Request::Subscribe { space, .. } | Request::GetSnapshot { space } | Request::PutSnapshot { space, .. } => *space,
+                    Request::Pull { space, .. }
+                    | Request::Create { space }
+                    | Request::Push { space, .. }
+                    | Request::Subscribe { space, .. }
+                    | Request::GetSnapshot { space }
+                    | Request::PutSnapshot { space, .. } => *space,
                 };
                 let link = links.iter().find(|l| l.space == space).context("link")?;
                 requests += 1;

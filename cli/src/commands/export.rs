@@ -47,7 +47,10 @@ pub fn export(home: &Home, format: ExportFormat, out: &Path, range: &Range) -> R
         ExportFormat::Md => Format::Markdown,
         ExportFormat::Html => Format::Html,
     };
-    progress.show(&format!("Rendering {} records from {from} to {to}…", journal.records().len()));
+    progress.show(&format!(
+        "Rendering {} records from {from} to {to}…",
+        journal.records().len()
+    ));
     let text = journal.export_packet(&options, format)?;
     progress.show(&format!("Writing {}…", out.display()));
     write_private(out, text.as_bytes())?;
@@ -62,7 +65,9 @@ fn oldest(journal: &mend_core::Journal) -> Option<LocalDate> {
         .records()
         .iter()
         .map(|r| match &r.body {
-            Body::CheckIn(c) => c.local_date.unwrap_or(LocalDate::from_unix_ms(r.created_at, 0)),
+            Body::CheckIn(c) => c
+                .local_date
+                .unwrap_or(LocalDate::from_unix_ms(r.created_at, 0)),
             _ => LocalDate::from_unix_ms(r.created_at, 0),
         })
         .min()
@@ -73,7 +78,10 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).with_context(|| format!("cannot write {}", path.display()))?;
-    file.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(bytes)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }

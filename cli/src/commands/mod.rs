@@ -32,39 +32,86 @@ async fn dispatch(home: &Home, command: Command) -> Result<()> {
     match command {
         Command::Init { relay, name } => pairing::init(home, &relay, &name),
         Command::Invite { plain, device } => pairing::invite(home, plain, device),
-        Command::Join { code, name, timeout } => {
-            pairing::join(home, &code, name.as_deref(), timeout).await
-        }
+        Command::Join {
+            code,
+            name,
+            timeout,
+        } => pairing::join(home, &code, name.as_deref(), timeout).await,
         Command::Erase { yes } => pairing::erase(home, yes).await,
-        Command::Add { record_kind, text, fields } => records::add(home, record_kind, text, fields),
+        Command::Add {
+            record_kind,
+            text,
+            fields,
+        } => records::add(home, record_kind, text, fields),
         Command::Edit { id, text, fields } => records::edit(home, &id, text, fields),
         Command::Reply { share, text, kind } => records::reply(home, &share, text, kind),
         Command::Validate { target, text } => records::validate(home, &target, text),
         Command::Answer { question, text } => records::answer(home, &question, text),
         Command::Consent { boundary, choice } => records::consent(home, &boundary, choice),
-        Command::Claim { commitment, status, date, note } => {
-            records::claim(home, &commitment, status, date.as_deref(), &note)
-        }
-        Command::Confirm { commitment, view, date, note } => {
-            records::confirm(home, &commitment, view, date.as_deref(), &note)
-        }
-        Command::Respond { need, response, note } => records::respond(home, &need, response, &note),
+        Command::Claim {
+            commitment,
+            status,
+            date,
+            note,
+        } => records::claim(home, &commitment, status, date.as_deref(), &note),
+        Command::Confirm {
+            commitment,
+            view,
+            date,
+            note,
+        } => records::confirm(home, &commitment, view, date.as_deref(), &note),
+        Command::Respond {
+            need,
+            response,
+            note,
+        } => records::respond(home, &need, response, &note),
         Command::QuestionStatus { question, status } => {
             records::question_status(home, &question, status)
         }
         Command::ShareNote { id } => records::share_note(home, &id),
         Command::Remove { id } => records::remove(home, &id),
-        Command::List { kind, mine, partner, removed, shared, limit, json } => {
-            let filter = view::ListFilter { kinds: kind, mine, partner, removed, shared, limit };
+        Command::List {
+            kind,
+            mine,
+            partner,
+            removed,
+            shared,
+            limit,
+            json,
+        } => {
+            let filter = view::ListFilter {
+                kinds: kind,
+                mine,
+                partner,
+                removed,
+                shared,
+                limit,
+            };
             view::list(home, &filter, json)
         }
         Command::Show { id, json } => view::show(home, &id, json),
         Command::Progress { weeks, json } => progress::progress(home, weeks, json),
         Command::Sync { timeout } => sync::sync(home, timeout).await,
         Command::Watch { duration } => sync::watch(home, duration).await,
-        Command::Status { check, timeout, json } => sync::status(home, check, timeout, json).await,
-        Command::Export { format, out, from, to, kind, include_private } => {
-            let range = export::Range { from, to, kinds: kind, include_private };
+        Command::Status {
+            check,
+            timeout,
+            json,
+        } => sync::status(home, check, timeout, json).await,
+        Command::Export {
+            format,
+            out,
+            from,
+            to,
+            kind,
+            include_private,
+        } => {
+            let range = export::Range {
+                from,
+                to,
+                kinds: kind,
+                include_private,
+            };
             export::export(home, format, &out, &range)
         }
     }

@@ -34,7 +34,7 @@ pub fn progress(home: &Home, weeks: u16, json: bool) -> Result<()> {
     for week in &progress.weeks {
         table.row(row(week));
     }
-    print!("{}", table.render());
+    say!("{}", table.render().trim_end());
     let t = &progress.trend;
     say!(
         "Trend per week: safety {}, trust {}, connection {}",
@@ -48,14 +48,22 @@ pub fn progress(home: &Home, weeks: u16, json: bool) -> Result<()> {
 fn row(week: &WeekProgress) -> Vec<String> {
     let c = &week.commitments;
     let (kept, confirmed) = if c.expected == 0 {
-        (format!("[{}]  nothing due", " ".repeat(BAR)), "—".to_owned())
+        (
+            format!("[{}]  nothing due", " ".repeat(BAR)),
+            "—".to_owned(),
+        )
     } else {
         (
             format!("{} {:>3.0}%", bar(c.consistency), c.consistency * 100.0),
             format!("{:.0}%", c.confirmation * 100.0),
         )
     };
-    let CheckInAverages { count, safety, trust, connection } = &week.check_ins;
+    let CheckInAverages {
+        count,
+        safety,
+        trust,
+        connection,
+    } = &week.check_ins;
     vec![
         week.week_start.to_string(),
         kept,

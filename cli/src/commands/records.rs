@@ -5,8 +5,8 @@ use anyhow::Result;
 use mend_core::{
     Body, Journal, Kind, LocalDate, RecordId,
     model::{
-        Answer, Cadence, ClaimStatus, ConsentState, NeedResponseKind, PartnerView,
-        QuestionStatus, Reply, ReplyKind, Validation,
+        Answer, Cadence, ClaimStatus, ConsentState, NeedResponseKind, PartnerView, QuestionStatus,
+        Reply, ReplyKind, Validation,
     },
 };
 
@@ -53,20 +53,32 @@ pub fn edit(home: &Home, typed: &str, text: Option<String>, f: Fields) -> Result
 /// `reply SHARE TEXT`.
 pub fn reply(home: &Home, share: &str, text: Option<String>, kind: ReplyKind) -> Result<()> {
     add_linked(home, share, |share| {
-        Body::Reply(Reply { share: Some(share), kind, text: text.unwrap_or_default() })
+        Body::Reply(Reply {
+            share: Some(share),
+            kind,
+            text: text.unwrap_or_default(),
+        })
     })
 }
 
 /// `validate TARGET [TEXT]`.
 pub fn validate(home: &Home, target: &str, text: Option<String>) -> Result<()> {
     add_linked(home, target, |target| {
-        Body::Validation(Validation { target: Some(target), text: text.unwrap_or_default() })
+        Body::Validation(Validation {
+            target: Some(target),
+            text: text.unwrap_or_default(),
+        })
     })
 }
 
 /// `answer QUESTION TEXT`.
 pub fn answer(home: &Home, question: &str, text: String) -> Result<()> {
-    add_linked(home, question, |question| Body::Answer(Answer { question: Some(question), text }))
+    add_linked(home, question, |question| {
+        Body::Answer(Answer {
+            question: Some(question),
+            text,
+        })
+    })
 }
 
 fn add_linked(home: &Home, typed: &str, body: impl FnOnce(RecordId) -> Body) -> Result<()> {
@@ -89,14 +101,20 @@ pub fn consent(home: &Home, typed: &str, choice: ConsentChoice) -> Result<()> {
         ConsentChoice::Revisit => ConsentState::Revisit,
     };
     journal.consent(id, state)?;
-    say!("Your consent to boundary {} is now: {}.", short(id), kebab(state));
+    say!(
+        "Your consent to boundary {} is now: {}.",
+        short(id),
+        kebab(state)
+    );
     boundary_line(&journal, id);
     Ok(())
 }
 
 fn boundary_line(journal: &Journal, id: RecordId) {
     let context = Context::of(journal);
-    let Some(status) = context.boundaries.iter().find(|b| b.boundary.id == id) else { return };
+    let Some(status) = context.boundaries.iter().find(|b| b.boundary.id == id) else {
+        return;
+    };
     let waiting: Vec<String> = status
         .consents
         .iter()
@@ -136,7 +154,11 @@ pub fn claim(
     let id = lookup::resolve(&journal, typed)?;
     let at = occurrence(&journal, id, date)?;
     journal.claim(id, at, status, note)?;
-    say!("Claimed {} for {at} on commitment {}.", kebab(status), short(id));
+    say!(
+        "Claimed {} for {at} on commitment {}.",
+        kebab(status),
+        short(id)
+    );
     Ok(())
 }
 
@@ -153,7 +175,11 @@ pub fn confirm(
     let id = lookup::resolve(&journal, typed)?;
     let at = occurrence(&journal, id, date)?;
     journal.confirm(id, at, view, note)?;
-    say!("Recorded {} for {at} on commitment {}.", kebab(view), short(id));
+    say!(
+        "Recorded {} for {at} on commitment {}.",
+        kebab(view),
+        short(id)
+    );
     Ok(())
 }
 
@@ -193,6 +219,9 @@ pub fn remove(home: &Home, typed: &str) -> Result<()> {
     let mut journal = lock(&device)?;
     let id = lookup::resolve(&journal, typed)?;
     journal.remove(id)?;
-    say!("Removed {}. A placeholder keeps replies and links in place.", short(id));
+    say!(
+        "Removed {}. A placeholder keeps replies and links in place.",
+        short(id)
+    );
     Ok(())
 }

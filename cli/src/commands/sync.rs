@@ -32,7 +32,7 @@ use crate::{
     lookup::short,
     render::Context,
     say,
-    term::ProgressLine,
+    term::{ProgressLine, plural},
 };
 
 /// How long a round waits for a first answer from the relay before calling it unreachable.
@@ -69,7 +69,8 @@ impl SyncObserver for Tracker {
             }
             Err(_) => return,
         };
-        self.progress.show(&format!("Syncing… {count} records received"));
+        self.progress
+            .show(&format!("Syncing… {count} records received"));
     }
 
     fn status_changed(&self, status: SyncStatus) {
@@ -153,7 +154,6 @@ fn describe(kind: &ProblemKind) -> String {
         ProblemKind::Unauthorized => "the relay refused this device's key".to_owned(),
         ProblemKind::SpaceGone => "this journal was erased at the relay".to_owned(),
         ProblemKind::Refused { code } => format!("the relay refused a request ({code})"),
-        _ => "the relay reported a problem".to_owned(),
     }
 }
 
@@ -175,9 +175,10 @@ pub async fn sync(home: &Home, timeout: u64) -> Result<()> {
         n => format!("{n} still waiting"),
     };
     say!(
-        "Synced with {}: {} records changed here, {sent} changes sent, {waiting}.",
+        "Synced with {}: {} changed here, {} sent, {waiting}.",
         device.keyring().relay_url,
-        done.received
+        plural(done.received, "record"),
+        plural(usize::try_from(sent).unwrap_or(usize::MAX), "change"),
     );
     Ok(())
 }
@@ -259,7 +260,9 @@ fn print_changes(device: &Device, ids: &[RecordId]) -> Result<()> {
     let journal = lock(device)?;
     let context = Context::of(&journal);
     for id in ids {
-        let Ok(record) = journal.get(*id) else { continue };
+        let Ok(record) = journal.get(*id) else {
+            continue;
+        };
         let what = if record.removed {
             "removed"
         } else if record.updated_at == record.created_at {
@@ -268,11 +271,11 @@ fn print_changes(device: &Device, ids: &[RecordId]) -> Result<()> {
             "changed"
         };
         say!(
-            "{}  {} {what} {} {}: {}",
+            "{}  {} {} ({}'s) {what}: {}",
             dates::instant(record.updated_at),
-            context.names.get(record.author),
             kebab(record.kind()),
             short(record.id),
+            context.names.get(record.author),
             context.summary(&record)
         );
     }
@@ -305,7 +308,8 @@ pub async fn status(home: &Home, check: bool, timeout: u64, json: bool) -> Resul
     let online = reach.as_ref().map(Result::is_ok);
     let mut problems: Vec<String> = Vec::new();
     if healing {
-        problems.push("a change from the relay was refused and waits for a snapshot to heal".into());
+        problems
+            .push("a change from the relay was refused and waits for a snapshot to heal".into());
     }
     if json {
         let out = json!({
@@ -320,7 +324,13 @@ pub async fn status(home: &Home, check: bool, timeout: u64, json: bool) -> Resul
     } else {
         let names: Vec<String> = partners
             .iter()
-            .map(|p| if p.id == me { format!("{} (you)", p.name) } else { p.name.clone() })
+            .map(|p| {
+                if p.id == me {
+                    format!("{} (you)", p.name)
+                } else {
+                    p.name.clone()
+                }
+            })
             .collect();
         let reachable = match online {
             Some(true) => " (online)",
@@ -329,7 +339,8 @@ pub async fn status(home: &Home, check: bool, timeout: u64, json: bool) -> Resul
         };
         say!("Relay:        {relay}{reachable}");
         say!("Partners:     {}", names.join(", "));
-        say!("Pending:      {waiting} changes not yet sent");
+        let waiting = plural(usize::try_from(waiting).unwrap_or(usize::MAX), "change");
+        say!("Pending:      {waiting} not yet sent");
         say!(
             "Last synced:  {}",
             last_synced.map_or("never".to_owned(), |t| format!("{} UTC", dates::instant(t)))

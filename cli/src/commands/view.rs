@@ -59,7 +59,7 @@ pub fn list(home: &crate::home::Home, filter: &ListFilter, json: bool) -> Result
     for r in &records {
         table.row(context.row(r));
     }
-    print!("{}", table.render());
+    say!("{}", table.render().trim_end());
     Ok(())
 }
 
@@ -73,7 +73,11 @@ fn select(journal: &Journal, filter: &ListFilter) -> Result<Vec<Record>> {
         },
         _ => None,
     };
-    let all = if filter.shared { journal.shared_records() } else { journal.records() };
+    let all = if filter.shared {
+        journal.shared_records()
+    } else {
+        journal.records()
+    };
     let mut query = TimelineQuery {
         kinds: filter.kinds.clone(),
         author,
@@ -139,7 +143,11 @@ pub fn show(home: &Home, typed: &str, json: bool) -> Result<()> {
             map.insert("consents_now".into(), Value::Array(consents));
         }
         if let Value::Object(map) = &mut out {
-            for (key, list) in [("answers", &answers), ("replies", &replies), ("validations", &validations)] {
+            for (key, list) in [
+                ("answers", &answers),
+                ("replies", &replies),
+                ("validations", &validations),
+            ] {
                 let views: Vec<Value> = list
                     .iter()
                     .map(|r| serde_json::to_value(context.view(r)))
@@ -154,10 +162,10 @@ pub fn show(home: &Home, typed: &str, json: bool) -> Result<()> {
     say!("{} {}", record.kind().label(), record.id);
     let mut meta = vec![
         format!("by {}", context.names.get(record.author)),
-        format!("added {}", dates::instant(record.created_at)),
+        format!("added {} UTC", dates::instant(record.created_at)),
     ];
     if record.updated_at != record.created_at {
-        meta.push(format!("changed {}", dates::instant(record.updated_at)));
+        meta.push(format!("changed {} UTC", dates::instant(record.updated_at)));
     }
     meta.push(match record.visibility {
         mend_core::Visibility::Shared => "shared".into(),
@@ -166,11 +174,15 @@ pub fn show(home: &Home, typed: &str, json: bool) -> Result<()> {
     if record.removed {
         meta.push("removed".into());
     }
-    say!("{} (UTC)", meta.join(" · "));
+    say!("{}", meta.join(" · "));
     say!("");
     print_fields(&record)?;
     print_managed(&journal, &context, &record);
-    for (title, list) in [("Answers", &answers), ("Replies", &replies), ("Validations", &validations)] {
+    for (title, list) in [
+        ("Answers", &answers),
+        ("Replies", &replies),
+        ("Validations", &validations),
+    ] {
         if list.is_empty() {
             continue;
         }
@@ -206,7 +218,10 @@ fn print_fields(record: &Record) -> Result<()> {
         return Err(Failure::new(Exit::Local, "a record did not read as fields").into());
     };
     let managed = ["kind", "consents", "claims", "views", "response"];
-    for (key, value) in fields.iter().filter(|(k, _)| !managed.contains(&k.as_str())) {
+    for (key, value) in fields
+        .iter()
+        .filter(|(k, _)| !managed.contains(&k.as_str()))
+    {
         let shown = match value {
             Value::Null => "—".to_owned(),
             Value::String(s) if s.is_empty() => "—".to_owned(),
@@ -228,11 +243,17 @@ fn print_fields(record: &Record) -> Result<()> {
 fn print_managed(journal: &Journal, context: &Context, record: &Record) {
     match &record.body {
         Body::Boundary(_) => {
-            let Some(status) = context.boundary(record) else { return };
+            let Some(status) = context.boundary(record) else {
+                return;
+            };
             say!("");
             say!("Status: {}", state_name(status.state));
             for c in &status.consents {
-                let wording = if c.current { "this wording" } else { "an earlier wording" };
+                let wording = if c.current {
+                    "this wording"
+                } else {
+                    "an earlier wording"
+                };
                 let said = match c.state {
                     mend_core::model::ConsentState::Proposed => "has not said yet".to_owned(),
                     s => format!("{} ({wording})", kebab(s)),
@@ -263,9 +284,16 @@ fn print_managed(journal: &Journal, context: &Context, record: &Record) {
             say!("");
             match &n.response {
                 Some(r) => {
-                    let by = journal.partners().into_iter().find(|p| p.id != record.author);
+                    let by = journal
+                        .partners()
+                        .into_iter()
+                        .find(|p| p.id != record.author);
                     let name = by.map_or_else(|| "Partner".to_owned(), |p| p.name);
-                    let note = if r.note.is_empty() { String::new() } else { format!(": {}", r.note) };
+                    let note = if r.note.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", r.note)
+                    };
                     say!("Response: {name} is {}{note}", kebab(r.kind));
                 }
                 None => say!("Response: none yet"),

@@ -65,7 +65,7 @@ pub(crate) fn render(p: &Packet) -> String {
     for r in &p.records {
         if current != Some(r.kind()) {
             current = Some(r.kind());
-            let _ = writeln!(out, "<h2>{}s</h2>", escape(r.kind().label()));
+            let _ = writeln!(out, "<h2>{}</h2>", escape(&r.kind().plural_label()));
         }
         let _ = writeln!(
             out,

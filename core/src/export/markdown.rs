@@ -41,7 +41,7 @@ pub(crate) fn render(p: &Packet) -> String {
     for r in &p.records {
         if current != Some(r.kind()) {
             current = Some(r.kind());
-            let _ = writeln!(out, "## {}s\n", r.kind().label());
+            let _ = writeln!(out, "## {}\n", r.kind().plural_label());
         }
         let _ = writeln!(
             out,

@@ -210,9 +210,12 @@ impl Journal {
     }
 
     pub(crate) fn notify(&self, ids: Vec<RecordId>) {
-        let Some(listener) = &self.listener else { return };
-        let (shared, private): (Vec<RecordId>, Vec<RecordId>) =
-            ids.into_iter().partition(|id| self.couple.record_obj(*id).is_some());
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        let (shared, private): (Vec<RecordId>, Vec<RecordId>) = ids
+            .into_iter()
+            .partition(|id| self.couple.record_obj(*id).is_some());
         if !shared.is_empty() {
             listener(Space::Couple, shared);
         }

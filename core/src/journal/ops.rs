@@ -50,6 +50,7 @@ impl Journal {
         note: &str,
     ) -> Result<()> {
         let record = self.live(commitment, Kind::Commitment)?;
+        let occurrence = occurrence_of(&record, occurrence);
         if record.author != self.me {
             return Err(Error::PermissionDenied(
                 "only the commitment's owner can claim its follow-through".into(),
@@ -79,6 +80,7 @@ impl Journal {
         note: &str,
     ) -> Result<()> {
         let record = self.live(commitment, Kind::Commitment)?;
+        let occurrence = occurrence_of(&record, occurrence);
         if record.author == self.me {
             return Err(Error::PermissionDenied(
                 "the partner confirms follow-through, not the commitment's owner".into(),
@@ -254,5 +256,14 @@ impl Journal {
             let child = tx.put_object(&map, entry, ObjType::Map)?;
             f(tx, &child)
         })
+    }
+}
+
+/// The ledger key of the occurrence that `date` falls in: the date itself for a daily
+/// commitment, its week's Monday for a weekly one (so both partners name the same occurrence).
+fn occurrence_of(record: &Record, date: LocalDate) -> LocalDate {
+    match &record.body {
+        Body::Commitment(c) if c.cadence == crate::model::Cadence::Weekly => date.week_start(),
+        _ => date,
     }
 }

@@ -112,6 +112,17 @@ impl Kind {
     }
 }
 
+impl Kind {
+    /// The label in the plural, for headings ("Honesty moments", "Boundaries").
+    pub fn plural_label(self) -> String {
+        let label = self.label();
+        match label.strip_suffix('y') {
+            Some(stem) if !label.ends_with("ey") => format!("{stem}ies"),
+            _ => format!("{label}s"),
+        }
+    }
+}
+
 impl std::fmt::Display for Kind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -227,5 +238,21 @@ impl Record {
     /// The record's kind.
     pub fn kind(&self) -> Kind {
         self.body.kind()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_pluralise_for_headings() {
+        assert_eq!(Kind::Boundary.plural_label(), "Boundaries");
+        assert_eq!(Kind::HonestyMoment.plural_label(), "Honesty moments");
+        assert_eq!(Kind::Reply.plural_label(), "Replies");
+        assert_eq!(Kind::CheckIn.plural_label(), "Check-ins");
+        for k in Kind::ALL {
+            assert_eq!(k.as_str().parse::<Kind>().ok(), Some(k));
+        }
     }
 }

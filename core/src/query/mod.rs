@@ -13,7 +13,7 @@ pub use status::{
     BoundaryState, BoundaryStatus, ConsentView, QuestionThread, boundary_status, needs,
     open_questions,
 };
-pub use timeline::{TimelinePage, TimelineQuery, timeline};
+pub use timeline::{MAX_PAGE, TimelinePage, TimelineQuery, timeline};
 
 use crate::{Journal, LocalDate, Result};
 

@@ -207,7 +207,13 @@ impl SyncEngine {
         // After a refused chunk, each round first merges the relay's snapshot: once a healthy
         // device has snapshotted past the hole, that heals it.
         if self.runs[i].created && journal.sync_state(space)?.heal_after > 0 {
-            self.send(i, now, Phase::FetchingSnapshot, Request::GetSnapshot { space }, out);
+            self.send(
+                i,
+                now,
+                Phase::FetchingSnapshot,
+                Request::GetSnapshot { space },
+                out,
+            );
             Ok(())
         } else if self.runs[i].created {
             self.read(i, journal, now, out)

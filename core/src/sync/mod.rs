@@ -17,7 +17,9 @@ mod snapshot;
 pub mod transport;
 mod types;
 
-pub use engine::{MAX_BATCH_BYTES, Mode, REQUEST_TIMEOUT_MS, SNAPSHOT_EVERY, SpaceLink, SyncEngine};
+pub use engine::{
+    MAX_BATCH_BYTES, Mode, REQUEST_TIMEOUT_MS, SNAPSHOT_EVERY, SpaceLink, SyncEngine,
+};
 /// Now in unix milliseconds, as the transport feeds the engine.
 pub fn transport_now() -> i64 {
     transport::now_ms()

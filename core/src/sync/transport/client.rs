@@ -50,12 +50,16 @@ pub struct SyncClient {
 
 impl std::fmt::Debug for SyncClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SyncClient").field("relay", &self.http.base()).finish()
+        f.debug_struct("SyncClient")
+            .field("relay", &self.http.base())
+            .finish()
     }
 }
 
 fn lock(journal: &Mutex<Journal>) -> Result<MutexGuard<'_, Journal>> {
-    journal.lock().map_err(|_| Error::Corrupt("a previous sync step panicked".into()))
+    journal
+        .lock()
+        .map_err(|_| Error::Corrupt("a previous sync step panicked".into()))
 }
 
 fn seed() -> u64 {
@@ -176,7 +180,11 @@ impl SyncClient {
                 tracing::error!(error = %e, "live sync stopped");
             }
         });
-        LiveSync { stop: stop_tx, edits, task: Some(task) }
+        LiveSync {
+            stop: stop_tx,
+            edits,
+            task: Some(task),
+        }
     }
 
     async fn live_loop(&self, mut stop: watch::Receiver<bool>, edits: Arc<Notify>) -> Result<()> {
@@ -197,19 +205,33 @@ impl SyncClient {
                         continue;
                     };
                     let space = space_of(&request);
-                    let Some(link) = self.link(space).cloned() else { continue };
+                    let Some(link) = self.link(space).cloned() else {
+                        continue;
+                    };
                     match request {
                         Request::Subscribe { after, .. } => {
                             if let Some(old) = sockets.remove(&space) {
                                 old.close().await;
                             }
                             generation += 1;
-                            match live::connect(&self.http, &link, &device, after, generation, tx.clone()).await {
+                            match live::connect(
+                                &self.http,
+                                &link,
+                                &device,
+                                after,
+                                generation,
+                                tx.clone(),
+                            )
+                            .await
+                            {
                                 Ok(socket) => {
                                     sockets.insert(space, socket);
                                 }
                                 Err(failure) => {
-                                    inbox.push_back(Event::Response(Response::Failed { space, failure }))
+                                    inbox.push_back(Event::Response(Response::Failed {
+                                        space,
+                                        failure,
+                                    }))
                                 }
                             }
                         }
@@ -221,7 +243,10 @@ impl SyncClient {
                             if !sent {
                                 sockets.remove(&space);
                                 let failure = Failure::Unreachable;
-                                inbox.push_back(Event::Response(Response::Failed { space, failure }));
+                                inbox.push_back(Event::Response(Response::Failed {
+                                    space,
+                                    failure,
+                                }));
                             }
                         }
                         other => {

@@ -9,9 +9,7 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
-use mend_protocol::{
-    AUTH_SCHEME, Ack, ErrorCode, Limits, Page, Snapshot, SpaceId, paths,
-};
+use mend_protocol::{AUTH_SCHEME, Ack, ErrorCode, Limits, Page, Snapshot, SpaceId, paths};
 
 use crate::{
     error::{Error, Result},
@@ -79,7 +77,11 @@ impl RelayHttp {
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|_| Failure::Unreachable)?;
         let fut = async {
-            let response = self.client.request(request).await.map_err(|_| Failure::Unreachable)?;
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|_| Failure::Unreachable)?;
             let status = response.status();
             let retry = response
                 .headers()
@@ -87,10 +89,16 @@ impl RelayHttp {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok())
                 .map(|s| s * 1000);
-            let body = response.into_body().collect().await.map_err(|_| Failure::Unreachable)?;
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|_| Failure::Unreachable)?;
             Ok((status, retry, body.to_bytes()))
         };
-        tokio::time::timeout(TIMEOUT, fut).await.map_err(|_| Failure::Unreachable)?
+        tokio::time::timeout(TIMEOUT, fut)
+            .await
+            .map_err(|_| Failure::Unreachable)?
     }
 
     /// Erases a space at the relay (a partner leaving, a separation). Idempotent: a space that
@@ -98,18 +106,30 @@ impl RelayHttp {
     pub async fn erase(&self, link: &SpaceLink) -> Result<()> {
         let id = SpaceId(link.keys.space_id);
         let (status, retry, body) = self
-            .call(Method::DELETE, &paths::space(&id), link.keys.token.expose(), None)
+            .call(
+                Method::DELETE,
+                &paths::space(&id),
+                link.keys.token.expose(),
+                None,
+            )
             .await
             .map_err(|_| Error::Unreachable)?;
         match ok(status, retry, &body) {
             Ok(()) | Err(Failure::SpaceGone) => Ok(()),
-            Err(Failure::Unauthorized) => Err(Error::Invalid("the relay refused this device's key".into())),
+            Err(Failure::Unauthorized) => {
+                Err(Error::Invalid("the relay refused this device's key".into()))
+            }
             Err(_) => Err(Error::Unreachable),
         }
     }
 
     /// Carries one request; every outcome becomes a [`Response`].
-    pub async fn execute(&self, link: &SpaceLink, device: &[u8; 16], request: &Request) -> Response {
+    pub async fn execute(
+        &self,
+        link: &SpaceLink,
+        device: &[u8; 16],
+        request: &Request,
+    ) -> Response {
         let space = link.space;
         match self.try_execute(link, device, request).await {
             Ok(r) => r,
@@ -130,39 +150,71 @@ impl RelayHttp {
         let malformed = |_| Failure::Unreachable;
         match request {
             Request::Create { .. } => {
-                let (status, retry, body) = self.call(Method::PUT, &paths::space(&id), token, None).await?;
+                let (status, retry, body) = self
+                    .call(Method::PUT, &paths::space(&id), token, None)
+                    .await?;
                 ok(status, retry, &body)?;
                 Ok(Response::Created { space })
             }
             Request::Push { push, .. } => {
-                let (status, retry, body) =
-                    self.call(Method::POST, &paths::chunks(&id), token, Some(push.to_bytes())).await?;
+                let (status, retry, body) = self
+                    .call(
+                        Method::POST,
+                        &paths::chunks(&id),
+                        token,
+                        Some(push.to_bytes()),
+                    )
+                    .await?;
                 ok(status, retry, &body)?;
                 let ack = Ack::decode(&body, &limits).map_err(malformed)?;
                 Ok(Response::Acked { space, ack })
             }
             Request::Pull { after, .. } | Request::Subscribe { after, .. } => {
                 let device = mend_protocol::DeviceId(*device);
-                let path = paths::pull(&id, *after, Some(mend_protocol::MAX_PAGE_LIMIT), Some(&device));
+                let path = paths::pull(
+                    &id,
+                    *after,
+                    Some(mend_protocol::MAX_PAGE_LIMIT),
+                    Some(&device),
+                );
                 let (status, retry, body) = self.call(Method::GET, &path, token, None).await?;
                 ok(status, retry, &body)?;
                 let page = Page::decode(&body, &limits).map_err(malformed)?;
                 Ok(Response::Page { space, page })
             }
             Request::GetSnapshot { .. } => {
-                let (status, retry, body) = self.call(Method::GET, &paths::snapshot(&id), token, None).await?;
-                if status == StatusCode::NOT_FOUND && error_code(&body) == Some(ErrorCode::NoSnapshot) {
-                    return Ok(Response::Snapshot { space, snapshot: None });
+                let (status, retry, body) = self
+                    .call(Method::GET, &paths::snapshot(&id), token, None)
+                    .await?;
+                if status == StatusCode::NOT_FOUND
+                    && error_code(&body) == Some(ErrorCode::NoSnapshot)
+                {
+                    return Ok(Response::Snapshot {
+                        space,
+                        snapshot: None,
+                    });
                 }
                 ok(status, retry, &body)?;
                 let snapshot = Snapshot::decode(&body, &limits).map_err(malformed)?;
-                Ok(Response::Snapshot { space, snapshot: Some(snapshot) })
+                Ok(Response::Snapshot {
+                    space,
+                    snapshot: Some(snapshot),
+                })
             }
             Request::PutSnapshot { snapshot, .. } => {
-                let (status, retry, body) =
-                    self.call(Method::PUT, &paths::snapshot(&id), token, Some(snapshot.to_bytes())).await?;
+                let (status, retry, body) = self
+                    .call(
+                        Method::PUT,
+                        &paths::snapshot(&id),
+                        token,
+                        Some(snapshot.to_bytes()),
+                    )
+                    .await?;
                 ok(status, retry, &body)?;
-                Ok(Response::SnapshotStored { space, covers: snapshot.covers })
+                Ok(Response::SnapshotStored {
+                    space,
+                    covers: snapshot.covers,
+                })
             }
         }
     }
@@ -175,17 +227,31 @@ fn error_code(body: &[u8]) -> Option<ErrorCode> {
 }
 
 /// Success, or the failure the status and error body describe.
-fn ok(status: StatusCode, retry_after_ms: Option<u64>, body: &[u8]) -> std::result::Result<(), Failure> {
+fn ok(
+    status: StatusCode,
+    retry_after_ms: Option<u64>,
+    body: &[u8],
+) -> std::result::Result<(), Failure> {
     if status.is_success() {
         return Ok(());
     }
     let code = error_code(body);
     Err(match (status.as_u16(), code) {
         (_, Some(ErrorCode::Pruned)) | (410, _) => Failure::Pruned,
-        (_, Some(ErrorCode::Unauthorized | ErrorCode::SpaceExists)) | (401 | 403, _) => Failure::Unauthorized,
+        (_, Some(ErrorCode::Unauthorized | ErrorCode::SpaceExists)) | (401 | 403, _) => {
+            Failure::Unauthorized
+        }
         (_, Some(ErrorCode::SpaceNotFound)) => Failure::SpaceGone,
-        (500..=599, _) | (_, Some(ErrorCode::Unavailable | ErrorCode::Internal)) => Failure::Unreachable,
-        (_, Some(code)) => Failure::Refused { code, retry_after_ms: retry_after_ms.unwrap_or(0) },
-        (s, None) => Failure::Refused { code: ErrorCode::Unknown(u8::try_from(s % 256).unwrap_or(0)), retry_after_ms: 0 },
+        (500..=599, _) | (_, Some(ErrorCode::Unavailable | ErrorCode::Internal)) => {
+            Failure::Unreachable
+        }
+        (_, Some(code)) => Failure::Refused {
+            code,
+            retry_after_ms: retry_after_ms.unwrap_or(0),
+        },
+        (s, None) => Failure::Refused {
+            code: ErrorCode::Unknown(u8::try_from(s % 256).unwrap_or(0)),
+            retry_after_ms: 0,
+        },
     })
 }

@@ -37,7 +37,9 @@ pub(crate) struct LiveSocket {
 
 impl std::fmt::Debug for LiveSocket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LiveSocket").field("generation", &self.generation).finish()
+        f.debug_struct("LiveSocket")
+            .field("generation", &self.generation)
+            .finish()
     }
 }
 
@@ -50,7 +52,10 @@ impl LiveSocket {
 
     /// Keeps the relay's idle timer from closing a quiet connection.
     pub(crate) async fn ping(&mut self) -> bool {
-        self.sink.send(Message::Ping(Vec::new().into())).await.is_ok()
+        self.sink
+            .send(Message::Ping(Vec::new().into()))
+            .await
+            .is_ok()
     }
 
     /// Closes the socket politely.
@@ -76,12 +81,15 @@ pub(crate) async fn connect(
         paths::QUERY_DEVICE,
         WireDevice(*device)
     );
-    let mut request = url.into_client_request().map_err(|_| Failure::Unreachable)?;
+    let mut request = url
+        .into_client_request()
+        .map_err(|_| Failure::Unreachable)?;
     let auth = HeaderValue::from_str(&format!("{AUTH_SCHEME} {}", link.keys.token.expose()))
         .map_err(|_| Failure::Unauthorized)?;
     request.headers_mut().insert("authorization", auth);
     let connect = tokio_tungstenite::connect_async(request);
-    let (socket, _) = match tokio::time::timeout(std::time::Duration::from_secs(10), connect).await {
+    let (socket, _) = match tokio::time::timeout(std::time::Duration::from_secs(10), connect).await
+    {
         Ok(Ok(pair)) => pair,
         Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response))) => {
             return Err(match response.status().as_u16() {
@@ -101,20 +109,37 @@ pub(crate) async fn connect(
     tokio::spawn(async move {
         let send = |response| {
             let tx = tx.clone();
-            async move { tx.send(Incoming { space, generation, response }).await.is_ok() }
+            async move {
+                tx.send(Incoming {
+                    space,
+                    generation,
+                    response,
+                })
+                .await
+                .is_ok()
+            }
         };
         let limits = Limits::DEFAULT;
         while let Some(message) = stream.next().await {
             let response = match message {
                 Ok(Message::Binary(bytes)) => match ServerMessage::decode(&bytes, &limits) {
                     Ok(ServerMessage::Chunk(chunk)) => Response::Chunk { space, chunk },
-                    Ok(ServerMessage::UpToDate(u)) => Response::UpToDate { space, head: u.head },
+                    Ok(ServerMessage::UpToDate(u)) => Response::UpToDate {
+                        space,
+                        head: u.head,
+                    },
                     Ok(ServerMessage::Ack(ack)) => Response::Acked { space, ack },
                     Ok(ServerMessage::Nack(nack)) => Response::Failed {
                         space,
-                        failure: Failure::Refused { code: nack.code, retry_after_ms: nack.retry_after_ms },
+                        failure: Failure::Refused {
+                            code: nack.code,
+                            retry_after_ms: nack.retry_after_ms,
+                        },
                     },
-                    Err(_) => Response::Failed { space, failure: Failure::Unreachable },
+                    Err(_) => Response::Failed {
+                        space,
+                        failure: Failure::Unreachable,
+                    },
                 },
                 Ok(Message::Close(frame)) => {
                     let failure = match frame.map(|f| u16::from(f.code)) {
@@ -132,7 +157,11 @@ pub(crate) async fn connect(
                 return;
             }
         }
-        let _ = send(Response::Failed { space, failure: Failure::Unreachable }).await;
+        let _ = send(Response::Failed {
+            space,
+            failure: Failure::Unreachable,
+        })
+        .await;
     });
     Ok(LiveSocket { generation, sink })
 }

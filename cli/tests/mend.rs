@@ -1,0 +1,574 @@
+//! The `mend` binary end to end, through a real mend-relay on 127.0.0.1: the README's
+//! quickstart story, a boundary that loses its agreement when reworded, live `watch`, and the
+//! one-line message and exit code of every kind of bad input.
+//!
+//! Each partner is a home directory; every command is a fresh `mend` process, as a person
+//! would run it. The relay runs in this process on its own tokio runtime, alive for the test.
+
+use std::{
+    net::TcpListener,
+    path::PathBuf,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, ensure};
+use assert_cmd::cargo::cargo_bin;
+use mend_e2e::Relay;
+use serde_json::Value;
+
+/// Longest any single command may take before the test fails instead of hanging.
+const COMMAND_LIMIT: Duration = Duration::from_secs(60);
+
+/// A relay and a directory of homes.
+struct World {
+    dir: tempfile::TempDir,
+    relay: Relay,
+    // Keeps the relay serving while the commands run; dropped last.
+    _runtime: tokio::runtime::Runtime,
+}
+
+/// What one `mend` run did.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    /// Stdout of a run that must have succeeded.
+    fn ok(self) -> Result<String> {
+        ensure!(
+            self.code == 0,
+            "mend failed with {}: {}",
+            self.code,
+            self.stderr
+        );
+        Ok(self.stdout.trim().to_owned())
+    }
+
+    /// Asserts a failure: this exit code, and one line on stderr that contains `message`.
+    fn fails(&self, code: i32, message: &str) -> Result<()> {
+        ensure!(
+            self.code == code,
+            "expected exit {code}, got {}: {self:?}",
+            self.code
+        );
+        let line = self.stderr.trim_end();
+        ensure!(
+            !line.contains('\n'),
+            "more than one line on stderr: {line:?}"
+        );
+        ensure!(line.starts_with("mend: "), "not a mend message: {line:?}");
+        ensure!(line.contains(message), "expected {message:?} in {line:?}");
+        ensure!(!line.contains("panicked"), "a panic: {line:?}");
+        Ok(())
+    }
+}
+
+impl World {
+    fn start() -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        let relay = runtime.block_on(Relay::start(dir.path()))?;
+        Ok(Self {
+            dir,
+            relay,
+            _runtime: runtime,
+        })
+    }
+
+    fn home(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Runs `mend --home <home> args…`.
+    fn mend(&self, home: &str, args: &[&str]) -> Result<Run> {
+        let output = assert_cmd::Command::new(cargo_bin!("mend"))
+            .env_remove("MEND_HOME")
+            .arg("--home")
+            .arg(self.home(home))
+            .args(args)
+            .timeout(COMMAND_LIMIT)
+            .output()
+            .context("run mend")?;
+        Ok(Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8(output.stdout)?,
+            stderr: String::from_utf8(output.stderr)?,
+        })
+    }
+
+    /// A couple: Alex creates the journal, Blake joins with the invite.
+    fn couple(&self) -> Result<()> {
+        self.mend(
+            "alex",
+            &["init", "--relay", &self.relay.url(), "--name", "Alex"],
+        )?
+        .ok()?;
+        self.mend("alex", &["sync"])?.ok()?;
+        let invite = self.mend("alex", &["invite", "--plain"])?.ok()?;
+        ensure!(
+            invite.starts_with("MEND1-") && !invite.contains('\n'),
+            "not a plain invite"
+        );
+        let joined = self
+            .mend("blake", &["join", &invite, "--name", "Blake"])?
+            .ok()?;
+        ensure!(
+            joined.contains("Joined Alex's journal as Blake"),
+            "join said: {joined}"
+        );
+        Ok(())
+    }
+
+    fn sync_both(&self) -> Result<()> {
+        for home in ["alex", "blake", "alex"] {
+            self.mend(home, &["sync"])?.ok()?;
+        }
+        Ok(())
+    }
+
+    fn json(&self, home: &str, args: &[&str]) -> Result<Value> {
+        Ok(serde_json::from_str(&self.mend(home, args)?.ok()?)?)
+    }
+}
+
+#[test]
+fn quickstart_two_partners_edit_apart_and_see_the_same_journal() -> Result<()> {
+    let world = World::start()?;
+    world.couple()?;
+
+    // The keys stay in a file only its owner can read, and are never printed.
+    let keyring = world.home("alex").join("keyring");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&keyring)?.permissions().mode() & 0o777;
+        ensure!(mode == 0o600, "keyring mode is {mode:o}");
+    }
+    let invite_screen = world.mend("alex", &["invite"])?.ok()?;
+    ensure!(invite_screen.contains('█'), "no QR code drawn");
+    ensure!(
+        !invite_screen.contains("mend-keyring"),
+        "the keyring was printed"
+    );
+
+    // Apart: each writes without syncing.
+    let boundary = world
+        .mend(
+            "alex",
+            &[
+                "add",
+                "boundary",
+                "Phones stay unlocked",
+                "--area",
+                "transparency",
+            ],
+        )?
+        .ok()?;
+    let question = world
+        .mend("alex", &["add", "question", "When did it start?"])?
+        .ok()?;
+    world
+        .mend(
+            "alex",
+            &["add", "honesty-moment", "Told me about the message"],
+        )?
+        .ok()?;
+    world
+        .mend(
+            "alex",
+            &[
+                "add",
+                "check-in",
+                "--safety",
+                "6",
+                "--trust",
+                "4",
+                "--connection",
+                "5",
+                "--note",
+                "hard day",
+            ],
+        )?
+        .ok()?;
+    let commitment = world
+        .mend(
+            "blake",
+            &[
+                "add",
+                "commitment",
+                "Phone at the door at 9",
+                "--cadence",
+                "daily",
+            ],
+        )?
+        .ok()?;
+    world
+        .mend(
+            "blake",
+            &[
+                "add",
+                "need",
+                "An hour alone on Sundays",
+                "--kind",
+                "alone-time",
+            ],
+        )?
+        .ok()?;
+    world
+        .mend(
+            "blake",
+            &[
+                "add",
+                "check-in",
+                "--safety",
+                "7",
+                "--trust",
+                "5",
+                "--connection",
+                "6",
+            ],
+        )?
+        .ok()?;
+    world.mend("blake", &["claim", &commitment, "done"])?.ok()?;
+
+    world.sync_both()?;
+
+    // Together again: they answer each other.
+    world
+        .mend("blake", &["answer", &question, "In March"])?
+        .ok()?;
+    world
+        .mend("blake", &["consent", &boundary, "agree"])?
+        .ok()?;
+    world
+        .mend("alex", &["confirm", &commitment, "confirmed"])?
+        .ok()?;
+    world.sync_both()?;
+    world.mend("blake", &["sync"])?.ok()?;
+
+    let a = world.json("alex", &["list", "--json"])?;
+    let b = world.json("blake", &["list", "--json"])?;
+    ensure!(a == b, "the partners' journals differ:\n{a:#}\n---\n{b:#}");
+    let records = a.as_array().context("a list")?;
+    ensure!(
+        records.len() == 8,
+        "expected 8 records, got {}",
+        records.len()
+    );
+    let by = |name: &str| records.iter().filter(|r| r["author_name"] == name).count();
+    ensure!(
+        by("Alex") == 4 && by("Blake") == 4,
+        "authors: Alex {}, Blake {}",
+        by("Alex"),
+        by("Blake")
+    );
+    let agreed = records
+        .iter()
+        .find(|r| r["id"] == boundary.as_str())
+        .context("the boundary")?;
+    ensure!(agreed["boundary_state"] == "agreed", "boundary: {agreed:#}");
+    let ledger = world.json("alex", &["show", &commitment, "--json"])?;
+    let day = ledger["body"]["claims"]
+        .as_object()
+        .context("claims")?
+        .keys()
+        .next()
+        .cloned();
+    let day = day.context("a claim")?;
+    ensure!(
+        ledger["body"]["views"][&day]["view"] == "confirmed",
+        "ledger: {ledger:#}"
+    );
+
+    let table = world.mend("blake", &["list"])?.ok()?;
+    ensure!(
+        table.contains("honesty-moment") && table.contains("Alex"),
+        "table: {table}"
+    );
+    let progress = world.mend("alex", &["progress", "--weeks", "2"])?.ok()?;
+    ensure!(
+        progress.contains("WEEK OF") && progress.contains('#'),
+        "progress: {progress}"
+    );
+    for (format, marker) in [("md", "# "), ("html", "<html")] {
+        let out = world.dir.path().join(format!("packet.{format}"));
+        let path = out.to_str().context("path")?;
+        let printed = world
+            .mend("alex", &["export", "--format", format, "--out", path])?
+            .ok()?;
+        ensure!(printed == path, "export printed {printed}");
+        ensure!(
+            std::fs::read_to_string(&out)?.contains(marker),
+            "{format} packet looks wrong"
+        );
+    }
+    let status = world.json("alex", &["status", "--json"])?;
+    ensure!(
+        status["pending"] == 0 && status["last_synced"].is_i64(),
+        "status: {status:#}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_boundary_reworded_after_both_agreed_is_no_longer_agreed() -> Result<()> {
+    let world = World::start()?;
+    world.couple()?;
+    let boundary = world
+        .mend(
+            "alex",
+            &[
+                "add",
+                "boundary",
+                "No contact with them",
+                "--area",
+                "contact",
+            ],
+        )?
+        .ok()?;
+    world.sync_both()?;
+    world
+        .mend("blake", &["consent", &boundary, "agree"])?
+        .ok()?;
+    world.sync_both()?;
+    let state = |home: &str| -> Result<Value> {
+        Ok(world.json(home, &["show", &boundary, "--json"])?["boundary_state"].clone())
+    };
+    ensure!(
+        state("alex")? == "agreed",
+        "not agreed by both before the edit"
+    );
+
+    // Blake rewords it: Alex agreed to other words.
+    let edited = world
+        .mend(
+            "blake",
+            &["edit", &boundary, "No contact with them, at all"],
+        )?
+        .ok()?;
+    ensure!(
+        edited.contains("pending") && edited.contains("Alex"),
+        "edit said: {edited}"
+    );
+    ensure!(state("blake")? == "pending", "Blake still sees it agreed");
+    world.sync_both()?;
+    let shown = world.json("alex", &["show", &boundary, "--json"])?;
+    ensure!(shown["boundary_state"] == "pending", "Alex sees: {shown:#}");
+    ensure!(
+        shown["body"]["text"] == "No contact with them, at all",
+        "the new words did not arrive"
+    );
+    let alex = shown["consents_now"]
+        .as_array()
+        .context("consents")?
+        .iter()
+        .find(|c| c["name"] == "Alex")
+        .context("Alex's consent")?;
+    ensure!(
+        alex["state"] == "agreed" && alex["current"] == false,
+        "Alex's consent: {alex:#}"
+    );
+    let listed = world.json("blake", &["list", "--json", "--kind", "boundary"])?;
+    ensure!(listed[0]["boundary_state"] == "pending", "list: {listed:#}");
+
+    // Alex agrees to the new words: agreed again.
+    world.mend("alex", &["consent", &boundary, "agree"])?.ok()?;
+    world.sync_both()?;
+    ensure!(
+        state("blake")? == "agreed",
+        "not agreed after Alex agreed to the new words"
+    );
+
+    // Alex's processing note is private: it never reaches Blake.
+    let note = world
+        .mend("alex", &["add", "processing-note", "only for me"])?
+        .ok()?;
+    world.sync_both()?;
+    let blake = world.mend("blake", &["list", "--json"])?.ok()?;
+    ensure!(
+        !blake.contains(&note) && !blake.contains("only for me"),
+        "a private note leaked"
+    );
+    Ok(())
+}
+
+#[test]
+fn watch_prints_the_partners_changes_as_they_arrive() -> Result<()> {
+    let world = World::start()?;
+    world.couple()?;
+    let mut watch = std::process::Command::new(cargo_bin!("mend"))
+        .env_remove("MEND_HOME")
+        .arg("--home")
+        .arg(world.home("alex"))
+        .args(["watch", "--for", "5"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let share = world
+        .mend(
+            "blake",
+            &["add", "share", "I felt shut out", "--tough-question"],
+        )?
+        .ok()?;
+    world.mend("blake", &["sync"])?.ok()?;
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = watch.try_wait()? {
+            break status;
+        }
+        if started.elapsed() > COMMAND_LIMIT {
+            let _ = watch.kill();
+            anyhow::bail!("watch did not stop by itself");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let output = watch.wait_with_output()?;
+    ensure!(
+        status.success(),
+        "watch failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed = String::from_utf8(output.stdout)?;
+    let short = &share[share.len() - 8..];
+    ensure!(
+        printed.contains(short) && printed.contains("Blake's") && printed.contains("share"),
+        "watch printed: {printed}"
+    );
+    Ok(())
+}
+
+#[test]
+fn verbose_logs_carry_neither_journal_text_nor_the_relay_token() -> Result<()> {
+    let world = World::start()?;
+    world.couple()?;
+    let marker = "PRIVATE-WORDS-7f3a";
+    world
+        .mend("blake", &["-vvv", "add", "share", marker])?
+        .ok()?;
+    let mut logs = String::new();
+    for (home, args) in [
+        ("blake", vec!["-vvv", "sync"]),
+        ("alex", vec!["-vvv", "sync"]),
+        ("alex", vec!["-vvv", "watch", "--for", "1"]),
+    ] {
+        let run = world.mend(home, &args)?;
+        ensure!(run.code == 0, "{args:?} failed: {}", run.stderr);
+        logs.push_str(&run.stderr);
+    }
+    ensure!(logs.lines().count() > 10, "-vvv logged almost nothing");
+    ensure!(!logs.contains(marker), "journal text in the logs");
+    ensure!(!logs.contains("Bearer"), "the relay token in the logs");
+    Ok(())
+}
+
+#[test]
+fn every_bad_input_gets_one_line_and_its_exit_code() -> Result<()> {
+    let world = World::start()?;
+    world.couple()?;
+    let need = world
+        .mend("alex", &["add", "need", "Time to talk on Fridays"])?
+        .ok()?;
+    world.sync_both()?;
+
+    // A missing home.
+    world.mend("nobody", &["list"])?.fails(5, "no journal in")?;
+    // A home that already holds a journal.
+    world
+        .mend(
+            "alex",
+            &["init", "--relay", &world.relay.url(), "--name", "Alex"],
+        )?
+        .fails(5, "already exists")?;
+
+    // Unknown ids: a full one, a short one, and something that is no id.
+    let unknown = "01a20e9f-0000-70e2-a910-375884bffd32";
+    world
+        .mend("alex", &["show", unknown])?
+        .fails(3, &format!("no record with id {unknown}"))?;
+    world
+        .mend("alex", &["edit", "abcdef12", "x"])?
+        .fails(3, "no record with id abcdef12")?;
+    world
+        .mend("alex", &["remove", "not-an-id!"])?
+        .fails(3, "not a record id")?;
+
+    // The partner's record: not Blake's to edit, remove, or claim for.
+    world
+        .mend("blake", &["edit", &need, "Something else"])?
+        .fails(4, "not allowed")?;
+    world
+        .mend("blake", &["remove", &need])?
+        .fails(4, "not allowed")?;
+    world
+        .mend("alex", &["respond", &need, "receptive"])?
+        .fails(4, "not allowed")?;
+    let shown = world.json("alex", &["show", &need, "--json"])?;
+    ensure!(
+        shown["body"]["text"] == "Time to talk on Fridays",
+        "the need was changed"
+    );
+
+    // Malformed invites.
+    world
+        .mend("carol", &["join", "MEND1-AAAAbroken", "--name", "Carol"])?
+        .fails(3, "damaged or mistyped")?;
+    world
+        .mend("carol", &["join", "hello", "--name", "Carol"])?
+        .fails(3, "not a Mend invite code")?;
+    ensure!(
+        !world.home("carol").join("journal.db").exists(),
+        "a bad invite left a journal"
+    );
+
+    // An unreachable relay: the edit is kept and waits.
+    let closed = {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        listener.local_addr()?.port()
+    };
+    let dead = format!("http://127.0.0.1:{closed}");
+    world
+        .mend("dana", &["init", "--relay", &dead, "--name", "Dana"])?
+        .ok()?;
+    world
+        .mend("dana", &["add", "honesty-moment", "Said it first"])?
+        .ok()?;
+    let started = Instant::now();
+    world
+        .mend("dana", &["sync", "--timeout", "2"])?
+        .fails(6, &format!("cannot reach the relay at {dead}"))?;
+    ensure!(
+        started.elapsed() < Duration::from_secs(15),
+        "an unreachable relay took too long"
+    );
+    world
+        .mend("dana", &["erase", "--yes"])?
+        .fails(6, "nothing was erased")?;
+    let status = world.json("dana", &["status", "--json"])?;
+    ensure!(
+        status["pending"].as_u64() > Some(0),
+        "the offline edit is not pending: {status:#}"
+    );
+
+    // Bad values and flags that do not fit the kind.
+    world
+        .mend("alex", &["add", "check-in", "--safety", "11"])?
+        .fails(3, "between 0 and 10")?;
+    world
+        .mend("alex", &["add", "check-in", "--area", "contact"])?
+        .fails(3, "--area does not apply")?;
+    world
+        .mend("alex", &["add", "need", "x", "--kind", "bogus"])?
+        .fails(3, "--kind for a need")?;
+    world
+        .mend("alex", &["add", "question", "q?", "--private"])?
+        .fails(3, "cannot be private")?;
+    world.mend("alex", &["erase"])?.fails(2, "--yes")?;
+    Ok(())
+}

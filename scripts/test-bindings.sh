@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Tests the generated bindings end to end: builds mend-ffi and the relay, generates the
+# bindings (scripts/bindings.sh), starts a real mend-relay on 127.0.0.1 (a free port, a temp
+# data dir), runs the two-partner story in Kotlin (kotlinc on the JVM, with JNA) and in Python,
+# and stops the relay.
+#
+# Installs what it needs when missing, quietly and without questions (CI=true, no stdin):
+#   kotlinc   npm package `kotlin-compiler` into $MEND_TOOLS_DIR (default ~/.cache/mend-tools);
+#             its lib/ also has kotlin-stdlib.jar and kotlinx-coroutines-core-jvm.jar
+#   JNA       Debian's libjna-java (/usr/share/java/jna.jar)
+#   java      Debian's default-jre-headless
+# Honours CARGO_TARGET_DIR (default: the workspace's target/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root="$PWD"
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
+tools="${MEND_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mend-tools}"
+kotlin_version="2.4.20"
+jna_jar=/usr/share/java/jna.jar
+out="$root/bindings/out"
+
+step() { printf '\n==> %s\n' "$*"; }
+die() { echo "test-bindings: $*" >&2; exit 1; }
+
+# --- tools -----------------------------------------------------------------------------------
+
+as_root() {
+  if [[ $(id -u) -eq 0 ]]; then "$@"; elif command -v sudo >/dev/null; then sudo -n "$@"; else
+    die "need root to install Debian packages ($*)"; fi
+}
+
+apt_install() {
+  local log; log="$(mktemp)"
+  # The package lists may be missing or stale on a fresh machine: update once and retry.
+  if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" \
+      </dev/null >"$log" 2>&1; then
+    as_root apt-get update -qq </dev/null >>"$log" 2>&1 || true
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" \
+      </dev/null >>"$log" 2>&1 || { cat "$log" >&2; rm -f "$log"; die "apt-get install $* failed"; }
+  fi
+  rm -f "$log"
+}
+
+# The npm package's own directory: bin/kotlinc and the jars in lib/.
+kotlin_home() {
+  local candidate
+  for candidate in "${KOTLIN_HOME:-}" "$tools/kotlin/node_modules/kotlin-compiler" \
+      "$(npm root -g 2>/dev/null || true)/kotlin-compiler"; do
+    if [[ -n "$candidate" && -x "$candidate/bin/kotlinc" \
+        && -f "$candidate/lib/kotlinx-coroutines-core-jvm.jar" ]]; then
+      echo "$candidate"
+      return 0
+    fi
+  done
+  return 1
+}
+
+ensure_tools() {
+  command -v python3 >/dev/null || die "python3 is missing"
+  command -v java >/dev/null || { echo "installing a Java runtime (Debian)"; apt_install default-jre-headless; }
+  [[ -f "$jna_jar" ]] || { echo "installing JNA (Debian libjna-java)"; apt_install libjna-java; }
+  if ! kotlin_home >/dev/null; then
+    command -v npm >/dev/null || die "npm is missing: it installs kotlinc (npm package kotlin-compiler)"
+    echo "installing kotlinc (npm kotlin-compiler@$kotlin_version) into $tools/kotlin"
+    mkdir -p "$tools/kotlin"
+    npm install --prefix "$tools/kotlin" --no-audit --no-fund --no-progress --loglevel=error \
+      "kotlin-compiler@$kotlin_version" </dev/null >/dev/null 2>&1 \
+      || die "npm install kotlin-compiler failed"
+  fi
+  kotlin_home >/dev/null || die "kotlinc is not usable after installing it"
+}
+
+# --- relay -----------------------------------------------------------------------------------
+
+work=""
+relay_pid=""
+cleanup() {
+  if [[ -n "$relay_pid" ]] && kill -0 "$relay_pid" 2>/dev/null; then
+    kill "$relay_pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$relay_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$relay_pid" 2>/dev/null || true
+  fi
+  [[ -n "$work" ]] && rm -rf "$work"
+  return 0
+}
+trap cleanup EXIT
+
+start_relay() {
+  # Port 0: the relay binds a free port and logs it; no race with another test.
+  env -u RUST_LOG "$CARGO_TARGET_DIR/debug/mend-relay" --listen 127.0.0.1:0 \
+    --data-dir "$work/relay" --log-format json --log info >"$work/relay.log" 2>&1 &
+  relay_pid=$!
+  local addr=""
+  for _ in $(seq 100); do
+    addr="$(sed -n 's/.*"message":"listening".*"addr":"\([0-9.:]*\)".*/\1/p' "$work/relay.log" | head -n1)"
+    [[ -n "$addr" ]] && break
+    kill -0 "$relay_pid" 2>/dev/null || { cat "$work/relay.log" >&2; die "the relay exited"; }
+    sleep 0.1
+  done
+  [[ -n "$addr" ]] || { cat "$work/relay.log" >&2; die "the relay did not start within 10 s"; }
+  export MEND_RELAY_URL="http://$addr"
+  echo "relay at $MEND_RELAY_URL"
+}
+
+# --- run -------------------------------------------------------------------------------------
+
+step "tools (kotlinc, JNA, java)"
+ensure_tools
+khome="$(kotlin_home)"
+echo "kotlinc: $khome/bin/kotlinc"
+
+step "build the relay and mend-ffi, generate the bindings"
+cargo build --locked --quiet -p mend-relay
+scripts/bindings.sh
+
+step "compile the Kotlin story"
+classpath="$jna_jar:$khome/lib/kotlinx-coroutines-core-jvm.jar"
+kotlin_sources=("$out/kotlin/app/mend/core/mend.kt" bindings/kotlin/Story.kt)
+jar="$out/kotlin-build/story.jar"
+stamp="$out/kotlin-build/inputs.sha256"
+inputs_sum="$(cat "${kotlin_sources[@]}" | sha256sum | cut -d' ' -f1)"
+if [[ -f "$jar" && -f "$stamp" && "$(cat "$stamp")" == "$inputs_sum" ]]; then
+  echo "unchanged since the last compile"
+else
+  mkdir -p "$out/kotlin-build"
+  rm -f "$jar" "$stamp"
+  timeout 600 "$khome/bin/kotlinc" -nowarn -cp "$classpath" "${kotlin_sources[@]}" -d "$jar"
+  echo "$inputs_sum" >"$stamp"
+fi
+
+work="$(mktemp -d)"
+step "start a relay on 127.0.0.1"
+start_relay
+
+step "Kotlin story (JVM + JNA)"
+timeout 180 java -Djna.library.path="$CARGO_TARGET_DIR/debug" \
+  -cp "$jar:$classpath:$khome/lib/kotlin-stdlib.jar" app.mend.story.StoryKt "$work/kotlin" </dev/null
+
+step "Python story"
+PYTHONPATH="$out/python" timeout 120 python3 bindings/python/story.py "$work/python" </dev/null
+
+step "stop the relay"
+cleanup
+relay_pid=""
+work=""
+echo "bindings: Kotlin and Python stories passed"
