@@ -229,6 +229,12 @@ impl SpaceDoc {
         }
     }
 
+    /// Applies change bytes from another replica without working out what they touched.
+    pub(crate) fn apply_quiet(&mut self, bytes: &[u8]) -> Result<()> {
+        self.doc.load_incremental(bytes)?;
+        Ok(())
+    }
+
     /// Applies change bytes from another replica; returns the records they touched.
     pub(crate) fn apply(&mut self, bytes: &[u8]) -> Result<Vec<RecordId>> {
         let before = self.doc.get_heads();

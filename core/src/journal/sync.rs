@@ -43,10 +43,15 @@ impl Journal {
         cursor: u64,
     ) -> Result<Vec<RecordId>> {
         let before = self.doc(space).heads();
-        for p in pulled {
-            if let Some(bytes) = p.bytes {
-                self.doc_mut(space).apply(bytes)?;
-            }
+        // One load of everything: Automerge sorts out the order of the changes itself.
+        let all: Vec<u8> = pulled
+            .iter()
+            .filter_map(|p| p.bytes)
+            .flatten()
+            .copied()
+            .collect();
+        if !all.is_empty() {
+            self.doc_mut(space).apply_quiet(&all)?;
         }
         let after = self.doc(space).heads();
         if let Err(e) = self.store.commit_pulled(space, pulled, cursor) {
@@ -67,7 +72,7 @@ impl Journal {
         covers: u64,
     ) -> Result<Vec<RecordId>> {
         let before = self.doc(space).heads();
-        self.doc_mut(space).apply(doc)?;
+        self.doc_mut(space).apply_quiet(doc)?;
         let after = self.doc(space).heads();
         if let Err(e) = self.store.commit_snapshot(space, doc, peers, covers) {
             self.reload(space)?;

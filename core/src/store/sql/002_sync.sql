@@ -2,7 +2,7 @@
 -- Local changes not yet batched for the relay, written in the transaction of the edit itself,
 -- so an app killed before it syncs loses nothing.
 CREATE TABLE unsent (
-    id    INTEGER PRIMARY KEY AUTOINCREMENT,
+    id    INTEGER PRIMARY KEY,
     space TEXT NOT NULL,
     bytes BLOB NOT NULL
 ) STRICT;
