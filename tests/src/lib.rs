@@ -182,3 +182,14 @@ impl Phone {
         Ok(status)
     }
 }
+
+/// A couple on `relay`: Alex creates the journal, Blake joins with Alex's invite, and both have
+/// synced, so each holds the other's registration.
+pub async fn couple(dir: &Path, relay: &Relay) -> Result<(Phone, Phone)> {
+    let a = Phone::create(dir, "a.db", "Alex", &relay.url())?;
+    a.sync().await?;
+    let b = Phone::join(dir, "b.db", &a.device.partner_invite()?, "Blake")?;
+    b.sync().await?;
+    a.sync().await?;
+    Ok((a, b))
+}

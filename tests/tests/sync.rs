@@ -243,10 +243,7 @@ async fn partners_edit_every_kind_apart_and_converge() -> Result<()> {
 async fn live_sync_reaches_the_partners_observer() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let relay = Relay::start(dir.path()).await?;
-    let a = Phone::create(dir.path(), "a.db", "Alex", &relay.url())?;
-    a.sync().await?;
-    let b = Phone::join(dir.path(), "b.db", &a.device.partner_invite()?, "Blake")?;
-    b.sync().await?;
+    let (a, b) = mend_e2e::couple(dir.path(), &relay).await?;
     let live_a = a.device.client().start_live();
     let live_b = b.device.client().start_live();
     let mut sent = Vec::new();
@@ -306,10 +303,7 @@ async fn live_sync_reaches_the_partners_observer() -> Result<()> {
 async fn a_device_killed_mid_sync_resumes_without_loss() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let relay = Relay::start(dir.path()).await?;
-    let mut a = Phone::create(dir.path(), "a.db", "Alex", &relay.url())?;
-    a.sync().await?;
-    let b = Phone::join(dir.path(), "b.db", &a.device.partner_invite()?, "Blake")?;
-    b.sync().await?;
+    let (mut a, b) = mend_e2e::couple(dir.path(), &relay).await?;
     let keyring = a.device.keyring().clone();
     let path = a.path.clone();
     let mut written = Vec::new();
@@ -403,11 +397,7 @@ async fn a_new_device_bootstraps_from_a_snapshot() -> Result<()> {
 async fn an_altered_chunk_is_refused_and_reported_and_the_rest_syncs() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let relay = Relay::start(dir.path()).await?;
-    let a = Phone::create(dir.path(), "a.db", "Alex", &relay.url())?;
-    a.sync().await?;
-    let b = Phone::join(dir.path(), "b.db", &a.device.partner_invite()?, "Blake")?;
-    b.sync().await?;
-    a.sync().await?;
+    let (a, b) = mend_e2e::couple(dir.path(), &relay).await?;
     let bad = a.with(|j| {
         j.add(Body::Share(Share {
             feeling: "to be altered".into(),
