@@ -66,6 +66,9 @@ impl From<StorageError> for ApiError {
     fn from(error: StorageError) -> ApiError {
         match error {
             StorageError::SpaceNotFound => ApiError::new(ErrorCode::SpaceNotFound, "no such space"),
+            StorageError::SpaceErased => {
+                ApiError::new(ErrorCode::SpaceNotFound, "this space was erased")
+            }
             StorageError::SpaceExists => ApiError::new(
                 ErrorCode::SpaceExists,
                 "the space exists with a different token",

@@ -559,13 +559,19 @@ async fn erase_removes_the_space() -> anyhow::Result<()> {
         "space_not_found",
     )
     .await?;
-    assert_eq!(api.create(&s, &token(2)).await?, StatusCode::CREATED);
-    assert_eq!(
-        api.push(&s, &token(2), &push(device(1), 1, b"new"))
-            .await?
-            .relay_seq,
-        1
-    );
+    // Erased stays erased: the other partner's phone, still holding the secret, cannot bring
+    // the space back by syncing.
+    for t in [token(1), token(2)] {
+        api.refused(
+            "PUT",
+            &paths::space(&s),
+            Some(&t),
+            vec![],
+            StatusCode::NOT_FOUND,
+            "space_not_found",
+        )
+        .await?;
+    }
     api.others_served(1).await
 }
 

@@ -450,3 +450,37 @@ async fn an_altered_chunk_is_refused_and_reported_and_the_rest_syncs() -> Result
     relay.stop().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_erase_the_partners_phone_is_told_and_cannot_bring_the_space_back() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path()).await?;
+    let (a, b) = mend_e2e::couple(dir.path(), &relay).await?;
+    b.with(|j| {
+        j.add(Body::Share(Share {
+            feeling: "before the end".into(),
+            tough_question: false,
+        }))
+    })?;
+    a.device.erase_remote().await?;
+    let status = b.device.sync_now(Duration::from_secs(10)).await?;
+    ensure!(
+        status
+            .problems
+            .iter()
+            .any(|p| matches!(p.kind, ProblemKind::SpaceGone)),
+        "B was not told the space was erased: {status:?}"
+    );
+    ensure!(!status.syncing, "B keeps retrying an erased space");
+    // The couple's space did not come back (only B's own personal space remains).
+    let couple_id = a.device.keyring().couple.derive_space_id();
+    let conn = rusqlite::Connection::open(relay.data_dir.join("relay.sqlite3"))?;
+    let back: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM spaces WHERE space_id = ?1",
+        [&couple_id[..]],
+        |r| r.get(0),
+    )?;
+    ensure!(back == 0, "the erased couple's space is back at the relay");
+    relay.stop().await?;
+    Ok(())
+}

@@ -65,6 +65,9 @@ pub enum StorageError {
     /// The space exists with another token.
     #[error("space exists with a different token")]
     SpaceExists,
+    /// The space was erased; it cannot be created again.
+    #[error("space was erased")]
+    SpaceErased,
     /// The write would take the space over its quota.
     #[error("space quota of {quota} bytes exceeded ({used} used, {adding} more)")]
     QuotaExceeded {

@@ -8,7 +8,10 @@ use std::{path::Path, time::Duration};
 use rusqlite::{Connection, OpenFlags};
 
 /// Migrations in order; migration `i` moves the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/001_initial.sql"),
+    include_str!("migrations/002_erased.sql"),
+];
 
 /// The schema version this code writes.
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

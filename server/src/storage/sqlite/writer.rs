@@ -362,6 +362,13 @@ fn create(
         .prepare_cached("SELECT token_hash FROM spaces WHERE space_id = ?1")?
         .query_row([&space.0[..]], |row| row.get(0))
         .optional()?;
+    let erased: Option<i64> = tx
+        .prepare_cached("SELECT erased_at FROM erased WHERE space_id = ?1")?
+        .query_row([&space.0[..]], |row| row.get(0))
+        .optional()?;
+    if erased.is_some() {
+        return Ok(Err(StorageError::SpaceErased));
+    }
     if let Some(existing) = existing {
         let same: bool = existing.as_slice().ct_eq(&token_hash[..]).into();
         return Ok(if same {
@@ -536,6 +543,11 @@ fn erase(
         .execute([id])?;
     tx.prepare_cached("DELETE FROM spaces WHERE id = ?1")?
         .execute([id])?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    tx.prepare_cached("INSERT OR REPLACE INTO erased (space_id, erased_at) VALUES (?1, ?2)")?
+        .execute(params![&space.0[..], now])?;
     cache.remove(&space);
     dirty.remove(&space);
     effects.push(Effect::Erased(space));
