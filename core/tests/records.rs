@@ -1591,7 +1591,8 @@ fn local_edits_tell_the_change_listener_which_space_changed() -> Result<()> {
     use std::sync::{Arc, Mutex};
     let dir = tempfile::tempdir()?;
     let mut j = Journal::create(&dir.path().join("j.db"), "Alex")?;
-    let heard: Arc<Mutex<Vec<(Space, Vec<RecordId>)>>> = Arc::default();
+    type Heard = Vec<(Space, Vec<RecordId>)>;
+    let heard: Arc<Mutex<Heard>> = Arc::default();
     let sink = heard.clone();
     j.set_change_listener(Some(Arc::new(move |space, ids| {
         if let Ok(mut h) = sink.lock() {

@@ -172,7 +172,7 @@ async fn partners_edit_every_kind_apart_and_converge() -> Result<()> {
     })?);
     b.with(|j| j.claim(commitment, day(0), ClaimStatus::Done, ""))?;
     b.with(|j| j.respond_to_need(need, NeedResponseKind::Receptive, "of course"))?;
-    let pending = b.with(|j| Ok(j.pending_changes(Space::Couple)?))?;
+    let pending = b.with(|j| j.pending_changes(Space::Couple))?;
     ensure!(pending > 0, "B's offline edits are not pending");
 
     // Back together.
@@ -232,7 +232,7 @@ async fn partners_edit_every_kind_apart_and_converge() -> Result<()> {
         "A's observer was not told about B's answer"
     );
     ensure!(
-        b.with(|j| Ok(j.pending_changes(Space::Couple)?))? == 0,
+        b.with(|j| j.pending_changes(Space::Couple))? == 0,
         "B still has pending changes"
     );
     relay.stop().await?;
@@ -342,7 +342,7 @@ async fn a_device_killed_mid_sync_resumes_without_loss() -> Result<()> {
         "duplicates after resumed pushes"
     );
     ensure!(
-        a.with(|j| Ok(j.pending_changes(Space::Couple)?))? == 0,
+        a.with(|j| j.pending_changes(Space::Couple))? == 0,
         "A still has pending changes"
     );
     relay.stop().await?;
@@ -374,7 +374,7 @@ async fn a_new_device_bootstraps_from_a_snapshot() -> Result<()> {
     // A's second device joins with a device invite: both spaces, starting from the snapshot.
     let tablet = Phone::join(dir.path(), "a2.db", &a.device.device_invite()?, "")?;
     tablet.sync().await?;
-    let state = tablet.with(|j| Ok(j.sync_state(Space::Couple)?))?;
+    let state = tablet.with(|j| j.sync_state(Space::Couple))?;
     ensure!(
         state.snapshot_covers >= 4,
         "the tablet did not start from the snapshot: {state:?}"
