@@ -9,6 +9,7 @@
 #             its lib/ also has kotlin-stdlib.jar and kotlinx-coroutines-core-jvm.jar
 #   JNA       Debian's libjna-java (/usr/share/java/jna.jar)
 #   java      Debian's default-jre-headless
+#   npm       Debian's npm, only when it is missing (it installs kotlinc)
 # Honours CARGO_TARGET_DIR (default: the workspace's target/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,7 +62,7 @@ ensure_tools() {
   command -v java >/dev/null || { echo "installing a Java runtime (Debian)"; apt_install default-jre-headless; }
   [[ -f "$jna_jar" ]] || { echo "installing JNA (Debian libjna-java)"; apt_install libjna-java; }
   if ! kotlin_home >/dev/null; then
-    command -v npm >/dev/null || die "npm is missing: it installs kotlinc (npm package kotlin-compiler)"
+    command -v npm >/dev/null || { echo "installing npm (Debian)"; apt_install npm; }
     echo "installing kotlinc (npm kotlin-compiler@$kotlin_version) into $tools/kotlin"
     mkdir -p "$tools/kotlin"
     npm install --prefix "$tools/kotlin" --no-audit --no-fund --no-progress --loglevel=error \

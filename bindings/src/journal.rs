@@ -272,8 +272,8 @@ impl Journal {
         self.with(|j| j.export_packet(&options, format.into()))
     }
 
-    /// Sets (or clears, with `null`) the observer told about records other devices changed and
-    /// about sync status, during `sync_now` and live sync.
+    /// Sets (or clears, with `null`) the observer told about changed records (local writes and
+    /// what sync brings) and about sync status.
     pub fn set_observer(&self, observer: Option<Arc<dyn JournalObserver>>) {
         self.observer.set(observer);
     }

@@ -1,6 +1,6 @@
 //! Sync status, the app's observer, and the bridge from the core's observer to it.
 //!
-//! The core's `SyncClient` takes its observer when the journal is opened, while an app picks
+//! The core takes its observer when the journal is opened, while an app picks
 //! its observer later (and may swap it when a screen changes). So the bindings hand the core an
 //! [`ObserverSlot`] at open and fill the slot when the app calls `set_observer` or
 //! `start_live`.
@@ -112,13 +112,16 @@ impl From<core_sync::SyncStatus> for SyncStatus {
     }
 }
 
-/// Told what the other devices changed and how sync is going. Implemented by the app.
+/// Told which records changed and how sync is going. Implemented by the app.
 ///
-/// Called on a sync thread, never the main thread: return quickly and hop to the UI thread
-/// yourself (`Dispatchers.Main`, `MainActor`). Do not throw from these methods.
+/// Called on the thread that made a local write (while the journal is held) or on a sync
+/// thread. Return quickly, never call the journal from inside a callback (it would wait for
+/// itself), and hop to the UI yourself (`Dispatchers.Main`, `MainActor`). Do not throw from
+/// these methods.
 #[uniffi::export(with_foreign)]
 pub trait JournalObserver: Send + Sync {
-    /// Records changed because of what another device wrote: re-read them with `get`.
+    /// Records changed, by a write on this device or by what another device wrote: re-read
+    /// them with `get` (from another thread).
     fn records_changed(&self, ids: Vec<String>);
     /// The sync status changed.
     fn status_changed(&self, status: SyncStatus);

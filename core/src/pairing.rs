@@ -141,10 +141,24 @@ impl Device {
         keyring: Keyring,
         observer: Option<Arc<dyn SyncObserver>>,
     ) -> Result<Self> {
-        // Local edits reach the same observer as remote ones.
+        // Local edits reach the same observer as remote ones, from a thread of their own: the
+        // edit runs with the journal locked, and an observer that reads the journal back must
+        // not deadlock.
         if let Some(o) = observer.clone() {
+            let (tx, rx) = std::sync::mpsc::channel::<(Space, Vec<crate::ids::RecordId>)>();
+            std::thread::Builder::new()
+                .name("mend-observer".into())
+                .spawn(move || {
+                    for (space, ids) in rx {
+                        o.records_changed(space, ids);
+                    }
+                })
+                .map_err(Error::Io)?;
+            let tx = Mutex::new(tx);
             journal.set_change_listener(Some(Arc::new(move |space, ids| {
-                o.records_changed(space, ids)
+                if let Ok(tx) = tx.lock() {
+                    let _ = tx.send((space, ids));
+                }
             })));
         }
         let journal = Arc::new(Mutex::new(journal));
