@@ -74,9 +74,10 @@ impl Journal {
         Ok(f(&mut journal)?)
     }
 
-    /// Runs a write, then tells live sync (when running) to push it.
+    /// Runs a write, then tells the observer (lock released) and live sync (when running).
     fn write<T>(&self, f: impl FnOnce(&mut CoreJournal) -> mend_core::Result<T>) -> Result<T> {
         let out = self.with(f)?;
+        self.device.flush_local_changes();
         if let Ok(live) = self.live.lock()
             && let Some(live) = live.as_ref()
         {

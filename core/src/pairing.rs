@@ -125,7 +125,12 @@ pub struct Device {
     journal: Arc<Mutex<Journal>>,
     keyring: Keyring,
     client: Arc<SyncClient>,
+    observer: Option<Arc<dyn SyncObserver>>,
+    local: LocalQueue,
 }
+
+/// Local changes waiting to be told to the observer.
+type LocalQueue = Arc<Mutex<Vec<(Space, Vec<crate::ids::RecordId>)>>>;
 
 impl std::fmt::Debug for Device {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -141,23 +146,15 @@ impl Device {
         keyring: Keyring,
         observer: Option<Arc<dyn SyncObserver>>,
     ) -> Result<Self> {
-        // Local edits reach the same observer as remote ones, from a thread of their own: the
-        // edit runs with the journal locked, and an observer that reads the journal back must
-        // not deadlock.
-        if let Some(o) = observer.clone() {
-            let (tx, rx) = std::sync::mpsc::channel::<(Space, Vec<crate::ids::RecordId>)>();
-            std::thread::Builder::new()
-                .name("mend-observer".into())
-                .spawn(move || {
-                    for (space, ids) in rx {
-                        o.records_changed(space, ids);
-                    }
-                })
-                .map_err(Error::Io)?;
-            let tx = Mutex::new(tx);
+        // Local edits reach the same observer as remote ones, but not from inside the edit: the
+        // journal is locked then, and an observer that reads it back would deadlock. They wait
+        // here until the caller, lock released, calls `flush_local_changes`.
+        let local: LocalQueue = Arc::default();
+        if observer.is_some() {
+            let queue = Arc::clone(&local);
             journal.set_change_listener(Some(Arc::new(move |space, ids| {
-                if let Ok(tx) = tx.lock() {
-                    let _ = tx.send((space, ids));
+                if let Ok(mut q) = queue.lock() {
+                    q.push((space, ids));
                 }
             })));
         }
@@ -166,13 +163,29 @@ impl Device {
             Arc::clone(&journal),
             &keyring.relay_url,
             keyring.links(),
-            observer,
+            observer.clone(),
         )?);
         Ok(Self {
             journal,
             keyring,
             client,
+            observer,
+            local,
         })
+    }
+
+    /// Tells the observer about local edits made since the last call. Call it after each
+    /// write, once the journal lock is released, on a thread where calling the app is fine.
+    pub fn flush_local_changes(&self) {
+        let pending = match self.local.lock() {
+            Ok(mut q) => std::mem::take(&mut *q),
+            Err(_) => return,
+        };
+        if let Some(o) = &self.observer {
+            for (space, ids) in pending {
+                o.records_changed(space, ids);
+            }
+        }
     }
 
     /// Creates a new journal at `path` for its first partner, with new secrets.

@@ -167,12 +167,16 @@ impl Phone {
 
     /// Runs `f` on the journal.
     pub fn with<T>(&self, f: impl FnOnce(&mut Journal) -> mend_core::Result<T>) -> Result<T> {
-        let mut j = self
-            .device
-            .journal()
-            .lock()
-            .map_err(|_| anyhow::anyhow!("poisoned"))?;
-        Ok(f(&mut j)?)
+        let out = {
+            let mut j = self
+                .device
+                .journal()
+                .lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?;
+            f(&mut j)?
+        };
+        self.device.flush_local_changes();
+        Ok(out)
     }
 
     /// One sync round that must finish.
