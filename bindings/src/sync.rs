@@ -114,10 +114,9 @@ impl From<core_sync::SyncStatus> for SyncStatus {
 
 /// Told which records changed and how sync is going. Implemented by the app.
 ///
-/// Called on the thread that made a local write (while the journal is held) or on a sync
-/// thread. Return quickly, never call the journal from inside a callback (it would wait for
-/// itself), and hop to the UI yourself (`Dispatchers.Main`, `MainActor`). Do not throw from
-/// these methods.
+/// Called on the thread that made a local write (after the write, with the journal unlocked)
+/// or on a sync thread. Reading the journal from a callback is safe. Return quickly, hop to the
+/// UI yourself (`Dispatchers.Main`, `MainActor`), and do not throw from these methods.
 #[uniffi::export(with_foreign)]
 pub trait JournalObserver: Send + Sync {
     /// Records changed, by a write on this device or by what another device wrote: re-read
