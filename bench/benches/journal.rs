@@ -2,7 +2,7 @@
 //! 1k concurrent offline edits per side.
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use mend_bench::journal::{body, build, diverged, prose};
+use mend_bench::journal::{build, diverged, prose};
 use mend_core::{Body, Journal, Space, model::Share};
 
 fn write_10k(c: &mut Criterion) {
@@ -57,7 +57,6 @@ fn merge_1k(c: &mut Criterion) {
         )
     });
     group.finish();
-    let _ = body(0);
 }
 
 criterion_group! {

@@ -187,14 +187,7 @@ async fn catchup(n: usize) -> Result<()> {
         let actions = b.with(|j| engine.handle(j, mend_core::sync::transport_now(), event))?;
         for action in actions {
             if let Action::Send(request) = action {
-                let space = match &request {
-                    Request::Pull { space, .. }
-                    | Request::Create { space }
-                    | Request::Push { space, .. }
-                    | Request::Subscribe { space, .. }
-                    | Request::GetSnapshot { space }
-                    | Request::PutSnapshot { space, .. } => *space,
-                };
+                let space = request.space();
                 let link = links.iter().find(|l| l.space == space).context("link")?;
                 requests += 1;
                 let response = http.execute(link, &device, &request).await;

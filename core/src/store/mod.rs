@@ -62,6 +62,9 @@ pub struct Store {
     // Held for the store's life: a second process gets `Error::Locked` instead of a second
     // writer. Released by the OS when the process dies, so a crash never leaves it stuck.
     _lock: File,
+    /// Change rows per space since its last full save, counted once and then kept up by the
+    /// writes themselves, so an edit never pays for a COUNT.
+    rows: [std::cell::Cell<Option<u64>>; 2],
 }
 
 impl Store {
@@ -130,6 +133,7 @@ impl Store {
             conn,
             path: path.to_owned(),
             _lock: lock,
+            rows: Default::default(),
         })
     }
 
@@ -168,6 +172,14 @@ impl Store {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Adds `n` committed change rows to a space's count.
+    pub(crate) fn count_rows(&self, space: Space, n: u64) {
+        let cell = &self.rows[space as usize];
+        if let Some(rows) = cell.get() {
+            cell.set(Some(rows + n));
+        }
     }
 
     /// A space's latest full save, its change chunks since (concatenated), and their count.
@@ -211,6 +223,9 @@ impl Store {
             }
         }
         tx.commit()?;
+        for (space, _) in changes {
+            self.count_rows(*space, 1);
+        }
         Ok(())
     }
 
@@ -224,16 +239,22 @@ impl Store {
         )?;
         tx.execute("DELETE FROM doc_changes WHERE space = ?1", [space.as_str()])?;
         tx.commit()?;
+        self.rows[space as usize].set(Some(0));
         Ok(())
     }
 
     /// How many change chunks a space has since its last full save.
     pub fn change_rows(&self, space: Space) -> Result<u64> {
+        let cell = &self.rows[space as usize];
+        if let Some(rows) = cell.get() {
+            return Ok(rows);
+        }
         let n: i64 = self.conn.query_row(
             "SELECT COUNT(*) FROM doc_changes WHERE space = ?1",
             [space.as_str()],
             |r| r.get(0),
         )?;
+        cell.set(Some(n.unsigned_abs()));
         Ok(n.unsigned_abs())
     }
 }

@@ -231,6 +231,10 @@ impl Store {
             params![space.as_str(), i(cursor)],
         )?;
         tx.commit()?;
+        self.count_rows(
+            space,
+            pulled.iter().filter(|p| p.bytes.is_some()).count() as u64,
+        );
         Ok(())
     }
 
@@ -261,6 +265,7 @@ impl Store {
             params![space.as_str(), i(covers)],
         )?;
         tx.commit()?;
+        self.count_rows(space, 1);
         Ok(())
     }
 

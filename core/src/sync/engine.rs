@@ -347,16 +347,7 @@ impl SyncEngine {
         response: Response,
         out: &mut Vec<Action>,
     ) -> Result<()> {
-        let space = match &response {
-            Response::Created { space }
-            | Response::Acked { space, .. }
-            | Response::Page { space, .. }
-            | Response::Chunk { space, .. }
-            | Response::UpToDate { space, .. }
-            | Response::Snapshot { space, .. }
-            | Response::SnapshotStored { space, .. }
-            | Response::Failed { space, .. } => *space,
-        };
+        let space = response.space();
         let Some(i) = self.index(space) else {
             return Ok(());
         };

@@ -48,6 +48,20 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// The space the request is about.
+    pub fn space(&self) -> Space {
+        match self {
+            Request::Create { space }
+            | Request::Push { space, .. }
+            | Request::Pull { space, .. }
+            | Request::Subscribe { space, .. }
+            | Request::GetSnapshot { space }
+            | Request::PutSnapshot { space, .. } => *space,
+        }
+    }
+}
+
 /// Why a request did not succeed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Failure {
@@ -125,6 +139,22 @@ pub enum Response {
         /// Why.
         failure: Failure,
     },
+}
+
+impl Response {
+    /// The space the answer is about.
+    pub fn space(&self) -> Space {
+        match self {
+            Response::Created { space }
+            | Response::Acked { space, .. }
+            | Response::Page { space, .. }
+            | Response::Chunk { space, .. }
+            | Response::UpToDate { space, .. }
+            | Response::Snapshot { space, .. }
+            | Response::SnapshotStored { space, .. }
+            | Response::Failed { space, .. } => *space,
+        }
+    }
 }
 
 /// What drives the engine.

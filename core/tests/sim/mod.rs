@@ -40,7 +40,7 @@ struct RelaySpace {
 
 impl SimRelay {
     fn handle(&mut self, space_id: [u8; 32], device: [u8; 16], req: &Request) -> Response {
-        let space = space_of(req);
+        let space = req.space();
         let s = self.spaces.entry(space_id).or_default();
         match req {
             Request::Create { .. } => Response::Created { space },
@@ -153,17 +153,6 @@ impl SimRelay {
     /// How many chunks the relay holds for a space (after pruning).
     pub fn log_len(&self, space_id: &[u8; 32]) -> usize {
         self.spaces.get(space_id).map_or(0, |s| s.log.len())
-    }
-}
-
-fn space_of(req: &Request) -> Space {
-    match req {
-        Request::Create { space }
-        | Request::Push { space, .. }
-        | Request::Pull { space, .. }
-        | Request::Subscribe { space, .. }
-        | Request::GetSnapshot { space }
-        | Request::PutSnapshot { space, .. } => *space,
     }
 }
 
@@ -437,7 +426,7 @@ impl Sim {
         }
         match msg.payload {
             Payload::ToRelay(req) => {
-                let space_id = self.space_id(msg.device, space_of(&req));
+                let space_id = self.space_id(msg.device, req.space());
                 let device = *self.devices[msg.device].journal().device().as_bytes();
                 let resp = self.relay.handle(space_id, device, &req);
                 self.enqueue(msg.device, Payload::ToDevice(resp));

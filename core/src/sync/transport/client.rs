@@ -148,7 +148,7 @@ impl SyncClient {
             }
             if !requests.is_empty() {
                 let calls = requests.iter().filter_map(|r| {
-                    let link = self.link(space_of(r))?;
+                    let link = self.link(r.space())?;
                     Some(self.http.execute(link, &device, r))
                 });
                 inbox.extend(join_all(calls).await.into_iter().map(Event::Response));
@@ -204,7 +204,7 @@ impl SyncClient {
                         self.report(&action, &mut status);
                         continue;
                     };
-                    let space = space_of(&request);
+                    let space = request.space();
                     let Some(link) = self.link(space).cloned() else {
                         continue;
                     };
@@ -296,17 +296,6 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-fn space_of(request: &Request) -> Space {
-    match request {
-        Request::Create { space }
-        | Request::Push { space, .. }
-        | Request::Pull { space, .. }
-        | Request::Subscribe { space, .. }
-        | Request::GetSnapshot { space }
-        | Request::PutSnapshot { space, .. } => *space,
     }
 }
 
