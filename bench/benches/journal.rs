@@ -1,9 +1,11 @@
-//! Criterion benches of the journal: a write on a 10k-record journal, opening it, and merging
-//! 1k concurrent offline edits per side.
+//! Criterion benches of the journal: a write on a 10k-record journal, opening it (readable, first
+//! page, writable), and merging 1k concurrent offline edits per side.
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use mend_bench::journal::{build, diverged, prose};
-use mend_core::{Body, Journal, Space, model::Share};
+use std::time::{Duration, Instant};
+
+use mend_core::{Body, Journal, Space, model::Share, query::TimelineQuery};
 
 fn write_10k(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -27,9 +29,40 @@ fn open_10k(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("j.db");
     drop(build(&path, 10_000).expect("build"));
-    c.bench_function("open a 10k-record journal", |b| {
-        b.iter(|| Journal::open(&path).expect("open"))
+    let mut group = c.benchmark_group("open");
+    group.sample_size(20);
+    // Timed: open and the first timeline page (what a launch shows). Untimed: waiting for the
+    // background load, so loads never pile up across iterations.
+    let opened = |iters: u64, with_page: bool| {
+        let mut total = Duration::ZERO;
+        for _ in 0..iters {
+            let t = Instant::now();
+            let journal = Journal::open(&path).expect("open");
+            if with_page {
+                let page = journal
+                    .timeline(&TimelineQuery::default())
+                    .expect("timeline");
+                assert!(!page.items.is_empty());
+            }
+            total += t.elapsed();
+            journal.ready().expect("load");
+        }
+        total
+    };
+    group.bench_function("open a 10k-record journal", |b| {
+        b.iter_custom(|iters| opened(iters, false))
     });
+    group.bench_function("open a 10k-record journal + first timeline page", |b| {
+        b.iter_custom(|iters| opened(iters, true))
+    });
+    group.bench_function("open a 10k-record journal until writable", |b| {
+        b.iter_with_large_drop(|| {
+            let journal = Journal::open(&path).expect("open");
+            journal.ready().expect("load");
+            journal
+        })
+    });
+    group.finish();
 }
 
 fn merge_1k(c: &mut Criterion) {
@@ -41,10 +74,10 @@ fn merge_1k(c: &mut Criterion) {
                 let dir = tempfile::tempdir().expect("tempdir");
                 let (a, bj) = diverged(dir.path(), 100, 1_000).expect("diverge");
                 let to_b = a
-                    .changes_since(Space::Couple, &bj.heads(Space::Couple))
+                    .changes_since(Space::Couple, &bj.heads(Space::Couple).expect("heads"))
                     .expect("changes");
                 let to_a = bj
-                    .changes_since(Space::Couple, &a.heads(Space::Couple))
+                    .changes_since(Space::Couple, &a.heads(Space::Couple).expect("heads"))
                     .expect("changes");
                 (dir, a, bj, to_a, to_b)
             },

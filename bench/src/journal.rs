@@ -85,7 +85,7 @@ pub fn diverged(dir: &Path, base: usize, edits: usize) -> Result<(Journal, Journ
         a.add(body(i))?;
     }
     let source = JoinSource {
-        couple: a.save_space(Space::Couple),
+        couple: a.save_space(Space::Couple)?,
         personal: None,
         partner: None,
     };

@@ -241,17 +241,17 @@ impl Journal {
 
     /// Questions still open or put off, oldest first, each with its answers.
     pub fn open_questions(&self) -> Result<Vec<QuestionThread>> {
-        self.with(|j| Ok(j.open_questions().into_iter().map(Into::into).collect()))
+        self.with(|j| Ok(j.open_questions()?.into_iter().map(Into::into).collect()))
     }
 
     /// Every live boundary and whether both partners agreed to its current wording.
     pub fn boundary_status(&self) -> Result<Vec<BoundaryStatus>> {
-        self.with(|j| Ok(j.boundary_status().into_iter().map(Into::into).collect()))
+        self.with(|j| Ok(j.boundary_status()?.into_iter().map(Into::into).collect()))
     }
 
     /// Every live need with the partner's response, oldest first.
     pub fn needs(&self) -> Result<Vec<JournalRecord>> {
-        self.with(|j| Ok(records(j.needs())))
+        self.with(|j| Ok(records(j.needs()?)))
     }
 
     /// Weekly progress for the weeks touching `from_date..=to_date` (`YYYY-MM-DD`), in a zone

@@ -73,6 +73,12 @@ impl Failure {
     }
 }
 
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Self::new(exit_for(&e), e.to_string())
+    }
+}
+
 /// The exit code for an error from mend-core.
 pub fn exit_for(error: &Error) -> Exit {
     match error {

@@ -28,7 +28,7 @@ pub fn resolve(journal: &Journal, typed: &str) -> Result<RecordId, Failure> {
     }
     let needle = typed.to_ascii_lowercase();
     let mut found = journal
-        .records()
+        .records()?
         .into_iter()
         .map(|r| r.id)
         .filter(|id| id.to_string().ends_with(&needle));

@@ -58,11 +58,11 @@ pub struct Context {
 
 impl Context {
     /// What rendering needs from the journal.
-    pub fn of(journal: &Journal) -> Self {
-        Self {
+    pub fn of(journal: &Journal) -> mend_core::Result<Self> {
+        Ok(Self {
             names: Names::of(journal),
-            boundaries: journal.boundary_status(),
-        }
+            boundaries: journal.boundary_status()?,
+        })
     }
 
     /// The status of boundary `record`, if it is a live boundary.

@@ -194,19 +194,19 @@ fn merge(reps: &mut [Replica], from: usize, to: usize) -> anyhow::Result<()> {
         spaces.push(Space::Personal);
     }
     for space in spaces {
-        let heads = reps[to].journal.heads(space);
+        let heads = reps[to].journal.heads(space)?;
         let bytes = reps[from].journal.changes_since(space, &heads)?;
         reps[to].journal.apply_changes(space, &bytes)?;
     }
     Ok(())
 }
 
-fn nth(j: &Journal, i: usize, want: impl Fn(&Record) -> bool) -> Option<Record> {
-    let all: Vec<Record> = j.records().into_iter().filter(|r| want(r)).collect();
+fn nth(j: &Journal, i: usize, want: impl Fn(&Record) -> bool) -> anyhow::Result<Option<Record>> {
+    let all: Vec<Record> = j.records()?.into_iter().filter(|r| want(r)).collect();
     if all.is_empty() {
-        None
+        Ok(None)
     } else {
-        Some(all[i % all.len()].clone())
+        Ok(Some(all[i % all.len()].clone()))
     }
 }
 
@@ -223,14 +223,14 @@ fn run(reps: &mut [Replica], op: &Op) -> anyhow::Result<()> {
         Op::Add(r, mut body, parent_pick) => {
             let j = &mut reps[r].journal;
             let parent = |want: &dyn Fn(&Body) -> bool| {
-                nth(j, usize::from(parent_pick), |r| want(&r.body)).map(|r| r.id)
+                nth(j, usize::from(parent_pick), |r| want(&r.body)).map(|r| r.map(|r| r.id))
             };
             match &mut body {
-                Body::Answer(a) => a.question = parent(&|b| matches!(b, Body::Question(_))),
-                Body::Reply(x) => x.share = parent(&|b| matches!(b, Body::Share(_))),
-                Body::Validation(v) => v.target = j.shared_records().first().map(|r| r.id),
+                Body::Answer(a) => a.question = parent(&|b| matches!(b, Body::Question(_)))?,
+                Body::Reply(x) => x.share = parent(&|b| matches!(b, Body::Share(_)))?,
+                Body::Validation(v) => v.target = j.shared_records()?.first().map(|r| r.id),
                 Body::Commitment(c) if parent_pick => {
-                    c.link = parent(&|b| matches!(b, Body::Boundary(_) | Body::Need(_)))
+                    c.link = parent(&|b| matches!(b, Body::Boundary(_) | Body::Need(_)))?
                 }
                 _ => {}
             }
@@ -238,7 +238,7 @@ fn run(reps: &mut [Replica], op: &Op) -> anyhow::Result<()> {
         }
         Op::Edit(r, i, t) => {
             let j = &mut reps[r].journal;
-            let Some(rec) = nth(j, i, |r| !r.removed) else {
+            let Some(rec) = nth(j, i, |r| !r.removed)? else {
                 return Ok(());
             };
             let mut body = rec.body.clone();
@@ -274,49 +274,49 @@ fn run(reps: &mut [Replica], op: &Op) -> anyhow::Result<()> {
         }
         Op::Remove(r, i) => {
             let j = &mut reps[r].journal;
-            let Some(rec) = nth(j, i, |_| true) else {
+            let Some(rec) = nth(j, i, |_| true)? else {
                 return Ok(());
             };
             j.remove(rec.id)
         }
         Op::Consent(r, i, s) => {
             let j = &mut reps[r].journal;
-            let Some(rec) = nth(j, i, is(|b| matches!(b, Body::Boundary(_)))) else {
+            let Some(rec) = nth(j, i, is(|b| matches!(b, Body::Boundary(_))))? else {
                 return Ok(());
             };
             j.consent(rec.id, s)
         }
         Op::Claim(r, i, d, s) => {
             let j = &mut reps[r].journal;
-            let Some(rec) = nth(j, i, is(|b| matches!(b, Body::Commitment(_)))) else {
+            let Some(rec) = nth(j, i, is(|b| matches!(b, Body::Commitment(_))))? else {
                 return Ok(());
             };
             j.claim(rec.id, d0.add_days(i32::from(d)), s, "")
         }
         Op::Confirm(r, i, d, v) => {
             let j = &mut reps[r].journal;
-            let Some(rec) = nth(j, i, is(|b| matches!(b, Body::Commitment(_)))) else {
+            let Some(rec) = nth(j, i, is(|b| matches!(b, Body::Commitment(_))))? else {
                 return Ok(());
             };
             j.confirm(rec.id, d0.add_days(i32::from(d)), v, "seen")
         }
         Op::Respond(r, i, k) => {
             let j = &mut reps[r].journal;
-            let Some(rec) = nth(j, i, is(|b| matches!(b, Body::Need(_)))) else {
+            let Some(rec) = nth(j, i, is(|b| matches!(b, Body::Need(_))))? else {
                 return Ok(());
             };
             j.respond_to_need(rec.id, k, "")
         }
         Op::Status(r, i, s) => {
             let j = &mut reps[r].journal;
-            let Some(rec) = nth(j, i, is(|b| matches!(b, Body::Question(_)))) else {
+            let Some(rec) = nth(j, i, is(|b| matches!(b, Body::Question(_))))? else {
                 return Ok(());
             };
             j.set_question_status(rec.id, s)
         }
         Op::Share(r, i) => {
             let j = &mut reps[r].journal;
-            let Some(rec) = nth(j, i, is(|b| matches!(b, Body::ProcessingNote(_)))) else {
+            let Some(rec) = nth(j, i, is(|b| matches!(b, Body::ProcessingNote(_))))? else {
                 return Ok(());
             };
             j.share(rec.id)
@@ -356,6 +356,40 @@ fn views(records: &[Record], partners: &[mend_core::PartnerId]) -> anyhow::Resul
     Ok(serde_json::to_string(&out)?)
 }
 
+/// The journal's own timeline (picked from the read model) pages exactly like the pure
+/// function over all records, filters and cursors included.
+fn timeline_matches(j: &Journal) -> anyhow::Result<()> {
+    let all = j.records()?;
+    let queries = [
+        TimelineQuery::default(),
+        TimelineQuery {
+            include_removed: true,
+            limit: 3,
+            ..Default::default()
+        },
+        TimelineQuery {
+            kinds: vec![Kind::CheckIn, Kind::Boundary, Kind::Share],
+            author: Some(j.me()),
+            limit: 2,
+            ..Default::default()
+        },
+    ];
+    for mut q in queries {
+        for _ in 0..100 {
+            let mine = j.timeline(&q)?;
+            prop_assert_eq_any(
+                mine == query::timeline(&all, &q)?,
+                "the journal's timeline differs from the pure one",
+            )?;
+            match mine.next_cursor {
+                Some(c) => q.cursor = Some(c),
+                None => break,
+            }
+        }
+    }
+    Ok(())
+}
+
 fn check(three: bool, ops: Vec<Op>) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let opts = OpenOptions {
@@ -363,7 +397,7 @@ fn check(three: bool, ops: Vec<Op>) -> anyhow::Result<()> {
     };
     let mut a1 = Journal::create_with(&dir.path().join("a1.db"), "Alex", opts)?;
     a1.set_clock(tick);
-    let couple = a1.save_space(Space::Couple);
+    let couple = a1.save_space(Space::Couple)?;
     let mut b1 = Journal::join_with(
         &dir.path().join("b1.db"),
         &JoinSource {
@@ -390,7 +424,7 @@ fn check(three: bool, ops: Vec<Op>) -> anyhow::Result<()> {
             &dir.path().join("a2.db"),
             &JoinSource {
                 couple,
-                personal: Some(reps[0].journal.save_space(Space::Personal)),
+                personal: Some(reps[0].journal.save_space(Space::Personal)?),
                 partner: Some(reps[0].journal.me()),
             },
             "",
@@ -440,19 +474,24 @@ fn check(three: bool, ops: Vec<Op>) -> anyhow::Result<()> {
         .into_iter()
         .map(|p| p.id)
         .collect();
+    // Every replica's read model (what reads are served from) says what its documents say.
+    for r in reps.iter() {
+        r.journal.verify_read_model()?;
+        timeline_matches(&r.journal)?;
+    }
     let first = &reps[0].journal;
-    let shared0 = first.shared_records();
+    let shared0 = first.shared_records()?;
     let shared_views0 = views(&shared0, &partners)?;
     for r in &reps[1..] {
         let j = &r.journal;
-        let mut h0 = first.heads(Space::Couple);
-        let mut h1 = j.heads(Space::Couple);
+        let mut h0 = first.heads(Space::Couple)?;
+        let mut h1 = j.heads(Space::Couple)?;
         h0.sort();
         h1.sort();
         prop_assert_eq_any(h0 == h1, "couple heads differ")?;
-        prop_assert_eq_any(j.shared_records() == shared0, "couple documents differ")?;
+        prop_assert_eq_any(j.shared_records()? == shared0, "couple documents differ")?;
         prop_assert_eq_any(
-            views(&j.shared_records(), &partners)? == shared_views0,
+            views(&j.shared_records()?, &partners)? == shared_views0,
             "shared views differ",
         )?;
     }
@@ -461,17 +500,17 @@ fn check(three: bool, ops: Vec<Op>) -> anyhow::Result<()> {
         let a1 = &reps[0].journal;
         let a2 = &reps[2].journal;
         prop_assert_eq_any(
-            a1.records() == a2.records(),
+            a1.records()? == a2.records()?,
             "A's devices see different records",
         )?;
         prop_assert_eq_any(
-            views(&a1.records(), &partners)? == views(&a2.records(), &partners)?,
+            views(&a1.records()?, &partners)? == views(&a2.records()?, &partners)?,
             "A's devices give different views",
         )?;
     }
     // B never sees A's private records, and vice versa.
     let b = &reps[1].journal;
-    for rec in b.records() {
+    for rec in b.records()? {
         prop_assert_eq_any(
             rec.author == b.me() || rec.visibility == Visibility::Shared,
             "a partner sees the other's private record",
@@ -479,10 +518,11 @@ fn check(three: bool, ops: Vec<Op>) -> anyhow::Result<()> {
     }
     // Reopening from disk gives the same document as memory held.
     let a_path = dir.path().join("a1.db");
-    let before = reps[0].journal.records();
+    let before = reps[0].journal.records()?;
     drop(reps);
     let reopened = Journal::open(&a_path)?;
-    prop_assert_eq_any(reopened.records() == before, "reopened journal differs")?;
+    prop_assert_eq_any(reopened.records()? == before, "reopened journal differs")?;
+    reopened.verify_read_model()?;
     Ok(())
 }
 

@@ -106,7 +106,7 @@ fn parent() -> Result<()> {
                 .get(*id)
                 .with_context(|| format!("record {id} lost after kill {round}"))?;
         }
-        let stored = journal.records().len();
+        let stored = journal.records()?.len();
         if stored < acknowledged.len() {
             bail!(
                 "after kill {round}: {stored} records, {} acknowledged",
@@ -114,7 +114,7 @@ fn parent() -> Result<()> {
             );
         }
         // The document and the store agree on what was written.
-        if journal.heads(Space::Couple).is_empty() {
+        if journal.heads(Space::Couple)?.is_empty() {
             bail!("after kill {round}: the couple's document is empty");
         }
         eprintln!(

@@ -53,7 +53,7 @@ impl Couple {
         let dir = tempfile::tempdir()?;
         let mut alex = Journal::create(&dir.path().join("alex.db"), "Alex")?;
         let source = JoinSource {
-            couple: alex.save_space(Space::Couple),
+            couple: alex.save_space(Space::Couple)?,
             personal: None,
             partner: None,
         };
@@ -72,9 +72,9 @@ impl Couple {
     /// Both phones exchange the couple's document.
     fn sync(&mut self) -> Result<()> {
         let (x, y) = (&mut self.alex, &mut self.blake);
-        let to_y = x.changes_since(Space::Couple, &y.heads(Space::Couple))?;
+        let to_y = x.changes_since(Space::Couple, &y.heads(Space::Couple)?)?;
         y.apply_changes(Space::Couple, &to_y)?;
-        let to_x = y.changes_since(Space::Couple, &x.heads(Space::Couple))?;
+        let to_x = y.changes_since(Space::Couple, &x.heads(Space::Couple)?)?;
         x.apply_changes(Space::Couple, &to_x)?;
         Ok(())
     }
@@ -311,7 +311,7 @@ fn open_questions_carry_their_answers_and_leave_once_answered() -> Result<()> {
     c.sync()?;
     let open: Vec<_> = c
         .alex
-        .open_questions()
+        .open_questions()?
         .iter()
         .map(|t| t.question.id)
         .collect();
@@ -325,7 +325,7 @@ fn open_questions_carry_their_answers_and_leave_once_answered() -> Result<()> {
     c.alex.add(answer(when, "Two weeks ago, to end it."))?;
     c.alex.set_question_status(who, QuestionStatus::NotNow)?;
     c.sync()?;
-    let threads = c.blake.open_questions();
+    let threads = c.blake.open_questions()?;
     assert_eq!(
         threads.iter().map(|t| t.question.id).collect::<Vec<_>>(),
         [who, why]
@@ -340,7 +340,7 @@ fn open_questions_carry_their_answers_and_leave_once_answered() -> Result<()> {
     c.blake
         .set_question_status(story.question, QuestionStatus::Open)?;
     c.sync()?;
-    let threads = c.alex.open_questions();
+    let threads = c.alex.open_questions()?;
     let reopened = threads
         .iter()
         .find(|t| t.question.id == story.question)
@@ -353,7 +353,7 @@ fn open_questions_carry_their_answers_and_leave_once_answered() -> Result<()> {
         .set_question_status(why, QuestionStatus::Withdrawn)?;
     assert!(
         c.blake
-            .open_questions()
+            .open_questions()?
             .iter()
             .all(|t| t.question.id != why)
     );
@@ -378,7 +378,7 @@ fn boundary_status_tells_agreed_pending_declined_and_revisit_apart() -> Result<(
     c.sync()?;
 
     for j in [&c.alex, &c.blake] {
-        let status = j.boundary_status();
+        let status = j.boundary_status()?;
         let states: Vec<_> = status.iter().map(|s| (s.boundary.id, s.state)).collect();
         assert_eq!(
             states,
@@ -433,13 +433,13 @@ fn needs_come_with_the_partners_response() -> Result<()> {
     )?;
     c.sync()?;
 
-    let needs = c.blake.needs();
+    let needs = c.blake.needs()?;
     assert_eq!(ids(&needs), [evening, therapy]);
     assert_eq!(body!(needs[0], Need).response, None);
     let response = body!(needs[1], Need).response.context("a response")?;
     assert_eq!(response.kind, NeedResponseKind::LetsTalk);
     assert_eq!(response.note, "Can we talk about cost?");
-    assert_eq!(c.alex.needs(), needs, "both phones agree");
+    assert_eq!(c.alex.needs()?, needs, "both phones agree");
     Ok(())
 }
 

@@ -44,7 +44,7 @@ impl Couple {
         let dir = tempfile::tempdir()?;
         let mut alex = Journal::create(&dir.path().join("alex.db"), "Alex")?;
         let source = JoinSource {
-            couple: alex.save_space(Space::Couple),
+            couple: alex.save_space(Space::Couple)?,
             personal: None,
             partner: None,
         };
@@ -64,8 +64,8 @@ impl Couple {
     /// Alex's second phone (a tablet), holding Alex's personal space as well.
     fn alex_second_device(&self) -> Result<Journal> {
         let source = JoinSource {
-            couple: self.alex.save_space(Space::Couple),
-            personal: Some(self.alex.save_space(Space::Personal)),
+            couple: self.alex.save_space(Space::Couple)?,
+            personal: Some(self.alex.save_space(Space::Personal)?),
             partner: Some(self.alex.me()),
         };
         let mut tablet = Journal::join(&self.dir.path().join("alex-tablet.db"), &source, "")?;
@@ -83,9 +83,9 @@ fn sync(x: &mut Journal, y: &mut Journal) -> Result<()> {
         &[Space::Couple]
     };
     for &space in spaces {
-        let to_y = x.changes_since(space, &y.heads(space))?;
+        let to_y = x.changes_since(space, &y.heads(space)?)?;
         y.apply_changes(space, &to_y)?;
-        let to_x = y.changes_since(space, &x.heads(space))?;
+        let to_x = y.changes_since(space, &x.heads(space)?)?;
         x.apply_changes(space, &to_x)?;
     }
     Ok(())
@@ -94,7 +94,7 @@ fn sync(x: &mut Journal, y: &mut Journal) -> Result<()> {
 /// Every operation the couple's document has ever held on this device, as debug text: what a
 /// relay, a backup or the partner's phone could ever be given.
 fn couple_history(j: &Journal) -> Result<String> {
-    let doc = automerge::Automerge::load(&j.save_space(Space::Couple))?;
+    let doc = automerge::Automerge::load(&j.save_space(Space::Couple)?)?;
     Ok(doc
         .get_changes(&[])
         .iter()
@@ -110,7 +110,7 @@ fn write_as_newer_version(
     id: RecordId,
     fields: &[(&str, &str)],
 ) -> Result<()> {
-    let mut fork = automerge::Automerge::load(&j.save_space(space))?;
+    let mut fork = automerge::Automerge::load(&j.save_space(space)?)?;
     let old_heads = fork.get_heads();
     let mut tx = fork.transaction();
     let (_, records) = tx
@@ -300,8 +300,8 @@ fn processing_note_is_private_until_its_author_shares_it() -> Result<()> {
         text: "I keep wanting to explain instead of listening.".into(),
     }))?;
     assert_eq!(c.alex.get(note)?.visibility, Visibility::Private);
-    assert!(c.alex.raw_fields(Space::Couple, note).is_none());
-    assert!(c.alex.raw_fields(Space::Personal, note).is_some());
+    assert!(c.alex.raw_fields(Space::Couple, note)?.is_none());
+    assert!(c.alex.raw_fields(Space::Personal, note)?.is_some());
     c.sync()?;
     assert_err!(c.blake.get(note), Error::NotFound(_));
 
@@ -309,7 +309,7 @@ fn processing_note_is_private_until_its_author_shares_it() -> Result<()> {
     c.alex.share(note)?;
     let raw = c
         .alex
-        .raw_fields(Space::Couple, note)
+        .raw_fields(Space::Couple, note)?
         .context("shared note in couple doc")?;
     assert_eq!(
         raw["text"],
@@ -317,7 +317,7 @@ fn processing_note_is_private_until_its_author_shares_it() -> Result<()> {
     );
     assert_eq!(raw["visibility"], "shared");
     assert!(
-        c.alex.raw_fields(Space::Personal, note).is_none(),
+        c.alex.raw_fields(Space::Personal, note)?.is_none(),
         "no private copy is left"
     );
     c.sync()?;
@@ -350,7 +350,7 @@ fn boundary_is_agreed_once_both_agree_to_its_current_words() -> Result<()> {
     }))?;
     c.sync()?;
 
-    let status = c.blake.boundary_status();
+    let status = c.blake.boundary_status()?;
     assert_eq!(status.len(), 1);
     assert_eq!(status[0].state, BoundaryState::Pending);
     let b = body!(status[0].boundary, Boundary);
@@ -367,7 +367,7 @@ fn boundary_is_agreed_once_both_agree_to_its_current_words() -> Result<()> {
     c.blake.consent(id, ConsentState::Agreed)?;
     c.sync()?;
     for j in [&c.alex, &c.blake] {
-        assert_eq!(j.boundary_status()[0].state, BoundaryState::Agreed);
+        assert_eq!(j.boundary_status()?[0].state, BoundaryState::Agreed);
     }
     Ok(())
 }
@@ -424,7 +424,7 @@ fn need_gets_the_partners_response() -> Result<()> {
         "Nine o'clock, phones away.",
     )?;
     c.sync()?;
-    let needs = c.blake.needs();
+    let needs = c.blake.needs()?;
     assert_eq!(needs.len(), 1);
     let need = body!(needs[0], Need);
     let response = need.response.clone().context("a response")?;
@@ -850,7 +850,7 @@ fn consent_always_writes_the_callers_own() -> Result<()> {
     let b = body!(c.alex.get(id)?, Boundary);
     assert_eq!(b.consents[&c.alex.me()].state, ConsentState::Agreed);
     assert_eq!(b.consents[&c.blake.me()].state, ConsentState::Declined);
-    assert_eq!(c.alex.boundary_status()[0].state, BoundaryState::Declined);
+    assert_eq!(c.alex.boundary_status()?[0].state, BoundaryState::Declined);
     Ok(())
 }
 
@@ -1007,7 +1007,7 @@ fn rewording_a_boundary_voids_the_others_agreement() -> Result<()> {
     c.sync()?;
     c.blake.consent(id, ConsentState::Agreed)?;
     c.sync()?;
-    assert_eq!(c.alex.boundary_status()[0].state, BoundaryState::Agreed);
+    assert_eq!(c.alex.boundary_status()?[0].state, BoundaryState::Agreed);
 
     // Blake (not the proposer) rewords it: a new proposal.
     let mut reworded = body!(c.blake.get(id)?, Boundary);
@@ -1017,7 +1017,7 @@ fn rewording_a_boundary_voids_the_others_agreement() -> Result<()> {
 
     let new_words = mend_core::wording_hash("No messages or calls with them.");
     for j in [&c.alex, &c.blake] {
-        let status = &j.boundary_status()[0];
+        let status = &j.boundary_status()?[0];
         assert_eq!(
             status.state,
             BoundaryState::Pending,
@@ -1050,7 +1050,7 @@ fn rewording_a_boundary_voids_the_others_agreement() -> Result<()> {
 
     c.alex.consent(id, ConsentState::Agreed)?;
     c.sync()?;
-    assert_eq!(c.blake.boundary_status()[0].state, BoundaryState::Agreed);
+    assert_eq!(c.blake.boundary_status()?[0].state, BoundaryState::Agreed);
     Ok(())
 }
 
@@ -1061,12 +1061,12 @@ fn revisit_from_one_partner_beats_agreed_from_the_other() -> Result<()> {
     c.sync()?;
     c.alex.consent(id, ConsentState::Agreed)?;
     c.sync()?;
-    assert_eq!(c.blake.boundary_status()[0].state, BoundaryState::Agreed);
+    assert_eq!(c.blake.boundary_status()?[0].state, BoundaryState::Agreed);
 
     c.alex.consent(id, ConsentState::Revisit)?;
     c.sync()?;
     for j in [&c.alex, &c.blake] {
-        assert_eq!(j.boundary_status()[0].state, BoundaryState::Revisit);
+        assert_eq!(j.boundary_status()?[0].state, BoundaryState::Revisit);
     }
     Ok(())
 }
@@ -1090,7 +1090,7 @@ fn one_check_in_per_author_per_local_date() -> Result<()> {
     c.sync()?;
     let on_the_24th: Vec<_> = c
         .alex
-        .records()
+        .records()?
         .into_iter()
         .filter(
             |r| matches!(&r.body, Body::CheckIn(ci) if ci.local_date == date("2026-11-24").ok()),
@@ -1111,10 +1111,10 @@ fn a_private_processing_note_never_reaches_the_partner() -> Result<()> {
     }))?;
     c.sync()?;
 
-    assert!(c.alex.raw_fields(Space::Couple, id).is_none());
-    assert!(c.alex.shared_records().iter().all(|r| r.id != id));
+    assert!(c.alex.raw_fields(Space::Couple, id)?.is_none());
+    assert!(c.alex.shared_records()?.iter().all(|r| r.id != id));
     assert_err!(c.blake.get(id), Error::NotFound(_));
-    assert!(c.blake.records().iter().all(|r| r.id != id));
+    assert!(c.blake.records()?.iter().all(|r| r.id != id));
     for j in [&c.alex, &c.blake] {
         assert!(
             !couple_history(j)?.contains(secret),
@@ -1135,8 +1135,8 @@ fn a_trigger_is_private_by_default() -> Result<()> {
     }))?;
     assert_eq!(c.blake.get(id)?.visibility, Visibility::Private);
     c.sync()?;
-    assert!(c.blake.raw_fields(Space::Couple, id).is_none());
-    assert!(c.blake.shared_records().iter().all(|r| r.id != id));
+    assert!(c.blake.raw_fields(Space::Couple, id)?.is_none());
+    assert!(c.blake.shared_records()?.iter().all(|r| r.id != id));
     assert_err!(c.alex.get(id), Error::NotFound(_));
     assert!(!couple_history(&c.alex)?.contains(cue));
     Ok(())
@@ -1162,7 +1162,7 @@ fn private_check_in_fields_stay_on_the_authors_devices() -> Result<()> {
     // The couple's document holds only the shared part.
     let raw = c
         .alex
-        .raw_fields(Space::Couple, id)
+        .raw_fields(Space::Couple, id)?
         .context("shared part")?;
     assert_eq!(raw["safety"], 6);
     assert!(
@@ -1171,7 +1171,7 @@ fn private_check_in_fields_stay_on_the_authors_devices() -> Result<()> {
     );
     let shared = c
         .alex
-        .shared_records()
+        .shared_records()?
         .into_iter()
         .find(|r| r.id == id)
         .context("shared")?;
@@ -1201,7 +1201,7 @@ fn a_trigger_shared_as_a_signal_carries_no_content() -> Result<()> {
     }))?;
     let raw = c
         .blake
-        .raw_fields(Space::Couple, id)
+        .raw_fields(Space::Couple, id)?
         .context("signal in couple doc")?;
     for key in ["cue", "intensity", "feelings", "what_helped"] {
         assert!(
@@ -1261,7 +1261,7 @@ fn a_removed_record_keeps_its_place_and_links_but_loses_its_words() -> Result<()
     assert_eq!(body.text, "");
     let raw = c
         .blake
-        .raw_fields(Space::Couple, answer)
+        .raw_fields(Space::Couple, answer)?
         .context("placeholder")?;
     assert!(!raw.contains_key("text"));
     assert_eq!(raw["removed"], true);
@@ -1379,7 +1379,7 @@ fn links_must_point_to_the_right_kind_of_record() -> Result<()> {
     );
     assert!(
         c.alex
-            .records()
+            .records()?
             .iter()
             .all(|r| !matches!(r.body, Body::Answer(_)))
     );
@@ -1427,7 +1427,7 @@ fn bad_input_is_refused_before_anything_is_written() -> Result<()> {
     assert_err!(c.alex.edit(id, Body::CheckIn(bad)), Error::Invalid(_));
     assert_eq!(body!(c.alex.get(id)?, CheckIn).connection, Some(5));
     assert_eq!(
-        c.alex.records().len(),
+        c.alex.records()?.len(),
         1,
         "only the valid check-in was written"
     );
@@ -1459,7 +1459,7 @@ fn fields_and_values_from_a_newer_version_survive_an_edit() -> Result<()> {
     c.sync()?;
 
     for j in [&c.alex, &c.blake] {
-        let raw = j.raw_fields(Space::Couple, id).context("record")?;
+        let raw = j.raw_fields(Space::Couple, id)?.context("record")?;
         assert_eq!(raw["text"], "Call or text if I'm running late");
         assert_eq!(raw.get("future_field"), Some(&"from a newer Mend".into()));
         assert_eq!(
@@ -1493,13 +1493,13 @@ fn an_unknown_value_survives_a_change_of_trigger_sharing() -> Result<()> {
     signal.sharing = TriggerSharing::Signal;
     c.blake.edit(id, Body::TriggerEvent(signal))?;
 
-    let shared = c.blake.raw_fields(Space::Couple, id).context("signal")?;
+    let shared = c.blake.raw_fields(Space::Couple, id)?.context("signal")?;
     assert_eq!(shared["sharing"], "signal");
     assert!(!shared.contains_key("cue"));
     assert_eq!(shared["wanted_response"], "hold_my_hand");
     let private = c
         .blake
-        .raw_fields(Space::Personal, id)
+        .raw_fields(Space::Personal, id)?
         .context("private copy")?;
     assert_eq!(private["wanted_response"], "hold_my_hand");
     Ok(())

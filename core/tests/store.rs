@@ -139,7 +139,7 @@ fn a_second_opener_gets_a_clear_error_and_the_journal_is_intact() -> anyhow::Res
     drop(first);
     let reopened = Journal::open(&path)?;
     assert!(reopened.get(id).is_ok());
-    assert_eq!(reopened.records().len(), 2);
+    assert_eq!(reopened.records()?.len(), 2);
     Ok(())
 }
 
@@ -155,11 +155,72 @@ fn compaction_folds_rows_into_one_save_without_losing_anything() -> anyhow::Resu
         }))?;
     }
     assert!(j.store().change_rows(Space::Couple)? >= 30);
-    let before = j.records();
+    let before = j.records()?;
     j.compact()?;
     assert_eq!(j.store().change_rows(Space::Couple)?, 0);
     drop(j);
     let reopened = Journal::open(&path)?;
-    assert_eq!(reopened.records(), before);
+    assert_eq!(reopened.records()?, before);
+    Ok(())
+}
+
+fn shares(j: &mut Journal, n: usize) -> anyhow::Result<()> {
+    for i in 0..n {
+        j.add(Body::Share(Share {
+            feeling: format!("entry {i}"),
+            tough_question: false,
+        }))?;
+    }
+    Ok(())
+}
+
+#[test]
+fn a_journal_from_before_the_read_model_opens_with_every_record() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("j.db");
+    let before = {
+        let mut j = Journal::create(&path, "Alex")?;
+        shares(&mut j, 5)?;
+        j.records()?
+    };
+    // What version 2 left on disk: the same tables, minus the read model.
+    Connection::open(&path)?.execute_batch(
+        "DROP TABLE record_views; DROP TABLE space_views; PRAGMA user_version = 2;",
+    )?;
+    let mut j = Journal::open(&path)?;
+    assert_eq!(j.records()?, before);
+    assert_eq!(j.partners().len(), 1);
+    j.verify_read_model()?;
+    shares(&mut j, 1)?;
+    j.verify_read_model()?;
+    Ok(())
+}
+
+#[test]
+fn a_document_that_cannot_load_still_reads_and_refuses_writes_clearly() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("j.db");
+    let before = {
+        let mut j = Journal::create(&path, "Alex")?;
+        shares(&mut j, 3)?;
+        j.compact()?;
+        j.records()?
+    };
+    Connection::open(&path)?.execute(
+        "UPDATE doc_snapshots SET bytes = x'856f4a83deadbeef' WHERE space = 'couple'",
+        [],
+    )?;
+    let mut j = Journal::open(&path)?;
+    // The read model still serves every record, so nothing is lost to the reader …
+    assert_eq!(j.records()?, before);
+    // … and a write says why it cannot go ahead, every time, without touching the database.
+    for _ in 0..2 {
+        match shares(&mut j, 1).map_err(|e| e.downcast::<Error>()) {
+            Err(Ok(Error::Corrupt(_))) => {}
+            other => anyhow::bail!("expected a corrupt-document error, got {other:?}"),
+        }
+    }
+    drop(j);
+    assert_eq!(Journal::open(&path)?.records()?, before);
     Ok(())
 }

@@ -3,7 +3,7 @@
 
 mod sim;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use mend_core::{
     Body, LocalDate, RecordId, Space, Visibility,
     model::{Boundary, BoundaryArea, CheckIn, ConsentState, HonestyMoment, ProcessingNote, Share},
@@ -23,15 +23,17 @@ fn share(text: &str) -> Body {
 /// personal space; every acknowledged edit is everywhere it should be; nothing is pending.
 fn assert_converged(sim: &Sim, acked: &[(usize, RecordId)]) -> Result<()> {
     let first = sim.devices[0].journal();
-    let mut heads0 = first.heads(Space::Couple);
+    let mut heads0 = first.heads(Space::Couple)?;
     heads0.sort();
     for d in &sim.devices {
         let j = d.journal();
-        let mut h = j.heads(Space::Couple);
+        j.verify_read_model()
+            .with_context(|| format!("{}'s read model", d.name))?;
+        let mut h = j.heads(Space::Couple)?;
         h.sort();
         ensure!(h == heads0, "{} has a different couple's document", d.name);
         ensure!(
-            j.shared_records() == first.shared_records(),
+            j.shared_records()? == first.shared_records()?,
             "{} shows different records",
             d.name
         );
@@ -46,8 +48,8 @@ fn assert_converged(sim: &Sim, acked: &[(usize, RecordId)]) -> Result<()> {
             d.name
         );
         for other in sim.devices.iter().filter(|o| o.partner == d.partner) {
-            let mut a = j.heads(Space::Personal);
-            let mut b = other.journal().heads(Space::Personal);
+            let mut a = j.heads(Space::Personal)?;
+            let mut b = other.journal().heads(Space::Personal)?;
             a.sort();
             b.sort();
             ensure!(
@@ -57,7 +59,7 @@ fn assert_converged(sim: &Sim, acked: &[(usize, RecordId)]) -> Result<()> {
                 other.name
             );
             ensure!(
-                j.records() == other.journal().records(),
+                j.records()? == other.journal().records()?,
                 "{} and {} see different records",
                 d.name,
                 other.name
@@ -291,7 +293,7 @@ fn run(seed: u64, a: usize, b: usize, snapshot_every: u64, steps: Vec<Step>) -> 
                 let j = sim.devices[d].journal_mut();
                 let me = j.me();
                 let mine: Vec<_> = j
-                    .records()
+                    .records()?
                     .into_iter()
                     .filter(|r| r.author == me && matches!(r.body, Body::Share(_)))
                     .collect();
@@ -313,7 +315,7 @@ fn run(seed: u64, a: usize, b: usize, snapshot_every: u64, steps: Vec<Step>) -> 
                     }
                 } else {
                     let bs: Vec<_> = j
-                        .records()
+                        .records()?
                         .into_iter()
                         .filter(|r| matches!(r.body, Body::Boundary(_)))
                         .collect();
@@ -354,7 +356,7 @@ fn run(seed: u64, a: usize, b: usize, snapshot_every: u64, steps: Vec<Step>) -> 
             d.problems
         );
         // Every record appears once: nothing was applied twice in a way that duplicated it.
-        let ids: Vec<_> = d.journal().records().into_iter().map(|r| r.id).collect();
+        let ids: Vec<_> = d.journal().records()?.into_iter().map(|r| r.id).collect();
         let mut unique = ids.clone();
         unique.dedup();
         ensure!(

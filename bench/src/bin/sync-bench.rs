@@ -202,7 +202,7 @@ async fn catchup(n: usize) -> Result<()> {
         }
     }
     let elapsed = start.elapsed();
-    let got = b.with(|j| Ok(j.records().len()))?;
+    let got = b.with(|j| Ok(j.records()?.len()))?;
     println!("catch-up after {n} missed changes");
     println!(
         "  {:.1} ms, {requests} requests ({pulls} pulls), {bytes_down} bytes of pages for the couple's space ({:.0} B per change), {got} records",

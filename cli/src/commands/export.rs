@@ -34,7 +34,7 @@ pub fn export(home: &Home, format: ExportFormat, out: &Path, range: &Range) -> R
     let to = dates::or_today(range.to.as_deref())?;
     let from = match &range.from {
         Some(s) => dates::parse(s)?,
-        None => oldest(&journal).unwrap_or(to).min(to),
+        None => oldest(&journal)?.unwrap_or(to).min(to),
     };
     let options = PacketOptions {
         from,
@@ -49,7 +49,7 @@ pub fn export(home: &Home, format: ExportFormat, out: &Path, range: &Range) -> R
     };
     progress.show(&format!(
         "Rendering {} records from {from} to {to}…",
-        journal.records().len()
+        journal.records()?.len()
     ));
     let text = journal.export_packet(&options, format)?;
     progress.show(&format!("Writing {}…", out.display()));
@@ -60,9 +60,9 @@ pub fn export(home: &Home, format: ExportFormat, out: &Path, range: &Range) -> R
 }
 
 /// The day of the oldest record (a check-in by its own date).
-fn oldest(journal: &mend_core::Journal) -> Option<LocalDate> {
-    journal
-        .records()
+fn oldest(journal: &mend_core::Journal) -> mend_core::Result<Option<LocalDate>> {
+    Ok(journal
+        .records()?
         .iter()
         .map(|r| match &r.body {
             Body::CheckIn(c) => c
@@ -70,7 +70,7 @@ fn oldest(journal: &mend_core::Journal) -> Option<LocalDate> {
                 .unwrap_or(LocalDate::from_unix_ms(r.created_at, 0)),
             _ => LocalDate::from_unix_ms(r.created_at, 0),
         })
-        .min()
+        .min())
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -120,7 +120,7 @@ pub async fn join(home: &Home, code: &str, name: Option<&str>, timeout: u64) -> 
         .into());
     }
     let journal = lock(&device)?;
-    let records = plural(journal.records().len(), "record");
+    let records = plural(journal.records()?.len(), "record");
     let me = journal
         .partners()
         .into_iter()

@@ -45,7 +45,7 @@ pub fn edit(home: &Home, typed: &str, text: Option<String>, f: Fields) -> Result
     }
     say!("Edited {} {}.", kebab(record.kind()), short(id));
     if record.kind() == Kind::Boundary {
-        boundary_line(&journal, id);
+        boundary_line(&journal, id)?;
     }
     Ok(())
 }
@@ -106,14 +106,14 @@ pub fn consent(home: &Home, typed: &str, choice: ConsentChoice) -> Result<()> {
         short(id),
         kebab(state)
     );
-    boundary_line(&journal, id);
+    boundary_line(&journal, id)?;
     Ok(())
 }
 
-fn boundary_line(journal: &Journal, id: RecordId) {
-    let context = Context::of(journal);
+fn boundary_line(journal: &Journal, id: RecordId) -> Result<()> {
+    let context = Context::of(journal)?;
     let Some(status) = context.boundaries.iter().find(|b| b.boundary.id == id) else {
-        return;
+        return Ok(());
     };
     let waiting: Vec<String> = status
         .consents
@@ -128,6 +128,7 @@ fn boundary_line(journal: &Journal, id: RecordId) {
         ),
         state => say!("The boundary is {state}."),
     }
+    Ok(())
 }
 
 /// The occurrence a claim or view is about: the day, or its week's Monday for a weekly

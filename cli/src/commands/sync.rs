@@ -258,7 +258,7 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 
 fn print_changes(device: &Device, ids: &[RecordId]) -> Result<()> {
     let journal = lock(device)?;
-    let context = Context::of(&journal);
+    let context = Context::of(&journal)?;
     for id in ids {
         let Ok(record) = journal.get(*id) else {
             continue;

@@ -45,7 +45,7 @@ pub fn list(home: &crate::home::Home, filter: &ListFilter, json: bool) -> Result
     let device = home.open(None)?;
     let journal = lock(&device)?;
     let records = select(&journal, filter)?;
-    let context = Context::of(&journal);
+    let context = Context::of(&journal)?;
     if json {
         let views: Vec<_> = records.iter().map(|r| context.view(r)).collect();
         say!("{}", serde_json::to_string_pretty(&views)?);
@@ -74,9 +74,9 @@ fn select(journal: &Journal, filter: &ListFilter) -> Result<Vec<Record>> {
         _ => None,
     };
     let all = if filter.shared {
-        journal.shared_records()
+        journal.shared_records()?
     } else {
-        journal.records()
+        journal.records()?
     };
     let mut query = TimelineQuery {
         kinds: filter.kinds.clone(),
@@ -105,8 +105,8 @@ pub fn show(home: &Home, typed: &str, json: bool) -> Result<()> {
     let journal = lock(&device)?;
     let id = lookup::resolve(&journal, typed)?;
     let record = journal.get(id)?;
-    let context = Context::of(&journal);
-    let all = journal.records();
+    let context = Context::of(&journal)?;
+    let all = journal.records()?;
     let attached = |pick: fn(&Body) -> Option<mend_core::RecordId>| -> Vec<&Record> {
         let mut v: Vec<&Record> = all.iter().filter(|r| pick(&r.body) == Some(id)).collect();
         v.sort_by_key(|r| (r.created_at, r.id));

@@ -76,9 +76,9 @@ impl Journal {
             return Err(Error::Invalid("the range ends before it starts".into()));
         }
         let all = if options.include_private {
-            self.records()
+            self.records()?
         } else {
-            self.shared_records()
+            self.shared_records()?
         };
         let mut records: Vec<Record> = all
             .iter()

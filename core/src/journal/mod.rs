@@ -9,6 +9,7 @@ pub use write::wording_hash;
 mod read;
 mod sync;
 mod validate;
+mod view;
 mod write;
 
 use std::path::Path;
@@ -17,7 +18,7 @@ use automerge::ActorId;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    doc::SpaceDoc,
+    doc::{LazyDoc, SpaceDoc},
     error::{Error, Result},
     ids::{DeviceId, PartnerId, RecordId},
     store::{Durability, Space, Store},
@@ -62,8 +63,11 @@ pub struct Journal {
     store: Store,
     me: PartnerId,
     device: DeviceId,
-    couple: SpaceDoc,
-    personal: SpaceDoc,
+    couple: LazyDoc,
+    personal: LazyDoc,
+    /// The couple's partners and schema version, from the read model.
+    partners: Vec<Partner>,
+    schema_version: i64,
     clock: Clock,
     listener: Option<ChangeListener>,
 }
@@ -163,15 +167,21 @@ impl Journal {
             ("partner", &me.to_string()),
             ("device", &device.to_string()),
         ])?;
-        Ok(Self {
+        let mut journal = Self {
             store,
             me,
             device,
-            couple: couple_doc,
-            personal: personal_doc,
+            couple: LazyDoc::ready(couple_doc),
+            personal: LazyDoc::ready(personal_doc),
+            partners: Vec::new(),
+            schema_version: 0,
             clock: system_clock,
             listener: None,
-        })
+        };
+        for space in Space::ALL {
+            journal.rebuild_view(space)?;
+        }
+        Ok(journal)
     }
 
     /// Opens the journal at `path`.
@@ -191,17 +201,58 @@ impl Journal {
             .ok_or_else(|| Error::Corrupt("the database has no device id".into()))?
             .parse()?;
         let actor = ActorId::from(*device.as_bytes());
-        let couple = load_space(&store, Space::Couple, actor.clone())?;
-        let personal = load_space(&store, Space::Personal, actor)?;
-        Ok(Self {
+        // Reads are served by the read model; Automerge loads in the background unless the
+        // read model has yet to be built (a database from before it existed).
+        let mut missing = Vec::new();
+        let mut docs = Vec::new();
+        for space in Space::ALL {
+            let doc = match store.space_view(space)? {
+                Some(_) => {
+                    let (snapshot, changes, _) = store.load(space)?;
+                    let actor = actor.clone();
+                    LazyDoc::spawn(move || {
+                        SpaceDoc::load(snapshot.as_deref(), &changes, actor, true)
+                    })?
+                }
+                None => {
+                    missing.push(space);
+                    LazyDoc::ready(load_space(&store, space, actor.clone())?)
+                }
+            };
+            docs.push(doc);
+        }
+        let (Some(personal), Some(couple)) = (docs.pop(), docs.pop()) else {
+            return Err(Error::Corrupt("a space is missing".into()));
+        };
+        let mut journal = Self {
             store,
             me,
             device,
             couple,
             personal,
+            partners: Vec::new(),
+            schema_version: 0,
             clock: system_clock,
             listener: None,
-        })
+        };
+        for space in missing {
+            journal.rebuild_view(space)?;
+        }
+        if let Some(head) = journal.store.space_view(Space::Couple)? {
+            journal.partners = view::parse_partners(&head)?;
+            journal.schema_version = head.schema_version;
+        }
+        Ok(journal)
+    }
+
+    /// Waits until both documents are loaded, which the first write or merge otherwise does.
+    /// Reads never need this. An app may call it off the main thread after opening, so the
+    /// first edit does not wait; a document that cannot be loaded is reported here.
+    pub fn ready(&self) -> Result<()> {
+        for space in Space::ALL {
+            self.doc(space)?;
+        }
+        Ok(())
     }
 
     /// Sets who is told about records changed by local edits on this device.
@@ -213,9 +264,12 @@ impl Journal {
         let Some(listener) = &self.listener else {
             return;
         };
-        let (shared, private): (Vec<RecordId>, Vec<RecordId>) = ids
-            .into_iter()
-            .partition(|id| self.couple.record_obj(*id).is_some());
+        // Routing only: a failed lookup sends the id to the personal side rather than nowhere.
+        let (shared, private): (Vec<RecordId>, Vec<RecordId>) = ids.into_iter().partition(|id| {
+            self.store
+                .view_has(Space::Couple, &id.to_string())
+                .unwrap_or(false)
+        });
         if !shared.is_empty() {
             listener(Space::Couple, shared);
         }
@@ -250,7 +304,7 @@ impl Journal {
 
     /// The partners in the couple's document, in id order.
     pub fn partners(&self) -> Vec<Partner> {
-        read::partners(&self.couple)
+        self.partners.clone()
     }
 
     /// The other partner, once they have joined.
@@ -260,21 +314,22 @@ impl Journal {
 
     /// The schema version recorded in the couple's document.
     pub fn schema_version(&self) -> i64 {
-        self.couple.schema_version()
+        self.schema_version
     }
 
     /// A full save of one space's document.
-    pub fn save_space(&self, space: Space) -> Vec<u8> {
-        self.doc(space).save()
+    pub fn save_space(&self, space: Space) -> Result<Vec<u8>> {
+        Ok(self.doc(space)?.save())
     }
 
     /// The current heads of one space, as hex strings.
-    pub fn heads(&self, space: Space) -> Vec<String> {
-        self.doc(space)
+    pub fn heads(&self, space: Space) -> Result<Vec<String>> {
+        Ok(self
+            .doc(space)?
             .heads()
             .iter()
             .map(|h| h.to_string())
-            .collect()
+            .collect())
     }
 
     /// The change chunks of `space` that a replica at `heads` lacks.
@@ -286,7 +341,7 @@ impl Journal {
                     .map_err(|_| Error::Invalid("not a change hash".into()))
             })
             .collect::<Result<Vec<automerge::ChangeHash>>>()?;
-        Ok(self.doc(space).save_after(&heads))
+        Ok(self.doc(space)?.save_after(&heads))
     }
 
     /// Applies change chunks from another replica of `space` and commits them; returns the
@@ -295,23 +350,18 @@ impl Journal {
         if bytes.is_empty() {
             return Ok(Vec::new());
         }
-        let before = self.doc(space).heads();
-        let changed = self.doc_mut(space).apply(bytes)?;
-        if self.doc(space).heads() == before {
-            return Ok(Vec::new());
-        }
-        if let Err(e) = self.store.append_changes(&[(space, bytes)], false) {
-            self.reload(space)?;
-            return Err(e);
-        }
-        self.maybe_compact(space)?;
-        Ok(changed)
+        let before = self.doc(space)?.heads();
+        let committed = self.merge_and_commit(space, bytes, &before, |store, view| match view {
+            Some(view) => store.append_changes(&[(space, bytes)], false, std::slice::from_ref(view)),
+            None => Ok(()),
+        });
+        self.finish_merge(space, committed)
     }
 
     /// Folds each space's incremental rows into one full save.
     pub fn compact(&mut self) -> Result<()> {
         for space in Space::ALL {
-            let save = self.doc(space).save();
+            let save = self.doc(space)?.save();
             self.store.compact(space, &save, self.now())?;
         }
         Ok(())
@@ -319,30 +369,35 @@ impl Journal {
 
     fn maybe_compact(&mut self, space: Space) -> Result<()> {
         if self.store.change_rows(space)? >= COMPACT_AFTER_ROWS {
-            let save = self.doc(space).save();
+            let save = self.doc(space)?.save();
             self.store.compact(space, &save, self.now())?;
         }
         Ok(())
     }
 
-    pub(crate) fn doc(&self, space: Space) -> &SpaceDoc {
+    /// A space's document, waiting for its background load if needed.
+    pub(crate) fn doc(&self, space: Space) -> Result<&SpaceDoc> {
         match space {
-            Space::Couple => &self.couple,
-            Space::Personal => &self.personal,
+            Space::Couple => self.couple.get(),
+            Space::Personal => self.personal.get(),
         }
     }
 
-    fn doc_mut(&mut self, space: Space) -> &mut SpaceDoc {
+    fn doc_mut(&mut self, space: Space) -> Result<&mut SpaceDoc> {
         match space {
-            Space::Couple => &mut self.couple,
-            Space::Personal => &mut self.personal,
+            Space::Couple => self.couple.get_mut(),
+            Space::Personal => self.personal.get_mut(),
         }
     }
 
     /// Drops in-memory state of `space` and reloads what the store holds, after a failed commit.
     fn reload(&mut self, space: Space) -> Result<()> {
         let actor = ActorId::from(*self.device.as_bytes());
-        *self.doc_mut(space) = load_space(&self.store, space, actor)?;
+        let doc = load_space(&self.store, space, actor)?;
+        match space {
+            Space::Couple => self.couple.set(doc),
+            Space::Personal => self.personal.set(doc),
+        }
         Ok(())
     }
 
@@ -353,16 +408,36 @@ impl Journal {
             return Ok(());
         }
         let refs: Vec<(Space, &[u8])> = changes.iter().map(|(s, b)| (*s, b.as_slice())).collect();
-        if let Err(e) = self.store.append_changes(&refs, true) {
-            for (space, _) in &changes {
-                self.reload(*space)?;
+        let committed = self.local_views(&changes).and_then(|views| {
+            self.store.append_changes(&refs, true, &views)?;
+            Ok(views)
+        });
+        let views = match committed {
+            Ok(views) => views,
+            Err(e) => {
+                for (space, _) in &changes {
+                    self.reload(*space)?;
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
+        };
+        self.views_committed(&views)?;
         for (space, _) in &changes {
             self.maybe_compact(*space)?;
         }
         Ok(())
+    }
+
+    /// Read-model updates for local change chunks.
+    fn local_views(&self, changes: &[(Space, Vec<u8>)]) -> Result<Vec<crate::store::ViewUpdate>> {
+        changes
+            .iter()
+            .map(|(space, bytes)| {
+                // A local change is one change chunk; anything else rebuilds the whole view.
+                let ids = self.doc(*space)?.touched_by_ops(bytes);
+                self.view_update(*space, ids.as_deref())
+            })
+            .collect()
     }
 
     fn register_partner(&mut self, name: &str) -> Result<()> {
@@ -371,7 +446,7 @@ impl Journal {
         let now = self.now();
         let mut changes = Vec::new();
         for space in Space::ALL {
-            let (_, bytes) = self.doc_mut(space).transact(|tx, h| {
+            let (_, bytes) = self.doc_mut(space)?.transact(|tx, h| {
                 use automerge::transaction::Transactable;
                 let p = tx.put_object(&h.partners, me.as_str(), automerge::ObjType::Map)?;
                 tx.put(&p, "name", name.as_str())?;

@@ -159,7 +159,7 @@ impl Journal {
 
     /// Shares a private record (a processing note) with the partner. Sharing cannot be undone.
     pub fn share(&mut self, id: RecordId) -> Result<()> {
-        let parts = self.parts(id);
+        let parts = self.parts(id)?;
         let record = self.get(id)?;
         if record.author != self.me {
             return Err(Error::PermissionDenied(
@@ -183,7 +183,7 @@ impl Journal {
         let now = self.now();
         let key = id.to_string();
         let mut changes = Vec::new();
-        let (_, bytes) = self.doc_mut(Space::Couple).transact(|tx, h| {
+        let (_, bytes) = self.doc_mut(Space::Couple)?.transact(|tx, h| {
             let obj = tx.put_object(&h.records, key.as_str(), ObjType::Map)?;
             for (k, v) in &fields {
                 put_json(tx, &obj, k, v)?;
@@ -193,7 +193,7 @@ impl Journal {
             Ok(())
         })?;
         changes.extend(bytes.map(|b| (Space::Couple, b)));
-        let (_, bytes) = self.doc_mut(Space::Personal).transact(|tx, h| {
+        let (_, bytes) = self.doc_mut(Space::Personal)?.transact(|tx, h| {
             tx.delete(&h.records, key.as_str())?;
             Ok(())
         })?;
@@ -209,7 +209,7 @@ impl Journal {
         if record.removed {
             return Err(Error::Removed(id));
         }
-        if self.couple.record_obj(id).is_none() {
+        if !self.store.view_has(Space::Couple, &id.to_string())? {
             return Err(Error::Invalid(
                 "this operation needs a shared record".into(),
             ));
@@ -225,7 +225,7 @@ impl Journal {
     ) -> Result<()> {
         let key = id.to_string();
         let now = self.now();
-        let (_, bytes) = self.doc_mut(Space::Couple).transact(|tx, h| {
+        let (_, bytes) = self.doc_mut(Space::Couple)?.transact(|tx, h| {
             let Some((_, obj)) = tx.get(&h.records, key.as_str())? else {
                 return Err(Error::NotFound(id));
             };

@@ -1,9 +1,11 @@
 //! Reading records: the couple's copy with this partner's private parts laid over it.
 
+use std::collections::BTreeMap;
+
 use automerge::ReadDoc;
 use serde_json::{Map, Value};
 
-use super::{Journal, Partner};
+use super::{Journal, Partner, view};
 use crate::{
     doc::{ENVELOPE_KEYS, SpaceDoc, json},
     error::{Error, Result},
@@ -110,7 +112,7 @@ pub(super) fn to_record(
     })
 }
 
-trait ClassifyName {
+pub(super) trait ClassifyName {
     fn classify_name(&self) -> &'static str;
 }
 
@@ -127,22 +129,25 @@ impl ClassifyName for serde_json::Error {
 }
 
 impl Journal {
-    pub(super) fn parts(&self, id: RecordId) -> Parts {
+    pub(super) fn parts(&self, id: RecordId) -> Result<Parts> {
+        let key = id.to_string();
         let mut parts = Parts::default();
-        if let Some((map, conflicts)) = self.couple.record_json(id) {
+        if let Some(row) = self.store.view_row(Space::Couple, &key)? {
+            let (map, conflicts) = view::parse_row(&key, row)?;
             parts.shared = Some(map);
             parts.conflicts.extend(conflicts);
         }
-        if let Some((map, conflicts)) = self.personal.record_json(id) {
+        if let Some(row) = self.store.view_row(Space::Personal, &key)? {
+            let (map, conflicts) = view::parse_row(&key, row)?;
             parts.private = Some(map);
             parts.conflicts.extend(conflicts);
         }
-        parts
+        Ok(parts)
     }
 
     /// Record `id` as this partner sees it.
     pub fn get(&self, id: RecordId) -> Result<Record> {
-        let parts = self.parts(id);
+        let parts = self.parts(id)?;
         if !parts.exists() {
             return Err(Error::NotFound(id));
         }
@@ -164,29 +169,50 @@ impl Journal {
 
     /// Every record this partner can see (shared ones and their own private ones), in id order.
     /// Records of kinds this version does not know are left out.
-    pub fn records(&self) -> Vec<Record> {
-        let mut ids = self.couple.record_ids();
-        ids.extend(self.personal.record_ids());
-        ids.sort();
-        ids.dedup();
-        ids.into_iter().filter_map(|id| self.get(id).ok()).collect()
+    pub fn records(&self) -> Result<Vec<Record>> {
+        let mut all: BTreeMap<RecordId, Parts> = BTreeMap::new();
+        for space in Space::ALL {
+            for row in self.store.view_rows(space)? {
+                let (Ok(id), Some(json)) = (row.id.parse::<RecordId>(), row.data) else {
+                    continue;
+                };
+                let (map, conflicts) = view::parse_row(&row.id, json)?;
+                let parts = all.entry(id).or_default();
+                match space {
+                    Space::Couple => parts.shared = Some(map),
+                    Space::Personal => parts.private = Some(map),
+                }
+                parts.conflicts.extend(conflicts);
+            }
+        }
+        Ok(all
+            .into_iter()
+            .filter_map(|(id, parts)| to_record(id, parts.merged(), parts.conflicts).ok())
+            .collect())
     }
 
     /// Only the couple's document's records, exactly as both partners' devices hold them.
-    pub fn shared_records(&self) -> Vec<Record> {
-        self.couple
-            .record_ids()
-            .into_iter()
-            .filter_map(|id| {
-                let (map, conflicts) = self.couple.record_json(id)?;
-                to_record(id, map, conflicts).ok()
-            })
-            .collect()
+    pub fn shared_records(&self) -> Result<Vec<Record>> {
+        let mut out = Vec::new();
+        for row in self.store.view_rows(Space::Couple)? {
+            let (Ok(id), Some(json)) = (row.id.parse::<RecordId>(), row.data) else {
+                continue;
+            };
+            let (map, conflicts) = view::parse_row(&row.id, json)?;
+            if let Ok(record) = to_record(id, map, conflicts) {
+                out.push(record);
+            }
+        }
+        Ok(out)
     }
 
     /// The raw stored fields of a record in one space, including fields this version does not
     /// know. For diagnostics and forward-compatibility checks.
-    pub fn raw_fields(&self, space: Space, id: RecordId) -> Option<Map<String, Value>> {
-        self.doc(space).record_json(id).map(|(m, _)| m)
+    pub fn raw_fields(&self, space: Space, id: RecordId) -> Result<Option<Map<String, Value>>> {
+        let key = id.to_string();
+        match self.store.view_row(space, &key)? {
+            Some(row) => Ok(Some(view::parse_row(&key, row)?.0)),
+            None => Ok(None),
+        }
     }
 }

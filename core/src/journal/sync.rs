@@ -5,7 +5,7 @@ use super::Journal;
 use crate::{
     error::Result,
     ids::RecordId,
-    store::{PeerSeqs, PulledChange, Space, SyncState},
+    store::{PeerSeqs, PulledChange, Space, Store, SyncState, ViewUpdate},
 };
 
 impl Journal {
@@ -42,7 +42,7 @@ impl Journal {
         pulled: &[PulledChange<'_>],
         cursor: u64,
     ) -> Result<Vec<RecordId>> {
-        let before = self.doc(space).heads();
+        let before = self.doc(space)?.heads();
         // One load of everything: Automerge sorts out the order of the changes itself.
         let all: Vec<u8> = pulled
             .iter()
@@ -50,16 +50,10 @@ impl Journal {
             .flatten()
             .copied()
             .collect();
-        if !all.is_empty() {
-            self.doc_mut(space).apply_quiet(&all)?;
-        }
-        let after = self.doc(space).heads();
-        if let Err(e) = self.store.commit_pulled(space, pulled, cursor) {
-            self.reload(space)?;
-            return Err(e);
-        }
-        self.maybe_compact(space)?;
-        Ok(self.doc(space).changed_between(&before, &after))
+        let committed = self.merge_and_commit(space, &all, &before, |store, view| {
+            store.commit_pulled(space, pulled, cursor, view)
+        });
+        self.finish_merge(space, committed)
     }
 
     /// Merges a snapshot's document and commits it with the devices' numbers and the sequence
@@ -71,15 +65,54 @@ impl Journal {
         peers: &[([u8; 16], u64)],
         covers: u64,
     ) -> Result<Vec<RecordId>> {
-        let before = self.doc(space).heads();
-        self.doc_mut(space).apply_quiet(doc)?;
-        let after = self.doc(space).heads();
-        if let Err(e) = self.store.commit_snapshot(space, doc, peers, covers) {
-            self.reload(space)?;
-            return Err(e);
+        let before = self.doc(space)?.heads();
+        let committed = self.merge_and_commit(space, doc, &before, |store, view| {
+            store.commit_snapshot(space, doc, peers, covers, view)
+        });
+        self.finish_merge(space, committed)
+    }
+
+    /// Applies `bytes` to a space's document and runs `commit` with the read-model update
+    /// (`None` when nothing changed). Returns the update and the records that changed.
+    pub(super) fn merge_and_commit(
+        &mut self,
+        space: Space,
+        bytes: &[u8],
+        before: &[automerge::ChangeHash],
+        commit: impl FnOnce(&mut Store, Option<&ViewUpdate>) -> Result<()>,
+    ) -> Result<(Option<ViewUpdate>, Vec<RecordId>)> {
+        if !bytes.is_empty() {
+            self.doc_mut(space)?.apply(bytes)?;
         }
+        let doc = self.doc(space)?;
+        let (view, changed) = if doc.heads() == before {
+            (None, Vec::new())
+        } else if let Some(touched) = doc.touched_by_ops(bytes) {
+            (Some(self.view_update(space, Some(&touched))?), touched)
+        } else {
+            let (view, changed) = self.view_resync(space)?;
+            (Some(view), changed)
+        };
+        commit(&mut self.store, view.as_ref())?;
+        Ok((view, changed))
+    }
+
+    /// After [`Self::merge_and_commit`]: on failure, forgets the merge in memory too.
+    pub(super) fn finish_merge(
+        &mut self,
+        space: Space,
+        committed: Result<(Option<ViewUpdate>, Vec<RecordId>)>,
+    ) -> Result<Vec<RecordId>> {
+        let (view, changed) = match committed {
+            Ok(done) => done,
+            Err(e) => {
+                self.reload(space)?;
+                return Err(e);
+            }
+        };
+        self.views_committed(view.as_slice())?;
         self.maybe_compact(space)?;
-        Ok(self.doc(space).changed_between(&before, &after))
+        Ok(changed)
     }
 
     /// What a snapshot of `space` holds: the full document and every device's last number
@@ -93,7 +126,7 @@ impl Journal {
             peers.push((*self.device.as_bytes(), mine));
             peers.sort();
         }
-        Ok((self.doc(space).save(), peers))
+        Ok((self.doc(space)?.save(), peers))
     }
 
     /// Records that the relay stored a snapshot covering `covers`.

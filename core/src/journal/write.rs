@@ -128,7 +128,7 @@ impl Journal {
         let mut changes = Vec::new();
         for (space, part) in [(Space::Couple, shared), (Space::Personal, private)] {
             let Some(part) = part else { continue };
-            let (_, bytes) = self.doc_mut(space).transact(|tx, h| {
+            let (_, bytes) = self.doc_mut(space)?.transact(|tx, h| {
                 let obj = tx.put_object(&h.records, key.as_str(), ObjType::Map)?;
                 for (k, v) in envelope.iter().chain(part.iter()) {
                     put_json(tx, &obj, k, v)?;
@@ -161,7 +161,7 @@ impl Journal {
     /// write it; fields written through their own operations (consents, ledger, response,
     /// question status) are left alone here.
     pub fn edit(&mut self, id: RecordId, body: Body) -> Result<()> {
-        let parts = self.parts(id);
+        let parts = self.parts(id)?;
         if !parts.exists() {
             return Err(Error::NotFound(id));
         }
@@ -290,7 +290,7 @@ impl Journal {
                 _ => None,
             };
             let me = self.me.to_string();
-            let (_, bytes) = self.doc_mut(space).transact(|tx, h| {
+            let (_, bytes) = self.doc_mut(space)?.transact(|tx, h| {
                 let obj = match automerge::ReadDoc::get(tx, &h.records, key.as_str())? {
                     Some((automerge::Value::Object(ObjType::Map), obj)) if !creating => obj,
                     _ => tx.put_object(&h.records, key.as_str(), ObjType::Map)?,
@@ -329,7 +329,7 @@ impl Journal {
     /// Removes a record: only its author may. A placeholder stays (envelope and links) so
     /// threads stay whole; the body's words are deleted from the current state.
     pub fn remove(&mut self, id: RecordId) -> Result<()> {
-        let parts = self.parts(id);
+        let parts = self.parts(id)?;
         if !parts.exists() {
             return Err(Error::NotFound(id));
         }
@@ -358,7 +358,7 @@ impl Journal {
                 .filter(|k| !ENVELOPE_KEYS.contains(&k.as_str()) && !keep.contains(&k.as_str()))
                 .cloned()
                 .collect();
-            let (_, bytes) = self.doc_mut(space).transact(|tx, h| {
+            let (_, bytes) = self.doc_mut(space)?.transact(|tx, h| {
                 if let Some((_, obj)) = automerge::ReadDoc::get(tx, &h.records, key.as_str())? {
                     tx.put(&obj, "removed", true)?;
                     tx.put(&obj, "updated_at", now)?;
@@ -399,8 +399,8 @@ impl Journal {
                 let id = v
                     .target
                     .ok_or_else(|| Error::Invalid("target is required".into()))?;
-                if self.couple.record_obj(id).is_none() {
-                    return Err(if self.personal.record_obj(id).is_some() {
+                if !self.store.view_has(Space::Couple, &id.to_string())? {
+                    return Err(if self.store.view_has(Space::Personal, &id.to_string())? {
                         Error::Invalid("only shared records can be validated".into())
                     } else {
                         Error::NotFound(id)

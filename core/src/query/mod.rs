@@ -15,28 +15,80 @@ pub use status::{
 };
 pub use timeline::{MAX_PAGE, TimelinePage, TimelineQuery, timeline};
 
-use crate::{Journal, LocalDate, Result};
+use std::collections::HashMap;
+
+use timeline::Pick;
+
+use crate::{Error, Journal, LocalDate, RecordId, Result, store::Space};
 
 impl Journal {
     /// A page of the timeline, newest first.
+    ///
+    /// The page is picked from the read model's envelope columns and only its records are
+    /// decoded, so the first page of a large journal costs milliseconds.
     pub fn timeline(&self, query: &TimelineQuery) -> Result<TimelinePage> {
-        timeline(&self.records(), query)
+        let (limit, after) = timeline::bounds(query)?;
+        // The couple's envelope wins over a private copy, as in the records themselves.
+        let mut picks: HashMap<RecordId, Pick> = HashMap::new();
+        for space in [Space::Personal, Space::Couple] {
+            for (id, e) in self.store().view_envelopes(space)? {
+                let (Ok(id), Ok(kind), Ok(author)) = (id.parse(), e.kind.parse(), e.author.parse())
+                else {
+                    continue;
+                };
+                picks.insert(
+                    id,
+                    Pick {
+                        id,
+                        kind,
+                        author,
+                        created_at: e.created_at,
+                        removed: e.removed,
+                    },
+                );
+            }
+        }
+        let mut picks: Vec<Pick> = picks
+            .into_values()
+            .filter(|p| timeline::wanted(query, after, p))
+            .collect();
+        picks.sort_by_key(timeline::sort_key);
+        let mut items = Vec::with_capacity(limit.min(picks.len()));
+        let mut more = false;
+        for pick in picks {
+            // Records this version cannot read are left out, as in `records()`.
+            let record = match self.get(pick.id) {
+                Ok(record) => record,
+                Err(e @ Error::Storage(_)) => return Err(e),
+                Err(_) => continue,
+            };
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            items.push(record);
+        }
+        let next_cursor = match (more, items.last()) {
+            (true, Some(last)) => Some(timeline::cursor_after(last)),
+            _ => None,
+        };
+        Ok(TimelinePage { items, next_cursor })
     }
 
     /// Questions still open (or put off with "not now"), with their answers.
-    pub fn open_questions(&self) -> Vec<QuestionThread> {
-        open_questions(&self.records())
+    pub fn open_questions(&self) -> Result<Vec<QuestionThread>> {
+        Ok(open_questions(&self.records()?))
     }
 
     /// Every live boundary with whether it is agreed on its current wording.
-    pub fn boundary_status(&self) -> Vec<BoundaryStatus> {
+    pub fn boundary_status(&self) -> Result<Vec<BoundaryStatus>> {
         let partners: Vec<_> = self.partners().into_iter().map(|p| p.id).collect();
-        boundary_status(&self.records(), &partners)
+        Ok(boundary_status(&self.records()?, &partners))
     }
 
     /// Every live need with the partner's response.
-    pub fn needs(&self) -> Vec<crate::Record> {
-        needs(&self.records())
+    pub fn needs(&self) -> Result<Vec<crate::Record>> {
+        Ok(needs(&self.records()?))
     }
 
     /// Weekly progress for the weeks touching `from..=to`, in a zone `offset_minutes` east of UTC.
@@ -46,6 +98,6 @@ impl Journal {
         to: LocalDate,
         offset_minutes: i32,
     ) -> Result<Progress> {
-        progress(&self.records(), from, to, offset_minutes)
+        progress(&self.records()?, from, to, offset_minutes)
     }
 }

@@ -48,27 +48,69 @@ fn parse_cursor(cursor: &str) -> Result<(i64, RecordId)> {
     ))
 }
 
-/// A page of `records` matching `q`.
-pub fn timeline(records: &[Record], q: &TimelineQuery) -> Result<TimelinePage> {
+/// What [`timeline`] needs of a record to pick it: its envelope.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Pick {
+    pub(crate) id: RecordId,
+    pub(crate) kind: Kind,
+    pub(crate) author: PartnerId,
+    pub(crate) created_at: i64,
+    pub(crate) removed: bool,
+}
+
+impl Pick {
+    fn of(r: &Record) -> Self {
+        Self {
+            id: r.id,
+            kind: r.kind(),
+            author: r.author,
+            created_at: r.created_at,
+            removed: r.removed,
+        }
+    }
+}
+
+/// A query's page size and the cursor it continues from.
+pub(crate) fn bounds(q: &TimelineQuery) -> Result<(usize, Option<(i64, RecordId)>)> {
     let limit = match q.limit {
         0 => 50,
         n => n.min(MAX_PAGE),
     };
-    let after = q.cursor.as_deref().map(parse_cursor).transpose()?;
+    Ok((limit, q.cursor.as_deref().map(parse_cursor).transpose()?))
+}
+
+/// Whether `p` belongs on the timeline `q` asks for, past `after`.
+pub(crate) fn wanted(q: &TimelineQuery, after: Option<(i64, RecordId)>, p: &Pick) -> bool {
+    (q.kinds.is_empty() || q.kinds.contains(&p.kind))
+        && q.author.is_none_or(|a| p.author == a)
+        && q.from_ms.is_none_or(|f| p.created_at >= f)
+        && q.to_ms.is_none_or(|t| p.created_at < t)
+        && (q.include_removed || !p.removed)
+        && after.is_none_or(|c| (p.created_at, p.id) < c)
+}
+
+/// Newest first.
+pub(crate) fn sort_key(p: &Pick) -> std::cmp::Reverse<(i64, RecordId)> {
+    std::cmp::Reverse((p.created_at, p.id))
+}
+
+/// The cursor that continues after `last`.
+pub(crate) fn cursor_after(last: &Record) -> String {
+    format!("{}/{}", last.created_at, last.id)
+}
+
+/// A page of `records` matching `q`.
+pub fn timeline(records: &[Record], q: &TimelineQuery) -> Result<TimelinePage> {
+    let (limit, after) = bounds(q)?;
     let mut matching: Vec<&Record> = records
         .iter()
-        .filter(|r| q.kinds.is_empty() || q.kinds.contains(&r.kind()))
-        .filter(|r| q.author.is_none_or(|a| r.author == a))
-        .filter(|r| q.from_ms.is_none_or(|f| r.created_at >= f))
-        .filter(|r| q.to_ms.is_none_or(|t| r.created_at < t))
-        .filter(|r| q.include_removed || !r.removed)
-        .filter(|r| after.is_none_or(|c| (r.created_at, r.id) < c))
+        .filter(|r| wanted(q, after, &Pick::of(r)))
         .collect();
-    matching.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
+    matching.sort_by_key(|r| sort_key(&Pick::of(r)));
     let more = matching.len() > limit;
     matching.truncate(limit);
     let next_cursor = match (more, matching.last()) {
-        (true, Some(last)) => Some(format!("{}/{}", last.created_at, last.id)),
+        (true, Some(last)) => Some(cursor_after(last)),
         _ => None,
     };
     Ok(TimelinePage {

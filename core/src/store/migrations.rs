@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("sql/001_journal.sql"),
     include_str!("sql/002_sync.sql"),
+    include_str!("sql/003_views.sql"),
 ];
 
 /// The schema version this build creates.

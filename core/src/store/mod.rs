@@ -5,8 +5,10 @@
 
 pub mod migrations;
 mod sync;
+mod view;
 
 pub use sync::{PeerSeqs, PulledChange, SyncState};
+pub use view::{Envelope, RowData, SpaceView, ViewRow, ViewUpdate};
 
 use std::{
     fs::{File, OpenOptions},
@@ -206,10 +208,19 @@ impl Store {
         Ok((snapshot, changes, count))
     }
 
-    /// Commits change chunks of one or both spaces in one transaction. Returns when durable.
-    /// `local` changes were made on this device and also wait in `unsent` for the relay.
-    pub fn append_changes(&mut self, changes: &[(Space, &[u8])], local: bool) -> Result<()> {
+    /// Commits change chunks of one or both spaces, with what they do to the read model, in one
+    /// transaction. Returns when durable. `local` changes were made on this device and also wait
+    /// in `unsent` for the relay.
+    pub(crate) fn append_changes(
+        &mut self,
+        changes: &[(Space, &[u8])],
+        local: bool,
+        views: &[ViewUpdate],
+    ) -> Result<()> {
         let tx = self.conn.transaction()?;
+        for view in views {
+            Self::write_view(&tx, view)?;
+        }
         {
             let mut stmt =
                 tx.prepare_cached("INSERT INTO doc_changes (space, bytes) VALUES (?1, ?2)")?;

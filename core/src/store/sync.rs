@@ -5,7 +5,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Space, Store};
+use super::{Space, Store, ViewUpdate};
 use crate::error::Result;
 
 /// Each device's last sequence number in a space.
@@ -200,14 +200,18 @@ impl Store {
     }
 
     /// Commits pulled changes, the devices' sequence numbers and the new cursor together.
-    pub fn commit_pulled(
+    pub(crate) fn commit_pulled(
         &mut self,
         space: Space,
         pulled: &[PulledChange<'_>],
         cursor: u64,
+        view: Option<&ViewUpdate>,
     ) -> Result<()> {
         let tx = self.conn.transaction()?;
         Self::ensure_state(&tx, space)?;
+        if let Some(view) = view {
+            Self::write_view(&tx, view)?;
+        }
         {
             let mut insert =
                 tx.prepare_cached("INSERT INTO doc_changes (space, bytes) VALUES (?1, ?2)")?;
@@ -239,15 +243,19 @@ impl Store {
     }
 
     /// Commits a loaded snapshot: its document, the devices' numbers and the cursor it covers.
-    pub fn commit_snapshot(
+    pub(crate) fn commit_snapshot(
         &mut self,
         space: Space,
         doc: &[u8],
         peers: &[([u8; 16], u64)],
         covers: u64,
+        view: Option<&ViewUpdate>,
     ) -> Result<()> {
         let tx = self.conn.transaction()?;
         Self::ensure_state(&tx, space)?;
+        if let Some(view) = view {
+            Self::write_view(&tx, view)?;
+        }
         tx.execute(
             "INSERT INTO doc_changes (space, bytes) VALUES (?1, ?2)",
             params![space.as_str(), doc],

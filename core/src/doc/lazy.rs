@@ -1,0 +1,96 @@
+//! A document that may still be loading on a background thread.
+//!
+//! Opening a journal reads records from the store's read model; Automerge is only needed to
+//! write or merge, so its load (the bulk of opening a large journal) starts in the background
+//! and the first write waits for whatever is left of it.
+
+use std::{
+    cell::{OnceCell, RefCell},
+    thread::JoinHandle,
+};
+
+use super::SpaceDoc;
+use crate::error::{Error, Result};
+
+/// A [`SpaceDoc`] that is ready, loading, or failed to load.
+#[derive(Debug)]
+pub(crate) struct LazyDoc {
+    ready: OnceCell<SpaceDoc>,
+    state: RefCell<State>,
+}
+
+#[derive(Debug)]
+enum State {
+    Ready,
+    Loading(JoinHandle<Result<SpaceDoc>>),
+    Failed(String),
+}
+
+impl LazyDoc {
+    /// A document already in memory.
+    pub(crate) fn ready(doc: SpaceDoc) -> Self {
+        Self {
+            ready: OnceCell::from(doc),
+            state: RefCell::new(State::Ready),
+        }
+    }
+
+    /// A document `load` builds on a background thread.
+    pub(crate) fn spawn(load: impl FnOnce() -> Result<SpaceDoc> + Send + 'static) -> Result<Self> {
+        let handle = std::thread::Builder::new()
+            .name("mend-doc-load".into())
+            .spawn(load)
+            .map_err(|e| Error::Corrupt(format!("cannot start loading the document: {e}")))?;
+        Ok(Self {
+            ready: OnceCell::new(),
+            state: RefCell::new(State::Loading(handle)),
+        })
+    }
+
+    /// The document, waiting for its load if needed. A failed load fails every call, with the
+    /// reason it failed.
+    pub(crate) fn get(&self) -> Result<&SpaceDoc> {
+        if let Some(doc) = self.ready.get() {
+            return Ok(doc);
+        }
+        let mut state = self.state.borrow_mut();
+        match std::mem::replace(&mut *state, State::Ready) {
+            State::Loading(handle) => {
+                let loaded = handle
+                    .join()
+                    .map_err(|_| Error::Corrupt("loading the document panicked".into()))
+                    .and_then(|r| r);
+                match loaded {
+                    Ok(doc) => Ok(self.ready.get_or_init(|| doc)),
+                    Err(e) => {
+                        let reason = match e {
+                            Error::Corrupt(reason) => reason,
+                            other => other.to_string(),
+                        };
+                        *state = State::Failed(reason.clone());
+                        Err(Error::Corrupt(reason))
+                    }
+                }
+            }
+            State::Failed(reason) => {
+                *state = State::Failed(reason.clone());
+                Err(Error::Corrupt(reason))
+            }
+            State::Ready => Err(Error::Corrupt("the document was never loaded".into())),
+        }
+    }
+
+    /// The document for writing, waiting for its load if needed.
+    pub(crate) fn get_mut(&mut self) -> Result<&mut SpaceDoc> {
+        self.get()?;
+        self.ready
+            .get_mut()
+            .ok_or_else(|| Error::Corrupt("the document was never loaded".into()))
+    }
+
+    /// Replaces the document (after a failed commit, with what the store holds).
+    pub(crate) fn set(&mut self, doc: SpaceDoc) {
+        self.ready = OnceCell::from(doc);
+        *self.state.get_mut() = State::Ready;
+    }
+}
