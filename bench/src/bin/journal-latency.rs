@@ -73,11 +73,7 @@ fn main() -> Result<()> {
         ("open + first timeline page", &mut first_page),
         ("open + first write", &mut first_write),
     ] {
-        println!(
-            "{what} ms: p50={:.1} max={:.1}",
-            pct(v, 0.5),
-            pct(v, 1.0)
-        );
+        println!("{what} ms: p50={:.1} max={:.1}", pct(v, 0.5), pct(v, 1.0));
     }
     Ok(())
 }

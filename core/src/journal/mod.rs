@@ -352,7 +352,9 @@ impl Journal {
         }
         let before = self.doc(space)?.heads();
         let committed = self.merge_and_commit(space, bytes, &before, |store, view| match view {
-            Some(view) => store.append_changes(&[(space, bytes)], false, std::slice::from_ref(view)),
+            Some(view) => {
+                store.append_changes(&[(space, bytes)], false, std::slice::from_ref(view))
+            }
             None => Ok(()),
         });
         self.finish_merge(space, committed)

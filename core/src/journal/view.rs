@@ -2,7 +2,10 @@
 
 use serde_json::{Map, Value};
 
-use super::{Journal, Partner, read::{self, ClassifyName}};
+use super::{
+    Journal, Partner,
+    read::{self, ClassifyName},
+};
 use crate::{
     doc::SpaceDoc,
     error::{Error, Result},
@@ -12,9 +15,11 @@ use crate::{
 };
 
 fn json_err(e: serde_json::Error) -> Error {
-    Error::Corrupt(format!("record view cannot be encoded: {}", e.classify_name()))
+    Error::Corrupt(format!(
+        "record view cannot be encoded: {}",
+        e.classify_name()
+    ))
 }
-
 
 /// The read-model row of record `id` as `doc` holds it.
 fn row(doc: &SpaceDoc, id: RecordId) -> Result<ViewRow> {
@@ -86,8 +91,12 @@ pub(super) fn parse_row(id: &str, data: RowData) -> Result<(Map<String, Value>, 
 
 /// The partners a head row lists.
 pub(super) fn parse_partners(view: &SpaceView) -> Result<Vec<Partner>> {
-    serde_json::from_str(&view.partners)
-        .map_err(|e| Error::Corrupt(format!("stored partners cannot be read: {}", e.classify_name())))
+    serde_json::from_str(&view.partners).map_err(|e| {
+        Error::Corrupt(format!(
+            "stored partners cannot be read: {}",
+            e.classify_name()
+        ))
+    })
 }
 
 impl Journal {
@@ -96,7 +105,10 @@ impl Journal {
     pub(super) fn view_update(&self, space: Space, ids: Option<&[RecordId]>) -> Result<ViewUpdate> {
         let doc = self.doc(space)?;
         let (rows, full) = match ids {
-            Some(ids) => (ids.iter().map(|id| row(doc, *id)).collect::<Result<_>>()?, false),
+            Some(ids) => (
+                ids.iter().map(|id| row(doc, *id)).collect::<Result<_>>()?,
+                false,
+            ),
             None => (
                 doc.record_ids()
                     .into_iter()

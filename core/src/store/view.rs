@@ -108,7 +108,12 @@ impl Store {
              VALUES (?1, ?2, ?3, ?4) ON CONFLICT (space) DO UPDATE SET heads = excluded.heads, \
              partners = excluded.partners, schema_version = excluded.schema_version",
         )?
-        .execute(params![space, head.heads, head.partners, head.schema_version])?;
+        .execute(params![
+            space,
+            head.heads,
+            head.partners,
+            head.schema_version
+        ])?;
         Ok(())
     }
 
