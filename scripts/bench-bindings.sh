@@ -31,9 +31,12 @@ mib() { awk "BEGIN { printf \"%.2f\", $1 / 1048576 }"; }
 cargo build --locked --quiet --release -p mend-ffi
 bytes="$(stripped_bytes "$CARGO_TARGET_DIR/release/libmend_ffi.so")"
 echo "cdylib (x86-64, stripped), profile release:        $bytes bytes ($(mib "$bytes") MiB)"
-cargo build --locked --quiet --profile release-mobile -p mend-ffi --lib --example write_cost
+cargo build --locked --quiet --profile release-mobile -p mend-ffi
 bytes="$(stripped_bytes "$CARGO_TARGET_DIR/release-mobile/libmend_ffi.so")"
 echo "cdylib (x86-64, stripped), profile release-mobile: $bytes bytes ($(mib "$bytes") MiB)"
+
+# The Rust side of the comparison: the same API through the rlib (mend-ffi-api).
+cargo build --locked --quiet --profile release-mobile -p mend-ffi-api --example write_cost
 
 classpath="$jna_jar:$khome/lib/kotlinx-coroutines-core-jvm.jar"
 "$khome/bin/kotlinc" -nowarn -cp "$classpath" "$out/kotlin/app/mend/core/mend.kt" \

@@ -1,17 +1,17 @@
 //! The cost of one record write from Rust, for comparison with the same write through the
 //! Kotlin bindings (bindings/kotlin/WriteBench.kt; both run by scripts/bench-bindings.sh).
 //!
-//! Two Rust paths: straight into mend-core, and through mend-ffi's Rust API (the translation
+//! Two Rust paths: straight into mend-core, and through mend-ffi-api's Rust API (the translation
 //! the bindings add, without crossing a foreign boundary). The same honesty moment is written
 //! into a fresh journal each time; then the last one is read back as many times (`get`: no
 //! disk), and the bare cost of a call (`is_live`). Percentiles are in microseconds.
 //!
-//! Usage: `cargo run --profile release-mobile -p mend-ffi --example write_cost -- [writes]`
+//! Usage: `cargo run --profile release-mobile -p mend-ffi-api --example write_cost -- [writes]`
 
 use std::time::Instant;
 
 use mend_core::{Body, Journal as CoreJournal, model};
-use mend_ffi::{HonestyKind, HonestyMoment, HonestyTiming, Journal, RecordBody};
+use mend_ffi_api::{HonestyKind, HonestyMoment, HonestyTiming, Journal, RecordBody};
 
 /// Warm-up calls before each measurement (as many as the Kotlin side, which needs them for its
 /// JIT), so both journals hold the same number of records.

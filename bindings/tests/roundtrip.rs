@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use mend_core::{Body, LocalDate, PartnerId, RecordId, model::*};
-use mend_ffi::RecordBody;
+use mend_ffi_api::RecordBody;
 
 fn day(n: i32) -> LocalDate {
     LocalDate::from_unix_ms(1_795_000_000_000, 0).add_days(n)
@@ -135,7 +135,7 @@ fn every_kind() -> Vec<Body> {
 }
 
 #[test]
-fn every_kind_survives_the_bindings_unchanged() -> Result<(), mend_ffi::MendError> {
+fn every_kind_survives_the_bindings_unchanged() -> Result<(), mend_ffi_api::MendError> {
     let bodies = every_kind();
     assert_eq!(bodies.len(), Kind::ALL.len(), "one body per kind");
     for body in bodies {
@@ -153,28 +153,28 @@ fn every_kind_survives_the_bindings_unchanged() -> Result<(), mend_ffi::MendErro
 #[test]
 fn bad_ids_dates_and_scores_are_invalid_not_panics() {
     let bad = [
-        RecordBody::Answer(mend_ffi::Answer {
+        RecordBody::Answer(mend_ffi_api::Answer {
             question: Some("not-an-id".into()),
             text: "a".into(),
         }),
-        RecordBody::PreAssurance(mend_ffi::PreAssurance {
+        RecordBody::PreAssurance(mend_ffi_api::PreAssurance {
             occasion: String::new(),
             date: Some("2026-13-45".into()),
             plan: "p".into(),
         }),
-        RecordBody::TriggerEvent(mend_ffi::TriggerEvent {
+        RecordBody::TriggerEvent(mend_ffi_api::TriggerEvent {
             cue: String::new(),
             intensity: 300,
             feelings: vec![],
             what_helped: String::new(),
-            wanted_response: mend_ffi::WantedResponse::Space,
-            sharing: mend_ffi::TriggerSharing::Private,
+            wanted_response: mend_ffi_api::WantedResponse::Space,
+            sharing: mend_ffi_api::TriggerSharing::Private,
         }),
     ];
     for body in bad {
         let result = Body::try_from(body);
         assert!(
-            matches!(result, Err(mend_ffi::MendError::Invalid(_))),
+            matches!(result, Err(mend_ffi_api::MendError::Invalid(_))),
             "{result:?}"
         );
     }

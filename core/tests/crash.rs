@@ -113,10 +113,13 @@ fn parent() -> Result<()> {
                 acknowledged.len()
             );
         }
-        // The document and the store agree on what was written.
+        // The documents load, and the read model says exactly what they say.
         if journal.heads(Space::Couple)?.is_empty() {
             bail!("after kill {round}: the couple's document is empty");
         }
+        journal
+            .verify_read_model()
+            .with_context(|| format!("read model after kill {round}"))?;
         eprintln!(
             "crash round {round}: {} acknowledged in total, {stored} stored",
             acknowledged.len()

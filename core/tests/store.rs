@@ -174,15 +174,19 @@ fn shares(j: &mut Journal, n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Creates a compacted journal of `n` shares at `path`, closes it, and returns its records.
+fn written(path: &std::path::Path, n: usize) -> anyhow::Result<Vec<mend_core::Record>> {
+    let mut j = Journal::create(path, "Alex")?;
+    shares(&mut j, n)?;
+    j.compact()?;
+    Ok(j.records()?)
+}
+
 #[test]
 fn a_journal_from_before_the_read_model_opens_with_every_record() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("j.db");
-    let before = {
-        let mut j = Journal::create(&path, "Alex")?;
-        shares(&mut j, 5)?;
-        j.records()?
-    };
+    let before = written(&path, 5)?;
     // What version 2 left on disk: the same tables, minus the read model.
     Connection::open(&path)?.execute_batch(
         "DROP TABLE record_views; DROP TABLE space_views; PRAGMA user_version = 2;",
@@ -200,12 +204,7 @@ fn a_journal_from_before_the_read_model_opens_with_every_record() -> anyhow::Res
 fn a_document_that_cannot_load_still_reads_and_refuses_writes_clearly() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("j.db");
-    let before = {
-        let mut j = Journal::create(&path, "Alex")?;
-        shares(&mut j, 3)?;
-        j.compact()?;
-        j.records()?
-    };
+    let before = written(&path, 3)?;
     Connection::open(&path)?.execute(
         "UPDATE doc_snapshots SET bytes = x'856f4a83deadbeef' WHERE space = 'couple'",
         [],

@@ -182,8 +182,8 @@ async fn partners_edit_every_kind_apart_and_converge() -> Result<()> {
         b.sync().await?;
     }
     let (a_shared, b_shared) = (
-        a.with(|j| Ok(j.shared_records()?))?,
-        b.with(|j| Ok(j.shared_records()?))?,
+        a.with(|j| j.shared_records())?,
+        b.with(|j| j.shared_records())?,
     );
     ensure!(
         a_shared == b_shared,
@@ -197,7 +197,7 @@ async fn partners_edit_every_kind_apart_and_converge() -> Result<()> {
         b.with(|j| Ok(j.get(private_note).is_err()))?,
         "B sees A's private note"
     );
-    let status = b.with(|j| Ok(j.boundary_status()?))?;
+    let status = b.with(|j| j.boundary_status())?;
     let s = status
         .iter()
         .find(|s| s.boundary.id == boundary)
@@ -334,7 +334,7 @@ async fn a_device_killed_mid_sync_resumes_without_loss() -> Result<()> {
             "B lacks {id} after A's crashes"
         );
     }
-    let b_records = b.with(|j| Ok(j.records()?))?;
+    let b_records = b.with(|j| j.records())?;
     let mut ids: Vec<_> = b_records.iter().map(|r| r.id).collect();
     ids.dedup();
     ensure!(
