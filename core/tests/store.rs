@@ -223,3 +223,37 @@ fn a_document_that_cannot_load_still_reads_and_refuses_writes_clearly() -> anyho
     assert_eq!(Journal::open(&path)?.records()?, before);
     Ok(())
 }
+
+#[test]
+fn a_change_that_arrives_before_its_dependency_is_kept_and_shown() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut alex = Journal::create(&dir.path().join("a.db"), "Alex")?;
+    let source = mend_core::JoinSource {
+        couple: alex.save_space(Space::Couple)?,
+        ..Default::default()
+    };
+    let b_path = dir.path().join("b.db");
+    let mut blake = Journal::join(&b_path, &source, "Blake")?;
+    let h0 = alex.heads(Space::Couple)?;
+    shares(&mut alex, 1)?;
+    let h1 = alex.heads(Space::Couple)?;
+    shares(&mut alex, 1)?;
+    let after_h0 = alex.changes_since(Space::Couple, &h0)?;
+    let two = alex.changes_since(Space::Couple, &h1)?;
+    let one = after_h0
+        .strip_suffix(two.as_slice())
+        .ok_or_else(|| anyhow::anyhow!("changes come in order"))?
+        .to_vec();
+    // The second arrives first: Automerge holds it back, nothing shows yet …
+    assert!(blake.apply_changes(Space::Couple, &two)?.is_empty());
+    // … then its dependency brings both in, and the read model shows both.
+    assert_eq!(blake.apply_changes(Space::Couple, &one)?.len(), 2);
+    let want: Vec<_> = alex.shared_records()?;
+    assert_eq!(blake.shared_records()?.len(), want.len());
+    blake.verify_read_model()?;
+    drop(blake);
+    let blake = Journal::open(&b_path)?;
+    assert_eq!(blake.shared_records()?.len(), want.len());
+    blake.verify_read_model()?;
+    Ok(())
+}

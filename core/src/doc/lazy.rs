@@ -5,7 +5,7 @@
 //! and the first write waits for whatever is left of it.
 
 use std::{
-    cell::{OnceCell, RefCell},
+    cell::{Cell, OnceCell, RefCell},
     thread::JoinHandle,
 };
 
@@ -17,6 +17,10 @@ use crate::error::{Error, Result};
 pub(crate) struct LazyDoc {
     ready: OnceCell<SpaceDoc>,
     state: RefCell<State>,
+    /// The heads the read model says the document has, checked when the load finishes.
+    expect: Option<String>,
+    /// Set when the loaded document's heads differ from `expect`.
+    stale: Cell<bool>,
 }
 
 #[derive(Debug)]
@@ -32,11 +36,17 @@ impl LazyDoc {
         Self {
             ready: OnceCell::from(doc),
             state: RefCell::new(State::Ready),
+            expect: None,
+            stale: Cell::new(false),
         }
     }
 
-    /// A document `load` builds on a background thread.
-    pub(crate) fn spawn(load: impl FnOnce() -> Result<SpaceDoc> + Send + 'static) -> Result<Self> {
+    /// A document `load` builds on a background thread, expected to have heads `expect` (as the
+    /// read model writes them).
+    pub(crate) fn spawn(
+        load: impl FnOnce() -> Result<SpaceDoc> + Send + 'static,
+        expect: String,
+    ) -> Result<Self> {
         let handle = std::thread::Builder::new()
             .name("mend-doc-load".into())
             .spawn(load)
@@ -44,7 +54,15 @@ impl LazyDoc {
         Ok(Self {
             ready: OnceCell::new(),
             state: RefCell::new(State::Loading(handle)),
+            expect: Some(expect),
+            stale: Cell::new(false),
         })
+    }
+
+    /// Whether the loaded document turned out to differ from what the read model expected;
+    /// true once, then cleared.
+    pub(crate) fn take_stale(&self) -> bool {
+        self.stale.replace(false)
     }
 
     /// The document, waiting for its load if needed. A failed load fails every call, with the
@@ -61,7 +79,12 @@ impl LazyDoc {
                     .map_err(|_| Error::Corrupt("loading the document panicked".into()))
                     .and_then(|r| r);
                 match loaded {
-                    Ok(doc) => Ok(self.ready.get_or_init(|| doc)),
+                    Ok(doc) => {
+                        if self.expect.as_ref().is_some_and(|e| *e != doc.heads_text()) {
+                            self.stale.set(true);
+                        }
+                        Ok(self.ready.get_or_init(|| doc))
+                    }
                     Err(e) => {
                         let reason = match e {
                             Error::Corrupt(reason) => reason,

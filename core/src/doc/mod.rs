@@ -297,6 +297,17 @@ impl SpaceDoc {
         self.doc.get_heads()
     }
 
+    /// Current heads as the read model stores them (hex, space separated).
+    pub(crate) fn heads_text(&self) -> String {
+        let heads: Vec<String> = self.heads().iter().map(|h| h.to_string()).collect();
+        heads.join(" ")
+    }
+
+    /// Whether changes wait in Automerge's queue for dependencies it has not seen.
+    pub(crate) fn has_queued(&self) -> bool {
+        !self.doc.get_missing_deps(&[]).is_empty()
+    }
+
     /// A full, compressed save.
     pub(crate) fn save(&self) -> Vec<u8> {
         self.doc.save()

@@ -207,12 +207,18 @@ impl Journal {
         let mut docs = Vec::new();
         for space in Space::ALL {
             let doc = match store.space_view(space)? {
-                Some(_) => {
+                Some(view) => {
                     let (snapshot, changes, _) = store.load(space)?;
                     let actor = actor.clone();
-                    LazyDoc::spawn(move || {
-                        SpaceDoc::load(snapshot.as_deref(), &changes, actor, true)
-                    })?
+                    let load = move || {
+                        SpaceDoc::load(snapshot.as_deref(), &changes, actor, true).map_err(|e| {
+                            Error::Corrupt(format!(
+                                "the {} document cannot be loaded: {e}",
+                                space.as_str()
+                            ))
+                        })
+                    };
+                    LazyDoc::spawn(load, view.heads)?
                 }
                 None => {
                     missing.push(space);
@@ -350,12 +356,11 @@ impl Journal {
         if bytes.is_empty() {
             return Ok(Vec::new());
         }
-        let before = self.doc(space)?.heads();
-        let committed = self.merge_and_commit(space, bytes, &before, |store, view| match view {
-            Some(view) => {
-                store.append_changes(&[(space, bytes)], false, std::slice::from_ref(view))
-            }
-            None => Ok(()),
+        // Stored even when nothing shows yet: changes Automerge queues for a missing
+        // dependency must be on disk when that dependency arrives.
+        let committed = self.merge_and_commit(space, bytes, |store, view| {
+            let views = view.map(std::slice::from_ref).unwrap_or_default();
+            store.append_changes(&[(space, bytes)], false, views)
         });
         self.finish_merge(space, committed)
     }
@@ -369,26 +374,52 @@ impl Journal {
         Ok(())
     }
 
-    fn maybe_compact(&mut self, space: Space) -> Result<()> {
-        if self.store.change_rows(space)? >= COMPACT_AFTER_ROWS {
-            let save = self.doc(space)?.save();
-            self.store.compact(space, &save, self.now())?;
+    /// Folds a space's rows once there are many. Runs after a durable commit, so a failure is
+    /// logged rather than failing that call (the next commit tries again).
+    fn maybe_compact(&mut self, space: Space) {
+        let compacted = self.store.change_rows(space).and_then(|rows| {
+            if rows >= COMPACT_AFTER_ROWS {
+                let save = self.doc(space)?.save();
+                self.store.compact(space, &save, self.now())?;
+            }
+            Ok(())
+        });
+        if let Err(e) = compacted {
+            tracing::warn!(space = space.as_str(), error = %e, "compaction failed");
         }
-        Ok(())
     }
 
     /// A space's document, waiting for its background load if needed.
     pub(crate) fn doc(&self, space: Space) -> Result<&SpaceDoc> {
-        match space {
-            Space::Couple => self.couple.get(),
-            Space::Personal => self.personal.get(),
-        }
+        self.lazy(space).get()
     }
 
+    /// A space's document for writing or merging, waiting for its background load if needed.
     fn doc_mut(&mut self, space: Space) -> Result<&mut SpaceDoc> {
+        if let Err(e) = self.doc(space) {
+            // One synchronous retry: a background load can fail for passing reasons.
+            if self.reload(space).is_err() {
+                return Err(e);
+            }
+        }
+        if self.lazy(space).take_stale() {
+            // Only a bug or a hand-edited database gets here; the document is the truth.
+            tracing::warn!(
+                space = space.as_str(),
+                "read model behind its document; resynced"
+            );
+            self.resync_view(space)?;
+        }
         match space {
             Space::Couple => self.couple.get_mut(),
             Space::Personal => self.personal.get_mut(),
+        }
+    }
+
+    fn lazy(&self, space: Space) -> &LazyDoc {
+        match space {
+            Space::Couple => &self.couple,
+            Space::Personal => &self.personal,
         }
     }
 
@@ -423,9 +454,9 @@ impl Journal {
                 return Err(e);
             }
         };
-        self.views_committed(&views)?;
+        self.views_committed(&views);
         for (space, _) in &changes {
-            self.maybe_compact(*space)?;
+            self.maybe_compact(*space);
         }
         Ok(())
     }
@@ -446,6 +477,7 @@ impl Journal {
         let name = validate::name(name)?;
         let me = self.me.to_string();
         let now = self.now();
+        self.ready()?;
         let mut changes = Vec::new();
         for space in Space::ALL {
             let (_, bytes) = self.doc_mut(space)?.transact(|tx, h| {

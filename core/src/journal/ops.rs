@@ -182,6 +182,8 @@ impl Journal {
         };
         let now = self.now();
         let key = id.to_string();
+        // Both documents before either changes, so a failed load cannot strand half a move.
+        self.ready()?;
         let mut changes = Vec::new();
         let (_, bytes) = self.doc_mut(Space::Couple)?.transact(|tx, h| {
             let obj = tx.put_object(&h.records, key.as_str(), ObjType::Map)?;

@@ -128,6 +128,18 @@ impl ClassifyName for serde_json::Error {
     }
 }
 
+/// A stored row for a list, or `None` (logged, by id only) when it cannot be read: one bad
+/// record leaves the list, as a record of an unknown kind does, instead of failing it.
+fn readable(id: &str, data: crate::store::RowData) -> Option<(Map<String, Value>, Vec<Conflict>)> {
+    match view::parse_row(id, data) {
+        Ok(parsed) => Some(parsed),
+        Err(e) => {
+            tracing::warn!(record = id, error = %e, "stored record left out");
+            None
+        }
+    }
+}
+
 impl Journal {
     pub(super) fn parts(&self, id: RecordId) -> Result<Parts> {
         let key = id.to_string();
@@ -176,7 +188,9 @@ impl Journal {
                 let (Ok(id), Some(json)) = (row.id.parse::<RecordId>(), row.data) else {
                     continue;
                 };
-                let (map, conflicts) = view::parse_row(&row.id, json)?;
+                let Some((map, conflicts)) = readable(&row.id, json) else {
+                    continue;
+                };
                 let parts = all.entry(id).or_default();
                 match space {
                     Space::Couple => parts.shared = Some(map),
@@ -198,7 +212,9 @@ impl Journal {
             let (Ok(id), Some(json)) = (row.id.parse::<RecordId>(), row.data) else {
                 continue;
             };
-            let (map, conflicts) = view::parse_row(&row.id, json)?;
+            let Some((map, conflicts)) = readable(&row.id, json) else {
+                continue;
+            };
             if let Ok(record) = to_record(id, map, conflicts) {
                 out.push(record);
             }

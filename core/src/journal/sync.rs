@@ -42,7 +42,6 @@ impl Journal {
         pulled: &[PulledChange<'_>],
         cursor: u64,
     ) -> Result<Vec<RecordId>> {
-        let before = self.doc(space)?.heads();
         // One load of everything: Automerge sorts out the order of the changes itself.
         let all: Vec<u8> = pulled
             .iter()
@@ -50,7 +49,7 @@ impl Journal {
             .flatten()
             .copied()
             .collect();
-        let committed = self.merge_and_commit(space, &all, &before, |store, view| {
+        let committed = self.merge_and_commit(space, &all, |store, view| {
             store.commit_pulled(space, pulled, cursor, view)
         });
         self.finish_merge(space, committed)
@@ -65,8 +64,7 @@ impl Journal {
         peers: &[([u8; 16], u64)],
         covers: u64,
     ) -> Result<Vec<RecordId>> {
-        let before = self.doc(space)?.heads();
-        let committed = self.merge_and_commit(space, doc, &before, |store, view| {
+        let committed = self.merge_and_commit(space, doc, |store, view| {
             store.commit_snapshot(space, doc, peers, covers, view)
         });
         self.finish_merge(space, committed)
@@ -78,15 +76,26 @@ impl Journal {
         &mut self,
         space: Space,
         bytes: &[u8],
-        before: &[automerge::ChangeHash],
         commit: impl FnOnce(&mut Store, Option<&ViewUpdate>) -> Result<()>,
     ) -> Result<(Option<ViewUpdate>, Vec<RecordId>)> {
-        if !bytes.is_empty() {
-            self.doc_mut(space)?.apply(bytes)?;
+        if bytes.is_empty() {
+            // Only numbers to record (a refused chunk, the cursor): the document can go on
+            // loading.
+            commit(&mut self.store, None)?;
+            return Ok((None, Vec::new()));
         }
+        let doc = self.doc_mut(space)?;
+        let before = doc.heads();
+        let had_queued = doc.has_queued();
+        doc.apply(bytes)?;
         let doc = self.doc(space)?;
         let (view, changed) = if doc.heads() == before {
             (None, Vec::new())
+        } else if had_queued {
+            // Changes held back for a missing dependency may have gone in with these; only
+            // the whole document says which records they touched.
+            let (view, changed) = self.view_resync(space)?;
+            (Some(view), changed)
         } else if let Some(touched) = doc.touched_by_ops(bytes) {
             (Some(self.view_update(space, Some(&touched))?), touched)
         } else {
@@ -110,8 +119,8 @@ impl Journal {
                 return Err(e);
             }
         };
-        self.views_committed(view.as_slice())?;
-        self.maybe_compact(space)?;
+        self.views_committed(view.as_slice());
+        self.maybe_compact(space);
         Ok(changed)
     }
 

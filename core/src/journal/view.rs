@@ -65,9 +65,8 @@ fn row(doc: &SpaceDoc, id: RecordId) -> Result<ViewRow> {
 
 /// The head row of `doc`.
 fn head(doc: &SpaceDoc) -> Result<SpaceView> {
-    let heads: Vec<String> = doc.heads().iter().map(|h| h.to_string()).collect();
     Ok(SpaceView {
-        heads: heads.join(" "),
+        heads: doc.heads_text(),
         partners: serde_json::to_string(&read::partners(doc)).map_err(json_err)?,
         schema_version: doc.schema_version(),
     })
@@ -109,13 +108,17 @@ impl Journal {
                 ids.iter().map(|id| row(doc, *id)).collect::<Result<_>>()?,
                 false,
             ),
-            None => (
-                doc.record_ids()
-                    .into_iter()
-                    .map(|id| row(doc, id))
-                    .collect::<Result<_>>()?,
-                true,
-            ),
+            None => {
+                let mut rows = Vec::new();
+                for id in doc.record_ids() {
+                    let row = row(doc, id)?;
+                    // A key whose winning value is not a record map has no row.
+                    if row.data.is_some() {
+                        rows.push(row);
+                    }
+                }
+                (rows, true)
+            }
         };
         Ok(ViewUpdate {
             space,
@@ -151,21 +154,35 @@ impl Journal {
 
     /// Takes in committed read-model updates (the couple's partners and schema version are
     /// kept in memory).
-    pub(super) fn views_committed(&mut self, updates: &[ViewUpdate]) -> Result<()> {
+    ///
+    /// Runs after the commit is durable, so it never fails the call: a partners list that
+    /// cannot be read is logged and the old one kept.
+    pub(super) fn views_committed(&mut self, updates: &[ViewUpdate]) {
         for update in updates {
             if update.space == Space::Couple {
-                self.partners = parse_partners(&update.head)?;
+                match parse_partners(&update.head) {
+                    Ok(partners) => self.partners = partners,
+                    Err(e) => tracing::warn!(error = %e, "partners not refreshed"),
+                }
                 self.schema_version = update.head.schema_version;
             }
         }
-        Ok(())
     }
 
     /// Rebuilds a space's whole read model from its document.
     pub(super) fn rebuild_view(&mut self, space: Space) -> Result<()> {
         let update = self.view_update(space, None)?;
         self.store.update_view(&update)?;
-        self.views_committed(&[update])
+        self.views_committed(&[update]);
+        Ok(())
+    }
+
+    /// Brings a space's read model back in line with its document, writing only what differs.
+    pub(super) fn resync_view(&mut self, space: Space) -> Result<()> {
+        let (update, _) = self.view_resync(space)?;
+        self.store.update_view(&update)?;
+        self.views_committed(&[update]);
+        Ok(())
     }
 
     /// Checks that the read model says exactly what the documents say (waits for them to

@@ -125,6 +125,8 @@ impl Journal {
             _ => None,
         };
         let key = id.to_string();
+        // Both documents before either changes, so a failed load cannot strand half an edit.
+        self.ready()?;
         let mut changes = Vec::new();
         for (space, part) in [(Space::Couple, shared), (Space::Personal, private)] {
             let Some(part) = part else { continue };
@@ -246,6 +248,8 @@ impl Journal {
         };
 
         let (shared, private) = rules::split(kind, new_vis, &full);
+        // Both documents before either changes, so a failed load cannot strand half an edit.
+        self.ready()?;
         let now = self.now();
         let key = id.to_string();
         let mut changes = Vec::new();
@@ -347,6 +351,7 @@ impl Journal {
         let keep = rules::link_fields(kind);
         let now = self.now();
         let key = id.to_string();
+        self.ready()?;
         let mut changes = Vec::new();
         for (space, stored) in [
             (Space::Couple, &parts.shared),

@@ -58,7 +58,9 @@ impl Journal {
         for pick in picks {
             // Records this version cannot read are left out, as in `records()`.
             let record = match self.get(pick.id) {
-                Ok(record) => record,
+                // The decoded record decides, should its envelope differ from the columns.
+                Ok(record) if timeline::wanted(query, after, &Pick::of(&record)) => record,
+                Ok(_) => continue,
                 Err(e @ Error::Storage(_)) => return Err(e),
                 Err(_) => continue,
             };

@@ -59,7 +59,7 @@ pub(crate) struct Pick {
 }
 
 impl Pick {
-    fn of(r: &Record) -> Self {
+    pub(crate) fn of(r: &Record) -> Self {
         Self {
             id: r.id,
             kind: r.kind(),
