@@ -9,6 +9,8 @@ use std::{
     thread::JoinHandle,
 };
 
+use tokio::sync::watch;
+
 use super::SpaceDoc;
 use crate::error::{Error, Result};
 
@@ -21,6 +23,8 @@ pub(crate) struct LazyDoc {
     expect: Option<String>,
     /// Set when the loaded document's heads differ from `expect`.
     stale: Cell<bool>,
+    /// Turns true when the load has finished, however it ended.
+    done: watch::Receiver<bool>,
 }
 
 #[derive(Debug)]
@@ -38,6 +42,7 @@ impl LazyDoc {
             state: RefCell::new(State::Ready),
             expect: None,
             stale: Cell::new(false),
+            done: watch::channel(true).1,
         }
     }
 
@@ -47,16 +52,31 @@ impl LazyDoc {
         load: impl FnOnce() -> Result<SpaceDoc> + Send + 'static,
         expect: String,
     ) -> Result<Self> {
+        let (done_tx, done) = watch::channel(false);
         let handle = std::thread::Builder::new()
             .name("mend-doc-load".into())
-            .spawn(load)
+            .spawn(move || {
+                let loaded = load();
+                let _ = done_tx.send(true);
+                loaded
+            })
             .map_err(|e| Error::Corrupt(format!("cannot start loading the document: {e}")))?;
         Ok(Self {
             ready: OnceCell::new(),
             state: RefCell::new(State::Loading(handle)),
             expect: Some(expect),
             stale: Cell::new(false),
+            done,
         })
+    }
+
+    /// Resolves once the load has finished (at once for a document already in memory).
+    pub(crate) fn finished(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut done = self.done.clone();
+        async move {
+            // An error means the loader is gone, which also means it has finished.
+            let _ = done.wait_for(|d| *d).await;
+        }
     }
 
     /// Whether the loaded document turned out to differ from what the read model expected;
@@ -115,5 +135,50 @@ impl LazyDoc {
     pub(crate) fn set(&mut self, doc: SpaceDoc) {
         self.ready = OnceCell::from(doc);
         *self.state.get_mut() = State::Ready;
+        self.done = watch::channel(true).1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use automerge::ActorId;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn finished_resolves_when_the_background_load_ends() -> Result<()> {
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let lazy = LazyDoc::spawn(
+            move || {
+                let _ = wait.recv();
+                SpaceDoc::genesis(ActorId::random())
+            },
+            "heads the read model expected".into(),
+        )?;
+        let finished = lazy.finished();
+        tokio::pin!(finished);
+        // Held back until the load ends …
+        let early = tokio::time::timeout(Duration::from_millis(50), &mut finished).await;
+        assert!(early.is_err(), "resolved before the load ended");
+        let _ = go.send(());
+        // … then it resolves, and the document is there without waiting.
+        let late = tokio::time::timeout(Duration::from_secs(10), finished).await;
+        assert!(late.is_ok(), "never resolved");
+        lazy.get()?;
+        // Its heads differ from what the read model expected: reported once.
+        assert!(lazy.take_stale());
+        assert!(!lazy.take_stale());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_document_in_memory_is_finished_at_once() -> Result<()> {
+        let lazy = LazyDoc::ready(SpaceDoc::genesis(ActorId::random())?);
+        let done = tokio::time::timeout(Duration::from_secs(10), lazy.finished()).await;
+        assert!(done.is_ok());
+        assert!(!lazy.take_stale());
+        Ok(())
     }
 }

@@ -261,6 +261,17 @@ impl Journal {
         Ok(())
     }
 
+    /// Resolves once both documents have finished loading in the background, without holding
+    /// anything: sync awaits this before it takes the journal's lock to merge, so reads made
+    /// meanwhile are not held up by the load.
+    pub fn loaded(&self) -> impl Future<Output = ()> + Send + 'static {
+        let (couple, personal) = (self.couple.finished(), self.personal.finished());
+        async move {
+            couple.await;
+            personal.await;
+        }
+    }
+
     /// Sets who is told about records changed by local edits on this device.
     pub fn set_change_listener(&mut self, listener: Option<ChangeListener>) {
         self.listener = listener;

@@ -105,6 +105,14 @@ impl SyncClient {
         Ok(*lock(&self.journal)?.device().as_bytes())
     }
 
+    /// Waits for the journal's background load with the lock released, so merging later does
+    /// not hold the lock through it.
+    async fn loaded(&self) -> Result<()> {
+        let loaded = lock(&self.journal)?.loaded();
+        loaded.await;
+        Ok(())
+    }
+
     fn feed(&self, engine: &mut SyncEngine, event: Event) -> Result<Vec<Action>> {
         let mut journal = lock(&self.journal)?;
         engine.handle(&mut journal, now_ms(), event)
@@ -131,6 +139,7 @@ impl SyncClient {
     /// everything is in or `budget` runs out. Returns the status at the end.
     pub async fn sync_now(&self, budget: Duration) -> Result<SyncStatus> {
         let deadline = tokio::time::Instant::now() + budget;
+        self.loaded().await?;
         let device = self.device()?;
         let mut engine = self.engine(Mode::Once)?;
         let mut status = SyncStatus::default();
@@ -188,6 +197,7 @@ impl SyncClient {
     }
 
     async fn live_loop(&self, mut stop: watch::Receiver<bool>, edits: Arc<Notify>) -> Result<()> {
+        self.loaded().await?;
         let device = self.device()?;
         let mut engine = self.engine(Mode::Live)?;
         let (tx, mut rx) = mpsc::channel::<Incoming>(1024);
