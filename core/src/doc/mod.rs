@@ -303,9 +303,9 @@ impl SpaceDoc {
         heads.join(" ")
     }
 
-    /// Whether changes wait in Automerge's queue for dependencies it has not seen.
-    pub(crate) fn has_queued(&self) -> bool {
-        !self.doc.get_missing_deps(&[]).is_empty()
+    /// The dependencies changes in Automerge's queue wait for (empty: nothing is queued).
+    pub(crate) fn missing_deps(&self) -> Vec<ChangeHash> {
+        self.doc.get_missing_deps(&[])
     }
 
     /// A full, compressed save.

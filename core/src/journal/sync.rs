@@ -86,14 +86,15 @@ impl Journal {
         }
         let doc = self.doc_mut(space)?;
         let before = doc.heads();
-        let had_queued = doc.has_queued();
+        let waiting = doc.missing_deps();
         doc.apply(bytes)?;
         let doc = self.doc(space)?;
         let (view, changed) = if doc.heads() == before {
             (None, Vec::new())
-        } else if had_queued {
-            // Changes held back for a missing dependency may have gone in with these; only
-            // the whole document says which records they touched.
+        } else if !waiting.is_empty() && doc.missing_deps() != waiting {
+            // Changes held back for a missing dependency went in with these; only the whole
+            // document says which records they touched. (A queue that stays as it was, such
+            // as one waiting for a refused chunk, costs nothing here.)
             let (view, changed) = self.view_resync(space)?;
             (Some(view), changed)
         } else if let Some(touched) = doc.touched_by_ops(bytes) {

@@ -40,6 +40,10 @@ pub struct PulledChange<'a> {
     pub bytes: Option<&'a [u8]>,
 }
 
+/// Raises a device's last sequence number (`?1` space, `?2` device, `?3` sequence).
+const RAISE_PEER_SEQ: &str = "INSERT INTO peer_seqs (space, device, last_seq) VALUES (?1, ?2, ?3) \
+     ON CONFLICT (space, device) DO UPDATE SET last_seq = MAX(last_seq, excluded.last_seq)";
+
 fn u(v: i64) -> u64 {
     v.max(0).unsigned_abs()
 }
@@ -215,10 +219,7 @@ impl Store {
         {
             let mut insert =
                 tx.prepare_cached("INSERT INTO doc_changes (space, bytes) VALUES (?1, ?2)")?;
-            let mut seq = tx.prepare_cached(
-                "INSERT INTO peer_seqs (space, device, last_seq) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (space, device) DO UPDATE SET last_seq = MAX(last_seq, excluded.last_seq)",
-            )?;
+            let mut seq = tx.prepare_cached(RAISE_PEER_SEQ)?;
             for p in pulled {
                 if let Some(bytes) = p.bytes {
                     insert.execute(params![space.as_str(), bytes])?;
@@ -262,8 +263,7 @@ impl Store {
         )?;
         for (device, seq) in peers {
             tx.execute(
-                "INSERT INTO peer_seqs (space, device, last_seq) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (space, device) DO UPDATE SET last_seq = MAX(last_seq, excluded.last_seq)",
+                RAISE_PEER_SEQ,
                 params![space.as_str(), device.as_slice(), i(*seq)],
             )?;
         }
@@ -279,36 +279,37 @@ impl Store {
 
     /// Records that a snapshot covering `covers` was stored at the relay.
     pub fn snapshot_uploaded(&mut self, space: Space, covers: u64) -> Result<()> {
-        let tx = self.conn.transaction()?;
-        Self::ensure_state(&tx, space)?;
-        tx.execute(
+        self.update_state(
+            space,
             "UPDATE sync_state SET snapshot_covers = MAX(snapshot_covers, ?2) WHERE space = ?1",
-            params![space.as_str(), i(covers)],
-        )?;
-        tx.commit()?;
-        Ok(())
+            i(covers),
+        )
     }
 
     /// Records that a chunk at `relay_seq` was refused and needs healing.
     pub fn mark_refused(&mut self, space: Space, relay_seq: u64) -> Result<()> {
-        let tx = self.conn.transaction()?;
-        Self::ensure_state(&tx, space)?;
-        tx.execute(
+        self.update_state(
+            space,
             "UPDATE sync_state SET heal_after = MAX(heal_after, ?2) WHERE space = ?1",
-            params![space.as_str(), i(relay_seq)],
-        )?;
-        tx.commit()?;
-        Ok(())
+            i(relay_seq),
+        )
     }
 
     /// Records a completed sync round.
     pub fn mark_synced(&mut self, space: Space, now_ms: i64) -> Result<()> {
+        self.update_state(
+            space,
+            "UPDATE sync_state SET last_synced = ?2 WHERE space = ?1",
+            now_ms,
+        )
+    }
+
+    /// Runs one `UPDATE sync_state …` (`?1` the space, `?2` the value) on the space's row,
+    /// creating the row first.
+    fn update_state(&mut self, space: Space, sql: &str, value: i64) -> Result<()> {
         let tx = self.conn.transaction()?;
         Self::ensure_state(&tx, space)?;
-        tx.execute(
-            "UPDATE sync_state SET last_synced = ?2 WHERE space = ?1",
-            params![space.as_str(), now_ms],
-        )?;
+        tx.execute(sql, params![space.as_str(), value])?;
         tx.commit()?;
         Ok(())
     }
