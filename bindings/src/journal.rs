@@ -1,21 +1,14 @@
 //! [`Journal`]: the object an app holds, one per open journal.
 //!
-//! A newtype over `mend_core::pairing::Device`; each method forwards to one core call and
-//! translates its arguments and result. Writes and reads are synchronous (a write returns once
-//! its change is committed to SQLite, well under a millisecond): call them off the main
-//! thread. `sync_now` and `stop_live` are async.
+//! A newtype over `mend_client::Device`; each method forwards to one call and translates its
+//! arguments and result. Writes and reads are synchronous (a write returns once its change is
+//! committed to SQLite, well under a millisecond; reads use their own connection and never
+//! wait for sync): call them off the main thread. `sync_now` and `stop_live` are async.
 
-use std::{
-    path::Path,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{path::Path, sync::Arc, time::Duration};
 
-use mend_core::{
-    Journal as CoreJournal, OpenOptions,
-    pairing::{Device, Keyring},
-    sync::transport::{LiveSync, SyncObserver},
-};
+use mend_client::{Device, Keyring, SyncObserver};
+use mend_core::{Journal as CoreJournal, OpenOptions};
 
 use crate::{
     bodies::RecordBody,
@@ -24,7 +17,7 @@ use crate::{
         ClaimStatus, ConsentState, ExportFormat, NeedResponseKind, PartnerView, QuestionStatus,
         Visibility,
     },
-    error::{MendError, Result},
+    error::Result,
     queries::{
         BoundaryStatus, PacketOptions, Progress, QuestionThread, TimelinePage, TimelineQuery,
     },
@@ -40,9 +33,8 @@ use crate::{
 /// launch. The database never holds it.
 #[derive(uniffi::Object)]
 pub struct Journal {
-    device: Device,
+    device: Arc<Device>,
     observer: Arc<ObserverSlot>,
-    live: Mutex<Option<LiveSync>>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -60,30 +52,19 @@ impl Journal {
         let observer = Arc::new(ObserverSlot::default());
         let device = open(Some(Arc::clone(&observer) as Arc<dyn SyncObserver>))?;
         Ok(Arc::new(Self {
-            device,
+            device: Arc::new(device),
             observer,
-            live: Mutex::new(None),
         }))
     }
 
-    /// Runs `f` on the core journal.
-    fn with<T>(&self, f: impl FnOnce(&mut CoreJournal) -> mend_core::Result<T>) -> Result<T> {
-        let mut journal = self.device.journal().lock().map_err(|_| {
-            MendError::Internal("the journal is unusable: an earlier call failed inside it".into())
-        })?;
-        Ok(f(&mut journal)?)
+    /// Reads on the device's read-only connection.
+    fn with<T>(&self, f: impl FnOnce(&CoreJournal) -> mend_core::Result<T>) -> Result<T> {
+        Ok(self.device.read(f)?)
     }
 
-    /// Runs a write, then tells the observer (lock released) and live sync (when running).
+    /// A write: the device tells the observer and wakes live sync.
     fn write<T>(&self, f: impl FnOnce(&mut CoreJournal) -> mend_core::Result<T>) -> Result<T> {
-        let out = self.with(f)?;
-        self.device.flush_local_changes();
-        if let Ok(live) = self.live.lock()
-            && let Some(live) = live.as_ref()
-        {
-            live.local_edit();
-        }
-        Ok(out)
+        Ok(self.device.write(f)?)
     }
 }
 
@@ -284,9 +265,9 @@ impl Journal {
     /// means the budget ran out first and the next round carries on.
     #[uniffi::method(default(budget_ms = 10000))]
     pub async fn sync_now(&self, budget_ms: u32) -> Result<SyncStatus> {
-        let client = Arc::clone(self.device.client());
+        let device = Arc::clone(&self.device);
         let budget = Duration::from_millis(u64::from(budget_ms));
-        run(async move { Ok(client.sync_now(budget).await?.into()) }).await
+        run(async move { Ok(device.sync_now(budget).await?.into()) }).await
     }
 
     /// Starts live sync for the foreground: a WebSocket per space, each local write pushed at
@@ -294,34 +275,22 @@ impl Journal {
     /// live only swaps the observer.
     pub fn start_live(&self, observer: Arc<dyn JournalObserver>) -> Result<()> {
         self.observer.set(Some(observer));
-        let mut live = self
-            .live
-            .lock()
-            .map_err(|_| MendError::Internal("live sync state is unusable".into()))?;
-        if live.is_none() {
-            let _context = runtime()?.enter();
-            *live = Some(self.device.client().start_live());
-        }
-        Ok(())
+        let _context = runtime()?.enter();
+        Ok(self.device.start_live()?)
     }
 
     /// Stops live sync (when the app leaves the foreground) and waits for the sockets to close.
     pub async fn stop_live(&self) -> Result<()> {
-        let live = self.live.lock().ok().and_then(|mut l| l.take());
-        match live {
-            Some(live) => {
-                run(async move {
-                    live.stop().await;
-                    Ok(())
-                })
-                .await
-            }
-            None => Ok(()),
-        }
+        let device = Arc::clone(&self.device);
+        run(async move {
+            device.stop_live().await;
+            Ok(())
+        })
+        .await
     }
 
     /// Whether live sync is running.
     pub fn is_live(&self) -> bool {
-        self.live.lock().map(|l| l.is_some()).unwrap_or(false)
+        self.device.is_live()
     }
 }

@@ -7,7 +7,8 @@
 
 use std::sync::{Arc, RwLock};
 
-use mend_core::{RecordId, Space, sync as core_sync, sync::transport::SyncObserver};
+use mend_client::SyncObserver;
+use mend_core::{RecordId, Space, sync as core_sync};
 
 /// Something the app should show: sync goes on, but this was not applied or not possible.
 #[derive(Clone, Debug, PartialEq, Eq, uniffi::Enum)]

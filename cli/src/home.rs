@@ -12,11 +12,8 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use mend_core::{
-    journal::OpenOptions,
-    pairing::{Device, Keyring},
-    sync::transport::SyncObserver,
-};
+use mend_client::{Device, Keyring, SyncObserver};
+use mend_core::journal::OpenOptions;
 
 use crate::failure::{Exit, Failure};
 

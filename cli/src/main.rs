@@ -56,7 +56,7 @@ fn init_logging(verbose: u8) {
     };
     let filter = EnvFilter::new(format!(
         "{level},{},{WEBSOCKET_REDACTIONS}",
-        mend_core::LOG_REDACTIONS
+        mend_client::LOG_REDACTIONS
     ));
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

@@ -100,6 +100,6 @@ impl DeviceId {
 }
 
 /// Shortens untrusted input before it is echoed in an error.
-pub(crate) fn truncate(s: &str) -> String {
+pub fn truncate(s: &str) -> String {
     s.chars().take(40).collect()
 }

@@ -10,21 +10,22 @@ pub mod error;
 pub mod export;
 pub mod ids;
 pub mod journal;
+pub mod keyring;
 pub mod model;
-pub mod pairing;
 pub mod query;
 pub mod store;
 pub mod sync;
 
 /// Log directives every app must add to its tracing filter, whatever level it chooses:
-/// Automerge logs inserted values (journal text) at TRACE, and the HTTP and WebSocket libraries
-/// log request headers (the relay token) at TRACE.
-pub const LOG_REDACTIONS: &str = "automerge=warn,hexane=warn,tungstenite=debug,tokio_tungstenite=debug,hyper=debug,hyper_util=debug";
+/// Automerge logs inserted values (journal text) at TRACE. `mend-client` extends this list for
+/// its network libraries.
+pub const LOG_REDACTIONS: &str = "automerge=warn,hexane=warn";
 
 pub use date::LocalDate;
-pub use doc::SCHEMA_VERSION;
+pub use doc::{Loaded, SCHEMA_VERSION};
 pub use error::{Error, Result};
 pub use ids::{DeviceId, PartnerId, RecordId};
-pub use journal::{JoinSource, Journal, OpenOptions, Partner, wording_hash};
+pub use journal::{JoinSource, Journal, OpenOptions, Partner, SyncSummary, wording_hash};
+pub use keyring::Keyring;
 pub use model::{Body, Conflict, Kind, Record, Visibility};
 pub use store::{Durability, Space};

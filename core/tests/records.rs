@@ -1587,18 +1587,10 @@ fn two_devices_writing_the_same_days_check_in_surface_a_conflict() -> Result<()>
 }
 
 #[test]
-fn local_edits_tell_the_change_listener_which_space_changed() -> Result<()> {
-    use std::sync::{Arc, Mutex};
+fn local_writes_say_which_space_and_records_they_wrote() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let mut j = Journal::create(&dir.path().join("j.db"), "Alex")?;
-    type Heard = Vec<(Space, Vec<RecordId>)>;
-    let heard: Arc<Mutex<Heard>> = Arc::default();
-    let sink = heard.clone();
-    j.set_change_listener(Some(Arc::new(move |space, ids| {
-        if let Ok(mut h) = sink.lock() {
-            h.push((space, ids));
-        }
-    })));
+    let _registration = j.take_written();
     let shared = j.add(Body::Share(Share {
         feeling: "seen".into(),
         tough_question: false,
@@ -1607,17 +1599,24 @@ fn local_edits_tell_the_change_listener_which_space_changed() -> Result<()> {
         text: "mine".into(),
     }))?;
     j.remove(shared)?;
-    let heard = heard
-        .lock()
-        .map_err(|_| anyhow::anyhow!("poisoned"))?
-        .clone();
     assert_eq!(
-        heard,
+        j.take_written(),
         vec![
             (Space::Couple, vec![shared]),
             (Space::Personal, vec![private]),
             (Space::Couple, vec![shared]),
         ]
+    );
+    assert!(j.take_written().is_empty(), "taken once");
+    // Sharing a private note moves it: both spaces were written.
+    let note = j.add(Body::ProcessingNote(ProcessingNote {
+        text: "now yours too".into(),
+    }))?;
+    let _ = j.take_written();
+    j.share(note)?;
+    assert_eq!(
+        j.take_written(),
+        vec![(Space::Couple, vec![note]), (Space::Personal, vec![note])]
     );
     Ok(())
 }

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, ensure};
 use mend_core::{
     Body, LocalDate, RecordId, Space, Visibility,
     model::{Boundary, BoundaryArea, CheckIn, ConsentState, HonestyMoment, ProcessingNote, Share},
-    sync::{Event, ProblemKind},
+    sync::{Event, ProblemKind, SyncStore},
 };
 use proptest::prelude::*;
 use sim::{Faults, Sim};

@@ -28,23 +28,27 @@ pub const QUERY_DEVICE: &str = "device";
 /// Content type of binary frame bodies.
 pub const FRAME_CONTENT_TYPE: &str = "application/vnd.mend.frame";
 
+/// What a router declares in place of the space id: `space(&SPACE_ID_PARAM)` is the route
+/// pattern of the space, and so on for each path below (they take a `SpaceId` or this).
+pub const SPACE_ID_PARAM: &str = "{space_id}";
+
 /// `PUT` creates the space, `DELETE` erases it.
-pub fn space(space: &SpaceId) -> String {
+pub fn space(space: &impl std::fmt::Display) -> String {
     format!("{API_PREFIX}/spaces/{space}")
 }
 
 /// `POST` pushes a chunk, `GET` pulls a page.
-pub fn chunks(space: &SpaceId) -> String {
+pub fn chunks(space: &impl std::fmt::Display) -> String {
     format!("{API_PREFIX}/spaces/{space}/chunks")
 }
 
 /// `GET` (with the WebSocket upgrade) opens the live connection.
-pub fn live(space: &SpaceId) -> String {
+pub fn live(space: &impl std::fmt::Display) -> String {
     format!("{API_PREFIX}/spaces/{space}/live")
 }
 
 /// `PUT` stores the snapshot, `GET` fetches it.
-pub fn snapshot(space: &SpaceId) -> String {
+pub fn snapshot(space: &impl std::fmt::Display) -> String {
     format!("{API_PREFIX}/spaces/{space}/snapshot")
 }
 

@@ -9,12 +9,9 @@ use std::{
 };
 
 use anyhow::{Context, Result};
+use mend_client::{Device, Keyring, SyncObserver};
 use mend_core::{
-    Journal, RecordId, Space,
-    journal::OpenOptions,
-    pairing::{Device, Keyring},
-    store::Durability,
-    sync::{SyncStatus, transport::SyncObserver},
+    Journal, RecordId, Space, journal::OpenOptions, store::Durability, sync::SyncStatus,
 };
 use mend_relay::{AppState, Config};
 use tokio::{sync::oneshot, task::JoinHandle};
@@ -165,18 +162,14 @@ impl Phone {
         })
     }
 
-    /// Runs `f` on the journal.
+    /// Runs a write (or any call) on the journal through the device, as an app does.
     pub fn with<T>(&self, f: impl FnOnce(&mut Journal) -> mend_core::Result<T>) -> Result<T> {
-        let out = {
-            let mut j = self
-                .device
-                .journal()
-                .lock()
-                .map_err(|_| anyhow::anyhow!("poisoned"))?;
-            f(&mut j)?
-        };
-        self.device.flush_local_changes();
-        Ok(out)
+        Ok(self.device.write(f)?)
+    }
+
+    /// Runs reads on the device's read-only connection, as an app does.
+    pub fn read<T>(&self, f: impl FnOnce(&Journal) -> mend_core::Result<T>) -> Result<T> {
+        Ok(self.device.read(f)?)
     }
 
     /// One sync round that must finish.

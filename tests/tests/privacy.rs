@@ -138,7 +138,8 @@ fn files_under(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) -> std:
 async fn no_marker_reaches_the_relay_or_a_log() -> Result<()> {
     let capture = Capture::default();
     // TRACE for everything, with the redactions every app must apply (see LOG_REDACTIONS).
-    let filter = tracing_subscriber::EnvFilter::new(format!("trace,{}", mend_core::LOG_REDACTIONS));
+    let filter =
+        tracing_subscriber::EnvFilter::new(format!("trace,{}", mend_client::LOG_REDACTIONS));
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(capture.clone())

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use mend_core::{
-    Body, LocalDate, Space, Visibility, model::*, query::BoundaryState, sync::ProblemKind,
+    Body, LocalDate, Space, Visibility,
+    model::*,
+    query::BoundaryState,
+    sync::{ProblemKind, SyncStore},
 };
 use mend_e2e::{Phone, Relay};
 
@@ -244,8 +247,10 @@ async fn live_sync_reaches_the_partners_observer() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let relay = Relay::start(dir.path()).await?;
     let (a, b) = mend_e2e::couple(dir.path(), &relay).await?;
-    let live_a = a.device.client().start_live();
-    let live_b = b.device.client().start_live();
+    // Writes made through the device wake live sync by themselves: nothing here pokes it.
+    a.device.start_live()?;
+    b.device.start_live()?;
+    ensure!(a.device.is_live() && b.device.is_live());
     let mut sent = Vec::new();
     for n in 0..5 {
         let id = a.with(|j| {
@@ -254,7 +259,6 @@ async fn live_sync_reaches_the_partners_observer() -> Result<()> {
                 ..Default::default()
             }))
         })?;
-        live_a.local_edit();
         sent.push(id);
     }
     // Bounded wait for B's observer.
@@ -273,7 +277,6 @@ async fn live_sync_reaches_the_partners_observer() -> Result<()> {
             ..Default::default()
         }))
     })?;
-    live_b.local_edit();
     let mut waited = 0;
     while !a.recorder.saw(reply) {
         ensure!(
@@ -283,8 +286,9 @@ async fn live_sync_reaches_the_partners_observer() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
         waited += 1;
     }
-    live_a.stop().await;
-    live_b.stop().await;
+    a.device.stop_live().await;
+    b.device.stop_live().await;
+    ensure!(!a.device.is_live(), "stopped live sync still says it runs");
     let statuses = a
         .recorder
         .statuses

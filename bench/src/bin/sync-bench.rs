@@ -12,14 +12,12 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use mend_client::{Device, RelayHttp, SyncObserver};
 use mend_core::{
     Body, RecordId, Space,
     crypto::{ChunkAad, SpaceSecret, seal_chunk},
     model::{HonestyMoment, Share},
-    sync::{
-        Action, Event, Mode, Request, Response, SyncEngine, SyncStatus,
-        transport::{RelayHttp, SyncObserver},
-    },
+    sync::{Action, Event, Mode, Request, Response, SyncEngine, SyncStatus, SyncStore},
 };
 use mend_e2e::{Phone, Relay};
 use mend_protocol::{DeviceId, Push};
@@ -51,7 +49,7 @@ async fn latency(n: usize) -> Result<()> {
     let (tx, rx) = mpsc::channel();
     let observer: Arc<dyn SyncObserver> = Arc::new(Arrivals(Mutex::new(tx)));
     let invite = a.device.partner_invite()?;
-    let b = mend_core::pairing::Device::join(
+    let b = Device::join(
         &dir.path().join("b.db"),
         &invite,
         "Blake",
@@ -59,8 +57,8 @@ async fn latency(n: usize) -> Result<()> {
         Some(observer),
     )?;
     b.sync_now(Duration::from_secs(20)).await?;
-    let live_a = a.device.client().start_live();
-    let live_b = b.client().start_live();
+    a.device.start_live()?;
+    b.start_live()?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut lat = Vec::with_capacity(n);
     for i in 0..n + 20 {
@@ -70,7 +68,6 @@ async fn latency(n: usize) -> Result<()> {
         });
         let start = Instant::now();
         let id = a.with(|j| j.add(body))?;
-        live_a.local_edit();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -84,8 +81,8 @@ async fn latency(n: usize) -> Result<()> {
             }
         }
     }
-    live_a.stop().await;
-    live_b.stop().await;
+    a.device.stop_live().await;
+    b.stop_live().await;
     println!("sync latency A commit → relay → B observer, live, {n} changes");
     println!(
         "  p50 = {:.2} ms, p99 = {:.2} ms, max = {:.2} ms",
@@ -179,12 +176,12 @@ async fn catchup(n: usize) -> Result<()> {
     let http = RelayHttp::new(&relay.url())?;
     let links = b.device.keyring().links();
     let device = b.with(|j| Ok(*j.device().as_bytes()))?;
-    let mut engine = b.with(|j| Ok(SyncEngine::new(j, links.clone(), Mode::Once, 7)))?;
+    let mut engine = SyncEngine::new(device, links.clone(), Mode::Once, 7);
     let start = Instant::now();
     let mut inbox = vec![Event::Start];
     let (mut requests, mut pulls, mut bytes_down) = (0usize, 0usize, 0usize);
     while let Some(event) = inbox.pop() {
-        let actions = b.with(|j| engine.handle(j, mend_core::sync::transport_now(), event))?;
+        let actions = b.with(|j| engine.handle(j, mend_client::now_ms(), event))?;
         for action in actions {
             if let Action::Send(request) = action {
                 let space = request.space();

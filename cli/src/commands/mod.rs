@@ -10,7 +10,8 @@ mod view;
 use std::sync::MutexGuard;
 
 use anyhow::Result;
-use mend_core::{Journal, pairing::Device};
+use mend_client::Device;
+use mend_core::Journal;
 
 use crate::{
     cli::{Cli, Command},

@@ -4,11 +4,10 @@
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Result;
+use mend_client::{Device, SyncObserver};
 use mend_core::{
     crypto::{Invite, InviteKind},
     journal::OpenOptions,
-    pairing::Device,
-    sync::transport::SyncObserver,
 };
 use qrcode::{QrCode, render::unicode::Dense1x2};
 

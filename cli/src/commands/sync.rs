@@ -15,15 +15,14 @@ use std::{
 };
 
 use anyhow::Result;
+use mend_client::{Device, SyncObserver};
 use mend_core::{
-    RecordId, Space,
-    pairing::Device,
-    sync::{ProblemKind, SyncStatus, transport::SyncObserver},
+    Journal, RecordId, Space, SyncSummary,
+    sync::{ProblemKind, SyncStatus},
 };
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::lock;
 use crate::{
     choice::kebab,
     dates,
@@ -114,7 +113,7 @@ pub(super) async fn round(device: &Device, tracker: &Tracker, budget: Duration) 
     if !status.online && status.last_synced.is_none() {
         return Err(Failure::unreachable(&relay).into());
     }
-    if let Some(problem) = status.problems.iter().find(|p| is_fatal(&p.kind)) {
+    if let Some(problem) = status.problems.iter().find(|p| p.kind.is_fatal()) {
         return Err(Failure::new(Exit::Relay, describe(&problem.kind)).into());
     }
     if status.syncing {
@@ -132,11 +131,6 @@ pub(super) async fn round(device: &Device, tracker: &Tracker, budget: Duration) 
     }
     let received = tracker.received();
     Ok(Round { status, received })
-}
-
-/// Problems that mean this device cannot sync at all.
-fn is_fatal(kind: &ProblemKind) -> bool {
-    matches!(kind, ProblemKind::Unauthorized | ProblemKind::SpaceGone)
 }
 
 /// A sync problem in words.
@@ -158,8 +152,7 @@ fn describe(kind: &ProblemKind) -> String {
 }
 
 fn pending(device: &Device) -> Result<u64> {
-    let journal = lock(device)?;
-    Ok(journal.pending_changes(Space::Couple)? + journal.pending_changes(Space::Personal)?)
+    Ok(device.read(|j| j.sync_summary())?.pending)
 }
 
 /// `sync`.
@@ -207,7 +200,7 @@ pub async fn watch(home: &Home, duration: Option<u64>) -> Result<()> {
     let observer: Arc<dyn SyncObserver> = Arc::new(Forward(tx));
     let device = home.open(Some(observer))?;
     let relay = device.keyring().relay_url.clone();
-    let live = device.client().start_live();
+    device.start_live()?;
     let until = duration.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
     let grace = tokio::time::sleep(CONNECT_GRACE);
     tokio::pin!(grace);
@@ -245,7 +238,7 @@ pub async fn watch(home: &Home, duration: Option<u64>) -> Result<()> {
             () = sleep_until(until) => break,
         }
     }
-    live.stop().await;
+    device.stop_live().await;
     Ok(())
 }
 
@@ -257,8 +250,11 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 }
 
 fn print_changes(device: &Device, ids: &[RecordId]) -> Result<()> {
-    let journal = lock(device)?;
-    let context = Context::of(&journal)?;
+    device.read(|journal| Ok(print_records(journal, ids)))?
+}
+
+fn print_records(journal: &Journal, ids: &[RecordId]) -> Result<()> {
+    let context = Context::of(journal)?;
     for id in ids {
         let Ok(record) = journal.get(*id) else {
             continue;
@@ -292,18 +288,12 @@ pub async fn status(home: &Home, check: bool, timeout: u64, json: bool) -> Resul
     } else {
         None
     };
-    let journal = lock(&device)?;
-    let mut last_synced = None;
-    let mut healing = false;
-    let mut waiting = 0;
-    for space in Space::ALL {
-        let state = journal.sync_state(space)?;
-        last_synced = last_synced.max(state.last_synced);
-        healing |= state.heal_after > 0;
-        waiting += journal.pending_changes(space)?;
-    }
-    let me = journal.me();
-    let partners = journal.partners();
+    let (summary, me, partners) = device.read(|j| Ok((j.sync_summary()?, j.me(), j.partners())))?;
+    let SyncSummary {
+        pending: waiting,
+        healing,
+        last_synced,
+    } = summary;
     let relay = &device.keyring().relay_url;
     let online = reach.as_ref().map(Result::is_ok);
     let mut problems: Vec<String> = Vec::new();

@@ -6,10 +6,10 @@
 
 use std::{
     cell::{Cell, OnceCell, RefCell},
+    sync::{Arc, Condvar, Mutex},
     thread::JoinHandle,
+    time::{Duration, Instant},
 };
-
-use tokio::sync::watch;
 
 use super::SpaceDoc;
 use crate::error::{Error, Result};
@@ -24,7 +24,54 @@ pub(crate) struct LazyDoc {
     /// Set when the loaded document's heads differ from `expect`.
     stale: Cell<bool>,
     /// Turns true when the load has finished, however it ended.
-    done: watch::Receiver<bool>,
+    done: Loaded,
+}
+
+/// Waits for a background load without holding the journal: clone it out, wait on any thread.
+#[derive(Clone, Debug)]
+pub struct Loaded(Arc<(Mutex<bool>, Condvar)>);
+
+impl Loaded {
+    fn new(done: bool) -> Self {
+        Self(Arc::new((Mutex::new(done), Condvar::new())))
+    }
+
+    fn finish(&self) {
+        let (flag, cv) = &*self.0;
+        if let Ok(mut done) = flag.lock() {
+            *done = true;
+        }
+        cv.notify_all();
+    }
+
+    /// Blocks until the load has finished, or `limit` has passed; true if it finished.
+    pub fn wait(&self, limit: Duration) -> bool {
+        let (flag, cv) = &*self.0;
+        let until = Instant::now() + limit;
+        let Ok(mut done) = flag.lock() else {
+            return true; // a panicked loader has finished too
+        };
+        while !*done {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            match cv.wait_timeout(done, left) {
+                Ok((guard, _)) => done = guard,
+                Err(_) => return true,
+            }
+        }
+        true
+    }
+}
+
+/// Marks the load finished however the loader leaves (a panic included).
+struct FinishOnDrop(Loaded);
+
+impl Drop for FinishOnDrop {
+    fn drop(&mut self) {
+        self.0.finish();
+    }
 }
 
 #[derive(Debug)]
@@ -32,6 +79,8 @@ enum State {
     Ready,
     Loading(JoinHandle<Result<SpaceDoc>>),
     Failed(String),
+    /// A read-only handle: reads come from the read model, and there is nothing to load.
+    Absent,
 }
 
 impl LazyDoc {
@@ -42,7 +91,18 @@ impl LazyDoc {
             state: RefCell::new(State::Ready),
             expect: None,
             stale: Cell::new(false),
-            done: watch::channel(true).1,
+            done: Loaded::new(true),
+        }
+    }
+
+    /// No document at all, for a read-only journal handle: every write fails clearly.
+    pub(crate) fn absent() -> Self {
+        Self {
+            ready: OnceCell::new(),
+            state: RefCell::new(State::Absent),
+            expect: None,
+            stale: Cell::new(false),
+            done: Loaded::new(true),
         }
     }
 
@@ -52,13 +112,13 @@ impl LazyDoc {
         load: impl FnOnce() -> Result<SpaceDoc> + Send + 'static,
         expect: String,
     ) -> Result<Self> {
-        let (done_tx, done) = watch::channel(false);
+        let done = Loaded::new(false);
+        let finish = FinishOnDrop(done.clone());
         let handle = std::thread::Builder::new()
             .name("mend-doc-load".into())
             .spawn(move || {
-                let loaded = load();
-                let _ = done_tx.send(true);
-                loaded
+                let _finish = finish;
+                load()
             })
             .map_err(|e| Error::Corrupt(format!("cannot start loading the document: {e}")))?;
         Ok(Self {
@@ -70,13 +130,9 @@ impl LazyDoc {
         })
     }
 
-    /// Resolves once the load has finished (at once for a document already in memory).
-    pub(crate) fn finished(&self) -> impl Future<Output = ()> + Send + 'static {
-        let mut done = self.done.clone();
-        async move {
-            // An error means the loader is gone, which also means it has finished.
-            let _ = done.wait_for(|d| *d).await;
-        }
+    /// Finished once the load has (at once for a document already in memory).
+    pub(crate) fn finished(&self) -> Loaded {
+        self.done.clone()
     }
 
     /// Whether the loaded document turned out to differ from what the read model expected;
@@ -119,6 +175,12 @@ impl LazyDoc {
                 *state = State::Failed(reason.clone());
                 Err(Error::Corrupt(reason))
             }
+            State::Absent => {
+                *state = State::Absent;
+                Err(Error::Invalid(
+                    "this journal handle only reads; write through the device".into(),
+                ))
+            }
             State::Ready => Err(Error::Corrupt("the document was never loaded".into())),
         }
     }
@@ -135,20 +197,18 @@ impl LazyDoc {
     pub(crate) fn set(&mut self, doc: SpaceDoc) {
         self.ready = OnceCell::from(doc);
         *self.state.get_mut() = State::Ready;
-        self.done = watch::channel(true).1;
+        self.done = Loaded::new(true);
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use automerge::ActorId;
 
     use super::*;
 
-    #[tokio::test]
-    async fn finished_resolves_when_the_background_load_ends() -> Result<()> {
+    #[test]
+    fn finished_resolves_when_the_background_load_ends() -> Result<()> {
         let (go, wait) = std::sync::mpsc::channel::<()>();
         let lazy = LazyDoc::spawn(
             move || {
@@ -158,14 +218,14 @@ mod tests {
             "heads the read model expected".into(),
         )?;
         let finished = lazy.finished();
-        tokio::pin!(finished);
         // Held back until the load ends …
-        let early = tokio::time::timeout(Duration::from_millis(50), &mut finished).await;
-        assert!(early.is_err(), "resolved before the load ended");
+        assert!(
+            !finished.wait(Duration::from_millis(50)),
+            "finished before the load ended"
+        );
         let _ = go.send(());
-        // … then it resolves, and the document is there without waiting.
-        let late = tokio::time::timeout(Duration::from_secs(10), finished).await;
-        assert!(late.is_ok(), "never resolved");
+        // … then it finishes, and the document is there without waiting.
+        assert!(finished.wait(Duration::from_secs(10)), "never finished");
         lazy.get()?;
         // Its heads differ from what the read model expected: reported once.
         assert!(lazy.take_stale());
@@ -173,11 +233,10 @@ mod tests {
         Ok(())
     }
 
-    #[tokio::test]
-    async fn a_document_in_memory_is_finished_at_once() -> Result<()> {
+    #[test]
+    fn a_document_in_memory_is_finished_at_once() -> Result<()> {
         let lazy = LazyDoc::ready(SpaceDoc::genesis(ActorId::random())?);
-        let done = tokio::time::timeout(Duration::from_secs(10), lazy.finished()).await;
-        assert!(done.is_ok());
+        assert!(lazy.finished().wait(Duration::ZERO));
         assert!(!lazy.take_stale());
         Ok(())
     }

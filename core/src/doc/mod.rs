@@ -13,6 +13,7 @@ pub(crate) mod json;
 mod lazy;
 
 pub(crate) use lazy::LazyDoc;
+pub use lazy::Loaded;
 
 use automerge::{
     ActorId, Automerge, ChangeHash, LoadOptions, ObjId, ObjType, Prop, ROOT, ReadDoc, ScalarValue,

@@ -8,6 +8,7 @@ mod ops;
 pub use write::wording_hash;
 mod read;
 mod sync;
+pub use sync::SyncSummary;
 mod validate;
 mod view;
 mod write;
@@ -48,8 +49,9 @@ pub struct OpenOptions {
 /// Source of the current time, replaceable in tests.
 pub type Clock = fn() -> i64;
 
-/// Told which records a local edit changed (remote changes reach the sync observer instead).
-pub type ChangeListener = std::sync::Arc<dyn Fn(Space, Vec<RecordId>) + Send + Sync>;
+/// What local writes touched since it was last taken: per committed change, its space and the
+/// records it wrote (see [`Journal::take_written`]).
+pub type Written = Vec<(Space, Vec<RecordId>)>;
 
 fn system_clock() -> i64 {
     std::time::SystemTime::now()
@@ -69,7 +71,9 @@ pub struct Journal {
     partners: Vec<Partner>,
     schema_version: i64,
     clock: Clock,
-    listener: Option<ChangeListener>,
+    written: Written,
+    /// See [`crate::sync::SyncStore::sync_revision`].
+    sync_revision: u64,
 }
 
 impl std::fmt::Debug for Journal {
@@ -176,7 +180,8 @@ impl Journal {
             partners: Vec::new(),
             schema_version: 0,
             clock: system_clock,
-            listener: None,
+            written: Vec::new(),
+            sync_revision: 0,
         };
         for space in Space::ALL {
             journal.rebuild_view(space)?;
@@ -239,7 +244,8 @@ impl Journal {
             partners: Vec::new(),
             schema_version: 0,
             clock: system_clock,
-            listener: None,
+            written: Vec::new(),
+            sync_revision: 0,
         };
         for space in missing {
             journal.rebuild_view(space)?;
@@ -249,6 +255,44 @@ impl Journal {
             journal.schema_version = head.schema_version;
         }
         Ok(journal)
+    }
+
+    /// A read-only handle on the journal at `path`, which a writer in this process has open:
+    /// its own SQLite connection over the read model, so its reads never wait for the writer,
+    /// a merge or the background load. It holds no document; every write fails. Call
+    /// [`Journal::refresh`] before reading to see partners that joined since.
+    pub fn open_reader(path: &Path) -> Result<Self> {
+        let store = Store::open_reader(path)?;
+        let meta = |key: &str| {
+            store
+                .meta(key)?
+                .ok_or_else(|| Error::Corrupt(format!("the database has no {key} id")))
+        };
+        let me: PartnerId = meta("partner")?.parse()?;
+        let device: DeviceId = meta("device")?.parse()?;
+        let mut journal = Self {
+            store,
+            me,
+            device,
+            couple: LazyDoc::absent(),
+            personal: LazyDoc::absent(),
+            partners: Vec::new(),
+            schema_version: 0,
+            clock: system_clock,
+            written: Vec::new(),
+            sync_revision: 0,
+        };
+        journal.refresh()?;
+        Ok(journal)
+    }
+
+    /// Re-reads the partners and schema version from the read model (a reader's cache).
+    pub fn refresh(&mut self) -> Result<()> {
+        if let Some(head) = self.store.space_view(Space::Couple)? {
+            self.partners = view::parse_partners(&head)?;
+            self.schema_version = head.schema_version;
+        }
+        Ok(())
     }
 
     /// Waits until both documents are loaded, which the first write or merge otherwise does.
@@ -261,38 +305,17 @@ impl Journal {
         Ok(())
     }
 
-    /// Resolves once both documents have finished loading in the background, without holding
-    /// anything: sync awaits this before it takes the journal's lock to merge, so reads made
-    /// meanwhile are not held up by the load.
-    pub fn loaded(&self) -> impl Future<Output = ()> + Send + 'static {
-        let (couple, personal) = (self.couple.finished(), self.personal.finished());
-        async move {
-            couple.await;
-            personal.await;
-        }
+    /// Waiters that finish once each document has finished loading in the background, to wait
+    /// on without holding the journal (writes then do not queue behind the load).
+    pub fn loaded(&self) -> [crate::Loaded; 2] {
+        [self.couple.finished(), self.personal.finished()]
     }
 
-    /// Sets who is told about records changed by local edits on this device.
-    pub fn set_change_listener(&mut self, listener: Option<ChangeListener>) {
-        self.listener = listener;
-    }
-
-    pub(crate) fn notify(&self, ids: Vec<RecordId>) {
-        let Some(listener) = &self.listener else {
-            return;
-        };
-        // Routing only: a failed lookup sends the id to the personal side rather than nowhere.
-        let (shared, private): (Vec<RecordId>, Vec<RecordId>) = ids.into_iter().partition(|id| {
-            self.store
-                .view_has(Space::Couple, &id.to_string())
-                .unwrap_or(false)
-        });
-        if !shared.is_empty() {
-            listener(Space::Couple, shared);
-        }
-        if !private.is_empty() {
-            listener(Space::Personal, private);
-        }
+    /// What local writes committed since the last call: each change's space and the records it
+    /// wrote, as the writer knew them. The device object takes this after each write to tell
+    /// observers and wake live sync.
+    pub fn take_written(&mut self) -> Written {
+        std::mem::take(&mut self.written)
     }
 
     /// Replaces the clock (tests and benchmarks pin time with this).
@@ -445,14 +468,15 @@ impl Journal {
         Ok(())
     }
 
-    /// Commits change bytes produced in memory; on failure, forgets them in memory too so the
-    /// document never runs ahead of the disk.
-    fn persist(&mut self, changes: Vec<(Space, Vec<u8>)>) -> Result<()> {
+    /// Commits change bytes produced in memory, which wrote records `ids` (the writer knows
+    /// them; nothing decodes the bytes it just made). On failure, forgets them in memory too so
+    /// the document never runs ahead of the disk.
+    fn persist(&mut self, changes: Vec<(Space, Vec<u8>)>, ids: &[RecordId]) -> Result<()> {
         if changes.is_empty() {
             return Ok(());
         }
         let refs: Vec<(Space, &[u8])> = changes.iter().map(|(s, b)| (*s, b.as_slice())).collect();
-        let committed = self.local_views(&changes).and_then(|views| {
+        let committed = self.local_views(&changes, ids).and_then(|views| {
             self.store.append_changes(&refs, true, &views)?;
             Ok(views)
         });
@@ -468,19 +492,23 @@ impl Journal {
         self.views_committed(&views);
         for (space, _) in &changes {
             self.maybe_compact(*space);
+            if !ids.is_empty() {
+                self.written.push((*space, ids.to_vec()));
+            }
         }
         Ok(())
     }
 
-    /// Read-model updates for local change chunks.
-    fn local_views(&self, changes: &[(Space, Vec<u8>)]) -> Result<Vec<crate::store::ViewUpdate>> {
+    /// Read-model updates for local changes that wrote records `ids` (a record absent from a
+    /// space leaves no row there).
+    fn local_views(
+        &self,
+        changes: &[(Space, Vec<u8>)],
+        ids: &[RecordId],
+    ) -> Result<Vec<crate::store::ViewUpdate>> {
         changes
             .iter()
-            .map(|(space, bytes)| {
-                // A local change is one change chunk; anything else rebuilds the whole view.
-                let ids = self.doc(*space)?.touched_by_ops(bytes);
-                self.view_update(*space, ids.as_deref())
-            })
+            .map(|(space, _)| self.view_update(*space, Some(ids)))
             .collect()
     }
 
@@ -502,7 +530,7 @@ impl Journal {
                 changes.push((space, b));
             }
         }
-        self.persist(changes)
+        self.persist(changes, &[])
     }
 }
 

@@ -200,8 +200,7 @@ impl Journal {
             Ok(())
         })?;
         changes.extend(bytes.map(|b| (Space::Personal, b)));
-        self.persist(changes)?;
-        self.notify(vec![id]);
+        self.persist(changes, &[id])?;
         Ok(())
     }
 
@@ -235,8 +234,10 @@ impl Journal {
             tx.put(&obj, "updated_at", now)?;
             Ok(())
         })?;
-        self.persist(bytes.map(|b| vec![(Space::Couple, b)]).unwrap_or_default())?;
-        self.notify(vec![id]);
+        self.persist(
+            bytes.map(|b| vec![(Space::Couple, b)]).unwrap_or_default(),
+            &[id],
+        )?;
         Ok(())
     }
 

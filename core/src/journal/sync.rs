@@ -1,75 +1,15 @@
-//! What the sync engine needs from the journal: batches to push, and committing what was
-//! pulled together with the cursor, so the document never runs ahead of the disk.
+//! The journal as the sync engine's store ([`SyncStore`]): batches to push, and committing
+//! what was pulled together with the cursor, so the document never runs ahead of the disk.
 
 use super::Journal;
 use crate::{
     error::Result,
     ids::RecordId,
     store::{PeerSeqs, PulledChange, Space, Store, SyncState, ViewUpdate},
+    sync::{Merged, SyncStore},
 };
 
 impl Journal {
-    /// Sync bookkeeping of a space.
-    pub fn sync_state(&self, space: Space) -> Result<SyncState> {
-        self.store.sync_state(space)
-    }
-
-    /// Local changes of a space not yet acknowledged by the relay.
-    pub fn pending_changes(&self, space: Space) -> Result<u64> {
-        self.store.pending_changes(space)
-    }
-
-    /// The next batch to push: (device sequence, plaintext change bytes).
-    pub fn next_batch(&mut self, space: Space, max_bytes: usize) -> Result<Option<(u64, Vec<u8>)>> {
-        self.store.next_batch(space, max_bytes)
-    }
-
-    /// The relay stored batch `device_seq` at `relay_seq`.
-    pub fn acknowledge(&mut self, space: Space, device_seq: u64, relay_seq: u64) -> Result<()> {
-        self.store.acknowledge(space, device_seq, relay_seq)
-    }
-
-    /// The last sequence number applied from another device.
-    pub fn peer_seq(&self, space: Space, device: &[u8; 16]) -> Result<u64> {
-        self.store.peer_seq(space, device)
-    }
-
-    /// Applies pulled changes and commits them with the devices' sequence numbers and the new
-    /// cursor in one transaction. Returns the records that changed.
-    pub fn apply_pulled(
-        &mut self,
-        space: Space,
-        pulled: &[PulledChange<'_>],
-        cursor: u64,
-    ) -> Result<Vec<RecordId>> {
-        // One load of everything: Automerge sorts out the order of the changes itself.
-        let all: Vec<u8> = pulled
-            .iter()
-            .filter_map(|p| p.bytes)
-            .flatten()
-            .copied()
-            .collect();
-        let committed = self.merge_and_commit(space, &all, |store, view| {
-            store.commit_pulled(space, pulled, cursor, view)
-        });
-        self.finish_merge(space, committed)
-    }
-
-    /// Merges a snapshot's document and commits it with the devices' numbers and the sequence
-    /// it covers.
-    pub fn apply_snapshot(
-        &mut self,
-        space: Space,
-        doc: &[u8],
-        peers: &[([u8; 16], u64)],
-        covers: u64,
-    ) -> Result<Vec<RecordId>> {
-        let committed = self.merge_and_commit(space, doc, |store, view| {
-            store.commit_snapshot(space, doc, peers, covers, view)
-        });
-        self.finish_merge(space, committed)
-    }
-
     /// Applies `bytes` to a space's document and runs `commit` with the read-model update
     /// (`None` when nothing changed). Returns the update and the records that changed.
     pub(super) fn merge_and_commit(
@@ -125,9 +65,88 @@ impl Journal {
         Ok(changed)
     }
 
-    /// What a snapshot of `space` holds: the full document and every device's last number
-    /// (this device's included, as the last batch the relay acknowledged).
-    pub fn snapshot_material(&self, space: Space) -> Result<(Vec<u8>, PeerSeqs)> {
+    /// Counts a change to sync bookkeeping (see [`SyncStore::sync_revision`]).
+    fn bump(&mut self, state: Result<SyncState>) -> Result<SyncState> {
+        self.sync_revision = self.sync_revision.wrapping_add(1);
+        state
+    }
+}
+
+impl SyncStore for Journal {
+    fn device(&self) -> [u8; 16] {
+        *self.device.as_bytes()
+    }
+
+    fn sync_revision(&self) -> u64 {
+        self.sync_revision
+    }
+
+    fn sync_state(&self, space: Space) -> Result<SyncState> {
+        self.store.sync_state(space)
+    }
+
+    fn peer_seqs(&self, space: Space) -> Result<PeerSeqs> {
+        self.store.peer_seqs(space)
+    }
+
+    fn pending_changes(&self, space: Space) -> Result<u64> {
+        self.store.pending_changes(space)
+    }
+
+    fn next_batch(&mut self, space: Space, max_bytes: usize) -> Result<Option<(u64, Vec<u8>)>> {
+        let batch = self.store.next_batch(space, max_bytes);
+        self.sync_revision = self.sync_revision.wrapping_add(1);
+        batch
+    }
+
+    fn acknowledge(&mut self, space: Space, device_seq: u64, relay_seq: u64) -> Result<SyncState> {
+        let state = self.store.acknowledge(space, device_seq, relay_seq);
+        self.bump(state)
+    }
+
+    fn apply_pulled(
+        &mut self,
+        space: Space,
+        pulled: &[PulledChange<'_>],
+        cursor: u64,
+    ) -> Result<Merged> {
+        // One load of everything: Automerge sorts out the order of the changes itself.
+        let all: Vec<u8> = pulled
+            .iter()
+            .filter_map(|p| p.bytes)
+            .flatten()
+            .copied()
+            .collect();
+        let committed = self.merge_and_commit(space, &all, |store, view| {
+            store.commit_pulled(space, pulled, cursor, view)
+        });
+        let records = self.finish_merge(space, committed)?;
+        let state = self.store.sync_state(space);
+        Ok(Merged {
+            records,
+            state: self.bump(state)?,
+        })
+    }
+
+    fn apply_snapshot(
+        &mut self,
+        space: Space,
+        doc: &[u8],
+        peers: &[([u8; 16], u64)],
+        covers: u64,
+    ) -> Result<Merged> {
+        let committed = self.merge_and_commit(space, doc, |store, view| {
+            store.commit_snapshot(space, doc, peers, covers, view)
+        });
+        let records = self.finish_merge(space, committed)?;
+        let state = self.store.sync_state(space);
+        Ok(Merged {
+            records,
+            state: self.bump(state)?,
+        })
+    }
+
+    fn snapshot_material(&self, space: Space) -> Result<(Vec<u8>, PeerSeqs)> {
         let mut peers = self.store.peer_seqs(space)?;
         let state = self.store.sync_state(space)?;
         let mine = state.next_seq.saturating_sub(1);
@@ -139,18 +158,45 @@ impl Journal {
         Ok((self.doc(space)?.save(), peers))
     }
 
-    /// Records that the relay stored a snapshot covering `covers`.
-    pub fn snapshot_uploaded(&mut self, space: Space, covers: u64) -> Result<()> {
-        self.store.snapshot_uploaded(space, covers)
+    fn snapshot_uploaded(&mut self, space: Space, covers: u64) -> Result<SyncState> {
+        let state = self.store.snapshot_uploaded(space, covers);
+        self.bump(state)
     }
 
-    /// Records that a chunk at `relay_seq` was refused and needs healing from a snapshot.
-    pub fn mark_refused(&mut self, space: Space, relay_seq: u64) -> Result<()> {
-        self.store.mark_refused(space, relay_seq)
+    fn mark_refused(&mut self, space: Space, relay_seq: u64) -> Result<SyncState> {
+        let state = self.store.mark_refused(space, relay_seq);
+        self.bump(state)
     }
 
-    /// Records a completed sync round.
-    pub fn mark_synced(&mut self, space: Space, now_ms: i64) -> Result<()> {
-        self.store.mark_synced(space, now_ms)
+    fn mark_synced(&mut self, space: Space, now_ms: i64) -> Result<SyncState> {
+        let state = self.store.mark_synced(space, now_ms);
+        self.bump(state)
+    }
+}
+
+/// What sync looks like from this device without asking the relay.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncSummary {
+    /// Local changes the relay has not acknowledged, both spaces.
+    pub pending: u64,
+    /// A change from the relay was refused and waits for a snapshot to heal it.
+    pub healing: bool,
+    /// When a round last completed in any space (unix ms).
+    pub last_synced: Option<i64>,
+}
+
+impl Journal {
+    /// The sync summary an app shows (and `mend status` prints), from the store alone.
+    pub fn sync_summary(&self) -> Result<SyncSummary> {
+        let mut summary = SyncSummary::default();
+        for space in Space::ALL {
+            let state = self.store.sync_state(space)?;
+            summary.last_synced = summary.last_synced.max(state.last_synced);
+            summary.healing |= state.heal_after > 0;
+            summary.pending = summary
+                .pending
+                .saturating_add(self.store.pending_changes(space)?);
+        }
+        Ok(summary)
     }
 }

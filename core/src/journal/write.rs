@@ -153,8 +153,8 @@ impl Journal {
             })?;
             changes.extend(bytes.map(|b| (space, b)));
         }
-        self.persist(changes)?;
-        self.notify(answered.into_iter().chain([id]).collect());
+        let ids: Vec<RecordId> = answered.into_iter().chain([id]).collect();
+        self.persist(changes, &ids)?;
         Ok(id)
     }
 
@@ -325,8 +325,7 @@ impl Journal {
             })?;
             changes.extend(bytes.map(|b| (space, b)));
         }
-        self.persist(changes)?;
-        self.notify(vec![id]);
+        self.persist(changes, &[id])?;
         Ok(())
     }
 
@@ -375,8 +374,7 @@ impl Journal {
             })?;
             changes.extend(bytes.map(|b| (space, b)));
         }
-        self.persist(changes)?;
-        self.notify(vec![id]);
+        self.persist(changes, &[id])?;
         Ok(())
     }
 

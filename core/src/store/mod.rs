@@ -61,9 +61,10 @@ pub enum Durability {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
-    // Held for the store's life: a second process gets `Error::Locked` instead of a second
+    // Held for the writer's life: a second process gets `Error::Locked` instead of a second
     // writer. Released by the OS when the process dies, so a crash never leaves it stuck.
-    _lock: File,
+    // Readers hold none.
+    _lock: Option<File>,
     /// Change rows per space since its last full save, counted once and then kept up by the
     /// writes themselves, so an edit never pays for a COUNT.
     rows: [std::cell::Cell<Option<u64>>; 2],
@@ -134,7 +135,36 @@ impl Store {
         Ok(Self {
             conn,
             path: path.to_owned(),
-            _lock: lock,
+            _lock: Some(lock),
+            rows: Default::default(),
+        })
+    }
+
+    /// A read-only connection to the database a writer in this process has open. In WAL mode
+    /// it reads the last committed state and never waits for the writer, so the app's reads do
+    /// not queue behind a merge or a sync round.
+    pub fn open_reader(path: &Path) -> Result<Self> {
+        let open_err = |reason: String| Error::Open {
+            path: path.display().to_string(),
+            reason,
+        };
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| open_err(e.to_string()))?;
+        conn.execute_batch("PRAGMA busy_timeout = 5000;")
+            .map_err(|e| open_err(e.to_string()))?;
+        let version: u32 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| open_err(e.to_string()))?;
+        if version != migrations::LATEST {
+            return Err(open_err(format!(
+                "schema version {version}, expected {}",
+                migrations::LATEST
+            )));
+        }
+        Ok(Self {
+            conn,
+            path: path.to_owned(),
+            _lock: None,
             rows: Default::default(),
         })
     }
@@ -144,14 +174,9 @@ impl Store {
         &self.path
     }
 
-    /// The connection, for readers.
+    /// The connection, for diagnostics and tests that inspect the tables.
     pub fn conn(&self) -> &Connection {
         &self.conn
-    }
-
-    /// The connection, for code that writes in its own transaction (the sync engine).
-    pub fn conn_mut(&mut self) -> &mut Connection {
-        &mut self.conn
     }
 
     /// A metadata value.

@@ -156,7 +156,12 @@ impl Store {
     }
 
     /// The relay has `device_seq` durably at `relay_seq`: the batch leaves the outbox.
-    pub fn acknowledge(&mut self, space: Space, device_seq: u64, relay_seq: u64) -> Result<()> {
+    pub fn acknowledge(
+        &mut self,
+        space: Space,
+        device_seq: u64,
+        relay_seq: u64,
+    ) -> Result<SyncState> {
         let tx = self.conn.transaction()?;
         Self::ensure_state(&tx, space)?;
         tx.execute(
@@ -168,20 +173,7 @@ impl Store {
             params![space.as_str(), i(relay_seq)],
         )?;
         tx.commit()?;
-        Ok(())
-    }
-
-    /// The last sequence number seen from `device`.
-    pub fn peer_seq(&self, space: Space, device: &[u8; 16]) -> Result<u64> {
-        let v: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT last_seq FROM peer_seqs WHERE space = ?1 AND device = ?2",
-                params![space.as_str(), device.as_slice()],
-                |r| r.get(0),
-            )
-            .optional()?;
-        Ok(v.map_or(0, u))
+        self.sync_state(space)
     }
 
     /// Every device's last sequence number in a space.
@@ -278,7 +270,7 @@ impl Store {
     }
 
     /// Records that a snapshot covering `covers` was stored at the relay.
-    pub fn snapshot_uploaded(&mut self, space: Space, covers: u64) -> Result<()> {
+    pub fn snapshot_uploaded(&mut self, space: Space, covers: u64) -> Result<SyncState> {
         self.update_state(
             space,
             "UPDATE sync_state SET snapshot_covers = MAX(snapshot_covers, ?2) WHERE space = ?1",
@@ -287,7 +279,7 @@ impl Store {
     }
 
     /// Records that a chunk at `relay_seq` was refused and needs healing.
-    pub fn mark_refused(&mut self, space: Space, relay_seq: u64) -> Result<()> {
+    pub fn mark_refused(&mut self, space: Space, relay_seq: u64) -> Result<SyncState> {
         self.update_state(
             space,
             "UPDATE sync_state SET heal_after = MAX(heal_after, ?2) WHERE space = ?1",
@@ -296,7 +288,7 @@ impl Store {
     }
 
     /// Records a completed sync round.
-    pub fn mark_synced(&mut self, space: Space, now_ms: i64) -> Result<()> {
+    pub fn mark_synced(&mut self, space: Space, now_ms: i64) -> Result<SyncState> {
         self.update_state(
             space,
             "UPDATE sync_state SET last_synced = ?2 WHERE space = ?1",
@@ -305,12 +297,12 @@ impl Store {
     }
 
     /// Runs one `UPDATE sync_state …` (`?1` the space, `?2` the value) on the space's row,
-    /// creating the row first.
-    fn update_state(&mut self, space: Space, sql: &str, value: i64) -> Result<()> {
+    /// creating the row first, and returns the state it left.
+    fn update_state(&mut self, space: Space, sql: &str, value: i64) -> Result<SyncState> {
         let tx = self.conn.transaction()?;
         Self::ensure_state(&tx, space)?;
         tx.execute(sql, params![space.as_str(), value])?;
         tx.commit()?;
-        Ok(())
+        self.sync_state(space)
     }
 }

@@ -1,12 +1,13 @@
 //! The engine's state machine.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use mend_protocol::{Chunk, DeviceId as WireDevice, Push, Snapshot};
 
 use super::{
     backoff::Backoff,
     snapshot::{decode_snapshot, encode_snapshot},
+    storage::SyncStore,
     types::{
         Action, Event, Failure, MAX_PROBLEMS, Problem, ProblemKind, Request, Response, SyncStatus,
     },
@@ -14,8 +15,7 @@ use super::{
 use crate::{
     crypto::{ChunkAad, SpaceKeys, open_chunk, open_snapshot, seal_chunk, seal_snapshot},
     error::{Error, Result},
-    journal::Journal,
-    store::{PulledChange, Space},
+    store::{PulledChange, Space, SyncState},
 };
 
 /// How long a request may go unanswered before it counts as failed (ms).
@@ -68,6 +68,10 @@ struct Run {
     deadline: Option<i64>,
     created: bool,
     gaps_reported: HashSet<[u8; 16]>,
+    /// The space's sync state as the last commit left it.
+    state: SyncState,
+    /// Each other device's last applied sequence number.
+    peers: HashMap<[u8; 16], u64>,
 }
 
 /// The sans-IO sync engine of one device.
@@ -80,11 +84,15 @@ pub struct SyncEngine {
     status: SyncStatus,
     reported: Option<SyncStatus>,
     snapshot_every: u64,
+    /// The store's sync revision when this engine last read or wrote it (`None`: never).
+    revision: Option<u64>,
+    /// Whether the pending count may have changed since it was last counted.
+    recount: bool,
 }
 
 impl SyncEngine {
-    /// An engine for `journal`'s device syncing `links`. `seed` drives the retry jitter.
-    pub fn new(journal: &Journal, links: Vec<SpaceLink>, mode: Mode, seed: u64) -> Self {
+    /// An engine for `device` syncing `links`. `seed` drives the retry jitter.
+    pub fn new(device: [u8; 16], links: Vec<SpaceLink>, mode: Mode, seed: u64) -> Self {
         let runs = links
             .into_iter()
             .map(|link| Run {
@@ -93,16 +101,20 @@ impl SyncEngine {
                 deadline: None,
                 created: false,
                 gaps_reported: HashSet::new(),
+                state: SyncState::default(),
+                peers: HashMap::new(),
             })
             .collect();
         Self {
-            device: *journal.device().as_bytes(),
+            device,
             mode,
             runs,
             backoff: Backoff::new(seed),
             status: SyncStatus::default(),
             reported: None,
             snapshot_every: SNAPSHOT_EVERY,
+            revision: None,
+            recount: true,
         }
     }
 
@@ -135,8 +147,20 @@ impl SyncEngine {
     }
 
     /// Feeds one event at time `now` (unix ms) and returns what to do.
-    pub fn handle(&mut self, journal: &mut Journal, now: i64, event: Event) -> Result<Vec<Action>> {
+    pub fn handle<S: SyncStore + ?Sized>(
+        &mut self,
+        journal: &mut S,
+        now: i64,
+        event: Event,
+    ) -> Result<Vec<Action>> {
         let mut out = Vec::new();
+        self.reload_if_moved(journal)?;
+        if !matches!(
+            event,
+            Event::Response(Response::Chunk { .. } | Response::Page { .. })
+        ) {
+            self.recount = true;
+        }
         match event {
             Event::Start => {
                 for i in 0..self.runs.len() {
@@ -144,7 +168,7 @@ impl SyncEngine {
                         self.runs[i].phase,
                         Phase::Idle | Phase::Done | Phase::Waiting(_)
                     ) {
-                        self.begin(i, journal, now, &mut out)?;
+                        self.begin(i, now, &mut out);
                     }
                 }
             }
@@ -159,7 +183,7 @@ impl SyncEngine {
                 for i in 0..self.runs.len() {
                     let run = &self.runs[i];
                     match run.phase {
-                        Phase::Waiting(at) if at <= now => self.begin(i, journal, now, &mut out)?,
+                        Phase::Waiting(at) if at <= now => self.begin(i, now, &mut out),
                         _ if run.deadline.is_some_and(|d| d <= now) => self.retry_later(i, now),
                         _ => {}
                     }
@@ -177,12 +201,27 @@ impl SyncEngine {
             }
             Event::Response(response) => self.on_response(journal, now, response, &mut out)?,
         }
+        self.revision = Some(journal.sync_revision());
         self.refresh_status(journal)?;
         if self.reported.as_ref() != Some(&self.status) {
             self.reported = Some(self.status.clone());
             out.push(Action::Status(self.status.clone()));
         }
         Ok(out)
+    }
+
+    /// Reloads every space's state and peer numbers when someone else changed them (or at
+    /// first use); otherwise what this engine's own commits returned is current.
+    fn reload_if_moved<S: SyncStore + ?Sized>(&mut self, journal: &S) -> Result<()> {
+        if self.revision == Some(journal.sync_revision()) {
+            return Ok(());
+        }
+        for run in &mut self.runs {
+            run.state = journal.sync_state(run.link.space)?;
+            run.peers = journal.peer_seqs(run.link.space)?.into_iter().collect();
+        }
+        self.revision = Some(journal.sync_revision());
+        Ok(())
     }
 
     fn index(&self, space: Space) -> Option<usize> {
@@ -196,17 +235,11 @@ impl SyncEngine {
         out.push(Action::Send(request));
     }
 
-    fn begin(
-        &mut self,
-        i: usize,
-        journal: &mut Journal,
-        now: i64,
-        out: &mut Vec<Action>,
-    ) -> Result<()> {
+    fn begin(&mut self, i: usize, now: i64, out: &mut Vec<Action>) {
         let space = self.runs[i].link.space;
         // After a refused chunk, each round first merges the relay's snapshot: once a healthy
         // device has snapshotted past the hole, that heals it.
-        if self.runs[i].created && journal.sync_state(space)?.heal_after > 0 {
+        if self.runs[i].created && self.runs[i].state.heal_after > 0 {
             self.send(
                 i,
                 now,
@@ -214,24 +247,16 @@ impl SyncEngine {
                 Request::GetSnapshot { space },
                 out,
             );
-            Ok(())
         } else if self.runs[i].created {
-            self.read(i, journal, now, out)
+            self.read(i, now, out);
         } else {
             self.send(i, now, Phase::Creating, Request::Create { space }, out);
-            Ok(())
         }
     }
 
-    fn read(
-        &mut self,
-        i: usize,
-        journal: &mut Journal,
-        now: i64,
-        out: &mut Vec<Action>,
-    ) -> Result<()> {
+    fn read(&mut self, i: usize, now: i64, out: &mut Vec<Action>) {
         let space = self.runs[i].link.space;
-        let after = journal.sync_state(space)?.cursor;
+        let after = self.runs[i].state.cursor;
         match self.mode {
             Mode::Once => self.send(i, now, Phase::Pulling, Request::Pull { space, after }, out),
             Mode::Live => self.send(
@@ -242,14 +267,13 @@ impl SyncEngine {
                 out,
             ),
         }
-        Ok(())
     }
 
     /// Pushes the next batch, or uploads a snapshot when one is due, or finishes the round.
-    fn push_next(
+    fn push_next<S: SyncStore + ?Sized>(
         &mut self,
         i: usize,
-        journal: &mut Journal,
+        journal: &mut S,
         now: i64,
         out: &mut Vec<Action>,
     ) -> Result<()> {
@@ -278,7 +302,7 @@ impl SyncEngine {
             );
             return Ok(());
         }
-        let state = journal.sync_state(link.space)?;
+        let state = &self.runs[i].state;
         // A device that refused a chunk must not snapshot: its document lacks what it refused,
         // and the relay would prune the only copy.
         let due = state.cursor > 0
@@ -300,11 +324,11 @@ impl SyncEngine {
         self.finish(i, journal, now)
     }
 
-    fn finish(&mut self, i: usize, journal: &mut Journal, now: i64) -> Result<()> {
+    fn finish<S: SyncStore + ?Sized>(&mut self, i: usize, journal: &mut S, now: i64) -> Result<()> {
         let run = &mut self.runs[i];
         run.phase = Phase::Done;
         run.deadline = None;
-        journal.mark_synced(run.link.space, now)?;
+        run.state = journal.mark_synced(run.link.space, now)?;
         self.status.online = true;
         if self
             .runs
@@ -340,9 +364,9 @@ impl SyncEngine {
         }
     }
 
-    fn on_response(
+    fn on_response<S: SyncStore + ?Sized>(
         &mut self,
-        journal: &mut Journal,
+        journal: &mut S,
         now: i64,
         response: Response,
         out: &mut Vec<Action>,
@@ -359,7 +383,7 @@ impl SyncEngine {
             Response::Created { .. } => {
                 self.runs[i].created = true;
                 if phase == Phase::Creating {
-                    self.read(i, journal, now, out)?;
+                    self.read(i, now, out);
                 }
             }
             Response::Page { page, .. } => {
@@ -368,7 +392,7 @@ impl SyncEngine {
                 self.apply_chunks(i, journal, now, &page.chunks, page.next_after, out)?;
                 if phase == Phase::Pulling {
                     if page.more {
-                        let after = journal.sync_state(space)?.cursor;
+                        let after = self.runs[i].state.cursor;
                         self.send(i, now, Phase::Pulling, Request::Pull { space, after }, out);
                     } else {
                         self.push_next(i, journal, now, out)?;
@@ -388,35 +412,35 @@ impl SyncEngine {
                 }
             }
             Response::Acked { ack, .. } => {
-                journal.acknowledge(space, ack.device_seq, ack.relay_seq)?;
+                self.runs[i].state = journal.acknowledge(space, ack.device_seq, ack.relay_seq)?;
                 if phase == Phase::Pushing(ack.device_seq) {
                     self.push_next(i, journal, now, out)?;
                 }
             }
             Response::Snapshot { snapshot, .. } => {
                 if phase == Phase::FetchingSnapshot {
-                    let healing = journal.sync_state(space)?.heal_after > 0;
+                    let healing = self.runs[i].state.heal_after > 0;
                     match snapshot {
                         Some(s) => {
                             if self.apply_snapshot(i, journal, now, &s, out)? {
-                                if journal.sync_state(space)?.heal_after == 0 {
+                                if self.runs[i].state.heal_after == 0 {
                                     self.runs[i].gaps_reported.clear();
                                 }
-                                self.read(i, journal, now, out)?;
+                                self.read(i, now, out);
                             } else if healing {
-                                self.read(i, journal, now, out)?;
+                                self.read(i, now, out);
                             } else {
                                 self.retry_later(i, now);
                             }
                         }
                         // Healing with no snapshot yet: carry on; a later round tries again.
-                        None if healing => self.read(i, journal, now, out)?,
+                        None if healing => self.read(i, now, out),
                         None => self.retry_later(i, now),
                     }
                 }
             }
             Response::SnapshotStored { covers, .. } => {
-                journal.snapshot_uploaded(space, covers)?;
+                self.runs[i].state = journal.snapshot_uploaded(space, covers)?;
                 if phase == Phase::Uploading(covers) {
                     self.finish(i, journal, now)?;
                 }
@@ -426,10 +450,10 @@ impl SyncEngine {
         Ok(())
     }
 
-    fn on_failure(
+    fn on_failure<S: SyncStore + ?Sized>(
         &mut self,
         i: usize,
-        journal: &mut Journal,
+        journal: &mut S,
         now: i64,
         failure: Failure,
         out: &mut Vec<Action>,
@@ -488,10 +512,10 @@ impl SyncEngine {
     }
 
     /// Opens and applies chunks after the cursor, then commits them with `new_cursor`.
-    fn apply_chunks(
+    fn apply_chunks<S: SyncStore + ?Sized>(
         &mut self,
         i: usize,
-        journal: &mut Journal,
+        journal: &mut S,
         now: i64,
         chunks: &[Chunk],
         new_cursor: u64,
@@ -499,7 +523,7 @@ impl SyncEngine {
     ) -> Result<()> {
         let link = self.runs[i].link.clone();
         let space = link.space;
-        let cursor = journal.sync_state(space)?.cursor;
+        let cursor = self.runs[i].state.cursor;
         if new_cursor <= cursor {
             return Ok(());
         }
@@ -515,7 +539,7 @@ impl SyncEngine {
             }
             let last = match last_seen.iter().find(|(d, _)| *d == device) {
                 Some((_, s)) => *s,
-                None => journal.peer_seq(space, &device)?,
+                None => self.runs[i].peers.get(&device).copied().unwrap_or(0),
             };
             let hex = hex::encode(device);
             if c.device_seq <= last {
@@ -539,7 +563,7 @@ impl SyncEngine {
                     };
                     self.problem(space, kind, now);
                 }
-                journal.mark_refused(space, c.relay_seq)?;
+                self.runs[i].state = journal.mark_refused(space, c.relay_seq)?;
                 continue;
             }
             let aad = ChunkAad {
@@ -557,7 +581,7 @@ impl SyncEngine {
                         },
                         now,
                     );
-                    journal.mark_refused(space, c.relay_seq)?;
+                    self.runs[i].state = journal.mark_refused(space, c.relay_seq)?;
                     None
                 }
                 Err(e) => return Err(e),
@@ -576,21 +600,27 @@ impl SyncEngine {
                 bytes: bytes.as_deref(),
             })
             .collect();
-        let changed = journal.apply_pulled(space, &pulled, new_cursor)?;
-        if !changed.is_empty() {
+        let merged = journal.apply_pulled(space, &pulled, new_cursor)?;
+        let run = &mut self.runs[i];
+        run.state = merged.state;
+        for (device, seq) in last_seen {
+            let known = run.peers.entry(device).or_default();
+            *known = (*known).max(seq);
+        }
+        if !merged.records.is_empty() {
             out.push(Action::Changed {
                 space,
-                records: changed,
+                records: merged.records,
             });
         }
         Ok(())
     }
 
     /// Opens and merges a snapshot; false if it failed authentication (reported).
-    fn apply_snapshot(
+    fn apply_snapshot<S: SyncStore + ?Sized>(
         &mut self,
         i: usize,
-        journal: &mut Journal,
+        journal: &mut S,
         now: i64,
         snapshot: &Snapshot,
         out: &mut Vec<Action>,
@@ -616,17 +646,26 @@ impl SyncEngine {
             Err(e) => return Err(e),
         };
         let (peers, doc) = decode_snapshot(&plain)?;
-        let changed = journal.apply_snapshot(link.space, doc, &peers, snapshot.covers)?;
-        if !changed.is_empty() {
+        let merged = journal.apply_snapshot(link.space, doc, &peers, snapshot.covers)?;
+        let run = &mut self.runs[i];
+        run.state = merged.state;
+        for &(device, seq) in &peers {
+            let known = run.peers.entry(device).or_default();
+            *known = (*known).max(seq);
+        }
+        if !merged.records.is_empty() {
             out.push(Action::Changed {
                 space: link.space,
-                records: changed,
+                records: merged.records,
             });
         }
         Ok(true)
     }
 
-    fn refresh_status(&mut self, journal: &Journal) -> Result<()> {
+    fn refresh_status<S: SyncStore + ?Sized>(&mut self, journal: &S) -> Result<()> {
+        if !std::mem::take(&mut self.recount) {
+            return Ok(());
+        }
         let mut pending = 0;
         for run in &self.runs {
             pending += journal.pending_changes(run.link.space)?;

@@ -3,7 +3,7 @@
 //! [`SyncEngine`] is a state machine. It is fed [`Event`]s (a sync was asked for, a local edit
 //! happened, time passed, the relay answered) and returns [`Action`]s (send this request, these
 //! records changed, the status is now this). It does no networking and reads no clock: the
-//! tokio transport in [`transport`] and the deterministic simulation in the tests are both thin
+//! tokio transport in `mend-client` and the deterministic simulation in the tests are both thin
 //! drivers around it.
 //!
 //! Per space, a round is: make sure the space exists at the relay, read everything after the
@@ -14,16 +14,13 @@
 mod backoff;
 pub(crate) mod engine;
 mod snapshot;
-pub mod transport;
+mod storage;
 mod types;
 
 pub use engine::{
     MAX_BATCH_BYTES, Mode, REQUEST_TIMEOUT_MS, SNAPSHOT_EVERY, SpaceLink, SyncEngine,
 };
-/// Now in unix milliseconds, as the transport feeds the engine.
-pub fn transport_now() -> i64 {
-    transport::now_ms()
-}
 
 pub use snapshot::{decode_snapshot, encode_snapshot};
+pub use storage::{Merged, SyncStore};
 pub use types::{Action, Event, Failure, Problem, ProblemKind, Request, Response, SyncStatus};

@@ -224,6 +224,14 @@ pub enum ProblemKind {
     },
 }
 
+impl ProblemKind {
+    /// Whether this device cannot sync this space at all until someone acts (a revoked key,
+    /// an erased space), as against a problem sync works around.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, Self::Unauthorized | Self::SpaceGone)
+    }
+}
+
 /// One problem, with where and when.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Problem {

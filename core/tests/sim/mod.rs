@@ -319,7 +319,12 @@ impl Sim {
         journal.set_clock(|| T0);
         let links = self.links(partner);
         let seed = self.next_random();
-        let mut engine = SyncEngine::new(&journal, links.clone(), Mode::Once, seed);
+        let mut engine = SyncEngine::new(
+            *journal.device().as_bytes(),
+            links.clone(),
+            Mode::Once,
+            seed,
+        );
         engine.set_snapshot_every(self.snapshot_every);
         self.devices.push(Device {
             name: name.into(),
@@ -470,7 +475,12 @@ impl Sim {
         )?;
         journal.set_clock(|| T0);
         let seed = self.next_random();
-        let mut engine = SyncEngine::new(&journal, self.links(partner), Mode::Once, seed);
+        let mut engine = SyncEngine::new(
+            *journal.device().as_bytes(),
+            self.links(partner),
+            Mode::Once,
+            seed,
+        );
         engine.set_snapshot_every(self.snapshot_every);
         let d = &mut self.devices[device];
         d.journal = Some(journal);

@@ -2,27 +2,19 @@
 
 use std::time::Instant;
 
-use axum::{
-    body::Body,
-    extract::{Path, RawQuery, State},
-    http::HeaderMap,
-    response::Response,
-};
+use axum::{body::Body, extract::State, http::HeaderMap, response::Response};
 use mend_protocol::{Ack, ErrorCode, Limits, MAX_PAGE_LIMIT, MAX_PUSH_OVERHEAD, Push};
 
-use super::{CursorQuery, frame, rate_limit, read_body, space_id};
-use crate::{auth::authorize, error::ApiError, state::AppState, storage::PullRequest};
+use super::{AuthorizedSpace, CursorQuery, frame, read_body};
+use crate::{error::ApiError, state::AppState, storage::PullRequest};
 
 /// Stores one chunk and answers its [`Ack`] once the chunk is durable.
 pub(super) async fn push(
     State(state): State<AppState>,
-    Path(raw): Path<String>,
+    AuthorizedSpace(space): AuthorizedSpace,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let space = space_id(&raw)?;
-    authorize(&state, &space, &headers).await?;
-    rate_limit(&state, &space)?;
     let limits = &state.config().limits;
     let body = read_body(
         &headers,
@@ -57,14 +49,9 @@ pub(super) async fn push(
 /// Answers a [`mend_protocol::Page`] of chunks after `after`.
 pub(super) async fn pull(
     State(state): State<AppState>,
-    Path(raw): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
+    AuthorizedSpace(space): AuthorizedSpace,
+    query: CursorQuery,
 ) -> Result<Response, ApiError> {
-    let space = space_id(&raw)?;
-    authorize(&state, &space, &headers).await?;
-    let query = CursorQuery::parse(query.as_deref())?;
-    rate_limit(&state, &space)?;
     let limits = &state.config().limits;
     let request = PullRequest {
         after: query.after,

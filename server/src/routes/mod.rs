@@ -5,6 +5,7 @@
 //! as little as possible and never touches another space.
 
 mod chunks;
+mod extract;
 mod health;
 mod snapshot;
 mod spaces;
@@ -20,29 +21,33 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post, put},
 };
-use mend_protocol::{DeviceId, ErrorCode, SpaceId, paths};
+use mend_protocol::{
+    ErrorCode,
+    paths::{self, SPACE_ID_PARAM},
+};
 
+pub(crate) use self::extract::{AuthorizedSpace, CursorQuery, SpaceParam};
 use crate::{error::ApiError, state::AppState, ws};
 
-/// Route of a space (`PUT` create, `DELETE` erase).
-pub const ROUTE_SPACE: &str = "/v1/spaces/{space_id}";
-/// Route of a space's chunks (`POST` push, `GET` pull).
-pub const ROUTE_CHUNKS: &str = "/v1/spaces/{space_id}/chunks";
-/// Route of a space's snapshot (`PUT`, `GET`).
-pub const ROUTE_SNAPSHOT: &str = "/v1/spaces/{space_id}/snapshot";
-/// Route of a space's live WebSocket.
-pub const ROUTE_LIVE: &str = "/v1/spaces/{space_id}/live";
-
-/// The relay's router.
+/// The relay's router. Routes are the paths devices build (`mend_protocol::paths`).
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route(paths::HEALTHZ, get(health::healthz))
         .route(paths::READYZ, get(health::readyz))
         .route(paths::METRICS, get(health::metrics))
-        .route(ROUTE_SPACE, put(spaces::create).delete(spaces::erase))
-        .route(ROUTE_CHUNKS, post(chunks::push).get(chunks::pull))
-        .route(ROUTE_SNAPSHOT, put(snapshot::put).get(snapshot::get))
-        .route(ROUTE_LIVE, get(ws::upgrade))
+        .route(
+            &paths::space(&SPACE_ID_PARAM),
+            put(spaces::create).delete(spaces::erase),
+        )
+        .route(
+            &paths::chunks(&SPACE_ID_PARAM),
+            post(chunks::push).get(chunks::pull),
+        )
+        .route(
+            &paths::snapshot(&SPACE_ID_PARAM),
+            put(snapshot::put).get(snapshot::get),
+        )
+        .route(&paths::live(&SPACE_ID_PARAM), get(ws::upgrade))
         // Bodies are read by the handlers with their own explicit limits.
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(state.clone(), observe))
@@ -69,19 +74,6 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         "request"
     );
     response
-}
-
-/// Parses the `{space_id}` path segment.
-pub(crate) fn space_id(raw: &str) -> Result<SpaceId, ApiError> {
-    raw.parse()
-        .map_err(|e| ApiError::new(ErrorCode::Malformed, format!("bad space id: {e}")))
-}
-
-/// Takes one request from the space's rate budget.
-pub(crate) fn rate_limit(state: &AppState, space: &SpaceId) -> Result<(), ApiError> {
-    state.rate().check(space).map_err(|wait| {
-        ApiError::new(ErrorCode::RateLimited, "too many requests for this space").retry_after(wait)
-    })
 }
 
 /// Reads a body of at most `limit` bytes; larger ones are refused with `too_large` (413).
@@ -114,59 +106,4 @@ pub(crate) fn frame(bytes: Vec<u8>) -> Response {
         HeaderValue::from_static(paths::FRAME_CONTENT_TYPE),
     );
     response
-}
-
-/// The `after`, `limit` and `device` query parameters.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct CursorQuery {
-    pub(crate) after: u64,
-    pub(crate) limit: Option<usize>,
-    pub(crate) device: Option<DeviceId>,
-}
-
-impl CursorQuery {
-    /// Parses a raw query string; unknown parameters are ignored.
-    pub(crate) fn parse(raw: Option<&str>) -> Result<CursorQuery, ApiError> {
-        let bad = |what: &str| ApiError::new(ErrorCode::Malformed, format!("bad query: {what}"));
-        let mut query = CursorQuery::default();
-        for pair in raw.unwrap_or("").split('&').filter(|pair| !pair.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            match key {
-                paths::QUERY_AFTER => {
-                    query.after = value.parse().map_err(|_| bad("after must be an integer"))?;
-                }
-                paths::QUERY_LIMIT => {
-                    query.limit = Some(value.parse().map_err(|_| bad("limit must be an integer"))?);
-                }
-                paths::QUERY_DEVICE => {
-                    query.device = Some(value.parse().map_err(|_| bad("device must be 32 hex"))?);
-                }
-                _ => {}
-            }
-        }
-        Ok(query)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_cursor_queries() {
-        let device = DeviceId([0xab; 16]);
-        let raw = format!("after=12&limit=5&device={device}&other=x");
-        assert_eq!(
-            CursorQuery::parse(Some(&raw)),
-            Ok(CursorQuery {
-                after: 12,
-                limit: Some(5),
-                device: Some(device)
-            })
-        );
-        assert_eq!(CursorQuery::parse(None), Ok(CursorQuery::default()));
-        assert!(CursorQuery::parse(Some("after=-1")).is_err());
-        assert!(CursorQuery::parse(Some("after=99999999999999999999999")).is_err());
-        assert!(CursorQuery::parse(Some("device=xyz")).is_err());
-    }
 }

@@ -2,14 +2,14 @@
 
 use axum::{
     body::Body,
-    extract::{Path, State},
+    extract::State,
     http::{HeaderMap, StatusCode},
     response::Response,
 };
 use mend_protocol::{ErrorCode, Limits, Snapshot};
 
-use super::{frame, rate_limit, read_body, space_id};
-use crate::{auth::authorize, error::ApiError, state::AppState};
+use super::{AuthorizedSpace, frame, read_body};
+use crate::{error::ApiError, state::AppState};
 
 /// Largest bytes a snapshot frame adds around its payload (version, kind, two varints).
 const SNAPSHOT_OVERHEAD: usize = 2 + 10 + 10;
@@ -17,13 +17,10 @@ const SNAPSHOT_OVERHEAD: usize = 2 + 10 + 10;
 /// Stores the snapshot (if it covers at least the stored one) and prunes what it covers.
 pub(super) async fn put(
     State(state): State<AppState>,
-    Path(raw): Path<String>,
+    AuthorizedSpace(space): AuthorizedSpace,
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    let space = space_id(&raw)?;
-    authorize(&state, &space, &headers).await?;
-    rate_limit(&state, &space)?;
     let limits = &state.config().limits;
     let body = read_body(
         &headers,
@@ -50,12 +47,8 @@ pub(super) async fn put(
 /// Answers the stored snapshot, or 404 `no_snapshot`.
 pub(super) async fn get(
     State(state): State<AppState>,
-    Path(raw): Path<String>,
-    headers: HeaderMap,
+    AuthorizedSpace(space): AuthorizedSpace,
 ) -> Result<Response, ApiError> {
-    let space = space_id(&raw)?;
-    authorize(&state, &space, &headers).await?;
-    rate_limit(&state, &space)?;
     match state.storage().get_snapshot(space).await? {
         Some(snapshot) => {
             state.metrics().sent(0, snapshot.payload.len());

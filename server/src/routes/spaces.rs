@@ -1,13 +1,13 @@
 //! `PUT /v1/spaces/{space_id}` creates a space; `DELETE` erases it.
 
 use axum::{
-    extract::{Path, State},
+    extract::State,
     http::{HeaderMap, StatusCode},
 };
 
-use super::{rate_limit, space_id};
+use super::{AuthorizedSpace, SpaceParam};
 use crate::{
-    auth::{authorize, bearer, token_hash},
+    auth::{bearer, token_hash},
     error::ApiError,
     state::AppState,
     storage::Created,
@@ -17,10 +17,9 @@ use crate::{
 /// when it already existed with the same token, 409 when it exists with another.
 pub(super) async fn create(
     State(state): State<AppState>,
-    Path(raw): Path<String>,
+    SpaceParam(space): SpaceParam,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let space = space_id(&raw)?;
     let hash = token_hash(&bearer(&headers)?);
     match state.storage().create_space(space, hash).await? {
         Created::New => {
@@ -34,12 +33,8 @@ pub(super) async fn create(
 /// Erases the space: chunks, snapshot and token hash. Live connections to it are closed.
 pub(super) async fn erase(
     State(state): State<AppState>,
-    Path(raw): Path<String>,
-    headers: HeaderMap,
+    AuthorizedSpace(space): AuthorizedSpace,
 ) -> Result<StatusCode, ApiError> {
-    let space = space_id(&raw)?;
-    authorize(&state, &space, &headers).await?;
-    rate_limit(&state, &space)?;
     state.storage().erase(space).await?;
     tracing::info!("space erased");
     Ok(StatusCode::NO_CONTENT)

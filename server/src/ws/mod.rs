@@ -8,32 +8,26 @@ mod session;
 
 use axum::{
     extract::{
-        Path, RawQuery, State,
+        State,
         ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection},
     },
-    http::HeaderMap,
     response::Response,
 };
 use mend_protocol::ErrorCode;
 
 use crate::{
-    auth::authorize,
     error::ApiError,
-    routes::{CursorQuery, rate_limit, space_id},
+    routes::{AuthorizedSpace, CursorQuery},
     state::AppState,
 };
 
 /// Authenticates, checks the caps, and upgrades to a live session.
 pub(crate) async fn upgrade(
     State(state): State<AppState>,
-    Path(raw): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
+    AuthorizedSpace(space): AuthorizedSpace,
+    query: CursorQuery,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let space = space_id(&raw)?;
-    authorize(&state, &space, &headers).await?;
-    let query = CursorQuery::parse(query.as_deref())?;
     let upgrade = upgrade.map_err(|rejection| {
         ApiError::new(
             ErrorCode::Malformed,
@@ -46,7 +40,6 @@ pub(crate) async fn upgrade(
             "the relay is shutting down",
         ));
     }
-    rate_limit(&state, &space)?;
     let slot = state
         .space_connections()
         .try_acquire(&space)

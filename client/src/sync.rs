@@ -15,17 +15,19 @@ use tokio::{
     task::JoinHandle,
 };
 
-use super::{
+use mend_core::{
+    Error, Journal, RecordId, Result,
+    store::Space,
+    sync::{
+        Action, Event, Failure, Mode, Request, Response, SNAPSHOT_EVERY, SpaceLink, SyncEngine,
+        SyncStatus,
+    },
+};
+
+use crate::{
     RelayHttp,
     live::{self, Incoming, LiveSocket},
     now_ms,
-};
-use crate::{
-    error::{Error, Result},
-    ids::RecordId,
-    journal::Journal,
-    store::Space,
-    sync::{Action, Event, Failure, Mode, Request, Response, SpaceLink, SyncEngine, SyncStatus},
 };
 
 /// How often a quiet live socket is pinged (the relay closes idle ones after 90 s).
@@ -42,6 +44,7 @@ pub trait SyncObserver: Send + Sync {
 /// A journal's connection to its relay.
 pub struct SyncClient {
     journal: Arc<Mutex<Journal>>,
+    device: [u8; 16],
     links: Vec<SpaceLink>,
     http: RelayHttp,
     observer: Option<Arc<dyn SyncObserver>>,
@@ -56,10 +59,20 @@ impl std::fmt::Debug for SyncClient {
     }
 }
 
-fn lock(journal: &Mutex<Journal>) -> Result<MutexGuard<'_, Journal>> {
+pub(crate) fn lock(journal: &Mutex<Journal>) -> Result<MutexGuard<'_, Journal>> {
     journal
         .lock()
-        .map_err(|_| Error::Corrupt("a previous sync step panicked".into()))
+        .map_err(|_| Error::Corrupt("an earlier call failed inside the journal".into()))
+}
+
+/// Runs SQLite and Automerge work on tokio's blocking pool, never on an async worker: a merge
+/// can take a few hundred milliseconds, and the sockets must keep being served meanwhile.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Corrupt(format!("a storage task failed: {e}")))?
 }
 
 fn seed() -> u64 {
@@ -76,12 +89,14 @@ impl SyncClient {
         links: Vec<SpaceLink>,
         observer: Option<Arc<dyn SyncObserver>>,
     ) -> Result<Self> {
+        let device = *lock(&journal)?.device().as_bytes();
         Ok(Self {
             journal,
+            device,
             links,
             http: RelayHttp::new(relay_url)?,
             observer,
-            snapshot_every: AtomicU64::new(crate::sync::engine::SNAPSHOT_EVERY),
+            snapshot_every: AtomicU64::new(SNAPSHOT_EVERY),
         })
     }
 
@@ -90,32 +105,48 @@ impl SyncClient {
         self.snapshot_every.store(chunks.max(1), Ordering::Relaxed);
     }
 
-    fn engine(&self, mode: Mode) -> Result<SyncEngine> {
-        let journal = lock(&self.journal)?;
-        let mut engine = SyncEngine::new(&journal, self.links.clone(), mode, seed());
+    fn engine(&self, mode: Mode) -> SyncEngine {
+        let mut engine = SyncEngine::new(self.device, self.links.clone(), mode, seed());
         engine.set_snapshot_every(self.snapshot_every.load(Ordering::Relaxed));
-        Ok(engine)
+        engine
     }
 
     fn link(&self, space: Space) -> Option<&SpaceLink> {
         self.links.iter().find(|l| l.space == space)
     }
 
-    fn device(&self) -> Result<[u8; 16]> {
-        Ok(*lock(&self.journal)?.device().as_bytes())
-    }
-
-    /// Waits for the journal's background load with the lock released, so merging later does
-    /// not hold the lock through it.
-    async fn loaded(&self) -> Result<()> {
+    /// Waits for the journal's background load with the lock released, so writes made
+    /// meanwhile do not queue behind a merge that waits for it.
+    pub(crate) async fn loaded(&self) -> Result<()> {
         let loaded = lock(&self.journal)?.loaded();
-        loaded.await;
-        Ok(())
+        blocking(move || {
+            for doc in loaded {
+                while !doc.wait(Duration::from_secs(60)) {}
+            }
+            Ok(())
+        })
+        .await
     }
 
-    fn feed(&self, engine: &mut SyncEngine, event: Event) -> Result<Vec<Action>> {
-        let mut journal = lock(&self.journal)?;
-        engine.handle(&mut journal, now_ms(), event)
+    /// Feeds `events` to the engine on a blocking thread, holding the journal's lock for the
+    /// batch, and returns the engine with the actions in order.
+    async fn feed(
+        &self,
+        mut engine: SyncEngine,
+        events: Vec<Event>,
+    ) -> Result<(SyncEngine, Vec<Action>)> {
+        let journal = Arc::clone(&self.journal);
+        blocking(move || {
+            let mut actions = Vec::new();
+            {
+                let mut journal = lock(&journal)?;
+                for event in events {
+                    actions.extend(engine.handle(&mut *journal, now_ms(), event)?);
+                }
+            }
+            Ok((engine, actions))
+        })
+        .await
     }
 
     fn report(&self, action: &Action, last: &mut SyncStatus) {
@@ -140,14 +171,16 @@ impl SyncClient {
     pub async fn sync_now(&self, budget: Duration) -> Result<SyncStatus> {
         let deadline = tokio::time::Instant::now() + budget;
         self.loaded().await?;
-        let device = self.device()?;
-        let mut engine = self.engine(Mode::Once)?;
+        let device = self.device;
+        let mut engine = self.engine(Mode::Once);
         let mut status = SyncStatus::default();
         let mut inbox = VecDeque::from([Event::Start]);
         loop {
             let mut requests = Vec::new();
-            while let Some(event) = inbox.pop_front() {
-                for action in self.feed(&mut engine, event)? {
+            if !inbox.is_empty() {
+                let (fed, actions) = self.feed(engine, inbox.drain(..).collect()).await?;
+                engine = fed;
+                for action in actions {
                     if let Action::Send(request) = action {
                         requests.push(request);
                     } else {
@@ -198,8 +231,8 @@ impl SyncClient {
 
     async fn live_loop(&self, mut stop: watch::Receiver<bool>, edits: Arc<Notify>) -> Result<()> {
         self.loaded().await?;
-        let device = self.device()?;
-        let mut engine = self.engine(Mode::Live)?;
+        let device = self.device;
+        let mut engine = self.engine(Mode::Live);
         let (tx, mut rx) = mpsc::channel::<Incoming>(1024);
         let (http_tx, mut http_rx) = mpsc::channel::<Response>(64);
         let mut sockets: HashMap<Space, LiveSocket> = HashMap::new();
@@ -208,8 +241,10 @@ impl SyncClient {
         let mut inbox = VecDeque::from([Event::Start]);
         let mut ping = tokio::time::interval(PING_EVERY);
         loop {
-            while let Some(event) = inbox.pop_front() {
-                for action in self.feed(&mut engine, event)? {
+            while !inbox.is_empty() {
+                let (fed, actions) = self.feed(engine, inbox.drain(..).collect()).await?;
+                engine = fed;
+                for action in actions {
                     let Action::Send(request) = action else {
                         self.report(&action, &mut status);
                         continue;
@@ -321,6 +356,11 @@ impl LiveSync {
     /// A local edit was committed: push it now.
     pub fn local_edit(&self) {
         self.edits.notify_one();
+    }
+
+    /// Whether the live task has ended (stopped, or failed and logged).
+    pub fn is_finished(&self) -> bool {
+        self.task.as_ref().is_none_or(JoinHandle::is_finished)
     }
 
     /// Stops live sync and waits for the sockets to close.

@@ -18,7 +18,7 @@ use tokio::{
     net::TcpStream,
 };
 
-use crate::{
+use mend_core::{
     error::{Error, Result},
     sync::{Failure, Request, Response, SpaceLink},
 };
@@ -122,7 +122,7 @@ impl RelayHttp {
         if !base.starts_with("http://") || base.len() <= "http://".len() {
             return Err(Error::Invalid(format!(
                 "a relay URL looks like http://host:port, not {:?}",
-                crate::ids::truncate(url)
+                mend_core::ids::truncate(url)
             )));
         }
         let target = Target::parse(&base["http://".len()..]).map(Arc::new);
@@ -469,11 +469,7 @@ fn parse_head(buf: &[u8]) -> std::result::Result<Option<Head>, Trip> {
                 keep_alive = false;
             }
         } else if name.eq_ignore_ascii_case("retry-after") {
-            retry_after_ms = value
-                .trim()
-                .parse::<u64>()
-                .ok()
-                .map(|s| s.saturating_mul(1000));
+            retry_after_ms = parse_retry_after(value);
         }
     }
     let framing = if matches!(code, 100..=199 | 204 | 304) {
@@ -563,8 +559,18 @@ fn error_code(body: &[u8]) -> Option<ErrorCode> {
     ErrorCode::from_name(value.get("error")?.as_str()?)
 }
 
-/// Success, or the failure the status and error body describe.
-fn ok(
+/// A `Retry-After` in seconds, as milliseconds.
+pub(crate) fn parse_retry_after(value: &str) -> Option<u64> {
+    value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|s| s.saturating_mul(1000))
+}
+
+/// Success, or the failure the status and error body describe. The one mapping from relay
+/// answers to failures: the WebSocket upgrade uses it too.
+pub(crate) fn ok(
     status: StatusCode,
     retry_after_ms: Option<u64>,
     body: &[u8],

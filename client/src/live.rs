@@ -12,10 +12,14 @@ use tokio_tungstenite::{
     tungstenite::{Message, client::IntoClientRequest, http::HeaderValue},
 };
 
-use super::RelayHttp;
-use crate::{
+use mend_core::{
     store::Space,
     sync::{Failure, Response, SpaceLink},
+};
+
+use crate::{
+    RelayHttp,
+    http::{ok, parse_retry_after},
 };
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -92,11 +96,15 @@ pub(crate) async fn connect(
     {
         Ok(Ok(pair)) => pair,
         Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response))) => {
-            return Err(match response.status().as_u16() {
-                401 | 403 | 409 => Failure::Unauthorized,
-                404 => Failure::SpaceGone,
-                410 => Failure::Pruned,
-                _ => Failure::Unreachable,
+            let retry = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after);
+            let body = response.body().as_deref().unwrap_or_default();
+            return Err(match ok(response.status(), retry, body) {
+                Ok(()) => Failure::Unreachable, // an upgrade refused with a success status
+                Err(failure) => failure,
             });
         }
         _ => return Err(Failure::Unreachable),
@@ -164,4 +172,103 @@ pub(crate) async fn connect(
         .await;
     });
     Ok(LiveSocket { generation, sink })
+}
+
+#[cfg(test)]
+mod tests {
+    use mend_core::{crypto::SpaceSecret, store::Space, sync::Request};
+    use mend_protocol::ErrorCode;
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::TcpListener,
+    };
+
+    use super::*;
+
+    /// A relay that answers every request, HTTP or WebSocket upgrade, with `answer`.
+    async fn relay_answering(answer: &'static str) -> (RelayHttp, tokio::task::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            for _ in 0..2 {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut buf = Vec::new();
+                while !buf.ends_with(b"\r\n\r\n") {
+                    let mut byte = [0; 1];
+                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                        break;
+                    }
+                    buf.push(byte[0]);
+                }
+                let _ = stream.write_all(answer.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            }
+        });
+        let http = RelayHttp::new(&format!("http://{addr}")).expect("url");
+        (http, task)
+    }
+
+    /// The failure a pull over HTTP and a live subscription each make of one answer.
+    async fn both_paths(answer: &'static str) -> (Failure, Failure) {
+        let (http, server) = relay_answering(answer).await;
+        let link = SpaceLink {
+            space: Space::Couple,
+            keys: SpaceSecret::generate().expect("secret").derive_keys(),
+        };
+        let device = [7; 16];
+        let pulled = http
+            .execute(
+                &link,
+                &device,
+                &Request::Pull {
+                    space: Space::Couple,
+                    after: 0,
+                },
+            )
+            .await;
+        let Response::Failed {
+            failure: over_http, ..
+        } = pulled
+        else {
+            panic!("the pull did not fail: {pulled:?}");
+        };
+        let (tx, _rx) = mpsc::channel(1);
+        let over_ws = connect(&http, &link, &device, 0, 1, tx)
+            .await
+            .expect_err("the upgrade did not fail");
+        server.abort();
+        (over_http, over_ws)
+    }
+
+    #[tokio::test]
+    async fn http_and_websocket_read_a_rate_limit_alike() {
+        let (over_http, over_ws) = both_paths(
+            "HTTP/1.1 429 Too Many Requests\r\nretry-after: 3\r\ncontent-type: application/json\r\ncontent-length: 24\r\nconnection: close\r\n\r\n{\"error\":\"rate_limited\"}",
+        )
+        .await;
+        let expected = Failure::Refused {
+            code: ErrorCode::RateLimited,
+            retry_after_ms: 3000,
+        };
+        assert_eq!(over_http, expected);
+        assert_eq!(over_ws, expected);
+    }
+
+    #[tokio::test]
+    async fn http_and_websocket_read_a_missing_space_alike() {
+        let (over_http, over_ws) = both_paths(
+            "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 27\r\nconnection: close\r\n\r\n{\"error\":\"space_not_found\"}",
+        )
+        .await;
+        assert_eq!(over_http, Failure::SpaceGone);
+        assert_eq!(over_ws, Failure::SpaceGone);
+        // A 404 that is not the relay's (a wrong path behind a proxy) is no erased space.
+        let (over_http, over_ws) =
+            both_paths("HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await;
+        assert_eq!(over_http, over_ws);
+        assert_ne!(over_ws, Failure::SpaceGone);
+    }
 }

@@ -1,0 +1,249 @@
+//! The device: a journal, its keys and its relay connection, as the CLI and the bindings hold
+//! it. Creating and joining a couple's journal, opening it, syncing and erasing.
+
+use std::{
+    path::Path,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use mend_core::{
+    Error, Journal, Keyring, Result,
+    crypto::{Invite, InviteKind, SpaceSecret},
+    journal::{JoinSource, OpenOptions},
+    sync::SyncStatus,
+};
+
+use crate::{
+    http::RelayHttp,
+    sync::{LiveSync, SyncClient, SyncObserver, lock},
+};
+
+/// A journal with its keys and its relay connection: what the CLI and the bindings hold.
+///
+/// Writes go through [`Device::write`], which tells the observer what changed and wakes live
+/// sync, whoever called it. Reads go through [`Device::read`], on their own read-only SQLite
+/// connection, so they never wait for a write, a merge or the background load.
+pub struct Device {
+    journal: Arc<Mutex<Journal>>,
+    reader: Mutex<Journal>,
+    keyring: Keyring,
+    client: Arc<SyncClient>,
+    observer: Option<Arc<dyn SyncObserver>>,
+    live: Mutex<Option<LiveSync>>,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("relay", &self.keyring.relay_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Device {
+    fn assemble(
+        journal: Journal,
+        keyring: Keyring,
+        observer: Option<Arc<dyn SyncObserver>>,
+    ) -> Result<Self> {
+        let reader = Journal::open_reader(journal.store().path())?;
+        let journal = Arc::new(Mutex::new(journal));
+        let client = Arc::new(SyncClient::new(
+            Arc::clone(&journal),
+            &keyring.relay_url,
+            keyring.links(),
+            observer.clone(),
+        )?);
+        Ok(Self {
+            journal,
+            reader: Mutex::new(reader),
+            keyring,
+            client,
+            observer,
+            live: Mutex::new(None),
+        })
+    }
+
+    /// Runs a write on the journal, then, with the journal's lock released, tells the observer
+    /// which records it wrote and wakes live sync so the change leaves at once. Keep `f` to
+    /// one journal call: it holds the writer's lock.
+    pub fn write<T>(&self, f: impl FnOnce(&mut Journal) -> Result<T>) -> Result<T> {
+        let (out, written) = {
+            let mut journal = lock(&self.journal)?;
+            let out = f(&mut journal);
+            // Taken even when `f` failed: a write that committed before a later step failed
+            // was still made.
+            (out, journal.take_written())
+        };
+        if !written.is_empty() {
+            if let Some(o) = &self.observer {
+                for (space, ids) in written {
+                    o.records_changed(space, ids);
+                }
+            }
+            if let Ok(live) = self.live.lock()
+                && let Some(live) = live.as_ref()
+            {
+                live.local_edit();
+            }
+        }
+        out
+    }
+
+    /// Runs reads on the device's read-only connection: they see every committed write and
+    /// never wait for the writer.
+    pub fn read<T>(&self, f: impl FnOnce(&Journal) -> Result<T>) -> Result<T> {
+        let mut reader = self
+            .reader
+            .lock()
+            .map_err(|_| Error::Corrupt("an earlier read failed inside the journal".into()))?;
+        reader.refresh()?;
+        f(&reader)
+    }
+
+    /// Waits for the journal's background load without holding anything (an app calls it
+    /// after opening, so the first edit does not wait); a document that cannot load is
+    /// reported here.
+    pub async fn ready(&self) -> Result<()> {
+        self.client.loaded().await?;
+        lock(&self.journal)?.ready()
+    }
+
+    /// Creates a new journal at `path` for its first partner, with new secrets.
+    pub fn create(
+        path: &Path,
+        name: &str,
+        relay_url: &str,
+        options: OpenOptions,
+        observer: Option<Arc<dyn SyncObserver>>,
+    ) -> Result<Self> {
+        RelayHttp::new(relay_url)?;
+        let keyring = Keyring::generate(relay_url)?;
+        let journal = Journal::create_with(path, name, options)?;
+        Self::assemble(journal, keyring, observer)
+    }
+
+    /// Joins with an invite code: the other partner (`name` is theirs) or another device of
+    /// the same partner. The journal fills on the first sync.
+    pub fn join(
+        path: &Path,
+        invite: &str,
+        name: &str,
+        options: OpenOptions,
+        observer: Option<Arc<dyn SyncObserver>>,
+    ) -> Result<Self> {
+        let invite = Invite::decode(invite)?;
+        let (keyring, source) = match invite.kind {
+            InviteKind::Partner => (
+                Keyring {
+                    relay_url: invite.relay_url,
+                    couple: invite.couple,
+                    personal: SpaceSecret::generate()?,
+                },
+                JoinSource {
+                    couple: Vec::new(),
+                    personal: None,
+                    partner: None,
+                },
+            ),
+            InviteKind::Device { personal, partner } => (
+                Keyring {
+                    relay_url: invite.relay_url,
+                    couple: invite.couple,
+                    personal,
+                },
+                JoinSource {
+                    couple: Vec::new(),
+                    personal: Some(Vec::new()),
+                    partner: Some(partner),
+                },
+            ),
+        };
+        RelayHttp::new(&keyring.relay_url)?;
+        let journal = Journal::join_with(path, &source, name, options)?;
+        Self::assemble(journal, keyring, observer)
+    }
+
+    /// Opens an existing journal with the keys the app kept.
+    pub fn open(
+        path: &Path,
+        keyring: Keyring,
+        options: OpenOptions,
+        observer: Option<Arc<dyn SyncObserver>>,
+    ) -> Result<Self> {
+        let journal = Journal::open_with(path, options)?;
+        Self::assemble(journal, keyring, observer)
+    }
+
+    /// The writer's journal, shared with the sync task. Prefer [`Device::write`] and
+    /// [`Device::read`]: a write made here directly tells no observer and wakes no live sync.
+    pub fn journal(&self) -> &Arc<Mutex<Journal>> {
+        &self.journal
+    }
+
+    /// The keys to keep.
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    /// The relay connection.
+    pub fn client(&self) -> &Arc<SyncClient> {
+        &self.client
+    }
+
+    /// An invite for the other partner.
+    pub fn partner_invite(&self) -> Result<String> {
+        self.keyring.partner_invite()
+    }
+
+    /// An invite for another of this partner's devices.
+    pub fn device_invite(&self) -> Result<String> {
+        let me = lock(&self.journal)?.me();
+        self.keyring.device_invite(me)
+    }
+
+    /// Erases this partner's spaces at the relay: the couple's space (for both partners) and
+    /// this partner's personal space. The local journal is left to the caller.
+    pub async fn erase_remote(&self) -> Result<()> {
+        let http = RelayHttp::new(&self.keyring.relay_url)?;
+        for link in self.keyring.links() {
+            http.erase(&link).await?;
+        }
+        Ok(())
+    }
+
+    /// One bounded push and pull.
+    pub async fn sync_now(&self, budget: Duration) -> Result<SyncStatus> {
+        self.client.sync_now(budget).await
+    }
+
+    /// Starts live sync on the current tokio runtime (a WebSocket per space, each write pushed
+    /// at once). Starting it again while it runs does nothing.
+    pub fn start_live(&self) -> Result<()> {
+        let mut live = self
+            .live
+            .lock()
+            .map_err(|_| Error::Corrupt("live sync state is unusable".into()))?;
+        if live.as_ref().is_none_or(LiveSync::is_finished) {
+            *live = Some(self.client.start_live());
+        }
+        Ok(())
+    }
+
+    /// Stops live sync and waits for its sockets to close.
+    pub async fn stop_live(&self) {
+        let live = self.live.lock().ok().and_then(|mut l| l.take());
+        if let Some(live) = live {
+            live.stop().await;
+        }
+    }
+
+    /// Whether live sync is running (false once its task has ended, however it ended).
+    pub fn is_live(&self) -> bool {
+        self.live
+            .lock()
+            .map(|l| l.as_ref().is_some_and(|l| !l.is_finished()))
+            .unwrap_or(false)
+    }
+}

@@ -1,0 +1,126 @@
+//! The secrets a device holds: the relay it syncs through and the two space secrets.
+//!
+//! The secrets never enter the database. The app keeps a [`Keyring`] in Keychain or Keystore
+//! (or, for the CLI, a file only its user can read) and hands it back when it opens the
+//! journal.
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use zeroize::Zeroizing;
+
+use crate::{
+    crypto::{Invite, InviteKind, SpaceSecret},
+    error::{Error, Result},
+    ids::PartnerId,
+    store::Space,
+    sync::SpaceLink,
+};
+
+/// What a device must keep secret: the relay it syncs through and the two space secrets.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Keyring {
+    /// The relay URL.
+    pub relay_url: String,
+    /// The couple's space.
+    pub couple: SpaceSecret,
+    /// This partner's personal space.
+    pub personal: SpaceSecret,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyring")
+            .field("relay_url", &self.relay_url)
+            .finish_non_exhaustive()
+    }
+}
+
+const KEYRING_PREFIX: &str = "mend-keyring-v1:";
+
+impl Keyring {
+    /// New secrets for a new journal.
+    pub fn generate(relay_url: &str) -> Result<Self> {
+        Ok(Self {
+            relay_url: normalize_relay_url(relay_url)?,
+            couple: SpaceSecret::generate()?,
+            personal: SpaceSecret::generate()?,
+        })
+    }
+
+    /// What the engine needs to sync both spaces.
+    pub fn links(&self) -> Vec<SpaceLink> {
+        vec![
+            SpaceLink {
+                space: Space::Couple,
+                keys: self.couple.derive_keys(),
+            },
+            SpaceLink {
+                space: Space::Personal,
+                keys: self.personal.derive_keys(),
+            },
+        ]
+    }
+
+    /// An invite for the other partner (couple's space only).
+    pub fn partner_invite(&self) -> Result<String> {
+        Invite {
+            relay_url: self.relay_url.clone(),
+            couple: self.couple.clone(),
+            kind: InviteKind::Partner,
+        }
+        .encode()
+    }
+
+    /// An invite for another device of this partner (both spaces).
+    pub fn device_invite(&self, me: PartnerId) -> Result<String> {
+        Invite {
+            relay_url: self.relay_url.clone(),
+            couple: self.couple.clone(),
+            kind: InviteKind::Device {
+                personal: self.personal.clone(),
+                partner: me,
+            },
+        }
+        .encode()
+    }
+
+    /// The secrets as one string, for storage the app trusts. Handle like a password.
+    pub fn to_secret_string(&self) -> String {
+        let mut raw = Zeroizing::new(Vec::with_capacity(64 + self.relay_url.len()));
+        raw.extend_from_slice(self.couple.expose());
+        raw.extend_from_slice(self.personal.expose());
+        raw.extend_from_slice(self.relay_url.as_bytes());
+        format!("{KEYRING_PREFIX}{}", URL_SAFE_NO_PAD.encode(raw.as_slice()))
+    }
+
+    /// Parses [`Keyring::to_secret_string`].
+    pub fn from_secret_string(s: &str) -> Result<Self> {
+        let bad = || Error::Invalid("not a Mend keyring".into());
+        let body = s.trim().strip_prefix(KEYRING_PREFIX).ok_or_else(bad)?;
+        let raw = Zeroizing::new(URL_SAFE_NO_PAD.decode(body).map_err(|_| bad())?);
+        if raw.len() < 64 {
+            return Err(bad());
+        }
+        Ok(Self {
+            couple: SpaceSecret::from_slice(&raw[..32])?,
+            personal: SpaceSecret::from_slice(&raw[32..64])?,
+            relay_url: String::from_utf8(raw[64..].to_vec()).map_err(|_| bad())?,
+        })
+    }
+}
+
+/// A relay URL as the keyring keeps it: trimmed, no trailing slash, `http://` or `https://`
+/// with something after it. Whether the device may use it (TLS, loopback) is the transport's
+/// decision when it connects.
+pub fn normalize_relay_url(url: &str) -> Result<String> {
+    let base = url.trim().trim_end_matches('/');
+    let rest = base
+        .strip_prefix("http://")
+        .or_else(|| base.strip_prefix("https://"));
+    match rest {
+        Some(rest) if !rest.is_empty() => Ok(base.to_owned()),
+        _ => Err(Error::Invalid(format!(
+            "a relay URL looks like http://host:port, not {:?}",
+            crate::ids::truncate(url)
+        ))),
+    }
+}

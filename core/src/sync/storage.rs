@@ -1,0 +1,79 @@
+//! The engine's storage boundary: exactly what the sync engine needs of the device's store.
+//!
+//! [`crate::Journal`] implements it over SQLite and Automerge. Every call that changes sync
+//! bookkeeping returns the state it left, so the engine keeps cursors and peer sequence
+//! numbers in memory instead of re-reading them at each step.
+
+use crate::{
+    error::Result,
+    ids::RecordId,
+    store::{PeerSeqs, PulledChange, Space, SyncState},
+};
+
+/// What a merge did: the records that changed and the space's state after the commit.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Merged {
+    /// Records another device changed.
+    pub records: Vec<RecordId>,
+    /// The sync state the commit left.
+    pub state: SyncState,
+}
+
+/// The store as the sync engine sees it.
+pub trait SyncStore {
+    /// This device's id: its Automerge actor and the sender named in its chunks.
+    fn device(&self) -> [u8; 16];
+
+    /// Counts every change to sync bookkeeping made through this store. An engine that finds
+    /// a count it did not leave knows another engine (a background round beside live sync)
+    /// moved the cursors, and reloads.
+    fn sync_revision(&self) -> u64;
+
+    /// A space's sync state, read when a round starts.
+    fn sync_state(&self, space: Space) -> Result<SyncState>;
+
+    /// Every device's last applied sequence number in a space, read when a round starts.
+    fn peer_seqs(&self, space: Space) -> Result<PeerSeqs>;
+
+    /// Local changes of a space not yet acknowledged by the relay.
+    fn pending_changes(&self, space: Space) -> Result<u64>;
+
+    /// The oldest unacknowledged batch, made from unsent changes when there is none:
+    /// (device sequence, plaintext change bytes). The sequence is committed before it returns.
+    fn next_batch(&mut self, space: Space, max_bytes: usize) -> Result<Option<(u64, Vec<u8>)>>;
+
+    /// The relay stored batch `device_seq` at `relay_seq`.
+    fn acknowledge(&mut self, space: Space, device_seq: u64, relay_seq: u64) -> Result<SyncState>;
+
+    /// Merges pulled changes and commits them with the devices' sequence numbers and the new
+    /// cursor in one transaction.
+    fn apply_pulled(
+        &mut self,
+        space: Space,
+        pulled: &[PulledChange<'_>],
+        cursor: u64,
+    ) -> Result<Merged>;
+
+    /// Merges a snapshot's document and commits it with the devices' numbers and the relay
+    /// sequence it covers.
+    fn apply_snapshot(
+        &mut self,
+        space: Space,
+        doc: &[u8],
+        peers: &[([u8; 16], u64)],
+        covers: u64,
+    ) -> Result<Merged>;
+
+    /// What a snapshot of `space` holds: the full document and every device's last number
+    /// (this device's included, as its last batch).
+    fn snapshot_material(&self, space: Space) -> Result<(Vec<u8>, PeerSeqs)>;
+
+    /// The relay stored a snapshot covering `covers`.
+    fn snapshot_uploaded(&mut self, space: Space, covers: u64) -> Result<SyncState>;
+
+    /// A chunk at `relay_seq` was refused and needs healing from a snapshot.
+    fn mark_refused(&mut self, space: Space, relay_seq: u64) -> Result<SyncState>;
+
+    /// A round completed at `now_ms`.
+    fn mark_synced(&mut self, space: Space, now_ms: i64) -> Result<SyncState>;
+}
