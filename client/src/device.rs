@@ -2,8 +2,8 @@
 //! it. Creating and joining a couple's journal, opening it, syncing and erasing.
 
 use std::{
-    path::Path,
-    sync::{Arc, Mutex},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
@@ -16,7 +16,7 @@ use mend_core::{
 
 use crate::{
     http::RelayHttp,
-    sync::{LiveSync, SyncClient, SyncObserver, lock},
+    sync::{LiveSync, SyncClient, SyncObserver, blocking, lock},
 };
 
 /// A journal with its keys and its relay connection: what the CLI and the bindings hold.
@@ -26,6 +26,7 @@ use crate::{
 /// connection, so they never wait for a write, a merge or the background load.
 pub struct Device {
     journal: Arc<Mutex<Journal>>,
+    path: PathBuf,
     reader: Mutex<Journal>,
     keyring: Keyring,
     client: Arc<SyncClient>,
@@ -47,7 +48,10 @@ impl Device {
         keyring: Keyring,
         observer: Option<Arc<dyn SyncObserver>>,
     ) -> Result<Self> {
-        let reader = Journal::open_reader(journal.store().path())?;
+        let path = journal.store().path().to_owned();
+        let reader = Journal::open_reader(&path)?;
+        let mut journal = journal;
+        journal.track_written();
         let journal = Arc::new(Mutex::new(journal));
         let client = Arc::new(SyncClient::new(
             Arc::clone(&journal),
@@ -57,6 +61,7 @@ impl Device {
         )?);
         Ok(Self {
             journal,
+            path,
             reader: Mutex::new(reader),
             keyring,
             client,
@@ -91,15 +96,13 @@ impl Device {
         out
     }
 
-    /// Runs reads on the device's read-only connection: they see every committed write and
-    /// never wait for the writer.
+    /// Runs reads on the device's read-only connection, in one read transaction: they see
+    /// the last commit whole (never half of a write to both spaces) and never wait for the
+    /// writer.
     pub fn read<T>(&self, f: impl FnOnce(&Journal) -> Result<T>) -> Result<T> {
-        let mut reader = self
-            .reader
-            .lock()
-            .map_err(|_| Error::Corrupt("an earlier read failed inside the journal".into()))?;
-        reader.refresh()?;
-        f(&reader)
+        // The reader keeps no state a panicked read could have left half-changed.
+        let mut reader = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
+        reader.read_consistent(f)
     }
 
     /// Waits for the journal's background load without holding anything (an app calls it
@@ -107,7 +110,8 @@ impl Device {
     /// reported here.
     pub async fn ready(&self) -> Result<()> {
         self.client.loaded().await?;
-        lock(&self.journal)?.ready()
+        let journal = Arc::clone(&self.journal);
+        blocking(move || lock(&journal)?.ready()).await
     }
 
     /// Creates a new journal at `path` for its first partner, with new secrets.
@@ -237,6 +241,30 @@ impl Device {
         if let Some(live) = live {
             live.stop().await;
         }
+    }
+
+    /// Closes the journal: stops live sync, waits for storage work still in flight (a sync
+    /// round that was cancelled finishes its current step first) and releases the file lock,
+    /// so the journal can be opened again at once, here or by another process.
+    pub async fn close(self) -> Result<()> {
+        self.stop_live().await;
+        let journal = Arc::clone(&self.journal);
+        let shown = self.path.display().to_string();
+        drop(self);
+        blocking(move || {
+            // Work in flight holds its own reference to the journal; it ends within one engine
+            // step. A bound keeps a stuck step from hanging the caller.
+            let until = std::time::Instant::now() + Duration::from_secs(30);
+            while Arc::strong_count(&journal) > 1 {
+                if std::time::Instant::now() >= until {
+                    return Err(Error::Locked(shown));
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            drop(journal);
+            Ok(())
+        })
+        .await
     }
 
     /// Whether live sync is running (false once its task has ended, however it ended).

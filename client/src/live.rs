@@ -104,6 +104,11 @@ pub(crate) async fn connect(
             let body = response.body().as_deref().unwrap_or_default();
             return Err(match ok(response.status(), retry, body) {
                 Ok(()) => Failure::Unreachable, // an upgrade refused with a success status
+                // The relay's JSON body comes only if it arrived with the headers; without it,
+                // a 404 on the live route is what the relay answers for an erased space.
+                Err(Failure::Refused { .. }) if body.is_empty() && response.status() == 404 => {
+                    Failure::SpaceGone
+                }
                 Err(failure) => failure,
             });
         }
@@ -264,10 +269,11 @@ mod tests {
         .await;
         assert_eq!(over_http, Failure::SpaceGone);
         assert_eq!(over_ws, Failure::SpaceGone);
-        // A 404 that is not the relay's (a wrong path behind a proxy) is no erased space.
-        let (over_http, over_ws) =
-            both_paths("HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                .await;
+        // A 404 whose body is not the relay's (a wrong path behind a proxy) is no erased space.
+        let (over_http, over_ws) = both_paths(
+            "HTTP/1.1 404 Not Found\r\ncontent-type: text/html\r\ncontent-length: 9\r\nconnection: close\r\n\r\nnot found",
+        )
+        .await;
         assert_eq!(over_http, over_ws);
         assert_ne!(over_ws, Failure::SpaceGone);
     }

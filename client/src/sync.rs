@@ -118,8 +118,10 @@ impl SyncClient {
     /// Waits for the journal's background load with the lock released, so writes made
     /// meanwhile do not queue behind a merge that waits for it.
     pub(crate) async fn loaded(&self) -> Result<()> {
-        let loaded = lock(&self.journal)?.loaded();
+        let journal = Arc::clone(&self.journal);
         blocking(move || {
+            // Taking the lock may wait for a merge: on the blocking pool, like the merge.
+            let loaded = lock(&journal)?.loaded();
             for doc in loaded {
                 while !doc.wait(Duration::from_secs(60)) {}
             }

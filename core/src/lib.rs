@@ -17,9 +17,11 @@ pub mod store;
 pub mod sync;
 
 /// Log directives every app must add to its tracing filter, whatever level it chooses:
-/// Automerge logs inserted values (journal text) at TRACE. `mend-client` extends this list for
-/// its network libraries.
-pub const LOG_REDACTIONS: &str = "automerge=warn,hexane=warn";
+/// Automerge logs inserted values (journal text) at TRACE, and the device side's WebSocket
+/// library (in `mend-client`) logs request headers, the relay token among them, at TRACE.
+/// Listed here too, so an app that follows either crate's advice is covered.
+pub const LOG_REDACTIONS: &str =
+    "automerge=warn,hexane=warn,tungstenite=debug,tokio_tungstenite=debug";
 
 pub use date::LocalDate;
 pub use doc::{Loaded, SCHEMA_VERSION};

@@ -1590,7 +1590,12 @@ fn two_devices_writing_the_same_days_check_in_surface_a_conflict() -> Result<()>
 fn local_writes_say_which_space_and_records_they_wrote() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let mut j = Journal::create(&dir.path().join("j.db"), "Alex")?;
-    let _registration = j.take_written();
+    let _ = j.add(Body::Share(Share {
+        feeling: "before anyone listens".into(),
+        tough_question: false,
+    }))?;
+    assert!(j.take_written().is_empty(), "nothing kept until asked");
+    j.track_written();
     let shared = j.add(Body::Share(Share {
         feeling: "seen".into(),
         tough_question: false,

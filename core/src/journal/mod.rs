@@ -71,7 +71,8 @@ pub struct Journal {
     partners: Vec<Partner>,
     schema_version: i64,
     clock: Clock,
-    written: Written,
+    /// `Some` once a device asked to hear of writes ([`Journal::track_written`]).
+    written: Option<Written>,
     /// See [`crate::sync::SyncStore::sync_revision`].
     sync_revision: u64,
 }
@@ -180,7 +181,7 @@ impl Journal {
             partners: Vec::new(),
             schema_version: 0,
             clock: system_clock,
-            written: Vec::new(),
+            written: None,
             sync_revision: 0,
         };
         for space in Space::ALL {
@@ -244,7 +245,7 @@ impl Journal {
             partners: Vec::new(),
             schema_version: 0,
             clock: system_clock,
-            written: Vec::new(),
+            written: None,
             sync_revision: 0,
         };
         for space in missing {
@@ -279,7 +280,7 @@ impl Journal {
             partners: Vec::new(),
             schema_version: 0,
             clock: system_clock,
-            written: Vec::new(),
+            written: None,
             sync_revision: 0,
         };
         journal.refresh()?;
@@ -311,11 +312,39 @@ impl Journal {
         [self.couple.finished(), self.personal.finished()]
     }
 
-    /// What local writes committed since the last call: each change's space and the records it
-    /// wrote, as the writer knew them. The device object takes this after each write to tell
-    /// observers and wake live sync.
+    /// Starts keeping what writes and merges committed, for [`Journal::take_written`]. Off by
+    /// default, so a journal nobody drains never grows the list.
+    pub fn track_written(&mut self) {
+        self.written.get_or_insert_with(Vec::new);
+    }
+
+    /// What writes (and `apply_changes` merges) committed since the last call: each change's
+    /// space and the records it wrote, as the writer knew them. The device object takes this
+    /// after each write to tell observers and wake live sync.
     pub fn take_written(&mut self) -> Written {
-        std::mem::take(&mut self.written)
+        self.written
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    fn record_written(&mut self, space: Space, ids: &[RecordId]) {
+        if let (Some(written), false) = (self.written.as_mut(), ids.is_empty()) {
+            written.push((space, ids.to_vec()));
+        }
+    }
+
+    /// Runs `f` in one read transaction on this journal's connection: on a reader, every
+    /// statement `f` runs sees the same commit, never half of a write that touches both
+    /// spaces (WAL: it does not block the writer).
+    pub fn read_consistent<T>(&mut self, f: impl FnOnce(&Self) -> Result<T>) -> Result<T> {
+        self.store.conn().execute_batch("BEGIN DEFERRED")?;
+        let out = self.refresh().and_then(|()| f(self));
+        // A read transaction has nothing to keep: ending it cannot lose anything.
+        let ended = self.store.conn().execute_batch("COMMIT");
+        let out = out?;
+        ended?;
+        Ok(out)
     }
 
     /// Replaces the clock (tests and benchmarks pin time with this).
@@ -396,7 +425,9 @@ impl Journal {
             let views = view.map(std::slice::from_ref).unwrap_or_default();
             store.append_changes(&[(space, bytes)], false, views)
         });
-        self.finish_merge(space, committed)
+        let changed = self.finish_merge(space, committed)?;
+        self.record_written(space, &changed);
+        Ok(changed)
     }
 
     /// Folds each space's incremental rows into one full save.
@@ -492,9 +523,7 @@ impl Journal {
         self.views_committed(&views);
         for (space, _) in &changes {
             self.maybe_compact(*space);
-            if !ids.is_empty() {
-                self.written.push((*space, ids.to_vec()));
-            }
+            self.record_written(*space, ids);
         }
         Ok(())
     }

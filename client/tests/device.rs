@@ -1,0 +1,131 @@
+//! The device object without a relay: writes tell the observer, reads use their own connection
+//! and see whole commits.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::{Result, ensure};
+use mend_client::{Device, SyncObserver};
+use mend_core::{
+    Body, OpenOptions, RecordId, Space,
+    model::{ProcessingNote, Share},
+    sync::SyncStatus,
+};
+
+/// No relay listens here; nothing in these tests syncs.
+const RELAY: &str = "http://127.0.0.1:9";
+
+#[derive(Default)]
+struct Heard(Mutex<Vec<(Space, Vec<RecordId>)>>);
+
+impl SyncObserver for Heard {
+    fn records_changed(&self, space: Space, records: Vec<RecordId>) {
+        if let Ok(mut heard) = self.0.lock() {
+            heard.push((space, records));
+        }
+    }
+    fn status_changed(&self, _status: SyncStatus) {}
+}
+
+#[test]
+fn every_write_through_the_device_tells_the_observer_what_it_wrote() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let heard = Arc::new(Heard::default());
+    let observer: Arc<dyn SyncObserver> = heard.clone();
+    let device = Device::create(
+        &dir.path().join("j.db"),
+        "Alex",
+        RELAY,
+        OpenOptions::default(),
+        Some(observer),
+    )?;
+    let shared = device.write(|j| {
+        j.add(Body::Share(Share {
+            feeling: "heard".into(),
+            tough_question: false,
+        }))
+    })?;
+    let note = device.write(|j| {
+        j.add(Body::ProcessingNote(ProcessingNote {
+            text: "mine".into(),
+        }))
+    })?;
+    device.write(|j| j.share(note))?;
+    // A refused write tells nobody.
+    let refused = device.write(|j| j.remove(RecordId::generate()));
+    ensure!(refused.is_err());
+    let heard = heard
+        .0
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone();
+    ensure!(
+        heard
+            == vec![
+                (Space::Couple, vec![shared]),
+                (Space::Personal, vec![note]),
+                (Space::Couple, vec![note]),
+                (Space::Personal, vec![note]),
+            ],
+        "{heard:?}"
+    );
+    // What was written is there to read, on the reader's own connection.
+    ensure!(device.read(|j| j.get(shared))?.id == shared);
+    Ok(())
+}
+
+#[test]
+fn reads_never_see_half_of_a_write_to_both_spaces() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let device = Arc::new(Device::create(
+        &dir.path().join("j.db"),
+        "Alex",
+        RELAY,
+        OpenOptions::default(),
+        None,
+    )?);
+    // Records committed so far. A note lives in the personal space until it is shared; sharing
+    // moves it to the couple's space in one transaction, so a read between the two halves
+    // would count it nowhere.
+    let committed = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (device, committed, done) = (device.clone(), committed.clone(), done.clone());
+        std::thread::spawn(move || -> Result<usize> {
+            let mut reads = 0;
+            while !done.load(Ordering::Acquire) {
+                let before = committed.load(Ordering::Acquire);
+                let seen = device.read(|j| j.records())?.len();
+                ensure!(
+                    seen >= before,
+                    "a read saw {seen} records after {before} were committed"
+                );
+                reads += 1;
+            }
+            Ok(reads)
+        })
+    };
+    for n in 0..300 {
+        let id = device.write(|j| {
+            j.add(Body::ProcessingNote(ProcessingNote {
+                text: format!("note {n}"),
+            }))
+        })?;
+        committed.fetch_add(1, Ordering::Release);
+        device.write(|j| j.share(id))?;
+        if n % 50 == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    done.store(true, Ordering::Release);
+    let reads = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("reader panicked"))??;
+    ensure!(reads > 0, "the reader never read");
+    Ok(())
+}
