@@ -15,7 +15,7 @@ pub use status::{
 };
 pub use timeline::{MAX_PAGE, TimelinePage, TimelineQuery, timeline};
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 
 use timeline::Pick;
 
@@ -24,51 +24,61 @@ use crate::{Error, Journal, LocalDate, RecordId, Result, store::Space};
 impl Journal {
     /// A page of the timeline, newest first.
     ///
-    /// The page is picked from the read model's envelope columns and only its records are
-    /// decoded, so the first page of a large journal costs milliseconds.
+    /// The page is picked by walking the read model's envelope index newest first, and only
+    /// its records are decoded, so a page costs what it shows, whatever the journal's size.
     pub fn timeline(&self, query: &TimelineQuery) -> Result<TimelinePage> {
         let (limit, after) = timeline::bounds(query)?;
-        // The couple's envelope wins over a private copy, as in the records themselves.
-        let mut picks: HashMap<RecordId, Pick> = HashMap::new();
-        for space in [Space::Personal, Space::Couple] {
-            for (id, e) in self.store().view_envelopes(space)? {
+        let before = after.map(|(at, id)| (at, id.to_string()));
+        let mut items = Vec::with_capacity(limit);
+        let mut seen: HashSet<RecordId> = HashSet::new();
+        let mut more = false;
+        let mut failed = None;
+        self.store().visit_newest(
+            before.as_ref().map(|(at, id)| (*at, id.as_str())),
+            |space, id, e| {
                 let (Ok(id), Ok(kind), Ok(author)) = (id.parse(), e.kind.parse(), e.author.parse())
                 else {
-                    continue;
+                    return Ok(true);
                 };
-                picks.insert(
+                if !seen.insert(id) {
+                    return Ok(true); // the record's other space, already decided
+                }
+                let pick = Pick {
                     id,
-                    Pick {
-                        id,
-                        kind,
-                        author,
-                        created_at: e.created_at,
-                        removed: e.removed,
-                    },
-                );
-            }
-        }
-        let mut picks: Vec<Pick> = picks
-            .into_values()
-            .filter(|p| timeline::wanted(query, after, p))
-            .collect();
-        picks.sort_by_key(timeline::sort_key);
-        let mut items = Vec::with_capacity(limit.min(picks.len()));
-        let mut more = false;
-        for pick in picks {
-            // Records this version cannot read are left out, as in `records()`.
-            let record = match self.get(pick.id) {
-                // The decoded record decides, should its envelope differ from the columns.
-                Ok(record) if timeline::wanted(query, after, &Pick::of(&record)) => record,
-                Ok(_) => continue,
-                Err(e @ Error::Storage(_)) => return Err(e),
-                Err(_) => continue,
-            };
-            if items.len() == limit {
-                more = true;
-                break;
-            }
-            items.push(record);
+                    kind,
+                    author,
+                    created_at: e.created_at,
+                    removed: e.removed,
+                };
+                // The couple's envelope wins over a private copy: a private row that is not
+                // wanted is only skipped when there is no shared one to decide.
+                if !timeline::wanted(query, after, &pick)
+                    && (space == Space::Couple
+                        || !self.store().view_has(Space::Couple, &id.to_string())?)
+                {
+                    return Ok(true);
+                }
+                // Records this version cannot read are left out, as in `records()`.
+                let record = match self.get(id) {
+                    // The decoded record decides, should its envelope differ from the columns.
+                    Ok(record) if timeline::wanted(query, after, &Pick::of(&record)) => record,
+                    Ok(_) => return Ok(true),
+                    Err(e @ Error::Storage(_)) => {
+                        failed = Some(e);
+                        return Ok(false);
+                    }
+                    Err(_) => return Ok(true),
+                };
+                if items.len() == limit {
+                    more = true;
+                    return Ok(false);
+                }
+                items.push(record);
+                Ok(true)
+            },
+        )?;
+        if let Some(e) = failed {
+            return Err(e);
         }
         let next_cursor = match (more, items.last()) {
             (true, Some(last)) => Some(timeline::cursor_after(last)),

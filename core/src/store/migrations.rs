@@ -12,6 +12,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("sql/001_journal.sql"),
     include_str!("sql/002_sync.sql"),
     include_str!("sql/003_views.sql"),
+    include_str!("sql/004_timeline.sql"),
 ];
 
 /// The schema version this build creates.

@@ -187,6 +187,45 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Both spaces' envelopes newest first (by `created_at`, then id, both descending), those
+    /// strictly before `before` when given; `visit` sees each row with its space and returns
+    /// false to stop. Walks an index, so a page costs what it reads, not the journal's size.
+    pub fn visit_newest(
+        &self,
+        before: Option<(i64, &str)>,
+        mut visit: impl FnMut(Space, &str, Envelope) -> Result<bool>,
+    ) -> Result<()> {
+        const COLUMNS: &str =
+            "SELECT space, id, kind, author, created_at, removed FROM record_views";
+        const NEWEST: &str = "ORDER BY created_at DESC, id DESC";
+        let mut stmt;
+        let mut rows = match before {
+            Some((at, id)) => {
+                stmt = self.conn.prepare_cached(&format!(
+                    "{COLUMNS} WHERE (created_at, id) < (?1, ?2) {NEWEST}"
+                ))?;
+                stmt.query(params![at, id])?
+            }
+            None => {
+                stmt = self.conn.prepare_cached(&format!("{COLUMNS} {NEWEST}"))?;
+                stmt.query([])?
+            }
+        };
+        while let Some(row) = rows.next()? {
+            let space = match row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)? {
+                "couple" => Space::Couple,
+                _ => Space::Personal,
+            };
+            let id = row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
+            if !visit(space, id, envelope(row, 2)?)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
 fn envelope(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Envelope> {
     Ok(Envelope {
         kind: r.get(at)?,
