@@ -67,7 +67,10 @@ impl Journal {
     }
 
     /// Runs `f` on the core journal.
-    fn with<T>(&self, f: impl FnOnce(&mut CoreJournal) -> mend_core::Result<T>) -> Result<T> {
+    pub(crate) fn with<T>(
+        &self,
+        f: impl FnOnce(&mut CoreJournal) -> mend_core::Result<T>,
+    ) -> Result<T> {
         let mut journal = self.device.journal().lock().map_err(|_| {
             MendError::Internal("the journal is unusable: an earlier call failed inside it".into())
         })?;
@@ -75,7 +78,10 @@ impl Journal {
     }
 
     /// Runs a write, then tells the observer (lock released) and live sync (when running).
-    fn write<T>(&self, f: impl FnOnce(&mut CoreJournal) -> mend_core::Result<T>) -> Result<T> {
+    pub(crate) fn write<T>(
+        &self,
+        f: impl FnOnce(&mut CoreJournal) -> mend_core::Result<T>,
+    ) -> Result<T> {
         let out = self.with(f)?;
         self.device.flush_local_changes();
         if let Ok(live) = self.live.lock()
@@ -254,17 +260,11 @@ impl Journal {
         self.with(|j| Ok(records(j.needs()?)))
     }
 
-    /// Weekly progress for the weeks touching `from_date..=to_date` (`YYYY-MM-DD`), in a zone
-    /// `offset_minutes` east of UTC.
-    pub fn progress(
-        &self,
-        from_date: String,
-        to_date: String,
-        offset_minutes: i32,
-    ) -> Result<Progress> {
+    /// Weekly progress for the whole weeks touching `from_date..=to_date` (`YYYY-MM-DD`), as
+    /// of `to_date`, in the calendar set with `set_calendar`.
+    pub fn progress(&self, from_date: String, to_date: String) -> Result<Progress> {
         let (from, to) = (date(&from_date)?, date(&to_date)?);
-        self.with(|j| j.progress(from, to, offset_minutes))
-            .map(Into::into)
+        self.with(|j| j.progress(from, to)).map(Into::into)
     }
 
     /// The therapist packet as Markdown or one self-contained HTML page, made on the device.

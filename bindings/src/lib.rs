@@ -10,6 +10,7 @@
 
 mod bodies;
 mod convert;
+mod daily;
 mod enums;
 mod error;
 mod journal;
@@ -19,6 +20,7 @@ mod runtime;
 mod sync;
 
 pub use bodies::*;
+pub use daily::{ConflictChoice, DueOccurrence, RecordConflict, TodayView};
 pub use enums::*;
 pub use error::{MendError, Result};
 pub use journal::Journal;

@@ -82,7 +82,7 @@ pub fn for_add(
     let mut body = fresh(kind);
     let placement = apply(journal, &mut body, text, fields, true)?;
     match &mut body {
-        Body::CheckIn(c) if c.local_date.is_none() => c.local_date = Some(dates::today()),
+        Body::CheckIn(c) if c.local_date.is_none() => c.local_date = Some(journal.today()),
         Body::Boundary(b) if b.area == mend_core::model::BoundaryArea::Unknown => {
             return Err(Failure::input(
                 "a boundary needs --area (communication, transparency, space, contact or disclosure)",

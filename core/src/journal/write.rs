@@ -9,7 +9,8 @@ use crate::{
     error::{Error, Result},
     ids::RecordId,
     model::{
-        Body, Consent, ConsentState, Kind, QuestionStatus, TriggerSharing, Visibility,
+        Body, CommitmentStatus, Consent, ConsentState, Kind, QuestionStatus, TriggerSharing,
+        Visibility,
         rules::{self, Writer},
     },
     store::Space,
@@ -71,9 +72,31 @@ impl Journal {
     pub fn add_with(&mut self, mut body: Body, visibility: Option<Visibility>) -> Result<RecordId> {
         validate::body(&body)?;
         self.check_links(&body)?;
+        self.check_roles(&body)?;
         let visibility = effective_visibility(&body, visibility)?;
         let kind = body.kind();
         let now = self.now();
+        let today = self.today();
+        match &mut body {
+            Body::CheckIn(c) => {
+                if let Some(d) = c.local_date {
+                    self.check_date("a check-in's date", d)?;
+                }
+            }
+            Body::HonestyMoment(h) => {
+                let day = *h.noticed_on.get_or_insert(today);
+                self.check_date("the day an honesty moment happened", day)?;
+            }
+            Body::Commitment(c) => {
+                // A commitment made without a status is made to be kept.
+                if c.status == CommitmentStatus::Unknown {
+                    c.status = CommitmentStatus::Active;
+                }
+                let start = *c.starts_on.get_or_insert(today);
+                self.check_date("a commitment's start", start)?;
+            }
+            _ => {}
+        }
         let id = match &body {
             Body::CheckIn(c) => {
                 let date = c
@@ -106,6 +129,10 @@ impl Journal {
             Body::Commitment(c) => {
                 c.claims.clear();
                 c.views.clear();
+                c.status_changes.clear();
+                if let Some(start) = c.starts_on {
+                    c.status_changes.insert(start, c.status);
+                }
             }
             Body::Question(q) => q.status = QuestionStatus::Open,
             _ => {}
@@ -181,12 +208,18 @@ impl Journal {
         }
         if rules::is_add_only(kind) {
             return Err(Error::Invalid(format!(
-                "{}s are add-only: they can be removed by their author, not edited",
-                kind.label().to_lowercase()
+                "{} are add-only: they can be removed by their author, not edited",
+                kind.plural_label().to_lowercase()
             )));
         }
         validate::body(&body)?;
         self.check_links(&body)?;
+        if let (Body::Commitment(new), Body::Commitment(old)) = (&body, &current.body)
+            && new.starts_on != old.starts_on
+            && let Some(start) = new.starts_on
+        {
+            self.check_date("a commitment's start", start)?;
+        }
 
         // Compare with the current record as this version reads it, so values this version does
         // not know (an enum value from a newer app) are never rewritten unless the app changed them.
@@ -287,6 +320,26 @@ impl Journal {
                 envelope.insert("visibility".into(), visibility_str(new_vis).into());
             }
             envelope.insert("updated_at".into(), now.into());
+            // A commitment's life: each status change is dated, so progress knows which days
+            // were due (a pause is not a miss).
+            let status_change = match (&body, space) {
+                (Body::Commitment(c), Space::Couple) if ops.iter().any(|(k, _)| k == "status") => {
+                    let mut dated = vec![(self.today().to_string(), c.status.as_str())];
+                    // A commitment from before changes were dated gets its life so far first.
+                    if let Body::Commitment(old) = &current.body
+                        && old.status_changes.is_empty()
+                    {
+                        let start = old
+                            .starts_on
+                            .unwrap_or_else(|| self.calendar().date_of(current.created_at));
+                        if start < self.today() {
+                            dated.insert(0, (start.to_string(), old.status.as_str()));
+                        }
+                    }
+                    Some(dated)
+                }
+                _ => None,
+            };
             let reworded = match (&body, space) {
                 (Body::Boundary(b), Space::Couple) if ops.iter().any(|(k, _)| k == "text") => {
                     Some(wording_hash(&b.text))
@@ -306,6 +359,15 @@ impl Journal {
                     match v {
                         Some(v) => put_json(tx, &obj, k, v)?,
                         None => tx.delete(&obj, k.as_str())?,
+                    }
+                }
+                if let Some(dated) = &status_change {
+                    let changes = match automerge::ReadDoc::get(tx, &obj, "status_changes")? {
+                        Some((automerge::Value::Object(ObjType::Map), c)) => c,
+                        _ => tx.put_object(&obj, "status_changes", ObjType::Map)?,
+                    };
+                    for (day, status) in dated {
+                        tx.put(&changes, day.as_str(), *status)?;
                     }
                 }
                 if let Some(hash) = &reworded {
@@ -378,6 +440,26 @@ impl Journal {
         self.persist(changes)?;
         self.notify(vec![id]);
         Ok(())
+    }
+
+    /// Roles the journal holds to: an answer comes from the partner who was asked, and a
+    /// validation is given to the partner's words, not one's own.
+    fn check_roles(&self, body: &Body) -> Result<()> {
+        let (target, rule) = match body {
+            Body::Answer(a) => (
+                a.question,
+                "a question is answered by the partner, not its asker",
+            ),
+            Body::Validation(v) => (
+                v.target,
+                "a validation is for the partner's record, not one's own",
+            ),
+            _ => return Ok(()),
+        };
+        match target.map(|id| self.get(id)).transpose()? {
+            Some(r) if r.author == self.me => Err(Error::PermissionDenied(rule.into())),
+            _ => Ok(()),
+        }
     }
 
     /// Checks that a body's links point at records of the right kind.

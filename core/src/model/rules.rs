@@ -37,7 +37,7 @@ pub fn writer(kind: Kind, field: &str) -> Writer {
         (Kind::Boundary, "consents") => Writer::Managed,
         (Kind::Boundary, _) => Writer::Either,
         (Kind::Need, "response") => Writer::Managed,
-        (Kind::Commitment, "claims" | "views") => Writer::Managed,
+        (Kind::Commitment, "claims" | "views" | "status_changes") => Writer::Managed,
         (Kind::Question, "status") => Writer::Managed,
         (Kind::CheckIn, "local_date") => Writer::Fixed,
         _ => Writer::Author,
