@@ -340,9 +340,9 @@ The main text and the flags each kind takes:
   share                TEXT = feeling      --tough-question
   reply                TEXT = reply        --share ID  --kind reflect|validate|ask|apologise|pause
   commitment           TEXT = commitment   --cadence daily|weekly  --link ID (a boundary or need)
-                                           --status active|paused|done|retired
+                                           --status active|paused|done|retired  --date DATE (first day due)
   honesty-moment       TEXT = what happened --kind volunteered-truth|promise-kept|feeling-shared|hard-answer
-                                           --link ID  --timing share-now|weekly-talk
+                                           --link ID  --timing share-now|weekly-talk  --date DATE (when)
   validation           TEXT = words        --target ID
   trigger-event        TEXT = cue          --intensity 0-10  --feeling TEXT,…  --what-helped TEXT
                                            --wants space|reassure|talk-later  --sharing private|signal|full
@@ -404,7 +404,8 @@ pub struct Fields {
     /// When an honesty moment is meant to be seen.
     #[arg(long, help_heading = "Fields", value_parser = Choice::new(HonestyTiming::ALL))]
     pub timing: Option<HonestyTiming>,
-    /// A check-in's date, or a pre-assurance's date.
+    /// A check-in's date, a commitment's first day, the day an honesty moment happened, or a
+    /// pre-assurance's date.
     #[arg(long, help_heading = "Fields", value_name = "DATE")]
     pub date: Option<String>,
     /// Check-in: feeling safe, 0–10.

@@ -242,6 +242,9 @@ fn apply(
             if let Some(s) = f.status.take() {
                 b.status = pick("--status", CommitmentStatus::ALL, &s, &label)?;
             }
+            if let Some(d) = f.date.take() {
+                b.starts_on = Some(dates::parse(&d)?);
+            }
         }
         Body::HonestyMoment(b) => {
             set(&mut b.text, text);
@@ -252,6 +255,9 @@ fn apply(
                 b.link = link(&l)?;
             }
             set_some(&mut b.timing, f.timing.take());
+            if let Some(d) = f.date.take() {
+                b.noticed_on = Some(dates::parse(&d)?);
+            }
         }
         Body::Validation(b) => {
             set(&mut b.text, text);

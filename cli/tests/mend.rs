@@ -682,3 +682,160 @@ fn partner_text_is_shown_inert_and_in_words() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn people_read_words_never_stored_names() -> Result<()> {
+    let world = World::start()?;
+    world.couple()?;
+    let refused = world.mend(
+        "alex",
+        &[
+            "add",
+            "accountability-note",
+            "I lied about June",
+            "--private",
+        ],
+    )?;
+    refused.fails(3, "an accountability note is shared by nature")?;
+    let note = world
+        .mend("alex", &["add", "accountability-note", "I lied about June"])?
+        .ok()?;
+    let shown = world.mend("alex", &["show", &note])?.ok()?;
+    ensure!(shown.contains("What I did:"), "{shown}");
+
+    let need = world
+        .mend(
+            "alex",
+            &["add", "need", "Weekly talks", "--kind", "check-in-cadence"],
+        )?
+        .ok()?;
+    let moment = world
+        .mend(
+            "alex",
+            &[
+                "add",
+                "honesty-moment",
+                "Said it first",
+                "--timing",
+                "weekly-talk",
+            ],
+        )?
+        .ok()?;
+    let trigger = world
+        .mend(
+            "alex",
+            &[
+                "add",
+                "trigger-event",
+                "A song",
+                "--intensity",
+                "0",
+                "--wants",
+                "reassure",
+                "--sharing",
+                "signal",
+            ],
+        )?
+        .ok()?;
+    let question = world
+        .mend("blake", &["add", "question", "Why then?"])?
+        .ok()?;
+    let boundary = world
+        .mend(
+            "blake",
+            &[
+                "add",
+                "boundary",
+                "Phones unlocked",
+                "--area",
+                "transparency",
+            ],
+        )?
+        .ok()?;
+    world.sync_both()?;
+    world
+        .mend("alex", &["question-status", &question, "not-now"])?
+        .ok()?;
+    let revisit = world
+        .mend("alex", &["consent", &boundary, "revisit"])?
+        .ok()?;
+    ensure!(
+        revisit.contains("to be revisited") && !revisit.contains("is revisit"),
+        "{revisit}"
+    );
+
+    let list = world.mend("alex", &["list"])?.ok()?;
+    ensure!(
+        list.contains("[Not now]") && !list.contains("not_now"),
+        "{list}"
+    );
+    ensure!(
+        list.contains("for the weekly talk"),
+        "--timing shows: {list}"
+    );
+    ensure!(list.contains("would like reassurance"), "{list}");
+    let shown = world.mend("alex", &["show", &need])?.ok()?;
+    ensure!(
+        shown.contains("How often we check in") && !shown.contains("check_in_cadence"),
+        "{shown}"
+    );
+    let shown = world.mend("alex", &["show", &moment])?.ok()?;
+    ensure!(
+        shown.contains("Saved for the weekly talk") && !shown.contains("weekly_talk"),
+        "{shown}"
+    );
+    world.sync_both()?;
+    let signal = world.mend("blake", &["show", &trigger])?.ok()?;
+    ensure!(
+        !signal.contains("Intensity") && !signal.contains("intensity"),
+        "a signal has no score: {signal}"
+    );
+    ensure!(
+        signal.contains("Would like:") && signal.contains("Reassurance"),
+        "{signal}"
+    );
+    ensure!(!signal.contains("wanted response"), "{signal}");
+    Ok(())
+}
+
+#[test]
+fn a_conflict_is_marked_shown_in_words_and_settled() -> Result<()> {
+    let world = World::start()?;
+    world.couple()?;
+    let boundary = world
+        .mend(
+            "alex",
+            &["add", "boundary", "No contact", "--area", "contact"],
+        )?
+        .ok()?;
+    world.sync_both()?;
+    // Both reword it apart.
+    world
+        .mend("alex", &["edit", &boundary, "No contact at all"])?
+        .ok()?;
+    world
+        .mend("blake", &["edit", &boundary, "No contact unless work"])?
+        .ok()?;
+    world.sync_both()?;
+    let list = world.mend("alex", &["list"])?.ok()?;
+    ensure!(list.contains("[to settle]"), "list: {list}");
+    let shown = world.mend("alex", &["show", &boundary])?.ok()?;
+    ensure!(
+        shown.contains("Boundary (text):")
+            && shown.contains("1. No contact")
+            && shown.contains("2. No contact")
+            && !shown.contains("{\""),
+        "show: {shown}"
+    );
+    // Keeping the value shown is a real settlement, not a silent no-op.
+    let settled = world
+        .mend("alex", &["settle", &boundary, "text", "1"])?
+        .ok()?;
+    ensure!(settled.starts_with("Settled boundary"), "{settled}");
+    let list = world.mend("alex", &["list"])?.ok()?;
+    ensure!(!list.contains("[to settle]"), "still marked: {list}");
+    world
+        .mend("alex", &["settle", &boundary, "text", "1"])?
+        .fails(3, "no conflict on text")?;
+    Ok(())
+}

@@ -640,3 +640,59 @@ fn today_lists_what_waits_on_each_partner() -> Result<()> {
     assert!(blake.boundaries_to_consent.is_empty(), "they proposed it");
     Ok(())
 }
+
+#[test]
+fn the_packet_reads_as_a_document_for_a_reader() -> Result<()> {
+    let mut c = Couple::new()?;
+    at("2026-11-27", 20 * 60)?;
+    // Entered out of order: the packet lists them by date.
+    for (day, s) in [("2026-11-26", 7), ("2026-11-23", 4), ("2026-11-25", 6)] {
+        c.alex.add(check_in(day, s)?)?;
+    }
+    c.blake.add(check_in("2026-11-24", 3)?)?;
+    c.sync()?;
+    let options = PacketOptions {
+        from: date("2026-11-23")?,
+        to: date("2026-11-29")?,
+        kinds: vec![],
+    };
+    let md = c.alex.export_packet(&options, Format::Markdown)?;
+    let rows: Vec<&str> = md
+        .lines()
+        .filter(|l| l.starts_with("| 2026-11-2"))
+        .collect();
+    assert_eq!(rows.len(), 4, "{md}");
+    // One table per partner (in partner order), each by date.
+    let at = |day: &str| {
+        rows.iter()
+            .position(|r| r.starts_with(&format!("| {day} |")))
+    };
+    let (a23, a25, a26, b24) = (
+        at("2026-11-23"),
+        at("2026-11-25"),
+        at("2026-11-26"),
+        at("2026-11-24"),
+    );
+    assert!(a23 < a25 && a25 < a26, "{rows:?}");
+    assert!(
+        b24 < a23 || b24 > a26,
+        "Blake's check-in sits in Blake's table: {rows:?}"
+    );
+    let alex_table = md.find("### Alex\n\n| Date").unwrap_or(usize::MAX);
+    let blake_table = md.find("### Blake\n\n| Date").unwrap_or(usize::MAX);
+    assert!(alex_table < md.len() && blake_table < md.len(), "{md}");
+    assert!(!md.contains("· Check-in"), "no block per check-in: {md}");
+    let html = c.alex.export_packet(&options, Format::Html)?;
+    assert!(
+        html.contains("Alex: safety") && html.contains("Blake: safety"),
+        "one line per partner"
+    );
+    assert!(
+        html.contains("Check-in scores per week") && html.contains("Commitments kept per week")
+    );
+    assert!(
+        html.contains(">100 %</text>"),
+        "consistency has its own 0–100 % axis"
+    );
+    Ok(())
+}

@@ -12,7 +12,6 @@ use mend_core::{
 
 use super::lock;
 use crate::{
-    choice::kebab,
     cli::{ConsentChoice, Fields},
     dates,
     failure::Failure,
@@ -45,7 +44,11 @@ pub fn edit(home: &Home, typed: &str, text: Option<String>, f: Fields) -> Result
     if placement.share {
         journal.share(id)?;
     }
-    say!("Edited {} {}.", kebab(record.kind()), short(id));
+    say!(
+        "Edited {} {}.",
+        record.kind().label().to_lowercase(),
+        short(id)
+    );
     if record.kind() == Kind::Boundary {
         boundary_line(&journal, id)?;
     }
@@ -106,7 +109,7 @@ pub fn consent(home: &Home, typed: &str, choice: ConsentChoice) -> Result<()> {
     say!(
         "Your consent to boundary {} is now: {}.",
         short(id),
-        kebab(state)
+        state.label().to_lowercase()
     );
     boundary_line(&journal, id)?;
     Ok(())
@@ -152,8 +155,8 @@ pub fn claim(
     let at = occurrence(&journal, date)?;
     journal.claim(id, at, status, note)?;
     say!(
-        "Claimed {} for {at} on commitment {}.",
-        kebab(status),
+        "Claimed \"{}\" for {at} on commitment {}.",
+        status.label().to_lowercase(),
         short(id)
     );
     Ok(())
@@ -173,8 +176,8 @@ pub fn confirm(
     let at = occurrence(&journal, date)?;
     journal.confirm(id, at, view, note)?;
     say!(
-        "Recorded {} for {at} on commitment {}.",
-        kebab(view),
+        "Recorded \"{}\" for {at} on commitment {}.",
+        view.label().to_lowercase(),
         short(id)
     );
     Ok(())
@@ -186,7 +189,11 @@ pub fn respond(home: &Home, typed: &str, kind: NeedResponseKind, note: &str) -> 
     let mut journal = lock(&device)?;
     let id = lookup::resolve(&journal, typed)?;
     journal.respond_to_need(id, kind, note)?;
-    say!("Responded {} to need {}.", kebab(kind), short(id));
+    say!(
+        "Responded \"{}\" to need {}.",
+        kind.label().to_lowercase(),
+        short(id)
+    );
     Ok(())
 }
 
@@ -196,7 +203,11 @@ pub fn question_status(home: &Home, typed: &str, status: QuestionStatus) -> Resu
     let mut journal = lock(&device)?;
     let id = lookup::resolve(&journal, typed)?;
     journal.set_question_status(id, status)?;
-    say!("Question {} is now {}.", short(id), kebab(status));
+    say!(
+        "Question {} is now: {}.",
+        short(id),
+        status.label().to_lowercase()
+    );
     Ok(())
 }
 

@@ -209,10 +209,10 @@ fn chart(
     let x = |i: usize| LEFT + step * (i as f64 + 0.5);
     let y = |v: f64| TOP + (1.0 - v.clamp(0.0, max) / max) * (H - TOP - BOTTOM);
     let mut svg = String::new();
-    let _ = write!(
+    let _ = writeln!(
         svg,
         "<figure class=\"chart {class}\"><figcaption>{}</figcaption>\
-         <svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {W} {H}\" width=\"100%\" role=\"img\" aria-label=\"{}\">\n",
+         <svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {W} {H}\" width=\"100%\" role=\"img\" aria-label=\"{}\">",
         esc(caption),
         esc(caption)
     );

@@ -47,8 +47,8 @@ fn effective_visibility(body: &Body, requested: Option<Visibility>) -> Result<Vi
     }
     match requested.unwrap_or_else(|| rules::default_visibility(kind)) {
         Visibility::Private if !rules::may_be_private(kind) => Err(Error::Invalid(format!(
-            "a {} is shared by nature and cannot be private",
-            kind.label().to_lowercase()
+            "{} is shared by nature and cannot be private",
+            crate::words::with_article(kind)
         ))),
         v => Ok(v),
     }
@@ -234,7 +234,8 @@ impl Journal {
                 Writer::Managed => continue,
                 Writer::Fixed => {
                     return Err(Error::Invalid(format!(
-                        "{k} cannot be changed after creation"
+                        "{} cannot be changed after creation",
+                        crate::words::field_label(kind, k).to_lowercase()
                     )));
                 }
                 Writer::Author if current.author != self.me => {
