@@ -119,6 +119,9 @@ fun main(args: Array<String>) {
         check("progress counts the week", week.checkIns.count == 1u && week.honestyMoments == 1u)
         val packet = alex.export(PacketOptions(fromDate = today, toDate = today), ExportFormat.MARKDOWN)
         check("the packet renders", packet.contains("Honesty moment"))
+        alex.setCalendar("UTC", "monday")
+        check("today knows who has checked in", !alex.waitingToday().checkInDue && blake.waitingToday().checkInDue)
+        check("no conflict on the boundary", alex.conflicts(boundary).isEmpty())
 
         // A typed error with a message that reads well.
         try {

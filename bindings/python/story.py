@@ -168,6 +168,10 @@ async def story(relay, work):
     check("progress counts the week", week.check_ins.count == 1 and week.honesty_moments == 1)
     packet = alex.export(PacketOptions(from_date=today, to_date=today), ExportFormat.MARKDOWN)
     check("the packet renders", "Honesty moment" in packet)
+    alex.set_calendar("UTC", "monday")
+    check("today knows who has checked in",
+          not alex.waiting_today().check_in_due and blake.waiting_today().check_in_due)
+    check("no conflict on the boundary", alex.conflicts(boundary) == [])
 
     # A typed error with a message that reads well.
     try:

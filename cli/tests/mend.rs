@@ -88,9 +88,14 @@ impl World {
 
     /// Runs `mend --home <home> args…`.
     fn mend(&self, home: &str, args: &[&str]) -> Result<Run> {
+        self.mend_in("UTC", home, args)
+    }
+
+    /// Runs `mend` with the couple's time zone `zone`.
+    fn mend_in(&self, zone: &str, home: &str, args: &[&str]) -> Result<Run> {
         let output = assert_cmd::Command::new(cargo_bin!("mend"))
             .env_remove("MEND_HOME")
-            .env("MEND_TZ", "UTC")
+            .env("MEND_TZ", zone)
             .env_remove("MEND_WEEK_START")
             .arg("--home")
             .arg(self.home(home))
@@ -837,5 +842,37 @@ fn a_conflict_is_marked_shown_in_words_and_settled() -> Result<()> {
     world
         .mend("alex", &["settle", &boundary, "text", "1"])?
         .fails(3, "no conflict on text")?;
+    Ok(())
+}
+
+#[test]
+fn today_is_the_couples_day_not_utcs() -> Result<()> {
+    let world = World::start()?;
+    world
+        .mend(
+            "alex",
+            &["init", "--relay", &world.relay.url(), "--name", "Alex"],
+        )?
+        .ok()?;
+    // 26 hours apart: whatever the time now, these two zones are on different days.
+    let east = world
+        .mend_in("Etc/GMT-14", "alex", &["add", "check-in", "--safety", "5"])?
+        .ok()?;
+    let west = world
+        .mend_in("Etc/GMT+12", "alex", &["add", "check-in", "--safety", "6"])?
+        .ok()?;
+    let day = |id: &str| -> Result<String> {
+        let shown = world.json("alex", &["show", id, "--json"])?;
+        Ok(shown["record"]["body"]["local_date"]
+            .as_str()
+            .or_else(|| shown["body"]["local_date"].as_str())
+            .context("a date")?
+            .to_owned())
+    };
+    let (e, w) = (day(&east)?, day(&west)?);
+    ensure!(e > w, "east {e} should be a later day than west {w}");
+    world
+        .mend_in("Mars/Olympus", "alex", &["today"])?
+        .fails(3, "MEND_TZ")?;
     Ok(())
 }
