@@ -122,6 +122,7 @@ fun main(args: Array<String>) {
         alex.setCalendar("UTC", "monday")
         check("today knows who has checked in", !alex.waitingToday().checkInDue && blake.waitingToday().checkInDue)
         check("no conflict on the boundary", alex.conflicts(boundary).isEmpty())
+        check("stored names have words", valueLabel(RecordKind.QUESTION, "status", "not_now")?.text == "Not now")
 
         // A typed error with a message that reads well.
         try {

@@ -16,6 +16,7 @@ import threading
 import time
 
 from mend import (
+    value_label,
     AccountabilityNote,
     Answer,
     Boundary,
@@ -38,6 +39,7 @@ from mend import (
     PartnerView,
     Question,
     QuestionStatus,
+    RecordKind,
     RecordBody,
     Share,
     TimelineQuery,
@@ -172,6 +174,8 @@ async def story(relay, work):
     check("today knows who has checked in",
           not alex.waiting_today().check_in_due and blake.waiting_today().check_in_due)
     check("no conflict on the boundary", alex.conflicts(boundary) == [])
+    words = value_label(RecordKind.QUESTION, "status", "not_now")
+    check("stored names have words", words.text == "Not now" and words.key == "value.question_status.not_now")
 
     # A typed error with a message that reads well.
     try:

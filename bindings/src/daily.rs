@@ -1,10 +1,11 @@
 //! The couple's calendar, what waits on this partner today, and conflicts in plain words.
 //! Each method forwards to one mend-core call.
 
-use mend_core::{Calendar, Weekday, query};
+use mend_core::{Calendar, Kind, Weekday, query, words};
 
 use crate::{
     convert::{record_id, strings},
+    enums::RecordKind,
     error::{MendError, Result},
     journal::Journal,
 };
@@ -135,4 +136,42 @@ impl Journal {
             .map_err(|_| MendError::invalid("value_json is not a value from conflicts()"))?;
         self.write(|j| j.settle(id, &field, &value))
     }
+}
+
+/// Words to show, and the key an app translates them by.
+#[derive(Clone, Debug, PartialEq, uniffi::Record)]
+pub struct DisplayWords {
+    /// English.
+    pub text: String,
+    /// `kind.…`, `field.…` or `value.…`.
+    pub key: String,
+}
+
+/// A kind's name ("Honesty moment").
+#[uniffi::export]
+pub fn kind_label(kind: RecordKind) -> DisplayWords {
+    let kind: Kind = kind.into();
+    DisplayWords {
+        text: kind.label().to_owned(),
+        key: words::kind_key(kind),
+    }
+}
+
+/// A field's name ("What I did") by its stored name.
+#[uniffi::export]
+pub fn field_label(kind: RecordKind, field: String) -> DisplayWords {
+    let kind: Kind = kind.into();
+    DisplayWords {
+        text: words::field_label(kind, &field),
+        key: words::field_key(kind, &field),
+    }
+}
+
+/// A stored enum value in words ("not_now" → "Not now"); null for a field that holds text.
+#[uniffi::export]
+pub fn value_label(kind: RecordKind, field: String, value: String) -> Option<DisplayWords> {
+    words::value_word(kind.into(), &field, &value).map(|(text, key)| DisplayWords {
+        text: text.to_owned(),
+        key,
+    })
 }

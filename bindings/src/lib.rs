@@ -20,7 +20,10 @@ mod runtime;
 mod sync;
 
 pub use bodies::*;
-pub use daily::{ConflictChoice, DueOccurrence, RecordConflict, TodayView};
+pub use daily::{
+    ConflictChoice, DisplayWords, DueOccurrence, RecordConflict, TodayView, field_label,
+    kind_label, value_label,
+};
 pub use enums::*;
 pub use error::{MendError, Result};
 pub use journal::Journal;

@@ -113,24 +113,34 @@ pub fn field_label(kind: Kind, field: &str) -> String {
 
 /// The words for a stored enum value of `kind`'s `field` (`None` when the field holds text).
 pub fn value_label(kind: Kind, field: &str, stored: &str) -> Option<&'static str> {
+    value_word(kind, field, stored).map(|(label, _)| label)
+}
+
+/// The words for a stored enum value and the key to translate them by.
+pub fn value_word(kind: Kind, field: &str, stored: &str) -> Option<(&'static str, String)> {
     use crate::model::*;
-    fn read<T: std::str::FromStr>(s: &str, label: fn(T) -> &'static str) -> Option<&'static str> {
-        s.parse::<T>().ok().map(label)
+    macro_rules! read {
+        ($t:ty) => {
+            stored
+                .parse::<$t>()
+                .ok()
+                .map(|v| (v.label(), v.label_key()))
+        };
     }
     match (kind, field) {
-        (Kind::Question, "status") => read(stored, QuestionStatus::label),
-        (Kind::Boundary, "area") => read(stored, BoundaryArea::label),
-        (Kind::DisclosurePreference, "preference") => read(stored, DisclosureChoice::label),
-        (Kind::Need, "need_kind") => read(stored, NeedKind::label),
-        (Kind::Need, "status") => read(stored, NeedStatus::label),
-        (Kind::Reply, "reply_kind") => read(stored, ReplyKind::label),
-        (Kind::Commitment, "cadence") => read(stored, Cadence::label),
-        (Kind::Commitment, "status") => read(stored, CommitmentStatus::label),
-        (Kind::HonestyMoment, "honesty_kind") => read(stored, HonestyKind::label),
-        (Kind::HonestyMoment, "timing") => read(stored, HonestyTiming::label),
-        (Kind::TriggerEvent, "wanted_response") => read(stored, WantedResponse::label),
-        (Kind::TriggerEvent, "sharing") => read(stored, TriggerSharing::label),
-        (Kind::CheckIn, "private_fields") => read(stored, CheckInField::label),
+        (Kind::Question, "status") => read!(QuestionStatus),
+        (Kind::Boundary, "area") => read!(BoundaryArea),
+        (Kind::DisclosurePreference, "preference") => read!(DisclosureChoice),
+        (Kind::Need, "need_kind") => read!(NeedKind),
+        (Kind::Need, "status") => read!(NeedStatus),
+        (Kind::Reply, "reply_kind") => read!(ReplyKind),
+        (Kind::Commitment, "cadence") => read!(Cadence),
+        (Kind::Commitment, "status") => read!(CommitmentStatus),
+        (Kind::HonestyMoment, "honesty_kind") => read!(HonestyKind),
+        (Kind::HonestyMoment, "timing") => read!(HonestyTiming),
+        (Kind::TriggerEvent, "wanted_response") => read!(WantedResponse),
+        (Kind::TriggerEvent, "sharing") => read!(TriggerSharing),
+        (Kind::CheckIn, "private_fields") => read!(CheckInField),
         _ => None,
     }
 }
