@@ -450,6 +450,8 @@ impl TryFrom<RecordBody> for m::Body {
                 area: b.area.into(),
                 text: b.text,
                 review_date: opt_date(b.review_date.as_deref())?,
+                // Written by the core when the wording changes.
+                wordings: Default::default(),
                 consents: b
                     .consents
                     .into_iter()

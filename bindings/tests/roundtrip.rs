@@ -34,6 +34,8 @@ fn every_kind() -> Vec<Body> {
             area: BoundaryArea::Contact,
             text: "b".into(),
             review_date: Some(day(30)),
+            // Written by the core only; the binding does not carry it in.
+            wordings: BTreeMap::new(),
             consents: BTreeMap::from([
                 (
                     a,

@@ -58,6 +58,7 @@ pub fn field_label(kind: Kind, field: &str) -> String {
         (Kind::Boundary, "text") => "Boundary",
         (Kind::Boundary, "review_date") => "Review on",
         (Kind::Boundary, "consents") => "Consents",
+        (Kind::Boundary, "wordings") => "Wordings it has had",
         (Kind::DisclosurePreference, "topic") => "Topic",
         (Kind::DisclosurePreference, "preference") => "Wish",
         (Kind::Need, "need_kind") => "Kind of need",

@@ -6,8 +6,8 @@ use std::{cell::Cell, collections::BTreeMap};
 
 use anyhow::Result;
 use mend_core::{
-    Body, Calendar, Error, JoinSource, Journal, LocalDate, PartnerId, Record, RecordId, Space,
-    Visibility, Weekday,
+    Body, Calendar, Error, JoinSource, Journal, Kind, LocalDate, PartnerId, Record, RecordId,
+    Space, Visibility, Weekday,
     export::{Format, PacketOptions},
     model::*,
     query,
@@ -693,6 +693,45 @@ fn the_packet_reads_as_a_document_for_a_reader() -> Result<()> {
     assert!(
         html.contains(">100 %</text>"),
         "consistency has its own 0–100 % axis"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_boundary_keeps_the_words_each_consent_was_given_to() -> Result<()> {
+    let mut c = Couple::new()?;
+    at("2026-11-25", 9 * 60)?;
+    let id = c.blake.add(Body::Boundary(Boundary {
+        area: BoundaryArea::Contact,
+        text: "No contact".into(),
+        ..Default::default()
+    }))?;
+    c.sync()?;
+    c.alex.consent(id, ConsentState::Agreed)?;
+    c.sync()?;
+    let Body::Boundary(mut b) = c.blake.get(id)?.body else {
+        anyhow::bail!("a boundary");
+    };
+    b.text = "No contact, and tell me if they write".into();
+    c.blake.edit(id, Body::Boundary(b))?;
+    c.sync()?;
+    let Body::Boundary(b) = c.alex.get(id)?.body else {
+        anyhow::bail!("a boundary");
+    };
+    assert_eq!(b.wordings.len(), 2);
+    let options = PacketOptions {
+        from: date("2026-11-23")?,
+        to: date("2026-11-29")?,
+        kinds: vec![Kind::Boundary],
+    };
+    let md = c.alex.export_packet(&options, Format::Markdown)?;
+    assert!(
+        md.contains("| Alex | Agreed | An earlier wording: No contact |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| Blake | Agreed | The current wording |"),
+        "{md}"
     );
     Ok(())
 }

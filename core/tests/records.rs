@@ -347,8 +347,17 @@ fn boundary_is_agreed_once_both_agree_to_its_current_words() -> Result<()> {
             },
         )]
         .into(),
+        // Nor a wording history: the core keeps it.
+        wordings: [("feed".to_owned(), "Other words".to_owned())].into(),
     }))?;
     c.sync()?;
+    assert_eq!(
+        body!(c.alex.get(id)?, Boundary)
+            .wordings
+            .values()
+            .collect::<Vec<_>>(),
+        ["No contact with them, in any form."]
+    );
 
     let status = c.blake.boundary_status()?;
     assert_eq!(status.len(), 1);

@@ -236,6 +236,7 @@ fn print_fields(record: &Record) -> Result<()> {
         "views",
         "response",
         "status_changes",
+        "wordings",
     ];
     let kind = record.kind();
     let signal = matches!(&record.body, Body::TriggerEvent(t) if t.sharing == mend_core::model::TriggerSharing::Signal);

@@ -87,9 +87,10 @@ fn score(v: Option<u8>) -> String {
 }
 
 /// Fields never shown as such: envelope, links (shown as threads), ledgers (shown as tables).
-const HIDDEN: [&str; 13] = [
+const HIDDEN: [&str; 14] = [
     "kind",
     "consents",
+    "wordings",
     "claims",
     "views",
     "private_fields",
@@ -289,11 +290,13 @@ pub(crate) fn build(
                             name_in(&partners, *p),
                             c.state.label().into(),
                             if c.wording == current {
-                                "The current wording"
+                                "The current wording".to_owned()
                             } else {
-                                "An earlier wording"
-                            }
-                            .into(),
+                                bd.wordings.get(&c.wording).map_or_else(
+                                    || "An earlier wording".to_owned(),
+                                    |w| format!("An earlier wording: {w}"),
+                                )
+                            },
                             calendar.date_of(c.at).to_string(),
                         ]);
                     }

@@ -115,6 +115,8 @@ impl Journal {
         // Fields written through their own operations start empty, whatever the caller passed.
         match &mut body {
             Body::Boundary(b) => {
+                b.wordings.clear();
+                b.wordings.insert(wording_hash(&b.text), b.text.clone());
                 b.consents.clear();
                 b.consents.insert(
                     self.me,
@@ -343,7 +345,14 @@ impl Journal {
             };
             let reworded = match (&body, space) {
                 (Body::Boundary(b), Space::Couple) if ops.iter().any(|(k, _)| k == "text") => {
-                    Some(wording_hash(&b.text))
+                    // A boundary from before wordings were kept records its old words too.
+                    let old = match &current.body {
+                        Body::Boundary(old) if old.wordings.is_empty() => {
+                            Some((wording_hash(&old.text), old.text.clone()))
+                        }
+                        _ => None,
+                    };
+                    Some((wording_hash(&b.text), b.text.clone(), old))
                 }
                 _ => None,
             };
@@ -371,7 +380,16 @@ impl Journal {
                         tx.put(&changes, day.as_str(), *status)?;
                     }
                 }
-                if let Some(hash) = &reworded {
+                if let Some((hash, words, old)) = &reworded {
+                    // The wording history: a consent on earlier words can show those words.
+                    let wordings = match automerge::ReadDoc::get(tx, &obj, "wordings")? {
+                        Some((automerge::Value::Object(ObjType::Map), w)) => w,
+                        _ => tx.put_object(&obj, "wordings", ObjType::Map)?,
+                    };
+                    tx.put(&wordings, hash.as_str(), words.as_str())?;
+                    if let Some((old_hash, old_words)) = old {
+                        tx.put(&wordings, old_hash.as_str(), old_words.as_str())?;
+                    }
                     // Whoever rewords a boundary proposes the new words: their consent moves to
                     // them. The other partner's consent stays tied to the old words, so the
                     // boundary is no longer agreed until they agree again.

@@ -244,6 +244,8 @@ pub struct Boundary {
     pub review_date: Option<LocalDate>,
     /// Each partner's consent, written only by that partner (through `consent`).
     pub consents: BTreeMap<PartnerId, Consent>,
+    /// Every wording it has had, by hash: what each consent was given to. Written by the core.
+    pub wordings: BTreeMap<String, String>,
 }
 
 /// Practice 2: the hurt partner's wish about details on one topic.
