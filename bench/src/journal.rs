@@ -19,9 +19,24 @@ pub fn prose(n: usize) -> String {
     s
 }
 
+const DAY_MS: i64 = 86_400_000;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The clock of a benchmark journal: ten years ahead, because a large journal has more
+/// check-in days than the year before it began allows, and a date may not be after tomorrow.
+pub fn ahead() -> i64 {
+    now_ms() + 3650 * DAY_MS
+}
+
 /// The i-th record of a mixed journal.
 pub fn body(i: usize) -> Body {
-    let day = LocalDate::from_unix_ms(1_700_000_000_000, 0).add_days(i as i32);
+    // Each check-in (one record in six) on its own day, from a year before the journal began.
+    let day = LocalDate::from_unix_ms(now_ms(), 0).add_days(-365 + (i / 6) as i32);
     match i % 6 {
         0 => Body::Share(Share {
             feeling: prose(i),
@@ -66,6 +81,7 @@ pub fn build(path: &Path, records: usize) -> Result<Journal> {
             durability: Durability::Normal,
         },
     )?;
+    j.set_clock(ahead);
     for i in 0..records {
         j.add(body(i))?;
     }
@@ -81,6 +97,7 @@ pub fn diverged(dir: &Path, base: usize, edits: usize) -> Result<(Journal, Journ
         durability: Durability::Normal,
     };
     let mut a = Journal::create_with(&dir.join("a.db"), "Alex", opts)?;
+    a.set_clock(ahead);
     for i in 0..base {
         a.add(body(i))?;
     }
@@ -90,6 +107,7 @@ pub fn diverged(dir: &Path, base: usize, edits: usize) -> Result<(Journal, Journ
         partner: None,
     };
     let mut b = Journal::join_with(&dir.join("b.db"), &source, "Blake", opts)?;
+    b.set_clock(ahead);
     for i in 0..edits {
         a.add(Body::Share(Share {
             feeling: prose(i),

@@ -85,6 +85,7 @@ fn main() -> Result<(), String> {
             text: text(n),
             link: None,
             timing: HonestyTiming::ShareNow,
+            noticed_on: None,
         });
         last = ffi.add(body, None).map_err(|e| e.to_string())?;
         Ok(())

@@ -60,8 +60,8 @@ fun everything(j: Journal): List<JournalRecord> = j.timeline(TimelineQuery(limit
 fun main(args: Array<String>) {
     val relay = System.getenv("MEND_RELAY_URL") ?: error("set MEND_RELAY_URL")
     val dir = File(args.getOrNull(0) ?: error("usage: StoryKt <work dir>")).apply { mkdirs() }
-    val today = java.time.LocalDate.now().toString()
-    val offsetMinutes = java.time.ZoneId.systemDefault().rules.getOffset(java.time.Instant.now()).totalSeconds / 60
+    // A journal's calendar is UTC until the app sets its zone.
+    val today = java.time.LocalDate.now(java.time.ZoneOffset.UTC).toString()
     println("kotlin story against $relay")
 
     runBlocking {
@@ -115,10 +115,14 @@ fun main(args: Array<String>) {
         check("claim and confirmation both kept", ledger.claims.single().status == ClaimStatus.DONE &&
             ledger.views.single().view == PartnerView.CONFIRMED)
         check("Blake reads Alex's check-in", (blake.get(checkIn).body as RecordBody.CheckIn).v1.safety == 4u)
-        val week = alex.progress(today, today, offsetMinutes).weeks.single()
+        val week = alex.progress(today, today).weeks.single()
         check("progress counts the week", week.checkIns.count == 1u && week.honestyMoments == 1u)
-        val packet = alex.export(PacketOptions(fromDate = today, toDate = today, offsetMinutes = offsetMinutes), ExportFormat.MARKDOWN)
+        val packet = alex.export(PacketOptions(fromDate = today, toDate = today), ExportFormat.MARKDOWN)
         check("the packet renders", packet.contains("Honesty moment"))
+        alex.setCalendar("UTC", "monday")
+        check("today knows who has checked in", !alex.waitingToday().checkInDue && blake.waitingToday().checkInDue)
+        check("no conflict on the boundary", alex.conflicts(boundary).isEmpty())
+        check("stored names have words", valueLabel(RecordKind.QUESTION, "status", "not_now")?.text == "Not now")
 
         // A typed error with a message that reads well.
         try {

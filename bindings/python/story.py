@@ -16,6 +16,7 @@ import threading
 import time
 
 from mend import (
+    value_label,
     AccountabilityNote,
     Answer,
     Boundary,
@@ -38,6 +39,7 @@ from mend import (
     PartnerView,
     Question,
     QuestionStatus,
+    RecordKind,
     RecordBody,
     Share,
     TimelineQuery,
@@ -98,8 +100,8 @@ def everything(journal):
 
 
 async def story(relay, work):
-    today = datetime.date.today().isoformat()
-    offset = int(datetime.datetime.now().astimezone().utcoffset().total_seconds() // 60)
+    # A journal's calendar is UTC until the app sets its zone.
+    today = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
     print(f"python story against {relay}")
 
     alex_path = os.path.join(work, "alex.db")
@@ -164,10 +166,16 @@ async def story(relay, work):
           [c.status for c in ledger.claims] == [ClaimStatus.DONE]
           and [v.view for v in ledger.views] == [PartnerView.CONFIRMED])
     check("Blake reads Alex's check-in", blake.get(check_in).body[0].safety == 4)
-    week = alex.progress(today, today, offset).weeks[0]
+    week = alex.progress(today, today).weeks[0]
     check("progress counts the week", week.check_ins.count == 1 and week.honesty_moments == 1)
-    packet = alex.export(PacketOptions(from_date=today, to_date=today, offset_minutes=offset), ExportFormat.MARKDOWN)
+    packet = alex.export(PacketOptions(from_date=today, to_date=today), ExportFormat.MARKDOWN)
     check("the packet renders", "Honesty moment" in packet)
+    alex.set_calendar("UTC", "monday")
+    check("today knows who has checked in",
+          not alex.waiting_today().check_in_due and blake.waiting_today().check_in_due)
+    check("no conflict on the boundary", alex.conflicts(boundary) == [])
+    words = value_label(RecordKind.QUESTION, "status", "not_now")
+    check("stored names have words", words.text == "Not now" and words.key == "value.question_status.not_now")
 
     # A typed error with a message that reads well.
     try:

@@ -206,6 +206,9 @@ pub struct Commitment {
     pub link: Option<String>,
     /// Active, paused, done or retired.
     pub status: CommitmentStatus,
+    /// The first day it falls due (`YYYY-MM-DD`); the day it is added when null.
+    #[uniffi(default)]
+    pub starts_on: Option<String>,
     /// Managed by `claim`: the owner's claims, oldest occurrence first.
     #[uniffi(default)]
     pub claims: Vec<ClaimEntry>,
@@ -226,6 +229,9 @@ pub struct HonestyMoment {
     pub link: Option<String>,
     /// Share now or keep for the weekly talk.
     pub timing: HonestyTiming,
+    /// The day it happened (`YYYY-MM-DD`); the day it is added when null.
+    #[uniffi(default)]
+    pub noticed_on: Option<String>,
 }
 
 /// Practice 7: a validation attached to a shared record. Add-only.
@@ -368,6 +374,7 @@ impl From<m::Body> for RecordBody {
                 cadence: b.cadence.into(),
                 link: opt_string(b.link),
                 status: b.status.into(),
+                starts_on: opt_string(b.starts_on),
                 claims: b
                     .claims
                     .into_iter()
@@ -394,6 +401,7 @@ impl From<m::Body> for RecordBody {
                 text: b.text,
                 link: opt_string(b.link),
                 timing: b.timing.into(),
+                noticed_on: opt_string(b.noticed_on),
             }),
             m::Body::Validation(b) => Self::Validation(Validation {
                 target: opt_string(b.target),
@@ -442,6 +450,8 @@ impl TryFrom<RecordBody> for m::Body {
                 area: b.area.into(),
                 text: b.text,
                 review_date: opt_date(b.review_date.as_deref())?,
+                // Written by the core when the wording changes.
+                wordings: Default::default(),
                 consents: b
                     .consents
                     .into_iter()
@@ -495,6 +505,9 @@ impl TryFrom<RecordBody> for m::Body {
                 cadence: b.cadence.into(),
                 link: opt_record_id(b.link.as_deref())?,
                 status: b.status.into(),
+                starts_on: opt_date(b.starts_on.as_deref())?,
+                // Written by the core when the status changes.
+                status_changes: Default::default(),
                 claims: b
                     .claims
                     .into_iter()
@@ -525,6 +538,7 @@ impl TryFrom<RecordBody> for m::Body {
                 text: b.text,
                 link: opt_record_id(b.link.as_deref())?,
                 timing: b.timing.into(),
+                noticed_on: opt_date(b.noticed_on.as_deref())?,
             }),
             RecordBody::Validation(b) => Self::Validation(m::Validation {
                 target: opt_record_id(b.target.as_deref())?,

@@ -57,13 +57,24 @@ impl Journal {
         }))
     }
 
+    /// The device this object wraps.
+    pub(crate) fn device(&self) -> &Device {
+        &self.device
+    }
+
     /// Reads on the device's read-only connection.
-    fn with<T>(&self, f: impl FnOnce(&CoreJournal) -> mend_core::Result<T>) -> Result<T> {
+    pub(crate) fn with<T>(
+        &self,
+        f: impl FnOnce(&CoreJournal) -> mend_core::Result<T>,
+    ) -> Result<T> {
         Ok(self.device.read(f)?)
     }
 
     /// A write: the device tells the observer and wakes live sync.
-    fn write<T>(&self, f: impl FnOnce(&mut CoreJournal) -> mend_core::Result<T>) -> Result<T> {
+    pub(crate) fn write<T>(
+        &self,
+        f: impl FnOnce(&mut CoreJournal) -> mend_core::Result<T>,
+    ) -> Result<T> {
         Ok(self.device.write(f)?)
     }
 }
@@ -235,17 +246,11 @@ impl Journal {
         self.with(|j| Ok(records(j.needs()?)))
     }
 
-    /// Weekly progress for the weeks touching `from_date..=to_date` (`YYYY-MM-DD`), in a zone
-    /// `offset_minutes` east of UTC.
-    pub fn progress(
-        &self,
-        from_date: String,
-        to_date: String,
-        offset_minutes: i32,
-    ) -> Result<Progress> {
+    /// Weekly progress for the whole weeks touching `from_date..=to_date` (`YYYY-MM-DD`), as
+    /// of `to_date`, in the calendar set with `set_calendar`.
+    pub fn progress(&self, from_date: String, to_date: String) -> Result<Progress> {
         let (from, to) = (date(&from_date)?, date(&to_date)?);
-        self.with(|j| j.progress(from, to, offset_minutes))
-            .map(Into::into)
+        self.with(|j| j.progress(from, to)).map(Into::into)
     }
 
     /// The therapist packet as Markdown or one self-contained HTML page, made on the device.

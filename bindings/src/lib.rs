@@ -10,6 +10,7 @@
 
 mod bodies;
 mod convert;
+mod daily;
 mod enums;
 mod error;
 mod journal;
@@ -19,6 +20,10 @@ mod runtime;
 mod sync;
 
 pub use bodies::*;
+pub use daily::{
+    ConflictChoice, DisplayWords, DueOccurrence, RecordConflict, TodayView, field_label,
+    kind_label, value_label,
+};
 pub use enums::*;
 pub use error::{MendError, Result};
 pub use journal::Journal;

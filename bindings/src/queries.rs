@@ -140,10 +140,33 @@ pub struct CommitmentWeek {
     pub claimed: f64,
     /// Occurrences the partner confirmed.
     pub confirmed: u32,
-    /// claimed / expected (0 when nothing was due).
-    pub consistency: f64,
-    /// confirmed / expected (0 when nothing was due).
-    pub confirmation: f64,
+    /// claimed / expected; null when nothing was due (not 0 %).
+    pub consistency: Option<f64>,
+    /// confirmed / expected; null when nothing was due.
+    pub confirmation: Option<f64>,
+}
+
+impl From<query::CommitmentWeek> for CommitmentWeek {
+    fn from(c: query::CommitmentWeek) -> Self {
+        Self {
+            expected: c.expected,
+            claimed: c.claimed,
+            confirmed: c.confirmed,
+            consistency: c.consistency,
+            confirmation: c.confirmation,
+        }
+    }
+}
+
+/// One partner's week.
+#[derive(Clone, Debug, PartialEq, uniffi::Record)]
+pub struct PartnerWeek {
+    /// Their check-ins.
+    pub check_ins: CheckInAverages,
+    /// Their own commitments: their claims and the other's confirmations.
+    pub commitments: CommitmentWeek,
+    /// Honesty moments they noticed.
+    pub honesty_noticed: u32,
 }
 
 /// Check-in averages.
@@ -170,19 +193,21 @@ impl From<query::CheckInAverages> for CheckInAverages {
     }
 }
 
-/// One week, Monday to Sunday: consistency, not streaks.
+/// One whole week of the couple's calendar: consistency, not streaks.
 #[derive(Clone, Debug, PartialEq, uniffi::Record)]
 pub struct WeekProgress {
-    /// Its Monday (`YYYY-MM-DD`).
+    /// Its first day (`YYYY-MM-DD`).
     pub week_start: String,
-    /// Commitment consistency.
+    /// Its last day.
+    pub week_end: String,
+    /// Both partners' commitments together.
     pub commitments: CommitmentWeek,
     /// Both partners' check-ins together.
     pub check_ins: CheckInAverages,
-    /// Check-ins per author (partner id → averages).
-    pub check_ins_by_author: HashMap<String, CheckInAverages>,
-    /// Honesty moments noticed.
+    /// Honesty moments noticed by either.
     pub honesty_moments: u32,
+    /// Each partner's figures (partner id → week).
+    pub by_partner: HashMap<String, PartnerWeek>,
 }
 
 /// Change per week of the weekly check-in averages, when at least two weeks have data.
@@ -201,8 +226,22 @@ pub struct Trend {
 pub struct Progress {
     /// Each week, oldest first.
     pub weeks: Vec<WeekProgress>,
+    /// The day the figures are as of (`YYYY-MM-DD`).
+    pub as_of: String,
     /// The check-in trend over those weeks.
     pub trend: Trend,
+    /// Each partner's check-in trend.
+    pub trend_by_partner: HashMap<String, Trend>,
+}
+
+impl From<query::Trend> for Trend {
+    fn from(t: query::Trend) -> Self {
+        Self {
+            safety: t.safety,
+            trust: t.trust,
+            connection: t.connection,
+        }
+    }
 }
 
 impl From<query::Progress> for Progress {
@@ -213,27 +252,31 @@ impl From<query::Progress> for Progress {
                 .into_iter()
                 .map(|w| WeekProgress {
                     week_start: w.week_start.to_string(),
-                    commitments: CommitmentWeek {
-                        expected: w.commitments.expected,
-                        claimed: w.commitments.claimed,
-                        confirmed: w.commitments.confirmed,
-                        consistency: w.commitments.consistency,
-                        confirmation: w.commitments.confirmation,
-                    },
+                    week_end: w.week_end.to_string(),
+                    commitments: w.commitments.into(),
                     check_ins: w.check_ins.into(),
-                    check_ins_by_author: w
-                        .check_ins_by_author
-                        .into_iter()
-                        .map(|(p, a)| (p.to_string(), a.into()))
-                        .collect(),
                     honesty_moments: w.honesty_moments,
+                    by_partner: w
+                        .by_partner
+                        .into_iter()
+                        .map(|(p, x)| {
+                            let week = PartnerWeek {
+                                check_ins: x.check_ins.into(),
+                                commitments: x.commitments.into(),
+                                honesty_noticed: x.honesty_noticed,
+                            };
+                            (p.to_string(), week)
+                        })
+                        .collect(),
                 })
                 .collect(),
-            trend: Trend {
-                safety: p.trend.safety,
-                trust: p.trend.trust,
-                connection: p.trend.connection,
-            },
+            as_of: p.as_of.to_string(),
+            trend: p.trend.into(),
+            trend_by_partner: p
+                .trend_by_partner
+                .into_iter()
+                .map(|(p, t)| (p.to_string(), t.into()))
+                .collect(),
         }
     }
 }
@@ -248,12 +291,6 @@ pub struct PacketOptions {
     /// Kinds to include (empty: all).
     #[uniffi(default)]
     pub kinds: Vec<RecordKind>,
-    /// Include this partner's private records (off: a packet is usually shared).
-    #[uniffi(default)]
-    pub include_private: bool,
-    /// Offset of the local zone from UTC, in minutes.
-    #[uniffi(default)]
-    pub offset_minutes: i32,
 }
 
 impl TryFrom<PacketOptions> for export::PacketOptions {
@@ -264,8 +301,6 @@ impl TryFrom<PacketOptions> for export::PacketOptions {
             from: date(&o.from_date)?,
             to: date(&o.to_date)?,
             kinds: o.kinds.into_iter().map(Into::into).collect(),
-            include_private: o.include_private,
-            offset_minutes: o.offset_minutes,
         })
     }
 }

@@ -34,6 +34,8 @@ fn every_kind() -> Vec<Body> {
             area: BoundaryArea::Contact,
             text: "b".into(),
             review_date: Some(day(30)),
+            // Written by the core only; the binding does not carry it in.
+            wordings: BTreeMap::new(),
             consents: BTreeMap::from([
                 (
                     a,
@@ -91,6 +93,9 @@ fn every_kind() -> Vec<Body> {
             cadence: Cadence::Weekly,
             link: Some(r1),
             status: CommitmentStatus::Paused,
+            starts_on: Some(day(1)),
+            // Written by the core only; the binding does not carry it in.
+            status_changes: BTreeMap::new(),
             claims: BTreeMap::from([(
                 day(0),
                 Claim {
@@ -113,6 +118,7 @@ fn every_kind() -> Vec<Body> {
             text: "h".into(),
             link: None,
             timing: HonestyTiming::WeeklyTalk,
+            noticed_on: Some(day(2)),
         }),
         Body::Validation(Validation {
             target: Some(r2),

@@ -21,8 +21,11 @@ Exit codes:
   5  no journal in the home (or one already there, or open in another mend)
   6  the relay could not be reached; edits are kept and sync later
   7  the relay answered with a problem: key refused, journal erased, a chunk failed checks
+  8  journal.db is damaged; it is left as it was (see the message for how to recover)
 
-Dates are YYYY-MM-DD. \"Today\" is the date in UTC unless --date is given.
+Dates are YYYY-MM-DD. \"Today\" and weeks follow the time zone in MEND_TZ (an IANA name such
+as Australia/Sydney), else this machine's; weeks start on Monday unless MEND_WEEK_START names
+another day.
 Ids: the full id `mend add` prints, or its last 8 characters as `mend list` shows them.";
 
 /// mend: a shared journal for couples rebuilding trust, in the terminal.
@@ -221,9 +224,9 @@ pub enum Command {
     },
     /// Weekly progress: commitment consistency, check-in averages, honesty moments.
     Progress {
-        /// How many weeks, ending with this one.
-        #[arg(long, default_value_t = 8)]
-        weeks: u16,
+        /// How many whole weeks, ending with this one (1 to 520).
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=520))]
+        weeks: u32,
         /// JSON for scripts.
         #[arg(long)]
         json: bool,
@@ -257,9 +260,25 @@ pub enum Command {
         /// Only these kinds (repeat, or separate with commas).
         #[arg(long, value_parser = parse_kind, value_delimiter = ',')]
         kind: Vec<mend_core::Kind>,
-        /// Include your private records (left out by default: a packet is usually shared).
+        /// Replace FILE if it exists.
         #[arg(long)]
-        include_private: bool,
+        force: bool,
+    },
+    /// What waits on you today: your check-in, claims due, your partner's claims to confirm,
+    /// questions and needs to answer, boundaries to consent to or review.
+    Today {
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Settle a field set differently on two devices, keeping one of the values `show` lists.
+    Settle {
+        /// The record.
+        id: String,
+        /// The field, as `show` names it.
+        field: String,
+        /// The number of the value to keep, as `show` lists them (1 is the one shown).
+        choice: usize,
     },
     /// Sync status from this device's records: pending changes, last sync, problems.
     Status {
@@ -321,9 +340,9 @@ The main text and the flags each kind takes:
   share                TEXT = feeling      --tough-question
   reply                TEXT = reply        --share ID  --kind reflect|validate|ask|apologise|pause
   commitment           TEXT = commitment   --cadence daily|weekly  --link ID (a boundary or need)
-                                           --status active|paused|done|retired
+                                           --status active|paused|done|retired  --date DATE (first day due)
   honesty-moment       TEXT = what happened --kind volunteered-truth|promise-kept|feeling-shared|hard-answer
-                                           --link ID  --timing share-now|weekly-talk
+                                           --link ID  --timing share-now|weekly-talk  --date DATE (when)
   validation           TEXT = words        --target ID
   trigger-event        TEXT = cue          --intensity 0-10  --feeling TEXT,…  --what-helped TEXT
                                            --wants space|reassure|talk-later  --sharing private|signal|full
@@ -385,7 +404,8 @@ pub struct Fields {
     /// When an honesty moment is meant to be seen.
     #[arg(long, help_heading = "Fields", value_parser = Choice::new(HonestyTiming::ALL))]
     pub timing: Option<HonestyTiming>,
-    /// A check-in's date, or a pre-assurance's date.
+    /// A check-in's date, a commitment's first day, the day an honesty moment happened, or a
+    /// pre-assurance's date.
     #[arg(long, help_heading = "Fields", value_name = "DATE")]
     pub date: Option<String>,
     /// Check-in: feeling safe, 0–10.

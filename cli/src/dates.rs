@@ -1,25 +1,32 @@
 //! Dates as the command line takes them, and "today".
 //!
-//! mend-core never guesses a time zone. The CLI takes today as the date in UTC, which is
-//! documented in `mend --help`; anyone for whom that is the wrong day passes `--date`.
+//! "Today" and weeks follow the couple's calendar: the zone in `MEND_TZ` (an IANA name), else
+//! this machine's, and weeks from `MEND_WEEK_START` (Monday by default), as `mend --help` says.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use mend_core::LocalDate;
+use mend_core::{Calendar, LocalDate, Weekday};
 
 use crate::failure::Failure;
 
-/// Now, in unix milliseconds.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+/// The calendar from `MEND_TZ` and `MEND_WEEK_START`, else this machine's zone and Monday.
+pub fn calendar() -> Result<Calendar, Failure> {
+    let week = match std::env::var("MEND_WEEK_START") {
+        Ok(day) if !day.trim().is_empty() => {
+            Weekday::parse(&day).map_err(|e| Failure::input(format!("MEND_WEEK_START: {e}")))?
+        }
+        _ => Weekday::Monday,
+    };
+    match std::env::var("MEND_TZ") {
+        Ok(zone) if !zone.trim().is_empty() => {
+            Calendar::new(&zone, week).map_err(|e| Failure::input(format!("MEND_TZ: {e}")))
+        }
+        _ => Ok(Calendar::system(week)),
+    }
 }
 
-/// Today's date in UTC.
-pub fn today() -> LocalDate {
-    LocalDate::from_unix_ms(now_ms(), 0)
+/// An instant as `YYYY-MM-DD HH:MM` in the couple's zone.
+pub fn local_instant(calendar: &Calendar, unix_ms: i64) -> String {
+    let shifted = unix_ms + i64::from(calendar.offset_minutes(unix_ms)) * 60_000;
+    instant(shifted)
 }
 
 /// A `YYYY-MM-DD` argument.
@@ -28,9 +35,9 @@ pub fn parse(s: &str) -> Result<LocalDate, Failure> {
         .map_err(|e: mend_core::Error| Failure::input(e.to_string()))
 }
 
-/// A date argument, or today.
-pub fn or_today(s: Option<&str>) -> Result<LocalDate, Failure> {
-    s.map_or_else(|| Ok(today()), parse)
+/// A date argument, or `today`.
+pub fn or_today(s: Option<&str>, today: LocalDate) -> Result<LocalDate, Failure> {
+    s.map_or_else(|| Ok(today), parse)
 }
 
 /// A stored instant as `YYYY-MM-DD HH:MM` (UTC).

@@ -25,6 +25,8 @@ pub enum Exit {
     Unreachable = 6,
     /// The relay answered with a problem.
     Relay = 7,
+    /// `journal.db` cannot be read as a journal; it is left untouched.
+    Damaged = 8,
 }
 
 impl From<Exit> for ExitCode {

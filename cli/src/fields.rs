@@ -82,7 +82,7 @@ pub fn for_add(
     let mut body = fresh(kind);
     let placement = apply(journal, &mut body, text, fields, true)?;
     match &mut body {
-        Body::CheckIn(c) if c.local_date.is_none() => c.local_date = Some(dates::today()),
+        Body::CheckIn(c) if c.local_date.is_none() => c.local_date = Some(journal.today()),
         Body::Boundary(b) if b.area == mend_core::model::BoundaryArea::Unknown => {
             return Err(Failure::input(
                 "a boundary needs --area (communication, transparency, space, contact or disclosure)",
@@ -242,6 +242,9 @@ fn apply(
             if let Some(s) = f.status.take() {
                 b.status = pick("--status", CommitmentStatus::ALL, &s, &label)?;
             }
+            if let Some(d) = f.date.take() {
+                b.starts_on = Some(dates::parse(&d)?);
+            }
         }
         Body::HonestyMoment(b) => {
             set(&mut b.text, text);
@@ -252,6 +255,9 @@ fn apply(
                 b.link = link(&l)?;
             }
             set_some(&mut b.timing, f.timing.take());
+            if let Some(d) = f.date.take() {
+                b.noticed_on = Some(dates::parse(&d)?);
+            }
         }
         Body::Validation(b) => {
             set(&mut b.text, text);

@@ -8,7 +8,10 @@ use std::{
     fs,
     io::Write,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use anyhow::{Context, Result};
@@ -24,6 +27,8 @@ const KEYRING: &str = "keyring";
 #[derive(Debug, Clone)]
 pub struct Home {
     dir: PathBuf,
+    /// Whether this run created the directory, so a failed `init` can leave nothing behind.
+    made: Arc<AtomicBool>,
 }
 
 impl Home {
@@ -37,7 +42,10 @@ impl Home {
                     Failure::new(Exit::Usage, "no home: pass --home DIR or set MEND_HOME")
                 })?,
         };
-        Ok(Self { dir })
+        Ok(Self {
+            dir,
+            made: Arc::default(),
+        })
     }
 
     /// The directory.
@@ -54,8 +62,22 @@ impl Home {
         self.dir.join(KEYRING)
     }
 
-    /// Refuses to create a journal over an existing one.
+    /// Refuses to create a journal over an existing one, or beside a keyring: the keyring may
+    /// hold the only keys that can read the relay's copy of a journal.
     pub fn ensure_empty(&self) -> Result<()> {
+        if self.keyring_path().exists() && !self.journal_path().exists() {
+            return Err(Failure::new(
+                Exit::Home,
+                format!(
+                    "{} holds a keyring but no journal; it was kept, because it may be the only \
+                     copy of your keys. Move it somewhere safe to start afresh, or recover the \
+                     journal by joining from your other device (`mend invite --device` there, \
+                     then `mend join` with another --home)",
+                    self.dir.display()
+                ),
+            )
+            .into());
+        }
         if self.journal_path().exists() {
             return Err(Failure::new(
                 Exit::Home,
@@ -69,6 +91,7 @@ impl Home {
         if !self.dir.exists() {
             fs::create_dir_all(&self.dir)
                 .with_context(|| format!("cannot create the home {}", self.dir.display()))?;
+            self.made.store(true, Ordering::Relaxed);
             // Only a home made here is narrowed: an existing directory is the user's to set.
             restrict(&self.dir, 0o700)?;
         }
@@ -88,12 +111,35 @@ impl Home {
             .into());
         }
         let keyring = self.load_keyring()?;
-        Ok(Device::open(
+        let calendar = crate::dates::calendar()?;
+        let device = Device::open(
             &self.journal_path(),
             keyring,
             OpenOptions::default(),
             observer,
-        )?)
+        )
+        .map_err(|e| self.damaged(e))?;
+        device.set_calendar(calendar)?;
+        Ok(device)
+    }
+
+    /// A journal that cannot be read gets its own exit code and the way back; the file is
+    /// never touched.
+    fn damaged(&self, e: mend_core::Error) -> anyhow::Error {
+        let unreadable = e.is_damaged_journal();
+        if !unreadable {
+            return e.into();
+        }
+        Failure::new(
+            Exit::Damaged,
+            format!(
+                "{} is damaged and cannot be read ({e}); it was left as it is. To recover, keep \
+                 the keyring, move journal.db aside, and join again from your other device \
+                 (`mend invite --device` there, `mend join` here), or restore a backup",
+                self.journal_path().display()
+            ),
+        )
+        .into()
     }
 
     fn load_keyring(&self) -> Result<Keyring> {
@@ -138,6 +184,9 @@ impl Home {
     /// could never sync. (A journal that existed before is never deleted this way.)
     pub fn discard_new(&self) {
         self.remove_files();
+        if self.made.load(Ordering::Relaxed) {
+            let _ = fs::remove_dir(&self.dir);
+        }
     }
 
     /// Deletes this device's journal and keys, and the home if nothing else is in it.

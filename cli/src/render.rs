@@ -9,7 +9,7 @@ use mend_core::{
 };
 use serde::Serialize;
 
-use crate::{choice::kebab, dates, lookup, term::clip};
+use crate::{dates, lookup, term::clip};
 
 /// Partner names by id.
 #[derive(Debug)]
@@ -54,6 +54,8 @@ pub struct Context {
     pub names: Names,
     /// Each live boundary's status.
     pub boundaries: Vec<BoundaryStatus>,
+    /// The couple's calendar, for times shown.
+    pub calendar: mend_core::Calendar,
 }
 
 impl Context {
@@ -62,6 +64,7 @@ impl Context {
         Ok(Self {
             names: Names::of(journal),
             boundaries: journal.boundary_status()?,
+            calendar: journal.calendar().clone(),
         })
     }
 
@@ -83,8 +86,8 @@ impl Context {
     pub fn row(&self, r: &Record) -> Vec<String> {
         vec![
             lookup::short(r.id),
-            dates::instant(r.created_at),
-            kebab(r.kind()),
+            dates::local_instant(&self.calendar, r.created_at),
+            r.kind().label().to_owned(),
             self.names.get(r.author),
             self.summary(r),
         ]
@@ -97,22 +100,20 @@ impl Context {
         }
         let text = match &r.body {
             Body::AccountabilityNote(b) => b.what_i_did.clone(),
-            Body::Question(b) => format!("[{}] {}", kebab(b.status), b.text),
+            Body::Question(b) => format!("[{}] {}", b.status.label(), b.text),
             Body::Answer(b) => b.text.clone(),
             Body::ProcessingNote(b) => b.text.clone(),
             Body::Boundary(b) => {
-                let state = self
-                    .boundary(r)
-                    .map_or("?".to_owned(), |s| kebab(state_name(s.state)));
-                format!("[{state}] ({}) {}", kebab(b.area), b.text)
+                let state = self.boundary(r).map_or("?", |s| state_name(s.state));
+                format!("[{state}] ({}) {}", b.area.label(), b.text)
             }
-            Body::DisclosurePreference(b) => format!("{}: {}", b.topic, kebab(b.preference)),
+            Body::DisclosurePreference(b) => format!("{}: {}", b.topic, b.preference.label()),
             Body::Need(b) => {
                 let response = b
                     .response
                     .as_ref()
-                    .map_or("no response yet".to_owned(), |x| kebab(x.kind));
-                format!("[{}, {response}] {}", kebab(b.status), b.text)
+                    .map_or("no response yet", |x| x.kind.label());
+                format!("[{}, {response}] {}", b.status.label(), b.text)
             }
             Body::CheckIn(b) => check_in_line(b),
             Body::Share(b) => {
@@ -123,16 +124,28 @@ impl Context {
                 };
                 format!("{}{tough}", b.feeling)
             }
-            Body::Reply(b) => format!("{}: {}", kebab(b.kind), b.text),
+            Body::Reply(b) => format!("{}: {}", b.kind.label(), b.text),
             Body::Commitment(b) => {
-                format!("[{}, {}] {}", kebab(b.cadence), kebab(b.status), b.text)
+                format!("[{}, {}] {}", b.cadence.label(), b.status.label(), b.text)
             }
-            Body::HonestyMoment(b) => format!("{}: {}", kebab(b.kind), b.text),
+            Body::HonestyMoment(b) => {
+                let later = if b.timing == mend_core::model::HonestyTiming::WeeklyTalk {
+                    " [for the weekly talk]"
+                } else {
+                    ""
+                };
+                format!("{}{later}: {}", b.kind.label(), b.text)
+            }
             Body::Validation(b) => b.text.clone(),
-            Body::TriggerEvent(b) if b.cue.is_empty() => {
-                format!("triggered; would like {}", kebab(b.wanted_response))
+            Body::TriggerEvent(b)
+                if b.sharing == mend_core::model::TriggerSharing::Signal || b.cue.is_empty() =>
+            {
+                format!(
+                    "I'm triggered; would like {}",
+                    b.wanted_response.label().to_lowercase()
+                )
             }
-            Body::TriggerEvent(b) => format!("{} (intensity {})", b.cue, b.intensity),
+            Body::TriggerEvent(b) => format!("{} (intensity {} of 10)", b.cue, b.intensity),
             Body::PreAssurance(b) => match b.date {
                 Some(d) => format!("{} ({d}): {}", b.occasion, b.plan),
                 None => format!("{}: {}", b.occasion, b.plan),
@@ -143,17 +156,22 @@ impl Context {
         } else {
             ""
         };
-        clip(&format!("{private}{text}"), 72)
+        let conflict = if r.conflicts.is_empty() {
+            ""
+        } else {
+            "[to settle] "
+        };
+        clip(&format!("{conflict}{private}{text}"), 72)
     }
 }
 
-/// A boundary state's stored name.
+/// A boundary state in words.
 pub fn state_name(state: BoundaryState) -> &'static str {
     match state {
         BoundaryState::Agreed => "agreed",
-        BoundaryState::Pending => "pending",
+        BoundaryState::Pending => "waiting for agreement",
         BoundaryState::Declined => "declined",
-        BoundaryState::Revisit => "revisit",
+        BoundaryState::Revisit => "to be revisited",
     }
 }
 

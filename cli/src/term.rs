@@ -128,9 +128,13 @@ impl Drop for ProgressLine {
 
 /// Writes one line to stdout. A closed pipe (`mend list | head`) ends mend quietly instead of
 /// panicking as `println!` would.
+///
+/// Everything printed goes through [`terminal_safe`](mend_core::words::terminal_safe): partner
+/// text can hold escape sequences, and they must show as text, never act on this terminal.
 pub fn say(args: std::fmt::Arguments<'_>) {
+    let line = mend_core::words::terminal_safe(&args.to_string());
     let mut out = std::io::stdout().lock();
-    if let Err(e) = writeln!(out, "{args}")
+    if let Err(e) = writeln!(out, "{line}")
         && e.kind() == std::io::ErrorKind::BrokenPipe
     {
         std::process::exit(0);

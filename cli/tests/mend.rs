@@ -88,8 +88,15 @@ impl World {
 
     /// Runs `mend --home <home> args…`.
     fn mend(&self, home: &str, args: &[&str]) -> Result<Run> {
+        self.mend_in("UTC", home, args)
+    }
+
+    /// Runs `mend` with the couple's time zone `zone`.
+    fn mend_in(&self, zone: &str, home: &str, args: &[&str]) -> Result<Run> {
         let output = assert_cmd::Command::new(cargo_bin!("mend"))
             .env_remove("MEND_HOME")
+            .env("MEND_TZ", zone)
+            .env_remove("MEND_WEEK_START")
             .arg("--home")
             .arg(self.home(home))
             .args(args)
@@ -289,12 +296,12 @@ fn quickstart_two_partners_edit_apart_and_see_the_same_journal() -> Result<()> {
 
     let table = world.mend("blake", &["list"])?.ok()?;
     ensure!(
-        table.contains("honesty-moment") && table.contains("Alex"),
+        table.contains("Honesty moment") && table.contains("Alex"),
         "table: {table}"
     );
     let progress = world.mend("alex", &["progress", "--weeks", "2"])?.ok()?;
     ensure!(
-        progress.contains("WEEK OF") && progress.contains('#'),
+        progress.contains("WEEK") && progress.contains('#'),
         "progress: {progress}"
     );
     for (format, marker) in [("md", "# "), ("html", "<html")] {
@@ -354,7 +361,7 @@ fn a_boundary_reworded_after_both_agreed_is_no_longer_agreed() -> Result<()> {
         )?
         .ok()?;
     ensure!(
-        edited.contains("pending") && edited.contains("Alex"),
+        edited.contains("waiting for Alex to agree") && !edited.contains("pending"),
         "edit said: {edited}"
     );
     ensure!(state("blake")? == "pending", "Blake still sees it agreed");
@@ -570,5 +577,302 @@ fn every_bad_input_gets_one_line_and_its_exit_code() -> Result<()> {
         .mend("alex", &["add", "question", "q?", "--private"])?
         .fails(3, "cannot be private")?;
     world.mend("alex", &["erase"])?.fails(2, "--yes")?;
+    Ok(())
+}
+
+#[test]
+fn the_home_is_never_lost_to_a_mistake() -> Result<()> {
+    let world = World::start()?;
+    let relay = world.relay.url();
+    // A keyring without its journal: init refuses and keeps the keys byte for byte.
+    let home = world.home("keys-only");
+    std::fs::create_dir_all(&home)?;
+    std::fs::write(home.join("keyring"), "the only copy of the keys")?;
+    world
+        .mend("keys-only", &["init", "--relay", &relay, "--name", "Alex"])?
+        .fails(5, "holds a keyring but no journal")?;
+    ensure!(std::fs::read_to_string(home.join("keyring"))? == "the only copy of the keys");
+    ensure!(!home.join("journal.db").exists());
+
+    // A failed init leaves no home behind.
+    world
+        .mend("fresh", &["init", "--relay", &relay, "--name", "   "])?
+        .fails(3, "name cannot be empty")?;
+    ensure!(!world.home("fresh").exists(), "an empty home was left");
+
+    // A damaged journal: its own exit code, the way back, and the file untouched.
+    world
+        .mend("alex", &["init", "--relay", &relay, "--name", "Alex"])?
+        .ok()?;
+    let db = world.home("alex").join("journal.db");
+    let garbage = vec![0x5au8; 8192];
+    std::fs::write(&db, &garbage)?;
+    for wal in ["journal.db-wal", "journal.db-shm"] {
+        let _ = std::fs::remove_file(world.home("alex").join(wal));
+    }
+    world
+        .mend("alex", &["list"])?
+        .fails(8, "join again from your other device")?;
+    ensure!(
+        std::fs::read(&db)? == garbage,
+        "the damaged file was changed"
+    );
+    Ok(())
+}
+
+#[test]
+fn export_never_overwrites_without_force() -> Result<()> {
+    let world = World::start()?;
+    world
+        .mend(
+            "alex",
+            &["init", "--relay", &world.relay.url(), "--name", "Alex"],
+        )?
+        .ok()?;
+    let out = world.dir.path().join("packet.md");
+    std::fs::write(&out, "notes I keep")?;
+    let path = out.to_str().context("path")?;
+    world
+        .mend("alex", &["export", "--format", "md", "--out", path])?
+        .fails(2, "pass --force")?;
+    ensure!(std::fs::read_to_string(&out)? == "notes I keep");
+    world
+        .mend(
+            "alex",
+            &["export", "--format", "md", "--out", path, "--force"],
+        )?
+        .ok()?;
+    ensure!(std::fs::read_to_string(&out)?.starts_with("# Journal packet"));
+    // `--weeks 0` is refused by the command line (clap's own message), not silently 1.
+    let zero = world.mend("alex", &["progress", "--weeks", "0"])?;
+    ensure!(
+        zero.code == 2 && zero.stderr.contains("0 is not in 1..=520"),
+        "{zero:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn partner_text_is_shown_inert_and_in_words() -> Result<()> {
+    let world = World::start()?;
+    world.couple()?;
+    let hostile = "ok\u{1b}]0;owned\u{7}\u{1b}[2J";
+    world.mend("blake", &["add", "share", hostile])?.ok()?;
+    let need = world
+        .mend(
+            "blake",
+            &["add", "need", "More time together", "--kind", "alone-time"],
+        )?
+        .ok()?;
+    world.sync_both()?;
+    let list = world.mend("alex", &["list"])?.ok()?;
+    ensure!(
+        !list.contains('\u{1b}') && !list.contains('\u{7}'),
+        "raw escapes: {list:?}"
+    );
+    ensure!(list.contains("\\u{1b}]0;owned"), "not shown: {list}");
+    let shown = world.mend("alex", &["show", &need])?.ok()?;
+    ensure!(
+        shown.contains("Kind of need:") && shown.contains("Time alone"),
+        "{shown}"
+    );
+    ensure!(
+        !shown.contains("alone_time") && !shown.contains("need kind"),
+        "{shown}"
+    );
+    let today = world.mend("alex", &["today"])?.ok()?;
+    ensure!(
+        today.contains("your check-in for today") && today.contains("respond to need"),
+        "today: {today}"
+    );
+    Ok(())
+}
+
+#[test]
+fn people_read_words_never_stored_names() -> Result<()> {
+    let world = World::start()?;
+    world.couple()?;
+    let refused = world.mend(
+        "alex",
+        &[
+            "add",
+            "accountability-note",
+            "I lied about June",
+            "--private",
+        ],
+    )?;
+    refused.fails(3, "an accountability note is shared by nature")?;
+    let note = world
+        .mend("alex", &["add", "accountability-note", "I lied about June"])?
+        .ok()?;
+    let shown = world.mend("alex", &["show", &note])?.ok()?;
+    ensure!(shown.contains("What I did:"), "{shown}");
+
+    let need = world
+        .mend(
+            "alex",
+            &["add", "need", "Weekly talks", "--kind", "check-in-cadence"],
+        )?
+        .ok()?;
+    let moment = world
+        .mend(
+            "alex",
+            &[
+                "add",
+                "honesty-moment",
+                "Said it first",
+                "--timing",
+                "weekly-talk",
+            ],
+        )?
+        .ok()?;
+    let trigger = world
+        .mend(
+            "alex",
+            &[
+                "add",
+                "trigger-event",
+                "A song",
+                "--intensity",
+                "0",
+                "--wants",
+                "reassure",
+                "--sharing",
+                "signal",
+            ],
+        )?
+        .ok()?;
+    let question = world
+        .mend("blake", &["add", "question", "Why then?"])?
+        .ok()?;
+    let boundary = world
+        .mend(
+            "blake",
+            &[
+                "add",
+                "boundary",
+                "Phones unlocked",
+                "--area",
+                "transparency",
+            ],
+        )?
+        .ok()?;
+    world.sync_both()?;
+    world
+        .mend("alex", &["question-status", &question, "not-now"])?
+        .ok()?;
+    let revisit = world
+        .mend("alex", &["consent", &boundary, "revisit"])?
+        .ok()?;
+    ensure!(
+        revisit.contains("to be revisited") && !revisit.contains("is revisit"),
+        "{revisit}"
+    );
+
+    let list = world.mend("alex", &["list"])?.ok()?;
+    ensure!(
+        list.contains("[Not now]") && !list.contains("not_now"),
+        "{list}"
+    );
+    ensure!(
+        list.contains("for the weekly talk"),
+        "--timing shows: {list}"
+    );
+    ensure!(list.contains("would like reassurance"), "{list}");
+    let shown = world.mend("alex", &["show", &need])?.ok()?;
+    ensure!(
+        shown.contains("How often we check in") && !shown.contains("check_in_cadence"),
+        "{shown}"
+    );
+    let shown = world.mend("alex", &["show", &moment])?.ok()?;
+    ensure!(
+        shown.contains("Saved for the weekly talk") && !shown.contains("weekly_talk"),
+        "{shown}"
+    );
+    world.sync_both()?;
+    let signal = world.mend("blake", &["show", &trigger])?.ok()?;
+    ensure!(
+        !signal.contains("Intensity") && !signal.contains("intensity"),
+        "a signal has no score: {signal}"
+    );
+    ensure!(
+        signal.contains("Would like:") && signal.contains("Reassurance"),
+        "{signal}"
+    );
+    ensure!(!signal.contains("wanted response"), "{signal}");
+    Ok(())
+}
+
+#[test]
+fn a_conflict_is_marked_shown_in_words_and_settled() -> Result<()> {
+    let world = World::start()?;
+    world.couple()?;
+    let boundary = world
+        .mend(
+            "alex",
+            &["add", "boundary", "No contact", "--area", "contact"],
+        )?
+        .ok()?;
+    world.sync_both()?;
+    // Both reword it apart.
+    world
+        .mend("alex", &["edit", &boundary, "No contact at all"])?
+        .ok()?;
+    world
+        .mend("blake", &["edit", &boundary, "No contact unless work"])?
+        .ok()?;
+    world.sync_both()?;
+    let list = world.mend("alex", &["list"])?.ok()?;
+    ensure!(list.contains("[to settle]"), "list: {list}");
+    let shown = world.mend("alex", &["show", &boundary])?.ok()?;
+    ensure!(
+        shown.contains("Boundary (text):")
+            && shown.contains("1. No contact")
+            && shown.contains("2. No contact")
+            && !shown.contains("{\""),
+        "show: {shown}"
+    );
+    // Keeping the value shown is a real settlement, not a silent no-op.
+    let settled = world
+        .mend("alex", &["settle", &boundary, "text", "1"])?
+        .ok()?;
+    ensure!(settled.starts_with("Settled boundary"), "{settled}");
+    let list = world.mend("alex", &["list"])?.ok()?;
+    ensure!(!list.contains("[to settle]"), "still marked: {list}");
+    world
+        .mend("alex", &["settle", &boundary, "text", "1"])?
+        .fails(3, "no conflict on text")?;
+    Ok(())
+}
+
+#[test]
+fn today_is_the_couples_day_not_utcs() -> Result<()> {
+    let world = World::start()?;
+    world
+        .mend(
+            "alex",
+            &["init", "--relay", &world.relay.url(), "--name", "Alex"],
+        )?
+        .ok()?;
+    // 26 hours apart: whatever the time now, these two zones are on different days.
+    let east = world
+        .mend_in("Etc/GMT-14", "alex", &["add", "check-in", "--safety", "5"])?
+        .ok()?;
+    let west = world
+        .mend_in("Etc/GMT+12", "alex", &["add", "check-in", "--safety", "6"])?
+        .ok()?;
+    let day = |id: &str| -> Result<String> {
+        let shown = world.json("alex", &["show", id, "--json"])?;
+        Ok(shown["record"]["body"]["local_date"]
+            .as_str()
+            .or_else(|| shown["body"]["local_date"].as_str())
+            .context("a date")?
+            .to_owned())
+    };
+    let (e, w) = (day(&east)?, day(&west)?);
+    ensure!(e > w, "east {e} should be a later day than west {w}");
+    world
+        .mend_in("Mars/Olympus", "alex", &["today"])?
+        .fails(3, "MEND_TZ")?;
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::{
 };
 
 use mend_core::{
-    Error, Journal, Keyring, Result,
+    Calendar, Error, Journal, Keyring, Result,
     crypto::{Invite, InviteKind, SpaceSecret},
     journal::{JoinSource, OpenOptions},
     sync::SyncStatus,
@@ -103,6 +103,17 @@ impl Device {
         // The reader keeps no state a panicked read could have left half-changed.
         let mut reader = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
         reader.read_consistent(f)
+    }
+
+    /// Sets the couple's calendar (time zone, first day of the week) for writes and reads
+    /// alike: "today", date checks and weeks follow it.
+    pub fn set_calendar(&self, calendar: Calendar) -> Result<()> {
+        lock(&self.journal)?.set_calendar(calendar.clone());
+        self.reader
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .set_calendar(calendar);
+        Ok(())
     }
 
     /// Waits for the journal's background load without holding anything (an app calls it

@@ -96,3 +96,18 @@ pub enum Error {
 
 /// Result alias for mend-core.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Whether the journal database itself cannot be read (not a database, corrupt pages or
+    /// records): the app should offer recovery from another device, never delete it.
+    pub fn is_damaged_journal(&self) -> bool {
+        match self {
+            Error::Open { .. } | Error::Corrupt(_) => true,
+            Error::Storage(e) => matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+            ),
+            _ => false,
+        }
+    }
+}

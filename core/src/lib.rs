@@ -3,6 +3,7 @@
 //! Start at [`Journal`]: it opens the store, holds the couple's document and this partner's
 //! personal space, enforces who may write what, and answers the app's queries.
 
+pub mod calendar;
 pub mod crypto;
 pub mod date;
 mod doc;
@@ -15,6 +16,7 @@ pub mod model;
 pub mod query;
 pub mod store;
 pub mod sync;
+pub mod words;
 
 /// Log directives every app must add to its tracing filter, whatever level it chooses:
 /// Automerge logs inserted values (journal text) at TRACE, and the device side's WebSocket
@@ -23,6 +25,7 @@ pub mod sync;
 pub const LOG_REDACTIONS: &str =
     "automerge=warn,hexane=warn,tungstenite=debug,tokio_tungstenite=debug";
 
+pub use calendar::{Calendar, Weekday};
 pub use date::LocalDate;
 pub use doc::{Loaded, SCHEMA_VERSION};
 pub use error::{Error, Result};

@@ -122,6 +122,7 @@ fn body() -> impl Strategy<Value = Body> {
                 text: t,
                 link: None,
                 timing,
+                noticed_on: None,
             })
         }),
         (
@@ -351,7 +352,13 @@ fn views(records: &[Record], partners: &[mend_core::PartnerId]) -> anyhow::Resul
         query::open_questions(records),
         query::boundary_status(records, partners),
         query::needs(records),
-        query::progress(records, d0.add_days(-7), d0.add_days(14), 0)?,
+        query::progress(
+            records,
+            partners,
+            d0.add_days(-7),
+            d0.add_days(14),
+            &mend_core::Calendar::utc(),
+        )?,
     );
     Ok(serde_json::to_string(&out)?)
 }

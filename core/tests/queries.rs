@@ -129,6 +129,7 @@ fn honesty(text: &str) -> Body {
         text: text.into(),
         link: None,
         timing: HonestyTiming::ShareNow,
+        noticed_on: None,
     })
 }
 
@@ -457,6 +458,8 @@ fn two_weeks(c: &mut Couple) -> Result<RecordId> {
         status: CommitmentStatus::Active,
         ..Default::default()
     }))?;
+    // The ledger is written at the end of the fortnight (a claim cannot be ahead of today).
+    at("2026-12-06", 20)?;
     // Week 1 claims: done, done, partial, missed, done, partial, (Sunday: nothing) = 4.0.
     for (day, status) in [
         ("2026-11-23", ClaimStatus::Done),
@@ -510,9 +513,7 @@ fn two_weeks(c: &mut Couple) -> Result<RecordId> {
 fn progress_counts_a_week_of_claims_and_confirmations_exactly() -> Result<()> {
     let mut c = Couple::new()?;
     two_weeks(&mut c)?;
-    let p = c
-        .alex
-        .progress(date("2026-11-23")?, date("2026-12-06")?, 0)?;
+    let p = c.alex.progress(date("2026-11-23")?, date("2026-12-06")?)?;
     assert_eq!(p.weeks.len(), 2);
     let (w1, w2) = (&p.weeks[0], &p.weeks[1]);
     assert_eq!(w1.week_start, date("2026-11-23")?);
@@ -521,21 +522,25 @@ fn progress_counts_a_week_of_claims_and_confirmations_exactly() -> Result<()> {
     assert_eq!(w1.commitments.expected, 7);
     assert_eq!(w1.commitments.claimed, 4.0);
     assert_eq!(w1.commitments.confirmed, 3);
-    assert_eq!(w1.commitments.consistency, 4.0 / 7.0);
-    assert_eq!(w1.commitments.confirmation, 3.0 / 7.0);
+    assert_eq!(w1.commitments.consistency, Some(4.0 / 7.0));
+    assert_eq!(w1.commitments.confirmation, Some(3.0 / 7.0));
 
     assert_eq!(w2.commitments.expected, 7);
     assert_eq!(w2.commitments.claimed, 2.0);
     assert_eq!(w2.commitments.confirmed, 1);
-    assert_eq!(w2.commitments.consistency, 2.0 / 7.0);
-    assert_eq!(w2.commitments.confirmation, 1.0 / 7.0);
+    assert_eq!(w2.commitments.consistency, Some(2.0 / 7.0));
+    assert_eq!(w2.commitments.confirmation, Some(1.0 / 7.0));
+    // The commitment is Alex's: Blake has nothing due, which is not 0 %.
+    let blake_w1 = &w1.by_partner[&c.blake.me()].commitments;
+    assert_eq!((blake_w1.expected, blake_w1.consistency), (0, None));
+    assert_eq!(w1.by_partner[&c.alex.me()].commitments, w1.commitments);
+    assert_eq!(w1.by_partner[&c.blake.me()].honesty_noticed, 2);
 
     assert_eq!((w1.honesty_moments, w2.honesty_moments), (2, 1));
 
     // Both phones see the same records, so they compute the same progress.
     assert_eq!(
-        c.blake
-            .progress(date("2026-11-23")?, date("2026-12-06")?, 0)?,
+        c.blake.progress(date("2026-11-23")?, date("2026-12-06")?)?,
         p
     );
     Ok(())
@@ -545,9 +550,7 @@ fn progress_counts_a_week_of_claims_and_confirmations_exactly() -> Result<()> {
 fn progress_averages_check_ins_and_shows_the_trend() -> Result<()> {
     let mut c = Couple::new()?;
     two_weeks(&mut c)?;
-    let p = c
-        .blake
-        .progress(date("2026-11-23")?, date("2026-12-06")?, 0)?;
+    let p = c.blake.progress(date("2026-11-23")?, date("2026-12-06")?)?;
     let (w1, w2) = (&p.weeks[0].check_ins, &p.weeks[1].check_ins);
 
     assert_eq!(w1.count, 3);
@@ -560,9 +563,9 @@ fn progress_averages_check_ins_and_shows_the_trend() -> Result<()> {
         (Some(8.0), Some(6.5), Some(8.5))
     );
 
-    let by_author = &p.weeks[0].check_ins_by_author;
-    let alex = &by_author[&c.alex.me()];
-    let blake = &by_author[&c.blake.me()];
+    let by_partner = &p.weeks[0].by_partner;
+    let alex = &by_partner[&c.alex.me()].check_ins;
+    let blake = &by_partner[&c.blake.me()].check_ins;
     assert_eq!(
         (alex.count, alex.safety, alex.trust),
         (2, Some(5.0), Some(4.0))
@@ -582,9 +585,7 @@ fn progress_averages_check_ins_and_shows_the_trend() -> Result<()> {
     );
 
     // One week of data is no trend.
-    let one = c
-        .blake
-        .progress(date("2026-11-23")?, date("2026-11-29")?, 0)?;
+    let one = c.blake.progress(date("2026-11-23")?, date("2026-11-29")?)?;
     assert_eq!(one.trend.safety, None);
     Ok(())
 }
@@ -592,12 +593,11 @@ fn progress_averages_check_ins_and_shows_the_trend() -> Result<()> {
 #[test]
 fn progress_trend_falls_when_scores_fall() -> Result<()> {
     let mut c = Couple::new()?;
+    at("2026-12-08", 12)?;
     c.alex.add(check_in("2026-11-23", 7, 7, 7)?)?;
     c.alex.add(check_in("2026-11-30", 5, 6, 7)?)?;
     c.alex.add(check_in("2026-12-07", 3, 5, 7)?)?;
-    let p = c
-        .alex
-        .progress(date("2026-11-23")?, date("2026-12-13")?, 0)?;
+    let p = c.alex.progress(date("2026-11-23")?, date("2026-12-13")?)?;
     assert_eq!(p.trend.safety, Some(-2.0));
     assert_eq!(p.trend.trust, Some(-1.0));
     assert_eq!(p.trend.connection, Some(0.0));
@@ -605,19 +605,21 @@ fn progress_trend_falls_when_scores_fall() -> Result<()> {
 }
 
 #[test]
-fn progress_counts_only_days_inside_the_range() -> Result<()> {
+fn progress_counts_whole_weeks_whatever_the_range() -> Result<()> {
     let mut c = Couple::new()?;
     two_weeks(&mut c)?;
-    // Wednesday to Sunday of week 1: five days due, of which Wed partial, Thu missed, Fri done,
-    // Sat partial were claimed (2.0). Monday's and Tuesday's claims are outside the range.
-    let p = c
-        .alex
-        .progress(date("2026-11-25")?, date("2026-11-29")?, 0)?;
-    assert_eq!(p.weeks.len(), 1);
-    let w = &p.weeks[0].commitments;
-    assert_eq!(w.expected, 5);
-    assert_eq!(w.claimed, 2.0);
-    assert_eq!(w.consistency, 2.0 / 5.0);
+    // Wednesday to Sunday of week 1 asks for that week: it is counted whole (Monday's and
+    // Tuesday's claims too), exactly as in a two-week range.
+    let part = c.alex.progress(date("2026-11-25")?, date("2026-11-29")?)?;
+    let whole = c.alex.progress(date("2026-11-23")?, date("2026-12-06")?)?;
+    assert_eq!(part.weeks.len(), 1);
+    assert_eq!(part.weeks[0], whole.weeks[0]);
+    let w = &part.weeks[0].commitments;
+    assert_eq!((w.expected, w.claimed), (7, 4.0));
+    // Days after the range's end are not yet due.
+    let midweek = c.alex.progress(date("2026-11-23")?, date("2026-11-25")?)?;
+    let w = &midweek.weeks[0].commitments;
+    assert_eq!((w.expected, w.claimed), (3, 2.5));
     Ok(())
 }
 
@@ -625,7 +627,7 @@ fn progress_counts_only_days_inside_the_range() -> Result<()> {
 fn progress_refuses_a_backwards_range() -> Result<()> {
     let c = Couple::new()?;
     assert!(matches!(
-        c.alex.progress(date("2026-12-01")?, date("2026-11-01")?, 0),
+        c.alex.progress(date("2026-12-01")?, date("2026-11-01")?),
         Err(Error::Invalid(_))
     ));
     Ok(())
@@ -640,8 +642,6 @@ fn week_packet() -> Result<PacketOptions> {
         from: date("2026-11-23")?,
         to: date("2026-11-29")?,
         kinds: vec![],
-        include_private: false,
-        offset_minutes: 0,
     })
 }
 
@@ -668,8 +668,14 @@ fn markdown_packet_holds_the_weeks_records_and_numbers() -> Result<()> {
     assert!(md.contains("Partners: Alex and Blake") || md.contains("Partners: Blake and Alex"));
     assert!(md.contains("Phone stays in the hall at night"));
     assert!(md.contains("You came home when you said."));
+    // One progress table per partner: Alex owns the commitment and wrote two check-ins, Blake
+    // confirmed, wrote one check-in and noticed both honesty moments.
     assert!(
-        md.contains("| 2026-11-23 | 57% | 43% | 3 | 5.0 | 3.3 | 6.0 | 2 |"),
+        md.contains("| 23 Nov – 29 Nov | 57 % | 43 % | 2 | 5.0 | 4.0 | 6.0 | 0 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| 23 Nov – 29 Nov | nothing due | nothing due | 1 | 5.0 | 2.0 | 6.0 | 2 |"),
         "{md}"
     );
     assert!(
@@ -678,17 +684,12 @@ fn markdown_packet_holds_the_weeks_records_and_numbers() -> Result<()> {
     );
     assert!(
         !md.contains("Only for me to read."),
-        "private records stay out by default"
+        "private records are never in a packet"
     );
     assert!(
         !md.contains("Arrive together"),
         "records after the range stay out"
     );
-
-    let mut with_private = week_packet()?;
-    with_private.include_private = true;
-    let md = c.alex.export_packet(&with_private, Format::Markdown)?;
-    assert!(md.contains("Only for me to read."));
 
     let mut only_honesty = week_packet()?;
     only_honesty.kinds = vec![Kind::HonestyMoment];
@@ -735,6 +736,7 @@ fn html_packet_without_check_ins_draws_no_lines() -> Result<()> {
         text: "Told you about the call.".into(),
         link: None,
         timing: HonestyTiming::ShareNow,
+        noticed_on: None,
     }))?;
     let html = c.alex.export_packet(&week_packet()?, Format::Html)?;
     assert!(html.contains("Told you about the call."));
@@ -747,6 +749,7 @@ fn html_packet_without_check_ins_draws_no_lines() -> Result<()> {
 fn a_packet_without_private_records_leaves_out_private_check_in_fields_and_trigger_details()
 -> Result<()> {
     let mut c = Couple::new()?;
+    at("2026-11-24", 12)?;
     let note = "I looked at their photos again.";
     let cue = "Same perfume on the train.";
     c.alex.add(Body::CheckIn(CheckIn {
@@ -780,7 +783,7 @@ fn a_packet_without_private_records_leaves_out_private_check_in_fields_and_trigg
     }
     let p = c.alex.export_packet(&week_packet()?, Format::Markdown)?;
     assert!(
-        p.contains("| 2026-11-23 | 0% | 0% | 1 | 6.0 | – | 5.0 | 0 |"),
+        p.contains("| 23 Nov – 29 Nov | nothing due | nothing due | 1 | 6.0 | – | 5.0 | 0 |"),
         "{p}"
     );
     Ok(())

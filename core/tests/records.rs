@@ -347,8 +347,17 @@ fn boundary_is_agreed_once_both_agree_to_its_current_words() -> Result<()> {
             },
         )]
         .into(),
+        // Nor a wording history: the core keeps it.
+        wordings: [("feed".to_owned(), "Other words".to_owned())].into(),
     }))?;
     c.sync()?;
+    assert_eq!(
+        body!(c.alex.get(id)?, Boundary)
+            .wordings
+            .values()
+            .collect::<Vec<_>>(),
+        ["No contact with them, in any form."]
+    );
 
     let status = c.blake.boundary_status()?;
     assert_eq!(status.len(), 1);
@@ -550,8 +559,15 @@ fn commitment_keeps_a_two_sided_follow_through_ledger() -> Result<()> {
         )]
         .into(),
         views: Default::default(),
+        starts_on: Some(mon),
+        // Written by the core, whatever the app passes.
+        status_changes: [(tue, CommitmentStatus::Paused)].into(),
     }))?;
     assert!(body!(c.alex.get(id)?, Commitment).claims.is_empty());
+    assert_eq!(
+        body!(c.alex.get(id)?, Commitment).status_changes,
+        [(mon, CommitmentStatus::Active)].into()
+    );
 
     c.alex.claim(id, mon, ClaimStatus::Done, "")?;
     c.alex
@@ -595,6 +611,7 @@ fn honesty_moment_is_noticed_and_never_edited() -> Result<()> {
         text: "You told me about Friday before I asked.".into(),
         link: Some(note),
         timing: HonestyTiming::WeeklyTalk,
+        noticed_on: None,
     }))?;
     c.sync()?;
 
@@ -730,6 +747,7 @@ fn a_body_field_named_kind_survives_a_round_trip() -> Result<()> {
         text: "You answered the question about March.".into(),
         link: None,
         timing: HonestyTiming::ShareNow,
+        noticed_on: None,
     }))?;
     c.sync()?;
     for j in [&c.alex, &c.blake] {
@@ -1074,6 +1092,8 @@ fn revisit_from_one_partner_beats_agreed_from_the_other() -> Result<()> {
 #[test]
 fn one_check_in_per_author_per_local_date() -> Result<()> {
     let mut c = Couple::new()?;
+    // Wednesday: the 25th is today, the 24th yesterday.
+    NOW.with(|now| now.set(START_MS + 2 * 86_400_000));
     let mine = c.alex.add(check_in("2026-11-24", 4)?)?;
     assert_err!(c.alex.add(check_in("2026-11-24", 9)?), Error::Invalid(_));
     assert_eq!(
@@ -1635,6 +1655,8 @@ fn a_weekly_commitment_keys_claims_and_views_by_the_weeks_monday() -> Result<()>
         ..Default::default()
     }))?;
     c.sync()?;
+    // Saturday evening: both days of the week are past.
+    NOW.with(|now| now.set(START_MS + 5 * 86_400_000 + 12 * 3_600_000));
     let thursday: LocalDate = "2026-11-26".parse()?;
     let saturday: LocalDate = "2026-11-28".parse()?;
     c.alex.claim(id, thursday, ClaimStatus::Done, "")?;

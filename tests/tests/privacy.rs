@@ -39,7 +39,11 @@ fn m(field: &str) -> String {
 }
 
 fn bodies(share: Option<mend_core::RecordId>, question: Option<mend_core::RecordId>) -> Vec<Body> {
-    let day = LocalDate::from_unix_ms(1_795_000_000_000, 0);
+    // Today: a record's date must lie near the journal's life.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let day = LocalDate::from_unix_ms(now, 0);
     let mut out = vec![
         Body::AccountabilityNote(AccountabilityNote {
             what_i_did: m("what_i_did"),

@@ -13,8 +13,12 @@ use mend_core::{
 };
 use mend_e2e::{Phone, Relay};
 
+/// Today in UTC (the journals' calendar), plus `n` days: dates must lie near the journal's life.
 fn day(n: i32) -> LocalDate {
-    LocalDate::from_unix_ms(1_795_000_000_000, 0).add_days(n)
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    LocalDate::from_unix_ms(now, 0).add_days(n)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

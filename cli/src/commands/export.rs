@@ -1,81 +1,90 @@
 //! `export`: the therapist packet, rendered by mend-core, written to a file only its owner can
-//! read (it holds the journal's words).
+//! read (it holds the journal's words). An existing file is replaced only with `--force`.
 
 use std::{fs, io::Write, path::Path};
 
 use anyhow::{Context as _, Result};
 use mend_core::{
-    Body, Kind, LocalDate,
+    Kind,
     export::{Format, PacketOptions},
 };
 
 use super::lock;
-use crate::{cli::ExportFormat, dates, home::Home, say, term::ProgressLine};
+use crate::{
+    cli::ExportFormat,
+    dates,
+    failure::{Exit, Failure},
+    home::Home,
+    say,
+    term::ProgressLine,
+};
 
 /// The range and kinds asked for.
 #[derive(Debug)]
 pub struct Range {
-    /// First day, or the oldest record's.
+    /// First day, or the oldest shared record's.
     pub from: Option<String>,
     /// Last day, or today.
     pub to: Option<String>,
     /// Only these kinds.
     pub kinds: Vec<Kind>,
-    /// Include this partner's private records.
-    pub include_private: bool,
 }
 
 /// `export`: writes the file and prints its path.
-pub fn export(home: &Home, format: ExportFormat, out: &Path, range: &Range) -> Result<()> {
+pub fn export(
+    home: &Home,
+    format: ExportFormat,
+    out: &Path,
+    range: &Range,
+    force: bool,
+) -> Result<()> {
+    if !force && out.exists() {
+        return Err(Failure::new(
+            Exit::Usage,
+            format!(
+                "{} already exists; pass --force to replace it",
+                out.display()
+            ),
+        )
+        .into());
+    }
     let progress = ProgressLine::new();
     progress.show("Opening the journal…");
     let device = home.open(None)?;
     let journal = lock(&device)?;
-    let to = dates::or_today(range.to.as_deref())?;
+    let (oldest, today) = journal.default_packet_range()?;
+    let to = dates::or_today(range.to.as_deref(), today)?;
     let from = match &range.from {
         Some(s) => dates::parse(s)?,
-        None => oldest(&journal)?.unwrap_or(to).min(to),
+        None => oldest.min(to),
     };
     let options = PacketOptions {
         from,
         to,
         kinds: range.kinds.clone(),
-        include_private: range.include_private,
-        offset_minutes: 0,
     };
     let format = match format {
         ExportFormat::Md => Format::Markdown,
         ExportFormat::Html => Format::Html,
     };
-    progress.show(&format!(
-        "Rendering {} records from {from} to {to}…",
-        journal.records()?.len()
-    ));
+    progress.show(&format!("Rendering {from} to {to}…"));
     let text = journal.export_packet(&options, format)?;
     progress.show(&format!("Writing {}…", out.display()));
-    write_private(out, text.as_bytes())?;
+    write_private(out, text.as_bytes(), force)?;
     progress.clear();
     say!("{}", out.display());
     Ok(())
 }
 
-/// The day of the oldest record (a check-in by its own date).
-fn oldest(journal: &mend_core::Journal) -> mend_core::Result<Option<LocalDate>> {
-    Ok(journal
-        .records()?
-        .iter()
-        .map(|r| match &r.body {
-            Body::CheckIn(c) => c
-                .local_date
-                .unwrap_or(LocalDate::from_unix_ms(r.created_at, 0)),
-            _ => LocalDate::from_unix_ms(r.created_at, 0),
-        })
-        .min())
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+fn write_private(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
     let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true);
+    if force {
+        options.create(true).truncate(true);
+    } else {
+        // create_new: a file that appeared since the check above is not overwritten either.
+        options.create_new(true);
+    }
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options

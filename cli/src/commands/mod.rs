@@ -5,6 +5,7 @@ mod pairing;
 mod progress;
 mod records;
 mod sync;
+mod today;
 mod view;
 
 use std::sync::MutexGuard;
@@ -91,6 +92,8 @@ async fn dispatch(home: &Home, command: Command) -> Result<()> {
             view::list(home, &filter, json)
         }
         Command::Show { id, json } => view::show(home, &id, json),
+        Command::Today { json } => today::today(home, json),
+        Command::Settle { id, field, choice } => records::settle(home, &id, &field, choice),
         Command::Progress { weeks, json } => progress::progress(home, weeks, json),
         Command::Sync { timeout } => sync::sync(home, timeout).await,
         Command::Watch { duration } => sync::watch(home, duration).await,
@@ -105,15 +108,14 @@ async fn dispatch(home: &Home, command: Command) -> Result<()> {
             from,
             to,
             kind,
-            include_private,
+            force,
         } => {
             let range = export::Range {
                 from,
                 to,
                 kinds: kind,
-                include_private,
             };
-            export::export(home, format, &out, &range)
+            export::export(home, format, &out, &range, force)
         }
     }
 }

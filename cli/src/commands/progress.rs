@@ -1,78 +1,97 @@
-//! `progress`: the weekly view as a chart of plain characters. Consistency, not streaks: each
-//! week stands on its own, the owner's claims beside the partner's confirmations.
+//! `progress`: the weekly view per partner as a chart of plain characters. Consistency, not
+//! streaks: each whole week stands on its own, the owner's claims beside the partner's
+//! confirmations, and a week with nothing due says so instead of showing 0 %.
 
 use anyhow::Result;
-use mend_core::query::{CheckInAverages, WeekProgress};
+use mend_core::query::{CheckInAverages, PartnerWeek, WeekProgress};
 
 use super::lock;
-use crate::{dates, home::Home, say, term::Table};
+use crate::{home::Home, say, term::Table};
 
 /// Width of a consistency bar, in characters.
 const BAR: usize = 20;
 
 /// `progress`.
-pub fn progress(home: &Home, weeks: u16, json: bool) -> Result<()> {
+pub fn progress(home: &Home, weeks: u32, json: bool) -> Result<()> {
     let device = home.open(None)?;
     let journal = lock(&device)?;
-    let to = dates::today();
-    let from = to.add_days(-7 * (i32::from(weeks.max(1)) - 1));
-    let progress = journal.progress(from, to, 0)?;
+    let progress = journal.recent_progress(weeks)?;
     if json {
         say!("{}", serde_json::to_string_pretty(&progress)?);
         return Ok(());
     }
-    let mut table = Table::new(&[
-        "WEEK OF",
-        "COMMITMENTS KEPT (CLAIMED)",
-        "CONFIRMED",
-        "CHECK-INS",
-        "SAFETY",
-        "TRUST",
-        "CONNECTION",
-        "HONESTY",
-    ]);
-    for week in &progress.weeks {
-        table.row(row(week));
+    let mut first = true;
+    for partner in journal.partners() {
+        if !first {
+            say!("");
+        }
+        first = false;
+        say!("{}", partner.name);
+        let mut table = Table::new(&[
+            "WEEK",
+            "OWN COMMITMENTS KEPT (CLAIMED)",
+            "CONFIRMED",
+            "CHECK-INS",
+            "SAFETY",
+            "TRUST",
+            "CONNECTION",
+            "HONESTY NOTICED",
+        ]);
+        for week in &progress.weeks {
+            let mine = week
+                .by_partner
+                .get(&partner.id)
+                .cloned()
+                .unwrap_or_default();
+            table.row(row(week, &mine));
+        }
+        say!("{}", table.render().trim_end());
+        if let Some(t) = progress.trend_by_partner.get(&partner.id) {
+            say!(
+                "Trend per week: safety {}, trust {}, connection {}",
+                signed(t.safety),
+                signed(t.trust),
+                signed(t.connection)
+            );
+        }
     }
-    say!("{}", table.render().trim_end());
-    let t = &progress.trend;
+    say!("");
     say!(
-        "Trend per week: safety {}, trust {}, connection {}",
-        signed(t.safety),
-        signed(t.trust),
-        signed(t.connection)
+        "Weeks start on {:?} in {}; figures as of {}.",
+        journal.calendar().week_starts(),
+        journal.calendar().zone_name(),
+        progress.as_of
     );
     Ok(())
 }
 
-fn row(week: &WeekProgress) -> Vec<String> {
-    let c = &week.commitments;
-    let (kept, confirmed) = if c.expected == 0 {
-        (
+fn row(week: &WeekProgress, mine: &PartnerWeek) -> Vec<String> {
+    let c = &mine.commitments;
+    let (kept, confirmed) = match (c.consistency, c.confirmation) {
+        (Some(kept), Some(confirmed)) => (
+            format!("{} {:>3.0}%", bar(kept), kept * 100.0),
+            format!("{:.0}%", confirmed * 100.0),
+        ),
+        _ => (
             format!("[{}]  nothing due", " ".repeat(BAR)),
             "—".to_owned(),
-        )
-    } else {
-        (
-            format!("{} {:>3.0}%", bar(c.consistency), c.consistency * 100.0),
-            format!("{:.0}%", c.confirmation * 100.0),
-        )
+        ),
     };
     let CheckInAverages {
         count,
         safety,
         trust,
         connection,
-    } = &week.check_ins;
+    } = &mine.check_ins;
     vec![
-        week.week_start.to_string(),
+        format!("{} – {}", week.week_start, week.week_end),
         kept,
         confirmed,
         count.to_string(),
         mean(*safety),
         mean(*trust),
         mean(*connection),
-        week.honesty_moments.to_string(),
+        mine.honesty_noticed.to_string(),
     ]
 }
 

@@ -5,16 +5,17 @@ use anyhow::Result;
 use mend_core::{
     Body, Journal, Kind, LocalDate, RecordId,
     model::{
-        Answer, Cadence, ClaimStatus, ConsentState, NeedResponseKind, PartnerView, QuestionStatus,
-        Reply, ReplyKind, Validation,
+        Answer, ClaimStatus, ConsentState, NeedResponseKind, PartnerView, QuestionStatus, Reply,
+        ReplyKind, Validation,
     },
 };
 
 use super::lock;
 use crate::{
-    choice::kebab,
     cli::{ConsentChoice, Fields},
-    dates, fields,
+    dates,
+    failure::Failure,
+    fields,
     home::Home,
     lookup::{self, short},
     render::{Context, state_name},
@@ -43,7 +44,11 @@ pub fn edit(home: &Home, typed: &str, text: Option<String>, f: Fields) -> Result
     if placement.share {
         journal.share(id)?;
     }
-    say!("Edited {} {}.", kebab(record.kind()), short(id));
+    say!(
+        "Edited {} {}.",
+        record.kind().label().to_lowercase(),
+        short(id)
+    );
     if record.kind() == Kind::Boundary {
         boundary_line(&journal, id)?;
     }
@@ -104,7 +109,7 @@ pub fn consent(home: &Home, typed: &str, choice: ConsentChoice) -> Result<()> {
     say!(
         "Your consent to boundary {} is now: {}.",
         short(id),
-        kebab(state)
+        state.label().to_lowercase()
     );
     boundary_line(&journal, id)?;
     Ok(())
@@ -121,25 +126,19 @@ fn boundary_line(journal: &Journal, id: RecordId) -> Result<()> {
         .filter(|c| !(c.current && c.state == ConsentState::Agreed))
         .map(|c| context.names.get(c.partner))
         .collect();
-    match state_name(status.state) {
-        "pending" if !waiting.is_empty() => say!(
-            "The boundary is pending: waiting for {} to agree to this wording.",
+    match status.state {
+        mend_core::query::BoundaryState::Pending if !waiting.is_empty() => say!(
+            "The boundary is waiting for {} to agree to this wording.",
             waiting.join(" and ")
         ),
-        state => say!("The boundary is {state}."),
+        state => say!("The boundary is {}.", state_name(state)),
     }
     Ok(())
 }
 
-/// The occurrence a claim or view is about: the day, or its week's Monday for a weekly
-/// commitment (the key mend-core counts progress by).
-fn occurrence(journal: &Journal, id: RecordId, date: Option<&str>) -> Result<LocalDate> {
-    let day = dates::or_today(date)?;
-    let record = journal.get_kind(id, Kind::Commitment)?;
-    Ok(match record.body {
-        Body::Commitment(c) if c.cadence == Cadence::Weekly => day.week_start(),
-        _ => day,
-    })
+/// The day a claim or view is about (mend-core finds its occurrence and checks it was due).
+fn occurrence(journal: &Journal, date: Option<&str>) -> Result<LocalDate> {
+    Ok(dates::or_today(date, journal.today())?)
 }
 
 /// `claim COMMITMENT done|partial|missed`.
@@ -153,11 +152,11 @@ pub fn claim(
     let device = home.open(None)?;
     let mut journal = lock(&device)?;
     let id = lookup::resolve(&journal, typed)?;
-    let at = occurrence(&journal, id, date)?;
+    let at = occurrence(&journal, date)?;
     journal.claim(id, at, status, note)?;
     say!(
-        "Claimed {} for {at} on commitment {}.",
-        kebab(status),
+        "Claimed \"{}\" for {at} on commitment {}.",
+        status.label().to_lowercase(),
         short(id)
     );
     Ok(())
@@ -174,11 +173,11 @@ pub fn confirm(
     let device = home.open(None)?;
     let mut journal = lock(&device)?;
     let id = lookup::resolve(&journal, typed)?;
-    let at = occurrence(&journal, id, date)?;
+    let at = occurrence(&journal, date)?;
     journal.confirm(id, at, view, note)?;
     say!(
-        "Recorded {} for {at} on commitment {}.",
-        kebab(view),
+        "Recorded \"{}\" for {at} on commitment {}.",
+        view.label().to_lowercase(),
         short(id)
     );
     Ok(())
@@ -190,7 +189,11 @@ pub fn respond(home: &Home, typed: &str, kind: NeedResponseKind, note: &str) -> 
     let mut journal = lock(&device)?;
     let id = lookup::resolve(&journal, typed)?;
     journal.respond_to_need(id, kind, note)?;
-    say!("Responded {} to need {}.", kebab(kind), short(id));
+    say!(
+        "Responded \"{}\" to need {}.",
+        kind.label().to_lowercase(),
+        short(id)
+    );
     Ok(())
 }
 
@@ -200,7 +203,11 @@ pub fn question_status(home: &Home, typed: &str, status: QuestionStatus) -> Resu
     let mut journal = lock(&device)?;
     let id = lookup::resolve(&journal, typed)?;
     journal.set_question_status(id, status)?;
-    say!("Question {} is now {}.", short(id), kebab(status));
+    say!(
+        "Question {} is now: {}.",
+        short(id),
+        status.label().to_lowercase()
+    );
     Ok(())
 }
 
@@ -223,6 +230,34 @@ pub fn remove(home: &Home, typed: &str) -> Result<()> {
     say!(
         "Removed {}. A placeholder keeps replies and links in place.",
         short(id)
+    );
+    Ok(())
+}
+
+/// `settle ID FIELD N`: keeps the Nth value of a conflict.
+pub fn settle(home: &Home, typed: &str, field: &str, choice: usize) -> Result<()> {
+    let device = home.open(None)?;
+    let mut journal = lock(&device)?;
+    let id = lookup::resolve(&journal, typed)?;
+    let conflicts = journal.conflicts(id)?;
+    let Some(conflict) = conflicts.iter().find(|c| c.field == field) else {
+        return Err(
+            Failure::input(format!("record {} has no conflict on {field}", short(id))).into(),
+        );
+    };
+    let Some(chosen) = choice.checked_sub(1).and_then(|i| conflict.choices.get(i)) else {
+        return Err(Failure::input(format!(
+            "choose a value from 1 to {}",
+            conflict.choices.len()
+        ))
+        .into());
+    };
+    journal.settle(id, field, &chosen.value)?;
+    say!(
+        "Settled {} of {}: {}.",
+        conflict.label.to_lowercase(),
+        short(id),
+        chosen.words
     );
     Ok(())
 }

@@ -10,7 +10,6 @@ use serde_json::{Value, json};
 
 use super::lock;
 use crate::{
-    choice::kebab,
     dates,
     failure::{Exit, Failure},
     home::Home,
@@ -162,10 +161,16 @@ pub fn show(home: &Home, typed: &str, json: bool) -> Result<()> {
     say!("{} {}", record.kind().label(), record.id);
     let mut meta = vec![
         format!("by {}", context.names.get(record.author)),
-        format!("added {} UTC", dates::instant(record.created_at)),
+        format!(
+            "added {}",
+            dates::local_instant(journal.calendar(), record.created_at)
+        ),
     ];
     if record.updated_at != record.created_at {
-        meta.push(format!("changed {} UTC", dates::instant(record.updated_at)));
+        meta.push(format!(
+            "changed {}",
+            dates::local_instant(journal.calendar(), record.updated_at)
+        ));
     }
     meta.push(match record.visibility {
         mend_core::Visibility::Shared => "shared".into(),
@@ -188,11 +193,11 @@ pub fn show(home: &Home, typed: &str, json: bool) -> Result<()> {
         }
         say!("");
         say!("{title}:");
-        let mut table = Table::new(&["ID", "WHEN (UTC)", "BY", "WHAT"]);
+        let mut table = Table::new(&["ID", "WHEN", "BY", "WHAT"]);
         for r in list {
             table.row(vec![
                 short(r.id),
-                dates::instant(r.created_at),
+                dates::local_instant(journal.calendar(), r.created_at),
                 context.names.get(r.author),
                 context.summary(r),
             ]);
@@ -201,13 +206,20 @@ pub fn show(home: &Home, typed: &str, json: bool) -> Result<()> {
             say!("  {line}");
         }
     }
-    if !record.conflicts.is_empty() {
+    let conflicts = journal.conflicts(record.id)?;
+    if !conflicts.is_empty() {
         say!("");
-        say!("Set at the same time on two devices (the first value is shown; edit to settle):");
-        for c in &record.conflicts {
-            let values: Vec<String> = c.values.iter().map(Value::to_string).collect();
-            say!("  {}: {}", c.field, values.join("  |  "));
+        say!("Set differently on two devices at once (the first is shown):");
+        for c in &conflicts {
+            say!("  {} ({}):", c.label, c.field);
+            for (i, choice) in c.choices.iter().enumerate() {
+                say!("    {}. {}", i + 1, choice.words);
+            }
         }
+        say!(
+            "Keep one with `mend settle {} FIELD NUMBER`.",
+            short(record.id)
+        );
     }
     Ok(())
 }
@@ -217,24 +229,52 @@ fn print_fields(record: &Record) -> Result<()> {
     let Value::Object(fields) = serde_json::to_value(&record.body)? else {
         return Err(Failure::new(Exit::Local, "a record did not read as fields").into());
     };
-    let managed = ["kind", "consents", "claims", "views", "response"];
+    let managed = [
+        "kind",
+        "consents",
+        "claims",
+        "views",
+        "response",
+        "status_changes",
+        "wordings",
+    ];
+    let kind = record.kind();
+    let signal = matches!(&record.body, Body::TriggerEvent(t) if t.sharing == mend_core::model::TriggerSharing::Signal);
     for (key, value) in fields
         .iter()
         .filter(|(k, _)| !managed.contains(&k.as_str()))
     {
+        // A content-free "I'm triggered" signal has no score to show.
+        if signal && !matches!(key.as_str(), "sharing" | "wanted_response") {
+            continue;
+        }
         let shown = match value {
             Value::Null => "—".to_owned(),
             Value::String(s) if s.is_empty() => "—".to_owned(),
-            Value::String(s) => s.clone(),
+            Value::String(s) => {
+                mend_core::words::value_label(kind, key, s).map_or_else(|| s.clone(), str::to_owned)
+            }
             Value::Array(items) if items.is_empty() => "—".to_owned(),
             Value::Array(items) => items
                 .iter()
-                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                .map(|v| {
+                    v.as_str().map_or_else(
+                        || v.to_string(),
+                        |s| {
+                            mend_core::words::value_label(kind, key, s)
+                                .map_or_else(|| s.to_owned(), str::to_owned)
+                        },
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(", "),
+            Value::Bool(b) => if *b { "yes" } else { "no" }.to_owned(),
             other => other.to_string(),
         };
-        say!("{:<16}{shown}", format!("{}:", key.replace('_', " ")));
+        say!(
+            "{:<24}{shown}",
+            format!("{}:", mend_core::words::field_label(kind, key))
+        );
     }
     Ok(())
 }
@@ -256,7 +296,7 @@ fn print_managed(journal: &Journal, context: &Context, record: &Record) {
                 };
                 let said = match c.state {
                     mend_core::model::ConsentState::Proposed => "has not said yet".to_owned(),
-                    s => format!("{} ({wording})", kebab(s)),
+                    s => format!("{} ({wording})", s.label().to_lowercase()),
                 };
                 say!("  {:<14}{said}", context.names.get(c.partner));
             }
@@ -272,8 +312,14 @@ fn print_managed(journal: &Journal, context: &Context, record: &Record) {
             say!("Follow-through:");
             let mut table = Table::new(&["OCCURRENCE", "CLAIM", "PARTNER'S VIEW"]);
             for d in dates {
-                let claim = c.claims.get(&d).map_or("—".to_owned(), |x| kebab(x.status));
-                let view = c.views.get(&d).map_or("—".to_owned(), |x| kebab(x.view));
+                let claim = c
+                    .claims
+                    .get(&d)
+                    .map_or("—".to_owned(), |x| x.status.label().to_owned());
+                let view = c
+                    .views
+                    .get(&d)
+                    .map_or("—".to_owned(), |x| x.view.label().to_owned());
                 table.row(vec![d.to_string(), claim, view]);
             }
             for line in table.render().lines() {
@@ -294,7 +340,10 @@ fn print_managed(journal: &Journal, context: &Context, record: &Record) {
                     } else {
                         format!(": {}", r.note)
                     };
-                    say!("Response: {name} is {}{note}", kebab(r.kind));
+                    say!(
+                        "Response from {name}: {}{note}",
+                        r.kind.label().to_lowercase()
+                    );
                 }
                 None => say!("Response: none yet"),
             }

@@ -43,8 +43,9 @@ pub(crate) const ENVELOPE_KEYS: [&str; 6] = [
     "removed",
 ];
 
-/// Keys whose concurrent values are expected and not worth showing as conflicts.
-const QUIET_KEYS: [&str; 1] = ["updated_at"];
+/// Keys whose concurrent values are expected and not worth showing as conflicts. A boundary's
+/// `wordings` is keyed by the words' hash: two devices recording one wording write one value.
+const QUIET_KEYS: [&str; 2] = ["updated_at", "wordings"];
 
 /// An Automerge document with the journal's layout.
 #[derive(Debug)]

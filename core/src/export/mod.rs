@@ -1,19 +1,24 @@
-//! The therapist packet: a chosen date range and kinds of records, as Markdown or as one
-//! self-contained HTML page with the weekly progress drawn as an inline SVG chart.
+//! The therapist packet: a date range of the shared journal, as Markdown or as one
+//! self-contained HTML page that prints cleanly to PDF.
 //!
-//! Generated on the device; nothing leaves it unless the partner shares the file.
+//! Both formats render one model (`model.rs`): a cover with a summary per practice, the weekly
+//! progress per partner (with a chart in HTML), the records as whole threads (a question with
+//! its answers, a share with its replies and validations, a boundary with both consents, a
+//! commitment with its ledger), and the check-ins as one table per partner. Private records
+//! are never included: a packet is made to be handed to someone. Generated on the device.
 
 mod html;
 mod markdown;
-mod render;
+mod model;
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
     Journal, LocalDate,
+    calendar::Calendar,
     error::{Error, Result},
-    model::{Kind, Record, Visibility},
-    query::{self, Progress},
+    model::{Body, Kind, Record, Visibility},
+    query::{self, MAX_WEEKS},
 };
 
 /// Output format.
@@ -22,7 +27,7 @@ use crate::{
 pub enum Format {
     /// Markdown text.
     Markdown,
-    /// One HTML page, no external resources.
+    /// One HTML page, no external resources, no scripts.
     Html,
 }
 
@@ -35,90 +40,64 @@ pub struct PacketOptions {
     pub to: LocalDate,
     /// Kinds to include (empty: all).
     pub kinds: Vec<Kind>,
-    /// Include this partner's private records (off by default: a packet is usually shared).
-    pub include_private: bool,
-    /// Offset of the local zone from UTC, in minutes.
-    pub offset_minutes: i32,
 }
 
-/// Everything a renderer needs.
-#[derive(Debug)]
-pub(crate) struct Packet {
-    pub(crate) options: PacketOptions,
-    pub(crate) names: Vec<(crate::PartnerId, String)>,
-    pub(crate) records: Vec<Record>,
-    pub(crate) progress: Progress,
-}
-
-impl Packet {
-    pub(crate) fn name_of(&self, id: crate::PartnerId) -> &str {
-        self.names
-            .iter()
-            .find(|(p, _)| *p == id)
-            .map_or("unknown partner", |(_, n)| n.as_str())
-    }
-}
-
-/// The local date a record belongs to in the packet.
-pub(crate) fn record_date(r: &Record, offset_minutes: i32) -> LocalDate {
+/// The local date a record belongs to in the packet: a check-in's own day, an honesty
+/// moment's day, otherwise the day it was written in the couple's zone.
+pub fn record_date(r: &Record, calendar: &Calendar) -> LocalDate {
     match &r.body {
-        crate::Body::CheckIn(c) => c
+        Body::CheckIn(c) => c
             .local_date
-            .unwrap_or_else(|| LocalDate::from_unix_ms(r.created_at, offset_minutes)),
-        _ => LocalDate::from_unix_ms(r.created_at, offset_minutes),
+            .unwrap_or_else(|| calendar.date_of(r.created_at)),
+        Body::HonestyMoment(_) => query::honesty_day(r, calendar),
+        _ => calendar.date_of(r.created_at),
     }
 }
 
 impl Journal {
-    /// Renders the therapist packet.
+    /// The range a packet covers by default: from the oldest live shared record (never earlier
+    /// than the journal's dates allow, nor more than the longest progress range) to today.
+    pub fn default_packet_range(&self) -> Result<(LocalDate, LocalDate)> {
+        let to = self.today();
+        let floor = self
+            .date_bounds()
+            .0
+            .max(to.add_days(-7 * (MAX_WEEKS - 1)))
+            .max(self.calendar().week_of(to).add_days(-7 * (MAX_WEEKS - 1)));
+        let oldest = self
+            .shared_records()?
+            .iter()
+            .filter(|r| !r.removed)
+            .map(|r| record_date(r, self.calendar()))
+            .min()
+            .unwrap_or(to);
+        Ok((oldest.clamp(floor, to), to))
+    }
+
+    /// Renders the therapist packet from the shared journal.
     pub fn export_packet(&self, options: &PacketOptions, format: Format) -> Result<String> {
         if options.to < options.from {
             return Err(Error::Invalid("the range ends before it starts".into()));
         }
-        let all = if options.include_private {
-            self.records()?
-        } else {
-            self.shared_records()?
-        };
-        let mut records: Vec<Record> = all
-            .iter()
-            .filter(|r| !r.removed)
-            .filter(|r| options.include_private || r.visibility == Visibility::Shared)
-            .filter(|r| options.kinds.is_empty() || options.kinds.contains(&r.kind()))
-            .filter(|r| {
-                let d = record_date(r, options.offset_minutes);
-                d >= options.from && d <= options.to
-            })
-            .cloned()
-            .collect();
-        records.sort_by_key(|r| {
-            (
-                Kind::ALL.iter().position(|k| *k == r.kind()),
-                r.created_at,
-                r.id,
-            )
-        });
-        let progress_input: Vec<Record> = all
+        let shared: Vec<Record> = self
+            .shared_records()?
             .into_iter()
-            .filter(|r| options.include_private || r.visibility == Visibility::Shared)
+            .filter(|r| r.visibility == Visibility::Shared)
             .collect();
+        let partners: Vec<_> = self.partners().into_iter().map(|p| p.id).collect();
         let progress = query::progress(
-            &progress_input,
+            &shared,
+            &partners,
             options.from,
             options.to,
-            options.offset_minutes,
+            self.calendar(),
         )?;
         let names = self
             .partners()
             .into_iter()
             .map(|p| (p.id, p.name))
             .collect();
-        let packet = Packet {
-            options: options.clone(),
-            names,
-            records,
-            progress,
-        };
+        let packet = model::build(options, names, &shared, progress, self.calendar());
         Ok(match format {
             Format::Markdown => markdown::render(&packet),
             Format::Html => html::render(&packet),

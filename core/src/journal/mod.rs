@@ -5,8 +5,10 @@
 //! it returns.
 
 mod ops;
+pub use settle::{ConflictChoice, OpenConflict};
 pub use write::wording_hash;
 mod read;
+mod settle;
 mod sync;
 pub use sync::SyncSummary;
 mod validate;
@@ -19,6 +21,8 @@ use automerge::ActorId;
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    calendar::Calendar,
+    date::LocalDate,
     doc::{LazyDoc, SpaceDoc},
     error::{Error, Result},
     ids::{DeviceId, PartnerId, RecordId},
@@ -71,6 +75,8 @@ pub struct Journal {
     partners: Vec<Partner>,
     schema_version: i64,
     clock: Clock,
+    /// The couple's zone and first day of the week (set by the app; UTC until then).
+    calendar: Calendar,
     /// `Some` once a device asked to hear of writes ([`Journal::track_written`]).
     written: Option<Written>,
     /// See [`crate::sync::SyncStore::sync_revision`].
@@ -181,6 +187,7 @@ impl Journal {
             partners: Vec::new(),
             schema_version: 0,
             clock: system_clock,
+            calendar: Calendar::utc(),
             written: None,
             sync_revision: 0,
         };
@@ -245,6 +252,7 @@ impl Journal {
             partners: Vec::new(),
             schema_version: 0,
             clock: system_clock,
+            calendar: Calendar::utc(),
             written: None,
             sync_revision: 0,
         };
@@ -280,6 +288,7 @@ impl Journal {
             partners: Vec::new(),
             schema_version: 0,
             clock: system_clock,
+            calendar: Calendar::utc(),
             written: None,
             sync_revision: 0,
         };
@@ -354,6 +363,49 @@ impl Journal {
 
     pub(crate) fn now(&self) -> i64 {
         (self.clock)()
+    }
+
+    /// Sets the couple's time zone and first day of the week: "today", check-in dates and
+    /// week boundaries follow it. The app sets it on every open (it is a device setting).
+    pub fn set_calendar(&mut self, calendar: Calendar) {
+        self.calendar = calendar;
+    }
+
+    /// The calendar in use.
+    pub fn calendar(&self) -> &Calendar {
+        &self.calendar
+    }
+
+    /// Today's date in the couple's time zone.
+    pub fn today(&self) -> LocalDate {
+        self.calendar.date_of(self.now())
+    }
+
+    /// The dates a record may carry (a check-in's day, a claimed occurrence, a backdated
+    /// moment): from a year before the journal began to tomorrow. Anything else is a typo or
+    /// a clock gone wrong, and would stretch every range the journal is shown over.
+    pub fn date_bounds(&self) -> (LocalDate, LocalDate) {
+        let began = self
+            .partners
+            .iter()
+            .map(|p| p.joined_at)
+            .min()
+            .unwrap_or_else(|| self.now());
+        (
+            self.calendar.date_of(began).add_days(-366),
+            self.today().add_days(1),
+        )
+    }
+
+    /// Refuses a date outside [`date_bounds`](Self::date_bounds).
+    pub(crate) fn check_date(&self, what: &str, date: LocalDate) -> Result<()> {
+        let (first, last) = self.date_bounds();
+        if date < first || date > last {
+            return Err(Error::Invalid(format!(
+                "{what} {date} is outside the journal's dates ({first} to {last})"
+            )));
+        }
+        Ok(())
     }
 
     /// The partner this device belongs to.

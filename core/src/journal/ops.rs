@@ -14,6 +14,7 @@ use crate::{
         Body, ClaimStatus, ConsentState, Kind, NeedResponseKind, PartnerView, QuestionStatus,
         Record, Visibility, rules,
     },
+    query::Life,
     store::Space,
 };
 
@@ -50,7 +51,7 @@ impl Journal {
         note: &str,
     ) -> Result<()> {
         let record = self.live(commitment, Kind::Commitment)?;
-        let occurrence = occurrence_of(&record, occurrence);
+        let occurrence = self.due_occurrence(&record, occurrence)?;
         if record.author != self.me {
             return Err(Error::PermissionDenied(
                 "only the commitment's owner can claim its follow-through".into(),
@@ -80,7 +81,7 @@ impl Journal {
         note: &str,
     ) -> Result<()> {
         let record = self.live(commitment, Kind::Commitment)?;
-        let occurrence = occurrence_of(&record, occurrence);
+        let occurrence = self.due_occurrence(&record, occurrence)?;
         if record.author == self.me {
             return Err(Error::PermissionDenied(
                 "the partner confirms follow-through, not the commitment's owner".into(),
@@ -262,11 +263,23 @@ impl Journal {
     }
 }
 
-/// The ledger key of the occurrence that `date` falls in: the date itself for a daily
-/// commitment, its week's Monday for a weekly one (so both partners name the same occurrence).
-fn occurrence_of(record: &Record, date: LocalDate) -> LocalDate {
-    match &record.body {
-        Body::Commitment(c) if c.cadence == crate::model::Cadence::Weekly => date.week_start(),
-        _ => date,
+impl Journal {
+    /// The ledger key of the occurrence `day` falls in, refused unless that occurrence was due:
+    /// inside the commitment's life (from its start, while active) and no later than tomorrow.
+    fn due_occurrence(&self, record: &Record, day: LocalDate) -> Result<LocalDate> {
+        self.check_date("an occurrence", day)?;
+        let life = Life::of(record, self.calendar()).ok_or(Error::WrongKind {
+            id: record.id,
+            expected: Kind::Commitment,
+            actual: record.kind(),
+        })?;
+        let key = life.occurrence_of(day);
+        if !life.is_due(key, self.date_bounds().1) {
+            return Err(Error::Invalid(format!(
+                "commitment {} was not due on {day}: it runs from {} and only while active",
+                record.id, life.start
+            )));
+        }
+        Ok(key)
     }
 }

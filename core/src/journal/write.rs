@@ -9,7 +9,8 @@ use crate::{
     error::{Error, Result},
     ids::RecordId,
     model::{
-        Body, Consent, ConsentState, Kind, QuestionStatus, TriggerSharing, Visibility,
+        Body, CommitmentStatus, Consent, ConsentState, Kind, QuestionStatus, TriggerSharing,
+        Visibility,
         rules::{self, Writer},
     },
     store::Space,
@@ -46,8 +47,8 @@ fn effective_visibility(body: &Body, requested: Option<Visibility>) -> Result<Vi
     }
     match requested.unwrap_or_else(|| rules::default_visibility(kind)) {
         Visibility::Private if !rules::may_be_private(kind) => Err(Error::Invalid(format!(
-            "a {} is shared by nature and cannot be private",
-            kind.label().to_lowercase()
+            "{} is shared by nature and cannot be private",
+            crate::words::with_article(kind)
         ))),
         v => Ok(v),
     }
@@ -71,9 +72,31 @@ impl Journal {
     pub fn add_with(&mut self, mut body: Body, visibility: Option<Visibility>) -> Result<RecordId> {
         validate::body(&body)?;
         self.check_links(&body)?;
+        self.check_roles(&body)?;
         let visibility = effective_visibility(&body, visibility)?;
         let kind = body.kind();
         let now = self.now();
+        let today = self.today();
+        match &mut body {
+            Body::CheckIn(c) => {
+                if let Some(d) = c.local_date {
+                    self.check_date("a check-in's date", d)?;
+                }
+            }
+            Body::HonestyMoment(h) => {
+                let day = *h.noticed_on.get_or_insert(today);
+                self.check_date("the day an honesty moment happened", day)?;
+            }
+            Body::Commitment(c) => {
+                // A commitment made without a status is made to be kept.
+                if c.status == CommitmentStatus::Unknown {
+                    c.status = CommitmentStatus::Active;
+                }
+                let start = *c.starts_on.get_or_insert(today);
+                self.check_date("a commitment's start", start)?;
+            }
+            _ => {}
+        }
         let id = match &body {
             Body::CheckIn(c) => {
                 let date = c
@@ -92,6 +115,8 @@ impl Journal {
         // Fields written through their own operations start empty, whatever the caller passed.
         match &mut body {
             Body::Boundary(b) => {
+                b.wordings.clear();
+                b.wordings.insert(wording_hash(&b.text), b.text.clone());
                 b.consents.clear();
                 b.consents.insert(
                     self.me,
@@ -106,6 +131,10 @@ impl Journal {
             Body::Commitment(c) => {
                 c.claims.clear();
                 c.views.clear();
+                c.status_changes.clear();
+                if let Some(start) = c.starts_on {
+                    c.status_changes.insert(start, c.status);
+                }
             }
             Body::Question(q) => q.status = QuestionStatus::Open,
             _ => {}
@@ -181,12 +210,18 @@ impl Journal {
         }
         if rules::is_add_only(kind) {
             return Err(Error::Invalid(format!(
-                "{}s are add-only: they can be removed by their author, not edited",
-                kind.label().to_lowercase()
+                "{} are add-only: they can be removed by their author, not edited",
+                kind.plural_label().to_lowercase()
             )));
         }
         validate::body(&body)?;
         self.check_links(&body)?;
+        if let (Body::Commitment(new), Body::Commitment(old)) = (&body, &current.body)
+            && new.starts_on != old.starts_on
+            && let Some(start) = new.starts_on
+        {
+            self.check_date("a commitment's start", start)?;
+        }
 
         // Compare with the current record as this version reads it, so values this version does
         // not know (an enum value from a newer app) are never rewritten unless the app changed them.
@@ -201,7 +236,8 @@ impl Journal {
                 Writer::Managed => continue,
                 Writer::Fixed => {
                     return Err(Error::Invalid(format!(
-                        "{k} cannot be changed after creation"
+                        "{} cannot be changed after creation",
+                        crate::words::field_label(kind, k).to_lowercase()
                     )));
                 }
                 Writer::Author if current.author != self.me => {
@@ -287,9 +323,36 @@ impl Journal {
                 envelope.insert("visibility".into(), visibility_str(new_vis).into());
             }
             envelope.insert("updated_at".into(), now.into());
+            // A commitment's life: each status change is dated, so progress knows which days
+            // were due (a pause is not a miss).
+            let status_change = match (&body, space) {
+                (Body::Commitment(c), Space::Couple) if ops.iter().any(|(k, _)| k == "status") => {
+                    let mut dated = vec![(self.today().to_string(), c.status.as_str())];
+                    // A commitment from before changes were dated gets its life so far first.
+                    if let Body::Commitment(old) = &current.body
+                        && old.status_changes.is_empty()
+                    {
+                        let start = old
+                            .starts_on
+                            .unwrap_or_else(|| self.calendar().date_of(current.created_at));
+                        if start < self.today() {
+                            dated.insert(0, (start.to_string(), old.status.as_str()));
+                        }
+                    }
+                    Some(dated)
+                }
+                _ => None,
+            };
             let reworded = match (&body, space) {
                 (Body::Boundary(b), Space::Couple) if ops.iter().any(|(k, _)| k == "text") => {
-                    Some(wording_hash(&b.text))
+                    // A boundary from before wordings were kept records its old words too.
+                    let old = match &current.body {
+                        Body::Boundary(old) if old.wordings.is_empty() => {
+                            Some((wording_hash(&old.text), old.text.clone()))
+                        }
+                        _ => None,
+                    };
+                    Some((wording_hash(&b.text), b.text.clone(), old))
                 }
                 _ => None,
             };
@@ -308,7 +371,25 @@ impl Journal {
                         None => tx.delete(&obj, k.as_str())?,
                     }
                 }
-                if let Some(hash) = &reworded {
+                if let Some(dated) = &status_change {
+                    let changes = match automerge::ReadDoc::get(tx, &obj, "status_changes")? {
+                        Some((automerge::Value::Object(ObjType::Map), c)) => c,
+                        _ => tx.put_object(&obj, "status_changes", ObjType::Map)?,
+                    };
+                    for (day, status) in dated {
+                        tx.put(&changes, day.as_str(), *status)?;
+                    }
+                }
+                if let Some((hash, words, old)) = &reworded {
+                    // The wording history: a consent on earlier words can show those words.
+                    let wordings = match automerge::ReadDoc::get(tx, &obj, "wordings")? {
+                        Some((automerge::Value::Object(ObjType::Map), w)) => w,
+                        _ => tx.put_object(&obj, "wordings", ObjType::Map)?,
+                    };
+                    tx.put(&wordings, hash.as_str(), words.as_str())?;
+                    if let Some((old_hash, old_words)) = old {
+                        tx.put(&wordings, old_hash.as_str(), old_words.as_str())?;
+                    }
                     // Whoever rewords a boundary proposes the new words: their consent moves to
                     // them. The other partner's consent stays tied to the old words, so the
                     // boundary is no longer agreed until they agree again.
@@ -376,6 +457,26 @@ impl Journal {
         }
         self.persist(changes, &[id])?;
         Ok(())
+    }
+
+    /// Roles the journal holds to: an answer comes from the partner who was asked, and a
+    /// validation is given to the partner's words, not one's own.
+    fn check_roles(&self, body: &Body) -> Result<()> {
+        let (target, rule) = match body {
+            Body::Answer(a) => (
+                a.question,
+                "a question is answered by the partner, not its asker",
+            ),
+            Body::Validation(v) => (
+                v.target,
+                "a validation is for the partner's record, not one's own",
+            ),
+            _ => return Ok(()),
+        };
+        match target.map(|id| self.get(id)).transpose()? {
+            Some(r) if r.author == self.me => Err(Error::PermissionDenied(rule.into())),
+            _ => Ok(()),
+        }
     }
 
     /// Checks that a body's links point at records of the right kind.

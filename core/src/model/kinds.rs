@@ -14,7 +14,7 @@ use crate::{
 };
 
 macro_rules! str_enum {
-    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $s:literal),+ $(,)? }) => {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $s:literal => $label:literal),+ $(,)? }) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
         pub enum $name {
@@ -48,6 +48,19 @@ macro_rules! str_enum {
                     $name::Unknown => "unknown",
                 }
             }
+
+            /// The words people read (English; `label_key` names it for a translation).
+            pub fn label(self) -> &'static str {
+                match self {
+                    $($name::$variant => $label,)+
+                    $name::Unknown => "Something a newer version of Mend wrote",
+                }
+            }
+
+            /// The key an app translates this value by: `value.<type>.<stored name>`.
+            pub fn label_key(self) -> String {
+                format!("value.{}.{}", crate::words::snake(stringify!($name)), self.as_str())
+            }
         }
 
         impl std::fmt::Display for $name {
@@ -63,7 +76,7 @@ macro_rules! str_enum {
                     $($s => Ok($name::$variant),)+
                     _ => Err(crate::error::Error::Invalid(format!(
                         "{} must be one of: {}",
-                        stringify!($name),
+                        crate::words::snake(stringify!($name)).replace('_', " "),
                         [$($s),+].join(", ")
                     ))),
                 }
@@ -74,94 +87,94 @@ macro_rules! str_enum {
 
 str_enum!(
     /// Where a question stands.
-    QuestionStatus { Open = "open", Answered = "answered", NotNow = "not_now", Withdrawn = "withdrawn" }
+    QuestionStatus { Open = "open" => "Open", Answered = "answered" => "Answered", NotNow = "not_now" => "Not now", Withdrawn = "withdrawn" => "Withdrawn" }
 );
 str_enum!(
     /// The area a boundary covers.
     BoundaryArea {
-        Communication = "communication",
-        Transparency = "transparency",
-        Space = "space",
-        Contact = "contact",
-        Disclosure = "disclosure",
+        Communication = "communication" => "Communication",
+        Transparency = "transparency" => "Transparency",
+        Space = "space" => "Space",
+        Contact = "contact" => "Contact",
+        Disclosure = "disclosure" => "Disclosure",
     }
 );
 str_enum!(
     /// One partner's stance on a boundary's wording.
-    ConsentState { Proposed = "proposed", Agreed = "agreed", Declined = "declined", Revisit = "revisit" }
+    ConsentState { Proposed = "proposed" => "Proposed", Agreed = "agreed" => "Agreed", Declined = "declined" => "Declined", Revisit = "revisit" => "Wants to revisit" }
 );
 str_enum!(
     /// What the hurt partner wants to hear about a topic.
-    DisclosureChoice { WantDetails = "want_details", NotNow = "not_now", No = "no" }
+    DisclosureChoice { WantDetails = "want_details" => "Wants the details", NotNow = "not_now" => "Not now", No = "no" => "Would rather not know" }
 );
 str_enum!(
     /// The kind of need.
     NeedKind {
-        CheckInCadence = "check_in_cadence",
-        Therapy = "therapy",
-        HonestyOnTopic = "honesty_on_topic",
-        AloneTime = "alone_time",
-        Other = "other",
+        CheckInCadence = "check_in_cadence" => "How often we check in",
+        Therapy = "therapy" => "Therapy",
+        HonestyOnTopic = "honesty_on_topic" => "Honesty about a topic",
+        AloneTime = "alone_time" => "Time alone",
+        Other = "other" => "Other",
     }
 );
 str_enum!(
     /// Where a need stands.
-    NeedStatus { Open = "open", Met = "met", Withdrawn = "withdrawn" }
+    NeedStatus { Open = "open" => "Open", Met = "met" => "Met", Withdrawn = "withdrawn" => "Withdrawn" }
 );
 str_enum!(
     /// The partner's response to a need.
-    NeedResponseKind { Receptive = "receptive", Reassured = "reassured", LetsTalk = "lets_talk" }
+    NeedResponseKind { Receptive = "receptive" => "Receptive", Reassured = "reassured" => "Reassured", LetsTalk = "lets_talk" => "Let's talk" }
 );
 str_enum!(
     /// The kind of reply to a share.
-    ReplyKind { Reflect = "reflect", Validate = "validate", Ask = "ask", Apologise = "apologise", Pause = "pause" }
+    ReplyKind { Reflect = "reflect" => "Reflecting back", Validate = "validate" => "Validating", Ask = "ask" => "Asking", Apologise = "apologise" => "Apologising", Pause = "pause" => "Asking for a pause" }
 );
 str_enum!(
     /// How often a commitment falls due.
-    Cadence { Daily = "daily", Weekly = "weekly" }
+    Cadence { Daily = "daily" => "Daily", Weekly = "weekly" => "Weekly" }
 );
 str_enum!(
     /// Where a commitment stands.
-    CommitmentStatus { Active = "active", Paused = "paused", Done = "done", Retired = "retired" }
+    CommitmentStatus { Active = "active" => "Active", Paused = "paused" => "Paused", Done = "done" => "Done", Retired = "retired" => "Retired" }
 );
 str_enum!(
     /// The owner's claim for one occurrence of a commitment.
-    ClaimStatus { Done = "done", Partial = "partial", Missed = "missed" }
+    ClaimStatus { Done = "done" => "Done", Partial = "partial" => "Partly done", Missed = "missed" => "Missed" }
 );
 str_enum!(
     /// The partner's view of one occurrence of a commitment.
-    PartnerView { Confirmed = "confirmed", DidNotNotice = "did_not_notice", Disagree = "disagree" }
+    PartnerView { Confirmed = "confirmed" => "Confirmed", DidNotNotice = "did_not_notice" => "Didn't notice", Disagree = "disagree" => "Disagrees" }
 );
 str_enum!(
     /// What kind of honesty was noticed.
     HonestyKind {
-        VolunteeredTruth = "volunteered_truth",
-        PromiseKept = "promise_kept",
-        FeelingShared = "feeling_shared",
-        HardAnswer = "hard_answer",
+        VolunteeredTruth = "volunteered_truth" => "Volunteered the truth",
+        PromiseKept = "promise_kept" => "Kept a promise",
+        FeelingShared = "feeling_shared" => "Shared a feeling",
+        HardAnswer = "hard_answer" => "Gave a hard answer",
     }
 );
 str_enum!(
     /// When a honesty moment is meant to be seen.
-    HonestyTiming { ShareNow = "share_now", WeeklyTalk = "weekly_talk" }
+    HonestyTiming { ShareNow = "share_now" => "Shared right away", WeeklyTalk = "weekly_talk" => "Saved for the weekly talk" }
 );
 str_enum!(
     /// What the triggered partner would like.
-    WantedResponse { Space = "space", Reassure = "reassure", TalkLater = "talk_later" }
+    WantedResponse { Space = "space" => "Some space", Reassure = "reassure" => "Reassurance", TalkLater = "talk_later" => "To talk later" }
 );
 str_enum!(
     /// How much of a trigger event the partner sees.
-    TriggerSharing { Private = "private", Signal = "signal", Full = "full" }
+    TriggerSharing { Private = "private" => "Private", Signal = "signal" => "Only \"I'm triggered\"", Full = "full" => "In full" }
 );
 str_enum!(
     /// The check-in fields that can be kept private one by one.
     CheckInField {
-        Safety = "safety",
-        Trust = "trust",
-        Connection = "connection",
-        MoodTags = "mood_tags",
-        NeedToday = "need_today",
-        Note = "note",
+        Safety = "safety" => "Safety",
+        Trust = "trust" => "Trust",
+        Connection = "connection" => "Connection",
+        MoodTags = "mood_tags" => "Mood",
+        NeedToday = "need_today" => "Today's need",
+        Note = "note" => "Note",
     }
 );
 
@@ -231,6 +244,8 @@ pub struct Boundary {
     pub review_date: Option<LocalDate>,
     /// Each partner's consent, written only by that partner (through `consent`).
     pub consents: BTreeMap<PartnerId, Consent>,
+    /// Every wording it has had, by hash: what each consent was given to. Written by the core.
+    pub wordings: BTreeMap<String, String>,
 }
 
 /// Practice 2: the hurt partner's wish about details on one topic.
@@ -351,6 +366,11 @@ pub struct Commitment {
     pub link: Option<RecordId>,
     /// Active, paused, done or retired.
     pub status: CommitmentStatus,
+    /// The first day it falls due: the day it was made unless its owner backdates it.
+    pub starts_on: Option<LocalDate>,
+    /// Each change of `status`, by the local date it took effect: the commitment's life
+    /// (active, paused, ended), from which progress counts what was due. Written by the core.
+    pub status_changes: BTreeMap<LocalDate, CommitmentStatus>,
     /// The owner's claims, keyed by occurrence (the local date, or the week's Monday).
     pub claims: BTreeMap<LocalDate, Claim>,
     /// The partner's views, keyed like `claims`.
@@ -370,6 +390,8 @@ pub struct HonestyMoment {
     pub link: Option<RecordId>,
     /// Share now or keep for the weekly talk.
     pub timing: HonestyTiming,
+    /// The day it happened: the day it was noted unless backdated.
+    pub noticed_on: Option<LocalDate>,
 }
 
 /// Practice 7: a validation attached to any shared record. Add-only.

@@ -34,10 +34,10 @@ pub fn writer(kind: Kind, field: &str) -> Writer {
         return Writer::Fixed;
     }
     match (kind, field) {
-        (Kind::Boundary, "consents") => Writer::Managed,
+        (Kind::Boundary, "consents" | "wordings") => Writer::Managed,
         (Kind::Boundary, _) => Writer::Either,
         (Kind::Need, "response") => Writer::Managed,
-        (Kind::Commitment, "claims" | "views") => Writer::Managed,
+        (Kind::Commitment, "claims" | "views" | "status_changes") => Writer::Managed,
         (Kind::Question, "status") => Writer::Managed,
         (Kind::CheckIn, "local_date") => Writer::Fixed,
         _ => Writer::Author,

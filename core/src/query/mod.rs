@@ -4,16 +4,23 @@
 //! every device; [`Journal`](crate::Journal) has a method for each that feeds it what this partner
 //! can see.
 
+mod occurrence;
 mod progress;
 mod status;
 mod timeline;
+mod today;
 
-pub use progress::{CheckInAverages, CommitmentWeek, Progress, Trend, WeekProgress, progress};
+pub use occurrence::Life;
+pub use progress::{
+    CheckInAverages, CommitmentWeek, MAX_WEEKS, PartnerWeek, Progress, Trend, WeekProgress,
+    honesty_day, progress,
+};
 pub use status::{
     BoundaryState, BoundaryStatus, ConsentView, QuestionThread, boundary_status, needs,
     open_questions,
 };
 pub use timeline::{MAX_PAGE, TimelinePage, TimelineQuery, timeline};
+pub use today::{CONFIRM_WITHIN_DAYS, Occurrence, Today, today};
 
 use std::collections::HashSet;
 
@@ -103,13 +110,35 @@ impl Journal {
         Ok(needs(&self.records()?))
     }
 
-    /// Weekly progress for the weeks touching `from..=to`, in a zone `offset_minutes` east of UTC.
-    pub fn progress(
-        &self,
-        from: LocalDate,
-        to: LocalDate,
-        offset_minutes: i32,
-    ) -> Result<Progress> {
-        progress(&self.records()?, from, to, offset_minutes)
+    /// Weekly progress for the whole weeks touching `from..=to`, as of `to`, in the journal's
+    /// calendar.
+    pub fn progress(&self, from: LocalDate, to: LocalDate) -> Result<Progress> {
+        let partners: Vec<_> = self.partners().into_iter().map(|p| p.id).collect();
+        progress(&self.records()?, &partners, from, to, self.calendar())
+    }
+
+    /// What waits on this partner today, in the couple's zone.
+    pub fn waiting_today(&self) -> Result<Today> {
+        Ok(today(
+            &self.records()?,
+            self.me(),
+            self.today(),
+            self.calendar(),
+        ))
+    }
+
+    /// Progress for the last `weeks` whole weeks up to today (this week included).
+    pub fn recent_progress(&self, weeks: u32) -> Result<Progress> {
+        if weeks == 0 || weeks > MAX_WEEKS.unsigned_abs() {
+            return Err(Error::Invalid(format!(
+                "progress covers 1 to {MAX_WEEKS} weeks"
+            )));
+        }
+        let today = self.today();
+        let from = self
+            .calendar()
+            .week_of(today)
+            .add_days(-7 * (weeks as i32 - 1));
+        self.progress(from, today)
     }
 }

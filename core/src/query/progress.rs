@@ -1,17 +1,21 @@
-//! Weekly progress: consistency rather than streaks.
+//! Weekly progress: consistency rather than streaks, per partner, in the couple's calendar.
 //!
-//! A missed day does not reset anything; each week stands on its own, and the owner's claims
-//! and the partner's confirmations are counted side by side.
+//! A missed day does not reset anything; each week stands on its own. Weeks are whole weeks
+//! starting on the calendar's first day, so a week's figures never depend on the range asked
+//! for: only days after `to` (the day the figures are "as of") are not yet due. A week with
+//! nothing due has no consistency (`None`), never 0 %.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::occurrence::Life;
 use crate::{
+    calendar::Calendar,
     date::LocalDate,
     error::{Error, Result},
     ids::PartnerId,
-    model::{Body, Cadence, ClaimStatus, CommitmentStatus, PartnerView, Record},
+    model::{Body, ClaimStatus, PartnerView, Record},
 };
 
 /// Longest range a progress query covers, in weeks.
@@ -20,16 +24,32 @@ pub const MAX_WEEKS: i32 = 520;
 /// Commitments in one week.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CommitmentWeek {
-    /// Occurrences that fell due (daily: each day; weekly: once).
+    /// Occurrences that fell due (daily: each active day; weekly: once).
     pub expected: u32,
-    /// Owner's claims: done counts 1, partial ½.
+    /// Owner's claims of due occurrences: done counts 1, partial ½.
     pub claimed: f64,
-    /// Occurrences the partner confirmed.
+    /// Due occurrences the partner confirmed.
     pub confirmed: u32,
-    /// claimed / expected (0 when nothing was due).
-    pub consistency: f64,
-    /// confirmed / expected (0 when nothing was due).
-    pub confirmation: f64,
+    /// claimed / expected; `None` when nothing was due.
+    pub consistency: Option<f64>,
+    /// confirmed / expected; `None` when nothing was due.
+    pub confirmation: Option<f64>,
+}
+
+impl CommitmentWeek {
+    fn add(&mut self, other: &CommitmentWeek) {
+        self.expected += other.expected;
+        self.claimed += other.claimed;
+        self.confirmed += other.confirmed;
+    }
+
+    fn finish(&mut self) {
+        if self.expected > 0 {
+            let e = f64::from(self.expected);
+            self.consistency = Some(self.claimed / e);
+            self.confirmation = Some(f64::from(self.confirmed) / e);
+        }
+    }
 }
 
 /// Check-in averages over a set of check-ins.
@@ -45,19 +65,32 @@ pub struct CheckInAverages {
     pub connection: Option<f64>,
 }
 
-/// One week (Monday to Sunday).
+/// One partner's week.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PartnerWeek {
+    /// Their check-ins.
+    pub check_ins: CheckInAverages,
+    /// Their own commitments: their claims, and the other partner's confirmations.
+    pub commitments: CommitmentWeek,
+    /// Honesty moments they noticed.
+    pub honesty_noticed: u32,
+}
+
+/// One week.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WeekProgress {
-    /// Its Monday.
+    /// Its first day.
     pub week_start: LocalDate,
-    /// Commitment consistency.
+    /// Its last day.
+    pub week_end: LocalDate,
+    /// Both partners' commitments together.
     pub commitments: CommitmentWeek,
-    /// Check-ins of both partners together.
+    /// Both partners' check-ins together.
     pub check_ins: CheckInAverages,
-    /// Check-ins per author.
-    pub check_ins_by_author: BTreeMap<PartnerId, CheckInAverages>,
-    /// Honesty moments noticed.
+    /// Honesty moments noticed by either.
     pub honesty_moments: u32,
+    /// Each partner's own figures.
+    pub by_partner: BTreeMap<PartnerId, PartnerWeek>,
 }
 
 /// Change per week of the weekly check-in averages (least-squares slope), when at least two
@@ -77,8 +110,12 @@ pub struct Trend {
 pub struct Progress {
     /// Each week, oldest first.
     pub weeks: Vec<WeekProgress>,
-    /// Check-in trend over those weeks.
+    /// The day the figures are as of: later days are not yet due.
+    pub as_of: LocalDate,
+    /// Check-in trend of both partners together.
     pub trend: Trend,
+    /// Each partner's check-in trend.
+    pub trend_by_partner: BTreeMap<PartnerId, Trend>,
 }
 
 #[derive(Default, Clone)]
@@ -115,81 +152,89 @@ impl Sums {
     }
 }
 
-/// Weekly progress over the weeks touching `from..=to`.
+#[derive(Default, Clone)]
+struct Acc {
+    sums: Sums,
+    commitments: CommitmentWeek,
+    honesty: u32,
+}
+
+/// The day an honesty moment belongs to: when it happened, else when it was noted.
+pub fn honesty_day(record: &Record, calendar: &Calendar) -> LocalDate {
+    match &record.body {
+        Body::HonestyMoment(h) => h
+            .noticed_on
+            .unwrap_or_else(|| calendar.date_of(record.created_at)),
+        _ => calendar.date_of(record.created_at),
+    }
+}
+
+/// Weekly progress over the whole weeks touching `from..=to`, as of `to`, for `partners`
+/// (anyone else who wrote a counted record is added).
 pub fn progress(
     records: &[Record],
+    partners: &[PartnerId],
     from: LocalDate,
     to: LocalDate,
-    offset_minutes: i32,
+    calendar: &Calendar,
 ) -> Result<Progress> {
     if to < from {
         return Err(Error::Invalid("the range ends before it starts".into()));
     }
-    let first = from.week_start();
-    let last = to.week_start();
+    let first = calendar.week_of(from);
+    let last = calendar.week_of(to);
     let n_weeks = (last.days() - first.days()) / 7 + 1;
     if n_weeks > MAX_WEEKS {
         return Err(Error::Invalid(format!(
             "a progress range covers at most {MAX_WEEKS} weeks"
         )));
     }
+    let end = last.add_days(6);
     let week_index = |d: LocalDate| -> Option<usize> {
-        if d < from || d > to {
+        if d < first || d > end || d > to {
             return None;
         }
         usize::try_from((d.days() - first.days()) / 7).ok()
     };
     let n = usize::try_from(n_weeks).unwrap_or_default();
-    let mut commitments = vec![CommitmentWeek::default(); n];
-    let mut sums: Vec<Sums> = (0..n).map(|_| Sums::default()).collect();
-    let mut by_author: Vec<BTreeMap<PartnerId, Sums>> = vec![BTreeMap::new(); n];
-    let mut honesty = vec![0u32; n];
+    let mut weeks: Vec<BTreeMap<PartnerId, Acc>> = vec![BTreeMap::new(); n];
+    for w in &mut weeks {
+        for p in partners {
+            w.insert(*p, Acc::default());
+        }
+    }
 
     for r in records.iter().filter(|r| !r.removed) {
         match &r.body {
             Body::CheckIn(c) => {
-                let Some(i) = c.local_date.and_then(week_index) else {
-                    continue;
-                };
-                sums[i].add(c.safety, c.trust, c.connection);
-                by_author[i]
-                    .entry(r.author)
-                    .or_default()
-                    .add(c.safety, c.trust, c.connection);
+                if let Some(i) = c.local_date.and_then(week_index) {
+                    let acc = weeks[i].entry(r.author).or_default();
+                    acc.sums.add(c.safety, c.trust, c.connection);
+                }
             }
             Body::HonestyMoment(_) => {
-                if let Some(i) = week_index(LocalDate::from_unix_ms(r.created_at, offset_minutes)) {
-                    honesty[i] += 1;
+                if let Some(i) = week_index(honesty_day(r, calendar)) {
+                    weeks[i].entry(r.author).or_default().honesty += 1;
                 }
             }
             Body::Commitment(c) => {
-                let created = LocalDate::from_unix_ms(r.created_at, offset_minutes);
-                if c.status == CommitmentStatus::Active {
-                    for (i, week) in commitments.iter_mut().enumerate() {
-                        let start = first.add_days(7 * i as i32);
-                        let end = start.add_days(6).min(to);
-                        let begin = start.max(created).max(from);
-                        if begin > end {
-                            continue;
-                        }
-                        week.expected += match c.cadence {
-                            Cadence::Weekly => 1,
-                            _ => (end.days() - begin.days() + 1).unsigned_abs(),
-                        };
-                    }
-                }
-                for (date, claim) in &c.claims {
-                    if let Some(i) = week_index(*date) {
-                        commitments[i].claimed += match claim.status {
-                            ClaimStatus::Done => 1.0,
-                            ClaimStatus::Partial => 0.5,
-                            _ => 0.0,
-                        };
-                    }
-                }
-                for (date, view) in &c.views {
-                    if let (Some(i), PartnerView::Confirmed) = (week_index(*date), view.view) {
-                        commitments[i].confirmed += 1;
+                let Some(life) = Life::of(r, calendar) else {
+                    continue;
+                };
+                // A weekly occurrence counts in the week holding its Monday key.
+                for key in life.due_between(first, end, to) {
+                    let Some(i) = week_index(key) else {
+                        continue;
+                    };
+                    let acc = &mut weeks[i].entry(r.author).or_default().commitments;
+                    acc.expected += 1;
+                    acc.claimed += match c.claims.get(&key).map(|c| c.status) {
+                        Some(ClaimStatus::Done) => 1.0,
+                        Some(ClaimStatus::Partial) => 0.5,
+                        _ => 0.0,
+                    };
+                    if c.views.get(&key).map(|v| v.view) == Some(PartnerView::Confirmed) {
+                        acc.confirmed += 1;
                     }
                 }
             }
@@ -197,40 +242,87 @@ pub fn progress(
         }
     }
 
-    let weeks: Vec<WeekProgress> = (0..n)
-        .map(|i| {
-            let mut c = commitments[i].clone();
-            if c.expected > 0 {
-                let e = f64::from(c.expected);
-                c.consistency = (c.claimed / e).min(1.0);
-                c.confirmation = (f64::from(c.confirmed) / e).min(1.0);
+    let weeks: Vec<WeekProgress> = weeks
+        .into_iter()
+        .enumerate()
+        .map(|(i, accs)| {
+            let start = first.add_days(7 * i as i32);
+            let mut commitments = CommitmentWeek::default();
+            let mut sums = Sums::default();
+            let mut honesty = 0;
+            let mut by_partner = BTreeMap::new();
+            for (p, acc) in accs {
+                commitments.add(&acc.commitments);
+                sums.count += acc.sums.count;
+                for (all, one) in [
+                    (&mut sums.s, acc.sums.s),
+                    (&mut sums.t, acc.sums.t),
+                    (&mut sums.c, acc.sums.c),
+                ] {
+                    all.0 += one.0;
+                    all.1 += one.1;
+                }
+                honesty += acc.honesty;
+                let mut mine = acc.commitments.clone();
+                mine.finish();
+                by_partner.insert(
+                    p,
+                    PartnerWeek {
+                        check_ins: acc.sums.averages(),
+                        commitments: mine,
+                        honesty_noticed: acc.honesty,
+                    },
+                );
             }
+            commitments.finish();
             WeekProgress {
-                week_start: first.add_days(7 * i as i32),
-                commitments: c,
-                check_ins: sums[i].averages(),
-                check_ins_by_author: by_author[i]
-                    .iter()
-                    .map(|(p, s)| (*p, s.averages()))
-                    .collect(),
-                honesty_moments: honesty[i],
+                week_start: start,
+                week_end: start.add_days(6),
+                commitments,
+                check_ins: sums.averages(),
+                honesty_moments: honesty,
+                by_partner,
             }
         })
         .collect();
+    let trend = trend_of(weeks.iter().map(|w| Some(&w.check_ins)));
+    let mut trend_by_partner = BTreeMap::new();
+    let everyone: std::collections::BTreeSet<PartnerId> = weeks
+        .iter()
+        .flat_map(|w| w.by_partner.keys().copied())
+        .collect();
+    for p in everyone {
+        trend_by_partner.insert(
+            p,
+            trend_of(
+                weeks
+                    .iter()
+                    .map(|w| w.by_partner.get(&p).map(|x| &x.check_ins)),
+            ),
+        );
+    }
+    Ok(Progress {
+        weeks,
+        as_of: to,
+        trend,
+        trend_by_partner,
+    })
+}
+
+fn trend_of<'a>(weeks: impl Iterator<Item = Option<&'a CheckInAverages>> + Clone) -> Trend {
     let slope_of = |pick: fn(&CheckInAverages) -> Option<f64>| {
         slope(
             weeks
-                .iter()
+                .clone()
                 .enumerate()
-                .filter_map(|(i, w)| pick(&w.check_ins).map(|v| (i as f64, v))),
+                .filter_map(|(i, w)| w.and_then(pick).map(|v| (i as f64, v))),
         )
     };
-    let trend = Trend {
+    Trend {
         safety: slope_of(|a| a.safety),
         trust: slope_of(|a| a.trust),
         connection: slope_of(|a| a.connection),
-    };
-    Ok(Progress { weeks, trend })
+    }
 }
 
 /// Least-squares slope of (x, y) points; `None` for fewer than two distinct x.

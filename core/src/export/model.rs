@@ -1,0 +1,476 @@
+//! The packet as a reader meets it, independent of format: plain text everywhere (the
+//! renderers escape it), stored names already turned into words.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde_json::Value;
+
+use super::{PacketOptions, record_date};
+use crate::{
+    calendar::Calendar,
+    date::LocalDate,
+    ids::{PartnerId, RecordId},
+    model::{Body, Kind, Record, TriggerSharing},
+    query::{BoundaryState, Progress, boundary_status},
+    words,
+};
+
+/// A small table.
+#[derive(Debug, Default)]
+pub(crate) struct Table {
+    pub(crate) head: Vec<String>,
+    pub(crate) rows: Vec<Vec<String>>,
+}
+
+/// One record, with what hangs off it.
+#[derive(Debug)]
+pub(crate) struct Item {
+    /// "2026-11-24 · Alex · Question".
+    pub(crate) heading: String,
+    pub(crate) fields: Vec<(String, String)>,
+    pub(crate) table: Option<Table>,
+    pub(crate) children: Vec<Item>,
+}
+
+/// One practice's records.
+#[derive(Debug)]
+pub(crate) struct Section {
+    pub(crate) title: String,
+    pub(crate) items: Vec<Item>,
+}
+
+/// Everything a renderer needs.
+#[derive(Debug)]
+pub(crate) struct Packet {
+    pub(crate) from: LocalDate,
+    pub(crate) to: LocalDate,
+    pub(crate) partners: Vec<(PartnerId, String)>,
+    /// (practice, one paragraph).
+    pub(crate) summary: Vec<(String, String)>,
+    pub(crate) progress: Progress,
+    /// One progress table per partner.
+    pub(crate) progress_tables: Vec<(String, Table)>,
+    pub(crate) sections: Vec<Section>,
+    /// One check-in table per partner, by date.
+    pub(crate) check_ins: Vec<(String, Table)>,
+}
+
+fn name_in(names: &[(PartnerId, String)], id: PartnerId) -> String {
+    names
+        .iter()
+        .find(|(p, _)| *p == id)
+        .map_or_else(|| "A former partner".to_owned(), |(_, n)| n.clone())
+}
+
+/// "23 Nov".
+pub(crate) fn short_date(d: LocalDate) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (_, m, day) = d.ymd();
+    format!("{day} {}", MONTHS[(m as usize).saturating_sub(1).min(11)])
+}
+
+fn percent(v: Option<f64>) -> String {
+    v.map_or_else(
+        || "nothing due".to_owned(),
+        |v| format!("{:.0} %", v * 100.0),
+    )
+}
+
+fn mean(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".to_owned(), |v| format!("{v:.1}"))
+}
+
+fn score(v: Option<u8>) -> String {
+    v.map_or_else(|| "–".to_owned(), |v| v.to_string())
+}
+
+/// Fields never shown as such: envelope, links (shown as threads), ledgers (shown as tables).
+const HIDDEN: [&str; 14] = [
+    "kind",
+    "consents",
+    "wordings",
+    "claims",
+    "views",
+    "private_fields",
+    "status_changes",
+    "question",
+    "share",
+    "target",
+    "link",
+    "amends",
+    "local_date",
+    "response",
+];
+
+/// A record's fields as (label, words), in the body's order.
+fn fields(r: &Record) -> Vec<(String, String)> {
+    let kind = r.kind();
+    let mut out = Vec::new();
+    let Ok(Value::Object(map)) = serde_json::to_value(&r.body) else {
+        return out;
+    };
+    let signal = matches!(&r.body, Body::TriggerEvent(t) if t.sharing == TriggerSharing::Signal);
+    for (key, value) in map {
+        if HIDDEN.contains(&key.as_str()) {
+            continue;
+        }
+        // A content-free "I'm triggered" carries no score, and shows none.
+        if signal && !matches!(key.as_str(), "sharing" | "wanted_response") {
+            continue;
+        }
+        let text = match value {
+            Value::Null => continue,
+            Value::String(s) if s.is_empty() => continue,
+            Value::String(s) => words::value_label(kind, &key, &s).map_or(s, str::to_owned),
+            Value::Bool(true) => "Yes".into(),
+            Value::Bool(false) => continue,
+            Value::Number(n) if key == "intensity" => format!("{n} of 10"),
+            Value::Number(n) => n.to_string(),
+            Value::Array(items) if items.is_empty() => continue,
+            Value::Array(items) => items
+                .iter()
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                .collect::<Vec<_>>()
+                .join(", "),
+            Value::Object(_) => continue,
+        };
+        out.push((words::field_label(kind, &key), text));
+    }
+    if let Body::Need(n) = &r.body
+        && let Some(resp) = &n.response
+    {
+        let mut t = resp.kind.label().to_owned();
+        if !resp.note.is_empty() {
+            t = format!("{t}: {}", resp.note);
+        }
+        out.push(("Partner's response".into(), t));
+    }
+    out
+}
+
+struct Builder<'a> {
+    names: &'a [(PartnerId, String)],
+    calendar: &'a Calendar,
+    all: &'a [Record],
+    used: HashSet<RecordId>,
+}
+
+impl Builder<'_> {
+    fn item(&mut self, r: &Record) -> Item {
+        self.used.insert(r.id);
+        let heading = format!(
+            "{} · {} · {}",
+            record_date(r, self.calendar),
+            name_in(self.names, r.author),
+            r.kind().label()
+        );
+        let mut item = Item {
+            heading,
+            fields: fields(r),
+            table: None,
+            children: Vec::new(),
+        };
+        // Threads: what answers, replies to or validates this record, in the order written.
+        let mut kids: Vec<&Record> = self
+            .all
+            .iter()
+            .filter(|c| !c.removed)
+            .filter(|c| match &c.body {
+                Body::Answer(a) => a.question == Some(r.id),
+                Body::Reply(x) => x.share == Some(r.id),
+                Body::Validation(v) => v.target == Some(r.id),
+                _ => false,
+            })
+            .collect();
+        kids.sort_by_key(|c| (c.created_at, c.id));
+        for c in kids {
+            let child = self.item(c);
+            item.children.push(child);
+        }
+        item
+    }
+}
+
+/// Lays the packet out.
+pub(crate) fn build(
+    options: &PacketOptions,
+    partners: Vec<(PartnerId, String)>,
+    shared: &[Record],
+    progress: Progress,
+    calendar: &Calendar,
+) -> Packet {
+    let live: Vec<Record> = shared.iter().filter(|r| !r.removed).cloned().collect();
+    let wanted = |r: &Record| {
+        let d = record_date(r, calendar);
+        d >= options.from
+            && d <= options.to
+            && (options.kinds.is_empty() || options.kinds.contains(&r.kind()))
+    };
+    let mut in_range: Vec<&Record> = live.iter().filter(|r| wanted(r)).collect();
+    in_range.sort_by_key(|r| (record_date(r, calendar), r.created_at, r.id));
+    let ids: Vec<PartnerId> = partners.iter().map(|(p, _)| *p).collect();
+    let statuses = boundary_status(&live, &ids);
+
+    let mut b = Builder {
+        names: &partners,
+        calendar,
+        all: &live,
+        used: HashSet::new(),
+    };
+    let practices: [(&str, &[Kind]); 7] = [
+        (
+            "Owning actions",
+            &[
+                Kind::AccountabilityNote,
+                Kind::Question,
+                Kind::ProcessingNote,
+                Kind::Answer,
+            ],
+        ),
+        ("Boundaries", &[Kind::Boundary, Kind::DisclosurePreference]),
+        ("Needs", &[Kind::Need]),
+        ("A safe space", &[Kind::Share, Kind::Reply]),
+        ("Starting slow: commitments", &[Kind::Commitment]),
+        ("Honesty noticed", &[Kind::HonestyMoment]),
+        (
+            "Empathy",
+            &[Kind::TriggerEvent, Kind::PreAssurance, Kind::Validation],
+        ),
+    ];
+    let mut sections = Vec::new();
+    let mut summary = Vec::new();
+    for (title, kinds) in practices {
+        let mut items = Vec::new();
+        let mut counts: BTreeMap<Kind, usize> = BTreeMap::new();
+        for r in in_range.iter().filter(|r| kinds.contains(&r.kind())) {
+            *counts.entry(r.kind()).or_default() += 1;
+            if b.used.contains(&r.id) {
+                continue;
+            }
+            // Answers, replies and validations sit under their record when it is in the packet.
+            let parent = match &r.body {
+                Body::Answer(a) => a.question,
+                Body::Reply(x) => x.share,
+                Body::Validation(v) => v.target,
+                _ => None,
+            };
+            if parent.is_some_and(|p| in_range.iter().any(|x| x.id == p)) {
+                continue;
+            }
+            let mut item = b.item(r);
+            if parent.is_some() {
+                item.fields.insert(
+                    0,
+                    (
+                        "Note".into(),
+                        "about a record outside this packet's range".into(),
+                    ),
+                );
+            }
+            match &r.body {
+                Body::Boundary(bd) => {
+                    if let Some(s) = statuses.iter().find(|s| s.boundary.id == r.id) {
+                        item.fields
+                            .push(("Status".into(), state_words(s.state).into()));
+                    }
+                    let mut t = Table {
+                        head: vec![
+                            "Partner".into(),
+                            "Stance".into(),
+                            "On which words".into(),
+                            "Since".into(),
+                        ],
+                        rows: Vec::new(),
+                    };
+                    let current = crate::wording_hash(&bd.text);
+                    for (p, c) in &bd.consents {
+                        t.rows.push(vec![
+                            name_in(&partners, *p),
+                            c.state.label().into(),
+                            if c.wording == current {
+                                "The current wording".to_owned()
+                            } else {
+                                bd.wordings.get(&c.wording).map_or_else(
+                                    || "An earlier wording".to_owned(),
+                                    |w| format!("An earlier wording: {w}"),
+                                )
+                            },
+                            calendar.date_of(c.at).to_string(),
+                        ]);
+                    }
+                    item.table = Some(t);
+                }
+                Body::Commitment(c) => {
+                    let mut t = Table {
+                        head: vec![
+                            "Occurrence".into(),
+                            "Owner's claim".into(),
+                            "Note".into(),
+                            "Partner's view".into(),
+                            "Note".into(),
+                        ],
+                        rows: Vec::new(),
+                    };
+                    let keys: std::collections::BTreeSet<LocalDate> =
+                        c.claims.keys().chain(c.views.keys()).copied().collect();
+                    for k in keys
+                        .into_iter()
+                        .filter(|k| *k >= options.from && *k <= options.to)
+                    {
+                        let claim = c.claims.get(&k);
+                        let view = c.views.get(&k);
+                        t.rows.push(vec![
+                            k.to_string(),
+                            claim.map_or("–".into(), |x| x.status.label().into()),
+                            claim.map_or(String::new(), |x| x.note.clone()),
+                            view.map_or("–".into(), |x| x.view.label().into()),
+                            view.map_or(String::new(), |x| x.note.clone()),
+                        ]);
+                    }
+                    if !t.rows.is_empty() {
+                        item.table = Some(t);
+                    }
+                }
+                _ => {}
+            }
+            items.push(item);
+        }
+        let said: Vec<String> = counts
+            .iter()
+            .map(|(k, n)| {
+                format!(
+                    "{n} {}",
+                    if *n == 1 {
+                        k.label().to_lowercase()
+                    } else {
+                        k.plural_label().to_lowercase()
+                    }
+                )
+            })
+            .collect();
+        let mut para = if said.is_empty() {
+            "Nothing written in this range.".to_owned()
+        } else {
+            format!("{}.", said.join(", "))
+        };
+        if title.starts_with("Starting") {
+            let weeks: Vec<&crate::query::WeekProgress> = progress
+                .weeks
+                .iter()
+                .filter(|w| w.commitments.expected > 0)
+                .collect();
+            let expected: u32 = weeks.iter().map(|w| w.commitments.expected).sum();
+            let claimed: f64 = weeks.iter().map(|w| w.commitments.claimed).sum();
+            if expected > 0 {
+                para.push_str(&format!(
+                    " Over the range, {:.0} % of what was due was claimed as kept.",
+                    claimed / f64::from(expected) * 100.0
+                ));
+            }
+        }
+        if title == "Boundaries" {
+            let agreed = statuses
+                .iter()
+                .filter(|s| s.state == BoundaryState::Agreed)
+                .count();
+            if !statuses.is_empty() {
+                para.push_str(&format!(
+                    " {agreed} of {} boundaries are agreed by both.",
+                    statuses.len()
+                ));
+            }
+        }
+        summary.push((title.to_owned(), para));
+        if !items.is_empty() {
+            sections.push(Section {
+                title: title.to_owned(),
+                items,
+            });
+        }
+    }
+
+    let mut check_ins = Vec::new();
+    let mut progress_tables = Vec::new();
+    for (p, name) in &partners {
+        let mut t = Table {
+            head: [
+                "Date",
+                "Safety",
+                "Trust",
+                "Connection",
+                "Mood",
+                "Today's need",
+                "Note",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            rows: Vec::new(),
+        };
+        for r in in_range.iter().filter(|r| r.author == *p) {
+            if let Body::CheckIn(c) = &r.body {
+                t.rows.push(vec![
+                    c.local_date.map_or_else(String::new, |d| d.to_string()),
+                    score(c.safety),
+                    score(c.trust),
+                    score(c.connection),
+                    c.mood_tags.join(", "),
+                    c.need_today.clone().unwrap_or_default(),
+                    c.note.clone().unwrap_or_default(),
+                ]);
+            }
+        }
+        if options.kinds.is_empty() || options.kinds.contains(&Kind::CheckIn) {
+            check_ins.push((name.clone(), t));
+        }
+        let mut pt = Table {
+            head: [
+                "Week",
+                "Own commitments kept",
+                "Confirmed by partner",
+                "Check-ins",
+                "Safety",
+                "Trust",
+                "Connection",
+                "Honesty noticed",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            rows: Vec::new(),
+        };
+        for w in &progress.weeks {
+            let mine = w.by_partner.get(p).cloned().unwrap_or_default();
+            pt.rows.push(vec![
+                format!("{} – {}", short_date(w.week_start), short_date(w.week_end)),
+                percent(mine.commitments.consistency),
+                percent(mine.commitments.confirmation),
+                mine.check_ins.count.to_string(),
+                mean(mine.check_ins.safety),
+                mean(mine.check_ins.trust),
+                mean(mine.check_ins.connection),
+                mine.honesty_noticed.to_string(),
+            ]);
+        }
+        progress_tables.push((name.clone(), pt));
+    }
+    Packet {
+        from: options.from,
+        to: options.to,
+        partners,
+        summary,
+        progress,
+        progress_tables,
+        sections,
+        check_ins,
+    }
+}
+
+fn state_words(s: BoundaryState) -> &'static str {
+    match s {
+        BoundaryState::Agreed => "Agreed by both on the current wording",
+        BoundaryState::Pending => "Waiting for agreement on the current wording",
+        BoundaryState::Declined => "Declined",
+        BoundaryState::Revisit => "One partner wants to revisit it",
+    }
+}
