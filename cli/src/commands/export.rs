@@ -9,7 +9,7 @@ use mend_core::{
     export::{Format, PacketOptions},
 };
 
-use super::lock;
+use super::reading;
 use crate::{
     cli::ExportFormat,
     dates,
@@ -51,29 +51,30 @@ pub fn export(
     let progress = ProgressLine::new();
     progress.show("Opening the journal…");
     let device = home.open(None)?;
-    let journal = lock(&device)?;
-    let (oldest, today) = journal.default_packet_range()?;
-    let to = dates::or_today(range.to.as_deref(), today)?;
-    let from = match &range.from {
-        Some(s) => dates::parse(s)?,
-        None => oldest.min(to),
-    };
-    let options = PacketOptions {
-        from,
-        to,
-        kinds: range.kinds.clone(),
-    };
-    let format = match format {
-        ExportFormat::Md => Format::Markdown,
-        ExportFormat::Html => Format::Html,
-    };
-    progress.show(&format!("Rendering {from} to {to}…"));
-    let text = journal.export_packet(&options, format)?;
-    progress.show(&format!("Writing {}…", out.display()));
-    write_private(out, text.as_bytes(), force)?;
-    progress.clear();
-    say!("{}", out.display());
-    Ok(())
+    reading(&device, |journal| -> Result<()> {
+        let (oldest, today) = journal.default_packet_range()?;
+        let to = dates::or_today(range.to.as_deref(), today)?;
+        let from = match &range.from {
+            Some(s) => dates::parse(s)?,
+            None => oldest.min(to),
+        };
+        let options = PacketOptions {
+            from,
+            to,
+            kinds: range.kinds.clone(),
+        };
+        let format = match format {
+            ExportFormat::Md => Format::Markdown,
+            ExportFormat::Html => Format::Html,
+        };
+        progress.show(&format!("Rendering {from} to {to}…"));
+        let text = journal.export_packet(&options, format)?;
+        progress.show(&format!("Writing {}…", out.display()));
+        write_private(out, text.as_bytes(), force)?;
+        progress.clear();
+        say!("{}", out.display());
+        Ok(())
+    })
 }
 
 fn write_private(path: &Path, bytes: &[u8], force: bool) -> Result<()> {

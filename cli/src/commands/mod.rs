@@ -8,8 +8,6 @@ mod sync;
 mod today;
 mod view;
 
-use std::sync::MutexGuard;
-
 use anyhow::Result;
 use mend_client::Device;
 use mend_core::Journal;
@@ -120,10 +118,11 @@ async fn dispatch(home: &Home, command: Command) -> Result<()> {
     }
 }
 
-/// The device's journal, locked for one command.
-fn lock(device: &Device) -> Result<MutexGuard<'_, Journal>> {
-    device
-        .journal()
-        .lock()
-        .map_err(|_| Failure::new(Exit::Local, "the journal is in an inconsistent state").into())
+/// Runs a command's reads, which may fail with the CLI's own errors, on the device's read-only
+/// connection (writes go through `Device::write`).
+fn reading<T, E: Into<anyhow::Error>>(
+    device: &Device,
+    f: impl FnOnce(&Journal) -> std::result::Result<T, E>,
+) -> Result<T> {
+    device.read(|j| Ok(f(j)))?.map_err(Into::into)
 }

@@ -12,7 +12,7 @@ use mend_core::{
 use qrcode::{QrCode, render::unicode::Dense1x2};
 
 use super::{
-    lock,
+    reading,
     sync::{Tracker, round},
 };
 use crate::{
@@ -118,22 +118,23 @@ pub async fn join(home: &Home, code: &str, name: Option<&str>, timeout: u64) -> 
         )
         .into());
     }
-    let journal = lock(&device)?;
-    let records = plural(journal.records()?.len(), "record");
-    let me = journal
-        .partners()
-        .into_iter()
-        .find(|p| p.id == journal.me());
-    let my_name = me.map_or_else(String::new, |p| p.name);
-    match (partner_invite, journal.partner()) {
-        (true, Some(other)) => say!("Joined {}'s journal as {my_name}: {records}.", other.name),
-        (true, None) => say!(
-            "Joined as {my_name}. Your partner's entries arrive once their device has synced; \
-             run `mend sync` then."
-        ),
-        (false, _) => say!("This device now holds {my_name}'s journal: {records}."),
-    }
-    Ok(())
+    reading(&device, |journal| -> Result<()> {
+        let records = plural(journal.records()?.len(), "record");
+        let me = journal
+            .partners()
+            .into_iter()
+            .find(|p| p.id == journal.me());
+        let my_name = me.map_or_else(String::new, |p| p.name);
+        match (partner_invite, journal.partner()) {
+            (true, Some(other)) => say!("Joined {}'s journal as {my_name}: {records}.", other.name),
+            (true, None) => say!(
+                "Joined as {my_name}. Your partner's entries arrive once their device has synced; \
+                 run `mend sync` then."
+            ),
+            (false, _) => say!("This device now holds {my_name}'s journal: {records}."),
+        }
+        Ok(())
+    })
 }
 
 /// `erase --yes`: the relay's copy first (both spaces), then this device's files.

@@ -5,7 +5,7 @@
 use anyhow::Result;
 use mend_core::query::{CheckInAverages, PartnerWeek, WeekProgress};
 
-use super::lock;
+use super::reading;
 use crate::{home::Home, say, term::Table};
 
 /// Width of a consistency bar, in characters.
@@ -14,55 +14,56 @@ const BAR: usize = 20;
 /// `progress`.
 pub fn progress(home: &Home, weeks: u32, json: bool) -> Result<()> {
     let device = home.open(None)?;
-    let journal = lock(&device)?;
-    let progress = journal.recent_progress(weeks)?;
-    if json {
-        say!("{}", serde_json::to_string_pretty(&progress)?);
-        return Ok(());
-    }
-    let mut first = true;
-    for partner in journal.partners() {
-        if !first {
-            say!("");
+    reading(&device, |journal| -> Result<()> {
+        let progress = journal.recent_progress(weeks)?;
+        if json {
+            say!("{}", serde_json::to_string_pretty(&progress)?);
+            return Ok(());
         }
-        first = false;
-        say!("{}", partner.name);
-        let mut table = Table::new(&[
-            "WEEK",
-            "OWN COMMITMENTS KEPT (CLAIMED)",
-            "CONFIRMED",
-            "CHECK-INS",
-            "SAFETY",
-            "TRUST",
-            "CONNECTION",
-            "HONESTY NOTICED",
-        ]);
-        for week in &progress.weeks {
-            let mine = week
-                .by_partner
-                .get(&partner.id)
-                .cloned()
-                .unwrap_or_default();
-            table.row(row(week, &mine));
+        let mut first = true;
+        for partner in journal.partners() {
+            if !first {
+                say!("");
+            }
+            first = false;
+            say!("{}", partner.name);
+            let mut table = Table::new(&[
+                "WEEK",
+                "OWN COMMITMENTS KEPT (CLAIMED)",
+                "CONFIRMED",
+                "CHECK-INS",
+                "SAFETY",
+                "TRUST",
+                "CONNECTION",
+                "HONESTY NOTICED",
+            ]);
+            for week in &progress.weeks {
+                let mine = week
+                    .by_partner
+                    .get(&partner.id)
+                    .cloned()
+                    .unwrap_or_default();
+                table.row(row(week, &mine));
+            }
+            say!("{}", table.render().trim_end());
+            if let Some(t) = progress.trend_by_partner.get(&partner.id) {
+                say!(
+                    "Trend per week: safety {}, trust {}, connection {}",
+                    signed(t.safety),
+                    signed(t.trust),
+                    signed(t.connection)
+                );
+            }
         }
-        say!("{}", table.render().trim_end());
-        if let Some(t) = progress.trend_by_partner.get(&partner.id) {
-            say!(
-                "Trend per week: safety {}, trust {}, connection {}",
-                signed(t.safety),
-                signed(t.trust),
-                signed(t.connection)
-            );
-        }
-    }
-    say!("");
-    say!(
-        "Weeks start on {:?} in {}; figures as of {}.",
-        journal.calendar().week_starts(),
-        journal.calendar().zone_name(),
-        progress.as_of
-    );
-    Ok(())
+        say!("");
+        say!(
+            "Weeks start on {:?} in {}; figures as of {}.",
+            journal.calendar().week_starts(),
+            journal.calendar().zone_name(),
+            progress.as_of
+        );
+        Ok(())
+    })
 }
 
 fn row(week: &WeekProgress, mine: &PartnerWeek) -> Vec<String> {

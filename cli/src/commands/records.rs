@@ -10,7 +10,7 @@ use mend_core::{
     },
 };
 
-use super::lock;
+use super::reading;
 use crate::{
     cli::{ConsentChoice, Fields},
     dates,
@@ -25,9 +25,8 @@ use crate::{
 /// `add`: prints the new record's full id alone, so scripts can keep it.
 pub fn add(home: &Home, kind: Kind, text: Option<String>, f: Fields) -> Result<()> {
     let device = home.open(None)?;
-    let mut journal = lock(&device)?;
-    let (body, placement) = fields::for_add(&journal, kind, text, f)?;
-    let id = journal.add_with(body, placement.visibility)?;
+    let (body, placement) = reading(&device, |j| fields::for_add(j, kind, text, f))?;
+    let id = device.write(|j| j.add_with(body, placement.visibility))?;
     say!("{id}");
     Ok(())
 }
@@ -35,14 +34,16 @@ pub fn add(home: &Home, kind: Kind, text: Option<String>, f: Fields) -> Result<(
 /// `edit`: reads the record, changes the fields given, and lets mend-core decide who may.
 pub fn edit(home: &Home, typed: &str, text: Option<String>, f: Fields) -> Result<()> {
     let device = home.open(None)?;
-    let mut journal = lock(&device)?;
-    let id = lookup::resolve(&journal, typed)?;
-    let record = journal.get(id)?;
-    let mut body = record.body.clone();
-    let placement = fields::for_edit(&journal, &mut body, text, f)?;
-    journal.edit(id, body)?;
+    let (id, record, body, placement) = reading(&device, |j| {
+        let id = lookup::resolve(j, typed)?;
+        let record = j.get(id)?;
+        let mut body = record.body.clone();
+        let placement = fields::for_edit(j, &mut body, text, f)?;
+        anyhow::Ok((id, record, body, placement))
+    })?;
+    device.write(|j| j.edit(id, body))?;
     if placement.share {
-        journal.share(id)?;
+        device.write(|j| j.share(id))?;
     }
     say!(
         "Edited {} {}.",
@@ -50,7 +51,7 @@ pub fn edit(home: &Home, typed: &str, text: Option<String>, f: Fields) -> Result
         short(id)
     );
     if record.kind() == Kind::Boundary {
-        boundary_line(&journal, id)?;
+        reading(&device, |j| boundary_line(j, id))?;
     }
     Ok(())
 }
@@ -88,9 +89,8 @@ pub fn answer(home: &Home, question: &str, text: String) -> Result<()> {
 
 fn add_linked(home: &Home, typed: &str, body: impl FnOnce(RecordId) -> Body) -> Result<()> {
     let device = home.open(None)?;
-    let mut journal = lock(&device)?;
-    let target = lookup::resolve(&journal, typed)?;
-    let id = journal.add(body(target))?;
+    let target = reading(&device, |j| lookup::resolve(j, typed))?;
+    let id = device.write(|j| j.add(body(target)))?;
     say!("{id}");
     Ok(())
 }
@@ -98,20 +98,19 @@ fn add_linked(home: &Home, typed: &str, body: impl FnOnce(RecordId) -> Body) -> 
 /// `consent BOUNDARY agree|decline|revisit`.
 pub fn consent(home: &Home, typed: &str, choice: ConsentChoice) -> Result<()> {
     let device = home.open(None)?;
-    let mut journal = lock(&device)?;
-    let id = lookup::resolve(&journal, typed)?;
+    let id = reading(&device, |j| lookup::resolve(j, typed))?;
     let state = match choice {
         ConsentChoice::Agree => ConsentState::Agreed,
         ConsentChoice::Decline => ConsentState::Declined,
         ConsentChoice::Revisit => ConsentState::Revisit,
     };
-    journal.consent(id, state)?;
+    device.write(|j| j.consent(id, state))?;
     say!(
         "Your consent to boundary {} is now: {}.",
         short(id),
         state.label().to_lowercase()
     );
-    boundary_line(&journal, id)?;
+    reading(&device, |j| boundary_line(j, id))?;
     Ok(())
 }
 
@@ -150,10 +149,10 @@ pub fn claim(
     note: &str,
 ) -> Result<()> {
     let device = home.open(None)?;
-    let mut journal = lock(&device)?;
-    let id = lookup::resolve(&journal, typed)?;
-    let at = occurrence(&journal, date)?;
-    journal.claim(id, at, status, note)?;
+    let (id, at) = reading(&device, |j| {
+        anyhow::Ok((lookup::resolve(j, typed)?, occurrence(j, date)?))
+    })?;
+    device.write(|j| j.claim(id, at, status, note))?;
     say!(
         "Claimed \"{}\" for {at} on commitment {}.",
         status.label().to_lowercase(),
@@ -171,10 +170,10 @@ pub fn confirm(
     note: &str,
 ) -> Result<()> {
     let device = home.open(None)?;
-    let mut journal = lock(&device)?;
-    let id = lookup::resolve(&journal, typed)?;
-    let at = occurrence(&journal, date)?;
-    journal.confirm(id, at, view, note)?;
+    let (id, at) = reading(&device, |j| {
+        anyhow::Ok((lookup::resolve(j, typed)?, occurrence(j, date)?))
+    })?;
+    device.write(|j| j.confirm(id, at, view, note))?;
     say!(
         "Recorded \"{}\" for {at} on commitment {}.",
         view.label().to_lowercase(),
@@ -186,9 +185,8 @@ pub fn confirm(
 /// `respond NEED receptive|reassured|lets-talk`.
 pub fn respond(home: &Home, typed: &str, kind: NeedResponseKind, note: &str) -> Result<()> {
     let device = home.open(None)?;
-    let mut journal = lock(&device)?;
-    let id = lookup::resolve(&journal, typed)?;
-    journal.respond_to_need(id, kind, note)?;
+    let id = reading(&device, |j| lookup::resolve(j, typed))?;
+    device.write(|j| j.respond_to_need(id, kind, note))?;
     say!(
         "Responded \"{}\" to need {}.",
         kind.label().to_lowercase(),
@@ -200,9 +198,8 @@ pub fn respond(home: &Home, typed: &str, kind: NeedResponseKind, note: &str) -> 
 /// `question-status QUESTION STATUS`.
 pub fn question_status(home: &Home, typed: &str, status: QuestionStatus) -> Result<()> {
     let device = home.open(None)?;
-    let mut journal = lock(&device)?;
-    let id = lookup::resolve(&journal, typed)?;
-    journal.set_question_status(id, status)?;
+    let id = reading(&device, |j| lookup::resolve(j, typed))?;
+    device.write(|j| j.set_question_status(id, status))?;
     say!(
         "Question {} is now: {}.",
         short(id),
@@ -214,9 +211,8 @@ pub fn question_status(home: &Home, typed: &str, status: QuestionStatus) -> Resu
 /// `share-note ID`.
 pub fn share_note(home: &Home, typed: &str) -> Result<()> {
     let device = home.open(None)?;
-    let mut journal = lock(&device)?;
-    let id = lookup::resolve(&journal, typed)?;
-    journal.share(id)?;
+    let id = reading(&device, |j| lookup::resolve(j, typed))?;
+    device.write(|j| j.share(id))?;
     say!("Shared {} with your partner.", short(id));
     Ok(())
 }
@@ -224,9 +220,8 @@ pub fn share_note(home: &Home, typed: &str) -> Result<()> {
 /// `remove ID`.
 pub fn remove(home: &Home, typed: &str) -> Result<()> {
     let device = home.open(None)?;
-    let mut journal = lock(&device)?;
-    let id = lookup::resolve(&journal, typed)?;
-    journal.remove(id)?;
+    let id = reading(&device, |j| lookup::resolve(j, typed))?;
+    device.write(|j| j.remove(id))?;
     say!(
         "Removed {}. A placeholder keeps replies and links in place.",
         short(id)
@@ -237,9 +232,10 @@ pub fn remove(home: &Home, typed: &str) -> Result<()> {
 /// `settle ID FIELD N`: keeps the Nth value of a conflict.
 pub fn settle(home: &Home, typed: &str, field: &str, choice: usize) -> Result<()> {
     let device = home.open(None)?;
-    let mut journal = lock(&device)?;
-    let id = lookup::resolve(&journal, typed)?;
-    let conflicts = journal.conflicts(id)?;
+    let (id, conflicts) = reading(&device, |j| {
+        let id = lookup::resolve(j, typed)?;
+        anyhow::Ok((id, j.conflicts(id)?))
+    })?;
     let Some(conflict) = conflicts.iter().find(|c| c.field == field) else {
         return Err(
             Failure::input(format!("record {} has no conflict on {field}", short(id))).into(),
@@ -252,7 +248,7 @@ pub fn settle(home: &Home, typed: &str, field: &str, choice: usize) -> Result<()
         ))
         .into());
     };
-    journal.settle(id, field, &chosen.value)?;
+    device.write(|j| j.settle(id, field, &chosen.value))?;
     say!(
         "Settled {} of {}: {}.",
         conflict.label.to_lowercase(),

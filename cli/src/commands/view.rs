@@ -8,7 +8,7 @@ use mend_core::{
 };
 use serde_json::{Value, json};
 
-use super::lock;
+use super::reading;
 use crate::{
     dates,
     failure::{Exit, Failure},
@@ -42,24 +42,25 @@ pub struct ListFilter {
 /// `list`.
 pub fn list(home: &crate::home::Home, filter: &ListFilter, json: bool) -> Result<()> {
     let device = home.open(None)?;
-    let journal = lock(&device)?;
-    let records = select(&journal, filter)?;
-    let context = Context::of(&journal)?;
-    if json {
-        let views: Vec<_> = records.iter().map(|r| context.view(r)).collect();
-        say!("{}", serde_json::to_string_pretty(&views)?);
-        return Ok(());
-    }
-    if records.is_empty() {
-        say!("No records yet.");
-        return Ok(());
-    }
-    let mut table = Table::new(&["ID", "WHEN (UTC)", "KIND", "BY", "WHAT"]);
-    for r in &records {
-        table.row(context.row(r));
-    }
-    say!("{}", table.render().trim_end());
-    Ok(())
+    reading(&device, |journal| -> Result<()> {
+        let records = select(&journal, filter)?;
+        let context = Context::of(&journal)?;
+        if json {
+            let views: Vec<_> = records.iter().map(|r| context.view(r)).collect();
+            say!("{}", serde_json::to_string_pretty(&views)?);
+            return Ok(());
+        }
+        if records.is_empty() {
+            say!("No records yet.");
+            return Ok(());
+        }
+        let mut table = Table::new(&["ID", "WHEN (UTC)", "KIND", "BY", "WHAT"]);
+        for r in &records {
+            table.row(context.row(r));
+        }
+        say!("{}", table.render().trim_end());
+        Ok(())
+    })
 }
 
 /// The records `filter` asks for, newest first, through mend-core's timeline query.
@@ -101,127 +102,128 @@ fn select(journal: &Journal, filter: &ListFilter) -> Result<Vec<Record>> {
 /// `show ID`.
 pub fn show(home: &Home, typed: &str, json: bool) -> Result<()> {
     let device = home.open(None)?;
-    let journal = lock(&device)?;
-    let id = lookup::resolve(&journal, typed)?;
-    let record = journal.get(id)?;
-    let context = Context::of(&journal)?;
-    let all = journal.records()?;
-    let attached = |pick: fn(&Body) -> Option<mend_core::RecordId>| -> Vec<&Record> {
-        let mut v: Vec<&Record> = all.iter().filter(|r| pick(&r.body) == Some(id)).collect();
-        v.sort_by_key(|r| (r.created_at, r.id));
-        v
-    };
-    let answers = attached(|b| match b {
-        Body::Answer(a) => a.question,
-        _ => None,
-    });
-    let replies = attached(|b| match b {
-        Body::Reply(r) => r.share,
-        _ => None,
-    });
-    let validations = attached(|b| match b {
-        Body::Validation(v) => v.target,
-        _ => None,
-    });
+    reading(&device, |journal| -> Result<()> {
+        let id = lookup::resolve(&journal, typed)?;
+        let record = journal.get(id)?;
+        let context = Context::of(&journal)?;
+        let all = journal.records()?;
+        let attached = |pick: fn(&Body) -> Option<mend_core::RecordId>| -> Vec<&Record> {
+            let mut v: Vec<&Record> = all.iter().filter(|r| pick(&r.body) == Some(id)).collect();
+            v.sort_by_key(|r| (r.created_at, r.id));
+            v
+        };
+        let answers = attached(|b| match b {
+            Body::Answer(a) => a.question,
+            _ => None,
+        });
+        let replies = attached(|b| match b {
+            Body::Reply(r) => r.share,
+            _ => None,
+        });
+        let validations = attached(|b| match b {
+            Body::Validation(v) => v.target,
+            _ => None,
+        });
 
-    if json {
-        let mut out = serde_json::to_value(context.view(&record))?;
-        if let (Value::Object(map), Some(status)) = (&mut out, context.boundary(&record)) {
-            let consents: Vec<Value> = status
-                .consents
-                .iter()
-                .map(|c| {
-                    json!({
-                        "partner": c.partner,
-                        "name": context.names.get(c.partner),
-                        "state": c.state,
-                        "current": c.current,
-                    })
-                })
-                .collect();
-            map.insert("consents_now".into(), Value::Array(consents));
-        }
-        if let Value::Object(map) = &mut out {
-            for (key, list) in [
-                ("answers", &answers),
-                ("replies", &replies),
-                ("validations", &validations),
-            ] {
-                let views: Vec<Value> = list
+        if json {
+            let mut out = serde_json::to_value(context.view(&record))?;
+            if let (Value::Object(map), Some(status)) = (&mut out, context.boundary(&record)) {
+                let consents: Vec<Value> = status
+                    .consents
                     .iter()
-                    .map(|r| serde_json::to_value(context.view(r)))
-                    .collect::<Result<_, _>>()?;
-                map.insert(key.into(), Value::Array(views));
+                    .map(|c| {
+                        json!({
+                            "partner": c.partner,
+                            "name": context.names.get(c.partner),
+                            "state": c.state,
+                            "current": c.current,
+                        })
+                    })
+                    .collect();
+                map.insert("consents_now".into(), Value::Array(consents));
             }
+            if let Value::Object(map) = &mut out {
+                for (key, list) in [
+                    ("answers", &answers),
+                    ("replies", &replies),
+                    ("validations", &validations),
+                ] {
+                    let views: Vec<Value> = list
+                        .iter()
+                        .map(|r| serde_json::to_value(context.view(r)))
+                        .collect::<Result<_, _>>()?;
+                    map.insert(key.into(), Value::Array(views));
+                }
+            }
+            say!("{}", serde_json::to_string_pretty(&out)?);
+            return Ok(());
         }
-        say!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(());
-    }
 
-    say!("{} {}", record.kind().label(), record.id);
-    let mut meta = vec![
-        format!("by {}", context.names.get(record.author)),
-        format!(
-            "added {}",
-            dates::local_instant(journal.calendar(), record.created_at)
-        ),
-    ];
-    if record.updated_at != record.created_at {
-        meta.push(format!(
-            "changed {}",
-            dates::local_instant(journal.calendar(), record.updated_at)
-        ));
-    }
-    meta.push(match record.visibility {
-        mend_core::Visibility::Shared => "shared".into(),
-        mend_core::Visibility::Private => "private (only you see it)".into(),
-    });
-    if record.removed {
-        meta.push("removed".into());
-    }
-    say!("{}", meta.join(" · "));
-    say!("");
-    print_fields(&record)?;
-    print_managed(&journal, &context, &record);
-    for (title, list) in [
-        ("Answers", &answers),
-        ("Replies", &replies),
-        ("Validations", &validations),
-    ] {
-        if list.is_empty() {
-            continue;
+        say!("{} {}", record.kind().label(), record.id);
+        let mut meta = vec![
+            format!("by {}", context.names.get(record.author)),
+            format!(
+                "added {}",
+                dates::local_instant(journal.calendar(), record.created_at)
+            ),
+        ];
+        if record.updated_at != record.created_at {
+            meta.push(format!(
+                "changed {}",
+                dates::local_instant(journal.calendar(), record.updated_at)
+            ));
         }
+        meta.push(match record.visibility {
+            mend_core::Visibility::Shared => "shared".into(),
+            mend_core::Visibility::Private => "private (only you see it)".into(),
+        });
+        if record.removed {
+            meta.push("removed".into());
+        }
+        say!("{}", meta.join(" · "));
         say!("");
-        say!("{title}:");
-        let mut table = Table::new(&["ID", "WHEN", "BY", "WHAT"]);
-        for r in list {
-            table.row(vec![
-                short(r.id),
-                dates::local_instant(journal.calendar(), r.created_at),
-                context.names.get(r.author),
-                context.summary(r),
-            ]);
-        }
-        for line in table.render().lines() {
-            say!("  {line}");
-        }
-    }
-    let conflicts = journal.conflicts(record.id)?;
-    if !conflicts.is_empty() {
-        say!("");
-        say!("Set differently on two devices at once (the first is shown):");
-        for c in &conflicts {
-            say!("  {} ({}):", c.label, c.field);
-            for (i, choice) in c.choices.iter().enumerate() {
-                say!("    {}. {}", i + 1, choice.words);
+        print_fields(&record)?;
+        print_managed(&journal, &context, &record);
+        for (title, list) in [
+            ("Answers", &answers),
+            ("Replies", &replies),
+            ("Validations", &validations),
+        ] {
+            if list.is_empty() {
+                continue;
+            }
+            say!("");
+            say!("{title}:");
+            let mut table = Table::new(&["ID", "WHEN", "BY", "WHAT"]);
+            for r in list {
+                table.row(vec![
+                    short(r.id),
+                    dates::local_instant(journal.calendar(), r.created_at),
+                    context.names.get(r.author),
+                    context.summary(r),
+                ]);
+            }
+            for line in table.render().lines() {
+                say!("  {line}");
             }
         }
-        say!(
-            "Keep one with `mend settle {} FIELD NUMBER`.",
-            short(record.id)
-        );
-    }
-    Ok(())
+        let conflicts = journal.conflicts(record.id)?;
+        if !conflicts.is_empty() {
+            say!("");
+            say!("Set differently on two devices at once (the first is shown):");
+            for c in &conflicts {
+                say!("  {} ({}):", c.label, c.field);
+                for (i, choice) in c.choices.iter().enumerate() {
+                    say!("    {}. {}", i + 1, choice.words);
+                }
+            }
+            say!(
+                "Keep one with `mend settle {} FIELD NUMBER`.",
+                short(record.id)
+            );
+        }
+        Ok(())
+    })
 }
 
 /// The body's own fields, one per line.
