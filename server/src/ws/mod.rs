@@ -11,13 +11,14 @@ use axum::{
         Path, RawQuery, State,
         ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection},
     },
-    http::HeaderMap,
+    http::{Extensions, HeaderMap},
     response::Response,
 };
 use mend_protocol::ErrorCode;
 
 use crate::{
     auth::authorize,
+    client::client_ip,
     error::ApiError,
     routes::{CursorQuery, rate_limit, space_id},
     state::AppState,
@@ -29,6 +30,7 @@ pub(crate) async fn upgrade(
     Path(raw): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
+    extensions: Extensions,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let space = space_id(&raw)?;
@@ -56,12 +58,36 @@ pub(crate) async fn upgrade(
                 "too many live connections for this space",
             )
         })?;
+    let address_slot = match client_ip(
+        state.config().limits.client_ip_header.as_deref(),
+        &headers,
+        &extensions,
+    ) {
+        Some(ip) => Some(
+            state
+                .address_connections()
+                .try_acquire(&ip)
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::TooManyConnections,
+                        "too many live connections from this address",
+                    )
+                })?,
+        ),
+        None => None,
+    };
     let task = state.tasks().token();
     let limits = &state.config().limits;
     let buffers = state.config().ws;
     let max_message = limits.max_ws_message_bytes;
-    let session =
-        session::Session::new(state.clone(), space, query.device, query.after, slot, task);
+    let session = session::Session::new(
+        state.clone(),
+        space,
+        query.device,
+        query.after,
+        (slot, address_slot),
+        task,
+    );
     Ok(upgrade
         .read_buffer_size(buffers.read_buffer_bytes)
         .write_buffer_size(buffers.write_buffer_bytes)

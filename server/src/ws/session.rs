@@ -27,7 +27,7 @@ use tokio_tungstenite::tungstenite;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::{
-    caps::SpaceConnectionGuard,
+    caps::{ConnectionGuard, SpaceConnectionGuard},
     live::LiveEvent,
     state::AppState,
     storage::{PullRequest, Pushed, StorageError},
@@ -37,6 +37,8 @@ use crate::{
 const BACKLOG_PAGE: usize = 256;
 /// How long a closing session waits for the client's close reply.
 const LINGER: Duration = Duration::from_secs(2);
+/// How long a client should wait after an `unavailable` Nack.
+const UNAVAILABLE_RETRY: Duration = Duration::from_secs(1);
 /// Longest close reason WebSocket allows.
 const MAX_REASON: usize = 123;
 
@@ -75,6 +77,12 @@ enum Event {
     Idle,
 }
 
+/// The connection's slots under the per-space and per-address caps, freed when it ends.
+pub(crate) type Slots = (
+    SpaceConnectionGuard,
+    Option<ConnectionGuard<std::net::IpAddr>>,
+);
+
 /// A live connection to one space.
 pub(crate) struct Session {
     state: AppState,
@@ -82,7 +90,7 @@ pub(crate) struct Session {
     device: Option<DeviceId>,
     cursor: u64,
     head: u64,
-    _slot: SpaceConnectionGuard,
+    _slots: Slots,
     _task: TaskTrackerToken,
 }
 
@@ -92,7 +100,7 @@ impl Session {
         space: SpaceId,
         device: Option<DeviceId>,
         after: u64,
-        slot: SpaceConnectionGuard,
+        slots: Slots,
         task: TaskTrackerToken,
     ) -> Session {
         Session {
@@ -101,7 +109,7 @@ impl Session {
             device,
             cursor: after,
             head: 0,
-            _slot: slot,
+            _slots: slots,
             _task: task,
         }
     }
@@ -219,6 +227,13 @@ impl Session {
                         close(close_code::SPACE_NOT_FOUND, "space erased")
                     }
                     StorageError::Closed => close(close_code::GOING_AWAY, "relay shutting down"),
+                    StorageError::Unavailable(error) => {
+                        tracing::warn!(%error, "live catch-up: storage unavailable");
+                        close(
+                            close_code::GOING_AWAY,
+                            "storage unavailable; reconnect later",
+                        )
+                    }
                     other => {
                         tracing::error!(error = %other, "live catch-up failed");
                         close(close_code::INTERNAL, "internal error")
@@ -255,7 +270,9 @@ impl Session {
                 }
                 Ok(())
             }
-            Ok(LiveEvent::Chunk(_)) | Err(RecvError::Lagged(_)) => self.catch_up(socket).await,
+            Ok(LiveEvent::Head(head)) if head <= self.cursor => Ok(()),
+            Ok(LiveEvent::Chunk(_) | LiveEvent::Head(_) | LiveEvent::Resync)
+            | Err(RecvError::Lagged(_)) => self.catch_up(socket).await,
             Ok(LiveEvent::Erased) => Err(close(close_code::SPACE_NOT_FOUND, "space erased")),
             Err(RecvError::Closed) => Err(close(close_code::INTERNAL, "live feed closed")),
         }
@@ -371,6 +388,15 @@ impl Session {
                 }
                 Err(StorageError::Closed) => {
                     return Err(close(close_code::GOING_AWAY, "relay shutting down"));
+                }
+                Err(StorageError::Unavailable(error)) => {
+                    tracing::warn!(%error, "live push: storage unavailable");
+                    ServerMessage::Nack(Nack {
+                        device_seq,
+                        code: ErrorCode::Unavailable,
+                        retry_after_ms: UNAVAILABLE_RETRY.as_millis() as u64,
+                        message: "storage unavailable; retry later".to_owned(),
+                    })
                 }
                 Err(error) => {
                     tracing::error!(%error, "live push failed");
