@@ -149,7 +149,7 @@ impl Default for Limits {
             max_inflight_pushes: 64,
             default_page_chunks: mend_protocol::DEFAULT_PAGE_LIMIT,
             max_page_bytes: DEFAULT_MAX_PAGE_BYTES,
-            creations_per_address: 60,
+            creations_per_address: 100,
             creation_window: Duration::from_secs(3600),
             max_connections_per_address: 256,
             client_ip_header: None,
