@@ -63,6 +63,9 @@ pub enum PgError {
     /// No pooled connection in time, or none could be opened.
     #[error("database pool: {0}")]
     Pool(#[from] PoolError),
+    /// The pool could not be built.
+    #[error("database pool: {0}")]
+    Build(#[from] deadpool_postgres::BuildError),
     /// The database was migrated by a newer relay.
     #[error(
         "the database schema is version {found}, newer than this relay understands \
@@ -80,6 +83,12 @@ pub enum PgError {
     /// A connection stopped answering.
     #[error("database connection lost")]
     Lost,
+    /// Work waited longer than the acquire timeout behind slower work.
+    #[error("the database is too slow: the push waited too long")]
+    Slow,
+    /// The notification listener could not start.
+    #[error("could not LISTEN for notifications within {0:?}")]
+    NoListener(Duration),
     /// A row the database should never hold.
     #[error("corrupt relay database: {0}")]
     Corrupt(&'static str),
@@ -90,7 +99,7 @@ impl PgError {
     /// the client retry) rather than a bug.
     fn is_unavailable(&self) -> bool {
         match self {
-            PgError::Pool(_) | PgError::Lost => true,
+            PgError::Pool(_) | PgError::Lost | PgError::Slow | PgError::NoListener(_) => true,
             PgError::Db(error) => {
                 error.is_closed()
                     || match error.code() {
@@ -103,7 +112,10 @@ impl PgError {
                         }
                     }
             }
-            PgError::SchemaTooNew { .. } | PgError::Url | PgError::Corrupt(_) => false,
+            PgError::SchemaTooNew { .. }
+            | PgError::Url
+            | PgError::Build(_)
+            | PgError::Corrupt(_) => false,
         }
     }
 
@@ -242,8 +254,7 @@ impl PostgresStorage {
             .create_timeout(Some(settings.acquire_timeout))
             .recycle_timeout(Some(settings.acquire_timeout))
             .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|_| PgError::Corrupt("pool configuration"))?;
+            .build()?;
         let shared = Arc::new(Shared {
             pool,
             tokens: RwLock::new(HashMap::new()),
@@ -280,7 +291,7 @@ impl PostgresStorage {
         .await;
         if up != Ok(true) {
             let _ = storage.close().await;
-            return Err(PgError::Lost);
+            return Err(PgError::NoListener(LISTEN_TIMEOUT));
         }
         Ok(storage)
     }
@@ -318,6 +329,15 @@ fn now_secs() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The writer a space's pushes go through. The whole id is hashed: ids are random in
+/// production, but nothing should depend on which of their bytes are.
+fn writer_of(space: &SpaceId, writers: usize) -> usize {
+    let mut hasher = std::hash::DefaultHasher::new();
+    std::hash::Hash::hash(space, &mut hasher);
+    let hash = std::hash::Hasher::finish(&hasher);
+    usize::try_from(hash % writers.max(1) as u64).unwrap_or(0)
 }
 
 /// The advisory lock key of a space: creation and erasure of one space never interleave.
@@ -423,13 +443,14 @@ impl Storage for PostgresStorage {
         let queued = {
             let writers = self.writers.lock().unwrap_or_else(PoisonError::into_inner);
             // The same space always goes to the same writer: its pushes commit in order.
-            let index = usize::from(space.0[0]) % writers.len().max(1);
+            let index = writer_of(&space, writers.len());
             writers.get(index).map(|writer| {
                 writer.send(writer::Job {
                     space,
                     push,
                     quota,
                     reply,
+                    queued: std::time::Instant::now(),
                 })
             })
         };

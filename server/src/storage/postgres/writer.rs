@@ -7,7 +7,10 @@
 //! error; the client retries, and a push that did commit before the connection broke is then
 //! answered as a duplicate with its original sequence.
 
-use std::sync::{Arc, atomic::Ordering::Relaxed};
+use std::{
+    sync::{Arc, atomic::Ordering::Relaxed},
+    time::Instant,
+};
 
 use mend_protocol::{Chunk, Push, SpaceId};
 use tokio::sync::{mpsc, oneshot};
@@ -28,6 +31,9 @@ pub(crate) struct Job {
     pub(crate) push: Push,
     pub(crate) quota: u64,
     pub(crate) reply: oneshot::Sender<Result<Pushed, StorageError>>,
+    /// When it was queued: a push that waited longer than the acquire timeout behind a slow
+    /// batch is answered 503 instead of waiting for its own turn too.
+    pub(crate) queued: Instant,
 }
 
 /// One row `mend_push` answers per push.
@@ -75,6 +81,15 @@ impl Writer {
     }
 
     async fn commit(&self, batch: Vec<Job>) {
+        let (batch, stale): (Vec<Job>, Vec<Job>) = batch
+            .into_iter()
+            .partition(|job| job.queued.elapsed() <= self.settings.acquire_timeout);
+        if !stale.is_empty() {
+            self.fail(stale, PgError::Slow);
+        }
+        if batch.is_empty() {
+            return;
+        }
         let mut attempt = 0;
         let outcomes = loop {
             match self.execute(&batch).await {
