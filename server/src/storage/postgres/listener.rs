@@ -27,6 +27,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often an idle listener checks that its connection still answers.
 const PROBE_EVERY: Duration = Duration::from_secs(10);
 
+/// The notification of chunks committed up to `head`.
+pub(crate) fn committed_message(space: &SpaceId, head: u64) -> String {
+    format!("c {space} {head}")
+}
+
 /// The notification of an erase.
 pub(crate) fn erased_message(space: &SpaceId) -> String {
     format!("e {space}")
@@ -146,7 +151,7 @@ mod tests {
     fn parses_what_the_database_sends() {
         let space = SpaceId([0xab; 32]);
         assert_eq!(
-            parse(&format!("c {space} 42")),
+            parse(&committed_message(&space, 42)),
             Some(Note::Committed(space, 42))
         );
         assert_eq!(parse(&erased_message(&space)), Some(Note::Erased(space)));

@@ -10,7 +10,8 @@
 //!   Acknowledged means committed, as with SQLite.
 //! - Every write to a space locks its `spaces` row first, which keeps relay sequences gap-free
 //!   and dedup exact when several instances write to one space at once.
-//! - Each commit NOTIFYs the space's new head (ids, never payloads). [`listener`] turns the
+//! - After each commit the writer NOTIFYs the spaces' new heads (ids, never payloads), in a
+//!   transaction of its own that does not wait for the disk, before anyone is answered. [`listener`] turns the
 //!   notifications into hints on this instance's [`LocalHub`]; live sockets then read the chunks
 //!   from the table. A lost listener connection is reopened and every subscriber re-reads from
 //!   its cursor, so nothing is missed or sent twice.
@@ -641,12 +642,20 @@ impl Storage for PostgresStorage {
             let tx = client.transaction().await?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&space_lock(&space)])
                 .await?;
-            let deleted = tx
-                .execute("DELETE FROM spaces WHERE space_id = $1", &[&&space.0[..]])
-                .await?;
-            if deleted == 0 {
+            let Some(row) = tx
+                .query_opt(
+                    "DELETE FROM spaces WHERE space_id = $1 RETURNING id",
+                    &[&&space.0[..]],
+                )
+                .await?
+            else {
                 return Ok(Ok(false));
-            }
+            };
+            let id: i64 = row.try_get(0)?;
+            tx.execute("DELETE FROM chunks WHERE space = $1", &[&id])
+                .await?;
+            tx.execute("DELETE FROM snapshots WHERE space = $1", &[&id])
+                .await?;
             tx.execute(
                 "INSERT INTO erased (space_id, erased_at) VALUES ($1, $2)
                  ON CONFLICT (space_id) DO UPDATE SET erased_at = excluded.erased_at",

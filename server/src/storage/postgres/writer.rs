@@ -8,6 +8,7 @@
 //! answered as a duplicate with its original sequence.
 
 use std::{
+    collections::HashMap,
     sync::{Arc, atomic::Ordering::Relaxed},
     time::Instant,
 };
@@ -15,7 +16,7 @@ use std::{
 use mend_protocol::{Chunk, Push, SpaceId};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{PgError, Shared, from_db, nonneg};
+use super::{CHANNEL, PgError, Shared, from_db, listener, nonneg};
 use crate::{
     config::Postgres,
     live::LiveEvent,
@@ -110,6 +111,17 @@ impl Writer {
             }
             Err(error) => return self.fail(batch, error),
         };
+        // Other instances hear of it before anyone is answered, so an acknowledged chunk is
+        // always announced. Duplicates are announced too: a push retried here after an instance
+        // died between its commit and its notification announces that chunk now.
+        let mut heads: HashMap<SpaceId, i64> = HashMap::new();
+        for (job, outcome) in batch.iter().zip(&outcomes) {
+            if outcome.status <= 1 {
+                let head = heads.entry(job.space).or_insert(0);
+                *head = (*head).max(outcome.relay_seq);
+            }
+        }
+        let announced = self.notify(&heads).await;
         self.shared.metrics.batches.fetch_add(1, Relaxed);
         self.shared
             .metrics
@@ -151,6 +163,20 @@ impl Writer {
             };
             answers.push((job.reply, result));
         }
+        if let Err(error) = announced {
+            // Committed but not announced: answer 503. The client retries, the retry is a
+            // duplicate, and its batch announces the chunk.
+            tracing::warn!(%error, "could not notify other instances of a batch");
+            self.shared
+                .metrics
+                .unavailable
+                .fetch_add(answers.len() as u64, Relaxed);
+            let reason = error.to_string();
+            for (reply, _) in answers {
+                let _ = reply.send(Err(StorageError::Unavailable(reason.clone().into())));
+            }
+            return;
+        }
         for (reply, result) in answers {
             // A dropped receiver means the caller went away; the write stands regardless.
             let _ = reply.send(result);
@@ -170,6 +196,26 @@ impl Writer {
             };
             let _ = job.reply.send(Err(error));
         }
+    }
+
+    /// Announces the new heads on the notification channel. The transaction only notifies, so
+    /// it need not wait for its commit to reach the disk (a hint, not data): that keeps the
+    /// database-wide notify lock short.
+    async fn notify(&self, heads: &HashMap<SpaceId, i64>) -> Result<(), PgError> {
+        if heads.is_empty() {
+            return Ok(());
+        }
+        // One round trip. The messages are built here from hex ids and integers only, so they
+        // are safe to inline.
+        let mut sql = String::from("BEGIN; SET LOCAL synchronous_commit = off; SELECT 1");
+        for (space, head) in heads {
+            let message = listener::committed_message(space, from_db(*head));
+            sql.push_str(&format!(", pg_notify('{CHANNEL}', '{message}')"));
+        }
+        sql.push_str("; COMMIT;");
+        let client = self.shared.client().await?;
+        client.batch_execute(&sql).await?;
+        Ok(())
     }
 
     async fn execute(&self, batch: &[Job]) -> Result<Vec<Outcome>, PgError> {
