@@ -104,6 +104,8 @@ impl Relay {
     ) -> anyhow::Result<Relay> {
         let dir = tempfile::tempdir()?;
         let mut config = test_config(dir.path());
+        // Tests run side by side on one server: keep each instance's share of its connections small.
+        config.postgres.pool_size = 8;
         adjust(&mut config);
         config.validate()?;
         let listener = TcpListener::bind(config.listen).await?;

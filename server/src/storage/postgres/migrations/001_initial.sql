@@ -48,6 +48,7 @@ CREATE TABLE creations (
     count       integer NOT NULL,
     PRIMARY KEY (client, window_start)
 );
+CREATE INDEX creations_by_window ON creations (window_start);
 
 -- A batch of pushes in one statement and one transaction (group commit across a batch).
 -- Spaces are locked in id order first, so batches from several instances never deadlock.
