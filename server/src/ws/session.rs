@@ -44,6 +44,9 @@ const MAX_REASON: usize = 123;
 
 /// Why a session ends.
 enum End {
+    /// Storage is unavailable for a catch-up; a live session retries later instead of closing
+    /// (after a database listener reconnects, every socket re-reads at once).
+    Later,
     /// Close with this code and reason.
     Close(u16, String),
     /// The client started the closing handshake; its close reply is queued.
@@ -74,6 +77,7 @@ enum Event {
     Answered(Answer),
     Live(Result<LiveEvent, RecvError>),
     Frame(Option<Result<Message, axum::Error>>),
+    Retry,
     Idle,
 }
 
@@ -161,13 +165,22 @@ impl Session {
             return Err(close(close_code::GOING_AWAY, "relay shutting down"));
         }
         let mut subscription = self.state.live().subscribe(&self.space);
-        self.catch_up(socket).await?;
+        self.catch_up(socket).await.map_err(|end| match end {
+            End::Later => close(
+                close_code::GOING_AWAY,
+                "storage unavailable; reconnect later",
+            ),
+            other => other,
+        })?;
         send(socket, UpToDate { head: self.head }.to_bytes()).await?;
 
         let limits = self.state.config().limits.clone();
         let mut pending: FuturesOrdered<PendingAnswer> = FuturesOrdered::new();
         let idle = tokio::time::sleep(limits.idle_timeout);
         tokio::pin!(idle);
+        let retry = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(retry);
+        let mut retrying = false;
         loop {
             let event = tokio::select! {
                 biased;
@@ -177,6 +190,7 @@ impl Session {
                 frame = socket.recv(), if pending.len() < limits.max_inflight_pushes => {
                     Event::Frame(frame)
                 }
+                () = &mut retry, if retrying => Event::Retry,
                 () = &mut idle => Event::Idle,
             };
             match event {
@@ -192,7 +206,21 @@ impl Session {
                     return Err(close(close_code::GOING_AWAY, "relay shutting down"));
                 }
                 Event::Answered(answer) => self.answer(socket, answer).await?,
-                Event::Live(live) => self.on_live(socket, live).await?,
+                Event::Live(live) => match self.on_live(socket, live).await {
+                    Err(End::Later) if !retrying => {
+                        retrying = true;
+                        retry.as_mut().reset(Instant::now() + self.retry_delay());
+                    }
+                    Err(End::Later) => {}
+                    other => other?,
+                },
+                Event::Retry => match self.catch_up(socket).await {
+                    Err(End::Later) => retry.as_mut().reset(Instant::now() + self.retry_delay()),
+                    other => {
+                        retrying = false;
+                        other?;
+                    }
+                },
                 Event::Frame(frame) => {
                     idle.as_mut().reset(Instant::now() + limits.idle_timeout);
                     if let Some(answer) = self.on_frame(frame)? {
@@ -228,11 +256,8 @@ impl Session {
                     }
                     StorageError::Closed => close(close_code::GOING_AWAY, "relay shutting down"),
                     StorageError::Unavailable(error) => {
-                        tracing::warn!(%error, "live catch-up: storage unavailable");
-                        close(
-                            close_code::GOING_AWAY,
-                            "storage unavailable; reconnect later",
-                        )
+                        tracing::debug!(%error, "live catch-up: storage unavailable");
+                        End::Later
                     }
                     other => {
                         tracing::error!(error = %other, "live catch-up failed");
@@ -248,6 +273,16 @@ impl Session {
                 return Ok(());
             }
         }
+    }
+
+    /// One to two seconds, different per session, so sockets that failed together do not
+    /// retry together.
+    fn retry_delay(&self) -> Duration {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let spread = (nanos ^ u32::from(self.space.0[31])) % 1000;
+        Duration::from_millis(1000 + u64::from(spread))
     }
 
     async fn send_chunk(&self, socket: &mut WebSocket, chunk: &Chunk) -> Result<(), End> {

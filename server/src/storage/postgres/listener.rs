@@ -104,7 +104,9 @@ async fn listen(
         shared.listening.send_replace(true);
         shared.metrics.listener_connects.fetch_add(1, Relaxed);
         *backoff = MIN_BACKOFF;
-        // Whatever was committed while no one listened: every subscriber re-reads.
+        // Whatever happened while no one listened: erasures may have been missed, so cached
+        // tokens are dropped, and every subscriber re-reads from its cursor.
+        shared.forget_all_tokens();
         shared.publisher.resync();
         let mut probe = tokio::time::interval(PROBE_EVERY);
         probe.tick().await;

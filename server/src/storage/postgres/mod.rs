@@ -175,6 +175,13 @@ impl Shared {
             .remove(space);
     }
 
+    pub(crate) fn forget_all_tokens(&self) {
+        self.tokens
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
     fn remember_token(&self, space: SpaceId, hash: TokenHash) {
         let mut tokens = self.tokens.write().unwrap_or_else(PoisonError::into_inner);
         if tokens.len() >= MAX_CACHED_TOKENS {
