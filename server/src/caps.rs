@@ -1,54 +1,66 @@
-//! Per-space caps on open live connections.
+//! Caps on open live connections, per space and per client address.
 //!
 //! A couple has a handful of devices; a space with dozens of sockets open is a bug or an abuse,
-//! and capping it per space keeps one space from eating the relay's connection budget.
+//! and capping it per space keeps one space from eating the relay's connection budget. The cap
+//! per address keeps one host from holding all of an instance's sockets. Both count on this
+//! instance only: sockets are an instance's own resource, and a load balancer spreads them.
 
 use std::{
     collections::HashMap,
+    hash::Hash,
+    net::IpAddr,
     sync::{Arc, Mutex, PoisonError},
 };
 
 use mend_protocol::SpaceId;
 
-/// Counts open live connections per space.
+/// Counts open live connections per key.
 #[derive(Debug)]
-pub struct SpaceConnections {
+pub struct Connections<K: Hash + Eq + Copy> {
     max: usize,
-    open: Arc<Mutex<HashMap<SpaceId, usize>>>,
+    open: Arc<Mutex<HashMap<K, usize>>>,
 }
+
+/// Live connections per space.
+pub type SpaceConnections = Connections<SpaceId>;
+/// Live connections per client address.
+pub type AddressConnections = Connections<IpAddr>;
 
 /// One open live connection; dropping it frees the slot.
 #[derive(Debug)]
-pub struct SpaceConnectionGuard {
-    space: SpaceId,
-    open: Arc<Mutex<HashMap<SpaceId, usize>>>,
+pub struct ConnectionGuard<K: Hash + Eq + Copy> {
+    space: K,
+    open: Arc<Mutex<HashMap<K, usize>>>,
 }
 
-impl SpaceConnections {
-    /// At most `max` connections per space.
-    pub fn new(max: usize) -> SpaceConnections {
-        SpaceConnections {
+/// A slot of [`SpaceConnections`].
+pub type SpaceConnectionGuard = ConnectionGuard<SpaceId>;
+
+impl<K: Hash + Eq + Copy> Connections<K> {
+    /// At most `max` connections per key.
+    pub fn new(max: usize) -> Connections<K> {
+        Connections {
             max,
             open: Arc::default(),
         }
     }
 
-    /// Takes a slot for `space`, or `None` if the space is at its cap.
-    pub fn try_acquire(&self, space: &SpaceId) -> Option<SpaceConnectionGuard> {
+    /// Takes a slot for `space`, or `None` if it is at its cap.
+    pub fn try_acquire(&self, space: &K) -> Option<ConnectionGuard<K>> {
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         let count = open.entry(*space).or_insert(0);
         if *count >= self.max {
             return None;
         }
         *count += 1;
-        Some(SpaceConnectionGuard {
+        Some(ConnectionGuard {
             space: *space,
             open: self.open.clone(),
         })
     }
 }
 
-impl Drop for SpaceConnectionGuard {
+impl<K: Hash + Eq + Copy> Drop for ConnectionGuard<K> {
     fn drop(&mut self) {
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(count) = open.get_mut(&self.space) {

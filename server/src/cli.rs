@@ -4,7 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Parser, ValueEnum};
 
-use crate::config::{Config, GroupCommit, Limits, WsBuffers};
+use crate::config::{Config, DatabaseUrl, GroupCommit, Limits, Postgres, WsBuffers};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -25,6 +25,24 @@ pub struct Args {
     /// Directory of the SQLite database (created if missing).
     #[arg(long, env = "MEND_DATA_DIR", default_value = "./mend-data")]
     pub data_dir: PathBuf,
+    /// Use PostgreSQL (`postgres://user@host/db`) instead of SQLite; several relays may share it.
+    #[arg(long, env = "MEND_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Most pooled PostgreSQL connections per relay instance.
+    #[arg(long, env = "MEND_DB_POOL_SIZE", default_value_t = Postgres::default().pool_size)]
+    pub db_pool_size: usize,
+    /// Milliseconds a request waits for a PostgreSQL connection before answering 503.
+    #[arg(long, env = "MEND_DB_ACQUIRE_TIMEOUT_MS", default_value_t = Postgres::default().acquire_timeout.as_millis() as u64)]
+    pub db_acquire_timeout_ms: u64,
+    /// Milliseconds a PostgreSQL statement may run before it is cancelled (503).
+    #[arg(long, env = "MEND_DB_STATEMENT_TIMEOUT_MS", default_value_t = Postgres::default().statement_timeout.as_millis() as u64)]
+    pub db_statement_timeout_ms: u64,
+    /// PostgreSQL push batches in flight at once.
+    #[arg(long, env = "MEND_DB_WRITERS", default_value_t = Postgres::default().writers)]
+    pub db_writers: usize,
+    /// Most pushes in one PostgreSQL batch.
+    #[arg(long, env = "MEND_DB_BATCH_MAX", default_value_t = Postgres::default().max_batch)]
+    pub db_batch_max: usize,
     /// Log format.
     #[arg(long, env = "MEND_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -68,6 +86,20 @@ pub struct Args {
     /// Payload bytes in a pulled page.
     #[arg(long, env = "MEND_MAX_PAGE_BYTES", default_value_t = Limits::default().max_page_bytes)]
     pub max_page_bytes: usize,
+    /// Spaces one client address may create per creation window (429 beyond); shared by all
+    /// instances with PostgreSQL.
+    #[arg(long, env = "MEND_CREATIONS_PER_ADDRESS", default_value_t = Limits::default().creations_per_address)]
+    pub creations_per_address: u32,
+    /// Seconds of the creation window.
+    #[arg(long, env = "MEND_CREATION_WINDOW_SECS", default_value_t = Limits::default().creation_window.as_secs())]
+    pub creation_window_secs: u64,
+    /// Open live connections per client address on this instance (429 beyond).
+    #[arg(long, env = "MEND_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = Limits::default().max_connections_per_address)]
+    pub max_connections_per_address: usize,
+    /// Header holding the client address, set by a trusted proxy (its last entry is used),
+    /// for example `x-forwarded-for`. Without it, the TCP peer is the client.
+    #[arg(long, env = "MEND_CLIENT_IP_HEADER")]
+    pub client_ip_header: Option<String>,
 
     /// WebSocket read buffer per connection, in bytes.
     #[arg(long, env = "MEND_WS_READ_BUFFER_BYTES", default_value_t = WsBuffers::default().read_buffer_bytes)]
@@ -110,6 +142,19 @@ impl Args {
             max_inflight_pushes: self.max_inflight_pushes,
             default_page_chunks: Limits::default().default_page_chunks,
             max_page_bytes: self.max_page_bytes,
+            creations_per_address: self.creations_per_address,
+            creation_window: Duration::from_secs(self.creation_window_secs),
+            max_connections_per_address: self.max_connections_per_address,
+            client_ip_header: self.client_ip_header.clone(),
+        };
+        config.database_url = self.database_url.clone().map(DatabaseUrl);
+        config.postgres = Postgres {
+            pool_size: self.db_pool_size,
+            acquire_timeout: Duration::from_millis(self.db_acquire_timeout_ms),
+            statement_timeout: Duration::from_millis(self.db_statement_timeout_ms),
+            writers: self.db_writers,
+            max_batch: self.db_batch_max,
+            ..Postgres::default()
         };
         config.ws = WsBuffers {
             read_buffer_bytes: self.ws_read_buffer_bytes,
@@ -149,6 +194,18 @@ mod tests {
         assert_eq!(config.limits.max_ws_message_bytes, 3072);
         assert_eq!(config.limits.idle_timeout, Duration::from_secs(5));
         assert_eq!(args.log_format, LogFormat::Json);
+        assert!(config.database_url.is_none(), "SQLite is the default");
+        let pg = Args::parse_from([
+            "mend-relay",
+            "--database-url",
+            "postgres://u:secret@db/mend",
+        ])
+        .config();
+        let shown = format!("{pg:?}");
+        assert!(
+            pg.database_url.is_some() && !shown.contains("secret"),
+            "{shown}"
+        );
         let bad = Args::parse_from(["mend-relay", "--max-ws-message-bytes", "10"]);
         assert!(bad.config().validate().is_err());
     }

@@ -15,8 +15,12 @@ use mend_protocol::{
 pub struct Config {
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// Directory holding the SQLite database.
+    /// Directory holding the SQLite database (unused with PostgreSQL).
     pub data_dir: PathBuf,
+    /// PostgreSQL instead of SQLite, shared by every relay instance that names it.
+    pub database_url: Option<DatabaseUrl>,
+    /// Pool and batching of the PostgreSQL backend.
+    pub postgres: Postgres,
     /// Limits on what clients may do.
     pub limits: Limits,
     /// Per-connection WebSocket buffer sizes.
@@ -33,6 +37,8 @@ impl Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
             data_dir: data_dir.into(),
+            database_url: None,
+            postgres: Postgres::default(),
             limits: Limits::default(),
             ws: WsBuffers::default(),
             group_commit: GroupCommit::default(),
@@ -60,6 +66,17 @@ impl Config {
             ("rate per space", u64::from(l.rate_per_space)),
             ("rate burst", u64::from(l.rate_burst)),
             ("group commit batch", self.group_commit.max_batch as u64),
+            ("database pool size", self.postgres.pool_size as u64),
+            ("database writers", self.postgres.writers as u64),
+            ("database batch", self.postgres.max_batch as u64),
+            (
+                "space creations per address",
+                u64::from(l.creations_per_address),
+            ),
+            (
+                "live connections per address",
+                l.max_connections_per_address as u64,
+            ),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError(format!("{name} must be positive")));
@@ -104,6 +121,16 @@ pub struct Limits {
     pub default_page_chunks: usize,
     /// Payload bytes in a page (one larger chunk is still sent alone).
     pub max_page_bytes: usize,
+    /// Spaces one client address may create per [`Limits::creation_window`] (429). With
+    /// PostgreSQL the count is shared by every instance.
+    pub creations_per_address: u32,
+    /// The window of [`Limits::creations_per_address`].
+    pub creation_window: Duration,
+    /// Open TCP connections per client address on one instance (503 beyond).
+    pub max_connections_per_address: usize,
+    /// Take the client address from this request header (set by a trusted proxy, for example
+    /// `x-forwarded-for`, whose last entry is used) instead of the TCP peer.
+    pub client_ip_header: Option<String>,
 }
 
 impl Default for Limits {
@@ -122,6 +149,10 @@ impl Default for Limits {
             max_inflight_pushes: 64,
             default_page_chunks: mend_protocol::DEFAULT_PAGE_LIMIT,
             max_page_bytes: DEFAULT_MAX_PAGE_BYTES,
+            creations_per_address: 100,
+            creation_window: Duration::from_secs(3600),
+            max_connections_per_address: 256,
+            client_ip_header: None,
         }
     }
 }
@@ -166,6 +197,48 @@ impl Default for GroupCommit {
             max_batch_bytes: 16 << 20,
             checkpoint_interval: Duration::from_millis(50),
             autocheckpoint_pages: 8192,
+        }
+    }
+}
+
+/// A PostgreSQL connection URL. Its `Debug` hides it: it may carry a password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(pub String);
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DatabaseUrl(..)")
+    }
+}
+
+/// The PostgreSQL backend's pool, timeouts and batching.
+#[derive(Debug, Clone, Copy)]
+pub struct Postgres {
+    /// Most connections in the pool (the listener's connection is one more).
+    pub pool_size: usize,
+    /// How long a request waits for a pooled connection, or for a new connection to open,
+    /// before it is answered 503.
+    pub acquire_timeout: Duration,
+    /// Longest a statement may run on the server before it is cancelled (503).
+    pub statement_timeout: Duration,
+    /// Push batches in flight at once; each space always goes through the same one, so a
+    /// device's pushes commit in the order they arrived.
+    pub writers: usize,
+    /// Most pushes in one batch (one statement, one transaction).
+    pub max_batch: usize,
+    /// Most payload bytes in one batch.
+    pub max_batch_bytes: usize,
+}
+
+impl Default for Postgres {
+    fn default() -> Self {
+        Postgres {
+            pool_size: 16,
+            acquire_timeout: Duration::from_secs(2),
+            statement_timeout: Duration::from_secs(5),
+            writers: 2,
+            max_batch: 1024,
+            max_batch_bytes: 8 << 20,
         }
     }
 }

@@ -15,6 +15,9 @@ use mend_protocol::{DecodeError, ErrorCode};
 
 use crate::storage::StorageError;
 
+/// How long a client should wait after a 503 caused by slow or absent storage.
+pub const UNAVAILABLE_RETRY: Duration = Duration::from_secs(1);
+
 /// An error answered to a client: `{"error": "<code>", "message": "<text>"}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -85,6 +88,14 @@ impl From<StorageError> for ApiError {
             }
             StorageError::Closed => {
                 ApiError::new(ErrorCode::Unavailable, "the relay is shutting down")
+            }
+            StorageError::Unavailable(error) => {
+                tracing::warn!(%error, "storage unavailable");
+                ApiError::new(
+                    ErrorCode::Unavailable,
+                    "storage is unavailable; retry later",
+                )
+                .retry_after(UNAVAILABLE_RETRY)
             }
             e @ StorageError::Backend(_) => ApiError::internal(&e),
         }

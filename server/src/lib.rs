@@ -8,14 +8,16 @@
 //! - [`routes::app`] builds the HTTP router; [`ws`] is the live WebSocket.
 //! - [`server::run`] serves it on a listener with connection caps, timeouts and graceful
 //!   shutdown.
-//! - [`storage`] is the backend trait, its SQLite implementation (group commit) and the
-//!   conformance suite every backend must pass; [`live`] is fan-out between them.
-//! - [`config`], [`cli`], [`metrics`], [`rate`], [`caps`], [`auth`], [`error`] hold one
-//!   concern each.
+//! - [`storage`] is the backend trait, its SQLite (default, group commit) and PostgreSQL
+//!   (several instances, LISTEN/NOTIFY) implementations, and the conformance suite every
+//!   backend must pass; [`live`] is fan-out between storage and live sockets.
+//! - [`config`], [`cli`], [`metrics`], [`rate`], [`caps`], [`client`], [`auth`], [`error`]
+//!   hold one concern each.
 
 pub mod auth;
 pub mod caps;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod live;

@@ -3,7 +3,8 @@
 //! Two small traits keep fan-out separate from storage. A backend announces what it committed
 //! through [`Publisher`]; live sockets listen through [`LiveFeed`]. With SQLite both are the
 //! in-process [`LocalHub`]. With PostgreSQL and several relays, each relay keeps a `LocalHub`
-//! for its own sockets and a listener task turns NOTIFY messages into `publish` calls.
+//! for its own sockets and a listener task turns NOTIFY messages into `publish` calls carrying
+//! only the new head ([`LiveEvent::Head`]); sockets read the chunks from the table.
 //!
 //! Events are hints, not the source of truth: a socket that sees a gap in sequence numbers, or
 //! falls behind the bounded channel, re-reads the log from storage. So an event may carry the
@@ -23,6 +24,11 @@ use tokio::sync::broadcast;
 pub enum LiveEvent {
     /// A chunk was committed.
     Chunk(Arc<Chunk>),
+    /// Chunks up to this relay sequence were committed (by another instance); read them from
+    /// storage.
+    Head(u64),
+    /// Events may have been missed (a lost database listener): re-read from storage.
+    Resync,
     /// The space was erased.
     Erased,
 }
@@ -31,6 +37,8 @@ impl fmt::Debug for LiveEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LiveEvent::Chunk(chunk) => f.debug_tuple("Chunk").field(chunk).finish(),
+            LiveEvent::Head(head) => f.debug_tuple("Head").field(head).finish(),
+            LiveEvent::Resync => f.write_str("Resync"),
             LiveEvent::Erased => f.write_str("Erased"),
         }
     }
@@ -40,6 +48,9 @@ impl fmt::Debug for LiveEvent {
 pub trait Publisher: Send + Sync + 'static {
     /// Announces an event to every subscriber of `space` (on this relay).
     fn publish(&self, space: &SpaceId, event: LiveEvent);
+
+    /// Tells every subscriber, of every space, that events may have been lost.
+    fn resync(&self);
 }
 
 /// Where live connections subscribe to a space.
@@ -145,6 +156,12 @@ impl Publisher for LocalHub {
             channels.remove(space);
         }
     }
+
+    fn resync(&self) {
+        for sender in self.inner.channels().values() {
+            let _ = sender.send(LiveEvent::Resync);
+        }
+    }
 }
 
 impl LiveFeed for LocalHub {
@@ -188,6 +205,8 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert_eq!(hub.active_spaces(), 1);
+        hub.resync();
+        assert!(matches!(sub.recv().await, Ok(LiveEvent::Resync)));
         drop(sub);
         assert_eq!(hub.active_spaces(), 0);
     }

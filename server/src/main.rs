@@ -12,7 +12,12 @@ async fn main() -> anyhow::Result<()> {
     let config = args.config();
     config.validate()?;
     let listen = config.listen;
-    let state = AppState::open_sqlite(config).context("opening storage")?;
+    let state = match config.database_url.clone() {
+        Some(url) => AppState::open_postgres(config, &url.0)
+            .await
+            .context("opening the PostgreSQL database")?,
+        None => AppState::open_sqlite(config).context("opening storage")?,
+    };
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;

@@ -14,18 +14,17 @@ use std::{
     time::Duration,
 };
 
-use hyper::server::conn::http1;
-use hyper_util::{
-    rt::{TokioIo, TokioTimer},
-    service::TowerToHyperService,
-};
+use hyper::{body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::{TcpListener, TcpStream},
     sync::{OwnedSemaphorePermit, Semaphore},
 };
 
-use crate::{routes::app, state::AppState, storage::StorageError};
+use tower::ServiceExt;
+
+use crate::{client::PeerAddr, routes::app, state::AppState, storage::StorageError};
 
 /// Answer to a connection over the relay-wide cap.
 const OVER_CAPACITY: &[u8] =
@@ -71,7 +70,7 @@ pub async fn run(
     }
     tokio::pin!(shutdown);
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -102,9 +101,13 @@ pub async fn run(
             _permit: permit,
             state: state.clone(),
         });
-        let connection = http
-            .serve_connection(io, TowerToHyperService::new(router.clone()))
-            .with_upgrades();
+        let router = router.clone();
+        // Each request carries its peer, for the limits per client address.
+        let service = service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(PeerAddr(peer));
+            router.clone().oneshot(request)
+        });
+        let connection = http.serve_connection(io, service).with_upgrades();
         let cancelled = state.shutdown().clone();
         state.tasks().spawn(async move {
             tokio::pin!(connection);

@@ -5,12 +5,16 @@ use std::sync::Arc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    caps::SpaceConnections,
+    caps::{AddressConnections, SpaceConnections},
     config::Config,
     live::{LiveFeed, LocalHub},
     metrics::Metrics,
     rate::RateLimiter,
-    storage::{Storage, StorageError, sqlite::SqliteStorage},
+    storage::{
+        Storage, StorageError,
+        postgres::{PgError, PostgresStorage},
+        sqlite::SqliteStorage,
+    },
 };
 
 /// Shared relay state. Cheap to clone.
@@ -26,6 +30,7 @@ struct Inner {
     metrics: Metrics,
     rate: RateLimiter,
     space_connections: SpaceConnections,
+    address_connections: AddressConnections,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -46,6 +51,7 @@ impl AppState {
             inner: Arc::new(Inner {
                 rate: RateLimiter::new(limits.rate_per_space, limits.rate_burst),
                 space_connections: SpaceConnections::new(limits.max_connections_per_space),
+                address_connections: AddressConnections::new(limits.max_connections_per_address),
                 config,
                 storage,
                 live,
@@ -61,6 +67,14 @@ impl AppState {
         let hub = LocalHub::default();
         let storage =
             SqliteStorage::open(&config.data_dir, Arc::new(hub.clone()), config.group_commit)?;
+        Ok(AppState::new(config, Arc::new(storage), Arc::new(hub)))
+    }
+
+    /// State over the PostgreSQL database at `url`, with an in-process hub fed by this
+    /// instance's commits and by the database's notifications of every other instance's.
+    pub async fn open_postgres(config: Config, url: &str) -> Result<AppState, PgError> {
+        let hub = LocalHub::default();
+        let storage = PostgresStorage::open(url, config.postgres, Arc::new(hub.clone())).await?;
         Ok(AppState::new(config, Arc::new(storage), Arc::new(hub)))
     }
 
@@ -92,6 +106,11 @@ impl AppState {
     /// Per-space live connection caps.
     pub fn space_connections(&self) -> &SpaceConnections {
         &self.inner.space_connections
+    }
+
+    /// Per-address live connection caps.
+    pub fn address_connections(&self) -> &AddressConnections {
+        &self.inner.address_connections
     }
 
     /// Cancelled when the relay starts shutting down.

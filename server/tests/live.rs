@@ -404,7 +404,8 @@ async fn connections_over_the_relay_cap_get_503() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn shutdown_answers_every_push_it_stored() -> anyhow::Result<()> {
-    let mut relay = Relay::start().await?;
+    // Room for all 200 pushes: a slow shutdown must not turn the last ones into quota Nacks.
+    let mut relay = Relay::start_with(|config| config.limits.space_quota_bytes = 1 << 20).await?;
     let (s, t) = (space(1), token(1));
     relay.create(&s, &t).await?;
     let mut ws = relay
@@ -465,4 +466,92 @@ async fn shutdown_answers_every_push_it_stored() -> anyhow::Result<()> {
     reopened.stop().await?;
     drop(state_dir);
     Ok(())
+}
+
+#[tokio::test]
+async fn space_creations_and_live_sockets_are_limited_per_address() -> anyhow::Result<()> {
+    let relay = Relay::start_with(|config| {
+        config.limits.creations_per_address = 3;
+        config.limits.max_connections_per_address = 2;
+        config.limits.client_ip_header = Some("x-forwarded-for".to_owned());
+    })
+    .await?;
+    // Creations from one address: three pass, the fourth is refused with a wait.
+    for n in 1..=3 {
+        relay.create(&space(n), &token(n)).await?;
+    }
+    let (status, body) = http(
+        relay.addr,
+        "PUT",
+        &paths::space(&space(4)),
+        Some(&token(4)),
+        &[],
+    )
+    .await?;
+    assert_eq!(
+        (status, common::error_code(&body).as_str()),
+        (429, "rate_limited")
+    );
+    // Re-creating an existing space is what devices do every round: never counted.
+    relay.create(&space(1), &token(1)).await?;
+    // Another address, as told by the trusted proxy header, has its own budget.
+    let created = proxied(
+        relay.addr,
+        "PUT",
+        &paths::space(&space(4)),
+        &token(4),
+        "192.0.2.9",
+    )
+    .await?;
+    assert!(created.starts_with("HTTP/1.1 201"), "{created}");
+
+    // Live sockets: two per address on this instance.
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut ws = relay.connect(&space(1), &token(1), "after=0").await?;
+        ws.expect_up_to_date().await?;
+        open.push(ws);
+    }
+    assert_eq!(
+        upgrade_status(relay.connect(&space(2), &token(2), "after=0").await)?,
+        429
+    );
+    let refused = proxied(
+        relay.addr,
+        "GET",
+        &format!("{}?after=0", paths::live(&space(2))),
+        &token(2),
+        "127.0.0.1",
+    )
+    .await?;
+    assert!(refused.starts_with("HTTP/1.1 429"), "{refused}");
+    for ws in open {
+        ws.close().await;
+    }
+    relay.stop().await
+}
+
+/// A request as a proxy would forward it, with `x-forwarded-for`; answered as raw text.
+async fn proxied(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    tok: &str,
+    client: &str,
+) -> anyhow::Result<String> {
+    let mut stream = TcpStream::connect(addr).await?;
+    let upgrade = if method == "GET" {
+        "connection: upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\n\
+         sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    } else {
+        "connection: close\r\ncontent-length: 0\r\n"
+    };
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {tok}\r\n\
+         x-forwarded-for: 203.0.113.1, {client}\r\n{upgrade}\r\n"
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = vec![0u8; 4096];
+    let n = tokio::time::timeout(common::WAIT, stream.read(&mut response)).await??;
+    Ok(String::from_utf8_lossy(&response[..n]).into_owned())
 }

@@ -1,5 +1,7 @@
 //! Probes and metrics: `/healthz`, `/readyz`, `/metrics`.
 
+use std::time::Duration;
+
 use axum::{
     extract::State,
     http::{HeaderValue, header},
@@ -7,14 +9,21 @@ use axum::{
 };
 use mend_protocol::ErrorCode;
 
-use crate::{error::ApiError, state::AppState};
+use crate::{
+    error::{ApiError, UNAVAILABLE_RETRY},
+    state::AppState,
+};
 
 /// Liveness: the process answers.
 pub(super) async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Readiness: 503 once shutdown has begun, so load balancers stop sending work.
+/// How long readiness waits for storage before it answers 503.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Readiness: 503 once shutdown has begun, or while storage does not answer (a database that
+/// is away), so load balancers send work elsewhere.
 pub(super) async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
     if state.shutdown().is_cancelled() {
         return Err(ApiError::new(
@@ -22,12 +31,27 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Result<&'static str
             "the relay is shutting down",
         ));
     }
-    Ok("ready\n")
+    match tokio::time::timeout(READY_TIMEOUT, state.storage().ready()).await {
+        Ok(Ok(())) => Ok("ready\n"),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "not ready");
+            Err(
+                ApiError::new(ErrorCode::Unavailable, "storage is not ready")
+                    .retry_after(UNAVAILABLE_RETRY),
+            )
+        }
+        Err(_) => Err(
+            ApiError::new(ErrorCode::Unavailable, "storage did not answer in time")
+                .retry_after(UNAVAILABLE_RETRY),
+        ),
+    }
 }
 
-/// Prometheus text exposition.
+/// Prometheus text exposition: the relay's figures, then the storage backend's.
 pub(super) async fn metrics(State(state): State<AppState>) -> Response {
-    let mut response = state.metrics().render().into_response();
+    let mut text = state.metrics().render();
+    state.storage().render_metrics(&mut text);
+    let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

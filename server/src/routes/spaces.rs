@@ -1,13 +1,17 @@
 //! `PUT /v1/spaces/{space_id}` creates a space; `DELETE` erases it.
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use axum::{
     extract::State,
-    http::{HeaderMap, StatusCode},
+    http::{Extensions, HeaderMap, StatusCode},
 };
+use mend_protocol::{ErrorCode, SpaceId};
 
 use super::{AuthorizedSpace, SpaceParam};
 use crate::{
     auth::{bearer, token_hash},
+    client::{client_ip, client_key},
     error::ApiError,
     state::AppState,
     storage::Created,
@@ -19,8 +23,10 @@ pub(super) async fn create(
     State(state): State<AppState>,
     SpaceParam(space): SpaceParam,
     headers: HeaderMap,
+    extensions: Extensions,
 ) -> Result<StatusCode, ApiError> {
     let hash = token_hash(&bearer(&headers)?);
+    limit_creations(&state, &space, &headers, &extensions).await?;
     match state.storage().create_space(space, hash).await? {
         Created::New => {
             tracing::info!("space created");
@@ -38,4 +44,39 @@ pub(super) async fn erase(
     state.storage().erase(space).await?;
     tracing::info!("space erased");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Counts a creation against the client address's budget. Devices re-send `PUT` for spaces that
+/// exist on every sync round; those are not creations and are not counted.
+async fn limit_creations(
+    state: &AppState,
+    space: &SpaceId,
+    headers: &HeaderMap,
+    extensions: &Extensions,
+) -> Result<(), ApiError> {
+    let limits = &state.config().limits;
+    let Some(ip) = client_ip(limits.client_ip_header.as_deref(), headers, extensions) else {
+        return Ok(());
+    };
+    if state.storage().token_hash(*space).await?.is_some() {
+        return Ok(());
+    }
+    let window = limits.creation_window.as_secs().max(1);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let start = now - now % window;
+    let count = state
+        .storage()
+        .count_creation(client_key(ip), start, start.saturating_sub(window))
+        .await?;
+    if count > u64::from(limits.creations_per_address) {
+        let wait = Duration::from_secs(start.saturating_add(window).saturating_sub(now).max(1));
+        return Err(ApiError::new(
+            ErrorCode::RateLimited,
+            "too many spaces created from this address",
+        )
+        .retry_after(wait));
+    }
+    Ok(())
 }

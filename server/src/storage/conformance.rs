@@ -63,6 +63,8 @@ macro_rules! storage_conformance_tests {
             snapshot_frees_quota,
             erase_removes_everything,
             commits_are_published_in_order,
+            creations_are_counted_per_client_and_window,
+            ready_until_closed,
             close_refuses_new_work,
         );
     };
@@ -543,7 +545,8 @@ pub async fn erase_removes_everything(b: &Backend) {
     assert_eq!(other.chunks.len(), 1);
 }
 
-/// Subscribers hear each committed chunk in order, not replays, and hear an erase.
+/// Subscribers hear each committed chunk in order, not replays, and hear an erase. Hints
+/// (a head, a resync) may come in between: they only send a socket back to storage.
 pub async fn commits_are_published_in_order(b: &Backend) {
     created(b, space(1)).await;
     let mut subscription = b.hub.subscribe(&space(1));
@@ -551,19 +554,57 @@ pub async fn commits_are_published_in_order(b: &Backend) {
         pushed(b, space(1), push(DEVICE_A, i, &[i as u8])).await;
     }
     pushed(b, space(1), push(DEVICE_A, 1, &[1])).await;
-    for i in 1..=3u64 {
-        match subscription.recv().await {
+    assert!(ok(b.storage.erase(space(1)).await, "erase"));
+    let mut expected = 1u64;
+    loop {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(10), subscription.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no event after chunk {}", expected - 1));
+        match event {
             Ok(LiveEvent::Chunk(chunk)) => {
                 assert_eq!(
                     (chunk.relay_seq, chunk.payload.as_slice()),
-                    (i, &[i as u8][..])
+                    (expected, &[expected as u8][..])
                 );
+                expected += 1;
             }
-            other => panic!("expected chunk {i}, got {other:?}"),
+            Ok(LiveEvent::Head(head)) => assert!(head <= 3, "head {head} beyond the log"),
+            Ok(LiveEvent::Resync) => {}
+            Ok(LiveEvent::Erased) => break,
+            Err(error) => panic!("subscription failed: {error}"),
         }
     }
-    assert!(ok(b.storage.erase(space(1)).await, "erase"));
-    assert!(matches!(subscription.recv().await, Ok(LiveEvent::Erased)));
+    assert_eq!(expected, 4, "every chunk before the erase");
+}
+
+/// Creations are counted per client and per window.
+pub async fn creations_are_counted_per_client_and_window(b: &Backend) {
+    let (a, other) = ([1; 32], [2; 32]);
+    for expected in 1..=3 {
+        assert_eq!(
+            ok(b.storage.count_creation(a, 3600, 0).await, "count"),
+            expected
+        );
+    }
+    assert_eq!(
+        ok(b.storage.count_creation(other, 3600, 0).await, "other"),
+        1
+    );
+    assert_eq!(
+        ok(b.storage.count_creation(a, 7200, 3600).await, "next window"),
+        1
+    );
+    assert_eq!(
+        ok(b.storage.count_creation(a, 3600, 3600).await, "same window"),
+        4
+    );
+}
+
+/// A working backend is ready; a closed one is not.
+pub async fn ready_until_closed(b: &Backend) {
+    ok(b.storage.ready().await, "ready");
+    ok(b.storage.close().await, "close");
+    assert!(b.storage.ready().await.is_err());
 }
 
 /// After `close`, writes fail with `Closed` and nothing hangs.

@@ -2,16 +2,20 @@
 //!
 //! The relay keeps, per space, the SHA-256 of its token, an append-only log of opaque chunks
 //! numbered by relay sequence, and at most one snapshot. The trait is object-safe and async so
-//! the same router runs on embedded SQLite (one process, group commit) and, later, on PostgreSQL
-//! shared by several stateless relays. Live fan-out is not part of this trait: a backend
-//! announces commits through a [`crate::live::Publisher`], which is what lets a Postgres backend
-//! relay LISTEN/NOTIFY into the same in-process hub.
+//! the same router runs on embedded SQLite (one process, group commit) and on PostgreSQL shared
+//! by several stateless relays. Live fan-out is not part of this trait: a backend announces
+//! commits through a [`crate::live::Publisher`], which is what lets the Postgres backend relay
+//! LISTEN/NOTIFY into the same in-process hub.
 //!
-//! Every backend must pass the conformance suite in [`conformance`]
-//! (`storage_conformance_tests!`).
+//! Every backend must pass the conformance suite in `conformance` (`storage_conformance_tests!`,
+//! built with the `conformance` feature so it stays out of the release binary).
 
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+pub mod postgres;
 pub mod sqlite;
+#[cfg(any(test, feature = "conformance"))]
+pub mod test_db;
 
 use std::{future::Future, pin::Pin};
 
@@ -99,6 +103,9 @@ pub enum StorageError {
     /// The backend is shut down.
     #[error("storage is closed")]
     Closed,
+    /// The backend is slow, overloaded or unreachable; the client should retry later (503).
+    #[error("storage unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The backend failed (I/O, database). Logged by the relay; clients see a generic error.
     #[error("storage backend failed: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -135,6 +142,25 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Removes the space and everything in it. `false` if it did not exist.
     fn erase(&self, space: SpaceId) -> StorageFuture<bool>;
+
+    /// Counts one space creation by `client` (a keyed hash of its address) in the window that
+    /// starts at `window_start` (unix seconds), and returns the count including this one.
+    /// Windows that started before `keep_after` may be forgotten. A backend shared by several
+    /// relays counts across all of them.
+    fn count_creation(
+        &self,
+        client: [u8; 32],
+        window_start: u64,
+        keep_after: u64,
+    ) -> StorageFuture<u64>;
+
+    /// Resolves once the backend can serve requests (`/readyz`).
+    fn ready(&self) -> StorageFuture<()>;
+
+    /// Appends the backend's own figures to the Prometheus text of `/metrics`.
+    fn render_metrics(&self, out: &mut String) {
+        let _ = out;
+    }
 
     /// Finishes queued writes and stops. Later calls fail with [`StorageError::Closed`].
     fn close(&self) -> StorageFuture<()>;

@@ -11,11 +11,13 @@ use axum::{
         State,
         ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection},
     },
+    http::{Extensions, HeaderMap},
     response::Response,
 };
 use mend_protocol::ErrorCode;
 
 use crate::{
+    client::client_ip,
     error::ApiError,
     routes::{AuthorizedSpace, CursorQuery},
     state::AppState,
@@ -26,6 +28,8 @@ pub(crate) async fn upgrade(
     State(state): State<AppState>,
     AuthorizedSpace(space): AuthorizedSpace,
     query: CursorQuery,
+    headers: HeaderMap,
+    extensions: Extensions,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let upgrade = upgrade.map_err(|rejection| {
@@ -49,12 +53,36 @@ pub(crate) async fn upgrade(
                 "too many live connections for this space",
             )
         })?;
+    let address_slot = match client_ip(
+        state.config().limits.client_ip_header.as_deref(),
+        &headers,
+        &extensions,
+    ) {
+        Some(ip) => Some(
+            state
+                .address_connections()
+                .try_acquire(&ip)
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::TooManyConnections,
+                        "too many live connections from this address",
+                    )
+                })?,
+        ),
+        None => None,
+    };
     let task = state.tasks().token();
     let limits = &state.config().limits;
     let buffers = state.config().ws;
     let max_message = limits.max_ws_message_bytes;
-    let session =
-        session::Session::new(state.clone(), space, query.device, query.after, slot, task);
+    let session = session::Session::new(
+        state.clone(),
+        space,
+        query.device,
+        query.after,
+        (slot, address_slot),
+        task,
+    );
     Ok(upgrade
         .read_buffer_size(buffers.read_buffer_bytes)
         .write_buffer_size(buffers.write_buffer_bytes)

@@ -27,7 +27,7 @@ use tokio_tungstenite::tungstenite;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::{
-    caps::SpaceConnectionGuard,
+    caps::{ConnectionGuard, SpaceConnectionGuard},
     live::LiveEvent,
     state::AppState,
     storage::{PullRequest, Pushed, StorageError},
@@ -37,11 +37,16 @@ use crate::{
 const BACKLOG_PAGE: usize = 256;
 /// How long a closing session waits for the client's close reply.
 const LINGER: Duration = Duration::from_secs(2);
+/// How long a client should wait after an `unavailable` Nack.
+const UNAVAILABLE_RETRY: Duration = Duration::from_secs(1);
 /// Longest close reason WebSocket allows.
 const MAX_REASON: usize = 123;
 
 /// Why a session ends.
 enum End {
+    /// Storage is unavailable for a catch-up; a live session retries later instead of closing
+    /// (after a database listener reconnects, every socket re-reads at once).
+    Later,
     /// Close with this code and reason.
     Close(u16, String),
     /// The client started the closing handshake; its close reply is queued.
@@ -72,8 +77,15 @@ enum Event {
     Answered(Answer),
     Live(Result<LiveEvent, RecvError>),
     Frame(Option<Result<Message, axum::Error>>),
+    Retry,
     Idle,
 }
+
+/// The connection's slots under the per-space and per-address caps, freed when it ends.
+pub(crate) type Slots = (
+    SpaceConnectionGuard,
+    Option<ConnectionGuard<std::net::IpAddr>>,
+);
 
 /// A live connection to one space.
 pub(crate) struct Session {
@@ -82,7 +94,7 @@ pub(crate) struct Session {
     device: Option<DeviceId>,
     cursor: u64,
     head: u64,
-    _slot: SpaceConnectionGuard,
+    _slots: Slots,
     _task: TaskTrackerToken,
 }
 
@@ -92,7 +104,7 @@ impl Session {
         space: SpaceId,
         device: Option<DeviceId>,
         after: u64,
-        slot: SpaceConnectionGuard,
+        slots: Slots,
         task: TaskTrackerToken,
     ) -> Session {
         Session {
@@ -101,7 +113,7 @@ impl Session {
             device,
             cursor: after,
             head: 0,
-            _slot: slot,
+            _slots: slots,
             _task: task,
         }
     }
@@ -153,13 +165,22 @@ impl Session {
             return Err(close(close_code::GOING_AWAY, "relay shutting down"));
         }
         let mut subscription = self.state.live().subscribe(&self.space);
-        self.catch_up(socket).await?;
+        self.catch_up(socket).await.map_err(|end| match end {
+            End::Later => close(
+                close_code::GOING_AWAY,
+                "storage unavailable; reconnect later",
+            ),
+            other => other,
+        })?;
         send(socket, UpToDate { head: self.head }.to_bytes()).await?;
 
         let limits = self.state.config().limits.clone();
         let mut pending: FuturesOrdered<PendingAnswer> = FuturesOrdered::new();
         let idle = tokio::time::sleep(limits.idle_timeout);
         tokio::pin!(idle);
+        let retry = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(retry);
+        let mut retrying = false;
         loop {
             let event = tokio::select! {
                 biased;
@@ -169,6 +190,7 @@ impl Session {
                 frame = socket.recv(), if pending.len() < limits.max_inflight_pushes => {
                     Event::Frame(frame)
                 }
+                () = &mut retry, if retrying => Event::Retry,
                 () = &mut idle => Event::Idle,
             };
             match event {
@@ -184,7 +206,21 @@ impl Session {
                     return Err(close(close_code::GOING_AWAY, "relay shutting down"));
                 }
                 Event::Answered(answer) => self.answer(socket, answer).await?,
-                Event::Live(live) => self.on_live(socket, live).await?,
+                Event::Live(live) => match self.on_live(socket, live).await {
+                    Err(End::Later) if !retrying => {
+                        retrying = true;
+                        retry.as_mut().reset(Instant::now() + self.retry_delay());
+                    }
+                    Err(End::Later) => {}
+                    other => other?,
+                },
+                Event::Retry => match self.catch_up(socket).await {
+                    Err(End::Later) => retry.as_mut().reset(Instant::now() + self.retry_delay()),
+                    other => {
+                        retrying = false;
+                        other?;
+                    }
+                },
                 Event::Frame(frame) => {
                     idle.as_mut().reset(Instant::now() + limits.idle_timeout);
                     if let Some(answer) = self.on_frame(frame)? {
@@ -219,6 +255,10 @@ impl Session {
                         close(close_code::SPACE_NOT_FOUND, "space erased")
                     }
                     StorageError::Closed => close(close_code::GOING_AWAY, "relay shutting down"),
+                    StorageError::Unavailable(error) => {
+                        tracing::debug!(%error, "live catch-up: storage unavailable");
+                        End::Later
+                    }
                     other => {
                         tracing::error!(error = %other, "live catch-up failed");
                         close(close_code::INTERNAL, "internal error")
@@ -233,6 +273,16 @@ impl Session {
                 return Ok(());
             }
         }
+    }
+
+    /// One to two seconds, different per session, so sockets that failed together do not
+    /// retry together.
+    fn retry_delay(&self) -> Duration {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let spread = (nanos ^ u32::from(self.space.0[31])) % 1000;
+        Duration::from_millis(1000 + u64::from(spread))
     }
 
     async fn send_chunk(&self, socket: &mut WebSocket, chunk: &Chunk) -> Result<(), End> {
@@ -255,7 +305,9 @@ impl Session {
                 }
                 Ok(())
             }
-            Ok(LiveEvent::Chunk(_)) | Err(RecvError::Lagged(_)) => self.catch_up(socket).await,
+            Ok(LiveEvent::Head(head)) if head <= self.cursor => Ok(()),
+            Ok(LiveEvent::Chunk(_) | LiveEvent::Head(_) | LiveEvent::Resync)
+            | Err(RecvError::Lagged(_)) => self.catch_up(socket).await,
             Ok(LiveEvent::Erased) => Err(close(close_code::SPACE_NOT_FOUND, "space erased")),
             Err(RecvError::Closed) => Err(close(close_code::INTERNAL, "live feed closed")),
         }
@@ -371,6 +423,15 @@ impl Session {
                 }
                 Err(StorageError::Closed) => {
                     return Err(close(close_code::GOING_AWAY, "relay shutting down"));
+                }
+                Err(StorageError::Unavailable(error)) => {
+                    tracing::warn!(%error, "live push: storage unavailable");
+                    ServerMessage::Nack(Nack {
+                        device_seq,
+                        code: ErrorCode::Unavailable,
+                        retry_after_ms: UNAVAILABLE_RETRY.as_millis() as u64,
+                        message: "storage unavailable; retry later".to_owned(),
+                    })
                 }
                 Err(error) => {
                     tracing::error!(%error, "live push failed");

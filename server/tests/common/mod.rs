@@ -97,6 +97,33 @@ impl Relay {
         })
     }
 
+    /// A relay on the PostgreSQL database at `url`, as one of several instances.
+    pub async fn start_postgres(
+        url: &str,
+        adjust: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<Relay> {
+        let dir = tempfile::tempdir()?;
+        let mut config = test_config(dir.path());
+        // Tests run side by side on one server: keep each instance's share of its connections small.
+        config.postgres.pool_size = 8;
+        adjust(&mut config);
+        config.validate()?;
+        let listener = TcpListener::bind(config.listen).await?;
+        let addr = listener.local_addr()?;
+        let state = AppState::open_postgres(config, url).await?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(run(listener, state.clone(), async move {
+            let _ = stopped.await;
+        }));
+        Ok(Relay {
+            addr,
+            state,
+            stop: Some(stop),
+            handle,
+            dir,
+        })
+    }
+
     /// Triggers shutdown without waiting for it.
     pub fn begin_stop(&mut self) {
         if let Some(stop) = self.stop.take() {

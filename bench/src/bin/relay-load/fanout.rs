@@ -34,9 +34,9 @@ pub struct FanoutArgs {
     seconds: u64,
 }
 
-pub async fn run(relay: SocketAddr, args: FanoutArgs) -> anyhow::Result<()> {
+pub async fn run(relays: &[SocketAddr], args: FanoutArgs) -> anyhow::Result<()> {
     let seed = client::run_seed();
-    let spaces = client::create_spaces(relay, seed, args.pairs, 64).await?;
+    let spaces = client::create_spaces(relays[0], seed, args.pairs, 64).await?;
     let origin = Instant::now();
     let start = origin + Duration::from_secs(1);
     let end = start + Duration::from_secs(args.seconds);
@@ -48,8 +48,9 @@ pub async fn run(relay: SocketAddr, args: FanoutArgs) -> anyhow::Result<()> {
             client::bench_device(2 * i as u64),
             client::bench_device(2 * i as u64 + 1),
         );
-        let subscriber = client::connect(relay, space, 0, Some(b)).await?;
-        let pusher = client::connect(relay, space, u64::MAX, Some(a)).await?;
+        // With several relays, A and B of a pair are on different instances.
+        let subscriber = client::connect(relays[(i + 1) % relays.len()], space, 0, Some(b)).await?;
+        let pusher = client::connect(relays[i % relays.len()], space, u64::MAX, Some(a)).await?;
         receivers.push(tokio::spawn(receive(subscriber, origin, end)));
         // Spread the pairs' sends evenly over one period.
         let offset = period.mul_f64(i as f64 / args.pairs.max(1) as f64);
@@ -72,8 +73,9 @@ pub async fn run(relay: SocketAddr, args: FanoutArgs) -> anyhow::Result<()> {
         fanout.add(&receiver.await??)?;
     }
     println!(
-        "fanout: {} pairs, {:.1} pushes/s each ({:.0}/s total), {} B chunks, {} s",
+        "fanout: {} pairs over {} relay(s), {:.1} pushes/s each ({:.0}/s total), {} B chunks, {} s",
         args.pairs,
+        relays.len(),
         args.rate,
         args.rate * args.pairs as f64,
         args.chunk_bytes,

@@ -20,9 +20,9 @@ pub struct IdleArgs {
     /// Connections per space (the relay caps this per space; default cap 32).
     #[arg(long, default_value_t = 4)]
     per_space: u64,
-    /// PID of the relay, to read its RSS.
-    #[arg(long)]
-    relay_pid: u32,
+    /// PID of each relay (comma-separated, in `--relay` order), to read their RSS.
+    #[arg(long, value_delimiter = ',', required = true)]
+    relay_pid: Vec<u32>,
     /// Seconds to hold the connections open before measuring.
     #[arg(long, default_value_t = 5)]
     hold_secs: u64,
@@ -31,17 +31,24 @@ pub struct IdleArgs {
     parallel: usize,
 }
 
-pub async fn run(relay: SocketAddr, args: IdleArgs) -> anyhow::Result<()> {
+/// Resident set sizes of every relay.
+fn rss_all(pids: &[u32]) -> anyhow::Result<Vec<u64>> {
+    pids.iter().map(|pid| rss_bytes(*pid)).collect()
+}
+
+pub async fn run(relays: &[SocketAddr], args: IdleArgs) -> anyhow::Result<()> {
     let seed = client::run_seed();
     let space_count = args.connections.div_ceil(args.per_space.max(1));
-    let spaces = client::create_spaces(relay, seed, space_count, 64).await?;
+    let spaces = client::create_spaces(relays[0], seed, space_count, 64).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = rss_bytes(args.relay_pid)?;
-    println!(
-        "relay RSS before: {:.1} MiB ({} spaces created)",
-        mib(before),
-        spaces.len()
-    );
+    let before = rss_all(&args.relay_pid)?;
+    for (pid, rss) in args.relay_pid.iter().zip(&before) {
+        println!(
+            "relay {pid} RSS before: {:.1} MiB ({} spaces created)",
+            mib(*rss),
+            spaces.len()
+        );
+    }
 
     let gate = Arc::new(Semaphore::new(args.parallel));
     let stop = Arc::new(tokio::sync::Notify::new());
@@ -49,6 +56,7 @@ pub async fn run(relay: SocketAddr, args: IdleArgs) -> anyhow::Result<()> {
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<anyhow::Result<()>>(1024);
     for i in 0..args.connections {
         let space = spaces[(i / args.per_space.max(1)) as usize].clone();
+        let relay = relays[i as usize % relays.len()];
         let gate = gate.clone();
         let stop = stop.clone();
         let ready = ready_tx.clone();
@@ -115,17 +123,20 @@ pub async fn run(relay: SocketAddr, args: IdleArgs) -> anyhow::Result<()> {
     }
     println!("open connections: {open} (failed: {failed})");
     tokio::time::sleep(Duration::from_secs(args.hold_secs)).await;
-    let after = rss_bytes(args.relay_pid)?;
-    println!(
-        "relay RSS with {open} idle connections: {:.1} MiB",
-        mib(after)
-    );
-    if open > 0 {
+    let after = rss_all(&args.relay_pid)?;
+    let per_relay = open / relays.len().max(1) as u64;
+    for ((pid, rss), start) in args.relay_pid.iter().zip(&after).zip(&before) {
         println!(
-            "per connection: {:.1} KiB (RSS delta {:.1} MiB)",
-            after.saturating_sub(before) as f64 / 1024.0 / open as f64,
-            mib(after.saturating_sub(before))
+            "relay {pid} RSS with ~{per_relay} idle connections: {:.1} MiB",
+            mib(*rss)
         );
+        if per_relay > 0 {
+            println!(
+                "  per connection: {:.1} KiB (RSS delta {:.1} MiB)",
+                rss.saturating_sub(*start) as f64 / 1024.0 / per_relay as f64,
+                mib(rss.saturating_sub(*start))
+            );
+        }
     }
     stop.notify_waiters();
     for task in tasks {

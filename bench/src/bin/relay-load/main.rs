@@ -8,8 +8,12 @@
 //! - `fanout`: latency from a push by device A to its arrival at subscribed device B, over many
 //!   pairs (target: p99 ≤ 10 ms with 1k pairs).
 //!
+//! `--relay` takes one address or several (comma-separated): relay instances sharing one
+//! PostgreSQL database. Sockets are spread over them round-robin, and in `fanout` each pair's two
+//! devices sit on different instances, so every chunk crosses LISTEN/NOTIFY.
+//!
 //! Timing lives here, never in tests. Every run is bounded in connections and time and talks
-//! only to the address it is given (use loopback). See docs/benchmarks.md for the commands.
+//! only to the addresses it is given (use loopback). See docs/benchmarks.md for the commands.
 
 mod client;
 mod fanout;
@@ -24,9 +28,14 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "relay-load", about = "Load generator for mend-relay")]
 struct Args {
-    /// Relay address (host:port), normally on loopback.
-    #[arg(long, global = true, default_value = "127.0.0.1:8787")]
-    relay: SocketAddr,
+    /// Relay addresses (host:port, comma-separated), normally on loopback.
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_value = "127.0.0.1:8787"
+    )]
+    relay: Vec<SocketAddr>,
     #[command(subcommand)]
     command: Command,
 }
@@ -45,8 +54,8 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     match args.command {
-        Command::Idle(idle) => idle::run(args.relay, idle).await,
-        Command::Push(push) => push::run(args.relay, push).await,
-        Command::Fanout(fanout) => fanout::run(args.relay, fanout).await,
+        Command::Idle(idle) => idle::run(&args.relay, idle).await,
+        Command::Push(push) => push::run(&args.relay, push).await,
+        Command::Fanout(fanout) => fanout::run(&args.relay, fanout).await,
     }
 }

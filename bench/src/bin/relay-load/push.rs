@@ -36,15 +36,16 @@ pub struct PushArgs {
     seconds: u64,
 }
 
-pub async fn run(relay: SocketAddr, args: PushArgs) -> anyhow::Result<()> {
+pub async fn run(relays: &[SocketAddr], args: PushArgs) -> anyhow::Result<()> {
     let seed = client::run_seed();
-    let spaces = client::create_spaces(relay, seed, args.spaces.max(1), 64).await?;
+    let spaces = client::create_spaces(relays[0], seed, args.spaces.max(1), 64).await?;
     let warm_up = Instant::now() + Duration::from_secs(1);
     let end = warm_up + Duration::from_secs(args.seconds);
     let mut tasks = Vec::new();
     for i in 0..args.connections {
         let space = spaces[(i % spaces.len() as u64) as usize].clone();
         let device = client::bench_device(i);
+        let relay = relays[i as usize % relays.len()];
         let socket = client::connect(relay, &space, u64::MAX, Some(device)).await?;
         let chunk_bytes = args.chunk_bytes;
         let inflight = args.inflight;
@@ -62,8 +63,13 @@ pub async fn run(relay: SocketAddr, args: PushArgs) -> anyhow::Result<()> {
         total.add(&histogram)?;
     }
     println!(
-        "push: {} sockets over {} spaces, {} in flight each, {} B chunks, {} s",
-        args.connections, args.spaces, args.inflight, args.chunk_bytes, args.seconds
+        "push: {} sockets over {} spaces and {} relay(s), {} in flight each, {} B chunks, {} s",
+        args.connections,
+        args.spaces,
+        relays.len(),
+        args.inflight,
+        args.chunk_bytes,
+        args.seconds
     );
     println!(
         "durable pushes/s: {:.0} ({} acknowledged in the window, {} refused)",

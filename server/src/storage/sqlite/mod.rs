@@ -51,6 +51,8 @@ pub struct SqliteStorage {
     readers: Arc<Readers>,
     writer: Mutex<Option<JoinHandle<()>>>,
     checkpointer: Arc<Mutex<Checkpointer>>,
+    /// Space creations per (client, window). In memory: one SQLite relay is one instance.
+    creations: Mutex<HashMap<([u8; 32], u64), u64>>,
 }
 
 fn backend(error: impl std::error::Error + Send + Sync + 'static) -> StorageError {
@@ -87,6 +89,7 @@ impl SqliteStorage {
             readers: Arc::new(Readers::new(path)),
             writer: Mutex::new(Some(handle)),
             checkpointer: Arc::new(Mutex::new(checkpointer)),
+            creations: Mutex::new(HashMap::new()),
         })
     }
 
@@ -168,6 +171,35 @@ impl Storage for SqliteStorage {
 
     fn erase(&self, space: SpaceId) -> StorageFuture<bool> {
         self.write(|reply| Write::Erase { space, reply })
+    }
+
+    fn count_creation(
+        &self,
+        client: [u8; 32],
+        window_start: u64,
+        keep_after: u64,
+    ) -> StorageFuture<u64> {
+        let mut creations = self
+            .creations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let count = creations.entry((client, window_start)).or_insert(0);
+        *count = count.saturating_add(1);
+        let count = *count;
+        if count == 1 {
+            creations.retain(|(_, start), _| *start >= keep_after);
+        }
+        Box::pin(std::future::ready(Ok(count)))
+    }
+
+    fn ready(&self) -> StorageFuture<()> {
+        if self.commands.is_closed() {
+            return Box::pin(std::future::ready(Err(StorageError::Closed)));
+        }
+        self.read(|conn| {
+            conn.query_row("SELECT 1", [], |_| Ok(()))?;
+            Ok(Ok(()))
+        })
     }
 
     fn close(&self) -> StorageFuture<()> {

@@ -1,0 +1,841 @@
+//! The PostgreSQL backend: several stateless relay instances share one database.
+//!
+//! Driver: `tokio-postgres` with a `deadpool-postgres` pool. It is the lighter choice (no
+//! compile-time query checking, no macros, one small pool crate) and gives direct access to
+//! asynchronous notifications, which LISTEN/NOTIFY fan-out needs.
+//!
+//! - Pushes go through a few writer tasks ([`writer`]) that batch what is queued into one call of
+//!   the `mend_push` SQL function: one statement, one transaction, one commit for the whole
+//!   batch. A space always maps to the same writer, so pushes issued in order commit in order.
+//!   Acknowledged means committed, as with SQLite.
+//! - Every write to a space locks its `spaces` row first, which keeps relay sequences gap-free
+//!   and dedup exact when several instances write to one space at once.
+//! - After each commit the writer NOTIFYs the spaces' new heads (ids, never payloads), in a
+//!   transaction of its own that does not wait for the disk, before anyone is answered. [`listener`] turns the
+//!   notifications into hints on this instance's [`LocalHub`]; live sockets then read the chunks
+//!   from the table. A lost listener connection is reopened and every subscriber re-reads from
+//!   its cursor, so nothing is missed or sent twice.
+//! - A slow or unreachable database surfaces as [`StorageError::Unavailable`] (503 with
+//!   `Retry-After`) within the acquire and statement timeouts, never as a hung socket.
+
+mod listener;
+mod schema;
+mod writer;
+
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    sync::{
+        Arc, Mutex, PoisonError, RwLock,
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use mend_protocol::{Chunk, DeviceId, Page, Push, Snapshot, SpaceId};
+use subtle::ConstantTimeEq;
+use tokio::{sync::mpsc, task::JoinHandle};
+use tokio_postgres::{NoTls, error::SqlState};
+use tokio_util::sync::CancellationToken;
+
+pub use self::schema::SCHEMA_VERSION;
+use super::{Created, PullRequest, Pushed, Storage, StorageError, StorageFuture, TokenHash};
+use crate::{
+    config::Postgres,
+    live::{LiveEvent, Publisher},
+};
+
+/// The channel every instance LISTENs on.
+pub(crate) const CHANNEL: &str = "mend_live";
+
+/// How long opening waits for the notification listener.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Token hashes cached at most; the cache is cleared beyond this.
+const MAX_CACHED_TOKENS: usize = 100_000;
+
+/// What went wrong talking to PostgreSQL.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    /// The database answered with an error or the connection failed.
+    #[error("database: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    /// No pooled connection in time, or none could be opened.
+    #[error("database pool: {0}")]
+    Pool(#[from] PoolError),
+    /// The pool could not be built.
+    #[error("database pool: {0}")]
+    Build(#[from] deadpool_postgres::BuildError),
+    /// The database was migrated by a newer relay.
+    #[error(
+        "the database schema is version {found}, newer than this relay understands \
+         ({supported}); run the newer mend-relay or restore a matching backup"
+    )]
+    SchemaTooNew {
+        /// Version found in the database.
+        found: i32,
+        /// Newest version this binary knows.
+        supported: i32,
+    },
+    /// The URL could not be parsed (its text is not repeated: it may hold a password).
+    #[error("invalid database URL")]
+    Url,
+    /// A connection stopped answering.
+    #[error("database connection lost")]
+    Lost,
+    /// Work waited longer than the acquire timeout behind slower work.
+    #[error("the database is too slow: the push waited too long")]
+    Slow,
+    /// The notification listener could not start.
+    #[error("could not LISTEN for notifications within {0:?}")]
+    NoListener(Duration),
+    /// A row the database should never hold.
+    #[error("corrupt relay database: {0}")]
+    Corrupt(&'static str),
+}
+
+impl PgError {
+    /// Whether the failure is the database being away, slow or overloaded (answer 503 and let
+    /// the client retry) rather than a bug.
+    fn is_unavailable(&self) -> bool {
+        match self {
+            PgError::Pool(_) | PgError::Lost | PgError::Slow | PgError::NoListener(_) => true,
+            PgError::Db(error) => {
+                error.is_closed()
+                    || match error.code() {
+                        // No SQLSTATE: the connection itself failed (I/O, timeout).
+                        None => true,
+                        Some(code) => {
+                            let class = &code.code()[..2];
+                            matches!(class, "08" | "53" | "57" | "40")
+                                || *code == SqlState::QUERY_CANCELED
+                        }
+                    }
+            }
+            PgError::SchemaTooNew { .. }
+            | PgError::Url
+            | PgError::Build(_)
+            | PgError::Corrupt(_) => false,
+        }
+    }
+
+    /// Deadlock or serialisation failure: the transaction may simply run again.
+    fn is_retryable(&self) -> bool {
+        matches!(self, PgError::Db(error) if matches!(
+            error.code(),
+            Some(code) if *code == SqlState::T_R_DEADLOCK_DETECTED
+                || *code == SqlState::T_R_SERIALIZATION_FAILURE
+        ))
+    }
+}
+
+impl From<PgError> for StorageError {
+    fn from(error: PgError) -> StorageError {
+        if error.is_unavailable() {
+            StorageError::Unavailable(Box::new(error))
+        } else {
+            StorageError::Backend(Box::new(error))
+        }
+    }
+}
+
+/// Counters of the backend, rendered into `/metrics`.
+#[derive(Debug, Default)]
+pub(crate) struct PgMetrics {
+    pub(crate) batches: AtomicU64,
+    pub(crate) batched_pushes: AtomicU64,
+    pub(crate) batch_retries: AtomicU64,
+    pub(crate) notifications: AtomicU64,
+    pub(crate) listener_connects: AtomicU64,
+    pub(crate) unavailable: AtomicU64,
+}
+
+/// State shared by the storage handle, its writers and its listener.
+pub(crate) struct Shared {
+    pub(crate) pool: Pool,
+    pub(crate) tokens: RwLock<HashMap<SpaceId, TokenHash>>,
+    pub(crate) publisher: Arc<dyn Publisher>,
+    pub(crate) metrics: PgMetrics,
+    /// True while the listener is connected and LISTENing.
+    pub(crate) listening: tokio::sync::watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    pub(crate) fn forget_token(&self, space: &SpaceId) {
+        self.tokens
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(space);
+    }
+
+    pub(crate) fn forget_all_tokens(&self) {
+        self.tokens
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
+    fn remember_token(&self, space: SpaceId, hash: TokenHash) {
+        let mut tokens = self.tokens.write().unwrap_or_else(PoisonError::into_inner);
+        if tokens.len() >= MAX_CACHED_TOKENS {
+            tokens.clear();
+        }
+        tokens.insert(space, hash);
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Client, PgError> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// Counts an unavailable answer and passes the error on.
+    fn note(&self, error: PgError) -> StorageError {
+        let error = StorageError::from(error);
+        if matches!(error, StorageError::Unavailable(_)) {
+            self.metrics.unavailable.fetch_add(1, Relaxed);
+        }
+        error
+    }
+}
+
+/// Storage in a PostgreSQL database shared by any number of relay instances.
+#[derive(Debug)]
+pub struct PostgresStorage {
+    shared: Arc<Shared>,
+    writers: Mutex<Vec<mpsc::UnboundedSender<writer::Job>>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    stop: CancellationToken,
+    closed: AtomicBool,
+}
+
+/// Parses a URL and applies the relay's connection settings (statement timeout, keepalives).
+fn pg_config(url: &str, settings: &Postgres) -> Result<tokio_postgres::Config, PgError> {
+    let mut config: tokio_postgres::Config = url.parse().map_err(|_| PgError::Url)?;
+    let timeout_ms = settings.statement_timeout.as_millis().max(1);
+    let options = match config.get_options() {
+        Some(options) => format!("{options} -c statement_timeout={timeout_ms}"),
+        None => format!("-c statement_timeout={timeout_ms}"),
+    };
+    config
+        .options(&options)
+        .application_name("mend-relay")
+        .connect_timeout(settings.acquire_timeout)
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(30));
+    Ok(config)
+}
+
+impl PostgresStorage {
+    /// Connects, applies migrations (under an advisory lock), and starts the writers and the
+    /// notification listener. Committed chunks, from this instance or any other, are announced
+    /// to `publisher`.
+    pub async fn open(
+        url: &str,
+        settings: Postgres,
+        publisher: Arc<dyn Publisher>,
+    ) -> Result<PostgresStorage, PgError> {
+        let config = pg_config(url, &settings)?;
+        {
+            let (mut client, connection) = config.connect(NoTls).await?;
+            let driver = tokio::spawn(connection);
+            let migrated = schema::migrate(&mut client).await;
+            drop(client);
+            let _ = driver.await;
+            migrated?;
+        }
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(settings.pool_size.max(1))
+            .wait_timeout(Some(settings.acquire_timeout))
+            .create_timeout(Some(settings.acquire_timeout))
+            .recycle_timeout(Some(settings.acquire_timeout))
+            .runtime(Runtime::Tokio1)
+            .build()?;
+        let shared = Arc::new(Shared {
+            pool,
+            tokens: RwLock::new(HashMap::new()),
+            publisher,
+            metrics: PgMetrics::default(),
+            listening: tokio::sync::watch::Sender::new(false),
+        });
+        let stop = CancellationToken::new();
+        let mut tasks = Vec::new();
+        let mut writers = Vec::new();
+        for _ in 0..settings.writers.max(1) {
+            let (sender, receiver) = mpsc::unbounded_channel();
+            writers.push(sender);
+            let writer = writer::Writer::new(shared.clone(), receiver, settings);
+            tasks.push(tokio::spawn(writer.run()));
+        }
+        let mut listening = shared.listening.subscribe();
+        tasks.push(tokio::spawn(listener::run(
+            config,
+            shared.clone(),
+            stop.clone(),
+        )));
+        let storage = PostgresStorage {
+            shared,
+            writers: Mutex::new(writers),
+            tasks: Mutex::new(tasks),
+            stop,
+            closed: AtomicBool::new(false),
+        };
+        // Serve nothing live before this instance hears the others.
+        let up = tokio::time::timeout(LISTEN_TIMEOUT, async {
+            listening.wait_for(|up| *up).await.is_ok()
+        })
+        .await;
+        if up != Ok(true) {
+            let _ = storage.close().await;
+            return Err(PgError::NoListener(LISTEN_TIMEOUT));
+        }
+        Ok(storage)
+    }
+
+    /// The schema version recorded in the database at `url` (0 for an empty database).
+    pub async fn schema_version(url: &str) -> Result<i32, PgError> {
+        let config = pg_config(url, &Postgres::default())?;
+        let (client, connection) = config.connect(NoTls).await?;
+        let driver = tokio::spawn(connection);
+        let version = schema::version(&client).await;
+        drop(client);
+        let _ = driver.await;
+        version
+    }
+
+    fn run<T: Send + 'static, F>(
+        &self,
+        work: impl FnOnce(Arc<Shared>) -> F + Send + 'static,
+    ) -> StorageFuture<T>
+    where
+        F: Future<Output = Result<Result<T, StorageError>, PgError>> + Send + 'static,
+    {
+        if self.closed.load(Relaxed) {
+            return Box::pin(std::future::ready(Err(StorageError::Closed)));
+        }
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let fut = work(shared.clone());
+            fut.await.map_err(|error| shared.note(error))?
+        })
+    }
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The writer a space's pushes go through. The whole id is hashed: ids are random in
+/// production, but nothing should depend on which of their bytes are.
+fn writer_of(space: &SpaceId, writers: usize) -> usize {
+    let mut hasher = std::hash::DefaultHasher::new();
+    std::hash::Hash::hash(space, &mut hasher);
+    let hash = std::hash::Hasher::finish(&hasher);
+    usize::try_from(hash % writers.max(1) as u64).unwrap_or(0)
+}
+
+/// The advisory lock key of a space: creation and erasure of one space never interleave.
+fn space_lock(space: &SpaceId) -> i64 {
+    let mut key = [0u8; 8];
+    key.copy_from_slice(&space.0[..8]);
+    i64::from_le_bytes(key)
+}
+
+/// A u64 the protocol allows, stored bit for bit in a bigint.
+fn to_db(value: u64) -> i64 {
+    value as i64
+}
+
+fn from_db(value: i64) -> u64 {
+    value as u64
+}
+
+/// A count or size that can never be negative in a sound database.
+fn nonneg(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+fn hash32(bytes: &[u8], what: &'static str) -> Result<[u8; 32], PgError> {
+    <[u8; 32]>::try_from(bytes).map_err(|_| PgError::Corrupt(what))
+}
+
+impl Storage for PostgresStorage {
+    fn create_space(&self, space: SpaceId, token_hash: TokenHash) -> StorageFuture<Created> {
+        self.run(move |shared| async move {
+            let mut client = shared.client().await?;
+            let tx = client.transaction().await?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&space_lock(&space)])
+                .await?;
+            let erased = tx
+                .query_opt(
+                    "SELECT 1 FROM erased WHERE space_id = $1",
+                    &[&&space.0[..]],
+                )
+                .await?;
+            if erased.is_some() {
+                return Ok(Err(StorageError::SpaceErased));
+            }
+            let inserted = tx
+                .query_opt(
+                    "INSERT INTO spaces (space_id, token_hash, next_seq, bytes_used, covers, created_at)
+                     VALUES ($1, $2, 1, 0, 0, $3) ON CONFLICT (space_id) DO NOTHING RETURNING id",
+                    &[&&space.0[..], &&token_hash[..], &now_secs()],
+                )
+                .await?;
+            if inserted.is_some() {
+                tx.commit().await?;
+                shared.remember_token(space, token_hash);
+                return Ok(Ok(Created::New));
+            }
+            let row = tx
+                .query_one(
+                    "SELECT token_hash FROM spaces WHERE space_id = $1",
+                    &[&&space.0[..]],
+                )
+                .await?;
+            tx.commit().await?;
+            let existing = hash32(row.try_get(0)?, "token hash length")?;
+            if bool::from(existing.ct_eq(&token_hash)) {
+                shared.remember_token(space, existing);
+                Ok(Ok(Created::Existing))
+            } else {
+                Ok(Err(StorageError::SpaceExists))
+            }
+        })
+    }
+
+    fn token_hash(&self, space: SpaceId) -> StorageFuture<Option<TokenHash>> {
+        let cached = self
+            .shared
+            .tokens
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&space)
+            .copied();
+        if let Some(hash) = cached {
+            return Box::pin(std::future::ready(Ok(Some(hash))));
+        }
+        self.run(move |shared| async move {
+            let client = shared.client().await?;
+            let statement = client
+                .prepare_cached("SELECT token_hash FROM spaces WHERE space_id = $1")
+                .await?;
+            let Some(row) = client.query_opt(&statement, &[&&space.0[..]]).await? else {
+                return Ok(Ok(None));
+            };
+            let hash = hash32(row.try_get(0)?, "token hash length")?;
+            shared.remember_token(space, hash);
+            Ok(Ok(Some(hash)))
+        })
+    }
+
+    fn push(&self, space: SpaceId, push: Push, quota: u64) -> StorageFuture<Pushed> {
+        if self.closed.load(Relaxed) {
+            return Box::pin(std::future::ready(Err(StorageError::Closed)));
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let queued = {
+            let writers = self.writers.lock().unwrap_or_else(PoisonError::into_inner);
+            // The same space always goes to the same writer: its pushes commit in order.
+            let index = writer_of(&space, writers.len());
+            writers.get(index).map(|writer| {
+                writer.send(writer::Job {
+                    space,
+                    push,
+                    quota,
+                    reply,
+                    queued: std::time::Instant::now(),
+                })
+            })
+        };
+        Box::pin(async move {
+            match queued {
+                Some(Ok(())) => answer.await.map_err(|_| StorageError::Closed)?,
+                _ => Err(StorageError::Closed),
+            }
+        })
+    }
+
+    fn pull(&self, space: SpaceId, request: PullRequest) -> StorageFuture<Page> {
+        self.run(move |shared| async move {
+            let client = shared.client().await?;
+            let limit = request.limit.max(1);
+            let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+            let after = i64::try_from(request.after).unwrap_or(i64::MAX);
+            let exclude = request.exclude_device.map(|device| device.0.to_vec());
+            // One statement: the head and the chunks come from the same snapshot.
+            let statement = client
+                .prepare_cached(
+                    "SELECT s.next_seq, s.covers, c.seq, c.device_id, c.device_seq, c.payload
+                     FROM spaces s
+                     LEFT JOIN LATERAL (
+                         SELECT seq, device_id, device_seq, payload FROM chunks
+                         WHERE space = s.id AND seq > $2
+                           AND ($4::bytea IS NULL OR device_id <> $4)
+                         ORDER BY seq LIMIT $3
+                     ) c ON true
+                     WHERE s.space_id = $1
+                     ORDER BY c.seq",
+                )
+                .await?;
+            let rows = client
+                .query(&statement, &[&&space.0[..], &after, &fetch, &exclude])
+                .await?;
+            let Some(first) = rows.first() else {
+                return Ok(Err(StorageError::SpaceNotFound));
+            };
+            let head = nonneg(first.try_get::<_, i64>(0)?).saturating_sub(1);
+            let covers = nonneg(first.try_get(1)?);
+            if request.after < covers {
+                return Ok(Err(StorageError::Pruned {
+                    snapshot_covers: covers,
+                }));
+            }
+            let mut chunks = Vec::new();
+            let mut total = 0usize;
+            let mut more = false;
+            for row in &rows {
+                let Some(seq) = row.try_get::<_, Option<i64>>(2)? else {
+                    break;
+                };
+                let payload: Vec<u8> = row
+                    .try_get::<_, Option<Vec<u8>>>(5)?
+                    .ok_or(PgError::Corrupt("pruned chunk above the snapshot"))?;
+                if chunks.len() == limit
+                    || (!chunks.is_empty()
+                        && total.saturating_add(payload.len()) > request.max_bytes)
+                {
+                    more = true;
+                    break;
+                }
+                let device: &[u8] = row.try_get(3)?;
+                let device = <[u8; 16]>::try_from(device)
+                    .map_err(|_| PgError::Corrupt("device id length"))?;
+                total = total.saturating_add(payload.len());
+                chunks.push(Chunk {
+                    relay_seq: from_db(seq),
+                    device_id: DeviceId(device),
+                    device_seq: from_db(row.try_get(4)?),
+                    payload,
+                });
+            }
+            let next_after = match chunks.last() {
+                Some(last) if more => last.relay_seq,
+                _ => head,
+            };
+            Ok(Ok(Page {
+                head,
+                next_after,
+                more,
+                chunks,
+            }))
+        })
+    }
+
+    fn put_snapshot(&self, space: SpaceId, snapshot: Snapshot, quota: u64) -> StorageFuture<()> {
+        self.run(move |shared| async move {
+            let mut client = shared.client().await?;
+            let tx = client.transaction().await?;
+            let Some(row) = tx
+                .query_opt(
+                    "SELECT id, next_seq, bytes_used, covers FROM spaces WHERE space_id = $1
+                     FOR UPDATE",
+                    &[&&space.0[..]],
+                )
+                .await?
+            else {
+                return Ok(Err(StorageError::SpaceNotFound));
+            };
+            let id: i64 = row.try_get(0)?;
+            let head = nonneg(row.try_get(1)?).saturating_sub(1);
+            let bytes_used = nonneg(row.try_get(2)?);
+            let covers = nonneg(row.try_get(3)?);
+            if snapshot.covers < covers {
+                return Ok(Err(StorageError::SnapshotStale { current: covers }));
+            }
+            if snapshot.covers > head {
+                return Ok(Err(StorageError::SnapshotBeyondHead { head }));
+            }
+            let old_len: i64 = tx
+                .query_opt(
+                    "SELECT length(payload)::bigint FROM snapshots WHERE space = $1",
+                    &[&id],
+                )
+                .await?
+                .map(|row| row.try_get(0))
+                .transpose()?
+                .unwrap_or(0);
+            let range: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+                [&id, &to_db(covers), &to_db(snapshot.covers)];
+            let pruned: i64 = tx
+                .query_one(
+                    "SELECT COALESCE(SUM(length(payload)), 0)::bigint FROM chunks
+                     WHERE space = $1 AND seq > $2 AND seq <= $3",
+                    &range,
+                )
+                .await?
+                .try_get(0)?;
+            let adding = snapshot.payload.len() as u64;
+            let used = bytes_used
+                .saturating_sub(nonneg(old_len))
+                .saturating_sub(nonneg(pruned))
+                .saturating_add(adding);
+            if used > quota {
+                return Ok(Err(StorageError::QuotaExceeded {
+                    used: bytes_used,
+                    adding,
+                    quota,
+                }));
+            }
+            tx.execute(
+                "UPDATE chunks SET payload = NULL WHERE space = $1 AND seq > $2 AND seq <= $3",
+                &range,
+            )
+            .await?;
+            tx.execute(
+                "INSERT INTO snapshots (space, covers, payload) VALUES ($1, $2, $3)
+                 ON CONFLICT (space) DO UPDATE SET covers = excluded.covers,
+                                                   payload = excluded.payload",
+                &[&id, &to_db(snapshot.covers), &snapshot.payload],
+            )
+            .await?;
+            tx.execute(
+                "UPDATE spaces SET covers = $2, bytes_used = $3 WHERE id = $1",
+                &[&id, &to_db(snapshot.covers), &to_db(used)],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(Ok(()))
+        })
+    }
+
+    fn get_snapshot(&self, space: SpaceId) -> StorageFuture<Option<Snapshot>> {
+        self.run(move |shared| async move {
+            let client = shared.client().await?;
+            let row = client
+                .query_opt(
+                    "SELECT n.covers, n.payload FROM snapshots n JOIN spaces s ON s.id = n.space
+                     WHERE s.space_id = $1",
+                    &[&&space.0[..]],
+                )
+                .await?;
+            let Some(row) = row else {
+                return Ok(Ok(None));
+            };
+            Ok(Ok(Some(Snapshot {
+                covers: nonneg(row.try_get(0)?),
+                payload: row.try_get(1)?,
+            })))
+        })
+    }
+
+    fn erase(&self, space: SpaceId) -> StorageFuture<bool> {
+        self.run(move |shared| async move {
+            let mut client = shared.client().await?;
+            let tx = client.transaction().await?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&space_lock(&space)])
+                .await?;
+            let Some(row) = tx
+                .query_opt(
+                    "DELETE FROM spaces WHERE space_id = $1 RETURNING id",
+                    &[&&space.0[..]],
+                )
+                .await?
+            else {
+                return Ok(Ok(false));
+            };
+            let id: i64 = row.try_get(0)?;
+            tx.execute("DELETE FROM chunks WHERE space = $1", &[&id])
+                .await?;
+            tx.execute("DELETE FROM snapshots WHERE space = $1", &[&id])
+                .await?;
+            tx.execute(
+                "INSERT INTO erased (space_id, erased_at) VALUES ($1, $2)
+                 ON CONFLICT (space_id) DO UPDATE SET erased_at = excluded.erased_at",
+                &[&&space.0[..], &now_secs()],
+            )
+            .await?;
+            tx.execute(
+                "SELECT pg_notify($1, $2)",
+                &[&CHANNEL, &listener::erased_message(&space)],
+            )
+            .await?;
+            tx.commit().await?;
+            shared.forget_token(&space);
+            shared.publisher.publish(&space, LiveEvent::Erased);
+            Ok(Ok(true))
+        })
+    }
+
+    fn count_creation(
+        &self,
+        client: [u8; 32],
+        window_start: u64,
+        keep_after: u64,
+    ) -> StorageFuture<u64> {
+        self.run(move |shared| async move {
+            let db = shared.client().await?;
+            let statement = db
+                .prepare_cached(
+                    "INSERT INTO creations (client, window_start, count) VALUES ($1, $2, 1)
+                     ON CONFLICT (client, window_start) DO UPDATE SET count = creations.count + 1
+                     RETURNING count",
+                )
+                .await?;
+            let count: i32 = db
+                .query_one(&statement, &[&&client[..], &to_db(window_start)])
+                .await?
+                .try_get(0)?;
+            // Old windows are dropped now and then, not on every creation.
+            if count == 1 {
+                db.execute(
+                    "DELETE FROM creations WHERE window_start < $1",
+                    &[&to_db(keep_after)],
+                )
+                .await?;
+            }
+            Ok(Ok(u64::try_from(count).unwrap_or(0)))
+        })
+    }
+
+    fn ready(&self) -> StorageFuture<()> {
+        self.run(move |shared| async move {
+            let client = shared.client().await?;
+            client.simple_query("SELECT 1").await?;
+            if !*shared.listening.borrow() {
+                return Ok(Err(StorageError::Unavailable(
+                    "the notification listener is reconnecting".into(),
+                )));
+            }
+            Ok(Ok(()))
+        })
+    }
+
+    fn render_metrics(&self, out: &mut String) {
+        let status = self.shared.pool.status();
+        let m = &self.shared.metrics;
+        let lines: [(&str, &str, &str, u64); 11] = [
+            (
+                "mend_db_pool_max",
+                "gauge",
+                "Most connections in the database pool.",
+                status.max_size as u64,
+            ),
+            (
+                "mend_db_pool_size",
+                "gauge",
+                "Open connections in the database pool.",
+                status.size as u64,
+            ),
+            (
+                "mend_db_pool_available",
+                "gauge",
+                "Idle connections in the database pool.",
+                status.available as u64,
+            ),
+            (
+                "mend_db_pool_waiting",
+                "gauge",
+                "Requests waiting for a pooled connection.",
+                status.waiting as u64,
+            ),
+            (
+                "mend_db_unavailable_total",
+                "counter",
+                "Requests answered 503 because the database was slow or away.",
+                m.unavailable.load(Relaxed),
+            ),
+            (
+                "mend_db_batches_total",
+                "counter",
+                "Push batches committed.",
+                m.batches.load(Relaxed),
+            ),
+            (
+                "mend_db_batched_pushes_total",
+                "counter",
+                "Pushes in committed batches.",
+                m.batched_pushes.load(Relaxed),
+            ),
+            (
+                "mend_db_batch_retries_total",
+                "counter",
+                "Push batches run again after a deadlock or serialisation failure.",
+                m.batch_retries.load(Relaxed),
+            ),
+            (
+                "mend_db_notifications_total",
+                "counter",
+                "Notifications received from the database.",
+                m.notifications.load(Relaxed),
+            ),
+            (
+                "mend_db_listener_up",
+                "gauge",
+                "1 while the notification listener is connected.",
+                u64::from(*self.shared.listening.borrow()),
+            ),
+            (
+                "mend_db_listener_connects_total",
+                "counter",
+                "Times the notification listener (re)connected.",
+                m.listener_connects.load(Relaxed),
+            ),
+        ];
+        for (name, kind, help, value) in lines {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+    }
+
+    fn close(&self) -> StorageFuture<()> {
+        self.closed.store(true, Relaxed);
+        // Dropping the senders lets each writer finish what is queued and exit.
+        self.writers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        let tasks: Vec<_> = self
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+            .collect();
+        let stop = self.stop.clone();
+        let pool = self.shared.pool.clone();
+        Box::pin(async move {
+            // Writers first (they drain their queues), then the listener.
+            let (writers, listener): (Vec<_>, Vec<_>) = {
+                let count = tasks.len().saturating_sub(1);
+                let mut tasks = tasks;
+                let listener = tasks.split_off(count);
+                (tasks, listener)
+            };
+            for task in writers {
+                let _ = task.await;
+            }
+            stop.cancel();
+            for task in listener {
+                let _ = task.await;
+            }
+            pool.close();
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,250 @@
+//! Push batching: group commit for PostgreSQL.
+//!
+//! A writer takes the first queued push, then everything else already queued (up to a batch
+//! limit), and runs the batch as one call of the `mend_push` SQL function: one round trip and
+//! one commit for the lot. It answers each caller, and announces the new chunks on this
+//! instance's hub, only after that commit. A batch that fails answers every caller with the
+//! error; the client retries, and a push that did commit before the connection broke is then
+//! answered as a duplicate with its original sequence.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, atomic::Ordering::Relaxed},
+    time::Instant,
+};
+
+use mend_protocol::{Chunk, Push, SpaceId};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{CHANNEL, PgError, Shared, from_db, listener, nonneg};
+use crate::{
+    config::Postgres,
+    live::LiveEvent,
+    storage::{Pushed, StorageError},
+};
+
+/// Times a batch runs again after a deadlock or serialisation failure.
+const RETRIES: usize = 3;
+
+/// One queued push.
+pub(crate) struct Job {
+    pub(crate) space: SpaceId,
+    pub(crate) push: Push,
+    pub(crate) quota: u64,
+    pub(crate) reply: oneshot::Sender<Result<Pushed, StorageError>>,
+    /// When it was queued: a push that waited longer than the acquire timeout behind a slow
+    /// batch is answered 503 instead of waiting for its own turn too.
+    pub(crate) queued: Instant,
+}
+
+/// One row `mend_push` answers per push.
+struct Outcome {
+    status: i16,
+    relay_seq: i64,
+    used: i64,
+}
+
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    jobs: mpsc::UnboundedReceiver<Job>,
+    settings: Postgres,
+}
+
+impl Writer {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        jobs: mpsc::UnboundedReceiver<Job>,
+        settings: Postgres,
+    ) -> Writer {
+        Writer {
+            shared,
+            jobs,
+            settings,
+        }
+    }
+
+    /// Runs until every sender is gone and the queue is empty.
+    pub(crate) async fn run(mut self) {
+        while let Some(first) = self.jobs.recv().await {
+            let mut bytes = first.push.payload.len();
+            let mut batch = vec![first];
+            while batch.len() < self.settings.max_batch && bytes < self.settings.max_batch_bytes {
+                match self.jobs.try_recv() {
+                    Ok(job) => {
+                        bytes = bytes.saturating_add(job.push.payload.len());
+                        batch.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit(batch).await;
+        }
+    }
+
+    async fn commit(&self, batch: Vec<Job>) {
+        let (batch, stale): (Vec<Job>, Vec<Job>) = batch
+            .into_iter()
+            .partition(|job| job.queued.elapsed() <= self.settings.acquire_timeout);
+        if !stale.is_empty() {
+            self.fail(stale, PgError::Slow);
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let mut attempt = 0;
+        let outcomes = loop {
+            match self.execute(&batch).await {
+                Err(error) if error.is_retryable() && attempt < RETRIES => {
+                    attempt += 1;
+                    self.shared.metrics.batch_retries.fetch_add(1, Relaxed);
+                }
+                other => break other,
+            }
+        };
+        let outcomes = match outcomes {
+            Ok(outcomes) if outcomes.len() == batch.len() => outcomes,
+            Ok(_) => {
+                return self.fail(
+                    batch,
+                    PgError::Corrupt("mend_push answered a wrong row count"),
+                );
+            }
+            Err(error) => return self.fail(batch, error),
+        };
+        // Other instances hear of it before anyone is answered, so an acknowledged chunk is
+        // always announced. Duplicates are announced too: a push retried here after an instance
+        // died between its commit and its notification announces that chunk now.
+        let mut heads: HashMap<SpaceId, i64> = HashMap::new();
+        for (job, outcome) in batch.iter().zip(&outcomes) {
+            if outcome.status <= 1 {
+                let head = heads.entry(job.space).or_insert(0);
+                *head = (*head).max(outcome.relay_seq);
+            }
+        }
+        let announced = self.notify(&heads).await;
+        self.shared.metrics.batches.fetch_add(1, Relaxed);
+        self.shared
+            .metrics
+            .batched_pushes
+            .fetch_add(batch.len() as u64, Relaxed);
+        let mut answers = Vec::with_capacity(batch.len());
+        for (job, outcome) in batch.into_iter().zip(outcomes) {
+            let adding = job.push.payload.len() as u64;
+            let result = match outcome.status {
+                0 => {
+                    let relay_seq = from_db(outcome.relay_seq);
+                    let chunk = Chunk {
+                        relay_seq,
+                        device_id: job.push.device_id,
+                        device_seq: job.push.device_seq,
+                        payload: job.push.payload,
+                    };
+                    self.shared
+                        .publisher
+                        .publish(&job.space, LiveEvent::Chunk(Arc::new(chunk)));
+                    Ok(Pushed {
+                        relay_seq,
+                        duplicate: false,
+                    })
+                }
+                1 => Ok(Pushed {
+                    relay_seq: from_db(outcome.relay_seq),
+                    duplicate: true,
+                }),
+                2 => Err(StorageError::SpaceNotFound),
+                3 => Err(StorageError::QuotaExceeded {
+                    used: nonneg(outcome.used),
+                    adding,
+                    quota: job.quota,
+                }),
+                _ => Err(StorageError::Backend(
+                    "mend_push answered an unknown status".into(),
+                )),
+            };
+            answers.push((job.reply, result));
+        }
+        if let Err(error) = announced {
+            // Committed but not announced: answer 503. The client retries, the retry is a
+            // duplicate, and its batch announces the chunk.
+            tracing::warn!(%error, "could not notify other instances of a batch");
+            self.shared
+                .metrics
+                .unavailable
+                .fetch_add(answers.len() as u64, Relaxed);
+            let reason = error.to_string();
+            for (reply, _) in answers {
+                let _ = reply.send(Err(StorageError::Unavailable(reason.clone().into())));
+            }
+            return;
+        }
+        for (reply, result) in answers {
+            // A dropped receiver means the caller went away; the write stands regardless.
+            let _ = reply.send(result);
+        }
+    }
+
+    fn fail(&self, batch: Vec<Job>, error: PgError) {
+        tracing::warn!(%error, size = batch.len(), "push batch failed");
+        let unavailable = error.is_unavailable();
+        let reason = error.to_string();
+        for job in batch {
+            let error = if unavailable {
+                self.shared.metrics.unavailable.fetch_add(1, Relaxed);
+                StorageError::Unavailable(reason.clone().into())
+            } else {
+                StorageError::Backend(reason.clone().into())
+            };
+            let _ = job.reply.send(Err(error));
+        }
+    }
+
+    /// Announces the new heads on the notification channel. The transaction only notifies, so
+    /// it need not wait for its commit to reach the disk (a hint, not data): that keeps the
+    /// database-wide notify lock short.
+    async fn notify(&self, heads: &HashMap<SpaceId, i64>) -> Result<(), PgError> {
+        if heads.is_empty() {
+            return Ok(());
+        }
+        // One round trip. The messages are built here from hex ids and integers only, so they
+        // are safe to inline.
+        let mut sql = String::from("BEGIN; SET LOCAL synchronous_commit = off; SELECT 1");
+        for (space, head) in heads {
+            let message = listener::committed_message(space, from_db(*head));
+            sql.push_str(&format!(", pg_notify('{CHANNEL}', '{message}')"));
+        }
+        sql.push_str("; COMMIT;");
+        let client = self.shared.client().await?;
+        client.batch_execute(&sql).await?;
+        Ok(())
+    }
+
+    async fn execute(&self, batch: &[Job]) -> Result<Vec<Outcome>, PgError> {
+        let client = self.shared.client().await?;
+        let statement = client
+            .prepare_cached("SELECT status, relay_seq, used FROM mend_push($1, $2, $3, $4, $5)")
+            .await?;
+        let spaces: Vec<&[u8]> = batch.iter().map(|job| &job.space.0[..]).collect();
+        let devices: Vec<&[u8]> = batch.iter().map(|job| &job.push.device_id.0[..]).collect();
+        let device_seqs: Vec<i64> = batch.iter().map(|job| job.push.device_seq as i64).collect();
+        let payloads: Vec<&[u8]> = batch.iter().map(|job| &job.push.payload[..]).collect();
+        let quotas: Vec<i64> = batch
+            .iter()
+            .map(|job| i64::try_from(job.quota).unwrap_or(i64::MAX))
+            .collect();
+        let rows = client
+            .query(
+                &statement,
+                &[&spaces, &devices, &device_seqs, &payloads, &quotas],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Outcome {
+                    status: row.try_get(0)?,
+                    relay_seq: row.try_get(1)?,
+                    used: row.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+}

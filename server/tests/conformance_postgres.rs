@@ -1,0 +1,193 @@
+//! The storage conformance suite run against PostgreSQL, each test in a database of its own,
+//! plus what only a shared database has to show: concurrent migrations, a schema newer than the
+//! binary, and two instances writing to one space at once.
+
+use std::{collections::HashSet, sync::Arc};
+
+use mend_protocol::{DeviceId, Push, SpaceId};
+use mend_relay::{
+    config::Postgres,
+    live::{LiveEvent, LiveFeed, LocalHub},
+    storage::{
+        PullRequest, Storage, StorageError,
+        conformance::Backend,
+        postgres::{PgError, PostgresStorage, SCHEMA_VERSION},
+        test_db::TestDatabase,
+    },
+};
+
+async fn database() -> TestDatabase {
+    TestDatabase::create()
+        .await
+        .unwrap_or_else(|e| panic!("creating a test database: {e}"))
+}
+
+async fn open_on(db: &TestDatabase, hub: &LocalHub) -> PostgresStorage {
+    PostgresStorage::open(db.url(), Postgres::default(), Arc::new(hub.clone()))
+        .await
+        .unwrap_or_else(|e| panic!("open: {e}"))
+}
+
+async fn open_postgres(hub: LocalHub) -> Backend {
+    let db = database().await;
+    let storage = open_on(&db, &hub).await;
+    // The store is declared after the database so it closes first.
+    Backend::new(Arc::new(storage), hub, db)
+}
+
+mend_relay::storage_conformance_tests!(open_postgres);
+
+fn all() -> PullRequest {
+    PullRequest {
+        after: 0,
+        limit: 100_000,
+        max_bytes: usize::MAX,
+        exclude_device: None,
+    }
+}
+
+/// Instances starting at once on an empty database: one migrates, all open.
+#[tokio::test]
+async fn concurrent_starts_migrate_once() {
+    let db = database().await;
+    let opens = (0..4).map(|_| {
+        let url = db.url().to_owned();
+        tokio::spawn(async move {
+            PostgresStorage::open(&url, Postgres::default(), Arc::new(LocalHub::default())).await
+        })
+    });
+    let mut stores = Vec::new();
+    for open in opens {
+        stores.push(
+            open.await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap_or_else(|e| panic!("open: {e}")),
+        );
+    }
+    assert_eq!(
+        PostgresStorage::schema_version(db.url()).await.ok(),
+        Some(SCHEMA_VERSION)
+    );
+    for store in stores {
+        store.close().await.unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// A database migrated by a newer relay stops this one with a clear message.
+#[tokio::test]
+async fn refuses_a_newer_schema() {
+    let db = database().await;
+    let store = open_on(&db, &LocalHub::default()).await;
+    store.close().await.unwrap_or_else(|e| panic!("{e}"));
+    let (client, connection) = db
+        .url()
+        .parse::<tokio_postgres::Config>()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let driver = tokio::spawn(connection);
+    client
+        .execute(
+            "UPDATE mend_schema SET version = $1",
+            &[&(SCHEMA_VERSION + 1)],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(client);
+    let _ = driver.await;
+    match PostgresStorage::open(db.url(), Postgres::default(), Arc::new(LocalHub::default())).await
+    {
+        Err(error @ PgError::SchemaTooNew { .. }) => {
+            let message = error.to_string();
+            assert!(message.contains("newer"), "{message}");
+        }
+        other => panic!("expected SchemaTooNew, got {other:?}"),
+    }
+}
+
+/// Two instances pushing to one space at once, with every push sent to both: sequences are
+/// gap-free, each chunk is stored once, and each instance hears the other's commits.
+#[tokio::test]
+async fn two_instances_share_one_space() {
+    let db = database().await;
+    let (hub_a, hub_b) = (LocalHub::default(), LocalHub::default());
+    let a: Arc<dyn Storage> = Arc::new(open_on(&db, &hub_a).await);
+    let b: Arc<dyn Storage> = Arc::new(open_on(&db, &hub_b).await);
+    let space = SpaceId([7; 32]);
+    let mut heard_by_b = hub_b.subscribe(&space);
+    a.create_space(space, [1; 32])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(b.token_hash(space).await.ok().flatten(), Some([1; 32]));
+    let mut tasks = Vec::new();
+    for i in 0..300u64 {
+        for store in [&a, &b] {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let push = Push {
+                    device_id: DeviceId([(i % 3) as u8; 16]),
+                    device_seq: i / 3 + 1,
+                    payload: i.to_le_bytes().to_vec(),
+                };
+                store.push(space, push, u64::MAX).await
+            }));
+        }
+    }
+    let mut fresh = HashSet::new();
+    for task in tasks {
+        let pushed = task
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("push: {e}"));
+        if !pushed.duplicate {
+            assert!(fresh.insert(pushed.relay_seq), "sequence given twice");
+        }
+    }
+    assert_eq!(fresh.len(), 300);
+    for store in [&a, &b] {
+        let page = store
+            .pull(space, all())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let seqs: Vec<u64> = page.chunks.iter().map(|c| c.relay_seq).collect();
+        assert_eq!(seqs, (1..=300).collect::<Vec<_>>());
+    }
+    // B hears every commit, its own as chunks and A's as heads, up to the end.
+    let mut heard = 0;
+    while heard < 300 {
+        match tokio::time::timeout(std::time::Duration::from_secs(10), heard_by_b.recv()).await {
+            Ok(Ok(LiveEvent::Chunk(chunk))) => heard = heard.max(chunk.relay_seq),
+            Ok(Ok(LiveEvent::Head(head))) => heard = heard.max(head),
+            Ok(Ok(_)) | Ok(Err(_)) => {}
+            Err(_) => panic!("instance B heard only up to {heard}"),
+        }
+    }
+    // An erase on A reaches B's subscribers and B's token cache.
+    assert!(a.erase(space).await.unwrap_or_else(|e| panic!("{e}")));
+    let erased = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            if let Ok(LiveEvent::Erased) = heard_by_b.recv().await {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(erased.is_ok(), "instance B never heard the erase");
+    assert!(matches!(
+        b.push(
+            space,
+            Push {
+                device_id: DeviceId([9; 16]),
+                device_seq: 1,
+                payload: vec![1]
+            },
+            u64::MAX
+        )
+        .await,
+        Err(StorageError::SpaceNotFound)
+    ));
+    for store in [a, b] {
+        store.close().await.unwrap_or_else(|e| panic!("{e}"));
+    }
+}
