@@ -109,6 +109,7 @@ fun main(args: Array<String>) {
         check("the observer got a status", alexObserver.statuses.any { it.online && it.lastSynced != null })
         check("both timelines are equal", everything(alex) == everything(blake) && everything(alex).size == 7)
         check("the answer closed the question", alex.openQuestions().isEmpty())
+        check("the question's thread holds the answer", alex.thread(question).answers.map { it.id } == listOf(answer))
         val status = alex.boundaryStatus().single { it.boundary.id == boundary }
         check("consent to the old wording does not count", status.state == BoundaryState.PENDING)
         val ledger = (alex.get(commitment).body as RecordBody.Commitment).v1

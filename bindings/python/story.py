@@ -159,6 +159,8 @@ async def story(relay, work):
     check("both timelines are equal",
           everything(alex) == everything(blake) and len(everything(alex)) == 7)
     check("the answer closed the question", alex.open_questions() == [])
+    check("the question's thread holds the answer",
+          [r.id for r in alex.thread(question).answers] == [answer])
     status = [s for s in alex.boundary_status() if s.boundary.id == boundary][0]
     check("consent to the old wording does not count", status.state == BoundaryState.PENDING)
     ledger = alex.get(commitment).body[0]

@@ -19,7 +19,8 @@ use crate::{
     },
     error::Result,
     queries::{
-        BoundaryStatus, PacketOptions, Progress, QuestionThread, TimelinePage, TimelineQuery,
+        BoundaryStatus, PacketOptions, Progress, QuestionThread, RecordThread, TimelinePage,
+        TimelineQuery,
     },
     records::{JournalRecord, Partner, records},
     runtime::{run, runtime},
@@ -223,6 +224,12 @@ impl Journal {
     pub fn get(&self, id: String) -> Result<JournalRecord> {
         let id = record_id(&id)?;
         self.with(|j| j.get(id)).map(Into::into)
+    }
+
+    /// A record with its answers, replies, validations and, for a boundary, its consents.
+    pub fn thread(&self, id: String) -> Result<RecordThread> {
+        let id = record_id(&id)?;
+        self.with(|j| j.thread(id)).map(Into::into)
     }
 
     /// A page of the timeline, newest first.

@@ -91,6 +91,34 @@ impl From<query::QuestionThread> for QuestionThread {
     }
 }
 
+/// A record with what hangs from it, each list in the order written. A commitment's ledger is
+/// its body's `claims` and `views`.
+#[derive(Clone, Debug, PartialEq, uniffi::Record)]
+pub struct RecordThread {
+    /// The record.
+    pub record: JournalRecord,
+    /// A question's answers (removed ones stay as placeholders).
+    pub answers: Vec<JournalRecord>,
+    /// A share's replies.
+    pub replies: Vec<JournalRecord>,
+    /// Validations of the record.
+    pub validations: Vec<JournalRecord>,
+    /// A boundary's state and each partner's consent.
+    pub boundary: Option<BoundaryStatus>,
+}
+
+impl From<query::Thread> for RecordThread {
+    fn from(t: query::Thread) -> Self {
+        Self {
+            record: t.record.into(),
+            answers: records(t.answers),
+            replies: records(t.replies),
+            validations: records(t.validations),
+            boundary: t.boundary.map(Into::into),
+        }
+    }
+}
+
 /// One partner's consent as it counts now.
 #[derive(Clone, Debug, PartialEq, uniffi::Record)]
 pub struct ConsentView {

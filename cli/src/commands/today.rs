@@ -30,7 +30,7 @@ pub fn today(home: &Home, json: bool) -> Result<()> {
                 "  - claim {} for {}: {}",
                 short(o.commitment),
                 o.occurrence,
-                about(&journal, o.commitment)
+                about(journal, o.commitment)
             );
         }
         for o in &today.claims_to_confirm {
@@ -38,7 +38,7 @@ pub fn today(home: &Home, json: bool) -> Result<()> {
                 "  - confirm {} for {}: {}",
                 short(o.commitment),
                 o.occurrence,
-                about(&journal, o.commitment)
+                about(journal, o.commitment)
             );
         }
         let lists: [(&str, &Vec<RecordId>); 4] = [
@@ -49,7 +49,7 @@ pub fn today(home: &Home, json: bool) -> Result<()> {
         ];
         for (what, ids) in lists {
             for id in ids {
-                say!("  - {what} {}: {}", short(*id), about(&journal, *id));
+                say!("  - {what} {}: {}", short(*id), about(journal, *id));
             }
         }
         Ok(())

@@ -4,7 +4,7 @@
 use anyhow::Result;
 use mend_core::{
     Body, Journal, Kind, Record,
-    query::{TimelineQuery, timeline},
+    query::{Thread, TimelineQuery, timeline},
 };
 use serde_json::{Value, json};
 
@@ -43,8 +43,8 @@ pub struct ListFilter {
 pub fn list(home: &crate::home::Home, filter: &ListFilter, json: bool) -> Result<()> {
     let device = home.open(None)?;
     reading(&device, |journal| -> Result<()> {
-        let records = select(&journal, filter)?;
-        let context = Context::of(&journal)?;
+        let records = select(journal, filter)?;
+        let context = Context::of(journal)?;
         if json {
             let views: Vec<_> = records.iter().map(|r| context.view(r)).collect();
             say!("{}", serde_json::to_string_pretty(&views)?);
@@ -103,31 +103,17 @@ fn select(journal: &Journal, filter: &ListFilter) -> Result<Vec<Record>> {
 pub fn show(home: &Home, typed: &str, json: bool) -> Result<()> {
     let device = home.open(None)?;
     reading(&device, |journal| -> Result<()> {
-        let id = lookup::resolve(&journal, typed)?;
-        let record = journal.get(id)?;
-        let context = Context::of(&journal)?;
-        let all = journal.records()?;
-        let attached = |pick: fn(&Body) -> Option<mend_core::RecordId>| -> Vec<&Record> {
-            let mut v: Vec<&Record> = all.iter().filter(|r| pick(&r.body) == Some(id)).collect();
-            v.sort_by_key(|r| (r.created_at, r.id));
-            v
-        };
-        let answers = attached(|b| match b {
-            Body::Answer(a) => a.question,
-            _ => None,
-        });
-        let replies = attached(|b| match b {
-            Body::Reply(r) => r.share,
-            _ => None,
-        });
-        let validations = attached(|b| match b {
-            Body::Validation(v) => v.target,
-            _ => None,
-        });
+        let id = lookup::resolve(journal, typed)?;
+        let thread = journal.thread(id)?;
+        let record = &thread.record;
+        let context = Context::of(journal)?;
+        let answers: Vec<&Record> = thread.answers.iter().collect();
+        let replies: Vec<&Record> = thread.replies.iter().collect();
+        let validations: Vec<&Record> = thread.validations.iter().collect();
 
         if json {
-            let mut out = serde_json::to_value(context.view(&record))?;
-            if let (Value::Object(map), Some(status)) = (&mut out, context.boundary(&record)) {
+            let mut out = serde_json::to_value(context.view(record))?;
+            if let (Value::Object(map), Some(status)) = (&mut out, &thread.boundary) {
                 let consents: Vec<Value> = status
                     .consents
                     .iter()
@@ -182,8 +168,8 @@ pub fn show(home: &Home, typed: &str, json: bool) -> Result<()> {
         }
         say!("{}", meta.join(" · "));
         say!("");
-        print_fields(&record)?;
-        print_managed(&journal, &context, &record);
+        print_fields(record)?;
+        print_managed(journal, &context, &thread);
         for (title, list) in [
             ("Answers", &answers),
             ("Replies", &replies),
@@ -282,10 +268,11 @@ fn print_fields(record: &Record) -> Result<()> {
 }
 
 /// What other operations wrote: consents, the ledger, a need's response.
-fn print_managed(journal: &Journal, context: &Context, record: &Record) {
+fn print_managed(journal: &Journal, context: &Context, thread: &Thread) {
+    let record = &thread.record;
     match &record.body {
         Body::Boundary(_) => {
-            let Some(status) = context.boundary(record) else {
+            let Some(status) = &thread.boundary else {
                 return;
             };
             say!("");
@@ -303,26 +290,23 @@ fn print_managed(journal: &Journal, context: &Context, record: &Record) {
                 say!("  {:<14}{said}", context.names.get(c.partner));
             }
         }
-        Body::Commitment(c) => {
-            let mut dates: Vec<_> = c.claims.keys().chain(c.views.keys()).copied().collect();
-            dates.sort();
-            dates.dedup();
-            if dates.is_empty() {
+        Body::Commitment(_) => {
+            if thread.ledger.is_empty() {
                 return;
             }
             say!("");
             say!("Follow-through:");
             let mut table = Table::new(&["OCCURRENCE", "CLAIM", "PARTNER'S VIEW"]);
-            for d in dates {
-                let claim = c
-                    .claims
-                    .get(&d)
+            for entry in &thread.ledger {
+                let claim = entry
+                    .claim
+                    .as_ref()
                     .map_or("—".to_owned(), |x| x.status.label().to_owned());
-                let view = c
-                    .views
-                    .get(&d)
+                let view = entry
+                    .view
+                    .as_ref()
                     .map_or("—".to_owned(), |x| x.view.label().to_owned());
-                table.row(vec![d.to_string(), claim, view]);
+                table.row(vec![entry.occurrence.to_string(), claim, view]);
             }
             for line in table.render().lines() {
                 say!("  {line}");

@@ -173,19 +173,8 @@ impl Builder<'_> {
             children: Vec::new(),
         };
         // Threads: what answers, replies to or validates this record, in the order written.
-        let mut kids: Vec<&Record> = self
-            .all
-            .iter()
-            .filter(|c| !c.removed)
-            .filter(|c| match &c.body {
-                Body::Answer(a) => a.question == Some(r.id),
-                Body::Reply(x) => x.share == Some(r.id),
-                Body::Validation(v) => v.target == Some(r.id),
-                _ => false,
-            })
-            .collect();
-        kids.sort_by_key(|c| (c.created_at, c.id));
-        for c in kids {
+        let kids = crate::query::attached_to(self.all, r.id);
+        for c in kids.into_iter().filter(|c| !c.removed) {
             let child = self.item(c);
             item.children.push(child);
         }

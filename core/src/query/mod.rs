@@ -7,6 +7,7 @@
 mod occurrence;
 mod progress;
 mod status;
+mod thread;
 mod timeline;
 mod today;
 
@@ -19,6 +20,8 @@ pub use status::{
     BoundaryState, BoundaryStatus, ConsentView, QuestionThread, boundary_status, needs,
     open_questions,
 };
+pub(crate) use thread::attached_to;
+pub use thread::{LedgerEntry, Thread, thread};
 pub use timeline::{MAX_PAGE, TimelinePage, TimelineQuery, timeline};
 pub use today::{CONFIRM_WITHIN_DAYS, Occurrence, Today, today};
 
@@ -92,6 +95,14 @@ impl Journal {
             _ => None,
         };
         Ok(TimelinePage { items, next_cursor })
+    }
+
+    /// Record `id` with its thread: answers, replies, validations, a boundary's consents, a
+    /// commitment's ledger.
+    pub fn thread(&self, id: RecordId) -> Result<Thread> {
+        let record = self.get(id)?;
+        let partners: Vec<_> = self.partners().into_iter().map(|p| p.id).collect();
+        Ok(thread(&self.records()?, &partners, record))
     }
 
     /// Questions still open (or put off with "not now"), with their answers.
