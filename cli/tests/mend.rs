@@ -824,6 +824,11 @@ fn a_conflict_is_marked_shown_in_words_and_settled() -> Result<()> {
     world.sync_both()?;
     let list = world.mend("alex", &["list"])?.ok()?;
     ensure!(list.contains("[to settle]"), "list: {list}");
+    let status = world.mend("alex", &["status"])?.ok()?;
+    ensure!(
+        status.contains("To settle:    1 record"),
+        "status: {status}"
+    );
     let shown = world.mend("alex", &["show", &boundary])?.ok()?;
     ensure!(
         shown.contains("Boundary (text):")
@@ -839,6 +844,8 @@ fn a_conflict_is_marked_shown_in_words_and_settled() -> Result<()> {
     ensure!(settled.starts_with("Settled boundary"), "{settled}");
     let list = world.mend("alex", &["list"])?.ok()?;
     ensure!(!list.contains("[to settle]"), "still marked: {list}");
+    let status = world.mend("alex", &["status"])?.ok()?;
+    ensure!(!status.contains("To settle"), "status: {status}");
     world
         .mend("alex", &["settle", &boundary, "text", "1"])?
         .fails(3, "no conflict on text")?;

@@ -288,7 +288,14 @@ pub async fn status(home: &Home, check: bool, timeout: u64, json: bool) -> Resul
     } else {
         None
     };
-    let (summary, me, partners) = device.read(|j| Ok((j.sync_summary()?, j.me(), j.partners())))?;
+    let (summary, me, partners, to_settle) = device.read(|j| {
+        let to_settle = j
+            .records()?
+            .iter()
+            .filter(|r| !r.conflicts.is_empty())
+            .count();
+        Ok((j.sync_summary()?, j.me(), j.partners(), to_settle))
+    })?;
     let SyncSummary {
         pending: waiting,
         healing,
@@ -309,6 +316,7 @@ pub async fn status(home: &Home, check: bool, timeout: u64, json: bool) -> Resul
             "last_synced": last_synced,
             "online": online,
             "problems": problems,
+            "conflicts_to_settle": to_settle,
         });
         say!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -335,6 +343,12 @@ pub async fn status(home: &Home, check: bool, timeout: u64, json: bool) -> Resul
             "Last synced:  {}",
             last_synced.map_or("never".to_owned(), |t| format!("{} UTC", dates::instant(t)))
         );
+        if to_settle > 0 {
+            say!(
+                "To settle:    {} with values from two devices (`mend list` marks them)",
+                plural(to_settle, "record")
+            );
+        }
         for p in &problems {
             say!("Problem:      {p}");
         }
