@@ -10,7 +10,7 @@ use std::{
 use mend_core::{
     Calendar, Error, Journal, Keyring, Result,
     crypto::{Invite, InviteKind, SpaceSecret},
-    journal::{JoinSource, OpenOptions},
+    journal::{JoinSource, OpenOptions, Written},
     sync::SyncStatus,
 };
 
@@ -81,19 +81,26 @@ impl Device {
             // was still made.
             (out, journal.take_written())
         };
-        if !written.is_empty() {
-            if let Some(o) = &self.observer {
-                for (space, ids) in written {
-                    o.records_changed(space, ids);
-                }
-            }
-            if let Ok(live) = self.live.lock()
-                && let Some(live) = live.as_ref()
-            {
-                live.local_edit();
+        self.written(written);
+        out
+    }
+
+    /// After a write, lock released: tell the observer and wake live sync. Not generic, so the
+    /// app's library holds it once rather than once per kind of write.
+    fn written(&self, written: Written) {
+        if written.is_empty() {
+            return;
+        }
+        if let Some(o) = &self.observer {
+            for (space, ids) in written {
+                o.records_changed(space, ids);
             }
         }
-        out
+        if let Ok(live) = self.live.lock()
+            && let Some(live) = live.as_ref()
+        {
+            live.local_edit();
+        }
     }
 
     /// Runs reads on the device's read-only connection, in one read transaction: they see

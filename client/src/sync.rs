@@ -70,21 +70,9 @@ pub(crate) fn lock(journal: &Mutex<Journal>) -> Result<MutexGuard<'_, Journal>> 
 pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    // Boxed, so the blocking pool's task machinery exists once in the app's library rather
-    // than once per caller (each instance cost ~10 KB).
-    let job: Box<dyn FnOnce() + Send> = Box::new(move || {
-        let _ = tx.send(work());
-    });
-    run_blocking(job).await?;
-    rx.await
-        .map_err(|_| Error::Corrupt("a storage task ended without an answer".into()))?
-}
-
-async fn run_blocking(job: Box<dyn FnOnce() + Send>) -> Result<()> {
-    tokio::task::spawn_blocking(job)
+    tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| Error::Corrupt(format!("a storage task failed: {e}")))
+        .map_err(|e| Error::Corrupt(format!("a storage task failed: {e}")))?
 }
 
 fn seed() -> u64 {
