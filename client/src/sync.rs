@@ -203,7 +203,9 @@ impl SyncClient {
             }
             let wait = engine
                 .next_wake()
-                .map(|w| Duration::from_millis(u64::try_from(w - now_ms()).unwrap_or(0)))
+                .map(|w| {
+                    Duration::from_millis(u64::try_from(w.saturating_sub(now_ms())).unwrap_or(0))
+                })
                 .unwrap_or(Duration::from_millis(100));
             tokio::time::sleep_until((tokio::time::Instant::now() + wait).min(deadline)).await;
             inbox.push_back(Event::Tick);
@@ -309,7 +311,7 @@ impl SyncClient {
             }
             let wake = engine.next_wake().map(|w| {
                 tokio::time::Instant::now()
-                    + Duration::from_millis(u64::try_from(w - now_ms()).unwrap_or(0))
+                    + Duration::from_millis(u64::try_from(w.saturating_sub(now_ms())).unwrap_or(0))
             });
             tokio::select! {
                 Some(incoming) = rx.recv() => {

@@ -20,6 +20,9 @@ use crate::{
 
 /// How long a request may go unanswered before it counts as failed (ms).
 pub const REQUEST_TIMEOUT_MS: i64 = 15_000;
+/// The longest a relay's `Retry-After` can hold a space back (ms): a relay asking for more is
+/// broken or hostile, and the device tries again after this.
+pub const MAX_RETRY_AFTER_MS: i64 = 15 * 60 * 1000;
 /// Largest batch of local changes sealed into one chunk (bytes of plaintext).
 pub const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// Upload a snapshot once this many relay chunks have piled up since the last one.
@@ -230,7 +233,7 @@ impl SyncEngine {
 
     fn send(&mut self, i: usize, now: i64, phase: Phase, request: Request, out: &mut Vec<Action>) {
         self.runs[i].phase = phase;
-        self.runs[i].deadline = Some(now + REQUEST_TIMEOUT_MS);
+        self.runs[i].deadline = Some(now.saturating_add(REQUEST_TIMEOUT_MS));
         self.status.syncing = true;
         out.push(Action::Send(request));
     }
@@ -343,9 +346,9 @@ impl SyncEngine {
     }
 
     fn retry_later(&mut self, i: usize, now: i64) {
-        let delay = i64::try_from(self.backoff.next_delay()).unwrap_or(i64::MAX / 2);
+        let delay = i64::try_from(self.backoff.next_delay()).unwrap_or(MAX_RETRY_AFTER_MS);
         let run = &mut self.runs[i];
-        run.phase = Phase::Waiting(now + delay);
+        run.phase = Phase::Waiting(now.saturating_add(delay));
         run.deadline = None;
         // A new subscription or pull starts after the retry; creation need not be repeated.
         self.status.online = false;
@@ -403,7 +406,7 @@ impl SyncEngine {
                 let seq = chunk.relay_seq;
                 self.apply_chunks(i, journal, now, std::slice::from_ref(&chunk), seq, out)?;
                 if phase == Phase::CatchingUp {
-                    self.runs[i].deadline = Some(now + REQUEST_TIMEOUT_MS);
+                    self.runs[i].deadline = Some(now.saturating_add(REQUEST_TIMEOUT_MS));
                 }
             }
             Response::UpToDate { .. } => {
@@ -500,7 +503,9 @@ impl SyncEngine {
                 }
                 self.retry_later(i, now);
                 if retry_after_ms > 0 {
-                    let at = now + i64::try_from(retry_after_ms).unwrap_or(60_000);
+                    // The relay chooses this number: honoured up to a bound, never trusted to fit.
+                    let wait = retry_after_ms.min(MAX_RETRY_AFTER_MS.unsigned_abs());
+                    let at = now.saturating_add(i64::try_from(wait).unwrap_or(MAX_RETRY_AFTER_MS));
                     if let Phase::Waiting(w) = self.runs[i].phase {
                         self.runs[i].phase = Phase::Waiting(w.max(at));
                     }

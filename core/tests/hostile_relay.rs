@@ -1,0 +1,61 @@
+//! Numbers the relay chooses reach the engine as they are: it must not trust them. (More of the
+//! hostile relay lives in the simulation, `sync_sim.rs`.)
+
+use anyhow::{Result, ensure};
+use mend_core::{
+    Journal, Space,
+    crypto::SpaceSecret,
+    sync::{Action, Event, Failure, Mode, Request, Response, SpaceLink, SyncEngine, SyncStore},
+};
+use mend_protocol::ErrorCode;
+
+const NOW: i64 = 1_800_000_000_000;
+
+fn engine(journal: &Journal) -> Result<SyncEngine> {
+    let link = SpaceLink {
+        space: Space::Couple,
+        keys: SpaceSecret::generate()?.derive_keys(),
+    };
+    Ok(SyncEngine::new(
+        *journal.device().as_bytes(),
+        vec![link],
+        Mode::Once,
+        7,
+    ))
+}
+
+#[test]
+fn a_retry_after_near_the_largest_number_waits_a_bounded_time_and_never_panics() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut journal = Journal::create(&dir.path().join("j.db"), "Alex")?;
+    for retry_after_ms in [u64::MAX, i64::MAX as u64, i64::MAX as u64 - 1] {
+        let mut engine = engine(&journal)?;
+        let actions = engine.handle(&mut journal, NOW, Event::Start)?;
+        ensure!(
+            actions
+                .iter()
+                .any(|a| matches!(a, Action::Send(Request::Create { .. }))),
+            "the round did not start: {actions:?}"
+        );
+        let refused = Response::Failed {
+            space: Space::Couple,
+            failure: Failure::Refused {
+                code: ErrorCode::RateLimited,
+                retry_after_ms,
+            },
+        };
+        engine.handle(&mut journal, NOW, Event::Response(refused))?;
+        let wake = engine.next_wake().unwrap_or(i64::MAX);
+        ensure!(
+            wake > NOW && wake <= NOW + 60 * 60 * 1000,
+            "retry at {wake} for a relay that asked for {retry_after_ms} ms"
+        );
+        // Time passes to the wake-up: the next round starts, nothing overflows.
+        engine.handle(&mut journal, wake, Event::Tick)?;
+    }
+    ensure!(
+        journal.pending_changes(Space::Couple)? > 0,
+        "nothing was lost"
+    );
+    Ok(())
+}
