@@ -129,3 +129,34 @@ fn reads_never_see_half_of_a_write_to_both_spaces() -> Result<()> {
     ensure!(reads > 0, "the reader never read");
     Ok(())
 }
+
+#[test]
+fn reads_see_a_partner_who_joined_after_the_reader_opened() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let device = Device::create(
+        &dir.path().join("a.db"),
+        "Alex",
+        RELAY,
+        OpenOptions::default(),
+        None,
+    )?;
+    ensure!(device.read(|j| Ok(j.partners().len()))? == 1);
+    // Blake joins from a copy of the couple's document; his registration comes back as changes.
+    let (save, heads) =
+        device.write(|j| Ok((j.save_space(Space::Couple)?, j.heads(Space::Couple)?)))?;
+    let source = mend_core::JoinSource {
+        couple: save,
+        personal: None,
+        partner: None,
+    };
+    let blake = mend_core::Journal::join(&dir.path().join("b.db"), &source, "Blake")?;
+    let joined = blake.changes_since(Space::Couple, &heads)?;
+    device.write(|j| j.apply_changes(Space::Couple, &joined))?;
+    let names: Vec<String> =
+        device.read(|j| Ok(j.partners().into_iter().map(|p| p.name).collect()))?;
+    ensure!(
+        names.len() == 2 && names.contains(&"Blake".to_owned()),
+        "{names:?}"
+    );
+    Ok(())
+}

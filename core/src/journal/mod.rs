@@ -81,6 +81,9 @@ pub struct Journal {
     written: Option<Written>,
     /// See [`crate::sync::SyncStore::sync_revision`].
     sync_revision: u64,
+    /// SQLite's `data_version` when a reader last read the partners: unchanged means no other
+    /// connection has committed since, and the cached partners stand.
+    seen_version: Option<i64>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -178,19 +181,12 @@ impl Journal {
             ("partner", &me.to_string()),
             ("device", &device.to_string()),
         ])?;
-        let mut journal = Self {
+        let mut journal = Self::assemble(
             store,
-            me,
-            device,
-            couple: LazyDoc::ready(couple_doc),
-            personal: LazyDoc::ready(personal_doc),
-            partners: Vec::new(),
-            schema_version: 0,
-            clock: system_clock,
-            calendar: Calendar::utc(),
-            written: None,
-            sync_revision: 0,
-        };
+            (me, device),
+            LazyDoc::ready(couple_doc),
+            LazyDoc::ready(personal_doc),
+        );
         for space in Space::ALL {
             journal.rebuild_view(space)?;
         }
@@ -205,14 +201,7 @@ impl Journal {
     /// [`Journal::open`] with options.
     pub fn open_with(path: &Path, options: OpenOptions) -> Result<Self> {
         let store = Store::open(path, false, options.durability)?;
-        let me: PartnerId = store
-            .meta("partner")?
-            .ok_or_else(|| Error::Corrupt("the database has no partner id".into()))?
-            .parse()?;
-        let device: DeviceId = store
-            .meta("device")?
-            .ok_or_else(|| Error::Corrupt("the database has no device id".into()))?
-            .parse()?;
+        let (me, device) = stored_ids(&store)?;
         let actor = ActorId::from(*device.as_bytes());
         // Reads are served by the read model; Automerge loads in the background unless the
         // read model has yet to be built (a database from before it existed).
@@ -243,7 +232,22 @@ impl Journal {
         let (Some(personal), Some(couple)) = (docs.pop(), docs.pop()) else {
             return Err(Error::Corrupt("a space is missing".into()));
         };
-        let mut journal = Self {
+        let mut journal = Self::assemble(store, (me, device), couple, personal);
+        for space in missing {
+            journal.rebuild_view(space)?;
+        }
+        journal.refresh()?;
+        Ok(journal)
+    }
+
+    /// A journal over `store` with these documents, before its partners are read.
+    fn assemble(
+        store: Store,
+        (me, device): (PartnerId, DeviceId),
+        couple: LazyDoc,
+        personal: LazyDoc,
+    ) -> Self {
+        Self {
             store,
             me,
             device,
@@ -255,15 +259,8 @@ impl Journal {
             calendar: Calendar::utc(),
             written: None,
             sync_revision: 0,
-        };
-        for space in missing {
-            journal.rebuild_view(space)?;
+            seen_version: None,
         }
-        if let Some(head) = journal.store.space_view(Space::Couple)? {
-            journal.partners = view::parse_partners(&head)?;
-            journal.schema_version = head.schema_version;
-        }
-        Ok(journal)
     }
 
     /// A read-only handle on the journal at `path`, which a writer in this process has open:
@@ -272,36 +269,24 @@ impl Journal {
     /// [`Journal::refresh`] before reading to see partners that joined since.
     pub fn open_reader(path: &Path) -> Result<Self> {
         let store = Store::open_reader(path)?;
-        let meta = |key: &str| {
-            store
-                .meta(key)?
-                .ok_or_else(|| Error::Corrupt(format!("the database has no {key} id")))
-        };
-        let me: PartnerId = meta("partner")?.parse()?;
-        let device: DeviceId = meta("device")?.parse()?;
-        let mut journal = Self {
-            store,
-            me,
-            device,
-            couple: LazyDoc::absent(),
-            personal: LazyDoc::absent(),
-            partners: Vec::new(),
-            schema_version: 0,
-            clock: system_clock,
-            calendar: Calendar::utc(),
-            written: None,
-            sync_revision: 0,
-        };
+        let (me, device) = stored_ids(&store)?;
+        let mut journal = Self::assemble(store, (me, device), LazyDoc::absent(), LazyDoc::absent());
         journal.refresh()?;
         Ok(journal)
     }
 
-    /// Re-reads the partners and schema version from the read model (a reader's cache).
+    /// Re-reads the partners and schema version from the read model (a reader's cache) when
+    /// another connection has committed since the last read.
     pub fn refresh(&mut self) -> Result<()> {
+        let version = self.store.data_version()?;
+        if self.seen_version == Some(version) {
+            return Ok(());
+        }
         if let Some(head) = self.store.space_view(Space::Couple)? {
             self.partners = view::parse_partners(&head)?;
             self.schema_version = head.schema_version;
         }
+        self.seen_version = Some(version);
         Ok(())
     }
 
@@ -347,10 +332,17 @@ impl Journal {
     /// statement `f` runs sees the same commit, never half of a write that touches both
     /// spaces (WAL: it does not block the writer).
     pub fn read_consistent<T>(&mut self, f: impl FnOnce(&Self) -> Result<T>) -> Result<T> {
-        self.store.conn().execute_batch("BEGIN DEFERRED")?;
+        self.store
+            .conn()
+            .prepare_cached("BEGIN DEFERRED")?
+            .execute([])?;
         let out = self.refresh().and_then(|()| f(self));
         // A read transaction has nothing to keep: ending it cannot lose anything.
-        let ended = self.store.conn().execute_batch("COMMIT");
+        let ended = self
+            .store
+            .conn()
+            .prepare_cached("COMMIT")
+            .and_then(|mut end| end.execute([]));
         let out = out?;
         ended?;
         Ok(out)
@@ -613,6 +605,16 @@ impl Journal {
         }
         self.persist(changes, &[])
     }
+}
+
+/// The partner and device a stored journal belongs to.
+fn stored_ids(store: &Store) -> Result<(PartnerId, DeviceId)> {
+    let meta = |key: &str| {
+        store
+            .meta(key)?
+            .ok_or_else(|| Error::Corrupt(format!("the database has no {key} id")))
+    };
+    Ok((meta("partner")?.parse()?, meta("device")?.parse()?))
 }
 
 fn load_space(store: &Store, space: Space, actor: ActorId) -> Result<SpaceDoc> {

@@ -179,6 +179,13 @@ impl Store {
         &self.conn
     }
 
+    /// SQLite's `data_version`: it changes when another connection commits.
+    pub(crate) fn data_version(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .pragma_query_value(None, "data_version", |r| r.get(0))?)
+    }
+
     /// A metadata value.
     pub fn meta(&self, key: &str) -> Result<Option<String>> {
         Ok(self

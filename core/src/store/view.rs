@@ -177,17 +177,6 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Every record's envelope in a space, without the JSON.
-    pub fn view_envelopes(&self, space: Space) -> Result<Vec<(String, Envelope)>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, kind, author, created_at, removed FROM record_views WHERE space = ?1",
-        )?;
-        let rows = stmt.query_map([space.as_str()], |r| Ok((r.get(0)?, envelope(r, 1)?)))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
-    }
-}
-
-impl Store {
     /// Both spaces' envelopes newest first (by `created_at`, then id, both descending), those
     /// strictly before `before` when given; `visit` sees each row with its space and returns
     /// false to stop. Walks an index, so a page costs what it reads, not the journal's size.
