@@ -40,6 +40,9 @@ pub enum ErrorCode {
     Unavailable,
     /// The relay failed internally; retry later.
     Internal,
+    /// The push reuses a (device, device sequence) already stored with a different payload:
+    /// the device was rolled back or copied. It must move to a new device id and push again.
+    SeqConflict,
     /// A code this version of the protocol does not know (sent by a newer relay). Treat it as
     /// an unspecified failure.
     Unknown(u8),
@@ -47,7 +50,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every known code, in wire order.
-    pub const KNOWN: [ErrorCode; 16] = [
+    pub const KNOWN: [ErrorCode; 17] = [
         ErrorCode::Malformed,
         ErrorCode::UnsupportedVersion,
         ErrorCode::Unauthorized,
@@ -64,6 +67,7 @@ impl ErrorCode {
         ErrorCode::SnapshotBeyondHead,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
+        ErrorCode::SeqConflict,
     ];
 
     /// The byte that stands for this code in a [`crate::Nack`].
@@ -85,6 +89,7 @@ impl ErrorCode {
             ErrorCode::SnapshotBeyondHead => 14,
             ErrorCode::Unavailable => 15,
             ErrorCode::Internal => 16,
+            ErrorCode::SeqConflict => 17,
             ErrorCode::Unknown(byte) => byte,
         }
     }
@@ -116,6 +121,7 @@ impl ErrorCode {
             ErrorCode::SnapshotBeyondHead => "snapshot_beyond_head",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::SeqConflict => "seq_conflict",
             ErrorCode::Unknown(_) => "unknown",
         }
     }
@@ -133,9 +139,10 @@ impl ErrorCode {
             ErrorCode::Malformed | ErrorCode::UnsupportedVersion => 400,
             ErrorCode::Unauthorized => 401,
             ErrorCode::SpaceNotFound | ErrorCode::NoSnapshot => 404,
-            ErrorCode::SpaceExists | ErrorCode::SnapshotStale | ErrorCode::SnapshotBeyondHead => {
-                409
-            }
+            ErrorCode::SpaceExists
+            | ErrorCode::SnapshotStale
+            | ErrorCode::SnapshotBeyondHead
+            | ErrorCode::SeqConflict => 409,
             ErrorCode::Pruned => 410,
             ErrorCode::ChunkTooLarge | ErrorCode::SnapshotTooLarge => 413,
             ErrorCode::RateLimited | ErrorCode::TooManyConnections => 429,
