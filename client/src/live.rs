@@ -6,11 +6,14 @@ use mend_protocol::{
     AUTH_SCHEME, ClientMessage, DeviceId as WireDevice, Limits, Push, ServerMessage, SpaceId,
     close_code, paths,
 };
-use tokio::{net::TcpStream, sync::mpsc};
+use tokio::sync::mpsc;
 use tokio_tungstenite::{
-    MaybeTlsStream, WebSocketStream,
-    tungstenite::{Message, client::IntoClientRequest, http::HeaderValue},
+    WebSocketStream,
+    tungstenite::{
+        Message, client::IntoClientRequest, http::HeaderValue, protocol::WebSocketConfig,
+    },
 };
+use zeroize::Zeroizing;
 
 use mend_core::{
     store::Space,
@@ -20,9 +23,23 @@ use mend_core::{
 use crate::{
     RelayHttp,
     http::{ok, parse_retry_after},
+    transport::Stream,
 };
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Socket = WebSocketStream<Stream>;
+
+/// Room around a chunk's payload in one relay message (its frame header, ids, sequence
+/// numbers and the sealing), generous.
+const MESSAGE_OVERHEAD: usize = 64 * 1024;
+
+/// The socket's bounds: one message is at most one chunk and its framing (tungstenite's
+/// default would buffer 64 MiB from whoever is at the other end).
+fn socket_config(limits: &Limits) -> WebSocketConfig {
+    let max = limits.max_chunk_bytes.saturating_add(MESSAGE_OVERHEAD);
+    WebSocketConfig::default()
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+}
 
 /// What a socket's reader sends to the live loop, tagged with the connection's generation so a
 /// replaced socket's last words are ignored.
@@ -88,10 +105,18 @@ pub(crate) async fn connect(
     let mut request = url
         .into_client_request()
         .map_err(|_| Failure::Unreachable)?;
-    let auth = HeaderValue::from_str(&format!("{AUTH_SCHEME} {}", link.keys.token.expose()))
-        .map_err(|_| Failure::Unauthorized)?;
+    let header = Zeroizing::new(format!("{AUTH_SCHEME} {}", link.keys.token.expose()));
+    let mut auth = HeaderValue::from_str(&header).map_err(|_| Failure::Unauthorized)?;
+    auth.set_sensitive(true);
     request.headers_mut().insert("authorization", auth);
-    let connect = tokio_tungstenite::connect_async(request);
+    // The same connection as the HTTP client's: TLS verified (or the pin), clear text only
+    // where allowed.
+    let stream = http.connect().await?;
+    let connect = tokio_tungstenite::client_async_with_config(
+        request,
+        stream,
+        Some(socket_config(&Limits::DEFAULT)),
+    );
     let (socket, _) = match tokio::time::timeout(std::time::Duration::from_secs(10), connect).await
     {
         Ok(Ok(pair)) => pair,
@@ -114,9 +139,6 @@ pub(crate) async fn connect(
         }
         _ => return Err(Failure::Unreachable),
     };
-    if let MaybeTlsStream::Plain(tcp) = socket.get_ref() {
-        let _ = tcp.set_nodelay(true);
-    }
     let (sink, mut stream) = socket.split();
     let space = link.space;
     tokio::spawn(async move {
@@ -211,7 +233,7 @@ mod tests {
                 let _ = stream.shutdown().await;
             }
         });
-        let http = RelayHttp::new(&format!("http://{addr}")).expect("url");
+        let http = RelayHttp::new(&format!("http://{addr}"), &Default::default()).expect("url");
         (http, task)
     }
 
