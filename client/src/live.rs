@@ -299,4 +299,47 @@ mod tests {
         assert_eq!(over_http, over_ws);
         assert_ne!(over_ws, Failure::SpaceGone);
     }
+
+    #[tokio::test]
+    async fn a_relay_announcing_a_message_larger_than_a_chunk_is_dropped_before_it_sends_it() {
+        // The relay upgrades, then announces an 8 MiB binary frame and sends none of it.
+        // Under tungstenite's defaults (16 MiB frames, 64 MiB messages) the device would wait
+        // to buffer all of it; with the socket's bound it gives up on the header.
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let relay = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.expect("upgrade");
+            let len: u64 = 8 << 20;
+            let mut header = vec![0x82, 127];
+            header.extend_from_slice(&len.to_be_bytes());
+            ws.get_mut().write_all(&header).await.expect("header");
+            ws.get_mut().flush().await.expect("flush");
+            // Hold the connection open without sending the payload.
+            let mut rest = [0u8; 64];
+            while ws.get_mut().read(&mut rest).await.unwrap_or(0) > 0 {}
+        });
+        let http = RelayHttp::new(&format!("http://{addr}"), &Default::default()).expect("url");
+        let link = SpaceLink {
+            space: Space::Couple,
+            keys: SpaceSecret::generate().expect("secret").derive_keys(),
+        };
+        let (tx, mut rx) = mpsc::channel(4);
+        let socket = connect(&http, &link, &[7; 16], 0, 1, tx)
+            .await
+            .expect("connected");
+        let heard = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
+            .await
+            .expect("the device kept waiting for the oversized message")
+            .expect("a message");
+        assert!(matches!(
+            heard.response,
+            Response::Failed {
+                failure: Failure::Unreachable,
+                ..
+            }
+        ));
+        drop(socket);
+        relay.abort();
+    }
 }
