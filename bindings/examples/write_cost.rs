@@ -76,8 +76,14 @@ fn main() -> Result<(), String> {
 
     // The relay URL is never contacted: nothing here syncs.
     let path = dir.path().join("ffi.db").display().to_string();
-    let ffi = Journal::create(path, "Alex".into(), "http://127.0.0.1:9".into())
-        .map_err(|e| e.to_string())?;
+    let ffi = Journal::create(
+        path,
+        "Alex".into(),
+        "http://127.0.0.1:9".into(),
+        None,
+        false,
+    )
+    .map_err(|e| e.to_string())?;
     let mut last = String::new();
     let mut ffi_micros = measure(writes, |n| {
         let body = RecordBody::HonestyMoment(HonestyMoment {

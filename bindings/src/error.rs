@@ -46,6 +46,12 @@ pub enum MendError {
     /// The relay could not be reached or did not answer in time: try again later.
     #[error("{0}")]
     Unreachable(String),
+    /// The device refuses the relay: its certificate failed verification or does not match
+    /// the pin, or its URL is clear-text `http://` to another machine without
+    /// `allow_insecure_cleartext`. Retrying does not help: show the message (on a public
+    /// Wi-Fi, a captive portal that intercepts the connection ends here too).
+    #[error("{0}")]
+    UntrustedRelay(String),
     /// A failure inside the engine that the app cannot fix (a bug: please report it).
     #[error("{0}")]
     Internal(String),
@@ -69,6 +75,7 @@ impl From<CoreError> for MendError {
             | CoreError::Io(_) => Self::Storage(message),
             CoreError::Tampered => Self::Tampered(message),
             CoreError::Unreachable => Self::Unreachable(message),
+            CoreError::UntrustedRelay(_) => Self::UntrustedRelay(message),
             _ => Self::Internal(message),
         }
     }

@@ -7,7 +7,7 @@
 
 use std::{path::Path, sync::Arc, time::Duration};
 
-use mend_client::{Device, Keyring, SyncObserver};
+use mend_client::{Device, Keyring, RelayOptions, SyncObserver};
 use mend_core::{Journal as CoreJournal, OpenOptions};
 
 use crate::{
@@ -83,15 +83,28 @@ impl Journal {
 #[uniffi::export]
 impl Journal {
     /// Creates a new journal at `path` (a file that must not exist yet) for its first partner,
-    /// with new secrets, syncing through the relay at `relay_url`.
-    #[uniffi::constructor]
-    pub fn create(path: String, name: String, relay_url: String) -> Result<Arc<Self>> {
+    /// with new secrets, syncing through the relay at `relay_url` (`https://…`).
+    ///
+    /// `relay_pin` (`sha256/<base64>`, the SHA-256 of the relay certificate's public key)
+    /// trusts a self-hosted relay no public CA signed; it is kept in the keyring and passed on
+    /// in invites. `allow_insecure_cleartext` allows `http://` to a relay off this device:
+    /// INSECURE, for development only (anyone on the network can take the relay token).
+    #[uniffi::constructor(default(relay_pin = None, allow_insecure_cleartext = false))]
+    pub fn create(
+        path: String,
+        name: String,
+        relay_url: String,
+        relay_pin: Option<String>,
+        allow_insecure_cleartext: bool,
+    ) -> Result<Arc<Self>> {
+        let relay = relay_options(relay_pin, allow_insecure_cleartext)?;
         Self::assemble(|o| {
             Device::create(
                 Path::new(&path),
                 &name,
                 &relay_url,
                 OpenOptions::default(),
+                relay,
                 o,
             )
         })
@@ -99,18 +112,44 @@ impl Journal {
 
     /// Joins with an invite code: the other partner (`name` is theirs) or another device of the
     /// same partner (`name` is ignored). The journal fills on the first `sync_now`.
-    #[uniffi::constructor]
-    pub fn join(path: String, invite: String, name: String) -> Result<Arc<Self>> {
+    /// The invite's relay pin is used unless `relay_pin` replaces it; `allow_insecure_cleartext`
+    /// as for `create`.
+    #[uniffi::constructor(default(relay_pin = None, allow_insecure_cleartext = false))]
+    pub fn join(
+        path: String,
+        invite: String,
+        name: String,
+        relay_pin: Option<String>,
+        allow_insecure_cleartext: bool,
+    ) -> Result<Arc<Self>> {
+        let relay = relay_options(relay_pin, allow_insecure_cleartext)?;
         Self::assemble(|o| {
-            Device::join(Path::new(&path), &invite, &name, OpenOptions::default(), o)
+            Device::join(
+                Path::new(&path),
+                &invite,
+                &name,
+                OpenOptions::default(),
+                relay,
+                o,
+            )
         })
     }
 
     /// Opens the journal at `path` with the secret the app kept from `keyring_secret()`.
-    #[uniffi::constructor]
-    pub fn open(path: String, keyring_secret: String) -> Result<Arc<Self>> {
+    /// `relay_pin`, when given, replaces the keyring's pin: keep `keyring_secret()` again
+    /// afterwards. `allow_insecure_cleartext` as for `create`.
+    #[uniffi::constructor(default(relay_pin = None, allow_insecure_cleartext = false))]
+    pub fn open(
+        path: String,
+        keyring_secret: String,
+        relay_pin: Option<String>,
+        allow_insecure_cleartext: bool,
+    ) -> Result<Arc<Self>> {
         let keyring = Keyring::from_secret_string(&keyring_secret)?;
-        Self::assemble(|o| Device::open(Path::new(&path), keyring, OpenOptions::default(), o))
+        let relay = relay_options(relay_pin, allow_insecure_cleartext)?;
+        Self::assemble(|o| {
+            Device::open(Path::new(&path), keyring, OpenOptions::default(), relay, o)
+        })
     }
 
     /// The secrets to keep in the Keychain or Keystore and pass to `open`. Handle it like a
@@ -305,4 +344,20 @@ impl Journal {
     pub fn is_live(&self) -> bool {
         self.device.is_live()
     }
+}
+
+/// How the app's journal reaches its relay, from the constructors' parameters.
+fn relay_options(
+    relay_pin: Option<String>,
+    allow_insecure_cleartext: bool,
+) -> Result<RelayOptions> {
+    let pin = relay_pin
+        .as_deref()
+        .map(mend_core::crypto::RelayPin::parse)
+        .transpose()?;
+    Ok(RelayOptions {
+        pin,
+        allow_insecure_cleartext,
+        extra_roots: Vec::new(),
+    })
 }

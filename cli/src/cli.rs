@@ -22,6 +22,13 @@ Exit codes:
   6  the relay could not be reached; edits are kept and sync later
   7  the relay answered with a problem: key refused, journal erased, a chunk failed checks
   8  journal.db is damaged; it is left as it was (see the message for how to recover)
+  9  the relay is not trusted: its certificate failed checks or does not match the pin, or
+     its URL is clear-text http:// to another machine (act on the message; retrying won't help)
+
+Relays: https:// (verified against the public roots, or the --relay-pin an invite carries).
+Clear-text http:// is for a relay on this machine only; --insecure-cleartext-relay allows it
+elsewhere, for development: anyone on the network can then take the relay token and erase,
+prune or fill the journal's spaces at the relay.
 
 Dates are YYYY-MM-DD. \"Today\" and weeks follow the time zone in MEND_TZ (an IANA name such
 as Australia/Sydney), else this machine's; weeks start on Monday unless MEND_WEEK_START names
@@ -39,6 +46,17 @@ pub struct Cli {
     #[arg(long, env = "MEND_HOME", global = true, value_name = "DIR")]
     pub home: Option<PathBuf>,
 
+    /// The relay's pin, sha256/<base64 of the SHA-256 of its certificate's public key>, for a
+    /// self-hosted relay no public CA signed. Kept in the keyring (and passed on in invites).
+    #[arg(long, env = "MEND_RELAY_PIN", global = true, value_name = "PIN", value_parser = parse_pin)]
+    pub relay_pin: Option<mend_core::crypto::RelayPin>,
+
+    /// INSECURE, for development: allow clear-text http:// to a relay that is not on this
+    /// machine. Anyone on the network can then take the relay token and erase the journal's
+    /// copy at the relay or stop it from syncing.
+    #[arg(long, global = true)]
+    pub insecure_cleartext_relay: bool,
+
     /// Log to stderr (-v info, -vv debug, -vvv trace). Journal text is never logged.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
@@ -53,7 +71,7 @@ pub struct Cli {
 pub enum Command {
     /// Create a new journal in the home, syncing through the relay at URL.
     Init {
-        /// The relay, e.g. http://127.0.0.1:8787.
+        /// The relay, e.g. https://relay.example (or http://127.0.0.1:8787 on this machine).
         #[arg(long, value_name = "URL")]
         relay: String,
         /// Your name, as your partner will see it.
@@ -71,7 +89,7 @@ pub enum Command {
     },
     /// Join a journal with an invite code and fetch it from the relay.
     Join {
-        /// The invite code (starts with MEND1-).
+        /// The invite code (starts with MEND1- or MEND2-).
         code: String,
         /// Your name, as your partner will see it (ignored for a device invite).
         #[arg(long)]
@@ -469,6 +487,10 @@ pub fn parse_private_fields(s: &str) -> Result<Vec<CheckInField>, String> {
         .filter(|p| !p.trim().is_empty())
         .map(|p| Choice::new(CheckInField::ALL).parse_str(p))
         .collect()
+}
+
+fn parse_pin(s: &str) -> Result<mend_core::crypto::RelayPin, String> {
+    mend_core::crypto::RelayPin::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_kind(s: &str) -> Result<mend_core::Kind, String> {

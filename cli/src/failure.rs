@@ -27,6 +27,9 @@ pub enum Exit {
     Relay = 7,
     /// `journal.db` cannot be read as a journal; it is left untouched.
     Damaged = 8,
+    /// The device refuses the relay: a certificate or pin that failed, or clear text to
+    /// another machine. Retrying does not help; the user or the relay's operator must act.
+    Untrusted = 9,
 }
 
 impl From<Exit> for ExitCode {
@@ -92,6 +95,7 @@ pub fn exit_for(error: &Error) -> Exit {
         | Error::Invite(_) => Exit::Input,
         Error::Locked(_) | Error::Open { .. } | Error::TooNew { .. } => Exit::Home,
         Error::Unreachable => Exit::Unreachable,
+        Error::UntrustedRelay(_) => Exit::Untrusted,
         Error::Tampered => Exit::Relay,
         _ => Exit::Local,
     }

@@ -15,7 +15,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use mend_client::{Device, Keyring, SyncObserver};
+use mend_client::{Device, Keyring, RelayOptions, SyncObserver};
 use mend_core::journal::OpenOptions;
 
 use crate::failure::{Exit, Failure};
@@ -29,11 +29,13 @@ pub struct Home {
     dir: PathBuf,
     /// Whether this run created the directory, so a failed `init` can leave nothing behind.
     made: Arc<AtomicBool>,
+    /// How to reach the relay: `--relay-pin`, `--insecure-cleartext-relay`.
+    relay: RelayOptions,
 }
 
 impl Home {
     /// The home given with `--home` or `MEND_HOME`, else `~/.mend`.
-    pub fn resolve(given: Option<PathBuf>) -> Result<Self> {
+    pub fn resolve(given: Option<PathBuf>, relay: RelayOptions) -> Result<Self> {
         let dir = match given {
             Some(dir) => dir,
             None => std::env::var_os("HOME")
@@ -45,7 +47,13 @@ impl Home {
         Ok(Self {
             dir,
             made: Arc::default(),
+            relay,
         })
+    }
+
+    /// How to reach the relay, as the command line says.
+    pub fn relay(&self) -> RelayOptions {
+        self.relay.clone()
     }
 
     /// The directory.
@@ -112,13 +120,19 @@ impl Home {
         }
         let keyring = self.load_keyring()?;
         let calendar = crate::dates::calendar()?;
+        let kept_pin = keyring.relay_pin;
         let device = Device::open(
             &self.journal_path(),
             keyring,
             OpenOptions::default(),
+            self.relay(),
             observer,
         )
         .map_err(|e| self.damaged(e))?;
+        // A new --relay-pin is kept for the next runs.
+        if device.keyring().relay_pin != kept_pin {
+            self.save_keyring(device.keyring())?;
+        }
         device.set_calendar(calendar)?;
         Ok(device)
     }

@@ -534,6 +534,33 @@ fn every_bad_input_gets_one_line_and_its_exit_code() -> Result<()> {
         "a bad invite left a journal"
     );
 
+    // Clear text to another machine: refused with its own exit code and the opt-in's name,
+    // accepted with it; the refusal leaves no journal behind.
+    let far = "http://192.0.2.1:8787";
+    world
+        .mend("erin", &["init", "--relay", far, "--name", "Erin"])?
+        .fails(9, "--insecure-cleartext-relay")?;
+    ensure!(
+        !world.home("erin").join("journal.db").exists(),
+        "a refused relay left a journal"
+    );
+    world
+        .mend(
+            "erin",
+            &[
+                "init",
+                "--relay",
+                far,
+                "--name",
+                "Erin",
+                "--insecure-cleartext-relay",
+            ],
+        )?
+        .ok()?;
+    world
+        .mend("erin", &["sync", "--timeout", "2"])?
+        .fails(9, "clear-text")?;
+
     // An unreachable relay: the edit is kept and waits.
     let closed = {
         let listener = TcpListener::bind("127.0.0.1:0")?;

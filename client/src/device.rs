@@ -15,6 +15,7 @@ use mend_core::{
 };
 
 use crate::{
+    RelayOptions,
     http::RelayHttp,
     sync::{LiveSync, SyncClient, SyncObserver, blocking, lock},
 };
@@ -29,6 +30,7 @@ pub struct Device {
     path: PathBuf,
     reader: Mutex<Journal>,
     keyring: Keyring,
+    relay: RelayOptions,
     client: Arc<SyncClient>,
     observer: Option<Arc<dyn SyncObserver>>,
     live: Mutex<Option<LiveSync>>,
@@ -43,11 +45,17 @@ impl std::fmt::Debug for Device {
 }
 
 impl Device {
+    /// `relay.pin`, when set, replaces the keyring's pin (and is kept in it).
     fn assemble(
         journal: Journal,
-        keyring: Keyring,
+        mut keyring: Keyring,
+        mut relay: RelayOptions,
         observer: Option<Arc<dyn SyncObserver>>,
     ) -> Result<Self> {
+        if relay.pin.is_some() {
+            keyring.relay_pin = relay.pin;
+        }
+        relay.pin = keyring.relay_pin;
         let path = journal.store().path().to_owned();
         let reader = Journal::open_reader(&path)?;
         let mut journal = journal;
@@ -56,6 +64,7 @@ impl Device {
         let client = Arc::new(SyncClient::new(
             Arc::clone(&journal),
             &keyring.relay_url,
+            &relay,
             keyring.links(),
             observer.clone(),
         )?);
@@ -64,6 +73,7 @@ impl Device {
             path,
             reader: Mutex::new(reader),
             keyring,
+            relay,
             client,
             observer,
             live: Mutex::new(None),
@@ -132,34 +142,41 @@ impl Device {
         blocking(move || lock(&journal)?.ready()).await
     }
 
-    /// Creates a new journal at `path` for its first partner, with new secrets.
+    /// Creates a new journal at `path` for its first partner, with new secrets. `relay` says
+    /// how to reach the relay: its pin (kept in the keyring and passed on in invites), the
+    /// clear-text opt-in, extra trust anchors.
     pub fn create(
         path: &Path,
         name: &str,
         relay_url: &str,
         options: OpenOptions,
+        relay: RelayOptions,
         observer: Option<Arc<dyn SyncObserver>>,
     ) -> Result<Self> {
-        RelayHttp::new(relay_url)?;
+        RelayHttp::new(relay_url, &relay)?.check()?;
         let keyring = Keyring::generate(relay_url)?;
         let journal = Journal::create_with(path, name, options)?;
-        Self::assemble(journal, keyring, observer)
+        Self::assemble(journal, keyring, relay, observer)
     }
 
     /// Joins with an invite code: the other partner (`name` is theirs) or another device of
-    /// the same partner. The journal fills on the first sync.
+    /// the same partner. The journal fills on the first sync. The invite's relay pin is kept
+    /// unless `relay.pin` replaces it.
     pub fn join(
         path: &Path,
         invite: &str,
         name: &str,
         options: OpenOptions,
+        relay: RelayOptions,
         observer: Option<Arc<dyn SyncObserver>>,
     ) -> Result<Self> {
         let invite = Invite::decode(invite)?;
+        let relay_pin = relay.pin.or(invite.relay_pin);
         let (keyring, source) = match invite.kind {
             InviteKind::Partner => (
                 Keyring {
                     relay_url: invite.relay_url,
+                    relay_pin,
                     couple: invite.couple,
                     personal: SpaceSecret::generate()?,
                 },
@@ -172,6 +189,7 @@ impl Device {
             InviteKind::Device { personal, partner } => (
                 Keyring {
                     relay_url: invite.relay_url,
+                    relay_pin,
                     couple: invite.couple,
                     personal,
                 },
@@ -182,20 +200,29 @@ impl Device {
                 },
             ),
         };
-        RelayHttp::new(&keyring.relay_url)?;
+        let relay = RelayOptions {
+            pin: relay_pin,
+            ..relay
+        };
+        RelayHttp::new(&keyring.relay_url, &relay)?.check()?;
         let journal = Journal::join_with(path, &source, name, options)?;
-        Self::assemble(journal, keyring, observer)
+        Self::assemble(journal, keyring, relay, observer)
     }
 
-    /// Opens an existing journal with the keys the app kept.
+    /// Opens an existing journal with the keys the app kept. A relay the device refuses
+    /// (clear text off this machine without the opt-in) does not stop the journal from
+    /// opening: local reads and writes work, and syncing fails with
+    /// [`Error::UntrustedRelay`]. `relay.pin`, when set, replaces the keyring's pin: save
+    /// [`Device::keyring`] again afterwards.
     pub fn open(
         path: &Path,
         keyring: Keyring,
         options: OpenOptions,
+        relay: RelayOptions,
         observer: Option<Arc<dyn SyncObserver>>,
     ) -> Result<Self> {
         let journal = Journal::open_with(path, options)?;
-        Self::assemble(journal, keyring, observer)
+        Self::assemble(journal, keyring, relay, observer)
     }
 
     /// The writer's journal, shared with the sync task. Prefer [`Device::write`] and
@@ -228,9 +255,12 @@ impl Device {
     /// Erases this partner's spaces at the relay: the couple's space (for both partners) and
     /// this partner's personal space. The local journal is left to the caller.
     pub async fn erase_remote(&self) -> Result<()> {
-        let http = RelayHttp::new(&self.keyring.relay_url)?;
+        let http = RelayHttp::new(&self.keyring.relay_url, &self.relay)?;
+        http.check()?;
         for link in self.keyring.links() {
-            http.erase(&link).await?;
+            if let Err(e) = http.erase(&link).await {
+                return Err(http.take_problem().map_or(e, Error::UntrustedRelay));
+            }
         }
         Ok(())
     }

@@ -3,88 +3,64 @@
 //! The device sends a few plain HTTP/1.1 requests per round (docs/protocol.md §4), so this
 //! client replaces hyper and hyper-util, which made up ~290 KB of the app's library
 //! (docs/benchmarks.md, "Mobile bindings"). `httparse` (already here for the WebSocket
-//! handshake) reads the answers: `Content-Length`, chunked and read-to-close bodies.
+//! handshake) reads the answers: `Content-Length`, chunked and read-to-close bodies. It runs
+//! over TLS or, to this machine, clear text ([`crate::transport`]), and everything it reads is
+//! bounded: the head, each chunk-size line, the body (per request kind) and the time, which
+//! grows with the bytes moved, never without end.
 
 use std::{
+    io::Write as _,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use http::{Method, StatusCode};
 use httparse::Status;
-use mend_protocol::{AUTH_SCHEME, Ack, ErrorCode, Limits, Page, Snapshot, SpaceId, paths};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
+use mend_protocol::{
+    AUTH_SCHEME, Ack, ErrorCode, Limits, MAX_PAGE_LIMIT, Page, Snapshot, SpaceId, paths,
 };
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use zeroize::Zeroizing;
 
 use mend_core::{
     error::{Error, Result},
     sync::{Failure, Request, Response, SpaceLink},
 };
 
-/// How long one HTTP request may take, connecting included.
-const TIMEOUT: Duration = Duration::from_secs(10);
-/// How long connecting may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::transport::{RelayOptions, Scheme, Stream, Target};
+
+/// Time every exchange gets before its bytes count: connecting is bounded on its own.
+const BASE_TIME: Duration = Duration::from_secs(10);
+/// The slowest transfer rate waited for, in bytes per second: an exchange may take
+/// `BASE_TIME` plus its bytes (sent, and received or announced) at this rate. A relay that
+/// drips slower is cut off; a large snapshot on a slow link still arrives.
+const MIN_RATE: u64 = 16 * 1024;
 /// Idle connections kept for the next requests (a round runs a few at once).
 const MAX_IDLE: usize = 4;
 /// An idle connection older than this is dropped: the relay closes quiet ones after 15 s.
 const IDLE_FOR: Duration = Duration::from_secs(10);
-/// Largest response head.
+/// Largest response head (and trailer section).
 const MAX_HEAD: usize = 16 * 1024;
-/// Largest response body: a snapshot at the relay's limit plus its framing.
-const MAX_BODY: usize = Limits::DEFAULT.max_snapshot_bytes + (1 << 20);
+/// Largest chunk-size line, extensions included.
+const MAX_CHUNK_LINE: usize = 1024;
+/// Room for framing, JSON error bodies and headers around a payload.
+const SLACK: usize = 64 * 1024;
+/// Largest body of an answer that carries no payload (an ack, an error).
+const SMALL_BODY: usize = SLACK;
 
-/// Where requests go: `host` and `port` to connect to, `authority` for the `Host` header and
-/// `prefix` (the base URL's path) before every route.
-#[derive(Debug)]
-struct Target {
-    host: String,
-    port: u16,
-    authority: String,
-    prefix: String,
-}
-
-impl Target {
-    /// `rest` is the base URL after `http://`; `None` if it has no usable host and port.
-    fn parse(rest: &str) -> Option<Self> {
-        let (authority, prefix) = match rest.find('/') {
-            Some(i) => rest.split_at(i),
-            None => (rest, ""),
-        };
-        if authority.contains(['@', '?', '#']) || prefix.contains(['?', '#']) {
-            return None;
-        }
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (host, after) = v6.split_once(']')?;
-            (host, after)
-        } else {
-            match authority.rsplit_once(':') {
-                Some((host, _)) => (host, authority.get(host.len()..)?),
-                None => (authority, ""),
-            }
-        };
-        let port = match port {
-            "" => 80,
-            p => p.strip_prefix(':')?.parse().ok()?,
-        };
-        if host.is_empty() {
-            return None;
-        }
-        Some(Self {
-            host: host.to_owned(),
-            port,
-            authority: authority.to_owned(),
-            prefix: prefix.to_owned(),
-        })
-    }
+/// Largest body of a pulled page: the relay's page cap plus each chunk's framing.
+fn page_body(limits: &Limits) -> usize {
+    limits
+        .max_page_bytes
+        .max(limits.max_chunk_bytes)
+        .saturating_add(MAX_PAGE_LIMIT.saturating_mul(128))
+        .saturating_add(SLACK)
 }
 
 /// A kept-alive connection and when it went idle.
 #[derive(Debug)]
 struct Idle {
-    stream: TcpStream,
+    stream: Stream,
     since: Instant,
 }
 
@@ -92,7 +68,7 @@ struct Idle {
 type Answer = (StatusCode, Option<u64>, Vec<u8>);
 
 /// How an exchange failed.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 enum Trip {
     /// Nothing came back: on a reused connection, the relay had closed it meanwhile.
     Silent,
@@ -104,33 +80,43 @@ enum Trip {
 #[derive(Clone, Debug)]
 pub struct RelayHttp {
     base: String,
+    scheme: Scheme,
     /// `None` when the URL has no usable host or port: every request then fails as
     /// unreachable, as it did when the HTTP library refused the URL.
     target: Option<Arc<Target>>,
     idle: Arc<Mutex<Vec<Idle>>>,
+    /// The last refusal the user must act on (a certificate, a pin, clear text).
+    problem: Arc<Mutex<Option<String>>>,
 }
 
 impl RelayHttp {
-    /// A client for the relay at `url` (`http://host:port`).
-    pub fn new(url: &str) -> Result<Self> {
+    /// A client for the relay at `url` (`https://host[:port]`, or `http://` to this machine
+    /// or with [`RelayOptions::allow_insecure_cleartext`]).
+    pub fn new(url: &str, options: &RelayOptions) -> Result<Self> {
         let base = url.trim().trim_end_matches('/').to_owned();
-        if base.starts_with("https://") {
-            return Err(Error::Invalid(
-                "https relays need a TLS-terminating proxy in this version; use the proxy's http address on the device's network".into(),
-            ));
-        }
-        if !base.starts_with("http://") || base.len() <= "http://".len() {
+        let Some((scheme, rest)) = Scheme::split(&base).filter(|(_, rest)| !rest.is_empty()) else {
             return Err(Error::Invalid(format!(
-                "a relay URL looks like http://host:port, not {:?}",
+                "a relay URL looks like https://host[:port], not {:?}",
                 mend_core::ids::truncate(url)
             )));
-        }
-        let target = Target::parse(&base["http://".len()..]).map(Arc::new);
+        };
+        let target = Target::parse(scheme, rest, options)?.map(Arc::new);
         Ok(Self {
             base,
+            scheme,
             target,
             idle: Arc::default(),
+            problem: Arc::default(),
         })
+    }
+
+    /// Refuses now what every connection would refuse (clear text off this machine without
+    /// the opt-in), for callers setting a relay up.
+    pub fn check(&self) -> Result<()> {
+        match self.target.as_deref().and_then(Target::refusal) {
+            Some(why) => Err(Error::UntrustedRelay(why.to_owned())),
+            None => Ok(()),
+        }
     }
 
     /// The relay's base URL.
@@ -138,9 +124,22 @@ impl RelayHttp {
         &self.base
     }
 
+    /// The last refusal the user must act on since the previous call (a certificate that
+    /// failed verification or the pin, clear text off this machine), taken.
+    pub fn take_problem(&self) -> Option<String> {
+        self.problem.lock().ok().and_then(|mut p| p.take())
+    }
+
     /// The WebSocket URL for a path.
     pub(crate) fn ws_url(&self, path: &str) -> String {
-        format!("ws://{}{path}", &self.base["http://".len()..])
+        let rest = Scheme::split(&self.base).map_or("", |(_, rest)| rest);
+        format!("{}{rest}{path}", self.scheme.ws())
+    }
+
+    /// Connects to the relay, TLS included (the live socket uses it too).
+    pub(crate) async fn connect(&self) -> std::result::Result<Stream, Failure> {
+        let target = self.target.as_deref().ok_or(Failure::Unreachable)?;
+        target.connect(&self.problem).await
     }
 
     async fn call(
@@ -149,27 +148,38 @@ impl RelayHttp {
         path: &str,
         token: &str,
         body: Option<Vec<u8>>,
+        max_body: usize,
     ) -> std::result::Result<Answer, Failure> {
         let target = self.target.as_deref().ok_or(Failure::Unreachable)?;
-        let mut request = format!(
+        let body = body.unwrap_or_default();
+        // The token is in this buffer: sized up front so it never reallocates (which would
+        // leave a copy behind), and wiped when dropped.
+        let mut request = Zeroizing::new(Vec::with_capacity(
+            256 + target.prefix.len()
+                + path.len()
+                + target.authority.len()
+                + token.len()
+                + body.len(),
+        ));
+        let head = write!(
+            request,
             "{method} {}{path} HTTP/1.1\r\nhost: {}\r\nauthorization: {AUTH_SCHEME} {token}\r\n",
             target.prefix, target.authority
-        );
-        if body.is_some() {
-            request.push_str(&format!("content-type: {}\r\n", paths::FRAME_CONTENT_TYPE));
-        }
-        let body = body.unwrap_or_default();
-        if !body.is_empty() || method != Method::GET {
-            request.push_str(&format!("content-length: {}\r\n", body.len()));
-        }
-        request.push_str("\r\n");
-        let mut request = request.into_bytes();
+        )
+        .and_then(|()| {
+            if !body.is_empty() {
+                write!(request, "content-type: {}\r\n", paths::FRAME_CONTENT_TYPE)?;
+            }
+            if !body.is_empty() || method != Method::GET {
+                write!(request, "content-length: {}\r\n", body.len())?;
+            }
+            request.extend_from_slice(b"\r\n");
+            Ok(())
+        });
+        head.map_err(|_| Failure::Unreachable)?;
         request.extend_from_slice(&body);
         let started = Instant::now();
-        let answer = tokio::time::timeout(TIMEOUT, self.exchange(target, &request))
-            .await
-            .map_err(|_| Failure::Unreachable)
-            .and_then(|answer| answer);
+        let answer = self.exchange(&request, max_body).await;
         // The method, status and sizes only: paths name the space, headers carry its token.
         let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match &answer {
@@ -189,11 +199,11 @@ impl RelayHttp {
     /// Sends `request` on an idle connection or a new one and reads the answer.
     async fn exchange(
         &self,
-        target: &Target,
         request: &[u8],
+        max_body: usize,
     ) -> std::result::Result<Answer, Failure> {
         if let Some(stream) = self.take_idle() {
-            match round_trip(stream, request).await {
+            match round_trip(stream, request, max_body).await {
                 Ok((answer, reusable)) => return Ok(self.keep(answer, reusable)),
                 // The relay closed the idle connection before reading the request (it answers
                 // every request it reads), so sending it again cannot repeat it.
@@ -202,28 +212,21 @@ impl RelayHttp {
             }
         }
         tracing::trace!("connecting to the relay");
-        let stream = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            TcpStream::connect((target.host.as_str(), target.port)),
-        )
-        .await
-        .map_err(|_| Failure::Unreachable)?
-        .map_err(|_| Failure::Unreachable)?;
-        let _ = stream.set_nodelay(true);
-        let (answer, reusable) = round_trip(stream, request)
+        let stream = self.connect().await?;
+        let (answer, reusable) = round_trip(stream, request, max_body)
             .await
             .map_err(|_| Failure::Unreachable)?;
         Ok(self.keep(answer, reusable))
     }
 
-    fn take_idle(&self) -> Option<TcpStream> {
+    fn take_idle(&self) -> Option<Stream> {
         let mut idle = self.idle.lock().ok()?;
         idle.retain(|c| c.since.elapsed() < IDLE_FOR);
         idle.pop().map(|c| c.stream)
     }
 
     /// Returns the connection to the pool if it may carry another request.
-    fn keep(&self, answer: Answer, reusable: Option<TcpStream>) -> Answer {
+    fn keep(&self, answer: Answer, reusable: Option<Stream>) -> Answer {
         if let (Some(stream), Ok(mut idle)) = (reusable, self.idle.lock())
             && idle.len() < MAX_IDLE
         {
@@ -245,6 +248,7 @@ impl RelayHttp {
                 &paths::space(&id),
                 link.keys.token.expose(),
                 None,
+                SMALL_BODY,
             )
             .await
             .map_err(|_| Error::Unreachable)?;
@@ -285,7 +289,7 @@ impl RelayHttp {
         match request {
             Request::Create { .. } => {
                 let (status, retry, body) = self
-                    .call(Method::PUT, &paths::space(&id), token, None)
+                    .call(Method::PUT, &paths::space(&id), token, None, SMALL_BODY)
                     .await?;
                 ok(status, retry, &body)?;
                 Ok(Response::Created { space })
@@ -297,6 +301,7 @@ impl RelayHttp {
                         &paths::chunks(&id),
                         token,
                         Some(push.to_bytes()),
+                        SMALL_BODY,
                     )
                     .await?;
                 ok(status, retry, &body)?;
@@ -305,20 +310,23 @@ impl RelayHttp {
             }
             Request::Pull { after, .. } | Request::Subscribe { after, .. } => {
                 let device = mend_protocol::DeviceId(*device);
-                let path = paths::pull(
-                    &id,
-                    *after,
-                    Some(mend_protocol::MAX_PAGE_LIMIT),
-                    Some(&device),
-                );
-                let (status, retry, body) = self.call(Method::GET, &path, token, None).await?;
+                let path = paths::pull(&id, *after, Some(MAX_PAGE_LIMIT), Some(&device));
+                let (status, retry, body) = self
+                    .call(Method::GET, &path, token, None, page_body(&limits))
+                    .await?;
                 ok(status, retry, &body)?;
                 let page = Page::decode(&body, &limits).map_err(malformed)?;
                 Ok(Response::Page { space, page })
             }
             Request::GetSnapshot { .. } => {
                 let (status, retry, body) = self
-                    .call(Method::GET, &paths::snapshot(&id), token, None)
+                    .call(
+                        Method::GET,
+                        &paths::snapshot(&id),
+                        token,
+                        None,
+                        limits.max_snapshot_bytes.saturating_add(SLACK),
+                    )
                     .await?;
                 if status == StatusCode::NOT_FOUND
                     && error_code(&body) == Some(ErrorCode::NoSnapshot)
@@ -342,6 +350,7 @@ impl RelayHttp {
                         &paths::snapshot(&id),
                         token,
                         Some(snapshot.to_bytes()),
+                        SMALL_BODY,
                     )
                     .await?;
                 ok(status, retry, &body)?;
@@ -354,14 +363,57 @@ impl RelayHttp {
     }
 }
 
-/// Writes `request` and reads the answer; the connection comes back when it may be reused.
-async fn round_trip(
-    mut stream: TcpStream,
-    request: &[u8],
-) -> std::result::Result<(Answer, Option<TcpStream>), Trip> {
-    if stream.write_all(request).await.is_err() {
-        return Err(Trip::Silent);
+/// The clock of one exchange: `BASE_TIME` plus the bytes moved (or announced) at `MIN_RATE`,
+/// never more than `BASE_TIME` plus the largest exchange allowed.
+struct Clock {
+    started: tokio::time::Instant,
+    sent: u64,
+    cap: u64,
+}
+
+impl Clock {
+    fn new(sent: usize, max_body: usize) -> Self {
+        let sent = u64::try_from(sent).unwrap_or(u64::MAX);
+        let max = u64::try_from(max_body).unwrap_or(u64::MAX);
+        Self {
+            started: tokio::time::Instant::now(),
+            sent,
+            cap: sent.saturating_add(max).saturating_add(MAX_HEAD as u64),
+        }
     }
+
+    /// When the exchange must be over, once `bytes` are in (or announced).
+    fn deadline(&self, bytes: usize) -> tokio::time::Instant {
+        let bytes = u64::try_from(bytes)
+            .unwrap_or(u64::MAX)
+            .saturating_add(self.sent)
+            .min(self.cap);
+        self.started + BASE_TIME + Duration::from_millis(bytes.saturating_mul(1000) / MIN_RATE)
+    }
+}
+
+/// Writes `request` and reads the answer, its body at most `max_body` bytes; the connection
+/// comes back when it may be reused.
+async fn round_trip<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    request: &[u8],
+    max_body: usize,
+) -> std::result::Result<(Answer, Option<S>), Trip> {
+    let clock = Clock::new(request.len(), max_body);
+    let write = async {
+        stream.write_all(request).await?;
+        stream.flush().await
+    };
+    match tokio::time::timeout_at(clock.deadline(0), write).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return Err(Trip::Silent),
+        Err(_) => return Err(Trip::Failed),
+    }
+    let mut reader = Reader {
+        stream,
+        clock,
+        expected: 0,
+    };
     let mut buf = Vec::with_capacity(8 * 1024);
     let head = loop {
         if let Some(head) = parse_head(&buf)? {
@@ -375,10 +427,10 @@ async fn round_trip(
         if buf.len() > MAX_HEAD {
             return Err(Trip::Failed);
         }
-        match read_more(&mut stream, &mut buf).await {
+        match reader.more(&mut buf).await {
             Ok(n) if n > 0 => {}
             // Closed or reset before a byte came back.
-            _ if buf.is_empty() => return Err(Trip::Silent),
+            Ok(_) | Err(Trip::Silent) if buf.is_empty() => return Err(Trip::Silent),
             _ => return Err(Trip::Failed),
         }
     };
@@ -386,30 +438,64 @@ async fn round_trip(
     let (body, clean) = match head.framing {
         Framing::Empty => (Vec::new(), buf.is_empty()),
         Framing::Length(len) => {
-            if len > MAX_BODY {
+            if len > max_body {
                 return Err(Trip::Failed);
             }
+            reader.expected = len;
             while buf.len() < len {
-                if read_more(&mut stream, &mut buf).await? == 0 {
-                    return Err(Trip::Failed);
-                }
+                reader.fill(&mut buf).await?;
             }
             let clean = buf.len() == len;
             buf.truncate(len);
             (buf, clean)
         }
-        Framing::Chunked => (read_chunked(&mut stream, &mut buf).await?, buf.is_empty()),
+        Framing::Chunked => {
+            let (body, rest) = read_chunked(&mut reader, buf, max_body).await?;
+            (body, rest == 0)
+        }
         Framing::Close => {
-            while read_more(&mut stream, &mut buf).await? > 0 {
-                if buf.len() > MAX_BODY {
+            while reader.more(&mut buf).await.map_err(|_| Trip::Failed)? > 0 {
+                if buf.len() > max_body {
                     return Err(Trip::Failed);
                 }
             }
             (buf, false)
         }
     };
-    let reusable = (head.keep_alive && clean).then_some(stream);
+    let reusable = (head.keep_alive && clean).then_some(reader.stream);
     Ok(((head.status, head.retry_after_ms, body), reusable))
+}
+
+/// Reads an answer under its clock.
+struct Reader<S> {
+    stream: S,
+    clock: Clock,
+    /// Body bytes announced so far (they extend the deadline before they arrive).
+    expected: usize,
+}
+
+impl<S: AsyncRead + Unpin> Reader<S> {
+    /// Reads more of the answer into `buf`; 0 at the end of the stream. A reset is `Silent`
+    /// (on a reused connection before any answer, the request may go again), the deadline
+    /// `Failed`.
+    async fn more(&mut self, buf: &mut Vec<u8>) -> std::result::Result<usize, Trip> {
+        buf.reserve(8 * 1024);
+        let deadline = self.clock.deadline(buf.len().max(self.expected));
+        match tokio::time::timeout_at(deadline, self.stream.read_buf(buf)).await {
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err(_)) => Err(Trip::Silent),
+            Err(_) => Err(Trip::Failed),
+        }
+    }
+
+    /// Reads more once part of the answer is in: the end of the stream, a reset or the
+    /// deadline all fail the exchange.
+    async fn fill(&mut self, buf: &mut Vec<u8>) -> std::result::Result<(), Trip> {
+        match self.more(buf).await {
+            Ok(n) if n > 0 => Ok(()),
+            _ => Err(Trip::Failed),
+        }
+    }
 }
 
 /// How a response body ends (RFC 9112 §6.3).
@@ -491,62 +577,57 @@ fn parse_head(buf: &[u8]) -> std::result::Result<Option<Head>, Trip> {
     }))
 }
 
-/// Reads more of the answer into `buf`; 0 at the end of the stream.
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::result::Result<usize, Trip> {
-    buf.reserve(8 * 1024);
-    stream.read_buf(buf).await.map_err(|_| Trip::Failed)
-}
-
-/// Decodes a chunked body that starts at `buf[0]`, reading more as needed; leaves in `buf`
-/// whatever followed the body.
-async fn read_chunked(
-    stream: &mut TcpStream,
-    buf: &mut Vec<u8>,
-) -> std::result::Result<Vec<u8>, Trip> {
+/// Decodes a chunked body that starts at `buf[0]`, reading more as needed. Returns the body
+/// and how many bytes followed it. Parsing moves an offset through `buf` rather than draining
+/// it per chunk (a body of tiny chunks stays linear), and a chunk-size line that does not end
+/// within `MAX_CHUNK_LINE` bytes fails instead of being re-parsed as it grows.
+async fn read_chunked<S: AsyncRead + Unpin>(
+    reader: &mut Reader<S>,
+    mut buf: Vec<u8>,
+    max_body: usize,
+) -> std::result::Result<(Vec<u8>, usize), Trip> {
     let mut body = Vec::new();
+    let mut at = 0;
     loop {
-        let (used, size) = match httparse::parse_chunk_size(buf) {
+        if at > 64 * 1024 && at * 2 > buf.len() {
+            buf.drain(..at);
+            at = 0;
+        }
+        let (used, size) = match httparse::parse_chunk_size(&buf[at..]) {
             Ok(Status::Complete(found)) => found,
-            Ok(Status::Partial) => {
-                if read_more(stream, buf).await? == 0 {
-                    return Err(Trip::Failed);
-                }
+            Ok(Status::Partial) if buf.len() - at <= MAX_CHUNK_LINE => {
+                reader.fill(&mut buf).await?;
                 continue;
             }
-            Err(_) => return Err(Trip::Failed),
+            _ => return Err(Trip::Failed),
         };
         if size == 0 {
-            buf.drain(..used);
+            at += used;
             break;
         }
         let size = usize::try_from(size)
             .ok()
-            .filter(|s| body.len().saturating_add(*s) <= MAX_BODY)
+            .filter(|s| body.len().saturating_add(*s) <= max_body)
             .ok_or(Trip::Failed)?;
-        let end = used + size + 2;
+        reader.expected = body.len() + size;
+        let start = at + used;
+        let end = start + size + 2;
         while buf.len() < end {
-            if read_more(stream, buf).await? == 0 {
-                return Err(Trip::Failed);
-            }
+            reader.fill(&mut buf).await?;
         }
-        if &buf[used + size..end] != b"\r\n" {
+        if &buf[start + size..end] != b"\r\n" {
             return Err(Trip::Failed);
         }
-        body.extend_from_slice(&buf[used..used + size]);
-        buf.drain(..end);
+        body.extend_from_slice(&buf[start..start + size]);
+        at = end;
     }
     // Trailer fields, if any, up to the empty line.
     loop {
         let mut headers = [httparse::EMPTY_HEADER; 16];
-        match httparse::parse_headers(buf, &mut headers) {
-            Ok(Status::Complete((len, _))) => {
-                buf.drain(..len);
-                return Ok(body);
-            }
-            Ok(Status::Partial) if buf.len() <= MAX_HEAD => {
-                if read_more(stream, buf).await? == 0 {
-                    return Err(Trip::Failed);
-                }
+        match httparse::parse_headers(&buf[at..], &mut headers) {
+            Ok(Status::Complete((len, _))) => return Ok((body, buf.len() - at - len)),
+            Ok(Status::Partial) if buf.len() - at <= MAX_HEAD => {
+                reader.fill(&mut buf).await?;
             }
             _ => return Err(Trip::Failed),
         }
@@ -642,12 +723,13 @@ mod tests {
             }
             accepted
         });
-        let http = RelayHttp::new(&format!("http://{addr}/base/")).expect("url");
+        let http =
+            RelayHttp::new(&format!("http://{addr}/base/"), &RelayOptions::default()).expect("url");
         (http, task)
     }
 
     async fn get(http: &RelayHttp) -> std::result::Result<Answer, Failure> {
-        http.call(Method::GET, "/x", "t", None).await
+        http.call(Method::GET, "/x", "t", None, SMALL_BODY).await
     }
 
     #[tokio::test]
@@ -703,20 +785,258 @@ mod tests {
     #[test]
     fn parses_relay_urls() {
         let t = |url: &str| {
-            RelayHttp::new(url).ok().and_then(|h| h.target).map(|t| {
-                (
-                    t.host.clone(),
-                    t.port,
-                    t.authority.clone(),
-                    t.prefix.clone(),
-                )
-            })
+            RelayHttp::new(url, &RelayOptions::default())
+                .ok()
+                .and_then(|h| h.target)
+                .map(|t| {
+                    (
+                        t.host.clone(),
+                        t.port,
+                        t.authority.clone(),
+                        t.prefix.clone(),
+                    )
+                })
         };
         let own = |h: &str, p, a: &str, x: &str| Some((h.into(), p, a.into(), x.into()));
-        assert_eq!(t("http://relay:8080"), own("relay", 8080, "relay:8080", ""));
-        assert_eq!(t("http://relay/mend/"), own("relay", 80, "relay", "/mend"));
+        assert_eq!(
+            t("http://127.0.0.1:8080"),
+            own("127.0.0.1", 8080, "127.0.0.1:8080", "")
+        );
+        assert_eq!(
+            t("http://localhost/mend/"),
+            own("localhost", 80, "localhost", "/mend")
+        );
         assert_eq!(t("http://[::1]:9/"), own("::1", 9, "[::1]:9", ""));
+        assert_eq!(t("https://relay/mend"), own("relay", 443, "relay", "/mend"));
+        assert_eq!(
+            t("https://relay:8443"),
+            own("relay", 8443, "relay:8443", "")
+        );
         assert_eq!(t("http://relay:x"), None);
         assert_eq!(t("http://user@relay"), None);
+        assert!(RelayHttp::new("ftp://relay", &RelayOptions::default()).is_err());
+    }
+
+    #[test]
+    fn clear_text_goes_only_to_this_machine_unless_opted_in() {
+        let check = |url: &str, allow_insecure_cleartext: bool| {
+            let options = RelayOptions {
+                allow_insecure_cleartext,
+                ..RelayOptions::default()
+            };
+            RelayHttp::new(url, &options).and_then(|h| h.check())
+        };
+        for local in [
+            "http://127.0.0.1:1",
+            "http://127.8.0.1",
+            "http://[::1]:2",
+            "http://LocalHost:3",
+        ] {
+            assert!(check(local, false).is_ok(), "{local}");
+        }
+        for remote in [
+            "http://192.168.1.10:8787",
+            "http://relay.example",
+            "http://[::2]:1",
+            "http://localhost.example",
+        ] {
+            let err = check(remote, false).expect_err(remote);
+            assert!(
+                matches!(&err, Error::UntrustedRelay(m) if m.contains("--insecure-cleartext-relay")),
+                "{err}"
+            );
+            assert!(check(remote, true).is_ok(), "{remote}");
+        }
+        assert!(check("https://relay.example", false).is_ok());
+    }
+
+    /// A relay's answer, scripted: the bytes as they arrive, then the end of the stream, a
+    /// repetition of the last piece (for a megabyte), or silence.
+    struct Script {
+        pieces: std::collections::VecDeque<Vec<u8>>,
+        then: Then,
+        read: usize,
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    enum Then {
+        Close,
+        Repeat,
+        Hang,
+    }
+
+    impl AsyncRead for Script {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            use std::task::Poll;
+            let Some(mut piece) = self.pieces.pop_front() else {
+                return match self.then {
+                    // Never woken: only the exchange's own deadline ends this.
+                    Then::Hang => Poll::Pending,
+                    Then::Close | Then::Repeat => Poll::Ready(Ok(())),
+                };
+            };
+            let n = piece.len().min(buf.remaining());
+            buf.put_slice(&piece[..n]);
+            self.read += n;
+            // Repeats up to 1 MiB, then ends: enough to tell a bounded reader from an
+            // unbounded one without a test that never ends.
+            if matches!(self.then, Then::Repeat) && self.pieces.is_empty() && self.read < 1 << 20 {
+                self.pieces.push_back(piece.clone());
+            }
+            if n < piece.len() {
+                let rest = piece.split_off(n);
+                self.pieces.push_front(rest);
+            }
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for Script {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    const REQUEST: &[u8] = b"GET /x HTTP/1.1\r\nhost: r\r\n\r\n";
+
+    /// Runs one exchange against `script` on a paused clock (time moves only when every task
+    /// waits), returning the outcome, the virtual time it took and the bytes it read.
+    fn run(
+        pieces: Vec<Vec<u8>>,
+        then: Then,
+        max_body: usize,
+    ) -> (std::result::Result<Answer, Trip>, Duration, usize) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let script = Script {
+                pieces: pieces.into(),
+                then,
+                read: 0,
+            };
+            let started = tokio::time::Instant::now();
+            let mut script = script;
+            let outcome = round_trip(&mut script, REQUEST, max_body)
+                .await
+                .map(|(answer, _)| answer);
+            (outcome, started.elapsed(), script.read)
+        })
+    }
+
+    /// The longest any exchange may take: its base time plus its largest size at the slowest
+    /// rate waited for.
+    fn bound(max_body: usize) -> Duration {
+        let bytes = (REQUEST.len() + max_body + MAX_HEAD) as u64;
+        BASE_TIME + Duration::from_millis(bytes * 1000 / MIN_RATE) + Duration::from_millis(1)
+    }
+
+    #[test]
+    fn an_endless_chunk_size_line_fails_after_a_bounded_read() {
+        // A chunk-size line that never ends: a size, then an extension that each read makes
+        // longer. Before the bound, the line was buffered and re-parsed until the deadline.
+        let head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;".to_vec();
+        let (outcome, _, read) = run(vec![head, vec![b'a'; 512]], Then::Repeat, SMALL_BODY);
+        assert_eq!(outcome.err(), Some(Trip::Failed));
+        assert!(read < 4 * 1024 + MAX_CHUNK_LINE, "read {read} bytes");
+    }
+
+    #[test]
+    fn a_silent_relay_is_cut_off_at_the_deadline() {
+        let head = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nabc".to_vec();
+        let (outcome, took, _) = run(vec![head], Then::Hang, SMALL_BODY);
+        assert_eq!(outcome.err(), Some(Trip::Failed));
+        assert!(took <= bound(SMALL_BODY), "{took:?}");
+    }
+
+    #[test]
+    fn a_body_of_tiny_chunks_is_read_whole() {
+        let mut answer = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+        for _ in 0..20_000 {
+            answer.extend_from_slice(b"1\r\nx\r\n");
+        }
+        answer.extend_from_slice(b"0\r\n\r\n");
+        let (outcome, _, _) = run(vec![answer], Then::Close, SMALL_BODY);
+        let (status, _, body) = outcome.expect("answer");
+        assert_eq!((status.as_u16(), body.len()), (200, 20_000));
+    }
+
+    mod garbage {
+        use proptest::{prelude::*, test_runner::RngSeed};
+
+        use super::*;
+
+        /// Pieces of answers: real heads and headers, chunk lines of every shape, raw bytes.
+        fn fragment() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                Just(b"HTTP/1.1 200 OK\r\n".to_vec()),
+                Just(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec()),
+                Just(b"HTTP/1.0 503 x\r\nretry-after: 99999999999999999999\r\n".to_vec()),
+                Just(b"transfer-encoding: chunked\r\n".to_vec()),
+                Just(b"connection: close\r\n".to_vec()),
+                Just(b"\r\n".to_vec()),
+                (0u64..u64::MAX).prop_map(|n| format!("content-length: {n}\r\n").into_bytes()),
+                (0usize..300).prop_map(|n| format!("content-length: {n}\r\n").into_bytes()),
+                (0u64..u64::MAX).prop_map(|n| format!("{n:x}\r\n").into_bytes()),
+                (0usize..64).prop_map(|n| format!("{n:x};ext=1\r\n").into_bytes()),
+                (1usize..3000).prop_map(|n| vec![b'f'; n]),
+                (1usize..3000).prop_map(|n| vec![b'a'; n]),
+                prop::collection::vec(any::<u8>(), 0..200),
+            ]
+        }
+
+        fn then() -> impl Strategy<Value = Then> {
+            prop_oneof![Just(Then::Close), Just(Then::Repeat), Just(Then::Hang)]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: 256,
+                rng_seed: RngSeed::Fixed(0x6d65_6e64),
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            /// Whatever a hostile relay sends, split however it likes and ended however it
+            /// likes: no panic, an end within the exchange's bound, and a body never larger
+            /// than allowed.
+            #[test]
+            fn any_answer_ends_within_bounds(
+                fragments in prop::collection::vec(fragment(), 0..24),
+                cut in 1usize..64,
+                then in then(),
+                max_body in prop_oneof![Just(16usize), Just(4096usize), Just(SMALL_BODY)],
+            ) {
+                let bytes: Vec<u8> = fragments.concat();
+                let pieces: Vec<Vec<u8>> = bytes.chunks(cut).map(<[u8]>::to_vec).collect();
+                let (outcome, took, _) = run(pieces, then, max_body);
+                prop_assert!(took <= bound(max_body), "took {:?}", took);
+                if let Ok((_, _, body)) = outcome {
+                    prop_assert!(body.len() <= max_body);
+                }
+            }
+        }
     }
 }

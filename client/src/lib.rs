@@ -2,7 +2,8 @@
 //!
 //! `mend-core` holds the journal, its store and the sync engine as a state machine, and does
 //! no I/O but its own SQLite file. This crate carries the engine's requests to the relay (a
-//! small HTTP/1.1 client for background rounds, a WebSocket per space for live sync), runs
+//! small HTTP/1.1 client for background rounds, a WebSocket per space for live sync, both over
+//! verified TLS or, to this machine only, clear text), runs
 //! SQLite and Automerge work on blocking threads, never on async workers, and holds the
 //! [`Device`]: a journal with its keys and relay connection, which tells the app's observers
 //! and wakes live sync after every write, whoever made it.
@@ -11,11 +12,13 @@ mod device;
 mod http;
 mod live;
 mod sync;
+mod transport;
 
 pub use device::Device;
 pub use http::RelayHttp;
 pub use mend_core::{Error, Keyring, Result};
 pub use sync::{LiveSync, SyncClient, SyncObserver};
+pub use transport::RelayOptions;
 
 /// Log directives every app must add to its tracing filter, whatever level it chooses:
 /// mend-core's (Automerge logs journal text at TRACE) and the WebSocket library's, which logs

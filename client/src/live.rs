@@ -6,11 +6,14 @@ use mend_protocol::{
     AUTH_SCHEME, ClientMessage, DeviceId as WireDevice, Limits, Push, ServerMessage, SpaceId,
     close_code, paths,
 };
-use tokio::{net::TcpStream, sync::mpsc};
+use tokio::sync::mpsc;
 use tokio_tungstenite::{
-    MaybeTlsStream, WebSocketStream,
-    tungstenite::{Message, client::IntoClientRequest, http::HeaderValue},
+    WebSocketStream,
+    tungstenite::{
+        Message, client::IntoClientRequest, http::HeaderValue, protocol::WebSocketConfig,
+    },
 };
+use zeroize::Zeroizing;
 
 use mend_core::{
     store::Space,
@@ -20,9 +23,23 @@ use mend_core::{
 use crate::{
     RelayHttp,
     http::{ok, parse_retry_after},
+    transport::Stream,
 };
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Socket = WebSocketStream<Stream>;
+
+/// Room around a chunk's payload in one relay message (its frame header, ids, sequence
+/// numbers and the sealing), generous.
+const MESSAGE_OVERHEAD: usize = 64 * 1024;
+
+/// The socket's bounds: one message is at most one chunk and its framing (tungstenite's
+/// default would buffer 64 MiB from whoever is at the other end).
+fn socket_config(limits: &Limits) -> WebSocketConfig {
+    let max = limits.max_chunk_bytes.saturating_add(MESSAGE_OVERHEAD);
+    WebSocketConfig::default()
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+}
 
 /// What a socket's reader sends to the live loop, tagged with the connection's generation so a
 /// replaced socket's last words are ignored.
@@ -88,10 +105,18 @@ pub(crate) async fn connect(
     let mut request = url
         .into_client_request()
         .map_err(|_| Failure::Unreachable)?;
-    let auth = HeaderValue::from_str(&format!("{AUTH_SCHEME} {}", link.keys.token.expose()))
-        .map_err(|_| Failure::Unauthorized)?;
+    let header = Zeroizing::new(format!("{AUTH_SCHEME} {}", link.keys.token.expose()));
+    let mut auth = HeaderValue::from_str(&header).map_err(|_| Failure::Unauthorized)?;
+    auth.set_sensitive(true);
     request.headers_mut().insert("authorization", auth);
-    let connect = tokio_tungstenite::connect_async(request);
+    // The same connection as the HTTP client's: TLS verified (or the pin), clear text only
+    // where allowed.
+    let stream = http.connect().await?;
+    let connect = tokio_tungstenite::client_async_with_config(
+        request,
+        stream,
+        Some(socket_config(&Limits::DEFAULT)),
+    );
     let (socket, _) = match tokio::time::timeout(std::time::Duration::from_secs(10), connect).await
     {
         Ok(Ok(pair)) => pair,
@@ -114,9 +139,6 @@ pub(crate) async fn connect(
         }
         _ => return Err(Failure::Unreachable),
     };
-    if let MaybeTlsStream::Plain(tcp) = socket.get_ref() {
-        let _ = tcp.set_nodelay(true);
-    }
     let (sink, mut stream) = socket.split();
     let space = link.space;
     tokio::spawn(async move {
@@ -211,7 +233,7 @@ mod tests {
                 let _ = stream.shutdown().await;
             }
         });
-        let http = RelayHttp::new(&format!("http://{addr}")).expect("url");
+        let http = RelayHttp::new(&format!("http://{addr}"), &Default::default()).expect("url");
         (http, task)
     }
 
@@ -276,5 +298,48 @@ mod tests {
         .await;
         assert_eq!(over_http, over_ws);
         assert_ne!(over_ws, Failure::SpaceGone);
+    }
+
+    #[tokio::test]
+    async fn a_relay_announcing_a_message_larger_than_a_chunk_is_dropped_before_it_sends_it() {
+        // The relay upgrades, then announces an 8 MiB binary frame and sends none of it.
+        // Under tungstenite's defaults (16 MiB frames, 64 MiB messages) the device would wait
+        // to buffer all of it; with the socket's bound it gives up on the header.
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let relay = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.expect("upgrade");
+            let len: u64 = 8 << 20;
+            let mut header = vec![0x82, 127];
+            header.extend_from_slice(&len.to_be_bytes());
+            ws.get_mut().write_all(&header).await.expect("header");
+            ws.get_mut().flush().await.expect("flush");
+            // Hold the connection open without sending the payload.
+            let mut rest = [0u8; 64];
+            while ws.get_mut().read(&mut rest).await.unwrap_or(0) > 0 {}
+        });
+        let http = RelayHttp::new(&format!("http://{addr}"), &Default::default()).expect("url");
+        let link = SpaceLink {
+            space: Space::Couple,
+            keys: SpaceSecret::generate().expect("secret").derive_keys(),
+        };
+        let (tx, mut rx) = mpsc::channel(4);
+        let socket = connect(&http, &link, &[7; 16], 0, 1, tx)
+            .await
+            .expect("connected");
+        let heard = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
+            .await
+            .expect("the device kept waiting for the oversized message")
+            .expect("a message");
+        assert!(matches!(
+            heard.response,
+            Response::Failed {
+                failure: Failure::Unreachable,
+                ..
+            }
+        ));
+        drop(socket);
+        relay.abort();
     }
 }

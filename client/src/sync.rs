@@ -25,7 +25,7 @@ use mend_core::{
 };
 
 use crate::{
-    RelayHttp,
+    RelayHttp, RelayOptions,
     live::{self, Incoming, LiveSocket},
     now_ms,
 };
@@ -86,6 +86,7 @@ impl SyncClient {
     pub fn new(
         journal: Arc<Mutex<Journal>>,
         relay_url: &str,
+        relay: &RelayOptions,
         links: Vec<SpaceLink>,
         observer: Option<Arc<dyn SyncObserver>>,
     ) -> Result<Self> {
@@ -94,7 +95,7 @@ impl SyncClient {
             journal,
             device,
             links,
-            http: RelayHttp::new(relay_url)?,
+            http: RelayHttp::new(relay_url, relay)?,
             observer,
             snapshot_every: AtomicU64::new(SNAPSHOT_EVERY),
         })
@@ -168,11 +169,20 @@ impl SyncClient {
         }
     }
 
+    /// The relay connection.
+    pub fn relay(&self) -> &RelayHttp {
+        &self.http
+    }
+
     /// One bounded round: pull and push every space over HTTP, retrying with backoff until
-    /// everything is in or `budget` runs out. Returns the status at the end.
+    /// everything is in or `budget` runs out. Returns the status at the end, or
+    /// [`Error::UntrustedRelay`] at once when the device refuses the relay (its certificate,
+    /// its pin, clear text off this machine): retrying would not help.
     pub async fn sync_now(&self, budget: Duration) -> Result<SyncStatus> {
         let deadline = tokio::time::Instant::now() + budget;
         self.loaded().await?;
+        // A refusal from an earlier round (or live sync) is not this round's.
+        let _ = self.http.take_problem();
         let device = self.device;
         let mut engine = self.engine(Mode::Once);
         let mut status = SyncStatus::default();
@@ -196,6 +206,9 @@ impl SyncClient {
                     Some(self.http.execute(link, &device, r))
                 });
                 inbox.extend(join_all(calls).await.into_iter().map(Event::Response));
+                if let Some(problem) = self.http.take_problem() {
+                    return Err(Error::UntrustedRelay(problem));
+                }
                 continue;
             }
             if engine.is_settled() || tokio::time::Instant::now() >= deadline {

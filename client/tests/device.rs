@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::{Result, ensure};
-use mend_client::{Device, SyncObserver};
+use mend_client::{Device, RelayOptions, SyncObserver};
 use mend_core::{
     Body, OpenOptions, RecordId, Space,
     model::{ProcessingNote, Share},
@@ -42,6 +42,7 @@ fn every_write_through_the_device_tells_the_observer_what_it_wrote() -> Result<(
         "Alex",
         RELAY,
         OpenOptions::default(),
+        RelayOptions::default(),
         Some(observer),
     )?;
     let shared = device.write(|j| {
@@ -87,6 +88,7 @@ fn reads_never_see_half_of_a_write_to_both_spaces() -> Result<()> {
         "Alex",
         RELAY,
         OpenOptions::default(),
+        RelayOptions::default(),
         None,
     )?);
     // Records committed so far. A note lives in the personal space until it is shared; sharing
@@ -138,6 +140,7 @@ fn reads_see_a_partner_who_joined_after_the_reader_opened() -> Result<()> {
         "Alex",
         RELAY,
         OpenOptions::default(),
+        RelayOptions::default(),
         None,
     )?;
     ensure!(device.read(|j| Ok(j.partners().len()))? == 1);

@@ -89,6 +89,13 @@ pub enum Error {
     #[error("the relay could not be reached; try again later")]
     Unreachable,
 
+    /// The device will not talk to the relay as configured: its certificate failed
+    /// verification or does not match the pin, or a clear-text URL names a host off this
+    /// machine without the opt-in. Retrying does not help; the user (or the relay's operator)
+    /// must act. The message names the problem, never a secret.
+    #[error("{0}")]
+    UntrustedRelay(String),
+
     /// A file system error.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),

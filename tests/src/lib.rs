@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use mend_client::{Device, Keyring, SyncObserver};
+use mend_client::{Device, Keyring, RelayOptions, SyncObserver};
 use mend_core::{
     Journal, RecordId, Space, journal::OpenOptions, store::Durability, sync::SyncStatus,
 };
@@ -131,7 +131,14 @@ impl Phone {
         let recorder = Arc::new(Recorder::default());
         let path = dir.join(file);
         let observer: Arc<dyn SyncObserver> = recorder.clone();
-        let device = Device::create(&path, name, relay, opts(), Some(observer))?;
+        let device = Device::create(
+            &path,
+            name,
+            relay,
+            opts(),
+            RelayOptions::default(),
+            Some(observer),
+        )?;
         Ok(Self {
             device,
             recorder,
@@ -143,7 +150,14 @@ impl Phone {
         let recorder = Arc::new(Recorder::default());
         let path = dir.join(file);
         let observer: Arc<dyn SyncObserver> = recorder.clone();
-        let device = Device::join(&path, invite, name, opts(), Some(observer))?;
+        let device = Device::join(
+            &path,
+            invite,
+            name,
+            opts(),
+            RelayOptions::default(),
+            Some(observer),
+        )?;
         Ok(Self {
             device,
             recorder,
@@ -154,7 +168,13 @@ impl Phone {
     pub fn reopen(path: &Path, keyring: Keyring) -> Result<Self> {
         let recorder = Arc::new(Recorder::default());
         let observer: Arc<dyn SyncObserver> = recorder.clone();
-        let device = Device::open(path, keyring, opts(), Some(observer))?;
+        let device = Device::open(
+            path,
+            keyring,
+            opts(),
+            RelayOptions::default(),
+            Some(observer),
+        )?;
         Ok(Self {
             device,
             recorder,

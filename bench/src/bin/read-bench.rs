@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{Result, ensure};
 use mend_bench::journal::{build, prose};
-use mend_client::{Device, Keyring};
+use mend_client::{Device, Keyring, RelayOptions};
 use mend_core::{
     Body, JoinSource, Journal, RecordId, Space,
     model::{HonestyMoment, Share},
@@ -69,13 +69,20 @@ async fn main() -> Result<()> {
     eprintln!("preparing {rounds} rounds of 1k concurrent edits…");
     let merges = edit_rounds(&source, dir.path(), rounds)?;
 
-    let a = Device::open(&path, Keyring::generate(&relay.url())?, opts(), None)?;
+    let a = Device::open(
+        &path,
+        Keyring::generate(&relay.url())?,
+        opts(),
+        RelayOptions::default(),
+        None,
+    )?;
     a.sync_now(Duration::from_secs(60)).await?;
     let b = Device::join(
         &dir.path().join("b.db"),
         &a.partner_invite()?,
         "Blake",
         opts(),
+        RelayOptions::default(),
         None,
     )?;
     b.sync_now(Duration::from_secs(60)).await?;

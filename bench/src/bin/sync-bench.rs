@@ -12,7 +12,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use mend_client::{Device, RelayHttp, SyncObserver};
+use mend_client::{Device, RelayHttp, RelayOptions, SyncObserver};
 use mend_core::{
     Body, RecordId, Space,
     crypto::{ChunkAad, SpaceSecret, seal_chunk},
@@ -54,6 +54,7 @@ async fn latency(n: usize) -> Result<()> {
         &invite,
         "Blake",
         mend_e2e::opts(),
+        RelayOptions::default(),
         Some(observer),
     )?;
     b.sync_now(Duration::from_secs(20)).await?;
@@ -173,7 +174,7 @@ async fn catchup(n: usize) -> Result<()> {
         a.sync().await?;
     }
     // B catches up, driving its engine by hand to count requests and bytes.
-    let http = RelayHttp::new(&relay.url())?;
+    let http = RelayHttp::new(&relay.url(), &RelayOptions::default())?;
     let links = b.device.keyring().links();
     let device = b.with(|j| Ok(*j.device().as_bytes()))?;
     let mut engine = SyncEngine::new(device, links.clone(), Mode::Once, 7);

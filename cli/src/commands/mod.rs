@@ -20,7 +20,12 @@ use crate::{
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
-    let home = Home::resolve(cli.home)?;
+    let relay = mend_client::RelayOptions {
+        pin: cli.relay_pin,
+        allow_insecure_cleartext: cli.insecure_cleartext_relay,
+        extra_roots: Vec::new(),
+    };
+    let home = Home::resolve(cli.home, relay)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

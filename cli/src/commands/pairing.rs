@@ -30,6 +30,7 @@ pub fn init(home: &Home, relay: &str, name: &str) -> Result<()> {
         name,
         relay,
         OpenOptions::default(),
+        home.relay(),
         None,
     )
     .inspect_err(|_| home.discard_new())?;
@@ -102,6 +103,7 @@ pub async fn join(home: &Home, code: &str, name: Option<&str>, timeout: u64) -> 
         code,
         name,
         OpenOptions::default(),
+        home.relay(),
         Some(observer),
     )
     .inspect_err(|_| home.discard_new())?;

@@ -1,11 +1,13 @@
-//! Invite codes: the relay URL and the secrets a joining device needs, as one string fit for a
-//! QR code.
+//! Invite codes: the relay URL, its pin if it has one, and the secrets a joining device needs,
+//! as one string fit for a QR code.
 //!
-//! Format: `MEND1-` followed by base64url (no padding) of
+//! Format: a prefix followed by base64url (no padding) of
 //! `kind (1 byte) | url length (1 byte) | url | couple secret (32) | [personal secret (32) |
-//! partner id (16)] | checksum (4)`, where the checksum is the first 4 bytes of SHA-256 over
-//! everything before it. A mistyped or truncated code fails the checksum and is refused with a
-//! clear message instead of joining the wrong space.
+//! partner id (16)] | [pin] | checksum (4)`, where the checksum is the first 4 bytes of SHA-256
+//! over everything before it. `MEND1-` codes have no pin part; `MEND2-` codes have
+//! `pin flag (1 byte: 0 none, 1 present) | [relay pin (32)]`. An invite without a pin is
+//! written `MEND1-`, so older apps still read it. A mistyped or truncated code fails the
+//! checksum and is refused with a clear message instead of joining the wrong space.
 
 use std::fmt;
 
@@ -13,13 +15,14 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::SpaceSecret;
+use super::{RelayPin, SpaceSecret};
 use crate::{
     error::{Error, Result},
     ids::PartnerId,
 };
 
-const PREFIX: &str = "MEND1-";
+const PREFIX_V1: &str = "MEND1-";
+const PREFIX_V2: &str = "MEND2-";
 const KIND_PARTNER: u8 = 1;
 const KIND_DEVICE: u8 = 2;
 const MAX_URL: usize = 200;
@@ -47,6 +50,8 @@ pub struct Invite {
     pub couple: SpaceSecret,
     /// Partner or device invite.
     pub kind: InviteKind,
+    /// The relay's pin, for a relay whose certificate no public CA signed.
+    pub relay_pin: Option<RelayPin>,
 }
 
 impl fmt::Debug for Invite {
@@ -58,6 +63,7 @@ impl fmt::Debug for Invite {
         f.debug_struct("Invite")
             .field("relay_url", &self.relay_url)
             .field("kind", &kind)
+            .field("relay_pin", &self.relay_pin)
             .finish()
     }
 }
@@ -75,7 +81,7 @@ impl Invite {
                 "a relay URL is 1 to {MAX_URL} bytes"
             )));
         }
-        let mut raw = Zeroizing::new(Vec::with_capacity(2 + url.len() + 84));
+        let mut raw = Zeroizing::new(Vec::with_capacity(2 + url.len() + 84 + 33 + 4));
         match &self.kind {
             InviteKind::Partner => raw.push(KIND_PARTNER),
             InviteKind::Device { .. } => raw.push(KIND_DEVICE),
@@ -87,20 +93,36 @@ impl Invite {
             raw.extend_from_slice(personal.expose());
             raw.extend_from_slice(partner.as_bytes());
         }
+        let prefix = match &self.relay_pin {
+            None => PREFIX_V1,
+            Some(pin) => {
+                raw.push(1);
+                raw.extend_from_slice(pin.as_bytes());
+                PREFIX_V2
+            }
+        };
         let sum = Sha256::digest(raw.as_slice());
         raw.extend_from_slice(&sum[..4]);
-        Ok(format!(
-            "{PREFIX}{}",
-            URL_SAFE_NO_PAD.encode(raw.as_slice())
-        ))
+        let body = Zeroizing::new(URL_SAFE_NO_PAD.encode(raw.as_slice()));
+        let mut code = String::with_capacity(prefix.len() + body.len());
+        code.push_str(prefix);
+        code.push_str(&body);
+        Ok(code)
     }
 
     /// Parses an invite, refusing anything damaged with a message fit for the user.
     pub fn decode(code: &str) -> Result<Self> {
-        let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
-        let Some(body) = code.strip_prefix(PREFIX) else {
+        let code: Zeroizing<String> =
+            Zeroizing::new(code.chars().filter(|c| !c.is_whitespace()).collect());
+        let (body, pinned) = if let Some(body) = code.strip_prefix(PREFIX_V1) {
+            (body, false)
+        } else if let Some(body) = code.strip_prefix(PREFIX_V2) {
+            (body, true)
+        } else if code.starts_with("MEND") && code.get(5..6) == Some("-") {
+            return Err(newer());
+        } else {
             return Err(Error::Invite(
-                "this is not a Mend invite code (it should start with MEND1-)".into(),
+                "this is not a Mend invite code (it should start with MEND1- or MEND2-)".into(),
             ));
         };
         let raw = Zeroizing::new(URL_SAFE_NO_PAD.decode(body).map_err(|_| damaged())?);
@@ -113,12 +135,26 @@ impl Invite {
         }
         let kind = data[0];
         let url_len = usize::from(data[1]);
+        if !(kind == KIND_PARTNER || kind == KIND_DEVICE) {
+            return Err(newer());
+        }
+        let secrets = 32 + if kind == KIND_DEVICE { 48 } else { 0 };
         let rest = &data[2..];
-        let expected = url_len + 32 + if kind == KIND_DEVICE { 48 } else { 0 };
-        if rest.len() != expected || !(kind == KIND_PARTNER || kind == KIND_DEVICE) {
-            return Err(Error::Invite(
-                "this invite code comes from a newer version of Mend; update the app".into(),
-            ));
+        let (rest, pin) = if pinned {
+            let fixed = url_len.saturating_add(secrets);
+            match rest.get(fixed..) {
+                Some([0]) => (&rest[..fixed], None),
+                Some([1, pin @ ..]) => {
+                    let pin: [u8; 32] = pin.try_into().map_err(|_| newer())?;
+                    (&rest[..fixed], Some(RelayPin::from_bytes(pin)))
+                }
+                _ => return Err(newer()),
+            }
+        } else {
+            (rest, None)
+        };
+        if rest.len() != url_len + secrets {
+            return Err(newer());
         }
         let relay_url = std::str::from_utf8(&rest[..url_len])
             .map_err(|_| damaged())?
@@ -138,8 +174,13 @@ impl Invite {
             relay_url,
             couple,
             kind,
+            relay_pin: pin,
         })
     }
+}
+
+fn newer() -> Error {
+    Error::Invite("this invite code comes from a newer version of Mend; update the app".into())
 }
 
 #[cfg(test)]
@@ -152,6 +193,7 @@ mod tests {
             relay_url: "http://127.0.0.1:8787".into(),
             couple: SpaceSecret::generate()?,
             kind: InviteKind::Partner,
+            relay_pin: None,
         };
         let code = partner.encode()?;
         assert!(code.starts_with("MEND1-"));
@@ -166,6 +208,28 @@ mod tests {
             ..partner.clone()
         };
         assert_eq!(Invite::decode(&device.encode()?)?, device);
+
+        // A pinned relay's invite is MEND2 and keeps its pin; a MEND1 code has none.
+        let pinned = Invite {
+            relay_pin: Some(RelayPin::of_spki(b"relay key")),
+            relay_url: "https://relay.example:8443".into(),
+            ..device.clone()
+        };
+        let pinned_code = pinned.encode()?;
+        assert!(pinned_code.starts_with("MEND2-"));
+        assert_eq!(Invite::decode(&pinned_code)?, pinned);
+        let unpinned = Invite {
+            relay_pin: None,
+            ..pinned
+        };
+        assert!(unpinned.encode()?.starts_with("MEND1-"));
+        assert_eq!(Invite::decode(&unpinned.encode()?)?.relay_pin, None);
+        // A code from a version after this one is named as such, not as a stranger's text.
+        let err = Invite::decode("MEND3-AAAA").err();
+        assert!(
+            matches!(&err, Some(Error::Invite(m)) if m.contains("newer")),
+            "{err:?}"
+        );
 
         // One changed character, a truncation, and a stranger's text are all refused.
         let mut chars: Vec<char> = code.chars().collect();

@@ -8,11 +8,13 @@
 mod invite;
 mod keys;
 mod padme;
+mod pin;
 mod seal;
 
 pub use invite::{Invite, InviteKind};
 pub use keys::{ContentKey, RelayToken, SpaceKeys, SpaceSecret};
 pub use padme::{pad, padded_len, unpad};
+pub use pin::RelayPin;
 pub use seal::{ChunkAad, open_chunk, open_snapshot, seal_chunk, seal_snapshot};
 
 use crate::error::{Error, Result};
