@@ -2,9 +2,12 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::config::{Config, DatabaseUrl, GroupCommit, Limits, Postgres, WsBuffers};
+use crate::{
+    config::{Config, DatabaseUrl, GroupCommit, Limits, Postgres, WsBuffers},
+    tls::TlsFiles,
+};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -19,6 +22,9 @@ pub enum LogFormat {
 #[derive(Debug, Parser)]
 #[command(name = "mend-relay", version, about)]
 pub struct Args {
+    /// Something other than serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Address to listen on.
     #[arg(long, env = "MEND_LISTEN", default_value = "127.0.0.1:8787")]
     pub listen: SocketAddr,
@@ -43,6 +49,13 @@ pub struct Args {
     /// Most pushes in one PostgreSQL batch.
     #[arg(long, env = "MEND_DB_BATCH_MAX", default_value_t = Postgres::default().max_batch)]
     pub db_batch_max: usize,
+    /// Serve HTTPS and WSS with this PEM certificate chain (needs --tls-key); re-read on
+    /// SIGHUP. Without it the relay serves plain HTTP, for a TLS-terminating proxy in front.
+    #[arg(long, env = "MEND_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert; re-read on SIGHUP.
+    #[arg(long, env = "MEND_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Log format.
     #[arg(long, env = "MEND_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -121,6 +134,18 @@ pub struct Args {
     pub shutdown_grace_secs: u64,
 }
 
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the pin of a certificate (`sha256/` + base64 of the SHA-256 of its
+    /// SubjectPublicKeyInfo), the value devices are given for a self-hosted relay.
+    Pin {
+        /// PEM certificate; the first certificate of the file is pinned.
+        #[arg(long, env = "MEND_TLS_CERT")]
+        tls_cert: PathBuf,
+    },
+}
+
 impl Args {
     /// The configuration these flags describe.
     pub fn config(&self) -> Config {
@@ -165,6 +190,13 @@ impl Args {
             Duration::from_millis(self.checkpoint_interval_ms);
         config.group_commit.autocheckpoint_pages = self.autocheckpoint_pages;
         config.shutdown_grace = Duration::from_secs(self.shutdown_grace_secs);
+        config.tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        };
         config
     }
 }
@@ -206,6 +238,20 @@ mod tests {
             pg.database_url.is_some() && !shown.contains("secret"),
             "{shown}"
         );
+        let tls = Args::parse_from(["mend-relay", "--tls-cert", "c.pem", "--tls-key", "k.pem"]);
+        assert_eq!(
+            tls.config().tls,
+            Some(TlsFiles {
+                cert: "c.pem".into(),
+                key: "k.pem".into()
+            })
+        );
+        for half in [["--tls-cert", "c.pem"], ["--tls-key", "k.pem"]] {
+            let parsed = Args::try_parse_from(["mend-relay", half[0], half[1]]);
+            assert!(parsed.is_err(), "{half:?} alone must be refused");
+        }
+        let pin = Args::parse_from(["mend-relay", "pin", "--tls-cert", "c.pem"]);
+        assert!(matches!(pin.command, Some(Command::Pin { .. })));
         let bad = Args::parse_from(["mend-relay", "--max-ws-message-bytes", "10"]);
         assert!(bad.config().validate().is_err());
     }

@@ -6,6 +6,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+use crate::tls::TlsFiles;
 use mend_protocol::{
     DEFAULT_MAX_CHUNK_BYTES, DEFAULT_MAX_PAGE_BYTES, DEFAULT_MAX_SNAPSHOT_BYTES, MAX_PUSH_OVERHEAD,
 };
@@ -29,6 +30,8 @@ pub struct Config {
     pub group_commit: GroupCommit,
     /// How long a shutdown waits for in-flight work before it gives up on it.
     pub shutdown_grace: Duration,
+    /// Serve TLS with these files; `None` serves plain HTTP (behind a TLS proxy).
+    pub tls: Option<TlsFiles>,
 }
 
 impl Config {
@@ -43,6 +46,7 @@ impl Config {
             ws: WsBuffers::default(),
             group_commit: GroupCommit::default(),
             shutdown_grace: Duration::from_secs(10),
+            tls: None,
         }
     }
 
