@@ -79,6 +79,9 @@ impl From<StorageError> for ApiError {
             e @ StorageError::QuotaExceeded { .. } => {
                 ApiError::new(ErrorCode::QuotaExceeded, e.to_string())
             }
+            e @ StorageError::SeqConflict { .. } => {
+                ApiError::new(ErrorCode::SeqConflict, e.to_string())
+            }
             e @ StorageError::Pruned { .. } => ApiError::new(ErrorCode::Pruned, e.to_string()),
             e @ StorageError::SnapshotStale { .. } => {
                 ApiError::new(ErrorCode::SnapshotStale, e.to_string())

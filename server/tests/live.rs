@@ -66,6 +66,15 @@ async fn two_devices_sync_live() -> anyhow::Result<()> {
         .await?;
     let replay = alice.expect_ack().await?;
     assert_eq!((replay.relay_seq, replay.duplicate), (2, true));
+    // Another payload under that sequence is refused, and not delivered either.
+    alice
+        .send_push(&push(alice_device, 1, b"rolled back"))
+        .await?;
+    let conflict = alice.expect_nack().await?;
+    assert_eq!(
+        (conflict.device_seq, conflict.code, conflict.code.to_u8()),
+        (1, ErrorCode::SeqConflict, 17)
+    );
 
     // Bob answers over HTTP; Alice sees Bob's chunk and never her own; Bob, who named his
     // device, does not get his own back (the next thing he sees is chunk 4).

@@ -228,10 +228,18 @@ async fn push_pull_and_replay() -> anyhow::Result<()> {
     );
     let second = api.push(&s, &t, &push(device(2), 1, b"two")).await?;
     assert_eq!(second.relay_seq, 2);
-    let replay = api
-        .push(&s, &t, &push(device(1), 1, b"one, replayed"))
-        .await?;
+    let replay = api.push(&s, &t, &push(device(1), 1, b"one")).await?;
     assert_eq!((replay.relay_seq, replay.duplicate), (1, true));
+    // The same (device, sequence) with another payload: a device rolled back or copied.
+    api.refused(
+        "POST",
+        &paths::chunks(&s),
+        Some(&t),
+        push(device(1), 1, b"one, rolled back").to_bytes(),
+        StatusCode::CONFLICT,
+        "seq_conflict",
+    )
+    .await?;
     let page = api.pull(&s, &t, 0).await?;
     assert_eq!((page.head, page.next_after, page.more), (2, 2, false));
     let payloads: Vec<&[u8]> = page.chunks.iter().map(|c| c.payload.as_slice()).collect();

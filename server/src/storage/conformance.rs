@@ -55,6 +55,7 @@ macro_rules! storage_conformance_tests {
             unknown_spaces_are_not_found,
             pushes_get_contiguous_sequences_and_read_back_exactly,
             replayed_push_is_a_duplicate_and_stores_nothing,
+            reused_sequence_with_another_payload_is_a_conflict,
             concurrent_pushes_are_each_stored_once,
             pages_respect_limit_and_byte_cap,
             pull_can_withhold_a_device,
@@ -202,13 +203,13 @@ pub async fn pushes_get_contiguous_sequences_and_read_back_exactly(b: &Backend) 
     assert_eq!(seqs, [5, 6]);
 }
 
-/// A replay of (device, device_seq) returns the original sequence and stores nothing, even
-/// with a different payload.
+/// A replay of (device, device_seq) with the same payload returns the original sequence and
+/// stores nothing; with a different payload it is a conflict and stores nothing either.
 pub async fn replayed_push_is_a_duplicate_and_stores_nothing(b: &Backend) {
     created(b, space(1)).await;
     pushed(b, space(1), push(DEVICE_A, 1, b"first")).await;
     pushed(b, space(1), push(DEVICE_B, 1, b"other device")).await;
-    let replay = pushed(b, space(1), push(DEVICE_A, 1, b"tampered")).await;
+    let replay = pushed(b, space(1), push(DEVICE_A, 1, b"first")).await;
     assert_eq!(
         replay,
         Pushed {
@@ -216,6 +217,12 @@ pub async fn replayed_push_is_a_duplicate_and_stores_nothing(b: &Backend) {
             duplicate: true
         }
     );
+    assert!(matches!(
+        b.storage
+            .push(space(1), push(DEVICE_A, 1, b"rolled back"), QUOTA)
+            .await,
+        Err(StorageError::SeqConflict { relay_seq: 1 })
+    ));
     let page = ok(b.storage.pull(space(1), all(0)).await, "pull");
     assert_eq!(page.chunks.len(), 2);
     assert_eq!(page.chunks[0].payload, b"first");
@@ -225,6 +232,66 @@ pub async fn replayed_push_is_a_duplicate_and_stores_nothing(b: &Backend) {
             .relay_seq,
         3
     );
+}
+
+/// A reused (device, device_seq) with another payload is a conflict however the relay holds
+/// the first chunk: pruned, at the quota, or pushed in the same instant.
+pub async fn reused_sequence_with_another_payload_is_a_conflict(b: &Backend) {
+    created(b, space(1)).await;
+    let quota = 100;
+    for seq in 1..=3 {
+        ok(
+            b.storage
+                .push(space(1), push(DEVICE_A, seq, &[seq as u8; 30]), quota)
+                .await,
+            "fill",
+        );
+    }
+    // At the quota: a replay is answered, a conflict is named, nothing new fits.
+    let at_quota = |seq: u64, byte: u8| {
+        b.storage
+            .push(space(1), push(DEVICE_A, seq, &[byte; 30]), quota)
+    };
+    assert_eq!(
+        ok(at_quota(3, 3).await, "replay at quota"),
+        Pushed {
+            relay_seq: 3,
+            duplicate: true
+        }
+    );
+    assert!(matches!(
+        at_quota(3, 9).await,
+        Err(StorageError::SeqConflict { relay_seq: 3 })
+    ));
+    // Pruned: the payload is gone but its hash stays.
+    let snapshot = Snapshot {
+        covers: 2,
+        payload: vec![0; 10],
+    };
+    ok(
+        b.storage.put_snapshot(space(1), snapshot, QUOTA).await,
+        "snapshot",
+    );
+    assert!(ok(at_quota(1, 1).await, "pruned replay").duplicate);
+    assert!(matches!(
+        at_quota(1, 7).await,
+        Err(StorageError::SeqConflict { relay_seq: 1 })
+    ));
+    // Two different payloads for one sequence at once: one is stored, the other conflicts.
+    let first = b.storage.push(space(1), push(DEVICE_B, 1, b"one"), QUOTA);
+    let second = b.storage.push(space(1), push(DEVICE_B, 1, b"two"), QUOTA);
+    let (first, second) = tokio::join!(first, second);
+    let stored = match (&first, &second) {
+        (Ok(p), Err(StorageError::SeqConflict { relay_seq }))
+        | (Err(StorageError::SeqConflict { relay_seq }), Ok(p)) => {
+            assert_eq!((p.relay_seq, p.duplicate), (*relay_seq, false));
+            *relay_seq
+        }
+        other => panic!("expected one stored and one conflict: {other:?}"),
+    };
+    let page = ok(b.storage.pull(space(1), all(2)).await, "pull");
+    let seqs: Vec<u64> = page.chunks.iter().map(|c| c.relay_seq).collect();
+    assert_eq!(seqs, [3, stored], "the conflict stored nothing");
 }
 
 /// Many pushes at once (with replays among them) each land exactly once.
@@ -437,7 +504,7 @@ pub async fn snapshot_prunes_and_never_goes_backwards(b: &Backend) {
         ok(b.storage.get_snapshot(space(1)).await, "get"),
         Some(same)
     );
-    let replay = pushed(b, space(1), push(DEVICE_A, 2, b"again")).await;
+    let replay = pushed(b, space(1), push(DEVICE_A, 2, &[2; 10])).await;
     assert_eq!(
         replay,
         Pushed {

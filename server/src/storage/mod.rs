@@ -88,6 +88,13 @@ pub enum StorageError {
         /// The snapshot's covered sequence.
         snapshot_covers: u64,
     },
+    /// The push reuses a (device, device sequence) stored with a different payload; nothing
+    /// was stored.
+    #[error("device sequence already used by another payload (relay sequence {relay_seq})")]
+    SeqConflict {
+        /// The relay sequence of the chunk stored first.
+        relay_seq: u64,
+    },
     /// A snapshot covering less than the stored one was offered.
     #[error("stored snapshot covers {current}, newer than the one offered")]
     SnapshotStale {
@@ -125,7 +132,8 @@ pub trait Storage: Send + Sync + 'static {
     fn token_hash(&self, space: SpaceId) -> StorageFuture<Option<TokenHash>>;
 
     /// Stores a chunk unless `(device_id, device_seq)` was stored before, in which case it
-    /// returns the original relay sequence flagged as a duplicate (even after pruning).
+    /// returns the original relay sequence flagged as a duplicate (even after pruning) when
+    /// the payload is the same, and [`StorageError::SeqConflict`] when it differs.
     /// Fails with [`StorageError::QuotaExceeded`] if the space's bytes would exceed `quota`.
     fn push(&self, space: SpaceId, push: Push, quota: u64) -> StorageFuture<Pushed>;
 

@@ -418,6 +418,12 @@ impl Session {
                     retry_after_ms: 0,
                     message: error.to_string(),
                 }),
+                Err(error @ StorageError::SeqConflict { .. }) => ServerMessage::Nack(Nack {
+                    device_seq,
+                    code: ErrorCode::SeqConflict,
+                    retry_after_ms: 0,
+                    message: error.to_string(),
+                }),
                 Err(StorageError::SpaceNotFound) => {
                     return Err(close(close_code::SPACE_NOT_FOUND, "space erased"));
                 }
