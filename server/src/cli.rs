@@ -93,6 +93,9 @@ pub struct Args {
     /// Seconds a connection has to send a request's headers.
     #[arg(long, env = "MEND_HEADER_TIMEOUT_SECS", default_value_t = Limits::default().header_timeout.as_secs())]
     pub header_timeout_secs: u64,
+    /// Seconds a request body may take, plus one per 64 KiB it declares (408 beyond).
+    #[arg(long, env = "MEND_BODY_TIMEOUT_SECS", default_value_t = Limits::default().body_timeout.as_secs())]
+    pub body_timeout_secs: u64,
     /// Pushes a live connection may have awaiting durability.
     #[arg(long, env = "MEND_MAX_INFLIGHT_PUSHES", default_value_t = Limits::default().max_inflight_pushes)]
     pub max_inflight_pushes: usize,
@@ -164,6 +167,8 @@ impl Args {
             max_connections_per_space: self.max_connections_per_space,
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             header_timeout: Duration::from_secs(self.header_timeout_secs),
+            body_timeout: Duration::from_secs(self.body_timeout_secs),
+            min_body_rate: Limits::default().min_body_rate,
             max_inflight_pushes: self.max_inflight_pushes,
             default_page_chunks: Limits::default().default_page_chunks,
             max_page_bytes: self.max_page_bytes,

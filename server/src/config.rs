@@ -118,6 +118,12 @@ pub struct Limits {
     /// A connection must deliver a request's headers within this long, including the first
     /// request on a fresh connection and each later one on a kept-alive connection.
     pub header_timeout: Duration,
+    /// A request body must arrive within this long plus its length at
+    /// [`Limits::min_body_rate`] (408 and the connection closed).
+    pub body_timeout: Duration,
+    /// The slowest body, in bytes per second, the relay waits for past
+    /// [`Limits::body_timeout`]: 64 KiB/s gives a 1 MiB chunk 16 s more.
+    pub min_body_rate: u64,
     /// Pushes one live connection may have awaiting durability; beyond it the relay stops
     /// reading from that socket until acknowledgements go out.
     pub max_inflight_pushes: usize,
@@ -150,6 +156,8 @@ impl Default for Limits {
             max_connections_per_space: 32,
             idle_timeout: Duration::from_secs(90),
             header_timeout: Duration::from_secs(15),
+            body_timeout: Duration::from_secs(10),
+            min_body_rate: 64 * 1024,
             max_inflight_pushes: 64,
             default_page_chunks: mend_protocol::DEFAULT_PAGE_LIMIT,
             max_page_bytes: DEFAULT_MAX_PAGE_BYTES,

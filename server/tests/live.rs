@@ -564,3 +564,47 @@ async fn proxied(
     let n = tokio::time::timeout(common::WAIT, stream.read(&mut response)).await??;
     Ok(String::from_utf8_lossy(&response[..n]).into_owned())
 }
+
+/// A request body that trickles (a push declaring 500 KB that sends 10 bytes, a snapshot that
+/// stops halfway) is answered 408 and its connection closed, while others are served.
+#[tokio::test]
+async fn slow_bodies_are_timed_out() -> anyhow::Result<()> {
+    let relay = Relay::start_with(|config| {
+        config.limits.max_chunk_bytes = 1 << 20;
+        config.limits.max_ws_message_bytes = (1 << 20) + 1024;
+        config.limits.body_timeout = Duration::from_millis(200);
+        config.limits.min_body_rate = 10 << 20;
+    })
+    .await?;
+    let (s, t) = (space(1), token(1));
+    relay.create(&s, &t).await?;
+    for (path, declared) in [(paths::chunks(&s), 500_000), (paths::snapshot(&s), 4000)] {
+        let method = if path.ends_with("chunks") {
+            "POST"
+        } else {
+            "PUT"
+        };
+        let mut slow = TcpStream::connect(relay.addr).await?;
+        slow.write_all(
+            format!(
+                "{method} {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {t}\r\n\
+                 content-length: {declared}\r\n\r\n0123456789"
+            )
+            .as_bytes(),
+        )
+        .await?;
+        let mut response = Vec::new();
+        // The relay answers and closes: reading to the end returns.
+        tokio::time::timeout(common::WAIT, slow.read_to_end(&mut response))
+            .await
+            .map_err(|_| anyhow::anyhow!("{method}: slow body not timed out"))??;
+        let (status, body) = parse_response(&response)?;
+        assert_eq!(
+            (status, common::error_code(&body).as_str()),
+            (408, "malformed"),
+            "{method} {path}"
+        );
+    }
+    relay.assert_others_served(1).await?;
+    relay.stop().await
+}

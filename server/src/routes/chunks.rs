@@ -21,6 +21,7 @@ pub(super) async fn push(
         body,
         limits.max_chunk_bytes + MAX_PUSH_OVERHEAD,
         ErrorCode::ChunkTooLarge,
+        limits,
     )
     .await?;
     let decode_limits = Limits {

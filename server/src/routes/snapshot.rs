@@ -27,6 +27,7 @@ pub(super) async fn put(
         body,
         limits.max_snapshot_bytes + SNAPSHOT_OVERHEAD,
         ErrorCode::SnapshotTooLarge,
+        limits,
     )
     .await?;
     let decode_limits = Limits {
