@@ -31,7 +31,10 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::{client::PeerAddr, routes::app, state::AppState, storage::StorageError, tls::Tls};
+use crate::{
+    client::PeerAddr, routes::app, state::AppState, storage::StorageError, telemetry::Repeats,
+    tls::Tls,
+};
 
 /// Answer to a connection over the relay-wide cap.
 const OVER_CAPACITY: &[u8] =
@@ -108,15 +111,22 @@ async fn serve(
             None => tracing::info!(%addr, "listening"),
         }
     }
+    let mut accept_failures = Repeats::new(Duration::from_secs(10));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+                Ok(accepted) => {
+                    accept_failures.clear();
+                    accepted
+                }
                 Err(error) => {
-                    // Out of file descriptors, usually: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
+                    // Out of file descriptors, usually: back off instead of spinning, and log
+                    // one line per interval rather than one per attempt.
+                    if let Some(times) = accept_failures.note(std::time::Instant::now()) {
+                        tracing::warn!(%error, times, "accept failed (times: since the last line)");
+                    }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 }
