@@ -99,6 +99,9 @@ pub struct Args {
     /// Pushes a live connection may have awaiting durability.
     #[arg(long, env = "MEND_MAX_INFLIGHT_PUSHES", default_value_t = Limits::default().max_inflight_pushes)]
     pub max_inflight_pushes: usize,
+    /// Seconds chunks pruned by a snapshot are still kept and served before deletion.
+    #[arg(long, env = "MEND_PRUNE_GRACE_SECS", default_value_t = Limits::default().prune_grace.as_secs())]
+    pub prune_grace_secs: u64,
     /// Payload bytes in a pulled page.
     #[arg(long, env = "MEND_MAX_PAGE_BYTES", default_value_t = Limits::default().max_page_bytes)]
     pub max_page_bytes: usize,
@@ -170,6 +173,7 @@ impl Args {
             body_timeout: Duration::from_secs(self.body_timeout_secs),
             min_body_rate: Limits::default().min_body_rate,
             max_inflight_pushes: self.max_inflight_pushes,
+            prune_grace: Duration::from_secs(self.prune_grace_secs),
             default_page_chunks: Limits::default().default_page_chunks,
             max_page_bytes: self.max_page_bytes,
             creations_per_address: self.creations_per_address,

@@ -127,6 +127,10 @@ pub struct Limits {
     /// Pushes one live connection may have awaiting durability; beyond it the relay stops
     /// reading from that socket until acknowledgements go out.
     pub max_inflight_pushes: usize,
+    /// How long chunks a snapshot pruned are kept (and still served) before their payloads
+    /// are deleted, so a bad snapshot cannot destroy the only copy of a chunk. They no longer
+    /// count against the space's quota meanwhile.
+    pub prune_grace: Duration,
     /// Chunks in a page when a pull names no limit.
     pub default_page_chunks: usize,
     /// Payload bytes in a page (one larger chunk is still sent alone).
@@ -159,6 +163,7 @@ impl Default for Limits {
             body_timeout: Duration::from_secs(10),
             min_body_rate: 64 * 1024,
             max_inflight_pushes: 64,
+            prune_grace: Duration::from_secs(3 * 24 * 3600),
             default_page_chunks: mend_protocol::DEFAULT_PAGE_LIMIT,
             max_page_bytes: DEFAULT_MAX_PAGE_BYTES,
             creations_per_address: 100,

@@ -70,6 +70,7 @@ async fn sqlite_state_survives_reopen() {
         limit: 100,
         max_bytes: usize::MAX,
         exclude_device: None,
+        include_pruned: false,
     };
     let page = second
         .pull(space, request)
@@ -132,7 +133,7 @@ async fn sqlite_rows_without_a_hash_fall_back_to_the_payload() {
         payload: vec![0; 4],
     };
     second
-        .put_snapshot(space, snapshot, u64::MAX)
+        .put_snapshot(space, snapshot, u64::MAX, std::time::Duration::ZERO)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let pruned = second.push(space, push(2, 9), u64::MAX).await;

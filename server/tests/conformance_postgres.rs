@@ -43,6 +43,7 @@ fn all() -> PullRequest {
         limit: 100_000,
         max_bytes: usize::MAX,
         exclude_device: None,
+        include_pruned: false,
     }
 }
 
@@ -243,7 +244,7 @@ async fn rows_without_a_hash_fall_back_to_the_payload() {
         payload: vec![0; 4],
     };
     store
-        .put_snapshot(space, snapshot, u64::MAX)
+        .put_snapshot(space, snapshot, u64::MAX, std::time::Duration::ZERO)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let pruned = store.push(space, push(2, 9), u64::MAX).await;

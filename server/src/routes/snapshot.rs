@@ -39,7 +39,12 @@ pub(super) async fn put(
     let covers = snapshot.covers;
     state
         .storage()
-        .put_snapshot(space, snapshot, limits.space_quota_bytes)
+        .put_snapshot(
+            space,
+            snapshot,
+            limits.space_quota_bytes,
+            limits.prune_grace,
+        )
         .await?;
     tracing::debug!(covers, "snapshot stored");
     Ok(StatusCode::NO_CONTENT)

@@ -11,7 +11,7 @@
 //! the macro only stamps out one `#[tokio::test]` per check. They panic on failure, like any
 //! test assertion.
 
-use std::{any::Any, collections::HashSet, sync::Arc};
+use std::{any::Any, collections::HashSet, sync::Arc, time::Duration};
 
 use mend_protocol::{DeviceId, Push, Snapshot, SpaceId};
 
@@ -62,6 +62,7 @@ macro_rules! storage_conformance_tests {
             quota_is_enforced_and_duplicates_still_answered,
             snapshot_prunes_and_never_goes_backwards,
             snapshot_frees_quota,
+            pruned_chunks_are_served_until_their_grace_ends,
             erase_removes_everything,
             commits_are_published_in_order,
             creations_are_counted_per_client_and_window,
@@ -85,6 +86,10 @@ const HASH_B: [u8; 32] = [0xb2; 32];
 const DEVICE_A: DeviceId = DeviceId([0x0a; 16]);
 const DEVICE_B: DeviceId = DeviceId([0x0b; 16]);
 const QUOTA: u64 = 1 << 30;
+/// Pruned payloads deleted at once, as before the grace existed.
+const NO_GRACE: Duration = Duration::ZERO;
+/// A grace no test outlives.
+const DAY: Duration = Duration::from_secs(24 * 3600);
 
 fn space(n: u8) -> SpaceId {
     SpaceId([n; 32])
@@ -104,6 +109,14 @@ fn all(after: u64) -> PullRequest {
         limit: 10_000,
         max_bytes: usize::MAX,
         exclude_device: None,
+        include_pruned: false,
+    }
+}
+
+fn with_pruned(after: u64) -> PullRequest {
+    PullRequest {
+        include_pruned: true,
+        ..all(after)
     }
 }
 
@@ -157,7 +170,9 @@ pub async fn unknown_spaces_are_not_found(b: &Backend) {
         payload: vec![1],
     };
     assert!(matches!(
-        b.storage.put_snapshot(space(9), snapshot, QUOTA).await,
+        b.storage
+            .put_snapshot(space(9), snapshot, QUOTA, NO_GRACE)
+            .await,
         Err(StorageError::SpaceNotFound)
     ));
     assert!(ok(b.storage.get_snapshot(space(9)).await, "snapshot").is_none());
@@ -269,7 +284,9 @@ pub async fn reused_sequence_with_another_payload_is_a_conflict(b: &Backend) {
         payload: vec![0; 10],
     };
     ok(
-        b.storage.put_snapshot(space(1), snapshot, QUOTA).await,
+        b.storage
+            .put_snapshot(space(1), snapshot, QUOTA, NO_GRACE)
+            .await,
         "snapshot",
     );
     assert!(ok(at_quota(1, 1).await, "pruned replay").duplicate);
@@ -338,6 +355,7 @@ pub async fn pages_respect_limit_and_byte_cap(b: &Backend) {
         limit,
         max_bytes,
         exclude_device: None,
+        include_pruned: false,
     };
     let page = ok(
         b.storage.pull(space(1), request(0, 3, usize::MAX)).await,
@@ -394,6 +412,7 @@ pub async fn pull_can_withhold_a_device(b: &Backend) {
         limit: 100,
         max_bytes: usize::MAX,
         exclude_device: Some(DEVICE_A),
+        include_pruned: false,
     };
     let page = ok(b.storage.pull(space(1), request).await, "pull");
     let seqs: Vec<u64> = page.chunks.iter().map(|c| c.relay_seq).collect();
@@ -467,7 +486,9 @@ pub async fn snapshot_prunes_and_never_goes_backwards(b: &Backend) {
         payload: vec![covers as u8; 20],
     };
     ok(
-        b.storage.put_snapshot(space(1), snap(3), QUOTA).await,
+        b.storage
+            .put_snapshot(space(1), snap(3), QUOTA, NO_GRACE)
+            .await,
         "snapshot",
     );
     assert!(matches!(
@@ -482,11 +503,15 @@ pub async fn snapshot_prunes_and_never_goes_backwards(b: &Backend) {
     let seqs: Vec<u64> = tail.chunks.iter().map(|c| c.relay_seq).collect();
     assert_eq!(seqs, [4, 5]);
     assert!(matches!(
-        b.storage.put_snapshot(space(1), snap(2), QUOTA).await,
+        b.storage
+            .put_snapshot(space(1), snap(2), QUOTA, NO_GRACE)
+            .await,
         Err(StorageError::SnapshotStale { current: 3 })
     ));
     assert!(matches!(
-        b.storage.put_snapshot(space(1), snap(6), QUOTA).await,
+        b.storage
+            .put_snapshot(space(1), snap(6), QUOTA, NO_GRACE)
+            .await,
         Err(StorageError::SnapshotBeyondHead { head: 5 })
     ));
     let stored = ok(b.storage.get_snapshot(space(1)).await, "get");
@@ -497,7 +522,9 @@ pub async fn snapshot_prunes_and_never_goes_backwards(b: &Backend) {
         payload: b"rewritten".to_vec(),
     };
     ok(
-        b.storage.put_snapshot(space(1), same.clone(), QUOTA).await,
+        b.storage
+            .put_snapshot(space(1), same.clone(), QUOTA, NO_GRACE)
+            .await,
         "same covers",
     );
     assert_eq!(
@@ -519,6 +546,83 @@ pub async fn snapshot_prunes_and_never_goes_backwards(b: &Backend) {
             .relay_seq,
         6
     );
+}
+
+/// Within the grace, a snapshot (a garbage one, say) prunes nothing a device cannot still pull
+/// when it asks for pruned chunks (plain pulls below it answer `Pruned`, pointing devices to
+/// the snapshot); the pruned payloads no longer count against the quota; a later snapshot past
+/// the grace deletes them, and then even pulls that include pruned chunks answer `Pruned`.
+pub async fn pruned_chunks_are_served_until_their_grace_ends(b: &Backend) {
+    created(b, space(1)).await;
+    let quota = 100;
+    for i in 1..=4 {
+        ok(
+            b.storage
+                .push(space(1), push(DEVICE_A, i, &[i as u8; 20]), quota)
+                .await,
+            "push",
+        );
+    }
+    let garbage = Snapshot {
+        covers: 3,
+        payload: b"garbage".to_vec(),
+    };
+    ok(
+        b.storage.put_snapshot(space(1), garbage, quota, DAY).await,
+        "snapshot",
+    );
+    assert!(matches!(
+        b.storage.pull(space(1), all(0)).await,
+        Err(StorageError::Pruned { snapshot_covers: 3 })
+    ));
+    let page = ok(
+        b.storage.pull(space(1), with_pruned(0)).await,
+        "pull below the snapshot",
+    );
+    let payloads: Vec<Vec<u8>> = page.chunks.iter().map(|c| c.payload.clone()).collect();
+    assert_eq!(
+        payloads,
+        (1..=4u8).map(|i| vec![i; 20]).collect::<Vec<_>>(),
+        "every chunk still served"
+    );
+    // 20 live + 7 snapshot bytes: room for three more chunks of 20.
+    for i in 5..=7 {
+        ok(
+            b.storage
+                .push(space(1), push(DEVICE_A, i, &[i as u8; 20]), quota)
+                .await,
+            "the pruned payloads no longer count",
+        );
+    }
+    assert!(
+        ok(
+            b.storage
+                .push(space(1), push(DEVICE_A, 1, &[1; 20]), quota)
+                .await,
+            "replay"
+        )
+        .duplicate
+    );
+    // A later snapshot, once the grace is over, deletes them.
+    let good = Snapshot {
+        covers: 4,
+        payload: b"good".to_vec(),
+    };
+    ok(
+        b.storage
+            .put_snapshot(space(1), good, QUOTA, NO_GRACE)
+            .await,
+        "snapshot",
+    );
+    for after in [0, 3] {
+        assert!(matches!(
+            b.storage.pull(space(1), with_pruned(after)).await,
+            Err(StorageError::Pruned { snapshot_covers: 4 })
+        ));
+    }
+    let tail = ok(b.storage.pull(space(1), with_pruned(4)).await, "tail");
+    let seqs: Vec<u64> = tail.chunks.iter().map(|c| c.relay_seq).collect();
+    assert_eq!(seqs, [5, 6, 7]);
 }
 
 /// Pruned payloads stop counting against the quota; the snapshot counts instead.
@@ -547,7 +651,8 @@ pub async fn snapshot_frees_quota(b: &Backend) {
                     covers: 1,
                     payload: vec![0; 500]
                 },
-                quota
+                quota,
+                NO_GRACE
             )
             .await,
         Err(StorageError::QuotaExceeded { .. })
@@ -557,7 +662,9 @@ pub async fn snapshot_frees_quota(b: &Backend) {
         payload: vec![0; 100],
     };
     ok(
-        b.storage.put_snapshot(space(1), small, quota).await,
+        b.storage
+            .put_snapshot(space(1), small, quota, NO_GRACE)
+            .await,
         "snapshot",
     );
     ok(
@@ -585,7 +692,9 @@ pub async fn erase_removes_everything(b: &Backend) {
         payload: b"gone too".to_vec(),
     };
     ok(
-        b.storage.put_snapshot(space(1), snapshot, QUOTA).await,
+        b.storage
+            .put_snapshot(space(1), snapshot, QUOTA, NO_GRACE)
+            .await,
         "snapshot",
     );
     assert!(ok(b.storage.erase(space(1)).await, "erase"));

@@ -240,6 +240,7 @@ impl Session {
                 limit: BACKLOG_PAGE,
                 max_bytes: self.state.config().limits.max_page_bytes,
                 exclude_device: self.device,
+                include_pruned: false,
             };
             let page = self
                 .state

@@ -13,6 +13,7 @@ use super::PgError;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/001_initial.sql"),
     include_str!("migrations/002_payload_hash.sql"),
+    include_str!("migrations/003_prune_grace.sql"),
 ];
 
 /// The schema version this code writes.

@@ -14,7 +14,7 @@
 use std::{
     collections::{HashMap, HashSet},
     sync::Arc,
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use mend_protocol::{Chunk, Push, Snapshot, SpaceId};
@@ -27,7 +27,7 @@ use super::Shared;
 use crate::{
     config::GroupCommit,
     live::{LiveEvent, Publisher},
-    storage::{Created, Pushed, StorageError, TokenHash},
+    storage::{Created, Pushed, StorageError, TokenHash, unix_now},
 };
 
 type Reply<T> = oneshot::Sender<Result<T, StorageError>>;
@@ -57,6 +57,7 @@ pub(crate) enum Write {
         space: SpaceId,
         snapshot: Snapshot,
         quota: u64,
+        grace: Duration,
         reply: Reply<()>,
     },
     Erase {
@@ -313,8 +314,9 @@ fn apply(
             space,
             snapshot,
             quota,
+            grace,
             reply,
-        } => match put_snapshot(tx, cache, dirty, space, snapshot, quota) {
+        } => match put_snapshot(tx, cache, dirty, space, snapshot, quota, grace) {
             Ok(result) => Ok(Answer::Snapshot(reply, result)),
             Err(e) => Err((Answer::Snapshot(reply, Err(StorageError::Closed)), e)),
         },
@@ -496,6 +498,7 @@ fn put_snapshot(
     space: SpaceId,
     snapshot: Snapshot,
     quota: u64,
+    grace: Duration,
 ) -> rusqlite::Result<Result<(), StorageError>> {
     let Some(meta) = meta(tx, cache, &space)? else {
         return Ok(Err(StorageError::SpaceNotFound));
@@ -534,10 +537,23 @@ fn put_snapshot(
             quota,
         }));
     }
+    // Pruned now, deleted after the grace: a garbage snapshot cannot destroy the only copy.
+    let now = unix_now();
     tx.prepare_cached(
-        "UPDATE chunks SET payload = NULL WHERE space = ?1 AND seq > ?2 AND seq <= ?3",
+        "UPDATE chunks SET pruned_at = ?4 WHERE space = ?1 AND seq > ?2 AND seq <= ?3",
     )?
-    .execute(range)?;
+    .execute(params![
+        meta.id,
+        meta.covers as i64,
+        snapshot.covers as i64,
+        now as i64
+    ])?;
+    let expired = now.saturating_sub(grace.as_secs());
+    tx.prepare_cached(
+        "UPDATE chunks SET payload = NULL
+         WHERE space = ?1 AND seq <= ?2 AND pruned_at <= ?3 AND payload IS NOT NULL",
+    )?
+    .execute(params![meta.id, snapshot.covers as i64, expired as i64])?;
     tx.prepare_cached(
         "INSERT INTO snapshots (space, covers, payload) VALUES (?1, ?2, ?3)
          ON CONFLICT (space) DO UPDATE SET covers = excluded.covers, payload = excluded.payload",
