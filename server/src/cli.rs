@@ -96,6 +96,9 @@ pub struct Args {
     /// Seconds a request body may take, plus one per 64 KiB it declares (408 beyond).
     #[arg(long, env = "MEND_BODY_TIMEOUT_SECS", default_value_t = Limits::default().body_timeout.as_secs())]
     pub body_timeout_secs: u64,
+    /// Writes waiting for storage across the relay (HTTP 503 + Retry-After beyond).
+    #[arg(long, env = "MEND_MAX_QUEUED_WRITES", default_value_t = Limits::default().max_queued_writes)]
+    pub max_queued_writes: usize,
     /// Pushes a live connection may have awaiting durability.
     #[arg(long, env = "MEND_MAX_INFLIGHT_PUSHES", default_value_t = Limits::default().max_inflight_pushes)]
     pub max_inflight_pushes: usize,
@@ -172,6 +175,7 @@ impl Args {
             header_timeout: Duration::from_secs(self.header_timeout_secs),
             body_timeout: Duration::from_secs(self.body_timeout_secs),
             min_body_rate: Limits::default().min_body_rate,
+            max_queued_writes: self.max_queued_writes,
             max_inflight_pushes: self.max_inflight_pushes,
             prune_grace: Duration::from_secs(self.prune_grace_secs),
             default_page_chunks: Limits::default().default_page_chunks,

@@ -67,6 +67,7 @@ impl Config {
                 l.max_connections_per_space as u64,
             ),
             ("max in-flight pushes", l.max_inflight_pushes as u64),
+            ("max queued writes", l.max_queued_writes as u64),
             ("rate per space", u64::from(l.rate_per_space)),
             ("rate burst", u64::from(l.rate_burst)),
             ("group commit batch", self.group_commit.max_batch as u64),
@@ -124,6 +125,9 @@ pub struct Limits {
     /// The slowest body, in bytes per second, the relay waits for past
     /// [`Limits::body_timeout`]: 64 KiB/s gives a 1 MiB chunk 16 s more.
     pub min_body_rate: u64,
+    /// Writes (pushes, snapshots, creations) waiting for storage at once, across the relay;
+    /// beyond it writes are answered `503` with `Retry-After` until the queue drains.
+    pub max_queued_writes: usize,
     /// Pushes one live connection may have awaiting durability; beyond it the relay stops
     /// reading from that socket until acknowledgements go out.
     pub max_inflight_pushes: usize,
@@ -162,6 +166,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(15),
             body_timeout: Duration::from_secs(10),
             min_body_rate: 64 * 1024,
+            max_queued_writes: 16_384,
             max_inflight_pushes: 64,
             prune_grace: Duration::from_secs(3 * 24 * 3600),
             default_page_chunks: mend_protocol::DEFAULT_PAGE_LIMIT,

@@ -10,6 +10,7 @@
 //! Every backend must pass the conformance suite in `conformance` (`storage_conformance_tests!`,
 //! built with the `conformance` feature so it stays out of the release binary).
 
+pub mod bounded;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod postgres;
