@@ -24,6 +24,9 @@ pub const QUERY_LIMIT: &str = "limit";
 /// Query parameter: the requesting device's id (pull and live); the relay withholds that
 /// device's own chunks.
 pub const QUERY_DEVICE: &str = "device";
+/// Query parameter of a pull: `pruned=true` serves chunks below the snapshot while the relay
+/// still holds them (within its prune grace) instead of answering `410 pruned`.
+pub const QUERY_PRUNED: &str = "pruned";
 
 /// Content type of binary frame bodies.
 pub const FRAME_CONTENT_TYPE: &str = "application/vnd.mend.frame";

@@ -2,9 +2,12 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::config::{Config, DatabaseUrl, GroupCommit, Limits, Postgres, WsBuffers};
+use crate::{
+    config::{Config, DatabaseUrl, GroupCommit, Limits, Postgres, WsBuffers},
+    tls::TlsFiles,
+};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -19,6 +22,9 @@ pub enum LogFormat {
 #[derive(Debug, Parser)]
 #[command(name = "mend-relay", version, about)]
 pub struct Args {
+    /// Something other than serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Address to listen on.
     #[arg(long, env = "MEND_LISTEN", default_value = "127.0.0.1:8787")]
     pub listen: SocketAddr,
@@ -43,6 +49,13 @@ pub struct Args {
     /// Most pushes in one PostgreSQL batch.
     #[arg(long, env = "MEND_DB_BATCH_MAX", default_value_t = Postgres::default().max_batch)]
     pub db_batch_max: usize,
+    /// Serve HTTPS and WSS with this PEM certificate chain (needs --tls-key); re-read on
+    /// SIGHUP. Without it the relay serves plain HTTP, for a TLS-terminating proxy in front.
+    #[arg(long, env = "MEND_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert; re-read on SIGHUP.
+    #[arg(long, env = "MEND_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Log format.
     #[arg(long, env = "MEND_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -80,9 +93,18 @@ pub struct Args {
     /// Seconds a connection has to send a request's headers.
     #[arg(long, env = "MEND_HEADER_TIMEOUT_SECS", default_value_t = Limits::default().header_timeout.as_secs())]
     pub header_timeout_secs: u64,
+    /// Seconds a request body may take, plus one per 64 KiB it declares (408 beyond).
+    #[arg(long, env = "MEND_BODY_TIMEOUT_SECS", default_value_t = Limits::default().body_timeout.as_secs())]
+    pub body_timeout_secs: u64,
+    /// Writes waiting for storage across the relay (HTTP 503 + Retry-After beyond).
+    #[arg(long, env = "MEND_MAX_QUEUED_WRITES", default_value_t = Limits::default().max_queued_writes)]
+    pub max_queued_writes: usize,
     /// Pushes a live connection may have awaiting durability.
     #[arg(long, env = "MEND_MAX_INFLIGHT_PUSHES", default_value_t = Limits::default().max_inflight_pushes)]
     pub max_inflight_pushes: usize,
+    /// Seconds chunks pruned by a snapshot are still kept and served before deletion.
+    #[arg(long, env = "MEND_PRUNE_GRACE_SECS", default_value_t = Limits::default().prune_grace.as_secs())]
+    pub prune_grace_secs: u64,
     /// Payload bytes in a pulled page.
     #[arg(long, env = "MEND_MAX_PAGE_BYTES", default_value_t = Limits::default().max_page_bytes)]
     pub max_page_bytes: usize,
@@ -121,6 +143,18 @@ pub struct Args {
     pub shutdown_grace_secs: u64,
 }
 
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the pin of a certificate (`sha256/` + base64 of the SHA-256 of its
+    /// SubjectPublicKeyInfo), the value devices are given for a self-hosted relay.
+    Pin {
+        /// PEM certificate; the first certificate of the file is pinned.
+        #[arg(long, env = "MEND_TLS_CERT")]
+        tls_cert: PathBuf,
+    },
+}
+
 impl Args {
     /// The configuration these flags describe.
     pub fn config(&self) -> Config {
@@ -139,7 +173,11 @@ impl Args {
             max_connections_per_space: self.max_connections_per_space,
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             header_timeout: Duration::from_secs(self.header_timeout_secs),
+            body_timeout: Duration::from_secs(self.body_timeout_secs),
+            min_body_rate: Limits::default().min_body_rate,
+            max_queued_writes: self.max_queued_writes,
             max_inflight_pushes: self.max_inflight_pushes,
+            prune_grace: Duration::from_secs(self.prune_grace_secs),
             default_page_chunks: Limits::default().default_page_chunks,
             max_page_bytes: self.max_page_bytes,
             creations_per_address: self.creations_per_address,
@@ -165,6 +203,13 @@ impl Args {
             Duration::from_millis(self.checkpoint_interval_ms);
         config.group_commit.autocheckpoint_pages = self.autocheckpoint_pages;
         config.shutdown_grace = Duration::from_secs(self.shutdown_grace_secs);
+        config.tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        };
         config
     }
 }
@@ -206,6 +251,20 @@ mod tests {
             pg.database_url.is_some() && !shown.contains("secret"),
             "{shown}"
         );
+        let tls = Args::parse_from(["mend-relay", "--tls-cert", "c.pem", "--tls-key", "k.pem"]);
+        assert_eq!(
+            tls.config().tls,
+            Some(TlsFiles {
+                cert: "c.pem".into(),
+                key: "k.pem".into()
+            })
+        );
+        for half in [["--tls-cert", "c.pem"], ["--tls-key", "k.pem"]] {
+            let parsed = Args::try_parse_from(["mend-relay", half[0], half[1]]);
+            assert!(parsed.is_err(), "{half:?} alone must be refused");
+        }
+        let pin = Args::parse_from(["mend-relay", "pin", "--tls-cert", "c.pem"]);
+        assert!(matches!(pin.command, Some(Command::Pin { .. })));
         let bad = Args::parse_from(["mend-relay", "--max-ws-message-bytes", "10"]);
         assert!(bad.config().validate().is_err());
     }

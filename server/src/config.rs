@@ -6,6 +6,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+use crate::tls::TlsFiles;
 use mend_protocol::{
     DEFAULT_MAX_CHUNK_BYTES, DEFAULT_MAX_PAGE_BYTES, DEFAULT_MAX_SNAPSHOT_BYTES, MAX_PUSH_OVERHEAD,
 };
@@ -29,6 +30,8 @@ pub struct Config {
     pub group_commit: GroupCommit,
     /// How long a shutdown waits for in-flight work before it gives up on it.
     pub shutdown_grace: Duration,
+    /// Serve TLS with these files; `None` serves plain HTTP (behind a TLS proxy).
+    pub tls: Option<TlsFiles>,
 }
 
 impl Config {
@@ -43,6 +46,7 @@ impl Config {
             ws: WsBuffers::default(),
             group_commit: GroupCommit::default(),
             shutdown_grace: Duration::from_secs(10),
+            tls: None,
         }
     }
 
@@ -63,6 +67,7 @@ impl Config {
                 l.max_connections_per_space as u64,
             ),
             ("max in-flight pushes", l.max_inflight_pushes as u64),
+            ("max queued writes", l.max_queued_writes as u64),
             ("rate per space", u64::from(l.rate_per_space)),
             ("rate burst", u64::from(l.rate_burst)),
             ("group commit batch", self.group_commit.max_batch as u64),
@@ -114,9 +119,22 @@ pub struct Limits {
     /// A connection must deliver a request's headers within this long, including the first
     /// request on a fresh connection and each later one on a kept-alive connection.
     pub header_timeout: Duration,
+    /// A request body must arrive within this long plus its length at
+    /// [`Limits::min_body_rate`] (408 and the connection closed).
+    pub body_timeout: Duration,
+    /// The slowest body, in bytes per second, the relay waits for past
+    /// [`Limits::body_timeout`]: 64 KiB/s gives a 1 MiB chunk 16 s more.
+    pub min_body_rate: u64,
+    /// Writes (pushes, snapshots, creations) waiting for storage at once, across the relay;
+    /// beyond it writes are answered `503` with `Retry-After` until the queue drains.
+    pub max_queued_writes: usize,
     /// Pushes one live connection may have awaiting durability; beyond it the relay stops
     /// reading from that socket until acknowledgements go out.
     pub max_inflight_pushes: usize,
+    /// How long chunks a snapshot pruned are kept (and still served) before their payloads
+    /// are deleted, so a bad snapshot cannot destroy the only copy of a chunk. They no longer
+    /// count against the space's quota meanwhile.
+    pub prune_grace: Duration,
     /// Chunks in a page when a pull names no limit.
     pub default_page_chunks: usize,
     /// Payload bytes in a page (one larger chunk is still sent alone).
@@ -146,7 +164,11 @@ impl Default for Limits {
             max_connections_per_space: 32,
             idle_timeout: Duration::from_secs(90),
             header_timeout: Duration::from_secs(15),
+            body_timeout: Duration::from_secs(10),
+            min_body_rate: 64 * 1024,
+            max_queued_writes: 16_384,
             max_inflight_pushes: 64,
+            prune_grace: Duration::from_secs(3 * 24 * 3600),
             default_page_chunks: mend_protocol::DEFAULT_PAGE_LIMIT,
             max_page_bytes: DEFAULT_MAX_PAGE_BYTES,
             creations_per_address: 100,

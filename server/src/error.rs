@@ -24,6 +24,8 @@ pub struct ApiError {
     code: ErrorCode,
     message: Cow<'static, str>,
     retry_after: Option<Duration>,
+    status: Option<StatusCode>,
+    close: bool,
 }
 
 impl ApiError {
@@ -33,6 +35,18 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            status: None,
+            close: false,
+        }
+    }
+
+    /// A request whose body did not arrive in time: `408`, and the connection is closed (what
+    /// is left of the body would otherwise be read as the next request).
+    pub fn body_timeout() -> ApiError {
+        ApiError {
+            status: Some(StatusCode::REQUEST_TIMEOUT),
+            close: true,
+            ..ApiError::new(ErrorCode::Malformed, "request body not received in time")
         }
     }
 
@@ -79,6 +93,9 @@ impl From<StorageError> for ApiError {
             e @ StorageError::QuotaExceeded { .. } => {
                 ApiError::new(ErrorCode::QuotaExceeded, e.to_string())
             }
+            e @ StorageError::SeqConflict { .. } => {
+                ApiError::new(ErrorCode::SeqConflict, e.to_string())
+            }
             e @ StorageError::Pruned { .. } => ApiError::new(ErrorCode::Pruned, e.to_string()),
             e @ StorageError::SnapshotStale { .. } => {
                 ApiError::new(ErrorCode::SnapshotStale, e.to_string())
@@ -119,8 +136,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.code.http_status())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = self.status.unwrap_or_else(|| {
+            StatusCode::from_u16(self.code.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        });
         let body = serde_json::json!({ "error": self.code.name(), "message": self.message });
         let mut response = (status, Json(body)).into_response();
         if let Some(delay) = self.retry_after {
@@ -128,6 +147,11 @@ impl IntoResponse for ApiError {
             if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
             }
+        }
+        if self.close {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response.extensions_mut().insert(self.code);
         response

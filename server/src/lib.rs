@@ -28,9 +28,10 @@ pub mod server;
 pub mod state;
 pub mod storage;
 pub mod telemetry;
+pub mod tls;
 mod ws;
 
 pub use config::Config;
 pub use routes::app;
-pub use server::run;
+pub use server::{run, run_tls};
 pub use state::AppState;

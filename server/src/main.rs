@@ -1,16 +1,35 @@
-//! The `mend-relay` binary: parse flags, open storage, serve until SIGTERM or Ctrl-C.
+//! The `mend-relay` binary: parse flags, open storage, serve until SIGTERM or Ctrl-C; with TLS,
+//! re-read the certificate on SIGHUP.
 
 use anyhow::Context;
 use clap::Parser;
-use mend_relay::{AppState, cli::Args, run, telemetry};
+use mend_relay::{
+    AppState,
+    cli::{Args, Command},
+    run, run_tls, telemetry,
+    tls::{Tls, pin_of_file},
+};
 use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Command::Pin { tls_cert }) = &args.command {
+        println!("{}", pin_of_file(tls_cert)?);
+        return Ok(());
+    }
     telemetry::init(args.log_format, &args.log);
     let config = args.config();
     config.validate()?;
+    // Before storage opens: a bad certificate fails the start at once, naming the file.
+    let tls = config
+        .tls
+        .as_ref()
+        .map(Tls::load)
+        .transpose()
+        .context("loading the TLS certificate")?;
+    // Installed before the relay listens, so a SIGHUP never finds the default (terminate).
+    let reloads = reload_on_hangup(tls.clone())?;
     let listen = config.listen;
     let state = match config.database_url.clone() {
         Some(url) => AppState::open_postgres(config, &url.0)
@@ -21,8 +40,39 @@ async fn main() -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
-    run(listener, state, shutdown_signal()).await?;
+    match tls {
+        Some(tls) => run_tls(listener, state, tls, shutdown_signal()).await?,
+        None => run(listener, state, shutdown_signal()).await?,
+    }
+    reloads.abort();
     Ok(())
+}
+
+/// On each SIGHUP, re-reads the certificate and key; a failed reload keeps serving the old
+/// certificate. Live connections are untouched either way.
+#[cfg(unix)]
+fn reload_on_hangup(tls: Option<Tls>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+    Ok(tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let Some(tls) = &tls else {
+                tracing::info!("SIGHUP: no TLS certificate to reload");
+                continue;
+            };
+            match tls.reload() {
+                Ok(pin) => tracing::info!(%pin, "TLS certificate reloaded"),
+                Err(error) => {
+                    tracing::warn!(%error, "TLS reload failed; still serving the previous certificate");
+                }
+            }
+        }
+    }))
+}
+
+#[cfg(not(unix))]
+fn reload_on_hangup(_tls: Option<Tls>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    Ok(tokio::spawn(async {}))
 }
 
 /// Resolves on SIGTERM or Ctrl-C (SIGINT).

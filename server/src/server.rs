@@ -3,7 +3,9 @@
 //! Owning the loop (instead of `axum::serve`) gives the relay the knobs it needs: TCP_NODELAY on
 //! every socket, a relay-wide connection cap that also counts upgraded WebSockets, a timeout for
 //! request headers (so a client that connects and sends nothing is dropped), and a shutdown that
-//! finishes in-flight requests and acknowledgements before storage closes.
+//! finishes in-flight requests and acknowledgements before storage closes. With [`run_tls`] the
+//! same loop serves HTTPS and WSS: the handshake runs in the connection's task, under the header
+//! timeout, so a slow handshake holds neither the loop nor more than its own connection slot.
 
 use std::{
     future::Future,
@@ -14,7 +16,11 @@ use std::{
     time::Duration,
 };
 
-use hyper::{body::Incoming, server::conn::http1, service::service_fn};
+use hyper::{
+    body::Incoming,
+    server::conn::http1,
+    service::{HttpService, service_fn},
+};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
@@ -22,9 +28,13 @@ use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore},
 };
 
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::{client::PeerAddr, routes::app, state::AppState, storage::StorageError};
+use crate::{
+    client::PeerAddr, routes::app, state::AppState, storage::StorageError, telemetry::Repeats,
+    tls::Tls,
+};
 
 /// Answer to a connection over the relay-wide cap.
 const OVER_CAPACITY: &[u8] =
@@ -37,17 +47,27 @@ const MAX_PENDING_REFUSALS: usize = 64;
 /// How long answering a refused connection may take.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Answers 503 on a connection over the cap, then drains what the client sent so closing does
-/// not reset the connection before the answer is read.
-async fn refuse(mut stream: TcpStream) {
+/// Answers 503 on a connection over the cap (after a TLS handshake when the relay serves TLS),
+/// then drains what the client sent so closing does not reset the connection before the answer
+/// is read.
+async fn refuse(stream: TcpStream, tls: Option<Tls>) {
     let _ = tokio::time::timeout(REFUSAL_TIMEOUT, async {
+        match tls {
+            Some(tls) => answer_refusal(tls.acceptor().accept(stream).await?).await,
+            None => answer_refusal(stream).await,
+        }
+    })
+    .await;
+}
+
+async fn answer_refusal(mut stream: impl AsyncRead + AsyncWrite + Unpin) -> io::Result<()> {
+    {
         stream.write_all(OVER_CAPACITY).await?;
         stream.shutdown().await?;
         let mut sink = [0u8; 1024];
         while stream.read(&mut sink).await? > 0 {}
-        Ok::<(), io::Error>(())
-    })
-    .await;
+        Ok(())
+    }
 }
 
 /// Serves `state` on `listener` until `shutdown` resolves, then stops accepting, lets open
@@ -58,6 +78,26 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), StorageError> {
+    serve(listener, state, None, shutdown).await
+}
+
+/// [`run`], serving HTTPS and WSS with `tls`'s certificate (swapped in place by
+/// [`Tls::reload`]).
+pub async fn run_tls(
+    listener: TcpListener,
+    state: AppState,
+    tls: Tls,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), StorageError> {
+    serve(listener, state, Some(tls), shutdown).await
+}
+
+async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    tls: Option<Tls>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), StorageError> {
     let router = app(state.clone());
     let permits = Arc::new(Semaphore::new(state.config().limits.max_connections));
     let refusals = Arc::new(Semaphore::new(MAX_PENDING_REFUSALS));
@@ -66,17 +106,27 @@ pub async fn run(
         .header_read_timeout(state.config().limits.header_timeout)
         .keep_alive(true);
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "listening");
+        match &tls {
+            Some(tls) => tracing::info!(%addr, pin = %tls.pin(), "listening with TLS"),
+            None => tracing::info!(%addr, "listening"),
+        }
     }
+    let mut accept_failures = Repeats::new(Duration::from_secs(10));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+                Ok(accepted) => {
+                    accept_failures.clear();
+                    accepted
+                }
                 Err(error) => {
-                    // Out of file descriptors, usually: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
+                    // Out of file descriptors, usually: back off instead of spinning, and log
+                    // one line per interval rather than one per attempt.
+                    if let Some(times) = accept_failures.note(std::time::Instant::now()) {
+                        tracing::warn!(%error, times, "accept failed (times: since the last line)");
+                    }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 }
@@ -87,8 +137,9 @@ pub async fn run(
             state.metrics().connections_refused.fetch_add(1, Relaxed);
             // Answer a bounded number of refusals politely; drop the rest outright.
             if let Ok(slot) = refusals.clone().try_acquire_owned() {
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    refuse(stream).await;
+                    refuse(stream, tls).await;
                     drop(slot);
                 });
             }
@@ -96,28 +147,44 @@ pub async fn run(
         };
         state.metrics().connections_total.fetch_add(1, Relaxed);
         state.metrics().connections_open.fetch_add(1, Relaxed);
-        let io = TokioIo::new(CountedStream {
+        let counted = CountedStream {
             stream,
             _permit: permit,
             state: state.clone(),
-        });
+        };
         let router = router.clone();
         // Each request carries its peer, for the limits per client address.
         let service = service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(PeerAddr(peer));
             router.clone().oneshot(request)
         });
-        let connection = http.serve_connection(io, service).with_upgrades();
+        let http = http.clone();
         let cancelled = state.shutdown().clone();
+        let handshake_timeout = state.config().limits.header_timeout;
+        let tls = tls.clone();
         state.tasks().spawn(async move {
-            tokio::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                () = cancelled.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
+            let Some(tls) = tls else {
+                drive(&http, counted, service, &cancelled).await;
+                return;
+            };
+            // The handshake counts against the header timeout: a client that opens a
+            // connection and stalls is dropped as it would be in the clear.
+            let accepted = tokio::select! {
+                accepted = tokio::time::timeout(handshake_timeout, tls.acceptor().accept(counted)) => accepted,
+                () = cancelled.cancelled() => return,
+            };
+            let stream = match accepted {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "TLS handshake failed");
+                    return;
                 }
-            }
+                Err(_) => {
+                    tracing::debug!("TLS handshake timed out");
+                    return;
+                }
+            };
+            drive(&http, stream, service, &cancelled).await;
         });
     }
 
@@ -138,6 +205,29 @@ pub async fn run(
     state.storage().close().await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Serves one connection until it ends, or until shutdown, when it finishes the request in
+/// hand first.
+async fn drive<I, S>(http: &http1::Builder, io: I, service: S, cancelled: &CancellationToken)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: HttpService<Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let connection = http
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        () = cancelled.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
 }
 
 /// A TCP stream that holds a slot of the relay-wide connection cap until it is dropped, which

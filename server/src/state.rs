@@ -12,6 +12,7 @@ use crate::{
     rate::RateLimiter,
     storage::{
         Storage, StorageError,
+        bounded::BoundedWrites,
         postgres::{PgError, PostgresStorage},
         sqlite::SqliteStorage,
     },
@@ -47,6 +48,8 @@ impl AppState {
     /// State over a given storage backend and live feed.
     pub fn new(config: Config, storage: Arc<dyn Storage>, live: Arc<dyn LiveFeed>) -> AppState {
         let limits = &config.limits;
+        let storage: Arc<dyn Storage> =
+            Arc::new(BoundedWrites::new(storage, limits.max_queued_writes));
         AppState {
             inner: Arc::new(Inner {
                 rate: RateLimiter::new(limits.rate_per_space, limits.rate_burst),

@@ -70,10 +70,72 @@ async fn sqlite_state_survives_reopen() {
         limit: 100,
         max_bytes: usize::MAX,
         exclude_device: None,
+        include_pruned: false,
     };
     let page = second
         .pull(space, request)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(page.chunks.len(), 4);
+}
+
+/// Chunks stored before payload hashes were kept (a NULL hash) are compared by their payload
+/// while it is held; once pruned they cannot be compared and a replay counts as a duplicate.
+#[tokio::test]
+async fn sqlite_rows_without_a_hash_fall_back_to_the_payload() {
+    use mend_protocol::{DeviceId, Push, Snapshot, SpaceId};
+    use mend_relay::storage::{Storage, StorageError, sqlite::DB_FILE};
+
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let space = SpaceId([1; 32]);
+    let push = |seq: u64, byte: u8| Push {
+        device_id: DeviceId([2; 16]),
+        device_seq: seq,
+        payload: vec![byte; 8],
+    };
+    let open = || {
+        SqliteStorage::open(
+            dir.path(),
+            Arc::new(LocalHub::default()),
+            GroupCommit::default(),
+        )
+        .unwrap_or_else(|e| panic!("open: {e}"))
+    };
+    let first = open();
+    first
+        .create_space(space, [7; 32])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for seq in 1..=2 {
+        first
+            .push(space, push(seq, seq as u8), u64::MAX)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    first.close().await.unwrap_or_else(|e| panic!("{e}"));
+    drop(first);
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE))
+        .unwrap_or_else(|e| panic!("sqlite: {e}"));
+    conn.execute("UPDATE chunks SET payload_hash = NULL", [])
+        .unwrap_or_else(|e| panic!("sqlite: {e}"));
+    drop(conn);
+
+    let second = open();
+    let same = second.push(space, push(1, 1), u64::MAX).await;
+    assert!(matches!(same, Ok(p) if p.duplicate && p.relay_seq == 1));
+    let other = second.push(space, push(1, 9), u64::MAX).await;
+    assert!(matches!(
+        other,
+        Err(StorageError::SeqConflict { relay_seq: 1 })
+    ));
+    let snapshot = Snapshot {
+        covers: 2,
+        payload: vec![0; 4],
+    };
+    second
+        .put_snapshot(space, snapshot, u64::MAX, std::time::Duration::ZERO)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let pruned = second.push(space, push(2, 9), u64::MAX).await;
+    assert!(matches!(pruned, Ok(p) if p.duplicate && p.relay_seq == 2));
 }

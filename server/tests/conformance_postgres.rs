@@ -43,6 +43,7 @@ fn all() -> PullRequest {
         limit: 100_000,
         max_bytes: usize::MAX,
         exclude_device: None,
+        include_pruned: false,
     }
 }
 
@@ -190,4 +191,63 @@ async fn two_instances_share_one_space() {
     for store in [a, b] {
         store.close().await.unwrap_or_else(|e| panic!("{e}"));
     }
+}
+
+/// Chunks stored before payload hashes were kept (a NULL hash) are compared by their payload
+/// while it is held; once pruned they cannot be compared and a replay counts as a duplicate.
+#[tokio::test]
+async fn rows_without_a_hash_fall_back_to_the_payload() {
+    use mend_protocol::Snapshot;
+
+    let db = database().await;
+    let store = open_on(&db, &LocalHub::default()).await;
+    let space = SpaceId([1; 32]);
+    let push = |seq: u64, byte: u8| Push {
+        device_id: DeviceId([2; 16]),
+        device_seq: seq,
+        payload: vec![byte; 8],
+    };
+    store
+        .create_space(space, [7; 32])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for seq in 1..=2 {
+        store
+            .push(space, push(seq, seq as u8), u64::MAX)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let (client, connection) = db
+        .url()
+        .parse::<tokio_postgres::Config>()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let driver = tokio::spawn(connection);
+    client
+        .execute("UPDATE chunks SET payload_hash = NULL", &[])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(client);
+    let _ = driver.await;
+
+    let same = store.push(space, push(1, 1), u64::MAX).await;
+    assert!(matches!(same, Ok(p) if p.duplicate && p.relay_seq == 1));
+    let other = store.push(space, push(1, 9), u64::MAX).await;
+    assert!(matches!(
+        other,
+        Err(StorageError::SeqConflict { relay_seq: 1 })
+    ));
+    let snapshot = Snapshot {
+        covers: 2,
+        payload: vec![0; 4],
+    };
+    store
+        .put_snapshot(space, snapshot, u64::MAX, std::time::Duration::ZERO)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let pruned = store.push(space, push(2, 9), u64::MAX).await;
+    assert!(matches!(pruned, Ok(p) if p.duplicate && p.relay_seq == 2));
+    store.close().await.unwrap_or_else(|e| panic!("{e}"));
 }

@@ -66,6 +66,15 @@ async fn two_devices_sync_live() -> anyhow::Result<()> {
         .await?;
     let replay = alice.expect_ack().await?;
     assert_eq!((replay.relay_seq, replay.duplicate), (2, true));
+    // Another payload under that sequence is refused, and not delivered either.
+    alice
+        .send_push(&push(alice_device, 1, b"rolled back"))
+        .await?;
+    let conflict = alice.expect_nack().await?;
+    assert_eq!(
+        (conflict.device_seq, conflict.code, conflict.code.to_u8()),
+        (1, ErrorCode::SeqConflict, 17)
+    );
 
     // Bob answers over HTTP; Alice sees Bob's chunk and never her own; Bob, who named his
     // device, does not get his own back (the next thing he sees is chunk 4).
@@ -554,4 +563,48 @@ async fn proxied(
     let mut response = vec![0u8; 4096];
     let n = tokio::time::timeout(common::WAIT, stream.read(&mut response)).await??;
     Ok(String::from_utf8_lossy(&response[..n]).into_owned())
+}
+
+/// A request body that trickles (a push declaring 500 KB that sends 10 bytes, a snapshot that
+/// stops halfway) is answered 408 and its connection closed, while others are served.
+#[tokio::test]
+async fn slow_bodies_are_timed_out() -> anyhow::Result<()> {
+    let relay = Relay::start_with(|config| {
+        config.limits.max_chunk_bytes = 1 << 20;
+        config.limits.max_ws_message_bytes = (1 << 20) + 1024;
+        config.limits.body_timeout = Duration::from_millis(200);
+        config.limits.min_body_rate = 10 << 20;
+    })
+    .await?;
+    let (s, t) = (space(1), token(1));
+    relay.create(&s, &t).await?;
+    for (path, declared) in [(paths::chunks(&s), 500_000), (paths::snapshot(&s), 4000)] {
+        let method = if path.ends_with("chunks") {
+            "POST"
+        } else {
+            "PUT"
+        };
+        let mut slow = TcpStream::connect(relay.addr).await?;
+        slow.write_all(
+            format!(
+                "{method} {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {t}\r\n\
+                 content-length: {declared}\r\n\r\n0123456789"
+            )
+            .as_bytes(),
+        )
+        .await?;
+        let mut response = Vec::new();
+        // The relay answers and closes: reading to the end returns.
+        tokio::time::timeout(common::WAIT, slow.read_to_end(&mut response))
+            .await
+            .map_err(|_| anyhow::anyhow!("{method}: slow body not timed out"))??;
+        let (status, body) = parse_response(&response)?;
+        assert_eq!(
+            (status, common::error_code(&body).as_str()),
+            (408, "malformed"),
+            "{method} {path}"
+        );
+    }
+    relay.assert_others_served(1).await?;
+    relay.stop().await
 }

@@ -228,10 +228,18 @@ async fn push_pull_and_replay() -> anyhow::Result<()> {
     );
     let second = api.push(&s, &t, &push(device(2), 1, b"two")).await?;
     assert_eq!(second.relay_seq, 2);
-    let replay = api
-        .push(&s, &t, &push(device(1), 1, b"one, replayed"))
-        .await?;
+    let replay = api.push(&s, &t, &push(device(1), 1, b"one")).await?;
     assert_eq!((replay.relay_seq, replay.duplicate), (1, true));
+    // The same (device, sequence) with another payload: a device rolled back or copied.
+    api.refused(
+        "POST",
+        &paths::chunks(&s),
+        Some(&t),
+        push(device(1), 1, b"one, rolled back").to_bytes(),
+        StatusCode::CONFLICT,
+        "seq_conflict",
+    )
+    .await?;
     let page = api.pull(&s, &t, 0).await?;
     assert_eq!((page.head, page.next_after, page.more), (2, 2, false));
     let payloads: Vec<&[u8]> = page.chunks.iter().map(|c| c.payload.as_slice()).collect();
@@ -661,5 +669,55 @@ async fn live_route_requires_an_upgrade() -> anyhow::Result<()> {
         "unauthorized",
     )
     .await?;
+    api.others_served(1).await
+}
+
+/// Within the prune grace, a garbage snapshot covering the whole log destroys nothing: a
+/// device that was behind, or a new one, that cannot use the snapshot still pulls every chunk.
+#[tokio::test]
+async fn a_garbage_snapshot_leaves_the_log_readable_within_the_grace() -> anyhow::Result<()> {
+    let api = Api::with(|config| config.limits.prune_grace = std::time::Duration::from_secs(3600))?;
+    let (s, t) = (space(1), token(1));
+    api.create(&s, &t).await?;
+    for seq in 1..=4 {
+        api.push(&s, &t, &push(device(1), seq, &[seq as u8; 16]))
+            .await?;
+    }
+    let garbage = Snapshot {
+        covers: 4,
+        payload: b"not a snapshot at all".to_vec(),
+    };
+    let (status, _) = api
+        .call("PUT", &paths::snapshot(&s), Some(&t), garbage.to_bytes())
+        .await?;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    // A plain pull below the snapshot points to it; one that asks for pruned chunks gets them.
+    api.refused(
+        "GET",
+        &paths::pull(&s, 0, None, None),
+        Some(&t),
+        vec![],
+        StatusCode::GONE,
+        "pruned",
+    )
+    .await?;
+    for after in [0u64, 2] {
+        let uri = format!(
+            "{}&{}=true",
+            paths::pull(&s, after, None, None),
+            paths::QUERY_PRUNED
+        );
+        let (status, body) = api.call("GET", &uri, Some(&t), vec![]).await?;
+        assert_eq!(status, StatusCode::OK, "{}", error_code(&body));
+        let page = Page::decode(&body, &Limits::DEFAULT)?;
+        let payloads: Vec<Vec<u8>> = page.chunks.iter().map(|c| c.payload.clone()).collect();
+        assert_eq!(
+            payloads,
+            (after + 1..=4)
+                .map(|i| vec![i as u8; 16])
+                .collect::<Vec<_>>()
+        );
+        assert_eq!((page.head, page.more), (4, false));
+    }
     api.others_served(1).await
 }

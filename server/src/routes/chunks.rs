@@ -21,6 +21,7 @@ pub(super) async fn push(
         body,
         limits.max_chunk_bytes + MAX_PUSH_OVERHEAD,
         ErrorCode::ChunkTooLarge,
+        limits,
     )
     .await?;
     let decode_limits = Limits {
@@ -61,6 +62,7 @@ pub(super) async fn pull(
             .clamp(1, MAX_PAGE_LIMIT),
         max_bytes: limits.max_page_bytes,
         exclude_device: query.device,
+        include_pruned: query.include_pruned,
     };
     let page = state.storage().pull(space, request).await?;
     let bytes = page.chunks.iter().map(|c| c.payload.len()).sum();

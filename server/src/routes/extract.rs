@@ -50,13 +50,14 @@ impl FromRequestParts<AppState> for AuthorizedSpace {
     }
 }
 
-/// The `after`, `limit` and `device` query parameters (`mend_protocol::paths`); unknown
-/// parameters are ignored.
+/// The `after`, `limit`, `device` and `pruned` query parameters (`mend_protocol::paths`);
+/// unknown parameters are ignored.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct CursorQuery {
     pub(crate) after: u64,
     pub(crate) limit: Option<usize>,
     pub(crate) device: Option<DeviceId>,
+    pub(crate) include_pruned: bool,
 }
 
 /// The query as axum's `Query` reads it; names match `mend_protocol::paths::QUERY_*`.
@@ -66,6 +67,8 @@ struct RawCursor {
     after: u64,
     limit: Option<usize>,
     device: Option<String>,
+    #[serde(default)]
+    pruned: bool,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for CursorQuery {
@@ -86,6 +89,7 @@ impl<S: Send + Sync> FromRequestParts<S> for CursorQuery {
             after: raw.after,
             limit: raw.limit,
             device,
+            include_pruned: raw.pruned,
         })
     }
 }
@@ -115,9 +119,16 @@ mod tests {
             Ok(CursorQuery {
                 after: 12,
                 limit: Some(5),
-                device: Some(device)
+                device: Some(device),
+                include_pruned: false,
             })
         );
+        assert!(
+            parse("/x?pruned=true")
+                .await
+                .is_ok_and(|q| q.include_pruned)
+        );
+        assert!(parse("/x?pruned=yes").await.is_err());
         assert_eq!(parse("/x").await, Ok(CursorQuery::default()));
         assert!(parse("/x?after=-1").await.is_err());
         assert!(parse("/x?after=99999999999999999999999").await.is_err());

@@ -10,7 +10,7 @@ mod health;
 mod snapshot;
 mod spaces;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::{
     Router,
@@ -27,7 +27,7 @@ use mend_protocol::{
 };
 
 pub(crate) use self::extract::{AuthorizedSpace, CursorQuery, SpaceParam};
-use crate::{error::ApiError, state::AppState, ws};
+use crate::{config::Limits, error::ApiError, state::AppState, ws};
 
 /// The relay's router. Routes are the paths devices build (`mend_protocol::paths`).
 pub fn app(state: AppState) -> Router {
@@ -76,12 +76,16 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     response
 }
 
-/// Reads a body of at most `limit` bytes; larger ones are refused with `too_large` (413).
+/// Reads a body of at most `limit` bytes; larger ones are refused with `too_large` (413). A body
+/// that does not arrive within the body timeout plus its expected length at the slowest rate
+/// the relay waits for ([`crate::config::Limits::min_body_rate`]) is answered 408 and its
+/// connection closed, so slow bodies cannot hold connections and buffers.
 pub(crate) async fn read_body(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
     too_large: ErrorCode,
+    limits: &Limits,
 ) -> Result<Bytes, ApiError> {
     let refuse = || ApiError::new(too_large, format!("request body exceeds {limit} bytes"));
     let declared = headers
@@ -91,11 +95,16 @@ pub(crate) async fn read_body(
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(refuse());
     }
+    let expected = declared.unwrap_or(limit as u64);
+    let deadline = limits.body_timeout.saturating_add(Duration::from_millis(
+        expected.saturating_mul(1000) / limits.min_body_rate.max(1),
+    ));
     // Past the declared length check, the only way to fail is a body longer than it claimed
     // (or a broken connection, where the answer is never read).
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| refuse())
+    match tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await {
+        Ok(read) => read.map_err(|_| refuse()),
+        Err(_) => Err(ApiError::body_timeout()),
+    }
 }
 
 /// A binary frame as a response body.

@@ -27,6 +27,7 @@ pub(super) async fn put(
         body,
         limits.max_snapshot_bytes + SNAPSHOT_OVERHEAD,
         ErrorCode::SnapshotTooLarge,
+        limits,
     )
     .await?;
     let decode_limits = Limits {
@@ -38,7 +39,12 @@ pub(super) async fn put(
     let covers = snapshot.covers;
     state
         .storage()
-        .put_snapshot(space, snapshot, limits.space_quota_bytes)
+        .put_snapshot(
+            space,
+            snapshot,
+            limits.space_quota_bytes,
+            limits.prune_grace,
+        )
         .await?;
     tracing::debug!(covers, "snapshot stored");
     Ok(StatusCode::NO_CONTENT)

@@ -11,7 +11,7 @@
 //! the macro only stamps out one `#[tokio::test]` per check. They panic on failure, like any
 //! test assertion.
 
-use std::{any::Any, collections::HashSet, sync::Arc};
+use std::{any::Any, collections::HashSet, sync::Arc, time::Duration};
 
 use mend_protocol::{DeviceId, Push, Snapshot, SpaceId};
 
@@ -55,12 +55,14 @@ macro_rules! storage_conformance_tests {
             unknown_spaces_are_not_found,
             pushes_get_contiguous_sequences_and_read_back_exactly,
             replayed_push_is_a_duplicate_and_stores_nothing,
+            reused_sequence_with_another_payload_is_a_conflict,
             concurrent_pushes_are_each_stored_once,
             pages_respect_limit_and_byte_cap,
             pull_can_withhold_a_device,
             quota_is_enforced_and_duplicates_still_answered,
             snapshot_prunes_and_never_goes_backwards,
             snapshot_frees_quota,
+            pruned_chunks_are_served_until_their_grace_ends,
             erase_removes_everything,
             commits_are_published_in_order,
             creations_are_counted_per_client_and_window,
@@ -84,6 +86,10 @@ const HASH_B: [u8; 32] = [0xb2; 32];
 const DEVICE_A: DeviceId = DeviceId([0x0a; 16]);
 const DEVICE_B: DeviceId = DeviceId([0x0b; 16]);
 const QUOTA: u64 = 1 << 30;
+/// Pruned payloads deleted at once, as before the grace existed.
+const NO_GRACE: Duration = Duration::ZERO;
+/// A grace no test outlives.
+const DAY: Duration = Duration::from_secs(24 * 3600);
 
 fn space(n: u8) -> SpaceId {
     SpaceId([n; 32])
@@ -103,6 +109,14 @@ fn all(after: u64) -> PullRequest {
         limit: 10_000,
         max_bytes: usize::MAX,
         exclude_device: None,
+        include_pruned: false,
+    }
+}
+
+fn with_pruned(after: u64) -> PullRequest {
+    PullRequest {
+        include_pruned: true,
+        ..all(after)
     }
 }
 
@@ -156,7 +170,9 @@ pub async fn unknown_spaces_are_not_found(b: &Backend) {
         payload: vec![1],
     };
     assert!(matches!(
-        b.storage.put_snapshot(space(9), snapshot, QUOTA).await,
+        b.storage
+            .put_snapshot(space(9), snapshot, QUOTA, NO_GRACE)
+            .await,
         Err(StorageError::SpaceNotFound)
     ));
     assert!(ok(b.storage.get_snapshot(space(9)).await, "snapshot").is_none());
@@ -202,13 +218,13 @@ pub async fn pushes_get_contiguous_sequences_and_read_back_exactly(b: &Backend) 
     assert_eq!(seqs, [5, 6]);
 }
 
-/// A replay of (device, device_seq) returns the original sequence and stores nothing, even
-/// with a different payload.
+/// A replay of (device, device_seq) with the same payload returns the original sequence and
+/// stores nothing; with a different payload it is a conflict and stores nothing either.
 pub async fn replayed_push_is_a_duplicate_and_stores_nothing(b: &Backend) {
     created(b, space(1)).await;
     pushed(b, space(1), push(DEVICE_A, 1, b"first")).await;
     pushed(b, space(1), push(DEVICE_B, 1, b"other device")).await;
-    let replay = pushed(b, space(1), push(DEVICE_A, 1, b"tampered")).await;
+    let replay = pushed(b, space(1), push(DEVICE_A, 1, b"first")).await;
     assert_eq!(
         replay,
         Pushed {
@@ -216,6 +232,12 @@ pub async fn replayed_push_is_a_duplicate_and_stores_nothing(b: &Backend) {
             duplicate: true
         }
     );
+    assert!(matches!(
+        b.storage
+            .push(space(1), push(DEVICE_A, 1, b"rolled back"), QUOTA)
+            .await,
+        Err(StorageError::SeqConflict { relay_seq: 1 })
+    ));
     let page = ok(b.storage.pull(space(1), all(0)).await, "pull");
     assert_eq!(page.chunks.len(), 2);
     assert_eq!(page.chunks[0].payload, b"first");
@@ -225,6 +247,68 @@ pub async fn replayed_push_is_a_duplicate_and_stores_nothing(b: &Backend) {
             .relay_seq,
         3
     );
+}
+
+/// A reused (device, device_seq) with another payload is a conflict however the relay holds
+/// the first chunk: pruned, at the quota, or pushed in the same instant.
+pub async fn reused_sequence_with_another_payload_is_a_conflict(b: &Backend) {
+    created(b, space(1)).await;
+    let quota = 100;
+    for seq in 1..=3 {
+        ok(
+            b.storage
+                .push(space(1), push(DEVICE_A, seq, &[seq as u8; 30]), quota)
+                .await,
+            "fill",
+        );
+    }
+    // At the quota: a replay is answered, a conflict is named, nothing new fits.
+    let at_quota = |seq: u64, byte: u8| {
+        b.storage
+            .push(space(1), push(DEVICE_A, seq, &[byte; 30]), quota)
+    };
+    assert_eq!(
+        ok(at_quota(3, 3).await, "replay at quota"),
+        Pushed {
+            relay_seq: 3,
+            duplicate: true
+        }
+    );
+    assert!(matches!(
+        at_quota(3, 9).await,
+        Err(StorageError::SeqConflict { relay_seq: 3 })
+    ));
+    // Pruned: the payload is gone but its hash stays.
+    let snapshot = Snapshot {
+        covers: 2,
+        payload: vec![0; 10],
+    };
+    ok(
+        b.storage
+            .put_snapshot(space(1), snapshot, QUOTA, NO_GRACE)
+            .await,
+        "snapshot",
+    );
+    assert!(ok(at_quota(1, 1).await, "pruned replay").duplicate);
+    assert!(matches!(
+        at_quota(1, 7).await,
+        Err(StorageError::SeqConflict { relay_seq: 1 })
+    ));
+    // Two different payloads for one sequence at once: one is stored, the other conflicts.
+    let first = b.storage.push(space(1), push(DEVICE_B, 1, b"one"), QUOTA);
+    let second = b.storage.push(space(1), push(DEVICE_B, 1, b"two"), QUOTA);
+    let (first, second) = tokio::join!(first, second);
+    let stored = match (&first, &second) {
+        (Ok(p), Err(StorageError::SeqConflict { relay_seq }))
+        | (Err(StorageError::SeqConflict { relay_seq }), Ok(p)) => {
+            assert_eq!((p.relay_seq, p.duplicate), (*relay_seq, false));
+            *relay_seq
+        }
+        other => panic!("expected one stored and one conflict: {other:?}"),
+    };
+    let page = ok(b.storage.pull(space(1), all(2)).await, "pull");
+    let seqs: Vec<u64> = page.chunks.iter().map(|c| c.relay_seq).collect();
+    assert_eq!(seqs, [3, stored], "the conflict stored nothing");
 }
 
 /// Many pushes at once (with replays among them) each land exactly once.
@@ -271,6 +355,7 @@ pub async fn pages_respect_limit_and_byte_cap(b: &Backend) {
         limit,
         max_bytes,
         exclude_device: None,
+        include_pruned: false,
     };
     let page = ok(
         b.storage.pull(space(1), request(0, 3, usize::MAX)).await,
@@ -327,6 +412,7 @@ pub async fn pull_can_withhold_a_device(b: &Backend) {
         limit: 100,
         max_bytes: usize::MAX,
         exclude_device: Some(DEVICE_A),
+        include_pruned: false,
     };
     let page = ok(b.storage.pull(space(1), request).await, "pull");
     let seqs: Vec<u64> = page.chunks.iter().map(|c| c.relay_seq).collect();
@@ -400,7 +486,9 @@ pub async fn snapshot_prunes_and_never_goes_backwards(b: &Backend) {
         payload: vec![covers as u8; 20],
     };
     ok(
-        b.storage.put_snapshot(space(1), snap(3), QUOTA).await,
+        b.storage
+            .put_snapshot(space(1), snap(3), QUOTA, NO_GRACE)
+            .await,
         "snapshot",
     );
     assert!(matches!(
@@ -415,11 +503,15 @@ pub async fn snapshot_prunes_and_never_goes_backwards(b: &Backend) {
     let seqs: Vec<u64> = tail.chunks.iter().map(|c| c.relay_seq).collect();
     assert_eq!(seqs, [4, 5]);
     assert!(matches!(
-        b.storage.put_snapshot(space(1), snap(2), QUOTA).await,
+        b.storage
+            .put_snapshot(space(1), snap(2), QUOTA, NO_GRACE)
+            .await,
         Err(StorageError::SnapshotStale { current: 3 })
     ));
     assert!(matches!(
-        b.storage.put_snapshot(space(1), snap(6), QUOTA).await,
+        b.storage
+            .put_snapshot(space(1), snap(6), QUOTA, NO_GRACE)
+            .await,
         Err(StorageError::SnapshotBeyondHead { head: 5 })
     ));
     let stored = ok(b.storage.get_snapshot(space(1)).await, "get");
@@ -430,14 +522,16 @@ pub async fn snapshot_prunes_and_never_goes_backwards(b: &Backend) {
         payload: b"rewritten".to_vec(),
     };
     ok(
-        b.storage.put_snapshot(space(1), same.clone(), QUOTA).await,
+        b.storage
+            .put_snapshot(space(1), same.clone(), QUOTA, NO_GRACE)
+            .await,
         "same covers",
     );
     assert_eq!(
         ok(b.storage.get_snapshot(space(1)).await, "get"),
         Some(same)
     );
-    let replay = pushed(b, space(1), push(DEVICE_A, 2, b"again")).await;
+    let replay = pushed(b, space(1), push(DEVICE_A, 2, &[2; 10])).await;
     assert_eq!(
         replay,
         Pushed {
@@ -452,6 +546,83 @@ pub async fn snapshot_prunes_and_never_goes_backwards(b: &Backend) {
             .relay_seq,
         6
     );
+}
+
+/// Within the grace, a snapshot (a garbage one, say) prunes nothing a device cannot still pull
+/// when it asks for pruned chunks (plain pulls below it answer `Pruned`, pointing devices to
+/// the snapshot); the pruned payloads no longer count against the quota; a later snapshot past
+/// the grace deletes them, and then even pulls that include pruned chunks answer `Pruned`.
+pub async fn pruned_chunks_are_served_until_their_grace_ends(b: &Backend) {
+    created(b, space(1)).await;
+    let quota = 100;
+    for i in 1..=4 {
+        ok(
+            b.storage
+                .push(space(1), push(DEVICE_A, i, &[i as u8; 20]), quota)
+                .await,
+            "push",
+        );
+    }
+    let garbage = Snapshot {
+        covers: 3,
+        payload: b"garbage".to_vec(),
+    };
+    ok(
+        b.storage.put_snapshot(space(1), garbage, quota, DAY).await,
+        "snapshot",
+    );
+    assert!(matches!(
+        b.storage.pull(space(1), all(0)).await,
+        Err(StorageError::Pruned { snapshot_covers: 3 })
+    ));
+    let page = ok(
+        b.storage.pull(space(1), with_pruned(0)).await,
+        "pull below the snapshot",
+    );
+    let payloads: Vec<Vec<u8>> = page.chunks.iter().map(|c| c.payload.clone()).collect();
+    assert_eq!(
+        payloads,
+        (1..=4u8).map(|i| vec![i; 20]).collect::<Vec<_>>(),
+        "every chunk still served"
+    );
+    // 20 live + 7 snapshot bytes: room for three more chunks of 20.
+    for i in 5..=7 {
+        ok(
+            b.storage
+                .push(space(1), push(DEVICE_A, i, &[i as u8; 20]), quota)
+                .await,
+            "the pruned payloads no longer count",
+        );
+    }
+    assert!(
+        ok(
+            b.storage
+                .push(space(1), push(DEVICE_A, 1, &[1; 20]), quota)
+                .await,
+            "replay"
+        )
+        .duplicate
+    );
+    // A later snapshot, once the grace is over, deletes them.
+    let good = Snapshot {
+        covers: 4,
+        payload: b"good".to_vec(),
+    };
+    ok(
+        b.storage
+            .put_snapshot(space(1), good, QUOTA, NO_GRACE)
+            .await,
+        "snapshot",
+    );
+    for after in [0, 3] {
+        assert!(matches!(
+            b.storage.pull(space(1), with_pruned(after)).await,
+            Err(StorageError::Pruned { snapshot_covers: 4 })
+        ));
+    }
+    let tail = ok(b.storage.pull(space(1), with_pruned(4)).await, "tail");
+    let seqs: Vec<u64> = tail.chunks.iter().map(|c| c.relay_seq).collect();
+    assert_eq!(seqs, [5, 6, 7]);
 }
 
 /// Pruned payloads stop counting against the quota; the snapshot counts instead.
@@ -480,7 +651,8 @@ pub async fn snapshot_frees_quota(b: &Backend) {
                     covers: 1,
                     payload: vec![0; 500]
                 },
-                quota
+                quota,
+                NO_GRACE
             )
             .await,
         Err(StorageError::QuotaExceeded { .. })
@@ -490,7 +662,9 @@ pub async fn snapshot_frees_quota(b: &Backend) {
         payload: vec![0; 100],
     };
     ok(
-        b.storage.put_snapshot(space(1), small, quota).await,
+        b.storage
+            .put_snapshot(space(1), small, quota, NO_GRACE)
+            .await,
         "snapshot",
     );
     ok(
@@ -518,7 +692,9 @@ pub async fn erase_removes_everything(b: &Backend) {
         payload: b"gone too".to_vec(),
     };
     ok(
-        b.storage.put_snapshot(space(1), snapshot, QUOTA).await,
+        b.storage
+            .put_snapshot(space(1), snapshot, QUOTA, NO_GRACE)
+            .await,
         "snapshot",
     );
     assert!(ok(b.storage.erase(space(1)).await, "erase"));

@@ -10,6 +10,7 @@
 //! Every backend must pass the conformance suite in `conformance` (`storage_conformance_tests!`,
 //! built with the `conformance` feature so it stays out of the release binary).
 
+pub mod bounded;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod postgres;
@@ -17,9 +18,16 @@ pub mod sqlite;
 #[cfg(any(test, feature = "conformance"))]
 pub mod test_db;
 
-use std::{future::Future, pin::Pin};
+use std::{future::Future, pin::Pin, time::Duration};
 
 use mend_protocol::{DeviceId, Page, Push, Snapshot, SpaceId};
+
+/// Unix seconds now, for the times storage records (0 if the clock is before 1970).
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
 
 /// SHA-256 of a space's bearer token. The relay never stores the token itself.
 pub type TokenHash = [u8; 32];
@@ -57,6 +65,10 @@ pub struct PullRequest {
     pub max_bytes: usize,
     /// Withhold this device's own chunks.
     pub exclude_device: Option<DeviceId>,
+    /// Below the snapshot, serve chunks it pruned while they are held (within the prune
+    /// grace) instead of answering [`StorageError::Pruned`]: for a device that cannot use the
+    /// snapshot.
+    pub include_pruned: bool,
 }
 
 /// What went wrong in storage. Variants other than [`StorageError::Backend`] are answers the
@@ -82,11 +94,18 @@ pub enum StorageError {
         /// The quota in force.
         quota: u64,
     },
-    /// The requested cursor is below the snapshot; those chunks were pruned.
+    /// The requested cursor is below the snapshot and those chunks were deleted.
     #[error("chunks up to {snapshot_covers} were pruned; fetch the snapshot")]
     Pruned {
         /// The snapshot's covered sequence.
         snapshot_covers: u64,
+    },
+    /// The push reuses a (device, device sequence) stored with a different payload; nothing
+    /// was stored.
+    #[error("device sequence already used by another payload (relay sequence {relay_seq})")]
+    SeqConflict {
+        /// The relay sequence of the chunk stored first.
+        relay_seq: u64,
     },
     /// A snapshot covering less than the stored one was offered.
     #[error("stored snapshot covers {current}, newer than the one offered")]
@@ -125,17 +144,27 @@ pub trait Storage: Send + Sync + 'static {
     fn token_hash(&self, space: SpaceId) -> StorageFuture<Option<TokenHash>>;
 
     /// Stores a chunk unless `(device_id, device_seq)` was stored before, in which case it
-    /// returns the original relay sequence flagged as a duplicate (even after pruning).
+    /// returns the original relay sequence flagged as a duplicate (even after pruning) when
+    /// the payload is the same, and [`StorageError::SeqConflict`] when it differs.
     /// Fails with [`StorageError::QuotaExceeded`] if the space's bytes would exceed `quota`.
     fn push(&self, space: SpaceId, push: Push, quota: u64) -> StorageFuture<Pushed>;
 
     /// Reads chunks after a cursor. [`StorageError::Pruned`] if the cursor is below the
-    /// snapshot.
+    /// snapshot, unless the request includes pruned chunks and the page's are all still held.
     fn pull(&self, space: SpaceId, request: PullRequest) -> StorageFuture<Page>;
 
     /// Stores the snapshot if it covers at least what the stored one does and no more than the
-    /// head, then prunes the chunks it covers (their payloads; their dedup keys remain).
-    fn put_snapshot(&self, space: SpaceId, snapshot: Snapshot, quota: u64) -> StorageFuture<()>;
+    /// head, then prunes the chunks it covers: their payloads stop counting against the quota
+    /// at once but are deleted only `grace` after they were pruned (by a later snapshot past
+    /// that time), so a garbage snapshot cannot destroy the only copy; their dedup keys and
+    /// payload hashes remain. Until deleted, pruned chunks are still served by [`Storage::pull`].
+    fn put_snapshot(
+        &self,
+        space: SpaceId,
+        snapshot: Snapshot,
+        quota: u64,
+        grace: Duration,
+    ) -> StorageFuture<()>;
 
     /// The space's snapshot, if any.
     fn get_snapshot(&self, space: SpaceId) -> StorageFuture<Option<Snapshot>>;

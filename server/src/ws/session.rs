@@ -240,6 +240,7 @@ impl Session {
                 limit: BACKLOG_PAGE,
                 max_bytes: self.state.config().limits.max_page_bytes,
                 exclude_device: self.device,
+                include_pruned: false,
             };
             let page = self
                 .state
@@ -415,6 +416,12 @@ impl Session {
                 Err(error @ StorageError::QuotaExceeded { .. }) => ServerMessage::Nack(Nack {
                     device_seq,
                     code: ErrorCode::QuotaExceeded,
+                    retry_after_ms: 0,
+                    message: error.to_string(),
+                }),
+                Err(error @ StorageError::SeqConflict { .. }) => ServerMessage::Nack(Nack {
+                    device_seq,
+                    code: ErrorCode::SeqConflict,
                     retry_after_ms: 0,
                     message: error.to_string(),
                 }),

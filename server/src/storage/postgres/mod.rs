@@ -40,7 +40,9 @@ use tokio_postgres::{NoTls, error::SqlState};
 use tokio_util::sync::CancellationToken;
 
 pub use self::schema::SCHEMA_VERSION;
-use super::{Created, PullRequest, Pushed, Storage, StorageError, StorageFuture, TokenHash};
+use super::{
+    Created, PullRequest, Pushed, Storage, StorageError, StorageFuture, TokenHash, unix_now,
+};
 use crate::{
     config::Postgres,
     live::{LiveEvent, Publisher},
@@ -500,7 +502,7 @@ impl Storage for PostgresStorage {
             };
             let head = nonneg(first.try_get::<_, i64>(0)?).saturating_sub(1);
             let covers = nonneg(first.try_get(1)?);
-            if request.after < covers {
+            if request.after < covers && !request.include_pruned {
                 return Ok(Err(StorageError::Pruned {
                     snapshot_covers: covers,
                 }));
@@ -512,9 +514,16 @@ impl Storage for PostgresStorage {
                 let Some(seq) = row.try_get::<_, Option<i64>>(2)? else {
                     break;
                 };
-                let payload: Vec<u8> = row
-                    .try_get::<_, Option<Vec<u8>>>(5)?
-                    .ok_or(PgError::Corrupt("pruned chunk above the snapshot"))?;
+                let Some(payload) = row.try_get::<_, Option<Vec<u8>>>(5)? else {
+                    // Below the snapshot, pruned chunks are served until deleted after their
+                    // grace; deleted ones form a prefix of the log.
+                    if from_db(seq) <= covers {
+                        return Ok(Err(StorageError::Pruned {
+                            snapshot_covers: covers,
+                        }));
+                    }
+                    return Err(PgError::Corrupt("pruned chunk above the snapshot"));
+                };
                 if chunks.len() == limit
                     || (!chunks.is_empty()
                         && total.saturating_add(payload.len()) > request.max_bytes)
@@ -546,7 +555,13 @@ impl Storage for PostgresStorage {
         })
     }
 
-    fn put_snapshot(&self, space: SpaceId, snapshot: Snapshot, quota: u64) -> StorageFuture<()> {
+    fn put_snapshot(
+        &self,
+        space: SpaceId,
+        snapshot: Snapshot,
+        quota: u64,
+        grace: Duration,
+    ) -> StorageFuture<()> {
         self.run(move |shared| async move {
             let mut client = shared.client().await?;
             let tx = client.transaction().await?;
@@ -601,9 +616,19 @@ impl Storage for PostgresStorage {
                     quota,
                 }));
             }
+            // Pruned now, deleted after the grace: a garbage snapshot cannot destroy the only
+            // copy.
+            let now = unix_now();
             tx.execute(
-                "UPDATE chunks SET payload = NULL WHERE space = $1 AND seq > $2 AND seq <= $3",
-                &range,
+                "UPDATE chunks SET pruned_at = $4 WHERE space = $1 AND seq > $2 AND seq <= $3",
+                &[&id, &to_db(covers), &to_db(snapshot.covers), &to_db(now)],
+            )
+            .await?;
+            let expired = now.saturating_sub(grace.as_secs());
+            tx.execute(
+                "UPDATE chunks SET payload = NULL
+                 WHERE space = $1 AND seq <= $2 AND pruned_at <= $3 AND payload IS NOT NULL",
+                &[&id, &to_db(snapshot.covers), &to_db(expired)],
             )
             .await?;
             tx.execute(

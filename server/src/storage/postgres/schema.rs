@@ -10,7 +10,11 @@ use tokio_postgres::Client;
 use super::PgError;
 
 /// Migrations in order; migration `i` moves the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/001_initial.sql"),
+    include_str!("migrations/002_payload_hash.sql"),
+    include_str!("migrations/003_prune_grace.sql"),
+];
 
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;

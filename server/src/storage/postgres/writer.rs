@@ -157,6 +157,9 @@ impl Writer {
                     adding,
                     quota: job.quota,
                 }),
+                4 => Err(StorageError::SeqConflict {
+                    relay_seq: from_db(outcome.relay_seq),
+                }),
                 _ => Err(StorageError::Backend(
                     "mend_push answered an unknown status".into(),
                 )),

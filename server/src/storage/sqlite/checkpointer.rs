@@ -10,10 +10,14 @@ use std::{
     path::PathBuf,
     sync::mpsc::{self, RecvTimeoutError},
     thread::JoinHandle,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use super::schema;
+use crate::telemetry::Repeats;
+
+/// At most one line per this interval while checkpoints keep failing.
+const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A running checkpointer; stops when dropped or stopped.
 #[derive(Debug)]
@@ -36,15 +40,18 @@ impl Checkpointer {
                         return;
                     }
                 };
-                let checkpoint = |mode: &str| {
-                    let sql = format!("PRAGMA wal_checkpoint({mode})");
-                    if let Err(error) = conn.query_row(&sql, [], |_| Ok(())) {
-                        tracing::warn!(%error, mode, "checkpoint failed");
-                    }
-                };
+                // A full disk fails every checkpoint: one line per minute, with the count.
+                let mut failures = Repeats::new(FAILURE_LOG_INTERVAL);
                 // Runs until told to stop (a message or the sender dropped).
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
-                    checkpoint("PASSIVE");
+                    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                        Ok(()) => failures.clear(),
+                        Err(error) => {
+                            if let Some(times) = failures.note(Instant::now()) {
+                                tracing::warn!(%error, times, "checkpoint failed (times: since the last line)");
+                            }
+                        }
+                    }
                 }
             })?;
         Ok(Checkpointer {

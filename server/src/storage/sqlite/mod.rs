@@ -15,6 +15,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{Arc, Mutex, PoisonError, RwLock, RwLockWriteGuard},
     thread::JoinHandle,
+    time::Duration,
 };
 
 use mend_protocol::{Page, Push, Snapshot, SpaceId};
@@ -156,11 +157,18 @@ impl Storage for SqliteStorage {
         self.read(move |conn| reader::pull(conn, &space, request))
     }
 
-    fn put_snapshot(&self, space: SpaceId, snapshot: Snapshot, quota: u64) -> StorageFuture<()> {
+    fn put_snapshot(
+        &self,
+        space: SpaceId,
+        snapshot: Snapshot,
+        quota: u64,
+        grace: Duration,
+    ) -> StorageFuture<()> {
         self.write(|reply| Write::PutSnapshot {
             space,
             snapshot,
             quota,
+            grace,
             reply,
         })
     }

@@ -81,7 +81,7 @@ pub(crate) fn pull(
     };
     let head = (next_seq - 1) as u64;
     let covers = covers as u64;
-    if request.after < covers {
+    if request.after < covers && !request.include_pruned {
         return Ok(Err(StorageError::Pruned {
             snapshot_covers: covers,
         }));
@@ -112,7 +112,16 @@ pub(crate) fn pull(
         };
         while let Some(row) = rows.next()? {
             let payload: Option<Vec<u8>> = row.get(3)?;
-            let payload = payload.ok_or_else(|| corrupt("pruned chunk above the snapshot"))?;
+            let Some(payload) = payload else {
+                // Below the snapshot, pruned chunks are served until deleted after their
+                // grace; deleted ones form a prefix of the log.
+                if (row.get::<_, i64>(0)? as u64) <= covers {
+                    return Ok(Err(StorageError::Pruned {
+                        snapshot_covers: covers,
+                    }));
+                }
+                return Err(corrupt("pruned chunk above the snapshot"));
+            };
             if chunks.len() == limit
                 || (!chunks.is_empty() && total + payload.len() > request.max_bytes)
             {

@@ -11,6 +11,8 @@ use rusqlite::{Connection, OpenFlags};
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/001_initial.sql"),
     include_str!("migrations/002_erased.sql"),
+    include_str!("migrations/003_payload_hash.sql"),
+    include_str!("migrations/004_prune_grace.sql"),
 ];
 
 /// The schema version this code writes.

@@ -14,11 +14,12 @@
 use std::{
     collections::{HashMap, HashSet},
     sync::Arc,
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use mend_protocol::{Chunk, Push, Snapshot, SpaceId};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::{mpsc, oneshot};
 
@@ -26,7 +27,7 @@ use super::Shared;
 use crate::{
     config::GroupCommit,
     live::{LiveEvent, Publisher},
-    storage::{Created, Pushed, StorageError, TokenHash},
+    storage::{Created, Pushed, StorageError, TokenHash, unix_now},
 };
 
 type Reply<T> = oneshot::Sender<Result<T, StorageError>>;
@@ -56,6 +57,7 @@ pub(crate) enum Write {
         space: SpaceId,
         snapshot: Snapshot,
         quota: u64,
+        grace: Duration,
         reply: Reply<()>,
     },
     Erase {
@@ -312,8 +314,9 @@ fn apply(
             space,
             snapshot,
             quota,
+            grace,
             reply,
-        } => match put_snapshot(tx, cache, dirty, space, snapshot, quota) {
+        } => match put_snapshot(tx, cache, dirty, space, snapshot, quota, grace) {
             Ok(result) => Ok(Answer::Snapshot(reply, result)),
             Err(e) => Err((Answer::Snapshot(reply, Err(StorageError::Closed)), e)),
         },
@@ -389,6 +392,11 @@ fn create(
     Ok(Ok(Created::New))
 }
 
+/// What the relay keeps of a payload to tell a replay from a reused sequence.
+fn payload_hash(payload: &[u8]) -> [u8; 32] {
+    Sha256::digest(payload).into()
+}
+
 fn push_chunk(
     tx: &Transaction<'_>,
     cache: &mut HashMap<SpaceId, SpaceMeta>,
@@ -403,47 +411,63 @@ fn push_chunk(
     };
     // device_seq is stored bit-for-bit as i64 so the whole u64 range is accepted.
     let device_seq = push.device_seq as i64;
-    let original = |tx: &Transaction<'_>| -> rusqlite::Result<Option<Pushed>> {
-        let seq: Option<i64> = tx
-            .prepare_cached(
-                "SELECT seq FROM chunks WHERE space = ?1 AND device_id = ?2 AND device_seq = ?3",
-            )?
-            .query_row(params![meta.id, &push.device_id.0[..], device_seq], |row| {
-                row.get(0)
-            })
-            .optional()?;
-        Ok(seq.map(|seq| Pushed {
-            relay_seq: seq as u64,
-            duplicate: true,
-        }))
-    };
+    let hash = payload_hash(&push.payload);
+    // The stored chunk with this (device, device_seq): a duplicate if its payload matches,
+    // a conflict if not. A row from before payload hashes were kept is compared by its payload
+    // while that is held; once pruned it cannot be compared and counts as a duplicate.
+    let original =
+        |tx: &Transaction<'_>| -> rusqlite::Result<Option<Result<Pushed, StorageError>>> {
+            let row: Option<(i64, Option<Vec<u8>>)> = tx
+                .prepare_cached(
+                    "SELECT seq, payload_hash, CASE WHEN payload_hash IS NULL THEN payload END
+                     FROM chunks WHERE space = ?1 AND device_id = ?2 AND device_seq = ?3",
+                )?
+                .query_row(params![meta.id, &push.device_id.0[..], device_seq], |row| {
+                    let stored_hash: Option<Vec<u8>> = row.get(1)?;
+                    let old_payload: Option<Vec<u8>> = row.get(2)?;
+                    let stored_hash =
+                        stored_hash.or_else(|| old_payload.map(|p| payload_hash(&p).to_vec()));
+                    Ok((row.get(0)?, stored_hash))
+                })
+                .optional()?;
+            Ok(row.map(|(seq, stored_hash)| match stored_hash {
+                Some(stored) if stored[..] != hash[..] => Err(StorageError::SeqConflict {
+                    relay_seq: seq as u64,
+                }),
+                _ => Ok(Pushed {
+                    relay_seq: seq as u64,
+                    duplicate: true,
+                }),
+            }))
+        };
     let adding = push.payload.len() as u64;
     if meta.bytes_used + adding > quota {
         // A replay of a stored chunk is still answered, even at the quota.
-        return Ok(original(tx)?.ok_or(StorageError::QuotaExceeded {
+        return Ok(original(tx)?.unwrap_or(Err(StorageError::QuotaExceeded {
             used: meta.bytes_used,
             adding,
             quota,
-        }));
+        })));
     }
     let relay_seq = meta.next_seq;
     // The common case (a new chunk) costs one insert; the dedup index refuses a replay, and
     // only then is the original looked up.
     let inserted = tx
         .prepare_cached(
-            "INSERT INTO chunks (space, seq, device_id, device_seq, payload)
-             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+            "INSERT INTO chunks (space, seq, device_id, device_seq, payload, payload_hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
         )?
         .execute(params![
             meta.id,
             relay_seq as i64,
             &push.device_id.0[..],
             device_seq,
-            &push.payload
+            &push.payload,
+            &hash[..]
         ])?;
     if inserted == 0 {
         return match original(tx)? {
-            Some(pushed) => Ok(Ok(pushed)),
+            Some(answer) => Ok(answer),
             None => Err(rusqlite::Error::ToSqlConversionFailure(
                 "chunk insert refused without a duplicate".into(),
             )),
@@ -474,6 +498,7 @@ fn put_snapshot(
     space: SpaceId,
     snapshot: Snapshot,
     quota: u64,
+    grace: Duration,
 ) -> rusqlite::Result<Result<(), StorageError>> {
     let Some(meta) = meta(tx, cache, &space)? else {
         return Ok(Err(StorageError::SpaceNotFound));
@@ -512,10 +537,23 @@ fn put_snapshot(
             quota,
         }));
     }
+    // Pruned now, deleted after the grace: a garbage snapshot cannot destroy the only copy.
+    let now = unix_now();
     tx.prepare_cached(
-        "UPDATE chunks SET payload = NULL WHERE space = ?1 AND seq > ?2 AND seq <= ?3",
+        "UPDATE chunks SET pruned_at = ?4 WHERE space = ?1 AND seq > ?2 AND seq <= ?3",
     )?
-    .execute(range)?;
+    .execute(params![
+        meta.id,
+        meta.covers as i64,
+        snapshot.covers as i64,
+        now as i64
+    ])?;
+    let expired = now.saturating_sub(grace.as_secs());
+    tx.prepare_cached(
+        "UPDATE chunks SET payload = NULL
+         WHERE space = ?1 AND seq <= ?2 AND pruned_at <= ?3 AND payload IS NOT NULL",
+    )?
+    .execute(params![meta.id, snapshot.covers as i64, expired as i64])?;
     tx.prepare_cached(
         "INSERT INTO snapshots (space, covers, payload) VALUES (?1, ?2, ?3)
          ON CONFLICT (space) DO UPDATE SET covers = excluded.covers, payload = excluded.payload",

@@ -1,0 +1,182 @@
+//! [`BoundedWrites`]: a cap on the writes waiting for a backend, whichever backend it is.
+//!
+//! Each backend queues writes for its writer (a thread for SQLite, batch tasks for
+//! PostgreSQL). Unbounded, a flood of pushes faster than the disk would grow that queue, and the
+//! relay's memory, without limit. Past the cap a write is refused at once with
+//! [`StorageError::Unavailable`] (HTTP `503` with `Retry-After`, a Nack `unavailable` on a live
+//! socket), and reads are never held back.
+
+use std::{sync::Arc, time::Duration};
+
+use mend_protocol::{Page, Push, Snapshot, SpaceId};
+use tokio::sync::Semaphore;
+
+use super::{Created, PullRequest, Pushed, Storage, StorageError, StorageFuture, TokenHash};
+
+/// A backend whose queued writes are capped.
+pub struct BoundedWrites {
+    inner: Arc<dyn Storage>,
+    queued: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for BoundedWrites {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoundedWrites")
+            .field("free", &self.queued.available_permits())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BoundedWrites {
+    /// At most `max_queued` writes of `inner` waiting at once (at least 1).
+    pub fn new(inner: Arc<dyn Storage>, max_queued: usize) -> BoundedWrites {
+        BoundedWrites {
+            inner,
+            queued: Arc::new(Semaphore::new(max_queued.max(1))),
+        }
+    }
+
+    /// Runs `write` if the queue has room; its slot is held until the write is answered (or
+    /// dropped), counted from the call, since backends queue the write when it is called.
+    fn write<T: Send + 'static>(
+        &self,
+        write: impl FnOnce(&dyn Storage) -> StorageFuture<T>,
+    ) -> StorageFuture<T> {
+        let Ok(slot) = self.queued.clone().try_acquire_owned() else {
+            return Box::pin(async { Err(StorageError::Unavailable("write queue full".into())) });
+        };
+        let answer = write(self.inner.as_ref());
+        Box::pin(async move {
+            let result = answer.await;
+            drop(slot);
+            result
+        })
+    }
+}
+
+impl Storage for BoundedWrites {
+    fn create_space(&self, space: SpaceId, token_hash: TokenHash) -> StorageFuture<Created> {
+        self.write(|inner| inner.create_space(space, token_hash))
+    }
+
+    fn token_hash(&self, space: SpaceId) -> StorageFuture<Option<TokenHash>> {
+        self.inner.token_hash(space)
+    }
+
+    fn push(&self, space: SpaceId, push: Push, quota: u64) -> StorageFuture<Pushed> {
+        self.write(|inner| inner.push(space, push, quota))
+    }
+
+    fn pull(&self, space: SpaceId, request: PullRequest) -> StorageFuture<Page> {
+        self.inner.pull(space, request)
+    }
+
+    fn put_snapshot(
+        &self,
+        space: SpaceId,
+        snapshot: Snapshot,
+        quota: u64,
+        grace: Duration,
+    ) -> StorageFuture<()> {
+        self.write(|inner| inner.put_snapshot(space, snapshot, quota, grace))
+    }
+
+    fn get_snapshot(&self, space: SpaceId) -> StorageFuture<Option<Snapshot>> {
+        self.inner.get_snapshot(space)
+    }
+
+    fn erase(&self, space: SpaceId) -> StorageFuture<bool> {
+        // Erasing is how a space gives its bytes back: never refused for load.
+        self.inner.erase(space)
+    }
+
+    fn count_creation(
+        &self,
+        client: [u8; 32],
+        window_start: u64,
+        keep_after: u64,
+    ) -> StorageFuture<u64> {
+        self.write(|inner| inner.count_creation(client, window_start, keep_after))
+    }
+
+    fn ready(&self) -> StorageFuture<()> {
+        self.inner.ready()
+    }
+
+    fn render_metrics(&self, out: &mut String) {
+        self.inner.render_metrics(out);
+    }
+
+    fn close(&self) -> StorageFuture<()> {
+        self.inner.close()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use mend_protocol::DeviceId;
+
+    use super::*;
+    use crate::{config::GroupCommit, live::LocalHub, storage::sqlite::SqliteStorage};
+
+    fn push(seq: u64) -> Push {
+        Push {
+            device_id: DeviceId([1; 16]),
+            device_seq: seq,
+            payload: vec![seq as u8; 8],
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_past_the_cap_are_refused_at_once_and_reads_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = SqliteStorage::open(
+            dir.path(),
+            Arc::new(LocalHub::default()),
+            GroupCommit::default(),
+        )
+        .unwrap();
+        let storage = BoundedWrites::new(Arc::new(sqlite), 2);
+        let space = SpaceId([3; 32]);
+        storage.create_space(space, [4; 32]).await.unwrap();
+        // Two writes queued (not yet answered) fill the queue.
+        let first = storage.push(space, push(1), u64::MAX);
+        let second = storage.push(space, push(2), u64::MAX);
+        assert!(matches!(
+            storage.push(space, push(3), u64::MAX).await,
+            Err(StorageError::Unavailable(_))
+        ));
+        let snapshot = Snapshot {
+            covers: 0,
+            payload: vec![],
+        };
+        assert!(matches!(
+            storage
+                .put_snapshot(space, snapshot, u64::MAX, Duration::ZERO)
+                .await,
+            Err(StorageError::Unavailable(_))
+        ));
+        let request = PullRequest {
+            after: 0,
+            limit: 10,
+            max_bytes: usize::MAX,
+            exclude_device: None,
+            include_pruned: false,
+        };
+        assert!(storage.pull(space, request).await.is_ok(), "reads go on");
+        // Answered writes free their slots.
+        assert_eq!(first.await.unwrap().relay_seq, 1);
+        assert_eq!(second.await.unwrap().relay_seq, 2);
+        assert_eq!(
+            storage
+                .push(space, push(3), u64::MAX)
+                .await
+                .unwrap()
+                .relay_seq,
+            3
+        );
+        storage.close().await.unwrap();
+    }
+}
