@@ -28,9 +28,11 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::{
     caps::{ConnectionGuard, SpaceConnectionGuard},
+    error::UNAVAILABLE_LOG,
     live::LiveEvent,
     state::AppState,
     storage::{PullRequest, Pushed, StorageError},
+    telemetry::Repeats,
 };
 
 /// Chunks per backlog page read from storage.
@@ -444,7 +446,9 @@ impl Session {
                     return Err(close(close_code::GOING_AWAY, "relay shutting down"));
                 }
                 Err(StorageError::Unavailable(error)) => {
-                    tracing::warn!(%error, "live push: storage unavailable");
+                    if let Some(times) = Repeats::note_shared(&UNAVAILABLE_LOG) {
+                        tracing::warn!(%error, times, "live push: storage unavailable");
+                    }
                     ServerMessage::Nack(Nack {
                         device_seq,
                         code: ErrorCode::Unavailable,
