@@ -99,6 +99,10 @@ pub struct Args {
     /// Writes waiting for storage across the relay (HTTP 503 + Retry-After beyond).
     #[arg(long, env = "MEND_MAX_QUEUED_WRITES", default_value_t = Limits::default().max_queued_writes)]
     pub max_queued_writes: usize,
+    /// Pushes a space may have awaiting durability over all its connections (429 / Nack
+    /// rate_limited beyond).
+    #[arg(long, env = "MEND_MAX_INFLIGHT_PUSHES_PER_SPACE", default_value_t = Limits::default().max_inflight_pushes_per_space)]
+    pub max_inflight_pushes_per_space: usize,
     /// Pushes a live connection may have awaiting durability.
     #[arg(long, env = "MEND_MAX_INFLIGHT_PUSHES", default_value_t = Limits::default().max_inflight_pushes)]
     pub max_inflight_pushes: usize,
@@ -176,6 +180,7 @@ impl Args {
             body_timeout: Duration::from_secs(self.body_timeout_secs),
             min_body_rate: Limits::default().min_body_rate,
             max_queued_writes: self.max_queued_writes,
+            max_inflight_pushes_per_space: self.max_inflight_pushes_per_space,
             max_inflight_pushes: self.max_inflight_pushes,
             prune_grace: Duration::from_secs(self.prune_grace_secs),
             default_page_chunks: Limits::default().default_page_chunks,

@@ -68,6 +68,10 @@ impl Config {
             ),
             ("max in-flight pushes", l.max_inflight_pushes as u64),
             ("max queued writes", l.max_queued_writes as u64),
+            (
+                "max in-flight pushes per space",
+                l.max_inflight_pushes_per_space as u64,
+            ),
             ("rate per space", u64::from(l.rate_per_space)),
             ("rate burst", u64::from(l.rate_burst)),
             ("group commit batch", self.group_commit.max_batch as u64),
@@ -128,6 +132,9 @@ pub struct Limits {
     /// Writes (pushes, snapshots, creations) waiting for storage at once, across the relay;
     /// beyond it writes are answered `503` with `Retry-After` until the queue drains.
     pub max_queued_writes: usize,
+    /// Pushes one space may have awaiting durability, over all its sockets and requests;
+    /// beyond it a push is refused `rate_limited` with a short retry.
+    pub max_inflight_pushes_per_space: usize,
     /// Pushes one live connection may have awaiting durability; beyond it the relay stops
     /// reading from that socket until acknowledgements go out.
     pub max_inflight_pushes: usize,
@@ -167,6 +174,7 @@ impl Default for Limits {
             body_timeout: Duration::from_secs(10),
             min_body_rate: 64 * 1024,
             max_queued_writes: 16_384,
+            max_inflight_pushes_per_space: 256,
             max_inflight_pushes: 64,
             prune_grace: Duration::from_secs(3 * 24 * 3600),
             default_page_chunks: mend_protocol::DEFAULT_PAGE_LIMIT,

@@ -13,7 +13,11 @@ use axum::{
 };
 use mend_protocol::{DecodeError, ErrorCode};
 
-use crate::storage::StorageError;
+use crate::{storage::StorageError, telemetry::Repeats};
+
+/// Folds the "storage unavailable" warnings of HTTP requests and live pushes.
+pub(crate) static UNAVAILABLE_LOG: std::sync::Mutex<Repeats> =
+    std::sync::Mutex::new(Repeats::new(Duration::from_secs(10)));
 
 /// How long a client should wait after a 503 caused by slow or absent storage.
 pub const UNAVAILABLE_RETRY: Duration = Duration::from_secs(1);
@@ -107,7 +111,10 @@ impl From<StorageError> for ApiError {
                 ApiError::new(ErrorCode::Unavailable, "the relay is shutting down")
             }
             StorageError::Unavailable(error) => {
-                tracing::warn!(%error, "storage unavailable");
+                // Under overload this fires for every request: one line per interval.
+                if let Some(times) = Repeats::note_shared(&UNAVAILABLE_LOG) {
+                    tracing::warn!(%error, times, "storage unavailable");
+                }
                 ApiError::new(
                     ErrorCode::Unavailable,
                     "storage is unavailable; retry later",

@@ -31,6 +31,7 @@ struct Inner {
     metrics: Metrics,
     rate: RateLimiter,
     space_connections: SpaceConnections,
+    space_pushes: SpaceConnections,
     address_connections: AddressConnections,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -54,6 +55,7 @@ impl AppState {
             inner: Arc::new(Inner {
                 rate: RateLimiter::new(limits.rate_per_space, limits.rate_burst),
                 space_connections: SpaceConnections::new(limits.max_connections_per_space),
+                space_pushes: SpaceConnections::new(limits.max_inflight_pushes_per_space),
                 address_connections: AddressConnections::new(limits.max_connections_per_address),
                 config,
                 storage,
@@ -109,6 +111,11 @@ impl AppState {
     /// Per-space live connection caps.
     pub fn space_connections(&self) -> &SpaceConnections {
         &self.inner.space_connections
+    }
+
+    /// Pushes awaiting durability per space, over every socket and HTTP request.
+    pub fn space_pushes(&self) -> &SpaceConnections {
+        &self.inner.space_pushes
     }
 
     /// Per-address live connection caps.

@@ -38,7 +38,7 @@ pub struct Repeats {
 
 impl Repeats {
     /// At most one line per `interval`.
-    pub fn new(interval: Duration) -> Repeats {
+    pub const fn new(interval: Duration) -> Repeats {
         Repeats {
             interval,
             last_logged: None,
@@ -58,6 +58,14 @@ impl Repeats {
         }
         self.last_logged = Some(now);
         Some(std::mem::take(&mut self.unlogged))
+    }
+
+    /// [`Repeats::note`] on a shared instance; `Some(n)` when a line is due.
+    pub fn note_shared(shared: &std::sync::Mutex<Repeats>) -> Option<u64> {
+        shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .note(Instant::now())
     }
 
     /// Forgets past occurrences once the condition is over, so the next one is logged at once.

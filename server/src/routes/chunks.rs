@@ -1,6 +1,6 @@
 //! `POST /v1/spaces/{space_id}/chunks` pushes one chunk; `GET` pulls a page.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::{body::Body, extract::State, http::HeaderMap, response::Response};
 use mend_protocol::{Ack, ErrorCode, Limits, MAX_PAGE_LIMIT, MAX_PUSH_OVERHEAD, Push};
@@ -30,6 +30,13 @@ pub(super) async fn push(
     };
     let push = Push::decode(&body, &decode_limits)
         .map_err(|e| ApiError::from_decode(e, ErrorCode::ChunkTooLarge))?;
+    let Some(_slot) = state.space_pushes().try_acquire(&space) else {
+        return Err(ApiError::new(
+            ErrorCode::RateLimited,
+            "too many pushes in flight for this space",
+        )
+        .retry_after(Duration::from_millis(100)));
+    };
     let (device_seq, bytes) = (push.device_seq, push.payload.len());
     let started = Instant::now();
     let pushed = state

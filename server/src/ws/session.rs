@@ -28,9 +28,11 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::{
     caps::{ConnectionGuard, SpaceConnectionGuard},
+    error::UNAVAILABLE_LOG,
     live::LiveEvent,
     state::AppState,
     storage::{PullRequest, Pushed, StorageError},
+    telemetry::Repeats,
 };
 
 /// Chunks per backlog page read from storage.
@@ -41,6 +43,8 @@ const LINGER: Duration = Duration::from_secs(2);
 const UNAVAILABLE_RETRY: Duration = Duration::from_secs(1);
 /// Longest close reason WebSocket allows.
 const MAX_REASON: usize = 123;
+/// Retry hint for a push refused because its space has too many in flight.
+const SPACE_PUSHES_RETRY: Duration = Duration::from_millis(100);
 
 /// Why a session ends.
 enum End {
@@ -378,6 +382,14 @@ impl Session {
                 "chunk exceeds the relay's chunk limit",
             ));
         }
+        // One space's sockets together hold a bounded share of the storage queue.
+        let Some(slot) = self.state.space_pushes().try_acquire(&self.space) else {
+            return Ok(refuse(
+                ErrorCode::RateLimited,
+                SPACE_PUSHES_RETRY,
+                "too many pushes in flight for this space",
+            ));
+        };
         let device_seq = push.device_seq;
         let bytes = push.payload.len();
         let started = Instant::now();
@@ -386,11 +398,13 @@ impl Session {
             .storage()
             .push(self.space, push, limits.space_quota_bytes);
         Ok(Box::pin(async move {
+            let result = stored.await;
+            drop(slot);
             Answer::Stored {
                 device_seq,
                 bytes,
                 started,
-                result: stored.await,
+                result,
             }
         }))
     }
@@ -432,7 +446,9 @@ impl Session {
                     return Err(close(close_code::GOING_AWAY, "relay shutting down"));
                 }
                 Err(StorageError::Unavailable(error)) => {
-                    tracing::warn!(%error, "live push: storage unavailable");
+                    if let Some(times) = Repeats::note_shared(&UNAVAILABLE_LOG) {
+                        tracing::warn!(%error, times, "live push: storage unavailable");
+                    }
                     ServerMessage::Nack(Nack {
                         device_seq,
                         code: ErrorCode::Unavailable,

@@ -1,0 +1,194 @@
+//! Pushes in flight are bounded per space, over all of its sockets: with storage held back
+//! (a gate in front of SQLite), a space at its cap gets `rate_limited` on a third socket's push
+//! and over HTTP, another space is served, and once storage answers the space pushes again.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use common::{WAIT, Ws, device, http, push, space, test_config, token};
+use mend_protocol::{ErrorCode, Page, Push, ServerMessage, Snapshot, SpaceId, paths};
+use mend_relay::{
+    AppState,
+    live::LocalHub,
+    run,
+    storage::{
+        Created, PullRequest, Pushed, Storage, StorageFuture, TokenHash, sqlite::SqliteStorage,
+    },
+};
+use tokio::{net::TcpListener, sync::Semaphore};
+
+/// SQLite whose answers to pushes to space 1 wait until the gate opens (the chunk itself is
+/// stored and delivered to the space's other sockets); counts the pushes that reached it.
+struct Gate {
+    inner: SqliteStorage,
+    open: Arc<Semaphore>,
+    entered: Arc<AtomicUsize>,
+}
+
+impl Storage for Gate {
+    fn create_space(&self, space: SpaceId, token_hash: TokenHash) -> StorageFuture<Created> {
+        self.inner.create_space(space, token_hash)
+    }
+    fn token_hash(&self, space: SpaceId) -> StorageFuture<Option<TokenHash>> {
+        self.inner.token_hash(space)
+    }
+    fn push(&self, target: SpaceId, p: Push, quota: u64) -> StorageFuture<Pushed> {
+        if target != space(1) {
+            return self.inner.push(target, p, quota);
+        }
+        self.entered.fetch_add(1, Ordering::SeqCst);
+        let (open, answer) = (self.open.clone(), self.inner.push(target, p, quota));
+        Box::pin(async move {
+            let _pass = open.acquire().await;
+            answer.await
+        })
+    }
+    fn pull(&self, space: SpaceId, request: PullRequest) -> StorageFuture<Page> {
+        self.inner.pull(space, request)
+    }
+    fn put_snapshot(
+        &self,
+        space: SpaceId,
+        snapshot: Snapshot,
+        quota: u64,
+        grace: Duration,
+    ) -> StorageFuture<()> {
+        self.inner.put_snapshot(space, snapshot, quota, grace)
+    }
+    fn get_snapshot(&self, space: SpaceId) -> StorageFuture<Option<Snapshot>> {
+        self.inner.get_snapshot(space)
+    }
+    fn erase(&self, space: SpaceId) -> StorageFuture<bool> {
+        self.inner.erase(space)
+    }
+    fn count_creation(&self, client: [u8; 32], start: u64, keep: u64) -> StorageFuture<u64> {
+        self.inner.count_creation(client, start, keep)
+    }
+    fn ready(&self) -> StorageFuture<()> {
+        self.inner.ready()
+    }
+    fn close(&self) -> StorageFuture<()> {
+        self.inner.close()
+    }
+}
+
+/// The relay sequence of the next Ack, skipping chunks delivered live.
+async fn ack_of(ws: &mut Ws) -> anyhow::Result<u64> {
+    loop {
+        match ws.next().await? {
+            ServerMessage::Ack(ack) => return Ok(ack.relay_seq),
+            ServerMessage::Chunk(_) => continue,
+            other => anyhow::bail!("expected an Ack, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn in_flight_pushes_are_bounded_per_space() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut config = test_config(dir.path());
+    config.limits.max_inflight_pushes_per_space = 2;
+    let hub = LocalHub::default();
+    let open = Arc::new(Semaphore::new(0));
+    let entered = Arc::new(AtomicUsize::new(0));
+    let gate = Gate {
+        inner: SqliteStorage::open(dir.path(), Arc::new(hub.clone()), config.group_commit)?,
+        open: open.clone(),
+        entered: entered.clone(),
+    };
+    let listener = TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let state = AppState::new(config, Arc::new(gate), Arc::new(hub));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let relay = tokio::spawn(run(listener, state, async move {
+        let _ = stopped.await;
+    }));
+
+    let (s, t) = (space(1), token(1));
+    let (status, _) = http(addr, "PUT", &paths::space(&s), Some(&t), &[]).await?;
+    assert_eq!(status, 201);
+    let live = |n: u8| {
+        let path = format!("{}?after=0&device={}", paths::live(&s), device(n));
+        let t = t.clone();
+        async move { Ws::connect(addr, &path, Some(&t)).await }
+    };
+    let (mut a, mut b, mut c) = (live(1).await?, live(2).await?, live(3).await?);
+    for ws in [&mut a, &mut b, &mut c] {
+        ws.expect_up_to_date().await?;
+    }
+    a.send_push(&push(device(1), 1, b"held")).await?;
+    b.send_push(&push(device(2), 1, b"held")).await?;
+    // Both reached storage (bounded wait: the relay reads each socket at once).
+    for _ in 0..500 {
+        if entered.load(Ordering::SeqCst) == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(entered.load(Ordering::SeqCst), 2);
+
+    // The space is at its cap: a third socket's push and an HTTP push are refused.
+    c.send_push(&push(device(3), 1, b"third")).await?;
+    let nack = loop {
+        match c.next().await? {
+            ServerMessage::Nack(nack) => break nack,
+            ServerMessage::Chunk(_) => continue, // the held pushes, delivered live
+            other => anyhow::bail!("expected a Nack, got {other:?}"),
+        }
+    };
+    assert_eq!((nack.device_seq, nack.code), (1, ErrorCode::RateLimited));
+    assert!(nack.retry_after_ms > 0);
+    let (status, body) = http(
+        addr,
+        "POST",
+        &paths::chunks(&s),
+        Some(&t),
+        &push(device(4), 1, b"http").to_bytes(),
+    )
+    .await?;
+    assert_eq!(
+        (status, common::error_code(&body).as_str()),
+        (429, "rate_limited")
+    );
+    assert_eq!(
+        entered.load(Ordering::SeqCst),
+        2,
+        "refused pushes never reached storage"
+    );
+
+    // Another space is served meanwhile.
+    let (other, other_token) = (space(2), token(2));
+    http(addr, "PUT", &paths::space(&other), Some(&other_token), &[]).await?;
+    let (status, _) = http(
+        addr,
+        "POST",
+        &paths::chunks(&other),
+        Some(&other_token),
+        &push(device(9), 1, b"elsewhere").to_bytes(),
+    )
+    .await?;
+    assert_eq!(status, 200);
+
+    // Storage answers: the held pushes are acknowledged and the space pushes again.
+    open.add_permits(1_000);
+    let mut acked = [ack_of(&mut a).await?, ack_of(&mut b).await?];
+    acked.sort_unstable();
+    assert_eq!(acked, [1, 2]);
+    c.send_push(&push(device(3), 1, b"third")).await?;
+    assert_eq!(ack_of(&mut c).await?, 3);
+
+    for ws in [a, b, c] {
+        ws.close().await;
+    }
+    let _ = stop.send(());
+    tokio::time::timeout(WAIT, relay).await???;
+    Ok(())
+}
