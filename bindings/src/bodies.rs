@@ -125,13 +125,13 @@ pub struct CheckIn {
     pub local_date: Option<String>,
     /// Feeling safe, 0–10.
     #[uniffi(default)]
-    pub safety: Option<u32>,
+    pub safety: Option<i32>,
     /// Trust, 0–10.
     #[uniffi(default)]
-    pub trust: Option<u32>,
+    pub trust: Option<i32>,
     /// Connection, 0–10.
     #[uniffi(default)]
-    pub connection: Option<u32>,
+    pub connection: Option<i32>,
     /// Mood tags.
     #[uniffi(default)]
     pub mood_tags: Vec<String>,
@@ -252,7 +252,7 @@ pub struct TriggerEvent {
     pub cue: String,
     /// Intensity, 0–10.
     #[uniffi(default)]
-    pub intensity: u32,
+    pub intensity: i32,
     /// Feelings.
     #[uniffi(default)]
     pub feelings: Vec<String>,
@@ -352,9 +352,9 @@ impl From<m::Body> for RecordBody {
             }),
             m::Body::CheckIn(b) => Self::CheckIn(CheckIn {
                 local_date: opt_string(b.local_date),
-                safety: b.safety.map(u32::from),
-                trust: b.trust.map(u32::from),
-                connection: b.connection.map(u32::from),
+                safety: b.safety.map(i32::from),
+                trust: b.trust.map(i32::from),
+                connection: b.connection.map(i32::from),
                 mood_tags: b.mood_tags,
                 need_today: b.need_today,
                 note: b.note,
@@ -409,7 +409,7 @@ impl From<m::Body> for RecordBody {
             }),
             m::Body::TriggerEvent(b) => Self::TriggerEvent(TriggerEvent {
                 cue: b.cue,
-                intensity: u32::from(b.intensity),
+                intensity: i32::from(b.intensity),
                 feelings: b.feelings,
                 what_helped: b.what_helped,
                 wanted_response: b.wanted_response.into(),

@@ -1,5 +1,5 @@
 //! Small translations shared by every module: ids and dates travel as strings, scores as
-//! `u32` (Kotlin's `UByte` is awkward to write), and a string that does not parse is `Invalid`.
+//! `i32` (`Int` in Kotlin, where unsigned types are awkward to write), and a string that does not parse is `Invalid`.
 
 use mend_core::{LocalDate, PartnerId, RecordId};
 
@@ -35,10 +35,10 @@ pub(crate) fn strings<T: ToString>(items: &[T]) -> Vec<String> {
 }
 
 /// A 0–10 score; the core checks the range, this only refuses what does not fit a byte.
-pub(crate) fn score(v: u32) -> Result<u8> {
+pub(crate) fn score(v: i32) -> Result<u8> {
     u8::try_from(v).map_err(|_| MendError::invalid(format!("a score must be 0 to 10, not {v}")))
 }
 
-pub(crate) fn opt_score(v: Option<u32>) -> Result<Option<u8>> {
+pub(crate) fn opt_score(v: Option<i32>) -> Result<Option<u8>> {
     v.map(score).transpose()
 }

@@ -4,7 +4,7 @@ use mend_core::{journal, model as m};
 
 use crate::{
     bodies::RecordBody,
-    enums::{RecordKind, Visibility},
+    enums::{RecordKind, RecordVisibility},
 };
 
 /// Two or more values a field holds at once because devices set it concurrently. The record
@@ -31,7 +31,7 @@ pub struct JournalRecord {
     /// Last changed (unix ms).
     pub updated_at: i64,
     /// Shared or private; a check-in with private fields reads as shared.
-    pub visibility: Visibility,
+    pub visibility: RecordVisibility,
     /// Removed by its author: the body is blanked and only its links remain.
     pub removed: bool,
     /// The body.
