@@ -98,13 +98,15 @@ fn main() -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     let mut last = String::new();
     let mut ffi_micros = measure(writes, |n| {
-        let body = RecordBody::HonestyMoment(HonestyMoment {
-            kind: HonestyKind::VolunteeredTruth,
-            text: text(n),
-            link: None,
-            timing: HonestyTiming::ShareNow,
-            noticed_on: None,
-        });
+        let body = RecordBody::HonestyMoment {
+            value: HonestyMoment {
+                kind: HonestyKind::VolunteeredTruth,
+                text: text(n),
+                link: None,
+                timing: HonestyTiming::ShareNow,
+                noticed_on: None,
+            },
+        };
         last = wait(&runtime, ffi.add(body, None)).map_err(|e| e.to_string())?;
         Ok(())
     })?;

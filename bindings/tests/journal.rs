@@ -31,10 +31,12 @@ fn wait<F: Future>(call: F) -> F::Output {
 }
 
 fn share(feeling: &str) -> RecordBody {
-    RecordBody::Share(Share {
-        feeling: feeling.into(),
-        tough_question: false,
-    })
+    RecordBody::Share {
+        value: Share {
+            feeling: feeling.into(),
+            tough_question: false,
+        },
+    }
 }
 
 /// Sends each change, with the thread it arrived on, to the test.
@@ -172,9 +174,11 @@ fn a_private_note_shared_reads_as_one_change_per_space() {
     let (heard, rx) = Heard::new();
     let _sub = journal.subscribe(heard);
     let note = wait(journal.add(
-        RecordBody::ProcessingNote(ProcessingNote {
-            text: "mine".into(),
-        }),
+        RecordBody::ProcessingNote {
+            value: ProcessingNote {
+                text: "mine".into(),
+            },
+        },
         None,
     ))
     .expect("add");
