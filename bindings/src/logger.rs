@@ -11,7 +11,7 @@ use std::{
 };
 
 use tracing::{Event, Level, Subscriber, field::Field};
-use tracing_subscriber::{EnvFilter, Layer, Registry, layer::Context, prelude::*, reload};
+use tracing_subscriber::{Layer, Registry, filter::Targets, layer::Context, prelude::*, reload};
 
 use crate::{
     callbacks::{ListenerError, post},
@@ -76,15 +76,13 @@ pub trait LogSink: Send + Sync {
 type Sink = Arc<dyn LogSink>;
 
 static SINK: RwLock<Option<Sink>> = RwLock::new(None);
-static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
+static FILTER: OnceLock<reload::Handle<Targets, Registry>> = OnceLock::new();
 
-fn filter(level: LogLevel) -> Result<EnvFilter> {
-    EnvFilter::try_new(format!(
-        "{},{}",
-        level.directive(),
-        mend_client::LOG_REDACTIONS
-    ))
-    .map_err(|e| MendError::Internal(format!("log filter: {e}")))
+/// `Targets`, not `EnvFilter`: the same directives without a regex engine in the app's library.
+fn filter(level: LogLevel) -> Result<Targets> {
+    format!("{},{}", level.directive(), mend_client::LOG_REDACTIONS)
+        .parse::<Targets>()
+        .map_err(|e| MendError::Internal(format!("log filter: {e}")))
 }
 
 /// Forwards the core's logs at `level` and above to `sink`; `null` stops forwarding. May be

@@ -356,3 +356,38 @@ fn the_logger_hears_a_throwing_listener_by_kind_without_its_message() {
     assert!(!line.message.contains("feeling"), "journal text was logged");
     set_logger(LogLevel::Error, None).expect("stop forwarding");
 }
+
+#[test]
+fn a_damaged_document_still_reads_and_ready_says_corrupt() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("j.db").display().to_string();
+    let journal = wait(Journal::create(
+        path.clone(),
+        "Alex".into(),
+        RELAY.into(),
+        JournalOptions::default(),
+    ))
+    .expect("create");
+    let secret = journal.keyring_secret().expect("secret");
+    let id = wait(journal.add(share("kept"), None)).expect("add");
+    wait(journal.shutdown()).expect("shutdown");
+
+    // The couple's document is damaged; its read model is not, so the journal still opens.
+    let db = rusqlite::Connection::open(&path).expect("sqlite");
+    db.execute(
+        "UPDATE doc_snapshots SET bytes = x'00ff00ff' WHERE space = 'couple'",
+        [],
+    )
+    .expect("damage");
+    drop(db);
+    let journal = wait(Journal::open(path, secret, JournalOptions::default())).expect("open");
+    assert_eq!(
+        wait(journal.get(id.clone())).expect("reads still work").id,
+        id
+    );
+    let ready = wait(journal.ready());
+    assert!(
+        matches!(&ready, Err(e) if e.code() == "corrupt"),
+        "{ready:?}"
+    );
+}
