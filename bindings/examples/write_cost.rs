@@ -96,7 +96,7 @@ fn main() -> Result<(), String> {
         ),
     )
     .map_err(|e| e.to_string())?;
-    let mut last = String::new();
+    let mut last = mend_ffi_api::RecordId::default();
     let mut ffi_micros = measure(writes, |n| {
         let body = RecordBody::HonestyMoment {
             value: HonestyMoment {

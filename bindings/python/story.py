@@ -337,7 +337,12 @@ def main():
     os.makedirs(sys.argv[1], exist_ok=True)
     asyncio.run(story(relay, sys.argv[1]))
     print(f"python story: {passed} passed, {failed} failed")
-    sys.exit(0 if failed == 0 else 1)
+    sys.stdout.flush()
+    # Skips the interpreter's finalization: a sync thread may still be waking a finished
+    # future's continuation, and CPython ends (pthread_exit) any foreign thread that enters it
+    # while finalizing, which aborts the process through Rust's unwinding. Apps never finalize
+    # an interpreter; this only keeps the exit code honest.
+    os._exit(0 if failed == 0 else 1)
 
 
 if __name__ == "__main__":

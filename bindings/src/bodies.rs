@@ -10,7 +10,10 @@
 use mend_core::model as m;
 
 use crate::{
-    convert::{date, opt_date, opt_record_id, opt_score, partner_id, record_ids, score, strings},
+    convert::{
+        PartnerId, RecordId, date, opt_date, opt_record_id, opt_score, partner_id, record_ids,
+        score, strings,
+    },
     enums::*,
     error::Result,
 };
@@ -25,7 +28,7 @@ pub struct AccountabilityNote {
     pub impact: String,
     /// Ids of commitments that make amends.
     #[uniffi(default)]
-    pub amends: Vec<String>,
+    pub amends: Vec<RecordId>,
 }
 
 /// Practice 1: a question from the hurt partner.
@@ -44,7 +47,7 @@ pub struct Question {
 #[derive(Clone, Debug, PartialEq, uniffi::Record)]
 pub struct Answer {
     /// The question answered (required; a removed answer keeps it).
-    pub question: Option<String>,
+    pub question: Option<RecordId>,
     /// The answer (required).
     pub text: String,
 }
@@ -60,7 +63,7 @@ pub struct ProcessingNote {
 #[derive(Clone, Debug, PartialEq, uniffi::Record)]
 pub struct Consent {
     /// The partner who gave it.
-    pub partner: String,
+    pub partner: PartnerId,
     /// Agreed, declined, revisit (or proposed).
     pub state: ConsentState,
     /// SHA-256 (hex) of the wording it was given to.
@@ -160,7 +163,7 @@ pub struct Share {
 #[derive(Clone, Debug, PartialEq, uniffi::Record)]
 pub struct Reply {
     /// The share replied to (required).
-    pub share: Option<String>,
+    pub share: Option<RecordId>,
     /// Reflect, validate, ask, apologise or pause.
     pub kind: ReplyKind,
     /// The reply.
@@ -203,7 +206,7 @@ pub struct Commitment {
     pub cadence: Cadence,
     /// The boundary or need it serves.
     #[uniffi(default)]
-    pub link: Option<String>,
+    pub link: Option<RecordId>,
     /// Active, paused, done or retired.
     pub status: CommitmentStatus,
     /// The first day it falls due (`YYYY-MM-DD`); the day it is added when null.
@@ -226,7 +229,7 @@ pub struct HonestyMoment {
     pub text: String,
     /// A related record.
     #[uniffi(default)]
-    pub link: Option<String>,
+    pub link: Option<RecordId>,
     /// Share now or keep for the weekly talk.
     pub timing: HonestyTiming,
     /// The day it happened (`YYYY-MM-DD`); the day it is added when null.
@@ -238,7 +241,7 @@ pub struct HonestyMoment {
 #[derive(Clone, Debug, PartialEq, uniffi::Record)]
 pub struct Validation {
     /// The record validated (required).
-    pub target: Option<String>,
+    pub target: Option<RecordId>,
     /// The words of validation.
     #[uniffi(default)]
     pub text: String,
@@ -345,8 +348,8 @@ pub enum RecordBody {
     },
 }
 
-fn opt_string<T: ToString>(v: Option<T>) -> Option<String> {
-    v.map(|x| x.to_string())
+fn opt_string<T: ToString, O: From<String>>(v: Option<T>) -> Option<O> {
+    v.map(|x| O::from(x.to_string()))
 }
 
 impl From<m::Body> for RecordBody {
@@ -384,7 +387,7 @@ impl From<m::Body> for RecordBody {
                         .consents
                         .into_iter()
                         .map(|(partner, c)| Consent {
-                            partner: partner.to_string(),
+                            partner: partner.to_string().into(),
                             state: c.state.into(),
                             wording: c.wording,
                             at: c.at,

@@ -88,7 +88,7 @@ pub(crate) fn guarded(what: &'static str, call: impl FnOnce() -> Result<(), List
 #[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
 pub struct ChangedRecord {
     /// Its id.
-    pub id: String,
+    pub id: crate::convert::RecordId,
     /// Its kind; null when this device can no longer see it.
     pub kind: Option<RecordKind>,
     /// Removed by its author, or no longer visible here: drop it from the screen.
@@ -242,7 +242,7 @@ fn describe(device: Option<&Weak<Device>>, ids: &[RecordId]) -> Vec<ChangedRecor
                 .and_then(|r| r.as_ref().ok().copied())
                 .unwrap_or((None, false));
             ChangedRecord {
-                id: id.to_string(),
+                id: id.to_string().into(),
                 kind,
                 removed,
             }

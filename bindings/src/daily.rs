@@ -4,7 +4,7 @@
 use mend_core::{Calendar, Kind, Weekday, query, words};
 
 use crate::{
-    convert::{record_id, strings},
+    convert::{RecordId, record_id, strings},
     enums::RecordKind,
     error::{MendError, Result},
     journal::Journal,
@@ -15,7 +15,7 @@ use crate::{
 #[derive(Clone, Debug, PartialEq, uniffi::Record)]
 pub struct DueOccurrence {
     /// The commitment's id.
-    pub commitment: String,
+    pub commitment: RecordId,
     /// Its ledger key (`YYYY-MM-DD`: the day, or the week's Monday).
     pub occurrence: String,
 }
@@ -23,7 +23,7 @@ pub struct DueOccurrence {
 impl From<query::Occurrence> for DueOccurrence {
     fn from(o: query::Occurrence) -> Self {
         Self {
-            commitment: o.commitment.to_string(),
+            commitment: o.commitment.to_string().into(),
             occurrence: o.occurrence.to_string(),
         }
     }
@@ -41,13 +41,13 @@ pub struct TodayView {
     /// The partner's claims of the last week awaiting their view.
     pub claims_to_confirm: Vec<DueOccurrence>,
     /// Ids of the partner's open questions.
-    pub questions_to_answer: Vec<String>,
+    pub questions_to_answer: Vec<RecordId>,
     /// Ids of the partner's needs without a response.
-    pub needs_to_respond: Vec<String>,
+    pub needs_to_respond: Vec<RecordId>,
     /// Ids of boundaries whose current wording awaits their consent.
-    pub boundaries_to_consent: Vec<String>,
+    pub boundaries_to_consent: Vec<RecordId>,
     /// Ids of boundaries due for review.
-    pub boundaries_to_review: Vec<String>,
+    pub boundaries_to_review: Vec<RecordId>,
 }
 
 /// One value a device wrote.
@@ -109,7 +109,7 @@ impl Journal {
     }
 
     /// The open conflicts of a record, in words.
-    pub async fn conflicts(&self, id: String) -> Result<Vec<RecordConflict>> {
+    pub async fn conflicts(&self, id: RecordId) -> Result<Vec<RecordConflict>> {
         let id = record_id(&id)?;
         self.read(move |j| {
             Ok(j.conflicts(id)?
@@ -132,7 +132,7 @@ impl Journal {
     }
 
     /// Settles a conflict by keeping one of its values (`value_json` from `conflicts`).
-    pub async fn settle(&self, id: String, field: String, value_json: String) -> Result<()> {
+    pub async fn settle(&self, id: RecordId, field: String, value_json: String) -> Result<()> {
         let id = record_id(&id)?;
         let value: serde_json::Value = serde_json::from_str(&value_json)
             .map_err(|_| MendError::invalid("value_json is not a value from conflicts()"))?;

@@ -18,7 +18,7 @@ use mend_core::{Calendar, Journal as CoreJournal, OpenOptions, Weekday};
 use crate::{
     bodies::RecordBody,
     callbacks::{Hub, JournalListener, JournalSubscription, SyncStatusListener},
-    convert::{date, record_id},
+    convert::{PartnerId, RecordId, date, record_id},
     enums::{
         ClaimStatus, ConsentState, ExportFormat, NeedResponseKind, PartnerView, QuestionStatus,
         RecordVisibility,
@@ -324,8 +324,8 @@ impl Journal {
     }
 
     /// This partner's id.
-    pub async fn me(&self) -> Result<String> {
-        self.read(|j| Ok(j.me().to_string())).await
+    pub async fn me(&self) -> Result<PartnerId> {
+        self.read(|j| Ok(j.me().to_string().into())).await
     }
 
     /// The partners this device knows of, in id order (one until the other's join has synced).
@@ -341,28 +341,28 @@ impl Journal {
         &self,
         body: RecordBody,
         visibility: Option<RecordVisibility>,
-    ) -> Result<String> {
+    ) -> Result<RecordId> {
         let body = body.try_into()?;
         self.write(move |j| j.add_with(body, visibility.map(Into::into)))
             .await
-            .map(|id| id.to_string())
+            .map(|id| id.to_string().into())
     }
 
     /// Edits a record: pass its body as you want it now (usually one you read, changed). Only
     /// changed fields are written, each checked against who may write it.
-    pub async fn edit(&self, id: String, body: RecordBody) -> Result<()> {
+    pub async fn edit(&self, id: RecordId, body: RecordBody) -> Result<()> {
         let (id, body) = (record_id(&id)?, body.try_into()?);
         self.write(move |j| j.edit(id, body)).await
     }
 
     /// Removes a record (its author only). A placeholder keeps threads whole.
-    pub async fn remove(&self, id: String) -> Result<()> {
+    pub async fn remove(&self, id: RecordId) -> Result<()> {
         let id = record_id(&id)?;
         self.write(move |j| j.remove(id)).await
     }
 
     /// Gives this partner's consent to a boundary's current wording.
-    pub async fn consent(&self, boundary_id: String, state: ConsentState) -> Result<()> {
+    pub async fn consent(&self, boundary_id: RecordId, state: ConsentState) -> Result<()> {
         let id = record_id(&boundary_id)?;
         self.write(move |j| j.consent(id, state.into())).await
     }
@@ -372,7 +372,7 @@ impl Journal {
     #[uniffi::method(default(note = ""))]
     pub async fn claim(
         &self,
-        commitment_id: String,
+        commitment_id: RecordId,
         occurrence: String,
         status: ClaimStatus,
         note: String,
@@ -386,7 +386,7 @@ impl Journal {
     #[uniffi::method(default(note = ""))]
     pub async fn confirm(
         &self,
-        commitment_id: String,
+        commitment_id: RecordId,
         occurrence: String,
         view: PartnerView,
         note: String,
@@ -400,7 +400,7 @@ impl Journal {
     #[uniffi::method(default(note = ""))]
     pub async fn respond_to_need(
         &self,
-        need_id: String,
+        need_id: RecordId,
         kind: NeedResponseKind,
         note: String,
     ) -> Result<()> {
@@ -413,7 +413,7 @@ impl Journal {
     /// now", either may mark it answered.
     pub async fn set_question_status(
         &self,
-        question_id: String,
+        question_id: RecordId,
         status: QuestionStatus,
     ) -> Result<()> {
         let id = record_id(&question_id)?;
@@ -422,19 +422,19 @@ impl Journal {
     }
 
     /// Shares a private processing note with the partner. Sharing cannot be undone.
-    pub async fn share(&self, id: String) -> Result<()> {
+    pub async fn share(&self, id: RecordId) -> Result<()> {
         let id = record_id(&id)?;
         self.write(move |j| j.share(id)).await
     }
 
     /// One record, as this partner may see it.
-    pub async fn get(&self, id: String) -> Result<JournalRecord> {
+    pub async fn get(&self, id: RecordId) -> Result<JournalRecord> {
         let id = record_id(&id)?;
         self.read(move |j| j.get(id)).await.map(Into::into)
     }
 
     /// A record with its answers, replies, validations and, for a boundary, its consents.
-    pub async fn thread(&self, id: String) -> Result<RecordThread> {
+    pub async fn thread(&self, id: RecordId) -> Result<RecordThread> {
         let id = record_id(&id)?;
         self.read(move |j| j.thread(id)).await.map(Into::into)
     }

@@ -3,9 +3,10 @@
 //! Thin on purpose (architecture invariant: the FFI holds no business logic). Every type here
 //! mirrors a core type and every method forwards to one core call; rules, validation and merge
 //! behaviour live in mend-core and are tested there. What this crate adds is translation: ids
-//! and dates as strings, one flat error type with stable codes, subscriptions delivered on one
-//! thread the bindings own, and a tokio runtime so every storage or network call is async and
-//! live sync runs whatever thread or executor calls them.
+//! as string aliases (`RecordId`, `PartnerId`) and dates as strings, one flat error type with
+//! stable codes, subscriptions delivered on one thread the bindings own, and a tokio runtime so
+//! every storage or network call is async and live sync runs whatever thread or executor calls
+//! them.
 //!
 //! Start at [`Journal`]. docs/mobile.md shows how apps build and use it.
 
@@ -27,6 +28,7 @@ pub use callbacks::{
     CALLBACK_THREAD, ChangedRecord, JournalChange, JournalListener, JournalSubscription,
     ListenerError, SyncStatusListener,
 };
+pub use convert::{PartnerId, RecordId};
 pub use daily::{
     ConflictChoice, DisplayWords, DueOccurrence, RecordConflict, TodayView, field_label,
     kind_label, value_label,

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use mend_core::{export, query};
 
 use crate::{
-    convert::{date, partner_id},
+    convert::{PartnerId, date, partner_id},
     enums::{BoundaryState, ConsentState, RecordKind},
     error::Result,
     records::{JournalRecord, records},
@@ -21,7 +21,7 @@ pub struct TimelineQuery {
     pub kinds: Vec<RecordKind>,
     /// Only this author's records.
     #[uniffi(default)]
-    pub author: Option<String>,
+    pub author: Option<PartnerId>,
     /// Created at or after (unix ms).
     #[uniffi(default)]
     pub from_ms: Option<i64>,
@@ -129,7 +129,7 @@ impl From<query::Thread> for RecordThread {
 #[derive(Clone, Debug, PartialEq, uniffi::Record)]
 pub struct ConsentView {
     /// The partner.
-    pub partner: String,
+    pub partner: PartnerId,
     /// Their last word (`Proposed` when they have said nothing).
     pub state: ConsentState,
     /// Whether it was given to the current wording; an old consent does not count.
@@ -156,7 +156,7 @@ impl From<query::BoundaryStatus> for BoundaryStatus {
                 .consents
                 .into_iter()
                 .map(|c| ConsentView {
-                    partner: c.partner.to_string(),
+                    partner: c.partner.to_string().into(),
                     state: c.state.into(),
                     current: c.current,
                 })

@@ -14,8 +14,8 @@ use std::{
 
 use mend_ffi_api::{
     CALLBACK_THREAD, ChangedRecord, Journal, JournalChange, JournalListener, JournalOptions,
-    ListenerError, LogLevel, LogRecord, LogSink, MendError, ProcessingNote, RecordBody, RecordKind,
-    Share, SyncStatus, SyncStatusListener, set_logger,
+    ListenerError, LogLevel, LogRecord, LogSink, MendError, ProcessingNote, RecordBody, RecordId,
+    RecordKind, Share, SyncStatus, SyncStatusListener, set_logger,
 };
 
 const RELAY: &str = "http://127.0.0.1:9";
@@ -84,7 +84,7 @@ impl SyncStatusListener for Statuses {
     }
 }
 
-fn ids(change: &JournalChange) -> Vec<String> {
+fn ids(change: &JournalChange) -> Vec<RecordId> {
     change.records.iter().map(|r| r.id.clone()).collect()
 }
 
