@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds mend-ffi and generates its Kotlin, Swift (with C header and modulemap) and Python
 # bindings into bindings/out/, then syntax-checks the Swift header with gcc (no Swift compiler
-# exists on the Linux machines; see DESIGN §6).
+# exists on the Linux machines; see DESIGN §6) and checks that no generated Swift type name
+# clashes with a system type (bindings/swift/reserved-names.txt).
 #
 #   scripts/bindings.sh            debug build
 #   scripts/bindings.sh --release  release build (what apps ship; docs/mobile.md)
@@ -49,7 +50,18 @@ echo '#include "MendFFI.h"' |
   gcc -fsyntax-only -Wall -Werror -D_Nullable= -D_Nonnull= -x c -I "$out/swift" -
 [[ -f "$out/swift/MendFFI.modulemap" ]] || { echo "bindings.sh: no modulemap" >&2; exit 1; }
 
+# No generated Swift type may shadow a Foundation, SwiftUI, Combine or os type an app uses.
+swift="$out/swift/MendCore.swift"
+clashes="$(grep -oE '^(public |open )?(final )?(struct|enum|class|protocol|typealias|actor) [A-Za-z_][A-Za-z0-9_]*' "$swift" |
+  awk '{print $NF}' | sort -u |
+  comm -12 - <(grep -vE '^(#|$)' bindings/swift/reserved-names.txt | sort -u))"
+[[ -z "$clashes" ]] || { echo "bindings.sh: generated Swift types clash with system types:" $clashes >&2; exit 1; }
+# The Swift extension the package ships beside the generated file (LocalizedError, codes).
+# No Swift compiler runs here; it compiles with the package on a Mac.
+cp "bindings/swift/MendError+LocalizedError.swift" "$out/swift/"
+
 echo "library: $lib"
 echo "kotlin:  $out/kotlin"
-echo "swift:   $out/swift (MendCore.swift, MendFFI.h, MendFFI.modulemap; header checked with gcc)"
+echo "swift:   $out/swift (MendCore.swift, MendError+LocalizedError.swift, MendFFI.h, MendFFI.modulemap;"
+echo "         header checked with gcc, type names checked against bindings/swift/reserved-names.txt)"
 echo "python:  $out/python"

@@ -117,7 +117,7 @@ scripts/bindings.sh
 
 step "compile the Kotlin story"
 classpath="$jna_jar:$khome/lib/kotlinx-coroutines-core-jvm.jar"
-kotlin_sources=("$out/kotlin/app/mend/core/mend.kt" bindings/kotlin/Story.kt)
+kotlin_sources=("$out/kotlin/app/mend/core/mend.kt" bindings/kotlin/MendErrors.kt bindings/kotlin/Story.kt)
 jar="$out/kotlin-build/story.jar"
 stamp="$out/kotlin-build/inputs.sha256"
 inputs_sum="$(cat "${kotlin_sources[@]}" | sha256sum | cut -d' ' -f1)"

@@ -11,7 +11,9 @@
 use std::time::Instant;
 
 use mend_core::{Body, Journal as CoreJournal, model};
-use mend_ffi_api::{HonestyKind, HonestyMoment, HonestyTiming, Journal, RecordBody};
+use mend_ffi_api::{
+    HonestyKind, HonestyMoment, HonestyTiming, Journal, JournalOptions, RecordBody,
+};
 
 /// Warm-up calls before each measurement (as many as the Kotlin side, which needs them for its
 /// JIT), so both journals hold the same number of records.
@@ -47,7 +49,15 @@ fn measure(
     Ok(micros)
 }
 
+/// Awaits one async call of the bindings from this thread, as a foreign executor would.
+fn wait<F: std::future::Future>(runtime: &tokio::runtime::Runtime, call: F) -> F::Output {
+    runtime.block_on(call)
+}
+
 fn main() -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|e| e.to_string())?;
     let writes: usize = match std::env::args().nth(1) {
         Some(a) => a
             .parse()
@@ -76,28 +86,34 @@ fn main() -> Result<(), String> {
 
     // The relay URL is never contacted: nothing here syncs.
     let path = dir.path().join("ffi.db").display().to_string();
-    let ffi = Journal::create(
-        path,
-        "Alex".into(),
-        "http://127.0.0.1:9".into(),
-        None,
-        false,
+    let ffi = wait(
+        &runtime,
+        Journal::create(
+            path,
+            "Alex".into(),
+            "http://127.0.0.1:9".into(),
+            JournalOptions::default(),
+        ),
     )
     .map_err(|e| e.to_string())?;
-    let mut last = String::new();
+    let mut last = mend_ffi_api::RecordId::default();
     let mut ffi_micros = measure(writes, |n| {
-        let body = RecordBody::HonestyMoment(HonestyMoment {
-            kind: HonestyKind::VolunteeredTruth,
-            text: text(n),
-            link: None,
-            timing: HonestyTiming::ShareNow,
-            noticed_on: None,
-        });
-        last = ffi.add(body, None).map_err(|e| e.to_string())?;
+        let body = RecordBody::HonestyMoment {
+            value: HonestyMoment {
+                kind: HonestyKind::VolunteeredTruth,
+                text: text(n),
+                link: None,
+                timing: HonestyTiming::ShareNow,
+                noticed_on: None,
+            },
+        };
+        last = wait(&runtime, ffi.add(body, None)).map_err(|e| e.to_string())?;
         Ok(())
     })?;
     let mut ffi_reads = measure(writes, |_| {
-        ffi.get(last.clone()).map(drop).map_err(|e| e.to_string())
+        wait(&runtime, ffi.get(last.clone()))
+            .map(drop)
+            .map_err(|e| e.to_string())
     })?;
     let mut ffi_calls = measure(writes, |_| {
         std::hint::black_box(ffi.is_live());

@@ -1,8 +1,10 @@
 // The two-partner story through the generated Kotlin bindings and a real mend-relay.
 //
-// Binding tests test the binding: this exercises the generated API end to end once (create,
-// invite, join, writes on both sides while apart, sync, the observer, live sync, equal
-// timelines, a typed error). The rules themselves are tested in Rust (core/tests, tests/).
+// Binding tests test the binding: this exercises the generated API end to end once (suspend
+// calls, create, invite, join, every record operation on both sides while apart, sync,
+// subscriptions (two, a dropped one, a throwing one, the status stream), live sync, paging,
+// typed errors with codes, shutdown and reopen, restore from the keyring alone). The rules
+// themselves are tested in Rust (core/tests, tests/).
 //
 // Run by scripts/test-bindings.sh:  java ... app.mend.story.StoryKt <work dir>
 // with MEND_RELAY_URL set to a running relay.
@@ -11,21 +13,41 @@ package app.mend.story
 
 import app.mend.core.*
 import java.io.File
-import java.util.concurrent.ConcurrentLinkedQueue
+import java.util.concurrent.ConcurrentHashMap
+import java.util.concurrent.CopyOnWriteArrayList
+import java.util.concurrent.atomic.AtomicInteger
 import kotlin.system.exitProcess
+import kotlinx.coroutines.delay
 import kotlinx.coroutines.runBlocking
 
-/** Records what the journal tells its observer (called on a sync thread). */
-class Recorder : JournalObserver {
-    val changed = ConcurrentLinkedQueue<String>()
-    val statuses = ConcurrentLinkedQueue<SyncStatus>()
+/** Records what a subscription hears, and on which thread. */
+class Recorder : JournalListener {
+    val changed = ConcurrentHashMap<String, ChangedRecord>()
+    val threads: MutableSet<Thread> = ConcurrentHashMap.newKeySet()
 
-    override fun recordsChanged(ids: List<String>) {
-        changed.addAll(ids)
+    override fun onChange(change: JournalChange) {
+        threads.add(Thread.currentThread())
+        change.records.forEach { changed[it.id] = it }
     }
 
-    override fun statusChanged(status: SyncStatus) {
-        statuses.add(status)
+    fun saw(id: String) = changed.containsKey(id)
+}
+
+/** A listener with a bug: it throws every time. */
+class Thrower : JournalListener {
+    val calls = AtomicInteger()
+
+    override fun onChange(change: JournalChange) {
+        calls.incrementAndGet()
+        throw IllegalStateException("a listener bug")
+    }
+}
+
+class Statuses : SyncStatusListener {
+    val seen = CopyOnWriteArrayList<SyncStatus>()
+
+    override fun onStatus(status: SyncStatus) {
+        seen.add(status)
     }
 }
 
@@ -42,40 +64,57 @@ fun check(what: String, ok: Boolean) {
     }
 }
 
-/** Waits (at most [seconds]) until [done] holds. */
-fun waitFor(seconds: Int, done: () -> Boolean): Boolean {
+/** Waits (at most [seconds]) until [done] holds, suspending between looks. */
+suspend fun waitFor(seconds: Int, done: () -> Boolean): Boolean {
     val deadline = System.nanoTime() + seconds * 1_000_000_000L
     while (System.nanoTime() < deadline) {
         if (done()) return true
-        Thread.sleep(20)
+        delay(20)
     }
     return done()
 }
 
 /** One round that must finish. */
-suspend fun Journal.round(): SyncStatus = syncNow(budgetMs = 20_000u)
+suspend fun Journal.round(): SyncStatus = syncNow(budgetMs = 20_000)
 
-fun everything(j: Journal): List<JournalRecord> = j.timeline(TimelineQuery(limit = 500u)).items
+suspend fun everything(j: Journal): List<JournalRecord> = j.timeline(TimelineQuery(limit = 500)).items
+
+fun removeDatabase(path: String) {
+    for (suffix in listOf("", "-wal", "-shm", ".lock")) File(path + suffix).delete()
+}
 
 fun main(args: Array<String>) {
     val relay = System.getenv("MEND_RELAY_URL") ?: error("set MEND_RELAY_URL")
     val dir = File(args.getOrNull(0) ?: error("usage: StoryKt <work dir>")).apply { mkdirs() }
-    // A journal's calendar is UTC until the app sets its zone.
+    // A journal's calendar is UTC unless the app sets its zone.
     val today = java.time.LocalDate.now(java.time.ZoneOffset.UTC).toString()
-    println("kotlin story against $relay")
+    println("kotlin story against $relay (mend ${version()})")
+    val main = Thread.currentThread()
 
     runBlocking {
         // Alex creates the journal and keeps its secret (an app: in Keystore).
-        val alexObserver = Recorder()
-        var alex = Journal.create(File(dir, "alex.db").path, "Alex", relay)
+        val alexPath = File(dir, "alex.db").path
+        var alex = Journal.create(alexPath, "Alex", relay, JournalOptions())
+        alex.ready()
         val alexSecret = alex.keyringSecret()
-        alex.setObserver(alexObserver)
+        val first = Recorder()
+        val second = Recorder()
+        val dropped = Recorder()
+        val thrower = Thrower()
+        val statuses = Statuses()
+        val firstSub = alex.subscribe(first)
+        val secondSub = alex.subscribe(second)
+        alex.subscribe(dropped).close()
+        val throwerSub = alex.subscribe(thrower)
+        val statusSub = alex.subscribeStatus(statuses)
         check("a new journal syncs", !alex.round().syncing)
 
         // Blake joins with the invite (an app: scanned from a QR code).
-        val blake = Journal.join(File(dir, "blake.db").path, alex.partnerInvite(), "Blake")
-        val blakeObserver = Recorder()
-        blake.setObserver(blakeObserver)
+        val blakePath = File(dir, "blake.db").path
+        var blake = Journal.join(blakePath, alex.partnerInvite(), "Blake", JournalOptions())
+        val blakeSecret = blake.keyringSecret()
+        val heardByBlake = Recorder()
+        val blakeSub = blake.subscribe(heardByBlake)
         blake.round()
         alex.round()
         check("both partners see each other", blake.partners().map { it.name }.sorted() == listOf("Alex", "Blake") &&
@@ -83,41 +122,75 @@ fun main(args: Array<String>) {
 
         // Shared ground.
         val question = alex.add(RecordBody.Question(Question(text = "When did it start?", category = "timeline", status = QuestionStatus.OPEN)))
+        check("a write made while a listener throws still returns its id", question.length == 36)
+        check("both subscriptions hear it, on one thread that is not the caller's",
+            waitFor(5) { first.saw(question) && second.saw(question) } && main !in first.threads && main !in second.threads)
+        check("the change says the record's kind",
+            first.changed[question]?.kind == RecordKind.QUESTION && first.changed[question]?.removed == false)
+        check("the throwing listener was called", waitFor(5) { thrower.calls.get() >= 1 })
+        check("a dropped subscription hears nothing", dropped.changed.isEmpty())
+        val later = alex.add(RecordBody.Question(Question(text = "Can we talk Sunday?", category = "plans", status = QuestionStatus.OPEN)))
         val boundary = alex.add(RecordBody.Boundary(Boundary(area = BoundaryArea.CONTACT, text = "No contact with them")))
         val commitment = blake.add(RecordBody.Commitment(Commitment(text = "Phone on the table at dinner", cadence = Cadence.DAILY, status = CommitmentStatus.ACTIVE)))
+        val need = blake.add(RecordBody.Need(Need(kind = NeedKind.HONESTY_ON_TOPIC, text = "Tell me when you will be late", status = NeedStatus.OPEN)))
         alex.round(); blake.round(); alex.round()
-        check("Blake reads Alex's question", (blake.get(question).body as RecordBody.Question).v1.text == "When did it start?")
+        check("Blake reads Alex's question", (blake.get(question).body as RecordBody.Question).value.text == "When did it start?")
 
         // Apart: both write without syncing.
         val note = alex.add(RecordBody.AccountabilityNote(AccountabilityNote(whatIDid = "I lied about the trips", impact = "You stopped trusting plans", amends = listOf(commitment))))
-        val checkIn = alex.add(RecordBody.CheckIn(CheckIn(localDate = today, safety = 4u, trust = 3u, connection = 5u, moodTags = listOf("tired"))))
-        val current = (alex.get(boundary).body as RecordBody.Boundary).v1
+        val checkIn = alex.add(RecordBody.CheckIn(CheckIn(localDate = today, safety = 4, trust = 3, connection = 5, moodTags = listOf("tired"))))
+        val current = (alex.get(boundary).body as RecordBody.Boundary).value
         alex.edit(boundary, RecordBody.Boundary(current.copy(text = "No contact with them, at all")))
         alex.confirm(commitment, today, PartnerView.CONFIRMED, note = "saw it")
+        alex.respondToNeed(need, NeedResponseKind.LETS_TALK, note = "tonight")
+        val private = alex.add(RecordBody.ProcessingNote(ProcessingNote(text = "What I am working on")))
+        alex.share(private)
+        secondSub.cancel()
+        val mistake = alex.add(RecordBody.Share(Share(feeling = "sent too soon")))
+        alex.remove(mistake)
+        check("the removal says removed", waitFor(5) { first.changed[mistake]?.removed == true })
+        check("a cancelled subscription hears nothing more", !second.saw(mistake))
 
         val answer = blake.add(RecordBody.Answer(Answer(question = question, text = "In March")))
         blake.claim(commitment, today, ClaimStatus.DONE)
         blake.consent(boundary, ConsentState.AGREED)
+        blake.setQuestionStatus(later, QuestionStatus.NOT_NOW)
         val moment = blake.add(RecordBody.HonestyMoment(HonestyMoment(kind = HonestyKind.VOLUNTEERED_TRUTH, text = "Told me about the message", timing = HonestyTiming.SHARE_NOW)))
-        val pendingBefore = blake.round().pending
-        check("Blake's round pushed everything", pendingBefore == 0uL)
+        check("Blake's round pushed everything", blake.round().pending == 0L)
 
         // Together again.
         alex.round(); blake.round()
-        check("Alex's observer heard of Blake's answer", waitFor(5) { alexObserver.changed.contains(answer) })
-        check("Blake's observer heard of Alex's note", waitFor(5) { blakeObserver.changed.contains(note) })
-        check("the observer got a status", alexObserver.statuses.any { it.online && it.lastSynced != null })
-        check("both timelines are equal", everything(alex) == everything(blake) && everything(alex).size == 7)
-        check("the answer closed the question", alex.openQuestions().isEmpty())
+        check("Alex's subscription heard of Blake's answer", waitFor(5) { first.saw(answer) })
+        check("Blake's subscription heard of Alex's note", waitFor(5) { heardByBlake.saw(note) })
+        check("the status stream heard a finished round", waitFor(5) { statuses.seen.any { it.online && it.lastSynced != null } })
+        val alexAll = everything(alex)
+        check("both timelines are equal (${alexAll.size} records)", alexAll == everything(blake) && alexAll.size == 10)
+        check("the answer closed one question; the other is put off",
+            alex.openQuestions().map { it.question.id to (it.question.body as RecordBody.Question).value.status } ==
+                listOf(later to QuestionStatus.NOT_NOW))
         check("the question's thread holds the answer", alex.thread(question).answers.map { it.id } == listOf(answer))
         val status = alex.boundaryStatus().single { it.boundary.id == boundary }
         check("consent to the old wording does not count", status.state == BoundaryState.PENDING)
-        val ledger = (alex.get(commitment).body as RecordBody.Commitment).v1
+        val ledger = (alex.get(commitment).body as RecordBody.Commitment).value
         check("claim and confirmation both kept", ledger.claims.single().status == ClaimStatus.DONE &&
             ledger.views.single().view == PartnerView.CONFIRMED)
-        check("Blake reads Alex's check-in", (blake.get(checkIn).body as RecordBody.CheckIn).v1.safety == 4u)
+        check("Blake reads the response to the need",
+            (blake.get(need).body as RecordBody.Need).value.response?.kind == NeedResponseKind.LETS_TALK)
+        check("Blake reads the shared note", (blake.get(private).body as RecordBody.ProcessingNote).value.text == "What I am working on")
+        check("Blake reads Alex's check-in", (blake.get(checkIn).body as RecordBody.CheckIn).value.safety == 4)
         val week = alex.progress(today, today).weeks.single()
-        check("progress counts the week", week.checkIns.count == 1u && week.honestyMoments == 1u)
+        check("progress counts the week", week.checkIns.count == 1 && week.honestyMoments == 1)
+
+        // Paging: three at a time until the cursor runs out, the same records in the same order.
+        val pages = mutableListOf<JournalRecord>()
+        var cursor: String? = null
+        do {
+            val page = alex.timeline(TimelineQuery(limit = 3, cursor = cursor))
+            pages += page.items
+            cursor = page.nextCursor
+        } while (cursor != null)
+        check("paging three at a time reads the whole timeline", pages.map { it.id } == alexAll.map { it.id })
+
         val packet = alex.export(PacketOptions(fromDate = today, toDate = today), ExportFormat.MARKDOWN)
         check("the packet renders", packet.contains("Honesty moment"))
         alex.setCalendar("UTC", "monday")
@@ -125,42 +198,70 @@ fun main(args: Array<String>) {
         check("no conflict on the boundary", alex.conflicts(boundary).isEmpty())
         check("stored names have words", valueLabel(RecordKind.QUESTION, "status", "not_now")?.text == "Not now")
 
-        // A typed error with a message that reads well.
+        // Typed errors with messages that read well and stable codes.
         try {
             alex.claim(commitment, today, ClaimStatus.DONE)
             check("claiming the partner's commitment is refused", false)
         } catch (e: MendException.PermissionDenied) {
-            check("claiming the partner's commitment is refused: \"${e.message}\"",
-                e.message == "not allowed: only the commitment's owner can claim its follow-through")
+            check("claiming the partner's commitment is refused: \"${e.message}\" (${e.code})",
+                e.message == "not allowed: only the commitment's owner can claim its follow-through" && e.code == "permission_denied")
         }
         try {
             blake.remove(note)
             check("removing the partner's note is refused", false)
         } catch (e: MendException) {
-            check("removing the partner's note is refused (${e::class.simpleName})", e is MendException.PermissionDenied)
+            check("removing the partner's note is refused (${e.code})", e is MendException.PermissionDenied)
         }
         try {
-            Journal.join(File(dir, "x.db").path, "not an invite", "X")
+            Journal.join(File(dir, "x.db").path, "not an invite", "X", JournalOptions())
             check("a bad invite is refused", false)
         } catch (e: MendException.Invite) {
             check("a bad invite is refused: \"${e.message}\"",
                 e.message == "this is not a Mend invite code (it should start with MEND1-)")
         }
+        try {
+            Journal.open(File(dir, "gone.db").path, alexSecret, JournalOptions())
+            check("a missing database is refused", false)
+        } catch (e: MendException.Missing) {
+            check("a missing database is refused as ${e.code}", e.code == "missing")
+        }
 
-        // Live: Blake's write reaches Alex's observer without a sync call.
-        alex.startLive(alexObserver)
-        blake.startLive(blakeObserver)
+        // Live: Blake's write reaches Alex's subscription without a sync call.
+        alex.startLive()
+        blake.startLive()
         check("live sync runs", alex.isLive() && blake.isLive())
         val share = blake.add(RecordBody.Share(Share(feeling = "Dinner felt easier tonight")))
-        check("live sync brings Blake's share to Alex", waitFor(10) { alexObserver.changed.contains(share) })
+        check("live sync brings Blake's share to Alex", waitFor(10) { first.saw(share) })
         alex.stopLive()
         blake.stopLive()
         check("live sync stops", !alex.isLive() && !blake.isLive())
+        blake.round()
 
-        // Relaunch: the app hands the kept secret back.
+        // Relaunch: shut down (live sync stopped, the file released), then open with the kept secret.
+        alex.startLive()
+        alex.shutdown()
+        check("shutdown stops live sync", !alex.isLive())
+        try {
+            alex.get(share)
+            check("a shut-down journal refuses calls", false)
+        } catch (e: MendException.Closed) {
+            check("a shut-down journal refuses calls (${e.code})", true)
+        }
         alex.close()
-        alex = Journal.open(File(dir, "alex.db").path, alexSecret)
+        alex = Journal.open(alexPath, alexSecret, JournalOptions())
         check("reopened with the kept secret", alex.get(share).id == share && alex.get(moment).id == moment)
+
+        // Reinstall: Blake's database is gone, the secret kept in Keystore is not.
+        blake.shutdown()
+        blake.close()
+        removeDatabase(blakePath)
+        blake = Journal.restore(blakePath, blakeSecret, 20_000, JournalOptions())
+        check("restored from the keyring alone", everything(blake).map { it.id } == everything(alex).map { it.id })
+        check("restored as the same partner", blake.me() == alex.get(moment).author)
+
+        listOf(firstSub, secondSub, throwerSub, statusSub, blakeSub).forEach { it.close() }
+        alex.shutdown()
+        blake.shutdown()
         alex.close()
         blake.close()
     }

@@ -1,21 +1,23 @@
 // The cost of one record write through the Kotlin bindings (JNA), for comparison with the same
 // write in Rust (bindings/examples/write_cost.rs); then the last record read back as many times
-// (`get`: no disk), and the bare cost of a call (`isLive`: no arguments, no lock). Run by
-// scripts/bench-bindings.sh.
+// (`get`: no disk), and the bare cost of a call (`isLive`: no arguments, no lock). `add` and
+// `get` are suspend calls: each is awaited from runBlocking, so the figure includes the hop to
+// the bindings' storage pool and back. Run by scripts/bench-bindings.sh.
 
 package app.mend.story
 
 import app.mend.core.*
 import java.io.File
+import kotlinx.coroutines.runBlocking
 
 /** Warm-up calls before each measurement, so the JIT has compiled the path (same in Rust). */
 const val WARMUP = 2000
 
-fun main(args: Array<String>) {
+fun main(args: Array<String>) = runBlocking {
     val dir = File(args.getOrNull(0) ?: error("usage: WriteBenchKt <work dir> [writes]")).apply { mkdirs() }
     val writes = args.getOrNull(1)?.toInt() ?: 2000
     // The relay URL is never contacted: nothing here syncs.
-    val journal = Journal.create(File(dir, "kotlin.db").path, "Alex", "http://127.0.0.1:9")
+    val journal = Journal.create(File(dir, "kotlin.db").path, "Alex", "http://127.0.0.1:9", JournalOptions())
     val micros = DoubleArray(writes)
     var last = ""
     for (n in 0 until WARMUP + writes) {
@@ -29,8 +31,9 @@ fun main(args: Array<String>) {
         val took = (System.nanoTime() - start) / 1000.0
         if (n >= WARMUP) micros[n - WARMUP] = took
     }
-    val reads = timed(writes) { journal.get(last) }
+    val reads = timed(writes) { runBlocking { journal.get(last) } }
     val calls = timed(writes) { journal.isLive() }
+    journal.shutdown()
     journal.close()
     report("add", micros)
     report("get", reads)

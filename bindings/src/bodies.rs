@@ -10,7 +10,10 @@
 use mend_core::model as m;
 
 use crate::{
-    convert::{date, opt_date, opt_record_id, opt_score, partner_id, record_ids, score, strings},
+    convert::{
+        PartnerId, RecordId, date, opt_date, opt_record_id, opt_score, partner_id, record_ids,
+        score, strings,
+    },
     enums::*,
     error::Result,
 };
@@ -25,7 +28,7 @@ pub struct AccountabilityNote {
     pub impact: String,
     /// Ids of commitments that make amends.
     #[uniffi(default)]
-    pub amends: Vec<String>,
+    pub amends: Vec<RecordId>,
 }
 
 /// Practice 1: a question from the hurt partner.
@@ -44,7 +47,7 @@ pub struct Question {
 #[derive(Clone, Debug, PartialEq, uniffi::Record)]
 pub struct Answer {
     /// The question answered (required; a removed answer keeps it).
-    pub question: Option<String>,
+    pub question: Option<RecordId>,
     /// The answer (required).
     pub text: String,
 }
@@ -60,7 +63,7 @@ pub struct ProcessingNote {
 #[derive(Clone, Debug, PartialEq, uniffi::Record)]
 pub struct Consent {
     /// The partner who gave it.
-    pub partner: String,
+    pub partner: PartnerId,
     /// Agreed, declined, revisit (or proposed).
     pub state: ConsentState,
     /// SHA-256 (hex) of the wording it was given to.
@@ -125,13 +128,13 @@ pub struct CheckIn {
     pub local_date: Option<String>,
     /// Feeling safe, 0–10.
     #[uniffi(default)]
-    pub safety: Option<u32>,
+    pub safety: Option<i32>,
     /// Trust, 0–10.
     #[uniffi(default)]
-    pub trust: Option<u32>,
+    pub trust: Option<i32>,
     /// Connection, 0–10.
     #[uniffi(default)]
-    pub connection: Option<u32>,
+    pub connection: Option<i32>,
     /// Mood tags.
     #[uniffi(default)]
     pub mood_tags: Vec<String>,
@@ -160,7 +163,7 @@ pub struct Share {
 #[derive(Clone, Debug, PartialEq, uniffi::Record)]
 pub struct Reply {
     /// The share replied to (required).
-    pub share: Option<String>,
+    pub share: Option<RecordId>,
     /// Reflect, validate, ask, apologise or pause.
     pub kind: ReplyKind,
     /// The reply.
@@ -203,7 +206,7 @@ pub struct Commitment {
     pub cadence: Cadence,
     /// The boundary or need it serves.
     #[uniffi(default)]
-    pub link: Option<String>,
+    pub link: Option<RecordId>,
     /// Active, paused, done or retired.
     pub status: CommitmentStatus,
     /// The first day it falls due (`YYYY-MM-DD`); the day it is added when null.
@@ -226,7 +229,7 @@ pub struct HonestyMoment {
     pub text: String,
     /// A related record.
     #[uniffi(default)]
-    pub link: Option<String>,
+    pub link: Option<RecordId>,
     /// Share now or keep for the weekly talk.
     pub timing: HonestyTiming,
     /// The day it happened (`YYYY-MM-DD`); the day it is added when null.
@@ -238,7 +241,7 @@ pub struct HonestyMoment {
 #[derive(Clone, Debug, PartialEq, uniffi::Record)]
 pub struct Validation {
     /// The record validated (required).
-    pub target: Option<String>,
+    pub target: Option<RecordId>,
     /// The words of validation.
     #[uniffi(default)]
     pub text: String,
@@ -252,7 +255,7 @@ pub struct TriggerEvent {
     pub cue: String,
     /// Intensity, 0–10.
     #[uniffi(default)]
-    pub intensity: u32,
+    pub intensity: i32,
     /// Feelings.
     #[uniffi(default)]
     pub feelings: Vec<String>,
@@ -278,148 +281,224 @@ pub struct PreAssurance {
     pub plan: String,
 }
 
-/// A record's body: one variant per kind.
+/// A record's body: one variant per kind, each with its struct in `value` (a named field,
+/// so Kotlin reads `body.value`, not `body.v1`).
 #[derive(Clone, Debug, PartialEq, uniffi::Enum)]
 #[allow(missing_docs)]
 pub enum RecordBody {
-    AccountabilityNote(AccountabilityNote),
-    Question(Question),
-    Answer(Answer),
-    ProcessingNote(ProcessingNote),
-    Boundary(Boundary),
-    DisclosurePreference(DisclosurePreference),
-    Need(Need),
-    CheckIn(CheckIn),
-    Share(Share),
-    Reply(Reply),
-    Commitment(Commitment),
-    HonestyMoment(HonestyMoment),
-    Validation(Validation),
-    TriggerEvent(TriggerEvent),
-    PreAssurance(PreAssurance),
+    AccountabilityNote {
+        /// The body.
+        value: AccountabilityNote,
+    },
+    Question {
+        /// The body.
+        value: Question,
+    },
+    Answer {
+        /// The body.
+        value: Answer,
+    },
+    ProcessingNote {
+        /// The body.
+        value: ProcessingNote,
+    },
+    Boundary {
+        /// The body.
+        value: Boundary,
+    },
+    DisclosurePreference {
+        /// The body.
+        value: DisclosurePreference,
+    },
+    Need {
+        /// The body.
+        value: Need,
+    },
+    CheckIn {
+        /// The body.
+        value: CheckIn,
+    },
+    Share {
+        /// The body.
+        value: Share,
+    },
+    Reply {
+        /// The body.
+        value: Reply,
+    },
+    Commitment {
+        /// The body.
+        value: Commitment,
+    },
+    HonestyMoment {
+        /// The body.
+        value: HonestyMoment,
+    },
+    Validation {
+        /// The body.
+        value: Validation,
+    },
+    TriggerEvent {
+        /// The body.
+        value: TriggerEvent,
+    },
+    PreAssurance {
+        /// The body.
+        value: PreAssurance,
+    },
 }
 
-fn opt_string<T: ToString>(v: Option<T>) -> Option<String> {
-    v.map(|x| x.to_string())
+fn opt_string<T: ToString, O: From<String>>(v: Option<T>) -> Option<O> {
+    v.map(|x| O::from(x.to_string()))
 }
 
 impl From<m::Body> for RecordBody {
     fn from(body: m::Body) -> Self {
         match body {
-            m::Body::AccountabilityNote(b) => Self::AccountabilityNote(AccountabilityNote {
-                what_i_did: b.what_i_did,
-                impact: b.impact,
-                amends: strings(&b.amends),
-            }),
-            m::Body::Question(b) => Self::Question(Question {
-                text: b.text,
-                category: b.category,
-                status: b.status.into(),
-            }),
-            m::Body::Answer(b) => Self::Answer(Answer {
-                question: opt_string(b.question),
-                text: b.text,
-            }),
-            m::Body::ProcessingNote(b) => Self::ProcessingNote(ProcessingNote { text: b.text }),
-            m::Body::Boundary(b) => Self::Boundary(Boundary {
-                area: b.area.into(),
-                text: b.text,
-                review_date: opt_string(b.review_date),
-                consents: b
-                    .consents
-                    .into_iter()
-                    .map(|(partner, c)| Consent {
-                        partner: partner.to_string(),
-                        state: c.state.into(),
-                        wording: c.wording,
-                        at: c.at,
-                    })
-                    .collect(),
-            }),
-            m::Body::DisclosurePreference(b) => Self::DisclosurePreference(DisclosurePreference {
-                topic: b.topic,
-                preference: b.preference.into(),
-            }),
-            m::Body::Need(b) => Self::Need(Need {
-                kind: b.kind.into(),
-                text: b.text,
-                status: b.status.into(),
-                response: b.response.map(|r| NeedResponse {
-                    kind: r.kind.into(),
-                    note: r.note,
-                    at: r.at,
-                }),
-            }),
-            m::Body::CheckIn(b) => Self::CheckIn(CheckIn {
-                local_date: opt_string(b.local_date),
-                safety: b.safety.map(u32::from),
-                trust: b.trust.map(u32::from),
-                connection: b.connection.map(u32::from),
-                mood_tags: b.mood_tags,
-                need_today: b.need_today,
-                note: b.note,
-                private_fields: b.private_fields.into_iter().map(Into::into).collect(),
-            }),
-            m::Body::Share(b) => Self::Share(Share {
-                feeling: b.feeling,
-                tough_question: b.tough_question,
-            }),
-            m::Body::Reply(b) => Self::Reply(Reply {
-                share: opt_string(b.share),
-                kind: b.kind.into(),
-                text: b.text,
-            }),
-            m::Body::Commitment(b) => Self::Commitment(Commitment {
-                text: b.text,
-                cadence: b.cadence.into(),
-                link: opt_string(b.link),
-                status: b.status.into(),
-                starts_on: opt_string(b.starts_on),
-                claims: b
-                    .claims
-                    .into_iter()
-                    .map(|(day, c)| ClaimEntry {
-                        occurrence: day.to_string(),
-                        status: c.status.into(),
-                        note: c.note,
-                        at: c.at,
-                    })
-                    .collect(),
-                views: b
-                    .views
-                    .into_iter()
-                    .map(|(day, v)| PartnerViewEntry {
-                        occurrence: day.to_string(),
-                        view: v.view.into(),
-                        note: v.note,
-                        at: v.at,
-                    })
-                    .collect(),
-            }),
-            m::Body::HonestyMoment(b) => Self::HonestyMoment(HonestyMoment {
-                kind: b.kind.into(),
-                text: b.text,
-                link: opt_string(b.link),
-                timing: b.timing.into(),
-                noticed_on: opt_string(b.noticed_on),
-            }),
-            m::Body::Validation(b) => Self::Validation(Validation {
-                target: opt_string(b.target),
-                text: b.text,
-            }),
-            m::Body::TriggerEvent(b) => Self::TriggerEvent(TriggerEvent {
-                cue: b.cue,
-                intensity: u32::from(b.intensity),
-                feelings: b.feelings,
-                what_helped: b.what_helped,
-                wanted_response: b.wanted_response.into(),
-                sharing: b.sharing.into(),
-            }),
-            m::Body::PreAssurance(b) => Self::PreAssurance(PreAssurance {
-                occasion: b.occasion,
-                date: opt_string(b.date),
-                plan: b.plan,
-            }),
+            m::Body::AccountabilityNote(b) => Self::AccountabilityNote {
+                value: AccountabilityNote {
+                    what_i_did: b.what_i_did,
+                    impact: b.impact,
+                    amends: strings(&b.amends),
+                },
+            },
+            m::Body::Question(b) => Self::Question {
+                value: Question {
+                    text: b.text,
+                    category: b.category,
+                    status: b.status.into(),
+                },
+            },
+            m::Body::Answer(b) => Self::Answer {
+                value: Answer {
+                    question: opt_string(b.question),
+                    text: b.text,
+                },
+            },
+            m::Body::ProcessingNote(b) => Self::ProcessingNote {
+                value: ProcessingNote { text: b.text },
+            },
+            m::Body::Boundary(b) => Self::Boundary {
+                value: Boundary {
+                    area: b.area.into(),
+                    text: b.text,
+                    review_date: opt_string(b.review_date),
+                    consents: b
+                        .consents
+                        .into_iter()
+                        .map(|(partner, c)| Consent {
+                            partner: partner.to_string().into(),
+                            state: c.state.into(),
+                            wording: c.wording,
+                            at: c.at,
+                        })
+                        .collect(),
+                },
+            },
+            m::Body::DisclosurePreference(b) => Self::DisclosurePreference {
+                value: DisclosurePreference {
+                    topic: b.topic,
+                    preference: b.preference.into(),
+                },
+            },
+            m::Body::Need(b) => Self::Need {
+                value: Need {
+                    kind: b.kind.into(),
+                    text: b.text,
+                    status: b.status.into(),
+                    response: b.response.map(|r| NeedResponse {
+                        kind: r.kind.into(),
+                        note: r.note,
+                        at: r.at,
+                    }),
+                },
+            },
+            m::Body::CheckIn(b) => Self::CheckIn {
+                value: CheckIn {
+                    local_date: opt_string(b.local_date),
+                    safety: b.safety.map(i32::from),
+                    trust: b.trust.map(i32::from),
+                    connection: b.connection.map(i32::from),
+                    mood_tags: b.mood_tags,
+                    need_today: b.need_today,
+                    note: b.note,
+                    private_fields: b.private_fields.into_iter().map(Into::into).collect(),
+                },
+            },
+            m::Body::Share(b) => Self::Share {
+                value: Share {
+                    feeling: b.feeling,
+                    tough_question: b.tough_question,
+                },
+            },
+            m::Body::Reply(b) => Self::Reply {
+                value: Reply {
+                    share: opt_string(b.share),
+                    kind: b.kind.into(),
+                    text: b.text,
+                },
+            },
+            m::Body::Commitment(b) => Self::Commitment {
+                value: Commitment {
+                    text: b.text,
+                    cadence: b.cadence.into(),
+                    link: opt_string(b.link),
+                    status: b.status.into(),
+                    starts_on: opt_string(b.starts_on),
+                    claims: b
+                        .claims
+                        .into_iter()
+                        .map(|(day, c)| ClaimEntry {
+                            occurrence: day.to_string(),
+                            status: c.status.into(),
+                            note: c.note,
+                            at: c.at,
+                        })
+                        .collect(),
+                    views: b
+                        .views
+                        .into_iter()
+                        .map(|(day, v)| PartnerViewEntry {
+                            occurrence: day.to_string(),
+                            view: v.view.into(),
+                            note: v.note,
+                            at: v.at,
+                        })
+                        .collect(),
+                },
+            },
+            m::Body::HonestyMoment(b) => Self::HonestyMoment {
+                value: HonestyMoment {
+                    kind: b.kind.into(),
+                    text: b.text,
+                    link: opt_string(b.link),
+                    timing: b.timing.into(),
+                    noticed_on: opt_string(b.noticed_on),
+                },
+            },
+            m::Body::Validation(b) => Self::Validation {
+                value: Validation {
+                    target: opt_string(b.target),
+                    text: b.text,
+                },
+            },
+            m::Body::TriggerEvent(b) => Self::TriggerEvent {
+                value: TriggerEvent {
+                    cue: b.cue,
+                    intensity: i32::from(b.intensity),
+                    feelings: b.feelings,
+                    what_helped: b.what_helped,
+                    wanted_response: b.wanted_response.into(),
+                    sharing: b.sharing.into(),
+                },
+            },
+            m::Body::PreAssurance(b) => Self::PreAssurance {
+                value: PreAssurance {
+                    occasion: b.occasion,
+                    date: opt_string(b.date),
+                    plan: b.plan,
+                },
+            },
         }
     }
 }
@@ -429,24 +508,26 @@ impl TryFrom<RecordBody> for m::Body {
 
     fn try_from(body: RecordBody) -> Result<Self> {
         Ok(match body {
-            RecordBody::AccountabilityNote(b) => Self::AccountabilityNote(m::AccountabilityNote {
-                what_i_did: b.what_i_did,
-                impact: b.impact,
-                amends: record_ids(&b.amends)?,
-            }),
-            RecordBody::Question(b) => Self::Question(m::Question {
+            RecordBody::AccountabilityNote { value: b } => {
+                Self::AccountabilityNote(m::AccountabilityNote {
+                    what_i_did: b.what_i_did,
+                    impact: b.impact,
+                    amends: record_ids(&b.amends)?,
+                })
+            }
+            RecordBody::Question { value: b } => Self::Question(m::Question {
                 category: b.category,
                 text: b.text,
                 status: b.status.into(),
             }),
-            RecordBody::Answer(b) => Self::Answer(m::Answer {
+            RecordBody::Answer { value: b } => Self::Answer(m::Answer {
                 question: opt_record_id(b.question.as_deref())?,
                 text: b.text,
             }),
-            RecordBody::ProcessingNote(b) => {
+            RecordBody::ProcessingNote { value: b } => {
                 Self::ProcessingNote(m::ProcessingNote { text: b.text })
             }
-            RecordBody::Boundary(b) => Self::Boundary(m::Boundary {
+            RecordBody::Boundary { value: b } => Self::Boundary(m::Boundary {
                 area: b.area.into(),
                 text: b.text,
                 review_date: opt_date(b.review_date.as_deref())?,
@@ -465,13 +546,13 @@ impl TryFrom<RecordBody> for m::Body {
                     })
                     .collect::<Result<_>>()?,
             }),
-            RecordBody::DisclosurePreference(b) => {
+            RecordBody::DisclosurePreference { value: b } => {
                 Self::DisclosurePreference(m::DisclosurePreference {
                     topic: b.topic,
                     preference: b.preference.into(),
                 })
             }
-            RecordBody::Need(b) => Self::Need(m::Need {
+            RecordBody::Need { value: b } => Self::Need(m::Need {
                 kind: b.kind.into(),
                 text: b.text,
                 status: b.status.into(),
@@ -481,7 +562,7 @@ impl TryFrom<RecordBody> for m::Body {
                     at: r.at,
                 }),
             }),
-            RecordBody::CheckIn(b) => Self::CheckIn(m::CheckIn {
+            RecordBody::CheckIn { value: b } => Self::CheckIn(m::CheckIn {
                 local_date: opt_date(b.local_date.as_deref())?,
                 safety: opt_score(b.safety)?,
                 trust: opt_score(b.trust)?,
@@ -491,16 +572,16 @@ impl TryFrom<RecordBody> for m::Body {
                 note: b.note,
                 private_fields: b.private_fields.into_iter().map(Into::into).collect(),
             }),
-            RecordBody::Share(b) => Self::Share(m::Share {
+            RecordBody::Share { value: b } => Self::Share(m::Share {
                 feeling: b.feeling,
                 tough_question: b.tough_question,
             }),
-            RecordBody::Reply(b) => Self::Reply(m::Reply {
+            RecordBody::Reply { value: b } => Self::Reply(m::Reply {
                 share: opt_record_id(b.share.as_deref())?,
                 kind: b.kind.into(),
                 text: b.text,
             }),
-            RecordBody::Commitment(b) => Self::Commitment(m::Commitment {
+            RecordBody::Commitment { value: b } => Self::Commitment(m::Commitment {
                 text: b.text,
                 cadence: b.cadence.into(),
                 link: opt_record_id(b.link.as_deref())?,
@@ -533,18 +614,18 @@ impl TryFrom<RecordBody> for m::Body {
                     })
                     .collect::<Result<_>>()?,
             }),
-            RecordBody::HonestyMoment(b) => Self::HonestyMoment(m::HonestyMoment {
+            RecordBody::HonestyMoment { value: b } => Self::HonestyMoment(m::HonestyMoment {
                 kind: b.kind.into(),
                 text: b.text,
                 link: opt_record_id(b.link.as_deref())?,
                 timing: b.timing.into(),
                 noticed_on: opt_date(b.noticed_on.as_deref())?,
             }),
-            RecordBody::Validation(b) => Self::Validation(m::Validation {
+            RecordBody::Validation { value: b } => Self::Validation(m::Validation {
                 target: opt_record_id(b.target.as_deref())?,
                 text: b.text,
             }),
-            RecordBody::TriggerEvent(b) => Self::TriggerEvent(m::TriggerEvent {
+            RecordBody::TriggerEvent { value: b } => Self::TriggerEvent(m::TriggerEvent {
                 cue: b.cue,
                 intensity: score(b.intensity)?,
                 feelings: b.feelings,
@@ -552,7 +633,7 @@ impl TryFrom<RecordBody> for m::Body {
                 wanted_response: b.wanted_response.into(),
                 sharing: b.sharing.into(),
             }),
-            RecordBody::PreAssurance(b) => Self::PreAssurance(m::PreAssurance {
+            RecordBody::PreAssurance { value: b } => Self::PreAssurance(m::PreAssurance {
                 occasion: b.occasion,
                 date: opt_date(b.date.as_deref())?,
                 plan: b.plan,

@@ -4,17 +4,18 @@
 use mend_core::{Calendar, Kind, Weekday, query, words};
 
 use crate::{
-    convert::{record_id, strings},
+    convert::{RecordId, record_id, strings},
     enums::RecordKind,
     error::{MendError, Result},
     journal::Journal,
+    runtime::blocking,
 };
 
 /// One occurrence of a commitment.
 #[derive(Clone, Debug, PartialEq, uniffi::Record)]
 pub struct DueOccurrence {
     /// The commitment's id.
-    pub commitment: String,
+    pub commitment: RecordId,
     /// Its ledger key (`YYYY-MM-DD`: the day, or the week's Monday).
     pub occurrence: String,
 }
@@ -22,7 +23,7 @@ pub struct DueOccurrence {
 impl From<query::Occurrence> for DueOccurrence {
     fn from(o: query::Occurrence) -> Self {
         Self {
-            commitment: o.commitment.to_string(),
+            commitment: o.commitment.to_string().into(),
             occurrence: o.occurrence.to_string(),
         }
     }
@@ -40,13 +41,13 @@ pub struct TodayView {
     /// The partner's claims of the last week awaiting their view.
     pub claims_to_confirm: Vec<DueOccurrence>,
     /// Ids of the partner's open questions.
-    pub questions_to_answer: Vec<String>,
+    pub questions_to_answer: Vec<RecordId>,
     /// Ids of the partner's needs without a response.
-    pub needs_to_respond: Vec<String>,
+    pub needs_to_respond: Vec<RecordId>,
     /// Ids of boundaries whose current wording awaits their consent.
-    pub boundaries_to_consent: Vec<String>,
+    pub boundaries_to_consent: Vec<RecordId>,
     /// Ids of boundaries due for review.
-    pub boundaries_to_review: Vec<String>,
+    pub boundaries_to_review: Vec<RecordId>,
 }
 
 /// One value a device wrote.
@@ -74,21 +75,23 @@ impl Journal {
     /// Sets the couple's IANA time zone (`Australia/Sydney`) and the first day of their week
     /// (`monday` … `sunday`). Call it after every open: "today", check-in dates and weeks
     /// follow it (UTC and Monday until then).
-    pub fn set_calendar(&self, time_zone: String, week_starts: String) -> Result<()> {
+    pub async fn set_calendar(&self, time_zone: String, week_starts: String) -> Result<()> {
         let calendar = Weekday::parse(&week_starts)
             .and_then(|w| Calendar::new(&time_zone, w))
             .map_err(MendError::from)?;
-        Ok(self.device().set_calendar(calendar)?)
+        let device = self.device()?;
+        // Takes the writer's lock, which a merge may hold: on the blocking pool.
+        blocking(move || Ok(device.set_calendar(calendar)?)).await
     }
 
     /// Today's date (`YYYY-MM-DD`) in the couple's zone.
-    pub fn today(&self) -> Result<String> {
-        self.with(|j| Ok(j.today().to_string()))
+    pub async fn today(&self) -> Result<String> {
+        self.read(|j| Ok(j.today().to_string())).await
     }
 
     /// What waits on this partner today.
-    pub fn waiting_today(&self) -> Result<TodayView> {
-        self.with(|j| {
+    pub async fn waiting_today(&self) -> Result<TodayView> {
+        self.read(|j| {
             let date = j.today().to_string();
             let t = j.waiting_today()?;
             Ok(TodayView {
@@ -102,12 +105,13 @@ impl Journal {
                 boundaries_to_review: strings(&t.boundaries_to_review),
             })
         })
+        .await
     }
 
     /// The open conflicts of a record, in words.
-    pub fn conflicts(&self, id: String) -> Result<Vec<RecordConflict>> {
+    pub async fn conflicts(&self, id: RecordId) -> Result<Vec<RecordConflict>> {
         let id = record_id(&id)?;
-        self.with(|j| {
+        self.read(move |j| {
             Ok(j.conflicts(id)?
                 .into_iter()
                 .map(|c| RecordConflict {
@@ -124,14 +128,15 @@ impl Journal {
                 })
                 .collect())
         })
+        .await
     }
 
     /// Settles a conflict by keeping one of its values (`value_json` from `conflicts`).
-    pub fn settle(&self, id: String, field: String, value_json: String) -> Result<()> {
+    pub async fn settle(&self, id: RecordId, field: String, value_json: String) -> Result<()> {
         let id = record_id(&id)?;
         let value: serde_json::Value = serde_json::from_str(&value_json)
             .map_err(|_| MendError::invalid("value_json is not a value from conflicts()"))?;
-        self.write(|j| j.settle(id, &field, &value))
+        self.write(move |j| j.settle(id, &field, &value)).await
     }
 }
 

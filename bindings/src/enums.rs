@@ -45,7 +45,7 @@ mirror_enum!(
 );
 mirror_enum!(
     /// Shared with the partner, or kept in the author's personal space.
-    Visibility => m::Visibility { Shared, Private }
+    RecordVisibility => m::Visibility { Shared, Private }
 );
 mirror_enum!(
     /// Where a question stands.

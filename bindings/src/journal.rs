@@ -1,31 +1,89 @@
 //! [`Journal`]: the object an app holds, one per open journal.
 //!
-//! A newtype over `mend_client::Device`; each method forwards to one call and translates its
-//! arguments and result. Writes and reads are synchronous (a write returns once its change is
-//! committed to SQLite, well under a millisecond; reads use their own connection and never
-//! wait for sync): call them off the main thread. `sync_now` and `stop_live` are async.
+//! A handle over `mend_client::Device`; each method forwards to one call and translates its
+//! arguments and result. Every call that touches the database or the network is async
+//! (`suspend` in Kotlin, `async` in Swift): the work runs on the bindings' blocking pool, so
+//! no call blocks the caller's thread. Only `keyring_secret`, `partner_invite`, `is_live` and
+//! `subscribe*` are plain calls: they read memory and return within microseconds.
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{
+    path::Path,
+    sync::{Arc, PoisonError, RwLock},
+    time::{Duration, Instant},
+};
 
 use mend_client::{Device, Keyring, RelayOptions, SyncObserver};
-use mend_core::{Journal as CoreJournal, OpenOptions};
+use mend_core::{Calendar, Journal as CoreJournal, OpenOptions, Weekday};
 
 use crate::{
     bodies::RecordBody,
-    convert::{date, record_id},
+    callbacks::{Hub, JournalListener, JournalSubscription, SyncStatusListener},
+    convert::{PartnerId, RecordId, date, record_id},
     enums::{
         ClaimStatus, ConsentState, ExportFormat, NeedResponseKind, PartnerView, QuestionStatus,
-        Visibility,
+        RecordVisibility,
     },
-    error::Result,
+    error::{MendError, Result},
     queries::{
-        BoundaryStatus, PacketOptions, Progress, QuestionThread, RecordThread, TimelinePage,
+        BoundaryStatus, PacketOptions, ProgressReport, QuestionThread, RecordThread, TimelinePage,
         TimelineQuery,
     },
     records::{JournalRecord, Partner, records},
-    runtime::{run, runtime},
-    sync::{JournalObserver, ObserverSlot, SyncStatus},
+    runtime::{blocking, run, runtime},
+    sync::SyncStatus,
 };
+
+/// How long `close` waits for calls still in flight before giving up with `locked`.
+const CLOSE_WAIT: Duration = Duration::from_secs(30);
+
+/// How a journal is opened. Every field has a default: `JournalOptions()` is fine.
+#[derive(Clone, Debug, Default, PartialEq, Eq, uniffi::Record)]
+pub struct JournalOptions {
+    /// The couple's IANA time zone (`Australia/Sydney`); UTC when null. "Today", check-in
+    /// dates and weeks follow it. `set_calendar` changes it later.
+    #[uniffi(default)]
+    pub time_zone: Option<String>,
+    /// The first day of the couple's week (`monday` … `sunday`); Monday when null.
+    #[uniffi(default)]
+    pub week_starts: Option<String>,
+    /// The relay's pin (`sha256/<base64>`, the SHA-256 of its certificate's public key): trusts
+    /// a self-hosted relay no public CA signed. Kept in the keyring and passed on in invites;
+    /// on `join` it replaces the invite's pin, on `open` the keyring's (keep `keyring_secret()`
+    /// again afterwards).
+    #[uniffi(default)]
+    pub relay_pin: Option<String>,
+    /// Allows `http://` to a relay off this device. INSECURE, for development only: anyone on
+    /// the network can take the relay token and erase, prune or fill the journal's spaces.
+    /// Loopback relays never need it.
+    #[uniffi(default)]
+    pub allow_insecure_cleartext: bool,
+}
+
+impl JournalOptions {
+    /// How the journal reaches its relay.
+    fn relay(&self) -> Result<RelayOptions> {
+        let pin = self
+            .relay_pin
+            .as_deref()
+            .map(mend_core::crypto::RelayPin::parse)
+            .transpose()?;
+        Ok(RelayOptions {
+            pin,
+            allow_insecure_cleartext: self.allow_insecure_cleartext,
+            extra_roots: Vec::new(),
+        })
+    }
+
+    /// The calendar these options ask for, checked before anything is opened or created.
+    fn calendar(&self) -> Result<Option<Calendar>> {
+        if self.time_zone.is_none() && self.week_starts.is_none() {
+            return Ok(None);
+        }
+        let zone = self.time_zone.as_deref().unwrap_or("UTC");
+        let week = Weekday::parse(self.week_starts.as_deref().unwrap_or("monday"))?;
+        Ok(Some(Calendar::new(zone, week)?))
+    }
+}
 
 /// One device's replica of a couple's journal, with its keys and its relay connection.
 ///
@@ -34,305 +92,447 @@ use crate::{
 /// launch. The database never holds it.
 #[derive(uniffi::Object)]
 pub struct Journal {
-    device: Arc<Device>,
-    observer: Arc<ObserverSlot>,
+    /// `None` once closed.
+    device: RwLock<Option<Arc<Device>>>,
+    hub: Arc<Hub>,
 }
 
 impl std::fmt::Debug for Journal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Journal")
-            .field("device", &self.device)
-            .finish_non_exhaustive()
+        f.debug_struct("Journal").finish_non_exhaustive()
     }
 }
 
 impl Journal {
-    fn assemble(
-        open: impl FnOnce(Option<Arc<dyn SyncObserver>>) -> mend_core::Result<Device>,
+    /// Opens with `open` on the blocking pool and wires the listeners' hub to the device.
+    async fn assemble(
+        options: JournalOptions,
+        open: impl FnOnce(Arc<dyn SyncObserver>) -> Result<Device> + Send + 'static,
     ) -> Result<Arc<Self>> {
-        let observer = Arc::new(ObserverSlot::default());
-        let device = open(Some(Arc::clone(&observer) as Arc<dyn SyncObserver>))?;
+        let calendar = options.calendar()?;
+        let hub = Arc::new(Hub::default());
+        let observer = Arc::clone(&hub) as Arc<dyn SyncObserver>;
+        let device = blocking(move || {
+            let device = open(observer)?;
+            if let Some(calendar) = calendar {
+                device.set_calendar(calendar)?;
+            }
+            Ok(Arc::new(device))
+        })
+        .await?;
+        hub.attach(&device);
         Ok(Arc::new(Self {
-            device: Arc::new(device),
-            observer,
+            device: RwLock::new(Some(device)),
+            hub,
         }))
     }
 
-    /// The device this object wraps.
-    pub(crate) fn device(&self) -> &Device {
-        &self.device
+    /// The device, or `closed`.
+    pub(crate) fn device(&self) -> Result<Arc<Device>> {
+        self.device
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| MendError::Closed("the journal was closed".into()))
     }
 
-    /// Reads on the device's read-only connection.
-    pub(crate) fn with<T>(
+    /// Reads on the device's read-only connection, on the blocking pool.
+    pub(crate) async fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&CoreJournal) -> mend_core::Result<T>,
+        f: impl FnOnce(&CoreJournal) -> mend_core::Result<T> + Send + 'static,
     ) -> Result<T> {
-        Ok(self.device.read(f)?)
+        let device = self.device()?;
+        blocking(move || Ok(device.read(f)?)).await
     }
 
-    /// A write: the device tells the observer and wakes live sync.
-    pub(crate) fn write<T>(
+    /// A write on the blocking pool: the device tells the listeners and wakes live sync.
+    pub(crate) async fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut CoreJournal) -> mend_core::Result<T>,
+        f: impl FnOnce(&mut CoreJournal) -> mend_core::Result<T> + Send + 'static,
     ) -> Result<T> {
-        Ok(self.device.write(f)?)
+        let device = self.device()?;
+        blocking(move || Ok(device.write(f)?)).await
+    }
+}
+
+/// Refuses to open what is not there, so a missing database reads as `missing`, not `corrupt`.
+fn existing(path: &str) -> Result<()> {
+    if Path::new(path).exists() {
+        Ok(())
+    } else {
+        Err(MendError::Missing(format!(
+            "no journal database at {path}; restore it from the keyring"
+        )))
     }
 }
 
 #[uniffi::export]
 impl Journal {
     /// Creates a new journal at `path` (a file that must not exist yet) for its first partner,
-    /// with new secrets, syncing through the relay at `relay_url` (`https://…`).
-    ///
-    /// `relay_pin` (`sha256/<base64>`, the SHA-256 of the relay certificate's public key)
-    /// trusts a self-hosted relay no public CA signed; it is kept in the keyring and passed on
-    /// in invites. `allow_insecure_cleartext` allows `http://` to a relay off this device:
-    /// INSECURE, for development only (anyone on the network can take the relay token).
-    #[uniffi::constructor(default(relay_pin = None, allow_insecure_cleartext = false))]
-    pub fn create(
+    /// with new secrets, syncing through the relay at `relay_url`.
+    #[uniffi::constructor]
+    pub async fn create(
         path: String,
         name: String,
         relay_url: String,
-        relay_pin: Option<String>,
-        allow_insecure_cleartext: bool,
+        options: JournalOptions,
     ) -> Result<Arc<Self>> {
-        let relay = relay_options(relay_pin, allow_insecure_cleartext)?;
-        Self::assemble(|o| {
-            Device::create(
+        let relay = options.relay()?;
+        Self::assemble(options, move |o| {
+            Ok(Device::create(
                 Path::new(&path),
                 &name,
                 &relay_url,
                 OpenOptions::default(),
                 relay,
-                o,
-            )
+                Some(o),
+            )?)
         })
+        .await
     }
 
     /// Joins with an invite code: the other partner (`name` is theirs) or another device of the
     /// same partner (`name` is ignored). The journal fills on the first `sync_now`.
-    /// The invite's relay pin is used unless `relay_pin` replaces it; `allow_insecure_cleartext`
-    /// as for `create`.
-    #[uniffi::constructor(default(relay_pin = None, allow_insecure_cleartext = false))]
-    pub fn join(
+    #[uniffi::constructor]
+    pub async fn join(
         path: String,
         invite: String,
         name: String,
-        relay_pin: Option<String>,
-        allow_insecure_cleartext: bool,
+        options: JournalOptions,
     ) -> Result<Arc<Self>> {
-        let relay = relay_options(relay_pin, allow_insecure_cleartext)?;
-        Self::assemble(|o| {
-            Device::join(
+        let relay = options.relay()?;
+        Self::assemble(options, move |o| {
+            Ok(Device::join(
                 Path::new(&path),
                 &invite,
                 &name,
                 OpenOptions::default(),
                 relay,
-                o,
-            )
+                Some(o),
+            )?)
         })
+        .await
     }
 
-    /// Opens the journal at `path` with the secret the app kept from `keyring_secret()`.
-    /// `relay_pin`, when given, replaces the keyring's pin: keep `keyring_secret()` again
-    /// afterwards. `allow_insecure_cleartext` as for `create`.
-    #[uniffi::constructor(default(relay_pin = None, allow_insecure_cleartext = false))]
-    pub fn open(
+    /// Opens the journal at `path` with the secret the app kept from `keyring_secret()`. It
+    /// returns as soon as the journal can be read; `ready()` waits for the rest.
+    #[uniffi::constructor]
+    pub async fn open(
         path: String,
         keyring_secret: String,
-        relay_pin: Option<String>,
-        allow_insecure_cleartext: bool,
+        options: JournalOptions,
     ) -> Result<Arc<Self>> {
         let keyring = Keyring::from_secret_string(&keyring_secret)?;
-        let relay = relay_options(relay_pin, allow_insecure_cleartext)?;
-        Self::assemble(|o| {
-            Device::open(Path::new(&path), keyring, OpenOptions::default(), relay, o)
+        existing(&path)?;
+        let relay = options.relay()?;
+        Self::assemble(options, move |o| {
+            Ok(Device::open(
+                Path::new(&path),
+                keyring,
+                OpenOptions::default(),
+                relay,
+                Some(o),
+            )?)
         })
+        .await
+    }
+
+    /// Restores a journal whose database is gone (after a reinstall the Keychain survives,
+    /// the app's files do not) from the kept secret alone: downloads both spaces from the
+    /// relay and creates `path` as a new device of the same partner. Fails with `unreachable`
+    /// when that does not finish within `budget_ms` (nothing is left at `path` then), and
+    /// with `invalid` when `path` exists or the relay holds nothing for this keyring.
+    #[uniffi::constructor]
+    pub async fn restore(
+        path: String,
+        keyring_secret: String,
+        budget_ms: i32,
+        options: JournalOptions,
+    ) -> Result<Arc<Self>> {
+        let keyring = Keyring::from_secret_string(&keyring_secret)?;
+        let calendar = options.calendar()?;
+        let relay = options.relay()?;
+        let hub = Arc::new(Hub::default());
+        let observer = Arc::clone(&hub) as Arc<dyn SyncObserver>;
+        let budget = millis(budget_ms);
+        let device = run(async move {
+            let device = Device::restore(
+                Path::new(&path),
+                keyring,
+                budget,
+                OpenOptions::default(),
+                relay,
+                Some(observer),
+            )
+            .await?;
+            if let Some(calendar) = calendar {
+                device.set_calendar(calendar)?;
+            }
+            Ok(Arc::new(device))
+        })
+        .await?;
+        hub.attach(&device);
+        Ok(Arc::new(Self {
+            device: RwLock::new(Some(device)),
+            hub,
+        }))
+    }
+
+    /// Waits for the journal's background load (about 100 ms for 10k records on a desktop,
+    /// more on a phone), so the first write does not. Reads never need it. A document that
+    /// cannot load is reported here (`corrupt`).
+    pub async fn ready(&self) -> Result<()> {
+        let device = self.device()?;
+        run(async move { Ok(device.ready().await?) }).await
+    }
+
+    /// Closes the journal: stops live sync, waits for calls still in flight, and releases
+    /// the file, so it can be opened again at once (here or by an app extension). Every later
+    /// call fails with `closed`; closing again does nothing. (Kotlin's `close()` of the
+    /// generated class only frees the handle: call `shutdown()` first.)
+    pub async fn shutdown(&self) -> Result<()> {
+        let taken = self
+            .device
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some(mut device) = taken else {
+            return Ok(());
+        };
+        run(async move {
+            device.stop_live().await;
+            // Calls in flight hold their own reference; each ends within one storage step.
+            let until = Instant::now() + CLOSE_WAIT;
+            let device = loop {
+                match Arc::try_unwrap(device) {
+                    Ok(device) => break device,
+                    Err(shared) if Instant::now() < until => {
+                        device = shared;
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    Err(_) => {
+                        return Err(MendError::Locked(
+                            "calls still in flight kept the journal open".into(),
+                        ));
+                    }
+                }
+            };
+            Ok(device.close().await?)
+        })
+        .await
+    }
+
+    /// Tells `listener` which records change from now on, by this device's writes or by what
+    /// sync brings, on the bindings' callback thread. Keep the subscription: dropping or
+    /// cancelling it unsubscribes. Any number may be active.
+    pub fn subscribe(&self, listener: Arc<dyn JournalListener>) -> Arc<JournalSubscription> {
+        self.hub.subscribe(listener)
+    }
+
+    /// Tells `listener` of every change of the sync status, on the callback thread.
+    pub fn subscribe_status(
+        &self,
+        listener: Arc<dyn SyncStatusListener>,
+    ) -> Arc<JournalSubscription> {
+        self.hub.subscribe_status(listener)
     }
 
     /// The secrets to keep in the Keychain or Keystore and pass to `open`. Handle it like a
     /// password: never log it, never put it in a backup that leaves the device unencrypted.
-    pub fn keyring_secret(&self) -> String {
-        self.device.keyring().to_secret_string()
+    /// Memory only.
+    pub fn keyring_secret(&self) -> Result<String> {
+        Ok(self.device()?.keyring().to_secret_string())
     }
 
     /// An invite for the other partner (a string for a QR code): it carries the couple's
-    /// secret, so show it only to them.
+    /// secret, so show it only to them. Memory only.
     pub fn partner_invite(&self) -> Result<String> {
-        Ok(self.device.partner_invite()?)
+        Ok(self.device()?.partner_invite()?)
     }
 
     /// An invite for another device of this partner (both the couple's and the personal space).
-    pub fn device_invite(&self) -> Result<String> {
-        Ok(self.device.device_invite()?)
+    pub async fn device_invite(&self) -> Result<String> {
+        let device = self.device()?;
+        blocking(move || Ok(device.device_invite()?)).await
     }
 
     /// This partner's id.
-    pub fn me(&self) -> Result<String> {
-        self.with(|j| Ok(j.me().to_string()))
+    pub async fn me(&self) -> Result<PartnerId> {
+        self.read(|j| Ok(j.me().to_string().into())).await
     }
 
     /// The partners this device knows of, in id order (one until the other's join has synced).
-    pub fn partners(&self) -> Result<Vec<Partner>> {
-        self.with(|j| Ok(j.partners().into_iter().map(Into::into).collect()))
+    pub async fn partners(&self) -> Result<Vec<Partner>> {
+        self.read(|j| Ok(j.partners().into_iter().map(Into::into).collect()))
+            .await
     }
 
     /// Adds a record written by this partner and returns its id once committed. `visibility`
     /// `null` takes the kind's default (processing notes and triggers start private).
     #[uniffi::method(default(visibility = None))]
-    pub fn add(&self, body: RecordBody, visibility: Option<Visibility>) -> Result<String> {
+    pub async fn add(
+        &self,
+        body: RecordBody,
+        visibility: Option<RecordVisibility>,
+    ) -> Result<RecordId> {
         let body = body.try_into()?;
-        self.write(|j| j.add_with(body, visibility.map(Into::into)))
-            .map(|id| id.to_string())
+        self.write(move |j| j.add_with(body, visibility.map(Into::into)))
+            .await
+            .map(|id| id.to_string().into())
     }
 
     /// Edits a record: pass its body as you want it now (usually one you read, changed). Only
     /// changed fields are written, each checked against who may write it.
-    pub fn edit(&self, id: String, body: RecordBody) -> Result<()> {
+    pub async fn edit(&self, id: RecordId, body: RecordBody) -> Result<()> {
         let (id, body) = (record_id(&id)?, body.try_into()?);
-        self.write(|j| j.edit(id, body))
+        self.write(move |j| j.edit(id, body)).await
     }
 
     /// Removes a record (its author only). A placeholder keeps threads whole.
-    pub fn remove(&self, id: String) -> Result<()> {
+    pub async fn remove(&self, id: RecordId) -> Result<()> {
         let id = record_id(&id)?;
-        self.write(|j| j.remove(id))
+        self.write(move |j| j.remove(id)).await
     }
 
     /// Gives this partner's consent to a boundary's current wording.
-    pub fn consent(&self, boundary_id: String, state: ConsentState) -> Result<()> {
+    pub async fn consent(&self, boundary_id: RecordId, state: ConsentState) -> Result<()> {
         let id = record_id(&boundary_id)?;
-        self.write(|j| j.consent(id, state.into()))
+        self.write(move |j| j.consent(id, state.into())).await
     }
 
     /// The owner's claim for one occurrence (`YYYY-MM-DD`: the day, or a weekly commitment's
     /// Monday) of their commitment.
     #[uniffi::method(default(note = ""))]
-    pub fn claim(
+    pub async fn claim(
         &self,
-        commitment_id: String,
+        commitment_id: RecordId,
         occurrence: String,
         status: ClaimStatus,
         note: String,
     ) -> Result<()> {
         let (id, day) = (record_id(&commitment_id)?, date(&occurrence)?);
-        self.write(|j| j.claim(id, day, status.into(), &note))
+        self.write(move |j| j.claim(id, day, status.into(), &note))
+            .await
     }
 
     /// The partner's view of one occurrence of the other's commitment.
     #[uniffi::method(default(note = ""))]
-    pub fn confirm(
+    pub async fn confirm(
         &self,
-        commitment_id: String,
+        commitment_id: RecordId,
         occurrence: String,
         view: PartnerView,
         note: String,
     ) -> Result<()> {
         let (id, day) = (record_id(&commitment_id)?, date(&occurrence)?);
-        self.write(|j| j.confirm(id, day, view.into(), &note))
+        self.write(move |j| j.confirm(id, day, view.into(), &note))
+            .await
     }
 
     /// The partner's response to a need.
     #[uniffi::method(default(note = ""))]
-    pub fn respond_to_need(
+    pub async fn respond_to_need(
         &self,
-        need_id: String,
+        need_id: RecordId,
         kind: NeedResponseKind,
         note: String,
     ) -> Result<()> {
         let id = record_id(&need_id)?;
-        self.write(|j| j.respond_to_need(id, kind.into(), &note))
+        self.write(move |j| j.respond_to_need(id, kind.into(), &note))
+            .await
     }
 
     /// Sets a question's status: the asker may reopen or withdraw it, the partner may say "not
     /// now", either may mark it answered.
-    pub fn set_question_status(&self, question_id: String, status: QuestionStatus) -> Result<()> {
+    pub async fn set_question_status(
+        &self,
+        question_id: RecordId,
+        status: QuestionStatus,
+    ) -> Result<()> {
         let id = record_id(&question_id)?;
-        self.write(|j| j.set_question_status(id, status.into()))
+        self.write(move |j| j.set_question_status(id, status.into()))
+            .await
     }
 
     /// Shares a private processing note with the partner. Sharing cannot be undone.
-    pub fn share(&self, id: String) -> Result<()> {
+    pub async fn share(&self, id: RecordId) -> Result<()> {
         let id = record_id(&id)?;
-        self.write(|j| j.share(id))
+        self.write(move |j| j.share(id)).await
     }
 
     /// One record, as this partner may see it.
-    pub fn get(&self, id: String) -> Result<JournalRecord> {
+    pub async fn get(&self, id: RecordId) -> Result<JournalRecord> {
         let id = record_id(&id)?;
-        self.with(|j| j.get(id)).map(Into::into)
+        self.read(move |j| j.get(id)).await.map(Into::into)
     }
 
     /// A record with its answers, replies, validations and, for a boundary, its consents.
-    pub fn thread(&self, id: String) -> Result<RecordThread> {
+    pub async fn thread(&self, id: RecordId) -> Result<RecordThread> {
         let id = record_id(&id)?;
-        self.with(|j| j.thread(id)).map(Into::into)
+        self.read(move |j| j.thread(id)).await.map(Into::into)
     }
 
     /// A page of the timeline, newest first.
-    pub fn timeline(&self, query: TimelineQuery) -> Result<TimelinePage> {
+    pub async fn timeline(&self, query: TimelineQuery) -> Result<TimelinePage> {
         let query = query.try_into()?;
-        self.with(|j| j.timeline(&query)).map(Into::into)
+        self.read(move |j| j.timeline(&query)).await.map(Into::into)
     }
 
     /// Questions still open or put off, oldest first, each with its answers.
-    pub fn open_questions(&self) -> Result<Vec<QuestionThread>> {
-        self.with(|j| Ok(j.open_questions()?.into_iter().map(Into::into).collect()))
+    pub async fn open_questions(&self) -> Result<Vec<QuestionThread>> {
+        self.read(|j| Ok(j.open_questions()?.into_iter().map(Into::into).collect()))
+            .await
     }
 
     /// Every live boundary and whether both partners agreed to its current wording.
-    pub fn boundary_status(&self) -> Result<Vec<BoundaryStatus>> {
-        self.with(|j| Ok(j.boundary_status()?.into_iter().map(Into::into).collect()))
+    pub async fn boundary_status(&self) -> Result<Vec<BoundaryStatus>> {
+        self.read(|j| Ok(j.boundary_status()?.into_iter().map(Into::into).collect()))
+            .await
     }
 
     /// Every live need with the partner's response, oldest first.
-    pub fn needs(&self) -> Result<Vec<JournalRecord>> {
-        self.with(|j| Ok(records(j.needs()?)))
+    pub async fn needs(&self) -> Result<Vec<JournalRecord>> {
+        self.read(|j| Ok(records(j.needs()?))).await
     }
 
     /// Weekly progress for the whole weeks touching `from_date..=to_date` (`YYYY-MM-DD`), as
-    /// of `to_date`, in the calendar set with `set_calendar`.
-    pub fn progress(&self, from_date: String, to_date: String) -> Result<Progress> {
+    /// of `to_date`, in the couple's calendar.
+    pub async fn progress(&self, from_date: String, to_date: String) -> Result<ProgressReport> {
         let (from, to) = (date(&from_date)?, date(&to_date)?);
-        self.with(|j| j.progress(from, to)).map(Into::into)
+        self.read(move |j| j.progress(from, to))
+            .await
+            .map(Into::into)
     }
 
     /// The therapist packet as Markdown or one self-contained HTML page, made on the device.
-    pub fn export(&self, options: PacketOptions, format: ExportFormat) -> Result<String> {
+    pub async fn export(&self, options: PacketOptions, format: ExportFormat) -> Result<String> {
         let options = options.try_into()?;
-        self.with(|j| j.export_packet(&options, format.into()))
-    }
-
-    /// Sets (or clears, with `null`) the observer told about changed records (local writes and
-    /// what sync brings) and about sync status.
-    pub fn set_observer(&self, observer: Option<Arc<dyn JournalObserver>>) {
-        self.observer.set(observer);
+        self.read(move |j| j.export_packet(&options, format.into()))
+            .await
     }
 
     /// One bounded push and pull for the few seconds the OS grants in the background
     /// (BGAppRefreshTask, WorkManager). Returns the status at the end; `syncing` still true
     /// means the budget ran out first and the next round carries on.
     #[uniffi::method(default(budget_ms = 10000))]
-    pub async fn sync_now(&self, budget_ms: u32) -> Result<SyncStatus> {
-        let device = Arc::clone(&self.device);
-        let budget = Duration::from_millis(u64::from(budget_ms));
+    pub async fn sync_now(&self, budget_ms: i32) -> Result<SyncStatus> {
+        let device = self.device()?;
+        let budget = millis(budget_ms);
         run(async move { Ok(device.sync_now(budget).await?.into()) }).await
     }
 
     /// Starts live sync for the foreground: a WebSocket per space, each local write pushed at
-    /// once, the observer told of the partner's writes as they land. Calling it again while
-    /// live only swaps the observer.
-    pub fn start_live(&self, observer: Arc<dyn JournalObserver>) -> Result<()> {
-        self.observer.set(Some(observer));
+    /// once, the partner's writes told to the subscriptions as they land. Starting it while
+    /// it runs does nothing. Returns at once.
+    pub fn start_live(&self) -> Result<()> {
+        let device = self.device()?;
         let _context = runtime()?.enter();
-        Ok(self.device.start_live()?)
+        Ok(device.start_live()?)
     }
 
     /// Stops live sync (when the app leaves the foreground) and waits for the sockets to close.
     pub async fn stop_live(&self) -> Result<()> {
-        let device = Arc::clone(&self.device);
+        let device = self.device()?;
         run(async move {
             device.stop_live().await;
             Ok(())
@@ -340,24 +540,14 @@ impl Journal {
         .await
     }
 
-    /// Whether live sync is running.
+    /// Whether live sync is running: false once its task has ended, however it ended.
+    /// Memory only.
     pub fn is_live(&self) -> bool {
-        self.device.is_live()
+        self.device().is_ok_and(|d| d.is_live())
     }
 }
 
-/// How the app's journal reaches its relay, from the constructors' parameters.
-fn relay_options(
-    relay_pin: Option<String>,
-    allow_insecure_cleartext: bool,
-) -> Result<RelayOptions> {
-    let pin = relay_pin
-        .as_deref()
-        .map(mend_core::crypto::RelayPin::parse)
-        .transpose()?;
-    Ok(RelayOptions {
-        pin,
-        allow_insecure_cleartext,
-        extra_roots: Vec::new(),
-    })
+/// A budget in milliseconds; a negative one is no time at all.
+pub(crate) fn millis(ms: i32) -> Duration {
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }

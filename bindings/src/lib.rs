@@ -3,32 +3,42 @@
 //! Thin on purpose (architecture invariant: the FFI holds no business logic). Every type here
 //! mirrors a core type and every method forwards to one core call; rules, validation and merge
 //! behaviour live in mend-core and are tested there. What this crate adds is translation: ids
-//! and dates as strings, one flat error type, an observer the app can set after opening, and a
-//! tokio runtime so async calls and live sync run whatever thread or executor calls them.
+//! as string aliases (`RecordId`, `PartnerId`) and dates as strings, one flat error type with
+//! stable codes, subscriptions delivered on one thread the bindings own, and a tokio runtime so
+//! every storage or network call is async and live sync runs whatever thread or executor calls
+//! them.
 //!
 //! Start at [`Journal`]. docs/mobile.md shows how apps build and use it.
 
 mod bodies;
+mod callbacks;
 mod convert;
 mod daily;
 mod enums;
 mod error;
 mod journal;
+mod logger;
 mod queries;
 mod records;
 mod runtime;
 mod sync;
 
 pub use bodies::*;
+pub use callbacks::{
+    CALLBACK_THREAD, ChangedRecord, JournalChange, JournalListener, JournalSubscription,
+    ListenerError, SyncStatusListener,
+};
+pub use convert::{PartnerId, RecordId};
 pub use daily::{
     ConflictChoice, DisplayWords, DueOccurrence, RecordConflict, TodayView, field_label,
     kind_label, value_label,
 };
 pub use enums::*;
 pub use error::{MendError, Result};
-pub use journal::Journal;
+pub use journal::{Journal, JournalOptions};
+pub use logger::{LogLevel, LogRecord, LogSink, set_logger, version};
 pub use queries::*;
 pub use records::*;
-pub use sync::{JournalObserver, SyncProblem, SyncProblemKind, SyncStatus};
+pub use sync::{SyncProblem, SyncProblemKind, SyncStatus};
 
 uniffi::setup_scaffolding!("mend");

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use mend_core::{export, query};
 
 use crate::{
-    convert::{date, partner_id},
+    convert::{PartnerId, date, partner_id},
     enums::{BoundaryState, ConsentState, RecordKind},
     error::Result,
     records::{JournalRecord, records},
@@ -21,7 +21,7 @@ pub struct TimelineQuery {
     pub kinds: Vec<RecordKind>,
     /// Only this author's records.
     #[uniffi(default)]
-    pub author: Option<String>,
+    pub author: Option<PartnerId>,
     /// Created at or after (unix ms).
     #[uniffi(default)]
     pub from_ms: Option<i64>,
@@ -33,10 +33,15 @@ pub struct TimelineQuery {
     pub include_removed: bool,
     /// Page size (0 means 50, at most 500).
     #[uniffi(default)]
-    pub limit: u32,
+    pub limit: i32,
     /// `next_cursor` of the previous page.
     #[uniffi(default)]
     pub cursor: Option<String>,
+}
+
+/// A count for Kotlin's `Int`; counts of a journal's records never reach 2³¹, and saturate.
+fn signed(v: u32) -> i32 {
+    i32::try_from(v).unwrap_or(i32::MAX)
 }
 
 impl TryFrom<TimelineQuery> for query::TimelineQuery {
@@ -49,7 +54,8 @@ impl TryFrom<TimelineQuery> for query::TimelineQuery {
             from_ms: q.from_ms,
             to_ms: q.to_ms,
             include_removed: q.include_removed,
-            limit: usize::try_from(q.limit).unwrap_or(usize::MAX),
+            // Negative reads as 0, the default page.
+            limit: usize::try_from(q.limit).unwrap_or(0),
             cursor: q.cursor,
         })
     }
@@ -123,7 +129,7 @@ impl From<query::Thread> for RecordThread {
 #[derive(Clone, Debug, PartialEq, uniffi::Record)]
 pub struct ConsentView {
     /// The partner.
-    pub partner: String,
+    pub partner: PartnerId,
     /// Their last word (`Proposed` when they have said nothing).
     pub state: ConsentState,
     /// Whether it was given to the current wording; an old consent does not count.
@@ -150,7 +156,7 @@ impl From<query::BoundaryStatus> for BoundaryStatus {
                 .consents
                 .into_iter()
                 .map(|c| ConsentView {
-                    partner: c.partner.to_string(),
+                    partner: c.partner.to_string().into(),
                     state: c.state.into(),
                     current: c.current,
                 })
@@ -163,11 +169,11 @@ impl From<query::BoundaryStatus> for BoundaryStatus {
 #[derive(Clone, Debug, PartialEq, uniffi::Record)]
 pub struct CommitmentWeek {
     /// Occurrences that fell due.
-    pub expected: u32,
+    pub expected: i32,
     /// The owners' claims: done counts 1, partial ½.
     pub claimed: f64,
     /// Occurrences the partner confirmed.
-    pub confirmed: u32,
+    pub confirmed: i32,
     /// claimed / expected; null when nothing was due (not 0 %).
     pub consistency: Option<f64>,
     /// confirmed / expected; null when nothing was due.
@@ -177,9 +183,9 @@ pub struct CommitmentWeek {
 impl From<query::CommitmentWeek> for CommitmentWeek {
     fn from(c: query::CommitmentWeek) -> Self {
         Self {
-            expected: c.expected,
+            expected: signed(c.expected),
             claimed: c.claimed,
-            confirmed: c.confirmed,
+            confirmed: signed(c.confirmed),
             consistency: c.consistency,
             confirmation: c.confirmation,
         }
@@ -194,14 +200,14 @@ pub struct PartnerWeek {
     /// Their own commitments: their claims and the other's confirmations.
     pub commitments: CommitmentWeek,
     /// Honesty moments they noticed.
-    pub honesty_noticed: u32,
+    pub honesty_noticed: i32,
 }
 
 /// Check-in averages.
 #[derive(Clone, Debug, PartialEq, uniffi::Record)]
 pub struct CheckInAverages {
     /// How many check-ins.
-    pub count: u32,
+    pub count: i32,
     /// Mean safety, when any check-in gave one.
     pub safety: Option<f64>,
     /// Mean trust.
@@ -213,7 +219,7 @@ pub struct CheckInAverages {
 impl From<query::CheckInAverages> for CheckInAverages {
     fn from(a: query::CheckInAverages) -> Self {
         Self {
-            count: a.count,
+            count: signed(a.count),
             safety: a.safety,
             trust: a.trust,
             connection: a.connection,
@@ -233,7 +239,7 @@ pub struct WeekProgress {
     /// Both partners' check-ins together.
     pub check_ins: CheckInAverages,
     /// Honesty moments noticed by either.
-    pub honesty_moments: u32,
+    pub honesty_moments: i32,
     /// Each partner's figures (partner id → week).
     pub by_partner: HashMap<String, PartnerWeek>,
 }
@@ -251,7 +257,7 @@ pub struct Trend {
 
 /// Progress over a range of weeks.
 #[derive(Clone, Debug, PartialEq, uniffi::Record)]
-pub struct Progress {
+pub struct ProgressReport {
     /// Each week, oldest first.
     pub weeks: Vec<WeekProgress>,
     /// The day the figures are as of (`YYYY-MM-DD`).
@@ -272,7 +278,7 @@ impl From<query::Trend> for Trend {
     }
 }
 
-impl From<query::Progress> for Progress {
+impl From<query::Progress> for ProgressReport {
     fn from(p: query::Progress) -> Self {
         Self {
             weeks: p
@@ -283,7 +289,7 @@ impl From<query::Progress> for Progress {
                     week_end: w.week_end.to_string(),
                     commitments: w.commitments.into(),
                     check_ins: w.check_ins.into(),
-                    honesty_moments: w.honesty_moments,
+                    honesty_moments: signed(w.honesty_moments),
                     by_partner: w
                         .by_partner
                         .into_iter()
@@ -291,7 +297,7 @@ impl From<query::Progress> for Progress {
                             let week = PartnerWeek {
                                 check_ins: x.check_ins.into(),
                                 commitments: x.commitments.into(),
-                                honesty_noticed: x.honesty_noticed,
+                                honesty_noticed: signed(x.honesty_noticed),
                             };
                             (p.to_string(), week)
                         })

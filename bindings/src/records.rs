@@ -4,7 +4,8 @@ use mend_core::{journal, model as m};
 
 use crate::{
     bodies::RecordBody,
-    enums::{RecordKind, Visibility},
+    convert::{PartnerId, RecordId},
+    enums::{RecordKind, RecordVisibility},
 };
 
 /// Two or more values a field holds at once because devices set it concurrently. The record
@@ -21,17 +22,17 @@ pub struct FieldConflict {
 #[derive(Clone, Debug, PartialEq, uniffi::Record)]
 pub struct JournalRecord {
     /// Its id.
-    pub id: String,
+    pub id: RecordId,
     /// Its kind (the same as the body's variant).
     pub kind: RecordKind,
     /// The partner who wrote it.
-    pub author: String,
+    pub author: PartnerId,
     /// Created (unix ms).
     pub created_at: i64,
     /// Last changed (unix ms).
     pub updated_at: i64,
     /// Shared or private; a check-in with private fields reads as shared.
-    pub visibility: Visibility,
+    pub visibility: RecordVisibility,
     /// Removed by its author: the body is blanked and only its links remain.
     pub removed: bool,
     /// The body.
@@ -43,9 +44,9 @@ pub struct JournalRecord {
 impl From<m::Record> for JournalRecord {
     fn from(r: m::Record) -> Self {
         Self {
-            id: r.id.to_string(),
+            id: r.id.to_string().into(),
             kind: r.kind().into(),
-            author: r.author.to_string(),
+            author: r.author.to_string().into(),
             created_at: r.created_at,
             updated_at: r.updated_at,
             visibility: r.visibility.into(),
@@ -71,7 +72,7 @@ pub(crate) fn records(list: Vec<m::Record>) -> Vec<JournalRecord> {
 #[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
 pub struct Partner {
     /// Their id, the same on all their devices.
-    pub id: String,
+    pub id: PartnerId,
     /// The name they chose.
     pub name: String,
     /// When they joined (unix ms).
@@ -81,7 +82,7 @@ pub struct Partner {
 impl From<journal::Partner> for Partner {
     fn from(p: journal::Partner) -> Self {
         Self {
-            id: p.id.to_string(),
+            id: p.id.to_string().into(),
             name: p.name,
             joined_at: p.joined_at,
         }

@@ -1,14 +1,11 @@
-//! Sync status, the app's observer, and the bridge from the core's observer to it.
-//!
-//! The core takes its observer when the journal is opened, while an app picks
-//! its observer later (and may swap it when a screen changes). So the bindings hand the core an
-//! [`ObserverSlot`] at open and fill the slot when the app calls `set_observer` or
-//! `start_live`.
+//! Sync status as the app shows it. Counts are signed (`Long` in Kotlin, `Int64` in Swift)
+//! and saturate: they come from the relay and the engine, never from the app.
 
-use std::sync::{Arc, RwLock};
+use mend_core::sync as core_sync;
 
-use mend_client::SyncObserver;
-use mend_core::{RecordId, Space, sync as core_sync};
+fn signed(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
 
 /// Something the app should show: sync goes on, but this was not applied or not possible.
 #[derive(Clone, Debug, PartialEq, Eq, uniffi::Enum)]
@@ -16,23 +13,23 @@ pub enum SyncProblemKind {
     /// A chunk failed authentication (altered, or moved from another space or device).
     Tampered {
         /// Its relay sequence number.
-        relay_seq: u64,
+        relay_seq: i64,
     },
     /// A device's chunks skipped a number: something in between was withheld.
     Gap {
         /// The device (hex).
         device: String,
         /// The number expected.
-        expected: u64,
+        expected: i64,
         /// The number that came.
-        got: u64,
+        got: i64,
     },
     /// A device's chunk came again under a number already seen.
     Replay {
         /// The device (hex).
         device: String,
         /// The repeated number.
-        device_seq: u64,
+        device_seq: i64,
     },
     /// The relay refused this device's key.
     Unauthorized,
@@ -49,17 +46,22 @@ impl From<core_sync::ProblemKind> for SyncProblemKind {
     fn from(k: core_sync::ProblemKind) -> Self {
         use core_sync::ProblemKind as P;
         match k {
-            P::Tampered { relay_seq } => Self::Tampered { relay_seq },
+            P::Tampered { relay_seq } => Self::Tampered {
+                relay_seq: signed(relay_seq),
+            },
             P::Gap {
                 device,
                 expected,
                 got,
             } => Self::Gap {
                 device,
-                expected,
-                got,
+                expected: signed(expected),
+                got: signed(got),
             },
-            P::Replay { device, device_seq } => Self::Replay { device, device_seq },
+            P::Replay { device, device_seq } => Self::Replay {
+                device,
+                device_seq: signed(device_seq),
+            },
             P::Unauthorized => Self::Unauthorized,
             P::SpaceGone => Self::SpaceGone,
             P::Refused { code } => Self::Refused { code },
@@ -86,7 +88,7 @@ pub struct SyncStatus {
     /// A round is under way (after `sync_now`: it ran out of time before finishing).
     pub syncing: bool,
     /// Local changes the relay has not acknowledged yet.
-    pub pending: u64,
+    pub pending: i64,
     /// When a round last completed (unix ms).
     pub last_synced: Option<i64>,
     /// Recent problems, newest last.
@@ -98,7 +100,7 @@ impl From<core_sync::SyncStatus> for SyncStatus {
         Self {
             online: s.online,
             syncing: s.syncing,
-            pending: s.pending,
+            pending: signed(s.pending),
             last_synced: s.last_synced,
             problems: s
                 .problems
@@ -109,58 +111,6 @@ impl From<core_sync::SyncStatus> for SyncStatus {
                     at: p.at,
                 })
                 .collect(),
-        }
-    }
-}
-
-/// Told which records changed and how sync is going. Implemented by the app.
-///
-/// Called on the thread that made a local write (after the write, with the journal unlocked)
-/// or on a sync thread. Reading the journal from a callback is safe. Return quickly, hop to the
-/// UI yourself (`Dispatchers.Main`, `MainActor`), and do not throw from these methods.
-#[uniffi::export(with_foreign)]
-pub trait JournalObserver: Send + Sync {
-    /// Records changed, by a write on this device or by what another device wrote: re-read
-    /// them with `get` (from another thread).
-    fn records_changed(&self, ids: Vec<String>);
-    /// The sync status changed.
-    fn status_changed(&self, status: SyncStatus);
-}
-
-/// The core's observer for one journal, forwarding to whatever the app last set.
-#[derive(Default)]
-pub(crate) struct ObserverSlot {
-    target: RwLock<Option<Arc<dyn JournalObserver>>>,
-}
-
-impl std::fmt::Debug for ObserverSlot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ObserverSlot").finish_non_exhaustive()
-    }
-}
-
-impl ObserverSlot {
-    pub(crate) fn set(&self, observer: Option<Arc<dyn JournalObserver>>) {
-        if let Ok(mut target) = self.target.write() {
-            *target = observer;
-        }
-    }
-
-    fn target(&self) -> Option<Arc<dyn JournalObserver>> {
-        self.target.read().ok().and_then(|t| t.clone())
-    }
-}
-
-impl SyncObserver for ObserverSlot {
-    fn records_changed(&self, _space: Space, records: Vec<RecordId>) {
-        if let Some(o) = self.target() {
-            o.records_changed(records.iter().map(ToString::to_string).collect());
-        }
-    }
-
-    fn status_changed(&self, status: core_sync::SyncStatus) {
-        if let Some(o) = self.target() {
-            o.status_changed(status.into());
         }
     }
 }

@@ -159,23 +159,29 @@ fn every_kind_survives_the_bindings_unchanged() -> Result<(), mend_ffi_api::Mend
 #[test]
 fn bad_ids_dates_and_scores_are_invalid_not_panics() {
     let bad = [
-        RecordBody::Answer(mend_ffi_api::Answer {
-            question: Some("not-an-id".into()),
-            text: "a".into(),
-        }),
-        RecordBody::PreAssurance(mend_ffi_api::PreAssurance {
-            occasion: String::new(),
-            date: Some("2026-13-45".into()),
-            plan: "p".into(),
-        }),
-        RecordBody::TriggerEvent(mend_ffi_api::TriggerEvent {
-            cue: String::new(),
-            intensity: 300,
-            feelings: vec![],
-            what_helped: String::new(),
-            wanted_response: mend_ffi_api::WantedResponse::Space,
-            sharing: mend_ffi_api::TriggerSharing::Private,
-        }),
+        RecordBody::Answer {
+            value: mend_ffi_api::Answer {
+                question: Some("not-an-id".into()),
+                text: "a".into(),
+            },
+        },
+        RecordBody::PreAssurance {
+            value: mend_ffi_api::PreAssurance {
+                occasion: String::new(),
+                date: Some("2026-13-45".into()),
+                plan: "p".into(),
+            },
+        },
+        RecordBody::TriggerEvent {
+            value: mend_ffi_api::TriggerEvent {
+                cue: String::new(),
+                intensity: 300,
+                feelings: vec![],
+                what_helped: String::new(),
+                wanted_response: mend_ffi_api::WantedResponse::Space,
+                sharing: mend_ffi_api::TriggerSharing::Private,
+            },
+        },
     ];
     for body in bad {
         let result = Body::try_from(body);

@@ -8,7 +8,7 @@ use std::{
 };
 
 use mend_core::{
-    Calendar, Error, Journal, Keyring, Result,
+    Calendar, Error, Journal, Keyring, Partner, PartnerId, Result, Space,
     crypto::{Invite, InviteKind, SpaceSecret},
     journal::{JoinSource, OpenOptions, Written},
     sync::SyncStatus,
@@ -225,6 +225,47 @@ impl Device {
         Self::assemble(journal, keyring, relay, observer)
     }
 
+    /// Restores a journal whose database is gone (an app reinstalled, a phone restored
+    /// without its files) from the keyring alone: downloads both spaces from the relay into a
+    /// staging file beside `path`, learns from the personal space which partner this is (only
+    /// its owner ever wrote there), and creates `path` as a new device of that partner. Fails
+    /// with `Unreachable` when the download does not finish within `budget`, leaving nothing
+    /// at `path`.
+    pub async fn restore(
+        path: &Path,
+        keyring: Keyring,
+        budget: Duration,
+        options: OpenOptions,
+        relay: RelayOptions,
+        observer: Option<Arc<dyn SyncObserver>>,
+    ) -> Result<Self> {
+        if path.exists() {
+            return Err(Error::Invalid(format!(
+                "a journal already exists at {}; open it instead",
+                path.display()
+            )));
+        }
+        let staging = staging_path(path);
+        remove_database(&staging)?;
+        let mut relay = relay;
+        if relay.pin.is_none() {
+            relay.pin = keyring.relay_pin;
+        }
+        let restored = download(&staging, &keyring, budget, options, &relay).await;
+        // The staging copy served its purpose whatever happened; it holds no secret.
+        let cleanup = remove_database(&staging);
+        let (me, couple, personal) = restored?;
+        cleanup?;
+        let source = JoinSource {
+            couple,
+            personal: Some(personal),
+            partner: Some(me),
+        };
+        let target = path.to_owned();
+        let journal = blocking(move || Journal::join_with(&target, &source, "", options)).await?;
+        Self::assemble(journal, keyring, relay, observer)
+    }
+
     /// The writer's journal, shared with the sync task. Prefer [`Device::write`] and
     /// [`Device::read`]: a write made here directly tells no observer and wakes no live sync.
     pub fn journal(&self) -> &Arc<Mutex<Journal>> {
@@ -322,4 +363,79 @@ impl Device {
             .map(|l| l.as_ref().is_some_and(|l| !l.is_finished()))
             .unwrap_or(false)
     }
+}
+
+/// Where [`Device::restore`] downloads before it knows whose journal this is.
+fn staging_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(ToOwned::to_owned).unwrap_or_default();
+    name.push(".restoring");
+    path.with_file_name(name)
+}
+
+/// Removes a database and the files SQLite and the store keep beside it.
+fn remove_database(path: &Path) -> Result<()> {
+    for suffix in ["", "-wal", "-shm", ".lock"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        match std::fs::remove_file(PathBuf::from(name)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::Io(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Pulls both spaces into a staging journal and returns whose they are and their documents.
+/// The staging journal stands in for an unknown partner; it only pulls (it has written
+/// nothing, and snapshots are left to real devices).
+async fn download(
+    staging: &Path,
+    keyring: &Keyring,
+    budget: Duration,
+    options: OpenOptions,
+    relay: &RelayOptions,
+) -> Result<(PartnerId, Vec<u8>, Vec<u8>)> {
+    let source = JoinSource {
+        couple: Vec::new(),
+        personal: Some(Vec::new()),
+        partner: Some(PartnerId::generate()),
+    };
+    let at = staging.to_owned();
+    let journal = blocking(move || Journal::join_with(&at, &source, "", options)).await?;
+    let journal = Arc::new(Mutex::new(journal));
+    let client = SyncClient::new(
+        Arc::clone(&journal),
+        &keyring.relay_url,
+        relay,
+        keyring.links(),
+        None,
+    )?;
+    client.set_snapshot_every(u64::MAX);
+    let status = client.sync_now(budget).await?;
+    drop(client);
+    if status.syncing || !status.online {
+        return Err(Error::Unreachable);
+    }
+    blocking(move || {
+        let journal = lock(&journal)?;
+        let owners: Vec<Partner> = match journal.store().space_view(Space::Personal)? {
+            Some(view) => serde_json::from_str(&view.partners).map_err(|_| {
+                Error::Corrupt("the personal space's partners cannot be read".into())
+            })?,
+            None => Vec::new(),
+        };
+        let [owner] = owners.as_slice() else {
+            return Err(Error::Invalid(format!(
+                "the relay holds no journal for this keyring ({} owners in its personal space)",
+                owners.len()
+            )));
+        };
+        Ok((
+            owner.id,
+            journal.save_space(Space::Couple)?,
+            journal.save_space(Space::Personal)?,
+        ))
+    })
+    .await
 }

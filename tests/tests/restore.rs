@@ -1,0 +1,94 @@
+//! A journal restored from the keyring alone: the database is gone (an app reinstalled, the
+//! Keychain kept), the relay still holds both spaces.
+
+use anyhow::{Result, ensure};
+use mend_client::{Device, RelayOptions};
+use mend_core::{
+    Body, Error,
+    model::{ProcessingNote, Share},
+};
+use mend_e2e::{ROUND, Relay, couple, opts};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reinstalled_app_restores_its_journal_from_the_keyring_alone() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path()).await?;
+    let (a, b) = couple(dir.path(), &relay).await?;
+    let shared = b.with(|j| {
+        j.add(Body::Share(Share {
+            feeling: "seen".into(),
+            tough_question: false,
+        }))
+    })?;
+    let private = b.with(|j| {
+        j.add(Body::ProcessingNote(ProcessingNote {
+            text: "only mine".into(),
+        }))
+    })?;
+    b.sync().await?;
+    let me = b.read(|j| Ok(j.me()))?;
+    let keyring = b.device.keyring().clone();
+
+    // The app is reinstalled: the database and everything beside it are gone.
+    let path = b.path.clone();
+    b.device.close().await?;
+    for suffix in ["", "-wal", "-shm", ".lock"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    ensure!(!path.exists());
+
+    let restored = Device::restore(
+        &path,
+        keyring.clone(),
+        ROUND,
+        opts(),
+        RelayOptions::default(),
+        None,
+    )
+    .await?;
+    // The same partner, on a new device, with both spaces back.
+    ensure!(
+        restored.read(|j| Ok(j.me()))? == me,
+        "restored as someone else"
+    );
+    ensure!(restored.read(|j| j.get(shared))?.author == me);
+    ensure!(restored.read(|j| j.get(private))?.author == me);
+    ensure!(restored.read(|j| Ok(j.partners().len()))? == 2);
+    // No staging file is left behind.
+    let staging = format!("{}.restoring", path.display());
+    ensure!(
+        !std::path::Path::new(&staging).exists(),
+        "staging left behind"
+    );
+
+    // The restored device writes and syncs like any other; the partner sees it.
+    let note = restored.write(|j| {
+        j.add(Body::Share(Share {
+            feeling: "back".into(),
+            tough_question: false,
+        }))
+    })?;
+    ensure!(!restored.sync_now(ROUND).await?.syncing);
+    a.sync().await?;
+    ensure!(a.read(|j| j.get(note))?.author == me);
+
+    // Restoring over an existing journal is refused, and the journal is left alone.
+    let again = Device::restore(&path, keyring, ROUND, opts(), RelayOptions::default(), None).await;
+    ensure!(matches!(again, Err(Error::Invalid(_))), "{again:?}");
+    ensure!(restored.read(|j| j.get(note)).is_ok());
+    relay.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restoring_a_keyring_the_relay_never_saw_fails_and_leaves_nothing() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path()).await?;
+    let keyring = mend_core::Keyring::generate(&relay.url())?;
+    let path = dir.path().join("r.db");
+    let restored =
+        Device::restore(&path, keyring, ROUND, opts(), RelayOptions::default(), None).await;
+    ensure!(matches!(restored, Err(Error::Invalid(_))), "{restored:?}");
+    ensure!(!path.exists());
+    ensure!(!dir.path().join("r.db.restoring").exists());
+    relay.stop().await
+}
