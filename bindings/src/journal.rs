@@ -116,7 +116,8 @@ impl Journal {
     /// The secrets to keep in the Keychain or Keystore and pass to `open`. Handle it like a
     /// password: never log it, never put it in a backup that leaves the device unencrypted.
     pub fn keyring_secret(&self) -> String {
-        self.device.keyring().to_secret_string()
+        // The app's copy crosses the FFI boundary as a plain string; this side's is wiped.
+        self.device.keyring().to_secret_string().as_str().to_owned()
     }
 
     /// An invite for the other partner (a string for a QR code): it carries the couple's

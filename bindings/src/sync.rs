@@ -34,6 +34,37 @@ pub enum SyncProblemKind {
         /// The repeated number.
         device_seq: u64,
     },
+    /// An authentic chunk the document refused to merge; a later snapshot heals it.
+    Unmergeable {
+        /// The device (hex).
+        device: String,
+        /// Its number.
+        device_seq: u64,
+        /// Its relay sequence number.
+        relay_seq: u64,
+    },
+    /// The relay went back to an earlier state; this device pushed its document again.
+    RelayRewound {
+        /// Where this device had read to.
+        cursor: u64,
+        /// What the relay claimed.
+        head: u64,
+    },
+    /// The relay's snapshot failed its checks, or it had none where it needed one.
+    BadSnapshot {
+        /// What it claimed to cover (0: none).
+        covers: u64,
+    },
+    /// This device's database went back in time; it moved to a new device id.
+    SeqConflict {
+        /// The number in conflict.
+        device_seq: u64,
+    },
+    /// The relay answered with an error of its own (a full disk).
+    RelayError {
+        /// The HTTP status.
+        status: u16,
+    },
     /// The relay refused this device's key.
     Unauthorized,
     /// The space was erased at the relay.
@@ -60,6 +91,19 @@ impl From<core_sync::ProblemKind> for SyncProblemKind {
                 got,
             },
             P::Replay { device, device_seq } => Self::Replay { device, device_seq },
+            P::Unmergeable {
+                device,
+                device_seq,
+                relay_seq,
+            } => Self::Unmergeable {
+                device,
+                device_seq,
+                relay_seq,
+            },
+            P::RelayRewound { cursor, head } => Self::RelayRewound { cursor, head },
+            P::BadSnapshot { covers } => Self::BadSnapshot { covers },
+            P::SeqConflict { device_seq } => Self::SeqConflict { device_seq },
+            P::RelayError { status } => Self::RelayError { status },
             P::Unauthorized => Self::Unauthorized,
             P::SpaceGone => Self::SpaceGone,
             P::Refused { code } => Self::Refused { code },

@@ -20,8 +20,11 @@ Exit codes:
   4  not allowed: the record is your partner's, or the operation is theirs to make
   5  no journal in the home (or one already there, or open in another mend)
   6  the relay could not be reached; edits are kept and sync later
-  7  the relay answered with a problem: key refused, journal erased, a chunk failed checks
+  7  the relay answered with an error: key refused, journal erased, relay failing (disk full)
   8  journal.db is damaged; it is left as it was (see the message for how to recover)
+  9  something from the relay failed its checks and was not applied (sync heals it later)
+ 10  the relay withheld or lost changes (a gap, a relay restored from a backup)
+ 11  the relay sent a change twice; the copy was ignored
 
 Dates are YYYY-MM-DD. \"Today\" and weeks follow the time zone in MEND_TZ (an IANA name such
 as Australia/Sydney), else this machine's; weeks start on Monday unless MEND_WEEK_START names

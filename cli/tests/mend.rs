@@ -554,6 +554,29 @@ fn every_bad_input_gets_one_line_and_its_exit_code() -> Result<()> {
         started.elapsed() < Duration::from_secs(15),
         "an unreachable relay took too long"
     );
+    // A relay that answers, but with errors (a full disk): exit 7, not "cannot reach".
+    let failing = TcpListener::bind("127.0.0.1:0")?;
+    let failing_url = format!("http://{}", failing.local_addr()?);
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in failing.incoming().take(500) {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(
+                b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
+        }
+    });
+    world
+        .mend("erin", &["init", "--relay", &failing_url, "--name", "Erin"])?
+        .ok()?;
+    world
+        .mend("erin", &["add", "honesty-moment", "Said it anyway"])?
+        .ok()?;
+    world
+        .mend("erin", &["sync", "--timeout", "3"])?
+        .fails(7, "the relay answered with an error (HTTP 500)")?;
     world
         .mend("dana", &["erase", "--yes"])?
         .fails(6, "nothing was erased")?;

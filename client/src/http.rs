@@ -288,7 +288,8 @@ impl RelayHttp {
                     .call(Method::PUT, &paths::space(&id), token, None)
                     .await?;
                 ok(status, retry, &body)?;
-                Ok(Response::Created { space })
+                let new = status == StatusCode::CREATED;
+                Ok(Response::Created { space, new })
             }
             Request::Push { push, .. } => {
                 let (status, retry, body) = self
@@ -314,7 +315,8 @@ impl RelayHttp {
                 let (status, retry, body) = self.call(Method::GET, &path, token, None).await?;
                 ok(status, retry, &body)?;
                 let page = Page::decode(&body, &limits).map_err(malformed)?;
-                Ok(Response::Page { space, page })
+                let after = *after;
+                Ok(Response::Page { space, after, page })
             }
             Request::GetSnapshot { .. } => {
                 let (status, retry, body) = self
@@ -329,7 +331,12 @@ impl RelayHttp {
                     });
                 }
                 ok(status, retry, &body)?;
-                let snapshot = Snapshot::decode(&body, &limits).map_err(malformed)?;
+                // A body that is not a snapshot is a bad snapshot, not a relay out of reach: an
+                // empty one fails its checks in the engine, which reports it as such.
+                let snapshot = Snapshot::decode(&body, &limits).unwrap_or(Snapshot {
+                    covers: 0,
+                    payload: Vec::new(),
+                });
                 Ok(Response::Snapshot {
                     space,
                     snapshot: Some(snapshot),
@@ -585,9 +592,10 @@ pub(crate) fn ok(
             Failure::Unauthorized
         }
         (_, Some(ErrorCode::SpaceNotFound)) => Failure::SpaceGone,
-        (500..=599, _) | (_, Some(ErrorCode::Unavailable | ErrorCode::Internal)) => {
-            Failure::Unreachable
-        }
+        // Shutting down, or a proxy with no relay behind it: try again.
+        (502..=504, _) | (_, Some(ErrorCode::Unavailable)) => Failure::Unreachable,
+        // The relay answered but failed (a full disk): not the same as not answering.
+        (s, Some(ErrorCode::Internal)) | (s @ 500..=599, None) => Failure::RelayError { status: s },
         (_, Some(code)) => Failure::Refused {
             code,
             retry_after_ms: retry_after_ms.unwrap_or(0),
@@ -697,6 +705,19 @@ mod tests {
         .await;
         for _ in 0..3 {
             assert!(matches!(get(&http).await, Err(Failure::Unreachable)));
+        }
+    }
+
+    #[test]
+    fn a_relay_that_answers_with_an_error_is_not_unreachable() {
+        // Before, a full disk (500) read as "cannot reach the relay".
+        let failing = ok(StatusCode::INTERNAL_SERVER_ERROR, None, b"");
+        assert_eq!(failing, Err(Failure::RelayError { status: 500 }));
+        let insufficient = ok(StatusCode::INSUFFICIENT_STORAGE, None, b"");
+        assert_eq!(insufficient, Err(Failure::RelayError { status: 507 }));
+        // A proxy with no relay behind it, or a relay shutting down: try again.
+        for status in [StatusCode::BAD_GATEWAY, StatusCode::SERVICE_UNAVAILABLE] {
+            assert_eq!(ok(status, None, b""), Err(Failure::Unreachable));
         }
     }
 

@@ -83,13 +83,19 @@ impl Keyring {
         .encode()
     }
 
-    /// The secrets as one string, for storage the app trusts. Handle like a password.
-    pub fn to_secret_string(&self) -> String {
+    /// The secrets as one string, for storage the app trusts. Handle like a password: it is
+    /// wiped from memory when dropped.
+    pub fn to_secret_string(&self) -> Zeroizing<String> {
         let mut raw = Zeroizing::new(Vec::with_capacity(64 + self.relay_url.len()));
         raw.extend_from_slice(self.couple.expose());
         raw.extend_from_slice(self.personal.expose());
         raw.extend_from_slice(self.relay_url.as_bytes());
-        format!("{KEYRING_PREFIX}{}", URL_SAFE_NO_PAD.encode(raw.as_slice()))
+        // Sized up front: a string that grew would leave its old buffer unwiped.
+        let len = KEYRING_PREFIX.len() + base64::encoded_len(raw.len(), false).unwrap_or(0);
+        let mut out = Zeroizing::new(String::with_capacity(len));
+        out.push_str(KEYRING_PREFIX);
+        URL_SAFE_NO_PAD.encode_string(raw.as_slice(), &mut out);
+        out
     }
 
     /// Parses [`Keyring::to_secret_string`].
@@ -97,6 +103,7 @@ impl Keyring {
         let bad = || Error::Invalid("not a Mend keyring".into());
         let body = s.trim().strip_prefix(KEYRING_PREFIX).ok_or_else(bad)?;
         let raw = Zeroizing::new(URL_SAFE_NO_PAD.decode(body).map_err(|_| bad())?);
+        // (A decode that fails leaves nothing behind: the buffer is only handed out on success.)
         if raw.len() < 64 {
             return Err(bad());
         }
@@ -122,5 +129,20 @@ pub fn normalize_relay_url(url: &str) -> Result<String> {
             "a relay URL looks like http://host:port, not {:?}",
             crate::ids::truncate(url)
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_secret_string_round_trips_in_a_wiped_buffer_that_never_grew() -> Result<()> {
+        let keyring = Keyring::generate("http://127.0.0.1:8080")?;
+        let secret = keyring.to_secret_string();
+        // Exactly the capacity it was given: no reallocation left a copy behind.
+        assert_eq!(secret.len(), secret.capacity());
+        assert_eq!(Keyring::from_secret_string(&secret)?, keyring);
+        Ok(())
     }
 }
