@@ -906,3 +906,60 @@ fn today_is_the_couples_day_not_utcs() -> Result<()> {
         .fails(3, "MEND_TZ")?;
     Ok(())
 }
+
+/// Forwards every connection to `to` (bounded: a test's worth of connections).
+fn forward(listener: TcpListener, to: std::net::SocketAddr) {
+    std::thread::spawn(move || {
+        for client in listener.incoming().take(200) {
+            let Ok(client) = client else { continue };
+            let Ok(server) = std::net::TcpStream::connect(to) else {
+                continue;
+            };
+            let (Ok(mut c2), Ok(mut s2)) = (client.try_clone(), server.try_clone()) else {
+                continue;
+            };
+            let (mut c1, mut s1) = (client, server);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c1, &mut s1);
+                let _ = s1.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s2, &mut c2);
+                let _ = c2.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+}
+
+#[test]
+fn a_relay_back_within_the_timeout_is_found_before_it_ends() -> Result<()> {
+    let world = World::start()?;
+    // A port that refuses connections for the first 3 s, then leads to the relay.
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let late = format!("http://127.0.0.1:{port}");
+    let relay: std::net::SocketAddr = world.relay.url().trim_start_matches("http://").parse()?;
+    world
+        .mend("fay", &["init", "--relay", &late, "--name", "Fay"])?
+        .ok()?;
+    world
+        .mend("fay", &["add", "honesty-moment", "Waited for it"])?
+        .ok()?;
+    let opener = std::thread::spawn(move || -> Result<()> {
+        std::thread::sleep(Duration::from_secs(3));
+        forward(TcpListener::bind(("127.0.0.1", port))?, relay);
+        Ok(())
+    });
+    // Before, backoff (0.5, 1, 2, 4 s) jumped past the end of the window.
+    let started = Instant::now();
+    let out = world.mend("fay", &["sync", "--timeout", "8"])?.ok()?;
+    ensure!(out.contains("nothing waiting"), "{out}");
+    ensure!(
+        started.elapsed() < Duration::from_secs(9),
+        "took {:?}",
+        started.elapsed()
+    );
+    opener
+        .join()
+        .map_err(|_| anyhow::anyhow!("the opener panicked"))??;
+    Ok(())
+}

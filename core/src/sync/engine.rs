@@ -33,6 +33,8 @@ pub const REQUEST_TIMEOUT_MS: i64 = 15_000;
 /// The longest a relay's `Retry-After` can hold a space back (ms): a relay asking for more is
 /// broken or hostile, and the device tries again after this.
 pub const MAX_RETRY_AFTER_MS: i64 = 15 * 60 * 1000;
+/// The longest wait between tries in a round with a deadline (ms).
+pub const BOUNDED_RETRY_MS: i64 = 1_500;
 /// Largest batch of local changes sealed into one chunk (bytes of plaintext).
 pub const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// Upload a snapshot once this many relay chunks have piled up since the last one.
@@ -408,9 +410,10 @@ impl SyncEngine {
         let mut delay = i64::try_from(self.backoff.next_delay()).unwrap_or(MAX_RETRY_AFTER_MS);
         if let Some(deadline) = self.deadline {
             // Never back off past the caller's deadline: halve what is left instead, so the
-            // last tries come closer together as it nears.
+            // last tries come closer together as it nears; and in a bounded round someone is
+            // waiting, so a relay that comes back is found within a second and a half.
             let left = deadline.saturating_sub(now);
-            delay = delay.min((left / 2).max(1));
+            delay = delay.min((left / 2).max(1)).min(BOUNDED_RETRY_MS);
         }
         let run = &mut self.runs[i];
         run.phase = Phase::Waiting(now.saturating_add(delay));
