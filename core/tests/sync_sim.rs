@@ -511,6 +511,50 @@ fn a_device_put_back_to_an_older_copy_moves_to_a_new_id_and_loses_nothing() -> R
     assert_converged(&sim, &[(0, after), (0, lost_here)])
 }
 
+#[test]
+fn a_bad_snapshot_is_reported_as_such_and_the_new_device_still_pushes() -> Result<()> {
+    let mut sim = Sim::new(17, 1, 1, 3)?;
+    sim.settle()?;
+    for n in 0..8 {
+        sim.devices[n % 2]
+            .journal_mut()
+            .add(share(&format!("entry {n}")))?;
+        sim.settle()?;
+    }
+    ensure!(
+        sim.relay.log_len(&sim.couple_keys.space_id) < 8,
+        "nothing pruned"
+    );
+    sim.relay.lie_snapshots(true);
+    let late = sim.join_device(1)?;
+    let mine = sim.devices[late]
+        .journal_mut()
+        .add(share("from the new device"))?;
+    // Before: reported as tampering once, then retried as if the relay were out of reach,
+    // round after round, and the new device's own edit never left.
+    sim.settle()?;
+    ensure!(
+        reported(&sim, late, |k| matches!(k, ProblemKind::BadSnapshot { .. })),
+        "{:?}",
+        sim.devices[late].problems
+    );
+    ensure!(
+        sim.devices[late]
+            .journal()
+            .pending_changes(Space::Personal)?
+            == 0
+    );
+    ensure!(
+        sim.devices[1].journal().get(mine).is_ok(),
+        "the new device's edit did not arrive"
+    );
+    // Honest again: the new device fills up from the snapshot.
+    sim.relay.behave();
+    sim.settle()?;
+    ensure!(sim.devices[late].journal().get(mine).is_ok());
+    Ok(())
+}
+
 #[derive(Clone, Debug)]
 enum Step {
     Add(usize, u8, u8),
