@@ -341,7 +341,13 @@ impl Journal {
     /// password: never log it, never put it in a backup that leaves the device unencrypted.
     /// Memory only.
     pub fn keyring_secret(&self) -> Result<String> {
-        Ok(self.device()?.keyring().to_secret_string())
+        // The app's copy crosses the FFI boundary as a plain string; this side's is wiped.
+        Ok(self
+            .device()?
+            .keyring()
+            .to_secret_string()
+            .as_str()
+            .to_owned())
     }
 
     /// An invite for the other partner (a string for a QR code): it carries the couple's

@@ -31,6 +31,37 @@ pub enum SyncProblemKind {
         /// The repeated number.
         device_seq: i64,
     },
+    /// An authentic chunk the document refused to merge; a later snapshot heals it.
+    Unmergeable {
+        /// The device (hex).
+        device: String,
+        /// Its number.
+        device_seq: i64,
+        /// Its relay sequence number.
+        relay_seq: i64,
+    },
+    /// The relay went back to an earlier state; this device pushed its document again.
+    RelayRewound {
+        /// Where this device had read to.
+        cursor: i64,
+        /// What the relay claimed.
+        head: i64,
+    },
+    /// The relay's snapshot failed its checks, or it had none where it needed one.
+    BadSnapshot {
+        /// What it claimed to cover (0: none).
+        covers: i64,
+    },
+    /// This device's database went back in time; it moved to a new device id.
+    SeqConflict {
+        /// The number in conflict.
+        device_seq: i64,
+    },
+    /// The relay answered with an error of its own (a full disk).
+    RelayError {
+        /// The HTTP status.
+        status: i32,
+    },
     /// The relay refused this device's key.
     Unauthorized,
     /// The space was erased at the relay.
@@ -61,6 +92,28 @@ impl From<core_sync::ProblemKind> for SyncProblemKind {
             P::Replay { device, device_seq } => Self::Replay {
                 device,
                 device_seq: signed(device_seq),
+            },
+            P::Unmergeable {
+                device,
+                device_seq,
+                relay_seq,
+            } => Self::Unmergeable {
+                device,
+                device_seq: signed(device_seq),
+                relay_seq: signed(relay_seq),
+            },
+            P::RelayRewound { cursor, head } => Self::RelayRewound {
+                cursor: signed(cursor),
+                head: signed(head),
+            },
+            P::BadSnapshot { covers } => Self::BadSnapshot {
+                covers: signed(covers),
+            },
+            P::SeqConflict { device_seq } => Self::SeqConflict {
+                device_seq: signed(device_seq),
+            },
+            P::RelayError { status } => Self::RelayError {
+                status: i32::from(status),
             },
             P::Unauthorized => Self::Unauthorized,
             P::SpaceGone => Self::SpaceGone,

@@ -20,9 +20,12 @@ Exit codes:
   4  not allowed: the record is your partner's, or the operation is theirs to make
   5  no journal in the home (or one already there, or open in another mend)
   6  the relay could not be reached; edits are kept and sync later
-  7  the relay answered with a problem: key refused, journal erased, a chunk failed checks
+  7  the relay answered with an error: key refused, journal erased, relay failing (disk full)
   8  journal.db is damaged; it is left as it was (see the message for how to recover)
-  9  the relay is not trusted: its certificate failed checks or does not match the pin, or
+  9  something from the relay failed its checks and was not applied (sync heals it later)
+ 10  the relay withheld or lost changes (a gap, a relay restored from a backup)
+ 11  the relay sent a change twice; the copy was ignored
+ 12  the relay is not trusted: its certificate failed checks or does not match the pin, or
      its URL is clear-text http:// to another machine (act on the message; retrying won't help)
 
 Relays: https:// (verified against the public roots, or the --relay-pin an invite carries).

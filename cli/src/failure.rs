@@ -23,13 +23,32 @@ pub enum Exit {
     Home = 5,
     /// The relay did not answer.
     Unreachable = 6,
-    /// The relay answered with a problem.
+    /// The relay answered with an error or refused this device (key, erased, a full disk).
     Relay = 7,
     /// `journal.db` cannot be read as a journal; it is left untouched.
     Damaged = 8,
+    /// Something the relay served failed its checks and was not applied.
+    Tampered = 9,
+    /// The relay withheld or lost changes (a gap, a rewind, a reused number).
+    Gap = 10,
+    /// The relay served a change twice; the copy was ignored.
+    Replay = 11,
     /// The device refuses the relay: a certificate or pin that failed, or clear text to
     /// another machine. Retrying does not help; the user or the relay's operator must act.
-    Untrusted = 9,
+    Untrusted = 12,
+}
+
+impl Exit {
+    /// The exit code for a sync problem's outcome.
+    pub fn of(outcome: mend_core::sync::Outcome) -> Self {
+        use mend_core::sync::Outcome;
+        match outcome {
+            Outcome::RelayError => Self::Relay,
+            Outcome::Tampered => Self::Tampered,
+            Outcome::Gap => Self::Gap,
+            Outcome::Replay => Self::Replay,
+        }
+    }
 }
 
 impl From<Exit> for ExitCode {
@@ -96,7 +115,7 @@ pub fn exit_for(error: &Error) -> Exit {
         Error::Locked(_) | Error::Open { .. } | Error::TooNew { .. } => Exit::Home,
         Error::Unreachable => Exit::Unreachable,
         Error::UntrustedRelay(_) => Exit::Untrusted,
-        Error::Tampered => Exit::Relay,
+        Error::Tampered => Exit::Tampered,
         _ => Exit::Local,
     }
 }

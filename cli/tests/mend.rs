@@ -539,7 +539,7 @@ fn every_bad_input_gets_one_line_and_its_exit_code() -> Result<()> {
     let far = "http://192.0.2.1:8787";
     world
         .mend("erin", &["init", "--relay", far, "--name", "Erin"])?
-        .fails(9, "--insecure-cleartext-relay")?;
+        .fails(12, "--insecure-cleartext-relay")?;
     ensure!(
         !world.home("erin").join("journal.db").exists(),
         "a refused relay left a journal"
@@ -559,7 +559,7 @@ fn every_bad_input_gets_one_line_and_its_exit_code() -> Result<()> {
         .ok()?;
     world
         .mend("erin", &["sync", "--timeout", "2"])?
-        .fails(9, "clear-text")?;
+        .fails(12, "clear-text")?;
 
     // An unreachable relay: the edit is kept and waits.
     let closed = {
@@ -581,6 +581,29 @@ fn every_bad_input_gets_one_line_and_its_exit_code() -> Result<()> {
         started.elapsed() < Duration::from_secs(15),
         "an unreachable relay took too long"
     );
+    // A relay that answers, but with errors (a full disk): exit 7, not "cannot reach".
+    let failing = TcpListener::bind("127.0.0.1:0")?;
+    let failing_url = format!("http://{}", failing.local_addr()?);
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in failing.incoming().take(500) {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(
+                b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
+        }
+    });
+    world
+        .mend("erin", &["init", "--relay", &failing_url, "--name", "Erin"])?
+        .ok()?;
+    world
+        .mend("erin", &["add", "honesty-moment", "Said it anyway"])?
+        .ok()?;
+    world
+        .mend("erin", &["sync", "--timeout", "3"])?
+        .fails(7, "the relay answered with an error (HTTP 500)")?;
     world
         .mend("dana", &["erase", "--yes"])?
         .fails(6, "nothing was erased")?;
@@ -908,5 +931,62 @@ fn today_is_the_couples_day_not_utcs() -> Result<()> {
     world
         .mend_in("Mars/Olympus", "alex", &["today"])?
         .fails(3, "MEND_TZ")?;
+    Ok(())
+}
+
+/// Forwards every connection to `to` (bounded: a test's worth of connections).
+fn forward(listener: TcpListener, to: std::net::SocketAddr) {
+    std::thread::spawn(move || {
+        for client in listener.incoming().take(200) {
+            let Ok(client) = client else { continue };
+            let Ok(server) = std::net::TcpStream::connect(to) else {
+                continue;
+            };
+            let (Ok(mut c2), Ok(mut s2)) = (client.try_clone(), server.try_clone()) else {
+                continue;
+            };
+            let (mut c1, mut s1) = (client, server);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c1, &mut s1);
+                let _ = s1.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s2, &mut c2);
+                let _ = c2.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+}
+
+#[test]
+fn a_relay_back_within_the_timeout_is_found_before_it_ends() -> Result<()> {
+    let world = World::start()?;
+    // A port that refuses connections for the first 3 s, then leads to the relay.
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let late = format!("http://127.0.0.1:{port}");
+    let relay: std::net::SocketAddr = world.relay.url().trim_start_matches("http://").parse()?;
+    world
+        .mend("fay", &["init", "--relay", &late, "--name", "Fay"])?
+        .ok()?;
+    world
+        .mend("fay", &["add", "honesty-moment", "Waited for it"])?
+        .ok()?;
+    let opener = std::thread::spawn(move || -> Result<()> {
+        std::thread::sleep(Duration::from_secs(3));
+        forward(TcpListener::bind(("127.0.0.1", port))?, relay);
+        Ok(())
+    });
+    // Before, backoff (0.5, 1, 2, 4 s) jumped past the end of the window.
+    let started = Instant::now();
+    let out = world.mend("fay", &["sync", "--timeout", "8"])?.ok()?;
+    ensure!(out.contains("nothing waiting"), "{out}");
+    ensure!(
+        started.elapsed() < Duration::from_secs(9),
+        "took {:?}",
+        started.elapsed()
+    );
+    opener
+        .join()
+        .map_err(|_| anyhow::anyhow!("the opener panicked"))??;
     Ok(())
 }

@@ -292,7 +292,8 @@ impl RelayHttp {
                     .call(Method::PUT, &paths::space(&id), token, None, SMALL_BODY)
                     .await?;
                 ok(status, retry, &body)?;
-                Ok(Response::Created { space })
+                let new = status == StatusCode::CREATED;
+                Ok(Response::Created { space, new })
             }
             Request::Push { push, .. } => {
                 let (status, retry, body) = self
@@ -316,7 +317,8 @@ impl RelayHttp {
                     .await?;
                 ok(status, retry, &body)?;
                 let page = Page::decode(&body, &limits).map_err(malformed)?;
-                Ok(Response::Page { space, page })
+                let after = *after;
+                Ok(Response::Page { space, after, page })
             }
             Request::GetSnapshot { .. } => {
                 let (status, retry, body) = self
@@ -337,7 +339,12 @@ impl RelayHttp {
                     });
                 }
                 ok(status, retry, &body)?;
-                let snapshot = Snapshot::decode(&body, &limits).map_err(malformed)?;
+                // A body that is not a snapshot is a bad snapshot, not a relay out of reach: an
+                // empty one fails its checks in the engine, which reports it as such.
+                let snapshot = Snapshot::decode(&body, &limits).unwrap_or(Snapshot {
+                    covers: 0,
+                    payload: Vec::new(),
+                });
                 Ok(Response::Snapshot {
                     space,
                     snapshot: Some(snapshot),
@@ -666,9 +673,10 @@ pub(crate) fn ok(
             Failure::Unauthorized
         }
         (_, Some(ErrorCode::SpaceNotFound)) => Failure::SpaceGone,
-        (500..=599, _) | (_, Some(ErrorCode::Unavailable | ErrorCode::Internal)) => {
-            Failure::Unreachable
-        }
+        // Shutting down, or a proxy with no relay behind it: try again.
+        (502..=504, _) | (_, Some(ErrorCode::Unavailable)) => Failure::Unreachable,
+        // The relay answered but failed (a full disk): not the same as not answering.
+        (s, Some(ErrorCode::Internal)) | (s @ 500..=599, None) => Failure::RelayError { status: s },
         (_, Some(code)) => Failure::Refused {
             code,
             retry_after_ms: retry_after_ms.unwrap_or(0),
@@ -779,6 +787,19 @@ mod tests {
         .await;
         for _ in 0..3 {
             assert!(matches!(get(&http).await, Err(Failure::Unreachable)));
+        }
+    }
+
+    #[test]
+    fn a_relay_that_answers_with_an_error_is_not_unreachable() {
+        // Before, a full disk (500) read as "cannot reach the relay".
+        let failing = ok(StatusCode::INTERNAL_SERVER_ERROR, None, b"");
+        assert_eq!(failing, Err(Failure::RelayError { status: 500 }));
+        let insufficient = ok(StatusCode::INSUFFICIENT_STORAGE, None, b"");
+        assert_eq!(insufficient, Err(Failure::RelayError { status: 507 }));
+        // A proxy with no relay behind it, or a relay shutting down: try again.
+        for status in [StatusCode::BAD_GATEWAY, StatusCode::SERVICE_UNAVAILABLE] {
+            assert_eq!(ok(status, None, b""), Err(Failure::Unreachable));
         }
     }
 

@@ -183,8 +183,10 @@ impl SyncClient {
         self.loaded().await?;
         // A refusal from an earlier round (or live sync) is not this round's.
         let _ = self.http.take_problem();
-        let device = self.device;
         let mut engine = self.engine(Mode::Once);
+        // Retries are spaced to fit in the budget, never backed off past it.
+        let budget_ms = i64::try_from(budget.as_millis()).unwrap_or(i64::MAX);
+        engine.set_deadline(Some(now_ms().saturating_add(budget_ms)));
         let mut status = SyncStatus::default();
         let mut inbox = VecDeque::from([Event::Start]);
         loop {
@@ -201,6 +203,8 @@ impl SyncClient {
                 }
             }
             if !requests.is_empty() {
+                // The engine's id: it changes if the relay reports a sequence conflict.
+                let device = engine.device();
                 let calls = requests.iter().filter_map(|r| {
                     let link = self.link(r.space())?;
                     Some(self.http.execute(link, &device, r))
@@ -248,7 +252,6 @@ impl SyncClient {
 
     async fn live_loop(&self, mut stop: watch::Receiver<bool>, edits: Arc<Notify>) -> Result<()> {
         self.loaded().await?;
-        let device = self.device;
         let mut engine = self.engine(Mode::Live);
         let (tx, mut rx) = mpsc::channel::<Incoming>(1024);
         let (http_tx, mut http_rx) = mpsc::channel::<Response>(64);
@@ -261,6 +264,7 @@ impl SyncClient {
             while !inbox.is_empty() {
                 let (fed, actions) = self.feed(engine, inbox.drain(..).collect()).await?;
                 engine = fed;
+                let device = engine.device();
                 for action in actions {
                     let Action::Send(request) = action else {
                         self.report(&action, &mut status);

@@ -94,8 +94,9 @@ impl Keyring {
         .encode()
     }
 
-    /// The secrets as one string, for storage the app trusts. Handle like a password.
-    pub fn to_secret_string(&self) -> String {
+    /// The secrets as one string, for storage the app trusts. Handle like a password: it is
+    /// wiped from memory when dropped.
+    pub fn to_secret_string(&self) -> Zeroizing<String> {
         let mut raw = Zeroizing::new(Vec::with_capacity(64 + 33 + self.relay_url.len()));
         raw.extend_from_slice(self.couple.expose());
         raw.extend_from_slice(self.personal.expose());
@@ -108,10 +109,11 @@ impl Keyring {
             }
         };
         raw.extend_from_slice(self.relay_url.as_bytes());
-        let body = Zeroizing::new(URL_SAFE_NO_PAD.encode(raw.as_slice()));
-        let mut out = String::with_capacity(prefix.len() + body.len());
+        // Sized up front: a string that grew would leave its old buffer unwiped.
+        let len = prefix.len() + base64::encoded_len(raw.len(), false).unwrap_or(0);
+        let mut out = Zeroizing::new(String::with_capacity(len));
         out.push_str(prefix);
-        out.push_str(&body);
+        URL_SAFE_NO_PAD.encode_string(raw.as_slice(), &mut out);
         out
     }
 
@@ -125,6 +127,7 @@ impl Keyring {
             _ => return Err(bad()),
         };
         let raw = Zeroizing::new(URL_SAFE_NO_PAD.decode(body).map_err(|_| bad())?);
+        // (A decode that fails leaves nothing behind: the buffer is only handed out on success.)
         if raw.len() < 64 {
             return Err(bad());
         }
@@ -184,6 +187,19 @@ mod tests {
             "nothing",
         ] {
             assert!(Keyring::from_secret_string(bad).is_err(), "{bad}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_secret_string_round_trips_in_a_wiped_buffer_that_never_grew() -> Result<()> {
+        let mut keyring = Keyring::generate("http://127.0.0.1:8080")?;
+        for pin in [None, Some(RelayPin::of_spki(b"relay key"))] {
+            keyring.relay_pin = pin;
+            let secret = keyring.to_secret_string();
+            // Exactly the capacity it was given: no reallocation left a copy behind.
+            assert_eq!(secret.len(), secret.capacity());
+            assert_eq!(Keyring::from_secret_string(&secret)?, keyring);
         }
         Ok(())
     }

@@ -112,14 +112,17 @@ pub async fn join(home: &Home, code: &str, name: Option<&str>, timeout: u64) -> 
         home.discard_new();
         return Err(e);
     }
-    if let Err(e) = round(&device, &tracker, Duration::from_secs(timeout.max(1))).await {
-        let (message, exit) = crate::failure::report(&e);
-        return Err(Failure::new(
-            exit,
-            format!("joined, but the journal could not be fetched yet: {message}; run `mend sync` to finish"),
-        )
-        .into());
-    }
+    let problem = match round(&device, &tracker, Duration::from_secs(timeout.max(1))).await {
+        Ok(done) => done.problem,
+        Err(e) => {
+            let (message, exit) = crate::failure::report(&e);
+            return Err(Failure::new(
+                exit,
+                format!("joined, but the journal could not be fetched yet: {message}; run `mend sync` to finish"),
+            )
+            .into());
+        }
+    };
     reading(&device, |journal| -> Result<()> {
         let records = plural(journal.records()?.len(), "record");
         let me = journal
@@ -136,7 +139,11 @@ pub async fn join(home: &Home, code: &str, name: Option<&str>, timeout: u64) -> 
             (false, _) => say!("This device now holds {my_name}'s journal: {records}."),
         }
         Ok(())
-    })
+    })?;
+    match problem {
+        Some(problem) => Err(problem.into()),
+        None => Ok(()),
+    }
 }
 
 /// `erase --yes`: the relay's copy first (both spaces), then this device's files.

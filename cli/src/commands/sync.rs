@@ -18,7 +18,7 @@ use anyhow::Result;
 use mend_client::{Device, SyncObserver};
 use mend_core::{
     Journal, RecordId, Space, SyncSummary,
-    sync::{ProblemKind, SyncStatus},
+    sync::{Outcome, Problem, ProblemKind, SyncStatus},
 };
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -92,6 +92,36 @@ pub(super) struct Round {
     pub(super) status: SyncStatus,
     /// Records that changed because of what arrived.
     pub(super) received: usize,
+    /// The worst problem still open (this round's, or an earlier one not healed yet), as the
+    /// failure to end with once the round's own output is printed.
+    pub(super) problem: Option<Failure>,
+}
+
+/// This round's problems, then those still open from earlier rounds (one of each kind).
+fn open_problems(device: &Device, status: &SyncStatus) -> Result<Vec<Problem>> {
+    let mut all = status.problems.clone();
+    for p in device.read(|j| j.sync_summary())?.problems {
+        if !all.iter().any(|q| q.kind == p.kind) {
+            all.push(p);
+        }
+    }
+    Ok(all)
+}
+
+/// The failure that stands for `problems`: the worst outcome's exit code, the newest of its
+/// kind in words.
+fn worst(problems: &[Problem]) -> Option<Failure> {
+    // A relay error the round got past (it finished) does not fail it.
+    let outcome = problems
+        .iter()
+        .map(|p| p.kind.outcome())
+        .filter(|o| *o != Outcome::RelayError)
+        .min()?;
+    let newest = problems
+        .iter()
+        .rev()
+        .find(|p| p.kind.outcome() == outcome)?;
+    Some(Failure::new(Exit::of(outcome), describe(&newest.kind)))
 }
 
 /// One bounded round; an unreachable relay or an unfinished round is a [`Failure`].
@@ -110,13 +140,30 @@ pub(super) async fn round(device: &Device, tracker: &Tracker, budget: Duration) 
         }
     };
     tracker.progress.clear();
-    if !status.online && status.last_synced.is_none() {
-        return Err(Failure::unreachable(&relay).into());
-    }
-    if let Some(problem) = status.problems.iter().find(|p| p.kind.is_fatal()) {
+    let problems = open_problems(device, &status)?;
+    if let Some(problem) = problems.iter().find(|p| p.kind.is_fatal()) {
         return Err(Failure::new(Exit::Relay, describe(&problem.kind)).into());
     }
-    if status.syncing {
+    let failing = status
+        .problems
+        .iter()
+        .rev()
+        .find(|p| matches!(p.kind, ProblemKind::RelayError { .. }));
+    if status.syncing || (!status.online && status.last_synced.is_none()) {
+        // The relay answering with errors is not the relay out of reach.
+        if let Some(p) = failing {
+            return Err(Failure::new(
+                Exit::Relay,
+                format!(
+                    "{}; your edits are kept and will sync later",
+                    describe(&p.kind)
+                ),
+            )
+            .into());
+        }
+        if !status.online && status.last_synced.is_none() {
+            return Err(Failure::unreachable(&relay).into());
+        }
         return Err(Failure::new(
             Exit::Unreachable,
             format!(
@@ -126,11 +173,15 @@ pub(super) async fn round(device: &Device, tracker: &Tracker, budget: Duration) 
         )
         .into());
     }
-    for p in &status.problems {
+    for p in &problems {
         eprintln!("mend: warning: {}", describe(&p.kind));
     }
     let received = tracker.received();
-    Ok(Round { status, received })
+    Ok(Round {
+        status,
+        received,
+        problem: worst(&problems),
+    })
 }
 
 /// A sync problem in words.
@@ -144,6 +195,31 @@ fn describe(kind: &ProblemKind) -> String {
         }
         ProblemKind::Replay { device_seq, .. } => {
             format!("the relay sent a device's change #{device_seq} twice; the copy was ignored")
+        }
+        ProblemKind::Unmergeable {
+            device_seq,
+            relay_seq,
+            ..
+        } => format!(
+            "a device's change #{device_seq} (relay #{relay_seq}) could not be merged and was \
+             set aside until a snapshot heals it"
+        ),
+        ProblemKind::RelayRewound { cursor, head } => format!(
+            "the relay went back to an earlier state (at #{head}, this device had read to \
+             #{cursor}); this device sent its whole journal again"
+        ),
+        ProblemKind::BadSnapshot { covers: 0 } => {
+            "the relay had no snapshot where it needed one; what it still holds was read".to_owned()
+        }
+        ProblemKind::BadSnapshot { covers } => {
+            format!("the relay's snapshot (up to #{covers}) failed its checks and was not applied")
+        }
+        ProblemKind::SeqConflict { device_seq } => format!(
+            "the relay already held another change #{device_seq} from this device (its \
+             database went back in time); it now syncs under a new device id"
+        ),
+        ProblemKind::RelayError { status } => {
+            format!("the relay answered with an error (HTTP {status})")
         }
         ProblemKind::Unauthorized => "the relay refused this device's key".to_owned(),
         ProblemKind::SpaceGone => "this journal was erased at the relay".to_owned(),
@@ -161,7 +237,7 @@ pub async fn sync(home: &Home, timeout: u64) -> Result<()> {
     let observer: Arc<dyn SyncObserver> = tracker.clone();
     let device = home.open(Some(observer))?;
     let before = pending(&device)?;
-    let done = round(&device, &tracker, Duration::from_secs(timeout.max(1))).await?;
+    let mut done = round(&device, &tracker, Duration::from_secs(timeout.max(1))).await?;
     let sent = before.saturating_sub(done.status.pending);
     let waiting = match done.status.pending {
         0 => "nothing waiting".to_owned(),
@@ -173,7 +249,10 @@ pub async fn sync(home: &Home, timeout: u64) -> Result<()> {
         plural(done.received, "record"),
         plural(usize::try_from(sent).unwrap_or(usize::MAX), "change"),
     );
-    Ok(())
+    match done.problem.take() {
+        Some(problem) => Err(problem.into()),
+        None => Ok(()),
+    }
 }
 
 /// What the live observer hands to the printing loop.
@@ -300,10 +379,12 @@ pub async fn status(home: &Home, check: bool, timeout: u64, json: bool) -> Resul
         pending: waiting,
         healing,
         last_synced,
+        problems: open,
     } = summary;
     let relay = &device.keyring().relay_url;
     let online = reach.as_ref().map(Result::is_ok);
-    let mut problems: Vec<String> = Vec::new();
+    // Problems stay here until a clean round or a healing snapshot ends them.
+    let mut problems: Vec<String> = open.iter().map(|p| describe(&p.kind)).collect();
     if healing {
         problems
             .push("a change from the relay was refused and waits for a snapshot to heal".into());
@@ -355,6 +436,10 @@ pub async fn status(home: &Home, check: bool, timeout: u64, json: bool) -> Resul
     }
     match reach {
         Some(Err(e)) => Err(e),
+        Some(Ok(Round {
+            problem: Some(problem),
+            ..
+        })) => Err(problem.into()),
         _ => Ok(()),
     }
 }

@@ -1,6 +1,9 @@
 //! Sealing chunks and snapshots with XChaCha20-Poly1305.
 //!
-//! Sealed bytes are a random 24-byte nonce followed by the ciphertext and tag. The associated
+//! Sealed bytes are a 24-byte nonce followed by the ciphertext and tag. A snapshot's nonce is
+//! random. A chunk's is derived from the key, its associated data and its plaintext, so the
+//! same batch pushed again (after a lost acknowledgement) is the same bytes, and the relay can
+//! tell a retry from a different payload under a reused number. The associated
 //! data binds a chunk to its space, its device and that device's own sequence number, so a relay
 //! that moves a chunk to another space, relabels its sender, or replays it under another number
 //! is caught when the chunk is opened.
@@ -9,6 +12,9 @@ use chacha20poly1305::{
     KeyInit, XChaCha20Poly1305, XNonce,
     aead::{Aead, Payload},
 };
+
+use hkdf::Hkdf;
+use sha2::{Digest, Sha256};
 
 use super::{ContentKey, padme};
 use crate::error::{Error, Result};
@@ -45,10 +51,31 @@ fn snapshot_aad(space_id: &[u8; 32], covers: u64) -> Vec<u8> {
     out
 }
 
+/// A chunk's nonce: HKDF-SHA256 of the key, over the associated data and a hash of the
+/// plaintext (a synthetic nonce, as in SIV). Equal nonces only ever seal equal bytes under equal
+/// associated data, which reveals only that a chunk was sent twice.
+fn chunk_nonce(key: &ContentKey, aad: &[u8], plaintext: &[u8]) -> Result<[u8; NONCE]> {
+    let digest = Sha256::digest(plaintext);
+    let hk = Hkdf::<Sha256>::new(Some(b"mend-chunk-nonce-v1"), &key.0);
+    let mut nonce = [0u8; NONCE];
+    hk.expand_multi_info(&[aad, digest.as_slice()], &mut nonce)
+        .map_err(|_| Error::Crypto("nonce derivation failed".into()))?;
+    Ok(nonce)
+}
+
 fn seal(key: &ContentKey, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
-    let cipher = XChaCha20Poly1305::new((&key.0).into());
     let mut nonce = [0u8; NONCE];
     super::random(&mut nonce)?;
+    seal_with(key, nonce, aad, plaintext)
+}
+
+fn seal_with(
+    key: &ContentKey,
+    nonce: [u8; NONCE],
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>> {
+    let cipher = XChaCha20Poly1305::new((&key.0).into());
     let padded = padme::pad(plaintext)?;
     let ct = cipher
         .encrypt(&XNonce::from(nonce), Payload { msg: &padded, aad })
@@ -74,7 +101,9 @@ fn open(key: &ContentKey, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>> {
 
 /// Seals a batch of change bytes for the relay.
 pub fn seal_chunk(key: &ContentKey, aad: &ChunkAad, plaintext: &[u8]) -> Result<Vec<u8>> {
-    seal(key, &aad.bytes(), plaintext)
+    let aad = aad.bytes();
+    let nonce = chunk_nonce(key, &aad, plaintext)?;
+    seal_with(key, nonce, &aad, plaintext)
 }
 
 /// Opens a chunk; [`Error::Tampered`] if it was altered or is bound to something else.
@@ -117,8 +146,14 @@ mod tests {
         };
         let sealed = seal_chunk(&key, &aad, b"changes")?;
         assert_eq!(open_chunk(&key, &aad, &sealed)?, b"changes");
-        // Two seals of the same bytes differ (random nonce).
-        assert_ne!(seal_chunk(&key, &aad, b"changes")?, sealed);
+        // The same batch sealed again is the same bytes (a retry is not a new payload); other
+        // bytes under the same number are not.
+        assert_eq!(seal_chunk(&key, &aad, b"changes")?, sealed);
+        let other = seal_chunk(&key, &aad, b"changed")?;
+        assert_ne!(other[..NONCE], sealed[..NONCE]);
+        // Snapshots keep a random nonce.
+        let s1 = seal_snapshot(&key, &[2; 32], 7, b"doc")?;
+        assert_ne!(seal_snapshot(&key, &[2; 32], 7, b"doc")?, s1);
         for other in [
             ChunkAad {
                 device_seq: 5,

@@ -69,6 +69,10 @@ pub struct Journal {
     store: Store,
     me: PartnerId,
     device: DeviceId,
+    /// The Automerge actor of this opening: new at every open, so a database that went back
+    /// in time (a power cut, a restored backup) never makes a change under an (actor,
+    /// sequence) pair a lost change already used, which other replicas would refuse.
+    actor: [u8; 16],
     couple: LazyDoc,
     personal: LazyDoc,
     /// The couple's partners and schema version, from the read model.
@@ -202,7 +206,8 @@ impl Journal {
     pub fn open_with(path: &Path, options: OpenOptions) -> Result<Self> {
         let store = Store::open(path, false, options.durability)?;
         let (me, device) = stored_ids(&store)?;
-        let actor = ActorId::from(*device.as_bytes());
+        let fresh = *DeviceId::generate().as_bytes();
+        let actor = ActorId::from(fresh);
         // Reads are served by the read model; Automerge loads in the background unless the
         // read model has yet to be built (a database from before it existed).
         let mut missing = Vec::new();
@@ -233,6 +238,7 @@ impl Journal {
             return Err(Error::Corrupt("a space is missing".into()));
         };
         let mut journal = Self::assemble(store, (me, device), couple, personal);
+        journal.actor = fresh;
         for space in missing {
             journal.rebuild_view(space)?;
         }
@@ -250,6 +256,7 @@ impl Journal {
         Self {
             store,
             me,
+            actor: *device.as_bytes(),
             device,
             couple,
             personal,
@@ -534,7 +541,7 @@ impl Journal {
 
     /// Drops in-memory state of `space` and reloads what the store holds, after a failed commit.
     fn reload(&mut self, space: Space) -> Result<()> {
-        let actor = ActorId::from(*self.device.as_bytes());
+        let actor = ActorId::from(self.actor);
         let doc = load_space(&self.store, space, actor)?;
         match space {
             Space::Couple => self.couple.set(doc),

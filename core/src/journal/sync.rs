@@ -4,9 +4,9 @@
 use super::Journal;
 use crate::{
     error::Result,
-    ids::RecordId,
+    ids::{DeviceId, RecordId},
     store::{PeerSeqs, PulledChange, Space, Store, SyncState, ViewUpdate},
-    sync::{Merged, SyncStore},
+    sync::{Merged, Problem, SyncStore},
 };
 
 impl Journal {
@@ -172,6 +172,34 @@ impl SyncStore for Journal {
         let state = self.store.mark_synced(space, now_ms);
         self.bump(state)
     }
+
+    fn relay_rewound(&mut self, space: Space) -> Result<SyncState> {
+        let doc = self.doc(space)?.save();
+        let state = self.store.relay_rewound(space, &doc);
+        self.bump(state)
+    }
+
+    fn change_device(&mut self) -> Result<[u8; 16]> {
+        let device = DeviceId::generate();
+        self.store.change_device(&device.to_string())?;
+        self.device = device;
+        self.actor = *DeviceId::generate().as_bytes();
+        // The documents take the new actor, so no change made from now on can reuse an
+        // (actor, sequence) pair the old id's lost changes used.
+        for space in Space::ALL {
+            self.reload(space)?;
+        }
+        self.sync_revision = self.sync_revision.wrapping_add(1);
+        Ok(*device.as_bytes())
+    }
+
+    fn record_problem(&mut self, space: Space, problem: &Problem) -> Result<()> {
+        self.store.record_problem(space, problem)
+    }
+
+    fn clear_problems(&mut self, space: Space) -> Result<()> {
+        self.store.clear_problems(space)
+    }
 }
 
 /// What sync looks like from this device without asking the relay.
@@ -183,6 +211,9 @@ pub struct SyncSummary {
     pub healing: bool,
     /// When a round last completed in any space (unix ms).
     pub last_synced: Option<i64>,
+    /// Problems sync reported that are not over yet (a clean round or a healing snapshot
+    /// ends them), both spaces.
+    pub problems: Vec<Problem>,
 }
 
 impl Journal {
@@ -193,6 +224,7 @@ impl Journal {
             let state = self.store.sync_state(space)?;
             summary.last_synced = summary.last_synced.max(state.last_synced);
             summary.healing |= state.heal_after > 0;
+            summary.problems.extend(self.store.open_problems(space)?);
             summary.pending = summary
                 .pending
                 .saturating_add(self.store.pending_changes(space)?);

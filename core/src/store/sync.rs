@@ -6,7 +6,10 @@
 use rusqlite::{OptionalExtension, params};
 
 use super::{Space, Store, ViewUpdate};
-use crate::error::Result;
+use crate::{
+    error::Result,
+    sync::{MAX_PROBLEMS, Problem},
+};
 
 /// Each device's last sequence number in a space.
 pub type PeerSeqs = Vec<([u8; 16], u64)>;
@@ -101,6 +104,17 @@ impl Store {
     /// The oldest un-acknowledged batch, making one from unsent changes (up to `max_bytes`,
     /// at least one change) when there is none. Returns (device sequence, plaintext).
     pub fn next_batch(&mut self, space: Space, max_bytes: usize) -> Result<Option<(u64, Vec<u8>)>> {
+        let existing = self.oldest_batch(space)?;
+        if existing.is_some() {
+            return Ok(existing);
+        }
+        // The number leaves the device with this batch: under `synchronous = NORMAL` a power
+        // cut could otherwise roll it back and the next batch would reuse it. One fsync per
+        // batch made, never per edit.
+        self.durably(|store| store.make_batch(space, max_bytes))
+    }
+
+    fn oldest_batch(&self, space: Space) -> Result<Option<(u64, Vec<u8>)>> {
         let existing: Option<(i64, Vec<u8>)> = self
             .conn
             .query_row(
@@ -109,9 +123,10 @@ impl Store {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        if let Some((seq, bytes)) = existing {
-            return Ok(Some((u(seq), bytes)));
-        }
+        Ok(existing.map(|(seq, bytes)| (u(seq), bytes)))
+    }
+
+    fn make_batch(&mut self, space: Space, max_bytes: usize) -> Result<Option<(u64, Vec<u8>)>> {
         let tx = self.conn.transaction()?;
         let mut batch = Vec::new();
         let mut last_id = None;
@@ -149,10 +164,129 @@ impl Store {
         )?;
         tx.execute(
             "UPDATE sync_state SET next_seq = ?2 WHERE space = ?1",
-            params![space.as_str(), seq + 1],
+            params![space.as_str(), seq.saturating_add(1)],
         )?;
         tx.commit()?;
         Ok(Some((u(seq), batch)))
+    }
+
+    /// The relay went back in time: read from the start, forget what it acknowledged and
+    /// what it had pruned, and queue `doc` (this device's whole document) to push again.
+    pub fn relay_rewound(&mut self, space: Space, doc: &[u8]) -> Result<SyncState> {
+        let tx = self.conn.transaction()?;
+        Self::ensure_state(&tx, space)?;
+        tx.execute(
+            "UPDATE sync_state SET cursor = 0, last_ack_relay = 0, snapshot_covers = 0, \
+             heal_after = 0 WHERE space = ?1",
+            [space.as_str()],
+        )?;
+        tx.execute(
+            "INSERT INTO unsent (space, bytes) VALUES (?1, ?2)",
+            params![space.as_str(), doc],
+        )?;
+        tx.commit()?;
+        self.sync_state(space)
+    }
+
+    /// Runs `f` with every commit fsynced, whatever the connection's `synchronous` level,
+    /// then puts the level back. (It cannot change inside a transaction.)
+    fn durably<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        const FULL: i64 = 2;
+        let level: i64 = self
+            .conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))?;
+        if level >= FULL {
+            return f(self);
+        }
+        self.conn.pragma_update(None, "synchronous", FULL)?;
+        let done = f(self);
+        self.conn.pragma_update(None, "synchronous", level)?;
+        done
+    }
+
+    /// This device takes the id `device`: every batch still in an outbox is numbered again
+    /// from 1 in its order, the next batch follows them, and every space reads from the start.
+    pub fn change_device(&mut self, device: &str) -> Result<()> {
+        self.durably(|store| store.renumber(device))
+    }
+
+    fn renumber(&mut self, device: &str) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute("UPDATE meta SET value = ?1 WHERE key = 'device'", [device])?;
+        for space in Space::ALL {
+            Self::ensure_state(&tx, space)?;
+            let seqs: Vec<i64> = tx
+                .prepare("SELECT device_seq FROM outbox WHERE space = ?1 ORDER BY device_seq")?
+                .query_map([space.as_str()], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            // Through negative numbers first, so no two rows ever share a key.
+            let mut to = tx.prepare(
+                "UPDATE outbox SET device_seq = ?3 WHERE space = ?1 AND device_seq = ?2",
+            )?;
+            for (n, seq) in (1i64..).zip(&seqs) {
+                to.execute(params![space.as_str(), seq, -n])?;
+            }
+            for n in (1i64..).take(seqs.len()) {
+                to.execute(params![space.as_str(), -n, n])?;
+            }
+            drop(to);
+            // Read from the start: the old id's chunks are no longer this device's own, and
+            // what it lost when it went back in time comes back with them.
+            tx.execute(
+                "UPDATE sync_state SET cursor = 0, next_seq = \
+                 (SELECT COUNT(*) FROM outbox WHERE space = ?1) + 1 WHERE space = ?1",
+                [space.as_str()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Problems reported in a space and not over yet, oldest first.
+    pub fn open_problems(&self, space: Space) -> Result<Vec<Problem>> {
+        let json: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT problems FROM sync_state WHERE space = ?1",
+                [space.as_str()],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
+        // Written only by this build; a row it cannot read shows no problems rather than fail.
+        Ok(json
+            .and_then(|j| serde_json::from_str(&j).ok())
+            .unwrap_or_default())
+    }
+
+    /// Keeps `problem` until [`Self::clear_problems`] (one of each kind, newest last).
+    pub fn record_problem(&mut self, space: Space, problem: &Problem) -> Result<()> {
+        let mut open = self.open_problems(space)?;
+        open.retain(|p| p.kind != problem.kind);
+        open.push(problem.clone());
+        if open.len() > MAX_PROBLEMS {
+            let excess = open.len() - MAX_PROBLEMS;
+            open.drain(..excess);
+        }
+        let json = serde_json::to_string(&open)
+            .map_err(|e| crate::Error::Corrupt(format!("a problem did not encode: {e}")))?;
+        let tx = self.conn.transaction()?;
+        Self::ensure_state(&tx, space)?;
+        tx.execute(
+            "UPDATE sync_state SET problems = ?2 WHERE space = ?1",
+            params![space.as_str(), json],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The space's problems are over.
+    pub fn clear_problems(&mut self, space: Space) -> Result<()> {
+        self.conn.execute(
+            "UPDATE sync_state SET problems = NULL WHERE space = ?1 AND problems IS NOT NULL",
+            [space.as_str()],
+        )?;
+        Ok(())
     }
 
     /// The relay has `device_seq` durably at `relay_seq`: the batch leaves the outbox.

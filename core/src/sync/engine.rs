@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use mend_protocol::{Chunk, DeviceId as WireDevice, Push, Snapshot};
+use mend_protocol::{Chunk, DeviceId as WireDevice, ErrorCode, Push, Snapshot};
 
 use super::{
     backoff::Backoff,
@@ -18,11 +18,23 @@ use crate::{
     store::{PulledChange, Space, SyncState},
 };
 
+/// How long the same kind of problem stays out of the log after it was logged (ms): a relay
+/// that fails every request would otherwise fill it. The next line says how many were held.
+const WARN_EVERY_MS: i64 = 60_000;
+
+/// Whether an error is about the data a relay served (bytes a document refused, a malformed
+/// snapshot), as against this device's storage failing.
+fn is_data_error(e: &Error) -> bool {
+    matches!(e, Error::Document(_) | Error::Corrupt(_))
+}
+
 /// How long a request may go unanswered before it counts as failed (ms).
 pub const REQUEST_TIMEOUT_MS: i64 = 15_000;
 /// The longest a relay's `Retry-After` can hold a space back (ms): a relay asking for more is
 /// broken or hostile, and the device tries again after this.
 pub const MAX_RETRY_AFTER_MS: i64 = 15 * 60 * 1000;
+/// The longest wait between tries in a round with a deadline (ms).
+pub const BOUNDED_RETRY_MS: i64 = 1_500;
 /// Largest batch of local changes sealed into one chunk (bytes of plaintext).
 pub const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// Upload a snapshot once this many relay chunks have piled up since the last one.
@@ -75,6 +87,16 @@ struct Run {
     state: SyncState,
     /// Each other device's last applied sequence number.
     peers: HashMap<[u8; 16], u64>,
+    /// This round already pulled again so a due snapshot can cover this device's own pushes.
+    repulled: bool,
+    /// This round found the relay's snapshot unusable: read the chunk log instead, and push
+    /// even if that is pruned.
+    snapshot_failed: bool,
+    /// The relay went back in time: numbers seen before are expected again (not replays),
+    /// and a snapshot is uploaded as soon as this device has read everything.
+    recovering: bool,
+    /// A problem was reported in this space during the current round.
+    troubled: bool,
 }
 
 /// The sans-IO sync engine of one device.
@@ -91,6 +113,10 @@ pub struct SyncEngine {
     revision: Option<u64>,
     /// Whether the pending count may have changed since it was last counted.
     recount: bool,
+    /// The caller's deadline (unix ms): no retry is scheduled after it.
+    deadline: Option<i64>,
+    /// Per kind of problem: when it was last logged and how many were held back since.
+    warned: HashMap<String, (i64, u64)>,
 }
 
 impl SyncEngine {
@@ -106,6 +132,10 @@ impl SyncEngine {
                 gaps_reported: HashSet::new(),
                 state: SyncState::default(),
                 peers: HashMap::new(),
+                repulled: false,
+                snapshot_failed: false,
+                recovering: false,
+                troubled: false,
             })
             .collect();
         Self {
@@ -118,7 +148,20 @@ impl SyncEngine {
             snapshot_every: SNAPSHOT_EVERY,
             revision: None,
             recount: true,
+            deadline: None,
+            warned: HashMap::new(),
         }
+    }
+
+    /// The caller gives up at `deadline` (unix ms): retries are spaced to fit before it instead
+    /// of backing off past it. `None`: no deadline (live sync).
+    pub fn set_deadline(&mut self, deadline: Option<i64>) {
+        self.deadline = deadline;
+    }
+
+    /// This device's id as the engine pushes under it (it changes after a sequence conflict).
+    pub fn device(&self) -> [u8; 16] {
+        self.device
     }
 
     /// Uploads a snapshot after `n` relay chunks instead of [`SNAPSHOT_EVERY`] (tests use 1).
@@ -219,6 +262,8 @@ impl SyncEngine {
         if self.revision == Some(journal.sync_revision()) {
             return Ok(());
         }
+        // Another engine may have moved the device to a new id.
+        self.device = journal.device();
         for run in &mut self.runs {
             run.state = journal.sync_state(run.link.space)?;
             run.peers = journal.peer_seqs(run.link.space)?.into_iter().collect();
@@ -240,6 +285,10 @@ impl SyncEngine {
 
     fn begin(&mut self, i: usize, now: i64, out: &mut Vec<Action>) {
         let space = self.runs[i].link.space;
+        let run = &mut self.runs[i];
+        run.repulled = false;
+        run.snapshot_failed = false;
+        run.troubled = false;
         // After a refused chunk, each round first merges the relay's snapshot: once a healthy
         // device has snapshotted past the hole, that heals it.
         if self.runs[i].created && self.runs[i].state.heal_after > 0 {
@@ -305,14 +354,22 @@ impl SyncEngine {
             );
             return Ok(());
         }
-        let state = &self.runs[i].state;
+        let run = &self.runs[i];
+        let state = &run.state;
         // A device that refused a chunk must not snapshot: its document lacks what it refused,
         // and the relay would prune the only copy.
-        let due = state.cursor > 0
-            && state.heal_after == 0
-            && state.cursor >= state.snapshot_covers + self.snapshot_every
-            && state.cursor >= state.last_ack_relay;
-        if due {
+        let wanted = state.heal_after == 0
+            && (run.recovering
+                || (state.cursor > 0
+                    && state.cursor >= state.snapshot_covers.saturating_add(self.snapshot_every)));
+        if wanted && state.cursor < state.last_ack_relay && !run.repulled {
+            // This round pushed past what it read: read once more (the relay skips this
+            // device's own chunks), so a device that pushes in every round still snapshots.
+            self.runs[i].repulled = true;
+            self.read(i, now, out);
+            return Ok(());
+        }
+        if wanted && state.cursor > 0 && state.cursor >= state.last_ack_relay {
             let (doc, peers) = journal.snapshot_material(link.space)?;
             let plain = encode_snapshot(&peers, &doc);
             let covers = state.cursor;
@@ -332,6 +389,10 @@ impl SyncEngine {
         run.phase = Phase::Done;
         run.deadline = None;
         run.state = journal.mark_synced(run.link.space, now)?;
+        if !run.troubled && run.state.heal_after == 0 {
+            // A clean round with nothing left to heal: what was reported is over.
+            journal.clear_problems(run.link.space)?;
+        }
         self.status.online = true;
         if self
             .runs
@@ -346,7 +407,14 @@ impl SyncEngine {
     }
 
     fn retry_later(&mut self, i: usize, now: i64) {
-        let delay = i64::try_from(self.backoff.next_delay()).unwrap_or(MAX_RETRY_AFTER_MS);
+        let mut delay = i64::try_from(self.backoff.next_delay()).unwrap_or(MAX_RETRY_AFTER_MS);
+        if let Some(deadline) = self.deadline {
+            // Never back off past the caller's deadline: halve what is left instead, so the
+            // last tries come closer together as it nears; and in a bounded round someone is
+            // waiting, so a relay that comes back is found within a second and a half.
+            let left = deadline.saturating_sub(now);
+            delay = delay.min((left / 2).max(1)).min(BOUNDED_RETRY_MS);
+        }
         let run = &mut self.runs[i];
         run.phase = Phase::Waiting(now.saturating_add(delay));
         run.deadline = None;
@@ -354,17 +422,45 @@ impl SyncEngine {
         self.status.online = false;
     }
 
-    fn problem(&mut self, space: Space, kind: ProblemKind, now: i64) {
-        tracing::warn!(space = space.as_str(), problem = ?kind, "sync problem");
-        self.status.problems.push(Problem {
+    fn problem<S: SyncStore + ?Sized>(
+        &mut self,
+        journal: &mut S,
+        space: Space,
+        kind: ProblemKind,
+        now: i64,
+    ) -> Result<()> {
+        let key = format!("{}:{:?}", space.as_str(), kind.outcome());
+        let (last, held) = self.warned.entry(key).or_insert((i64::MIN, 0));
+        if now.saturating_sub(*last) >= WARN_EVERY_MS {
+            tracing::warn!(space = space.as_str(), problem = ?kind, held_back = *held, "sync problem");
+            *last = now;
+            *held = 0;
+        } else {
+            *held = held.saturating_add(1);
+        }
+        // A relay failing or refusing a request is over when a round completes; what it
+        // served wrong, or refused for good, stays shown until a clean round or a heal.
+        let lasting = !matches!(
+            kind,
+            ProblemKind::RelayError { .. } | ProblemKind::Refused { .. }
+        );
+        let problem = Problem {
             space: space.as_str().into(),
             kind,
             at: now,
-        });
+        };
+        if lasting {
+            if let Some(i) = self.index(space) {
+                self.runs[i].troubled = true;
+            }
+            journal.record_problem(space, &problem)?;
+        }
+        self.status.problems.push(problem);
         if self.status.problems.len() > MAX_PROBLEMS {
             let excess = self.status.problems.len() - MAX_PROBLEMS;
             self.status.problems.drain(..excess);
         }
+        Ok(())
     }
 
     fn on_response<S: SyncStore + ?Sized>(
@@ -383,16 +479,59 @@ impl SyncEngine {
             self.status.online = true;
         }
         match response {
-            Response::Created { .. } => {
+            Response::Created { new, .. } => {
                 self.runs[i].created = true;
+                let state = &self.runs[i].state;
+                if new && phase == Phase::Creating && (state.cursor > 0 || state.last_ack_relay > 0)
+                {
+                    // The relay made anew a space this device had synced: it lost everything.
+                    let cursor = state.cursor;
+                    self.rewound(i, journal, now, cursor, 0)?;
+                }
                 if phase == Phase::Creating {
-                    self.read(i, now, out);
+                    if self.runs[i].state.heal_after > 0 {
+                        // Whichever engine runs the round, a refused chunk is healed first.
+                        self.send(
+                            i,
+                            now,
+                            Phase::FetchingSnapshot,
+                            Request::GetSnapshot { space },
+                            out,
+                        );
+                    } else {
+                        self.read(i, now, out);
+                    }
                 }
             }
-            Response::Page { page, .. } => {
+            Response::Page { page, after, .. } => {
+                let cursor = self.runs[i].state.cursor;
+                // Only the answer to a pull from where this device stands says anything about
+                // the relay now (a late copy of an older answer does not).
+                let current = phase == Phase::Pulling && after == cursor;
+                // The relay's head can never be below what this device read.
+                let acked = self.runs[i].state.last_ack_relay;
+                // Nor can another device's chunk sit where this device's last one was stored
+                // (a relay restored, then filled up past the head it had). (A head below that
+                // is no proof: a late answer may predate the push.)
+                let taken = page
+                    .chunks
+                    .iter()
+                    .any(|c| acked > 0 && c.relay_seq == acked && c.device_id.0 != self.device);
+                if current && (page.next_after > page.head || page.head < cursor || taken) {
+                    self.rewound(i, journal, now, cursor, page.head)?;
+                    self.read(i, now, out);
+                    return Ok(());
+                }
                 // Data is applied whenever it comes (it is idempotent); the round moves on only
-                // if this answers the pull in flight.
-                self.apply_chunks(i, journal, now, &page.chunks, page.next_after, out)?;
+                // if this answers the pull in flight. A page from past the cursor (asked for
+                // before a rewind reset it) would skip what lies between.
+                if page.next_after > page.head {
+                    // A page past the relay's own head is forged: nothing in it is taken.
+                    return Ok(());
+                }
+                if after <= cursor {
+                    self.apply_chunks(i, journal, now, &page.chunks, page.next_after, out)?;
+                }
                 if phase == Phase::Pulling {
                     if page.more {
                         let after = self.runs[i].state.cursor;
@@ -409,7 +548,13 @@ impl SyncEngine {
                     self.runs[i].deadline = Some(now.saturating_add(REQUEST_TIMEOUT_MS));
                 }
             }
-            Response::UpToDate { .. } => {
+            Response::UpToDate { head, .. } => {
+                let cursor = self.runs[i].state.cursor;
+                if phase == Phase::CatchingUp && head < cursor {
+                    self.rewound(i, journal, now, cursor, head)?;
+                    self.read(i, now, out);
+                    return Ok(());
+                }
                 if phase == Phase::CatchingUp {
                     self.push_next(i, journal, now, out)?;
                 }
@@ -423,33 +568,63 @@ impl SyncEngine {
             Response::Snapshot { snapshot, .. } => {
                 if phase == Phase::FetchingSnapshot {
                     let healing = self.runs[i].state.heal_after > 0;
-                    match snapshot {
-                        Some(s) => {
-                            if self.apply_snapshot(i, journal, now, &s, out)? {
-                                if self.runs[i].state.heal_after == 0 {
-                                    self.runs[i].gaps_reported.clear();
-                                }
-                                self.read(i, now, out);
-                            } else if healing {
-                                self.read(i, now, out);
-                            } else {
-                                self.retry_later(i, now);
-                            }
+                    let usable = match &snapshot {
+                        Some(s) => self.apply_snapshot(i, journal, now, s, out)?,
+                        None => false,
+                    };
+                    if usable {
+                        if self.runs[i].state.heal_after == 0 {
+                            self.runs[i].gaps_reported.clear();
                         }
-                        // Healing with no snapshot yet: carry on; a later round tries again.
-                        None if healing => self.read(i, now, out),
-                        None => self.retry_later(i, now),
+                    } else if !healing {
+                        // Pruned, and the snapshot that should replace the log is bad or
+                        // missing: say so, then read what log is left and push anyway.
+                        if snapshot.is_none() {
+                            self.problem(
+                                journal,
+                                space,
+                                ProblemKind::BadSnapshot { covers: 0 },
+                                now,
+                            )?;
+                        }
+                        self.runs[i].snapshot_failed = true;
                     }
+                    self.read(i, now, out);
                 }
             }
             Response::SnapshotStored { covers, .. } => {
                 self.runs[i].state = journal.snapshot_uploaded(space, covers)?;
+                self.runs[i].recovering = false;
                 if phase == Phase::Uploading(covers) {
                     self.finish(i, journal, now)?;
                 }
             }
             Response::Failed { failure, .. } => self.on_failure(i, journal, now, failure, out)?,
         }
+        Ok(())
+    }
+
+    /// The relay went back in time or lied about its head: report it, push this device's whole
+    /// document again under new numbers, and read everything from the start.
+    fn rewound<S: SyncStore + ?Sized>(
+        &mut self,
+        i: usize,
+        journal: &mut S,
+        now: i64,
+        cursor: u64,
+        head: u64,
+    ) -> Result<()> {
+        let space = self.runs[i].link.space;
+        self.problem(
+            journal,
+            space,
+            ProblemKind::RelayRewound { cursor, head },
+            now,
+        )?;
+        let run = &mut self.runs[i];
+        run.state = journal.relay_rewound(space)?;
+        run.recovering = true;
+        self.recount = true;
         Ok(())
     }
 
@@ -462,7 +637,13 @@ impl SyncEngine {
         out: &mut Vec<Action>,
     ) -> Result<()> {
         let space = self.runs[i].link.space;
+        let phase = self.runs[i].phase;
         match failure {
+            Failure::Pruned if self.runs[i].snapshot_failed => {
+                // The log is pruned and its snapshot unusable (reported): a pull failure never
+                // holds back this device's own edits.
+                self.push_next(i, journal, now, out)?;
+            }
             Failure::Pruned => {
                 self.send(
                     i,
@@ -478,7 +659,7 @@ impl SyncEngine {
                 } else {
                     ProblemKind::SpaceGone
                 };
-                self.problem(space, kind, now);
+                self.problem(journal, space, kind, now)?;
                 let run = &mut self.runs[i];
                 run.phase = Phase::Stopped;
                 run.deadline = None;
@@ -487,17 +668,40 @@ impl SyncEngine {
                 }
             }
             Failure::Refused {
+                code: ErrorCode::SeqConflict,
+                ..
+            } if matches!(phase, Phase::Pushing(_)) => {
+                let Phase::Pushing(device_seq) = phase else {
+                    return Ok(());
+                };
+                // This device's database went back in time; the relay keeps the other payload.
+                // Under a new device id (and actor) nothing it sends can collide again; the
+                // outbox keeps every batch and pushes it under the new numbers.
+                self.problem(journal, space, ProblemKind::SeqConflict { device_seq }, now)?;
+                self.device = journal.change_device()?;
+                for run in &mut self.runs {
+                    // Every space reads from the start: the old id's chunks, now another
+                    // device's, bring back what this one lost.
+                    run.state = journal.sync_state(run.link.space)?;
+                    run.peers = journal.peer_seqs(run.link.space)?.into_iter().collect();
+                    run.recovering = true;
+                }
+                self.recount = true;
+                self.push_next(i, journal, now, out)?;
+            }
+            Failure::Refused {
                 code,
                 retry_after_ms,
             } => {
                 self.problem(
+                    journal,
                     space,
                     ProblemKind::Refused {
                         code: code.name().to_owned(),
                     },
                     now,
-                );
-                if let Phase::Uploading(_) = self.runs[i].phase {
+                )?;
+                if let Phase::Uploading(_) = phase {
                     // A refused snapshot (stale, too large) is not worth retrying: finish the round.
                     return self.finish(i, journal, now);
                 }
@@ -511,11 +715,33 @@ impl SyncEngine {
                     }
                 }
             }
+            Failure::RelayError { status } => {
+                self.problem(journal, space, ProblemKind::RelayError { status }, now)?;
+                self.retry_later(i, now);
+                // It answered: failing is not being out of reach.
+                self.status.online = true;
+            }
             Failure::Unreachable => self.retry_later(i, now),
         }
         Ok(())
     }
+}
 
+/// (device, its number, relay sequence, plaintext or `None` when refused)
+type Opened = ([u8; 16], u64, u64, Option<Vec<u8>>);
+
+fn pulled(opened: &[Opened]) -> Vec<PulledChange<'_>> {
+    opened
+        .iter()
+        .map(|(device, device_seq, _, bytes)| PulledChange {
+            device: *device,
+            device_seq: *device_seq,
+            bytes: bytes.as_deref(),
+        })
+        .collect()
+}
+
+impl SyncEngine {
     /// Opens and applies chunks after the cursor, then commits them with `new_cursor`.
     fn apply_chunks<S: SyncStore + ?Sized>(
         &mut self,
@@ -532,7 +758,8 @@ impl SyncEngine {
         if new_cursor <= cursor {
             return Ok(());
         }
-        let mut opened: Vec<([u8; 16], u64, Option<Vec<u8>>)> = Vec::new();
+        let recovering = self.runs[i].recovering;
+        let mut opened: Vec<Opened> = Vec::new();
         let mut last_seen: Vec<([u8; 16], u64)> = Vec::new();
         for c in chunks
             .iter()
@@ -548,25 +775,27 @@ impl SyncEngine {
             };
             let hex = hex::encode(device);
             if c.device_seq <= last {
-                self.problem(
-                    space,
-                    ProblemKind::Replay {
+                // After a rewind, reading from the start meets what was applied before.
+                if !recovering {
+                    let kind = ProblemKind::Replay {
                         device: hex,
                         device_seq: c.device_seq,
-                    },
-                    now,
-                );
+                    };
+                    self.problem(journal, space, kind, now)?;
+                }
                 continue;
             }
-            if c.device_seq > last + 1 {
+            if c.device_seq > last.saturating_add(1) && !recovering {
                 // Something from this device was withheld; nothing after the hole is applied.
+                // (After a rewind the hole is what the relay lost, and the whole documents
+                // pushed again fill it: those are applied.)
                 if self.runs[i].gaps_reported.insert(device) {
                     let kind = ProblemKind::Gap {
                         device: hex,
-                        expected: last + 1,
+                        expected: last.saturating_add(1),
                         got: c.device_seq,
                     };
-                    self.problem(space, kind, now);
+                    self.problem(journal, space, kind, now)?;
                 }
                 self.runs[i].state = journal.mark_refused(space, c.relay_seq)?;
                 continue;
@@ -579,33 +808,57 @@ impl SyncEngine {
             let plain = match open_chunk(&link.keys.content, &aad, &c.payload) {
                 Ok(p) => Some(p),
                 Err(Error::Tampered) => {
-                    self.problem(
-                        space,
-                        ProblemKind::Tampered {
-                            relay_seq: c.relay_seq,
-                        },
-                        now,
-                    );
+                    let kind = ProblemKind::Tampered {
+                        relay_seq: c.relay_seq,
+                    };
+                    self.problem(journal, space, kind, now)?;
                     self.runs[i].state = journal.mark_refused(space, c.relay_seq)?;
                     None
                 }
                 Err(e) => return Err(e),
             };
-            opened.push((device, c.device_seq, plain));
+            opened.push((device, c.device_seq, c.relay_seq, plain));
             match last_seen.iter_mut().find(|(d, _)| *d == device) {
                 Some(entry) => entry.1 = c.device_seq,
                 None => last_seen.push((device, c.device_seq)),
             }
         }
-        let pulled: Vec<PulledChange<'_>> = opened
-            .iter()
-            .map(|(device, device_seq, bytes)| PulledChange {
-                device: *device,
-                device_seq: *device_seq,
-                bytes: bytes.as_deref(),
-            })
-            .collect();
-        let merged = journal.apply_pulled(space, &pulled, new_cursor)?;
+        let merged = match journal.apply_pulled(space, &pulled(&opened), new_cursor) {
+            Ok(merged) => merged,
+            Err(e) if is_data_error(&e) => {
+                // One change the document refuses must not hold back the rest: merge chunk by
+                // chunk, and treat one that still fails like a tampered chunk.
+                let mut records = Vec::new();
+                for one in &mut opened {
+                    let single = std::slice::from_mut(one);
+                    match journal.apply_pulled(space, &pulled(single), cursor) {
+                        Ok(m) => records.extend(m.records),
+                        Err(e) if is_data_error(&e) => {
+                            let (device, device_seq, relay_seq, bytes) = &mut single[0];
+                            *bytes = None;
+                            let kind = ProblemKind::Unmergeable {
+                                device: hex::encode(*device),
+                                device_seq: *device_seq,
+                                relay_seq: *relay_seq,
+                            };
+                            let relay_seq = *relay_seq;
+                            self.problem(journal, space, kind, now)?;
+                            journal.mark_refused(space, relay_seq)?;
+                            // Its number is consumed, so the device's later chunks line up.
+                            journal.apply_pulled(space, &pulled(single), cursor)?;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                let mut merged = journal.apply_pulled(space, &[], new_cursor)?;
+                records.extend(merged.records);
+                records.sort();
+                records.dedup();
+                merged.records = records;
+                merged
+            }
+            Err(e) => return Err(e),
+        };
         let run = &mut self.runs[i];
         run.state = merged.state;
         for (device, seq) in last_seen {
@@ -621,7 +874,8 @@ impl SyncEngine {
         Ok(())
     }
 
-    /// Opens and merges a snapshot; false if it failed authentication (reported).
+    /// Opens and merges a snapshot; false if it failed its checks or could not be read
+    /// (reported).
     fn apply_snapshot<S: SyncStore + ?Sized>(
         &mut self,
         i: usize,
@@ -631,27 +885,33 @@ impl SyncEngine {
         out: &mut Vec<Action>,
     ) -> Result<bool> {
         let link = self.runs[i].link.clone();
+        let covers = snapshot.covers;
+        let bad = ProblemKind::BadSnapshot { covers };
         let plain = match open_snapshot(
             &link.keys.content,
             &link.keys.space_id,
-            snapshot.covers,
+            covers,
             &snapshot.payload,
         ) {
             Ok(p) => p,
             Err(Error::Tampered) => {
-                self.problem(
-                    link.space,
-                    ProblemKind::Tampered {
-                        relay_seq: snapshot.covers,
-                    },
-                    now,
-                );
+                self.problem(journal, link.space, bad, now)?;
                 return Ok(false);
             }
             Err(e) => return Err(e),
         };
-        let (peers, doc) = decode_snapshot(&plain)?;
-        let merged = journal.apply_snapshot(link.space, doc, &peers, snapshot.covers)?;
+        let decoded = decode_snapshot(&plain).and_then(|(peers, doc)| {
+            let merged = journal.apply_snapshot(link.space, doc, &peers, covers)?;
+            Ok((peers, merged))
+        });
+        let (peers, merged) = match decoded {
+            Ok(done) => done,
+            Err(e) if is_data_error(&e) => {
+                self.problem(journal, link.space, bad, now)?;
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
         let run = &mut self.runs[i];
         run.state = merged.state;
         for &(device, seq) in &peers {

@@ -23,4 +23,7 @@ pub use engine::{
 
 pub use snapshot::{decode_snapshot, encode_snapshot};
 pub use storage::{Merged, SyncStore};
-pub use types::{Action, Event, Failure, Problem, ProblemKind, Request, Response, SyncStatus};
+pub use types::{
+    Action, Event, Failure, MAX_PROBLEMS, Outcome, Problem, ProblemKind, Request, Response,
+    SyncStatus,
+};

@@ -4,6 +4,7 @@
 //! bookkeeping returns the state it left, so the engine keeps cursors and peer sequence
 //! numbers in memory instead of re-reading them at each step.
 
+use super::Problem;
 use crate::{
     error::Result,
     ids::RecordId,
@@ -76,4 +77,19 @@ pub trait SyncStore {
 
     /// A round completed at `now_ms`.
     fn mark_synced(&mut self, space: Space, now_ms: i64) -> Result<SyncState>;
+
+    /// The relay went back in time: read from the start (cursor, acknowledgements and
+    /// snapshot forgotten, nothing left to heal) and queue this device's whole document to
+    /// push again, so whatever the relay lost is there again.
+    fn relay_rewound(&mut self, space: Space) -> Result<SyncState>;
+
+    /// The relay holds another payload under one of this device's numbers: take a new device
+    /// id (and Automerge actor), number the outbox again from 1, and return the new id.
+    fn change_device(&mut self) -> Result<[u8; 16]>;
+
+    /// Keeps a problem where `status` shows it until it is over.
+    fn record_problem(&mut self, space: Space, problem: &Problem) -> Result<()>;
+
+    /// A clean round with nothing left to heal: the space's problems are over.
+    fn clear_problems(&mut self, space: Space) -> Result<()>;
 }

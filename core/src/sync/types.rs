@@ -67,6 +67,11 @@ impl Request {
 pub enum Failure {
     /// The relay could not be reached or timed out; try again later.
     Unreachable,
+    /// The relay answered but failed (a `5xx`: disk full, an internal error); try again later.
+    RelayError {
+        /// The HTTP status.
+        status: u16,
+    },
     /// The cursor is below the relay's snapshot: fetch it first.
     Pruned,
     /// The relay refused the token.
@@ -89,6 +94,9 @@ pub enum Response {
     Created {
         /// Which space.
         space: Space,
+        /// The relay made it just now (`201`); for a space this device already synced, the
+        /// relay lost it.
+        new: bool,
     },
     /// A push is durable.
     Acked {
@@ -101,6 +109,8 @@ pub enum Response {
     Page {
         /// Which space.
         space: Space,
+        /// The cursor the pull asked from.
+        after: u64,
         /// The page.
         page: Page,
     },
@@ -145,7 +155,7 @@ impl Response {
     /// The space the answer is about.
     pub fn space(&self) -> Space {
         match self {
-            Response::Created { space }
+            Response::Created { space, .. }
             | Response::Acked { space, .. }
             | Response::Page { space, .. }
             | Response::Chunk { space, .. }
@@ -213,6 +223,42 @@ pub enum ProblemKind {
         /// The repeated number.
         device_seq: u64,
     },
+    /// An authentic chunk that the document refused to merge (malformed, or reusing another
+    /// change's identity). Its number is consumed; a later snapshot heals what it held.
+    Unmergeable {
+        /// The device (hex).
+        device: String,
+        /// Its number.
+        device_seq: u64,
+        /// Its relay sequence.
+        relay_seq: u64,
+    },
+    /// The relay went back to an earlier state (restored from a backup, lost data) or lied
+    /// about its head. This device pushes its whole document again and reads from the start.
+    RelayRewound {
+        /// Where this device had read to.
+        cursor: u64,
+        /// What the relay claimed.
+        head: u64,
+    },
+    /// The relay's snapshot failed its checks or could not be read, or the relay had none
+    /// where it needed one.
+    BadSnapshot {
+        /// What it claimed to cover (0 when there was none).
+        covers: u64,
+    },
+    /// The relay holds another payload under one of this device's numbers: this device's
+    /// database went back in time (a power cut, a restored backup, a copy). It moved to a
+    /// new device id and pushes again.
+    SeqConflict {
+        /// The number in conflict.
+        device_seq: u64,
+    },
+    /// The relay answered with an error of its own (a `5xx`, such as a full disk).
+    RelayError {
+        /// The HTTP status.
+        status: u16,
+    },
     /// The relay refused this device's token.
     Unauthorized,
     /// The space was erased at the relay.
@@ -230,6 +276,35 @@ impl ProblemKind {
     pub fn is_fatal(&self) -> bool {
         matches!(self, Self::Unauthorized | Self::SpaceGone)
     }
+
+    /// The outcome a person or script acts on, one per cause.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Self::Tampered { .. } | Self::Unmergeable { .. } | Self::BadSnapshot { .. } => {
+                Outcome::Tampered
+            }
+            Self::Gap { .. } | Self::RelayRewound { .. } | Self::SeqConflict { .. } => Outcome::Gap,
+            Self::Replay { .. } => Outcome::Replay,
+            Self::Unauthorized
+            | Self::SpaceGone
+            | Self::Refused { .. }
+            | Self::RelayError { .. } => Outcome::RelayError,
+        }
+    }
+}
+
+/// What a problem means for whoever reads it, from the worst down: each has its own exit code
+/// in the CLI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Outcome {
+    /// The relay answered with an error or refused this device.
+    RelayError,
+    /// Something the relay served failed its checks and was not applied.
+    Tampered,
+    /// Something was withheld or lost by the relay (a gap, a rewind, a number reused).
+    Gap,
+    /// The relay served something twice; the copy was ignored.
+    Replay,
 }
 
 /// One problem, with where and when.

@@ -26,16 +26,25 @@ const PAGE_LIMIT: usize = 4;
 #[derive(Default)]
 pub struct SimRelay {
     spaces: HashMap<[u8; 32], RelaySpace>,
+    /// A copy of every space taken by [`SimRelay::backup`], for [`SimRelay::restore`].
+    backup: Option<HashMap<[u8; 32], RelaySpace>>,
 }
 
-#[derive(Default)]
-struct RelaySpace {
-    head: u64,
-    log: Vec<Chunk>,
-    seen: HashMap<([u8; 16], u64), u64>,
-    snapshot: Option<Snapshot>,
+#[derive(Clone, Default)]
+pub struct RelaySpace {
+    pub head: u64,
+    pub log: Vec<Chunk>,
+    /// (device, device sequence) → (relay sequence, the payload stored under it).
+    seen: HashMap<([u8; 16], u64), (u64, Vec<u8>)>,
+    pub snapshot: Option<Snapshot>,
     /// When set, the next chunk stored is corrupted in storage (a tampering relay).
     corrupt_next: bool,
+    /// When set, the next page claims a head of 0 (a lying relay).
+    lie_next_page: bool,
+    /// When set, snapshots are served altered.
+    lie_snapshots: bool,
+    /// A device created it (so a later create answers `200`).
+    created: bool,
 }
 
 impl SimRelay {
@@ -43,9 +52,23 @@ impl SimRelay {
         let space = req.space();
         let s = self.spaces.entry(space_id).or_default();
         match req {
-            Request::Create { .. } => Response::Created { space },
+            Request::Create { .. } => {
+                let new = !s.created;
+                s.created = true;
+                Response::Created { space, new }
+            }
             Request::Push { push, .. } => {
-                if let Some(seq) = s.seen.get(&(push.device_id.0, push.device_seq)) {
+                if let Some((seq, payload)) = s.seen.get(&(push.device_id.0, push.device_seq)) {
+                    if *payload != push.payload {
+                        // Like mend-relay: a number reused with another payload.
+                        return Response::Failed {
+                            space,
+                            failure: Failure::Refused {
+                                code: ErrorCode::SeqConflict,
+                                retry_after_ms: 0,
+                            },
+                        };
+                    }
                     let ack = Ack {
                         device_seq: push.device_seq,
                         relay_seq: *seq,
@@ -67,7 +90,10 @@ impl SimRelay {
                     device_seq: push.device_seq,
                     payload,
                 });
-                s.seen.insert((push.device_id.0, push.device_seq), s.head);
+                s.seen.insert(
+                    (push.device_id.0, push.device_seq),
+                    (s.head, push.payload.clone()),
+                );
                 Response::Acked {
                     space,
                     ack: Ack {
@@ -101,8 +127,21 @@ impl SimRelay {
                 if !more {
                     next_after = s.head;
                 }
+                if std::mem::take(&mut s.lie_next_page) {
+                    return Response::Page {
+                        space,
+                        after: *after,
+                        page: Page {
+                            head: 0,
+                            next_after,
+                            more: false,
+                            chunks: Vec::new(),
+                        },
+                    };
+                }
                 Response::Page {
                     space,
+                    after: *after,
                     page: Page {
                         head: s.head,
                         next_after,
@@ -111,10 +150,17 @@ impl SimRelay {
                     },
                 }
             }
-            Request::GetSnapshot { .. } => Response::Snapshot {
-                space,
-                snapshot: s.snapshot.clone(),
-            },
+            Request::GetSnapshot { .. } => {
+                let mut snapshot = s.snapshot.clone();
+                if let Some(b) = snapshot
+                    .as_mut()
+                    .and_then(|x| x.payload.last_mut())
+                    .filter(|_| s.lie_snapshots)
+                {
+                    *b ^= 0x01;
+                }
+                Response::Snapshot { space, snapshot }
+            }
             Request::PutSnapshot { snapshot, .. } => {
                 let old = s.snapshot.as_ref().map_or(0, |x| x.covers);
                 if snapshot.covers > s.head {
@@ -142,6 +188,79 @@ impl SimRelay {
                     covers: snapshot.covers,
                 }
             }
+        }
+    }
+
+    /// Keeps a copy of everything the relay holds (its backup).
+    pub fn backup(&mut self) {
+        self.backup = Some(self.spaces.clone());
+    }
+
+    /// Goes back to the last backup (a restore after losing its disk); false without one.
+    pub fn restore(&mut self) -> bool {
+        match self.backup.clone() {
+            Some(b) => {
+                self.spaces = b;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A space as the relay holds it, to forge or inspect.
+    pub fn space_mut(&mut self, space_id: [u8; 32]) -> &mut RelaySpace {
+        self.spaces.entry(space_id).or_default()
+    }
+
+    /// Appends a chunk of the relay's own making (forged, replayed, or sealed by a key holder
+    /// who made it unmergeable) as the next in the log.
+    pub fn inject(
+        &mut self,
+        space_id: [u8; 32],
+        device: [u8; 16],
+        device_seq: u64,
+        payload: Vec<u8>,
+    ) {
+        let s = self.space_mut(space_id);
+        s.head += 1;
+        s.log.push(Chunk {
+            relay_seq: s.head,
+            device_id: mend_protocol::DeviceId(device),
+            device_seq,
+            payload,
+        });
+    }
+
+    /// The next page of `space_id` claims a head of 0.
+    pub fn lie_next_page(&mut self, space_id: [u8; 32]) {
+        self.space_mut(space_id).lie_next_page = true;
+    }
+
+    /// Snapshots of every space are served altered (or honestly again).
+    pub fn lie_snapshots(&mut self, lie: bool) {
+        for s in self.spaces.values_mut() {
+            s.lie_snapshots = lie;
+        }
+    }
+
+    /// Stores a copy of chunk `pick` (mod the log) again as the next one: a replay.
+    pub fn replay(&mut self, space_id: [u8; 32], pick: usize) {
+        let s = self.space_mut(space_id);
+        if s.log.is_empty() {
+            return;
+        }
+        let mut c = s.log[pick % s.log.len()].clone();
+        s.head += 1;
+        c.relay_seq = s.head;
+        s.log.push(c);
+    }
+
+    /// Behaves again: no lie pending.
+    pub fn behave(&mut self) {
+        for s in self.spaces.values_mut() {
+            s.lie_next_page = false;
+            s.lie_snapshots = false;
+            s.corrupt_next = false;
         }
     }
 
@@ -207,6 +326,8 @@ impl Device {
 pub struct Sim {
     pub now: i64,
     pub relay: SimRelay,
+    /// The relay answers nothing before this time (it is down).
+    pub relay_down_until: i64,
     pub devices: Vec<Device>,
     pub faults: Faults,
     flight: Vec<InFlight>,
@@ -227,6 +348,7 @@ impl Sim {
         let mut sim = Self {
             now: T0,
             relay: SimRelay::default(),
+            relay_down_until: 0,
             devices: Vec::new(),
             faults: Faults::default(),
             flight: Vec::new(),
@@ -430,6 +552,13 @@ impl Sim {
             return Ok(true);
         }
         match msg.payload {
+            Payload::ToRelay(req) if self.now < self.relay_down_until => {
+                let failed = Response::Failed {
+                    space: req.space(),
+                    failure: Failure::Unreachable,
+                };
+                self.enqueue(msg.device, Payload::ToDevice(failed));
+            }
             Payload::ToRelay(req) => {
                 let space_id = self.space_id(msg.device, req.space());
                 let device = *self.devices[msg.device].journal().device().as_bytes();
@@ -462,7 +591,11 @@ impl Sim {
     }
 
     /// A device's app is killed and reopened: in-memory state is gone, the database stays.
+    /// Answers on their way to it are lost with its connections (what it sent may still
+    /// reach the relay).
     pub fn restart_device(&mut self, device: usize) -> Result<()> {
+        self.flight
+            .retain(|m| m.device != device || matches!(m.payload, Payload::ToRelay(_)));
         let partner = self.devices[device].partner;
         let path = self.devices[device].path.clone();
         // Drop the old journal first so its lock is released.
@@ -486,6 +619,96 @@ impl Sim {
         d.journal = Some(journal);
         d.engine = engine;
         Ok(())
+    }
+
+    fn files(path: &std::path::Path) -> [PathBuf; 3] {
+        let with = |suffix: &str| {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            PathBuf::from(p)
+        };
+        [path.to_owned(), with("-wal"), with("-shm")]
+    }
+
+    /// Copies a device's database aside (closed for the copy, then reopened): the state a
+    /// power cut, a restored backup or a copied phone may later bring back.
+    pub fn keep_copy(&mut self, device: usize) -> Result<()> {
+        drop(self.devices[device].journal.take());
+        for f in Self::files(&self.devices[device].path) {
+            let mut copy = f.as_os_str().to_owned();
+            copy.push(".copy");
+            if f.exists() {
+                std::fs::copy(&f, PathBuf::from(copy))?;
+            } else {
+                let _ = std::fs::remove_file(PathBuf::from(copy));
+            }
+        }
+        self.restart_device(device)
+    }
+
+    /// Puts back the copy [`Sim::keep_copy`] made: everything since is gone from this device.
+    /// False when there is none.
+    pub fn roll_back(&mut self, device: usize) -> Result<bool> {
+        let path = self.devices[device].path.clone();
+        let mut main_copy = path.as_os_str().to_owned();
+        main_copy.push(".copy");
+        if !PathBuf::from(main_copy).exists() {
+            return Ok(false);
+        }
+        drop(self.devices[device].journal.take());
+        for f in Self::files(&path) {
+            let mut copy = f.as_os_str().to_owned();
+            copy.push(".copy");
+            let copy = PathBuf::from(copy);
+            if copy.exists() {
+                std::fs::copy(&copy, &f)?;
+            } else {
+                let _ = std::fs::remove_file(&f);
+            }
+        }
+        self.restart_device(device)?;
+        Ok(true)
+    }
+
+    /// One round for every device, each with a fresh engine, as `mend sync` runs it in a new
+    /// process every time: bounded.
+    pub fn fresh_round(&mut self) -> Result<()> {
+        for d in 0..self.devices.len() {
+            self.restart_device(d)?;
+        }
+        self.round()
+    }
+
+    /// One round for every device with the engines they have: bounded.
+    pub fn round(&mut self) -> Result<()> {
+        for d in 0..self.devices.len() {
+            self.event(d, Event::Start)?;
+        }
+        let mut steps = 0;
+        loop {
+            steps += 1;
+            if steps > 100_000 {
+                bail!("the round did not end");
+            }
+            if self.deliver_one()? {
+                continue;
+            }
+            if self.devices.iter().all(|d| d.engine.is_settled()) {
+                return Ok(());
+            }
+            let wake = self
+                .devices
+                .iter()
+                .filter_map(|d| d.engine.next_wake())
+                .min();
+            match wake {
+                Some(w) => {
+                    let ms = (w - self.now).max(1);
+                    self.advance(ms)?;
+                }
+                None => bail!("a device is stuck with nothing scheduled"),
+            }
+        }
     }
 
     /// Heals the network and runs rounds until every device has everything: bounded.
