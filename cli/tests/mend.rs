@@ -596,13 +596,13 @@ fn every_bad_input_gets_one_line_and_its_exit_code() -> Result<()> {
         }
     });
     world
-        .mend("erin", &["init", "--relay", &failing_url, "--name", "Erin"])?
+        .mend("fern", &["init", "--relay", &failing_url, "--name", "Fern"])?
         .ok()?;
     world
-        .mend("erin", &["add", "honesty-moment", "Said it anyway"])?
+        .mend("fern", &["add", "honesty-moment", "Said it anyway"])?
         .ok()?;
     world
-        .mend("erin", &["sync", "--timeout", "3"])?
+        .mend("fern", &["sync", "--timeout", "3"])?
         .fails(7, "the relay answered with an error (HTTP 500)")?;
     world
         .mend("dana", &["erase", "--yes"])?
