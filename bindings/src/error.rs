@@ -99,7 +99,7 @@ impl From<CoreError> for MendError {
 impl MendError {
     /// Every stable code, in declaration order. `bindings/swift/` and `bindings/kotlin/`
     /// ship the same table for apps; a test keeps them equal.
-    pub const CODES: [&'static str; 14] = [
+    pub const CODES: [&'static str; 15] = [
         "permission_denied",
         "not_found",
         "invalid",
@@ -112,6 +112,7 @@ impl MendError {
         "io",
         "tampered",
         "unreachable",
+        "untrusted_relay",
         "closed",
         "internal",
     ];
