@@ -217,7 +217,7 @@ fun main(args: Array<String>) {
             check("a bad invite is refused", false)
         } catch (e: MendException.Invite) {
             check("a bad invite is refused: \"${e.message}\"",
-                e.message == "this is not a Mend invite code (it should start with MEND1-)")
+                e.message == "this is not a Mend invite code (it should start with MEND1- or MEND2-)")
         }
         try {
             Journal.open(File(dir, "gone.db").path, alexSecret, JournalOptions())

@@ -285,7 +285,7 @@ async def story(relay, work):
         check("a bad invite is refused", False)
     except MendError.Invite as e:
         check(f'a bad invite is refused: "{e}"',
-              str(e) == "this is not a Mend invite code (it should start with MEND1-)")
+              str(e) == "this is not a Mend invite code (it should start with MEND1- or MEND2-)")
     try:
         await Journal.open(os.path.join(work, "gone.db"), alex_secret, JournalOptions())
         check("a missing database is refused", False)
