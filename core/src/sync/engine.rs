@@ -690,6 +690,14 @@ impl SyncEngine {
                 self.push_next(i, journal, now, out)?;
             }
             Failure::Refused {
+                code: ErrorCode::SnapshotStale,
+                ..
+            } if matches!(phase, Phase::Uploading(_)) => {
+                // Another device stored a snapshot covering more while this one sealed its
+                // own: nothing is wrong, and that snapshot serves everyone.
+                return self.finish(i, journal, now);
+            }
+            Failure::Refused {
                 code,
                 retry_after_ms,
             } => {
