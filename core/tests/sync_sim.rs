@@ -445,6 +445,75 @@ fn a_relay_restored_from_an_older_copy_is_noticed_and_both_partners_end_complete
     Ok(())
 }
 
+/// One round of one device alone (the others do nothing meanwhile): bounded.
+fn round_of(sim: &mut Sim, device: usize) -> Result<()> {
+    sim.event(device, Event::Start)?;
+    for _ in 0..100_000 {
+        if sim.deliver_one()? {
+            continue;
+        }
+        if sim.devices[device].engine.is_settled() {
+            return Ok(());
+        }
+        match sim.devices[device].engine.next_wake() {
+            Some(w) => sim.advance((w - sim.now).max(1))?,
+            None => anyhow::bail!("{} is stuck", sim.devices[device].name),
+        }
+    }
+    anyhow::bail!("the round of {} did not end", sim.devices[device].name)
+}
+
+#[test]
+fn a_relay_restored_and_filled_up_past_a_devices_cursor_is_noticed_by_its_marks() -> Result<()> {
+    let mut sim = Sim::new(37, 1, 1, 1_000)?;
+    let couple = sim.couple_keys.space_id;
+    let mut acked = Vec::new();
+    acked.push((0, sim.devices[0].journal_mut().add(share("before"))?));
+    sim.settle()?;
+    sim.relay.backup();
+    for n in 0..3 {
+        let id = sim.devices[0]
+            .journal_mut()
+            .add(share(&format!("lost, A {n}")))?;
+        acked.push((0, id));
+        round_of(&mut sim, 0)?;
+    }
+    acked.push((1, sim.devices[1].journal_mut().add(share("lost, B"))?));
+    sim.settle()?;
+    let a_cursor = sim.devices[0].journal().sync_state(Space::Couple)?.cursor;
+    ensure!(sim.relay.restore());
+    // B reads first: its head check notices, it pushes its document again and keeps editing,
+    // round after round, until the relay holds more than A has read. A's head check then
+    // passes: only the chunk at its cursor, another one now, gives the relay away.
+    let mut n = 0;
+    while sim.relay.space_mut(couple).head <= a_cursor + 1 {
+        n += 1;
+        ensure!(n < 20, "B never filled the relay up");
+        let id = sim.devices[1]
+            .journal_mut()
+            .add(share(&format!("refill, B {n}")))?;
+        acked.push((1, id));
+        round_of(&mut sim, 1)?;
+    }
+    ensure!(reported(&sim, 1, |k| matches!(
+        k,
+        ProblemKind::RelayRewound { .. }
+    )));
+    acked.push((0, sim.devices[0].journal_mut().add(share("after, A"))?));
+    sim.fresh_round()?;
+    sim.settle()?;
+    ensure!(
+        reported(&sim, 0, |k| matches!(k, ProblemKind::RelayRewound { .. })),
+        "A did not notice: {:?}",
+        sim.devices[0].problems
+    );
+    assert_converged(&sim, &acked)?;
+    let late = sim.join_device(0)?;
+    sim.settle()?;
+    ensure!(sim.devices[late].journal().get(acked[1].1).is_ok());
+    Ok(())
+}
+
 #[test]
 fn a_relay_that_lost_the_whole_space_is_refilled() -> Result<()> {
     let mut sim = Sim::new(33, 1, 1, 1_000)?;

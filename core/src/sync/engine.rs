@@ -28,6 +28,12 @@ fn is_data_error(e: &Error) -> bool {
     matches!(e, Error::Document(_) | Error::Corrupt(_))
 }
 
+/// Whether the relay's mark for a chunk differs from the one this device kept for it (both
+/// known: a relay that keeps none, or a cursor reached without one, proves nothing).
+fn differ(kept: Option<[u8; 16]>, relay: Option<[u8; 16]>) -> bool {
+    matches!((kept, relay), (Some(a), Some(b)) if a != b)
+}
+
 /// How long a request may go unanswered before it counts as failed (ms).
 pub const REQUEST_TIMEOUT_MS: i64 = 15_000;
 /// The longest a relay's `Retry-After` can hold a space back (ms): a relay asking for more is
@@ -97,6 +103,8 @@ struct Run {
     recovering: bool,
     /// A problem was reported in this space during the current round.
     troubled: bool,
+    /// The cursor a live subscription asked from and the relay's mark kept for it then.
+    subscribed: Option<(u64, [u8; 16])>,
 }
 
 /// The sans-IO sync engine of one device.
@@ -136,6 +144,7 @@ impl SyncEngine {
                 snapshot_failed: false,
                 recovering: false,
                 troubled: false,
+                subscribed: None,
             })
             .collect();
         Self {
@@ -311,13 +320,17 @@ impl SyncEngine {
         let after = self.runs[i].state.cursor;
         match self.mode {
             Mode::Once => self.send(i, now, Phase::Pulling, Request::Pull { space, after }, out),
-            Mode::Live => self.send(
-                i,
-                now,
-                Phase::CatchingUp,
-                Request::Subscribe { space, after },
-                out,
-            ),
+            Mode::Live => {
+                let state = &self.runs[i].state;
+                self.runs[i].subscribed = state.cursor_mark.map(|mark| (after, mark));
+                self.send(
+                    i,
+                    now,
+                    Phase::CatchingUp,
+                    Request::Subscribe { space, after },
+                    out,
+                );
+            }
         }
     }
 
@@ -517,7 +530,11 @@ impl SyncEngine {
                     .chunks
                     .iter()
                     .any(|c| acked > 0 && c.relay_seq == acked && c.device_id.0 != self.device);
-                if current && (page.next_after > page.head || page.head < cursor || taken) {
+                // Nor can another chunk sit where this device's cursor is than the one that was
+                // there when it got there (a relay restored, then filled up past the cursor).
+                let moved = differ(self.runs[i].state.cursor_mark, page.after_mark);
+                if current && (page.next_after > page.head || page.head < cursor || taken || moved)
+                {
                     self.rewound(i, journal, now, cursor, page.head)?;
                     self.read(i, now, out);
                     return Ok(());
@@ -531,6 +548,9 @@ impl SyncEngine {
                 }
                 if after <= cursor {
                     self.apply_chunks(i, journal, now, &page.chunks, page.next_after, out)?;
+                    if let Some(mark) = page.next_mark {
+                        self.keep_mark(i, journal, page.next_after, mark)?;
+                    }
                 }
                 if phase == Phase::Pulling {
                     if page.more {
@@ -544,16 +564,32 @@ impl SyncEngine {
             Response::Chunk { chunk, .. } => {
                 let seq = chunk.relay_seq;
                 self.apply_chunks(i, journal, now, std::slice::from_ref(&chunk), seq, out)?;
+                // The backlog ends with the head's mark; a live chunk's is worked out here
+                // (live chunks are few: one per edit elsewhere).
+                if phase != Phase::CatchingUp {
+                    self.keep_mark(i, journal, seq, chunk.mark())?;
+                }
                 if phase == Phase::CatchingUp {
                     self.runs[i].deadline = Some(now.saturating_add(REQUEST_TIMEOUT_MS));
                 }
             }
-            Response::UpToDate { head, .. } => {
+            Response::UpToDate {
+                head,
+                after_mark,
+                head_mark,
+                ..
+            } => {
                 let cursor = self.runs[i].state.cursor;
-                if phase == Phase::CatchingUp && head < cursor {
+                let moved = self.runs[i]
+                    .subscribed
+                    .is_some_and(|(_, mark)| differ(Some(mark), after_mark));
+                if phase == Phase::CatchingUp && (head < cursor || moved) {
                     self.rewound(i, journal, now, cursor, head)?;
                     self.read(i, now, out);
                     return Ok(());
+                }
+                if let Some(mark) = head_mark.filter(|_| phase == Phase::CatchingUp) {
+                    self.keep_mark(i, journal, head, mark)?;
                 }
                 if phase == Phase::CatchingUp {
                     self.push_next(i, journal, now, out)?;
@@ -600,6 +636,21 @@ impl SyncEngine {
                 }
             }
             Response::Failed { failure, .. } => self.on_failure(i, journal, now, failure, out)?,
+        }
+        Ok(())
+    }
+
+    /// Keeps the relay's mark for the chunk at `at` if that is where the cursor now stands.
+    fn keep_mark<S: SyncStore + ?Sized>(
+        &mut self,
+        i: usize,
+        journal: &mut S,
+        at: u64,
+        mark: [u8; 16],
+    ) -> Result<()> {
+        let state = &self.runs[i].state;
+        if at > 0 && state.cursor == at && state.cursor_mark != Some(mark) {
+            self.runs[i].state = journal.keep_cursor_mark(self.runs[i].link.space, at, mark)?;
         }
         Ok(())
     }

@@ -45,6 +45,16 @@ pub struct RelaySpace {
     lie_snapshots: bool,
     /// A device created it (so a later create answers `200`).
     created: bool,
+    /// The mark of every chunk ever stored, by relay sequence (kept after pruning).
+    marks: HashMap<u64, [u8; 16]>,
+}
+
+impl RelaySpace {
+    /// Appends a chunk at the next relay sequence, keeping its mark.
+    fn append(&mut self, chunk: Chunk) {
+        self.marks.insert(chunk.relay_seq, chunk.mark());
+        self.log.push(chunk);
+    }
 }
 
 impl SimRelay {
@@ -84,7 +94,7 @@ impl SimRelay {
                         *b ^= 0x40;
                     }
                 }
-                s.log.push(Chunk {
+                s.append(Chunk {
                     relay_seq: s.head,
                     device_id: push.device_id,
                     device_seq: push.device_seq,
@@ -135,6 +145,8 @@ impl SimRelay {
                             head: 0,
                             next_after,
                             more: false,
+                            after_mark: None,
+                            next_mark: None,
                             chunks: Vec::new(),
                         },
                     };
@@ -146,6 +158,8 @@ impl SimRelay {
                         head: s.head,
                         next_after,
                         more,
+                        after_mark: s.marks.get(after).copied(),
+                        next_mark: s.marks.get(&next_after).copied(),
                         chunks,
                     },
                 }
@@ -223,8 +237,9 @@ impl SimRelay {
     ) {
         let s = self.space_mut(space_id);
         s.head += 1;
-        s.log.push(Chunk {
-            relay_seq: s.head,
+        let relay_seq = s.head;
+        s.append(Chunk {
+            relay_seq,
             device_id: mend_protocol::DeviceId(device),
             device_seq,
             payload,
@@ -252,7 +267,7 @@ impl SimRelay {
         let mut c = s.log[pick % s.log.len()].clone();
         s.head += 1;
         c.relay_seq = s.head;
-        s.log.push(c);
+        s.append(c);
     }
 
     /// Behaves again: no lie pending.
