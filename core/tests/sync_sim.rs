@@ -798,6 +798,15 @@ enum Hostile {
     KeepCopy(usize),
     /// A device's database goes back to its copy.
     RollBack(usize),
+    /// The relay keeps a copy of everything it holds (its backup).
+    Backup,
+    /// The relay loses its disk and comes back from its backup.
+    Restore,
+    /// Messages are delayed at random up to this many ms, so they arrive out of order, and
+    /// this percentage is delivered twice.
+    Reorder(u16, u8),
+    /// The relay answers `410 pruned` below its head, though no snapshot covers those chunks.
+    PruneEarly,
 }
 
 fn hostile() -> impl Strategy<Value = Hostile> {
@@ -808,15 +817,16 @@ fn hostile() -> impl Strategy<Value = Hostile> {
         6 => (1..20u8).prop_map(|k| Hostile::Honest(Step::Deliver(k))),
         2 => (0..30_000u16).prop_map(|ms| Hostile::Honest(Step::Advance(ms))),
         1 => d.clone().prop_map(|d| Hostile::Honest(Step::RestartDevice(d))),
-        // (A relay restored from a backup has its stories above; at random, one that is filled
-        // up past a device's position before that device reads again cannot be told from an
-        // honest one without a relay epoch in the protocol. A head lie takes the same path.)
         2 => Just(Hostile::LieAboutHead),
         1 => any::<u8>().prop_map(Hostile::Unmergeable),
         1 => any::<u8>().prop_map(Hostile::Replay),
         1 => any::<bool>().prop_map(Hostile::LieSnapshots),
         1 => d.clone().prop_map(Hostile::KeepCopy),
         1 => d.prop_map(Hostile::RollBack),
+        2 => Just(Hostile::Backup),
+        2 => Just(Hostile::Restore),
+        1 => (0..5_000u16, 0..30u8).prop_map(|(ms, dup)| Hostile::Reorder(ms, dup)),
+        1 => Just(Hostile::PruneEarly),
     ]
 }
 
@@ -889,6 +899,20 @@ fn run_hostile(seed: u64, snapshot_every: u64, steps: Vec<Hostile>) -> Result<()
             Hostile::Replay(x) => sim.relay.replay(couple, usize::from(x)),
             Hostile::LieSnapshots(lie) => sim.relay.lie_snapshots(lie),
             Hostile::KeepCopy(d) => sim.keep_copy(d)?,
+            Hostile::Backup => sim.relay.backup(),
+            Hostile::Restore => {
+                if sim.relay.restore() {
+                    sim.restart_relay();
+                }
+            }
+            Hostile::Reorder(ms, dup) => {
+                sim.faults = Faults {
+                    drop: 0,
+                    duplicate: u64::from(dup),
+                    max_delay_ms: u64::from(ms),
+                };
+            }
+            Hostile::PruneEarly => sim.relay.prune_early(couple),
             Hostile::RollBack(d) => {
                 let mine: Vec<RecordId> = acked.iter().map(|(_, id)| *id).collect();
                 let present: Vec<RecordId> = mine
@@ -933,4 +957,23 @@ proptest! {
             prop_assert!(false, "{e:#}");
         }
     }
+}
+
+/// Found by the random schedules: the relay is restored to a copy taken before this device's
+/// pushes were stored, and no other device reads past them; only its head, now below where it
+/// stored them, gives it away.
+#[test]
+fn a_relay_restored_to_before_a_devices_acknowledged_pushes_gets_them_again() -> Result<()> {
+    run_hostile(
+        0,
+        2,
+        vec![
+            Hostile::Honest(Step::Sync(1)),
+            Hostile::Backup,
+            Hostile::Honest(Step::Deliver(7)),
+            Hostile::Honest(Step::Add(1, 0, 0)),
+            Hostile::Honest(Step::Deliver(7)),
+            Hostile::Restore,
+        ],
+    )
 }

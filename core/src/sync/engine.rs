@@ -521,11 +521,12 @@ impl SyncEngine {
                 // Only the answer to a pull from where this device stands says anything about
                 // the relay now (a late copy of an older answer does not).
                 let current = phase == Phase::Pulling && after == cursor;
-                // The relay's head can never be below what this device read.
+                // The relay's head can never be below what this device read, nor below where
+                // it stored this device's last chunk (a copy of an answer older than that push
+                // can say so too: then the document is pushed again for nothing, never lost).
                 let acked = self.runs[i].state.last_ack_relay;
                 // Nor can another device's chunk sit where this device's last one was stored
-                // (a relay restored, then filled up past the head it had). (A head below that
-                // is no proof: a late answer may predate the push.)
+                // (a relay restored, then filled up past the head it had).
                 let taken = page
                     .chunks
                     .iter()
@@ -533,8 +534,8 @@ impl SyncEngine {
                 // Nor can another chunk sit where this device's cursor is than the one that was
                 // there when it got there (a relay restored, then filled up past the cursor).
                 let moved = differ(self.runs[i].state.cursor_mark, page.after_mark);
-                if current && (page.next_after > page.head || page.head < cursor || taken || moved)
-                {
+                let below = page.head < cursor.max(acked);
+                if current && (page.next_after > page.head || below || taken || moved) {
                     self.rewound(i, journal, now, cursor, page.head)?;
                     self.read(i, now, out);
                     return Ok(());
@@ -672,9 +673,15 @@ impl SyncEngine {
             ProblemKind::RelayRewound { cursor, head },
             now,
         )?;
-        let run = &mut self.runs[i];
-        run.state = journal.relay_rewound(space)?;
-        run.recovering = true;
+        journal.relay_rewound(space)?;
+        // Under a new device id the document goes out as number 1 and up: a device that never
+        // saw the numbers the relay lost finds no hole in them (and waits for no snapshot).
+        self.device = journal.change_device()?;
+        for run in &mut self.runs {
+            run.state = journal.sync_state(run.link.space)?;
+            run.peers = journal.peer_seqs(run.link.space)?.into_iter().collect();
+            run.recovering = true;
+        }
         self.recount = true;
         Ok(())
     }

@@ -47,6 +47,8 @@ pub struct RelaySpace {
     created: bool,
     /// The mark of every chunk ever stored, by relay sequence (kept after pruning).
     marks: HashMap<u64, [u8; 16]>,
+    /// Pulls from below this answer `410 pruned` (a relay pruning what no snapshot covers).
+    pruned_below: u64,
 }
 
 impl RelaySpace {
@@ -115,7 +117,7 @@ impl SimRelay {
             }
             Request::Pull { after, .. } | Request::Subscribe { after, .. } => {
                 let covers = s.snapshot.as_ref().map_or(0, |x| x.covers);
-                if *after < covers {
+                if *after < covers.max(s.pruned_below) {
                     return Response::Failed {
                         space,
                         failure: Failure::Pruned,
@@ -246,6 +248,12 @@ impl SimRelay {
         });
     }
 
+    /// Pulls of `space_id` from below its head answer `410 pruned` until the relay behaves.
+    pub fn prune_early(&mut self, space_id: [u8; 32]) {
+        let s = self.space_mut(space_id);
+        s.pruned_below = s.head;
+    }
+
     /// The next page of `space_id` claims a head of 0.
     pub fn lie_next_page(&mut self, space_id: [u8; 32]) {
         self.space_mut(space_id).lie_next_page = true;
@@ -276,6 +284,7 @@ impl SimRelay {
             s.lie_next_page = false;
             s.lie_snapshots = false;
             s.corrupt_next = false;
+            s.pruned_below = 0;
         }
     }
 
@@ -357,7 +366,14 @@ pub struct Sim {
 impl Sim {
     /// Two partners; partner 0 has `a_devices` devices, partner 1 `b_devices`.
     pub fn new(seed: u64, a_devices: usize, b_devices: usize, snapshot_every: u64) -> Result<Self> {
-        let dir = tempfile::tempdir()?;
+        // In memory where the platform has it: the engine is under test, not the disk, and
+        // the fsync each batch makes would otherwise take most of the time.
+        let shm = std::path::Path::new("/dev/shm");
+        let dir = if shm.is_dir() {
+            tempfile::tempdir_in(shm)?
+        } else {
+            tempfile::tempdir()?
+        };
         let couple = SpaceSecret::generate()?;
         let personal = [SpaceSecret::generate()?, SpaceSecret::generate()?];
         let mut sim = Self {
