@@ -977,3 +977,23 @@ fn a_relay_restored_to_before_a_devices_acknowledged_pushes_gets_them_again() ->
         ],
     )
 }
+
+/// Found by the random schedules: a lie about the head moves a device to a new id while a push
+/// under its old id is on its way; the late answer to it must not acknowledge the batch that
+/// now carries the same number under the new id.
+#[test]
+fn a_late_answer_to_a_push_under_an_old_id_acknowledges_nothing() -> Result<()> {
+    run_hostile(
+        11839456374727582594,
+        2,
+        vec![
+            Hostile::Honest(Step::Sync(0)),
+            Hostile::LieAboutHead,
+            Hostile::Honest(Step::Deliver(2)),
+            Hostile::Reorder(1983, 1),
+            Hostile::Unmergeable(0),
+            Hostile::Honest(Step::Deliver(10)),
+            Hostile::Honest(Step::Add(0, 0, 0)),
+        ],
+    )
+}

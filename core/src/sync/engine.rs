@@ -597,8 +597,12 @@ impl SyncEngine {
                 }
             }
             Response::Acked { ack, .. } => {
-                self.runs[i].state = journal.acknowledge(space, ack.device_seq, ack.relay_seq)?;
+                // Only the answer to the push in flight: a late one may be for a push made
+                // under this device's previous id, whose number an outbox batch now carries
+                // under the new one. (A late answer ignored costs a duplicate push, no more.)
                 if phase == Phase::Pushing(ack.device_seq) {
+                    self.runs[i].state =
+                        journal.acknowledge(space, ack.device_seq, ack.relay_seq)?;
                     self.push_next(i, journal, now, out)?;
                 }
             }
@@ -676,11 +680,22 @@ impl SyncEngine {
         journal.relay_rewound(space)?;
         // Under a new device id the document goes out as number 1 and up: a device that never
         // saw the numbers the relay lost finds no hole in them (and waits for no snapshot).
+        self.change_device(journal, now)
+    }
+
+    /// Moves to a new device id (and actor), with the outbox numbered again from 1. Every
+    /// space reads from the start: the old id's chunks, now another device's, bring back what
+    /// this one lost. A push still in flight was made under the old id: its space starts over.
+    fn change_device<S: SyncStore + ?Sized>(&mut self, journal: &mut S, now: i64) -> Result<()> {
         self.device = journal.change_device()?;
         for run in &mut self.runs {
             run.state = journal.sync_state(run.link.space)?;
             run.peers = journal.peer_seqs(run.link.space)?.into_iter().collect();
             run.recovering = true;
+            if matches!(run.phase, Phase::Pushing(_)) {
+                run.phase = Phase::Waiting(now);
+                run.deadline = None;
+            }
         }
         self.recount = true;
         Ok(())
@@ -736,15 +751,7 @@ impl SyncEngine {
                 // Under a new device id (and actor) nothing it sends can collide again; the
                 // outbox keeps every batch and pushes it under the new numbers.
                 self.problem(journal, space, ProblemKind::SeqConflict { device_seq }, now)?;
-                self.device = journal.change_device()?;
-                for run in &mut self.runs {
-                    // Every space reads from the start: the old id's chunks, now another
-                    // device's, bring back what this one lost.
-                    run.state = journal.sync_state(run.link.space)?;
-                    run.peers = journal.peer_seqs(run.link.space)?.into_iter().collect();
-                    run.recovering = true;
-                }
-                self.recount = true;
+                self.change_device(journal, now)?;
                 self.push_next(i, journal, now, out)?;
             }
             Failure::Refused {
