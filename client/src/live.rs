@@ -162,6 +162,8 @@ pub(crate) async fn connect(
                     Ok(ServerMessage::UpToDate(u)) => Response::UpToDate {
                         space,
                         head: u.head,
+                        after_mark: u.after_mark,
+                        head_mark: u.head_mark,
                     },
                     Ok(ServerMessage::Ack(ack)) => Response::Acked { space, ack },
                     Ok(ServerMessage::Nack(nack)) => Response::Failed {

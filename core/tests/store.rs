@@ -187,11 +187,13 @@ fn a_journal_from_before_the_read_model_opens_with_every_record() -> anyhow::Res
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("j.db");
     let before = written(&path, 5)?;
-    // What version 2 left on disk: the same tables, minus the read model and the open sync
-    // problems.
+    // What version 2 left on disk: the same tables, minus the read model, the open sync
+    // problems and the cursor's mark.
     Connection::open(&path)?.execute_batch(
         "DROP TABLE record_views; DROP TABLE space_views; \
-         ALTER TABLE sync_state DROP COLUMN problems; PRAGMA user_version = 2;",
+         ALTER TABLE sync_state DROP COLUMN problems; \
+         ALTER TABLE sync_state DROP COLUMN cursor_mark; \
+         ALTER TABLE sync_state DROP COLUMN mark_at; PRAGMA user_version = 2;",
     )?;
     let mut j = Journal::open(&path)?;
     assert_eq!(j.records()?, before);

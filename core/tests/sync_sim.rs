@@ -445,6 +445,75 @@ fn a_relay_restored_from_an_older_copy_is_noticed_and_both_partners_end_complete
     Ok(())
 }
 
+/// One round of one device alone (the others do nothing meanwhile): bounded.
+fn round_of(sim: &mut Sim, device: usize) -> Result<()> {
+    sim.event(device, Event::Start)?;
+    for _ in 0..100_000 {
+        if sim.deliver_one()? {
+            continue;
+        }
+        if sim.devices[device].engine.is_settled() {
+            return Ok(());
+        }
+        match sim.devices[device].engine.next_wake() {
+            Some(w) => sim.advance((w - sim.now).max(1))?,
+            None => anyhow::bail!("{} is stuck", sim.devices[device].name),
+        }
+    }
+    anyhow::bail!("the round of {} did not end", sim.devices[device].name)
+}
+
+#[test]
+fn a_relay_restored_and_filled_up_past_a_devices_cursor_is_noticed_by_its_marks() -> Result<()> {
+    let mut sim = Sim::new(37, 1, 1, 1_000)?;
+    let couple = sim.couple_keys.space_id;
+    let mut acked = Vec::new();
+    acked.push((0, sim.devices[0].journal_mut().add(share("before"))?));
+    sim.settle()?;
+    sim.relay.backup();
+    for n in 0..3 {
+        let id = sim.devices[0]
+            .journal_mut()
+            .add(share(&format!("lost, A {n}")))?;
+        acked.push((0, id));
+        round_of(&mut sim, 0)?;
+    }
+    acked.push((1, sim.devices[1].journal_mut().add(share("lost, B"))?));
+    sim.settle()?;
+    let a_cursor = sim.devices[0].journal().sync_state(Space::Couple)?.cursor;
+    ensure!(sim.relay.restore());
+    // B reads first: its head check notices, it pushes its document again and keeps editing,
+    // round after round, until the relay holds more than A has read. A's head check then
+    // passes: only the chunk at its cursor, another one now, gives the relay away.
+    let mut n = 0;
+    while sim.relay.space_mut(couple).head <= a_cursor + 1 {
+        n += 1;
+        ensure!(n < 20, "B never filled the relay up");
+        let id = sim.devices[1]
+            .journal_mut()
+            .add(share(&format!("refill, B {n}")))?;
+        acked.push((1, id));
+        round_of(&mut sim, 1)?;
+    }
+    ensure!(reported(&sim, 1, |k| matches!(
+        k,
+        ProblemKind::RelayRewound { .. }
+    )));
+    acked.push((0, sim.devices[0].journal_mut().add(share("after, A"))?));
+    sim.fresh_round()?;
+    sim.settle()?;
+    ensure!(
+        reported(&sim, 0, |k| matches!(k, ProblemKind::RelayRewound { .. })),
+        "A did not notice: {:?}",
+        sim.devices[0].problems
+    );
+    assert_converged(&sim, &acked)?;
+    let late = sim.join_device(0)?;
+    sim.settle()?;
+    ensure!(sim.devices[late].journal().get(acked[1].1).is_ok());
+    Ok(())
+}
+
 #[test]
 fn a_relay_that_lost_the_whole_space_is_refilled() -> Result<()> {
     let mut sim = Sim::new(33, 1, 1, 1_000)?;
@@ -729,6 +798,15 @@ enum Hostile {
     KeepCopy(usize),
     /// A device's database goes back to its copy.
     RollBack(usize),
+    /// The relay keeps a copy of everything it holds (its backup).
+    Backup,
+    /// The relay loses its disk and comes back from its backup.
+    Restore,
+    /// Messages are delayed at random up to this many ms, so they arrive out of order, and
+    /// this percentage is delivered twice.
+    Reorder(u16, u8),
+    /// The relay answers `410 pruned` below its head, though no snapshot covers those chunks.
+    PruneEarly,
 }
 
 fn hostile() -> impl Strategy<Value = Hostile> {
@@ -739,15 +817,16 @@ fn hostile() -> impl Strategy<Value = Hostile> {
         6 => (1..20u8).prop_map(|k| Hostile::Honest(Step::Deliver(k))),
         2 => (0..30_000u16).prop_map(|ms| Hostile::Honest(Step::Advance(ms))),
         1 => d.clone().prop_map(|d| Hostile::Honest(Step::RestartDevice(d))),
-        // (A relay restored from a backup has its stories above; at random, one that is filled
-        // up past a device's position before that device reads again cannot be told from an
-        // honest one without a relay epoch in the protocol. A head lie takes the same path.)
         2 => Just(Hostile::LieAboutHead),
         1 => any::<u8>().prop_map(Hostile::Unmergeable),
         1 => any::<u8>().prop_map(Hostile::Replay),
         1 => any::<bool>().prop_map(Hostile::LieSnapshots),
         1 => d.clone().prop_map(Hostile::KeepCopy),
         1 => d.prop_map(Hostile::RollBack),
+        2 => Just(Hostile::Backup),
+        2 => Just(Hostile::Restore),
+        1 => (0..5_000u16, 0..30u8).prop_map(|(ms, dup)| Hostile::Reorder(ms, dup)),
+        1 => Just(Hostile::PruneEarly),
     ]
 }
 
@@ -820,6 +899,20 @@ fn run_hostile(seed: u64, snapshot_every: u64, steps: Vec<Hostile>) -> Result<()
             Hostile::Replay(x) => sim.relay.replay(couple, usize::from(x)),
             Hostile::LieSnapshots(lie) => sim.relay.lie_snapshots(lie),
             Hostile::KeepCopy(d) => sim.keep_copy(d)?,
+            Hostile::Backup => sim.relay.backup(),
+            Hostile::Restore => {
+                if sim.relay.restore() {
+                    sim.restart_relay();
+                }
+            }
+            Hostile::Reorder(ms, dup) => {
+                sim.faults = Faults {
+                    drop: 0,
+                    duplicate: u64::from(dup),
+                    max_delay_ms: u64::from(ms),
+                };
+            }
+            Hostile::PruneEarly => sim.relay.prune_early(couple),
             Hostile::RollBack(d) => {
                 let mine: Vec<RecordId> = acked.iter().map(|(_, id)| *id).collect();
                 let present: Vec<RecordId> = mine
@@ -864,4 +957,43 @@ proptest! {
             prop_assert!(false, "{e:#}");
         }
     }
+}
+
+/// Found by the random schedules: the relay is restored to a copy taken before this device's
+/// pushes were stored, and no other device reads past them; only its head, now below where it
+/// stored them, gives it away.
+#[test]
+fn a_relay_restored_to_before_a_devices_acknowledged_pushes_gets_them_again() -> Result<()> {
+    run_hostile(
+        0,
+        2,
+        vec![
+            Hostile::Honest(Step::Sync(1)),
+            Hostile::Backup,
+            Hostile::Honest(Step::Deliver(7)),
+            Hostile::Honest(Step::Add(1, 0, 0)),
+            Hostile::Honest(Step::Deliver(7)),
+            Hostile::Restore,
+        ],
+    )
+}
+
+/// Found by the random schedules: a lie about the head moves a device to a new id while a push
+/// under its old id is on its way; the late answer to it must not acknowledge the batch that
+/// now carries the same number under the new id.
+#[test]
+fn a_late_answer_to_a_push_under_an_old_id_acknowledges_nothing() -> Result<()> {
+    run_hostile(
+        11839456374727582594,
+        2,
+        vec![
+            Hostile::Honest(Step::Sync(0)),
+            Hostile::LieAboutHead,
+            Hostile::Honest(Step::Deliver(2)),
+            Hostile::Reorder(1983, 1),
+            Hostile::Unmergeable(0),
+            Hostile::Honest(Step::Deliver(10)),
+            Hostile::Honest(Step::Add(0, 0, 0)),
+        ],
+    )
 }

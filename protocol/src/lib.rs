@@ -20,6 +20,7 @@ mod error_code;
 mod ids;
 mod kind;
 mod limits;
+mod mark;
 mod messages;
 pub mod paths;
 mod token;
@@ -34,6 +35,7 @@ pub use limits::{
     DEFAULT_MAX_CHUNK_BYTES, DEFAULT_MAX_PAGE_BYTES, DEFAULT_MAX_SNAPSHOT_BYTES,
     DEFAULT_PAGE_LIMIT, Limits, MAX_PAGE_LIMIT, MAX_PUSH_OVERHEAD, MAX_TEXT_BYTES,
 };
+pub use mark::{MARK_LEN, Mark, chunk_mark, payload_sha256};
 pub use messages::{
     Ack, Chunk, ClientMessage, Nack, Page, Push, ServerMessage, Snapshot, UpToDate,
 };

@@ -40,7 +40,12 @@ fn empty_and_header_errors() {
 
 #[test]
 fn wrong_direction_is_refused() {
-    let up_to_date = UpToDate { head: 3 }.to_bytes();
+    let up_to_date = UpToDate {
+        head: 3,
+        after_mark: None,
+        head_mark: None,
+    }
+    .to_bytes();
     assert_eq!(
         ClientMessage::decode(&up_to_date, &LIMITS),
         Err(DecodeError::UnexpectedKind {

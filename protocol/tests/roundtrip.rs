@@ -2,8 +2,8 @@
 //! (re-encoding gives the same bytes), and every strict prefix of a frame is refused.
 
 use mend_protocol::{
-    Ack, AnyMessage, Chunk, ClientMessage, DeviceId, ErrorCode, Limits, MAX_TEXT_BYTES, Nack, Page,
-    Push, ServerMessage, Snapshot, UpToDate,
+    Ack, AnyMessage, Chunk, ClientMessage, DeviceId, ErrorCode, Limits, MAX_TEXT_BYTES, Mark, Nack,
+    Page, Push, ServerMessage, Snapshot, UpToDate,
 };
 use proptest::prelude::*;
 
@@ -74,29 +74,39 @@ fn page() -> impl Strategy<Value = Page> {
         0..3u64,
         0..3u64,
         any::<bool>(),
+        mark(),
+        mark(),
     )
-        .prop_map(|(parts, gap_after, gap_head, more)| {
-            let mut relay_seq = 0;
-            let chunks: Vec<Chunk> = parts
-                .into_iter()
-                .map(|(step, device_id, device_seq, payload)| {
-                    relay_seq += step;
-                    Chunk {
-                        relay_seq,
-                        device_id,
-                        device_seq,
-                        payload,
-                    }
-                })
-                .collect();
-            let next_after = relay_seq + gap_after;
-            Page {
-                head: next_after + gap_head,
-                next_after,
-                more,
-                chunks,
-            }
-        })
+        .prop_map(
+            |(parts, gap_after, gap_head, more, after_mark, next_mark)| {
+                let mut relay_seq = 0;
+                let chunks: Vec<Chunk> = parts
+                    .into_iter()
+                    .map(|(step, device_id, device_seq, payload)| {
+                        relay_seq += step;
+                        Chunk {
+                            relay_seq,
+                            device_id,
+                            device_seq,
+                            payload,
+                        }
+                    })
+                    .collect();
+                let next_after = relay_seq + gap_after;
+                Page {
+                    head: next_after + gap_head,
+                    next_after,
+                    more,
+                    after_mark,
+                    next_mark,
+                    chunks,
+                }
+            },
+        )
+}
+
+fn mark() -> impl Strategy<Value = Option<Mark>> {
+    proptest::option::of(any::<[u8; 16]>())
 }
 
 fn any_message() -> impl Strategy<Value = AnyMessage> {
@@ -106,7 +116,13 @@ fn any_message() -> impl Strategy<Value = AnyMessage> {
         ack().prop_map(AnyMessage::Ack),
         nack().prop_map(AnyMessage::Nack),
         chunk().prop_map(AnyMessage::Chunk),
-        any::<u64>().prop_map(|head| AnyMessage::UpToDate(UpToDate { head })),
+        (any::<u64>(), mark(), mark()).prop_map(|(head, after_mark, head_mark)| {
+            AnyMessage::UpToDate(UpToDate {
+                head,
+                after_mark,
+                head_mark,
+            })
+        }),
         page().prop_map(AnyMessage::Page),
     ]
 }
@@ -141,7 +157,11 @@ proptest! {
             ServerMessage::Ack(a),
             ServerMessage::Nack(n),
             ServerMessage::Chunk(c),
-            ServerMessage::UpToDate(UpToDate { head: 7 }),
+            ServerMessage::UpToDate(UpToDate {
+                head: 7,
+                after_mark: Some([3; 16]),
+                head_mark: None,
+            }),
         ] {
             prop_assert_eq!(ServerMessage::decode(&message.to_bytes(), &LIMITS), Ok(message));
         }

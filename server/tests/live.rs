@@ -177,7 +177,12 @@ async fn hostile_frames_get_exact_close_codes() -> anyhow::Result<()> {
         ("empty", vec![], close_code::MALFORMED),
         (
             "server-only kind",
-            UpToDate { head: 1 }.to_bytes(),
+            UpToDate {
+                head: 1,
+                after_mark: None,
+                head_mark: None,
+            }
+            .to_bytes(),
             close_code::MALFORMED,
         ),
         (

@@ -192,3 +192,157 @@ async fn in_flight_pushes_are_bounded_per_space() -> anyhow::Result<()> {
     tokio::time::timeout(WAIT, relay).await???;
     Ok(())
 }
+
+/// A request answered as raw text (status line, headers and body).
+async fn raw(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    tok: &str,
+    body: &[u8],
+) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\
+         authorization: Bearer {tok}\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body).await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut response)).await??;
+    Ok(String::from_utf8_lossy(&response).into_owned())
+}
+
+/// The relay-wide queue of writes waiting for storage is bounded: with storage held back and
+/// the queue full, a push over HTTP gets `503 unavailable` with `Retry-After: 1` and one on a
+/// live socket a Nack `unavailable` with a wait, without reaching storage; a well-behaved
+/// client still reads meanwhile, and pushes as soon as storage answers.
+#[tokio::test]
+async fn a_full_write_queue_answers_503_and_reads_go_on() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut config = test_config(dir.path());
+    config.limits.max_queued_writes = 2;
+    let hub = LocalHub::default();
+    let open = Arc::new(Semaphore::new(0));
+    let entered = Arc::new(AtomicUsize::new(0));
+    let gate = Gate {
+        inner: SqliteStorage::open(dir.path(), Arc::new(hub.clone()), config.group_commit)?,
+        open: open.clone(),
+        entered: entered.clone(),
+    };
+    let listener = TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let state = AppState::new(config, Arc::new(gate), Arc::new(hub));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let relay = tokio::spawn(run(listener, state, async move {
+        let _ = stopped.await;
+    }));
+
+    // The well-behaved client's space, with one chunk in it, made before the flood.
+    let (calm, calm_token) = (space(2), token(2));
+    let (status, _) = http(addr, "PUT", &paths::space(&calm), Some(&calm_token), &[]).await?;
+    assert_eq!(status, 201);
+    let (status, _) = http(
+        addr,
+        "POST",
+        &paths::chunks(&calm),
+        Some(&calm_token),
+        &push(device(9), 1, b"before").to_bytes(),
+    )
+    .await?;
+    assert_eq!(status, 200);
+
+    // The flooding space: two pushes fill the queue and wait on storage.
+    let (s, t) = (space(1), token(1));
+    let (status, _) = http(addr, "PUT", &paths::space(&s), Some(&t), &[]).await?;
+    assert_eq!(status, 201);
+    let held: Vec<_> = (1..=2u64)
+        .map(|n| {
+            let (path, t) = (paths::chunks(&s), t.clone());
+            tokio::spawn(async move {
+                http(
+                    addr,
+                    "POST",
+                    &path,
+                    Some(&t),
+                    &push(device(1), n, b"held").to_bytes(),
+                )
+                .await
+            })
+        })
+        .collect();
+    for _ in 0..500 {
+        if entered.load(Ordering::SeqCst) == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(entered.load(Ordering::SeqCst), 2);
+
+    // Full: a push over HTTP is refused at once with a wait …
+    let answer = raw(
+        addr,
+        "POST",
+        &paths::chunks(&s),
+        &t,
+        &push(device(1), 3, b"third").to_bytes(),
+    )
+    .await?;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1\r\n"),
+        "{answer}"
+    );
+    assert!(answer.contains("\"unavailable\""), "{answer}");
+    // … and so is one on a live socket, which stays open.
+    let path = format!("{}?after=2&device={}", paths::live(&s), device(3));
+    let mut ws = Ws::connect(addr, &path, Some(&t)).await?;
+    ws.expect_up_to_date().await?;
+    ws.send_push(&push(device(3), 1, b"live")).await?;
+    let nack = ws.expect_nack().await?;
+    assert_eq!((nack.device_seq, nack.code), (1, ErrorCode::Unavailable));
+    assert_eq!(nack.retry_after_ms, 1000);
+    assert_eq!(
+        entered.load(Ordering::SeqCst),
+        2,
+        "refused pushes never reached storage"
+    );
+
+    // The well-behaved client still reads.
+    let (status, body) = http(
+        addr,
+        "GET",
+        &format!("{}?after=0", paths::chunks(&calm)),
+        Some(&calm_token),
+        &[],
+    )
+    .await?;
+    assert_eq!(status, 200);
+    let page = Page::decode(&body, &mend_protocol::Limits::DEFAULT)?;
+    assert_eq!(page.chunks.len(), 1);
+
+    // Storage answers: the held pushes are acknowledged, and everyone pushes again.
+    open.add_permits(1_000);
+    for h in held {
+        let (status, _) = h.await??;
+        assert_eq!(status, 200);
+    }
+    let (status, _) = http(
+        addr,
+        "POST",
+        &paths::chunks(&calm),
+        Some(&calm_token),
+        &push(device(9), 2, b"after").to_bytes(),
+    )
+    .await?;
+    assert_eq!(status, 200);
+    ws.send_push(&push(device(3), 1, b"live")).await?;
+    assert_eq!(ack_of(&mut ws).await?, 3);
+
+    ws.close().await;
+    let _ = stop.send(());
+    tokio::time::timeout(WAIT, relay).await???;
+    Ok(())
+}

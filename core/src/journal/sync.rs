@@ -173,6 +173,11 @@ impl SyncStore for Journal {
         self.bump(state)
     }
 
+    fn keep_cursor_mark(&mut self, space: Space, at: u64, mark: [u8; 16]) -> Result<SyncState> {
+        let state = self.store.keep_cursor_mark(space, at, mark);
+        self.bump(state)
+    }
+
     fn relay_rewound(&mut self, space: Space) -> Result<SyncState> {
         let doc = self.doc(space)?.save();
         let state = self.store.relay_rewound(space, &doc);

@@ -14,6 +14,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("sql/003_views.sql"),
     include_str!("sql/004_timeline.sql"),
     include_str!("sql/005_sync_problems.sql"),
+    include_str!("sql/006_cursor_mark.sql"),
 ];
 
 /// The schema version this build creates.

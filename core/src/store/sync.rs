@@ -29,6 +29,8 @@ pub struct SyncState {
     pub heal_after: u64,
     /// When a sync round last completed (unix ms).
     pub last_synced: Option<i64>,
+    /// The relay's mark for the chunk at `cursor`, as it was when this device got there.
+    pub cursor_mark: Option<[u8; 16]>,
 }
 
 /// A chunk pulled from another device, opened, to be committed with the cursor.
@@ -61,17 +63,25 @@ impl Store {
         let row = self
             .conn
             .query_row(
-                "SELECT cursor, next_seq, last_ack_relay, snapshot_covers, last_synced, heal_after \
-                 FROM sync_state WHERE space = ?1",
+                "SELECT cursor, next_seq, last_ack_relay, snapshot_covers, last_synced, heal_after, \
+                 cursor_mark, mark_at FROM sync_state WHERE space = ?1",
                 [space.as_str()],
                 |r| {
+                    let cursor = u(r.get(0)?);
+                    let mark: Option<Vec<u8>> = r.get(6)?;
+                    let mark_at: Option<i64> = r.get(7)?;
+                    // A mark kept for another cursor (or of the wrong size) is no mark.
+                    let cursor_mark = mark
+                        .filter(|_| mark_at.map(u) == Some(cursor))
+                        .and_then(|m| <[u8; 16]>::try_from(m.as_slice()).ok());
                     Ok(SyncState {
-                        cursor: u(r.get(0)?),
+                        cursor,
                         next_seq: u(r.get(1)?),
                         last_ack_relay: u(r.get(2)?),
                         snapshot_covers: u(r.get(3)?),
                         last_synced: r.get(4)?,
                         heal_after: u(r.get(5)?),
+                        cursor_mark,
                     })
                 },
             )
@@ -170,6 +180,18 @@ impl Store {
         Ok(Some((u(seq), batch)))
     }
 
+    /// Keeps the relay's mark for the chunk at relay sequence `at` (the cursor just reached).
+    pub fn keep_cursor_mark(&mut self, space: Space, at: u64, mark: [u8; 16]) -> Result<SyncState> {
+        let tx = self.conn.transaction()?;
+        Self::ensure_state(&tx, space)?;
+        tx.execute(
+            "UPDATE sync_state SET cursor_mark = ?2, mark_at = ?3 WHERE space = ?1",
+            params![space.as_str(), &mark[..], i(at)],
+        )?;
+        tx.commit()?;
+        self.sync_state(space)
+    }
+
     /// The relay went back in time: read from the start, forget what it acknowledged and
     /// what it had pruned, and queue `doc` (this device's whole document) to push again.
     pub fn relay_rewound(&mut self, space: Space, doc: &[u8]) -> Result<SyncState> {
@@ -177,7 +199,7 @@ impl Store {
         Self::ensure_state(&tx, space)?;
         tx.execute(
             "UPDATE sync_state SET cursor = 0, last_ack_relay = 0, snapshot_covers = 0, \
-             heal_after = 0 WHERE space = ?1",
+             heal_after = 0, cursor_mark = NULL, mark_at = NULL WHERE space = ?1",
             [space.as_str()],
         )?;
         tx.execute(

@@ -28,6 +28,12 @@ fn is_data_error(e: &Error) -> bool {
     matches!(e, Error::Document(_) | Error::Corrupt(_))
 }
 
+/// Whether the relay's mark for a chunk differs from the one this device kept for it (both
+/// known: a relay that keeps none, or a cursor reached without one, proves nothing).
+fn differ(kept: Option<[u8; 16]>, relay: Option<[u8; 16]>) -> bool {
+    matches!((kept, relay), (Some(a), Some(b)) if a != b)
+}
+
 /// How long a request may go unanswered before it counts as failed (ms).
 pub const REQUEST_TIMEOUT_MS: i64 = 15_000;
 /// The longest a relay's `Retry-After` can hold a space back (ms): a relay asking for more is
@@ -97,6 +103,8 @@ struct Run {
     recovering: bool,
     /// A problem was reported in this space during the current round.
     troubled: bool,
+    /// The cursor a live subscription asked from and the relay's mark kept for it then.
+    subscribed: Option<(u64, [u8; 16])>,
 }
 
 /// The sans-IO sync engine of one device.
@@ -136,6 +144,7 @@ impl SyncEngine {
                 snapshot_failed: false,
                 recovering: false,
                 troubled: false,
+                subscribed: None,
             })
             .collect();
         Self {
@@ -311,13 +320,17 @@ impl SyncEngine {
         let after = self.runs[i].state.cursor;
         match self.mode {
             Mode::Once => self.send(i, now, Phase::Pulling, Request::Pull { space, after }, out),
-            Mode::Live => self.send(
-                i,
-                now,
-                Phase::CatchingUp,
-                Request::Subscribe { space, after },
-                out,
-            ),
+            Mode::Live => {
+                let state = &self.runs[i].state;
+                self.runs[i].subscribed = state.cursor_mark.map(|mark| (after, mark));
+                self.send(
+                    i,
+                    now,
+                    Phase::CatchingUp,
+                    Request::Subscribe { space, after },
+                    out,
+                );
+            }
         }
     }
 
@@ -508,16 +521,21 @@ impl SyncEngine {
                 // Only the answer to a pull from where this device stands says anything about
                 // the relay now (a late copy of an older answer does not).
                 let current = phase == Phase::Pulling && after == cursor;
-                // The relay's head can never be below what this device read.
+                // The relay's head can never be below what this device read, nor below where
+                // it stored this device's last chunk (a copy of an answer older than that push
+                // can say so too: then the document is pushed again for nothing, never lost).
                 let acked = self.runs[i].state.last_ack_relay;
                 // Nor can another device's chunk sit where this device's last one was stored
-                // (a relay restored, then filled up past the head it had). (A head below that
-                // is no proof: a late answer may predate the push.)
+                // (a relay restored, then filled up past the head it had).
                 let taken = page
                     .chunks
                     .iter()
                     .any(|c| acked > 0 && c.relay_seq == acked && c.device_id.0 != self.device);
-                if current && (page.next_after > page.head || page.head < cursor || taken) {
+                // Nor can another chunk sit where this device's cursor is than the one that was
+                // there when it got there (a relay restored, then filled up past the cursor).
+                let moved = differ(self.runs[i].state.cursor_mark, page.after_mark);
+                let below = page.head < cursor.max(acked);
+                if current && (page.next_after > page.head || below || taken || moved) {
                     self.rewound(i, journal, now, cursor, page.head)?;
                     self.read(i, now, out);
                     return Ok(());
@@ -531,6 +549,9 @@ impl SyncEngine {
                 }
                 if after <= cursor {
                     self.apply_chunks(i, journal, now, &page.chunks, page.next_after, out)?;
+                    if let Some(mark) = page.next_mark {
+                        self.keep_mark(i, journal, page.next_after, mark)?;
+                    }
                 }
                 if phase == Phase::Pulling {
                     if page.more {
@@ -544,24 +565,44 @@ impl SyncEngine {
             Response::Chunk { chunk, .. } => {
                 let seq = chunk.relay_seq;
                 self.apply_chunks(i, journal, now, std::slice::from_ref(&chunk), seq, out)?;
+                // The backlog ends with the head's mark; a live chunk's is worked out here
+                // (live chunks are few: one per edit elsewhere).
+                if phase != Phase::CatchingUp {
+                    self.keep_mark(i, journal, seq, chunk.mark())?;
+                }
                 if phase == Phase::CatchingUp {
                     self.runs[i].deadline = Some(now.saturating_add(REQUEST_TIMEOUT_MS));
                 }
             }
-            Response::UpToDate { head, .. } => {
+            Response::UpToDate {
+                head,
+                after_mark,
+                head_mark,
+                ..
+            } => {
                 let cursor = self.runs[i].state.cursor;
-                if phase == Phase::CatchingUp && head < cursor {
+                let moved = self.runs[i]
+                    .subscribed
+                    .is_some_and(|(_, mark)| differ(Some(mark), after_mark));
+                if phase == Phase::CatchingUp && (head < cursor || moved) {
                     self.rewound(i, journal, now, cursor, head)?;
                     self.read(i, now, out);
                     return Ok(());
+                }
+                if let Some(mark) = head_mark.filter(|_| phase == Phase::CatchingUp) {
+                    self.keep_mark(i, journal, head, mark)?;
                 }
                 if phase == Phase::CatchingUp {
                     self.push_next(i, journal, now, out)?;
                 }
             }
             Response::Acked { ack, .. } => {
-                self.runs[i].state = journal.acknowledge(space, ack.device_seq, ack.relay_seq)?;
+                // Only the answer to the push in flight: a late one may be for a push made
+                // under this device's previous id, whose number an outbox batch now carries
+                // under the new one. (A late answer ignored costs a duplicate push, no more.)
                 if phase == Phase::Pushing(ack.device_seq) {
+                    self.runs[i].state =
+                        journal.acknowledge(space, ack.device_seq, ack.relay_seq)?;
                     self.push_next(i, journal, now, out)?;
                 }
             }
@@ -604,6 +645,21 @@ impl SyncEngine {
         Ok(())
     }
 
+    /// Keeps the relay's mark for the chunk at `at` if that is where the cursor now stands.
+    fn keep_mark<S: SyncStore + ?Sized>(
+        &mut self,
+        i: usize,
+        journal: &mut S,
+        at: u64,
+        mark: [u8; 16],
+    ) -> Result<()> {
+        let state = &self.runs[i].state;
+        if at > 0 && state.cursor == at && state.cursor_mark != Some(mark) {
+            self.runs[i].state = journal.keep_cursor_mark(self.runs[i].link.space, at, mark)?;
+        }
+        Ok(())
+    }
+
     /// The relay went back in time or lied about its head: report it, push this device's whole
     /// document again under new numbers, and read everything from the start.
     fn rewound<S: SyncStore + ?Sized>(
@@ -621,9 +677,26 @@ impl SyncEngine {
             ProblemKind::RelayRewound { cursor, head },
             now,
         )?;
-        let run = &mut self.runs[i];
-        run.state = journal.relay_rewound(space)?;
-        run.recovering = true;
+        journal.relay_rewound(space)?;
+        // Under a new device id the document goes out as number 1 and up: a device that never
+        // saw the numbers the relay lost finds no hole in them (and waits for no snapshot).
+        self.change_device(journal, now)
+    }
+
+    /// Moves to a new device id (and actor), with the outbox numbered again from 1. Every
+    /// space reads from the start: the old id's chunks, now another device's, bring back what
+    /// this one lost. A push still in flight was made under the old id: its space starts over.
+    fn change_device<S: SyncStore + ?Sized>(&mut self, journal: &mut S, now: i64) -> Result<()> {
+        self.device = journal.change_device()?;
+        for run in &mut self.runs {
+            run.state = journal.sync_state(run.link.space)?;
+            run.peers = journal.peer_seqs(run.link.space)?.into_iter().collect();
+            run.recovering = true;
+            if matches!(run.phase, Phase::Pushing(_)) {
+                run.phase = Phase::Waiting(now);
+                run.deadline = None;
+            }
+        }
         self.recount = true;
         Ok(())
     }
@@ -678,15 +751,7 @@ impl SyncEngine {
                 // Under a new device id (and actor) nothing it sends can collide again; the
                 // outbox keeps every batch and pushes it under the new numbers.
                 self.problem(journal, space, ProblemKind::SeqConflict { device_seq }, now)?;
-                self.device = journal.change_device()?;
-                for run in &mut self.runs {
-                    // Every space reads from the start: the old id's chunks, now another
-                    // device's, bring back what this one lost.
-                    run.state = journal.sync_state(run.link.space)?;
-                    run.peers = journal.peer_seqs(run.link.space)?.into_iter().collect();
-                    run.recovering = true;
-                }
-                self.recount = true;
+                self.change_device(journal, now)?;
                 self.push_next(i, journal, now, out)?;
             }
             Failure::Refused {

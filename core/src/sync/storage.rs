@@ -78,6 +78,10 @@ pub trait SyncStore {
     /// A round completed at `now_ms`.
     fn mark_synced(&mut self, space: Space, now_ms: i64) -> Result<SyncState>;
 
+    /// Keeps the relay's mark for the chunk at relay sequence `at`, the cursor just reached,
+    /// to compare with what the relay says is there when this device reads on from it.
+    fn keep_cursor_mark(&mut self, space: Space, at: u64, mark: [u8; 16]) -> Result<SyncState>;
+
     /// The relay went back in time: read from the start (cursor, acknowledgements and
     /// snapshot forgotten, nothing left to heal) and queue this device's whole document to
     /// push again, so whatever the relay lost is there again.

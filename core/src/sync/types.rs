@@ -127,6 +127,10 @@ pub enum Response {
         space: Space,
         /// The relay's head.
         head: u64,
+        /// The relay's mark for the chunk at the cursor the subscription asked from.
+        after_mark: Option<[u8; 16]>,
+        /// The relay's mark for the chunk at `head`.
+        head_mark: Option<[u8; 16]>,
     },
     /// The relay's snapshot, if it has one.
     Snapshot {

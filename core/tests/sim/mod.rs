@@ -45,6 +45,18 @@ pub struct RelaySpace {
     lie_snapshots: bool,
     /// A device created it (so a later create answers `200`).
     created: bool,
+    /// The mark of every chunk ever stored, by relay sequence (kept after pruning).
+    marks: HashMap<u64, [u8; 16]>,
+    /// Pulls from below this answer `410 pruned` (a relay pruning what no snapshot covers).
+    pruned_below: u64,
+}
+
+impl RelaySpace {
+    /// Appends a chunk at the next relay sequence, keeping its mark.
+    fn append(&mut self, chunk: Chunk) {
+        self.marks.insert(chunk.relay_seq, chunk.mark());
+        self.log.push(chunk);
+    }
 }
 
 impl SimRelay {
@@ -84,7 +96,7 @@ impl SimRelay {
                         *b ^= 0x40;
                     }
                 }
-                s.log.push(Chunk {
+                s.append(Chunk {
                     relay_seq: s.head,
                     device_id: push.device_id,
                     device_seq: push.device_seq,
@@ -105,7 +117,7 @@ impl SimRelay {
             }
             Request::Pull { after, .. } | Request::Subscribe { after, .. } => {
                 let covers = s.snapshot.as_ref().map_or(0, |x| x.covers);
-                if *after < covers {
+                if *after < covers.max(s.pruned_below) {
                     return Response::Failed {
                         space,
                         failure: Failure::Pruned,
@@ -135,6 +147,8 @@ impl SimRelay {
                             head: 0,
                             next_after,
                             more: false,
+                            after_mark: None,
+                            next_mark: None,
                             chunks: Vec::new(),
                         },
                     };
@@ -146,6 +160,8 @@ impl SimRelay {
                         head: s.head,
                         next_after,
                         more,
+                        after_mark: s.marks.get(after).copied(),
+                        next_mark: s.marks.get(&next_after).copied(),
                         chunks,
                     },
                 }
@@ -223,12 +239,19 @@ impl SimRelay {
     ) {
         let s = self.space_mut(space_id);
         s.head += 1;
-        s.log.push(Chunk {
-            relay_seq: s.head,
+        let relay_seq = s.head;
+        s.append(Chunk {
+            relay_seq,
             device_id: mend_protocol::DeviceId(device),
             device_seq,
             payload,
         });
+    }
+
+    /// Pulls of `space_id` from below its head answer `410 pruned` until the relay behaves.
+    pub fn prune_early(&mut self, space_id: [u8; 32]) {
+        let s = self.space_mut(space_id);
+        s.pruned_below = s.head;
     }
 
     /// The next page of `space_id` claims a head of 0.
@@ -252,7 +275,7 @@ impl SimRelay {
         let mut c = s.log[pick % s.log.len()].clone();
         s.head += 1;
         c.relay_seq = s.head;
-        s.log.push(c);
+        s.append(c);
     }
 
     /// Behaves again: no lie pending.
@@ -261,6 +284,7 @@ impl SimRelay {
             s.lie_next_page = false;
             s.lie_snapshots = false;
             s.corrupt_next = false;
+            s.pruned_below = 0;
         }
     }
 
@@ -342,7 +366,14 @@ pub struct Sim {
 impl Sim {
     /// Two partners; partner 0 has `a_devices` devices, partner 1 `b_devices`.
     pub fn new(seed: u64, a_devices: usize, b_devices: usize, snapshot_every: u64) -> Result<Self> {
-        let dir = tempfile::tempdir()?;
+        // In memory where the platform has it: the engine is under test, not the disk, and
+        // the fsync each batch makes would otherwise take most of the time.
+        let shm = std::path::Path::new("/dev/shm");
+        let dir = if shm.is_dir() {
+            tempfile::tempdir_in(shm)?
+        } else {
+            tempfile::tempdir()?
+        };
         let couple = SpaceSecret::generate()?;
         let personal = [SpaceSecret::generate()?, SpaceSecret::generate()?];
         let mut sim = Self {

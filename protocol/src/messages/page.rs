@@ -1,9 +1,11 @@
 //! [`Page`]: one page of a paged pull.
 
 use super::{Chunk, frame};
-use crate::{DecodeError, Limits, codec::Reader, varint};
+use crate::{DecodeError, Limits, MARK_LEN, Mark, codec::Reader, varint};
 
 const MORE: u8 = 0x01;
+const AFTER_MARK: u8 = 0x02;
+const NEXT_MARK: u8 = 0x04;
 
 /// Chunks after a cursor, in relay order, as answered to `GET …/chunks`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +17,12 @@ pub struct Page {
     pub next_after: u64,
     /// More chunks remain after `next_after`; pull again.
     pub more: bool,
+    /// The [`Mark`] of the chunk at the pull's `after`, if the relay holds one there: a device
+    /// that kept another mark for its cursor is reading a relay that went back and was filled
+    /// up again.
+    pub after_mark: Option<Mark>,
+    /// The [`Mark`] of the chunk at `next_after`, if any: what the device keeps for its cursor.
+    pub next_mark: Option<Mark>,
     /// The chunks, with strictly increasing `relay_seq`, none above `next_after`.
     pub chunks: Vec<Chunk>,
 }
@@ -23,7 +31,13 @@ impl Page {
     pub(crate) fn encode_body(&self, out: &mut Vec<u8>) {
         varint::write(out, self.head);
         varint::write(out, self.next_after);
-        out.push(if self.more { MORE } else { 0 });
+        let flags = if self.more { MORE } else { 0 }
+            | self.after_mark.map_or(0, |_| AFTER_MARK)
+            | self.next_mark.map_or(0, |_| NEXT_MARK);
+        out.push(flags);
+        for mark in [self.after_mark, self.next_mark].into_iter().flatten() {
+            out.extend_from_slice(&mark);
+        }
         varint::write(out, self.chunks.len() as u64);
         for chunk in &self.chunks {
             chunk.encode_body(out);
@@ -34,6 +48,8 @@ impl Page {
         varint::len(self.head)
             + varint::len(self.next_after)
             + 1
+            + MARK_LEN
+                * (usize::from(self.after_mark.is_some()) + usize::from(self.next_mark.is_some()))
             + varint::len(self.chunks.len() as u64)
             + self.chunks.iter().map(Chunk::body_len).sum::<usize>()
     }
@@ -50,7 +66,18 @@ impl Page {
                 reason: "beyond head",
             });
         }
-        let more = reader.flags("page flags", MORE)? == MORE;
+        let flags = reader.flags("page flags", MORE | AFTER_MARK | NEXT_MARK)?;
+        let more = flags & MORE != 0;
+        let after_mark = if flags & AFTER_MARK != 0 {
+            Some(reader.array()?)
+        } else {
+            None
+        };
+        let next_mark = if flags & NEXT_MARK != 0 {
+            Some(reader.array()?)
+        } else {
+            None
+        };
         let count = reader.varint()?;
         let limit = limits
             .max_page_chunks
@@ -95,6 +122,8 @@ impl Page {
             head,
             next_after,
             more,
+            after_mark,
+            next_mark,
             chunks,
         })
     }

@@ -13,7 +13,7 @@
 
 use std::{any::Any, collections::HashSet, sync::Arc, time::Duration};
 
-use mend_protocol::{DeviceId, Push, Snapshot, SpaceId};
+use mend_protocol::{DeviceId, Push, Snapshot, SpaceId, chunk_mark, payload_sha256};
 
 use super::{Created, PullRequest, Pushed, Storage, StorageError};
 use crate::live::{LiveEvent, LiveFeed, LocalHub};
@@ -59,6 +59,7 @@ macro_rules! storage_conformance_tests {
             concurrent_pushes_are_each_stored_once,
             pages_respect_limit_and_byte_cap,
             pull_can_withhold_a_device,
+            pages_carry_the_marks_of_the_chunks_at_their_cursors,
             quota_is_enforced_and_duplicates_still_answered,
             snapshot_prunes_and_never_goes_backwards,
             snapshot_frees_quota,
@@ -432,6 +433,71 @@ pub async fn pull_can_withhold_a_device(b: &Backend) {
         "limited",
     );
     assert_eq!((limited.next_after, limited.more), (4, true));
+}
+
+/// A page names the chunks at the cursor it was asked from and at the one it hands back by
+/// their marks; they stay the same after pruning, and a relay filled up again after losing
+/// chunks holds other marks at those numbers.
+pub async fn pages_carry_the_marks_of_the_chunks_at_their_cursors(b: &Backend) {
+    let mark = |seq: u64, device: DeviceId, device_seq: u64, payload: &[u8]| {
+        Some(chunk_mark(
+            seq,
+            &device,
+            device_seq,
+            &payload_sha256(payload),
+        ))
+    };
+    created(b, space(1)).await;
+    let empty = ok(b.storage.pull(space(1), all(0)).await, "empty");
+    assert_eq!((empty.after_mark, empty.next_mark), (None, None));
+    pushed(b, space(1), push(DEVICE_A, 1, b"one")).await;
+    pushed(b, space(1), push(DEVICE_B, 1, b"two")).await;
+    pushed(b, space(1), push(DEVICE_A, 2, b"three")).await;
+    let page = ok(b.storage.pull(space(1), all(0)).await, "from 0");
+    assert_eq!(page.after_mark, None, "nothing sits at 0");
+    assert_eq!(page.next_mark, mark(3, DEVICE_A, 2, b"three"));
+    assert_eq!(
+        page.chunks[2].mark(),
+        mark(3, DEVICE_A, 2, b"three").unwrap_or_default()
+    );
+    // The head is withheld as the device's own: its mark still comes.
+    let mine = PullRequest {
+        exclude_device: Some(DEVICE_A),
+        ..all(1)
+    };
+    let page = ok(b.storage.pull(space(1), mine).await, "withheld");
+    assert_eq!(page.after_mark, mark(1, DEVICE_A, 1, b"one"));
+    assert_eq!(page.next_mark, mark(3, DEVICE_A, 2, b"three"));
+    // A page cut short names its last chunk.
+    let short = PullRequest { limit: 1, ..all(1) };
+    let page = ok(b.storage.pull(space(1), short).await, "short");
+    assert_eq!((page.next_after, page.more), (2, true));
+    assert_eq!(page.next_mark, mark(2, DEVICE_B, 1, b"two"));
+    // Pruned (and deleted): the marks are kept with the dedup keys.
+    let snapshot = Snapshot {
+        covers: 2,
+        payload: b"snapshot".to_vec(),
+    };
+    ok(
+        b.storage
+            .put_snapshot(space(1), snapshot.clone(), QUOTA, NO_GRACE)
+            .await,
+        "snapshot",
+    );
+    ok(
+        b.storage
+            .put_snapshot(space(1), snapshot, QUOTA, NO_GRACE)
+            .await,
+        "snapshot again, deleting",
+    );
+    let page = ok(b.storage.pull(space(1), all(2)).await, "after the snapshot");
+    assert_eq!(page.after_mark, mark(2, DEVICE_B, 1, b"two"));
+    // Another space filled the same way but with other chunks marks them apart.
+    created(b, space(2)).await;
+    pushed(b, space(2), push(DEVICE_A, 1, b"one")).await;
+    pushed(b, space(2), push(DEVICE_A, 2, b"other")).await;
+    let page = ok(b.storage.pull(space(2), all(2)).await, "refilled");
+    assert_ne!(page.after_mark, mark(2, DEVICE_B, 1, b"two"));
 }
 
 /// A push that would exceed the quota is refused; a replay of a stored chunk is still answered.

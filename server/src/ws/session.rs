@@ -16,7 +16,7 @@ use std::{future::Future, pin::Pin, time::Duration};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{StreamExt, stream::FuturesOrdered};
 use mend_protocol::{
-    Ack, Chunk, ClientMessage, DecodeError, DeviceId, ErrorCode, Limits, Nack, ServerMessage,
+    Ack, Chunk, ClientMessage, DecodeError, DeviceId, ErrorCode, Limits, Mark, Nack, ServerMessage,
     SpaceId, UpToDate, close_code,
 };
 use tokio::{
@@ -169,14 +169,20 @@ impl Session {
             return Err(close(close_code::GOING_AWAY, "relay shutting down"));
         }
         let mut subscription = self.state.live().subscribe(&self.space);
-        self.catch_up(socket).await.map_err(|end| match end {
+        let marks = self.catch_up(socket).await.map_err(|end| match end {
             End::Later => close(
                 close_code::GOING_AWAY,
                 "storage unavailable; reconnect later",
             ),
             other => other,
         })?;
-        send(socket, UpToDate { head: self.head }.to_bytes()).await?;
+        let (after_mark, head_mark) = marks;
+        let up_to_date = UpToDate {
+            head: self.head,
+            after_mark,
+            head_mark,
+        };
+        send(socket, up_to_date.to_bytes()).await?;
 
         let limits = self.state.config().limits.clone();
         let mut pending: FuturesOrdered<PendingAnswer> = FuturesOrdered::new();
@@ -218,7 +224,7 @@ impl Session {
                     Err(End::Later) => {}
                     other => other?,
                 },
-                Event::Retry => match self.catch_up(socket).await {
+                Event::Retry => match self.catch_up(socket).await.map(|_| ()) {
                     Err(End::Later) => retry.as_mut().reset(Instant::now() + self.retry_delay()),
                     other => {
                         retrying = false;
@@ -236,8 +242,14 @@ impl Session {
         }
     }
 
-    /// Sends every stored chunk after the cursor, page by page.
-    async fn catch_up(&mut self, socket: &mut WebSocket) -> Result<(), End> {
+    /// Sends every stored chunk after the cursor, page by page. Returns the marks of the chunks
+    /// at the cursor it started from and at the head it ended on.
+    async fn catch_up(
+        &mut self,
+        socket: &mut WebSocket,
+    ) -> Result<(Option<Mark>, Option<Mark>), End> {
+        let mut after_mark = None;
+        let mut first = true;
         loop {
             let request = PullRequest {
                 after: self.cursor,
@@ -272,10 +284,13 @@ impl Session {
             for chunk in &page.chunks {
                 self.send_chunk(socket, chunk).await?;
             }
+            if std::mem::take(&mut first) {
+                after_mark = page.after_mark;
+            }
             self.cursor = page.next_after;
             self.head = page.head;
             if !page.more {
-                return Ok(());
+                return Ok((after_mark, page.next_mark));
             }
         }
     }
@@ -312,7 +327,7 @@ impl Session {
             }
             Ok(LiveEvent::Head(head)) if head <= self.cursor => Ok(()),
             Ok(LiveEvent::Chunk(_) | LiveEvent::Head(_) | LiveEvent::Resync)
-            | Err(RecvError::Lagged(_)) => self.catch_up(socket).await,
+            | Err(RecvError::Lagged(_)) => self.catch_up(socket).await.map(|_| ()),
             Ok(LiveEvent::Erased) => Err(close(close_code::SPACE_NOT_FOUND, "space erased")),
             Err(RecvError::Closed) => Err(close(close_code::INTERNAL, "live feed closed")),
         }

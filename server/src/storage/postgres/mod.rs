@@ -371,6 +371,28 @@ fn nonneg(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
 
+/// The mark of the chunk at `seq` from a row's (device id, device sequence, payload hash)
+/// columns starting at `at`, if the relay holds one there.
+fn row_mark(
+    row: &tokio_postgres::Row,
+    at: usize,
+    seq: u64,
+) -> Result<Option<mend_protocol::Mark>, PgError> {
+    let device: Option<&[u8]> = row.try_get(at)?;
+    let device_seq: Option<i64> = row.try_get(at + 1)?;
+    let hash: Option<&[u8]> = row.try_get(at + 2)?;
+    let (Some(device), Some(device_seq), Some(hash)) = (device, device_seq, hash) else {
+        return Ok(None);
+    };
+    let device = <[u8; 16]>::try_from(device).map_err(|_| PgError::Corrupt("device id length"))?;
+    Ok(Some(mend_protocol::chunk_mark(
+        seq,
+        &DeviceId(device),
+        from_db(device_seq),
+        &hash32(hash, "payload hash length")?,
+    )))
+}
+
 fn hash32(bytes: &[u8], what: &'static str) -> Result<[u8; 32], PgError> {
     <[u8; 32]>::try_from(bytes).map_err(|_| PgError::Corrupt(what))
 }
@@ -482,8 +504,12 @@ impl Storage for PostgresStorage {
             // One statement: the head and the chunks come from the same snapshot.
             let statement = client
                 .prepare_cached(
-                    "SELECT s.next_seq, s.covers, c.seq, c.device_id, c.device_seq, c.payload
+                    "SELECT s.next_seq, s.covers, c.seq, c.device_id, c.device_seq, c.payload,
+                            a.device_id, a.device_seq, coalesce(a.payload_hash, sha256(a.payload)),
+                            h.device_id, h.device_seq, coalesce(h.payload_hash, sha256(h.payload))
                      FROM spaces s
+                     LEFT JOIN chunks a ON a.space = s.id AND a.seq = $2
+                     LEFT JOIN chunks h ON h.space = s.id AND h.seq = s.next_seq - 1
                      LEFT JOIN LATERAL (
                          SELECT seq, device_id, device_seq, payload FROM chunks
                          WHERE space = s.id AND seq > $2
@@ -542,14 +568,16 @@ impl Storage for PostgresStorage {
                     payload,
                 });
             }
-            let next_after = match chunks.last() {
-                Some(last) if more => last.relay_seq,
-                _ => head,
+            let (next_after, next_mark) = match chunks.last() {
+                Some(last) if more => (last.relay_seq, Some(last.mark())),
+                _ => (head, row_mark(first, 9, head)?),
             };
             Ok(Ok(Page {
                 head,
                 next_after,
                 more,
+                after_mark: row_mark(first, 6, request.after)?,
+                next_mark,
                 chunks,
             }))
         })

@@ -9,7 +9,7 @@ use std::{
     sync::{Mutex, PoisonError},
 };
 
-use mend_protocol::{Chunk, DeviceId, Page, Snapshot, SpaceId};
+use mend_protocol::{Chunk, DeviceId, Mark, Page, Snapshot, SpaceId, chunk_mark, payload_sha256};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::schema;
@@ -140,17 +140,62 @@ pub(crate) fn pull(
             });
         }
     }
-    tx.commit()?;
     let next_after = match chunks.last() {
         Some(last) if more => last.relay_seq,
         _ => head,
     };
+    let after_mark = mark_at(&tx, id, request.after)?;
+    let next_mark = mark_at(&tx, id, next_after)?;
+    tx.commit()?;
     Ok(Ok(Page {
         head,
         next_after,
         more,
+        after_mark,
+        next_mark,
         chunks,
     }))
+}
+
+/// The mark of the chunk at `seq` in space row `id`, if the relay holds one there (its payload
+/// hash, or its payload for a row from before hashes were kept).
+fn mark_at(tx: &rusqlite::Transaction<'_>, id: i64, seq: u64) -> rusqlite::Result<Option<Mark>> {
+    let Ok(seq_db) = i64::try_from(seq) else {
+        return Ok(None);
+    };
+    if seq == 0 {
+        return Ok(None);
+    }
+    // (device id, device sequence, payload hash, payload when there is no hash)
+    type Row = (Vec<u8>, i64, Option<Vec<u8>>, Option<Vec<u8>>);
+    let row: Option<Row> = tx
+        .prepare_cached(
+            "SELECT device_id, device_seq, payload_hash,
+                    CASE WHEN payload_hash IS NULL THEN payload END
+             FROM chunks WHERE space = ?1 AND seq = ?2",
+        )?
+        .query_row(params![id, seq_db], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })
+        .optional()?;
+    let Some((device, device_seq, hash, payload)) = row else {
+        return Ok(None);
+    };
+    let device =
+        <[u8; 16]>::try_from(device.as_slice()).map_err(|_| corrupt("device id length"))?;
+    let hash = match (hash, payload) {
+        (Some(hash), _) => {
+            <[u8; 32]>::try_from(hash.as_slice()).map_err(|_| corrupt("payload hash length"))?
+        }
+        (None, Some(payload)) => payload_sha256(&payload),
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(chunk_mark(
+        seq,
+        &DeviceId(device),
+        device_seq as u64,
+        &hash,
+    )))
 }
 
 /// Reads the snapshot of a space.
