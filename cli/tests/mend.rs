@@ -82,6 +82,11 @@ impl World {
         })
     }
 
+    /// The pin of the relay's TLS key, as `mend-relay pin` prints it.
+    fn pin(&self) -> Result<String> {
+        Ok(self.relay.pin().context("the relay serves no TLS")?.to_string())
+    }
+
     fn home(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -114,14 +119,15 @@ impl World {
     fn couple(&self) -> Result<()> {
         self.mend(
             "alex",
-            &["init", "--relay", &self.relay.url(), "--name", "Alex"],
+            &["init", "--relay", &self.relay.url(), "--relay-pin", &self.pin()?, "--name", "Alex"],
         )?
         .ok()?;
         self.mend("alex", &["sync"])?.ok()?;
         let invite = self.mend("alex", &["invite", "--plain"])?.ok()?;
+        // The invite carries the relay's pin: Blake is given nothing else.
         ensure!(
-            invite.starts_with("MEND1-") && !invite.contains('\n'),
-            "not a plain invite"
+            invite.starts_with("MEND2-") && !invite.contains('\n'),
+            "not a plain invite with the pin"
         );
         let joined = self
             .mend("blake", &["join", &invite, "--name", "Blake"])?
@@ -490,7 +496,7 @@ fn every_bad_input_gets_one_line_and_its_exit_code() -> Result<()> {
     world
         .mend(
             "alex",
-            &["init", "--relay", &world.relay.url(), "--name", "Alex"],
+            &["init", "--relay", &world.relay.url(), "--relay-pin", &world.pin()?, "--name", "Alex"],
         )?
         .fails(5, "already exists")?;
 
@@ -560,6 +566,27 @@ fn every_bad_input_gets_one_line_and_its_exit_code() -> Result<()> {
     world
         .mend("erin", &["sync", "--timeout", "2"])?
         .fails(12, "clear-text")?;
+
+    // The real relay without its pin, or with another key's: refused with exit 12, the edit
+    // kept.
+    world
+        .mend("greg", &["init", "--relay", &world.relay.url(), "--name", "Greg"])?
+        .ok()?;
+    world
+        .mend("greg", &["add", "honesty-moment", "Kept on the phone"])?
+        .ok()?;
+    world
+        .mend("greg", &["sync", "--timeout", "5"])?
+        .fails(12, "not signed by a trusted authority")?;
+    let other_key = format!("sha256/{}=", "A".repeat(43));
+    world
+        .mend("greg", &["--relay-pin", &other_key, "sync", "--timeout", "5"])?
+        .fails(12, "does not match the pinned key")?;
+    let status = world.json("greg", &["status", "--json"])?;
+    ensure!(
+        status["pending"].as_u64() > Some(0),
+        "the refused edit is not pending: {status:#}"
+    );
 
     // An unreachable relay: the edit is kept and waits.
     let closed = {
@@ -634,12 +661,13 @@ fn every_bad_input_gets_one_line_and_its_exit_code() -> Result<()> {
 fn the_home_is_never_lost_to_a_mistake() -> Result<()> {
     let world = World::start()?;
     let relay = world.relay.url();
+    let pin = world.pin()?;
     // A keyring without its journal: init refuses and keeps the keys byte for byte.
     let home = world.home("keys-only");
     std::fs::create_dir_all(&home)?;
     std::fs::write(home.join("keyring"), "the only copy of the keys")?;
     world
-        .mend("keys-only", &["init", "--relay", &relay, "--name", "Alex"])?
+        .mend("keys-only", &["init", "--relay", &relay, "--relay-pin", &pin, "--name", "Alex"])?
         .fails(5, "holds a keyring but no journal")?;
     ensure!(std::fs::read_to_string(home.join("keyring"))? == "the only copy of the keys");
     ensure!(!home.join("journal.db").exists());
@@ -652,7 +680,7 @@ fn the_home_is_never_lost_to_a_mistake() -> Result<()> {
 
     // A damaged journal: its own exit code, the way back, and the file untouched.
     world
-        .mend("alex", &["init", "--relay", &relay, "--name", "Alex"])?
+        .mend("alex", &["init", "--relay", &relay, "--relay-pin", &pin, "--name", "Alex"])?
         .ok()?;
     let db = world.home("alex").join("journal.db");
     let garbage = vec![0x5au8; 8192];
@@ -676,7 +704,7 @@ fn export_never_overwrites_without_force() -> Result<()> {
     world
         .mend(
             "alex",
-            &["init", "--relay", &world.relay.url(), "--name", "Alex"],
+            &["init", "--relay", &world.relay.url(), "--relay-pin", &world.pin()?, "--name", "Alex"],
         )?
         .ok()?;
     let out = world.dir.path().join("packet.md");
@@ -908,7 +936,7 @@ fn today_is_the_couples_day_not_utcs() -> Result<()> {
     world
         .mend(
             "alex",
-            &["init", "--relay", &world.relay.url(), "--name", "Alex"],
+            &["init", "--relay", &world.relay.url(), "--relay-pin", &world.pin()?, "--name", "Alex"],
         )?
         .ok()?;
     // 26 hours apart: whatever the time now, these two zones are on different days.
@@ -963,10 +991,11 @@ fn a_relay_back_within_the_timeout_is_found_before_it_ends() -> Result<()> {
     let world = World::start()?;
     // A port that refuses connections for the first 3 s, then leads to the relay.
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let late = format!("http://127.0.0.1:{port}");
-    let relay: std::net::SocketAddr = world.relay.url().trim_start_matches("http://").parse()?;
+    let late = format!("https://127.0.0.1:{port}");
+    let relay = world.relay.addr;
+    let pin = world.pin()?;
     world
-        .mend("fay", &["init", "--relay", &late, "--name", "Fay"])?
+        .mend("fay", &["init", "--relay", &late, "--relay-pin", &pin, "--name", "Fay"])?
         .ok()?;
     world
         .mend("fay", &["add", "honesty-moment", "Waited for it"])?
