@@ -84,7 +84,20 @@ impl World {
 
     /// The pin of the relay's TLS key, as `mend-relay pin` prints it.
     fn pin(&self) -> Result<String> {
-        Ok(self.relay.pin().context("the relay serves no TLS")?.to_string())
+        Ok(self
+            .relay
+            .pin()
+            .context("the relay serves no TLS")?
+            .to_string())
+    }
+
+    /// `mend init` on this world's relay, over TLS with its pin.
+    fn init(&self, home: &str, name: &str) -> Result<Run> {
+        let (url, pin) = (self.relay.url(), self.pin()?);
+        self.mend(
+            home,
+            &["init", "--relay", &url, "--relay-pin", &pin, "--name", name],
+        )
     }
 
     fn home(&self, name: &str) -> PathBuf {
@@ -117,11 +130,7 @@ impl World {
 
     /// A couple: Alex creates the journal, Blake joins with the invite.
     fn couple(&self) -> Result<()> {
-        self.mend(
-            "alex",
-            &["init", "--relay", &self.relay.url(), "--relay-pin", &self.pin()?, "--name", "Alex"],
-        )?
-        .ok()?;
+        self.init("alex", "Alex")?.ok()?;
         self.mend("alex", &["sync"])?.ok()?;
         let invite = self.mend("alex", &["invite", "--plain"])?.ok()?;
         // The invite carries the relay's pin: Blake is given nothing else.
@@ -493,12 +502,7 @@ fn every_bad_input_gets_one_line_and_its_exit_code() -> Result<()> {
     // A missing home.
     world.mend("nobody", &["list"])?.fails(5, "no journal in")?;
     // A home that already holds a journal.
-    world
-        .mend(
-            "alex",
-            &["init", "--relay", &world.relay.url(), "--relay-pin", &world.pin()?, "--name", "Alex"],
-        )?
-        .fails(5, "already exists")?;
+    world.init("alex", "Alex")?.fails(5, "already exists")?;
 
     // Unknown ids: a full one, a short one, and something that is no id.
     let unknown = "01a20e9f-0000-70e2-a910-375884bffd32";
@@ -570,7 +574,10 @@ fn every_bad_input_gets_one_line_and_its_exit_code() -> Result<()> {
     // The real relay without its pin, or with another key's: refused with exit 12, the edit
     // kept.
     world
-        .mend("greg", &["init", "--relay", &world.relay.url(), "--name", "Greg"])?
+        .mend(
+            "greg",
+            &["init", "--relay", &world.relay.url(), "--name", "Greg"],
+        )?
         .ok()?;
     world
         .mend("greg", &["add", "honesty-moment", "Kept on the phone"])?
@@ -580,7 +587,10 @@ fn every_bad_input_gets_one_line_and_its_exit_code() -> Result<()> {
         .fails(12, "not signed by a trusted authority")?;
     let other_key = format!("sha256/{}=", "A".repeat(43));
     world
-        .mend("greg", &["--relay-pin", &other_key, "sync", "--timeout", "5"])?
+        .mend(
+            "greg",
+            &["--relay-pin", &other_key, "sync", "--timeout", "5"],
+        )?
         .fails(12, "does not match the pinned key")?;
     let status = world.json("greg", &["status", "--json"])?;
     ensure!(
@@ -661,13 +671,12 @@ fn every_bad_input_gets_one_line_and_its_exit_code() -> Result<()> {
 fn the_home_is_never_lost_to_a_mistake() -> Result<()> {
     let world = World::start()?;
     let relay = world.relay.url();
-    let pin = world.pin()?;
     // A keyring without its journal: init refuses and keeps the keys byte for byte.
     let home = world.home("keys-only");
     std::fs::create_dir_all(&home)?;
     std::fs::write(home.join("keyring"), "the only copy of the keys")?;
     world
-        .mend("keys-only", &["init", "--relay", &relay, "--relay-pin", &pin, "--name", "Alex"])?
+        .init("keys-only", "Alex")?
         .fails(5, "holds a keyring but no journal")?;
     ensure!(std::fs::read_to_string(home.join("keyring"))? == "the only copy of the keys");
     ensure!(!home.join("journal.db").exists());
@@ -679,9 +688,7 @@ fn the_home_is_never_lost_to_a_mistake() -> Result<()> {
     ensure!(!world.home("fresh").exists(), "an empty home was left");
 
     // A damaged journal: its own exit code, the way back, and the file untouched.
-    world
-        .mend("alex", &["init", "--relay", &relay, "--relay-pin", &pin, "--name", "Alex"])?
-        .ok()?;
+    world.init("alex", "Alex")?.ok()?;
     let db = world.home("alex").join("journal.db");
     let garbage = vec![0x5au8; 8192];
     std::fs::write(&db, &garbage)?;
@@ -701,12 +708,7 @@ fn the_home_is_never_lost_to_a_mistake() -> Result<()> {
 #[test]
 fn export_never_overwrites_without_force() -> Result<()> {
     let world = World::start()?;
-    world
-        .mend(
-            "alex",
-            &["init", "--relay", &world.relay.url(), "--relay-pin", &world.pin()?, "--name", "Alex"],
-        )?
-        .ok()?;
+    world.init("alex", "Alex")?.ok()?;
     let out = world.dir.path().join("packet.md");
     std::fs::write(&out, "notes I keep")?;
     let path = out.to_str().context("path")?;
@@ -933,12 +935,7 @@ fn a_conflict_is_marked_shown_in_words_and_settled() -> Result<()> {
 #[test]
 fn today_is_the_couples_day_not_utcs() -> Result<()> {
     let world = World::start()?;
-    world
-        .mend(
-            "alex",
-            &["init", "--relay", &world.relay.url(), "--relay-pin", &world.pin()?, "--name", "Alex"],
-        )?
-        .ok()?;
+    world.init("alex", "Alex")?.ok()?;
     // 26 hours apart: whatever the time now, these two zones are on different days.
     let east = world
         .mend_in("Etc/GMT-14", "alex", &["add", "check-in", "--safety", "5"])?
@@ -995,7 +992,18 @@ fn a_relay_back_within_the_timeout_is_found_before_it_ends() -> Result<()> {
     let relay = world.relay.addr;
     let pin = world.pin()?;
     world
-        .mend("fay", &["init", "--relay", &late, "--relay-pin", &pin, "--name", "Fay"])?
+        .mend(
+            "fay",
+            &[
+                "init",
+                "--relay",
+                &late,
+                "--relay-pin",
+                &pin,
+                "--name",
+                "Fay",
+            ],
+        )?
         .ok()?;
     world
         .mend("fay", &["add", "honesty-moment", "Waited for it"])?

@@ -232,16 +232,14 @@ impl Target {
             };
             match connector.connect(name.clone(), tcp).await {
                 Ok(tls) => Ok(Stream::Tls(Box::new(tls))),
-                Err(e) => {
-                    match trust_problem(&e) {
-                        Some(why) => {
-                            tracing::warn!(problem = %why, "refused the relay's TLS handshake");
-                            note(problem, why.clone());
-                            Err(Failure::Untrusted { reason: why })
-                        }
-                        None => Err(Failure::Unreachable),
+                Err(e) => match trust_problem(&e) {
+                    Some(why) => {
+                        tracing::warn!(problem = %why, "refused the relay's TLS handshake");
+                        note(problem, why.clone());
+                        Err(Failure::Untrusted { reason: why })
                     }
-                }
+                    None => Err(Failure::Unreachable),
+                },
             }
         };
         tokio::time::timeout(CONNECT_TIMEOUT, connect)

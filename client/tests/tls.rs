@@ -189,6 +189,26 @@ fn holds(device: &Device, id: RecordId) -> bool {
     device.read(|j| j.get(id)).is_ok()
 }
 
+/// Alex's device on `url`, pinned to a key that relay does not hold.
+fn pinned_to_another_key(
+    dir: &Path,
+    url: &str,
+    observer: Option<Arc<dyn SyncObserver>>,
+) -> Result<Device> {
+    let relay = RelayOptions {
+        pin: Some(pin(&self_signed()?)),
+        ..RelayOptions::default()
+    };
+    Ok(Device::create(
+        &dir.join("alex.db"),
+        "Alex",
+        url,
+        opts(),
+        relay,
+        observer,
+    )?)
+}
+
 /// What syncing `device` fails with: the device must refuse the relay, not retry it.
 async fn refusal(device: &Device) -> Result<String> {
     match device.sync_now(ROUND).await {
@@ -298,17 +318,7 @@ async fn a_wrong_pin_is_refused_with_a_clear_error_and_no_secret() -> Result<()>
     let dir = tempfile::tempdir()?;
     let relay = Relay::start(dir.path()).await?;
     let tls = Terminator::start(&self_signed()?, Some(relay.addr)).await?;
-    let device = Device::create(
-        &dir.path().join("alex.db"),
-        "Alex",
-        &tls.url(),
-        opts(),
-        RelayOptions {
-            pin: Some(pin(&self_signed()?)),
-            ..RelayOptions::default()
-        },
-        None,
-    )?;
+    let device = pinned_to_another_key(dir.path(), &tls.url(), None)?;
     device.write(|j| j.add(note("private words")))?;
     let why = refusal(&device).await?;
     ensure!(
@@ -475,7 +485,10 @@ impl SyncObserver for Statuses {
 impl Statuses {
     fn refused(&self) -> Option<SyncStatus> {
         let seen = self.0.lock().ok()?;
-        seen.iter().rev().find(|s| s.untrusted_relay.is_some()).cloned()
+        seen.iter()
+            .rev()
+            .find(|s| s.untrusted_relay.is_some())
+            .cloned()
     }
 }
 
@@ -488,17 +501,7 @@ async fn a_relay_refused_during_live_sync_shows_as_untrusted_not_offline() -> Re
     let tls = Terminator::start(&self_signed()?, Some(relay.addr)).await?;
     let statuses = Arc::new(Statuses::default());
     let observer: Arc<dyn SyncObserver> = statuses.clone();
-    let device = Device::create(
-        &dir.path().join("alex.db"),
-        "Alex",
-        &tls.url(),
-        opts(),
-        RelayOptions {
-            pin: Some(pin(&self_signed()?)),
-            ..RelayOptions::default()
-        },
-        Some(observer),
-    )?;
+    let device = pinned_to_another_key(dir.path(), &tls.url(), Some(observer))?;
     device.write(|j| j.add(note("waits on the phone")))?;
     device.start_live()?;
     let mut refused = None;

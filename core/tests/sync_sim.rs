@@ -404,7 +404,11 @@ fn a_refused_relay_shows_as_untrusted_not_offline_until_it_is_trusted_again() ->
     let mut steps = 0;
     while sim.devices[0].status.untrusted_relay.is_none() {
         steps += 1;
-        ensure!(steps < 1_000, "the refusal never showed: {:?}", sim.devices[0].status);
+        ensure!(
+            steps < 1_000,
+            "the refusal never showed: {:?}",
+            sim.devices[0].status
+        );
         if !sim.deliver_one()? {
             sim.advance(10)?;
         }
@@ -429,7 +433,10 @@ fn a_refused_relay_shows_as_untrusted_not_offline_until_it_is_trusted_again() ->
         sim.advance((wake - sim.now).max(1))?;
     }
     let status = &sim.devices[0].status;
-    ensure!(status.online && status.untrusted_relay.is_none(), "{status:?}");
+    ensure!(
+        status.online && status.untrusted_relay.is_none(),
+        "{status:?}"
+    );
     ensure!(sim.now >= start + 3_000);
     sim.settle()?;
     ensure!(sim.devices[1].journal().get(id).is_ok());

@@ -398,7 +398,7 @@ fn bad_certificates_are_refused_at_start_naming_the_file() -> anyhow::Result<()>
     std::fs::write(&garbage, "this is not PEM")?;
     let missing = dir.path().join("missing.pem");
     let other_key = dir.path().join("other.key");
-    std::fs::write(&other_key, &other.key_pem())?;
+    std::fs::write(&other_key, other.key_pem())?;
 
     let cases: [(&str, &PathBuf, &PathBuf, &str); 5] = [
         ("cert not PEM", &garbage, &files.key, "garbage.pem"),

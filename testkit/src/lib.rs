@@ -8,11 +8,11 @@ use std::{
 };
 
 use base64::{Engine, engine::general_purpose::STANDARD};
+pub use rcgen::Error;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
     PublicKeyData, SanType, date_time_ymd,
 };
-pub use rcgen::Error;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sha2::{Digest, Sha256};
 
@@ -68,7 +68,10 @@ pub struct Leaf {
 }
 
 impl Leaf {
-    fn make(issuer: Option<&CertifiedIssuer<'static, KeyPair>>, expired: bool) -> Result<Leaf, Error> {
+    fn make(
+        issuer: Option<&CertifiedIssuer<'static, KeyPair>>,
+        expired: bool,
+    ) -> Result<Leaf, Error> {
         let mut params = CertificateParams::new(vec!["localhost".to_owned()])?;
         params
             .subject_alt_names

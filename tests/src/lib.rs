@@ -100,7 +100,11 @@ impl Relay {
 
     /// The relay's URL: `https://127.0.0.1:…`, or `http://` for a clear-text relay.
     pub fn url(&self) -> String {
-        let scheme = if self.trust.is_some() { "https" } else { "http" };
+        let scheme = if self.trust.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         format!("{scheme}://{}", self.addr)
     }
 
@@ -225,14 +229,7 @@ impl Phone {
         let recorder = Arc::new(Recorder::default());
         let path = dir.join(file);
         let observer: Arc<dyn SyncObserver> = recorder.clone();
-        let device = Device::join(
-            &path,
-            invite,
-            name,
-            opts(),
-            relay.trust(),
-            Some(observer),
-        )?;
+        let device = Device::join(&path, invite, name, opts(), relay.trust(), Some(observer))?;
         Ok(Self {
             device,
             recorder,

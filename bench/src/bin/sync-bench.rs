@@ -166,7 +166,13 @@ async fn catchup(n: usize) -> Result<()> {
     let relay = Relay::start(dir.path()).await?;
     let a = Phone::create(dir.path(), "a.db", "Alex", &relay)?;
     a.sync().await?;
-    let b = Phone::join(dir.path(), "b.db", &a.device.partner_invite()?, "Blake", &relay)?;
+    let b = Phone::join(
+        dir.path(),
+        "b.db",
+        &a.device.partner_invite()?,
+        "Blake",
+        &relay,
+    )?;
     b.sync().await?;
     a.sync().await?;
     eprintln!("A makes {n} changes, each pushed on its own, while B is offline…");
