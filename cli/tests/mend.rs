@@ -82,6 +82,24 @@ impl World {
         })
     }
 
+    /// The pin of the relay's TLS key, as `mend-relay pin` prints it.
+    fn pin(&self) -> Result<String> {
+        Ok(self
+            .relay
+            .pin()
+            .context("the relay serves no TLS")?
+            .to_string())
+    }
+
+    /// `mend init` on this world's relay, over TLS with its pin.
+    fn init(&self, home: &str, name: &str) -> Result<Run> {
+        let (url, pin) = (self.relay.url(), self.pin()?);
+        self.mend(
+            home,
+            &["init", "--relay", &url, "--relay-pin", &pin, "--name", name],
+        )
+    }
+
     fn home(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -112,16 +130,13 @@ impl World {
 
     /// A couple: Alex creates the journal, Blake joins with the invite.
     fn couple(&self) -> Result<()> {
-        self.mend(
-            "alex",
-            &["init", "--relay", &self.relay.url(), "--name", "Alex"],
-        )?
-        .ok()?;
+        self.init("alex", "Alex")?.ok()?;
         self.mend("alex", &["sync"])?.ok()?;
         let invite = self.mend("alex", &["invite", "--plain"])?.ok()?;
+        // The invite carries the relay's pin: Blake is given nothing else.
         ensure!(
-            invite.starts_with("MEND1-") && !invite.contains('\n'),
-            "not a plain invite"
+            invite.starts_with("MEND2-") && !invite.contains('\n'),
+            "not a plain invite with the pin"
         );
         let joined = self
             .mend("blake", &["join", &invite, "--name", "Blake"])?
@@ -487,12 +502,7 @@ fn every_bad_input_gets_one_line_and_its_exit_code() -> Result<()> {
     // A missing home.
     world.mend("nobody", &["list"])?.fails(5, "no journal in")?;
     // A home that already holds a journal.
-    world
-        .mend(
-            "alex",
-            &["init", "--relay", &world.relay.url(), "--name", "Alex"],
-        )?
-        .fails(5, "already exists")?;
+    world.init("alex", "Alex")?.fails(5, "already exists")?;
 
     // Unknown ids: a full one, a short one, and something that is no id.
     let unknown = "01a20e9f-0000-70e2-a910-375884bffd32";
@@ -560,6 +570,33 @@ fn every_bad_input_gets_one_line_and_its_exit_code() -> Result<()> {
     world
         .mend("erin", &["sync", "--timeout", "2"])?
         .fails(12, "clear-text")?;
+
+    // The real relay without its pin, or with another key's: refused with exit 12, the edit
+    // kept.
+    world
+        .mend(
+            "greg",
+            &["init", "--relay", &world.relay.url(), "--name", "Greg"],
+        )?
+        .ok()?;
+    world
+        .mend("greg", &["add", "honesty-moment", "Kept on the phone"])?
+        .ok()?;
+    world
+        .mend("greg", &["sync", "--timeout", "5"])?
+        .fails(12, "not signed by a trusted authority")?;
+    let other_key = format!("sha256/{}=", "A".repeat(43));
+    world
+        .mend(
+            "greg",
+            &["--relay-pin", &other_key, "sync", "--timeout", "5"],
+        )?
+        .fails(12, "does not match the pinned key")?;
+    let status = world.json("greg", &["status", "--json"])?;
+    ensure!(
+        status["pending"].as_u64() > Some(0),
+        "the refused edit is not pending: {status:#}"
+    );
 
     // An unreachable relay: the edit is kept and waits.
     let closed = {
@@ -639,7 +676,7 @@ fn the_home_is_never_lost_to_a_mistake() -> Result<()> {
     std::fs::create_dir_all(&home)?;
     std::fs::write(home.join("keyring"), "the only copy of the keys")?;
     world
-        .mend("keys-only", &["init", "--relay", &relay, "--name", "Alex"])?
+        .init("keys-only", "Alex")?
         .fails(5, "holds a keyring but no journal")?;
     ensure!(std::fs::read_to_string(home.join("keyring"))? == "the only copy of the keys");
     ensure!(!home.join("journal.db").exists());
@@ -651,9 +688,7 @@ fn the_home_is_never_lost_to_a_mistake() -> Result<()> {
     ensure!(!world.home("fresh").exists(), "an empty home was left");
 
     // A damaged journal: its own exit code, the way back, and the file untouched.
-    world
-        .mend("alex", &["init", "--relay", &relay, "--name", "Alex"])?
-        .ok()?;
+    world.init("alex", "Alex")?.ok()?;
     let db = world.home("alex").join("journal.db");
     let garbage = vec![0x5au8; 8192];
     std::fs::write(&db, &garbage)?;
@@ -673,12 +708,7 @@ fn the_home_is_never_lost_to_a_mistake() -> Result<()> {
 #[test]
 fn export_never_overwrites_without_force() -> Result<()> {
     let world = World::start()?;
-    world
-        .mend(
-            "alex",
-            &["init", "--relay", &world.relay.url(), "--name", "Alex"],
-        )?
-        .ok()?;
+    world.init("alex", "Alex")?.ok()?;
     let out = world.dir.path().join("packet.md");
     std::fs::write(&out, "notes I keep")?;
     let path = out.to_str().context("path")?;
@@ -905,12 +935,7 @@ fn a_conflict_is_marked_shown_in_words_and_settled() -> Result<()> {
 #[test]
 fn today_is_the_couples_day_not_utcs() -> Result<()> {
     let world = World::start()?;
-    world
-        .mend(
-            "alex",
-            &["init", "--relay", &world.relay.url(), "--name", "Alex"],
-        )?
-        .ok()?;
+    world.init("alex", "Alex")?.ok()?;
     // 26 hours apart: whatever the time now, these two zones are on different days.
     let east = world
         .mend_in("Etc/GMT-14", "alex", &["add", "check-in", "--safety", "5"])?
@@ -963,10 +988,22 @@ fn a_relay_back_within_the_timeout_is_found_before_it_ends() -> Result<()> {
     let world = World::start()?;
     // A port that refuses connections for the first 3 s, then leads to the relay.
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let late = format!("http://127.0.0.1:{port}");
-    let relay: std::net::SocketAddr = world.relay.url().trim_start_matches("http://").parse()?;
+    let late = format!("https://127.0.0.1:{port}");
+    let relay = world.relay.addr;
+    let pin = world.pin()?;
     world
-        .mend("fay", &["init", "--relay", &late, "--name", "Fay"])?
+        .mend(
+            "fay",
+            &[
+                "init",
+                "--relay",
+                &late,
+                "--relay-pin",
+                &pin,
+                "--name",
+                "Fay",
+            ],
+        )?
         .ok()?;
     world
         .mend("fay", &["add", "honesty-moment", "Waited for it"])?

@@ -214,11 +214,13 @@ impl Target {
 
     /// Connects, with TLS unless the URL is `http://`. A certificate or handshake the device
     /// refuses is written to `problem` (something the user must act on) and fails as
-    /// unreachable for the engine.
+    /// [`Failure::Untrusted`], which live status shows as such, not as offline.
     pub(crate) async fn connect(&self, problem: &Mutex<Option<String>>) -> Result<Stream, Failure> {
         if let Some(refusal) = &self.refusal {
             note(problem, refusal.clone());
-            return Err(Failure::Unreachable);
+            return Err(Failure::Untrusted {
+                reason: refusal.clone(),
+            });
         }
         let connect = async {
             let tcp = TcpStream::connect((self.host.as_str(), self.port))
@@ -230,13 +232,14 @@ impl Target {
             };
             match connector.connect(name.clone(), tcp).await {
                 Ok(tls) => Ok(Stream::Tls(Box::new(tls))),
-                Err(e) => {
-                    if let Some(why) = trust_problem(&e) {
+                Err(e) => match trust_problem(&e) {
+                    Some(why) => {
                         tracing::warn!(problem = %why, "refused the relay's TLS handshake");
-                        note(problem, why);
+                        note(problem, why.clone());
+                        Err(Failure::Untrusted { reason: why })
                     }
-                    Err(Failure::Unreachable)
-                }
+                    None => Err(Failure::Unreachable),
+                },
             }
         };
         tokio::time::timeout(CONNECT_TIMEOUT, connect)

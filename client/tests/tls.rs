@@ -1,6 +1,7 @@
 //! The device's TLS to the relay, told as stories: a real relay on 127.0.0.1 behind a small
 //! TLS terminator made at test time (a private CA, a self-signed certificate, an expired one,
-//! a man in the middle), and devices that must sync through it, or refuse it and say why.
+//! a man in the middle), and devices that must sync through it, or refuse it and say why (in
+//! live status too).
 
 use std::{
     net::SocketAddr,
@@ -13,19 +14,14 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use mend_client::{Device, RelayOptions};
+use mend_client::{Device, RelayOptions, SyncObserver};
 use mend_core::{
-    Body, Error, Keyring, OpenOptions, RecordId, crypto::RelayPin, model::ProcessingNote,
-    store::Durability,
+    Body, Error, Keyring, OpenOptions, RecordId, Space, crypto::RelayPin, model::ProcessingNote,
+    store::Durability, sync::SyncStatus,
 };
 use mend_relay::{AppState, Config};
-use rcgen::{
-    BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, PublicKeyData, date_time_ymd,
-};
-use rustls::{
-    ServerConfig,
-    pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer},
-};
+use mend_testkit::{Ca, Leaf, self_signed};
+use rustls::ServerConfig;
 use tokio::{
     io::AsyncReadExt,
     net::{TcpListener, TcpStream},
@@ -71,62 +67,10 @@ impl Relay {
     }
 }
 
-/// A certificate and its key, made at test time.
-struct Identity {
-    cert: CertificateDer<'static>,
-    key: KeyPair,
-}
-
-impl Identity {
-    /// The pin of its public key, from rcgen's own SubjectPublicKeyInfo (not the device's
-    /// parser).
-    fn pin(&self) -> RelayPin {
-        RelayPin::of_spki(&self.key.subject_public_key_info())
-    }
-}
-
-/// A certificate authority.
-struct Ca {
-    cert: CertificateDer<'static>,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Result<Self> {
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        let key = KeyPair::generate()?;
-        let cert = params.self_signed(&key)?.der().clone();
-        Ok(Self {
-            cert,
-            issuer: Issuer::new(params, key),
-        })
-    }
-
-    /// A certificate for 127.0.0.1, valid now unless `expired`.
-    fn issue(&self, expired: bool) -> Result<Identity> {
-        let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned()])?;
-        if expired {
-            params.not_before = date_time_ymd(2020, 1, 1);
-            params.not_after = date_time_ymd(2021, 1, 1);
-        }
-        let key = KeyPair::generate()?;
-        let cert = params.signed_by(&key, &self.issuer)?.der().clone();
-        Ok(Identity { cert, key })
-    }
-}
-
-/// A self-signed certificate for 127.0.0.1 (a small self-hosted relay).
-fn self_signed() -> Result<Identity> {
-    let key = KeyPair::generate()?;
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])?
-        .self_signed(&key)?
-        .der()
-        .clone();
-    Ok(Identity { cert, key })
+/// The pin of a test certificate, from rcgen's own SubjectPublicKeyInfo (not the device's
+/// parser).
+fn pin(leaf: &Leaf) -> RelayPin {
+    RelayPin::of_spki(&leaf.spki())
 }
 
 /// A TLS terminator on 127.0.0.1 in front of `relay`, presenting `identity`; counts the bytes
@@ -146,13 +90,12 @@ impl Drop for Terminator {
 impl Terminator {
     /// Forwards to `relay`, or, with `None`, keeps what it decrypts (a man in the middle
     /// with nothing behind it).
-    async fn start(identity: &Identity, relay: Option<SocketAddr>) -> Result<Self> {
+    async fn start(identity: &Leaf, relay: Option<SocketAddr>) -> Result<Self> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(identity.key.serialize_der()));
         let config = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_no_client_auth()
-            .with_single_cert(vec![identity.cert.clone()], key)?;
+            .with_single_cert(vec![identity.der().clone()], identity.key_der())?;
         let acceptor = TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -246,6 +189,26 @@ fn holds(device: &Device, id: RecordId) -> bool {
     device.read(|j| j.get(id)).is_ok()
 }
 
+/// Alex's device on `url`, pinned to a key that relay does not hold.
+fn pinned_to_another_key(
+    dir: &Path,
+    url: &str,
+    observer: Option<Arc<dyn SyncObserver>>,
+) -> Result<Device> {
+    let relay = RelayOptions {
+        pin: Some(pin(&self_signed()?)),
+        ..RelayOptions::default()
+    };
+    Ok(Device::create(
+        &dir.join("alex.db"),
+        "Alex",
+        url,
+        opts(),
+        relay,
+        observer,
+    )?)
+}
+
 /// What syncing `device` fails with: the device must refuse the relay, not retry it.
 async fn refusal(device: &Device) -> Result<String> {
     match device.sync_now(ROUND).await {
@@ -259,9 +222,9 @@ async fn a_relay_signed_by_a_private_ca_syncs_over_tls_in_rounds_and_live() -> R
     let dir = tempfile::tempdir()?;
     let relay = Relay::start(dir.path()).await?;
     let ca = Ca::new("Mend test CA")?;
-    let tls = Terminator::start(&ca.issue(false)?, Some(relay.addr)).await?;
+    let tls = Terminator::start(&ca.leaf()?, Some(relay.addr)).await?;
     let trust = RelayOptions {
-        extra_roots: vec![ca.cert.to_vec()],
+        extra_roots: vec![ca.der().to_vec()],
         ..RelayOptions::default()
     };
     let (alex, blake) = couple(dir.path(), &tls.url(), trust).await?;
@@ -298,7 +261,7 @@ async fn a_pinned_self_signed_relay_works_and_its_pin_travels_in_the_invite() ->
     let identity = self_signed()?;
     let tls = Terminator::start(&identity, Some(relay.addr)).await?;
     let pinned = RelayOptions {
-        pin: Some(identity.pin()),
+        pin: Some(pin(&identity)),
         ..RelayOptions::default()
     };
     let alex = Device::create(
@@ -309,7 +272,7 @@ async fn a_pinned_self_signed_relay_works_and_its_pin_travels_in_the_invite() ->
         pinned,
         None,
     )?;
-    ensure!(alex.keyring().relay_pin == Some(identity.pin()));
+    ensure!(alex.keyring().relay_pin == Some(pin(&identity)));
     let invite = alex.partner_invite()?;
     ensure!(
         invite.starts_with("MEND2-"),
@@ -331,7 +294,7 @@ async fn a_pinned_self_signed_relay_works_and_its_pin_travels_in_the_invite() ->
     ensure!(holds(&blake, id), "Blake did not receive Alex's share");
     // The pin is kept with the relay URL, so a reopened device still trusts the relay.
     let kept = Keyring::from_secret_string(&blake.keyring().to_secret_string())?;
-    ensure!(kept.relay_pin == Some(identity.pin()));
+    ensure!(kept.relay_pin == Some(pin(&identity)));
 
     // Without the pin, the same certificate is not trusted.
     blake.close().await?;
@@ -355,17 +318,7 @@ async fn a_wrong_pin_is_refused_with_a_clear_error_and_no_secret() -> Result<()>
     let dir = tempfile::tempdir()?;
     let relay = Relay::start(dir.path()).await?;
     let tls = Terminator::start(&self_signed()?, Some(relay.addr)).await?;
-    let device = Device::create(
-        &dir.path().join("alex.db"),
-        "Alex",
-        &tls.url(),
-        opts(),
-        RelayOptions {
-            pin: Some(self_signed()?.pin()),
-            ..RelayOptions::default()
-        },
-        None,
-    )?;
+    let device = pinned_to_another_key(dir.path(), &tls.url(), None)?;
     device.write(|j| j.add(note("private words")))?;
     let why = refusal(&device).await?;
     ensure!(
@@ -387,14 +340,14 @@ async fn an_expired_certificate_is_refused() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let relay = Relay::start(dir.path()).await?;
     let ca = Ca::new("Mend test CA")?;
-    let tls = Terminator::start(&ca.issue(true)?, Some(relay.addr)).await?;
+    let tls = Terminator::start(&ca.expired_leaf()?, Some(relay.addr)).await?;
     let device = Device::create(
         &dir.path().join("alex.db"),
         "Alex",
         &tls.url(),
         opts(),
         RelayOptions {
-            extra_roots: vec![ca.cert.to_vec()],
+            extra_roots: vec![ca.der().to_vec()],
             ..RelayOptions::default()
         },
         None,
@@ -410,12 +363,12 @@ async fn a_man_in_the_middle_with_another_certificate_for_the_name_reads_nothing
     let dir = tempfile::tempdir()?;
     let relay = Relay::start(dir.path()).await?;
     let ca = Ca::new("Mend test CA")?;
-    let genuine = ca.issue(false)?;
+    let genuine = ca.leaf()?;
     let real = Terminator::start(&genuine, Some(relay.addr)).await?;
     // The attacker's certificate names the same host, signed by a CA of their own that even
     // copies the genuine CA's name.
     let mallory = Ca::new("Mend test CA")?;
-    let mitm = Terminator::start(&mallory.issue(false)?, None).await?;
+    let mitm = Terminator::start(&mallory.leaf()?, None).await?;
 
     // A device trusting the CA, pointed at the attacker (as a poisoned DNS answer would).
     let trusting = Device::create(
@@ -424,7 +377,7 @@ async fn a_man_in_the_middle_with_another_certificate_for_the_name_reads_nothing
         &mitm.url(),
         opts(),
         RelayOptions {
-            extra_roots: vec![ca.cert.to_vec()],
+            extra_roots: vec![ca.der().to_vec()],
             ..RelayOptions::default()
         },
         None,
@@ -439,7 +392,7 @@ async fn a_man_in_the_middle_with_another_certificate_for_the_name_reads_nothing
         &mitm.url(),
         opts(),
         RelayOptions {
-            pin: Some(genuine.pin()),
+            pin: Some(pin(&genuine)),
             ..RelayOptions::default()
         },
         None,
@@ -458,7 +411,7 @@ async fn a_man_in_the_middle_with_another_certificate_for_the_name_reads_nothing
         &real.url(),
         opts(),
         RelayOptions {
-            pin: Some(genuine.pin()),
+            pin: Some(pin(&genuine)),
             ..RelayOptions::default()
         },
         None,
@@ -468,7 +421,7 @@ async fn a_man_in_the_middle_with_another_certificate_for_the_name_reads_nothing
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clear_text_to_another_machine_needs_the_opt_in_and_loopback_still_syncs() -> Result<()> {
+async fn clear_text_to_another_machine_needs_the_opt_in() -> Result<()> {
     let dir = tempfile::tempdir()?;
     // 192.0.2.0/24 is reserved for documentation: nothing answers there, and nothing is sent.
     let remote = "http://192.0.2.1:8787";
@@ -512,16 +465,62 @@ async fn clear_text_to_another_machine_needs_the_opt_in_and_loopback_still_syncs
     reopened.write(|j| j.add(note("offline is fine")))?;
     let why = refusal(&reopened).await?;
     ensure!(why.contains("clear-text"), "{why}");
+    Ok(())
+}
 
-    // A relay on this machine needs no opt-in.
+/// The statuses a device reported, newest last.
+#[derive(Default)]
+struct Statuses(std::sync::Mutex<Vec<SyncStatus>>);
+
+impl SyncObserver for Statuses {
+    fn records_changed(&self, _space: Space, _records: Vec<RecordId>) {}
+
+    fn status_changed(&self, status: SyncStatus) {
+        if let Ok(mut seen) = self.0.lock() {
+            seen.push(status);
+        }
+    }
+}
+
+impl Statuses {
+    fn refused(&self) -> Option<SyncStatus> {
+        let seen = self.0.lock().ok()?;
+        seen.iter()
+            .rev()
+            .find(|s| s.untrusted_relay.is_some())
+            .cloned()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_refused_during_live_sync_shows_as_untrusted_not_offline() -> Result<()> {
+    let dir = tempfile::tempdir()?;
     let relay = Relay::start(dir.path()).await?;
-    let url = format!("http://{}", relay.addr);
-    let home = dir.path().join("loop");
-    std::fs::create_dir_all(&home)?;
-    let (alex, blake) = couple(&home, &url, RelayOptions::default()).await?;
-    let id = alex.write(|j| j.add(share("loopback")))?;
-    alex.sync_now(ROUND).await?;
-    blake.sync_now(ROUND).await?;
-    ensure!(holds(&blake, id));
+    // Another key than the pinned one: the operator's renewal went wrong, or someone is in
+    // the middle.
+    let tls = Terminator::start(&self_signed()?, Some(relay.addr)).await?;
+    let statuses = Arc::new(Statuses::default());
+    let observer: Arc<dyn SyncObserver> = statuses.clone();
+    let device = pinned_to_another_key(dir.path(), &tls.url(), Some(observer))?;
+    device.write(|j| j.add(note("waits on the phone")))?;
+    device.start_live()?;
+    let mut refused = None;
+    for _ in 0..800 {
+        refused = statuses.refused();
+        if refused.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    device.stop_live().await;
+    let status = refused.context("live status never showed the refusal")?;
+    let why = status.untrusted_relay.clone().unwrap_or_default();
+    ensure!(why.contains("does not match the pinned key"), "{why}");
+    ensure!(!status.online, "{status:?}");
+    ensure!(status.pending > 0, "the edit is not waiting: {status:?}");
+    for link in device.keyring().links() {
+        ensure!(!why.contains(link.keys.token.expose()), "the token leaked");
+    }
+    ensure!(tls.decrypted.load(Ordering::Relaxed) == 0);
     Ok(())
 }

@@ -393,6 +393,57 @@ fn retries_fit_in_the_callers_deadline_when_the_relay_comes_back() -> Result<()>
 }
 
 #[test]
+fn a_refused_relay_shows_as_untrusted_not_offline_until_it_is_trusted_again() -> Result<()> {
+    let mut sim = Sim::new(1, 1, 1, 1_000)?;
+    sim.settle()?;
+    let id = sim.devices[0].journal_mut().add(share("behind a portal"))?;
+    let start = sim.now;
+    sim.refused_until = start + 3_000;
+    sim.event(0, Event::Start)?;
+    // Until the refusal lands.
+    let mut steps = 0;
+    while sim.devices[0].status.untrusted_relay.is_none() {
+        steps += 1;
+        ensure!(
+            steps < 1_000,
+            "the refusal never showed: {:?}",
+            sim.devices[0].status
+        );
+        if !sim.deliver_one()? {
+            sim.advance(10)?;
+        }
+    }
+    let status = &sim.devices[0].status;
+    ensure!(!status.online);
+    ensure!(
+        status
+            .untrusted_relay
+            .as_deref()
+            .is_some_and(|why| why.contains("another host name")),
+        "{status:?}"
+    );
+    // The portal goes away: the retry reaches the relay and the refusal is over.
+    while !sim.devices[0].engine.is_settled() {
+        steps += 1;
+        ensure!(steps < 10_000, "the round never finished");
+        if sim.deliver_one()? {
+            continue;
+        }
+        let wake = sim.devices[0].engine.next_wake().unwrap_or(sim.now + 10);
+        sim.advance((wake - sim.now).max(1))?;
+    }
+    let status = &sim.devices[0].status;
+    ensure!(
+        status.online && status.untrusted_relay.is_none(),
+        "{status:?}"
+    );
+    ensure!(sim.now >= start + 3_000);
+    sim.settle()?;
+    ensure!(sim.devices[1].journal().get(id).is_ok());
+    Ok(())
+}
+
+#[test]
 fn a_relay_restored_from_an_older_copy_is_noticed_and_both_partners_end_complete() -> Result<()> {
     for fresh in [false, true] {
         let mut sim = Sim::new(31, 1, 1, 1_000)?;

@@ -14,17 +14,12 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use base64::{Engine, engine::general_purpose::STANDARD};
 use common::{WAIT, device, push, space, test_config, token};
 use futures_util::{SinkExt, StreamExt};
 use mend_protocol::{Ack, Limits, ServerMessage, paths};
 use mend_relay::{AppState, run_tls, tls::Tls, tls::TlsFiles};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, KeyUsagePurpose,
-    PublicKeyData, SanType,
-};
+use mend_testkit::{Ca, Leaf};
 use rustls::{ClientConfig, RootCertStore, pki_types::CertificateDer, pki_types::ServerName};
-use sha2::{Digest, Sha256};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -35,71 +30,24 @@ use tokio_tungstenite::{
     tungstenite::{Message, client::IntoClientRequest, http::HeaderValue},
 };
 
-/// A test certificate authority that issues relay certificates for `localhost`.
-struct Pki {
-    ca: CertifiedIssuer<'static, KeyPair>,
-}
-
-/// One issued relay certificate: PEM texts and what a device would pin.
-struct Leaf {
-    cert_pem: String,
-    key_pem: String,
-    der: CertificateDer<'static>,
-    pin: String,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        Pki { ca }
-    }
-
-    fn leaf(&self) -> Leaf {
-        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-        params
-            .subject_alt_names
-            .push(SanType::IpAddress([127, 0, 0, 1].into()));
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.ca).unwrap();
-        // Computed here from the key, independently of the relay's own reading of the cert.
-        let pin = format!(
-            "sha256/{}",
-            STANDARD.encode(Sha256::digest(key.subject_public_key_info()))
-        );
-        Leaf {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            der: cert.der().clone(),
-            pin,
-        }
-    }
-
-    fn client(&self) -> TlsConnector {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.ca.der().clone()).unwrap();
-        let mut config =
-            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-        // Full handshakes only: a resumed session shows the certificate of its first handshake.
-        config.resumption = rustls::client::Resumption::disabled();
-        TlsConnector::from(Arc::new(config))
-    }
+/// A client trusting `ca` only.
+fn client(ca: &Ca) -> TlsConnector {
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.der().clone()).unwrap();
+    let mut config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    // Full handshakes only: a resumed session shows the certificate of its first handshake.
+    config.resumption = rustls::client::Resumption::disabled();
+    TlsConnector::from(Arc::new(config))
 }
 
 fn write_leaf(dir: &Path, leaf: &Leaf) -> TlsFiles {
-    let files = TlsFiles {
-        cert: dir.join("relay.crt"),
-        key: dir.join("relay.key"),
-    };
-    std::fs::write(&files.cert, &leaf.cert_pem).unwrap();
-    std::fs::write(&files.key, &leaf.key_pem).unwrap();
-    files
+    let (cert, key) = leaf.write(dir).unwrap();
+    TlsFiles { cert, key }
 }
 
 /// A verified TLS connection to the relay and the certificate it presented.
@@ -196,14 +144,14 @@ async fn push_live(socket: &mut Wss, seq: u64, payload: &[u8]) -> anyhow::Result
 
 #[tokio::test]
 async fn tls_relay_serves_https_and_a_live_socket() -> anyhow::Result<()> {
-    let pki = Pki::new();
-    let leaf = pki.leaf();
+    let pki = Ca::new("Mend test CA")?;
+    let leaf = pki.leaf()?;
     let dir = tempfile::tempdir()?;
     let files = write_leaf(dir.path(), &leaf);
     let tls = Tls::load(&files)?;
     assert_eq!(
         tls.pin(),
-        leaf.pin,
+        leaf.pin(),
         "the relay's pin is the key's SPKI hash"
     );
 
@@ -216,9 +164,9 @@ async fn tls_relay_serves_https_and_a_live_socket() -> anyhow::Result<()> {
         let _ = stopped.await;
     }));
 
-    let client = pki.client();
+    let client = client(&pki);
     let (status, _, presented) = https(addr, &client, "GET", paths::HEALTHZ, None, &[]).await?;
-    assert_eq!((status, &presented), (200, &leaf.der));
+    assert_eq!((status, &presented), (200, leaf.der()));
     let (status, _, _) = https(
         addr,
         &client,
@@ -342,17 +290,17 @@ impl Drop for RelayProcess {
 
 #[tokio::test]
 async fn sighup_swaps_the_certificate_and_keeps_live_sockets() -> anyhow::Result<()> {
-    let pki = Pki::new();
-    let first = pki.leaf();
+    let pki = Ca::new("Mend test CA")?;
+    let first = pki.leaf()?;
     let dir = tempfile::tempdir()?;
     let files = write_leaf(dir.path(), &first);
     let mut relay = RelayProcess::start(&dir.path().join("data"), &files)?;
     let started = relay.seen.last().cloned().unwrap_or_default();
     assert!(
-        started.contains(&first.pin),
+        started.contains(&first.pin()),
         "start logs the pin: {started}"
     );
-    let client = pki.client();
+    let client = client(&pki);
 
     let (status, _, presented) = https(
         relay.addr,
@@ -363,17 +311,17 @@ async fn sighup_swaps_the_certificate_and_keeps_live_sockets() -> anyhow::Result
         &[],
     )
     .await?;
-    assert_eq!((status, &presented), (201, &first.der));
+    assert_eq!((status, &presented), (201, first.der()));
     let mut before = live(relay.addr, &client, "after=0").await?;
     assert_eq!(push_live(&mut before, 1, b"before").await?.relay_seq, 1);
 
     // Renewal: new files in place, then SIGHUP.
-    let second = pki.leaf();
+    let second = pki.leaf()?;
     write_leaf(dir.path(), &second);
     relay.hangup()?;
     let reloaded = relay.wait_for("TLS certificate reloaded")?;
     assert!(
-        reloaded.contains(&second.pin),
+        reloaded.contains(&second.pin()),
         "reload logs the new pin: {reloaded}"
     );
 
@@ -381,7 +329,8 @@ async fn sighup_swaps_the_certificate_and_keeps_live_sockets() -> anyhow::Result
         https(relay.addr, &client, "GET", paths::HEALTHZ, None, &[]).await?;
     assert_eq!(status, 200);
     assert_eq!(
-        presented, second.der,
+        &presented,
+        second.der(),
         "a new connection gets the new certificate"
     );
     // The socket opened under the first certificate still works.
@@ -399,12 +348,13 @@ async fn sighup_swaps_the_certificate_and_keeps_live_sockets() -> anyhow::Result
     );
     let (status, _, presented) =
         https(relay.addr, &client, "GET", paths::HEALTHZ, None, &[]).await?;
-    assert_eq!((status, &presented), (200, &second.der));
+    assert_eq!((status, &presented), (200, second.der()));
     assert_eq!(push_live(&mut before, 4, b"still up").await?.relay_seq, 4);
 
     let _ = before.close(None).await;
     let _ = after.close(None).await;
-    let secret_line = first.key_pem.lines().nth(1).unwrap_or("");
+    let first_key = first.key_pem();
+    let secret_line = first_key.lines().nth(1).unwrap_or("");
     assert!(
         relay
             .seen
@@ -439,16 +389,16 @@ fn run_relay(args: &[&str], files: &[(&str, &PathBuf)]) -> anyhow::Result<(bool,
 
 #[test]
 fn bad_certificates_are_refused_at_start_naming_the_file() -> anyhow::Result<()> {
-    let pki = Pki::new();
-    let leaf = pki.leaf();
-    let other = pki.leaf();
+    let pki = Ca::new("Mend test CA")?;
+    let leaf = pki.leaf()?;
+    let other = pki.leaf()?;
     let dir = tempfile::tempdir()?;
     let files = write_leaf(dir.path(), &leaf);
     let garbage = dir.path().join("garbage.pem");
     std::fs::write(&garbage, "this is not PEM")?;
     let missing = dir.path().join("missing.pem");
     let other_key = dir.path().join("other.key");
-    std::fs::write(&other_key, &other.key_pem)?;
+    std::fs::write(&other_key, other.key_pem())?;
 
     let cases: [(&str, &PathBuf, &PathBuf, &str); 5] = [
         ("cert not PEM", &garbage, &files.key, "garbage.pem"),
@@ -471,7 +421,7 @@ fn bad_certificates_are_refused_at_start_naming_the_file() -> anyhow::Result<()>
         );
         assert!(
             !stderr.contains("PRIVATE KEY")
-                && !stderr.contains(leaf.key_pem.lines().nth(1).unwrap_or("")),
+                && !stderr.contains(leaf.key_pem().lines().nth(1).unwrap_or("")),
             "{story}: key material in {stderr}"
         );
     }
@@ -490,8 +440,8 @@ fn bad_certificates_are_refused_at_start_naming_the_file() -> anyhow::Result<()>
 
 #[test]
 fn pin_subcommand_prints_the_spki_pin() -> anyhow::Result<()> {
-    let pki = Pki::new();
-    let leaf = pki.leaf();
+    let pki = Ca::new("Mend test CA")?;
+    let leaf = pki.leaf()?;
     let dir = tempfile::tempdir()?;
     let files = write_leaf(dir.path(), &leaf);
     let output = Command::new(env!("CARGO_BIN_EXE_mend-relay"))
@@ -500,7 +450,7 @@ fn pin_subcommand_prints_the_spki_pin() -> anyhow::Result<()> {
         .arg(&files.cert)
         .output()?;
     assert!(output.status.success());
-    assert_eq!(String::from_utf8(output.stdout)?.trim(), leaf.pin);
+    assert_eq!(String::from_utf8(output.stdout)?.trim(), leaf.pin());
     let output = Command::new(env!("CARGO_BIN_EXE_mend-relay"))
         .args(["pin", "--tls-cert"])
         .arg(dir.path().join("absent.pem"))
@@ -512,8 +462,8 @@ fn pin_subcommand_prints_the_spki_pin() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn over_capacity_is_answered_inside_tls() -> anyhow::Result<()> {
-    let pki = Pki::new();
-    let leaf = pki.leaf();
+    let pki = Ca::new("Mend test CA")?;
+    let leaf = pki.leaf()?;
     let dir = tempfile::tempdir()?;
     let tls = Tls::load(&write_leaf(dir.path(), &leaf))?;
     let mut config = test_config(dir.path());
@@ -525,11 +475,11 @@ async fn over_capacity_is_answered_inside_tls() -> anyhow::Result<()> {
     let relay = tokio::spawn(run_tls(listener, state, tls, async move {
         let _ = stopped.await;
     }));
-    let client = pki.client();
+    let client = client(&pki);
     // The one slot, held by a connection that finished its handshake.
     let (held, _) = connect(addr, &client).await?;
     let (status, body, presented) = https(addr, &client, "GET", paths::HEALTHZ, None, &[]).await?;
-    assert_eq!((status, presented), (503, leaf.der.clone()));
+    assert_eq!((status, presented), (503, leaf.der().clone()));
     assert_eq!(common::error_code(&body), "too_many_connections");
     drop(held);
     let _ = stop.send(());

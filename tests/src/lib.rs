@@ -1,5 +1,6 @@
-//! Harness for end-to-end tests: a real mend-relay on 127.0.0.1:0 in this process, and devices
-//! that sync with it through the real transport.
+//! Harness for end-to-end tests: a real mend-relay on 127.0.0.1:0 in this process, serving TLS
+//! with a CA made at test time, and devices that trust it and sync with it through the real
+//! transport.
 
 use std::{
     net::SocketAddr,
@@ -11,60 +12,113 @@ use std::{
 use anyhow::{Context, Result};
 use mend_client::{Device, Keyring, RelayOptions, SyncObserver};
 use mend_core::{
-    Journal, RecordId, Space, journal::OpenOptions, store::Durability, sync::SyncStatus,
+    Journal, RecordId, Space, crypto::RelayPin, journal::OpenOptions, store::Durability,
+    sync::SyncStatus,
 };
-use mend_relay::{AppState, Config};
+use mend_relay::{
+    AppState, Config,
+    tls::{Tls, TlsFiles},
+};
 use tokio::{sync::oneshot, task::JoinHandle};
 
 /// Longest a sync round may take in a test before it counts as stuck.
 pub const ROUND: Duration = Duration::from_secs(20);
 
-/// A relay serving on loopback until dropped.
+/// A relay serving on loopback until dropped: HTTPS and WSS with a certificate signed by a CA
+/// made at test time, or, for the one test of the plain loopback path and the benchmark beside
+/// it, clear text.
 #[derive(Debug)]
 pub struct Relay {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
+    trust: Option<Trust>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
 
+/// What a device is given to trust a TLS relay.
+#[derive(Clone, Debug)]
+struct Trust {
+    ca: Vec<u8>,
+    pin: RelayPin,
+}
+
 impl Relay {
-    /// Starts a relay with default limits on a fresh data directory inside `dir`.
+    /// Starts a TLS relay with default limits on a fresh data directory inside `dir`.
     pub async fn start(dir: &Path) -> Result<Self> {
-        let data_dir = dir.join("relay-data");
-        Self::start_at(&data_dir).await
+        Self::start_at(&dir.join("relay-data")).await
     }
 
-    /// Starts a relay on an existing data directory (a restart) on any free port.
+    /// Starts a clear-text relay on a fresh data directory inside `dir` (loopback needs no
+    /// opt-in on the device).
+    pub async fn start_plain(dir: &Path) -> Result<Self> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self::serve(&dir.join("relay-data"), addr, false).await
+    }
+
+    /// Starts a TLS relay on an existing data directory (a restart) on any free port.
     pub async fn start_at(data_dir: &Path) -> Result<Self> {
         Self::start_on(data_dir, SocketAddr::from(([127, 0, 0, 1], 0))).await
     }
 
-    /// Starts a relay on `data_dir` listening on `addr` (a restart at the same address).
+    /// Starts a TLS relay on `data_dir` listening on `addr`. A restart on the same data
+    /// directory keeps its certificate, as a real relay's files would.
     pub async fn start_on(data_dir: &Path, addr: SocketAddr) -> Result<Self> {
+        Self::serve(data_dir, addr, true).await
+    }
+
+    async fn serve(data_dir: &Path, addr: SocketAddr, tls: bool) -> Result<Self> {
         let mut config = Config::new(data_dir);
         config.listen = addr;
+        let tls = if tls {
+            Some(certificate(data_dir)?)
+        } else {
+            None
+        };
         let state = AppState::open_sqlite(config).context("open relay storage")?;
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
+        let trust = tls.as_ref().map(|(_, trust)| trust.clone());
         let task = tokio::spawn(async move {
-            let _ = mend_relay::run(listener, state, async {
+            let shutdown = async {
                 let _ = stopped.await;
-            })
-            .await;
+            };
+            let _ = match tls {
+                Some((tls, _)) => mend_relay::run_tls(listener, state, tls, shutdown).await,
+                None => mend_relay::run(listener, state, shutdown).await,
+            };
         });
         Ok(Self {
             addr,
             data_dir: data_dir.to_owned(),
+            trust,
             stop: Some(stop),
             task: Some(task),
         })
     }
 
-    /// The relay's URL.
+    /// The relay's URL: `https://127.0.0.1:…`, or `http://` for a clear-text relay.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.trust.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// How a device trusts this relay: the test CA among its roots (nothing for clear text).
+    pub fn trust(&self) -> RelayOptions {
+        RelayOptions {
+            extra_roots: self.trust.iter().map(|t| t.ca.clone()).collect(),
+            ..RelayOptions::default()
+        }
+    }
+
+    /// The pin of this relay's key, for what is given a pin (the CLI's `--relay-pin`).
+    pub fn pin(&self) -> Option<RelayPin> {
+        self.trust.as_ref().map(|t| t.pin)
     }
 
     /// Stops the relay and waits for it.
@@ -79,6 +133,29 @@ impl Relay {
         }
         Ok(())
     }
+}
+
+/// The relay's certificate for `data_dir`, kept beside it (`<data_dir>-tls/`, outside the
+/// relay's storage): made by a new test CA the first time, read back on a restart.
+fn certificate(data_dir: &Path) -> Result<(Tls, Trust)> {
+    let mut dir = data_dir.as_os_str().to_owned();
+    dir.push("-tls");
+    let dir = PathBuf::from(dir);
+    let ca_file = dir.join("ca.der");
+    if !ca_file.exists() {
+        std::fs::create_dir_all(&dir)?;
+        let ca = mend_testkit::Ca::new("Mend e2e test CA")?;
+        ca.leaf()?.write(&dir)?;
+        std::fs::write(&ca_file, ca.der())?;
+    }
+    let files = TlsFiles {
+        cert: dir.join("relay.crt"),
+        key: dir.join("relay.key"),
+    };
+    let tls = Tls::load(&files)?;
+    let pin = RelayPin::parse(&tls.pin())?;
+    let ca = std::fs::read(&ca_file)?;
+    Ok((tls, Trust { ca, pin }))
 }
 
 /// Collects what the observer is told.
@@ -127,16 +204,17 @@ pub struct Phone {
 }
 
 impl Phone {
-    pub fn create(dir: &Path, file: &str, name: &str, relay: &str) -> Result<Self> {
+    /// Creates a journal on `relay`, trusting it as [`Relay::trust`] says.
+    pub fn create(dir: &Path, file: &str, name: &str, relay: &Relay) -> Result<Self> {
         let recorder = Arc::new(Recorder::default());
         let path = dir.join(file);
         let observer: Arc<dyn SyncObserver> = recorder.clone();
         let device = Device::create(
             &path,
             name,
-            relay,
+            &relay.url(),
             opts(),
-            RelayOptions::default(),
+            relay.trust(),
             Some(observer),
         )?;
         Ok(Self {
@@ -146,18 +224,12 @@ impl Phone {
         })
     }
 
-    pub fn join(dir: &Path, file: &str, invite: &str, name: &str) -> Result<Self> {
+    /// Joins with `invite`, trusting `relay` (whose URL the invite carries).
+    pub fn join(dir: &Path, file: &str, invite: &str, name: &str, relay: &Relay) -> Result<Self> {
         let recorder = Arc::new(Recorder::default());
         let path = dir.join(file);
         let observer: Arc<dyn SyncObserver> = recorder.clone();
-        let device = Device::join(
-            &path,
-            invite,
-            name,
-            opts(),
-            RelayOptions::default(),
-            Some(observer),
-        )?;
+        let device = Device::join(&path, invite, name, opts(), relay.trust(), Some(observer))?;
         Ok(Self {
             device,
             recorder,
@@ -165,16 +237,10 @@ impl Phone {
         })
     }
 
-    pub fn reopen(path: &Path, keyring: Keyring) -> Result<Self> {
+    pub fn reopen(path: &Path, keyring: Keyring, relay: &Relay) -> Result<Self> {
         let recorder = Arc::new(Recorder::default());
         let observer: Arc<dyn SyncObserver> = recorder.clone();
-        let device = Device::open(
-            path,
-            keyring,
-            opts(),
-            RelayOptions::default(),
-            Some(observer),
-        )?;
+        let device = Device::open(path, keyring, opts(), relay.trust(), Some(observer))?;
         Ok(Self {
             device,
             recorder,
@@ -203,9 +269,9 @@ impl Phone {
 /// A couple on `relay`: Alex creates the journal, Blake joins with Alex's invite, and both have
 /// synced, so each holds the other's registration.
 pub async fn couple(dir: &Path, relay: &Relay) -> Result<(Phone, Phone)> {
-    let a = Phone::create(dir, "a.db", "Alex", &relay.url())?;
+    let a = Phone::create(dir, "a.db", "Alex", relay)?;
     a.sync().await?;
-    let b = Phone::join(dir, "b.db", &a.device.partner_invite()?, "Blake")?;
+    let b = Phone::join(dir, "b.db", &a.device.partner_invite()?, "Blake", relay)?;
     b.sync().await?;
     a.sync().await?;
     Ok((a, b))

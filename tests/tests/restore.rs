@@ -2,7 +2,7 @@
 //! Keychain kept), the relay still holds both spaces.
 
 use anyhow::{Result, ensure};
-use mend_client::{Device, RelayOptions};
+use mend_client::Device;
 use mend_core::{
     Body, Error,
     model::{ProcessingNote, Share},
@@ -37,15 +37,8 @@ async fn a_reinstalled_app_restores_its_journal_from_the_keyring_alone() -> Resu
     }
     ensure!(!path.exists());
 
-    let restored = Device::restore(
-        &path,
-        keyring.clone(),
-        ROUND,
-        opts(),
-        RelayOptions::default(),
-        None,
-    )
-    .await?;
+    let restored =
+        Device::restore(&path, keyring.clone(), ROUND, opts(), relay.trust(), None).await?;
     // The same partner, on a new device, with both spaces back.
     ensure!(
         restored.read(|j| Ok(j.me()))? == me,
@@ -73,7 +66,7 @@ async fn a_reinstalled_app_restores_its_journal_from_the_keyring_alone() -> Resu
     ensure!(a.read(|j| j.get(note))?.author == me);
 
     // Restoring over an existing journal is refused, and the journal is left alone.
-    let again = Device::restore(&path, keyring, ROUND, opts(), RelayOptions::default(), None).await;
+    let again = Device::restore(&path, keyring, ROUND, opts(), relay.trust(), None).await;
     ensure!(matches!(again, Err(Error::Invalid(_))), "{again:?}");
     ensure!(restored.read(|j| j.get(note)).is_ok());
     relay.stop().await
@@ -85,8 +78,7 @@ async fn restoring_a_keyring_the_relay_never_saw_fails_and_leaves_nothing() -> R
     let relay = Relay::start(dir.path()).await?;
     let keyring = mend_core::Keyring::generate(&relay.url())?;
     let path = dir.path().join("r.db");
-    let restored =
-        Device::restore(&path, keyring, ROUND, opts(), RelayOptions::default(), None).await;
+    let restored = Device::restore(&path, keyring, ROUND, opts(), relay.trust(), None).await;
     ensure!(matches!(restored, Err(Error::Invalid(_))), "{restored:?}");
     ensure!(!path.exists());
     ensure!(!dir.path().join("r.db.restoring").exists());

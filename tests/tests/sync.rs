@@ -26,10 +26,10 @@ async fn partners_edit_every_kind_apart_and_converge() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let relay = Relay::start(dir.path()).await?;
     let addr = relay.addr;
-    let a = Phone::create(dir.path(), "a.db", "Alex", &relay.url())?;
+    let a = Phone::create(dir.path(), "a.db", "Alex", &relay)?;
     a.sync().await?;
     let invite = a.device.partner_invite()?;
-    let b = Phone::join(dir.path(), "b.db", &invite, "Blake")?;
+    let b = Phone::join(dir.path(), "b.db", &invite, "Blake", &relay)?;
     b.sync().await?;
     ensure!(
         b.with(|j| Ok(j.partners().len()))? == 2,
@@ -333,7 +333,7 @@ async fn a_device_killed_mid_sync_resumes_without_loss() -> Result<()> {
         // The device goes away with whatever was cut short (the step in flight finishes); reopen
         // from disk. A SIGKILL at any point is core/tests/crash.rs.
         a.device.close().await?;
-        a = Phone::reopen(&path, keyring.clone())?;
+        a = Phone::reopen(&path, keyring.clone(), &relay)?;
     }
     a.sync().await?;
     b.sync().await?;
@@ -362,7 +362,7 @@ async fn a_device_killed_mid_sync_resumes_without_loss() -> Result<()> {
 async fn a_new_device_bootstraps_from_a_snapshot() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let relay = Relay::start(dir.path()).await?;
-    let a = Phone::create(dir.path(), "a.db", "Alex", &relay.url())?;
+    let a = Phone::create(dir.path(), "a.db", "Alex", &relay)?;
     a.device.client().set_snapshot_every(4);
     let mut ids = Vec::new();
     for n in 0..12 {
@@ -381,7 +381,7 @@ async fn a_new_device_bootstraps_from_a_snapshot() -> Result<()> {
         "A never uploaded a snapshot (covers {covered})"
     );
     // A's second device joins with a device invite: both spaces, starting from the snapshot.
-    let tablet = Phone::join(dir.path(), "a2.db", &a.device.device_invite()?, "")?;
+    let tablet = Phone::join(dir.path(), "a2.db", &a.device.device_invite()?, "", &relay)?;
     tablet.sync().await?;
     let state = tablet.with(|j| j.sync_state(Space::Couple))?;
     ensure!(
@@ -492,4 +492,41 @@ async fn after_an_erase_the_partners_phone_is_told_and_cannot_bring_the_space_ba
     ensure!(back == 0, "the erased couple's space is back at the relay");
     relay.stop().await?;
     Ok(())
+}
+
+/// The one story left in clear text: every other test here talks TLS. A relay on this machine
+/// over `http://` needs no opt-in on the device, for rounds and live sync alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_on_loopback_still_syncs_without_an_opt_in() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start_plain(dir.path()).await?;
+    ensure!(relay.url().starts_with("http://127.0.0.1:"));
+    let (a, b) = mend_e2e::couple(dir.path(), &relay).await?;
+    let first = a.with(|j| {
+        j.add(Body::Share(Share {
+            feeling: "in clear, on this machine".into(),
+            tough_question: false,
+        }))
+    })?;
+    a.sync().await?;
+    b.sync().await?;
+    ensure!(b.with(|j| j.get(first))?.id == first, "B lacks A's share");
+
+    a.device.start_live()?;
+    b.device.start_live()?;
+    let second = a.with(|j| {
+        j.add(Body::Share(Share {
+            feeling: "live, in clear".into(),
+            tough_question: false,
+        }))
+    })?;
+    let mut waited = 0;
+    while !b.recorder.saw(second) {
+        ensure!(waited < 400, "B did not hear of A's live edit within 20 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    a.device.stop_live().await;
+    b.device.stop_live().await;
+    relay.stop().await
 }

@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{Result, ensure};
 use mend_bench::journal::{build, prose};
-use mend_client::{Device, Keyring, RelayOptions};
+use mend_client::{Device, Keyring};
 use mend_core::{
     Body, JoinSource, Journal, RecordId, Space,
     model::{HonestyMoment, Share},
@@ -73,7 +73,7 @@ async fn main() -> Result<()> {
         &path,
         Keyring::generate(&relay.url())?,
         opts(),
-        RelayOptions::default(),
+        relay.trust(),
         None,
     )?;
     a.sync_now(Duration::from_secs(60)).await?;
@@ -82,7 +82,7 @@ async fn main() -> Result<()> {
         &a.partner_invite()?,
         "Blake",
         opts(),
-        RelayOptions::default(),
+        relay.trust(),
         None,
     )?;
     b.sync_now(Duration::from_secs(60)).await?;

@@ -1,6 +1,7 @@
 //! End-to-end sync figures through a real relay on 127.0.0.1, in this process:
 //!
-//! - `latency [N]`: a commit on A to B's observer through the relay, live (p50, p99).
+//! - `latency [N]`: a commit on A to B's observer through the relay, live (p50, p99), over
+//!   TLS (`https://`, `wss://`, what devices use) and over clear text on loopback beside it.
 //! - `wire`: bytes on the wire per change against the change's own bytes.
 //! - `catchup [N]`: a device offline for N changes catches up: time, requests and bytes.
 //!
@@ -12,7 +13,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use mend_client::{Device, RelayHttp, RelayOptions, SyncObserver};
+use mend_client::{Device, RelayHttp, SyncObserver};
 use mend_core::{
     Body, RecordId, Space,
     crypto::{ChunkAad, SpaceSecret, seal_chunk},
@@ -41,10 +42,14 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn latency(n: usize) -> Result<()> {
+async fn latency(n: usize, tls: bool) -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let relay = Relay::start(dir.path()).await?;
-    let a = Phone::create(dir.path(), "a.db", "Alex", &relay.url())?;
+    let relay = if tls {
+        Relay::start(dir.path()).await?
+    } else {
+        Relay::start_plain(dir.path()).await?
+    };
+    let a = Phone::create(dir.path(), "a.db", "Alex", &relay)?;
     a.sync().await?;
     let (tx, rx) = mpsc::channel();
     let observer: Arc<dyn SyncObserver> = Arc::new(Arrivals(Mutex::new(tx)));
@@ -54,7 +59,7 @@ async fn latency(n: usize) -> Result<()> {
         &invite,
         "Blake",
         mend_e2e::opts(),
-        RelayOptions::default(),
+        relay.trust(),
         Some(observer),
     )?;
     b.sync_now(Duration::from_secs(20)).await?;
@@ -84,7 +89,8 @@ async fn latency(n: usize) -> Result<()> {
     }
     a.device.stop_live().await;
     b.stop_live().await;
-    println!("sync latency A commit → relay → B observer, live, {n} changes");
+    let over = if tls { "TLS" } else { "clear text" };
+    println!("sync latency A commit → relay → B observer, live over {over}, {n} changes");
     println!(
         "  p50 = {:.2} ms, p99 = {:.2} ms, max = {:.2} ms",
         pct(&mut lat, 0.5),
@@ -158,9 +164,15 @@ fn wire() -> Result<()> {
 async fn catchup(n: usize) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let relay = Relay::start(dir.path()).await?;
-    let a = Phone::create(dir.path(), "a.db", "Alex", &relay.url())?;
+    let a = Phone::create(dir.path(), "a.db", "Alex", &relay)?;
     a.sync().await?;
-    let b = Phone::join(dir.path(), "b.db", &a.device.partner_invite()?, "Blake")?;
+    let b = Phone::join(
+        dir.path(),
+        "b.db",
+        &a.device.partner_invite()?,
+        "Blake",
+        &relay,
+    )?;
     b.sync().await?;
     a.sync().await?;
     eprintln!("A makes {n} changes, each pushed on its own, while B is offline…");
@@ -174,7 +186,7 @@ async fn catchup(n: usize) -> Result<()> {
         a.sync().await?;
     }
     // B catches up, driving its engine by hand to count requests and bytes.
-    let http = RelayHttp::new(&relay.url(), &RelayOptions::default())?;
+    let http = RelayHttp::new(&relay.url(), &relay.trust())?;
     let links = b.device.keyring().links();
     let device = b.with(|j| Ok(*j.device().as_bytes()))?;
     let mut engine = SyncEngine::new(device, links.clone(), Mode::Once, 7);
@@ -216,12 +228,16 @@ async fn main() -> Result<()> {
     let what = args.next().unwrap_or_else(|| "all".into());
     let n: Option<usize> = args.next().map(|a| a.parse()).transpose()?;
     match what.as_str() {
-        "latency" => latency(n.unwrap_or(1000)).await,
+        "latency" => {
+            latency(n.unwrap_or(1000), true).await?;
+            latency(n.unwrap_or(1000), false).await
+        }
         "wire" => wire(),
         "catchup" => catchup(n.unwrap_or(1000)).await,
         "all" => {
             wire()?;
-            latency(n.unwrap_or(1000)).await?;
+            latency(n.unwrap_or(1000), true).await?;
+            latency(n.unwrap_or(1000), false).await?;
             catchup(n.unwrap_or(1000)).await
         }
         other => bail!("unknown benchmark {other:?}: use latency, wire, catchup or all"),

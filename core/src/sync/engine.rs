@@ -406,7 +406,7 @@ impl SyncEngine {
             // A clean round with nothing left to heal: what was reported is over.
             journal.clear_problems(run.link.space)?;
         }
-        self.status.online = true;
+        self.reached();
         if self
             .runs
             .iter()
@@ -417,6 +417,12 @@ impl SyncEngine {
             self.backoff.reset();
         }
         Ok(())
+    }
+
+    /// The relay answered over a connection this device trusts.
+    fn reached(&mut self) {
+        self.status.online = true;
+        self.status.untrusted_relay = None;
     }
 
     fn retry_later(&mut self, i: usize, now: i64) {
@@ -489,7 +495,7 @@ impl SyncEngine {
         };
         let phase = self.runs[i].phase;
         if !matches!(response, Response::Failed { .. }) {
-            self.status.online = true;
+            self.reached();
         }
         match response {
             Response::Created { new, .. } => {
@@ -792,9 +798,14 @@ impl SyncEngine {
                 self.problem(journal, space, ProblemKind::RelayError { status }, now)?;
                 self.retry_later(i, now);
                 // It answered: failing is not being out of reach.
-                self.status.online = true;
+                self.reached();
             }
             Failure::Unreachable => self.retry_later(i, now),
+            Failure::Untrusted { reason } => {
+                self.retry_later(i, now);
+                // Not "offline": someone must act (sign in to a portal, a new pin).
+                self.status.untrusted_relay = Some(reason);
+            }
         }
         Ok(())
     }

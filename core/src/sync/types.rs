@@ -85,6 +85,13 @@ pub enum Failure {
         /// When to retry, if at all.
         retry_after_ms: u64,
     },
+    /// The device refused the relay before sending anything: its certificate failed the
+    /// checks or does not match the pin, or its URL is clear text to another machine.
+    /// Retried later all the same: a captive portal's sign-in or the operator's fix ends it.
+    Untrusted {
+        /// Why, for the person to act on (never a secret).
+        reason: String,
+    },
 }
 
 /// The relay's answer to a request, or a live message.
@@ -335,6 +342,11 @@ pub struct SyncStatus {
     pub last_synced: Option<i64>,
     /// Recent problems, newest last (at most [`MAX_PROBLEMS`]).
     pub problems: Vec<Problem>,
+    /// Why the device refuses the relay, while it does (a certificate that fails its checks,
+    /// a pin that does not match, clear text to another machine): a failure to show and act
+    /// on, not "offline". Cleared once the relay is reached and trusted.
+    #[serde(default)]
+    pub untrusted_relay: Option<String>,
 }
 
 /// How many problems the status keeps.

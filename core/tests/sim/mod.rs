@@ -352,6 +352,9 @@ pub struct Sim {
     pub relay: SimRelay,
     /// The relay answers nothing before this time (it is down).
     pub relay_down_until: i64,
+    /// The devices refuse the relay before this time (a captive portal presenting its own
+    /// certificate).
+    pub refused_until: i64,
     pub devices: Vec<Device>,
     pub faults: Faults,
     flight: Vec<InFlight>,
@@ -380,6 +383,7 @@ impl Sim {
             now: T0,
             relay: SimRelay::default(),
             relay_down_until: 0,
+            refused_until: 0,
             devices: Vec::new(),
             faults: Faults::default(),
             flight: Vec::new(),
@@ -583,6 +587,15 @@ impl Sim {
             return Ok(true);
         }
         match msg.payload {
+            Payload::ToRelay(req) if self.now < self.refused_until => {
+                let failed = Response::Failed {
+                    space: req.space(),
+                    failure: Failure::Untrusted {
+                        reason: "the relay's certificate is for another host name".into(),
+                    },
+                };
+                self.enqueue(msg.device, Payload::ToDevice(failed));
+            }
             Payload::ToRelay(req) if self.now < self.relay_down_until => {
                 let failed = Response::Failed {
                     space: req.space(),
