@@ -425,9 +425,27 @@ def main():
         await story(relay, pin, sys.argv[1])
         await background_window(sys.argv[1], proxy, proxy_control, pin)
 
-    asyncio.run(both())
+    try:
+        asyncio.run(both())
+    finally:
+        let_foreign_threads_leave()
     print(f"python story: {passed} passed, {failed} failed")
     sys.exit(0 if failed == 0 else 1)
+
+
+def let_foreign_threads_leave(seconds=10):
+    """Waits until no other thread runs Python before the interpreter finalizes.
+
+    A sync worker that woke the last awaited call is still inside Python for a moment: the
+    wake-up writes to the event loop's pipe, which lets the main thread run (and end) before
+    the worker takes the lock back to return. CPython ends any thread that takes it back while
+    finalizing (pthread_exit), and that unwinds through Rust and aborts the process. Such a
+    thread has a Python frame until it returns, so this waits for the frames to go. Apps never
+    finalize an interpreter; this keeps the story's exit normal.
+    """
+    deadline = time.monotonic() + seconds
+    while len(sys._current_frames()) > 1 and time.monotonic() < deadline:
+        time.sleep(0.001)
 
 
 if __name__ == "__main__":
