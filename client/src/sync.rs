@@ -34,7 +34,8 @@ use crate::{
 /// How often a quiet live socket is pinged (the relay closes idle ones after 90 s).
 const PING_EVERY: Duration = Duration::from_secs(30);
 
-/// Told what changed. Called from the sync task: keep it quick and hand work to the UI thread.
+/// Told what changed. Called from sync's threads (after each storage step, from the blocking
+/// thread that ran it): keep it quick and hand work to the UI thread.
 pub trait SyncObserver: Send + Sync {
     /// Records in `space` changed because of what another device wrote.
     fn records_changed(&self, space: Space, records: Vec<RecordId>);
