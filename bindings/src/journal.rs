@@ -4,7 +4,8 @@
 //! arguments and result. Every call that touches the database or the network is async
 //! (`suspend` in Kotlin, `async` in Swift): the work runs on the bindings' blocking pool, so
 //! no call blocks the caller's thread. Only `keyring_secret`, `partner_invite`, `is_live`,
-//! `cancel_sync` and `subscribe*` are plain calls: they read memory and return within microseconds.
+//! `cancel_sync` and `subscribe*` are plain calls: they read memory and return within
+//! microseconds.
 
 use std::{
     path::Path,
