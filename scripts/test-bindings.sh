@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Tests the generated bindings end to end: builds mend-ffi and the relay, generates the
-# bindings (scripts/bindings.sh), starts a real mend-relay on 127.0.0.1 (a free port, a temp
-# data dir), runs the two-partner story in Kotlin (kotlinc on the JVM, with JNA) and in Python,
-# and stops the relay.
+# bindings (scripts/bindings.sh), starts a real mend-relay with TLS on 127.0.0.1 (a free port,
+# a temp data dir, a self-signed certificate made by openssl and trusted by its pin) and a
+# delaying proxy in front of it, runs the two-partner story in Kotlin (kotlinc on the JVM, with
+# JNA) and in Python, and stops them.
 #
 # Installs what it needs when missing, quietly and without questions (CI=true, no stdin):
 #   kotlinc   npm package `kotlin-compiler` into $MEND_TOOLS_DIR (default ~/.cache/mend-tools);
@@ -10,6 +11,7 @@
 #   JNA       Debian's libjna-java (/usr/share/java/jna.jar)
 #   java      Debian's default-jre-headless
 #   npm       Debian's npm, only when it is missing (it installs kotlinc)
+#   openssl   Debian's openssl (the relay's test certificate)
 # Honours CARGO_TARGET_DIR (default: the workspace's target/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -76,7 +78,12 @@ ensure_tools() {
 
 work=""
 relay_pid=""
+relay_addr=""
+proxy_pid=""
 cleanup() {
+  if [[ -n "$proxy_pid" ]] && kill -0 "$proxy_pid" 2>/dev/null; then
+    kill "$proxy_pid" 2>/dev/null || true
+  fi
   if [[ -n "$relay_pid" ]] && kill -0 "$relay_pid" 2>/dev/null; then
     kill "$relay_pid" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$relay_pid" 2>/dev/null || break; sleep 0.1; done
@@ -87,21 +94,53 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# A self-signed certificate made for this run: the stories trust the relay by its pin, as an
+# app trusts a self-hosted relay.
+make_certificate() {
+  command -v openssl >/dev/null || { echo "installing openssl (Debian)"; apt_install openssl; }
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+    -keyout "$work/relay-key.pem" -out "$work/relay-cert.pem" >/dev/null 2>&1 \
+    || die "openssl could not make a test certificate"
+  MEND_RELAY_PIN="$("$CARGO_TARGET_DIR/debug/mend-relay" pin --tls-cert "$work/relay-cert.pem")"
+  export MEND_RELAY_PIN
+}
+
 start_relay() {
   # Port 0: the relay binds a free port and logs it; no race with another test.
   env -u RUST_LOG "$CARGO_TARGET_DIR/debug/mend-relay" --listen 127.0.0.1:0 \
+    --tls-cert "$work/relay-cert.pem" --tls-key "$work/relay-key.pem" \
     --data-dir "$work/relay" --log-format json --log info >"$work/relay.log" 2>&1 &
   relay_pid=$!
   local addr=""
   for _ in $(seq 100); do
-    addr="$(sed -n 's/.*"message":"listening".*"addr":"\([0-9.:]*\)".*/\1/p' "$work/relay.log" | head -n1)"
+    addr="$(sed -n 's/.*"message":"listening with TLS".*"addr":"\([0-9.:]*\)".*/\1/p' "$work/relay.log" | head -n1)"
     [[ -n "$addr" ]] && break
     kill -0 "$relay_pid" 2>/dev/null || { cat "$work/relay.log" >&2; die "the relay exited"; }
     sleep 0.1
   done
   [[ -n "$addr" ]] || { cat "$work/relay.log" >&2; die "the relay did not start within 10 s"; }
-  export MEND_RELAY_URL="http://$addr"
-  echo "relay at $MEND_RELAY_URL"
+  relay_addr="$addr"
+  export MEND_RELAY_URL="https://$addr"
+  echo "relay at $MEND_RELAY_URL (pin $MEND_RELAY_PIN)"
+}
+
+# The delaying proxy (bindings/python/delay_proxy.py) in front of the relay: the stories hold
+# its answers back to cut a round at its deadline and to cancel one mid-way.
+start_proxy() {
+  python3 -u bindings/python/delay_proxy.py "$relay_addr" >"$work/proxy.out" 2>&1 &
+  proxy_pid=$!
+  local ports=""
+  for _ in $(seq 100); do
+    ports="$(sed -n 's/^proxy \([0-9]*\) \([0-9]*\)$/\1 \2/p' "$work/proxy.out" | head -n1)"
+    [[ -n "$ports" ]] && break
+    kill -0 "$proxy_pid" 2>/dev/null || { cat "$work/proxy.out" >&2; die "the proxy exited"; }
+    sleep 0.1
+  done
+  [[ -n "$ports" ]] || die "the proxy did not start within 10 s"
+  export MEND_PROXY_URL="https://127.0.0.1:${ports%% *}"
+  export MEND_PROXY_CONTROL="127.0.0.1:${ports##* }"
+  echo "delaying proxy at $MEND_PROXY_URL (control $MEND_PROXY_CONTROL)"
 }
 
 # --- run -------------------------------------------------------------------------------------
@@ -131,8 +170,10 @@ else
 fi
 
 work="$(mktemp -d)"
-step "start a relay on 127.0.0.1"
+step "start a TLS relay and a delaying proxy on 127.0.0.1"
+make_certificate
 start_relay
+start_proxy
 
 step "Kotlin story (JVM + JNA)"
 timeout 180 java -Djna.library.path="$CARGO_TARGET_DIR/debug" \
@@ -141,8 +182,9 @@ timeout 180 java -Djna.library.path="$CARGO_TARGET_DIR/debug" \
 step "Python story"
 PYTHONPATH="$out/python" timeout 120 python3 bindings/python/story.py "$work/python" </dev/null
 
-step "stop the relay"
+step "stop the relay and the proxy"
 cleanup
 relay_pid=""
+proxy_pid=""
 work=""
 echo "bindings: Kotlin and Python stories passed"

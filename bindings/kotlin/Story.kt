@@ -3,11 +3,14 @@
 // Binding tests test the binding: this exercises the generated API end to end once (suspend
 // calls, create, invite, join, every record operation on both sides while apart, sync,
 // subscriptions (two, a dropped one, a throwing one, the status stream), live sync, paging,
-// typed errors with codes, shutdown and reopen, restore from the keyring alone). The rules
+// typed errors with codes, shutdown and reopen, restore from the keyring alone, and a background
+// round on a relay that answers slowly: cut at its deadline, cancelled mid-way, and the next
+// round completing with nothing lost). The relay speaks TLS and is trusted by its pin. The rules
 // themselves are tested in Rust (core/tests, tests/).
 //
 // Run by scripts/test-bindings.sh:  java ... app.mend.story.StoryKt <work dir>
-// with MEND_RELAY_URL set to a running relay.
+// with MEND_RELAY_URL and MEND_RELAY_PIN set to a running relay, MEND_PROXY_URL and
+// MEND_PROXY_CONTROL to the delaying proxy in front of it (bindings/python/delay_proxy.py).
 
 package app.mend.story
 
@@ -17,6 +20,8 @@ import java.util.concurrent.ConcurrentHashMap
 import java.util.concurrent.CopyOnWriteArrayList
 import java.util.concurrent.atomic.AtomicInteger
 import kotlin.system.exitProcess
+import kotlinx.coroutines.CancellationException
+import kotlinx.coroutines.async
 import kotlinx.coroutines.delay
 import kotlinx.coroutines.runBlocking
 
@@ -75,7 +80,16 @@ suspend fun waitFor(seconds: Int, done: () -> Boolean): Boolean {
 }
 
 /** One round that must finish. */
-suspend fun Journal.round(): SyncStatus = syncNow(budgetMs = 20_000)
+suspend fun Journal.round(): SyncReport = syncNow(deadlineMs = 20_000)
+
+/** Sends one command to the delaying proxy's control port and returns its answer. */
+fun proxy(command: String): String {
+    val (host, port) = System.getenv("MEND_PROXY_CONTROL").split(":")
+    java.net.Socket(host, port.toInt()).use { socket ->
+        socket.getOutputStream().write("$command\n".toByteArray())
+        return socket.getInputStream().bufferedReader().readLine().trim()
+    }
+}
 
 suspend fun everything(j: Journal): List<JournalRecord> = j.timeline(TimelineQuery(limit = 500)).items
 
@@ -85,6 +99,8 @@ fun removeDatabase(path: String) {
 
 fun main(args: Array<String>) {
     val relay = System.getenv("MEND_RELAY_URL") ?: error("set MEND_RELAY_URL")
+    val pin = System.getenv("MEND_RELAY_PIN") ?: error("set MEND_RELAY_PIN")
+    val slowRelay = System.getenv("MEND_PROXY_URL") ?: error("set MEND_PROXY_URL")
     val dir = File(args.getOrNull(0) ?: error("usage: StoryKt <work dir>")).apply { mkdirs() }
     // A journal's calendar is UTC unless the app sets its zone.
     val today = java.time.LocalDate.now(java.time.ZoneOffset.UTC).toString()
@@ -92,9 +108,10 @@ fun main(args: Array<String>) {
     val main = Thread.currentThread()
 
     runBlocking {
-        // Alex creates the journal and keeps its secret (an app: in Keystore).
+        // Alex creates the journal and keeps its secret (an app: in Keystore). Alex's app knows
+        // the relay's pin; Blake's learns it from the invite.
         val alexPath = File(dir, "alex.db").path
-        var alex = Journal.create(alexPath, "Alex", relay, JournalOptions())
+        var alex = Journal.create(alexPath, "Alex", relay, JournalOptions(relayPin = pin))
         alex.ready()
         val alexSecret = alex.keyringSecret()
         val first = Recorder()
@@ -107,7 +124,9 @@ fun main(args: Array<String>) {
         alex.subscribe(dropped).close()
         val throwerSub = alex.subscribe(thrower)
         val statusSub = alex.subscribeStatus(statuses)
-        check("a new journal syncs", !alex.round().syncing)
+        val firstRound = alex.round()
+        check("a new journal syncs over TLS, the relay trusted by its pin",
+            firstRound.finished && !firstRound.status.syncing && firstRound.pushed >= 1)
 
         // Blake joins with the invite (an app: scanned from a QR code).
         val blakePath = File(dir, "blake.db").path
@@ -156,10 +175,15 @@ fun main(args: Array<String>) {
         blake.consent(boundary, ConsentState.AGREED)
         blake.setQuestionStatus(later, QuestionStatus.NOT_NOW)
         val moment = blake.add(RecordBody.HonestyMoment(HonestyMoment(kind = HonestyKind.VOLUNTEERED_TRUTH, text = "Told me about the message", timing = HonestyTiming.SHARE_NOW)))
-        check("Blake's round pushed everything", blake.round().pending == 0L)
+        val blakeRound = blake.round()
+        check("Blake's round pushed everything (${blakeRound.pushed} batches)",
+            blakeRound.finished && blakeRound.pending == 0L && blakeRound.pushed >= 1)
 
         // Together again.
-        alex.round(); blake.round()
+        val alexRound = alex.round()
+        check("Alex's round says what it brought (${alexRound.pulled} chunks, ${alexRound.changed} records)",
+            alexRound.finished && alexRound.pulled >= 1 && alexRound.changed >= 1 && alexRound.problems.isEmpty())
+        blake.round()
         check("Alex's subscription heard of Blake's answer", waitFor(5) { first.saw(answer) })
         check("Blake's subscription heard of Alex's note", waitFor(5) { heardByBlake.saw(note) })
         check("the status stream heard a finished round", waitFor(5) { statuses.seen.any { it.online && it.lastSynced != null } })
@@ -264,6 +288,62 @@ fun main(args: Array<String>) {
         blake.shutdown()
         alex.close()
         blake.close()
+
+        // A background window on a relay that answers slowly (the delaying proxy).
+        val caseyPath = File(dir, "casey.db").path
+        var casey = Journal.create(caseyPath, "Casey", slowRelay, JournalOptions(relayPin = pin))
+        val caseySecret = casey.keyringSecret()
+        val written = (0 until 3).map { casey.add(RecordBody.Share(Share(feeling = "evening $it"))) }.toMutableList()
+
+        // Every answer 1.5 s late: a fresh round needs several, so the deadline comes first.
+        proxy("delay 1500")
+        var started = System.nanoTime()
+        val cut = casey.syncNow(deadlineMs = 2_000)
+        val took = (System.nanoTime() - started) / 1_000_000
+        check("a round on a slow relay ends at its 2000 ms deadline ($took ms)",
+            !cut.finished && cut.status.syncing && took in 1_800L..2_200L)
+
+        // Cancelled mid-round, as WorkManager stops a worker.
+        proxy("delay 600")
+        written += casey.add(RecordBody.Share(Share(feeling = "written before the window closed")))
+        val round = async { casey.syncNow(deadlineMs = 120_000) }
+        delay(1_500)
+        check("the round was still running when cancelled", round.isActive)
+        round.cancel()
+        try {
+            round.await()
+            check("a cancelled round throws CancellationException", false)
+        } catch (e: CancellationException) {
+            check("a cancelled round throws CancellationException", true)
+        }
+        // A round still running would hold the journal: shutdown would wait and fail with `locked`.
+        started = System.nanoTime()
+        casey.shutdown()
+        check("the cancelled round let go of the journal (shutdown took ${(System.nanoTime() - started) / 1_000_000} ms)", true)
+        check("the cancelled round's connections are closed", waitFor(10) { proxy("open") == "0" })
+        casey.close()
+
+        // Stopped from outside (Swift's onCancel, a BGTask's expiration handler): it says what it did.
+        casey = Journal.open(caseyPath, caseySecret, JournalOptions())
+        val stopped = async { casey.syncNow(deadlineMs = 120_000) }
+        delay(1_000)
+        casey.cancelSync()
+        val report = stopped.await()
+        check("cancelSync ends a round with its report", !report.finished && report.status.syncing)
+
+        // The next round, in a later window, completes and loses nothing.
+        proxy("delay 0")
+        val next = casey.syncNow(deadlineMs = 20_000)
+        check("the next round completes (${next.pushed} batches pushed)",
+            next.finished && next.pending == 0L && next.problems.isEmpty())
+        val tablet = Journal.join(File(dir, "casey-tablet.db").path, casey.deviceInvite(), "", JournalOptions())
+        tablet.syncNow(deadlineMs = 20_000)
+        check("another device reads everything written before the cut",
+            everything(tablet).map { it.id }.sorted() == written.sorted())
+        casey.shutdown()
+        tablet.shutdown()
+        casey.close()
+        tablet.close()
     }
 
     println("kotlin story: $passed passed, $failed failed")

@@ -3,10 +3,14 @@
 Binding tests test the binding: this runs the generated API end to end once (async calls,
 create, invite, join, every record operation on both sides while apart, sync, subscriptions
 (two, a dropped one, a throwing one, the status stream), live sync, paging, typed errors with
-codes, shutdown and reopen, restore from the keyring alone). The rules themselves are tested in
-Rust.
+codes, shutdown and reopen, restore from the keyring alone, and a background round on a relay
+that answers slowly: cut at its deadline, cancelled mid-way, and the next round completing with
+nothing lost). The relay speaks TLS and is trusted by its pin. The rules themselves are tested
+in Rust.
 
-Run by scripts/test-bindings.sh:  MEND_RELAY_URL=... PYTHONPATH=bindings/out/python \
+Run by scripts/test-bindings.sh, which starts the relay and the delaying proxy:
+    MEND_RELAY_URL=https://... MEND_RELAY_PIN=sha256/... MEND_PROXY_URL=https://...
+    MEND_PROXY_CONTROL=127.0.0.1:port PYTHONPATH=bindings/out/python \
     python3 bindings/python/story.py <work dir>
 """
 
@@ -18,6 +22,7 @@ import sys
 import threading
 import time
 
+from delay_proxy import control
 from mend import (
     value_label,
     version,
@@ -126,7 +131,7 @@ async def wait_for(seconds, done):
 
 
 async def round_of(journal):
-    return await journal.sync_now(budget_ms=20_000)
+    return await journal.sync_now(deadline_ms=20_000)
 
 
 async def everything(journal):
@@ -141,14 +146,15 @@ def remove_database(path):
             pass
 
 
-async def story(relay, work):
+async def story(relay, pin, work):
     # A journal's calendar is UTC unless the app sets its zone.
     today = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
     print(f"python story against {relay} (mend {version()})")
     main_thread = threading.get_native_id()
 
     alex_path = os.path.join(work, "alex.db")
-    alex = await Journal.create(alex_path, "Alex", relay, JournalOptions())
+    # Alex's app knows the relay's pin; Blake's learns it from the invite.
+    alex = await Journal.create(alex_path, "Alex", relay, JournalOptions(relay_pin=pin))
     await alex.ready()
     alex_secret = alex.keyring_secret()
     first, second, dropped, thrower = Recorder(), Recorder(), Recorder(), Thrower()
@@ -160,7 +166,9 @@ async def story(relay, work):
     status_sub = alex.subscribe_status(statuses)
     del dropped_sub
     gc.collect()
-    check("a new journal syncs", not (await round_of(alex)).syncing)
+    first_round = await round_of(alex)
+    check("a new journal syncs over TLS, the relay trusted by its pin",
+          first_round.finished and not first_round.status.syncing and first_round.pushed >= 1)
 
     blake_path = os.path.join(work, "blake.db")
     blake = await Journal.join(blake_path, alex.partner_invite(), "Blake", JournalOptions())
@@ -224,10 +232,14 @@ async def story(relay, work):
     moment = await blake.add(RecordBody.HONESTY_MOMENT(HonestyMoment(
         kind=HonestyKind.VOLUNTEERED_TRUTH, text="Told me about the message",
         timing=HonestyTiming.SHARE_NOW)))
-    check("Blake's round pushed everything", (await round_of(blake)).pending == 0)
+    report = await round_of(blake)
+    check(f"Blake's round pushed everything ({report.pushed} batches)",
+          report.finished and report.pending == 0 and report.pushed >= 1)
 
     # Together again.
-    await round_of(alex)
+    report = await round_of(alex)
+    check(f"Alex's round says what it brought ({report.pulled} chunks, {report.changed} records)",
+          report.finished and report.pulled >= 1 and report.changed >= 1 and report.problems == [])
     await round_of(blake)
     check("Alex's subscription heard of Blake's answer", await wait_for(5, lambda: first.saw(answer)))
     check("Blake's subscription heard of Alex's note", await wait_for(5, lambda: heard_by_blake.saw(note)))
@@ -330,19 +342,110 @@ async def story(relay, work):
     await blake.shutdown()
 
 
+async def background_window(work, proxy, proxy_control, pin):
+    """A journal whose relay answers slowly (the delaying proxy): a round ends at its
+    deadline, a cancelled round stops, and the next round completes with nothing lost."""
+    casey_path = os.path.join(work, "casey.db")
+    casey = await Journal.create(casey_path, "Casey", proxy, JournalOptions(relay_pin=pin))
+    secret = casey.keyring_secret()
+    written = [await casey.add(RecordBody.SHARE(Share(feeling=f"evening {i}"))) for i in range(3)]
+
+    # Every answer 1.5 s late: a fresh round needs several, so the deadline comes first.
+    await control(proxy_control, "delay 1500")
+    started = time.monotonic()
+    report = await casey.sync_now(deadline_ms=2_000)
+    took = (time.monotonic() - started) * 1000
+    check(f"a round on a slow relay ends at its 2000 ms deadline ({took:.0f} ms)",
+          not report.finished and report.status.syncing and 1_800 <= took <= 2_200)
+
+    # Cancelled mid-round, as an OS ends a background window.
+    await control(proxy_control, "delay 600")
+    more = await casey.add(RecordBody.SHARE(Share(feeling="written before the window closed")))
+    written.append(more)
+    task = asyncio.create_task(casey.sync_now(deadline_ms=120_000))
+    await asyncio.sleep(1.5)
+    check("the round was still running when cancelled", not task.done())
+    task.cancel()
+    try:
+        await task
+        check("a cancelled round raises CancelledError", False)
+    except asyncio.CancelledError:
+        check("a cancelled round raises CancelledError", True)
+    # A round still running would hold the journal: shutdown would wait and fail with `locked`.
+    started = time.monotonic()
+    await casey.shutdown()
+    check(f"the cancelled round let go of the journal (shutdown took "
+          f"{(time.monotonic() - started) * 1000:.0f} ms)", True)
+    check("the cancelled round's connections are closed",
+          await wait_for_async(10, lambda: control(proxy_control, "open"), "0"))
+
+    # Stopped from outside (Swift's onCancel, a BGTask's expiration handler): it says what it did.
+    casey = await Journal.open(casey_path, secret, JournalOptions())
+    stopped = asyncio.create_task(casey.sync_now(deadline_ms=120_000))
+    await asyncio.sleep(1.0)
+    casey.cancel_sync()
+    report = await stopped
+    check("cancel_sync ends a round with its report", not report.finished and report.status.syncing)
+
+    # The next round, in a later window, completes and loses nothing.
+    await control(proxy_control, "delay 0")
+    report = await casey.sync_now(deadline_ms=20_000)
+    check(f"the next round completes ({report.pushed} batches pushed)",
+          report.finished and report.pending == 0 and report.problems == [])
+    other_path = os.path.join(work, "casey-tablet.db")
+    other = await Journal.join(other_path, await casey.device_invite(), "", JournalOptions())
+    await other.sync_now(deadline_ms=20_000)
+    check("another device reads everything written before the cut",
+          sorted(r.id for r in await everything(other)) == sorted(written))
+    await casey.shutdown()
+    await other.shutdown()
+
+
+async def wait_for_async(seconds, ask, want):
+    """Waits (at most `seconds`) until `await ask()` answers `want`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if await ask() == want:
+            return True
+        await asyncio.sleep(0.05)
+    return await ask() == want
+
+
 def main():
     relay = os.environ.get("MEND_RELAY_URL")
-    if not relay or len(sys.argv) != 2:
-        sys.exit("usage: MEND_RELAY_URL=http://... story.py <work dir>")
+    pin = os.environ.get("MEND_RELAY_PIN")
+    proxy = os.environ.get("MEND_PROXY_URL")
+    proxy_control = os.environ.get("MEND_PROXY_CONTROL")
+    if not (relay and pin and proxy and proxy_control) or len(sys.argv) != 2:
+        sys.exit("usage: MEND_RELAY_URL=https://... MEND_RELAY_PIN=sha256/... "
+                 "MEND_PROXY_URL=https://... MEND_PROXY_CONTROL=host:port story.py <work dir>")
     os.makedirs(sys.argv[1], exist_ok=True)
-    asyncio.run(story(relay, sys.argv[1]))
+
+    async def both():
+        await story(relay, pin, sys.argv[1])
+        await background_window(sys.argv[1], proxy, proxy_control, pin)
+
+    try:
+        asyncio.run(both())
+    finally:
+        let_foreign_threads_leave()
     print(f"python story: {passed} passed, {failed} failed")
-    sys.stdout.flush()
-    # Skips the interpreter's finalization: a sync thread may still be waking a finished
-    # future's continuation, and CPython ends (pthread_exit) any foreign thread that enters it
-    # while finalizing, which aborts the process through Rust's unwinding. Apps never finalize
-    # an interpreter; this only keeps the exit code honest.
-    os._exit(0 if failed == 0 else 1)
+    sys.exit(0 if failed == 0 else 1)
+
+
+def let_foreign_threads_leave(seconds=10):
+    """Waits until no other thread runs Python before the interpreter finalizes.
+
+    A sync worker that woke the last awaited call is still inside Python for a moment: the
+    wake-up writes to the event loop's pipe, which lets the main thread run (and end) before
+    the worker takes the lock back to return. CPython ends any thread that takes it back while
+    finalizing (pthread_exit), and that unwinds through Rust and aborts the process. Such a
+    thread has a Python frame until it returns, so this waits for the frames to go. Apps never
+    finalize an interpreter; this keeps the story's exit normal.
+    """
+    deadline = time.monotonic() + seconds
+    while len(sys._current_frames()) > 1 and time.monotonic() < deadline:
+        time.sleep(0.001)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 //! A handle over `mend_client::Device`; each method forwards to one call and translates its
 //! arguments and result. Every call that touches the database or the network is async
 //! (`suspend` in Kotlin, `async` in Swift): the work runs on the bindings' blocking pool, so
-//! no call blocks the caller's thread. Only `keyring_secret`, `partner_invite`, `is_live` and
-//! `subscribe*` are plain calls: they read memory and return within microseconds.
+//! no call blocks the caller's thread. Only `keyring_secret`, `partner_invite`, `is_live`,
+//! `cancel_sync` and `subscribe*` are plain calls: they read memory and return within
+//! microseconds.
 
 use std::{
     path::Path,
@@ -14,6 +15,7 @@ use std::{
 
 use mend_client::{Device, Keyring, RelayOptions, SyncObserver};
 use mend_core::{Calendar, Journal as CoreJournal, OpenOptions, Weekday};
+use tokio::sync::watch;
 
 use crate::{
     bodies::RecordBody,
@@ -29,8 +31,8 @@ use crate::{
         TimelineQuery,
     },
     records::{JournalRecord, Partner, records},
-    runtime::{blocking, run, runtime},
-    sync::SyncStatus,
+    runtime::{blocking, run, run_cancellable, runtime},
+    sync::SyncReport,
 };
 
 /// How long `close` waits for calls still in flight before giving up with `locked`.
@@ -95,6 +97,8 @@ pub struct Journal {
     /// `None` once closed.
     device: RwLock<Option<Arc<Device>>>,
     hub: Arc<Hub>,
+    /// Bumped by `cancel_sync`: each `sync_now` stops at the first bump after it started.
+    cancel: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -124,6 +128,7 @@ impl Journal {
         Ok(Arc::new(Self {
             device: RwLock::new(Some(device)),
             hub,
+            cancel: watch::Sender::new(0),
         }))
     }
 
@@ -275,6 +280,7 @@ impl Journal {
         Ok(Arc::new(Self {
             device: RwLock::new(Some(device)),
             hub,
+            cancel: watch::Sender::new(0),
         }))
     }
 
@@ -517,14 +523,34 @@ impl Journal {
             .await
     }
 
-    /// One bounded push and pull for the few seconds the OS grants in the background
-    /// (BGAppRefreshTask, WorkManager). Returns the status at the end; `syncing` still true
-    /// means the budget ran out first and the next round carries on.
-    #[uniffi::method(default(budget_ms = 10000))]
-    pub async fn sync_now(&self, budget_ms: i32) -> Result<SyncStatus> {
+    /// One push and pull for the few seconds the OS grants in the background
+    /// (BGAppRefreshTask, WorkManager), over within `deadline_ms` from now: no request starts
+    /// after it and whatever is in flight then (connecting, TLS, writing, reading) is cut.
+    /// Cancelling the awaiting coroutine or task stops the round the same way. Either way
+    /// nothing is lost: what was applied is committed whole, and what was not is asked for or
+    /// sent again by the next round. Returns what the round did; `finished` false means the
+    /// deadline came first.
+    #[uniffi::method(default(deadline_ms = 10000))]
+    pub async fn sync_now(&self, deadline_ms: i32) -> Result<SyncReport> {
         let device = self.device()?;
-        let budget = millis(budget_ms);
-        run(async move { Ok(device.sync_now(budget).await?.into()) }).await
+        let deadline = millis(deadline_ms);
+        // Subscribed here, before the round is spawned, so a `cancel_sync` made at once counts.
+        let mut cancel = self.cancel.subscribe();
+        let stop = async move {
+            // A closed channel (the journal is gone) stops nothing.
+            if cancel.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        run_cancellable(async move { Ok(device.sync_round_or(deadline, stop).await?.into()) }).await
+    }
+
+    /// Stops every `sync_now` round under way at once; each returns what it did so far
+    /// (`finished` false). For Swift, whose generated async calls do not see a cancelled
+    /// `Task`: call it from `withTaskCancellationHandler`'s `onCancel` or from a
+    /// BGTask's `expirationHandler`. Rounds started later are not affected. Memory only.
+    pub fn cancel_sync(&self) {
+        self.cancel.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Starts live sync for the foreground: a WebSocket per space, each local write pushed at

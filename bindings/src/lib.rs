@@ -39,6 +39,6 @@ pub use journal::{Journal, JournalOptions};
 pub use logger::{LogLevel, LogRecord, LogSink, set_logger, version};
 pub use queries::*;
 pub use records::*;
-pub use sync::{SyncProblem, SyncProblemKind, SyncStatus};
+pub use sync::{SyncProblem, SyncProblemKind, SyncReport, SyncStatus};
 
 uniffi::setup_scaffolding!("mend");

@@ -155,15 +155,51 @@ impl From<core_sync::SyncStatus> for SyncStatus {
             syncing: s.syncing,
             pending: signed(s.pending),
             last_synced: s.last_synced,
-            problems: s
-                .problems
-                .into_iter()
-                .map(|p| SyncProblem {
-                    space: p.space,
-                    kind: p.kind.into(),
-                    at: p.at,
-                })
-                .collect(),
+            problems: s.problems.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl From<core_sync::Problem> for SyncProblem {
+    fn from(p: core_sync::Problem) -> Self {
+        Self {
+            space: p.space,
+            kind: p.kind.into(),
+            at: p.at,
+        }
+    }
+}
+
+/// What one `sync_now` round did.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct SyncReport {
+    /// Everything was pushed and pulled before the deadline. False: the deadline came first,
+    /// and the next round carries on where this one stopped.
+    pub finished: bool,
+    /// Batches of this device's changes the relay acknowledged.
+    pub pushed: i64,
+    /// Chunks of other devices' changes read and applied.
+    pub pulled: i64,
+    /// Records that changed here because of what the round brought.
+    pub changed: i64,
+    /// Local changes the relay has not acknowledged yet.
+    pub pending: i64,
+    /// Problems noticed during this round.
+    pub problems: Vec<SyncProblem>,
+    /// The sync status at the end.
+    pub status: SyncStatus,
+}
+
+impl From<mend_client::RoundReport> for SyncReport {
+    fn from(r: mend_client::RoundReport) -> Self {
+        Self {
+            finished: r.finished,
+            pushed: signed(r.pushed),
+            pulled: signed(r.pulled),
+            changed: signed(r.changed),
+            pending: signed(r.status.pending),
+            problems: r.problems.into_iter().map(Into::into).collect(),
+            status: r.status.into(),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! it. Creating and joining a couple's journal, opening it, syncing and erasing.
 
 use std::{
+    future::Future,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
@@ -17,7 +18,7 @@ use mend_core::{
 use crate::{
     RelayOptions,
     http::RelayHttp,
-    sync::{LiveSync, SyncClient, SyncObserver, blocking, lock},
+    sync::{LiveSync, RoundReport, SyncClient, SyncObserver, blocking, lock},
 };
 
 /// A journal with its keys and its relay connection: what the CLI and the bindings hold.
@@ -309,6 +310,21 @@ impl Device {
     /// One bounded push and pull.
     pub async fn sync_now(&self, budget: Duration) -> Result<SyncStatus> {
         self.client.sync_now(budget).await
+    }
+
+    /// One push and pull with a hard deadline, saying what it did ([`SyncClient::sync_round`]).
+    /// Dropping the future stops the round: its requests are cut and nothing is lost.
+    pub async fn sync_round(&self, budget: Duration) -> Result<RoundReport> {
+        self.client.sync_round(budget).await
+    }
+
+    /// [`Device::sync_round`], also cut when `stop` completes.
+    pub async fn sync_round_or(
+        &self,
+        budget: Duration,
+        stop: impl Future<Output = ()>,
+    ) -> Result<RoundReport> {
+        self.client.sync_round_or(budget, stop).await
     }
 
     /// Starts live sync on the current tokio runtime (a WebSocket per space, each write pushed

@@ -275,6 +275,25 @@ impl RelayHttp {
         }
     }
 
+    /// [`RelayHttp::execute`] cut at `deadline`: connecting, the TLS handshake, writing and
+    /// reading each get at most the time left, and a cut request fails as unreachable (its
+    /// connection is dropped, never kept for another request).
+    pub async fn execute_until(
+        &self,
+        link: &SpaceLink,
+        device: &[u8; 16],
+        request: &Request,
+        deadline: tokio::time::Instant,
+    ) -> Response {
+        match tokio::time::timeout_at(deadline, self.execute(link, device, request)).await {
+            Ok(response) => response,
+            Err(_) => Response::Failed {
+                space: link.space,
+                failure: Failure::Unreachable,
+            },
+        }
+    }
+
     async fn try_execute(
         &self,
         link: &SpaceLink,

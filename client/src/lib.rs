@@ -17,7 +17,7 @@ mod transport;
 pub use device::Device;
 pub use http::RelayHttp;
 pub use mend_core::{Error, Keyring, Result};
-pub use sync::{LiveSync, SyncClient, SyncObserver};
+pub use sync::{LiveSync, RoundReport, SyncClient, SyncObserver};
 pub use transport::RelayOptions;
 
 /// Log directives every app must add to its tracing filter, whatever level it chooses:

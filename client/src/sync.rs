@@ -2,6 +2,7 @@
 
 use std::{
     collections::{HashMap, VecDeque},
+    future::Future,
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicU64, Ordering},
@@ -19,8 +20,8 @@ use mend_core::{
     Error, Journal, RecordId, Result,
     store::Space,
     sync::{
-        Action, Event, Failure, Mode, Request, Response, SNAPSHOT_EVERY, SpaceLink, SyncEngine,
-        SyncStatus,
+        Action, Event, Failure, Mode, Problem, Request, Response, SNAPSHOT_EVERY, SpaceLink,
+        SyncEngine, SyncStatus,
     },
 };
 
@@ -33,7 +34,8 @@ use crate::{
 /// How often a quiet live socket is pinged (the relay closes idle ones after 90 s).
 const PING_EVERY: Duration = Duration::from_secs(30);
 
-/// Told what changed. Called from the sync task: keep it quick and hand work to the UI thread.
+/// Told what changed. Called from sync's threads (after each storage step, from the blocking
+/// thread that ran it): keep it quick and hand work to the UI thread.
 pub trait SyncObserver: Send + Sync {
     /// Records in `space` changed because of what another device wrote.
     fn records_changed(&self, space: Space, records: Vec<RecordId>);
@@ -132,13 +134,16 @@ impl SyncClient {
     }
 
     /// Feeds `events` to the engine on a blocking thread, holding the journal's lock for the
-    /// batch, and returns the engine with the actions in order.
+    /// batch, and returns the engine with the requests to send, in order. The observer hears
+    /// of changes and status there, once the lock is released, rather than from the awaiting
+    /// task: a step the deadline cut still commits, and its listeners still hear of it.
     async fn feed(
         &self,
         mut engine: SyncEngine,
         events: Vec<Event>,
-    ) -> Result<(SyncEngine, Vec<Action>)> {
+    ) -> Result<(SyncEngine, Vec<Request>, Fed)> {
         let journal = Arc::clone(&self.journal);
+        let observer = self.observer.clone();
         blocking(move || {
             let mut actions = Vec::new();
             {
@@ -147,26 +152,29 @@ impl SyncClient {
                     actions.extend(engine.handle(&mut *journal, now_ms(), event)?);
                 }
             }
-            Ok((engine, actions))
+            let mut requests = Vec::new();
+            let mut fed = Fed::default();
+            for action in actions {
+                match action {
+                    Action::Send(request) => requests.push(request),
+                    Action::Changed { space, records } => {
+                        let n = u64::try_from(records.len()).unwrap_or(u64::MAX);
+                        fed.changed = fed.changed.saturating_add(n);
+                        if let Some(o) = &observer {
+                            o.records_changed(space, records);
+                        }
+                    }
+                    Action::Status(status) => {
+                        if let Some(o) = &observer {
+                            o.status_changed(status.clone());
+                        }
+                        fed.status = Some(status);
+                    }
+                }
+            }
+            Ok((engine, requests, fed))
         })
         .await
-    }
-
-    fn report(&self, action: &Action, last: &mut SyncStatus) {
-        match action {
-            Action::Changed { space, records } => {
-                if let Some(o) = &self.observer {
-                    o.records_changed(*space, records.clone());
-                }
-            }
-            Action::Status(s) => {
-                *last = s.clone();
-                if let Some(o) = &self.observer {
-                    o.status_changed(s.clone());
-                }
-            }
-            Action::Send(_) => {}
-        }
     }
 
     /// The relay connection.
@@ -179,7 +187,68 @@ impl SyncClient {
     /// [`Error::UntrustedRelay`] at once when the device refuses the relay (its certificate,
     /// its pin, clear text off this machine): retrying would not help.
     pub async fn sync_now(&self, budget: Duration) -> Result<SyncStatus> {
+        Ok(self.sync_round(budget).await?.status)
+    }
+
+    /// [`SyncClient::sync_now`], saying what the round did. `budget` is a hard deadline: no
+    /// request starts after it, and whatever is in flight when it passes (connecting, the TLS
+    /// handshake, writing, reading, the background load) is cut there. A cut storage step
+    /// finishes on its blocking thread and commits whole; a push whose acknowledgement was cut
+    /// stays in the outbox and the next round sends the same bytes again, which the relay
+    /// takes as a repeat. Dropping the returned future stops the round the same way.
+    pub async fn sync_round(&self, budget: Duration) -> Result<RoundReport> {
+        self.sync_round_or(budget, std::future::pending()).await
+    }
+
+    /// [`SyncClient::sync_round`], also cut when `stop` completes (an app's expiration
+    /// handler): the report then says what the round did until then.
+    pub async fn sync_round_or(
+        &self,
+        budget: Duration,
+        stop: impl Future<Output = ()>,
+    ) -> Result<RoundReport> {
+        let started = now_ms();
         let deadline = tokio::time::Instant::now() + budget;
+        let mut round = Round::default();
+        {
+            let drive = tokio::time::timeout_at(deadline, self.drive(&mut round, deadline, budget));
+            tokio::select! {
+                cut = drive => {
+                    if let Ok(result) = cut {
+                        result?;
+                    }
+                }
+                () = stop => {}
+            }
+        }
+        let mut status = match &round.engine {
+            Some(engine) => engine.status().clone(),
+            None => round.last,
+        };
+        status.syncing = !round.finished;
+        Ok(RoundReport {
+            finished: round.finished,
+            pushed: round.pushed,
+            pulled: round.pulled,
+            changed: round.changed,
+            problems: status
+                .problems
+                .iter()
+                .filter(|p| p.at >= started)
+                .cloned()
+                .collect(),
+            status,
+        })
+    }
+
+    /// The round itself; [`SyncClient::sync_round`] cuts it at `deadline`, so what it did so
+    /// far lives in `round`, not on this future's stack.
+    async fn drive(
+        &self,
+        round: &mut Round,
+        deadline: tokio::time::Instant,
+        budget: Duration,
+    ) -> Result<()> {
         self.loaded().await?;
         // A refusal from an earlier round (or live sync) is not this round's.
         let _ = self.http.take_problem();
@@ -187,27 +256,49 @@ impl SyncClient {
         // Retries are spaced to fit in the budget, never backed off past it.
         let budget_ms = i64::try_from(budget.as_millis()).unwrap_or(i64::MAX);
         engine.set_deadline(Some(now_ms().saturating_add(budget_ms)));
-        let mut status = SyncStatus::default();
+        round.engine = Some(engine);
         let mut inbox = VecDeque::from([Event::Start]);
         loop {
             let mut requests = Vec::new();
             if !inbox.is_empty() {
-                let (fed, actions) = self.feed(engine, inbox.drain(..).collect()).await?;
-                engine = fed;
-                for action in actions {
-                    if let Action::Send(request) = action {
-                        requests.push(request);
-                    } else {
-                        self.report(&action, &mut status);
-                    }
+                // Answers that came too late are dropped unapplied: the next round asks again.
+                if tokio::time::Instant::now() >= deadline {
+                    return Ok(());
                 }
+                let Some(engine) = round.engine.take() else {
+                    return Ok(());
+                };
+                let events: Vec<Event> = inbox.drain(..).collect();
+                let (pushed, pulled) = events.iter().fold((0u64, 0u64), |(a, p), e| match e {
+                    Event::Response(Response::Acked { .. }) => (a.saturating_add(1), p),
+                    Event::Response(Response::Page { page, .. }) => {
+                        let n = u64::try_from(page.chunks.len()).unwrap_or(u64::MAX);
+                        (a, p.saturating_add(n))
+                    }
+                    _ => (a, p),
+                });
+                let (engine, sent, fed) = self.feed(engine, events).await?;
+                round.engine = Some(engine);
+                round.pushed = round.pushed.saturating_add(pushed);
+                round.pulled = round.pulled.saturating_add(pulled);
+                round.changed = round.changed.saturating_add(fed.changed);
+                if let Some(status) = fed.status {
+                    round.last = status;
+                }
+                requests = sent;
             }
+            let Some(engine) = round.engine.as_ref() else {
+                return Ok(());
+            };
             if !requests.is_empty() {
+                if tokio::time::Instant::now() >= deadline {
+                    return Ok(());
+                }
                 // The engine's id: it changes if the relay reports a sequence conflict.
                 let device = engine.device();
                 let calls = requests.iter().filter_map(|r| {
                     let link = self.link(r.space())?;
-                    Some(self.http.execute(link, &device, r))
+                    Some(self.http.execute_until(link, &device, r, deadline))
                 });
                 inbox.extend(join_all(calls).await.into_iter().map(Event::Response));
                 if let Some(problem) = self.http.take_problem() {
@@ -215,8 +306,12 @@ impl SyncClient {
                 }
                 continue;
             }
-            if engine.is_settled() || tokio::time::Instant::now() >= deadline {
-                break;
+            if engine.is_settled() {
+                round.finished = true;
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(());
             }
             let wait = engine
                 .next_wake()
@@ -227,8 +322,6 @@ impl SyncClient {
             tokio::time::sleep_until((tokio::time::Instant::now() + wait).min(deadline)).await;
             inbox.push_back(Event::Tick);
         }
-        status = engine.status().clone();
-        Ok(status)
     }
 
     /// Starts live sync on the current tokio runtime. Call [`LiveSync::local_edit`] after each
@@ -257,19 +350,14 @@ impl SyncClient {
         let (http_tx, mut http_rx) = mpsc::channel::<Response>(64);
         let mut sockets: HashMap<Space, LiveSocket> = HashMap::new();
         let mut generation = 0u64;
-        let mut status = SyncStatus::default();
         let mut inbox = VecDeque::from([Event::Start]);
         let mut ping = tokio::time::interval(PING_EVERY);
         loop {
             while !inbox.is_empty() {
-                let (fed, actions) = self.feed(engine, inbox.drain(..).collect()).await?;
+                let (fed, requests, _) = self.feed(engine, inbox.drain(..).collect()).await?;
                 engine = fed;
                 let device = engine.device();
-                for action in actions {
-                    let Action::Send(request) = action else {
-                        self.report(&action, &mut status);
-                        continue;
-                    };
+                for request in requests {
                     let space = request.space();
                     let Some(link) = self.link(space).cloned() else {
                         continue;
@@ -326,6 +414,13 @@ impl SyncClient {
                     }
                 }
             }
+            // The relay refused every space for good (a key it does not know, a space erased):
+            // the task ends, so the app sees live sync is off rather than a socket that never
+            // comes back.
+            if engine.is_stopped() {
+                tracing::warn!("live sync stopped: the relay refused every space");
+                break;
+            }
             let wake = engine.next_wake().map(|w| {
                 tokio::time::Instant::now()
                     + Duration::from_millis(u64::try_from(w.saturating_sub(now_ms())).unwrap_or(0))
@@ -363,6 +458,45 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// What one bounded round did ([`SyncClient::sync_round`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoundReport {
+    /// Everything was pushed and pulled before the deadline.
+    pub finished: bool,
+    /// Batches of this device's changes the relay acknowledged (and this device recorded).
+    pub pushed: u64,
+    /// Chunks of other devices' changes read from the relay and applied.
+    pub pulled: u64,
+    /// Records that changed here because of what the round brought.
+    pub changed: u64,
+    /// Problems noticed during the round.
+    pub problems: Vec<Problem>,
+    /// The status at the end: `pending` counts the changes still to push.
+    pub status: SyncStatus,
+}
+
+/// What one [`SyncClient::feed`] told the observer.
+#[derive(Default)]
+struct Fed {
+    /// Records changed.
+    changed: u64,
+    /// The last status reported.
+    status: Option<SyncStatus>,
+}
+
+/// A round's progress, kept outside the future the deadline may cut.
+#[derive(Default)]
+struct Round {
+    /// `None` while a storage step has it (and after the deadline cut that step).
+    engine: Option<SyncEngine>,
+    /// The last status the engine reported.
+    last: SyncStatus,
+    finished: bool,
+    pushed: u64,
+    pulled: u64,
+    changed: u64,
 }
 
 /// A running live sync.

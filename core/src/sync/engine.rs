@@ -185,6 +185,12 @@ impl SyncEngine {
             .all(|r| matches!(r.phase, Phase::Done | Phase::Stopped))
     }
 
+    /// True when the relay refused every space for good (unauthorized, erased): nothing more
+    /// can sync until the app acts.
+    pub fn is_stopped(&self) -> bool {
+        self.runs.iter().all(|r| r.phase == Phase::Stopped)
+    }
+
     /// The earliest time the engine wants a [`Event::Tick`], if any.
     pub fn next_wake(&self) -> Option<i64> {
         self.runs

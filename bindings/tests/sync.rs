@@ -1,0 +1,152 @@
+//! `sync_now` and live sync against relays that misbehave on purpose, on 127.0.0.1: one that
+//! accepts and never answers, one that refuses every key. (The stories in bindings/kotlin and
+//! bindings/python run a real relay, and a delaying proxy in front of it.)
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::{Result, bail, ensure};
+use mend_ffi_api::{Journal, JournalOptions};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+/// Far longer than any step here takes, far shorter than the rounds' own deadlines.
+const GENEROUS: Duration = Duration::from_secs(20);
+
+/// An executor that is not the bindings' runtime, as Kotlin's or Swift's is.
+fn executor() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+async fn journal(dir: &tempfile::TempDir, relay: &TcpListener) -> Result<Arc<Journal>> {
+    let path = dir.path().join("j.db").display().to_string();
+    let url = format!("http://{}", relay.local_addr()?);
+    Ok(Journal::create(path, "Alex".into(), url, JournalOptions::default()).await?)
+}
+
+/// Reads what the device sends until it closes the connection.
+async fn until_closed(mut conn: TcpStream) {
+    let mut buf = vec![0u8; 16 * 1024];
+    while let Ok(n) = conn.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+#[test]
+fn a_cancelled_round_closes_its_request_and_releases_the_journal() -> Result<()> {
+    executor()?.block_on(async {
+        let dir = tempfile::tempdir()?;
+        let silent = TcpListener::bind("127.0.0.1:0").await?;
+        let journal = journal(&dir, &silent).await?;
+        // A deadline far past everything below: only cancelling can end this round early.
+        let mut round = Box::pin(journal.sync_now(600_000));
+        let conn = tokio::select! {
+            accepted = silent.accept() => accepted?.0,
+            done = &mut round => bail!("a round against a silent relay ended: {done:?}"),
+        };
+        // The app's coroutine or task is cancelled: uniffi drops the future.
+        drop(round);
+        // The request's connection is dropped with the round (before: it stayed open until
+        // the request's own timeout, and the round went on retrying).
+        tokio::time::timeout(GENEROUS, until_closed(conn)).await?;
+        // Nothing holds the journal any more: shutdown does not wait for a detached round
+        // (before: `locked`, the round still held it).
+        journal.shutdown().await?;
+        Ok(())
+    })
+}
+
+#[test]
+fn cancel_sync_stops_a_round_and_it_says_what_it_did() -> Result<()> {
+    executor()?.block_on(async {
+        let dir = tempfile::tempdir()?;
+        let silent = TcpListener::bind("127.0.0.1:0").await?;
+        let journal = journal(&dir, &silent).await?;
+        let mut round = Box::pin(journal.sync_now(600_000));
+        let conn = tokio::select! {
+            accepted = silent.accept() => accepted?.0,
+            done = &mut round => bail!("a round against a silent relay ended: {done:?}"),
+        };
+        // What Swift's `onCancel` or a BGTask's expiration handler calls.
+        journal.cancel_sync();
+        let report = tokio::time::timeout(GENEROUS, round).await??;
+        ensure!(!report.finished && report.status.syncing, "{report:?}");
+        tokio::time::timeout(GENEROUS, until_closed(conn)).await?;
+        journal.shutdown().await?;
+        Ok(())
+    })
+}
+
+#[test]
+fn the_deadline_cuts_a_request_the_relay_never_answers() -> Result<()> {
+    executor()?.block_on(async {
+        let dir = tempfile::tempdir()?;
+        let silent = TcpListener::bind("127.0.0.1:0").await?;
+        let journal = journal(&dir, &silent).await?;
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((conn, _)) = silent.accept().await {
+                open.push(conn);
+            }
+        });
+        // The request waits for an answer that never comes; the relay's own timeout (10 s and
+        // more) is not what ends the round, the deadline is.
+        let report = tokio::time::timeout(Duration::from_secs(8), journal.sync_now(200)).await??;
+        ensure!(!report.finished && report.status.syncing, "{report:?}");
+        ensure!(report.pushed == 0 && report.pulled == 0, "{report:?}");
+        held.abort();
+        journal.shutdown().await?;
+        Ok(())
+    })
+}
+
+/// Answers every request (HTTP or a WebSocket upgrade) with 401: the relay does not know the
+/// key.
+async fn refuse_everything(relay: TcpListener) {
+    while let Ok((mut conn, _)) = relay.accept().await {
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                match conn.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {
+                        let answer = b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n";
+                        if conn.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+#[test]
+fn live_sync_the_relay_refuses_ends_and_is_live_says_so() -> Result<()> {
+    executor()?.block_on(async {
+        let dir = tempfile::tempdir()?;
+        let relay = TcpListener::bind("127.0.0.1:0").await?;
+        let journal = journal(&dir, &relay).await?;
+        let server = tokio::spawn(refuse_everything(relay));
+        journal.start_live()?;
+        // Before: the task stayed up, waiting forever, and `is_live` said true.
+        let ended = tokio::time::timeout(GENEROUS, async {
+            while journal.is_live() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        ensure!(
+            ended.is_ok(),
+            "live sync still says it runs after every space was refused"
+        );
+        server.abort();
+        journal.shutdown().await?;
+        Ok(())
+    })
+}
