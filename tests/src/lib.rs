@@ -115,6 +115,7 @@ impl Recorder {
 pub fn opts() -> OpenOptions {
     OpenOptions {
         durability: Durability::Normal,
+        ..OpenOptions::default()
     }
 }
 

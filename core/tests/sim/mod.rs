@@ -361,6 +361,7 @@ impl Sim {
         };
         let opts = OpenOptions {
             durability: Durability::Normal,
+            ..OpenOptions::default()
         };
         let a_path = sim.dir.path().join("a0.db");
         let first = Journal::create_with(&a_path, "Alex", opts)?;
@@ -418,6 +419,7 @@ impl Sim {
             "",
             OpenOptions {
                 durability: Durability::Normal,
+                ..OpenOptions::default()
             },
         )?;
         self.add_device(&format!("late{n}"), partner, path, j);
@@ -604,6 +606,7 @@ impl Sim {
             &path,
             OpenOptions {
                 durability: Durability::Normal,
+                ..OpenOptions::default()
             },
         )?;
         journal.set_clock(|| T0);
