@@ -79,6 +79,7 @@ pub fn build(path: &Path, records: usize) -> Result<Journal> {
         "Alex",
         OpenOptions {
             durability: Durability::Normal,
+            ..OpenOptions::default()
         },
     )?;
     j.set_clock(ahead);
@@ -95,6 +96,7 @@ pub fn build(path: &Path, records: usize) -> Result<Journal> {
 pub fn diverged(dir: &Path, base: usize, edits: usize) -> Result<(Journal, Journal)> {
     let opts = OpenOptions {
         durability: Durability::Normal,
+        ..OpenOptions::default()
     };
     let mut a = Journal::create_with(&dir.join("a.db"), "Alex", opts)?;
     a.set_clock(ahead);

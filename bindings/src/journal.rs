@@ -14,7 +14,7 @@ use std::{
 };
 
 use mend_client::{Device, Keyring, RelayOptions, SyncObserver};
-use mend_core::{Calendar, Journal as CoreJournal, OpenOptions, Weekday};
+use mend_core::{Calendar, Journal as CoreJournal, LockMode, OpenOptions, Weekday};
 use tokio::sync::watch;
 
 use crate::{
@@ -59,9 +59,26 @@ pub struct JournalOptions {
     /// Loopback relays never need it.
     #[uniffi(default)]
     pub allow_insecure_cleartext: bool,
+    /// Shares the journal with app extensions (a widget, a share or notification extension):
+    /// the file lock is held only around each write or sync step, waiting up to 5 s for
+    /// another process's, then `locked`. The app and every extension must all set it.
+    #[uniffi(default)]
+    pub extension_mode: bool,
 }
 
 impl JournalOptions {
+    /// How the journal's database is opened.
+    fn open(&self) -> OpenOptions {
+        OpenOptions {
+            lock: if self.extension_mode {
+                LockMode::EXTENSION
+            } else {
+                LockMode::Exclusive
+            },
+            ..OpenOptions::default()
+        }
+    }
+
     /// How the journal reaches its relay.
     fn relay(&self) -> Result<RelayOptions> {
         let pin = self
@@ -183,12 +200,13 @@ impl Journal {
         options: JournalOptions,
     ) -> Result<Arc<Self>> {
         let relay = options.relay()?;
+        let open = options.open();
         Self::assemble(options, move |o| {
             Ok(Device::create(
                 Path::new(&path),
                 &name,
                 &relay_url,
-                OpenOptions::default(),
+                open,
                 relay,
                 Some(o),
             )?)
@@ -206,12 +224,13 @@ impl Journal {
         options: JournalOptions,
     ) -> Result<Arc<Self>> {
         let relay = options.relay()?;
+        let open = options.open();
         Self::assemble(options, move |o| {
             Ok(Device::join(
                 Path::new(&path),
                 &invite,
                 &name,
-                OpenOptions::default(),
+                open,
                 relay,
                 Some(o),
             )?)
@@ -230,11 +249,12 @@ impl Journal {
         let keyring = Keyring::from_secret_string(&keyring_secret)?;
         existing(&path)?;
         let relay = options.relay()?;
+        let open = options.open();
         Self::assemble(options, move |o| {
             Ok(Device::open(
                 Path::new(&path),
                 keyring,
-                OpenOptions::default(),
+                open,
                 relay,
                 Some(o),
             )?)
@@ -257,6 +277,7 @@ impl Journal {
         let keyring = Keyring::from_secret_string(&keyring_secret)?;
         let calendar = options.calendar()?;
         let relay = options.relay()?;
+        let open = options.open();
         let hub = Arc::new(Hub::default());
         let observer = Arc::clone(&hub) as Arc<dyn SyncObserver>;
         let budget = millis(budget_ms);
@@ -265,7 +286,7 @@ impl Journal {
                 Path::new(&path),
                 keyring,
                 budget,
-                OpenOptions::default(),
+                open,
                 relay,
                 Some(observer),
             )

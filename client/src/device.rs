@@ -87,7 +87,8 @@ impl Device {
     pub fn write<T>(&self, f: impl FnOnce(&mut Journal) -> Result<T>) -> Result<T> {
         let (out, written) = {
             let mut journal = lock(&self.journal)?;
-            let out = f(&mut journal);
+            // One step: in extension mode the file lock is held around `f` alone.
+            let out = journal.step(f);
             // Taken even when `f` failed: a write that committed before a later step failed
             // was still made.
             (out, journal.take_written())

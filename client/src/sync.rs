@@ -148,9 +148,14 @@ impl SyncClient {
             let mut actions = Vec::new();
             {
                 let mut journal = lock(&journal)?;
-                for event in events {
-                    actions.extend(engine.handle(&mut *journal, now_ms(), event)?);
-                }
+                // One step: in extension mode the file lock is held for this batch (never
+                // across a request), and what another process committed is reloaded first.
+                journal.step(|journal| {
+                    for event in events {
+                        actions.extend(engine.handle(journal, now_ms(), event)?);
+                    }
+                    Ok(())
+                })?;
             }
             let mut requests = Vec::new();
             let mut fed = Fed::default();

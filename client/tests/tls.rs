@@ -35,6 +35,7 @@ const ROUND: Duration = Duration::from_secs(20);
 fn opts() -> OpenOptions {
     OpenOptions {
         durability: Durability::Normal,
+        ..OpenOptions::default()
     }
 }
 

@@ -33,4 +33,4 @@ pub use ids::{DeviceId, PartnerId, RecordId};
 pub use journal::{JoinSource, Journal, OpenOptions, Partner, SyncSummary, wording_hash};
 pub use keyring::Keyring;
 pub use model::{Body, Conflict, Kind, Record, Visibility};
-pub use store::{Durability, Space};
+pub use store::{Durability, LockMode, Space};

@@ -401,6 +401,7 @@ fn check(three: bool, ops: Vec<Op>) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let opts = OpenOptions {
         durability: Durability::Normal,
+        ..OpenOptions::default()
     };
     let mut a1 = Journal::create_with(&dir.path().join("a1.db"), "Alex", opts)?;
     a1.set_clock(tick);

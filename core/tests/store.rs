@@ -5,7 +5,7 @@ use mend_core::{
     Body, Error, Journal,
     model::Share,
     store::{
-        Durability, Space, Store,
+        Durability, LockMode, Space, Store,
         migrations::{LATEST, migrate_to},
     },
 };
@@ -24,7 +24,12 @@ fn schema(conn: &Connection) -> anyhow::Result<Vec<String>> {
 fn every_old_version_migrates_to_the_fresh_schema() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let fresh_path = dir.path().join("fresh.db");
-    drop(Store::open(&fresh_path, true, Durability::Full)?);
+    drop(Store::open(
+        &fresh_path,
+        true,
+        Durability::Full,
+        LockMode::Exclusive,
+    )?);
     let fresh = schema(&Connection::open(&fresh_path)?)?;
     assert!(
         fresh.iter().any(|s| s.contains("outbox")),
@@ -47,7 +52,7 @@ fn every_old_version_migrates_to_the_fresh_schema() -> anyhow::Result<()> {
                 )?;
             }
         }
-        let store = Store::open(&path, false, Durability::Full)?;
+        let store = Store::open(&path, false, Durability::Full, LockMode::Exclusive)?;
         let v: u32 = store
             .conn()
             .pragma_query_value(None, "user_version", |r| r.get(0))?;
@@ -75,7 +80,7 @@ fn a_database_from_a_newer_version_is_refused_and_untouched() -> anyhow::Result<
         conn.pragma_update(None, "user_version", LATEST + 1)?;
     }
     let before = std::fs::read(&path)?;
-    match Store::open(&path, false, Durability::Full) {
+    match Store::open(&path, false, Durability::Full, LockMode::Exclusive) {
         Err(Error::TooNew { found, supported }) => {
             assert_eq!(found, LATEST + 1);
             assert_eq!(supported, LATEST);

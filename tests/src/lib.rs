@@ -192,6 +192,7 @@ impl Recorder {
 pub fn opts() -> OpenOptions {
     OpenOptions {
         durability: Durability::Normal,
+        ..OpenOptions::default()
     }
 }
 

@@ -46,7 +46,13 @@ fn main() -> Result<()> {
         Ok("full") => Durability::Full,
         _ => Durability::Normal,
     };
-    let mut journal = Journal::open_with(&path, OpenOptions { durability })?;
+    let mut journal = Journal::open_with(
+        &path,
+        OpenOptions {
+            durability,
+            ..OpenOptions::default()
+        },
+    )?;
     let mut lat = Vec::with_capacity(writes);
     for n in 0..writes {
         let body = Body::Share(Share {

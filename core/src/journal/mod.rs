@@ -26,7 +26,7 @@ use crate::{
     doc::{LazyDoc, SpaceDoc},
     error::{Error, Result},
     ids::{DeviceId, PartnerId, RecordId},
-    store::{Durability, Space, Store},
+    store::{Durability, LockMode, Space, Store},
 };
 
 /// Incremental rows per space before they are folded into one full save.
@@ -48,6 +48,9 @@ pub struct Partner {
 pub struct OpenOptions {
     /// How hard commits wait for the disk.
     pub durability: Durability,
+    /// Whether the journal holds its file lock for its whole life or only around each step
+    /// (so app extensions can open it too).
+    pub lock: LockMode,
 }
 
 /// Source of the current time, replaceable in tests.
@@ -88,6 +91,9 @@ pub struct Journal {
     /// SQLite's `data_version` when a reader last read the partners: unchanged means no other
     /// connection has committed since, and the cached partners stand.
     seen_version: Option<i64>,
+    /// In extension mode, `data_version` when this writer last held the lock: a step that
+    /// finds another value reloads what another process may have changed.
+    disk_version: Option<i64>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -167,7 +173,7 @@ impl Journal {
                 path.display()
             )));
         }
-        let mut store = Store::open(path, true, options.durability)?;
+        let mut store = Store::open(path, true, options.durability, options.lock)?;
         let device = DeviceId::generate();
         let actor = ActorId::from(*device.as_bytes());
         let couple_doc = match couple {
@@ -194,6 +200,7 @@ impl Journal {
         for space in Space::ALL {
             journal.rebuild_view(space)?;
         }
+        journal.opened()?;
         Ok(journal)
     }
 
@@ -204,7 +211,7 @@ impl Journal {
 
     /// [`Journal::open`] with options.
     pub fn open_with(path: &Path, options: OpenOptions) -> Result<Self> {
-        let store = Store::open(path, false, options.durability)?;
+        let store = Store::open(path, false, options.durability, options.lock)?;
         let (me, device) = stored_ids(&store)?;
         let fresh = *DeviceId::generate().as_bytes();
         let actor = ActorId::from(fresh);
@@ -243,7 +250,67 @@ impl Journal {
             journal.rebuild_view(space)?;
         }
         journal.refresh()?;
+        journal.opened()?;
         Ok(journal)
+    }
+
+    /// The end of opening, which ran under the lock: in extension mode, remember what was
+    /// read and release the lock until the first step.
+    fn opened(&mut self) -> Result<()> {
+        if self.store.is_shared() {
+            // Counted now, so the first step can tell whether another process added rows.
+            for space in Space::ALL {
+                self.store.change_rows(space)?;
+            }
+        }
+        self.disk_version = Some(self.store.data_version()?);
+        self.store.end_step();
+        Ok(())
+    }
+
+    /// Runs `f` as one step. In extension mode ([`LockMode::Extension`]) the step takes the
+    /// file lock (waiting up to the mode's bound, then `Locked`), first reloads what other
+    /// processes committed since this one last held it, and releases it at the end; in
+    /// exclusive mode, or inside a step, it just runs `f`. Every write is a step by itself;
+    /// calls that belong together (a sync engine's batch of events) share one.
+    pub fn step<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        if !self.store.begin_step()? {
+            return f(self);
+        }
+        let out = self.catch_up().and_then(|()| f(self));
+        self.store.end_step();
+        out
+    }
+
+    /// Another process committed since this one last held the lock: what is kept in memory
+    /// from the database is read again (the device id, which a sequence conflict may have
+    /// changed, the row counts, the partners, each document the other process changed), and
+    /// the sync revision moves, so an engine re-reads its cursors and numbers. The documents
+    /// keep this opening's actor.
+    fn catch_up(&mut self) -> Result<()> {
+        let version = self.store.data_version()?;
+        if self.disk_version == Some(version) {
+            return Ok(());
+        }
+        self.device = stored_ids(&self.store)?.1;
+        let counted = Space::ALL.map(|space| self.store.counted_rows(space));
+        self.store.forget_counts();
+        for (space, counted) in Space::ALL.into_iter().zip(counted) {
+            // A document is reloaded only if the other process changed it: its heads moved, or
+            // it stored changes (some wait for a dependency and leave the heads as they were).
+            let rows = self.store.change_rows(space)?;
+            let stored = self.store.space_view(space)?.map(|v| v.heads);
+            // A document whose background load failed gets a second try here too.
+            let current = self.doc(space).map(SpaceDoc::heads_text).ok();
+            if counted != Some(rows) || stored.is_none() || stored != current {
+                self.reload(space)?;
+            }
+        }
+        self.sync_revision = self.sync_revision.wrapping_add(1);
+        self.seen_version = None;
+        self.refresh()?;
+        self.disk_version = Some(version);
+        Ok(())
     }
 
     /// A journal over `store` with these documents, before its partners are read.
@@ -267,6 +334,7 @@ impl Journal {
             written: None,
             sync_revision: 0,
             seen_version: None,
+            disk_version: None,
         }
     }
 
@@ -467,6 +535,10 @@ impl Journal {
     /// Applies change chunks from another replica of `space` and commits them; returns the
     /// records that changed.
     pub fn apply_changes(&mut self, space: Space, bytes: &[u8]) -> Result<Vec<RecordId>> {
+        self.step(|j| j.apply_changes_step(space, bytes))
+    }
+
+    fn apply_changes_step(&mut self, space: Space, bytes: &[u8]) -> Result<Vec<RecordId>> {
         if bytes.is_empty() {
             return Ok(Vec::new());
         }
@@ -483,6 +555,10 @@ impl Journal {
 
     /// Folds each space's incremental rows into one full save.
     pub fn compact(&mut self) -> Result<()> {
+        self.step(|j| j.compact_step())
+    }
+
+    fn compact_step(&mut self) -> Result<()> {
         for space in Space::ALL {
             let save = self.doc(space)?.save();
             self.store.compact(space, &save, self.now())?;

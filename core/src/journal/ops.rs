@@ -21,6 +21,10 @@ use crate::{
 impl Journal {
     /// Gives this partner's consent to a boundary's current wording.
     pub fn consent(&mut self, boundary: RecordId, state: ConsentState) -> Result<()> {
+        self.step(|j| j.consent_step(boundary, state))
+    }
+
+    fn consent_step(&mut self, boundary: RecordId, state: ConsentState) -> Result<()> {
         let record = self.live(boundary, Kind::Boundary)?;
         let Body::Boundary(b) = &record.body else {
             return Err(Error::NotFound(boundary));
@@ -44,6 +48,16 @@ impl Journal {
     /// The owner's claim for one occurrence of their commitment (the local date, or the week's
     /// Monday for a weekly one).
     pub fn claim(
+        &mut self,
+        commitment: RecordId,
+        occurrence: LocalDate,
+        status: ClaimStatus,
+        note: &str,
+    ) -> Result<()> {
+        self.step(|j| j.claim_step(commitment, occurrence, status, note))
+    }
+
+    fn claim_step(
         &mut self,
         commitment: RecordId,
         occurrence: LocalDate,
@@ -80,6 +94,16 @@ impl Journal {
         view: PartnerView,
         note: &str,
     ) -> Result<()> {
+        self.step(|j| j.confirm_step(commitment, occurrence, view, note))
+    }
+
+    fn confirm_step(
+        &mut self,
+        commitment: RecordId,
+        occurrence: LocalDate,
+        view: PartnerView,
+        note: &str,
+    ) -> Result<()> {
         let record = self.live(commitment, Kind::Commitment)?;
         let occurrence = self.due_occurrence(&record, occurrence)?;
         if record.author == self.me {
@@ -104,6 +128,15 @@ impl Journal {
 
     /// The partner's response to a need.
     pub fn respond_to_need(
+        &mut self,
+        need: RecordId,
+        kind: NeedResponseKind,
+        note: &str,
+    ) -> Result<()> {
+        self.step(|j| j.respond_to_need_step(need, kind, note))
+    }
+
+    fn respond_to_need_step(
         &mut self,
         need: RecordId,
         kind: NeedResponseKind,
@@ -136,6 +169,14 @@ impl Journal {
         question: RecordId,
         status: QuestionStatus,
     ) -> Result<()> {
+        self.step(|j| j.set_question_status_step(question, status))
+    }
+
+    fn set_question_status_step(
+        &mut self,
+        question: RecordId,
+        status: QuestionStatus,
+    ) -> Result<()> {
         let record = self.live(question, Kind::Question)?;
         let asker = record.author == self.me;
         let allowed = match status {
@@ -160,6 +201,10 @@ impl Journal {
 
     /// Shares a private record (a processing note) with the partner. Sharing cannot be undone.
     pub fn share(&mut self, id: RecordId) -> Result<()> {
+        self.step(|j| j.share_step(id))
+    }
+
+    fn share_step(&mut self, id: RecordId) -> Result<()> {
         let parts = self.parts(id)?;
         let record = self.get(id)?;
         if record.author != self.me {

@@ -84,6 +84,10 @@ impl Journal {
     /// Settles the conflict on `field` of record `id` by keeping `chosen`, which must be one of
     /// the values listed. Who may settle is who may write that field.
     pub fn settle(&mut self, id: RecordId, field: &str, chosen: &Value) -> Result<()> {
+        self.step(|j| j.settle_step(id, field, chosen))
+    }
+
+    fn settle_step(&mut self, id: RecordId, field: &str, chosen: &Value) -> Result<()> {
         let record = self.get(id)?;
         let Some(conflict) = record.conflicts.iter().find(|c| c.field == field) else {
             return Err(Error::Invalid(format!(

@@ -94,14 +94,18 @@ impl SyncStore for Journal {
     }
 
     fn next_batch(&mut self, space: Space, max_bytes: usize) -> Result<Option<(u64, Vec<u8>)>> {
-        let batch = self.store.next_batch(space, max_bytes);
-        self.sync_revision = self.sync_revision.wrapping_add(1);
-        batch
+        self.step(|j| {
+            let batch = j.store.next_batch(space, max_bytes);
+            j.sync_revision = j.sync_revision.wrapping_add(1);
+            batch
+        })
     }
 
     fn acknowledge(&mut self, space: Space, device_seq: u64, relay_seq: u64) -> Result<SyncState> {
-        let state = self.store.acknowledge(space, device_seq, relay_seq);
-        self.bump(state)
+        self.step(|j| {
+            let state = j.store.acknowledge(space, device_seq, relay_seq);
+            j.bump(state)
+        })
     }
 
     fn apply_pulled(
@@ -110,21 +114,23 @@ impl SyncStore for Journal {
         pulled: &[PulledChange<'_>],
         cursor: u64,
     ) -> Result<Merged> {
-        // One load of everything: Automerge sorts out the order of the changes itself.
-        let all: Vec<u8> = pulled
-            .iter()
-            .filter_map(|p| p.bytes)
-            .flatten()
-            .copied()
-            .collect();
-        let committed = self.merge_and_commit(space, &all, |store, view| {
-            store.commit_pulled(space, pulled, cursor, view)
-        });
-        let records = self.finish_merge(space, committed)?;
-        let state = self.store.sync_state(space);
-        Ok(Merged {
-            records,
-            state: self.bump(state)?,
+        self.step(|j| {
+            // One load of everything: Automerge sorts out the order of the changes itself.
+            let all: Vec<u8> = pulled
+                .iter()
+                .filter_map(|p| p.bytes)
+                .flatten()
+                .copied()
+                .collect();
+            let committed = j.merge_and_commit(space, &all, |store, view| {
+                store.commit_pulled(space, pulled, cursor, view)
+            });
+            let records = j.finish_merge(space, committed)?;
+            let state = j.store.sync_state(space);
+            Ok(Merged {
+                records,
+                state: j.bump(state)?,
+            })
         })
     }
 
@@ -135,14 +141,16 @@ impl SyncStore for Journal {
         peers: &[([u8; 16], u64)],
         covers: u64,
     ) -> Result<Merged> {
-        let committed = self.merge_and_commit(space, doc, |store, view| {
-            store.commit_snapshot(space, doc, peers, covers, view)
-        });
-        let records = self.finish_merge(space, committed)?;
-        let state = self.store.sync_state(space);
-        Ok(Merged {
-            records,
-            state: self.bump(state)?,
+        self.step(|j| {
+            let committed = j.merge_and_commit(space, doc, |store, view| {
+                store.commit_snapshot(space, doc, peers, covers, view)
+            });
+            let records = j.finish_merge(space, committed)?;
+            let state = j.store.sync_state(space);
+            Ok(Merged {
+                records,
+                state: j.bump(state)?,
+            })
         })
     }
 
@@ -159,18 +167,24 @@ impl SyncStore for Journal {
     }
 
     fn snapshot_uploaded(&mut self, space: Space, covers: u64) -> Result<SyncState> {
-        let state = self.store.snapshot_uploaded(space, covers);
-        self.bump(state)
+        self.step(|j| {
+            let state = j.store.snapshot_uploaded(space, covers);
+            j.bump(state)
+        })
     }
 
     fn mark_refused(&mut self, space: Space, relay_seq: u64) -> Result<SyncState> {
-        let state = self.store.mark_refused(space, relay_seq);
-        self.bump(state)
+        self.step(|j| {
+            let state = j.store.mark_refused(space, relay_seq);
+            j.bump(state)
+        })
     }
 
     fn mark_synced(&mut self, space: Space, now_ms: i64) -> Result<SyncState> {
-        let state = self.store.mark_synced(space, now_ms);
-        self.bump(state)
+        self.step(|j| {
+            let state = j.store.mark_synced(space, now_ms);
+            j.bump(state)
+        })
     }
 
     fn keep_cursor_mark(&mut self, space: Space, at: u64, mark: [u8; 16]) -> Result<SyncState> {
@@ -179,31 +193,35 @@ impl SyncStore for Journal {
     }
 
     fn relay_rewound(&mut self, space: Space) -> Result<SyncState> {
-        let doc = self.doc(space)?.save();
-        let state = self.store.relay_rewound(space, &doc);
-        self.bump(state)
+        self.step(|j| {
+            let doc = j.doc(space)?.save();
+            let state = j.store.relay_rewound(space, &doc);
+            j.bump(state)
+        })
     }
 
     fn change_device(&mut self) -> Result<[u8; 16]> {
-        let device = DeviceId::generate();
-        self.store.change_device(&device.to_string())?;
-        self.device = device;
-        self.actor = *DeviceId::generate().as_bytes();
-        // The documents take the new actor, so no change made from now on can reuse an
-        // (actor, sequence) pair the old id's lost changes used.
-        for space in Space::ALL {
-            self.reload(space)?;
-        }
-        self.sync_revision = self.sync_revision.wrapping_add(1);
-        Ok(*device.as_bytes())
+        self.step(|j| {
+            let device = DeviceId::generate();
+            j.store.change_device(&device.to_string())?;
+            j.device = device;
+            j.actor = *DeviceId::generate().as_bytes();
+            // The documents take the new actor, so no change made from now on can reuse an
+            // (actor, sequence) pair the old id's lost changes used.
+            for space in Space::ALL {
+                j.reload(space)?;
+            }
+            j.sync_revision = j.sync_revision.wrapping_add(1);
+            Ok(*device.as_bytes())
+        })
     }
 
     fn record_problem(&mut self, space: Space, problem: &Problem) -> Result<()> {
-        self.store.record_problem(space, problem)
+        self.step(|j| j.store.record_problem(space, problem))
     }
 
     fn clear_problems(&mut self, space: Space) -> Result<()> {
-        self.store.clear_problems(space)
+        self.step(|j| j.store.clear_problems(space))
     }
 }
 

@@ -69,7 +69,15 @@ impl Journal {
     }
 
     /// Adds a record with a chosen visibility (only processing notes and triggers may be private).
-    pub fn add_with(&mut self, mut body: Body, visibility: Option<Visibility>) -> Result<RecordId> {
+    pub fn add_with(&mut self, body: Body, visibility: Option<Visibility>) -> Result<RecordId> {
+        self.step(|j| j.add_with_step(body, visibility))
+    }
+
+    fn add_with_step(
+        &mut self,
+        mut body: Body,
+        visibility: Option<Visibility>,
+    ) -> Result<RecordId> {
         validate::body(&body)?;
         self.check_links(&body)?;
         self.check_roles(&body)?;
@@ -192,6 +200,10 @@ impl Journal {
     /// write it; fields written through their own operations (consents, ledger, response,
     /// question status) are left alone here.
     pub fn edit(&mut self, id: RecordId, body: Body) -> Result<()> {
+        self.step(|j| j.edit_step(id, body))
+    }
+
+    fn edit_step(&mut self, id: RecordId, body: Body) -> Result<()> {
         let parts = self.parts(id)?;
         if !parts.exists() {
             return Err(Error::NotFound(id));
@@ -413,6 +425,10 @@ impl Journal {
     /// Removes a record: only its author may. A placeholder stays (envelope and links) so
     /// threads stay whole; the body's words are deleted from the current state.
     pub fn remove(&mut self, id: RecordId) -> Result<()> {
+        self.step(|j| j.remove_step(id))
+    }
+
+    fn remove_step(&mut self, id: RecordId) -> Result<()> {
         let parts = self.parts(id)?;
         if !parts.exists() {
             return Err(Error::NotFound(id));

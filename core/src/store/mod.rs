@@ -11,8 +11,9 @@ pub use sync::{PeerSeqs, PulledChange, SyncState};
 pub use view::{Envelope, RowData, SpaceView, ViewRow, ViewUpdate};
 
 use std::{
-    fs::{File, OpenOptions},
+    fs::{File, OpenOptions, TryLockError},
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -56,15 +57,92 @@ pub enum Durability {
     Normal,
 }
 
+/// Who may write the database, and for how long the writer holds its lock file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LockMode {
+    /// The writer holds the lock for as long as it is open: a second process gets
+    /// `Error::Locked` at once (the default).
+    #[default]
+    Exclusive,
+    /// The lock is held only around a write or a sync step, waiting up to `wait` for it, so an
+    /// app and its extensions (a widget, a share or notification extension) can each keep
+    /// the journal open. Every process on the database must use this mode.
+    Extension {
+        /// How long a step waits for another process's step before failing with `Locked`.
+        wait: Duration,
+    },
+}
+
+impl LockMode {
+    /// How long a step waits by default: SQLite's own busy timeout here.
+    pub const EXTENSION_WAIT: Duration = Duration::from_secs(5);
+    /// Extension mode with the default wait.
+    pub const EXTENSION: LockMode = LockMode::Extension {
+        wait: Self::EXTENSION_WAIT,
+    };
+}
+
+/// The writer's lock file. Released by the OS when the process dies, so a crash never leaves
+/// it stuck.
+#[derive(Debug)]
+struct WriterLock {
+    file: File,
+    mode: LockMode,
+    held: bool,
+}
+
+impl WriterLock {
+    /// Takes the lock: at once or `Locked` in exclusive mode, within the mode's wait otherwise.
+    fn take(&mut self, shown: &str) -> Result<()> {
+        let wait = match self.mode {
+            LockMode::Exclusive => Duration::ZERO,
+            LockMode::Extension { wait } => wait,
+        };
+        // `None`: a wait too long to represent, as good as forever.
+        let until = Instant::now().checked_add(wait);
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match self.file.try_lock() {
+                Ok(()) => {
+                    self.held = true;
+                    return Ok(());
+                }
+                Err(TryLockError::WouldBlock) if until.is_none_or(|u| Instant::now() < u) => {
+                    // Another process's step is a write or a merge: milliseconds, rarely more.
+                    let left = until.map_or(pause, |u| u.saturating_duration_since(Instant::now()));
+                    std::thread::sleep(pause.min(left));
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err(TryLockError::WouldBlock) => return Err(Error::Locked(shown.to_owned())),
+                Err(TryLockError::Error(e)) => {
+                    return Err(Error::Open {
+                        path: shown.to_owned(),
+                        reason: format!("cannot lock: {e}"),
+                    });
+                }
+            }
+        }
+    }
+
+    fn release(&mut self) {
+        if self.held {
+            // Unlocking a file this process locked cannot fail in a way worth reporting: the
+            // lock goes with the file at the latest.
+            let _ = self.file.unlock();
+            self.held = false;
+        }
+    }
+}
+
 /// The local database.
 #[derive(Debug)]
 pub struct Store {
     conn: Connection,
     path: PathBuf,
-    // Held for the writer's life: a second process gets `Error::Locked` instead of a second
-    // writer. Released by the OS when the process dies, so a crash never leaves it stuck.
-    // Readers hold none.
-    _lock: Option<File>,
+    // The writer's lock file: a second writer gets `Error::Locked` instead of writing beside
+    // it. In exclusive mode held for the writer's life; in extension mode only between
+    // `begin_step` and `end_step`. Readers hold none.
+    lock: Option<WriterLock>,
     /// Change rows per space since its last full save, counted once and then kept up by the
     /// writes themselves, so an edit never pays for a COUNT.
     rows: [std::cell::Cell<Option<u64>>; 2],
@@ -72,8 +150,9 @@ pub struct Store {
 
 impl Store {
     /// Opens the database at `path`. With `create`, a missing file is created; without it, a
-    /// missing file is an error. An existing file is never replaced.
-    pub fn open(path: &Path, create: bool, durability: Durability) -> Result<Self> {
+    /// missing file is an error. An existing file is never replaced. Returns with the lock
+    /// held; in extension mode [`Store::end_step`] releases it.
+    pub fn open(path: &Path, create: bool, durability: Durability, mode: LockMode) -> Result<Self> {
         let shown = path.display().to_string();
         let open_err = |reason: String| Error::Open {
             path: shown.clone(),
@@ -89,13 +168,12 @@ impl Store {
             .write(true)
             .open(&lock_path)
             .map_err(|e| open_err(format!("cannot create lock file: {e}")))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Locked(shown)),
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(open_err(format!("cannot lock: {e}")));
-            }
-        }
+        let mut lock = WriterLock {
+            file: lock,
+            mode,
+            held: false,
+        };
+        lock.take(&shown)?;
 
         let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         if create {
@@ -135,7 +213,7 @@ impl Store {
         Ok(Self {
             conn,
             path: path.to_owned(),
-            _lock: Some(lock),
+            lock: Some(lock),
             rows: Default::default(),
         })
     }
@@ -164,9 +242,50 @@ impl Store {
         Ok(Self {
             conn,
             path: path.to_owned(),
-            _lock: None,
+            lock: None,
             rows: Default::default(),
         })
+    }
+
+    /// Takes the writer's lock for one step, in extension mode. Returns false when there is
+    /// nothing to take: exclusive mode (held for good), a reader, or a step already running.
+    pub(crate) fn begin_step(&mut self) -> Result<bool> {
+        let shown = self.path.display().to_string();
+        match self.lock.as_mut() {
+            Some(lock) if lock.mode != LockMode::Exclusive && !lock.held => {
+                lock.take(&shown)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Whether other processes may write beside this one (extension mode).
+    pub(crate) fn is_shared(&self) -> bool {
+        self.lock
+            .as_ref()
+            .is_some_and(|l| l.mode != LockMode::Exclusive)
+    }
+
+    /// Releases the lock a step took (extension mode only).
+    pub(crate) fn end_step(&mut self) {
+        if let Some(lock) = self.lock.as_mut()
+            && lock.mode != LockMode::Exclusive
+        {
+            lock.release();
+        }
+    }
+
+    /// The change rows a space had by this connection's count, if it has counted them.
+    pub(crate) fn counted_rows(&self, space: Space) -> Option<u64> {
+        self.rows[space as usize].get()
+    }
+
+    /// Forgets what was counted from the tables: another process may have changed them.
+    pub(crate) fn forget_counts(&self) {
+        for cell in &self.rows {
+            cell.set(None);
+        }
     }
 
     /// Where the database lives.

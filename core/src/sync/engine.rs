@@ -277,8 +277,10 @@ impl SyncEngine {
         if self.revision == Some(journal.sync_revision()) {
             return Ok(());
         }
-        // Another engine may have moved the device to a new id.
+        // Another engine may have moved the device to a new id, and pushed or made batches:
+        // the pending count is stale too.
         self.device = journal.device();
+        self.recount = true;
         for run in &mut self.runs {
             run.state = journal.sync_state(run.link.space)?;
             run.peers = journal.peer_seqs(run.link.space)?.into_iter().collect();

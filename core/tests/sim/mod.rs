@@ -396,6 +396,7 @@ impl Sim {
         };
         let opts = OpenOptions {
             durability: Durability::Normal,
+            ..OpenOptions::default()
         };
         let a_path = sim.dir.path().join("a0.db");
         let first = Journal::create_with(&a_path, "Alex", opts)?;
@@ -453,6 +454,7 @@ impl Sim {
             "",
             OpenOptions {
                 durability: Durability::Normal,
+                ..OpenOptions::default()
             },
         )?;
         self.add_device(&format!("late{n}"), partner, path, j);
@@ -648,6 +650,7 @@ impl Sim {
             &path,
             OpenOptions {
                 durability: Durability::Normal,
+                ..OpenOptions::default()
             },
         )?;
         journal.set_clock(|| T0);
