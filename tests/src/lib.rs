@@ -13,6 +13,7 @@ use mend_client::{Device, Keyring, RelayOptions, SyncObserver};
 use mend_core::{
     Journal, RecordId, Space, journal::OpenOptions, store::Durability, sync::SyncStatus,
 };
+pub use mend_relay::Config as RelayConfig;
 use mend_relay::{AppState, Config};
 use tokio::{sync::oneshot, task::JoinHandle};
 
@@ -35,6 +36,17 @@ impl Relay {
         Self::start_at(&data_dir).await
     }
 
+    /// Starts a relay on a fresh data directory inside `dir` with its configuration adjusted
+    /// (lower limits, for example).
+    pub async fn start_with(dir: &Path, adjust: impl FnOnce(&mut Config)) -> Result<Self> {
+        Self::start_configured(
+            &dir.join("relay-data"),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            adjust,
+        )
+        .await
+    }
+
     /// Starts a relay on an existing data directory (a restart) on any free port.
     pub async fn start_at(data_dir: &Path) -> Result<Self> {
         Self::start_on(data_dir, SocketAddr::from(([127, 0, 0, 1], 0))).await
@@ -42,8 +54,17 @@ impl Relay {
 
     /// Starts a relay on `data_dir` listening on `addr` (a restart at the same address).
     pub async fn start_on(data_dir: &Path, addr: SocketAddr) -> Result<Self> {
+        Self::start_configured(data_dir, addr, |_| {}).await
+    }
+
+    async fn start_configured(
+        data_dir: &Path,
+        addr: SocketAddr,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Result<Self> {
         let mut config = Config::new(data_dir);
         config.listen = addr;
+        adjust(&mut config);
         let state = AppState::open_sqlite(config).context("open relay storage")?;
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
