@@ -69,12 +69,17 @@ impl Run {
 
 impl World {
     fn start() -> Result<Self> {
+        Self::start_with(|_| {})
+    }
+
+    /// A world whose relay runs with its configuration adjusted.
+    fn start_with(adjust: impl FnOnce(&mut mend_e2e::RelayConfig)) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()?;
-        let relay = runtime.block_on(Relay::start(dir.path()))?;
+        let relay = runtime.block_on(Relay::start_with(dir.path(), adjust))?;
         Ok(Self {
             dir,
             relay,
@@ -664,6 +669,31 @@ fn every_bad_input_gets_one_line_and_its_exit_code() -> Result<()> {
         .mend("alex", &["add", "question", "q?", "--private"])?
         .fails(3, "cannot be private")?;
     world.mend("alex", &["erase"])?.fails(2, "--yes")?;
+    Ok(())
+}
+
+/// A relay at its relay-wide byte limit refuses the push `relay_full`: the sync says so and
+/// exits 7 (the relay answered, it is not out of reach), and the edit stays pending for later.
+#[test]
+fn a_full_relay_is_a_relay_error_and_the_edit_waits() -> Result<()> {
+    let world = World::start_with(|config| config.limits.max_total_bytes = 0)?;
+    world
+        .mend(
+            "alex",
+            &["init", "--relay", &world.relay.url(), "--name", "Alex"],
+        )?
+        .ok()?;
+    world
+        .mend("alex", &["add", "honesty-moment", "Said it first"])?
+        .ok()?;
+    world
+        .mend("alex", &["sync", "--timeout", "3"])?
+        .fails(7, "the relay is full")?;
+    let status = world.json("alex", &["status", "--json"])?;
+    ensure!(
+        status["pending"].as_u64() > Some(0),
+        "the refused edit is not pending: {status:#}"
+    );
     Ok(())
 }
 

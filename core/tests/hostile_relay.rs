@@ -59,3 +59,41 @@ fn a_retry_after_near_the_largest_number_waits_a_bounded_time_and_never_panics()
     );
     Ok(())
 }
+
+/// A full relay (`relay_full`, 507) answered: the device is online, shows the refusal by its
+/// code, waits the relay's hint before asking again, and keeps its edit for later.
+#[test]
+fn a_full_relay_is_an_answer_the_device_waits_out_with_its_edits_kept() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut journal = Journal::create(&dir.path().join("j.db"), "Alex")?;
+    let mut engine = engine(&journal)?;
+    engine.handle(&mut journal, NOW, Event::Start)?;
+    let full = Response::Failed {
+        space: Space::Couple,
+        failure: Failure::Refused {
+            code: ErrorCode::RelayFull,
+            retry_after_ms: 60_000,
+        },
+    };
+    engine.handle(&mut journal, NOW, Event::Response(full))?;
+    let status = engine.status();
+    ensure!(status.online, "an answering relay is not out of reach");
+    ensure!(
+        status
+            .problems
+            .iter()
+            .any(|p| matches!(&p.kind, mend_core::sync::ProblemKind::Refused { code } if code == "relay_full")),
+        "no relay_full problem: {:?}",
+        status.problems
+    );
+    let wake = engine.next_wake().unwrap_or(i64::MAX);
+    ensure!(
+        wake >= NOW + 60_000,
+        "asked again at {wake}, before the relay's hint"
+    );
+    ensure!(
+        journal.pending_changes(Space::Couple)? > 0,
+        "the edit was dropped"
+    );
+    Ok(())
+}

@@ -43,6 +43,9 @@ pub enum ErrorCode {
     /// The push reuses a (device, device sequence) already stored with a different payload:
     /// the device was rolled back or copied. It must move to a new device id and push again.
     SeqConflict,
+    /// Storing this would take the whole relay over its byte limit: the relay is full, not the
+    /// space. Reads, erasing and snapshots that free bytes still work; retry later.
+    RelayFull,
     /// A code this version of the protocol does not know (sent by a newer relay). Treat it as
     /// an unspecified failure.
     Unknown(u8),
@@ -50,7 +53,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every known code, in wire order.
-    pub const KNOWN: [ErrorCode; 17] = [
+    pub const KNOWN: [ErrorCode; 18] = [
         ErrorCode::Malformed,
         ErrorCode::UnsupportedVersion,
         ErrorCode::Unauthorized,
@@ -68,6 +71,7 @@ impl ErrorCode {
         ErrorCode::Unavailable,
         ErrorCode::Internal,
         ErrorCode::SeqConflict,
+        ErrorCode::RelayFull,
     ];
 
     /// The byte that stands for this code in a [`crate::Nack`].
@@ -90,6 +94,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => 15,
             ErrorCode::Internal => 16,
             ErrorCode::SeqConflict => 17,
+            ErrorCode::RelayFull => 18,
             ErrorCode::Unknown(byte) => byte,
         }
     }
@@ -122,6 +127,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
             ErrorCode::SeqConflict => "seq_conflict",
+            ErrorCode::RelayFull => "relay_full",
             ErrorCode::Unknown(_) => "unknown",
         }
     }
@@ -148,7 +154,7 @@ impl ErrorCode {
             ErrorCode::RateLimited | ErrorCode::TooManyConnections => 429,
             ErrorCode::Internal | ErrorCode::Unknown(_) => 500,
             ErrorCode::Unavailable => 503,
-            ErrorCode::QuotaExceeded => 507,
+            ErrorCode::QuotaExceeded | ErrorCode::RelayFull => 507,
         }
     }
 }

@@ -72,6 +72,10 @@ pub struct Args {
     /// Bytes a space may hold, chunks plus snapshot (HTTP 507).
     #[arg(long, env = "MEND_SPACE_QUOTA_BYTES", default_value_t = Limits::default().space_quota_bytes)]
     pub space_quota_bytes: u64,
+    /// Bytes all spaces together may hold (HTTP 507 `relay_full`). Keep it below the free
+    /// disk, leaving room for the WAL, indexes and pruned chunks in their grace.
+    #[arg(long, env = "MEND_MAX_TOTAL_BYTES", default_value_t = Limits::default().max_total_bytes)]
+    pub max_total_bytes: u64,
     /// Largest WebSocket message in bytes (close 1009). Defaults to the chunk limit + 1 KiB.
     #[arg(long, env = "MEND_MAX_WS_MESSAGE_BYTES")]
     pub max_ws_message_bytes: Option<usize>,
@@ -168,6 +172,7 @@ impl Args {
             max_chunk_bytes: self.max_chunk_bytes,
             max_snapshot_bytes: self.max_snapshot_bytes,
             space_quota_bytes: self.space_quota_bytes,
+            max_total_bytes: self.max_total_bytes,
             max_ws_message_bytes: self
                 .max_ws_message_bytes
                 .unwrap_or(self.max_chunk_bytes + 1024),

@@ -99,6 +99,10 @@ impl Config {
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(String);
 
+/// Default of [`Limits::max_total_bytes`]: 16 GiB, half of a small 32 GB server disk, so pruned
+/// chunks in their grace, indexes, the WAL and the OS fit beside the counted bytes.
+pub const DEFAULT_MAX_TOTAL_BYTES: u64 = 16 << 30;
+
 /// What one client, one space and the whole relay may use.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -108,6 +112,9 @@ pub struct Limits {
     pub max_snapshot_bytes: usize,
     /// Bytes one space may hold: live chunk payloads plus its snapshot (507).
     pub space_quota_bytes: u64,
+    /// Bytes all spaces together may hold, counted like [`Limits::space_quota_bytes`]; a write
+    /// past it is refused `relay_full` (507) so many spaces cannot fill the disk.
+    pub max_total_bytes: u64,
     /// Largest WebSocket message; a larger one closes the connection with 1009.
     pub max_ws_message_bytes: usize,
     /// Sustained requests per second per space (HTTP requests and WebSocket pushes).
@@ -164,6 +171,7 @@ impl Default for Limits {
             max_chunk_bytes: DEFAULT_MAX_CHUNK_BYTES,
             max_snapshot_bytes: DEFAULT_MAX_SNAPSHOT_BYTES,
             space_quota_bytes: 256 << 20,
+            max_total_bytes: DEFAULT_MAX_TOTAL_BYTES,
             max_ws_message_bytes: DEFAULT_MAX_CHUNK_BYTES + 1024,
             rate_per_space: 200,
             rate_burst: 1000,

@@ -21,6 +21,9 @@ pub(crate) static UNAVAILABLE_LOG: std::sync::Mutex<Repeats> =
 
 /// How long a client should wait after a 503 caused by slow or absent storage.
 pub const UNAVAILABLE_RETRY: Duration = Duration::from_secs(1);
+/// The retry hint with `relay_full`: bytes come back only when spaces are erased or pruned, or
+/// the operator raises the limit, so a device need not ask often.
+pub const RELAY_FULL_RETRY: Duration = Duration::from_secs(60);
 
 /// An error answered to a client: `{"error": "<code>", "message": "<text>"}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +99,9 @@ impl From<StorageError> for ApiError {
             ),
             e @ StorageError::QuotaExceeded { .. } => {
                 ApiError::new(ErrorCode::QuotaExceeded, e.to_string())
+            }
+            e @ StorageError::RelayFull { .. } => {
+                ApiError::new(ErrorCode::RelayFull, e.to_string()).retry_after(RELAY_FULL_RETRY)
             }
             e @ StorageError::SeqConflict { .. } => {
                 ApiError::new(ErrorCode::SeqConflict, e.to_string())

@@ -49,6 +49,7 @@ impl AppState {
     /// State over a given storage backend and live feed.
     pub fn new(config: Config, storage: Arc<dyn Storage>, live: Arc<dyn LiveFeed>) -> AppState {
         let limits = &config.limits;
+        storage.set_total_quota(limits.max_total_bytes);
         let storage: Arc<dyn Storage> =
             Arc::new(BoundedWrites::new(storage, limits.max_queued_writes));
         AppState {

@@ -251,3 +251,112 @@ async fn rows_without_a_hash_fall_back_to_the_payload() {
     assert!(matches!(pruned, Ok(p) if p.duplicate && p.relay_seq == 2));
     store.close().await.unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// Runs `sql` on the test database directly.
+async fn execute_on(db: &TestDatabase, sql: &str) {
+    let (client, connection) = db
+        .url()
+        .parse::<tokio_postgres::Config>()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let driver = tokio::spawn(connection);
+    client
+        .batch_execute(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(client);
+    let _ = driver.await;
+}
+
+/// A database from before the relay-wide total (schema 3) starts with what its spaces hold.
+#[tokio::test]
+async fn the_total_of_an_older_database_starts_from_its_spaces() {
+    let db = database().await;
+    let store = open_on(&db, &LocalHub::default()).await;
+    for (n, bytes) in [(1u8, 300usize), (2, 45)] {
+        let space = SpaceId([n; 32]);
+        store
+            .create_space(space, [n; 32])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let push = Push {
+            device_id: DeviceId([n; 16]),
+            device_seq: 1,
+            payload: vec![n; bytes],
+        };
+        store
+            .push(space, push, u64::MAX)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    store.close().await.unwrap_or_else(|e| panic!("{e}"));
+    drop(store);
+    // Back to schema 3: no total, the 5-argument mend_push only.
+    execute_on(
+        &db,
+        "DROP TABLE relay_usage;
+         DROP FUNCTION mend_push(bytea[], bytea[], bigint[], bytea[], bigint[], bigint);
+         UPDATE mend_schema SET version = 3;",
+    )
+    .await;
+    let store = open_on(&db, &LocalHub::default()).await;
+    assert_eq!(
+        store.total_bytes().await.unwrap_or_else(|e| panic!("{e}")),
+        345
+    );
+    store.close().await.unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The relay-wide limit holds across instances: bytes one stores count against what another
+/// accepts, and an erase through either gives them back.
+#[tokio::test]
+async fn the_total_is_shared_by_every_instance() {
+    let db = database().await;
+    let (first, second) = (
+        open_on(&db, &LocalHub::default()).await,
+        open_on(&db, &LocalHub::default()).await,
+    );
+    let (a, b) = (SpaceId([1; 32]), SpaceId([2; 32]));
+    for store in [&first, &second] {
+        store.set_total_quota(1000);
+    }
+    first
+        .create_space(a, [1; 32])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    second
+        .create_space(b, [2; 32])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let push = |n: u8, seq: u64, len: usize| Push {
+        device_id: DeviceId([n; 16]),
+        device_seq: seq,
+        payload: vec![n; len],
+    };
+    first
+        .push(a, push(1, 1, 700), u64::MAX)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(
+        second.push(b, push(2, 1, 400), u64::MAX).await,
+        Err(StorageError::RelayFull {
+            used: 700,
+            adding: 400,
+            limit: 1000
+        })
+    ));
+    assert!(second.erase(a).await.unwrap_or_else(|e| panic!("{e}")));
+    second
+        .push(b, push(2, 1, 400), u64::MAX)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        first.total_bytes().await.unwrap_or_else(|e| panic!("{e}")),
+        400
+    );
+    for store in [first, second] {
+        store.close().await.unwrap_or_else(|e| panic!("{e}"));
+    }
+}

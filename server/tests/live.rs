@@ -245,6 +245,29 @@ async fn oversized_chunk_within_message_limit_is_nacked_and_the_socket_lives_on(
     relay.stop().await
 }
 
+/// A live push past the relay-wide byte limit gets a Nack `relay_full` with a retry hint, the
+/// socket stays open, and a push that still fits is acknowledged.
+#[tokio::test]
+async fn a_push_to_a_full_relay_is_nacked_and_the_socket_lives_on() -> anyhow::Result<()> {
+    let relay = Relay::start_with(|config| config.limits.max_total_bytes = 6000).await?;
+    let (s, t) = (space(1), token(1));
+    relay.create(&s, &t).await?;
+    let mut ws = relay
+        .connect(&s, &t, &format!("after=0&device={}", device(1)))
+        .await?;
+    ws.expect_up_to_date().await?;
+    ws.send_push(&push(device(1), 1, &[1; 4000])).await?;
+    assert_eq!(ws.expect_ack().await?.relay_seq, 1);
+    ws.send_push(&push(device(1), 2, &[2; 3000])).await?;
+    let nack = ws.expect_nack().await?;
+    assert_eq!((nack.device_seq, nack.code), (2, ErrorCode::RelayFull));
+    assert!(nack.retry_after_ms > 0);
+    ws.send_push(&push(device(1), 2, &[2; 2000])).await?;
+    assert_eq!(ws.expect_ack().await?.relay_seq, 2);
+    ws.close().await;
+    relay.stop().await
+}
+
 #[tokio::test]
 async fn upgrades_are_refused_with_http_statuses() -> anyhow::Result<()> {
     let relay = Relay::start().await?;

@@ -646,6 +646,85 @@ async fn quota_is_enforced_with_507() -> anyhow::Result<()> {
     api.others_served(1).await
 }
 
+/// One client filling the relay with many spaces: past the relay-wide limit its new bytes are
+/// refused `507 relay_full` with a retry hint, never a 500. A partner already on the relay still
+/// reads and replays, a snapshot that would grow the total is refused alike, and erasing one of
+/// the offender's spaces gives its bytes back.
+#[tokio::test]
+async fn relay_full_refuses_only_new_bytes_with_507() -> anyhow::Result<()> {
+    let api = Api::with(|config| config.limits.max_total_bytes = 10_000)?;
+    let (good, good_token) = (space(200), token(20));
+    api.create(&good, &good_token).await?;
+    let fine = api
+        .push(&good, &good_token, &push(device(200), 1, b"fine"))
+        .await?;
+    // The flood: a new space per push, each well under its own quota.
+    let hog = token(1);
+    for n in 1..=2 {
+        api.create(&space(n), &hog).await?;
+        api.push(&space(n), &hog, &push(device(1), 1, &[n; 4000]))
+            .await?;
+    }
+    api.create(&space(3), &hog).await?;
+    let (status, body) = api
+        .call(
+            "POST",
+            &paths::chunks(&space(3)),
+            Some(&hog),
+            push(device(1), 1, &[3; 4000]).to_bytes(),
+        )
+        .await?;
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (StatusCode::INSUFFICIENT_STORAGE, "relay_full"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let retry = api
+        .router
+        .clone()
+        .oneshot(
+            Request::post(paths::chunks(&space(3)))
+                .header(header::AUTHORIZATION, format!("Bearer {hog}"))
+                .body(Body::from(push(device(1), 1, &[3; 4000]).to_bytes()))?,
+        )
+        .await?;
+    assert_eq!(retry.status(), StatusCode::INSUFFICIENT_STORAGE);
+    assert!(retry.headers().contains_key(header::RETRY_AFTER));
+    // A snapshot larger than what it prunes would grow the total too.
+    api.refused(
+        "PUT",
+        &paths::snapshot(&space(1)),
+        Some(&hog),
+        Snapshot {
+            covers: 1,
+            payload: vec![0; 6000],
+        }
+        .to_bytes(),
+        StatusCode::INSUFFICIENT_STORAGE,
+        "relay_full",
+    )
+    .await?;
+    // The partner already on the relay is unaffected: it reads, and its replay is answered.
+    let page = api.pull(&good, &good_token, 0).await?;
+    assert_eq!(page.chunks.len(), 1);
+    assert_eq!(page.chunks[0].payload, b"fine");
+    let replay = api
+        .push(&good, &good_token, &push(device(200), 1, b"fine"))
+        .await?;
+    assert!(replay.duplicate && replay.relay_seq == fine.relay_seq);
+    // Erasing one of the offender's spaces frees its bytes for everyone.
+    let (status, _) = api
+        .call("DELETE", &paths::space(&space(1)), Some(&hog), vec![])
+        .await?;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    api.push(&space(3), &hog, &push(device(1), 1, &[3; 4000]))
+        .await?;
+    api.push(&good, &good_token, &push(device(200), 2, b"more"))
+        .await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn live_route_requires_an_upgrade() -> anyhow::Result<()> {
     let api = Api::new()?;

@@ -63,6 +63,12 @@ impl Storage for Gate {
     ) -> StorageFuture<()> {
         self.inner.put_snapshot(space, snapshot, quota, grace)
     }
+    fn set_total_quota(&self, bytes: u64) {
+        self.inner.set_total_quota(bytes);
+    }
+    fn total_bytes(&self) -> StorageFuture<u64> {
+        self.inner.total_bytes()
+    }
     fn get_snapshot(&self, space: SpaceId) -> StorageFuture<Option<Snapshot>> {
         self.inner.get_snapshot(space)
     }

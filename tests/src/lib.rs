@@ -19,6 +19,7 @@ use mend_relay::{
     AppState, Config,
     tls::{Tls, TlsFiles},
 };
+pub use mend_relay::Config as RelayConfig;
 use tokio::{sync::oneshot, task::JoinHandle};
 
 /// Longest a sync round may take in a test before it counts as stuck.
@@ -53,7 +54,14 @@ impl Relay {
     /// opt-in on the device).
     pub async fn start_plain(dir: &Path) -> Result<Self> {
         let addr = SocketAddr::from(([127, 0, 0, 1], 0));
-        Self::serve(&dir.join("relay-data"), addr, false).await
+        Self::serve(&dir.join("relay-data"), addr, false, |_| {}).await
+    }
+
+    /// Starts a TLS relay on a fresh data directory inside `dir` with its configuration
+    /// adjusted (lower limits, for example).
+    pub async fn start_with(dir: &Path, adjust: impl FnOnce(&mut Config)) -> Result<Self> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self::serve(&dir.join("relay-data"), addr, true, adjust).await
     }
 
     /// Starts a TLS relay on an existing data directory (a restart) on any free port.
@@ -64,12 +72,18 @@ impl Relay {
     /// Starts a TLS relay on `data_dir` listening on `addr`. A restart on the same data
     /// directory keeps its certificate, as a real relay's files would.
     pub async fn start_on(data_dir: &Path, addr: SocketAddr) -> Result<Self> {
-        Self::serve(data_dir, addr, true).await
+        Self::serve(data_dir, addr, true, |_| {}).await
     }
 
-    async fn serve(data_dir: &Path, addr: SocketAddr, tls: bool) -> Result<Self> {
+    async fn serve(
+        data_dir: &Path,
+        addr: SocketAddr,
+        tls: bool,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Result<Self> {
         let mut config = Config::new(data_dir);
         config.listen = addr;
+        adjust(&mut config);
         let tls = if tls {
             Some(certificate(data_dir)?)
         } else {

@@ -144,11 +144,12 @@ pub(super) async fn round(device: &Device, tracker: &Tracker, budget: Duration) 
     if let Some(problem) = problems.iter().find(|p| p.kind.is_fatal()) {
         return Err(Failure::new(Exit::Relay, describe(&problem.kind)).into());
     }
-    let failing = status
-        .problems
-        .iter()
-        .rev()
-        .find(|p| matches!(p.kind, ProblemKind::RelayError { .. }));
+    let failing = status.problems.iter().rev().find(|p| {
+        matches!(
+            p.kind,
+            ProblemKind::RelayError { .. } | ProblemKind::Refused { .. }
+        )
+    });
     if status.syncing || (!status.online && status.last_synced.is_none()) {
         // The relay answering with errors is not the relay out of reach.
         if let Some(p) = failing {
@@ -223,6 +224,12 @@ fn describe(kind: &ProblemKind) -> String {
         }
         ProblemKind::Unauthorized => "the relay refused this device's key".to_owned(),
         ProblemKind::SpaceGone => "this journal was erased at the relay".to_owned(),
+        ProblemKind::Refused { code } if code == "relay_full" => {
+            "the relay is full (its operator's storage limit is reached)".to_owned()
+        }
+        ProblemKind::Refused { code } if code == "quota_exceeded" => {
+            "this journal reached its storage quota on the relay".to_owned()
+        }
         ProblemKind::Refused { code } => format!("the relay refused a request ({code})"),
     }
 }

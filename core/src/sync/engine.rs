@@ -793,6 +793,8 @@ impl SyncEngine {
                     return self.finish(i, journal, now);
                 }
                 self.retry_later(i, now);
+                // It answered (a full relay, a space over its quota): not out of reach.
+                self.status.online = true;
                 if retry_after_ms > 0 {
                     // The relay chooses this number: honoured up to a bound, never trusted to fit.
                     let wait = retry_after_ms.min(MAX_RETRY_AFTER_MS.unsigned_abs());

@@ -81,6 +81,14 @@ impl Storage for BoundedWrites {
         self.write(|inner| inner.put_snapshot(space, snapshot, quota, grace))
     }
 
+    fn set_total_quota(&self, bytes: u64) {
+        self.inner.set_total_quota(bytes);
+    }
+
+    fn total_bytes(&self) -> StorageFuture<u64> {
+        self.inner.total_bytes()
+    }
+
     fn get_snapshot(&self, space: SpaceId) -> StorageFuture<Option<Snapshot>> {
         self.inner.get_snapshot(space)
     }

@@ -63,6 +63,8 @@ macro_rules! storage_conformance_tests {
             quota_is_enforced_and_duplicates_still_answered,
             snapshot_prunes_and_never_goes_backwards,
             snapshot_frees_quota,
+            total_quota_spans_spaces_and_erase_frees_it,
+            snapshot_that_frees_bytes_passes_a_full_relay,
             pruned_chunks_are_served_until_their_grace_ends,
             erase_removes_everything,
             commits_are_published_in_order,
@@ -744,6 +746,102 @@ pub async fn snapshot_frees_quota(b: &Backend) {
             .push(space(1), push(DEVICE_A, 6, &[0; 101]), quota)
             .await,
         Err(StorageError::QuotaExceeded { used: 900, .. })
+    ));
+}
+
+/// The relay-wide quota counts every space's bytes: one space cannot take what another holds,
+/// a refused push stores nothing and consumes no sequence, replays and reads still work at the
+/// limit, and erasing a space gives its bytes back.
+pub async fn total_quota_spans_spaces_and_erase_frees_it(b: &Backend) {
+    b.storage.set_total_quota(1000);
+    created(b, space(1)).await;
+    created(b, space(2)).await;
+    pushed(b, space(1), push(DEVICE_A, 1, &[1; 600])).await;
+    assert!(matches!(
+        b.storage
+            .push(space(2), push(DEVICE_B, 1, &[2; 500]), QUOTA)
+            .await,
+        Err(StorageError::RelayFull {
+            used: 600,
+            adding: 500,
+            limit: 1000
+        })
+    ));
+    let fits = pushed(b, space(2), push(DEVICE_B, 1, &[2; 400])).await;
+    assert_eq!(
+        fits.relay_seq, 1,
+        "a refused push must not consume a sequence"
+    );
+    assert_eq!(ok(b.storage.total_bytes().await, "total"), 1000);
+    // Full: a new byte is refused, a replay is answered, a conflict still named, reads go on.
+    assert!(matches!(
+        b.storage
+            .push(space(2), push(DEVICE_B, 2, &[3; 1]), QUOTA)
+            .await,
+        Err(StorageError::RelayFull { used: 1000, .. })
+    ));
+    assert!(
+        pushed(b, space(1), push(DEVICE_A, 1, &[1; 600]))
+            .await
+            .duplicate
+    );
+    assert!(matches!(
+        b.storage
+            .push(space(1), push(DEVICE_A, 1, &[9; 600]), QUOTA)
+            .await,
+        Err(StorageError::SeqConflict { relay_seq: 1 })
+    ));
+    let page = ok(b.storage.pull(space(2), all(0)).await, "pull at the limit");
+    assert_eq!(page.chunks.len(), 1);
+    // Erasing gives the bytes back.
+    assert!(ok(b.storage.erase(space(1)).await, "erase"));
+    assert_eq!(ok(b.storage.total_bytes().await, "total after erase"), 400);
+    let after = pushed(b, space(2), push(DEVICE_B, 2, &[3; 600])).await;
+    assert_eq!(after.relay_seq, 2);
+    assert_eq!(ok(b.storage.total_bytes().await, "total"), 1000);
+}
+
+/// At the relay's limit a snapshot that frees bytes is still accepted (it is how a full relay
+/// drains), and its pruning gives bytes back; a snapshot that would grow the total is refused.
+pub async fn snapshot_that_frees_bytes_passes_a_full_relay(b: &Backend) {
+    b.storage.set_total_quota(1000);
+    created(b, space(1)).await;
+    for i in 1..=4 {
+        pushed(b, space(1), push(DEVICE_A, i, &[i as u8; 250])).await;
+    }
+    assert_eq!(ok(b.storage.total_bytes().await, "total"), 1000);
+    let growing = Snapshot {
+        covers: 1,
+        payload: vec![0; 251],
+    };
+    assert!(matches!(
+        b.storage
+            .put_snapshot(space(1), growing, QUOTA, NO_GRACE)
+            .await,
+        Err(StorageError::RelayFull {
+            used: 1000,
+            adding: 1,
+            limit: 1000
+        })
+    ));
+    let freeing = Snapshot {
+        covers: 4,
+        payload: vec![0; 100],
+    };
+    ok(
+        b.storage.put_snapshot(space(1), freeing, QUOTA, DAY).await,
+        "snapshot at the limit",
+    );
+    assert_eq!(
+        ok(b.storage.total_bytes().await, "total after pruning"),
+        100
+    );
+    pushed(b, space(1), push(DEVICE_A, 5, &[5; 900])).await;
+    assert!(matches!(
+        b.storage
+            .push(space(1), push(DEVICE_A, 6, &[6; 1]), QUOTA)
+            .await,
+        Err(StorageError::RelayFull { used: 1000, .. })
     ));
 }
 

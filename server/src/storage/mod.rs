@@ -94,6 +94,17 @@ pub enum StorageError {
         /// The quota in force.
         quota: u64,
     },
+    /// The write would take the whole relay over its byte limit
+    /// ([`Storage::set_total_quota`]); nothing was stored.
+    #[error("relay byte limit of {limit} bytes reached ({used} used, {adding} more)")]
+    RelayFull {
+        /// Bytes all spaces hold now.
+        used: u64,
+        /// Bytes the write adds.
+        adding: u64,
+        /// The limit in force.
+        limit: u64,
+    },
     /// The requested cursor is below the snapshot and those chunks were deleted.
     #[error("chunks up to {snapshot_covers} were pruned; fetch the snapshot")]
     Pruned {
@@ -146,7 +157,9 @@ pub trait Storage: Send + Sync + 'static {
     /// Stores a chunk unless `(device_id, device_seq)` was stored before, in which case it
     /// returns the original relay sequence flagged as a duplicate (even after pruning) when
     /// the payload is the same, and [`StorageError::SeqConflict`] when it differs.
-    /// Fails with [`StorageError::QuotaExceeded`] if the space's bytes would exceed `quota`.
+    /// Fails with [`StorageError::QuotaExceeded`] if the space's bytes would exceed `quota`,
+    /// and with [`StorageError::RelayFull`] if all spaces' bytes would exceed the total quota
+    /// (a replay of a stored chunk is still answered either way).
     fn push(&self, space: SpaceId, push: Push, quota: u64) -> StorageFuture<Pushed>;
 
     /// Reads chunks after a cursor. [`StorageError::Pruned`] if the cursor is below the
@@ -165,6 +178,15 @@ pub trait Storage: Send + Sync + 'static {
         quota: u64,
         grace: Duration,
     ) -> StorageFuture<()>;
+
+    /// Sets the byte limit over all spaces together (chunk and snapshot payloads they hold,
+    /// as the per-space quota counts them); unlimited until set. The backend keeps the total
+    /// with the per-space counters, in the same transaction, so checking it costs no query.
+    /// A snapshot that frees bytes, or keeps them level, is accepted even above the limit.
+    fn set_total_quota(&self, bytes: u64);
+
+    /// The bytes all spaces hold together, as counted against the total quota.
+    fn total_bytes(&self) -> StorageFuture<u64>;
 
     /// The space's snapshot, if any.
     fn get_snapshot(&self, space: SpaceId) -> StorageFuture<Option<Snapshot>>;

@@ -448,6 +448,12 @@ impl Session {
                     retry_after_ms: 0,
                     message: error.to_string(),
                 }),
+                Err(error @ StorageError::RelayFull { .. }) => ServerMessage::Nack(Nack {
+                    device_seq,
+                    code: ErrorCode::RelayFull,
+                    retry_after_ms: crate::error::RELAY_FULL_RETRY.as_millis() as u64,
+                    message: error.to_string(),
+                }),
                 Err(error @ StorageError::SeqConflict { .. }) => ServerMessage::Nack(Nack {
                     device_seq,
                     code: ErrorCode::SeqConflict,

@@ -161,7 +161,17 @@ pub(crate) struct Shared {
     pub(crate) metrics: PgMetrics,
     /// True while the listener is connected and LISTENing.
     pub(crate) listening: tokio::sync::watch::Sender<bool>,
+    /// The relay-wide byte limit, passed to every write.
+    pub(crate) total_quota: AtomicU64,
 }
+
+/// Adds `delta` bytes to the relay-wide total: to one of its rows chosen at random, so
+/// concurrent transactions rarely wait on each other (see `004_total_bytes.sql`).
+const ADD_TO_TOTAL: &str = "UPDATE relay_usage SET bytes_used = bytes_used + $1
+     WHERE shard = (SELECT floor(random() * 64)::smallint)";
+
+/// The bytes of all spaces together.
+const TOTAL: &str = "SELECT COALESCE(SUM(bytes_used), 0)::bigint FROM relay_usage";
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -271,6 +281,7 @@ impl PostgresStorage {
             publisher,
             metrics: PgMetrics::default(),
             listening: tokio::sync::watch::Sender::new(false),
+            total_quota: AtomicU64::new(u64::MAX),
         });
         let stop = CancellationToken::new();
         let mut tasks = Vec::new();
@@ -644,6 +655,18 @@ impl Storage for PostgresStorage {
                     quota,
                 }));
             }
+            let growth = used.saturating_sub(bytes_used);
+            if growth > 0 {
+                let limit = shared.total_quota.load(Relaxed);
+                let total = nonneg(tx.query_one(TOTAL, &[]).await?.try_get(0)?);
+                if total.saturating_add(growth) > limit {
+                    return Ok(Err(StorageError::RelayFull {
+                        used: total,
+                        adding: growth,
+                        limit,
+                    }));
+                }
+            }
             // Pruned now, deleted after the grace: a garbage snapshot cannot destroy the only
             // copy.
             let now = unix_now();
@@ -671,8 +694,23 @@ impl Storage for PostgresStorage {
                 &[&id, &to_db(snapshot.covers), &to_db(used)],
             )
             .await?;
+            let delta = to_db(used).saturating_sub(to_db(bytes_used));
+            if delta != 0 {
+                tx.execute(ADD_TO_TOTAL, &[&delta]).await?;
+            }
             tx.commit().await?;
             Ok(Ok(()))
+        })
+    }
+
+    fn set_total_quota(&self, bytes: u64) {
+        self.shared.total_quota.store(bytes, Relaxed);
+    }
+
+    fn total_bytes(&self) -> StorageFuture<u64> {
+        self.run(move |shared| async move {
+            let client = shared.client().await?;
+            Ok(Ok(nonneg(client.query_one(TOTAL, &[]).await?.try_get(0)?)))
         })
     }
 
@@ -704,7 +742,7 @@ impl Storage for PostgresStorage {
                 .await?;
             let Some(row) = tx
                 .query_opt(
-                    "DELETE FROM spaces WHERE space_id = $1 RETURNING id",
+                    "DELETE FROM spaces WHERE space_id = $1 RETURNING id, bytes_used",
                     &[&&space.0[..]],
                 )
                 .await?
@@ -712,8 +750,12 @@ impl Storage for PostgresStorage {
                 return Ok(Ok(false));
             };
             let id: i64 = row.try_get(0)?;
+            let bytes_used: i64 = row.try_get(1)?;
             tx.execute("DELETE FROM chunks WHERE space = $1", &[&id])
                 .await?;
+            if bytes_used != 0 {
+                tx.execute(ADD_TO_TOTAL, &[&-bytes_used]).await?;
+            }
             tx.execute("DELETE FROM snapshots WHERE space = $1", &[&id])
                 .await?;
             tx.execute(

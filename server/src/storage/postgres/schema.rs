@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/001_initial.sql"),
     include_str!("migrations/002_payload_hash.sql"),
     include_str!("migrations/003_prune_grace.sql"),
+    include_str!("migrations/004_total_bytes.sql"),
 ];
 
 /// The schema version this code writes.

@@ -92,8 +92,9 @@ impl Writer {
             return;
         }
         let mut attempt = 0;
+        let total = self.shared.total_quota.load(Relaxed);
         let outcomes = loop {
-            match self.execute(&batch).await {
+            match self.execute(&batch, total).await {
                 Err(error) if error.is_retryable() && attempt < RETRIES => {
                     attempt += 1;
                     self.shared.metrics.batch_retries.fetch_add(1, Relaxed);
@@ -160,6 +161,11 @@ impl Writer {
                 4 => Err(StorageError::SeqConflict {
                     relay_seq: from_db(outcome.relay_seq),
                 }),
+                5 => Err(StorageError::RelayFull {
+                    used: nonneg(outcome.used),
+                    adding,
+                    limit: total,
+                }),
                 _ => Err(StorageError::Backend(
                     "mend_push answered an unknown status".into(),
                 )),
@@ -221,10 +227,10 @@ impl Writer {
         Ok(())
     }
 
-    async fn execute(&self, batch: &[Job]) -> Result<Vec<Outcome>, PgError> {
+    async fn execute(&self, batch: &[Job], total: u64) -> Result<Vec<Outcome>, PgError> {
         let client = self.shared.client().await?;
         let statement = client
-            .prepare_cached("SELECT status, relay_seq, used FROM mend_push($1, $2, $3, $4, $5)")
+            .prepare_cached("SELECT status, relay_seq, used FROM mend_push($1, $2, $3, $4, $5, $6)")
             .await?;
         let spaces: Vec<&[u8]> = batch.iter().map(|job| &job.space.0[..]).collect();
         let devices: Vec<&[u8]> = batch.iter().map(|job| &job.push.device_id.0[..]).collect();
@@ -234,10 +240,18 @@ impl Writer {
             .iter()
             .map(|job| i64::try_from(job.quota).unwrap_or(i64::MAX))
             .collect();
+        let total_db = i64::try_from(total).unwrap_or(i64::MAX);
         let rows = client
             .query(
                 &statement,
-                &[&spaces, &devices, &device_seqs, &payloads, &quotas],
+                &[
+                    &spaces,
+                    &devices,
+                    &device_seqs,
+                    &payloads,
+                    &quotas,
+                    &total_db,
+                ],
             )
             .await?;
         rows.iter()

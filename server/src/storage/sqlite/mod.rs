@@ -13,7 +13,10 @@ mod writer;
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, PoisonError, RwLock, RwLockWriteGuard},
+    sync::{
+        Arc, Mutex, PoisonError, RwLock, RwLockWriteGuard,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
     thread::JoinHandle,
     time::Duration,
 };
@@ -33,9 +36,20 @@ use crate::{config::GroupCommit, live::Publisher};
 pub const DB_FILE: &str = "relay.sqlite3";
 
 /// State shared by the writer thread and the async side.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Shared {
     tokens: RwLock<HashMap<SpaceId, TokenHash>>,
+    /// The relay-wide byte limit the writer enforces.
+    pub(crate) total_quota: AtomicU64,
+}
+
+impl Default for Shared {
+    fn default() -> Shared {
+        Shared {
+            tokens: RwLock::default(),
+            total_quota: AtomicU64::new(u64::MAX),
+        }
+    }
 }
 
 impl Shared {
@@ -171,6 +185,14 @@ impl Storage for SqliteStorage {
             grace,
             reply,
         })
+    }
+
+    fn set_total_quota(&self, bytes: u64) {
+        self.shared.total_quota.store(bytes, Relaxed);
+    }
+
+    fn total_bytes(&self) -> StorageFuture<u64> {
+        self.read(reader::total_bytes)
     }
 
     fn get_snapshot(&self, space: SpaceId) -> StorageFuture<Option<Snapshot>> {

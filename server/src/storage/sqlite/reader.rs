@@ -217,6 +217,14 @@ pub(crate) fn snapshot(
 }
 
 /// Every space's token hash, loaded once at start.
+/// The bytes of all spaces together.
+pub(crate) fn total_bytes(conn: &mut Connection) -> rusqlite::Result<Result<u64, StorageError>> {
+    let bytes: i64 = conn
+        .prepare_cached("SELECT bytes_used FROM relay_usage WHERE id = 1")?
+        .query_row([], |row| row.get(0))?;
+    Ok(Ok(u64::try_from(bytes).unwrap_or(0)))
+}
+
 pub(crate) fn token_hashes(conn: &Connection) -> rusqlite::Result<Vec<(SpaceId, [u8; 32])>> {
     let mut statement = conn.prepare("SELECT space_id, token_hash FROM spaces")?;
     let rows = statement.query_map([], |row| {

@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/002_erased.sql"),
     include_str!("migrations/003_payload_hash.sql"),
     include_str!("migrations/004_prune_grace.sql"),
+    include_str!("migrations/005_total_bytes.sql"),
 ];
 
 /// The schema version this code writes.
@@ -93,6 +94,34 @@ mod tests {
         assert_eq!(mode, "wal");
         let sync: i64 = conn.pragma_query_value(None, "synchronous", |row| row.get(0))?;
         assert_eq!(sync, 2, "synchronous must be FULL");
+        Ok(())
+    }
+
+    /// A database from before the relay-wide total starts with the bytes its spaces hold.
+    #[test]
+    fn total_bytes_start_from_the_spaces_of_an_older_database() -> rusqlite::Result<()> {
+        let dir =
+            tempfile::tempdir().map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
+        let path = dir.path().join("relay.sqlite3");
+        let conn = open_writer(&path, 1000)?;
+        for (n, bytes) in [(1u8, 300i64), (2, 45)] {
+            conn.execute(
+                "INSERT INTO spaces (space_id, token_hash, next_seq, bytes_used, covers, created_at)
+                 VALUES (?1, ?2, 1, ?3, 0, 0)",
+                rusqlite::params![vec![n; 32], vec![0u8; 32], bytes],
+            )?;
+        }
+        // Back to the schema before 005_total_bytes.sql.
+        conn.execute_batch("DROP TABLE relay_usage")?;
+        conn.pragma_update(None, "user_version", 4)?;
+        drop(conn);
+        let conn = open_writer(&path, 1000)?;
+        let total: i64 = conn.query_row(
+            "SELECT bytes_used FROM relay_usage WHERE id = 1",
+            [],
+            |row| row.get(0),
+        )?;
+        assert_eq!(total, 345);
         Ok(())
     }
 

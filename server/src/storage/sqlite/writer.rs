@@ -13,7 +13,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::Arc,
+    sync::{Arc, atomic::Ordering::Relaxed},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -132,6 +132,39 @@ struct SpaceMeta {
     covers: u64,
 }
 
+/// The bytes of all spaces together, cached between batches like [`SpaceMeta`].
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    /// Bytes all spaces hold.
+    bytes: u64,
+    /// The relay-wide limit for this batch.
+    limit: u64,
+    /// Changed in this batch: written back before the commit.
+    dirty: bool,
+}
+
+impl Usage {
+    /// `Err(RelayFull)` if growing from `before` to `after` bytes (of one space) would take
+    /// the relay over its limit. Shrinking or staying level is always allowed.
+    fn check(&self, before: u64, after: u64) -> Result<(), StorageError> {
+        let adding = after.saturating_sub(before);
+        if adding > 0 && self.bytes.saturating_add(adding) > self.limit {
+            return Err(StorageError::RelayFull {
+                used: self.bytes,
+                adding,
+                limit: self.limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// Records one space going from `before` to `after` bytes.
+    fn change(&mut self, before: u64, after: u64) {
+        self.bytes = self.bytes.saturating_sub(before).saturating_add(after);
+        self.dirty = true;
+    }
+}
+
 /// A group commit slower than this is logged at debug level.
 const SLOW_COMMIT: std::time::Duration = std::time::Duration::from_millis(10);
 
@@ -145,6 +178,8 @@ pub(crate) struct Writer {
     publisher: Arc<dyn Publisher>,
     limits: GroupCommit,
     cache: HashMap<SpaceId, SpaceMeta>,
+    /// The relay-wide byte count; `None` until loaded (and after a failed batch).
+    total: Option<u64>,
 }
 
 impl Writer {
@@ -162,6 +197,7 @@ impl Writer {
             publisher,
             limits,
             cache: HashMap::new(),
+            total: None,
         }
     }
 
@@ -207,14 +243,33 @@ impl Writer {
         if self.cache.len() > MAX_CACHED_SPACES {
             self.cache.clear();
         }
+        let mut total = None;
         let outcome = (|| -> rusqlite::Result<()> {
             let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut dirty = HashSet::new();
+            let bytes = match self.total {
+                Some(bytes) => bytes,
+                None => tx
+                    .prepare_cached("SELECT bytes_used FROM relay_usage WHERE id = 1")?
+                    .query_row([], |row| row.get::<_, i64>(0))
+                    .map(|bytes| u64::try_from(bytes).unwrap_or(0))?,
+            };
+            let mut usage = Usage {
+                bytes,
+                limit: self.shared.total_quota.load(Relaxed),
+                dirty: false,
+            };
             let mut batch = batch.into_iter();
             for write in batch.by_ref() {
-                let answer = apply(&tx, &mut self.cache, &mut dirty, &mut effects, write);
+                let mut state = State {
+                    cache: &mut self.cache,
+                    dirty: &mut dirty,
+                    usage: &mut usage,
+                    effects: &mut effects,
+                };
+                let answer = apply(&tx, &mut state, write);
                 match answer {
                     Ok(answer) => answers.push(answer),
                     Err((answer, error)) => {
@@ -225,6 +280,11 @@ impl Writer {
                     }
                 }
             }
+            if usage.dirty {
+                tx.prepare_cached("UPDATE relay_usage SET bytes_used = ?1 WHERE id = 1")?
+                    .execute([i64::try_from(usage.bytes).unwrap_or(i64::MAX)])?;
+            }
+            total = Some(usage.bytes);
             for space in dirty {
                 if let Some(meta) = self.cache.get(&space) {
                     tx.prepare_cached(
@@ -242,6 +302,7 @@ impl Writer {
         })();
         match outcome {
             Ok(()) => {
+                self.total = total;
                 self.apply_effects(effects);
                 answers.into_iter().for_each(Answer::send);
                 let elapsed = started.elapsed();
@@ -257,6 +318,7 @@ impl Writer {
             }
             Err(error) => {
                 self.cache.clear();
+                self.total = None;
                 tracing::error!(%error, size, "write batch failed; nothing of it was committed");
                 let reason = format!("write batch failed: {error}");
                 answers.into_iter().for_each(|answer| answer.fail(&reason));
@@ -284,20 +346,22 @@ impl Writer {
 
 type Applied = Result<Answer, (Answer, rusqlite::Error)>;
 
+/// What a batch's writes update besides the database.
+struct State<'a> {
+    cache: &'a mut HashMap<SpaceId, SpaceMeta>,
+    dirty: &'a mut HashSet<SpaceId>,
+    usage: &'a mut Usage,
+    effects: &'a mut Vec<Effect>,
+}
+
 /// Applies one write inside the batch's transaction.
-fn apply(
-    tx: &Transaction<'_>,
-    cache: &mut HashMap<SpaceId, SpaceMeta>,
-    dirty: &mut HashSet<SpaceId>,
-    effects: &mut Vec<Effect>,
-    write: Write,
-) -> Applied {
+fn apply(tx: &Transaction<'_>, state: &mut State<'_>, write: Write) -> Applied {
     match write {
         Write::Create {
             space,
             token_hash,
             reply,
-        } => match create(tx, space, token_hash, effects) {
+        } => match create(tx, space, token_hash, state.effects) {
             Ok(result) => Ok(Answer::Create(reply, result)),
             Err(e) => Err((Answer::Create(reply, Err(StorageError::Closed)), e)),
         },
@@ -306,7 +370,7 @@ fn apply(
             push,
             quota,
             reply,
-        } => match push_chunk(tx, cache, dirty, effects, space, push, quota) {
+        } => match push_chunk(tx, state, space, push, quota) {
             Ok(result) => Ok(Answer::Push(reply, result)),
             Err(e) => Err((Answer::Push(reply, Err(StorageError::Closed)), e)),
         },
@@ -316,11 +380,11 @@ fn apply(
             quota,
             grace,
             reply,
-        } => match put_snapshot(tx, cache, dirty, space, snapshot, quota, grace) {
+        } => match put_snapshot(tx, state, space, snapshot, quota, grace) {
             Ok(result) => Ok(Answer::Snapshot(reply, result)),
             Err(e) => Err((Answer::Snapshot(reply, Err(StorageError::Closed)), e)),
         },
-        Write::Erase { space, reply } => match erase(tx, cache, dirty, effects, space) {
+        Write::Erase { space, reply } => match erase(tx, state, space) {
             Ok(result) => Ok(Answer::Erase(reply, result)),
             Err(e) => Err((Answer::Erase(reply, Err(StorageError::Closed)), e)),
         },
@@ -399,14 +463,12 @@ fn payload_hash(payload: &[u8]) -> [u8; 32] {
 
 fn push_chunk(
     tx: &Transaction<'_>,
-    cache: &mut HashMap<SpaceId, SpaceMeta>,
-    dirty: &mut HashSet<SpaceId>,
-    effects: &mut Vec<Effect>,
+    state: &mut State<'_>,
     space: SpaceId,
     push: Push,
     quota: u64,
 ) -> rusqlite::Result<Result<Pushed, StorageError>> {
-    let Some(meta) = meta(tx, cache, &space)? else {
+    let Some(meta) = meta(tx, state.cache, &space)? else {
         return Ok(Err(StorageError::SpaceNotFound));
     };
     // device_seq is stored bit-for-bit as i64 so the whole u64 range is accepted.
@@ -449,6 +511,11 @@ fn push_chunk(
             quota,
         })));
     }
+    let grown = meta.bytes_used.saturating_add(adding);
+    if let Err(full) = state.usage.check(meta.bytes_used, grown) {
+        // Likewise at the relay's limit.
+        return Ok(original(tx)?.unwrap_or(Err(full)));
+    }
     let relay_seq = meta.next_seq;
     // The common case (a new chunk) costs one insert; the dedup index refuses a replay, and
     // only then is the original looked up.
@@ -474,9 +541,10 @@ fn push_chunk(
         };
     }
     meta.next_seq += 1;
-    meta.bytes_used += adding;
-    dirty.insert(space);
-    effects.push(Effect::Chunk(
+    state.usage.change(meta.bytes_used, grown);
+    meta.bytes_used = grown;
+    state.dirty.insert(space);
+    state.effects.push(Effect::Chunk(
         space,
         Arc::new(Chunk {
             relay_seq,
@@ -493,14 +561,13 @@ fn push_chunk(
 
 fn put_snapshot(
     tx: &Transaction<'_>,
-    cache: &mut HashMap<SpaceId, SpaceMeta>,
-    dirty: &mut HashSet<SpaceId>,
+    state: &mut State<'_>,
     space: SpaceId,
     snapshot: Snapshot,
     quota: u64,
     grace: Duration,
 ) -> rusqlite::Result<Result<(), StorageError>> {
-    let Some(meta) = meta(tx, cache, &space)? else {
+    let Some(meta) = meta(tx, state.cache, &space)? else {
         return Ok(Err(StorageError::SpaceNotFound));
     };
     let head = meta.next_seq - 1;
@@ -537,6 +604,9 @@ fn put_snapshot(
             quota,
         }));
     }
+    if let Err(full) = state.usage.check(meta.bytes_used, used) {
+        return Ok(Err(full));
+    }
     // Pruned now, deleted after the grace: a garbage snapshot cannot destroy the only copy.
     let now = unix_now();
     tx.prepare_cached(
@@ -560,19 +630,20 @@ fn put_snapshot(
     )?
     .execute(params![meta.id, snapshot.covers as i64, &snapshot.payload])?;
     meta.covers = snapshot.covers;
+    state.usage.change(meta.bytes_used, used);
     meta.bytes_used = used;
-    dirty.insert(space);
+    state.dirty.insert(space);
     Ok(Ok(()))
 }
 
 fn erase(
     tx: &Transaction<'_>,
-    cache: &mut HashMap<SpaceId, SpaceMeta>,
-    dirty: &mut HashSet<SpaceId>,
-    effects: &mut Vec<Effect>,
+    state: &mut State<'_>,
     space: SpaceId,
 ) -> rusqlite::Result<Result<bool, StorageError>> {
-    let Some(id) = meta(tx, cache, &space)?.map(|meta| meta.id) else {
+    let Some((id, bytes_used)) =
+        meta(tx, state.cache, &space)?.map(|meta| (meta.id, meta.bytes_used))
+    else {
         return Ok(Ok(false));
     };
     tx.prepare_cached("DELETE FROM chunks WHERE space = ?1")?
@@ -586,8 +657,9 @@ fn erase(
         .map_or(0, |d| d.as_secs() as i64);
     tx.prepare_cached("INSERT OR REPLACE INTO erased (space_id, erased_at) VALUES (?1, ?2)")?
         .execute(params![&space.0[..], now])?;
-    cache.remove(&space);
-    dirty.remove(&space);
-    effects.push(Effect::Erased(space));
+    state.cache.remove(&space);
+    state.dirty.remove(&space);
+    state.usage.change(bytes_used, 0);
+    state.effects.push(Effect::Erased(space));
     Ok(Ok(true))
 }
