@@ -146,6 +146,9 @@ pub struct SyncStatus {
     pub last_synced: Option<i64>,
     /// Recent problems, newest last.
     pub problems: Vec<SyncProblem>,
+    /// Why the device refuses the relay (wrong pin, expired or unknown certificate, a captive
+    /// portal), while it does; `None` once a trusted answer arrives. Never holds a secret.
+    pub untrusted_relay: Option<String>,
 }
 
 impl From<core_sync::SyncStatus> for SyncStatus {
@@ -156,6 +159,7 @@ impl From<core_sync::SyncStatus> for SyncStatus {
             pending: signed(s.pending),
             last_synced: s.last_synced,
             problems: s.problems.into_iter().map(Into::into).collect(),
+            untrusted_relay: s.untrusted_relay,
         }
     }
 }
