@@ -677,12 +677,7 @@ fn every_bad_input_gets_one_line_and_its_exit_code() -> Result<()> {
 #[test]
 fn a_full_relay_is_a_relay_error_and_the_edit_waits() -> Result<()> {
     let world = World::start_with(|config| config.limits.max_total_bytes = 0)?;
-    world
-        .mend(
-            "alex",
-            &["init", "--relay", &world.relay.url(), "--name", "Alex"],
-        )?
-        .ok()?;
+    world.init("alex", "Alex")?.ok()?;
     world
         .mend("alex", &["add", "honesty-moment", "Said it first"])?
         .ok()?;
