@@ -50,11 +50,12 @@ fn a_relay_pinned_to_another_key_shows_as_untrusted_in_the_status() -> Result<()
         journal.start_live()?;
         let mut status = None;
         for _ in 0..800 {
-            status = seen
-                .0
-                .lock()
-                .ok()
-                .and_then(|s| s.iter().rev().find(|s| s.untrusted_relay.is_some()).cloned());
+            status = seen.0.lock().ok().and_then(|s| {
+                s.iter()
+                    .rev()
+                    .find(|s| s.untrusted_relay.is_some())
+                    .cloned()
+            });
             if status.is_some() {
                 break;
             }
@@ -63,7 +64,10 @@ fn a_relay_pinned_to_another_key_shows_as_untrusted_in_the_status() -> Result<()
         journal.stop_live().await?;
         let status = status.context("no status named the refusal")?;
         let why = status.untrusted_relay.clone().unwrap_or_default();
-        ensure!(why.contains("pin"), "the reason does not name the pin: {why}");
+        ensure!(
+            why.contains("pin"),
+            "the reason does not name the pin: {why}"
+        );
         ensure!(!status.online, "{status:?}");
         journal.shutdown().await?;
         Ok(())

@@ -15,11 +15,11 @@ use mend_core::{
     Journal, RecordId, Space, crypto::RelayPin, journal::OpenOptions, store::Durability,
     sync::SyncStatus,
 };
+pub use mend_relay::Config as RelayConfig;
 use mend_relay::{
     AppState, Config,
     tls::{Tls, TlsFiles},
 };
-pub use mend_relay::Config as RelayConfig;
 use tokio::{sync::oneshot, task::JoinHandle};
 
 /// Longest a sync round may take in a test before it counts as stuck.

@@ -20,7 +20,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn spawn(path: &Path, secret: &str) -> Result<Self> {
+    fn spawn(path: &Path, secret: &str, pin: &str) -> Result<Self> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_mend-ext-writer"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -29,6 +29,7 @@ impl Writer {
         let stdout = BufReader::new(child.stdout.take().context("no stdout")?);
         writeln!(stdin, "{}", path.display())?;
         writeln!(stdin, "{secret}")?;
+        writeln!(stdin, "{pin}")?;
         Ok(Self {
             child,
             stdin,
@@ -102,11 +103,12 @@ async fn an_app_and_its_extension_write_and_sync_from_two_processes() -> Result<
     let (alex, blake) = couple(dir.path(), &relay).await?;
     let path = blake.path.clone();
     let secret = blake.device.keyring().to_secret_string();
+    let pin = relay.pin().context("the relay serves no TLS")?.to_string();
     blake.device.close().await?;
 
     // Blake's app and its extension, both open for the whole test.
-    let mut app = Writer::spawn(&path, &secret)?;
-    let mut ext = Writer::spawn(&path, &secret)?;
+    let mut app = Writer::spawn(&path, &secret, &pin)?;
+    let mut ext = Writer::spawn(&path, &secret, &pin)?;
     let mut ids = Vec::new();
     for n in 0..4 {
         ids.push(app.add(&format!("app {n}"))?);

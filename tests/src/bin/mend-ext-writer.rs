@@ -1,6 +1,7 @@
 //! One process of the `extension` end-to-end test: opens a journal in extension locking mode
-//! and runs commands from stdin, one per line, answering each on stdout. The first two lines
-//! are the database path and the keyring secret (on stdin, never on the command line).
+//! and runs commands from stdin, one per line, answering each on stdout. The first three lines
+//! are the database path, the keyring secret (on stdin, never on the command line) and the
+//! relay's TLS pin.
 //!
 //! `add <feeling>` → `added <id>`; `sync` → `synced pending=<n> problems=<n> syncing=<bool>`;
 //! `has <id>` → `has yes|no`; `hold` → `holding`, then the lock stays held until the next line
@@ -14,7 +15,10 @@ use std::{
 
 use anyhow::{Context, Result};
 use mend_client::{Device, Keyring, RelayOptions};
-use mend_core::{Body, LockMode, RecordId, journal::OpenOptions, model::Share, store::Durability};
+use mend_core::{
+    Body, LockMode, RecordId, crypto::RelayPin, journal::OpenOptions, model::Share,
+    store::Durability,
+};
 use mend_e2e::ROUND;
 
 fn main() -> Result<()> {
@@ -24,6 +28,10 @@ fn main() -> Result<()> {
         || -> Result<String> { lines.next().context("stdin closed")?.map_err(Into::into) };
     let path = PathBuf::from(next()?);
     let keyring = Keyring::from_secret_string(&next()?)?;
+    let relay = RelayOptions {
+        pin: Some(RelayPin::parse(&next()?)?),
+        ..RelayOptions::default()
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -35,7 +43,7 @@ fn main() -> Result<()> {
             wait: Duration::from_secs(30),
         },
     };
-    let device = Device::open(&path, keyring, options, RelayOptions::default(), None)?;
+    let device = Device::open(&path, keyring, options, relay, None)?;
     let mut out = std::io::stdout();
     loop {
         let line = next()?;
