@@ -311,6 +311,16 @@ impl SpaceDoc {
     }
 
     /// A full, compressed save.
+    /// Every change of the document, each as its own bytes (compressed when large), so that
+    /// pushing the whole document again can be split into chunks the relay takes.
+    pub(crate) fn changes(&self) -> Vec<Vec<u8>> {
+        self.doc
+            .get_changes(&[])
+            .into_iter()
+            .map(|mut c| c.bytes().into_owned())
+            .collect()
+    }
+
     pub(crate) fn save(&self) -> Vec<u8> {
         self.doc.save()
     }

@@ -194,8 +194,10 @@ impl SyncStore for Journal {
 
     fn relay_rewound(&mut self, space: Space) -> Result<SyncState> {
         self.step(|j| {
-            let doc = j.doc(space)?.save();
-            let state = j.store.relay_rewound(space, &doc);
+            // Change by change, not one saved document: a document larger than the relay's
+            // chunk limit would be refused for ever and hold back every later edit.
+            let changes = j.doc(space)?.changes();
+            let state = j.store.relay_rewound(space, &changes);
             j.bump(state)
         })
     }

@@ -193,8 +193,9 @@ impl Store {
     }
 
     /// The relay went back in time: read from the start, forget what it acknowledged and
-    /// what it had pruned, and queue `doc` (this device's whole document) to push again.
-    pub fn relay_rewound(&mut self, space: Space, doc: &[u8]) -> Result<SyncState> {
+    /// what it had pruned, and queue `changes` (every change of this device's document, each
+    /// on its own, so batches stay within the chunk limit) to push again.
+    pub fn relay_rewound(&mut self, space: Space, changes: &[Vec<u8>]) -> Result<SyncState> {
         let tx = self.conn.transaction()?;
         Self::ensure_state(&tx, space)?;
         tx.execute(
@@ -202,10 +203,12 @@ impl Store {
              heal_after = 0, cursor_mark = NULL, mark_at = NULL WHERE space = ?1",
             [space.as_str()],
         )?;
-        tx.execute(
-            "INSERT INTO unsent (space, bytes) VALUES (?1, ?2)",
-            params![space.as_str(), doc],
-        )?;
+        {
+            let mut insert = tx.prepare("INSERT INTO unsent (space, bytes) VALUES (?1, ?2)")?;
+            for change in changes {
+                insert.execute(params![space.as_str(), change])?;
+            }
+        }
         tx.commit()?;
         self.sync_state(space)
     }
