@@ -1048,3 +1048,22 @@ fn a_late_answer_to_a_push_under_an_old_id_acknowledges_nothing() -> Result<()> 
         ],
     )
 }
+
+/// Found by the random schedules: the relay is restored to a copy taken while the first
+/// exchange was still under way, and nobody edits afterwards.
+#[test]
+fn a_relay_restored_during_the_first_exchange_still_converges() -> Result<()> {
+    run_hostile(
+        0,
+        2,
+        vec![
+            Hostile::Honest(Step::Sync(0)),
+            Hostile::Honest(Step::Sync(1)),
+            Hostile::Honest(Step::Deliver(8)),
+            Hostile::Backup,
+            Hostile::Honest(Step::Deliver(15)),
+            Hostile::Honest(Step::Sync(0)),
+            Hostile::Restore,
+        ],
+    )
+}
