@@ -110,6 +110,8 @@ fn page(after: u64, head: u64) -> Event {
             head,
             next_after: head,
             more: false,
+            after_mark: None,
+            next_mark: None,
             chunks: Vec::new(),
         },
     })
