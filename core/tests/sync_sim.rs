@@ -1122,3 +1122,52 @@ fn a_chunk_the_relay_lost_under_a_snapshot_is_pushed_again() -> Result<()> {
     );
     Ok(())
 }
+
+/// Found by the random schedules: the relay is restored to a copy taken during one device's
+/// first exchange, before the other device ever synced.
+#[test]
+fn a_relay_restored_during_one_devices_first_exchange_still_converges() -> Result<()> {
+    run_hostile(
+        0,
+        1_000,
+        vec![
+            Hostile::Honest(Step::Sync(1)),
+            Hostile::Backup,
+            Hostile::Honest(Step::Deliver(11)),
+            Hostile::Restore,
+            Hostile::Honest(Step::Add(1, 0, 0)),
+        ],
+    )
+}
+
+/// Found by the random schedules: a copy of a snapshot upload reaches the relay after the
+/// first was stored and is answered `snapshot_stale` once the round is over. That is no
+/// problem, and no reason to start the round again.
+#[test]
+fn a_stale_answer_to_a_copied_snapshot_upload_is_no_problem() -> Result<()> {
+    run(
+        5406014337524645186,
+        2,
+        1,
+        2,
+        vec![
+            Step::Partition(1),
+            Step::Sync(1),
+            Step::RestartDevice(2),
+            Step::Heal(1),
+            Step::Sync(0),
+            Step::Deliver(3),
+            Step::Faults(15, 20, 4065),
+            Step::Deliver(9),
+            Step::Add(3, 0, 0),
+            Step::Add(3, 0, 0),
+            Step::Add(1, 0, 0),
+            Step::Advance(15000),
+            Step::Deliver(3),
+            Step::Advance(0),
+            Step::Deliver(2),
+            Step::Deliver(10),
+            Step::Deliver(15),
+        ],
+    )
+}

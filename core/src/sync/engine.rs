@@ -617,8 +617,18 @@ impl SyncEngine {
                 // under this device's previous id, whose number an outbox batch now carries
                 // under the new one. (A late answer ignored costs a duplicate push, no more.)
                 if phase == Phase::Pushing(ack.device_seq) {
+                    // A chunk stored anew goes after everything stored before: one stored at
+                    // or below where this device's last chunk went means the relay went back.
+                    let acked = self.runs[i].state.last_ack_relay;
+                    let back = !ack.duplicate && ack.relay_seq <= acked;
                     self.runs[i].state =
                         journal.acknowledge(space, ack.device_seq, ack.relay_seq)?;
+                    if back {
+                        let cursor = self.runs[i].state.cursor;
+                        self.rewound(i, journal, now, cursor, ack.relay_seq)?;
+                        self.read(i, now, out);
+                        return Ok(());
+                    }
                     self.push_next(i, journal, now, out)?;
                 }
             }
@@ -803,10 +813,14 @@ impl SyncEngine {
             Failure::Refused {
                 code: ErrorCode::SnapshotStale,
                 ..
-            } if matches!(phase, Phase::Uploading(_)) => {
+            } => {
                 // Another device stored a snapshot covering more while this one sealed its
-                // own: nothing is wrong, and that snapshot serves everyone.
-                return self.finish(i, journal, now);
+                // own, or this is a copy of an upload already stored: nothing is wrong, and
+                // that snapshot serves everyone. Only the answer to the upload in flight ends
+                // the round.
+                if matches!(phase, Phase::Uploading(_)) {
+                    return self.finish(i, journal, now);
+                }
             }
             Failure::Refused {
                 code,
