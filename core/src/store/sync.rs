@@ -31,6 +31,10 @@ pub struct SyncState {
     pub last_synced: Option<i64>,
     /// The relay's mark for the chunk at `cursor`, as it was when this device got there.
     pub cursor_mark: Option<[u8; 16]>,
+    /// This device's highest sequence number the relay acknowledged under its current id (0:
+    /// none yet; then `last_ack_relay`, if set, is an earlier id's chunk). Batches go out and
+    /// are acknowledged in order, so it is the one stored at `last_ack_relay`.
+    pub acked_seq: u64,
 }
 
 /// A chunk pulled from another device, opened, to be committed with the cursor.
@@ -64,7 +68,9 @@ impl Store {
             .conn
             .query_row(
                 "SELECT cursor, next_seq, last_ack_relay, snapshot_covers, last_synced, heal_after, \
-                 cursor_mark, mark_at FROM sync_state WHERE space = ?1",
+                 cursor_mark, mark_at, \
+                 (SELECT MIN(device_seq) FROM outbox WHERE outbox.space = sync_state.space) \
+                 FROM sync_state WHERE space = ?1",
                 [space.as_str()],
                 |r| {
                     let cursor = u(r.get(0)?);
@@ -74,9 +80,13 @@ impl Store {
                     let cursor_mark = mark
                         .filter(|_| mark_at.map(u) == Some(cursor))
                         .and_then(|m| <[u8; 16]>::try_from(m.as_slice()).ok());
+                    let next_seq = u(r.get(1)?);
+                    let waiting: Option<i64> = r.get(8)?;
+                    let acked_seq = waiting.map_or(next_seq, |w| u(w).min(next_seq));
                     Ok(SyncState {
                         cursor,
-                        next_seq: u(r.get(1)?),
+                        next_seq,
+                        acked_seq: acked_seq.saturating_sub(1),
                         last_ack_relay: u(r.get(2)?),
                         snapshot_covers: u(r.get(3)?),
                         last_synced: r.get(4)?,

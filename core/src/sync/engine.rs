@@ -540,11 +540,13 @@ impl SyncEngine {
                 // can say so too: then the document is pushed again for nothing, never lost).
                 let acked = self.runs[i].state.last_ack_relay;
                 // Nor can another device's chunk sit where this device's last one was stored
-                // (a relay restored, then filled up past the head it had).
-                let taken = page
-                    .chunks
-                    .iter()
-                    .any(|c| acked > 0 && c.relay_seq == acked && c.device_id.0 != self.device);
+                // (a relay restored, then filled up past the head it had). Only while that
+                // chunk is under the current id: after a move to a new id the old one's chunks
+                // are another device's.
+                let mine = self.runs[i].state.acked_seq > 0;
+                let taken = page.chunks.iter().any(|c| {
+                    mine && acked > 0 && c.relay_seq == acked && c.device_id.0 != self.device
+                });
                 // Nor can another chunk sit where this device's cursor is than the one that was
                 // there when it got there (a relay restored, then filled up past the cursor).
                 let moved = differ(self.runs[i].state.cursor_mark, page.after_mark);
@@ -615,18 +617,36 @@ impl SyncEngine {
                 // under this device's previous id, whose number an outbox batch now carries
                 // under the new one. (A late answer ignored costs a duplicate push, no more.)
                 if phase == Phase::Pushing(ack.device_seq) {
+                    // A chunk stored anew goes after everything stored before: one stored at
+                    // or below where this device's last chunk went means the relay went back.
+                    let acked = self.runs[i].state.last_ack_relay;
+                    let back = !ack.duplicate && ack.relay_seq <= acked;
                     self.runs[i].state =
                         journal.acknowledge(space, ack.device_seq, ack.relay_seq)?;
+                    if back {
+                        let cursor = self.runs[i].state.cursor;
+                        self.rewound(i, journal, now, cursor, ack.relay_seq)?;
+                        self.read(i, now, out);
+                        return Ok(());
+                    }
                     self.push_next(i, journal, now, out)?;
                 }
             }
             Response::Snapshot { snapshot, .. } => {
                 if phase == Phase::FetchingSnapshot {
                     let healing = self.runs[i].state.heal_after > 0;
-                    let usable = match &snapshot {
+                    let loaded = match &snapshot {
                         Some(s) => self.apply_snapshot(i, journal, now, s, out)?,
-                        None => false,
+                        None => Loaded::Unusable,
                     };
+                    if let (Loaded::LacksMine { cursor }, Some(s)) = (loaded, &snapshot) {
+                        // What it holds is merged; what the relay lost of this device's goes
+                        // out again with the whole document.
+                        self.rewound(i, journal, now, cursor, s.covers)?;
+                        self.read(i, now, out);
+                        return Ok(());
+                    }
+                    let usable = loaded != Loaded::Unusable;
                     if usable {
                         if self.runs[i].state.heal_after == 0 {
                             self.runs[i].gaps_reported.clear();
@@ -692,9 +712,31 @@ impl SyncEngine {
             now,
         )?;
         journal.relay_rewound(space)?;
+        // The relay went back as a whole: whatever of this device's it acknowledged in its
+        // other spaces may be gone too, and once this device moves to a new id nothing would
+        // tell (its checks are for the current id's chunks). Push those documents again too.
+        for j in 0..self.runs.len() {
+            let other = self.runs[j].link.space;
+            if j != i && journal.sync_state(other)?.last_ack_relay > 0 {
+                journal.relay_rewound(other)?;
+            }
+        }
         // Under a new device id the document goes out as number 1 and up: a device that never
         // saw the numbers the relay lost finds no hole in them (and waits for no snapshot).
         self.change_device(journal, now)
+    }
+
+    /// Whether a snapshot covering where the relay stored this device's last chunk lacks that
+    /// chunk (its devices' numbers stop short of it): the relay lost it, then took a snapshot
+    /// made without it. A chunk under a snapshot is never served, so only this tells.
+    fn lacks_mine(&self, i: usize, covers: u64, peers: &[([u8; 16], u64)]) -> bool {
+        let state = &self.runs[i].state;
+        state.acked_seq > 0
+            && state.last_ack_relay > 0
+            && covers >= state.last_ack_relay
+            && !peers
+                .iter()
+                .any(|&(d, seq)| d == self.device && seq >= state.acked_seq)
     }
 
     /// Moves to a new device id (and actor), with the outbox numbered again from 1. Every
@@ -771,10 +813,14 @@ impl SyncEngine {
             Failure::Refused {
                 code: ErrorCode::SnapshotStale,
                 ..
-            } if matches!(phase, Phase::Uploading(_)) => {
+            } => {
                 // Another device stored a snapshot covering more while this one sealed its
-                // own: nothing is wrong, and that snapshot serves everyone.
-                return self.finish(i, journal, now);
+                // own, or this is a copy of an upload already stored: nothing is wrong, and
+                // that snapshot serves everyone. Only the answer to the upload in flight ends
+                // the round.
+                if matches!(phase, Phase::Uploading(_)) {
+                    return self.finish(i, journal, now);
+                }
             }
             Failure::Refused {
                 code,
@@ -819,6 +865,18 @@ impl SyncEngine {
         }
         Ok(())
     }
+}
+
+/// What came of a snapshot the relay served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Loaded {
+    /// Failed its checks or could not be read (reported).
+    Unusable,
+    /// Merged.
+    Merged,
+    /// Merged, but it covers where the relay stored this device's last chunk and lacks it
+    /// (the cursor the device pulled from before).
+    LacksMine { cursor: u64 },
 }
 
 /// (device, its number, relay sequence, plaintext or `None` when refused)
@@ -968,7 +1026,7 @@ impl SyncEngine {
         Ok(())
     }
 
-    /// Opens and merges a snapshot; false if it failed its checks or could not be read
+    /// Opens and merges a snapshot; `Unusable` if it failed its checks or could not be read
     /// (reported).
     fn apply_snapshot<S: SyncStore + ?Sized>(
         &mut self,
@@ -977,7 +1035,7 @@ impl SyncEngine {
         now: i64,
         snapshot: &Snapshot,
         out: &mut Vec<Action>,
-    ) -> Result<bool> {
+    ) -> Result<Loaded> {
         let link = self.runs[i].link.clone();
         let covers = snapshot.covers;
         let bad = ProblemKind::BadSnapshot { covers };
@@ -990,11 +1048,14 @@ impl SyncEngine {
             Ok(p) => p,
             Err(Error::Tampered) => {
                 self.problem(journal, link.space, bad, now)?;
-                return Ok(false);
+                return Ok(Loaded::Unusable);
             }
             Err(e) => return Err(e),
         };
+        let cursor = self.runs[i].state.cursor;
+        let mut lacks = false;
         let decoded = decode_snapshot(&plain).and_then(|(peers, doc)| {
+            lacks = self.lacks_mine(i, covers, &peers);
             let merged = journal.apply_snapshot(link.space, doc, &peers, covers)?;
             Ok((peers, merged))
         });
@@ -1002,7 +1063,7 @@ impl SyncEngine {
             Ok(done) => done,
             Err(e) if is_data_error(&e) => {
                 self.problem(journal, link.space, bad, now)?;
-                return Ok(false);
+                return Ok(Loaded::Unusable);
             }
             Err(e) => return Err(e),
         };
@@ -1018,7 +1079,11 @@ impl SyncEngine {
                 records: merged.records,
             });
         }
-        Ok(true)
+        Ok(if lacks {
+            Loaded::LacksMine { cursor }
+        } else {
+            Loaded::Merged
+        })
     }
 
     fn refresh_status<S: SyncStore + ?Sized>(&mut self, journal: &S) -> Result<()> {
