@@ -158,7 +158,8 @@ pub struct Limits {
     pub creations_per_address: u32,
     /// The window of [`Limits::creations_per_address`].
     pub creation_window: Duration,
-    /// Open TCP connections per client address on one instance (503 beyond).
+    /// Live sockets (WebSocket upgrades) per client address on one instance (429 beyond).
+    /// Plain HTTP connections are bounded only by the global cap (docs/security.md).
     pub max_connections_per_address: usize,
     /// Take the client address from this request header (set by a trusted proxy, for example
     /// `x-forwarded-for`, whose last entry is used) instead of the TCP peer.
