@@ -8,7 +8,6 @@
 use std::{
     collections::HashMap,
     hash::Hash,
-    net::IpAddr,
     sync::{Arc, Mutex, PoisonError},
 };
 
@@ -23,8 +22,11 @@ pub struct Connections<K: Hash + Eq + Copy> {
 
 /// Live connections per space.
 pub type SpaceConnections = Connections<SpaceId>;
-/// Live connections per client address.
-pub type AddressConnections = Connections<IpAddr>;
+/// Connections per client address, keyed as [`crate::client::client_key`] counts it (IPv6 by
+/// its /64, so rotating addresses inside one's own prefix gains nothing).
+pub type AddressConnections = Connections<[u8; 32]>;
+/// A slot of [`AddressConnections`].
+pub type AddressConnectionGuard = ConnectionGuard<[u8; 32]>;
 
 /// One open live connection; dropping it frees the slot.
 #[derive(Debug)]

@@ -158,8 +158,9 @@ pub struct Limits {
     pub creations_per_address: u32,
     /// The window of [`Limits::creations_per_address`].
     pub creation_window: Duration,
-    /// Live sockets (WebSocket upgrades) per client address on one instance (429 beyond).
-    /// Plain HTTP connections are bounded only by the global cap (docs/security.md).
+    /// Open connections per client address (IPv6 by its /64) on one instance: TCP connections
+    /// beyond it are answered 503 at accept, and live sockets beyond it 429 at the upgrade.
+    /// Behind a proxy (`client_ip_header`) only live sockets are counted, by the header.
     pub max_connections_per_address: usize,
     /// Take the client address from this request header (set by a trusted proxy, for example
     /// `x-forwarded-for`, whose last entry is used) instead of the TCP peer.

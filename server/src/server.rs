@@ -32,7 +32,12 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::{
-    client::PeerAddr, routes::app, state::AppState, storage::StorageError, telemetry::Repeats,
+    caps::AddressConnectionGuard,
+    client::{PeerAddr, client_key},
+    routes::app,
+    state::AppState,
+    storage::StorageError,
+    telemetry::Repeats,
     tls::Tls,
 };
 
@@ -133,6 +138,26 @@ async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
+        // One address may hold only its share of the connections. Behind a proxy every
+        // connection comes from the proxy, so the cap is then taken per request, at the
+        // WebSocket upgrade, from the proxy's header.
+        let address = match state.config().limits.client_ip_header {
+            Some(_) => None,
+            None => match state.tcp_connections().try_acquire(&client_key(peer.ip())) {
+                Some(slot) => Some(slot),
+                None => {
+                    state.metrics().connections_refused.fetch_add(1, Relaxed);
+                    if let Ok(slot) = refusals.clone().try_acquire_owned() {
+                        let tls = tls.clone();
+                        tokio::spawn(async move {
+                            refuse(stream, tls).await;
+                            drop(slot);
+                        });
+                    }
+                    continue;
+                }
+            },
+        };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             state.metrics().connections_refused.fetch_add(1, Relaxed);
             // Answer a bounded number of refusals politely; drop the rest outright.
@@ -150,6 +175,7 @@ async fn serve(
         let counted = CountedStream {
             stream,
             _permit: permit,
+            _address: address,
             state: state.clone(),
         };
         let router = router.clone();
@@ -235,6 +261,7 @@ where
 struct CountedStream {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
+    _address: Option<AddressConnectionGuard>,
     state: AppState,
 }
 

@@ -33,6 +33,7 @@ struct Inner {
     space_connections: SpaceConnections,
     space_pushes: SpaceConnections,
     address_connections: AddressConnections,
+    tcp_connections: AddressConnections,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -58,6 +59,7 @@ impl AppState {
                 space_connections: SpaceConnections::new(limits.max_connections_per_space),
                 space_pushes: SpaceConnections::new(limits.max_inflight_pushes_per_space),
                 address_connections: AddressConnections::new(limits.max_connections_per_address),
+                tcp_connections: AddressConnections::new(limits.max_connections_per_address),
                 config,
                 storage,
                 live,
@@ -122,6 +124,11 @@ impl AppState {
     /// Per-address live connection caps.
     pub fn address_connections(&self) -> &AddressConnections {
         &self.inner.address_connections
+    }
+
+    /// Open TCP connections per client address, counted at accept (not behind a proxy).
+    pub fn tcp_connections(&self) -> &AddressConnections {
+        &self.inner.tcp_connections
     }
 
     /// Cancelled when the relay starts shutting down.

@@ -636,3 +636,44 @@ async fn slow_bodies_are_timed_out() -> anyhow::Result<()> {
     relay.assert_others_served(1).await?;
     relay.stop().await
 }
+
+/// One address holds only its share of the relay's TCP connections, whatever it sends on them
+/// (idle keep-alive connections, plain requests): the next is answered 503 at once, and a slot
+/// comes back when one of its connections closes.
+#[tokio::test]
+async fn one_address_holds_only_its_share_of_tcp_connections() -> anyhow::Result<()> {
+    let relay = Relay::start_with(|config| config.limits.max_connections_per_address = 2).await?;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(tokio::net::TcpStream::connect(relay.addr).await?);
+    }
+    let mut third = tokio::net::TcpStream::connect(relay.addr).await?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), third.read_to_end(&mut answer)).await??;
+    let (status, body) = parse_response(&answer)?;
+    assert_eq!(
+        (status, common::error_code(&body).as_str()),
+        (503, "too_many_connections")
+    );
+    // The connections it holds still serve it.
+    let first = &mut held[0];
+    first
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: relay\r\nconnection: close\r\n\r\n")
+        .await?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), first.read_to_end(&mut answer)).await??;
+    assert_eq!(parse_response(&answer)?.0, 200);
+    // That one closed: its slot is free again (once the relay has let go of it).
+    let mut status = 0;
+    for _ in 0..200 {
+        status = http(relay.addr, "GET", "/healthz", None, &[]).await?.0;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 200, "the freed slot never came back");
+    drop(held);
+    relay.stop().await?;
+    Ok(())
+}

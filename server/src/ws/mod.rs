@@ -17,7 +17,7 @@ use axum::{
 use mend_protocol::ErrorCode;
 
 use crate::{
-    client::client_ip,
+    client::{client_ip, client_key},
     error::ApiError,
     routes::{AuthorizedSpace, CursorQuery},
     state::AppState,
@@ -61,7 +61,7 @@ pub(crate) async fn upgrade(
         Some(ip) => Some(
             state
                 .address_connections()
-                .try_acquire(&ip)
+                .try_acquire(&client_key(ip))
                 .ok_or_else(|| {
                     ApiError::new(
                         ErrorCode::TooManyConnections,

@@ -27,7 +27,7 @@ use tokio_tungstenite::tungstenite;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::{
-    caps::{ConnectionGuard, SpaceConnectionGuard},
+    caps::{AddressConnectionGuard, SpaceConnectionGuard},
     error::UNAVAILABLE_LOG,
     live::LiveEvent,
     state::AppState,
@@ -86,10 +86,7 @@ enum Event {
 }
 
 /// The connection's slots under the per-space and per-address caps, freed when it ends.
-pub(crate) type Slots = (
-    SpaceConnectionGuard,
-    Option<ConnectionGuard<std::net::IpAddr>>,
-);
+pub(crate) type Slots = (SpaceConnectionGuard, Option<AddressConnectionGuard>);
 
 /// A live connection to one space.
 pub(crate) struct Session {
