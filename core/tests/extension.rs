@@ -172,3 +172,62 @@ fn an_engine_counts_what_the_other_process_pushed_meanwhile() -> Result<()> {
     ensure!(ext_engine.status().problems.is_empty());
     Ok(())
 }
+
+#[test]
+fn a_late_fresh_answer_for_a_batch_the_other_process_moved_past_is_no_rewind() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("j.db");
+    let opts = extension(LockMode::EXTENSION_WAIT);
+    let mut app = Journal::create_with(&path, "Alex", opts)?;
+    let mut ext = Journal::open_with(&path, opts)?;
+    let link = SpaceLink {
+        space: Space::Couple,
+        keys: SpaceSecret::generate()?.derive_keys(),
+    };
+    let device = *app.device().as_bytes();
+    let mut app_engine = SyncEngine::new(device, vec![link.clone()], Mode::Once, 1);
+    let mut ext_engine = SyncEngine::new(device, vec![link], Mode::Once, 2);
+    let created = Event::Response(Response::Created {
+        space: Space::Couple,
+        new: true,
+    });
+    let acked = |device_seq, relay_seq, duplicate| {
+        Event::Response(Response::Acked {
+            space: Space::Couple,
+            ack: Ack {
+                device_seq,
+                relay_seq,
+                duplicate,
+            },
+        })
+    };
+
+    // The extension pushes batch 1...
+    ext.add(share("one"))?;
+    feed(&mut ext, &mut ext_engine, Event::Start)?;
+    feed(&mut ext, &mut ext_engine, created.clone())?;
+    feed(&mut ext, &mut ext_engine, page(0, 0))?;
+    // ...and so does the app, which hears "duplicate" first, then pushes batch 2, stored next.
+    app.add(share("two"))?;
+    feed(&mut app, &mut app_engine, Event::Start)?;
+    feed(&mut app, &mut app_engine, created)?;
+    feed(&mut app, &mut app_engine, page(0, 0))?;
+    feed(&mut app, &mut app_engine, acked(1, 1, true))?;
+    feed(&mut app, &mut app_engine, acked(2, 2, false))?;
+    ensure!(app_engine.is_settled() && app_engine.status().pending == 0);
+
+    // The extension's own answer for batch 1 ("stored at 1", its push came first) lands only
+    // now: below where batch 2 went, but for an older number. Late, not a relay gone back.
+    feed(&mut ext, &mut ext_engine, acked(1, 1, false))?;
+    ensure!(
+        ext_engine.status().problems.is_empty(),
+        "{:?}",
+        ext_engine.status().problems
+    );
+    ensure!(
+        ext_engine.status().pending == 0,
+        "{:?}",
+        ext_engine.status()
+    );
+    Ok(())
+}

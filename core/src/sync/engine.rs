@@ -619,8 +619,14 @@ impl SyncEngine {
                 if phase == Phase::Pushing(ack.device_seq) {
                     // A chunk stored anew goes after everything stored before: one stored at
                     // or below where this device's last chunk went means the relay went back.
+                    // Only for a number past this device's last acknowledged one: another
+                    // engine on the same journal (live sync beside `sync_now`, an app and its
+                    // extension) may have pushed the same batch and the next meanwhile, so a
+                    // fresh answer for an older number is late, not a relay gone back.
                     let acked = self.runs[i].state.last_ack_relay;
-                    let back = !ack.duplicate && ack.relay_seq <= acked;
+                    let back = !ack.duplicate
+                        && ack.relay_seq <= acked
+                        && ack.device_seq > self.runs[i].state.acked_seq;
                     self.runs[i].state =
                         journal.acknowledge(space, ack.device_seq, ack.relay_seq)?;
                     if back {
