@@ -117,6 +117,25 @@ fn page(after: u64, head: u64) -> Event {
     })
 }
 
+/// The app's and the extension's engines for one device's couple space, and the relay's
+/// answer to their create.
+fn two_engines(app: &Journal) -> Result<(SyncEngine, SyncEngine, Event)> {
+    let link = SpaceLink {
+        space: Space::Couple,
+        keys: SpaceSecret::generate()?.derive_keys(),
+    };
+    let device = *app.device().as_bytes();
+    let created = Event::Response(Response::Created {
+        space: Space::Couple,
+        new: true,
+    });
+    Ok((
+        SyncEngine::new(device, vec![link.clone()], Mode::Once, 1),
+        SyncEngine::new(device, vec![link], Mode::Once, 2),
+        created,
+    ))
+}
+
 #[test]
 fn an_engine_counts_what_the_other_process_pushed_meanwhile() -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -125,17 +144,7 @@ fn an_engine_counts_what_the_other_process_pushed_meanwhile() -> Result<()> {
     let mut app = Journal::create_with(&path, "Alex", opts)?;
     let mut ext = Journal::open_with(&path, opts)?;
     app.add(share("to push"))?;
-    let link = SpaceLink {
-        space: Space::Couple,
-        keys: SpaceSecret::generate()?.derive_keys(),
-    };
-    let device = *app.device().as_bytes();
-    let mut app_engine = SyncEngine::new(device, vec![link.clone()], Mode::Once, 1);
-    let mut ext_engine = SyncEngine::new(device, vec![link], Mode::Once, 2);
-    let created = Event::Response(Response::Created {
-        space: Space::Couple,
-        new: true,
-    });
+    let (mut app_engine, mut ext_engine, created) = two_engines(&app)?;
 
     // The extension's round has started and pulls...
     feed(&mut ext, &mut ext_engine, Event::Start)?;
@@ -180,17 +189,7 @@ fn a_late_fresh_answer_for_a_batch_the_other_process_moved_past_is_no_rewind() -
     let opts = extension(LockMode::EXTENSION_WAIT);
     let mut app = Journal::create_with(&path, "Alex", opts)?;
     let mut ext = Journal::open_with(&path, opts)?;
-    let link = SpaceLink {
-        space: Space::Couple,
-        keys: SpaceSecret::generate()?.derive_keys(),
-    };
-    let device = *app.device().as_bytes();
-    let mut app_engine = SyncEngine::new(device, vec![link.clone()], Mode::Once, 1);
-    let mut ext_engine = SyncEngine::new(device, vec![link], Mode::Once, 2);
-    let created = Event::Response(Response::Created {
-        space: Space::Couple,
-        new: true,
-    });
+    let (mut app_engine, mut ext_engine, created) = two_engines(&app)?;
     let acked = |device_seq, relay_seq, duplicate| {
         Event::Response(Response::Acked {
             space: Space::Couple,

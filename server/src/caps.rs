@@ -13,7 +13,7 @@ use std::{
 
 use mend_protocol::SpaceId;
 
-/// Counts open live connections per key.
+/// Counts open connections per key (live sockets, or TCP connections per address).
 #[derive(Debug)]
 pub struct Connections<K: Hash + Eq + Copy> {
     max: usize,

@@ -55,6 +55,19 @@ const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 /// Answers 503 on a connection over the cap (after a TLS handshake when the relay serves TLS),
 /// then drains what the client sent so closing does not reset the connection before the answer
 /// is read.
+/// A connection over a cap: counted, and answered 503 while few refusals are pending (the rest
+/// are dropped outright, so a flood cannot make the relay spend on answering it).
+fn turn_away(stream: TcpStream, state: &AppState, refusals: &Arc<Semaphore>, tls: &Option<Tls>) {
+    state.metrics().connections_refused.fetch_add(1, Relaxed);
+    if let Ok(slot) = refusals.clone().try_acquire_owned() {
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            refuse(stream, tls).await;
+            drop(slot);
+        });
+    }
+}
+
 async fn refuse(stream: TcpStream, tls: Option<Tls>) {
     let _ = tokio::time::timeout(REFUSAL_TIMEOUT, async {
         match tls {
@@ -146,28 +159,13 @@ async fn serve(
             None => match state.tcp_connections().try_acquire(&client_key(peer.ip())) {
                 Some(slot) => Some(slot),
                 None => {
-                    state.metrics().connections_refused.fetch_add(1, Relaxed);
-                    if let Ok(slot) = refusals.clone().try_acquire_owned() {
-                        let tls = tls.clone();
-                        tokio::spawn(async move {
-                            refuse(stream, tls).await;
-                            drop(slot);
-                        });
-                    }
+                    turn_away(stream, &state, &refusals, &tls);
                     continue;
                 }
             },
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            state.metrics().connections_refused.fetch_add(1, Relaxed);
-            // Answer a bounded number of refusals politely; drop the rest outright.
-            if let Ok(slot) = refusals.clone().try_acquire_owned() {
-                let tls = tls.clone();
-                tokio::spawn(async move {
-                    refuse(stream, tls).await;
-                    drop(slot);
-                });
-            }
+            turn_away(stream, &state, &refusals, &tls);
             continue;
         };
         state.metrics().connections_total.fetch_add(1, Relaxed);
