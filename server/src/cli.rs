@@ -113,6 +113,18 @@ pub struct Args {
     /// Seconds chunks pruned by a snapshot are still kept and served before deletion.
     #[arg(long, env = "MEND_PRUNE_GRACE_SECS", default_value_t = Limits::default().prune_grace.as_secs())]
     pub prune_grace_secs: u64,
+    /// Seconds between sweeps that delete pruned chunks whose grace is over.
+    #[arg(long, env = "MEND_SWEEP_INTERVAL_SECS", default_value_t = Limits::default().sweep_interval.as_secs())]
+    pub sweep_interval_secs: u64,
+    /// Most pruned chunks one sweep batch deletes.
+    #[arg(long, env = "MEND_SWEEP_BATCH", default_value_t = Limits::default().sweep_batch)]
+    pub sweep_batch: usize,
+    /// Bytes of request bodies one space may have in flight, by declared length (503 beyond).
+    #[arg(long, env = "MEND_MAX_BODY_BYTES_PER_SPACE", default_value_t = Limits::default().max_body_bytes_per_space)]
+    pub max_body_bytes_per_space: u64,
+    /// Bytes of request bodies the relay may have in flight, by declared length (503 beyond).
+    #[arg(long, env = "MEND_MAX_BODY_BYTES", default_value_t = Limits::default().max_body_bytes)]
+    pub max_body_bytes: u64,
     /// Payload bytes in a pulled page.
     #[arg(long, env = "MEND_MAX_PAGE_BYTES", default_value_t = Limits::default().max_page_bytes)]
     pub max_page_bytes: usize,
@@ -188,6 +200,10 @@ impl Args {
             max_inflight_pushes_per_space: self.max_inflight_pushes_per_space,
             max_inflight_pushes: self.max_inflight_pushes,
             prune_grace: Duration::from_secs(self.prune_grace_secs),
+            sweep_interval: Duration::from_secs(self.sweep_interval_secs),
+            sweep_batch: self.sweep_batch,
+            max_body_bytes_per_space: self.max_body_bytes_per_space,
+            max_body_bytes: self.max_body_bytes,
             default_page_chunks: Limits::default().default_page_chunks,
             max_page_bytes: self.max_page_bytes,
             creations_per_address: self.creations_per_address,
@@ -277,5 +293,35 @@ mod tests {
         assert!(matches!(pin.command, Some(Command::Pin { .. })));
         let bad = Args::parse_from(["mend-relay", "--max-ws-message-bytes", "10"]);
         assert!(bad.config().validate().is_err());
+        let budgets = Args::parse_from([
+            "mend-relay",
+            "--max-body-bytes-per-space",
+            "40000000",
+            "--max-body-bytes",
+            "90000000",
+            "--sweep-interval-secs",
+            "30",
+            "--sweep-batch",
+            "50",
+        ])
+        .config();
+        assert!(budgets.validate().is_ok());
+        assert_eq!(
+            (
+                budgets.limits.max_body_bytes_per_space,
+                budgets.limits.max_body_bytes,
+                budgets.limits.sweep_interval,
+                budgets.limits.sweep_batch
+            ),
+            (40_000_000, 90_000_000, Duration::from_secs(30), 50)
+        );
+        for small in [
+            ["--max-body-bytes-per-space", "1000"],
+            ["--max-body-bytes", "1000"],
+            ["--sweep-interval-secs", "0"],
+        ] {
+            let parsed = Args::parse_from(["mend-relay", small[0], small[1]]);
+            assert!(parsed.config().validate().is_err(), "{small:?}");
+        }
     }
 }

@@ -59,6 +59,16 @@ impl Config {
                 l.max_ws_message_bytes, l.max_chunk_bytes
             )));
         }
+        let largest_body = (l.max_chunk_bytes + MAX_PUSH_OVERHEAD)
+            .max(l.max_snapshot_bytes.saturating_add(SNAPSHOT_OVERHEAD))
+            as u64;
+        if l.max_body_bytes_per_space < largest_body || l.max_body_bytes < largest_body {
+            return Err(ConfigError(format!(
+                "body byte budgets ({} per space, {} in all) must hold the largest body \
+                 ({largest_body})",
+                l.max_body_bytes_per_space, l.max_body_bytes
+            )));
+        }
         let positive = [
             ("max chunk bytes", l.max_chunk_bytes as u64),
             ("max connections", l.max_connections as u64),
@@ -68,6 +78,8 @@ impl Config {
             ),
             ("max in-flight pushes", l.max_inflight_pushes as u64),
             ("max queued writes", l.max_queued_writes as u64),
+            ("sweep batch", l.sweep_batch as u64),
+            ("sweep interval", l.sweep_interval.as_millis() as u64),
             (
                 "max in-flight pushes per space",
                 l.max_inflight_pushes_per_space as u64,
@@ -99,9 +111,18 @@ impl Config {
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(String);
 
+/// Largest bytes a snapshot frame adds around its payload (version, kind, two varints).
+pub const SNAPSHOT_OVERHEAD: usize = 2 + 10 + 10;
+
 /// Default of [`Limits::max_total_bytes`]: 16 GiB, half of a small 32 GB server disk, so pruned
 /// chunks in their grace, indexes, the WAL and the OS fit beside the counted bytes.
 pub const DEFAULT_MAX_TOTAL_BYTES: u64 = 16 << 30;
+
+/// Default of [`Limits::max_body_bytes_per_space`]: two snapshots of the default limit, so a
+/// space's devices can upload at once while it pushes chunks.
+pub const DEFAULT_MAX_BODY_BYTES_PER_SPACE: u64 = 2 * (DEFAULT_MAX_SNAPSHOT_BYTES as u64 + 1024);
+/// Default of [`Limits::max_body_bytes`]: 512 MiB of bodies being read across the relay.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 512 << 20;
 
 /// What one client, one space and the whole relay may use.
 #[derive(Debug, Clone)]
@@ -146,9 +167,21 @@ pub struct Limits {
     /// reading from that socket until acknowledgements go out.
     pub max_inflight_pushes: usize,
     /// How long chunks a snapshot pruned are kept (and still served) before their payloads
-    /// are deleted, so a bad snapshot cannot destroy the only copy of a chunk. They no longer
-    /// count against the space's quota meanwhile.
+    /// are deleted, so a bad snapshot cannot destroy the only copy of a chunk. They still
+    /// count against the space's quota and the relay's byte limit meanwhile: they are on disk.
     pub prune_grace: Duration,
+    /// How often the relay deletes pruned chunks whose grace is over, in every space.
+    pub sweep_interval: Duration,
+    /// Most chunks one sweep deletes in one transaction (a tick runs a few such batches
+    /// while they come back full).
+    pub sweep_batch: usize,
+    /// Bytes of request bodies one space may have being read or held at once, reserved from
+    /// each body's declared length (or its size limit when it declares none) before reading it;
+    /// beyond it a request is answered `503` with `Retry-After`.
+    pub max_body_bytes_per_space: u64,
+    /// Bytes of request bodies the whole relay may have being read or held at once, reserved
+    /// like [`Limits::max_body_bytes_per_space`].
+    pub max_body_bytes: u64,
     /// Chunks in a page when a pull names no limit.
     pub default_page_chunks: usize,
     /// Payload bytes in a page (one larger chunk is still sent alone).
@@ -187,6 +220,10 @@ impl Default for Limits {
             max_inflight_pushes_per_space: 256,
             max_inflight_pushes: 64,
             prune_grace: Duration::from_secs(3 * 24 * 3600),
+            sweep_interval: Duration::from_secs(10),
+            sweep_batch: 1000,
+            max_body_bytes_per_space: DEFAULT_MAX_BODY_BYTES_PER_SPACE,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             default_page_chunks: mend_protocol::DEFAULT_PAGE_LIMIT,
             max_page_bytes: DEFAULT_MAX_PAGE_BYTES,
             creations_per_address: 100,

@@ -11,10 +11,12 @@
 //! - [`storage`] is the backend trait, its SQLite (default, group commit) and PostgreSQL
 //!   (several instances, LISTEN/NOTIFY) implementations, and the conformance suite every
 //!   backend must pass; [`live`] is fan-out between storage and live sockets.
-//! - [`config`], [`cli`], [`metrics`], [`rate`], [`caps`], [`client`], [`auth`], [`error`]
-//!   hold one concern each.
+//! - [`sweeper`] deletes pruned chunks once their grace is over, on a timer.
+//! - [`config`], [`cli`], [`metrics`], [`rate`], [`caps`], [`budget`], [`client`], [`auth`],
+//!   [`error`] hold one concern each.
 
 pub mod auth;
+pub mod budget;
 pub mod caps;
 pub mod cli;
 pub mod client;
@@ -27,6 +29,7 @@ pub mod routes;
 pub mod server;
 pub mod state;
 pub mod storage;
+pub mod sweeper;
 pub mod telemetry;
 pub mod tls;
 mod ws;

@@ -74,6 +74,10 @@ pub struct Metrics {
     pub chunks_sent: AtomicU64,
     /// Payload bytes of chunks sent to devices.
     pub chunk_bytes_sent: AtomicU64,
+    /// Pruned chunks the sweep deleted.
+    pub swept_chunks: AtomicU64,
+    /// Payload bytes the sweep deleted.
+    pub swept_bytes: AtomicU64,
     errors: [AtomicU64; ErrorCode::KNOWN.len()],
     /// Time from receiving a push to its acknowledgement being ready (after commit).
     pub ack_latency: Histogram,
@@ -96,6 +100,12 @@ impl Metrics {
             self.push_bytes.fetch_add(bytes as u64, Relaxed);
         }
         self.ack_latency.observe(latency);
+    }
+
+    /// Counts what one sweep deleted.
+    pub fn swept(&self, swept: crate::storage::Swept) {
+        self.swept_chunks.fetch_add(swept.chunks, Relaxed);
+        self.swept_bytes.fetch_add(swept.bytes, Relaxed);
     }
 
     /// Counts chunks sent to a device.
@@ -167,6 +177,18 @@ impl Metrics {
             "mend_chunk_bytes_sent_total",
             "Payload bytes of chunks sent to devices.",
             self.chunk_bytes_sent.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "mend_swept_chunks_total",
+            "Pruned chunks deleted after their grace.",
+            self.swept_chunks.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "mend_swept_bytes_total",
+            "Payload bytes of pruned chunks deleted after their grace.",
+            self.swept_bytes.load(Relaxed),
         );
         let _ = writeln!(
             out,

@@ -129,6 +129,9 @@ async fn serve(
             None => tracing::info!(%addr, "listening"),
         }
     }
+    // Pruned chunks past their grace are deleted on a timer; the shutdown waits for the sweep
+    // in hand before storage closes.
+    state.tasks().spawn(crate::sweeper::run(state.clone()));
     let mut accept_failures = Repeats::new(Duration::from_secs(10));
     tokio::pin!(shutdown);
     loop {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
+    budget::BodyBudget,
     caps::{AddressConnections, SpaceConnections},
     config::Config,
     live::{LiveFeed, LocalHub},
@@ -34,6 +35,7 @@ struct Inner {
     space_pushes: SpaceConnections,
     address_connections: AddressConnections,
     tcp_connections: AddressConnections,
+    body_budget: BodyBudget,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -60,6 +62,10 @@ impl AppState {
                 space_pushes: SpaceConnections::new(limits.max_inflight_pushes_per_space),
                 address_connections: AddressConnections::new(limits.max_connections_per_address),
                 tcp_connections: AddressConnections::new(limits.max_connections_per_address),
+                body_budget: BodyBudget::new(
+                    limits.max_body_bytes_per_space,
+                    limits.max_body_bytes,
+                ),
                 config,
                 storage,
                 live,
@@ -129,6 +135,11 @@ impl AppState {
     /// Open TCP connections per client address, counted at accept (not behind a proxy).
     pub fn tcp_connections(&self) -> &AddressConnections {
         &self.inner.tcp_connections
+    }
+
+    /// Bytes of request bodies being read or held, per space and in all.
+    pub fn body_budget(&self) -> &BodyBudget {
+        &self.inner.body_budget
     }
 
     /// Cancelled when the relay starts shutting down.

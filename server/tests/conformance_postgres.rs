@@ -297,6 +297,7 @@ async fn the_total_of_an_older_database_starts_from_its_spaces() {
     execute_on(
         &db,
         "DROP TABLE relay_usage;
+         DROP INDEX chunks_held;
          DROP FUNCTION mend_push(bytea[], bytea[], bigint[], bytea[], bigint[], bigint);
          UPDATE mend_schema SET version = 3;",
     )

@@ -8,7 +8,9 @@ mod common;
 use std::time::Duration;
 
 use common::{Relay, Ws, device, http, parse_response, push, space, token, upgrade_status};
-use mend_protocol::{ErrorCode, PROTOCOL_VERSION, Snapshot, UpToDate, close_code, paths};
+use mend_protocol::{
+    ErrorCode, MAX_PUSH_OVERHEAD, PROTOCOL_VERSION, Snapshot, SpaceId, UpToDate, close_code, paths,
+};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -633,6 +635,179 @@ async fn slow_bodies_are_timed_out() -> anyhow::Result<()> {
             "{method} {path}"
         );
     }
+    relay.assert_others_served(1).await?;
+    relay.stop().await
+}
+
+/// A push that declares `declared` bytes and sends ten of them, then stalls.
+async fn slow_push(
+    relay: &Relay,
+    space: &SpaceId,
+    token: &str,
+    declared: u64,
+) -> anyhow::Result<TcpStream> {
+    let mut stream = TcpStream::connect(relay.addr).await?;
+    let path = paths::chunks(space);
+    stream
+        .write_all(
+            format!(
+                "POST {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n\
+                 content-length: {declared}\r\n\r\n0123456789"
+            )
+            .as_bytes(),
+        )
+        .await?;
+    Ok(stream)
+}
+
+/// Reads one answer (head and the body its content-length declares) without waiting for the
+/// connection to close; returns the status, the head and the body.
+async fn read_answer(stream: &mut TcpStream) -> anyhow::Result<(u16, String, Vec<u8>)> {
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&answer[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .and_then(|value| value.trim().parse().ok())
+                .unwrap_or(0);
+            if answer.len() >= end + 4 + length {
+                let (status, body) = parse_response(&answer)?;
+                return Ok((status, head, body));
+            }
+        }
+        let n = tokio::time::timeout(common::WAIT, stream.read(&mut buf)).await??;
+        anyhow::ensure!(n > 0, "connection closed before a whole answer");
+        answer.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Waits (boundedly) until the relay's count of reserved body bytes is `expected`.
+async fn reserved_reaches(relay: &Relay, expected: u64) -> anyhow::Result<()> {
+    let budget = relay.state.body_budget();
+    for _ in 0..500 {
+        if budget.reserved() == expected {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    anyhow::bail!(
+        "reserved body bytes {} never reached {expected}",
+        budget.reserved()
+    )
+}
+
+/// Many slow pushes on one token, each declaring a whole chunk and sending ten bytes of it:
+/// the space holds only its body budget (the next is answered `503 unavailable` with
+/// `Retry-After` before a byte of it is read), a second slow space takes what is left of the
+/// relay's budget and no more, the relay's own count of buffered bytes never passes the
+/// budget, and a well-behaved client on another space pushes meanwhile. Closing the slow
+/// connections gives every byte back and the space pushes again.
+#[tokio::test]
+async fn slow_bodies_hold_only_their_byte_budget() -> anyhow::Result<()> {
+    const BODY: u64 = (4096 + MAX_PUSH_OVERHEAD) as u64;
+    const SPACE_SHARE: u64 = 5 * BODY;
+    const RELAY_SHARE: u64 = 8 * BODY + 1000;
+    let relay = Relay::start_with(|config| {
+        config.limits.max_body_bytes_per_space = SPACE_SHARE;
+        config.limits.max_body_bytes = RELAY_SHARE;
+        // The slow bodies must outlive the story, not be timed out halfway through it.
+        config.limits.body_timeout = Duration::from_secs(120);
+    })
+    .await?;
+    let (hog, hog_token) = (space(1), token(1));
+    let (second, second_token) = (space(2), token(2));
+    relay.create(&hog, &hog_token).await?;
+    relay.create(&second, &second_token).await?;
+    let mut held = Vec::new();
+    for (space, tok, accepted) in [(&hog, &hog_token, 5u64), (&second, &second_token, 3)] {
+        for _ in 0..accepted {
+            held.push(slow_push(&relay, space, tok, BODY).await?);
+            reserved_reaches(&relay, held.len() as u64 * BODY).await?;
+        }
+        // One more: refused at once, from its declared length alone.
+        let mut refused = slow_push(&relay, space, tok, BODY).await?;
+        let (status, head, body) = read_answer(&mut refused).await?;
+        assert_eq!(
+            (status, common::error_code(&body).as_str()),
+            (503, ErrorCode::Unavailable.name()),
+            "{head}"
+        );
+        assert!(head.contains("retry-after: 1"), "{head}");
+    }
+    let budget = relay.state.body_budget();
+    assert_eq!(budget.reserved(), 8 * BODY);
+    assert!(budget.peak() <= RELAY_SHARE, "peak {}", budget.peak());
+    let (status, metrics) = http(relay.addr, "GET", paths::METRICS, None, &[]).await?;
+    assert_eq!(status, 200);
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics.contains(&format!("mend_body_bytes_reserved {}\n", 8 * BODY)),
+        "{metrics}"
+    );
+    // Meanwhile a well-behaved device on its own space pushes and syncs.
+    relay.assert_others_served(1).await?;
+    // The slow connections go; their bytes come back, and the space pushes again.
+    drop(held);
+    reserved_reaches(&relay, 0).await?;
+    let ack = relay
+        .push_http(&hog, &hog_token, &push(device(1), 1, b"after"))
+        .await?;
+    assert_eq!(ack.relay_seq, 1);
+    assert!(budget.peak() <= RELAY_SHARE, "peak {}", budget.peak());
+    relay.stop().await
+}
+
+/// Pruned chunks are deleted by the periodic sweep once their grace is over, in a space that
+/// never uploads another snapshot, and both byte counters give their bytes back.
+#[tokio::test]
+async fn the_periodic_sweep_deletes_expired_pruned_chunks() -> anyhow::Result<()> {
+    let relay = Relay::start_with(|config| {
+        config.limits.prune_grace = Duration::from_secs(1);
+        config.limits.sweep_interval = Duration::from_millis(100);
+    })
+    .await?;
+    let (s, t) = (space(1), token(1));
+    relay.create(&s, &t).await?;
+    for seq in 1..=3 {
+        relay
+            .push_http(&s, &t, &push(device(1), seq, &[seq as u8; 1000]))
+            .await?;
+    }
+    let snapshot = Snapshot {
+        covers: 3,
+        payload: vec![0; 10],
+    };
+    let (status, _) = http(
+        relay.addr,
+        "PUT",
+        &paths::snapshot(&s),
+        Some(&t),
+        &snapshot.to_bytes(),
+    )
+    .await?;
+    assert_eq!(status, 204);
+    // Nothing else happens in the space: the sweep alone brings the total down.
+    let storage = relay.state.storage();
+    let mut total = storage.total_bytes().await?;
+    for _ in 0..500 {
+        if total == 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        total = storage.total_bytes().await?;
+    }
+    assert_eq!(total, 10, "the pruned chunks were never swept");
+    let (status, metrics) = http(relay.addr, "GET", paths::METRICS, None, &[]).await?;
+    assert_eq!(status, 200);
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(metrics.contains("mend_swept_chunks_total 3\n"), "{metrics}");
+    assert!(
+        metrics.contains("mend_swept_bytes_total 3000\n"),
+        "{metrics}"
+    );
     relay.assert_others_served(1).await?;
     relay.stop().await
 }

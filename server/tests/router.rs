@@ -12,11 +12,12 @@ use axum::{
 };
 use common::{device, error_code, push, space, test_config, token};
 use mend_protocol::{Ack, Limits, PROTOCOL_VERSION, Page, Push, Snapshot, SpaceId, paths};
-use mend_relay::{AppState, app};
+use mend_relay::{AppState, app, storage::Swept};
 use tower::ServiceExt;
 
 struct Api {
     router: Router,
+    state: AppState,
     _dir: tempfile::TempDir,
 }
 
@@ -31,7 +32,8 @@ impl Api {
         adjust(&mut config);
         let state = AppState::open_sqlite(config)?;
         Ok(Api {
-            router: app(state),
+            router: app(state.clone()),
+            state,
             _dir: dir,
         })
     }
@@ -43,9 +45,26 @@ impl Api {
         token: Option<&str>,
         body: Vec<u8>,
     ) -> anyhow::Result<(StatusCode, Vec<u8>)> {
+        let (status, _, body) = self.call_declaring(method, uri, token, None, body).await?;
+        Ok((status, body))
+    }
+
+    /// A request whose `content-length` is `declared` when given (whatever the body is), and
+    /// the answer's headers.
+    async fn call_declaring(
+        &self,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+        declared: Option<u64>,
+        body: Vec<u8>,
+    ) -> anyhow::Result<(StatusCode, header::HeaderMap, Vec<u8>)> {
         let mut request = Request::builder().method(method).uri(uri);
         if let Some(token) = token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if let Some(declared) = declared {
+            request = request.header(header::CONTENT_LENGTH, declared);
         }
         let response = self
             .router
@@ -53,8 +72,9 @@ impl Api {
             .oneshot(request.body(Body::from(body))?)
             .await?;
         let status = response.status();
+        let headers = response.headers().clone();
         let body = to_bytes(response.into_body(), usize::MAX).await?;
-        Ok((status, body.to_vec()))
+        Ok((status, headers, body.to_vec()))
     }
 
     async fn create(&self, space: &SpaceId, token: &str) -> anyhow::Result<StatusCode> {
@@ -286,7 +306,10 @@ async fn push_pull_and_replay() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn bad_frames_are_refused_precisely() -> anyhow::Result<()> {
-    let api = Api::new()?;
+    let api = Api::with(|config| {
+        config.limits.max_body_bytes_per_space = 20_000;
+        config.limits.max_body_bytes = 30_000;
+    })?;
     let (s, t) = (space(1), token(1));
     api.create(&s, &t).await?;
     let uri = paths::chunks(&s);
@@ -348,6 +371,101 @@ async fn bad_frames_are_refused_precisely() -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
         api.others_served(round as u64 + 1).await?;
+    }
+    // The body limits, refused from the declared length before a byte is read: over the size
+    // limit 413; over the space's or the relay's body budget (held here as bodies in flight
+    // would hold it) 503 with a retry hint. Every case is followed by a well-behaved client.
+    let snapshot_uri = paths::snapshot(&s);
+    let budget = api.state.body_budget();
+    let limits = &api.state.config().limits;
+    let space_share = limits.max_body_bytes_per_space;
+    let relay_share = limits.max_body_bytes;
+    let chunk_frame = push(device(1), 1, b"payload").to_bytes();
+    let (others, more) = (space(150), space(151));
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        Option<u64>,
+        Vec<(SpaceId, u64)>,
+        StatusCode,
+        &'a str,
+    );
+    let budget_cases: Vec<Case<'_>> = vec![
+        (
+            "push declaring past the chunk limit",
+            "POST",
+            &uri,
+            Some(1 << 20),
+            vec![],
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "chunk_too_large",
+        ),
+        (
+            "snapshot declaring past the snapshot limit",
+            "PUT",
+            &snapshot_uri,
+            Some(1 << 20),
+            vec![],
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "snapshot_too_large",
+        ),
+        (
+            "push past the space's body budget",
+            "POST",
+            &uri,
+            None,
+            vec![(s, space_share - 10)],
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+        ),
+        (
+            "snapshot past the space's body budget",
+            "PUT",
+            &snapshot_uri,
+            None,
+            vec![(s, space_share - 10)],
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+        ),
+        (
+            "push past the relay's body budget",
+            "POST",
+            &uri,
+            None,
+            vec![
+                (others, space_share),
+                (more, relay_share - space_share - 10),
+            ],
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+        ),
+    ];
+    for (round, (name, method, path, declared, held, status, code)) in
+        budget_cases.into_iter().enumerate()
+    {
+        let holding = held
+            .into_iter()
+            .map(|(space, bytes)| budget.try_reserve(space, bytes))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|over| anyhow::anyhow!("{name}: holding the budget: {over:?}"))?;
+        let (got, headers, body) = api
+            .call_declaring(method, path, Some(&t), declared, chunk_frame.clone())
+            .await?;
+        assert_eq!(
+            (got, error_code(&body).as_str()),
+            (status, code),
+            "{name}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(
+            headers.contains_key(header::RETRY_AFTER),
+            status == StatusCode::SERVICE_UNAVAILABLE,
+            "{name}: a retry hint with 503 only"
+        );
+        drop(holding);
+        assert_eq!(budget.reserved(), 0, "{name}: every reservation given back");
+        api.others_served(round as u64 + 100).await?;
     }
     // Nothing of it was stored; the space still works.
     assert_eq!(api.pull(&s, &t, 0).await?.head, 0);
@@ -723,6 +841,89 @@ async fn relay_full_refuses_only_new_bytes_with_507() -> anyhow::Result<()> {
     api.push(&good, &good_token, &push(device(200), 2, b"more"))
         .await?;
     Ok(())
+}
+
+/// A client repeating "push, then a garbage snapshot that prunes it": pruned chunks stay on
+/// disk for the grace, so they keep counting, and the relay is full at exactly its configured
+/// bytes (`507 relay_full`) instead of filling the disk. A sweep within the grace frees nothing;
+/// once the grace is over the sweep deletes them and the space pushes again.
+#[tokio::test]
+async fn pushing_and_pruning_in_a_loop_fills_the_relay_only_to_its_limit() -> anyhow::Result<()> {
+    let api = Api::with(|config| {
+        config.limits.max_total_bytes = 10_000;
+        config.limits.prune_grace = std::time::Duration::from_secs(3600);
+    })?;
+    let (s, t) = (space(1), token(1));
+    api.create(&s, &t).await?;
+    let garbage = |covers: u64| Snapshot {
+        covers,
+        payload: vec![0xee; 10],
+    };
+    let mut seq = 0;
+    let mut refused_at = None;
+    for round in 1..=10u64 {
+        seq += 1;
+        let frame = push(device(1), seq, &[round as u8; 3000]).to_bytes();
+        let (status, body) = api
+            .call("POST", &paths::chunks(&s), Some(&t), frame)
+            .await?;
+        if status != StatusCode::OK {
+            assert_eq!(
+                (status, error_code(&body).as_str()),
+                (StatusCode::INSUFFICIENT_STORAGE, "relay_full"),
+                "round {round}"
+            );
+            refused_at = Some(round);
+            break;
+        }
+        let ack = Ack::decode(&body, &Limits::DEFAULT)?;
+        let (status, body) = api
+            .call(
+                "PUT",
+                &paths::snapshot(&s),
+                Some(&t),
+                garbage(ack.relay_seq).to_bytes(),
+            )
+            .await?;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{}", error_code(&body));
+    }
+    // Three rounds held 3 × 3000 chunk bytes and a 10-byte snapshot; the fourth did not fit.
+    assert_eq!(refused_at, Some(4));
+    assert_eq!(api.state.storage().total_bytes().await?, 9010);
+    // What is left fits to the byte, and not one byte more.
+    api.push(&s, &t, &push(device(1), seq, &[4; 990])).await?;
+    assert_eq!(api.state.storage().total_bytes().await?, 10_000);
+    api.refused(
+        "POST",
+        &paths::chunks(&s),
+        Some(&t),
+        push(device(1), seq + 1, &[5; 1]).to_bytes(),
+        StatusCode::INSUFFICIENT_STORAGE,
+        "relay_full",
+    )
+    .await?;
+    // The periodic sweep within the grace deletes nothing.
+    assert_eq!(
+        mend_relay::sweeper::sweep_once(&api.state).await?,
+        Swept::default()
+    );
+    // Once the grace is over (a sweep with none left), the pruned chunks go and free their bytes.
+    let swept = api
+        .state
+        .storage()
+        .sweep_pruned(std::time::Duration::ZERO, 1000)
+        .await?;
+    assert_eq!(
+        swept,
+        Swept {
+            chunks: 3,
+            bytes: 9000
+        }
+    );
+    assert_eq!(api.state.storage().total_bytes().await?, 1000);
+    api.push(&s, &t, &push(device(1), seq + 1, &[5; 3000]))
+        .await?;
+    api.others_served(1).await
 }
 
 #[tokio::test]

@@ -20,7 +20,8 @@ use mend_relay::{
     live::LocalHub,
     run,
     storage::{
-        Created, PullRequest, Pushed, Storage, StorageFuture, TokenHash, sqlite::SqliteStorage,
+        Created, PullRequest, Pushed, Storage, StorageFuture, Swept, TokenHash,
+        sqlite::SqliteStorage,
     },
 };
 use tokio::{net::TcpListener, sync::Semaphore};
@@ -62,6 +63,9 @@ impl Storage for Gate {
         grace: Duration,
     ) -> StorageFuture<()> {
         self.inner.put_snapshot(space, snapshot, quota, grace)
+    }
+    fn sweep_pruned(&self, grace: Duration, max_chunks: usize) -> StorageFuture<Swept> {
+        self.inner.sweep_pruned(grace, max_chunks)
     }
     fn set_total_quota(&self, bytes: u64) {
         self.inner.set_total_quota(bytes);

@@ -16,12 +16,21 @@ pub(super) async fn push(
     body: Body,
 ) -> Result<Response, ApiError> {
     let limits = &state.config().limits;
-    let body = read_body(
+    // The in-flight slot first: a space at its cap costs the relay no body buffer.
+    let Some(_slot) = state.space_pushes().try_acquire(&space) else {
+        return Err(ApiError::new(
+            ErrorCode::RateLimited,
+            "too many pushes in flight for this space",
+        )
+        .retry_after(Duration::from_millis(100)));
+    };
+    let (body, _reservation) = read_body(
+        &state,
+        space,
         &headers,
         body,
         limits.max_chunk_bytes + MAX_PUSH_OVERHEAD,
         ErrorCode::ChunkTooLarge,
-        limits,
     )
     .await?;
     let decode_limits = Limits {
@@ -30,13 +39,6 @@ pub(super) async fn push(
     };
     let push = Push::decode(&body, &decode_limits)
         .map_err(|e| ApiError::from_decode(e, ErrorCode::ChunkTooLarge))?;
-    let Some(_slot) = state.space_pushes().try_acquire(&space) else {
-        return Err(ApiError::new(
-            ErrorCode::RateLimited,
-            "too many pushes in flight for this space",
-        )
-        .retry_after(Duration::from_millis(100)));
-    };
     let (device_seq, bytes) = (push.device_seq, push.payload.len());
     let started = Instant::now();
     let pushed = state

@@ -50,6 +50,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Result<&'static str
 /// Prometheus text exposition: the relay's figures, then the storage backend's.
 pub(super) async fn metrics(State(state): State<AppState>) -> Response {
     let mut text = state.metrics().render();
+    state.body_budget().render(&mut text);
     state.storage().render_metrics(&mut text);
     let mut response = text.into_response();
     response.headers_mut().insert(

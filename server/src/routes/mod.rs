@@ -1,8 +1,9 @@
 //! The HTTP interface: [`app`] builds the router, one file per resource.
 //!
-//! Every space route authenticates first, then applies the space's rate limit, then reads the
-//! body with an explicit size limit, so an unauthenticated or oversized request costs the relay
-//! as little as possible and never touches another space.
+//! Every space route authenticates first, then applies the space's rate limit, then reserves the
+//! body's declared length from the body budgets and reads it with an explicit size limit, so an
+//! unauthenticated, oversized or slow request costs the relay as little as possible and never
+//! touches another space.
 
 mod chunks;
 mod extract;
@@ -22,12 +23,18 @@ use axum::{
     routing::{get, post, put},
 };
 use mend_protocol::{
-    ErrorCode,
+    ErrorCode, SpaceId,
     paths::{self, SPACE_ID_PARAM},
 };
 
 pub(crate) use self::extract::{AuthorizedSpace, CursorQuery, SpaceParam};
-use crate::{config::Limits, error::ApiError, state::AppState, ws};
+use crate::{
+    budget::{BodyReservation, OverBudget},
+    config::Limits,
+    error::ApiError,
+    state::AppState,
+    ws,
+};
 
 /// The relay's router. Routes are the paths devices build (`mend_protocol::paths`).
 pub fn app(state: AppState) -> Router {
@@ -76,17 +83,25 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     response
 }
 
-/// Reads a body of at most `limit` bytes; larger ones are refused with `too_large` (413). A body
-/// that does not arrive within the body timeout plus its expected length at the slowest rate
-/// the relay waits for ([`crate::config::Limits::min_body_rate`]) is answered 408 and its
-/// connection closed, so slow bodies cannot hold connections and buffers.
+/// How long a client refused for the body budget should wait: bodies in flight are answered
+/// within their deadlines, usually far sooner.
+pub(crate) const BODY_BUDGET_RETRY: Duration = Duration::from_secs(1);
+
+/// Reads a body of at most `limit` bytes for `space`; larger ones are refused with `too_large`
+/// (413). Before a byte is read the body reserves its declared length (`limit` if it declares
+/// none) from the space's and the relay's body budgets ([`crate::budget::BodyBudget`]); a body
+/// that does not fit is answered 503 `unavailable` with `Retry-After`. The reservation is
+/// returned with the bytes and must be held until the request is answered. A body that does
+/// not arrive by [`body_deadline`] is answered 408 and its connection closed, so slow bodies
+/// cannot hold connections and buffers.
 pub(crate) async fn read_body(
+    state: &AppState,
+    space: SpaceId,
     headers: &HeaderMap,
     body: Body,
     limit: usize,
     too_large: ErrorCode,
-    limits: &Limits,
-) -> Result<Bytes, ApiError> {
+) -> Result<(Bytes, BodyReservation), ApiError> {
     let refuse = || ApiError::new(too_large, format!("request body exceeds {limit} bytes"));
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -95,16 +110,39 @@ pub(crate) async fn read_body(
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(refuse());
     }
-    let expected = declared.unwrap_or(limit as u64);
-    let deadline = limits.body_timeout.saturating_add(Duration::from_millis(
-        expected.saturating_mul(1000) / limits.min_body_rate.max(1),
-    ));
+    let reserving = declared.unwrap_or(limit as u64);
+    let reservation = state
+        .body_budget()
+        .try_reserve(space, reserving)
+        .map_err(|over| {
+            let whose = match over {
+                OverBudget::Space => "this space",
+                OverBudget::Relay => "the relay",
+            };
+            ApiError::new(
+                ErrorCode::Unavailable,
+                format!("too many request bodies in flight for {whose}; retry later"),
+            )
+            .retry_after(BODY_BUDGET_RETRY)
+        })?;
+    let deadline = body_deadline(declared, limit, &state.config().limits);
     // Past the declared length check, the only way to fail is a body longer than it claimed
     // (or a broken connection, where the answer is never read).
     match tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await {
-        Ok(read) => read.map_err(|_| refuse()),
+        Ok(read) => read.map(|bytes| (bytes, reservation)).map_err(|_| refuse()),
         Err(_) => Err(ApiError::body_timeout()),
     }
+}
+
+/// How long a body may take: the body timeout plus its declared length (its size limit when it
+/// declares none) at the slowest rate the relay waits for
+/// ([`crate::config::Limits::min_body_rate`]). It grows with the body but never past what the
+/// largest allowed body gets.
+pub(crate) fn body_deadline(declared: Option<u64>, limit: usize, limits: &Limits) -> Duration {
+    let expected = declared.unwrap_or(limit as u64).min(limit as u64);
+    limits.body_timeout.saturating_add(Duration::from_millis(
+        expected.saturating_mul(1000) / limits.min_body_rate.max(1),
+    ))
 }
 
 /// A binary frame as a response body.
@@ -115,4 +153,28 @@ pub(crate) fn frame(bytes: Vec<u8>) -> Response {
         HeaderValue::from_static(paths::FRAME_CONTENT_TYPE),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body's deadline grows with its declared length, and one that declares nothing, or more
+    /// than the limit, gets no more than the largest allowed body.
+    #[test]
+    fn body_deadlines_scale_with_size_and_are_bounded() {
+        let limits = Limits {
+            body_timeout: Duration::from_secs(10),
+            min_body_rate: 64 * 1024,
+            ..Limits::default()
+        };
+        let limit = 16 << 20;
+        let small = body_deadline(Some(1024), limit, &limits);
+        let large = body_deadline(Some(8 << 20), limit, &limits);
+        let ceiling = body_deadline(Some(limit as u64), limit, &limits);
+        assert!(small < large && large < ceiling);
+        assert_eq!(ceiling, Duration::from_secs(10 + 256));
+        assert_eq!(body_deadline(None, limit, &limits), ceiling);
+        assert_eq!(body_deadline(Some(u64::MAX), limit, &limits), ceiling);
+    }
 }

@@ -9,10 +9,7 @@ use axum::{
 use mend_protocol::{ErrorCode, Limits, Snapshot};
 
 use super::{AuthorizedSpace, frame, read_body};
-use crate::{error::ApiError, state::AppState};
-
-/// Largest bytes a snapshot frame adds around its payload (version, kind, two varints).
-const SNAPSHOT_OVERHEAD: usize = 2 + 10 + 10;
+use crate::{config::SNAPSHOT_OVERHEAD, error::ApiError, state::AppState};
 
 /// Stores the snapshot (if it covers at least the stored one) and prunes what it covers.
 pub(super) async fn put(
@@ -22,12 +19,13 @@ pub(super) async fn put(
     body: Body,
 ) -> Result<StatusCode, ApiError> {
     let limits = &state.config().limits;
-    let body = read_body(
+    let (body, _reservation) = read_body(
+        &state,
+        space,
         &headers,
         body,
         limits.max_snapshot_bytes + SNAPSHOT_OVERHEAD,
         ErrorCode::SnapshotTooLarge,
-        limits,
     )
     .await?;
     let decode_limits = Limits {

@@ -11,7 +11,7 @@ use std::{sync::Arc, time::Duration};
 use mend_protocol::{Page, Push, Snapshot, SpaceId};
 use tokio::sync::Semaphore;
 
-use super::{Created, PullRequest, Pushed, Storage, StorageError, StorageFuture, TokenHash};
+use super::{Created, PullRequest, Pushed, Storage, StorageError, StorageFuture, Swept, TokenHash};
 
 /// A backend whose queued writes are capped.
 pub struct BoundedWrites {
@@ -79,6 +79,11 @@ impl Storage for BoundedWrites {
         grace: Duration,
     ) -> StorageFuture<()> {
         self.write(|inner| inner.put_snapshot(space, snapshot, quota, grace))
+    }
+
+    fn sweep_pruned(&self, grace: Duration, max_chunks: usize) -> StorageFuture<Swept> {
+        // Sweeping gives bytes back, and its work is bounded per call: never refused for load.
+        self.inner.sweep_pruned(grace, max_chunks)
     }
 
     fn set_total_quota(&self, bytes: u64) {

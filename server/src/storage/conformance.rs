@@ -15,7 +15,7 @@ use std::{any::Any, collections::HashSet, sync::Arc, time::Duration};
 
 use mend_protocol::{DeviceId, Push, Snapshot, SpaceId, chunk_mark, payload_sha256};
 
-use super::{Created, PullRequest, Pushed, Storage, StorageError};
+use super::{Created, PullRequest, Pushed, Storage, StorageError, Swept};
 use crate::live::{LiveEvent, LiveFeed, LocalHub};
 
 /// A store under test, the hub it publishes to, and whatever must live as long as it
@@ -66,6 +66,8 @@ macro_rules! storage_conformance_tests {
             total_quota_spans_spaces_and_erase_frees_it,
             snapshot_that_frees_bytes_passes_a_full_relay,
             pruned_chunks_are_served_until_their_grace_ends,
+            pruned_bytes_count_until_swept,
+            a_full_space_can_compact_but_not_grow_until_swept,
             erase_removes_everything,
             commits_are_published_in_order,
             creations_are_counted_per_client_and_window,
@@ -618,8 +620,9 @@ pub async fn snapshot_prunes_and_never_goes_backwards(b: &Backend) {
 
 /// Within the grace, a snapshot (a garbage one, say) prunes nothing a device cannot still pull
 /// when it asks for pruned chunks (plain pulls below it answer `Pruned`, pointing devices to
-/// the snapshot); the pruned payloads no longer count against the quota; a later snapshot past
-/// the grace deletes them, and then even pulls that include pruned chunks answer `Pruned`.
+/// the snapshot); the pruned payloads still count against the quota while they are held; a
+/// sweep past the grace deletes them, and then even pulls that include pruned chunks answer
+/// `Pruned`.
 pub async fn pruned_chunks_are_served_until_their_grace_ends(b: &Backend) {
     created(b, space(1)).await;
     let quota = 100;
@@ -653,13 +656,31 @@ pub async fn pruned_chunks_are_served_until_their_grace_ends(b: &Backend) {
         (1..=4u8).map(|i| vec![i; 20]).collect::<Vec<_>>(),
         "every chunk still served"
     );
-    // 20 live + 7 snapshot bytes: room for three more chunks of 20.
+    // 80 chunk bytes (60 of them pruned, still held) + 7 snapshot bytes: 13 left.
+    assert!(matches!(
+        b.storage
+            .push(space(1), push(DEVICE_A, 5, &[5; 20]), quota)
+            .await,
+        Err(StorageError::QuotaExceeded { used: 87, .. })
+    ));
+    // A sweep within the grace deletes nothing; one past it deletes the pruned payloads.
+    assert_eq!(
+        ok(b.storage.sweep_pruned(DAY, 100).await, "early sweep"),
+        Swept::default()
+    );
+    assert_eq!(
+        ok(b.storage.sweep_pruned(NO_GRACE, 100).await, "sweep"),
+        Swept {
+            chunks: 3,
+            bytes: 60
+        }
+    );
     for i in 5..=7 {
         ok(
             b.storage
                 .push(space(1), push(DEVICE_A, i, &[i as u8; 20]), quota)
                 .await,
-            "the pruned payloads no longer count",
+            "the swept payloads no longer count",
         );
     }
     assert!(
@@ -671,26 +692,172 @@ pub async fn pruned_chunks_are_served_until_their_grace_ends(b: &Backend) {
         )
         .duplicate
     );
-    // A later snapshot, once the grace is over, deletes them.
-    let good = Snapshot {
-        covers: 4,
-        payload: b"good".to_vec(),
-    };
-    ok(
-        b.storage
-            .put_snapshot(space(1), good, QUOTA, NO_GRACE)
-            .await,
-        "snapshot",
-    );
-    for after in [0, 3] {
+    for after in [0, 2] {
         assert!(matches!(
             b.storage.pull(space(1), with_pruned(after)).await,
-            Err(StorageError::Pruned { snapshot_covers: 4 })
+            Err(StorageError::Pruned { snapshot_covers: 3 })
         ));
     }
-    let tail = ok(b.storage.pull(space(1), with_pruned(4)).await, "tail");
+    let tail = ok(b.storage.pull(space(1), with_pruned(3)).await, "tail");
     let seqs: Vec<u64> = tail.chunks.iter().map(|c| c.relay_seq).collect();
-    assert_eq!(seqs, [5, 6, 7]);
+    assert_eq!(seqs, [4, 5, 6, 7]);
+}
+
+/// Pruned chunks stay in the relay-wide total until deleted, so a client repeating "push, then
+/// a garbage snapshot" reaches the relay's limit at its configured bytes; the sweep deletes at
+/// most the batch asked for, oldest first, across spaces, and gives the bytes back to both
+/// counters; a snapshot past the grace still deletes its own space's expired chunks.
+pub async fn pruned_bytes_count_until_swept(b: &Backend) {
+    b.storage.set_total_quota(1000);
+    created(b, space(1)).await;
+    created(b, space(2)).await;
+    let garbage = |covers: u64| Snapshot {
+        covers,
+        payload: vec![0; 10],
+    };
+    // Each round: 190 bytes pushed, then a 10-byte garbage snapshot covering them (replacing
+    // the last one). Pruned bytes still count: 200, 400, 590, 780, 970.
+    let mut seq = 0;
+    for round in 1..=5u64 {
+        seq += 1;
+        let target = space(if round % 2 == 0 { 2 } else { 1 });
+        let head = pushed(b, target, push(DEVICE_A, seq, &[round as u8; 190]))
+            .await
+            .relay_seq;
+        ok(
+            b.storage
+                .put_snapshot(target, garbage(head), QUOTA, DAY)
+                .await,
+            "garbage snapshot",
+        );
+    }
+    assert_eq!(ok(b.storage.total_bytes().await, "total"), 970);
+    assert!(matches!(
+        b.storage
+            .push(space(1), push(DEVICE_A, 99, &[9; 31]), QUOTA)
+            .await,
+        Err(StorageError::RelayFull {
+            used: 970,
+            adding: 31,
+            limit: 1000
+        })
+    ));
+    // A snapshot that would grow what is held is refused alike.
+    assert!(matches!(
+        b.storage
+            .put_snapshot(
+                space(1),
+                Snapshot {
+                    covers: 3,
+                    payload: vec![0; 41]
+                },
+                QUOTA,
+                DAY
+            )
+            .await,
+        Err(StorageError::RelayFull { adding: 31, .. })
+    ));
+    // Within the grace nothing is swept; past it, two at a time, oldest first.
+    assert_eq!(
+        ok(b.storage.sweep_pruned(DAY, 2).await, "early"),
+        Swept::default()
+    );
+    assert_eq!(
+        ok(b.storage.sweep_pruned(NO_GRACE, 2).await, "first batch"),
+        Swept {
+            chunks: 2,
+            bytes: 380
+        }
+    );
+    assert_eq!(ok(b.storage.total_bytes().await, "total"), 590);
+    assert_eq!(
+        ok(b.storage.sweep_pruned(NO_GRACE, 100).await, "the rest"),
+        Swept {
+            chunks: 3,
+            bytes: 570
+        }
+    );
+    assert_eq!(
+        ok(b.storage.sweep_pruned(NO_GRACE, 100).await, "nothing left"),
+        Swept::default()
+    );
+    // Two snapshots of 10 bytes are all that is left; both counters agree.
+    assert_eq!(ok(b.storage.total_bytes().await, "total"), 20);
+    let fits = ok(
+        b.storage
+            .push(space(1), push(DEVICE_A, 99, &[9; 980]), 990)
+            .await,
+        "fits after the sweep",
+    );
+    assert!(!fits.duplicate);
+    assert!(matches!(
+        b.storage
+            .push(space(2), push(DEVICE_B, 1, &[1; 1]), QUOTA)
+            .await,
+        Err(StorageError::RelayFull { used: 1000, .. })
+    ));
+    // A snapshot with no grace deletes what it prunes at once, and so frees it.
+    ok(
+        b.storage
+            .put_snapshot(space(1), garbage(fits.relay_seq), QUOTA, NO_GRACE)
+            .await,
+        "snapshot without grace",
+    );
+    assert_eq!(ok(b.storage.total_bytes().await, "total"), 20);
+}
+
+/// A space at its quota can still upload a snapshot that compacts its log (the quota bounds
+/// what stays live), but cannot push again until the pruned chunks are swept.
+pub async fn a_full_space_can_compact_but_not_grow_until_swept(b: &Backend) {
+    created(b, space(1)).await;
+    let quota = 1000;
+    for i in 1..=4 {
+        ok(
+            b.storage
+                .push(space(1), push(DEVICE_A, i, &[0; 250]), quota)
+                .await,
+            "push",
+        );
+    }
+    let compact = Snapshot {
+        covers: 4,
+        payload: vec![0; 300],
+    };
+    ok(
+        b.storage.put_snapshot(space(1), compact, quota, DAY).await,
+        "a full space compacts",
+    );
+    assert!(matches!(
+        b.storage
+            .push(space(1), push(DEVICE_A, 5, &[0; 1]), quota)
+            .await,
+        Err(StorageError::QuotaExceeded { used: 1300, .. })
+    ));
+    // A snapshot whose live part would not fit is still refused.
+    assert!(matches!(
+        b.storage
+            .put_snapshot(
+                space(1),
+                Snapshot {
+                    covers: 4,
+                    payload: vec![0; 1001]
+                },
+                quota,
+                DAY
+            )
+            .await,
+        Err(StorageError::QuotaExceeded { .. })
+    ));
+    assert_eq!(
+        ok(b.storage.sweep_pruned(NO_GRACE, 10).await, "sweep").bytes,
+        1000
+    );
+    ok(
+        b.storage
+            .push(space(1), push(DEVICE_A, 5, &[0; 700]), quota)
+            .await,
+        "fits after the sweep",
+    );
 }
 
 /// Pruned payloads stop counting against the quota; the snapshot counts instead.
@@ -801,8 +968,9 @@ pub async fn total_quota_spans_spaces_and_erase_frees_it(b: &Backend) {
     assert_eq!(ok(b.storage.total_bytes().await, "total"), 1000);
 }
 
-/// At the relay's limit a snapshot that frees bytes is still accepted (it is how a full relay
-/// drains), and its pruning gives bytes back; a snapshot that would grow the total is refused.
+/// At the relay's limit a snapshot that frees bytes is still accepted, and its pruning gives
+/// bytes back once they are deleted (at once without a grace); a snapshot that would grow the
+/// total is refused.
 pub async fn snapshot_that_frees_bytes_passes_a_full_relay(b: &Backend) {
     b.storage.set_total_quota(1000);
     created(b, space(1)).await;
@@ -829,7 +997,9 @@ pub async fn snapshot_that_frees_bytes_passes_a_full_relay(b: &Backend) {
         payload: vec![0; 100],
     };
     ok(
-        b.storage.put_snapshot(space(1), freeing, QUOTA, DAY).await,
+        b.storage
+            .put_snapshot(space(1), freeing, QUOTA, NO_GRACE)
+            .await,
         "snapshot at the limit",
     );
     assert_eq!(

@@ -54,6 +54,15 @@ pub struct Pushed {
     pub duplicate: bool,
 }
 
+/// What one [`Storage::sweep_pruned`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Chunks whose payloads were deleted.
+    pub chunks: u64,
+    /// Their payload bytes, given back to the space and relay-wide counters.
+    pub bytes: u64,
+}
+
 /// What a pull asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PullRequest {
@@ -167,10 +176,15 @@ pub trait Storage: Send + Sync + 'static {
     fn pull(&self, space: SpaceId, request: PullRequest) -> StorageFuture<Page>;
 
     /// Stores the snapshot if it covers at least what the stored one does and no more than the
-    /// head, then prunes the chunks it covers: their payloads stop counting against the quota
-    /// at once but are deleted only `grace` after they were pruned (by a later snapshot past
-    /// that time), so a garbage snapshot cannot destroy the only copy; their dedup keys and
-    /// payload hashes remain. Until deleted, pruned chunks are still served by [`Storage::pull`].
+    /// head, then prunes the chunks it covers: they are deleted only `grace` after they were
+    /// pruned (by [`Storage::sweep_pruned`], or by a later snapshot of the space past that
+    /// time), so a garbage snapshot cannot destroy the only copy; their dedup keys and payload
+    /// hashes remain. Until deleted, pruned chunks are still served by [`Storage::pull`] and
+    /// still count in both byte counters, which count what is on disk.
+    ///
+    /// The space's `quota` bounds what the snapshot leaves live (the snapshot and the chunks
+    /// after it), so a space at its quota can always compact; the relay-wide limit is checked
+    /// against everything held, pruned chunks included.
     fn put_snapshot(
         &self,
         space: SpaceId,
@@ -179,8 +193,14 @@ pub trait Storage: Send + Sync + 'static {
         grace: Duration,
     ) -> StorageFuture<()>;
 
+    /// Deletes the payloads of at most `max_chunks` chunks, of any space, that were pruned
+    /// `grace` or longer ago (oldest first), and takes their bytes off the space's and the
+    /// relay-wide counters. The relay calls it periodically; several instances sharing a
+    /// database may call it at once.
+    fn sweep_pruned(&self, grace: Duration, max_chunks: usize) -> StorageFuture<Swept>;
+
     /// Sets the byte limit over all spaces together (chunk and snapshot payloads they hold,
-    /// as the per-space quota counts them); unlimited until set. The backend keeps the total
+    /// pruned chunks until deleted); unlimited until set. The backend keeps the total
     /// with the per-space counters, in the same transaction, so checking it costs no query.
     /// A snapshot that frees bytes, or keeps them level, is accepted even above the limit.
     fn set_total_quota(&self, bytes: u64);

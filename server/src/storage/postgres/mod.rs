@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::schema::SCHEMA_VERSION;
 use super::{
-    Created, PullRequest, Pushed, Storage, StorageError, StorageFuture, TokenHash, unix_now,
+    Created, PullRequest, Pushed, Storage, StorageError, StorageFuture, Swept, TokenHash, unix_now,
 };
 use crate::{
     config::Postgres,
@@ -633,28 +633,43 @@ impl Storage for PostgresStorage {
                 .map(|row| row.try_get(0))
                 .transpose()?
                 .unwrap_or(0);
-            let range: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
-                [&id, &to_db(covers), &to_db(snapshot.covers)];
-            let pruned: i64 = tx
+            // Payload bytes up to the new coverage: still held from earlier prunes, pruned
+            // now, and due for deletion now (pruned `grace` ago, or now when the grace is zero).
+            let now = unix_now();
+            let expired = now.saturating_sub(grace.as_secs());
+            let sums = tx
                 .query_one(
-                    "SELECT COALESCE(SUM(length(payload)), 0)::bigint FROM chunks
-                     WHERE space = $1 AND seq > $2 AND seq <= $3",
-                    &range,
+                    "SELECT COALESCE(SUM(CASE WHEN seq <= $2 THEN length(payload) END), 0)::bigint,
+                            COALESCE(SUM(CASE WHEN seq > $2 THEN length(payload) END), 0)::bigint,
+                            COALESCE(SUM(CASE WHEN COALESCE(pruned_at, $4) <= $5
+                                              THEN length(payload) END), 0)::bigint
+                     FROM chunks WHERE space = $1 AND seq <= $3 AND payload IS NOT NULL",
+                    &[
+                        &id,
+                        &to_db(covers),
+                        &to_db(snapshot.covers),
+                        &to_db(now),
+                        &to_db(expired),
+                    ],
                 )
-                .await?
-                .try_get(0)?;
+                .await?;
+            let held = nonneg(sums.try_get(0)?);
+            let pruning = nonneg(sums.try_get(1)?);
+            let deleting = nonneg(sums.try_get(2)?);
             let adding = snapshot.payload.len() as u64;
-            let used = bytes_used
+            let kept = bytes_used
                 .saturating_sub(nonneg(old_len))
-                .saturating_sub(nonneg(pruned))
                 .saturating_add(adding);
-            if used > quota {
+            // The quota bounds what stays live, so a full space can still compact its log.
+            if kept.saturating_sub(held).saturating_sub(pruning) > quota {
                 return Ok(Err(StorageError::QuotaExceeded {
                     used: bytes_used,
                     adding,
                     quota,
                 }));
             }
+            // Pruned chunks count until deleted, so the relay-wide limit bounds what is on disk.
+            let used = kept.saturating_sub(deleting);
             let growth = used.saturating_sub(bytes_used);
             if growth > 0 {
                 let limit = shared.total_quota.load(Relaxed);
@@ -669,13 +684,11 @@ impl Storage for PostgresStorage {
             }
             // Pruned now, deleted after the grace: a garbage snapshot cannot destroy the only
             // copy.
-            let now = unix_now();
             tx.execute(
                 "UPDATE chunks SET pruned_at = $4 WHERE space = $1 AND seq > $2 AND seq <= $3",
                 &[&id, &to_db(covers), &to_db(snapshot.covers), &to_db(now)],
             )
             .await?;
-            let expired = now.saturating_sub(grace.as_secs());
             tx.execute(
                 "UPDATE chunks SET payload = NULL
                  WHERE space = $1 AND seq <= $2 AND pruned_at <= $3 AND payload IS NOT NULL",
@@ -700,6 +713,74 @@ impl Storage for PostgresStorage {
             }
             tx.commit().await?;
             Ok(Ok(()))
+        })
+    }
+
+    fn sweep_pruned(&self, grace: Duration, max_chunks: usize) -> StorageFuture<Swept> {
+        self.run(move |shared| async move {
+            let expired = to_db(unix_now().saturating_sub(grace.as_secs()));
+            let limit = i64::try_from(max_chunks).unwrap_or(i64::MAX);
+            let mut client = shared.client().await?;
+            let tx = client.transaction().await?;
+            // The spaces' rows first, in id order, like every other write to a space; then the
+            // chunks, checked again under those locks (another instance may have swept them).
+            let due = tx
+                .query(
+                    "SELECT DISTINCT space FROM (
+                         SELECT space FROM chunks
+                         WHERE pruned_at <= $1 AND payload IS NOT NULL
+                         ORDER BY pruned_at LIMIT $2
+                     ) d",
+                    &[&expired, &limit],
+                )
+                .await?
+                .iter()
+                .map(|row| row.try_get::<_, i64>(0))
+                .collect::<Result<Vec<_>, _>>()?;
+            if due.is_empty() {
+                return Ok(Ok(Swept::default()));
+            }
+            tx.execute(
+                "SELECT 1 FROM (SELECT id FROM spaces WHERE id = ANY ($1) ORDER BY id FOR UPDATE) l",
+                &[&due],
+            )
+            .await?;
+            let freed = tx
+                .query(
+                    "WITH d AS (
+                         SELECT space, seq, length(payload)::bigint AS len FROM chunks
+                         WHERE space = ANY ($3) AND pruned_at <= $1 AND payload IS NOT NULL
+                         ORDER BY pruned_at LIMIT $2 FOR UPDATE
+                     ), cleared AS (
+                         UPDATE chunks c SET payload = NULL FROM d
+                         WHERE c.space = d.space AND c.seq = d.seq
+                         RETURNING d.space, d.len
+                     )
+                     SELECT space, COUNT(*)::bigint, SUM(len)::bigint FROM cleared GROUP BY space",
+                    &[&expired, &limit, &due],
+                )
+                .await?;
+            let mut swept = Swept::default();
+            let (mut spaces, mut bytes) = (Vec::new(), Vec::new());
+            for row in &freed {
+                let freed_bytes: i64 = row.try_get(2)?;
+                spaces.push(row.try_get::<_, i64>(0)?);
+                bytes.push(freed_bytes);
+                swept.chunks = swept.chunks.saturating_add(nonneg(row.try_get(1)?));
+                swept.bytes = swept.bytes.saturating_add(nonneg(freed_bytes));
+            }
+            if !spaces.is_empty() {
+                tx.execute(
+                    "UPDATE spaces s SET bytes_used = GREATEST(s.bytes_used - u.freed, 0)
+                     FROM unnest($1::bigint[], $2::bigint[]) AS u(id, freed) WHERE s.id = u.id",
+                    &[&spaces, &bytes],
+                )
+                .await?;
+                let delta = 0i64.saturating_sub(i64::try_from(swept.bytes).unwrap_or(i64::MAX));
+                tx.execute(ADD_TO_TOTAL, &[&delta]).await?;
+            }
+            tx.commit().await?;
+            Ok(Ok(swept))
         })
     }
 

@@ -29,7 +29,7 @@ use self::{
     reader::Readers,
     writer::{Command, Write, Writer},
 };
-use super::{Created, PullRequest, Pushed, Storage, StorageError, StorageFuture, TokenHash};
+use super::{Created, PullRequest, Pushed, Storage, StorageError, StorageFuture, Swept, TokenHash};
 use crate::{config::GroupCommit, live::Publisher};
 
 /// The database file inside the data directory.
@@ -183,6 +183,14 @@ impl Storage for SqliteStorage {
             snapshot,
             quota,
             grace,
+            reply,
+        })
+    }
+
+    fn sweep_pruned(&self, grace: Duration, max_chunks: usize) -> StorageFuture<Swept> {
+        self.write(|reply| Write::Sweep {
+            grace,
+            max_chunks,
             reply,
         })
     }

@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/003_payload_hash.sql"),
     include_str!("migrations/004_prune_grace.sql"),
     include_str!("migrations/005_total_bytes.sql"),
+    include_str!("migrations/006_held_index.sql"),
 ];
 
 /// The schema version this code writes.
@@ -112,7 +113,7 @@ mod tests {
             )?;
         }
         // Back to the schema before 005_total_bytes.sql.
-        conn.execute_batch("DROP TABLE relay_usage")?;
+        conn.execute_batch("DROP TABLE relay_usage; DROP INDEX chunks_held")?;
         conn.pragma_update(None, "user_version", 4)?;
         drop(conn);
         let conn = open_writer(&path, 1000)?;

@@ -27,7 +27,7 @@ use super::Shared;
 use crate::{
     config::GroupCommit,
     live::{LiveEvent, Publisher},
-    storage::{Created, Pushed, StorageError, TokenHash, unix_now},
+    storage::{Created, Pushed, StorageError, Swept, TokenHash, unix_now},
 };
 
 type Reply<T> = oneshot::Sender<Result<T, StorageError>>;
@@ -64,6 +64,11 @@ pub(crate) enum Write {
         space: SpaceId,
         reply: Reply<bool>,
     },
+    Sweep {
+        grace: Duration,
+        max_chunks: usize,
+        reply: Reply<Swept>,
+    },
 }
 
 impl Write {
@@ -71,7 +76,7 @@ impl Write {
         match self {
             Write::Push { push, .. } => push.payload.len(),
             Write::PutSnapshot { snapshot, .. } => snapshot.payload.len(),
-            Write::Create { .. } | Write::Erase { .. } => 0,
+            Write::Create { .. } | Write::Erase { .. } | Write::Sweep { .. } => 0,
         }
     }
 
@@ -82,6 +87,7 @@ impl Write {
             Write::Push { reply, .. } => Answer::Push(reply, Err(StorageError::Closed)),
             Write::PutSnapshot { reply, .. } => Answer::Snapshot(reply, Err(StorageError::Closed)),
             Write::Erase { reply, .. } => Answer::Erase(reply, Err(StorageError::Closed)),
+            Write::Sweep { reply, .. } => Answer::Sweep(reply, Err(StorageError::Closed)),
         }
     }
 }
@@ -92,6 +98,7 @@ enum Answer {
     Push(Reply<Pushed>, Result<Pushed, StorageError>),
     Snapshot(Reply<()>, Result<(), StorageError>),
     Erase(Reply<bool>, Result<bool, StorageError>),
+    Sweep(Reply<Swept>, Result<Swept, StorageError>),
 }
 
 impl Answer {
@@ -102,6 +109,7 @@ impl Answer {
             Answer::Push(tx, result) => drop(tx.send(result)),
             Answer::Snapshot(tx, result) => drop(tx.send(result)),
             Answer::Erase(tx, result) => drop(tx.send(result)),
+            Answer::Sweep(tx, result) => drop(tx.send(result)),
         }
     }
 
@@ -112,6 +120,7 @@ impl Answer {
             Answer::Push(tx, _) => drop(tx.send(Err(error()))),
             Answer::Snapshot(tx, _) => drop(tx.send(Err(error()))),
             Answer::Erase(tx, _) => drop(tx.send(Err(error()))),
+            Answer::Sweep(tx, _) => drop(tx.send(Err(error()))),
         }
     }
 }
@@ -388,6 +397,14 @@ fn apply(tx: &Transaction<'_>, state: &mut State<'_>, write: Write) -> Applied {
             Ok(result) => Ok(Answer::Erase(reply, result)),
             Err(e) => Err((Answer::Erase(reply, Err(StorageError::Closed)), e)),
         },
+        Write::Sweep {
+            grace,
+            max_chunks,
+            reply,
+        } => match sweep(tx, state, grace, max_chunks) {
+            Ok(result) => Ok(Answer::Sweep(reply, Ok(result))),
+            Err(e) => Err((Answer::Sweep(reply, Err(StorageError::Closed)), e)),
+        },
     }
 }
 
@@ -584,31 +601,50 @@ fn put_snapshot(
         .query_row([meta.id], |row| row.get(0))
         .optional()?
         .unwrap_or(0);
-    let range = params![meta.id, meta.covers as i64, snapshot.covers as i64];
-    let pruned: i64 = tx
+    // Payload bytes up to the new coverage: still held from earlier prunes, pruned now, and
+    // due for deletion now (pruned `grace` ago, or now when the grace is zero).
+    let now = unix_now();
+    let expired = now.saturating_sub(grace.as_secs());
+    let (held, pruning, deleting): (i64, i64, i64) = tx
         .prepare_cached(
-            "SELECT COALESCE(SUM(length(payload)), 0) FROM chunks
-             WHERE space = ?1 AND seq > ?2 AND seq <= ?3",
+            "SELECT COALESCE(SUM(CASE WHEN seq <= ?2 THEN length(payload) END), 0),
+                    COALESCE(SUM(CASE WHEN seq > ?2 THEN length(payload) END), 0),
+                    COALESCE(SUM(CASE WHEN COALESCE(pruned_at, ?4) <= ?5
+                                      THEN length(payload) END), 0)
+             FROM chunks WHERE space = ?1 AND seq <= ?3 AND payload IS NOT NULL",
         )?
-        .query_row(range, |row| row.get(0))?;
+        .query_row(
+            params![
+                meta.id,
+                meta.covers as i64,
+                snapshot.covers as i64,
+                now as i64,
+                expired as i64
+            ],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )?;
     let adding = snapshot.payload.len() as u64;
-    let used = meta
+    let kept = meta
         .bytes_used
         .saturating_sub(old_len as u64)
-        .saturating_sub(pruned as u64)
-        + adding;
-    if used > quota {
+        .saturating_add(adding);
+    // The quota bounds what stays live, so a full space can still compact its log.
+    let live = kept
+        .saturating_sub(held as u64)
+        .saturating_sub(pruning as u64);
+    if live > quota {
         return Ok(Err(StorageError::QuotaExceeded {
             used: meta.bytes_used,
             adding,
             quota,
         }));
     }
+    // Pruned chunks count until deleted, so the relay-wide limit bounds what is on disk.
+    let used = kept.saturating_sub(deleting as u64);
     if let Err(full) = state.usage.check(meta.bytes_used, used) {
         return Ok(Err(full));
     }
     // Pruned now, deleted after the grace: a garbage snapshot cannot destroy the only copy.
-    let now = unix_now();
     tx.prepare_cached(
         "UPDATE chunks SET pruned_at = ?4 WHERE space = ?1 AND seq > ?2 AND seq <= ?3",
     )?
@@ -618,7 +654,6 @@ fn put_snapshot(
         snapshot.covers as i64,
         now as i64
     ])?;
-    let expired = now.saturating_sub(grace.as_secs());
     tx.prepare_cached(
         "UPDATE chunks SET payload = NULL
          WHERE space = ?1 AND seq <= ?2 AND pruned_at <= ?3 AND payload IS NOT NULL",
@@ -634,6 +669,50 @@ fn put_snapshot(
     meta.bytes_used = used;
     state.dirty.insert(space);
     Ok(Ok(()))
+}
+
+/// Deletes the payloads of the oldest expired pruned chunks, at most `max_chunks`, and gives
+/// their bytes back to their spaces and the relay.
+fn sweep(
+    tx: &Transaction<'_>,
+    state: &mut State<'_>,
+    grace: Duration,
+    max_chunks: usize,
+) -> rusqlite::Result<Swept> {
+    let expired = unix_now().saturating_sub(grace.as_secs());
+    let due: Vec<(i64, Vec<u8>, i64)> = tx
+        .prepare_cached(
+            "SELECT c.id, s.space_id, length(c.payload) FROM chunks c
+             JOIN spaces s ON s.id = c.space
+             WHERE c.pruned_at <= ?1 AND c.payload IS NOT NULL
+             ORDER BY c.pruned_at LIMIT ?2",
+        )?
+        .query_map(
+            params![
+                i64::try_from(expired).unwrap_or(i64::MAX),
+                i64::try_from(max_chunks).unwrap_or(i64::MAX)
+            ],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut swept = Swept::default();
+    for (id, space, len) in due {
+        let Ok(space) = <[u8; 32]>::try_from(space.as_slice()).map(SpaceId) else {
+            continue;
+        };
+        tx.prepare_cached("UPDATE chunks SET payload = NULL WHERE id = ?1")?
+            .execute([id])?;
+        let len = u64::try_from(len).unwrap_or(0);
+        if let Some(meta) = meta(tx, state.cache, &space)? {
+            let after = meta.bytes_used.saturating_sub(len);
+            state.usage.change(meta.bytes_used, after);
+            meta.bytes_used = after;
+            state.dirty.insert(space);
+        }
+        swept.chunks += 1;
+        swept.bytes = swept.bytes.saturating_add(len);
+    }
+    Ok(swept)
 }
 
 fn erase(

@@ -1,0 +1,145 @@
+//! [`BodyBudget`]: a cap, in bytes, on request bodies being read or held, per space and for
+//! the whole relay.
+//!
+//! A body is buffered in memory before it is decoded and stored. Counting requests is not
+//! enough: a few hundred slow bodies on one token, each declaring the chunk limit, would hold
+//! gigabytes. So each body reserves its declared length (its size limit when it declares none)
+//! before a byte of it is read, and keeps the reservation until its request is answered. A
+//! reservation that does not fit is refused at once, never queued, so a refused client costs
+//! nothing further.
+
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use mend_protocol::SpaceId;
+
+/// Bytes of bodies reserved per space and in all, with their limits.
+#[derive(Debug)]
+pub struct BodyBudget {
+    per_space: u64,
+    total: u64,
+    reserved: Arc<Mutex<Reserved>>,
+}
+
+#[derive(Debug, Default)]
+struct Reserved {
+    total: u64,
+    peak: u64,
+    spaces: HashMap<SpaceId, u64>,
+}
+
+/// Which budget a body did not fit in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverBudget {
+    /// The space's own bodies hold its share.
+    Space,
+    /// Bodies of all spaces hold the relay's.
+    Relay,
+}
+
+/// Bytes reserved for one body; dropping it gives them back.
+#[derive(Debug)]
+pub struct BodyReservation {
+    space: SpaceId,
+    bytes: u64,
+    reserved: Arc<Mutex<Reserved>>,
+}
+
+impl BodyBudget {
+    /// At most `per_space` bytes of bodies per space and `total` in all.
+    pub fn new(per_space: u64, total: u64) -> BodyBudget {
+        BodyBudget {
+            per_space,
+            total,
+            reserved: Arc::default(),
+        }
+    }
+
+    /// Reserves `bytes` for a body of `space`, or says which budget it does not fit.
+    pub fn try_reserve(&self, space: SpaceId, bytes: u64) -> Result<BodyReservation, OverBudget> {
+        let mut reserved = self.reserved.lock().unwrap_or_else(PoisonError::into_inner);
+        let held = reserved.spaces.get(&space).copied().unwrap_or(0);
+        if held.saturating_add(bytes) > self.per_space {
+            return Err(OverBudget::Space);
+        }
+        let total = reserved.total.saturating_add(bytes);
+        if total > self.total {
+            return Err(OverBudget::Relay);
+        }
+        reserved.total = total;
+        reserved.peak = reserved.peak.max(total);
+        reserved.spaces.insert(space, held.saturating_add(bytes));
+        Ok(BodyReservation {
+            space,
+            bytes,
+            reserved: self.reserved.clone(),
+        })
+    }
+
+    /// Bytes reserved now, in all.
+    pub fn reserved(&self) -> u64 {
+        self.lock().total
+    }
+
+    /// The most bytes ever reserved at once, in all.
+    pub fn peak(&self) -> u64 {
+        self.lock().peak
+    }
+
+    /// Appends the budget's figures to the Prometheus text of `/metrics`.
+    pub fn render(&self, out: &mut String) {
+        let (now, peak) = {
+            let reserved = self.lock();
+            (reserved.total, reserved.peak)
+        };
+        let _ = writeln!(
+            out,
+            "# HELP mend_body_bytes_reserved Bytes of request bodies being read or held.\n\
+             # TYPE mend_body_bytes_reserved gauge\nmend_body_bytes_reserved {now}\n\
+             # HELP mend_body_bytes_peak Most bytes of request bodies reserved at once.\n\
+             # TYPE mend_body_bytes_peak gauge\nmend_body_bytes_peak {peak}"
+        );
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Reserved> {
+        self.reserved.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for BodyReservation {
+    fn drop(&mut self) {
+        let mut reserved = self.reserved.lock().unwrap_or_else(PoisonError::into_inner);
+        reserved.total = reserved.total.saturating_sub(self.bytes);
+        if let Some(held) = reserved.spaces.get_mut(&self.space) {
+            *held = held.saturating_sub(self.bytes);
+            if *held == 0 {
+                reserved.spaces.remove(&self.space);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserves_per_space_and_in_all_and_gives_back_on_drop() {
+        let budget = BodyBudget::new(100, 150);
+        let (a, b) = (SpaceId([1; 32]), SpaceId([2; 32]));
+        let first = budget.try_reserve(a, 60);
+        assert!(first.is_ok());
+        assert_eq!(budget.try_reserve(a, 41).err(), Some(OverBudget::Space));
+        let second = budget.try_reserve(b, 90);
+        assert!(second.is_ok());
+        assert_eq!(budget.try_reserve(b, 1).err(), Some(OverBudget::Relay));
+        assert_eq!((budget.reserved(), budget.peak()), (150, 150));
+        drop(first);
+        assert_eq!(budget.reserved(), 90);
+        assert!(budget.try_reserve(a, 60).is_ok());
+        assert_eq!((budget.reserved(), budget.peak()), (90, 150));
+    }
+}
