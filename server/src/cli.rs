@@ -103,6 +103,10 @@ pub struct Args {
     /// Writes waiting for storage across the relay (HTTP 503 + Retry-After beyond).
     #[arg(long, env = "MEND_MAX_QUEUED_WRITES", default_value_t = Limits::default().max_queued_writes)]
     pub max_queued_writes: usize,
+    /// Writes one client address may have queued for storage, over all its spaces and
+    /// connections (HTTP 503 + Retry-After / Nack unavailable beyond).
+    #[arg(long, env = "MEND_MAX_QUEUED_WRITES_PER_ADDRESS", default_value_t = Limits::default().max_queued_writes_per_address)]
+    pub max_queued_writes_per_address: usize,
     /// Pushes a space may have awaiting durability over all its connections (429 / Nack
     /// rate_limited beyond).
     #[arg(long, env = "MEND_MAX_INFLIGHT_PUSHES_PER_SPACE", default_value_t = Limits::default().max_inflight_pushes_per_space)]
@@ -197,6 +201,7 @@ impl Args {
             body_timeout: Duration::from_secs(self.body_timeout_secs),
             min_body_rate: Limits::default().min_body_rate,
             max_queued_writes: self.max_queued_writes,
+            max_queued_writes_per_address: self.max_queued_writes_per_address,
             max_inflight_pushes_per_space: self.max_inflight_pushes_per_space,
             max_inflight_pushes: self.max_inflight_pushes,
             prune_grace: Duration::from_secs(self.prune_grace_secs),
@@ -319,6 +324,7 @@ mod tests {
             ["--max-body-bytes-per-space", "1000"],
             ["--max-body-bytes", "1000"],
             ["--sweep-interval-secs", "0"],
+            ["--max-queued-writes-per-address", "0"],
         ] {
             let parsed = Args::parse_from(["mend-relay", small[0], small[1]]);
             assert!(parsed.config().validate().is_err(), "{small:?}");

@@ -59,9 +59,10 @@ impl Config {
                 l.max_ws_message_bytes, l.max_chunk_bytes
             )));
         }
-        let largest_body = (l.max_chunk_bytes + MAX_PUSH_OVERHEAD)
-            .max(l.max_snapshot_bytes.saturating_add(SNAPSHOT_OVERHEAD))
-            as u64;
+        let largest_body =
+            l.max_chunk_bytes
+                .saturating_add(MAX_PUSH_OVERHEAD)
+                .max(l.max_snapshot_bytes.saturating_add(SNAPSHOT_OVERHEAD)) as u64;
         if l.max_body_bytes_per_space < largest_body || l.max_body_bytes < largest_body {
             return Err(ConfigError(format!(
                 "body byte budgets ({} per space, {} in all) must hold the largest body \
@@ -78,6 +79,10 @@ impl Config {
             ),
             ("max in-flight pushes", l.max_inflight_pushes as u64),
             ("max queued writes", l.max_queued_writes as u64),
+            (
+                "max queued writes per address",
+                l.max_queued_writes_per_address as u64,
+            ),
             ("sweep batch", l.sweep_batch as u64),
             ("sweep interval", l.sweep_interval.as_millis() as u64),
             (
@@ -160,6 +165,11 @@ pub struct Limits {
     /// Writes (pushes, snapshots, creations) waiting for storage at once, across the relay;
     /// beyond it writes are answered `503` with `Retry-After` until the queue drains.
     pub max_queued_writes: usize,
+    /// Writes (pushes, snapshots, creations) one client address (IPv6 by its /64) may have
+    /// waiting for storage or having their bodies read, over all its spaces, sockets and
+    /// requests: its share of [`Limits::max_queued_writes`], so one address cannot hold the
+    /// whole queue. Beyond it its writes are answered `503` with `Retry-After`.
+    pub max_queued_writes_per_address: usize,
     /// Pushes one space may have awaiting durability, over all its sockets and requests;
     /// beyond it a push is refused `rate_limited` with a short retry.
     pub max_inflight_pushes_per_space: usize,
@@ -217,6 +227,7 @@ impl Default for Limits {
             body_timeout: Duration::from_secs(10),
             min_body_rate: 64 * 1024,
             max_queued_writes: 16_384,
+            max_queued_writes_per_address: 2048,
             max_inflight_pushes_per_space: 256,
             max_inflight_pushes: 64,
             prune_grace: Duration::from_secs(3 * 24 * 3600),

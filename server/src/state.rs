@@ -6,7 +6,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     budget::BodyBudget,
-    caps::{AddressConnections, SpaceConnections},
+    caps::{AddressConnectionGuard, AddressConnections, SpaceConnections},
     config::Config,
     live::{LiveFeed, LocalHub},
     metrics::Metrics,
@@ -18,6 +18,10 @@ use crate::{
         sqlite::SqliteStorage,
     },
 };
+
+/// A client address already holds its whole share of the write queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverShare;
 
 /// Shared relay state. Cheap to clone.
 #[derive(Clone)]
@@ -35,6 +39,7 @@ struct Inner {
     space_pushes: SpaceConnections,
     address_connections: AddressConnections,
     tcp_connections: AddressConnections,
+    address_writes: AddressConnections,
     body_budget: BodyBudget,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -62,6 +67,7 @@ impl AppState {
                 space_pushes: SpaceConnections::new(limits.max_inflight_pushes_per_space),
                 address_connections: AddressConnections::new(limits.max_connections_per_address),
                 tcp_connections: AddressConnections::new(limits.max_connections_per_address),
+                address_writes: AddressConnections::new(limits.max_queued_writes_per_address),
                 body_budget: BodyBudget::new(
                     limits.max_body_bytes_per_space,
                     limits.max_body_bytes,
@@ -135,6 +141,24 @@ impl AppState {
     /// Open TCP connections per client address, counted at accept (not behind a proxy).
     pub fn tcp_connections(&self) -> &AddressConnections {
         &self.inner.tcp_connections
+    }
+
+    /// Takes a slot of `address`'s share of the write queue, held until its write is answered.
+    /// `Ok(None)` without an address (a request that reached the router in-process); `Err`
+    /// when the address holds its whole share.
+    pub fn write_share(
+        &self,
+        address: Option<[u8; 32]>,
+    ) -> Result<Option<AddressConnectionGuard>, OverShare> {
+        match address {
+            None => Ok(None),
+            Some(key) => self
+                .inner
+                .address_writes
+                .try_acquire(&key)
+                .map(Some)
+                .ok_or(OverShare),
+        }
     }
 
     /// Bytes of request bodies being read or held, per space and in all.

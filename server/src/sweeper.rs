@@ -50,7 +50,10 @@ pub(crate) async fn run(state: AppState) {
         }
         for _ in 0..MAX_BATCHES_PER_TICK {
             match sweep_once(&state).await {
-                Ok(swept) if swept.chunks as usize >= state.config().limits.sweep_batch => {
+                Ok(swept)
+                    if usize::try_from(swept.chunks).unwrap_or(usize::MAX)
+                        >= state.config().limits.sweep_batch =>
+                {
                     tokio::task::yield_now().await;
                 }
                 Ok(_) => break,

@@ -12,7 +12,7 @@ use axum::{
 };
 use common::{device, error_code, push, space, test_config, token};
 use mend_protocol::{Ack, Limits, PROTOCOL_VERSION, Page, Push, Snapshot, SpaceId, paths};
-use mend_relay::{AppState, app, storage::Swept};
+use mend_relay::{AppState, app, client::client_key, storage::Swept};
 use tower::ServiceExt;
 
 struct Api {
@@ -45,21 +45,28 @@ impl Api {
         token: Option<&str>,
         body: Vec<u8>,
     ) -> anyhow::Result<(StatusCode, Vec<u8>)> {
-        let (status, _, body) = self.call_declaring(method, uri, token, None, body).await?;
+        let (status, _, body) = self
+            .call_declaring(method, uri, token, None, None, body)
+            .await?;
         Ok((status, body))
     }
 
-    /// A request whose `content-length` is `declared` when given (whatever the body is), and
-    /// the answer's headers.
+    /// A request whose `content-length` is `declared` when given (whatever the body is), from
+    /// the client a trusted proxy names in `x-forwarded-for` when given, and the answer's
+    /// headers.
     async fn call_declaring(
         &self,
         method: &str,
         uri: &str,
         token: Option<&str>,
         declared: Option<u64>,
+        from: Option<&str>,
         body: Vec<u8>,
     ) -> anyhow::Result<(StatusCode, header::HeaderMap, Vec<u8>)> {
         let mut request = Request::builder().method(method).uri(uri);
+        if let Some(client) = from {
+            request = request.header("x-forwarded-for", client);
+        }
         if let Some(token) = token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
@@ -309,6 +316,8 @@ async fn bad_frames_are_refused_precisely() -> anyhow::Result<()> {
     let api = Api::with(|config| {
         config.limits.max_body_bytes_per_space = 20_000;
         config.limits.max_body_bytes = 30_000;
+        config.limits.max_queued_writes_per_address = 2;
+        config.limits.client_ip_header = Some("x-forwarded-for".to_owned());
     })?;
     let (s, t) = (space(1), token(1));
     api.create(&s, &t).await?;
@@ -450,7 +459,7 @@ async fn bad_frames_are_refused_precisely() -> anyhow::Result<()> {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|over| anyhow::anyhow!("{name}: holding the budget: {over:?}"))?;
         let (got, headers, body) = api
-            .call_declaring(method, path, Some(&t), declared, chunk_frame.clone())
+            .call_declaring(method, path, Some(&t), declared, None, chunk_frame.clone())
             .await?;
         assert_eq!(
             (got, error_code(&body).as_str()),
@@ -467,6 +476,50 @@ async fn bad_frames_are_refused_precisely() -> anyhow::Result<()> {
         assert_eq!(budget.reserved(), 0, "{name}: every reservation given back");
         api.others_served(round as u64 + 100).await?;
     }
+    // An address holding its whole share of the write queue (held here as its queued writes
+    // would hold it): its push, snapshot and creation are refused 503 with a retry hint before
+    // anything is read or stored; another address creates and pushes.
+    let flooder = "192.0.2.1";
+    let flooder_key = client_key(flooder.parse()?);
+    let shares = (0..limits.max_queued_writes_per_address)
+        .map(|_| api.state.write_share(Some(flooder_key)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|over| anyhow::anyhow!("holding the write share: {over:?}"))?;
+    let fresh = paths::space(&space(152));
+    for (name, method, path, body) in [
+        ("push", "POST", &uri, chunk_frame.clone()),
+        ("snapshot", "PUT", &snapshot_uri, chunk_frame.clone()),
+        ("creation", "PUT", &fresh, vec![]),
+    ] {
+        let (got, headers, body) = api
+            .call_declaring(method, path, Some(&t), None, Some(flooder), body)
+            .await?;
+        assert_eq!(
+            (got, error_code(&body).as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            "{name} past the address's write share"
+        );
+        assert!(headers.contains_key(header::RETRY_AFTER), "{name}");
+    }
+    let calm = Some("198.51.100.7");
+    let (created, _, _) = api
+        .call_declaring("PUT", &fresh, Some(&t), None, calm, vec![])
+        .await?;
+    assert_eq!(created, StatusCode::CREATED);
+    let frame = push(device(152), 1, b"calm").to_bytes();
+    let (pushed, _, body) = api
+        .call_declaring(
+            "POST",
+            &paths::chunks(&space(152)),
+            Some(&t),
+            None,
+            calm,
+            frame,
+        )
+        .await?;
+    assert_eq!(pushed, StatusCode::OK, "{}", error_code(&body));
+    drop(shares);
+    api.others_served(200).await?;
     // Nothing of it was stored; the space still works.
     assert_eq!(api.pull(&s, &t, 0).await?.head, 0);
     assert_eq!(

@@ -356,3 +356,190 @@ async fn a_full_write_queue_answers_503_and_reads_go_on() -> anyhow::Result<()> 
     tokio::time::timeout(WAIT, relay).await???;
     Ok(())
 }
+
+/// A request from `client` (as a trusted proxy names it in `x-forwarded-for`), answered as its
+/// status and raw text.
+async fn from(
+    addr: std::net::SocketAddr,
+    client: &str,
+    method: &str,
+    path: &str,
+    tok: &str,
+    body: &[u8],
+) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\
+         x-forwarded-for: {client}\r\nauthorization: Bearer {tok}\r\n\
+         content-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body).await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut response)).await??;
+    let (status, _) = common::parse_response(&response)?;
+    Ok((status, String::from_utf8_lossy(&response).into_owned()))
+}
+
+/// A live socket from `client`, as a trusted proxy names it.
+async fn live_from(
+    addr: std::net::SocketAddr,
+    client: &str,
+    path: &str,
+    tok: &str,
+) -> anyhow::Result<Ws> {
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue};
+    let mut request = format!("ws://{addr}{path}").into_client_request()?;
+    let headers = request.headers_mut();
+    headers.insert(
+        "authorization",
+        HeaderValue::from_str(&format!("Bearer {tok}"))?,
+    );
+    headers.insert("x-forwarded-for", HeaderValue::from_str(client)?);
+    let (socket, _) =
+        tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request)).await??;
+    Ok(Ws { socket })
+}
+
+/// One address flooding the relay with pushes holds only its share of the write queue: with
+/// storage held back, its pushes past the share are answered `503 unavailable` with
+/// `Retry-After: 1` (a Nack `unavailable` on a live socket) in every one of its spaces, while
+/// another address, whose writes the flood would otherwise have locked out of the queue,
+/// pushes over HTTP and live. Once storage answers, the flooder pushes again.
+#[tokio::test]
+async fn one_address_holds_only_its_share_of_the_write_queue() -> anyhow::Result<()> {
+    const FLOODER: &str = "192.0.2.1";
+    const CALM: &str = "198.51.100.7";
+    let dir = tempfile::tempdir()?;
+    let mut config = test_config(dir.path());
+    config.limits.max_queued_writes = 8;
+    config.limits.max_queued_writes_per_address = 3;
+    config.limits.client_ip_header = Some("x-forwarded-for".to_owned());
+    let hub = LocalHub::default();
+    let open = Arc::new(Semaphore::new(0));
+    let entered = Arc::new(AtomicUsize::new(0));
+    let gate = Gate {
+        inner: SqliteStorage::open(dir.path(), Arc::new(hub.clone()), config.group_commit)?,
+        open: open.clone(),
+        entered: entered.clone(),
+    };
+    let listener = TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let state = AppState::new(config, Arc::new(gate), Arc::new(hub));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let relay = tokio::spawn(run(listener, state, async move {
+        let _ = stopped.await;
+    }));
+
+    // The flooder's spaces: 1 (whose writes storage holds back) and 3; the calm client's: 2.
+    let t = token(1);
+    for (client, n) in [(FLOODER, 1), (FLOODER, 3), (CALM, 2)] {
+        let (status, _) = from(addr, client, "PUT", &paths::space(&space(n)), &t, &[]).await?;
+        assert_eq!(status, 201);
+    }
+
+    // The flood: ten pushes at once. Three take the address's share and wait on storage; the
+    // other seven are refused at once.
+    let flood: Vec<_> = (1..=10u64)
+        .map(|n| {
+            let (path, t) = (paths::chunks(&space(1)), t.clone());
+            tokio::spawn(async move {
+                from(
+                    addr,
+                    FLOODER,
+                    "POST",
+                    &path,
+                    &t,
+                    &push(device(1), n, b"flood").to_bytes(),
+                )
+                .await
+            })
+        })
+        .collect();
+    for _ in 0..500 {
+        let refused = flood.iter().filter(|h| h.is_finished()).count();
+        if entered.load(Ordering::SeqCst) == 3 && refused == 7 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(entered.load(Ordering::SeqCst), 3);
+    let (refused, held): (Vec<_>, Vec<_>) = flood.into_iter().partition(|h| h.is_finished());
+    assert_eq!((refused.len(), held.len()), (7, 3));
+    for h in refused {
+        let (status, answer) = h.await??;
+        assert_eq!(status, 503, "{answer}");
+        assert!(answer.contains("\"unavailable\""), "{answer}");
+        assert!(
+            answer.to_ascii_lowercase().contains("retry-after: 1\r\n"),
+            "{answer}"
+        );
+    }
+    // The share is the address's, not the space's: its other space is refused too, over HTTP
+    // and live.
+    let (status, answer) = from(
+        addr,
+        FLOODER,
+        "POST",
+        &paths::chunks(&space(3)),
+        &t,
+        &push(device(3), 1, b"elsewhere").to_bytes(),
+    )
+    .await?;
+    assert_eq!(status, 503, "{answer}");
+    let path = format!("{}?after=0&device={}", paths::live(&space(3)), device(3));
+    let mut flooder_live = live_from(addr, FLOODER, &path, &t).await?;
+    flooder_live.expect_up_to_date().await?;
+    flooder_live
+        .send_push(&push(device(3), 1, b"elsewhere"))
+        .await?;
+    let nack = flooder_live.expect_nack().await?;
+    assert_eq!(
+        (nack.code, nack.retry_after_ms),
+        (ErrorCode::Unavailable, 1000)
+    );
+
+    // The other address is served meanwhile, over HTTP and live.
+    for n in 1..=3u64 {
+        let (status, answer) = from(
+            addr,
+            CALM,
+            "POST",
+            &paths::chunks(&space(2)),
+            &t,
+            &push(device(2), n, b"calm").to_bytes(),
+        )
+        .await?;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let path = format!("{}?after=3&device={}", paths::live(&space(2)), device(2));
+    let mut calm_live = live_from(addr, CALM, &path, &t).await?;
+    calm_live.expect_up_to_date().await?;
+    calm_live.send_push(&push(device(2), 4, b"live")).await?;
+    assert_eq!(ack_of(&mut calm_live).await?, 4);
+    assert_eq!(
+        entered.load(Ordering::SeqCst),
+        3,
+        "refused pushes never reached storage"
+    );
+
+    // Storage answers: the held pushes are acknowledged, and the flooder pushes again.
+    open.add_permits(1_000);
+    for h in held {
+        let (status, answer) = h.await??;
+        assert_eq!(status, 200, "{answer}");
+    }
+    flooder_live
+        .send_push(&push(device(3), 1, b"elsewhere"))
+        .await?;
+    assert_eq!(ack_of(&mut flooder_live).await?, 1);
+
+    for ws in [flooder_live, calm_live] {
+        ws.close().await;
+    }
+    let _ = stop.send(());
+    tokio::time::timeout(WAIT, relay).await???;
+    Ok(())
+}

@@ -5,13 +5,14 @@ use std::time::{Duration, Instant};
 use axum::{body::Body, extract::State, http::HeaderMap, response::Response};
 use mend_protocol::{Ack, ErrorCode, Limits, MAX_PAGE_LIMIT, MAX_PUSH_OVERHEAD, Push};
 
-use super::{AuthorizedSpace, CursorQuery, frame, read_body};
+use super::{AuthorizedSpace, ClientAddress, CursorQuery, frame, read_body, write_share};
 use crate::{error::ApiError, state::AppState, storage::PullRequest};
 
 /// Stores one chunk and answers its [`Ack`] once the chunk is durable.
 pub(super) async fn push(
     State(state): State<AppState>,
     AuthorizedSpace(space): AuthorizedSpace,
+    address: ClientAddress,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -24,6 +25,8 @@ pub(super) async fn push(
         )
         .retry_after(Duration::from_millis(100)));
     };
+    // Then the address's share of the write queue: one address cannot hold all of it.
+    let _share = write_share(&state, address)?;
     let (body, _reservation) = read_body(
         &state,
         space,

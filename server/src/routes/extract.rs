@@ -9,7 +9,12 @@ use axum::{
 use mend_protocol::{DeviceId, ErrorCode, SpaceId};
 use serde::Deserialize;
 
-use crate::{auth::authorize, error::ApiError, state::AppState};
+use crate::{
+    auth::authorize,
+    client::{client_ip, client_key},
+    error::ApiError,
+    state::AppState,
+};
 
 /// The `{space_id}` a request names, parsed but not yet authorized (creation registers the
 /// token instead of checking it).
@@ -47,6 +52,25 @@ impl FromRequestParts<AppState> for AuthorizedSpace {
                 .retry_after(wait)
         })?;
         Ok(Self(space))
+    }
+}
+
+/// The key of the client's address (IPv6 by its /64), as the per-address limits count it;
+/// `None` for a request that reached the router without a peer (in-process).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientAddress(pub(crate) Option<[u8; 32]>);
+
+impl FromRequestParts<AppState> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, std::convert::Infallible> {
+        let header = state.config().limits.client_ip_header.as_deref();
+        Ok(Self(
+            client_ip(header, &parts.headers, &parts.extensions).map(client_key),
+        ))
     }
 }
 

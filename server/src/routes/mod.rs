@@ -27,12 +27,13 @@ use mend_protocol::{
     paths::{self, SPACE_ID_PARAM},
 };
 
-pub(crate) use self::extract::{AuthorizedSpace, CursorQuery, SpaceParam};
+pub(crate) use self::extract::{AuthorizedSpace, ClientAddress, CursorQuery, SpaceParam};
 use crate::{
     budget::{BodyReservation, OverBudget},
+    caps::AddressConnectionGuard,
     config::Limits,
-    error::ApiError,
-    state::AppState,
+    error::{ApiError, UNAVAILABLE_RETRY},
+    state::{AppState, OverShare},
     ws,
 };
 
@@ -143,6 +144,22 @@ pub(crate) fn body_deadline(declared: Option<u64>, limit: usize, limits: &Limits
     limits.body_timeout.saturating_add(Duration::from_millis(
         expected.saturating_mul(1000) / limits.min_body_rate.max(1),
     ))
+}
+
+/// Takes a slot of the client address's share of the write queue, held until the write is
+/// answered; an address holding its whole share is answered 503 `unavailable` with
+/// `Retry-After`, as a full queue is.
+pub(crate) fn write_share(
+    state: &AppState,
+    ClientAddress(address): ClientAddress,
+) -> Result<Option<AddressConnectionGuard>, ApiError> {
+    state.write_share(address).map_err(|OverShare| {
+        ApiError::new(
+            ErrorCode::Unavailable,
+            "too many writes queued from this address; retry later",
+        )
+        .retry_after(UNAVAILABLE_RETRY)
+    })
 }
 
 /// A binary frame as a response body.

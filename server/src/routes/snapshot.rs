@@ -8,17 +8,19 @@ use axum::{
 };
 use mend_protocol::{ErrorCode, Limits, Snapshot};
 
-use super::{AuthorizedSpace, frame, read_body};
+use super::{AuthorizedSpace, ClientAddress, frame, read_body, write_share};
 use crate::{config::SNAPSHOT_OVERHEAD, error::ApiError, state::AppState};
 
 /// Stores the snapshot (if it covers at least the stored one) and prunes what it covers.
 pub(super) async fn put(
     State(state): State<AppState>,
     AuthorizedSpace(space): AuthorizedSpace,
+    address: ClientAddress,
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
     let limits = &state.config().limits;
+    let _share = write_share(&state, address)?;
     let (body, _reservation) = read_body(
         &state,
         space,

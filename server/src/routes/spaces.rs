@@ -8,7 +8,7 @@ use axum::{
 };
 use mend_protocol::{ErrorCode, SpaceId};
 
-use super::{AuthorizedSpace, SpaceParam};
+use super::{AuthorizedSpace, ClientAddress, SpaceParam, write_share};
 use crate::{
     auth::{bearer, token_hash},
     client::{client_ip, client_key},
@@ -22,10 +22,12 @@ use crate::{
 pub(super) async fn create(
     State(state): State<AppState>,
     SpaceParam(space): SpaceParam,
+    address: ClientAddress,
     headers: HeaderMap,
     extensions: Extensions,
 ) -> Result<StatusCode, ApiError> {
     let hash = token_hash(&bearer(&headers)?);
+    let _share = write_share(&state, address)?;
     limit_creations(&state, &space, &headers, &extensions).await?;
     match state.storage().create_space(space, hash).await? {
         Created::New => {

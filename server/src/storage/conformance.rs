@@ -860,7 +860,8 @@ pub async fn a_full_space_can_compact_but_not_grow_until_swept(b: &Backend) {
     );
 }
 
-/// Pruned payloads stop counting against the quota; the snapshot counts instead.
+/// Pruned payloads deleted at once (no grace) stop counting against the quota; the snapshot
+/// counts instead.
 pub async fn snapshot_frees_quota(b: &Backend) {
     created(b, space(1)).await;
     let quota = 1000;

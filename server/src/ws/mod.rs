@@ -53,15 +53,17 @@ pub(crate) async fn upgrade(
                 "too many live connections for this space",
             )
         })?;
-    let address_slot = match client_ip(
+    let address = client_ip(
         state.config().limits.client_ip_header.as_deref(),
         &headers,
         &extensions,
-    ) {
-        Some(ip) => Some(
+    )
+    .map(client_key);
+    let address_slot = match address {
+        Some(key) => Some(
             state
                 .address_connections()
-                .try_acquire(&client_key(ip))
+                .try_acquire(&key)
                 .ok_or_else(|| {
                     ApiError::new(
                         ErrorCode::TooManyConnections,
@@ -81,6 +83,7 @@ pub(crate) async fn upgrade(
         query.device,
         query.after,
         (slot, address_slot),
+        address,
         task,
     );
     Ok(upgrade

@@ -96,6 +96,8 @@ pub(crate) struct Session {
     cursor: u64,
     head: u64,
     _slots: Slots,
+    /// The client's address key, for its share of the write queue.
+    address: Option<[u8; 32]>,
     _task: TaskTrackerToken,
 }
 
@@ -106,6 +108,7 @@ impl Session {
         device: Option<DeviceId>,
         after: u64,
         slots: Slots,
+        address: Option<[u8; 32]>,
         task: TaskTrackerToken,
     ) -> Session {
         Session {
@@ -115,6 +118,7 @@ impl Session {
             cursor: after,
             head: 0,
             _slots: slots,
+            address,
             _task: task,
         }
     }
@@ -402,6 +406,14 @@ impl Session {
                 "too many pushes in flight for this space",
             ));
         };
+        // And the address's share of the write queue, over all its sockets and requests.
+        let Ok(share) = self.state.write_share(self.address) else {
+            return Ok(refuse(
+                ErrorCode::Unavailable,
+                UNAVAILABLE_RETRY,
+                "too many writes queued from this address",
+            ));
+        };
         let device_seq = push.device_seq;
         let bytes = push.payload.len();
         let started = Instant::now();
@@ -411,7 +423,7 @@ impl Session {
             .push(self.space, push, limits.space_quota_bytes);
         Ok(Box::pin(async move {
             let result = stored.await;
-            drop(slot);
+            drop((slot, share));
             Answer::Stored {
                 device_seq,
                 bytes,
