@@ -6,7 +6,8 @@
 //! gigabytes. So each body reserves its declared length (its size limit when it declares none)
 //! before a byte of it is read, and keeps the reservation until its request is answered. A
 //! reservation that does not fit is refused at once, never queued, so a refused client costs
-//! nothing further.
+//! nothing further. A push on a live socket reserves its payload the same way, from when it is
+//! read until storage answers it.
 
 use std::{
     collections::HashMap,

@@ -543,3 +543,117 @@ async fn one_address_holds_only_its_share_of_the_write_queue() -> anyhow::Result
     tokio::time::timeout(WAIT, relay).await???;
     Ok(())
 }
+
+/// Pushes on live sockets count against the same byte budget as request bodies: with storage
+/// held back, a space's pushes past its share are Nacked `unavailable` with a wait (an HTTP
+/// push `503`) without reaching storage, another space pushes meanwhile, and once storage
+/// answers every byte is given back and the space pushes again.
+#[tokio::test]
+async fn live_pushes_held_by_storage_count_against_the_body_budget() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut config = test_config(dir.path());
+    // Room for two 4000-byte payloads of one space, and for the largest body.
+    config.limits.max_body_bytes_per_space = 9000;
+    let hub = LocalHub::default();
+    let open = Arc::new(Semaphore::new(0));
+    let entered = Arc::new(AtomicUsize::new(0));
+    let gate = Gate {
+        inner: SqliteStorage::open(dir.path(), Arc::new(hub.clone()), config.group_commit)?,
+        open: open.clone(),
+        entered: entered.clone(),
+    };
+    let listener = TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let state = AppState::new(config, Arc::new(gate), Arc::new(hub));
+    let budget_state = state.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let relay = tokio::spawn(run(listener, state, async move {
+        let _ = stopped.await;
+    }));
+
+    let (s, t) = (space(1), token(1));
+    let (status, _) = http(addr, "PUT", &paths::space(&s), Some(&t), &[]).await?;
+    assert_eq!(status, 201);
+    let path = format!("{}?after=0&device={}", paths::live(&s), device(1));
+    let mut ws = Ws::connect(addr, &path, Some(&t)).await?;
+    ws.expect_up_to_date().await?;
+    for seq in 1..=2 {
+        ws.send_push(&push(device(1), seq, &[seq as u8; 4000]))
+            .await?;
+    }
+    for _ in 0..500 {
+        if entered.load(Ordering::SeqCst) == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(entered.load(Ordering::SeqCst), 2);
+    assert_eq!(budget_state.body_budget().reserved(), 8000);
+
+    // Past the space's share: refused live (on a second socket: a socket answers in order, after
+    // its held pushes) and over HTTP, before storage.
+    let path = format!("{}?after=2&device={}", paths::live(&s), device(3));
+    let mut second = Ws::connect(addr, &path, Some(&t)).await?;
+    second.expect_up_to_date().await?;
+    second.send_push(&push(device(3), 1, &[3; 4000])).await?;
+    let nack = loop {
+        match second.next().await? {
+            ServerMessage::Nack(nack) => break nack,
+            ServerMessage::Chunk(_) => continue,
+            other => anyhow::bail!("expected a Nack, got {other:?}"),
+        }
+    };
+    assert_eq!(
+        (nack.device_seq, nack.code, nack.retry_after_ms),
+        (1, ErrorCode::Unavailable, 1000)
+    );
+    let (status, body) = http(
+        addr,
+        "POST",
+        &paths::chunks(&s),
+        Some(&t),
+        &push(device(2), 1, &[9; 4000]).to_bytes(),
+    )
+    .await?;
+    assert_eq!(
+        (status, common::error_code(&body).as_str()),
+        (503, "unavailable")
+    );
+    assert_eq!(
+        entered.load(Ordering::SeqCst),
+        2,
+        "refused pushes never reached storage"
+    );
+
+    // Another space is served meanwhile.
+    let (other, other_token) = (space(2), token(2));
+    http(addr, "PUT", &paths::space(&other), Some(&other_token), &[]).await?;
+    let (status, _) = http(
+        addr,
+        "POST",
+        &paths::chunks(&other),
+        Some(&other_token),
+        &push(device(9), 1, &[9; 4000]).to_bytes(),
+    )
+    .await?;
+    assert_eq!(status, 200);
+
+    // Storage answers: the bytes come back and the space pushes again.
+    open.add_permits(1_000);
+    let mut acked = Vec::new();
+    while acked.len() < 2 {
+        acked.push(ack_of(&mut ws).await?);
+    }
+    acked.sort_unstable();
+    assert_eq!(acked, [1, 2]);
+    assert_eq!(budget_state.body_budget().reserved(), 0);
+    second.send_push(&push(device(3), 1, &[3; 4000])).await?;
+    assert_eq!(ack_of(&mut second).await?, 3);
+
+    for ws in [ws, second] {
+        ws.close().await;
+    }
+    let _ = stop.send(());
+    tokio::time::timeout(WAIT, relay).await???;
+    Ok(())
+}

@@ -414,6 +414,19 @@ impl Session {
                 "too many writes queued from this address",
             ));
         };
+        // A live push's payload is held until storage answers, like a request body: it counts
+        // against the same byte budgets.
+        let Ok(reservation) = self
+            .state
+            .body_budget()
+            .try_reserve(self.space, push.payload.len() as u64)
+        else {
+            return Ok(refuse(
+                ErrorCode::Unavailable,
+                UNAVAILABLE_RETRY,
+                "too many pushed bytes in flight; retry later",
+            ));
+        };
         let device_seq = push.device_seq;
         let bytes = push.payload.len();
         let started = Instant::now();
@@ -423,7 +436,7 @@ impl Session {
             .push(self.space, push, limits.space_quota_bytes);
         Ok(Box::pin(async move {
             let result = stored.await;
-            drop((slot, share));
+            drop((slot, share, reservation));
             Answer::Stored {
                 device_seq,
                 bytes,
