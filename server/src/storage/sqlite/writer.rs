@@ -697,20 +697,22 @@ fn sweep(
         .collect::<rusqlite::Result<_>>()?;
     let mut swept = Swept::default();
     for (id, space, len) in due {
-        let Ok(space) = <[u8; 32]>::try_from(space.as_slice()).map(SpaceId) else {
-            continue;
-        };
         tx.prepare_cached("UPDATE chunks SET payload = NULL WHERE id = ?1")?
             .execute([id])?;
         let len = u64::try_from(len).unwrap_or(0);
+        swept.chunks += 1;
+        swept.bytes = swept.bytes.saturating_add(len);
+        // Deleted either way, so a malformed row cannot stall the sweep; only a sound space
+        // has a counter to give the bytes back to.
+        let Ok(space) = <[u8; 32]>::try_from(space.as_slice()).map(SpaceId) else {
+            continue;
+        };
         if let Some(meta) = meta(tx, state.cache, &space)? {
             let after = meta.bytes_used.saturating_sub(len);
             state.usage.change(meta.bytes_used, after);
             meta.bytes_used = after;
             state.dirty.insert(space);
         }
-        swept.chunks += 1;
-        swept.bytes = swept.bytes.saturating_add(len);
     }
     Ok(swept)
 }
