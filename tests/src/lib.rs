@@ -33,6 +33,7 @@ pub struct Relay {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
     trust: Option<Trust>,
+    state: AppState,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -94,6 +95,7 @@ impl Relay {
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
         let trust = tls.as_ref().map(|(_, trust)| trust.clone());
+        let kept = state.clone();
         let task = tokio::spawn(async move {
             let shutdown = async {
                 let _ = stopped.await;
@@ -107,6 +109,7 @@ impl Relay {
             addr,
             data_dir: data_dir.to_owned(),
             trust,
+            state: kept,
             stop: Some(stop),
             task: Some(task),
         })
@@ -133,6 +136,16 @@ impl Relay {
     /// The pin of this relay's key, for what is given a pin (the CLI's `--relay-pin`).
     pub fn pin(&self) -> Option<RelayPin> {
         self.trust.as_ref().map(|t| t.pin)
+    }
+
+    /// Chunks and their payload bytes the relay has sent to devices (pages, live, snapshots).
+    pub fn sent(&self) -> (u64, u64) {
+        let m = self.state.metrics();
+        (
+            m.chunks_sent.load(std::sync::atomic::Ordering::Relaxed),
+            m.chunk_bytes_sent
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// Stops the relay and waits for it.

@@ -4,6 +4,9 @@
 //!   TLS (`https://`, `wss://`, what devices use) and over clear text on loopback beside it.
 //! - `wire`: bytes on the wire per change against the change's own bytes.
 //! - `catchup [N]`: a device offline for N changes catches up: time, requests and bytes.
+//! - `catchup-compare [N…]`: the same for each N (100, 1000 and 10000 by default), on the live
+//!   path and through `sync_now`, beside the bytes Automerge's own sync protocol sends for the
+//!   same changes between two in-memory documents.
 //!
 //! Usage: `cargo run --release -p mend-bench --bin sync-bench -- latency 1000`
 
@@ -222,6 +225,129 @@ async fn catchup(n: usize) -> Result<()> {
     relay.stop().await
 }
 
+/// A couple where B is offline while A makes `n` changes, each pushed on its own. Returns the
+/// relay, both phones and B's couple document as it was before.
+async fn offline_for(dir: &std::path::Path, n: usize) -> Result<(Relay, Phone, Phone, Vec<u8>)> {
+    let relay = Relay::start(dir).await?;
+    let (a, b) = mend_e2e::couple(dir, &relay).await?;
+    let before = b.with(|j| j.save_space(Space::Couple))?;
+    for i in 0..n {
+        a.with(|j| {
+            j.add(Body::Share(Share {
+                feeling: format!("change {i} while you were away"),
+                tough_question: false,
+            }))
+        })?;
+        a.sync().await?;
+    }
+    Ok((relay, a, b, before))
+}
+
+/// Bytes each side sends when Automerge's sync protocol brings `behind` up to `ahead`, from
+/// fresh sync states (as a new connection would), and the messages exchanged.
+fn automerge_sync(ahead: &[u8], behind: &[u8]) -> Result<(usize, usize, usize)> {
+    use automerge::sync::{State, SyncDoc};
+    let ahead = automerge::Automerge::load(ahead)?;
+    let mut behind = automerge::Automerge::load(behind)?;
+    let (mut sa, mut sb) = (State::new(), State::new());
+    let (mut down, mut up, mut messages) = (0usize, 0usize, 0usize);
+    let mut ahead = ahead;
+    for _ in 0..64 {
+        let to_behind = ahead.generate_sync_message(&mut sa);
+        let to_ahead = behind.generate_sync_message(&mut sb);
+        if to_behind.is_none() && to_ahead.is_none() {
+            break;
+        }
+        if let Some(m) = to_behind {
+            let bytes = m.encode();
+            down += bytes.len();
+            messages += 1;
+            behind.receive_sync_message(&mut sb, automerge::sync::Message::decode(&bytes)?)?;
+        }
+        if let Some(m) = to_ahead {
+            let bytes = m.encode();
+            up += bytes.len();
+            messages += 1;
+            ahead.receive_sync_message(&mut sa, automerge::sync::Message::decode(&bytes)?)?;
+        }
+    }
+    anyhow::ensure!(
+        ahead.get_heads() == behind.get_heads(),
+        "Automerge's sync did not converge"
+    );
+    Ok((down, up, messages))
+}
+
+async fn catchup_compare(sizes: &[usize]) -> Result<()> {
+    println!("catch-up after N missed changes (one edit per chunk), B's couple space");
+    println!(
+        "| N | path | time (ms) | relay requests | chunks received | bytes received | B per change |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for &n in sizes {
+        // Through `sync_now`, as the background task and the CLI do.
+        let dir = tempfile::tempdir()?;
+        let (relay, a, b, before) = offline_for(dir.path(), n).await?;
+        let have = b.read(|j| Ok(j.records()?.len()))?;
+        let (c0, b0) = relay.sent();
+        let start = Instant::now();
+        let report = b.device.sync_round(Duration::from_secs(120)).await?;
+        let took = start.elapsed();
+        let (c1, b1) = relay.sent();
+        anyhow::ensure!(report.finished, "sync_now did not finish");
+        let got = b.read(|j| Ok(j.records()?.len()))?;
+        anyhow::ensure!(got == have + n, "sync_now brought {got} of {}", have + n);
+        println!(
+            "| {n} | sync_now | {:.1} | {} pulled | {} | {} | {:.0} |",
+            took.as_secs_f64() * 1e3,
+            report.pulled,
+            c1 - c0,
+            b1 - b0,
+            (b1 - b0) as f64 / n as f64
+        );
+        let ahead = a.with(|j| j.save_space(Space::Couple))?;
+        let (down, up, messages) = automerge_sync(&ahead, &before)?;
+        println!(
+            "| {n} | Automerge sync (in memory) | — | {messages} messages | — | {down} (+{up} sent) | {:.0} |",
+            down as f64 / n as f64
+        );
+        relay.stop().await?;
+
+        // Live: B's socket catches up from its cursor.
+        let dir = tempfile::tempdir()?;
+        let (relay, _a, b, _) = offline_for(dir.path(), n).await?;
+        let seen = b.recorder.changed.lock().map(|c| c.len()).unwrap_or(0);
+        let (c0, b0) = relay.sent();
+        let start = Instant::now();
+        b.device.start_live()?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let now = b.recorder.changed.lock().map(|c| c.len()).unwrap_or(0);
+            if now >= seen + n {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "live catch-up saw {} of {n}",
+                now - seen
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let took = start.elapsed();
+        let (c1, b1) = relay.sent();
+        b.device.stop_live().await;
+        println!(
+            "| {n} | live | {:.1} | 1 socket | {} | {} | {:.0} |",
+            took.as_secs_f64() * 1e3,
+            c1 - c0,
+            b1 - b0,
+            (b1 - b0) as f64 / n as f64
+        );
+        relay.stop().await?;
+    }
+    Ok(())
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
@@ -234,12 +360,24 @@ async fn main() -> Result<()> {
         }
         "wire" => wire(),
         "catchup" => catchup(n.unwrap_or(1000)).await,
+        "catchup-compare" => {
+            let mut sizes: Vec<usize> = n.into_iter().collect();
+            for a in args {
+                sizes.push(a.parse()?);
+            }
+            if sizes.is_empty() {
+                sizes = vec![100, 1000, 10000];
+            }
+            catchup_compare(&sizes).await
+        }
         "all" => {
             wire()?;
             latency(n.unwrap_or(1000), true).await?;
             latency(n.unwrap_or(1000), false).await?;
             catchup(n.unwrap_or(1000)).await
         }
-        other => bail!("unknown benchmark {other:?}: use latency, wire, catchup or all"),
+        other => {
+            bail!("unknown benchmark {other:?}: use latency, wire, catchup, catchup-compare or all")
+        }
     }
 }
