@@ -109,8 +109,13 @@ struct Run {
     /// sequence conflict): a relay repeating it is not followed again until the next round.
     moved: bool,
     /// What the snapshot loaded in this round covers: a `410` that leads to the same one
-    /// again is the relay repeating itself.
+    /// again is a late copy of an earlier `410`, or the relay repeating itself.
     loaded: Option<u64>,
+    /// The relay served the snapshot this round loaded again after a `410`: one more `410` is
+    /// not followed, and reported.
+    pruned_again: bool,
+    /// The snapshot fetch in flight answers a `410`.
+    fetch_pruned: bool,
     /// This round fetched the relay's snapshot, before a snapshot of its own, to heal what it
     /// refused (once a round, so a relay serving a new refused chunk on every read cannot
     /// keep it fetching).
@@ -157,6 +162,8 @@ impl SyncEngine {
                 subscribed: None,
                 moved: false,
                 loaded: None,
+                pruned_again: false,
+                fetch_pruned: false,
                 heal_tried: false,
             })
             .collect();
@@ -335,6 +342,8 @@ impl SyncEngine {
         run.troubled = false;
         run.moved = false;
         run.loaded = None;
+        run.pruned_again = false;
+        run.fetch_pruned = false;
         run.heal_tried = false;
         // After a refused chunk, each round first merges the relay's snapshot: once a healthy
         // device has snapshotted past the hole, that heals it.
@@ -739,12 +748,17 @@ impl SyncEngine {
             Response::Snapshot { snapshot, .. } => {
                 if phase == Phase::FetchingSnapshot {
                     let covers = snapshot.as_ref().map(|s| s.covers);
-                    if let (Some(had), Some(covers)) = (self.runs[i].loaded, covers)
+                    let pruned = std::mem::take(&mut self.runs[i].fetch_pruned);
+                    if let (true, Some(had), Some(covers)) = (pruned, self.runs[i].loaded, covers)
                         && covers <= had
                     {
                         // A `410` for a read from past the snapshot this round loaded, and that
-                        // snapshot again: following it would go round for ever.
-                        self.loop_seen(i, journal, now, "pruned")?;
+                        // snapshot again: read once more as after a bad snapshot (a late copy
+                        // of an earlier `410` is then answered), and never fetch it again.
+                        let run = &mut self.runs[i];
+                        run.snapshot_failed = true;
+                        run.pruned_again = true;
+                        self.read(i, now, out);
                         return Ok(());
                     }
                     let healing = self.unhealed(i, journal)?;
@@ -902,11 +916,19 @@ impl SyncEngine {
         let phase = self.runs[i].phase;
         match failure {
             Failure::Pruned if self.runs[i].snapshot_failed => {
-                // The log is pruned and its snapshot unusable (reported): a pull failure never
-                // holds back this device's own edits.
+                // The log is pruned and its snapshot unusable (reported), or the relay keeps
+                // answering `410` from past the snapshot it serves: a pull failure never holds
+                // back this device's own edits.
+                if std::mem::take(&mut self.runs[i].pruned_again) {
+                    let kind = ProblemKind::RelayLoop {
+                        answer: "pruned".into(),
+                    };
+                    self.problem(journal, space, kind, now)?;
+                }
                 self.push_next(i, journal, now, out)?;
             }
             Failure::Pruned => {
+                self.runs[i].fetch_pruned = true;
                 self.send(
                     i,
                     now,
