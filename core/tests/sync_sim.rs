@@ -1405,3 +1405,28 @@ fn a_refused_chunk_before_every_round_does_not_hold_snapshots_back() -> Result<(
     sim.settle()?;
     assert_converged(&sim, &acked)
 }
+
+/// Found by the random schedules: with answers copied and reordered, a copy of the answer to a
+/// device's first pull (the relay still empty) arrives while it pulls again after its push.
+/// Before, that head below its pushed chunk was taken for a relay gone back.
+#[test]
+fn a_late_copy_of_an_answer_from_before_a_push_is_no_rewind() -> Result<()> {
+    run(
+        4560195135826235856,
+        1,
+        2,
+        2,
+        vec![
+            Step::Faults(1, 11, 354),
+            Step::Sync(0),
+            Step::Deliver(4),
+            Step::Faults(3, 22, 1694),
+            Step::RestartDevice(1),
+            Step::Deliver(5),
+            Step::Deliver(4),
+            Step::Deliver(3),
+            Step::Sync(3),
+            Step::Deliver(1),
+        ],
+    )
+}

@@ -108,6 +108,8 @@ struct Run {
     /// This round already followed an answer that moved the device to a new id (a rewind, a
     /// sequence conflict): a relay repeating it is not followed again until the next round.
     moved: bool,
+    /// The id of the last pull sent: only its answer says anything about the relay now.
+    pull: u64,
     /// What the snapshot loaded in this round covers: a `410` that leads to the same one
     /// again is a late copy of an earlier `410`, or the relay repeating itself.
     loaded: Option<u64>,
@@ -161,6 +163,7 @@ impl SyncEngine {
                 troubled: false,
                 subscribed: None,
                 moved: false,
+                pull: 0,
                 loaded: None,
                 pruned_again: false,
                 fetch_pruned: false,
@@ -363,11 +366,25 @@ impl SyncEngine {
         Ok(())
     }
 
+    /// Sends a pull from `after` under a new id.
+    fn pull(&mut self, i: usize, now: i64, after: u64, out: &mut Vec<Action>) {
+        let space = self.runs[i].link.space;
+        let id = self.runs[i].pull.wrapping_add(1);
+        self.runs[i].pull = id;
+        self.send(
+            i,
+            now,
+            Phase::Pulling,
+            Request::Pull { space, after, id },
+            out,
+        );
+    }
+
     fn read(&mut self, i: usize, now: i64, out: &mut Vec<Action>) {
         let space = self.runs[i].link.space;
         let after = self.runs[i].state.cursor;
         match self.mode {
-            Mode::Once => self.send(i, now, Phase::Pulling, Request::Pull { space, after }, out),
+            Mode::Once => self.pull(i, now, after, out),
             Mode::Live => {
                 let state = &self.runs[i].state;
                 self.runs[i].subscribed = state.cursor_mark.map(|mark| (after, mark));
@@ -628,14 +645,16 @@ impl SyncEngine {
                     }
                 }
             }
-            Response::Page { page, after, .. } => {
+            Response::Page {
+                page, after, id, ..
+            } => {
                 let cursor = self.runs[i].state.cursor;
-                // Only the answer to a pull from where this device stands says anything about
-                // the relay now (a late copy of an older answer does not).
-                let current = phase == Phase::Pulling && after == cursor;
+                // Only the answer to the pull in flight, from where this device stands, says
+                // anything about the relay now (a late or copied answer to an earlier pull,
+                // from before this device's last push, can show a head below it).
+                let current = phase == Phase::Pulling && id == self.runs[i].pull && after == cursor;
                 // The relay's head can never be below what this device read, nor below where
-                // it stored this device's last chunk (a copy of an answer older than that push
-                // can say so too: then the document is pushed again for nothing, never lost).
+                // it stored this device's last chunk.
                 let acked = self.runs[i].state.last_ack_relay;
                 // Nor can another device's chunk sit where this device's last one was stored
                 // (a relay restored, then filled up past the head it had). Only while that
@@ -670,10 +689,10 @@ impl SyncEngine {
                         self.keep_mark(i, journal, page.next_after, mark)?;
                     }
                 }
-                if phase == Phase::Pulling {
+                if phase == Phase::Pulling && id == self.runs[i].pull {
                     if page.more {
                         let after = self.runs[i].state.cursor;
-                        self.send(i, now, Phase::Pulling, Request::Pull { space, after }, out);
+                        self.pull(i, now, after, out);
                     } else {
                         self.push_next(i, journal, now, out)?;
                     }

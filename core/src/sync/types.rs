@@ -26,6 +26,9 @@ pub enum Request {
         space: Space,
         /// The cursor.
         after: u64,
+        /// Which pull this is (never sent to the relay): the transport hands it back with the
+        /// answer, so a late or copied answer to an earlier pull is told apart.
+        id: u64,
     },
     /// Open (or reopen) the live subscription after a cursor.
     Subscribe {
@@ -118,6 +121,8 @@ pub enum Response {
         space: Space,
         /// The cursor the pull asked from.
         after: u64,
+        /// The `id` of the pull it answers.
+        id: u64,
         /// The page.
         page: Page,
     },

@@ -131,6 +131,10 @@ impl SimRelay {
                 }
             }
             Request::Pull { after, .. } | Request::Subscribe { after, .. } => {
+                let id = match req {
+                    Request::Pull { id, .. } => *id,
+                    _ => 0,
+                };
                 let covers = s.snapshot.as_ref().map_or(0, |x| x.covers);
                 if *after < covers.max(s.pruned_below) || s.prune_every_pull {
                     return Response::Failed {
@@ -158,6 +162,7 @@ impl SimRelay {
                     return Response::Page {
                         space,
                         after: *after,
+                        id,
                         page: Page {
                             head: 0,
                             next_after,
@@ -171,6 +176,7 @@ impl SimRelay {
                 Response::Page {
                     space,
                     after: *after,
+                    id,
                     page: Page {
                         head: s.head,
                         next_after,
