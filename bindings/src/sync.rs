@@ -14,6 +14,8 @@ pub enum SyncProblemKind {
     Tampered {
         /// Its relay sequence number.
         relay_seq: i64,
+        /// The device it claims to come from (hex; empty if not known).
+        device: String,
     },
     /// A device's chunks skipped a number: something in between was withheld.
     Gap {
@@ -47,6 +49,18 @@ pub enum SyncProblemKind {
         /// What the relay claimed.
         head: i64,
     },
+    /// Chunks refused up to this relay sequence were not healed by the relay's snapshot: they
+    /// count as consumed, and snapshots go on.
+    Unhealed {
+        /// The last refused chunk's relay sequence number.
+        up_to: i64,
+    },
+    /// The relay repeated, within a round, an answer that would move this device to a new id
+    /// or fetch the snapshot again (`rewind`, `seq_conflict`, `pruned`); the device waits.
+    RelayLoop {
+        /// Which answer.
+        answer: String,
+    },
     /// The relay's snapshot failed its checks, or it had none where it needed one.
     BadSnapshot {
         /// What it claimed to cover (0: none).
@@ -77,9 +91,14 @@ impl From<core_sync::ProblemKind> for SyncProblemKind {
     fn from(k: core_sync::ProblemKind) -> Self {
         use core_sync::ProblemKind as P;
         match k {
-            P::Tampered { relay_seq } => Self::Tampered {
+            P::Tampered { relay_seq, device } => Self::Tampered {
                 relay_seq: signed(relay_seq),
+                device,
             },
+            P::Unhealed { up_to } => Self::Unhealed {
+                up_to: signed(up_to),
+            },
+            P::RelayLoop { answer } => Self::RelayLoop { answer },
             P::Gap {
                 device,
                 expected,

@@ -329,6 +329,11 @@ impl RelayHttp {
                 Ok(Response::Acked { space, ack })
             }
             Request::Pull { after, .. } | Request::Subscribe { after, .. } => {
+                // The answer carries the pull's id back (a subscription over HTTP has none).
+                let pull = match request {
+                    Request::Pull { id, .. } => *id,
+                    _ => 0,
+                };
                 let device = mend_protocol::DeviceId(*device);
                 let path = paths::pull(&id, *after, Some(MAX_PAGE_LIMIT), Some(&device));
                 let (status, retry, body) = self
@@ -337,7 +342,12 @@ impl RelayHttp {
                 ok(status, retry, &body)?;
                 let page = Page::decode(&body, &limits).map_err(malformed)?;
                 let after = *after;
-                Ok(Response::Page { space, after, page })
+                Ok(Response::Page {
+                    space,
+                    after,
+                    id: pull,
+                    page,
+                })
             }
             Request::GetSnapshot { .. } => {
                 let (status, retry, body) = self

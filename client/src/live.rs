@@ -254,6 +254,7 @@ mod tests {
                 &Request::Pull {
                     space: Space::Couple,
                     after: 0,
+                    id: 1,
                 },
             )
             .await;

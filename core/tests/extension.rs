@@ -106,6 +106,8 @@ fn page(after: u64, head: u64) -> Event {
     Event::Response(Response::Page {
         space: Space::Couple,
         after,
+        // Each engine's first pull.
+        id: 1,
         page: Page {
             head,
             next_after: head,

@@ -147,7 +147,9 @@ pub(super) async fn round(device: &Device, tracker: &Tracker, budget: Duration) 
     let failing = status.problems.iter().rev().find(|p| {
         matches!(
             p.kind,
-            ProblemKind::RelayError { .. } | ProblemKind::Refused { .. }
+            ProblemKind::RelayError { .. }
+                | ProblemKind::Refused { .. }
+                | ProblemKind::RelayLoop { .. }
         )
     });
     if status.syncing || (!status.online && status.last_synced.is_none()) {
@@ -188,7 +190,7 @@ pub(super) async fn round(device: &Device, tracker: &Tracker, budget: Duration) 
 /// A sync problem in words.
 fn describe(kind: &ProblemKind) -> String {
     match kind {
-        ProblemKind::Tampered { relay_seq } => {
+        ProblemKind::Tampered { relay_seq, .. } => {
             format!("a change (relay #{relay_seq}) failed its integrity check and was not applied")
         }
         ProblemKind::Gap { expected, got, .. } => {
@@ -209,6 +211,13 @@ fn describe(kind: &ProblemKind) -> String {
             "the relay went back to an earlier state (at #{head}, this device had read to \
              #{cursor}); this device sent its whole journal again"
         ),
+        ProblemKind::Unhealed { up_to } => format!(
+            "changes the relay served up to #{up_to} were refused and its snapshot did not \
+             heal them; they are left out and snapshots go on"
+        ),
+        ProblemKind::RelayLoop { answer } => {
+            format!("the relay kept answering `{answer}`; this device waits before asking again")
+        }
         ProblemKind::BadSnapshot { covers: 0 } => {
             "the relay had no snapshot where it needed one; what it still holds was read".to_owned()
         }

@@ -180,6 +180,17 @@ impl SyncStore for Journal {
         })
     }
 
+    fn awaits_changes(&self, space: Space) -> Result<bool> {
+        Ok(!self.doc(space)?.missing_deps().is_empty())
+    }
+
+    fn give_up_healing(&mut self, space: Space) -> Result<SyncState> {
+        self.step(|j| {
+            let state = j.store.give_up_healing(space);
+            j.bump(state)
+        })
+    }
+
     fn mark_synced(&mut self, space: Space, now_ms: i64) -> Result<SyncState> {
         self.step(|j| {
             let state = j.store.mark_synced(space, now_ms);

@@ -213,6 +213,9 @@ impl Store {
              heal_after = 0, cursor_mark = NULL, mark_at = NULL WHERE space = ?1",
             [space.as_str()],
         )?;
+        // Every unsent change is in the document queued below: a relay that keeps rewinding
+        // must not grow the queue by a whole document each time.
+        tx.execute("DELETE FROM unsent WHERE space = ?1", [space.as_str()])?;
         {
             let mut insert = tx.prepare("INSERT INTO unsent (space, bytes) VALUES (?1, ?2)")?;
             for change in changes {
@@ -453,6 +456,16 @@ impl Store {
             space,
             "UPDATE sync_state SET heal_after = MAX(heal_after, ?2) WHERE space = ?1",
             i(relay_seq),
+        )
+    }
+
+    /// Gives up waiting for a snapshot to heal what was refused: the refused chunks count as
+    /// consumed, and this device may snapshot again.
+    pub fn give_up_healing(&mut self, space: Space) -> Result<SyncState> {
+        self.update_state(
+            space,
+            "UPDATE sync_state SET heal_after = ?2 WHERE space = ?1",
+            0,
         )
     }
 

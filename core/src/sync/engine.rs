@@ -105,6 +105,23 @@ struct Run {
     troubled: bool,
     /// The cursor a live subscription asked from and the relay's mark kept for it then.
     subscribed: Option<(u64, [u8; 16])>,
+    /// This round already followed an answer that moved the device to a new id (a rewind, a
+    /// sequence conflict): a relay repeating it is not followed again until the next round.
+    moved: bool,
+    /// The id of the last pull sent: only its answer says anything about the relay now.
+    pull: u64,
+    /// What the snapshot loaded in this round covers: a `410` that leads to the same one
+    /// again is a late copy of an earlier `410`, or the relay repeating itself.
+    loaded: Option<u64>,
+    /// The relay served the snapshot this round loaded again after a `410`: one more `410` is
+    /// not followed, and reported.
+    pruned_again: bool,
+    /// The snapshot fetch in flight answers a `410`.
+    fetch_pruned: bool,
+    /// This round fetched the relay's snapshot, before a snapshot of its own, to heal what it
+    /// refused (once a round, so a relay serving a new refused chunk on every read cannot
+    /// keep it fetching).
+    heal_tried: bool,
 }
 
 /// The sans-IO sync engine of one device.
@@ -145,6 +162,12 @@ impl SyncEngine {
                 recovering: false,
                 troubled: false,
                 subscribed: None,
+                moved: false,
+                pull: 0,
+                loaded: None,
+                pruned_again: false,
+                fetch_pruned: false,
+                heal_tried: false,
             })
             .collect();
         Self {
@@ -229,7 +252,7 @@ impl SyncEngine {
                         self.runs[i].phase,
                         Phase::Idle | Phase::Done | Phase::Waiting(_)
                     ) {
-                        self.begin(i, now, &mut out);
+                        self.begin(i, journal, now, &mut out)?;
                     }
                 }
             }
@@ -244,7 +267,7 @@ impl SyncEngine {
                 for i in 0..self.runs.len() {
                     let run = &self.runs[i];
                     match run.phase {
-                        Phase::Waiting(at) if at <= now => self.begin(i, now, &mut out),
+                        Phase::Waiting(at) if at <= now => self.begin(i, journal, now, &mut out)?,
                         _ if run.deadline.is_some_and(|d| d <= now) => self.retry_later(i, now),
                         _ => {}
                     }
@@ -300,15 +323,34 @@ impl SyncEngine {
         out.push(Action::Send(request));
     }
 
-    fn begin(&mut self, i: usize, now: i64, out: &mut Vec<Action>) {
+    /// Whether a space has something a snapshot should heal: a refused chunk not yet tried
+    /// against the relay's snapshot, or changes waiting for one they build on (what a refused
+    /// chunk of a real device held: its later edits show it was real).
+    fn unhealed<S: SyncStore + ?Sized>(&self, i: usize, journal: &S) -> Result<bool> {
+        let run = &self.runs[i];
+        Ok(run.state.heal_after > 0 || journal.awaits_changes(run.link.space)?)
+    }
+
+    fn begin<S: SyncStore + ?Sized>(
+        &mut self,
+        i: usize,
+        journal: &S,
+        now: i64,
+        out: &mut Vec<Action>,
+    ) -> Result<()> {
         let space = self.runs[i].link.space;
         let run = &mut self.runs[i];
         run.repulled = false;
         run.snapshot_failed = false;
         run.troubled = false;
+        run.moved = false;
+        run.loaded = None;
+        run.pruned_again = false;
+        run.fetch_pruned = false;
+        run.heal_tried = false;
         // After a refused chunk, each round first merges the relay's snapshot: once a healthy
         // device has snapshotted past the hole, that heals it.
-        if self.runs[i].created && self.runs[i].state.heal_after > 0 {
+        if self.runs[i].created && self.unhealed(i, journal)? {
             self.send(
                 i,
                 now,
@@ -321,13 +363,28 @@ impl SyncEngine {
         } else {
             self.send(i, now, Phase::Creating, Request::Create { space }, out);
         }
+        Ok(())
+    }
+
+    /// Sends a pull from `after` under a new id.
+    fn pull(&mut self, i: usize, now: i64, after: u64, out: &mut Vec<Action>) {
+        let space = self.runs[i].link.space;
+        let id = self.runs[i].pull.wrapping_add(1);
+        self.runs[i].pull = id;
+        self.send(
+            i,
+            now,
+            Phase::Pulling,
+            Request::Pull { space, after, id },
+            out,
+        );
     }
 
     fn read(&mut self, i: usize, now: i64, out: &mut Vec<Action>) {
         let space = self.runs[i].link.space;
         let after = self.runs[i].state.cursor;
         match self.mode {
-            Mode::Once => self.send(i, now, Phase::Pulling, Request::Pull { space, after }, out),
+            Mode::Once => self.pull(i, now, after, out),
             Mode::Live => {
                 let state = &self.runs[i].state;
                 self.runs[i].subscribed = state.cursor_mark.map(|mark| (after, mark));
@@ -377,12 +434,27 @@ impl SyncEngine {
         }
         let run = &self.runs[i];
         let state = &run.state;
-        // A device that refused a chunk must not snapshot: its document lacks what it refused,
-        // and the relay would prune the only copy.
-        let wanted = state.heal_after == 0
-            && (run.recovering
-                || (state.cursor > 0
-                    && state.cursor >= state.snapshot_covers.saturating_add(self.snapshot_every)));
+        let due = run.recovering
+            || (state.cursor > 0
+                && state.cursor >= state.snapshot_covers.saturating_add(self.snapshot_every));
+        if due && state.heal_after > 0 && !run.heal_tried && !journal.awaits_changes(link.space)? {
+            // A chunk refused in this round: its one try at the relay's snapshot comes now, so
+            // a relay that slips in a new one before every round cannot hold snapshots back.
+            self.runs[i].heal_tried = true;
+            let space = link.space;
+            self.send(
+                i,
+                now,
+                Phase::FetchingSnapshot,
+                Request::GetSnapshot { space },
+                out,
+            );
+            return Ok(());
+        }
+        // A device that refused a chunk must not snapshot before it has tried the relay's
+        // snapshot once, nor while changes wait for one they build on: its document lacks
+        // them, and the relay would prune the only copy it serves.
+        let wanted = due && !self.unhealed(i, journal)?;
         if wanted && state.cursor < state.last_ack_relay && !run.repulled {
             // This round pushed past what it read: read once more (the relay skips this
             // device's own chunks), so a device that pushes in every round still snapshots.
@@ -406,11 +478,12 @@ impl SyncEngine {
     }
 
     fn finish<S: SyncStore + ?Sized>(&mut self, i: usize, journal: &mut S, now: i64) -> Result<()> {
+        let waiting = journal.awaits_changes(self.runs[i].link.space)?;
         let run = &mut self.runs[i];
         run.phase = Phase::Done;
         run.deadline = None;
         run.state = journal.mark_synced(run.link.space, now)?;
-        if !run.troubled && run.state.heal_after == 0 {
+        if !run.troubled && run.state.heal_after == 0 && !waiting {
             // A clean round with nothing left to heal: what was reported is over.
             journal.clear_problems(run.link.space)?;
         }
@@ -424,6 +497,43 @@ impl SyncEngine {
             self.status.last_synced = Some(now);
             self.backoff.reset();
         }
+        Ok(())
+    }
+
+    /// Whether this space may follow an answer that moves the device to a new id: once per
+    /// round. A relay that repeats it (each time the whole document would go out again) is
+    /// reported, and the space waits with the backoff before its next round.
+    fn may_move<S: SyncStore + ?Sized>(
+        &mut self,
+        i: usize,
+        journal: &mut S,
+        now: i64,
+        answer: &str,
+    ) -> Result<bool> {
+        if !std::mem::replace(&mut self.runs[i].moved, true) {
+            return Ok(true);
+        }
+        self.loop_seen(i, journal, now, answer)?;
+        Ok(false)
+    }
+
+    /// The relay repeated, within a round, an answer that would send this device round again:
+    /// report it and wait (backing off, within the caller's deadline).
+    fn loop_seen<S: SyncStore + ?Sized>(
+        &mut self,
+        i: usize,
+        journal: &mut S,
+        now: i64,
+        answer: &str,
+    ) -> Result<()> {
+        let space = self.runs[i].link.space;
+        let kind = ProblemKind::RelayLoop {
+            answer: answer.to_owned(),
+        };
+        self.problem(journal, space, kind, now)?;
+        self.retry_later(i, now);
+        // It answered: not out of reach.
+        self.reached();
         Ok(())
     }
 
@@ -469,7 +579,9 @@ impl SyncEngine {
         // served wrong, or refused for good, stays shown until a clean round or a heal.
         let lasting = !matches!(
             kind,
-            ProblemKind::RelayError { .. } | ProblemKind::Refused { .. }
+            ProblemKind::RelayError { .. }
+                | ProblemKind::Refused { .. }
+                | ProblemKind::RelayLoop { .. }
         );
         let problem = Problem {
             space: space.as_str().into(),
@@ -513,10 +625,13 @@ impl SyncEngine {
                 {
                     // The relay made anew a space this device had synced: it lost everything.
                     let cursor = state.cursor;
+                    if !self.may_move(i, journal, now, "rewind")? {
+                        return Ok(());
+                    }
                     self.rewound(i, journal, now, cursor, 0)?;
                 }
                 if phase == Phase::Creating {
-                    if self.runs[i].state.heal_after > 0 {
+                    if self.unhealed(i, journal)? {
                         // Whichever engine runs the round, a refused chunk is healed first.
                         self.send(
                             i,
@@ -530,14 +645,16 @@ impl SyncEngine {
                     }
                 }
             }
-            Response::Page { page, after, .. } => {
+            Response::Page {
+                page, after, id, ..
+            } => {
                 let cursor = self.runs[i].state.cursor;
-                // Only the answer to a pull from where this device stands says anything about
-                // the relay now (a late copy of an older answer does not).
-                let current = phase == Phase::Pulling && after == cursor;
+                // Only the answer to the pull in flight, from where this device stands, says
+                // anything about the relay now (a late or copied answer to an earlier pull,
+                // from before this device's last push, can show a head below it).
+                let current = phase == Phase::Pulling && id == self.runs[i].pull && after == cursor;
                 // The relay's head can never be below what this device read, nor below where
-                // it stored this device's last chunk (a copy of an answer older than that push
-                // can say so too: then the document is pushed again for nothing, never lost).
+                // it stored this device's last chunk.
                 let acked = self.runs[i].state.last_ack_relay;
                 // Nor can another device's chunk sit where this device's last one was stored
                 // (a relay restored, then filled up past the head it had). Only while that
@@ -552,6 +669,9 @@ impl SyncEngine {
                 let moved = differ(self.runs[i].state.cursor_mark, page.after_mark);
                 let below = page.head < cursor.max(acked);
                 if current && (page.next_after > page.head || below || taken || moved) {
+                    if !self.may_move(i, journal, now, "rewind")? {
+                        return Ok(());
+                    }
                     self.rewound(i, journal, now, cursor, page.head)?;
                     self.read(i, now, out);
                     return Ok(());
@@ -569,10 +689,10 @@ impl SyncEngine {
                         self.keep_mark(i, journal, page.next_after, mark)?;
                     }
                 }
-                if phase == Phase::Pulling {
+                if phase == Phase::Pulling && id == self.runs[i].pull {
                     if page.more {
                         let after = self.runs[i].state.cursor;
-                        self.send(i, now, Phase::Pulling, Request::Pull { space, after }, out);
+                        self.pull(i, now, after, out);
                     } else {
                         self.push_next(i, journal, now, out)?;
                     }
@@ -601,6 +721,9 @@ impl SyncEngine {
                     .subscribed
                     .is_some_and(|(_, mark)| differ(Some(mark), after_mark));
                 if phase == Phase::CatchingUp && (head < cursor || moved) {
+                    if !self.may_move(i, journal, now, "rewind")? {
+                        return Ok(());
+                    }
                     self.rewound(i, journal, now, cursor, head)?;
                     self.read(i, now, out);
                     return Ok(());
@@ -630,6 +753,9 @@ impl SyncEngine {
                     self.runs[i].state =
                         journal.acknowledge(space, ack.device_seq, ack.relay_seq)?;
                     if back {
+                        if !self.may_move(i, journal, now, "rewind")? {
+                            return Ok(());
+                        }
                         let cursor = self.runs[i].state.cursor;
                         self.rewound(i, journal, now, cursor, ack.relay_seq)?;
                         self.read(i, now, out);
@@ -640,19 +766,53 @@ impl SyncEngine {
             }
             Response::Snapshot { snapshot, .. } => {
                 if phase == Phase::FetchingSnapshot {
-                    let healing = self.runs[i].state.heal_after > 0;
+                    let covers = snapshot.as_ref().map(|s| s.covers);
+                    let pruned = std::mem::take(&mut self.runs[i].fetch_pruned);
+                    if let (true, Some(had), Some(covers)) = (pruned, self.runs[i].loaded, covers)
+                        && covers <= had
+                    {
+                        // A `410` for a read from past the snapshot this round loaded, and that
+                        // snapshot again: read once more as after a bad snapshot (a late copy
+                        // of an earlier `410` is then answered), and never fetch it again.
+                        let run = &mut self.runs[i];
+                        run.snapshot_failed = true;
+                        run.pruned_again = true;
+                        self.read(i, now, out);
+                        return Ok(());
+                    }
+                    let healing = self.unhealed(i, journal)?;
                     let loaded = match &snapshot {
                         Some(s) => self.apply_snapshot(i, journal, now, s, out)?,
                         None => Loaded::Unusable,
                     };
+                    if loaded != Loaded::Unusable {
+                        self.runs[i].loaded = covers;
+                    }
                     if let (Loaded::LacksMine { cursor }, Some(s)) = (loaded, &snapshot) {
                         // What it holds is merged; what the relay lost of this device's goes
                         // out again with the whole document.
+                        if !self.may_move(i, journal, now, "rewind")? {
+                            return Ok(());
+                        }
                         self.rewound(i, journal, now, cursor, s.covers)?;
                         self.read(i, now, out);
                         return Ok(());
                     }
                     let usable = loaded != Loaded::Unusable;
+                    let unhealed = self.runs[i].state.heal_after;
+                    if unhealed > 0 && !journal.awaits_changes(space)? {
+                        // The one try at healing what was refused: garbage no device accepts is
+                        // never healed, and must not stop every device from snapshotting. (A real
+                        // device's chunk is known by the edits that build on it: those wait, and
+                        // keep this device fetching and not snapshotting until healed.)
+                        self.problem(
+                            journal,
+                            space,
+                            ProblemKind::Unhealed { up_to: unhealed },
+                            now,
+                        )?;
+                        self.runs[i].state = journal.give_up_healing(space)?;
+                    }
                     if usable {
                         if self.runs[i].state.heal_after == 0 {
                             self.runs[i].gaps_reported.clear();
@@ -775,11 +935,19 @@ impl SyncEngine {
         let phase = self.runs[i].phase;
         match failure {
             Failure::Pruned if self.runs[i].snapshot_failed => {
-                // The log is pruned and its snapshot unusable (reported): a pull failure never
-                // holds back this device's own edits.
+                // The log is pruned and its snapshot unusable (reported), or the relay keeps
+                // answering `410` from past the snapshot it serves: a pull failure never holds
+                // back this device's own edits.
+                if std::mem::take(&mut self.runs[i].pruned_again) {
+                    let kind = ProblemKind::RelayLoop {
+                        answer: "pruned".into(),
+                    };
+                    self.problem(journal, space, kind, now)?;
+                }
                 self.push_next(i, journal, now, out)?;
             }
             Failure::Pruned => {
+                self.runs[i].fetch_pruned = true;
                 self.send(
                     i,
                     now,
@@ -812,6 +980,9 @@ impl SyncEngine {
                 // This device's database went back in time; the relay keeps the other payload.
                 // Under a new device id (and actor) nothing it sends can collide again; the
                 // outbox keeps every batch and pushes it under the new numbers.
+                if !self.may_move(i, journal, now, "seq_conflict")? {
+                    return Ok(());
+                }
                 self.problem(journal, space, ProblemKind::SeqConflict { device_seq }, now)?;
                 self.change_device(journal, now)?;
                 self.push_next(i, journal, now, out)?;
@@ -968,6 +1139,7 @@ impl SyncEngine {
                 Err(Error::Tampered) => {
                     let kind = ProblemKind::Tampered {
                         relay_seq: c.relay_seq,
+                        device: hex,
                     };
                     self.problem(journal, space, kind, now)?;
                     self.runs[i].state = journal.mark_refused(space, c.relay_seq)?;

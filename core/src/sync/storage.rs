@@ -75,6 +75,14 @@ pub trait SyncStore {
     /// A chunk at `relay_seq` was refused and needs healing from a snapshot.
     fn mark_refused(&mut self, space: Space, relay_seq: u64) -> Result<SyncState>;
 
+    /// The relay's snapshot, fetched after a chunk was refused, did not heal it: the refused
+    /// chunks count as consumed (nothing left to heal), so this device snapshots again.
+    fn give_up_healing(&mut self, space: Space) -> Result<SyncState>;
+
+    /// Whether the space's document holds changes it cannot apply yet, for want of one they
+    /// depend on: a chunk refused (or withheld) that another device's later edits build on.
+    fn awaits_changes(&self, space: Space) -> Result<bool>;
+
     /// A round completed at `now_ms`.
     fn mark_synced(&mut self, space: Space, now_ms: i64) -> Result<SyncState>;
 

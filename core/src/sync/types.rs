@@ -26,6 +26,9 @@ pub enum Request {
         space: Space,
         /// The cursor.
         after: u64,
+        /// Which pull this is (never sent to the relay): the transport hands it back with the
+        /// answer, so a late or copied answer to an earlier pull is told apart.
+        id: u64,
     },
     /// Open (or reopen) the live subscription after a cursor.
     Subscribe {
@@ -118,6 +121,8 @@ pub enum Response {
         space: Space,
         /// The cursor the pull asked from.
         after: u64,
+        /// The `id` of the pull it answers.
+        id: u64,
         /// The page.
         page: Page,
     },
@@ -217,6 +222,9 @@ pub enum ProblemKind {
     Tampered {
         /// Its relay sequence.
         relay_seq: u64,
+        /// The device it claims to come from (hex; empty in problems kept by older versions).
+        #[serde(default)]
+        device: String,
     },
     /// A device's chunks skipped a number: something in between was withheld.
     Gap {
@@ -251,6 +259,21 @@ pub enum ProblemKind {
         cursor: u64,
         /// What the relay claimed.
         head: u64,
+    },
+    /// Chunks refused up to this relay sequence were not healed by the relay's snapshot,
+    /// fetched once since: they count as consumed and this device snapshots again. (A real
+    /// chunk's author still holds what it carried; garbage no device accepts would otherwise
+    /// stop every device from snapshotting for good.)
+    Unhealed {
+        /// The last refused chunk's relay sequence.
+        up_to: u64,
+    },
+    /// The relay gave again, in the same round, an answer that moves this device to a new id
+    /// or makes it fetch the snapshot again (`rewind`, `seq_conflict`, `pruned`): it was not
+    /// followed; the device waits, longer each time, and asks again.
+    RelayLoop {
+        /// Which answer.
+        answer: String,
     },
     /// The relay's snapshot failed its checks or could not be read, or the relay had none
     /// where it needed one.
@@ -291,15 +314,17 @@ impl ProblemKind {
     /// The outcome a person or script acts on, one per cause.
     pub fn outcome(&self) -> Outcome {
         match self {
-            Self::Tampered { .. } | Self::Unmergeable { .. } | Self::BadSnapshot { .. } => {
-                Outcome::Tampered
-            }
+            Self::Tampered { .. }
+            | Self::Unmergeable { .. }
+            | Self::BadSnapshot { .. }
+            | Self::Unhealed { .. } => Outcome::Tampered,
             Self::Gap { .. } | Self::RelayRewound { .. } | Self::SeqConflict { .. } => Outcome::Gap,
             Self::Replay { .. } => Outcome::Replay,
             Self::Unauthorized
             | Self::SpaceGone
             | Self::Refused { .. }
-            | Self::RelayError { .. } => Outcome::RelayError,
+            | Self::RelayError { .. }
+            | Self::RelayLoop { .. } => Outcome::RelayError,
         }
     }
 }

@@ -49,6 +49,12 @@ pub struct RelaySpace {
     marks: HashMap<u64, [u8; 16]>,
     /// Pulls from below this answer `410 pruned` (a relay pruning what no snapshot covers).
     pruned_below: u64,
+    /// Every page claims a head of 0 (a relay that answers "rewound" for ever).
+    lie_every_page: bool,
+    /// Every push is answered `seq_conflict`.
+    conflict_every_push: bool,
+    /// Every pull answers `410 pruned`, however recent its cursor.
+    prune_every_pull: bool,
 }
 
 impl RelaySpace {
@@ -70,6 +76,15 @@ impl SimRelay {
                 Response::Created { space, new }
             }
             Request::Push { push, .. } => {
+                if s.conflict_every_push {
+                    return Response::Failed {
+                        space,
+                        failure: Failure::Refused {
+                            code: ErrorCode::SeqConflict,
+                            retry_after_ms: 0,
+                        },
+                    };
+                }
                 if let Some((seq, payload)) = s.seen.get(&(push.device_id.0, push.device_seq)) {
                     if *payload != push.payload {
                         // Like mend-relay: a number reused with another payload.
@@ -116,8 +131,12 @@ impl SimRelay {
                 }
             }
             Request::Pull { after, .. } | Request::Subscribe { after, .. } => {
+                let id = match req {
+                    Request::Pull { id, .. } => *id,
+                    _ => 0,
+                };
                 let covers = s.snapshot.as_ref().map_or(0, |x| x.covers);
-                if *after < covers.max(s.pruned_below) {
+                if *after < covers.max(s.pruned_below) || s.prune_every_pull {
                     return Response::Failed {
                         space,
                         failure: Failure::Pruned,
@@ -139,10 +158,11 @@ impl SimRelay {
                 if !more {
                     next_after = s.head;
                 }
-                if std::mem::take(&mut s.lie_next_page) {
+                if std::mem::take(&mut s.lie_next_page) || s.lie_every_page {
                     return Response::Page {
                         space,
                         after: *after,
+                        id,
                         page: Page {
                             head: 0,
                             next_after,
@@ -156,6 +176,7 @@ impl SimRelay {
                 Response::Page {
                     space,
                     after: *after,
+                    id,
                     page: Page {
                         head: s.head,
                         next_after,
@@ -254,6 +275,15 @@ impl SimRelay {
         s.pruned_below = s.head;
     }
 
+    /// Every page of `space_id` claims a head of 0, every push is answered `seq_conflict`, or
+    /// every pull `410 pruned`, until the relay behaves.
+    pub fn loop_forever(&mut self, space_id: [u8; 32], rewind: bool, conflict: bool, prune: bool) {
+        let s = self.space_mut(space_id);
+        s.lie_every_page = rewind;
+        s.conflict_every_push = conflict;
+        s.prune_every_pull = prune;
+    }
+
     /// The next page of `space_id` claims a head of 0.
     pub fn lie_next_page(&mut self, space_id: [u8; 32]) {
         self.space_mut(space_id).lie_next_page = true;
@@ -285,6 +315,9 @@ impl SimRelay {
             s.lie_snapshots = false;
             s.corrupt_next = false;
             s.pruned_below = 0;
+            s.lie_every_page = false;
+            s.conflict_every_push = false;
+            s.prune_every_pull = false;
         }
     }
 
@@ -331,6 +364,10 @@ pub struct Device {
     /// Every problem any engine of this device ever reported.
     pub problems: Vec<mend_core::sync::Problem>,
     pub offline: bool,
+    /// Every request its engines sent: (when, which round of this device, what).
+    pub sent: Vec<(i64, u64, Request)>,
+    /// Counts the rounds: a start or a timer that made the engine send.
+    rounds: u64,
 }
 
 impl Device {
@@ -496,6 +533,8 @@ impl Sim {
             status: SyncStatus::default(),
             problems: Vec::new(),
             offline: false,
+            sent: Vec::new(),
+            rounds: 0,
         });
     }
 
@@ -553,10 +592,18 @@ impl Sim {
         let Some(journal) = d.journal.as_mut() else {
             bail!("device without a journal")
         };
+        let opens = matches!(event, Event::Start | Event::Tick);
         let actions = d.engine.handle(journal, now, event)?;
+        if opens && actions.iter().any(|a| matches!(a, Action::Send(_))) {
+            d.rounds += 1;
+        }
         for action in actions {
             match action {
-                Action::Send(req) => self.enqueue(device, Payload::ToRelay(req)),
+                Action::Send(req) => {
+                    let d = &mut self.devices[device];
+                    d.sent.push((now, d.rounds, req.clone()));
+                    self.enqueue(device, Payload::ToRelay(req));
+                }
                 Action::Changed { records, .. } => self.devices[device].changed.extend(records),
                 Action::Status(s) => {
                     let d = &mut self.devices[device];
@@ -629,6 +676,31 @@ impl Sim {
             }
         }
         Ok(())
+    }
+
+    /// Carries messages and fires the engines' timers for `ms` of simulated time, rounds that
+    /// end or not: bounded.
+    pub fn run_for(&mut self, ms: i64) -> Result<()> {
+        let end = self.now.saturating_add(ms);
+        for _ in 0..20_000 {
+            if self.flight.iter().any(|m| m.at <= end) {
+                self.deliver_one()?;
+                continue;
+            }
+            let wake = self
+                .devices
+                .iter()
+                .filter_map(|d| d.engine.next_wake())
+                .min();
+            match wake {
+                Some(w) if w <= end => self.advance((w - self.now).max(1))?,
+                _ => {
+                    self.now = end;
+                    return Ok(());
+                }
+            }
+        }
+        bail!("the engines kept sending without a pause")
     }
 
     /// The relay restarts: everything in flight is lost; what it acknowledged is kept.
