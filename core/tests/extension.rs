@@ -19,6 +19,7 @@ fn extension(wait: Duration) -> OpenOptions {
     OpenOptions {
         durability: Durability::Normal,
         lock: LockMode::Extension { wait },
+        ..OpenOptions::default()
     }
 }
 

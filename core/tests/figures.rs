@@ -6,8 +6,8 @@ use std::{cell::Cell, collections::BTreeMap};
 
 use anyhow::Result;
 use mend_core::{
-    Body, Calendar, Error, JoinSource, Journal, Kind, LocalDate, PartnerId, Record, RecordId,
-    Space, Visibility, Weekday,
+    Body, Calendar, Error, JoinSource, Journal, Kind, LocalDate, OpenOptions, PartnerId, Record,
+    RecordId, Space, Visibility, Weekday,
     export::{Format, PacketOptions},
     model::*,
     query,
@@ -50,13 +50,20 @@ impl Couple {
     fn new() -> Result<Self> {
         at("2026-11-02", 8 * 60)?;
         let dir = tempfile::tempdir()?;
-        let mut alex = Journal::create(&dir.path().join("alex.db"), "Alex")?;
+        // Created on the test's clock, so when each partner joined is 2026-11-02 whatever the
+        // day the test runs (the journal's date bounds follow it).
+        let options = OpenOptions {
+            clock: Some(clock),
+            ..OpenOptions::default()
+        };
+        let mut alex = Journal::create_with(&dir.path().join("alex.db"), "Alex", options)?;
         let source = JoinSource {
             couple: alex.save_space(Space::Couple)?,
             personal: None,
             partner: None,
         };
-        let mut blake = Journal::join(&dir.path().join("blake.db"), &source, "Blake")?;
+        let mut blake =
+            Journal::join_with(&dir.path().join("blake.db"), &source, "Blake", options)?;
         alex.set_clock(clock);
         blake.set_clock(clock);
         let mut c = Self {

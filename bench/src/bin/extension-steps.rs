@@ -33,6 +33,7 @@ fn main() -> Result<()> {
     let options = OpenOptions {
         durability: Durability::Normal,
         lock: LockMode::EXTENSION,
+        ..OpenOptions::default()
     };
     let mut app = Journal::open_with(&path, options)?;
     let mut ext = Journal::open_with(&path, options)?;

@@ -51,6 +51,9 @@ pub struct OpenOptions {
     /// Whether the journal holds its file lock for its whole life or only around each step
     /// (so app extensions can open it too).
     pub lock: LockMode,
+    /// Where "now" comes from; `None` is the system clock. Tests set it so that what a journal
+    /// records at creation (when each partner joined) follows the same clock as what comes after.
+    pub clock: Option<Clock>,
 }
 
 /// Source of the current time, replaceable in tests.
@@ -184,7 +187,8 @@ impl Journal {
             Some(bytes) => SpaceDoc::load(None, bytes, actor, false)?,
             None => SpaceDoc::genesis(actor)?,
         };
-        let now = system_clock();
+        let clock = options.clock.unwrap_or(system_clock);
+        let now = clock();
         store.compact(Space::Couple, &couple_doc.save(), now)?;
         store.compact(Space::Personal, &personal_doc.save(), now)?;
         store.set_meta(&[
@@ -197,6 +201,7 @@ impl Journal {
             LazyDoc::ready(couple_doc),
             LazyDoc::ready(personal_doc),
         );
+        journal.clock = clock;
         for space in Space::ALL {
             journal.rebuild_view(space)?;
         }
@@ -245,6 +250,9 @@ impl Journal {
             return Err(Error::Corrupt("a space is missing".into()));
         };
         let mut journal = Self::assemble(store, (me, device), couple, personal);
+        if let Some(clock) = options.clock {
+            journal.clock = clock;
+        }
         journal.actor = fresh;
         for space in missing {
             journal.rebuild_view(space)?;

@@ -42,6 +42,7 @@ fn main() -> Result<()> {
         lock: LockMode::Extension {
             wait: Duration::from_secs(30),
         },
+        ..OpenOptions::default()
     };
     let device = Device::open(&path, keyring, options, relay, None)?;
     let mut out = std::io::stdout();
