@@ -273,7 +273,7 @@ impl SyncClient {
                 let Some(engine) = round.engine.take() else {
                     return Ok(());
                 };
-                let events: Vec<Event> = inbox.drain(..).collect();
+                let events = coalesce(inbox.drain(..).collect());
                 let (pushed, pulled) = events.iter().fold((0u64, 0u64), |(a, p), e| match e {
                     Event::Response(Response::Acked { .. }) => (a.saturating_add(1), p),
                     Event::Response(Response::Page { page, .. }) => {
@@ -359,7 +359,8 @@ impl SyncClient {
         let mut ping = tokio::time::interval(PING_EVERY);
         loop {
             while !inbox.is_empty() {
-                let (fed, requests, _) = self.feed(engine, inbox.drain(..).collect()).await?;
+                let events = coalesce(inbox.drain(..).collect());
+                let (fed, requests, _) = self.feed(engine, events).await?;
                 engine = fed;
                 let device = engine.device();
                 for request in requests {
@@ -432,12 +433,23 @@ impl SyncClient {
             });
             tokio::select! {
                 Some(incoming) = rx.recv() => {
-                    let current = sockets.get(&incoming.space).map(|s| s.generation);
-                    if current == Some(incoming.generation) {
-                        if matches!(incoming.response, Response::Failed { .. }) {
-                            sockets.remove(&incoming.space);
+                    // What the sockets delivered while the last events were applied comes in
+                    // together, so a backlog is merged and committed in batches, not chunk by
+                    // chunk (see `coalesce`).
+                    let mut next = Some(incoming);
+                    let mut taken = 0usize;
+                    while let Some(incoming) = next.take() {
+                        let current = sockets.get(&incoming.space).map(|s| s.generation);
+                        if current == Some(incoming.generation) {
+                            if matches!(incoming.response, Response::Failed { .. }) {
+                                sockets.remove(&incoming.space);
+                            }
+                            inbox.push_back(Event::Response(incoming.response));
                         }
-                        inbox.push_back(Event::Response(incoming.response));
+                        taken += 1;
+                        if taken < BATCH_CHUNKS {
+                            next = rx.try_recv().ok();
+                        }
                     }
                 }
                 Some(response) = http_rx.recv() => inbox.push_back(Event::Response(response)),
@@ -456,6 +468,54 @@ impl SyncClient {
         }
         Ok(())
     }
+}
+
+/// At most this many live chunks are applied together: a pull's page.
+const BATCH_CHUNKS: usize = 1024;
+
+/// At most this many payload bytes of live chunks are applied together: a pull's page.
+const BATCH_BYTES: usize = 4 << 20;
+
+/// Joins runs of live chunks for one space, each after the one before it, into one
+/// [`Response::Chunks`] (up to a page's worth), so the engine merges and commits them once.
+/// Everything else keeps its place, so the up-to-date marker still follows the backlog it ends.
+fn coalesce(events: Vec<Event>) -> Vec<Event> {
+    let mut out: Vec<Event> = Vec::with_capacity(events.len());
+    let mut run: Option<(Space, Vec<mend_protocol::Chunk>, usize)> = None;
+    let flush = |out: &mut Vec<Event>, run: Option<(Space, Vec<mend_protocol::Chunk>, usize)>| {
+        if let Some((space, mut chunks, _)) = run {
+            let response = match chunks.len() {
+                1 => match chunks.pop() {
+                    Some(chunk) => Response::Chunk { space, chunk },
+                    None => return,
+                },
+                _ => Response::Chunks { space, chunks },
+            };
+            out.push(Event::Response(response));
+        }
+    };
+    for event in events {
+        let Event::Response(Response::Chunk { space, chunk }) = event else {
+            flush(&mut out, run.take());
+            out.push(event);
+            continue;
+        };
+        let size = chunk.payload.len();
+        let joins = run.as_ref().is_some_and(|(s, chunks, bytes)| {
+            *s == space
+                && chunks.len() < BATCH_CHUNKS
+                && bytes.saturating_add(size) <= BATCH_BYTES
+                && chunks.last().is_some_and(|c| c.relay_seq < chunk.relay_seq)
+        });
+        if !joins {
+            flush(&mut out, run.take());
+        }
+        let (_, chunks, bytes) = run.get_or_insert_with(|| (space, Vec::new(), 0));
+        *bytes = bytes.saturating_add(size);
+        chunks.push(chunk);
+    }
+    flush(&mut out, run.take());
+    out
 }
 
 async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
@@ -535,5 +595,99 @@ impl LiveSync {
 impl Drop for LiveSync {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mend_protocol::{Chunk, DeviceId};
+
+    use super::*;
+
+    fn chunk(space: Space, relay_seq: u64, size: usize) -> Event {
+        Event::Response(Response::Chunk {
+            space,
+            chunk: Chunk {
+                relay_seq,
+                device_id: DeviceId([1; 16]),
+                device_seq: relay_seq,
+                payload: vec![0; size],
+            },
+        })
+    }
+
+    /// Each event as (space, relay sequences) for chunks, or its name.
+    fn shape(events: &[Event]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| match e {
+                Event::Response(Response::Chunk { space, chunk }) => {
+                    format!("{space:?}:{}", chunk.relay_seq)
+                }
+                Event::Response(Response::Chunks { space, chunks }) => {
+                    let seqs: Vec<String> =
+                        chunks.iter().map(|c| c.relay_seq.to_string()).collect();
+                    format!("{space:?}:{}", seqs.join(","))
+                }
+                Event::Response(Response::UpToDate { .. }) => "up-to-date".into(),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    fn up_to_date(space: Space, head: u64) -> Event {
+        Event::Response(Response::UpToDate {
+            space,
+            head,
+            after_mark: None,
+            head_mark: None,
+        })
+    }
+
+    #[test]
+    fn a_backlog_becomes_one_batch_and_the_marker_stays_after_it() {
+        let c = Space::Couple;
+        let mut events: Vec<Event> = (1..=5).map(|s| chunk(c, s, 10)).collect();
+        events.push(up_to_date(c, 5));
+        events.push(chunk(c, 6, 10));
+        assert_eq!(
+            shape(&coalesce(events)),
+            ["Couple:1,2,3,4,5", "up-to-date", "Couple:6"]
+        );
+    }
+
+    #[test]
+    fn spaces_order_and_size_each_end_a_batch() {
+        let (c, p) = (Space::Couple, Space::Personal);
+        let events = vec![
+            chunk(c, 1, 10),
+            chunk(c, 2, 10),
+            chunk(p, 1, 10),
+            chunk(c, 3, 10),
+            // Not after the one before it (a hostile or confused relay): a batch of its own,
+            // so the engine drops it exactly as it would one by one.
+            chunk(c, 2, 10),
+            chunk(c, 4, BATCH_BYTES),
+            chunk(c, 5, 1),
+        ];
+        assert_eq!(
+            shape(&coalesce(events)),
+            [
+                "Couple:1,2",
+                "Personal:1",
+                "Couple:3",
+                "Couple:2",
+                "Couple:4",
+                "Couple:5"
+            ]
+        );
+        let many: Vec<Event> = (1..=(BATCH_CHUNKS as u64 + 1))
+            .map(|s| chunk(c, s, 1))
+            .collect();
+        let out = coalesce(many);
+        assert_eq!(out.len(), 2);
+        assert!(
+            matches!(&out[0], Event::Response(Response::Chunks { chunks, .. }) if chunks.len() == BATCH_CHUNKS)
+        );
     }
 }

@@ -189,11 +189,15 @@ fn certificate(data_dir: &Path) -> Result<(Tls, Trust)> {
 #[derive(Debug, Default)]
 pub struct Recorder {
     pub changed: Mutex<Vec<RecordId>>,
+    /// How many times the observer was told of changes (once per merge that changed records).
+    pub notices: std::sync::atomic::AtomicUsize,
     pub statuses: Mutex<Vec<SyncStatus>>,
 }
 
 impl SyncObserver for Recorder {
     fn records_changed(&self, _space: Space, records: Vec<RecordId>) {
+        self.notices
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Ok(mut c) = self.changed.lock() {
             c.extend(records);
         }

@@ -241,7 +241,9 @@ impl SyncEngine {
         self.reload_if_moved(journal)?;
         if !matches!(
             event,
-            Event::Response(Response::Chunk { .. } | Response::Page { .. })
+            Event::Response(
+                Response::Chunk { .. } | Response::Chunks { .. } | Response::Page { .. }
+            )
         ) {
             self.recount = true;
         }
@@ -699,16 +701,10 @@ impl SyncEngine {
                 }
             }
             Response::Chunk { chunk, .. } => {
-                let seq = chunk.relay_seq;
-                self.apply_chunks(i, journal, now, std::slice::from_ref(&chunk), seq, out)?;
-                // The backlog ends with the head's mark; a live chunk's is worked out here
-                // (live chunks are few: one per edit elsewhere).
-                if phase != Phase::CatchingUp {
-                    self.keep_mark(i, journal, seq, chunk.mark())?;
-                }
-                if phase == Phase::CatchingUp {
-                    self.runs[i].deadline = Some(now.saturating_add(REQUEST_TIMEOUT_MS));
-                }
+                self.live_chunks(i, journal, now, phase, std::slice::from_ref(&chunk), out)?;
+            }
+            Response::Chunks { chunks, .. } => {
+                self.live_chunks(i, journal, now, phase, &chunks, out)?;
             }
             Response::UpToDate {
                 head,
@@ -1072,6 +1068,40 @@ fn pulled(opened: &[Opened]) -> Vec<PulledChange<'_>> {
 
 impl SyncEngine {
     /// Opens and applies chunks after the cursor, then commits them with `new_cursor`.
+    /// Chunks from the live subscription, in increasing relay order: applied together, the
+    /// cursor moved to the last.
+    fn live_chunks<S: SyncStore + ?Sized>(
+        &mut self,
+        i: usize,
+        journal: &mut S,
+        now: i64,
+        phase: Phase,
+        chunks: &[Chunk],
+        out: &mut Vec<Action>,
+    ) -> Result<()> {
+        let Some(last) = chunks.last() else {
+            return Ok(());
+        };
+        // Out of order, only the chunks up to the first that does not follow the one before
+        // it are taken, as they would be one by one (a later one below the cursor is dropped).
+        let ordered = chunks
+            .windows(2)
+            .position(|w| w[1].relay_seq <= w[0].relay_seq)
+            .map_or(chunks, |at| &chunks[..=at]);
+        let last = ordered.last().unwrap_or(last);
+        let seq = last.relay_seq;
+        self.apply_chunks(i, journal, now, ordered, seq, out)?;
+        // The backlog ends with the head's mark; a live chunk's is worked out here (live
+        // chunks are few: one per edit elsewhere).
+        if phase != Phase::CatchingUp {
+            self.keep_mark(i, journal, seq, last.mark())?;
+        }
+        if phase == Phase::CatchingUp {
+            self.runs[i].deadline = Some(now.saturating_add(REQUEST_TIMEOUT_MS));
+        }
+        Ok(())
+    }
+
     fn apply_chunks<S: SyncStore + ?Sized>(
         &mut self,
         i: usize,

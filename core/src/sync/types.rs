@@ -133,6 +133,14 @@ pub enum Response {
         /// The chunk.
         chunk: Chunk,
     },
+    /// Chunks the live subscription delivered back to back (a backlog, or a burst), in
+    /// increasing relay order: applied in one merge and one commit, as a page is.
+    Chunks {
+        /// Which space.
+        space: Space,
+        /// The chunks, each after the one before it.
+        chunks: Vec<Chunk>,
+    },
     /// The live backlog has been sent.
     UpToDate {
         /// Which space.
@@ -175,6 +183,7 @@ impl Response {
             | Response::Acked { space, .. }
             | Response::Page { space, .. }
             | Response::Chunk { space, .. }
+            | Response::Chunks { space, .. }
             | Response::UpToDate { space, .. }
             | Response::Snapshot { space, .. }
             | Response::SnapshotStored { space, .. }
