@@ -181,6 +181,8 @@ impl Device {
                     relay_pin,
                     couple: invite.couple,
                     personal: SpaceSecret::generate()?,
+                    identity: None,
+                    device_key: None,
                 },
                 JoinSource {
                     couple: Vec::new(),
@@ -188,12 +190,18 @@ impl Device {
                     partner: None,
                 },
             ),
-            InviteKind::Device { personal, partner } => (
+            InviteKind::Device {
+                personal,
+                partner,
+                identity,
+            } => (
                 Keyring {
                     relay_url: invite.relay_url,
                     relay_pin,
                     couple: invite.couple,
                     personal,
+                    identity,
+                    device_key: None,
                 },
                 JoinSource {
                     couple: Vec::new(),
@@ -202,6 +210,9 @@ impl Device {
                 },
             ),
         };
+        // A partner's identity, when the invite carried none, derived as the inviter does.
+        let mut keyring = keyring;
+        keyring.ensure_signing_keys()?;
         let relay = RelayOptions {
             pin: relay_pin,
             ..relay
@@ -214,15 +225,17 @@ impl Device {
     /// Opens an existing journal with the keys the app kept. A relay the device refuses
     /// (clear text off this machine without the opt-in) does not stop the journal from
     /// opening: local reads and writes work, and syncing fails with
-    /// [`Error::UntrustedRelay`]. `relay.pin`, when set, replaces the keyring's pin: save
+    /// [`Error::UntrustedRelay`]. `relay.pin`, when set, replaces the keyring's pin, and a
+    /// keyring from before signing keys gets them here: in either case, save
     /// [`Device::keyring`] again afterwards.
     pub fn open(
         path: &Path,
-        keyring: Keyring,
+        mut keyring: Keyring,
         options: OpenOptions,
         relay: RelayOptions,
         observer: Option<Arc<dyn SyncObserver>>,
     ) -> Result<Self> {
+        keyring.ensure_signing_keys()?;
         let journal = Journal::open_with(path, options)?;
         Self::assemble(journal, keyring, relay, observer)
     }
@@ -232,10 +245,11 @@ impl Device {
     /// staging file beside `path`, learns from the personal space which partner this is (only
     /// its owner ever wrote there), and creates `path` as a new device of that partner. Fails
     /// with `Unreachable` when the download does not finish within `budget`, leaving nothing
-    /// at `path`.
+    /// at `path`. The new device gets a signing key of its own: save [`Device::keyring`]
+    /// again afterwards.
     pub async fn restore(
         path: &Path,
-        keyring: Keyring,
+        mut keyring: Keyring,
         budget: Duration,
         options: OpenOptions,
         relay: RelayOptions,
@@ -247,6 +261,8 @@ impl Device {
                 path.display()
             )));
         }
+        keyring.device_key = None;
+        keyring.ensure_signing_keys()?;
         let staging = staging_path(path);
         remove_database(&staging)?;
         let mut relay = relay;
