@@ -117,6 +117,8 @@ pub struct Journal {
     /// The couple's space id, once the device certified itself: certificates are checked
     /// against it.
     couple_space: Option<[u8; 32]>,
+    /// Certificate checks already made.
+    cert_checker: registry::CertChecker,
 }
 
 impl std::fmt::Debug for Journal {
@@ -353,6 +355,7 @@ impl Journal {
             });
         Self {
             couple_space,
+            cert_checker: registry::CertChecker::default(),
             store,
             me,
             actor: *device.as_bytes(),

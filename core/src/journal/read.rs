@@ -43,7 +43,11 @@ impl Parts {
 
 /// The partners in `doc`, with their identities and devices when `couple_space` is the id of
 /// the couple's space `doc` is.
-pub(super) fn partners(doc: &SpaceDoc, couple_space: Option<&[u8; 32]>) -> Vec<Partner> {
+pub(super) fn partners(
+    doc: &SpaceDoc,
+    couple_space: Option<&[u8; 32]>,
+    checker: &super::registry::CertChecker,
+) -> Vec<Partner> {
     let am = doc.am();
     let mut out: Vec<Partner> = am
         .map_range(doc.partners_obj(), ..)
@@ -52,7 +56,8 @@ pub(super) fn partners(doc: &SpaceDoc, couple_space: Option<&[u8; 32]>) -> Vec<P
             let Value::Object(fields) = json::obj_to_json(am, &item.id()) else {
                 return None;
             };
-            let registry = super::registry::Registry::read(doc, &item.id(), id, couple_space);
+            let registry =
+                super::registry::Registry::read(doc, &item.id(), id, couple_space, checker);
             Some(Partner {
                 identity: registry.identity.map(|k| k.fingerprint()),
                 devices: registry.device_views(),

@@ -18,6 +18,8 @@
 //! Nothing here stops a holder of the couple's secret from writing a false claim; receivers
 //! that refuse such changes are what makes the registry binding (see docs/security.md).
 
+use std::{collections::HashMap, sync::Mutex};
+
 use automerge::{
     ObjId, ObjType, ReadDoc, ScalarValue, ScalarValueRef, Value, ValueRef,
     transaction::Transactable,
@@ -25,7 +27,7 @@ use automerge::{
 
 use super::{Journal, PartnerDevice};
 use crate::{
-    crypto::{DeviceCertificate, DeviceKey, IdentityKey, PartnerIdentity},
+    crypto::{CERTIFICATE_LEN, DeviceCertificate, DeviceKey, IdentityKey, PartnerIdentity},
     doc::SpaceDoc,
     error::{Error, Result},
     ids::PartnerId,
@@ -53,6 +55,49 @@ pub enum Certified {
     Pending,
 }
 
+/// Answers remembered before the table is cleared: far more than two partners' devices.
+const REMEMBERED: usize = 256;
+
+/// Checks certificates and remembers the answers: the partners' list is rebuilt on every write,
+/// and one signature check costs about as much as the rest of a write.
+#[derive(Debug, Default)]
+pub(super) struct CertChecker {
+    seen: Mutex<HashMap<[u8; 32 + CERTIFICATE_LEN], bool>>,
+}
+
+impl CertChecker {
+    /// Whether `identity` issued `cert` for `space_id`.
+    fn verify(
+        &self,
+        cert: &DeviceCertificate,
+        identity: &IdentityKey,
+        space_id: &[u8; 32],
+    ) -> bool {
+        if cert.space_id != *space_id {
+            return false;
+        }
+        let mut key = [0u8; 32 + CERTIFICATE_LEN];
+        key[..32].copy_from_slice(&identity.to_bytes());
+        key[32..].copy_from_slice(&cert.to_bytes());
+        if let Some(ok) = self
+            .seen
+            .lock()
+            .ok()
+            .and_then(|seen| seen.get(&key).copied())
+        {
+            return ok;
+        }
+        let ok = cert.verify(identity, space_id).is_ok();
+        if let Ok(mut seen) = self.seen.lock() {
+            if seen.len() >= REMEMBERED {
+                seen.clear();
+            }
+            seen.insert(key, ok);
+        }
+        ok
+    }
+}
+
 /// One partner's registry as a replica reads it.
 #[derive(Debug, Default)]
 pub(super) struct Registry {
@@ -70,6 +115,7 @@ impl Registry {
         entry: &ObjId,
         partner: PartnerId,
         space_id: Option<&[u8; 32]>,
+        checker: &CertChecker,
     ) -> Self {
         let am = doc.am();
         let mut claims: Vec<(i64, [u8; 32])> = Vec::new();
@@ -102,7 +148,7 @@ impl Registry {
         let mut devices = match (identity, space_id) {
             (Some(identity), Some(space_id)) => certs
                 .into_iter()
-                .filter(|c| c.verify(&identity, space_id).is_ok())
+                .filter(|c| checker.verify(c, &identity, space_id))
                 .collect(),
             _ => Vec::new(),
         };
@@ -166,7 +212,7 @@ impl Journal {
         let Some(entry) = entry(doc, me) else {
             return Ok(Certified::Pending);
         };
-        let registry = Registry::read(doc, &entry, me, Some(space_id));
+        let registry = Registry::read(doc, &entry, me, Some(space_id), &self.cert_checker);
         let public = identity.public();
         let claim = match registry.identity {
             Some(key) if key == public => false,
@@ -225,5 +271,45 @@ impl Journal {
         let changes = bytes.map(|b| vec![(Space::Couple, b)]).unwrap_or_default();
         self.persist(changes, &[])?;
         Ok(Certified::Written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::DeviceId;
+
+    #[test]
+    fn remembered_answers_are_the_answers() -> Result<()> {
+        let checker = CertChecker::default();
+        let identity = PartnerIdentity::generate()?;
+        let stranger = PartnerIdentity::generate()?;
+        let space = [4u8; 32];
+        let cert = identity.certify(
+            &space,
+            PartnerId::generate(),
+            DeviceId::generate(),
+            &DeviceKey::generate()?.public(),
+            1,
+        );
+        for _ in 0..2 {
+            assert!(checker.verify(&cert, &identity.public(), &space));
+            assert!(!checker.verify(&cert, &stranger.public(), &space));
+            assert!(!checker.verify(&cert, &identity.public(), &[5u8; 32]));
+        }
+        // Full, the table starts over rather than growing.
+        for i in 0..REMEMBERED + 1 {
+            let other = identity.certify(
+                &space,
+                PartnerId::generate(),
+                DeviceId::generate(),
+                &DeviceKey::generate()?.public(),
+                i as i64,
+            );
+            assert!(checker.verify(&other, &identity.public(), &space));
+        }
+        let remembered = checker.seen.lock().map(|s| s.len()).unwrap_or(usize::MAX);
+        assert!(remembered <= REMEMBERED, "{remembered}");
+        Ok(())
     }
 }

@@ -64,10 +64,15 @@ fn row(doc: &SpaceDoc, id: RecordId) -> Result<ViewRow> {
 }
 
 /// The head row of `doc`.
-fn head(doc: &SpaceDoc, couple_space: Option<&[u8; 32]>) -> Result<SpaceView> {
+fn head(
+    doc: &SpaceDoc,
+    couple_space: Option<&[u8; 32]>,
+    checker: &super::registry::CertChecker,
+) -> Result<SpaceView> {
+    let partners = read::partners(doc, couple_space, checker);
     Ok(SpaceView {
         heads: doc.heads_text(),
-        partners: serde_json::to_string(&read::partners(doc, couple_space)).map_err(json_err)?,
+        partners: serde_json::to_string(&partners).map_err(json_err)?,
         schema_version: doc.schema_version(),
     })
 }
@@ -128,6 +133,7 @@ impl Journal {
                 self.couple_space
                     .as_ref()
                     .filter(|_| space == Space::Couple),
+                &self.cert_checker,
             )?,
             rows,
             full,
