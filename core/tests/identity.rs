@@ -5,10 +5,12 @@
 use std::cell::Cell;
 
 use anyhow::{Result, ensure};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use mend_core::{
     Certified, Error, JoinSource, Journal, Keyring, MAX_DEVICES, Partner, PartnerId, Space,
-    crypto::{DeviceKey, PartnerIdentity},
+    crypto::{CERTIFICATE_LEN, DeviceCertificate, DeviceKey, Invite, PartnerIdentity},
 };
+use proptest::prelude::*;
 use tempfile::TempDir;
 
 const START_MS: i64 = 1_780_000_000_000;
@@ -299,3 +301,79 @@ fn a_device_key_that_changed_is_refused() -> Result<()> {
     ensure!(denied(alex.certify()));
     Ok(())
 }
+
+/// Bytes for a decoder: often the exact shape it expects, sometimes anything.
+fn shaped(len: usize, first: u8) -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        prop::collection::vec(any::<u8>(), len..=len).prop_map(move |mut b| {
+            b[0] = first;
+            b
+        }),
+        prop::collection::vec(any::<u8>(), 0..len * 2),
+    ]
+}
+
+/// `bytes` with the 4-byte checksum an invite ends with.
+fn with_checksum(mut bytes: Vec<u8>) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let sum = Sha256::digest(&bytes);
+    bytes.extend_from_slice(&sum[..4]);
+    bytes
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(25519),
+        ..ProptestConfig::default()
+    })]
+
+    /// No input makes a decoder panic, and whatever one accepts encodes back to what it read.
+    #[test]
+    fn identity_decoders_never_panic_and_round_trip(
+        cert in shaped(CERTIFICATE_LEN, 1),
+        keyring in shaped(KEYRING_LEN, FLAG_ALL),
+        invite in shaped(INVITE_LEN, 2),
+    ) {
+        if let Ok(c) = DeviceCertificate::from_bytes(&cert) {
+            prop_assert_eq!(c.to_bytes().to_vec(), cert);
+        }
+        let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
+        // The keyring's flags sit after the two secrets.
+        let mut keyring = keyring;
+        if keyring.len() == KEYRING_LEN {
+            // Flags after the two secrets, a readable URL at the end: a keyring v3 accepts.
+            keyring.swap(0, 64);
+            for b in &mut keyring[KEYRING_LEN - 20..] {
+                *b = b'a' + *b % 26;
+            }
+        }
+        for prefix in ["mend-keyring-v1:", "mend-keyring-v2:", "mend-keyring-v3:"] {
+            if let Ok(k) = Keyring::from_secret_string(&format!("{prefix}{}", b64(&keyring))) {
+                prop_assert_eq!(Keyring::from_secret_string(&k.to_secret_string()).ok(), Some(k));
+            }
+        }
+        let mut invite = invite;
+        if invite.len() == INVITE_LEN {
+            // A device invite with a readable 20-byte URL, a pin and an identity: MEND3 accepts.
+            invite[1] = 20;
+            for b in &mut invite[2..22] {
+                *b = b'a' + *b % 26;
+            }
+            invite[102] = 3;
+        }
+        for prefix in ["MEND1-", "MEND2-", "MEND3-"] {
+            let code = format!("{prefix}{}", b64(&with_checksum(invite.clone())));
+            if let Ok(i) = Invite::decode(&code) {
+                prop_assert_eq!(Invite::decode(&i.encode()?).ok(), Some(i));
+            }
+        }
+    }
+}
+
+/// Every flag a v3 keyring knows.
+const FLAG_ALL: u8 = 7;
+/// Two secrets, flags, pin, identity, device key and a 20-byte URL.
+const KEYRING_LEN: usize = 64 + 1 + 96 + 20;
+/// Kind, URL length, URL, two secrets and a partner id, flags, pin and identity.
+const INVITE_LEN: usize = 2 + 20 + 80 + 1 + 64;
