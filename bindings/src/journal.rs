@@ -239,7 +239,8 @@ impl Journal {
     }
 
     /// Opens the journal at `path` with the secret the app kept from `keyring_secret()`. It
-    /// returns as soon as the journal can be read; `ready()` waits for the rest.
+    /// returns as soon as the journal can be read; `ready()` waits for the rest. A keyring
+    /// from before signing keys gets them here: store `keyring_secret()` again after opening.
     #[uniffi::constructor]
     pub async fn open(
         path: String,
@@ -266,7 +267,8 @@ impl Journal {
     /// the app's files do not) from the kept secret alone: downloads both spaces from the
     /// relay and creates `path` as a new device of the same partner. Fails with `unreachable`
     /// when that does not finish within `budget_ms` (nothing is left at `path` then), and
-    /// with `invalid` when `path` exists or the relay holds nothing for this keyring.
+    /// with `invalid` when `path` exists or the relay holds nothing for this keyring. The new
+    /// device gets a signing key of its own: store `keyring_secret()` again afterwards.
     #[uniffi::constructor]
     pub async fn restore(
         path: String,

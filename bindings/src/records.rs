@@ -77,6 +77,21 @@ pub struct Partner {
     pub name: String,
     /// When they joined (unix ms).
     pub joined_at: i64,
+    /// Their identity key's fingerprint (16 hex digits), once one of their devices recorded it.
+    pub identity: Option<String>,
+    /// Their devices, earliest first (at most 8).
+    pub devices: Vec<PartnerDevice>,
+}
+
+/// One of a partner's devices, as the couple's journal records it.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct PartnerDevice {
+    /// The device's id.
+    pub id: String,
+    /// Its signing key's fingerprint (16 hex digits), to compare between devices.
+    pub fingerprint: String,
+    /// When it was added (unix ms, that device's clock).
+    pub added_at: i64,
 }
 
 impl From<journal::Partner> for Partner {
@@ -85,6 +100,16 @@ impl From<journal::Partner> for Partner {
             id: p.id.to_string().into(),
             name: p.name,
             joined_at: p.joined_at,
+            identity: p.identity,
+            devices: p
+                .devices
+                .into_iter()
+                .map(|d| PartnerDevice {
+                    id: d.id.to_string(),
+                    fingerprint: d.fingerprint,
+                    added_at: d.added_at,
+                })
+                .collect(),
         }
     }
 }

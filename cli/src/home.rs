@@ -120,7 +120,7 @@ impl Home {
         }
         let keyring = self.load_keyring()?;
         let calendar = crate::dates::calendar()?;
-        let kept_pin = keyring.relay_pin;
+        let kept = keyring.clone();
         let device = Device::open(
             &self.journal_path(),
             keyring,
@@ -129,8 +129,9 @@ impl Home {
             observer,
         )
         .map_err(|e| self.damaged(e))?;
-        // A new --relay-pin is kept for the next runs.
-        if device.keyring().relay_pin != kept_pin {
+        // A new --relay-pin, and the signing keys an older keyring gets on its first open, are
+        // kept for the next runs.
+        if *device.keyring() != kept {
             self.save_keyring(device.keyring())?;
         }
         device.set_calendar(calendar)?;

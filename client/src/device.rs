@@ -4,12 +4,15 @@
 use std::{
     future::Future,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
 use mend_core::{
-    Calendar, Error, Journal, Keyring, Partner, PartnerId, Result, Space,
+    Calendar, Certified, Error, Journal, Keyring, Partner, PartnerId, Result, Space,
     crypto::{Invite, InviteKind, SpaceSecret},
     journal::{JoinSource, OpenOptions, Written},
     sync::SyncStatus,
@@ -35,6 +38,8 @@ pub struct Device {
     client: Arc<SyncClient>,
     observer: Option<Arc<dyn SyncObserver>>,
     live: Mutex<Option<LiveSync>>,
+    /// Set once the couple's document holds this device's certificate.
+    certified: AtomicBool,
 }
 
 impl std::fmt::Debug for Device {
@@ -78,6 +83,7 @@ impl Device {
             client,
             observer,
             live: Mutex::new(None),
+            certified: AtomicBool::new(false),
         })
     }
 
@@ -141,7 +147,46 @@ impl Device {
     pub async fn ready(&self) -> Result<()> {
         self.client.loaded().await?;
         let journal = Arc::clone(&self.journal);
-        blocking(move || lock(&journal)?.ready()).await
+        blocking(move || lock(&journal)?.ready()).await?;
+        self.certify_quietly().await;
+        Ok(())
+    }
+
+    /// Records this device's certificate in the couple's document unless it is there
+    /// ([`Journal::certify_device`]); done when the journal is ready and after each sync round
+    /// until it is.
+    pub async fn certify(&self) -> Result<Certified> {
+        if self.certified.load(Ordering::Relaxed) {
+            return Ok(Certified::Present);
+        }
+        let (Some(identity), Some(key)) = (
+            self.keyring.identity.clone(),
+            self.keyring.device_key.clone(),
+        ) else {
+            return Err(Error::Invalid("this keyring has no signing keys".into()));
+        };
+        let space = self.keyring.couple.derive_space_id();
+        let journal = Arc::clone(&self.journal);
+        let (out, written) = blocking(move || {
+            let mut journal = lock(&journal)?;
+            let out = journal.step(|j| j.certify_device(&space, &identity, &key));
+            Ok((out, journal.take_written()))
+        })
+        .await?;
+        self.written(written);
+        let out = out?;
+        if out != Certified::Pending {
+            self.certified.store(true, Ordering::Relaxed);
+        }
+        Ok(out)
+    }
+
+    /// [`Device::certify`] where a failure must not stop what called it: it is logged (the
+    /// message names no secret) and tried again later.
+    async fn certify_quietly(&self) {
+        if let Err(e) = self.certify().await {
+            tracing::warn!(error = %e, "this device's certificate is not recorded");
+        }
     }
 
     /// Creates a new journal at `path` for its first partner, with new secrets. `relay` says
@@ -181,6 +226,8 @@ impl Device {
                     relay_pin,
                     couple: invite.couple,
                     personal: SpaceSecret::generate()?,
+                    identity: None,
+                    device_key: None,
                 },
                 JoinSource {
                     couple: Vec::new(),
@@ -188,12 +235,18 @@ impl Device {
                     partner: None,
                 },
             ),
-            InviteKind::Device { personal, partner } => (
+            InviteKind::Device {
+                personal,
+                partner,
+                identity,
+            } => (
                 Keyring {
                     relay_url: invite.relay_url,
                     relay_pin,
                     couple: invite.couple,
                     personal,
+                    identity,
+                    device_key: None,
                 },
                 JoinSource {
                     couple: Vec::new(),
@@ -202,6 +255,9 @@ impl Device {
                 },
             ),
         };
+        // A partner's identity, when the invite carried none, derived as the inviter does.
+        let mut keyring = keyring;
+        keyring.ensure_signing_keys()?;
         let relay = RelayOptions {
             pin: relay_pin,
             ..relay
@@ -214,15 +270,17 @@ impl Device {
     /// Opens an existing journal with the keys the app kept. A relay the device refuses
     /// (clear text off this machine without the opt-in) does not stop the journal from
     /// opening: local reads and writes work, and syncing fails with
-    /// [`Error::UntrustedRelay`]. `relay.pin`, when set, replaces the keyring's pin: save
+    /// [`Error::UntrustedRelay`]. `relay.pin`, when set, replaces the keyring's pin, and a
+    /// keyring from before signing keys gets them here: in either case, save
     /// [`Device::keyring`] again afterwards.
     pub fn open(
         path: &Path,
-        keyring: Keyring,
+        mut keyring: Keyring,
         options: OpenOptions,
         relay: RelayOptions,
         observer: Option<Arc<dyn SyncObserver>>,
     ) -> Result<Self> {
+        keyring.ensure_signing_keys()?;
         let journal = Journal::open_with(path, options)?;
         Self::assemble(journal, keyring, relay, observer)
     }
@@ -232,10 +290,11 @@ impl Device {
     /// staging file beside `path`, learns from the personal space which partner this is (only
     /// its owner ever wrote there), and creates `path` as a new device of that partner. Fails
     /// with `Unreachable` when the download does not finish within `budget`, leaving nothing
-    /// at `path`.
+    /// at `path`. The new device gets a signing key of its own: save [`Device::keyring`]
+    /// again afterwards.
     pub async fn restore(
         path: &Path,
-        keyring: Keyring,
+        mut keyring: Keyring,
         budget: Duration,
         options: OpenOptions,
         relay: RelayOptions,
@@ -247,6 +306,8 @@ impl Device {
                 path.display()
             )));
         }
+        keyring.device_key = None;
+        keyring.ensure_signing_keys()?;
         let staging = staging_path(path);
         remove_database(&staging)?;
         let mut relay = relay;
@@ -310,13 +371,17 @@ impl Device {
 
     /// One bounded push and pull.
     pub async fn sync_now(&self, budget: Duration) -> Result<SyncStatus> {
-        self.client.sync_now(budget).await
+        let status = self.client.sync_now(budget).await;
+        self.certify_quietly().await;
+        status
     }
 
     /// One push and pull with a hard deadline, saying what it did ([`SyncClient::sync_round`]).
     /// Dropping the future stops the round: its requests are cut and nothing is lost.
     pub async fn sync_round(&self, budget: Duration) -> Result<RoundReport> {
-        self.client.sync_round(budget).await
+        let report = self.client.sync_round(budget).await;
+        self.certify_quietly().await;
+        report
     }
 
     /// [`Device::sync_round`], also cut when `stop` completes.

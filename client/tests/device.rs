@@ -163,3 +163,55 @@ fn reads_see_a_partner_who_joined_after_the_reader_opened() -> Result<()> {
     );
     Ok(())
 }
+
+/// A keyring from before signing keys gets them when its journal opens, and once the journal is
+/// ready the device's certificate is in the couple's document, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_keyring_gets_keys_and_the_ready_device_records_its_certificate() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("a.db");
+    // A journal and keyring as an app before identities left them.
+    mend_core::Journal::create(&path, "Alex")?;
+    let old = mend_core::Keyring {
+        identity: None,
+        device_key: None,
+        ..mend_core::Keyring::generate(RELAY)?
+    };
+    let device = Device::open(
+        &path,
+        old.clone(),
+        OpenOptions::default(),
+        RelayOptions::default(),
+        None,
+    )?;
+    let keyring = device.keyring().clone();
+    ensure!(keyring != old, "the app has a new keyring to store");
+    let key = keyring
+        .device_key
+        .as_ref()
+        .map(|k| k.public().fingerprint());
+    device.ready().await?;
+    let alex = device.read(|j| Ok(j.partners()))?;
+    let fingerprints: Vec<_> = alex
+        .iter()
+        .flat_map(|p| p.devices.iter().map(|d| Some(d.fingerprint.clone())))
+        .collect();
+    ensure!(fingerprints == vec![key], "{alex:?}");
+    ensure!(device.certify().await? == mend_core::Certified::Present);
+    device.close().await?;
+
+    // Opened again with the stored keyring, nothing more is written.
+    let device = Device::open(
+        &path,
+        keyring.clone(),
+        OpenOptions::default(),
+        RelayOptions::default(),
+        None,
+    )?;
+    ensure!(*device.keyring() == keyring);
+    let heads = device.write(|j| j.heads(Space::Couple))?;
+    device.ready().await?;
+    ensure!(device.write(|j| j.heads(Space::Couple))? == heads);
+    device.close().await?;
+    Ok(())
+}

@@ -1,4 +1,5 @@
-//! The secrets a device holds: the relay it syncs through and the two space secrets.
+//! The secrets a device holds: the relay it syncs through, the two space secrets, and the
+//! partner's identity and the device's signing key.
 //!
 //! The secrets never enter the database. The app keeps a [`Keyring`] in Keychain or Keystore
 //! (or, for the CLI, a file only its user can read) and hands it back when it opens the
@@ -8,14 +9,15 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use zeroize::Zeroizing;
 
 use crate::{
-    crypto::{Invite, InviteKind, RelayPin, SpaceSecret},
+    crypto::{DeviceKey, Invite, InviteKind, PartnerIdentity, RelayPin, SpaceSecret},
     error::{Error, Result},
     ids::PartnerId,
     store::Space,
     sync::SpaceLink,
 };
 
-/// What a device must keep secret: the relay it syncs through and the two space secrets.
+/// What a device must keep secret: the relay it syncs through, the two space secrets and the
+/// signing keys.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Keyring {
     /// The relay URL.
@@ -27,6 +29,11 @@ pub struct Keyring {
     pub couple: SpaceSecret,
     /// This partner's personal space.
     pub personal: SpaceSecret,
+    /// This partner's identity, the same on all of the partner's devices. `None` in a keyring
+    /// from before identities existed: [`Keyring::ensure_signing_keys`] fills it in.
+    pub identity: Option<PartnerIdentity>,
+    /// This device's signing key, its own. `None` until [`Keyring::ensure_signing_keys`].
+    pub device_key: Option<DeviceKey>,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -43,16 +50,44 @@ const KEYRING_V1: &str = "mend-keyring-v1:";
 /// `couple (32) | personal (32) | pin flag (1: 0 none, 1 present) | [pin (32)] | url`; written
 /// only for a pinned relay, so a keyring without a pin still reads in older versions.
 const KEYRING_V2: &str = "mend-keyring-v2:";
+/// `couple (32) | personal (32) | flags (1) | [pin (32)] | [identity (32)] | [device key (32)]
+/// | url`, each optional part present when its flag is set; written once a keyring holds a
+/// signing key.
+const KEYRING_V3: &str = "mend-keyring-v3:";
+const FLAG_PIN: u8 = 1;
+const FLAG_IDENTITY: u8 = 2;
+const FLAG_DEVICE_KEY: u8 = 4;
 
 impl Keyring {
     /// New secrets for a new journal.
     pub fn generate(relay_url: &str) -> Result<Self> {
-        Ok(Self {
+        let mut keyring = Self {
             relay_url: normalize_relay_url(relay_url)?,
             relay_pin: None,
             couple: SpaceSecret::generate()?,
             personal: SpaceSecret::generate()?,
-        })
+            identity: None,
+            device_key: None,
+        };
+        keyring.ensure_signing_keys()?;
+        Ok(keyring)
+    }
+
+    /// Gives a keyring from before identities its signing keys: the partner's identity
+    /// derived from the personal-space secret (so each of the partner's devices arrives at the
+    /// same one on its own), and a new key for this device. Returns whether anything was
+    /// added, in which case the app must store the keyring again.
+    pub fn ensure_signing_keys(&mut self) -> Result<bool> {
+        let mut added = false;
+        if self.identity.is_none() {
+            self.identity = Some(PartnerIdentity::derive_from(&self.personal));
+            added = true;
+        }
+        if self.device_key.is_none() {
+            self.device_key = Some(DeviceKey::generate()?);
+            added = true;
+        }
+        Ok(added)
     }
 
     /// What the engine needs to sync both spaces.
@@ -88,6 +123,7 @@ impl Keyring {
             kind: InviteKind::Device {
                 personal: self.personal.clone(),
                 partner: me,
+                identity: self.identity.clone(),
             },
             relay_pin: self.relay_pin,
         }
@@ -97,16 +133,35 @@ impl Keyring {
     /// The secrets as one string, for storage the app trusts. Handle like a password: it is
     /// wiped from memory when dropped.
     pub fn to_secret_string(&self) -> Zeroizing<String> {
-        let mut raw = Zeroizing::new(Vec::with_capacity(64 + 33 + self.relay_url.len()));
+        let mut raw = Zeroizing::new(Vec::with_capacity(64 + 1 + 96 + self.relay_url.len()));
         raw.extend_from_slice(self.couple.expose());
         raw.extend_from_slice(self.personal.expose());
-        let prefix = match &self.relay_pin {
-            None => KEYRING_V1,
-            Some(pin) => {
-                raw.push(1);
-                raw.extend_from_slice(pin.as_bytes());
-                KEYRING_V2
+        let prefix = if self.identity.is_none() && self.device_key.is_none() {
+            match &self.relay_pin {
+                None => KEYRING_V1,
+                Some(pin) => {
+                    raw.push(1);
+                    raw.extend_from_slice(pin.as_bytes());
+                    KEYRING_V2
+                }
             }
+        } else {
+            let flag = |set: bool, flag: u8| if set { flag } else { 0 };
+            raw.push(
+                flag(self.relay_pin.is_some(), FLAG_PIN)
+                    | flag(self.identity.is_some(), FLAG_IDENTITY)
+                    | flag(self.device_key.is_some(), FLAG_DEVICE_KEY),
+            );
+            if let Some(pin) = &self.relay_pin {
+                raw.extend_from_slice(pin.as_bytes());
+            }
+            if let Some(identity) = &self.identity {
+                raw.extend_from_slice(identity.expose());
+            }
+            if let Some(key) = &self.device_key {
+                raw.extend_from_slice(key.expose());
+            }
+            KEYRING_V3
         };
         raw.extend_from_slice(self.relay_url.as_bytes());
         // Sized up front: a string that grew would leave its old buffer unwiped.
@@ -117,35 +172,62 @@ impl Keyring {
         out
     }
 
-    /// Parses [`Keyring::to_secret_string`].
+    /// Parses [`Keyring::to_secret_string`], and every earlier version of it (those have no
+    /// signing keys: see [`Keyring::ensure_signing_keys`]).
     pub fn from_secret_string(s: &str) -> Result<Self> {
         let bad = || Error::Invalid("not a Mend keyring".into());
         let s = s.trim();
-        let (body, v2) = match (s.strip_prefix(KEYRING_V1), s.strip_prefix(KEYRING_V2)) {
-            (Some(body), _) => (body, false),
-            (_, Some(body)) => (body, true),
-            _ => return Err(bad()),
+        let (body, version) = if let Some(body) = s.strip_prefix(KEYRING_V1) {
+            (body, 1)
+        } else if let Some(body) = s.strip_prefix(KEYRING_V2) {
+            (body, 2)
+        } else if let Some(body) = s.strip_prefix(KEYRING_V3) {
+            (body, 3)
+        } else {
+            return Err(bad());
         };
         let raw = Zeroizing::new(URL_SAFE_NO_PAD.decode(body).map_err(|_| bad())?);
         // (A decode that fails leaves nothing behind: the buffer is only handed out on success.)
         if raw.len() < 64 {
             return Err(bad());
         }
-        let (relay_pin, url) = match (v2, &raw[64..]) {
-            (false, url) => (None, url),
-            (true, [0, url @ ..]) => (None, url),
-            (true, [1, rest @ ..]) if rest.len() >= 32 => {
-                let (pin, url) = rest.split_at(32);
-                let pin: [u8; 32] = pin.try_into().map_err(|_| bad())?;
-                (Some(RelayPin::from_bytes(pin)), url)
+        let rest = &raw[64..];
+        let (flags, mut rest) = match (version, rest) {
+            (1, url) => (0, url),
+            (2, [0, url @ ..]) => (0, url),
+            (2, [1, url @ ..]) => (FLAG_PIN, url),
+            (3, [flags, url @ ..])
+                if *flags & !(FLAG_PIN | FLAG_IDENTITY | FLAG_DEVICE_KEY) == 0 =>
+            {
+                (*flags, url)
             }
             _ => return Err(bad()),
         };
+        let mut take = |flag: u8| -> Result<Option<&[u8]>> {
+            if flags & flag == 0 {
+                return Ok(None);
+            }
+            let (part, tail) = rest.split_at_checked(32).ok_or_else(bad)?;
+            rest = tail;
+            Ok(Some(part))
+        };
+        let relay_pin = match take(FLAG_PIN)? {
+            Some(pin) => Some(RelayPin::from_bytes(pin.try_into().map_err(|_| bad())?)),
+            None => None,
+        };
+        let identity = take(FLAG_IDENTITY)?
+            .map(PartnerIdentity::from_slice)
+            .transpose()?;
+        let device_key = take(FLAG_DEVICE_KEY)?
+            .map(DeviceKey::from_slice)
+            .transpose()?;
         Ok(Self {
             couple: SpaceSecret::from_slice(&raw[..32])?,
             personal: SpaceSecret::from_slice(&raw[32..64])?,
-            relay_url: String::from_utf8(url.to_vec()).map_err(|_| bad())?,
+            relay_url: String::from_utf8(rest.to_vec()).map_err(|_| bad())?,
             relay_pin,
+            identity,
+            device_key,
         })
     }
 }
@@ -173,7 +255,12 @@ mod tests {
 
     #[test]
     fn keyrings_keep_their_pin_and_old_ones_still_read() -> Result<()> {
-        let mut keyring = Keyring::generate("https://relay.example")?;
+        // A keyring from before signing keys writes what it always wrote.
+        let mut keyring = Keyring {
+            identity: None,
+            device_key: None,
+            ..Keyring::generate("https://relay.example")?
+        };
         let plain = keyring.to_secret_string();
         assert!(plain.starts_with(KEYRING_V1));
         assert_eq!(Keyring::from_secret_string(&plain)?, keyring);
@@ -194,12 +281,67 @@ mod tests {
     #[test]
     fn the_secret_string_round_trips_in_a_wiped_buffer_that_never_grew() -> Result<()> {
         let mut keyring = Keyring::generate("http://127.0.0.1:8080")?;
-        for pin in [None, Some(RelayPin::of_spki(b"relay key"))] {
+        let keys = [
+            (None, None),
+            (keyring.identity.clone(), keyring.device_key.clone()),
+        ];
+        for ((identity, device_key), pin) in keys.into_iter().flat_map(|k| {
+            [
+                (k.clone(), None),
+                (k, Some(RelayPin::of_spki(b"relay key"))),
+            ]
+        }) {
             keyring.relay_pin = pin;
+            keyring.identity = identity;
+            keyring.device_key = device_key;
             let secret = keyring.to_secret_string();
             // Exactly the capacity it was given: no reallocation left a copy behind.
             assert_eq!(secret.len(), secret.capacity());
             assert_eq!(Keyring::from_secret_string(&secret)?, keyring);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn an_old_keyring_gets_its_signing_keys_on_first_open() -> Result<()> {
+        let new = Keyring::generate("https://relay.example")?;
+        let old = Keyring {
+            identity: None,
+            device_key: None,
+            ..new.clone()
+        };
+        let mut opened = Keyring::from_secret_string(&old.to_secret_string())?;
+        assert_eq!(opened.identity, None);
+        assert!(opened.ensure_signing_keys()?);
+        assert!(!opened.ensure_signing_keys()?, "keys are added once");
+        // The identity is the one every device of this partner derives; the device key is
+        // this device's own.
+        assert_eq!(opened.identity, new.identity);
+        assert!(opened.device_key.is_some());
+        assert_ne!(opened.device_key, new.device_key);
+        let stored = opened.to_secret_string();
+        assert!(stored.starts_with(KEYRING_V3));
+        assert_eq!(Keyring::from_secret_string(&stored)?, opened);
+        // Nor does a secret reach Debug.
+        let identity = opened.identity.as_ref().map(|i| hex::encode(i.expose()));
+        assert!(!format!("{opened:?}").contains(&identity.unwrap_or_default()[..16]));
+        Ok(())
+    }
+
+    #[test]
+    fn damaged_v3_keyrings_are_refused() -> Result<()> {
+        let keyring = Keyring::generate("https://relay.example")?;
+        let raw = URL_SAFE_NO_PAD
+            .decode(&keyring.to_secret_string()[KEYRING_V3.len()..])
+            .map_err(|_| Error::Invalid("base64".into()))?;
+        let encode = |raw: &[u8]| format!("{KEYRING_V3}{}", URL_SAFE_NO_PAD.encode(raw));
+        let mut unknown_flag = raw.clone();
+        unknown_flag[64] |= 8;
+        // Flags that promise more keys than there are bytes.
+        let mut short = raw[..64 + 1 + 40].to_vec();
+        short[64] = FLAG_PIN | FLAG_IDENTITY | FLAG_DEVICE_KEY;
+        for bad in [encode(&unknown_flag), encode(&short), encode(&raw[..64])] {
+            assert!(Keyring::from_secret_string(&bad).is_err(), "{bad}");
         }
         Ok(())
     }

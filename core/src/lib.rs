@@ -30,7 +30,10 @@ pub use date::LocalDate;
 pub use doc::{Loaded, SCHEMA_VERSION};
 pub use error::{Error, Result};
 pub use ids::{DeviceId, PartnerId, RecordId};
-pub use journal::{JoinSource, Journal, OpenOptions, Partner, SyncSummary, wording_hash};
+pub use journal::{
+    Certified, JoinSource, Journal, MAX_DEVICES, OpenOptions, Partner, PartnerDevice, SyncSummary,
+    wording_hash,
+};
 pub use keyring::Keyring;
 pub use model::{Body, Conflict, Kind, Record, Visibility};
 pub use store::{Durability, LockMode, Space};

@@ -5,8 +5,10 @@
 //! `kind (1 byte) | url length (1 byte) | url | couple secret (32) | [personal secret (32) |
 //! partner id (16)] | [pin] | checksum (4)`, where the checksum is the first 4 bytes of SHA-256
 //! over everything before it. `MEND1-` codes have no pin part; `MEND2-` codes have
-//! `pin flag (1 byte: 0 none, 1 present) | [relay pin (32)]`. An invite without a pin is
-//! written `MEND1-`, so older apps still read it. A mistyped or truncated code fails the
+//! `pin flag (1 byte: 0 none, 1 present) | [relay pin (32)]`. `MEND3-` codes have
+//! `flags (1 byte: 1 pin, 2 identity) | [relay pin (32)] | [partner identity (32)]`, and are
+//! written for a device invite that carries the partner's identity secret. Each code is
+//! written in the oldest version that holds it, so older apps still read what they can. A mistyped or truncated code fails the
 //! checksum and is refused with a clear message instead of joining the wrong space.
 
 use std::fmt;
@@ -15,7 +17,7 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::{RelayPin, SpaceSecret};
+use super::{PartnerIdentity, RelayPin, SpaceSecret};
 use crate::{
     error::{Error, Result},
     ids::PartnerId,
@@ -23,11 +25,16 @@ use crate::{
 
 const PREFIX_V1: &str = "MEND1-";
 const PREFIX_V2: &str = "MEND2-";
+const PREFIX_V3: &str = "MEND3-";
+const FLAG_PIN: u8 = 1;
+const FLAG_IDENTITY: u8 = 2;
 const KIND_PARTNER: u8 = 1;
 const KIND_DEVICE: u8 = 2;
 const MAX_URL: usize = 200;
 
 /// Who the invite is for. (`Debug` shows the kind only: the secret inside redacts itself.)
+// One invite exists at a time, briefly: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum InviteKind {
     /// The other partner: joins the couple's space and gets a personal space of their own.
@@ -38,6 +45,9 @@ pub enum InviteKind {
         personal: SpaceSecret,
         /// The partner the device belongs to.
         partner: PartnerId,
+        /// The partner's identity secret; `None` from an app that had none yet, in which case
+        /// the device derives it from the personal secret as that app will.
+        identity: Option<PartnerIdentity>,
     },
 }
 
@@ -89,16 +99,31 @@ impl Invite {
         raw.push(url.len() as u8);
         raw.extend_from_slice(url);
         raw.extend_from_slice(self.couple.expose());
-        if let InviteKind::Device { personal, partner } = &self.kind {
+        let mut identity = None;
+        if let InviteKind::Device {
+            personal,
+            partner,
+            identity: carried,
+        } = &self.kind
+        {
             raw.extend_from_slice(personal.expose());
             raw.extend_from_slice(partner.as_bytes());
+            identity = carried.as_ref();
         }
-        let prefix = match &self.relay_pin {
-            None => PREFIX_V1,
-            Some(pin) => {
+        let prefix = match (&self.relay_pin, identity) {
+            (None, None) => PREFIX_V1,
+            (Some(pin), None) => {
                 raw.push(1);
                 raw.extend_from_slice(pin.as_bytes());
                 PREFIX_V2
+            }
+            (pin, Some(identity)) => {
+                raw.push(FLAG_IDENTITY | if pin.is_some() { FLAG_PIN } else { 0 });
+                if let Some(pin) = pin {
+                    raw.extend_from_slice(pin.as_bytes());
+                }
+                raw.extend_from_slice(identity.expose());
+                PREFIX_V3
             }
         };
         let sum = Sha256::digest(raw.as_slice());
@@ -114,15 +139,17 @@ impl Invite {
     pub fn decode(code: &str) -> Result<Self> {
         let code: Zeroizing<String> =
             Zeroizing::new(code.chars().filter(|c| !c.is_whitespace()).collect());
-        let (body, pinned) = if let Some(body) = code.strip_prefix(PREFIX_V1) {
-            (body, false)
+        let (body, version) = if let Some(body) = code.strip_prefix(PREFIX_V1) {
+            (body, 1)
         } else if let Some(body) = code.strip_prefix(PREFIX_V2) {
-            (body, true)
+            (body, 2)
+        } else if let Some(body) = code.strip_prefix(PREFIX_V3) {
+            (body, 3)
         } else if code.starts_with("MEND") && code.get(5..6) == Some("-") {
             return Err(newer());
         } else {
             return Err(Error::Invite(
-                "this is not a Mend invite code (it should start with MEND1- or MEND2-)".into(),
+                "this is not a Mend invite code (it should start with MEND and a version)".into(),
             ));
         };
         let raw = Zeroizing::new(URL_SAFE_NO_PAD.decode(body).map_err(|_| damaged())?);
@@ -140,18 +167,39 @@ impl Invite {
         }
         let secrets = 32 + if kind == KIND_DEVICE { 48 } else { 0 };
         let rest = &data[2..];
-        let (rest, pin) = if pinned {
-            let fixed = url_len.saturating_add(secrets);
-            match rest.get(fixed..) {
-                Some([0]) => (&rest[..fixed], None),
+        let fixed = url_len.saturating_add(secrets);
+        let (rest, pin, identity) = match version {
+            1 => (rest, None, None),
+            2 => match rest.get(fixed..) {
+                Some([0]) => (&rest[..fixed], None, None),
                 Some([1, pin @ ..]) => {
                     let pin: [u8; 32] = pin.try_into().map_err(|_| newer())?;
-                    (&rest[..fixed], Some(RelayPin::from_bytes(pin)))
+                    (&rest[..fixed], Some(RelayPin::from_bytes(pin)), None)
                 }
                 _ => return Err(newer()),
-            }
-        } else {
-            (rest, None)
+            },
+            _ => match rest.get(fixed..) {
+                // An identity belongs to a device invite only.
+                Some([flags, tail @ ..])
+                    if kind == KIND_DEVICE && flags & !FLAG_PIN == FLAG_IDENTITY =>
+                {
+                    let (pin, identity) = match (flags & FLAG_PIN != 0, tail.len()) {
+                        (false, 32) => (None, tail),
+                        (true, 64) => {
+                            let (pin, identity) = tail.split_at(32);
+                            let pin: [u8; 32] = pin.try_into().map_err(|_| newer())?;
+                            (Some(RelayPin::from_bytes(pin)), identity)
+                        }
+                        _ => return Err(newer()),
+                    };
+                    (
+                        &rest[..fixed],
+                        pin,
+                        Some(PartnerIdentity::from_slice(identity)?),
+                    )
+                }
+                _ => return Err(newer()),
+            },
         };
         if rest.len() != url_len + secrets {
             return Err(newer());
@@ -166,6 +214,7 @@ impl Invite {
             InviteKind::Device {
                 personal,
                 partner: PartnerId::from_uuid(uuid::Uuid::from_bytes(id)),
+                identity,
             }
         } else {
             InviteKind::Partner
@@ -204,6 +253,7 @@ mod tests {
             kind: InviteKind::Device {
                 personal: SpaceSecret::generate()?,
                 partner: PartnerId::generate(),
+                identity: None,
             },
             ..partner.clone()
         };
@@ -225,7 +275,7 @@ mod tests {
         assert!(unpinned.encode()?.starts_with("MEND1-"));
         assert_eq!(Invite::decode(&unpinned.encode()?)?.relay_pin, None);
         // A code from a version after this one is named as such, not as a stranger's text.
-        let err = Invite::decode("MEND3-AAAA").err();
+        let err = Invite::decode("MEND4-AAAA").err();
         assert!(
             matches!(&err, Some(Error::Invite(m)) if m.contains("newer")),
             "{err:?}"
@@ -242,6 +292,45 @@ mod tests {
                 .ok_or_else(|| Error::Invalid("accepted".into()))?;
             assert!(matches!(err, Error::Invite(_)), "{bad}: {err}");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn a_device_invite_carries_the_partner_identity() -> Result<()> {
+        let identity = PartnerIdentity::generate()?;
+        let mut invite = Invite {
+            relay_url: "http://127.0.0.1:8787".into(),
+            couple: SpaceSecret::generate()?,
+            kind: InviteKind::Device {
+                personal: SpaceSecret::generate()?,
+                partner: PartnerId::generate(),
+                identity: Some(identity.clone()),
+            },
+            relay_pin: None,
+        };
+        for pin in [None, Some(RelayPin::of_spki(b"relay key"))] {
+            invite.relay_pin = pin;
+            let code = invite.encode()?;
+            assert!(code.starts_with("MEND3-"));
+            assert_eq!(Invite::decode(&code)?, invite);
+            assert!(!format!("{invite:?}").contains(&hex::encode(identity.expose())[..16]));
+        }
+        // A partner invite never carries one: the flag on a partner kind is refused.
+        let partner = Invite {
+            kind: InviteKind::Partner,
+            relay_pin: None,
+            ..invite.clone()
+        };
+        let mut raw = URL_SAFE_NO_PAD
+            .decode(&partner.encode()?[6..])
+            .map_err(|_| Error::Invalid("base64".into()))?;
+        raw.truncate(raw.len() - 4);
+        raw.push(FLAG_IDENTITY);
+        raw.extend_from_slice(identity.expose());
+        let sum = Sha256::digest(&raw);
+        raw.extend_from_slice(&sum[..4]);
+        let forged = format!("MEND3-{}", URL_SAFE_NO_PAD.encode(&raw));
+        assert!(Invite::decode(&forged).is_err());
         Ok(())
     }
 }

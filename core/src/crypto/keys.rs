@@ -48,7 +48,7 @@ impl SpaceSecret {
         &self.0
     }
 
-    fn derive(&self, label: &[u8], out: &mut [u8]) {
+    pub(super) fn derive(&self, label: &[u8], out: &mut [u8]) {
         let hk = Hkdf::<Sha256>::new(None, &self.0);
         // 32 bytes is far below HKDF-SHA256's 8160-byte limit, so expand cannot fail.
         let _ = hk.expand(label, out);

@@ -4,13 +4,20 @@
 //! distinct label: the public space id the relay files chunks under, the bearer token the relay
 //! checks (it stores only a hash), and the content key that seals chunks. The relay learns the
 //! first two and never the third.
+//!
+//! Separately, signing keys say who made each change: see [`identity`].
 
+mod identity;
 mod invite;
 mod keys;
 mod padme;
 mod pin;
 mod seal;
 
+pub use identity::{
+    CERTIFICATE_LEN, ChangeProof, DeviceCertificate, DeviceKey, DevicePublicKey, IdentityKey,
+    PartnerIdentity, sign_change, verify_change,
+};
 pub use invite::{Invite, InviteKind};
 pub use keys::{ContentKey, RelayToken, SpaceKeys, SpaceSecret};
 pub use padme::{pad, padded_len, unpad};

@@ -8,6 +8,8 @@ mod ops;
 pub use settle::{ConflictChoice, OpenConflict};
 pub use write::wording_hash;
 mod read;
+mod registry;
+pub use registry::{Certified, MAX_DEVICES};
 mod settle;
 mod sync;
 pub use sync::SyncSummary;
@@ -41,6 +43,24 @@ pub struct Partner {
     pub name: String,
     /// When they joined (unix ms).
     pub joined_at: i64,
+    /// Their identity key's fingerprint, once one of their devices recorded it.
+    #[serde(default)]
+    pub identity: Option<String>,
+    /// Their devices whose certificates verify under that identity, earliest first (at most
+    /// [`MAX_DEVICES`]).
+    #[serde(default)]
+    pub devices: Vec<PartnerDevice>,
+}
+
+/// One of a partner's devices, as its certificate in the couple's document describes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartnerDevice {
+    /// The device.
+    pub id: DeviceId,
+    /// Its signing key's fingerprint (16 hex digits), to compare between devices.
+    pub fingerprint: String,
+    /// When its partner's identity certified it (unix ms, that device's clock).
+    pub added_at: i64,
 }
 
 /// Options for opening a journal.
@@ -97,6 +117,11 @@ pub struct Journal {
     /// In extension mode, `data_version` when this writer last held the lock: a step that
     /// finds another value reloads what another process may have changed.
     disk_version: Option<i64>,
+    /// The couple's space id, once the device certified itself: certificates are checked
+    /// against it.
+    couple_space: Option<[u8; 32]>,
+    /// Certificate checks already made.
+    cert_checker: registry::CertChecker,
 }
 
 impl std::fmt::Debug for Journal {
@@ -328,7 +353,17 @@ impl Journal {
         couple: LazyDoc,
         personal: LazyDoc,
     ) -> Self {
+        let couple_space = store
+            .meta(registry::META_COUPLE_SPACE)
+            .ok()
+            .flatten()
+            .and_then(|h| {
+                let mut id = [0u8; 32];
+                hex::decode_to_slice(h, &mut id).ok().map(|()| id)
+            });
         Self {
+            couple_space,
+            cert_checker: registry::CertChecker::default(),
             store,
             me,
             actor: *device.as_bytes(),

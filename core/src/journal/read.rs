@@ -41,7 +41,13 @@ impl Parts {
     }
 }
 
-pub(super) fn partners(doc: &SpaceDoc) -> Vec<Partner> {
+/// The partners in `doc`, with their identities and devices when `couple_space` is the id of
+/// the couple's space `doc` is.
+pub(super) fn partners(
+    doc: &SpaceDoc,
+    couple_space: Option<&[u8; 32]>,
+    checker: &super::registry::CertChecker,
+) -> Vec<Partner> {
     let am = doc.am();
     let mut out: Vec<Partner> = am
         .map_range(doc.partners_obj(), ..)
@@ -50,7 +56,11 @@ pub(super) fn partners(doc: &SpaceDoc) -> Vec<Partner> {
             let Value::Object(fields) = json::obj_to_json(am, &item.id()) else {
                 return None;
             };
+            let registry =
+                super::registry::Registry::read(doc, &item.id(), id, couple_space, checker);
             Some(Partner {
+                identity: registry.identity.map(|k| k.fingerprint()),
+                devices: registry.device_views(),
                 id,
                 name: fields
                     .get("name")

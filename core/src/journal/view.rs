@@ -64,10 +64,15 @@ fn row(doc: &SpaceDoc, id: RecordId) -> Result<ViewRow> {
 }
 
 /// The head row of `doc`.
-fn head(doc: &SpaceDoc) -> Result<SpaceView> {
+fn head(
+    doc: &SpaceDoc,
+    couple_space: Option<&[u8; 32]>,
+    checker: &super::registry::CertChecker,
+) -> Result<SpaceView> {
+    let partners = read::partners(doc, couple_space, checker);
     Ok(SpaceView {
         heads: doc.heads_text(),
-        partners: serde_json::to_string(&read::partners(doc)).map_err(json_err)?,
+        partners: serde_json::to_string(&partners).map_err(json_err)?,
         schema_version: doc.schema_version(),
     })
 }
@@ -122,7 +127,14 @@ impl Journal {
         };
         Ok(ViewUpdate {
             space,
-            head: head(doc)?,
+            // The registry lives in the couple's document only.
+            head: head(
+                doc,
+                self.couple_space
+                    .as_ref()
+                    .filter(|_| space == Space::Couple),
+                &self.cert_checker,
+            )?,
             rows,
             full,
         })
@@ -211,6 +223,28 @@ impl Journal {
                 )));
             }
         }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partners_stored_before_devices_existed_still_read() -> Result<()> {
+        let view = SpaceView {
+            heads: String::new(),
+            partners:
+                r#"[{"id":"0192b7a4-5b6c-7d8e-9f00-112233445566","name":"Alex","joined_at":1}]"#
+                    .into(),
+            schema_version: 1,
+        };
+        let partners = parse_partners(&view)?;
+        assert_eq!(partners.len(), 1);
+        assert_eq!(partners[0].name, "Alex");
+        assert_eq!(partners[0].identity, None);
+        assert!(partners[0].devices.is_empty());
         Ok(())
     }
 }
