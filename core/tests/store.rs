@@ -193,12 +193,14 @@ fn a_journal_from_before_the_read_model_opens_with_every_record() -> anyhow::Res
     let path = dir.path().join("j.db");
     let before = written(&path, 5)?;
     // What version 2 left on disk: the same tables, minus the read model, the open sync
-    // problems and the cursor's mark.
+    // problems, the cursor's mark and what says which refused chunks are real.
     Connection::open(&path)?.execute_batch(
         "DROP TABLE record_views; DROP TABLE space_views; \
          ALTER TABLE sync_state DROP COLUMN problems; \
          ALTER TABLE sync_state DROP COLUMN cursor_mark; \
-         ALTER TABLE sync_state DROP COLUMN mark_at; PRAGMA user_version = 2;",
+         ALTER TABLE sync_state DROP COLUMN mark_at; \
+         ALTER TABLE sync_state DROP COLUMN heal_real; \
+         ALTER TABLE peer_seqs DROP COLUMN authentic; PRAGMA user_version = 2;",
     )?;
     let mut j = Journal::open(&path)?;
     assert_eq!(j.records()?, before);

@@ -231,6 +231,39 @@ fn a_refused_chunk_heals_from_a_later_snapshot() -> Result<()> {
     assert_converged(&sim, &[(0, bad), (0, later)])
 }
 
+#[test]
+fn a_real_devices_altered_last_edit_is_never_given_up() -> Result<()> {
+    // A's last edit is altered on the relay, and A writes nothing after it, so nothing in B's
+    // document waits on it. B must not count it as garbage: it keeps fetching the relay's
+    // snapshot (and uploads none of its own) until A's snapshot brings the edit.
+    let mut sim = Sim::new(9, 1, 1, 20)?;
+    sim.settle()?;
+    sim.devices[0].journal_mut().add(share("first, merged by B"))?;
+    sim.settle()?;
+    sim.relay.corrupt_next(sim.couple_keys.space_id);
+    let bad = sim.devices[0]
+        .journal_mut()
+        .add(share("altered on the relay"))?;
+    sim.settle()?;
+    ensure!(
+        sim.devices[1].journal().get(bad).is_err(),
+        "the altered chunk was applied"
+    );
+    // B goes on writing, long past when its own snapshot would fall due; A only syncs.
+    let mut mine = Vec::new();
+    for n in 0..50 {
+        mine.push(sim.devices[1].journal_mut().add(share(&format!("B writes {n}")))?);
+        sim.settle()?;
+    }
+    ensure!(
+        sim.devices[1].journal().get(bad).is_ok(),
+        "B gave up on A's real edit instead of waiting for A's snapshot"
+    );
+    let mut expected = vec![(0, bad)];
+    expected.extend(mine.into_iter().map(|id| (1, id)));
+    assert_converged(&sim, &expected)
+}
+
 fn reported(sim: &Sim, device: usize, what: impl Fn(&ProblemKind) -> bool) -> bool {
     sim.devices[device].problems.iter().any(|p| what(&p.kind))
 }

@@ -89,6 +89,10 @@ impl SyncStore for Journal {
         self.store.peer_seqs(space)
     }
 
+    fn authentic_peers(&self, space: Space) -> Result<Vec<[u8; 16]>> {
+        self.store.authentic_peers(space)
+    }
+
     fn pending_changes(&self, space: Space) -> Result<u64> {
         self.store.pending_changes(space)
     }
@@ -173,9 +177,9 @@ impl SyncStore for Journal {
         })
     }
 
-    fn mark_refused(&mut self, space: Space, relay_seq: u64) -> Result<SyncState> {
+    fn mark_refused(&mut self, space: Space, relay_seq: u64, real: bool) -> Result<SyncState> {
         self.step(|j| {
-            let state = j.store.mark_refused(space, relay_seq);
+            let state = j.store.mark_refused(space, relay_seq, real);
             j.bump(state)
         })
     }

@@ -27,6 +27,9 @@ pub struct SyncState {
     pub snapshot_covers: u64,
     /// A refused chunk up to this relay sequence is waiting to be healed by a snapshot (0: none).
     pub heal_after: u64,
+    /// One of the refused chunks came from a device whose chunks were merged here before: its
+    /// edit is real and only a snapshot covering it may end the wait.
+    pub heal_real: bool,
     /// When a sync round last completed (unix ms).
     pub last_synced: Option<i64>,
     /// The relay's mark for the chunk at `cursor`, as it was when this device got there.
@@ -50,8 +53,10 @@ pub struct PulledChange<'a> {
 }
 
 /// Raises a device's last sequence number (`?1` space, `?2` device, `?3` sequence).
-const RAISE_PEER_SEQ: &str = "INSERT INTO peer_seqs (space, device, last_seq) VALUES (?1, ?2, ?3) \
-     ON CONFLICT (space, device) DO UPDATE SET last_seq = MAX(last_seq, excluded.last_seq)";
+/// `?4` is 1 when the chunk opened (or a snapshot vouches for the device), 0 for a refused one.
+const RAISE_PEER_SEQ: &str = "INSERT INTO peer_seqs (space, device, last_seq, authentic) \
+     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (space, device) DO UPDATE SET \
+     last_seq = MAX(last_seq, excluded.last_seq), authentic = MAX(authentic, excluded.authentic)";
 
 fn u(v: i64) -> u64 {
     v.max(0).unsigned_abs()
@@ -69,7 +74,8 @@ impl Store {
             .query_row(
                 "SELECT cursor, next_seq, last_ack_relay, snapshot_covers, last_synced, heal_after, \
                  cursor_mark, mark_at, \
-                 (SELECT MIN(device_seq) FROM outbox WHERE outbox.space = sync_state.space) \
+                 (SELECT MIN(device_seq) FROM outbox WHERE outbox.space = sync_state.space), \
+                 heal_real \
                  FROM sync_state WHERE space = ?1",
                 [space.as_str()],
                 |r| {
@@ -91,6 +97,7 @@ impl Store {
                         snapshot_covers: u(r.get(3)?),
                         last_synced: r.get(4)?,
                         heal_after: u(r.get(5)?),
+                        heal_real: r.get::<_, i64>(9)? != 0,
                         cursor_mark,
                     })
                 },
@@ -210,7 +217,7 @@ impl Store {
         Self::ensure_state(&tx, space)?;
         tx.execute(
             "UPDATE sync_state SET cursor = 0, last_ack_relay = 0, snapshot_covers = 0, \
-             heal_after = 0, cursor_mark = NULL, mark_at = NULL WHERE space = ?1",
+             heal_after = 0, heal_real = 0, cursor_mark = NULL, mark_at = NULL WHERE space = ?1",
             [space.as_str()],
         )?;
         // Every unsent change is in the document queued below: a relay that keeps rewinding
@@ -348,6 +355,21 @@ impl Store {
         self.sync_state(space)
     }
 
+    /// The devices of a space whose chunks opened here, or that a snapshot vouched for.
+    pub fn authentic_peers(&self, space: Space) -> Result<Vec<[u8; 16]>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT device FROM peer_seqs WHERE space = ?1 AND authentic != 0")?;
+        let rows = stmt.query_map([space.as_str()], |r| r.get::<_, Vec<u8>>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            if let Ok(d) = <[u8; 16]>::try_from(row?.as_slice()) {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
     /// Every device's last sequence number in a space.
     pub fn peer_seqs(&self, space: Space) -> Result<PeerSeqs> {
         let mut stmt = self
@@ -391,7 +413,8 @@ impl Store {
                 seq.execute(params![
                     space.as_str(),
                     p.device.as_slice(),
-                    i(p.device_seq)
+                    i(p.device_seq),
+                    i64::from(p.bytes.is_some())
                 ])?;
             }
         }
@@ -428,11 +451,12 @@ impl Store {
         for (device, seq) in peers {
             tx.execute(
                 RAISE_PEER_SEQ,
-                params![space.as_str(), device.as_slice(), i(*seq)],
+                params![space.as_str(), device.as_slice(), i(*seq), 1],
             )?;
         }
         tx.execute(
             "UPDATE sync_state SET cursor = MAX(cursor, ?2), snapshot_covers = MAX(snapshot_covers, ?2), \
+             heal_real = CASE WHEN heal_after <= ?2 THEN 0 ELSE heal_real END, \
              heal_after = CASE WHEN heal_after <= ?2 THEN 0 ELSE heal_after END WHERE space = ?1",
             params![space.as_str(), i(covers)],
         )?;
@@ -450,13 +474,18 @@ impl Store {
         )
     }
 
-    /// Records that a chunk at `relay_seq` was refused and needs healing.
-    pub fn mark_refused(&mut self, space: Space, relay_seq: u64) -> Result<SyncState> {
-        self.update_state(
-            space,
-            "UPDATE sync_state SET heal_after = MAX(heal_after, ?2) WHERE space = ?1",
-            i(relay_seq),
-        )
+    /// Records that a chunk at `relay_seq` was refused and needs healing; `real` when its
+    /// device's chunks were merged here before.
+    pub fn mark_refused(&mut self, space: Space, relay_seq: u64, real: bool) -> Result<SyncState> {
+        let tx = self.conn.transaction()?;
+        Self::ensure_state(&tx, space)?;
+        tx.execute(
+            "UPDATE sync_state SET heal_after = MAX(heal_after, ?2), \
+             heal_real = MAX(heal_real, ?3) WHERE space = ?1",
+            params![space.as_str(), i(relay_seq), i64::from(real)],
+        )?;
+        tx.commit()?;
+        self.sync_state(space)
     }
 
     /// Gives up waiting for a snapshot to heal what was refused: the refused chunks count as
@@ -464,7 +493,7 @@ impl Store {
     pub fn give_up_healing(&mut self, space: Space) -> Result<SyncState> {
         self.update_state(
             space,
-            "UPDATE sync_state SET heal_after = ?2 WHERE space = ?1",
+            "UPDATE sync_state SET heal_after = ?2, heal_real = 0 WHERE space = ?1",
             0,
         )
     }

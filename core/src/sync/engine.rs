@@ -93,6 +93,8 @@ struct Run {
     state: SyncState,
     /// Each other device's last applied sequence number.
     peers: HashMap<[u8; 16], u64>,
+    /// Devices whose chunks opened here (or that a snapshot vouched for).
+    authentic: HashSet<[u8; 16]>,
     /// This round already pulled again so a due snapshot can cover this device's own pushes.
     repulled: bool,
     /// This round found the relay's snapshot unusable: read the chunk log instead, and push
@@ -157,6 +159,7 @@ impl SyncEngine {
                 gaps_reported: HashSet::new(),
                 state: SyncState::default(),
                 peers: HashMap::new(),
+                authentic: HashSet::new(),
                 repulled: false,
                 snapshot_failed: false,
                 recovering: false,
@@ -309,6 +312,7 @@ impl SyncEngine {
         for run in &mut self.runs {
             run.state = journal.sync_state(run.link.space)?;
             run.peers = journal.peer_seqs(run.link.space)?.into_iter().collect();
+            run.authentic = journal.authentic_peers(run.link.space)?.into_iter().collect();
         }
         self.revision = Some(journal.sync_revision());
         Ok(())
@@ -439,7 +443,12 @@ impl SyncEngine {
         let due = run.recovering
             || (state.cursor > 0
                 && state.cursor >= state.snapshot_covers.saturating_add(self.snapshot_every));
-        if due && state.heal_after > 0 && !run.heal_tried && !journal.awaits_changes(link.space)? {
+        if due
+            && state.heal_after > 0
+            && !state.heal_real
+            && !run.heal_tried
+            && !journal.awaits_changes(link.space)?
+        {
             // A chunk refused in this round: its one try at the relay's snapshot comes now, so
             // a relay that slips in a new one before every round cannot hold snapshots back.
             self.runs[i].heal_tried = true;
@@ -796,7 +805,8 @@ impl SyncEngine {
                     }
                     let usable = loaded != Loaded::Unusable;
                     let unhealed = self.runs[i].state.heal_after;
-                    if unhealed > 0 && !journal.awaits_changes(space)? {
+                    let real = self.runs[i].state.heal_real;
+                    if unhealed > 0 && !real && !journal.awaits_changes(space)? {
                         // The one try at healing what was refused: garbage no device accepts is
                         // never healed, and must not stop every device from snapshotting. (A real
                         // device's chunk is known by the edits that build on it: those wait, and
@@ -909,6 +919,7 @@ impl SyncEngine {
         for run in &mut self.runs {
             run.state = journal.sync_state(run.link.space)?;
             run.peers = journal.peer_seqs(run.link.space)?.into_iter().collect();
+            run.authentic = journal.authentic_peers(run.link.space)?.into_iter().collect();
             run.recovering = true;
             if matches!(run.phase, Phase::Pushing(_)) {
                 run.phase = Phase::Waiting(now);
@@ -1079,22 +1090,27 @@ impl SyncEngine {
         chunks: &[Chunk],
         out: &mut Vec<Action>,
     ) -> Result<()> {
-        let Some(last) = chunks.last() else {
-            return Ok(());
-        };
-        // Out of order, only the chunks up to the first that does not follow the one before
-        // it are taken, as they would be one by one (a later one below the cursor is dropped).
-        let ordered = chunks
-            .windows(2)
-            .position(|w| w[1].relay_seq <= w[0].relay_seq)
-            .map_or(chunks, |at| &chunks[..=at]);
-        let last = ordered.last().unwrap_or(last);
-        let seq = last.relay_seq;
-        self.apply_chunks(i, journal, now, ordered, seq, out)?;
-        // The backlog ends with the head's mark; a live chunk's is worked out here (live
-        // chunks are few: one per edit elsewhere).
-        if phase != Phase::CatchingUp {
-            self.keep_mark(i, journal, seq, last.mark())?;
+        // Each run of chunks that follow one another is applied as one; a chunk below the one
+        // before it starts a new run, so the batch means what the chunks would one by one
+        // (a run wholly below the cursor is dropped).
+        let mut rest = chunks;
+        while !rest.is_empty() {
+            let end = rest
+                .windows(2)
+                .position(|w| w[1].relay_seq <= w[0].relay_seq)
+                .map_or(rest.len(), |at| at.saturating_add(1));
+            let (run, after) = rest.split_at(end);
+            rest = after;
+            let Some(last) = run.last() else {
+                break;
+            };
+            let seq = last.relay_seq;
+            self.apply_chunks(i, journal, now, run, seq, out)?;
+            // The backlog ends with the head's mark; a live chunk's is worked out here (live
+            // chunks are few: one per edit elsewhere).
+            if phase != Phase::CatchingUp {
+                self.keep_mark(i, journal, seq, last.mark())?;
+            }
         }
         if phase == Phase::CatchingUp {
             self.runs[i].deadline = Some(now.saturating_add(REQUEST_TIMEOUT_MS));
@@ -1156,7 +1172,9 @@ impl SyncEngine {
                     };
                     self.problem(journal, space, kind, now)?;
                 }
-                self.runs[i].state = journal.mark_refused(space, c.relay_seq)?;
+                // A hole after chunks of this device that were merged: a real edit withheld.
+                let real = self.runs[i].authentic.contains(&device);
+                self.runs[i].state = journal.mark_refused(space, c.relay_seq, real)?;
                 continue;
             }
             let aad = ChunkAad {
@@ -1172,7 +1190,10 @@ impl SyncEngine {
                         device: hex,
                     };
                     self.problem(journal, space, kind, now)?;
-                    self.runs[i].state = journal.mark_refused(space, c.relay_seq)?;
+                    // From a device whose chunks were merged here before, it is a real edit
+                    // the relay altered; from an id never seen, it may be garbage.
+                    let real = self.runs[i].authentic.contains(&device);
+                    self.runs[i].state = journal.mark_refused(space, c.relay_seq, real)?;
                     None
                 }
                 Err(e) => return Err(e),
@@ -1203,7 +1224,8 @@ impl SyncEngine {
                             };
                             let relay_seq = *relay_seq;
                             self.problem(journal, space, kind, now)?;
-                            journal.mark_refused(space, relay_seq)?;
+                            let real = self.runs[i].authentic.contains(device);
+                            journal.mark_refused(space, relay_seq, real)?;
                             // Its number is consumed, so the device's later chunks line up.
                             journal.apply_pulled(space, &pulled(single), cursor)?;
                         }
@@ -1224,6 +1246,11 @@ impl SyncEngine {
         for (device, seq) in last_seen {
             let known = run.peers.entry(device).or_default();
             *known = (*known).max(seq);
+        }
+        for (device, _, _, bytes) in &opened {
+            if bytes.is_some() {
+                run.authentic.insert(*device);
+            }
         }
         if !merged.records.is_empty() {
             out.push(Action::Changed {
@@ -1280,6 +1307,7 @@ impl SyncEngine {
         for &(device, seq) in &peers {
             let known = run.peers.entry(device).or_default();
             *known = (*known).max(seq);
+            run.authentic.insert(device);
         }
         if !merged.records.is_empty() {
             out.push(Action::Changed {

@@ -36,6 +36,10 @@ pub trait SyncStore {
     /// Every device's last applied sequence number in a space, read when a round starts.
     fn peer_seqs(&self, space: Space) -> Result<PeerSeqs>;
 
+    /// The devices whose chunks opened here (or that a snapshot vouched for): a refused chunk
+    /// from one of them is a real edit, never given up.
+    fn authentic_peers(&self, space: Space) -> Result<Vec<[u8; 16]>>;
+
     /// Local changes of a space not yet acknowledged by the relay.
     fn pending_changes(&self, space: Space) -> Result<u64>;
 
@@ -72,11 +76,13 @@ pub trait SyncStore {
     /// The relay stored a snapshot covering `covers`.
     fn snapshot_uploaded(&mut self, space: Space, covers: u64) -> Result<SyncState>;
 
-    /// A chunk at `relay_seq` was refused and needs healing from a snapshot.
-    fn mark_refused(&mut self, space: Space, relay_seq: u64) -> Result<SyncState>;
+    /// A chunk at `relay_seq` was refused and needs healing from a snapshot; `real` when its
+    /// device's chunks were merged here before (then only a snapshot covering it ends the wait).
+    fn mark_refused(&mut self, space: Space, relay_seq: u64, real: bool) -> Result<SyncState>;
 
-    /// The relay's snapshot, fetched after a chunk was refused, did not heal it: the refused
-    /// chunks count as consumed (nothing left to heal), so this device snapshots again.
+    /// The relay's snapshot, fetched after a chunk of a device never seen here was refused, did
+    /// not heal it: the refused chunks count as consumed (nothing left to heal), so this device
+    /// snapshots again.
     fn give_up_healing(&mut self, space: Space) -> Result<SyncState>;
 
     /// Whether the space's document holds changes it cannot apply yet, for want of one they
