@@ -434,9 +434,10 @@ impl Session {
             .state
             .storage()
             .push(self.space, push, limits.space_quota_bytes);
+        // Held until the write is done, even if the socket closes first.
+        let stored = self.state.write_to_end(stored, (slot, share, reservation));
         Ok(Box::pin(async move {
             let result = stored.await;
-            drop((slot, share, reservation));
             Answer::Stored {
                 device_seq,
                 bytes,
