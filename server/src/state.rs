@@ -70,6 +70,7 @@ impl AppState {
                 address_writes: AddressConnections::new(limits.max_queued_writes_per_address),
                 body_budget: BodyBudget::new(
                     limits.max_body_bytes_per_space,
+                    limits.max_body_bytes_per_address,
                     limits.max_body_bytes,
                 ),
                 config,

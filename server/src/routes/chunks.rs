@@ -30,6 +30,7 @@ pub(super) async fn push(
     let (body, reservation) = read_body(
         &state,
         space,
+        address,
         &headers,
         body,
         limits.max_chunk_bytes + MAX_PUSH_OVERHEAD,

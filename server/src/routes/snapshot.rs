@@ -24,6 +24,7 @@ pub(super) async fn put(
     let (body, reservation) = read_body(
         &state,
         space,
+        address,
         &headers,
         body,
         limits.max_snapshot_bytes + SNAPSHOT_OVERHEAD,

@@ -416,11 +416,11 @@ impl Session {
         };
         // A live push's payload is held until storage answers, like a request body: it counts
         // against the same byte budgets.
-        let Ok(reservation) = self
-            .state
-            .body_budget()
-            .try_reserve(self.space, push.payload.len() as u64)
-        else {
+        let Ok(reservation) = self.state.body_budget().try_reserve(
+            self.space,
+            self.address,
+            push.payload.len() as u64,
+        ) else {
             return Ok(refuse(
                 ErrorCode::Unavailable,
                 UNAVAILABLE_RETRY,
