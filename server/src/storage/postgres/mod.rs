@@ -770,14 +770,27 @@ impl Storage for PostgresStorage {
                 swept.bytes = swept.bytes.saturating_add(nonneg(freed_bytes));
             }
             if !spaces.is_empty() {
-                tx.execute(
-                    "UPDATE spaces s SET bytes_used = GREATEST(s.bytes_used - u.freed, 0)
-                     FROM unnest($1::bigint[], $2::bigint[]) AS u(id, freed) WHERE s.id = u.id",
-                    &[&spaces, &bytes],
-                )
-                .await?;
-                let delta = 0i64.saturating_sub(i64::try_from(swept.bytes).unwrap_or(i64::MAX));
-                tx.execute(ADD_TO_TOTAL, &[&delta]).await?;
+                // The total loses what the spaces' counters lost, clamped at zero like them,
+                // so a counter that was already short can never take the total below the truth.
+                let lost: i64 = tx
+                    .query_one(
+                        "WITH old AS (
+                             SELECT s.id, s.bytes_used AS before, u.freed FROM spaces s
+                             JOIN unnest($1::bigint[], $2::bigint[]) AS u(id, freed)
+                               ON s.id = u.id
+                         ), changed AS (
+                             UPDATE spaces s SET bytes_used = GREATEST(old.before - old.freed, 0)
+                             FROM old WHERE s.id = old.id
+                             RETURNING old.before - s.bytes_used AS lost
+                         )
+                         SELECT COALESCE(SUM(lost), 0)::bigint FROM changed",
+                        &[&spaces, &bytes],
+                    )
+                    .await?
+                    .try_get(0)?;
+                if lost != 0 {
+                    tx.execute(ADD_TO_TOTAL, &[&0i64.saturating_sub(lost)]).await?;
+                }
             }
             tx.commit().await?;
             Ok(Ok(swept))
