@@ -964,7 +964,7 @@ async fn pushing_and_pruning_in_a_loop_fills_the_relay_only_to_its_limit() -> an
     let swept = api
         .state
         .storage()
-        .sweep_pruned(std::time::Duration::ZERO, 1000)
+        .sweep_pruned(std::time::Duration::ZERO, 1000, u64::MAX)
         .await?;
     assert_eq!(
         swept,

@@ -81,7 +81,7 @@ async fn sqlite_upgrade_recounts_chunks_pruned_before_it() {
     drop(db);
 
     let storage = open();
-    let swept = storage.sweep_pruned(GRACE, 1000).await.unwrap();
+    let swept = storage.sweep_pruned(GRACE, 1000, u64::MAX).await.unwrap();
     assert_eq!(
         swept,
         Swept {
@@ -154,7 +154,7 @@ async fn postgres_upgrade_recounts_and_the_total_never_goes_below_zero() {
     .unwrap();
 
     let storage = open().await;
-    let swept = storage.sweep_pruned(GRACE, 1000).await.unwrap();
+    let swept = storage.sweep_pruned(GRACE, 1000, u64::MAX).await.unwrap();
     assert_eq!(
         swept,
         Swept {
@@ -172,7 +172,7 @@ async fn postgres_upgrade_recounts_and_the_total_never_goes_below_zero() {
     ))
     .await
     .unwrap();
-    let swept = storage.sweep_pruned(GRACE, 1000).await.unwrap();
+    let swept = storage.sweep_pruned(GRACE, 1000, u64::MAX).await.unwrap();
     assert_eq!(
         swept,
         Swept {

@@ -716,10 +716,16 @@ impl Storage for PostgresStorage {
         })
     }
 
-    fn sweep_pruned(&self, grace: Duration, max_chunks: usize) -> StorageFuture<Swept> {
+    fn sweep_pruned(
+        &self,
+        grace: Duration,
+        max_chunks: usize,
+        max_bytes: u64,
+    ) -> StorageFuture<Swept> {
         self.run(move |shared| async move {
             let expired = to_db(unix_now().saturating_sub(grace.as_secs()));
             let limit = i64::try_from(max_chunks).unwrap_or(i64::MAX);
+            let max_bytes = i64::try_from(max_bytes).unwrap_or(i64::MAX);
             let mut client = shared.client().await?;
             let tx = client.transaction().await?;
             // The spaces' rows first, in id order, like every other write to a space; then the
@@ -727,11 +733,13 @@ impl Storage for PostgresStorage {
             let due = tx
                 .query(
                     "SELECT DISTINCT space FROM (
-                         SELECT space FROM chunks
-                         WHERE pruned_at <= $1 AND payload IS NOT NULL
-                         ORDER BY pruned_at LIMIT $2
-                     ) d",
-                    &[&expired, &limit],
+                         SELECT space, (SUM(length(payload)::bigint) OVER w)::bigint - length(payload) AS before
+                         FROM (SELECT space, seq, pruned_at, payload FROM chunks
+                               WHERE pruned_at <= $1 AND payload IS NOT NULL
+                               ORDER BY pruned_at, space, seq LIMIT $2) c
+                         WINDOW w AS (ORDER BY pruned_at, space, seq)
+                     ) d WHERE before < $3::bigint",
+                    &[&expired, &limit, &max_bytes],
                 )
                 .await?
                 .iter()
@@ -747,17 +755,23 @@ impl Storage for PostgresStorage {
             .await?;
             let freed = tx
                 .query(
-                    "WITH d AS (
-                         SELECT space, seq, length(payload)::bigint AS len FROM chunks
+                    "WITH picked AS (
+                         SELECT space, seq, pruned_at, length(payload)::bigint AS len FROM chunks
                          WHERE space = ANY ($3) AND pruned_at <= $1 AND payload IS NOT NULL
-                         ORDER BY pruned_at LIMIT $2 FOR UPDATE
+                         ORDER BY pruned_at, space, seq LIMIT $2 FOR UPDATE
+                     ), d AS (
+                         SELECT space, seq, len FROM (
+                             SELECT space, seq, len,
+                                    (SUM(len) OVER (ORDER BY pruned_at, space, seq))::bigint - len AS before
+                             FROM picked
+                         ) p WHERE before < $4::bigint
                      ), cleared AS (
                          UPDATE chunks c SET payload = NULL FROM d
                          WHERE c.space = d.space AND c.seq = d.seq
                          RETURNING d.space, d.len
                      )
                      SELECT space, COUNT(*)::bigint, SUM(len)::bigint FROM cleared GROUP BY space",
-                    &[&expired, &limit, &due],
+                    &[&expired, &limit, &due, &max_bytes],
                 )
                 .await?;
             let mut swept = Swept::default();
