@@ -1,5 +1,5 @@
-//! [`BodyBudget`]: a cap, in bytes, on request bodies being read or held, per space and for
-//! the whole relay.
+//! [`BodyBudget`]: a cap, in bytes, on request bodies being read or held, per space, per client
+//! address and for the whole relay.
 //!
 //! A body is buffered in memory before it is decoded and stored. Counting requests is not
 //! enough: a few hundred slow bodies on one token, each declaring the chunk limit, would hold
@@ -17,10 +17,11 @@ use std::{
 
 use mend_protocol::SpaceId;
 
-/// Bytes of bodies reserved per space and in all, with their limits.
+/// Bytes of bodies reserved per space, per address and in all, with their limits.
 #[derive(Debug)]
 pub struct BodyBudget {
     per_space: u64,
+    per_address: u64,
     total: u64,
     reserved: Arc<Mutex<Reserved>>,
 }
@@ -30,6 +31,7 @@ struct Reserved {
     total: u64,
     peak: u64,
     spaces: HashMap<SpaceId, u64>,
+    addresses: HashMap<[u8; 32], u64>,
 }
 
 /// Which budget a body did not fit in.
@@ -37,6 +39,8 @@ struct Reserved {
 pub enum OverBudget {
     /// The space's own bodies hold its share.
     Space,
+    /// The client address's bodies hold its share.
+    Address,
     /// Bodies of all spaces hold the relay's.
     Relay,
 }
@@ -45,26 +49,39 @@ pub enum OverBudget {
 #[derive(Debug)]
 pub struct BodyReservation {
     space: SpaceId,
+    address: Option<[u8; 32]>,
     bytes: u64,
     reserved: Arc<Mutex<Reserved>>,
 }
 
 impl BodyBudget {
-    /// At most `per_space` bytes of bodies per space and `total` in all.
-    pub fn new(per_space: u64, total: u64) -> BodyBudget {
+    /// At most `per_space` bytes of bodies per space, `per_address` per client address and
+    /// `total` in all.
+    pub fn new(per_space: u64, per_address: u64, total: u64) -> BodyBudget {
         BodyBudget {
             per_space,
+            per_address,
             total,
             reserved: Arc::default(),
         }
     }
 
-    /// Reserves `bytes` for a body of `space`, or says which budget it does not fit.
-    pub fn try_reserve(&self, space: SpaceId, bytes: u64) -> Result<BodyReservation, OverBudget> {
+    /// Reserves `bytes` for a body of `space` sent from `address` (none for a request that
+    /// reached the router in-process), or says which budget it does not fit.
+    pub fn try_reserve(
+        &self,
+        space: SpaceId,
+        address: Option<[u8; 32]>,
+        bytes: u64,
+    ) -> Result<BodyReservation, OverBudget> {
         let mut reserved = self.reserved.lock().unwrap_or_else(PoisonError::into_inner);
         let held = reserved.spaces.get(&space).copied().unwrap_or(0);
         if held.saturating_add(bytes) > self.per_space {
             return Err(OverBudget::Space);
+        }
+        let from_address = address.map(|key| reserved.addresses.get(&key).copied().unwrap_or(0));
+        if from_address.is_some_and(|from| from.saturating_add(bytes) > self.per_address) {
+            return Err(OverBudget::Address);
         }
         let total = reserved.total.saturating_add(bytes);
         if total > self.total {
@@ -73,8 +90,12 @@ impl BodyBudget {
         reserved.total = total;
         reserved.peak = reserved.peak.max(total);
         reserved.spaces.insert(space, held.saturating_add(bytes));
+        if let (Some(key), Some(from)) = (address, from_address) {
+            reserved.addresses.insert(key, from.saturating_add(bytes));
+        }
         Ok(BodyReservation {
             space,
+            address,
             bytes,
             reserved: self.reserved.clone(),
         })
@@ -120,6 +141,14 @@ impl Drop for BodyReservation {
                 reserved.spaces.remove(&self.space);
             }
         }
+        if let Some(key) = self.address
+            && let Some(held) = reserved.addresses.get_mut(&key)
+        {
+            *held = held.saturating_sub(self.bytes);
+            if *held == 0 {
+                reserved.addresses.remove(&key);
+            }
+        }
     }
 }
 
@@ -129,18 +158,44 @@ mod tests {
 
     #[test]
     fn reserves_per_space_and_in_all_and_gives_back_on_drop() {
-        let budget = BodyBudget::new(100, 150);
+        let budget = BodyBudget::new(100, 1000, 150);
         let (a, b) = (SpaceId([1; 32]), SpaceId([2; 32]));
-        let first = budget.try_reserve(a, 60);
+        let first = budget.try_reserve(a, None, 60);
         assert!(first.is_ok());
-        assert_eq!(budget.try_reserve(a, 41).err(), Some(OverBudget::Space));
-        let second = budget.try_reserve(b, 90);
+        assert_eq!(
+            budget.try_reserve(a, None, 41).err(),
+            Some(OverBudget::Space)
+        );
+        let second = budget.try_reserve(b, None, 90);
         assert!(second.is_ok());
-        assert_eq!(budget.try_reserve(b, 1).err(), Some(OverBudget::Relay));
+        assert_eq!(
+            budget.try_reserve(b, None, 1).err(),
+            Some(OverBudget::Relay)
+        );
         assert_eq!((budget.reserved(), budget.peak()), (150, 150));
         drop(first);
         assert_eq!(budget.reserved(), 90);
-        assert!(budget.try_reserve(a, 60).is_ok());
+        assert!(budget.try_reserve(a, None, 60).is_ok());
         assert_eq!((budget.reserved(), budget.peak()), (90, 150));
+    }
+
+    /// One address spreading bodies over many spaces stops at its own share; another address
+    /// still reserves, and the share comes back when the bodies are done.
+    #[test]
+    fn one_address_holds_at_most_its_share_over_all_spaces() {
+        let budget = BodyBudget::new(100, 150, 1000);
+        let (flooder, calm) = (Some([7; 32]), Some([8; 32]));
+        let held: Vec<_> = (1..=3)
+            .map(|n| budget.try_reserve(SpaceId([n; 32]), flooder, 50))
+            .collect();
+        assert!(held.iter().all(Result::is_ok));
+        assert_eq!(
+            budget.try_reserve(SpaceId([4; 32]), flooder, 1).err(),
+            Some(OverBudget::Address)
+        );
+        assert!(budget.try_reserve(SpaceId([4; 32]), calm, 100).is_ok());
+        drop(held);
+        assert!(budget.try_reserve(SpaceId([4; 32]), flooder, 100).is_ok());
+        assert_eq!(budget.reserved(), 0);
     }
 }

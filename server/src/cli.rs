@@ -126,6 +126,10 @@ pub struct Args {
     /// Bytes of request bodies one space may have in flight, by declared length (503 beyond).
     #[arg(long, env = "MEND_MAX_BODY_BYTES_PER_SPACE", default_value_t = Limits::default().max_body_bytes_per_space)]
     pub max_body_bytes_per_space: u64,
+    /// Bytes of request bodies one client address may have in flight, by declared length
+    /// (503 beyond).
+    #[arg(long, env = "MEND_MAX_BODY_BYTES_PER_ADDRESS", default_value_t = Limits::default().max_body_bytes_per_address)]
+    pub max_body_bytes_per_address: u64,
     /// Bytes of request bodies the relay may have in flight, by declared length (503 beyond).
     #[arg(long, env = "MEND_MAX_BODY_BYTES", default_value_t = Limits::default().max_body_bytes)]
     pub max_body_bytes: u64,
@@ -208,6 +212,7 @@ impl Args {
             sweep_interval: Duration::from_secs(self.sweep_interval_secs),
             sweep_batch: self.sweep_batch,
             max_body_bytes_per_space: self.max_body_bytes_per_space,
+            max_body_bytes_per_address: self.max_body_bytes_per_address,
             max_body_bytes: self.max_body_bytes,
             default_page_chunks: Limits::default().default_page_chunks,
             max_page_bytes: self.max_page_bytes,
@@ -323,6 +328,7 @@ mod tests {
         for small in [
             ["--max-body-bytes-per-space", "1000"],
             ["--max-body-bytes", "1000"],
+            ["--max-body-bytes-per-address", "1000"],
             ["--sweep-interval-secs", "0"],
             ["--max-queued-writes-per-address", "0"],
         ] {

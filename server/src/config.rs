@@ -63,11 +63,14 @@ impl Config {
             l.max_chunk_bytes
                 .saturating_add(MAX_PUSH_OVERHEAD)
                 .max(l.max_snapshot_bytes.saturating_add(SNAPSHOT_OVERHEAD)) as u64;
-        if l.max_body_bytes_per_space < largest_body || l.max_body_bytes < largest_body {
+        if l.max_body_bytes_per_space < largest_body
+            || l.max_body_bytes_per_address < largest_body
+            || l.max_body_bytes < largest_body
+        {
             return Err(ConfigError(format!(
-                "body byte budgets ({} per space, {} in all) must hold the largest body \
-                 ({largest_body})",
-                l.max_body_bytes_per_space, l.max_body_bytes
+                "body byte budgets ({} per space, {} per address, {} in all) must hold the \
+                 largest body ({largest_body})",
+                l.max_body_bytes_per_space, l.max_body_bytes_per_address, l.max_body_bytes
             )));
         }
         let positive = [
@@ -126,6 +129,9 @@ pub const DEFAULT_MAX_TOTAL_BYTES: u64 = 16 << 30;
 /// Default of [`Limits::max_body_bytes_per_space`]: two snapshots of the default limit, so a
 /// space's devices can upload at once while it pushes chunks.
 pub const DEFAULT_MAX_BODY_BYTES_PER_SPACE: u64 = 2 * (DEFAULT_MAX_SNAPSHOT_BYTES as u64 + 1024);
+/// Default of [`Limits::max_body_bytes_per_address`]: two spaces' worth, so one host needs
+/// many addresses to hold the relay's whole budget.
+pub const DEFAULT_MAX_BODY_BYTES_PER_ADDRESS: u64 = 2 * DEFAULT_MAX_BODY_BYTES_PER_SPACE;
 /// Default of [`Limits::max_body_bytes`]: 512 MiB of bodies being read across the relay.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 512 << 20;
 
@@ -157,7 +163,9 @@ pub struct Limits {
     /// request on a fresh connection and each later one on a kept-alive connection.
     pub header_timeout: Duration,
     /// A request body must arrive within this long plus its length at
-    /// [`Limits::min_body_rate`] (408 and the connection closed).
+    /// [`Limits::min_body_rate`] (408 and the connection closed). It is also the grace before
+    /// that rate is enforced on what has arrived so far: a body that stalls is cut then, not
+    /// at its overall deadline, so it cannot hold its reserved bytes for minutes.
     pub body_timeout: Duration,
     /// The slowest body, in bytes per second, the relay waits for past
     /// [`Limits::body_timeout`]: 64 KiB/s gives a 1 MiB chunk 16 s more.
@@ -189,6 +197,10 @@ pub struct Limits {
     /// each body's declared length (or its size limit when it declares none) before reading it;
     /// beyond it a request is answered `503` with `Retry-After`.
     pub max_body_bytes_per_space: u64,
+    /// Bytes of request bodies one client address (IPv6 by its /64) may have being read or
+    /// held at once, over all its spaces, reserved like [`Limits::max_body_bytes_per_space`]:
+    /// one address cannot hold the relay's whole budget.
+    pub max_body_bytes_per_address: u64,
     /// Bytes of request bodies the whole relay may have being read or held at once, reserved
     /// like [`Limits::max_body_bytes_per_space`].
     pub max_body_bytes: u64,
@@ -234,6 +246,7 @@ impl Default for Limits {
             sweep_interval: Duration::from_secs(10),
             sweep_batch: 1000,
             max_body_bytes_per_space: DEFAULT_MAX_BODY_BYTES_PER_SPACE,
+            max_body_bytes_per_address: DEFAULT_MAX_BODY_BYTES_PER_ADDRESS,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             default_page_chunks: mend_protocol::DEFAULT_PAGE_LIMIT,
             max_page_bytes: DEFAULT_MAX_PAGE_BYTES,

@@ -12,7 +12,7 @@ use crate::{
     metrics::Metrics,
     rate::RateLimiter,
     storage::{
-        Storage, StorageError,
+        Storage, StorageError, StorageFuture,
         bounded::BoundedWrites,
         postgres::{PgError, PostgresStorage},
         sqlite::SqliteStorage,
@@ -70,6 +70,7 @@ impl AppState {
                 address_writes: AddressConnections::new(limits.max_queued_writes_per_address),
                 body_budget: BodyBudget::new(
                     limits.max_body_bytes_per_space,
+                    limits.max_body_bytes_per_address,
                     limits.max_body_bytes,
                 ),
                 config,
@@ -159,6 +160,26 @@ impl AppState {
                 .map(Some)
                 .ok_or(OverShare),
         }
+    }
+
+    /// Runs `write` to its answer on a task of its own, holding `held` (the request's slots
+    /// and reserved bytes) until then. Backends queue a write when it is called, so a client
+    /// that goes away does not stop it: what it holds must be given back when the write is
+    /// done, never when the request is dropped.
+    pub fn write_to_end<T: Send + 'static, H: Send + 'static>(
+        &self,
+        write: StorageFuture<T>,
+        held: H,
+    ) -> StorageFuture<T> {
+        let task = tokio::spawn(async move {
+            let result = write.await;
+            drop(held);
+            result
+        });
+        Box::pin(async move {
+            task.await
+                .unwrap_or_else(|e| Err(StorageError::Backend(Box::new(e))))
+        })
     }
 
     /// Bytes of request bodies being read or held, per space and in all.

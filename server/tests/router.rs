@@ -455,7 +455,7 @@ async fn bad_frames_are_refused_precisely() -> anyhow::Result<()> {
     {
         let holding = held
             .into_iter()
-            .map(|(space, bytes)| budget.try_reserve(space, bytes))
+            .map(|(space, bytes)| budget.try_reserve(space, None, bytes))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|over| anyhow::anyhow!("{name}: holding the budget: {over:?}"))?;
         let (got, headers, body) = api
@@ -964,7 +964,7 @@ async fn pushing_and_pruning_in_a_loop_fills_the_relay_only_to_its_limit() -> an
     let swept = api
         .state
         .storage()
-        .sweep_pruned(std::time::Duration::ZERO, 1000)
+        .sweep_pruned(std::time::Duration::ZERO, 1000, u64::MAX)
         .await?;
     assert_eq!(
         swept,
@@ -1052,5 +1052,128 @@ async fn a_garbage_snapshot_leaves_the_log_readable_within_the_grace() -> anyhow
         );
         assert_eq!((page.head, page.more), (4, false));
     }
+    api.others_served(1).await
+}
+
+/// A request whose body sends `first` and then nothing more, declaring `declared` bytes, from
+/// the client the proxy names `from`.
+fn stalled(
+    method: &str,
+    uri: &str,
+    token: &str,
+    declared: u64,
+    from: &str,
+    first: &'static [u8],
+) -> anyhow::Result<Request<Body>> {
+    use futures_util::StreamExt as _;
+    let frames = futures_util::stream::once(async move {
+        Ok::<_, std::io::Error>(axum::body::Bytes::from_static(first))
+    })
+    .chain(futures_util::stream::pending());
+    Ok(Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("x-forwarded-for", from)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_LENGTH, declared)
+        .body(Body::from_stream(frames))?)
+}
+
+/// One address opens the largest snapshots it may on two of its spaces and sends nothing: it
+/// holds its own share of the body budget, not the relay's. Its next push, on a third space,
+/// is refused 503 with a retry hint; another address pushes to that space meanwhile, and the
+/// share comes back when the stalled requests end.
+#[tokio::test]
+async fn one_address_holds_at_most_its_share_of_the_body_budget() -> anyhow::Result<()> {
+    let largest = (8192 + 22) as u64;
+    let api = Api::with(|config| {
+        config.limits.client_ip_header = Some("x-forwarded-for".to_owned());
+        config.limits.max_body_bytes_per_address = 2 * largest;
+    })?;
+    let flooder = "192.0.2.1";
+    let (spaces, t) = ([space(1), space(2), space(3)], token(1));
+    for s in &spaces {
+        assert_eq!(api.create(s, &t).await?, StatusCode::CREATED);
+    }
+    let held: Vec<_> = spaces[..2]
+        .iter()
+        .map(|s| {
+            let request = stalled("PUT", &paths::snapshot(s), &t, largest, flooder, b"");
+            let router = api.router.clone();
+            tokio::spawn(async move { router.oneshot(request?).await.map_err(anyhow::Error::from) })
+        })
+        .collect();
+    let budget = api.state.body_budget();
+    for _ in 0..1000 {
+        if budget.reserved() == 2 * largest {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        budget.reserved(),
+        2 * largest,
+        "both stalled bodies reserved"
+    );
+    let frame = push(device(3), 1, b"one more").to_bytes();
+    let chunks = paths::chunks(&spaces[2]);
+    let (status, headers, body) = api
+        .call_declaring(
+            "POST",
+            &chunks,
+            Some(&t),
+            None,
+            Some(flooder),
+            frame.clone(),
+        )
+        .await?;
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        "past the address's share"
+    );
+    assert!(headers.contains_key(header::RETRY_AFTER));
+    let (status, _, body) = api
+        .call_declaring("POST", &chunks, Some(&t), None, Some("198.51.100.7"), frame)
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{}", error_code(&body));
+    for request in held {
+        request.abort();
+        let _ = request.await;
+    }
+    assert_eq!(
+        budget.reserved(),
+        0,
+        "the stalled bodies gave their bytes back"
+    );
+    api.others_served(1).await
+}
+
+/// A body that declares the largest snapshot, sends a few bytes and stalls is cut (408) once
+/// it falls behind the minimum rate after the grace, not at the deadline its declared length
+/// would get, and gives its reserved bytes back.
+#[tokio::test]
+async fn a_stalled_body_is_cut_after_the_grace_not_at_its_declared_deadline() -> anyhow::Result<()>
+{
+    let api = Api::with(|config| {
+        config.limits.body_timeout = std::time::Duration::from_millis(200);
+        // The declared 8 KiB would get 80 s at this rate; ten bytes buy 100 ms.
+        config.limits.min_body_rate = 100;
+    })?;
+    let (s, t) = (space(1), token(1));
+    api.create(&s, &t).await?;
+    let request = stalled(
+        "PUT",
+        &paths::snapshot(&s),
+        &t,
+        8192,
+        "192.0.2.1",
+        b"0123456789",
+    )?;
+    let response = tokio::time::timeout(common::WAIT, api.router.clone().oneshot(request))
+        .await
+        .map_err(|_| anyhow::anyhow!("the stalled body was still being waited for"))??;
+    assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(api.state.body_budget().reserved(), 0);
     api.others_served(1).await
 }

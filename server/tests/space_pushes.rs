@@ -64,8 +64,13 @@ impl Storage for Gate {
     ) -> StorageFuture<()> {
         self.inner.put_snapshot(space, snapshot, quota, grace)
     }
-    fn sweep_pruned(&self, grace: Duration, max_chunks: usize) -> StorageFuture<Swept> {
-        self.inner.sweep_pruned(grace, max_chunks)
+    fn sweep_pruned(
+        &self,
+        grace: Duration,
+        max_chunks: usize,
+        max_bytes: u64,
+    ) -> StorageFuture<Swept> {
+        self.inner.sweep_pruned(grace, max_chunks, max_bytes)
     }
     fn set_total_quota(&self, bytes: u64) {
         self.inner.set_total_quota(bytes);

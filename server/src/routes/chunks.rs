@@ -18,7 +18,7 @@ pub(super) async fn push(
 ) -> Result<Response, ApiError> {
     let limits = &state.config().limits;
     // The in-flight slot first: a space at its cap costs the relay no body buffer.
-    let Some(_slot) = state.space_pushes().try_acquire(&space) else {
+    let Some(slot) = state.space_pushes().try_acquire(&space) else {
         return Err(ApiError::new(
             ErrorCode::RateLimited,
             "too many pushes in flight for this space",
@@ -26,10 +26,11 @@ pub(super) async fn push(
         .retry_after(Duration::from_millis(100)));
     };
     // Then the address's share of the write queue: one address cannot hold all of it.
-    let _share = write_share(&state, address)?;
-    let (body, _reservation) = read_body(
+    let share = write_share(&state, address)?;
+    let (body, reservation) = read_body(
         &state,
         space,
+        address,
         &headers,
         body,
         limits.max_chunk_bytes + MAX_PUSH_OVERHEAD,
@@ -44,9 +45,10 @@ pub(super) async fn push(
         .map_err(|e| ApiError::from_decode(e, ErrorCode::ChunkTooLarge))?;
     let (device_seq, bytes) = (push.device_seq, push.payload.len());
     let started = Instant::now();
+    // The slot, share and reservation go with the queued write, not with the request.
+    let write = state.storage().push(space, push, limits.space_quota_bytes);
     let pushed = state
-        .storage()
-        .push(space, push, limits.space_quota_bytes)
+        .write_to_end(write, (slot, share, reservation))
         .await?;
     state
         .metrics()

@@ -13,6 +13,8 @@ mod spaces;
 
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt as _;
+
 use axum::{
     Router,
     body::{Body, Bytes},
@@ -90,14 +92,16 @@ pub(crate) const BODY_BUDGET_RETRY: Duration = Duration::from_secs(1);
 
 /// Reads a body of at most `limit` bytes for `space`; larger ones are refused with `too_large`
 /// (413). Before a byte is read the body reserves its declared length (`limit` if it declares
-/// none) from the space's and the relay's body budgets ([`crate::budget::BodyBudget`]); a body
-/// that does not fit is answered 503 `unavailable` with `Retry-After`. The reservation is
-/// returned with the bytes and must be held until the request is answered. A body that does
-/// not arrive by [`body_deadline`] is answered 408 and its connection closed, so slow bodies
-/// cannot hold connections and buffers.
+/// none) from the space's, the client address's and the relay's body budgets
+/// ([`crate::budget::BodyBudget`]); a body that does not fit is answered 503 `unavailable` with
+/// `Retry-After`. The reservation is returned with the bytes and must be held until the write
+/// is answered. A body that falls behind [`progress_deadline`], or does not arrive by
+/// [`body_deadline`], is answered 408 and its connection closed, so slow or stalled bodies
+/// cannot hold connections, buffers and reserved bytes.
 pub(crate) async fn read_body(
     state: &AppState,
     space: SpaceId,
+    ClientAddress(address): ClientAddress,
     headers: &HeaderMap,
     body: Body,
     limit: usize,
@@ -114,10 +118,11 @@ pub(crate) async fn read_body(
     let reserving = declared.unwrap_or(limit as u64);
     let reservation = state
         .body_budget()
-        .try_reserve(space, reserving)
+        .try_reserve(space, address, reserving)
         .map_err(|over| {
             let whose = match over {
                 OverBudget::Space => "this space",
+                OverBudget::Address => "this address",
                 OverBudget::Relay => "the relay",
             };
             ApiError::new(
@@ -126,13 +131,37 @@ pub(crate) async fn read_body(
             )
             .retry_after(BODY_BUDGET_RETRY)
         })?;
-    let deadline = body_deadline(declared, limit, &state.config().limits);
-    // Past the declared length check, the only way to fail is a body longer than it claimed
-    // (or a broken connection, where the answer is never read).
-    match tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await {
-        Ok(read) => read.map(|bytes| (bytes, reservation)).map_err(|_| refuse()),
-        Err(_) => Err(ApiError::body_timeout()),
+    let limits = &state.config().limits;
+    let started = tokio::time::Instant::now();
+    let overall = started + body_deadline(declared, limit, limits);
+    let mut frames = body.into_data_stream();
+    let mut read = Vec::with_capacity(reserving.min(limit as u64) as usize);
+    loop {
+        let due = (started + progress_deadline(read.len() as u64, limits)).min(overall);
+        match tokio::time::timeout_at(due, frames.next()).await {
+            Err(_) => return Err(ApiError::body_timeout()),
+            Ok(None) => return Ok((Bytes::from(read), reservation)),
+            // Past the declared length check, the only ways to fail are a body longer than it
+            // claimed and a broken connection, where the answer is never read.
+            Ok(Some(Err(_))) => return Err(refuse()),
+            Ok(Some(Ok(frame))) => {
+                if read.len().saturating_add(frame.len()) > limit {
+                    return Err(refuse());
+                }
+                read.extend_from_slice(&frame);
+            }
+        }
     }
+}
+
+/// By when, counted from the start of the body, a body that has delivered `received` bytes
+/// must deliver more: the body timeout as a grace, then at least
+/// [`crate::config::Limits::min_body_rate`] on average. A body that stalls is cut soon after
+/// the grace, however large it declared itself.
+pub(crate) fn progress_deadline(received: u64, limits: &Limits) -> Duration {
+    limits.body_timeout.saturating_add(Duration::from_millis(
+        received.saturating_mul(1000) / limits.min_body_rate.max(1),
+    ))
 }
 
 /// How long a body may take: the body timeout plus its declared length (its size limit when it
@@ -193,5 +222,25 @@ mod tests {
         assert_eq!(ceiling, Duration::from_secs(10 + 256));
         assert_eq!(body_deadline(None, limit, &limits), ceiling);
         assert_eq!(body_deadline(Some(u64::MAX), limit, &limits), ceiling);
+    }
+
+    /// Within its overall deadline a body must keep up: nothing sent, it is due when the grace
+    /// ends, and each 64 KiB sent buys a second more.
+    #[test]
+    fn a_body_must_keep_up_with_the_minimum_rate_after_the_grace() {
+        let limits = Limits {
+            body_timeout: Duration::from_secs(10),
+            min_body_rate: 64 * 1024,
+            ..Limits::default()
+        };
+        assert_eq!(progress_deadline(0, &limits), Duration::from_secs(10));
+        assert_eq!(
+            progress_deadline(64 * 1024, &limits),
+            Duration::from_secs(11)
+        );
+        assert_eq!(
+            progress_deadline(u64::MAX, &limits),
+            Duration::from_secs(10).saturating_add(Duration::from_millis(u64::MAX / (64 * 1024)))
+        );
     }
 }

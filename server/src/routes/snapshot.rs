@@ -20,10 +20,11 @@ pub(super) async fn put(
     body: Body,
 ) -> Result<StatusCode, ApiError> {
     let limits = &state.config().limits;
-    let _share = write_share(&state, address)?;
-    let (body, _reservation) = read_body(
+    let share = write_share(&state, address)?;
+    let (body, reservation) = read_body(
         &state,
         space,
+        address,
         &headers,
         body,
         limits.max_snapshot_bytes + SNAPSHOT_OVERHEAD,
@@ -37,15 +38,14 @@ pub(super) async fn put(
     let snapshot = Snapshot::decode(&body, &decode_limits)
         .map_err(|e| ApiError::from_decode(e, ErrorCode::SnapshotTooLarge))?;
     let covers = snapshot.covers;
-    state
-        .storage()
-        .put_snapshot(
-            space,
-            snapshot,
-            limits.space_quota_bytes,
-            limits.prune_grace,
-        )
-        .await?;
+    // The share and reservation go with the queued write, not with the request.
+    let write = state.storage().put_snapshot(
+        space,
+        snapshot,
+        limits.space_quota_bytes,
+        limits.prune_grace,
+    );
+    state.write_to_end(write, (share, reservation)).await?;
     tracing::debug!(covers, "snapshot stored");
     Ok(StatusCode::NO_CONTENT)
 }

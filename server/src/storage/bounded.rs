@@ -81,9 +81,14 @@ impl Storage for BoundedWrites {
         self.write(|inner| inner.put_snapshot(space, snapshot, quota, grace))
     }
 
-    fn sweep_pruned(&self, grace: Duration, max_chunks: usize) -> StorageFuture<Swept> {
+    fn sweep_pruned(
+        &self,
+        grace: Duration,
+        max_chunks: usize,
+        max_bytes: u64,
+    ) -> StorageFuture<Swept> {
         // Sweeping gives bytes back, and its work is bounded per call: never refused for load.
-        self.inner.sweep_pruned(grace, max_chunks)
+        self.inner.sweep_pruned(grace, max_chunks, max_bytes)
     }
 
     fn set_total_quota(&self, bytes: u64) {

@@ -665,11 +665,17 @@ pub async fn pruned_chunks_are_served_until_their_grace_ends(b: &Backend) {
     ));
     // A sweep within the grace deletes nothing; one past it deletes the pruned payloads.
     assert_eq!(
-        ok(b.storage.sweep_pruned(DAY, 100).await, "early sweep"),
+        ok(
+            b.storage.sweep_pruned(DAY, 100, u64::MAX).await,
+            "early sweep"
+        ),
         Swept::default()
     );
     assert_eq!(
-        ok(b.storage.sweep_pruned(NO_GRACE, 100).await, "sweep"),
+        ok(
+            b.storage.sweep_pruned(NO_GRACE, 100, u64::MAX).await,
+            "sweep"
+        ),
         Swept {
             chunks: 3,
             bytes: 60
@@ -705,8 +711,9 @@ pub async fn pruned_chunks_are_served_until_their_grace_ends(b: &Backend) {
 
 /// Pruned chunks stay in the relay-wide total until deleted, so a client repeating "push, then
 /// a garbage snapshot" reaches the relay's limit at its configured bytes; the sweep deletes at
-/// most the batch asked for, oldest first, across spaces, and gives the bytes back to both
-/// counters; a snapshot past the grace still deletes its own space's expired chunks.
+/// most the batch asked for (in chunks and in bytes), oldest first, across spaces, and gives
+/// the bytes back to both counters; a snapshot past the grace still deletes its own space's
+/// expired chunks.
 pub async fn pruned_bytes_count_until_swept(b: &Backend) {
     b.storage.set_total_quota(1000);
     created(b, space(1)).await;
@@ -759,26 +766,51 @@ pub async fn pruned_bytes_count_until_swept(b: &Backend) {
     ));
     // Within the grace nothing is swept; past it, two at a time, oldest first.
     assert_eq!(
-        ok(b.storage.sweep_pruned(DAY, 2).await, "early"),
+        ok(b.storage.sweep_pruned(DAY, 2, u64::MAX).await, "early"),
         Swept::default()
     );
     assert_eq!(
-        ok(b.storage.sweep_pruned(NO_GRACE, 2).await, "first batch"),
+        ok(
+            b.storage.sweep_pruned(NO_GRACE, 2, u64::MAX).await,
+            "first batch"
+        ),
         Swept {
             chunks: 2,
             bytes: 380
         }
     );
     assert_eq!(ok(b.storage.total_bytes().await, "total"), 590);
+    // A batch stops once its payloads reach its byte bound, its first chunk always taken.
     assert_eq!(
-        ok(b.storage.sweep_pruned(NO_GRACE, 100).await, "the rest"),
+        ok(b.storage.sweep_pruned(NO_GRACE, 100, 1).await, "by bytes"),
         Swept {
-            chunks: 3,
-            bytes: 570
+            chunks: 1,
+            bytes: 190
         }
     );
     assert_eq!(
-        ok(b.storage.sweep_pruned(NO_GRACE, 100).await, "nothing left"),
+        ok(
+            b.storage.sweep_pruned(NO_GRACE, 100, 200).await,
+            "to the bound"
+        ),
+        Swept {
+            chunks: 2,
+            bytes: 380
+        }
+    );
+    assert_eq!(ok(b.storage.total_bytes().await, "total"), 20);
+    assert_eq!(
+        ok(
+            b.storage.sweep_pruned(NO_GRACE, 100, u64::MAX).await,
+            "the rest"
+        ),
+        Swept::default()
+    );
+    assert_eq!(
+        ok(
+            b.storage.sweep_pruned(NO_GRACE, 100, u64::MAX).await,
+            "nothing left"
+        ),
         Swept::default()
     );
     // Two snapshots of 10 bytes are all that is left; both counters agree.
@@ -849,7 +881,11 @@ pub async fn a_full_space_can_compact_but_not_grow_until_swept(b: &Backend) {
         Err(StorageError::QuotaExceeded { .. })
     ));
     assert_eq!(
-        ok(b.storage.sweep_pruned(NO_GRACE, 10).await, "sweep").bytes,
+        ok(
+            b.storage.sweep_pruned(NO_GRACE, 10, u64::MAX).await,
+            "sweep"
+        )
+        .bytes,
         1000
     );
     ok(

@@ -195,9 +195,16 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Deletes the payloads of at most `max_chunks` chunks, of any space, that were pruned
     /// `grace` or longer ago (oldest first), and takes their bytes off the space's and the
-    /// relay-wide counters. The relay calls it periodically; several instances sharing a
-    /// database may call it at once.
-    fn sweep_pruned(&self, grace: Duration, max_chunks: usize) -> StorageFuture<Swept>;
+    /// relay-wide counters. It stops taking chunks once their payloads reach `max_bytes` (the
+    /// first is always taken), so one batch of large chunks stays a short transaction: a batch
+    /// cut short by bytes has at least `max_bytes`. The relay calls it periodically; several
+    /// instances sharing a database may call it at once.
+    fn sweep_pruned(
+        &self,
+        grace: Duration,
+        max_chunks: usize,
+        max_bytes: u64,
+    ) -> StorageFuture<Swept>;
 
     /// Sets the byte limit over all spaces together (chunk and snapshot payloads they hold,
     /// pruned chunks until deleted); unlimited until set. The backend keeps the total

@@ -416,11 +416,11 @@ impl Session {
         };
         // A live push's payload is held until storage answers, like a request body: it counts
         // against the same byte budgets.
-        let Ok(reservation) = self
-            .state
-            .body_budget()
-            .try_reserve(self.space, push.payload.len() as u64)
-        else {
+        let Ok(reservation) = self.state.body_budget().try_reserve(
+            self.space,
+            self.address,
+            push.payload.len() as u64,
+        ) else {
             return Ok(refuse(
                 ErrorCode::Unavailable,
                 UNAVAILABLE_RETRY,
@@ -434,9 +434,10 @@ impl Session {
             .state
             .storage()
             .push(self.space, push, limits.space_quota_bytes);
+        // Held until the write is done, even if the socket closes first.
+        let stored = self.state.write_to_end(stored, (slot, share, reservation));
         Ok(Box::pin(async move {
             let result = stored.await;
-            drop((slot, share, reservation));
             Answer::Stored {
                 device_seq,
                 bytes,

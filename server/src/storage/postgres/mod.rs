@@ -716,10 +716,16 @@ impl Storage for PostgresStorage {
         })
     }
 
-    fn sweep_pruned(&self, grace: Duration, max_chunks: usize) -> StorageFuture<Swept> {
+    fn sweep_pruned(
+        &self,
+        grace: Duration,
+        max_chunks: usize,
+        max_bytes: u64,
+    ) -> StorageFuture<Swept> {
         self.run(move |shared| async move {
             let expired = to_db(unix_now().saturating_sub(grace.as_secs()));
             let limit = i64::try_from(max_chunks).unwrap_or(i64::MAX);
+            let max_bytes = i64::try_from(max_bytes).unwrap_or(i64::MAX);
             let mut client = shared.client().await?;
             let tx = client.transaction().await?;
             // The spaces' rows first, in id order, like every other write to a space; then the
@@ -727,11 +733,13 @@ impl Storage for PostgresStorage {
             let due = tx
                 .query(
                     "SELECT DISTINCT space FROM (
-                         SELECT space FROM chunks
-                         WHERE pruned_at <= $1 AND payload IS NOT NULL
-                         ORDER BY pruned_at LIMIT $2
-                     ) d",
-                    &[&expired, &limit],
+                         SELECT space, (SUM(length(payload)::bigint) OVER w)::bigint - length(payload) AS before
+                         FROM (SELECT space, seq, pruned_at, payload FROM chunks
+                               WHERE pruned_at <= $1 AND payload IS NOT NULL
+                               ORDER BY pruned_at, space, seq LIMIT $2) c
+                         WINDOW w AS (ORDER BY pruned_at, space, seq)
+                     ) d WHERE before < $3::bigint",
+                    &[&expired, &limit, &max_bytes],
                 )
                 .await?
                 .iter()
@@ -747,17 +755,23 @@ impl Storage for PostgresStorage {
             .await?;
             let freed = tx
                 .query(
-                    "WITH d AS (
-                         SELECT space, seq, length(payload)::bigint AS len FROM chunks
+                    "WITH picked AS (
+                         SELECT space, seq, pruned_at, length(payload)::bigint AS len FROM chunks
                          WHERE space = ANY ($3) AND pruned_at <= $1 AND payload IS NOT NULL
-                         ORDER BY pruned_at LIMIT $2 FOR UPDATE
+                         ORDER BY pruned_at, space, seq LIMIT $2 FOR UPDATE
+                     ), d AS (
+                         SELECT space, seq, len FROM (
+                             SELECT space, seq, len,
+                                    (SUM(len) OVER (ORDER BY pruned_at, space, seq))::bigint - len AS before
+                             FROM picked
+                         ) p WHERE before < $4::bigint
                      ), cleared AS (
                          UPDATE chunks c SET payload = NULL FROM d
                          WHERE c.space = d.space AND c.seq = d.seq
                          RETURNING d.space, d.len
                      )
                      SELECT space, COUNT(*)::bigint, SUM(len)::bigint FROM cleared GROUP BY space",
-                    &[&expired, &limit, &due],
+                    &[&expired, &limit, &due, &max_bytes],
                 )
                 .await?;
             let mut swept = Swept::default();
@@ -770,14 +784,27 @@ impl Storage for PostgresStorage {
                 swept.bytes = swept.bytes.saturating_add(nonneg(freed_bytes));
             }
             if !spaces.is_empty() {
-                tx.execute(
-                    "UPDATE spaces s SET bytes_used = GREATEST(s.bytes_used - u.freed, 0)
-                     FROM unnest($1::bigint[], $2::bigint[]) AS u(id, freed) WHERE s.id = u.id",
-                    &[&spaces, &bytes],
-                )
-                .await?;
-                let delta = 0i64.saturating_sub(i64::try_from(swept.bytes).unwrap_or(i64::MAX));
-                tx.execute(ADD_TO_TOTAL, &[&delta]).await?;
+                // The total loses what the spaces' counters lost, clamped at zero like them,
+                // so a counter that was already short can never take the total below the truth.
+                let lost: i64 = tx
+                    .query_one(
+                        "WITH old AS (
+                             SELECT s.id, s.bytes_used AS before, u.freed FROM spaces s
+                             JOIN unnest($1::bigint[], $2::bigint[]) AS u(id, freed)
+                               ON s.id = u.id
+                         ), changed AS (
+                             UPDATE spaces s SET bytes_used = GREATEST(old.before - old.freed, 0)
+                             FROM old WHERE s.id = old.id
+                             RETURNING old.before - s.bytes_used AS lost
+                         )
+                         SELECT COALESCE(SUM(lost), 0)::bigint FROM changed",
+                        &[&spaces, &bytes],
+                    )
+                    .await?
+                    .try_get(0)?;
+                if lost != 0 {
+                    tx.execute(ADD_TO_TOTAL, &[&0i64.saturating_sub(lost)]).await?;
+                }
             }
             tx.commit().await?;
             Ok(Ok(swept))

@@ -187,10 +187,16 @@ impl Storage for SqliteStorage {
         })
     }
 
-    fn sweep_pruned(&self, grace: Duration, max_chunks: usize) -> StorageFuture<Swept> {
+    fn sweep_pruned(
+        &self,
+        grace: Duration,
+        max_chunks: usize,
+        max_bytes: u64,
+    ) -> StorageFuture<Swept> {
         self.write(|reply| Write::Sweep {
             grace,
             max_chunks,
+            max_bytes,
             reply,
         })
     }

@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/004_prune_grace.sql"),
     include_str!("migrations/005_total_bytes.sql"),
     include_str!("migrations/006_held_index.sql"),
+    include_str!("migrations/007_recount.sql"),
 ];
 
 /// The schema version this code writes.
@@ -108,8 +109,13 @@ mod tests {
         for (n, bytes) in [(1u8, 300i64), (2, 45)] {
             conn.execute(
                 "INSERT INTO spaces (space_id, token_hash, next_seq, bytes_used, covers, created_at)
-                 VALUES (?1, ?2, 1, ?3, 0, 0)",
+                 VALUES (?1, ?2, 2, ?3, 0, 0)",
                 rusqlite::params![vec![n; 32], vec![0u8; 32], bytes],
+            )?;
+            conn.execute(
+                "INSERT INTO chunks (space, seq, device_id, device_seq, payload)
+                 VALUES (?1, 1, ?2, 1, zeroblob(?3))",
+                rusqlite::params![i64::from(n), vec![0u8; 16], bytes],
             )?;
         }
         // Back to the schema before 005_total_bytes.sql.

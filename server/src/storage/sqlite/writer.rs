@@ -67,6 +67,7 @@ pub(crate) enum Write {
     Sweep {
         grace: Duration,
         max_chunks: usize,
+        max_bytes: u64,
         reply: Reply<Swept>,
     },
 }
@@ -400,8 +401,9 @@ fn apply(tx: &Transaction<'_>, state: &mut State<'_>, write: Write) -> Applied {
         Write::Sweep {
             grace,
             max_chunks,
+            max_bytes,
             reply,
-        } => match sweep(tx, state, grace, max_chunks) {
+        } => match sweep(tx, state, grace, max_chunks, max_bytes) {
             Ok(result) => Ok(Answer::Sweep(reply, Ok(result))),
             Err(e) => Err((Answer::Sweep(reply, Err(StorageError::Closed)), e)),
         },
@@ -671,13 +673,14 @@ fn put_snapshot(
     Ok(Ok(()))
 }
 
-/// Deletes the payloads of the oldest expired pruned chunks, at most `max_chunks`, and gives
-/// their bytes back to their spaces and the relay.
+/// Deletes the payloads of the oldest expired pruned chunks, at most `max_chunks` and until
+/// they reach `max_bytes`, and gives their bytes back to their spaces and the relay.
 fn sweep(
     tx: &Transaction<'_>,
     state: &mut State<'_>,
     grace: Duration,
     max_chunks: usize,
+    max_bytes: u64,
 ) -> rusqlite::Result<Swept> {
     let expired = unix_now().saturating_sub(grace.as_secs());
     let due: Vec<(i64, Vec<u8>, i64)> = tx
@@ -697,6 +700,9 @@ fn sweep(
         .collect::<rusqlite::Result<_>>()?;
     let mut swept = Swept::default();
     for (id, space, len) in due {
+        if swept.chunks > 0 && swept.bytes >= max_bytes {
+            break;
+        }
         tx.prepare_cached("UPDATE chunks SET payload = NULL WHERE id = ?1")?
             .execute([id])?;
         let len = u64::try_from(len).unwrap_or(0);
