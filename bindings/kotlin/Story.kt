@@ -241,7 +241,7 @@ fun main(args: Array<String>) {
             check("a bad invite is refused", false)
         } catch (e: MendException.Invite) {
             check("a bad invite is refused: \"${e.message}\"",
-                e.message == "this is not a Mend invite code (it should start with MEND1- or MEND2-)")
+                e.message == "this is not a Mend invite code (it should start with MEND and a version)")
         }
         try {
             Journal.open(File(dir, "gone.db").path, alexSecret, JournalOptions())

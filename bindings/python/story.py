@@ -297,7 +297,7 @@ async def story(relay, pin, work):
         check("a bad invite is refused", False)
     except MendError.Invite as e:
         check(f'a bad invite is refused: "{e}"',
-              str(e) == "this is not a Mend invite code (it should start with MEND1- or MEND2-)")
+              str(e) == "this is not a Mend invite code (it should start with MEND and a version)")
     try:
         await Journal.open(os.path.join(work, "gone.db"), alex_secret, JournalOptions())
         check("a missing database is refused", False)
