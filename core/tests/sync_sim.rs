@@ -238,7 +238,9 @@ fn a_real_devices_altered_last_edit_is_never_given_up() -> Result<()> {
     // snapshot (and uploads none of its own) until A's snapshot brings the edit.
     let mut sim = Sim::new(9, 1, 1, 20)?;
     sim.settle()?;
-    sim.devices[0].journal_mut().add(share("first, merged by B"))?;
+    sim.devices[0]
+        .journal_mut()
+        .add(share("first, merged by B"))?;
     sim.settle()?;
     sim.relay.corrupt_next(sim.couple_keys.space_id);
     let bad = sim.devices[0]
@@ -252,7 +254,11 @@ fn a_real_devices_altered_last_edit_is_never_given_up() -> Result<()> {
     // B goes on writing, long past when its own snapshot would fall due; A only syncs.
     let mut mine = Vec::new();
     for n in 0..50 {
-        mine.push(sim.devices[1].journal_mut().add(share(&format!("B writes {n}")))?);
+        mine.push(
+            sim.devices[1]
+                .journal_mut()
+                .add(share(&format!("B writes {n}")))?,
+        );
         sim.settle()?;
     }
     ensure!(

@@ -312,7 +312,10 @@ impl SyncEngine {
         for run in &mut self.runs {
             run.state = journal.sync_state(run.link.space)?;
             run.peers = journal.peer_seqs(run.link.space)?.into_iter().collect();
-            run.authentic = journal.authentic_peers(run.link.space)?.into_iter().collect();
+            run.authentic = journal
+                .authentic_peers(run.link.space)?
+                .into_iter()
+                .collect();
         }
         self.revision = Some(journal.sync_revision());
         Ok(())
@@ -919,7 +922,10 @@ impl SyncEngine {
         for run in &mut self.runs {
             run.state = journal.sync_state(run.link.space)?;
             run.peers = journal.peer_seqs(run.link.space)?.into_iter().collect();
-            run.authentic = journal.authentic_peers(run.link.space)?.into_iter().collect();
+            run.authentic = journal
+                .authentic_peers(run.link.space)?
+                .into_iter()
+                .collect();
             run.recovering = true;
             if matches!(run.phase, Phase::Pushing(_)) {
                 run.phase = Phase::Waiting(now);
