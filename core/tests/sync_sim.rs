@@ -1406,6 +1406,48 @@ fn a_relay_that_answers_pruned_for_ever_is_followed_once_a_round_with_backoff() 
     a_relay_that_repeats_itself(Repeats::Pruned)
 }
 
+/// A relay that claims a rewind at the start of every round, then behaves for the rest of it
+/// (as one could at every new live socket): each round alone looks like one honest rewind, so
+/// the once-a-round bound never fires. Each move costs a new id and the whole document sent
+/// again, so moves must come ever more rarely.
+#[test]
+fn a_relay_that_claims_a_rewind_every_round_moves_the_device_ever_more_rarely() -> Result<()> {
+    let mut sim = Sim::new(47, 1, 1, 2)?;
+    sim.settle()?;
+    for n in 0..4 {
+        sim.devices[n % 2]
+            .journal_mut()
+            .add(share(&format!("before {n}")))?;
+        sim.settle()?;
+    }
+    let couple = sim.couple_keys.space_id;
+    let mine = sim.devices[0]
+        .journal_mut()
+        .add(share("while the relay lies once a round"))?;
+    let mut ids = std::collections::BTreeSet::new();
+    ids.insert(*sim.devices[0].journal().device().as_bytes());
+    // 150 rounds two seconds apart: five minutes.
+    for _ in 0..150 {
+        sim.relay.loop_forever(couple, true, false, false);
+        sim.event(0, Event::Start)?;
+        sim.run_for(200)?;
+        sim.relay.behave();
+        sim.run_for(1_800)?;
+        ids.insert(*sim.devices[0].journal().device().as_bytes());
+    }
+    let moves = ids.len() - 1;
+    ensure!(
+        (1..=8).contains(&moves),
+        "{moves} moves to a new id in five minutes of one claimed rewind a round"
+    );
+    sim.settle()?;
+    ensure!(
+        sim.devices[1].journal().get(mine).is_ok(),
+        "the edit never reached the partner"
+    );
+    assert_converged(&sim, &[(0, mine)])
+}
+
 /// The same, with a new refused chunk slipped in before every round: each gets its one try in
 /// the round that refused it, so snapshots still go on.
 #[test]

@@ -46,6 +46,11 @@ pub const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// Upload a snapshot once this many relay chunks have piled up since the last one.
 pub const SNAPSHOT_EVERY: u64 = 500;
 
+/// The shortest wait between two moves to a new id that one engine follows (a rewind, a
+/// sequence conflict); it doubles while the relay keeps asking, up to the longest.
+const MIN_MOVE_GAP_MS: i64 = 10_000;
+const MAX_MOVE_GAP_MS: i64 = 600_000;
+
 /// One space the engine syncs, with its keys.
 #[derive(Clone, Debug)]
 pub struct SpaceLink {
@@ -110,6 +115,11 @@ struct Run {
     /// This round already followed an answer that moved the device to a new id (a rewind, a
     /// sequence conflict): a relay repeating it is not followed again until the next round.
     moved: bool,
+    /// When this engine last followed such an answer, and how long it waits before following
+    /// another: a relay that claims a rewind at every new socket, then behaves, would otherwise
+    /// move a live device to a new id (and upload its whole document) every round.
+    last_move: Option<i64>,
+    move_gap: i64,
     /// The id of the last pull sent: only its answer says anything about the relay now.
     pull: u64,
     /// What the snapshot loaded in this round covers: a `410` that leads to the same one
@@ -166,6 +176,8 @@ impl SyncEngine {
                 troubled: false,
                 subscribed: None,
                 moved: false,
+                last_move: None,
+                move_gap: MIN_MOVE_GAP_MS,
                 pull: 0,
                 loaded: None,
                 pruned_again: false,
@@ -524,7 +536,20 @@ impl SyncEngine {
         now: i64,
         answer: &str,
     ) -> Result<bool> {
-        if !std::mem::replace(&mut self.runs[i].moved, true) {
+        let run = &mut self.runs[i];
+        let since = run.last_move.map(|at| now.saturating_sub(at));
+        let too_soon = since.is_some_and(|since| since < run.move_gap);
+        if !run.moved && !too_soon {
+            run.moved = true;
+            // Moves that keep coming soon after one another wait longer each time; after a
+            // quiet spell the wait starts small again.
+            run.move_gap = match since {
+                Some(since) if since < run.move_gap.saturating_mul(2) => {
+                    run.move_gap.saturating_mul(2).min(MAX_MOVE_GAP_MS)
+                }
+                _ => MIN_MOVE_GAP_MS,
+            };
+            run.last_move = Some(now);
             return Ok(true);
         }
         self.loop_seen(i, journal, now, answer)?;
