@@ -481,40 +481,31 @@ const BATCH_BYTES: usize = 4 << 20;
 /// Everything else keeps its place, so the up-to-date marker still follows the backlog it ends.
 fn coalesce(events: Vec<Event>) -> Vec<Event> {
     let mut out: Vec<Event> = Vec::with_capacity(events.len());
-    let mut run: Option<(Space, Vec<mend_protocol::Chunk>, usize)> = None;
-    let flush = |out: &mut Vec<Event>, run: Option<(Space, Vec<mend_protocol::Chunk>, usize)>| {
-        if let Some((space, mut chunks, _)) = run {
-            let response = match chunks.len() {
-                1 => match chunks.pop() {
-                    Some(chunk) => Response::Chunk { space, chunk },
-                    None => return,
-                },
-                _ => Response::Chunks { space, chunks },
-            };
-            out.push(Event::Response(response));
-        }
-    };
+    // Payload bytes of the batch at the end of `out` (none there: nothing may join).
+    let mut bytes = usize::MAX;
     for event in events {
         let Event::Response(Response::Chunk { space, chunk }) = event else {
-            flush(&mut out, run.take());
+            bytes = usize::MAX;
             out.push(event);
             continue;
         };
         let size = chunk.payload.len();
-        let joins = run.as_ref().is_some_and(|(s, chunks, bytes)| {
-            *s == space
-                && chunks.len() < BATCH_CHUNKS
-                && bytes.saturating_add(size) <= BATCH_BYTES
-                && chunks.last().is_some_and(|c| c.relay_seq < chunk.relay_seq)
-        });
-        if !joins {
-            flush(&mut out, run.take());
+        if let Some(Event::Response(Response::Chunks { space: s, chunks })) = out.last_mut()
+            && *s == space
+            && chunks.len() < BATCH_CHUNKS
+            && bytes.saturating_add(size) <= BATCH_BYTES
+            && chunks.last().is_some_and(|c| c.relay_seq < chunk.relay_seq)
+        {
+            bytes = bytes.saturating_add(size);
+            chunks.push(chunk);
+            continue;
         }
-        let (_, chunks, bytes) = run.get_or_insert_with(|| (space, Vec::new(), 0));
-        *bytes = bytes.saturating_add(size);
-        chunks.push(chunk);
+        bytes = size;
+        out.push(Event::Response(Response::Chunks {
+            space,
+            chunks: vec![chunk],
+        }));
     }
-    flush(&mut out, run.take());
     out
 }
 

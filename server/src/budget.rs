@@ -74,7 +74,7 @@ impl BodyBudget {
         address: Option<[u8; 32]>,
         bytes: u64,
     ) -> Result<BodyReservation, OverBudget> {
-        let mut reserved = self.reserved.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut reserved = self.lock();
         let held = reserved.spaces.get(&space).copied().unwrap_or(0);
         if held.saturating_add(bytes) > self.per_space {
             return Err(OverBudget::Space);
@@ -135,19 +135,20 @@ impl Drop for BodyReservation {
     fn drop(&mut self) {
         let mut reserved = self.reserved.lock().unwrap_or_else(PoisonError::into_inner);
         reserved.total = reserved.total.saturating_sub(self.bytes);
-        if let Some(held) = reserved.spaces.get_mut(&self.space) {
-            *held = held.saturating_sub(self.bytes);
-            if *held == 0 {
-                reserved.spaces.remove(&self.space);
-            }
+        give_back(&mut reserved.spaces, &self.space, self.bytes);
+        if let Some(key) = self.address {
+            give_back(&mut reserved.addresses, &key, self.bytes);
         }
-        if let Some(key) = self.address
-            && let Some(held) = reserved.addresses.get_mut(&key)
-        {
-            *held = held.saturating_sub(self.bytes);
-            if *held == 0 {
-                reserved.addresses.remove(&key);
-            }
+    }
+}
+
+/// Takes `bytes` off `key`'s count, forgetting a key that holds nothing (the maps stay as small
+/// as what is in flight).
+fn give_back<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, u64>, key: &K, bytes: u64) {
+    if let Some(held) = counts.get_mut(key) {
+        *held = held.saturating_sub(bytes);
+        if *held == 0 {
+            counts.remove(key);
         }
     }
 }

@@ -136,6 +136,18 @@ struct Run {
     heal_tried: bool,
 }
 
+impl Run {
+    /// Reads the space's bookkeeping again from the journal (another engine moved it, or this
+    /// one moved the device to a new id).
+    fn reload<S: SyncStore + ?Sized>(&mut self, journal: &S) -> Result<()> {
+        let space = self.link.space;
+        self.state = journal.sync_state(space)?;
+        self.peers = journal.peer_seqs(space)?.into_iter().collect();
+        self.authentic = journal.authentic_peers(space)?.into_iter().collect();
+        Ok(())
+    }
+}
+
 /// The sans-IO sync engine of one device.
 #[derive(Debug)]
 pub struct SyncEngine {
@@ -322,12 +334,7 @@ impl SyncEngine {
         self.device = journal.device();
         self.recount = true;
         for run in &mut self.runs {
-            run.state = journal.sync_state(run.link.space)?;
-            run.peers = journal.peer_seqs(run.link.space)?.into_iter().collect();
-            run.authentic = journal
-                .authentic_peers(run.link.space)?
-                .into_iter()
-                .collect();
+            run.reload(journal)?;
         }
         self.revision = Some(journal.sync_revision());
         Ok(())
@@ -527,8 +534,9 @@ impl SyncEngine {
     }
 
     /// Whether this space may follow an answer that moves the device to a new id: once per
-    /// round. A relay that repeats it (each time the whole document would go out again) is
-    /// reported, and the space waits with the backoff before its next round.
+    /// round, and no sooner than `move_gap` after the last move. A relay that repeats it (each
+    /// time the whole document would go out again) is reported, and the space waits with the
+    /// backoff before its next round.
     fn may_move<S: SyncStore + ?Sized>(
         &mut self,
         i: usize,
@@ -835,10 +843,11 @@ impl SyncEngine {
                     let unhealed = self.runs[i].state.heal_after;
                     let real = self.runs[i].state.heal_real;
                     if unhealed > 0 && !real && !journal.awaits_changes(space)? {
-                        // The one try at healing what was refused: garbage no device accepts is
-                        // never healed, and must not stop every device from snapshotting. (A real
-                        // device's chunk is known by the edits that build on it: those wait, and
-                        // keep this device fetching and not snapshotting until healed.)
+                        // The one try at healing what was refused from ids never seen here:
+                        // garbage no device accepts is never healed, and must not stop every
+                        // device from snapshotting. (A real device's refused chunk, or its later
+                        // edits waiting for it, keep this device fetching and not snapshotting
+                        // until a snapshot heals it.)
                         self.problem(
                             journal,
                             space,
@@ -945,12 +954,7 @@ impl SyncEngine {
     fn change_device<S: SyncStore + ?Sized>(&mut self, journal: &mut S, now: i64) -> Result<()> {
         self.device = journal.change_device()?;
         for run in &mut self.runs {
-            run.state = journal.sync_state(run.link.space)?;
-            run.peers = journal.peer_seqs(run.link.space)?.into_iter().collect();
-            run.authentic = journal
-                .authentic_peers(run.link.space)?
-                .into_iter()
-                .collect();
+            run.reload(journal)?;
             run.recovering = true;
             if matches!(run.phase, Phase::Pushing(_)) {
                 run.phase = Phase::Waiting(now);
@@ -1109,7 +1113,6 @@ fn pulled(opened: &[Opened]) -> Vec<PulledChange<'_>> {
 }
 
 impl SyncEngine {
-    /// Opens and applies chunks after the cursor, then commits them with `new_cursor`.
     /// Chunks from the live subscription, in increasing relay order: applied together, the
     /// cursor moved to the last.
     fn live_chunks<S: SyncStore + ?Sized>(
@@ -1149,6 +1152,7 @@ impl SyncEngine {
         Ok(())
     }
 
+    /// Opens and applies chunks after the cursor, then commits them with `new_cursor`.
     fn apply_chunks<S: SyncStore + ?Sized>(
         &mut self,
         i: usize,

@@ -86,10 +86,6 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     response
 }
 
-/// How long a client refused for the body budget should wait: bodies in flight are answered
-/// within their deadlines, usually far sooner.
-pub(crate) const BODY_BUDGET_RETRY: Duration = Duration::from_secs(1);
-
 /// Reads a body of at most `limit` bytes for `space`; larger ones are refused with `too_large`
 /// (413). Before a byte is read the body reserves its declared length (`limit` if it declares
 /// none) from the space's, the client address's and the relay's body budgets
@@ -129,7 +125,8 @@ pub(crate) async fn read_body(
                 ErrorCode::Unavailable,
                 format!("too many request bodies in flight for {whose}; retry later"),
             )
-            .retry_after(BODY_BUDGET_RETRY)
+            // Bodies in flight are answered within their deadlines, usually far sooner.
+            .retry_after(UNAVAILABLE_RETRY)
         })?;
     let limits = &state.config().limits;
     let started = tokio::time::Instant::now();

@@ -4,14 +4,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::{
     extract::State,
-    http::{Extensions, HeaderMap, StatusCode},
+    http::{HeaderMap, StatusCode},
 };
 use mend_protocol::{ErrorCode, SpaceId};
 
 use super::{AuthorizedSpace, ClientAddress, SpaceParam, write_share};
 use crate::{
     auth::{bearer, token_hash},
-    client::{client_ip, client_key},
     error::ApiError,
     state::AppState,
     storage::Created,
@@ -24,11 +23,10 @@ pub(super) async fn create(
     SpaceParam(space): SpaceParam,
     address: ClientAddress,
     headers: HeaderMap,
-    extensions: Extensions,
 ) -> Result<StatusCode, ApiError> {
     let hash = token_hash(&bearer(&headers)?);
     let _share = write_share(&state, address)?;
-    limit_creations(&state, &space, &headers, &extensions).await?;
+    limit_creations(&state, &space, address).await?;
     match state.storage().create_space(space, hash).await? {
         Created::New => {
             tracing::info!("space created");
@@ -53,11 +51,10 @@ pub(super) async fn erase(
 async fn limit_creations(
     state: &AppState,
     space: &SpaceId,
-    headers: &HeaderMap,
-    extensions: &Extensions,
+    ClientAddress(address): ClientAddress,
 ) -> Result<(), ApiError> {
     let limits = &state.config().limits;
-    let Some(ip) = client_ip(limits.client_ip_header.as_deref(), headers, extensions) else {
+    let Some(address) = address else {
         return Ok(());
     };
     if state.storage().token_hash(*space).await?.is_some() {
@@ -70,7 +67,7 @@ async fn limit_creations(
     let start = now - now % window;
     let count = state
         .storage()
-        .count_creation(client_key(ip), start, start.saturating_sub(window))
+        .count_creation(address, start, start.saturating_sub(window))
         .await?;
     if count > u64::from(limits.creations_per_address) {
         let wait = Duration::from_secs(start.saturating_add(window).saturating_sub(now).max(1));

@@ -11,15 +11,13 @@ use axum::{
         State,
         ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection},
     },
-    http::{Extensions, HeaderMap},
     response::Response,
 };
 use mend_protocol::ErrorCode;
 
 use crate::{
-    client::{client_ip, client_key},
     error::ApiError,
-    routes::{AuthorizedSpace, CursorQuery},
+    routes::{AuthorizedSpace, ClientAddress, CursorQuery},
     state::AppState,
 };
 
@@ -28,8 +26,7 @@ pub(crate) async fn upgrade(
     State(state): State<AppState>,
     AuthorizedSpace(space): AuthorizedSpace,
     query: CursorQuery,
-    headers: HeaderMap,
-    extensions: Extensions,
+    ClientAddress(address): ClientAddress,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let upgrade = upgrade.map_err(|rejection| {
@@ -53,12 +50,6 @@ pub(crate) async fn upgrade(
                 "too many live connections for this space",
             )
         })?;
-    let address = client_ip(
-        state.config().limits.client_ip_header.as_deref(),
-        &headers,
-        &extensions,
-    )
-    .map(client_key);
     let address_slot = match address {
         Some(key) => Some(
             state
