@@ -85,6 +85,19 @@ pub enum SyncProblemKind {
         /// The relay's error code name.
         code: String,
     },
+    /// A change a partner's device could not have made through the app (signed by another
+    /// device, consenting for the other partner, editing what is not theirs): refused by
+    /// every device. `words` says so naming the device, with no journal text.
+    Forged {
+        /// The partner whose device signed it (empty when unknown).
+        partner: String,
+        /// The device's key, short.
+        device: String,
+        /// What it tried, as a stable code (`consent`, `view`, `impersonation`, …).
+        breach: String,
+        /// The same in words.
+        words: String,
+    },
 }
 
 impl From<core_sync::ProblemKind> for SyncProblemKind {
@@ -137,6 +150,17 @@ impl From<core_sync::ProblemKind> for SyncProblemKind {
             P::Unauthorized => Self::Unauthorized,
             P::SpaceGone => Self::SpaceGone,
             P::Refused { code } => Self::Refused { code },
+            P::Forged {
+                partner,
+                device,
+                breach,
+                words,
+            } => Self::Forged {
+                partner,
+                device,
+                breach,
+                words,
+            },
         }
     }
 }

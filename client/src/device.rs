@@ -66,6 +66,12 @@ impl Device {
         let reader = Journal::open_reader(&path)?;
         let mut journal = journal;
         journal.track_written();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        if let Some(signer) = keyring.signer(journal.me(), journal.device(), now) {
+            journal.set_signer(signer)?;
+        }
         let journal = Arc::new(Mutex::new(journal));
         let client = Arc::new(SyncClient::new(
             Arc::clone(&journal),
@@ -202,7 +208,7 @@ impl Device {
     ) -> Result<Self> {
         RelayHttp::new(relay_url, &relay)?.check()?;
         let keyring = Keyring::generate(relay_url)?;
-        let journal = Journal::create_with(path, name, options)?;
+        let journal = Journal::create_with(path, name, keyring.open_options(options))?;
         Self::assemble(journal, keyring, relay, observer)
     }
 
@@ -263,7 +269,7 @@ impl Device {
             ..relay
         };
         RelayHttp::new(&keyring.relay_url, &relay)?.check()?;
-        let journal = Journal::join_with(path, &source, name, options)?;
+        let journal = Journal::join_with(path, &source, name, keyring.open_options(options))?;
         Self::assemble(journal, keyring, relay, observer)
     }
 
@@ -281,7 +287,7 @@ impl Device {
         observer: Option<Arc<dyn SyncObserver>>,
     ) -> Result<Self> {
         keyring.ensure_signing_keys()?;
-        let journal = Journal::open_with(path, options)?;
+        let journal = Journal::open_with(path, keyring.open_options(options))?;
         Self::assemble(journal, keyring, relay, observer)
     }
 
@@ -325,6 +331,7 @@ impl Device {
             partner: Some(me),
         };
         let target = path.to_owned();
+        let options = keyring.open_options(options);
         let journal = blocking(move || Journal::join_with(&target, &source, "", options)).await?;
         Self::assemble(journal, keyring, relay, observer)
     }

@@ -90,6 +90,36 @@ impl Keyring {
         Ok(added)
     }
 
+    /// Fills in `options` what a journal opened with this keyring needs: this device's public
+    /// key (its changes carry the key's id) and the partner's identity (a new partner's id is
+    /// derived from it). Call [`Keyring::ensure_signing_keys`] first.
+    pub fn open_options(&self, options: crate::OpenOptions) -> crate::OpenOptions {
+        crate::OpenOptions {
+            device_key: self.device_key.as_ref().map(DeviceKey::public),
+            identity: self.identity.as_ref().map(PartnerIdentity::public),
+            ..options
+        }
+    }
+
+    /// What this device signs the couple's changes with, as `partner`'s device `device`,
+    /// certified at `now`. `None` without signing keys.
+    pub fn signer(
+        &self,
+        partner: crate::PartnerId,
+        device: crate::DeviceId,
+        now: i64,
+    ) -> Option<crate::crypto::Signer> {
+        let (identity, key) = (self.identity.as_ref()?, self.device_key.clone()?);
+        Some(crate::crypto::Signer::new(
+            self.couple.derive_space_id(),
+            identity,
+            partner,
+            device,
+            key,
+            now,
+        ))
+    }
+
     /// What the engine needs to sync both spaces.
     pub fn links(&self) -> Vec<SpaceLink> {
         vec![

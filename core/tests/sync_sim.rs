@@ -274,26 +274,32 @@ fn reported(sim: &Sim, device: usize, what: impl Fn(&ProblemKind) -> bool) -> bo
     sim.devices[device].problems.iter().any(|p| what(&p.kind))
 }
 
-/// A change sealed with the space's key (so it opens) that Automerge refuses: it reuses the
-/// (actor, sequence) pair of a change already made by `actor` with other content.
-fn unmergeable(sim: &Sim, actor: [u8; 16], sender: [u8; 16], seq: u64) -> Result<Vec<u8>> {
+/// A chunk sealed with the space's key (so it opens) that no device can read: a signed
+/// bundle whose one change runs past its end (a change under `actor` inside it).
+fn unmergeable(sim: &Sim, actor: &[u8], sender: [u8; 16], seq: u64) -> Result<Vec<u8>> {
     use automerge::transaction::Transactable;
     let mut forged = automerge::AutoCommit::new().with_actor(automerge::ActorId::from(actor));
     forged.put(automerge::ROOT, "forged", 1)?;
+    let change = forged.save();
+    // version | no introductions | one change | signer | signature | a length too long
+    let mut plain = vec![1u8, 0, 0, 0, 0, 0, 1];
+    plain.extend_from_slice(&[0u8; 16 + 64]);
+    plain.extend_from_slice(&u32::try_from(change.len() + 1)?.to_be_bytes());
+    plain.extend_from_slice(&change);
     let aad = ChunkAad {
         space_id: sim.couple_keys.space_id,
         device: sender,
         device_seq: seq,
     };
-    Ok(seal_chunk(&sim.couple_keys.content, &aad, &forged.save())?)
+    Ok(seal_chunk(&sim.couple_keys.content, &aad, &plain)?)
 }
 
 #[test]
 fn an_authentic_chunk_the_document_refuses_is_set_aside_and_sync_goes_on() -> Result<()> {
     let mut sim = Sim::new(21, 1, 1, 1_000)?;
     sim.settle()?;
-    let a = *sim.devices[0].journal().device().as_bytes();
-    let forged = unmergeable(&sim, a, [7; 16], 1)?;
+    let a = sim.devices[0].journal().actor().to_vec();
+    let forged = unmergeable(&sim, &a, [7; 16], 1)?;
     sim.relay
         .inject(sim.couple_keys.space_id, [7; 16], 1, forged);
     let from_a = sim.devices[0]
@@ -999,7 +1005,7 @@ fn run_hostile(seed: u64, snapshot_every: u64, steps: Vec<Hostile>) -> Result<()
                 // lacks is merged there first: a key holder can do that, and only isolation,
                 // not agreement, is promised against it.)
                 let _ = x;
-                let chunk = unmergeable(&sim, [0; 16], sender, 1)?;
+                let chunk = unmergeable(&sim, &[0; 16], sender, 1)?;
                 sim.relay.inject(couple, sender, 1, chunk);
             }
             Hostile::Replay(x) => sim.relay.replay(couple, usize::from(x)),
@@ -1229,7 +1235,7 @@ fn a_chunk_every_device_refuses_holds_snapshots_back_for_one_try_only() -> Resul
     sim.settle()?;
     let couple = sim.couple_keys.space_id;
     let garbage = [0x66; 16];
-    let chunk = unmergeable(&sim, [0; 16], garbage, 1)?;
+    let chunk = unmergeable(&sim, &[0; 16], garbage, 1)?;
     sim.relay.inject(couple, garbage, 1, chunk);
     let at = sim.relay.space_mut(couple).head;
     let mut acked = Vec::new();
@@ -1459,7 +1465,7 @@ fn a_refused_chunk_before_every_round_does_not_hold_snapshots_back() -> Result<(
     let mut first = 0;
     for n in 0..6u8 {
         let garbage = [0x70 + n; 16];
-        let chunk = unmergeable(&sim, [0; 16], garbage, 1)?;
+        let chunk = unmergeable(&sim, &[0; 16], garbage, 1)?;
         sim.relay.inject(couple, garbage, 1, chunk);
         if first == 0 {
             first = sim.relay.space_mut(couple).head;

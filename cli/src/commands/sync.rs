@@ -190,6 +190,7 @@ pub(super) async fn round(device: &Device, tracker: &Tracker, budget: Duration) 
 /// A sync problem in words.
 fn describe(kind: &ProblemKind) -> String {
     match kind {
+        ProblemKind::Forged { words, .. } => words.clone(),
         ProblemKind::Tampered { relay_seq, .. } => {
             format!("a change (relay #{relay_seq}) failed its integrity check and was not applied")
         }

@@ -13,7 +13,7 @@
 
 use std::fmt;
 
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
@@ -26,6 +26,8 @@ use crate::{
 const LABEL_CERTIFICATE: &[u8] = b"mend/v1/device-certificate\0";
 const LABEL_CHANGE: &[u8] = b"mend/v1/change-proof\0";
 const LABEL_IDENTITY_SEED: &[u8] = b"mend/v1/partner-identity";
+const LABEL_KEY_ID: &[u8] = b"mend/v1/key-id\0";
+const LABEL_PARTNER_ID: &[u8] = b"mend/v1/partner-id\0";
 
 /// The encoded length of a [`DeviceCertificate`].
 pub const CERTIFICATE_LEN: usize = 1 + 32 + 16 + 16 + 32 + 8 + 64;
@@ -214,6 +216,156 @@ public_key!(
     DevicePublicKey,
     "device key"
 );
+
+/// The short name of a device key that every change the device makes carries in its
+/// Automerge actor (the first 16 bytes), so a receiver knows which key must have signed it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId(pub [u8; 16]);
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({})", hex::encode(&self.0[..4]))
+    }
+}
+
+impl KeyId {
+    /// What people see of it: 8 hex digits.
+    pub fn short(&self) -> String {
+        hex::encode(&self.0[..4])
+    }
+}
+
+impl DevicePublicKey {
+    /// This key's [`KeyId`].
+    pub fn key_id(&self) -> KeyId {
+        let digest = Sha256::new()
+            .chain_update(LABEL_KEY_ID)
+            .chain_update(self.0.as_bytes())
+            .finalize();
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&digest[..16]);
+        KeyId(id)
+    }
+}
+
+impl IdentityKey {
+    /// The partner id this identity key stands for. A partner who joined with an identity has
+    /// this id, so the key proves the id without anything else (older journals' partners
+    /// have random ids, tied to their keys on first use: see docs/security.md).
+    pub fn partner_id(&self) -> PartnerId {
+        let digest = Sha256::new()
+            .chain_update(LABEL_PARTNER_ID)
+            .chain_update(self.0.as_bytes())
+            .finalize();
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&digest[..16]);
+        // Marked as a version 8 (custom) UUID, so it reads as what it is.
+        PartnerId::from_uuid(uuid::Builder::from_custom_bytes(id).into_uuid())
+    }
+}
+
+/// How a device introduces itself to the couple's other devices: its partner's identity key
+/// and that identity's certificate for the device's key. Verifiable on its own.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Intro {
+    /// The partner's identity key.
+    pub identity: IdentityKey,
+    /// The certificate the identity issued for the device.
+    pub cert: DeviceCertificate,
+}
+
+impl fmt::Debug for Intro {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Intro")
+            .field("partner", &self.cert.partner)
+            .field("key", &self.cert.device_key.key_id())
+            .finish()
+    }
+}
+
+/// The encoded length of an [`Intro`].
+pub const INTRO_LEN: usize = 32 + CERTIFICATE_LEN;
+
+impl Intro {
+    /// `identity key (32) | certificate`.
+    pub fn to_bytes(&self) -> [u8; INTRO_LEN] {
+        let mut out = [0u8; INTRO_LEN];
+        out[..32].copy_from_slice(&self.identity.to_bytes());
+        out[32..].copy_from_slice(&self.cert.to_bytes());
+        out
+    }
+
+    /// Parses [`Intro::to_bytes`]; checks nothing: see [`Intro::verify`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let bad = || Error::Invalid("not a device introduction".into());
+        if bytes.len() != INTRO_LEN {
+            return Err(bad());
+        }
+        let key: [u8; 32] = bytes[..32].try_into().map_err(|_| bad())?;
+        Ok(Self {
+            identity: IdentityKey::from_bytes(&key)?,
+            cert: DeviceCertificate::from_bytes(&bytes[32..])?,
+        })
+    }
+
+    /// Checks that the identity issued the certificate for `space_id`.
+    pub fn verify(&self, space_id: &[u8; 32]) -> Result<()> {
+        self.cert.verify(&self.identity, space_id)
+    }
+
+    /// Whether the identity key proves the partner id by itself (see
+    /// [`IdentityKey::partner_id`]).
+    pub fn self_certifying(&self) -> bool {
+        self.identity.partner_id() == self.cert.partner
+    }
+}
+
+/// What a device signs its changes with: its key and its introduction.
+#[derive(Clone)]
+pub struct Signer {
+    /// The couple's space id.
+    pub space_id: [u8; 32],
+    /// The device's key.
+    pub key: DeviceKey,
+    /// Its introduction.
+    pub intro: Intro,
+}
+
+impl fmt::Debug for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signer")
+            .field("intro", &self.intro)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    /// The signer of `partner`'s device `device` in the couple's space `space_id`, certified
+    /// now by `identity`.
+    pub fn new(
+        space_id: [u8; 32],
+        identity: &PartnerIdentity,
+        partner: PartnerId,
+        device: DeviceId,
+        key: DeviceKey,
+        now: i64,
+    ) -> Self {
+        let cert = identity.certify(&space_id, partner, device, &key.public(), now);
+        Self {
+            space_id,
+            intro: Intro {
+                identity: identity.public(),
+                cert,
+            },
+            key,
+        }
+    }
+
+    /// This device's key id.
+    pub fn key_id(&self) -> KeyId {
+        self.intro.cert.device_key.key_id()
+    }
+}
 
 /// A partner identity's statement that a device key belongs to one of its devices in one
 /// couple's space, from a moment on.

@@ -15,8 +15,8 @@ mod pin;
 mod seal;
 
 pub use identity::{
-    CERTIFICATE_LEN, ChangeProof, DeviceCertificate, DeviceKey, DevicePublicKey, IdentityKey,
-    PartnerIdentity, sign_change, verify_change,
+    CERTIFICATE_LEN, ChangeProof, DeviceCertificate, DeviceKey, DevicePublicKey, INTRO_LEN,
+    IdentityKey, Intro, KeyId, PartnerIdentity, Signer, sign_change, verify_change,
 };
 pub use invite::{Invite, InviteKind};
 pub use keys::{ContentKey, RelayToken, SpaceKeys, SpaceSecret};

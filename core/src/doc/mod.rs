@@ -116,6 +116,31 @@ impl SpaceDoc {
         &self.doc
     }
 
+    /// The records map.
+    pub(crate) fn records_obj(&self) -> &ObjId {
+        &self.records
+    }
+
+    /// Whether the document holds the change with this hash.
+    pub(crate) fn has_change(&self, hash: &ChangeHash) -> bool {
+        // Nothing waits in Automerge's queue of a checked document, so a hash it reports
+        // missing is one it lacks.
+        self.doc
+            .get_missing_deps(std::slice::from_ref(hash))
+            .is_empty()
+    }
+
+    /// Applies one change whose dependencies it holds.
+    pub(crate) fn apply_change(&mut self, change: automerge::Change) -> Result<()> {
+        self.doc.apply_changes([change])?;
+        Ok(())
+    }
+
+    /// Sets the actor later edits are made under.
+    pub(crate) fn set_actor(&mut self, actor: ActorId) {
+        self.doc.set_actor(actor);
+    }
+
     /// The partners map.
     pub(crate) fn partners_obj(&self) -> &ObjId {
         &self.partners
@@ -340,7 +365,7 @@ pub(crate) struct Handles {
 
 /// Splits the first chunk (`magic, checksum, type, uLEB128 length, body`) off `bytes`; `None`
 /// for anything but a change chunk, or bytes that do not frame.
-fn split_chunk(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+pub(crate) fn split_chunk(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
     const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
     const CHANGE: u8 = 1;
     const COMPRESSED_CHANGE: u8 = 2;

@@ -4,11 +4,14 @@
 //! make it, applies it to the Automerge document, and commits the change bytes to SQLite before
 //! it returns.
 
+mod guard;
+pub use guard::Breach;
 mod ops;
 pub use settle::{ConflictChoice, OpenConflict};
 pub use write::wording_hash;
 mod read;
 mod registry;
+mod signing;
 pub use registry::{Certified, MAX_DEVICES};
 mod settle;
 mod sync;
@@ -24,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     calendar::Calendar,
+    crypto::{DevicePublicKey, IdentityKey, KeyId, Signer},
     date::LocalDate,
     doc::{LazyDoc, SpaceDoc},
     error::{Error, Result},
@@ -74,6 +78,13 @@ pub struct OpenOptions {
     /// Where "now" comes from; `None` is the system clock. Tests set it so that what a journal
     /// records at creation (when each partner joined) follows the same clock as what comes after.
     pub clock: Option<Clock>,
+    /// This device's public signing key: every change it makes carries the key's id in its
+    /// actor, so receivers know which device must have signed it. `None` makes changes no
+    /// receiver that checks will accept (tests of the journal alone).
+    pub device_key: Option<DevicePublicKey>,
+    /// The identity of a partner this journal creates (its first device): the partner id is
+    /// derived from it ([`IdentityKey::partner_id`]). `None` picks a random id.
+    pub identity: Option<IdentityKey>,
 }
 
 /// Source of the current time, replaceable in tests.
@@ -98,7 +109,15 @@ pub struct Journal {
     /// The Automerge actor of this opening: new at every open, so a database that went back
     /// in time (a power cut, a restored backup) never makes a change under an (actor,
     /// sequence) pair a lost change already used, which other replicas would refuse.
-    actor: [u8; 16],
+    actor: Vec<u8>,
+    /// This device's signing key id, when it signs: every actor begins with it.
+    key_id: Option<KeyId>,
+    /// What this device signs the couple's changes with, once given ([`Journal::set_signer`]).
+    signer: Option<Signer>,
+    /// The devices introduced here, for checking the couple's changes.
+    roster: guard::Roster,
+    /// Changes refused for good.
+    banned: std::collections::HashSet<automerge::ChangeHash>,
     couple: LazyDoc,
     personal: LazyDoc,
     /// The couple's partners and schema version, from the read model.
@@ -154,7 +173,9 @@ impl Journal {
 
     /// [`Journal::create`] with options.
     pub fn create_with(path: &Path, name: &str, options: OpenOptions) -> Result<Self> {
-        let me = PartnerId::generate();
+        let me = options
+            .identity
+            .map_or_else(PartnerId::generate, |k| k.partner_id());
         let mut journal = Self::init(path, me, None, None, options)?;
         journal.register_partner(name)?;
         Ok(journal)
@@ -174,7 +195,11 @@ impl Journal {
         name: &str,
         options: OpenOptions,
     ) -> Result<Self> {
-        let me = source.partner.unwrap_or_else(PartnerId::generate);
+        let me = source.partner.unwrap_or_else(|| {
+            options
+                .identity
+                .map_or_else(PartnerId::generate, |k| k.partner_id())
+        });
         let mut journal = Self::init(
             path,
             me,
@@ -203,7 +228,9 @@ impl Journal {
         }
         let mut store = Store::open(path, true, options.durability, options.lock)?;
         let device = DeviceId::generate();
-        let actor = ActorId::from(*device.as_bytes());
+        let key_id = options.device_key.map(|k| k.key_id());
+        let actor_bytes = new_actor(key_id);
+        let actor = ActorId::from(actor_bytes.as_slice());
         let couple_doc = match couple {
             Some(bytes) => SpaceDoc::load(None, bytes, actor.clone(), false)?,
             None => SpaceDoc::genesis(actor.clone())?,
@@ -227,6 +254,8 @@ impl Journal {
             LazyDoc::ready(personal_doc),
         );
         journal.clock = clock;
+        journal.actor = actor_bytes;
+        journal.key_id = key_id;
         for space in Space::ALL {
             journal.rebuild_view(space)?;
         }
@@ -243,8 +272,9 @@ impl Journal {
     pub fn open_with(path: &Path, options: OpenOptions) -> Result<Self> {
         let store = Store::open(path, false, options.durability, options.lock)?;
         let (me, device) = stored_ids(&store)?;
-        let fresh = *DeviceId::generate().as_bytes();
-        let actor = ActorId::from(fresh);
+        let key_id = options.device_key.map(|k| k.key_id());
+        let fresh = new_actor(key_id);
+        let actor = ActorId::from(fresh.as_slice());
         // Reads are served by the read model; Automerge loads in the background unless the
         // read model has yet to be built (a database from before it existed).
         let mut missing = Vec::new();
@@ -279,6 +309,7 @@ impl Journal {
             journal.clock = clock;
         }
         journal.actor = fresh;
+        journal.key_id = key_id;
         for space in missing {
             journal.rebuild_view(space)?;
         }
@@ -366,7 +397,11 @@ impl Journal {
             cert_checker: registry::CertChecker::default(),
             store,
             me,
-            actor: *device.as_bytes(),
+            actor: device.as_bytes().to_vec(),
+            key_id: None,
+            signer: None,
+            roster: guard::Roster::default(),
+            banned: std::collections::HashSet::new(),
             device,
             couple,
             personal,
@@ -528,6 +563,18 @@ impl Journal {
         self.device
     }
 
+    /// A space's whole Automerge document as one save (what a snapshot holds), for tools and
+    /// tests that look beneath the API.
+    pub fn document(&self, space: Space) -> Result<Vec<u8>> {
+        Ok(self.doc(space)?.save())
+    }
+
+    /// The Automerge actor this opening writes under (its first 16 bytes are this device's
+    /// key id when it signs).
+    pub fn actor(&self) -> &[u8] {
+        &self.actor
+    }
+
     /// The store (the sync engine writes through it).
     pub fn store(&self) -> &Store {
         &self.store
@@ -660,7 +707,7 @@ impl Journal {
 
     /// Drops in-memory state of `space` and reloads what the store holds, after a failed commit.
     fn reload(&mut self, space: Space) -> Result<()> {
-        let actor = ActorId::from(self.actor);
+        let actor = ActorId::from(self.actor.as_slice());
         let doc = load_space(&self.store, space, actor)?;
         match space {
             Space::Couple => self.couple.set(doc),
@@ -730,6 +777,20 @@ impl Journal {
             }
         }
         self.persist(changes, &[])
+    }
+}
+
+/// A new actor: this device's key id and 8 random bytes, or 16 random bytes for a journal
+/// that does not sign.
+pub(crate) fn new_actor(key_id: Option<KeyId>) -> Vec<u8> {
+    let fresh = *DeviceId::generate().as_bytes();
+    match key_id {
+        Some(key) => {
+            let mut actor = key.0.to_vec();
+            actor.extend_from_slice(&fresh[..guard::ACTOR_LEN - 16]);
+            actor
+        }
+        None => fresh.to_vec(),
     }
 }
 

@@ -28,6 +28,50 @@ impl Journal {
         let before = doc.heads();
         let waiting = doc.missing_deps();
         doc.apply(bytes)?;
+        let (view, changed) = self.view_after(space, &before, &waiting, bytes)?;
+        commit(&mut self.store, view.as_ref())?;
+        Ok((view, changed))
+    }
+
+    /// Like [`Self::merge_and_commit`], with the merge done by `merge` (which applies what it
+    /// accepts); `applied` says which change bytes it applied, and `commit` stores them.
+    pub(super) fn merge_with<T>(
+        &mut self,
+        space: Space,
+        merge: impl FnOnce(&mut crate::doc::SpaceDoc) -> Result<T>,
+        applied: impl FnOnce(&T) -> Vec<u8>,
+        commit: impl FnOnce(&mut Store, Option<&ViewUpdate>, &T, Vec<u8>) -> Result<()>,
+    ) -> Result<(T, Vec<RecordId>)> {
+        let doc = self.doc_mut(space)?;
+        let before = doc.heads();
+        let waiting = doc.missing_deps();
+        let done = merge(doc).and_then(|t| {
+            let bytes = applied(&t);
+            let (view, changed) = self.view_after(space, &before, &waiting, &bytes)?;
+            commit(&mut self.store, view.as_ref(), &t, bytes)?;
+            Ok((t, view, changed))
+        });
+        let (t, view, changed) = match done {
+            Ok(done) => done,
+            Err(e) => {
+                self.reload(space)?;
+                return Err(e);
+            }
+        };
+        self.views_committed(view.as_slice());
+        self.maybe_compact(space);
+        Ok((t, changed))
+    }
+
+    /// The read-model update after `bytes` were applied to a document whose heads were
+    /// `before` and which waited for `waiting`.
+    fn view_after(
+        &mut self,
+        space: Space,
+        before: &[automerge::ChangeHash],
+        waiting: &[automerge::ChangeHash],
+        bytes: &[u8],
+    ) -> Result<(Option<ViewUpdate>, Vec<RecordId>)> {
         let doc = self.doc(space)?;
         let (view, changed) = if doc.heads() == before {
             (None, Vec::new())
@@ -43,7 +87,6 @@ impl Journal {
             let (view, changed) = self.view_resync(space)?;
             (Some(view), changed)
         };
-        commit(&mut self.store, view.as_ref())?;
         Ok((view, changed))
     }
 
@@ -66,7 +109,7 @@ impl Journal {
     }
 
     /// Counts a change to sync bookkeeping (see [`SyncStore::sync_revision`]).
-    fn bump(&mut self, state: Result<SyncState>) -> Result<SyncState> {
+    pub(super) fn bump(&mut self, state: Result<SyncState>) -> Result<SyncState> {
         self.sync_revision = self.sync_revision.wrapping_add(1);
         state
     }
@@ -101,7 +144,10 @@ impl SyncStore for Journal {
         self.step(|j| {
             let batch = j.store.next_batch(space, max_bytes);
             j.sync_revision = j.sync_revision.wrapping_add(1);
-            batch
+            match batch? {
+                Some((seq, raw)) if j.checks(space) => Ok(Some((seq, j.sign_batch(&raw)?))),
+                other => Ok(other),
+            }
         })
     }
 
@@ -119,6 +165,24 @@ impl SyncStore for Journal {
         cursor: u64,
     ) -> Result<Merged> {
         self.step(|j| {
+            if j.checks(space) {
+                return j.apply_checked(pulled, cursor);
+            }
+            // Without a signer nothing is checked: a signed chunk's changes are taken as they
+            // are (and stored without their proofs).
+            let unwrapped: Vec<Option<Vec<u8>>> = pulled
+                .iter()
+                .map(|p| p.bytes.map(super::signing::unwrap_changes).transpose())
+                .collect::<Result<_>>()?;
+            let pulled: Vec<PulledChange<'_>> = pulled
+                .iter()
+                .zip(&unwrapped)
+                .map(|(p, bytes)| PulledChange {
+                    device: p.device,
+                    device_seq: p.device_seq,
+                    bytes: bytes.as_deref(),
+                })
+                .collect();
             // One load of everything: Automerge sorts out the order of the changes itself.
             let all: Vec<u8> = pulled
                 .iter()
@@ -127,13 +191,15 @@ impl SyncStore for Journal {
                 .copied()
                 .collect();
             let committed = j.merge_and_commit(space, &all, |store, view| {
-                store.commit_pulled(space, pulled, cursor, view)
+                store.commit_pulled(space, &pulled, cursor, view, None)
             });
             let records = j.finish_merge(space, committed)?;
             let state = j.store.sync_state(space);
             Ok(Merged {
                 records,
                 state: j.bump(state)?,
+                forged: Vec::new(),
+                unusable: false,
             })
         })
     }
@@ -146,19 +212,30 @@ impl SyncStore for Journal {
         covers: u64,
     ) -> Result<Merged> {
         self.step(|j| {
+            if j.checks(space) {
+                return j.apply_checked_snapshot(doc, peers, covers);
+            }
+            let doc = super::signing::unwrap_save(doc)?;
             let committed = j.merge_and_commit(space, doc, |store, view| {
-                store.commit_snapshot(space, doc, peers, covers, view)
+                store.commit_snapshot(space, doc, peers, covers, view, None)
             });
             let records = j.finish_merge(space, committed)?;
             let state = j.store.sync_state(space);
             Ok(Merged {
                 records,
                 state: j.bump(state)?,
+                forged: Vec::new(),
+                unusable: false,
             })
         })
     }
 
-    fn snapshot_material(&self, space: Space) -> Result<(Vec<u8>, PeerSeqs)> {
+    fn snapshot_material(&mut self, space: Space) -> Result<(Vec<u8>, PeerSeqs)> {
+        let doc = if self.checks(space) {
+            self.step(|j| j.proven_save())?
+        } else {
+            self.doc(space)?.save()
+        };
         let mut peers = self.store.peer_seqs(space)?;
         let state = self.store.sync_state(space)?;
         let mine = state.next_seq.saturating_sub(1);
@@ -167,7 +244,7 @@ impl SyncStore for Journal {
             peers.push((*self.device.as_bytes(), mine));
             peers.sort();
         }
-        Ok((self.doc(space)?.save(), peers))
+        Ok((doc, peers))
     }
 
     fn snapshot_uploaded(&mut self, space: Space, covers: u64) -> Result<SyncState> {
@@ -222,7 +299,7 @@ impl SyncStore for Journal {
             let device = DeviceId::generate();
             j.store.change_device(&device.to_string())?;
             j.device = device;
-            j.actor = *DeviceId::generate().as_bytes();
+            j.actor = super::new_actor(j.key_id);
             // The documents take the new actor, so no change made from now on can reuse an
             // (actor, sequence) pair the old id's lost changes used.
             for space in Space::ALL {

@@ -4,9 +4,11 @@
 //! to open is reported and left exactly as it was: a journal cannot always be re-synced.
 
 pub mod migrations;
+mod proofs;
 mod sync;
 mod view;
 
+pub(crate) use proofs::{Checked, ProofRow};
 pub use sync::{PeerSeqs, PulledChange, SyncState};
 pub use view::{Envelope, RowData, SpaceView, ViewRow, ViewUpdate};
 

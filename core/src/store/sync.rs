@@ -5,7 +5,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Space, Store, ViewUpdate};
+use super::{Checked, Space, Store, ViewUpdate};
 use crate::{
     error::Result,
     sync::{MAX_PROBLEMS, Problem},
@@ -396,19 +396,31 @@ impl Store {
         pulled: &[PulledChange<'_>],
         cursor: u64,
         view: Option<&ViewUpdate>,
+        checked: Option<&Checked>,
     ) -> Result<()> {
         let tx = self.conn.transaction()?;
         Self::ensure_state(&tx, space)?;
         if let Some(view) = view {
             Self::write_view(&tx, view)?;
         }
+        let mut rows = 0u64;
         {
             let mut insert =
                 tx.prepare_cached("INSERT INTO doc_changes (space, bytes) VALUES (?1, ?2)")?;
             let mut seq = tx.prepare_cached(RAISE_PEER_SEQ)?;
+            if let Some(checked) = checked {
+                // What passed the checks, not what came: a refused change never reaches the
+                // document on a later load.
+                if !checked.accepted.is_empty() {
+                    insert.execute(params![space.as_str(), &checked.accepted])?;
+                    rows += 1;
+                }
+                Self::write_checked(&tx, space, checked)?;
+            }
             for p in pulled {
-                if let Some(bytes) = p.bytes {
+                if let (Some(bytes), None) = (p.bytes, checked) {
                     insert.execute(params![space.as_str(), bytes])?;
+                    rows += 1;
                 }
                 seq.execute(params![
                     space.as_str(),
@@ -423,10 +435,7 @@ impl Store {
             params![space.as_str(), i(cursor)],
         )?;
         tx.commit()?;
-        self.count_rows(
-            space,
-            pulled.iter().filter(|p| p.bytes.is_some()).count() as u64,
-        );
+        self.count_rows(space, rows);
         Ok(())
     }
 
@@ -438,6 +447,7 @@ impl Store {
         peers: &[([u8; 16], u64)],
         covers: u64,
         view: Option<&ViewUpdate>,
+        checked: Option<&Checked>,
     ) -> Result<()> {
         let tx = self.conn.transaction()?;
         Self::ensure_state(&tx, space)?;
@@ -448,6 +458,9 @@ impl Store {
             "INSERT INTO doc_changes (space, bytes) VALUES (?1, ?2)",
             params![space.as_str(), doc],
         )?;
+        if let Some(checked) = checked {
+            Self::write_checked(&tx, space, checked)?;
+        }
         for (device, seq) in peers {
             tx.execute(
                 RAISE_PEER_SEQ,

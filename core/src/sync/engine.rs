@@ -1239,16 +1239,20 @@ impl SyncEngine {
                 None => last_seen.push((device, c.device_seq)),
             }
         }
-        let merged = match journal.apply_pulled(space, &pulled(&opened), new_cursor) {
+        let mut merged = match journal.apply_pulled(space, &pulled(&opened), new_cursor) {
             Ok(merged) => merged,
             Err(e) if is_data_error(&e) => {
                 // One change the document refuses must not hold back the rest: merge chunk by
                 // chunk, and treat one that still fails like a tampered chunk.
                 let mut records = Vec::new();
+                let mut forged = Vec::new();
                 for one in &mut opened {
                     let single = std::slice::from_mut(one);
                     match journal.apply_pulled(space, &pulled(single), cursor) {
-                        Ok(m) => records.extend(m.records),
+                        Ok(m) => {
+                            records.extend(m.records);
+                            forged.extend(m.forged);
+                        }
                         Err(e) if is_data_error(&e) => {
                             let (device, device_seq, relay_seq, bytes) = &mut single[0];
                             *bytes = None;
@@ -1272,10 +1276,14 @@ impl SyncEngine {
                 records.sort();
                 records.dedup();
                 merged.records = records;
+                merged.forged.extend(forged);
                 merged
             }
             Err(e) => return Err(e),
         };
+        for kind in std::mem::take(&mut merged.forged) {
+            self.problem(journal, space, kind, now)?;
+        }
         let run = &mut self.runs[i];
         run.state = merged.state;
         for (device, seq) in last_seen {
@@ -1329,7 +1337,7 @@ impl SyncEngine {
             let merged = journal.apply_snapshot(link.space, doc, &peers, covers)?;
             Ok((peers, merged))
         });
-        let (peers, merged) = match decoded {
+        let (peers, mut merged) = match decoded {
             Ok(done) => done,
             Err(e) if is_data_error(&e) => {
                 self.problem(journal, link.space, bad, now)?;
@@ -1337,6 +1345,15 @@ impl SyncEngine {
             }
             Err(e) => return Err(e),
         };
+        for kind in std::mem::take(&mut merged.forged) {
+            self.problem(journal, link.space, kind, now)?;
+        }
+        if merged.unusable {
+            // It carried a change every honest device refuses: the chunks are read instead.
+            self.runs[i].state = merged.state;
+            self.problem(journal, link.space, bad, now)?;
+            return Ok(Loaded::Unusable);
+        }
         let run = &mut self.runs[i];
         run.state = merged.state;
         for &(device, seq) in &peers {

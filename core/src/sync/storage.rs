@@ -18,6 +18,10 @@ pub struct Merged {
     pub records: Vec<RecordId>,
     /// The sync state the commit left.
     pub state: SyncState,
+    /// Changes (or a snapshot's) refused by this device's checks, to report.
+    pub forged: Vec<crate::sync::ProblemKind>,
+    /// The snapshot carried a change that was refused: nothing of it was merged.
+    pub unusable: bool,
 }
 
 /// The store as the sync engine sees it.
@@ -71,7 +75,7 @@ pub trait SyncStore {
 
     /// What a snapshot of `space` holds: the full document and every device's last number
     /// (this device's included, as its last batch).
-    fn snapshot_material(&self, space: Space) -> Result<(Vec<u8>, PeerSeqs)>;
+    fn snapshot_material(&mut self, space: Space) -> Result<(Vec<u8>, PeerSeqs)>;
 
     /// The relay stored a snapshot covering `covers`.
     fn snapshot_uploaded(&mut self, space: Space, covers: u64) -> Result<SyncState>;

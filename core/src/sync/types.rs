@@ -311,6 +311,20 @@ pub enum ProblemKind {
         /// The relay's error code name.
         code: String,
     },
+    /// A change (or a snapshot holding one) that a partner's device could not have made
+    /// through the app: signed by another device, consenting for the other partner, editing
+    /// what is not theirs. Refused by every device, with what depends on it.
+    Forged {
+        /// The partner whose device signed it (empty when unknown).
+        partner: String,
+        /// The device's key, short (8 hex digits).
+        device: String,
+        /// What it tried ([`crate::Breach::code`]).
+        breach: String,
+        /// The same in words, naming the device ("a change from Blake's device 3f2a9c1e
+        /// tried to consent for you and was refused"); never any journal text.
+        words: String,
+    },
 }
 
 impl ProblemKind {
@@ -326,7 +340,8 @@ impl ProblemKind {
             Self::Tampered { .. }
             | Self::Unmergeable { .. }
             | Self::BadSnapshot { .. }
-            | Self::Unhealed { .. } => Outcome::Tampered,
+            | Self::Unhealed { .. }
+            | Self::Forged { .. } => Outcome::Tampered,
             Self::Gap { .. } | Self::RelayRewound { .. } | Self::SeqConflict { .. } => Outcome::Gap,
             Self::Replay { .. } => Outcome::Replay,
             Self::Unauthorized

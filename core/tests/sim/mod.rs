@@ -12,7 +12,7 @@ use std::{
 use anyhow::{Result, bail};
 use mend_core::{
     JoinSource, Journal, OpenOptions, RecordId, Space,
-    crypto::{SpaceKeys, SpaceSecret},
+    crypto::{DeviceKey, PartnerIdentity, Signer, SpaceKeys, SpaceSecret},
     store::Durability,
     sync::{Action, Event, Failure, Mode, Request, Response, SpaceLink, SyncEngine, SyncStatus},
 };
@@ -269,6 +269,16 @@ impl SimRelay {
         });
     }
 
+    /// A push from a client outside the simulation (a forging one), handled as any push:
+    /// a number already taken under that device id with another payload is refused.
+    pub fn push_from(&mut self, space_id: [u8; 32], push: mend_protocol::Push) -> Response {
+        let req = Request::Push {
+            space: Space::Couple,
+            push,
+        };
+        self.handle(space_id, [0; 16], &req)
+    }
+
     /// Pulls of `space_id` from below its head answer `410 pruned` until the relay behaves.
     pub fn prune_early(&mut self, space_id: [u8; 32]) {
         let s = self.space_mut(space_id);
@@ -368,6 +378,8 @@ pub struct Device {
     pub sent: Vec<(i64, u64, Request)>,
     /// Counts the rounds: a start or a timer that made the engine send.
     rounds: u64,
+    /// Its signing key (every device signs and checks the couple's changes).
+    pub key: DeviceKey,
 }
 
 impl Device {
@@ -400,6 +412,8 @@ pub struct Sim {
     dir: tempfile::TempDir,
     pub couple_keys: SpaceKeys,
     pub personal_keys: Vec<SpaceKeys>,
+    /// Each partner's identity.
+    pub identities: Vec<PartnerIdentity>,
     snapshot_every: u64,
 }
 
@@ -429,16 +443,14 @@ impl Sim {
             dir,
             couple_keys: couple.derive_keys(),
             personal_keys: vec![personal[0].derive_keys(), personal[1].derive_keys()],
+            identities: vec![PartnerIdentity::generate()?, PartnerIdentity::generate()?],
             snapshot_every,
         };
-        let opts = OpenOptions {
-            durability: Durability::Normal,
-            ..OpenOptions::default()
-        };
         let a_path = sim.dir.path().join("a0.db");
-        let first = Journal::create_with(&a_path, "Alex", opts)?;
+        let key = DeviceKey::generate()?;
+        let first = Journal::create_with(&a_path, "Alex", sim.options(0, &key))?;
         let a_id = first.me();
-        sim.add_device("a0", 0, a_path, first);
+        sim.add_device("a0", 0, a_path, first, key)?;
         for n in 1..a_devices {
             let path = sim.dir.path().join(format!("a{n}.db"));
             let source = JoinSource {
@@ -446,8 +458,9 @@ impl Sim {
                 personal: Some(Vec::new()),
                 partner: Some(a_id),
             };
-            let j = Journal::join_with(&path, &source, "", opts)?;
-            sim.add_device(&format!("a{n}"), 0, path, j);
+            let key = DeviceKey::generate()?;
+            let j = Journal::join_with(&path, &source, "", sim.options(0, &key))?;
+            sim.add_device(&format!("a{n}"), 0, path, j, key)?;
         }
         let mut b_id = None;
         for n in 0..b_devices {
@@ -465,9 +478,10 @@ impl Sim {
             } else {
                 source
             };
-            let j = Journal::join_with(&path, &source, "Blake", opts)?;
+            let key = DeviceKey::generate()?;
+            let j = Journal::join_with(&path, &source, "Blake", sim.options(1, &key))?;
             b_id = Some(j.me());
-            sim.add_device(&format!("b{n}"), 1, path, j);
+            sim.add_device(&format!("b{n}"), 1, path, j, key)?;
         }
         Ok(sim)
     }
@@ -485,17 +499,32 @@ impl Sim {
             personal: Some(Vec::new()),
             partner: Some(id),
         };
-        let j = Journal::join_with(
-            &path,
-            &source,
-            "",
-            OpenOptions {
-                durability: Durability::Normal,
-                ..OpenOptions::default()
-            },
-        )?;
-        self.add_device(&format!("late{n}"), partner, path, j);
+        let key = DeviceKey::generate()?;
+        let j = Journal::join_with(&path, &source, "", self.options(partner, &key))?;
+        self.add_device(&format!("late{n}"), partner, path, j, key)?;
         Ok(n)
+    }
+
+    /// How a device of `partner` with `key` opens its journal.
+    pub fn options(&self, partner: usize, key: &DeviceKey) -> OpenOptions {
+        OpenOptions {
+            durability: Durability::Normal,
+            device_key: Some(key.public()),
+            identity: Some(self.identities[partner].public()),
+            ..OpenOptions::default()
+        }
+    }
+
+    /// What a device of `partner` with `key` signs with.
+    pub fn signer(&self, partner: usize, journal: &Journal, key: &DeviceKey) -> Signer {
+        Signer::new(
+            self.couple_keys.space_id,
+            &self.identities[partner],
+            journal.me(),
+            journal.device(),
+            key.clone(),
+            T0,
+        )
     }
 
     fn links(&self, partner: usize) -> Vec<SpaceLink> {
@@ -511,8 +540,16 @@ impl Sim {
         ]
     }
 
-    fn add_device(&mut self, name: &str, partner: usize, path: PathBuf, mut journal: Journal) {
+    fn add_device(
+        &mut self,
+        name: &str,
+        partner: usize,
+        path: PathBuf,
+        mut journal: Journal,
+        key: DeviceKey,
+    ) -> Result<()> {
         journal.set_clock(|| T0);
+        journal.set_signer(self.signer(partner, &journal, &key))?;
         let links = self.links(partner);
         let seed = self.next_random();
         let mut engine = SyncEngine::new(
@@ -535,7 +572,9 @@ impl Sim {
             offline: false,
             sent: Vec::new(),
             rounds: 0,
+            key,
         });
+        Ok(())
     }
 
     pub fn next_random(&mut self) -> u64 {
@@ -718,14 +757,10 @@ impl Sim {
         let path = self.devices[device].path.clone();
         // Drop the old journal first so its lock is released.
         drop(self.devices[device].journal.take());
-        let mut journal = Journal::open_with(
-            &path,
-            OpenOptions {
-                durability: Durability::Normal,
-                ..OpenOptions::default()
-            },
-        )?;
+        let key = self.devices[device].key.clone();
+        let mut journal = Journal::open_with(&path, self.options(partner, &key))?;
         journal.set_clock(|| T0);
+        journal.set_signer(self.signer(partner, &journal, &key))?;
         let seed = self.next_random();
         let mut engine = SyncEngine::new(
             *journal.device().as_bytes(),

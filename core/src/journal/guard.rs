@@ -1,0 +1,1013 @@
+//! Every receiver's check of the couple's changes: which device made each one, and whether
+//! its partner could have made it through the API.
+//!
+//! A chunk of the couple's space carries a [`Bundle`]: each Automerge change with the key id of
+//! the device that signed it and its signature, and the introductions ([`Intro`]) of devices
+//! a receiver may not know yet. A change's actor begins with its device's key id, so one
+//! device cannot sign for another. Before a change is merged, the receiver checks that
+//! - the signing device is introduced (its key certified by a partner's identity) and signed it;
+//! - every change it depends on is merged here (else it waits; one built on a refused change
+//!   is refused with it);
+//! - each operation is one its partner could have made through the API.
+//!
+//! The rules read only the change itself, facts that never change once written (a record's
+//! author and kind) and the document as the change's own dependencies left it, never what else
+//! this replica happens to hold, so every honest replica refuses the same changes.
+
+use std::collections::{HashMap, HashSet};
+
+use automerge::{
+    Change, ChangeHash, ObjId, Prop, ReadDoc, ScalarValue, Value,
+    legacy::{Key, ObjectId, OpType},
+};
+
+use crate::{
+    crypto::{
+        CERTIFICATE_LEN, ChangeProof, DeviceCertificate, DevicePublicKey, INTRO_LEN, IdentityKey,
+        Intro, KeyId, verify_change,
+    },
+    date::LocalDate,
+    doc::SpaceDoc,
+    error::{Error, Result},
+    ids::{PartnerId, RecordId},
+    model::{
+        Kind, QuestionStatus,
+        rules::{self, Writer},
+    },
+};
+
+use super::registry::MAX_DEVICES;
+
+/// The first byte of a signed bundle. (Automerge's own chunks begin with 0x85, so a chunk from
+/// before bundles is told apart.)
+const BUNDLE_VERSION: u8 = 1;
+/// Introductions one bundle may carry.
+const MAX_INTROS: usize = 64;
+/// Bytes of an actor made by a device that signs: its key id, then 8 random bytes.
+pub(crate) const ACTOR_LEN: usize = 24;
+/// Actors from before signing were 16 bytes.
+const LEGACY_ACTOR_LEN: usize = 16;
+
+/// One change with the device that signed it.
+#[derive(Clone, Debug)]
+pub(crate) struct Signed {
+    /// The change's bytes.
+    pub(crate) bytes: Vec<u8>,
+    /// The signing device.
+    pub(crate) signer: KeyId,
+    /// Its signature over the change's hash.
+    pub(crate) proof: ChangeProof,
+}
+
+/// What a signed chunk (or the proof part of a snapshot) holds.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Bundle {
+    pub(crate) intros: Vec<Intro>,
+    pub(crate) changes: Vec<Signed>,
+}
+
+impl Bundle {
+    /// Whether `plain` is a bundle (as against a chunk from before signing).
+    pub(crate) fn is_bundle(plain: &[u8]) -> bool {
+        plain.first() == Some(&BUNDLE_VERSION)
+    }
+
+    /// `version | intros (u16) | intro… | changes (u32) | (signer 16 | signature 64 | length
+    /// u32 | change)…`, big-endian.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let size = self
+            .changes
+            .iter()
+            .map(|c| 84 + c.bytes.len())
+            .sum::<usize>()
+            + 7
+            + self.intros.len() * INTRO_LEN;
+        let mut out = Vec::with_capacity(size);
+        out.push(BUNDLE_VERSION);
+        let intros = self.intros.len().min(MAX_INTROS);
+        out.extend_from_slice(&u16::try_from(intros).unwrap_or(0).to_be_bytes());
+        for intro in self.intros.iter().take(intros) {
+            out.extend_from_slice(&intro.to_bytes());
+        }
+        out.extend_from_slice(
+            &u32::try_from(self.changes.len())
+                .unwrap_or(u32::MAX)
+                .to_be_bytes(),
+        );
+        for c in &self.changes {
+            out.extend_from_slice(&c.signer.0);
+            out.extend_from_slice(&c.proof.0);
+            out.extend_from_slice(
+                &u32::try_from(c.bytes.len())
+                    .unwrap_or(u32::MAX)
+                    .to_be_bytes(),
+            );
+            out.extend_from_slice(&c.bytes);
+        }
+        out
+    }
+
+    /// Parses [`Bundle::encode`], refusing anything malformed.
+    pub(crate) fn decode(plain: &[u8]) -> Result<Self> {
+        let bad = || Error::Invalid("a signed chunk is malformed".into());
+        let mut r = Reader(plain);
+        if r.take(1).ok_or_else(bad)? != [BUNDLE_VERSION] {
+            return Err(bad());
+        }
+        let intros = usize::from(r.u16().ok_or_else(bad)?);
+        if intros > MAX_INTROS {
+            return Err(bad());
+        }
+        let mut bundle = Bundle::default();
+        for _ in 0..intros {
+            bundle
+                .intros
+                .push(Intro::from_bytes(r.take(INTRO_LEN).ok_or_else(bad)?)?);
+        }
+        let count = r.u32().ok_or_else(bad)?;
+        for _ in 0..count {
+            let signer: [u8; 16] = r.array().ok_or_else(bad)?;
+            let proof: [u8; 64] = r.array().ok_or_else(bad)?;
+            let len = usize::try_from(r.u32().ok_or_else(bad)?).map_err(|_| bad())?;
+            let bytes = r.take(len).ok_or_else(bad)?.to_vec();
+            bundle.changes.push(Signed {
+                bytes,
+                signer: KeyId(signer),
+                proof: ChangeProof(proof),
+            });
+        }
+        if !r.0.is_empty() {
+            return Err(bad());
+        }
+        Ok(bundle)
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.take(N)?.try_into().ok()
+    }
+
+    fn u16(&mut self) -> Option<u16> {
+        self.array().map(u16::from_be_bytes)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        self.array().map(u32::from_be_bytes)
+    }
+}
+
+/// Why a change (or an introduction) was refused, for the sync status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Breach {
+    /// Wrote a record in the other partner's name.
+    Impersonation,
+    /// Consented (or withdrew consent) for the other partner.
+    Consent,
+    /// Claimed follow-through on a commitment that is not theirs.
+    Claim,
+    /// Confirmed their own follow-through.
+    View,
+    /// Answered their own need.
+    Response,
+    /// Answered their own question, or validated their own words.
+    Role,
+    /// Set a question's status only the other partner may set.
+    QuestionStatus,
+    /// Changed what only the record's author may change.
+    AuthorOnly,
+    /// Edited a record that can only be added.
+    AddOnly,
+    /// Changed what cannot change after creation.
+    Fixed,
+    /// Removed what is not theirs to remove.
+    Removal,
+    /// Replaced a whole consent map, ledger or wording history (hiding every entry in it).
+    Wipe,
+    /// Wrote a check-in under an id that is not theirs for its date.
+    CheckInId,
+    /// Wrote the other partner's entry in the partners list.
+    OtherPartner,
+    /// Tried to add a third partner.
+    ThirdPartner,
+    /// Registered a device certificate that is not theirs to register.
+    Certificate,
+    /// Claimed another identity for a partner who already has one.
+    OtherIdentity,
+    /// Registered more devices than a partner may have.
+    TooManyDevices,
+    /// Changed the journal's structure.
+    Structure,
+    /// Signed a change made under another device's actor.
+    OtherActor,
+    /// Sent a signature that does not verify.
+    BadSignature,
+    /// Came from a device no partner introduced.
+    UnknownDevice,
+    /// Built on a change that was refused.
+    DependsOnRefused,
+    /// Could not be read as a change.
+    Malformed,
+    /// Came without a signature (a device on a version of Mend from before signing).
+    Unsigned,
+}
+
+impl Breach {
+    /// Stable name, for the status and the CLI.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Impersonation => "impersonation",
+            Self::Consent => "consent",
+            Self::Claim => "claim",
+            Self::View => "view",
+            Self::Response => "response",
+            Self::Role => "role",
+            Self::QuestionStatus => "question_status",
+            Self::AuthorOnly => "author_only",
+            Self::AddOnly => "add_only",
+            Self::Fixed => "fixed",
+            Self::Removal => "removal",
+            Self::Wipe => "wipe",
+            Self::CheckInId => "check_in_id",
+            Self::OtherPartner => "other_partner",
+            Self::ThirdPartner => "third_partner",
+            Self::Certificate => "certificate",
+            Self::OtherIdentity => "other_identity",
+            Self::TooManyDevices => "too_many_devices",
+            Self::Structure => "structure",
+            Self::OtherActor => "other_actor",
+            Self::BadSignature => "bad_signature",
+            Self::UnknownDevice => "unknown_device",
+            Self::DependsOnRefused => "depends_on_refused",
+            Self::Malformed => "malformed",
+            Self::Unsigned => "unsigned",
+        }
+    }
+
+    /// What the device tried, as the end of "a change from Blake's device … ", where `target`
+    /// is whom it tried it on ("you" or the other partner's name).
+    pub fn words(self, target: &str) -> String {
+        let whose = if target == "you" {
+            "your".to_owned()
+        } else {
+            format!("{target}'s")
+        };
+        match self {
+            Self::Impersonation => format!("tried to write a record as {target}"),
+            Self::Consent => format!("tried to consent for {target}"),
+            Self::Claim => format!("tried to claim follow-through on {whose} commitment"),
+            Self::View => "tried to confirm its own follow-through".into(),
+            Self::Response => "tried to answer its own need".into(),
+            Self::Role => "tried to answer its own question or validate its own words".into(),
+            Self::QuestionStatus => format!("tried to set a question's status for {target}"),
+            Self::AuthorOnly => format!("tried to change {whose} record"),
+            Self::AddOnly => "tried to edit a record that can only be added".into(),
+            Self::Fixed => "tried to change what cannot change after creation".into(),
+            Self::Removal => format!("tried to remove what {target} wrote"),
+            Self::Wipe => "tried to wipe out a record's consents or ledger".into(),
+            Self::CheckInId => "tried to file a check-in under another id".into(),
+            Self::OtherPartner => format!("tried to change {whose} entry in the partners list"),
+            Self::ThirdPartner => "tried to add a third partner".into(),
+            Self::Certificate => format!("tried to register a device for {target}"),
+            Self::OtherIdentity => format!("tried to give {target} another identity"),
+            Self::TooManyDevices => format!("tried to register more than {MAX_DEVICES} devices"),
+            Self::Structure => "tried to change the journal's structure".into(),
+            Self::OtherActor => "sent a change made under another device's name".into(),
+            Self::BadSignature => "sent a change whose signature does not verify".into(),
+            Self::UnknownDevice => "came from a device no partner registered".into(),
+            Self::DependsOnRefused => "built on a change that was refused".into(),
+            Self::Malformed => "could not be read".into(),
+            Self::Unsigned => {
+                "was not signed (the device runs a version of Mend from before signing)".into()
+            }
+        }
+    }
+}
+
+/// One refusal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Refused {
+    /// The device that signed (or introduced itself).
+    pub(crate) signer: KeyId,
+    /// Its partner, when known.
+    pub(crate) partner: Option<PartnerId>,
+    /// What it did.
+    pub(crate) breach: Breach,
+}
+
+/// The devices this replica knows: each key's partner, and each partner's identity.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Roster {
+    keys: HashMap<KeyId, (PartnerId, DevicePublicKey)>,
+    identities: HashMap<PartnerId, IdentityKey>,
+    /// Every introduction admitted, in order (a snapshot carries them all).
+    intros: Vec<Intro>,
+}
+
+impl Roster {
+    /// The partner and key of a device.
+    pub(crate) fn get(&self, key: &KeyId) -> Option<(PartnerId, DevicePublicKey)> {
+        self.keys.get(key).copied()
+    }
+
+    /// The introduction of a device.
+    pub(crate) fn intro(&self, key: &KeyId) -> Option<Intro> {
+        self.intros
+            .iter()
+            .find(|i| i.cert.device_key.key_id() == *key)
+            .copied()
+    }
+
+    /// Every introduction admitted, in order.
+    pub(crate) fn intros(&self) -> Vec<Intro> {
+        self.intros.clone()
+    }
+
+    /// Admits an introduction: `Ok(true)` when the device is new here.
+    ///
+    /// A partner whose id the identity key proves ([`Intro::self_certifying`]) is settled by
+    /// the key; an older partner's random id is tied to the first identity seen for it. Two
+    /// partners at most, [`MAX_DEVICES`] keys each.
+    pub(crate) fn admit(
+        &mut self,
+        intro: &Intro,
+        space_id: &[u8; 32],
+    ) -> std::result::Result<bool, Breach> {
+        let key_id = intro.cert.device_key.key_id();
+        let partner = intro.cert.partner;
+        if intro.verify(space_id).is_err() {
+            return Err(Breach::Certificate);
+        }
+        // An id derived from an identity key (a version 8 UUID) admits only that key.
+        if partner.as_uuid().get_version_num() == 8 && !intro.self_certifying() {
+            return Err(Breach::OtherIdentity);
+        }
+        match self.identities.get(&partner) {
+            Some(known) if *known != intro.identity => return Err(Breach::OtherIdentity),
+            Some(_) => {}
+            None => {
+                if self.identities.len() >= 2 {
+                    return Err(Breach::ThirdPartner);
+                }
+            }
+        }
+        if let Some((p, _)) = self.keys.get(&key_id) {
+            return if *p == partner {
+                Ok(false)
+            } else {
+                Err(Breach::Certificate)
+            };
+        }
+        let devices = self.keys.values().filter(|(p, _)| *p == partner).count();
+        if devices >= MAX_DEVICES {
+            return Err(Breach::TooManyDevices);
+        }
+        self.identities.insert(partner, intro.identity);
+        self.keys.insert(key_id, (partner, intro.cert.device_key));
+        self.intros.push(*intro);
+        Ok(true)
+    }
+}
+
+/// What a pass of the guard decided.
+#[derive(Debug, Default)]
+pub(crate) struct Verdicts {
+    /// Merged into the document, in order, with their proofs.
+    pub(crate) accepted: Vec<(ChangeHash, Signed)>,
+    /// Waiting for changes they depend on.
+    pub(crate) held: Vec<(ChangeHash, Signed)>,
+    /// Refused, with why.
+    pub(crate) refused: Vec<Refused>,
+    /// Hashes refused for good: whatever depends on them is refused too.
+    pub(crate) banned: Vec<ChangeHash>,
+    /// Introductions admitted.
+    pub(crate) intros: Vec<Intro>,
+}
+
+/// Checks `pending` (changes that came now and changes held before) and merges into `doc`
+/// each one that passes, in an order where every change follows what it depends on.
+/// `legacy_ok` lets changes from before signing (16-byte actors) in without a proof: only
+/// for a snapshot loaded into an empty journal.
+pub(crate) fn run(
+    doc: &mut SpaceDoc,
+    roster: &mut Roster,
+    banned: &HashSet<ChangeHash>,
+    space_id: &[u8; 32],
+    intros: &[Intro],
+    pending: Vec<Signed>,
+) -> Result<Verdicts> {
+    let mut out = Verdicts::default();
+    for intro in intros {
+        match roster.admit(intro, space_id) {
+            Ok(true) => out.intros.push(*intro),
+            Ok(false) => {}
+            Err(breach) => out.refused.push(Refused {
+                signer: intro.cert.device_key.key_id(),
+                partner: Some(intro.cert.partner),
+                breach,
+            }),
+        }
+    }
+    let mut refused_now: HashSet<ChangeHash> = HashSet::new();
+    let mut queue: Vec<(Change, Signed)> = Vec::new();
+    let mut seen = HashSet::new();
+    for signed in pending {
+        let change = match Change::from_bytes(signed.bytes.clone()) {
+            Ok(c) => c,
+            Err(_) => {
+                out.refused.push(Refused {
+                    signer: signed.signer,
+                    partner: roster.get(&signed.signer).map(|(p, _)| p),
+                    breach: Breach::Malformed,
+                });
+                continue;
+            }
+        };
+        if !seen.insert(change.hash()) || doc.has_change(&change.hash()) {
+            continue;
+        }
+        queue.push((change, signed));
+    }
+    // Passes until nothing more can be decided: a change whose dependencies came later in the
+    // queue is decided on a later pass.
+    loop {
+        let mut progress = false;
+        let mut waiting = Vec::new();
+        for (change, signed) in queue {
+            let hash = change.hash();
+            if change
+                .deps()
+                .iter()
+                .any(|d| banned.contains(d) || refused_now.contains(d))
+            {
+                out.refused.push(Refused {
+                    signer: signed.signer,
+                    partner: roster.get(&signed.signer).map(|(p, _)| p),
+                    breach: Breach::DependsOnRefused,
+                });
+                refused_now.insert(hash);
+                out.banned.push(hash);
+                progress = true;
+                continue;
+            }
+            if !change.deps().iter().all(|d| doc.has_change(d)) {
+                waiting.push((change, signed));
+                continue;
+            }
+            progress = true;
+            match judge(doc, roster, space_id, &change, &signed) {
+                Ok(()) => {
+                    doc.apply_change(change)?;
+                    out.accepted.push((hash, signed));
+                }
+                Err((breach, ban)) => {
+                    out.refused.push(Refused {
+                        signer: signed.signer,
+                        partner: roster.get(&signed.signer).map(|(p, _)| p),
+                        breach,
+                    });
+                    if ban {
+                        refused_now.insert(hash);
+                        out.banned.push(hash);
+                    }
+                }
+            }
+        }
+        queue = waiting;
+        if !progress || queue.is_empty() {
+            break;
+        }
+    }
+    out.held = queue.into_iter().map(|(c, s)| (c.hash(), s)).collect();
+    Ok(out)
+}
+
+/// Judges a snapshot's changes that this replica lacks, in the snapshot's order (each after
+/// what it depends on), against `scratch`: the snapshot's own document, which holds every one
+/// of them and their past. Merges nothing. A change with no proof passes only when
+/// `unsigned_ok` (a journal that holds nothing yet trusts the history before signing it first
+/// loads) and only if it comes from before signing.
+pub(crate) fn judge_closed(
+    scratch: &SpaceDoc,
+    roster: &mut Roster,
+    banned: &HashSet<ChangeHash>,
+    space_id: &[u8; 32],
+    intros: &[Intro],
+    changes: Vec<(Change, Option<Signed>)>,
+    unsigned_ok: bool,
+) -> (Vec<Intro>, Vec<Refused>) {
+    let mut admitted = Vec::new();
+    let mut refused = Vec::new();
+    for intro in intros {
+        match roster.admit(intro, space_id) {
+            Ok(true) => admitted.push(*intro),
+            Ok(false) => {}
+            Err(breach) => refused.push(Refused {
+                signer: intro.cert.device_key.key_id(),
+                partner: Some(intro.cert.partner),
+                breach,
+            }),
+        }
+    }
+    let mut refused_now: HashSet<ChangeHash> = HashSet::new();
+    for (change, signed) in changes {
+        let hash = change.hash();
+        let signer = signed.as_ref().map_or(KeyId([0; 16]), |s| s.signer);
+        let verdict = if change
+            .deps()
+            .iter()
+            .any(|d| banned.contains(d) || refused_now.contains(d))
+        {
+            Err(Breach::DependsOnRefused)
+        } else {
+            match &signed {
+                Some(signed) => {
+                    judge(scratch, roster, space_id, &change, signed).map_err(|(b, _)| b)
+                }
+                None if unsigned_ok && change.actor_id().to_bytes().len() == LEGACY_ACTOR_LEN => {
+                    Ok(())
+                }
+                None => Err(Breach::Unsigned),
+            }
+        };
+        if let Err(breach) = verdict {
+            refused_now.insert(hash);
+            refused.push(Refused {
+                signer,
+                partner: roster.get(&signer).map(|(p, _)| p),
+                breach,
+            });
+        }
+    }
+    (admitted, refused)
+}
+
+/// Accepts or refuses one change whose dependencies are all merged. The flag says whether the
+/// refusal is for good (the change's own device signed it): a change from before signing that
+/// one device vouched for may still pass with its own author's word.
+fn judge(
+    doc: &SpaceDoc,
+    roster: &Roster,
+    space_id: &[u8; 32],
+    change: &Change,
+    signed: &Signed,
+) -> std::result::Result<(), (Breach, bool)> {
+    let actor = change.actor_id().to_bytes();
+    let own_actor = match actor.len() {
+        ACTOR_LEN => {
+            if actor[..16] != signed.signer.0 {
+                return Err((Breach::OtherActor, false));
+            }
+            true
+        }
+        LEGACY_ACTOR_LEN => false,
+        _ => return Err((Breach::Malformed, true)),
+    };
+    let Some((partner, key)) = roster.get(&signed.signer) else {
+        return Err((Breach::UnknownDevice, false));
+    };
+    if verify_change(&key, space_id, &change.hash().0, &signed.proof).is_err() {
+        return Err((Breach::BadSignature, false));
+    }
+    check_ops(doc, change, partner).map_err(|b| (b, own_actor))
+}
+
+/// Where an object sits: its path from the root, and the record map it belongs to.
+#[derive(Clone, Debug)]
+struct Loc {
+    path: Vec<String>,
+    /// The record map (as `counter@actor`) when the object is a record or inside one.
+    record: Option<String>,
+}
+
+/// What a record is, from the change that created it or from the document.
+#[derive(Clone, Debug, Default)]
+struct Facts {
+    kind: Option<String>,
+    author: Option<String>,
+    local_date: Option<String>,
+    question: Option<String>,
+    target: Option<String>,
+}
+
+fn str_value(action: &OpType) -> Option<String> {
+    match action {
+        OpType::Put(ScalarValue::Str(s)) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+/// Checks every operation of `change` against what partner `me` may do through the API.
+fn check_ops(doc: &SpaceDoc, change: &Change, me: PartnerId) -> std::result::Result<(), Breach> {
+    let expanded = change.decode();
+    let start = change.start_op().get();
+    let actor = change.actor_id().to_hex_string();
+    let me_text = me.to_string();
+    let deps = change.deps();
+    let mut made: HashMap<String, Loc> = HashMap::new();
+    let mut facts: HashMap<String, Facts> = HashMap::new();
+    let mut locs: Vec<(Loc, &Key, &OpType)> = Vec::with_capacity(expanded.operations.len());
+    // First pass: where each operation writes, and what the records made here say.
+    for (i, op) in expanded.operations.iter().enumerate() {
+        let id = format!("{}@{actor}", start.saturating_add(i as u64));
+        let loc = match &op.obj {
+            ObjectId::Root => Loc {
+                path: Vec::new(),
+                record: None,
+            },
+            ObjectId::Id(obj) => {
+                let key = obj.to_string();
+                match made.get(&key) {
+                    Some(loc) => loc.clone(),
+                    None => locate(doc, &key).ok_or(Breach::Structure)?,
+                }
+            }
+        };
+        let segment = match &op.key {
+            Key::Map(k) => k.to_string(),
+            Key::Seq(_) => "#".into(),
+        };
+        if let OpType::Make(_) = op.action {
+            let mut path = loc.path.clone();
+            path.push(segment.clone());
+            let record = if path.len() == 2 && path[0] == "records" {
+                facts.insert(id.clone(), Facts::default());
+                Some(id.clone())
+            } else {
+                loc.record.clone()
+            };
+            made.insert(id, Loc { path, record });
+        }
+        if loc.path.len() == 2
+            && loc.path[0] == "records"
+            && let Some(record) = &loc.record
+            && let Some(f) = facts.get_mut(record)
+        {
+            let value = str_value(&op.action);
+            match segment.as_str() {
+                "kind" => f.kind = value,
+                "author" => f.author = value,
+                "local_date" => f.local_date = value,
+                "question" => f.question = value,
+                "target" => f.target = value,
+                _ => {}
+            }
+        }
+        locs.push((loc, &op.key, &op.action));
+    }
+    let fact_of = |record: &str| -> Facts {
+        match facts.get(record) {
+            Some(f) => f.clone(),
+            None => stored_facts(doc, record),
+        }
+    };
+    for (loc, key, action) in &locs {
+        let segment = match key {
+            Key::Map(k) => k.to_string(),
+            Key::Seq(_) => "#".into(),
+        };
+        let mut path = loc.path.clone();
+        path.push(segment);
+        match path.first().map(String::as_str) {
+            Some("schema_version") if path.len() == 1 => {
+                if !matches!(
+                    action,
+                    OpType::Put(ScalarValue::Int(_) | ScalarValue::Uint(_))
+                ) {
+                    return Err(Breach::Structure);
+                }
+            }
+            Some("partners") if path.len() >= 2 => {
+                check_partner(doc, deps, &path, action, &me_text)?;
+            }
+            Some("records") if path.len() == 2 => {
+                let OpType::Make(_) = action else {
+                    return Err(Breach::Removal);
+                };
+                let Some(record) = &made_record(&made, &path) else {
+                    return Err(Breach::Structure);
+                };
+                check_creation(doc, deps, &path[1], &fact_of(record), &me_text, me)?;
+            }
+            Some("records") if path.len() >= 3 => {
+                let Some(record) = &loc.record else {
+                    return Err(Breach::Structure);
+                };
+                let created_here = facts.contains_key(record);
+                let f = fact_of(record);
+                check_field(
+                    doc,
+                    deps,
+                    record,
+                    &f,
+                    created_here,
+                    &path[2..],
+                    action,
+                    &me_text,
+                )?;
+            }
+            _ => return Err(Breach::Structure),
+        }
+    }
+    Ok(())
+}
+
+/// The record map made at `[records, id]` in this change.
+fn made_record(made: &HashMap<String, Loc>, path: &[String]) -> Option<String> {
+    made.iter()
+        .find(|(_, loc)| loc.path == path && loc.record.is_some())
+        .and_then(|(_, loc)| loc.record.clone())
+}
+
+/// Where an existing object sits, read from the document (objects never move).
+fn locate(doc: &SpaceDoc, obj: &str) -> Option<Loc> {
+    let (ex, _) = doc.am().import(obj).ok()?;
+    let parents = doc.am().parents(&ex).ok()?.path();
+    let mut path = Vec::with_capacity(parents.len());
+    for (_, prop) in &parents {
+        path.push(match prop {
+            Prop::Map(k) => k.clone(),
+            Prop::Seq(_) => "#".into(),
+        });
+    }
+    let record = if path.len() >= 2 && path[0] == "records" {
+        match parents.get(2) {
+            Some((record, _)) => Some(record.to_string()),
+            None => Some(ex.to_string()),
+        }
+    } else {
+        None
+    };
+    Some(Loc { path, record })
+}
+
+fn read_str(doc: &SpaceDoc, obj: &ObjId, key: &str) -> Option<String> {
+    match doc.am().get(obj, key) {
+        Ok(Some((Value::Scalar(s), _))) => s.as_str().map(str::to_owned),
+        _ => None,
+    }
+}
+
+/// A record's facts as the document holds them (written once, by the change that made it).
+fn stored_facts(doc: &SpaceDoc, record: &str) -> Facts {
+    let Ok(obj) = doc.am().import_obj(record) else {
+        return Facts::default();
+    };
+    Facts {
+        kind: read_str(doc, &obj, "kind"),
+        author: read_str(doc, &obj, "author"),
+        local_date: read_str(doc, &obj, "local_date"),
+        question: read_str(doc, &obj, "question"),
+        target: read_str(doc, &obj, "target"),
+    }
+}
+
+/// The author of the record with id `id`, as the document holds it now (authors never change).
+fn author_of(doc: &SpaceDoc, id: &str) -> Option<String> {
+    let (_, obj) = doc.am().get(doc.records_obj(), id).ok()??;
+    read_str(doc, &obj, "author")
+}
+
+fn check_partner(
+    doc: &SpaceDoc,
+    deps: &[ChangeHash],
+    path: &[String],
+    action: &OpType,
+    me: &str,
+) -> std::result::Result<(), Breach> {
+    if path[1] != me {
+        return Err(Breach::OtherPartner);
+    }
+    if path.len() == 2 {
+        // Joining: an entry made once, by a partner the couple has room for.
+        let OpType::Make(_) = action else {
+            return Err(Breach::Structure);
+        };
+        let partners = doc.partners_obj();
+        let before: Vec<String> = doc.am().keys_at(partners, deps).collect();
+        if before.iter().any(|p| p == me) {
+            return Err(Breach::Structure);
+        }
+        if before.len() >= 2 {
+            return Err(Breach::ThirdPartner);
+        }
+        return Ok(());
+    }
+    if path.len() == 3
+        && let Some(device) = path[2].strip_prefix("device:")
+    {
+        let OpType::Put(ScalarValue::Bytes(bytes)) = action else {
+            return Err(Breach::Certificate);
+        };
+        let cert = DeviceCertificate::from_bytes(bytes).map_err(|_| Breach::Certificate)?;
+        if bytes.len() != CERTIFICATE_LEN
+            || cert.partner.to_string() != me
+            || cert.device.to_string() != device
+        {
+            return Err(Breach::Certificate);
+        }
+    }
+    Ok(())
+}
+
+fn check_creation(
+    doc: &SpaceDoc,
+    deps: &[ChangeHash],
+    id: &str,
+    facts: &Facts,
+    me_text: &str,
+    me: PartnerId,
+) -> std::result::Result<(), Breach> {
+    if facts.author.as_deref() != Some(me_text) {
+        return Err(Breach::Impersonation);
+    }
+    let kind: Option<Kind> = facts.kind.as_deref().and_then(|k| k.parse().ok());
+    if kind == Some(Kind::CheckIn) {
+        let date: Option<LocalDate> = facts.local_date.as_deref().and_then(|d| d.parse().ok());
+        let expected = date.map(|d| RecordId::derive_check_in(me, d).to_string());
+        if expected.as_deref() != Some(id) {
+            return Err(Breach::CheckInId);
+        }
+    }
+    // A record already at this id, as the change's own past holds it, is its author's.
+    if let Ok(Some((_, existing))) = doc.am().get_at(doc.records_obj(), id, deps)
+        && let Ok(Some((Value::Scalar(s), _))) = doc.am().get_at(&existing, "author", deps)
+        && s.as_str() != Some(me_text)
+    {
+        return Err(Breach::Impersonation);
+    }
+    match kind {
+        Some(Kind::Answer) => {
+            if let Some(q) = &facts.question
+                && author_of(doc, q).as_deref() == Some(me_text)
+            {
+                return Err(Breach::Role);
+            }
+        }
+        Some(Kind::Validation) => {
+            if let Some(t) = &facts.target
+                && author_of(doc, t).as_deref() == Some(me_text)
+            {
+                return Err(Breach::Role);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Maps whose entries belong to one partner, keyed by who may write them.
+fn managed_map(kind: Option<Kind>, field: &str) -> bool {
+    matches!(
+        (kind, field),
+        (Some(Kind::Boundary), "consents" | "wordings")
+            | (
+                Some(Kind::Commitment),
+                "claims" | "views" | "status_changes"
+            )
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_field(
+    doc: &SpaceDoc,
+    deps: &[ChangeHash],
+    record: &str,
+    facts: &Facts,
+    created_here: bool,
+    rest: &[String],
+    action: &OpType,
+    me: &str,
+) -> std::result::Result<(), Breach> {
+    let field = rest[0].as_str();
+    let kind: Option<Kind> = facts.kind.as_deref().and_then(|k| k.parse().ok());
+    let author = facts.author.as_deref() == Some(me);
+    let deleting = matches!(action, OpType::Delete);
+    if matches!(
+        action,
+        OpType::Increment(_) | OpType::MarkBegin(_) | OpType::MarkEnd(_)
+    ) {
+        return Err(Breach::Structure);
+    }
+    match field {
+        "kind" | "author" | "created_at" => {
+            return if created_here {
+                Ok(())
+            } else {
+                Err(Breach::Fixed)
+            };
+        }
+        "updated_at" => return Ok(()),
+        "visibility" | "removed" => {
+            return if author { Ok(()) } else { Err(Breach::Removal) };
+        }
+        _ => {}
+    }
+    let Some(kind) = kind else {
+        // A kind this version does not know: its author's to write.
+        return if author {
+            Ok(())
+        } else {
+            Err(Breach::AuthorOnly)
+        };
+    };
+    if rules::is_add_only(kind) && !created_here {
+        // Only removal: its author deletes the words.
+        return if author && deleting && rest.len() == 1 {
+            Ok(())
+        } else {
+            Err(Breach::AddOnly)
+        };
+    }
+    // Replacing a whole ledger, consent map or wording history would hide every entry in it.
+    if rest.len() == 1 && managed_map(Some(kind), field) && !deleting && !created_here {
+        let existing = doc
+            .am()
+            .import_obj(record)
+            .ok()
+            .and_then(|obj| doc.am().get_at(&obj, field, deps).ok().flatten());
+        if existing.is_some() {
+            return Err(Breach::Wipe);
+        }
+    }
+    if rest.len() == 1 && managed_map(Some(kind), field) && deleting {
+        return Err(Breach::Wipe);
+    }
+    match (kind, field) {
+        (Kind::Boundary, "consents") => {
+            if rest.len() >= 2 && rest[1] != me {
+                return Err(Breach::Consent);
+            }
+            Ok(())
+        }
+        (Kind::Boundary, "wordings") => Ok(()),
+        (Kind::Commitment, "claims" | "status_changes") => {
+            if author {
+                Ok(())
+            } else {
+                Err(Breach::Claim)
+            }
+        }
+        (Kind::Commitment, "views") => {
+            // Its author makes the empty ledger with the commitment; only the partner fills it.
+            if author && !(created_here && rest.len() == 1) {
+                Err(Breach::View)
+            } else {
+                Ok(())
+            }
+        }
+        (Kind::Need, "response") => {
+            // Its author writes "no response yet" with the need; only the partner responds.
+            let empty = matches!(action, OpType::Put(ScalarValue::Null));
+            if author && !(created_here && rest.len() == 1 && empty) {
+                Err(Breach::Response)
+            } else {
+                Ok(())
+            }
+        }
+        (Kind::Question, "status") => {
+            let status: Option<QuestionStatus> = str_value(action).and_then(|s| s.parse().ok());
+            let allowed = match status {
+                Some(QuestionStatus::Open | QuestionStatus::Withdrawn) => author,
+                Some(QuestionStatus::NotNow) => !author,
+                Some(QuestionStatus::Answered) => true,
+                _ => author,
+            };
+            if allowed {
+                Ok(())
+            } else {
+                Err(Breach::QuestionStatus)
+            }
+        }
+        _ => match rules::writer(kind, field) {
+            Writer::Either => Ok(()),
+            Writer::Author | Writer::Managed => {
+                if author {
+                    Ok(())
+                } else if deleting {
+                    Err(Breach::Removal)
+                } else {
+                    Err(Breach::AuthorOnly)
+                }
+            }
+            Writer::Fixed => {
+                if created_here || (author && deleting) {
+                    Ok(())
+                } else {
+                    Err(Breach::Fixed)
+                }
+            }
+        },
+    }
+}

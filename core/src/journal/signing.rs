@@ -1,0 +1,487 @@
+//! Signing this device's changes to the couple's space, and checking everyone else's before
+//! they are merged (the rules are in [`super::guard`]).
+//!
+//! Only the couple's space is signed: a personal space is shared by one partner's devices
+//! alone, so there is no one in it to forge for.
+
+use std::collections::HashMap;
+
+use automerge::{ActorId, Change, ChangeHash};
+
+use super::{
+    Journal,
+    guard::{self, Bundle, Refused, Signed},
+    registry::META_COUPLE_SPACE,
+};
+use crate::{
+    crypto::{ChangeProof, INTRO_LEN, Intro, KeyId, Signer, sign_change},
+    doc::{SpaceDoc, split_chunk},
+    error::{Error, Result},
+    store::{Checked, ProofRow, PulledChange, Space},
+    sync::{Merged, ProblemKind},
+};
+
+/// Where the introduction this device first signed with is kept: batches signed again after a
+/// crash must be the same bytes, and a certificate issued later would differ.
+const META_OWN_INTRO: &str = "own_intro";
+/// The first byte of a snapshot's document part that carries proofs (a bare Automerge save
+/// begins with 0x85).
+const PROVEN_SNAPSHOT: u8 = 2;
+/// Bytes of one proof in a snapshot: change hash, signer, signature.
+const PROOF_LEN: usize = 32 + 16 + 64;
+/// Changes held for a missing dependency at most; more are dropped (a device that sends
+/// changes built on what never comes only wastes its own words).
+const MAX_HELD: usize = 10_000;
+
+fn corrupt(what: &str) -> Error {
+    Error::Corrupt(what.into())
+}
+
+impl Journal {
+    /// Gives the journal what this device signs the couple's changes with. From then on every
+    /// batch it pushes to the couple's space is signed, and every change pulled or loaded from
+    /// a snapshot is checked before it is merged: a journal without a signer neither signs
+    /// nor checks.
+    pub fn set_signer(&mut self, signer: Signer) -> Result<()> {
+        self.step(|j| j.set_signer_step(signer))
+    }
+
+    fn set_signer_step(&mut self, mut signer: Signer) -> Result<()> {
+        let stored = self
+            .store
+            .meta(META_OWN_INTRO)?
+            .and_then(|h| hex::decode(h).ok())
+            .and_then(|b| Intro::from_bytes(&b).ok());
+        match stored {
+            Some(intro)
+                if intro.cert.device_key == signer.intro.cert.device_key
+                    && intro.identity == signer.intro.identity
+                    && intro.cert.space_id == signer.space_id =>
+            {
+                signer.intro = intro;
+            }
+            _ => self
+                .store
+                .set_meta(&[(META_OWN_INTRO, &hex::encode(signer.intro.to_bytes()))])?,
+        }
+        if self.couple_space != Some(signer.space_id) {
+            self.store
+                .set_meta(&[(META_COUPLE_SPACE, &hex::encode(signer.space_id))])?;
+            self.couple_space = Some(signer.space_id);
+            self.rebuild_view(Space::Couple)?;
+        }
+        self.load_roster()?;
+        if self.roster.admit(&signer.intro, &signer.space_id) == Ok(true) {
+            self.store.keep_intros(
+                Space::Couple,
+                &[(signer.key_id().0, signer.intro.to_bytes().to_vec())],
+            )?;
+        }
+        let key = signer.key_id();
+        if self.key_id != Some(key) {
+            // A journal opened without its key: the changes it makes from now on carry it.
+            self.key_id = Some(key);
+            self.actor = super::new_actor(Some(key));
+            let actor = ActorId::from(self.actor.as_slice());
+            for space in Space::ALL {
+                self.doc_mut(space)?.set_actor(actor.clone());
+            }
+        }
+        self.signer = Some(signer);
+        Ok(())
+    }
+
+    /// Reads the devices introduced here and the changes refused for good.
+    fn load_roster(&mut self) -> Result<()> {
+        let Some(space_id) = self.couple_space else {
+            return Ok(());
+        };
+        let mut roster = guard::Roster::default();
+        for bytes in self.store.known_devices(Space::Couple)? {
+            if let Ok(intro) = Intro::from_bytes(&bytes) {
+                // Admitted once already: replayed in the same order, the same ones pass.
+                let _ = roster.admit(&intro, &space_id);
+            }
+        }
+        self.roster = roster;
+        self.banned = self
+            .store
+            .banned(Space::Couple)?
+            .into_iter()
+            .map(ChangeHash)
+            .collect();
+        Ok(())
+    }
+
+    /// Whether this journal signs and checks `space`.
+    pub(super) fn checks(&self, space: Space) -> bool {
+        space == Space::Couple && self.signer.is_some()
+    }
+
+    /// A batch of this device's changes (concatenated, as the outbox keeps them) as a signed
+    /// bundle. A change pushed again after a rewind keeps the proof it came with; this
+    /// device's own are signed (the signature is the same every time).
+    pub(super) fn sign_batch(&mut self, raw: &[u8]) -> Result<Vec<u8>> {
+        let Some(signer) = self.signer.clone() else {
+            return Ok(raw.to_vec());
+        };
+        let me = signer.key_id();
+        let mut bundle = Bundle::default();
+        let mut fresh: Vec<ProofRow> = Vec::new();
+        let mut introduce_me = false;
+        let mut others: Vec<KeyId> = Vec::new();
+        let mut rest = raw;
+        while !rest.is_empty() {
+            let (one, after) =
+                split_chunk(rest).ok_or_else(|| corrupt("a queued change is malformed"))?;
+            rest = after;
+            let change = Change::from_bytes(one.to_vec())
+                .map_err(|_| corrupt("a queued change is malformed"))?;
+            let hash = change.hash().0;
+            let actor = change.actor_id().to_bytes();
+            let (by, proof) = match self.store.proof_of(Space::Couple, &hash)? {
+                Some((by, proof)) => (KeyId(by), ChangeProof(proof)),
+                None => {
+                    let proof = sign_change(&signer.key, &signer.space_id, &hash);
+                    fresh.push((hash, me.0, proof.0));
+                    (me, proof)
+                }
+            };
+            if by == me {
+                // The first change of each opening (a new actor) or a change from before
+                // signing: receivers may not know this device yet.
+                introduce_me |= actor.len() != guard::ACTOR_LEN || change.seq() == 1;
+            } else if !others.contains(&by) {
+                others.push(by);
+            }
+            bundle.changes.push(Signed {
+                bytes: one.to_vec(),
+                signer: by,
+                proof,
+            });
+        }
+        if introduce_me {
+            bundle.intros.push(signer.intro);
+        }
+        for key in others {
+            bundle.intros.extend(self.roster.intro(&key));
+        }
+        if !fresh.is_empty() {
+            self.store.keep_proofs(Space::Couple, &fresh)?;
+        }
+        Ok(bundle.encode())
+    }
+
+    /// Checks pulled chunks of the couple's space (and changes held from before), merges what
+    /// passes, and commits it with the devices' numbers and `cursor`.
+    pub(super) fn apply_checked(
+        &mut self,
+        pulled: &[PulledChange<'_>],
+        cursor: u64,
+    ) -> Result<Merged> {
+        let space = Space::Couple;
+        let space_id = self
+            .couple_space
+            .ok_or_else(|| corrupt("no couple space"))?;
+        let mut intros = Vec::new();
+        let mut pending: Vec<Signed> = self
+            .store
+            .held(space)?
+            .into_iter()
+            .map(|(_, bytes, signer, proof)| Signed {
+                bytes,
+                signer: KeyId(signer),
+                proof: ChangeProof(proof),
+            })
+            .collect();
+        let mut refused = Vec::new();
+        for p in pulled {
+            let Some(plain) = p.bytes else { continue };
+            if Bundle::is_bundle(plain) {
+                let bundle =
+                    Bundle::decode(plain).map_err(|_| corrupt("a signed chunk is malformed"))?;
+                intros.extend(bundle.intros);
+                pending.extend(bundle.changes);
+            } else {
+                refused.push(Refused {
+                    signer: KeyId(p.device),
+                    partner: None,
+                    breach: guard::Breach::Unsigned,
+                });
+            }
+        }
+        let mut roster = self.roster.clone();
+        let banned = std::mem::take(&mut self.banned);
+        let outcome = self.merge_with(
+            space,
+            |doc| guard::run(doc, &mut roster, &banned, &space_id, &intros, pending),
+            |verdicts| {
+                let accepted: Vec<u8> = verdicts
+                    .accepted
+                    .iter()
+                    .flat_map(|(_, s)| s.bytes.iter().copied())
+                    .collect();
+                accepted
+            },
+            |store, view, verdicts, accepted| {
+                let checked = checked_of(verdicts, accepted);
+                store.commit_pulled(space, pulled, cursor, view, Some(&checked))
+            },
+        );
+        self.banned = banned;
+        let (verdicts, records) = outcome?;
+        self.roster = roster;
+        self.banned.extend(verdicts.banned.iter().copied());
+        refused.extend(verdicts.refused);
+        let state = self.store.sync_state(space);
+        Ok(Merged {
+            records,
+            state: self.bump(state)?,
+            forged: self.forged_problems(&refused),
+            unusable: false,
+        })
+    }
+
+    /// The document part of a couple's snapshot: the proofs and introductions every change in
+    /// it needs, then the full save.
+    pub(super) fn proven_save(&mut self) -> Result<Vec<u8>> {
+        let Some(signer) = self.signer.clone() else {
+            return Ok(self.doc(Space::Couple)?.save());
+        };
+        let mut proofs = self.store.all_proofs(Space::Couple)?;
+        // Changes not yet in a batch have no stored proof yet.
+        let mut fresh = Vec::new();
+        for bytes in self.store.unsent(Space::Couple)? {
+            let mut rest = bytes.as_slice();
+            while let Some((one, after)) = split_chunk(rest) {
+                rest = after;
+                if let Ok(change) = Change::from_bytes(one.to_vec()) {
+                    let hash = change.hash().0;
+                    let proof = sign_change(&signer.key, &signer.space_id, &hash);
+                    fresh.push((hash, signer.key_id().0, proof.0));
+                }
+            }
+        }
+        if !fresh.is_empty() {
+            self.store.keep_proofs(Space::Couple, &fresh)?;
+            proofs.extend(fresh);
+        }
+        let intros = self.roster.intros();
+        let save = self.doc(Space::Couple)?.save();
+        let mut out = Vec::with_capacity(
+            save.len() + proofs.len() * PROOF_LEN + intros.len() * INTRO_LEN + 11,
+        );
+        out.push(PROVEN_SNAPSHOT);
+        out.extend_from_slice(&u16::try_from(intros.len()).unwrap_or(0).to_be_bytes());
+        for intro in intros.iter().take(usize::from(u16::MAX)) {
+            out.extend_from_slice(&intro.to_bytes());
+        }
+        out.extend_from_slice(&u32::try_from(proofs.len()).unwrap_or(0).to_be_bytes());
+        for (hash, signer, sig) in proofs.iter().take(u32::MAX as usize) {
+            out.extend_from_slice(hash);
+            out.extend_from_slice(signer);
+            out.extend_from_slice(sig);
+        }
+        out.extend_from_slice(&save);
+        Ok(out)
+    }
+
+    /// Checks a couple's snapshot: every change in it this replica lacks must pass, or
+    /// nothing of it is merged (`unusable`, with what was refused reported).
+    pub(super) fn apply_checked_snapshot(
+        &mut self,
+        payload: &[u8],
+        peers: &[([u8; 16], u64)],
+        covers: u64,
+    ) -> Result<Merged> {
+        let space = Space::Couple;
+        let space_id = self
+            .couple_space
+            .ok_or_else(|| corrupt("no couple space"))?;
+        let (intros, proofs, save) = parse_proven(payload)?;
+        let scratch = SpaceDoc::load(Some(save), &[], ActorId::random(), false)?;
+        let mine = self.doc(space)?;
+        let changes: Vec<(Change, Option<Signed>)> = scratch
+            .am()
+            .get_changes(&[])
+            .into_iter()
+            .filter(|c| !mine.has_change(&c.hash()))
+            .map(|c| {
+                let signed = proofs.get(&c.hash().0).map(|(signer, proof)| Signed {
+                    bytes: Vec::new(),
+                    signer: KeyId(*signer),
+                    proof: ChangeProof(*proof),
+                });
+                (c, signed)
+            })
+            .collect();
+        // A journal that has read nothing from the relay yet trusts the history from before
+        // signing that its first snapshot holds (docs/security.md).
+        let state = self.store.sync_state(space)?;
+        let first_load = state.cursor == 0 && state.snapshot_covers == 0;
+        let mut roster = self.roster.clone();
+        let (admitted, refused) = guard::judge_closed(
+            &scratch,
+            &mut roster,
+            &self.banned,
+            &space_id,
+            &intros,
+            changes,
+            first_load,
+        );
+        if !refused.is_empty() {
+            let state = self.store.sync_state(space);
+            return Ok(Merged {
+                records: Vec::new(),
+                state: self.bump(state)?,
+                forged: self.forged_problems(&refused),
+                unusable: true,
+            });
+        }
+        let checked = Checked {
+            proofs: proofs
+                .iter()
+                .map(|(hash, (signer, sig))| (*hash, *signer, *sig))
+                .collect(),
+            intros: admitted
+                .iter()
+                .map(|i| (i.cert.device_key.key_id().0, i.to_bytes().to_vec()))
+                .collect(),
+            held: self.store.held(space)?.into_iter().collect(),
+            ..Checked::default()
+        };
+        let committed = self.merge_and_commit(space, save, |store, view| {
+            store.commit_snapshot(space, save, peers, covers, view, Some(&checked))
+        });
+        let records = self.finish_merge(space, committed)?;
+        self.roster = roster;
+        let state = self.store.sync_state(space);
+        Ok(Merged {
+            records,
+            state: self.bump(state)?,
+            forged: Vec::new(),
+            unusable: false,
+        })
+    }
+
+    /// The problems the sync status shows for refusals, in plain words with the device named
+    /// and no journal text.
+    fn forged_problems(&self, refused: &[Refused]) -> Vec<ProblemKind> {
+        let name_of = |id: crate::ids::PartnerId| {
+            self.partners
+                .iter()
+                .find(|p| p.id == id)
+                .map(|p| p.name.clone())
+        };
+        let mut out: Vec<ProblemKind> = Vec::new();
+        for r in refused {
+            let (from, target) = match r.partner {
+                Some(p) => {
+                    let from = match name_of(p) {
+                        Some(_) if p == self.me => format!("your device {}", r.signer.short()),
+                        Some(name) => format!("{name}'s device {}", r.signer.short()),
+                        None => format!("device {}", r.signer.short()),
+                    };
+                    let other = self.partners.iter().find(|q| q.id != p);
+                    let target = match other {
+                        Some(q) if q.id == self.me => "you".to_owned(),
+                        Some(q) => q.name.clone(),
+                        None => "the other partner".to_owned(),
+                    };
+                    (from, target)
+                }
+                None => (
+                    format!("an unknown device {}", r.signer.short()),
+                    "a partner".to_owned(),
+                ),
+            };
+            let kind = ProblemKind::Forged {
+                partner: r.partner.map(|p| p.to_string()).unwrap_or_default(),
+                device: r.signer.short(),
+                breach: r.breach.code().to_owned(),
+                words: format!(
+                    "a change from {from} {} and was refused",
+                    r.breach.words(&target)
+                ),
+            };
+            // One line per cause: a burst of forged changes is one problem to act on.
+            if !out.contains(&kind) {
+                out.push(kind);
+            }
+        }
+        out
+    }
+}
+
+/// The stored form of a pass of the guard.
+fn checked_of(verdicts: &guard::Verdicts, accepted: Vec<u8>) -> Checked {
+    Checked {
+        accepted,
+        proofs: verdicts
+            .accepted
+            .iter()
+            .map(|(hash, s)| (hash.0, s.signer.0, s.proof.0))
+            .collect(),
+        intros: verdicts
+            .intros
+            .iter()
+            .map(|i| (i.cert.device_key.key_id().0, i.to_bytes().to_vec()))
+            .collect(),
+        held: verdicts
+            .held
+            .iter()
+            .take(MAX_HELD)
+            .map(|(hash, s)| (hash.0, s.bytes.clone(), s.signer.0, s.proof.0))
+            .collect(),
+        banned: verdicts.banned.iter().map(|h| h.0).collect(),
+    }
+}
+
+/// The changes of a chunk's plaintext, concatenated: a signed bundle's, or the plaintext
+/// itself (a chunk from before signing).
+pub(super) fn unwrap_changes(plain: &[u8]) -> Result<Vec<u8>> {
+    if !Bundle::is_bundle(plain) {
+        return Ok(plain.to_vec());
+    }
+    let bundle = Bundle::decode(plain).map_err(|_| corrupt("a signed chunk is malformed"))?;
+    Ok(bundle.changes.into_iter().flat_map(|c| c.bytes).collect())
+}
+
+/// The save inside a snapshot's document part, proofs or not.
+pub(super) fn unwrap_save(payload: &[u8]) -> Result<&[u8]> {
+    parse_proven(payload).map(|(_, _, save)| save)
+}
+
+type Proofs = HashMap<[u8; 32], ([u8; 16], [u8; 64])>;
+
+/// Splits a snapshot's document part into introductions, proofs and the save. A bare save (a
+/// snapshot from before signing) has neither.
+fn parse_proven(payload: &[u8]) -> Result<(Vec<Intro>, Proofs, &[u8])> {
+    let bad = || corrupt("a snapshot's proofs are malformed");
+    let Some((&PROVEN_SNAPSHOT, mut rest)) = payload.split_first() else {
+        return Ok((Vec::new(), HashMap::new(), payload));
+    };
+    let mut take = |n: usize| -> Result<&[u8]> {
+        if rest.len() < n {
+            return Err(bad());
+        }
+        let (head, tail) = rest.split_at(n);
+        rest = tail;
+        Ok(head)
+    };
+    let count = u16::from_be_bytes(take(2)?.try_into().map_err(|_| bad())?);
+    let mut intros = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        intros.push(Intro::from_bytes(take(INTRO_LEN)?).map_err(|_| bad())?);
+    }
+    let count = u32::from_be_bytes(take(4)?.try_into().map_err(|_| bad())?);
+    let mut proofs = HashMap::new();
+    for _ in 0..count {
+        let entry = take(PROOF_LEN)?;
+        let hash: [u8; 32] = entry[..32].try_into().map_err(|_| bad())?;
+        let signer: [u8; 16] = entry[32..48].try_into().map_err(|_| bad())?;
+        let sig: [u8; 64] = entry[48..].try_into().map_err(|_| bad())?;
+        proofs.insert(hash, (signer, sig));
+    }
+    Ok((intros, proofs, rest))
+}

@@ -1,0 +1,209 @@
+//! The couple's signed-change bookkeeping: each merged change's proof, the devices introduced
+//! here, changes waiting for what they depend on, and changes refused for good.
+
+use rusqlite::{Transaction, params};
+
+use super::{Space, Store};
+use crate::error::Result;
+
+/// A change's proof as stored: (change hash, signing key id, signature).
+pub(crate) type ProofRow = ([u8; 32], [u8; 16], [u8; 64]);
+
+/// A change waiting for its dependencies: (hash, bytes, signer, signature).
+pub(crate) type HeldRow = ([u8; 32], Vec<u8>, [u8; 16], [u8; 64]);
+
+/// What the guard decided in one merge, committed with it.
+#[derive(Debug, Default)]
+pub(crate) struct Checked {
+    /// The accepted changes' bytes, concatenated (stored in place of what was pulled).
+    pub(crate) accepted: Vec<u8>,
+    /// Their proofs.
+    pub(crate) proofs: Vec<ProofRow>,
+    /// Devices newly introduced: (key id, introduction).
+    pub(crate) intros: Vec<([u8; 16], Vec<u8>)>,
+    /// What still waits: it replaces what waited before.
+    pub(crate) held: Vec<HeldRow>,
+    /// Hashes refused for good.
+    pub(crate) banned: Vec<[u8; 32]>,
+}
+
+fn array<const N: usize>(bytes: Vec<u8>) -> Option<[u8; N]> {
+    bytes.try_into().ok()
+}
+
+impl Store {
+    /// Writes `checked` inside `tx`.
+    pub(crate) fn write_checked(
+        tx: &Transaction<'_>,
+        space: Space,
+        checked: &Checked,
+    ) -> Result<()> {
+        let s = space.as_str();
+        {
+            let mut proof = tx.prepare_cached(
+                "INSERT OR REPLACE INTO change_proofs (space, hash, signer, proof) \
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (hash, signer, sig) in &checked.proofs {
+                proof.execute(params![s, &hash[..], &signer[..], &sig[..]])?;
+            }
+        }
+        {
+            let mut intro = tx.prepare_cached(
+                "INSERT OR IGNORE INTO known_devices (space, key_id, intro) VALUES (?1, ?2, ?3)",
+            )?;
+            for (key, bytes) in &checked.intros {
+                intro.execute(params![s, &key[..], bytes])?;
+            }
+        }
+        {
+            let mut ban = tx.prepare_cached(
+                "INSERT OR IGNORE INTO refused_changes (space, hash) VALUES (?1, ?2)",
+            )?;
+            for hash in &checked.banned {
+                ban.execute(params![s, &hash[..]])?;
+            }
+        }
+        tx.execute("DELETE FROM held_changes WHERE space = ?1", [s])?;
+        let mut held = tx.prepare_cached(
+            "INSERT OR REPLACE INTO held_changes (space, hash, bytes, signer, proof) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for (hash, bytes, signer, sig) in &checked.held {
+            held.execute(params![s, &hash[..], bytes, &signer[..], &sig[..]])?;
+        }
+        Ok(())
+    }
+
+    /// Keeps introductions admitted outside a merge (this device's own).
+    pub(crate) fn keep_intros(
+        &mut self,
+        space: Space,
+        intros: &[([u8; 16], Vec<u8>)],
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut intro = tx.prepare_cached(
+                "INSERT OR IGNORE INTO known_devices (space, key_id, intro) VALUES (?1, ?2, ?3)",
+            )?;
+            for (key, bytes) in intros {
+                intro.execute(params![space.as_str(), &key[..], bytes])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Keeps proofs this device made for its own changes.
+    pub(crate) fn keep_proofs(&mut self, space: Space, proofs: &[ProofRow]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        Self::write_checked_proofs(&tx, space, proofs)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn write_checked_proofs(tx: &Transaction<'_>, space: Space, proofs: &[ProofRow]) -> Result<()> {
+        let mut proof = tx.prepare_cached(
+            "INSERT OR REPLACE INTO change_proofs (space, hash, signer, proof) \
+             VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for (hash, signer, sig) in proofs {
+            proof.execute(params![space.as_str(), &hash[..], &signer[..], &sig[..]])?;
+        }
+        Ok(())
+    }
+
+    /// The stored proof of the change with hash `hash`.
+    pub(crate) fn proof_of(
+        &self,
+        space: Space,
+        hash: &[u8; 32],
+    ) -> Result<Option<([u8; 16], [u8; 64])>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT signer, proof FROM change_proofs WHERE space = ?1 AND hash = ?2",
+        )?;
+        let mut rows = stmt.query(params![space.as_str(), &hash[..]])?;
+        let Some(row) = rows.next()? else {
+            return Ok(None);
+        };
+        let signer: Vec<u8> = row.get(0)?;
+        let proof: Vec<u8> = row.get(1)?;
+        Ok(array(signer).zip(array(proof)))
+    }
+
+    /// Every stored proof.
+    pub(crate) fn all_proofs(&self, space: Space) -> Result<Vec<ProofRow>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT hash, signer, proof FROM change_proofs WHERE space = ?1")?;
+        let rows = stmt.query_map([space.as_str()], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (hash, signer, proof) = row?;
+            if let (Some(h), Some(s), Some(p)) = (array(hash), array(signer), array(proof)) {
+                out.push((h, s, p));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The introductions admitted here, in the order they were admitted.
+    pub(crate) fn known_devices(&self, space: Space) -> Result<Vec<Vec<u8>>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT intro FROM known_devices WHERE space = ?1 ORDER BY id")?;
+        let rows = stmt.query_map([space.as_str()], |r| r.get::<_, Vec<u8>>(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Changes waiting for what they depend on.
+    pub(crate) fn held(&self, space: Space) -> Result<Vec<HeldRow>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT hash, bytes, signer, proof FROM held_changes WHERE space = ?1",
+        )?;
+        let rows = stmt.query_map([space.as_str()], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+                r.get::<_, Vec<u8>>(3)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (hash, bytes, signer, proof) = row?;
+            if let (Some(h), Some(s), Some(p)) = (array(hash), array(signer), array(proof)) {
+                out.push((h, bytes, s, p));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Hashes refused for good.
+    pub(crate) fn banned(&self, space: Space) -> Result<Vec<[u8; 32]>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT hash FROM refused_changes WHERE space = ?1")?;
+        let rows = stmt.query_map([space.as_str()], |r| r.get::<_, Vec<u8>>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.extend(array(row?));
+        }
+        Ok(out)
+    }
+
+    /// Local changes not yet in a batch.
+    pub(crate) fn unsent(&self, space: Space) -> Result<Vec<Vec<u8>>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT bytes FROM unsent WHERE space = ?1 ORDER BY id")?;
+        let rows = stmt.query_map([space.as_str()], |r| r.get::<_, Vec<u8>>(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}

@@ -1,0 +1,819 @@
+//! A forging client: one of Blake's devices running a modified app. It holds Blake's real
+//! keys but bypasses the API, and pushes, one at a time, each change the app would never
+//! make (consenting for Alex, confirming Blake's own follow-through, rewriting Alex's
+//! check-in, signing under another device's name, a snapshot carrying a forged change…).
+//! Every honest device refuses each one, reports it naming the device, and the honest
+//! devices end identical.
+
+mod sim;
+
+use anyhow::{Context, Result, ensure};
+use automerge::{
+    ActorId, AutoCommit, ObjType, ROOT, ReadDoc, ScalarValue, Value, transaction::Transactable,
+};
+use mend_core::{
+    Body, DeviceId, LocalDate, PartnerId, RecordId, Space,
+    crypto::{
+        ChunkAad, DeviceKey, INTRO_LEN, Intro, PartnerIdentity, seal_chunk, seal_snapshot,
+        sign_change,
+    },
+    model::{
+        Boundary, BoundaryArea, Cadence, CheckIn, Commitment, CommitmentStatus, ConsentState,
+        HonestyKind, HonestyMoment, Need, NeedKind, NeedResponseKind, Question,
+    },
+    sync::{ProblemKind, SyncStore, encode_snapshot},
+};
+use mend_protocol::Snapshot;
+use sim::{Sim, T0};
+
+/// A device of one partner that writes whatever it likes, signed with real keys.
+struct Forger {
+    key: DeviceKey,
+    intro: Intro,
+    /// The id it pushes under at the relay (any id works there).
+    device: [u8; 16],
+    next_seq: u64,
+    introduced: bool,
+}
+
+impl Forger {
+    /// A new device of `partner` (whose identity it holds), certified as the app would.
+    fn new(sim: &Sim, partner: usize, id: PartnerId) -> Result<Self> {
+        let key = DeviceKey::generate()?;
+        let device = DeviceId::generate();
+        let identity: &PartnerIdentity = &sim.identities[partner];
+        let cert = identity.certify(&sim.couple_keys.space_id, id, device, &key.public(), T0);
+        Ok(Self {
+            intro: Intro {
+                identity: identity.public(),
+                cert,
+            },
+            key,
+            device: *device.as_bytes(),
+            next_seq: 1,
+            introduced: false,
+        })
+    }
+
+    /// An actor of this device: its key id, then 8 bytes.
+    fn actor(&self, n: u8) -> ActorId {
+        let mut actor = self.key.public().key_id().0.to_vec();
+        actor.extend_from_slice(&[n; 8]);
+        ActorId::from(actor)
+    }
+
+    /// One change made by `f` on a copy of an honest device's couple document, under `actor`.
+    fn change(
+        sim: &Sim,
+        actor: ActorId,
+        f: impl FnOnce(&mut AutoCommit) -> Result<()>,
+    ) -> Result<Vec<u8>> {
+        let base = sim.devices[0].journal().document(Space::Couple)?;
+        let mut doc = AutoCommit::load(&base)?.with_actor(actor);
+        f(&mut doc)?;
+        doc.commit();
+        let change = doc
+            .get_last_local_change()
+            .context("the forged change was empty")?;
+        Ok(change.raw_bytes().to_vec())
+    }
+
+    /// A signed bundle of `changes`, each signed with this device's key.
+    fn bundle(&mut self, sim: &Sim, changes: &[Vec<u8>]) -> Result<Vec<u8>> {
+        let signed: Vec<([u8; 16], [u8; 64], &[u8])> = changes
+            .iter()
+            .map(|bytes| {
+                let change = automerge::Change::from_bytes(bytes.clone())?;
+                let proof = sign_change(&self.key, &sim.couple_keys.space_id, &change.hash().0);
+                Ok((self.key.public().key_id().0, proof.0, bytes.as_slice()))
+            })
+            .collect::<Result<_>>()?;
+        let intros: Vec<Intro> = if self.introduced {
+            Vec::new()
+        } else {
+            self.introduced = true;
+            vec![self.intro]
+        };
+        Ok(encode_bundle(&intros, &signed))
+    }
+
+    /// Pushes `plain` as this device's next chunk.
+    fn push(&mut self, sim: &mut Sim, plain: &[u8]) -> Result<()> {
+        self.push_as(sim, self.device, self.next_seq, plain)?;
+        self.next_seq += 1;
+        Ok(())
+    }
+
+    /// Pushes `plain` at the relay as device `device`'s chunk number `seq`.
+    fn push_as(&self, sim: &mut Sim, device: [u8; 16], seq: u64, plain: &[u8]) -> Result<()> {
+        let aad = ChunkAad {
+            space_id: sim.couple_keys.space_id,
+            device,
+            device_seq: seq,
+        };
+        let payload = seal_chunk(&sim.couple_keys.content, &aad, plain)?;
+        let push = mend_protocol::Push {
+            device_id: mend_protocol::DeviceId(device),
+            device_seq: seq,
+            payload,
+        };
+        sim.relay.push_from(sim.couple_keys.space_id, push);
+        Ok(())
+    }
+}
+
+/// `version | intros (u16) | intro… | changes (u32) | (signer | signature | length | change)…`
+fn encode_bundle(intros: &[Intro], changes: &[([u8; 16], [u8; 64], &[u8])]) -> Vec<u8> {
+    let mut out = vec![1u8];
+    out.extend_from_slice(&(intros.len() as u16).to_be_bytes());
+    for intro in intros {
+        out.extend_from_slice(&intro.to_bytes());
+    }
+    out.extend_from_slice(&(changes.len() as u32).to_be_bytes());
+    for (signer, sig, bytes) in changes {
+        out.extend_from_slice(signer);
+        out.extend_from_slice(sig);
+        out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        out.extend_from_slice(bytes);
+    }
+    out
+}
+
+/// The map of record `id` in a forged document.
+fn record(doc: &AutoCommit, id: RecordId) -> Result<automerge::ObjId> {
+    let (_, records) = doc.get(ROOT, "records")?.context("no records map")?;
+    let (_, rec) = doc
+        .get(&records, id.to_string())?
+        .context("no such record")?;
+    Ok(rec)
+}
+
+/// The map at `key` of `obj`, made if missing.
+fn map_at(doc: &mut AutoCommit, obj: &automerge::ObjId, key: &str) -> Result<automerge::ObjId> {
+    Ok(match doc.get(obj, key)? {
+        Some((Value::Object(ObjType::Map), m)) => m,
+        _ => doc.put_object(obj, key, ObjType::Map)?,
+    })
+}
+
+/// The couple as the story needs it: Alex (two devices) and Blake (one honest device), with
+/// Alex's boundary, commitment and check-in, and Blake's commitment, need and honesty moment.
+struct Story {
+    sim: Sim,
+    alex: PartnerId,
+    blake: PartnerId,
+    boundary: RecordId,
+    alex_commitment: RecordId,
+    blake_commitment: RecordId,
+    blake_need: RecordId,
+    alex_check_in: RecordId,
+    blake_moment: RecordId,
+    alex_question: RecordId,
+    today: LocalDate,
+}
+
+fn story(seed: u64) -> Result<Story> {
+    let mut sim = Sim::new(seed, 2, 1, 4)?;
+    sim.settle()?;
+    let alex = sim.devices[0].journal().me();
+    let blake = sim.devices[2].journal().me();
+    let today = sim.devices[0].journal().today();
+    let a = sim.devices[0].journal_mut();
+    let boundary = a.add(Body::Boundary(Boundary {
+        area: BoundaryArea::Contact,
+        text: "No contact with them".into(),
+        ..Default::default()
+    }))?;
+    let alex_commitment = a.add(Body::Commitment(Commitment {
+        text: "Phone home at six".into(),
+        cadence: Cadence::Daily,
+        status: CommitmentStatus::Active,
+        ..Default::default()
+    }))?;
+    let alex_check_in = a.add(Body::CheckIn(CheckIn {
+        local_date: Some(today),
+        safety: Some(3),
+        trust: Some(3),
+        connection: Some(3),
+        ..Default::default()
+    }))?;
+    let alex_question = a.add(Body::Question(Question {
+        text: "What did you feel then?".into(),
+        ..Default::default()
+    }))?;
+    let b = sim.devices[2].journal_mut();
+    let blake_commitment = b.add(Body::Commitment(Commitment {
+        text: "Share my location".into(),
+        cadence: Cadence::Daily,
+        status: CommitmentStatus::Active,
+        ..Default::default()
+    }))?;
+    let blake_need = b.add(Body::Need(Need {
+        kind: NeedKind::AloneTime,
+        text: "Tell me when you are late".into(),
+        ..Default::default()
+    }))?;
+    let blake_moment = b.add(Body::HonestyMoment(HonestyMoment {
+        kind: HonestyKind::VolunteeredTruth,
+        text: "I told you before you asked".into(),
+        ..Default::default()
+    }))?;
+    sim.settle()?;
+    Ok(Story {
+        sim,
+        alex,
+        blake,
+        boundary,
+        alex_commitment,
+        blake_commitment,
+        blake_need,
+        alex_check_in,
+        blake_moment,
+        alex_question,
+        today,
+    })
+}
+
+/// Every honest device reported a refusal with `breach`, named Blake's device, and shows no
+/// journal text in it; all of them hold the same document and answer every query alike.
+fn refused_everywhere(sim: &Sim, breach: &str, before: &[usize]) -> Result<()> {
+    for (i, d) in sim.devices.iter().enumerate() {
+        let count = d
+            .problems
+            .iter()
+            .filter(|p| matches!(&p.kind, ProblemKind::Forged { breach: b, .. } if b == breach))
+            .count();
+        ensure!(
+            count > before[i],
+            "{} did not report the {breach} forgery: {:?}",
+            d.name,
+            d.problems
+        );
+        let words = d
+            .problems
+            .iter()
+            .rev()
+            .find_map(|p| match &p.kind {
+                ProblemKind::Forged {
+                    breach: b, words, ..
+                } if b == breach => Some(words.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        // Blake's own devices hear of it as theirs.
+        let from = if d.partner == 1 {
+            "a change from your device "
+        } else {
+            "a change from Blake's device "
+        };
+        ensure!(
+            words.starts_with(from) && words.ends_with(" was refused"),
+            "{}: {words}",
+            d.name
+        );
+        ensure!(
+            !words.contains("No contact") && !words.contains("Phone home"),
+            "{words}"
+        );
+    }
+    identical(sim)
+}
+
+fn identical(sim: &Sim) -> Result<()> {
+    let first = sim.devices[0].journal();
+    let mut heads = first.heads(Space::Couple)?;
+    heads.sort();
+    for d in &sim.devices[1..] {
+        let j = d.journal();
+        let mut h = j.heads(Space::Couple)?;
+        h.sort();
+        ensure!(
+            h == heads,
+            "{} holds another couple's document ({} records, {} records on {}; problems {:?}; status {:?})",
+            d.name,
+            j.shared_records()?.len(),
+            first.shared_records()?.len(),
+            sim.devices[0].name,
+            d.problems,
+            j.sync_state(Space::Couple)?
+        );
+        ensure!(
+            j.shared_records()? == first.shared_records()?,
+            "{} shows other records",
+            d.name
+        );
+        ensure!(
+            j.partners() == first.partners(),
+            "{} lists other partners",
+            d.name
+        );
+        ensure!(
+            j.boundary_status()? == first.boundary_status()?,
+            "{} tells boundaries apart differently",
+            d.name
+        );
+        j.verify_read_model()?;
+    }
+    Ok(())
+}
+
+fn forged_counts(sim: &Sim, breach: &str) -> Vec<usize> {
+    sim.devices
+        .iter()
+        .map(|d| {
+            d.problems
+                .iter()
+                .filter(|p| matches!(&p.kind, ProblemKind::Forged { breach: b, .. } if b == breach))
+                .count()
+        })
+        .collect()
+}
+
+/// Pushes one forged change (made by `f` under a fresh actor of the forger), settles, and
+/// checks that every honest device refused it as `breach`.
+fn forge(
+    s: &mut Story,
+    forger: &mut Forger,
+    n: u8,
+    breach: &str,
+    f: impl FnOnce(&mut AutoCommit, &Story) -> Result<()>,
+) -> Result<()> {
+    let before = forged_counts(&s.sim, breach);
+    let change = Forger::change(&s.sim, forger.actor(n), |doc| f(doc, s))?;
+    let plain = forger.bundle(&s.sim, &[change])?;
+    forger.push(&mut s.sim, &plain)?;
+    s.sim.settle()?;
+    refused_everywhere(&s.sim, breach, &before).with_context(|| format!("forgery #{n}"))
+}
+
+#[test]
+fn every_forbidden_operation_is_refused_by_every_honest_device() -> Result<()> {
+    let mut s = story(71)?;
+    let mut forger = Forger::new(&s.sim, 1, s.blake)?;
+    let (alex, blake) = (s.alex.to_string(), s.blake.to_string());
+    let day = s.today.to_string();
+
+    // Consenting for Alex on Alex's boundary.
+    forge(&mut s, &mut forger, 1, "consent", |doc, s| {
+        let rec = record(doc, s.boundary)?;
+        let consents = map_at(doc, &rec, "consents")?;
+        let c = doc.put_object(&consents, s.alex.to_string(), ObjType::Map)?;
+        doc.put(&c, "state", "declined")?;
+        Ok(())
+    })?;
+    // Claiming follow-through on Alex's commitment.
+    forge(&mut s, &mut forger, 2, "claim", |doc, s| {
+        let rec = record(doc, s.alex_commitment)?;
+        let claims = map_at(doc, &rec, "claims")?;
+        let c = doc.put_object(&claims, s.today.to_string(), ObjType::Map)?;
+        doc.put(&c, "status", "missed")?;
+        Ok(())
+    })?;
+    // Confirming Blake's own follow-through.
+    forge(&mut s, &mut forger, 3, "view", |doc, s| {
+        let rec = record(doc, s.blake_commitment)?;
+        let views = map_at(doc, &rec, "views")?;
+        let v = doc.put_object(&views, s.today.to_string(), ObjType::Map)?;
+        doc.put(&v, "view", "confirmed")?;
+        Ok(())
+    })?;
+    // Answering Blake's own need.
+    forge(&mut s, &mut forger, 4, "response", |doc, s| {
+        let rec = record(doc, s.blake_need)?;
+        let r = doc.put_object(&rec, "response", ObjType::Map)?;
+        doc.put(&r, "kind", NeedResponseKind::Reassured.as_str())?;
+        Ok(())
+    })?;
+    // Rewriting Alex's check-in.
+    forge(&mut s, &mut forger, 5, "author_only", |doc, s| {
+        let rec = record(doc, s.alex_check_in)?;
+        doc.put(&rec, "safety", 1)?;
+        Ok(())
+    })?;
+    // Editing an add-only record (Blake's own honesty moment).
+    forge(&mut s, &mut forger, 6, "add_only", |doc, s| {
+        let rec = record(doc, s.blake_moment)?;
+        doc.put(&rec, "text", "something else")?;
+        Ok(())
+    })?;
+    // Removing Alex's record.
+    forge(&mut s, &mut forger, 7, "removal", |doc, s| {
+        let rec = record(doc, s.alex_commitment)?;
+        doc.put(&rec, "removed", true)?;
+        Ok(())
+    })?;
+    // A check-in filed under Alex's id for the day (check-in ids come from author and date).
+    forge(&mut s, &mut forger, 8, "check_in_id", |doc, _| {
+        let (_, records) = doc.get(ROOT, "records")?.context("records")?;
+        let id = RecordId::derive_check_in(s_alex(&alex)?, day.parse::<LocalDate>()?);
+        let rec = doc.put_object(&records, id.to_string(), ObjType::Map)?;
+        doc.put(&rec, "kind", "check_in")?;
+        doc.put(&rec, "author", blake.as_str())?;
+        doc.put(&rec, "local_date", day.as_str())?;
+        Ok(())
+    })?;
+    // A record written as Alex.
+    forge(&mut s, &mut forger, 9, "impersonation", |doc, _| {
+        let (_, records) = doc.get(ROOT, "records")?.context("records")?;
+        let rec = doc.put_object(&records, RecordId::generate().to_string(), ObjType::Map)?;
+        doc.put(&rec, "kind", "share")?;
+        doc.put(&rec, "author", alex.as_str())?;
+        doc.put(&rec, "feeling", "I give up")?;
+        Ok(())
+    })?;
+    // Setting Alex's question to "withdrawn" (only its asker may).
+    forge(&mut s, &mut forger, 10, "question_status", |doc, s| {
+        let rec = record(doc, s.alex_question)?;
+        doc.put(&rec, "status", "withdrawn")?;
+        Ok(())
+    })?;
+    // Renaming Alex in the partners list.
+    forge(&mut s, &mut forger, 11, "other_partner", |doc, s| {
+        let (_, partners) = doc.get(ROOT, "partners")?.context("partners")?;
+        let (_, entry) = doc.get(&partners, s.alex.to_string())?.context("entry")?;
+        doc.put(&entry, "name", "Nobody")?;
+        Ok(())
+    })?;
+    // A device certificate for Alex, filed under Alex's entry.
+    let stranger = PartnerIdentity::generate()?;
+    let cert = stranger.certify(
+        &s.sim.couple_keys.space_id,
+        s.alex,
+        DeviceId::generate(),
+        &DeviceKey::generate()?.public(),
+        T0,
+    );
+    // (The same cause as the renaming: reported once, so checked by its effect.)
+    let change = Forger::change(&s.sim, forger.actor(12), |doc| {
+        let (_, partners) = doc.get(ROOT, "partners")?.context("partners")?;
+        let (_, entry) = doc.get(&partners, s.alex.to_string())?.context("entry")?;
+        doc.put(
+            &entry,
+            format!("device:{}", cert.device),
+            ScalarValue::Bytes(cert.to_bytes().to_vec()),
+        )?;
+        Ok(())
+    })?;
+    let plain = forger.bundle(&s.sim, &[change])?;
+    forger.push(&mut s.sim, &plain)?;
+    s.sim.settle()?;
+    identical(&s.sim)?;
+    let couple = s.sim.devices[0].journal().document(Space::Couple)?;
+    let doc = AutoCommit::load(&couple)?;
+    let (_, partners) = doc.get(ROOT, "partners")?.context("partners")?;
+    let (_, entry) = doc.get(&partners, s.alex.to_string())?.context("entry")?;
+    ensure!(
+        doc.get(&entry, format!("device:{}", cert.device))?
+            .is_none(),
+        "the certificate for Alex got in"
+    );
+    // The same certificate (naming Alex) filed under Blake's own entry.
+    forge(&mut s, &mut forger, 13, "certificate", |doc, s| {
+        let (_, partners) = doc.get(ROOT, "partners")?.context("partners")?;
+        let (_, entry) = doc.get(&partners, s.blake.to_string())?.context("entry")?;
+        doc.put(
+            &entry,
+            format!("device:{}", cert.device),
+            ScalarValue::Bytes(cert.to_bytes().to_vec()),
+        )?;
+        Ok(())
+    })?;
+    // Replacing the whole consent map of Alex's boundary (hiding every consent).
+    forge(&mut s, &mut forger, 14, "wipe", |doc, s| {
+        let rec = record(doc, s.boundary)?;
+        doc.put_object(&rec, "consents", ObjType::Map)?;
+        Ok(())
+    })?;
+
+    // Through all of it, the app's own operations still work and still converge.
+    let fine = s.sim.devices[2].journal_mut();
+    fine.consent(s.boundary, ConsentState::Agreed)?;
+    s.sim.settle()?;
+    identical(&s.sim)?;
+    for d in &s.sim.devices {
+        let j = d.journal();
+        let b = j.get(s.boundary)?;
+        let Body::Boundary(b) = b.body else {
+            anyhow::bail!("not a boundary");
+        };
+        ensure!(b.consents.get(&s.alex).map(|c| c.state) == Some(ConsentState::Agreed));
+        ensure!(b.consents.get(&s.blake).map(|c| c.state) == Some(ConsentState::Agreed));
+        let c = j.get(s.alex_commitment)?;
+        ensure!(!c.removed, "{}: the commitment was removed", d.name);
+        ensure!(j.partners().iter().all(|p| p.name != "Nobody"));
+        ensure!(j.partners().len() == 2);
+    }
+    Ok(())
+}
+
+fn s_alex(text: &str) -> Result<PartnerId> {
+    Ok(text.parse()?)
+}
+
+#[test]
+fn a_change_under_another_devices_name_is_refused() -> Result<()> {
+    let mut s = story(72)?;
+    let mut forger = Forger::new(&s.sim, 1, s.blake)?;
+    let before = forged_counts(&s.sim, "other_actor");
+    // Made under Alex's device's actor, signed by the forger.
+    let mut alex_actor = s.sim.devices[0].journal().actor().to_vec();
+    alex_actor[20] ^= 0x55;
+    let change = Forger::change(&s.sim, ActorId::from(alex_actor), |doc| {
+        let (_, records) = doc.get(ROOT, "records")?.context("records")?;
+        let rec = doc.put_object(&records, RecordId::generate().to_string(), ObjType::Map)?;
+        doc.put(&rec, "kind", "share")?;
+        doc.put(&rec, "author", s.blake.to_string())?;
+        Ok(())
+    })?;
+    let plain = forger.bundle(&s.sim, &[change])?;
+    forger.push(&mut s.sim, &plain)?;
+    s.sim.settle()?;
+    refused_everywhere(&s.sim, "other_actor", &before)
+}
+
+#[test]
+fn a_signature_that_does_not_verify_and_an_unknown_device_are_refused() -> Result<()> {
+    let mut s = story(73)?;
+    let mut forger = Forger::new(&s.sim, 1, s.blake)?;
+    let before = forged_counts(&s.sim, "bad_signature");
+    let change = Forger::change(&s.sim, forger.actor(1), |doc| {
+        let (_, records) = doc.get(ROOT, "records")?.context("records")?;
+        let rec = doc.put_object(&records, RecordId::generate().to_string(), ObjType::Map)?;
+        doc.put(&rec, "kind", "share")?;
+        doc.put(&rec, "author", s.blake.to_string())?;
+        Ok(())
+    })?;
+    let mut plain = forger.bundle(&s.sim, &[change])?;
+    // The signature's last byte, bent: version, one intro, the count, the signer, then it.
+    let sig_at = 1 + 2 + INTRO_LEN + 4 + 16;
+    plain[sig_at + 63] ^= 1;
+    forger.push(&mut s.sim, &plain)?;
+    s.sim.settle()?;
+    refused_everywhere(&s.sim, "bad_signature", &before)?;
+    // A device of Blake's that never introduced itself: its changes cannot be told apart
+    // from anyone's.
+    let mut silent = Forger::new(&s.sim, 1, s.blake)?;
+    silent.introduced = true;
+    let change = Forger::change(&s.sim, silent.actor(2), |doc| {
+        let (_, records) = doc.get(ROOT, "records")?.context("records")?;
+        let rec = doc.put_object(&records, RecordId::generate().to_string(), ObjType::Map)?;
+        doc.put(&rec, "kind", "share")?;
+        doc.put(&rec, "author", s.blake.to_string())?;
+        Ok(())
+    })?;
+    let before = forged_counts(&s.sim, "unknown_device");
+    let plain = silent.bundle(&s.sim, &[change])?;
+    silent.push(&mut s.sim, &plain)?;
+    s.sim.settle()?;
+    for (i, d) in s.sim.devices.iter().enumerate() {
+        ensure!(
+            forged_counts(&s.sim, "unknown_device")[i] > before[i],
+            "{}: {:?}",
+            d.name,
+            d.problems
+        );
+    }
+    identical(&s.sim)
+}
+
+#[test]
+fn what_builds_on_a_refused_change_is_refused_with_it() -> Result<()> {
+    let mut s = story(74)?;
+    let mut forger = Forger::new(&s.sim, 1, s.blake)?;
+    let actor = forger.actor(1);
+    let base = s.sim.devices[0].journal().document(Space::Couple)?;
+    let mut doc = AutoCommit::load(&base)?.with_actor(actor);
+    let rec = record(&doc, s.boundary)?;
+    let consents = map_at(&mut doc, &rec, "consents")?;
+    let c = doc.put_object(&consents, s.alex.to_string(), ObjType::Map)?;
+    doc.put(&c, "state", "declined")?;
+    doc.commit();
+    let bad = doc
+        .get_last_local_change()
+        .context("bad")?
+        .raw_bytes()
+        .to_vec();
+    // An innocent-looking change of Blake's own, made after the forged one.
+    let (_, records) = doc.get(ROOT, "records")?.context("records")?;
+    let rec = doc.put_object(&records, RecordId::generate().to_string(), ObjType::Map)?;
+    doc.put(&rec, "kind", "share")?;
+    doc.put(&rec, "author", s.blake.to_string())?;
+    doc.put(&rec, "feeling", "fine")?;
+    doc.commit();
+    let after = doc
+        .get_last_local_change()
+        .context("after")?
+        .raw_bytes()
+        .to_vec();
+    let before = forged_counts(&s.sim, "depends_on_refused");
+    let records = s.sim.devices[0].journal().shared_records()?.len();
+    let plain = forger.bundle(&s.sim, &[bad, after])?;
+    forger.push(&mut s.sim, &plain)?;
+    s.sim.settle()?;
+    refused_everywhere(&s.sim, "depends_on_refused", &before)?;
+    for d in &s.sim.devices {
+        ensure!(
+            d.journal().shared_records()?.len() == records,
+            "{} took the dependent record",
+            d.name
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn a_replayed_signed_chunk_changes_nothing() -> Result<()> {
+    let mut s = story(75)?;
+    let mut forger = Forger::new(&s.sim, 1, s.blake)?;
+    // An honest change of Blake's forger device (allowed), then the same chunk again under a
+    // new number and again under the old one.
+    let change = Forger::change(&s.sim, forger.actor(1), |doc| {
+        let (_, records) = doc.get(ROOT, "records")?.context("records")?;
+        let rec = doc.put_object(&records, RecordId::generate().to_string(), ObjType::Map)?;
+        doc.put(&rec, "kind", "share")?;
+        doc.put(&rec, "author", s.blake.to_string())?;
+        doc.put(&rec, "feeling", "once")?;
+        doc.put(&rec, "created_at", T0)?;
+        Ok(())
+    })?;
+    let plain = forger.bundle(&s.sim, std::slice::from_ref(&change))?;
+    forger.push(&mut s.sim, &plain)?;
+    s.sim.settle()?;
+    let records = s.sim.devices[0].journal().shared_records()?.len();
+    forger.push(&mut s.sim, &plain)?;
+    forger.push_as(&mut s.sim, forger.device, 1, &plain)?;
+    s.sim.settle()?;
+    for d in &s.sim.devices {
+        ensure!(d.journal().shared_records()?.len() == records, "{}", d.name);
+    }
+    identical(&s.sim)
+}
+
+#[test]
+fn numbers_pushed_under_another_devices_id_do_not_cost_it_its_edits() -> Result<()> {
+    let mut s = story(76)?;
+    let mut forger = Forger::new(&s.sim, 1, s.blake)?;
+    // The forger takes Alex's device's next numbers at the relay first.
+    let alex_device = *s.sim.devices[0].journal().device().as_bytes();
+    let next = s.sim.devices[0]
+        .journal()
+        .sync_state(Space::Couple)?
+        .next_seq;
+    let change = Forger::change(&s.sim, forger.actor(1), |doc| {
+        let (_, records) = doc.get(ROOT, "records")?.context("records")?;
+        let rec = doc.put_object(&records, RecordId::generate().to_string(), ObjType::Map)?;
+        doc.put(&rec, "kind", "share")?;
+        doc.put(&rec, "author", s.blake.to_string())?;
+        Ok(())
+    })?;
+    let plain = forger.bundle(&s.sim, &[change])?;
+    for seq in next..next + 3 {
+        forger.push_as(&mut s.sim, alex_device, seq, &plain)?;
+    }
+    let edit = s.sim.devices[0]
+        .journal_mut()
+        .add(Body::Boundary(Boundary {
+            area: BoundaryArea::Contact,
+            text: "Tell me first".into(),
+            ..Default::default()
+        }))?;
+    s.sim.settle()?;
+    for d in &s.sim.devices {
+        ensure!(
+            d.journal().get(edit).is_ok(),
+            "{} lost Alex's edit to the forger's numbers",
+            d.name
+        );
+    }
+    identical(&s.sim)
+}
+
+#[test]
+fn a_third_identity_never_joins_the_couple() -> Result<()> {
+    let mut s = story(77)?;
+    // Someone holding the couple's secret, with an identity of their own.
+    let stranger = PartnerIdentity::generate()?;
+    let key = DeviceKey::generate()?;
+    let id = stranger.public().partner_id();
+    let device = DeviceId::generate();
+    let cert = stranger.certify(&s.sim.couple_keys.space_id, id, device, &key.public(), T0);
+    let mut third = Forger {
+        key,
+        intro: Intro {
+            identity: stranger.public(),
+            cert,
+        },
+        device: *device.as_bytes(),
+        next_seq: 1,
+        introduced: false,
+    };
+    let before = forged_counts(&s.sim, "third_partner");
+    let change = Forger::change(&s.sim, third.actor(1), |doc| {
+        let (_, partners) = doc.get(ROOT, "partners")?.context("partners")?;
+        let p = doc.put_object(&partners, id.to_string(), ObjType::Map)?;
+        doc.put(&p, "name", "Casey")?;
+        doc.put(&p, "joined_at", T0)?;
+        Ok(())
+    })?;
+    let plain = third.bundle(&s.sim, &[change])?;
+    third.push(&mut s.sim, &plain)?;
+    s.sim.settle()?;
+    for (i, d) in s.sim.devices.iter().enumerate() {
+        ensure!(
+            forged_counts(&s.sim, "third_partner")[i] > before[i],
+            "{}: {:?}",
+            d.name,
+            d.problems
+        );
+        ensure!(
+            d.journal().partners().len() == 2,
+            "{} lists a third partner",
+            d.name
+        );
+    }
+    identical(&s.sim)
+}
+
+#[test]
+fn a_snapshot_carrying_a_forged_change_is_refused() -> Result<()> {
+    let mut s = story(78)?;
+    let forger = Forger::new(&s.sim, 1, s.blake)?;
+    // The forger's snapshot: the whole document plus a consent for Alex, with proofs that
+    // verify for the forged change (signed by the forger's real key).
+    let base = s.sim.devices[0].journal().document(Space::Couple)?;
+    let mut doc = AutoCommit::load(&base)?.with_actor(forger.actor(1));
+    let rec = record(&doc, s.boundary)?;
+    let consents = map_at(&mut doc, &rec, "consents")?;
+    let c = doc.put_object(&consents, s.alex.to_string(), ObjType::Map)?;
+    doc.put(&c, "state", "declined")?;
+    doc.commit();
+    let change = doc.get_last_local_change().context("forged")?;
+    let hash = change.hash().0;
+    let proof = sign_change(&forger.key, &s.sim.couple_keys.space_id, &hash);
+    // An honest device's snapshot gives every other change its proof; the forger adds its
+    // introduction and the forged change's proof, and swaps in its document.
+    let (honest, _) = s.sim.devices[0]
+        .journal_mut()
+        .snapshot_material(Space::Couple)?;
+    let intros = usize::from(u16::from_be_bytes([honest[1], honest[2]]));
+    let at = 3 + intros * INTRO_LEN;
+    let proofs = u32::from_be_bytes(honest[at..at + 4].try_into()?) as usize;
+    let end = at + 4 + proofs * 112;
+    let mut part = vec![2u8];
+    part.extend_from_slice(&u16::try_from(intros + 1)?.to_be_bytes());
+    part.extend_from_slice(&honest[3..at]);
+    part.extend_from_slice(&forger.intro.to_bytes());
+    part.extend_from_slice(&u32::try_from(proofs + 1)?.to_be_bytes());
+    part.extend_from_slice(&honest[at + 4..end]);
+    part.extend_from_slice(&hash);
+    part.extend_from_slice(&forger.key.public().key_id().0);
+    part.extend_from_slice(&proof.0);
+    part.extend_from_slice(&doc.save());
+    let space = s.sim.couple_keys.space_id;
+    let covers = s.sim.relay.space_mut(space).head;
+    let plain = encode_snapshot(&[], &part);
+    let payload = seal_snapshot(&s.sim.couple_keys.content, &space, covers, &plain)?;
+    s.sim.relay.space_mut(space).snapshot = Some(Snapshot { covers, payload });
+    // A new device of Alex's joins when the relay has pruned everything the snapshot covers.
+    let late = s.sim.join_device(0)?;
+    s.sim.relay.prune_early(space);
+    s.sim.settle()?;
+    let d = &s.sim.devices[late];
+    ensure!(
+        d.problems
+            .iter()
+            .any(|p| matches!(&p.kind, ProblemKind::Forged { breach, .. } if breach == "consent")),
+        "the new device did not report the forged snapshot: {:?}",
+        d.problems
+    );
+    ensure!(
+        d.problems
+            .iter()
+            .any(|p| matches!(p.kind, ProblemKind::BadSnapshot { .. })),
+        "{:?}",
+        d.problems
+    );
+    // The relay pruned what honest snapshots covered: the next honest snapshot brings it the
+    // journal without the forgery.
+    s.sim.relay.behave();
+    for n in 0..6 {
+        s.sim.devices[n % 3]
+            .journal_mut()
+            .add(Body::Share(mend_core::model::Share {
+                feeling: format!("more {n}"),
+                tough_question: false,
+            }))?;
+        s.sim.settle()?;
+    }
+    identical(&s.sim)?;
+    let b = s.sim.devices[late].journal().get(s.boundary)?;
+    let Body::Boundary(b) = b.body else {
+        anyhow::bail!("not a boundary");
+    };
+    ensure!(
+        b.consents.get(&s.alex).map(|c| c.state) == Some(ConsentState::Agreed),
+        "the forged consent got in: {:?}",
+        b.consents
+    );
+    Ok(())
+}
