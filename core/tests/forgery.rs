@@ -817,3 +817,294 @@ fn a_snapshot_carrying_a_forged_change_is_refused() -> Result<()> {
     );
     Ok(())
 }
+
+/// One step of a schedule with a forging device among honest ones.
+#[derive(Clone, Debug)]
+enum Step {
+    /// An honest edit through the API (the forging device's own are forgeries instead).
+    Add(usize, u8),
+    /// An honest boundary, or an honest consent to one.
+    Consent(usize, u8),
+    Sync(usize),
+    Deliver(u8),
+    Advance(u16),
+    RestartDevice(usize),
+    /// The forging device pushes forbidden change `kind`.
+    Forge(u8, u8),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let d = 0..4usize;
+    prop_oneof![
+        5 => (d.clone(), any::<u8>()).prop_map(|(d, x)| Step::Add(d, x)),
+        2 => (d.clone(), any::<u8>()).prop_map(|(d, x)| Step::Consent(d, x)),
+        4 => d.clone().prop_map(Step::Sync),
+        6 => (1..20u8).prop_map(Step::Deliver),
+        2 => (0..30_000u16).prop_map(Step::Advance),
+        1 => d.prop_map(Step::RestartDevice),
+        4 => (0..8u8, any::<u8>()).prop_map(|(k, x)| Step::Forge(k, x)),
+    ]
+}
+
+/// A forbidden change of kind `kind` by device `f` (partner `p`), built on what `f` holds.
+fn forged_change(sim: &Sim, f: usize, kind: u8, x: u8) -> Result<Option<Vec<u8>>> {
+    let j = sim.devices[f].journal();
+    let me = j.me();
+    let other = j.partners().iter().map(|p| p.id).find(|p| *p != me);
+    let theirs: Vec<_> = j
+        .shared_records()?
+        .into_iter()
+        .filter(|r| Some(r.author) == other)
+        .collect();
+    let pick = |n: usize| usize::from(x) % n.max(1);
+    let mut key_actor = sim.devices[f].key.public().key_id().0.to_vec();
+    key_actor.extend_from_slice(&[x, kind, 0xF0, 1, 2, 3, 4, 5]);
+    let mut actor = ActorId::from(key_actor);
+    let base = j.document(Space::Couple)?;
+    let mut doc = AutoCommit::load(&base)?;
+    let (_, records) = doc.get(ROOT, "records")?.context("records")?;
+    match kind {
+        // Consenting for the other partner.
+        0 => {
+            let Some(other) = other else { return Ok(None) };
+            let Some(b) = j
+                .shared_records()?
+                .into_iter()
+                .filter(|r| matches!(r.body, Body::Boundary(_)))
+                .nth(pick(4))
+            else {
+                return Ok(None);
+            };
+            doc.set_actor(actor);
+            let rec = record(&doc, b.id)?;
+            let consents = map_at(&mut doc, &rec, "consents")?;
+            let c = doc.put_object(&consents, other.to_string(), ObjType::Map)?;
+            doc.put(&c, "state", "declined")?;
+        }
+        // A record in the other partner's name.
+        1 => {
+            let Some(other) = other else { return Ok(None) };
+            doc.set_actor(actor);
+            let rec = doc.put_object(&records, RecordId::generate().to_string(), ObjType::Map)?;
+            doc.put(&rec, "kind", "share")?;
+            doc.put(&rec, "author", other.to_string())?;
+            doc.put(&rec, "feeling", "FORGED")?;
+        }
+        // Rewriting or removing the other partner's record.
+        2 | 3 => {
+            let Some(r) = theirs.get(pick(theirs.len())) else {
+                return Ok(None);
+            };
+            doc.set_actor(actor);
+            let rec = record(&doc, r.id)?;
+            if kind == 2 {
+                doc.put(&rec, "feeling", "FORGED")?;
+            } else {
+                doc.put(&rec, "removed", true)?;
+            }
+        }
+        // Its own record under another device's actor.
+        4 => {
+            let victim = (f + 1 + pick(sim.devices.len() - 1)) % sim.devices.len();
+            let mut theirs = sim.devices[victim].journal().actor().to_vec();
+            if theirs.len() > 16 {
+                theirs[16..].copy_from_slice(&[x, 0xF1, 0, 0, 0, 0, 0, 1]);
+            }
+            actor = ActorId::from(theirs);
+            doc.set_actor(actor);
+            let rec = doc.put_object(&records, RecordId::generate().to_string(), ObjType::Map)?;
+            doc.put(&rec, "kind", "share")?;
+            doc.put(&rec, "author", me.to_string())?;
+            doc.put(&rec, "feeling", "FORGED")?;
+        }
+        // A check-in under an id that is not its own for the day.
+        5 => {
+            doc.set_actor(actor);
+            let rec = doc.put_object(&records, RecordId::generate().to_string(), ObjType::Map)?;
+            doc.put(&rec, "kind", "check_in")?;
+            doc.put(&rec, "author", me.to_string())?;
+            doc.put(&rec, "local_date", j.today().to_string())?;
+        }
+        // A third partner's entry.
+        6 => {
+            doc.set_actor(actor);
+            let (_, partners) = doc.get(ROOT, "partners")?.context("partners")?;
+            let p = doc.put_object(&partners, PartnerId::generate().to_string(), ObjType::Map)?;
+            doc.put(&p, "name", "FORGED")?;
+        }
+        // Wiping a consent map.
+        _ => {
+            let Some(b) = j
+                .shared_records()?
+                .into_iter()
+                .filter(|r| matches!(r.body, Body::Boundary(_)))
+                .nth(pick(4))
+            else {
+                return Ok(None);
+            };
+            doc.set_actor(actor);
+            let rec = record(&doc, b.id)?;
+            doc.put_object(&rec, "consents", ObjType::Map)?;
+        }
+    }
+    doc.commit();
+    Ok(doc.get_last_local_change().map(|c| c.raw_bytes().to_vec()))
+}
+
+fn run_with_forger(seed: u64, a: usize, b: usize, f: usize, steps: Vec<Step>) -> Result<()> {
+    let mut sim = Sim::new(seed, a, b, 3)?;
+    let n = sim.devices.len();
+    let f = f % n;
+    let partner = sim.devices[f].partner;
+    let intro = sim
+        .signer(partner, sim.devices[f].journal(), &sim.devices[f].key)
+        .intro;
+    let relay_id = [0xF0; 16];
+    let mut next_seq = 1;
+    let mut forged: Vec<automerge::ChangeHash> = Vec::new();
+    let mut acked: Vec<(usize, RecordId)> = Vec::new();
+    for s in steps {
+        match s {
+            Step::Add(d, x) | Step::Consent(d, x) if d % n == f => {
+                // The forging device writes through the API too.
+                let _ = x;
+            }
+            Step::Add(d, x) => {
+                let d = d % n;
+                let body = Body::Share(mend_core::model::Share {
+                    feeling: format!("honest {x}"),
+                    tough_question: false,
+                });
+                if let Ok(id) = sim.devices[d].journal_mut().add(body) {
+                    acked.push((d, id));
+                }
+                sim.event(d, mend_core::sync::Event::LocalEdit)?;
+            }
+            Step::Consent(d, x) => {
+                let d = d % n;
+                let j = sim.devices[d].journal_mut();
+                if x % 3 == 0 {
+                    let b = Boundary {
+                        area: BoundaryArea::Space,
+                        text: format!("boundary {x}"),
+                        ..Default::default()
+                    };
+                    if let Ok(id) = j.add(Body::Boundary(b)) {
+                        acked.push((d, id));
+                    }
+                } else {
+                    let bs: Vec<_> = j
+                        .records()?
+                        .into_iter()
+                        .filter(|r| matches!(r.body, Body::Boundary(_)))
+                        .collect();
+                    if let Some(r) = bs.get(usize::from(x) % bs.len().max(1)) {
+                        let _ = j.consent(r.id, ConsentState::Agreed);
+                    }
+                }
+            }
+            Step::Sync(d) => sim.event(d % n, mend_core::sync::Event::Start)?,
+            Step::Deliver(k) => {
+                for _ in 0..k {
+                    if !sim.deliver_one()? {
+                        break;
+                    }
+                }
+            }
+            Step::Advance(ms) => sim.advance(i64::from(ms))?,
+            Step::RestartDevice(d) => sim.restart_device(d % n)?,
+            Step::Forge(kind, x) => {
+                let Some(change) = forged_change(&sim, f, kind, x)? else {
+                    continue;
+                };
+                let parsed = automerge::Change::from_bytes(change.clone())?;
+                forged.push(parsed.hash());
+                let key = &sim.devices[f].key;
+                let proof = sign_change(key, &sim.couple_keys.space_id, &parsed.hash().0);
+                let plain = encode_bundle(
+                    &[intro],
+                    &[(key.public().key_id().0, proof.0, change.as_slice())],
+                );
+                let aad = ChunkAad {
+                    space_id: sim.couple_keys.space_id,
+                    device: relay_id,
+                    device_seq: next_seq,
+                };
+                let payload = seal_chunk(&sim.couple_keys.content, &aad, &plain)?;
+                sim.relay.push_from(
+                    sim.couple_keys.space_id,
+                    mend_protocol::Push {
+                        device_id: mend_protocol::DeviceId(relay_id),
+                        device_seq: next_seq,
+                        payload,
+                    },
+                );
+                next_seq += 1;
+            }
+        }
+    }
+    sim.settle()?;
+    identical(&sim)?;
+    for d in &sim.devices {
+        let j = d.journal();
+        // Every honest edit whose call returned is everywhere.
+        for (_, id) in &acked {
+            ensure!(
+                j.get(*id).is_ok() || j.records()?.iter().all(|r| r.id != *id),
+                "{} lacks {id}",
+                d.name
+            );
+        }
+        // No forged operation anywhere: not one of their changes is in any document.
+        let doc = AutoCommit::load(&j.document(Space::Couple)?)?;
+        for h in &forged {
+            ensure!(
+                doc.get_change_by_hash(h).is_none(),
+                "{} merged a forged change",
+                d.name
+            );
+        }
+        ensure!(j.partners().len() <= 2, "{} lists a third partner", d.name);
+        for r in j.shared_records()? {
+            ensure!(
+                !format!("{:?}", r.body).contains("FORGED"),
+                "{} shows forged words",
+                d.name
+            );
+        }
+        // Only forgeries were reported: the relay was honest.
+        for p in &d.problems {
+            ensure!(
+                matches!(p.kind, ProblemKind::Forged { .. }),
+                "{} reported {:?}",
+                d.name,
+                p
+            );
+        }
+    }
+    Ok(())
+}
+
+use proptest::{prelude::*, test_runner::RngSeed};
+
+proptest! {
+    // A fixed seed: CI runs the same schedules every time.
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        rng_seed: RngSeed::Fixed(0x666f_7267),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn honest_devices_converge_around_a_forging_one(
+        seed in any::<u64>(),
+        a in 1..=2usize,
+        b in 1..=2usize,
+        f in 0..4usize,
+        steps in prop::collection::vec(step(), 0..40),
+    ) {
+        if let Err(e) = run_with_forger(seed, a, b, f, steps) {
+            prop_assert!(false, "{e:#}");
+        }
+    }
+}
