@@ -1108,3 +1108,72 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn journals_from_before_signing_upgrade_without_losing_an_edit() -> Result<()> {
+    // Alex and Blake on a version from before signing.
+    let mut sim = Sim::new_legacy(79, 1, 1, 1_000)?;
+    sim.settle()?;
+    let boundary = sim.devices[0].journal_mut().add(Body::Boundary(Boundary {
+        area: BoundaryArea::Contact,
+        text: "Before the update".into(),
+        ..Default::default()
+    }))?;
+    sim.settle()?;
+    let blake_boundary = sim.devices[0].journal().get(boundary)?;
+    ensure!(blake_boundary.id == boundary);
+    sim.devices[1]
+        .journal_mut()
+        .consent(boundary, ConsentState::Agreed)?;
+    sim.settle()?;
+    // Blake's phone is away; Alex writes twice more, and both reach the relay unsigned.
+    sim.devices[1].offline = true;
+    let mut edits = Vec::new();
+    for n in 0..2 {
+        edits.push(
+            sim.devices[0]
+                .journal_mut()
+                .add(Body::Share(mend_core::model::Share {
+                    feeling: format!("unsigned {n}"),
+                    tough_question: false,
+                }))?,
+        );
+        sim.event(0, mend_core::sync::Event::Start)?;
+        while sim.deliver_one()? {}
+    }
+    // Alex's app updates first and writes again, signed.
+    sim.upgrade(0)?;
+    edits.push(
+        sim.devices[0]
+            .journal_mut()
+            .add(Body::Share(mend_core::model::Share {
+                feeling: "signed".into(),
+                tough_question: false,
+            }))?,
+    );
+    sim.event(0, mend_core::sync::Event::Start)?;
+    while sim.deliver_one()? {}
+    // Blake's app updates while away, then comes back: it refuses the unsigned chunks and
+    // takes the same edits from Alex's signed copies.
+    sim.upgrade(1)?;
+    sim.settle()?;
+    identical(&sim)?;
+    for d in &sim.devices {
+        for id in &edits {
+            ensure!(d.journal().get(*id).is_ok(), "{} lacks {id}", d.name);
+        }
+        let b = d.journal().get(boundary)?;
+        let Body::Boundary(b) = b.body else {
+            anyhow::bail!("not a boundary");
+        };
+        ensure!(b.consents.len() == 2, "{}: {:?}", d.name, b.consents);
+    }
+    // A new device of Blake's, signing from the start, gets the whole journal.
+    let late = sim.join_device(1)?;
+    sim.settle()?;
+    identical(&sim)?;
+    for id in &edits {
+        ensure!(sim.devices[late].journal().get(*id).is_ok());
+    }
+    Ok(())
+}

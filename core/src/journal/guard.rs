@@ -46,7 +46,7 @@ const MAX_INTROS: usize = 64;
 /// Bytes of an actor made by a device that signs: its key id, then 8 random bytes.
 pub(crate) const ACTOR_LEN: usize = 24;
 /// Actors from before signing were 16 bytes.
-const LEGACY_ACTOR_LEN: usize = 16;
+pub(crate) const LEGACY_ACTOR_LEN: usize = 16;
 
 /// One change with the device that signed it.
 #[derive(Clone, Debug)]
@@ -581,6 +581,11 @@ fn judge(
         return Err((Breach::BadSignature, false));
     }
     check_ops(doc, change, partner).map_err(|b| (b, own_actor))
+}
+
+/// Whether partner `me` could have made `change` through the API (its signature aside).
+pub(crate) fn rules_allow(doc: &SpaceDoc, change: &Change, me: PartnerId) -> bool {
+    check_ops(doc, change, me).is_ok()
 }
 
 /// Where an object sits: its path from the root, and the record map it belongs to.

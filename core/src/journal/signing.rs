@@ -24,6 +24,8 @@ use crate::{
 /// Where the introduction this device first signed with is kept: batches signed again after a
 /// crash must be the same bytes, and a certificate issued later would differ.
 const META_OWN_INTRO: &str = "own_intro";
+/// When this journal first signed (unset: it never has).
+const META_SIGNING_SINCE: &str = "signing_since";
 /// The first byte of a snapshot's document part that carries proofs (a bare Automerge save
 /// begins with 0x85).
 const PROVEN_SNAPSHOT: u8 = 2;
@@ -88,6 +90,41 @@ impl Journal {
             }
         }
         self.signer = Some(signer);
+        if self.store.meta(META_SIGNING_SINCE)?.is_none() {
+            self.vouch_for_the_past()?;
+            self.store
+                .set_meta(&[(META_SIGNING_SINCE, &self.now().to_string())])?;
+        }
+        Ok(())
+    }
+
+    /// The first open that signs, in a journal from before signing: the changes of the
+    /// couple's document from before (16-byte actors) that this partner could have made are
+    /// pushed again, now signed by this device, so a device that never received them (the
+    /// relay refuses nothing, but receivers refuse unsigned chunks) gets them from their
+    /// author's side. The other partner's are left to the other partner's devices.
+    fn vouch_for_the_past(&mut self) -> Result<()> {
+        let state = self.store.sync_state(Space::Couple)?;
+        if state.cursor == 0 && state.next_seq <= 1 {
+            // Never synced: whatever it made still waits to be pushed, and will be signed.
+            return Ok(());
+        }
+        let me = self.me;
+        let doc = self.doc(Space::Couple)?;
+        let mut past = Vec::new();
+        for change in doc.am().get_changes(&[]) {
+            let actor = change.actor_id().to_bytes();
+            if actor.len() == guard::LEGACY_ACTOR_LEN
+                && actor != [0u8; 16]
+                && guard::rules_allow(doc, &change, me)
+            {
+                past.push(change.raw_bytes().to_vec());
+            }
+        }
+        if !past.is_empty() {
+            self.store.queue_changes(Space::Couple, &past)?;
+            self.sync_revision = self.sync_revision.wrapping_add(1);
+        }
         Ok(())
     }
 

@@ -94,6 +94,20 @@ impl Store {
         Ok(())
     }
 
+    /// Queues changes to push (signed when batched).
+    pub(crate) fn queue_changes(&mut self, space: Space, changes: &[Vec<u8>]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert =
+                tx.prepare_cached("INSERT INTO unsent (space, bytes) VALUES (?1, ?2)")?;
+            for change in changes {
+                insert.execute(params![space.as_str(), change])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Keeps proofs this device made for its own changes.
     pub(crate) fn keep_proofs(&mut self, space: Space, proofs: &[ProofRow]) -> Result<()> {
         let tx = self.conn.transaction()?;

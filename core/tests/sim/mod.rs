@@ -380,6 +380,8 @@ pub struct Device {
     rounds: u64,
     /// Its signing key (every device signs and checks the couple's changes).
     pub key: DeviceKey,
+    /// Runs a version of Mend from before signing: it neither signs nor checks.
+    pub legacy: bool,
 }
 
 impl Device {
@@ -415,11 +417,34 @@ pub struct Sim {
     /// Each partner's identity.
     pub identities: Vec<PartnerIdentity>,
     snapshot_every: u64,
+    /// Devices made now run a version from before signing.
+    legacy: bool,
 }
 
 impl Sim {
     /// Two partners; partner 0 has `a_devices` devices, partner 1 `b_devices`.
     pub fn new(seed: u64, a_devices: usize, b_devices: usize, snapshot_every: u64) -> Result<Self> {
+        Self::build(seed, a_devices, b_devices, snapshot_every, false)
+    }
+
+    /// [`Sim::new`] with every device on a version of Mend from before signing (see
+    /// [`Sim::upgrade`]).
+    pub fn new_legacy(
+        seed: u64,
+        a_devices: usize,
+        b_devices: usize,
+        snapshot_every: u64,
+    ) -> Result<Self> {
+        Self::build(seed, a_devices, b_devices, snapshot_every, true)
+    }
+
+    fn build(
+        seed: u64,
+        a_devices: usize,
+        b_devices: usize,
+        snapshot_every: u64,
+        legacy: bool,
+    ) -> Result<Self> {
         // In memory where the platform has it: the engine is under test, not the disk, and
         // the fsync each batch makes would otherwise take most of the time.
         let shm = std::path::Path::new("/dev/shm");
@@ -445,6 +470,7 @@ impl Sim {
             personal_keys: vec![personal[0].derive_keys(), personal[1].derive_keys()],
             identities: vec![PartnerIdentity::generate()?, PartnerIdentity::generate()?],
             snapshot_every,
+            legacy,
         };
         let a_path = sim.dir.path().join("a0.db");
         let key = DeviceKey::generate()?;
@@ -507,6 +533,12 @@ impl Sim {
 
     /// How a device of `partner` with `key` opens its journal.
     pub fn options(&self, partner: usize, key: &DeviceKey) -> OpenOptions {
+        if self.legacy {
+            return OpenOptions {
+                durability: Durability::Normal,
+                ..OpenOptions::default()
+            };
+        }
         OpenOptions {
             durability: Durability::Normal,
             device_key: Some(key.public()),
@@ -549,7 +581,9 @@ impl Sim {
         key: DeviceKey,
     ) -> Result<()> {
         journal.set_clock(|| T0);
-        journal.set_signer(self.signer(partner, &journal, &key))?;
+        if !self.legacy {
+            journal.set_signer(self.signer(partner, &journal, &key))?;
+        }
         let links = self.links(partner);
         let seed = self.next_random();
         let mut engine = SyncEngine::new(
@@ -573,6 +607,7 @@ impl Sim {
             sent: Vec::new(),
             rounds: 0,
             key,
+            legacy: self.legacy,
         });
         Ok(())
     }
@@ -758,9 +793,25 @@ impl Sim {
         // Drop the old journal first so its lock is released.
         drop(self.devices[device].journal.take());
         let key = self.devices[device].key.clone();
-        let mut journal = Journal::open_with(&path, self.options(partner, &key))?;
+        let legacy = self.devices[device].legacy;
+        let options = if legacy {
+            OpenOptions {
+                durability: Durability::Normal,
+                ..OpenOptions::default()
+            }
+        } else {
+            OpenOptions {
+                durability: Durability::Normal,
+                device_key: Some(key.public()),
+                identity: Some(self.identities[partner].public()),
+                ..OpenOptions::default()
+            }
+        };
+        let mut journal = Journal::open_with(&path, options)?;
         journal.set_clock(|| T0);
-        journal.set_signer(self.signer(partner, &journal, &key))?;
+        if !legacy {
+            journal.set_signer(self.signer(partner, &journal, &key))?;
+        }
         let seed = self.next_random();
         let mut engine = SyncEngine::new(
             *journal.device().as_bytes(),
@@ -773,6 +824,14 @@ impl Sim {
         d.journal = Some(journal);
         d.engine = engine;
         Ok(())
+    }
+
+    /// The device's app is updated to a version that signs: it reopens with its keys.
+    /// Devices made from now on sign too.
+    pub fn upgrade(&mut self, device: usize) -> Result<()> {
+        self.legacy = false;
+        self.devices[device].legacy = false;
+        self.restart_device(device)
     }
 
     fn files(path: &std::path::Path) -> [PathBuf; 3] {
