@@ -5,6 +5,7 @@ use std::path::Path;
 use anyhow::Result;
 use mend_core::{
     Body, Durability, JoinSource, Journal, LocalDate, OpenOptions, Space,
+    crypto::{DeviceKey, PartnerIdentity, Signer},
     model::{Boundary, BoundaryArea, CheckIn, Commitment, HonestyMoment, Question, Share},
 };
 
@@ -74,21 +75,61 @@ pub fn body(i: usize) -> Body {
 /// Creates a compacted journal with `records` records at `path` and returns it reopened with
 /// the durability the product uses.
 pub fn build(path: &Path, records: usize) -> Result<Journal> {
-    let mut j = Journal::create_with(
-        path,
-        "Alex",
+    build_signed(path, records, None)
+}
+
+/// A partner's keys for a journal that signs: the couple's space id, the partner's identity
+/// and this device's key.
+pub type Keys = ([u8; 32], PartnerIdentity, DeviceKey);
+
+/// The options and signer a device with `keys` opens its journal with.
+pub fn signing(keys: &Keys) -> OpenOptions {
+    OpenOptions {
+        durability: Durability::Normal,
+        device_key: Some(keys.2.public()),
+        identity: Some(keys.1.public()),
+        ..OpenOptions::default()
+    }
+}
+
+/// Gives `journal` the signer of `keys`, as a device does on every open.
+pub fn sign_with(journal: &mut Journal, keys: &Keys) -> Result<()> {
+    let signer = Signer::new(
+        keys.0,
+        &keys.1,
+        journal.me(),
+        journal.device(),
+        keys.2.clone(),
+        ahead(),
+    );
+    journal.set_signer(signer)?;
+    Ok(())
+}
+
+/// [`build`], signing as a device does when `keys` are given.
+pub fn build_signed(path: &Path, records: usize, keys: Option<&Keys>) -> Result<Journal> {
+    let options = keys.map_or(
         OpenOptions {
             durability: Durability::Normal,
             ..OpenOptions::default()
         },
-    )?;
+        signing,
+    );
+    let mut j = Journal::create_with(path, "Alex", options)?;
+    if let Some(keys) = keys {
+        sign_with(&mut j, keys)?;
+    }
     j.set_clock(ahead);
     for i in 0..records {
         j.add(body(i))?;
     }
     j.compact()?;
     drop(j);
-    Ok(Journal::open(path)?)
+    let mut j = Journal::open_with(path, options)?;
+    if let Some(keys) = keys {
+        sign_with(&mut j, keys)?;
+    }
+    Ok(j)
 }
 
 /// Two partners on a shared base of `base` records, each then making `edits` offline edits.

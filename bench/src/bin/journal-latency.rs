@@ -6,7 +6,8 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use mend_bench::journal::{build, prose};
+use mend_bench::journal::{Keys, build_signed, prose, sign_with, signing};
+use mend_core::crypto::{DeviceKey, PartnerIdentity};
 use mend_core::{Body, Durability, Journal, OpenOptions, model::Share, query::TimelineQuery};
 
 fn main() -> Result<()> {
@@ -19,8 +20,14 @@ fn main() -> Result<()> {
     let writes: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(5_000);
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("journal.db");
+    // Signing as a device does: changes carry the device key's id, and are signed when pushed.
+    let keys: Keys = (
+        [7u8; 32],
+        PartnerIdentity::generate()?,
+        DeviceKey::generate()?,
+    );
     eprintln!("building a {records}-record journal…");
-    let journal = build(&path, records)?;
+    let journal = build_signed(&path, records, Some(&keys))?;
     drop(journal);
 
     // Open returns once reads are served (the read model); Automerge loads in the background.
@@ -29,7 +36,8 @@ fn main() -> Result<()> {
     let (mut opens, mut first_page, mut first_write) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..20 {
         let t = Instant::now();
-        let mut j = Journal::open(&path)?;
+        let mut j = Journal::open_with(&path, signing(&keys))?;
+        sign_with(&mut j, &keys)?;
         opens.push(t.elapsed().as_secs_f64() * 1e3);
         let page = j.timeline(&TimelineQuery::default())?;
         first_page.push(t.elapsed().as_secs_f64() * 1e3);
@@ -50,9 +58,10 @@ fn main() -> Result<()> {
         &path,
         OpenOptions {
             durability,
-            ..OpenOptions::default()
+            ..signing(&keys)
         },
     )?;
+    sign_with(&mut journal, &keys)?;
     let mut lat = Vec::with_capacity(writes);
     for n in 0..writes {
         let body = Body::Share(Share {

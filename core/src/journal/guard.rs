@@ -466,7 +466,7 @@ pub(crate) fn run(
                 continue;
             }
             progress = true;
-            match judge(doc, roster, space_id, &change, &signed) {
+            match judge(doc, roster, space_id, &change, &signed, None) {
                 Ok(()) => {
                     doc.apply_change(change)?;
                     out.accepted.push((hash, signed));
@@ -520,8 +520,9 @@ pub(crate) fn judge_closed(
             }),
         }
     }
+    let verified = verify_all(roster, space_id, &changes);
     let mut refused_now: HashSet<ChangeHash> = HashSet::new();
-    for (change, signed) in changes {
+    for ((change, signed), signature_ok) in changes.into_iter().zip(verified) {
         let hash = change.hash();
         let signer = signed.as_ref().map_or(KeyId([0; 16]), |s| s.signer);
         let verdict = if change
@@ -532,9 +533,15 @@ pub(crate) fn judge_closed(
             Err(Breach::DependsOnRefused)
         } else {
             match &signed {
-                Some(signed) => {
-                    judge(scratch, roster, space_id, &change, signed).map_err(|(b, _)| b)
-                }
+                Some(signed) => judge(
+                    scratch,
+                    roster,
+                    space_id,
+                    &change,
+                    signed,
+                    Some(signature_ok),
+                )
+                .map_err(|(b, _)| b),
                 None if unsigned_ok && change.actor_id().to_bytes().len() == LEGACY_ACTOR_LEN => {
                     Ok(())
                 }
@@ -553,6 +560,48 @@ pub(crate) fn judge_closed(
     (admitted, refused)
 }
 
+/// Checks the signatures of `changes` (those from introduced devices) on every core: a
+/// snapshot of a large journal holds thousands. One entry per change; `true` where there is
+/// nothing to check here (`judge` then says why).
+fn verify_all(
+    roster: &Roster,
+    space_id: &[u8; 32],
+    changes: &[(Change, Option<Signed>)],
+) -> Vec<bool> {
+    let work: Vec<Option<(DevicePublicKey, [u8; 32], ChangeProof)>> = changes
+        .iter()
+        .map(|(change, signed)| {
+            let signed = signed.as_ref()?;
+            let (_, key) = roster.get(&signed.signer)?;
+            Some((key, change.hash().0, signed.proof))
+        })
+        .collect();
+    let check = |item: &Option<(DevicePublicKey, [u8; 32], ChangeProof)>| match item {
+        Some((key, hash, proof)) => verify_change(key, space_id, hash, proof).is_ok(),
+        None => true,
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    if threads < 2 || work.len() < 256 {
+        return work.iter().map(check).collect();
+    }
+    let per = work.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = work
+            .chunks(per)
+            .map(|part| {
+                (
+                    part.len(),
+                    scope.spawn(move || part.iter().map(check).collect::<Vec<bool>>()),
+                )
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|(len, h)| h.join().unwrap_or_else(|_| vec![false; len]))
+            .collect()
+    })
+}
+
 /// Accepts or refuses one change whose dependencies are all merged. The flag says whether the
 /// refusal is for good (the change's own device signed it): a change from before signing that
 /// one device vouched for may still pass with its own author's word.
@@ -562,6 +611,7 @@ fn judge(
     space_id: &[u8; 32],
     change: &Change,
     signed: &Signed,
+    verified: Option<bool>,
 ) -> std::result::Result<(), (Breach, bool)> {
     let actor = change.actor_id().to_bytes();
     let own_actor = match actor.len() {
@@ -577,7 +627,9 @@ fn judge(
     let Some((partner, key)) = roster.get(&signed.signer) else {
         return Err((Breach::UnknownDevice, false));
     };
-    if verify_change(&key, space_id, &change.hash().0, &signed.proof).is_err() {
+    let ok = verified
+        .unwrap_or_else(|| verify_change(&key, space_id, &change.hash().0, &signed.proof).is_ok());
+    if !ok {
         return Err((Breach::BadSignature, false));
     }
     check_ops(doc, change, partner).map_err(|b| (b, own_actor))

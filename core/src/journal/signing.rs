@@ -387,10 +387,34 @@ impl Journal {
             held: self.store.held(space)?.into_iter().collect(),
             ..Checked::default()
         };
-        let committed = self.merge_and_commit(space, save, |store, view| {
-            store.commit_snapshot(space, save, peers, covers, view, Some(&checked))
-        });
-        let records = self.finish_merge(space, committed)?;
+        let records = if first_load {
+            // Nothing here but this device's own first changes: they go onto the snapshot's
+            // document, already loaded, rather than the snapshot onto them (a second load).
+            let mut merged = scratch;
+            merged.set_actor(ActorId::from(self.actor.as_slice()));
+            for change in self.doc(space)?.am().get_changes(&[]) {
+                if !merged.has_change(&change.hash()) {
+                    merged.apply_change(change)?;
+                }
+            }
+            let (_, records) = self.merge_with(
+                space,
+                move |doc| {
+                    *doc = merged;
+                    Ok(())
+                },
+                |()| save.to_vec(),
+                |store, view, (), _| {
+                    store.commit_snapshot(space, save, peers, covers, view, Some(&checked))
+                },
+            )?;
+            records
+        } else {
+            let committed = self.merge_and_commit(space, save, |store, view| {
+                store.commit_snapshot(space, save, peers, covers, view, Some(&checked))
+            });
+            self.finish_merge(space, committed)?
+        };
         self.roster = roster;
         let state = self.store.sync_state(space);
         Ok(Merged {
