@@ -72,10 +72,55 @@ uuid_id!(
     DeviceId
 );
 
+/// Label of the hash that ties a record id to its author.
+const AUTHOR_BOUND: &[u8] = b"mend/v1/record-author\0";
+/// Bytes of a record id that the binding fills. The first 12 stay a UUIDv7's: its time and
+/// the 42-bit counter that keeps ids made in one millisecond apart. Four bytes bind well
+/// enough: nothing in them is the forger's to choose (its partner id and the id's first bytes
+/// are fixed), so there is nothing to grind.
+const BOUND_TAIL: usize = 4;
+
+fn author_tag(author: PartnerId, head: &[u8]) -> [u8; BOUND_TAIL] {
+    use sha2::Digest;
+    let digest = sha2::Sha256::new()
+        .chain_update(AUTHOR_BOUND)
+        .chain_update(author.as_bytes())
+        .chain_update(head)
+        .finalize();
+    let mut tag = [0u8; BOUND_TAIL];
+    tag.copy_from_slice(&digest[..BOUND_TAIL]);
+    tag
+}
+
 impl RecordId {
-    /// A new time-ordered id.
+    /// A new time-ordered id, not tied to an author (tests and imports).
     pub fn generate() -> Self {
         Self(Uuid::now_v7())
+    }
+
+    /// A new time-ordered id that only `author` can create a record under: its last 4 bytes
+    /// are a hash of the author and the rest, so another partner's device cannot file a
+    /// record of its own at this id (a receiver checks [`RecordId::bound_to`]).
+    pub fn generate_for(author: PartnerId) -> Self {
+        let mut bytes = *Uuid::now_v7().as_bytes();
+        let split = 16 - BOUND_TAIL;
+        let tag = author_tag(author, &bytes[..split]);
+        bytes[split..].copy_from_slice(&tag);
+        Self(Uuid::from_bytes(bytes))
+    }
+
+    /// Whether this id was made by [`RecordId::generate_for`] for `author`.
+    pub fn bound_to(&self, author: PartnerId) -> bool {
+        let bytes = self.0.as_bytes();
+        let split = 16 - BOUND_TAIL;
+        self.0.get_version_num() == 7 && author_tag(author, &bytes[..split]) == bytes[split..]
+    }
+
+    /// Parses only the form [`fmt::Display`] writes (lower-case, hyphenated): a receiver
+    /// refuses other spellings of an id, which would name the same record twice.
+    pub fn parse_canonical(s: &str) -> Option<Self> {
+        let id = Uuid::parse_str(s).ok().map(Self)?;
+        (id.to_string() == s).then_some(id)
     }
 
     /// The id of `author`'s check-in for `date`: the same on every device.
@@ -90,6 +135,12 @@ impl PartnerId {
     pub fn generate() -> Self {
         Self(Uuid::new_v4())
     }
+
+    /// Parses only the form [`fmt::Display`] writes.
+    pub fn parse_canonical(s: &str) -> Option<Self> {
+        let id = Uuid::parse_str(s).ok().map(Self)?;
+        (id.to_string() == s).then_some(id)
+    }
 }
 
 impl DeviceId {
@@ -102,4 +153,42 @@ impl DeviceId {
 /// Shortens untrusted input before it is echoed in an error.
 pub fn truncate(s: &str) -> String {
     s.chars().take(40).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_made_for_an_author_are_theirs_alone_and_never_repeat() {
+        let (alex, blake) = (PartnerId::generate(), PartnerId::generate());
+        // Many in one millisecond: the counter, not the clock, keeps them apart.
+        let ids: Vec<RecordId> = (0..20_000).map(|_| RecordId::generate_for(alex)).collect();
+        let unique: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len());
+        for id in &ids[..100] {
+            assert!(id.bound_to(alex));
+            assert!(!id.bound_to(blake));
+            assert_eq!(id.as_uuid().get_version_num(), 7);
+        }
+        assert!(!RecordId::generate().bound_to(alex));
+        let check_in = RecordId::derive_check_in(alex, LocalDate::from_unix_ms(0, 0));
+        assert!(!check_in.bound_to(alex));
+    }
+
+    #[test]
+    fn only_the_written_form_of_an_id_is_canonical() {
+        let id = RecordId::generate();
+        let text = id.to_string();
+        assert_eq!(RecordId::parse_canonical(&text), Some(id));
+        for other in [
+            text.to_uppercase(),
+            format!("{{{text}}}"),
+            format!(" {text}"),
+            text.replace('-', ""),
+            format!("urn:uuid:{text}"),
+        ] {
+            assert_eq!(RecordId::parse_canonical(&other), None, "{other}");
+        }
+    }
 }

@@ -170,6 +170,8 @@ struct Story {
     blake_moment: RecordId,
     alex_question: RecordId,
     today: LocalDate,
+    /// The couple's document before any record was written.
+    early: Vec<u8>,
 }
 
 fn story(seed: u64) -> Result<Story> {
@@ -178,6 +180,7 @@ fn story(seed: u64) -> Result<Story> {
     let alex = sim.devices[0].journal().me();
     let blake = sim.devices[2].journal().me();
     let today = sim.devices[0].journal().today();
+    let early = sim.devices[0].journal().document(Space::Couple)?;
     let a = sim.devices[0].journal_mut();
     let boundary = a.add(Body::Boundary(Boundary {
         area: BoundaryArea::Contact,
@@ -231,6 +234,7 @@ fn story(seed: u64) -> Result<Story> {
         blake_moment,
         alex_question,
         today,
+        early,
     })
 }
 
@@ -351,7 +355,8 @@ fn every_forbidden_operation_is_refused_by_every_honest_device() -> Result<()> {
     let mut s = story(71)?;
     let mut forger = Forger::new(&s.sim, 1, s.blake)?;
     let (alex, blake) = (s.alex.to_string(), s.blake.to_string());
-    let day = s.today.to_string();
+    // A day Alex has no check-in for yet.
+    let day = s.today.add_days(-1).to_string();
 
     // Consenting for Alex on Alex's boundary.
     forge(&mut s, &mut forger, 1, "consent", |doc, s| {
@@ -1174,6 +1179,331 @@ fn journals_from_before_signing_upgrade_without_losing_an_edit() -> Result<()> {
     identical(&sim)?;
     for id in &edits {
         ensure!(sim.devices[late].journal().get(*id).is_ok());
+    }
+    Ok(())
+}
+
+/// Every operation of the app, by both partners, passes every other device's checks: the
+/// guard refuses no honest write (a refused honest write would be an edit lost in silence).
+#[test]
+fn every_honest_operation_passes_every_devices_checks() -> Result<()> {
+    use mend_core::model::{
+        ClaimStatus, PartnerView, ProcessingNote, QuestionStatus, Share, Validation,
+    };
+    let mut s = story(80)?;
+    let today = s.today;
+    // Blake rewords Alex's boundary, then consents; Alex consents again.
+    {
+        let b = s.sim.devices[2].journal_mut();
+        let mut rec = b.get(s.boundary)?;
+        if let Body::Boundary(bd) = &mut rec.body {
+            bd.text = "No contact with them, at all".into();
+        }
+        b.edit(s.boundary, rec.body)?;
+        b.consent(s.boundary, ConsentState::Agreed)?;
+    }
+    s.sim.settle()?;
+    s.sim.devices[0]
+        .journal_mut()
+        .consent(s.boundary, ConsentState::Agreed)?;
+    // The ledger: each partner on their own side.
+    s.sim.devices[0]
+        .journal_mut()
+        .claim(s.alex_commitment, today, ClaimStatus::Done, "did it")?;
+    s.sim.settle()?;
+    s.sim.devices[2].journal_mut().confirm(
+        s.alex_commitment,
+        today,
+        PartnerView::Confirmed,
+        "seen",
+    )?;
+    s.sim.devices[0].journal_mut().respond_to_need(
+        s.blake_need,
+        NeedResponseKind::Reassured,
+        "of course",
+    )?;
+    // A question answered by the partner, put off, and closed by its asker.
+    let answer = s.sim.devices[2]
+        .journal_mut()
+        .add(Body::Answer(mend_core::model::Answer {
+            question: Some(s.alex_question),
+            text: "Scared".into(),
+        }))?;
+    s.sim.settle()?;
+    s.sim.devices[0]
+        .journal_mut()
+        .set_question_status(s.alex_question, QuestionStatus::Open)?;
+    s.sim.settle()?;
+    s.sim.devices[2]
+        .journal_mut()
+        .set_question_status(s.alex_question, QuestionStatus::NotNow)?;
+    s.sim.devices[2]
+        .journal_mut()
+        .add(Body::Validation(Validation {
+            target: Some(s.alex_check_in),
+            ..Default::default()
+        }))?;
+    // A private note shared later; a check-in with a private field.
+    let note = s.sim.devices[2]
+        .journal_mut()
+        .add(Body::ProcessingNote(ProcessingNote {
+            text: "thinking".into(),
+        }))?;
+    s.sim.devices[2].journal_mut().share(note)?;
+    s.sim.devices[2].journal_mut().add(Body::CheckIn(CheckIn {
+        local_date: Some(today),
+        safety: Some(2),
+        trust: Some(3),
+        private_fields: vec![mend_core::model::CheckInField::Trust],
+        ..Default::default()
+    }))?;
+    s.sim.settle()?;
+    // Removals of every kind with a ledger, consents or a response, by their authors.
+    for (d, id) in [
+        (2, s.blake_need),
+        (2, s.blake_commitment),
+        (0, s.boundary),
+        (0, s.alex_commitment),
+        (2, answer),
+        (2, s.blake_moment),
+    ] {
+        s.sim.devices[d].journal_mut().remove(id)?;
+    }
+    // And life goes on after them.
+    let after = s.sim.devices[0].journal_mut().add(Body::Share(Share {
+        feeling: "still here".into(),
+        tough_question: false,
+    }))?;
+    s.sim.settle()?;
+    identical(&s.sim)?;
+    for d in &s.sim.devices {
+        ensure!(d.problems.is_empty(), "{}: {:?}", d.name, d.problems);
+        ensure!(d.journal().get(after).is_ok());
+        ensure!(d.journal().get(s.boundary)?.removed);
+    }
+    Ok(())
+}
+
+/// A record of Alex's taken over from a past of Blake's choosing (before it existed), with a
+/// higher operation counter to win the map key; and Alex's future check-in id squatted.
+#[test]
+fn a_partner_cannot_take_over_or_squat_the_others_record_ids() -> Result<()> {
+    let mut s = story(81)?;
+    let mut forger = Forger::new(&s.sim, 1, s.blake)?;
+    let before = forged_counts(&s.sim, "record_id");
+    let mut doc = AutoCommit::load(&s.early)?.with_actor(forger.actor(1));
+    let (_, records) = doc.get(ROOT, "records")?.context("records")?;
+    for n in 0..300 {
+        doc.put(ROOT, "schema_version", 1 + (n % 2))?;
+    }
+    let rec = doc.put_object(&records, s.boundary.to_string(), ObjType::Map)?;
+    doc.put(&rec, "kind", "boundary")?;
+    doc.put(&rec, "author", s.blake.to_string())?;
+    doc.put(&rec, "text", "hijacked")?;
+    doc.commit();
+    let change = doc
+        .get_last_local_change()
+        .context("forged")?
+        .raw_bytes()
+        .to_vec();
+    let plain = forger.bundle(&s.sim, &[change])?;
+    forger.push(&mut s.sim, &plain)?;
+    s.sim.settle()?;
+    refused_everywhere(&s.sim, "record_id", &before)?;
+    for d in &s.sim.devices {
+        ensure!(d.journal().get(s.boundary)?.author == s.alex, "{}", d.name);
+    }
+    // Alex's check-in id for tomorrow, filled first by Blake with a removed share.
+    let tomorrow = s.today.add_days(1);
+    let squat = RecordId::derive_check_in(s.alex, tomorrow);
+    let change = Forger::change(&s.sim, forger.actor(2), |doc| {
+        let (_, records) = doc.get(ROOT, "records")?.context("records")?;
+        let rec = doc.put_object(&records, squat.to_string(), ObjType::Map)?;
+        doc.put(&rec, "kind", "share")?;
+        doc.put(&rec, "author", s.blake.to_string())?;
+        doc.put(&rec, "removed", true)?;
+        Ok(())
+    })?;
+    let plain = forger.bundle(&s.sim, &[change])?;
+    forger.push(&mut s.sim, &plain)?;
+    s.sim.settle()?;
+    let check_in = s.sim.devices[0].journal_mut().add(Body::CheckIn(CheckIn {
+        local_date: Some(tomorrow),
+        safety: Some(4),
+        ..Default::default()
+    }))?;
+    ensure!(check_in == squat);
+    s.sim.settle()?;
+    identical(&s.sim)?;
+    for d in &s.sim.devices {
+        let c = d.journal().get(check_in)?;
+        ensure!(c.author == s.alex && !c.removed, "{}: {c:?}", d.name);
+        // Alex's own devices were never blamed for a forgery.
+        ensure!(
+            d.problems.iter().all(|p| !matches!(
+                &p.kind,
+                ProblemKind::Forged { partner, .. } if *partner == s.alex.to_string()
+            )),
+            "{}: {:?}",
+            d.name,
+            d.problems
+        );
+    }
+    Ok(())
+}
+
+/// Blake's own question answered by Blake, the answer first in its chunk; and a link spelt
+/// another way (upper case, braces) to slip past the check.
+#[test]
+fn links_are_judged_on_the_changes_own_past_and_spelt_one_way() -> Result<()> {
+    let mut s = story(82)?;
+    let mut forger = Forger::new(&s.sim, 1, s.blake)?;
+    let base = s.sim.devices[0].journal().document(Space::Couple)?;
+    let mut doc = AutoCommit::load(&base)?.with_actor(forger.actor(1));
+    let (_, records) = doc.get(ROOT, "records")?.context("records")?;
+    let q = RecordId::generate();
+    let rec = doc.put_object(&records, q.to_string(), ObjType::Map)?;
+    doc.put(&rec, "kind", "question")?;
+    doc.put(&rec, "author", s.blake.to_string())?;
+    doc.commit();
+    let question = doc
+        .get_last_local_change()
+        .context("q")?
+        .raw_bytes()
+        .to_vec();
+    // The answer, made on the same past as the question (it does not depend on it).
+    let mut doc2 = AutoCommit::load(&base)?.with_actor(forger.actor(2));
+    let (_, records2) = doc2.get(ROOT, "records")?.context("records")?;
+    let rec = doc2.put_object(&records2, RecordId::generate().to_string(), ObjType::Map)?;
+    doc2.put(&rec, "kind", "answer")?;
+    doc2.put(&rec, "author", s.blake.to_string())?;
+    doc2.put(&rec, "question", q.to_string())?;
+    doc2.commit();
+    let answer = doc2
+        .get_last_local_change()
+        .context("a")?
+        .raw_bytes()
+        .to_vec();
+    let plain = forger.bundle(&s.sim, &[answer, question])?;
+    let records_before = s.sim.devices[0].journal().shared_records()?.len();
+    forger.push(&mut s.sim, &plain)?;
+    s.sim.settle()?;
+    // Blake's answer to Blake's own question, spelt in capitals.
+    let own = s.sim.devices[2]
+        .journal_mut()
+        .add(Body::Question(Question {
+            text: "Mine".into(),
+            ..Default::default()
+        }))?;
+    s.sim.settle()?;
+    let change = Forger::change(&s.sim, forger.actor(3), |doc| {
+        let (_, records) = doc.get(ROOT, "records")?.context("records")?;
+        let rec = doc.put_object(&records, RecordId::generate().to_string(), ObjType::Map)?;
+        doc.put(&rec, "kind", "answer")?;
+        doc.put(&rec, "author", s.blake.to_string())?;
+        doc.put(
+            &rec,
+            "question",
+            format!("{{{}}}", own.to_string().to_uppercase()),
+        )?;
+        Ok(())
+    })?;
+    let plain = forger.bundle(&s.sim, &[change])?;
+    forger.push(&mut s.sim, &plain)?;
+    s.sim.settle()?;
+    identical(&s.sim)?;
+    for d in &s.sim.devices {
+        let j = d.journal();
+        ensure!(
+            j.shared_records()?.len() <= records_before + 2,
+            "{} took a forged answer",
+            d.name
+        );
+        ensure!(
+            j.shared_records()?
+                .iter()
+                .all(|r| !matches!(r.body, Body::Answer(_))),
+            "{} shows a self-answer",
+            d.name
+        );
+    }
+    Ok(())
+}
+
+/// Two signed changes under one actor and sequence number, and a bundle no device can read,
+/// from Blake's known device: refused, and snapshots go on.
+#[test]
+fn a_change_automerge_refuses_is_refused_and_snapshots_go_on() -> Result<()> {
+    let mut s = story(83)?;
+    let mut forger = Forger::new(&s.sim, 1, s.blake)?;
+    // First an honest change of the device's own, so its chunks count as real ones.
+    let fine = Forger::change(&s.sim, forger.actor(9), |doc| {
+        let (_, records) = doc.get(ROOT, "records")?.context("records")?;
+        let rec = doc.put_object(
+            &records,
+            RecordId::generate_for(s.blake).to_string(),
+            ObjType::Map,
+        )?;
+        doc.put(&rec, "kind", "share")?;
+        doc.put(&rec, "author", s.blake.to_string())?;
+        Ok(())
+    })?;
+    let plain = forger.bundle(&s.sim, &[fine])?;
+    forger.push(&mut s.sim, &plain)?;
+    s.sim.settle()?;
+    let make = |text: &str| {
+        Forger::change(&s.sim, forger.actor(1), |doc| {
+            let (_, records) = doc.get(ROOT, "records")?.context("records")?;
+            let rec = doc.put_object(
+                &records,
+                RecordId::generate_for(s.blake).to_string(),
+                ObjType::Map,
+            )?;
+            doc.put(&rec, "kind", "share")?;
+            doc.put(&rec, "author", s.blake.to_string())?;
+            doc.put(&rec, "feeling", text)?;
+            Ok(())
+        })
+    };
+    let (one, two) = (make("one")?, make("two")?);
+    let plain = forger.bundle(&s.sim, &[one])?;
+    forger.push(&mut s.sim, &plain)?;
+    let plain = forger.bundle(&s.sim, &[two])?;
+    forger.push(&mut s.sim, &plain)?;
+    forger.push(&mut s.sim, &[1, 0, 0, 0, 0, 0, 9])?;
+    s.sim.settle()?;
+    let space = s.sim.couple_keys.space_id;
+    let covers_before = s
+        .sim
+        .relay
+        .space_mut(space)
+        .snapshot
+        .as_ref()
+        .map_or(0, |x| x.covers);
+    for n in 0..8 {
+        s.sim.devices[n % 3]
+            .journal_mut()
+            .add(Body::Share(mend_core::model::Share {
+                feeling: format!("later {n}"),
+                tough_question: false,
+            }))?;
+        s.sim.settle()?;
+    }
+    identical(&s.sim)?;
+    let covers = s
+        .sim
+        .relay
+        .space_mut(space)
+        .snapshot
+        .as_ref()
+        .map_or(0, |x| x.covers);
+    ensure!(covers > covers_before + 4, "snapshots stopped at {covers}");
+    for d in &s.sim.devices {
+        ensure!(
+            d.journal().sync_state(Space::Couple)?.heal_after == 0,
+            "{} waits to heal",
+            d.name
+        );
     }
     Ok(())
 }

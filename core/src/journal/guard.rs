@@ -197,6 +197,8 @@ pub enum Breach {
     Wipe,
     /// Wrote a check-in under an id that is not theirs for its date.
     CheckInId,
+    /// Filed a record under an id that was not made for them.
+    RecordId,
     /// Wrote the other partner's entry in the partners list.
     OtherPartner,
     /// Tried to add a third partner.
@@ -240,6 +242,7 @@ impl Breach {
             Self::Removal => "removal",
             Self::Wipe => "wipe",
             Self::CheckInId => "check_in_id",
+            Self::RecordId => "record_id",
             Self::OtherPartner => "other_partner",
             Self::ThirdPartner => "third_partner",
             Self::Certificate => "certificate",
@@ -277,6 +280,7 @@ impl Breach {
             Self::Removal => format!("tried to remove what {target} wrote"),
             Self::Wipe => "tried to wipe out a record's consents or ledger".into(),
             Self::CheckInId => "tried to file a check-in under another id".into(),
+            Self::RecordId => "tried to file a record under an id that is not its own".into(),
             Self::OtherPartner => format!("tried to change {whose} entry in the partners list"),
             Self::ThirdPartner => "tried to add a third partner".into(),
             Self::Certificate => format!("tried to register a device for {target}"),
@@ -393,6 +397,8 @@ pub(crate) struct Verdicts {
     pub(crate) banned: Vec<ChangeHash>,
     /// Introductions admitted.
     pub(crate) intros: Vec<Intro>,
+    /// Automerge refused a change the rules passed: the document in memory is loaded again.
+    pub(crate) apply_failed: bool,
 }
 
 /// Checks `pending` (changes that came now and changes held before) and merges into `doc`
@@ -466,12 +472,18 @@ pub(crate) fn run(
                 continue;
             }
             progress = true;
-            match judge(doc, roster, space_id, &change, &signed, None) {
+            let verdict = judge(doc, roster, space_id, &change, &signed, None).and_then(|()| {
+                // Automerge refuses what the rules cannot see (a sequence number used twice
+                // under one actor): refused like any other, never an error that stops sync.
+                doc.apply_change(change)
+                    .map_err(|_| (Breach::Malformed, true))
+            });
+            match verdict {
                 Ok(()) => {
-                    doc.apply_change(change)?;
                     out.accepted.push((hash, signed));
                 }
                 Err((breach, ban)) => {
+                    out.apply_failed |= breach == Breach::Malformed && ban;
                     out.refused.push(Refused {
                         signer: signed.signer,
                         partner: roster.get(&signed.signer).map(|(p, _)| p),
@@ -495,9 +507,7 @@ pub(crate) fn run(
 
 /// Judges a snapshot's changes that this replica lacks, in the snapshot's order (each after
 /// what it depends on), against `scratch`: the snapshot's own document, which holds every one
-/// of them and their past. Merges nothing. A change with no proof passes only when
-/// `unsigned_ok` (a journal that holds nothing yet trusts the history before signing it first
-/// loads) and only if it comes from before signing.
+/// of them and their past. Merges nothing. A change with no proof is refused.
 pub(crate) fn judge_closed(
     scratch: &SpaceDoc,
     roster: &mut Roster,
@@ -505,7 +515,6 @@ pub(crate) fn judge_closed(
     space_id: &[u8; 32],
     intros: &[Intro],
     changes: Vec<(Change, Option<Signed>)>,
-    unsigned_ok: bool,
 ) -> (Vec<Intro>, Vec<Refused>) {
     let mut admitted = Vec::new();
     let mut refused = Vec::new();
@@ -525,7 +534,9 @@ pub(crate) fn judge_closed(
     for ((change, signed), signature_ok) in changes.into_iter().zip(verified) {
         let hash = change.hash();
         let signer = signed.as_ref().map_or(KeyId([0; 16]), |s| s.signer);
-        let verdict = if change
+        let verdict = if banned.contains(&hash) {
+            Err(Breach::Malformed)
+        } else if change
             .deps()
             .iter()
             .any(|d| banned.contains(d) || refused_now.contains(d))
@@ -542,9 +553,6 @@ pub(crate) fn judge_closed(
                     Some(signature_ok),
                 )
                 .map_err(|(b, _)| b),
-                None if unsigned_ok && change.actor_id().to_bytes().len() == LEGACY_ACTOR_LEN => {
-                    Ok(())
-                }
                 None => Err(Breach::Unsigned),
             }
         };
@@ -632,12 +640,13 @@ fn judge(
     if !ok {
         return Err((Breach::BadSignature, false));
     }
-    check_ops(doc, change, partner).map_err(|b| (b, own_actor))
+    let identity = roster.identities.get(&partner).copied();
+    check_ops(doc, change, partner, identity).map_err(|b| (b, own_actor))
 }
 
 /// Whether partner `me` could have made `change` through the API (its signature aside).
 pub(crate) fn rules_allow(doc: &SpaceDoc, change: &Change, me: PartnerId) -> bool {
-    check_ops(doc, change, me).is_ok()
+    check_ops(doc, change, me, None).is_ok()
 }
 
 /// Where an object sits: its path from the root, and the record map it belongs to.
@@ -665,16 +674,41 @@ fn str_value(action: &OpType) -> Option<String> {
     }
 }
 
+fn segment_of(key: &Key) -> String {
+    match key {
+        Key::Map(k) => k.to_string(),
+        Key::Seq(_) => "#".into(),
+    }
+}
+
+/// Most operations one change may carry: the app's largest write is a record of a few
+/// dozen fields; an import of many records is many changes.
+const MAX_OPS: usize = 50_000;
+
 /// Checks every operation of `change` against what partner `me` may do through the API.
-fn check_ops(doc: &SpaceDoc, change: &Change, me: PartnerId) -> std::result::Result<(), Breach> {
+/// `identity` is `me`'s identity key as this replica knows it (identity claims must name it).
+fn check_ops(
+    doc: &SpaceDoc,
+    change: &Change,
+    me: PartnerId,
+    identity: Option<IdentityKey>,
+) -> std::result::Result<(), Breach> {
+    if change.len() > MAX_OPS {
+        return Err(Breach::Malformed);
+    }
     let expanded = change.decode();
     let start = change.start_op().get();
     let actor = change.actor_id().to_hex_string();
     let me_text = me.to_string();
     let deps = change.deps();
     let mut made: HashMap<String, Loc> = HashMap::new();
+    let mut made_records: HashMap<String, String> = HashMap::new();
     let mut facts: HashMap<String, Facts> = HashMap::new();
-    let mut locs: Vec<(Loc, &Key, &OpType)> = Vec::with_capacity(expanded.operations.len());
+    let mut removed_here: HashSet<String> = HashSet::new();
+    // Objects this change did not make, each checked once: it must exist, where the change's
+    // own past holds it.
+    let mut known: HashMap<String, Option<Loc>> = HashMap::new();
+    let mut locs: Vec<(Loc, String, &OpType)> = Vec::with_capacity(expanded.operations.len());
     // First pass: where each operation writes, and what the records made here say.
     for (i, op) in expanded.operations.iter().enumerate() {
         let id = format!("{}@{actor}", start.saturating_add(i as u64));
@@ -687,19 +721,21 @@ fn check_ops(doc: &SpaceDoc, change: &Change, me: PartnerId) -> std::result::Res
                 let key = obj.to_string();
                 match made.get(&key) {
                     Some(loc) => loc.clone(),
-                    None => locate(doc, &key).ok_or(Breach::Structure)?,
+                    None => known
+                        .entry(key)
+                        .or_insert_with_key(|key| locate_at(doc, key, deps))
+                        .clone()
+                        .ok_or(Breach::Structure)?,
                 }
             }
         };
-        let segment = match &op.key {
-            Key::Map(k) => k.to_string(),
-            Key::Seq(_) => "#".into(),
-        };
+        let segment = segment_of(&op.key);
         if let OpType::Make(_) = op.action {
             let mut path = loc.path.clone();
             path.push(segment.clone());
             let record = if path.len() == 2 && path[0] == "records" {
                 facts.insert(id.clone(), Facts::default());
+                made_records.insert(path[1].clone(), id.clone());
                 Some(id.clone())
             } else {
                 loc.record.clone()
@@ -709,19 +745,24 @@ fn check_ops(doc: &SpaceDoc, change: &Change, me: PartnerId) -> std::result::Res
         if loc.path.len() == 2
             && loc.path[0] == "records"
             && let Some(record) = &loc.record
-            && let Some(f) = facts.get_mut(record)
         {
-            let value = str_value(&op.action);
-            match segment.as_str() {
-                "kind" => f.kind = value,
-                "author" => f.author = value,
-                "local_date" => f.local_date = value,
-                "question" => f.question = value,
-                "target" => f.target = value,
-                _ => {}
+            if segment == "removed" && matches!(op.action, OpType::Put(ScalarValue::Boolean(true)))
+            {
+                removed_here.insert(record.clone());
+            }
+            if let Some(f) = facts.get_mut(record) {
+                let value = str_value(&op.action);
+                match segment.as_str() {
+                    "kind" => f.kind = value,
+                    "author" => f.author = value,
+                    "local_date" => f.local_date = value,
+                    "question" => f.question = value,
+                    "target" => f.target = value,
+                    _ => {}
+                }
             }
         }
-        locs.push((loc, &op.key, &op.action));
+        locs.push((loc, segment, &op.action));
     }
     let fact_of = |record: &str| -> Facts {
         match facts.get(record) {
@@ -729,13 +770,9 @@ fn check_ops(doc: &SpaceDoc, change: &Change, me: PartnerId) -> std::result::Res
             None => stored_facts(doc, record),
         }
     };
-    for (loc, key, action) in &locs {
-        let segment = match key {
-            Key::Map(k) => k.to_string(),
-            Key::Seq(_) => "#".into(),
-        };
+    for (loc, segment, action) in &locs {
         let mut path = loc.path.clone();
-        path.push(segment);
+        path.push(segment.clone());
         match path.first().map(String::as_str) {
             Some("schema_version") if path.len() == 1 => {
                 if !matches!(
@@ -746,13 +783,13 @@ fn check_ops(doc: &SpaceDoc, change: &Change, me: PartnerId) -> std::result::Res
                 }
             }
             Some("partners") if path.len() >= 2 => {
-                check_partner(doc, deps, &path, action, &me_text)?;
+                check_partner(doc, deps, &path, action, &me_text, identity)?;
             }
             Some("records") if path.len() == 2 => {
                 let OpType::Make(_) = action else {
                     return Err(Breach::Removal);
                 };
-                let Some(record) = &made_record(&made, &path) else {
+                let Some(record) = made_records.get(&path[1]) else {
                     return Err(Breach::Structure);
                 };
                 check_creation(doc, deps, &path[1], &fact_of(record), &me_text, me)?;
@@ -762,13 +799,14 @@ fn check_ops(doc: &SpaceDoc, change: &Change, me: PartnerId) -> std::result::Res
                     return Err(Breach::Structure);
                 };
                 let created_here = facts.contains_key(record);
+                let removing = removed_here.contains(record);
                 let f = fact_of(record);
                 check_field(
                     doc,
                     deps,
                     record,
                     &f,
-                    created_here,
+                    (created_here, removing),
                     &path[2..],
                     action,
                     &me_text,
@@ -780,19 +818,30 @@ fn check_ops(doc: &SpaceDoc, change: &Change, me: PartnerId) -> std::result::Res
     Ok(())
 }
 
-/// The record map made at `[records, id]` in this change.
-fn made_record(made: &HashMap<String, Loc>, path: &[String]) -> Option<String> {
-    made.iter()
-        .find(|(_, loc)| loc.path == path && loc.record.is_some())
-        .and_then(|(_, loc)| loc.record.clone())
-}
-
-/// Where an existing object sits, read from the document (objects never move).
-fn locate(doc: &SpaceDoc, obj: &str) -> Option<Loc> {
+/// Where an existing object sits, if the change's own past (`deps`) holds it there: every
+/// step of its path must be visible at `deps` (objects never move, but a change must not
+/// write into one its author could not see).
+fn locate_at(doc: &SpaceDoc, obj: &str, deps: &[ChangeHash]) -> Option<Loc> {
     let (ex, _) = doc.am().import(obj).ok()?;
     let parents = doc.am().parents(&ex).ok()?.path();
+    // The maps every replica starts with (the genesis change's) are in every past.
+    let genesis = obj.ends_with(&format!("@{}", "0".repeat(32)));
     let mut path = Vec::with_capacity(parents.len());
-    for (_, prop) in &parents {
+    for (i, (parent, prop)) in parents.iter().enumerate() {
+        let child = parents.get(i + 1).map_or(&ex, |(next, _)| next);
+        // A list position moves with later inserts; the app never writes into an element of
+        // a list it did not make in the same change, so only map steps are checked.
+        let seen = genesis
+            || matches!(prop, Prop::Seq(_))
+            || doc
+                .am()
+                .get_all_at(parent, prop.clone(), deps)
+                .ok()?
+                .into_iter()
+                .any(|(_, id)| id == *child);
+        if !seen {
+            return None;
+        }
         path.push(match prop {
             Prop::Map(k) => k.clone(),
             Prop::Seq(_) => "#".into(),
@@ -816,7 +865,9 @@ fn read_str(doc: &SpaceDoc, obj: &ObjId, key: &str) -> Option<String> {
     }
 }
 
-/// A record's facts as the document holds them (written once, by the change that made it).
+/// A record's facts as the document holds them. Written once, by the change that made the
+/// record (a receiver refuses any later write of them), so any state that holds the record
+/// holds the same facts.
 fn stored_facts(doc: &SpaceDoc, record: &str) -> Facts {
     let Ok(obj) = doc.am().import_obj(record) else {
         return Facts::default();
@@ -830,10 +881,18 @@ fn stored_facts(doc: &SpaceDoc, record: &str) -> Facts {
     }
 }
 
-/// The author of the record with id `id`, as the document holds it now (authors never change).
-fn author_of(doc: &SpaceDoc, id: &str) -> Option<String> {
-    let (_, obj) = doc.am().get(doc.records_obj(), id).ok()??;
-    read_str(doc, &obj, "author")
+/// The authors of the record maps at id `id`, as the change's own past holds them.
+fn authors_at(doc: &SpaceDoc, id: &str, deps: &[ChangeHash]) -> Vec<Option<String>> {
+    let Ok(found) = doc.am().get_all_at(doc.records_obj(), id, deps) else {
+        return Vec::new();
+    };
+    found
+        .into_iter()
+        .map(|(_, obj)| match doc.am().get_at(&obj, "author", deps) {
+            Ok(Some((Value::Scalar(s), _))) => s.as_str().map(str::to_owned),
+            _ => None,
+        })
+        .collect()
 }
 
 fn check_partner(
@@ -842,9 +901,14 @@ fn check_partner(
     path: &[String],
     action: &OpType,
     me: &str,
+    identity: Option<IdentityKey>,
 ) -> std::result::Result<(), Breach> {
     if path[1] != me {
-        return Err(Breach::OtherPartner);
+        return Err(if PartnerId::parse_canonical(&path[1]).is_some() {
+            Breach::OtherPartner
+        } else {
+            Breach::Structure
+        });
     }
     if path.len() == 2 {
         // Joining: an entry made once, by a partner the couple has room for.
@@ -875,6 +939,14 @@ fn check_partner(
             return Err(Breach::Certificate);
         }
     }
+    if path.len() == 3
+        && let Some(key) = path[2].strip_prefix("identity:")
+        && let Some(identity) = identity
+        && key != hex::encode(identity.to_bytes())
+    {
+        // A partner's devices all claim the identity they were introduced with.
+        return Err(Breach::OtherIdentity);
+    }
     Ok(())
 }
 
@@ -886,40 +958,57 @@ fn check_creation(
     me_text: &str,
     me: PartnerId,
 ) -> std::result::Result<(), Breach> {
+    let Some(rid) = RecordId::parse_canonical(id) else {
+        return Err(Breach::Structure);
+    };
     if facts.author.as_deref() != Some(me_text) {
         return Err(Breach::Impersonation);
     }
     let kind: Option<Kind> = facts.kind.as_deref().and_then(|k| k.parse().ok());
-    if kind == Some(Kind::CheckIn) {
-        let date: Option<LocalDate> = facts.local_date.as_deref().and_then(|d| d.parse().ok());
-        let expected = date.map(|d| RecordId::derive_check_in(me, d).to_string());
-        if expected.as_deref() != Some(id) {
-            return Err(Breach::CheckInId);
-        }
-    }
-    // A record already at this id, as the change's own past holds it, is its author's.
-    if let Ok(Some((_, existing))) = doc.am().get_at(doc.records_obj(), id, deps)
-        && let Ok(Some((Value::Scalar(s), _))) = doc.am().get_at(&existing, "author", deps)
-        && s.as_str() != Some(me_text)
-    {
+    let date: Option<LocalDate> = facts.local_date.as_deref().and_then(|d| d.parse().ok());
+    let check_in_id = date.map(|d| RecordId::derive_check_in(me, d));
+    let here = authors_at(doc, id, deps);
+    if here.iter().any(|a| a.as_deref() != Some(me_text)) {
+        // A record already at this id, as the change's own past holds it, is its author's.
         return Err(Breach::Impersonation);
     }
-    match kind {
-        Some(Kind::Answer) => {
-            if let Some(q) = &facts.question
-                && author_of(doc, q).as_deref() == Some(me_text)
-            {
-                return Err(Breach::Role);
-            }
+    if kind == Some(Kind::CheckIn) {
+        // A check-in's id is its author's for its date.
+        if check_in_id != Some(rid) {
+            return Err(Breach::CheckInId);
         }
-        Some(Kind::Validation) => {
-            if let Some(t) = &facts.target
-                && author_of(doc, t).as_deref() == Some(me_text)
-            {
-                return Err(Breach::Role);
-            }
+    } else if !rid.bound_to(me) && here.is_empty() {
+        // A new record's id is made for its author (`RecordId::generate_for`). An id from
+        // before that may be filed again only by its author (sharing a private note): then
+        // nothing else may stand at it in this replica either, or the partner who saw an id
+        // could file a record of theirs beside it from a past of their choosing.
+        let records = doc.records_obj();
+        let elsewhere = doc
+            .am()
+            .get_all(records, id)
+            .unwrap_or_default()
+            .into_iter()
+            .any(|(_, obj)| read_str(doc, &obj, "author").as_deref() != Some(me_text));
+        if elsewhere || rid.as_uuid().get_version_num() != 7 {
+            return Err(Breach::RecordId);
         }
-        _ => {}
+    }
+    let link_author = |link: &Option<String>| -> std::result::Result<Option<String>, Breach> {
+        let Some(link) = link else { return Ok(None) };
+        if RecordId::parse_canonical(link).is_none() {
+            return Err(Breach::Structure);
+        }
+        let authors = authors_at(doc, link, deps);
+        // What it links to must be in its past.
+        authors.into_iter().next().ok_or(Breach::Role)
+    };
+    let link = match kind {
+        Some(Kind::Answer) => &facts.question,
+        Some(Kind::Validation) => &facts.target,
+        _ => &None,
+    };
+    if link_author(link)?.as_deref() == Some(me_text) {
+        return Err(Breach::Role);
     }
     Ok(())
 }
@@ -942,7 +1031,7 @@ fn check_field(
     deps: &[ChangeHash],
     record: &str,
     facts: &Facts,
-    created_here: bool,
+    (created_here, removing): (bool, bool),
     rest: &[String],
     action: &OpType,
     me: &str,
@@ -971,6 +1060,11 @@ fn check_field(
         }
         _ => {}
     }
+    // Removal: its author marks the record removed and deletes its words, all of them (the
+    // partner's consents and responses with it), in one change.
+    if author && removing && deleting && rest.len() == 1 {
+        return Ok(());
+    }
     let Some(kind) = kind else {
         // A kind this version does not know: its author's to write.
         return if author {
@@ -980,15 +1074,14 @@ fn check_field(
         };
     };
     if rules::is_add_only(kind) && !created_here {
-        // Only removal: its author deletes the words.
-        return if author && deleting && rest.len() == 1 {
-            Ok(())
-        } else {
-            Err(Breach::AddOnly)
-        };
+        return Err(Breach::AddOnly);
     }
-    // Replacing a whole ledger, consent map or wording history would hide every entry in it.
-    if rest.len() == 1 && managed_map(Some(kind), field) && !deleting && !created_here {
+    // Replacing or deleting a whole ledger, consent map or wording history would hide every
+    // entry in it.
+    if rest.len() == 1 && managed_map(Some(kind), field) && !created_here {
+        if deleting {
+            return Err(Breach::Wipe);
+        }
         let existing = doc
             .am()
             .import_obj(record)
@@ -997,9 +1090,6 @@ fn check_field(
         if existing.is_some() {
             return Err(Breach::Wipe);
         }
-    }
-    if rest.len() == 1 && managed_map(Some(kind), field) && deleting {
-        return Err(Breach::Wipe);
     }
     match (kind, field) {
         (Kind::Boundary, "consents") => {
@@ -1059,7 +1149,7 @@ fn check_field(
                 }
             }
             Writer::Fixed => {
-                if created_here || (author && deleting) {
+                if created_here {
                     Ok(())
                 } else {
                     Err(Breach::Fixed)

@@ -31,9 +31,11 @@ const META_SIGNING_SINCE: &str = "signing_since";
 const PROVEN_SNAPSHOT: u8 = 2;
 /// Bytes of one proof in a snapshot: change hash, signer, signature.
 const PROOF_LEN: usize = 32 + 16 + 64;
-/// Changes held for a missing dependency at most; more are dropped (a device that sends
-/// changes built on what never comes only wastes its own words).
-const MAX_HELD: usize = 10_000;
+/// Changes held for a missing dependency, per signing device, at most (count and bytes): the
+/// newest are kept, so a device that sends changes built on what never comes crowds out only
+/// its own.
+const MAX_HELD_PER_DEVICE: usize = 1_000;
+const MAX_HELD_BYTES_PER_DEVICE: usize = 4 << 20;
 
 fn corrupt(what: &str) -> Error {
     Error::Corrupt(what.into())
@@ -235,10 +237,19 @@ impl Journal {
         for p in pulled {
             let Some(plain) = p.bytes else { continue };
             if Bundle::is_bundle(plain) {
-                let bundle =
-                    Bundle::decode(plain).map_err(|_| corrupt("a signed chunk is malformed"))?;
-                intros.extend(bundle.intros);
-                pending.extend(bundle.changes);
+                // A bundle no device can read is refused like a forged change: it opened, so a
+                // holder of the couple's key made it, and no snapshot will ever heal it.
+                match Bundle::decode(plain) {
+                    Ok(bundle) => {
+                        intros.extend(bundle.intros);
+                        pending.extend(bundle.changes);
+                    }
+                    Err(_) => refused.push(Refused {
+                        signer: KeyId(p.device),
+                        partner: None,
+                        breach: guard::Breach::Malformed,
+                    }),
+                }
             } else {
                 refused.push(Refused {
                     signer: KeyId(p.device),
@@ -267,6 +278,9 @@ impl Journal {
         );
         self.banned = banned;
         let (verdicts, records) = outcome?;
+        if verdicts.apply_failed {
+            self.reload(space)?;
+        }
         self.roster = roster;
         self.banned.extend(verdicts.banned.iter().copied());
         refused.extend(verdicts.refused);
@@ -352,8 +366,7 @@ impl Journal {
                 (c, signed)
             })
             .collect();
-        // A journal that has read nothing from the relay yet trusts the history from before
-        // signing that its first snapshot holds (docs/security.md).
+        // A journal that has read nothing from the relay yet holds only its own first changes.
         let state = self.store.sync_state(space)?;
         let first_load = state.cursor == 0 && state.snapshot_covers == 0;
         let mut roster = self.roster.clone();
@@ -364,7 +377,6 @@ impl Journal {
             &space_id,
             &intros,
             changes,
-            first_load,
         );
         if !refused.is_empty() {
             let state = self.store.sync_state(space);
@@ -428,11 +440,14 @@ impl Journal {
     /// The problems the sync status shows for refusals, in plain words with the device named
     /// and no journal text.
     fn forged_problems(&self, refused: &[Refused]) -> Vec<ProblemKind> {
+        // A name is the partner's own words: shown short and on one line.
+        let clean =
+            |name: &str| -> String { name.chars().filter(|c| !c.is_control()).take(40).collect() };
         let name_of = |id: crate::ids::PartnerId| {
             self.partners
                 .iter()
                 .find(|p| p.id == id)
-                .map(|p| p.name.clone())
+                .map(|p| clean(&p.name))
         };
         let mut out: Vec<ProblemKind> = Vec::new();
         for r in refused {
@@ -446,7 +461,7 @@ impl Journal {
                     let other = self.partners.iter().find(|q| q.id != p);
                     let target = match other {
                         Some(q) if q.id == self.me => "you".to_owned(),
-                        Some(q) => q.name.clone(),
+                        Some(q) => clean(&q.name),
                         None => "the other partner".to_owned(),
                     };
                     (from, target)
@@ -488,12 +503,7 @@ fn checked_of(verdicts: &guard::Verdicts, accepted: Vec<u8>) -> Checked {
             .iter()
             .map(|i| (i.cert.device_key.key_id().0, i.to_bytes().to_vec()))
             .collect(),
-        held: verdicts
-            .held
-            .iter()
-            .take(MAX_HELD)
-            .map(|(hash, s)| (hash.0, s.bytes.clone(), s.signer.0, s.proof.0))
-            .collect(),
+        held: bounded_held(&verdicts.held),
         banned: verdicts.banned.iter().map(|h| h.0).collect(),
     }
 }
@@ -511,6 +521,24 @@ pub(super) fn unwrap_changes(plain: &[u8]) -> Result<Vec<u8>> {
 /// The save inside a snapshot's document part, proofs or not.
 pub(super) fn unwrap_save(payload: &[u8]) -> Result<&[u8]> {
     parse_proven(payload).map(|(_, _, save)| save)
+}
+
+/// What stays held: per signing device, its newest changes within the bounds.
+fn bounded_held(held: &[(ChangeHash, Signed)]) -> Vec<crate::store::HeldRow> {
+    let mut per: HashMap<KeyId, (usize, usize)> = HashMap::new();
+    let mut kept: Vec<crate::store::HeldRow> = Vec::new();
+    for (hash, s) in held.iter().rev() {
+        let (count, bytes) = per.entry(s.signer).or_default();
+        let size = s.bytes.len();
+        if *count >= MAX_HELD_PER_DEVICE || bytes.saturating_add(size) > MAX_HELD_BYTES_PER_DEVICE {
+            continue;
+        }
+        *count += 1;
+        *bytes = bytes.saturating_add(size);
+        kept.push((hash.0, s.bytes.clone(), s.signer.0, s.proof.0));
+    }
+    kept.reverse();
+    kept
 }
 
 type Proofs = HashMap<[u8; 32], ([u8; 16], [u8; 64])>;

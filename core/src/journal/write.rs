@@ -118,7 +118,7 @@ impl Journal {
                 }
                 id
             }
-            _ => RecordId::generate(),
+            _ => RecordId::generate_for(self.me),
         };
         // Fields written through their own operations start empty, whatever the caller passed.
         match &mut body {
