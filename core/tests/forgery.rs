@@ -316,6 +316,33 @@ fn identical(sim: &Sim) -> Result<()> {
             "{} tells boundaries apart differently",
             d.name
         );
+        // What a partner sees of their own private records differs between partners: the
+        // timeline and progress are compared between devices of one partner.
+        let same = sim
+            .devices
+            .iter()
+            .find(|o| o.partner == d.partner)
+            .map(|o| o.journal())
+            .unwrap_or(first);
+        let q = mend_core::query::TimelineQuery::default();
+        ensure!(
+            format!("{:?}", j.timeline(&q)?) == format!("{:?}", same.timeline(&q)?),
+            "{} shows another timeline",
+            d.name
+        );
+        ensure!(
+            format!("{:?}", j.open_questions()?) == format!("{:?}", first.open_questions()?),
+            "{} lists other open questions",
+            d.name
+        );
+        ensure!(j.needs()? == first.needs()?, "{} lists other needs", d.name);
+        let from = j.today().add_days(-30);
+        ensure!(
+            format!("{:?}", j.progress(from, j.today())?)
+                == format!("{:?}", same.progress(from, same.today())?),
+            "{} counts progress differently",
+            d.name
+        );
         j.verify_read_model()?;
     }
     Ok(())
