@@ -1534,3 +1534,137 @@ fn a_change_automerge_refuses_is_refused_and_snapshots_go_on() -> Result<()> {
     }
     Ok(())
 }
+
+/// Blake's own commitment and need, removed, their partner's view and response deleted, and
+/// un-removed, all in one change: the partner's words wiped from a live record.
+#[test]
+fn removing_and_taking_the_removal_back_cannot_wipe_the_partners_words() -> Result<()> {
+    use mend_core::model::PartnerView;
+    let mut s = story(84)?;
+    let mut forger = Forger::new(&s.sim, 1, s.blake)?;
+    let today = s.today;
+    s.sim.devices[0].journal_mut().confirm(
+        s.blake_commitment,
+        today,
+        PartnerView::Disagree,
+        "not seen",
+    )?;
+    s.sim.devices[0].journal_mut().respond_to_need(
+        s.blake_need,
+        NeedResponseKind::LetsTalk,
+        "later",
+    )?;
+    s.sim.settle()?;
+    let before = forged_counts(&s.sim, "wipe");
+    let change = Forger::change(&s.sim, forger.actor(1), |doc| {
+        for (id, field) in [(s.blake_commitment, "views"), (s.blake_need, "response")] {
+            let rec = record(doc, id)?;
+            doc.put(&rec, "removed", true)?;
+            doc.delete(&rec, field)?;
+            doc.put(&rec, "removed", false)?;
+        }
+        Ok(())
+    })?;
+    let plain = forger.bundle(&s.sim, &[change])?;
+    forger.push(&mut s.sim, &plain)?;
+    s.sim.settle()?;
+    refused_everywhere(&s.sim, "wipe", &before)?;
+    for d in &s.sim.devices {
+        let c = d.journal().get(s.blake_commitment)?;
+        let Body::Commitment(c) = c.body else {
+            anyhow::bail!("not a commitment");
+        };
+        ensure!(c.views.len() == 1, "{}: the view was wiped", d.name);
+        let n = d.journal().get(s.blake_need)?;
+        let Body::Need(n) = n.body else {
+            anyhow::bail!("not a need");
+        };
+        ensure!(n.response.is_some(), "{}: the response was wiped", d.name);
+    }
+    Ok(())
+}
+
+/// An operation of the wrong shape (a list position in a map), then a write into what it
+/// made: Automerge would take the first and corrupt its document, then panic on the second.
+#[test]
+fn an_operation_of_the_wrong_shape_is_refused_without_a_crash() -> Result<()> {
+    let mut s = story(85)?;
+    let mut forger = Forger::new(&s.sim, 1, s.blake)?;
+    let before = forged_counts(&s.sim, "structure");
+    let base = s.sim.devices[0].journal().document(Space::Couple)?;
+    let mut doc = AutoCommit::load(&base)?.with_actor(forger.actor(1));
+    let rec = record(&doc, s.blake_moment)?;
+    // A list position in a map: a plain Automerge transaction refuses it, so the change is
+    // put together from a list in a scratch document and renamed into the record.
+    let list = doc.put_object(&rec, "tags", ObjType::List)?;
+    let child = doc.insert_object(&list, 0, ObjType::Map)?;
+    doc.put(&child, "x", 1)?;
+    doc.commit();
+    let mut change = doc.get_last_local_change().context("change")?.decode();
+    // The map's insert now names the record map itself as where it goes, at a list position.
+    let record_obj = change.operations[0].obj.clone();
+    change.operations[1].obj = record_obj;
+    change.hash = None;
+    let bent = automerge::Change::from(change);
+    let plain = forger.bundle(&s.sim, &[bent.raw_bytes().to_vec()])?;
+    forger.push(&mut s.sim, &plain)?;
+    s.sim.settle()?;
+    refused_everywhere(&s.sim, "structure", &before)
+}
+
+/// A couple from before signing, both partners updated, many writes since, and a snapshot:
+/// a new device fills up from it (every change in it, the old ones too, has its proof).
+#[test]
+fn a_new_device_of_a_couple_from_before_signing_loads_its_snapshot() -> Result<()> {
+    let mut sim = Sim::new_legacy(95, 1, 1, 4)?;
+    sim.settle()?;
+    for n in 0..6 {
+        sim.devices[n % 2]
+            .journal_mut()
+            .add(Body::Share(mend_core::model::Share {
+                feeling: format!("before {n}"),
+                tough_question: false,
+            }))?;
+        sim.settle()?;
+    }
+    sim.upgrade(0)?;
+    sim.upgrade(1)?;
+    sim.settle()?;
+    for n in 0..10 {
+        sim.devices[n % 2]
+            .journal_mut()
+            .add(Body::Share(mend_core::model::Share {
+                feeling: format!("after {n}"),
+                tough_question: false,
+            }))?;
+        sim.settle()?;
+    }
+    let space = sim.couple_keys.space_id;
+    ensure!(
+        sim.relay.space_mut(space).snapshot.is_some(),
+        "no snapshot yet"
+    );
+    let late = sim.join_device(0)?;
+    sim.relay.prune_early(space);
+    sim.settle()?;
+    sim.relay.behave();
+    sim.settle()?;
+    identical(&sim)?;
+    let n = sim.devices[late].journal().shared_records()?.len();
+    ensure!(
+        n == 16,
+        "the new device has {n} of 16: {:?}",
+        sim.devices[late].problems
+    );
+    for d in &sim.devices {
+        ensure!(
+            d.problems
+                .iter()
+                .all(|p| !matches!(p.kind, ProblemKind::Forged { .. })),
+            "{}: {:?}",
+            d.name,
+            d.problems
+        );
+    }
+    Ok(())
+}

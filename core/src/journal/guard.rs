@@ -399,12 +399,13 @@ pub(crate) struct Verdicts {
     pub(crate) intros: Vec<Intro>,
     /// Automerge refused a change the rules passed: the document in memory is loaded again.
     pub(crate) apply_failed: bool,
+    /// Proofs for changes this replica already held without one (a change from before signing,
+    /// vouched for now by its partner's device): kept, so its snapshots carry them.
+    pub(crate) known: Vec<(ChangeHash, Signed)>,
 }
 
 /// Checks `pending` (changes that came now and changes held before) and merges into `doc`
 /// each one that passes, in an order where every change follows what it depends on.
-/// `legacy_ok` lets changes from before signing (16-byte actors) in without a proof: only
-/// for a snapshot loaded into an empty journal.
 pub(crate) fn run(
     doc: &mut SpaceDoc,
     roster: &mut Roster,
@@ -440,7 +441,27 @@ pub(crate) fn run(
                 continue;
             }
         };
-        if !seen.insert(change.hash()) || doc.has_change(&change.hash()) {
+        let hash = change.hash();
+        if !seen.insert(hash) || banned.contains(&hash) {
+            // Refused for good before: not judged (nor reported) again.
+            continue;
+        }
+        if doc.has_change(&hash) {
+            // Held already. A proof for it is kept if it holds, for the snapshots this replica
+            // makes (a change from before signing, vouched for now).
+            if judge(doc, roster, space_id, &change, &signed, None).is_ok() {
+                out.known.push((hash, signed));
+            }
+            continue;
+        }
+        // What needs no dependency is checked before a change may wait for one: only an
+        // introduced device's own, verified change is held.
+        if let Err((breach, _)) = authenticate(roster, space_id, &change, &signed, None) {
+            out.refused.push(Refused {
+                signer: signed.signer,
+                partner: roster.get(&signed.signer).map(|(p, _)| p),
+                breach,
+            });
             continue;
         }
         queue.push((change, signed));
@@ -472,18 +493,23 @@ pub(crate) fn run(
                 continue;
             }
             progress = true;
-            let verdict = judge(doc, roster, space_id, &change, &signed, None).and_then(|()| {
-                // Automerge refuses what the rules cannot see (a sequence number used twice
-                // under one actor): refused like any other, never an error that stops sync.
-                doc.apply_change(change)
-                    .map_err(|_| (Breach::Malformed, true))
-            });
+            let own_actor = change.actor_id().to_bytes().len() == ACTOR_LEN;
+            let mut apply_failed = false;
+            let verdict =
+                judge(doc, roster, space_id, &change, &signed, Some(true)).and_then(|()| {
+                    // Automerge refuses what the rules cannot see (a sequence number used twice
+                    // under one actor): refused like any other, never an error that stops sync.
+                    doc.apply_change(change).map_err(|_| {
+                        apply_failed = true;
+                        (Breach::Malformed, own_actor)
+                    })
+                });
             match verdict {
                 Ok(()) => {
                     out.accepted.push((hash, signed));
                 }
                 Err((breach, ban)) => {
-                    out.apply_failed |= breach == Breach::Malformed && ban;
+                    out.apply_failed |= apply_failed;
                     out.refused.push(Refused {
                         signer: signed.signer,
                         partner: roster.get(&signed.signer).map(|(p, _)| p),
@@ -621,6 +647,32 @@ fn judge(
     signed: &Signed,
     verified: Option<bool>,
 ) -> std::result::Result<(), (Breach, bool)> {
+    let (partner, own_actor) = authenticate(roster, space_id, change, signed, verified)?;
+    let identity = roster.identities.get(&partner).copied();
+    let others: Vec<PartnerId> = roster
+        .identities
+        .keys()
+        .filter(|p| **p != partner)
+        .copied()
+        .collect();
+    // A panic in a check (an input no rule foresaw reaching Automerge) refuses the change
+    // rather than stopping every device at the same chunk on every start.
+    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        check_ops(doc, change, partner, identity, &others)
+    }))
+    .unwrap_or(Err(Breach::Malformed));
+    checked.map_err(|b| (b, own_actor))
+}
+
+/// Which partner's device signed `change`, and whether under its own actor: everything about
+/// a change that needs nothing it depends on.
+fn authenticate(
+    roster: &Roster,
+    space_id: &[u8; 32],
+    change: &Change,
+    signed: &Signed,
+    verified: Option<bool>,
+) -> std::result::Result<(PartnerId, bool), (Breach, bool)> {
     let actor = change.actor_id().to_bytes();
     let own_actor = match actor.len() {
         ACTOR_LEN => {
@@ -628,6 +680,10 @@ fn judge(
                 return Err((Breach::OtherActor, false));
             }
             true
+        }
+        // The genesis actor made one change, the same everywhere: nobody writes under it.
+        LEGACY_ACTOR_LEN if actor.iter().all(|b| *b == 0) => {
+            return Err((Breach::OtherActor, false));
         }
         LEGACY_ACTOR_LEN => false,
         _ => return Err((Breach::Malformed, true)),
@@ -640,13 +696,12 @@ fn judge(
     if !ok {
         return Err((Breach::BadSignature, false));
     }
-    let identity = roster.identities.get(&partner).copied();
-    check_ops(doc, change, partner, identity).map_err(|b| (b, own_actor))
+    Ok((partner, own_actor))
 }
 
 /// Whether partner `me` could have made `change` through the API (its signature aside).
 pub(crate) fn rules_allow(doc: &SpaceDoc, change: &Change, me: PartnerId) -> bool {
-    check_ops(doc, change, me, None).is_ok()
+    check_ops(doc, change, me, None, &[]).is_ok()
 }
 
 /// Where an object sits: its path from the root, and the record map it belongs to.
@@ -655,6 +710,8 @@ struct Loc {
     path: Vec<String>,
     /// The record map (as `counter@actor`) when the object is a record or inside one.
     record: Option<String>,
+    /// What kind of object it is: a map takes keys, a list positions.
+    list: bool,
 }
 
 /// What a record is, from the change that created it or from the document.
@@ -692,6 +749,7 @@ fn check_ops(
     change: &Change,
     me: PartnerId,
     identity: Option<IdentityKey>,
+    others: &[PartnerId],
 ) -> std::result::Result<(), Breach> {
     if change.len() > MAX_OPS {
         return Err(Breach::Malformed);
@@ -704,7 +762,9 @@ fn check_ops(
     let mut made: HashMap<String, Loc> = HashMap::new();
     let mut made_records: HashMap<String, String> = HashMap::new();
     let mut facts: HashMap<String, Facts> = HashMap::new();
-    let mut removed_here: HashSet<String> = HashSet::new();
+    // Each record's last `removed` value in this change: a removal is judged on where the
+    // change leaves the record, not on a `true` it takes back.
+    let mut removed_final: HashMap<String, bool> = HashMap::new();
     // Objects this change did not make, each checked once: it must exist, where the change's
     // own past holds it.
     let mut known: HashMap<String, Option<Loc>> = HashMap::new();
@@ -716,6 +776,7 @@ fn check_ops(
             ObjectId::Root => Loc {
                 path: Vec::new(),
                 record: None,
+                list: false,
             },
             ObjectId::Id(obj) => {
                 let key = obj.to_string();
@@ -729,8 +790,21 @@ fn check_ops(
                 }
             }
         };
+        // A map takes keys and a list positions: Automerge itself does not check, and an
+        // operation of the wrong shape corrupts the document (the app writes none).
+        match (&op.key, loc.list) {
+            (Key::Map(_), false) if !op.insert => {}
+            (Key::Seq(_), true) => {}
+            _ => return Err(Breach::Structure),
+        }
         let segment = segment_of(&op.key);
-        if let OpType::Make(_) = op.action {
+        if let OpType::Make(kind) = op.action {
+            let list = match kind {
+                automerge::ObjType::Map => false,
+                automerge::ObjType::List => true,
+                // The journal keeps no text or table objects.
+                _ => return Err(Breach::Structure),
+            };
             let mut path = loc.path.clone();
             path.push(segment.clone());
             let record = if path.len() == 2 && path[0] == "records" {
@@ -740,15 +814,15 @@ fn check_ops(
             } else {
                 loc.record.clone()
             };
-            made.insert(id, Loc { path, record });
+            made.insert(id, Loc { path, record, list });
         }
         if loc.path.len() == 2
             && loc.path[0] == "records"
             && let Some(record) = &loc.record
         {
-            if segment == "removed" && matches!(op.action, OpType::Put(ScalarValue::Boolean(true)))
-            {
-                removed_here.insert(record.clone());
+            if segment == "removed" {
+                let removed = matches!(op.action, OpType::Put(ScalarValue::Boolean(true)));
+                removed_final.insert(record.clone(), removed);
             }
             if let Some(f) = facts.get_mut(record) {
                 let value = str_value(&op.action);
@@ -792,15 +866,26 @@ fn check_ops(
                 let Some(record) = made_records.get(&path[1]) else {
                     return Err(Breach::Structure);
                 };
-                check_creation(doc, deps, &path[1], &fact_of(record), &me_text, me)?;
+                check_creation(
+                    doc,
+                    deps,
+                    &path[1],
+                    &fact_of(record),
+                    (&me_text, me),
+                    others,
+                )?;
             }
             Some("records") if path.len() >= 3 => {
                 let Some(record) = &loc.record else {
                     return Err(Breach::Structure);
                 };
                 let created_here = facts.contains_key(record);
-                let removing = removed_here.contains(record);
+                let removing = removed_final.get(record) == Some(&true);
                 let f = fact_of(record);
+                if !created_here && removed_at(doc, record, deps) {
+                    // A removed record is a placeholder: nothing is written into it again.
+                    return Err(Breach::Removal);
+                }
                 check_field(
                     doc,
                     deps,
@@ -822,7 +907,12 @@ fn check_ops(
 /// step of its path must be visible at `deps` (objects never move, but a change must not
 /// write into one its author could not see).
 fn locate_at(doc: &SpaceDoc, obj: &str, deps: &[ChangeHash]) -> Option<Loc> {
-    let (ex, _) = doc.am().import(obj).ok()?;
+    let (ex, kind) = doc.am().import(obj).ok()?;
+    let list = match kind {
+        automerge::ObjType::Map => false,
+        automerge::ObjType::List => true,
+        _ => return None,
+    };
     let parents = doc.am().parents(&ex).ok()?.path();
     // The maps every replica starts with (the genesis change's) are in every past.
     let genesis = obj.ends_with(&format!("@{}", "0".repeat(32)));
@@ -855,7 +945,18 @@ fn locate_at(doc: &SpaceDoc, obj: &str, deps: &[ChangeHash]) -> Option<Loc> {
     } else {
         None
     };
-    Some(Loc { path, record })
+    Some(Loc { path, record, list })
+}
+
+/// Whether the record map `record` is marked removed where `deps` leave it.
+fn removed_at(doc: &SpaceDoc, record: &str, deps: &[ChangeHash]) -> bool {
+    let Ok(obj) = doc.am().import_obj(record) else {
+        return false;
+    };
+    matches!(
+        doc.am().get_at(&obj, "removed", deps),
+        Ok(Some((Value::Scalar(s), _))) if matches!(s.as_ref(), ScalarValue::Boolean(true))
+    )
 }
 
 fn read_str(doc: &SpaceDoc, obj: &ObjId, key: &str) -> Option<String> {
@@ -955,8 +1056,8 @@ fn check_creation(
     deps: &[ChangeHash],
     id: &str,
     facts: &Facts,
-    me_text: &str,
-    me: PartnerId,
+    (me_text, me): (&str, PartnerId),
+    others: &[PartnerId],
 ) -> std::result::Result<(), Breach> {
     let Some(rid) = RecordId::parse_canonical(id) else {
         return Err(Breach::Structure);
@@ -977,6 +1078,10 @@ fn check_creation(
         if check_in_id != Some(rid) {
             return Err(Breach::CheckInId);
         }
+    } else if others.iter().any(|p| rid.bound_to(*p)) {
+        // Made for the other partner: never theirs to file, whatever past the change claims
+        // (the other partner is introduced before any record of theirs reaches a replica).
+        return Err(Breach::RecordId);
     } else if !rid.bound_to(me) && here.is_empty() {
         // A new record's id is made for its author (`RecordId::generate_for`). An id from
         // before that may be filed again only by its author (sharing a private note): then
@@ -1055,15 +1160,34 @@ fn check_field(
             };
         }
         "updated_at" => return Ok(()),
-        "visibility" | "removed" => {
-            return if author { Ok(()) } else { Err(Breach::Removal) };
+        "visibility" => {
+            return if author {
+                Ok(())
+            } else {
+                Err(Breach::AuthorOnly)
+            };
+        }
+        "removed" => {
+            // Marked removed by its author, once; never taken back (no call of the app does).
+            let marking = matches!(action, OpType::Put(ScalarValue::Boolean(true)));
+            return if author && (marking || created_here) {
+                Ok(())
+            } else {
+                Err(Breach::Removal)
+            };
         }
         _ => {}
     }
     // Removal: its author marks the record removed and deletes its words, all of them (the
-    // partner's consents and responses with it), in one change.
+    // partner's consents and responses with it), in one change; the links stay, so threads
+    // stay whole.
     if author && removing && deleting && rest.len() == 1 {
-        return Ok(());
+        let links = kind.map_or(&[][..], rules::link_fields);
+        return if links.contains(&field) {
+            Err(Breach::Removal)
+        } else {
+            Ok(())
+        };
     }
     let Some(kind) = kind else {
         // A kind this version does not know: its author's to write.

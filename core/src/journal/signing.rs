@@ -504,6 +504,11 @@ fn checked_of(verdicts: &guard::Verdicts, accepted: Vec<u8>) -> Checked {
             .map(|i| (i.cert.device_key.key_id().0, i.to_bytes().to_vec()))
             .collect(),
         held: bounded_held(&verdicts.held),
+        known: verdicts
+            .known
+            .iter()
+            .map(|(hash, s)| (hash.0, s.signer.0, s.proof.0))
+            .collect(),
         banned: verdicts.banned.iter().map(|h| h.0).collect(),
     }
 }

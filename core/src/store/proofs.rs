@@ -25,6 +25,8 @@ pub(crate) struct Checked {
     pub(crate) held: Vec<HeldRow>,
     /// Hashes refused for good.
     pub(crate) banned: Vec<[u8; 32]>,
+    /// Proofs of changes held already, kept unless one is kept already.
+    pub(crate) known: Vec<ProofRow>,
 }
 
 fn array<const N: usize>(bytes: Vec<u8>) -> Option<[u8; N]> {
@@ -45,6 +47,15 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4)",
             )?;
             for (hash, signer, sig) in &checked.proofs {
+                proof.execute(params![s, &hash[..], &signer[..], &sig[..]])?;
+            }
+        }
+        {
+            let mut proof = tx.prepare_cached(
+                "INSERT OR IGNORE INTO change_proofs (space, hash, signer, proof) \
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (hash, signer, sig) in &checked.known {
                 proof.execute(params![s, &hash[..], &signer[..], &sig[..]])?;
             }
         }
