@@ -148,6 +148,20 @@ fn record(doc: &AutoCommit, id: RecordId) -> Result<automerge::ObjId> {
     Ok(rec)
 }
 
+/// A new record map at `id` in a forged document, of `kind` and by `author`.
+fn new_record(
+    doc: &mut AutoCommit,
+    id: &str,
+    kind: &str,
+    author: &str,
+) -> Result<automerge::ObjId> {
+    let (_, records) = doc.get(ROOT, "records")?.context("records")?;
+    let rec = doc.put_object(&records, id, ObjType::Map)?;
+    doc.put(&rec, "kind", kind)?;
+    doc.put(&rec, "author", author)?;
+    Ok(rec)
+}
+
 /// The map at `key` of `obj`, made if missing.
 fn map_at(doc: &mut AutoCommit, obj: &automerge::ObjId, key: &str) -> Result<automerge::ObjId> {
     Ok(match doc.get(obj, key)? {
@@ -446,10 +460,12 @@ fn every_forbidden_operation_is_refused_by_every_honest_device() -> Result<()> {
     })?;
     // A record written as Alex.
     forge(&mut s, &mut forger, 9, "impersonation", |doc, _| {
-        let (_, records) = doc.get(ROOT, "records")?.context("records")?;
-        let rec = doc.put_object(&records, RecordId::generate().to_string(), ObjType::Map)?;
-        doc.put(&rec, "kind", "share")?;
-        doc.put(&rec, "author", alex.as_str())?;
+        let rec = new_record(
+            doc,
+            &RecordId::generate().to_string(),
+            "share",
+            alex.as_str(),
+        )?;
         doc.put(&rec, "feeling", "I give up")?;
         Ok(())
     })?;
@@ -551,10 +567,12 @@ fn a_change_under_another_devices_name_is_refused() -> Result<()> {
     let mut alex_actor = s.sim.devices[0].journal().actor().to_vec();
     alex_actor[20] ^= 0x55;
     let change = Forger::change(&s.sim, ActorId::from(alex_actor), |doc| {
-        let (_, records) = doc.get(ROOT, "records")?.context("records")?;
-        let rec = doc.put_object(&records, RecordId::generate().to_string(), ObjType::Map)?;
-        doc.put(&rec, "kind", "share")?;
-        doc.put(&rec, "author", s.blake.to_string())?;
+        new_record(
+            doc,
+            &RecordId::generate().to_string(),
+            "share",
+            &s.blake.to_string(),
+        )?;
         Ok(())
     })?;
     let plain = forger.bundle(&s.sim, &[change])?;
@@ -569,10 +587,12 @@ fn a_signature_that_does_not_verify_and_an_unknown_device_are_refused() -> Resul
     let mut forger = Forger::new(&s.sim, 1, s.blake)?;
     let before = forged_counts(&s.sim, "bad_signature");
     let change = Forger::change(&s.sim, forger.actor(1), |doc| {
-        let (_, records) = doc.get(ROOT, "records")?.context("records")?;
-        let rec = doc.put_object(&records, RecordId::generate().to_string(), ObjType::Map)?;
-        doc.put(&rec, "kind", "share")?;
-        doc.put(&rec, "author", s.blake.to_string())?;
+        new_record(
+            doc,
+            &RecordId::generate().to_string(),
+            "share",
+            &s.blake.to_string(),
+        )?;
         Ok(())
     })?;
     let mut plain = forger.bundle(&s.sim, &[change])?;
@@ -587,10 +607,12 @@ fn a_signature_that_does_not_verify_and_an_unknown_device_are_refused() -> Resul
     let mut silent = Forger::new(&s.sim, 1, s.blake)?;
     silent.introduced = true;
     let change = Forger::change(&s.sim, silent.actor(2), |doc| {
-        let (_, records) = doc.get(ROOT, "records")?.context("records")?;
-        let rec = doc.put_object(&records, RecordId::generate().to_string(), ObjType::Map)?;
-        doc.put(&rec, "kind", "share")?;
-        doc.put(&rec, "author", s.blake.to_string())?;
+        new_record(
+            doc,
+            &RecordId::generate().to_string(),
+            "share",
+            &s.blake.to_string(),
+        )?;
         Ok(())
     })?;
     let before = forged_counts(&s.sim, "unknown_device");
@@ -626,10 +648,12 @@ fn what_builds_on_a_refused_change_is_refused_with_it() -> Result<()> {
         .raw_bytes()
         .to_vec();
     // An innocent-looking change of Blake's own, made after the forged one.
-    let (_, records) = doc.get(ROOT, "records")?.context("records")?;
-    let rec = doc.put_object(&records, RecordId::generate().to_string(), ObjType::Map)?;
-    doc.put(&rec, "kind", "share")?;
-    doc.put(&rec, "author", s.blake.to_string())?;
+    let rec = new_record(
+        &mut doc,
+        &RecordId::generate().to_string(),
+        "share",
+        &s.blake.to_string(),
+    )?;
     doc.put(&rec, "feeling", "fine")?;
     doc.commit();
     let after = doc
@@ -660,10 +684,12 @@ fn a_replayed_signed_chunk_changes_nothing() -> Result<()> {
     // An honest change of Blake's forger device (allowed), then the same chunk again under a
     // new number and again under the old one.
     let change = Forger::change(&s.sim, forger.actor(1), |doc| {
-        let (_, records) = doc.get(ROOT, "records")?.context("records")?;
-        let rec = doc.put_object(&records, RecordId::generate().to_string(), ObjType::Map)?;
-        doc.put(&rec, "kind", "share")?;
-        doc.put(&rec, "author", s.blake.to_string())?;
+        let rec = new_record(
+            doc,
+            &RecordId::generate().to_string(),
+            "share",
+            &s.blake.to_string(),
+        )?;
         doc.put(&rec, "feeling", "once")?;
         doc.put(&rec, "created_at", T0)?;
         Ok(())
@@ -692,10 +718,12 @@ fn numbers_pushed_under_another_devices_id_do_not_cost_it_its_edits() -> Result<
         .sync_state(Space::Couple)?
         .next_seq;
     let change = Forger::change(&s.sim, forger.actor(1), |doc| {
-        let (_, records) = doc.get(ROOT, "records")?.context("records")?;
-        let rec = doc.put_object(&records, RecordId::generate().to_string(), ObjType::Map)?;
-        doc.put(&rec, "kind", "share")?;
-        doc.put(&rec, "author", s.blake.to_string())?;
+        new_record(
+            doc,
+            &RecordId::generate().to_string(),
+            "share",
+            &s.blake.to_string(),
+        )?;
         Ok(())
     })?;
     let plain = forger.bundle(&s.sim, &[change])?;
@@ -1014,25 +1042,8 @@ fn run_with_forger(seed: u64, a: usize, b: usize, f: usize, steps: Vec<Step>) ->
             }
             Step::Consent(d, x) => {
                 let d = d % n;
-                let j = sim.devices[d].journal_mut();
-                if x % 3 == 0 {
-                    let b = Boundary {
-                        area: BoundaryArea::Space,
-                        text: format!("boundary {x}"),
-                        ..Default::default()
-                    };
-                    if let Ok(id) = j.add(Body::Boundary(b)) {
-                        acked.push((d, id));
-                    }
-                } else {
-                    let bs: Vec<_> = j
-                        .records()?
-                        .into_iter()
-                        .filter(|r| matches!(r.body, Body::Boundary(_)))
-                        .collect();
-                    if let Some(r) = bs.get(usize::from(x) % bs.len().max(1)) {
-                        let _ = j.consent(r.id, ConsentState::Agreed);
-                    }
+                if let Some(id) = sim.boundary_or_consent(d, x)? {
+                    acked.push((d, id));
                 }
             }
             Step::Sync(d) => sim.event(d % n, mend_core::sync::Event::Start)?,
@@ -1344,10 +1355,7 @@ fn a_partner_cannot_take_over_or_squat_the_others_record_ids() -> Result<()> {
     let tomorrow = s.today.add_days(1);
     let squat = RecordId::derive_check_in(s.alex, tomorrow);
     let change = Forger::change(&s.sim, forger.actor(2), |doc| {
-        let (_, records) = doc.get(ROOT, "records")?.context("records")?;
-        let rec = doc.put_object(&records, squat.to_string(), ObjType::Map)?;
-        doc.put(&rec, "kind", "share")?;
-        doc.put(&rec, "author", s.blake.to_string())?;
+        let rec = new_record(doc, &squat.to_string(), "share", &s.blake.to_string())?;
         doc.put(&rec, "removed", true)?;
         Ok(())
     })?;
@@ -1424,10 +1432,12 @@ fn links_are_judged_on_the_changes_own_past_and_spelt_one_way() -> Result<()> {
         }))?;
     s.sim.settle()?;
     let change = Forger::change(&s.sim, forger.actor(3), |doc| {
-        let (_, records) = doc.get(ROOT, "records")?.context("records")?;
-        let rec = doc.put_object(&records, RecordId::generate().to_string(), ObjType::Map)?;
-        doc.put(&rec, "kind", "answer")?;
-        doc.put(&rec, "author", s.blake.to_string())?;
+        let rec = new_record(
+            doc,
+            &RecordId::generate().to_string(),
+            "answer",
+            &s.blake.to_string(),
+        )?;
         doc.put(
             &rec,
             "question",
@@ -1465,14 +1475,12 @@ fn a_change_automerge_refuses_is_refused_and_snapshots_go_on() -> Result<()> {
     let mut forger = Forger::new(&s.sim, 1, s.blake)?;
     // First an honest change of the device's own, so its chunks count as real ones.
     let fine = Forger::change(&s.sim, forger.actor(9), |doc| {
-        let (_, records) = doc.get(ROOT, "records")?.context("records")?;
-        let rec = doc.put_object(
-            &records,
-            RecordId::generate_for(s.blake).to_string(),
-            ObjType::Map,
+        new_record(
+            doc,
+            &RecordId::generate_for(s.blake).to_string(),
+            "share",
+            &s.blake.to_string(),
         )?;
-        doc.put(&rec, "kind", "share")?;
-        doc.put(&rec, "author", s.blake.to_string())?;
         Ok(())
     })?;
     let plain = forger.bundle(&s.sim, &[fine])?;
@@ -1480,14 +1488,12 @@ fn a_change_automerge_refuses_is_refused_and_snapshots_go_on() -> Result<()> {
     s.sim.settle()?;
     let make = |text: &str| {
         Forger::change(&s.sim, forger.actor(1), |doc| {
-            let (_, records) = doc.get(ROOT, "records")?.context("records")?;
-            let rec = doc.put_object(
-                &records,
-                RecordId::generate_for(s.blake).to_string(),
-                ObjType::Map,
+            let rec = new_record(
+                doc,
+                &RecordId::generate_for(s.blake).to_string(),
+                "share",
+                &s.blake.to_string(),
             )?;
-            doc.put(&rec, "kind", "share")?;
-            doc.put(&rec, "author", s.blake.to_string())?;
             doc.put(&rec, "feeling", text)?;
             Ok(())
         })

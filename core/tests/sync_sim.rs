@@ -7,7 +7,7 @@ use anyhow::{Context, Result, ensure};
 use mend_core::{
     Body, LocalDate, RecordId, Space, Visibility,
     crypto::{ChunkAad, seal_chunk},
-    model::{Boundary, BoundaryArea, CheckIn, ConsentState, HonestyMoment, ProcessingNote, Share},
+    model::{CheckIn, HonestyMoment, ProcessingNote, Share},
     sync::{Event, ProblemKind, SyncStore},
 };
 use proptest::{prelude::*, test_runner::RngSeed};
@@ -798,25 +798,8 @@ fn run(seed: u64, a: usize, b: usize, snapshot_every: u64, steps: Vec<Step>) -> 
             }
             Step::Consent(d, x) => {
                 let d = d % n;
-                let j = sim.devices[d].journal_mut();
-                if x % 3 == 0 {
-                    let b = Boundary {
-                        area: BoundaryArea::Space,
-                        text: format!("boundary {x}"),
-                        ..Default::default()
-                    };
-                    if let Ok(id) = j.add(Body::Boundary(b)) {
-                        acked.push((d, id));
-                    }
-                } else {
-                    let bs: Vec<_> = j
-                        .records()?
-                        .into_iter()
-                        .filter(|r| matches!(r.body, Body::Boundary(_)))
-                        .collect();
-                    if let Some(r) = bs.get(usize::from(x) % bs.len().max(1)) {
-                        let _ = j.consent(r.id, ConsentState::Agreed);
-                    }
+                if let Some(id) = sim.boundary_or_consent(d, x)? {
+                    acked.push((d, id));
                 }
             }
             Step::Sync(d) => sim.event(d % n, Event::Start)?,

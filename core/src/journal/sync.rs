@@ -51,15 +51,14 @@ impl Journal {
             commit(&mut self.store, view.as_ref(), &t, bytes)?;
             Ok((t, view, changed))
         });
-        let (t, view, changed) = match done {
-            Ok(done) => done,
-            Err(e) => {
-                self.reload(space)?;
-                return Err(e);
-            }
-        };
-        self.views_committed(view.as_slice());
-        self.maybe_compact(space);
+        let mut merged = None;
+        let committed = done.map(|(t, view, changed)| {
+            merged = Some(t);
+            (view, changed)
+        });
+        let changed = self.finish_merge(space, committed)?;
+        let t =
+            merged.ok_or_else(|| crate::error::Error::Corrupt("a merge left nothing".into()))?;
         Ok((t, changed))
     }
 

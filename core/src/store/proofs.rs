@@ -41,24 +41,8 @@ impl Store {
         checked: &Checked,
     ) -> Result<()> {
         let s = space.as_str();
-        {
-            let mut proof = tx.prepare_cached(
-                "INSERT OR REPLACE INTO change_proofs (space, hash, signer, proof) \
-                 VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            for (hash, signer, sig) in &checked.proofs {
-                proof.execute(params![s, &hash[..], &signer[..], &sig[..]])?;
-            }
-        }
-        {
-            let mut proof = tx.prepare_cached(
-                "INSERT OR IGNORE INTO change_proofs (space, hash, signer, proof) \
-                 VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            for (hash, signer, sig) in &checked.known {
-                proof.execute(params![s, &hash[..], &signer[..], &sig[..]])?;
-            }
-        }
+        Self::write_proofs(tx, space, &checked.proofs, true)?;
+        Self::write_proofs(tx, space, &checked.known, false)?;
         {
             let mut intro = tx.prepare_cached(
                 "INSERT OR IGNORE INTO known_devices (space, key_id, intro) VALUES (?1, ?2, ?3)",
@@ -122,16 +106,24 @@ impl Store {
     /// Keeps proofs this device made for its own changes.
     pub(crate) fn keep_proofs(&mut self, space: Space, proofs: &[ProofRow]) -> Result<()> {
         let tx = self.conn.transaction()?;
-        Self::write_checked_proofs(&tx, space, proofs)?;
+        Self::write_proofs(&tx, space, proofs, true)?;
         tx.commit()?;
         Ok(())
     }
 
-    fn write_checked_proofs(tx: &Transaction<'_>, space: Space, proofs: &[ProofRow]) -> Result<()> {
-        let mut proof = tx.prepare_cached(
-            "INSERT OR REPLACE INTO change_proofs (space, hash, signer, proof) \
-             VALUES (?1, ?2, ?3, ?4)",
-        )?;
+    /// Writes proofs, each replacing a stored one for its change unless `replace` is false.
+    fn write_proofs(
+        tx: &Transaction<'_>,
+        space: Space,
+        proofs: &[ProofRow],
+        replace: bool,
+    ) -> Result<()> {
+        let sql = if replace {
+            "INSERT OR REPLACE INTO change_proofs (space, hash, signer, proof) VALUES (?1, ?2, ?3, ?4)"
+        } else {
+            "INSERT OR IGNORE INTO change_proofs (space, hash, signer, proof) VALUES (?1, ?2, ?3, ?4)"
+        };
+        let mut proof = tx.prepare_cached(sql)?;
         for (hash, signer, sig) in proofs {
             proof.execute(params![space.as_str(), &hash[..], &signer[..], &sig[..]])?;
         }

@@ -826,6 +826,34 @@ impl Sim {
         Ok(())
     }
 
+    /// A step of the random schedules: device `d` adds a boundary (one time in three, `x`
+    /// chooses) or agrees to one it holds. Returns the boundary it added.
+    pub fn boundary_or_consent(&mut self, d: usize, x: u8) -> Result<Option<RecordId>> {
+        use mend_core::{
+            Body,
+            model::{Boundary, BoundaryArea, ConsentState},
+        };
+        let j = self.devices[d].journal_mut();
+        if x.is_multiple_of(3) {
+            let b = Boundary {
+                area: BoundaryArea::Space,
+                text: format!("boundary {x}"),
+                ..Default::default()
+            };
+            return Ok(j.add(Body::Boundary(b)).ok());
+        }
+        let bs: Vec<_> = j
+            .records()?
+            .into_iter()
+            .filter(|r| matches!(r.body, Body::Boundary(_)))
+            .collect();
+        if let Some(r) = bs.get(usize::from(x) % bs.len().max(1)) {
+            // Refused when the boundary is gone here: a step of a random schedule.
+            let _ = j.consent(r.id, ConsentState::Agreed);
+        }
+        Ok(None)
+    }
+
     /// The device's app is updated to a version that signs: it reopens with its keys.
     /// Devices made from now on sign too.
     pub fn upgrade(&mut self, device: usize) -> Result<()> {
