@@ -1674,3 +1674,91 @@ fn a_new_device_of_a_couple_from_before_signing_loads_its_snapshot() -> Result<(
     }
     Ok(())
 }
+
+/// A snapshot whose proofs for changes every device already holds are garbage: loading it
+/// must not replace the good proofs a device keeps, or that device's own snapshots would be
+/// refused by every new device.
+#[test]
+fn a_snapshot_cannot_poison_the_proofs_a_device_keeps() -> Result<()> {
+    let mut s = story(86)?;
+    let space = s.sim.couple_keys.space_id;
+    // What Blake's device holds now: the proofs the forged snapshot will bend.
+    let held = AutoCommit::load(&s.sim.devices[2].journal().document(Space::Couple)?)?
+        .get_changes(&[])
+        .iter()
+        .map(|c| c.hash().0)
+        .collect::<std::collections::HashSet<_>>();
+    // Alex writes once more and it reaches the relay, not yet Blake.
+    s.sim.devices[0]
+        .journal_mut()
+        .add(Body::Share(mend_core::model::Share {
+            feeling: "new".into(),
+            tough_question: false,
+        }))?;
+    s.sim.event(0, mend_core::sync::Event::Start)?;
+    while s.sim.deliver_one()? {}
+    let (honest, _) = s.sim.devices[0]
+        .journal_mut()
+        .snapshot_material(Space::Couple)?;
+    let intros = usize::from(u16::from_be_bytes([honest[1], honest[2]]));
+    let at = 3 + intros * INTRO_LEN;
+    let proofs = u32::from_be_bytes(honest[at..at + 4].try_into()?) as usize;
+    let mut bent = honest.clone();
+    for i in 0..proofs {
+        let entry = at + 4 + i * 112;
+        let hash: [u8; 32] = honest[entry..entry + 32].try_into()?;
+        if held.contains(&hash) {
+            // The signature of a change Blake's device holds already, bent.
+            bent[entry + 48] ^= 0x01;
+        }
+    }
+    let covers = s.sim.relay.space_mut(space).head;
+    let plain = encode_snapshot(&[], &bent);
+    let payload = seal_snapshot(&s.sim.couple_keys.content, &space, covers, &plain)?;
+    s.sim.relay.space_mut(space).snapshot = Some(Snapshot { covers, payload });
+    // Blake's device is sent to it (the relay claims it pruned the log) and takes it: the one
+    // change it lacks is Alex's, with a good proof.
+    s.sim.relay.prune_early(space);
+    s.sim.settle()?;
+    s.sim.relay.behave();
+    ensure!(
+        s.sim.devices[2]
+            .journal()
+            .sync_state(Space::Couple)?
+            .snapshot_covers
+            >= covers,
+        "Blake's device did not load the snapshot"
+    );
+    // Blake's device now makes the snapshots; a new device loads one.
+    s.sim.devices[0].offline = true;
+    s.sim.devices[1].offline = true;
+    for n in 0..6 {
+        s.sim.devices[2]
+            .journal_mut()
+            .add(Body::Share(mend_core::model::Share {
+                feeling: format!("after {n}"),
+                tough_question: false,
+            }))?;
+        s.sim.event(2, mend_core::sync::Event::Start)?;
+        while s.sim.deliver_one()? {}
+    }
+    let late = s.sim.join_device(1)?;
+    s.sim.relay.prune_early(space);
+    s.sim.devices[0].offline = true;
+    s.sim.devices[1].offline = true;
+    for _ in 0..3 {
+        s.sim.event(late, mend_core::sync::Event::Start)?;
+        while s.sim.deliver_one()? {}
+    }
+    ensure!(
+        s.sim.devices[late].problems.iter().all(|p| !matches!(
+            p.kind,
+            ProblemKind::BadSnapshot { .. } | ProblemKind::Forged { .. }
+        )),
+        "{:?}",
+        s.sim.devices[late].problems
+    );
+    s.sim.relay.behave();
+    s.sim.settle()?;
+    identical(&s.sim)
+}

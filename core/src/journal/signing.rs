@@ -366,6 +366,10 @@ impl Journal {
                 (c, signed)
             })
             .collect();
+        // Only the proofs just checked are kept: one for a change held already was not, and
+        // must not replace the one kept for it.
+        let judged: std::collections::HashSet<[u8; 32]> =
+            changes.iter().map(|(c, _)| c.hash().0).collect();
         // A journal that has read nothing from the relay yet holds only its own first changes.
         let state = self.store.sync_state(space)?;
         let first_load = state.cursor == 0 && state.snapshot_covers == 0;
@@ -390,6 +394,7 @@ impl Journal {
         let checked = Checked {
             proofs: proofs
                 .iter()
+                .filter(|(hash, _)| judged.contains(*hash))
                 .map(|(hash, (signer, sig))| (*hash, *signer, *sig))
                 .collect(),
             intros: admitted
