@@ -4,3 +4,18 @@
 //! benches, and the binaries print percentiles.
 
 pub mod journal;
+
+/// The next command-line argument parsed, or `default` when there is none.
+pub fn arg<T: std::str::FromStr>(
+    args: &mut impl Iterator<Item = String>,
+    default: T,
+) -> anyhow::Result<T>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    Ok(args
+        .next()
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(default))
+}

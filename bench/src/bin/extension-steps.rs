@@ -20,12 +20,8 @@ fn share(n: usize) -> Body {
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
-    let records: usize = args
-        .next()
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(10_000);
-    let rounds: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(50);
+    let records: usize = mend_bench::arg(&mut args, 10_000)?;
+    let rounds: usize = mend_bench::arg(&mut args, 50)?;
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("journal.db");
     eprintln!("building a {records}-record journal…");

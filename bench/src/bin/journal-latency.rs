@@ -12,12 +12,8 @@ use mend_core::{Body, Durability, Journal, OpenOptions, model::Share, query::Tim
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
-    let records: usize = args
-        .next()
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(10_000);
-    let writes: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(5_000);
+    let records: usize = mend_bench::arg(&mut args, 10_000)?;
+    let writes: usize = mend_bench::arg(&mut args, 5_000)?;
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("journal.db");
     // Signing as a device does: changes carry the device key's id, and are signed when pushed.

@@ -48,12 +48,8 @@ fn edit_rounds(source: &JoinSource, dir: &std::path::Path, rounds: usize) -> Res
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
-    let records: usize = args
-        .next()
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(10_000);
-    let rounds: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(30);
+    let records: usize = mend_bench::arg(&mut args, 10_000)?;
+    let rounds: usize = mend_bench::arg(&mut args, 30)?;
     let dir = tempfile::tempdir()?;
     let relay = Relay::start(dir.path()).await?;
     eprintln!("building a {records}-record journal…");

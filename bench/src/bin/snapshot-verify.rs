@@ -16,12 +16,8 @@ use mend_core::{
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
-    let records: usize = args
-        .next()
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(10_000);
-    let runs: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(5);
+    let records: usize = mend_bench::arg(&mut args, 10_000)?;
+    let runs: usize = mend_bench::arg(&mut args, 5)?;
     let dir = tempfile::tempdir()?;
     let space_id = [9u8; 32];
     let alex: Keys = (

@@ -48,8 +48,9 @@ pub(crate) const ACTOR_LEN: usize = 24;
 /// Actors from before signing were 16 bytes.
 pub(crate) const LEGACY_ACTOR_LEN: usize = 16;
 
-/// One change with the device that signed it.
-#[derive(Clone, Debug)]
+/// One change with the device that signed it. (`Debug` shows its length, never its bytes:
+/// they hold journal text.)
+#[derive(Clone)]
 pub(crate) struct Signed {
     /// The change's bytes.
     pub(crate) bytes: Vec<u8>,
@@ -57,6 +58,15 @@ pub(crate) struct Signed {
     pub(crate) signer: KeyId,
     /// Its signature over the change's hash.
     pub(crate) proof: ChangeProof,
+}
+
+impl std::fmt::Debug for Signed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signed")
+            .field("bytes", &self.bytes.len())
+            .field("signer", &self.signer)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a signed chunk (or the proof part of a snapshot) holds.
@@ -143,10 +153,11 @@ impl Bundle {
     }
 }
 
-struct Reader<'a>(&'a [u8]);
+/// Reads fixed-width fields off the front of a byte string.
+pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+    pub(crate) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         if self.0.len() < n {
             return None;
         }
@@ -155,15 +166,15 @@ impl<'a> Reader<'a> {
         Some(head)
     }
 
-    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+    pub(crate) fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
         self.take(N)?.try_into().ok()
     }
 
-    fn u16(&mut self) -> Option<u16> {
+    pub(crate) fn u16(&mut self) -> Option<u16> {
         self.array().map(u16::from_be_bytes)
     }
 
-    fn u32(&mut self) -> Option<u32> {
+    pub(crate) fn u32(&mut self) -> Option<u32> {
         self.array().map(u32::from_be_bytes)
     }
 }
@@ -310,6 +321,17 @@ pub(crate) struct Refused {
     pub(crate) breach: Breach,
 }
 
+impl Refused {
+    /// A refusal of what `signer` sent, naming its partner when this replica knows it.
+    fn of(roster: &Roster, signer: KeyId, breach: Breach) -> Self {
+        Self {
+            signer,
+            partner: roster.get(&signer).map(|(p, _)| p),
+            breach,
+        }
+    }
+}
+
 /// The devices this replica knows: each key's partner, and each partner's identity.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Roster {
@@ -336,6 +358,24 @@ impl Roster {
     /// Every introduction admitted, in order.
     pub(crate) fn intros(&self) -> Vec<Intro> {
         self.intros.clone()
+    }
+
+    /// Admits every introduction of `intros`: returns those new here, and a refusal for each
+    /// that is not admitted.
+    fn admit_all(&mut self, intros: &[Intro], space_id: &[u8; 32]) -> (Vec<Intro>, Vec<Refused>) {
+        let (mut admitted, mut refused) = (Vec::new(), Vec::new());
+        for intro in intros {
+            match self.admit(intro, space_id) {
+                Ok(true) => admitted.push(*intro),
+                Ok(false) => {}
+                Err(breach) => refused.push(Refused {
+                    signer: intro.cert.device_key.key_id(),
+                    partner: Some(intro.cert.partner),
+                    breach,
+                }),
+            }
+        }
+        (admitted, refused)
     }
 
     /// Admits an introduction: `Ok(true)` when the device is new here.
@@ -414,18 +454,12 @@ pub(crate) fn run(
     intros: &[Intro],
     pending: Vec<Signed>,
 ) -> Result<Verdicts> {
-    let mut out = Verdicts::default();
-    for intro in intros {
-        match roster.admit(intro, space_id) {
-            Ok(true) => out.intros.push(*intro),
-            Ok(false) => {}
-            Err(breach) => out.refused.push(Refused {
-                signer: intro.cert.device_key.key_id(),
-                partner: Some(intro.cert.partner),
-                breach,
-            }),
-        }
-    }
+    let (admitted, refused) = roster.admit_all(intros, space_id);
+    let mut out = Verdicts {
+        intros: admitted,
+        refused,
+        ..Verdicts::default()
+    };
     let mut refused_now: HashSet<ChangeHash> = HashSet::new();
     let mut queue: Vec<(Change, Signed)> = Vec::new();
     let mut seen = HashSet::new();
@@ -433,11 +467,8 @@ pub(crate) fn run(
         let change = match Change::from_bytes(signed.bytes.clone()) {
             Ok(c) => c,
             Err(_) => {
-                out.refused.push(Refused {
-                    signer: signed.signer,
-                    partner: roster.get(&signed.signer).map(|(p, _)| p),
-                    breach: Breach::Malformed,
-                });
+                out.refused
+                    .push(Refused::of(roster, signed.signer, Breach::Malformed));
                 continue;
             }
         };
@@ -457,11 +488,7 @@ pub(crate) fn run(
         // What needs no dependency is checked before a change may wait for one: only an
         // introduced device's own, verified change is held.
         if let Err((breach, _)) = authenticate(roster, space_id, &change, &signed, None) {
-            out.refused.push(Refused {
-                signer: signed.signer,
-                partner: roster.get(&signed.signer).map(|(p, _)| p),
-                breach,
-            });
+            out.refused.push(Refused::of(roster, signed.signer, breach));
             continue;
         }
         queue.push((change, signed));
@@ -478,11 +505,8 @@ pub(crate) fn run(
                 .iter()
                 .any(|d| banned.contains(d) || refused_now.contains(d))
             {
-                out.refused.push(Refused {
-                    signer: signed.signer,
-                    partner: roster.get(&signed.signer).map(|(p, _)| p),
-                    breach: Breach::DependsOnRefused,
-                });
+                out.refused
+                    .push(Refused::of(roster, signed.signer, Breach::DependsOnRefused));
                 refused_now.insert(hash);
                 out.banned.push(hash);
                 progress = true;
@@ -510,11 +534,7 @@ pub(crate) fn run(
                 }
                 Err((breach, ban)) => {
                     out.apply_failed |= apply_failed;
-                    out.refused.push(Refused {
-                        signer: signed.signer,
-                        partner: roster.get(&signed.signer).map(|(p, _)| p),
-                        breach,
-                    });
+                    out.refused.push(Refused::of(roster, signed.signer, breach));
                     if ban {
                         refused_now.insert(hash);
                         out.banned.push(hash);
@@ -542,19 +562,7 @@ pub(crate) fn judge_closed(
     intros: &[Intro],
     changes: Vec<(Change, Option<Signed>)>,
 ) -> (Vec<Intro>, Vec<Refused>) {
-    let mut admitted = Vec::new();
-    let mut refused = Vec::new();
-    for intro in intros {
-        match roster.admit(intro, space_id) {
-            Ok(true) => admitted.push(*intro),
-            Ok(false) => {}
-            Err(breach) => refused.push(Refused {
-                signer: intro.cert.device_key.key_id(),
-                partner: Some(intro.cert.partner),
-                breach,
-            }),
-        }
-    }
+    let (admitted, mut refused) = roster.admit_all(intros, space_id);
     let verified = verify_all(roster, space_id, &changes);
     let mut refused_now: HashSet<ChangeHash> = HashSet::new();
     for ((change, signed), signature_ok) in changes.into_iter().zip(verified) {
@@ -584,11 +592,7 @@ pub(crate) fn judge_closed(
         };
         if let Err(breach) = verdict {
             refused_now.insert(hash);
-            refused.push(Refused {
-                signer,
-                partner: roster.get(&signer).map(|(p, _)| p),
-                breach,
-            });
+            refused.push(Refused::of(roster, signer, breach));
         }
     }
     (admitted, refused)
@@ -1280,5 +1284,35 @@ fn check_field(
                 }
             }
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signed_change_shows_its_length_not_its_words() {
+        let words = b"what I could not say".to_vec();
+        let signed = Signed {
+            bytes: words.clone(),
+            signer: KeyId([1; 16]),
+            proof: ChangeProof([0; 64]),
+        };
+        let shown = format!("{signed:?}");
+        assert!(
+            shown.contains(&format!("bytes: {}", words.len())),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains(&format!("{}, {}", words[0], words[1])),
+            "{shown}"
+        );
+        let bundle = Bundle {
+            intros: Vec::new(),
+            changes: vec![signed],
+        };
+        let again = Bundle::decode(&bundle.encode()).map(|b| b.changes[0].bytes.clone());
+        assert_eq!(again.ok(), Some(words));
     }
 }

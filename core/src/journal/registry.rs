@@ -185,6 +185,18 @@ pub(super) fn entry(doc: &SpaceDoc, partner: PartnerId) -> Option<ObjId> {
 }
 
 impl Journal {
+    /// Learns the couple's space id (kept in the database's metadata).
+    pub(super) fn set_couple_space(&mut self, space_id: &[u8; 32]) -> Result<()> {
+        if self.couple_space != Some(*space_id) {
+            self.store
+                .set_meta(&[(META_COUPLE_SPACE, &hex::encode(space_id))])?;
+            self.couple_space = Some(*space_id);
+            // Certificates that could not be checked before now can.
+            self.rebuild_view(Space::Couple)?;
+        }
+        Ok(())
+    }
+
     /// Makes sure the couple's document records this partner's identity and this device's
     /// certificate, writing what is missing (once: later calls write nothing). `space_id` is
     /// the couple's, from the keyring.
@@ -200,13 +212,7 @@ impl Journal {
         device_key: &DeviceKey,
     ) -> Result<Certified> {
         self.ready()?;
-        if self.couple_space != Some(*space_id) {
-            self.store
-                .set_meta(&[(META_COUPLE_SPACE, &hex::encode(space_id))])?;
-            self.couple_space = Some(*space_id);
-            // Certificates that could not be checked before now can.
-            self.rebuild_view(Space::Couple)?;
-        }
+        self.set_couple_space(space_id)?;
         let (me, device, now) = (self.me, self.device, self.now());
         let doc = self.doc(Space::Couple)?;
         let Some(entry) = entry(doc, me) else {

@@ -11,7 +11,6 @@ use automerge::{ActorId, Change, ChangeHash};
 use super::{
     Journal,
     guard::{self, Bundle, Refused, Signed},
-    registry::META_COUPLE_SPACE,
 };
 use crate::{
     crypto::{ChangeProof, INTRO_LEN, Intro, KeyId, Signer, sign_change},
@@ -68,12 +67,7 @@ impl Journal {
                 .store
                 .set_meta(&[(META_OWN_INTRO, &hex::encode(signer.intro.to_bytes()))])?,
         }
-        if self.couple_space != Some(signer.space_id) {
-            self.store
-                .set_meta(&[(META_COUPLE_SPACE, &hex::encode(signer.space_id))])?;
-            self.couple_space = Some(signer.space_id);
-            self.rebuild_view(Space::Couple)?;
-        }
+        self.set_couple_space(&signer.space_id)?;
         self.load_roster()?;
         if self.roster.admit(&signer.intro, &signer.space_id) == Ok(true) {
             self.store.keep_intros(
@@ -557,30 +551,22 @@ type Proofs = HashMap<[u8; 32], ([u8; 16], [u8; 64])>;
 /// snapshot from before signing) has neither.
 fn parse_proven(payload: &[u8]) -> Result<(Vec<Intro>, Proofs, &[u8])> {
     let bad = || corrupt("a snapshot's proofs are malformed");
-    let Some((&PROVEN_SNAPSHOT, mut rest)) = payload.split_first() else {
+    let Some((&PROVEN_SNAPSHOT, rest)) = payload.split_first() else {
         return Ok((Vec::new(), HashMap::new(), payload));
     };
-    let mut take = |n: usize| -> Result<&[u8]> {
-        if rest.len() < n {
-            return Err(bad());
-        }
-        let (head, tail) = rest.split_at(n);
-        rest = tail;
-        Ok(head)
-    };
-    let count = u16::from_be_bytes(take(2)?.try_into().map_err(|_| bad())?);
+    let mut r = guard::Reader(rest);
+    let count = r.u16().ok_or_else(bad)?;
     let mut intros = Vec::with_capacity(usize::from(count));
     for _ in 0..count {
-        intros.push(Intro::from_bytes(take(INTRO_LEN)?).map_err(|_| bad())?);
+        intros.push(Intro::from_bytes(r.take(INTRO_LEN).ok_or_else(bad)?).map_err(|_| bad())?);
     }
-    let count = u32::from_be_bytes(take(4)?.try_into().map_err(|_| bad())?);
+    let count = r.u32().ok_or_else(bad)?;
     let mut proofs = HashMap::new();
     for _ in 0..count {
-        let entry = take(PROOF_LEN)?;
-        let hash: [u8; 32] = entry[..32].try_into().map_err(|_| bad())?;
-        let signer: [u8; 16] = entry[32..48].try_into().map_err(|_| bad())?;
-        let sig: [u8; 64] = entry[48..].try_into().map_err(|_| bad())?;
+        let hash: [u8; 32] = r.array().ok_or_else(bad)?;
+        let signer: [u8; 16] = r.array().ok_or_else(bad)?;
+        let sig: [u8; 64] = r.array().ok_or_else(bad)?;
         proofs.insert(hash, (signer, sig));
     }
-    Ok((intros, proofs, rest))
+    Ok((intros, proofs, r.0))
 }

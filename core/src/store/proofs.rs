@@ -12,8 +12,9 @@ pub(crate) type ProofRow = ([u8; 32], [u8; 16], [u8; 64]);
 /// A change waiting for its dependencies: (hash, bytes, signer, signature).
 pub(crate) type HeldRow = ([u8; 32], Vec<u8>, [u8; 16], [u8; 64]);
 
-/// What the guard decided in one merge, committed with it.
-#[derive(Debug, Default)]
+/// What the guard decided in one merge, committed with it. (`Debug` shows counts only: the
+/// change bytes hold journal text.)
+#[derive(Default)]
 pub(crate) struct Checked {
     /// The accepted changes' bytes, concatenated (stored in place of what was pulled).
     pub(crate) accepted: Vec<u8>,
@@ -27,6 +28,19 @@ pub(crate) struct Checked {
     pub(crate) banned: Vec<[u8; 32]>,
     /// Proofs of changes held already, kept unless one is kept already.
     pub(crate) known: Vec<ProofRow>,
+}
+
+impl std::fmt::Debug for Checked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checked")
+            .field("accepted_bytes", &self.accepted.len())
+            .field("proofs", &self.proofs.len())
+            .field("intros", &self.intros.len())
+            .field("held", &self.held.len())
+            .field("banned", &self.banned.len())
+            .field("known", &self.known.len())
+            .finish()
+    }
 }
 
 fn array<const N: usize>(bytes: Vec<u8>) -> Option<[u8; N]> {
@@ -43,14 +57,7 @@ impl Store {
         let s = space.as_str();
         Self::write_proofs(tx, space, &checked.proofs, true)?;
         Self::write_proofs(tx, space, &checked.known, false)?;
-        {
-            let mut intro = tx.prepare_cached(
-                "INSERT OR IGNORE INTO known_devices (space, key_id, intro) VALUES (?1, ?2, ?3)",
-            )?;
-            for (key, bytes) in &checked.intros {
-                intro.execute(params![s, &key[..], bytes])?;
-            }
-        }
+        Self::write_intros(tx, space, &checked.intros)?;
         {
             let mut ban = tx.prepare_cached(
                 "INSERT OR IGNORE INTO refused_changes (space, hash) VALUES (?1, ?2)",
@@ -77,15 +84,22 @@ impl Store {
         intros: &[([u8; 16], Vec<u8>)],
     ) -> Result<()> {
         let tx = self.conn.transaction()?;
-        {
-            let mut intro = tx.prepare_cached(
-                "INSERT OR IGNORE INTO known_devices (space, key_id, intro) VALUES (?1, ?2, ?3)",
-            )?;
-            for (key, bytes) in intros {
-                intro.execute(params![space.as_str(), &key[..], bytes])?;
-            }
-        }
+        Self::write_intros(&tx, space, intros)?;
         tx.commit()?;
+        Ok(())
+    }
+
+    fn write_intros(
+        tx: &Transaction<'_>,
+        space: Space,
+        intros: &[([u8; 16], Vec<u8>)],
+    ) -> Result<()> {
+        let mut intro = tx.prepare_cached(
+            "INSERT OR IGNORE INTO known_devices (space, key_id, intro) VALUES (?1, ?2, ?3)",
+        )?;
+        for (key, bytes) in intros {
+            intro.execute(params![space.as_str(), &key[..], bytes])?;
+        }
         Ok(())
     }
 
