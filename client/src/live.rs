@@ -166,6 +166,8 @@ pub(crate) async fn connect(
                         head_mark: u.head_mark,
                     },
                     Ok(ServerMessage::Ack(ack)) => Response::Acked { space, ack },
+                    // Sent only to a connection that asked for rollups.
+                    Ok(ServerMessage::Rollup(_)) => continue,
                     Ok(ServerMessage::Nack(nack)) => Response::Failed {
                         space,
                         failure: Failure::Refused {

@@ -116,6 +116,7 @@ fn page(after: u64, head: u64) -> Event {
             after_mark: None,
             next_mark: None,
             chunks: Vec::new(),
+            rollups: Vec::new(),
         },
     })
 }

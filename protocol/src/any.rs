@@ -3,7 +3,10 @@
 //! Useful to tools that inspect traffic, and to the fuzz target, which checks that every frame
 //! any decoder accepts re-encodes to exactly the same bytes.
 
-use crate::{Ack, Chunk, DecodeError, Kind, Limits, Nack, Page, Push, Snapshot, UpToDate, codec};
+use crate::{
+    Ack, Chunk, DecodeError, Kind, Limits, Nack, Page, Push, Rollup, RollupPush, Sizes, Snapshot,
+    UpToDate, codec,
+};
 
 /// A frame of any kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +25,12 @@ pub enum AnyMessage {
     UpToDate(UpToDate),
     /// See [`Page`].
     Page(Page),
+    /// See [`RollupPush`].
+    RollupPush(RollupPush),
+    /// See [`Rollup`].
+    Rollup(Rollup),
+    /// See [`Sizes`].
+    Sizes(Sizes),
 }
 
 impl AnyMessage {
@@ -37,6 +46,9 @@ impl AnyMessage {
             Kind::Chunk => AnyMessage::Chunk(Chunk::decode_body(r, limits)?),
             Kind::UpToDate => AnyMessage::UpToDate(UpToDate::decode_body(r, limits)?),
             Kind::Page => AnyMessage::Page(Page::decode_body(r, limits)?),
+            Kind::RollupPush => AnyMessage::RollupPush(RollupPush::decode_body(r, limits)?),
+            Kind::Rollup => AnyMessage::Rollup(Rollup::decode_body(r, limits)?),
+            Kind::Sizes => AnyMessage::Sizes(Sizes::decode_body(r, limits)?),
         };
         reader.finish()?;
         Ok(message)
@@ -52,6 +64,9 @@ impl AnyMessage {
             AnyMessage::Chunk(_) => Kind::Chunk,
             AnyMessage::UpToDate(_) => Kind::UpToDate,
             AnyMessage::Page(_) => Kind::Page,
+            AnyMessage::RollupPush(_) => Kind::RollupPush,
+            AnyMessage::Rollup(_) => Kind::Rollup,
+            AnyMessage::Sizes(_) => Kind::Sizes,
         }
     }
 
@@ -65,6 +80,9 @@ impl AnyMessage {
             AnyMessage::Chunk(m) => m.to_bytes(),
             AnyMessage::UpToDate(m) => m.to_bytes(),
             AnyMessage::Page(m) => m.to_bytes(),
+            AnyMessage::RollupPush(m) => m.to_bytes(),
+            AnyMessage::Rollup(m) => m.to_bytes(),
+            AnyMessage::Sizes(m) => m.to_bytes(),
         }
     }
 }

@@ -46,6 +46,9 @@ pub enum ErrorCode {
     /// Storing this would take the whole relay over its byte limit: the relay is full, not the
     /// space. Reads, erasing and snapshots that free bytes still work; retry later.
     RelayFull,
+    /// A rollup names device sequences the relay does not hold for that device in this space,
+    /// or that another rollup already stands for; nothing was stored.
+    RollupMismatch,
     /// A code this version of the protocol does not know (sent by a newer relay). Treat it as
     /// an unspecified failure.
     Unknown(u8),
@@ -53,7 +56,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every known code, in wire order.
-    pub const KNOWN: [ErrorCode; 18] = [
+    pub const KNOWN: [ErrorCode; 19] = [
         ErrorCode::Malformed,
         ErrorCode::UnsupportedVersion,
         ErrorCode::Unauthorized,
@@ -72,6 +75,7 @@ impl ErrorCode {
         ErrorCode::Internal,
         ErrorCode::SeqConflict,
         ErrorCode::RelayFull,
+        ErrorCode::RollupMismatch,
     ];
 
     /// The byte that stands for this code in a [`crate::Nack`].
@@ -95,6 +99,7 @@ impl ErrorCode {
             ErrorCode::Internal => 16,
             ErrorCode::SeqConflict => 17,
             ErrorCode::RelayFull => 18,
+            ErrorCode::RollupMismatch => 19,
             ErrorCode::Unknown(byte) => byte,
         }
     }
@@ -128,6 +133,7 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::SeqConflict => "seq_conflict",
             ErrorCode::RelayFull => "relay_full",
+            ErrorCode::RollupMismatch => "rollup_mismatch",
             ErrorCode::Unknown(_) => "unknown",
         }
     }
@@ -148,7 +154,8 @@ impl ErrorCode {
             ErrorCode::SpaceExists
             | ErrorCode::SnapshotStale
             | ErrorCode::SnapshotBeyondHead
-            | ErrorCode::SeqConflict => 409,
+            | ErrorCode::SeqConflict
+            | ErrorCode::RollupMismatch => 409,
             ErrorCode::Pruned => 410,
             ErrorCode::ChunkTooLarge | ErrorCode::SnapshotTooLarge => 413,
             ErrorCode::RateLimited | ErrorCode::TooManyConnections => 429,

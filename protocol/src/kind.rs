@@ -10,6 +10,8 @@ pub enum Kind {
     Push = 0x01,
     /// Either direction over HTTP: the space's snapshot ([`crate::Snapshot`]).
     Snapshot = 0x02,
+    /// Device → relay: a run of its chunks sealed again as one ([`crate::RollupPush`]).
+    RollupPush = 0x03,
     /// Relay → device: a push is durable ([`crate::Ack`]).
     Ack = 0x10,
     /// Relay → device: a push was refused ([`crate::Nack`]).
@@ -20,18 +22,25 @@ pub enum Kind {
     UpToDate = 0x13,
     /// Relay → device over HTTP: a page of chunks ([`crate::Page`]).
     Page = 0x14,
+    /// Relay → device: a rollup in place of the chunks it stands for ([`crate::Rollup`]).
+    Rollup = 0x15,
+    /// Relay → device over HTTP: what catching up would cost ([`crate::Sizes`]).
+    Sizes = 0x16,
 }
 
 impl Kind {
     /// Every kind, in wire order.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Push,
         Kind::Snapshot,
+        Kind::RollupPush,
         Kind::Ack,
         Kind::Nack,
         Kind::Chunk,
         Kind::UpToDate,
         Kind::Page,
+        Kind::Rollup,
+        Kind::Sizes,
     ];
 
     /// The kind's wire byte.

@@ -37,7 +37,8 @@ pub use limits::{
 };
 pub use mark::{MARK_LEN, Mark, chunk_mark, payload_sha256};
 pub use messages::{
-    Ack, Chunk, ClientMessage, Nack, Page, Push, ServerMessage, Snapshot, UpToDate,
+    Ack, Chunk, ClientMessage, Nack, Page, Push, Rollup, RollupPush, ServerMessage, Sizes,
+    Snapshot, UpToDate,
 };
 pub use token::{AUTH_SCHEME, MAX_TOKEN_LEN, MIN_TOKEN_LEN, Token, TokenError};
 

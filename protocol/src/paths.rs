@@ -28,6 +28,10 @@ pub const QUERY_DEVICE: &str = "device";
 /// still holds them (within its prune grace) instead of answering `410 pruned`.
 pub const QUERY_PRUNED: &str = "pruned";
 
+/// Query parameter of a pull and a live connection: `rollups=true` lets the relay serve
+/// rollups in place of the chunks they stand for.
+pub const QUERY_ROLLUPS: &str = "rollups";
+
 /// Content type of binary frame bodies.
 pub const FRAME_CONTENT_TYPE: &str = "application/vnd.mend.frame";
 
@@ -55,6 +59,16 @@ pub fn snapshot(space: &impl std::fmt::Display) -> String {
     format!("{API_PREFIX}/spaces/{space}/snapshot")
 }
 
+/// `POST` stores a rollup of the pushing device's chunks.
+pub fn rollups(space: &impl std::fmt::Display) -> String {
+    format!("{API_PREFIX}/spaces/{space}/rollups")
+}
+
+/// `GET` answers what catching up from a cursor costs ([`crate::Sizes`]).
+pub fn sizes(space: &impl std::fmt::Display) -> String {
+    format!("{API_PREFIX}/spaces/{space}/sizes")
+}
+
 /// The path and query of a pull.
 pub fn pull(
     space: &SpaceId,
@@ -66,6 +80,15 @@ pub fn pull(
     if let Some(limit) = limit {
         url.push_str(&format!("&{QUERY_LIMIT}={limit}"));
     }
+    if let Some(device) = device {
+        url.push_str(&format!("&{QUERY_DEVICE}={device}"));
+    }
+    url
+}
+
+/// The path and query of a sizes request.
+pub fn sizes_after(space: &SpaceId, after: u64, device: Option<&DeviceId>) -> String {
+    let mut url = format!("{}?{QUERY_AFTER}={after}", sizes(space));
     if let Some(device) = device {
         url.push_str(&format!("&{QUERY_DEVICE}={device}"));
     }

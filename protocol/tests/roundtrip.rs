@@ -3,7 +3,7 @@
 
 use mend_protocol::{
     Ack, AnyMessage, Chunk, ClientMessage, DeviceId, ErrorCode, Limits, MAX_TEXT_BYTES, Mark, Nack,
-    Page, Push, ServerMessage, Snapshot, UpToDate,
+    Page, Push, Rollup, RollupPush, ServerMessage, Sizes, Snapshot, UpToDate,
 };
 use proptest::prelude::*;
 
@@ -36,6 +36,47 @@ fn chunk() -> impl Strategy<Value = Chunk> {
             payload,
         },
     )
+}
+
+fn rollup_push() -> impl Strategy<Value = RollupPush> {
+    (device_id(), seq(), 0..50u64, payload()).prop_map(|(device_id, first_seq, span, payload)| {
+        RollupPush {
+            device_id,
+            first_seq,
+            last_seq: first_seq.saturating_add(span),
+            payload,
+        }
+    })
+}
+
+fn rollup() -> impl Strategy<Value = Rollup> {
+    (seq(), 0..50u64, rollup_push()).prop_map(|(relay_seq, span, push)| Rollup {
+        relay_seq,
+        last_relay_seq: relay_seq.saturating_add(span),
+        device_id: push.device_id,
+        first_seq: push.first_seq,
+        last_seq: push.last_seq,
+        payload: push.payload,
+    })
+}
+
+fn sizes() -> impl Strategy<Value = Sizes> {
+    (
+        any::<u64>(),
+        proptest::option::of((any::<u64>(), any::<u64>())),
+        any::<u64>(),
+        any::<u64>(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(head, snapshot, tail_bytes, tail_entries, tail_held)| Sizes {
+                head,
+                snapshot,
+                tail_bytes,
+                tail_entries,
+                tail_held,
+            },
+        )
 }
 
 fn ack() -> impl Strategy<Value = Ack> {
@@ -71,6 +112,7 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
 fn page() -> impl Strategy<Value = Page> {
     (
         prop::collection::vec((1..5u64, device_id(), seq(), payload()), 0..8),
+        prop::collection::vec((1..5u64, 0..4u64, device_id(), seq(), payload()), 0..3),
         0..3u64,
         0..3u64,
         any::<bool>(),
@@ -78,7 +120,7 @@ fn page() -> impl Strategy<Value = Page> {
         mark(),
     )
         .prop_map(
-            |(parts, gap_after, gap_head, more, after_mark, next_mark)| {
+            |(parts, rollup_parts, gap_after, gap_head, more, after_mark, next_mark)| {
                 let mut relay_seq = 0;
                 let chunks: Vec<Chunk> = parts
                     .into_iter()
@@ -92,7 +134,24 @@ fn page() -> impl Strategy<Value = Page> {
                         }
                     })
                     .collect();
-                let next_after = relay_seq + gap_after;
+                // Rollups take places of their own between the chunks' and after them.
+                let mut place = 0;
+                let rollups: Vec<Rollup> = rollup_parts
+                    .into_iter()
+                    .map(|(step, span, device_id, first_seq, payload)| {
+                        place += step;
+                        Rollup {
+                            relay_seq: place,
+                            last_relay_seq: place + span,
+                            device_id,
+                            first_seq,
+                            last_seq: first_seq.saturating_add(span),
+                            payload,
+                        }
+                    })
+                    .collect();
+                let top = rollups.iter().map(|r| r.last_relay_seq).max().unwrap_or(0);
+                let next_after = relay_seq.max(top) + gap_after;
                 Page {
                     head: next_after + gap_head,
                     next_after,
@@ -100,6 +159,7 @@ fn page() -> impl Strategy<Value = Page> {
                     after_mark,
                     next_mark,
                     chunks,
+                    rollups,
                 }
             },
         )
@@ -124,6 +184,9 @@ fn any_message() -> impl Strategy<Value = AnyMessage> {
             })
         }),
         page().prop_map(AnyMessage::Page),
+        rollup_push().prop_map(AnyMessage::RollupPush),
+        rollup().prop_map(AnyMessage::Rollup),
+        sizes().prop_map(AnyMessage::Sizes),
     ]
 }
 
@@ -142,6 +205,7 @@ proptest! {
     #[test]
     fn typed_decoders_round_trip(
         p in push(), c in chunk(), a in ack(), n in nack(), s in snapshot(), pg in page(),
+        r in rollup(),
     ) {
         prop_assert_eq!(Push::decode(&p.to_bytes(), &LIMITS), Ok(p.clone()));
         prop_assert_eq!(Chunk::decode(&c.to_bytes(), &LIMITS), Ok(c.clone()));
@@ -162,6 +226,7 @@ proptest! {
                 after_mark: Some([3; 16]),
                 head_mark: None,
             }),
+            ServerMessage::Rollup(r),
         ] {
             prop_assert_eq!(ServerMessage::decode(&message.to_bytes(), &LIMITS), Ok(message));
         }

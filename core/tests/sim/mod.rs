@@ -170,6 +170,7 @@ impl SimRelay {
                             after_mark: None,
                             next_mark: None,
                             chunks: Vec::new(),
+                            rollups: Vec::new(),
                         },
                     };
                 }
@@ -184,6 +185,7 @@ impl SimRelay {
                         after_mark: s.marks.get(after).copied(),
                         next_mark: s.marks.get(&next_after).copied(),
                         chunks,
+                        rollups: Vec::new(),
                     },
                 }
             }

@@ -8,12 +8,14 @@ mod ack;
 mod chunk;
 mod page;
 mod push;
+mod rollup;
 mod snapshot;
 
 pub use ack::{Ack, Nack};
 pub use chunk::{Chunk, UpToDate};
 pub use page::Page;
 pub use push::Push;
+pub use rollup::{Rollup, RollupPush, Sizes};
 pub use snapshot::Snapshot;
 
 use crate::{DecodeError, Kind, Limits, codec};
@@ -103,6 +105,9 @@ pub enum ServerMessage {
     Chunk(Chunk),
     /// The backlog has been sent; live chunks follow.
     UpToDate(UpToDate),
+    /// A rollup in place of the chunks it stands for (backlog only, to a connection that
+    /// asked for rollups).
+    Rollup(Rollup),
 }
 
 impl ServerMessage {
@@ -113,6 +118,7 @@ impl ServerMessage {
             ServerMessage::Nack(m) => m.to_bytes(),
             ServerMessage::Chunk(m) => m.to_bytes(),
             ServerMessage::UpToDate(m) => m.to_bytes(),
+            ServerMessage::Rollup(m) => m.to_bytes(),
         }
     }
 
@@ -124,6 +130,7 @@ impl ServerMessage {
             Kind::Nack => ServerMessage::Nack(Nack::decode_body(&mut reader, limits)?),
             Kind::Chunk => ServerMessage::Chunk(Chunk::decode_body(&mut reader, limits)?),
             Kind::UpToDate => ServerMessage::UpToDate(UpToDate::decode_body(&mut reader, limits)?),
+            Kind::Rollup => ServerMessage::Rollup(Rollup::decode_body(&mut reader, limits)?),
             found => {
                 return Err(DecodeError::UnexpectedKind {
                     expected: "a server message",

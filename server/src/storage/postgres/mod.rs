@@ -590,6 +590,7 @@ impl Storage for PostgresStorage {
                 after_mark: row_mark(first, 6, request.after)?,
                 next_mark,
                 chunks,
+                rollups: Vec::new(),
             }))
         })
     }

@@ -154,6 +154,7 @@ pub(crate) fn pull(
         after_mark,
         next_mark,
         chunks,
+        rollups: Vec::new(),
     }))
 }
 
