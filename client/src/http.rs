@@ -17,7 +17,7 @@ use std::{
 use http::{Method, StatusCode};
 use httparse::Status;
 use mend_protocol::{
-    AUTH_SCHEME, Ack, ErrorCode, Limits, MAX_PAGE_LIMIT, Page, Snapshot, SpaceId, paths,
+    AUTH_SCHEME, Ack, ErrorCode, Limits, MAX_PAGE_LIMIT, Page, Sizes, Snapshot, SpaceId, paths,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use zeroize::Zeroizing;
@@ -330,12 +330,24 @@ impl RelayHttp {
             }
             Request::Pull { after, .. } | Request::Subscribe { after, .. } => {
                 // The answer carries the pull's id back (a subscription over HTTP has none).
-                let pull = match request {
-                    Request::Pull { id, .. } => *id,
-                    _ => 0,
+                let (pull, rollups, pruned) = match request {
+                    Request::Pull {
+                        id,
+                        rollups,
+                        pruned,
+                        ..
+                    } => (*id, *rollups, *pruned),
+                    Request::Subscribe { rollups, .. } => (0, *rollups, false),
+                    _ => (0, false, false),
                 };
                 let device = mend_protocol::DeviceId(*device);
-                let path = paths::pull(&id, *after, Some(MAX_PAGE_LIMIT), Some(&device));
+                let mut path = paths::pull(&id, *after, Some(MAX_PAGE_LIMIT), Some(&device));
+                if rollups {
+                    path.push_str(&format!("&{}=true", paths::QUERY_ROLLUPS));
+                }
+                if pruned {
+                    path.push_str(&format!("&{}=true", paths::QUERY_PRUNED));
+                }
                 let (status, retry, body) = self
                     .call(Method::GET, &path, token, None, page_body(&limits))
                     .await?;
@@ -348,6 +360,32 @@ impl RelayHttp {
                     id: pull,
                     page,
                 })
+            }
+            Request::PushRollup { rollup, .. } => {
+                let (status, retry, body) = self
+                    .call(
+                        Method::POST,
+                        &paths::rollups(&id),
+                        token,
+                        Some(rollup.to_bytes()),
+                        SMALL_BODY,
+                    )
+                    .await?;
+                ok(status, retry, &body)?;
+                Ok(Response::RollupStored {
+                    space,
+                    last_seq: rollup.last_seq,
+                })
+            }
+            Request::Sizes { after, .. } => {
+                let device = mend_protocol::DeviceId(*device);
+                let path = paths::sizes_after(&id, *after, Some(&device));
+                let (status, retry, body) = self
+                    .call(Method::GET, &path, token, None, SMALL_BODY)
+                    .await?;
+                ok(status, retry, &body)?;
+                let sizes = Sizes::decode(&body, &limits).map_err(malformed)?;
+                Ok(Response::Sizes { space, sizes })
             }
             Request::GetSnapshot { .. } => {
                 let (status, retry, body) = self

@@ -91,17 +91,21 @@ pub(crate) async fn connect(
     link: &SpaceLink,
     device: &[u8; 16],
     after: u64,
+    rollups: bool,
     generation: u64,
     tx: mpsc::Sender<Incoming>,
 ) -> Result<LiveSocket, Failure> {
     let id = SpaceId(link.keys.space_id);
-    let url = format!(
+    let mut url = format!(
         "{}?{}={after}&{}={}",
         http.ws_url(&paths::live(&id)),
         paths::QUERY_AFTER,
         paths::QUERY_DEVICE,
         WireDevice(*device)
     );
+    if rollups {
+        url.push_str(&format!("&{}=true", paths::QUERY_ROLLUPS));
+    }
     let mut request = url
         .into_client_request()
         .map_err(|_| Failure::Unreachable)?;
@@ -166,8 +170,7 @@ pub(crate) async fn connect(
                         head_mark: u.head_mark,
                     },
                     Ok(ServerMessage::Ack(ack)) => Response::Acked { space, ack },
-                    // Sent only to a connection that asked for rollups.
-                    Ok(ServerMessage::Rollup(_)) => continue,
+                    Ok(ServerMessage::Rollup(rollup)) => Response::Rollup { space, rollup },
                     Ok(ServerMessage::Nack(nack)) => Response::Failed {
                         space,
                         failure: Failure::Refused {
@@ -257,6 +260,8 @@ mod tests {
                     space: Space::Couple,
                     after: 0,
                     id: 1,
+                    rollups: false,
+                    pruned: false,
                 },
             )
             .await;
@@ -267,7 +272,7 @@ mod tests {
             panic!("the pull did not fail: {pulled:?}");
         };
         let (tx, _rx) = mpsc::channel(1);
-        let over_ws = connect(&http, &link, &device, 0, 1, tx)
+        let over_ws = connect(&http, &link, &device, 0, false, 1, tx)
             .await
             .expect_err("the upgrade did not fail");
         server.abort();
@@ -330,7 +335,7 @@ mod tests {
             keys: SpaceSecret::generate().expect("secret").derive_keys(),
         };
         let (tx, mut rx) = mpsc::channel(4);
-        let socket = connect(&http, &link, &[7; 16], 0, 1, tx)
+        let socket = connect(&http, &link, &[7; 16], 0, false, 1, tx)
             .await
             .expect("connected");
         let heard = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())

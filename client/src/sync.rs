@@ -20,7 +20,7 @@ use mend_core::{
     Error, Journal, RecordId, Result,
     store::Space,
     sync::{
-        Action, Event, Failure, Mode, Problem, Request, Response, SNAPSHOT_EVERY, SpaceLink,
+        Action, Entry, Event, Failure, Mode, Problem, Request, Response, SNAPSHOT_EVERY, SpaceLink,
         SyncEngine, SyncStatus,
     },
 };
@@ -277,7 +277,15 @@ impl SyncClient {
                 let (pushed, pulled) = events.iter().fold((0u64, 0u64), |(a, p), e| match e {
                     Event::Response(Response::Acked { .. }) => (a.saturating_add(1), p),
                     Event::Response(Response::Page { page, .. }) => {
-                        let n = u64::try_from(page.chunks.len()).unwrap_or(u64::MAX);
+                        // A rollup counts as the chunks it stands for.
+                        let n = page.rollups.iter().fold(
+                            u64::try_from(page.chunks.len()).unwrap_or(u64::MAX),
+                            |n, r| {
+                                n.saturating_add(
+                                    r.last_seq.saturating_sub(r.first_seq).saturating_add(1),
+                                )
+                            },
+                        );
                         (a, p.saturating_add(n))
                     }
                     _ => (a, p),
@@ -369,7 +377,7 @@ impl SyncClient {
                         continue;
                     };
                     match request {
-                        Request::Subscribe { after, .. } => {
+                        Request::Subscribe { after, rollups, .. } => {
                             if let Some(old) = sockets.remove(&space) {
                                 old.close().await;
                             }
@@ -379,6 +387,7 @@ impl SyncClient {
                                 &link,
                                 &device,
                                 after,
+                                rollups,
                                 generation,
                                 tx.clone(),
                             )
@@ -484,26 +493,32 @@ fn coalesce(events: Vec<Event>) -> Vec<Event> {
     // Payload bytes of the batch at the end of `out` (none there: nothing may join).
     let mut bytes = usize::MAX;
     for event in events {
-        let Event::Response(Response::Chunk { space, chunk }) = event else {
-            bytes = usize::MAX;
-            out.push(event);
-            continue;
+        let (space, entry) = match event {
+            Event::Response(Response::Chunk { space, chunk }) => (space, Entry::Chunk(chunk)),
+            Event::Response(Response::Rollup { space, rollup }) => (space, Entry::Rollup(rollup)),
+            event => {
+                bytes = usize::MAX;
+                out.push(event);
+                continue;
+            }
         };
-        let size = chunk.payload.len();
-        if let Some(Event::Response(Response::Chunks { space: s, chunks })) = out.last_mut()
+        let size = entry.payload_len();
+        if let Some(Event::Response(Response::Chunks { space: s, entries })) = out.last_mut()
             && *s == space
-            && chunks.len() < BATCH_CHUNKS
+            && entries.len() < BATCH_CHUNKS
             && bytes.saturating_add(size) <= BATCH_BYTES
-            && chunks.last().is_some_and(|c| c.relay_seq < chunk.relay_seq)
+            && entries
+                .last()
+                .is_some_and(|e| e.relay_seq() < entry.relay_seq())
         {
             bytes = bytes.saturating_add(size);
-            chunks.push(chunk);
+            entries.push(entry);
             continue;
         }
         bytes = size;
         out.push(Event::Response(Response::Chunks {
             space,
-            chunks: vec![chunk],
+            entries: vec![entry],
         }));
     }
     out
@@ -615,9 +630,14 @@ mod tests {
                 Event::Response(Response::Chunk { space, chunk }) => {
                     format!("{space:?}:{}", chunk.relay_seq)
                 }
-                Event::Response(Response::Chunks { space, chunks }) => {
-                    let seqs: Vec<String> =
-                        chunks.iter().map(|c| c.relay_seq.to_string()).collect();
+                Event::Response(Response::Chunks { space, entries }) => {
+                    let seqs: Vec<String> = entries
+                        .iter()
+                        .map(|e| match e {
+                            Entry::Chunk(c) => c.relay_seq.to_string(),
+                            Entry::Rollup(r) => format!("r{}", r.relay_seq),
+                        })
+                        .collect();
                     format!("{space:?}:{}", seqs.join(","))
                 }
                 Event::Response(Response::UpToDate { .. }) => "up-to-date".into(),
@@ -633,6 +653,24 @@ mod tests {
             after_mark: None,
             head_mark: None,
         })
+    }
+
+    #[test]
+    fn a_rollup_joins_the_batch_in_its_place() {
+        let c = Space::Couple;
+        let rollup = Event::Response(Response::Rollup {
+            space: c,
+            rollup: mend_protocol::Rollup {
+                relay_seq: 2,
+                last_relay_seq: 4,
+                device_id: DeviceId([2; 16]),
+                first_seq: 1,
+                last_seq: 3,
+                payload: vec![0; 10],
+            },
+        });
+        let events = vec![chunk(c, 1, 10), rollup, chunk(c, 5, 10), up_to_date(c, 5)];
+        assert_eq!(shape(&coalesce(events)), ["Couple:1,r2,5", "up-to-date"]);
     }
 
     #[test]
@@ -678,7 +716,7 @@ mod tests {
         let out = coalesce(many);
         assert_eq!(out.len(), 2);
         assert!(
-            matches!(&out[0], Event::Response(Response::Chunks { chunks, .. }) if chunks.len() == BATCH_CHUNKS)
+            matches!(&out[0], Event::Response(Response::Chunks { entries, .. }) if entries.len() == BATCH_CHUNKS)
         );
     }
 }

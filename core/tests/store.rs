@@ -193,12 +193,12 @@ fn a_journal_from_before_the_read_model_opens_with_every_record() -> anyhow::Res
     let path = dir.path().join("j.db");
     let before = written(&path, 5)?;
     // What version 2 left on disk: the same tables, minus the read model, the open sync
-    // problems, the cursor's mark, what says which refused chunks are real and the signed
-    // changes' tables.
+    // problems, the cursor's mark, what says which refused chunks are real, the signed
+    // changes' tables and the rollups'.
     Connection::open(&path)?.execute_batch(
         "DROP TABLE record_views; DROP TABLE space_views; \
          DROP TABLE change_proofs; DROP TABLE known_devices; DROP TABLE held_changes; \
-         DROP TABLE refused_changes; \
+         DROP TABLE refused_changes; DROP TABLE proof_groups; DROP TABLE own_chunks; \
          ALTER TABLE sync_state DROP COLUMN problems; \
          ALTER TABLE sync_state DROP COLUMN cursor_mark; \
          ALTER TABLE sync_state DROP COLUMN mark_at; \

@@ -754,8 +754,16 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
-fn run(seed: u64, a: usize, b: usize, snapshot_every: u64, steps: Vec<Step>) -> Result<()> {
+fn run(
+    seed: u64,
+    a: usize,
+    b: usize,
+    snapshot_every: u64,
+    rollup_every: usize,
+    steps: Vec<Step>,
+) -> Result<()> {
     let mut sim = Sim::new(seed, a, b, snapshot_every)?;
+    sim.set_rollup_every(rollup_every);
     let n = sim.devices.len();
     let mut acked: Vec<(usize, RecordId)> = Vec::new();
     let day = LocalDate::from_unix_ms(sim::T0, 0);
@@ -860,9 +868,12 @@ proptest! {
         a in 1..=2usize,
         b in 1..=2usize,
         snapshot_every in prop_oneof![Just(2u64), Just(5), Just(1_000)],
+        // Rollups at whatever points the schedule's pushes reach these counts (32: almost
+        // never in a schedule this short).
+        rollup_every in prop_oneof![Just(1usize), Just(2), Just(3), Just(32)],
         steps in prop::collection::vec(step(), 0..60),
     ) {
-        if let Err(e) = run(seed, a, b, snapshot_every, steps) {
+        if let Err(e) = run(seed, a, b, snapshot_every, rollup_every, steps) {
             prop_assert!(false, "{e:#}");
         }
     }
@@ -1177,6 +1188,7 @@ fn a_stale_answer_to_a_copied_snapshot_upload_is_no_problem() -> Result<()> {
         2,
         1,
         2,
+        32,
         vec![
             Step::Partition(1),
             Step::Sync(1),
@@ -1472,6 +1484,7 @@ fn a_late_copy_of_an_answer_from_before_a_push_is_no_rewind() -> Result<()> {
         1,
         2,
         2,
+        32,
         vec![
             Step::Faults(1, 11, 354),
             Step::Sync(0),

@@ -25,6 +25,7 @@ use crate::{
 
 const LABEL_CERTIFICATE: &[u8] = b"mend/v1/device-certificate\0";
 const LABEL_CHANGE: &[u8] = b"mend/v1/change-proof\0";
+const LABEL_GROUP: &[u8] = b"mend/v1/change-group\0";
 const LABEL_IDENTITY_SEED: &[u8] = b"mend/v1/partner-identity";
 const LABEL_KEY_ID: &[u8] = b"mend/v1/key-id\0";
 const LABEL_PARTNER_ID: &[u8] = b"mend/v1/partner-id\0";
@@ -514,6 +515,53 @@ pub fn verify_change(
         .map_err(|_| Error::Tampered)
 }
 
+/// `label | space id (32) | count (u32) | hashes (32 each, in increasing order)`.
+fn group_message(space_id: &[u8; 32], sorted_hashes: &[[u8; 32]]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(LABEL_GROUP.len() + 36 + sorted_hashes.len() * 32);
+    m.extend_from_slice(LABEL_GROUP);
+    m.extend_from_slice(space_id);
+    m.extend_from_slice(
+        &u32::try_from(sorted_hashes.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
+    for hash in sorted_hashes {
+        m.extend_from_slice(hash);
+    }
+    m
+}
+
+/// The device's proof that it made every change of a group at once (a rollup of its own
+/// chunks): one signature over their hashes, which must be in increasing order.
+pub fn sign_group(
+    device_key: &DeviceKey,
+    space_id: &[u8; 32],
+    sorted_hashes: &[[u8; 32]],
+) -> ChangeProof {
+    ChangeProof(
+        device_key
+            .0
+            .sign(&group_message(space_id, sorted_hashes))
+            .to_bytes(),
+    )
+}
+
+/// Checks a [`sign_group`] proof.
+pub fn verify_group(
+    device_key: &DevicePublicKey,
+    space_id: &[u8; 32],
+    sorted_hashes: &[[u8; 32]],
+    proof: &ChangeProof,
+) -> Result<()> {
+    device_key
+        .0
+        .verify_strict(
+            &group_message(space_id, sorted_hashes),
+            &Signature::from_bytes(&proof.0),
+        )
+        .map_err(|_| Error::Tampered)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -621,6 +669,27 @@ mod tests {
         let mut bent = proof;
         bent.0[63] ^= 1;
         assert!(verify_change(&device.public(), &space, &hash, &bent).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn a_group_proof_binds_every_hash_and_no_single_change() -> Result<()> {
+        let (_, device, space, _) = fixture()?;
+        let hashes = [[1u8; 32], [2u8; 32], [3u8; 32]];
+        let proof = sign_group(&device, &space, &hashes);
+        verify_group(&device.public(), &space, &hashes, &proof)?;
+        // One fewer, one more, one other, another space: refused.
+        assert!(verify_group(&device.public(), &space, &hashes[..2], &proof).is_err());
+        assert!(verify_group(&device.public(), &space, &[[0; 32], [1; 32]], &proof).is_err());
+        let mut other = hashes;
+        other[1][0] ^= 1;
+        assert!(verify_group(&device.public(), &space, &other, &proof).is_err());
+        assert!(verify_group(&device.public(), &[7u8; 32], &hashes, &proof).is_err());
+        // A group of one is not a proof of that change, nor the other way round.
+        let single = sign_group(&device, &space, &hashes[..1]);
+        assert!(verify_change(&device.public(), &space, &hashes[0], &single).is_err());
+        let change = sign_change(&device, &space, &hashes[0]);
+        assert!(verify_group(&device.public(), &space, &hashes[..1], &change).is_err());
         Ok(())
     }
 

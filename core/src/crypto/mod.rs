@@ -16,13 +16,17 @@ mod seal;
 
 pub use identity::{
     CERTIFICATE_LEN, ChangeProof, DeviceCertificate, DeviceKey, DevicePublicKey, INTRO_LEN,
-    IdentityKey, Intro, KeyId, PartnerIdentity, Signer, sign_change, verify_change,
+    IdentityKey, Intro, KeyId, PartnerIdentity, Signer, sign_change, sign_group, verify_change,
+    verify_group,
 };
 pub use invite::{Invite, InviteKind};
 pub use keys::{ContentKey, RelayToken, SpaceKeys, SpaceSecret};
 pub use padme::{pad, padded_len, unpad};
 pub use pin::RelayPin;
-pub use seal::{ChunkAad, open_chunk, open_snapshot, seal_chunk, seal_snapshot};
+pub use seal::{
+    ChunkAad, RollupAad, open_chunk, open_rollup, open_snapshot, seal_chunk, seal_rollup,
+    seal_snapshot,
+};
 
 use crate::error::{Error, Result};
 

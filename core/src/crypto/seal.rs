@@ -43,6 +43,32 @@ impl ChunkAad {
     }
 }
 
+/// What a rollup is bound to: the space, the device whose chunks it stands for, and their
+/// numbers. A relay cannot serve it for another range, device or space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RollupAad {
+    /// The space id.
+    pub space_id: [u8; 32],
+    /// The device whose chunks it stands for.
+    pub device: [u8; 16],
+    /// The first of their numbers.
+    pub first_seq: u64,
+    /// The last of their numbers.
+    pub last_seq: u64,
+}
+
+impl RollupAad {
+    fn bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(14 + 32 + 16 + 16);
+        out.extend_from_slice(b"mend-rollup-v1");
+        out.extend_from_slice(&self.space_id);
+        out.extend_from_slice(&self.device);
+        out.extend_from_slice(&self.first_seq.to_be_bytes());
+        out.extend_from_slice(&self.last_seq.to_be_bytes());
+        out
+    }
+}
+
 fn snapshot_aad(space_id: &[u8; 32], covers: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + 32 + 8);
     out.extend_from_slice(b"mend-snapshot-v1");
@@ -108,6 +134,19 @@ pub fn seal_chunk(key: &ContentKey, aad: &ChunkAad, plaintext: &[u8]) -> Result<
 
 /// Opens a chunk; [`Error::Tampered`] if it was altered or is bound to something else.
 pub fn open_chunk(key: &ContentKey, aad: &ChunkAad, sealed: &[u8]) -> Result<Vec<u8>> {
+    open(key, &aad.bytes(), sealed)
+}
+
+/// Seals a rollup (its nonce derived like a chunk's: the same rollup sealed again after a
+/// crash is the same bytes).
+pub fn seal_rollup(key: &ContentKey, aad: &RollupAad, plaintext: &[u8]) -> Result<Vec<u8>> {
+    let aad = aad.bytes();
+    let nonce = chunk_nonce(key, &aad, plaintext)?;
+    seal_with(key, nonce, &aad, plaintext)
+}
+
+/// Opens a rollup; [`Error::Tampered`] if it was altered, cut, or is bound to something else.
+pub fn open_rollup(key: &ContentKey, aad: &RollupAad, sealed: &[u8]) -> Result<Vec<u8>> {
     open(key, &aad.bytes(), sealed)
 }
 
@@ -189,6 +228,46 @@ mod tests {
             open_chunk(&wrong, &aad, &sealed),
             Err(Error::Tampered)
         ));
+        Ok(())
+    }
+
+    #[test]
+    fn a_rollup_opens_only_for_its_range() -> Result<()> {
+        let key = SpaceSecret::from_bytes([1; 32]).derive_content_key();
+        let aad = RollupAad {
+            space_id: [2; 32],
+            device: [3; 16],
+            first_seq: 4,
+            last_seq: 9,
+        };
+        let sealed = seal_rollup(&key, &aad, b"changes")?;
+        assert_eq!(open_rollup(&key, &aad, &sealed)?, b"changes");
+        assert_eq!(seal_rollup(&key, &aad, b"changes")?, sealed);
+        for other in [
+            RollupAad {
+                first_seq: 5,
+                ..aad
+            },
+            RollupAad { last_seq: 8, ..aad },
+            RollupAad {
+                device: [9; 16],
+                ..aad
+            },
+        ] {
+            assert!(matches!(
+                open_rollup(&key, &other, &sealed),
+                Err(Error::Tampered)
+            ));
+        }
+        // A chunk's seal does not open as a rollup, nor a rollup's as a chunk.
+        let chunk = ChunkAad {
+            space_id: [2; 32],
+            device: [3; 16],
+            device_seq: 4,
+        };
+        assert!(open_chunk(&key, &chunk, &sealed).is_err());
+        let sealed_chunk = seal_chunk(&key, &chunk, b"changes")?;
+        assert!(open_rollup(&key, &aad, &sealed_chunk).is_err());
         Ok(())
     }
 

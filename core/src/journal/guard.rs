@@ -14,7 +14,10 @@
 //! author and kind) and the document as the change's own dependencies left it, never what else
 //! this replica happens to hold, so every honest replica refuses the same changes.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use automerge::{
     Change, ChangeHash, ObjId, Prop, ReadDoc, ScalarValue, Value,
@@ -24,7 +27,7 @@ use automerge::{
 use crate::{
     crypto::{
         CERTIFICATE_LEN, ChangeProof, DeviceCertificate, DevicePublicKey, INTRO_LEN, IdentityKey,
-        Intro, KeyId, verify_change,
+        Intro, KeyId,
     },
     date::LocalDate,
     doc::SpaceDoc,
@@ -36,11 +39,19 @@ use crate::{
     },
 };
 
-use super::registry::MAX_DEVICES;
+use super::{
+    proof::{Group, Proof},
+    registry::MAX_DEVICES,
+};
 
 /// The first byte of a signed bundle. (Automerge's own chunks begin with 0x85, so a chunk from
 /// before bundles is told apart.)
 const BUNDLE_VERSION: u8 = 1;
+/// A bundle that also carries group proofs (a change pushed again whose proof came in a
+/// rollup).
+const BUNDLE_WITH_GROUPS: u8 = 2;
+/// Groups one bundle may carry.
+const MAX_GROUPS: usize = 64;
 /// Introductions one bundle may carry.
 const MAX_INTROS: usize = 64;
 /// Bytes of an actor made by a device that signs: its key id, then 8 random bytes.
@@ -56,8 +67,8 @@ pub(crate) struct Signed {
     pub(crate) bytes: Vec<u8>,
     /// The signing device.
     pub(crate) signer: KeyId,
-    /// Its signature over the change's hash.
-    pub(crate) proof: ChangeProof,
+    /// Its proof.
+    pub(crate) proof: Proof,
 }
 
 impl std::fmt::Debug for Signed {
@@ -79,25 +90,50 @@ pub(crate) struct Bundle {
 impl Bundle {
     /// Whether `plain` is a bundle (as against a chunk from before signing).
     pub(crate) fn is_bundle(plain: &[u8]) -> bool {
-        plain.first() == Some(&BUNDLE_VERSION)
+        matches!(plain.first(), Some(&BUNDLE_VERSION | &BUNDLE_WITH_GROUPS))
     }
 
     /// `version | intros (u16) | intro… | changes (u32) | (signer 16 | signature 64 | length
-    /// u32 | change)…`, big-endian.
+    /// u32 | change)…`, big-endian. A change whose proof is a group's makes it version 2:
+    /// `version | intros | groups (u16) | group… | changes (u32) | (signer 16 | tag u8 |
+    /// signature 64 (tag 0) or group index u16 (tag 1) | length u32 | change)…`.
     pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut groups: Vec<&Arc<Group>> = Vec::new();
+        for c in &self.changes {
+            if let Some(g) = c.proof.group()
+                && !groups.iter().any(|known| Arc::ptr_eq(known, g))
+            {
+                groups.push(g);
+            }
+        }
+        let with_groups = !groups.is_empty() && groups.len() <= MAX_GROUPS;
         let size = self
             .changes
             .iter()
-            .map(|c| 84 + c.bytes.len())
+            .map(|c| 85 + c.bytes.len())
             .sum::<usize>()
-            + 7
-            + self.intros.len() * INTRO_LEN;
+            + 9
+            + self.intros.len() * INTRO_LEN
+            + groups
+                .iter()
+                .map(|g| 84 + g.hashes.len() * 32)
+                .sum::<usize>();
         let mut out = Vec::with_capacity(size);
-        out.push(BUNDLE_VERSION);
+        out.push(if with_groups {
+            BUNDLE_WITH_GROUPS
+        } else {
+            BUNDLE_VERSION
+        });
         let intros = self.intros.len().min(MAX_INTROS);
         out.extend_from_slice(&u16::try_from(intros).unwrap_or(0).to_be_bytes());
         for intro in self.intros.iter().take(intros) {
             out.extend_from_slice(&intro.to_bytes());
+        }
+        if with_groups {
+            out.extend_from_slice(&u16::try_from(groups.len()).unwrap_or(0).to_be_bytes());
+            for g in &groups {
+                g.encode(&mut out);
+            }
         }
         out.extend_from_slice(
             &u32::try_from(self.changes.len())
@@ -106,7 +142,23 @@ impl Bundle {
         );
         for c in &self.changes {
             out.extend_from_slice(&c.signer.0);
-            out.extend_from_slice(&c.proof.0);
+            let group = c
+                .proof
+                .group()
+                .and_then(|g| groups.iter().position(|known| Arc::ptr_eq(known, g)));
+            match (with_groups, group) {
+                (true, Some(index)) => {
+                    out.push(1);
+                    out.extend_from_slice(&u16::try_from(index).unwrap_or(0).to_be_bytes());
+                }
+                (true, None) => {
+                    out.push(0);
+                    out.extend_from_slice(&c.proof.signature());
+                }
+                // Too many groups for one bundle (never made by this code): the signature
+                // alone, which receivers refuse as a bad one.
+                (false, _) => out.extend_from_slice(&c.proof.signature()),
+            }
             out.extend_from_slice(
                 &u32::try_from(c.bytes.len())
                     .unwrap_or(u32::MAX)
@@ -121,9 +173,12 @@ impl Bundle {
     pub(crate) fn decode(plain: &[u8]) -> Result<Self> {
         let bad = || Error::Invalid("a signed chunk is malformed".into());
         let mut r = Reader(plain);
-        if r.take(1).ok_or_else(bad)? != [BUNDLE_VERSION] {
-            return Err(bad());
-        }
+        let version = r.take(1).ok_or_else(bad)?;
+        let with_groups = match version {
+            [BUNDLE_VERSION] => false,
+            [BUNDLE_WITH_GROUPS] => true,
+            _ => return Err(bad()),
+        };
         let intros = usize::from(r.u16().ok_or_else(bad)?);
         if intros > MAX_INTROS {
             return Err(bad());
@@ -134,16 +189,43 @@ impl Bundle {
                 .intros
                 .push(Intro::from_bytes(r.take(INTRO_LEN).ok_or_else(bad)?)?);
         }
+        let mut groups: Vec<Arc<Group>> = Vec::new();
+        if with_groups {
+            let count = usize::from(r.u16().ok_or_else(bad)?);
+            if count == 0 || count > MAX_GROUPS {
+                return Err(bad());
+            }
+            for _ in 0..count {
+                groups.push(Arc::new(Group::decode(&mut r).ok_or_else(bad)?));
+            }
+        }
         let count = r.u32().ok_or_else(bad)?;
         for _ in 0..count {
             let signer: [u8; 16] = r.array().ok_or_else(bad)?;
-            let proof: [u8; 64] = r.array().ok_or_else(bad)?;
+            let tag = if with_groups {
+                r.take(1).ok_or_else(bad)?[0]
+            } else {
+                0
+            };
+            let proof = match tag {
+                0 => Proof::One(ChangeProof(r.array().ok_or_else(bad)?)),
+                1 => {
+                    let index = usize::from(r.u16().ok_or_else(bad)?);
+                    let group = groups.get(index).ok_or_else(bad)?;
+                    // A group proves its own signer's changes only.
+                    if group.signer.0 != signer {
+                        return Err(bad());
+                    }
+                    Proof::Group(Arc::clone(group))
+                }
+                _ => return Err(bad()),
+            };
             let len = usize::try_from(r.u32().ok_or_else(bad)?).map_err(|_| bad())?;
             let bytes = r.take(len).ok_or_else(bad)?.to_vec();
             bundle.changes.push(Signed {
                 bytes,
                 signer: KeyId(signer),
-                proof: ChangeProof(proof),
+                proof,
             });
         }
         if !r.0.is_empty() {
@@ -362,7 +444,11 @@ impl Roster {
 
     /// Admits every introduction of `intros`: returns those new here, and a refusal for each
     /// that is not admitted.
-    fn admit_all(&mut self, intros: &[Intro], space_id: &[u8; 32]) -> (Vec<Intro>, Vec<Refused>) {
+    pub(crate) fn admit_all(
+        &mut self,
+        intros: &[Intro],
+        space_id: &[u8; 32],
+    ) -> (Vec<Intro>, Vec<Refused>) {
         let (mut admitted, mut refused) = (Vec::new(), Vec::new());
         for intro in intros {
             match self.admit(intro, space_id) {
@@ -606,16 +692,16 @@ fn verify_all(
     space_id: &[u8; 32],
     changes: &[(Change, Option<Signed>)],
 ) -> Vec<bool> {
-    let work: Vec<Option<(DevicePublicKey, [u8; 32], ChangeProof)>> = changes
+    let work: Vec<Option<(DevicePublicKey, [u8; 32], Proof)>> = changes
         .iter()
         .map(|(change, signed)| {
             let signed = signed.as_ref()?;
             let (_, key) = roster.get(&signed.signer)?;
-            Some((key, change.hash().0, signed.proof))
+            Some((key, change.hash().0, signed.proof.clone()))
         })
         .collect();
-    let check = |item: &Option<(DevicePublicKey, [u8; 32], ChangeProof)>| match item {
-        Some((key, hash, proof)) => verify_change(key, space_id, hash, proof).is_ok(),
+    let check = |item: &Option<(DevicePublicKey, [u8; 32], Proof)>| match item {
+        Some((key, hash, proof)) => proof.verify(key, space_id, hash),
         None => true,
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
@@ -695,8 +781,7 @@ fn authenticate(
     let Some((partner, key)) = roster.get(&signed.signer) else {
         return Err((Breach::UnknownDevice, false));
     };
-    let ok = verified
-        .unwrap_or_else(|| verify_change(&key, space_id, &change.hash().0, &signed.proof).is_ok());
+    let ok = verified.unwrap_or_else(|| signed.proof.verify(&key, space_id, &change.hash().0));
     if !ok {
         return Err((Breach::BadSignature, false));
     }
@@ -1297,7 +1382,7 @@ mod tests {
         let signed = Signed {
             bytes: words.clone(),
             signer: KeyId([1; 16]),
-            proof: ChangeProof([0; 64]),
+            proof: Proof::One(ChangeProof([0; 64])),
         };
         let shown = format!("{signed:?}");
         assert!(

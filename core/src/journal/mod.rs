@@ -7,10 +7,12 @@
 mod guard;
 pub use guard::Breach;
 mod ops;
+mod proof;
 pub use settle::{ConflictChoice, OpenConflict};
 pub use write::wording_hash;
 mod read;
 mod registry;
+mod rollup;
 mod signing;
 pub use registry::{Certified, MAX_DEVICES};
 mod settle;
@@ -118,6 +120,8 @@ pub struct Journal {
     roster: guard::Roster,
     /// Changes refused for good.
     banned: std::collections::HashSet<automerge::ChangeHash>,
+    /// The rollup made and not yet stored at the relay.
+    made: Option<rollup::Made>,
     couple: LazyDoc,
     personal: LazyDoc,
     /// The couple's partners and schema version, from the read model.
@@ -402,6 +406,7 @@ impl Journal {
             signer: None,
             roster: guard::Roster::default(),
             banned: std::collections::HashSet::new(),
+            made: None,
             device,
             couple,
             personal,

@@ -4,19 +4,20 @@
 //! Only the couple's space is signed: a personal space is shared by one partner's devices
 //! alone, so there is no one in it to forge for.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use automerge::{ActorId, Change, ChangeHash};
 
 use super::{
     Journal,
     guard::{self, Bundle, Refused, Signed},
+    proof::{self, Group, Proof},
 };
 use crate::{
     crypto::{ChangeProof, INTRO_LEN, Intro, KeyId, Signer, sign_change},
     doc::{SpaceDoc, split_chunk},
     error::{Error, Result},
-    store::{Checked, ProofRow, PulledChange, Space},
+    store::{Checked, GroupRow, ProofRow, PulledChange, Space},
     sync::{Merged, ProblemKind},
 };
 
@@ -28,6 +29,8 @@ const META_SIGNING_SINCE: &str = "signing_since";
 /// The first byte of a snapshot's document part that carries proofs (a bare Automerge save
 /// begins with 0x85).
 const PROVEN_SNAPSHOT: u8 = 2;
+/// The same, with group proofs too (the changes that came in rollups).
+const PROVEN_SNAPSHOT_WITH_GROUPS: u8 = 3;
 /// Bytes of one proof in a snapshot: change hash, signer, signature.
 const PROOF_LEN: usize = 32 + 16 + 64;
 /// Changes held for a missing dependency, per signing device, at most (count and bytes): the
@@ -172,12 +175,19 @@ impl Journal {
                 .map_err(|_| corrupt("a queued change is malformed"))?;
             let hash = change.hash().0;
             let actor = change.actor_id().to_bytes();
-            let (by, proof) = match self.store.proof_of(Space::Couple, &hash)? {
-                Some((by, proof)) => (KeyId(by), ChangeProof(proof)),
+            let stored = match self.store.proof_of(Space::Couple, &hash)? {
+                Some((by, sig, false)) => Some((KeyId(by), Proof::One(ChangeProof(sig)))),
+                Some((by, sig, true)) => self
+                    .stored_group(&sig)?
+                    .map(|g| (KeyId(by), Proof::Group(g))),
+                None => None,
+            };
+            let (by, proof) = match stored {
+                Some(stored) => stored,
                 None => {
                     let proof = sign_change(&signer.key, &signer.space_id, &hash);
-                    fresh.push((hash, me.0, proof.0));
-                    (me, proof)
+                    fresh.push((hash, me.0, proof.0, false));
+                    (me, Proof::One(proof))
                 }
             };
             if by == me {
@@ -200,9 +210,19 @@ impl Journal {
             bundle.intros.extend(self.roster.intro(&key));
         }
         if !fresh.is_empty() {
-            self.store.keep_proofs(Space::Couple, &fresh)?;
+            self.store.keep_proofs(Space::Couple, &fresh, &[])?;
         }
         Ok(bundle.encode())
+    }
+
+    /// The group stored under `signature`, read once per use.
+    fn stored_group(&self, signature: &[u8; 64]) -> Result<Option<Arc<Group>>> {
+        Ok(self
+            .store
+            .group(Space::Couple, signature)?
+            .map(|(signer, sig, hashes)| {
+                Arc::new(Group::new(KeyId(signer), ChangeProof(sig), hashes))
+            }))
     }
 
     /// Checks pulled chunks of the couple's space (and changes held from before), merges what
@@ -217,20 +237,52 @@ impl Journal {
             .couple_space
             .ok_or_else(|| corrupt("no couple space"))?;
         let mut intros = Vec::new();
-        let mut pending: Vec<Signed> = self
-            .store
-            .held(space)?
-            .into_iter()
-            .map(|(_, bytes, signer, proof)| Signed {
+        let mut groups: HashMap<[u8; 64], Arc<Group>> = HashMap::new();
+        let mut pending: Vec<Signed> = Vec::new();
+        for (_, bytes, signer, sig, grp) in self.store.held(space)? {
+            let proof = if grp {
+                let group = match groups.get(&sig) {
+                    Some(g) => Some(Arc::clone(g)),
+                    None => self.stored_group(&sig)?,
+                };
+                match group {
+                    Some(g) => {
+                        groups.insert(sig, Arc::clone(&g));
+                        Proof::Group(g)
+                    }
+                    // Its group was never stored: it cannot be proven, and is dropped.
+                    None => continue,
+                }
+            } else {
+                Proof::One(ChangeProof(sig))
+            };
+            pending.push(Signed {
                 bytes,
                 signer: KeyId(signer),
-                proof: ChangeProof(proof),
-            })
-            .collect();
+                proof,
+            });
+        }
         let mut refused = Vec::new();
         for p in pulled {
             let Some(plain) = p.bytes else { continue };
-            if Bundle::is_bundle(plain) {
+            if proof::is_rollup(plain) {
+                match proof::decode_rollup(plain) {
+                    Ok(rollup) => {
+                        intros.extend(rollup.intros);
+                        let signer = rollup.group.signer;
+                        pending.extend(rollup.changes.into_iter().map(|c| Signed {
+                            bytes: c.raw_bytes().to_vec(),
+                            signer,
+                            proof: Proof::Group(Arc::clone(&rollup.group)),
+                        }));
+                    }
+                    Err(_) => refused.push(Refused {
+                        signer: KeyId(p.device),
+                        partner: None,
+                        breach: guard::Breach::Malformed,
+                    }),
+                }
+            } else if Bundle::is_bundle(plain) {
                 // A bundle no device can read is refused like a forged change: it opened, so a
                 // holder of the couple's key made it, and no snapshot will ever heal it.
                 match Bundle::decode(plain) {
@@ -303,26 +355,51 @@ impl Journal {
                 if let Ok(change) = Change::from_bytes(one.to_vec()) {
                     let hash = change.hash().0;
                     let proof = sign_change(&signer.key, &signer.space_id, &hash);
-                    fresh.push((hash, signer.key_id().0, proof.0));
+                    fresh.push((hash, signer.key_id().0, proof.0, false));
                 }
             }
         }
         if !fresh.is_empty() {
-            self.store.keep_proofs(Space::Couple, &fresh)?;
+            self.store.keep_proofs(Space::Couple, &fresh, &[])?;
             proofs.extend(fresh);
         }
         let intros = self.roster.intros();
         let save = self.doc(Space::Couple)?.save();
+        // A change proven by a group needs no line of its own: the group's hashes name it.
+        let singles: Vec<&ProofRow> = proofs.iter().filter(|p| !p.3).collect();
+        let groups: Vec<GroupRow> = if proofs.iter().any(|p| p.3) {
+            self.store.all_groups(Space::Couple)?
+        } else {
+            Vec::new()
+        };
         let mut out = Vec::with_capacity(
-            save.len() + proofs.len() * PROOF_LEN + intros.len() * INTRO_LEN + 11,
+            save.len()
+                + singles.len() * PROOF_LEN
+                + groups.iter().map(|g| 84 + g.2.len() * 32).sum::<usize>()
+                + intros.len() * INTRO_LEN
+                + 15,
         );
-        out.push(PROVEN_SNAPSHOT);
+        out.push(if groups.is_empty() {
+            PROVEN_SNAPSHOT
+        } else {
+            PROVEN_SNAPSHOT_WITH_GROUPS
+        });
         out.extend_from_slice(&u16::try_from(intros.len()).unwrap_or(0).to_be_bytes());
         for intro in intros.iter().take(usize::from(u16::MAX)) {
             out.extend_from_slice(&intro.to_bytes());
         }
-        out.extend_from_slice(&u32::try_from(proofs.len()).unwrap_or(0).to_be_bytes());
-        for (hash, signer, sig) in proofs.iter().take(u32::MAX as usize) {
+        if !groups.is_empty() {
+            let groups: Vec<&GroupRow> = groups
+                .iter()
+                .filter(|g| !g.2.is_empty() && g.2.len() <= proof::MAX_GROUP)
+                .collect();
+            out.extend_from_slice(&u32::try_from(groups.len()).unwrap_or(0).to_be_bytes());
+            for (signer, sig, hashes) in groups {
+                Group::new(KeyId(*signer), ChangeProof(*sig), hashes.clone()).encode(&mut out);
+            }
+        }
+        out.extend_from_slice(&u32::try_from(singles.len()).unwrap_or(0).to_be_bytes());
+        for (hash, signer, sig, _) in singles.iter().take(u32::MAX as usize) {
             out.extend_from_slice(hash);
             out.extend_from_slice(signer);
             out.extend_from_slice(sig);
@@ -355,7 +432,7 @@ impl Journal {
                 let signed = proofs.get(&c.hash().0).map(|(signer, proof)| Signed {
                     bytes: Vec::new(),
                     signer: KeyId(*signer),
-                    proof: ChangeProof(*proof),
+                    proof: proof.clone(),
                 });
                 (c, signed)
             })
@@ -385,11 +462,15 @@ impl Journal {
                 unusable: true,
             });
         }
+        let kept: Vec<(&[u8; 32], &([u8; 16], Proof))> = proofs
+            .iter()
+            .filter(|(hash, _)| judged.contains(*hash))
+            .collect();
         let checked = Checked {
-            proofs: proofs
+            groups: groups_of(kept.iter().map(|(_, (_, p))| p)),
+            proofs: kept
                 .iter()
-                .filter(|(hash, _)| judged.contains(*hash))
-                .map(|(hash, (signer, sig))| (*hash, *signer, *sig))
+                .map(|(hash, (signer, p))| (**hash, *signer, p.signature(), p.group().is_some()))
                 .collect(),
             intros: admitted
                 .iter()
@@ -490,31 +571,59 @@ impl Journal {
 
 /// The stored form of a pass of the guard.
 fn checked_of(verdicts: &guard::Verdicts, accepted: Vec<u8>) -> Checked {
+    let row = |(hash, s): &(ChangeHash, Signed)| -> ProofRow {
+        (
+            hash.0,
+            s.signer.0,
+            s.proof.signature(),
+            s.proof.group().is_some(),
+        )
+    };
     Checked {
         accepted,
-        proofs: verdicts
-            .accepted
-            .iter()
-            .map(|(hash, s)| (hash.0, s.signer.0, s.proof.0))
-            .collect(),
+        groups: groups_of(
+            verdicts
+                .accepted
+                .iter()
+                .chain(&verdicts.known)
+                .chain(&verdicts.held)
+                .map(|(_, s)| &s.proof),
+        ),
+        proofs: verdicts.accepted.iter().map(row).collect(),
         intros: verdicts
             .intros
             .iter()
             .map(|i| (i.cert.device_key.key_id().0, i.to_bytes().to_vec()))
             .collect(),
         held: bounded_held(&verdicts.held),
-        known: verdicts
-            .known
-            .iter()
-            .map(|(hash, s)| (hash.0, s.signer.0, s.proof.0))
-            .collect(),
+        known: verdicts.known.iter().map(row).collect(),
         banned: verdicts.banned.iter().map(|h| h.0).collect(),
     }
 }
 
-/// The changes of a chunk's plaintext, concatenated: a signed bundle's, or the plaintext
-/// itself (a chunk from before signing).
+/// The groups among `proofs`, each once, as stored.
+fn groups_of<'a>(proofs: impl Iterator<Item = &'a Proof>) -> Vec<GroupRow> {
+    let mut seen: std::collections::HashSet<[u8; 64]> = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for g in proofs.filter_map(Proof::group) {
+        if seen.insert(g.signature.0) {
+            out.push((g.signer.0, g.signature.0, g.hashes.clone()));
+        }
+    }
+    out
+}
+
+/// The changes of a chunk's plaintext, concatenated: a signed bundle's, a rollup's, or the
+/// plaintext itself (a chunk from before signing).
 pub(super) fn unwrap_changes(plain: &[u8]) -> Result<Vec<u8>> {
+    if proof::is_rollup(plain) {
+        let rollup = proof::decode_rollup(plain).map_err(|_| corrupt("a rollup is malformed"))?;
+        return Ok(rollup
+            .changes
+            .iter()
+            .flat_map(|c| c.raw_bytes().iter().copied())
+            .collect());
+    }
     if !Bundle::is_bundle(plain) {
         return Ok(plain.to_vec());
     }
@@ -539,34 +648,51 @@ fn bounded_held(held: &[(ChangeHash, Signed)]) -> Vec<crate::store::HeldRow> {
         }
         *count += 1;
         *bytes = bytes.saturating_add(size);
-        kept.push((hash.0, s.bytes.clone(), s.signer.0, s.proof.0));
+        kept.push((
+            hash.0,
+            s.bytes.clone(),
+            s.signer.0,
+            s.proof.signature(),
+            s.proof.group().is_some(),
+        ));
     }
     kept.reverse();
     kept
 }
 
-type Proofs = HashMap<[u8; 32], ([u8; 16], [u8; 64])>;
+type Proofs = HashMap<[u8; 32], ([u8; 16], Proof)>;
 
 /// Splits a snapshot's document part into introductions, proofs and the save. A bare save (a
 /// snapshot from before signing) has neither.
 fn parse_proven(payload: &[u8]) -> Result<(Vec<Intro>, Proofs, &[u8])> {
     let bad = || corrupt("a snapshot's proofs are malformed");
-    let Some((&PROVEN_SNAPSHOT, rest)) = payload.split_first() else {
-        return Ok((Vec::new(), HashMap::new(), payload));
+    let with_groups = match payload.first() {
+        Some(&PROVEN_SNAPSHOT) => false,
+        Some(&PROVEN_SNAPSHOT_WITH_GROUPS) => true,
+        _ => return Ok((Vec::new(), HashMap::new(), payload)),
     };
-    let mut r = guard::Reader(rest);
+    let mut r = guard::Reader(&payload[1..]);
     let count = r.u16().ok_or_else(bad)?;
     let mut intros = Vec::with_capacity(usize::from(count));
     for _ in 0..count {
         intros.push(Intro::from_bytes(r.take(INTRO_LEN).ok_or_else(bad)?).map_err(|_| bad())?);
     }
-    let count = r.u32().ok_or_else(bad)?;
     let mut proofs = HashMap::new();
+    if with_groups {
+        let count = r.u32().ok_or_else(bad)?;
+        for _ in 0..count {
+            let group = Arc::new(Group::decode(&mut r).ok_or_else(bad)?);
+            for hash in &group.hashes {
+                proofs.insert(*hash, (group.signer.0, Proof::Group(Arc::clone(&group))));
+            }
+        }
+    }
+    let count = r.u32().ok_or_else(bad)?;
     for _ in 0..count {
         let hash: [u8; 32] = r.array().ok_or_else(bad)?;
         let signer: [u8; 16] = r.array().ok_or_else(bad)?;
         let sig: [u8; 64] = r.array().ok_or_else(bad)?;
-        proofs.insert(hash, (signer, sig));
+        proofs.insert(hash, (signer, Proof::One(ChangeProof(sig))));
     }
     Ok((intros, proofs, r.0))
 }

@@ -316,6 +316,22 @@ impl SyncStore for Journal {
     fn clear_problems(&mut self, space: Space) -> Result<()> {
         self.step(|j| j.store.clear_problems(space))
     }
+
+    fn next_rollup(
+        &mut self,
+        space: Space,
+        min_chunks: usize,
+    ) -> Result<Option<(u64, u64, Vec<u8>)>> {
+        self.step(|j| j.make_rollup(space, min_chunks))
+    }
+
+    fn rollup_done(&mut self, space: Space, last_seq: u64, stored: bool) -> Result<()> {
+        self.step(|j| j.rollup_done(space, last_seq, stored))
+    }
+
+    fn rollup_holds(&self, space: Space, plain: &[u8], earlier: &[&[u8]]) -> bool {
+        Journal::rollup_holds(self, space, plain, earlier)
+    }
 }
 
 /// What sync looks like from this device without asking the relay.

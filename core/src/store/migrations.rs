@@ -17,6 +17,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("sql/006_cursor_mark.sql"),
     include_str!("sql/007_heal_real.sql"),
     include_str!("sql/008_signed_changes.sql"),
+    include_str!("sql/009_rollups.sql"),
 ];
 
 /// The schema version this build creates.

@@ -8,7 +8,7 @@ mod proofs;
 mod sync;
 mod view;
 
-pub(crate) use proofs::{Checked, HeldRow, ProofRow};
+pub(crate) use proofs::{Checked, GroupRow, HeldRow, ProofRow, split_hashes};
 pub use sync::{PeerSeqs, PulledChange, SyncState};
 pub use view::{Envelope, RowData, SpaceView, ViewRow, ViewUpdate};
 

@@ -6,11 +6,15 @@ use rusqlite::{Transaction, params};
 use super::{Space, Store};
 use crate::error::Result;
 
-/// A change's proof as stored: (change hash, signing key id, signature).
-pub(crate) type ProofRow = ([u8; 32], [u8; 16], [u8; 64]);
+/// A change's proof as stored: (change hash, signing key id, signature, whether the signature
+/// is a group's, stored in `proof_groups`).
+pub(crate) type ProofRow = ([u8; 32], [u8; 16], [u8; 64], bool);
 
-/// A change waiting for its dependencies: (hash, bytes, signer, signature).
-pub(crate) type HeldRow = ([u8; 32], Vec<u8>, [u8; 16], [u8; 64]);
+/// A change waiting for its dependencies: (hash, bytes, signer, signature, whether a group's).
+pub(crate) type HeldRow = ([u8; 32], Vec<u8>, [u8; 16], [u8; 64], bool);
+
+/// A group proof as stored: (signer, signature, hashes increasing).
+pub(crate) type GroupRow = ([u8; 16], [u8; 64], Vec<[u8; 32]>);
 
 /// What the guard decided in one merge, committed with it. (`Debug` shows counts only: the
 /// change bytes hold journal text.)
@@ -28,6 +32,8 @@ pub(crate) struct Checked {
     pub(crate) banned: Vec<[u8; 32]>,
     /// Proofs of changes held already, kept unless one is kept already.
     pub(crate) known: Vec<ProofRow>,
+    /// The groups the proofs above (and the held changes') belong to.
+    pub(crate) groups: Vec<GroupRow>,
 }
 
 impl std::fmt::Debug for Checked {
@@ -39,12 +45,21 @@ impl std::fmt::Debug for Checked {
             .field("held", &self.held.len())
             .field("banned", &self.banned.len())
             .field("known", &self.known.len())
+            .field("groups", &self.groups.len())
             .finish()
     }
 }
 
 fn array<const N: usize>(bytes: Vec<u8>) -> Option<[u8; N]> {
     bytes.try_into().ok()
+}
+
+/// Hashes stored one after another (a trailing partial one is dropped).
+pub(crate) fn split_hashes(bytes: &[u8]) -> Vec<[u8; 32]> {
+    bytes
+        .chunks_exact(32)
+        .filter_map(|h| h.try_into().ok())
+        .collect()
 }
 
 impl Store {
@@ -55,6 +70,7 @@ impl Store {
         checked: &Checked,
     ) -> Result<()> {
         let s = space.as_str();
+        Self::write_groups(tx, space, &checked.groups)?;
         Self::write_proofs(tx, space, &checked.proofs, true)?;
         Self::write_proofs(tx, space, &checked.known, false)?;
         Self::write_intros(tx, space, &checked.intros)?;
@@ -68,13 +84,65 @@ impl Store {
         }
         tx.execute("DELETE FROM held_changes WHERE space = ?1", [s])?;
         let mut held = tx.prepare_cached(
-            "INSERT OR REPLACE INTO held_changes (space, hash, bytes, signer, proof) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT OR REPLACE INTO held_changes (space, hash, bytes, signer, proof, grp) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
-        for (hash, bytes, signer, sig) in &checked.held {
-            held.execute(params![s, &hash[..], bytes, &signer[..], &sig[..]])?;
+        for (hash, bytes, signer, sig, grp) in &checked.held {
+            held.execute(params![s, &hash[..], bytes, &signer[..], &sig[..], grp])?;
         }
         Ok(())
+    }
+
+    fn write_groups(tx: &Transaction<'_>, space: Space, groups: &[GroupRow]) -> Result<()> {
+        let mut insert = tx.prepare_cached(
+            "INSERT OR IGNORE INTO proof_groups (space, signature, signer, hashes) \
+             VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for (signer, sig, hashes) in groups {
+            insert.execute(params![
+                space.as_str(),
+                &sig[..],
+                &signer[..],
+                hashes.as_flattened()
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// The group stored under `signature`.
+    pub(crate) fn group(&self, space: Space, signature: &[u8; 64]) -> Result<Option<GroupRow>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT signer, hashes FROM proof_groups WHERE space = ?1 AND signature = ?2",
+        )?;
+        let mut rows = stmt.query(params![space.as_str(), &signature[..]])?;
+        let Some(row) = rows.next()? else {
+            return Ok(None);
+        };
+        let signer: Vec<u8> = row.get(0)?;
+        let hashes: Vec<u8> = row.get(1)?;
+        Ok(array(signer).map(|s| (s, *signature, split_hashes(&hashes))))
+    }
+
+    /// Every stored group.
+    pub(crate) fn all_groups(&self, space: Space) -> Result<Vec<GroupRow>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT signer, signature, hashes FROM proof_groups WHERE space = ?1",
+        )?;
+        let rows = stmt.query_map([space.as_str()], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (signer, sig, hashes) = row?;
+            if let (Some(s), Some(g)) = (array(signer), array(sig)) {
+                out.push((s, g, split_hashes(&hashes)));
+            }
+        }
+        Ok(out)
     }
 
     /// Keeps introductions admitted outside a merge (this device's own).
@@ -117,9 +185,15 @@ impl Store {
         Ok(())
     }
 
-    /// Keeps proofs this device made for its own changes.
-    pub(crate) fn keep_proofs(&mut self, space: Space, proofs: &[ProofRow]) -> Result<()> {
+    /// Keeps proofs this device made for its own changes (and the groups they belong to).
+    pub(crate) fn keep_proofs(
+        &mut self,
+        space: Space,
+        proofs: &[ProofRow],
+        groups: &[GroupRow],
+    ) -> Result<()> {
         let tx = self.conn.transaction()?;
+        Self::write_groups(&tx, space, groups)?;
         Self::write_proofs(&tx, space, proofs, true)?;
         tx.commit()?;
         Ok(())
@@ -133,13 +207,21 @@ impl Store {
         replace: bool,
     ) -> Result<()> {
         let sql = if replace {
-            "INSERT OR REPLACE INTO change_proofs (space, hash, signer, proof) VALUES (?1, ?2, ?3, ?4)"
+            "INSERT OR REPLACE INTO change_proofs (space, hash, signer, proof, grp) \
+             VALUES (?1, ?2, ?3, ?4, ?5)"
         } else {
-            "INSERT OR IGNORE INTO change_proofs (space, hash, signer, proof) VALUES (?1, ?2, ?3, ?4)"
+            "INSERT OR IGNORE INTO change_proofs (space, hash, signer, proof, grp) \
+             VALUES (?1, ?2, ?3, ?4, ?5)"
         };
         let mut proof = tx.prepare_cached(sql)?;
-        for (hash, signer, sig) in proofs {
-            proof.execute(params![space.as_str(), &hash[..], &signer[..], &sig[..]])?;
+        for (hash, signer, sig, grp) in proofs {
+            proof.execute(params![
+                space.as_str(),
+                &hash[..],
+                &signer[..],
+                &sig[..],
+                grp
+            ])?;
         }
         Ok(())
     }
@@ -149,9 +231,9 @@ impl Store {
         &self,
         space: Space,
         hash: &[u8; 32],
-    ) -> Result<Option<([u8; 16], [u8; 64])>> {
+    ) -> Result<Option<([u8; 16], [u8; 64], bool)>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT signer, proof FROM change_proofs WHERE space = ?1 AND hash = ?2",
+            "SELECT signer, proof, grp FROM change_proofs WHERE space = ?1 AND hash = ?2",
         )?;
         let mut rows = stmt.query(params![space.as_str(), &hash[..]])?;
         let Some(row) = rows.next()? else {
@@ -159,26 +241,28 @@ impl Store {
         };
         let signer: Vec<u8> = row.get(0)?;
         let proof: Vec<u8> = row.get(1)?;
-        Ok(array(signer).zip(array(proof)))
+        let grp: bool = row.get(2)?;
+        Ok(array(signer).zip(array(proof)).map(|(s, p)| (s, p, grp)))
     }
 
     /// Every stored proof.
     pub(crate) fn all_proofs(&self, space: Space) -> Result<Vec<ProofRow>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT hash, signer, proof FROM change_proofs WHERE space = ?1")?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT hash, signer, proof, grp FROM change_proofs WHERE space = ?1",
+        )?;
         let rows = stmt.query_map([space.as_str()], |r| {
             Ok((
                 r.get::<_, Vec<u8>>(0)?,
                 r.get::<_, Vec<u8>>(1)?,
                 r.get::<_, Vec<u8>>(2)?,
+                r.get::<_, bool>(3)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (hash, signer, proof) = row?;
+            let (hash, signer, proof, grp) = row?;
             if let (Some(h), Some(s), Some(p)) = (array(hash), array(signer), array(proof)) {
-                out.push((h, s, p));
+                out.push((h, s, p, grp));
             }
         }
         Ok(out)
@@ -196,7 +280,7 @@ impl Store {
     /// Changes waiting for what they depend on.
     pub(crate) fn held(&self, space: Space) -> Result<Vec<HeldRow>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT hash, bytes, signer, proof FROM held_changes WHERE space = ?1",
+            "SELECT hash, bytes, signer, proof, grp FROM held_changes WHERE space = ?1",
         )?;
         let rows = stmt.query_map([space.as_str()], |r| {
             Ok((
@@ -204,13 +288,14 @@ impl Store {
                 r.get::<_, Vec<u8>>(1)?,
                 r.get::<_, Vec<u8>>(2)?,
                 r.get::<_, Vec<u8>>(3)?,
+                r.get::<_, bool>(4)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (hash, bytes, signer, proof) = row?;
+            let (hash, bytes, signer, proof, grp) = row?;
             if let (Some(h), Some(s), Some(p)) = (array(hash), array(signer), array(proof)) {
-                out.push((h, bytes, s, p));
+                out.push((h, bytes, s, p, grp));
             }
         }
         Ok(out)

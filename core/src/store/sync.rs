@@ -52,6 +52,23 @@ pub struct PulledChange<'a> {
     pub bytes: Option<&'a [u8]>,
 }
 
+/// This device's acknowledged chunks kept for a rollup, at most (per space).
+const MAX_OWN_CHUNKS: u64 = 4096;
+
+/// The hashes of the Automerge changes in `bytes` (concatenated change chunks), 32 bytes
+/// each; `None` unless every change parses.
+fn change_hashes(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let (one, after) = crate::doc::split_chunk(rest)?;
+        rest = after;
+        let change = automerge::Change::from_bytes(one.to_vec()).ok()?;
+        out.extend_from_slice(&change.hash().0);
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 /// Raises a device's last sequence number (`?1` space, `?2` device, `?3` sequence).
 /// `?4` is 1 when the chunk opened (or a snapshot vouches for the device), 0 for a refused one.
 const RAISE_PEER_SEQ: &str = "INSERT INTO peer_seqs (space, device, last_seq, authentic) \
@@ -223,6 +240,8 @@ impl Store {
         // Every unsent change is in the document queued below: a relay that keeps rewinding
         // must not grow the queue by a whole document each time.
         tx.execute("DELETE FROM unsent WHERE space = ?1", [space.as_str()])?;
+        // The relay lost what they stood for.
+        tx.execute("DELETE FROM own_chunks WHERE space = ?1", [space.as_str()])?;
         {
             let mut insert = tx.prepare("INSERT INTO unsent (space, bytes) VALUES (?1, ?2)")?;
             for change in changes {
@@ -258,6 +277,8 @@ impl Store {
     fn renumber(&mut self, device: &str) -> Result<()> {
         let tx = self.conn.transaction()?;
         tx.execute("UPDATE meta SET value = ?1 WHERE key = 'device'", [device])?;
+        // The old id's chunks are another device's now: no rollup of this one stands for them.
+        tx.execute("DELETE FROM own_chunks", [])?;
         for space in Space::ALL {
             Self::ensure_state(&tx, space)?;
             let seqs: Vec<i64> = tx
@@ -343,6 +364,27 @@ impl Store {
     ) -> Result<SyncState> {
         let tx = self.conn.transaction()?;
         Self::ensure_state(&tx, space)?;
+        let bytes: Option<Vec<u8>> = tx
+            .query_row(
+                "SELECT bytes FROM outbox WHERE space = ?1 AND device_seq = ?2",
+                params![space.as_str(), i(device_seq)],
+                |r| r.get(0),
+            )
+            .optional()?;
+        // What a rollup of this chunk will have to hold again. (A chunk whose changes do not
+        // all parse is left out: runs stop at the hole it leaves, and it stays a chunk.)
+        if let Some(hashes) = bytes.as_deref().and_then(change_hashes) {
+            tx.execute(
+                "INSERT OR REPLACE INTO own_chunks (space, device_seq, relay_seq, hashes) \
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![space.as_str(), i(device_seq), i(relay_seq), hashes],
+            )?;
+            // Bounded: a relay that never takes a rollup leaves only the newest waiting.
+            tx.execute(
+                "DELETE FROM own_chunks WHERE space = ?1 AND device_seq <= ?2",
+                params![space.as_str(), i(device_seq.saturating_sub(MAX_OWN_CHUNKS))],
+            )?;
+        }
         tx.execute(
             "DELETE FROM outbox WHERE space = ?1 AND device_seq = ?2",
             params![space.as_str(), i(device_seq)],
@@ -353,6 +395,50 @@ impl Store {
         )?;
         tx.commit()?;
         self.sync_state(space)
+    }
+
+    /// The oldest run of this device's acknowledged chunks no rollup stands for yet, with
+    /// consecutive numbers, at most `max`: (device sequence, relay sequence, change hashes).
+    pub fn own_chunk_run(&self, space: Space, max: usize) -> Result<Vec<(u64, u64, Vec<u8>)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT device_seq, relay_seq, hashes FROM own_chunks WHERE space = ?1 \
+             ORDER BY device_seq LIMIT ?2",
+        )?;
+        let limit = i64::try_from(max).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(params![space.as_str(), limit], |r| {
+            Ok((u(r.get(0)?), u(r.get(1)?), r.get::<_, Vec<u8>>(2)?))
+        })?;
+        let mut run: Vec<(u64, u64, Vec<u8>)> = Vec::new();
+        for row in rows {
+            let row = row?;
+            if run
+                .last()
+                .is_some_and(|last| last.0.saturating_add(1) != row.0)
+            {
+                break;
+            }
+            run.push(row);
+        }
+        Ok(run)
+    }
+
+    /// How many acknowledged chunks of this device wait for a rollup.
+    pub fn own_chunks_waiting(&self, space: Space) -> Result<u64> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM own_chunks WHERE space = ?1",
+            [space.as_str()],
+            |r| r.get(0),
+        )?;
+        Ok(u(n))
+    }
+
+    /// A rollup stands for this device's chunks up to `through` (or none ever will).
+    pub fn forget_own_chunks(&mut self, space: Space, through: u64) -> Result<()> {
+        self.conn.execute(
+            "DELETE FROM own_chunks WHERE space = ?1 AND device_seq <= ?2",
+            params![space.as_str(), i(through)],
+        )?;
+        Ok(())
     }
 
     /// The devices of a space whose chunks opened here, or that a snapshot vouched for.

@@ -2,18 +2,22 @@
 
 use std::collections::{HashMap, HashSet};
 
-use mend_protocol::{Chunk, DeviceId as WireDevice, ErrorCode, Push, Snapshot};
+use mend_protocol::{DeviceId as WireDevice, ErrorCode, Push, RollupPush, Snapshot};
 
 use super::{
     backoff::Backoff,
     snapshot::{decode_snapshot, encode_snapshot},
     storage::SyncStore,
     types::{
-        Action, Event, Failure, MAX_PROBLEMS, Problem, ProblemKind, Request, Response, SyncStatus,
+        Action, Entry, Event, Failure, MAX_PROBLEMS, Problem, ProblemKind, Request, Response,
+        SyncStatus,
     },
 };
 use crate::{
-    crypto::{ChunkAad, SpaceKeys, open_chunk, open_snapshot, seal_chunk, seal_snapshot},
+    crypto::{
+        ChunkAad, RollupAad, SpaceKeys, open_chunk, open_rollup, open_snapshot, seal_chunk,
+        seal_rollup, seal_snapshot,
+    },
     error::{Error, Result},
     store::{PulledChange, Space, SyncState},
 };
@@ -45,6 +49,8 @@ pub const BOUNDED_RETRY_MS: i64 = 1_500;
 pub const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// Upload a snapshot once this many relay chunks have piled up since the last one.
 pub const SNAPSHOT_EVERY: u64 = 500;
+/// Seal a run of this device's acknowledged chunks again as one rollup once this many wait.
+pub const ROLLUP_EVERY: usize = 32;
 
 /// The shortest wait between two moves to a new id that one engine follows (a rewind, a
 /// sequence conflict); it doubles while the relay keeps asking, up to the longest.
@@ -79,6 +85,10 @@ enum Phase {
     CatchingUp,
     FetchingSnapshot,
     Pushing(u64),
+    /// A rollup ending at this device sequence is on its way.
+    Rolling(u64),
+    /// Asked what the snapshot and the tail would cost.
+    Sizing,
     Uploading(u64),
     /// Everything pulled and pushed (live: subscribed and idle).
     Done,
@@ -130,6 +140,23 @@ struct Run {
     pruned_again: bool,
     /// The snapshot fetch in flight answers a `410`.
     fetch_pruned: bool,
+    /// Pulls ask for rollups only from this relay sequence on: one before it failed its checks
+    /// and the chunks it stands for are read instead.
+    no_rollups_until: u64,
+    /// Per device, the last number a rollup brought: its chunks met later (a page cut inside
+    /// the rollup's range, a socket reopened there) are known already, not replays.
+    rolled: HashMap<[u8; 16], u64>,
+    /// No rollup is made again this round (the relay failed or refused one).
+    rollups_off: bool,
+    /// Reading the tail below the relay's snapshot (it was found cheaper than the snapshot):
+    /// pulls ask for pruned chunks; in live mode the socket opens once they are read.
+    tail: bool,
+    /// This round already chose the tail once: a further `410` fetches the snapshot.
+    tail_tried: bool,
+    /// A live rollup failed its checks at this relay sequence and a new socket reads from
+    /// before it: what the old socket still delivers past it is dropped. The new socket's
+    /// first entry lies at or below it (the rollup's first chunk is served there).
+    hold_live: Option<u64>,
     /// This round fetched the relay's snapshot, before a snapshot of its own, to heal what it
     /// refused (once a round, so a relay serving a new refused chunk on every read cannot
     /// keep it fetching).
@@ -158,6 +185,7 @@ pub struct SyncEngine {
     status: SyncStatus,
     reported: Option<SyncStatus>,
     snapshot_every: u64,
+    rollup_every: usize,
     /// The store's sync revision when this engine last read or wrote it (`None`: never).
     revision: Option<u64>,
     /// Whether the pending count may have changed since it was last counted.
@@ -195,6 +223,12 @@ impl SyncEngine {
                 pruned_again: false,
                 fetch_pruned: false,
                 heal_tried: false,
+                no_rollups_until: 0,
+                rolled: HashMap::new(),
+                rollups_off: false,
+                tail: false,
+                tail_tried: false,
+                hold_live: None,
             })
             .collect();
         Self {
@@ -205,6 +239,7 @@ impl SyncEngine {
             status: SyncStatus::default(),
             reported: None,
             snapshot_every: SNAPSHOT_EVERY,
+            rollup_every: ROLLUP_EVERY,
             revision: None,
             recount: true,
             deadline: None,
@@ -226,6 +261,12 @@ impl SyncEngine {
     /// Uploads a snapshot after `n` relay chunks instead of [`SNAPSHOT_EVERY`] (tests use 1).
     pub fn set_snapshot_every(&mut self, n: u64) {
         self.snapshot_every = n.max(1);
+    }
+
+    /// Makes a rollup once `n` acknowledged chunks wait instead of [`ROLLUP_EVERY`] (tests use
+    /// small numbers).
+    pub fn set_rollup_every(&mut self, n: usize) {
+        self.rollup_every = n.max(1);
     }
 
     /// True when every space has finished its round (or was stopped for good).
@@ -376,6 +417,10 @@ impl SyncEngine {
         run.pruned_again = false;
         run.fetch_pruned = false;
         run.heal_tried = false;
+        run.rollups_off = false;
+        run.tail = false;
+        run.tail_tried = false;
+        run.hold_live = None;
         // After a refused chunk, each round first merges the relay's snapshot: once a healthy
         // device has snapshotted past the hole, that heals it.
         if self.runs[i].created && self.unhealed(i, journal)? {
@@ -394,16 +439,29 @@ impl SyncEngine {
         Ok(())
     }
 
+    /// Whether a read from `after` may take rollups.
+    fn rollups_from(&self, i: usize, after: u64) -> bool {
+        after >= self.runs[i].no_rollups_until
+    }
+
     /// Sends a pull from `after` under a new id.
     fn pull(&mut self, i: usize, now: i64, after: u64, out: &mut Vec<Action>) {
         let space = self.runs[i].link.space;
         let id = self.runs[i].pull.wrapping_add(1);
         self.runs[i].pull = id;
+        let rollups = self.rollups_from(i, after);
+        let pruned = self.runs[i].tail;
         self.send(
             i,
             now,
             Phase::Pulling,
-            Request::Pull { space, after, id },
+            Request::Pull {
+                space,
+                after,
+                id,
+                rollups,
+                pruned,
+            },
             out,
         );
     }
@@ -412,15 +470,26 @@ impl SyncEngine {
         let space = self.runs[i].link.space;
         let after = self.runs[i].state.cursor;
         match self.mode {
+            // The tail below a snapshot is read by pulls, then the socket opens after it.
             Mode::Once => self.pull(i, now, after, out),
+            Mode::Live if self.runs[i].tail => self.pull(i, now, after, out),
             Mode::Live => {
+                if self.runs[i].hold_live.is_some_and(|hold| after >= hold) {
+                    // Read past the refused rollup some other way: nothing to hold back.
+                    self.runs[i].hold_live = None;
+                }
                 let state = &self.runs[i].state;
                 self.runs[i].subscribed = state.cursor_mark.map(|mark| (after, mark));
+                let rollups = self.rollups_from(i, after);
                 self.send(
                     i,
                     now,
                     Phase::CatchingUp,
-                    Request::Subscribe { space, after },
+                    Request::Subscribe {
+                        space,
+                        after,
+                        rollups,
+                    },
                     out,
                 );
             }
@@ -455,6 +524,35 @@ impl SyncEngine {
                 Request::Push {
                     space: link.space,
                     push,
+                },
+                out,
+            );
+            return Ok(());
+        }
+        if !self.runs[i].rollups_off
+            && let Some((first_seq, last_seq, plain)) =
+                journal.next_rollup(link.space, self.rollup_every)?
+        {
+            let aad = RollupAad {
+                space_id: link.keys.space_id,
+                device: self.device,
+                first_seq,
+                last_seq,
+            };
+            let payload = seal_rollup(&link.keys.content, &aad, &plain)?;
+            let rollup = RollupPush {
+                device_id: WireDevice(self.device),
+                first_seq,
+                last_seq,
+                payload,
+            };
+            self.send(
+                i,
+                now,
+                Phase::Rolling(last_seq),
+                Request::PushRollup {
+                    space: link.space,
+                    rollup,
                 },
                 out,
             );
@@ -730,26 +828,63 @@ impl SyncEngine {
                     // A page past the relay's own head is forged: nothing in it is taken.
                     return Ok(());
                 }
+                let mut refused_rollup = false;
                 if after <= cursor {
-                    self.apply_chunks(i, journal, now, &page.chunks, page.next_after, out)?;
-                    if let Some(mark) = page.next_mark {
+                    let entries = Entry::of_page(&page);
+                    let applied =
+                        self.apply_chunks(i, journal, now, &entries, page.next_after, out)?;
+                    refused_rollup = applied.is_some();
+                    if let Some(mark) = page.next_mark.filter(|_| !refused_rollup) {
                         self.keep_mark(i, journal, page.next_after, mark)?;
                     }
                 }
                 if phase == Phase::Pulling && id == self.runs[i].pull {
-                    if page.more {
+                    if page.more || refused_rollup {
+                        // A refused rollup: the chunks it stands for are read instead.
                         let after = self.runs[i].state.cursor;
                         self.pull(i, now, after, out);
+                    } else if self.mode == Mode::Live && self.runs[i].tail {
+                        // The tail is read: the socket opens after it.
+                        self.runs[i].tail = false;
+                        self.read(i, now, out);
                     } else {
                         self.push_next(i, journal, now, out)?;
                     }
                 }
             }
             Response::Chunk { chunk, .. } => {
-                self.live_chunks(i, journal, now, phase, std::slice::from_ref(&chunk), out)?;
+                self.live_chunks(i, journal, now, phase, &[Entry::Chunk(chunk)], out)?;
             }
-            Response::Chunks { chunks, .. } => {
-                self.live_chunks(i, journal, now, phase, &chunks, out)?;
+            Response::Rollup { rollup, .. } => {
+                self.live_chunks(i, journal, now, phase, &[Entry::Rollup(rollup)], out)?;
+            }
+            Response::Chunks { entries, .. } => {
+                self.live_chunks(i, journal, now, phase, &entries, out)?;
+            }
+            Response::RollupStored { last_seq, .. } => {
+                if phase == Phase::Rolling(last_seq) {
+                    journal.rollup_done(space, last_seq, true)?;
+                    self.push_next(i, journal, now, out)?;
+                }
+            }
+            Response::Sizes { sizes, .. } => {
+                if phase == Phase::Sizing {
+                    // The tail, if the relay still holds all of it and it is the smaller.
+                    let cheaper = match sizes.snapshot {
+                        Some((_, snapshot_bytes)) => {
+                            sizes.tail_held && sizes.tail_bytes < snapshot_bytes
+                        }
+                        None => sizes.tail_held,
+                    };
+                    if cheaper {
+                        let run = &mut self.runs[i];
+                        run.tail = true;
+                        run.tail_tried = true;
+                        self.read(i, now, out);
+                    } else {
+                        self.fetch_pruned_snapshot(i, now, out);
+                    }
+                }
             }
             Response::UpToDate {
                 head,
@@ -757,6 +892,10 @@ impl SyncEngine {
                 head_mark,
                 ..
             } => {
+                if self.runs[i].hold_live.is_some() {
+                    // The end of the socket given up for a refused rollup.
+                    return Ok(());
+                }
                 let cursor = self.runs[i].state.cursor;
                 let moved = self.runs[i]
                     .subscribed
@@ -965,6 +1104,19 @@ impl SyncEngine {
         Ok(())
     }
 
+    /// Fetches the snapshot after a `410`.
+    fn fetch_pruned_snapshot(&mut self, i: usize, now: i64, out: &mut Vec<Action>) {
+        let space = self.runs[i].link.space;
+        self.runs[i].fetch_pruned = true;
+        self.send(
+            i,
+            now,
+            Phase::FetchingSnapshot,
+            Request::GetSnapshot { space },
+            out,
+        );
+    }
+
     fn on_failure<S: SyncStore + ?Sized>(
         &mut self,
         i: usize,
@@ -975,6 +1127,23 @@ impl SyncEngine {
     ) -> Result<()> {
         let space = self.runs[i].link.space;
         let phase = self.runs[i].phase;
+        if let Phase::Rolling(last_seq) = phase {
+            // A rollup only saves bytes: whatever the relay answers (one without rollups, a
+            // range it does not hold), the round goes on without, and the chunks stay chunks.
+            if matches!(failure, Failure::Refused { .. }) {
+                journal.rollup_done(space, last_seq, false)?;
+            }
+            self.runs[i].rollups_off = true;
+            if !matches!(failure, Failure::Unreachable | Failure::Untrusted { .. }) {
+                self.reached();
+            }
+            return self.push_next(i, journal, now, out);
+        }
+        if phase == Phase::Sizing && failure != Failure::Unreachable {
+            // A relay that cannot tell the sizes: the snapshot, as before.
+            self.fetch_pruned_snapshot(i, now, out);
+            return Ok(());
+        }
         match failure {
             Failure::Pruned if self.runs[i].snapshot_failed => {
                 // The log is pruned and its snapshot unusable (reported), or the relay keeps
@@ -988,15 +1157,15 @@ impl SyncEngine {
                 }
                 self.push_next(i, journal, now, out)?;
             }
+            Failure::Pruned if !self.runs[i].tail_tried => {
+                // Far behind: the snapshot, or the tail if that is smaller.
+                self.runs[i].tail_tried = true;
+                let after = self.runs[i].state.cursor;
+                self.send(i, now, Phase::Sizing, Request::Sizes { space, after }, out);
+            }
             Failure::Pruned => {
-                self.runs[i].fetch_pruned = true;
-                self.send(
-                    i,
-                    now,
-                    Phase::FetchingSnapshot,
-                    Request::GetSnapshot { space },
-                    out,
-                );
+                self.runs[i].tail = false;
+                self.fetch_pruned_snapshot(i, now, out);
             }
             Failure::Unauthorized | Failure::SpaceGone => {
                 let kind = if failure == Failure::Unauthorized {
@@ -1028,6 +1197,13 @@ impl SyncEngine {
                 self.problem(journal, space, ProblemKind::SeqConflict { device_seq }, now)?;
                 self.change_device(journal, now)?;
                 self.push_next(i, journal, now, out)?;
+            }
+            Failure::Refused {
+                code: ErrorCode::RollupMismatch,
+                ..
+            } => {
+                // A late answer to a rollup (the one in flight is handled above): it only
+                // saved bytes, and the chunks stay chunks.
             }
             Failure::Refused {
                 code: ErrorCode::SnapshotStale,
@@ -1113,37 +1289,60 @@ fn pulled(opened: &[Opened]) -> Vec<PulledChange<'_>> {
 }
 
 impl SyncEngine {
-    /// Chunks from the live subscription, in increasing relay order: applied together, the
-    /// cursor moved to the last.
+    /// Chunks (and rollups) from the live subscription, in increasing relay order: applied
+    /// together, the cursor moved to the last.
     fn live_chunks<S: SyncStore + ?Sized>(
         &mut self,
         i: usize,
         journal: &mut S,
         now: i64,
         phase: Phase,
-        chunks: &[Chunk],
+        entries: &[Entry],
         out: &mut Vec<Action>,
     ) -> Result<()> {
-        // Each run of chunks that follow one another is applied as one; a chunk below the one
-        // before it starts a new run, so the batch means what the chunks would one by one
-        // (a run wholly below the cursor is dropped).
-        let mut rest = chunks;
+        // Each run of entries that follow one another is applied as one; an entry below the
+        // one before it starts a new run, so the batch means what the entries would one by
+        // one (a run wholly below the cursor is dropped).
+        let mut rest = entries;
+        if let Some(hold) = self.runs[i].hold_live {
+            match rest.iter().position(|e| e.relay_seq() <= hold) {
+                Some(at) => {
+                    self.runs[i].hold_live = None;
+                    rest = &rest[at..];
+                }
+                None => return Ok(()),
+            }
+        }
         while !rest.is_empty() {
             let end = rest
                 .windows(2)
-                .position(|w| w[1].relay_seq <= w[0].relay_seq)
+                .position(|w| w[1].relay_seq() <= w[0].relay_seq())
                 .map_or(rest.len(), |at| at.saturating_add(1));
             let (run, after) = rest.split_at(end);
             rest = after;
             let Some(last) = run.last() else {
                 break;
             };
-            let seq = last.relay_seq;
-            self.apply_chunks(i, journal, now, run, seq, out)?;
+            let seq = last.relay_seq();
+            if self.apply_chunks(i, journal, now, run, seq, out)?.is_some() {
+                // A rollup failed its checks: what follows it on this socket is dropped, and
+                // a new socket reads from before it without rollups.
+                let at = run
+                    .iter()
+                    .find(|e| {
+                        matches!(e, Entry::Rollup(_)) && e.relay_seq() > self.runs[i].state.cursor
+                    })
+                    .map_or(self.runs[i].state.cursor, Entry::relay_seq);
+                self.runs[i].hold_live = Some(at);
+                self.read(i, now, out);
+                return Ok(());
+            }
             // The backlog ends with the head's mark; a live chunk's is worked out here (live
             // chunks are few: one per edit elsewhere).
-            if phase != Phase::CatchingUp {
-                self.keep_mark(i, journal, seq, last.mark())?;
+            if phase != Phase::CatchingUp
+                && let Entry::Chunk(chunk) = last
+            {
+                self.keep_mark(i, journal, seq, chunk.mark())?;
             }
         }
         if phase == Phase::CatchingUp {
@@ -1152,50 +1351,67 @@ impl SyncEngine {
         Ok(())
     }
 
-    /// Opens and applies chunks after the cursor, then commits them with `new_cursor`.
+    /// Opens and applies chunks and rollups after the cursor, then commits them with
+    /// `new_cursor`. A rollup that fails its checks ends the batch before it (the cursor stops
+    /// short of it, reads from there take no rollups up to its end, and it is reported):
+    /// `Some` with the relay sequence of its last chunk.
     fn apply_chunks<S: SyncStore + ?Sized>(
         &mut self,
         i: usize,
         journal: &mut S,
         now: i64,
-        chunks: &[Chunk],
+        entries: &[Entry],
         new_cursor: u64,
         out: &mut Vec<Action>,
-    ) -> Result<()> {
+    ) -> Result<Option<u64>> {
         let link = self.runs[i].link.clone();
         let space = link.space;
         let cursor = self.runs[i].state.cursor;
+        let mut new_cursor = new_cursor;
         if new_cursor <= cursor {
-            return Ok(());
+            return Ok(None);
         }
         let recovering = self.runs[i].recovering;
         let mut opened: Vec<Opened> = Vec::new();
         let mut last_seen: Vec<([u8; 16], u64)> = Vec::new();
-        for c in chunks
+        let mut rolled_now: Vec<([u8; 16], u64)> = Vec::new();
+        let mut refused_rollup = None;
+        for entry in entries
             .iter()
-            .filter(|c| c.relay_seq > cursor && c.relay_seq <= new_cursor)
+            .filter(|e| e.relay_seq() > cursor && e.relay_seq() <= new_cursor)
         {
-            let device = c.device_id.0;
+            let (device, first_seq, device_seq, relay_seq) = match entry {
+                Entry::Chunk(c) => (c.device_id.0, c.device_seq, c.device_seq, c.relay_seq),
+                Entry::Rollup(r) => (r.device_id.0, r.first_seq, r.last_seq, r.relay_seq),
+            };
             if device == self.device {
-                continue; // our own chunk, echoed
+                continue; // our own, echoed
             }
             let last = match last_seen.iter().find(|(d, _)| *d == device) {
                 Some((_, s)) => *s,
                 None => self.runs[i].peers.get(&device).copied().unwrap_or(0),
             };
             let hex = hex::encode(device);
-            if c.device_seq <= last {
-                // After a rewind, reading from the start meets what was applied before.
-                if !recovering {
+            if device_seq <= last {
+                // A rollup's chunks met again (a read that began inside its range), or what
+                // came before: known already. After a rewind, reading from the start meets
+                // what was applied before.
+                let rolled = self.runs[i].rolled.get(&device).copied().unwrap_or(0);
+                let known = matches!(entry, Entry::Rollup(_))
+                    || rolled_now
+                        .iter()
+                        .any(|(d, s)| *d == device && *s >= device_seq)
+                    || rolled >= device_seq;
+                if !recovering && !known {
                     let kind = ProblemKind::Replay {
                         device: hex,
-                        device_seq: c.device_seq,
+                        device_seq,
                     };
                     self.problem(journal, space, kind, now)?;
                 }
                 continue;
             }
-            if c.device_seq > last.saturating_add(1) && !recovering {
+            if first_seq > last.saturating_add(1) && !recovering {
                 // Something from this device was withheld; nothing after the hole is applied.
                 // (After a rewind the hole is what the relay lost, and the whole documents
                 // pushed again fill it: those are applied.)
@@ -1203,42 +1419,84 @@ impl SyncEngine {
                     let kind = ProblemKind::Gap {
                         device: hex,
                         expected: last.saturating_add(1),
-                        got: c.device_seq,
+                        got: first_seq,
                     };
                     self.problem(journal, space, kind, now)?;
                 }
                 // A hole after chunks of this device that were merged: a real edit withheld.
                 let real = self.runs[i].authentic.contains(&device);
-                self.runs[i].state = journal.mark_refused(space, c.relay_seq, real)?;
+                self.runs[i].state = journal.mark_refused(space, relay_seq, real)?;
                 continue;
             }
-            let aad = ChunkAad {
-                space_id: link.keys.space_id,
-                device,
-                device_seq: c.device_seq,
-            };
-            let plain = match open_chunk(&link.keys.content, &aad, &c.payload) {
-                Ok(p) => Some(p),
-                Err(Error::Tampered) => {
-                    let kind = ProblemKind::Tampered {
-                        relay_seq: c.relay_seq,
-                        device: hex,
+            let plain = match entry {
+                Entry::Chunk(c) => {
+                    let aad = ChunkAad {
+                        space_id: link.keys.space_id,
+                        device,
+                        device_seq: c.device_seq,
                     };
-                    self.problem(journal, space, kind, now)?;
-                    // From a device whose chunks were merged here before, it is a real edit
-                    // the relay altered; from an id never seen, it may be garbage.
-                    let real = self.runs[i].authentic.contains(&device);
-                    self.runs[i].state = journal.mark_refused(space, c.relay_seq, real)?;
-                    None
+                    match open_chunk(&link.keys.content, &aad, &c.payload) {
+                        Ok(p) => Some(p),
+                        Err(Error::Tampered) => {
+                            let kind = ProblemKind::Tampered {
+                                relay_seq,
+                                device: hex,
+                            };
+                            self.problem(journal, space, kind, now)?;
+                            // From a device whose chunks were merged here before, it is a real
+                            // edit the relay altered; from an id never seen, it may be garbage.
+                            let real = self.runs[i].authentic.contains(&device);
+                            self.runs[i].state = journal.mark_refused(space, relay_seq, real)?;
+                            None
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
-                Err(e) => return Err(e),
+                Entry::Rollup(r) => {
+                    let aad = RollupAad {
+                        space_id: link.keys.space_id,
+                        device,
+                        first_seq: r.first_seq,
+                        last_seq: r.last_seq,
+                    };
+                    let plain = match open_rollup(&link.keys.content, &aad, &r.payload) {
+                        Ok(p) => Some(p),
+                        Err(Error::Tampered) => None,
+                        Err(e) => return Err(e),
+                    };
+                    let earlier: Vec<&[u8]> =
+                        opened.iter().filter_map(|o| o.3.as_deref()).collect();
+                    match plain.filter(|p| journal.rollup_holds(space, p, &earlier)) {
+                        Some(p) => {
+                            rolled_now.push((device, r.last_seq));
+                            Some(p)
+                        }
+                        None => {
+                            // Altered, cut, or not what it claims: its chunks are read instead.
+                            let kind = ProblemKind::Tampered {
+                                relay_seq,
+                                device: hex,
+                            };
+                            self.problem(journal, space, kind, now)?;
+                            let run = &mut self.runs[i];
+                            run.no_rollups_until = run.no_rollups_until.max(r.last_relay_seq);
+                            refused_rollup = Some(r.last_relay_seq);
+                            new_cursor = relay_seq.saturating_sub(1);
+                            break;
+                        }
+                    }
+                }
             };
-            opened.push((device, c.device_seq, c.relay_seq, plain));
+            opened.push((device, device_seq, relay_seq, plain));
             match last_seen.iter_mut().find(|(d, _)| *d == device) {
-                Some(entry) => entry.1 = c.device_seq,
-                None => last_seen.push((device, c.device_seq)),
+                Some(entry) => entry.1 = device_seq,
+                None => last_seen.push((device, device_seq)),
             }
         }
+        if new_cursor <= cursor && opened.is_empty() {
+            return Ok(refused_rollup);
+        }
+        let new_cursor = new_cursor.max(cursor);
         let mut merged = match journal.apply_pulled(space, &pulled(&opened), new_cursor) {
             Ok(merged) => merged,
             Err(e) if is_data_error(&e) => {
@@ -1295,13 +1553,17 @@ impl SyncEngine {
                 run.authentic.insert(*device);
             }
         }
+        for (device, seq) in rolled_now {
+            let rolled = run.rolled.entry(device).or_default();
+            *rolled = (*rolled).max(seq);
+        }
         if !merged.records.is_empty() {
             out.push(Action::Changed {
                 space,
                 records: merged.records,
             });
         }
-        Ok(())
+        Ok(refused_rollup)
     }
 
     /// Opens and merges a snapshot; `Unusable` if it failed its checks or could not be read

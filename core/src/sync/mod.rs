@@ -18,12 +18,12 @@ mod storage;
 mod types;
 
 pub use engine::{
-    MAX_BATCH_BYTES, Mode, REQUEST_TIMEOUT_MS, SNAPSHOT_EVERY, SpaceLink, SyncEngine,
+    MAX_BATCH_BYTES, Mode, REQUEST_TIMEOUT_MS, ROLLUP_EVERY, SNAPSHOT_EVERY, SpaceLink, SyncEngine,
 };
 
 pub use snapshot::{decode_snapshot, encode_snapshot};
 pub use storage::{Merged, SyncStore};
 pub use types::{
-    Action, Event, Failure, MAX_PROBLEMS, Outcome, Problem, ProblemKind, Request, Response,
+    Action, Entry, Event, Failure, MAX_PROBLEMS, Outcome, Problem, ProblemKind, Request, Response,
     SyncStatus,
 };

@@ -114,4 +114,29 @@ pub trait SyncStore {
 
     /// A clean round with nothing left to heal: the space's problems are over.
     fn clear_problems(&mut self, space: Space) -> Result<()>;
+
+    /// A rollup of this device's acknowledged chunks, once at least `min_chunks` wait for
+    /// one: (first device sequence, last, plaintext). A store that makes none answers `None`.
+    fn next_rollup(
+        &mut self,
+        space: Space,
+        min_chunks: usize,
+    ) -> Result<Option<(u64, u64, Vec<u8>)>> {
+        let _ = (space, min_chunks);
+        Ok(None)
+    }
+
+    /// The relay stored the rollup ending at `last_seq` (`stored`) or refused it for good.
+    fn rollup_done(&mut self, space: Space, last_seq: u64, stored: bool) -> Result<()> {
+        let _ = (space, last_seq, stored);
+        Ok(())
+    }
+
+    /// Whether a rollup's opened plaintext holds what it claims (checked before any of it is
+    /// merged; one that fails is read as its chunks instead). `earlier` are the plaintexts
+    /// opened before it in the same batch, not merged yet: the introductions they carry count.
+    fn rollup_holds(&self, space: Space, plain: &[u8], earlier: &[&[u8]]) -> bool {
+        let _ = (space, plain, earlier);
+        false
+    }
 }

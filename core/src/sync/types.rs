@@ -1,6 +1,6 @@
 //! What goes in and out of the engine.
 
-use mend_protocol::{Ack, Chunk, ErrorCode, Page, Push, Snapshot};
+use mend_protocol::{Ack, Chunk, ErrorCode, Page, Push, Rollup, RollupPush, Sizes, Snapshot};
 use serde::{Deserialize, Serialize};
 
 use crate::{ids::RecordId, store::Space};
@@ -29,9 +29,30 @@ pub enum Request {
         /// Which pull this is (never sent to the relay): the transport hands it back with the
         /// answer, so a late or copied answer to an earlier pull is told apart.
         id: u64,
+        /// Rollups may stand in for the chunks they cover (`rollups=true`).
+        rollups: bool,
+        /// Chunks below the relay's snapshot are wanted while it holds them (`pruned=true`):
+        /// the tail was found cheaper than the snapshot.
+        pruned: bool,
     },
     /// Open (or reopen) the live subscription after a cursor.
     Subscribe {
+        /// Which space.
+        space: Space,
+        /// The cursor.
+        after: u64,
+        /// Rollups may stand in for the chunks they cover in the backlog.
+        rollups: bool,
+    },
+    /// Store a rollup of this device's chunks (over HTTP, live or not).
+    PushRollup {
+        /// Which space.
+        space: Space,
+        /// The sealed rollup.
+        rollup: RollupPush,
+    },
+    /// Ask what catching up from a cursor would cost: the snapshot or the tail.
+    Sizes {
         /// Which space.
         space: Space,
         /// The cursor.
@@ -59,6 +80,8 @@ impl Request {
             | Request::Push { space, .. }
             | Request::Pull { space, .. }
             | Request::Subscribe { space, .. }
+            | Request::PushRollup { space, .. }
+            | Request::Sizes { space, .. }
             | Request::GetSnapshot { space }
             | Request::PutSnapshot { space, .. } => *space,
         }
@@ -133,13 +156,34 @@ pub enum Response {
         /// The chunk.
         chunk: Chunk,
     },
-    /// Chunks the live subscription delivered back to back (a backlog, or a burst), in
-    /// increasing relay order: applied in one merge and one commit, as a page is.
+    /// One rollup in the live backlog.
+    Rollup {
+        /// Which space.
+        space: Space,
+        /// The rollup.
+        rollup: Rollup,
+    },
+    /// Chunks (and rollups) the live subscription delivered back to back (a backlog, or a
+    /// burst), in increasing relay order: applied in one merge and one commit, as a page is.
     Chunks {
         /// Which space.
         space: Space,
-        /// The chunks, each after the one before it.
-        chunks: Vec<Chunk>,
+        /// The chunks and rollups, each after the one before it.
+        entries: Vec<Entry>,
+    },
+    /// A rollup was stored (or had been).
+    RollupStored {
+        /// Which space.
+        space: Space,
+        /// The last device sequence it stands for.
+        last_seq: u64,
+    },
+    /// What catching up would cost.
+    Sizes {
+        /// Which space.
+        space: Space,
+        /// The relay's answer.
+        sizes: Sizes,
     },
     /// The live backlog has been sent.
     UpToDate {
@@ -183,12 +227,55 @@ impl Response {
             | Response::Acked { space, .. }
             | Response::Page { space, .. }
             | Response::Chunk { space, .. }
+            | Response::Rollup { space, .. }
             | Response::Chunks { space, .. }
+            | Response::RollupStored { space, .. }
+            | Response::Sizes { space, .. }
             | Response::UpToDate { space, .. }
             | Response::Snapshot { space, .. }
             | Response::SnapshotStored { space, .. }
             | Response::Failed { space, .. } => *space,
         }
+    }
+}
+
+/// What the relay serves after a cursor: a chunk, or a rollup in place of chunks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// One chunk.
+    Chunk(Chunk),
+    /// A rollup of one device's chunks.
+    Rollup(Rollup),
+}
+
+impl Entry {
+    /// Its place in the relay's log.
+    pub fn relay_seq(&self) -> u64 {
+        match self {
+            Entry::Chunk(c) => c.relay_seq,
+            Entry::Rollup(r) => r.relay_seq,
+        }
+    }
+
+    /// Its payload's size.
+    pub fn payload_len(&self) -> usize {
+        match self {
+            Entry::Chunk(c) => c.payload.len(),
+            Entry::Rollup(r) => r.payload.len(),
+        }
+    }
+
+    /// A page's chunks and rollups in relay order.
+    pub fn of_page(page: &Page) -> Vec<Entry> {
+        let mut entries: Vec<Entry> = page
+            .chunks
+            .iter()
+            .cloned()
+            .map(Entry::Chunk)
+            .chain(page.rollups.iter().cloned().map(Entry::Rollup))
+            .collect();
+        entries.sort_by_key(Entry::relay_seq);
+        entries
     }
 }
 

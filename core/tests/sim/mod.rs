@@ -16,7 +16,7 @@ use mend_core::{
     store::Durability,
     sync::{Action, Event, Failure, Mode, Request, Response, SpaceLink, SyncEngine, SyncStatus},
 };
-use mend_protocol::{Ack, Chunk, ErrorCode, Page, Snapshot};
+use mend_protocol::{Ack, Chunk, ErrorCode, Page, Rollup, Sizes, Snapshot};
 
 pub const T0: i64 = 1_795_000_000_000;
 const PAGE_LIMIT: usize = 4;
@@ -55,6 +55,12 @@ pub struct RelaySpace {
     conflict_every_push: bool,
     /// Every pull answers `410 pruned`, however recent its cursor.
     prune_every_pull: bool,
+    /// Rollups stored, each in place of the chunks it stands for.
+    pub rollups: Vec<Rollup>,
+    /// What pulls served: chunks, rollups, and their payload bytes.
+    pub served_chunks: u64,
+    pub served_rollups: u64,
+    pub served_bytes: u64,
 }
 
 impl RelaySpace {
@@ -62,6 +68,37 @@ impl RelaySpace {
     fn append(&mut self, chunk: Chunk) {
         self.marks.insert(chunk.relay_seq, chunk.mark());
         self.log.push(chunk);
+    }
+
+    /// The rollup served in place of this chunk to a read from `after`, if any.
+    fn rolled_for(&self, c: &Chunk, after: u64) -> Option<&Rollup> {
+        self.rollups.iter().find(|r| {
+            r.device_id == c.device_id
+                && r.first_seq <= c.device_seq
+                && c.device_seq <= r.last_seq
+                && r.relay_seq > after
+        })
+    }
+
+    /// Chunks and rollups a read from `after` serves (to `device`), in relay order.
+    fn entries(
+        &self,
+        after: u64,
+        device: [u8; 16],
+        rollups: bool,
+    ) -> Vec<(u64, Option<Rollup>, Option<Chunk>)> {
+        let mut out: Vec<(u64, Option<Rollup>, Option<Chunk>)> = Vec::new();
+        for c in self.log.iter().filter(|c| c.relay_seq > after) {
+            if rollups && let Some(r) = self.rolled_for(c, after) {
+                // Served once, at its first chunk's place; the others are passed over.
+                let here = r.relay_seq == c.relay_seq && r.device_id.0 != device;
+                out.push((c.relay_seq, here.then(|| r.clone()), None));
+                continue;
+            }
+            let mine = c.device_id.0 == device;
+            out.push((c.relay_seq, None, (!mine).then(|| c.clone())));
+        }
+        out
     }
 }
 
@@ -130,10 +167,90 @@ impl SimRelay {
                     },
                 }
             }
+            Request::PushRollup { rollup, .. } => {
+                let refuse = Response::Failed {
+                    space,
+                    failure: Failure::Refused {
+                        code: ErrorCode::RollupMismatch,
+                        retry_after_ms: 0,
+                    },
+                };
+                if s.rollups.iter().any(|r| {
+                    r.device_id == rollup.device_id
+                        && r.first_seq == rollup.first_seq
+                        && r.last_seq == rollup.last_seq
+                }) {
+                    return Response::RollupStored {
+                        space,
+                        last_seq: rollup.last_seq,
+                    };
+                }
+                let held = |seq: u64| {
+                    s.log
+                        .iter()
+                        .find(|c| c.device_id == rollup.device_id && c.device_seq == seq)
+                        .map(|c| c.relay_seq)
+                };
+                let overlaps = s.rollups.iter().any(|r| {
+                    r.device_id == rollup.device_id
+                        && r.first_seq <= rollup.last_seq
+                        && rollup.first_seq <= r.last_seq
+                });
+                let seqs: Option<Vec<u64>> =
+                    (rollup.first_seq..=rollup.last_seq).map(held).collect();
+                let (Some(seqs), false) = (seqs, overlaps) else {
+                    return refuse;
+                };
+                let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) else {
+                    return refuse;
+                };
+                let payload = rollup.payload.clone();
+                s.rollups.push(Rollup {
+                    relay_seq: first,
+                    last_relay_seq: last,
+                    device_id: rollup.device_id,
+                    first_seq: rollup.first_seq,
+                    last_seq: rollup.last_seq,
+                    payload,
+                });
+                Response::RollupStored {
+                    space,
+                    last_seq: rollup.last_seq,
+                }
+            }
+            Request::Sizes { after, .. } => {
+                let entries = s.entries(*after, device, true);
+                let bytes = entries
+                    .iter()
+                    .map(|(_, r, c)| {
+                        r.as_ref().map_or(0, |r| r.payload.len())
+                            + c.as_ref().map_or(0, |c| c.payload.len())
+                    })
+                    .sum::<usize>();
+                let covers = s.snapshot.as_ref().map_or(0, |x| x.covers);
+                Response::Sizes {
+                    space,
+                    sizes: Sizes {
+                        head: s.head,
+                        snapshot: s
+                            .snapshot
+                            .as_ref()
+                            .map(|x| (x.covers, x.payload.len() as u64)),
+                        tail_bytes: bytes as u64,
+                        tail_entries: entries
+                            .iter()
+                            .filter(|(_, r, c)| r.is_some() || c.is_some())
+                            .count() as u64,
+                        // This relay deletes what a snapshot covers at once.
+                        tail_held: *after >= covers.max(s.pruned_below),
+                    },
+                }
+            }
             Request::Pull { after, .. } | Request::Subscribe { after, .. } => {
-                let id = match req {
-                    Request::Pull { id, .. } => *id,
-                    _ => 0,
+                let (id, rollups) = match req {
+                    Request::Pull { id, rollups, .. } => (*id, *rollups),
+                    Request::Subscribe { rollups, .. } => (0, *rollups),
+                    _ => (0, false),
                 };
                 let covers = s.snapshot.as_ref().map_or(0, |x| x.covers);
                 if *after < covers.max(s.pruned_below) || s.prune_every_pull {
@@ -143,21 +260,35 @@ impl SimRelay {
                     };
                 }
                 let mut chunks = Vec::new();
+                let mut served = Vec::new();
                 let mut next_after = *after;
                 let mut more = false;
-                for c in s.log.iter().filter(|c| c.relay_seq > *after) {
-                    if chunks.len() == PAGE_LIMIT {
+                // A page ends after PAGE_LIMIT entries, but never inside a rollup's range.
+                let mut reach = 0;
+                let mut taken = 0;
+                for (seq, rollup, chunk) in s.entries(*after, device, rollups) {
+                    if taken >= PAGE_LIMIT && seq > reach {
                         more = true;
                         break;
                     }
-                    next_after = c.relay_seq;
-                    if c.device_id.0 != device {
-                        chunks.push(c.clone());
+                    next_after = seq;
+                    if let Some(r) = rollup {
+                        reach = reach.max(r.last_relay_seq);
+                        served.push(r);
+                        taken += 1;
+                    }
+                    if let Some(c) = chunk {
+                        chunks.push(c);
+                        taken += 1;
                     }
                 }
                 if !more {
                     next_after = s.head;
                 }
+                s.served_chunks += chunks.len() as u64;
+                s.served_rollups += served.len() as u64;
+                s.served_bytes += chunks.iter().map(|c| c.payload.len() as u64).sum::<u64>()
+                    + served.iter().map(|r| r.payload.len() as u64).sum::<u64>();
                 if std::mem::take(&mut s.lie_next_page) || s.lie_every_page {
                     return Response::Page {
                         space,
@@ -185,7 +316,7 @@ impl SimRelay {
                         after_mark: s.marks.get(after).copied(),
                         next_mark: s.marks.get(&next_after).copied(),
                         chunks,
-                        rollups: Vec::new(),
+                        rollups: served,
                     },
                 }
             }
@@ -222,6 +353,7 @@ impl SimRelay {
                 }
                 s.snapshot = Some(snapshot.clone());
                 s.log.retain(|c| c.relay_seq > snapshot.covers);
+                s.rollups.retain(|r| r.relay_seq > snapshot.covers);
                 Response::SnapshotStored {
                     space,
                     covers: snapshot.covers,
@@ -333,6 +465,11 @@ impl SimRelay {
         }
     }
 
+    /// How many rollups the relay holds for a space.
+    pub fn rollup_count(&self, space_id: &[u8; 32]) -> usize {
+        self.spaces.get(space_id).map_or(0, |s| s.rollups.len())
+    }
+
     /// Makes the relay corrupt the next chunk it stores in `space_id`.
     pub fn corrupt_next(&mut self, space_id: [u8; 32]) {
         self.spaces.entry(space_id).or_default().corrupt_next = true;
@@ -419,6 +556,8 @@ pub struct Sim {
     /// Each partner's identity.
     pub identities: Vec<PartnerIdentity>,
     snapshot_every: u64,
+    /// Engines make a rollup once this many acknowledged chunks wait.
+    rollup_every: usize,
     /// Devices made now run a version from before signing.
     legacy: bool,
 }
@@ -472,6 +611,7 @@ impl Sim {
             personal_keys: vec![personal[0].derive_keys(), personal[1].derive_keys()],
             identities: vec![PartnerIdentity::generate()?, PartnerIdentity::generate()?],
             snapshot_every,
+            rollup_every: mend_core::sync::ROLLUP_EVERY,
             legacy,
         };
         let a_path = sim.dir.path().join("a0.db");
@@ -512,6 +652,15 @@ impl Sim {
             sim.add_device(&format!("b{n}"), 1, path, j, key)?;
         }
         Ok(sim)
+    }
+
+    /// Every engine (and every engine made later) makes a rollup once `n` acknowledged chunks
+    /// wait.
+    pub fn set_rollup_every(&mut self, n: usize) {
+        self.rollup_every = n;
+        for d in &mut self.devices {
+            d.engine.set_rollup_every(n);
+        }
     }
 
     /// Adds another device for `partner` (joining through their personal space); returns it.
@@ -595,6 +744,7 @@ impl Sim {
             seed,
         );
         engine.set_snapshot_every(self.snapshot_every);
+        engine.set_rollup_every(self.rollup_every);
         self.devices.push(Device {
             name: name.into(),
             partner,
@@ -822,6 +972,7 @@ impl Sim {
             seed,
         );
         engine.set_snapshot_every(self.snapshot_every);
+        engine.set_rollup_every(self.rollup_every);
         let d = &mut self.devices[device];
         d.journal = Some(journal);
         d.engine = engine;
