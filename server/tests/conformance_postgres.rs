@@ -44,6 +44,7 @@ fn all() -> PullRequest {
         max_bytes: usize::MAX,
         exclude_device: None,
         include_pruned: false,
+        rollups: false,
     }
 }
 

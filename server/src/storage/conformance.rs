@@ -115,6 +115,7 @@ fn all(after: u64) -> PullRequest {
         max_bytes: usize::MAX,
         exclude_device: None,
         include_pruned: false,
+        rollups: false,
     }
 }
 
@@ -361,6 +362,7 @@ pub async fn pages_respect_limit_and_byte_cap(b: &Backend) {
         max_bytes,
         exclude_device: None,
         include_pruned: false,
+        rollups: false,
     };
     let page = ok(
         b.storage.pull(space(1), request(0, 3, usize::MAX)).await,
@@ -418,6 +420,7 @@ pub async fn pull_can_withhold_a_device(b: &Backend) {
         max_bytes: usize::MAX,
         exclude_device: Some(DEVICE_A),
         include_pruned: false,
+        rollups: false,
     };
     let page = ok(b.storage.pull(space(1), request).await, "pull");
     let seqs: Vec<u64> = page.chunks.iter().map(|c| c.relay_seq).collect();

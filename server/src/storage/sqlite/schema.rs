@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/005_total_bytes.sql"),
     include_str!("migrations/006_held_index.sql"),
     include_str!("migrations/007_recount.sql"),
+    include_str!("migrations/008_rollups.sql"),
 ];
 
 /// The schema version this code writes.
