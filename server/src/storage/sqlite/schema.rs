@@ -120,7 +120,10 @@ mod tests {
             )?;
         }
         // Back to the schema before 005_total_bytes.sql.
-        conn.execute_batch("DROP TABLE relay_usage; DROP INDEX chunks_held")?;
+        conn.execute_batch(
+            "DROP TABLE relay_usage; DROP INDEX chunks_held; DROP TABLE rollups;
+             ALTER TABLE chunks DROP COLUMN rollup_seq",
+        )?;
         conn.pragma_update(None, "user_version", 4)?;
         drop(conn);
         let conn = open_writer(&path, 1000)?;
