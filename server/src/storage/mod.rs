@@ -246,8 +246,8 @@ pub trait Storage: Send + Sync + 'static {
         grace: Duration,
     ) -> StorageFuture<()>;
 
-    /// Deletes the payloads of at most `max_chunks` chunks, of any space, that were pruned
-    /// `grace` or longer ago (oldest first), and takes their bytes off the space's and the
+    /// Deletes the payloads of at most `max_chunks` chunks and rollups (chunks first), of any
+    /// space, that were pruned `grace` or longer ago (oldest first), and takes their bytes off the space's and the
     /// relay-wide counters. It stops taking chunks once their payloads reach `max_bytes` (the
     /// first is always taken), so one batch of large chunks stays a short transaction: a batch
     /// cut short by bytes has at least `max_bytes`. The relay calls it periodically; several

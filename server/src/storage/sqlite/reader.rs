@@ -262,8 +262,9 @@ fn backend(error: rusqlite::Error) -> StorageError {
 
 /// A chunk row of `pull_rollups`: its relay sequence and the chunk (`None` once its payload
 /// is deleted).
-#[allow(clippy::type_complexity)]
-fn read_chunk(row: Option<&rusqlite::Row<'_>>) -> rusqlite::Result<Option<(u64, Option<Chunk>)>> {
+type ChunkRow = (u64, Option<Chunk>);
+
+fn read_chunk(row: Option<&rusqlite::Row<'_>>) -> rusqlite::Result<Option<ChunkRow>> {
     let Some(row) = row else { return Ok(None) };
     let seq = row.get::<_, i64>(0)? as u64;
     let Some(payload) = row.get::<_, Option<Vec<u8>>>(3)? else {
