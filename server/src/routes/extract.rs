@@ -74,8 +74,8 @@ impl FromRequestParts<AppState> for ClientAddress {
     }
 }
 
-/// The `after`, `limit`, `device`, `pruned` and `rollups` query parameters (`mend_protocol::paths`);
-/// unknown parameters are ignored.
+/// The `after`, `limit`, `device`, `pruned` and `rollups` query parameters
+/// (`mend_protocol::paths`); unknown parameters are ignored.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct CursorQuery {
     pub(crate) after: u64,

@@ -229,11 +229,12 @@ pub trait Storage: Send + Sync + 'static {
     ) -> StorageFuture<Sizes>;
 
     /// Stores the snapshot if it covers at least what the stored one does and no more than the
-    /// head, then prunes the chunks and rollups it covers (a rollup by its relay sequence): they are deleted only `grace` after they were
-    /// pruned (by [`Storage::sweep_pruned`], or by a later snapshot of the space past that
-    /// time), so a garbage snapshot cannot destroy the only copy; their dedup keys and payload
-    /// hashes remain. Until deleted, pruned chunks are still served by [`Storage::pull`] and
-    /// still count in both byte counters, which count what is on disk.
+    /// head, then prunes the chunks and rollups it covers (a rollup by its relay sequence):
+    /// they are deleted only `grace` after they were pruned (by [`Storage::sweep_pruned`], or by
+    /// a later snapshot of the space past that time), so a garbage snapshot cannot destroy the
+    /// only copy; their dedup keys and payload hashes remain. Until deleted, pruned chunks and
+    /// rollups are still served by [`Storage::pull`] and still count in both byte counters,
+    /// which count what is on disk. Once a rollup is deleted, its chunks are served again.
     ///
     /// The space's `quota` bounds what the snapshot leaves live (the snapshot and the chunks
     /// after it), so a space at its quota can always compact; the relay-wide limit is checked
@@ -247,10 +248,10 @@ pub trait Storage: Send + Sync + 'static {
     ) -> StorageFuture<()>;
 
     /// Deletes the payloads of at most `max_chunks` chunks and rollups (chunks first), of any
-    /// space, that were pruned `grace` or longer ago (oldest first), and takes their bytes off the space's and the
-    /// relay-wide counters. It stops taking chunks once their payloads reach `max_bytes` (the
-    /// first is always taken), so one batch of large chunks stays a short transaction: a batch
-    /// cut short by bytes has at least `max_bytes`. The relay calls it periodically; several
+    /// space, that were pruned `grace` or longer ago (oldest first), and takes their bytes off
+    /// the space's and the relay-wide counters. It stops taking them once their payloads reach
+    /// `max_bytes` (the first is always taken), so one batch of large chunks stays a short
+    /// transaction: a batch cut short by bytes has at least `max_bytes`. The relay calls it periodically; several
     /// instances sharing a database may call it at once.
     fn sweep_pruned(
         &self,
