@@ -95,7 +95,9 @@ pub struct PullRequest {
     /// snapshot.
     pub include_pruned: bool,
     /// Serve rollups of other devices that start after `after` in place of the chunks they
-    /// stand for (see [`walk`] for where such a page ends).
+    /// stand for. A page then never ends inside a rollup's range: it ends before the rollup,
+    /// or, when the rollup comes first and cannot fit with everything up to its last chunk,
+    /// the rollup is passed over and its chunks are served one by one.
     pub rollups: bool,
 }
 
@@ -200,8 +202,7 @@ pub trait Storage: Send + Sync + 'static {
     /// Reads chunks after a cursor. [`StorageError::Pruned`] if the cursor is below the
     /// snapshot, unless the request includes pruned chunks and the page's are all still held.
     /// With [`PullRequest::rollups`], held rollups of other devices whose relay sequence is
-    /// above the cursor are served in place of their chunks, and the page ends as [`walk`]
-    /// says.
+    /// above the cursor are served in place of their chunks (see [`PullRequest::rollups`]).
     fn pull(&self, space: SpaceId, request: PullRequest) -> StorageFuture<Page>;
 
     /// Stores a rollup standing for the chunks `(device_id, first_seq..=last_seq)` of the
