@@ -106,6 +106,9 @@ impl From<StorageError> for ApiError {
             e @ StorageError::SeqConflict { .. } => {
                 ApiError::new(ErrorCode::SeqConflict, e.to_string())
             }
+            e @ StorageError::RollupMismatch { .. } => {
+                ApiError::new(ErrorCode::RollupMismatch, e.to_string())
+            }
             e @ StorageError::Pruned { .. } => ApiError::new(ErrorCode::Pruned, e.to_string()),
             e @ StorageError::SnapshotStale { .. } => {
                 ApiError::new(ErrorCode::SnapshotStale, e.to_string())

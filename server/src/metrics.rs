@@ -74,6 +74,10 @@ pub struct Metrics {
     pub chunks_sent: AtomicU64,
     /// Payload bytes of chunks sent to devices.
     pub chunk_bytes_sent: AtomicU64,
+    /// Rollups stored (not counting duplicates).
+    pub rollups_stored: AtomicU64,
+    /// Payload bytes of rollups sent to devices (pulls and live backlogs).
+    pub rollup_bytes_sent: AtomicU64,
     /// Pruned chunks the sweep deleted.
     pub swept_chunks: AtomicU64,
     /// Payload bytes the sweep deleted.
@@ -100,6 +104,18 @@ impl Metrics {
             self.push_bytes.fetch_add(bytes as u64, Relaxed);
         }
         self.ack_latency.observe(latency);
+    }
+
+    /// Counts a rollup stored (duplicates are not counted).
+    pub fn rollup_stored(&self, duplicate: bool) {
+        if !duplicate {
+            self.rollups_stored.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Counts rollup payload bytes sent to a device.
+    pub fn rollups_sent(&self, bytes: usize) {
+        self.rollup_bytes_sent.fetch_add(bytes as u64, Relaxed);
     }
 
     /// Counts what one sweep deleted.
@@ -180,8 +196,20 @@ impl Metrics {
         );
         counter(
             &mut out,
+            "mend_rollups_stored_total",
+            "Rollups stored.",
+            self.rollups_stored.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "mend_rollup_bytes_sent_total",
+            "Payload bytes of rollups sent to devices.",
+            self.rollup_bytes_sent.load(Relaxed),
+        );
+        counter(
+            &mut out,
             "mend_swept_chunks_total",
-            "Pruned chunks deleted after their grace.",
+            "Pruned chunks and rollups deleted after their grace.",
             self.swept_chunks.load(Relaxed),
         );
         counter(
@@ -233,5 +261,11 @@ mod tests {
         assert!(text.contains("mend_pushes_total{outcome=\"stored\"} 2\n"));
         assert!(text.contains("mend_push_bytes_total 20\n"));
         assert!(text.contains("mend_errors_total{code=\"rate_limited\"} 1\n"));
+        metrics.rollup_stored(false);
+        metrics.rollup_stored(true);
+        metrics.rollups_sent(7);
+        let text = metrics.render();
+        assert!(text.contains("mend_rollups_stored_total 1\n"));
+        assert!(text.contains("mend_rollup_bytes_sent_total 7\n"));
     }
 }

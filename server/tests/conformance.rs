@@ -71,6 +71,7 @@ async fn sqlite_state_survives_reopen() {
         max_bytes: usize::MAX,
         exclude_device: None,
         include_pruned: false,
+        rollups: false,
     };
     let page = second
         .pull(space, request)

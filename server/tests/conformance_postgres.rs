@@ -44,6 +44,7 @@ fn all() -> PullRequest {
         max_bytes: usize::MAX,
         exclude_device: None,
         include_pruned: false,
+        rollups: false,
     }
 }
 
@@ -299,6 +300,8 @@ async fn the_total_of_an_older_database_starts_from_its_spaces() {
         "DROP TABLE relay_usage;
          DROP INDEX chunks_held;
          DROP FUNCTION mend_push(bytea[], bytea[], bigint[], bytea[], bigint[], bigint);
+         DROP TABLE rollups;
+         ALTER TABLE chunks DROP COLUMN rollup_seq;
          UPDATE mend_schema SET version = 3;",
     )
     .await;

@@ -55,6 +55,22 @@ impl Storage for Gate {
     fn pull(&self, space: SpaceId, request: PullRequest) -> StorageFuture<Page> {
         self.inner.pull(space, request)
     }
+    fn push_rollup(
+        &self,
+        space: SpaceId,
+        rollup: mend_protocol::RollupPush,
+        quota: u64,
+    ) -> StorageFuture<mend_relay::storage::RollupStored> {
+        self.inner.push_rollup(space, rollup, quota)
+    }
+    fn sizes(
+        &self,
+        space: SpaceId,
+        after: u64,
+        exclude_device: Option<mend_protocol::DeviceId>,
+    ) -> StorageFuture<mend_protocol::Sizes> {
+        self.inner.sizes(space, after, exclude_device)
+    }
     fn put_snapshot(
         &self,
         space: SpaceId,

@@ -74,6 +74,8 @@ async fn sqlite_upgrade_recounts_chunks_pruned_before_it() {
          UPDATE spaces SET covers = 1, bytes_used = 110;
          UPDATE snapshots SET covers = 1;
          UPDATE relay_usage SET bytes_used = 110;
+         DROP TABLE rollups;
+         ALTER TABLE chunks DROP COLUMN rollup_seq;
          PRAGMA user_version = 5;",
         four_days_ago()
     ))
@@ -147,6 +149,8 @@ async fn postgres_upgrade_recounts_and_the_total_never_goes_below_zero() {
          UPDATE spaces SET covers = 1, bytes_used = 110;
          UPDATE snapshots SET covers = 1;
          UPDATE relay_usage SET bytes_used = CASE WHEN shard = 0 THEN 110 ELSE 0 END;
+         DROP TABLE rollups;
+         ALTER TABLE chunks DROP COLUMN rollup_seq;
          UPDATE mend_schema SET version = 4;",
         four_days_ago()
     ))

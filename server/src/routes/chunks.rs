@@ -77,9 +77,13 @@ pub(super) async fn pull(
         max_bytes: limits.max_page_bytes,
         exclude_device: query.device,
         include_pruned: query.include_pruned,
+        rollups: query.rollups,
     };
     let page = state.storage().pull(space, request).await?;
     let bytes = page.chunks.iter().map(|c| c.payload.len()).sum();
     state.metrics().sent(page.chunks.len(), bytes);
+    state
+        .metrics()
+        .rollups_sent(page.rollups.iter().map(|r| r.payload.len()).sum());
     Ok(frame(page.to_bytes()))
 }

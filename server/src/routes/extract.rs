@@ -74,14 +74,15 @@ impl FromRequestParts<AppState> for ClientAddress {
     }
 }
 
-/// The `after`, `limit`, `device` and `pruned` query parameters (`mend_protocol::paths`);
-/// unknown parameters are ignored.
+/// The `after`, `limit`, `device`, `pruned` and `rollups` query parameters
+/// (`mend_protocol::paths`); unknown parameters are ignored.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct CursorQuery {
     pub(crate) after: u64,
     pub(crate) limit: Option<usize>,
     pub(crate) device: Option<DeviceId>,
     pub(crate) include_pruned: bool,
+    pub(crate) rollups: bool,
 }
 
 /// The query as axum's `Query` reads it; names match `mend_protocol::paths::QUERY_*`.
@@ -93,6 +94,8 @@ struct RawCursor {
     device: Option<String>,
     #[serde(default)]
     pruned: bool,
+    #[serde(default)]
+    rollups: bool,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for CursorQuery {
@@ -114,6 +117,7 @@ impl<S: Send + Sync> FromRequestParts<S> for CursorQuery {
             limit: raw.limit,
             device,
             include_pruned: raw.pruned,
+            rollups: raw.rollups,
         })
     }
 }
@@ -145,6 +149,7 @@ mod tests {
                 limit: Some(5),
                 device: Some(device),
                 include_pruned: false,
+                rollups: false,
             })
         );
         assert!(
@@ -153,6 +158,12 @@ mod tests {
                 .is_ok_and(|q| q.include_pruned)
         );
         assert!(parse("/x?pruned=yes").await.is_err());
+        assert!(
+            parse("/x?rollups=true")
+                .await
+                .is_ok_and(|q| q.rollups && !q.include_pruned)
+        );
+        assert!(parse("/x?rollups=1").await.is_err());
         assert_eq!(parse("/x").await, Ok(CursorQuery::default()));
         assert!(parse("/x?after=-1").await.is_err());
         assert!(parse("/x?after=99999999999999999999999").await.is_err());

@@ -8,6 +8,7 @@
 mod chunks;
 mod extract;
 mod health;
+mod rollups;
 mod snapshot;
 mod spaces;
 
@@ -53,6 +54,8 @@ pub fn app(state: AppState) -> Router {
             &paths::chunks(&SPACE_ID_PARAM),
             post(chunks::push).get(chunks::pull),
         )
+        .route(&paths::rollups(&SPACE_ID_PARAM), post(rollups::push))
+        .route(&paths::sizes(&SPACE_ID_PARAM), get(rollups::sizes))
         .route(
             &paths::snapshot(&SPACE_ID_PARAM),
             put(snapshot::put).get(snapshot::get),

@@ -8,10 +8,13 @@
 
 use std::{sync::Arc, time::Duration};
 
-use mend_protocol::{Page, Push, Snapshot, SpaceId};
+use mend_protocol::{DeviceId, Page, Push, RollupPush, Sizes, Snapshot, SpaceId};
 use tokio::sync::Semaphore;
 
-use super::{Created, PullRequest, Pushed, Storage, StorageError, StorageFuture, Swept, TokenHash};
+use super::{
+    Created, PullRequest, Pushed, RollupStored, Storage, StorageError, StorageFuture, Swept,
+    TokenHash,
+};
 
 /// A backend whose queued writes are capped.
 pub struct BoundedWrites {
@@ -69,6 +72,24 @@ impl Storage for BoundedWrites {
 
     fn pull(&self, space: SpaceId, request: PullRequest) -> StorageFuture<Page> {
         self.inner.pull(space, request)
+    }
+
+    fn push_rollup(
+        &self,
+        space: SpaceId,
+        rollup: RollupPush,
+        quota: u64,
+    ) -> StorageFuture<RollupStored> {
+        self.write(|inner| inner.push_rollup(space, rollup, quota))
+    }
+
+    fn sizes(
+        &self,
+        space: SpaceId,
+        after: u64,
+        exclude_device: Option<DeviceId>,
+    ) -> StorageFuture<Sizes> {
+        self.inner.sizes(space, after, exclude_device)
     }
 
     fn put_snapshot(
@@ -182,6 +203,7 @@ mod tests {
             max_bytes: usize::MAX,
             exclude_device: None,
             include_pruned: false,
+            rollups: false,
         };
         assert!(storage.pull(space, request).await.is_ok(), "reads go on");
         // Answered writes free their slots.

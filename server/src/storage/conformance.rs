@@ -13,9 +13,13 @@
 
 use std::{any::Any, collections::HashSet, sync::Arc, time::Duration};
 
-use mend_protocol::{DeviceId, Push, Snapshot, SpaceId, chunk_mark, payload_sha256};
+use mend_protocol::{
+    DeviceId, Limits, Page, Push, RollupPush, Snapshot, SpaceId, chunk_mark, payload_sha256,
+};
 
-use super::{Created, PullRequest, Pushed, Storage, StorageError, Swept};
+use super::{
+    Created, MAX_ROLLUP_CHUNKS, PullRequest, Pushed, RollupStored, Storage, StorageError, Swept,
+};
 use crate::live::{LiveEvent, LiveFeed, LocalHub};
 
 /// A store under test, the hub it publishes to, and whatever must live as long as it
@@ -69,6 +73,13 @@ macro_rules! storage_conformance_tests {
             pruned_bytes_count_until_swept,
             a_full_space_can_compact_but_not_grow_until_swept,
             erase_removes_everything,
+            rollups_are_checked_against_the_log,
+            rollups_count_against_both_quotas_until_erased,
+            pulls_serve_rollups_in_place_of_their_chunks,
+            rollup_pages_never_end_inside_a_rollup,
+            rollup_pages_respect_the_byte_cap,
+            pruned_rollups_are_served_until_swept,
+            sizes_sum_what_a_pull_would_serve,
             commits_are_published_in_order,
             creations_are_counted_per_client_and_window,
             ready_until_closed,
@@ -115,6 +126,7 @@ fn all(after: u64) -> PullRequest {
         max_bytes: usize::MAX,
         exclude_device: None,
         include_pruned: false,
+        rollups: false,
     }
 }
 
@@ -361,6 +373,7 @@ pub async fn pages_respect_limit_and_byte_cap(b: &Backend) {
         max_bytes,
         exclude_device: None,
         include_pruned: false,
+        rollups: false,
     };
     let page = ok(
         b.storage.pull(space(1), request(0, 3, usize::MAX)).await,
@@ -418,6 +431,7 @@ pub async fn pull_can_withhold_a_device(b: &Backend) {
         max_bytes: usize::MAX,
         exclude_device: Some(DEVICE_A),
         include_pruned: false,
+        rollups: false,
     };
     let page = ok(b.storage.pull(space(1), request).await, "pull");
     let seqs: Vec<u64> = page.chunks.iter().map(|c| c.relay_seq).collect();
@@ -1090,6 +1104,458 @@ pub async fn erase_removes_everything(b: &Backend) {
     ));
     let other = ok(b.storage.pull(space(2), all(0)).await, "other space");
     assert_eq!(other.chunks.len(), 1);
+}
+
+const DEVICE_C: DeviceId = DeviceId([0x0c; 16]);
+
+fn rollup(device_id: DeviceId, first_seq: u64, last_seq: u64, payload: &[u8]) -> RollupPush {
+    RollupPush {
+        device_id,
+        first_seq,
+        last_seq,
+        payload: payload.to_vec(),
+    }
+}
+
+fn with_rollups(after: u64) -> PullRequest {
+    PullRequest {
+        rollups: true,
+        ..all(after)
+    }
+}
+
+/// The relay sequences of a page's chunks and rollups (each rollup as its first and last), its
+/// cursor and whether more follows. The page must also pass the protocol's decoder.
+fn shape(page: &Page) -> (Vec<u64>, Vec<(u64, u64)>, u64, bool) {
+    let decoded = Page::decode(&page.to_bytes(), &Limits::DEFAULT);
+    assert_eq!(decoded.as_ref().ok(), Some(page), "the page must decode");
+    (
+        page.chunks.iter().map(|c| c.relay_seq).collect(),
+        page.rollups
+            .iter()
+            .map(|r| (r.relay_seq, r.last_relay_seq))
+            .collect(),
+        page.next_after,
+        page.more,
+    )
+}
+
+/// Interleaves three chunks of A with three of B: A at relay sequences 1, 3, 5 and B at 2, 4,
+/// 6, each payload 10 bytes.
+async fn interleaved(b: &Backend, target: SpaceId) {
+    created(b, target).await;
+    for seq in 1..=3u64 {
+        pushed(b, target, push(DEVICE_A, seq, &[seq as u8; 10])).await;
+        pushed(b, target, push(DEVICE_B, seq, &[0xb0 | seq as u8; 10])).await;
+    }
+}
+
+async fn rolled(b: &Backend, target: SpaceId, r: RollupPush) -> RollupStored {
+    ok(b.storage.push_rollup(target, r, QUOTA).await, "rollup")
+}
+
+fn mismatch(result: Result<RollupStored, StorageError>) -> bool {
+    matches!(result, Err(StorageError::RollupMismatch { .. }))
+}
+
+/// A rollup is stored only for a run of the device's own chunks that the space holds, none of
+/// them stood for by another rollup, and a range of bounded length; the same range again is a
+/// duplicate and the first payload stands.
+pub async fn rollups_are_checked_against_the_log(b: &Backend) {
+    assert!(matches!(
+        b.storage
+            .push_rollup(space(9), rollup(DEVICE_A, 1, 1, b"r"), QUOTA)
+            .await,
+        Err(StorageError::SpaceNotFound)
+    ));
+    interleaved(b, space(1)).await;
+    // A chunk of the range was never pushed (A has 1..=3), or was pushed by another device.
+    for r in [
+        rollup(DEVICE_A, 2, 4, b"r"),
+        rollup(DEVICE_C, 1, 1, b"r"),
+        rollup(DEVICE_A, 3, 2, b"r"),
+        rollup(DEVICE_A, 1, MAX_ROLLUP_CHUNKS, b"r"),
+        rollup(DEVICE_A, u64::MAX - 1, u64::MAX, b"r"),
+    ] {
+        assert!(mismatch(b.storage.push_rollup(space(1), r, QUOTA).await));
+    }
+    assert_eq!(
+        rolled(b, space(1), rollup(DEVICE_A, 1, 2, b"first")).await,
+        RollupStored {
+            relay_seq: 1,
+            last_relay_seq: 3,
+            duplicate: false
+        }
+    );
+    assert_eq!(
+        rolled(b, space(1), rollup(DEVICE_A, 1, 2, b"second")).await,
+        RollupStored {
+            relay_seq: 1,
+            last_relay_seq: 3,
+            duplicate: true
+        }
+    );
+    // Overlapping the stored one, from either side.
+    for r in [
+        rollup(DEVICE_A, 2, 3, b"r"),
+        rollup(DEVICE_A, 1, 3, b"r"),
+        rollup(DEVICE_A, 2, 2, b"r"),
+    ] {
+        assert!(mismatch(b.storage.push_rollup(space(1), r, QUOTA).await));
+    }
+    // Next to it is fine, and so is another device's run over the same relay sequences.
+    assert_eq!(
+        rolled(b, space(1), rollup(DEVICE_A, 3, 3, b"third")).await,
+        RollupStored {
+            relay_seq: 5,
+            last_relay_seq: 5,
+            duplicate: false
+        }
+    );
+    assert_eq!(
+        rolled(b, space(1), rollup(DEVICE_B, 1, 3, b"bees")).await,
+        RollupStored {
+            relay_seq: 2,
+            last_relay_seq: 6,
+            duplicate: false
+        }
+    );
+    let page = ok(b.storage.pull(space(1), with_rollups(0)).await, "pull");
+    assert_eq!(page.rollups.len(), 3);
+    assert_eq!(page.rollups[0].payload, b"first");
+    assert!(page.chunks.is_empty());
+    // The longest range accepted.
+    created(b, space(2)).await;
+    // Pushed concurrently, so the backends commit them in groups.
+    for start in (1..=MAX_ROLLUP_CHUNKS).step_by(512) {
+        let pushes = (start..start + 512)
+            .map(|seq| b.storage.push(space(2), push(DEVICE_A, seq, b"x"), QUOTA));
+        for result in futures_util::future::join_all(pushes).await {
+            ok(result, "push");
+        }
+    }
+    assert!(mismatch(
+        b.storage
+            .push_rollup(
+                space(2),
+                rollup(DEVICE_A, 1, MAX_ROLLUP_CHUNKS + 1, b"r"),
+                QUOTA
+            )
+            .await
+    ));
+    assert_eq!(
+        rolled(b, space(2), rollup(DEVICE_A, 1, MAX_ROLLUP_CHUNKS, b"all")).await,
+        RollupStored {
+            relay_seq: 1,
+            last_relay_seq: MAX_ROLLUP_CHUNKS,
+            duplicate: false
+        }
+    );
+}
+
+/// A rollup's payload counts against the space's quota and the relay's total like a chunk's;
+/// erasing the space gives it back.
+pub async fn rollups_count_against_both_quotas_until_erased(b: &Backend) {
+    interleaved(b, space(1)).await;
+    assert_eq!(ok(b.storage.total_bytes().await, "total"), 60);
+    assert!(matches!(
+        b.storage
+            .push_rollup(space(1), rollup(DEVICE_A, 1, 3, &[0; 41]), 100)
+            .await,
+        Err(StorageError::QuotaExceeded {
+            used: 60,
+            adding: 41,
+            quota: 100
+        })
+    ));
+    b.storage.set_total_quota(100);
+    assert!(matches!(
+        b.storage
+            .push_rollup(space(1), rollup(DEVICE_A, 1, 3, &[0; 41]), QUOTA)
+            .await,
+        Err(StorageError::RelayFull {
+            used: 60,
+            adding: 41,
+            limit: 100
+        })
+    ));
+    let stored = ok(
+        b.storage
+            .push_rollup(space(1), rollup(DEVICE_A, 1, 3, &[0; 40]), 100)
+            .await,
+        "fits",
+    );
+    assert!(!stored.duplicate);
+    assert_eq!(ok(b.storage.total_bytes().await, "total"), 100);
+    // A duplicate adds nothing, even at the limits.
+    assert!(
+        ok(
+            b.storage
+                .push_rollup(space(1), rollup(DEVICE_A, 1, 3, &[0; 40]), 100)
+                .await,
+            "duplicate"
+        )
+        .duplicate
+    );
+    assert!(matches!(
+        b.storage
+            .push(space(1), push(DEVICE_A, 4, b"x"), QUOTA)
+            .await,
+        Err(StorageError::RelayFull { used: 100, .. })
+    ));
+    assert!(ok(b.storage.erase(space(1)).await, "erase"));
+    assert_eq!(ok(b.storage.total_bytes().await, "total"), 0);
+}
+
+/// With rollups asked for, a rollup above the cursor replaces its chunks and sits at its first
+/// chunk's place; at or below the cursor its chunks are served one by one; never to its own
+/// device, nor to a pull that did not ask.
+pub async fn pulls_serve_rollups_in_place_of_their_chunks(b: &Backend) {
+    interleaved(b, space(1)).await;
+    rolled(b, space(1), rollup(DEVICE_A, 1, 3, b"rolled")).await;
+    let plain = ok(b.storage.pull(space(1), all(0)).await, "plain");
+    assert_eq!(shape(&plain), (vec![1, 2, 3, 4, 5, 6], vec![], 6, false));
+    let page = ok(b.storage.pull(space(1), with_rollups(0)).await, "rollups");
+    assert_eq!(shape(&page), (vec![2, 4, 6], vec![(1, 5)], 6, false));
+    let r = &page.rollups[0];
+    assert_eq!(
+        (r.device_id, r.first_seq, r.last_seq, r.payload.as_slice()),
+        (DEVICE_A, 1, 3, &b"rolled"[..])
+    );
+    assert_eq!(page.after_mark, None);
+    assert_eq!(page.next_mark, plain.next_mark);
+    // The cursor is past its first chunk: the device may hold part of the range.
+    let page = ok(b.storage.pull(space(1), with_rollups(1)).await, "after 1");
+    assert_eq!(shape(&page), (vec![2, 3, 4, 5, 6], vec![], 6, false));
+    // Its own device gets neither the rollup nor the chunks.
+    let mine = PullRequest {
+        exclude_device: Some(DEVICE_A),
+        ..with_rollups(0)
+    };
+    let page = ok(b.storage.pull(space(1), mine).await, "own");
+    assert_eq!(shape(&page), (vec![2, 4, 6], vec![], 6, false));
+    let theirs = PullRequest {
+        exclude_device: Some(DEVICE_B),
+        ..with_rollups(0)
+    };
+    let page = ok(b.storage.pull(space(1), theirs).await, "other");
+    assert_eq!(shape(&page), (vec![], vec![(1, 5)], 6, false));
+}
+
+/// A page holding a rollup never ends inside its range: it ends before the rollup, or takes
+/// everything up to its last chunk; a first rollup that cannot fit that way is passed over and
+/// its chunks served one by one.
+pub async fn rollup_pages_never_end_inside_a_rollup(b: &Backend) {
+    created(b, space(1)).await;
+    // B at 1, then A at 2, 4 and B at 3, 5.
+    pushed(b, space(1), push(DEVICE_B, 1, b"b1")).await;
+    for seq in 1..=2u64 {
+        pushed(b, space(1), push(DEVICE_A, seq, b"a")).await;
+        pushed(b, space(1), push(DEVICE_B, seq + 1, b"b")).await;
+    }
+    rolled(b, space(1), rollup(DEVICE_A, 1, 2, b"rolled")).await;
+    let limited = |after, limit| PullRequest {
+        limit,
+        ..with_rollups(after)
+    };
+    // Two entries cannot hold the rollup and the chunk inside its range: end before it.
+    let page = ok(b.storage.pull(space(1), limited(0, 2)).await, "before");
+    assert_eq!(shape(&page), (vec![1], vec![], 1, true));
+    // From there the rollup comes first and two entries finish it: the cursor is its last chunk.
+    let page = ok(b.storage.pull(space(1), limited(1, 2)).await, "whole");
+    assert_eq!(shape(&page), (vec![3], vec![(2, 4)], 4, true));
+    let page = ok(b.storage.pull(space(1), limited(4, 2)).await, "after it");
+    assert_eq!(shape(&page), (vec![5], vec![], 5, false));
+    // One entry cannot finish it even first: passed over, its chunks served one by one.
+    let page = ok(b.storage.pull(space(1), limited(1, 1)).await, "passed over");
+    assert_eq!(shape(&page), (vec![2], vec![], 2, true));
+    let page = ok(b.storage.pull(space(1), limited(2, 1)).await, "inside");
+    assert_eq!(shape(&page), (vec![3], vec![], 3, true));
+    // Pulled from the start, every chunk arrives once, by itself or in the rollup.
+    for (limit, want_chunks, want_rollups) in [(2, vec![1, 3, 5], 1), (1, vec![1, 2, 3, 4, 5], 0)] {
+        let (mut after, mut chunks, mut rollups) = (0, Vec::new(), 0);
+        loop {
+            let page = ok(
+                b.storage.pull(space(1), limited(after, limit)).await,
+                "walk",
+            );
+            chunks.extend(page.chunks.iter().map(|c| c.relay_seq));
+            rollups += page.rollups.len();
+            after = page.next_after;
+            if !page.more {
+                break;
+            }
+        }
+        assert_eq!(
+            (chunks, rollups),
+            (want_chunks, want_rollups),
+            "limit {limit}"
+        );
+    }
+}
+
+/// Rollups count against the page's byte cap with the chunks; a rollup alone always fits.
+pub async fn rollup_pages_respect_the_byte_cap(b: &Backend) {
+    interleaved(b, space(1)).await;
+    rolled(b, space(1), rollup(DEVICE_A, 1, 3, &[7; 50])).await;
+    let capped = |after, max_bytes| PullRequest {
+        max_bytes,
+        ..with_rollups(after)
+    };
+    // 50 + 10 + 10 cannot finish it within 69 bytes: passed over.
+    let page = ok(b.storage.pull(space(1), capped(0, 69)).await, "passed over");
+    assert_eq!(shape(&page).0, vec![1, 2, 3, 4, 5, 6]);
+    assert!(page.rollups.is_empty());
+    let page = ok(b.storage.pull(space(1), capped(0, 70)).await, "fits");
+    assert_eq!(shape(&page), (vec![2, 4], vec![(1, 5)], 5, true));
+    // Alone, a rollup larger than the cap is served.
+    created(b, space(2)).await;
+    pushed(b, space(2), push(DEVICE_A, 1, b"a")).await;
+    pushed(b, space(2), push(DEVICE_B, 1, b"b")).await;
+    rolled(b, space(2), rollup(DEVICE_A, 1, 1, &[7; 50])).await;
+    let page = ok(b.storage.pull(space(2), capped(0, 5)).await, "alone");
+    assert_eq!(shape(&page), (vec![], vec![(1, 1)], 1, true));
+}
+
+/// A snapshot prunes the rollups at or below its coverage like chunks: served with
+/// `include_pruned` until swept, counted until then; once a rollup is deleted its chunks are
+/// served one by one again, if still held.
+pub async fn pruned_rollups_are_served_until_swept(b: &Backend) {
+    interleaved(b, space(1)).await;
+    rolled(b, space(1), rollup(DEVICE_A, 1, 2, &[7; 30])).await;
+    let snapshot = Snapshot {
+        covers: 2,
+        payload: vec![0; 5],
+    };
+    ok(
+        b.storage.put_snapshot(space(1), snapshot, QUOTA, DAY).await,
+        "snapshot",
+    );
+    assert_eq!(ok(b.storage.total_bytes().await, "total"), 95);
+    assert!(matches!(
+        b.storage.pull(space(1), with_rollups(0)).await,
+        Err(StorageError::Pruned { snapshot_covers: 2 })
+    ));
+    let held = PullRequest {
+        include_pruned: true,
+        ..with_rollups(0)
+    };
+    let page = ok(b.storage.pull(space(1), held).await, "held");
+    assert_eq!(shape(&page), (vec![2, 4, 5, 6], vec![(1, 3)], 6, false));
+    // Past the grace, the pruned chunks (1, 2) and the rollup (at 1) are deleted.
+    assert_eq!(
+        ok(
+            b.storage.sweep_pruned(NO_GRACE, 100, u64::MAX).await,
+            "sweep"
+        ),
+        Swept {
+            chunks: 3,
+            bytes: 50
+        }
+    );
+    assert_eq!(ok(b.storage.total_bytes().await, "total"), 45);
+    // Its chunks are served again: the first is gone, so a pull from 0 is answered pruned...
+    assert!(matches!(
+        b.storage.pull(space(1), held).await,
+        Err(StorageError::Pruned { snapshot_covers: 2 })
+    ));
+    // ...and one from the snapshot gets A's second chunk itself.
+    let page = ok(b.storage.pull(space(1), with_rollups(2)).await, "after");
+    assert_eq!(shape(&page), (vec![3, 4, 5, 6], vec![], 6, false));
+    // A deleted chunk cannot be rolled up; the deleted rollup's range stays taken.
+    assert!(mismatch(
+        b.storage
+            .push_rollup(space(1), rollup(DEVICE_B, 1, 2, b"r"), QUOTA)
+            .await
+    ));
+    assert!(mismatch(
+        b.storage
+            .push_rollup(space(1), rollup(DEVICE_A, 2, 3, b"r"), QUOTA)
+            .await
+    ));
+    assert!(
+        ok(
+            b.storage
+                .push_rollup(space(1), rollup(DEVICE_A, 1, 2, b"again"), QUOTA)
+                .await,
+            "replay"
+        )
+        .duplicate
+    );
+    // A snapshot without grace deletes a rollup it prunes at once.
+    rolled(b, space(1), rollup(DEVICE_B, 3, 3, &[1; 4])).await;
+    let snapshot = Snapshot {
+        covers: 6,
+        payload: vec![0; 5],
+    };
+    ok(
+        b.storage
+            .put_snapshot(space(1), snapshot, QUOTA, NO_GRACE)
+            .await,
+        "snapshot without grace",
+    );
+    assert_eq!(ok(b.storage.total_bytes().await, "total"), 5);
+}
+
+/// The sizes of a tail are what an unlimited pull with rollups and pruned chunks would serve.
+pub async fn sizes_sum_what_a_pull_would_serve(b: &Backend) {
+    assert!(matches!(
+        b.storage.sizes(space(9), 0, None).await,
+        Err(StorageError::SpaceNotFound)
+    ));
+    interleaved(b, space(1)).await;
+    rolled(b, space(1), rollup(DEVICE_A, 1, 3, &[7; 25])).await;
+    let check = |after: u64, exclude: Option<DeviceId>| async move {
+        let sizes = ok(b.storage.sizes(space(1), after, exclude).await, "sizes");
+        let request = PullRequest {
+            exclude_device: exclude,
+            include_pruned: true,
+            ..with_rollups(after)
+        };
+        let page = ok(b.storage.pull(space(1), request).await, "pull");
+        let bytes: usize = page.chunks.iter().map(|c| c.payload.len()).sum::<usize>()
+            + page.rollups.iter().map(|r| r.payload.len()).sum::<usize>();
+        assert_eq!(sizes.head, 6);
+        assert_eq!(sizes.tail_bytes, bytes as u64, "after {after}");
+        assert_eq!(
+            sizes.tail_entries,
+            (page.chunks.len() + page.rollups.len()) as u64
+        );
+        sizes
+    };
+    let sizes = check(0, None).await;
+    assert_eq!(
+        (
+            sizes.snapshot,
+            sizes.tail_bytes,
+            sizes.tail_entries,
+            sizes.tail_held
+        ),
+        (None, 55, 4, true)
+    );
+    assert_eq!(check(1, None).await.tail_bytes, 50);
+    assert_eq!(check(0, Some(DEVICE_A)).await.tail_bytes, 30);
+    assert_eq!(check(0, Some(DEVICE_B)).await.tail_bytes, 25);
+    assert_eq!(check(6, None).await.tail_entries, 0);
+    let snapshot = Snapshot {
+        covers: 2,
+        payload: vec![0; 5],
+    };
+    ok(
+        b.storage.put_snapshot(space(1), snapshot, QUOTA, DAY).await,
+        "snapshot",
+    );
+    let sizes = check(0, None).await;
+    assert_eq!((sizes.snapshot, sizes.tail_held), (Some((2, 5)), true));
+    ok(
+        b.storage.sweep_pruned(NO_GRACE, 100, u64::MAX).await,
+        "sweep",
+    );
+    // The rollup and chunks 1 and 2 are gone: the tail from 0 needs chunk 1.
+    let sizes = ok(b.storage.sizes(space(1), 0, None).await, "sizes");
+    assert!(!sizes.tail_held);
+    assert_eq!(sizes.tail_entries, 6);
+    assert!(check(2, None).await.tail_held);
 }
 
 /// Subscribers hear each committed chunk in order, not replays, and hear an erase. Hints

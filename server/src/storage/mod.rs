@@ -20,7 +20,7 @@ pub mod test_db;
 
 use std::{future::Future, pin::Pin, time::Duration};
 
-use mend_protocol::{DeviceId, Page, Push, Snapshot, SpaceId};
+use mend_protocol::{Chunk, DeviceId, Page, Push, Rollup, RollupPush, Sizes, Snapshot, SpaceId};
 
 /// Unix seconds now, for the times storage records (0 if the clock is before 1970).
 pub(crate) fn unix_now() -> u64 {
@@ -54,10 +54,26 @@ pub struct Pushed {
     pub duplicate: bool,
 }
 
+/// A rollup the backend has made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RollupStored {
+    /// The relay sequence of the first chunk it stands for (the lowest): its place in the log.
+    pub relay_seq: u64,
+    /// The relay sequence of the last chunk it stands for (the highest).
+    pub last_relay_seq: u64,
+    /// The same (device, first, last) was stored before; nothing was stored and the first
+    /// payload stands.
+    pub duplicate: bool,
+}
+
+/// Most chunks one rollup may stand for: `last_seq - first_seq` must stay below this, so
+/// checking a rollup reads a bounded range of the log.
+pub const MAX_ROLLUP_CHUNKS: u64 = 4096;
+
 /// What one [`Storage::sweep_pruned`] deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Swept {
-    /// Chunks whose payloads were deleted.
+    /// Chunks and rollups whose payloads were deleted.
     pub chunks: u64,
     /// Their payload bytes, given back to the space and relay-wide counters.
     pub bytes: u64,
@@ -78,6 +94,11 @@ pub struct PullRequest {
     /// grace) instead of answering [`StorageError::Pruned`]: for a device that cannot use the
     /// snapshot.
     pub include_pruned: bool,
+    /// Serve rollups of other devices that start after `after` in place of the chunks they
+    /// stand for. A page then never ends inside a rollup's range: it ends before the rollup,
+    /// or, when the rollup comes first and cannot fit with everything up to its last chunk,
+    /// the rollup is passed over and its chunks are served one by one.
+    pub rollups: bool,
 }
 
 /// What went wrong in storage. Variants other than [`StorageError::Backend`] are answers the
@@ -127,6 +148,13 @@ pub enum StorageError {
         /// The relay sequence of the chunk stored first.
         relay_seq: u64,
     },
+    /// A rollup does not match the log: a chunk it names is not held, it overlaps another
+    /// rollup, or its range is too long; nothing was stored.
+    #[error("rollup does not match the stored chunks: {reason}")]
+    RollupMismatch {
+        /// What did not match.
+        reason: &'static str,
+    },
     /// A snapshot covering less than the stored one was offered.
     #[error("stored snapshot covers {current}, newer than the one offered")]
     SnapshotStale {
@@ -173,14 +201,41 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Reads chunks after a cursor. [`StorageError::Pruned`] if the cursor is below the
     /// snapshot, unless the request includes pruned chunks and the page's are all still held.
+    /// With [`PullRequest::rollups`], held rollups of other devices whose relay sequence is
+    /// above the cursor are served in place of their chunks (see [`PullRequest::rollups`]).
     fn pull(&self, space: SpaceId, request: PullRequest) -> StorageFuture<Page>;
 
+    /// Stores a rollup standing for the chunks `(device_id, first_seq..=last_seq)` of the
+    /// space, which must all be stored with their payloads not yet deleted (pruned but held is
+    /// fine), none of them stood for by another rollup, and `last_seq - first_seq` below
+    /// [`MAX_ROLLUP_CHUNKS`]; otherwise [`StorageError::RollupMismatch`]. The same range stored
+    /// before is answered as a duplicate (the first payload stands). Its payload counts against
+    /// `quota` and the total quota exactly like a chunk's, and is given back when deleted.
+    /// Durable before it resolves.
+    fn push_rollup(
+        &self,
+        space: SpaceId,
+        rollup: RollupPush,
+        quota: u64,
+    ) -> StorageFuture<RollupStored>;
+
+    /// What catching up from `after` costs: the head, the snapshot's coverage and payload bytes,
+    /// and the payload bytes and entries a pull with rollups and pruned chunks would serve up
+    /// to the head, with whether every chunk that needs is still held. Aggregates only.
+    fn sizes(
+        &self,
+        space: SpaceId,
+        after: u64,
+        exclude_device: Option<DeviceId>,
+    ) -> StorageFuture<Sizes>;
+
     /// Stores the snapshot if it covers at least what the stored one does and no more than the
-    /// head, then prunes the chunks it covers: they are deleted only `grace` after they were
-    /// pruned (by [`Storage::sweep_pruned`], or by a later snapshot of the space past that
-    /// time), so a garbage snapshot cannot destroy the only copy; their dedup keys and payload
-    /// hashes remain. Until deleted, pruned chunks are still served by [`Storage::pull`] and
-    /// still count in both byte counters, which count what is on disk.
+    /// head, then prunes the chunks and rollups it covers (a rollup by its relay sequence):
+    /// they are deleted only `grace` after they were pruned (by [`Storage::sweep_pruned`], or by
+    /// a later snapshot of the space past that time), so a garbage snapshot cannot destroy the
+    /// only copy; their dedup keys and payload hashes remain. Until deleted, pruned chunks and
+    /// rollups are still served by [`Storage::pull`] and still count in both byte counters,
+    /// which count what is on disk. Once a rollup is deleted, its chunks are served again.
     ///
     /// The space's `quota` bounds what the snapshot leaves live (the snapshot and the chunks
     /// after it), so a space at its quota can always compact; the relay-wide limit is checked
@@ -193,11 +248,11 @@ pub trait Storage: Send + Sync + 'static {
         grace: Duration,
     ) -> StorageFuture<()>;
 
-    /// Deletes the payloads of at most `max_chunks` chunks, of any space, that were pruned
-    /// `grace` or longer ago (oldest first), and takes their bytes off the space's and the
-    /// relay-wide counters. It stops taking chunks once their payloads reach `max_bytes` (the
-    /// first is always taken), so one batch of large chunks stays a short transaction: a batch
-    /// cut short by bytes has at least `max_bytes`. The relay calls it periodically; several
+    /// Deletes the payloads of at most `max_chunks` chunks and rollups (chunks first), of any
+    /// space, that were pruned `grace` or longer ago (oldest first), and takes their bytes off
+    /// the space's and the relay-wide counters. It stops taking them once their payloads reach
+    /// `max_bytes` (the first is always taken), so one batch of large chunks stays a short
+    /// transaction: a batch cut short by bytes has at least `max_bytes`. The relay calls it periodically; several
     /// instances sharing a database may call it at once.
     fn sweep_pruned(
         &self,
@@ -242,4 +297,255 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Finishes queued writes and stops. Later calls fail with [`StorageError::Closed`].
     fn close(&self) -> StorageFuture<()>;
+}
+
+/// The device sequences of a rollup as stored (bit for bit in a signed 64-bit column), if its
+/// range is one the relay accepts: at most [`MAX_ROLLUP_CHUNKS`] chunks, all numbered below
+/// 2^63 (so the range is one span of the column).
+pub(crate) fn check_rollup(rollup: &RollupPush) -> Result<(i64, i64), StorageError> {
+    let mismatch = |reason| Err(StorageError::RollupMismatch { reason });
+    if rollup.last_seq < rollup.first_seq {
+        return mismatch("last_seq below first_seq");
+    }
+    if rollup.last_seq - rollup.first_seq >= MAX_ROLLUP_CHUNKS {
+        return mismatch("range too long");
+    }
+    match (
+        i64::try_from(rollup.first_seq),
+        i64::try_from(rollup.last_seq),
+    ) {
+        (Ok(first), Ok(last)) => Ok((first, last)),
+        _ => mismatch("device sequence out of range"),
+    }
+}
+
+/// The relay sequences of the first and last chunk a rollup stands for, from what the log holds
+/// in its range: `count` chunks, `held` of them with a payload, `covered` already stood for by
+/// a rollup, and their lowest and highest relay sequences.
+pub(crate) fn check_rollup_chunks(
+    rollup: &RollupPush,
+    count: i64,
+    held: i64,
+    covered: i64,
+    span: Option<(i64, i64)>,
+) -> Result<(u64, u64), StorageError> {
+    let mismatch = |reason| Err(StorageError::RollupMismatch { reason });
+    let expected = rollup
+        .last_seq
+        .saturating_sub(rollup.first_seq)
+        .saturating_add(1);
+    if u64::try_from(count).ok() != Some(expected) {
+        return mismatch("not every chunk of the range is stored");
+    }
+    if held != count {
+        return mismatch("a chunk of the range was deleted");
+    }
+    if covered != 0 {
+        return mismatch("overlaps another rollup");
+    }
+    match span {
+        Some((low, high)) if low > 0 && high >= low => Ok((low as u64, high as u64)),
+        _ => mismatch("not every chunk of the range is stored"),
+    }
+}
+
+/// One entry of a pull with rollups, in relay order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Entry {
+    Chunk(Chunk),
+    Rollup(Rollup),
+}
+
+impl Entry {
+    /// Where it sits in the log (a rollup at its first chunk).
+    pub(crate) fn seq(&self) -> u64 {
+        match self {
+            Entry::Chunk(chunk) => chunk.relay_seq,
+            Entry::Rollup(rollup) => rollup.relay_seq,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Entry::Chunk(chunk) => chunk.payload.len(),
+            Entry::Rollup(rollup) => rollup.payload.len(),
+        }
+    }
+}
+
+/// How a pull with rollups ends.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Walked {
+    /// The page's entries; `next_after` is `None` when nothing is left (the cursor is the head).
+    Page {
+        chunks: Vec<Chunk>,
+        rollups: Vec<Rollup>,
+        next_after: Option<u64>,
+    },
+    /// The first entry is the rollup at this relay sequence, and it does not fit in one page
+    /// with everything up to its last chunk: read again serving its chunks one by one.
+    PassOver(u64),
+}
+
+/// Takes the entries of a page with rollups, in relay order, from `next`.
+///
+/// Entries count against `limit` and their payloads against `max_bytes` together (the first
+/// always fits). A page holding a rollup may only end at or past the rollup's last chunk (a
+/// device cannot take a rollup and keep a cursor inside its range), so when the limits are
+/// reached inside a rollup's range the page ends before that rollup instead, with the cursor
+/// at the last entry before it. A rollup that cannot end a page even as its first entry is
+/// passed over ([`Walked::PassOver`]): its chunks are then served one by one, and the rollup is
+/// never served again to that cursor. When the page ends early, its cursor is the relay
+/// sequence of its last entry, or the last chunk of a rollup it holds if that is higher.
+pub(crate) fn walk<E>(
+    mut next: impl FnMut() -> Result<Option<Entry>, E>,
+    limit: usize,
+    max_bytes: usize,
+) -> Result<Walked, E> {
+    let limit = limit.max(1);
+    let mut taken: Vec<Entry> = Vec::new();
+    let mut bytes = 0usize;
+    // The highest last chunk of the rollups taken: the page may not end below it.
+    let mut pending = 0u64;
+    // (entries, cursor) of the last place the page may end.
+    let mut cut: Option<(usize, u64)> = None;
+    while let Some(entry) = next()? {
+        let seq = entry.seq();
+        if let Some(last) = taken.last()
+            && seq > pending
+        {
+            cut = Some((taken.len(), last.seq().max(pending)));
+        }
+        let fits = taken.is_empty()
+            || (taken.len() < limit && bytes.saturating_add(entry.len()) <= max_bytes);
+        if !fits {
+            return Ok(match (cut, taken.first()) {
+                (Some((len, next_after)), _) => {
+                    taken.truncate(len);
+                    split(taken, Some(next_after))
+                }
+                (None, Some(Entry::Rollup(rollup))) => Walked::PassOver(rollup.relay_seq),
+                // A first chunk always leaves a place to end after it.
+                (None, _) => {
+                    let next_after = taken.last().map(Entry::seq).unwrap_or(seq);
+                    split(taken, Some(next_after.max(pending)))
+                }
+            });
+        }
+        bytes = bytes.saturating_add(entry.len());
+        if let Entry::Rollup(rollup) = &entry {
+            pending = pending.max(rollup.last_relay_seq);
+        }
+        taken.push(entry);
+    }
+    Ok(split(taken, None))
+}
+
+fn split(taken: Vec<Entry>, next_after: Option<u64>) -> Walked {
+    let (mut chunks, mut rollups) = (Vec::new(), Vec::new());
+    for entry in taken {
+        match entry {
+            Entry::Chunk(chunk) => chunks.push(chunk),
+            Entry::Rollup(rollup) => rollups.push(rollup),
+        }
+    }
+    Walked::Page {
+        chunks,
+        rollups,
+        next_after,
+    }
+}
+
+#[cfg(test)]
+mod walk_tests {
+    use super::*;
+
+    fn chunk(seq: u64, len: usize) -> Entry {
+        Entry::Chunk(Chunk {
+            relay_seq: seq,
+            device_id: DeviceId([1; 16]),
+            device_seq: seq,
+            payload: vec![0; len],
+        })
+    }
+
+    fn rollup(seq: u64, last: u64, len: usize) -> Entry {
+        Entry::Rollup(Rollup {
+            relay_seq: seq,
+            last_relay_seq: last,
+            device_id: DeviceId([2; 16]),
+            first_seq: 1,
+            last_seq: 2,
+            payload: vec![0; len],
+        })
+    }
+
+    fn run(entries: Vec<Entry>, limit: usize, max_bytes: usize) -> Walked {
+        let mut entries = entries.into_iter();
+        walk(|| Ok::<_, ()>(entries.next()), limit, max_bytes).unwrap_or(Walked::PassOver(0))
+    }
+
+    fn seqs(walked: &Walked) -> (Vec<u64>, Vec<u64>, Option<u64>) {
+        match walked {
+            Walked::Page {
+                chunks,
+                rollups,
+                next_after,
+            } => (
+                chunks.iter().map(|c| c.relay_seq).collect(),
+                rollups.iter().map(|r| r.relay_seq).collect(),
+                *next_after,
+            ),
+            Walked::PassOver(seq) => (vec![], vec![*seq], Some(0)),
+        }
+    }
+
+    #[test]
+    fn a_page_ends_before_a_rollup_it_cannot_finish() {
+        // Rollup at 2 stands for 2, 4, 6; chunks of others at 3, 5, 7.
+        let entries = || {
+            vec![
+                chunk(1, 1),
+                rollup(2, 6, 1),
+                chunk(3, 1),
+                chunk(5, 1),
+                chunk(7, 1),
+            ]
+        };
+        assert_eq!(seqs(&run(entries(), 3, 100)), (vec![1], vec![], Some(1)));
+        assert_eq!(
+            seqs(&run(entries(), 4, 100)),
+            (vec![1, 3, 5], vec![2], Some(6))
+        );
+        assert_eq!(
+            seqs(&run(entries(), 9, 100)),
+            (vec![1, 3, 5, 7], vec![2], None)
+        );
+        // By bytes too.
+        assert_eq!(seqs(&run(entries(), 9, 3)), (vec![1], vec![], Some(1)));
+    }
+
+    #[test]
+    fn a_first_rollup_that_cannot_end_a_page_is_passed_over() {
+        let entries = || vec![rollup(2, 6, 1), chunk(3, 1), chunk(5, 1), chunk(7, 1)];
+        assert_eq!(run(entries(), 2, 100), Walked::PassOver(2));
+        assert_eq!(
+            seqs(&run(entries(), 3, 100)),
+            (vec![3, 5], vec![2], Some(6))
+        );
+        // Alone it always fits, however large.
+        assert_eq!(
+            seqs(&run(vec![rollup(2, 6, 500), chunk(7, 1)], 5, 10)),
+            (vec![], vec![2], Some(6))
+        );
+    }
+
+    #[test]
+    fn without_rollups_pages_end_as_before() {
+        let entries = || vec![chunk(1, 4), chunk(2, 4), chunk(3, 4)];
+        assert_eq!(seqs(&run(entries(), 2, 100)), (vec![1, 2], vec![], Some(2)));
+        assert_eq!(seqs(&run(entries(), 9, 8)), (vec![1, 2], vec![], Some(2)));
+        assert_eq!(seqs(&run(entries(), 9, 1)), (vec![1], vec![], Some(1)));
+        assert_eq!(seqs(&run(entries(), 3, 100)), (vec![1, 2, 3], vec![], None));
+    }
 }

@@ -76,7 +76,8 @@ pub(crate) async fn upgrade(
         (slot, address_slot),
         address,
         task,
-    );
+    )
+    .with_rollups(query.rollups);
     Ok(upgrade
         .read_buffer_size(buffers.read_buffer_bytes)
         .write_buffer_size(buffers.write_buffer_bytes)

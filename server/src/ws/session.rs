@@ -16,8 +16,8 @@ use std::{future::Future, pin::Pin, time::Duration};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{StreamExt, stream::FuturesOrdered};
 use mend_protocol::{
-    Ack, Chunk, ClientMessage, DecodeError, DeviceId, ErrorCode, Limits, Mark, Nack, ServerMessage,
-    SpaceId, UpToDate, close_code,
+    Ack, Chunk, ClientMessage, DecodeError, DeviceId, ErrorCode, Limits, Mark, Nack, Rollup,
+    ServerMessage, SpaceId, UpToDate, close_code,
 };
 use tokio::{
     sync::broadcast::error::RecvError,
@@ -95,6 +95,8 @@ pub(crate) struct Session {
     device: Option<DeviceId>,
     cursor: u64,
     head: u64,
+    /// The backlog serves rollups in place of the chunks they stand for.
+    rollups: bool,
     _slots: Slots,
     /// The client's address key, for its share of the write queue.
     address: Option<[u8; 32]>,
@@ -117,10 +119,17 @@ impl Session {
             device,
             cursor: after,
             head: 0,
+            rollups: false,
             _slots: slots,
             address,
             _task: task,
         }
+    }
+
+    /// Serves rollups in the backlog (`rollups=true`); live chunks after it stay chunks.
+    pub(crate) fn with_rollups(mut self, rollups: bool) -> Session {
+        self.rollups = rollups;
+        self
     }
 
     /// Serves the socket until it closes.
@@ -258,6 +267,7 @@ impl Session {
                 max_bytes: self.state.config().limits.max_page_bytes,
                 exclude_device: self.device,
                 include_pruned: false,
+                rollups: self.rollups,
             };
             let page = self
                 .state
@@ -282,8 +292,16 @@ impl Session {
                         close(close_code::INTERNAL, "internal error")
                     }
                 })?;
+            // Rollups sit at their relay sequence, among the chunks.
+            let mut rollups = page.rollups.iter().peekable();
             for chunk in &page.chunks {
+                while let Some(rollup) = rollups.next_if(|r| r.relay_seq < chunk.relay_seq) {
+                    self.send_rollup(socket, rollup).await?;
+                }
                 self.send_chunk(socket, chunk).await?;
+            }
+            for rollup in rollups {
+                self.send_rollup(socket, rollup).await?;
             }
             if std::mem::take(&mut first) {
                 after_mark = page.after_mark;
@@ -309,6 +327,12 @@ impl Session {
     async fn send_chunk(&self, socket: &mut WebSocket, chunk: &Chunk) -> Result<(), End> {
         send(socket, chunk.to_bytes()).await?;
         self.state.metrics().sent(1, chunk.payload.len());
+        Ok(())
+    }
+
+    async fn send_rollup(&self, socket: &mut WebSocket, rollup: &Rollup) -> Result<(), End> {
+        send(socket, rollup.to_bytes()).await?;
+        self.state.metrics().rollups_sent(rollup.payload.len());
         Ok(())
     }
 

@@ -19,6 +19,7 @@
 //!   `Retry-After`) within the acquire and statement timeouts, never as a hung socket.
 
 mod listener;
+mod rollups;
 mod schema;
 mod writer;
 
@@ -33,7 +34,7 @@ use std::{
 };
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
-use mend_protocol::{Chunk, DeviceId, Page, Push, Snapshot, SpaceId};
+use mend_protocol::{Chunk, DeviceId, Page, Push, RollupPush, Sizes, Snapshot, SpaceId};
 use subtle::ConstantTimeEq;
 use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_postgres::{NoTls, error::SqlState};
@@ -41,7 +42,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::schema::SCHEMA_VERSION;
 use super::{
-    Created, PullRequest, Pushed, Storage, StorageError, StorageFuture, Swept, TokenHash, unix_now,
+    Created, PullRequest, Pushed, RollupStored, Storage, StorageError, StorageFuture, Swept,
+    TokenHash, unix_now,
 };
 use crate::{
     config::Postgres,
@@ -506,6 +508,10 @@ impl Storage for PostgresStorage {
     }
 
     fn pull(&self, space: SpaceId, request: PullRequest) -> StorageFuture<Page> {
+        if request.rollups {
+            return self
+                .run(move |shared| async move { rollups::pull(&shared, space, request).await });
+        }
         self.run(move |shared| async move {
             let client = shared.client().await?;
             let limit = request.limit.max(1);
@@ -595,6 +601,26 @@ impl Storage for PostgresStorage {
         })
     }
 
+    fn push_rollup(
+        &self,
+        space: SpaceId,
+        rollup: RollupPush,
+        quota: u64,
+    ) -> StorageFuture<RollupStored> {
+        self.run(move |shared| async move { rollups::push(&shared, space, rollup, quota).await })
+    }
+
+    fn sizes(
+        &self,
+        space: SpaceId,
+        after: u64,
+        exclude_device: Option<DeviceId>,
+    ) -> StorageFuture<Sizes> {
+        self.run(move |shared| async move {
+            rollups::sizes(&shared, space, after, exclude_device).await
+        })
+    }
+
     fn put_snapshot(
         &self,
         space: SpaceId,
@@ -654,9 +680,12 @@ impl Storage for PostgresStorage {
                     ],
                 )
                 .await?;
-            let held = nonneg(sums.try_get(0)?);
-            let pruning = nonneg(sums.try_get(1)?);
-            let deleting = nonneg(sums.try_get(2)?);
+            // Rollups are pruned and deleted by their relay sequence, like chunks.
+            let (r_held, r_pruning, r_deleting) =
+                rollups::snapshot_sums(&tx, id, covers, snapshot.covers, now, expired).await?;
+            let held = nonneg(sums.try_get(0)?).saturating_add(r_held);
+            let pruning = nonneg(sums.try_get(1)?).saturating_add(r_pruning);
+            let deleting = nonneg(sums.try_get(2)?).saturating_add(r_deleting);
             let adding = snapshot.payload.len() as u64;
             let kept = bytes_used
                 .saturating_sub(nonneg(old_len))
@@ -696,6 +725,7 @@ impl Storage for PostgresStorage {
                 &[&id, &to_db(snapshot.covers), &to_db(expired)],
             )
             .await?;
+            rollups::prune(&tx, id, covers, snapshot.covers, now, expired).await?;
             tx.execute(
                 "INSERT INTO snapshots (space, covers, payload) VALUES ($1, $2, $3)
                  ON CONFLICT (space) DO UPDATE SET covers = excluded.covers,
@@ -726,6 +756,7 @@ impl Storage for PostgresStorage {
         self.run(move |shared| async move {
             let expired = to_db(unix_now().saturating_sub(grace.as_secs()));
             let limit = i64::try_from(max_chunks).unwrap_or(i64::MAX);
+            let max_bytes_u64 = max_bytes;
             let max_bytes = i64::try_from(max_bytes).unwrap_or(i64::MAX);
             let mut client = shared.client().await?;
             let tx = client.transaction().await?;
@@ -747,7 +778,11 @@ impl Storage for PostgresStorage {
                 .map(|row| row.try_get::<_, i64>(0))
                 .collect::<Result<Vec<_>, _>>()?;
             if due.is_empty() {
-                return Ok(Ok(Swept::default()));
+                drop(tx);
+                let swept =
+                    rollups::sweep(&mut client, expired, limit, max_bytes_u64, Swept::default())
+                        .await?;
+                return Ok(Ok(swept));
             }
             tx.execute(
                 "SELECT 1 FROM (SELECT id FROM spaces WHERE id = ANY ($1) ORDER BY id FOR UPDATE) l",
@@ -808,6 +843,7 @@ impl Storage for PostgresStorage {
                 }
             }
             tx.commit().await?;
+            let swept = rollups::sweep(&mut client, expired, limit, max_bytes_u64, swept).await?;
             Ok(Ok(swept))
         })
     }
@@ -866,6 +902,8 @@ impl Storage for PostgresStorage {
                 tx.execute(ADD_TO_TOTAL, &[&-bytes_used]).await?;
             }
             tx.execute("DELETE FROM snapshots WHERE space = $1", &[&id])
+                .await?;
+            tx.execute("DELETE FROM rollups WHERE space = $1", &[&id])
                 .await?;
             tx.execute(
                 "INSERT INTO erased (space_id, erased_at) VALUES ($1, $2)

@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/004_total_bytes.sql"),
     include_str!("migrations/005_held_index.sql"),
     include_str!("migrations/006_recount.sql"),
+    include_str!("migrations/007_rollups.sql"),
 ];
 
 /// The schema version this code writes.

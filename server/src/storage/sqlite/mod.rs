@@ -21,7 +21,7 @@ use std::{
     time::Duration,
 };
 
-use mend_protocol::{Page, Push, Snapshot, SpaceId};
+use mend_protocol::{DeviceId, Page, Push, RollupPush, Sizes, Snapshot, SpaceId};
 use tokio::sync::{mpsc, oneshot};
 
 use self::{
@@ -29,7 +29,10 @@ use self::{
     reader::Readers,
     writer::{Command, Write, Writer},
 };
-use super::{Created, PullRequest, Pushed, Storage, StorageError, StorageFuture, Swept, TokenHash};
+use super::{
+    Created, PullRequest, Pushed, RollupStored, Storage, StorageError, StorageFuture, Swept,
+    TokenHash,
+};
 use crate::{config::GroupCommit, live::Publisher};
 
 /// The database file inside the data directory.
@@ -169,6 +172,29 @@ impl Storage for SqliteStorage {
 
     fn pull(&self, space: SpaceId, request: PullRequest) -> StorageFuture<Page> {
         self.read(move |conn| reader::pull(conn, &space, request))
+    }
+
+    fn push_rollup(
+        &self,
+        space: SpaceId,
+        rollup: RollupPush,
+        quota: u64,
+    ) -> StorageFuture<RollupStored> {
+        self.write(|reply| Write::Rollup {
+            space,
+            rollup,
+            quota,
+            reply,
+        })
+    }
+
+    fn sizes(
+        &self,
+        space: SpaceId,
+        after: u64,
+        exclude_device: Option<DeviceId>,
+    ) -> StorageFuture<Sizes> {
+        self.read(move |conn| reader::sizes(conn, &space, after, exclude_device))
     }
 
     fn put_snapshot(

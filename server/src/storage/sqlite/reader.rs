@@ -9,11 +9,13 @@ use std::{
     sync::{Mutex, PoisonError},
 };
 
-use mend_protocol::{Chunk, DeviceId, Mark, Page, Snapshot, SpaceId, chunk_mark, payload_sha256};
+use mend_protocol::{
+    Chunk, DeviceId, Mark, Page, Rollup, Sizes, Snapshot, SpaceId, chunk_mark, payload_sha256,
+};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::schema;
-use crate::storage::{PullRequest, StorageError};
+use crate::storage::{Entry, PullRequest, StorageError, Walked, walk};
 
 /// Idle read connections kept for reuse.
 const MAX_IDLE: usize = 8;
@@ -86,6 +88,11 @@ pub(crate) fn pull(
             snapshot_covers: covers,
         }));
     }
+    if request.rollups {
+        let page = pull_rollups(&tx, id, head, covers, &request)?;
+        tx.commit()?;
+        return Ok(page);
+    }
     let after = i64::try_from(request.after).unwrap_or(i64::MAX);
     let limit = request.limit.max(1);
     let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
@@ -155,6 +162,190 @@ pub(crate) fn pull(
         next_mark,
         chunks,
         rollups: Vec::new(),
+    }))
+}
+
+/// Chunks a pull with rollups serves: above the cursor, not the excluded device's, and not
+/// stood for by a held rollup above the cursor (other than the one at `?4`, passed over).
+const SERVED_CHUNKS: &str = "c.space = ?1 AND c.seq > ?2 AND (?3 IS NULL OR c.device_id <> ?3)
+     AND (c.rollup_seq IS NULL OR c.rollup_seq <= ?2 OR c.rollup_seq IS ?4
+          OR NOT EXISTS (SELECT 1 FROM rollups r WHERE r.space = c.space AND r.seq = c.rollup_seq
+                         AND r.payload IS NOT NULL))";
+
+/// Rollups a pull serves: held, above the cursor, not the excluded device's.
+const SERVED_ROLLUPS: &str = "space = ?1 AND seq > ?2 AND (?3 IS NULL OR device_id <> ?3)
+     AND payload IS NOT NULL AND seq IS NOT ?4";
+
+/// Reads one page with rollups in place of the chunks they stand for (see `storage::walk`).
+fn pull_rollups(
+    tx: &rusqlite::Transaction<'_>,
+    id: i64,
+    head: u64,
+    covers: u64,
+    request: &PullRequest,
+) -> rusqlite::Result<Result<Page, StorageError>> {
+    let after = i64::try_from(request.after).unwrap_or(i64::MAX);
+    let fetch = i64::try_from(request.limit.max(1).saturating_add(1)).unwrap_or(i64::MAX);
+    let exclude = request.exclude_device.map(|d| d.0.to_vec());
+    let mut pass_over: Option<i64> = None;
+    loop {
+        let mut chunk_rows = tx.prepare_cached(&format!(
+            "SELECT c.seq, c.device_id, c.device_seq, c.payload FROM chunks c
+             WHERE {SERVED_CHUNKS} ORDER BY c.seq LIMIT ?5"
+        ))?;
+        let mut rollup_rows = tx.prepare_cached(&format!(
+            "SELECT seq, last_seq, device_id, first_dseq, last_dseq, payload FROM rollups
+             WHERE {SERVED_ROLLUPS} ORDER BY seq LIMIT ?5"
+        ))?;
+        let mut chunks = chunk_rows.query(params![id, after, exclude, pass_over, fetch])?;
+        let mut rollups = rollup_rows.query(params![id, after, exclude, pass_over, fetch])?;
+        let mut next_chunk = read_chunk(chunks.next()?)?;
+        let mut next_rollup = read_rollup(rollups.next()?)?;
+        let walked = walk(
+            || -> Result<Option<Entry>, StorageError> {
+                let take_rollup = match (&next_chunk, &next_rollup) {
+                    (Some((seq, _)), Some(r)) => r.relay_seq < *seq,
+                    (None, Some(_)) => true,
+                    (_, None) => false,
+                };
+                if take_rollup {
+                    let rollup = next_rollup.take();
+                    next_rollup = read_rollup(rollups.next().map_err(backend)?).map_err(backend)?;
+                    return Ok(rollup.map(Entry::Rollup));
+                }
+                let Some((seq, chunk)) = next_chunk.take() else {
+                    return Ok(None);
+                };
+                next_chunk = read_chunk(chunks.next().map_err(backend)?).map_err(backend)?;
+                match chunk {
+                    Some(chunk) => Ok(Some(Entry::Chunk(chunk))),
+                    // Pruned chunks are served until deleted; deleted ones form a prefix.
+                    None if seq <= covers => Err(StorageError::Pruned {
+                        snapshot_covers: covers,
+                    }),
+                    None => Err(backend(corrupt("pruned chunk above the snapshot"))),
+                }
+            },
+            request.limit,
+            request.max_bytes,
+        );
+        let (chunks, rollups, next_after) = match walked {
+            Err(error) => return Ok(Err(error)),
+            Ok(Walked::PassOver(seq)) if pass_over.is_none() => {
+                pass_over = Some(i64::try_from(seq).unwrap_or(i64::MAX));
+                continue;
+            }
+            Ok(Walked::PassOver(_)) => return Err(corrupt("a rollup passed over twice")),
+            Ok(Walked::Page {
+                chunks,
+                rollups,
+                next_after,
+            }) => (chunks, rollups, next_after),
+        };
+        let more = next_after.is_some();
+        let next_after = next_after.unwrap_or(head);
+        return Ok(Ok(Page {
+            head,
+            next_after,
+            more,
+            after_mark: mark_at(tx, id, request.after)?,
+            next_mark: mark_at(tx, id, next_after)?,
+            chunks,
+            rollups,
+        }));
+    }
+}
+
+fn backend(error: rusqlite::Error) -> StorageError {
+    StorageError::Backend(Box::new(error))
+}
+
+/// A chunk row of `pull_rollups`: its relay sequence and the chunk (`None` once its payload
+/// is deleted).
+type ChunkRow = (u64, Option<Chunk>);
+
+fn read_chunk(row: Option<&rusqlite::Row<'_>>) -> rusqlite::Result<Option<ChunkRow>> {
+    let Some(row) = row else { return Ok(None) };
+    let seq = row.get::<_, i64>(0)? as u64;
+    let Some(payload) = row.get::<_, Option<Vec<u8>>>(3)? else {
+        return Ok(Some((seq, None)));
+    };
+    let device: Vec<u8> = row.get(1)?;
+    Ok(Some((
+        seq,
+        Some(Chunk {
+            relay_seq: seq,
+            device_id: device_id(&device)?,
+            device_seq: row.get::<_, i64>(2)? as u64,
+            payload,
+        }),
+    )))
+}
+
+fn read_rollup(row: Option<&rusqlite::Row<'_>>) -> rusqlite::Result<Option<Rollup>> {
+    let Some(row) = row else { return Ok(None) };
+    let device: Vec<u8> = row.get(2)?;
+    Ok(Some(Rollup {
+        relay_seq: row.get::<_, i64>(0)? as u64,
+        last_relay_seq: row.get::<_, i64>(1)? as u64,
+        device_id: device_id(&device)?,
+        first_seq: row.get::<_, i64>(3)? as u64,
+        last_seq: row.get::<_, i64>(4)? as u64,
+        payload: row.get(5)?,
+    }))
+}
+
+fn device_id(bytes: &[u8]) -> rusqlite::Result<DeviceId> {
+    <[u8; 16]>::try_from(bytes)
+        .map(DeviceId)
+        .map_err(|_| corrupt("device id length"))
+}
+
+/// What catching up from `after` costs (`Storage::sizes`), from aggregates only.
+pub(crate) fn sizes(
+    conn: &mut Connection,
+    space: &SpaceId,
+    after: u64,
+    exclude: Option<DeviceId>,
+) -> rusqlite::Result<Result<Sizes, StorageError>> {
+    let tx = conn.transaction()?;
+    let meta: Option<(i64, i64)> = tx
+        .prepare_cached("SELECT id, next_seq FROM spaces WHERE space_id = ?1")?
+        .query_row([&space.0[..]], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    let Some((id, next_seq)) = meta else {
+        return Ok(Err(StorageError::SpaceNotFound));
+    };
+    let snapshot: Option<(i64, i64)> = tx
+        .prepare_cached("SELECT covers, length(payload) FROM snapshots WHERE space = ?1")?
+        .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    let after = i64::try_from(after).unwrap_or(i64::MAX);
+    let exclude = exclude.map(|d| d.0.to_vec());
+    let none: Option<i64> = None;
+    let (chunk_bytes, chunk_count, deleted): (i64, i64, i64) = tx
+        .prepare_cached(&format!(
+            "SELECT COALESCE(SUM(length(c.payload)), 0), COUNT(*), COUNT(*) - COUNT(c.payload)
+             FROM chunks c WHERE {SERVED_CHUNKS}"
+        ))?
+        .query_row(params![id, after, exclude, none], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?;
+    let (rollup_bytes, rollup_count): (i64, i64) = tx
+        .prepare_cached(&format!(
+            "SELECT COALESCE(SUM(size), 0), COUNT(*) FROM rollups WHERE {SERVED_ROLLUPS}"
+        ))?
+        .query_row(params![id, after, exclude, none], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?;
+    tx.commit()?;
+    let n = |v: i64| u64::try_from(v).unwrap_or(0);
+    Ok(Ok(Sizes {
+        head: n(next_seq).saturating_sub(1),
+        snapshot: snapshot.map(|(covers, bytes)| (n(covers), n(bytes))),
+        tail_bytes: n(chunk_bytes).saturating_add(n(rollup_bytes)),
+        tail_entries: n(chunk_count).saturating_add(n(rollup_count)),
+        tail_held: deleted == 0,
     }))
 }
 

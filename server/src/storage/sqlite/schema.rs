@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/005_total_bytes.sql"),
     include_str!("migrations/006_held_index.sql"),
     include_str!("migrations/007_recount.sql"),
+    include_str!("migrations/008_rollups.sql"),
 ];
 
 /// The schema version this code writes.
@@ -119,7 +120,10 @@ mod tests {
             )?;
         }
         // Back to the schema before 005_total_bytes.sql.
-        conn.execute_batch("DROP TABLE relay_usage; DROP INDEX chunks_held")?;
+        conn.execute_batch(
+            "DROP TABLE relay_usage; DROP INDEX chunks_held; DROP TABLE rollups;
+             ALTER TABLE chunks DROP COLUMN rollup_seq",
+        )?;
         conn.pragma_update(None, "user_version", 4)?;
         drop(conn);
         let conn = open_writer(&path, 1000)?;

@@ -17,7 +17,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use mend_protocol::{Chunk, Push, Snapshot, SpaceId};
+use mend_protocol::{Chunk, Push, RollupPush, Snapshot, SpaceId};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -27,7 +27,10 @@ use super::Shared;
 use crate::{
     config::GroupCommit,
     live::{LiveEvent, Publisher},
-    storage::{Created, Pushed, StorageError, Swept, TokenHash, unix_now},
+    storage::{
+        Created, Pushed, RollupStored, StorageError, Swept, TokenHash, check_rollup,
+        check_rollup_chunks, unix_now,
+    },
 };
 
 type Reply<T> = oneshot::Sender<Result<T, StorageError>>;
@@ -53,6 +56,12 @@ pub(crate) enum Write {
         quota: u64,
         reply: Reply<Pushed>,
     },
+    Rollup {
+        space: SpaceId,
+        rollup: RollupPush,
+        quota: u64,
+        reply: Reply<RollupStored>,
+    },
     PutSnapshot {
         space: SpaceId,
         snapshot: Snapshot,
@@ -76,6 +85,7 @@ impl Write {
     fn payload_len(&self) -> usize {
         match self {
             Write::Push { push, .. } => push.payload.len(),
+            Write::Rollup { rollup, .. } => rollup.payload.len(),
             Write::PutSnapshot { snapshot, .. } => snapshot.payload.len(),
             Write::Create { .. } | Write::Erase { .. } | Write::Sweep { .. } => 0,
         }
@@ -86,6 +96,7 @@ impl Write {
         match self {
             Write::Create { reply, .. } => Answer::Create(reply, Err(StorageError::Closed)),
             Write::Push { reply, .. } => Answer::Push(reply, Err(StorageError::Closed)),
+            Write::Rollup { reply, .. } => Answer::Rollup(reply, Err(StorageError::Closed)),
             Write::PutSnapshot { reply, .. } => Answer::Snapshot(reply, Err(StorageError::Closed)),
             Write::Erase { reply, .. } => Answer::Erase(reply, Err(StorageError::Closed)),
             Write::Sweep { reply, .. } => Answer::Sweep(reply, Err(StorageError::Closed)),
@@ -97,6 +108,7 @@ impl Write {
 enum Answer {
     Create(Reply<Created>, Result<Created, StorageError>),
     Push(Reply<Pushed>, Result<Pushed, StorageError>),
+    Rollup(Reply<RollupStored>, Result<RollupStored, StorageError>),
     Snapshot(Reply<()>, Result<(), StorageError>),
     Erase(Reply<bool>, Result<bool, StorageError>),
     Sweep(Reply<Swept>, Result<Swept, StorageError>),
@@ -108,6 +120,7 @@ impl Answer {
         match self {
             Answer::Create(tx, result) => drop(tx.send(result)),
             Answer::Push(tx, result) => drop(tx.send(result)),
+            Answer::Rollup(tx, result) => drop(tx.send(result)),
             Answer::Snapshot(tx, result) => drop(tx.send(result)),
             Answer::Erase(tx, result) => drop(tx.send(result)),
             Answer::Sweep(tx, result) => drop(tx.send(result)),
@@ -119,6 +132,7 @@ impl Answer {
         match self {
             Answer::Create(tx, _) => drop(tx.send(Err(error()))),
             Answer::Push(tx, _) => drop(tx.send(Err(error()))),
+            Answer::Rollup(tx, _) => drop(tx.send(Err(error()))),
             Answer::Snapshot(tx, _) => drop(tx.send(Err(error()))),
             Answer::Erase(tx, _) => drop(tx.send(Err(error()))),
             Answer::Sweep(tx, _) => drop(tx.send(Err(error()))),
@@ -384,6 +398,15 @@ fn apply(tx: &Transaction<'_>, state: &mut State<'_>, write: Write) -> Applied {
             Ok(result) => Ok(Answer::Push(reply, result)),
             Err(e) => Err((Answer::Push(reply, Err(StorageError::Closed)), e)),
         },
+        Write::Rollup {
+            space,
+            rollup,
+            quota,
+            reply,
+        } => match push_rollup(tx, state, space, rollup, quota) {
+            Ok(result) => Ok(Answer::Rollup(reply, result)),
+            Err(e) => Err((Answer::Rollup(reply, Err(StorageError::Closed)), e)),
+        },
         Write::PutSnapshot {
             space,
             snapshot,
@@ -578,6 +601,97 @@ fn push_chunk(
     }))
 }
 
+fn push_rollup(
+    tx: &Transaction<'_>,
+    state: &mut State<'_>,
+    space: SpaceId,
+    rollup: RollupPush,
+    quota: u64,
+) -> rusqlite::Result<Result<RollupStored, StorageError>> {
+    let Some(meta) = meta(tx, state.cache, &space)? else {
+        return Ok(Err(StorageError::SpaceNotFound));
+    };
+    let (first, last) = match check_rollup(&rollup) {
+        Ok(range) => range,
+        Err(error) => return Ok(Err(error)),
+    };
+    let device = &rollup.device_id.0[..];
+    let stored: Option<(i64, i64)> = tx
+        .prepare_cached(
+            "SELECT seq, last_seq FROM rollups
+             WHERE space = ?1 AND device_id = ?2 AND first_dseq = ?3 AND last_dseq = ?4",
+        )?
+        .query_row(params![meta.id, device, first, last], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .optional()?;
+    if let Some((seq, last_seq)) = stored {
+        return Ok(Ok(RollupStored {
+            relay_seq: seq as u64,
+            last_relay_seq: last_seq as u64,
+            duplicate: true,
+        }));
+    }
+    let (count, held, covered, low, high): (i64, i64, i64, Option<i64>, Option<i64>) = tx
+        .prepare_cached(
+            "SELECT COUNT(*), COUNT(payload), COUNT(rollup_seq), MIN(seq), MAX(seq) FROM chunks
+             WHERE space = ?1 AND device_id = ?2 AND device_seq BETWEEN ?3 AND ?4",
+        )?
+        .query_row(params![meta.id, device, first, last], |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+            ))
+        })?;
+    let (relay_seq, last_relay_seq) =
+        match check_rollup_chunks(&rollup, count, held, covered, low.zip(high)) {
+            Ok(range) => range,
+            Err(error) => return Ok(Err(error)),
+        };
+    let adding = rollup.payload.len() as u64;
+    let grown = meta.bytes_used.saturating_add(adding);
+    if grown > quota {
+        return Ok(Err(StorageError::QuotaExceeded {
+            used: meta.bytes_used,
+            adding,
+            quota,
+        }));
+    }
+    if let Err(full) = state.usage.check(meta.bytes_used, grown) {
+        return Ok(Err(full));
+    }
+    tx.prepare_cached(
+        "INSERT INTO rollups (space, seq, last_seq, device_id, first_dseq, last_dseq, size, payload)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        meta.id,
+        relay_seq as i64,
+        last_relay_seq as i64,
+        device,
+        first,
+        last,
+        adding as i64,
+        &rollup.payload
+    ])?;
+    tx.prepare_cached(
+        "UPDATE chunks SET rollup_seq = ?5
+         WHERE space = ?1 AND device_id = ?2 AND device_seq BETWEEN ?3 AND ?4",
+    )?
+    .execute(params![meta.id, device, first, last, relay_seq as i64])?;
+    state.usage.change(meta.bytes_used, grown);
+    meta.bytes_used = grown;
+    state.dirty.insert(space);
+    Ok(Ok(RollupStored {
+        relay_seq,
+        last_relay_seq,
+        duplicate: false,
+    }))
+}
+
 fn put_snapshot(
     tx: &Transaction<'_>,
     state: &mut State<'_>,
@@ -625,6 +739,29 @@ fn put_snapshot(
             ],
             |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
         )?;
+    // Rollups are pruned and deleted by their relay sequence, like chunks.
+    let (r_held, r_pruning, r_deleting): (i64, i64, i64) = tx
+        .prepare_cached(
+            "SELECT COALESCE(SUM(CASE WHEN seq <= ?2 THEN size END), 0),
+                    COALESCE(SUM(CASE WHEN seq > ?2 THEN size END), 0),
+                    COALESCE(SUM(CASE WHEN COALESCE(pruned_at, ?4) <= ?5 THEN size END), 0)
+             FROM rollups WHERE space = ?1 AND seq <= ?3 AND payload IS NOT NULL",
+        )?
+        .query_row(
+            params![
+                meta.id,
+                meta.covers as i64,
+                snapshot.covers as i64,
+                now as i64,
+                expired as i64
+            ],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )?;
+    let (held, pruning, deleting) = (
+        held.saturating_add(r_held),
+        pruning.saturating_add(r_pruning),
+        deleting.saturating_add(r_deleting),
+    );
     let adding = snapshot.payload.len() as u64;
     let kept = meta
         .bytes_used
@@ -658,6 +795,20 @@ fn put_snapshot(
     ])?;
     tx.prepare_cached(
         "UPDATE chunks SET payload = NULL
+         WHERE space = ?1 AND seq <= ?2 AND pruned_at <= ?3 AND payload IS NOT NULL",
+    )?
+    .execute(params![meta.id, snapshot.covers as i64, expired as i64])?;
+    tx.prepare_cached(
+        "UPDATE rollups SET pruned_at = ?4 WHERE space = ?1 AND seq > ?2 AND seq <= ?3",
+    )?
+    .execute(params![
+        meta.id,
+        meta.covers as i64,
+        snapshot.covers as i64,
+        now as i64
+    ])?;
+    tx.prepare_cached(
+        "UPDATE rollups SET payload = NULL
          WHERE space = ?1 AND seq <= ?2 AND pruned_at <= ?3 AND payload IS NOT NULL",
     )?
     .execute(params![meta.id, snapshot.covers as i64, expired as i64])?;
@@ -698,13 +849,41 @@ fn sweep(
             |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
         )?
         .collect::<rusqlite::Result<_>>()?;
+    // Then expired rollups, with what the chunks left of the batch.
+    let due_rollups: Vec<(i64, Vec<u8>, i64)> = tx
+        .prepare_cached(
+            "SELECT r.id, s.space_id, r.size FROM rollups r
+             JOIN spaces s ON s.id = r.space
+             WHERE r.pruned_at <= ?1 AND r.payload IS NOT NULL
+             ORDER BY r.pruned_at LIMIT ?2",
+        )?
+        .query_map(
+            params![
+                i64::try_from(expired).unwrap_or(i64::MAX),
+                i64::try_from(max_chunks.saturating_sub(due.len())).unwrap_or(i64::MAX)
+            ],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    let due = due
+        .into_iter()
+        .map(|(id, space, len)| (false, id, space, len))
+        .chain(
+            due_rollups
+                .into_iter()
+                .map(|(id, space, len)| (true, id, space, len)),
+        );
     let mut swept = Swept::default();
-    for (id, space, len) in due {
+    for (is_rollup, id, space, len) in due {
         if swept.chunks > 0 && swept.bytes >= max_bytes {
             break;
         }
-        tx.prepare_cached("UPDATE chunks SET payload = NULL WHERE id = ?1")?
-            .execute([id])?;
+        let clear = if is_rollup {
+            "UPDATE rollups SET payload = NULL WHERE id = ?1"
+        } else {
+            "UPDATE chunks SET payload = NULL WHERE id = ?1"
+        };
+        tx.prepare_cached(clear)?.execute([id])?;
         let len = u64::try_from(len).unwrap_or(0);
         swept.chunks += 1;
         swept.bytes = swept.bytes.saturating_add(len);
@@ -736,6 +915,8 @@ fn erase(
     tx.prepare_cached("DELETE FROM chunks WHERE space = ?1")?
         .execute([id])?;
     tx.prepare_cached("DELETE FROM snapshots WHERE space = ?1")?
+        .execute([id])?;
+    tx.prepare_cached("DELETE FROM rollups WHERE space = ?1")?
         .execute([id])?;
     tx.prepare_cached("DELETE FROM spaces WHERE id = ?1")?
         .execute([id])?;
