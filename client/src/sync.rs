@@ -20,8 +20,8 @@ use mend_core::{
     Error, Journal, RecordId, Result,
     store::Space,
     sync::{
-        Action, Entry, Event, Failure, Mode, Problem, Request, Response, SNAPSHOT_EVERY, SpaceLink,
-        SyncEngine, SyncStatus,
+        Action, Entry, Event, Failure, Mode, Problem, ROLLUP_EVERY, Request, Response,
+        SNAPSHOT_EVERY, SpaceLink, SyncEngine, SyncStatus,
     },
 };
 
@@ -51,6 +51,7 @@ pub struct SyncClient {
     http: RelayHttp,
     observer: Option<Arc<dyn SyncObserver>>,
     snapshot_every: AtomicU64,
+    rollup_every: AtomicU64,
 }
 
 impl std::fmt::Debug for SyncClient {
@@ -100,6 +101,7 @@ impl SyncClient {
             http: RelayHttp::new(relay_url, relay)?,
             observer,
             snapshot_every: AtomicU64::new(SNAPSHOT_EVERY),
+            rollup_every: AtomicU64::new(ROLLUP_EVERY as u64),
         })
     }
 
@@ -108,9 +110,18 @@ impl SyncClient {
         self.snapshot_every.store(chunks.max(1), Ordering::Relaxed);
     }
 
+    /// Seals this device's acknowledged chunks again as one rollup once this many wait
+    /// (default 32).
+    pub fn set_rollup_every(&self, chunks: usize) {
+        let chunks = u64::try_from(chunks.max(1)).unwrap_or(u64::MAX);
+        self.rollup_every.store(chunks, Ordering::Relaxed);
+    }
+
     fn engine(&self, mode: Mode) -> SyncEngine {
         let mut engine = SyncEngine::new(self.device, self.links.clone(), mode, seed());
         engine.set_snapshot_every(self.snapshot_every.load(Ordering::Relaxed));
+        let rollup_every = self.rollup_every.load(Ordering::Relaxed);
+        engine.set_rollup_every(usize::try_from(rollup_every).unwrap_or(usize::MAX));
         engine
     }
 

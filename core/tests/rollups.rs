@@ -5,12 +5,11 @@
 mod sim;
 
 use anyhow::{Context, Result, ensure};
-use automerge::ReadDoc;
 use mend_core::{
     Body, Space,
     crypto::{RollupAad, open_rollup, seal_rollup, sign_group},
     model::Share,
-    sync::{Event, ProblemKind},
+    sync::{Event, ProblemKind, Request, SyncStore},
 };
 use sim::{Faults, Sim};
 
@@ -327,6 +326,70 @@ fn rollups_survive_relay_restarts_and_lost_answers() -> Result<()> {
             sim.devices[d].name
         );
     }
+    ensure!(
+        sim.devices.iter().all(|d| d.problems.is_empty()),
+        "problems: {:?}",
+        sim.devices.iter().map(|d| &d.problems).collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+/// Requests of device `d` sent since `from` that fetched the relay's snapshot.
+fn snapshot_fetches(sim: &Sim, d: usize, from: usize) -> usize {
+    sim.devices[d].sent[from..]
+        .iter()
+        .filter(|(_, _, r)| matches!(r, Request::GetSnapshot { .. }))
+        .count()
+}
+
+#[test]
+fn a_device_far_behind_reads_the_smaller_of_the_tail_and_the_snapshot() -> Result<()> {
+    let mut sim = Sim::new(18, 1, 2, 30)?;
+    sim.set_rollup_every(8);
+    let space = sim.couple_keys.space_id;
+    sim.relay.space_mut(space).keep_pruned = true;
+    sim.settle()?;
+    // A long shared past: the snapshot is large.
+    edits(&mut sim, 0, 60, "our past")?;
+    sim.settle()?;
+    // B's phone is away while A writes a little more, and A snapshots past B's cursor.
+    sim.devices[1].offline = true;
+    sim.devices[2].offline = true;
+    edits(&mut sim, 0, 40, "this week")?;
+    let covers = sim
+        .relay
+        .space_mut(space)
+        .snapshot
+        .as_ref()
+        .map_or(0, |x| x.covers);
+    let cursor = sim.devices[1].journal().sync_state(Space::Couple)?.cursor;
+    ensure!(
+        covers > cursor,
+        "A's snapshot ({covers}) is not past B's cursor ({cursor})"
+    );
+    sim.devices[1].offline = false;
+    let sent = sim.devices[1].sent.len();
+    let before = sim.relay.space_mut(space).served_rollups;
+    round_of(&mut sim, 1)?;
+    ensure!(same_couple_doc(&sim, 0, 1)?, "B did not catch up");
+    ensure!(
+        snapshot_fetches(&sim, 1, sent) == 0,
+        "B fetched the snapshot though the tail was smaller"
+    );
+    ensure!(
+        sim.relay.space_mut(space).served_rollups > before,
+        "B read the tail without its rollups"
+    );
+    // Once the pruned chunks are deleted, B's tablet can only take the snapshot.
+    sim.relay.sweep(space);
+    sim.devices[2].offline = false;
+    let sent = sim.devices[2].sent.len();
+    round_of(&mut sim, 2)?;
+    ensure!(same_couple_doc(&sim, 0, 2)?, "B's tablet did not catch up");
+    ensure!(
+        snapshot_fetches(&sim, 2, sent) == 1,
+        "B's tablet did not take the snapshot"
+    );
     ensure!(
         sim.devices.iter().all(|d| d.problems.is_empty()),
         "problems: {:?}",

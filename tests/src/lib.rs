@@ -148,6 +148,16 @@ impl Relay {
         )
     }
 
+    /// Rollups stored, and rollup payload bytes sent to devices.
+    pub fn rollups(&self) -> (u64, u64) {
+        let m = self.state.metrics();
+        (
+            m.rollups_stored.load(std::sync::atomic::Ordering::Relaxed),
+            m.rollup_bytes_sent
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
     /// Stops the relay and waits for it.
     pub async fn stop(mut self) -> Result<()> {
         if let Some(stop) = self.stop.take() {

@@ -462,7 +462,7 @@ impl Journal {
                 unusable: true,
             });
         }
-        let kept: Vec<(&[u8; 32], &([u8; 16], Proof))> = proofs
+        let kept: Vec<(&[u8; 32], &SnapshotProof)> = proofs
             .iter()
             .filter(|(hash, _)| judged.contains(*hash))
             .collect();
@@ -660,7 +660,9 @@ fn bounded_held(held: &[(ChangeHash, Signed)]) -> Vec<crate::store::HeldRow> {
     kept
 }
 
-type Proofs = HashMap<[u8; 32], ([u8; 16], Proof)>;
+/// A change's proof in a snapshot: its signer and the proof.
+type SnapshotProof = ([u8; 16], Proof);
+type Proofs = HashMap<[u8; 32], SnapshotProof>;
 
 /// Splits a snapshot's document part into introductions, proofs and the save. A bare save (a
 /// snapshot from before signing) has neither.

@@ -13,6 +13,9 @@ pub(crate) type ProofRow = ([u8; 32], [u8; 16], [u8; 64], bool);
 /// A change waiting for its dependencies: (hash, bytes, signer, signature, whether a group's).
 pub(crate) type HeldRow = ([u8; 32], Vec<u8>, [u8; 16], [u8; 64], bool);
 
+/// One change's stored proof: (signer, signature, whether the signature is a group's).
+pub(crate) type StoredProof = ([u8; 16], [u8; 64], bool);
+
 /// A group proof as stored: (signer, signature, hashes increasing).
 pub(crate) type GroupRow = ([u8; 16], [u8; 64], Vec<[u8; 32]>);
 
@@ -227,11 +230,7 @@ impl Store {
     }
 
     /// The stored proof of the change with hash `hash`.
-    pub(crate) fn proof_of(
-        &self,
-        space: Space,
-        hash: &[u8; 32],
-    ) -> Result<Option<([u8; 16], [u8; 64], bool)>> {
+    pub(crate) fn proof_of(&self, space: Space, hash: &[u8; 32]) -> Result<Option<StoredProof>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT signer, proof, grp FROM change_proofs WHERE space = ?1 AND hash = ?2",
         )?;

@@ -57,6 +57,11 @@ pub struct RelaySpace {
     prune_every_pull: bool,
     /// Rollups stored, each in place of the chunks it stands for.
     pub rollups: Vec<Rollup>,
+    /// A snapshot leaves the chunks (and rollups) it covers in place, served to pulls that ask
+    /// for pruned ones, until [`SimRelay::sweep`] (a relay within its prune grace).
+    pub keep_pruned: bool,
+    /// Pulls from below this are never served pruned chunks: [`SimRelay::sweep`] deleted them.
+    swept_below: u64,
     /// What pulls served: chunks, rollups, and their payload bytes.
     pub served_chunks: u64,
     pub served_rollups: u64,
@@ -241,19 +246,26 @@ impl SimRelay {
                             .iter()
                             .filter(|(_, r, c)| r.is_some() || c.is_some())
                             .count() as u64,
-                        // This relay deletes what a snapshot covers at once.
-                        tail_held: *after >= covers.max(s.pruned_below),
+                        // Without `keep_pruned` this relay deletes what a snapshot covers at once.
+                        tail_held: *after >= s.pruned_below
+                            && (*after >= covers || (s.keep_pruned && *after >= s.swept_below)),
                     },
                 }
             }
             Request::Pull { after, .. } | Request::Subscribe { after, .. } => {
-                let (id, rollups) = match req {
-                    Request::Pull { id, rollups, .. } => (*id, *rollups),
-                    Request::Subscribe { rollups, .. } => (0, *rollups),
-                    _ => (0, false),
+                let (id, rollups, pruned) = match req {
+                    Request::Pull {
+                        id,
+                        rollups,
+                        pruned,
+                        ..
+                    } => (*id, *rollups, *pruned),
+                    Request::Subscribe { rollups, .. } => (0, *rollups, false),
+                    _ => (0, false, false),
                 };
                 let covers = s.snapshot.as_ref().map_or(0, |x| x.covers);
-                if *after < covers.max(s.pruned_below) || s.prune_every_pull {
+                let held = pruned && s.keep_pruned && *after >= s.pruned_below.max(s.swept_below);
+                if (*after < covers.max(s.pruned_below) && !held) || s.prune_every_pull {
                     return Response::Failed {
                         space,
                         failure: Failure::Pruned,
@@ -352,8 +364,10 @@ impl SimRelay {
                     };
                 }
                 s.snapshot = Some(snapshot.clone());
-                s.log.retain(|c| c.relay_seq > snapshot.covers);
-                s.rollups.retain(|r| r.relay_seq > snapshot.covers);
+                if !s.keep_pruned {
+                    s.log.retain(|c| c.relay_seq > snapshot.covers);
+                    s.rollups.retain(|r| r.relay_seq > snapshot.covers);
+                }
                 Response::SnapshotStored {
                     space,
                     covers: snapshot.covers,
@@ -463,6 +477,15 @@ impl SimRelay {
             s.conflict_every_push = false;
             s.prune_every_pull = false;
         }
+    }
+
+    /// Deletes what the snapshot of `space_id` covers (the prune grace is over).
+    pub fn sweep(&mut self, space_id: [u8; 32]) {
+        let s = self.space_mut(space_id);
+        let covers = s.snapshot.as_ref().map_or(0, |x| x.covers);
+        s.log.retain(|c| c.relay_seq > covers);
+        s.rollups.retain(|r| r.relay_seq > covers);
+        s.swept_below = covers;
     }
 
     /// How many rollups the relay holds for a space.
