@@ -246,6 +246,7 @@ impl SyncClient {
             finished: round.finished,
             pushed: round.pushed,
             pulled: round.pulled,
+            requests: round.requests,
             changed: round.changed,
             problems: status
                 .problems
@@ -320,6 +321,9 @@ impl SyncClient {
                 }
                 // The engine's id: it changes if the relay reports a sequence conflict.
                 let device = engine.device();
+                round.requests = round
+                    .requests
+                    .saturating_add(u64::try_from(requests.len()).unwrap_or(u64::MAX));
                 let calls = requests.iter().filter_map(|r| {
                     let link = self.link(r.space())?;
                     Some(self.http.execute_until(link, &device, r, deadline))
@@ -549,8 +553,11 @@ pub struct RoundReport {
     pub finished: bool,
     /// Batches of this device's changes the relay acknowledged (and this device recorded).
     pub pushed: u64,
-    /// Chunks of other devices' changes read from the relay and applied.
+    /// Chunks of other devices' changes read from the relay and applied (a rollup counts as
+    /// the chunks it stands for).
     pub pulled: u64,
+    /// Requests sent to the relay.
+    pub requests: u64,
     /// Records that changed here because of what the round brought.
     pub changed: u64,
     /// Problems noticed during the round.
@@ -578,6 +585,7 @@ struct Round {
     finished: bool,
     pushed: u64,
     pulled: u64,
+    requests: u64,
     changed: u64,
 }
 

@@ -904,6 +904,8 @@ enum Hostile {
     Reorder(u16, u8),
     /// The relay answers `410 pruned` below its head, though no snapshot covers those chunks.
     PruneEarly,
+    /// A stored rollup (picked by the number) loses the second half of its bytes.
+    CutRollup(u8),
 }
 
 fn hostile() -> impl Strategy<Value = Hostile> {
@@ -924,6 +926,7 @@ fn hostile() -> impl Strategy<Value = Hostile> {
         2 => Just(Hostile::Restore),
         1 => (0..5_000u16, 0..30u8).prop_map(|(ms, dup)| Hostile::Reorder(ms, dup)),
         1 => Just(Hostile::PruneEarly),
+        1 => any::<u8>().prop_map(Hostile::CutRollup),
     ]
 }
 
@@ -947,8 +950,14 @@ fn lost_in_rollback(sim: &Sim, device: usize, before: &[RecordId]) -> Result<Vec
     Ok(lost)
 }
 
-fn run_hostile(seed: u64, snapshot_every: u64, steps: Vec<Hostile>) -> Result<()> {
+fn run_hostile(
+    seed: u64,
+    snapshot_every: u64,
+    rollup_every: usize,
+    steps: Vec<Hostile>,
+) -> Result<()> {
     let mut sim = Sim::new(seed, 1, 1, snapshot_every)?;
+    sim.set_rollup_every(rollup_every);
     let couple = sim.couple_keys.space_id;
     let mut acked: Vec<(usize, RecordId)> = Vec::new();
     let mut forged = 0u8;
@@ -1010,6 +1019,14 @@ fn run_hostile(seed: u64, snapshot_every: u64, steps: Vec<Hostile>) -> Result<()
                 };
             }
             Hostile::PruneEarly => sim.relay.prune_early(couple),
+            Hostile::CutRollup(x) => {
+                let rollups = &mut sim.relay.space_mut(couple).rollups;
+                if !rollups.is_empty() {
+                    let n = usize::from(x) % rollups.len();
+                    let half = rollups[n].payload.len() / 2;
+                    rollups[n].payload.truncate(half);
+                }
+            }
             Hostile::RollBack(d) => {
                 let mine: Vec<RecordId> = acked.iter().map(|(_, id)| *id).collect();
                 let present: Vec<RecordId> = mine
@@ -1053,9 +1070,10 @@ proptest! {
     fn a_hostile_relay_and_devices_gone_back_in_time_still_converge(
         seed in any::<u64>(),
         snapshot_every in prop_oneof![Just(2u64), Just(1_000)],
+        rollup_every in prop_oneof![Just(2usize), Just(32)],
         steps in prop::collection::vec(hostile(), 0..20),
     ) {
-        if let Err(e) = run_hostile(seed, snapshot_every, steps) {
+        if let Err(e) = run_hostile(seed, snapshot_every, rollup_every, steps) {
             prop_assert!(false, "{e:#}");
         }
     }
@@ -1069,6 +1087,7 @@ fn a_relay_restored_to_before_a_devices_acknowledged_pushes_gets_them_again() ->
     run_hostile(
         0,
         2,
+        32,
         vec![
             Hostile::Honest(Step::Sync(1)),
             Hostile::Backup,
@@ -1088,6 +1107,7 @@ fn a_late_answer_to_a_push_under_an_old_id_acknowledges_nothing() -> Result<()> 
     run_hostile(
         11839456374727582594,
         2,
+        32,
         vec![
             Hostile::Honest(Step::Sync(0)),
             Hostile::LieAboutHead,
@@ -1107,6 +1127,7 @@ fn a_relay_restored_during_the_first_exchange_still_converges() -> Result<()> {
     run_hostile(
         0,
         2,
+        32,
         vec![
             Hostile::Honest(Step::Sync(0)),
             Hostile::Honest(Step::Sync(1)),
@@ -1168,6 +1189,7 @@ fn a_relay_restored_during_one_devices_first_exchange_still_converges() -> Resul
     run_hostile(
         0,
         1_000,
+        32,
         vec![
             Hostile::Honest(Step::Sync(1)),
             Hostile::Backup,

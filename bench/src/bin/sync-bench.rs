@@ -6,7 +6,8 @@
 //! - `catchup [N]`: a device offline for N changes catches up: time, requests and bytes.
 //! - `catchup-compare [N…]`: the same for each N (100, 1000 and 10000 by default), on the live
 //!   path and through `sync_now`, beside the bytes Automerge's own sync protocol sends for the
-//!   same changes between two in-memory documents.
+//!   same changes between two in-memory documents. `--rollup-every K` sets when A seals its
+//!   chunks again as a rollup (default 32; `off` for none).
 //!
 //! Usage: `cargo run --release -p mend-bench --bin sync-bench -- latency 1000`
 
@@ -242,11 +243,19 @@ async fn catchup(n: usize) -> Result<()> {
     relay.stop().await
 }
 
-/// A couple where B is offline while A makes `n` changes, each pushed on its own. Returns the
-/// relay, both phones and B's couple document as it was before.
-async fn offline_for(dir: &std::path::Path, n: usize) -> Result<(Relay, Phone, Phone, Vec<u8>)> {
+/// A couple where B is offline while A makes `n` changes, each pushed on its own (A seals
+/// rollups every `rollups` chunks, if given). Returns the relay, both phones and B's couple
+/// document as it was before.
+async fn offline_for(
+    dir: &std::path::Path,
+    n: usize,
+    rollups: Option<usize>,
+) -> Result<(Relay, Phone, Phone, Vec<u8>)> {
     let relay = Relay::start(dir).await?;
     let (a, b) = mend_e2e::couple(dir, &relay).await?;
+    a.device
+        .client()
+        .set_rollup_every(rollups.unwrap_or(usize::MAX));
     let before = b.with(|j| j.save_space(Space::Couple))?;
     for i in 0..n {
         a.with(|j| {
@@ -295,29 +304,40 @@ fn automerge_sync(ahead: &[u8], behind: &[u8]) -> Result<(usize, usize, usize)> 
     Ok((down, up, messages))
 }
 
-async fn catchup_compare(sizes: &[usize]) -> Result<()> {
-    println!("catch-up after N missed changes (one edit per chunk), B's couple space");
+/// Chunks, rollup bytes and all payload bytes (chunks, rollups, snapshots) the relay has sent.
+fn received(relay: &Relay) -> (u64, u64) {
+    let (chunks, bytes) = relay.sent();
+    let (_, rollup_bytes) = relay.rollups();
+    (chunks, bytes + rollup_bytes)
+}
+
+async fn catchup_compare(sizes: &[usize], rollups: Option<usize>) -> Result<()> {
     println!(
-        "| N | path | time (ms) | relay requests | chunks received | bytes received | B per change |"
+        "catch-up after N missed changes (one edit per chunk), B's couple space, rollups every {}",
+        rollups.map_or("(none)".to_owned(), |k| format!("{k} chunks"))
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| N | path | time (ms) | relay requests | chunks received | rollups stored | bytes received | B per change |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
     for &n in sizes {
         // Through `sync_now`, as the background task and the CLI do.
         let dir = tempfile::tempdir()?;
-        let (relay, a, b, before) = offline_for(dir.path(), n).await?;
+        let (relay, a, b, before) = offline_for(dir.path(), n, rollups).await?;
         let have = b.read(|j| Ok(j.records()?.len()))?;
-        let (c0, b0) = relay.sent();
+        let (c0, b0) = received(&relay);
+        let (stored, _) = relay.rollups();
         let start = Instant::now();
         let report = b.device.sync_round(Duration::from_secs(120)).await?;
         let took = start.elapsed();
-        let (c1, b1) = relay.sent();
+        let (c1, b1) = received(&relay);
         anyhow::ensure!(report.finished, "sync_now did not finish");
         let got = b.read(|j| Ok(j.records()?.len()))?;
         anyhow::ensure!(got == have + n, "sync_now brought {got} of {}", have + n);
         println!(
-            "| {n} | sync_now | {:.1} | {} pulled | {} | {} | {:.0} |",
+            "| {n} | sync_now | {:.1} | {} | {} | {stored} | {} | {:.0} |",
             took.as_secs_f64() * 1e3,
-            report.pulled,
+            report.requests,
             c1 - c0,
             b1 - b0,
             (b1 - b0) as f64 / n as f64
@@ -325,16 +345,17 @@ async fn catchup_compare(sizes: &[usize]) -> Result<()> {
         let ahead = a.with(|j| j.save_space(Space::Couple))?;
         let (down, up, messages) = automerge_sync(&ahead, &before)?;
         println!(
-            "| {n} | Automerge sync (in memory) | — | {messages} messages | — | {down} (+{up} sent) | {:.0} |",
+            "| {n} | Automerge sync (in memory) | — | {messages} messages | — | — | {down} (+{up} sent) | {:.0} |",
             down as f64 / n as f64
         );
         relay.stop().await?;
 
         // Live: B's socket catches up from its cursor.
         let dir = tempfile::tempdir()?;
-        let (relay, _a, b, _) = offline_for(dir.path(), n).await?;
+        let (relay, _a, b, _) = offline_for(dir.path(), n, rollups).await?;
         let seen = b.recorder.changed.lock().map(|c| c.len()).unwrap_or(0);
-        let (c0, b0) = relay.sent();
+        let (c0, b0) = received(&relay);
+        let (stored, _) = relay.rollups();
         let start = Instant::now();
         b.device.start_live()?;
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -351,10 +372,10 @@ async fn catchup_compare(sizes: &[usize]) -> Result<()> {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let took = start.elapsed();
-        let (c1, b1) = relay.sent();
+        let (c1, b1) = received(&relay);
         b.device.stop_live().await;
         println!(
-            "| {n} | live | {:.1} | 1 socket | {} | {} | {:.0} |",
+            "| {n} | live | {:.1} | 1 socket | {} | {stored} | {} | {:.0} |",
             took.as_secs_f64() * 1e3,
             c1 - c0,
             b1 - b0,
@@ -369,7 +390,8 @@ async fn catchup_compare(sizes: &[usize]) -> Result<()> {
 async fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let what = args.next().unwrap_or_else(|| "all".into());
-    let n: Option<usize> = args.next().map(|a| a.parse()).transpose()?;
+    let rest: Vec<String> = args.collect();
+    let n: Option<usize> = rest.first().map(|a| a.parse()).transpose()?;
     match what.as_str() {
         "latency" => {
             latency(n.unwrap_or(1000), true).await?;
@@ -378,14 +400,23 @@ async fn main() -> Result<()> {
         "wire" => wire(),
         "catchup" => catchup(n.unwrap_or(1000)).await,
         "catchup-compare" => {
-            let mut sizes: Vec<usize> = n.into_iter().collect();
-            for a in args {
-                sizes.push(a.parse()?);
+            let mut sizes: Vec<usize> = Vec::new();
+            let mut rollups = Some(mend_core::sync::ROLLUP_EVERY);
+            let mut rest = rest.into_iter();
+            while let Some(a) = rest.next() {
+                if a == "--rollup-every" {
+                    let k = rest
+                        .next()
+                        .context("--rollup-every takes a number or off")?;
+                    rollups = if k == "off" { None } else { Some(k.parse()?) };
+                } else {
+                    sizes.push(a.parse()?);
+                }
             }
             if sizes.is_empty() {
                 sizes = vec![100, 1000, 10000];
             }
-            catchup_compare(&sizes).await
+            catchup_compare(&sizes, rollups).await
         }
         "all" => {
             wire()?;

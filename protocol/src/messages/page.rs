@@ -167,7 +167,7 @@ impl Page {
                     });
                 }
                 total_bytes += rollup.payload.len();
-                if chunks.len() + rollups.len() > limits.max_page_chunks {
+                if chunks.len() + rollups.len() >= limits.max_page_chunks {
                     return Err(DecodeError::TooLarge {
                         field: "page entries",
                         len: (chunks.len() + rollups.len()) as u64,
