@@ -143,10 +143,46 @@ impl PartnerId {
     }
 }
 
+/// Labels the hash that binds a device id to the key of the device it names.
+const KEY_BOUND: &[u8] = b"mend/v1/relay-device\0";
+/// Bytes of a device id that are that hash.
+const KEY_TAIL: usize = 8;
+
+fn key_tag(key: &[u8; 16], head: &[u8]) -> [u8; KEY_TAIL] {
+    use sha2::Digest;
+    let digest = sha2::Sha256::new()
+        .chain_update(KEY_BOUND)
+        .chain_update(key)
+        .chain_update(head)
+        .finalize();
+    let mut tag = [0u8; KEY_TAIL];
+    tag.copy_from_slice(&digest[..KEY_TAIL]);
+    tag
+}
+
 impl DeviceId {
     /// A new random device id.
     pub fn generate() -> Self {
         Self(Uuid::new_v4())
+    }
+
+    /// A new device id bound to the device key with id `key`: its last 8 bytes are a hash of
+    /// the key and the rest, so what a device seals under its id (a rollup standing for its
+    /// chunks) can be checked against the key that signs it, and another partner's key cannot
+    /// claim it (finding another key for an existing id takes 2^64 tries).
+    pub fn generate_for_key(key: &[u8; 16]) -> Self {
+        let mut bytes = *Uuid::new_v4().as_bytes();
+        let split = 16 - KEY_TAIL;
+        let tag = key_tag(key, &bytes[..split]);
+        bytes[split..].copy_from_slice(&tag);
+        Self(Uuid::from_bytes(bytes))
+    }
+
+    /// Whether this id was made for the key with id `key` ([`DeviceId::generate_for_key`]).
+    pub fn is_bound_to(&self, key: &[u8; 16]) -> bool {
+        let bytes = self.0.as_bytes();
+        let split = 16 - KEY_TAIL;
+        key_tag(key, &bytes[..split])[..] == bytes[split..]
     }
 }
 
@@ -158,6 +194,16 @@ pub fn truncate(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_device_id_made_for_a_key_is_bound_to_it_alone() {
+        let (mine, theirs) = ([1u8; 16], [2u8; 16]);
+        let id = DeviceId::generate_for_key(&mine);
+        assert!(id.is_bound_to(&mine));
+        assert!(!id.is_bound_to(&theirs));
+        assert!(!DeviceId::generate().is_bound_to(&mine));
+        assert_ne!(DeviceId::generate_for_key(&mine), id);
+    }
 
     #[test]
     fn ids_made_for_an_author_are_theirs_alone_and_never_repeat() {

@@ -7,7 +7,7 @@ mod sim;
 use anyhow::{Context, Result, ensure};
 use mend_core::{
     Body, Space,
-    crypto::{RollupAad, open_rollup, seal_rollup, sign_group},
+    crypto::{GroupScope, RollupAad, open_rollup, seal_rollup, sign_group},
     model::Share,
     sync::{Event, ProblemKind, Request, SyncStore},
 };
@@ -173,7 +173,10 @@ fn parts(plain: &[u8]) -> Result<(usize, &[u8])> {
 
 /// A's second rollup, re-sealed by B (who holds the couple's key) after `bend` changed its
 /// plaintext, is read by B: refused, and A's chunks read instead.
-fn forged_rollup(seed: u64, bend: impl Fn(&Sim, &mut Vec<u8>) -> Result<()>) -> Result<()> {
+fn forged_rollup(
+    seed: u64,
+    bend: impl Fn(&Sim, GroupScope, &mut Vec<u8>) -> Result<()>,
+) -> Result<()> {
     let mut sim = Sim::new(seed, 1, 1, 1_000)?;
     sim.set_rollup_every(4);
     sim.settle()?;
@@ -191,7 +194,12 @@ fn forged_rollup(seed: u64, bend: impl Fn(&Sim, &mut Vec<u8>) -> Result<()>) -> 
         last_seq: r.last_seq,
     };
     let mut plain = open_rollup(&content, &aad, &r.payload)?;
-    bend(&sim, &mut plain)?;
+    let scope = GroupScope {
+        device: r.device_id.0,
+        first_seq: r.first_seq,
+        last_seq: r.last_seq,
+    };
+    bend(&sim, scope, &mut plain)?;
     sim.relay.space_mut(space).rollups[1].payload = seal_rollup(&content, &aad, &plain)?;
     sim.devices[1].offline = false;
     round_of(&mut sim, 1)?;
@@ -220,7 +228,7 @@ fn forged_rollup(seed: u64, bend: impl Fn(&Sim, &mut Vec<u8>) -> Result<()>) -> 
 
 #[test]
 fn a_rollup_signed_by_a_device_that_did_not_make_its_changes_is_refused() -> Result<()> {
-    forged_rollup(13, |sim, plain| {
+    forged_rollup(13, |sim, scope, plain| {
         // B signs A's changes as its own.
         let b_key = sim.devices[1].key.clone();
         let space = sim.couple_keys.space_id;
@@ -231,7 +239,7 @@ fn a_rollup_signed_by_a_device_that_did_not_make_its_changes_is_refused() -> Res
             .to_changes()?;
         let mut hashes: Vec<[u8; 32]> = changes.iter().map(|c| c.hash().0).collect();
         hashes.sort();
-        let sig = sign_group(&b_key, &space, &hashes);
+        let sig = sign_group(&b_key, &space, &scope, &hashes);
         plain[signer_at..signer_at + 16].copy_from_slice(&b_key.public().key_id().0);
         plain[signer_at + 16..signer_at + 80].copy_from_slice(&sig.0);
         Ok(())
@@ -240,7 +248,7 @@ fn a_rollup_signed_by_a_device_that_did_not_make_its_changes_is_refused() -> Res
 
 #[test]
 fn a_rollup_whose_signature_was_bent_is_refused() -> Result<()> {
-    forged_rollup(16, |_, plain| {
+    forged_rollup(16, |_, _, plain| {
         let (signer_at, _) = parts(plain)?;
         plain[signer_at + 20] ^= 1;
         Ok(())
@@ -249,7 +257,7 @@ fn a_rollup_whose_signature_was_bent_is_refused() -> Result<()> {
 
 #[test]
 fn a_rollup_with_a_change_taken_out_is_refused() -> Result<()> {
-    forged_rollup(17, |sim, plain| {
+    forged_rollup(17, |sim, _, plain| {
         // The bundle of all but the last change, under A's real signature over all of them.
         let (signer_at, bundle) = parts(plain)?;
         let changes = automerge::Bundle::try_from(bundle)
@@ -394,6 +402,137 @@ fn a_device_far_behind_reads_the_smaller_of_the_tail_and_the_snapshot() -> Resul
         sim.devices.iter().all(|d| d.problems.is_empty()),
         "problems: {:?}",
         sim.devices.iter().map(|d| &d.problems).collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+/// A rollup plaintext as a device of the couple makes one: no introductions, the signer, its
+/// group signature, the Automerge bundle.
+fn rollup_plain(signer: [u8; 16], sig: [u8; 64], bundle: &[u8]) -> Vec<u8> {
+    let mut plain = vec![3, 0, 0];
+    plain.extend_from_slice(&signer);
+    plain.extend_from_slice(&sig);
+    plain.extend_from_slice(bundle);
+    plain
+}
+
+#[test]
+fn a_partners_rollup_under_the_other_partners_device_id_hides_nothing() -> Result<()> {
+    let mut sim = Sim::new(19, 2, 1, 1_000)?;
+    sim.set_rollup_every(1_000);
+    sim.settle()?;
+    let space = sim.couple_keys.space_id;
+    let content = sim.couple_keys.content.clone();
+    // A's tablet is away while A's phone writes; then B writes too.
+    sim.devices[1].offline = true;
+    edits(&mut sim, 0, 3, "A's words")?;
+    edits(&mut sim, 2, 1, "B's words")?;
+    // B (holding the couple's key) files a rollup of its own change under A's phone's id,
+    // for the number of A's last chunk, signed by B's own device for that very range.
+    let a_chunk = sim
+        .relay
+        .space_mut(space)
+        .log
+        .iter()
+        .rev()
+        .find(|c| c.device_id.0 == *sim.devices[0].journal().device().as_bytes())
+        .cloned()
+        .context("A's chunk")?;
+    let doc = automerge::Automerge::load(&sim.devices[2].journal().save_space(Space::Couple)?)?;
+    let b_key = sim.devices[2].key.clone();
+    let b_id = b_key.public().key_id().0;
+    let b_change = doc
+        .get_changes(&[])
+        .into_iter()
+        .rfind(|c| c.actor_id().to_bytes().starts_with(&b_id))
+        .context("B's change")?;
+    let bundle = doc.bundle([b_change.hash()])?;
+    let scope = GroupScope {
+        device: a_chunk.device_id.0,
+        first_seq: a_chunk.device_seq,
+        last_seq: a_chunk.device_seq,
+    };
+    let sig = sign_group(&b_key, &space, &scope, &[b_change.hash().0]);
+    let plain = rollup_plain(b_key.public().key_id().0, sig.0, bundle.bytes());
+    let aad = RollupAad {
+        space_id: space,
+        device: scope.device,
+        first_seq: scope.first_seq,
+        last_seq: scope.last_seq,
+    };
+    let payload = seal_rollup(&content, &aad, &plain)?;
+    let stored = sim.relay.push_rollup_from(
+        space,
+        mend_protocol::RollupPush {
+            device_id: a_chunk.device_id,
+            first_seq: scope.first_seq,
+            last_seq: scope.last_seq,
+            payload,
+        },
+    );
+    ensure!(
+        matches!(stored, mend_core::sync::Response::RollupStored { .. }),
+        "the relay did not store it: {stored:?}"
+    );
+    // A's tablet reads: B's rollup is refused, A's chunk is read in its place.
+    sim.devices[1].offline = false;
+    round_of(&mut sim, 1)?;
+    ensure!(
+        same_couple_doc(&sim, 2, 1)?,
+        "A's tablet lacks A's own words"
+    );
+    ensure!(
+        tampered(&sim, 1) == 1,
+        "problems: {:?}",
+        sim.devices[1].problems
+    );
+    Ok(())
+}
+
+#[test]
+fn a_genuine_rollup_moved_to_another_range_is_refused() -> Result<()> {
+    let mut sim = Sim::new(20, 1, 1, 1_000)?;
+    sim.set_rollup_every(4);
+    sim.settle()?;
+    let space = sim.couple_keys.space_id;
+    let content = sim.couple_keys.content.clone();
+    sim.devices[1].offline = true;
+    edits(&mut sim, 0, 12, "mine")?;
+    ensure!(
+        sim.relay.rollup_count(&space) == 3,
+        "three rollups expected"
+    );
+    // The relay (or B) serves A's second rollup, whole and genuine, in place of A's third.
+    let rollups = sim.relay.space_mut(space).rollups.clone();
+    let (second, third) = (&rollups[1], &rollups[2]);
+    let plain = open_rollup(
+        &content,
+        &RollupAad {
+            space_id: space,
+            device: second.device_id.0,
+            first_seq: second.first_seq,
+            last_seq: second.last_seq,
+        },
+        &second.payload,
+    )?;
+    let moved = seal_rollup(
+        &content,
+        &RollupAad {
+            space_id: space,
+            device: third.device_id.0,
+            first_seq: third.first_seq,
+            last_seq: third.last_seq,
+        },
+        &plain,
+    )?;
+    sim.relay.space_mut(space).rollups[2].payload = moved;
+    sim.devices[1].offline = false;
+    round_of(&mut sim, 1)?;
+    ensure!(same_couple_doc(&sim, 0, 1)?, "B lacks A's edits");
+    ensure!(
+        tampered(&sim, 1) == 1,
+        "problems: {:?}",
+        sim.devices[1].problems
     );
     Ok(())
 }

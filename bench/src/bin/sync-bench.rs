@@ -326,7 +326,7 @@ async fn catchup_compare(sizes: &[usize], rollups: Option<usize>) -> Result<()> 
         let (relay, a, b, before) = offline_for(dir.path(), n, rollups).await?;
         let have = b.read(|j| Ok(j.records()?.len()))?;
         let (c0, b0) = received(&relay);
-        let (stored, _) = relay.rollups();
+        let (stored, r0) = relay.rollups();
         let start = Instant::now();
         let report = b.device.sync_round(Duration::from_secs(120)).await?;
         let took = start.elapsed();
@@ -334,6 +334,12 @@ async fn catchup_compare(sizes: &[usize], rollups: Option<usize>) -> Result<()> 
         anyhow::ensure!(report.finished, "sync_now did not finish");
         let got = b.read(|j| Ok(j.records()?.len()))?;
         anyhow::ensure!(got == have + n, "sync_now brought {got} of {}", have + n);
+        let (_, r1) = relay.rollups();
+        eprintln!(
+            "  (rollup bytes {}; chunk and snapshot bytes {})",
+            r1 - r0,
+            (b1 - b0) - (r1 - r0)
+        );
         println!(
             "| {n} | sync_now | {:.1} | {} | {} | {stored} | {} | {:.0} |",
             took.as_secs_f64() * 1e3,

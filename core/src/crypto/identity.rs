@@ -515,11 +515,26 @@ pub fn verify_change(
         .map_err(|_| Error::Tampered)
 }
 
-/// `label | space id (32) | count (u32) | hashes (32 each, in increasing order)`.
-fn group_message(space_id: &[u8; 32], sorted_hashes: &[[u8; 32]]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(LABEL_GROUP.len() + 36 + sorted_hashes.len() * 32);
+/// What a group proof is for: the relay device id whose chunks it stands for and their numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupScope {
+    /// The relay device id the chunks were pushed under.
+    pub device: [u8; 16],
+    /// The first of their numbers.
+    pub first_seq: u64,
+    /// The last of their numbers.
+    pub last_seq: u64,
+}
+
+/// `label | space id (32) | device (16) | first (u64) | last (u64) | count (u32) | hashes (32
+/// each, in increasing order)`, big-endian.
+fn group_message(space_id: &[u8; 32], scope: &GroupScope, sorted_hashes: &[[u8; 32]]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(LABEL_GROUP.len() + 68 + sorted_hashes.len() * 32);
     m.extend_from_slice(LABEL_GROUP);
     m.extend_from_slice(space_id);
+    m.extend_from_slice(&scope.device);
+    m.extend_from_slice(&scope.first_seq.to_be_bytes());
+    m.extend_from_slice(&scope.last_seq.to_be_bytes());
     m.extend_from_slice(
         &u32::try_from(sorted_hashes.len())
             .unwrap_or(u32::MAX)
@@ -532,16 +547,17 @@ fn group_message(space_id: &[u8; 32], sorted_hashes: &[[u8; 32]]) -> Vec<u8> {
 }
 
 /// The device's proof that it made every change of a group at once (a rollup of its own
-/// chunks): one signature over their hashes, which must be in increasing order.
+/// chunks `scope`): one signature over their hashes, which must be in increasing order.
 pub fn sign_group(
     device_key: &DeviceKey,
     space_id: &[u8; 32],
+    scope: &GroupScope,
     sorted_hashes: &[[u8; 32]],
 ) -> ChangeProof {
     ChangeProof(
         device_key
             .0
-            .sign(&group_message(space_id, sorted_hashes))
+            .sign(&group_message(space_id, scope, sorted_hashes))
             .to_bytes(),
     )
 }
@@ -550,13 +566,14 @@ pub fn sign_group(
 pub fn verify_group(
     device_key: &DevicePublicKey,
     space_id: &[u8; 32],
+    scope: &GroupScope,
     sorted_hashes: &[[u8; 32]],
     proof: &ChangeProof,
 ) -> Result<()> {
     device_key
         .0
         .verify_strict(
-            &group_message(space_id, sorted_hashes),
+            &group_message(space_id, scope, sorted_hashes),
             &Signature::from_bytes(&proof.0),
         )
         .map_err(|_| Error::Tampered)
@@ -676,20 +693,42 @@ mod tests {
     fn a_group_proof_binds_every_hash_and_no_single_change() -> Result<()> {
         let (_, device, space, _) = fixture()?;
         let hashes = [[1u8; 32], [2u8; 32], [3u8; 32]];
-        let proof = sign_group(&device, &space, &hashes);
-        verify_group(&device.public(), &space, &hashes, &proof)?;
-        // One fewer, one more, one other, another space: refused.
-        assert!(verify_group(&device.public(), &space, &hashes[..2], &proof).is_err());
-        assert!(verify_group(&device.public(), &space, &[[0; 32], [1; 32]], &proof).is_err());
+        let scope = GroupScope {
+            device: [4; 16],
+            first_seq: 5,
+            last_seq: 9,
+        };
+        let key = device.public();
+        let proof = sign_group(&device, &space, &scope, &hashes);
+        verify_group(&key, &space, &scope, &hashes, &proof)?;
+        // One fewer, one more, one other, another space, device or range: refused.
+        assert!(verify_group(&key, &space, &scope, &hashes[..2], &proof).is_err());
+        assert!(verify_group(&key, &space, &scope, &[[0; 32], [1; 32]], &proof).is_err());
         let mut other = hashes;
         other[1][0] ^= 1;
-        assert!(verify_group(&device.public(), &space, &other, &proof).is_err());
-        assert!(verify_group(&device.public(), &[7u8; 32], &hashes, &proof).is_err());
+        assert!(verify_group(&key, &space, &scope, &other, &proof).is_err());
+        assert!(verify_group(&key, &[7u8; 32], &scope, &hashes, &proof).is_err());
+        for bent in [
+            GroupScope {
+                device: [5; 16],
+                ..scope
+            },
+            GroupScope {
+                first_seq: 6,
+                ..scope
+            },
+            GroupScope {
+                last_seq: 10,
+                ..scope
+            },
+        ] {
+            assert!(verify_group(&key, &space, &bent, &hashes, &proof).is_err());
+        }
         // A group of one is not a proof of that change, nor the other way round.
-        let single = sign_group(&device, &space, &hashes[..1]);
-        assert!(verify_change(&device.public(), &space, &hashes[0], &single).is_err());
+        let single = sign_group(&device, &space, &scope, &hashes[..1]);
+        assert!(verify_change(&key, &space, &hashes[0], &single).is_err());
         let change = sign_change(&device, &space, &hashes[0]);
-        assert!(verify_group(&device.public(), &space, &hashes[..1], &change).is_err());
+        assert!(verify_group(&key, &space, &scope, &hashes[..1], &change).is_err());
         Ok(())
     }
 

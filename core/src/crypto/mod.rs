@@ -15,9 +15,9 @@ mod pin;
 mod seal;
 
 pub use identity::{
-    CERTIFICATE_LEN, ChangeProof, DeviceCertificate, DeviceKey, DevicePublicKey, INTRO_LEN,
-    IdentityKey, Intro, KeyId, PartnerIdentity, Signer, sign_change, sign_group, verify_change,
-    verify_group,
+    CERTIFICATE_LEN, ChangeProof, DeviceCertificate, DeviceKey, DevicePublicKey, GroupScope,
+    INTRO_LEN, IdentityKey, Intro, KeyId, PartnerIdentity, Signer, sign_change, sign_group,
+    verify_change, verify_group,
 };
 pub use invite::{Invite, InviteKind};
 pub use keys::{ContentKey, RelayToken, SpaceKeys, SpaceSecret};

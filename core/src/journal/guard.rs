@@ -14,10 +14,7 @@
 //! author and kind) and the document as the change's own dependencies left it, never what else
 //! this replica happens to hold, so every honest replica refuses the same changes.
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-};
+use std::collections::{HashMap, HashSet};
 
 use automerge::{
     Change, ChangeHash, ObjId, Prop, ReadDoc, ScalarValue, Value,
@@ -39,19 +36,11 @@ use crate::{
     },
 };
 
-use super::{
-    proof::{Group, Proof},
-    registry::MAX_DEVICES,
-};
+use super::{proof::Proof, registry::MAX_DEVICES};
 
 /// The first byte of a signed bundle. (Automerge's own chunks begin with 0x85, so a chunk from
 /// before bundles is told apart.)
 const BUNDLE_VERSION: u8 = 1;
-/// A bundle that also carries group proofs (a change pushed again whose proof came in a
-/// rollup).
-const BUNDLE_WITH_GROUPS: u8 = 2;
-/// Groups one bundle may carry.
-const MAX_GROUPS: usize = 64;
 /// Introductions one bundle may carry.
 const MAX_INTROS: usize = 64;
 /// Bytes of an actor made by a device that signs: its key id, then 8 random bytes.
@@ -90,50 +79,27 @@ pub(crate) struct Bundle {
 impl Bundle {
     /// Whether `plain` is a bundle (as against a chunk from before signing).
     pub(crate) fn is_bundle(plain: &[u8]) -> bool {
-        matches!(plain.first(), Some(&BUNDLE_VERSION | &BUNDLE_WITH_GROUPS))
+        plain.first() == Some(&BUNDLE_VERSION)
     }
 
     /// `version | intros (u16) | intro… | changes (u32) | (signer 16 | signature 64 | length
-    /// u32 | change)…`, big-endian. A change whose proof is a group's makes it version 2:
-    /// `version | intros | groups (u16) | group… | changes (u32) | (signer 16 | tag u8 |
-    /// signature 64 (tag 0) or group index u16 (tag 1) | length u32 | change)…`.
+    /// u32 | change)…`, big-endian. Every change's proof is its own signature: a group proof
+    /// never travels in a chunk (what makes a batch signs its own changes again, and leaves
+    /// out the other partner's that only a group proves).
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut groups: Vec<&Arc<Group>> = Vec::new();
-        for c in &self.changes {
-            if let Some(g) = c.proof.group()
-                && !groups.iter().any(|known| Arc::ptr_eq(known, g))
-            {
-                groups.push(g);
-            }
-        }
-        let with_groups = !groups.is_empty() && groups.len() <= MAX_GROUPS;
         let size = self
             .changes
             .iter()
-            .map(|c| 85 + c.bytes.len())
+            .map(|c| 84 + c.bytes.len())
             .sum::<usize>()
-            + 9
-            + self.intros.len() * INTRO_LEN
-            + groups
-                .iter()
-                .map(|g| 84 + g.hashes.len() * 32)
-                .sum::<usize>();
+            + 7
+            + self.intros.len() * INTRO_LEN;
         let mut out = Vec::with_capacity(size);
-        out.push(if with_groups {
-            BUNDLE_WITH_GROUPS
-        } else {
-            BUNDLE_VERSION
-        });
+        out.push(BUNDLE_VERSION);
         let intros = self.intros.len().min(MAX_INTROS);
         out.extend_from_slice(&u16::try_from(intros).unwrap_or(0).to_be_bytes());
         for intro in self.intros.iter().take(intros) {
             out.extend_from_slice(&intro.to_bytes());
-        }
-        if with_groups {
-            out.extend_from_slice(&u16::try_from(groups.len()).unwrap_or(0).to_be_bytes());
-            for g in &groups {
-                g.encode(&mut out);
-            }
         }
         out.extend_from_slice(
             &u32::try_from(self.changes.len())
@@ -142,23 +108,7 @@ impl Bundle {
         );
         for c in &self.changes {
             out.extend_from_slice(&c.signer.0);
-            let group = c
-                .proof
-                .group()
-                .and_then(|g| groups.iter().position(|known| Arc::ptr_eq(known, g)));
-            match (with_groups, group) {
-                (true, Some(index)) => {
-                    out.push(1);
-                    out.extend_from_slice(&u16::try_from(index).unwrap_or(0).to_be_bytes());
-                }
-                (true, None) => {
-                    out.push(0);
-                    out.extend_from_slice(&c.proof.signature());
-                }
-                // Too many groups for one bundle (never made by this code): the signature
-                // alone, which receivers refuse as a bad one.
-                (false, _) => out.extend_from_slice(&c.proof.signature()),
-            }
+            out.extend_from_slice(&c.proof.signature());
             out.extend_from_slice(
                 &u32::try_from(c.bytes.len())
                     .unwrap_or(u32::MAX)
@@ -173,12 +123,9 @@ impl Bundle {
     pub(crate) fn decode(plain: &[u8]) -> Result<Self> {
         let bad = || Error::Invalid("a signed chunk is malformed".into());
         let mut r = Reader(plain);
-        let version = r.take(1).ok_or_else(bad)?;
-        let with_groups = match version {
-            [BUNDLE_VERSION] => false,
-            [BUNDLE_WITH_GROUPS] => true,
-            _ => return Err(bad()),
-        };
+        if r.take(1).ok_or_else(bad)? != [BUNDLE_VERSION] {
+            return Err(bad());
+        }
         let intros = usize::from(r.u16().ok_or_else(bad)?);
         if intros > MAX_INTROS {
             return Err(bad());
@@ -189,43 +136,16 @@ impl Bundle {
                 .intros
                 .push(Intro::from_bytes(r.take(INTRO_LEN).ok_or_else(bad)?)?);
         }
-        let mut groups: Vec<Arc<Group>> = Vec::new();
-        if with_groups {
-            let count = usize::from(r.u16().ok_or_else(bad)?);
-            if count == 0 || count > MAX_GROUPS {
-                return Err(bad());
-            }
-            for _ in 0..count {
-                groups.push(Arc::new(Group::decode(&mut r).ok_or_else(bad)?));
-            }
-        }
         let count = r.u32().ok_or_else(bad)?;
         for _ in 0..count {
             let signer: [u8; 16] = r.array().ok_or_else(bad)?;
-            let tag = if with_groups {
-                r.take(1).ok_or_else(bad)?[0]
-            } else {
-                0
-            };
-            let proof = match tag {
-                0 => Proof::One(ChangeProof(r.array().ok_or_else(bad)?)),
-                1 => {
-                    let index = usize::from(r.u16().ok_or_else(bad)?);
-                    let group = groups.get(index).ok_or_else(bad)?;
-                    // A group proves its own signer's changes only.
-                    if group.signer.0 != signer {
-                        return Err(bad());
-                    }
-                    Proof::Group(Arc::clone(group))
-                }
-                _ => return Err(bad()),
-            };
+            let proof: [u8; 64] = r.array().ok_or_else(bad)?;
             let len = usize::try_from(r.u32().ok_or_else(bad)?).map_err(|_| bad())?;
             let bytes = r.take(len).ok_or_else(bad)?.to_vec();
             bundle.changes.push(Signed {
                 bytes,
                 signer: KeyId(signer),
-                proof,
+                proof: Proof::One(ChangeProof(proof)),
             });
         }
         if !r.0.is_empty() {

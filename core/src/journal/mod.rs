@@ -231,8 +231,8 @@ impl Journal {
             )));
         }
         let mut store = Store::open(path, true, options.durability, options.lock)?;
-        let device = DeviceId::generate();
         let key_id = options.device_key.map(|k| k.key_id());
+        let device = new_device_id(key_id);
         let actor_bytes = new_actor(key_id);
         let actor = ActorId::from(actor_bytes.as_slice());
         let couple_doc = match couple {
@@ -787,6 +787,14 @@ impl Journal {
 
 /// A new actor: this device's key id and 8 random bytes, or 16 random bytes for a journal
 /// that does not sign.
+/// A new device id: bound to the device's key when it has one.
+pub(crate) fn new_device_id(key_id: Option<KeyId>) -> DeviceId {
+    match key_id {
+        Some(key) => DeviceId::generate_for_key(&key.0),
+        None => DeviceId::generate(),
+    }
+}
+
 pub(crate) fn new_actor(key_id: Option<KeyId>) -> Vec<u8> {
     let fresh = *DeviceId::generate().as_bytes();
     match key_id {

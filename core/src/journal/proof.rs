@@ -11,7 +11,10 @@ use automerge::Change;
 
 use super::guard::Reader;
 use crate::{
-    crypto::{ChangeProof, DevicePublicKey, INTRO_LEN, Intro, KeyId, verify_change, verify_group},
+    crypto::{
+        ChangeProof, DevicePublicKey, GroupScope, INTRO_LEN, Intro, KeyId, verify_change,
+        verify_group,
+    },
     error::{Error, Result},
 };
 
@@ -73,10 +76,12 @@ impl Proof {
     }
 }
 
-/// One signature over many changes' hashes.
+/// One signature over many changes' hashes (and the chunks they came in).
 pub(crate) struct Group {
     /// The signing device.
     pub(crate) signer: KeyId,
+    /// The device id and numbers of the chunks the rollup stood for.
+    pub(crate) scope: GroupScope,
     /// Its signature.
     pub(crate) signature: ChangeProof,
     /// The hashes it covers, increasing and without repeats (what was signed).
@@ -97,11 +102,17 @@ impl std::fmt::Debug for Group {
 
 impl Group {
     /// A group over `hashes` (sorted and deduplicated here, as they were signed).
-    pub(crate) fn new(signer: KeyId, signature: ChangeProof, mut hashes: Vec<[u8; 32]>) -> Self {
+    pub(crate) fn new(
+        signer: KeyId,
+        scope: GroupScope,
+        signature: ChangeProof,
+        mut hashes: Vec<[u8; 32]>,
+    ) -> Self {
         hashes.sort_unstable();
         hashes.dedup();
         Self {
             signer,
+            scope,
             signature,
             hashes,
             verdict: OnceLock::new(),
@@ -116,7 +127,8 @@ impl Group {
     /// Whether `key` signed the group.
     fn verify(&self, key: &DevicePublicKey, space_id: &[u8; 32]) -> bool {
         let key_bytes = key.to_bytes();
-        let check = || verify_group(key, space_id, &self.hashes, &self.signature).is_ok();
+        let check =
+            || verify_group(key, space_id, &self.scope, &self.hashes, &self.signature).is_ok();
         let (checked_under, ok) = *self.verdict.get_or_init(|| (key_bytes, check()));
         if checked_under == key_bytes {
             ok
@@ -125,9 +137,13 @@ impl Group {
         }
     }
 
-    /// `signer (16) | signature (64) | count (u32) | hashes (32 each)`.
+    /// `signer (16) | device (16) | first (u64) | last (u64) | signature (64) | count (u32) |
+    /// hashes (32 each)`, big-endian.
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.signer.0);
+        out.extend_from_slice(&self.scope.device);
+        out.extend_from_slice(&self.scope.first_seq.to_be_bytes());
+        out.extend_from_slice(&self.scope.last_seq.to_be_bytes());
         out.extend_from_slice(&self.signature.0);
         out.extend_from_slice(
             &u32::try_from(self.hashes.len())
@@ -143,6 +159,11 @@ impl Group {
     /// canonical).
     pub(crate) fn decode(r: &mut Reader<'_>) -> Option<Self> {
         let signer: [u8; 16] = r.array()?;
+        let scope = GroupScope {
+            device: r.array()?,
+            first_seq: u64::from_be_bytes(r.array()?),
+            last_seq: u64::from_be_bytes(r.array()?),
+        };
         let signature: [u8; 64] = r.array()?;
         let count = usize::try_from(r.u32()?).ok()?;
         if count == 0 || count > MAX_GROUP || count.checked_mul(32)? > r.0.len() {
@@ -158,6 +179,7 @@ impl Group {
         }
         Some(Self {
             signer: KeyId(signer),
+            scope,
             signature: ChangeProof(signature),
             hashes,
             verdict: OnceLock::new(),
@@ -207,8 +229,9 @@ pub(crate) fn is_rollup(plain: &[u8]) -> bool {
     plain.first() == Some(&ROLLUP_VERSION)
 }
 
-/// Reads [`encode_rollup`]: the group's hashes are those of the changes the bundle holds.
-pub(crate) fn decode_rollup(plain: &[u8]) -> Result<Rollup> {
+/// Reads [`encode_rollup`] of a rollup served for `scope`: the group's hashes are those of the
+/// changes the bundle holds, and its signature must cover `scope`.
+pub(crate) fn decode_rollup(plain: &[u8], scope: GroupScope) -> Result<Rollup> {
     let bad = || Error::Invalid("a rollup is malformed".into());
     let mut r = Reader(plain);
     if r.take(1).ok_or_else(bad)? != [ROLLUP_VERSION] {
@@ -231,7 +254,12 @@ pub(crate) fn decode_rollup(plain: &[u8]) -> Result<Rollup> {
     let hashes = changes.iter().map(|c| c.hash().0).collect();
     Ok(Rollup {
         intros,
-        group: Arc::new(Group::new(KeyId(signer), ChangeProof(signature), hashes)),
+        group: Arc::new(Group::new(
+            KeyId(signer),
+            scope,
+            ChangeProof(signature),
+            hashes,
+        )),
         changes,
     })
 }

@@ -11,7 +11,7 @@ use super::{
     proof::{self, Group, Proof},
 };
 use crate::{
-    crypto::{ChangeProof, KeyId, sign_group},
+    crypto::{GroupScope, KeyId, sign_group},
     error::Result,
     store::{ProofRow, Space, split_hashes},
 };
@@ -40,14 +40,25 @@ impl Journal {
         // Runs of exactly `min_chunks` from the oldest: a rollup tried again after a lost
         // answer stands for the same chunks, so the relay takes it as the same one.
         let min_chunks = min_chunks.clamp(1, MAX_ROLLUP_CHUNKS);
+        let signs = self.checks(space);
+        let mine = self.key_id;
+        // Receivers take a couple's rollup only from the key its device id is bound to.
+        if signs && !mine.is_some_and(|k| self.device.is_bound_to(&k.0)) {
+            return Ok(None);
+        }
         let run = self.store.own_chunk_run(space, min_chunks)?;
         if run.len() < min_chunks {
+            if self.store.own_chunks_waiting(space)? > u64::try_from(run.len()).unwrap_or(0)
+                && let Some((last, ..)) = run.last()
+            {
+                // A hole (a chunk that cannot be rolled up) ends this run short for good: its
+                // chunks stay chunks, and runs start after the hole.
+                self.store.forget_own_chunks(space, *last)?;
+            }
             return Ok(None);
         }
         // Only this device's own changes: a chunk pushed again after a rewind may carry the
         // other partner's, whose proofs this device cannot make. The run stops before one.
-        let signs = self.checks(space);
-        let mine = self.key_id;
         let mut take = 0;
         let mut hashes: Vec<ChangeHash> = Vec::new();
         {
@@ -83,6 +94,10 @@ impl Journal {
             return Ok(None);
         }
         if take < min_chunks {
+            // Chunks before one that cannot be rolled up: they stay chunks.
+            if let Some((last, ..)) = run.get(take.saturating_sub(1)).filter(|_| take > 0) {
+                self.store.forget_own_chunks(space, *last)?;
+            }
             return Ok(None);
         }
         let mut run = &run[..take];
@@ -110,9 +125,16 @@ impl Journal {
         let covered: Vec<[u8; 32]> = hashes[..count].iter().map(|h| h.0).collect();
         let plain = match (signs, self.signer.clone()) {
             (true, Some(signer)) => {
-                let group = Group::new(signer.key_id(), ChangeProof([0; 64]), covered);
-                let signature = sign_group(&signer.key, &signer.space_id, &group.hashes);
-                let group = Arc::new(Group::new(signer.key_id(), signature, group.hashes.clone()));
+                let scope = GroupScope {
+                    device: *self.device.as_bytes(),
+                    first_seq: first,
+                    last_seq: last,
+                };
+                let mut sorted = covered;
+                sorted.sort_unstable();
+                sorted.dedup();
+                let signature = sign_group(&signer.key, &signer.space_id, &scope, &sorted);
+                let group = Arc::new(Group::new(signer.key_id(), scope, signature, sorted));
                 // A receiver that never saw this device needs its introduction before the
                 // first change of an opening, as with a chunk.
                 let doc = self.doc(space)?;
@@ -163,7 +185,12 @@ impl Journal {
                 .iter()
                 .map(|h| (*h, group.signer.0, group.signature.0, true))
                 .collect();
-            let groups = [(group.signer.0, group.signature.0, group.hashes.clone())];
+            let groups = [(
+                group.signer.0,
+                group.scope,
+                group.signature.0,
+                group.hashes.clone(),
+            )];
             self.store.keep_proofs(space, &rows, &groups)?;
         }
         Ok(())
@@ -174,10 +201,16 @@ impl Journal {
     /// signature of that device (introduced here or in the rollup) over exactly their hashes;
     /// elsewhere, a bundle that parses. A rollup that fails is not merged, and the chunks it
     /// stands for are read instead.
-    pub(super) fn rollup_holds(&self, space: Space, plain: &[u8], earlier: &[&[u8]]) -> bool {
+    pub(super) fn rollup_holds(
+        &self,
+        space: Space,
+        scope: &GroupScope,
+        plain: &[u8],
+        earlier: &[&[u8]],
+    ) -> bool {
         if !self.checks(space) {
             return if proof::is_rollup(plain) {
-                proof::decode_rollup(plain).is_ok()
+                proof::decode_rollup(plain, *scope).is_ok()
             } else {
                 proof::bundle_changes(plain).is_ok_and(|c| !c.is_empty())
             };
@@ -185,16 +218,23 @@ impl Journal {
         let Some(space_id) = self.couple_space else {
             return false;
         };
-        let Ok(rollup) = proof::decode_rollup(plain) else {
+        let Ok(rollup) = proof::decode_rollup(plain, *scope) else {
             return false;
         };
         let signer: KeyId = rollup.group.signer;
+        // The device id its chunks were filed under is its signer's: another partner's key
+        // cannot stand in for this device's chunks.
+        if !crate::ids::DeviceId::from_uuid(uuid::Uuid::from_bytes(scope.device))
+            .is_bound_to(&signer.0)
+        {
+            return false;
+        }
         let mut roster = self.roster.clone();
         if roster.get(&signer).is_none() {
             // Introduced earlier in the same batch, not merged yet.
             for before in earlier {
                 let intros = if proof::is_rollup(before) {
-                    proof::decode_rollup(before).map(|r| r.intros)
+                    proof::decode_rollup(before, *scope).map(|r| r.intros)
                 } else {
                     guard::Bundle::decode(before).map(|b| b.intros)
                 };

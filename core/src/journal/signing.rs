@@ -14,7 +14,7 @@ use super::{
     proof::{self, Group, Proof},
 };
 use crate::{
-    crypto::{ChangeProof, INTRO_LEN, Intro, KeyId, Signer, sign_change},
+    crypto::{ChangeProof, GroupScope, INTRO_LEN, Intro, KeyId, Signer, sign_change},
     doc::{SpaceDoc, split_chunk},
     error::{Error, Result},
     store::{Checked, GroupRow, ProofRow, PulledChange, Space},
@@ -177,10 +177,11 @@ impl Journal {
             let actor = change.actor_id().to_bytes();
             let stored = match self.store.proof_of(Space::Couple, &hash)? {
                 Some((by, sig, false)) => Some((KeyId(by), Proof::One(ChangeProof(sig)))),
-                Some((by, sig, true)) => self
-                    .stored_group(&sig)?
-                    .map(|g| (KeyId(by), Proof::Group(g))),
-                None => None,
+                // A group proof does not travel in a chunk: this device signs its own change
+                // again on its own, and leaves out the other partner's, which their devices
+                // push again themselves.
+                Some((by, _, true)) if KeyId(by) != me => continue,
+                Some((_, _, true)) | None => None,
             };
             let (by, proof) = match stored {
                 Some(stored) => stored,
@@ -220,8 +221,8 @@ impl Journal {
         Ok(self
             .store
             .group(Space::Couple, signature)?
-            .map(|(signer, sig, hashes)| {
-                Arc::new(Group::new(KeyId(signer), ChangeProof(sig), hashes))
+            .map(|(signer, scope, sig, hashes)| {
+                Arc::new(Group::new(KeyId(signer), scope, ChangeProof(sig), hashes))
             }))
     }
 
@@ -266,7 +267,12 @@ impl Journal {
         for p in pulled {
             let Some(plain) = p.bytes else { continue };
             if proof::is_rollup(plain) {
-                match proof::decode_rollup(plain) {
+                let scope = GroupScope {
+                    device: p.device,
+                    first_seq: p.first_seq,
+                    last_seq: p.device_seq,
+                };
+                match proof::decode_rollup(plain, scope) {
                     Ok(rollup) => {
                         intros.extend(rollup.intros);
                         let signer = rollup.group.signer;
@@ -394,8 +400,9 @@ impl Journal {
                 .filter(|g| !g.2.is_empty() && g.2.len() <= proof::MAX_GROUP)
                 .collect();
             out.extend_from_slice(&u32::try_from(groups.len()).unwrap_or(0).to_be_bytes());
-            for (signer, sig, hashes) in groups {
-                Group::new(KeyId(*signer), ChangeProof(*sig), hashes.clone()).encode(&mut out);
+            for (signer, scope, sig, hashes) in groups {
+                Group::new(KeyId(*signer), *scope, ChangeProof(*sig), hashes.clone())
+                    .encode(&mut out);
             }
         }
         out.extend_from_slice(&u32::try_from(singles.len()).unwrap_or(0).to_be_bytes());
@@ -429,18 +436,26 @@ impl Journal {
             .into_iter()
             .filter(|c| !mine.has_change(&c.hash()))
             .map(|c| {
-                let signed = proofs.get(&c.hash().0).map(|(signer, proof)| Signed {
-                    bytes: Vec::new(),
-                    signer: KeyId(*signer),
-                    proof: proof.clone(),
-                });
+                let signed = proofs
+                    .get(&c.hash().0)
+                    .and_then(|found| proof_for(&c, found))
+                    .map(|(signer, proof)| Signed {
+                        bytes: Vec::new(),
+                        signer: KeyId(*signer),
+                        proof: proof.clone(),
+                    });
                 (c, signed)
             })
             .collect();
         // Only the proofs just checked are kept: one for a change held already was not, and
         // must not replace the one kept for it.
-        let judged: std::collections::HashSet<[u8; 32]> =
-            changes.iter().map(|(c, _)| c.hash().0).collect();
+        let kept: Vec<([u8; 32], SnapshotProof)> = changes
+            .iter()
+            .filter_map(|(c, s)| {
+                s.as_ref()
+                    .map(|s| (c.hash().0, (s.signer.0, s.proof.clone())))
+            })
+            .collect();
         // A journal that has read nothing from the relay yet holds only its own first changes.
         let state = self.store.sync_state(space)?;
         let first_load = state.cursor == 0 && state.snapshot_covers == 0;
@@ -462,15 +477,11 @@ impl Journal {
                 unusable: true,
             });
         }
-        let kept: Vec<(&[u8; 32], &SnapshotProof)> = proofs
-            .iter()
-            .filter(|(hash, _)| judged.contains(*hash))
-            .collect();
         let checked = Checked {
             groups: groups_of(kept.iter().map(|(_, (_, p))| p)),
             proofs: kept
                 .iter()
-                .map(|(hash, (signer, p))| (**hash, *signer, p.signature(), p.group().is_some()))
+                .map(|(hash, (signer, p))| (*hash, *signer, p.signature(), p.group().is_some()))
                 .collect(),
             intros: admitted
                 .iter()
@@ -607,7 +618,7 @@ fn groups_of<'a>(proofs: impl Iterator<Item = &'a Proof>) -> Vec<GroupRow> {
     let mut out = Vec::new();
     for g in proofs.filter_map(Proof::group) {
         if seen.insert(g.signature.0) {
-            out.push((g.signer.0, g.signature.0, g.hashes.clone()));
+            out.push((g.signer.0, g.scope, g.signature.0, g.hashes.clone()));
         }
     }
     out
@@ -617,7 +628,14 @@ fn groups_of<'a>(proofs: impl Iterator<Item = &'a Proof>) -> Vec<GroupRow> {
 /// plaintext itself (a chunk from before signing).
 pub(super) fn unwrap_changes(plain: &[u8]) -> Result<Vec<u8>> {
     if proof::is_rollup(plain) {
-        let rollup = proof::decode_rollup(plain).map_err(|_| corrupt("a rollup is malformed"))?;
+        // Nothing is verified here (a journal without a signer): the scope is not read.
+        let scope = GroupScope {
+            device: [0; 16],
+            first_seq: 0,
+            last_seq: 0,
+        };
+        let rollup =
+            proof::decode_rollup(plain, scope).map_err(|_| corrupt("a rollup is malformed"))?;
         return Ok(rollup
             .changes
             .iter()
@@ -662,7 +680,19 @@ fn bounded_held(held: &[(ChangeHash, Signed)]) -> Vec<crate::store::HeldRow> {
 
 /// A change's proof in a snapshot: its signer and the proof.
 type SnapshotProof = ([u8; 16], Proof);
-type Proofs = HashMap<[u8; 32], SnapshotProof>;
+/// Every proof a snapshot offers for a change (a crafted snapshot may offer several).
+type Proofs = HashMap<[u8; 32], Vec<SnapshotProof>>;
+
+/// Of the proofs offered for `change`, the one by the device its actor names (any, for a
+/// change from before signing): another device's group naming its hash proves nothing.
+fn proof_for<'a>(change: &Change, found: &'a [SnapshotProof]) -> Option<&'a SnapshotProof> {
+    let actor = change.actor_id().to_bytes();
+    if actor.len() == guard::ACTOR_LEN {
+        found.iter().find(|(signer, _)| signer[..] == actor[..16])
+    } else {
+        found.iter().find(|(_, p)| p.group().is_none())
+    }
+}
 
 /// Splits a snapshot's document part into introductions, proofs and the save. A bare save (a
 /// snapshot from before signing) has neither.
@@ -685,7 +715,8 @@ fn parse_proven(payload: &[u8]) -> Result<(Vec<Intro>, Proofs, &[u8])> {
         for _ in 0..count {
             let group = Arc::new(Group::decode(&mut r).ok_or_else(bad)?);
             for hash in &group.hashes {
-                proofs.insert(*hash, (group.signer.0, Proof::Group(Arc::clone(&group))));
+                let proof = (group.signer.0, Proof::Group(Arc::clone(&group)));
+                proofs.entry(*hash).or_insert_with(Vec::new).push(proof);
             }
         }
     }
@@ -694,7 +725,8 @@ fn parse_proven(payload: &[u8]) -> Result<(Vec<Intro>, Proofs, &[u8])> {
         let hash: [u8; 32] = r.array().ok_or_else(bad)?;
         let signer: [u8; 16] = r.array().ok_or_else(bad)?;
         let sig: [u8; 64] = r.array().ok_or_else(bad)?;
-        proofs.insert(hash, (signer, Proof::One(ChangeProof(sig))));
+        let proof = (signer, Proof::One(ChangeProof(sig)));
+        proofs.entry(hash).or_insert_with(Vec::new).push(proof);
     }
     Ok((intros, proofs, r.0))
 }

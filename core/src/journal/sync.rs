@@ -3,8 +3,9 @@
 
 use super::Journal;
 use crate::{
+    crypto::GroupScope,
     error::Result,
-    ids::{DeviceId, RecordId},
+    ids::RecordId,
     store::{PeerSeqs, PulledChange, Space, Store, SyncState, ViewUpdate},
     sync::{Merged, Problem, SyncStore},
 };
@@ -178,6 +179,7 @@ impl SyncStore for Journal {
                 .zip(&unwrapped)
                 .map(|(p, bytes)| PulledChange {
                     device: p.device,
+                    first_seq: p.first_seq,
                     device_seq: p.device_seq,
                     bytes: bytes.as_deref(),
                 })
@@ -295,7 +297,7 @@ impl SyncStore for Journal {
 
     fn change_device(&mut self) -> Result<[u8; 16]> {
         self.step(|j| {
-            let device = DeviceId::generate();
+            let device = super::new_device_id(j.key_id);
             j.store.change_device(&device.to_string())?;
             j.device = device;
             j.actor = super::new_actor(j.key_id);
@@ -329,8 +331,14 @@ impl SyncStore for Journal {
         self.step(|j| j.rollup_done(space, last_seq, stored))
     }
 
-    fn rollup_holds(&self, space: Space, plain: &[u8], earlier: &[&[u8]]) -> bool {
-        Journal::rollup_holds(self, space, plain, earlier)
+    fn rollup_holds(
+        &self,
+        space: Space,
+        scope: &GroupScope,
+        plain: &[u8],
+        earlier: &[&[u8]],
+    ) -> bool {
+        Journal::rollup_holds(self, space, scope, plain, earlier)
     }
 }
 

@@ -4,7 +4,7 @@
 use rusqlite::{Transaction, params};
 
 use super::{Space, Store};
-use crate::error::Result;
+use crate::{crypto::GroupScope, error::Result};
 
 /// A change's proof as stored: (change hash, signing key id, signature, whether the signature
 /// is a group's, stored in `proof_groups`).
@@ -16,8 +16,8 @@ pub(crate) type HeldRow = ([u8; 32], Vec<u8>, [u8; 16], [u8; 64], bool);
 /// One change's stored proof: (signer, signature, whether the signature is a group's).
 pub(crate) type StoredProof = ([u8; 16], [u8; 64], bool);
 
-/// A group proof as stored: (signer, signature, hashes increasing).
-pub(crate) type GroupRow = ([u8; 16], [u8; 64], Vec<[u8; 32]>);
+/// A group proof as stored: (signer, the chunks it stood for, signature, hashes increasing).
+pub(crate) type GroupRow = ([u8; 16], GroupScope, [u8; 64], Vec<[u8; 32]>);
 
 /// What the guard decided in one merge, committed with it. (`Debug` shows counts only: the
 /// change bytes hold journal text.)
@@ -98,14 +98,18 @@ impl Store {
 
     fn write_groups(tx: &Transaction<'_>, space: Space, groups: &[GroupRow]) -> Result<()> {
         let mut insert = tx.prepare_cached(
-            "INSERT OR IGNORE INTO proof_groups (space, signature, signer, hashes) \
-             VALUES (?1, ?2, ?3, ?4)",
+            "INSERT OR IGNORE INTO proof_groups \
+             (space, signature, signer, device, first_seq, last_seq, hashes) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
-        for (signer, sig, hashes) in groups {
+        for (signer, scope, sig, hashes) in groups {
             insert.execute(params![
                 space.as_str(),
                 &sig[..],
                 &signer[..],
+                &scope.device[..],
+                i64::try_from(scope.first_seq).unwrap_or(i64::MAX),
+                i64::try_from(scope.last_seq).unwrap_or(i64::MAX),
                 hashes.as_flattened()
             ])?;
         }
@@ -115,34 +119,52 @@ impl Store {
     /// The group stored under `signature`.
     pub(crate) fn group(&self, space: Space, signature: &[u8; 64]) -> Result<Option<GroupRow>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT signer, hashes FROM proof_groups WHERE space = ?1 AND signature = ?2",
+            "SELECT signer, device, first_seq, last_seq, hashes FROM proof_groups \
+             WHERE space = ?1 AND signature = ?2",
         )?;
         let mut rows = stmt.query(params![space.as_str(), &signature[..]])?;
         let Some(row) = rows.next()? else {
             return Ok(None);
         };
-        let signer: Vec<u8> = row.get(0)?;
-        let hashes: Vec<u8> = row.get(1)?;
-        Ok(array(signer).map(|s| (s, *signature, split_hashes(&hashes))))
+        let (signer, device) = (row.get::<_, Vec<u8>>(0)?, row.get::<_, Vec<u8>>(1)?);
+        let (first, last): (i64, i64) = (row.get(2)?, row.get(3)?);
+        let hashes: Vec<u8> = row.get(4)?;
+        Ok(array(signer).zip(array(device)).map(|(s, device)| {
+            let scope = GroupScope {
+                device,
+                first_seq: u64::try_from(first).unwrap_or(0),
+                last_seq: u64::try_from(last).unwrap_or(0),
+            };
+            (s, scope, *signature, split_hashes(&hashes))
+        }))
     }
 
     /// Every stored group.
     pub(crate) fn all_groups(&self, space: Space) -> Result<Vec<GroupRow>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT signer, signature, hashes FROM proof_groups WHERE space = ?1",
+            "SELECT signer, signature, device, first_seq, last_seq, hashes FROM proof_groups \
+             WHERE space = ?1",
         )?;
         let rows = stmt.query_map([space.as_str()], |r| {
             Ok((
                 r.get::<_, Vec<u8>>(0)?,
                 r.get::<_, Vec<u8>>(1)?,
                 r.get::<_, Vec<u8>>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, Vec<u8>>(5)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (signer, sig, hashes) = row?;
-            if let (Some(s), Some(g)) = (array(signer), array(sig)) {
-                out.push((s, g, split_hashes(&hashes)));
+            let (signer, sig, device, first, last, hashes) = row?;
+            if let (Some(s), Some(g), Some(device)) = (array(signer), array(sig), array(device)) {
+                let scope = GroupScope {
+                    device,
+                    first_seq: u64::try_from(first).unwrap_or(0),
+                    last_seq: u64::try_from(last).unwrap_or(0),
+                };
+                out.push((s, scope, g, split_hashes(&hashes)));
             }
         }
         Ok(out)

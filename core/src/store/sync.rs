@@ -45,7 +45,10 @@ pub struct SyncState {
 pub struct PulledChange<'a> {
     /// The sending device.
     pub device: [u8; 16],
-    /// Its sequence number.
+    /// The first of its numbers this brings (a rollup stands for several chunks; a chunk's is
+    /// its own).
+    pub first_seq: u64,
+    /// Its sequence number (a rollup's last).
     pub device_seq: u64,
     /// The plaintext change bytes, or `None` for a chunk refused as tampered (its number is
     /// consumed so the device's later chunks still line up).

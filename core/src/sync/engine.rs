@@ -15,8 +15,8 @@ use super::{
 };
 use crate::{
     crypto::{
-        ChunkAad, RollupAad, SpaceKeys, open_chunk, open_rollup, open_snapshot, seal_chunk,
-        seal_rollup, seal_snapshot,
+        ChunkAad, GroupScope, RollupAad, SpaceKeys, open_chunk, open_rollup, open_snapshot,
+        seal_chunk, seal_rollup, seal_snapshot,
     },
     error::{Error, Result},
     store::{PulledChange, Space, SyncState},
@@ -421,6 +421,9 @@ impl SyncEngine {
         run.tail = false;
         run.tail_tried = false;
         run.hold_live = None;
+        // A rollup refused in an earlier round is tried again (the relay chose where the
+        // last one ended; it cannot turn rollups off for good).
+        run.no_rollups_until = 0;
         // After a refused chunk, each round first merges the relay's snapshot: once a healthy
         // device has snapshotted past the hole, that heals it.
         if self.runs[i].created && self.unhealed(i, journal)? {
@@ -826,6 +829,18 @@ impl SyncEngine {
                 // before a rewind reset it) would skip what lies between.
                 if page.next_after > page.head {
                     // A page past the relay's own head is forged: nothing in it is taken.
+                    return Ok(());
+                }
+                if !page.rollups.is_empty() && !self.rollups_from(i, after) {
+                    // Rollups this pull did not ask for (they failed their checks before): the
+                    // relay is not serving the chunks; try again later rather than at once.
+                    if phase == Phase::Pulling && id == self.runs[i].pull {
+                        let kind = ProblemKind::RelayLoop {
+                            answer: "rollups".into(),
+                        };
+                        self.problem(journal, space, kind, now)?;
+                        self.retry_later(i, now);
+                    }
                     return Ok(());
                 }
                 let mut refused_rollup = false;
@@ -1275,13 +1290,16 @@ enum Loaded {
 }
 
 /// (device, its number, relay sequence, plaintext or `None` when refused)
-type Opened = ([u8; 16], u64, u64, Option<Vec<u8>>);
+/// A chunk (or rollup) opened: (device, first number, last number, relay sequence, plaintext
+/// or `None` when refused).
+type Opened = ([u8; 16], u64, u64, u64, Option<Vec<u8>>);
 
 fn pulled(opened: &[Opened]) -> Vec<PulledChange<'_>> {
     opened
         .iter()
-        .map(|(device, device_seq, _, bytes)| PulledChange {
+        .map(|(device, first_seq, device_seq, _, bytes)| PulledChange {
             device: *device,
+            first_seq: *first_seq,
             device_seq: *device_seq,
             bytes: bytes.as_deref(),
         })
@@ -1465,8 +1483,13 @@ impl SyncEngine {
                         Err(e) => return Err(e),
                     };
                     let earlier: Vec<&[u8]> =
-                        opened.iter().filter_map(|o| o.3.as_deref()).collect();
-                    match plain.filter(|p| journal.rollup_holds(space, p, &earlier)) {
+                        opened.iter().filter_map(|o| o.4.as_deref()).collect();
+                    let scope = GroupScope {
+                        device,
+                        first_seq: r.first_seq,
+                        last_seq: r.last_seq,
+                    };
+                    match plain.filter(|p| journal.rollup_holds(space, &scope, p, &earlier)) {
                         Some(p) => {
                             rolled_now.push((device, r.last_seq));
                             Some(p)
@@ -1487,7 +1510,7 @@ impl SyncEngine {
                     }
                 }
             };
-            opened.push((device, device_seq, relay_seq, plain));
+            opened.push((device, first_seq, device_seq, relay_seq, plain));
             match last_seen.iter_mut().find(|(d, _)| *d == device) {
                 Some(entry) => entry.1 = device_seq,
                 None => last_seen.push((device, device_seq)),
@@ -1512,7 +1535,7 @@ impl SyncEngine {
                             forged.extend(m.forged);
                         }
                         Err(e) if is_data_error(&e) => {
-                            let (device, device_seq, relay_seq, bytes) = &mut single[0];
+                            let (device, _, device_seq, relay_seq, bytes) = &mut single[0];
                             *bytes = None;
                             let kind = ProblemKind::Unmergeable {
                                 device: hex::encode(*device),
@@ -1548,7 +1571,7 @@ impl SyncEngine {
             let known = run.peers.entry(device).or_default();
             *known = (*known).max(seq);
         }
-        for (device, _, _, bytes) in &opened {
+        for (device, _, _, _, bytes) in &opened {
             if bytes.is_some() {
                 run.authentic.insert(*device);
             }

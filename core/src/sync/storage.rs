@@ -6,6 +6,7 @@
 
 use super::Problem;
 use crate::{
+    crypto::GroupScope,
     error::Result,
     ids::RecordId,
     store::{PeerSeqs, PulledChange, Space, SyncState},
@@ -132,11 +133,17 @@ pub trait SyncStore {
         Ok(())
     }
 
-    /// Whether a rollup's opened plaintext holds what it claims (checked before any of it is
-    /// merged; one that fails is read as its chunks instead). `earlier` are the plaintexts
+    /// Whether a rollup's opened plaintext, served for `scope`, holds what it claims (checked
+    /// before any of it is merged; one that fails is read as its chunks instead). `earlier` are the plaintexts
     /// opened before it in the same batch, not merged yet: the introductions they carry count.
-    fn rollup_holds(&self, space: Space, plain: &[u8], earlier: &[&[u8]]) -> bool {
-        let _ = (space, plain, earlier);
+    fn rollup_holds(
+        &self,
+        space: Space,
+        scope: &GroupScope,
+        plain: &[u8],
+        earlier: &[&[u8]],
+    ) -> bool {
+        let _ = (space, scope, plain, earlier);
         false
     }
 }

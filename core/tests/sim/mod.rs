@@ -427,6 +427,25 @@ impl SimRelay {
         self.handle(space_id, [0; 16], &req)
     }
 
+    /// A rollup from a client outside the simulation (a partner's modified app), handled as
+    /// any rollup.
+    pub fn push_rollup_from(
+        &mut self,
+        space_id: [u8; 32],
+        rollup: mend_protocol::RollupPush,
+    ) -> Response {
+        let req = Request::PushRollup {
+            space: Space::Couple,
+            rollup,
+        };
+        self.handle(space_id, [0; 16], &req)
+    }
+
+    /// Stored rollup `n` of the couple's space (panics in a test that has none).
+    pub fn rollup(&mut self, space_id: [u8; 32], n: usize) -> Rollup {
+        self.space_mut(space_id).rollups[n].clone()
+    }
+
     /// Pulls of `space_id` from below its head answer `410 pruned` until the relay behaves.
     pub fn prune_early(&mut self, space_id: [u8; 32]) {
         let s = self.space_mut(space_id);

@@ -79,6 +79,7 @@ macro_rules! storage_conformance_tests {
             rollup_pages_never_end_inside_a_rollup,
             rollup_pages_respect_the_byte_cap,
             pruned_rollups_are_served_until_swept,
+            a_rollup_stored_under_the_snapshot_is_swept_with_its_chunks,
             sizes_sum_what_a_pull_would_serve,
             commits_are_published_in_order,
             creations_are_counted_per_client_and_window,
@@ -1420,6 +1421,36 @@ pub async fn rollup_pages_respect_the_byte_cap(b: &Backend) {
 /// A snapshot prunes the rollups at or below its coverage like chunks: served with
 /// `include_pruned` until swept, counted until then; once a rollup is deleted its chunks are
 /// served one by one again, if still held.
+/// A rollup stored after a snapshot covered its first chunk (a device that was offline rolls
+/// up late) is pruned as it is stored: the sweep deletes it, and its bytes come back.
+pub async fn a_rollup_stored_under_the_snapshot_is_swept_with_its_chunks(b: &Backend) {
+    interleaved(b, space(1)).await;
+    let snapshot = Snapshot {
+        covers: 2,
+        payload: vec![0; 5],
+    };
+    ok(
+        b.storage.put_snapshot(space(1), snapshot, QUOTA, DAY).await,
+        "snapshot",
+    );
+    let before = ok(b.storage.total_bytes().await, "total");
+    rolled(b, space(1), rollup(DEVICE_A, 1, 2, &[7; 30])).await;
+    assert_eq!(ok(b.storage.total_bytes().await, "total"), before + 30);
+    let swept = ok(
+        b.storage.sweep_pruned(NO_GRACE, 100, u64::MAX).await,
+        "sweep",
+    );
+    // The two pruned chunks (10 bytes each) and the rollup.
+    assert_eq!(
+        swept,
+        Swept {
+            chunks: 3,
+            bytes: 50
+        }
+    );
+    assert_eq!(ok(b.storage.total_bytes().await, "total"), before - 20);
+}
+
 pub async fn pruned_rollups_are_served_until_swept(b: &Backend) {
     interleaved(b, space(1)).await;
     rolled(b, space(1), rollup(DEVICE_A, 1, 2, &[7; 30])).await;

@@ -9,6 +9,10 @@ CREATE TABLE proof_groups (
     space     TEXT NOT NULL,
     signature BLOB NOT NULL,
     signer    BLOB NOT NULL,
+    -- The relay device id and numbers of the chunks the rollup stood for (signed too).
+    device    BLOB NOT NULL,
+    first_seq INTEGER NOT NULL,
+    last_seq  INTEGER NOT NULL,
     -- The hashes it covers, 32 bytes each, increasing.
     hashes    BLOB NOT NULL,
     PRIMARY KEY (space, signature)

@@ -44,7 +44,7 @@ pub(super) async fn push(
     // The space's row first, like every write to a space: its chunks cannot change meanwhile.
     let Some(row) = tx
         .query_opt(
-            "SELECT id, bytes_used FROM spaces WHERE space_id = $1 FOR UPDATE",
+            "SELECT id, bytes_used, covers FROM spaces WHERE space_id = $1 FOR UPDATE",
             &[&&space.0[..]],
         )
         .await?
@@ -53,6 +53,7 @@ pub(super) async fn push(
     };
     let id: i64 = row.try_get(0)?;
     let bytes_used = nonneg(row.try_get(1)?);
+    let covers = nonneg(row.try_get(2)?);
     let (first, last) = match check_rollup(&rollup) {
         Ok(range) => range,
         Err(error) => return Ok(Err(error)),
@@ -109,9 +110,13 @@ pub(super) async fn push(
         }));
     }
     let size = to_db(adding);
+    // A rollup whose first chunk a snapshot already covers is pruned as it is stored, so the
+    // sweep deletes it with those chunks (a device that was offline rolls up late).
+    let pruned_at: Option<i64> = (relay_seq <= covers).then(|| to_db(super::unix_now()));
     tx.execute(
-        "INSERT INTO rollups (space, seq, last_seq, device_id, first_dseq, last_dseq, size, payload)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO rollups
+         (space, seq, last_seq, device_id, first_dseq, last_dseq, size, payload, pruned_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         &[
             &id,
             &to_db(relay_seq),
@@ -121,6 +126,7 @@ pub(super) async fn push(
             &last,
             &size,
             &rollup.payload,
+            &pruned_at,
         ],
     )
     .await?;

@@ -663,9 +663,13 @@ fn push_rollup(
     if let Err(full) = state.usage.check(meta.bytes_used, grown) {
         return Ok(Err(full));
     }
+    // A rollup whose first chunk a snapshot already covers is pruned as it is stored, so the
+    // sweep deletes it with those chunks (a device that was offline rolls up late).
+    let pruned_at = (relay_seq <= meta.covers).then(|| unix_now() as i64);
     tx.prepare_cached(
-        "INSERT INTO rollups (space, seq, last_seq, device_id, first_dseq, last_dseq, size, payload)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO rollups
+         (space, seq, last_seq, device_id, first_dseq, last_dseq, size, payload, pruned_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         meta.id,
@@ -675,7 +679,8 @@ fn push_rollup(
         first,
         last,
         adding as i64,
-        &rollup.payload
+        &rollup.payload,
+        pruned_at
     ])?;
     tx.prepare_cached(
         "UPDATE chunks SET rollup_seq = ?5
