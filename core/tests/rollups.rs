@@ -358,7 +358,7 @@ fn a_device_far_behind_reads_the_smaller_of_the_tail_and_the_snapshot() -> Resul
     sim.relay.space_mut(space).keep_pruned = true;
     sim.settle()?;
     // A long shared past: the snapshot is large.
-    edits(&mut sim, 0, 60, "our past")?;
+    edits(&mut sim, 0, 200, "our past")?;
     sim.settle()?;
     // B's phone is away while A writes a little more, and A snapshots past B's cursor.
     sim.devices[1].offline = true;

@@ -24,7 +24,7 @@ mod mark;
 mod messages;
 pub mod paths;
 mod token;
-mod varint;
+pub mod varint;
 
 pub use any::AnyMessage;
 pub use error::DecodeError;

@@ -7,10 +7,10 @@
 use crate::DecodeError;
 
 /// The longest encoding of a `u64`.
-pub(crate) const MAX_LEN: usize = 10;
+pub const MAX_LEN: usize = 10;
 
 /// Appends the varint encoding of `value` to `out`.
-pub(crate) fn write(out: &mut Vec<u8>, mut value: u64) {
+pub fn write(out: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
         out.push((value as u8) | 0x80);
         value >>= 7;
@@ -19,13 +19,13 @@ pub(crate) fn write(out: &mut Vec<u8>, mut value: u64) {
 }
 
 /// The number of bytes [`write`] produces for `value`.
-pub(crate) fn len(value: u64) -> usize {
+pub fn len(value: u64) -> usize {
     let bits = 64 - (value | 1).leading_zeros() as usize;
     bits.div_ceil(7)
 }
 
 /// Reads one varint from the front of `input`, returning the value and the bytes consumed.
-pub(crate) fn read(input: &[u8]) -> Result<(u64, usize), DecodeError> {
+pub fn read(input: &[u8]) -> Result<(u64, usize), DecodeError> {
     let mut value: u64 = 0;
     for (i, &byte) in input.iter().enumerate().take(MAX_LEN) {
         let group = u64::from(byte & 0x7f);

@@ -136,55 +136,6 @@ impl Group {
             check()
         }
     }
-
-    /// `signer (16) | device (16) | first (u64) | last (u64) | signature (64) | count (u32) |
-    /// hashes (32 each)`, big-endian.
-    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.signer.0);
-        out.extend_from_slice(&self.scope.device);
-        out.extend_from_slice(&self.scope.first_seq.to_be_bytes());
-        out.extend_from_slice(&self.scope.last_seq.to_be_bytes());
-        out.extend_from_slice(&self.signature.0);
-        out.extend_from_slice(
-            &u32::try_from(self.hashes.len())
-                .unwrap_or(u32::MAX)
-                .to_be_bytes(),
-        );
-        for hash in &self.hashes {
-            out.extend_from_slice(hash);
-        }
-    }
-
-    /// Reads [`Group::encode`]; `None` if malformed (or not in increasing order: the form is
-    /// canonical).
-    pub(crate) fn decode(r: &mut Reader<'_>) -> Option<Self> {
-        let signer: [u8; 16] = r.array()?;
-        let scope = GroupScope {
-            device: r.array()?,
-            first_seq: u64::from_be_bytes(r.array()?),
-            last_seq: u64::from_be_bytes(r.array()?),
-        };
-        let signature: [u8; 64] = r.array()?;
-        let count = usize::try_from(r.u32()?).ok()?;
-        if count == 0 || count > MAX_GROUP || count.checked_mul(32)? > r.0.len() {
-            return None;
-        }
-        let mut hashes: Vec<[u8; 32]> = Vec::with_capacity(count);
-        for _ in 0..count {
-            let hash: [u8; 32] = r.array()?;
-            if hashes.last().is_some_and(|last| *last >= hash) {
-                return None;
-            }
-            hashes.push(hash);
-        }
-        Some(Self {
-            signer: KeyId(signer),
-            scope,
-            signature: ChangeProof(signature),
-            hashes,
-            verdict: OnceLock::new(),
-        })
-    }
 }
 
 /// A couple's rollup, opened: the introductions it carries, who signed it, and its changes.
@@ -275,4 +226,129 @@ pub(crate) fn bundle_changes(bytes: &[u8]) -> Result<Vec<Change>> {
     .ok()
     .flatten()
     .ok_or_else(bad)
+}
+
+/// How a snapshot's group names its changes.
+#[derive(Debug)]
+enum Members {
+    /// Places in the save's change hashes sorted increasing.
+    Places(Vec<usize>),
+    /// The hashes themselves (a change the save does not hold).
+    Hashes(Vec<[u8; 32]>),
+}
+
+/// A group read from a snapshot, its members not yet resolved against the save.
+#[derive(Debug)]
+pub(crate) struct SnapshotGroup {
+    signer: KeyId,
+    scope: GroupScope,
+    signature: ChangeProof,
+    members: Members,
+}
+
+const BY_PLACE: u8 = 0;
+const BY_HASH: u8 = 1;
+
+/// `signer (16) | device (16) | first (u64) | last (u64) | signature (64) | count (u32) | form
+/// (u8) | members`: form 0, each member's place in `sorted` (the save's change hashes,
+/// increasing) as a LEB128 varint of its distance from the one before (minus one); form 1, the
+/// hashes (32 each), when one of them is not in `sorted`.
+pub(crate) fn encode_snapshot_group(group: &Group, sorted: &[[u8; 32]], out: &mut Vec<u8>) {
+    out.extend_from_slice(&group.signer.0);
+    out.extend_from_slice(&group.scope.device);
+    out.extend_from_slice(&group.scope.first_seq.to_be_bytes());
+    out.extend_from_slice(&group.scope.last_seq.to_be_bytes());
+    out.extend_from_slice(&group.signature.0);
+    out.extend_from_slice(
+        &u32::try_from(group.hashes.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
+    let places: Option<Vec<usize>> = group
+        .hashes
+        .iter()
+        .map(|h| sorted.binary_search(h).ok())
+        .collect();
+    match places {
+        Some(places) => {
+            out.push(BY_PLACE);
+            let mut next = 0usize;
+            for place in places {
+                let gap = place.saturating_sub(next);
+                mend_protocol::varint::write(out, u64::try_from(gap).unwrap_or(u64::MAX));
+                next = place.saturating_add(1);
+            }
+        }
+        None => {
+            out.push(BY_HASH);
+            for hash in &group.hashes {
+                out.extend_from_slice(hash);
+            }
+        }
+    }
+}
+
+/// Reads [`encode_snapshot_group`]; `None` if malformed.
+pub(crate) fn decode_snapshot_group(r: &mut Reader<'_>) -> Option<SnapshotGroup> {
+    let signer: [u8; 16] = r.array()?;
+    let scope = GroupScope {
+        device: r.array()?,
+        first_seq: u64::from_be_bytes(r.array()?),
+        last_seq: u64::from_be_bytes(r.array()?),
+    };
+    let signature: [u8; 64] = r.array()?;
+    let count = usize::try_from(r.u32()?).ok()?;
+    // Each member takes a byte at least.
+    if count == 0 || count > MAX_GROUP || count > r.0.len() {
+        return None;
+    }
+    let members = match r.take(1)? {
+        [BY_PLACE] => {
+            let mut places = Vec::with_capacity(count);
+            let mut next = 0usize;
+            for _ in 0..count {
+                let (gap, used) = mend_protocol::varint::read(r.0).ok()?;
+                r.take(used)?;
+                let place = next.checked_add(usize::try_from(gap).ok()?)?;
+                places.push(place);
+                next = place.checked_add(1)?;
+            }
+            Members::Places(places)
+        }
+        [BY_HASH] => {
+            if count.checked_mul(32)? > r.0.len() {
+                return None;
+            }
+            let mut hashes: Vec<[u8; 32]> = Vec::with_capacity(count);
+            for _ in 0..count {
+                let hash: [u8; 32] = r.array()?;
+                if hashes.last().is_some_and(|last| *last >= hash) {
+                    return None;
+                }
+                hashes.push(hash);
+            }
+            Members::Hashes(hashes)
+        }
+        _ => return None,
+    };
+    Some(SnapshotGroup {
+        signer: KeyId(signer),
+        scope,
+        signature: ChangeProof(signature),
+        members,
+    })
+}
+
+impl SnapshotGroup {
+    /// The group, its places read in the save's `sorted` hashes; `None` past their end.
+    pub(crate) fn resolve(self, sorted: &[[u8; 32]]) -> Option<Group> {
+        let hashes = match self.members {
+            Members::Places(places) => places
+                .into_iter()
+                .map(|p| sorted.get(p).copied())
+                .collect::<Option<Vec<_>>>()?,
+            Members::Hashes(hashes) => hashes,
+        };
+        Some(Group::new(self.signer, self.scope, self.signature, hashes))
+    }
 }

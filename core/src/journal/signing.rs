@@ -381,7 +381,7 @@ impl Journal {
         let mut out = Vec::with_capacity(
             save.len()
                 + singles.len() * PROOF_LEN
-                + groups.iter().map(|g| 84 + g.2.len() * 32).sum::<usize>()
+                + groups.iter().map(|g| 117 + g.3.len() * 2).sum::<usize>()
                 + intros.len() * INTRO_LEN
                 + 15,
         );
@@ -395,14 +395,28 @@ impl Journal {
             out.extend_from_slice(&intro.to_bytes());
         }
         if !groups.is_empty() {
+            // A group names its changes by their places in the save's changes sorted by hash
+            // (a byte or two each) rather than by their hashes (32): the receiver sorts the
+            // same save's hashes.
+            let mut sorted: Vec<[u8; 32]> = self
+                .doc(Space::Couple)?
+                .am()
+                .get_changes(&[])
+                .iter()
+                .map(|c| c.hash().0)
+                .collect();
+            sorted.sort_unstable();
             let groups: Vec<&GroupRow> = groups
                 .iter()
-                .filter(|g| !g.2.is_empty() && g.2.len() <= proof::MAX_GROUP)
+                .filter(|g| !g.3.is_empty() && g.3.len() <= proof::MAX_GROUP)
                 .collect();
             out.extend_from_slice(&u32::try_from(groups.len()).unwrap_or(0).to_be_bytes());
             for (signer, scope, sig, hashes) in groups {
-                Group::new(KeyId(*signer), *scope, ChangeProof(*sig), hashes.clone())
-                    .encode(&mut out);
+                proof::encode_snapshot_group(
+                    &Group::new(KeyId(*signer), *scope, ChangeProof(*sig), hashes.clone()),
+                    &sorted,
+                    &mut out,
+                );
             }
         }
         out.extend_from_slice(&u32::try_from(singles.len()).unwrap_or(0).to_be_bytes());
@@ -427,12 +441,14 @@ impl Journal {
         let space_id = self
             .couple_space
             .ok_or_else(|| corrupt("no couple space"))?;
-        let (intros, proofs, save) = parse_proven(payload)?;
+        let (intros, read, save) = parse_proven(payload)?;
         let scratch = SpaceDoc::load(Some(save), &[], ActorId::random(), false)?;
+        let all = scratch.am().get_changes(&[]);
+        let mut sorted: Vec<[u8; 32]> = all.iter().map(|c| c.hash().0).collect();
+        sorted.sort_unstable();
+        let proofs = read.resolve(&sorted)?;
         let mine = self.doc(space)?;
-        let changes: Vec<(Change, Option<Signed>)> = scratch
-            .am()
-            .get_changes(&[])
+        let changes: Vec<(Change, Option<Signed>)> = all
             .into_iter()
             .filter(|c| !mine.has_change(&c.hash()))
             .map(|c| {
@@ -683,6 +699,32 @@ type SnapshotProof = ([u8; 16], Proof);
 /// Every proof a snapshot offers for a change (a crafted snapshot may offer several).
 type Proofs = HashMap<[u8; 32], Vec<SnapshotProof>>;
 
+/// A snapshot's proofs as read: single proofs by hash, and groups whose members may still be
+/// places in the save's sorted hashes.
+#[derive(Default)]
+struct ReadProofs {
+    proofs: Proofs,
+    groups: Vec<proof::SnapshotGroup>,
+}
+
+impl ReadProofs {
+    /// Every proof, with the groups' members resolved against the save's `sorted` hashes; a
+    /// group naming a place past them is malformed.
+    fn resolve(mut self, sorted: &[[u8; 32]]) -> Result<Proofs> {
+        for g in self.groups {
+            let group = Arc::new(
+                g.resolve(sorted)
+                    .ok_or_else(|| corrupt("a snapshot's group is malformed"))?,
+            );
+            for hash in &group.hashes {
+                let proof = (group.signer.0, Proof::Group(Arc::clone(&group)));
+                self.proofs.entry(*hash).or_default().push(proof);
+            }
+        }
+        Ok(self.proofs)
+    }
+}
+
 /// Of the proofs offered for `change`, the one by the device its actor names (any, for a
 /// change from before signing): another device's group naming its hash proves nothing.
 fn proof_for<'a>(change: &Change, found: &'a [SnapshotProof]) -> Option<&'a SnapshotProof> {
@@ -696,12 +738,12 @@ fn proof_for<'a>(change: &Change, found: &'a [SnapshotProof]) -> Option<&'a Snap
 
 /// Splits a snapshot's document part into introductions, proofs and the save. A bare save (a
 /// snapshot from before signing) has neither.
-fn parse_proven(payload: &[u8]) -> Result<(Vec<Intro>, Proofs, &[u8])> {
+fn parse_proven(payload: &[u8]) -> Result<(Vec<Intro>, ReadProofs, &[u8])> {
     let bad = || corrupt("a snapshot's proofs are malformed");
     let with_groups = match payload.first() {
         Some(&PROVEN_SNAPSHOT) => false,
         Some(&PROVEN_SNAPSHOT_WITH_GROUPS) => true,
-        _ => return Ok((Vec::new(), HashMap::new(), payload)),
+        _ => return Ok((Vec::new(), ReadProofs::default(), payload)),
     };
     let mut r = guard::Reader(&payload[1..]);
     let count = r.u16().ok_or_else(bad)?;
@@ -709,15 +751,12 @@ fn parse_proven(payload: &[u8]) -> Result<(Vec<Intro>, Proofs, &[u8])> {
     for _ in 0..count {
         intros.push(Intro::from_bytes(r.take(INTRO_LEN).ok_or_else(bad)?).map_err(|_| bad())?);
     }
-    let mut proofs = HashMap::new();
+    let mut read = ReadProofs::default();
     if with_groups {
         let count = r.u32().ok_or_else(bad)?;
         for _ in 0..count {
-            let group = Arc::new(Group::decode(&mut r).ok_or_else(bad)?);
-            for hash in &group.hashes {
-                let proof = (group.signer.0, Proof::Group(Arc::clone(&group)));
-                proofs.entry(*hash).or_insert_with(Vec::new).push(proof);
-            }
+            read.groups
+                .push(proof::decode_snapshot_group(&mut r).ok_or_else(bad)?);
         }
     }
     let count = r.u32().ok_or_else(bad)?;
@@ -726,7 +765,7 @@ fn parse_proven(payload: &[u8]) -> Result<(Vec<Intro>, Proofs, &[u8])> {
         let signer: [u8; 16] = r.array().ok_or_else(bad)?;
         let sig: [u8; 64] = r.array().ok_or_else(bad)?;
         let proof = (signer, Proof::One(ChangeProof(sig)));
-        proofs.entry(hash).or_insert_with(Vec::new).push(proof);
+        read.proofs.entry(hash).or_default().push(proof);
     }
-    Ok((intros, proofs, r.0))
+    Ok((intros, read, r.0))
 }
