@@ -46,7 +46,7 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn latency(n: usize, tls: bool) -> Result<()> {
+async fn latency(n: usize, tls: bool, rollups: Option<usize>) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let relay = if tls {
         Relay::start(dir.path()).await?
@@ -67,6 +67,9 @@ async fn latency(n: usize, tls: bool) -> Result<()> {
         Some(observer),
     )?;
     b.sync_now(Duration::from_secs(20)).await?;
+    a.device
+        .client()
+        .set_rollup_every(rollups.unwrap_or(usize::MAX));
     a.device.start_live()?;
     b.start_live()?;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -400,8 +403,17 @@ async fn main() -> Result<()> {
     let n: Option<usize> = rest.first().map(|a| a.parse()).transpose()?;
     match what.as_str() {
         "latency" => {
-            latency(n.unwrap_or(1000), true).await?;
-            latency(n.unwrap_or(1000), false).await
+            // `latency N [--rollup-every K|off]` (rollups every 32 chunks by default).
+            let rollups = match rest.get(1).map(String::as_str) {
+                Some("--rollup-every") => match rest.get(2).map(String::as_str) {
+                    Some("off") => None,
+                    Some(k) => Some(k.parse()?),
+                    None => bail!("--rollup-every takes a number or off"),
+                },
+                _ => Some(mend_core::sync::ROLLUP_EVERY),
+            };
+            latency(n.unwrap_or(1000), true, rollups).await?;
+            latency(n.unwrap_or(1000), false, rollups).await
         }
         "wire" => wire(),
         "catchup" => catchup(n.unwrap_or(1000)).await,
@@ -426,8 +438,9 @@ async fn main() -> Result<()> {
         }
         "all" => {
             wire()?;
-            latency(n.unwrap_or(1000), true).await?;
-            latency(n.unwrap_or(1000), false).await?;
+            let rollups = Some(mend_core::sync::ROLLUP_EVERY);
+            latency(n.unwrap_or(1000), true, rollups).await?;
+            latency(n.unwrap_or(1000), false, rollups).await?;
             catchup(n.unwrap_or(1000)).await
         }
         other => {
