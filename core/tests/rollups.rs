@@ -9,7 +9,7 @@ use mend_core::{
     Body, Space,
     crypto::{GroupScope, RollupAad, open_rollup, seal_rollup, sign_group},
     model::Share,
-    sync::{Event, ProblemKind, Request, SyncStore},
+    sync::{ProblemKind, Request, SyncStore},
 };
 use sim::{Faults, Sim};
 
@@ -20,31 +20,13 @@ fn share(text: &str) -> Body {
     })
 }
 
-/// One round of one device alone (the others do nothing meanwhile): bounded.
-fn round_of(sim: &mut Sim, device: usize) -> Result<()> {
-    sim.event(device, Event::Start)?;
-    for _ in 0..100_000 {
-        if sim.deliver_one()? {
-            continue;
-        }
-        if sim.devices[device].engine.is_settled() {
-            return Ok(());
-        }
-        match sim.devices[device].engine.next_wake() {
-            Some(w) => sim.advance((w - sim.now).max(1))?,
-            None => anyhow::bail!("{} is stuck", sim.devices[device].name),
-        }
-    }
-    anyhow::bail!("the round of {} did not end", sim.devices[device].name)
-}
-
 /// Device `d` writes `n` shares, each pushed in a round of its own (as a phone does).
 fn edits(sim: &mut Sim, d: usize, n: usize, tag: &str) -> Result<()> {
     for k in 0..n {
         sim.devices[d]
             .journal_mut()
             .add(share(&format!("{tag} {k}")))?;
-        round_of(sim, d)?;
+        sim.round_of(d)?;
     }
     Ok(())
 }
@@ -83,7 +65,7 @@ fn a_device_back_from_a_weekend_reads_a_few_rollups_not_every_chunk() -> Result<
     );
     sim.devices[1].offline = false;
     let before = sim.relay.space_mut(space).clone();
-    round_of(&mut sim, 1)?;
+    sim.round_of(1)?;
     let after = sim.relay.space_mut(space).clone();
     ensure!(same_couple_doc(&sim, 0, 1)?, "B did not catch up");
     let rollups = after.served_rollups - before.served_rollups;
@@ -107,7 +89,7 @@ fn a_device_back_from_a_weekend_reads_a_few_rollups_not_every_chunk() -> Result<
     edits(&mut plain, 0, 40, "while you were away")?;
     plain.devices[1].offline = false;
     let start = plain.relay.space_mut(plain_space).served_bytes;
-    round_of(&mut plain, 1)?;
+    plain.round_of(1)?;
     let chunk_bytes = plain.relay.space_mut(plain_space).served_bytes - start;
     let rollup_bytes = after.served_bytes - before.served_bytes;
     ensure!(
@@ -147,7 +129,7 @@ fn a_rollup_the_relay_cut_short_is_refused_and_the_chunks_are_read_instead() -> 
     let half = last.payload.len() / 2;
     last.payload.truncate(half);
     sim.devices[1].offline = false;
-    round_of(&mut sim, 1)?;
+    sim.round_of(1)?;
     ensure!(
         same_couple_doc(&sim, 0, 1)?,
         "B lacks what the cut rollup stood for"
@@ -202,7 +184,7 @@ fn forged_rollup(
     bend(&sim, scope, &mut plain)?;
     sim.relay.space_mut(space).rollups[1].payload = seal_rollup(&content, &aad, &plain)?;
     sim.devices[1].offline = false;
-    round_of(&mut sim, 1)?;
+    sim.round_of(1)?;
     ensure!(same_couple_doc(&sim, 0, 1)?, "B lacks A's edits");
     ensure!(
         tampered(&sim, 1) == 1,
@@ -282,13 +264,13 @@ fn a_device_that_read_part_of_a_run_reads_the_rest_as_chunks() -> Result<()> {
     edits(&mut sim, 0, 5, "before")?;
     // B reads five chunks, then goes away while A's first rollup stands for them and three
     // more.
-    round_of(&mut sim, 1)?;
+    sim.round_of(1)?;
     sim.devices[1].offline = true;
     edits(&mut sim, 0, 11, "after")?;
     ensure!(sim.relay.rollup_count(&space) == 2, "two rollups expected");
     sim.devices[1].offline = false;
     let before = sim.relay.space_mut(space).clone();
-    round_of(&mut sim, 1)?;
+    sim.round_of(1)?;
     let after = sim.relay.space_mut(space).clone();
     ensure!(same_couple_doc(&sim, 0, 1)?, "B did not catch up");
     ensure!(
@@ -324,7 +306,7 @@ fn rollups_survive_relay_restarts_and_lost_answers() -> Result<()> {
         sim.faults = Faults::default();
         sim.restart_relay();
         sim.devices[2].offline = false;
-        round_of(&mut sim, 2)?;
+        sim.round_of(2)?;
     }
     sim.settle()?;
     for d in 1..sim.devices.len() {
@@ -378,7 +360,7 @@ fn a_device_far_behind_reads_the_smaller_of_the_tail_and_the_snapshot() -> Resul
     sim.devices[1].offline = false;
     let sent = sim.devices[1].sent.len();
     let before = sim.relay.space_mut(space).served_rollups;
-    round_of(&mut sim, 1)?;
+    sim.round_of(1)?;
     ensure!(same_couple_doc(&sim, 0, 1)?, "B did not catch up");
     ensure!(
         snapshot_fetches(&sim, 1, sent) == 0,
@@ -392,7 +374,7 @@ fn a_device_far_behind_reads_the_smaller_of_the_tail_and_the_snapshot() -> Resul
     sim.relay.sweep(space);
     sim.devices[2].offline = false;
     let sent = sim.devices[2].sent.len();
-    round_of(&mut sim, 2)?;
+    sim.round_of(2)?;
     ensure!(same_couple_doc(&sim, 0, 2)?, "B's tablet did not catch up");
     ensure!(
         snapshot_fetches(&sim, 2, sent) == 1,
@@ -476,7 +458,7 @@ fn a_partners_rollup_under_the_other_partners_device_id_hides_nothing() -> Resul
     );
     // A's tablet reads: B's rollup is refused, A's chunk is read in its place.
     sim.devices[1].offline = false;
-    round_of(&mut sim, 1)?;
+    sim.round_of(1)?;
     ensure!(
         same_couple_doc(&sim, 2, 1)?,
         "A's tablet lacks A's own words"
@@ -527,7 +509,7 @@ fn a_genuine_rollup_moved_to_another_range_is_refused() -> Result<()> {
     )?;
     sim.relay.space_mut(space).rollups[2].payload = moved;
     sim.devices[1].offline = false;
-    round_of(&mut sim, 1)?;
+    sim.round_of(1)?;
     ensure!(same_couple_doc(&sim, 0, 1)?, "B lacks A's edits");
     ensure!(
         tampered(&sim, 1) == 1,

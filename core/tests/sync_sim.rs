@@ -543,24 +543,6 @@ fn a_relay_restored_from_an_older_copy_is_noticed_and_both_partners_end_complete
     Ok(())
 }
 
-/// One round of one device alone (the others do nothing meanwhile): bounded.
-fn round_of(sim: &mut Sim, device: usize) -> Result<()> {
-    sim.event(device, Event::Start)?;
-    for _ in 0..100_000 {
-        if sim.deliver_one()? {
-            continue;
-        }
-        if sim.devices[device].engine.is_settled() {
-            return Ok(());
-        }
-        match sim.devices[device].engine.next_wake() {
-            Some(w) => sim.advance((w - sim.now).max(1))?,
-            None => anyhow::bail!("{} is stuck", sim.devices[device].name),
-        }
-    }
-    anyhow::bail!("the round of {} did not end", sim.devices[device].name)
-}
-
 #[test]
 fn a_relay_restored_and_filled_up_past_a_devices_cursor_is_noticed_by_its_marks() -> Result<()> {
     let mut sim = Sim::new(37, 1, 1, 1_000)?;
@@ -574,7 +556,7 @@ fn a_relay_restored_and_filled_up_past_a_devices_cursor_is_noticed_by_its_marks(
             .journal_mut()
             .add(share(&format!("lost, A {n}")))?;
         acked.push((0, id));
-        round_of(&mut sim, 0)?;
+        sim.round_of(0)?;
     }
     acked.push((1, sim.devices[1].journal_mut().add(share("lost, B"))?));
     sim.settle()?;
@@ -591,7 +573,7 @@ fn a_relay_restored_and_filled_up_past_a_devices_cursor_is_noticed_by_its_marks(
             .journal_mut()
             .add(share(&format!("refill, B {n}")))?;
         acked.push((1, id));
-        round_of(&mut sim, 1)?;
+        sim.round_of(1)?;
     }
     ensure!(reported(&sim, 1, |k| matches!(
         k,

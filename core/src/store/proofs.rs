@@ -57,6 +57,15 @@ fn array<const N: usize>(bytes: Vec<u8>) -> Option<[u8; N]> {
     bytes.try_into().ok()
 }
 
+/// A group's scope as stored.
+fn scope(device: [u8; 16], first: i64, last: i64) -> GroupScope {
+    GroupScope {
+        device,
+        first_seq: u64::try_from(first).unwrap_or(0),
+        last_seq: u64::try_from(last).unwrap_or(0),
+    }
+}
+
 /// Hashes stored one after another (a trailing partial one is dropped).
 pub(crate) fn split_hashes(bytes: &[u8]) -> Vec<[u8; 32]> {
     bytes
@@ -130,12 +139,12 @@ impl Store {
         let (first, last): (i64, i64) = (row.get(2)?, row.get(3)?);
         let hashes: Vec<u8> = row.get(4)?;
         Ok(array(signer).zip(array(device)).map(|(s, device)| {
-            let scope = GroupScope {
-                device,
-                first_seq: u64::try_from(first).unwrap_or(0),
-                last_seq: u64::try_from(last).unwrap_or(0),
-            };
-            (s, scope, *signature, split_hashes(&hashes))
+            (
+                s,
+                scope(device, first, last),
+                *signature,
+                split_hashes(&hashes),
+            )
         }))
     }
 
@@ -159,12 +168,7 @@ impl Store {
         for row in rows {
             let (signer, sig, device, first, last, hashes) = row?;
             if let (Some(s), Some(g), Some(device)) = (array(signer), array(sig), array(device)) {
-                let scope = GroupScope {
-                    device,
-                    first_seq: u64::try_from(first).unwrap_or(0),
-                    last_seq: u64::try_from(last).unwrap_or(0),
-                };
-                out.push((s, scope, g, split_hashes(&hashes)));
+                out.push((s, scope(device, first, last), g, split_hashes(&hashes)));
             }
         }
         Ok(out)

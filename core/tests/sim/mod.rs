@@ -1147,6 +1147,24 @@ impl Sim {
         }
     }
 
+    /// One round of one device alone (the others do nothing meanwhile): bounded.
+    pub fn round_of(&mut self, device: usize) -> Result<()> {
+        self.event(device, Event::Start)?;
+        for _ in 0..100_000 {
+            if self.deliver_one()? {
+                continue;
+            }
+            if self.devices[device].engine.is_settled() {
+                return Ok(());
+            }
+            match self.devices[device].engine.next_wake() {
+                Some(w) => self.advance((w - self.now).max(1))?,
+                None => bail!("{} is stuck", self.devices[device].name),
+            }
+        }
+        bail!("the round of {} did not end", self.devices[device].name)
+    }
+
     /// Heals the network and runs rounds until every device has everything: bounded.
     pub fn settle(&mut self) -> Result<()> {
         self.faults = Faults::default();
