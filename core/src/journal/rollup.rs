@@ -17,7 +17,7 @@ use crate::{
 };
 
 /// The most chunks one rollup stands for.
-pub const MAX_ROLLUP_CHUNKS: usize = 256;
+const MAX_ROLLUP_CHUNKS: usize = 256;
 /// The largest rollup plaintext (like a batch: far under the relay's chunk limit).
 const MAX_ROLLUP_BYTES: usize = 256 * 1024;
 

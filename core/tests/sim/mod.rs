@@ -441,11 +441,6 @@ impl SimRelay {
         self.handle(space_id, [0; 16], &req)
     }
 
-    /// Stored rollup `n` of the couple's space (panics in a test that has none).
-    pub fn rollup(&mut self, space_id: [u8; 32], n: usize) -> Rollup {
-        self.space_mut(space_id).rollups[n].clone()
-    }
-
     /// Pulls of `space_id` from below its head answer `410 pruned` until the relay behaves.
     pub fn prune_early(&mut self, space_id: [u8; 32]) {
         let s = self.space_mut(space_id);
