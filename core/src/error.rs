@@ -85,6 +85,10 @@ pub enum Error {
     #[error("{0}")]
     Invite(String),
 
+    /// Pairing a device stopped: a wrong or used code, an expired invite, a declined join.
+    #[error("{0}")]
+    Pairing(crate::crypto::PairingFailure),
+
     /// The relay could not be reached or did not answer in time.
     #[error("the relay could not be reached; try again later")]
     Unreachable,

@@ -11,8 +11,10 @@ mod identity;
 mod invite;
 mod keys;
 mod padme;
+mod pairing;
 mod pin;
 mod seal;
+mod wordlist;
 
 pub use identity::{
     CERTIFICATE_LEN, ChangeProof, DeviceCertificate, DeviceKey, DevicePublicKey, GroupScope,
@@ -22,6 +24,10 @@ pub use identity::{
 pub use invite::{Invite, InviteKind};
 pub use keys::{ContentKey, RelayToken, SpaceKeys, SpaceSecret};
 pub use padme::{pad, padded_len, unpad};
+pub use pairing::{
+    Channel, CodeExchange, MAX_PAIRING_NAME, PairingFailure, PairingInvite, PairingKind,
+    PairingMessage, PairingSecret, Role, SHORT_CODE_WORDS, ShortCode,
+};
 pub use pin::RelayPin;
 pub use seal::{
     ChunkAad, RollupAad, open_chunk, open_rollup, open_snapshot, seal_chunk, seal_rollup,
