@@ -27,6 +27,8 @@ Exit codes:
  11  the relay sent a change twice; the copy was ignored
  12  the relay is not trusted: its certificate failed checks or does not match the pin, or
      its URL is clear-text http:// to another machine (act on the message; retrying won't help)
+ 13  the pairing stopped: the invite was used or expired, the join was declined, or a short
+     code was read wrong (it no longer works: make a new one)
 
 Relays: https:// (verified against the public roots, or the --relay-pin an invite carries).
 Clear-text http:// is for a relay on this machine only; --insecure-cleartext-relay allows it
@@ -81,24 +83,36 @@ pub enum Command {
         #[arg(long)]
         name: String,
     },
-    /// Print an invite for your partner, with a QR code to scan.
+    /// Invite your partner (or another device of yours): show an invite, with a QR code to
+    /// scan, or a short code to read out on a call, then wait for them to join and ask you
+    /// to accept them. An invite works once, for 10 minutes, and carries no key.
     Invite {
-        /// Print the invite string alone (for scripts).
+        /// Print the invite alone on the first line (for scripts), no QR code.
         #[arg(long)]
         plain: bool,
+        /// A short code to read out (a number and two words) instead of an invite.
+        #[arg(long)]
+        code: bool,
         /// An invite for another device of yours instead of your partner.
         #[arg(long)]
         device: bool,
+        /// Accept whoever joins without asking (for scripts: then anyone who sees the invite
+        /// first gets in).
+        #[arg(long)]
+        yes: bool,
     },
-    /// Join a journal with an invite code and fetch it from the relay.
+    /// Join a journal with the invite or short code your partner shows, and fetch it.
     Join {
-        /// The invite code (starts with MEND1- or MEND2-).
+        /// The invite (starts with MEND4-) or the short code (as in 42-olive-harbor).
         code: String,
-        /// Your name, as your partner will see it (ignored for a device invite).
+        /// Your name, as your partner will see it (ignored when joining as another device).
         #[arg(long)]
         name: Option<String>,
-        /// Longest time to wait for the first sync, in seconds.
-        #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+        /// The relay, for a short code (an invite names its own), e.g. https://relay.example.
+        #[arg(long, env = "MEND_RELAY", value_name = "URL")]
+        relay: Option<String>,
+        /// Longest time to wait for the inviting device and then the first sync, in seconds.
+        #[arg(long, default_value_t = 120, value_name = "SECONDS")]
         timeout: u64,
     },
     /// Add a record and print its id.

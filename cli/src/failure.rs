@@ -36,6 +36,9 @@ pub enum Exit {
     /// The device refuses the relay: a certificate or pin that failed, or clear text to
     /// another machine. Retrying does not help; the user or the relay's operator must act.
     Untrusted = 12,
+    /// A pairing stopped: the invite was used or expired, the join declined, a short code
+    /// wrong (and burned).
+    Pairing = 13,
 }
 
 impl Exit {
@@ -116,6 +119,7 @@ pub fn exit_for(error: &Error) -> Exit {
         Error::Unreachable => Exit::Unreachable,
         Error::UntrustedRelay(_) => Exit::Untrusted,
         Error::Tampered => Exit::Tampered,
+        Error::Pairing(_) => Exit::Pairing,
         _ => Exit::Local,
     }
 }

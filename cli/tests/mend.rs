@@ -133,23 +133,55 @@ impl World {
         })
     }
 
+    /// Starts `mend --home <home> args…` in the background, its output piped.
+    fn spawn(&self, home: &str, args: &[&str]) -> Result<std::process::Child> {
+        std::process::Command::new(cargo_bin!("mend"))
+            .env_remove("MEND_HOME")
+            .env("MEND_TZ", "UTC")
+            .arg("--home")
+            .arg(self.home(home))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("start mend")
+    }
+
+    /// Runs `mend invite <invite_args…>` in `host` and, once it shows its code, `join` in
+    /// `guest` with that code and `join_args`; answers both runs and the code.
+    fn pair(
+        &self,
+        host: &str,
+        invite_args: &[&str],
+        guest: &str,
+        join_args: &[&str],
+    ) -> Result<(Run, Run, String)> {
+        let mut args = vec!["invite", "--plain"];
+        args.extend_from_slice(invite_args);
+        let (code, child) = first_line(self.spawn(host, &args)?, |_| true)?;
+        let mut join = vec!["join", code.as_str()];
+        join.extend_from_slice(join_args);
+        let joined = self.mend(guest, &join)?;
+        let invited = finish(child)?;
+        Ok((invited, joined, code))
+    }
+
     /// A couple: Alex creates the journal, Blake joins with the invite.
     fn couple(&self) -> Result<()> {
         self.init("alex", "Alex")?.ok()?;
         self.mend("alex", &["sync"])?.ok()?;
-        let invite = self.mend("alex", &["invite", "--plain"])?.ok()?;
+        let (invited, joined, invite) =
+            self.pair("alex", &["--yes"], "blake", &["--name", "Blake"])?;
         // The invite carries the relay's pin: Blake is given nothing else.
-        ensure!(
-            invite.starts_with("MEND2-") && !invite.contains('\n'),
-            "not a plain invite with the pin"
-        );
-        let joined = self
-            .mend("blake", &["join", &invite, "--name", "Blake"])?
-            .ok()?;
+        ensure!(invite.starts_with("MEND4-"), "not a plain invite: {invite}");
+        let joined = joined.ok()?;
         ensure!(
             joined.contains("Joined Alex's journal as Blake"),
             "join said: {joined}"
         );
+        let invited = invited.ok()?;
+        ensure!(invited.contains("Blake joined"), "invite said: {invited}");
         Ok(())
     }
 
@@ -165,6 +197,81 @@ impl World {
     }
 }
 
+/// A background `mend` and the rest of its stdout, read as it comes so it never blocks.
+struct Background {
+    child: std::process::Child,
+    rest: std::thread::JoinHandle<String>,
+}
+
+/// The first line a background `mend` prints that passes `wanted`, waiting at most
+/// [`COMMAND_LIMIT`].
+fn first_line(
+    mut child: std::process::Child,
+    wanted: fn(&str) -> bool,
+) -> Result<(String, Background)> {
+    use std::io::{BufRead, Read};
+    let stdout = child.stdout.take().context("no stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let rest = std::thread::spawn(move || {
+        let mut reader = std::io::BufReader::new(stdout);
+        let mut seen = String::new();
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => {
+                    let _ = tx.send(Err(anyhow::anyhow!("mend ended first: {seen}")));
+                    return seen;
+                }
+                Ok(_) if wanted(line.trim()) => {
+                    let _ = tx.send(Ok(line.trim().to_owned()));
+                    break;
+                }
+                Ok(_) => seen.push_str(&line),
+            }
+        }
+        let mut rest = String::new();
+        let _ = reader.read_to_string(&mut rest);
+        seen + &rest
+    });
+    match rx.recv_timeout(COMMAND_LIMIT) {
+        Ok(line) => Ok((line?, Background { child, rest })),
+        Err(_) => {
+            let _ = child.kill();
+            anyhow::bail!("mend printed nothing within {COMMAND_LIMIT:?}")
+        }
+    }
+}
+
+/// Waits at most [`COMMAND_LIMIT`] for a background `mend` to end (killing it after), and
+/// answers what it did after its first line.
+fn finish(background: Background) -> Result<Run> {
+    use std::io::Read;
+    let Background { mut child, rest } = background;
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if started.elapsed() > COMMAND_LIMIT {
+            let _ = child.kill();
+            anyhow::bail!("mend did not end within {COMMAND_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = rest
+        .join()
+        .map_err(|_| anyhow::anyhow!("the output reader failed"))?;
+    let mut stderr = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        err.read_to_string(&mut stderr)?;
+    }
+    Ok(Run {
+        code: status.code().unwrap_or(-1),
+        stdout,
+        stderr,
+    })
+}
+
 #[test]
 fn quickstart_two_partners_edit_apart_and_see_the_same_journal() -> Result<()> {
     let world = World::start()?;
@@ -178,11 +285,31 @@ fn quickstart_two_partners_edit_apart_and_see_the_same_journal() -> Result<()> {
         let mode = std::fs::metadata(&keyring)?.permissions().mode() & 0o777;
         ensure!(mode == 0o600, "keyring mode is {mode:o}");
     }
-    let invite_screen = world.mend("alex", &["invite"])?.ok()?;
-    ensure!(invite_screen.contains('█'), "no QR code drawn");
+    // An invite on screen: a QR code beside the text, no key in it. Nobody at the terminal
+    // says yes, so the join is declined: both sides say so and nothing is shared.
+    let (code, screen) = first_line(world.spawn("alex", &["invite", "--device"])?, |l| {
+        l.starts_with("MEND4-")
+    })?;
+    let declined = world.mend("alex-tablet", &["join", &code])?;
+    let screen = finish(screen)?;
+    declined.fails(13, "declined")?;
     ensure!(
-        !invite_screen.contains("mend-keyring"),
-        "the keyring was printed"
+        screen.code == 13,
+        "the invite did not end declined: {screen:?}"
+    );
+    ensure!(screen.stdout.contains('█'), "no QR code drawn");
+    ensure!(
+        screen.stdout.contains("Your other device wants to join"),
+        "the joiner was not named: {}",
+        screen.stdout
+    );
+    ensure!(
+        !screen.stdout.contains("mend-keyring") && !screen.stdout.contains("MEND1-"),
+        "a key was printed"
+    );
+    ensure!(
+        !world.home("alex-tablet").join("journal.db").exists(),
+        "a declined join left a journal"
     );
 
     // Apart: each writes without syncing.
@@ -341,6 +468,65 @@ fn quickstart_two_partners_edit_apart_and_see_the_same_journal() -> Result<()> {
         status["pending"] == 0 && status["last_synced"].is_i64(),
         "status: {status:#}"
     );
+    Ok(())
+}
+
+#[test]
+fn a_short_code_read_over_a_call_pairs_once_and_a_wrong_one_burns() -> Result<()> {
+    let world = World::start()?;
+    world.init("alex", "Alex")?.ok()?;
+    world.mend("alex", &["sync"])?.ok()?;
+    let (url, pin) = (world.relay.url(), world.pin()?);
+    let relay = ["--relay", url.as_str(), "--relay-pin", pin.as_str()];
+
+    // Read right: Blake joins with the number and two words, and the relay named apart.
+    let mut join = vec!["--name", "Blake"];
+    join.extend_from_slice(&relay);
+    let (invited, joined, code) = world.pair("alex", &["--code", "--yes"], "blake", &join)?;
+    let parts: Vec<&str> = code.split('-').collect();
+    ensure!(
+        parts.len() == 3 && parts[0].bytes().all(|b| b.is_ascii_digit()),
+        "not a short code: {code}"
+    );
+    ensure!(joined.ok()?.contains("Joined Alex's journal as Blake"));
+    invited.ok()?;
+
+    // The same code again, by anyone: refused, and no journal is left behind.
+    let mut again = vec!["join", code.as_str(), "--name", "Carol"];
+    again.extend_from_slice(&relay);
+    world.mend("carol", &again)?.fails(13, "already used")?;
+    ensure!(!world.home("carol").join("journal.db").exists());
+
+    // A word wrong: the guess burns the code, and both sides say so.
+    let (code, host) = first_line(
+        world.spawn("alex", &["invite", "--code", "--plain", "--yes"])?,
+        |_| true,
+    )?;
+    let parts: Vec<&str> = code.split('-').collect();
+    let wrong_word = if parts[2] == "zebra" {
+        "acorn"
+    } else {
+        "zebra"
+    };
+    let wrong = format!("{}-{}-{wrong_word}", parts[0], parts[1]);
+    let mut guess = vec!["join", wrong.as_str(), "--name", "Carol"];
+    guess.extend_from_slice(&relay);
+    world.mend("carol", &guess)?.fails(13, "does not match")?;
+    finish(host)?.fails(13, "wrong words")?;
+    // The right words after the burn are too late.
+    let mut late = vec!["join", code.as_str(), "--name", "Carol"];
+    late.extend_from_slice(&relay);
+    world.mend("carol", &late)?.fails(13, "already used")?;
+    ensure!(!world.home("carol").join("journal.db").exists());
+
+    // An invite (QR or text) works once too.
+    let (invited, joined, invite) = world.pair("alex", &["--device", "--yes"], "alex-2", &[])?;
+    joined.ok()?;
+    invited.ok()?;
+    world
+        .mend("carol", &["join", &invite, "--name", "Carol"])?
+        .fails(13, "already used")?;
+    ensure!(!world.home("carol").join("journal.db").exists());
     Ok(())
 }
 
@@ -539,11 +725,30 @@ fn every_bad_input_gets_one_line_and_its_exit_code() -> Result<()> {
 
     // Malformed invites.
     world
-        .mend("carol", &["join", "MEND1-AAAAbroken", "--name", "Carol"])?
+        .mend("carol", &["join", "MEND4-AAAAbroken", "--name", "Carol"])?
         .fails(3, "damaged or mistyped")?;
     world
+        .mend("carol", &["join", "MEND1-AAAAbroken", "--name", "Carol"])?
+        .fails(3, "older version")?;
+    world
         .mend("carol", &["join", "hello", "--name", "Carol"])?
-        .fails(3, "not a Mend invite code")?;
+        .fails(3, "not a Mend invite")?;
+    world
+        .mend(
+            "carol",
+            &[
+                "join",
+                "42-olive-harbr",
+                "--name",
+                "Carol",
+                "--relay",
+                "https://127.0.0.1:1",
+            ],
+        )?
+        .fails(3, "spelling")?;
+    world
+        .mend("carol", &["join", "42-olive-harbor", "--name", "Carol"])?
+        .fails(2, "--relay")?;
     ensure!(
         !world.home("carol").join("journal.db").exists(),
         "a bad invite left a journal"

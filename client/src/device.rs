@@ -347,6 +347,11 @@ impl Device {
         &self.keyring
     }
 
+    /// How this device reaches its relay.
+    pub(crate) fn relay_options(&self) -> &RelayOptions {
+        &self.relay
+    }
+
     /// The relay connection.
     pub fn client(&self) -> &Arc<SyncClient> {
         &self.client

@@ -163,10 +163,14 @@ impl RelayHttp {
         ));
         let head = write!(
             request,
-            "{method} {}{path} HTTP/1.1\r\nhost: {}\r\nauthorization: {AUTH_SCHEME} {token}\r\n",
+            "{method} {}{path} HTTP/1.1\r\nhost: {}\r\n",
             target.prefix, target.authority
         )
         .and_then(|()| {
+            // A pairing claim goes without one: the guest has no token yet.
+            if !token.is_empty() {
+                write!(request, "authorization: {AUTH_SCHEME} {token}\r\n")?;
+            }
             if !body.is_empty() {
                 write!(request, "content-type: {}\r\n", paths::FRAME_CONTENT_TYPE)?;
             }
@@ -236,6 +240,25 @@ impl RelayHttp {
             });
         }
         answer
+    }
+
+    /// One request on the relay's pairing mailbox (docs/protocol.md §11): `token` is the
+    /// ticket's token in hex, empty for a claim. Answers the status and body of whatever the
+    /// relay said; `Unreachable` when it said nothing, and the refusal of a certificate or pin
+    /// as such.
+    pub(crate) async fn pairing(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Vec<u8>)> {
+        match self.call(method, path, token, body, SMALL_BODY).await {
+            Ok((status, _, body)) => Ok((status, body)),
+            Err(_) => Err(self
+                .take_problem()
+                .map_or(Error::Unreachable, Error::UntrustedRelay)),
+        }
     }
 
     /// Erases a space at the relay (a partner leaving, a separation). Idempotent: a space that
@@ -709,7 +732,7 @@ async fn read_chunked<S: AsyncRead + Unpin>(
 }
 
 /// The code in an error body `{"error": "<name>", …}`.
-fn error_code(body: &[u8]) -> Option<ErrorCode> {
+pub(crate) fn error_code(body: &[u8]) -> Option<ErrorCode> {
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
     ErrorCode::from_name(value.get("error")?.as_str()?)
 }

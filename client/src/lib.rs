@@ -11,12 +11,14 @@
 mod device;
 mod http;
 mod live;
+mod pairing;
 mod sync;
 mod transport;
 
 pub use device::Device;
 pub use http::RelayHttp;
 pub use mend_core::{Error, Keyring, Result};
+pub use pairing::{Invitation, Joiner, unix_now};
 pub use sync::{LiveSync, RoundReport, SyncClient, SyncObserver};
 pub use transport::RelayOptions;
 

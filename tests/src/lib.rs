@@ -12,7 +12,10 @@ use std::{
 use anyhow::{Context, Result};
 use mend_client::{Device, Keyring, RelayOptions, SyncObserver};
 use mend_core::{
-    Journal, RecordId, Space, crypto::RelayPin, journal::OpenOptions, store::Durability,
+    Journal, RecordId, Space,
+    crypto::{PairingKind, RelayPin},
+    journal::OpenOptions,
+    store::Durability,
     sync::SyncStatus,
 };
 pub use mend_relay::Config as RelayConfig;
@@ -279,6 +282,62 @@ impl Phone {
         })
     }
 
+    /// Joins with a pairing `code` (an invite, or a short code on `relay`) as `name`; the
+    /// journal's own error when the pairing stops.
+    pub async fn join_code(
+        dir: &Path,
+        file: &str,
+        code: &str,
+        name: &str,
+        relay: &Relay,
+    ) -> mend_core::Result<Self> {
+        let recorder = Arc::new(Recorder::default());
+        let path = dir.join(file);
+        let observer: Arc<dyn SyncObserver> = recorder.clone();
+        let (device, _) = Device::join_with_code(
+            &path,
+            code,
+            name,
+            Some(&relay.url()),
+            opts(),
+            relay.trust(),
+            Some(observer),
+            ROUND,
+        )
+        .await?;
+        Ok(Self {
+            device,
+            recorder,
+            path,
+        })
+    }
+
+    /// Pairs a new device at `file` with `host`, as the host's user accepting whoever joins:
+    /// the other partner named `name`, or (for [`PairingKind::Device`]) another of the host
+    /// partner's devices; by invite, or by short code when `short`.
+    pub async fn pair(
+        dir: &Path,
+        file: &str,
+        host: &Phone,
+        kind: PairingKind,
+        short: bool,
+        name: &str,
+        relay: &Relay,
+    ) -> Result<Self> {
+        let mut invitation = host.device.invite(kind, short).await?;
+        let code = invitation.code().to_owned();
+        let hosting = async move {
+            let joiner = invitation.wait_for_joiner(ROUND).await?;
+            anyhow::ensure!(joiner.is_some(), "nobody joined");
+            invitation.accept().await?;
+            anyhow::Ok(())
+        };
+        let (hosted, joined) =
+            tokio::join!(hosting, Phone::join_code(dir, file, &code, name, relay));
+        hosted?;
+        Ok(joined?)
+    }
+
     pub fn reopen(path: &Path, keyring: Keyring, relay: &Relay) -> Result<Self> {
         let recorder = Arc::new(Recorder::default());
         let observer: Arc<dyn SyncObserver> = recorder.clone();
@@ -313,7 +372,7 @@ impl Phone {
 pub async fn couple(dir: &Path, relay: &Relay) -> Result<(Phone, Phone)> {
     let a = Phone::create(dir, "a.db", "Alex", relay)?;
     a.sync().await?;
-    let b = Phone::join(dir, "b.db", &a.device.partner_invite()?, "Blake", relay)?;
+    let b = Phone::pair(dir, "b.db", &a, PairingKind::Partner, false, "Blake", relay).await?;
     b.sync().await?;
     a.sync().await?;
     Ok((a, b))

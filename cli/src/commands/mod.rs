@@ -36,12 +36,18 @@ pub fn run(cli: Cli) -> Result<()> {
 async fn dispatch(home: &Home, command: Command) -> Result<()> {
     match command {
         Command::Init { relay, name } => pairing::init(home, &relay, &name),
-        Command::Invite { plain, device } => pairing::invite(home, plain, device),
+        Command::Invite {
+            plain,
+            code,
+            device,
+            yes,
+        } => pairing::invite(home, plain, code, device, yes).await,
         Command::Join {
             code,
             name,
+            relay,
             timeout,
-        } => pairing::join(home, &code, name.as_deref(), timeout).await,
+        } => pairing::join(home, &code, name.as_deref(), relay.as_deref(), timeout).await,
         Command::Erase { yes } => pairing::erase(home, yes).await,
         Command::Add {
             record_kind,

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 use anyhow::Result;
 use mend_client::{Device, SyncObserver};
 use mend_core::{
-    crypto::{Invite, InviteKind},
+    crypto::{PairingInvite, PairingKind, ShortCode},
     journal::OpenOptions,
 };
 use qrcode::{QrCode, render::unicode::Dense1x2};
@@ -48,71 +48,166 @@ pub fn init(home: &Home, relay: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// `invite`: the code as text, and as a QR code unless `--plain`.
-pub fn invite(home: &Home, plain: bool, for_device: bool) -> Result<()> {
+/// `invite`: opens a pairing at the relay, shows the invite (with a QR code unless `--plain`)
+/// or a short code, waits for the joiner and asks whether to let them in.
+pub async fn invite(
+    home: &Home,
+    plain: bool,
+    short: bool,
+    for_device: bool,
+    yes: bool,
+) -> Result<()> {
     let device = home.open(None)?;
-    let code = if for_device {
-        device.device_invite()?
+    let kind = if for_device {
+        PairingKind::Device
     } else {
-        device.partner_invite()?
+        PairingKind::Partner
     };
+    let mut invitation = device.invite(kind, short).await?;
+    let minutes = invitation
+        .expires_at()
+        .saturating_sub(mend_client::unix_now())
+        .div_ceil(60);
     if plain {
-        say!("{code}");
-        return Ok(());
-    }
-    let who = if for_device {
-        "your other device"
+        say!("{}", invitation.code());
     } else {
-        "your partner"
+        let who = if for_device {
+            "your other device"
+        } else {
+            "your partner"
+        };
+        if invitation.is_short() {
+            say!("Read this code to {who} (it works once, for {minutes} minutes):");
+            say!("");
+            say!("    {}", invitation.code());
+            say!("");
+            say!(
+                "They run: mend join {} --relay {} --name <their name>",
+                invitation.code(),
+                device.keyring().relay_url
+            );
+        } else {
+            say!("Invite for {who} (it works once, for {minutes} minutes, and holds no key):");
+            say!("");
+            say!("{}", invitation.code());
+            say!("");
+            let qr = QrCode::new(invitation.code().as_bytes())
+                .map_err(|e| Failure::new(Exit::Local, format!("cannot draw the QR code: {e}")))?;
+            let drawn = qr
+                .render::<Dense1x2>()
+                .dark_color(Dense1x2::Light)
+                .light_color(Dense1x2::Dark)
+                .quiet_zone(true)
+                .build();
+            say!("{drawn}");
+            say!("");
+            say!("They run: mend join <invite> --name <their name>");
+        }
+        say!("Waiting for them to join…");
+    }
+    let budget = Duration::from_secs(
+        invitation
+            .expires_at()
+            .saturating_sub(mend_client::unix_now())
+            .saturating_add(5),
+    );
+    let Some(joiner) = invitation.wait_for_joiner(budget).await? else {
+        invitation.cancel().await;
+        return Err(mend_core::Error::Pairing(mend_core::crypto::PairingFailure::Expired).into());
     };
-    say!("Invite for {who} (it opens your journal: share it only with them):");
-    say!("");
-    say!("{code}");
-    say!("");
-    let qr = QrCode::new(code.as_bytes())
-        .map_err(|e| Failure::new(Exit::Local, format!("cannot draw the QR code: {e}")))?;
-    let drawn = qr
-        .render::<Dense1x2>()
-        .dark_color(Dense1x2::Light)
-        .light_color(Dense1x2::Dark)
-        .quiet_zone(true)
-        .build();
-    say!("{drawn}");
-    say!("");
-    say!("They run: mend join <code> --name <their name>");
-    Ok(())
+    let who = match joiner.kind {
+        PairingKind::Partner => format!("{} wants to join as your partner", joiner.name),
+        PairingKind::Device => "Your other device wants to join".to_owned(),
+    };
+    let accepted = yes || ask(&format!("{who}. Let them in? [y/N] "));
+    if accepted {
+        invitation.accept().await?;
+        match joiner.kind {
+            PairingKind::Partner => say!(
+                "{} joined. Run `mend sync` to share your entries.",
+                joiner.name
+            ),
+            PairingKind::Device => say!("Your other device joined."),
+        }
+        Ok(())
+    } else {
+        invitation.decline().await?;
+        Err(Failure::new(
+            Exit::Pairing,
+            format!("{who}: declined; nothing was shared"),
+        )
+        .into())
+    }
 }
 
-/// `join`: a replica from an invite, filled by a first sync.
-pub async fn join(home: &Home, code: &str, name: Option<&str>, timeout: u64) -> Result<()> {
-    let invite = Invite::decode(code)?;
-    let partner_invite = matches!(invite.kind, InviteKind::Partner);
-    let name = match (partner_invite, name) {
-        (true, Some(n)) => n,
+/// Asks a yes-or-no question on the terminal; anything but yes (or no terminal) is no.
+fn ask(question: &str) -> bool {
+    use std::io::{BufRead, Write};
+    let mut out = std::io::stdout().lock();
+    let _ = write!(out, "{}", mend_core::words::terminal_safe(question));
+    let _ = out.flush();
+    drop(out);
+    let mut line = String::new();
+    match std::io::stdin().lock().read_line(&mut line) {
+        Ok(n) if n > 0 => matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes"),
+        _ => {
+            say!("");
+            false
+        }
+    }
+}
+
+/// `join`: pairs with the inviting device, then fills the replica by a first sync.
+pub async fn join(
+    home: &Home,
+    code: &str,
+    name: Option<&str>,
+    relay: Option<&str>,
+    timeout: u64,
+) -> Result<()> {
+    let short = ShortCode::looks_like(code);
+    // A partner invite needs a name before the single-use mailbox is claimed; a short code
+    // says what it is for only once claimed, so it always asks for one.
+    let needs_name = short
+        || PairingInvite::decode(code)
+            .map(|i| i.kind == PairingKind::Partner)
+            .unwrap_or(false);
+    let name = match (needs_name, name) {
+        (_, Some(n)) => n,
         (true, None) => {
             return Err(Failure::new(Exit::Usage, "joining as a partner needs --name NAME").into());
         }
-        // A second device belongs to a partner who already has a name.
-        (false, _) => "",
+        (false, None) => "",
     };
+    if short && relay.is_none() {
+        return Err(Failure::new(
+            Exit::Usage,
+            "a short code names no relay: add --relay URL (the one your partner's journal uses)",
+        )
+        .into());
+    }
     home.ensure_empty()?;
     let tracker = Tracker::new();
     let observer: Arc<dyn SyncObserver> = tracker.clone();
-    let device = Device::join(
+    let budget = Duration::from_secs(timeout.max(1));
+    let (device, kind) = Device::join_with_code(
         &home.journal_path(),
         code,
         name,
+        relay,
         OpenOptions::default(),
         home.relay(),
         Some(observer),
+        budget,
     )
+    .await
     .inspect_err(|_| home.discard_new())?;
     if let Err(e) = home.save_keyring(device.keyring()) {
         drop(device);
         home.discard_new();
         return Err(e);
     }
-    let problem = match round(&device, &tracker, Duration::from_secs(timeout.max(1))).await {
+    let problem = match round(&device, &tracker, budget).await {
         Ok(done) => done.problem,
         Err(e) => {
             let (message, exit) = crate::failure::report(&e);
@@ -130,7 +225,7 @@ pub async fn join(home: &Home, code: &str, name: Option<&str>, timeout: u64) -> 
             .into_iter()
             .find(|p| p.id == journal.me());
         let my_name = me.map_or_else(String::new, |p| p.name);
-        match (partner_invite, journal.partner()) {
+        match (kind == PairingKind::Partner, journal.partner()) {
             (true, Some(other)) => say!("Joined {}'s journal as {my_name}: {records}.", other.name),
             (true, None) => say!(
                 "Joined as {my_name}. Your partner's entries arrive once their device has synced; \

@@ -1,0 +1,545 @@
+//! Pairing over the relay's mailbox (docs/protocol.md §11, docs/security.md "Invites"): the
+//! inviting device's [`Invitation`] and the joining device's [`Device::join_with_code`].
+//!
+//! The host opens a mailbox and shows an invite or a short code; the guest claims the mailbox
+//! (once: a second claim is refused by the relay) and the two talk through a sealed
+//! [`Channel`]. The host sends the journal's secrets only after its user accepts the joiner
+//! by name, and the guest closes the mailbox once it holds them, which deletes every message
+//! at the relay. A wrong short code burns the mailbox and both sides say so.
+
+use std::{
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use http::{Method, StatusCode};
+use mend_core::{
+    crypto::{
+        Channel, CodeExchange, PairingFailure, PairingInvite, PairingKind, PairingMessage,
+        PairingSecret, Role, ShortCode,
+    },
+    error::{Error, Result},
+    journal::OpenOptions,
+};
+use mend_protocol::{
+    ErrorCode, Limits, PairingInbox, PairingOpen, PairingPost, PairingState, PairingTicket, paths,
+};
+use zeroize::Zeroizing;
+
+use crate::{
+    Device, RelayOptions, SyncObserver,
+    http::{RelayHttp, error_code},
+};
+
+/// The longest one long-poll of the mailbox waits, in seconds: below the HTTP client's
+/// per-exchange clock, so a quiet mailbox never reads as a relay out of reach.
+const POLL_WAIT_SECS: u64 = 8;
+/// How long the host waits, after sending the secrets or a refusal, for the guest to take
+/// them and close the mailbox before closing it itself.
+const HANDOVER_WAIT: Duration = Duration::from_secs(30);
+
+/// Who asked to join, for the inviting user to accept or decline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Joiner {
+    /// The name the joining partner gave (empty for one of this partner's own devices).
+    pub name: String,
+    /// What the invite was for.
+    pub kind: PairingKind,
+}
+
+/// The host's half of a pairing: open with [`Device::invite`], show [`Invitation::code`], wait
+/// for the joiner, then accept or decline.
+pub struct Invitation {
+    mailbox: Mailbox,
+    code: Zeroizing<String>,
+    kind: PairingKind,
+    inviter: String,
+    handover: Zeroizing<String>,
+    /// The short code's SPAKE2 half until the guest's half arrives.
+    exchange: Option<CodeExchange>,
+    channel: Option<Channel>,
+    joiner: Option<Joiner>,
+}
+
+impl std::fmt::Debug for Invitation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Invitation")
+            .field("mailbox", &self.mailbox.id)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One side's view of a mailbox at the relay.
+struct Mailbox {
+    http: RelayHttp,
+    id: String,
+    /// `Bearer <hex>`, without the scheme: what [`RelayHttp`] sends.
+    token: Zeroizing<String>,
+    expires_at: u64,
+    /// The other side's messages read so far.
+    after: u64,
+}
+
+/// The time in unix seconds, as the relay counts a mailbox's expiry.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The failure a refusal of a pairing route stands for.
+fn refusal(status: StatusCode, body: &[u8]) -> Error {
+    match error_code(body) {
+        Some(ErrorCode::PairingUsed) => PairingFailure::Used.into(),
+        Some(ErrorCode::PairingExpired) => PairingFailure::Expired.into(),
+        Some(ErrorCode::PairingUnknown) => PairingFailure::Unknown.into(),
+        Some(ErrorCode::PairingClosed) => PairingFailure::Closed.into(),
+        Some(ErrorCode::RateLimited) => Error::Invite(
+            "the relay is refusing more pairing attempts from this network for a minute; try \
+             again shortly"
+                .into(),
+        ),
+        _ if status.as_u16() == 410 => PairingFailure::Expired.into(),
+        _ if status.as_u16() == 404 => PairingFailure::Unknown.into(),
+        _ if status.is_server_error() => Error::Unreachable,
+        _ => PairingFailure::Tampered.into(),
+    }
+}
+
+fn ticket_of(status: StatusCode, body: &[u8]) -> Result<PairingTicket> {
+    if !status.is_success() {
+        return Err(refusal(status, body));
+    }
+    PairingTicket::decode(body, &Limits::DEFAULT).map_err(|_| Error::Unreachable)
+}
+
+fn hex_token(ticket: &PairingTicket) -> Zeroizing<String> {
+    Zeroizing::new(hex::encode(ticket.token))
+}
+
+impl Mailbox {
+    fn from_ticket(http: RelayHttp, ticket: &PairingTicket) -> Self {
+        Self {
+            http,
+            id: ticket.mailbox.clone(),
+            token: hex_token(ticket),
+            expires_at: ticket.expires_at,
+            after: 0,
+        }
+    }
+
+    async fn post(&self, body: Vec<u8>) -> Result<()> {
+        let frame = PairingPost { body }.to_bytes();
+        let (status, answer) = self
+            .http
+            .pairing(
+                Method::POST,
+                &paths::pairing_messages(&self.id),
+                &self.token,
+                Some(frame),
+            )
+            .await?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(refusal(status, &answer))
+        }
+    }
+
+    /// The other side's next message, waiting until `deadline`: `Ok(None)` when none came.
+    /// A mailbox closed, burned or expired meanwhile ends the wait with its failure.
+    async fn next(&mut self, deadline: Instant) -> Result<Option<Vec<u8>>> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let wait = left.as_secs().min(POLL_WAIT_SECS);
+            let (status, body) = self
+                .http
+                .pairing(
+                    Method::GET,
+                    &paths::pairing_inbox(&self.id, self.after, wait),
+                    &self.token,
+                    None,
+                )
+                .await?;
+            if !status.is_success() {
+                return Err(refusal(status, &body));
+            }
+            let inbox =
+                PairingInbox::decode(&body, &Limits::DEFAULT).map_err(|_| Error::Unreachable)?;
+            // Only the next message in order counts; the relay numbers each side's from 1.
+            if let Some(message) = inbox
+                .messages
+                .into_iter()
+                .find(|m| m.seq == self.after.saturating_add(1))
+            {
+                self.after = message.seq;
+                return Ok(Some(message.body));
+            }
+            match inbox.state {
+                PairingState::Closed => return Err(PairingFailure::Closed.into()),
+                PairingState::Burned => return Err(PairingFailure::Burned.into()),
+                PairingState::Expired => return Err(PairingFailure::Expired.into()),
+                PairingState::Open | PairingState::Claimed => {}
+            }
+            if unix_now() >= self.expires_at {
+                return Err(PairingFailure::Expired.into());
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            if wait == 0 {
+                // Less than a second left: one short pause instead of a busy loop.
+                tokio::time::sleep(left.min(Duration::from_millis(250))).await;
+            }
+        }
+    }
+
+    /// Waits until `deadline` for the other side to close the mailbox; whether it did.
+    async fn closed_by_other(&mut self, deadline: Instant) -> bool {
+        loop {
+            match self.next(deadline).await {
+                Err(Error::Pairing(PairingFailure::Closed)) => return true,
+                Ok(Some(_)) => continue,
+                _ => return false,
+            }
+        }
+    }
+
+    /// Closes (or burns) the mailbox; the relay deletes every message at once. Best effort:
+    /// an unreachable relay deletes them at expiry anyway.
+    async fn close(&self, burn: bool) {
+        let path = paths::pairing_close(&self.id, burn);
+        if let Err(e) = self
+            .http
+            .pairing(Method::DELETE, &path, &self.token, None)
+            .await
+        {
+            tracing::debug!(error = %e, "the pairing mailbox could not be closed");
+        }
+    }
+
+    /// Opens the other side's next message; a message that does not open burns the mailbox.
+    async fn open(&self, channel: &mut Channel, sealed: &[u8]) -> Result<PairingMessage> {
+        match channel.open(sealed) {
+            Ok(message) => Ok(message),
+            Err(e) => {
+                self.close(true).await;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Device {
+    /// Opens a pairing for the other partner ([`PairingKind::Partner`]) or another of this
+    /// partner's devices, at this journal's relay: an invite for a QR code, or with `short`
+    /// a short code to read out. Nothing is handed over until [`Invitation::accept`].
+    pub async fn invite(&self, kind: PairingKind, short: bool) -> Result<Invitation> {
+        let keyring = self.keyring();
+        let http = RelayHttp::new(&keyring.relay_url, self.relay_options())?;
+        http.check()?;
+        let (me, inviter) = self.read(|j| {
+            let me = j.me();
+            let name = j
+                .partners()
+                .into_iter()
+                .find(|p| p.id == me)
+                .map(|p| p.name)
+                .unwrap_or_default();
+            Ok((me, name))
+        })?;
+        let handover = Zeroizing::new(match kind {
+            PairingKind::Partner => keyring.partner_invite()?,
+            PairingKind::Device => keyring.device_invite(me)?,
+        });
+        let (status, body) = http
+            .pairing(
+                Method::POST,
+                &paths::pairings(),
+                "",
+                Some(PairingOpen { short }.to_bytes()),
+            )
+            .await?;
+        let ticket = ticket_of(status, &body)?;
+        let mailbox = Mailbox::from_ticket(http, &ticket);
+        let mut invitation = Invitation {
+            code: Zeroizing::new(String::new()),
+            kind,
+            inviter,
+            handover,
+            exchange: None,
+            channel: None,
+            joiner: None,
+            mailbox,
+        };
+        if short {
+            let code = ShortCode::generate(&ticket.mailbox)?;
+            let (exchange, first) = CodeExchange::start(&code, Role::Host);
+            invitation.mailbox.post(first).await?;
+            invitation.exchange = Some(exchange);
+            invitation.code = code.reveal();
+        } else {
+            let invite = PairingInvite {
+                relay_url: keyring.relay_url.clone(),
+                relay_pin: keyring.relay_pin,
+                mailbox: ticket.mailbox.clone(),
+                secret: PairingSecret::generate()?,
+                kind,
+            };
+            let mut channel = invite.channel(Role::Host);
+            invitation.code = Zeroizing::new(invite.encode()?);
+            let offer = invitation.offer(&mut channel)?;
+            invitation.mailbox.post(offer).await?;
+            invitation.channel = Some(channel);
+        }
+        Ok(invitation)
+    }
+
+    /// Joins the journal of whoever shows `code`: an invite (`MEND4-…`, from a QR code or
+    /// text) or a short code read out on a call (`42-olive-harbor`, which names no relay:
+    /// `relay_url` says which, and `relay.pin` its pin if it has one). `name` is the joining
+    /// partner's name (ignored when joining as another device of the inviting partner). The
+    /// journal fills on the first sync. Waits at most `budget` for the inviting side. Answers
+    /// the device and what it joined as.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn join_with_code(
+        path: &Path,
+        code: &str,
+        name: &str,
+        relay_url: Option<&str>,
+        options: OpenOptions,
+        relay: RelayOptions,
+        observer: Option<Arc<dyn SyncObserver>>,
+        budget: Duration,
+    ) -> Result<(Device, PairingKind)> {
+        let deadline = Instant::now() + budget;
+        let (http, mut start) = if ShortCode::looks_like(code) {
+            let code = ShortCode::parse(code)?;
+            let url = relay_url.ok_or_else(|| {
+                Error::Invalid("a short code names no relay: give the relay's address too".into())
+            })?;
+            let http = RelayHttp::new(url, &relay)?;
+            (http, Start::Code(code))
+        } else {
+            let invite = PairingInvite::decode(code)?;
+            if invite.kind == PairingKind::Partner && name.trim().is_empty() {
+                return Err(Error::Invalid(
+                    "joining as a partner needs your name".into(),
+                ));
+            }
+            let options = RelayOptions {
+                pin: relay.pin.or(invite.relay_pin),
+                ..relay.clone()
+            };
+            let http = RelayHttp::new(&invite.relay_url, &options)?;
+            (http, Start::Invite(invite))
+        };
+        http.check()?;
+        let mailbox_id = match &start {
+            Start::Code(code) => code.mailbox().to_owned(),
+            Start::Invite(invite) => invite.mailbox.clone(),
+        };
+        let (status, body) = http
+            .pairing(Method::POST, &paths::pairing_claim(&mailbox_id), "", None)
+            .await?;
+        let ticket = ticket_of(status, &body)?;
+        let mut mailbox = Mailbox::from_ticket(http, &ticket);
+        let outcome = async {
+            let mut channel = match &mut start {
+                Start::Code(code) => {
+                    let (exchange, first) = CodeExchange::start(code, Role::Guest);
+                    mailbox.post(first).await?;
+                    let theirs = wait(&mut mailbox, deadline).await?;
+                    match exchange.finish(&theirs) {
+                        Ok(channel) => channel,
+                        Err(e) => {
+                            mailbox.close(true).await;
+                            return Err(e);
+                        }
+                    }
+                }
+                Start::Invite(invite) => invite.channel(Role::Guest),
+            };
+            let sealed = wait(&mut mailbox, deadline).await?;
+            let PairingMessage::Offer { kind, .. } = mailbox.open(&mut channel, &sealed).await?
+            else {
+                mailbox.close(true).await;
+                return Err(PairingFailure::Tampered.into());
+            };
+            if kind == PairingKind::Partner && name.trim().is_empty() {
+                mailbox.close(false).await;
+                return Err(Error::Invalid(
+                    "this invite is for a partner: joining needs your name".into(),
+                ));
+            }
+            let hello = PairingMessage::Hello {
+                name: match kind {
+                    PairingKind::Partner => name.trim().to_owned(),
+                    PairingKind::Device => String::new(),
+                },
+            };
+            mailbox.post(channel.seal(&hello)?).await?;
+            let sealed = wait(&mut mailbox, deadline).await?;
+            match mailbox.open(&mut channel, &sealed).await? {
+                PairingMessage::Welcome { handover } => Ok((handover, kind)),
+                PairingMessage::Decline => Err(PairingFailure::Declined.into()),
+                _ => {
+                    mailbox.close(true).await;
+                    Err(PairingFailure::Tampered.into())
+                }
+            }
+        }
+        .await;
+        let joined = outcome.and_then(|(handover, kind)| {
+            Device::join(path, &handover, name.trim(), options, relay, observer)
+                .map(|device| (device, kind))
+        });
+        // Closing deletes the sealed secrets at the relay and tells the host the join is done
+        // (a burned mailbox stays burned).
+        mailbox.close(false).await;
+        joined
+    }
+}
+
+enum Start {
+    Code(ShortCode),
+    Invite(PairingInvite),
+}
+
+/// The other side's next message before `deadline`, or the failure that stopped it.
+async fn wait(mailbox: &mut Mailbox, deadline: Instant) -> Result<Vec<u8>> {
+    match mailbox.next(deadline).await? {
+        Some(message) => Ok(message),
+        None => {
+            mailbox.close(false).await;
+            Err(Error::Invite(
+                "the inviting device did not answer in time; ask for a new invite".into(),
+            ))
+        }
+    }
+}
+
+impl Invitation {
+    /// What to show: the invite (for a QR code or text) or the short code to read out. A
+    /// secret until the pairing ends.
+    pub fn code(&self) -> &str {
+        &self.code
+    }
+
+    /// Whether this is a short code.
+    pub fn is_short(&self) -> bool {
+        ShortCode::looks_like(&self.code)
+    }
+
+    /// Whom it is for.
+    pub fn kind(&self) -> PairingKind {
+        self.kind
+    }
+
+    /// When the relay forgets the mailbox, in unix seconds.
+    pub fn expires_at(&self) -> u64 {
+        self.mailbox.expires_at
+    }
+
+    fn offer(&self, channel: &mut Channel) -> Result<Vec<u8>> {
+        channel.seal(&PairingMessage::Offer {
+            kind: self.kind,
+            inviter: self.inviter.clone(),
+        })
+    }
+
+    /// Waits up to `budget` for someone to join: `Ok(None)` when nobody did yet (call again),
+    /// the joiner to accept or decline, or why the pairing stopped (someone tried a wrong
+    /// short code, the ten minutes ran out).
+    pub async fn wait_for_joiner(&mut self, budget: Duration) -> Result<Option<Joiner>> {
+        if let Some(joiner) = &self.joiner {
+            return Ok(Some(joiner.clone()));
+        }
+        let deadline = Instant::now() + budget;
+        loop {
+            let Some(message) = self.mailbox.next(deadline).await? else {
+                return Ok(None);
+            };
+            if let Some(exchange) = self.exchange.take() {
+                let mut channel = match exchange.finish(&message) {
+                    Ok(channel) => channel,
+                    Err(e) => {
+                        self.mailbox.close(true).await;
+                        return Err(e);
+                    }
+                };
+                let offer = self.offer(&mut channel)?;
+                self.mailbox.post(offer).await?;
+                self.channel = Some(channel);
+                continue;
+            }
+            let Some(channel) = self.channel.as_mut() else {
+                return Err(PairingFailure::Tampered.into());
+            };
+            return match self.mailbox.open(channel, &message).await {
+                Ok(PairingMessage::Hello { name }) => {
+                    let joiner = Joiner {
+                        name,
+                        kind: self.kind,
+                    };
+                    self.joiner = Some(joiner.clone());
+                    Ok(Some(joiner))
+                }
+                Ok(_) => {
+                    self.mailbox.close(true).await;
+                    Err(PairingFailure::Tampered.into())
+                }
+                // The guest's first sealed message did not open: whoever claimed the mailbox
+                // read the short code wrong (or guessed), and it is burned now.
+                Err(Error::Pairing(PairingFailure::WrongCode)) => {
+                    Err(PairingFailure::Burned.into())
+                }
+                Err(e) => Err(e),
+            };
+        }
+    }
+
+    /// Hands the journal's secrets to the joiner, sealed for it alone, then waits briefly for
+    /// it to take them and closes the mailbox.
+    pub async fn accept(mut self) -> Result<()> {
+        if self.joiner.is_none() {
+            return Err(Error::Invalid(
+                "nobody has asked to join yet: wait for the joiner first".into(),
+            ));
+        }
+        let Some(channel) = self.channel.as_mut() else {
+            return Err(PairingFailure::Tampered.into());
+        };
+        let welcome = channel.seal(&PairingMessage::Welcome {
+            handover: self.handover.clone(),
+        })?;
+        self.mailbox.post(welcome).await?;
+        let deadline = Instant::now() + HANDOVER_WAIT;
+        if !self.mailbox.closed_by_other(deadline).await {
+            self.mailbox.close(false).await;
+        }
+        Ok(())
+    }
+
+    /// Refuses the joiner: nothing is handed over.
+    pub async fn decline(mut self) -> Result<()> {
+        if let Some(channel) = self.channel.as_mut() {
+            let decline = channel.seal(&PairingMessage::Decline)?;
+            if self.mailbox.post(decline).await.is_ok() {
+                let deadline = Instant::now() + HANDOVER_WAIT.min(Duration::from_secs(10));
+                if self.mailbox.closed_by_other(deadline).await {
+                    return Ok(());
+                }
+            }
+        }
+        self.mailbox.close(false).await;
+        Ok(())
+    }
+
+    /// Stops the pairing: the mailbox is closed and the code no longer works.
+    pub async fn cancel(self) {
+        self.mailbox.close(false).await;
+    }
+}
