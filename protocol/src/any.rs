@@ -4,8 +4,8 @@
 //! any decoder accepts re-encodes to exactly the same bytes.
 
 use crate::{
-    Ack, Chunk, DecodeError, Kind, Limits, Nack, Page, Push, Rollup, RollupPush, Sizes, Snapshot,
-    UpToDate, codec,
+    Ack, Chunk, DecodeError, Kind, Limits, Nack, Page, PairingInbox, PairingOpen, PairingPost,
+    PairingTicket, Push, Rollup, RollupPush, Sizes, Snapshot, UpToDate, codec,
 };
 
 /// A frame of any kind.
@@ -31,6 +31,14 @@ pub enum AnyMessage {
     Rollup(Rollup),
     /// See [`Sizes`].
     Sizes(Sizes),
+    /// See [`PairingOpen`].
+    PairingOpen(PairingOpen),
+    /// See [`PairingPost`].
+    PairingPost(PairingPost),
+    /// See [`PairingTicket`].
+    PairingTicket(PairingTicket),
+    /// See [`PairingInbox`].
+    PairingInbox(PairingInbox),
 }
 
 impl AnyMessage {
@@ -49,6 +57,12 @@ impl AnyMessage {
             Kind::RollupPush => AnyMessage::RollupPush(RollupPush::decode_body(r, limits)?),
             Kind::Rollup => AnyMessage::Rollup(Rollup::decode_body(r, limits)?),
             Kind::Sizes => AnyMessage::Sizes(Sizes::decode_body(r, limits)?),
+            Kind::PairingOpen => AnyMessage::PairingOpen(PairingOpen::decode_body(r, limits)?),
+            Kind::PairingPost => AnyMessage::PairingPost(PairingPost::decode_body(r, limits)?),
+            Kind::PairingTicket => {
+                AnyMessage::PairingTicket(PairingTicket::decode_body(r, limits)?)
+            }
+            Kind::PairingInbox => AnyMessage::PairingInbox(PairingInbox::decode_body(r, limits)?),
         };
         reader.finish()?;
         Ok(message)
@@ -67,6 +81,10 @@ impl AnyMessage {
             AnyMessage::RollupPush(_) => Kind::RollupPush,
             AnyMessage::Rollup(_) => Kind::Rollup,
             AnyMessage::Sizes(_) => Kind::Sizes,
+            AnyMessage::PairingOpen(_) => Kind::PairingOpen,
+            AnyMessage::PairingPost(_) => Kind::PairingPost,
+            AnyMessage::PairingTicket(_) => Kind::PairingTicket,
+            AnyMessage::PairingInbox(_) => Kind::PairingInbox,
         }
     }
 
@@ -83,6 +101,10 @@ impl AnyMessage {
             AnyMessage::RollupPush(m) => m.to_bytes(),
             AnyMessage::Rollup(m) => m.to_bytes(),
             AnyMessage::Sizes(m) => m.to_bytes(),
+            AnyMessage::PairingOpen(m) => m.to_bytes(),
+            AnyMessage::PairingPost(m) => m.to_bytes(),
+            AnyMessage::PairingTicket(m) => m.to_bytes(),
+            AnyMessage::PairingInbox(m) => m.to_bytes(),
         }
     }
 }

@@ -49,6 +49,16 @@ pub enum ErrorCode {
     /// A rollup names device sequences the relay does not hold for that device in this space,
     /// or that another rollup already stands for; nothing was stored.
     RollupMismatch,
+    /// No pairing mailbox has this id (never allocated, or forgotten an hour after expiry).
+    PairingUnknown,
+    /// The pairing mailbox was already claimed (or closed): only the first claim succeeds.
+    PairingUsed,
+    /// The pairing mailbox is past its expiry.
+    PairingExpired,
+    /// The pairing mailbox was closed or burned.
+    PairingClosed,
+    /// This side already posted the most messages a mailbox holds per side.
+    PairingFull,
     /// A code this version of the protocol does not know (sent by a newer relay). Treat it as
     /// an unspecified failure.
     Unknown(u8),
@@ -56,7 +66,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every known code, in wire order.
-    pub const KNOWN: [ErrorCode; 19] = [
+    pub const KNOWN: [ErrorCode; 24] = [
         ErrorCode::Malformed,
         ErrorCode::UnsupportedVersion,
         ErrorCode::Unauthorized,
@@ -76,6 +86,11 @@ impl ErrorCode {
         ErrorCode::SeqConflict,
         ErrorCode::RelayFull,
         ErrorCode::RollupMismatch,
+        ErrorCode::PairingUnknown,
+        ErrorCode::PairingUsed,
+        ErrorCode::PairingExpired,
+        ErrorCode::PairingClosed,
+        ErrorCode::PairingFull,
     ];
 
     /// The byte that stands for this code in a [`crate::Nack`].
@@ -100,6 +115,11 @@ impl ErrorCode {
             ErrorCode::SeqConflict => 17,
             ErrorCode::RelayFull => 18,
             ErrorCode::RollupMismatch => 19,
+            ErrorCode::PairingUnknown => 20,
+            ErrorCode::PairingUsed => 21,
+            ErrorCode::PairingExpired => 22,
+            ErrorCode::PairingClosed => 23,
+            ErrorCode::PairingFull => 24,
             ErrorCode::Unknown(byte) => byte,
         }
     }
@@ -134,6 +154,11 @@ impl ErrorCode {
             ErrorCode::SeqConflict => "seq_conflict",
             ErrorCode::RelayFull => "relay_full",
             ErrorCode::RollupMismatch => "rollup_mismatch",
+            ErrorCode::PairingUnknown => "pairing_unknown",
+            ErrorCode::PairingUsed => "pairing_used",
+            ErrorCode::PairingExpired => "pairing_expired",
+            ErrorCode::PairingClosed => "pairing_closed",
+            ErrorCode::PairingFull => "pairing_full",
             ErrorCode::Unknown(_) => "unknown",
         }
     }
@@ -150,13 +175,16 @@ impl ErrorCode {
         match self {
             ErrorCode::Malformed | ErrorCode::UnsupportedVersion => 400,
             ErrorCode::Unauthorized => 401,
-            ErrorCode::SpaceNotFound | ErrorCode::NoSnapshot => 404,
+            ErrorCode::SpaceNotFound | ErrorCode::NoSnapshot | ErrorCode::PairingUnknown => 404,
             ErrorCode::SpaceExists
+            | ErrorCode::PairingUsed
+            | ErrorCode::PairingClosed
+            | ErrorCode::PairingFull
             | ErrorCode::SnapshotStale
             | ErrorCode::SnapshotBeyondHead
             | ErrorCode::SeqConflict
             | ErrorCode::RollupMismatch => 409,
-            ErrorCode::Pruned => 410,
+            ErrorCode::Pruned | ErrorCode::PairingExpired => 410,
             ErrorCode::ChunkTooLarge | ErrorCode::SnapshotTooLarge => 413,
             ErrorCode::RateLimited | ErrorCode::TooManyConnections => 429,
             ErrorCode::Internal | ErrorCode::Unknown(_) => 500,

@@ -12,6 +12,10 @@ pub enum Kind {
     Snapshot = 0x02,
     /// Device → relay: a run of its chunks sealed again as one ([`crate::RollupPush`]).
     RollupPush = 0x03,
+    /// Device → relay over HTTP: allocate a pairing mailbox ([`crate::PairingOpen`]).
+    PairingOpen = 0x04,
+    /// Device → relay over HTTP: a message into a pairing mailbox ([`crate::PairingPost`]).
+    PairingPost = 0x05,
     /// Relay → device: a push is durable ([`crate::Ack`]).
     Ack = 0x10,
     /// Relay → device: a push was refused ([`crate::Nack`]).
@@ -26,14 +30,21 @@ pub enum Kind {
     Rollup = 0x15,
     /// Relay → device over HTTP: what catching up would cost ([`crate::Sizes`]).
     Sizes = 0x16,
+    /// Relay → device over HTTP: a pairing mailbox and a side's token
+    /// ([`crate::PairingTicket`]).
+    PairingTicket = 0x17,
+    /// Relay → device over HTTP: the other side's pairing messages ([`crate::PairingInbox`]).
+    PairingInbox = 0x18,
 }
 
 impl Kind {
     /// Every kind, in wire order.
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 14] = [
         Kind::Push,
         Kind::Snapshot,
         Kind::RollupPush,
+        Kind::PairingOpen,
+        Kind::PairingPost,
         Kind::Ack,
         Kind::Nack,
         Kind::Chunk,
@@ -41,6 +52,8 @@ impl Kind {
         Kind::Page,
         Kind::Rollup,
         Kind::Sizes,
+        Kind::PairingTicket,
+        Kind::PairingInbox,
     ];
 
     /// The kind's wire byte.

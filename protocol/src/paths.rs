@@ -1,7 +1,8 @@
 //! The relay's HTTP paths and query parameters, so clients build URLs the way the relay
 //! routes them.
 //!
-//! Every space route takes `Authorization: Bearer <token>`. Request and response bodies of
+//! Every space route takes `Authorization: Bearer <token>`; pairing mailbox routes take the
+//! hex of a side's pairing token the same way, except opening and claiming, which take none. Request and response bodies of
 //! chunk and snapshot routes are single binary frames; error bodies are small JSON objects
 //! `{"error": "<ErrorCode name>", "message": "<text>"}`.
 
@@ -102,4 +103,97 @@ pub fn live_after(space: &SpaceId, after: u64, device: Option<&DeviceId>) -> Str
         url.push_str(&format!("&{QUERY_DEVICE}={device}"));
     }
     url
+}
+
+/// Query parameter of a pairing inbox read: wait up to this many seconds (at most
+/// [`MAX_PAIRING_WAIT_SECS`]) for a message when none is there yet.
+pub const QUERY_WAIT: &str = "wait";
+/// Query parameter of a pairing close: `burn=true` marks the mailbox burned (compromised)
+/// instead of closed.
+pub const QUERY_BURN: &str = "burn";
+/// The longest a pairing inbox read waits, in seconds; longer `wait=` values are clamped.
+pub const MAX_PAIRING_WAIT_SECS: u64 = 25;
+
+/// What a router declares in place of the mailbox id: `pairing(&PAIRING_ID_PARAM)` is the
+/// route pattern of a mailbox, and so on for each pairing path.
+pub const PAIRING_ID_PARAM: &str = "{mailbox}";
+
+/// `POST` (a [`crate::PairingOpen`]) allocates a pairing mailbox and answers the host's
+/// [`crate::PairingTicket`]. No authentication.
+pub fn pairings() -> String {
+    format!("{API_PREFIX}/pairings")
+}
+
+/// `POST` (no body, no authentication) claims the mailbox and answers the guest's
+/// [`crate::PairingTicket`]; only the first claim succeeds.
+pub fn pairing_claim(mailbox: &impl std::fmt::Display) -> String {
+    format!("{API_PREFIX}/pairings/{mailbox}/claim")
+}
+
+/// `POST` (a [`crate::PairingPost`]) leaves a message for the other side; `GET` reads the
+/// other side's messages ([`crate::PairingInbox`]). Both take either side's token.
+pub fn pairing_messages(mailbox: &impl std::fmt::Display) -> String {
+    format!("{API_PREFIX}/pairings/{mailbox}/messages")
+}
+
+/// `DELETE` closes (or with `burn=true` burns) the mailbox and deletes every message.
+pub fn pairing(mailbox: &impl std::fmt::Display) -> String {
+    format!("{API_PREFIX}/pairings/{mailbox}")
+}
+
+/// The path and query of a pairing inbox read: messages after `after`, waiting up to `wait`
+/// seconds for one.
+pub fn pairing_inbox(mailbox: &impl std::fmt::Display, after: u64, wait: u64) -> String {
+    format!(
+        "{}?{QUERY_AFTER}={after}&{QUERY_WAIT}={wait}",
+        pairing_messages(mailbox)
+    )
+}
+
+/// The path and query of a pairing close.
+pub fn pairing_close(mailbox: &impl std::fmt::Display, burn: bool) -> String {
+    format!("{}?{QUERY_BURN}={burn}", pairing(mailbox))
+}
+
+/// Whether `mailbox` is a mailbox id the relay hands out: 1 to 6 decimal digits without a
+/// leading zero, or 32 lowercase hex digits.
+pub fn is_mailbox_id(mailbox: &str) -> bool {
+    let bytes = mailbox.as_bytes();
+    let short =
+        (1..=6).contains(&bytes.len()) && bytes[0] != b'0' && bytes.iter().all(u8::is_ascii_digit);
+    let long = bytes.len() == 32
+        && bytes
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c));
+    short || long
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mailbox_ids_are_short_numbers_or_long_hex() {
+        for good in ["1", "42", "999999", "0123456789abcdef0123456789abcdef"] {
+            assert!(is_mailbox_id(good), "{good}");
+        }
+        for bad in [
+            "",
+            "0",
+            "012",
+            "1000000",
+            "12a",
+            "0123456789ABCDEF0123456789ABCDEF",
+            "0123456789abcdef0123456789abcde",
+            "-1",
+        ] {
+            assert!(!is_mailbox_id(bad), "{bad}");
+        }
+        assert_eq!(
+            pairing_inbox(&"42", 3, 25),
+            "/v1/pairings/42/messages?after=3&wait=25"
+        );
+        assert_eq!(pairing_close(&"42", true), "/v1/pairings/42?burn=true");
+        assert_eq!(pairing_claim(&"42"), "/v1/pairings/42/claim");
+    }
 }

@@ -138,3 +138,80 @@ fn debug_output_hides_payloads() {
     assert!(!text.contains("secret"), "{text}");
     assert!(!format!("{:?}", ClientMessage::Push(push)).contains("115, 101"));
 }
+
+#[test]
+fn hostile_pairing_frames_are_refused() {
+    use mend_protocol::{
+        MAX_PAIRING_MESSAGE, PairingInbox, PairingOpen, PairingPost, PairingTicket,
+    };
+    let open = [PROTOCOL_VERSION, Kind::PairingOpen.to_u8(), 0x02];
+    assert!(matches!(
+        PairingOpen::decode(&open, &LIMITS),
+        Err(DecodeError::Invalid { .. })
+    ));
+    let mut post = vec![PROTOCOL_VERSION, Kind::PairingPost.to_u8()];
+    mend_protocol::varint::write(&mut post, MAX_PAIRING_MESSAGE as u64 + 1);
+    assert!(matches!(
+        PairingPost::decode(&post, &LIMITS),
+        Err(DecodeError::TooLarge { field: "body", .. })
+    ));
+    // A mailbox longer than 32 bytes.
+    let mut ticket = vec![PROTOCOL_VERSION, Kind::PairingTicket.to_u8(), 33];
+    ticket.extend([b'1'; 33]);
+    ticket.extend([0; 33]);
+    assert!(matches!(
+        PairingTicket::decode(&ticket, &LIMITS),
+        Err(DecodeError::TooLarge {
+            field: "mailbox",
+            ..
+        })
+    ));
+    // An unknown state, a huge count, a zero seq, seqs out of order.
+    for (inbox, field) in [
+        (vec![5, 0], "pairing state"),
+        (vec![0, 0x80, 0x01, 1, 0], "message count"),
+        (vec![1, 1, 0, 0], "seq"),
+        (vec![1, 2, 2, 0, 2, 0], "seq"),
+        (
+            vec![1, 9, 1, 0, 2, 0, 3, 0, 4, 0, 5, 0, 6, 0, 7, 0, 8, 0, 9, 0],
+            "message count",
+        ),
+    ] {
+        let mut frame = vec![PROTOCOL_VERSION, Kind::PairingInbox.to_u8()];
+        frame.extend(inbox);
+        let error = PairingInbox::decode(&frame, &LIMITS);
+        assert!(
+            matches!(
+                error,
+                Err(DecodeError::Invalid { field: f, .. } | DecodeError::TooLarge { field: f, .. })
+                    if f == field
+            ),
+            "{field}: {error:?}"
+        );
+    }
+}
+
+#[test]
+fn pairing_debug_output_hides_tokens_and_bodies() {
+    use mend_protocol::{PairingInbox, PairingMessage, PairingPost, PairingState, PairingTicket};
+    let ticket = PairingTicket {
+        mailbox: "42".into(),
+        token: [0xab; 32],
+        expires_at: 9,
+    };
+    let text = format!("{ticket:?}");
+    assert!(!text.contains("171"), "{text}");
+    assert!(ticket.authorization().ends_with(&"ab".repeat(32)));
+    let post = PairingPost {
+        body: b"secret".to_vec(),
+    };
+    let inbox = PairingInbox {
+        state: PairingState::Claimed,
+        messages: vec![PairingMessage {
+            seq: 1,
+            body: b"secret".to_vec(),
+        }],
+    };
+    let text = format!("{post:?}{inbox:?}");
+    assert!(!text.contains("115, 101"), "{text}");
+}

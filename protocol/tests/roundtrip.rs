@@ -2,8 +2,10 @@
 //! (re-encoding gives the same bytes), and every strict prefix of a frame is refused.
 
 use mend_protocol::{
-    Ack, AnyMessage, Chunk, ClientMessage, DeviceId, ErrorCode, Limits, MAX_TEXT_BYTES, Mark, Nack,
-    Page, Push, Rollup, RollupPush, ServerMessage, Sizes, Snapshot, UpToDate,
+    Ack, AnyMessage, Chunk, ClientMessage, DeviceId, ErrorCode, Limits, MAX_MAILBOX_LEN,
+    MAX_PAIRING_MESSAGE, MAX_PAIRING_MESSAGES, MAX_TEXT_BYTES, Mark, Nack, Page, PairingInbox,
+    PairingMessage, PairingOpen, PairingPost, PairingState, PairingTicket, Push, Rollup,
+    RollupPush, ServerMessage, Sizes, Snapshot, UpToDate,
 };
 use proptest::prelude::*;
 
@@ -165,6 +167,45 @@ fn page() -> impl Strategy<Value = Page> {
         )
 }
 
+fn pairing_body() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..64),
+        prop::collection::vec(any::<u8>(), MAX_PAIRING_MESSAGE..=MAX_PAIRING_MESSAGE),
+    ]
+}
+
+fn pairing_ticket() -> impl Strategy<Value = PairingTicket> {
+    (
+        prop::string::string_regex(&format!("[0-9a-zé]{{0,{}}}", MAX_MAILBOX_LEN / 2))
+            .unwrap_or_else(|e| panic!("{e}")),
+        any::<[u8; 32]>(),
+        any::<u64>(),
+    )
+        .prop_map(|(mailbox, token, expires_at)| PairingTicket {
+            mailbox,
+            token,
+            expires_at,
+        })
+}
+
+fn pairing_inbox() -> impl Strategy<Value = PairingInbox> {
+    (
+        prop::sample::select(PairingState::ALL.to_vec()),
+        prop::collection::vec((1..4u64, pairing_body()), 0..=MAX_PAIRING_MESSAGES),
+    )
+        .prop_map(|(state, steps)| {
+            let mut seq = 0u64;
+            let messages = steps
+                .into_iter()
+                .map(|(step, body)| {
+                    seq += step;
+                    PairingMessage { seq, body }
+                })
+                .collect();
+            PairingInbox { state, messages }
+        })
+}
+
 fn mark() -> impl Strategy<Value = Option<Mark>> {
     proptest::option::of(any::<[u8; 16]>())
 }
@@ -187,6 +228,10 @@ fn any_message() -> impl Strategy<Value = AnyMessage> {
         rollup_push().prop_map(AnyMessage::RollupPush),
         rollup().prop_map(AnyMessage::Rollup),
         sizes().prop_map(AnyMessage::Sizes),
+        any::<bool>().prop_map(|short| AnyMessage::PairingOpen(PairingOpen { short })),
+        pairing_body().prop_map(|body| AnyMessage::PairingPost(PairingPost { body })),
+        pairing_ticket().prop_map(AnyMessage::PairingTicket),
+        pairing_inbox().prop_map(AnyMessage::PairingInbox),
     ]
 }
 
@@ -230,6 +275,22 @@ proptest! {
         ] {
             prop_assert_eq!(ServerMessage::decode(&message.to_bytes(), &LIMITS), Ok(message));
         }
+    }
+
+    #[test]
+    fn pairing_frames_round_trip_and_stay_off_the_websocket(
+        t in pairing_ticket(), i in pairing_inbox(), body in pairing_body(), short in any::<bool>(),
+    ) {
+        let open = PairingOpen { short };
+        let post = PairingPost { body };
+        prop_assert_eq!(PairingOpen::decode(&open.to_bytes(), &LIMITS), Ok(open));
+        prop_assert_eq!(PairingPost::decode(&post.to_bytes(), &LIMITS), Ok(post.clone()));
+        prop_assert_eq!(PairingTicket::decode(&t.to_bytes(), &LIMITS), Ok(t.clone()));
+        prop_assert_eq!(PairingInbox::decode(&i.to_bytes(), &LIMITS), Ok(i.clone()));
+        prop_assert!(ClientMessage::decode(&post.to_bytes(), &LIMITS).is_err());
+        prop_assert!(ServerMessage::decode(&i.to_bytes(), &LIMITS).is_err());
+        let shown = format!("{t:?}{post:?}{i:?}");
+        prop_assert!(!shown.contains("token: ["));
     }
 
     #[test]

@@ -2,11 +2,13 @@
 //!
 //! Over the live WebSocket a device sends [`ClientMessage`]s and the relay sends
 //! [`ServerMessage`]s. Over HTTP the bodies are single frames: a [`Push`] up and an [`Ack`] down,
-//! a [`Page`] for a pull, a [`Snapshot`] either way.
+//! a [`Page`] for a pull, a [`Snapshot`] either way. The pairing mailbox frames travel over HTTP
+//! only, so they are in neither enum.
 
 mod ack;
 mod chunk;
 mod page;
+mod pairing;
 mod push;
 mod rollup;
 mod snapshot;
@@ -14,6 +16,10 @@ mod snapshot;
 pub use ack::{Ack, Nack};
 pub use chunk::{Chunk, UpToDate};
 pub use page::Page;
+pub use pairing::{
+    MAX_MAILBOX_LEN, MAX_PAIRING_MESSAGE, MAX_PAIRING_MESSAGES, PAIRING_TOKEN_LEN, PairingInbox,
+    PairingMessage, PairingOpen, PairingPost, PairingState, PairingTicket,
+};
 pub use push::Push;
 pub use rollup::{Rollup, RollupPush, Sizes};
 pub use snapshot::Snapshot;
