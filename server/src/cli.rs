@@ -150,6 +150,18 @@ pub struct Args {
     /// for example `x-forwarded-for`. Without it, the TCP peer is the client.
     #[arg(long, env = "MEND_CLIENT_IP_HEADER")]
     pub client_ip_header: Option<String>,
+    /// Seconds a pairing mailbox lives after it is opened.
+    #[arg(long, env = "MEND_PAIRING_TTL_SECS", default_value_t = Limits::default().pairing_ttl.as_secs())]
+    pub pairing_ttl_secs: u64,
+    /// Pairing mailboxes one client address may open per minute on this instance (429 beyond).
+    #[arg(long, env = "MEND_PAIRING_OPENS_PER_MINUTE", default_value_t = Limits::default().pairing_opens_per_minute)]
+    pub pairing_opens_per_minute: u32,
+    /// Pairing claims one client address may make per minute on this instance (429 beyond).
+    #[arg(long, env = "MEND_PAIRING_CLAIMS_PER_MINUTE", default_value_t = Limits::default().pairing_claims_per_minute)]
+    pub pairing_claims_per_minute: u32,
+    /// Pairing mailboxes open or claimed at once across the relay (503 beyond).
+    #[arg(long, env = "MEND_MAX_LIVE_PAIRINGS", default_value_t = Limits::default().max_live_pairings)]
+    pub max_live_pairings: u64,
 
     /// WebSocket read buffer per connection, in bytes.
     #[arg(long, env = "MEND_WS_READ_BUFFER_BYTES", default_value_t = WsBuffers::default().read_buffer_bytes)]
@@ -220,6 +232,10 @@ impl Args {
             creation_window: Duration::from_secs(self.creation_window_secs),
             max_connections_per_address: self.max_connections_per_address,
             client_ip_header: self.client_ip_header.clone(),
+            pairing_ttl: Duration::from_secs(self.pairing_ttl_secs),
+            pairing_opens_per_minute: self.pairing_opens_per_minute,
+            pairing_claims_per_minute: self.pairing_claims_per_minute,
+            max_live_pairings: self.max_live_pairings,
         };
         config.database_url = self.database_url.clone().map(DatabaseUrl);
         config.postgres = Postgres {

@@ -106,6 +106,16 @@ impl Config {
                 "live connections per address",
                 l.max_connections_per_address as u64,
             ),
+            ("pairing ttl", l.pairing_ttl.as_secs()),
+            (
+                "pairing opens per minute",
+                u64::from(l.pairing_opens_per_minute),
+            ),
+            (
+                "pairing claims per minute",
+                u64::from(l.pairing_claims_per_minute),
+            ),
+            ("max live pairings", l.max_live_pairings),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError(format!("{name} must be positive")));
@@ -220,6 +230,16 @@ pub struct Limits {
     /// Take the client address from this request header (set by a trusted proxy, for example
     /// `x-forwarded-for`, whose last entry is used) instead of the TCP peer.
     pub client_ip_header: Option<String>,
+    /// How long a pairing mailbox lives after it is opened.
+    pub pairing_ttl: Duration,
+    /// Pairing mailboxes one client address (IPv6 by its /64) may open per minute on one
+    /// instance (429 beyond).
+    pub pairing_opens_per_minute: u32,
+    /// Pairing claims one client address may make per minute on one instance (429 beyond), so
+    /// short mailbox numbers cannot be guessed by trying them all.
+    pub pairing_claims_per_minute: u32,
+    /// Pairing mailboxes open or claimed at once across the relay (503 beyond).
+    pub max_live_pairings: u64,
 }
 
 impl Default for Limits {
@@ -254,6 +274,10 @@ impl Default for Limits {
             creation_window: Duration::from_secs(3600),
             max_connections_per_address: 256,
             client_ip_header: None,
+            pairing_ttl: Duration::from_secs(600),
+            pairing_opens_per_minute: 10,
+            pairing_claims_per_minute: 10,
+            max_live_pairings: 10_000,
         }
     }
 }

@@ -25,6 +25,9 @@ pub const UNAVAILABLE_RETRY: Duration = Duration::from_secs(1);
 /// the operator raises the limit, so a device need not ask often.
 pub const RELAY_FULL_RETRY: Duration = Duration::from_secs(60);
 
+/// The retry hint when the relay holds its most pairing mailboxes: they expire within minutes.
+pub const PAIRINGS_FULL_RETRY: Duration = Duration::from_secs(30);
+
 /// An error answered to a client: `{"error": "<code>", "message": "<text>"}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -54,6 +57,14 @@ impl ApiError {
             status: Some(StatusCode::REQUEST_TIMEOUT),
             close: true,
             ..ApiError::new(ErrorCode::Malformed, "request body not received in time")
+        }
+    }
+
+    /// A body over its size limit: `413`, with `code` for the client to act on.
+    pub fn too_large(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> ApiError {
+        ApiError {
+            status: Some(StatusCode::PAYLOAD_TOO_LARGE),
+            ..ApiError::new(code, message)
         }
     }
 
@@ -116,6 +127,24 @@ impl From<StorageError> for ApiError {
             e @ StorageError::SnapshotBeyondHead { .. } => {
                 ApiError::new(ErrorCode::SnapshotBeyondHead, e.to_string())
             }
+            e @ StorageError::PairingUnknown => {
+                ApiError::new(ErrorCode::PairingUnknown, e.to_string())
+            }
+            e @ StorageError::PairingUsed => ApiError::new(ErrorCode::PairingUsed, e.to_string()),
+            e @ StorageError::PairingExpired => {
+                ApiError::new(ErrorCode::PairingExpired, e.to_string())
+            }
+            e @ StorageError::PairingClosed => {
+                ApiError::new(ErrorCode::PairingClosed, e.to_string())
+            }
+            e @ StorageError::PairingFull { .. } => {
+                ApiError::new(ErrorCode::PairingFull, e.to_string())
+            }
+            StorageError::PairingsFull { .. } => ApiError::new(
+                ErrorCode::Unavailable,
+                "too many pairing mailboxes open on this relay; retry later",
+            )
+            .retry_after(PAIRINGS_FULL_RETRY),
             StorageError::Closed => {
                 ApiError::new(ErrorCode::Unavailable, "the relay is shutting down")
             }

@@ -11,7 +11,8 @@
 //! - [`storage`] is the backend trait, its SQLite (default, group commit) and PostgreSQL
 //!   (several instances, LISTEN/NOTIFY) implementations, and the conformance suite every
 //!   backend must pass; [`live`] is fan-out between storage and live sockets.
-//! - [`sweeper`] deletes pruned chunks once their grace is over, on a timer.
+//! - [`sweeper`] deletes pruned chunks once their grace is over, and expired pairing
+//!   mailboxes, on a timer; [`wakeups`] wakes pairing reads waiting for a message.
 //! - [`config`], [`cli`], [`metrics`], [`rate`], [`caps`], [`budget`], [`client`], [`auth`],
 //!   [`error`] hold one concern each.
 
@@ -32,6 +33,7 @@ pub mod storage;
 pub mod sweeper;
 pub mod telemetry;
 pub mod tls;
+pub mod wakeups;
 mod ws;
 
 pub use config::Config;

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use mend_protocol::ErrorCode;
+use mend_protocol::{ErrorCode, PairingState};
 
 /// Upper bounds (seconds) of the ack-latency histogram buckets.
 const LATENCY_BUCKETS: [f64; 12] = [
@@ -82,6 +82,16 @@ pub struct Metrics {
     pub swept_chunks: AtomicU64,
     /// Payload bytes the sweep deleted.
     pub swept_bytes: AtomicU64,
+    /// Pairing mailboxes opened.
+    pub pairings_opened: AtomicU64,
+    /// Pairing mailboxes claimed.
+    pub pairings_claimed: AtomicU64,
+    /// Pairing mailboxes closed.
+    pub pairings_closed: AtomicU64,
+    /// Pairing mailboxes burned.
+    pub pairings_burned: AtomicU64,
+    /// Pairing mailboxes that expired open or claimed (counted by the sweep).
+    pub pairings_expired: AtomicU64,
     errors: [AtomicU64; ErrorCode::KNOWN.len()],
     /// Time from receiving a push to its acknowledgement being ready (after commit).
     pub ack_latency: Histogram,
@@ -122,6 +132,23 @@ impl Metrics {
     pub fn swept(&self, swept: crate::storage::Swept) {
         self.swept_chunks.fetch_add(swept.chunks, Relaxed);
         self.swept_bytes.fetch_add(swept.bytes, Relaxed);
+    }
+
+    /// Counts a pairing mailbox moving to `state` (opened is [`PairingState::Open`]).
+    pub fn pairing(&self, state: PairingState) {
+        let counter = match state {
+            PairingState::Open => &self.pairings_opened,
+            PairingState::Claimed => &self.pairings_claimed,
+            PairingState::Closed => &self.pairings_closed,
+            PairingState::Burned => &self.pairings_burned,
+            PairingState::Expired => &self.pairings_expired,
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// Counts mailboxes one sweep found expired.
+    pub fn pairings_swept(&self, swept: crate::storage::PairingSwept) {
+        self.pairings_expired.fetch_add(swept.expired, Relaxed);
     }
 
     /// Counts chunks sent to a device.
@@ -176,6 +203,24 @@ impl Metrics {
             self.pushes_stored.load(Relaxed),
             self.pushes_duplicate.load(Relaxed)
         );
+        let _ = writeln!(
+            out,
+            "# HELP mend_pairings_total Pairing mailboxes, by what happened to them.\n\
+             # TYPE mend_pairings_total counter"
+        );
+        for (event, counter) in [
+            ("opened", &self.pairings_opened),
+            ("claimed", &self.pairings_claimed),
+            ("closed", &self.pairings_closed),
+            ("burned", &self.pairings_burned),
+            ("expired", &self.pairings_expired),
+        ] {
+            let _ = writeln!(
+                out,
+                "mend_pairings_total{{event=\"{event}\"}} {}",
+                counter.load(Relaxed)
+            );
+        }
         counter(
             &mut out,
             "mend_push_bytes_total",
@@ -259,6 +304,12 @@ mod tests {
         assert!(text.contains("mend_ack_latency_seconds_bucket{le=\"2.5\"} 2\n"));
         assert!(text.contains("mend_ack_latency_seconds_bucket{le=\"+Inf\"} 3\n"));
         assert!(text.contains("mend_pushes_total{outcome=\"stored\"} 2\n"));
+        metrics.pairing(PairingState::Burned);
+        assert!(
+            metrics
+                .render()
+                .contains("mend_pairings_total{event=\"burned\"} 1\n")
+        );
         assert!(text.contains("mend_push_bytes_total 20\n"));
         assert!(text.contains("mend_errors_total{code=\"rate_limited\"} 1\n"));
         metrics.rollup_stored(false);

@@ -1,10 +1,13 @@
-//! Per-space rate limiting: a token bucket for each space.
+//! Rate limiting by token buckets: one per space, or one per client address for the
+//! unauthenticated pairing routes.
 //!
 //! Limiting by space (after authentication) means a misbehaving device slows only its own space;
-//! unauthenticated junk cannot drain a victim's bucket because it never gets this far.
+//! unauthenticated junk cannot drain a victim's bucket because it never gets this far. Pairing
+//! routes have no space yet, so they are limited by the client's address key instead.
 
 use std::{
     collections::HashMap,
+    hash::Hash,
     sync::{Mutex, PoisonError},
     time::{Duration, Instant},
 };
@@ -20,17 +23,17 @@ struct Bucket {
     updated: Instant,
 }
 
-/// Token buckets keyed by space.
+/// Token buckets keyed by space (or by another key, such as a client address's).
 #[derive(Debug)]
-pub struct RateLimiter {
+pub struct RateLimiter<K = SpaceId> {
     per_second: f64,
     burst: f64,
-    buckets: Mutex<HashMap<SpaceId, Bucket>>,
+    buckets: Mutex<HashMap<K, Bucket>>,
 }
 
-impl RateLimiter {
+impl<K: Hash + Eq + Copy> RateLimiter<K> {
     /// `per_second` sustained, `burst` at most at once.
-    pub fn new(per_second: u32, burst: u32) -> RateLimiter {
+    pub fn new(per_second: u32, burst: u32) -> RateLimiter<K> {
         RateLimiter {
             per_second: f64::from(per_second.max(1)),
             burst: f64::from(burst.max(1)),
@@ -38,12 +41,22 @@ impl RateLimiter {
         }
     }
 
+    /// `per_minute` sustained, all of them at once at most.
+    pub fn per_minute(per_minute: u32) -> RateLimiter<K> {
+        let per_minute = f64::from(per_minute.max(1));
+        RateLimiter {
+            per_second: per_minute / 60.0,
+            burst: per_minute,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// Takes one token for `space`, or says how long until one is available.
-    pub fn check(&self, space: &SpaceId) -> Result<(), Duration> {
+    pub fn check(&self, space: &K) -> Result<(), Duration> {
         self.check_at(space, Instant::now())
     }
 
-    fn check_at(&self, space: &SpaceId, now: Instant) -> Result<(), Duration> {
+    fn check_at(&self, space: &K, now: Instant) -> Result<(), Duration> {
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         if buckets.len() >= SWEEP_AT && !buckets.contains_key(space) {
             let (rate, burst) = (self.per_second, self.burst);
@@ -92,5 +105,19 @@ mod tests {
                 .check_at(&a, start + Duration::from_millis(100))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn per_minute_buckets_allow_the_whole_minute_at_once() {
+        let limiter = RateLimiter::<[u8; 32]>::per_minute(2);
+        let start = Instant::now();
+        assert!(limiter.check_at(&[1; 32], start).is_ok());
+        assert!(limiter.check_at(&[1; 32], start).is_ok());
+        let wait = limiter.check_at(&[1; 32], start);
+        assert!(
+            matches!(wait, Err(d) if d > Duration::from_secs(29)),
+            "{wait:?}"
+        );
+        assert!(limiter.check_at(&[2; 32], start).is_ok());
     }
 }

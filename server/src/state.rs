@@ -17,6 +17,7 @@ use crate::{
         postgres::{PgError, PostgresStorage},
         sqlite::SqliteStorage,
     },
+    wakeups::Wakeups,
 };
 
 /// A client address already holds its whole share of the write queue.
@@ -35,6 +36,9 @@ struct Inner {
     live: Arc<dyn LiveFeed>,
     metrics: Metrics,
     rate: RateLimiter,
+    pairing_opens: RateLimiter<[u8; 32]>,
+    pairing_claims: RateLimiter<[u8; 32]>,
+    pairing_wakeups: Wakeups,
     space_connections: SpaceConnections,
     space_pushes: SpaceConnections,
     address_connections: AddressConnections,
@@ -63,6 +67,9 @@ impl AppState {
         AppState {
             inner: Arc::new(Inner {
                 rate: RateLimiter::new(limits.rate_per_space, limits.rate_burst),
+                pairing_opens: RateLimiter::per_minute(limits.pairing_opens_per_minute),
+                pairing_claims: RateLimiter::per_minute(limits.pairing_claims_per_minute),
+                pairing_wakeups: Wakeups::default(),
                 space_connections: SpaceConnections::new(limits.max_connections_per_space),
                 space_pushes: SpaceConnections::new(limits.max_inflight_pushes_per_space),
                 address_connections: AddressConnections::new(limits.max_connections_per_address),
@@ -122,6 +129,21 @@ impl AppState {
     /// Per-space rate limits.
     pub fn rate(&self) -> &RateLimiter {
         &self.inner.rate
+    }
+
+    /// Pairing mailboxes opened per client address.
+    pub fn pairing_opens(&self) -> &RateLimiter<[u8; 32]> {
+        &self.inner.pairing_opens
+    }
+
+    /// Pairing claims per client address.
+    pub fn pairing_claims(&self) -> &RateLimiter<[u8; 32]> {
+        &self.inner.pairing_claims
+    }
+
+    /// Pairing reads waiting on this instance.
+    pub fn pairing_wakeups(&self) -> &Wakeups {
+        &self.inner.pairing_wakeups
     }
 
     /// Per-space live connection caps.

@@ -4,12 +4,14 @@
 //! only when the same space uploads its next snapshot would let a space that never does so (or
 //! a client that repeats "push, then a garbage snapshot") keep them forever, so the relay sweeps
 //! every space on a timer, a bounded batch per tick so one tick never holds the writer long.
+//! Each tick also expires pairing mailboxes and forgets old ones (a handful of rows: mailboxes
+//! are few and short-lived).
 
 use std::time::Duration;
 
 use crate::{
     state::AppState,
-    storage::{StorageError, Swept},
+    storage::{PairingSwept, StorageError, Swept, pairing::PAIRING_LINGER, unix_now},
     telemetry::Repeats,
 };
 
@@ -77,6 +79,24 @@ async fn sweep_batch(state: &AppState, batch: Batch) -> Result<Swept, StorageErr
     Ok(swept)
 }
 
+/// Marks pairing mailboxes past their expiry expired, deleting their messages, and forgets
+/// them [`PAIRING_LINGER`] later; counts the expired ones in the metrics.
+pub async fn sweep_pairings_once(state: &AppState) -> Result<PairingSwept, StorageError> {
+    let swept = state
+        .storage()
+        .sweep_pairings(unix_now(), PAIRING_LINGER)
+        .await?;
+    state.metrics().pairings_swept(swept);
+    if swept.expired > 0 || swept.forgotten > 0 {
+        tracing::debug!(
+            expired = swept.expired,
+            forgotten = swept.forgotten,
+            "pairing mailboxes swept"
+        );
+    }
+    Ok(swept)
+}
+
 /// Sweeps every [`crate::config::Limits::sweep_interval`] until the relay shuts down. A full
 /// batch is followed by the next one at once (after yielding), up to a few per tick, so a
 /// backlog drains faster than one batch per interval without starving other writes. A batch
@@ -96,6 +116,11 @@ pub(crate) async fn run(state: AppState) {
         tokio::select! {
             () = state.shutdown().cancelled() => return,
             () = tokio::time::sleep(interval) => {}
+        }
+        if let Err(error) = sweep_pairings_once(&state).await
+            && let Some(times) = failures.note(std::time::Instant::now())
+        {
+            tracing::warn!(%error, times, "sweeping pairing mailboxes failed");
         }
         for _ in 0..MAX_BATCHES_PER_TICK {
             match sweep_batch(&state, batch).await {

@@ -103,6 +103,52 @@ impl Storage for Gate {
     fn count_creation(&self, client: [u8; 32], start: u64, keep: u64) -> StorageFuture<u64> {
         self.inner.count_creation(client, start, keep)
     }
+    fn open_pairing(&self, new: mend_relay::storage::NewPairing) -> StorageFuture<String> {
+        self.inner.open_pairing(new)
+    }
+    fn claim_pairing(&self, mailbox: String, guest: TokenHash, now: u64) -> StorageFuture<u64> {
+        self.inner.claim_pairing(mailbox, guest, now)
+    }
+    fn pairing(
+        &self,
+        mailbox: String,
+        now: u64,
+    ) -> StorageFuture<Option<mend_relay::storage::PairingRecord>> {
+        self.inner.pairing(mailbox, now)
+    }
+    fn post_pairing(
+        &self,
+        mailbox: String,
+        side: mend_relay::storage::PairingSide,
+        body: Vec<u8>,
+        now: u64,
+    ) -> StorageFuture<u64> {
+        self.inner.post_pairing(mailbox, side, body, now)
+    }
+    fn read_pairing(
+        &self,
+        mailbox: String,
+        reader: mend_relay::storage::PairingSide,
+        after: u64,
+        now: u64,
+    ) -> StorageFuture<mend_protocol::PairingInbox> {
+        self.inner.read_pairing(mailbox, reader, after, now)
+    }
+    fn close_pairing(
+        &self,
+        mailbox: String,
+        burn: bool,
+        now: u64,
+    ) -> StorageFuture<Option<mend_protocol::PairingState>> {
+        self.inner.close_pairing(mailbox, burn, now)
+    }
+    fn sweep_pairings(
+        &self,
+        now: u64,
+        linger: std::time::Duration,
+    ) -> StorageFuture<mend_relay::storage::PairingSwept> {
+        self.inner.sweep_pairings(now, linger)
+    }
     fn ready(&self) -> StorageFuture<()> {
         self.inner.ready()
     }

@@ -3,11 +3,13 @@
 //! Every space route authenticates first, then applies the space's rate limit, then reserves the
 //! body's declared length from the body budgets and reads it with an explicit size limit, so an
 //! unauthenticated, oversized or slow request costs the relay as little as possible and never
-//! touches another space.
+//! touches another space. Pairing mailbox routes ([`pairings`]) belong to no space: they are
+//! limited per client address, and their bodies are a few KiB at most.
 
 mod chunks;
 mod extract;
 mod health;
+mod pairings;
 mod rollups;
 mod snapshot;
 mod spaces;
@@ -23,11 +25,11 @@ use axum::{
     http::{HeaderMap, HeaderValue, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{get, post, put},
+    routing::{delete, get, post, put},
 };
 use mend_protocol::{
     ErrorCode, SpaceId,
-    paths::{self, SPACE_ID_PARAM},
+    paths::{self, PAIRING_ID_PARAM, SPACE_ID_PARAM},
 };
 
 pub(crate) use self::extract::{AuthorizedSpace, ClientAddress, CursorQuery, SpaceParam};
@@ -61,6 +63,16 @@ pub fn app(state: AppState) -> Router {
             put(snapshot::put).get(snapshot::get),
         )
         .route(&paths::live(&SPACE_ID_PARAM), get(ws::upgrade))
+        .route(&paths::pairings(), post(pairings::open))
+        .route(
+            &paths::pairing_claim(&PAIRING_ID_PARAM),
+            post(pairings::claim),
+        )
+        .route(
+            &paths::pairing_messages(&PAIRING_ID_PARAM),
+            post(pairings::post).get(pairings::read),
+        )
+        .route(&paths::pairing(&PAIRING_ID_PARAM), delete(pairings::close))
         // Bodies are read by the handlers with their own explicit limits.
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(state.clone(), observe))

@@ -8,12 +8,14 @@
 
 use std::{sync::Arc, time::Duration};
 
-use mend_protocol::{DeviceId, Page, Push, RollupPush, Sizes, Snapshot, SpaceId};
+use mend_protocol::{
+    DeviceId, Page, PairingInbox, PairingState, Push, RollupPush, Sizes, Snapshot, SpaceId,
+};
 use tokio::sync::Semaphore;
 
 use super::{
-    Created, PullRequest, Pushed, RollupStored, Storage, StorageError, StorageFuture, Swept,
-    TokenHash,
+    Created, NewPairing, PairingRecord, PairingSide, PairingSwept, PullRequest, Pushed,
+    RollupStored, Storage, StorageError, StorageFuture, Swept, TokenHash,
 };
 
 /// A backend whose queued writes are capped.
@@ -136,6 +138,57 @@ impl Storage for BoundedWrites {
         keep_after: u64,
     ) -> StorageFuture<u64> {
         self.write(|inner| inner.count_creation(client, window_start, keep_after))
+    }
+
+    fn open_pairing(&self, new: NewPairing) -> StorageFuture<String> {
+        self.write(|inner| inner.open_pairing(new))
+    }
+
+    fn claim_pairing(
+        &self,
+        mailbox: String,
+        guest_hash: TokenHash,
+        now: u64,
+    ) -> StorageFuture<u64> {
+        self.write(|inner| inner.claim_pairing(mailbox, guest_hash, now))
+    }
+
+    fn pairing(&self, mailbox: String, now: u64) -> StorageFuture<Option<PairingRecord>> {
+        self.inner.pairing(mailbox, now)
+    }
+
+    fn post_pairing(
+        &self,
+        mailbox: String,
+        side: PairingSide,
+        body: Vec<u8>,
+        now: u64,
+    ) -> StorageFuture<u64> {
+        self.write(|inner| inner.post_pairing(mailbox, side, body, now))
+    }
+
+    fn read_pairing(
+        &self,
+        mailbox: String,
+        reader: PairingSide,
+        after: u64,
+        now: u64,
+    ) -> StorageFuture<PairingInbox> {
+        self.inner.read_pairing(mailbox, reader, after, now)
+    }
+
+    fn close_pairing(
+        &self,
+        mailbox: String,
+        burn: bool,
+        now: u64,
+    ) -> StorageFuture<Option<PairingState>> {
+        // Closing deletes messages: never refused for load.
+        self.inner.close_pairing(mailbox, burn, now)
+    }
+
+    fn sweep_pairings(&self, now: u64, linger: Duration) -> StorageFuture<PairingSwept> {
+        self.inner.sweep_pairings(now, linger)
     }
 
     fn ready(&self) -> StorageFuture<()> {

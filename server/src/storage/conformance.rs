@@ -14,11 +14,14 @@
 use std::{any::Any, collections::HashSet, sync::Arc, time::Duration};
 
 use mend_protocol::{
-    DeviceId, Limits, Page, Push, RollupPush, Snapshot, SpaceId, chunk_mark, payload_sha256,
+    DeviceId, Limits, Page, PairingInbox, PairingMessage, PairingState, Push, RollupPush, Snapshot,
+    SpaceId, chunk_mark, payload_sha256,
 };
 
 use super::{
-    Created, MAX_ROLLUP_CHUNKS, PullRequest, Pushed, RollupStored, Storage, StorageError, Swept,
+    Created, MAX_ROLLUP_CHUNKS, NewPairing, PairingRecord, PairingSide, PairingSwept, PullRequest,
+    Pushed, RollupStored, Storage, StorageError, Swept,
+    pairing::{MAX_MESSAGES_PER_SIDE, MailboxChoice},
 };
 use crate::live::{LiveEvent, LiveFeed, LocalHub};
 
@@ -83,6 +86,12 @@ macro_rules! storage_conformance_tests {
             sizes_sum_what_a_pull_would_serve,
             commits_are_published_in_order,
             creations_are_counted_per_client_and_window,
+            pairings_get_short_numbers_or_long_ids,
+            a_pairing_is_claimed_once,
+            pairing_messages_flow_both_ways_up_to_the_cap,
+            closing_a_pairing_deletes_bodies_and_burning_sticks,
+            pairings_expire_and_are_swept,
+            live_pairings_are_capped,
             ready_until_closed,
             close_refuses_new_work,
         );
@@ -1662,4 +1671,390 @@ pub async fn close_refuses_new_work(b: &Backend) {
             .await,
         Err(StorageError::Closed)
     ));
+}
+
+/// A fixed clock for pairing checks: times are passed in, never read.
+const T0: u64 = 1_800_000_000;
+const TTL: u64 = 600;
+const LINGER: Duration = Duration::from_secs(3600);
+
+fn new_pairing(choice: MailboxChoice, max_live: u64) -> NewPairing {
+    NewPairing {
+        choice,
+        host_hash: HASH_A,
+        now: T0,
+        expires_at: T0 + TTL,
+        max_live,
+    }
+}
+
+async fn open_short(b: &Backend, pick: u64) -> String {
+    b.storage
+        .open_pairing(new_pairing(MailboxChoice::Short { pick }, 10_000))
+        .await
+        .unwrap_or_else(|e| panic!("open: {e}"))
+}
+
+async fn inbox(
+    b: &Backend,
+    mailbox: &str,
+    reader: PairingSide,
+    after: u64,
+    now: u64,
+) -> PairingInbox {
+    b.storage
+        .read_pairing(mailbox.to_owned(), reader, after, now)
+        .await
+        .unwrap_or_else(|e| panic!("read: {e}"))
+}
+
+async fn post(
+    b: &Backend,
+    mailbox: &str,
+    side: PairingSide,
+    body: &[u8],
+) -> Result<u64, StorageError> {
+    b.storage
+        .post_pairing(mailbox.to_owned(), side, body.to_vec(), T0 + 1)
+        .await
+}
+
+/// Short numbers fill the two-digit range first, at random among the free ones; long ids are
+/// taken as given, once.
+pub async fn pairings_get_short_numbers_or_long_ids(b: &Backend) {
+    let mut numbers = HashSet::new();
+    for pick in 0..99u64 {
+        let mailbox = open_short(b, pick.wrapping_mul(7_919)).await;
+        let number: u64 = mailbox.parse().unwrap_or_else(|e| panic!("{mailbox}: {e}"));
+        assert!((1..=99).contains(&number), "{mailbox}");
+        assert!(numbers.insert(number), "{mailbox} handed out twice");
+    }
+    let third = open_short(b, 5).await;
+    assert_eq!(third.len(), 3, "the two-digit range is full: {third}");
+    assert!(!third.starts_with('0'));
+    let long = "0123456789abcdef0123456789abcdef".to_owned();
+    let opened = b
+        .storage
+        .open_pairing(new_pairing(MailboxChoice::Long(long.clone()), 10_000))
+        .await;
+    assert_eq!(opened.ok(), Some(long.clone()));
+    assert!(matches!(
+        b.storage
+            .open_pairing(new_pairing(MailboxChoice::Long(long.clone()), 10_000))
+            .await,
+        Err(StorageError::PairingUsed)
+    ));
+    let record = b
+        .storage
+        .pairing(long, T0)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        record,
+        Some(PairingRecord {
+            host_hash: HASH_A,
+            guest_hash: None,
+            state: PairingState::Open,
+            expires_at: T0 + TTL,
+        })
+    );
+    assert!(matches!(
+        b.storage.pairing("123456".into(), T0).await,
+        Ok(None)
+    ));
+}
+
+/// Only the first claim succeeds; unknown and expired mailboxes are told apart.
+pub async fn a_pairing_is_claimed_once(b: &Backend) {
+    let mailbox = open_short(b, 1).await;
+    let expires = b
+        .storage
+        .claim_pairing(mailbox.clone(), HASH_B, T0 + 1)
+        .await;
+    assert_eq!(expires.ok(), Some(T0 + TTL));
+    let record = b
+        .storage
+        .pairing(mailbox.clone(), T0 + 1)
+        .await
+        .ok()
+        .flatten();
+    assert_eq!(
+        record.map(|r| (r.guest_hash, r.state)),
+        Some((Some(HASH_B), PairingState::Claimed))
+    );
+    assert!(matches!(
+        b.storage
+            .claim_pairing(mailbox.clone(), [0xcc; 32], T0 + 2)
+            .await,
+        Err(StorageError::PairingUsed)
+    ));
+    assert!(matches!(
+        b.storage.claim_pairing("654321".into(), HASH_B, T0).await,
+        Err(StorageError::PairingUnknown)
+    ));
+    let late = open_short(b, 2).await;
+    assert!(matches!(
+        b.storage
+            .claim_pairing(late.clone(), HASH_B, T0 + TTL)
+            .await,
+        Err(StorageError::PairingExpired)
+    ));
+    // A closed mailbox is used up too.
+    let closed = open_short(b, 3).await;
+    assert!(
+        b.storage
+            .close_pairing(closed.clone(), false, T0)
+            .await
+            .is_ok()
+    );
+    assert!(matches!(
+        b.storage.claim_pairing(closed, HASH_B, T0 + 1).await,
+        Err(StorageError::PairingUsed)
+    ));
+}
+
+/// Each side reads the other's messages, numbered from 1 per side, after its cursor; a side
+/// may post at most the cap.
+pub async fn pairing_messages_flow_both_ways_up_to_the_cap(b: &Backend) {
+    let mailbox = open_short(b, 9).await;
+    assert_eq!(
+        post(b, &mailbox, PairingSide::Host, b"hello").await.ok(),
+        Some(1)
+    );
+    assert!(
+        b.storage
+            .claim_pairing(mailbox.clone(), HASH_B, T0 + 1)
+            .await
+            .is_ok()
+    );
+    assert_eq!(
+        post(b, &mailbox, PairingSide::Guest, b"hi").await.ok(),
+        Some(1)
+    );
+    assert_eq!(
+        post(b, &mailbox, PairingSide::Host, b"second").await.ok(),
+        Some(2)
+    );
+    let guest_view = inbox(b, &mailbox, PairingSide::Guest, 0, T0 + 2).await;
+    assert_eq!(
+        guest_view,
+        PairingInbox {
+            state: PairingState::Claimed,
+            messages: vec![
+                PairingMessage {
+                    seq: 1,
+                    body: b"hello".to_vec()
+                },
+                PairingMessage {
+                    seq: 2,
+                    body: b"second".to_vec()
+                },
+            ],
+        }
+    );
+    let after_one = inbox(b, &mailbox, PairingSide::Guest, 1, T0 + 2).await;
+    assert_eq!(
+        after_one.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        [2]
+    );
+    let host_view = inbox(b, &mailbox, PairingSide::Host, 0, T0 + 2).await;
+    assert_eq!(
+        host_view.messages,
+        vec![PairingMessage {
+            seq: 1,
+            body: b"hi".to_vec()
+        }]
+    );
+    for seq in 3..=MAX_MESSAGES_PER_SIDE {
+        assert_eq!(
+            post(b, &mailbox, PairingSide::Host, &[seq as u8])
+                .await
+                .ok(),
+            Some(seq)
+        );
+    }
+    assert!(matches!(
+        post(b, &mailbox, PairingSide::Host, b"one too many").await,
+        Err(StorageError::PairingFull { .. })
+    ));
+    assert_eq!(
+        post(b, &mailbox, PairingSide::Guest, b"still room")
+            .await
+            .ok(),
+        Some(2)
+    );
+    let all = inbox(b, &mailbox, PairingSide::Guest, 0, T0 + 2).await;
+    assert_eq!(all.messages.len() as u64, MAX_MESSAGES_PER_SIDE);
+    assert!(matches!(
+        post(b, "777777", PairingSide::Host, b"x").await,
+        Err(StorageError::PairingUnknown)
+    ));
+}
+
+/// Closing deletes every body at once and refuses later posts; closing again changes nothing;
+/// a burned mailbox stays burned.
+pub async fn closing_a_pairing_deletes_bodies_and_burning_sticks(b: &Backend) {
+    let mailbox = open_short(b, 4).await;
+    assert!(
+        post(b, &mailbox, PairingSide::Host, b"secret")
+            .await
+            .is_ok()
+    );
+    let closed = b
+        .storage
+        .close_pairing(mailbox.clone(), false, T0 + 2)
+        .await;
+    assert_eq!(closed.ok(), Some(Some(PairingState::Closed)));
+    let view = inbox(b, &mailbox, PairingSide::Guest, 0, T0 + 2).await;
+    assert_eq!(
+        view,
+        PairingInbox {
+            state: PairingState::Closed,
+            messages: vec![]
+        }
+    );
+    assert!(matches!(
+        post(b, &mailbox, PairingSide::Host, b"late").await,
+        Err(StorageError::PairingClosed)
+    ));
+    assert_eq!(
+        b.storage
+            .close_pairing(mailbox.clone(), false, T0 + 3)
+            .await
+            .ok(),
+        Some(None)
+    );
+    assert_eq!(
+        b.storage
+            .close_pairing(mailbox.clone(), true, T0 + 3)
+            .await
+            .ok(),
+        Some(Some(PairingState::Burned))
+    );
+    assert_eq!(
+        b.storage
+            .close_pairing(mailbox.clone(), false, T0 + 4)
+            .await
+            .ok(),
+        Some(None)
+    );
+    assert_eq!(
+        b.storage
+            .close_pairing(mailbox.clone(), true, T0 + 4)
+            .await
+            .ok(),
+        Some(None)
+    );
+    let view = inbox(b, &mailbox, PairingSide::Host, 0, T0 + 4).await;
+    assert_eq!(view.state, PairingState::Burned);
+    // Past its expiry it still says burned, until it is forgotten.
+    let view = inbox(b, &mailbox, PairingSide::Host, 0, T0 + TTL + 5).await;
+    assert_eq!(view.state, PairingState::Burned);
+    assert!(matches!(
+        b.storage.close_pairing("888888".into(), true, T0).await,
+        Err(StorageError::PairingUnknown)
+    ));
+}
+
+/// Past its expiry a mailbox reads expired and refuses posts; the sweep marks it expired and
+/// deletes its bodies, and forgets it an hour after expiry.
+pub async fn pairings_expire_and_are_swept(b: &Backend) {
+    let mailbox = open_short(b, 6).await;
+    assert!(
+        post(b, &mailbox, PairingSide::Host, b"soon gone")
+            .await
+            .is_ok()
+    );
+    let view = inbox(b, &mailbox, PairingSide::Guest, 0, T0 + TTL).await;
+    assert_eq!(
+        view,
+        PairingInbox {
+            state: PairingState::Expired,
+            messages: vec![]
+        }
+    );
+    assert!(matches!(
+        b.storage
+            .post_pairing(mailbox.clone(), PairingSide::Host, b"x".to_vec(), T0 + TTL)
+            .await,
+        Err(StorageError::PairingExpired)
+    ));
+    let untouched = b.storage.sweep_pairings(T0 + TTL - 1, LINGER).await;
+    assert_eq!(untouched.ok(), Some(PairingSwept::default()));
+    let swept = b.storage.sweep_pairings(T0 + TTL, LINGER).await;
+    assert_eq!(
+        swept.ok(),
+        Some(PairingSwept {
+            expired: 1,
+            forgotten: 0
+        })
+    );
+    // Expired once: a second sweep counts nothing.
+    let again = b.storage.sweep_pairings(T0 + TTL + 1, LINGER).await;
+    assert_eq!(again.ok(), Some(PairingSwept::default()));
+    // Bodies are gone even to a clock that reads before the expiry.
+    let view = inbox(b, &mailbox, PairingSide::Guest, 0, T0 + 1).await;
+    assert_eq!(
+        view,
+        PairingInbox {
+            state: PairingState::Expired,
+            messages: vec![]
+        }
+    );
+    let forgotten = b
+        .storage
+        .sweep_pairings(T0 + TTL + LINGER.as_secs(), LINGER)
+        .await;
+    assert_eq!(
+        forgotten.ok(),
+        Some(PairingSwept {
+            expired: 0,
+            forgotten: 1
+        })
+    );
+    assert!(matches!(
+        b.storage
+            .read_pairing(mailbox.clone(), PairingSide::Host, 0, T0)
+            .await,
+        Err(StorageError::PairingUnknown)
+    ));
+    assert!(matches!(b.storage.pairing(mailbox, T0).await, Ok(None)));
+}
+
+/// Mailboxes open or claimed and not expired count against the cap; closed and expired ones
+/// do not.
+pub async fn live_pairings_are_capped(b: &Backend) {
+    let first = b
+        .storage
+        .open_pairing(new_pairing(MailboxChoice::Short { pick: 0 }, 2))
+        .await;
+    let first = first.unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        b.storage
+            .open_pairing(new_pairing(MailboxChoice::Short { pick: 1 }, 2))
+            .await
+            .is_ok()
+    );
+    assert!(matches!(
+        b.storage
+            .open_pairing(new_pairing(MailboxChoice::Short { pick: 2 }, 2))
+            .await,
+        Err(StorageError::PairingsFull { live: 2 })
+    ));
+    assert!(b.storage.close_pairing(first, false, T0).await.is_ok());
+    assert!(
+        b.storage
+            .open_pairing(new_pairing(MailboxChoice::Short { pick: 3 }, 2))
+            .await
+            .is_ok()
+    );
+    let later = NewPairing {
+        now: T0 + TTL,
+        expires_at: T0 + 2 * TTL,
+        ..new_pairing(MailboxChoice::Short { pick: 4 }, 2)
+    };
+    assert!(
+        b.storage.open_pairing(later).await.is_ok(),
+        "expired ones do not count"
+    );
 }

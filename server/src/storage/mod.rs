@@ -13,6 +13,7 @@
 pub mod bounded;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+pub mod pairing;
 pub mod postgres;
 pub mod sqlite;
 #[cfg(any(test, feature = "conformance"))]
@@ -20,7 +21,12 @@ pub mod test_db;
 
 use std::{future::Future, pin::Pin, time::Duration};
 
-use mend_protocol::{Chunk, DeviceId, Page, Push, Rollup, RollupPush, Sizes, Snapshot, SpaceId};
+use mend_protocol::{
+    Chunk, DeviceId, Page, PairingInbox, PairingState, Push, Rollup, RollupPush, Sizes, Snapshot,
+    SpaceId,
+};
+
+pub use self::pairing::{NewPairing, PairingRecord, PairingSide, PairingSwept};
 
 /// Unix seconds now, for the times storage records (0 if the clock is before 1970).
 pub(crate) fn unix_now() -> u64 {
@@ -167,6 +173,30 @@ pub enum StorageError {
         /// The space's head.
         head: u64,
     },
+    /// No pairing mailbox has this id.
+    #[error("no such pairing mailbox")]
+    PairingUnknown,
+    /// The pairing mailbox was claimed (or closed) before.
+    #[error("the pairing mailbox was already claimed")]
+    PairingUsed,
+    /// The pairing mailbox is past its expiry.
+    #[error("the pairing mailbox has expired")]
+    PairingExpired,
+    /// The pairing mailbox was closed or burned.
+    #[error("the pairing mailbox is closed")]
+    PairingClosed,
+    /// This side posted the most messages a side may.
+    #[error("this side already posted {max} messages")]
+    PairingFull {
+        /// The per-side cap.
+        max: u64,
+    },
+    /// The relay holds the most live pairing mailboxes it may.
+    #[error("too many pairing mailboxes open ({live})")]
+    PairingsFull {
+        /// Mailboxes open or claimed and not expired.
+        live: u64,
+    },
     /// The backend is shut down.
     #[error("storage is closed")]
     Closed,
@@ -286,6 +316,60 @@ pub trait Storage: Send + Sync + 'static {
         window_start: u64,
         keep_after: u64,
     ) -> StorageFuture<u64>;
+
+    /// Allocates a pairing mailbox in state open and returns its id. With
+    /// [`pairing::MailboxChoice::Short`] the backend picks a free number; a long id that is
+    /// taken fails with [`StorageError::PairingUsed`]. Fails with
+    /// [`StorageError::PairingsFull`] when `max_live` mailboxes are open or claimed and not
+    /// expired. A short number stays taken while its record is kept.
+    fn open_pairing(&self, new: NewPairing) -> StorageFuture<String>;
+
+    /// Claims an open mailbox for the guest whose token hashes to `guest_hash` and returns its
+    /// expiry. Only the first claim ever succeeds: a claimed, closed or burned mailbox is
+    /// [`StorageError::PairingUsed`]; an open one past its expiry
+    /// [`StorageError::PairingExpired`]; none [`StorageError::PairingUnknown`].
+    fn claim_pairing(&self, mailbox: String, guest_hash: TokenHash, now: u64)
+    -> StorageFuture<u64>;
+
+    /// The mailbox's token hashes, state at `now` and expiry, or `None`.
+    fn pairing(&self, mailbox: String, now: u64) -> StorageFuture<Option<PairingRecord>>;
+
+    /// Stores `body` as `side`'s next message (numbered from 1 per side) and returns its
+    /// number. [`StorageError::PairingClosed`] once closed or burned,
+    /// [`StorageError::PairingExpired`] past expiry, [`StorageError::PairingFull`] after
+    /// [`pairing::MAX_MESSAGES_PER_SIDE`] messages, [`StorageError::PairingUnknown`] if none.
+    fn post_pairing(
+        &self,
+        mailbox: String,
+        side: PairingSide,
+        body: Vec<u8>,
+        now: u64,
+    ) -> StorageFuture<u64>;
+
+    /// The state at `now` and the messages of the side other than `reader` numbered above
+    /// `after` (none once closed, burned or expired). [`StorageError::PairingUnknown`] if none.
+    fn read_pairing(
+        &self,
+        mailbox: String,
+        reader: PairingSide,
+        after: u64,
+        now: u64,
+    ) -> StorageFuture<PairingInbox>;
+
+    /// Closes the mailbox (burns it with `burn`) and deletes every message at once. Returns
+    /// the state it moved to, or `None` when nothing changed: closing again, burning a burned
+    /// mailbox, or closing one past its expiry (whose messages are deleted all the same). A
+    /// burned mailbox stays burned. [`StorageError::PairingUnknown`] if none.
+    fn close_pairing(
+        &self,
+        mailbox: String,
+        burn: bool,
+        now: u64,
+    ) -> StorageFuture<Option<PairingState>>;
+
+    /// Marks open and claimed mailboxes past their expiry expired and deletes their messages,
+    /// and forgets mailboxes `linger` past their expiry. Several instances may call it at once.
+    fn sweep_pairings(&self, now: u64, linger: Duration) -> StorageFuture<PairingSwept>;
 
     /// Resolves once the backend can serve requests (`/readyz`).
     fn ready(&self) -> StorageFuture<()>;

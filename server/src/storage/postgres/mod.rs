@@ -19,6 +19,7 @@
 //!   `Retry-After`) within the acquire and statement timeouts, never as a hung socket.
 
 mod listener;
+mod pairing;
 mod rollups;
 mod schema;
 mod writer;
@@ -34,7 +35,9 @@ use std::{
 };
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
-use mend_protocol::{Chunk, DeviceId, Page, Push, RollupPush, Sizes, Snapshot, SpaceId};
+use mend_protocol::{
+    Chunk, DeviceId, Page, PairingInbox, PairingState, Push, RollupPush, Sizes, Snapshot, SpaceId,
+};
 use subtle::ConstantTimeEq;
 use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_postgres::{NoTls, error::SqlState};
@@ -42,8 +45,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::schema::SCHEMA_VERSION;
 use super::{
-    Created, PullRequest, Pushed, RollupStored, Storage, StorageError, StorageFuture, Swept,
-    TokenHash, unix_now,
+    Created, NewPairing, PairingRecord, PairingSide, PairingSwept, PullRequest, Pushed,
+    RollupStored, Storage, StorageError, StorageFuture, Swept, TokenHash, unix_now,
 };
 use crate::{
     config::Postgres,
@@ -952,6 +955,56 @@ impl Storage for PostgresStorage {
             }
             Ok(Ok(u64::try_from(count).unwrap_or(0)))
         })
+    }
+
+    fn open_pairing(&self, new: NewPairing) -> StorageFuture<String> {
+        self.run(move |shared| pairing::open(shared, new))
+    }
+
+    fn claim_pairing(
+        &self,
+        mailbox: String,
+        guest_hash: TokenHash,
+        now: u64,
+    ) -> StorageFuture<u64> {
+        self.run(move |shared| pairing::claim(shared, mailbox, guest_hash, now))
+    }
+
+    fn pairing(&self, mailbox: String, now: u64) -> StorageFuture<Option<PairingRecord>> {
+        self.run(move |shared| pairing::record(shared, mailbox, now))
+    }
+
+    fn post_pairing(
+        &self,
+        mailbox: String,
+        side: PairingSide,
+        body: Vec<u8>,
+        now: u64,
+    ) -> StorageFuture<u64> {
+        self.run(move |shared| pairing::post(shared, mailbox, side, body, now))
+    }
+
+    fn read_pairing(
+        &self,
+        mailbox: String,
+        reader: PairingSide,
+        after: u64,
+        now: u64,
+    ) -> StorageFuture<PairingInbox> {
+        self.run(move |shared| pairing::inbox(shared, mailbox, reader, after, now))
+    }
+
+    fn close_pairing(
+        &self,
+        mailbox: String,
+        burn: bool,
+        now: u64,
+    ) -> StorageFuture<Option<PairingState>> {
+        self.run(move |shared| pairing::close(shared, mailbox, burn, now))
+    }
+
+    fn sweep_pairings(&self, now: u64, linger: Duration) -> StorageFuture<PairingSwept> {
+        self.run(move |shared| pairing::sweep(shared, now, linger))
     }
 
     fn ready(&self) -> StorageFuture<()> {

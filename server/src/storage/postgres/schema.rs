@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/005_held_index.sql"),
     include_str!("migrations/006_recount.sql"),
     include_str!("migrations/007_rollups.sql"),
+    include_str!("migrations/008_pairings.sql"),
 ];
 
 /// The schema version this code writes.

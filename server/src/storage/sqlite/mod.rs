@@ -6,6 +6,7 @@
 //! updates that map after each commit, and it is the only writer.
 
 mod checkpointer;
+mod pairing;
 mod reader;
 mod schema;
 mod writer;
@@ -21,17 +22,20 @@ use std::{
     time::Duration,
 };
 
-use mend_protocol::{DeviceId, Page, Push, RollupPush, Sizes, Snapshot, SpaceId};
+use mend_protocol::{
+    DeviceId, Page, PairingInbox, PairingState, Push, RollupPush, Sizes, Snapshot, SpaceId,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use self::{
     checkpointer::Checkpointer,
+    pairing::{PairingDone, PairingOp},
     reader::Readers,
     writer::{Command, Write, Writer},
 };
 use super::{
-    Created, PullRequest, Pushed, RollupStored, Storage, StorageError, StorageFuture, Swept,
-    TokenHash,
+    Created, NewPairing, PairingRecord, PairingSide, PairingSwept, PullRequest, Pushed,
+    RollupStored, Storage, StorageError, StorageFuture, Swept, TokenHash,
 };
 use crate::{config::GroupCommit, live::Publisher};
 
@@ -121,6 +125,20 @@ impl SqliteStorage {
         Box::pin(async move {
             queued.map_err(|_| StorageError::Closed)?;
             answer.await.map_err(|_| StorageError::Closed)?
+        })
+    }
+
+    /// Queues a pairing write and takes its answer apart with `answer`.
+    fn pairing_write<T: Send + 'static>(
+        &self,
+        op: PairingOp,
+        answer: fn(PairingDone) -> Option<T>,
+    ) -> StorageFuture<T> {
+        let done = self.write(|reply| Write::Pairing { op, reply });
+        Box::pin(async move {
+            answer(done.await?).ok_or_else(|| {
+                StorageError::Backend("the writer answered another pairing write".into())
+            })
         })
     }
 
@@ -260,6 +278,82 @@ impl Storage for SqliteStorage {
             creations.retain(|(_, start), _| *start >= keep_after);
         }
         Box::pin(std::future::ready(Ok(count)))
+    }
+
+    fn open_pairing(&self, new: NewPairing) -> StorageFuture<String> {
+        self.pairing_write(PairingOp::Open(new), |done| match done {
+            PairingDone::Opened(mailbox) => Some(mailbox),
+            _ => None,
+        })
+    }
+
+    fn claim_pairing(
+        &self,
+        mailbox: String,
+        guest_hash: TokenHash,
+        now: u64,
+    ) -> StorageFuture<u64> {
+        let op = PairingOp::Claim {
+            mailbox,
+            guest_hash,
+            now,
+        };
+        self.pairing_write(op, |done| match done {
+            PairingDone::Claimed(expires_at) => Some(expires_at),
+            _ => None,
+        })
+    }
+
+    fn pairing(&self, mailbox: String, now: u64) -> StorageFuture<Option<PairingRecord>> {
+        self.read(move |conn| pairing::record(conn, &mailbox, now))
+    }
+
+    fn post_pairing(
+        &self,
+        mailbox: String,
+        side: PairingSide,
+        body: Vec<u8>,
+        now: u64,
+    ) -> StorageFuture<u64> {
+        let op = PairingOp::Post {
+            mailbox,
+            side,
+            body,
+            now,
+        };
+        self.pairing_write(op, |done| match done {
+            PairingDone::Posted(seq) => Some(seq),
+            _ => None,
+        })
+    }
+
+    fn read_pairing(
+        &self,
+        mailbox: String,
+        reader: PairingSide,
+        after: u64,
+        now: u64,
+    ) -> StorageFuture<PairingInbox> {
+        self.read(move |conn| pairing::inbox(conn, &mailbox, reader, after, now))
+    }
+
+    fn close_pairing(
+        &self,
+        mailbox: String,
+        burn: bool,
+        now: u64,
+    ) -> StorageFuture<Option<PairingState>> {
+        self.pairing_write(PairingOp::Close { mailbox, burn, now }, |done| match done {
+            PairingDone::Closed(state) => Some(state),
+            _ => None,
+        })
+    }
+
+    fn sweep_pairings(&self, now: u64, linger: Duration) -> StorageFuture<PairingSwept> {
+        self.pairing_write(PairingOp::Sweep { now, linger }, |done| match done {
+            PairingDone::Swept(swept) => Some(swept),
+            _ => None,
+        })
     }
 
     fn ready(&self) -> StorageFuture<()> {

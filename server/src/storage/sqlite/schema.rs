@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/006_held_index.sql"),
     include_str!("migrations/007_recount.sql"),
     include_str!("migrations/008_rollups.sql"),
+    include_str!("migrations/009_pairings.sql"),
 ];
 
 /// The schema version this code writes.

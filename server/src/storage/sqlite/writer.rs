@@ -23,7 +23,10 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::{mpsc, oneshot};
 
-use super::Shared;
+use super::{
+    Shared,
+    pairing::{self, PairingDone, PairingOp},
+};
 use crate::{
     config::GroupCommit,
     live::{LiveEvent, Publisher},
@@ -79,6 +82,10 @@ pub(crate) enum Write {
         max_bytes: u64,
         reply: Reply<Swept>,
     },
+    Pairing {
+        op: PairingOp,
+        reply: Reply<PairingDone>,
+    },
 }
 
 impl Write {
@@ -87,6 +94,7 @@ impl Write {
             Write::Push { push, .. } => push.payload.len(),
             Write::Rollup { rollup, .. } => rollup.payload.len(),
             Write::PutSnapshot { snapshot, .. } => snapshot.payload.len(),
+            Write::Pairing { op, .. } => op.payload_len(),
             Write::Create { .. } | Write::Erase { .. } | Write::Sweep { .. } => 0,
         }
     }
@@ -100,6 +108,7 @@ impl Write {
             Write::PutSnapshot { reply, .. } => Answer::Snapshot(reply, Err(StorageError::Closed)),
             Write::Erase { reply, .. } => Answer::Erase(reply, Err(StorageError::Closed)),
             Write::Sweep { reply, .. } => Answer::Sweep(reply, Err(StorageError::Closed)),
+            Write::Pairing { reply, .. } => Answer::Pairing(reply, Err(StorageError::Closed)),
         }
     }
 }
@@ -112,6 +121,7 @@ enum Answer {
     Snapshot(Reply<()>, Result<(), StorageError>),
     Erase(Reply<bool>, Result<bool, StorageError>),
     Sweep(Reply<Swept>, Result<Swept, StorageError>),
+    Pairing(Reply<PairingDone>, Result<PairingDone, StorageError>),
 }
 
 impl Answer {
@@ -124,6 +134,7 @@ impl Answer {
             Answer::Snapshot(tx, result) => drop(tx.send(result)),
             Answer::Erase(tx, result) => drop(tx.send(result)),
             Answer::Sweep(tx, result) => drop(tx.send(result)),
+            Answer::Pairing(tx, result) => drop(tx.send(result)),
         }
     }
 
@@ -136,6 +147,7 @@ impl Answer {
             Answer::Snapshot(tx, _) => drop(tx.send(Err(error()))),
             Answer::Erase(tx, _) => drop(tx.send(Err(error()))),
             Answer::Sweep(tx, _) => drop(tx.send(Err(error()))),
+            Answer::Pairing(tx, _) => drop(tx.send(Err(error()))),
         }
     }
 }
@@ -416,6 +428,10 @@ fn apply(tx: &Transaction<'_>, state: &mut State<'_>, write: Write) -> Applied {
         } => match put_snapshot(tx, state, space, snapshot, quota, grace) {
             Ok(result) => Ok(Answer::Snapshot(reply, result)),
             Err(e) => Err((Answer::Snapshot(reply, Err(StorageError::Closed)), e)),
+        },
+        Write::Pairing { op, reply } => match pairing::apply(tx, op) {
+            Ok(result) => Ok(Answer::Pairing(reply, result)),
+            Err(e) => Err((Answer::Pairing(reply, Err(StorageError::Closed)), e)),
         },
         Write::Erase { space, reply } => match erase(tx, state, space) {
             Ok(result) => Ok(Answer::Erase(reply, result)),
