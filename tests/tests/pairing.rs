@@ -7,7 +7,7 @@ use anyhow::{Result, ensure};
 use mend_core::{
     Body, Error,
     crypto::{PairingFailure, PairingKind},
-    model::ProcessingNote,
+    model::HonestyMoment,
 };
 use mend_e2e::{Phone, ROUND, Relay, couple};
 
@@ -25,8 +25,9 @@ async fn an_invite_works_once_and_only_after_the_host_accepts() -> Result<()> {
     let a = Phone::create(dir.path(), "a.db", "Alex", &relay)?;
     a.sync().await?;
     let note = a.with(|j| {
-        j.add(Body::ProcessingNote(ProcessingNote {
+        j.add(Body::HonestyMoment(HonestyMoment {
             text: "written before Blake joined".into(),
+            ..Default::default()
         }))
     })?;
     a.sync().await?;
@@ -53,13 +54,19 @@ async fn an_invite_works_once_and_only_after_the_host_accepts() -> Result<()> {
     let b = joined?;
     b.sync().await?;
     a.sync().await?;
-    ensure!(b.read(|j| j.get(note))?.id == note, "Blake cannot read the journal");
+    ensure!(
+        b.read(|j| j.get(note))?.id == note,
+        "Blake cannot read the journal"
+    );
     ensure!(a.read(|j| Ok(j.partner().map(|p| p.name)))? == Some("Blake".into()));
 
     // The same invite again, from anyone: refused at the relay, and nothing is left behind.
     let again = Phone::join_code(dir.path(), "c.db", &code, "Carol", &relay).await;
     ensure!(failure(again) == Some(PairingFailure::Used));
-    ensure!(!dir.path().join("c.db").exists(), "a refused join left a journal");
+    ensure!(
+        !dir.path().join("c.db").exists(),
+        "a refused join left a journal"
+    );
     Ok(())
 }
 
@@ -153,8 +160,9 @@ async fn a_third_person_finds_no_way_into_the_couple() -> Result<()> {
     let leaked = a.device.partner_invite()?;
     let c = Phone::join(dir.path(), "c.db", &leaked, "Carol", &relay)?;
     c.with(|j| {
-        j.add(Body::ProcessingNote(ProcessingNote {
+        j.add(Body::HonestyMoment(HonestyMoment {
             text: "a third voice".into(),
+            ..Default::default()
         }))
     })?;
     let _ = c.sync().await;
@@ -163,16 +171,20 @@ async fn a_third_person_finds_no_way_into_the_couple() -> Result<()> {
     }
     for (who, phone) in [("Alex", &a), ("Blake", &b)] {
         let partners = phone.read(|j| Ok(j.partners()))?;
-        ensure!(partners.len() == 2, "{who} lists {} partners", partners.len());
+        ensure!(
+            partners.len() == 2,
+            "{who} lists {} partners",
+            partners.len()
+        );
         ensure!(
             partners.iter().all(|p| p.name != "Carol"),
             "{who} lists Carol"
         );
         let records = phone.read(|j| j.records())?;
         ensure!(
-            !records.iter().any(
-                |r| matches!(&r.body, Body::ProcessingNote(n) if n.text == "a third voice")
-            ),
+            !records
+                .iter()
+                .any(|r| matches!(&r.body, Body::HonestyMoment(n) if n.text == "a third voice")),
             "{who} shows Carol's words"
         );
     }
