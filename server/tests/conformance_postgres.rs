@@ -302,6 +302,8 @@ async fn the_total_of_an_older_database_starts_from_its_spaces() {
          DROP FUNCTION mend_push(bytea[], bytea[], bigint[], bytea[], bigint[], bigint);
          DROP TABLE rollups;
          ALTER TABLE chunks DROP COLUMN rollup_seq;
+         DROP TABLE pairings;
+         DROP TABLE pairing_messages;
          UPDATE mend_schema SET version = 3;",
     )
     .await;

@@ -76,6 +76,8 @@ async fn sqlite_upgrade_recounts_chunks_pruned_before_it() {
          UPDATE relay_usage SET bytes_used = 110;
          DROP TABLE rollups;
          ALTER TABLE chunks DROP COLUMN rollup_seq;
+         DROP TABLE pairings;
+         DROP TABLE pairing_messages;
          PRAGMA user_version = 5;",
         four_days_ago()
     ))
@@ -151,6 +153,8 @@ async fn postgres_upgrade_recounts_and_the_total_never_goes_below_zero() {
          UPDATE relay_usage SET bytes_used = CASE WHEN shard = 0 THEN 110 ELSE 0 END;
          DROP TABLE rollups;
          ALTER TABLE chunks DROP COLUMN rollup_seq;
+         DROP TABLE pairings;
+         DROP TABLE pairing_messages;
          UPDATE mend_schema SET version = 4;",
         four_days_ago()
     ))

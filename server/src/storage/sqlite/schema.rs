@@ -123,7 +123,8 @@ mod tests {
         // Back to the schema before 005_total_bytes.sql.
         conn.execute_batch(
             "DROP TABLE relay_usage; DROP INDEX chunks_held; DROP TABLE rollups;
-             ALTER TABLE chunks DROP COLUMN rollup_seq",
+             ALTER TABLE chunks DROP COLUMN rollup_seq;
+             DROP TABLE pairings; DROP TABLE pairing_messages",
         )?;
         conn.pragma_update(None, "user_version", 4)?;
         drop(conn);
