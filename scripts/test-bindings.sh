@@ -110,7 +110,8 @@ start_relay() {
   # Port 0: the relay binds a free port and logs it; no race with another test.
   env -u RUST_LOG "$CARGO_TARGET_DIR/debug/mend-relay" --listen 127.0.0.1:0 \
     --tls-cert "$work/relay-cert.pem" --tls-key "$work/relay-key.pem" \
-    --data-dir "$work/relay" --log-format json --log info >"$work/relay.log" 2>&1 &
+    --data-dir "$work/relay" --log-format json --log info \
+    --pairing-opens-per-minute 60 --pairing-claims-per-minute 60 >"$work/relay.log" 2>&1 &
   relay_pid=$!
   local addr=""
   for _ in $(seq 100); do

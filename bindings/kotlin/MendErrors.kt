@@ -10,6 +10,7 @@ val MendException.code: String
         is MendException.Invalid -> "invalid"
         is MendException.Removed -> "removed"
         is MendException.Invite -> "invite"
+        is MendException.Pairing -> "pairing"
         is MendException.Locked -> "locked"
         is MendException.TooNew -> "too_new"
         is MendException.Missing -> "missing"

@@ -22,6 +22,7 @@ import java.util.concurrent.atomic.AtomicInteger
 import kotlin.system.exitProcess
 import kotlinx.coroutines.CancellationException
 import kotlinx.coroutines.async
+import kotlinx.coroutines.coroutineScope
 import kotlinx.coroutines.delay
 import kotlinx.coroutines.runBlocking
 
@@ -97,6 +98,51 @@ fun removeDatabase(path: String) {
     for (suffix in listOf("", "-wal", "-shm", ".lock")) File(path + suffix).delete()
 }
 
+/** A short code burned by a wrong guess, then Blake paired by the code Alex reads out. */
+suspend fun pairByShortCode(alex: Journal, blakePath: String, dir: File, relay: String, pin: String): Journal =
+    coroutineScope {
+        // Someone guesses at a short code: one try, and the code is burned on both sides.
+        val guessed = alex.invite(forDevice = false, shortCode = true)
+        val hostSaw = async {
+            try {
+                guessed.waitForJoiner(20_000)
+                "nothing"
+            } catch (e: MendException.Pairing) {
+                e.message ?: ""
+            }
+        }
+        val parts = guessed.code().split("-")
+        val wrong = "${parts[0]}-${if (parts[1] == "acorn") "zebra" else "acorn"}-${parts[2]}"
+        try {
+            Journal.join(File(dir, "mallory.db").path, wrong, "Mallory", relay, JournalOptions(relayPin = pin))
+            check("a wrong short code is refused", false)
+        } catch (e: MendException.Pairing) {
+            check("a wrong short code is refused: \"${e.message}\" (${e.code})",
+                e.message!!.startsWith("the code does not match") && e.code == "pairing")
+        }
+        check("the inviting app is told the code was burned", hostSaw.await().contains("wrong words"))
+
+        // Blake joins with a short code Alex reads out on a call; Alex's app asks before
+        // anything is shared.
+        val invitation = alex.invite(forDevice = false, shortCode = true)
+        val code = invitation.code()
+        check("a short code is a number and two words ($code)", Regex("^[1-9][0-9]*-[a-z]+-[a-z]+$").matches(code))
+        val hosting = async {
+            val joiner = invitation.waitForJoiner(20_000)
+            check("Alex's app is asked about Blake", joiner?.name == "Blake" && joiner.forDevice == false)
+            invitation.accept()
+        }
+        val blake = Journal.join(blakePath, code, "Blake", relay, JournalOptions(relayPin = pin))
+        hosting.await()
+        try {
+            Journal.join(File(dir, "carol.db").path, code, "Carol", relay, JournalOptions(relayPin = pin))
+            check("a used short code is refused", false)
+        } catch (e: MendException.Pairing) {
+            check("a used short code is refused: \"${e.message}\"", e.message == "this invite was already used; ask for a new one")
+        }
+        blake
+    }
+
 fun main(args: Array<String>) {
     val relay = System.getenv("MEND_RELAY_URL") ?: error("set MEND_RELAY_URL")
     val pin = System.getenv("MEND_RELAY_PIN") ?: error("set MEND_RELAY_PIN")
@@ -109,7 +155,7 @@ fun main(args: Array<String>) {
 
     runBlocking {
         // Alex creates the journal and keeps its secret (an app: in Keystore). Alex's app knows
-        // the relay's pin; Blake's learns it from the invite.
+        // the relay's pin; so does Blake's, told with the short code.
         val alexPath = File(dir, "alex.db").path
         var alex = Journal.create(alexPath, "Alex", relay, JournalOptions(relayPin = pin))
         alex.ready()
@@ -128,9 +174,8 @@ fun main(args: Array<String>) {
         check("a new journal syncs over TLS, the relay trusted by its pin",
             firstRound.finished && !firstRound.status.syncing && firstRound.pushed >= 1)
 
-        // Blake joins with the invite (an app: scanned from a QR code).
         val blakePath = File(dir, "blake.db").path
-        var blake = Journal.join(blakePath, alex.partnerInvite(), "Blake", JournalOptions())
+        var blake = pairByShortCode(alex, blakePath, dir, relay, pin)
         val blakeSecret = blake.keyringSecret()
         val heardByBlake = Recorder()
         val blakeSub = blake.subscribe(heardByBlake)
@@ -237,11 +282,11 @@ fun main(args: Array<String>) {
             check("removing the partner's note is refused (${e.code})", e is MendException.PermissionDenied)
         }
         try {
-            Journal.join(File(dir, "x.db").path, "not an invite", "X", JournalOptions())
+            Journal.join(File(dir, "x.db").path, "not an invite", "X", null, JournalOptions())
             check("a bad invite is refused", false)
         } catch (e: MendException.Invite) {
             check("a bad invite is refused: \"${e.message}\"",
-                e.message == "this is not a Mend invite code (it should start with MEND and a version)")
+                e.message == "this is not a Mend invite (it should start with MEND4-, or be a number and two words)")
         }
         try {
             Journal.open(File(dir, "gone.db").path, alexSecret, JournalOptions())
@@ -336,7 +381,13 @@ fun main(args: Array<String>) {
         val next = casey.syncNow(deadlineMs = 20_000)
         check("the next round completes (${next.pushed} batches pushed)",
             next.finished && next.pending == 0L && next.problems.isEmpty())
-        val tablet = Journal.join(File(dir, "casey-tablet.db").path, casey.deviceInvite(), "", JournalOptions())
+        val forTablet = casey.invite(forDevice = true, shortCode = false)
+        val letIn = async {
+            check("Casey's app is asked about her tablet", forTablet.waitForJoiner(20_000)?.forDevice == true)
+            forTablet.accept()
+        }
+        val tablet = Journal.join(File(dir, "casey-tablet.db").path, forTablet.code(), "", null, JournalOptions())
+        letIn.await()
         tablet.syncNow(deadlineMs = 20_000)
         check("another device reads everything written before the cut",
             everything(tablet).map { it.id }.sorted() == written.sorted())

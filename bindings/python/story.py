@@ -18,6 +18,7 @@ import asyncio
 import datetime
 import gc
 import os
+import re
 import sys
 import threading
 import time
@@ -153,7 +154,7 @@ async def story(relay, pin, work):
     main_thread = threading.get_native_id()
 
     alex_path = os.path.join(work, "alex.db")
-    # Alex's app knows the relay's pin; Blake's learns it from the invite.
+    # Alex's app knows the relay's pin; so does Blake's, told with the short code.
     alex = await Journal.create(alex_path, "Alex", relay, JournalOptions(relay_pin=pin))
     await alex.ready()
     alex_secret = alex.keyring_secret()
@@ -170,8 +171,51 @@ async def story(relay, pin, work):
     check("a new journal syncs over TLS, the relay trusted by its pin",
           first_round.finished and not first_round.status.syncing and first_round.pushed >= 1)
 
+    # Someone guesses at a short code: one try, and the code is burned on both sides.
+    guessed = await alex.invite(False, True)
+
+    async def host_saw():
+        try:
+            await guessed.wait_for_joiner(20_000)
+            return "nothing"
+        except MendError.Pairing as e:
+            return str(e)
+
+    seen = asyncio.ensure_future(host_saw())
+    number, first_word, second_word = guessed.code().split("-")
+    wrong = f"{number}-{'zebra' if first_word == 'acorn' else 'acorn'}-{second_word}"
+    try:
+        await Journal.join(os.path.join(work, "mallory.db"), wrong, "Mallory", relay,
+                           JournalOptions(relay_pin=pin))
+        check("a wrong short code is refused", False)
+    except MendError.Pairing as e:
+        check(f'a wrong short code is refused: "{e}"', str(e).startswith("the code does not match"))
+    check("the inviting app is told the code was burned", "wrong words" in await seen)
+
+    # Blake joins with a short code Alex reads out on a call; Alex's app asks before anything
+    # is shared.
     blake_path = os.path.join(work, "blake.db")
-    blake = await Journal.join(blake_path, alex.partner_invite(), "Blake", JournalOptions())
+    invitation = await alex.invite(False, True)
+    code = invitation.code()
+    check(f"a short code is a number and two words ({code})",
+          re.fullmatch(r"[1-9][0-9]*-[a-z]+-[a-z]+", code) is not None)
+
+    async def let_blake_in():
+        joiner = await invitation.wait_for_joiner(20_000)
+        check("Alex's app is asked about Blake",
+              joiner is not None and joiner.name == "Blake" and not joiner.for_device)
+        await invitation.accept()
+
+    hosting = asyncio.ensure_future(let_blake_in())
+    blake = await Journal.join(blake_path, code, "Blake", relay, JournalOptions(relay_pin=pin))
+    await hosting
+    try:
+        await Journal.join(os.path.join(work, "carol.db"), code, "Carol", relay,
+                           JournalOptions(relay_pin=pin))
+        check("a used short code is refused", False)
+    except MendError.Pairing as e:
+        check(f'a used short code is refused: "{e}"',
+              str(e) == "this invite was already used; ask for a new one")
     blake_secret = blake.keyring_secret()
     heard_by_blake = Recorder()
     blake_sub = blake.subscribe(heard_by_blake)
@@ -293,11 +337,11 @@ async def story(relay, pin, work):
         check(f'claiming the partner\'s commitment is refused: "{e}"',
               str(e) == "not allowed: only the commitment's owner can claim its follow-through")
     try:
-        await Journal.join(os.path.join(work, "x.db"), "not an invite", "X", JournalOptions())
+        await Journal.join(os.path.join(work, "x.db"), "not an invite", "X", None, JournalOptions())
         check("a bad invite is refused", False)
     except MendError.Invite as e:
         check(f'a bad invite is refused: "{e}"',
-              str(e) == "this is not a Mend invite code (it should start with MEND and a version)")
+              str(e) == "this is not a Mend invite (it should start with MEND4-, or be a number and two words)")
     try:
         await Journal.open(os.path.join(work, "gone.db"), alex_secret, JournalOptions())
         check("a missing database is refused", False)
@@ -393,7 +437,16 @@ async def background_window(work, proxy, proxy_control, pin):
     check(f"the next round completes ({report.pushed} batches pushed)",
           report.finished and report.pending == 0 and report.problems == [])
     other_path = os.path.join(work, "casey-tablet.db")
-    other = await Journal.join(other_path, await casey.device_invite(), "", JournalOptions())
+    for_tablet = await casey.invite(True, False)
+
+    async def let_tablet_in():
+        joiner = await for_tablet.wait_for_joiner(20_000)
+        check("Casey's app is asked about her tablet", joiner is not None and joiner.for_device)
+        await for_tablet.accept()
+
+    letting_in = asyncio.ensure_future(let_tablet_in())
+    other = await Journal.join(other_path, for_tablet.code(), "", None, JournalOptions())
+    await letting_in
     await other.sync_now(deadline_ms=20_000)
     check("another device reads everything written before the cut",
           sorted(r.id for r in await everything(other)) == sorted(written))

@@ -31,6 +31,11 @@ pub enum MendError {
     /// `invite`: the invite code could not be used (mistyped, truncated, from a newer version).
     #[error("{0}")]
     Invite(String),
+    /// `pairing`: a pairing stopped: the code was used already or ran out (ten minutes), a
+    /// short code was read wrong (it then no longer works, on both sides), or the inviting
+    /// partner declined. The message says which; open a new invitation to try again.
+    #[error("{0}")]
+    Pairing(String),
     /// `locked`: another process holds this journal open (an app extension, a second app
     /// instance).
     #[error("{0}")]
@@ -85,6 +90,7 @@ impl From<CoreError> for MendError {
             CoreError::Invalid(_) | CoreError::WrongKind { .. } => Self::Invalid(message),
             CoreError::Removed(_) => Self::Removed(message),
             CoreError::Invite(_) => Self::Invite(message),
+            CoreError::Pairing(_) => Self::Pairing(message),
             CoreError::Locked(_) => Self::Locked(message),
             CoreError::TooNew { .. } => Self::TooNew(message),
             CoreError::Storage(_) | CoreError::Document(_) | CoreError::Io(_) => Self::Io(message),
@@ -99,12 +105,13 @@ impl From<CoreError> for MendError {
 impl MendError {
     /// Every stable code, in declaration order. `bindings/swift/` and `bindings/kotlin/`
     /// ship the same table for apps; a test keeps them equal.
-    pub const CODES: [&'static str; 15] = [
+    pub const CODES: [&'static str; 16] = [
         "permission_denied",
         "not_found",
         "invalid",
         "removed",
         "invite",
+        "pairing",
         "locked",
         "too_new",
         "missing",
@@ -125,6 +132,7 @@ impl MendError {
             Self::Invalid(_) => "invalid",
             Self::Removed(_) => "removed",
             Self::Invite(_) => "invite",
+            Self::Pairing(_) => "pairing",
             Self::Locked(_) => "locked",
             Self::TooNew(_) => "too_new",
             Self::Missing(_) => "missing",

@@ -3,7 +3,7 @@
 //! A handle over `mend_client::Device`; each method forwards to one call and translates its
 //! arguments and result. Every call that touches the database or the network is async
 //! (`suspend` in Kotlin, `async` in Swift): the work runs on the bindings' blocking pool, so
-//! no call blocks the caller's thread. Only `keyring_secret`, `partner_invite`, `is_live`,
+//! no call blocks the caller's thread. Only `keyring_secret`, `is_live`,
 //! `cancel_sync` and `subscribe*` are plain calls: they read memory and return within
 //! microseconds.
 
@@ -14,7 +14,9 @@ use std::{
 };
 
 use mend_client::{Device, Keyring, RelayOptions, SyncObserver};
-use mend_core::{Calendar, Journal as CoreJournal, LockMode, OpenOptions, Weekday};
+use mend_core::{
+    Calendar, Journal as CoreJournal, LockMode, OpenOptions, Weekday, crypto::PairingKind,
+};
 use tokio::sync::watch;
 
 use crate::{
@@ -26,6 +28,7 @@ use crate::{
         RecordVisibility,
     },
     error::{MendError, Result},
+    pairing::Invitation,
     queries::{
         BoundaryStatus, PacketOptions, ProgressReport, QuestionThread, RecordThread, TimelinePage,
         TimelineQuery,
@@ -34,6 +37,9 @@ use crate::{
     runtime::{blocking, run, run_cancellable, runtime},
     sync::SyncReport,
 };
+
+/// How long `join` waits for the inviting device.
+const JOIN_WAIT: Duration = Duration::from_secs(180);
 
 /// How long `close` waits for calls still in flight before giving up with `locked`.
 const CLOSE_WAIT: Duration = Duration::from_secs(30);
@@ -214,28 +220,53 @@ impl Journal {
         .await
     }
 
-    /// Joins with an invite code: the other partner (`name` is theirs) or another device of the
-    /// same partner (`name` is ignored). The journal fills on the first `sync_now`.
+    /// Joins the journal of whoever shows `code`: an invite (`MEND4-…`, scanned from a QR
+    /// code or pasted) or a short code read out on a call (`42-olive-harbor`; `relay_url`
+    /// then says which relay, an invite names its own). `name` is the joining partner's name
+    /// (ignored when joining as another device of the inviting partner). Waits up to three
+    /// minutes for the inviting device; fails with `pairing` when the code was used, ran out,
+    /// was read wrong (it then no longer works) or the join was declined. The journal fills
+    /// on the first `sync_now`.
     #[uniffi::constructor]
     pub async fn join(
         path: String,
-        invite: String,
+        code: String,
         name: String,
+        relay_url: Option<String>,
         options: JournalOptions,
     ) -> Result<Arc<Self>> {
         let relay = options.relay()?;
         let open = options.open();
-        Self::assemble(options, move |o| {
-            Ok(Device::join(
+        let calendar = options.calendar()?;
+        let hub = Arc::new(Hub::default());
+        let observer = Arc::clone(&hub) as Arc<dyn SyncObserver>;
+        // Not cancellable: a join cut after its database was made would leave a journal whose
+        // keys the app never received.
+        let device = run(async move {
+            let (device, _) = Device::join_with_code(
                 Path::new(&path),
-                &invite,
+                &code,
                 &name,
+                relay_url.as_deref(),
                 open,
                 relay,
-                Some(o),
-            )?)
+                Some(observer),
+                JOIN_WAIT,
+            )
+            .await?;
+            Ok(Arc::new(device))
         })
-        .await
+        .await?;
+        if let Some(calendar) = calendar {
+            let d = Arc::clone(&device);
+            blocking(move || Ok(d.set_calendar(calendar)?)).await?;
+        }
+        hub.attach(&device);
+        Ok(Arc::new(Self {
+            device: RwLock::new(Some(device)),
+            hub,
+            cancel: watch::Sender::new(0),
+        }))
     }
 
     /// Opens the journal at `path` with the secret the app kept from `keyring_secret()`. It
@@ -379,16 +410,22 @@ impl Journal {
             .to_owned())
     }
 
-    /// An invite for the other partner (a string for a QR code): it carries the couple's
-    /// secret, so show it only to them. Memory only.
-    pub fn partner_invite(&self) -> Result<String> {
-        Ok(self.device()?.partner_invite()?)
-    }
-
-    /// An invite for another device of this partner (both the couple's and the personal space).
-    pub async fn device_invite(&self) -> Result<String> {
+    /// Opens a pairing at the relay for the other partner, or (`for_device`) another device
+    /// of this partner: an invite to show as a QR code, or with `short_code` a number and two
+    /// words to read out on a call. Nothing leaves this device until `Invitation.accept`.
+    pub async fn invite(&self, for_device: bool, short_code: bool) -> Result<Arc<Invitation>> {
         let device = self.device()?;
-        blocking(move || Ok(device.device_invite()?)).await
+        let kind = if for_device {
+            PairingKind::Device
+        } else {
+            PairingKind::Partner
+        };
+        run(async move {
+            Ok(Arc::new(Invitation::new(
+                device.invite(kind, short_code).await?,
+            )))
+        })
+        .await
     }
 
     /// This partner's id.
