@@ -11,6 +11,7 @@ val MendException.code: String
         is MendException.Removed -> "removed"
         is MendException.Invite -> "invite"
         is MendException.Pairing -> "pairing"
+        is MendException.DeviceRemoved -> "device_removed"
         is MendException.Locked -> "locked"
         is MendException.TooNew -> "too_new"
         is MendException.Missing -> "missing"

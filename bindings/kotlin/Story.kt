@@ -114,7 +114,7 @@ suspend fun pairByShortCode(alex: Journal, blakePath: String, dir: File, relay: 
         val parts = guessed.code().split("-")
         val wrong = "${parts[0]}-${if (parts[1] == "acorn") "zebra" else "acorn"}-${parts[2]}"
         try {
-            Journal.join(File(dir, "mallory.db").path, wrong, "Mallory", relay, JournalOptions(relayPin = pin))
+            Joining.start(wrong, "Mallory", relay, JournalOptions(relayPin = pin))
             check("a wrong short code is refused", false)
         } catch (e: MendException.Pairing) {
             check("a wrong short code is refused: \"${e.message}\" (${e.code})",
@@ -127,15 +127,18 @@ suspend fun pairByShortCode(alex: Journal, blakePath: String, dir: File, relay: 
         val invitation = alex.invite(forDevice = false, shortCode = true)
         val code = invitation.code()
         check("a short code is a number and two words ($code)", Regex("^[1-9][0-9]*-[a-z]+-[a-z]+$").matches(code))
-        val hosting = async {
-            val joiner = invitation.waitForJoiner(20_000)
-            check("Alex's app is asked about Blake", joiner?.name == "Blake" && joiner.forDevice == false)
-            invitation.accept()
-        }
-        val blake = Journal.join(blakePath, code, "Blake", relay, JournalOptions(relayPin = pin))
-        hosting.await()
+        val asking = async { invitation.waitForJoiner(20_000) }
+        val joining = Joining.start(code, "Blake", relay, JournalOptions(relayPin = pin))
+        val joiner = asking.await()
+        check("Alex's app is asked about Blake", joiner?.name == "Blake" && joiner.forDevice == false)
+        check("Blake's app names Alex and both show the same words (${joining.confirmation()})",
+            joining.inviter() == "Alex" && joiner?.confirmation == joining.confirmation() &&
+                joining.confirmation().split(" ").size == 3)
+        val letIn = async { invitation.accept() }
+        val blake = joining.finish(blakePath)
+        letIn.await()
         try {
-            Journal.join(File(dir, "carol.db").path, code, "Carol", relay, JournalOptions(relayPin = pin))
+            Joining.start(code, "Carol", relay, JournalOptions(relayPin = pin))
             check("a used short code is refused", false)
         } catch (e: MendException.Pairing) {
             check("a used short code is refused: \"${e.message}\"", e.message == "this invite was already used; ask for a new one")
@@ -282,7 +285,7 @@ fun main(args: Array<String>) {
             check("removing the partner's note is refused (${e.code})", e is MendException.PermissionDenied)
         }
         try {
-            Journal.join(File(dir, "x.db").path, "not an invite", "X", null, JournalOptions())
+            Joining.start("not an invite", "X", null, JournalOptions())
             check("a bad invite is refused", false)
         } catch (e: MendException.Invite) {
             check("a bad invite is refused: \"${e.message}\"",
@@ -382,12 +385,12 @@ fun main(args: Array<String>) {
         check("the next round completes (${next.pushed} batches pushed)",
             next.finished && next.pending == 0L && next.problems.isEmpty())
         val forTablet = casey.invite(forDevice = true, shortCode = false)
-        val letIn = async {
-            check("Casey's app is asked about her tablet", forTablet.waitForJoiner(20_000)?.forDevice == true)
-            forTablet.accept()
-        }
-        val tablet = Journal.join(File(dir, "casey-tablet.db").path, forTablet.code(), "", null, JournalOptions())
-        letIn.await()
+        val askingCasey = async { forTablet.waitForJoiner(20_000) }
+        val tabletJoining = Joining.start(forTablet.code(), "", null, JournalOptions())
+        check("Casey's app is asked about her tablet", askingCasey.await()?.forDevice == true && tabletJoining.forDevice())
+        val letTabletIn = async { forTablet.accept() }
+        val tablet = tabletJoining.finish(File(dir, "casey-tablet.db").path)
+        letTabletIn.await()
         tablet.syncNow(deadlineMs = 20_000)
         check("another device reads everything written before the cut",
             everything(tablet).map { it.id }.sorted() == written.sorted())

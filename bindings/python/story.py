@@ -45,6 +45,7 @@ from mend import (
     Journal,
     JournalListener,
     JournalOptions,
+    Joining,
     MendError,
     Need,
     NeedKind,
@@ -185,8 +186,7 @@ async def story(relay, pin, work):
     number, first_word, second_word = guessed.code().split("-")
     wrong = f"{number}-{'zebra' if first_word == 'acorn' else 'acorn'}-{second_word}"
     try:
-        await Journal.join(os.path.join(work, "mallory.db"), wrong, "Mallory", relay,
-                           JournalOptions(relay_pin=pin))
+        await Joining.start(wrong, "Mallory", relay, JournalOptions(relay_pin=pin))
         check("a wrong short code is refused", False)
     except MendError.Pairing as e:
         check(f'a wrong short code is refused: "{e}"', str(e).startswith("the code does not match"))
@@ -200,18 +200,19 @@ async def story(relay, pin, work):
     check(f"a short code is a number and two words ({code})",
           re.fullmatch(r"[1-9][0-9]*-[a-z]+-[a-z]+", code) is not None)
 
-    async def let_blake_in():
-        joiner = await invitation.wait_for_joiner(20_000)
-        check("Alex's app is asked about Blake",
-              joiner is not None and joiner.name == "Blake" and not joiner.for_device)
-        await invitation.accept()
-
-    hosting = asyncio.ensure_future(let_blake_in())
-    blake = await Journal.join(blake_path, code, "Blake", relay, JournalOptions(relay_pin=pin))
-    await hosting
+    asking = asyncio.ensure_future(invitation.wait_for_joiner(20_000))
+    joining = await Joining.start(code, "Blake", relay, JournalOptions(relay_pin=pin))
+    joiner = await asking
+    check("Alex's app is asked about Blake",
+          joiner is not None and joiner.name == "Blake" and not joiner.for_device)
+    check(f"Blake's app names Alex and both show the same words ({joining.confirmation()})",
+          joining.inviter() == "Alex" and joiner.confirmation == joining.confirmation()
+          and len(joining.confirmation().split(" ")) == 3)
+    letting_in = asyncio.ensure_future(invitation.accept())
+    blake = await joining.finish(blake_path)
+    await letting_in
     try:
-        await Journal.join(os.path.join(work, "carol.db"), code, "Carol", relay,
-                           JournalOptions(relay_pin=pin))
+        await Joining.start(code, "Carol", relay, JournalOptions(relay_pin=pin))
         check("a used short code is refused", False)
     except MendError.Pairing as e:
         check(f'a used short code is refused: "{e}"',
@@ -337,7 +338,7 @@ async def story(relay, pin, work):
         check(f'claiming the partner\'s commitment is refused: "{e}"',
               str(e) == "not allowed: only the commitment's owner can claim its follow-through")
     try:
-        await Journal.join(os.path.join(work, "x.db"), "not an invite", "X", None, JournalOptions())
+        await Joining.start("not an invite", "X", None, JournalOptions())
         check("a bad invite is refused", False)
     except MendError.Invite as e:
         check(f'a bad invite is refused: "{e}"',
@@ -439,14 +440,14 @@ async def background_window(work, proxy, proxy_control, pin):
     other_path = os.path.join(work, "casey-tablet.db")
     for_tablet = await casey.invite(True, False)
 
-    async def let_tablet_in():
-        joiner = await for_tablet.wait_for_joiner(20_000)
-        check("Casey's app is asked about her tablet", joiner is not None and joiner.for_device)
-        await for_tablet.accept()
-
-    letting_in = asyncio.ensure_future(let_tablet_in())
-    other = await Journal.join(other_path, for_tablet.code(), "", None, JournalOptions())
-    await letting_in
+    asking_casey = asyncio.ensure_future(for_tablet.wait_for_joiner(20_000))
+    tablet_joining = await Joining.start(for_tablet.code(), "", None, JournalOptions())
+    joiner = await asking_casey
+    check("Casey's app is asked about her tablet",
+          joiner is not None and joiner.for_device and tablet_joining.for_device())
+    letting_tablet_in = asyncio.ensure_future(for_tablet.accept())
+    other = await tablet_joining.finish(other_path)
+    await letting_tablet_in
     await other.sync_now(deadline_ms=20_000)
     check("another device reads everything written before the cut",
           sorted(r.id for r in await everything(other)) == sorted(written))

@@ -36,6 +36,10 @@ pub enum MendError {
     /// partner declined. The message says which; open a new invitation to try again.
     #[error("{0}")]
     Pairing(String),
+    /// `device_removed`: this device was removed from the journal (a new epoch began without
+    /// it): it no longer syncs. Tell the user; offer to delete the local copy.
+    #[error("{0}")]
+    DeviceRemoved(String),
     /// `locked`: another process holds this journal open (an app extension, a second app
     /// instance).
     #[error("{0}")]
@@ -91,6 +95,7 @@ impl From<CoreError> for MendError {
             CoreError::Removed(_) => Self::Removed(message),
             CoreError::Invite(_) => Self::Invite(message),
             CoreError::Pairing(_) => Self::Pairing(message),
+            CoreError::DeviceRemoved(_) => Self::DeviceRemoved(message),
             CoreError::Locked(_) => Self::Locked(message),
             CoreError::TooNew { .. } => Self::TooNew(message),
             CoreError::Storage(_) | CoreError::Document(_) | CoreError::Io(_) => Self::Io(message),
@@ -105,13 +110,14 @@ impl From<CoreError> for MendError {
 impl MendError {
     /// Every stable code, in declaration order. `bindings/swift/` and `bindings/kotlin/`
     /// ship the same table for apps; a test keeps them equal.
-    pub const CODES: [&'static str; 16] = [
+    pub const CODES: [&'static str; 17] = [
         "permission_denied",
         "not_found",
         "invalid",
         "removed",
         "invite",
         "pairing",
+        "device_removed",
         "locked",
         "too_new",
         "missing",
@@ -133,6 +139,7 @@ impl MendError {
             Self::Removed(_) => "removed",
             Self::Invite(_) => "invite",
             Self::Pairing(_) => "pairing",
+            Self::DeviceRemoved(_) => "device_removed",
             Self::Locked(_) => "locked",
             Self::TooNew(_) => "too_new",
             Self::Missing(_) => "missing",

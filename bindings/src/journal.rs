@@ -38,9 +38,6 @@ use crate::{
     sync::SyncReport,
 };
 
-/// How long `join` waits for the inviting device.
-const JOIN_WAIT: Duration = Duration::from_secs(180);
-
 /// How long `close` waits for calls still in flight before giving up with `locked`.
 const CLOSE_WAIT: Duration = Duration::from_secs(30);
 
@@ -86,7 +83,7 @@ impl JournalOptions {
     }
 
     /// How the journal reaches its relay.
-    fn relay(&self) -> Result<RelayOptions> {
+    pub(crate) fn relay(&self) -> Result<RelayOptions> {
         let pin = self
             .relay_pin
             .as_deref()
@@ -147,6 +144,38 @@ impl Journal {
             Ok(Arc::new(device))
         })
         .await?;
+        hub.attach(&device);
+        Ok(Arc::new(Self {
+            device: RwLock::new(Some(device)),
+            hub,
+            cancel: watch::Sender::new(0),
+        }))
+    }
+
+    /// A journal made by finishing a join ([`crate::Joining::finish`]).
+    pub(crate) async fn joined(
+        joining: mend_client::Joining,
+        path: String,
+        options: JournalOptions,
+    ) -> Result<Arc<Self>> {
+        let relay = options.relay()?;
+        let open = options.open();
+        let calendar = options.calendar()?;
+        let hub = Arc::new(Hub::default());
+        let observer = Arc::clone(&hub) as Arc<dyn SyncObserver>;
+        // Not cancellable: a join cut after its database was made would leave a journal whose
+        // keys the app never received.
+        let device = run(async move {
+            let device = joining
+                .finish(Path::new(&path), open, relay, Some(observer))
+                .await?;
+            Ok(Arc::new(device))
+        })
+        .await?;
+        if let Some(calendar) = calendar {
+            let d = Arc::clone(&device);
+            blocking(move || Ok(d.set_calendar(calendar)?)).await?;
+        }
         hub.attach(&device);
         Ok(Arc::new(Self {
             device: RwLock::new(Some(device)),
@@ -218,55 +247,6 @@ impl Journal {
             )?)
         })
         .await
-    }
-
-    /// Joins the journal of whoever shows `code`: an invite (`MEND4-…`, scanned from a QR
-    /// code or pasted) or a short code read out on a call (`42-olive-harbor`; `relay_url`
-    /// then says which relay, an invite names its own). `name` is the joining partner's name
-    /// (ignored when joining as another device of the inviting partner). Waits up to three
-    /// minutes for the inviting device; fails with `pairing` when the code was used, ran out,
-    /// was read wrong (it then no longer works) or the join was declined. The journal fills
-    /// on the first `sync_now`.
-    #[uniffi::constructor]
-    pub async fn join(
-        path: String,
-        code: String,
-        name: String,
-        relay_url: Option<String>,
-        options: JournalOptions,
-    ) -> Result<Arc<Self>> {
-        let relay = options.relay()?;
-        let open = options.open();
-        let calendar = options.calendar()?;
-        let hub = Arc::new(Hub::default());
-        let observer = Arc::clone(&hub) as Arc<dyn SyncObserver>;
-        // Not cancellable: a join cut after its database was made would leave a journal whose
-        // keys the app never received.
-        let device = run(async move {
-            let (device, _) = Device::join_with_code(
-                Path::new(&path),
-                &code,
-                &name,
-                relay_url.as_deref(),
-                open,
-                relay,
-                Some(observer),
-                JOIN_WAIT,
-            )
-            .await?;
-            Ok(Arc::new(device))
-        })
-        .await?;
-        if let Some(calendar) = calendar {
-            let d = Arc::clone(&device);
-            blocking(move || Ok(d.set_calendar(calendar)?)).await?;
-        }
-        hub.attach(&device);
-        Ok(Arc::new(Self {
-            device: RwLock::new(Some(device)),
-            hub,
-            cancel: watch::Sender::new(0),
-        }))
     }
 
     /// Opens the journal at `path` with the secret the app kept from `keyring_secret()`. It
@@ -426,6 +406,27 @@ impl Journal {
             )))
         })
         .await
+    }
+
+    /// Shuts one of this partner's own devices (a lost phone; its id from `partners()`) out of
+    /// the journal: a new epoch whose secrets go to every other device sealed to its own key.
+    /// Syncs up to `deadline_ms` to hand them out; store `keyring_secret()` again after it.
+    pub async fn remove_device(&self, device_id: String, deadline_ms: i32) -> Result<SyncReport> {
+        let device = self.device()?;
+        let id: mend_core::ids::DeviceId = device_id
+            .parse()
+            .map_err(|_| MendError::Invalid(format!("not a device id: {device_id:?}")))?;
+        let budget = millis(deadline_ms);
+        run(async move { Ok(device.remove_device(id, budget).await?.into()) }).await
+    }
+
+    /// Starts the journal over without its history: removed records keep their place and lose
+    /// their words on every device, each as it next syncs. Syncs up to `deadline_ms`; store
+    /// `keyring_secret()` again after it.
+    pub async fn forget(&self, deadline_ms: i32) -> Result<SyncReport> {
+        let device = self.device()?;
+        let budget = millis(deadline_ms);
+        run(async move { Ok(device.forget(budget).await?.into()) }).await
     }
 
     /// This partner's id.

@@ -1,8 +1,9 @@
 //! [`Invitation`]: the inviting side of a pairing (docs/mobile.md, "Pairing").
 //!
 //! `Journal::invite` opens one; the app shows `code()` (a QR code, or the short code to read
-//! out), waits with `wait_for_joiner`, asks its user, then calls `accept` or `decline`. The
-//! joining side is `Journal::join`.
+//! out), waits with `wait_for_joiner`, asks its user (showing the joiner's name and the
+//! confirmation words), then calls `accept` or `decline`. The joining side is [`Joining`]:
+//! `Joining.start` with the code, show who invites and the same words, then `finish`.
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use tokio::sync::Mutex;
 
 use crate::{
     error::{MendError, Result},
-    journal::millis,
+    journal::{Journal, JournalOptions, millis},
     runtime::run,
 };
 
@@ -22,6 +23,9 @@ pub struct Joiner {
     pub name: String,
     /// Whether it is another device of this partner rather than the other partner.
     pub for_device: bool,
+    /// Three words the joiner's screen shows too: ask the user to compare them (in the room,
+    /// or on the phone) before accepting.
+    pub confirmation: String,
 }
 
 /// An open pairing on the inviting device. It works once, for ten minutes; until `accept`,
@@ -99,6 +103,7 @@ impl Invitation {
             Ok(joiner.map(|j| Joiner {
                 name: j.name,
                 for_device: j.kind == PairingKind::Device,
+                confirmation: j.confirmation,
             }))
         })
         .await
@@ -108,7 +113,15 @@ impl Invitation {
     /// it has taken them (or after 30 s).
     pub async fn accept(&self) -> Result<()> {
         let inner = Arc::clone(&self.inner);
-        run(async move { Ok(Self::take(&inner).await?.accept().await?) }).await
+        run(async move {
+            if !inner.lock().await.as_ref().is_some_and(|i| i.has_joiner()) {
+                return Err(MendError::Invalid(
+                    "nobody has asked to join yet: wait for the joiner first".into(),
+                ));
+            }
+            Ok(Self::take(&inner).await?.accept().await?)
+        })
+        .await
     }
 
     /// Refuses the joiner: nothing is shared, and the joining app is told.
@@ -123,6 +136,105 @@ impl Invitation {
         run(async move {
             if let Some(invitation) = inner.lock().await.take() {
                 invitation.cancel().await;
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// The joining side of a pairing: `start` with the code the inviting partner shows, show
+/// `inviter()` and `confirmation()` (the inviting screen shows the same words), then `finish`
+/// once they let this device in.
+#[derive(uniffi::Object)]
+pub struct Joining {
+    inner: Arc<Mutex<Option<mend_client::Joining>>>,
+    inviter: String,
+    for_device: bool,
+    confirmation: String,
+    options: JournalOptions,
+}
+
+impl std::fmt::Debug for Joining {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Joining")
+            .field("for_device", &self.for_device)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long a join waits for the inviting device, from `start` to the end of `finish`.
+const JOIN_WAIT: std::time::Duration = std::time::Duration::from_secs(180);
+
+#[uniffi::export]
+impl Joining {
+    /// Starts joining with `code`: an invite (`MEND4-…`, scanned from a QR code or pasted) or
+    /// a short code read out on a call (`42-olive-harbor`; `relay_url` then says which relay,
+    /// an invite names its own). `name` is the joining partner's name (ignored when joining
+    /// as another device of the inviting partner). Fails with `pairing` when the code was used,
+    /// ran out or was read wrong (it then no longer works, on both sides).
+    #[uniffi::constructor]
+    pub async fn start(
+        code: String,
+        name: String,
+        relay_url: Option<String>,
+        options: JournalOptions,
+    ) -> Result<Arc<Self>> {
+        let relay = options.relay()?;
+        let joining = run(async move {
+            Ok(mend_client::Device::start_join(
+                &code,
+                &name,
+                relay_url.as_deref(),
+                &relay,
+                JOIN_WAIT,
+            )
+            .await?)
+        })
+        .await?;
+        Ok(Arc::new(Self {
+            inviter: joining.inviter().to_owned(),
+            for_device: joining.kind() == PairingKind::Device,
+            confirmation: joining.confirmation().to_owned(),
+            inner: Arc::new(Mutex::new(Some(joining))),
+            options,
+        }))
+    }
+
+    /// The inviting partner's name. Memory only.
+    pub fn inviter(&self) -> String {
+        self.inviter.clone()
+    }
+
+    /// Whether this joins as another device of the inviting partner. Memory only.
+    pub fn for_device(&self) -> bool {
+        self.for_device
+    }
+
+    /// Three words the inviting screen shows too. Memory only.
+    pub fn confirmation(&self) -> String {
+        self.confirmation.clone()
+    }
+
+    /// Waits for the inviting partner to let this device in, then creates the journal at
+    /// `path` (a file that must not exist yet). Fails with `pairing` when they decline. The
+    /// journal fills on the first `sync_now`; store its `keyring_secret()`.
+    pub async fn finish(&self, path: String) -> Result<Arc<Journal>> {
+        let joining = self
+            .inner
+            .lock()
+            .await
+            .take()
+            .ok_or_else(|| MendError::Invalid("this join has ended".into()))?;
+        Journal::joined(joining, path, self.options.clone()).await
+    }
+
+    /// Gives up: the inviting device is told.
+    pub async fn cancel(&self) -> Result<()> {
+        let inner = Arc::clone(&self.inner);
+        run(async move {
+            if let Some(joining) = inner.lock().await.take() {
+                joining.cancel().await;
             }
             Ok(())
         })

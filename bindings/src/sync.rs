@@ -235,6 +235,9 @@ pub struct SyncReport {
     pub problems: Vec<SyncProblem>,
     /// The sync status at the end.
     pub status: SyncStatus,
+    /// The journal moved to a new epoch (a device removed, a partner asking to forget): store
+    /// `keyring_secret()` again now.
+    pub keyring_changed: bool,
 }
 
 impl From<mend_client::RoundReport> for SyncReport {
@@ -247,6 +250,7 @@ impl From<mend_client::RoundReport> for SyncReport {
             pending: signed(r.status.pending),
             problems: r.problems.into_iter().map(Into::into).collect(),
             status: r.status.into(),
+            keyring_changed: r.keyring_changed,
         }
     }
 }

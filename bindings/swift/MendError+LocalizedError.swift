@@ -12,7 +12,7 @@ extension MendError: LocalizedError {
     public var message: String {
         switch self {
         case .PermissionDenied(let m), .NotFound(let m), .Invalid(let m), .Removed(let m),
-             .Invite(let m), .Pairing(let m), .Locked(let m), .TooNew(let m), .Missing(let m), .Corrupt(let m),
+             .Invite(let m), .Pairing(let m), .DeviceRemoved(let m), .Locked(let m), .TooNew(let m), .Missing(let m), .Corrupt(let m),
              .Io(let m), .Tampered(let m), .Unreachable(let m), .UntrustedRelay(let m), .Closed(let m), .Internal(let m):
             return m
         }
@@ -27,6 +27,7 @@ extension MendError: LocalizedError {
         case .Removed: return "removed"
         case .Invite: return "invite"
         case .Pairing: return "pairing"
+        case .DeviceRemoved: return "device_removed"
         case .Locked: return "locked"
         case .TooNew: return "too_new"
         case .Missing: return "missing"

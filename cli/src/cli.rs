@@ -29,6 +29,7 @@ Exit codes:
      its URL is clear-text http:// to another machine (act on the message; retrying won't help)
  13  the pairing stopped: the invite was used or expired, the join was declined, or a short
      code was read wrong (it no longer works: make a new one)
+ 14  this device was removed from the journal: it no longer syncs
 
 Relays: https:// (verified against the public roots, or the --relay-pin an invite carries).
 Clear-text http:// is for a relay on this machine only; --insecure-cleartext-relay allows it
@@ -326,6 +327,16 @@ pub enum Command {
         /// JSON for scripts.
         #[arg(long)]
         json: bool,
+    },
+    /// Start the journal over without its history: removed records keep their place and lose
+    /// their words on every device (each moves when it next syncs).
+    Forget {
+        /// Yes, forget. The words cannot be brought back.
+        #[arg(long)]
+        yes: bool,
+        /// Longest time to wait for the relay, in seconds.
+        #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+        timeout: u64,
     },
     /// Erase the journal at the relay (for both partners) and this device's copy.
     Erase {

@@ -39,6 +39,8 @@ pub enum Exit {
     /// A pairing stopped: the invite was used or expired, the join declined, a short code
     /// wrong (and burned).
     Pairing = 13,
+    /// This device was removed from the journal (a new epoch began without it).
+    Removed = 14,
 }
 
 impl Exit {
@@ -120,6 +122,7 @@ pub fn exit_for(error: &Error) -> Exit {
         Error::UntrustedRelay(_) => Exit::Untrusted,
         Error::Tampered => Exit::Tampered,
         Error::Pairing(_) => Exit::Pairing,
+        Error::DeviceRemoved(_) => Exit::Removed,
         _ => Exit::Local,
     }
 }

@@ -131,11 +131,21 @@ impl Home {
         .map_err(|e| self.damaged(e))?;
         // A new --relay-pin, and the signing keys an older keyring gets on its first open, are
         // kept for the next runs.
-        if *device.keyring() != kept {
-            self.save_keyring(device.keyring())?;
+        if device.keyring() != kept {
+            self.save_keyring(&device.keyring())?;
         }
         device.set_calendar(calendar)?;
         Ok(device)
+    }
+
+    /// Stores the device's keyring again if it changed (a sync that moved the journal to a new
+    /// epoch hands it new secrets).
+    pub fn keep_keyring(&self, device: &Device) -> Result<()> {
+        let now = device.keyring();
+        if self.load_keyring()? != now {
+            self.save_keyring(&now)?;
+        }
+        Ok(())
     }
 
     /// A journal that cannot be read gets its own exit code and the way back; the file is

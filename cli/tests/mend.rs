@@ -182,6 +182,22 @@ impl World {
         );
         let invited = invited.ok()?;
         ensure!(invited.contains("Blake joined"), "invite said: {invited}");
+        // Both screens show the same confirmation words.
+        let words = |text: &str, after: &str| -> Option<String> {
+            let at = text.find(after)? + after.len();
+            Some(
+                text[at..]
+                    .split_whitespace()
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            )
+        };
+        let shown = words(&invited, "Their screen should show: ");
+        ensure!(
+            shown.is_some() && shown == words(&joined, "the words on this screen: "),
+            "the confirmation words differ: {invited} / {joined}"
+        );
         Ok(())
     }
 

@@ -14,7 +14,8 @@ use std::{
 use mend_core::{
     Calendar, Certified, Error, Journal, Keyring, Partner, PartnerId, Result, Space,
     crypto::{Invite, InviteKind, SpaceSecret},
-    journal::{JoinSource, OpenOptions, Written},
+    ids::DeviceId,
+    journal::{EpochNews, EpochSecrets, JoinSource, OpenOptions, Reason, Written},
     sync::SyncStatus,
 };
 
@@ -33,19 +34,22 @@ pub struct Device {
     journal: Arc<Mutex<Journal>>,
     path: PathBuf,
     reader: Mutex<Journal>,
-    keyring: Keyring,
+    /// Replaced when the journal moves to a new epoch: store [`Device::keyring`] again then.
+    keyring: Mutex<Keyring>,
     relay: RelayOptions,
     client: Arc<SyncClient>,
     observer: Option<Arc<dyn SyncObserver>>,
     live: Mutex<Option<LiveSync>>,
     /// Set once the couple's document holds this device's certificate.
     certified: AtomicBool,
+    /// Why this device no longer syncs, once a new epoch began without it.
+    removed: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Device {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Device")
-            .field("relay", &self.keyring.relay_url)
+            .field("relay", &self.keyring().relay_url)
             .finish_non_exhaustive()
     }
 }
@@ -65,6 +69,7 @@ impl Device {
         let path = journal.store().path().to_owned();
         let reader = Journal::open_reader(&path)?;
         let mut journal = journal;
+        catch_up_keyring(&journal, &mut keyring)?;
         journal.track_written();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -84,12 +89,13 @@ impl Device {
             journal,
             path,
             reader: Mutex::new(reader),
-            keyring,
+            keyring: Mutex::new(keyring),
             relay,
             client,
             observer,
             live: Mutex::new(None),
             certified: AtomicBool::new(false),
+            removed: Mutex::new(None),
         })
     }
 
@@ -165,13 +171,12 @@ impl Device {
         if self.certified.load(Ordering::Relaxed) {
             return Ok(Certified::Present);
         }
-        let (Some(identity), Some(key)) = (
-            self.keyring.identity.clone(),
-            self.keyring.device_key.clone(),
-        ) else {
+        let keyring = self.keyring();
+        let (Some(identity), Some(key)) = (keyring.identity.clone(), keyring.device_key.clone())
+        else {
             return Err(Error::Invalid("this keyring has no signing keys".into()));
         };
-        let space = self.keyring.couple.derive_space_id();
+        let space = keyring.couple.derive_space_id();
         let journal = Arc::clone(&self.journal);
         let (out, written) = blocking(move || {
             let mut journal = lock(&journal)?;
@@ -212,9 +217,11 @@ impl Device {
         Self::assemble(journal, keyring, relay, observer)
     }
 
-    /// Joins with an invite code: the other partner (`name` is theirs) or another device of
-    /// the same partner. The journal fills on the first sync. The invite's relay pin is kept
-    /// unless `relay.pin` replaces it.
+    /// Joins with the secrets a pairing handed over ([`Device::partner_invite`] or
+    /// [`Device::device_invite`] on the inviting side): the other partner (`name` is theirs) or
+    /// another device of the same partner. The journal fills on the first sync. The relay pin
+    /// handed over is kept unless `relay.pin` replaces it. Apps join with
+    /// [`Device::start_join`], which refuses codes that carry secrets.
     pub fn join(
         path: &Path,
         invite: &str,
@@ -342,9 +349,14 @@ impl Device {
         &self.journal
     }
 
-    /// The keys to keep.
-    pub fn keyring(&self) -> &Keyring {
-        &self.keyring
+    /// The keys to keep. They change when the journal moves to a new epoch (a device removed,
+    /// a partner asking to forget): store them again after every sync round that says so
+    /// ([`RoundReport::keyring_changed`]), and after opening.
+    pub fn keyring(&self) -> Keyring {
+        self.keyring
+            .lock()
+            .map(|k| k.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
     }
 
     /// How this device reaches its relay.
@@ -357,23 +369,26 @@ impl Device {
         &self.client
     }
 
-    /// An invite for the other partner.
+    /// The secrets a pairing hands the other partner (the couple's secret: never show it to
+    /// anyone; [`Device::invite`] is what a user shares).
     pub fn partner_invite(&self) -> Result<String> {
-        self.keyring.partner_invite()
+        self.keyring().partner_invite()
     }
 
-    /// An invite for another of this partner's devices.
+    /// The secrets a pairing hands another of this partner's devices (never show them to
+    /// anyone; [`Device::invite`] is what a user shares).
     pub fn device_invite(&self) -> Result<String> {
         let me = lock(&self.journal)?.me();
-        self.keyring.device_invite(me)
+        self.keyring().device_invite(me)
     }
 
     /// Erases this partner's spaces at the relay: the couple's space (for both partners) and
     /// this partner's personal space. The local journal is left to the caller.
     pub async fn erase_remote(&self) -> Result<()> {
-        let http = RelayHttp::new(&self.keyring.relay_url, &self.relay)?;
+        let keyring = self.keyring();
+        let http = RelayHttp::new(&keyring.relay_url, &self.relay)?;
         http.check()?;
-        for link in self.keyring.links() {
+        for link in keyring.links() {
             if let Err(e) = http.erase(&link).await {
                 return Err(http.take_problem().map_or(e, Error::UntrustedRelay));
             }
@@ -381,19 +396,16 @@ impl Device {
         Ok(())
     }
 
-    /// One bounded push and pull.
+    /// One bounded push and pull (and, when it brings a new epoch, the move and a round in
+    /// it).
     pub async fn sync_now(&self, budget: Duration) -> Result<SyncStatus> {
-        let status = self.client.sync_now(budget).await;
-        self.certify_quietly().await;
-        status
+        Ok(self.sync_round(budget).await?.status)
     }
 
     /// One push and pull with a hard deadline, saying what it did ([`SyncClient::sync_round`]).
     /// Dropping the future stops the round: its requests are cut and nothing is lost.
     pub async fn sync_round(&self, budget: Duration) -> Result<RoundReport> {
-        let report = self.client.sync_round(budget).await;
-        self.certify_quietly().await;
-        report
+        self.sync_round_or(budget, std::future::pending()).await
     }
 
     /// [`Device::sync_round`], also cut when `stop` completes.
@@ -402,7 +414,136 @@ impl Device {
         budget: Duration,
         stop: impl Future<Output = ()>,
     ) -> Result<RoundReport> {
-        self.client.sync_round_or(budget, stop).await
+        self.refuse_if_removed()?;
+        let deadline = tokio::time::Instant::now() + budget;
+        let mut stop = std::pin::pin!(stop);
+        let mut report = self.client.sync_round_or(budget, stop.as_mut()).await?;
+        self.certify_quietly().await;
+        // A round can bring a new epoch: move, then sync the new spaces in what is left.
+        let mut moved = false;
+        for _ in 0..2 {
+            if !self.follow_epoch().await? {
+                break;
+            }
+            moved = true;
+            self.certified.store(false, Ordering::Relaxed);
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            report = self.client.sync_round_or(left, stop.as_mut()).await?;
+            self.certify_quietly().await;
+        }
+        report.keyring_changed |= moved;
+        self.refuse_if_removed()?;
+        Ok(report)
+    }
+
+    /// Fails with [`Error::DeviceRemoved`] once a new epoch began without this device.
+    fn refuse_if_removed(&self) -> Result<()> {
+        match self.removed.lock().ok().and_then(|r| r.clone()) {
+            Some(why) => Err(Error::DeviceRemoved(why)),
+            None => Ok(()),
+        }
+    }
+
+    /// Moves to a new epoch the journal announces, if there is one for this device: the
+    /// journal starts over in it, the keyring takes its secrets and sync its spaces. Answers
+    /// whether it moved; notes a removal.
+    async fn follow_epoch(&self) -> Result<bool> {
+        let keyring = self.keyring();
+        let (Some(identity), Some(key)) = (keyring.identity.clone(), keyring.device_key.clone())
+        else {
+            return Ok(false);
+        };
+        let journal = Arc::clone(&self.journal);
+        let moved = blocking(move || {
+            let mut journal = lock(&journal)?;
+            journal.step(|j| match j.epoch_news(&key)? {
+                EpochNews::Current => Ok(Followed::Stay),
+                EpochNews::Removed { at, .. } => Ok(Followed::Removed(at)),
+                EpochNews::Move(step) => {
+                    let secrets = step.secrets.clone();
+                    j.move_to_epoch(step, &identity, &key)?;
+                    Ok(Followed::Moved(secrets))
+                }
+            })
+        })
+        .await?;
+        match moved {
+            Followed::Stay => Ok(false),
+            Followed::Removed(at) => {
+                let when = mend_core::date::LocalDate::from_unix_ms(at, 0);
+                if let Ok(mut removed) = self.removed.lock() {
+                    *removed = Some(format!(
+                        "this device was removed from the journal on {when}: it no longer syncs, \
+                         and nothing written on it reaches the other devices"
+                    ));
+                }
+                self.stop_live_soon();
+                Ok(false)
+            }
+            Followed::Moved(secrets) => {
+                let links = {
+                    let mut kept = self
+                        .keyring
+                        .lock()
+                        .map_err(|_| Error::Corrupt("the keyring is unusable".into()))?;
+                    kept.couple = secrets.couple.clone();
+                    if let Some(personal) = &secrets.personal {
+                        kept.personal = personal.clone();
+                    }
+                    kept.links()
+                };
+                self.client.relink(links);
+                if let Some(observer) = &self.observer {
+                    observer.keyring_changed();
+                }
+                // Live sync's sockets are the old epoch's.
+                if self.is_live() {
+                    self.stop_live().await;
+                    self.start_live()?;
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    fn stop_live_soon(&self) {
+        if let Some(live) = self.live.lock().ok().and_then(|mut l| l.take()) {
+            tokio::spawn(live.stop());
+        }
+    }
+
+    /// Shuts one of this partner's own devices (a lost phone) out of the journal: a new epoch
+    /// whose secrets every other device receives sealed to its own key; the removed one reads
+    /// nothing written after. Syncs within `budget` to hand it out; store
+    /// [`Device::keyring`] again afterwards.
+    pub async fn remove_device(&self, device: DeviceId, budget: Duration) -> Result<RoundReport> {
+        self.rotate(Reason::RemoveDevices, vec![device], budget)
+            .await
+    }
+
+    /// Starts a new epoch whose journal keeps no history: removed records keep their place and
+    /// lose their words on every device that moves (and, once the old epoch is retired, at the
+    /// relay). Syncs within `budget`; store [`Device::keyring`] again afterwards.
+    pub async fn forget(&self, budget: Duration) -> Result<RoundReport> {
+        self.rotate(Reason::Forget, Vec::new(), budget).await
+    }
+
+    async fn rotate(
+        &self,
+        reason: Reason,
+        remove: Vec<DeviceId>,
+        budget: Duration,
+    ) -> Result<RoundReport> {
+        self.refuse_if_removed()?;
+        let journal = Arc::clone(&self.journal);
+        let written = blocking(move || {
+            let mut journal = lock(&journal)?;
+            journal.step(|j| j.rotate(reason, &remove))?;
+            Ok(journal.take_written())
+        })
+        .await?;
+        self.written(written);
+        self.sync_round(budget).await
     }
 
     /// Starts live sync on the current tokio runtime (a WebSocket per space, each write pushed
@@ -532,4 +673,30 @@ async fn download(
         ))
     })
     .await
+}
+
+/// What following the couple's epochs did.
+enum Followed {
+    Stay,
+    Removed(i64),
+    Moved(EpochSecrets),
+}
+
+/// A keyring the app did not store again after the journal moved to a new epoch (the app was
+/// killed in between) takes the new epoch's secrets from the box the journal kept.
+fn catch_up_keyring(journal: &Journal, keyring: &mut Keyring) -> Result<()> {
+    let Some(key) = keyring.device_key.clone() else {
+        return Ok(());
+    };
+    if journal.epoch()? == 0 || journal.couple_space_id() == Some(keyring.couple.derive_space_id())
+    {
+        return Ok(());
+    }
+    if let Some(secrets) = journal.epoch_secrets(&key)? {
+        keyring.couple = secrets.couple;
+        if let Some(personal) = secrets.personal {
+            keyring.personal = personal;
+        }
+    }
+    Ok(())
 }

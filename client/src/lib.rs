@@ -18,7 +18,7 @@ mod transport;
 pub use device::Device;
 pub use http::RelayHttp;
 pub use mend_core::{Error, Keyring, Result};
-pub use pairing::{Invitation, Joiner, unix_now};
+pub use pairing::{Invitation, Joiner, Joining, unix_now};
 pub use sync::{LiveSync, RoundReport, SyncClient, SyncObserver};
 pub use transport::RelayOptions;
 

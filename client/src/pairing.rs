@@ -1,11 +1,13 @@
-//! Pairing over the relay's mailbox (docs/protocol.md §11, docs/security.md "Invites"): the
-//! inviting device's [`Invitation`] and the joining device's [`Device::join_with_code`].
+//! Pairing over the relay's mailbox (docs/protocol.md §11, docs/security.md "Invites and
+//! pairing"): the inviting device's [`Invitation`] and the joining device's [`Joining`].
 //!
 //! The host opens a mailbox and shows an invite or a short code; the guest claims the mailbox
 //! (once: a second claim is refused by the relay) and the two talk through a sealed
-//! [`Channel`]. The host sends the journal's secrets only after its user accepts the joiner
-//! by name, and the guest closes the mailbox once it holds them, which deletes every message
-//! at the relay. A wrong short code burns the mailbox and both sides say so.
+//! [`Channel`], into which both mix a fresh key. Both then show the same confirmation words;
+//! the host sends the journal's secrets only after its user accepts the joiner (by name, having
+//! compared the words with the joiner's screen). The guest closes the mailbox once it holds
+//! them, which deletes every message at the relay, or burns it if joining failed. A wrong short
+//! code burns the mailbox and both sides say so.
 
 use std::{
     path::Path,
@@ -16,8 +18,8 @@ use std::{
 use http::{Method, StatusCode};
 use mend_core::{
     crypto::{
-        Channel, CodeExchange, PairingFailure, PairingInvite, PairingKind, PairingMessage,
-        PairingSecret, Role, ShortCode,
+        Channel, CodeExchange, Ephemeral, MAX_PAIRING_NAME, PairingFailure, PairingInvite,
+        PairingKind, PairingMessage, PairingSecret, Role, ShortCode,
     },
     error::{Error, Result},
     journal::OpenOptions,
@@ -46,6 +48,17 @@ pub struct Joiner {
     pub name: String,
     /// What the invite was for.
     pub kind: PairingKind,
+    /// Words the joiner's screen shows too: equal words mean the device asking is the one in
+    /// the user's hands (or on the phone with them).
+    pub confirmation: String,
+}
+
+/// A deadline `budget` from now, however large the budget.
+fn deadline_after(budget: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(budget)
+        .or_else(|| now.checked_add(Duration::from_secs(24 * 3600)))
+        .unwrap_or(now)
 }
 
 /// The host's half of a pairing: open with [`Device::invite`], show [`Invitation::code`], wait
@@ -59,6 +72,8 @@ pub struct Invitation {
     /// The short code's SPAKE2 half until the guest's half arrives.
     exchange: Option<CodeExchange>,
     channel: Option<Channel>,
+    /// This side's fresh key, sent in the offer.
+    ephemeral: Ephemeral,
     joiner: Option<Joiner>,
 }
 
@@ -104,7 +119,10 @@ fn refusal(status: StatusCode, body: &[u8]) -> Error {
         _ if status.as_u16() == 410 => PairingFailure::Expired.into(),
         _ if status.as_u16() == 404 => PairingFailure::Unknown.into(),
         _ if status.is_server_error() => Error::Unreachable,
-        _ => PairingFailure::Tampered.into(),
+        _ => Error::Invite(format!(
+            "the relay refused the pairing (HTTP {}); make a new invite",
+            status.as_u16()
+        )),
     }
 }
 
@@ -182,9 +200,6 @@ impl Mailbox {
                 PairingState::Burned => return Err(PairingFailure::Burned.into()),
                 PairingState::Expired => return Err(PairingFailure::Expired.into()),
                 PairingState::Open | PairingState::Claimed => {}
-            }
-            if unix_now() >= self.expires_at {
-                return Err(PairingFailure::Expired.into());
             }
             if Instant::now() >= deadline {
                 return Ok(None);
@@ -271,6 +286,7 @@ impl Device {
             handover,
             exchange: None,
             channel: None,
+            ephemeral: Ephemeral::generate()?,
             joiner: None,
             mailbox,
         };
@@ -297,12 +313,9 @@ impl Device {
         Ok(invitation)
     }
 
-    /// Joins the journal of whoever shows `code`: an invite (`MEND4-…`, from a QR code or
-    /// text) or a short code read out on a call (`42-olive-harbor`, which names no relay:
-    /// `relay_url` says which, and `relay.pin` its pin if it has one). `name` is the joining
-    /// partner's name (ignored when joining as another device of the inviting partner). The
-    /// journal fills on the first sync. Waits at most `budget` for the inviting side. Answers
-    /// the device and what it joined as.
+    /// Joins the journal of whoever shows `code`: [`Device::start_join`] then
+    /// [`Joining::finish`], without showing the confirmation words to anyone (tests, scripts).
+    /// Answers the device and what it joined as.
     #[allow(clippy::too_many_arguments)]
     pub async fn join_with_code(
         path: &Path,
@@ -314,13 +327,33 @@ impl Device {
         observer: Option<Arc<dyn SyncObserver>>,
         budget: Duration,
     ) -> Result<(Device, PairingKind)> {
-        let deadline = Instant::now() + budget;
+        let joining = Device::start_join(code, name, relay_url, &relay, budget).await?;
+        let kind = joining.kind();
+        let device = joining.finish(path, options, relay, observer).await?;
+        Ok((device, kind))
+    }
+
+    /// Starts joining the journal of whoever shows `code`: an invite (`MEND4-…`, from a QR
+    /// code or text) or a short code read out on a call (`42-olive-harbor`, which names no
+    /// relay: `relay_url` says which, and `relay.pin` its pin if it has one). `name` is the
+    /// joining partner's name (ignored when joining as another device of the inviting
+    /// partner). Returns once the inviting device has said who it is and heard who joins:
+    /// show [`Joining::inviter`] and [`Joining::confirmation`], then [`Joining::finish`] (or
+    /// [`Joining::cancel`]). Everything waits at most `budget` in all.
+    pub async fn start_join(
+        code: &str,
+        name: &str,
+        relay_url: Option<&str>,
+        relay: &RelayOptions,
+        budget: Duration,
+    ) -> Result<Joining> {
+        let deadline = deadline_after(budget);
         let (http, mut start) = if ShortCode::looks_like(code) {
             let code = ShortCode::parse(code)?;
             let url = relay_url.ok_or_else(|| {
                 Error::Invalid("a short code names no relay: give the relay's address too".into())
             })?;
-            let http = RelayHttp::new(url, &relay)?;
+            let http = RelayHttp::new(url, relay)?;
             (http, Start::Code(code))
         } else {
             let invite = PairingInvite::decode(code)?;
@@ -336,6 +369,11 @@ impl Device {
             let http = RelayHttp::new(&invite.relay_url, &options)?;
             (http, Start::Invite(invite))
         };
+        if name.chars().any(char::is_control) || name.trim().len() > MAX_PAIRING_NAME {
+            return Err(Error::Invalid(format!(
+                "a name is one line of at most {MAX_PAIRING_NAME} bytes"
+            )));
+        }
         http.check()?;
         let mailbox_id = match &start {
             Start::Code(code) => code.mailbox().to_owned(),
@@ -346,60 +384,140 @@ impl Device {
             .await?;
         let ticket = ticket_of(status, &body)?;
         let mut mailbox = Mailbox::from_ticket(http, &ticket);
-        let outcome = async {
+        let short = matches!(start, Start::Code(_));
+        let started = async {
             let mut channel = match &mut start {
                 Start::Code(code) => {
                     let (exchange, first) = CodeExchange::start(code, Role::Guest);
                     mailbox.post(first).await?;
                     let theirs = wait(&mut mailbox, deadline).await?;
-                    match exchange.finish(&theirs) {
-                        Ok(channel) => channel,
-                        Err(e) => {
-                            mailbox.close(true).await;
-                            return Err(e);
-                        }
-                    }
+                    exchange.finish(&theirs)?
                 }
                 Start::Invite(invite) => invite.channel(Role::Guest),
             };
             let sealed = wait(&mut mailbox, deadline).await?;
-            let PairingMessage::Offer { kind, .. } = mailbox.open(&mut channel, &sealed).await?
-            else {
-                mailbox.close(true).await;
+            let offer = match channel.open(&sealed) {
+                Ok(offer) => offer,
+                // Only a short code can be read wrong; an invite that does not open was altered.
+                Err(Error::Pairing(PairingFailure::WrongCode)) if !short => {
+                    Err(PairingFailure::Tampered)?
+                }
+                Err(e) => return Err(e),
+            };
+            let PairingMessage::Offer { kind, inviter, key } = offer else {
                 return Err(PairingFailure::Tampered.into());
             };
             if kind == PairingKind::Partner && name.trim().is_empty() {
-                mailbox.close(false).await;
                 return Err(Error::Invalid(
                     "this invite is for a partner: joining needs your name".into(),
                 ));
             }
+            let ephemeral = Ephemeral::generate()?;
             let hello = PairingMessage::Hello {
                 name: match kind {
                     PairingKind::Partner => name.trim().to_owned(),
                     PairingKind::Device => String::new(),
                 },
+                key: ephemeral.public(),
             };
             mailbox.post(channel.seal(&hello)?).await?;
-            let sealed = wait(&mut mailbox, deadline).await?;
-            match mailbox.open(&mut channel, &sealed).await? {
-                PairingMessage::Welcome { handover } => Ok((handover, kind)),
+            channel.mix(&ephemeral, &key)?;
+            let confirmation = channel.confirmation().unwrap_or_default().to_owned();
+            Ok((channel, kind, inviter, confirmation))
+        }
+        .await;
+        match started {
+            Ok((channel, kind, inviter, confirmation)) => Ok(Joining {
+                mailbox,
+                channel,
+                kind,
+                inviter,
+                confirmation,
+                name: name.trim().to_owned(),
+                deadline,
+            }),
+            Err(e) => {
+                // A code that did not match, or anything altered, burns the mailbox so the
+                // host hears of it; a name left out only closes it.
+                let burn = matches!(e, Error::Pairing(_));
+                mailbox.close(burn).await;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The joining side of a pairing, once the inviting device has answered: show who invites and
+/// the confirmation words, then [`Joining::finish`].
+pub struct Joining {
+    mailbox: Mailbox,
+    channel: Channel,
+    kind: PairingKind,
+    inviter: String,
+    confirmation: String,
+    name: String,
+    deadline: Instant,
+}
+
+impl std::fmt::Debug for Joining {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Joining")
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Joining {
+    /// The inviting partner's name, as their device gave it.
+    pub fn inviter(&self) -> &str {
+        &self.inviter
+    }
+
+    /// Whether this joins as the other partner or as another device of the inviting partner.
+    pub fn kind(&self) -> PairingKind {
+        self.kind
+    }
+
+    /// The words the inviting device shows too, for its user to compare before accepting.
+    pub fn confirmation(&self) -> &str {
+        &self.confirmation
+    }
+
+    /// Waits for the inviting user to accept, then makes the journal at `path` with what was
+    /// handed over (the journal fills on the first sync). Fails with
+    /// [`PairingFailure::Declined`] when they decline.
+    pub async fn finish(
+        mut self,
+        path: &Path,
+        options: OpenOptions,
+        relay: RelayOptions,
+        observer: Option<Arc<dyn SyncObserver>>,
+    ) -> Result<Device> {
+        let outcome = async {
+            let sealed = wait(&mut self.mailbox, self.deadline).await?;
+            match self.channel.open(&sealed)? {
+                PairingMessage::Welcome { handover } => Ok(handover),
                 PairingMessage::Decline => Err(PairingFailure::Declined.into()),
-                _ => {
-                    mailbox.close(true).await;
-                    Err(PairingFailure::Tampered.into())
-                }
+                _ => Err(PairingFailure::Tampered.into()),
             }
         }
         .await;
-        let joined = outcome.and_then(|(handover, kind)| {
-            Device::join(path, &handover, name.trim(), options, relay, observer)
-                .map(|device| (device, kind))
+        let joined = outcome.and_then(|handover| {
+            Device::join(path, &handover, &self.name, options, relay, observer)
         });
-        // Closing deletes the sealed secrets at the relay and tells the host the join is done
-        // (a burned mailbox stays burned).
-        mailbox.close(false).await;
+        // Closing deletes the sealed secrets at the relay and tells the host the join is done;
+        // burning tells it the join failed here.
+        let failed = matches!(
+            joined,
+            Err(ref e) if !matches!(e, Error::Pairing(PairingFailure::Declined))
+        );
+        self.mailbox.close(failed).await;
         joined
+    }
+
+    /// Gives up: the mailbox is closed and the inviting device told.
+    pub async fn cancel(self) {
+        self.mailbox.close(false).await;
     }
 }
 
@@ -447,7 +565,13 @@ impl Invitation {
         channel.seal(&PairingMessage::Offer {
             kind: self.kind,
             inviter: self.inviter.clone(),
+            key: self.ephemeral.public(),
         })
+    }
+
+    /// Whether someone has asked to join (so [`Invitation::accept`] can hand over).
+    pub fn has_joiner(&self) -> bool {
+        self.joiner.is_some()
     }
 
     /// Waits up to `budget` for someone to join: `Ok(None)` when nobody did yet (call again),
@@ -457,7 +581,7 @@ impl Invitation {
         if let Some(joiner) = &self.joiner {
             return Ok(Some(joiner.clone()));
         }
-        let deadline = Instant::now() + budget;
+        let deadline = deadline_after(budget);
         loop {
             let Some(message) = self.mailbox.next(deadline).await? else {
                 return Ok(None);
@@ -479,10 +603,12 @@ impl Invitation {
                 return Err(PairingFailure::Tampered.into());
             };
             return match self.mailbox.open(channel, &message).await {
-                Ok(PairingMessage::Hello { name }) => {
+                Ok(PairingMessage::Hello { name, key }) => {
+                    channel.mix(&self.ephemeral, &key)?;
                     let joiner = Joiner {
                         name,
                         kind: self.kind,
+                        confirmation: channel.confirmation().unwrap_or_default().to_owned(),
                     };
                     self.joiner = Some(joiner.clone());
                     Ok(Some(joiner))
@@ -492,9 +618,13 @@ impl Invitation {
                     Err(PairingFailure::Tampered.into())
                 }
                 // The guest's first sealed message did not open: whoever claimed the mailbox
-                // read the short code wrong (or guessed), and it is burned now.
-                Err(Error::Pairing(PairingFailure::WrongCode)) => {
+                // read the short code wrong (or guessed), and it is burned now. An invite
+                // cannot be read wrong: that was an altered message.
+                Err(Error::Pairing(PairingFailure::WrongCode)) if self.is_short() => {
                     Err(PairingFailure::Burned.into())
+                }
+                Err(Error::Pairing(PairingFailure::WrongCode)) => {
+                    Err(PairingFailure::Tampered.into())
                 }
                 Err(e) => Err(e),
             };
@@ -516,11 +646,26 @@ impl Invitation {
             handover: self.handover.clone(),
         })?;
         self.mailbox.post(welcome).await?;
-        let deadline = Instant::now() + HANDOVER_WAIT;
-        if !self.mailbox.closed_by_other(deadline).await {
-            self.mailbox.close(false).await;
+        let deadline = deadline_after(HANDOVER_WAIT);
+        loop {
+            match self.mailbox.next(deadline).await {
+                Err(Error::Pairing(PairingFailure::Closed)) => return Ok(()),
+                // The joiner burned it after taking the secrets: joining failed there.
+                Err(Error::Pairing(PairingFailure::Burned)) => {
+                    return Err(Error::Invite(
+                        "the other device could not finish joining; try again with a new invite"
+                            .into(),
+                    ));
+                }
+                Ok(Some(_)) => continue,
+                // No word in time (or the relay went away): the secrets went out; the mailbox
+                // is closed here so they leave the relay.
+                _ => {
+                    self.mailbox.close(false).await;
+                    return Ok(());
+                }
+            }
         }
-        Ok(())
     }
 
     /// Refuses the joiner: nothing is handed over.
@@ -528,7 +673,7 @@ impl Invitation {
         if let Some(channel) = self.channel.as_mut() {
             let decline = channel.seal(&PairingMessage::Decline)?;
             if self.mailbox.post(decline).await.is_ok() {
-                let deadline = Instant::now() + HANDOVER_WAIT.min(Duration::from_secs(10));
+                let deadline = deadline_after(HANDOVER_WAIT.min(Duration::from_secs(10)));
                 if self.mailbox.closed_by_other(deadline).await {
                     return Ok(());
                 }

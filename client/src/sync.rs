@@ -41,13 +41,17 @@ pub trait SyncObserver: Send + Sync {
     fn records_changed(&self, space: Space, records: Vec<RecordId>);
     /// The sync status changed.
     fn status_changed(&self, status: SyncStatus);
+    /// The journal moved to a new epoch: the keyring holds new secrets, which the app must
+    /// store again ([`crate::Device::keyring`]).
+    fn keyring_changed(&self) {}
 }
 
 /// A journal's connection to its relay.
 pub struct SyncClient {
     journal: Arc<Mutex<Journal>>,
     device: [u8; 16],
-    links: Vec<SpaceLink>,
+    /// The spaces and their keys: a new epoch replaces them ([`SyncClient::relink`]).
+    links: Mutex<Vec<SpaceLink>>,
     http: RelayHttp,
     observer: Option<Arc<dyn SyncObserver>>,
     snapshot_every: AtomicU64,
@@ -97,7 +101,7 @@ impl SyncClient {
         Ok(Self {
             journal,
             device,
-            links,
+            links: Mutex::new(links),
             http: RelayHttp::new(relay_url, relay)?,
             observer,
             snapshot_every: AtomicU64::new(SNAPSHOT_EVERY),
@@ -118,15 +122,26 @@ impl SyncClient {
     }
 
     fn engine(&self, mode: Mode) -> SyncEngine {
-        let mut engine = SyncEngine::new(self.device, self.links.clone(), mode, seed());
+        let mut engine = SyncEngine::new(self.device, self.links(), mode, seed());
         engine.set_snapshot_every(self.snapshot_every.load(Ordering::Relaxed));
         let rollup_every = self.rollup_every.load(Ordering::Relaxed);
         engine.set_rollup_every(usize::try_from(rollup_every).unwrap_or(usize::MAX));
         engine
     }
 
-    fn link(&self, space: Space) -> Option<&SpaceLink> {
-        self.links.iter().find(|l| l.space == space)
+    fn links(&self) -> Vec<SpaceLink> {
+        self.links.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    fn link(&self, space: Space) -> Option<SpaceLink> {
+        self.links().into_iter().find(|l| l.space == space)
+    }
+
+    /// Syncs these spaces from the next round on (a new epoch's keys).
+    pub(crate) fn relink(&self, links: Vec<SpaceLink>) {
+        if let Ok(mut kept) = self.links.lock() {
+            *kept = links;
+        }
     }
 
     /// Waits for the journal's background load with the lock released, so writes made
@@ -255,6 +270,7 @@ impl SyncClient {
                 .cloned()
                 .collect(),
             status,
+            keyring_changed: false,
         })
     }
 
@@ -324,8 +340,9 @@ impl SyncClient {
                 round.requests = round
                     .requests
                     .saturating_add(u64::try_from(requests.len()).unwrap_or(u64::MAX));
+                let links = self.links();
                 let calls = requests.iter().filter_map(|r| {
-                    let link = self.link(r.space())?;
+                    let link = links.iter().find(|l| l.space == r.space())?;
                     Some(self.http.execute_until(link, &device, r, deadline))
                 });
                 inbox.extend(join_all(calls).await.into_iter().map(Event::Response));
@@ -388,7 +405,7 @@ impl SyncClient {
                 let device = engine.device();
                 for request in requests {
                     let space = request.space();
-                    let Some(link) = self.link(space).cloned() else {
+                    let Some(link) = self.link(space) else {
                         continue;
                     };
                     match request {
@@ -564,6 +581,8 @@ pub struct RoundReport {
     pub problems: Vec<Problem>,
     /// The status at the end: `pending` counts the changes still to push.
     pub status: SyncStatus,
+    /// The journal moved to a new epoch during the round: store the keyring again.
+    pub keyring_changed: bool,
 }
 
 /// What one [`SyncClient::feed`] told the observer.

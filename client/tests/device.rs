@@ -208,7 +208,7 @@ async fn an_old_keyring_gets_keys_and_the_ready_device_records_its_certificate()
         RelayOptions::default(),
         None,
     )?;
-    ensure!(*device.keyring() == keyring);
+    ensure!(device.keyring() == keyring);
     let heads = device.write(|j| j.heads(Space::Couple))?;
     device.ready().await?;
     ensure!(device.write(|j| j.heads(Space::Couple))? == heads);

@@ -85,6 +85,11 @@ pub enum Error {
     #[error("{0}")]
     Invite(String),
 
+    /// This device was left out of a new epoch (removed from the journal): it can no longer
+    /// sync. The message says when.
+    #[error("{0}")]
+    DeviceRemoved(String),
+
     /// Pairing a device stopped: a wrong or used code, an expired invite, a declined join.
     #[error("{0}")]
     Pairing(crate::crypto::PairingFailure),

@@ -4,6 +4,7 @@
 mod sim;
 
 use anyhow::{Context, Result, ensure};
+use mend_core::journal::Reason;
 use mend_core::{
     Body, LocalDate, RecordId, Space, Visibility,
     crypto::{ChunkAad, seal_chunk},
@@ -25,11 +26,16 @@ fn share(text: &str) -> Body {
 
 /// Every replica holds the same couple's document; each partner's devices hold the same
 /// personal space; every acknowledged edit is everywhere it should be; nothing is pending.
+/// Every device a rotation did not remove holds the same journal, and every edit whose call
+/// returned on such a device is where it belongs. (A removed device keeps an old epoch: what it
+/// wrote after its removal, or never pushed before it, goes nowhere.)
 fn assert_converged(sim: &Sim, acked: &[(usize, RecordId)]) -> Result<()> {
-    let first = sim.devices[0].journal();
+    let Some(first) = sim.devices.iter().find(|d| !d.removed).map(|d| d.journal()) else {
+        anyhow::bail!("every device was removed");
+    };
     let mut heads0 = first.heads(Space::Couple)?;
     heads0.sort();
-    for d in &sim.devices {
+    for d in sim.devices.iter().filter(|d| !d.removed) {
         let j = d.journal();
         j.verify_read_model()
             .with_context(|| format!("{}'s read model", d.name))?;
@@ -51,7 +57,11 @@ fn assert_converged(sim: &Sim, acked: &[(usize, RecordId)]) -> Result<()> {
             "{} still has personal changes pending",
             d.name
         );
-        for other in sim.devices.iter().filter(|o| o.partner == d.partner) {
+        for other in sim
+            .devices
+            .iter()
+            .filter(|o| o.partner == d.partner && !o.removed)
+        {
             let mut a = j.heads(Space::Personal)?;
             let mut b = other.journal().heads(Space::Personal)?;
             a.sort();
@@ -71,9 +81,12 @@ fn assert_converged(sim: &Sim, acked: &[(usize, RecordId)]) -> Result<()> {
         }
     }
     for (author, id) in acked {
+        if sim.devices[*author].removed {
+            continue;
+        }
         let partner = sim.devices[*author].partner;
         let record = sim.devices[*author].journal().get(*id)?;
-        for d in &sim.devices {
+        for d in sim.devices.iter().filter(|d| !d.removed) {
             let visible = d.partner == partner || record.visibility == Visibility::Shared;
             let found = d.journal().get(*id).is_ok();
             ensure!(
@@ -717,6 +730,9 @@ enum Step {
     RestartRelay,
     RestartDevice(usize),
     Faults(u8, u8, u16),
+    /// A device starts a new epoch: forgetting (even `x`), or removing another device of its
+    /// partner when there is one.
+    Rotate(usize, u8),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -733,6 +749,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::RestartRelay),
         1 => d.prop_map(Step::RestartDevice),
         1 => (0..30u8, 0..30u8, 0..5_000u16).prop_map(|(a, b, c)| Step::Faults(a, b, c)),
+        1 => (0..4usize, any::<u8>()).prop_map(|(d, x)| Step::Rotate(d, x)),
     ]
 }
 
@@ -812,11 +829,32 @@ fn run(
                     max_delay_ms: u64::from(delay),
                 }
             }
+            Step::Rotate(d, x) => {
+                let d = d % n;
+                // One rotation at a time: two devices rotating apart, each unaware of the
+                // other's announcement, is not resolved yet (docs/security.md).
+                if sim.devices[d].removed || !sim.rotation_settled()? {
+                    continue;
+                }
+                let partner = sim.devices[d].partner;
+                let other = (0..n).find(|&o| {
+                    o != d && sim.devices[o].partner == partner && !sim.devices[o].removed
+                });
+                let rotated = match (x % 2, other) {
+                    (1, Some(o)) => sim.rotate(d, Reason::RemoveDevices, &[o]),
+                    _ => sim.rotate(d, Reason::Forget, &[]),
+                };
+                // Refused while this device has not signed yet, or another rotation is
+                // announced and not followed yet: as an app would tell its user to sync first.
+                if let Err(e) = rotated {
+                    ensure!(e.to_string().contains("sync"), "a rotation failed: {e:#}");
+                }
+            }
         }
     }
     sim.settle()?;
     assert_converged(&sim, &acked)?;
-    for d in &sim.devices {
+    for d in sim.devices.iter().filter(|d| !d.removed) {
         ensure!(
             d.problems.is_empty(),
             "{} reported {:?} against an honest relay",

@@ -39,19 +39,34 @@ async fn an_invite_works_once_and_only_after_the_host_accepts() -> Result<()> {
     let keyring = a.device.keyring().to_secret_string();
     ensure!(!keyring.contains(&code[6..]));
 
-    let hosting = async {
-        let joiner = invitation.wait_for_joiner(ROUND).await?;
-        let joiner = joiner.ok_or_else(|| anyhow::anyhow!("nobody joined"))?;
-        ensure!(joiner.name == "Blake" && joiner.kind == PairingKind::Partner);
-        invitation.accept().await?;
-        anyhow::Ok(())
-    };
+    // Blake's device says whose journal it joins and shows words Alex's device shows too.
+    let trust = relay.trust();
+    let (asked, joining) = tokio::join!(
+        invitation.wait_for_joiner(ROUND),
+        mend_client::Device::start_join(&code, "Blake", None, &trust, ROUND)
+    );
+    let joiner = asked?.ok_or_else(|| anyhow::anyhow!("nobody joined"))?;
+    let joining = joining?;
+    ensure!(joiner.name == "Blake" && joiner.kind == PairingKind::Partner);
+    ensure!(joining.inviter() == "Alex" && joining.kind() == PairingKind::Partner);
+    ensure!(
+        joiner.confirmation == joining.confirmation()
+            && joining.confirmation().split(' ').count() == 3,
+        "the words differ: {} / {}",
+        joiner.confirmation,
+        joining.confirmation()
+    );
+    let path = dir.path().join("b.db");
     let (hosted, joined) = tokio::join!(
-        hosting,
-        Phone::join_code(dir.path(), "b.db", &code, "Blake", &relay)
+        invitation.accept(),
+        joining.finish(&path, mend_e2e::opts(), relay.trust(), None)
     );
     hosted?;
-    let b = joined?;
+    let b = Phone {
+        device: joined?,
+        recorder: std::sync::Arc::default(),
+        path,
+    };
     b.sync().await?;
     a.sync().await?;
     ensure!(

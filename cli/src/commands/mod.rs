@@ -49,6 +49,7 @@ async fn dispatch(home: &Home, command: Command) -> Result<()> {
             timeout,
         } => pairing::join(home, &code, name.as_deref(), relay.as_deref(), timeout).await,
         Command::Erase { yes } => pairing::erase(home, yes).await,
+        Command::Forget { yes, timeout } => pairing::forget(home, yes, timeout).await,
         Command::Add {
             record_kind,
             text,

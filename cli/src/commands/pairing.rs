@@ -34,7 +34,7 @@ pub fn init(home: &Home, relay: &str, name: &str) -> Result<()> {
         None,
     )
     .inspect_err(|_| home.discard_new())?;
-    if let Err(e) = home.save_keyring(device.keyring()) {
+    if let Err(e) = home.save_keyring(&device.keyring()) {
         drop(device);
         home.discard_new();
         return Err(e);
@@ -119,7 +119,8 @@ pub async fn invite(
         PairingKind::Partner => format!("{} wants to join as your partner", joiner.name),
         PairingKind::Device => "Your other device wants to join".to_owned(),
     };
-    let accepted = yes || ask(&format!("{who}. Let them in? [y/N] "));
+    say!("{who}. Their screen should show: {}", joiner.confirmation);
+    let accepted = yes || ask("Same words on their screen? Let them in? [y/N] ");
     if accepted {
         invitation.accept().await?;
         match joiner.kind {
@@ -189,20 +190,30 @@ pub async fn join(
     home.ensure_empty()?;
     let tracker = Tracker::new();
     let observer: Arc<dyn SyncObserver> = tracker.clone();
-    let budget = Duration::from_secs(timeout.max(1));
-    let (device, kind) = Device::join_with_code(
-        &home.journal_path(),
-        code,
-        name,
-        relay,
-        OpenOptions::default(),
-        home.relay(),
-        Some(observer),
-        budget,
-    )
-    .await
-    .inspect_err(|_| home.discard_new())?;
-    if let Err(e) = home.save_keyring(device.keyring()) {
+    let budget = Duration::from_secs(timeout.clamp(1, 24 * 3600));
+    let joining = Device::start_join(code, name, relay, &home.relay(), budget).await?;
+    let kind = joining.kind();
+    match kind {
+        PairingKind::Partner => say!("Joining {}'s journal.", joining.inviter()),
+        PairingKind::Device => say!(
+            "Joining {}'s journal as another of their devices.",
+            joining.inviter()
+        ),
+    }
+    say!(
+        "Tell them the words on this screen: {} (waiting for them to let you in…)",
+        joining.confirmation()
+    );
+    let device = joining
+        .finish(
+            &home.journal_path(),
+            OpenOptions::default(),
+            home.relay(),
+            Some(observer),
+        )
+        .await
+        .inspect_err(|_| home.discard_new())?;
+    if let Err(e) = home.save_keyring(&device.keyring()) {
         drop(device);
         home.discard_new();
         return Err(e);
@@ -239,6 +250,34 @@ pub async fn join(
         Some(problem) => Err(problem.into()),
         None => Ok(()),
     }
+}
+
+/// `forget --yes`: a new epoch whose journal has no history.
+pub async fn forget(home: &Home, yes: bool, timeout: u64) -> Result<()> {
+    if !yes {
+        return Err(Failure::new(
+            Exit::Usage,
+            "forget starts the journal over without its history: the words of removed records \
+             leave every device as it next syncs, and cannot come back. Run `mend forget --yes` \
+             to do it",
+        )
+        .into());
+    }
+    let device = home.open(None)?;
+    let done = device
+        .forget(Duration::from_secs(timeout.clamp(1, 24 * 3600)))
+        .await;
+    home.keep_keyring(&device)?;
+    let done = done?;
+    if done.keyring_changed {
+        say!("The journal started over without its history on this device.");
+        say!("Your partner's devices follow when they next sync.");
+    } else {
+        say!(
+            "Asked for a journal without history; it starts once this device reaches the relay (run `mend sync`)."
+        );
+    }
+    Ok(())
 }
 
 /// `erase --yes`: the relay's copy first (both spaces), then this device's files.

@@ -254,7 +254,10 @@ pub async fn sync(home: &Home, timeout: u64) -> Result<()> {
     let observer: Arc<dyn SyncObserver> = tracker.clone();
     let device = home.open(Some(observer))?;
     let before = pending(&device)?;
-    let mut done = round(&device, &tracker, Duration::from_secs(timeout.max(1))).await?;
+    let done = round(&device, &tracker, Duration::from_secs(timeout.max(1))).await;
+    // A round may have moved the journal to a new epoch, whatever else it did.
+    home.keep_keyring(&device)?;
+    let mut done = done?;
     let sent = before.saturating_sub(done.status.pending);
     let waiting = match done.status.pending {
         0 => "nothing waiting".to_owned(),
@@ -380,7 +383,9 @@ pub async fn status(home: &Home, check: bool, timeout: u64, json: bool) -> Resul
     let observer: Arc<dyn SyncObserver> = tracker.clone();
     let device = home.open(Some(observer))?;
     let reach = if check {
-        Some(round(&device, &tracker, Duration::from_secs(timeout.max(1))).await)
+        let reach = round(&device, &tracker, Duration::from_secs(timeout.max(1))).await;
+        home.keep_keyring(&device)?;
+        Some(reach)
     } else {
         None
     };
@@ -398,7 +403,7 @@ pub async fn status(home: &Home, check: bool, timeout: u64, json: bool) -> Resul
         last_synced,
         problems: open,
     } = summary;
-    let relay = &device.keyring().relay_url;
+    let relay = device.keyring().relay_url;
     let online = reach.as_ref().map(Result::is_ok);
     // Problems stay here until a clean round or a healing snapshot ends them.
     let mut problems: Vec<String> = open.iter().map(|p| describe(&p.kind)).collect();

@@ -154,6 +154,12 @@ impl DeviceKey {
     pub fn public(&self) -> DevicePublicKey {
         DevicePublicKey(self.0.verifying_key())
     }
+
+    /// The X25519 secret that goes with [`DevicePublicKey::agreement_public`] (see
+    /// `crypto/epoch.rs` for why one key serves both).
+    pub(crate) fn agreement_secret(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.0.to_scalar_bytes())
+    }
 }
 
 impl PartialEq for DeviceKey {
@@ -237,6 +243,11 @@ impl KeyId {
 }
 
 impl DevicePublicKey {
+    /// This key in Montgomery form: the X25519 key a new epoch's secrets are sealed to.
+    pub(crate) fn agreement_public(&self) -> [u8; 32] {
+        self.0.to_montgomery().to_bytes()
+    }
+
     /// This key's [`KeyId`].
     pub fn key_id(&self) -> KeyId {
         let digest = Sha256::new()

@@ -7,6 +7,7 @@
 //!
 //! Separately, signing keys say who made each change: see [`identity`].
 
+mod epoch;
 mod identity;
 mod invite;
 mod keys;
@@ -16,6 +17,7 @@ mod pin;
 mod seal;
 mod wordlist;
 
+pub use epoch::{open_from_device, seal_to_device};
 pub use identity::{
     CERTIFICATE_LEN, ChangeProof, DeviceCertificate, DeviceKey, DevicePublicKey, GroupScope,
     INTRO_LEN, IdentityKey, Intro, KeyId, PartnerIdentity, Signer, sign_change, sign_group,
@@ -25,7 +27,7 @@ pub use invite::{Invite, InviteKind};
 pub use keys::{ContentKey, RelayToken, SpaceKeys, SpaceSecret};
 pub use padme::{pad, padded_len, unpad};
 pub use pairing::{
-    Channel, CodeExchange, MAX_PAIRING_NAME, PairingFailure, PairingInvite, PairingKind,
+    Channel, CodeExchange, Ephemeral, MAX_PAIRING_NAME, PairingFailure, PairingInvite, PairingKind,
     PairingMessage, PairingSecret, Role, SHORT_CODE_WORDS, ShortCode,
 };
 pub use pin::RelayPin;

@@ -5,8 +5,11 @@
 //! 32-byte pairing secret) or a short code ([`ShortCode`], a mailbox number and two words, read
 //! out on a phone call). The joining device (the guest) claims the mailbox; the two derive one
 //! key, from the pairing secret or by SPAKE2 over the short code ([`CodeExchange`]), and talk
-//! through a [`Channel`] the relay cannot read. The host offers, the guest says who it is, and
-//! only after the host's user accepts does the host send the secrets ([`PairingMessage`]).
+//! through a [`Channel`] the relay cannot read. The host offers, the guest says who it is, each
+//! with a fresh X25519 key that both then mix into the channel ([`Channel::mix`]): what follows
+//! stays sealed from whoever later learns the invite, and both screens show the same
+//! confirmation words. Only after the host's user accepts (having compared the words with the
+//! joiner's screen) does the host send the secrets ([`PairingMessage`]).
 //!
 //! A wrong short code leaves the two sides with different keys: the first sealed message fails
 //! to open, the side that notices burns the mailbox, and both say so. Since the relay lets a
@@ -46,6 +49,11 @@ const MAX_HANDOVER: usize = 1024;
 const LABEL_ROOT: &[u8] = b"mend/v1/pairing";
 const LABEL_HOST: &[u8] = b"mend/v1/pairing/host-to-guest";
 const LABEL_GUEST: &[u8] = b"mend/v1/pairing/guest-to-host";
+const LABEL_MIX: &[u8] = b"mend/v1/pairing/mix";
+const LABEL_CONFIRM: &[u8] = b"mend/v1/pairing/confirm";
+/// Words of a confirmation (24 bits: a joiner who is not the one on the phone cannot make
+/// their screen match by chance).
+const CONFIRM_WORDS: usize = 3;
 const ID_HOST: &[u8] = b"mend/v1/pairing/host";
 const ID_GUEST: &[u8] = b"mend/v1/pairing/guest";
 
@@ -464,6 +472,7 @@ pub struct Channel {
     send_dir: u8,
     sent: u64,
     received: u64,
+    confirmation: Option<String>,
 }
 
 impl fmt::Debug for Channel {
@@ -495,6 +504,7 @@ impl Channel {
             send_dir,
             sent: 0,
             received: 0,
+            confirmation: None,
         }
     }
 
@@ -508,6 +518,64 @@ impl Channel {
         aad.push(dir);
         aad.extend_from_slice(&n.to_le_bytes());
         (XNonce::from(nonce), aad)
+    }
+
+    /// Mixes both ephemeral keys into the channel: every message after the offer and the
+    /// hello is sealed under keys that also need this exchange, and both sides can show the
+    /// same [`Channel::confirmation`]. `theirs` is the other side's public key.
+    pub fn mix(&mut self, mine: &Ephemeral, theirs: &[u8; 32]) -> Result<()> {
+        let shared = Zeroizing::new(
+            mine.0
+                .diffie_hellman(&x25519_dalek::PublicKey::from(*theirs))
+                .to_bytes(),
+        );
+        if shared.iter().all(|b| *b == 0) {
+            return Err(Error::Pairing(PairingFailure::Tampered));
+        }
+        let ours = mine.public();
+        let (host, guest) = if self.send_dir == 0 {
+            (ours, *theirs)
+        } else {
+            (*theirs, ours)
+        };
+        let mut ikm = Zeroizing::new(Vec::with_capacity(96));
+        ikm.extend_from_slice(&*self.send);
+        ikm.extend_from_slice(&*self.receive);
+        ikm.extend_from_slice(&*shared);
+        if self.send_dir == 1 {
+            // The same order on both sides: the host's sending key first.
+            let (a, b) = ikm.split_at_mut(32);
+            a.swap_with_slice(&mut b[..32]);
+        }
+        let hk = Hkdf::<Sha256>::new(Some(LABEL_MIX), &ikm);
+        let mut host_key = Zeroizing::new([0u8; 32]);
+        let mut guest_key = Zeroizing::new([0u8; 32]);
+        let mut confirm = [0u8; CONFIRM_WORDS];
+        let _ = hk.expand_multi_info(&[LABEL_HOST, &host, &guest], host_key.as_mut());
+        let _ = hk.expand_multi_info(&[LABEL_GUEST, &host, &guest], guest_key.as_mut());
+        let _ = hk.expand_multi_info(&[LABEL_CONFIRM, &host, &guest], &mut confirm);
+        let (send, receive) = if self.send_dir == 0 {
+            (host_key, guest_key)
+        } else {
+            (guest_key, host_key)
+        };
+        self.send = send;
+        self.receive = receive;
+        self.confirmation = Some(
+            confirm
+                .iter()
+                .map(|b| wordlist::WORDS[usize::from(*b)])
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
+        Ok(())
+    }
+
+    /// Words both screens show once the keys are mixed, for the inviting user to compare with
+    /// the joiner's screen before accepting: equal words mean the joiner on the other end is
+    /// the one whose screen shows them.
+    pub fn confirmation(&self) -> Option<&str> {
+        self.confirmation.as_deref()
     }
 
     /// Seals the next message to the other side. (Each key seals at most a handful of
@@ -556,6 +624,31 @@ impl Channel {
     }
 }
 
+/// A fresh X25519 key for one pairing. Mixed into the channel once both halves are known
+/// ([`Channel::mix`]), it keeps the secrets handed over sealed even from whoever later learns
+/// the invite and holds a recording of the relay.
+pub struct Ephemeral(x25519_dalek::StaticSecret);
+
+impl fmt::Debug for Ephemeral {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Ephemeral(…)")
+    }
+}
+
+impl Ephemeral {
+    /// A new key.
+    pub fn generate() -> Result<Self> {
+        let mut seed = Zeroizing::new([0u8; 32]);
+        super::random(seed.as_mut())?;
+        Ok(Self(x25519_dalek::StaticSecret::from(*seed)))
+    }
+
+    /// The public half, sent in the offer or the hello.
+    pub fn public(&self) -> [u8; 32] {
+        x25519_dalek::PublicKey::from(&self.0).to_bytes()
+    }
+}
+
 /// What the two devices say to each other inside the [`Channel`].
 #[derive(Clone, PartialEq, Eq)]
 pub enum PairingMessage {
@@ -565,11 +658,15 @@ pub enum PairingMessage {
         kind: PairingKind,
         /// The inviting partner's name.
         inviter: String,
+        /// The host's ephemeral X25519 key ([`Ephemeral`]).
+        key: [u8; 32],
     },
     /// Guest → host: who is joining (a partner's name; empty for a partner's own device).
     Hello {
         /// The name the joining partner gives.
         name: String,
+        /// The guest's ephemeral X25519 key.
+        key: [u8; 32],
     },
     /// Host → guest, after its user accepted: the secrets, as a handover the guest joins with.
     Welcome {
@@ -617,16 +714,37 @@ fn take_text(input: &[u8], max: usize) -> Result<(&str, &[u8])> {
     Ok((std::str::from_utf8(text).map_err(|_| tampered())?, rest))
 }
 
+fn take_key(input: &[u8]) -> Result<([u8; 32], &[u8])> {
+    let (key, rest) = input
+        .split_at_checked(32)
+        .ok_or(Error::Pairing(PairingFailure::Tampered))?;
+    let key: [u8; 32] = key
+        .try_into()
+        .map_err(|_| Error::Pairing(PairingFailure::Tampered))?;
+    Ok((key, rest))
+}
+
+/// A name as the other side gave it: one line of text, no control characters (it is shown in
+/// a question its user answers).
+fn checked_name(name: &str) -> Result<String> {
+    if name.chars().any(char::is_control) {
+        return Err(Error::Pairing(PairingFailure::Tampered));
+    }
+    Ok(name.trim().to_owned())
+}
+
 impl PairingMessage {
     fn encode(&self) -> Result<Zeroizing<Vec<u8>>> {
         let mut out = Zeroizing::new(Vec::with_capacity(MAX_HANDOVER + 3));
         match self {
-            Self::Offer { kind, inviter } => {
+            Self::Offer { kind, inviter, key } => {
                 out.extend_from_slice(&[TAG_OFFER, kind.to_u8()]);
+                out.extend_from_slice(key);
                 put_text(&mut out, inviter, MAX_PAIRING_NAME)?;
             }
-            Self::Hello { name } => {
+            Self::Hello { name, key } => {
                 out.push(TAG_HELLO);
+                out.extend_from_slice(key);
                 put_text(&mut out, name, MAX_PAIRING_NAME)?;
             }
             Self::Welcome { handover } => {
@@ -645,14 +763,16 @@ impl PairingMessage {
             TAG_OFFER => {
                 let (kind, rest) = rest.split_first().ok_or_else(tampered)?;
                 let kind = PairingKind::from_u8(*kind).ok_or_else(tampered)?;
+                let (key, rest) = take_key(rest)?;
                 let (inviter, rest) = take_text(rest, MAX_PAIRING_NAME)?;
-                let inviter = inviter.to_owned();
-                (Self::Offer { kind, inviter }, rest)
+                let inviter = checked_name(inviter)?;
+                (Self::Offer { kind, inviter, key }, rest)
             }
             TAG_HELLO => {
+                let (key, rest) = take_key(rest)?;
                 let (name, rest) = take_text(rest, MAX_PAIRING_NAME)?;
-                let name = name.to_owned();
-                (Self::Hello { name }, rest)
+                let name = checked_name(name)?;
+                (Self::Hello { name, key }, rest)
             }
             TAG_WELCOME => {
                 let (handover, rest) = take_text(rest, MAX_HANDOVER)?;
@@ -742,13 +862,22 @@ mod tests {
     }
 
     fn pair(host: &mut Channel, guest: &mut Channel) -> Result<()> {
+        let (h, g) = (Ephemeral::generate()?, Ephemeral::generate()?);
         let offer = PairingMessage::Offer {
             kind: PairingKind::Device,
             inviter: "Alex".into(),
+            key: h.public(),
         };
         assert_eq!(guest.open(&host.seal(&offer)?)?, offer);
-        let hello = PairingMessage::Hello { name: "Sam".into() };
+        let hello = PairingMessage::Hello {
+            name: "Sam".into(),
+            key: g.public(),
+        };
         assert_eq!(host.open(&guest.seal(&hello)?)?, hello);
+        host.mix(&h, &g.public())?;
+        guest.mix(&g, &h.public())?;
+        assert!(host.confirmation().is_some());
+        assert_eq!(host.confirmation(), guest.confirmation());
         let welcome = PairingMessage::Welcome {
             handover: Zeroizing::new("MEND1-secret".into()),
         };
@@ -824,13 +953,57 @@ mod tests {
     }
 
     #[test]
+    fn the_secrets_need_both_fresh_keys_and_the_words_tell_a_stranger_apart() -> Result<()> {
+        let invite = invite(None)?;
+        let (mut host, mut guest) = (invite.channel(Role::Host), invite.channel(Role::Guest));
+        let (h, g) = (Ephemeral::generate()?, Ephemeral::generate()?);
+        let offer = host.seal(&PairingMessage::Offer {
+            kind: PairingKind::Partner,
+            inviter: "Alex".into(),
+            key: h.public(),
+        })?;
+        guest.open(&offer)?;
+        host.mix(&h, &g.public())?;
+        guest.mix(&g, &h.public())?;
+        let welcome = host.seal(&PairingMessage::Decline)?;
+        // Whoever holds the invite and a recording of the offer, but neither fresh secret,
+        // follows the channel up to the mix and reads nothing after it.
+        let mut recorder = invite.channel(Role::Guest);
+        recorder.open(&offer)?;
+        assert!(recorder.open(&welcome).is_err());
+        assert_eq!(guest.open(&welcome)?, PairingMessage::Decline);
+        // A stranger in the middle with keys of their own shows other words.
+        let (mut h2, mut g2) = (invite.channel(Role::Host), invite.channel(Role::Guest));
+        let (a, b, c) = (
+            Ephemeral::generate()?,
+            Ephemeral::generate()?,
+            Ephemeral::generate()?,
+        );
+        h2.mix(&a, &b.public())?;
+        g2.mix(&c, &a.public())?;
+        assert_ne!(h2.confirmation(), g2.confirmation());
+        assert_eq!(
+            h2.confirmation().map(|w| w.split(' ').count()),
+            Some(CONFIRM_WORDS)
+        );
+        Ok(())
+    }
+
+    #[test]
     fn messages_refuse_trailing_or_oversized_fields() {
         assert!(PairingMessage::decode(&[TAG_DECLINE, 0]).is_err());
         assert!(PairingMessage::decode(&[TAG_HELLO, 0xff, 0xff]).is_err());
         assert!(PairingMessage::decode(&[9]).is_err());
         assert!(PairingMessage::decode(&[]).is_err());
+        // A name with a line break would forge a line of the question its user answers.
+        let mut forged = vec![TAG_HELLO];
+        forged.extend_from_slice(&[1; 32]);
+        forged.extend_from_slice(&[0, 5]);
+        forged.extend_from_slice(b"Sam\nY");
+        assert!(PairingMessage::decode(&forged).is_err());
         let long = PairingMessage::Hello {
             name: "x".repeat(MAX_PAIRING_NAME + 1),
+            key: [7; 32],
         };
         assert!(long.encode().is_err());
     }

@@ -11,6 +11,7 @@
 
 pub(crate) mod json;
 mod lazy;
+pub(crate) mod rebuild;
 
 pub(crate) use lazy::LazyDoc;
 pub use lazy::Loaded;

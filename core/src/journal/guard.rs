@@ -778,17 +778,23 @@ fn check_ops(
     // own past holds it.
     let mut known: HashMap<String, Option<Loc>> = HashMap::new();
     let mut locs: Vec<(Loc, String, &OpType)> = Vec::with_capacity(expanded.operations.len());
+    // Whether each operation writes into an object this change made (or the root).
+    let mut fresh: Vec<bool> = Vec::with_capacity(expanded.operations.len());
     // First pass: where each operation writes, and what the records made here say.
     for (i, op) in expanded.operations.iter().enumerate() {
         let id = format!("{}@{actor}", start.saturating_add(i as u64));
         let loc = match &op.obj {
-            ObjectId::Root => Loc {
-                path: Vec::new(),
-                record: None,
-                list: false,
-            },
+            ObjectId::Root => {
+                fresh.push(true);
+                Loc {
+                    path: Vec::new(),
+                    record: None,
+                    list: false,
+                }
+            }
             ObjectId::Id(obj) => {
                 let key = obj.to_string();
+                fresh.push(made.contains_key(&key));
                 match made.get(&key) {
                     Some(loc) => loc.clone(),
                     None => known
@@ -853,10 +859,13 @@ fn check_ops(
             None => stored_facts(doc, record),
         }
     };
-    for (loc, segment, action) in &locs {
+    for ((loc, segment, action), fresh) in locs.iter().zip(&fresh) {
         let mut path = loc.path.clone();
         path.push(segment.clone());
         match path.first().map(String::as_str) {
+            Some(key) if key.starts_with(super::epoch::EPOCH_KEY) => {
+                check_epoch(doc, deps, &path, action, *fresh)?;
+            }
             Some("schema_version") if path.len() == 1 => {
                 if !matches!(
                     action,
@@ -910,6 +919,42 @@ fn check_ops(
         }
     }
     Ok(())
+}
+
+/// An announcement of a new epoch (`epoch:<n>` at the root, see `journal/epoch.rs`): made
+/// whole in one change, under a key no announcement holds yet in the change's own past, and
+/// never written into afterwards; strings, integers, bytes, lists and maps only.
+fn check_epoch(
+    doc: &SpaceDoc,
+    deps: &[ChangeHash],
+    path: &[String],
+    action: &OpType,
+    fresh: bool,
+) -> std::result::Result<(), Breach> {
+    if !fresh {
+        return Err(Breach::Structure);
+    }
+    if path.len() == 1 {
+        let number = path[0]
+            .strip_prefix(super::epoch::EPOCH_KEY)
+            .unwrap_or_default();
+        let valid = number
+            .parse::<u32>()
+            .is_ok_and(|n| n > 0 && n.to_string() == number);
+        let taken = matches!(
+            doc.am().get_at(automerge::ROOT, path[0].as_str(), deps),
+            Ok(Some(_))
+        );
+        if !valid || taken || !matches!(action, OpType::Make(automerge::ObjType::Map)) {
+            return Err(Breach::Structure);
+        }
+        return Ok(());
+    }
+    match action {
+        OpType::Make(automerge::ObjType::Map | automerge::ObjType::List)
+        | OpType::Put(ScalarValue::Str(_) | ScalarValue::Int(_) | ScalarValue::Bytes(_)) => Ok(()),
+        _ => Err(Breach::Structure),
+    }
 }
 
 /// Where an existing object sits, if the change's own past (`deps`) holds it there: every

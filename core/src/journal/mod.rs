@@ -4,6 +4,8 @@
 //! make it, applies it to the Automerge document, and commits the change bytes to SQLite before
 //! it returns.
 
+mod epoch;
+pub use epoch::{EpochMove, EpochNews, EpochSecrets, Reason};
 mod guard;
 pub use guard::Breach;
 mod ops;

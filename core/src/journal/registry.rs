@@ -37,8 +37,8 @@ use crate::{
 /// The most devices a partner can have.
 pub const MAX_DEVICES: usize = 8;
 
-const IDENTITY: &str = "identity:";
-const DEVICE: &str = "device:";
+pub(super) const IDENTITY: &str = "identity:";
+pub(super) const DEVICE: &str = "device:";
 /// Where the couple's space id is kept in the database's metadata: the device learns it from
 /// its keyring when it certifies itself, and reads need it to check certificates.
 pub(super) const META_COUPLE_SPACE: &str = "couple_space";

@@ -128,7 +128,7 @@ impl Journal {
     }
 
     /// Reads the devices introduced here and the changes refused for good.
-    fn load_roster(&mut self) -> Result<()> {
+    pub(super) fn load_roster(&mut self) -> Result<()> {
         let Some(space_id) = self.couple_space else {
             return Ok(());
         };

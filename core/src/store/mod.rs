@@ -201,10 +201,12 @@ impl Store {
         // Checkpoints fsync; at SQLite's default (every 1000 WAL pages, ~150 edits here) they
         // land in the slowest 1 % of edits. Every 4000 pages (≤ 16 MiB of WAL, truncated back
         // to 32 MiB at most) keeps them rarer than that.
+        // `secure_delete`: what a rotation forgets (a removed record's words in an old
+        // epoch's history) must not linger in free pages of the file.
         let setup = format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; \
              PRAGMA busy_timeout = 5000; PRAGMA wal_autocheckpoint = 4000; \
-             PRAGMA journal_size_limit = 33554432;"
+             PRAGMA journal_size_limit = 33554432; PRAGMA secure_delete = ON;"
         );
         conn.execute_batch(&setup)
             .map_err(|e| open_err(e.to_string()))?;

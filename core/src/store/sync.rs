@@ -311,6 +311,50 @@ impl Store {
         Ok(())
     }
 
+    /// Starts `space` over in a new epoch: its document becomes `full_save`, and everything
+    /// kept of the old epoch's sync (cursor, outbox, proofs, introductions, held and refused
+    /// changes, rollup runs, problems) goes, in one durable transaction.
+    pub fn start_epoch(&mut self, space: Space, full_save: &[u8], now_ms: i64) -> Result<()> {
+        self.durably(|store| {
+            let tx = store.conn.transaction()?;
+            let s = space.as_str();
+            tx.execute(
+                "INSERT INTO doc_snapshots (space, bytes, saved_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (space) DO UPDATE SET bytes = excluded.bytes, \
+                 saved_at = excluded.saved_at",
+                params![s, full_save, now_ms],
+            )?;
+            for table in [
+                "doc_changes",
+                "unsent",
+                "outbox",
+                "peer_seqs",
+                "change_proofs",
+                "known_devices",
+                "held_changes",
+                "refused_changes",
+                "proof_groups",
+                "own_chunks",
+            ] {
+                tx.execute(&format!("DELETE FROM {table} WHERE space = ?1"), [s])?;
+            }
+            Self::ensure_state(&tx, space)?;
+            tx.execute(
+                "UPDATE sync_state SET cursor = 0, next_seq = 1, last_ack_relay = 0, \
+                 snapshot_covers = 0, heal_after = 0, heal_real = 0, problems = NULL, \
+                 cursor_mark = NULL, mark_at = NULL, last_synced = NULL WHERE space = ?1",
+                [s],
+            )?;
+            tx.commit()?;
+            store.rows[space as usize].set(Some(0));
+            // The old history must not wait in the write-ahead log either.
+            store
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok(())
+        })
+    }
+
     /// Problems reported in a space and not over yet, oldest first.
     pub fn open_problems(&self, space: Space) -> Result<Vec<Problem>> {
         let json: Option<String> = self

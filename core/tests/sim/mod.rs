@@ -558,6 +558,8 @@ pub struct Device {
     pub key: DeviceKey,
     /// Runs a version of Mend from before signing: it neither signs nor checks.
     pub legacy: bool,
+    /// A new epoch began without it: it learned it was removed (and keeps only the old one).
+    pub removed: bool,
 }
 
 impl Device {
@@ -797,6 +799,7 @@ impl Sim {
             rounds: 0,
             key,
             legacy: self.legacy,
+            removed: false,
         });
         Ok(())
     }
@@ -812,11 +815,98 @@ impl Sim {
         percent > 0 && self.next_random() % 100 < percent
     }
 
+    /// The relay space a device's requests for `space` go to: its own link's, which a new
+    /// epoch changes.
     fn space_id(&self, device: usize, space: Space) -> [u8; 32] {
-        match space {
-            Space::Couple => self.couple_keys.space_id,
-            Space::Personal => self.personal_keys[self.devices[device].partner].space_id,
+        self.devices[device]
+            .links
+            .iter()
+            .find(|l| l.space == space)
+            .map_or([0u8; 32], |l| l.keys.space_id)
+    }
+
+    /// Starts a new epoch on device `d` (see `Journal::rotate`): the device moves once the
+    /// relay holds the announcement, the others as they read it.
+    pub fn rotate(
+        &mut self,
+        d: usize,
+        reason: mend_core::journal::Reason,
+        remove: &[usize],
+    ) -> Result<()> {
+        let gone: Vec<_> = remove
+            .iter()
+            .map(|&r| self.devices[r].journal().device())
+            .collect();
+        self.devices[d].journal_mut().rotate(reason, &gone)?;
+        Ok(())
+    }
+
+    /// Whether every device that was not removed is in the same epoch and no device has
+    /// announced a later one: a new rotation then cannot race another.
+    pub fn rotation_settled(&self) -> Result<bool> {
+        let mut epoch = None;
+        for d in self.devices.iter().filter(|d| !d.removed && !d.legacy) {
+            let e = d.journal().epoch()?;
+            if *epoch.get_or_insert(e) != e {
+                return Ok(false);
+            }
         }
+        let next = epoch.unwrap_or(0).saturating_add(1);
+        for d in self.devices.iter().filter(|d| !d.legacy) {
+            if d.journal().announced(next)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Moves device `d` into a new epoch if its journal holds one for it; marks it removed if
+    /// one began without it.
+    fn follow_epoch(&mut self, device: usize) -> Result<()> {
+        let d = &self.devices[device];
+        if d.legacy || d.removed || d.journal.is_none() {
+            return Ok(());
+        }
+        let news = d.journal().epoch_news(&d.key)?;
+        let step = match news {
+            mend_core::journal::EpochNews::Current => return Ok(()),
+            mend_core::journal::EpochNews::Removed { .. } => {
+                self.devices[device].removed = true;
+                return Ok(());
+            }
+            mend_core::journal::EpochNews::Move(step) => step,
+        };
+        let secrets = step.secrets.clone();
+        let partner = d.partner;
+        let key = d.key.clone();
+        let identity = self.identities[partner].clone();
+        self.devices[device]
+            .journal_mut()
+            .move_to_epoch(step, &identity, &key)?;
+        let mut links = self.devices[device].links.clone();
+        for link in &mut links {
+            match (link.space, &secrets.personal) {
+                (Space::Couple, _) => link.keys = secrets.couple.derive_keys(),
+                (Space::Personal, Some(personal)) => link.keys = personal.derive_keys(),
+                (Space::Personal, None) => {}
+            }
+        }
+        // The old epoch's answers on their way to it are for spaces it left.
+        self.flight.retain(|m| m.device != device);
+        let seed = self.next_random();
+        let journal = self.devices[device].journal();
+        let mut engine = SyncEngine::new(
+            *journal.device().as_bytes(),
+            links.clone(),
+            Mode::Once,
+            seed,
+        );
+        engine.set_snapshot_every(self.snapshot_every);
+        engine.set_rollup_every(self.rollup_every);
+        let d = &mut self.devices[device];
+        d.links = links;
+        d.engine = engine;
+        Ok(())
     }
 
     fn enqueue(&mut self, device: usize, payload: Payload) {
@@ -878,6 +968,12 @@ impl Sim {
                     d.status = s;
                 }
             }
+        }
+        let epoch = self.devices[device].journal().epoch()?;
+        self.follow_epoch(device)?;
+        if self.devices[device].journal().epoch()? != epoch {
+            // A device that just moved starts syncing its new spaces at once.
+            self.event(device, Event::Start)?;
         }
         Ok(())
     }
@@ -998,16 +1094,20 @@ impl Sim {
         };
         let mut journal = Journal::open_with(&path, options)?;
         journal.set_clock(|| T0);
+        let links = self.devices[device].links.clone();
         if !legacy {
-            journal.set_signer(self.signer(partner, &journal, &key))?;
+            let space_id = self.space_id(device, Space::Couple);
+            journal.set_signer(Signer::new(
+                space_id,
+                &self.identities[partner],
+                journal.me(),
+                journal.device(),
+                key.clone(),
+                T0,
+            ))?;
         }
         let seed = self.next_random();
-        let mut engine = SyncEngine::new(
-            *journal.device().as_bytes(),
-            self.links(partner),
-            Mode::Once,
-            seed,
-        );
+        let mut engine = SyncEngine::new(*journal.device().as_bytes(), links, Mode::Once, seed);
         engine.set_snapshot_every(self.snapshot_every);
         engine.set_rollup_every(self.rollup_every);
         let d = &mut self.devices[device];

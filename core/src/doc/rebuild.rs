@@ -1,0 +1,142 @@
+//! A new epoch's document: a space's state at some heads, with none of its history.
+//!
+//! Every device that moves to the new epoch builds it itself from the same heads, so the result
+//! must be the same bytes everywhere: one change by a fixed actor (named after the epoch) at
+//! time 0, its operations in key order (the JSON maps are sorted). Nobody signs it: a device
+//! trusts the one it built, and a device that joins later checks the one it is given against
+//! the hash its inviter handed over.
+//!
+//! What does not carry over: every value that lost a concurrent write (the winner stays; the
+//! new epoch starts without conflicts), the words of removed records (they keep their place,
+//! kind, author and times), and the certificates of removed devices.
+
+use automerge::{
+    ActorId, Automerge, ChangeHash, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value,
+    transaction::{CommitOptions, Transactable, Transaction},
+};
+
+use super::{ENVELOPE_KEYS, SCHEMA_VERSION, SpaceDoc};
+use crate::error::{Error, Result};
+
+/// Copies the map `from` into the map `to`, keys `keep` allows only, every value as it is
+/// (bytes stay bytes), the winner of each key only.
+fn copy_map(
+    src: &Automerge,
+    from: &ObjId,
+    tx: &mut Transaction<'_>,
+    to: &ObjId,
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<()> {
+    for key in src.keys(from) {
+        if !keep(&key) {
+            continue;
+        }
+        match src.get(from, key.as_str())? {
+            Some((Value::Object(kind), child)) => {
+                let copy = tx.put_object(to, key.as_str(), kind)?;
+                copy_obj(src, &child, kind, tx, &copy)?;
+            }
+            Some((Value::Scalar(value), _)) => tx.put(to, key.as_str(), value.into_owned())?,
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn copy_obj(
+    src: &Automerge,
+    from: &ObjId,
+    kind: ObjType,
+    tx: &mut Transaction<'_>,
+    to: &ObjId,
+) -> Result<()> {
+    match kind {
+        ObjType::Map | ObjType::Table => copy_map(src, from, tx, to, &|_| true),
+        ObjType::Text => {
+            let text = src.text(from)?;
+            tx.splice_text(to, 0, 0, &text)?;
+            Ok(())
+        }
+        ObjType::List => {
+            for i in 0..src.length(from) {
+                match src.get(from, i)? {
+                    Some((Value::Object(kind), child)) => {
+                        let copy = tx.insert_object(to, i, kind)?;
+                        copy_obj(src, &child, kind, tx, &copy)?;
+                    }
+                    Some((Value::Scalar(value), _)) => tx.insert(to, i, value.into_owned())?,
+                    None => {}
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The actor of epoch `epoch`'s first change: never a device's (those are 24 bytes) nor the
+/// genesis change's (16 zero bytes).
+pub(crate) fn epoch_actor(epoch: u32) -> ActorId {
+    let mut actor = [0u8; 16];
+    actor[..10].copy_from_slice(b"mend-epoch");
+    actor[12..].copy_from_slice(&epoch.to_be_bytes());
+    ActorId::from(actor)
+}
+
+/// What a rebuild leaves out.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Leave {
+    /// Prefixes of partner entry keys to drop (certificates: each device certifies itself
+    /// again in the new epoch).
+    pub(crate) partner_keys_prefixes: Vec<String>,
+}
+
+/// Builds epoch `epoch`'s first document from `old` as it stood at `heads`, with `actor` for
+/// the edits that follow. Answers the document and its one change's hash.
+pub(crate) fn rebuild(
+    old: &Automerge,
+    heads: &[ChangeHash],
+    epoch: u32,
+    leave: &Leave,
+    actor: ActorId,
+) -> Result<(SpaceDoc, ChangeHash)> {
+    let at = old.fork_at(heads)?;
+    let map = |name: &str| match at.get(ROOT, name) {
+        Ok(Some((Value::Object(ObjType::Map), id))) => Ok(id),
+        _ => Err(Error::Corrupt(format!("a document without {name}"))),
+    };
+    let (partners, records) = (map("partners")?, map("records")?);
+    let mut doc = Automerge::new().with_actor(epoch_actor(epoch));
+    let mut tx = doc.transaction();
+    tx.put(ROOT, "schema_version", SCHEMA_VERSION)?;
+    let to = tx.put_object(ROOT, "partners", ObjType::Map)?;
+    for id in at.keys(&partners) {
+        let Some((Value::Object(ObjType::Map), from)) = at.get(&partners, id.as_str())? else {
+            continue;
+        };
+        let entry = tx.put_object(&to, id.as_str(), ObjType::Map)?;
+        copy_map(&at, &from, &mut tx, &entry, &|key| {
+            !leave
+                .partner_keys_prefixes
+                .iter()
+                .any(|p| key.starts_with(p.as_str()))
+        })?;
+    }
+    let to = tx.put_object(ROOT, "records", ObjType::Map)?;
+    for id in at.keys(&records) {
+        let Some((Value::Object(ObjType::Map), from)) = at.get(&records, id.as_str())? else {
+            continue;
+        };
+        let removed = matches!(
+            at.get(&from, "removed")?,
+            Some((Value::Scalar(s), _)) if s.as_ref() == &ScalarValue::Boolean(true)
+        );
+        let record = tx.put_object(&to, id.as_str(), ObjType::Map)?;
+        // A removed record's words go; its place in threads and counts stays.
+        copy_map(&at, &from, &mut tx, &record, &|key| {
+            !removed || ENVELOPE_KEYS.contains(&key)
+        })?;
+    }
+    let (hash, _) = tx.commit_with(CommitOptions::default().with_time(0));
+    let hash = hash.ok_or_else(|| Error::Corrupt("an empty rebuild".into()))?;
+    Ok((SpaceDoc::from_doc(doc.with_actor(actor))?, hash))
+}

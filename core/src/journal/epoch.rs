@@ -1,0 +1,660 @@
+//! Epochs: a couple's journal moving to new secrets (docs/security.md, "A lost phone").
+//!
+//! A device that rotates (to shut out a removed device, or because its partner asked to
+//! forget) makes new space secrets and writes an announcement into the old couple's document
+//! under `epoch:<n>`: where it cut the old history (the heads), the devices it removed, and one
+//! box per remaining device holding the new secrets, sealed to that device's key
+//! ([`crate::crypto::seal_to_device`]). Each remaining device, once it holds the announcement,
+//! opens its box, builds the new epoch's first document itself from the old one at the cut
+//! ([`crate::doc::rebuild`]: no history, removed records without their words, no
+//! certificates), carries over what it wrote after the cut, and from then on syncs the new
+//! spaces. A device without a box learns that it was removed.
+//!
+//! Two rotations to the same epoch, made apart, meet in one key: the one Automerge keeps is
+//! the one every device follows, and the other's author rotates again once moved if what it
+//! wanted (a device shut out) still holds.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use automerge::{
+    ChangeHash, ObjId, ObjType, Prop, ROOT, ReadDoc, ScalarValue, Value, transaction::Transactable,
+};
+use zeroize::Zeroizing;
+
+use super::{Journal, registry};
+use crate::{
+    crypto::{
+        DeviceCertificate, DeviceKey, PartnerIdentity, Signer, SpaceSecret, open_from_device,
+        seal_to_device,
+    },
+    doc::{SpaceDoc, rebuild},
+    error::{Error, Result},
+    ids::{DeviceId, PartnerId},
+    store::Space,
+};
+
+/// Root keys of announcements: `epoch:<n>`.
+pub(crate) const EPOCH_KEY: &str = "epoch:";
+/// The epoch this database is in (absent: 0).
+const META_EPOCH: &str = "epoch";
+/// The box this device moved with, and the old couple's space id it was sealed under: a
+/// keyring the app did not store again after the move opens it again
+/// ([`Journal::epoch_secrets`]). Sealed to the device key, which the database never holds.
+const META_EPOCH_BOX: &str = "epoch_box";
+const META_EPOCH_FROM: &str = "epoch_from";
+const BOX_CONTEXT: &[u8] = b"mend/v1/epoch\0";
+const SECRETS_VERSION: u8 = 1;
+
+/// A new epoch's secrets, as a box carries them to one device: the couple's secret for every
+/// remaining device, and a new personal secret for the rotating partner's own devices when
+/// that partner's space rotates too.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EpochSecrets {
+    /// The epoch they open.
+    pub epoch: u32,
+    /// The couple's space secret in that epoch.
+    pub couple: SpaceSecret,
+    /// This partner's new personal secret, when it changed.
+    pub personal: Option<SpaceSecret>,
+}
+
+impl std::fmt::Debug for EpochSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EpochSecrets")
+            .field("epoch", &self.epoch)
+            .field("personal", &self.personal.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EpochSecrets {
+    fn encode(&self) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(Vec::with_capacity(1 + 4 + 1 + 64));
+        out.push(SECRETS_VERSION);
+        out.extend_from_slice(&self.epoch.to_be_bytes());
+        out.extend_from_slice(self.couple.expose());
+        match &self.personal {
+            Some(p) => {
+                out.push(1);
+                out.extend_from_slice(p.expose());
+            }
+            None => out.push(0),
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        let bad = || Error::Tampered;
+        match bytes {
+            [SECRETS_VERSION, rest @ ..]
+                if rest.len() == 4 + 32 + 1 || rest.len() == 4 + 64 + 1 =>
+            {
+                let epoch = u32::from_be_bytes(rest[..4].try_into().map_err(|_| bad())?);
+                let couple = SpaceSecret::from_slice(&rest[4..36])?;
+                let personal = match (rest[36], rest.len()) {
+                    (0, 37) => None,
+                    (1, 69) => Some(SpaceSecret::from_slice(&rest[37..69])?),
+                    _ => return Err(bad()),
+                };
+                Ok(Self {
+                    epoch,
+                    couple,
+                    personal,
+                })
+            }
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// What the couple's document says of the next epoch, for this device.
+#[derive(Debug)]
+pub enum EpochNews {
+    /// Nothing: this device is in the newest epoch.
+    Current,
+    /// A new epoch waits, and this device holds its secrets.
+    Move(EpochMove),
+    /// A new epoch began without this device: it was removed.
+    Removed {
+        /// The partner whose device rotated.
+        by: PartnerId,
+        /// When (that device's clock, Unix ms).
+        at: i64,
+    },
+}
+
+/// A move this device can make.
+#[derive(Debug)]
+pub struct EpochMove {
+    /// The new secrets (this device's box, opened).
+    pub secrets: EpochSecrets,
+    /// Where the couple's history was cut.
+    heads: Vec<ChangeHash>,
+    /// Where this partner's personal history was cut, when it rotates too.
+    personal_heads: Option<Vec<ChangeHash>>,
+    /// The devices removed.
+    pub removed: Vec<DeviceId>,
+    /// This device's box and the old couple's space id (kept to open it again).
+    sealed: Option<(Vec<u8>, [u8; 32])>,
+}
+
+/// Why a rotation happens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Devices of this partner are shut out.
+    RemoveDevices,
+    /// The partner asked that removed records' words be forgotten.
+    Forget,
+}
+
+fn box_context(space_id: &[u8; 32], epoch: u32, device: DeviceId) -> Vec<u8> {
+    let mut c = Vec::with_capacity(BOX_CONTEXT.len() + 32 + 4 + 16);
+    c.extend_from_slice(BOX_CONTEXT);
+    c.extend_from_slice(space_id);
+    c.extend_from_slice(&epoch.to_be_bytes());
+    c.extend_from_slice(device.as_bytes());
+    c
+}
+
+fn hashes_of(list: &[String]) -> Result<Vec<ChangeHash>> {
+    list.iter()
+        .map(|h| {
+            let mut out = [0u8; 32];
+            hex::decode_to_slice(h, &mut out).map_err(|_| Error::Tampered)?;
+            Ok(ChangeHash(out))
+        })
+        .collect()
+}
+
+/// An announcement as read from the document.
+struct Announcement {
+    by: PartnerId,
+    at: i64,
+    heads: Vec<ChangeHash>,
+    personal: Option<(PartnerId, Vec<ChangeHash>)>,
+    removed: Vec<DeviceId>,
+    boxes: BTreeMap<String, Vec<u8>>,
+}
+
+fn read_str_list(doc: &automerge::Automerge, obj: &ObjId, key: &str) -> Vec<String> {
+    match doc.get(obj, key) {
+        Ok(Some((Value::Object(ObjType::List), list))) => (0..doc.length(&list))
+            .filter_map(|i| match doc.get(&list, i) {
+                Ok(Some((Value::Scalar(s), _))) => match s.as_ref() {
+                    ScalarValue::Str(s) => Some(s.to_string()),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn read_scalar(doc: &automerge::Automerge, obj: &ObjId, key: &str) -> Option<ScalarValue> {
+    match doc.get(obj, key) {
+        Ok(Some((Value::Scalar(s), _))) => Some(s.into_owned()),
+        _ => None,
+    }
+}
+
+fn read_announcement(doc: &SpaceDoc, epoch: u32) -> Result<Option<Announcement>> {
+    let am = doc.am();
+    let key = format!("{EPOCH_KEY}{epoch}");
+    let Some((Value::Object(ObjType::Map), obj)) = am.get(ROOT, key.as_str())? else {
+        return Ok(None);
+    };
+    let by = match read_scalar(am, &obj, "by") {
+        Some(ScalarValue::Str(s)) => s.parse().map_err(|_| Error::Tampered)?,
+        _ => return Err(Error::Tampered),
+    };
+    let at = match read_scalar(am, &obj, "at") {
+        Some(ScalarValue::Int(at)) => at,
+        _ => 0,
+    };
+    let heads = hashes_of(&read_str_list(am, &obj, "heads"))?;
+    if heads.is_empty() {
+        return Err(Error::Tampered);
+    }
+    let personal = match read_scalar(am, &obj, "personal") {
+        Some(ScalarValue::Str(s)) => Some((
+            s.parse().map_err(|_| Error::Tampered)?,
+            hashes_of(&read_str_list(am, &obj, "personal_heads"))?,
+        )),
+        _ => None,
+    };
+    let removed = read_str_list(am, &obj, "removed")
+        .iter()
+        .filter_map(|d| d.parse().ok())
+        .collect();
+    let mut boxes = BTreeMap::new();
+    if let Some((Value::Object(ObjType::Map), b)) = am.get(&obj, "boxes")? {
+        for device in am.keys(&b) {
+            if let Ok(Some((Value::Scalar(s), _))) = am.get(&b, device.as_str())
+                && let ScalarValue::Bytes(bytes) = s.as_ref()
+            {
+                boxes.insert(device, bytes.clone());
+            }
+        }
+    }
+    Ok(Some(Announcement {
+        by,
+        at,
+        heads,
+        personal,
+        removed,
+        boxes,
+    }))
+}
+
+impl Journal {
+    /// The epoch this journal is in: 0 until its first rotation.
+    pub fn epoch(&self) -> Result<u32> {
+        Ok(self
+            .store
+            .meta(META_EPOCH)?
+            .and_then(|e| e.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// The secrets of the epoch this journal is in, from the box it moved with: for a keyring
+    /// the app did not store again after a move (the app was killed in between). `None` in
+    /// epoch 0.
+    pub fn epoch_secrets(&self, device_key: &DeviceKey) -> Result<Option<EpochSecrets>> {
+        let epoch = self.epoch()?;
+        let (Some(sealed), Some(from)) = (
+            self.store.meta(META_EPOCH_BOX)?,
+            self.store.meta(META_EPOCH_FROM)?,
+        ) else {
+            return Ok(None);
+        };
+        let sealed = hex::decode(sealed).map_err(|_| Error::Corrupt("an epoch box".into()))?;
+        let mut space_id = [0u8; 32];
+        hex::decode_to_slice(from, &mut space_id)
+            .map_err(|_| Error::Corrupt("an epoch box".into()))?;
+        let plain = open_from_device(
+            device_key,
+            &box_context(&space_id, epoch, self.device),
+            &sealed,
+        )?;
+        let secrets = EpochSecrets::decode(&plain)?;
+        if secrets.epoch != epoch {
+            return Err(Error::Corrupt("an epoch box of another epoch".into()));
+        }
+        Ok(Some(secrets))
+    }
+
+    /// The couple's space id this journal syncs (that of its epoch), once it signs.
+    pub fn couple_space_id(&self) -> Option<[u8; 32]> {
+        self.couple_space
+    }
+
+    /// Whether this journal holds an announcement of epoch `epoch`.
+    pub fn announced(&self, epoch: u32) -> Result<bool> {
+        Ok(read_announcement(self.doc(Space::Couple)?, epoch)?.is_some())
+    }
+
+    /// Every device introduced here (its certificate checked), with its partner: the devices
+    /// that sign the couple's changes, so the ones a new epoch's secrets go to.
+    fn members(&mut self) -> Result<Vec<(PartnerId, DeviceCertificate)>> {
+        if self.couple_space.is_none() {
+            return Err(Error::Invalid(
+                "this device does not sign yet: sync first".into(),
+            ));
+        }
+        self.load_roster()?;
+        Ok(self
+            .roster
+            .intros()
+            .into_iter()
+            .map(|i| (i.cert.partner, i.cert))
+            .collect())
+    }
+
+    /// Starts a new epoch: new secrets for the couple's space (and for this partner's personal
+    /// space, so a removed device of this partner reads neither), sealed to every remaining
+    /// device in an announcement written to the couple's document. `remove` names devices of
+    /// this partner to shut out (never this one); `Forget` removes none and rotates so that
+    /// removed records' words leave every database. This device moves like every other, once
+    /// the relay holds the announcement ([`Journal::epoch_news`]).
+    pub fn rotate(&mut self, reason: Reason, remove: &[DeviceId]) -> Result<()> {
+        self.ready()?;
+        let (me, device, now) = (self.me, self.device, self.now());
+        if reason == Reason::RemoveDevices && remove.is_empty() {
+            return Err(Error::Invalid("name a device to remove".into()));
+        }
+        if remove.contains(&device) {
+            return Err(Error::Invalid(
+                "this device cannot remove itself: remove it from another of your devices".into(),
+            ));
+        }
+        let epoch = self.epoch()?.saturating_add(1);
+        if read_announcement(self.doc(Space::Couple)?, epoch)?.is_some() {
+            return Err(Error::Invalid(
+                "another device has started a new epoch: sync, then try again".into(),
+            ));
+        }
+        let members = self.members()?;
+        // A device never introduced here gets no box anyway; one of the other partner's is
+        // not this partner's to remove.
+        for gone in remove {
+            if members.iter().any(|(p, c)| *p != me && c.device == *gone) {
+                return Err(Error::PermissionDenied(
+                    "only one of your own devices can be removed".into(),
+                ));
+            }
+        }
+        let Some(space_id) = self.couple_space else {
+            return Err(Error::Invalid("sync first".into()));
+        };
+        let couple = SpaceSecret::generate()?;
+        let personal = SpaceSecret::generate()?;
+        let mut boxes = Vec::new();
+        for (partner, cert) in &members {
+            if remove.contains(&cert.device) {
+                continue;
+            }
+            let secrets = EpochSecrets {
+                epoch,
+                couple: couple.clone(),
+                personal: (*partner == me).then(|| personal.clone()),
+            };
+            let sealed = seal_to_device(
+                &cert.device_key,
+                &box_context(&space_id, epoch, cert.device),
+                &secrets.encode(),
+            )?;
+            boxes.push((cert.device.to_string(), sealed));
+        }
+        let heads = self.doc(Space::Couple)?.heads();
+        let personal_heads = self.doc(Space::Personal)?.heads();
+        let hex_list = |h: &[ChangeHash]| h.iter().map(|h| hex::encode(h.0)).collect::<Vec<_>>();
+        let (heads_hex, personal_hex) = (hex_list(&heads), hex_list(&personal_heads));
+        let removed: Vec<String> = remove.iter().map(ToString::to_string).collect();
+        let key = format!("{EPOCH_KEY}{epoch}");
+        let (_, bytes) = self.doc_mut(Space::Couple)?.transact(|tx, _| {
+            let obj = tx.put_object(ROOT, key.as_str(), ObjType::Map)?;
+            tx.put(&obj, "by", me.to_string())?;
+            tx.put(&obj, "device", device.to_string())?;
+            tx.put(&obj, "at", now)?;
+            for (name, list) in [
+                ("heads", &heads_hex),
+                ("personal_heads", &personal_hex),
+                ("removed", &removed),
+            ] {
+                let l = tx.put_object(&obj, name, ObjType::List)?;
+                for (i, item) in list.iter().enumerate() {
+                    tx.insert(&l, i, item.as_str())?;
+                }
+            }
+            tx.put(&obj, "personal", me.to_string())?;
+            let b = tx.put_object(&obj, "boxes", ObjType::Map)?;
+            for (device, sealed) in &boxes {
+                tx.put(&b, device.as_str(), ScalarValue::Bytes(sealed.clone()))?;
+            }
+            Ok(())
+        })?;
+        let changes = bytes.map(|b| vec![(Space::Couple, b)]).unwrap_or_default();
+        self.persist(changes, &[])?;
+        Ok(())
+    }
+
+    /// What the couple's document says of the epoch after this one, for the device holding
+    /// `device_key`. A move waits ([`EpochNews::Current`]) while this device still has changes
+    /// of the old epoch to push (the announcement itself, on the device that wrote it) or
+    /// lacks the history the new epoch starts from.
+    pub fn epoch_news(&self, device_key: &DeviceKey) -> Result<EpochNews> {
+        let epoch = self.epoch()?.saturating_add(1);
+        let Some(space_id) = self.couple_space else {
+            return Ok(EpochNews::Current);
+        };
+        let doc = self.doc(Space::Couple)?;
+        let Some(news) = read_announcement(doc, epoch)? else {
+            return Ok(EpochNews::Current);
+        };
+        let device = self.device;
+        let Some(sealed) = news.boxes.get(&device.to_string()) else {
+            // Removed, or never introduced to the device that rotated: either way, the new
+            // epoch's secrets are not this device's to read.
+            return Ok(EpochNews::Removed {
+                by: news.by,
+                at: news.at,
+            });
+        };
+        let plain = open_from_device(device_key, &box_context(&space_id, epoch, device), sealed)?;
+        let secrets = EpochSecrets::decode(&plain)?;
+        if secrets.epoch != epoch {
+            return Err(Error::Tampered);
+        }
+        let personal_heads = match (&news.personal, &secrets.personal) {
+            (Some((partner, heads)), Some(_)) if *partner == self.me => Some(heads.clone()),
+            _ => None,
+        };
+        let held = |space: Space, heads: &[ChangeHash]| -> Result<bool> {
+            let doc = self.doc(space)?;
+            Ok(heads.iter().all(|h| doc.has_change(h)))
+        };
+        if !held(Space::Couple, &news.heads)?
+            || !held(
+                Space::Personal,
+                personal_heads.as_deref().unwrap_or_default(),
+            )?
+            || self.store.pending_changes(Space::Couple)? > 0
+            || (personal_heads.is_some() && self.store.pending_changes(Space::Personal)? > 0)
+        {
+            return Ok(EpochNews::Current);
+        }
+        Ok(EpochNews::Move(EpochMove {
+            secrets,
+            heads: news.heads,
+            personal_heads,
+            removed: news.removed,
+            sealed: Some((sealed.clone(), space_id)),
+        }))
+    }
+
+    /// Moves this journal into the epoch `step` opens: each rotating space starts over from the
+    /// old one's state at the cut, then what this device wrote after the cut is written again
+    /// (signed in the new epoch); everything the relay kept of the old epoch is forgotten here,
+    /// and this device certifies itself in the new couple's space.
+    pub fn move_to_epoch(
+        &mut self,
+        step: EpochMove,
+        identity: &PartnerIdentity,
+        device_key: &DeviceKey,
+    ) -> Result<()> {
+        self.ready()?;
+        let epoch = step.secrets.epoch;
+        if epoch != self.epoch()?.saturating_add(1) {
+            return Err(Error::Invalid("not the next epoch".into()));
+        }
+        let leave = rebuild::Leave {
+            partner_keys_prefixes: vec![registry::DEVICE.to_owned()],
+        };
+        let mut moved = Vec::new();
+        for (space, heads) in [
+            (Space::Couple, Some(&step.heads)),
+            (Space::Personal, step.personal_heads.as_ref()),
+        ] {
+            let Some(heads) = heads else { continue };
+            let old = self.doc(space)?;
+            if heads.iter().any(|h| !old.has_change(h)) {
+                return Err(Error::Invalid(
+                    "this device does not hold the history the new epoch starts from: sync first"
+                        .into(),
+                ));
+            }
+            // What the old space still owes the relay is lost with it: only a move that
+            // [`Journal::epoch_news`] offered (nothing pending) carries everything.
+            let actor = automerge::ActorId::from(self.actor.as_slice());
+            let (mut new, _base) = rebuild::rebuild(old.am(), heads, epoch, &leave, actor)?;
+            let own = self.key_id.map(|k| k.0);
+            let replay = replay_own(old.am(), heads, own.as_ref(), &mut new)?;
+            moved.push((space, new, replay));
+        }
+        let now = self.now();
+        for (space, new, _) in &moved {
+            self.store.start_epoch(*space, &new.save(), now)?;
+        }
+        let mut changes = Vec::new();
+        for (space, new, replay) in moved {
+            match space {
+                Space::Couple => self.couple.set(new),
+                Space::Personal => self.personal.set(new),
+            }
+            if let Some(bytes) = replay {
+                changes.push((space, bytes));
+            }
+        }
+        let epoch_text = epoch.to_string();
+        match &step.sealed {
+            Some((sealed, from)) => self.store.set_meta(&[
+                (META_EPOCH, &epoch_text),
+                (META_EPOCH_BOX, &hex::encode(sealed)),
+                (META_EPOCH_FROM, &hex::encode(from)),
+            ])?,
+            None => self.store.set_meta(&[(META_EPOCH, &epoch_text)])?,
+        }
+        self.banned.clear();
+        self.roster = super::guard::Roster::default();
+        for space in [Space::Couple, Space::Personal] {
+            self.rebuild_view(space)?;
+        }
+        let space_id = step.secrets.couple.derive_space_id();
+        let signer = Signer::new(
+            space_id,
+            identity,
+            self.me,
+            self.device,
+            device_key.clone(),
+            now,
+        );
+        self.set_signer(signer)?;
+        self.certify_device(&space_id, identity, device_key)?;
+        self.persist(changes, &[])?;
+        self.sync_revision = self.sync_revision.wrapping_add(1);
+        Ok(())
+    }
+}
+
+/// Writes again into `new`, in one change, what the changes of `old` made by this device
+/// (actors beginning with `own`) after `heads` did: each record field (or whole record, or
+/// partner entry key) they wrote takes the value it has in `old` now. Values, not changes: an
+/// edit built on another device's edit after the cut is carried as well, without that edit's
+/// author having moved. Answers the change's bytes, if there was anything to write.
+fn replay_own(
+    old: &automerge::Automerge,
+    heads: &[ChangeHash],
+    own: Option<&[u8; 16]>,
+    new: &mut SpaceDoc,
+) -> Result<Option<Vec<u8>>> {
+    let Some(own) = own else { return Ok(None) };
+    let after = old;
+    let mut touched: BTreeSet<Vec<String>> = BTreeSet::new();
+    for change in old.get_changes(heads) {
+        if !change.actor_id().to_bytes().starts_with(own) {
+            continue;
+        }
+        for op in change.decode().operations {
+            let mut path = match &op.obj {
+                automerge::legacy::ObjectId::Root => Vec::new(),
+                automerge::legacy::ObjectId::Id(obj) => path_of(old, &obj.to_string()),
+            };
+            if let automerge::legacy::Key::Map(key) = &op.key {
+                path.push(key.to_string());
+            }
+            match path.first().map(String::as_str) {
+                Some("records") if path.len() >= 2 => {
+                    path.truncate(3);
+                    touched.insert(path);
+                }
+                // Certificates are made again in the new epoch.
+                Some("partners")
+                    if path.len() >= 3
+                        && !path[2].starts_with(registry::DEVICE)
+                        && !path[2].starts_with(registry::IDENTITY) =>
+                {
+                    path.truncate(3);
+                    touched.insert(path);
+                }
+                _ => {}
+            }
+        }
+    }
+    if touched.is_empty() {
+        return Ok(None);
+    }
+    // A whole record written covers its fields.
+    let wholes: HashSet<Vec<String>> = touched.iter().filter(|p| p.len() == 2).cloned().collect();
+    touched.retain(|p| p.len() == 2 || !wholes.contains(&p[..2]));
+    let (_, bytes) = new.transact(|tx, _| {
+        for path in &touched {
+            let (Some(root), Some(id)) = (path.first(), path.get(1)) else {
+                continue;
+            };
+            let Some((_, from_parent)) = after.get(ROOT, root.as_str())? else {
+                continue;
+            };
+            let Some((_, to_parent)) = tx.get(ROOT, root.as_str())? else {
+                continue;
+            };
+            match path.get(2) {
+                None => match after.get(&from_parent, id.as_str())? {
+                    Some((Value::Object(kind), from)) => {
+                        let to = tx.put_object(&to_parent, id.as_str(), kind)?;
+                        rebuild::copy_obj(after, &from, kind, tx, &to)?;
+                    }
+                    Some((Value::Scalar(s), _)) => {
+                        tx.put(&to_parent, id.as_str(), s.into_owned())?
+                    }
+                    None => tx.delete(&to_parent, id.as_str())?,
+                },
+                Some(field) => {
+                    let Some((Value::Object(_), from)) = after.get(&from_parent, id.as_str())?
+                    else {
+                        continue;
+                    };
+                    let to = match tx.get(&to_parent, id.as_str())? {
+                        Some((Value::Object(_), to)) => to,
+                        _ => tx.put_object(&to_parent, id.as_str(), ObjType::Map)?,
+                    };
+                    match after.get(&from, field.as_str())? {
+                        Some((Value::Object(kind), child)) => {
+                            let copy = tx.put_object(&to, field.as_str(), kind)?;
+                            rebuild::copy_obj(after, &child, kind, tx, &copy)?;
+                        }
+                        Some((Value::Scalar(s), _)) => {
+                            tx.put(&to, field.as_str(), s.into_owned())?
+                        }
+                        None => {
+                            if tx.get(&to, field.as_str())?.is_some() {
+                                tx.delete(&to, field.as_str())?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    })?;
+    Ok(bytes)
+}
+
+/// The keys from the root to the object `obj` (`counter@actor`) of `doc`; a list position is
+/// `#`. Empty when the document does not hold it.
+fn path_of(doc: &automerge::Automerge, obj: &str) -> Vec<String> {
+    let Ok((ex, _)) = doc.import(obj) else {
+        return Vec::new();
+    };
+    match doc.parents(&ex) {
+        Ok(parents) => parents
+            .path()
+            .into_iter()
+            .map(|(_, prop)| match prop {
+                Prop::Map(k) => k,
+                Prop::Seq(_) => "#".into(),
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
