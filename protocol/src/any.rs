@@ -4,8 +4,8 @@
 //! any decoder accepts re-encodes to exactly the same bytes.
 
 use crate::{
-    Ack, Chunk, DecodeError, DeviceList, Kind, Limits, Nack, Page, PairingInbox, PairingOpen, PairingPost,
-    PairingTicket, Push, Rollup, RollupPush, Sizes, Snapshot, UpToDate, codec,
+    Ack, Chunk, DecodeError, DeviceList, Kind, Limits, Nack, Page, PairingInbox, PairingOpen,
+    PairingPost, PairingTicket, Push, Rollup, RollupPush, Sizes, Snapshot, UpToDate, codec,
 };
 
 /// A frame of any kind.

@@ -3,10 +3,9 @@
 
 use mend_protocol::{
     Ack, AnyMessage, Chunk, ClientMessage, DeviceId, DeviceList, DeviceSeen, ErrorCode, Limits,
-    MAX_LISTED_DEVICES, MAX_MAILBOX_LEN,
-    MAX_PAIRING_MESSAGE, MAX_PAIRING_MESSAGES, MAX_TEXT_BYTES, Mark, Nack, Page, PairingInbox,
-    PairingMessage, PairingOpen, PairingPost, PairingState, PairingTicket, Push, Rollup,
-    RollupPush, ServerMessage, Sizes, Snapshot, UpToDate,
+    MAX_LISTED_DEVICES, MAX_MAILBOX_LEN, MAX_PAIRING_MESSAGE, MAX_PAIRING_MESSAGES, MAX_TEXT_BYTES,
+    Mark, Nack, Page, PairingInbox, PairingMessage, PairingOpen, PairingPost, PairingState,
+    PairingTicket, Push, Rollup, RollupPush, ServerMessage, Sizes, Snapshot, UpToDate,
 };
 use proptest::prelude::*;
 

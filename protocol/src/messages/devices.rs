@@ -58,7 +58,10 @@ impl DeviceList {
         let mut devices: Vec<DeviceSeen> = Vec::with_capacity(limit.min(count as usize));
         for _ in 0..count {
             let device_id = DeviceId(reader.array()?);
-            if devices.last().is_some_and(|last| last.device_id >= device_id) {
+            if devices
+                .last()
+                .is_some_and(|last| last.device_id >= device_id)
+            {
                 return Err(DecodeError::Invalid {
                     field: "device id",
                     reason: "not strictly increasing within the list",
