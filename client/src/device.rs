@@ -381,6 +381,12 @@ impl Device {
         Ok(())
     }
 
+    /// Sets the name this device goes by ([`Journal::set_device_name`]): written into the
+    /// couple's document beside its certificate, now or once the certificate is there.
+    pub fn set_device_name(&self, name: &str) -> Result<()> {
+        self.write(|journal| journal.step(|j| j.set_device_name(name)))
+    }
+
     /// One bounded push and pull.
     pub async fn sync_now(&self, budget: Duration) -> Result<SyncStatus> {
         let status = self.client.sync_now(budget).await;
