@@ -384,7 +384,7 @@ impl Device {
     /// Sets the name this device goes by ([`Journal::set_device_name`]): written into the
     /// couple's document beside its certificate, now or once the certificate is there.
     pub fn set_device_name(&self, name: &str) -> Result<()> {
-        self.write(|journal| journal.step(|j| j.set_device_name(name)))
+        self.write(|journal| journal.set_device_name(name))
     }
 
     /// One bounded push and pull.
@@ -408,7 +408,9 @@ impl Device {
         budget: Duration,
         stop: impl Future<Output = ()>,
     ) -> Result<RoundReport> {
-        self.client.sync_round_or(budget, stop).await
+        let report = self.client.sync_round_or(budget, stop).await;
+        self.certify_quietly().await;
+        report
     }
 
     /// Starts live sync on the current tokio runtime (a WebSocket per space, each write pushed

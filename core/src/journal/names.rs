@@ -90,10 +90,12 @@ impl Journal {
     /// into the couple's document beside this device's certificate, now if the certificate is
     /// there, otherwise when [`Journal::certify_device`] writes it.
     pub fn set_device_name(&mut self, name: &str) -> Result<()> {
-        self.ready()?;
         let name = clean_device_name(name)?;
-        self.store.set_meta(&[(META_DEVICE_NAME, &name)])?;
-        self.write_device_name()
+        self.step(|j| {
+            j.ready()?;
+            j.store.set_meta(&[(META_DEVICE_NAME, &name)])?;
+            j.write_device_name()
+        })
     }
 
     /// The name this device asked for ([`Journal::set_device_name`]), written or not.
