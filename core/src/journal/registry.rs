@@ -151,12 +151,11 @@ impl Registry {
                 {
                     certs.push(cert);
                 }
-            } else if let Some(device) = item.key.strip_prefix(DEVICE_NAME) {
-                if let (ScalarValueRef::Str(name), Ok(device)) = (value, device.parse()) {
-                    if let Some(name) = names::shown(name) {
-                        names.insert(device, name);
-                    }
-                }
+            } else if let Some(device) = item.key.strip_prefix(DEVICE_NAME)
+                && let (ScalarValueRef::Str(name), Ok(device)) = (value, device.parse())
+                && let Some(name) = names::shown(name)
+            {
+                names.insert(device, name);
             }
         }
         claims.sort();
