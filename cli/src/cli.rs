@@ -123,8 +123,10 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         device_name: Option<String>,
     },
-    /// Every device of both partners: whose it is, its name, when it was added, and when the
-    /// relay last served it (to the hour; "unknown" when the relay cannot be reached).
+    /// Every device of both partners, with when the relay last served each.
+    ///
+    /// Whose it is, its name, when it was added, and when the relay last served it (to the
+    /// hour; "unknown" when the relay cannot be reached); this device is marked.
     Devices {
         /// Longest time to ask the relay, in seconds.
         #[arg(long, default_value_t = 10, value_name = "SECONDS")]
