@@ -146,6 +146,27 @@ suspend fun pairByShortCode(alex: Journal, blakePath: String, dir: File, relay: 
         blake
     }
 
+/** Both partners name their phones and each lists both, with the relay's last-seen hour. */
+suspend fun devicesStory(alex: Journal, blake: Journal) {
+    alex.setDeviceName("Alex's phone")
+    blake.setDeviceName("Blake's phone")
+    for (j in listOf(alex, blake, alex, blake)) j.round()
+    for ((j, me) in listOf(alex to "Alex", blake to "Blake")) {
+        val listed = j.devices()
+        check("$me's app lists both phones, named, its own first (${listed.map { it.name }})",
+            listed.map { it.name } == listOf("$me's phone", if (me == "Alex") "Blake's phone" else "Alex's phone") &&
+                listed.first().thisDevice && listed.first().mine && !listed.last().mine)
+        check("$me's app sees when the relay last served each phone, to the hour",
+            listed.all { it.lastSeen != null && it.lastSeen!! % 3600L == 0L })
+    }
+    try {
+        alex.setDeviceName("x".repeat(65))
+        check("an over-long device name is refused", false)
+    } catch (e: MendException.Invalid) {
+        check("an over-long device name is refused (${e.code})", true)
+    }
+}
+
 fun main(args: Array<String>) {
     val relay = System.getenv("MEND_RELAY_URL") ?: error("set MEND_RELAY_URL")
     val pin = System.getenv("MEND_RELAY_PIN") ?: error("set MEND_RELAY_PIN")
@@ -186,6 +207,7 @@ fun main(args: Array<String>) {
         alex.round()
         check("both partners see each other", blake.partners().map { it.name }.sorted() == listOf("Alex", "Blake") &&
             alex.partners().size == 2)
+        devicesStory(alex, blake)
 
         // Shared ground.
         val question = alex.add(RecordBody.Question(Question(text = "When did it start?", category = "timeline", status = QuestionStatus.OPEN)))

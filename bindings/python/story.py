@@ -148,6 +148,26 @@ def remove_database(path):
             pass
 
 
+async def devices_story(alex, blake):
+    """Both partners name their phones and each lists both, with the relay's last-seen hour."""
+    await alex.set_device_name("Alex's phone")
+    await blake.set_device_name("Blake's phone")
+    for journal in (alex, blake, alex, blake):
+        await round_of(journal)
+    for journal, me, other in ((alex, "Alex", "Blake"), (blake, "Blake", "Alex")):
+        listed = await journal.devices()
+        check(f"{me}'s app lists both phones, named, its own first ({[d.name for d in listed]})",
+              [d.name for d in listed] == [f"{me}'s phone", f"{other}'s phone"]
+              and listed[0].this_device and listed[0].mine and not listed[1].mine)
+        check(f"{me}'s app sees when the relay last served each phone, to the hour",
+              all(d.last_seen is not None and d.last_seen % 3600 == 0 for d in listed))
+    try:
+        await alex.set_device_name("x" * 65)
+        check("an over-long device name is refused", False)
+    except MendError.Invalid:
+        check("an over-long device name is refused", True)
+
+
 async def story(relay, pin, work):
     # A journal's calendar is UTC unless the app sets its zone.
     today = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
@@ -225,6 +245,7 @@ async def story(relay, pin, work):
     check("both partners see each other",
           sorted(p.name for p in await blake.partners()) == ["Alex", "Blake"]
           and len(await alex.partners()) == 2)
+    await devices_story(alex, blake)
 
     # Shared ground.
     question = await alex.add(RecordBody.QUESTION(

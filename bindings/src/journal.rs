@@ -67,6 +67,12 @@ pub struct JournalOptions {
     /// another process's, then `locked`. The app and every extension must all set it.
     #[uniffi(default)]
     pub extension_mode: bool,
+    /// What this device is called in `devices()` (both partners see it): at most 64 bytes,
+    /// no control characters. Written beside the device's certificate once it is in the
+    /// journal (the first sync for a joining device); on `open` it renames the device when
+    /// it differs. Null writes no name.
+    #[uniffi(default)]
+    pub device_name: Option<String>,
 }
 
 impl JournalOptions {
@@ -94,6 +100,15 @@ impl JournalOptions {
             allow_insecure_cleartext: self.allow_insecure_cleartext,
             extra_roots: Vec::new(),
         })
+    }
+
+    /// The device name these options ask for, checked before anything is opened or created.
+    fn device_name(&self) -> Result<Option<String>> {
+        Ok(self
+            .device_name
+            .as_deref()
+            .map(mend_core::journal::clean_device_name)
+            .transpose()?)
     }
 
     /// The calendar these options ask for, checked before anything is opened or created.
@@ -134,12 +149,16 @@ impl Journal {
         open: impl FnOnce(Arc<dyn SyncObserver>) -> Result<Device> + Send + 'static,
     ) -> Result<Arc<Self>> {
         let calendar = options.calendar()?;
+        let device_name = options.device_name()?;
         let hub = Arc::new(Hub::default());
         let observer = Arc::clone(&hub) as Arc<dyn SyncObserver>;
         let device = blocking(move || {
             let device = open(observer)?;
             if let Some(calendar) = calendar {
                 device.set_calendar(calendar)?;
+            }
+            if let Some(name) = device_name {
+                device.set_device_name(&name)?;
             }
             Ok(Arc::new(device))
         })
@@ -161,6 +180,7 @@ impl Journal {
         let relay = options.relay()?;
         let open = options.open();
         let calendar = options.calendar()?;
+        let device_name = options.device_name()?;
         let hub = Arc::new(Hub::default());
         let observer = Arc::clone(&hub) as Arc<dyn SyncObserver>;
         // Not cancellable: a join cut after its database was made would leave a journal whose
@@ -175,6 +195,10 @@ impl Journal {
         if let Some(calendar) = calendar {
             let d = Arc::clone(&device);
             blocking(move || Ok(d.set_calendar(calendar)?)).await?;
+        }
+        if let Some(name) = device_name {
+            let d = Arc::clone(&device);
+            blocking(move || Ok(d.set_device_name(&name)?)).await?;
         }
         hub.attach(&device);
         Ok(Arc::new(Self {

@@ -14,6 +14,7 @@ mod bodies;
 mod callbacks;
 mod convert;
 mod daily;
+mod devices;
 mod enums;
 mod error;
 mod journal;
@@ -34,6 +35,7 @@ pub use daily::{
     ConflictChoice, DisplayWords, DueOccurrence, RecordConflict, TodayView, field_label,
     kind_label, value_label,
 };
+pub use devices::DeviceInfo;
 pub use enums::*;
 pub use error::{MendError, Result};
 pub use journal::{Journal, JournalOptions};

@@ -83,6 +83,10 @@ pub enum Command {
         /// Your name, as your partner will see it.
         #[arg(long)]
         name: String,
+        /// What this device is called in `mend devices` (both partners see it; at most 64
+        /// bytes). Default: "mend on <this machine's short hostname>".
+        #[arg(long, value_name = "NAME")]
+        device_name: Option<String>,
     },
     /// Invite your partner (or another device of yours): show an invite, with a QR code to
     /// scan, or a short code to read out on a call, then wait for them to join and ask you
@@ -115,6 +119,22 @@ pub enum Command {
         /// Longest time to wait for the inviting device and then the first sync, in seconds.
         #[arg(long, default_value_t = 120, value_name = "SECONDS")]
         timeout: u64,
+        /// What this device is called in `mend devices` (both partners see it; at most 64
+        /// bytes). Default: "mend on <this machine's short hostname>".
+        #[arg(long, value_name = "NAME")]
+        device_name: Option<String>,
+    },
+    /// Every device of both partners, with when the relay last served each.
+    ///
+    /// Whose it is, its name, when it was added, and when the relay last served it (to the
+    /// hour; "unknown" when the relay cannot be reached); this device is marked.
+    Devices {
+        /// Longest time to ask the relay, in seconds.
+        #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+        timeout: u64,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
     },
     /// Add a record and print its id.
     #[command(after_help = ADD_HELP)]

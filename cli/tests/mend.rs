@@ -1273,3 +1273,86 @@ fn a_relay_back_within_the_timeout_is_found_before_it_ends() -> Result<()> {
         .map_err(|_| anyhow::anyhow!("the opener panicked"))??;
     Ok(())
 }
+
+#[test]
+fn devices_lists_both_partners_devices_with_names_and_last_seen() -> Result<()> {
+    let world = World::start()?;
+    // A name no device may record is refused before anything is created.
+    let (url, pin) = (world.relay.url(), world.pin()?);
+    let long = "x".repeat(65);
+    world
+        .mend(
+            "nobody",
+            &[
+                "init",
+                "--relay",
+                &url,
+                "--relay-pin",
+                &pin,
+                "--name",
+                "N",
+                "--device-name",
+                &long,
+            ],
+        )?
+        .fails(3, "at most 64 bytes")?;
+    ensure!(!world.home("nobody").join("journal.db").exists());
+
+    world.couple()?;
+    let (_, joined, _) = world.pair(
+        "alex",
+        &["--device", "--yes"],
+        "alex-2",
+        &["--device-name", "Alex laptop"],
+    )?;
+    joined.ok()?;
+    for home in ["alex-2", "alex", "blake", "alex-2", "alex", "blake"] {
+        world.mend(home, &["sync"])?.ok()?;
+    }
+
+    for (home, me) in [("alex", "Alex"), ("alex-2", "Alex"), ("blake", "Blake")] {
+        let listed = world.json(home, &["devices", "--json"])?;
+        let listed = listed.as_array().context("a list")?;
+        ensure!(listed.len() == 3, "{home}: {listed:?}");
+        let field = |d: &Value, k: &str| d[k].as_str().unwrap_or_default().to_owned();
+        let owners: Vec<String> = listed.iter().map(|d| field(d, "partner_name")).collect();
+        ensure!(
+            owners.iter().filter(|o| *o == "Alex").count() == 2,
+            "{owners:?}"
+        );
+        ensure!(owners.first().map(String::as_str) == Some(me), "{owners:?}");
+        let names: Vec<String> = listed.iter().map(|d| field(d, "name")).collect();
+        ensure!(names.iter().any(|n| n == "Alex laptop"), "{names:?}");
+        // Devices that gave no --device-name go by this machine's name.
+        ensure!(
+            names.iter().filter(|n| n.starts_with("mend")).count() == 2,
+            "{names:?}"
+        );
+        let this: Vec<&Value> = listed.iter().filter(|d| d["this_device"] == true).collect();
+        ensure!(
+            this.len() == 1 && this[0]["mine"] == true,
+            "{home}: {listed:?}"
+        );
+        for d in listed {
+            let last = d["last_seen"].as_u64().context("last seen")?;
+            ensure!(last % 3600 == 0, "{last}");
+            ensure!(d["mine"] == (field(d, "partner_name") == me));
+        }
+    }
+    let table = world.mend("blake", &["devices"])?.ok()?;
+    for wanted in [
+        "WHOSE",
+        "LAST SEEN",
+        "Blake (you)",
+        "Alex laptop",
+        "this device",
+    ] {
+        ensure!(table.contains(wanted), "{wanted:?} not in:\n{table}");
+    }
+    let this_line = table
+        .lines()
+        .find(|l| l.contains("this device"))
+        .unwrap_or_default();
+    ensure!(this_line.starts_with("Blake (you)"), "{table}");
+    Ok(())
+}

@@ -396,6 +396,12 @@ impl Device {
         Ok(())
     }
 
+    /// Sets the name this device goes by ([`Journal::set_device_name`]): written into the
+    /// couple's document beside its certificate, now or once the certificate is there.
+    pub fn set_device_name(&self, name: &str) -> Result<()> {
+        self.write(|journal| journal.set_device_name(name))
+    }
+
     /// One bounded push and pull (and, when it brings a new epoch, the move and a round in
     /// it).
     pub async fn sync_now(&self, budget: Duration) -> Result<SyncStatus> {

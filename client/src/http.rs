@@ -17,7 +17,8 @@ use std::{
 use http::{Method, StatusCode};
 use httparse::Status;
 use mend_protocol::{
-    AUTH_SCHEME, Ack, ErrorCode, Limits, MAX_PAGE_LIMIT, Page, Sizes, Snapshot, SpaceId, paths,
+    AUTH_SCHEME, Ack, DeviceList, ErrorCode, Limits, MAX_PAGE_LIMIT, Page, Sizes, Snapshot,
+    SpaceId, paths,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use zeroize::Zeroizing;
@@ -282,6 +283,23 @@ impl RelayHttp {
             }
             Err(_) => Err(Error::Unreachable),
         }
+    }
+
+    /// When the relay last served each device of a space ([`DeviceList`]).
+    pub async fn devices(&self, link: &SpaceLink) -> Result<DeviceList> {
+        let id = SpaceId(link.keys.space_id);
+        let (status, retry, body) = self
+            .call(
+                Method::GET,
+                &paths::devices(&id),
+                link.keys.token.expose(),
+                None,
+                SMALL_BODY,
+            )
+            .await
+            .map_err(|_| Error::Unreachable)?;
+        ok(status, retry, &body).map_err(|_| Error::Unreachable)?;
+        DeviceList::decode(&body, &Limits::DEFAULT).map_err(|_| Error::Unreachable)
     }
 
     /// Carries one request; every outcome becomes a [`Response`].

@@ -9,6 +9,7 @@
 //! and wakes live sync after every write, whoever made it.
 
 mod device;
+mod devices;
 mod http;
 mod live;
 mod pairing;
@@ -16,6 +17,7 @@ mod sync;
 mod transport;
 
 pub use device::Device;
+pub use devices::SeenDevice;
 pub use http::RelayHttp;
 pub use mend_core::{Error, Keyring, Result};
 pub use pairing::{Invitation, Joiner, Joining, unix_now};

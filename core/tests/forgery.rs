@@ -558,6 +558,85 @@ fn s_alex(text: &str) -> Result<PartnerId> {
     Ok(text.parse()?)
 }
 
+/// The entry of `partner` in the partners list of `doc`.
+fn partner_entry(doc: &AutoCommit, partner: PartnerId) -> Result<automerge::ObjId> {
+    let (_, partners) = doc.get(ROOT, "partners")?.context("partners")?;
+    let (_, entry) = doc
+        .get(&partners, partner.to_string())?
+        .context("no entry")?;
+    Ok(entry)
+}
+
+#[test]
+fn device_names_are_written_by_their_partner_alone_and_stay_short() -> Result<()> {
+    let mut s = story(77)?;
+    let mut forger = Forger::new(&s.sim, 1, s.blake)?;
+    let alex_device = s.sim.devices[0].journal().device();
+    let blake_device = s.sim.devices[2].journal().device();
+    // Naming Alex's device from Blake's.
+    forge(&mut s, &mut forger, 1, "other_partner", |doc, s| {
+        let entry = partner_entry(doc, s.alex)?;
+        doc.put(
+            &entry,
+            format!("device_name:{alex_device}"),
+            "Blake was here",
+        )?;
+        Ok(())
+    })?;
+    // A name longer than any device may record, on Blake's own device.
+    forge(&mut s, &mut forger, 2, "device_name", |doc, s| {
+        let entry = partner_entry(doc, s.blake)?;
+        let name = "x".repeat(mend_core::MAX_DEVICE_NAME + 1);
+        doc.put(&entry, format!("device_name:{blake_device}"), name)?;
+        Ok(())
+    })?;
+    // A name that is not a string, and one under no device id (each from another forging
+    // device: a device's repeated refusal of one kind is reported once).
+    let mut forger = Forger::new(&s.sim, 1, s.blake)?;
+    forge(&mut s, &mut forger, 3, "device_name", |doc, s| {
+        let entry = partner_entry(doc, s.blake)?;
+        doc.put(&entry, format!("device_name:{blake_device}"), 7)?;
+        Ok(())
+    })?;
+    let mut forger = Forger::new(&s.sim, 1, s.blake)?;
+    forge(&mut s, &mut forger, 4, "device_name", |doc, s| {
+        let entry = partner_entry(doc, s.blake)?;
+        doc.put(&entry, "device_name:phone", "Phone")?;
+        Ok(())
+    })?;
+    // Nothing forged is shown.
+    for d in &s.sim.devices {
+        let names: Vec<_> = d
+            .journal()
+            .devices()
+            .into_iter()
+            .filter_map(|d| d.name)
+            .collect();
+        ensure!(names.is_empty(), "{names:?}");
+    }
+    // An honest name, beside the device's certificate, passes every device's checks.
+    let (space, identity) = (s.sim.couple_keys.space_id, s.sim.identities[0].clone());
+    let key = s.sim.devices[0].key.clone();
+    let a0 = s.sim.devices[0].journal_mut();
+    a0.set_device_name("Alex's phone")?;
+    a0.certify_device(&space, &identity, &key)?;
+    s.sim.settle()?;
+    for d in &s.sim.devices {
+        let name = d
+            .journal()
+            .devices()
+            .into_iter()
+            .find(|d| d.id == alex_device)
+            .and_then(|d| d.name);
+        ensure!(
+            name.as_deref() == Some("Alex's phone"),
+            "{}: {name:?}",
+            d.name
+        );
+    }
+    identical(&s.sim)
+}
+
 #[test]
 fn a_change_under_another_devices_name_is_refused() -> Result<()> {
     let mut s = story(72)?;

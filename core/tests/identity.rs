@@ -377,3 +377,68 @@ const FLAG_ALL: u8 = 7;
 const KEYRING_LEN: usize = 64 + 1 + 96 + 20;
 /// Kind, URL length, URL, two secrets and a partner id, flags, pin and identity.
 const INVITE_LEN: usize = 2 + 20 + 80 + 1 + 64;
+
+#[test]
+fn device_names_round_trip_and_every_device_of_both_partners_is_listed() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (mut alex, mut blake) = couple(&dir)?;
+    // Chosen before the certificate is written: kept, then written beside it.
+    alex.journal.set_device_name("  Alex's phone ")?;
+    ensure!(alex.journal.devices().is_empty(), "no certificate yet");
+    ensure!(alex.certify()?);
+    let mut tablet = alex.second_device(&dir, "alex-tablet.db")?;
+    ensure!(tablet.certify()?);
+    tablet.journal.set_device_name("Tablet")?;
+    ensure!(blake.certify()?);
+    sync(&mut alex, &mut tablet)?;
+    sync(&mut alex, &mut blake)?;
+    sync(&mut alex, &mut tablet)?;
+
+    let (a, b) = (alex.journal.me(), blake.journal.me());
+    for phone in [&alex, &tablet, &blake] {
+        let listed = phone.journal.devices();
+        let seen: Vec<_> = listed
+            .iter()
+            .map(|d| (d.partner, d.partner_name.as_str(), d.id, d.name.as_deref()))
+            .collect();
+        let mut expected = vec![
+            (a, "Alex", alex.journal.device(), Some("Alex's phone")),
+            (a, "Alex", tablet.journal.device(), Some("Tablet")),
+            (b, "Blake", blake.journal.device(), None),
+        ];
+        if phone.journal.me() == b {
+            expected.rotate_left(2);
+        }
+        ensure!(seen == expected, "{seen:?}");
+        for d in &listed {
+            ensure!(d.mine == (d.partner == phone.journal.me()));
+            ensure!(d.this_device == (d.id == phone.journal.device()));
+            ensure!(d.fingerprint.len() == 16 && d.added_at >= START_MS);
+        }
+    }
+
+    // A name can change, and the change reaches the other partner.
+    tablet.journal.set_device_name("Old tablet")?;
+    sync(&mut alex, &mut tablet)?;
+    sync(&mut alex, &mut blake)?;
+    let renamed = blake
+        .journal
+        .devices()
+        .into_iter()
+        .find(|d| d.id == tablet.journal.device())
+        .and_then(|d| d.name);
+    ensure!(renamed.as_deref() == Some("Old tablet"), "{renamed:?}");
+    ensure!(tablet.journal.device_name()?.as_deref() == Some("Old tablet"));
+    // What no device may record is refused before anything is written.
+    let heads = alex.journal.heads(Space::Couple)?;
+    for bad in [
+        "",
+        "   ",
+        &"x".repeat(mend_core::MAX_DEVICE_NAME + 1),
+        "a\u{1b}[2J",
+    ] {
+        ensure!(alex.journal.set_device_name(bad).is_err(), "{bad:?}");
+    }
+    ensure!(alex.journal.heads(Space::Couple)? == heads);
+    Ok(())
+}

@@ -4,8 +4,8 @@
 //! any decoder accepts re-encodes to exactly the same bytes.
 
 use crate::{
-    Ack, Chunk, DecodeError, Kind, Limits, Nack, Page, PairingInbox, PairingOpen, PairingPost,
-    PairingTicket, Push, Rollup, RollupPush, Sizes, Snapshot, UpToDate, codec,
+    Ack, Chunk, DecodeError, DeviceList, Kind, Limits, Nack, Page, PairingInbox, PairingOpen,
+    PairingPost, PairingTicket, Push, Rollup, RollupPush, Sizes, Snapshot, UpToDate, codec,
 };
 
 /// A frame of any kind.
@@ -39,6 +39,8 @@ pub enum AnyMessage {
     PairingTicket(PairingTicket),
     /// See [`PairingInbox`].
     PairingInbox(PairingInbox),
+    /// See [`DeviceList`].
+    DeviceList(DeviceList),
 }
 
 impl AnyMessage {
@@ -63,6 +65,7 @@ impl AnyMessage {
                 AnyMessage::PairingTicket(PairingTicket::decode_body(r, limits)?)
             }
             Kind::PairingInbox => AnyMessage::PairingInbox(PairingInbox::decode_body(r, limits)?),
+            Kind::DeviceList => AnyMessage::DeviceList(DeviceList::decode_body(r, limits)?),
         };
         reader.finish()?;
         Ok(message)
@@ -85,6 +88,7 @@ impl AnyMessage {
             AnyMessage::PairingPost(_) => Kind::PairingPost,
             AnyMessage::PairingTicket(_) => Kind::PairingTicket,
             AnyMessage::PairingInbox(_) => Kind::PairingInbox,
+            AnyMessage::DeviceList(_) => Kind::DeviceList,
         }
     }
 
@@ -105,6 +109,7 @@ impl AnyMessage {
             AnyMessage::PairingPost(m) => m.to_bytes(),
             AnyMessage::PairingTicket(m) => m.to_bytes(),
             AnyMessage::PairingInbox(m) => m.to_bytes(),
+            AnyMessage::DeviceList(m) => m.to_bytes(),
         }
     }
 }

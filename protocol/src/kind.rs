@@ -35,11 +35,14 @@ pub enum Kind {
     PairingTicket = 0x17,
     /// Relay → device over HTTP: the other side's pairing messages ([`crate::PairingInbox`]).
     PairingInbox = 0x18,
+    /// Relay → device over HTTP: when the relay last served each device of a space
+    /// ([`crate::DeviceList`]).
+    DeviceList = 0x19,
 }
 
 impl Kind {
     /// Every kind, in wire order.
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 15] = [
         Kind::Push,
         Kind::Snapshot,
         Kind::RollupPush,
@@ -54,6 +57,7 @@ impl Kind {
         Kind::Sizes,
         Kind::PairingTicket,
         Kind::PairingInbox,
+        Kind::DeviceList,
     ];
 
     /// The kind's wire byte.

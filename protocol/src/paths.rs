@@ -70,6 +70,12 @@ pub fn sizes(space: &impl std::fmt::Display) -> String {
     format!("{API_PREFIX}/spaces/{space}/sizes")
 }
 
+/// `GET` answers when the relay last served each device of the space
+/// ([`crate::DeviceList`]).
+pub fn devices(space: &impl std::fmt::Display) -> String {
+    format!("{API_PREFIX}/spaces/{space}/devices")
+}
+
 /// The path and query of a pull.
 pub fn pull(
     space: &SpaceId,

@@ -215,3 +215,43 @@ fn pairing_debug_output_hides_tokens_and_bodies() {
     let text = format!("{post:?}{inbox:?}");
     assert!(!text.contains("115, 101"), "{text}");
 }
+
+#[test]
+fn hostile_device_lists_are_refused() {
+    use mend_protocol::{DeviceList, MAX_LISTED_DEVICES};
+    let id = |b: u8| [b; 16];
+    // A count beyond the bound or the input, ids out of order or repeated.
+    let mut huge = vec![MAX_LISTED_DEVICES as u8 + 1];
+    for i in 0..=MAX_LISTED_DEVICES as u8 {
+        huge.extend(id(i));
+        huge.push(0);
+    }
+    let mut unsorted = vec![2];
+    unsorted.extend(id(2));
+    unsorted.push(0);
+    unsorted.extend(id(1));
+    unsorted.push(0);
+    let mut repeated = vec![2];
+    repeated.extend(id(1));
+    repeated.push(0);
+    repeated.extend(id(1));
+    repeated.push(0);
+    for (body, field) in [
+        (huge, "device count"),
+        (vec![0x80, 0x01], "device count"),
+        (unsorted, "device id"),
+        (repeated, "device id"),
+    ] {
+        let mut frame = vec![PROTOCOL_VERSION, Kind::DeviceList.to_u8()];
+        frame.extend(body);
+        let error = DeviceList::decode(&frame, &LIMITS);
+        assert!(
+            matches!(
+                error,
+                Err(DecodeError::Invalid { field: f, .. } | DecodeError::TooLarge { field: f, .. })
+                    if f == field
+            ),
+            "{field}: {error:?}"
+        );
+    }
+}

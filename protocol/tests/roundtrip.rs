@@ -2,10 +2,10 @@
 //! (re-encoding gives the same bytes), and every strict prefix of a frame is refused.
 
 use mend_protocol::{
-    Ack, AnyMessage, Chunk, ClientMessage, DeviceId, ErrorCode, Limits, MAX_MAILBOX_LEN,
-    MAX_PAIRING_MESSAGE, MAX_PAIRING_MESSAGES, MAX_TEXT_BYTES, Mark, Nack, Page, PairingInbox,
-    PairingMessage, PairingOpen, PairingPost, PairingState, PairingTicket, Push, Rollup,
-    RollupPush, ServerMessage, Sizes, Snapshot, UpToDate,
+    Ack, AnyMessage, Chunk, ClientMessage, DeviceId, DeviceList, DeviceSeen, ErrorCode, Limits,
+    MAX_LISTED_DEVICES, MAX_MAILBOX_LEN, MAX_PAIRING_MESSAGE, MAX_PAIRING_MESSAGES, MAX_TEXT_BYTES,
+    Mark, Nack, Page, PairingInbox, PairingMessage, PairingOpen, PairingPost, PairingState,
+    PairingTicket, Push, Rollup, RollupPush, ServerMessage, Sizes, Snapshot, UpToDate,
 };
 use proptest::prelude::*;
 
@@ -206,6 +206,20 @@ fn pairing_inbox() -> impl Strategy<Value = PairingInbox> {
         })
 }
 
+fn device_list() -> impl Strategy<Value = DeviceList> {
+    prop::collection::btree_map(any::<[u8; 16]>(), any::<u64>(), 0..=MAX_LISTED_DEVICES).prop_map(
+        |seen| DeviceList {
+            devices: seen
+                .into_iter()
+                .map(|(id, last_seen)| DeviceSeen {
+                    device_id: DeviceId(id),
+                    last_seen,
+                })
+                .collect(),
+        },
+    )
+}
+
 fn mark() -> impl Strategy<Value = Option<Mark>> {
     proptest::option::of(any::<[u8; 16]>())
 }
@@ -232,6 +246,7 @@ fn any_message() -> impl Strategy<Value = AnyMessage> {
         pairing_body().prop_map(|body| AnyMessage::PairingPost(PairingPost { body })),
         pairing_ticket().prop_map(AnyMessage::PairingTicket),
         pairing_inbox().prop_map(AnyMessage::PairingInbox),
+        device_list().prop_map(AnyMessage::DeviceList),
     ]
 }
 
@@ -291,6 +306,12 @@ proptest! {
         prop_assert!(ServerMessage::decode(&i.to_bytes(), &LIMITS).is_err());
         let shown = format!("{t:?}{post:?}{i:?}");
         prop_assert!(!shown.contains("token: ["));
+    }
+
+    #[test]
+    fn device_lists_round_trip_and_stay_off_the_websocket(list in device_list()) {
+        prop_assert_eq!(DeviceList::decode(&list.to_bytes(), &LIMITS), Ok(list.clone()));
+        prop_assert!(ServerMessage::decode(&list.to_bytes(), &LIMITS).is_err());
     }
 
     #[test]

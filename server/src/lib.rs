@@ -27,6 +27,7 @@ pub mod live;
 pub mod metrics;
 pub mod rate;
 pub mod routes;
+pub mod seen;
 pub mod server;
 pub mod state;
 pub mod storage;

@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use mend_protocol::{DeviceId, SpaceId};
+
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
@@ -11,6 +13,7 @@ use crate::{
     live::{LiveFeed, LocalHub},
     metrics::Metrics,
     rate::RateLimiter,
+    seen::LastSeen,
     storage::{
         Storage, StorageError, StorageFuture,
         bounded::BoundedWrites,
@@ -45,6 +48,7 @@ struct Inner {
     tcp_connections: AddressConnections,
     address_writes: AddressConnections,
     body_budget: BodyBudget,
+    last_seen: LastSeen,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -84,6 +88,7 @@ impl AppState {
                 storage,
                 live,
                 metrics: Metrics::default(),
+                last_seen: LastSeen::default(),
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
             }),
@@ -104,6 +109,26 @@ impl AppState {
         let hub = LocalHub::default();
         let storage = PostgresStorage::open(url, config.postgres, Arc::new(hub.clone())).await?;
         Ok(AppState::new(config, Arc::new(storage), Arc::new(hub)))
+    }
+
+    /// Notes that the relay serves `device` in `space` now: the first time in each hour, starts
+    /// writing it on a task of its own and returns the task (awaiting it is optional; a
+    /// failure is logged and tried again next hour).
+    pub fn note_seen(
+        &self,
+        space: SpaceId,
+        device: DeviceId,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let now = crate::storage::unix_now();
+        if !self.inner.last_seen.due(space, device, now) {
+            return None;
+        }
+        let write = self.inner.storage.touch_device(space, device, now);
+        Some(tokio::spawn(async move {
+            if let Err(error) = write.await {
+                tracing::debug!(%error, "a device's last-seen hour was not recorded");
+            }
+        }))
     }
 
     /// The configuration.

@@ -304,6 +304,7 @@ async fn the_total_of_an_older_database_starts_from_its_spaces() {
          ALTER TABLE chunks DROP COLUMN rollup_seq;
          DROP TABLE pairings;
          DROP TABLE pairing_messages;
+         DROP TABLE device_seen;
          UPDATE mend_schema SET version = 3;",
     )
     .await;

@@ -1177,3 +1177,57 @@ async fn a_stalled_body_is_cut_after_the_grace_not_at_its_declared_deadline() ->
     assert_eq!(api.state.body_budget().reserved(), 0);
     api.others_served(1).await
 }
+
+#[tokio::test]
+async fn devices_list_when_each_device_was_last_served_by_the_hour() -> anyhow::Result<()> {
+    use mend_protocol::DeviceList;
+    let api = Api::new()?;
+    let (s, t) = (space(1), token(1));
+    let (other, other_token) = (space(2), token(2));
+    api.create(&s, &t).await?;
+    api.create(&other, &other_token).await?;
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    api.push(&s, &t, &push(device(1), 1, b"one")).await?;
+    api.push(&s, &t, &push(device(1), 2, b"two")).await?;
+    let pull = paths::pull(&s, 0, None, Some(&device(2)));
+    let (status, _) = api.call("GET", &pull, Some(&t), vec![]).await?;
+    assert_eq!(status, StatusCode::OK);
+    let after = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let list = |space: SpaceId, token: String| {
+        let api = &api;
+        async move {
+            let (status, body) = api
+                .call("GET", &paths::devices(&space), Some(&token), vec![])
+                .await?;
+            anyhow::ensure!(status == StatusCode::OK, "devices: {status}");
+            Ok::<_, anyhow::Error>(DeviceList::decode(&body, &Limits::DEFAULT)?)
+        }
+    };
+    let seen = list(s, t.clone()).await?;
+    let ids: Vec<_> = seen.devices.iter().map(|d| d.device_id).collect();
+    assert_eq!(ids, [device(1), device(2)]);
+    for d in &seen.devices {
+        // The hour only: no finer timing is kept.
+        assert_eq!(d.last_seen % 3600, 0, "{d:?}");
+        assert!(d.last_seen >= before - before % 3600 && d.last_seen <= after);
+    }
+    // Each space lists its own devices only.
+    assert!(list(other, other_token).await?.devices.is_empty());
+    // A space the relay does not hold is not found; a missing token is refused.
+    api.refused(
+        "GET",
+        &paths::devices(&space(9)),
+        Some(&token(9)),
+        vec![],
+        StatusCode::NOT_FOUND,
+        "space_not_found",
+    )
+    .await?;
+    let (status, _) = api.call("GET", &paths::devices(&s), None, vec![]).await?;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    api.others_served(1).await
+}

@@ -1,5 +1,6 @@
 //! One function per command: open the home, call mend-core, print. No journal rules live here.
 
+mod devices;
 mod export;
 mod pairing;
 mod progress;
@@ -35,7 +36,11 @@ pub fn run(cli: Cli) -> Result<()> {
 
 async fn dispatch(home: &Home, command: Command) -> Result<()> {
     match command {
-        Command::Init { relay, name } => pairing::init(home, &relay, &name),
+        Command::Init {
+            relay,
+            name,
+            device_name,
+        } => pairing::init(home, &relay, &name, device_name.as_deref()),
         Command::Invite {
             plain,
             code,
@@ -47,7 +52,13 @@ async fn dispatch(home: &Home, command: Command) -> Result<()> {
             name,
             relay,
             timeout,
-        } => pairing::join(home, &code, name.as_deref(), relay.as_deref(), timeout).await,
+            device_name,
+        } => {
+            let device_name = device_name.as_deref();
+            let (name, relay) = (name.as_deref(), relay.as_deref());
+            pairing::join(home, &code, name, relay, timeout, device_name).await
+        }
+        Command::Devices { timeout, json } => devices::devices(home, timeout, json).await,
         Command::Erase { yes } => pairing::erase(home, yes).await,
         Command::Forget { yes, timeout } => pairing::forget(home, yes, timeout).await,
         Command::Add {

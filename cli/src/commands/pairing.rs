@@ -23,7 +23,8 @@ use crate::{
 };
 
 /// `init`: a new journal and its keys; no network needed.
-pub fn init(home: &Home, relay: &str, name: &str) -> Result<()> {
+pub fn init(home: &Home, relay: &str, name: &str, device_name: Option<&str>) -> Result<()> {
+    let device_name = super::devices::device_name(device_name)?;
     home.ensure_empty()?;
     let device = Device::create(
         &home.journal_path(),
@@ -39,6 +40,8 @@ pub fn init(home: &Home, relay: &str, name: &str) -> Result<()> {
         home.discard_new();
         return Err(e);
     }
+    // Written beside this device's certificate on its first sync.
+    device.set_device_name(&device_name)?;
     say!(
         "Created a journal for {} in {}.",
         name.trim(),
@@ -165,7 +168,9 @@ pub async fn join(
     name: Option<&str>,
     relay: Option<&str>,
     timeout: u64,
+    device_name: Option<&str>,
 ) -> Result<()> {
+    let device_name = super::devices::device_name(device_name)?;
     let short = ShortCode::looks_like(code);
     // A partner invite needs a name before the single-use mailbox is claimed; a short code
     // says what it is for only once claimed, so it always asks for one.
@@ -218,6 +223,7 @@ pub async fn join(
         home.discard_new();
         return Err(e);
     }
+    device.set_device_name(&device_name)?;
     let problem = match round(&device, &tracker, budget).await {
         Ok(done) => done.problem,
         Err(e) => {

@@ -29,14 +29,18 @@ use crate::{
     date::LocalDate,
     doc::SpaceDoc,
     error::{Error, Result},
-    ids::{PartnerId, RecordId},
+    ids::{DeviceId, PartnerId, RecordId},
     model::{
         Kind, QuestionStatus,
         rules::{self, Writer},
     },
 };
 
-use super::{proof::Proof, registry::MAX_DEVICES};
+use super::{
+    names::{DEVICE_NAME, MAX_DEVICE_NAME},
+    proof::Proof,
+    registry::MAX_DEVICES,
+};
 
 /// The first byte of a signed bundle. (Automerge's own chunks begin with 0x85, so a chunk from
 /// before bundles is told apart.)
@@ -222,6 +226,8 @@ pub enum Breach {
     OtherIdentity,
     /// Registered more devices than a partner may have.
     TooManyDevices,
+    /// Recorded a device name that is not a short string under a device id.
+    DeviceName,
     /// Changed the journal's structure.
     Structure,
     /// Signed a change made under another device's actor.
@@ -261,6 +267,7 @@ impl Breach {
             Self::Certificate => "certificate",
             Self::OtherIdentity => "other_identity",
             Self::TooManyDevices => "too_many_devices",
+            Self::DeviceName => "device_name",
             Self::Structure => "structure",
             Self::OtherActor => "other_actor",
             Self::BadSignature => "bad_signature",
@@ -299,6 +306,9 @@ impl Breach {
             Self::Certificate => format!("tried to register a device for {target}"),
             Self::OtherIdentity => format!("tried to give {target} another identity"),
             Self::TooManyDevices => format!("tried to register more than {MAX_DEVICES} devices"),
+            Self::DeviceName => {
+                format!("tried to record a device name longer than {MAX_DEVICE_NAME} bytes")
+            }
             Self::Structure => "tried to change the journal's structure".into(),
             Self::OtherActor => "sent a change made under another device's name".into(),
             Self::BadSignature => "sent a change whose signature does not verify".into(),
@@ -1092,6 +1102,19 @@ fn check_partner(
             || cert.device.to_string() != device
         {
             return Err(Breach::Certificate);
+        }
+    }
+    if let Some(device) = path[2].strip_prefix(DEVICE_NAME) {
+        // A short string under a device id in its one spelling (the entry is already this
+        // partner's: the other partner's devices never get here).
+        let named = device
+            .parse::<DeviceId>()
+            .is_ok_and(|d| d.to_string() == device);
+        let OpType::Put(ScalarValue::Str(name)) = action else {
+            return Err(Breach::DeviceName);
+        };
+        if path.len() != 3 || !named || name.len() > MAX_DEVICE_NAME {
+            return Err(Breach::DeviceName);
         }
     }
     if path.len() == 3

@@ -8,6 +8,8 @@ mod epoch;
 pub use epoch::{EpochMove, EpochNews, EpochSecrets, Reason};
 mod guard;
 pub use guard::Breach;
+mod names;
+pub use names::{DeviceInfo, MAX_DEVICE_NAME, clean_device_name};
 mod ops;
 mod proof;
 pub use settle::{ConflictChoice, OpenConflict};
@@ -69,6 +71,9 @@ pub struct PartnerDevice {
     pub fingerprint: String,
     /// When its partner's identity certified it (unix ms, that device's clock).
     pub added_at: i64,
+    /// The name it recorded, if any (control characters replaced).
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 /// Options for opening a journal.

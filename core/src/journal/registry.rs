@@ -14,23 +14,32 @@
 //!   counts only if it names this partner and that device, and verifies under the identity in
 //!   force for the couple's space id; a partner has at most [`MAX_DEVICES`] devices, the
 //!   earliest issued (ties: smaller device id) first.
+//! - `device_name:<device id>` = the name the device goes by ([`super::names`]): a string of
+//!   at most [`super::names::MAX_DEVICE_NAME`] bytes, shown only beside a certificate that
+//!   counts.
 //!
 //! Nothing here stops a holder of the couple's secret from writing a false claim; receivers
 //! that refuse such changes are what makes the registry binding (see docs/security.md).
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Mutex,
+};
 
 use automerge::{
     ObjId, ObjType, ReadDoc, ScalarValue, ScalarValueRef, Value, ValueRef,
     transaction::Transactable,
 };
 
-use super::{Journal, PartnerDevice};
+use super::{
+    Journal, PartnerDevice,
+    names::{self, DEVICE_NAME},
+};
 use crate::{
     crypto::{CERTIFICATE_LEN, DeviceCertificate, DeviceKey, IdentityKey, PartnerIdentity},
     doc::SpaceDoc,
     error::{Error, Result},
-    ids::PartnerId,
+    ids::{DeviceId, PartnerId},
     store::Space,
 };
 
@@ -105,6 +114,8 @@ pub(super) struct Registry {
     pub(super) identity: Option<IdentityKey>,
     /// The certificates that count, in order.
     pub(super) devices: Vec<DeviceCertificate>,
+    /// The names devices recorded, by device id (shown only for devices that count).
+    pub(super) names: BTreeMap<DeviceId, String>,
 }
 
 impl Registry {
@@ -120,6 +131,7 @@ impl Registry {
         let am = doc.am();
         let mut claims: Vec<(i64, [u8; 32])> = Vec::new();
         let mut certs = Vec::new();
+        let mut names = BTreeMap::new();
         for item in am.map_range(entry, ..) {
             let ValueRef::Scalar(value) = &item.value else {
                 continue;
@@ -139,6 +151,11 @@ impl Registry {
                 {
                     certs.push(cert);
                 }
+            } else if let Some(device) = item.key.strip_prefix(DEVICE_NAME)
+                && let (ScalarValueRef::Str(name), Ok(device)) = (value, device.parse())
+                && let Some(name) = names::shown(name)
+            {
+                names.insert(device, name);
             }
         }
         claims.sort();
@@ -154,7 +171,11 @@ impl Registry {
         };
         devices.sort_by_key(|c| (c.issued_at, c.device));
         devices.truncate(MAX_DEVICES);
-        Self { identity, devices }
+        Self {
+            identity,
+            devices,
+            names,
+        }
     }
 
     /// What the partners' list shows of each device.
@@ -165,6 +186,7 @@ impl Registry {
                 id: c.device,
                 fingerprint: c.device_key.fingerprint(),
                 added_at: c.issued_at,
+                name: self.names.get(&c.device).cloned(),
             })
             .collect()
     }
@@ -257,6 +279,7 @@ impl Journal {
             )));
         }
         if !claim && !certify {
+            self.write_device_name()?;
             return Ok(Certified::Present);
         }
         let cert = identity.certify(space_id, me, device, &device_key.public(), now);
@@ -276,6 +299,8 @@ impl Journal {
         })?;
         let changes = bytes.map(|b| vec![(Space::Couple, b)]).unwrap_or_default();
         self.persist(changes, &[])?;
+        // A name chosen before the certificate could be written goes in after it.
+        self.write_device_name()?;
         Ok(Certified::Written)
     }
 }
@@ -283,7 +308,6 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::DeviceId;
 
     #[test]
     fn remembered_answers_are_the_answers() -> Result<()> {

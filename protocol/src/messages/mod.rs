@@ -2,11 +2,12 @@
 //!
 //! Over the live WebSocket a device sends [`ClientMessage`]s and the relay sends
 //! [`ServerMessage`]s. Over HTTP the bodies are single frames: a [`Push`] up and an [`Ack`] down,
-//! a [`Page`] for a pull, a [`Snapshot`] either way. The pairing mailbox frames travel over HTTP
-//! only, so they are in neither enum.
+//! a [`Page`] for a pull, a [`Snapshot`] either way. The pairing mailbox frames and the
+//! [`DeviceList`] travel over HTTP only, so they are in neither enum.
 
 mod ack;
 mod chunk;
+mod devices;
 mod page;
 mod pairing;
 mod push;
@@ -15,6 +16,7 @@ mod snapshot;
 
 pub use ack::{Ack, Nack};
 pub use chunk::{Chunk, UpToDate};
+pub use devices::{DeviceList, DeviceSeen, LAST_SEEN_GRAIN_SECS, MAX_LISTED_DEVICES};
 pub use page::Page;
 pub use pairing::{
     MAX_MAILBOX_LEN, MAX_PAIRING_MESSAGE, MAX_PAIRING_MESSAGES, PAIRING_TOKEN_LEN, PairingInbox,

@@ -1,4 +1,5 @@
-//! `POST /v1/spaces/{space_id}/chunks` pushes one chunk; `GET` pulls a page.
+//! `POST /v1/spaces/{space_id}/chunks` pushes one chunk; `GET` pulls a page. `GET .../devices`
+//! answers when each device was last served.
 
 use std::time::{Duration, Instant};
 
@@ -44,12 +45,17 @@ pub(super) async fn push(
     let push = Push::decode(&body, &decode_limits)
         .map_err(|e| ApiError::from_decode(e, ErrorCode::ChunkTooLarge))?;
     let (device_seq, bytes) = (push.device_seq, push.payload.len());
+    // Queued beside the push (so it shares its commit), at most once an hour per device.
+    let seen = state.note_seen(space, push.device_id);
     let started = Instant::now();
     // The slot, share and reservation go with the queued write, not with the request.
     let write = state.storage().push(space, push, limits.space_quota_bytes);
-    let pushed = state
-        .write_to_end(write, (slot, share, reservation))
-        .await?;
+    let pushed = state.write_to_end(write, (slot, share, reservation)).await;
+    if let Some(seen) = seen {
+        // Its failure is logged by the task; the push stands either way.
+        let _ = seen.await;
+    }
+    let pushed = pushed?;
     state
         .metrics()
         .pushed(bytes, pushed.duplicate, started.elapsed());
@@ -59,6 +65,16 @@ pub(super) async fn push(
         duplicate: pushed.duplicate,
     };
     Ok(frame(ack.to_bytes()))
+}
+
+/// Answers when the relay last served each device of the space
+/// ([`mend_protocol::DeviceList`]).
+pub(super) async fn devices(
+    State(state): State<AppState>,
+    AuthorizedSpace(space): AuthorizedSpace,
+) -> Result<Response, ApiError> {
+    let list = state.storage().devices(space).await?;
+    Ok(frame(list.to_bytes()))
 }
 
 /// Answers a [`mend_protocol::Page`] of chunks after `after`.
@@ -79,7 +95,14 @@ pub(super) async fn pull(
         include_pruned: query.include_pruned,
         rollups: query.rollups,
     };
-    let page = state.storage().pull(space, request).await?;
+    let seen = query
+        .device
+        .and_then(|device| state.note_seen(space, device));
+    let page = state.storage().pull(space, request).await;
+    if let Some(seen) = seen {
+        let _ = seen.await;
+    }
+    let page = page?;
     let bytes = page.chunks.iter().map(|c| c.payload.len()).sum();
     state.metrics().sent(page.chunks.len(), bytes);
     state

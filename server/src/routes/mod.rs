@@ -58,6 +58,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route(&paths::rollups(&SPACE_ID_PARAM), post(rollups::push))
         .route(&paths::sizes(&SPACE_ID_PARAM), get(rollups::sizes))
+        .route(&paths::devices(&SPACE_ID_PARAM), get(chunks::devices))
         .route(
             &paths::snapshot(&SPACE_ID_PARAM),
             put(snapshot::put).get(snapshot::get),

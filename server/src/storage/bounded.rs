@@ -9,7 +9,8 @@
 use std::{sync::Arc, time::Duration};
 
 use mend_protocol::{
-    DeviceId, Page, PairingInbox, PairingState, Push, RollupPush, Sizes, Snapshot, SpaceId,
+    DeviceId, DeviceList, Page, PairingInbox, PairingState, Push, RollupPush, Sizes, Snapshot,
+    SpaceId,
 };
 use tokio::sync::Semaphore;
 
@@ -129,6 +130,14 @@ impl Storage for BoundedWrites {
     fn erase(&self, space: SpaceId) -> StorageFuture<bool> {
         // Erasing is how a space gives its bytes back: never refused for load.
         self.inner.erase(space)
+    }
+
+    fn touch_device(&self, space: SpaceId, device: DeviceId, at: u64) -> StorageFuture<()> {
+        self.inner.touch_device(space, device, at)
+    }
+
+    fn devices(&self, space: SpaceId) -> StorageFuture<DeviceList> {
+        self.inner.devices(space)
     }
 
     fn count_creation(

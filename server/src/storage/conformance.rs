@@ -14,8 +14,8 @@
 use std::{any::Any, collections::HashSet, sync::Arc, time::Duration};
 
 use mend_protocol::{
-    DeviceId, Limits, Page, PairingInbox, PairingMessage, PairingState, Push, RollupPush, Snapshot,
-    SpaceId, chunk_mark, payload_sha256,
+    DeviceId, Limits, MAX_LISTED_DEVICES, Page, PairingInbox, PairingMessage, PairingState, Push,
+    RollupPush, Snapshot, SpaceId, chunk_mark, payload_sha256,
 };
 
 use super::{
@@ -92,6 +92,7 @@ macro_rules! storage_conformance_tests {
             closing_a_pairing_deletes_bodies_and_burning_sticks,
             pairings_expire_and_are_swept,
             live_pairings_are_capped,
+            devices_are_seen_by_the_hour_and_bounded,
             ready_until_closed,
             close_refuses_new_work,
         );
@@ -1117,6 +1118,51 @@ pub async fn erase_removes_everything(b: &Backend) {
 }
 
 const DEVICE_C: DeviceId = DeviceId([0x0c; 16]);
+
+/// The (device, last seen) pairs `space` lists.
+async fn seen(b: &Backend, space: SpaceId) -> Vec<(DeviceId, u64)> {
+    ok(b.storage.devices(space).await, "devices")
+        .devices
+        .into_iter()
+        .map(|d| (d.device_id, d.last_seen))
+        .collect()
+}
+
+pub async fn devices_are_seen_by_the_hour_and_bounded(b: &Backend) {
+    let hour = 1_780_000_000 / 3600 * 3600;
+    created(b, space(1)).await;
+    created(b, space(2)).await;
+    let touch = |space, device, at| b.storage.touch_device(space, device, at);
+    ok(touch(space(1), DEVICE_B, hour + 3600 + 5).await, "touch");
+    ok(touch(space(1), DEVICE_A, hour + 1799).await, "touch");
+    // Kept at the hour only, per device, in id order, and never moved back.
+    assert_eq!(
+        seen(b, space(1)).await,
+        [(DEVICE_A, hour), (DEVICE_B, hour + 3600)]
+    );
+    ok(touch(space(1), DEVICE_B, hour + 10).await, "touch");
+    ok(touch(space(1), DEVICE_A, hour + 7300).await, "touch");
+    assert_eq!(
+        seen(b, space(1)).await,
+        [(DEVICE_A, hour + 7200), (DEVICE_B, hour + 3600)]
+    );
+    // Another space, and one the relay does not hold, list nothing.
+    assert!(seen(b, space(2)).await.is_empty());
+    ok(touch(space(9), DEVICE_A, hour).await, "touch unknown");
+    assert!(seen(b, space(9)).await.is_empty());
+    // A space keeps its most recently seen devices up to the bound.
+    let extra = 3u8;
+    for i in 0..(MAX_LISTED_DEVICES as u8 + extra) {
+        let at = hour + u64::from(i) * 3600;
+        ok(touch(space(2), DeviceId([i; 16]), at).await, "touch many");
+    }
+    let listed = seen(b, space(2)).await;
+    assert_eq!(listed.len(), MAX_LISTED_DEVICES);
+    assert_eq!(listed.first().map(|d| d.0), Some(DeviceId([extra; 16])));
+    // Erasing a space forgets its devices.
+    assert!(ok(b.storage.erase(space(1)).await, "erase"));
+    assert!(seen(b, space(1)).await.is_empty());
+}
 
 fn rollup(device_id: DeviceId, first_seq: u64, last_seq: u64, payload: &[u8]) -> RollupPush {
     RollupPush {

@@ -22,8 +22,8 @@ pub mod test_db;
 use std::{future::Future, pin::Pin, time::Duration};
 
 use mend_protocol::{
-    Chunk, DeviceId, Page, PairingInbox, PairingState, Push, Rollup, RollupPush, Sizes, Snapshot,
-    SpaceId,
+    Chunk, DeviceId, DeviceList, LAST_SEEN_GRAIN_SECS, Page, PairingInbox, PairingState, Push,
+    Rollup, RollupPush, Sizes, Snapshot, SpaceId,
 };
 
 pub use self::pairing::{NewPairing, PairingRecord, PairingSide, PairingSwept};
@@ -33,6 +33,11 @@ pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// `at` (unix seconds) rounded down to the hour: the relay keeps no finer last-seen time.
+pub fn last_seen_hour(at: u64) -> u64 {
+    at - at % LAST_SEEN_GRAIN_SECS
 }
 
 /// SHA-256 of a space's bearer token. The relay never stores the token itself.
@@ -305,6 +310,22 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Removes the space and everything in it. `false` if it did not exist.
     fn erase(&self, space: SpaceId) -> StorageFuture<bool>;
+
+    /// Records that the relay served `device` in `space` at `at` (unix seconds), kept only
+    /// rounded down to the hour ([`last_seen_hour`]) and never moved back. A space keeps at
+    /// most [`mend_protocol::MAX_LISTED_DEVICES`] devices, forgetting the longest unseen. An
+    /// unknown space records nothing. The default records nothing (test doubles).
+    fn touch_device(&self, space: SpaceId, device: DeviceId, at: u64) -> StorageFuture<()> {
+        let _ = (space, device, at);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// When the relay last served each device of `space`, in device id order (empty for an
+    /// unknown space). The default lists none (test doubles).
+    fn devices(&self, space: SpaceId) -> StorageFuture<DeviceList> {
+        let _ = space;
+        Box::pin(std::future::ready(Ok(DeviceList::default())))
+    }
 
     /// Counts one space creation by `client` (a keyed hash of its address) in the window that
     /// starts at `window_start` (unix seconds), and returns the count including this one.

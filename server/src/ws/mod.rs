@@ -64,6 +64,9 @@ pub(crate) async fn upgrade(
         ),
         None => None,
     };
+    if let Some(device) = query.device {
+        drop(state.note_seen(space, device));
+    }
     let task = state.tasks().token();
     let limits = &state.config().limits;
     let buffers = state.config().ws;

@@ -415,6 +415,8 @@ impl Session {
                 "too many requests for this space",
             ));
         }
+        // Recorded on a task of its own, at most once an hour.
+        drop(self.state.note_seen(self.space, push.device_id));
         if push.payload.len() > limits.max_chunk_bytes {
             return Ok(refuse(
                 ErrorCode::ChunkTooLarge,

@@ -22,6 +22,7 @@ mod listener;
 mod pairing;
 mod rollups;
 mod schema;
+mod seen;
 mod writer;
 
 use std::{
@@ -36,7 +37,8 @@ use std::{
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use mend_protocol::{
-    Chunk, DeviceId, Page, PairingInbox, PairingState, Push, RollupPush, Sizes, Snapshot, SpaceId,
+    Chunk, DeviceId, DeviceList, Page, PairingInbox, PairingState, Push, RollupPush, Sizes,
+    Snapshot, SpaceId,
 };
 use subtle::ConstantTimeEq;
 use tokio::{sync::mpsc, task::JoinHandle};
@@ -908,6 +910,8 @@ impl Storage for PostgresStorage {
                 .await?;
             tx.execute("DELETE FROM rollups WHERE space = $1", &[&id])
                 .await?;
+            tx.execute("DELETE FROM device_seen WHERE space = $1", &[&id])
+                .await?;
             tx.execute(
                 "INSERT INTO erased (space_id, erased_at) VALUES ($1, $2)
                  ON CONFLICT (space_id) DO UPDATE SET erased_at = excluded.erased_at",
@@ -924,6 +928,14 @@ impl Storage for PostgresStorage {
             shared.publisher.publish(&space, LiveEvent::Erased);
             Ok(Ok(true))
         })
+    }
+
+    fn touch_device(&self, space: SpaceId, device: DeviceId, at: u64) -> StorageFuture<()> {
+        self.run(move |shared| seen::touch(shared, space, device, at))
+    }
+
+    fn devices(&self, space: SpaceId) -> StorageFuture<DeviceList> {
+        self.run(move |shared| seen::list(shared, space))
     }
 
     fn count_creation(

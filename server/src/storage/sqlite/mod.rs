@@ -9,6 +9,7 @@ mod checkpointer;
 mod pairing;
 mod reader;
 mod schema;
+mod seen;
 mod writer;
 
 use std::{
@@ -23,7 +24,8 @@ use std::{
 };
 
 use mend_protocol::{
-    DeviceId, Page, PairingInbox, PairingState, Push, RollupPush, Sizes, Snapshot, SpaceId,
+    DeviceId, DeviceList, Page, PairingInbox, PairingState, Push, RollupPush, Sizes, Snapshot,
+    SpaceId,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -259,6 +261,19 @@ impl Storage for SqliteStorage {
 
     fn erase(&self, space: SpaceId) -> StorageFuture<bool> {
         self.write(|reply| Write::Erase { space, reply })
+    }
+
+    fn touch_device(&self, space: SpaceId, device: DeviceId, at: u64) -> StorageFuture<()> {
+        self.write(|reply| Write::Seen {
+            space,
+            device,
+            at,
+            reply,
+        })
+    }
+
+    fn devices(&self, space: SpaceId) -> StorageFuture<DeviceList> {
+        self.read(move |conn| seen::list(conn, &space))
     }
 
     fn count_creation(

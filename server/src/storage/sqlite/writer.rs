@@ -17,7 +17,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use mend_protocol::{Chunk, Push, RollupPush, Snapshot, SpaceId};
+use mend_protocol::{Chunk, DeviceId, Push, RollupPush, Snapshot, SpaceId};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     Shared,
     pairing::{self, PairingDone, PairingOp},
+    seen,
 };
 use crate::{
     config::GroupCommit,
@@ -86,6 +87,12 @@ pub(crate) enum Write {
         op: PairingOp,
         reply: Reply<PairingDone>,
     },
+    Seen {
+        space: SpaceId,
+        device: DeviceId,
+        at: u64,
+        reply: Reply<()>,
+    },
 }
 
 impl Write {
@@ -95,7 +102,10 @@ impl Write {
             Write::Rollup { rollup, .. } => rollup.payload.len(),
             Write::PutSnapshot { snapshot, .. } => snapshot.payload.len(),
             Write::Pairing { op, .. } => op.payload_len(),
-            Write::Create { .. } | Write::Erase { .. } | Write::Sweep { .. } => 0,
+            Write::Create { .. }
+            | Write::Erase { .. }
+            | Write::Sweep { .. }
+            | Write::Seen { .. } => 0,
         }
     }
 
@@ -109,6 +119,7 @@ impl Write {
             Write::Erase { reply, .. } => Answer::Erase(reply, Err(StorageError::Closed)),
             Write::Sweep { reply, .. } => Answer::Sweep(reply, Err(StorageError::Closed)),
             Write::Pairing { reply, .. } => Answer::Pairing(reply, Err(StorageError::Closed)),
+            Write::Seen { reply, .. } => Answer::Seen(reply, Err(StorageError::Closed)),
         }
     }
 }
@@ -122,6 +133,7 @@ enum Answer {
     Erase(Reply<bool>, Result<bool, StorageError>),
     Sweep(Reply<Swept>, Result<Swept, StorageError>),
     Pairing(Reply<PairingDone>, Result<PairingDone, StorageError>),
+    Seen(Reply<()>, Result<(), StorageError>),
 }
 
 impl Answer {
@@ -135,6 +147,7 @@ impl Answer {
             Answer::Erase(tx, result) => drop(tx.send(result)),
             Answer::Sweep(tx, result) => drop(tx.send(result)),
             Answer::Pairing(tx, result) => drop(tx.send(result)),
+            Answer::Seen(tx, result) => drop(tx.send(result)),
         }
     }
 
@@ -148,6 +161,7 @@ impl Answer {
             Answer::Erase(tx, _) => drop(tx.send(Err(error()))),
             Answer::Sweep(tx, _) => drop(tx.send(Err(error()))),
             Answer::Pairing(tx, _) => drop(tx.send(Err(error()))),
+            Answer::Seen(tx, _) => drop(tx.send(Err(error()))),
         }
     }
 }
@@ -433,6 +447,21 @@ fn apply(tx: &Transaction<'_>, state: &mut State<'_>, write: Write) -> Applied {
             Ok(result) => Ok(Answer::Pairing(reply, result)),
             Err(e) => Err((Answer::Pairing(reply, Err(StorageError::Closed)), e)),
         },
+        Write::Seen {
+            space,
+            device,
+            at,
+            reply,
+        } => {
+            let touched = meta(tx, state.cache, &space).and_then(|meta| match meta {
+                Some(meta) => seen::touch(tx, meta.id, device, at),
+                None => Ok(()),
+            });
+            match touched {
+                Ok(()) => Ok(Answer::Seen(reply, Ok(()))),
+                Err(e) => Err((Answer::Seen(reply, Err(StorageError::Closed)), e)),
+            }
+        }
         Write::Erase { space, reply } => match erase(tx, state, space) {
             Ok(result) => Ok(Answer::Erase(reply, result)),
             Err(e) => Err((Answer::Erase(reply, Err(StorageError::Closed)), e)),
@@ -939,6 +968,7 @@ fn erase(
         .execute([id])?;
     tx.prepare_cached("DELETE FROM rollups WHERE space = ?1")?
         .execute([id])?;
+    seen::forget(tx, id)?;
     tx.prepare_cached("DELETE FROM spaces WHERE id = ?1")?
         .execute([id])?;
     let now = SystemTime::now()
