@@ -72,6 +72,22 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// What `devices` can do besides listing.
+#[derive(Debug, Subcommand)]
+pub enum DevicesAction {
+    /// Shut one of your own devices (a lost phone) out of the journal: it reads nothing written
+    /// from then on, and what it writes reaches nobody. Your other devices and your partner's
+    /// move to new keys as they next sync.
+    Remove {
+        /// The device: its id as `mend devices` shows it (the last 8 characters will do) or
+        /// its name.
+        device: String,
+        /// Yes, remove it.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
 /// Every command.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -129,6 +145,9 @@ pub enum Command {
     /// Whose it is, its name, when it was added, and when the relay last served it (to the
     /// hour; "unknown" when the relay cannot be reached); this device is marked.
     Devices {
+        /// Remove one of your devices instead of listing them.
+        #[command(subcommand)]
+        action: Option<DevicesAction>,
         /// Longest time to ask the relay, in seconds.
         #[arg(long, default_value_t = 10, value_name = "SECONDS")]
         timeout: u64,

@@ -547,6 +547,73 @@ fn a_short_code_read_over_a_call_pairs_once_and_a_wrong_one_burns() -> Result<()
 }
 
 #[test]
+fn a_lost_device_is_removed_and_the_journal_forgets_what_was_removed() -> Result<()> {
+    let world = World::start()?;
+    world.couple()?;
+    let (invited, joined, _) = world.pair("alex", &["--device", "--yes"], "alex-tablet", &[])?;
+    joined.ok()?;
+    invited.ok()?;
+    for home in ["alex-tablet", "alex", "blake", "alex"] {
+        world.mend(home, &["sync"])?.ok()?;
+    }
+    let listed = world.json("alex", &["devices", "--json"])?;
+    let tablet = listed
+        .as_array()
+        .and_then(|all| {
+            all.iter()
+                .find(|d| d["mine"] == true && d["this_device"] == false)
+        })
+        .and_then(|d| d["id"].as_str())
+        .map(str::to_owned)
+        .context("the tablet is not listed")?;
+    let short = &tablet[tablet.len() - 8..];
+    world
+        .mend("alex", &["devices", "remove", short])?
+        .fails(2, "--yes")?;
+    let removed = world
+        .mend("alex", &["devices", "remove", short, "--yes"])?
+        .ok()?;
+    ensure!(removed.contains("Removed"), "remove said: {removed}");
+    world
+        .mend(
+            "alex",
+            &["add", "honesty-moment", "Said after the tablet was lost"],
+        )?
+        .ok()?;
+    world.mend("alex", &["sync"])?.ok()?;
+    // The tablet is told, in words and by its exit code, and reads nothing new.
+    world
+        .mend("alex-tablet", &["sync"])?
+        .fails(14, "removed from the journal")?;
+    let on_tablet = world.mend("alex-tablet", &["list"])?.ok()?;
+    ensure!(
+        !on_tablet.contains("Said after"),
+        "the tablet reads: {on_tablet}"
+    );
+    // Blake follows, reads it, and can ask to forget; Alex follows that too.
+    world.mend("blake", &["sync"])?.ok()?;
+    ensure!(world.mend("blake", &["list"])?.ok()?.contains("Said after"));
+    world.mend("blake", &["forget"])?.fails(2, "--yes")?;
+    ensure!(
+        world
+            .mend("blake", &["forget", "--yes"])?
+            .ok()?
+            .contains("without its history")
+    );
+    world.mend("alex", &["sync"])?.ok()?;
+    world.mend("blake", &["sync"])?.ok()?;
+    ensure!(world.mend("alex", &["list"])?.ok()?.contains("Said after"));
+    let devices = world.json("blake", &["devices", "--json"])?;
+    ensure!(
+        devices
+            .as_array()
+            .is_some_and(|all| all.iter().all(|d| d["id"] != tablet.as_str())),
+        "the tablet is still listed: {devices}"
+    );
+    Ok(())
+}
+
+#[test]
 fn a_boundary_reworded_after_both_agreed_is_no_longer_agreed() -> Result<()> {
     let world = World::start()?;
     world.couple()?;

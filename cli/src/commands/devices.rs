@@ -1,5 +1,5 @@
-//! `devices`: every device of both partners, with when the relay last served each; and the
-//! name a new device goes by.
+//! `devices`: every device of both partners, with when the relay last served each; removing one
+//! of your own (a new epoch without it); and the name a new device goes by.
 
 use std::time::Duration;
 
@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::{
     dates,
-    failure::Failure,
+    failure::{Exit, Failure},
     home::Home,
     say,
     term::{Table, clip},
@@ -80,14 +80,16 @@ pub async fn devices(home: &Home, timeout: u64, json: bool) -> Result<()> {
         say!("No devices are recorded yet: run `mend sync` first.");
         return Ok(());
     }
-    let mut table = Table::new(&["WHOSE", "NAME", "ADDED", "LAST SEEN", ""]);
+    let mut table = Table::new(&["ID", "WHOSE", "NAME", "ADDED", "LAST SEEN", ""]);
     for d in &listed {
         let whose = if d.info.mine {
             format!("{} (you)", d.info.partner_name)
         } else {
             d.info.partner_name.clone()
         };
+        let id = d.info.id.to_string();
         table.row(vec![
+            id[id.len().saturating_sub(8)..].to_owned(),
             clip(&whose, 30),
             clip(d.info.name.as_deref().unwrap_or("(no name)"), 40),
             dates::instant(d.info.added_at),
@@ -100,6 +102,80 @@ pub async fn devices(home: &Home, timeout: u64, json: bool) -> Result<()> {
         ]);
     }
     say!("{}", table.render().trim_end());
+    Ok(())
+}
+
+/// `devices remove DEVICE --yes`: a new epoch without that device.
+pub async fn remove(home: &Home, which: &str, yes: bool, timeout: u64) -> Result<()> {
+    let device = home.open(None)?;
+    let budget = Duration::from_secs(timeout.clamp(1, 24 * 3600));
+    let listed = device.devices(budget).await?;
+    let which = which.trim();
+    let matches: Vec<_> = listed
+        .iter()
+        .filter(|d| {
+            let id = d.info.id.to_string();
+            (which.len() >= 8 && id.ends_with(which)) || d.info.name.as_deref() == Some(which)
+        })
+        .collect();
+    let found = match matches.as_slice() {
+        [one] => *one,
+        [] => {
+            return Err(Failure::new(
+                Exit::Input,
+                format!("no device {which:?}: `mend devices` lists them"),
+            )
+            .into());
+        }
+        _ => {
+            return Err(Failure::new(
+                Exit::Input,
+                format!("more than one device answers to {which:?}: give its id"),
+            )
+            .into());
+        }
+    };
+    if found.info.this_device {
+        return Err(Failure::new(
+            Exit::Input,
+            "this is the device you are using: remove it from another of your devices",
+        )
+        .into());
+    }
+    if !found.info.mine {
+        return Err(Failure::new(
+            Exit::NotAllowed,
+            "not allowed: only your own devices can be removed",
+        )
+        .into());
+    }
+    let name = found
+        .info
+        .name
+        .clone()
+        .unwrap_or_else(|| "the device".into());
+    if !yes {
+        return Err(Failure::new(
+            Exit::Usage,
+            format!(
+                "removing {name} gives your journal new keys it will never receive; run `mend \
+                 devices remove {which} --yes` to do it"
+            ),
+        )
+        .into());
+    }
+    let done = device.remove_device(found.info.id, budget).await;
+    home.keep_keyring(&device)?;
+    let done = done?;
+    if done.keyring_changed {
+        say!("Removed {name}: it reads nothing written from now on.");
+        say!("Your other devices and your partner's move to the new keys when they next sync.");
+    } else {
+        say!(
+            "{name} will be removed once this device reaches the relay (run `mend sync`); until \
+             then it still reads what is written."
+        );
+    }
     Ok(())
 }
 

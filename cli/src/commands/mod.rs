@@ -58,7 +58,16 @@ async fn dispatch(home: &Home, command: Command) -> Result<()> {
             let (name, relay) = (name.as_deref(), relay.as_deref());
             pairing::join(home, &code, name, relay, timeout, device_name).await
         }
-        Command::Devices { timeout, json } => devices::devices(home, timeout, json).await,
+        Command::Devices {
+            action: None,
+            timeout,
+            json,
+        } => devices::devices(home, timeout, json).await,
+        Command::Devices {
+            action: Some(crate::cli::DevicesAction::Remove { device, yes }),
+            timeout,
+            ..
+        } => devices::remove(home, &device, yes, timeout).await,
         Command::Erase { yes } => pairing::erase(home, yes).await,
         Command::Forget { yes, timeout } => pairing::forget(home, yes, timeout).await,
         Command::Add {
