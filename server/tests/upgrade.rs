@@ -78,6 +78,7 @@ async fn sqlite_upgrade_recounts_chunks_pruned_before_it() {
          ALTER TABLE chunks DROP COLUMN rollup_seq;
          DROP TABLE pairings;
          DROP TABLE pairing_messages;
+         ALTER TABLE erased DROP COLUMN reason;
          PRAGMA user_version = 5;",
         four_days_ago()
     ))
@@ -155,6 +156,7 @@ async fn postgres_upgrade_recounts_and_the_total_never_goes_below_zero() {
          ALTER TABLE chunks DROP COLUMN rollup_seq;
          DROP TABLE pairings;
          DROP TABLE pairing_messages;
+         ALTER TABLE erased DROP COLUMN reason;
          UPDATE mend_schema SET version = 4;",
         four_days_ago()
     ))

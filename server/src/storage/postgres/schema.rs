@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/006_recount.sql"),
     include_str!("migrations/007_rollups.sql"),
     include_str!("migrations/008_pairings.sql"),
+    include_str!("migrations/009_tombstone_reason.sql"),
 ];
 
 /// The schema version this code writes.

@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/007_recount.sql"),
     include_str!("migrations/008_rollups.sql"),
     include_str!("migrations/009_pairings.sql"),
+    include_str!("migrations/010_tombstone_reason.sql"),
 ];
 
 /// The schema version this code writes.
