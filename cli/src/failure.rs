@@ -39,6 +39,9 @@ pub enum Exit {
     /// A pairing stopped: the invite was used or expired, the join declined, a short code
     /// wrong (and burned).
     Pairing = 13,
+    /// The shared journal was erased (by this partner from another device, or by the other
+    /// partner): writes to it are refused for good; reading still works.
+    Erased = 14,
 }
 
 impl Exit {
@@ -120,6 +123,7 @@ pub fn exit_for(error: &Error) -> Exit {
         Error::UntrustedRelay(_) => Exit::Untrusted,
         Error::Tampered => Exit::Tampered,
         Error::Pairing(_) => Exit::Pairing,
+        Error::Erased(_) => Exit::Erased,
         _ => Exit::Local,
     }
 }

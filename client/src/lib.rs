@@ -15,7 +15,7 @@ mod pairing;
 mod sync;
 mod transport;
 
-pub use device::Device;
+pub use device::{Device, EraseReport};
 pub use http::RelayHttp;
 pub use mend_core::{Error, Keyring, Result};
 pub use pairing::{Invitation, Joiner, unix_now};
