@@ -1257,3 +1257,43 @@ fn a_relay_back_within_the_timeout_is_found_before_it_ends() -> Result<()> {
         .map_err(|_| anyhow::anyhow!("the opener panicked"))??;
     Ok(())
 }
+
+/// Alex erases: the command says what happened on each side; Blake's next `mend sync` and
+/// `mend status` say in plain words who erased the shared journal and when (exit 14), and a
+/// couple's write is refused the same way; Blake's copy stays readable.
+#[test]
+fn after_an_erase_the_partner_is_told_in_plain_words() -> Result<()> {
+    let world = World::start()?;
+    world.couple()?;
+    world
+        .mend("blake", &["add", "honesty-moment", "Told it first"])?
+        .ok()?;
+    world.sync_both()?;
+    let erased = world.mend("alex", &["erase", "--yes"])?.ok()?;
+    ensure!(
+        erased.contains("keeps only a") && erased.contains("This device's copy is deleted."),
+        "erase said: {erased}"
+    );
+    ensure!(!world.home("alex").join("journal.db").exists());
+    let today = world.json("blake", &["status", "--json"])?;
+    ensure!(
+        today["erased"].is_null(),
+        "erased before the sync: {today:#}"
+    );
+    world
+        .mend("blake", &["sync"])?
+        .fails(14, "Alex erased the shared journal on")?;
+    let status = world.mend("blake", &["status"])?.ok()?;
+    ensure!(
+        status.contains("Erased:       Alex erased the shared journal on")
+            && status.contains("nothing more can be shared")
+            && !status.contains("unreachable"),
+        "status said: {status}"
+    );
+    world
+        .mend("blake", &["add", "honesty-moment", "Into the void"])?
+        .fails(14, "Alex erased the shared journal on")?;
+    let list = world.mend("blake", &["list"])?.ok()?;
+    ensure!(list.contains("Told it first"), "Blake's copy: {list}");
+    Ok(())
+}
