@@ -20,7 +20,7 @@ Exit codes:
   4  not allowed: the record is your partner's, or the operation is theirs to make
   5  no journal in the home (or one already there, or open in another mend)
   6  the relay could not be reached; edits are kept and sync later
-  7  the relay answered with an error: key refused, journal erased, relay failing (disk full)
+  7  the relay answered with an error: key refused, space gone, relay failing (disk full)
   8  journal.db is damaged; it is left as it was (see the message for how to recover)
   9  something from the relay failed its checks and was not applied (sync heals it later)
  10  the relay withheld or lost changes (a gap, a relay restored from a backup)

@@ -1297,3 +1297,32 @@ fn after_an_erase_the_partner_is_told_in_plain_words() -> Result<()> {
     ensure!(list.contains("Told it first"), "Blake's copy: {list}");
     Ok(())
 }
+
+/// Alex's second device learns of the erase on its next sync (exit 14, "from another of your
+/// devices"), and can then delete its copy with the relay gone.
+#[test]
+fn an_erase_reaches_the_partners_other_device() -> Result<()> {
+    let world = World::start()?;
+    world.init("alex", "Alex")?.ok()?;
+    world.mend("alex", &["sync"])?.ok()?;
+    let (invited, joined, _) = world.pair("alex", &["--device", "--yes"], "alex2", &[])?;
+    invited.ok()?;
+    joined.ok()?;
+    world.mend("alex2", &["sync"])?.ok()?;
+    world.mend("alex", &["erase", "--yes"])?.ok()?;
+    world
+        .mend("alex2", &["sync"])?
+        .fails(14, "erased from another of your devices on")?;
+    world
+        .mend("alex2", &["add", "honesty-moment", "Still here"])?
+        .fails(14, "erased from another of your devices")?;
+    let status = world.mend("alex2", &["status"])?.ok()?;
+    ensure!(
+        status.contains("Erased:       this journal was erased from another of your devices"),
+        "status said: {status}"
+    );
+    // The spaces are gone already: erase deletes the copy without asking the relay.
+    let erased = world.mend("alex2", &["erase", "--yes"])?.ok()?;
+    ensure!(erased.contains("already erased"), "erase said: {erased}");
+    Ok(())
+}

@@ -91,6 +91,7 @@ async fn an_erase_reaches_every_device_and_the_partner_is_told_in_plain_words() 
         "Alex's other device was not told: {status:?}"
     );
     ensure!(!status.syncing, "Alex's other device keeps syncing");
+    ensure!(status.online, "an erased journal reads as out of reach");
     ensure!(
         is_erased(a2.with(|j| j.add(share("couple, after")))),
         "Alex's other device still writes to the couple's space"

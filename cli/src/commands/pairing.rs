@@ -256,6 +256,15 @@ pub async fn erase(home: &Home, yes: bool) -> Result<()> {
         .into());
     }
     let device = home.open(None)?;
+    if device.read(|j| j.erasure())?.is_some_and(|e| e.by_me) {
+        // Erased from another of this partner's devices: the relay keeps only tombstones, so
+        // there is nothing left to reach.
+        drop(device);
+        home.erase_local()?;
+        say!("The journal was already erased at the relay from another of your devices.");
+        say!("This device's copy is deleted.");
+        return Ok(());
+    }
     let relay = device.keyring().relay_url.clone();
     let report = device
         .erase(Duration::from_secs(ERASE_BUDGET_SECS))

@@ -1211,6 +1211,10 @@ impl SyncEngine {
                     },
                     _ => ProblemKind::SpaceGone,
                 };
+                if let ProblemKind::Erased { .. } = kind {
+                    // The relay answered: an erased journal is not one out of reach.
+                    self.reached();
+                }
                 self.problem(journal, space, kind, now)?;
                 let run = &mut self.runs[i];
                 run.phase = Phase::Stopped;
