@@ -125,7 +125,8 @@ mod tests {
         conn.execute_batch(
             "DROP TABLE relay_usage; DROP INDEX chunks_held; DROP TABLE rollups;
              ALTER TABLE chunks DROP COLUMN rollup_seq;
-             DROP TABLE pairings; DROP TABLE pairing_messages",
+             DROP TABLE pairings; DROP TABLE pairing_messages;
+             ALTER TABLE erased DROP COLUMN reason",
         )?;
         conn.pragma_update(None, "user_version", 4)?;
         drop(conn);
