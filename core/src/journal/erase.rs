@@ -46,7 +46,7 @@ impl Erasure {
         if self.by_me {
             format!(
                 "this journal was erased from another of your devices on {}. Your copy stays on \
-                 this device until you delete it (mend erase --yes).",
+                 this device until you delete it.",
                 self.date
             )
         } else {
