@@ -22,4 +22,5 @@ val MendException.code: String
         is MendException.UntrustedRelay -> "untrusted_relay"
         is MendException.Closed -> "closed"
         is MendException.Internal -> "internal"
+        is MendException.Erased -> "erased"
     }

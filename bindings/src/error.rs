@@ -80,6 +80,11 @@ pub enum MendError {
     /// it).
     #[error("{0}")]
     Internal(String),
+    /// `erased`: the shared journal was erased, from another of this partner's devices or by
+    /// the other partner; the message says who and when, in plain words. The write was
+    /// refused; reading still works. Show the message; never retry.
+    #[error("{0}")]
+    Erased(String),
 }
 
 impl From<CoreError> for MendError {
@@ -102,6 +107,7 @@ impl From<CoreError> for MendError {
             CoreError::Tampered => Self::Tampered(message),
             CoreError::Unreachable => Self::Unreachable(message),
             CoreError::UntrustedRelay(_) => Self::UntrustedRelay(message),
+            CoreError::Erased(_) => Self::Erased(message),
             _ => Self::Internal(message),
         }
     }
@@ -110,7 +116,7 @@ impl From<CoreError> for MendError {
 impl MendError {
     /// Every stable code, in declaration order. `bindings/swift/` and `bindings/kotlin/`
     /// ship the same table for apps; a test keeps them equal.
-    pub const CODES: [&'static str; 17] = [
+    pub const CODES: [&'static str; 18] = [
         "permission_denied",
         "not_found",
         "invalid",
@@ -128,6 +134,7 @@ impl MendError {
         "untrusted_relay",
         "closed",
         "internal",
+        "erased",
     ];
 
     /// The stable code an app translates or reports by; it never changes for a kind of error.
@@ -150,6 +157,7 @@ impl MendError {
             Self::UntrustedRelay(_) => "untrusted_relay",
             Self::Closed(_) => "closed",
             Self::Internal(_) => "internal",
+            Self::Erased(_) => "erased",
         }
     }
 

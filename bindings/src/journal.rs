@@ -386,6 +386,25 @@ impl Journal {
         .await
     }
 
+    /// Erases the shared journal: this partner's erase marker is pushed (so their other
+    /// devices and the other partner learn who erased it and when), then the couple's space
+    /// and this partner's personal space are deleted at the relay, which keeps only
+    /// tombstones. Each of its two rounds waits at most `budget_ms`. Returns whether the
+    /// marker reached the relay first (devices that sync later learn of the erase all the
+    /// same). `unreachable`: nothing was erased. The files stay: `shutdown()`, then delete
+    /// them. From now on every write here is refused with `erased`.
+    pub async fn erase(&self, budget_ms: i32) -> Result<bool> {
+        let device = self.device()?;
+        let budget = millis(budget_ms);
+        run(async move { Ok(device.erase(budget).await?.marker_pushed) }).await
+    }
+
+    /// When the shared journal was erased (from another of this partner's devices, or by the
+    /// other partner), what to tell the person, in plain words; `None` while it is not.
+    pub async fn erased(&self) -> Result<Option<String>> {
+        self.read(|j| Ok(j.erasure()?.map(|e| e.words()))).await
+    }
+
     /// Tells `listener` which records change from now on, by this device's writes or by what
     /// sync brings, on the bindings' callback thread. Keep the subscription: dropping or
     /// cancelling it unsubscribes. Any number may be active.

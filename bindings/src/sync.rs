@@ -80,6 +80,12 @@ pub enum SyncProblemKind {
     Unauthorized,
     /// The space was erased at the relay.
     SpaceGone,
+    /// The shared journal was erased by a partner: `words` says who and when, in plain words.
+    /// Writes to it are refused; reading still works.
+    Erased {
+        /// What to show.
+        words: String,
+    },
     /// The relay refused a request (for example, over quota).
     Refused {
         /// The relay's error code name.
@@ -149,6 +155,7 @@ impl From<core_sync::ProblemKind> for SyncProblemKind {
             },
             P::Unauthorized => Self::Unauthorized,
             P::SpaceGone => Self::SpaceGone,
+            P::Erased { words } => Self::Erased { words },
             P::Refused { code } => Self::Refused { code },
             P::Forged {
                 partner,

@@ -13,7 +13,8 @@ extension MendError: LocalizedError {
         switch self {
         case .PermissionDenied(let m), .NotFound(let m), .Invalid(let m), .Removed(let m),
              .Invite(let m), .Pairing(let m), .DeviceRemoved(let m), .Locked(let m), .TooNew(let m), .Missing(let m), .Corrupt(let m),
-             .Io(let m), .Tampered(let m), .Unreachable(let m), .UntrustedRelay(let m), .Closed(let m), .Internal(let m):
+             .Io(let m), .Tampered(let m), .Unreachable(let m), .UntrustedRelay(let m), .Closed(let m), .Internal(let m),
+             .Erased(let m):
             return m
         }
     }
@@ -38,6 +39,7 @@ extension MendError: LocalizedError {
         case .UntrustedRelay: return "untrusted_relay"
         case .Closed: return "closed"
         case .Internal: return "internal"
+        case .Erased: return "erased"
         }
     }
 }

@@ -20,7 +20,7 @@ Exit codes:
   4  not allowed: the record is your partner's, or the operation is theirs to make
   5  no journal in the home (or one already there, or open in another mend)
   6  the relay could not be reached; edits are kept and sync later
-  7  the relay answered with an error: key refused, journal erased, relay failing (disk full)
+  7  the relay answered with an error: key refused, space gone, relay failing (disk full)
   8  journal.db is damaged; it is left as it was (see the message for how to recover)
   9  something from the relay failed its checks and was not applied (sync heals it later)
  10  the relay withheld or lost changes (a gap, a relay restored from a backup)
@@ -29,7 +29,9 @@ Exit codes:
      its URL is clear-text http:// to another machine (act on the message; retrying won't help)
  13  the pairing stopped: the invite was used or expired, the join was declined, or a short
      code was read wrong (it no longer works: make a new one)
- 14  this device was removed from the journal: it no longer syncs
+ 14  the shared journal was erased (from another of your devices, or by your partner): the
+     message says who and when; reading works, writes to it are refused
+ 15  this device was removed from the journal: it no longer syncs
 
 Relays: https:// (verified against the public roots, or the --relay-pin an invite carries).
 Clear-text http:// is for a relay on this machine only; --insecure-cleartext-relay allows it

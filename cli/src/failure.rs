@@ -39,8 +39,11 @@ pub enum Exit {
     /// A pairing stopped: the invite was used or expired, the join declined, a short code
     /// wrong (and burned).
     Pairing = 13,
+    /// The shared journal was erased (by this partner from another device, or by the other
+    /// partner): writes to it are refused for good; reading still works.
+    Erased = 14,
     /// This device was removed from the journal (a new epoch began without it).
-    Removed = 14,
+    Removed = 15,
 }
 
 impl Exit {
@@ -123,6 +126,7 @@ pub fn exit_for(error: &Error) -> Exit {
         Error::Tampered => Exit::Tampered,
         Error::Pairing(_) => Exit::Pairing,
         Error::DeviceRemoved(_) => Exit::Removed,
+        Error::Erased(_) => Exit::Erased,
         _ => Exit::Local,
     }
 }

@@ -1420,6 +1420,75 @@ fn devices_lists_both_partners_devices_with_names_and_last_seen() -> Result<()> 
         .lines()
         .find(|l| l.contains("this device"))
         .unwrap_or_default();
-    ensure!(this_line.starts_with("Blake (you)"), "{table}");
+    ensure!(this_line.contains("Blake (you)"), "{table}");
+    Ok(())
+}
+
+/// Alex erases: the command says what happened on each side; Blake's next `mend sync` and
+/// `mend status` say in plain words who erased the shared journal and when (exit 14), and a
+/// couple's write is refused the same way; Blake's copy stays readable.
+#[test]
+fn after_an_erase_the_partner_is_told_in_plain_words() -> Result<()> {
+    let world = World::start()?;
+    world.couple()?;
+    world
+        .mend("blake", &["add", "honesty-moment", "Told it first"])?
+        .ok()?;
+    world.sync_both()?;
+    let erased = world.mend("alex", &["erase", "--yes"])?.ok()?;
+    ensure!(
+        erased.contains("keeps only a") && erased.contains("This device's copy is deleted."),
+        "erase said: {erased}"
+    );
+    ensure!(!world.home("alex").join("journal.db").exists());
+    let today = world.json("blake", &["status", "--json"])?;
+    ensure!(
+        today["erased"].is_null(),
+        "erased before the sync: {today:#}"
+    );
+    world
+        .mend("blake", &["sync"])?
+        .fails(14, "Alex erased the shared journal on")?;
+    let status = world.mend("blake", &["status"])?.ok()?;
+    ensure!(
+        status.contains("Erased:       Alex erased the shared journal on")
+            && status.contains("nothing more can be shared")
+            && !status.contains("unreachable"),
+        "status said: {status}"
+    );
+    world
+        .mend("blake", &["add", "honesty-moment", "Into the void"])?
+        .fails(14, "Alex erased the shared journal on")?;
+    let list = world.mend("blake", &["list"])?.ok()?;
+    ensure!(list.contains("Told it first"), "Blake's copy: {list}");
+    Ok(())
+}
+
+/// Alex's second device learns of the erase on its next sync (exit 14, "from another of your
+/// devices"), and can then delete its copy with the relay gone.
+#[test]
+fn an_erase_reaches_the_partners_other_device() -> Result<()> {
+    let world = World::start()?;
+    world.init("alex", "Alex")?.ok()?;
+    world.mend("alex", &["sync"])?.ok()?;
+    let (invited, joined, _) = world.pair("alex", &["--device", "--yes"], "alex2", &[])?;
+    invited.ok()?;
+    joined.ok()?;
+    world.mend("alex2", &["sync"])?.ok()?;
+    world.mend("alex", &["erase", "--yes"])?.ok()?;
+    world
+        .mend("alex2", &["sync"])?
+        .fails(14, "erased from another of your devices on")?;
+    world
+        .mend("alex2", &["add", "honesty-moment", "Still here"])?
+        .fails(14, "erased from another of your devices")?;
+    let status = world.mend("alex2", &["status"])?.ok()?;
+    ensure!(
+        status.contains("Erased:       this journal was erased from another of your devices"),
+        "status said: {status}"
+    );
+    // The spaces are gone already: erase deletes the copy without asking the relay.
+    let erased = world.mend("alex2", &["erase", "--yes"])?.ok()?;
+    ensure!(erased.contains("already erased"), "erase said: {erased}");
     Ok(())
 }

@@ -195,8 +195,10 @@ impl Device {
     /// [`Device::certify`] where a failure must not stop what called it: it is logged (the
     /// message names no secret) and tried again later.
     async fn certify_quietly(&self) {
-        if let Err(e) = self.certify().await {
-            tracing::warn!(error = %e, "this device's certificate is not recorded");
+        match self.certify().await {
+            // An erased journal records nothing more, certificates included.
+            Ok(_) | Err(Error::Erased(_)) => {}
+            Err(e) => tracing::warn!(error = %e, "this device's certificate is not recorded"),
         }
     }
 
@@ -383,7 +385,8 @@ impl Device {
     }
 
     /// Erases this partner's spaces at the relay: the couple's space (for both partners) and
-    /// this partner's personal space. The local journal is left to the caller.
+    /// this partner's personal space, leaving tombstones. No marker is written: [`Device::erase`]
+    /// is the erase that tells the other devices. The local journal is left to the caller.
     pub async fn erase_remote(&self) -> Result<()> {
         let keyring = self.keyring();
         let http = RelayHttp::new(&keyring.relay_url, &self.relay)?;
@@ -394,6 +397,30 @@ impl Device {
             }
         }
         Ok(())
+    }
+
+    /// Erases the shared journal everywhere it can reach, within `budget` for reaching the
+    /// relay: first a round that shows the relay answers (unreachable: nothing is marked or
+    /// erased, [`Error::Unreachable`]); then this partner's erase marker is written and pushed,
+    /// so this partner's other devices and the other partner learn who erased it and when even
+    /// if they sync before the tombstones; then both spaces are deleted at the relay. The
+    /// local journal is left to the caller, refusing writes from now on.
+    pub async fn erase(&self, budget: Duration) -> Result<EraseReport> {
+        let http = RelayHttp::new(&self.keyring().relay_url, &self.relay)?;
+        http.check()?;
+        let already = lock(&self.journal)?.erasure()?.is_some_and(|e| e.by_me);
+        if !already {
+            let reached = self.client.sync_now(budget).await?;
+            if !reached.online {
+                return Err(Error::Unreachable);
+            }
+        }
+        let journal = Arc::clone(&self.journal);
+        blocking(move || lock(&journal)?.mark_erased()).await?;
+        let pushed = self.client.sync_now(budget).await?;
+        let marker_pushed = pushed.online && pushed.pending == 0;
+        self.erase_remote().await?;
+        Ok(EraseReport { marker_pushed })
     }
 
     /// Sets the name this device goes by ([`Journal::set_device_name`]): written into the
@@ -705,4 +732,12 @@ fn catch_up_keyring(journal: &Journal, keyring: &mut Keyring) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// What [`Device::erase`] did beside deleting both spaces at the relay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EraseReport {
+    /// The erase marker reached the relay before the spaces were deleted: devices that synced
+    /// in between saw it. Devices that sync later learn it from the tombstones all the same.
+    pub marker_pushed: bool,
 }

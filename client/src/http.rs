@@ -277,7 +277,14 @@ impl RelayHttp {
             .await
             .map_err(|_| Error::Unreachable)?;
         match ok(status, retry, &body) {
-            Ok(()) | Err(Failure::SpaceGone) => Ok(()),
+            Ok(())
+            | Err(
+                Failure::SpaceGone
+                | Failure::Refused {
+                    code: ErrorCode::SpaceErased | ErrorCode::SpaceRetired,
+                    ..
+                },
+            ) => Ok(()),
             Err(Failure::Unauthorized) => {
                 Err(Error::Invalid("the relay refused this device's key".into()))
             }
@@ -776,6 +783,11 @@ pub(crate) fn ok(
     }
     let code = error_code(body);
     Err(match (status.as_u16(), code) {
+        // Gone for good (a tombstone), not a cursor below the snapshot.
+        (_, Some(code @ (ErrorCode::SpaceErased | ErrorCode::SpaceRetired))) => Failure::Refused {
+            code,
+            retry_after_ms: 0,
+        },
         (_, Some(ErrorCode::Pruned)) | (410, _) => Failure::Pruned,
         (_, Some(ErrorCode::Unauthorized | ErrorCode::SpaceExists)) | (401 | 403, _) => {
             Failure::Unauthorized

@@ -105,6 +105,11 @@ pub enum Error {
     #[error("{0}")]
     UntrustedRelay(String),
 
+    /// The shared journal was erased (by this partner from another device, or by the other
+    /// partner): the write is refused for good. The message says who and when, in plain words.
+    #[error("{0}")]
+    Erased(String),
+
     /// A file system error.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),

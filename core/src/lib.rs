@@ -31,8 +31,8 @@ pub use doc::{Loaded, SCHEMA_VERSION};
 pub use error::{Error, Result};
 pub use ids::{DeviceId, PartnerId, RecordId};
 pub use journal::{
-    Breach, Certified, DeviceInfo, JoinSource, Journal, MAX_DEVICE_NAME, MAX_DEVICES, OpenOptions,
-    Partner, PartnerDevice, SyncSummary, wording_hash,
+    Breach, Certified, DeviceInfo, Erasure, JoinSource, Journal, MAX_DEVICE_NAME, MAX_DEVICES,
+    OpenOptions, Partner, PartnerDevice, SyncSummary, wording_hash,
 };
 pub use keyring::Keyring;
 pub use model::{Body, Conflict, Kind, Record, Visibility};

@@ -1841,3 +1841,39 @@ fn a_snapshot_cannot_poison_the_proofs_a_device_keeps() -> Result<()> {
     s.sim.settle()?;
     identical(&s.sim)
 }
+
+/// The erase marker sits on a partner's own entry: Blake's device cannot say Alex erased the
+/// journal (which would stop Alex's devices), nor write a marker that is not a time.
+#[test]
+fn only_a_partners_own_devices_write_their_erase_marker() -> Result<()> {
+    let mut s = story(83)?;
+    let mut forger = Forger::new(&s.sim, 1, s.blake)?;
+    let (alex, blake) = (s.alex.to_string(), s.blake.to_string());
+    forge(&mut s, &mut forger, 1, "other_partner", |doc, _| {
+        let (_, partners) = doc.get(ROOT, "partners")?.context("partners")?;
+        let (_, entry) = doc.get(&partners, alex.as_str())?.context("alex")?;
+        doc.put(&entry, "erased_at", T0)?;
+        Ok(())
+    })?;
+    forge(&mut s, &mut forger, 2, "structure", |doc, _| {
+        let (_, partners) = doc.get(ROOT, "partners")?.context("partners")?;
+        let (_, entry) = doc.get(&partners, blake.as_str())?.context("blake")?;
+        doc.put(&entry, "erased_at", "yesterday")?;
+        Ok(())
+    })?;
+    for d in &s.sim.devices {
+        ensure!(
+            d.journal().erasure()?.is_none(),
+            "{} believes the journal was erased",
+            d.name
+        );
+        ensure!(
+            !d.problems
+                .iter()
+                .any(|p| matches!(p.kind, ProblemKind::Erased { .. })),
+            "{}",
+            d.name
+        );
+    }
+    Ok(())
+}

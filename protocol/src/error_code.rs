@@ -14,7 +14,7 @@ pub enum ErrorCode {
     UnsupportedVersion,
     /// No valid bearer token, or not the space's token.
     Unauthorized,
-    /// The space does not exist (never created, or erased).
+    /// The space does not exist (never created, or erased before tombstones were kept).
     SpaceNotFound,
     /// The space exists with a different token.
     SpaceExists,
@@ -59,6 +59,12 @@ pub enum ErrorCode {
     PairingClosed,
     /// This side already posted the most messages a mailbox holds per side.
     PairingFull,
+    /// The space was erased by one of its devices. It stays erased: nothing on it is served
+    /// or stored again, and it cannot be created again.
+    SpaceErased,
+    /// The space was retired: a key rotation replaced it. Like [`ErrorCode::SpaceErased`], for
+    /// good; the journal carries on in its successor.
+    SpaceRetired,
     /// A code this version of the protocol does not know (sent by a newer relay). Treat it as
     /// an unspecified failure.
     Unknown(u8),
@@ -66,7 +72,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every known code, in wire order.
-    pub const KNOWN: [ErrorCode; 24] = [
+    pub const KNOWN: [ErrorCode; 26] = [
         ErrorCode::Malformed,
         ErrorCode::UnsupportedVersion,
         ErrorCode::Unauthorized,
@@ -91,6 +97,8 @@ impl ErrorCode {
         ErrorCode::PairingExpired,
         ErrorCode::PairingClosed,
         ErrorCode::PairingFull,
+        ErrorCode::SpaceErased,
+        ErrorCode::SpaceRetired,
     ];
 
     /// The byte that stands for this code in a [`crate::Nack`].
@@ -120,6 +128,8 @@ impl ErrorCode {
             ErrorCode::PairingExpired => 22,
             ErrorCode::PairingClosed => 23,
             ErrorCode::PairingFull => 24,
+            ErrorCode::SpaceErased => 25,
+            ErrorCode::SpaceRetired => 26,
             ErrorCode::Unknown(byte) => byte,
         }
     }
@@ -159,6 +169,8 @@ impl ErrorCode {
             ErrorCode::PairingExpired => "pairing_expired",
             ErrorCode::PairingClosed => "pairing_closed",
             ErrorCode::PairingFull => "pairing_full",
+            ErrorCode::SpaceErased => "space_erased",
+            ErrorCode::SpaceRetired => "space_retired",
             ErrorCode::Unknown(_) => "unknown",
         }
     }
@@ -184,7 +196,10 @@ impl ErrorCode {
             | ErrorCode::SnapshotBeyondHead
             | ErrorCode::SeqConflict
             | ErrorCode::RollupMismatch => 409,
-            ErrorCode::Pruned | ErrorCode::PairingExpired => 410,
+            ErrorCode::Pruned
+            | ErrorCode::PairingExpired
+            | ErrorCode::SpaceErased
+            | ErrorCode::SpaceRetired => 410,
             ErrorCode::ChunkTooLarge | ErrorCode::SnapshotTooLarge => 413,
             ErrorCode::RateLimited | ErrorCode::TooManyConnections => 429,
             ErrorCode::Internal | ErrorCode::Unknown(_) => 500,

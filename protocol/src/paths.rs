@@ -33,6 +33,12 @@ pub const QUERY_PRUNED: &str = "pruned";
 /// rollups in place of the chunks they stand for.
 pub const QUERY_ROLLUPS: &str = "rollups";
 
+/// Query parameter of a space `DELETE`: `reason=retired` for a space a key rotation replaced;
+/// without it the space is erased. The reason is what the tombstone answers from then on.
+pub const QUERY_REASON: &str = "reason";
+/// The value of [`QUERY_REASON`] that retires a space.
+pub const REASON_RETIRED: &str = "retired";
+
 /// Content type of binary frame bodies.
 pub const FRAME_CONTENT_TYPE: &str = "application/vnd.mend.frame";
 
@@ -43,6 +49,11 @@ pub const SPACE_ID_PARAM: &str = "{space_id}";
 /// `PUT` creates the space, `DELETE` erases it.
 pub fn space(space: &impl std::fmt::Display) -> String {
     format!("{API_PREFIX}/spaces/{space}")
+}
+
+/// The path and query of a `DELETE` that retires the space instead of erasing it.
+pub fn retire(space: &impl std::fmt::Display) -> String {
+    format!("{}?{QUERY_REASON}={REASON_RETIRED}", self::space(space))
 }
 
 /// `POST` pushes a chunk, `GET` pulls a page.

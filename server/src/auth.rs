@@ -34,11 +34,14 @@ pub async fn authorize(
     headers: &HeaderMap,
 ) -> Result<(), ApiError> {
     let presented = token_hash(&bearer(headers)?);
-    let stored = state
-        .storage()
-        .token_hash(*space)
-        .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::SpaceNotFound, "no such space"))?;
+    let Some(stored) = state.storage().token_hash(*space).await? else {
+        // The token hash went with the space, so an erased space is answered to anyone who
+        // names it: its id says nothing without the secret it came from.
+        return Err(match state.storage().tombstone(*space).await? {
+            Some(tombstone) => ApiError::gone(tombstone.reason),
+            None => ApiError::new(ErrorCode::SpaceNotFound, "no such space"),
+        });
+    };
     if bool::from(stored.ct_eq(&presented)) {
         Ok(())
     } else {

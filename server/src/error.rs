@@ -13,7 +13,10 @@ use axum::{
 };
 use mend_protocol::{DecodeError, ErrorCode};
 
-use crate::{storage::StorageError, telemetry::Repeats};
+use crate::{
+    storage::{EraseReason, StorageError},
+    telemetry::Repeats,
+};
 
 /// Folds the "storage unavailable" warnings of HTTP requests and live pushes.
 pub(crate) static UNAVAILABLE_LOG: std::sync::Mutex<Repeats> =
@@ -74,6 +77,20 @@ impl ApiError {
         ApiError::new(ErrorCode::Internal, "internal error; retry later")
     }
 
+    /// The answer for every request on a space that has a tombstone: `410`, for good.
+    pub fn gone(reason: EraseReason) -> ApiError {
+        match reason {
+            EraseReason::Erased => ApiError::new(
+                ErrorCode::SpaceErased,
+                "this space was erased; it cannot be used or created again",
+            ),
+            EraseReason::Retired => ApiError::new(
+                ErrorCode::SpaceRetired,
+                "this space was retired by a key rotation; it cannot be used or created again",
+            ),
+        }
+    }
+
     /// Adds a `Retry-After` hint.
     pub fn retry_after(mut self, delay: Duration) -> ApiError {
         self.retry_after = Some(delay);
@@ -101,9 +118,7 @@ impl From<StorageError> for ApiError {
     fn from(error: StorageError) -> ApiError {
         match error {
             StorageError::SpaceNotFound => ApiError::new(ErrorCode::SpaceNotFound, "no such space"),
-            StorageError::SpaceErased => {
-                ApiError::new(ErrorCode::SpaceNotFound, "this space was erased")
-            }
+            StorageError::SpaceErased(reason) => ApiError::gone(reason),
             StorageError::SpaceExists => ApiError::new(
                 ErrorCode::SpaceExists,
                 "the space exists with a different token",

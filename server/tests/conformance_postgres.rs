@@ -9,7 +9,7 @@ use mend_relay::{
     config::Postgres,
     live::{LiveEvent, LiveFeed, LocalHub},
     storage::{
-        PullRequest, Storage, StorageError,
+        EraseReason, PullRequest, Storage, StorageError,
         conformance::Backend,
         postgres::{PgError, PostgresStorage, SCHEMA_VERSION},
         test_db::TestDatabase,
@@ -166,7 +166,11 @@ async fn two_instances_share_one_space() {
         }
     }
     // An erase on A reaches B's subscribers and B's token cache.
-    assert!(a.erase(space).await.unwrap_or_else(|e| panic!("{e}")));
+    assert!(
+        a.erase(space, EraseReason::Erased)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    );
     let erased = tokio::time::timeout(std::time::Duration::from_secs(10), async {
         loop {
             if let Ok(LiveEvent::Erased) = heard_by_b.recv().await {
@@ -305,6 +309,7 @@ async fn the_total_of_an_older_database_starts_from_its_spaces() {
          DROP TABLE pairings;
          DROP TABLE pairing_messages;
          DROP TABLE device_seen;
+         ALTER TABLE erased DROP COLUMN reason;
          UPDATE mend_schema SET version = 3;",
     )
     .await;
@@ -354,7 +359,12 @@ async fn the_total_is_shared_by_every_instance() {
             limit: 1000
         })
     ));
-    assert!(second.erase(a).await.unwrap_or_else(|e| panic!("{e}")));
+    assert!(
+        second
+            .erase(a, EraseReason::Erased)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    );
     second
         .push(b, push(2, 1, 400), u64::MAX)
         .await
@@ -366,4 +376,46 @@ async fn the_total_is_shared_by_every_instance() {
     for store in [first, second] {
         store.close().await.unwrap_or_else(|e| panic!("{e}"));
     }
+}
+
+/// A tombstone outlives the relay that wrote it: a relay opened later on the same database
+/// still refuses to bring the space back, and says why.
+#[tokio::test]
+async fn tombstones_survive_a_restart() {
+    let db = database().await;
+    let store = open_on(&db, &LocalHub::default()).await;
+    let (erased, retired) = (SpaceId([1; 32]), SpaceId([2; 32]));
+    for (space, reason) in [
+        (erased, EraseReason::Erased),
+        (retired, EraseReason::Retired),
+    ] {
+        store
+            .create_space(space, [7; 32])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            store
+                .erase(space, reason)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        );
+    }
+    store.close().await.unwrap_or_else(|e| panic!("{e}"));
+    drop(store);
+    let store = open_on(&db, &LocalHub::default()).await;
+    for (space, reason) in [
+        (erased, EraseReason::Erased),
+        (retired, EraseReason::Retired),
+    ] {
+        let tombstone = store
+            .tombstone(space)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(tombstone.map(|t| t.reason), Some(reason));
+        assert!(matches!(
+            store.create_space(space, [7; 32]).await,
+            Err(StorageError::SpaceErased(r)) if r == reason
+        ));
+    }
+    store.close().await.unwrap_or_else(|e| panic!("{e}"));
 }

@@ -719,9 +719,35 @@ async fn snapshot_store_fetch_and_prune() -> anyhow::Result<()> {
     api.others_served(1).await
 }
 
+/// Every route of a space, with a body each accepts in shape.
+fn space_routes(s: &SpaceId) -> Vec<(&'static str, String, Vec<u8>)> {
+    let snapshot = Snapshot {
+        covers: 0,
+        payload: b"back".to_vec(),
+    };
+    vec![
+        (
+            "POST",
+            paths::chunks(s),
+            push(device(1), 2, b"again").to_bytes(),
+        ),
+        ("GET", paths::pull(s, 0, None, None), vec![]),
+        ("GET", paths::live(s), vec![]),
+        ("PUT", paths::snapshot(s), snapshot.to_bytes()),
+        ("GET", paths::snapshot(s), vec![]),
+        ("POST", paths::rollups(s), vec![]),
+        ("GET", paths::sizes_after(s, 0, None), vec![]),
+        ("DELETE", paths::space(s), vec![]),
+        ("PUT", paths::space(s), vec![]),
+    ]
+}
+
 #[tokio::test]
 async fn erase_removes_the_space() -> anyhow::Result<()> {
-    let api = Api::new()?;
+    let api = Api::with(|config| {
+        config.limits.creations_per_address = 3;
+        config.limits.client_ip_header = Some("x-forwarded-for".to_owned());
+    })?;
     let (s, t) = (space(1), token(1));
     api.create(&s, &t).await?;
     api.push(&s, &t, &push(device(1), 1, b"gone")).await?;
@@ -729,29 +755,126 @@ async fn erase_removes_the_space() -> anyhow::Result<()> {
         .call("DELETE", &paths::space(&s), Some(&t), vec![])
         .await?;
     assert_eq!(status, StatusCode::NO_CONTENT);
+    // Erased stays erased, and says so on every route: the other partner's phone, still
+    // holding the secret, is told the space is gone for good and cannot bring it back.
+    for t in [token(1), token(2)] {
+        for (method, uri, body) in space_routes(&s) {
+            api.refused(
+                method,
+                &uri,
+                Some(&t),
+                body,
+                StatusCode::GONE,
+                "space_erased",
+            )
+            .await?;
+        }
+    }
+    // Asked again and again, creation never counts against the address's budget.
+    for _ in 0..6 {
+        let (status, _, body) = api
+            .call_declaring(
+                "PUT",
+                &paths::space(&s),
+                Some(&t),
+                None,
+                Some("192.0.2.7"),
+                vec![],
+            )
+            .await?;
+        assert_eq!(
+            (status, error_code(&body).as_str()),
+            (StatusCode::GONE, "space_erased")
+        );
+    }
+    // A space never created is still simply not found.
     api.refused(
         "GET",
-        &paths::chunks(&s),
+        &paths::chunks(&space(2)),
         Some(&t),
         vec![],
         StatusCode::NOT_FOUND,
         "space_not_found",
     )
     .await?;
-    // Erased stays erased: the other partner's phone, still holding the secret, cannot bring
-    // the space back by syncing.
-    for t in [token(1), token(2)] {
+    api.others_served(1).await
+}
+
+#[tokio::test]
+async fn a_retired_space_answers_space_retired() -> anyhow::Result<()> {
+    let api = Api::new()?;
+    let (s, t) = (space(1), token(1));
+    api.create(&s, &t).await?;
+    api.refused(
+        "DELETE",
+        &format!("{}?reason=forgotten", paths::space(&s)),
+        Some(&t),
+        vec![],
+        StatusCode::BAD_REQUEST,
+        "malformed",
+    )
+    .await?;
+    let (status, _) = api
+        .call("DELETE", &paths::retire(&s), Some(&t), vec![])
+        .await?;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    for (method, uri, body) in space_routes(&s) {
         api.refused(
-            "PUT",
-            &paths::space(&s),
+            method,
+            &uri,
             Some(&t),
-            vec![],
-            StatusCode::NOT_FOUND,
-            "space_not_found",
+            body,
+            StatusCode::GONE,
+            "space_retired",
         )
         .await?;
     }
     api.others_served(1).await
+}
+
+#[tokio::test]
+async fn tombstones_survive_a_restart() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (s, t) = (space(1), token(1));
+    let state = AppState::open_sqlite(test_config(dir.path()))?;
+    let router = app(state.clone());
+    let call = |router: Router, method: &str, uri: String| {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {t}"))
+            .body(Body::empty());
+        async move {
+            let response = router.oneshot(request?).await?;
+            let status = response.status();
+            let body = to_bytes(response.into_body(), usize::MAX).await?;
+            anyhow::Ok((status, error_code(&body)))
+        }
+    };
+    assert_eq!(
+        call(router.clone(), "PUT", paths::space(&s)).await?.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        call(router.clone(), "DELETE", paths::space(&s)).await?.0,
+        StatusCode::NO_CONTENT
+    );
+    state.storage().close().await?;
+    drop((router, state));
+
+    let state = AppState::open_sqlite(test_config(dir.path()))?;
+    let router = app(state.clone());
+    for (method, uri) in [
+        ("PUT", paths::space(&s)),
+        ("GET", paths::pull(&s, 0, None, None)),
+    ] {
+        assert_eq!(
+            call(router.clone(), method, uri).await?,
+            (StatusCode::GONE, "space_erased".to_owned())
+        );
+    }
+    state.storage().close().await?;
+    Ok(())
 }
 
 #[tokio::test]

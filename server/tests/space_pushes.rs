@@ -97,8 +97,15 @@ impl Storage for Gate {
     fn get_snapshot(&self, space: SpaceId) -> StorageFuture<Option<Snapshot>> {
         self.inner.get_snapshot(space)
     }
-    fn erase(&self, space: SpaceId) -> StorageFuture<bool> {
-        self.inner.erase(space)
+    fn erase(
+        &self,
+        space: SpaceId,
+        reason: mend_relay::storage::EraseReason,
+    ) -> StorageFuture<bool> {
+        self.inner.erase(space, reason)
+    }
+    fn tombstone(&self, space: SpaceId) -> StorageFuture<Option<mend_relay::storage::Tombstone>> {
+        self.inner.tombstone(space)
     }
     fn count_creation(&self, client: [u8; 32], start: u64, keep: u64) -> StorageFuture<u64> {
         self.inner.count_creation(client, start, keep)

@@ -79,6 +79,7 @@ async fn sqlite_upgrade_recounts_chunks_pruned_before_it() {
          DROP TABLE pairings;
          DROP TABLE pairing_messages;
          DROP TABLE device_seen;
+         ALTER TABLE erased DROP COLUMN reason;
          PRAGMA user_version = 5;",
         four_days_ago()
     ))
@@ -157,6 +158,7 @@ async fn postgres_upgrade_recounts_and_the_total_never_goes_below_zero() {
          DROP TABLE pairings;
          DROP TABLE pairing_messages;
          DROP TABLE device_seen;
+         ALTER TABLE erased DROP COLUMN reason;
          UPDATE mend_schema SET version = 4;",
         four_days_ago()
     ))

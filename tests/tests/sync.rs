@@ -526,7 +526,7 @@ async fn after_an_erase_the_partners_phone_is_told_and_cannot_bring_the_space_ba
         status
             .problems
             .iter()
-            .any(|p| matches!(p.kind, ProblemKind::SpaceGone)),
+            .any(|p| matches!(p.kind, ProblemKind::Erased { .. })),
         "B was not told the space was erased: {status:?}"
     );
     ensure!(!status.syncing, "B keeps retrying an erased space");

@@ -286,7 +286,11 @@ pub async fn forget(home: &Home, yes: bool, timeout: u64) -> Result<()> {
     Ok(())
 }
 
-/// `erase --yes`: the relay's copy first (both spaces), then this device's files.
+/// How long `erase` waits for the relay, for each of its two rounds.
+const ERASE_BUDGET_SECS: u64 = 20;
+
+/// `erase --yes`: a marker pushed to the other devices, the relay's copy (both spaces), then
+/// this device's files.
 pub async fn erase(home: &Home, yes: bool) -> Result<()> {
     if !yes {
         return Err(Failure::new(
@@ -297,18 +301,40 @@ pub async fn erase(home: &Home, yes: bool) -> Result<()> {
         .into());
     }
     let device = home.open(None)?;
+    if device.read(|j| j.erasure())?.is_some_and(|e| e.by_me) {
+        // Erased from another of this partner's devices: the relay keeps only tombstones, so
+        // there is nothing left to reach.
+        drop(device);
+        home.erase_local()?;
+        say!("The journal was already erased at the relay from another of your devices.");
+        say!("This device's copy is deleted.");
+        return Ok(());
+    }
     let relay = device.keyring().relay_url.clone();
-    device.erase_remote().await.map_err(|e| match e {
-        mend_core::Error::Unreachable => Failure::new(
-            Exit::Unreachable,
-            format!("cannot reach the relay at {relay}; nothing was erased"),
-        )
-        .into(),
-        other => anyhow::Error::from(other),
-    })?;
+    let report = device
+        .erase(Duration::from_secs(ERASE_BUDGET_SECS))
+        .await
+        .map_err(|e| match e {
+            mend_core::Error::Unreachable => Failure::new(
+                Exit::Unreachable,
+                format!(
+                    "cannot reach the relay at {relay}; nothing was erased, and this device's \
+                     copy is kept"
+                ),
+            )
+            .into(),
+            other => anyhow::Error::from(other),
+        })?;
     drop(device);
     home.erase_local()?;
-    say!("Erased the journal at the relay and on this device.");
-    say!("Your partner's device keeps its own copy until they erase it there.");
+    say!("Erased the shared journal and your personal space at the relay: it keeps only a");
+    say!("tombstone, so no device can bring them back. This device's copy is deleted.");
+    if report.marker_pushed {
+        say!("Your other devices and your partner's were told, and are told again when they");
+        say!("next sync: they keep their copies to read, and can no longer share.");
+    } else {
+        say!("Your other devices and your partner's are told when they next sync: they keep");
+        say!("their copies to read, and can no longer share.");
+    }
     Ok(())
 }

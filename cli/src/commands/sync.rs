@@ -141,7 +141,18 @@ pub(super) async fn round(device: &Device, tracker: &Tracker, budget: Duration) 
     };
     tracker.progress.clear();
     let problems = open_problems(device, &status)?;
-    if let Some(problem) = problems.iter().find(|p| p.kind.is_fatal()) {
+    // An erased journal is said first, in plain words: it is not the relay failing.
+    let fatal = problems
+        .iter()
+        .find(|p| matches!(p.kind, ProblemKind::Erased { .. }))
+        .or_else(|| problems.iter().find(|p| p.kind.is_fatal()));
+    if let Some(problem) = fatal {
+        if let ProblemKind::Erased { .. } = problem.kind {
+            // The journal's own account: it knows the most of who erased it.
+            let words = device.read(|j| j.erasure())?.map(|e| e.words());
+            let words = words.unwrap_or_else(|| describe(&problem.kind));
+            return Err(Failure::new(Exit::Erased, words).into());
+        }
         return Err(Failure::new(Exit::Relay, describe(&problem.kind)).into());
     }
     let failing = status.problems.iter().rev().find(|p| {
@@ -234,6 +245,7 @@ fn describe(kind: &ProblemKind) -> String {
         }
         ProblemKind::Unauthorized => "the relay refused this device's key".to_owned(),
         ProblemKind::SpaceGone => "this journal was erased at the relay".to_owned(),
+        ProblemKind::Erased { words } => words.clone(),
         ProblemKind::Refused { code } if code == "relay_full" => {
             "the relay is full (its operator's storage limit is reached)".to_owned()
         }
@@ -397,6 +409,7 @@ pub async fn status(home: &Home, check: bool, timeout: u64, json: bool) -> Resul
             .count();
         Ok((j.sync_summary()?, j.me(), j.partners(), to_settle))
     })?;
+    let erased = device.read(|j| j.erasure())?.map(|e| e.words());
     let SyncSummary {
         pending: waiting,
         healing,
@@ -406,7 +419,11 @@ pub async fn status(home: &Home, check: bool, timeout: u64, json: bool) -> Resul
     let relay = device.keyring().relay_url;
     let online = reach.as_ref().map(Result::is_ok);
     // Problems stay here until a clean round or a healing snapshot ends them.
-    let mut problems: Vec<String> = open.iter().map(|p| describe(&p.kind)).collect();
+    let mut problems: Vec<String> = open
+        .iter()
+        .filter(|p| erased.is_none() || !matches!(p.kind, ProblemKind::Erased { .. }))
+        .map(|p| describe(&p.kind))
+        .collect();
     if healing {
         problems
             .push("a change from the relay was refused and waits for a snapshot to heal".into());
@@ -420,6 +437,7 @@ pub async fn status(home: &Home, check: bool, timeout: u64, json: bool) -> Resul
             "online": online,
             "problems": problems,
             "conflicts_to_settle": to_settle,
+            "erased": erased,
         });
         say!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -434,11 +452,16 @@ pub async fn status(home: &Home, check: bool, timeout: u64, json: bool) -> Resul
             })
             .collect();
         let reachable = match online {
+            // Erased is not unreachable: the relay answered that the journal is gone.
+            _ if erased.is_some() => "",
             Some(true) => " (online)",
             Some(false) => " (unreachable)",
             None => "",
         };
         say!("Relay:        {relay}{reachable}");
+        if let Some(words) = &erased {
+            say!("Erased:       {words}");
+        }
         say!("Partners:     {}", names.join(", "));
         let waiting = plural(usize::try_from(waiting).unwrap_or(usize::MAX), "change");
         say!("Pending:      {waiting} not yet sent");

@@ -1118,6 +1118,16 @@ fn check_partner(
         }
     }
     if path.len() == 3
+        && path[2] == super::erase::ERASED_AT
+        && !matches!(
+            action,
+            OpType::Put(ScalarValue::Int(_) | ScalarValue::Uint(_))
+        )
+    {
+        // The erase marker is a time, nothing else.
+        return Err(Breach::Structure);
+    }
+    if path.len() == 3
         && let Some(key) = path[2].strip_prefix("identity:")
         && let Some(identity) = identity
         && key != hex::encode(identity.to_bytes())

@@ -6,6 +6,8 @@
 
 mod epoch;
 pub use epoch::{EpochMove, EpochNews, EpochSecrets, Reason};
+mod erase;
+pub use erase::Erasure;
 mod guard;
 pub use guard::Breach;
 mod names;
@@ -732,6 +734,24 @@ impl Journal {
     /// them; nothing decodes the bytes it just made). On failure, forgets them in memory too so
     /// the document never runs ahead of the disk.
     fn persist(&mut self, changes: Vec<(Space, Vec<u8>)>, ids: &[RecordId]) -> Result<()> {
+        let erased = changes
+            .iter()
+            .try_for_each(|(space, _)| self.check_not_erased(*space));
+        if let Err(e) = erased {
+            for (space, _) in &changes {
+                self.reload(*space)?;
+            }
+            return Err(e);
+        }
+        self.persist_unchecked(changes, ids)
+    }
+
+    /// [`Self::persist`] without the erased check: for the erase marker itself.
+    fn persist_unchecked(
+        &mut self,
+        changes: Vec<(Space, Vec<u8>)>,
+        ids: &[RecordId],
+    ) -> Result<()> {
         if changes.is_empty() {
             return Ok(());
         }

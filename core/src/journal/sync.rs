@@ -311,6 +311,10 @@ impl SyncStore for Journal {
         })
     }
 
+    fn space_erased(&mut self, space: Space) -> Result<Option<String>> {
+        self.space_found_erased(space).map(Some)
+    }
+
     fn record_problem(&mut self, space: Space, problem: &Problem) -> Result<()> {
         self.step(|j| j.store.record_problem(space, problem))
     }

@@ -1182,12 +1182,39 @@ impl SyncEngine {
                 self.runs[i].tail = false;
                 self.fetch_pruned_snapshot(i, now, out);
             }
-            Failure::Unauthorized | Failure::SpaceGone => {
-                let kind = if failure == Failure::Unauthorized {
-                    ProblemKind::Unauthorized
-                } else {
-                    ProblemKind::SpaceGone
+            Failure::Unauthorized
+            | Failure::SpaceGone
+            | Failure::Refused {
+                code: ErrorCode::SpaceErased | ErrorCode::SpaceRetired,
+                ..
+            } => {
+                let kind = match &failure {
+                    Failure::Unauthorized => ProblemKind::Unauthorized,
+                    // Erased for good: the store keeps it so writes stop, and the person is told
+                    // who erased it, never that the relay is unreachable.
+                    Failure::Refused {
+                        code: ErrorCode::SpaceErased,
+                        ..
+                    } => match journal.space_erased(space)? {
+                        Some(words) => {
+                            // The store's latest words stand for every space: the couple's
+                            // space gone first reads as the partner's erase until this
+                            // partner's personal space is found gone too.
+                            for problem in &mut self.status.problems {
+                                if let ProblemKind::Erased { words: earlier } = &mut problem.kind {
+                                    earlier.clone_from(&words);
+                                }
+                            }
+                            ProblemKind::Erased { words }
+                        }
+                        None => ProblemKind::SpaceGone,
+                    },
+                    _ => ProblemKind::SpaceGone,
                 };
+                if let ProblemKind::Erased { .. } = kind {
+                    // The relay answered: an erased journal is not one out of reach.
+                    self.reached();
+                }
                 self.problem(journal, space, kind, now)?;
                 let run = &mut self.runs[i];
                 run.phase = Phase::Stopped;

@@ -110,6 +110,14 @@ pub trait SyncStore {
     /// id (and Automerge actor), number the outbox again from 1, and return the new id.
     fn change_device(&mut self) -> Result<[u8; 16]>;
 
+    /// The relay answered that `space` was erased (`space_erased`): the store keeps it, so
+    /// writes stop and stay stopped, and returns what to tell the person. A store that keeps
+    /// nothing answers `None`.
+    fn space_erased(&mut self, space: Space) -> Result<Option<String>> {
+        let _ = space;
+        Ok(None)
+    }
+
     /// Keeps a problem where `status` shows it until it is over.
     fn record_problem(&mut self, space: Space, problem: &Problem) -> Result<()>;
 

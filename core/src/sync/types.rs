@@ -393,6 +393,12 @@ pub enum ProblemKind {
     Unauthorized,
     /// The space was erased at the relay.
     SpaceGone,
+    /// The shared journal was erased by a partner (the relay keeps a tombstone): `words` says
+    /// who and when, in plain words. Sync of the space stops for good; reading still works.
+    Erased {
+        /// What to tell the person.
+        words: String,
+    },
     /// The relay refused a request (for example, over quota).
     Refused {
         /// The relay's error code name.
@@ -418,7 +424,10 @@ impl ProblemKind {
     /// Whether this device cannot sync this space at all until someone acts (a revoked key,
     /// an erased space), as against a problem sync works around.
     pub fn is_fatal(&self) -> bool {
-        matches!(self, Self::Unauthorized | Self::SpaceGone)
+        matches!(
+            self,
+            Self::Unauthorized | Self::SpaceGone | Self::Erased { .. }
+        )
     }
 
     /// The outcome a person or script acts on, one per cause.
@@ -433,6 +442,7 @@ impl ProblemKind {
             Self::Replay { .. } => Outcome::Replay,
             Self::Unauthorized
             | Self::SpaceGone
+            | Self::Erased { .. }
             | Self::Refused { .. }
             | Self::RelayError { .. }
             | Self::RelayLoop { .. } => Outcome::RelayError,

@@ -3,17 +3,18 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::{
-    extract::State,
+    extract::{Query, State, rejection::QueryRejection},
     http::{HeaderMap, StatusCode},
 };
-use mend_protocol::{ErrorCode, SpaceId};
+use mend_protocol::{ErrorCode, SpaceId, paths};
+use serde::Deserialize;
 
 use super::{AuthorizedSpace, ClientAddress, SpaceParam, write_share};
 use crate::{
     auth::{bearer, token_hash},
     error::ApiError,
     state::AppState,
-    storage::Created,
+    storage::{Created, EraseReason},
 };
 
 /// Creates the space and registers the SHA-256 of the presented token. 201 when created, 200
@@ -36,13 +37,32 @@ pub(super) async fn create(
     }
 }
 
-/// Erases the space: chunks, snapshot and token hash. Live connections to it are closed.
+/// The query of a `DELETE`: `reason=retired` for a space a key rotation replaced.
+#[derive(Debug, Deserialize)]
+pub(super) struct EraseQuery {
+    reason: Option<String>,
+}
+
+/// Erases the space: chunks, snapshot and token hash, leaving a tombstone that answers every
+/// later request on it `410`. Live connections to it are closed.
 pub(super) async fn erase(
     State(state): State<AppState>,
     AuthorizedSpace(space): AuthorizedSpace,
+    query: Result<Query<EraseQuery>, QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
-    state.storage().erase(space).await?;
-    tracing::info!("space erased");
+    let reason = match query.ok().map(|Query(q)| q.reason) {
+        Some(None) => EraseReason::Erased,
+        Some(Some(reason)) if reason == paths::REASON_RETIRED => EraseReason::Retired,
+        Some(Some(reason)) if reason == "erased" => EraseReason::Erased,
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::Malformed,
+                "bad query: reason is erased or retired",
+            ));
+        }
+    };
+    state.storage().erase(space, reason).await?;
+    tracing::info!(?reason, "space erased");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -59,6 +79,11 @@ async fn limit_creations(
     };
     if state.storage().token_hash(*space).await?.is_some() {
         return Ok(());
+    }
+    // A device that still holds an erased space's secret asks again every round: it is told
+    // the space is gone, and that costs nothing from the address's budget.
+    if let Some(tombstone) = state.storage().tombstone(*space).await? {
+        return Err(ApiError::gone(tombstone.reason));
     }
     let window = limits.creation_window.as_secs().max(1);
     let now = SystemTime::now()

@@ -15,8 +15,8 @@ use mend_protocol::{
 use tokio::sync::Semaphore;
 
 use super::{
-    Created, NewPairing, PairingRecord, PairingSide, PairingSwept, PullRequest, Pushed,
-    RollupStored, Storage, StorageError, StorageFuture, Swept, TokenHash,
+    Created, EraseReason, NewPairing, PairingRecord, PairingSide, PairingSwept, PullRequest,
+    Pushed, RollupStored, Storage, StorageError, StorageFuture, Swept, TokenHash, Tombstone,
 };
 
 /// A backend whose queued writes are capped.
@@ -127,9 +127,13 @@ impl Storage for BoundedWrites {
         self.inner.get_snapshot(space)
     }
 
-    fn erase(&self, space: SpaceId) -> StorageFuture<bool> {
+    fn erase(&self, space: SpaceId, reason: EraseReason) -> StorageFuture<bool> {
         // Erasing is how a space gives its bytes back: never refused for load.
-        self.inner.erase(space)
+        self.inner.erase(space, reason)
+    }
+
+    fn tombstone(&self, space: SpaceId) -> StorageFuture<Option<Tombstone>> {
+        self.inner.tombstone(space)
     }
 
     fn touch_device(&self, space: SpaceId, device: DeviceId, at: u64) -> StorageFuture<()> {

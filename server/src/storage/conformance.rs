@@ -19,8 +19,8 @@ use mend_protocol::{
 };
 
 use super::{
-    Created, MAX_ROLLUP_CHUNKS, NewPairing, PairingRecord, PairingSide, PairingSwept, PullRequest,
-    Pushed, RollupStored, Storage, StorageError, Swept,
+    Created, EraseReason, MAX_ROLLUP_CHUNKS, NewPairing, PairingRecord, PairingSide, PairingSwept,
+    PullRequest, Pushed, RollupStored, Storage, StorageError, Swept,
     pairing::{MAX_MESSAGES_PER_SIDE, MailboxChoice},
 };
 use crate::live::{LiveEvent, LiveFeed, LocalHub};
@@ -76,6 +76,7 @@ macro_rules! storage_conformance_tests {
             pruned_bytes_count_until_swept,
             a_full_space_can_compact_but_not_grow_until_swept,
             erase_removes_everything,
+            tombstones_keep_the_reason_and_only_erased_spaces_have_one,
             rollups_are_checked_against_the_log,
             rollups_count_against_both_quotas_until_erased,
             pulls_serve_rollups_in_place_of_their_chunks,
@@ -204,7 +205,10 @@ pub async fn unknown_spaces_are_not_found(b: &Backend) {
         Err(StorageError::SpaceNotFound)
     ));
     assert!(ok(b.storage.get_snapshot(space(9)).await, "snapshot").is_none());
-    assert!(!ok(b.storage.erase(space(9)).await, "erase"));
+    assert!(!ok(
+        b.storage.erase(space(9), EraseReason::Erased).await,
+        "erase"
+    ));
 }
 
 /// Sequences start at 1 per space, increase by one, and chunks come back byte for byte.
@@ -1023,7 +1027,10 @@ pub async fn total_quota_spans_spaces_and_erase_frees_it(b: &Backend) {
     let page = ok(b.storage.pull(space(2), all(0)).await, "pull at the limit");
     assert_eq!(page.chunks.len(), 1);
     // Erasing gives the bytes back.
-    assert!(ok(b.storage.erase(space(1)).await, "erase"));
+    assert!(ok(
+        b.storage.erase(space(1), EraseReason::Erased).await,
+        "erase"
+    ));
     assert_eq!(ok(b.storage.total_bytes().await, "total after erase"), 400);
     let after = pushed(b, space(2), push(DEVICE_B, 2, &[3; 600])).await;
     assert_eq!(after.relay_seq, 2);
@@ -1093,7 +1100,10 @@ pub async fn erase_removes_everything(b: &Backend) {
             .await,
         "snapshot",
     );
-    assert!(ok(b.storage.erase(space(1)).await, "erase"));
+    assert!(ok(
+        b.storage.erase(space(1), EraseReason::Erased).await,
+        "erase"
+    ));
     assert_eq!(ok(b.storage.token_hash(space(1)).await, "hash"), None);
     assert!(matches!(
         b.storage.pull(space(1), all(0)).await,
@@ -1104,9 +1114,12 @@ pub async fn erase_removes_everything(b: &Backend) {
     for hash in [HASH_A, HASH_B] {
         assert!(matches!(
             b.storage.create_space(space(1), hash).await,
-            Err(StorageError::SpaceErased)
+            Err(StorageError::SpaceErased(EraseReason::Erased))
         ));
     }
+    let tombstone = ok(b.storage.tombstone(space(1)).await, "tombstone");
+    assert_eq!(tombstone.map(|t| t.reason), Some(EraseReason::Erased));
+    assert!(tombstone.is_some_and(|t| t.erased_at > 0));
     assert!(matches!(
         b.storage
             .push(space(1), push(DEVICE_A, 1, b"new life"), QUOTA)
@@ -1160,7 +1173,10 @@ pub async fn devices_are_seen_by_the_hour_and_bounded(b: &Backend) {
     assert_eq!(listed.len(), MAX_LISTED_DEVICES);
     assert_eq!(listed.first().map(|d| d.0), Some(DeviceId([extra; 16])));
     // Erasing a space forgets its devices.
-    assert!(ok(b.storage.erase(space(1)).await, "erase"));
+    assert!(ok(
+        b.storage.erase(space(1), EraseReason::Erased).await,
+        "erase"
+    ));
     assert!(seen(b, space(1)).await.is_empty());
 }
 
@@ -1309,6 +1325,32 @@ pub async fn rollups_are_checked_against_the_log(b: &Backend) {
     );
 }
 
+/// A retired space's tombstone says so; a space never erased, or still live, has none.
+pub async fn tombstones_keep_the_reason_and_only_erased_spaces_have_one(b: &Backend) {
+    assert_eq!(ok(b.storage.tombstone(space(1)).await, "none yet"), None);
+    ok(b.storage.create_space(space(1), HASH_A).await, "create");
+    ok(b.storage.create_space(space(2), HASH_A).await, "create");
+    assert_eq!(ok(b.storage.tombstone(space(1)).await, "live"), None);
+    assert!(ok(
+        b.storage.erase(space(1), EraseReason::Retired).await,
+        "retire"
+    ));
+    let tombstone = ok(b.storage.tombstone(space(1)).await, "retired");
+    assert_eq!(tombstone.map(|t| t.reason), Some(EraseReason::Retired));
+    assert!(matches!(
+        b.storage.create_space(space(1), HASH_A).await,
+        Err(StorageError::SpaceErased(EraseReason::Retired))
+    ));
+    // Erasing again finds nothing to erase and leaves the tombstone as it was.
+    assert!(!ok(
+        b.storage.erase(space(1), EraseReason::Erased).await,
+        "again"
+    ));
+    let again = ok(b.storage.tombstone(space(1)).await, "still retired");
+    assert_eq!(again, tombstone);
+    assert_eq!(ok(b.storage.tombstone(space(2)).await, "other"), None);
+}
+
 /// A rollup's payload counts against the space's quota and the relay's total like a chunk's;
 /// erasing the space gives it back.
 pub async fn rollups_count_against_both_quotas_until_erased(b: &Backend) {
@@ -1359,7 +1401,10 @@ pub async fn rollups_count_against_both_quotas_until_erased(b: &Backend) {
             .await,
         Err(StorageError::RelayFull { used: 100, .. })
     ));
-    assert!(ok(b.storage.erase(space(1)).await, "erase"));
+    assert!(ok(
+        b.storage.erase(space(1), EraseReason::Erased).await,
+        "erase"
+    ));
     assert_eq!(ok(b.storage.total_bytes().await, "total"), 0);
 }
 
@@ -1653,7 +1698,10 @@ pub async fn commits_are_published_in_order(b: &Backend) {
         pushed(b, space(1), push(DEVICE_A, i, &[i as u8])).await;
     }
     pushed(b, space(1), push(DEVICE_A, 1, &[1])).await;
-    assert!(ok(b.storage.erase(space(1)).await, "erase"));
+    assert!(ok(
+        b.storage.erase(space(1), EraseReason::Erased).await,
+        "erase"
+    ));
     let mut expected = 1u64;
     loop {
         let event = tokio::time::timeout(std::time::Duration::from_secs(10), subscription.recv())

@@ -56,6 +56,45 @@ pub enum Created {
     Existing,
 }
 
+/// Why a space was deleted: what its tombstone answers from then on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EraseReason {
+    /// A device erased it (`space_erased`).
+    Erased,
+    /// A key rotation replaced it (`space_retired`).
+    Retired,
+}
+
+impl EraseReason {
+    /// How the reason is stored (a small integer column).
+    pub(crate) fn to_db(self) -> i16 {
+        match self {
+            EraseReason::Erased => 0,
+            EraseReason::Retired => 1,
+        }
+    }
+
+    /// The stored reason; values a newer relay may write read as erased.
+    pub(crate) fn from_db(value: i64) -> EraseReason {
+        if value == 1 {
+            EraseReason::Retired
+        } else {
+            EraseReason::Erased
+        }
+    }
+}
+
+/// What the relay keeps of a deleted space, forever: its id, when, and why. A few dozen bytes,
+/// so a device that still holds the secret is told the space is gone for good instead of
+/// recreating it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tombstone {
+    /// When it was deleted (unix seconds).
+    pub erased_at: u64,
+    /// Why.
+    pub reason: EraseReason,
+}
+
 /// A push the backend has made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pushed {
@@ -122,9 +161,9 @@ pub enum StorageError {
     /// The space exists with another token.
     #[error("space exists with a different token")]
     SpaceExists,
-    /// The space was erased; it cannot be created again.
+    /// The space was erased or retired; it cannot be created again.
     #[error("space was erased")]
-    SpaceErased,
+    SpaceErased(EraseReason),
     /// The write would take the space over its quota.
     #[error("space quota of {quota} bytes exceeded ({used} used, {adding} more)")]
     QuotaExceeded {
@@ -308,8 +347,12 @@ pub trait Storage: Send + Sync + 'static {
     /// The space's snapshot, if any.
     fn get_snapshot(&self, space: SpaceId) -> StorageFuture<Option<Snapshot>>;
 
-    /// Removes the space and everything in it. `false` if it did not exist.
-    fn erase(&self, space: SpaceId) -> StorageFuture<bool>;
+    /// Removes the space and everything in it, and leaves its [`Tombstone`] with `reason`
+    /// (replacing an older one). `false` if the space did not exist.
+    fn erase(&self, space: SpaceId, reason: EraseReason) -> StorageFuture<bool>;
+
+    /// The space's tombstone, if it was erased. Tombstones are never deleted.
+    fn tombstone(&self, space: SpaceId) -> StorageFuture<Option<Tombstone>>;
 
     /// Records that the relay served `device` in `space` at `at` (unix seconds), kept only
     /// rounded down to the hour ([`last_seen_hour`]) and never moved back. A space keeps at

@@ -47,8 +47,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::schema::SCHEMA_VERSION;
 use super::{
-    Created, NewPairing, PairingRecord, PairingSide, PairingSwept, PullRequest, Pushed,
-    RollupStored, Storage, StorageError, StorageFuture, Swept, TokenHash, unix_now,
+    Created, EraseReason, NewPairing, PairingRecord, PairingSide, PairingSwept, PullRequest,
+    Pushed, RollupStored, Storage, StorageError, StorageFuture, Swept, TokenHash, Tombstone,
+    unix_now,
 };
 use crate::{
     config::Postgres,
@@ -424,12 +425,15 @@ impl Storage for PostgresStorage {
                 .await?;
             let erased = tx
                 .query_opt(
-                    "SELECT 1 FROM erased WHERE space_id = $1",
+                    "SELECT reason FROM erased WHERE space_id = $1",
                     &[&&space.0[..]],
                 )
                 .await?;
-            if erased.is_some() {
-                return Ok(Err(StorageError::SpaceErased));
+            if let Some(row) = erased {
+                let reason: i16 = row.try_get(0)?;
+                return Ok(Err(StorageError::SpaceErased(EraseReason::from_db(
+                    reason.into(),
+                ))));
             }
             let inserted = tx
                 .query_opt(
@@ -884,7 +888,25 @@ impl Storage for PostgresStorage {
         })
     }
 
-    fn erase(&self, space: SpaceId) -> StorageFuture<bool> {
+    fn tombstone(&self, space: SpaceId) -> StorageFuture<Option<Tombstone>> {
+        self.run(move |shared| async move {
+            let client = shared.client().await?;
+            let statement = client
+                .prepare_cached("SELECT erased_at, reason FROM erased WHERE space_id = $1")
+                .await?;
+            let Some(row) = client.query_opt(&statement, &[&&space.0[..]]).await? else {
+                return Ok(Ok(None));
+            };
+            let erased_at: i64 = row.try_get(0)?;
+            let reason: i16 = row.try_get(1)?;
+            Ok(Ok(Some(Tombstone {
+                erased_at: u64::try_from(erased_at).unwrap_or(0),
+                reason: EraseReason::from_db(reason.into()),
+            })))
+        })
+    }
+
+    fn erase(&self, space: SpaceId, reason: EraseReason) -> StorageFuture<bool> {
         self.run(move |shared| async move {
             let mut client = shared.client().await?;
             let tx = client.transaction().await?;
@@ -913,9 +935,10 @@ impl Storage for PostgresStorage {
             tx.execute("DELETE FROM device_seen WHERE space = $1", &[&id])
                 .await?;
             tx.execute(
-                "INSERT INTO erased (space_id, erased_at) VALUES ($1, $2)
-                 ON CONFLICT (space_id) DO UPDATE SET erased_at = excluded.erased_at",
-                &[&&space.0[..], &now_secs()],
+                "INSERT INTO erased (space_id, erased_at, reason) VALUES ($1, $2, $3)
+                 ON CONFLICT (space_id)
+                 DO UPDATE SET erased_at = excluded.erased_at, reason = excluded.reason",
+                &[&&space.0[..], &now_secs(), &reason.to_db()],
             )
             .await?;
             tx.execute(

@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/007_rollups.sql"),
     include_str!("migrations/008_pairings.sql"),
     include_str!("migrations/009_device_seen.sql"),
+    include_str!("migrations/010_tombstone_reason.sql"),
 ];
 
 /// The schema version this code writes.

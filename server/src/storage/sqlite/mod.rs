@@ -36,8 +36,8 @@ use self::{
     writer::{Command, Write, Writer},
 };
 use super::{
-    Created, NewPairing, PairingRecord, PairingSide, PairingSwept, PullRequest, Pushed,
-    RollupStored, Storage, StorageError, StorageFuture, Swept, TokenHash,
+    Created, EraseReason, NewPairing, PairingRecord, PairingSide, PairingSwept, PullRequest,
+    Pushed, RollupStored, Storage, StorageError, StorageFuture, Swept, TokenHash, Tombstone,
 };
 use crate::{config::GroupCommit, live::Publisher};
 
@@ -259,8 +259,16 @@ impl Storage for SqliteStorage {
         self.read(move |conn| reader::snapshot(conn, &space).map(Ok))
     }
 
-    fn erase(&self, space: SpaceId) -> StorageFuture<bool> {
-        self.write(|reply| Write::Erase { space, reply })
+    fn erase(&self, space: SpaceId, reason: EraseReason) -> StorageFuture<bool> {
+        self.write(|reply| Write::Erase {
+            space,
+            reason,
+            reply,
+        })
+    }
+
+    fn tombstone(&self, space: SpaceId) -> StorageFuture<Option<Tombstone>> {
+        self.read(move |conn| reader::tombstone(conn, &space).map(Ok))
     }
 
     fn touch_device(&self, space: SpaceId, device: DeviceId, at: u64) -> StorageFuture<()> {

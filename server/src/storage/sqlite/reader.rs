@@ -15,7 +15,7 @@ use mend_protocol::{
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::schema;
-use crate::storage::{Entry, PullRequest, StorageError, Walked, walk};
+use crate::storage::{Entry, EraseReason, PullRequest, StorageError, Tombstone, Walked, walk};
 
 /// Idle read connections kept for reuse.
 const MAX_IDLE: usize = 8;
@@ -415,6 +415,20 @@ pub(crate) fn total_bytes(conn: &mut Connection) -> rusqlite::Result<Result<u64,
         .prepare_cached("SELECT bytes_used FROM relay_usage WHERE id = 1")?
         .query_row([], |row| row.get(0))?;
     Ok(Ok(u64::try_from(bytes).unwrap_or(0)))
+}
+
+pub(crate) fn tombstone(
+    conn: &mut Connection,
+    space: &SpaceId,
+) -> rusqlite::Result<Option<Tombstone>> {
+    conn.prepare_cached("SELECT erased_at, reason FROM erased WHERE space_id = ?1")?
+        .query_row([&space.0[..]], |row| {
+            Ok(Tombstone {
+                erased_at: u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0),
+                reason: EraseReason::from_db(row.get(1)?),
+            })
+        })
+        .optional()
 }
 
 pub(crate) fn token_hashes(conn: &Connection) -> rusqlite::Result<Vec<(SpaceId, [u8; 32])>> {

@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/008_rollups.sql"),
     include_str!("migrations/009_pairings.sql"),
     include_str!("migrations/010_device_seen.sql"),
+    include_str!("migrations/011_tombstone_reason.sql"),
 ];
 
 /// The schema version this code writes.
@@ -125,7 +126,8 @@ mod tests {
         conn.execute_batch(
             "DROP TABLE relay_usage; DROP INDEX chunks_held; DROP TABLE rollups;
              ALTER TABLE chunks DROP COLUMN rollup_seq;
-             DROP TABLE pairings; DROP TABLE pairing_messages; DROP TABLE device_seen",
+             DROP TABLE pairings; DROP TABLE pairing_messages; DROP TABLE device_seen;
+             ALTER TABLE erased DROP COLUMN reason",
         )?;
         conn.pragma_update(None, "user_version", 4)?;
         drop(conn);

@@ -32,7 +32,7 @@ use crate::{
     config::GroupCommit,
     live::{LiveEvent, Publisher},
     storage::{
-        Created, Pushed, RollupStored, StorageError, Swept, TokenHash, check_rollup,
+        Created, EraseReason, Pushed, RollupStored, StorageError, Swept, TokenHash, check_rollup,
         check_rollup_chunks, unix_now,
     },
 };
@@ -75,6 +75,7 @@ pub(crate) enum Write {
     },
     Erase {
         space: SpaceId,
+        reason: EraseReason,
         reply: Reply<bool>,
     },
     Sweep {
@@ -462,7 +463,11 @@ fn apply(tx: &Transaction<'_>, state: &mut State<'_>, write: Write) -> Applied {
                 Err(e) => Err((Answer::Seen(reply, Err(StorageError::Closed)), e)),
             }
         }
-        Write::Erase { space, reply } => match erase(tx, state, space) {
+        Write::Erase {
+            space,
+            reason,
+            reply,
+        } => match erase(tx, state, space, reason) {
             Ok(result) => Ok(Answer::Erase(reply, result)),
             Err(e) => Err((Answer::Erase(reply, Err(StorageError::Closed)), e)),
         },
@@ -517,11 +522,11 @@ fn create(
         .query_row([&space.0[..]], |row| row.get(0))
         .optional()?;
     let erased: Option<i64> = tx
-        .prepare_cached("SELECT erased_at FROM erased WHERE space_id = ?1")?
+        .prepare_cached("SELECT reason FROM erased WHERE space_id = ?1")?
         .query_row([&space.0[..]], |row| row.get(0))
         .optional()?;
-    if erased.is_some() {
-        return Ok(Err(StorageError::SpaceErased));
+    if let Some(reason) = erased {
+        return Ok(Err(StorageError::SpaceErased(EraseReason::from_db(reason))));
     }
     if let Some(existing) = existing {
         let same: bool = existing.as_slice().ct_eq(&token_hash[..]).into();
@@ -956,6 +961,7 @@ fn erase(
     tx: &Transaction<'_>,
     state: &mut State<'_>,
     space: SpaceId,
+    reason: EraseReason,
 ) -> rusqlite::Result<Result<bool, StorageError>> {
     let Some((id, bytes_used)) =
         meta(tx, state.cache, &space)?.map(|meta| (meta.id, meta.bytes_used))
@@ -974,8 +980,10 @@ fn erase(
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    tx.prepare_cached("INSERT OR REPLACE INTO erased (space_id, erased_at) VALUES (?1, ?2)")?
-        .execute(params![&space.0[..], now])?;
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO erased (space_id, erased_at, reason) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![&space.0[..], now, reason.to_db()])?;
     state.cache.remove(&space);
     state.dirty.remove(&space);
     state.usage.change(bytes_used, 0);

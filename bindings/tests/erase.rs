@@ -1,0 +1,41 @@
+//! `Journal.erase` against a real relay on 127.0.0.1: the marker reaches the relay, the spaces
+//! are deleted, and from then on every write throws `erased` and `erased()` says so.
+
+use anyhow::{Result, ensure};
+use mend_e2e::Relay;
+use mend_ffi_api::{Journal, JournalOptions, MendError, RecordBody, Share};
+
+#[test]
+fn erase_pushes_the_marker_and_every_write_then_throws_erased() -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let dir = tempfile::tempdir()?;
+        let relay = Relay::start_plain(dir.path()).await?;
+        let path = dir.path().join("j.db").display().to_string();
+        let journal =
+            Journal::create(path, "Alex".into(), relay.url(), JournalOptions::default()).await?;
+        journal.sync_now(20_000).await?;
+        ensure!(journal.erased().await?.is_none(), "erased before erasing");
+        ensure!(
+            journal.erase(20_000).await?,
+            "the marker did not reach the relay"
+        );
+        let body = RecordBody::Share {
+            value: Share {
+                feeling: "after".into(),
+                tough_question: false,
+            },
+        };
+        let refused = journal.add(body, None).await;
+        ensure!(
+            matches!(&refused, Err(e @ MendError::Erased(_)) if e.code() == "erased"),
+            "{refused:?}"
+        );
+        ensure!(journal.erased().await?.is_some(), "erased() says nothing");
+        journal.shutdown().await?;
+        relay.stop().await
+    })
+}

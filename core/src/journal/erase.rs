@@ -1,0 +1,190 @@
+//! An erased journal: what a device knows once a partner erased the shared journal, from this
+//! device or another.
+//!
+//! The erasing device writes a marker before it deletes the spaces at the relay: `erased_at`
+//! (unix ms) on its partner's own entry (`partners/<me>`) in both documents, so the guard lets
+//! only that partner's devices write it. A device that syncs in time merges the marker; one that
+//! syncs later finds the spaces gone at the relay (`space_erased`). Either way it keeps what it
+//! learned in the store's metadata, so an erased journal stays erased after a restart.
+//!
+//! Erased by this partner (from another device): every write is refused and sync stops. Erased
+//! by the other partner: writes to the couple's space are refused; the personal space is this
+//! partner's own and keeps syncing. Reading always works: the record is kept on the device.
+
+use automerge::{ReadDoc, ScalarValue, Value, transaction::Transactable};
+use serde::{Deserialize, Serialize};
+
+use super::Journal;
+use crate::{
+    error::{Error, Result},
+    ids::PartnerId,
+    store::Space,
+};
+
+/// The field of a partner's entry that says they erased the shared journal (unix ms).
+pub(crate) const ERASED_AT: &str = "erased_at";
+/// Metadata: who erased (a partner id) and when (unix ms), once this device learned it.
+const META_ERASED_BY: &str = "erased_by";
+const META_ERASED_AT: &str = "erased_at";
+
+/// The shared journal was erased: by whom and when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Erasure {
+    /// This partner erased it (from another of their devices, or this one).
+    pub by_me: bool,
+    /// The name of the partner who erased it.
+    pub name: String,
+    /// When (unix ms): the marker's time, or when this device found the space gone.
+    pub at: i64,
+    /// The day of `at` in the couple's time zone (`YYYY-MM-DD`).
+    pub date: String,
+}
+
+impl Erasure {
+    /// What a person is told, in plain words.
+    pub fn words(&self) -> String {
+        if self.by_me {
+            format!(
+                "this journal was erased from another of your devices on {}. Your copy stays on \
+                 this device until you delete it.",
+                self.date
+            )
+        } else {
+            format!(
+                "{} erased the shared journal on {}. Your copy stays on this device; nothing \
+                 more can be shared.",
+                self.name, self.date
+            )
+        }
+    }
+
+    /// Whether writes to `space` are refused.
+    pub fn blocks(&self, space: Space) -> bool {
+        self.by_me || space == Space::Couple
+    }
+}
+
+impl Journal {
+    /// The erasure of the shared journal, if this device knows of one: from its metadata (a
+    /// space found erased at the relay) or a marker in the documents.
+    pub fn erasure(&self) -> Result<Option<Erasure>> {
+        let stored = self.store.meta(META_ERASED_BY)?.and_then(|by| {
+            let at = self.store.meta(META_ERASED_AT).ok()??.parse().ok()?;
+            Some((PartnerId::parse_canonical(&by)?, at))
+        });
+        let found = stored.or_else(|| self.erased_marker());
+        Ok(found.map(|(by, at)| self.erasure_of(by, at)))
+    }
+
+    /// Writes this partner's erase marker into both documents, before the spaces are deleted
+    /// at the relay. Afterwards this journal is erased on this device too.
+    pub fn mark_erased(&mut self) -> Result<()> {
+        self.step(|j| {
+            j.ready()?;
+            let me = j.me.to_string();
+            let now = j.now();
+            let mut changes = Vec::new();
+            for space in Space::ALL {
+                let (_, bytes) = j.doc_mut(space)?.transact(|tx, h| {
+                    if let Some((_, entry)) = tx.get(&h.partners, me.as_str())? {
+                        tx.put(&entry, ERASED_AT, now)?;
+                    }
+                    Ok(())
+                })?;
+                if let Some(b) = bytes {
+                    changes.push((space, b));
+                }
+            }
+            j.persist_unchecked(changes, &[])?;
+            j.note_erased(j.me, now)
+        })
+    }
+
+    /// A space was found erased at the relay: keeps who erased it, so writes stop and the
+    /// status says so. The personal space is only ever erased by this partner; the couple's
+    /// by whoever wrote a marker, else (no marker arrived in time) the other partner, unless
+    /// this partner's personal space is gone too. Returns the words for the status.
+    pub fn space_found_erased(&mut self, space: Space) -> Result<String> {
+        self.step(|j| {
+            let now = j.now();
+            let known = j.erasure()?;
+            let by = match (space, j.erased_marker(), &known) {
+                (Space::Personal, _, _) => j.me,
+                (_, Some((by, _)), _) => by,
+                (_, None, Some(known)) if known.by_me => j.me,
+                _ => j.partner().map_or(j.me, |p| p.id),
+            };
+            let at = j.erased_marker().map_or(now, |(_, at)| at);
+            let upgrade = known.as_ref().is_none_or(|k| !k.by_me && by == j.me);
+            if upgrade {
+                j.note_erased(by, at)?;
+            }
+            Ok(j.erasure()?.map(|e| e.words()).unwrap_or_default())
+        })
+    }
+
+    /// Refuses a local write to `space` of an erased journal.
+    pub(super) fn check_not_erased(&self, space: Space) -> Result<()> {
+        match self.erasure()? {
+            Some(erasure) if erasure.blocks(space) => Err(Error::Erased(erasure.words())),
+            _ => Ok(()),
+        }
+    }
+
+    fn note_erased(&mut self, by: PartnerId, at: i64) -> Result<()> {
+        self.store.set_meta(&[
+            (META_ERASED_BY, by.to_string().as_str()),
+            (META_ERASED_AT, at.to_string().as_str()),
+        ])
+    }
+
+    fn erasure_of(&self, by: PartnerId, at: i64) -> Erasure {
+        let name = self
+            .partners()
+            .into_iter()
+            .find(|p| p.id == by)
+            .map_or_else(|| "your partner".to_owned(), |p| p.name);
+        Erasure {
+            by_me: by == self.me,
+            name,
+            at,
+            date: self.calendar.date_of(at).to_string(),
+        }
+    }
+
+    /// The earliest marker in the documents: this partner's in either, or the other
+    /// partner's in the couple's (the guard keeps each partner's entry theirs).
+    fn erased_marker(&self) -> Option<(PartnerId, i64)> {
+        let mut found: Option<(PartnerId, i64)> = None;
+        for space in Space::ALL {
+            let Ok(doc) = self.lazy(space).get() else {
+                continue;
+            };
+            let partners = doc.partners_obj();
+            for key in doc.am().keys(partners) {
+                let Some(id) = PartnerId::parse_canonical(&key) else {
+                    continue;
+                };
+                if space == Space::Personal && id != self.me {
+                    continue;
+                }
+                let Ok(Some((Value::Object(_), entry))) = doc.am().get(partners, key.as_str())
+                else {
+                    continue;
+                };
+                let at = match doc.am().get(&entry, ERASED_AT) {
+                    Ok(Some((Value::Scalar(s), _))) => match s.as_ref() {
+                        ScalarValue::Int(n) => *n,
+                        ScalarValue::Uint(n) => i64::try_from(*n).unwrap_or(i64::MAX),
+                        _ => continue,
+                    },
+                    _ => continue,
+                };
+                if found.is_none_or(|(_, t)| at < t) {
+                    found = Some((id, at));
+                }
+            }
+        }
+        found
+    }
+}

@@ -1,0 +1,189 @@
+//! A separation end to end over a real relay on 127.0.0.1 (TLS): Alex, with two devices, erases
+//! the shared journal from one. Alex's other device learns it on its next sync and refuses every
+//! write, for good (after a reopen too); Blake is told in plain words, with Alex's name, keeps
+//! reading, can no longer share, and keeps syncing Blake's personal space. The relay keeps only
+//! tombstones, and nothing brings the spaces back.
+
+use anyhow::{Result, ensure};
+use mend_core::{
+    Body, Error, Visibility,
+    crypto::PairingKind,
+    model::{ProcessingNote, Share},
+    sync::{ProblemKind, SyncStatus},
+};
+use mend_e2e::{Phone, Relay};
+
+const ROUND: std::time::Duration = std::time::Duration::from_secs(20);
+
+fn share(text: &str) -> Body {
+    Body::Share(Share {
+        feeling: text.into(),
+        tough_question: false,
+    })
+}
+
+fn note(text: &str) -> Body {
+    Body::ProcessingNote(ProcessingNote { text: text.into() })
+}
+
+/// The words of the erased problem the status carries, if any.
+fn erased_words(status: &SyncStatus) -> Option<String> {
+    status.problems.iter().find_map(|p| match &p.kind {
+        ProblemKind::Erased { words } => Some(words.clone()),
+        _ => None,
+    })
+}
+
+fn is_erased<T: std::fmt::Debug>(result: Result<T>) -> bool {
+    result
+        .err()
+        .and_then(|e| e.downcast::<Error>().ok())
+        .is_some_and(|e| matches!(e, Error::Erased(_)))
+}
+
+fn files_under(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            files_under(&path, out)?;
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erase_reaches_every_device_and_the_partner_is_told_in_plain_words() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path()).await?;
+    let (a, b) = mend_e2e::couple(dir.path(), &relay).await?;
+    let a2 = Phone::pair(
+        dir.path(),
+        "a2.db",
+        &a,
+        PairingKind::Device,
+        false,
+        "",
+        &relay,
+    )
+    .await?;
+    a2.sync().await?;
+    let from_b = b.with(|j| j.add(share("ERASE-MARKER-blake-before")))?;
+    a.with(|j| j.add(share("ERASE-MARKER-alex-before")))?;
+    a.with(|j| j.add_with(note("ERASE-MARKER-alex-private"), Some(Visibility::Private)))?;
+    for phone in [&b, &a, &a2] {
+        phone.sync().await?;
+    }
+
+    let report = a.device.erase(ROUND).await?;
+    ensure!(report.marker_pushed, "the marker did not reach the relay");
+    ensure!(
+        is_erased(a.with(|j| j.add(share("after")))),
+        "the erasing device still writes"
+    );
+
+    // Alex's other device: erased, from another of Alex's devices, never "unreachable".
+    let status = a2.device.sync_now(ROUND).await?;
+    let words = erased_words(&status).unwrap_or_default();
+    ensure!(
+        words.contains("another of your devices"),
+        "Alex's other device was not told: {status:?}"
+    );
+    ensure!(!status.syncing, "Alex's other device keeps syncing");
+    ensure!(status.online, "an erased journal reads as out of reach");
+    ensure!(
+        is_erased(a2.with(|j| j.add(share("couple, after")))),
+        "Alex's other device still writes to the couple's space"
+    );
+    ensure!(
+        is_erased(a2.with(|j| j.add_with(note("mine, after"), Some(Visibility::Private)))),
+        "Alex's other device still writes to the personal space"
+    );
+    let erasure = a2.read(|j| j.erasure())?;
+    ensure!(erasure.as_ref().is_some_and(|e| e.by_me), "{erasure:?}");
+    // It stays erased after a restart, without the relay.
+    let keyring = a2.device.keyring().clone();
+    let path = a2.path.clone();
+    a2.device.close().await?;
+    let a2 = Phone::reopen(&path, keyring, &relay)?;
+    ensure!(
+        a2.read(|j| j.erasure())?.is_some_and(|e| e.by_me),
+        "the erased state did not survive a reopen"
+    );
+    ensure!(
+        is_erased(a2.with(|j| j.add(share("after a reopen")))),
+        "a reopened erased journal writes"
+    );
+
+    // Blake: told in plain words with Alex's name; reading works; sharing is over; Blake's
+    // personal space is Blake's and keeps syncing.
+    let status = b.device.sync_now(ROUND).await?;
+    let words = erased_words(&status).unwrap_or_default();
+    ensure!(
+        words.contains("Alex erased the shared journal on")
+            && words.contains("Your copy stays on this device; nothing more can be shared."),
+        "Blake was not told in plain words: {status:?}"
+    );
+    ensure!(
+        b.read(|j| j.get(from_b))?.id == from_b,
+        "Blake lost the record"
+    );
+    ensure!(
+        is_erased(b.with(|j| j.add(share("to nobody")))),
+        "Blake still writes to the couple's space"
+    );
+    b.with(|j| j.add_with(note("still mine"), Some(Visibility::Private)))?;
+    let status = b.device.sync_now(ROUND).await?;
+    ensure!(
+        status.pending == 0,
+        "Blake's personal write did not sync: {status:?}"
+    );
+    ensure!(
+        !b.read(|j| j.erasure())?.is_some_and(|e| e.by_me),
+        "Blake's journal thinks Blake erased it"
+    );
+
+    // The relay: tombstones for both of Alex's spaces, neither back, no text from before.
+    let couple_id = a.device.keyring().couple.derive_space_id();
+    let conn = rusqlite::Connection::open(relay.data_dir.join("relay.sqlite3"))?;
+    let back: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM spaces WHERE space_id = ?1",
+        [&couple_id[..]],
+        |r| r.get(0),
+    )?;
+    ensure!(back == 0, "the erased couple's space is back at the relay");
+    let tombstones: i64 = conn.query_row("SELECT COUNT(*) FROM erased", [], |r| r.get(0))?;
+    ensure!(tombstones == 2, "{tombstones} tombstones, not 2");
+    drop(conn);
+    let data_dir = relay.data_dir.clone();
+    relay.stop().await?;
+    let mut files = Vec::new();
+    files_under(&data_dir, &mut files)?;
+    for file in &files {
+        let bytes = std::fs::read(file)?;
+        ensure!(
+            !bytes.windows(13).any(|w| w == b"ERASE-MARKER-"),
+            "{} holds text written before the erase",
+            file.display()
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erase_without_the_relay_erases_nothing() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path()).await?;
+    let (a, b) = mend_e2e::couple(dir.path(), &relay).await?;
+    relay.stop().await?;
+    ensure!(
+        matches!(a.device.erase(ROUND).await, Err(Error::Unreachable)),
+        "an erase without the relay did not say so"
+    );
+    // Nothing was marked: Alex still writes, and Blake sees no erase.
+    ensure!(a.read(|j| j.erasure())?.is_none(), "marked erased");
+    a.with(|j| j.add(share("still here")))?;
+    ensure!(b.read(|j| j.erasure())?.is_none(), "Blake sees an erase");
+    Ok(())
+}
