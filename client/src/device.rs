@@ -278,7 +278,11 @@ impl Device {
             ..relay
         };
         RelayHttp::new(&keyring.relay_url, &relay)?.check()?;
-        let journal = Journal::join_with(path, &source, name, keyring.open_options(options))?;
+        let mut journal = Journal::join_with(path, &source, name, keyring.open_options(options))?;
+        // Joined through a device past the first epoch: start in that one.
+        if let Some((epoch, base)) = invite.epoch {
+            journal.start_in_epoch(epoch, base)?;
+        }
         Self::assemble(journal, keyring, relay, observer)
     }
 

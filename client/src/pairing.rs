@@ -265,9 +265,10 @@ impl Device {
                 .unwrap_or_default();
             Ok((me, name))
         })?;
+        let epoch = self.read(|j| j.epoch_start())?;
         let handover = Zeroizing::new(match kind {
-            PairingKind::Partner => keyring.partner_invite()?,
-            PairingKind::Device => keyring.device_invite(me)?,
+            PairingKind::Partner => keyring.partner_invite_at(epoch)?,
+            PairingKind::Device => keyring.device_invite_at(me, epoch)?,
         });
         let (status, body) = http
             .pairing(

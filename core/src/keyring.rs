@@ -136,17 +136,33 @@ impl Keyring {
 
     /// An invite for the other partner (couple's space only).
     pub fn partner_invite(&self) -> Result<String> {
+        self.partner_invite_at(None)
+    }
+
+    /// [`Keyring::partner_invite`] for a journal in epoch `epoch` (its number and first
+    /// change), when past the first.
+    pub fn partner_invite_at(&self, epoch: Option<(u32, [u8; 32])>) -> Result<String> {
         Invite {
             relay_url: self.relay_url.clone(),
             couple: self.couple.clone(),
             kind: InviteKind::Partner,
             relay_pin: self.relay_pin,
+            epoch,
         }
         .encode()
     }
 
     /// An invite for another device of this partner (both spaces).
     pub fn device_invite(&self, me: PartnerId) -> Result<String> {
+        self.device_invite_at(me, None)
+    }
+
+    /// [`Keyring::device_invite`] for a journal in epoch `epoch`, when past the first.
+    pub fn device_invite_at(
+        &self,
+        me: PartnerId,
+        epoch: Option<(u32, [u8; 32])>,
+    ) -> Result<String> {
         Invite {
             relay_url: self.relay_url.clone(),
             couple: self.couple.clone(),
@@ -156,6 +172,7 @@ impl Keyring {
                 identity: self.identity.clone(),
             },
             relay_pin: self.relay_pin,
+            epoch,
         }
         .encode()
     }

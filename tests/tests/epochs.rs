@@ -106,5 +106,29 @@ async fn a_lost_tablet_is_shut_out_while_the_partner_is_away_and_writing() -> Re
             .all(|p| p.devices.iter().all(|d| d.id != lost)),
         "the lost tablet is still listed"
     );
+
+    // A device paired after the rotation joins the new epoch and reads everything.
+    let new = Phone::pair(
+        dir.path(),
+        "n.db",
+        &b,
+        PairingKind::Device,
+        false,
+        "",
+        &relay,
+    )
+    .await?;
+    for phone in [&new, &b, &new] {
+        phone.sync().await?;
+    }
+    let report = new.device.sync_round(ROUND).await?;
+    ensure!(
+        texts(&new)? == alex,
+        "the new device reads {:?} in epoch {} ({:?}, {:?})",
+        texts(&new)?,
+        new.read(|j| j.epoch())?,
+        report.problems,
+        new.with(|j| j.heads(mend_core::Space::Couple))?
+    );
     Ok(())
 }

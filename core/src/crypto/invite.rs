@@ -26,6 +26,10 @@ use crate::{
 const PREFIX_V1: &str = "MEND1-";
 const PREFIX_V2: &str = "MEND2-";
 const PREFIX_V3: &str = "MEND3-";
+/// `MEND5-` codes (a handover inside a pairing, never shown to anyone) add, after the v3
+/// parts, `epoch (4, big-endian) | the epoch's first change hash (32)`, with the flags byte
+/// present for both kinds; written only for a journal past its first epoch.
+const PREFIX_V5: &str = "MEND5-";
 const FLAG_PIN: u8 = 1;
 const FLAG_IDENTITY: u8 = 2;
 const KIND_PARTNER: u8 = 1;
@@ -62,6 +66,9 @@ pub struct Invite {
     pub kind: InviteKind,
     /// The relay's pin, for a relay whose certificate no public CA signed.
     pub relay_pin: Option<RelayPin>,
+    /// The journal's epoch and the hash of its first change in the couple's space, once it
+    /// has been rotated: the joining device starts there.
+    pub epoch: Option<(u32, [u8; 32])>,
 }
 
 impl fmt::Debug for Invite {
@@ -111,6 +118,25 @@ impl Invite {
             identity = carried.as_ref();
         }
         let prefix = match (&self.relay_pin, identity) {
+            _ if self.epoch.is_some() => {
+                let flags = if self.relay_pin.is_some() {
+                    FLAG_PIN
+                } else {
+                    0
+                } | if identity.is_some() { FLAG_IDENTITY } else { 0 };
+                raw.push(flags);
+                if let Some(pin) = &self.relay_pin {
+                    raw.extend_from_slice(pin.as_bytes());
+                }
+                if let Some(identity) = identity {
+                    raw.extend_from_slice(identity.expose());
+                }
+                if let Some((epoch, base)) = &self.epoch {
+                    raw.extend_from_slice(&epoch.to_be_bytes());
+                    raw.extend_from_slice(base);
+                }
+                PREFIX_V5
+            }
             (None, None) => PREFIX_V1,
             (Some(pin), None) => {
                 raw.push(1);
@@ -145,6 +171,8 @@ impl Invite {
             (body, 2)
         } else if let Some(body) = code.strip_prefix(PREFIX_V3) {
             (body, 3)
+        } else if let Some(body) = code.strip_prefix(PREFIX_V5) {
+            (body, 5)
         } else if code.starts_with("MEND") && code.get(5..6) == Some("-") {
             return Err(newer());
         } else {
@@ -168,8 +196,41 @@ impl Invite {
         let secrets = 32 + if kind == KIND_DEVICE { 48 } else { 0 };
         let rest = &data[2..];
         let fixed = url_len.saturating_add(secrets);
+        let mut epoch = None;
         let (rest, pin, identity) = match version {
             1 => (rest, None, None),
+            5 => {
+                let Some([flags, tail @ ..]) = rest.get(fixed..) else {
+                    return Err(damaged());
+                };
+                if flags & !(FLAG_PIN | FLAG_IDENTITY) != 0
+                    || (flags & FLAG_IDENTITY != 0 && kind != KIND_DEVICE)
+                {
+                    return Err(newer());
+                }
+                let mut tail = tail;
+                let pin = if flags & FLAG_PIN != 0 {
+                    let (pin, after) = tail.split_at_checked(32).ok_or_else(damaged)?;
+                    tail = after;
+                    let pin: [u8; 32] = pin.try_into().map_err(|_| damaged())?;
+                    Some(RelayPin::from_bytes(pin))
+                } else {
+                    None
+                };
+                let identity = if flags & FLAG_IDENTITY != 0 {
+                    let (identity, after) = tail.split_at_checked(32).ok_or_else(damaged)?;
+                    tail = after;
+                    Some(PartnerIdentity::from_slice(identity)?)
+                } else {
+                    None
+                };
+                let [e0, e1, e2, e3, base @ ..] = tail else {
+                    return Err(damaged());
+                };
+                let base: [u8; 32] = base.try_into().map_err(|_| damaged())?;
+                epoch = Some((u32::from_be_bytes([*e0, *e1, *e2, *e3]), base));
+                (&rest[..fixed], pin, identity)
+            }
             2 => match rest.get(fixed..) {
                 Some([0]) => (&rest[..fixed], None, None),
                 Some([1, pin @ ..]) => {
@@ -224,6 +285,7 @@ impl Invite {
             couple,
             kind,
             relay_pin: pin,
+            epoch,
         })
     }
 }
@@ -243,6 +305,7 @@ mod tests {
             couple: SpaceSecret::generate()?,
             kind: InviteKind::Partner,
             relay_pin: None,
+            epoch: None,
         };
         let code = partner.encode()?;
         assert!(code.starts_with("MEND1-"));
@@ -296,6 +359,33 @@ mod tests {
     }
 
     #[test]
+    fn a_handover_past_the_first_epoch_says_where_to_start() -> Result<()> {
+        for kind in [
+            InviteKind::Partner,
+            InviteKind::Device {
+                personal: SpaceSecret::generate()?,
+                partner: PartnerId::generate(),
+                identity: Some(PartnerIdentity::generate()?),
+            },
+        ] {
+            for pin in [None, Some(RelayPin::of_spki(b"relay key"))] {
+                let invite = Invite {
+                    relay_url: "https://relay.example".into(),
+                    couple: SpaceSecret::generate()?,
+                    kind: kind.clone(),
+                    relay_pin: pin,
+                    epoch: Some((3, [9; 32])),
+                };
+                let code = invite.encode()?;
+                assert!(code.starts_with("MEND5-"));
+                assert_eq!(Invite::decode(&code)?, invite);
+                assert!(Invite::decode(&code[..code.len() - 2]).is_err());
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
     fn a_device_invite_carries_the_partner_identity() -> Result<()> {
         let identity = PartnerIdentity::generate()?;
         let mut invite = Invite {
@@ -307,6 +397,7 @@ mod tests {
                 identity: Some(identity.clone()),
             },
             relay_pin: None,
+            epoch: None,
         };
         for pin in [None, Some(RelayPin::of_spki(b"relay key"))] {
             invite.relay_pin = pin;

@@ -826,6 +826,7 @@ mod tests {
             couple: crate::crypto::SpaceSecret::generate()?,
             kind: crate::crypto::InviteKind::Partner,
             relay_pin: None,
+            epoch: None,
         }
         .encode()?;
         let err = PairingInvite::decode(&old).err();

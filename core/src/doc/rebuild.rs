@@ -1,8 +1,9 @@
 //! A new epoch's document: a space's state at some heads, with none of its history.
 //!
 //! Every device that moves to the new epoch builds it itself from the same heads, so the result
-//! must be the same bytes everywhere: one change by a fixed actor (named after the epoch) at
-//! time 0, its operations in key order (the JSON maps are sorted). Nobody signs it: a device
+//! must be the same bytes everywhere: the genesis change every replica starts from, then one
+//! change by a fixed actor (named after the epoch) at time 0 that fills the genesis maps, its
+//! operations in key order. Nobody signs it: a device
 //! trusts the one it built, and a device that joins later checks the one it is given against
 //! the hash its inviter handed over.
 //!
@@ -15,7 +16,7 @@ use automerge::{
     transaction::{CommitOptions, Transactable, Transaction},
 };
 
-use super::{ENVELOPE_KEYS, SCHEMA_VERSION, SpaceDoc};
+use super::{ENVELOPE_KEYS, SpaceDoc};
 use crate::error::{Error, Result};
 
 /// Copies the map `from` into the map `to`, keys `keep` allows only, every value as it is
@@ -105,10 +106,13 @@ pub(crate) fn rebuild(
         _ => Err(Error::Corrupt(format!("a document without {name}"))),
     };
     let (partners, records) = (map("partners")?, map("records")?);
-    let mut doc = Automerge::new().with_actor(epoch_actor(epoch));
+    // On the genesis every replica holds (so a device that joins later starts from it, as it
+    // starts any journal), one change fills the genesis maps.
+    let genesis = SpaceDoc::genesis(epoch_actor(epoch))?;
+    let (genesis_partners, genesis_records) = (genesis.partners.clone(), genesis.records.clone());
+    let mut doc = genesis.doc;
     let mut tx = doc.transaction();
-    tx.put(ROOT, "schema_version", SCHEMA_VERSION)?;
-    let to = tx.put_object(ROOT, "partners", ObjType::Map)?;
+    let to = genesis_partners;
     for id in at.keys(&partners) {
         let Some((Value::Object(ObjType::Map), from)) = at.get(&partners, id.as_str())? else {
             continue;
@@ -121,7 +125,7 @@ pub(crate) fn rebuild(
                 .any(|p| key.starts_with(p.as_str()))
         })?;
     }
-    let to = tx.put_object(ROOT, "records", ObjType::Map)?;
+    let to = genesis_records;
     for id in at.keys(&records) {
         let Some((Value::Object(ObjType::Map), from)) = at.get(&records, id.as_str())? else {
             continue;

@@ -42,6 +42,8 @@ const META_EPOCH: &str = "epoch";
 /// ([`Journal::epoch_secrets`]). Sealed to the device key, which the database never holds.
 const META_EPOCH_BOX: &str = "epoch_box";
 const META_EPOCH_FROM: &str = "epoch_from";
+/// The hash of this epoch's first change in the couple's space.
+const META_EPOCH_BASE: &str = "epoch_base";
 const BOX_CONTEXT: &[u8] = b"mend/v1/epoch\0";
 const SECRETS_VERSION: u8 = 1;
 
@@ -136,6 +138,8 @@ pub struct EpochMove {
     pub removed: Vec<DeviceId>,
     /// This device's box and the old couple's space id (kept to open it again).
     sealed: Option<(Vec<u8>, [u8; 32])>,
+    /// The device that rotated.
+    rotator: Option<DeviceId>,
 }
 
 /// Why a rotation happens.
@@ -169,6 +173,7 @@ fn hashes_of(list: &[String]) -> Result<Vec<ChangeHash>> {
 /// An announcement as read from the document.
 struct Announcement {
     by: PartnerId,
+    device: Option<DeviceId>,
     at: i64,
     heads: Vec<ChangeHash>,
     personal: Option<(PartnerId, Vec<ChangeHash>)>,
@@ -208,6 +213,10 @@ fn read_announcement(doc: &SpaceDoc, epoch: u32) -> Result<Option<Announcement>>
         Some(ScalarValue::Str(s)) => s.parse().map_err(|_| Error::Tampered)?,
         _ => return Err(Error::Tampered),
     };
+    let device = match read_scalar(am, &obj, "device") {
+        Some(ScalarValue::Str(s)) => s.parse().ok(),
+        _ => None,
+    };
     let at = match read_scalar(am, &obj, "at") {
         Some(ScalarValue::Int(at)) => at,
         _ => 0,
@@ -239,6 +248,7 @@ fn read_announcement(doc: &SpaceDoc, epoch: u32) -> Result<Option<Announcement>>
     }
     Ok(Some(Announcement {
         by,
+        device,
         at,
         heads,
         personal,
@@ -282,6 +292,36 @@ impl Journal {
             return Err(Error::Corrupt("an epoch box of another epoch".into()));
         }
         Ok(Some(secrets))
+    }
+
+    /// This epoch's first change in the couple's space, which the guard takes as it is.
+    pub(crate) fn epoch_base(&self) -> Result<Option<ChangeHash>> {
+        Ok(self.store.meta(META_EPOCH_BASE)?.and_then(|h| {
+            let mut out = [0u8; 32];
+            hex::decode_to_slice(h, &mut out)
+                .ok()
+                .map(|()| ChangeHash(out))
+        }))
+    }
+
+    /// Where this journal stands in its couple's epochs, for a device it pairs: the epoch
+    /// and its first change in the couple's space (`None` in epoch 0).
+    pub fn epoch_start(&self) -> Result<Option<(u32, [u8; 32])>> {
+        let epoch = self.epoch()?;
+        Ok(match (epoch, self.epoch_base()?) {
+            (0, _) | (_, None) => None,
+            (epoch, Some(base)) => Some((epoch, base.0)),
+        })
+    }
+
+    /// A journal joined through a device in a later epoch starts there: the epoch's number,
+    /// and its first change, which arrives from the relay like any other.
+    pub fn start_in_epoch(&mut self, epoch: u32, base: [u8; 32]) -> Result<()> {
+        self.store.set_meta(&[
+            (META_EPOCH, &epoch.to_string()),
+            (META_EPOCH_BASE, &hex::encode(base)),
+        ])?;
+        self.load_roster()
     }
 
     /// The couple's space id this journal syncs (that of its epoch), once it signs.
@@ -450,6 +490,7 @@ impl Journal {
             personal_heads,
             removed: news.removed,
             sealed: Some((sealed.clone(), space_id)),
+            rotator: news.device,
         }))
     }
 
@@ -487,17 +528,28 @@ impl Journal {
             // What the old space still owes the relay is lost with it: only a move that
             // [`Journal::epoch_news`] offered (nothing pending) carries everything.
             let actor = automerge::ActorId::from(self.actor.as_slice());
-            let (mut new, _base) = rebuild::rebuild(old.am(), heads, epoch, &leave, actor)?;
+            let (mut new, base) = rebuild::rebuild(old.am(), heads, epoch, &leave, actor)?;
             let own = self.key_id.map(|k| k.0);
             let replay = replay_own(old.am(), heads, own.as_ref(), &mut new)?;
-            moved.push((space, new, replay));
+            moved.push((space, new, replay, base));
         }
         let now = self.now();
-        for (space, new, _) in &moved {
+        for (space, new, _, _) in &moved {
             self.store.start_epoch(*space, &new.save(), now)?;
         }
         let mut changes = Vec::new();
-        for (space, new, replay) in moved {
+        let mut couple_base = None;
+        for (space, new, replay, base) in moved {
+            // The device that rotated hands the first change to the relay, for devices that
+            // join later; every device that moves built it itself.
+            if step.rotator == Some(self.device)
+                && let Some(first) = new.am().get_change_by_hash(&base)
+            {
+                changes.push((space, first.raw_bytes().to_vec()));
+            }
+            if space == Space::Couple {
+                couple_base = Some(base);
+            }
             match space {
                 Space::Couple => self.couple.set(new),
                 Space::Personal => self.personal.set(new),
@@ -505,6 +557,10 @@ impl Journal {
             if let Some(bytes) = replay {
                 changes.push((space, bytes));
             }
+        }
+        if let Some(base) = couple_base {
+            self.store
+                .set_meta(&[(META_EPOCH_BASE, &hex::encode(base.0))])?;
         }
         let epoch_text = epoch.to_string();
         match &step.sealed {

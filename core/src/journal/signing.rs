@@ -133,6 +133,7 @@ impl Journal {
             return Ok(());
         };
         let mut roster = guard::Roster::default();
+        roster.base = self.epoch_base()?;
         for bytes in self.store.known_devices(Space::Couple)? {
             if let Ok(intro) = Intro::from_bytes(&bytes) {
                 // Admitted once already: replayed in the same order, the same ones pass.
