@@ -584,7 +584,7 @@ fn a_lost_device_is_removed_and_the_journal_forgets_what_was_removed() -> Result
     // The tablet is told, in words and by its exit code, and reads nothing new.
     world
         .mend("alex-tablet", &["sync"])?
-        .fails(14, "removed from the journal")?;
+        .fails(15, "removed from the journal")?;
     let on_tablet = world.mend("alex-tablet", &["list"])?.ok()?;
     ensure!(
         !on_tablet.contains("Said after"),
