@@ -1877,3 +1877,23 @@ fn only_a_partners_own_devices_write_their_erase_marker() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn an_announcement_of_a_new_epoch_in_the_other_partners_name_is_refused() -> Result<()> {
+    let mut s = story(73)?;
+    let mut forger = Forger::new(&s.sim, 1, s.blake)?;
+    let alex = s.alex.to_string();
+    // Blake's device announcing an epoch as Alex (whose personal space Alex's devices would
+    // then move to secrets Blake chose).
+    forge(&mut s, &mut forger, 1, "other_partner", |doc, _| {
+        let a = doc.put_object(automerge::ROOT, "epoch:1", ObjType::Map)?;
+        doc.put(&a, "by", alex.as_str())?;
+        Ok(())
+    })?;
+    // Not an epoch number.
+    forge(&mut s, &mut forger, 2, "structure", |doc, _| {
+        doc.put_object(automerge::ROOT, "epoch:01", ObjType::Map)?;
+        Ok(())
+    })?;
+    Ok(())
+}

@@ -74,6 +74,9 @@ pub(crate) fn copy_obj(
     }
 }
 
+/// The root key an epoch's first change names its epoch under.
+pub(crate) const EPOCH_ROOT_KEY: &str = "epoch";
+
 /// The actor of epoch `epoch`'s first change: never a device's (those are 24 bytes) nor the
 /// genesis change's (16 zero bytes).
 pub(crate) fn epoch_actor(epoch: u32) -> ActorId {
@@ -112,6 +115,8 @@ pub(crate) fn rebuild(
     let (genesis_partners, genesis_records) = (genesis.partners.clone(), genesis.records.clone());
     let mut doc = genesis.doc;
     let mut tx = doc.transaction();
+    // Which epoch this is: the change is never empty, and no two epochs' are the same.
+    tx.put(ROOT, EPOCH_ROOT_KEY, i64::from(epoch))?;
     let to = genesis_partners;
     for id in at.keys(&partners) {
         let Some((Value::Object(ObjType::Map), from)) = at.get(&partners, id.as_str())? else {

@@ -466,9 +466,23 @@ impl Journal {
         if secrets.epoch != epoch {
             return Err(Error::Tampered);
         }
+        // A new personal secret counts only from this partner's own announcement: the other
+        // partner has no say over this partner's space (and never reads it).
+        let own = news.by == self.me;
+        let mut secrets = secrets;
+        if !own {
+            secrets.personal = None;
+        }
         let personal_heads = match (&news.personal, &secrets.personal) {
-            (Some((partner, heads)), Some(_)) if *partner == self.me => Some(heads.clone()),
-            _ => None,
+            (Some((partner, heads)), Some(_))
+                if own && *partner == self.me && !heads.is_empty() =>
+            {
+                Some(heads.clone())
+            }
+            _ => {
+                secrets.personal = None;
+                None
+            }
         };
         let held = |space: Space, heads: &[ChangeHash]| -> Result<bool> {
             let doc = self.doc(space)?;

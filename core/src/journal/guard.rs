@@ -886,7 +886,7 @@ fn check_ops(
         path.push(segment.clone());
         match path.first().map(String::as_str) {
             Some(key) if key.starts_with(super::epoch::EPOCH_KEY) => {
-                check_epoch(doc, deps, &path, action, *fresh)?;
+                check_epoch(doc, deps, &path, action, *fresh, &me_text)?;
             }
             Some("schema_version") if path.len() == 1 => {
                 if !matches!(
@@ -945,16 +945,25 @@ fn check_ops(
 
 /// An announcement of a new epoch (`epoch:<n>` at the root, see `journal/epoch.rs`): made
 /// whole in one change, under a key no announcement holds yet in the change's own past, and
-/// never written into afterwards; strings, integers, bytes, lists and maps only.
+/// never written into afterwards; naming its writer's partner as `by`; strings, integers,
+/// bytes, lists and maps only.
 fn check_epoch(
     doc: &SpaceDoc,
     deps: &[ChangeHash],
     path: &[String],
     action: &OpType,
     fresh: bool,
+    me: &str,
 ) -> std::result::Result<(), Breach> {
     if !fresh {
         return Err(Breach::Structure);
+    }
+    // An announcement is its writer's own: it names the writer's partner, never the other.
+    if path.len() == 2
+        && path[1] == "by"
+        && !matches!(action, OpType::Put(ScalarValue::Str(by)) if by.as_str() == me)
+    {
+        return Err(Breach::OtherPartner);
     }
     if path.len() == 1 {
         let number = path[0]
