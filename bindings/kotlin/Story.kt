@@ -167,6 +167,18 @@ suspend fun devicesStory(alex: Journal, blake: Journal) {
     }
 }
 
+/** Casey's tablet paired from her phone by an invite (an app: scanned from a QR code). */
+suspend fun pairTablet(casey: Journal, path: String): Journal = coroutineScope {
+    val forTablet = casey.invite(forDevice = true, shortCode = false)
+    val askingCasey = async { forTablet.waitForJoiner(20_000) }
+    val tabletJoining = Joining.start(forTablet.code(), "", null, JournalOptions())
+    check("Casey's app is asked about her tablet", askingCasey.await()?.forDevice == true && tabletJoining.forDevice())
+    val letTabletIn = async { forTablet.accept() }
+    val tablet = tabletJoining.finish(path)
+    letTabletIn.await()
+    tablet
+}
+
 fun main(args: Array<String>) {
     val relay = System.getenv("MEND_RELAY_URL") ?: error("set MEND_RELAY_URL")
     val pin = System.getenv("MEND_RELAY_PIN") ?: error("set MEND_RELAY_PIN")
@@ -406,13 +418,7 @@ fun main(args: Array<String>) {
         val next = casey.syncNow(deadlineMs = 20_000)
         check("the next round completes (${next.pushed} batches pushed)",
             next.finished && next.pending == 0L && next.problems.isEmpty())
-        val forTablet = casey.invite(forDevice = true, shortCode = false)
-        val askingCasey = async { forTablet.waitForJoiner(20_000) }
-        val tabletJoining = Joining.start(forTablet.code(), "", null, JournalOptions())
-        check("Casey's app is asked about her tablet", askingCasey.await()?.forDevice == true && tabletJoining.forDevice())
-        val letTabletIn = async { forTablet.accept() }
-        val tablet = tabletJoining.finish(File(dir, "casey-tablet.db").path)
-        letTabletIn.await()
+        val tablet = pairTablet(casey, File(dir, "casey-tablet.db").path)
         tablet.syncNow(deadlineMs = 20_000)
         check("another device reads everything written before the cut",
             everything(tablet).map { it.id }.sorted() == written.sorted())

@@ -1897,3 +1897,31 @@ fn an_announcement_of_a_new_epoch_in_the_other_partners_name_is_refused() -> Res
     })?;
     Ok(())
 }
+
+#[test]
+fn an_announcement_no_device_can_follow_does_not_stop_sync() -> Result<()> {
+    let mut s = story(74)?;
+    let mut forger = Forger::new(&s.sim, 1, s.blake)?;
+    let blake = s.blake.to_string();
+    // Well formed enough for the guard, but naming no cut and holding no box.
+    let change = Forger::change(&s.sim, forger.actor(1), |doc| {
+        let a = doc.put_object(automerge::ROOT, "epoch:1", ObjType::Map)?;
+        doc.put(&a, "by", blake.as_str())?;
+        Ok(())
+    })?;
+    let plain = forger.bundle(&s.sim, &[change])?;
+    forger.push(&mut s.sim, &plain)?;
+    s.sim.settle()?;
+    let note = s.sim.devices[0]
+        .journal_mut()
+        .add(Body::HonestyMoment(HonestyMoment {
+            text: "still syncing".into(),
+            ..Default::default()
+        }))?;
+    s.sim.settle()?;
+    for d in &s.sim.devices {
+        ensure!(d.journal().get(note).is_ok(), "{} stopped syncing", d.name);
+        ensure!(d.journal().epoch()? == 0, "{} moved", d.name);
+    }
+    Ok(())
+}

@@ -449,8 +449,15 @@ impl Journal {
             return Ok(EpochNews::Current);
         };
         let doc = self.doc(Space::Couple)?;
-        let Some(news) = read_announcement(doc, epoch)? else {
-            return Ok(EpochNews::Current);
+        // An announcement this build cannot read is no move to make: sync goes on in this
+        // epoch rather than stopping at every round.
+        let news = match read_announcement(doc, epoch) {
+            Ok(Some(news)) => news,
+            Ok(None) => return Ok(EpochNews::Current),
+            Err(e) => {
+                tracing::warn!(epoch, error = %e, "an unreadable announcement of a new epoch");
+                return Ok(EpochNews::Current);
+            }
         };
         let device = self.device;
         let Some(sealed) = news.boxes.get(&device.to_string()) else {
@@ -461,11 +468,17 @@ impl Journal {
                 at: news.at,
             });
         };
-        let plain = open_from_device(device_key, &box_context(&space_id, epoch, device), sealed)?;
-        let secrets = EpochSecrets::decode(&plain)?;
-        if secrets.epoch != epoch {
-            return Err(Error::Tampered);
-        }
+        let opened = open_from_device(device_key, &box_context(&space_id, epoch, device), sealed)
+            .and_then(|plain| EpochSecrets::decode(&plain));
+        let secrets = match opened {
+            Ok(secrets) if secrets.epoch == epoch => secrets,
+            // A box that does not open was not sealed for this device by a device that knew
+            // its key: nothing to move with.
+            _ => {
+                tracing::warn!(epoch, "a new epoch's box for this device does not open");
+                return Ok(EpochNews::Current);
+            }
+        };
         // A new personal secret counts only from this partner's own announcement: the other
         // partner has no say over this partner's space (and never reads it).
         let own = news.by == self.me;
