@@ -99,9 +99,7 @@ struct Mailbox {
 
 /// The time in unix seconds, as the relay counts a mailbox's expiry.
 pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    u64::try_from(crate::now_ms() / 1000).unwrap_or(0)
 }
 
 /// The failure a refusal of a pairing route stands for.

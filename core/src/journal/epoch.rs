@@ -632,7 +632,6 @@ fn replay_own(
     new: &mut SpaceDoc,
 ) -> Result<Option<Vec<u8>>> {
     let Some(own) = own else { return Ok(None) };
-    let after = old;
     let mut touched: BTreeSet<Vec<String>> = BTreeSet::new();
     for change in old.get_changes(heads) {
         if !change.actor_id().to_bytes().starts_with(own) {
@@ -675,17 +674,17 @@ fn replay_own(
             let (Some(root), Some(id)) = (path.first(), path.get(1)) else {
                 continue;
             };
-            let Some((_, from_parent)) = after.get(ROOT, root.as_str())? else {
+            let Some((_, from_parent)) = old.get(ROOT, root.as_str())? else {
                 continue;
             };
             let Some((_, to_parent)) = tx.get(ROOT, root.as_str())? else {
                 continue;
             };
             match path.get(2) {
-                None => match after.get(&from_parent, id.as_str())? {
+                None => match old.get(&from_parent, id.as_str())? {
                     Some((Value::Object(kind), from)) => {
                         let to = tx.put_object(&to_parent, id.as_str(), kind)?;
-                        rebuild::copy_obj(after, &from, kind, tx, &to)?;
+                        rebuild::copy_obj(old, &from, kind, tx, &to)?;
                     }
                     Some((Value::Scalar(s), _)) => {
                         tx.put(&to_parent, id.as_str(), s.into_owned())?
@@ -693,18 +692,17 @@ fn replay_own(
                     None => tx.delete(&to_parent, id.as_str())?,
                 },
                 Some(field) => {
-                    let Some((Value::Object(_), from)) = after.get(&from_parent, id.as_str())?
-                    else {
+                    let Some((Value::Object(_), from)) = old.get(&from_parent, id.as_str())? else {
                         continue;
                     };
                     let to = match tx.get(&to_parent, id.as_str())? {
                         Some((Value::Object(_), to)) => to,
                         _ => tx.put_object(&to_parent, id.as_str(), ObjType::Map)?,
                     };
-                    match after.get(&from, field.as_str())? {
+                    match old.get(&from, field.as_str())? {
                         Some((Value::Object(kind), child)) => {
                             let copy = tx.put_object(&to, field.as_str(), kind)?;
-                            rebuild::copy_obj(after, &child, kind, tx, &copy)?;
+                            rebuild::copy_obj(old, &child, kind, tx, &copy)?;
                         }
                         Some((Value::Scalar(s), _)) => {
                             tx.put(&to, field.as_str(), s.into_owned())?
