@@ -80,6 +80,9 @@ pub enum SyncProblemKind {
     Unauthorized,
     /// The space was erased at the relay.
     SpaceGone,
+    /// The journal moved to new secrets without this device (removed, or away longer than
+    /// an old epoch is kept): pair it again.
+    Retired,
     /// The shared journal was erased by a partner: `words` says who and when, in plain words.
     /// Writes to it are refused; reading still works.
     Erased {
@@ -155,6 +158,7 @@ impl From<core_sync::ProblemKind> for SyncProblemKind {
             },
             P::Unauthorized => Self::Unauthorized,
             P::SpaceGone => Self::SpaceGone,
+            P::Retired => Self::Retired,
             P::Erased { words } => Self::Erased { words },
             P::Refused { code } => Self::Refused { code },
             P::Forged {

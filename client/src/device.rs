@@ -15,8 +15,8 @@ use mend_core::{
     Calendar, Certified, Error, Journal, Keyring, Partner, PartnerId, Result, Space,
     crypto::{Invite, InviteKind, SpaceSecret},
     ids::DeviceId,
-    journal::{EpochNews, EpochSecrets, JoinSource, OpenOptions, Reason, Written},
-    sync::SyncStatus,
+    journal::{EpochNews, EpochSecrets, JoinSource, OldSpace, OpenOptions, Reason, Written},
+    sync::{ProblemKind, SpaceLink, SyncStatus},
 };
 
 use crate::{
@@ -469,8 +469,70 @@ impl Device {
             self.certify_quietly().await;
         }
         report.keyring_changed |= moved;
+        self.note_retired(&report.status);
         self.refuse_if_removed()?;
+        if report.status.online {
+            self.retire_old_epochs().await;
+        }
         Ok(report)
+    }
+
+    /// A couple's space the relay retired under this device means the journal moved on
+    /// without it.
+    fn note_retired(&self, status: &SyncStatus) {
+        if status
+            .problems
+            .iter()
+            .any(|p| p.space == Space::Couple.as_str() && matches!(p.kind, ProblemKind::Retired))
+            && let Ok(mut removed) = self.removed.lock()
+            && removed.is_none()
+        {
+            *removed = Some(
+                "this journal moved to new secrets without this device (it was removed, or \
+                 away longer than an old epoch is kept): pair it again"
+                    .into(),
+            );
+        }
+    }
+
+    /// Deletes at the relay the old epochs' spaces this device left, once every device that
+    /// moved with it is in the new epoch (or the grace period passed): best effort, tried again
+    /// after the next round when the relay does not answer.
+    async fn retire_old_epochs(&self) {
+        let Some(key) = self.keyring().device_key else {
+            return;
+        };
+        let journal = Arc::clone(&self.journal);
+        let old = match blocking(move || lock(&journal)?.retirement(&key)).await {
+            Ok(old) => old,
+            Err(e) => {
+                tracing::warn!(error = %e, "the old epochs' spaces cannot be read");
+                return;
+            }
+        };
+        if old.is_empty() {
+            return;
+        }
+        let Ok(http) = RelayHttp::new(&self.keyring().relay_url, &self.relay) else {
+            return;
+        };
+        if http.check().is_err() {
+            return;
+        }
+        for o in &old {
+            let link = SpaceLink {
+                space: o.space,
+                keys: o.secret.derive_keys(),
+            };
+            if let Err(e) = http.retire(&link).await {
+                tracing::info!(error = %e, "an old epoch's space is not retired yet");
+                return;
+            }
+        }
+        let journal = Arc::clone(&self.journal);
+        if let Err(e) = blocking(move || lock(&journal)?.old_spaces_retired()).await {
+            tracing::warn!(error = %e, "the old epochs' spaces were retired but not forgotten");
+        }
     }
 
     /// Fails with [`Error::DeviceRemoved`] once a new epoch began without this device.
@@ -490,15 +552,53 @@ impl Device {
         else {
             return Ok(false);
         };
+        // Devices that rotated at once each announced an epoch: the relay keeps the first
+        // announcement offered, and every device follows that one.
         let journal = Arc::clone(&self.journal);
+        let Some(offer) = blocking(move || lock(&journal)?.epoch_offer()).await? else {
+            return Ok(false);
+        };
+        let kept = {
+            let http = RelayHttp::new(&keyring.relay_url, &self.relay)?;
+            http.check()?;
+            let link = SpaceLink {
+                space: Space::Couple,
+                keys: keyring.couple.derive_keys(),
+            };
+            match http.claim_successor(&link, offer).await {
+                Ok(kept) => kept,
+                // Out of reach: the move waits for the next round.
+                Err(_) => return Ok(false),
+            }
+        };
+        let journal = Arc::clone(&self.journal);
+        let (old_couple, old_personal) = (keyring.couple.clone(), keyring.personal.clone());
         let moved = blocking(move || {
             let mut journal = lock(&journal)?;
-            journal.step(|j| match j.epoch_news(&key)? {
+            journal.step(|j| match j.epoch_news(&key, &kept)? {
                 EpochNews::Current => Ok(Followed::Stay),
                 EpochNews::Removed { at, .. } => Ok(Followed::Removed(at)),
                 EpochNews::Move(step) => {
                     let secrets = step.secrets.clone();
-                    j.move_to_epoch(step, &identity, &key)?;
+                    j.move_to_epoch(*step, &identity, &key)?;
+                    // The spaces left behind, to delete at the relay once every device moved.
+                    let mut old = vec![OldSpace {
+                        space: Space::Couple,
+                        secret: old_couple,
+                    }];
+                    if secrets.personal.is_some() {
+                        old.push(OldSpace {
+                            space: Space::Personal,
+                            secret: old_personal,
+                        });
+                    }
+                    j.keep_old_spaces(&key, old)?;
+                    // Another device's rotation won at the relay and kept a device this one
+                    // removed: remove it again, in the new epoch.
+                    let again = j.unfinished_removal()?;
+                    if !again.is_empty() {
+                        j.rotate(Reason::RemoveDevices, &again)?;
+                    }
                     Ok(Followed::Moved(secrets))
                 }
             })

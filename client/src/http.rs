@@ -18,7 +18,7 @@ use http::{Method, StatusCode};
 use httparse::Status;
 use mend_protocol::{
     AUTH_SCHEME, Ack, DeviceList, ErrorCode, Limits, MAX_PAGE_LIMIT, Page, Sizes, Snapshot,
-    SpaceId, paths,
+    SpaceId, Successor, paths,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use zeroize::Zeroizing;
@@ -265,11 +265,22 @@ impl RelayHttp {
     /// Erases a space at the relay (a partner leaving, a separation). Idempotent: a space that
     /// is already gone counts as erased.
     pub async fn erase(&self, link: &SpaceLink) -> Result<()> {
-        let id = SpaceId(link.keys.space_id);
+        self.delete(link, &paths::space(&SpaceId(link.keys.space_id)))
+            .await
+    }
+
+    /// Retires a space a new epoch replaced: deleted like [`RelayHttp::erase`], its tombstone
+    /// telling a device still on it that the journal moved on without it.
+    pub async fn retire(&self, link: &SpaceLink) -> Result<()> {
+        self.delete(link, &paths::retire(&SpaceId(link.keys.space_id)))
+            .await
+    }
+
+    async fn delete(&self, link: &SpaceLink, path: &str) -> Result<()> {
         let (status, retry, body) = self
             .call(
                 Method::DELETE,
-                &paths::space(&id),
+                path,
                 link.keys.token.expose(),
                 None,
                 SMALL_BODY,
@@ -307,6 +318,26 @@ impl RelayHttp {
             .map_err(|_| Error::Unreachable)?;
         ok(status, retry, &body).map_err(|_| Error::Unreachable)?;
         DeviceList::decode(&body, &Limits::DEFAULT).map_err(|_| Error::Unreachable)
+    }
+
+    /// Offers `id` as the announcement that ends the space's epoch and answers the one the
+    /// relay keeps (the first offered): [`Successor`].
+    pub async fn claim_successor(&self, link: &SpaceLink, id: [u8; 32]) -> Result<[u8; 32]> {
+        let space = SpaceId(link.keys.space_id);
+        let (status, retry, body) = self
+            .call(
+                Method::PUT,
+                &paths::successor(&space),
+                link.keys.token.expose(),
+                Some(Successor { id }.to_bytes()),
+                SMALL_BODY,
+            )
+            .await
+            .map_err(|_| Error::Unreachable)?;
+        ok(status, retry, &body).map_err(|_| Error::Unreachable)?;
+        Successor::decode(&body, &Limits::DEFAULT)
+            .map(|s| s.id)
+            .map_err(|_| Error::Unreachable)
     }
 
     /// Carries one request; every outcome becomes a [`Response`].

@@ -151,3 +151,121 @@ fn after_a_forget_rotation_the_removed_words_are_in_no_database() -> Result<()> 
     ensure!(feelings(&sim, 0)?.contains(&"kept".to_string()));
     Ok(())
 }
+
+#[test]
+fn two_devices_that_rotate_apart_end_in_one_epoch() -> Result<()> {
+    // Alex's phone (0) and tablet (1), Blake's phone (2): Alex and Blake both ask to forget
+    // on the same evening, each before seeing the other's announcement.
+    let mut sim = Sim::new(33, 2, 1, 1_000)?;
+    sim.settle()?;
+    // Every device has been heard from (its first write introduces it).
+    for d in 0..3 {
+        sim.devices[d]
+            .journal_mut()
+            .add(share(&format!("before, from {d}")))?;
+    }
+    sim.settle()?;
+    sim.rotate(2, Reason::Forget, &[])?;
+    sim.rotate(0, Reason::Forget, &[])?;
+    // Blake's announcement reaches the relay first and is the one kept; Alex's phone then
+    // holds both, and follows Blake's whatever Automerge would pick.
+    for _ in 0..3 {
+        sim.round_of(2)?;
+    }
+    ensure!(
+        sim.devices[2].journal().epoch()? == 1,
+        "Blake's phone moved"
+    );
+    for _ in 0..3 {
+        sim.round_of(0)?;
+    }
+    sim.settle()?;
+    for d in 0..3 {
+        ensure!(!sim.devices[d].removed, "device {d} was left out");
+        ensure!(
+            sim.devices[d].journal().epoch()? == 1,
+            "device {d} is elsewhere"
+        );
+        sim.devices[d]
+            .journal_mut()
+            .add(share(&format!("after, from {d}")))?;
+    }
+    sim.settle()?;
+    let all = feelings(&sim, 0)?;
+    ensure!(
+        all == [
+            "after, from 0",
+            "after, from 1",
+            "after, from 2",
+            "before, from 0",
+            "before, from 1",
+            "before, from 2"
+        ],
+        "split or lost: {all:?}"
+    );
+    for d in 1..3 {
+        ensure!(feelings(&sim, d)? == all, "device {d} differs");
+    }
+    Ok(())
+}
+
+#[test]
+fn a_removal_made_while_another_device_rotates_still_happens() -> Result<()> {
+    // Alex's phone (0), tablet (1) and lost phone (2); Blake's phone (3). Blake asks to forget;
+    // Alex's phone, not yet aware, removes the lost phone at the same time.
+    let mut sim = Sim::new(34, 3, 1, 1_000)?;
+    sim.settle()?;
+    for d in 0..4 {
+        sim.devices[d]
+            .journal_mut()
+            .add(share(&format!("from {d}")))?;
+    }
+    sim.settle()?;
+    sim.rotate(3, Reason::Forget, &[])?;
+    sim.rotate(0, Reason::RemoveDevices, &[2])?;
+    for _ in 0..3 {
+        sim.round_of(3)?;
+    }
+    ensure!(
+        sim.devices[3].journal().epoch()? == 1,
+        "Blake's phone moved"
+    );
+    // Blake's rotation won and kept the lost phone: Alex's phone follows it, then removes the
+    // lost phone again in the new epoch.
+    sim.settle()?;
+    ensure!(sim.devices[2].removed, "the lost phone was not shut out");
+    let epoch = sim.devices[0].journal().epoch()?;
+    ensure!(epoch == 2, "Alex's phone is in epoch {epoch}");
+    for d in [1, 3] {
+        ensure!(
+            sim.devices[d].journal().epoch()? == epoch,
+            "device {d} is elsewhere: {:?}",
+            sim.devices
+                .iter()
+                .map(|x| (x.journal().epoch().ok(), x.removed, x.problems.len()))
+                .collect::<Vec<_>>()
+        );
+    }
+    sim.devices[0].journal_mut().add(share("after"))?;
+    sim.settle()?;
+    ensure!(
+        !feelings(&sim, 2)?.contains(&"after".to_string()),
+        "the lost phone reads the new epoch"
+    );
+    for d in [1, 3] {
+        ensure!(
+            feelings(&sim, d)? == feelings(&sim, 0)?,
+            "device {d} differs"
+        );
+    }
+    let lost = sim.devices[2].journal().device();
+    ensure!(
+        sim.devices[3]
+            .journal()
+            .partners()
+            .iter()
+            .all(|p| p.devices.iter().all(|d| d.id != lost)),
+        "the lost phone is still listed"
+    );
+    Ok(())
+}

@@ -5,7 +5,8 @@
 
 use crate::{
     Ack, Chunk, DecodeError, DeviceList, Kind, Limits, Nack, Page, PairingInbox, PairingOpen,
-    PairingPost, PairingTicket, Push, Rollup, RollupPush, Sizes, Snapshot, UpToDate, codec,
+    PairingPost, PairingTicket, Push, Rollup, RollupPush, Sizes, Snapshot, Successor, UpToDate,
+    codec,
 };
 
 /// A frame of any kind.
@@ -41,6 +42,8 @@ pub enum AnyMessage {
     PairingInbox(PairingInbox),
     /// See [`DeviceList`].
     DeviceList(DeviceList),
+    /// See [`Successor`].
+    Successor(Successor),
 }
 
 impl AnyMessage {
@@ -66,6 +69,7 @@ impl AnyMessage {
             }
             Kind::PairingInbox => AnyMessage::PairingInbox(PairingInbox::decode_body(r, limits)?),
             Kind::DeviceList => AnyMessage::DeviceList(DeviceList::decode_body(r, limits)?),
+            Kind::Successor => AnyMessage::Successor(Successor::decode_body(r, limits)?),
         };
         reader.finish()?;
         Ok(message)
@@ -89,6 +93,7 @@ impl AnyMessage {
             AnyMessage::PairingTicket(_) => Kind::PairingTicket,
             AnyMessage::PairingInbox(_) => Kind::PairingInbox,
             AnyMessage::DeviceList(_) => Kind::DeviceList,
+            AnyMessage::Successor(_) => Kind::Successor,
         }
     }
 
@@ -110,6 +115,7 @@ impl AnyMessage {
             AnyMessage::PairingTicket(m) => m.to_bytes(),
             AnyMessage::PairingInbox(m) => m.to_bytes(),
             AnyMessage::DeviceList(m) => m.to_bytes(),
+            AnyMessage::Successor(m) => m.to_bytes(),
         }
     }
 }

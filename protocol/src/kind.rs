@@ -38,11 +38,14 @@ pub enum Kind {
     /// Relay → device over HTTP: when the relay last served each device of a space
     /// ([`crate::DeviceList`]).
     DeviceList = 0x19,
+    /// Either direction over HTTP: the announcement a space's devices follow into the next
+    /// epoch ([`crate::Successor`]).
+    Successor = 0x1A,
 }
 
 impl Kind {
     /// Every kind, in wire order.
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 16] = [
         Kind::Push,
         Kind::Snapshot,
         Kind::RollupPush,
@@ -58,6 +61,7 @@ impl Kind {
         Kind::PairingTicket,
         Kind::PairingInbox,
         Kind::DeviceList,
+        Kind::Successor,
     ];
 
     /// The kind's wire byte.

@@ -40,7 +40,7 @@ pub use messages::{
     Ack, Chunk, ClientMessage, DeviceList, DeviceSeen, LAST_SEEN_GRAIN_SECS, MAX_LISTED_DEVICES,
     MAX_MAILBOX_LEN, MAX_PAIRING_MESSAGE, MAX_PAIRING_MESSAGES, Nack, PAIRING_TOKEN_LEN, Page,
     PairingInbox, PairingMessage, PairingOpen, PairingPost, PairingState, PairingTicket, Push,
-    Rollup, RollupPush, ServerMessage, Sizes, Snapshot, UpToDate,
+    Rollup, RollupPush, ServerMessage, Sizes, Snapshot, Successor, UpToDate,
 };
 pub use token::{AUTH_SCHEME, MAX_TOKEN_LEN, MIN_TOKEN_LEN, Token, TokenError};
 

@@ -56,6 +56,12 @@ pub fn retire(space: &impl std::fmt::Display) -> String {
     format!("{}?{QUERY_REASON}={REASON_RETIRED}", self::space(space))
 }
 
+/// `PUT` offers the announcement that ends the space's epoch and answers the one the relay
+/// kept ([`crate::Successor`]).
+pub fn successor(space: &impl std::fmt::Display) -> String {
+    format!("{API_PREFIX}/spaces/{space}/successor")
+}
+
 /// `POST` pushes a chunk, `GET` pulls a page.
 pub fn chunks(space: &impl std::fmt::Display) -> String {
     format!("{API_PREFIX}/spaces/{space}/chunks")

@@ -5,7 +5,7 @@ use mend_protocol::{
     Ack, AnyMessage, Chunk, ClientMessage, DeviceId, DeviceList, DeviceSeen, ErrorCode, Limits,
     MAX_LISTED_DEVICES, MAX_MAILBOX_LEN, MAX_PAIRING_MESSAGE, MAX_PAIRING_MESSAGES, MAX_TEXT_BYTES,
     Mark, Nack, Page, PairingInbox, PairingMessage, PairingOpen, PairingPost, PairingState,
-    PairingTicket, Push, Rollup, RollupPush, ServerMessage, Sizes, Snapshot, UpToDate,
+    PairingTicket, Push, Rollup, RollupPush, ServerMessage, Sizes, Snapshot, Successor, UpToDate,
 };
 use proptest::prelude::*;
 
@@ -247,6 +247,7 @@ fn any_message() -> impl Strategy<Value = AnyMessage> {
         pairing_ticket().prop_map(AnyMessage::PairingTicket),
         pairing_inbox().prop_map(AnyMessage::PairingInbox),
         device_list().prop_map(AnyMessage::DeviceList),
+        any::<[u8; 32]>().prop_map(|id| AnyMessage::Successor(Successor { id })),
     ]
 }
 

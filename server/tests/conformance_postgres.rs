@@ -310,6 +310,7 @@ async fn the_total_of_an_older_database_starts_from_its_spaces() {
          DROP TABLE pairing_messages;
          DROP TABLE device_seen;
          ALTER TABLE erased DROP COLUMN reason;
+         ALTER TABLE spaces DROP COLUMN successor;
          UPDATE mend_schema SET version = 3;",
     )
     .await;

@@ -11,7 +11,9 @@ use axum::{
     http::{Request, StatusCode, header},
 };
 use common::{device, error_code, push, space, test_config, token};
-use mend_protocol::{Ack, Limits, PROTOCOL_VERSION, Page, Push, Snapshot, SpaceId, paths};
+use mend_protocol::{
+    Ack, Limits, PROTOCOL_VERSION, Page, Push, Snapshot, SpaceId, Successor, paths,
+};
 use mend_relay::{AppState, app, client::client_key, storage::Swept};
 use tower::ServiceExt;
 
@@ -739,6 +741,11 @@ fn space_routes(s: &SpaceId) -> Vec<(&'static str, String, Vec<u8>)> {
         ("GET", paths::sizes_after(s, 0, None), vec![]),
         ("DELETE", paths::space(s), vec![]),
         ("PUT", paths::space(s), vec![]),
+        (
+            "PUT",
+            paths::successor(s),
+            Successor { id: [7; 32] }.to_bytes(),
+        ),
     ]
 }
 
@@ -1352,5 +1359,43 @@ async fn devices_list_when_each_device_was_last_served_by_the_hour() -> anyhow::
     .await?;
     let (status, _) = api.call("GET", &paths::devices(&s), None, vec![]).await?;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    api.others_served(1).await
+}
+
+#[tokio::test]
+async fn the_first_successor_offered_is_the_answer_for_good() -> anyhow::Result<()> {
+    let api = Api::new()?;
+    let (s, t) = (space(1), token(1));
+    api.create(&s, &t).await?;
+    for (offered, kept) in [([1; 32], [1; 32]), ([2; 32], [1; 32])] {
+        let (status, body) = api
+            .call(
+                "PUT",
+                &paths::successor(&s),
+                Some(&t),
+                Successor { id: offered }.to_bytes(),
+            )
+            .await?;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(Successor::decode(&body, &Limits::DEFAULT)?.id, kept);
+    }
+    api.refused(
+        "PUT",
+        &paths::successor(&s),
+        Some(&t),
+        vec![PROTOCOL_VERSION, 0x1A, 1, 2],
+        StatusCode::BAD_REQUEST,
+        "malformed",
+    )
+    .await?;
+    api.refused(
+        "PUT",
+        &paths::successor(&s),
+        Some(&token(2)),
+        Successor { id: [3; 32] }.to_bytes(),
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await?;
     api.others_served(1).await
 }

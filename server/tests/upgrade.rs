@@ -80,6 +80,7 @@ async fn sqlite_upgrade_recounts_chunks_pruned_before_it() {
          DROP TABLE pairing_messages;
          DROP TABLE device_seen;
          ALTER TABLE erased DROP COLUMN reason;
+         ALTER TABLE spaces DROP COLUMN successor;
          PRAGMA user_version = 5;",
         four_days_ago()
     ))
@@ -159,6 +160,7 @@ async fn postgres_upgrade_recounts_and_the_total_never_goes_below_zero() {
          DROP TABLE pairing_messages;
          DROP TABLE device_seen;
          ALTER TABLE erased DROP COLUMN reason;
+         ALTER TABLE spaces DROP COLUMN successor;
          UPDATE mend_schema SET version = 4;",
         four_days_ago()
     ))

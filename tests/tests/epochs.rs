@@ -132,3 +132,157 @@ async fn a_lost_tablet_is_shut_out_while_the_partner_is_away_and_writing() -> Re
     );
     Ok(())
 }
+
+fn files_under(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            files_under(&path, out)?;
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Every file of a directory (a relay's data, or a phone's database with its WAL), read.
+fn bytes_under(dir: &std::path::Path) -> Result<Vec<Vec<u8>>> {
+    let mut paths = Vec::new();
+    files_under(dir, &mut paths)?;
+    Ok(paths.iter().filter_map(|p| std::fs::read(p).ok()).collect())
+}
+
+fn holds(files: &[Vec<u8>], needle: &[u8]) -> bool {
+    files
+        .iter()
+        .any(|f| f.windows(needle.len()).any(|w| w == needle))
+}
+
+/// What the relay stores for a space, sealed: its chunks, rollups and snapshot.
+fn stored(relay: &Relay, space_id: &[u8; 32]) -> Result<Vec<Vec<u8>>> {
+    let db = rusqlite::Connection::open_with_flags(
+        relay.data_dir.join(mend_relay::storage::sqlite::DB_FILE),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )?;
+    let mut out = Vec::new();
+    for sql in [
+        "SELECT payload FROM chunks WHERE payload IS NOT NULL AND space = \
+         (SELECT id FROM spaces WHERE space_id = ?1)",
+        "SELECT payload FROM rollups WHERE payload IS NOT NULL AND space = \
+         (SELECT id FROM spaces WHERE space_id = ?1)",
+        "SELECT payload FROM snapshots WHERE space = (SELECT id FROM spaces WHERE space_id = ?1)",
+    ] {
+        let mut q = db.prepare(sql)?;
+        let rows = q.query_map([&space_id[..]], |r| r.get::<_, Vec<u8>>(0))?;
+        for row in rows {
+            out.push(row?);
+        }
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_forget_the_old_epoch_is_gone_from_the_relay_and_every_file() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path()).await?;
+    let (a, b) = couple(dir.path(), &relay).await?;
+    // A snapshot at every chunk: the old epoch's snapshots hold the words too.
+    for phone in [&a, &b] {
+        phone.device.client().set_snapshot_every(1);
+    }
+    let words = "WORDS-TO-FORGET-e2e-9k";
+    let id = a.with(|j| j.add(honest(words)))?;
+    a.with(|j| j.add(honest("kept")))?;
+    for phone in [&a, &b, &a] {
+        phone.sync().await?;
+    }
+    a.with(|j| j.remove(id))?;
+    for phone in [&a, &b, &a] {
+        phone.sync().await?;
+    }
+    let old = [
+        a.device.keyring().couple.derive_space_id(),
+        a.device.keyring().personal.derive_space_id(),
+    ];
+    let sealed: Vec<Vec<u8>> = old
+        .iter()
+        .map(|s| stored(&relay, s))
+        .collect::<Result<Vec<_>>>()?
+        .concat();
+    ensure!(
+        sealed.len() >= 3,
+        "the relay held too little of the old epoch to show anything ({})",
+        sealed.len()
+    );
+    // Each sealed payload, found by a slice of its middle: ciphertext is random, so a slice
+    // found anywhere is that payload left behind.
+    let slices: Vec<Vec<u8>> = sealed
+        .iter()
+        .filter(|p| p.len() >= 64)
+        .map(|p| p[p.len() / 2 - 16..p.len() / 2 + 16].to_vec())
+        .collect();
+    let before = bytes_under(&relay.data_dir)?;
+    ensure!(
+        slices.iter().all(|s| holds(&before, s)),
+        "the search does not find what the relay holds"
+    );
+
+    a.device.forget(ROUND).await?;
+    for phone in [&b, &a, &b, &a] {
+        phone.sync().await?;
+    }
+    for phone in [&a, &b] {
+        ensure!(phone.read(|j| j.epoch())? == 1, "a phone did not move");
+    }
+    for space in &old {
+        ensure!(
+            stored(&relay, space)?.is_empty(),
+            "the relay still holds an old space"
+        );
+    }
+    let after = bytes_under(&relay.data_dir)?;
+    for (i, slice) in slices.iter().enumerate() {
+        ensure!(
+            !holds(&after, slice),
+            "payload {i} of the old epoch is still in a relay file"
+        );
+    }
+
+    // A phone paired now reads the new epoch from the relay (its snapshot included): the
+    // placeholder stays, the words are in no phone's files.
+    let new = Phone::pair(
+        dir.path(),
+        "n.db",
+        &b,
+        PairingKind::Device,
+        false,
+        "",
+        &relay,
+    )
+    .await?;
+    for phone in [&new, &b, &new] {
+        phone.sync().await?;
+    }
+    let read = texts(&new)?;
+    ensure!(
+        read.contains(&"kept".to_owned()) && !read.contains(&words.to_owned()),
+        "the new phone reads {read:?}"
+    );
+    ensure!(new.read(|j| j.get(id))?.removed, "the placeholder is gone");
+    for phone in [&a, &b, &new] {
+        let mut files = Vec::new();
+        for suffix in ["", "-wal"] {
+            let mut path = phone.path.clone().into_os_string();
+            path.push(suffix);
+            if let Ok(bytes) = std::fs::read(&path) {
+                files.push(bytes);
+            }
+        }
+        ensure!(
+            !holds(&files, words.as_bytes()),
+            "{} still holds the words",
+            phone.path.display()
+        );
+    }
+    Ok(())
+}

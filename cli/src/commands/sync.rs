@@ -245,6 +245,9 @@ fn describe(kind: &ProblemKind) -> String {
         }
         ProblemKind::Unauthorized => "the relay refused this device's key".to_owned(),
         ProblemKind::SpaceGone => "this journal was erased at the relay".to_owned(),
+        ProblemKind::Retired => "this journal moved to new secrets without this device (it was \
+                                 removed, or away too long): pair it again"
+            .to_owned(),
         ProblemKind::Erased { words } => words.clone(),
         ProblemKind::Refused { code } if code == "relay_full" => {
             "the relay is full (its operator's storage limit is reached)".to_owned()

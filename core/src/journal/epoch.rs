@@ -24,8 +24,8 @@ use zeroize::Zeroizing;
 use super::{Journal, registry};
 use crate::{
     crypto::{
-        DeviceCertificate, DeviceKey, PartnerIdentity, Signer, SpaceSecret, open_from_device,
-        seal_to_device,
+        DeviceCertificate, DeviceKey, Intro, PartnerIdentity, Signer, SpaceSecret,
+        open_from_device, seal_to_device,
     },
     doc::{SpaceDoc, rebuild},
     error::{Error, Result},
@@ -44,6 +44,23 @@ const META_EPOCH_BOX: &str = "epoch_box";
 const META_EPOCH_FROM: &str = "epoch_from";
 /// The hash of this epoch's first change in the couple's space.
 const META_EPOCH_BASE: &str = "epoch_base";
+/// The old epochs' space secrets, sealed to this device's key, kept until every device that
+/// moved has shown up in the new epoch (or [`RETIRE_GRACE_MS`] passed): then the relay is
+/// asked to delete the old spaces ([`Journal::retirement`]).
+const META_RETIRE: &str = "epoch_retire";
+/// The devices the newest announcement sealed a box to (comma-separated: each one's
+/// introduction in hex as the old epoch knew it, or its id alone), and when this device moved.
+/// A rotation also seals a box to those of them not introduced in this epoch yet: they are
+/// still on their way here.
+const META_RETIRE_WAIT: &str = "epoch_wait";
+const META_RETIRE_AT: &str = "epoch_at";
+const RETIRE_CONTEXT: &[u8] = b"mend/v1/retire\0";
+/// Devices this device asked to remove (comma-separated ids): when another device's rotation
+/// won at the relay and still sealed a box to one of them, this device rotates again.
+const META_WANT_REMOVED: &str = "epoch_want_removed";
+/// How long an old epoch's spaces wait at the relay for a device that has not moved: 30
+/// days. A device away longer finds them retired and is paired again.
+pub const RETIRE_GRACE_MS: i64 = 30 * 24 * 60 * 60 * 1000;
 const BOX_CONTEXT: &[u8] = b"mend/v1/epoch\0";
 const SECRETS_VERSION: u8 = 1;
 
@@ -115,7 +132,7 @@ pub enum EpochNews {
     /// Nothing: this device is in the newest epoch.
     Current,
     /// A new epoch waits, and this device holds its secrets.
-    Move(EpochMove),
+    Move(Box<EpochMove>),
     /// A new epoch began without this device: it was removed.
     Removed {
         /// The partner whose device rotated.
@@ -140,6 +157,18 @@ pub struct EpochMove {
     sealed: Option<(Vec<u8>, [u8; 32])>,
     /// The device that rotated.
     rotator: Option<DeviceId>,
+    /// The devices the announcement sealed a box to: once all of them are introduced in the
+    /// new epoch, the old one can go.
+    members: Vec<DeviceId>,
+}
+
+/// An old epoch's space, to delete at the relay ([`Journal::retirement`]).
+#[derive(Debug)]
+pub struct OldSpace {
+    /// Which space it was.
+    pub space: Space,
+    /// Its secret, from which the relay address and token derive.
+    pub secret: SpaceSecret,
 }
 
 /// Why a rotation happens.
@@ -172,6 +201,8 @@ fn hashes_of(list: &[String]) -> Result<Vec<ChangeHash>> {
 
 /// An announcement as read from the document.
 struct Announcement {
+    /// Its id, which the relay keeps for the first one offered ([`Journal::epoch_offer`]).
+    id: [u8; 32],
     by: PartnerId,
     device: Option<DeviceId>,
     at: i64,
@@ -203,41 +234,62 @@ fn read_scalar(doc: &automerge::Automerge, obj: &ObjId, key: &str) -> Option<Sca
     }
 }
 
+/// The announcement of `epoch` that Automerge's rules pick among any written at once (every
+/// device holding the same ones picks the same).
 fn read_announcement(doc: &SpaceDoc, epoch: u32) -> Result<Option<Announcement>> {
     let am = doc.am();
     let key = format!("{EPOCH_KEY}{epoch}");
     let Some((Value::Object(ObjType::Map), obj)) = am.get(ROOT, key.as_str())? else {
         return Ok(None);
     };
-    let by = match read_scalar(am, &obj, "by") {
+    read_announcement_at(am, &obj).map(Some)
+}
+
+/// Every announcement of `epoch` written at once (by devices that rotated apart), readable
+/// or not.
+fn announcements(doc: &SpaceDoc, epoch: u32) -> Result<Vec<Result<Announcement>>> {
+    let am = doc.am();
+    let key = format!("{EPOCH_KEY}{epoch}");
+    Ok(am
+        .get_all(ROOT, key.as_str())?
+        .into_iter()
+        .filter_map(|(value, obj)| match value {
+            Value::Object(ObjType::Map) => Some(read_announcement_at(am, &obj)),
+            _ => None,
+        })
+        .collect())
+}
+
+fn read_announcement_at(am: &automerge::Automerge, obj: &ObjId) -> Result<Announcement> {
+    let by = match read_scalar(am, obj, "by") {
         Some(ScalarValue::Str(s)) => s.parse().map_err(|_| Error::Tampered)?,
         _ => return Err(Error::Tampered),
     };
-    let device = match read_scalar(am, &obj, "device") {
+    let device = match read_scalar(am, obj, "device") {
         Some(ScalarValue::Str(s)) => s.parse().ok(),
         _ => None,
     };
-    let at = match read_scalar(am, &obj, "at") {
+    let at = match read_scalar(am, obj, "at") {
         Some(ScalarValue::Int(at)) => at,
         _ => 0,
     };
-    let heads = hashes_of(&read_str_list(am, &obj, "heads"))?;
+    let heads = hashes_of(&read_str_list(am, obj, "heads"))?;
     if heads.is_empty() {
         return Err(Error::Tampered);
     }
-    let personal = match read_scalar(am, &obj, "personal") {
+    let personal = match read_scalar(am, obj, "personal") {
         Some(ScalarValue::Str(s)) => Some((
             s.parse().map_err(|_| Error::Tampered)?,
-            hashes_of(&read_str_list(am, &obj, "personal_heads"))?,
+            hashes_of(&read_str_list(am, obj, "personal_heads"))?,
         )),
         _ => None,
     };
-    let removed = read_str_list(am, &obj, "removed")
+    let removed = read_str_list(am, obj, "removed")
         .iter()
         .filter_map(|d| d.parse().ok())
         .collect();
     let mut boxes = BTreeMap::new();
-    if let Some((Value::Object(ObjType::Map), b)) = am.get(&obj, "boxes")? {
+    if let Some((Value::Object(ObjType::Map), b)) = am.get(obj, "boxes")? {
         for device in am.keys(&b) {
             if let Ok(Some((Value::Scalar(s), _))) = am.get(&b, device.as_str())
                 && let ScalarValue::Bytes(bytes) = s.as_ref()
@@ -246,7 +298,14 @@ fn read_announcement(doc: &SpaceDoc, epoch: u32) -> Result<Option<Announcement>>
             }
         }
     }
-    Ok(Some(Announcement {
+    let id = match read_scalar(am, obj, "id") {
+        Some(ScalarValue::Bytes(b)) => {
+            <[u8; 32]>::try_from(b.as_slice()).map_err(|_| Error::Tampered)?
+        }
+        _ => return Err(Error::Tampered),
+    };
+    Ok(Announcement {
+        id,
         by,
         device,
         at,
@@ -254,7 +313,7 @@ fn read_announcement(doc: &SpaceDoc, epoch: u32) -> Result<Option<Announcement>>
         personal,
         removed,
         boxes,
-    }))
+    })
 }
 
 impl Journal {
@@ -343,11 +402,48 @@ impl Journal {
             ));
         }
         self.load_roster()?;
-        Ok(self
+        let mut members: Vec<(PartnerId, DeviceCertificate)> = self
             .roster
             .intros()
             .into_iter()
             .map(|i| (i.cert.partner, i.cert))
+            .collect();
+        for intro in self.expected()?.into_iter().filter_map(Result::ok) {
+            if !members.iter().any(|(_, c)| c.device == intro.cert.device) {
+                members.push((intro.cert.partner, intro.cert));
+            }
+        }
+        Ok(members)
+    }
+
+    /// The devices the announcement this journal moved with sealed a box to: the ones that
+    /// follow into this epoch (empty in epoch 0).
+    pub fn epoch_members(&self) -> Result<Vec<DeviceId>> {
+        Ok(self
+            .expected()?
+            .into_iter()
+            .map(|e| match e {
+                Ok(intro) => intro.cert.device,
+                Err(id) => id,
+            })
+            .collect())
+    }
+
+    /// The devices the announcement this journal moved with sealed a box to: each one's
+    /// introduction, or (when this device never knew it) its id.
+    fn expected(&self) -> Result<Vec<std::result::Result<Intro, DeviceId>>> {
+        let wait = self.store.meta(META_RETIRE_WAIT)?.unwrap_or_default();
+        Ok(wait
+            .split(',')
+            .filter_map(|entry| {
+                let bytes = hex::decode(entry).ok()?;
+                match Intro::from_bytes(&bytes) {
+                    Ok(intro) => Some(Ok(intro)),
+                    Err(_) => <[u8; 16]>::try_from(bytes.as_slice())
+                        .ok()
+                        .map(|id| Err(DeviceId::from_uuid(uuid::Uuid::from_bytes(id)))),
+                }
+            })
             .collect())
     }
 
@@ -357,7 +453,7 @@ impl Journal {
     /// this partner to shut out (never this one); `Forget` removes none and rotates so that
     /// removed records' words leave every database. This device moves like every other, once
     /// the relay holds the announcement ([`Journal::epoch_news`]).
-    pub fn rotate(&mut self, reason: Reason, remove: &[DeviceId]) -> Result<()> {
+    pub fn rotate(&mut self, reason: Reason, remove: &[DeviceId]) -> Result<[u8; 32]> {
         self.ready()?;
         let (me, device, now) = (self.me, self.device, self.now());
         if reason == Reason::RemoveDevices && remove.is_empty() {
@@ -375,6 +471,17 @@ impl Journal {
             ));
         }
         let members = self.members()?;
+        // A box goes only to devices introduced here: a partner none of whose devices is would
+        // be shut out of the new epoch altogether.
+        for partner in self.partners() {
+            if !members.iter().any(|(p, _)| *p == partner.id) {
+                return Err(Error::Invalid(
+                    "this device has not yet heard from every partner's device: sync, then try \
+                     again"
+                        .into(),
+                ));
+            }
+        }
         // A device never introduced here gets no box anyway; one of the other partner's is
         // not this partner's to remove.
         for gone in remove {
@@ -412,8 +519,11 @@ impl Journal {
         let (heads_hex, personal_hex) = (hex_list(&heads), hex_list(&personal_heads));
         let removed: Vec<String> = remove.iter().map(ToString::to_string).collect();
         let key = format!("{EPOCH_KEY}{epoch}");
+        let mut id = [0u8; 32];
+        crate::crypto::random(&mut id)?;
         let (_, bytes) = self.doc_mut(Space::Couple)?.transact(|tx, _| {
             let obj = tx.put_object(ROOT, key.as_str(), ObjType::Map)?;
+            tx.put(&obj, "id", ScalarValue::Bytes(id.to_vec()))?;
             tx.put(&obj, "by", me.to_string())?;
             tx.put(&obj, "device", device.to_string())?;
             tx.put(&obj, "at", now)?;
@@ -436,14 +546,73 @@ impl Journal {
         })?;
         let changes = bytes.map(|b| vec![(Space::Couple, b)]).unwrap_or_default();
         self.persist(changes, &[])?;
-        Ok(())
+        if !remove.is_empty() {
+            let mut wanted = self.wanted_removed()?;
+            wanted.extend(remove.iter().copied());
+            wanted.sort();
+            wanted.dedup();
+            let list: Vec<String> = wanted.iter().map(ToString::to_string).collect();
+            self.store
+                .set_meta(&[(META_WANT_REMOVED, &list.join(","))])?;
+        }
+        Ok(id)
+    }
+
+    fn wanted_removed(&self) -> Result<Vec<DeviceId>> {
+        Ok(self
+            .store
+            .meta(META_WANT_REMOVED)?
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|d| d.parse().ok())
+            .collect())
+    }
+
+    /// Devices this device asked to remove that the epoch it is in still sealed a box to:
+    /// another device's rotation won at the relay. The caller rotates again to remove them
+    /// ([`Journal::rotate`]); empty once none is left.
+    pub fn unfinished_removal(&mut self) -> Result<Vec<DeviceId>> {
+        let wanted = self.wanted_removed()?;
+        if wanted.is_empty() {
+            return Ok(wanted);
+        }
+        let expected = self.epoch_members()?;
+        let left: Vec<DeviceId> = wanted
+            .into_iter()
+            .filter(|d| expected.contains(d) && *d != self.device)
+            .collect();
+        if left.is_empty() {
+            self.store.set_meta(&[(META_WANT_REMOVED, "")])?;
+        }
+        Ok(left)
+    }
+
+    /// The announcement of the next epoch to offer the relay ([`Journal::epoch_news`] moves
+    /// only to the one the relay keeps): `None` while there is none, or while this device
+    /// still has changes of this epoch to push (an announcement it wrote itself among them,
+    /// which the relay must hold before anyone can follow it).
+    pub fn epoch_offer(&self) -> Result<Option<[u8; 32]>> {
+        if self.couple_space.is_none() || self.store.pending_changes(Space::Couple)? > 0 {
+            return Ok(None);
+        }
+        let epoch = self.epoch()?.saturating_add(1);
+        Ok(match read_announcement(self.doc(Space::Couple)?, epoch) {
+            Ok(Some(news)) => Some(news.id),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(epoch, error = %e, "an unreadable announcement of a new epoch");
+                None
+            }
+        })
     }
 
     /// What the couple's document says of the epoch after this one, for the device holding
-    /// `device_key`. A move waits ([`EpochNews::Current`]) while this device still has changes
-    /// of the old epoch to push (the announcement itself, on the device that wrote it) or
-    /// lacks the history the new epoch starts from.
-    pub fn epoch_news(&self, device_key: &DeviceKey) -> Result<EpochNews> {
+    /// `device_key`, following the announcement `kept`: the one the relay keeps for this
+    /// space ([`Journal::epoch_offer`]), so that devices that rotated at once all follow the
+    /// same. A move waits ([`EpochNews::Current`]) while this device does not hold that
+    /// announcement, still has changes of the old epoch to push, or lacks the history the new
+    /// epoch starts from.
+    pub fn epoch_news(&self, device_key: &DeviceKey, kept: &[u8; 32]) -> Result<EpochNews> {
         let epoch = self.epoch()?.saturating_add(1);
         let Some(space_id) = self.couple_space else {
             return Ok(EpochNews::Current);
@@ -451,13 +620,18 @@ impl Journal {
         let doc = self.doc(Space::Couple)?;
         // An announcement this build cannot read is no move to make: sync goes on in this
         // epoch rather than stopping at every round.
-        let news = match read_announcement(doc, epoch) {
-            Ok(Some(news)) => news,
-            Ok(None) => return Ok(EpochNews::Current),
-            Err(e) => {
-                tracing::warn!(epoch, error = %e, "an unreadable announcement of a new epoch");
-                return Ok(EpochNews::Current);
+        let mut found = None;
+        for news in announcements(doc, epoch)? {
+            match news {
+                Ok(news) if news.id == *kept => found = Some(news),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(epoch, error = %e, "an unreadable announcement of a new epoch");
+                }
             }
+        }
+        let Some(news) = found else {
+            return Ok(EpochNews::Current);
         };
         let device = self.device;
         let Some(sealed) = news.boxes.get(&device.to_string()) else {
@@ -511,14 +685,15 @@ impl Journal {
         {
             return Ok(EpochNews::Current);
         }
-        Ok(EpochNews::Move(EpochMove {
+        Ok(EpochNews::Move(Box::new(EpochMove {
             secrets,
             heads: news.heads,
             personal_heads,
             removed: news.removed,
             sealed: Some((sealed.clone(), space_id)),
             rotator: news.device,
-        }))
+            members: news.boxes.keys().filter_map(|d| d.parse().ok()).collect(),
+        })))
     }
 
     /// Moves this journal into the epoch `step` opens: each rotating space starts over from the
@@ -536,6 +711,12 @@ impl Journal {
         if epoch != self.epoch()?.saturating_add(1) {
             return Err(Error::Invalid("not the next epoch".into()));
         }
+        // The old epoch's introductions (and those it expected), before the move resets them.
+        let mut known = {
+            self.load_roster()?;
+            self.roster.intros()
+        };
+        known.extend(self.expected()?.into_iter().filter_map(Result::ok));
         let leave = rebuild::Leave {
             partner_keys_prefixes: vec![registry::DEVICE.to_owned()],
         };
@@ -590,6 +771,20 @@ impl Journal {
                 .set_meta(&[(META_EPOCH_BASE, &hex::encode(base.0))])?;
         }
         let epoch_text = epoch.to_string();
+        let wait: Vec<String> = step
+            .members
+            .iter()
+            .map(|d| match known.iter().find(|i| i.cert.device == *d) {
+                Some(intro) => hex::encode(intro.to_bytes()),
+                None => hex::encode(d.as_bytes()),
+            })
+            .collect();
+        self.store.set_meta(&[
+            (META_RETIRE_WAIT, &wait.join(",")),
+            // This device's clock, not the rotating one's: a clock far behind cannot cut the
+            // grace short.
+            (META_RETIRE_AT, &now.to_string()),
+        ])?;
         match &step.sealed {
             Some((sealed, from)) => self.store.set_meta(&[
                 (META_EPOCH, &epoch_text),
@@ -617,6 +812,93 @@ impl Journal {
         self.persist(changes, &[])?;
         self.sync_revision = self.sync_revision.wrapping_add(1);
         Ok(())
+    }
+}
+
+impl Journal {
+    /// Keeps the spaces this device just left (their secrets sealed to `device_key`, beside
+    /// any older ones not yet retired), for [`Journal::retirement`] to hand back once every
+    /// device has moved.
+    pub fn keep_old_spaces(&mut self, device_key: &DeviceKey, old: Vec<OldSpace>) -> Result<()> {
+        let mut all = self.old_spaces(device_key)?;
+        all.extend(old);
+        self.seal_old_spaces(device_key, &all)
+    }
+
+    /// The old epochs' spaces to delete at the relay now: every device the newest
+    /// announcement sealed a box to is introduced in this epoch (so none of them still reads
+    /// the old one), or [`RETIRE_GRACE_MS`] passed since this device moved. Empty when there is
+    /// nothing to retire yet; call [`Journal::old_spaces_retired`] once the relay deleted them.
+    pub fn retirement(&mut self, device_key: &DeviceKey) -> Result<Vec<OldSpace>> {
+        let now_ms = self.now();
+        let old = self.old_spaces(device_key)?;
+        if old.is_empty() {
+            return Ok(old);
+        }
+        let at: i64 = self
+            .store
+            .meta(META_RETIRE_AT)?
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(0);
+        let waited = now_ms >= at.saturating_add(RETIRE_GRACE_MS);
+        let mut moved = || -> Result<bool> {
+            self.load_roster()?;
+            let here: HashSet<DeviceId> = self
+                .roster
+                .intros()
+                .into_iter()
+                .map(|i| i.cert.device)
+                .collect();
+            Ok(self.epoch_members()?.iter().all(|d| here.contains(d)))
+        };
+        if waited || moved()? {
+            Ok(old)
+        } else {
+            Ok(Vec::new())
+        }
+    }
+
+    /// The relay deleted the old spaces [`Journal::retirement`] named: forget their secrets.
+    pub fn old_spaces_retired(&mut self) -> Result<()> {
+        self.store.set_meta(&[(META_RETIRE, "")])
+    }
+
+    fn old_spaces(&self, device_key: &DeviceKey) -> Result<Vec<OldSpace>> {
+        let Some(sealed) = self.store.meta(META_RETIRE)?.filter(|s| !s.is_empty()) else {
+            return Ok(Vec::new());
+        };
+        let bad = || Error::Corrupt("the old epochs' spaces".into());
+        let sealed = hex::decode(sealed).map_err(|_| bad())?;
+        let plain = open_from_device(device_key, &self.retire_context(), &sealed)?;
+        plain
+            .chunks(33)
+            .map(|entry| match entry {
+                [tag, secret @ ..] if secret.len() == 32 => Ok(OldSpace {
+                    space: if *tag == 0 {
+                        Space::Couple
+                    } else {
+                        Space::Personal
+                    },
+                    secret: SpaceSecret::from_slice(secret)?,
+                }),
+                _ => Err(bad()),
+            })
+            .collect()
+    }
+
+    fn seal_old_spaces(&mut self, device_key: &DeviceKey, old: &[OldSpace]) -> Result<()> {
+        let mut plain = Zeroizing::new(Vec::with_capacity(old.len() * 33));
+        for o in old {
+            plain.push(u8::from(o.space == Space::Personal));
+            plain.extend_from_slice(o.secret.expose());
+        }
+        let sealed = seal_to_device(&device_key.public(), &self.retire_context(), &plain)?;
+        self.store.set_meta(&[(META_RETIRE, &hex::encode(sealed))])
+    }
+
+    fn retire_context(&self) -> Vec<u8> {
+        // Not bound to the device id, which a sequence conflict may change.
+        RETIRE_CONTEXT.to_vec()
     }
 }
 

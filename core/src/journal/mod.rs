@@ -5,7 +5,7 @@
 //! it returns.
 
 mod epoch;
-pub use epoch::{EpochMove, EpochNews, EpochSecrets, Reason};
+pub use epoch::{EpochMove, EpochNews, EpochSecrets, OldSpace, RETIRE_GRACE_MS, Reason};
 mod erase;
 pub use erase::Erasure;
 mod guard;

@@ -1209,9 +1209,13 @@ impl SyncEngine {
                         }
                         None => ProblemKind::SpaceGone,
                     },
+                    Failure::Refused {
+                        code: ErrorCode::SpaceRetired,
+                        ..
+                    } => ProblemKind::Retired,
                     _ => ProblemKind::SpaceGone,
                 };
-                if let ProblemKind::Erased { .. } = kind {
+                if let ProblemKind::Erased { .. } | ProblemKind::Retired = kind {
                     // The relay answered: an erased journal is not one out of reach.
                     self.reached();
                 }

@@ -393,6 +393,10 @@ pub enum ProblemKind {
     Unauthorized,
     /// The space was erased at the relay.
     SpaceGone,
+    /// The relay retired the space: the journal moved to new secrets without this device (it
+    /// was removed, or stayed away longer than an old epoch is kept). Sync of the space stops;
+    /// the device is paired again to come back.
+    Retired,
     /// The shared journal was erased by a partner (the relay keeps a tombstone): `words` says
     /// who and when, in plain words. Sync of the space stops for good; reading still works.
     Erased {
@@ -426,7 +430,7 @@ impl ProblemKind {
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
-            Self::Unauthorized | Self::SpaceGone | Self::Erased { .. }
+            Self::Unauthorized | Self::SpaceGone | Self::Retired | Self::Erased { .. }
         )
     }
 
@@ -442,6 +446,7 @@ impl ProblemKind {
             Self::Replay { .. } => Outcome::Replay,
             Self::Unauthorized
             | Self::SpaceGone
+            | Self::Retired
             | Self::Erased { .. }
             | Self::Refused { .. }
             | Self::RelayError { .. }

@@ -13,6 +13,7 @@ use anyhow::{Result, bail};
 use mend_core::{
     JoinSource, Journal, OpenOptions, RecordId, Space,
     crypto::{DeviceKey, PartnerIdentity, Signer, SpaceKeys, SpaceSecret},
+    journal::OldSpace,
     store::Durability,
     sync::{Action, Event, Failure, Mode, Request, Response, SpaceLink, SyncEngine, SyncStatus},
 };
@@ -26,6 +27,10 @@ const PAGE_LIMIT: usize = 4;
 #[derive(Default)]
 pub struct SimRelay {
     spaces: HashMap<[u8; 32], RelaySpace>,
+    /// Spaces an old epoch left, deleted: every request on them answers `410 space_retired`.
+    pub retired: std::collections::HashSet<[u8; 32]>,
+    /// The announcement each space's epoch ends with: the first one offered.
+    pub successors: HashMap<[u8; 32], [u8; 32]>,
     /// A copy of every space taken by [`SimRelay::backup`], for [`SimRelay::restore`].
     backup: Option<HashMap<[u8; 32], RelaySpace>>,
 }
@@ -108,8 +113,26 @@ impl RelaySpace {
 }
 
 impl SimRelay {
+    /// `PUT …/successor`: keeps the first announcement offered and answers it. `None` for a
+    /// space that is retired.
+    pub fn claim_successor(&mut self, space_id: [u8; 32], id: [u8; 32]) -> Option<[u8; 32]> {
+        if self.retired.contains(&space_id) {
+            return None;
+        }
+        Some(*self.successors.entry(space_id).or_insert(id))
+    }
+
     fn handle(&mut self, space_id: [u8; 32], device: [u8; 16], req: &Request) -> Response {
         let space = req.space();
+        if self.retired.contains(&space_id) {
+            return Response::Failed {
+                space,
+                failure: Failure::Refused {
+                    code: ErrorCode::SpaceRetired,
+                    retry_after_ms: 0,
+                },
+            };
+        }
         let s = self.spaces.entry(space_id).or_default();
         match req {
             Request::Create { .. } => {
@@ -560,6 +583,11 @@ pub struct Device {
     pub legacy: bool,
     /// A new epoch began without it: it learned it was removed (and keeps only the old one).
     pub removed: bool,
+    /// The secrets of the spaces it syncs (couple, personal).
+    secrets: (SpaceSecret, SpaceSecret),
+    /// The relay answered that its couple's space was retired: the journal moved on without
+    /// it (only a removed device may ever see this; it counts as removed).
+    pub retired_out: bool,
 }
 
 impl Device {
@@ -592,6 +620,9 @@ pub struct Sim {
     dir: tempfile::TempDir,
     pub couple_keys: SpaceKeys,
     pub personal_keys: Vec<SpaceKeys>,
+    /// The secrets those keys derive from (a new epoch's spaces are retired by secret).
+    couple_secret: SpaceSecret,
+    personal_secrets: Vec<SpaceSecret>,
     /// Each partner's identity.
     pub identities: Vec<PartnerIdentity>,
     snapshot_every: u64,
@@ -648,6 +679,8 @@ impl Sim {
             dir,
             couple_keys: couple.derive_keys(),
             personal_keys: vec![personal[0].derive_keys(), personal[1].derive_keys()],
+            couple_secret: couple.clone(),
+            personal_secrets: personal.to_vec(),
             identities: vec![PartnerIdentity::generate()?, PartnerIdentity::generate()?],
             snapshot_every,
             rollup_every: mend_core::sync::ROLLUP_EVERY,
@@ -800,6 +833,11 @@ impl Sim {
             key,
             legacy: self.legacy,
             removed: false,
+            secrets: (
+                self.couple_secret.clone(),
+                self.personal_secrets[partner].clone(),
+            ),
+            retired_out: false,
         });
         Ok(())
     }
@@ -841,25 +879,6 @@ impl Sim {
         Ok(())
     }
 
-    /// Whether every device that was not removed is in the same epoch and no device has
-    /// announced a later one: a new rotation then cannot race another.
-    pub fn rotation_settled(&self) -> Result<bool> {
-        let mut epoch = None;
-        for d in self.devices.iter().filter(|d| !d.removed && !d.legacy) {
-            let e = d.journal().epoch()?;
-            if *epoch.get_or_insert(e) != e {
-                return Ok(false);
-            }
-        }
-        let next = epoch.unwrap_or(0).saturating_add(1);
-        for d in self.devices.iter().filter(|d| !d.legacy) {
-            if d.journal().announced(next)? {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
     /// Moves device `d` into a new epoch if its journal holds one for it; marks it removed if
     /// one began without it.
     fn follow_epoch(&mut self, device: usize) -> Result<()> {
@@ -867,22 +886,53 @@ impl Sim {
         if d.legacy || d.removed || d.journal.is_none() {
             return Ok(());
         }
-        let news = d.journal().epoch_news(&d.key)?;
+        // Out of reach, a device cannot learn which announcement the relay kept: it waits.
+        if d.offline || self.now < self.relay_down_until {
+            return Ok(());
+        }
+        let Some(offer) = d.journal().epoch_offer()? else {
+            return Ok(());
+        };
+        let space_id = self.space_id(device, Space::Couple);
+        let Some(kept) = self.relay.claim_successor(space_id, offer) else {
+            return Ok(());
+        };
+        let d = &self.devices[device];
+        let news = d.journal().epoch_news(&d.key, &kept)?;
         let step = match news {
             mend_core::journal::EpochNews::Current => return Ok(()),
             mend_core::journal::EpochNews::Removed { .. } => {
                 self.devices[device].removed = true;
                 return Ok(());
             }
-            mend_core::journal::EpochNews::Move(step) => step,
+            mend_core::journal::EpochNews::Move(step) => *step,
         };
         let secrets = step.secrets.clone();
         let partner = d.partner;
         let key = d.key.clone();
         let identity = self.identities[partner].clone();
-        self.devices[device]
-            .journal_mut()
-            .move_to_epoch(step, &identity, &key)?;
+        let (old_couple, old_personal) = self.devices[device].secrets.clone();
+        let journal = self.devices[device].journal_mut();
+        journal.move_to_epoch(step, &identity, &key)?;
+        let mut old = vec![OldSpace {
+            space: Space::Couple,
+            secret: old_couple,
+        }];
+        if let Some(personal) = &secrets.personal {
+            old.push(OldSpace {
+                space: Space::Personal,
+                secret: old_personal,
+            });
+            self.devices[device].secrets.1 = personal.clone();
+        }
+        self.devices[device].secrets.0 = secrets.couple.clone();
+        let journal = self.devices[device].journal_mut();
+        journal.keep_old_spaces(&key, old)?;
+        // Another device's rotation won and kept a device this one removed: again.
+        let again = journal.unfinished_removal()?;
+        if !again.is_empty() {
+            journal.rotate(mend_core::journal::Reason::RemoveDevices, &again)?;
+        }
         let mut links = self.devices[device].links.clone();
         for link in &mut links {
             match (link.space, &secrets.personal) {
@@ -960,6 +1010,13 @@ impl Sim {
                 Action::Changed { records, .. } => self.devices[device].changed.extend(records),
                 Action::Status(s) => {
                     let d = &mut self.devices[device];
+                    if s.problems.iter().any(|p| {
+                        p.space == Space::Couple.as_str()
+                            && matches!(p.kind, mend_core::sync::ProblemKind::Retired)
+                    }) {
+                        d.retired_out = true;
+                        d.removed = true;
+                    }
                     for p in &s.problems {
                         if !d.problems.contains(p) {
                             d.problems.push(p.clone());
@@ -975,6 +1032,45 @@ impl Sim {
             // A device that just moved starts syncing its new spaces at once.
             self.event(device, Event::Start)?;
         }
+        self.retire_old_epochs(device)
+    }
+
+    /// What a device does after a round at the relay (see `Device::retire_old_epochs`): the
+    /// spaces it left are deleted once every device that moved is in the new epoch.
+    fn retire_old_epochs(&mut self, device: usize) -> Result<()> {
+        let d = &mut self.devices[device];
+        if d.legacy || d.removed || d.offline || d.journal.is_none() {
+            return Ok(());
+        }
+        let key = d.key.clone();
+        let old = d.journal_mut().retirement(&key)?;
+        if old.is_empty() {
+            return Ok(());
+        }
+        // Every device the epoch's announcement sealed a box to has moved: none of them still
+        // syncs the spaces about to go.
+        let members = self.devices[device].journal().epoch_members()?;
+        for o in &old {
+            let id = o.secret.derive_keys().space_id;
+            for (i, other) in self.devices.iter().enumerate() {
+                if other.journal.is_some()
+                    && members.contains(&other.journal().device())
+                    && self.space_id(i, o.space) == id
+                {
+                    bail!(
+                        "{} retired a space {} still syncs",
+                        self.devices[device].name,
+                        other.name
+                    );
+                }
+            }
+        }
+        for o in &old {
+            let id = o.secret.derive_keys().space_id;
+            self.relay.spaces.remove(&id);
+            self.relay.retired.insert(id);
+        }
+        self.devices[device].journal_mut().old_spaces_retired()?;
         Ok(())
     }
 

@@ -3,7 +3,7 @@
 //! Over the live WebSocket a device sends [`ClientMessage`]s and the relay sends
 //! [`ServerMessage`]s. Over HTTP the bodies are single frames: a [`Push`] up and an [`Ack`] down,
 //! a [`Page`] for a pull, a [`Snapshot`] either way. The pairing mailbox frames and the
-//! [`DeviceList`] travel over HTTP only, so they are in neither enum.
+//! [`DeviceList`] and [`Successor`] travel over HTTP only, so they are in neither enum.
 
 mod ack;
 mod chunk;
@@ -13,6 +13,7 @@ mod pairing;
 mod push;
 mod rollup;
 mod snapshot;
+mod successor;
 
 pub use ack::{Ack, Nack};
 pub use chunk::{Chunk, UpToDate};
@@ -25,6 +26,7 @@ pub use pairing::{
 pub use push::Push;
 pub use rollup::{Rollup, RollupPush, Sizes};
 pub use snapshot::Snapshot;
+pub use successor::Successor;
 
 use crate::{DecodeError, Kind, Limits, codec};
 

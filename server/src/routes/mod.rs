@@ -52,6 +52,7 @@ pub fn app(state: AppState) -> Router {
             &paths::space(&SPACE_ID_PARAM),
             put(spaces::create).delete(spaces::erase),
         )
+        .route(&paths::successor(&SPACE_ID_PARAM), put(spaces::successor))
         .route(
             &paths::chunks(&SPACE_ID_PARAM),
             post(chunks::push).get(chunks::pull),

@@ -154,7 +154,7 @@ fn limit_address(
 }
 
 /// Reads a small frame body of at most `limit` bytes within the body timeout.
-async fn read_small_body(
+pub(super) async fn read_small_body(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,

@@ -3,13 +3,17 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::{
+    body::Body,
     extract::{Query, State, rejection::QueryRejection},
     http::{HeaderMap, StatusCode},
+    response::Response,
 };
-use mend_protocol::{ErrorCode, SpaceId, paths};
+use mend_protocol::{ErrorCode, Limits, SpaceId, Successor, paths};
 use serde::Deserialize;
 
-use super::{AuthorizedSpace, ClientAddress, SpaceParam, write_share};
+use super::{
+    AuthorizedSpace, ClientAddress, SpaceParam, frame, pairings::read_small_body, write_share,
+};
 use crate::{
     auth::{bearer, token_hash},
     error::ApiError,
@@ -64,6 +68,26 @@ pub(super) async fn erase(
     state.storage().erase(space, reason).await?;
     tracing::info!(?reason, "space erased");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A [`Successor`] frame: version, kind and 32 bytes.
+const SUCCESSOR_FRAME: usize = 2 + 32;
+
+/// Offers the announcement that ends the space's epoch and answers the one the relay keeps:
+/// the first offered, for good ([`Successor`]).
+pub(super) async fn successor(
+    State(state): State<AppState>,
+    AuthorizedSpace(space): AuthorizedSpace,
+    address: ClientAddress,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bytes = read_small_body(&state, &headers, body, SUCCESSOR_FRAME).await?;
+    let offered = Successor::decode(&bytes, &Limits::DEFAULT)
+        .map_err(|e| ApiError::from_decode(e, ErrorCode::Malformed))?;
+    let _share = write_share(&state, address)?;
+    let kept = state.storage().claim_successor(space, offered.id).await?;
+    Ok(frame(Successor { id: kept }.to_bytes()))
 }
 
 /// Counts a creation against the client address's budget. Devices re-send `PUT` for spaces that

@@ -136,6 +136,11 @@ impl Storage for BoundedWrites {
         self.inner.tombstone(space)
     }
 
+    fn claim_successor(&self, space: SpaceId, id: [u8; 32]) -> StorageFuture<[u8; 32]> {
+        // Once per rotation and space: never refused for load.
+        self.inner.claim_successor(space, id)
+    }
+
     fn touch_device(&self, space: SpaceId, device: DeviceId, at: u64) -> StorageFuture<()> {
         self.inner.touch_device(space, device, at)
     }

@@ -77,6 +77,7 @@ macro_rules! storage_conformance_tests {
             a_full_space_can_compact_but_not_grow_until_swept,
             erase_removes_everything,
             tombstones_keep_the_reason_and_only_erased_spaces_have_one,
+            the_first_successor_offered_is_kept_for_good,
             rollups_are_checked_against_the_log,
             rollups_count_against_both_quotas_until_erased,
             pulls_serve_rollups_in_place_of_their_chunks,
@@ -1323,6 +1324,48 @@ pub async fn rollups_are_checked_against_the_log(b: &Backend) {
             duplicate: false
         }
     );
+}
+
+/// The first announcement offered to end a space's epoch is the one every later offer is
+/// answered with; each space keeps its own; an unknown or erased space keeps none.
+pub async fn the_first_successor_offered_is_kept_for_good(b: &Backend) {
+    assert!(matches!(
+        b.storage.claim_successor(space(1), [1; 32]).await,
+        Err(StorageError::SpaceNotFound)
+    ));
+    ok(b.storage.create_space(space(1), HASH_A).await, "create");
+    ok(b.storage.create_space(space(2), HASH_A).await, "create");
+    let (first, second) = tokio::join!(
+        b.storage.claim_successor(space(1), [1; 32]),
+        b.storage.claim_successor(space(1), [2; 32]),
+    );
+    let (first, second) = (ok(first, "first"), ok(second, "second"));
+    assert_eq!(first, second, "two offers at once were both kept");
+    assert!(first == [1; 32] || first == [2; 32]);
+    assert_eq!(
+        ok(b.storage.claim_successor(space(1), [3; 32]).await, "later"),
+        first
+    );
+    assert_eq!(
+        ok(b.storage.claim_successor(space(2), [4; 32]).await, "other"),
+        [4; 32]
+    );
+    // Pushes and snapshots leave it as it was.
+    ok(
+        b.storage
+            .push(space(1), push(DEVICE_B, 1, b"after"), QUOTA)
+            .await,
+        "push",
+    );
+    assert_eq!(
+        ok(b.storage.claim_successor(space(1), [5; 32]).await, "kept"),
+        first
+    );
+    assert!(ok(
+        b.storage.erase(space(1), EraseReason::Retired).await,
+        "retire"
+    ));
+    assert!(b.storage.claim_successor(space(1), [6; 32]).await.is_err());
 }
 
 /// A retired space's tombstone says so; a space never erased, or still live, has none.

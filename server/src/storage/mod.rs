@@ -354,6 +354,15 @@ pub trait Storage: Send + Sync + 'static {
     /// The space's tombstone, if it was erased. Tombstones are never deleted.
     fn tombstone(&self, space: SpaceId) -> StorageFuture<Option<Tombstone>>;
 
+    /// Keeps `id` as the announcement that ends `space`'s epoch unless one is kept already,
+    /// and answers the one kept: the first offered wins, for good, so two devices that rotated
+    /// at once follow the same one. An unknown (or erased) space is
+    /// [`StorageError::SpaceNotFound`]. The default keeps nothing (test doubles).
+    fn claim_successor(&self, space: SpaceId, id: [u8; 32]) -> StorageFuture<[u8; 32]> {
+        let _ = (space, id);
+        Box::pin(std::future::ready(Err(StorageError::SpaceNotFound)))
+    }
+
     /// Records that the relay served `device` in `space` at `at` (unix seconds), kept only
     /// rounded down to the hour ([`last_seen_hour`]) and never moved back. A space keeps at
     /// most [`mend_protocol::MAX_LISTED_DEVICES`] devices, forgetting the longest unseen. An

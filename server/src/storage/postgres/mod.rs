@@ -906,6 +906,27 @@ impl Storage for PostgresStorage {
         })
     }
 
+    fn claim_successor(&self, space: SpaceId, id: [u8; 32]) -> StorageFuture<[u8; 32]> {
+        self.run(move |shared| async move {
+            let client = shared.client().await?;
+            // One statement: the row lock makes the first offer the one kept.
+            let statement = client
+                .prepare_cached(
+                    "UPDATE spaces SET successor = COALESCE(successor, $2) WHERE space_id = $1 \
+                     RETURNING successor",
+                )
+                .await?;
+            let Some(row) = client
+                .query_opt(&statement, &[&&space.0[..], &&id[..]])
+                .await?
+            else {
+                return Ok(Err(StorageError::SpaceNotFound));
+            };
+            let kept: Vec<u8> = row.try_get(0)?;
+            Ok(<[u8; 32]>::try_from(kept.as_slice()).map_err(|_| StorageError::SpaceNotFound))
+        })
+    }
+
     fn erase(&self, space: SpaceId, reason: EraseReason) -> StorageFuture<bool> {
         self.run(move |shared| async move {
             let mut client = shared.client().await?;

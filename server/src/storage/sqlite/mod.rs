@@ -271,6 +271,10 @@ impl Storage for SqliteStorage {
         self.read(move |conn| reader::tombstone(conn, &space).map(Ok))
     }
 
+    fn claim_successor(&self, space: SpaceId, id: [u8; 32]) -> StorageFuture<[u8; 32]> {
+        self.write(|reply| Write::Successor { space, id, reply })
+    }
+
     fn touch_device(&self, space: SpaceId, device: DeviceId, at: u64) -> StorageFuture<()> {
         self.write(|reply| Write::Seen {
             space,

@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/009_pairings.sql"),
     include_str!("migrations/010_device_seen.sql"),
     include_str!("migrations/011_tombstone_reason.sql"),
+    include_str!("migrations/012_successor.sql"),
 ];
 
 /// The schema version this code writes.
@@ -42,6 +43,9 @@ pub(crate) fn open_writer(path: &Path, autocheckpoint_pages: u32) -> rusqlite::R
     conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
     conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
     conn.pragma_update(None, "wal_autocheckpoint", autocheckpoint_pages)?;
+    // Deleted rows are zeroed, not left in free pages: an erased or retired space's
+    // ciphertext leaves the file (the WAL is truncated after each erase, see the writer).
+    conn.pragma_update(None, "secure_delete", "ON")?;
     migrate(&mut conn)?;
     Ok(conn)
 }
@@ -127,7 +131,7 @@ mod tests {
             "DROP TABLE relay_usage; DROP INDEX chunks_held; DROP TABLE rollups;
              ALTER TABLE chunks DROP COLUMN rollup_seq;
              DROP TABLE pairings; DROP TABLE pairing_messages; DROP TABLE device_seen;
-             ALTER TABLE erased DROP COLUMN reason",
+             ALTER TABLE erased DROP COLUMN reason; ALTER TABLE spaces DROP COLUMN successor",
         )?;
         conn.pragma_update(None, "user_version", 4)?;
         drop(conn);

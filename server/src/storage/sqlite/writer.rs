@@ -94,6 +94,11 @@ pub(crate) enum Write {
         at: u64,
         reply: Reply<()>,
     },
+    Successor {
+        space: SpaceId,
+        id: [u8; 32],
+        reply: Reply<[u8; 32]>,
+    },
 }
 
 impl Write {
@@ -106,7 +111,8 @@ impl Write {
             Write::Create { .. }
             | Write::Erase { .. }
             | Write::Sweep { .. }
-            | Write::Seen { .. } => 0,
+            | Write::Seen { .. }
+            | Write::Successor { .. } => 0,
         }
     }
 
@@ -121,6 +127,7 @@ impl Write {
             Write::Sweep { reply, .. } => Answer::Sweep(reply, Err(StorageError::Closed)),
             Write::Pairing { reply, .. } => Answer::Pairing(reply, Err(StorageError::Closed)),
             Write::Seen { reply, .. } => Answer::Seen(reply, Err(StorageError::Closed)),
+            Write::Successor { reply, .. } => Answer::Successor(reply, Err(StorageError::Closed)),
         }
     }
 }
@@ -135,6 +142,7 @@ enum Answer {
     Sweep(Reply<Swept>, Result<Swept, StorageError>),
     Pairing(Reply<PairingDone>, Result<PairingDone, StorageError>),
     Seen(Reply<()>, Result<(), StorageError>),
+    Successor(Reply<[u8; 32]>, Result<[u8; 32], StorageError>),
 }
 
 impl Answer {
@@ -149,6 +157,7 @@ impl Answer {
             Answer::Sweep(tx, result) => drop(tx.send(result)),
             Answer::Pairing(tx, result) => drop(tx.send(result)),
             Answer::Seen(tx, result) => drop(tx.send(result)),
+            Answer::Successor(tx, result) => drop(tx.send(result)),
         }
     }
 
@@ -163,6 +172,7 @@ impl Answer {
             Answer::Sweep(tx, _) => drop(tx.send(Err(error()))),
             Answer::Pairing(tx, _) => drop(tx.send(Err(error()))),
             Answer::Seen(tx, _) => drop(tx.send(Err(error()))),
+            Answer::Successor(tx, _) => drop(tx.send(Err(error()))),
         }
     }
 }
@@ -354,7 +364,19 @@ impl Writer {
         match outcome {
             Ok(()) => {
                 self.total = total;
+                let erased = effects.iter().any(|e| matches!(e, Effect::Erased(_)));
                 self.apply_effects(effects);
+                if erased {
+                    // The erased pages are zeroed in the database; the WAL still holds their
+                    // earlier versions until it is checkpointed and cut back to nothing.
+                    // Before the answer, so an erase that returned left nothing behind.
+                    if let Err(error) =
+                        self.conn
+                            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                    {
+                        tracing::warn!(%error, "the WAL was not truncated after an erase");
+                    }
+                }
                 answers.into_iter().for_each(Answer::send);
                 let elapsed = started.elapsed();
                 if elapsed > SLOW_COMMIT {
@@ -461,6 +483,26 @@ fn apply(tx: &Transaction<'_>, state: &mut State<'_>, write: Write) -> Applied {
             match touched {
                 Ok(()) => Ok(Answer::Seen(reply, Ok(()))),
                 Err(e) => Err((Answer::Seen(reply, Err(StorageError::Closed)), e)),
+            }
+        }
+        Write::Successor { space, id, reply } => {
+            // One statement: the first offer is the one kept.
+            let kept = tx
+                .prepare_cached(
+                    "UPDATE spaces SET successor = COALESCE(successor, ?2) WHERE space_id = ?1 \
+                     RETURNING successor",
+                )
+                .and_then(|mut q| {
+                    q.query_row(params![&space.0[..], &id[..]], |r| r.get::<_, Vec<u8>>(0))
+                        .optional()
+                });
+            match kept {
+                Ok(kept) => Ok(Answer::Successor(
+                    reply,
+                    kept.and_then(|k| <[u8; 32]>::try_from(k.as_slice()).ok())
+                        .ok_or(StorageError::SpaceNotFound),
+                )),
+                Err(e) => Err((Answer::Successor(reply, Err(StorageError::Closed)), e)),
             }
         }
         Write::Erase {
