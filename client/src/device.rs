@@ -471,10 +471,44 @@ impl Device {
         report.keyring_changed |= moved;
         self.note_retired(&report.status);
         self.refuse_if_removed()?;
+        self.finish_removal().await;
         if report.status.online {
             self.retire_old_epochs().await;
         }
         Ok(report)
+    }
+
+    /// Another device's rotation won at the relay and kept a device this one removed (or left
+    /// this partner's personal space as it was): removes it again, in this epoch. The next
+    /// round hands the announcement out. Best effort: tried after every round.
+    async fn finish_removal(&self) {
+        let journal = Arc::clone(&self.journal);
+        let done = blocking(move || {
+            let mut journal = lock(&journal)?;
+            journal.step(|j| {
+                if j.epoch_offer()?.is_some() || j.announced(j.epoch()?.saturating_add(1))? {
+                    return Ok(false);
+                }
+                let again = j.unfinished_removal()?;
+                if again.is_empty() {
+                    return Ok(false);
+                }
+                j.rotate(Reason::RemoveDevices, &again)?;
+                Ok(true)
+            })
+        })
+        .await;
+        match done {
+            Ok(true) => {
+                if let Ok(live) = self.live.lock()
+                    && let Some(live) = live.as_ref()
+                {
+                    live.local_edit();
+                }
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "a removal could not be made again yet"),
+        }
     }
 
     /// A couple's space the relay retired under this device means the journal moved on
@@ -530,7 +564,10 @@ impl Device {
             }
         }
         let journal = Arc::clone(&self.journal);
-        if let Err(e) = blocking(move || lock(&journal)?.old_spaces_retired()).await {
+        let Some(key) = self.keyring().device_key else {
+            return;
+        };
+        if let Err(e) = blocking(move || lock(&journal)?.old_spaces_retired(&key, &old)).await {
             tracing::warn!(error = %e, "the old epochs' spaces were retired but not forgotten");
         }
     }
@@ -580,7 +617,6 @@ impl Device {
                 EpochNews::Removed { at, .. } => Ok(Followed::Removed(at)),
                 EpochNews::Move(step) => {
                     let secrets = step.secrets.clone();
-                    j.move_to_epoch(*step, &identity, &key)?;
                     // The spaces left behind, to delete at the relay once every device moved.
                     let mut old = vec![OldSpace {
                         space: Space::Couple,
@@ -592,13 +628,7 @@ impl Device {
                             secret: old_personal,
                         });
                     }
-                    j.keep_old_spaces(&key, old)?;
-                    // Another device's rotation won at the relay and kept a device this one
-                    // removed: remove it again, in the new epoch.
-                    let again = j.unfinished_removal()?;
-                    if !again.is_empty() {
-                        j.rotate(Reason::RemoveDevices, &again)?;
-                    }
+                    j.move_to_epoch(*step, &identity, &key, old)?;
                     Ok(Followed::Moved(secrets))
                 }
             })

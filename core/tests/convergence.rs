@@ -552,3 +552,97 @@ proptest! {
         }
     }
 }
+
+/// One partner's two devices write a check-in with private fields for the same day at once:
+/// the record's two halves (shared and private) each keep a creation time, and Automerge may
+/// pick another device's in each. The timeline places the record where `get` says it was
+/// created, the shared half's time, not the private half's.
+#[test]
+fn a_check_in_made_twice_at_once_keeps_its_place_in_the_timeline() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let opts = OpenOptions {
+        durability: Durability::Normal,
+        ..OpenOptions::default()
+    };
+    let mut a1 = Journal::create_with(&dir.path().join("a1.db"), "Alex", opts)?;
+    a1.set_clock(tick);
+    let couple = a1.save_space(Space::Couple)?;
+    let mut b1 = Journal::join_with(
+        &dir.path().join("b1.db"),
+        &JoinSource {
+            couple: couple.clone(),
+            personal: None,
+            partner: None,
+        },
+        "Blake",
+        opts,
+    )?;
+    b1.set_clock(tick);
+    let mut a2 = Journal::join_with(
+        &dir.path().join("a2.db"),
+        &JoinSource {
+            couple,
+            personal: Some(a1.save_space(Space::Personal)?),
+            partner: Some(a1.me()),
+        },
+        "",
+        opts,
+    )?;
+    a2.set_clock(tick);
+    let mut reps = vec![
+        Replica {
+            journal: a1,
+            partner: 0,
+        },
+        Replica {
+            journal: b1,
+            partner: 1,
+        },
+        Replica {
+            journal: a2,
+            partner: 0,
+        },
+    ];
+    for (from, to) in [(0, 1), (1, 0), (0, 2), (2, 0), (1, 2), (2, 1)] {
+        merge(&mut reps, from, to)?;
+    }
+    // Device 1 of Alex writes more into the shared space, device 2 more into the private
+    // one: each device's later operations win in the space it wrote more to.
+    for _ in 0..3 {
+        reps[0].journal.add(Body::Share(Share {
+            feeling: "shared".into(),
+            tough_question: false,
+        }))?;
+        reps[2].journal.add_with(
+            Body::ProcessingNote(ProcessingNote {
+                text: "private".into(),
+            }),
+            Some(Visibility::Private),
+        )?;
+    }
+    let day = LocalDate::from_unix_ms(NOW.load(Ordering::Relaxed), 0);
+    let check_in = || {
+        Body::CheckIn(CheckIn {
+            local_date: Some(day),
+            trust: Some(4),
+            note: Some("between us".into()),
+            private_fields: vec![CheckInField::Trust, CheckInField::Note],
+            ..Default::default()
+        })
+    };
+    reps[0].journal.add(check_in())?;
+    reps[1].journal.add(Body::Share(Share {
+        feeling: "in between".into(),
+        tough_question: false,
+    }))?;
+    reps[2].journal.add(check_in())?;
+    for _ in 0..2 {
+        for (from, to) in [(0, 1), (1, 0), (0, 2), (2, 0), (1, 2), (2, 1)] {
+            merge(&mut reps, from, to)?;
+        }
+    }
+    for r in &reps {
+        timeline_matches(&r.journal)?;
+    }
+    Ok(())
+}

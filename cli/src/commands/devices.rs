@@ -167,7 +167,14 @@ pub async fn remove(home: &Home, which: &str, yes: bool, timeout: u64) -> Result
     let done = device.remove_device(found.info.id, budget).await;
     home.keep_keyring(&device)?;
     let done = done?;
-    if done.keyring_changed {
+    let gone = found.info.id;
+    let still = device.read(|j| Ok(j.epoch_members()?.contains(&gone)))?;
+    if done.keyring_changed && still {
+        // Another device's rotation won at the relay and still sealed a box to it.
+        say!(
+            "Another device started new keys at the same moment, and {name} still has them: this              device removes it again when it next syncs (run `mend sync`)."
+        );
+    } else if done.keyring_changed {
         say!("Removed {name}: it reads nothing written from now on.");
         say!("Your other devices and your partner's move to the new keys when they next sync.");
     } else {

@@ -55,6 +55,8 @@ const META_RETIRE: &str = "epoch_retire";
 const META_RETIRE_WAIT: &str = "epoch_wait";
 const META_RETIRE_AT: &str = "epoch_at";
 const RETIRE_CONTEXT: &[u8] = b"mend/v1/retire\0";
+/// Whether the move into this epoch rotated this partner's personal space ("1") or not.
+const META_PERSONAL_ROTATED: &str = "epoch_personal_rotated";
 /// Devices this device asked to remove (comma-separated ids): when another device's rotation
 /// won at the relay and still sealed a box to one of them, this device rotates again.
 const META_WANT_REMOVED: &str = "epoch_want_removed";
@@ -201,8 +203,6 @@ fn hashes_of(list: &[String]) -> Result<Vec<ChangeHash>> {
 
 /// An announcement as read from the document.
 struct Announcement {
-    /// Its id, which the relay keeps for the first one offered ([`Journal::epoch_offer`]).
-    id: [u8; 32],
     by: PartnerId,
     device: Option<DeviceId>,
     at: i64,
@@ -232,17 +232,6 @@ fn read_scalar(doc: &automerge::Automerge, obj: &ObjId, key: &str) -> Option<Sca
         Ok(Some((Value::Scalar(s), _))) => Some(s.into_owned()),
         _ => None,
     }
-}
-
-/// The announcement of `epoch` that Automerge's rules pick among any written at once (every
-/// device holding the same ones picks the same).
-fn read_announcement(doc: &SpaceDoc, epoch: u32) -> Result<Option<Announcement>> {
-    let am = doc.am();
-    let key = format!("{EPOCH_KEY}{epoch}");
-    let Some((Value::Object(ObjType::Map), obj)) = am.get(ROOT, key.as_str())? else {
-        return Ok(None);
-    };
-    read_announcement_at(am, &obj).map(Some)
 }
 
 /// Every announcement of `epoch` written at once (by devices that rotated apart), readable
@@ -298,14 +287,7 @@ fn read_announcement_at(am: &automerge::Automerge, obj: &ObjId) -> Result<Announ
             }
         }
     }
-    let id = match read_scalar(am, obj, "id") {
-        Some(ScalarValue::Bytes(b)) => {
-            <[u8; 32]>::try_from(b.as_slice()).map_err(|_| Error::Tampered)?
-        }
-        _ => return Err(Error::Tampered),
-    };
     Ok(Announcement {
-        id,
         by,
         device,
         at,
@@ -314,6 +296,44 @@ fn read_announcement_at(am: &automerge::Automerge, obj: &ObjId) -> Result<Announ
         removed,
         boxes,
     })
+}
+
+impl Announcement {
+    /// Its id, which the relay keeps for the first one offered ([`Journal::epoch_offer`]): a
+    /// hash of everything it says, so that no other announcement (a copy with other boxes)
+    /// can pass for the one kept.
+    fn id(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let mut put = |bytes: &[u8]| {
+            h.update((bytes.len() as u64).to_be_bytes());
+            h.update(bytes);
+        };
+        put(b"mend/v1/announcement");
+        put(self.by.as_bytes());
+        put(self.device.as_ref().map_or(&[][..], |d| d.as_bytes()));
+        put(&self.at.to_be_bytes());
+        for head in &self.heads {
+            put(&head.0);
+        }
+        put(b"personal");
+        if let Some((partner, heads)) = &self.personal {
+            put(partner.as_bytes());
+            for head in heads {
+                put(&head.0);
+            }
+        }
+        put(b"removed");
+        for device in &self.removed {
+            put(device.as_bytes());
+        }
+        put(b"boxes");
+        for (device, sealed) in &self.boxes {
+            put(device.as_bytes());
+            put(sealed);
+        }
+        h.finalize().into()
+    }
 }
 
 impl Journal {
@@ -390,7 +410,9 @@ impl Journal {
 
     /// Whether this journal holds an announcement of epoch `epoch`.
     pub fn announced(&self, epoch: u32) -> Result<bool> {
-        Ok(read_announcement(self.doc(Space::Couple)?, epoch)?.is_some())
+        Ok(announcements(self.doc(Space::Couple)?, epoch)?
+            .iter()
+            .any(Result::is_ok))
     }
 
     /// Every device introduced here (its certificate checked), with its partner: the devices
@@ -465,7 +487,10 @@ impl Journal {
             ));
         }
         let epoch = self.epoch()?.saturating_add(1);
-        if read_announcement(self.doc(Space::Couple)?, epoch)?.is_some() {
+        if announcements(self.doc(Space::Couple)?, epoch)?
+            .iter()
+            .any(Result::is_ok)
+        {
             return Err(Error::Invalid(
                 "another device has started a new epoch: sync, then try again".into(),
             ));
@@ -519,11 +544,18 @@ impl Journal {
         let (heads_hex, personal_hex) = (hex_list(&heads), hex_list(&personal_heads));
         let removed: Vec<String> = remove.iter().map(ToString::to_string).collect();
         let key = format!("{EPOCH_KEY}{epoch}");
-        let mut id = [0u8; 32];
-        crate::crypto::random(&mut id)?;
+        let id = Announcement {
+            by: me,
+            device: Some(device),
+            at: now,
+            heads: heads.clone(),
+            personal: Some((me, personal_heads.clone())),
+            removed: remove.to_vec(),
+            boxes: boxes.iter().cloned().collect(),
+        }
+        .id();
         let (_, bytes) = self.doc_mut(Space::Couple)?.transact(|tx, _| {
             let obj = tx.put_object(ROOT, key.as_str(), ObjType::Map)?;
-            tx.put(&obj, "id", ScalarValue::Bytes(id.to_vec()))?;
             tx.put(&obj, "by", me.to_string())?;
             tx.put(&obj, "device", device.to_string())?;
             tx.put(&obj, "at", now)?;
@@ -576,10 +608,14 @@ impl Journal {
         if wanted.is_empty() {
             return Ok(wanted);
         }
+        // The other partner's rotation leaves this partner's personal space as it was: a removed
+        // device would still read it.
+        let personal_kept =
+            self.epoch()? > 0 && self.store.meta(META_PERSONAL_ROTATED)?.as_deref() == Some("0");
         let expected = self.epoch_members()?;
         let left: Vec<DeviceId> = wanted
             .into_iter()
-            .filter(|d| expected.contains(d) && *d != self.device)
+            .filter(|d| (personal_kept || expected.contains(d)) && *d != self.device)
             .collect();
         if left.is_empty() {
             self.store.set_meta(&[(META_WANT_REMOVED, "")])?;
@@ -596,14 +632,18 @@ impl Journal {
             return Ok(None);
         }
         let epoch = self.epoch()?.saturating_add(1);
-        Ok(match read_announcement(self.doc(Space::Couple)?, epoch) {
-            Ok(Some(news)) => Some(news.id),
-            Ok(None) => None,
-            Err(e) => {
-                tracing::warn!(epoch, error = %e, "an unreadable announcement of a new epoch");
-                None
+        // Any readable one will do (the relay keeps the first offered); an unreadable one
+        // among them is passed over, so it cannot stop a move.
+        let mut ids: Vec<[u8; 32]> = Vec::new();
+        for news in announcements(self.doc(Space::Couple)?, epoch)? {
+            match news {
+                Ok(news) => ids.push(news.id()),
+                Err(e) => {
+                    tracing::warn!(epoch, error = %e, "an unreadable announcement of a new epoch");
+                }
             }
-        })
+        }
+        Ok(ids.into_iter().min())
     }
 
     /// What the couple's document says of the epoch after this one, for the device holding
@@ -623,7 +663,7 @@ impl Journal {
         let mut found = None;
         for news in announcements(doc, epoch)? {
             match news {
-                Ok(news) if news.id == *kept => found = Some(news),
+                Ok(news) if news.id() == *kept => found = Some(news),
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(epoch, error = %e, "an unreadable announcement of a new epoch");
@@ -705,6 +745,7 @@ impl Journal {
         step: EpochMove,
         identity: &PartnerIdentity,
         device_key: &DeviceKey,
+        left: Vec<OldSpace>,
     ) -> Result<()> {
         self.ready()?;
         let epoch = step.secrets.epoch;
@@ -766,10 +807,6 @@ impl Journal {
                 changes.push((space, bytes));
             }
         }
-        if let Some(base) = couple_base {
-            self.store
-                .set_meta(&[(META_EPOCH_BASE, &hex::encode(base.0))])?;
-        }
         let epoch_text = epoch.to_string();
         let wait: Vec<String> = step
             .members
@@ -779,20 +816,41 @@ impl Journal {
                 None => hex::encode(d.as_bytes()),
             })
             .collect();
-        self.store.set_meta(&[
-            (META_RETIRE_WAIT, &wait.join(",")),
-            // This device's clock, not the rotating one's: a clock far behind cannot cut the
-            // grace short.
-            (META_RETIRE_AT, &now.to_string()),
-        ])?;
-        match &step.sealed {
-            Some((sealed, from)) => self.store.set_meta(&[
-                (META_EPOCH, &epoch_text),
-                (META_EPOCH_BOX, &hex::encode(sealed)),
-                (META_EPOCH_FROM, &hex::encode(from)),
-            ])?,
-            None => self.store.set_meta(&[(META_EPOCH, &epoch_text)])?,
+        let wait = wait.join(",");
+        // The spaces left behind, beside older ones not yet retired, for deletion at the
+        // relay once every device has moved ([`Journal::retirement`]).
+        let mut old = self.old_spaces(device_key)?;
+        old.extend(left);
+        let old = hex::encode(seal_old_spaces(device_key, &old)?);
+        // This device's clock, not the rotating one's: a clock far behind cannot cut the
+        // grace short.
+        let now_text = now.to_string();
+        let personal_rotated = if step.personal_heads.is_some() {
+            "1"
+        } else {
+            "0"
+        };
+        let base = couple_base.map(|b| hex::encode(b.0));
+        let sealed = step
+            .sealed
+            .as_ref()
+            .map(|(sealed, from)| (hex::encode(sealed), hex::encode(from)));
+        let mut metas: Vec<(&str, &str)> = vec![
+            (META_EPOCH, &epoch_text),
+            (META_RETIRE_WAIT, &wait),
+            (META_RETIRE_AT, &now_text),
+            (META_RETIRE, &old),
+            (META_PERSONAL_ROTATED, personal_rotated),
+        ];
+        if let Some(base) = &base {
+            metas.push((META_EPOCH_BASE, base));
         }
+        if let Some((sealed, from)) = &sealed {
+            metas.push((META_EPOCH_BOX, sealed));
+            metas.push((META_EPOCH_FROM, from));
+        }
+        // One transaction: the epoch and everything that goes with it.
+        self.store.set_meta(&metas)?;
         self.banned.clear();
         self.roster = super::guard::Roster::default();
         for space in [Space::Couple, Space::Personal] {
@@ -816,15 +874,6 @@ impl Journal {
 }
 
 impl Journal {
-    /// Keeps the spaces this device just left (their secrets sealed to `device_key`, beside
-    /// any older ones not yet retired), for [`Journal::retirement`] to hand back once every
-    /// device has moved.
-    pub fn keep_old_spaces(&mut self, device_key: &DeviceKey, old: Vec<OldSpace>) -> Result<()> {
-        let mut all = self.old_spaces(device_key)?;
-        all.extend(old);
-        self.seal_old_spaces(device_key, &all)
-    }
-
     /// The old epochs' spaces to delete at the relay now: every device the newest
     /// announcement sealed a box to is introduced in this epoch (so none of them still reads
     /// the old one), or [`RETIRE_GRACE_MS`] passed since this device moved. Empty when there is
@@ -835,11 +884,19 @@ impl Journal {
         if old.is_empty() {
             return Ok(old);
         }
-        let at: i64 = self
+        // No time kept (an older database): the grace starts now.
+        let at: i64 = match self
             .store
             .meta(META_RETIRE_AT)?
             .and_then(|a| a.parse().ok())
-            .unwrap_or(0);
+        {
+            Some(at) => at,
+            None => {
+                self.store
+                    .set_meta(&[(META_RETIRE_AT, &now_ms.to_string())])?;
+                now_ms
+            }
+        };
         let waited = now_ms >= at.saturating_add(RETIRE_GRACE_MS);
         let mut moved = || -> Result<bool> {
             self.load_roster()?;
@@ -858,9 +915,20 @@ impl Journal {
         }
     }
 
-    /// The relay deleted the old spaces [`Journal::retirement`] named: forget their secrets.
-    pub fn old_spaces_retired(&mut self) -> Result<()> {
-        self.store.set_meta(&[(META_RETIRE, "")])
+    /// The relay deleted the old spaces [`Journal::retirement`] named: forget their secrets
+    /// (only theirs: a move in between may have added others).
+    pub fn old_spaces_retired(&mut self, device_key: &DeviceKey, gone: &[OldSpace]) -> Result<()> {
+        let left: Vec<OldSpace> = self
+            .old_spaces(device_key)?
+            .into_iter()
+            .filter(|o| !gone.iter().any(|g| g.secret == o.secret))
+            .collect();
+        let sealed = if left.is_empty() {
+            String::new()
+        } else {
+            hex::encode(seal_old_spaces(device_key, &left)?)
+        };
+        self.store.set_meta(&[(META_RETIRE, &sealed)])
     }
 
     fn old_spaces(&self, device_key: &DeviceKey) -> Result<Vec<OldSpace>> {
@@ -869,7 +937,7 @@ impl Journal {
         };
         let bad = || Error::Corrupt("the old epochs' spaces".into());
         let sealed = hex::decode(sealed).map_err(|_| bad())?;
-        let plain = open_from_device(device_key, &self.retire_context(), &sealed)?;
+        let plain = open_from_device(device_key, RETIRE_CONTEXT, &sealed)?;
         plain
             .chunks(33)
             .map(|entry| match entry {
@@ -885,21 +953,17 @@ impl Journal {
             })
             .collect()
     }
+}
 
-    fn seal_old_spaces(&mut self, device_key: &DeviceKey, old: &[OldSpace]) -> Result<()> {
-        let mut plain = Zeroizing::new(Vec::with_capacity(old.len() * 33));
-        for o in old {
-            plain.push(u8::from(o.space == Space::Personal));
-            plain.extend_from_slice(o.secret.expose());
-        }
-        let sealed = seal_to_device(&device_key.public(), &self.retire_context(), &plain)?;
-        self.store.set_meta(&[(META_RETIRE, &hex::encode(sealed))])
+/// The old spaces' secrets, sealed to this device's own key. (The context is not bound to
+/// the device id, which a sequence conflict may change.)
+fn seal_old_spaces(device_key: &DeviceKey, old: &[OldSpace]) -> Result<Vec<u8>> {
+    let mut plain = Zeroizing::new(Vec::with_capacity(old.len().saturating_mul(33)));
+    for o in old {
+        plain.push(u8::from(o.space == Space::Personal));
+        plain.extend_from_slice(o.secret.expose());
     }
-
-    fn retire_context(&self) -> Vec<u8> {
-        // Not bound to the device id, which a sequence conflict may change.
-        RETIRE_CONTEXT.to_vec()
-    }
+    seal_to_device(&device_key.public(), RETIRE_CONTEXT, &plain)
 }
 
 /// Writes again into `new`, in one change, what the changes of `old` made by this device

@@ -46,10 +46,20 @@ impl Journal {
         self.store().visit_newest(
             before.as_ref().map(|(at, id)| (*at, id.as_str())),
             |space, id, e| {
-                let (Ok(id), Ok(kind), Ok(author)) = (id.parse(), e.kind.parse(), e.author.parse())
+                let (Ok(id), Ok(kind), Ok(author)) =
+                    (id.parse::<RecordId>(), e.kind.parse(), e.author.parse())
                 else {
                     return Ok(true);
                 };
+                // A record in both spaces (a check-in with private fields) takes its place from
+                // the couple's envelope, as `get` does: the private half, which may carry
+                // another creation time (two devices made it at once), only stands for a record
+                // with no shared half.
+                if space == Space::Personal
+                    && self.store().view_has(Space::Couple, &id.to_string())?
+                {
+                    return Ok(true);
+                }
                 if !seen.insert(id) {
                     return Ok(true); // the record's other space, already decided
                 }
@@ -60,12 +70,7 @@ impl Journal {
                     created_at: e.created_at,
                     removed: e.removed,
                 };
-                // The couple's envelope wins over a private copy: a private row that is not
-                // wanted is only skipped when there is no shared one to decide.
-                if !timeline::wanted(query, after, &pick)
-                    && (space == Space::Couple
-                        || !self.store().view_has(Space::Couple, &id.to_string())?)
-                {
+                if !timeline::wanted(query, after, &pick) {
                     return Ok(true);
                 }
                 // Records this version cannot read are left out, as in `records()`.

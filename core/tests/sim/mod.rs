@@ -912,8 +912,6 @@ impl Sim {
         let key = d.key.clone();
         let identity = self.identities[partner].clone();
         let (old_couple, old_personal) = self.devices[device].secrets.clone();
-        let journal = self.devices[device].journal_mut();
-        journal.move_to_epoch(step, &identity, &key)?;
         let mut old = vec![OldSpace {
             space: Space::Couple,
             secret: old_couple,
@@ -927,8 +925,9 @@ impl Sim {
         }
         self.devices[device].secrets.0 = secrets.couple.clone();
         let journal = self.devices[device].journal_mut();
-        journal.keep_old_spaces(&key, old)?;
-        // Another device's rotation won and kept a device this one removed: again.
+        journal.move_to_epoch(step, &identity, &key, old)?;
+        // Another device's rotation won and kept a device this one removed: again (as
+        // `Device::finish_removal` does after every round).
         let again = journal.unfinished_removal()?;
         if !again.is_empty() {
             journal.rotate(mend_core::journal::Reason::RemoveDevices, &again)?;
@@ -1070,7 +1069,9 @@ impl Sim {
             self.relay.spaces.remove(&id);
             self.relay.retired.insert(id);
         }
-        self.devices[device].journal_mut().old_spaces_retired()?;
+        self.devices[device]
+            .journal_mut()
+            .old_spaces_retired(&key, &old)?;
         Ok(())
     }
 
