@@ -765,6 +765,7 @@ fn run(
     sim.set_rollup_every(rollup_every);
     let n = sim.devices.len();
     let mut acked: Vec<(usize, RecordId)> = Vec::new();
+    let mut named = std::collections::HashSet::new();
     let day = LocalDate::from_unix_ms(sim::T0, 0);
     for s in steps {
         match s {
@@ -836,12 +837,39 @@ fn run(
                 if sim.devices[d].removed {
                     continue;
                 }
+                // A box can be sealed only to a device the rotating one has heard from (or
+                // that the epoch it is in expects): a device never heard from is left out by
+                // design (docs/security.md), so the schedules rotate once every device was.
+                let known: Vec<_> = {
+                    let j = sim.devices[d].journal();
+                    let mut ids: Vec<_> = j
+                        .partners()
+                        .into_iter()
+                        .flat_map(|p| p.devices.into_iter().map(|x| x.id))
+                        .collect();
+                    ids.extend(j.epoch_members()?);
+                    ids
+                };
+                if sim
+                    .devices
+                    .iter()
+                    .filter(|o| !o.removed)
+                    .any(|o| !known.contains(&o.journal().device()))
+                {
+                    continue;
+                }
                 let partner = sim.devices[d].partner;
                 let other = (0..n).find(|&o| {
                     o != d && sim.devices[o].partner == partner && !sim.devices[o].removed
                 });
                 let rotated = match (x % 2, other) {
-                    (1, Some(o)) => sim.rotate(d, Reason::RemoveDevices, &[o]),
+                    (1, Some(o)) => {
+                        let done = sim.rotate(d, Reason::RemoveDevices, &[o]);
+                        if done.is_ok() {
+                            named.insert(o);
+                        }
+                        done
+                    }
                     _ => sim.rotate(d, Reason::Forget, &[]),
                 };
                 // Refused while this device has not signed yet, or another rotation is
@@ -854,6 +882,15 @@ fn run(
     }
     sim.settle()?;
     assert_converged(&sim, &acked)?;
+    // Only a device some rotation named was shut out (or found its epoch retired): every
+    // other device, and every edit it made, is in the checks above.
+    for (i, d) in sim.devices.iter().enumerate() {
+        ensure!(
+            !d.removed || named.contains(&i),
+            "{} was shut out without being removed",
+            d.name
+        );
+    }
     for d in sim.devices.iter().filter(|d| !d.removed) {
         ensure!(
             d.problems.is_empty(),
