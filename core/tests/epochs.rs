@@ -269,3 +269,45 @@ fn a_removal_made_while_another_device_rotates_still_happens() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn a_device_that_has_not_moved_yet_is_listed_and_can_be_removed() -> Result<()> {
+    // Alex's phone (0) and tablet (1), Blake's phone (2). The tablet is off while Blake asks
+    // to forget; then it goes missing.
+    let mut sim = Sim::new(35, 2, 1, 1_000)?;
+    sim.settle()?;
+    for d in 0..3 {
+        sim.devices[d]
+            .journal_mut()
+            .add(share(&format!("from {d}")))?;
+    }
+    sim.settle()?;
+    sim.devices[1].offline = true;
+    sim.rotate(2, Reason::Forget, &[])?;
+    for _ in 0..3 {
+        sim.round_of(2)?;
+        sim.round_of(0)?;
+    }
+    ensure!(sim.devices[0].journal().epoch()? == 1, "Alex's phone moved");
+    let tablet = sim.devices[1].journal().device();
+    let listed = sim.devices[0].journal().devices();
+    ensure!(
+        listed.iter().any(|d| d.id == tablet && d.mine),
+        "the tablet, not moved yet, is not listed: {listed:?}"
+    );
+    sim.rotate(0, Reason::RemoveDevices, &[1])?;
+    sim.devices[1].offline = false;
+    sim.settle()?;
+    ensure!(sim.devices[1].removed, "the tablet was not shut out");
+    ensure!(sim.devices[0].journal().epoch()? == 2);
+    ensure!(sim.devices[2].journal().epoch()? == 2);
+    ensure!(
+        sim.devices[0]
+            .journal()
+            .devices()
+            .iter()
+            .all(|d| d.id != tablet),
+        "the removed tablet is still listed"
+    );
+    Ok(())
+}

@@ -451,6 +451,23 @@ impl Journal {
             .collect())
     }
 
+    /// The devices the announcement this journal moved with sealed a box to that are not
+    /// introduced in this epoch yet: on their way here (or never coming).
+    pub(super) fn awaited(&self) -> Vec<Intro> {
+        let here: HashSet<DeviceId> = self
+            .roster
+            .intros()
+            .into_iter()
+            .map(|i| i.cert.device)
+            .collect();
+        self.expected()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|i| !here.contains(&i.cert.device))
+            .collect()
+    }
+
     /// The devices the announcement this journal moved with sealed a box to: each one's
     /// introduction, or (when this device never knew it) its id.
     fn expected(&self) -> Result<Vec<std::result::Result<Intro, DeviceId>>> {

@@ -140,12 +140,15 @@ impl Journal {
     }
 
     /// Every device whose certificate counts, of both partners: this partner's first, each
-    /// partner's earliest added first.
+    /// partner's earliest added first. After a rotation, a device the new epoch's secrets were
+    /// sealed to that has not moved yet is listed too (without a name, which stayed in the old
+    /// epoch), so that it can still be removed.
     pub fn devices(&self) -> Vec<DeviceInfo> {
         let mut partners = self.partners();
         partners.sort_by_key(|p| p.id != self.me);
-        partners
-            .into_iter()
+        let mut listed: Vec<DeviceInfo> = partners
+            .iter()
+            .cloned()
             .flat_map(|p| {
                 let mine = p.id == self.me;
                 p.devices.into_iter().map(move |d| DeviceInfo {
@@ -159,7 +162,29 @@ impl Journal {
                     mine,
                 })
             })
-            .collect()
+            .collect();
+        for intro in self.awaited() {
+            let cert = intro.cert;
+            if listed.iter().any(|d| d.id == cert.device) {
+                continue;
+            }
+            listed.push(DeviceInfo {
+                partner: cert.partner,
+                partner_name: partners
+                    .iter()
+                    .find(|p| p.id == cert.partner)
+                    .map(|p| p.name.clone())
+                    .unwrap_or_default(),
+                id: cert.device,
+                name: None,
+                fingerprint: cert.device_key.fingerprint(),
+                added_at: cert.issued_at,
+                this_device: cert.device == self.device,
+                mine: cert.partner == self.me,
+            });
+        }
+        listed.sort_by_key(|d| !d.mine);
+        listed
     }
 }
 
