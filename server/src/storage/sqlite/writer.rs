@@ -370,17 +370,26 @@ impl Writer {
                     // The erased pages are zeroed in the database; the WAL still holds their
                     // earlier versions until it is checkpointed and cut back to nothing.
                     // Before the answer, so an erase that returned left nothing behind.
-                    // A reader in the way answers busy (the first column), not an error: the
-                    // next complete checkpoint cuts the WAL instead.
-                    match self
-                        .conn
-                        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-                            r.get::<_, i64>(0)
-                        }) {
-                        Ok(0) => {}
-                        Ok(_) => tracing::info!("the WAL is truncated at a later checkpoint"),
-                        Err(error) => {
-                            tracing::warn!(%error, "the WAL was not truncated after an erase");
+                    // A reader (or the background checkpointer) in the way answers busy, the
+                    // first column, not an error: a few short tries, then the next complete
+                    // checkpoint cuts the WAL instead.
+                    for attempt in 0..10 {
+                        match self
+                            .conn
+                            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                                r.get::<_, i64>(0)
+                            }) {
+                            Ok(0) => break,
+                            Ok(_) if attempt < 9 => {
+                                std::thread::sleep(std::time::Duration::from_millis(10));
+                            }
+                            Ok(_) => {
+                                tracing::info!("the WAL is truncated at a later checkpoint");
+                            }
+                            Err(error) => {
+                                tracing::warn!(%error, "the WAL was not truncated after an erase");
+                                break;
+                            }
                         }
                     }
                 }
