@@ -397,17 +397,18 @@ fn timeline_matches(j: &Journal) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn check(three: bool, ops: Vec<Op>) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
+/// Alex's first device and Blake's, and with `three` Alex's second, each on its own database
+/// in `dir` and on the shared test clock.
+fn replicas(dir: &std::path::Path, three: bool) -> anyhow::Result<Vec<Replica>> {
     let opts = OpenOptions {
         durability: Durability::Normal,
         ..OpenOptions::default()
     };
-    let mut a1 = Journal::create_with(&dir.path().join("a1.db"), "Alex", opts)?;
+    let mut a1 = Journal::create_with(&dir.join("a1.db"), "Alex", opts)?;
     a1.set_clock(tick);
     let couple = a1.save_space(Space::Couple)?;
     let mut b1 = Journal::join_with(
-        &dir.path().join("b1.db"),
+        &dir.join("b1.db"),
         &JoinSource {
             couple: couple.clone(),
             personal: None,
@@ -429,7 +430,7 @@ fn check(three: bool, ops: Vec<Op>) -> anyhow::Result<()> {
     ];
     if three {
         let mut a2 = Journal::join_with(
-            &dir.path().join("a2.db"),
+            &dir.join("a2.db"),
             &JoinSource {
                 couple,
                 personal: Some(reps[0].journal.save_space(Space::Personal)?),
@@ -444,6 +445,12 @@ fn check(three: bool, ops: Vec<Op>) -> anyhow::Result<()> {
             partner: 0,
         });
     }
+    Ok(reps)
+}
+
+fn check(three: bool, ops: Vec<Op>) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut reps = replicas(dir.path(), three)?;
     let n = reps.len();
     for op in &ops {
         let op = match op.clone() {
@@ -560,49 +567,7 @@ proptest! {
 #[test]
 fn a_check_in_made_twice_at_once_keeps_its_place_in_the_timeline() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let opts = OpenOptions {
-        durability: Durability::Normal,
-        ..OpenOptions::default()
-    };
-    let mut a1 = Journal::create_with(&dir.path().join("a1.db"), "Alex", opts)?;
-    a1.set_clock(tick);
-    let couple = a1.save_space(Space::Couple)?;
-    let mut b1 = Journal::join_with(
-        &dir.path().join("b1.db"),
-        &JoinSource {
-            couple: couple.clone(),
-            personal: None,
-            partner: None,
-        },
-        "Blake",
-        opts,
-    )?;
-    b1.set_clock(tick);
-    let mut a2 = Journal::join_with(
-        &dir.path().join("a2.db"),
-        &JoinSource {
-            couple,
-            personal: Some(a1.save_space(Space::Personal)?),
-            partner: Some(a1.me()),
-        },
-        "",
-        opts,
-    )?;
-    a2.set_clock(tick);
-    let mut reps = vec![
-        Replica {
-            journal: a1,
-            partner: 0,
-        },
-        Replica {
-            journal: b1,
-            partner: 1,
-        },
-        Replica {
-            journal: a2,
-            partner: 0,
-        },
-    ];
+    let mut reps = replicas(dir.path(), true)?;
     for (from, to) in [(0, 1), (1, 0), (0, 2), (2, 0), (1, 2), (2, 1)] {
         merge(&mut reps, from, to)?;
     }

@@ -377,3 +377,17 @@ pub async fn couple(dir: &Path, relay: &Relay) -> Result<(Phone, Phone)> {
     a.sync().await?;
     Ok((a, b))
 }
+
+/// Every file under `dir`, in its subdirectories too (to search what a relay or a phone left
+/// on disk).
+pub fn files_under(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            files_under(&path, out)?;
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(())
+}

@@ -13,6 +13,16 @@ fn honest(text: &str) -> Body {
     })
 }
 
+/// A device of the same partner as `of`, paired through the relay.
+async fn another_device(
+    dir: &std::path::Path,
+    file: &str,
+    of: &Phone,
+    relay: &Relay,
+) -> Result<Phone> {
+    Phone::pair(dir, file, of, PairingKind::Device, false, "", relay).await
+}
+
 fn texts(phone: &Phone) -> Result<Vec<String>> {
     let mut out: Vec<String> = phone
         .read(|j| j.records())?
@@ -31,16 +41,7 @@ async fn a_lost_tablet_is_shut_out_while_the_partner_is_away_and_writing() -> Re
     let dir = tempfile::tempdir()?;
     let relay = Relay::start(dir.path()).await?;
     let (a, b) = couple(dir.path(), &relay).await?;
-    let tablet = Phone::pair(
-        dir.path(),
-        "t.db",
-        &a,
-        PairingKind::Device,
-        false,
-        "",
-        &relay,
-    )
-    .await?;
+    let tablet = another_device(dir.path(), "t.db", &a, &relay).await?;
     tablet.sync().await?;
     a.with(|j| j.add(honest("before")))?;
     for phone in [&a, &tablet, &b, &a] {
@@ -108,16 +109,7 @@ async fn a_lost_tablet_is_shut_out_while_the_partner_is_away_and_writing() -> Re
     );
 
     // A device paired after the rotation joins the new epoch and reads everything.
-    let new = Phone::pair(
-        dir.path(),
-        "n.db",
-        &b,
-        PairingKind::Device,
-        false,
-        "",
-        &relay,
-    )
-    .await?;
+    let new = another_device(dir.path(), "n.db", &b, &relay).await?;
     for phone in [&new, &b, &new] {
         phone.sync().await?;
     }
@@ -133,22 +125,10 @@ async fn a_lost_tablet_is_shut_out_while_the_partner_is_away_and_writing() -> Re
     Ok(())
 }
 
-fn files_under(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            files_under(&path, out)?;
-        } else {
-            out.push(path);
-        }
-    }
-    Ok(())
-}
-
 /// Every file of a directory (a relay's data, or a phone's database with its WAL), read.
 fn bytes_under(dir: &std::path::Path) -> Result<Vec<Vec<u8>>> {
     let mut paths = Vec::new();
-    files_under(dir, &mut paths)?;
+    mend_e2e::files_under(dir, &mut paths)?;
     Ok(paths.iter().filter_map(|p| std::fs::read(p).ok()).collect())
 }
 
@@ -256,16 +236,7 @@ async fn after_a_forget_the_old_epoch_is_gone_from_the_relay_and_every_file() ->
 
     // A phone paired now reads the new epoch from the relay (its snapshot included): the
     // placeholder stays, the words are in no phone's files.
-    let new = Phone::pair(
-        dir.path(),
-        "n.db",
-        &b,
-        PairingKind::Device,
-        false,
-        "",
-        &relay,
-    )
-    .await?;
+    let new = another_device(dir.path(), "n.db", &b, &relay).await?;
     for phone in [&new, &b, &new] {
         phone.sync().await?;
     }

@@ -41,18 +41,6 @@ fn is_erased<T: std::fmt::Debug>(result: Result<T>) -> bool {
         .is_some_and(|e| matches!(e, Error::Erased(_)))
 }
 
-fn files_under(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            files_under(&path, out)?;
-        } else {
-            out.push(path);
-        }
-    }
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_erase_reaches_every_device_and_the_partner_is_told_in_plain_words() -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -159,7 +147,7 @@ async fn an_erase_reaches_every_device_and_the_partner_is_told_in_plain_words() 
     let data_dir = relay.data_dir.clone();
     relay.stop().await?;
     let mut files = Vec::new();
-    files_under(&data_dir, &mut files)?;
+    mend_e2e::files_under(&data_dir, &mut files)?;
     for file in &files {
         let bytes = std::fs::read(file)?;
         ensure!(

@@ -127,18 +127,6 @@ fn bodies(share: Option<mend_core::RecordId>, question: Option<mend_core::Record
     out
 }
 
-fn files_under(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            files_under(&path, out)?;
-        } else {
-            out.push(path);
-        }
-    }
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_marker_reaches_the_relay_or_a_log() -> Result<()> {
     let capture = Capture::default();
@@ -212,7 +200,7 @@ async fn no_marker_reaches_the_relay_or_a_log() -> Result<()> {
     relay.stop().await?;
 
     let mut files = Vec::new();
-    files_under(&dir.path().join("relay-data"), &mut files)?;
+    mend_e2e::files_under(&dir.path().join("relay-data"), &mut files)?;
     ensure!(!files.is_empty(), "the relay wrote no files");
     let mut stored = 0;
     for file in &files {

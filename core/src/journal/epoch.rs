@@ -451,15 +451,19 @@ impl Journal {
             .collect())
     }
 
-    /// The devices the announcement this journal moved with sealed a box to that are not
-    /// introduced in this epoch yet: on their way here (or never coming).
-    pub(super) fn awaited(&self) -> Vec<Intro> {
-        let here: HashSet<DeviceId> = self
-            .roster
+    /// The devices introduced in this epoch (as the roster last loaded says).
+    fn introduced(&self) -> HashSet<DeviceId> {
+        self.roster
             .intros()
             .into_iter()
             .map(|i| i.cert.device)
-            .collect();
+            .collect()
+    }
+
+    /// The devices the announcement this journal moved with sealed a box to that are not
+    /// introduced in this epoch yet: on their way here (or never coming).
+    pub(super) fn awaited(&self) -> Vec<Intro> {
+        let here = self.introduced();
         self.expected()
             .unwrap_or_default()
             .into_iter()
@@ -917,12 +921,7 @@ impl Journal {
         let waited = now_ms >= at.saturating_add(RETIRE_GRACE_MS);
         let mut moved = || -> Result<bool> {
             self.load_roster()?;
-            let here: HashSet<DeviceId> = self
-                .roster
-                .intros()
-                .into_iter()
-                .map(|i| i.cert.device)
-                .collect();
+            let here = self.introduced();
             Ok(self.epoch_members()?.iter().all(|d| here.contains(d)))
         };
         if waited || moved()? {
