@@ -143,6 +143,16 @@ impl std::fmt::Debug for Journal {
 }
 
 impl Journal {
+    /// The journal around an opened device, its listeners' hub attached.
+    fn wired(device: Arc<Device>, hub: Arc<Hub>) -> Arc<Self> {
+        hub.attach(&device);
+        Arc::new(Self {
+            device: RwLock::new(Some(device)),
+            hub,
+            cancel: watch::Sender::new(0),
+        })
+    }
+
     /// Opens with `open` on the blocking pool and wires the listeners' hub to the device.
     async fn assemble(
         options: JournalOptions,
@@ -163,12 +173,7 @@ impl Journal {
             Ok(Arc::new(device))
         })
         .await?;
-        hub.attach(&device);
-        Ok(Arc::new(Self {
-            device: RwLock::new(Some(device)),
-            hub,
-            cancel: watch::Sender::new(0),
-        }))
+        Ok(Self::wired(device, hub))
     }
 
     /// A journal made by finishing a join ([`crate::Joining::finish`]).
@@ -200,12 +205,7 @@ impl Journal {
             let d = Arc::clone(&device);
             blocking(move || Ok(d.set_device_name(&name)?)).await?;
         }
-        hub.attach(&device);
-        Ok(Arc::new(Self {
-            device: RwLock::new(Some(device)),
-            hub,
-            cancel: watch::Sender::new(0),
-        }))
+        Ok(Self::wired(device, hub))
     }
 
     /// The device, or `closed`.
@@ -334,12 +334,7 @@ impl Journal {
             Ok(Arc::new(device))
         })
         .await?;
-        hub.attach(&device);
-        Ok(Arc::new(Self {
-            device: RwLock::new(Some(device)),
-            hub,
-            cancel: watch::Sender::new(0),
-        }))
+        Ok(Self::wired(device, hub))
     }
 
     /// Waits for the journal's background load (about 100 ms for 10k records on a desktop,

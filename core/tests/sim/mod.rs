@@ -782,6 +782,15 @@ impl Sim {
         )
     }
 
+    /// A device's one-shot engine with this simulation's snapshot and rollup cadence.
+    fn engine(&mut self, device: [u8; 16], links: Vec<SpaceLink>) -> SyncEngine {
+        let seed = self.next_random();
+        let mut engine = SyncEngine::new(device, links, Mode::Once, seed);
+        engine.set_snapshot_every(self.snapshot_every);
+        engine.set_rollup_every(self.rollup_every);
+        engine
+    }
+
     fn links(&self, partner: usize) -> Vec<SpaceLink> {
         vec![
             SpaceLink {
@@ -808,15 +817,7 @@ impl Sim {
             journal.set_signer(self.signer(partner, &journal, &key))?;
         }
         let links = self.links(partner);
-        let seed = self.next_random();
-        let mut engine = SyncEngine::new(
-            *journal.device().as_bytes(),
-            links.clone(),
-            Mode::Once,
-            seed,
-        );
-        engine.set_snapshot_every(self.snapshot_every);
-        engine.set_rollup_every(self.rollup_every);
+        let engine = self.engine(*journal.device().as_bytes(), links.clone());
         self.devices.push(Device {
             name: name.into(),
             partner,
@@ -942,16 +943,8 @@ impl Sim {
         }
         // The old epoch's answers on their way to it are for spaces it left.
         self.flight.retain(|m| m.device != device);
-        let seed = self.next_random();
-        let journal = self.devices[device].journal();
-        let mut engine = SyncEngine::new(
-            *journal.device().as_bytes(),
-            links.clone(),
-            Mode::Once,
-            seed,
-        );
-        engine.set_snapshot_every(self.snapshot_every);
-        engine.set_rollup_every(self.rollup_every);
+        let id = *self.devices[device].journal().device().as_bytes();
+        let engine = self.engine(id, links.clone());
         let d = &mut self.devices[device];
         d.links = links;
         d.engine = engine;
@@ -1203,10 +1196,7 @@ impl Sim {
                 T0,
             ))?;
         }
-        let seed = self.next_random();
-        let mut engine = SyncEngine::new(*journal.device().as_bytes(), links, Mode::Once, seed);
-        engine.set_snapshot_every(self.snapshot_every);
-        engine.set_rollup_every(self.rollup_every);
+        let engine = self.engine(*journal.device().as_bytes(), links);
         let d = &mut self.devices[device];
         d.journal = Some(journal);
         d.engine = engine;
