@@ -167,6 +167,35 @@ suspend fun devicesStory(alex: Journal, blake: Journal) {
     }
 }
 
+/** Blake loses every device; on a new phone, Blake rejoins through Alex with a short code. */
+suspend fun rejoinStory(alex: Journal, blake: Journal, path: String, relay: String, pin: String): Journal =
+    coroutineScope {
+        val blakeId = blake.me()
+        blake.round()
+        alex.round()
+        val before = everything(alex).map { it.id }
+        blake.shutdown()
+        blake.close()
+        val invitation = alex.inviteToRejoin(shortCode = true)
+        val asking = async { invitation.waitForJoiner(20_000) }
+        val joining = Joining.start(invitation.code(), "", relay, JournalOptions(relayPin = pin))
+        val joiner = asking.await()
+        check("Alex's app is asked about Blake rejoining", joiner?.rejoin == true && joiner.forDevice == false)
+        check("Blake's new phone knows it rejoins, and both show the same words",
+            joining.rejoin() && joiner?.confirmation == joining.confirmation())
+        val lettingIn = async { invitation.accept() }
+        val rejoined = joining.finish(path)
+        lettingIn.await()
+        rejoined.round()
+        check("Blake rejoined as the same partner", rejoined.me() == blakeId)
+        check("Blake's new phone reads the whole timeline", everything(rejoined).map { it.id } == before)
+        val again = rejoined.add(RecordBody.Share(Share(feeling = "back, on a new phone")))
+        rejoined.round()
+        alex.round()
+        check("Alex reads what Blake writes on the new phone, as Blake's", alex.get(again).author == blakeId)
+        rejoined
+    }
+
 /** Casey's tablet paired from her phone by an invite (an app: scanned from a QR code). */
 suspend fun pairTablet(casey: Journal, path: String): Journal = coroutineScope {
     val forTablet = casey.invite(forDevice = true, shortCode = false)
@@ -364,6 +393,7 @@ fun main(args: Array<String>) {
         blake = Journal.restore(blakePath, blakeSecret, 20_000, JournalOptions())
         check("restored from the keyring alone", everything(blake).map { it.id } == everything(alex).map { it.id })
         check("restored as the same partner", blake.me() == alex.get(moment).author)
+        blake = rejoinStory(alex, blake, File(dir, "blake-new.db").path, relay, pin)
 
         listOf(firstSub, secondSub, throwerSub, statusSub, blakeSub).forEach { it.close() }
         alex.shutdown()

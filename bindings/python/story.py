@@ -168,6 +168,36 @@ async def devices_story(alex, blake):
         check("an over-long device name is refused", True)
 
 
+async def rejoin_story(alex, blake, work, relay, pin):
+    """Blake loses every device; on a new phone, Blake rejoins through Alex with a short code."""
+    blake_id = await blake.me()
+    await round_of(blake)
+    await round_of(alex)
+    before = [r.id for r in await everything(alex)]
+    await blake.shutdown()
+    invitation = await alex.invite_to_rejoin(True)
+    asking = asyncio.ensure_future(invitation.wait_for_joiner(20_000))
+    joining = await Joining.start(invitation.code(), "", relay, JournalOptions(relay_pin=pin))
+    joiner = await asking
+    check("Alex's app is asked about Blake rejoining",
+          joiner is not None and joiner.rejoin and not joiner.for_device)
+    check("Blake's new phone knows it rejoins, and both show the same words",
+          joining.rejoin() and joiner.confirmation == joining.confirmation())
+    letting_in = asyncio.ensure_future(invitation.accept())
+    rejoined = await joining.finish(os.path.join(work, "blake-new.db"))
+    await letting_in
+    await round_of(rejoined)
+    check("Blake rejoined as the same partner", (await rejoined.me()) == blake_id)
+    check("Blake's new phone reads the whole timeline",
+          [r.id for r in await everything(rejoined)] == before)
+    again = await rejoined.add(RecordBody.SHARE(Share(feeling="back, on a new phone")))
+    await round_of(rejoined)
+    await round_of(alex)
+    check("Alex reads what Blake writes on the new phone, as Blake's",
+          (await alex.get(again)).author == blake_id)
+    return rejoined
+
+
 async def story(relay, pin, work):
     # A journal's calendar is UTC unless the app sets its zone.
     today = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
@@ -401,6 +431,7 @@ async def story(relay, pin, work):
     restored = await everything(blake)
     check("restored from the keyring alone", [r.id for r in restored] == [r.id for r in await everything(alex)])
     check("restored as the same partner", (await blake.me()) == (await alex.get(moment)).author)
+    blake = await rejoin_story(alex, blake, work, relay, pin)
 
     for sub in (first_sub, thrower_sub, status_sub, blake_sub):
         sub.cancel()

@@ -441,6 +441,23 @@ impl Journal {
         run(async move {
             Ok(Arc::new(Invitation::new(
                 device.invite(kind, short_code).await?,
+                None,
+            )))
+        })
+        .await
+    }
+
+    /// Opens a pairing for the other partner, who lost every device, to rejoin on a new one
+    /// (an invite, or with `short_code` a short code). Accepting it first moves the journal to
+    /// new secrets that none of their old devices can read, then lets the new device in as
+    /// the partner they were. Fails with `invalid` when nobody has joined as the partner yet.
+    pub async fn invite_to_rejoin(&self, short_code: bool) -> Result<Arc<Invitation>> {
+        let device = self.device()?;
+        run(async move {
+            let invitation = device.invite(PairingKind::Rejoin, short_code).await?;
+            Ok(Arc::new(Invitation::new(
+                invitation,
+                Some(Arc::downgrade(&device)),
             )))
         })
         .await

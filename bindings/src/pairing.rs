@@ -5,7 +5,7 @@
 //! confirmation words), then calls `accept` or `decline`. The joining side is [`Joining`]:
 //! `Joining.start` with the code, show who invites and the same words, then `finish`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use mend_core::crypto::PairingKind;
 use tokio::sync::Mutex;
@@ -23,6 +23,8 @@ pub struct Joiner {
     pub name: String,
     /// Whether it is another device of this partner rather than the other partner.
     pub for_device: bool,
+    /// Whether it is the other partner, who lost every device, rejoining on a new one.
+    pub rejoin: bool,
     /// Three words the joiner's screen shows too: ask the user to compare them (in the room,
     /// or on the phone) before accepting.
     pub confirmation: String,
@@ -33,6 +35,9 @@ pub struct Joiner {
 #[derive(uniffi::Object)]
 pub struct Invitation {
     inner: Arc<Mutex<Option<mend_client::Invitation>>>,
+    /// The inviting device, for a rejoin: accepting one moves the journal first. Weak, so an
+    /// invitation the app keeps never holds the journal open.
+    rejoin: Option<Weak<mend_client::Device>>,
     code: String,
     short: bool,
     expires_at: u64,
@@ -48,8 +53,12 @@ impl std::fmt::Debug for Invitation {
 }
 
 impl Invitation {
-    pub(crate) fn new(invitation: mend_client::Invitation) -> Self {
+    pub(crate) fn new(
+        invitation: mend_client::Invitation,
+        rejoin: Option<Weak<mend_client::Device>>,
+    ) -> Self {
         Self {
+            rejoin,
             code: invitation.code().to_owned(),
             short: invitation.is_short(),
             expires_at: invitation.expires_at(),
@@ -103,6 +112,7 @@ impl Invitation {
             Ok(joiner.map(|j| Joiner {
                 name: j.name,
                 for_device: j.kind == PairingKind::Device,
+                rejoin: j.kind == PairingKind::Rejoin,
                 confirmation: j.confirmation,
             }))
         })
@@ -110,16 +120,29 @@ impl Invitation {
     }
 
     /// Lets the joiner in: the journal's secrets go to it, sealed for it alone. Returns once
-    /// it has taken them (or after 30 s).
+    /// it has taken them (or after 30 s). For a rejoin, the journal first moves to new
+    /// secrets without the other partner's old devices (the observer's `keyring_changed`
+    /// then asks the app to store the keyring again).
     pub async fn accept(&self) -> Result<()> {
         let inner = Arc::clone(&self.inner);
+        let rejoin = self.rejoin.clone();
         run(async move {
             if !inner.lock().await.as_ref().is_some_and(|i| i.has_joiner()) {
                 return Err(MendError::Invalid(
                     "nobody has asked to join yet: wait for the joiner first".into(),
                 ));
             }
-            Ok(Self::take(&inner).await?.accept().await?)
+            let invitation = Self::take(&inner).await?;
+            match rejoin {
+                Some(device) => {
+                    let Some(device) = device.upgrade() else {
+                        invitation.cancel().await;
+                        return Err(MendError::Closed("the journal was closed".into()));
+                    };
+                    Ok(device.welcome(invitation, REJOIN_WAIT).await?)
+                }
+                None => Ok(invitation.accept().await?),
+            }
         })
         .await
     }
@@ -151,6 +174,7 @@ pub struct Joining {
     inner: Arc<Mutex<Option<mend_client::Joining>>>,
     inviter: String,
     for_device: bool,
+    rejoin: bool,
     confirmation: String,
     options: JournalOptions,
 }
@@ -162,6 +186,9 @@ impl std::fmt::Debug for Joining {
             .finish_non_exhaustive()
     }
 }
+
+/// How long accepting a rejoin waits for the journal to move to new secrets.
+const REJOIN_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How long a join waits for the inviting device, from `start` to the end of `finish`.
 const JOIN_WAIT: std::time::Duration = std::time::Duration::from_secs(180);
@@ -195,6 +222,7 @@ impl Joining {
         Ok(Arc::new(Self {
             inviter: joining.inviter().to_owned(),
             for_device: joining.kind() == PairingKind::Device,
+            rejoin: joining.kind() == PairingKind::Rejoin,
             confirmation: joining.confirmation().to_owned(),
             inner: Arc::new(Mutex::new(Some(joining))),
             options,
@@ -209,6 +237,13 @@ impl Joining {
     /// Whether this joins as another device of the inviting partner. Memory only.
     pub fn for_device(&self) -> bool {
         self.for_device
+    }
+
+    /// Whether this rejoins, as the partner this person was, a journal all of whose devices
+    /// of theirs were lost (their entries stay theirs; their personal space starts empty).
+    /// Memory only.
+    pub fn rejoin(&self) -> bool {
+        self.rejoin
     }
 
     /// Three words the inviting screen shows too. Memory only.

@@ -117,8 +117,13 @@ pub enum Command {
         #[arg(long)]
         code: bool,
         /// An invite for another device of yours instead of your partner.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "rejoin")]
         device: bool,
+        /// An invite for your partner who lost every device, to rejoin on a new one: all
+        /// their old devices are shut out, and the journal moves to new secrets first. Always
+        /// asks before letting anyone in.
+        #[arg(long, conflicts_with = "yes")]
+        rejoin: bool,
         /// Accept whoever joins without asking (for scripts: then anyone who sees the invite
         /// first gets in).
         #[arg(long)]

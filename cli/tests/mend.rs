@@ -135,17 +135,37 @@ impl World {
 
     /// Starts `mend --home <home> args…` in the background, its output piped.
     fn spawn(&self, home: &str, args: &[&str]) -> Result<std::process::Child> {
-        std::process::Command::new(cargo_bin!("mend"))
+        self.spawn_answering(home, args, None)
+    }
+
+    /// [`World::spawn`], with `answer` waiting on standard input (what the user types when
+    /// asked).
+    fn spawn_answering(
+        &self,
+        home: &str,
+        args: &[&str],
+        answer: Option<&str>,
+    ) -> Result<std::process::Child> {
+        use std::io::Write;
+        let mut child = std::process::Command::new(cargo_bin!("mend"))
             .env_remove("MEND_HOME")
             .env("MEND_TZ", "UTC")
             .arg("--home")
             .arg(self.home(home))
             .args(args)
-            .stdin(Stdio::null())
+            .stdin(if answer.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .context("start mend")
+            .context("start mend")?;
+        if let (Some(answer), Some(mut stdin)) = (answer, child.stdin.take()) {
+            stdin.write_all(answer.as_bytes())?;
+        }
+        Ok(child)
     }
 
     /// Runs `mend invite <invite_args…>` in `host` and, once it shows its code, `join` in
@@ -610,6 +630,81 @@ fn a_lost_device_is_removed_and_the_journal_forgets_what_was_removed() -> Result
             .is_some_and(|all| all.iter().all(|d| d["id"] != tablet.as_str())),
         "the tablet is still listed: {devices}"
     );
+    Ok(())
+}
+
+#[test]
+fn a_partner_who_lost_every_device_rejoins_with_a_short_code() -> Result<()> {
+    let world = World::start()?;
+    world.couple()?;
+    world
+        .mend(
+            "alex",
+            &["add", "honesty-moment", "Written on the lost phone"],
+        )?
+        .ok()?;
+    world.sync_both()?;
+    // Alex's phone is gone; on a new one, Alex reads out the code Blake's journal shows.
+    let (url, pin) = (world.relay.url(), world.pin()?);
+    // A short code says what it is for only once claimed, so `join` asks for a name anyway.
+    let join = [
+        "--name",
+        "Alex",
+        "--relay",
+        url.as_str(),
+        "--relay-pin",
+        pin.as_str(),
+    ];
+    let (code, host) = first_line(
+        world.spawn_answering(
+            "blake",
+            &["invite", "--rejoin", "--code", "--plain"],
+            Some("y\n"),
+        )?,
+        |_| true,
+    )?;
+    let mut args = vec!["join", code.as_str()];
+    args.extend_from_slice(&join);
+    let joined = world.mend("alex-new", &args)?;
+    let invited = finish(host)?;
+    let joined = joined.ok()?;
+    ensure!(
+        joined.contains("Rejoining") && joined.contains("Joined Blake's journal as Alex"),
+        "join said: {joined}"
+    );
+    ensure!(invited.ok()?.contains("rejoined"));
+    world.mend("alex-new", &["sync"])?.ok()?;
+    ensure!(
+        world
+            .mend("alex-new", &["list"])?
+            .ok()?
+            .contains("Written on the lost phone")
+    );
+    world
+        .mend(
+            "alex-new",
+            &["add", "honesty-moment", "Back on a new phone"],
+        )?
+        .ok()?;
+    world.mend("alex-new", &["sync"])?.ok()?;
+    world.mend("blake", &["sync"])?.ok()?;
+    let on_blake = world.mend("blake", &["list"])?.ok()?;
+    ensure!(
+        on_blake.contains("Back on a new phone"),
+        "Blake reads: {on_blake}"
+    );
+    // The old phone, if it turns up, is shut out, and says why in words.
+    world
+        .mend("alex", &["sync"])?
+        .fails(15, "let a new device into the journal as you")?;
+    // With nobody to rejoin, the invite is refused.
+    world.init("casey", "Casey")?.ok()?;
+    world
+        .mend("casey", &["invite", "--rejoin", "--plain"])?
+        .fails(3, "nobody has joined")?;
+    // Letting whoever comes first in, unasked, is never offered for a rejoin.
+    let both = world.mend("blake", &["invite", "--rejoin", "--yes"])?;
+    ensure!(both.code == 2 && both.stderr.contains("--yes"), "{both:?}");
     Ok(())
 }
 

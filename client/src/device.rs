@@ -13,14 +13,16 @@ use std::{
 
 use mend_core::{
     Calendar, Certified, Error, Journal, Keyring, Partner, PartnerId, Result, Space,
-    crypto::{Invite, InviteKind, SpaceSecret},
+    crypto::{Invite, InviteKind, PairingKind, PartnerIdentity, SpaceSecret},
     ids::DeviceId,
     journal::{EpochNews, EpochSecrets, JoinSource, OldSpace, OpenOptions, Reason, Written},
     sync::{ProblemKind, SpaceLink, SyncStatus},
 };
 
+use zeroize::Zeroizing;
+
 use crate::{
-    RelayOptions,
+    Invitation, RelayOptions,
     http::RelayHttp,
     sync::{LiveSync, RoundReport, SyncClient, SyncObserver, blocking, lock},
 };
@@ -232,9 +234,53 @@ impl Device {
         relay: RelayOptions,
         observer: Option<Arc<dyn SyncObserver>>,
     ) -> Result<Self> {
+        Self::join_as(path, invite, name, None, options, relay, observer)
+    }
+
+    /// [`Device::join`], with the personal secret a rejoining partner made before the pairing
+    /// (their identity, which the inviting partner vouched for, derives from it).
+    pub(crate) fn join_as(
+        path: &Path,
+        invite: &str,
+        name: &str,
+        rejoin: Option<SpaceSecret>,
+        options: OpenOptions,
+        relay: RelayOptions,
+        observer: Option<Arc<dyn SyncObserver>>,
+    ) -> Result<Self> {
         let invite = Invite::decode(invite)?;
         let relay_pin = relay.pin.or(invite.relay_pin);
+        // A rejoin's hello named a key; a handover of another kind would join as someone else.
+        if rejoin.is_some() != matches!(invite.kind, InviteKind::Rejoin { .. }) {
+            return Err(Error::Pairing(mend_core::crypto::PairingFailure::Tampered));
+        }
+        let rejoined = rejoin.is_some();
         let (keyring, source) = match invite.kind {
+            InviteKind::Rejoin { partner } => {
+                let personal = rejoin.ok_or_else(|| {
+                    Error::Invite(
+                        "this handover rejoins a partner and works only inside the pairing \
+                         that made it"
+                            .into(),
+                    )
+                })?;
+                let identity = PartnerIdentity::derive_from(&personal);
+                (
+                    Keyring {
+                        relay_url: invite.relay_url,
+                        relay_pin,
+                        couple: invite.couple,
+                        personal,
+                        identity: Some(identity),
+                        device_key: None,
+                    },
+                    JoinSource {
+                        couple: Vec::new(),
+                        personal: None,
+                        partner: Some(partner),
+                    },
+                )
+            }
             InviteKind::Partner => (
                 Keyring {
                     relay_url: invite.relay_url,
@@ -279,6 +325,9 @@ impl Device {
         };
         RelayHttp::new(&keyring.relay_url, &relay)?.check()?;
         let mut journal = Journal::join_with(path, &source, name, keyring.open_options(options))?;
+        if rejoined {
+            journal.own_new_personal_space(name)?;
+        }
         // Joined through a device past the first epoch: start in that one.
         if let Some((epoch, base)) = invite.epoch {
             journal.start_in_epoch(epoch, base)?;
@@ -614,7 +663,7 @@ impl Device {
             let mut journal = lock(&journal)?;
             journal.step(|j| match j.epoch_news(&key, &kept)? {
                 EpochNews::Current => Ok(Followed::Stay),
-                EpochNews::Removed { at, .. } => Ok(Followed::Removed(at)),
+                EpochNews::Removed { at, rejoined, .. } => Ok(Followed::Removed(at, rejoined)),
                 EpochNews::Move(step) => {
                     let secrets = step.secrets.clone();
                     // The spaces left behind, to delete at the relay once every device moved.
@@ -636,13 +685,21 @@ impl Device {
         .await?;
         match moved {
             Followed::Stay => Ok(false),
-            Followed::Removed(at) => {
+            Followed::Removed(at, rejoined) => {
                 let when = mend_core::date::LocalDate::from_unix_ms(at, 0);
                 if let Ok(mut removed) = self.removed.lock() {
-                    *removed = Some(format!(
-                        "this device was removed from the journal on {when}: it no longer syncs, \
-                         and nothing written on it reaches the other devices"
-                    ));
+                    *removed = Some(if rejoined {
+                        format!(
+                            "on {when} your partner let a new device into the journal as you, and \
+                             every device of yours was shut out: if that was not you, talk to \
+                             your partner now; this device no longer syncs"
+                        )
+                    } else {
+                        format!(
+                            "this device was removed from the journal on {when}: it no longer \
+                             syncs, and nothing written on it reaches the other devices"
+                        )
+                    });
                 }
                 self.stop_live_soon();
                 Ok(false)
@@ -693,6 +750,106 @@ impl Device {
     /// relay). Syncs within `budget`; store [`Device::keyring`] again afterwards.
     pub async fn forget(&self, budget: Duration) -> Result<RoundReport> {
         self.rotate(Reason::Forget, Vec::new(), budget).await
+    }
+
+    /// Accepts whoever joins through `invitation` ([`Invitation::accept`]). For a rejoin, first
+    /// starts a new epoch that shuts out every device of the other partner and vouches for
+    /// the joiner's new identity, syncs within `budget` until this device has moved, and only
+    /// then hands over the new epoch's couple secret. Store [`Device::keyring`] again after a
+    /// rejoin.
+    pub async fn welcome(&self, mut invitation: Invitation, budget: Duration) -> Result<()> {
+        if invitation.kind() != PairingKind::Rejoin {
+            return invitation.accept().await;
+        }
+        let outcome = self.rotate_for_rejoin(&invitation, budget).await;
+        match outcome {
+            Ok(handover) => {
+                invitation.set_handover(handover);
+                invitation.accept().await
+            }
+            Err(e) => {
+                invitation.cancel().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn rotate_for_rejoin(
+        &self,
+        invitation: &Invitation,
+        budget: Duration,
+    ) -> Result<Zeroizing<String>> {
+        self.refuse_if_removed()?;
+        let identity = invitation.joiner_identity().ok_or_else(|| {
+            Error::Invalid("nobody has asked to join yet: wait for the joiner first".into())
+        })?;
+        let deadline = tokio::time::Instant::now() + budget;
+        let (partner, epoch) = self.read(|j| {
+            let me = j.me();
+            let partner = j
+                .partners()
+                .into_iter()
+                .find(|p| p.id != me)
+                .map(|p| p.id)
+                .ok_or_else(|| Error::Invalid("this journal has no other partner".into()))?;
+            Ok((partner, j.epoch()?))
+        })?;
+        let journal = Arc::clone(&self.journal);
+        let written = blocking(move || {
+            let mut journal = lock(&journal)?;
+            journal.step(|j| j.rotate_for_rejoin(partner, identity))?;
+            Ok(journal.take_written())
+        })
+        .await?;
+        self.written(written);
+        // A few rounds: one pushes the announcement, the next may be needed to hear the
+        // relay keep it. Another device's rotation may win instead: then the joiner's key is
+        // not the one in force, and this pairing stops.
+        // The new epoch's first change must be at the relay before the joiner's first push, or
+        // a device that reads the new epoch from its start would meet the joiner's device
+        // before the change that vouches for it: rounds go on until nothing waits to be
+        // pushed.
+        let mut pushed = false;
+        for _ in 0..4 {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let report = self.sync_round(left).await?;
+            pushed = report.status.pending == 0;
+            if self.read(|j| j.epoch())? > epoch && pushed {
+                break;
+            }
+        }
+        let journal = Arc::clone(&self.journal);
+        let (moved, vouched, start) = blocking(move || {
+            let j = lock(&journal)?;
+            Ok((
+                j.epoch()? > epoch,
+                j.identity_in_force(partner)? == Some(identity),
+                j.epoch_start()?,
+            ))
+        })
+        .await?;
+        let (true, true, true, Some(start)) = (moved, vouched, pushed, start) else {
+            return Err(Error::Invite(
+                "the journal could not move to new secrets for the rejoin in time (your \
+                 partner's old devices may be shut out already); check the connection, sync, \
+                 and try again with a new invite"
+                    .into(),
+            ));
+        };
+        let keyring = self.keyring();
+        Ok(Zeroizing::new(
+            Invite {
+                relay_url: keyring.relay_url.clone(),
+                couple: keyring.couple.clone(),
+                kind: InviteKind::Rejoin { partner },
+                relay_pin: keyring.relay_pin,
+                epoch: Some(start),
+            }
+            .encode()?,
+        ))
     }
 
     async fn rotate(
@@ -845,7 +1002,7 @@ async fn download(
 /// What following the couple's epochs did.
 enum Followed {
     Stay,
-    Removed(i64),
+    Removed(i64, bool),
     Moved(EpochSecrets),
 }
 

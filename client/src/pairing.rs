@@ -18,8 +18,9 @@ use std::{
 use http::{Method, StatusCode};
 use mend_core::{
     crypto::{
-        Channel, CodeExchange, Ephemeral, MAX_PAIRING_NAME, PairingFailure, PairingInvite,
-        PairingKind, PairingMessage, PairingSecret, Role, ShortCode,
+        Channel, CodeExchange, Ephemeral, IdentityKey, MAX_PAIRING_NAME, PairingFailure,
+        PairingInvite, PairingKind, PairingMessage, PairingSecret, PartnerIdentity, Role,
+        ShortCode, SpaceSecret,
     },
     error::{Error, Result},
     journal::OpenOptions,
@@ -75,6 +76,8 @@ pub struct Invitation {
     /// This side's fresh key, sent in the offer.
     ephemeral: Ephemeral,
     joiner: Option<Joiner>,
+    /// A rejoining partner's new identity key, from their hello.
+    joiner_identity: Option<IdentityKey>,
 }
 
 impl std::fmt::Debug for Invitation {
@@ -267,6 +270,24 @@ impl Device {
         let handover = Zeroizing::new(match kind {
             PairingKind::Partner => keyring.partner_invite_at(epoch)?,
             PairingKind::Device => keyring.device_invite_at(me, epoch)?,
+            // Written once the journal has moved to the epoch the rejoin starts
+            // ([`Device::welcome`]).
+            PairingKind::Rejoin => {
+                self.read(|j| {
+                    j.partners()
+                        .into_iter()
+                        .find(|p| p.id != me)
+                        .map(|_| ())
+                        .ok_or_else(|| {
+                            Error::Invalid(
+                                "nobody has joined this journal as your partner yet: invite \
+                                 them as a partner instead"
+                                    .into(),
+                            )
+                        })
+                })?;
+                String::new()
+            }
         });
         let (status, body) = http
             .pairing(
@@ -287,6 +308,7 @@ impl Device {
             channel: None,
             ephemeral: Ephemeral::generate()?,
             joiner: None,
+            joiner_identity: None,
             mailbox,
         };
         if short {
@@ -411,22 +433,31 @@ impl Device {
                     "this invite is for a partner: joining needs your name".into(),
                 ));
             }
+            // A rejoining partner's new secrets are made here: the inviting partner vouches
+            // for the identity key and never sees the secret.
+            let rejoin = match kind {
+                PairingKind::Rejoin => Some(SpaceSecret::generate()?),
+                _ => None,
+            };
             let ephemeral = Ephemeral::generate()?;
             let hello = PairingMessage::Hello {
                 name: match kind {
                     PairingKind::Partner => name.trim().to_owned(),
-                    PairingKind::Device => String::new(),
+                    PairingKind::Device | PairingKind::Rejoin => String::new(),
                 },
                 key: ephemeral.public(),
+                identity: rejoin
+                    .as_ref()
+                    .map(|p| PartnerIdentity::derive_from(p).public().to_bytes()),
             };
             mailbox.post(channel.seal(&hello)?).await?;
             channel.mix(&ephemeral, &key)?;
             let confirmation = channel.confirmation().unwrap_or_default().to_owned();
-            Ok((channel, kind, inviter, confirmation))
+            Ok((channel, kind, inviter, confirmation, rejoin))
         }
         .await;
         match started {
-            Ok((channel, kind, inviter, confirmation)) => Ok(Joining {
+            Ok((channel, kind, inviter, confirmation, rejoin)) => Ok(Joining {
                 mailbox,
                 channel,
                 kind,
@@ -434,6 +465,7 @@ impl Device {
                 confirmation,
                 name: name.trim().to_owned(),
                 deadline,
+                rejoin,
             }),
             Err(e) => {
                 // A code that did not match, or anything altered, burns the mailbox so the
@@ -456,6 +488,8 @@ pub struct Joining {
     confirmation: String,
     name: String,
     deadline: Instant,
+    /// A rejoining partner's new personal secret (its identity derives from it).
+    rejoin: Option<SpaceSecret>,
 }
 
 impl std::fmt::Debug for Joining {
@@ -501,8 +535,11 @@ impl Joining {
             }
         }
         .await;
+        let rejoin = self.rejoin.take();
         let joined = outcome.and_then(|handover| {
-            Device::join(path, &handover, &self.name, options, relay, observer)
+            Device::join_as(
+                path, &handover, &self.name, rejoin, options, relay, observer,
+            )
         });
         // Closing deletes the sealed secrets at the relay and tells the host the join is done;
         // burning tells it the join failed here.
@@ -568,6 +605,16 @@ impl Invitation {
         })
     }
 
+    /// A rejoining partner's new identity key, once their hello came.
+    pub(crate) fn joiner_identity(&self) -> Option<IdentityKey> {
+        self.joiner_identity
+    }
+
+    /// Sets what [`Invitation::accept`] hands over (a rejoin's, written after the move).
+    pub(crate) fn set_handover(&mut self, handover: Zeroizing<String>) {
+        self.handover = handover;
+    }
+
     /// Whether someone has asked to join (so [`Invitation::accept`] can hand over).
     pub fn has_joiner(&self) -> bool {
         self.joiner.is_some()
@@ -602,7 +649,21 @@ impl Invitation {
                 return Err(PairingFailure::Tampered.into());
             };
             return match self.mailbox.open(channel, &message).await {
-                Ok(PairingMessage::Hello { name, key }) => {
+                Ok(PairingMessage::Hello {
+                    name,
+                    key,
+                    identity,
+                }) if identity.is_some() == (self.kind == PairingKind::Rejoin) => {
+                    self.joiner_identity = match identity {
+                        Some(bytes) => match IdentityKey::from_bytes(&bytes) {
+                            Ok(key) => Some(key),
+                            Err(_) => {
+                                self.mailbox.close(true).await;
+                                return Err(PairingFailure::Tampered.into());
+                            }
+                        },
+                        None => None,
+                    };
                     channel.mix(&self.ephemeral, &key)?;
                     let joiner = Joiner {
                         name,
@@ -636,6 +697,11 @@ impl Invitation {
         if self.joiner.is_none() {
             return Err(Error::Invalid(
                 "nobody has asked to join yet: wait for the joiner first".into(),
+            ));
+        }
+        if self.handover.is_empty() {
+            return Err(Error::Invalid(
+                "a rejoin is accepted through the device that invited (Device::welcome)".into(),
             ));
         }
         let Some(channel) = self.channel.as_mut() else {

@@ -1925,3 +1925,99 @@ fn an_announcement_no_device_can_follow_does_not_stop_sync() -> Result<()> {
     }
     Ok(())
 }
+
+/// One of Blake's devices, running a modified app, announces a new epoch that "rejoins" Blake
+/// under an identity key of its own choosing (as if Blake had lost every device). Only the
+/// other partner may vouch for a partner's new identity: every honest device refuses it, none
+/// is taken for removed, Blake's identity stays as it was, and Blake's honest phone goes on
+/// writing.
+#[test]
+fn a_device_cannot_vouch_for_its_own_partners_new_identity() -> Result<()> {
+    forge_own_rejoin(91, &|id| id.to_string())?;
+    // The partner's id spelled another way (upper case, no hyphens) is refused alike.
+    forge_own_rejoin(92, &|id| id.to_string().to_uppercase())?;
+    forge_own_rejoin(93, &|id| id.to_string().replace('-', ""))
+}
+
+fn forge_own_rejoin(seed: u64, spelled: &dyn Fn(&PartnerId) -> String) -> Result<()> {
+    let mut s = story(seed)?;
+    let mut forger = Forger::new(&s.sim, 1, s.blake)?;
+    let before = forged_counts(&s.sim, "other_identity");
+    let taken = PartnerIdentity::generate()?.public();
+    let space_id = s.sim.couple_keys.space_id;
+    let secret = mend_core::crypto::SpaceSecret::generate()?;
+    // A box every honest device can open, as `Journal::rotate` seals it.
+    let mut boxes = Vec::new();
+    for d in &s.sim.devices {
+        let device = d.journal().device();
+        let mut context = b"mend/v1/epoch\0".to_vec();
+        context.extend_from_slice(&space_id);
+        context.extend_from_slice(&1u32.to_be_bytes());
+        context.extend_from_slice(device.as_bytes());
+        let mut plain = vec![1u8];
+        plain.extend_from_slice(&1u32.to_be_bytes());
+        plain.extend_from_slice(secret.expose());
+        plain.push(0);
+        let sealed = mend_core::crypto::seal_to_device(&d.key.public(), &context, &plain)?;
+        boxes.push((device.to_string(), sealed));
+    }
+    let heads = s.sim.devices[0].journal().heads(Space::Couple)?;
+    let (blake, device) = (
+        s.blake,
+        DeviceId::from_uuid(uuid::Uuid::from_bytes(forger.device)),
+    );
+    let change = Forger::change(&s.sim, forger.actor(1), |doc| {
+        let obj = doc.put_object(ROOT, "epoch:1", ObjType::Map)?;
+        doc.put(&obj, "by", blake.to_string())?;
+        doc.put(&obj, "device", device.to_string())?;
+        doc.put(&obj, "at", T0)?;
+        // A rejoin names its cut under `cut` (`heads` stays empty, for older builds).
+        for name in ["heads", "cut", "removed"] {
+            let list = doc.put_object(&obj, name, ObjType::List)?;
+            if name == "cut" {
+                for (i, head) in heads.iter().enumerate() {
+                    doc.insert(&list, i, head.as_str())?;
+                }
+            }
+        }
+        let b = doc.put_object(&obj, "boxes", ObjType::Map)?;
+        for (device, sealed) in &boxes {
+            doc.put(&b, device.as_str(), ScalarValue::Bytes(sealed.clone()))?;
+        }
+        doc.put(&obj, "rejoin", spelled(&blake))?;
+        doc.put(
+            &obj,
+            "rejoin_key",
+            ScalarValue::Bytes(taken.to_bytes().to_vec()),
+        )?;
+        Ok(())
+    })?;
+    let plain = forger.bundle(&s.sim, &[change])?;
+    forger.push(&mut s.sim, &plain)?;
+    s.sim.settle()?;
+    for d in &s.sim.devices {
+        ensure!(!d.removed, "{} was shut out", d.name);
+        ensure!(
+            d.journal().identity_in_force(s.blake)? != Some(taken),
+            "{} took Blake's identity for the forger's key",
+            d.name
+        );
+    }
+    let id = s.sim.devices[2]
+        .journal_mut()
+        .add(Body::HonestyMoment(HonestyMoment {
+            kind: HonestyKind::VolunteeredTruth,
+            text: "still me".into(),
+            ..Default::default()
+        }))?;
+    s.sim.settle()?;
+    ensure!(
+        s.sim.devices[0]
+            .journal()
+            .records()?
+            .iter()
+            .any(|r| r.id == id),
+        "Blake's honest phone no longer reaches Alex"
+    );
+    refused_everywhere(&s.sim, "other_identity", &before)
+}

@@ -329,7 +329,7 @@ impl Phone {
         let hosting = async move {
             let joiner = invitation.wait_for_joiner(ROUND).await?;
             anyhow::ensure!(joiner.is_some(), "nobody joined");
-            invitation.accept().await?;
+            host.device.welcome(invitation, ROUND).await?;
             anyhow::Ok(())
         };
         let (hosted, joined) =

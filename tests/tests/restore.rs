@@ -84,3 +84,54 @@ async fn restoring_a_keyring_the_relay_never_saw_fails_and_leaves_nothing() -> R
     ensure!(!dir.path().join("r.db.restoring").exists());
     relay.stop().await
 }
+
+/// The keyring an app kept after the journal moved to new secrets (a lost phone removed, a
+/// "forget") restores the journal in that epoch: the restored device reads and writes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyring_kept_after_a_rotation_restores_the_new_epoch() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path()).await?;
+    let (a, b) = couple(dir.path(), &relay).await?;
+    let before = a.with(|j| {
+        j.add(Body::Share(Share {
+            feeling: "before".into(),
+            tough_question: false,
+        }))
+    })?;
+    a.sync().await?;
+    a.device.forget(ROUND).await?;
+    let report = b.device.sync_round(ROUND).await?;
+    ensure!(report.keyring_changed, "Blake's phone did not move");
+    b.sync().await?;
+    ensure!(b.read(|j| j.epoch())? == 1);
+    let me = b.read(|j| Ok(j.me()))?;
+    let keyring = b.device.keyring();
+
+    let path = b.path.clone();
+    b.device.close().await?;
+    for suffix in ["", "-wal", "-shm", ".lock"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    let restored = Device::restore(&path, keyring, ROUND, opts(), relay.trust(), None).await?;
+    ensure!(restored.read(|j| Ok(j.me()))? == me);
+    let status = restored.sync_now(ROUND).await?;
+    ensure!(!status.syncing, "{status:?}");
+    ensure!(
+        restored.read(|j| j.get(before)).is_ok(),
+        "the restored device does not read the journal: {:?}",
+        status.problems
+    );
+    let note = restored.write(|j| {
+        j.add(Body::Share(Share {
+            feeling: "restored after the move".into(),
+            tough_question: false,
+        }))
+    })?;
+    ensure!(!restored.sync_now(ROUND).await?.syncing);
+    a.sync().await?;
+    ensure!(
+        a.read(|j| j.get(note)).is_ok_and(|r| r.author == me),
+        "Alex does not see the restored device's entry"
+    );
+    relay.stop().await
+}

@@ -11,7 +11,7 @@ mod view;
 
 use anyhow::Result;
 use mend_client::Device;
-use mend_core::Journal;
+use mend_core::{Journal, crypto::PairingKind};
 
 use crate::{
     cli::{Cli, Command},
@@ -45,8 +45,16 @@ async fn dispatch(home: &Home, command: Command) -> Result<()> {
             plain,
             code,
             device,
+            rejoin,
             yes,
-        } => pairing::invite(home, plain, code, device, yes).await,
+        } => {
+            let kind = match (device, rejoin) {
+                (true, _) => PairingKind::Device,
+                (_, true) => PairingKind::Rejoin,
+                _ => PairingKind::Partner,
+            };
+            pairing::invite(home, plain, code, kind, yes).await
+        }
         Command::Join {
             code,
             name,

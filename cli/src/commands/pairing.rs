@@ -57,15 +57,10 @@ pub async fn invite(
     home: &Home,
     plain: bool,
     short: bool,
-    for_device: bool,
+    kind: PairingKind,
     yes: bool,
 ) -> Result<()> {
     let device = home.open(None)?;
-    let kind = if for_device {
-        PairingKind::Device
-    } else {
-        PairingKind::Partner
-    };
     let mut invitation = device.invite(kind, short).await?;
     let minutes = invitation
         .expires_at()
@@ -74,10 +69,10 @@ pub async fn invite(
     if plain {
         say!("{}", invitation.code());
     } else {
-        let who = if for_device {
-            "your other device"
-        } else {
-            "your partner"
+        let who = match kind {
+            PairingKind::Device => "your other device",
+            PairingKind::Partner => "your partner",
+            PairingKind::Rejoin => "your partner's new device",
         };
         if invitation.is_short() {
             say!("Read this code to {who} (it works once, for {minutes} minutes):");
@@ -121,17 +116,32 @@ pub async fn invite(
     let who = match joiner.kind {
         PairingKind::Partner => format!("{} wants to join as your partner", joiner.name),
         PairingKind::Device => "Your other device wants to join".to_owned(),
+        PairingKind::Rejoin => "Your partner wants to rejoin on a new device (every old \
+                                device of theirs will be shut out)"
+            .to_owned(),
     };
     say!("{who}. Their screen should show: {}", joiner.confirmation);
     let accepted = yes || ask("Same words on their screen? Let them in? [y/N] ");
     if accepted {
-        invitation.accept().await?;
+        if joiner.kind == PairingKind::Rejoin {
+            say!("Moving the journal to new secrets first…");
+        }
+        let moved = device.welcome(invitation, budget).await;
+        if joiner.kind == PairingKind::Rejoin {
+            // The journal may have moved even if the handover then failed: keep its secrets.
+            home.save_keyring(&device.keyring())?;
+        }
+        moved?;
         match joiner.kind {
             PairingKind::Partner => say!(
                 "{} joined. Run `mend sync` to share your entries.",
                 joiner.name
             ),
             PairingKind::Device => say!("Your other device joined."),
+            PairingKind::Rejoin => say!(
+                "Your partner rejoined on their new device; their old devices can no longer \
+                 read or write."
+            ),
         }
         Ok(())
     } else {
@@ -204,6 +214,10 @@ pub async fn join(
             "Joining {}'s journal as another of their devices.",
             joining.inviter()
         ),
+        PairingKind::Rejoin => say!(
+            "Rejoining the journal you share with {}, on this new device.",
+            joining.inviter()
+        ),
     }
     say!(
         "Tell them the words on this screen: {} (waiting for them to let you in…)",
@@ -242,7 +256,7 @@ pub async fn join(
             .into_iter()
             .find(|p| p.id == journal.me());
         let my_name = me.map_or_else(String::new, |p| p.name);
-        match (kind == PairingKind::Partner, journal.partner()) {
+        match (kind != PairingKind::Device, journal.partner()) {
             (true, Some(other)) => say!("Joined {}'s journal as {my_name}: {records}.", other.name),
             (true, None) => say!(
                 "Joined as {my_name}. Your partner's entries arrive once their device has synced; \

@@ -34,6 +34,9 @@ const FLAG_PIN: u8 = 1;
 const FLAG_IDENTITY: u8 = 2;
 const KIND_PARTNER: u8 = 1;
 const KIND_DEVICE: u8 = 2;
+/// A partner who lost every device, rejoining: `partner id (16)` after the couple secret;
+/// written only as `MEND5-` (a rejoin always follows a new epoch).
+const KIND_REJOIN: u8 = 3;
 const MAX_URL: usize = 200;
 
 /// Who the invite is for. (`Debug` shows the kind only: the secret inside redacts itself.)
@@ -52,6 +55,12 @@ pub enum InviteKind {
         /// The partner's identity secret; `None` from an app that had none yet, in which case
         /// the device derives it from the personal secret as that app will.
         identity: Option<PartnerIdentity>,
+    },
+    /// A partner who lost every device, on a new one: joins the couple's space as the partner
+    /// they were, with the identity the other partner vouched for, and a new personal space.
+    Rejoin {
+        /// The partner rejoining.
+        partner: PartnerId,
     },
 }
 
@@ -76,6 +85,7 @@ impl fmt::Debug for Invite {
         let kind = match self.kind {
             InviteKind::Partner => "partner",
             InviteKind::Device { .. } => "device",
+            InviteKind::Rejoin { .. } => "rejoin",
         };
         f.debug_struct("Invite")
             .field("relay_url", &self.relay_url)
@@ -102,6 +112,12 @@ impl Invite {
         match &self.kind {
             InviteKind::Partner => raw.push(KIND_PARTNER),
             InviteKind::Device { .. } => raw.push(KIND_DEVICE),
+            InviteKind::Rejoin { .. } => {
+                if self.epoch.is_none() {
+                    return Err(Error::Invalid("a rejoin follows a new epoch".into()));
+                }
+                raw.push(KIND_REJOIN);
+            }
         }
         raw.push(url.len() as u8);
         raw.extend_from_slice(url);
@@ -116,6 +132,9 @@ impl Invite {
             raw.extend_from_slice(personal.expose());
             raw.extend_from_slice(partner.as_bytes());
             identity = carried.as_ref();
+        }
+        if let InviteKind::Rejoin { partner } = &self.kind {
+            raw.extend_from_slice(partner.as_bytes());
         }
         let prefix = match (&self.relay_pin, identity) {
             _ if self.epoch.is_some() => {
@@ -190,10 +209,15 @@ impl Invite {
         }
         let kind = data[0];
         let url_len = usize::from(data[1]);
-        if !(kind == KIND_PARTNER || kind == KIND_DEVICE) {
+        if !(kind == KIND_PARTNER || kind == KIND_DEVICE || (kind == KIND_REJOIN && version == 5)) {
             return Err(newer());
         }
-        let secrets = 32 + if kind == KIND_DEVICE { 48 } else { 0 };
+        let secrets = 32
+            + match kind {
+                KIND_DEVICE => 48,
+                KIND_REJOIN => 16,
+                _ => 0,
+            };
         let rest = &data[2..];
         let fixed = url_len.saturating_add(secrets);
         let mut epoch = None;
@@ -276,6 +300,11 @@ impl Invite {
                 personal,
                 partner: PartnerId::from_uuid(uuid::Uuid::from_bytes(id)),
                 identity,
+            }
+        } else if kind == KIND_REJOIN {
+            let id: [u8; 16] = rest[url_len + 32..].try_into().map_err(|_| damaged())?;
+            InviteKind::Rejoin {
+                partner: PartnerId::from_uuid(uuid::Uuid::from_bytes(id)),
             }
         } else {
             InviteKind::Partner
@@ -367,6 +396,9 @@ mod tests {
                 partner: PartnerId::generate(),
                 identity: Some(PartnerIdentity::generate()?),
             },
+            InviteKind::Rejoin {
+                partner: PartnerId::generate(),
+            },
         ] {
             for pin in [None, Some(RelayPin::of_spki(b"relay key"))] {
                 let invite = Invite {
@@ -422,6 +454,21 @@ mod tests {
         raw.extend_from_slice(&sum[..4]);
         let forged = format!("MEND3-{}", URL_SAFE_NO_PAD.encode(&raw));
         assert!(Invite::decode(&forged).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn a_rejoin_is_only_written_past_the_first_epoch() -> Result<()> {
+        let invite = Invite {
+            relay_url: "http://127.0.0.1:8787".into(),
+            couple: SpaceSecret::generate()?,
+            kind: InviteKind::Rejoin {
+                partner: PartnerId::generate(),
+            },
+            relay_pin: None,
+            epoch: None,
+        };
+        assert!(invite.encode().is_err());
         Ok(())
     }
 }

@@ -35,6 +35,7 @@ use crate::error::{Error, Result};
 const PREFIX: &str = "MEND4-";
 const KIND_PARTNER: u8 = 1;
 const KIND_DEVICE: u8 = 2;
+const KIND_REJOIN: u8 = 3;
 const FLAG_PIN: u8 = 1;
 const MAX_URL: usize = 200;
 /// A long mailbox id: 16 random bytes the relay chose, as 32 hex characters.
@@ -131,6 +132,10 @@ pub enum PairingKind {
     Partner,
     /// Another device of the inviting partner.
     Device,
+    /// The other partner, who lost every device, on a new one: joins as the partner they were,
+    /// with a new identity the inviting partner vouches for (every old device of theirs is
+    /// shut out).
+    Rejoin,
 }
 
 impl PairingKind {
@@ -138,6 +143,7 @@ impl PairingKind {
         match self {
             Self::Partner => KIND_PARTNER,
             Self::Device => KIND_DEVICE,
+            Self::Rejoin => KIND_REJOIN,
         }
     }
 
@@ -145,6 +151,7 @@ impl PairingKind {
         match byte {
             KIND_PARTNER => Some(Self::Partner),
             KIND_DEVICE => Some(Self::Device),
+            KIND_REJOIN => Some(Self::Rejoin),
             _ => None,
         }
     }
@@ -667,6 +674,8 @@ pub enum PairingMessage {
         name: String,
         /// The guest's ephemeral X25519 key.
         key: [u8; 32],
+        /// A rejoining partner's new identity key (public), which the host vouches for.
+        identity: Option<[u8; 32]>,
     },
     /// Host → guest, after its user accepted: the secrets, as a handover the guest joins with.
     Welcome {
@@ -692,6 +701,8 @@ const TAG_OFFER: u8 = 1;
 const TAG_HELLO: u8 = 2;
 const TAG_WELCOME: u8 = 3;
 const TAG_DECLINE: u8 = 4;
+/// A hello that carries a rejoining partner's identity key.
+const TAG_HELLO_REJOIN: u8 = 5;
 
 fn put_text(out: &mut Vec<u8>, text: &str, max: usize) -> Result<()> {
     let len = u16::try_from(text.len())
@@ -742,9 +753,20 @@ impl PairingMessage {
                 out.extend_from_slice(key);
                 put_text(&mut out, inviter, MAX_PAIRING_NAME)?;
             }
-            Self::Hello { name, key } => {
-                out.push(TAG_HELLO);
+            Self::Hello {
+                name,
+                key,
+                identity,
+            } => {
+                out.push(if identity.is_some() {
+                    TAG_HELLO_REJOIN
+                } else {
+                    TAG_HELLO
+                });
                 out.extend_from_slice(key);
+                if let Some(identity) = identity {
+                    out.extend_from_slice(identity);
+                }
                 put_text(&mut out, name, MAX_PAIRING_NAME)?;
             }
             Self::Welcome { handover } => {
@@ -768,11 +790,24 @@ impl PairingMessage {
                 let inviter = checked_name(inviter)?;
                 (Self::Offer { kind, inviter, key }, rest)
             }
-            TAG_HELLO => {
+            TAG_HELLO | TAG_HELLO_REJOIN => {
                 let (key, rest) = take_key(rest)?;
+                let (identity, rest) = if *tag == TAG_HELLO_REJOIN {
+                    let (identity, rest) = take_key(rest)?;
+                    (Some(identity), rest)
+                } else {
+                    (None, rest)
+                };
                 let (name, rest) = take_text(rest, MAX_PAIRING_NAME)?;
                 let name = checked_name(name)?;
-                (Self::Hello { name, key }, rest)
+                (
+                    Self::Hello {
+                        name,
+                        key,
+                        identity,
+                    },
+                    rest,
+                )
             }
             TAG_WELCOME => {
                 let (handover, rest) = take_text(rest, MAX_HANDOVER)?;
@@ -873,8 +908,16 @@ mod tests {
         let hello = PairingMessage::Hello {
             name: "Sam".into(),
             key: g.public(),
+            identity: None,
         };
         assert_eq!(host.open(&guest.seal(&hello)?)?, hello);
+        // A rejoining partner's hello carries their new identity key.
+        let rejoin = PairingMessage::Hello {
+            name: "Sam".into(),
+            key: g.public(),
+            identity: Some([3; 32]),
+        };
+        assert_eq!(PairingMessage::decode(&rejoin.encode()?)?, rejoin);
         host.mix(&h, &g.public())?;
         guest.mix(&g, &h.public())?;
         assert!(host.confirmation().is_some());
@@ -1005,6 +1048,7 @@ mod tests {
         let long = PairingMessage::Hello {
             name: "x".repeat(MAX_PAIRING_NAME + 1),
             key: [7; 32],
+            identity: None,
         };
         assert!(long.encode().is_err());
     }

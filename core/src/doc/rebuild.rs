@@ -9,7 +9,8 @@
 //!
 //! What does not carry over: every value that lost a concurrent write (the winner stays; the
 //! new epoch starts without conflicts), the words of removed records (they keep their place,
-//! kind, author and times), and the certificates of removed devices.
+//! kind, author and times), and the certificates of removed devices. A partner who rejoins
+//! (every device lost) keeps only the identity claim the other partner vouched for.
 
 use automerge::{
     ActorId, Automerge, ChangeHash, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value,
@@ -74,6 +75,9 @@ pub(crate) fn copy_obj(
     }
 }
 
+/// The prefix of a partner entry's identity claims (`journal/registry.rs`).
+const IDENTITY_PREFIX: &str = "identity:";
+
 /// The root key an epoch's first change names its epoch under.
 pub(crate) const EPOCH_ROOT_KEY: &str = "epoch";
 
@@ -92,6 +96,10 @@ pub(crate) struct Leave {
     /// Prefixes of partner entry keys to drop (certificates: each device certifies itself
     /// again in the new epoch).
     pub(crate) partner_keys_prefixes: Vec<String>,
+    /// A partner who lost every device and rejoined through the other partner: their entry
+    /// (by id) keeps none of its identity claims but one for the new key (the claim key and
+    /// its time).
+    pub(crate) rekey: Option<(String, String, i64)>,
 }
 
 /// Builds epoch `epoch`'s first document from `old` as it stood at `heads`, with `actor` for
@@ -123,12 +131,17 @@ pub(crate) fn rebuild(
             continue;
         };
         let entry = tx.put_object(&to, id.as_str(), ObjType::Map)?;
+        let rekey = leave.rekey.as_ref().filter(|(p, _, _)| *p == id);
         copy_map(&at, &from, &mut tx, &entry, &|key| {
-            !leave
+            !(leave
                 .partner_keys_prefixes
                 .iter()
                 .any(|p| key.starts_with(p.as_str()))
+                || (rekey.is_some() && key.starts_with(IDENTITY_PREFIX)))
         })?;
+        if let Some((_, claim, at)) = rekey {
+            tx.put(&entry, claim.as_str(), *at)?;
+        }
     }
     let to = genesis_records;
     for id in at.keys(&records) {

@@ -13,6 +13,10 @@
 //! Two rotations to the same epoch, made apart, meet in one key: the one Automerge keeps is
 //! the one every device follows, and the other's author rotates again once moved if what it
 //! wanted (a device shut out) still holds.
+//!
+//! A partner who lost every device rejoins through the other ([`Journal::rotate_for_rejoin`]):
+//! the announcement removes all of their devices and names their new identity key, which only
+//! the other partner's announcement may do.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -24,7 +28,7 @@ use zeroize::Zeroizing;
 use super::{Journal, registry};
 use crate::{
     crypto::{
-        DeviceCertificate, DeviceKey, Intro, PartnerIdentity, Signer, SpaceSecret,
+        DeviceCertificate, DeviceKey, IdentityKey, Intro, PartnerIdentity, Signer, SpaceSecret,
         open_from_device, seal_to_device,
     },
     doc::{SpaceDoc, rebuild},
@@ -55,6 +59,11 @@ const META_RETIRE: &str = "epoch_retire";
 const META_RETIRE_WAIT: &str = "epoch_wait";
 const META_RETIRE_AT: &str = "epoch_at";
 const RETIRE_CONTEXT: &[u8] = b"mend/v1/retire\0";
+/// Set ("1") when the move into this epoch was a rejoin: the old epoch stays at the relay for
+/// the whole grace, so that a device of the rejoined partner that still exists reads the
+/// announcement and says that a new device came in as its partner (rather than only that the
+/// journal moved on).
+const META_RETIRE_HOLD: &str = "epoch_hold";
 /// Whether the move into this epoch rotated this partner's personal space ("1") or not.
 const META_PERSONAL_ROTATED: &str = "epoch_personal_rotated";
 /// Devices this device asked to remove (comma-separated ids): when another device's rotation
@@ -141,6 +150,9 @@ pub enum EpochNews {
         by: PartnerId,
         /// When (that device's clock, Unix ms).
         at: i64,
+        /// The other partner let a new device in as this device's partner (a rejoin): if
+        /// that was not this partner, they must hear of it at once.
+        rejoined: bool,
     },
 }
 
@@ -162,6 +174,8 @@ pub struct EpochMove {
     /// The devices the announcement sealed a box to: once all of them are introduced in the
     /// new epoch, the old one can go.
     members: Vec<DeviceId>,
+    /// A partner rejoining with a new identity key, vouched for by the other, and when.
+    rekey: Option<(PartnerId, IdentityKey, i64)>,
 }
 
 /// An old epoch's space, to delete at the relay ([`Journal::retirement`]).
@@ -210,6 +224,8 @@ struct Announcement {
     personal: Option<(PartnerId, Vec<ChangeHash>)>,
     removed: Vec<DeviceId>,
     boxes: BTreeMap<String, Vec<u8>>,
+    /// The other partner, who lost every device, rejoins with this new identity key.
+    rekey: Option<(PartnerId, IdentityKey)>,
 }
 
 fn read_str_list(doc: &automerge::Automerge, obj: &ObjId, key: &str) -> Vec<String> {
@@ -262,7 +278,15 @@ fn read_announcement_at(am: &automerge::Automerge, obj: &ObjId) -> Result<Announ
         Some(ScalarValue::Int(at)) => at,
         _ => 0,
     };
-    let heads = hashes_of(&read_str_list(am, obj, "heads"))?;
+    // A rejoin keeps its cut under `cut` and none under `heads`: a build that does not know
+    // rejoins finds it unreadable and passes it over, rather than following it without the
+    // new identity (and splitting from the devices that do).
+    let cut_key = if read_scalar(am, obj, "rejoin").is_some() {
+        "cut"
+    } else {
+        "heads"
+    };
+    let heads = hashes_of(&read_str_list(am, obj, cut_key))?;
     if heads.is_empty() {
         return Err(Error::Tampered);
     }
@@ -277,6 +301,19 @@ fn read_announcement_at(am: &automerge::Automerge, obj: &ObjId) -> Result<Announ
         .iter()
         .filter_map(|d| d.parse().ok())
         .collect();
+    let rekey = match (
+        read_scalar(am, obj, "rejoin"),
+        read_scalar(am, obj, "rejoin_key"),
+    ) {
+        (None, None) => None,
+        (Some(ScalarValue::Str(partner)), Some(ScalarValue::Bytes(key))) => Some((
+            partner.parse().map_err(|_| Error::Tampered)?,
+            <[u8; 32]>::try_from(key.as_slice())
+                .map_err(|_| Error::Tampered)
+                .and_then(|k| IdentityKey::from_bytes(&k).map_err(|_| Error::Tampered))?,
+        )),
+        _ => return Err(Error::Tampered),
+    };
     let mut boxes = BTreeMap::new();
     if let Some((Value::Object(ObjType::Map), b)) = am.get(obj, "boxes")? {
         for device in am.keys(&b) {
@@ -295,6 +332,7 @@ fn read_announcement_at(am: &automerge::Automerge, obj: &ObjId) -> Result<Announ
         personal,
         removed,
         boxes,
+        rekey,
     })
 }
 
@@ -331,6 +369,11 @@ impl Announcement {
         for (device, sealed) in &self.boxes {
             put(device.as_bytes());
             put(sealed);
+        }
+        if let Some((partner, key)) = &self.rekey {
+            put(b"rejoin");
+            put(partner.as_bytes());
+            put(&key.to_bytes());
         }
         h.finalize().into()
     }
@@ -497,9 +540,52 @@ impl Journal {
     /// removed records' words leave every database. This device moves like every other, once
     /// the relay holds the announcement ([`Journal::epoch_news`]).
     pub fn rotate(&mut self, reason: Reason, remove: &[DeviceId]) -> Result<[u8; 32]> {
+        self.rotate_with(reason, remove, None)
+    }
+
+    /// Starts a new epoch for the other partner, who lost every device and asks from a new one
+    /// to rejoin: every device of theirs is removed, and in the new epoch their identity is
+    /// `identity` (the new device's), vouched for by this partner. Their words stay theirs;
+    /// their personal space, which only their lost devices could read, starts empty.
+    pub fn rotate_for_rejoin(
+        &mut self,
+        partner: PartnerId,
+        identity: IdentityKey,
+    ) -> Result<[u8; 32]> {
+        self.ready()?;
+        if partner == self.me || !self.partners().iter().any(|p| p.id == partner) {
+            return Err(Error::Invalid(
+                "only the other partner of this journal can rejoin through this device".into(),
+            ));
+        }
+        let members = self.members()?;
+        if members
+            .iter()
+            .any(|(_, c)| c.device_key.to_bytes() == identity.to_bytes())
+            || self.roster.identity_of(self.me) == Some(identity)
+            || self.roster.identity_of(partner) == Some(identity)
+            || identity.partner_id() == partner
+        {
+            return Err(Error::Invalid("that key is already in use here".into()));
+        }
+        let lost: Vec<DeviceId> = members
+            .iter()
+            .filter(|(p, _)| *p == partner)
+            .map(|(_, c)| c.device)
+            .collect();
+        self.rotate_with(Reason::RemoveDevices, &lost, Some((partner, identity)))
+    }
+
+    fn rotate_with(
+        &mut self,
+        reason: Reason,
+        remove: &[DeviceId],
+        rekey: Option<(PartnerId, IdentityKey)>,
+    ) -> Result<[u8; 32]> {
         self.ready()?;
         let (me, device, now) = (self.me, self.device, self.now());
-        if reason == Reason::RemoveDevices && remove.is_empty() {
+        let rejoining = rekey.map(|(p, _)| p);
+        if reason == Reason::RemoveDevices && remove.is_empty() && rekey.is_none() {
             return Err(Error::Invalid("name a device to remove".into()));
         }
         if remove.contains(&device) {
@@ -520,7 +606,7 @@ impl Journal {
         // A box goes only to devices introduced here: a partner none of whose devices is would
         // be shut out of the new epoch altogether.
         for partner in self.partners() {
-            if !members.iter().any(|(p, _)| *p == partner.id) {
+            if Some(partner.id) != rejoining && !members.iter().any(|(p, _)| *p == partner.id) {
                 return Err(Error::Invalid(
                     "this device has not yet heard from every partner's device: sync, then try \
                      again"
@@ -531,7 +617,10 @@ impl Journal {
         // A device never introduced here gets no box anyway; one of the other partner's is
         // not this partner's to remove.
         for gone in remove {
-            if members.iter().any(|(p, c)| *p != me && c.device == *gone) {
+            if members
+                .iter()
+                .any(|(p, c)| *p != me && Some(*p) != rejoining && c.device == *gone)
+            {
                 return Err(Error::PermissionDenied(
                     "only one of your own devices can be removed".into(),
                 ));
@@ -573,6 +662,7 @@ impl Journal {
             personal: Some((me, personal_heads.clone())),
             removed: remove.to_vec(),
             boxes: boxes.iter().cloned().collect(),
+            rekey,
         }
         .id();
         let (_, bytes) = self.doc_mut(Space::Couple)?.transact(|tx, _| {
@@ -580,11 +670,21 @@ impl Journal {
             tx.put(&obj, "by", me.to_string())?;
             tx.put(&obj, "device", device.to_string())?;
             tx.put(&obj, "at", now)?;
+            let empty = Vec::new();
+            let (heads_list, cut_list) = if rekey.is_some() {
+                (&empty, &heads_hex)
+            } else {
+                (&heads_hex, &empty)
+            };
             for (name, list) in [
-                ("heads", &heads_hex),
+                ("heads", heads_list),
+                ("cut", cut_list),
                 ("personal_heads", &personal_hex),
                 ("removed", &removed),
             ] {
+                if name == "cut" && rekey.is_none() {
+                    continue;
+                }
                 let l = tx.put_object(&obj, name, ObjType::List)?;
                 for (i, item) in list.iter().enumerate() {
                     tx.insert(&l, i, item.as_str())?;
@@ -595,11 +695,21 @@ impl Journal {
             for (device, sealed) in &boxes {
                 tx.put(&b, device.as_str(), ScalarValue::Bytes(sealed.clone()))?;
             }
+            if let Some((partner, key)) = &rekey {
+                tx.put(&obj, "rejoin", partner.to_string())?;
+                tx.put(
+                    &obj,
+                    "rejoin_key",
+                    ScalarValue::Bytes(key.to_bytes().to_vec()),
+                )?;
+            }
             Ok(())
         })?;
         let changes = bytes.map(|b| vec![(Space::Couple, b)]).unwrap_or_default();
         self.persist(changes, &[])?;
-        if !remove.is_empty() {
+        // A rejoin's removals are the other partner's devices: not this partner's to make again
+        // should another rotation win.
+        if !remove.is_empty() && rekey.is_none() {
             let mut wanted = self.wanted_removed()?;
             wanted.extend(remove.iter().copied());
             wanted.sort();
@@ -695,12 +805,18 @@ impl Journal {
             return Ok(EpochNews::Current);
         };
         let device = self.device;
-        let Some(sealed) = news.boxes.get(&device.to_string()) else {
+        // Only the other partner can vouch for a partner's new identity; one that names this
+        // device's own partner means this partner's devices are all replaced.
+        let rekey = news.rekey.filter(|(partner, _)| *partner != news.by);
+        let replaced = rekey.is_some_and(|(partner, _)| partner == self.me);
+        let sealed = news.boxes.get(&device.to_string()).filter(|_| !replaced);
+        let Some(sealed) = sealed else {
             // Removed, or never introduced to the device that rotated: either way, the new
             // epoch's secrets are not this device's to read.
             return Ok(EpochNews::Removed {
                 by: news.by,
                 at: news.at,
+                rejoined: replaced,
             });
         };
         let opened = open_from_device(device_key, &box_context(&space_id, epoch, device), sealed)
@@ -754,6 +870,7 @@ impl Journal {
             sealed: Some((sealed.clone(), space_id)),
             rotator: news.device,
             members: news.boxes.keys().filter_map(|d| d.parse().ok()).collect(),
+            rekey: rekey.map(|(partner, key)| (partner, key, news.at)),
         })))
     }
 
@@ -781,6 +898,13 @@ impl Journal {
         known.extend(self.expected()?.into_iter().filter_map(Result::ok));
         let leave = rebuild::Leave {
             partner_keys_prefixes: vec![registry::DEVICE.to_owned()],
+            rekey: step.rekey.map(|(partner, key, at)| {
+                (
+                    partner.to_string(),
+                    format!("{}{}", registry::IDENTITY, hex::encode(key.to_bytes())),
+                    at,
+                )
+            }),
         };
         let mut moved = Vec::new();
         for (space, heads) in [
@@ -856,7 +980,9 @@ impl Journal {
             .sealed
             .as_ref()
             .map(|(sealed, from)| (hex::encode(sealed), hex::encode(from)));
+        let hold = if step.rekey.is_some() { "1" } else { "" };
         let mut metas: Vec<(&str, &str)> = vec![
+            (META_RETIRE_HOLD, hold),
             (META_EPOCH, &epoch_text),
             (META_RETIRE_WAIT, &wait),
             (META_RETIRE_AT, &now_text),
@@ -919,7 +1045,11 @@ impl Journal {
             }
         };
         let waited = now_ms >= at.saturating_add(RETIRE_GRACE_MS);
+        let held = self.store.meta(META_RETIRE_HOLD)?.as_deref() == Some("1");
         let mut moved = || -> Result<bool> {
+            if held {
+                return Ok(false);
+            }
             self.load_roster()?;
             let here = self.introduced();
             Ok(self.epoch_members()?.iter().all(|d| here.contains(d)))

@@ -355,12 +355,38 @@ pub(crate) struct Roster {
     /// device that moved, or named by the device that paired this one; taken as it is, since
     /// it writes every partner's records and no device made it.
     pub(crate) base: Option<ChangeHash>,
+    /// Identities this epoch's first change names for partners whose ids they do not prove:
+    /// a partner who lost every device and rejoined, vouched for by the other partner
+    /// ([`super::Journal::rotate_for_rejoin`]). Such a partner is admitted with that key only.
+    pub(crate) vouched: HashMap<PartnerId, IdentityKey>,
+    /// Whether [`Roster::vouched`] was read from the first change (it never changes after).
+    vouched_read: bool,
 }
 
 impl Roster {
     /// The partner and key of a device.
     pub(crate) fn get(&self, key: &KeyId) -> Option<(PartnerId, DevicePublicKey)> {
         self.keys.get(key).copied()
+    }
+
+    /// The identity a partner's devices are introduced with here.
+    pub(crate) fn identity_of(&self, partner: PartnerId) -> Option<IdentityKey> {
+        self.identities.get(&partner).copied()
+    }
+
+    /// Reads [`Roster::vouched`] from `doc`, which holds this epoch's first change.
+    pub(crate) fn read_vouched(&mut self, doc: &SpaceDoc) {
+        if self.vouched_read {
+            return;
+        }
+        match self.base {
+            None => self.vouched_read = true,
+            Some(base) if doc.has_change(&base) => {
+                self.vouched = vouched_at(doc, base);
+                self.vouched_read = true;
+            }
+            Some(_) => {}
+        }
     }
 
     /// The introduction of a device.
@@ -413,9 +439,15 @@ impl Roster {
         if intro.verify(space_id).is_err() {
             return Err(Breach::Certificate);
         }
-        // An id derived from an identity key (a version 8 UUID) admits only that key.
-        if partner.as_uuid().get_version_num() == 8 && !intro.self_certifying() {
-            return Err(Breach::OtherIdentity);
+        // An id derived from an identity key (a version 8 UUID) admits only that key, or the
+        // one this epoch's first change vouches for.
+        match self.vouched.get(&partner) {
+            Some(key) if *key != intro.identity => return Err(Breach::OtherIdentity),
+            Some(_) => {}
+            None if partner.as_uuid().get_version_num() == 8 && !intro.self_certifying() => {
+                return Err(Breach::OtherIdentity);
+            }
+            None => {}
         }
         match self.identities.get(&partner) {
             Some(known) if *known != intro.identity => return Err(Breach::OtherIdentity),
@@ -442,6 +474,51 @@ impl Roster {
         self.intros.push(*intro);
         Ok(true)
     }
+}
+
+/// The identities `base` (an epoch's first change) names for partners whose ids they do not
+/// prove (see [`Roster::vouched`]): the earliest claim of each such partner, as the registry
+/// picks it.
+fn vouched_at(doc: &SpaceDoc, base: ChangeHash) -> HashMap<PartnerId, IdentityKey> {
+    let (am, heads) = (doc.am(), [base]);
+    let mut out = HashMap::new();
+    let Ok(Some((Value::Object(_), partners))) = am.get_at(automerge::ROOT, "partners", &heads)
+    else {
+        return out;
+    };
+    for id in am.keys_at(&partners, &heads) {
+        let (Ok(partner), Ok(Some((Value::Object(_), entry)))) = (
+            id.parse::<PartnerId>(),
+            am.get_at(&partners, id.as_str(), &heads),
+        ) else {
+            continue;
+        };
+        let mut claims: Vec<(i64, [u8; 32])> = Vec::new();
+        for key in am.keys_at(&entry, &heads) {
+            let Some(hex_key) = key.strip_prefix(super::registry::IDENTITY) else {
+                continue;
+            };
+            let mut bytes = [0u8; 32];
+            if hex::decode_to_slice(hex_key, &mut bytes).is_err() {
+                continue;
+            }
+            if let Ok(Some((Value::Scalar(at), _))) = am.get_at(&entry, key.as_str(), &heads)
+                && let ScalarValue::Int(at) = at.as_ref()
+            {
+                claims.push((*at, bytes));
+            }
+        }
+        claims.sort();
+        if let Some(key) = claims
+            .iter()
+            .find_map(|(_, key)| IdentityKey::from_bytes(key).ok())
+            && partner.as_uuid().get_version_num() == 8
+            && key.partner_id() != partner
+        {
+            out.insert(partner, key);
+        }
+    }
+    out
 }
 
 /// What a pass of the guard decided.
@@ -474,15 +551,37 @@ pub(crate) fn run(
     intros: &[Intro],
     pending: Vec<Signed>,
 ) -> Result<Verdicts> {
+    // This epoch's first change goes in before any introduction is judged: it names the
+    // identity a rejoined partner's devices are introduced with.
+    let mut seen = HashSet::new();
+    let mut first = Vec::new();
+    if let Some(base) = roster.base
+        && !doc.has_change(&base)
+    {
+        for signed in &pending {
+            if let Ok(change) = Change::from_bytes(signed.bytes.clone())
+                && change.hash() == base
+            {
+                if change.deps().iter().all(|d| doc.has_change(d))
+                    && doc.apply_change(change).is_ok()
+                {
+                    seen.insert(base);
+                    first.push((base, signed.clone()));
+                }
+                break;
+            }
+        }
+    }
+    roster.read_vouched(doc);
     let (admitted, refused) = roster.admit_all(intros, space_id);
     let mut out = Verdicts {
         intros: admitted,
         refused,
+        accepted: first,
         ..Verdicts::default()
     };
     let mut refused_now: HashSet<ChangeHash> = HashSet::new();
     let mut queue: Vec<(Change, Signed)> = Vec::new();
-    let mut seen = HashSet::new();
     for signed in pending {
         let change = match Change::from_bytes(signed.bytes.clone()) {
             Ok(c) => c,
@@ -588,6 +687,7 @@ pub(crate) fn judge_closed(
     intros: &[Intro],
     changes: Vec<(Change, Option<Signed>)>,
 ) -> (Vec<Intro>, Vec<Refused>) {
+    roster.read_vouched(scratch);
     let (admitted, mut refused) = roster.admit_all(intros, space_id);
     let verified = verify_all(roster, space_id, &changes);
     let mut refused_now: HashSet<ChangeHash> = HashSet::new();
@@ -964,6 +1064,21 @@ fn check_epoch(
         && !matches!(action, OpType::Put(ScalarValue::Str(by)) if by.as_str() == me)
     {
         return Err(Breach::OtherPartner);
+    }
+    // Only the other partner vouches for a partner's new identity (a rejoin): a device cannot
+    // hand its own partner's identity to a key of its choosing.
+    if path.len() == 2 && path[1] == "rejoin" {
+        let other = match action {
+            OpType::Put(ScalarValue::Str(p)) => p
+                .parse::<PartnerId>()
+                .ok()
+                .filter(|id| id.to_string() == p.as_str())
+                .is_some_and(|id| Some(id) != me.parse::<PartnerId>().ok()),
+            _ => false,
+        };
+        if !other {
+            return Err(Breach::OtherIdentity);
+        }
     }
     if path.len() == 1 {
         let number = path[0]

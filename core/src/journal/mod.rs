@@ -791,12 +791,24 @@ impl Journal {
     }
 
     fn register_partner(&mut self, name: &str) -> Result<()> {
+        self.register_in(name, &Space::ALL)
+    }
+
+    /// A partner who rejoined on a new device (every old one lost) starts a new personal
+    /// space: its owner is recorded there, as for a new partner, so that a restore from the
+    /// keyring knows whose it is. (Their entry in the couple's document is the one they had.)
+    pub fn own_new_personal_space(&mut self, name: &str) -> Result<()> {
+        let name = if name.trim().is_empty() { "me" } else { name };
+        self.register_in(name, &[Space::Personal])
+    }
+
+    fn register_in(&mut self, name: &str, spaces: &[Space]) -> Result<()> {
         let name = validate::name(name)?;
         let me = self.me.to_string();
         let now = self.now();
         self.ready()?;
         let mut changes = Vec::new();
-        for space in Space::ALL {
+        for &space in spaces {
             let (_, bytes) = self.doc_mut(space)?.transact(|tx, h| {
                 use automerge::transaction::Transactable;
                 let p = tx.put_object(&h.partners, me.as_str(), automerge::ObjType::Map)?;

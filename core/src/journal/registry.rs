@@ -207,6 +207,14 @@ pub(super) fn entry(doc: &SpaceDoc, partner: PartnerId) -> Option<ObjId> {
 }
 
 impl Journal {
+    /// The identity key in force for `partner` in the couple's document (after a rejoin, the
+    /// one the other partner vouched for).
+    pub fn identity_in_force(&self, partner: PartnerId) -> Result<Option<IdentityKey>> {
+        let doc = self.doc(Space::Couple)?;
+        Ok(entry(doc, partner)
+            .and_then(|e| Registry::read(doc, &e, partner, None, &self.cert_checker).identity))
+    }
+
     /// Learns the couple's space id (kept in the database's metadata).
     pub(super) fn set_couple_space(&mut self, space_id: &[u8; 32]) -> Result<()> {
         if self.couple_space != Some(*space_id) {

@@ -134,6 +134,13 @@ impl Journal {
         };
         let mut roster = guard::Roster::default();
         roster.base = self.epoch_base()?;
+        // Only past the first epoch (which waits for the document's load), and never failing:
+        // a document that cannot be loaded still leaves the read model readable.
+        if roster.base.is_some()
+            && let Ok(doc) = self.doc(Space::Couple)
+        {
+            roster.read_vouched(doc);
+        }
         for bytes in self.store.known_devices(Space::Couple)? {
             if let Ok(intro) = Intro::from_bytes(&bytes) {
                 // Admitted once already: replayed in the same order, the same ones pass.
@@ -147,6 +154,24 @@ impl Journal {
             .into_iter()
             .map(ChangeHash)
             .collect();
+        Ok(())
+    }
+
+    /// This device's own introduction, admitted as soon as the roster can: a rejoined
+    /// partner's only once this epoch's first change, which vouches for its key, is held.
+    fn admit_own(&mut self) -> Result<()> {
+        let Some(signer) = &self.signer else {
+            return Ok(());
+        };
+        if self.roster.intro(&signer.key_id()).is_some() {
+            return Ok(());
+        }
+        if self.roster.admit(&signer.intro, &signer.space_id) == Ok(true) {
+            self.store.keep_intros(
+                Space::Couple,
+                &[(signer.key_id().0, signer.intro.to_bytes().to_vec())],
+            )?;
+        }
         Ok(())
     }
 
@@ -335,6 +360,7 @@ impl Journal {
             self.reload(space)?;
         }
         self.roster = roster;
+        self.admit_own()?;
         self.banned.extend(verdicts.banned.iter().copied());
         refused.extend(verdicts.refused);
         let state = self.store.sync_state(space);
@@ -536,6 +562,7 @@ impl Journal {
             self.finish_merge(space, committed)?
         };
         self.roster = roster;
+        self.admit_own()?;
         let state = self.store.sync_state(space);
         Ok(Merged {
             records,

@@ -1,0 +1,264 @@
+//! A partner who lost every device rejoins through the other partner, over a real relay: the
+//! new phone joins as the partner they were (their words stay theirs, and they can still
+//! remove them), the journal moves to new secrets, and the lost phone, found again by someone
+//! else, reads nothing new and gets nothing in.
+
+use anyhow::{Result, ensure};
+use mend_core::{Body, Error, crypto::PairingKind, model::HonestyMoment};
+use mend_e2e::{Phone, ROUND, Relay, couple};
+
+fn honest(text: &str) -> Body {
+    Body::HonestyMoment(HonestyMoment {
+        text: text.into(),
+        ..Default::default()
+    })
+}
+
+fn texts(phone: &Phone) -> Result<Vec<String>> {
+    let mut out: Vec<String> = phone
+        .read(|j| j.records())?
+        .into_iter()
+        .filter(|r| !r.removed)
+        .filter_map(|r| match r.body {
+            Body::HonestyMoment(h) => Some(h.text),
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_who_lost_every_device_rejoins_through_the_other() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path()).await?;
+    let (lost, b) = couple(dir.path(), &relay).await?;
+    let alex = lost.read(|j| Ok(j.me()))?;
+    let owned = lost.with(|j| j.add(honest("Alex, before the phone was lost")))?;
+    b.with(|j| j.add(honest("Blake, before")))?;
+    for phone in [&lost, &b, &lost] {
+        phone.sync().await?;
+    }
+
+    // Alex's only phone is gone. On a new one, Alex reads out a short code Blake's phone shows.
+    let new = Phone::pair(
+        dir.path(),
+        "a2.db",
+        &b,
+        PairingKind::Rejoin,
+        true,
+        "",
+        &relay,
+    )
+    .await?;
+    ensure!(
+        b.read(|j| j.epoch())? == 1,
+        "Blake's phone did not move first"
+    );
+    for phone in [&new, &b, &new] {
+        phone.sync().await?;
+    }
+    ensure!(
+        new.read(|j| Ok(j.me()))? == alex,
+        "Alex came back as someone else"
+    );
+    ensure!(
+        texts(&new)? == ["Alex, before the phone was lost", "Blake, before"],
+        "the new phone reads {:?}",
+        texts(&new)?
+    );
+
+    // Alex writes again, and removes an entry written on the lost phone: both are Alex's.
+    let again = new.with(|j| j.add(honest("Alex, on the new phone")))?;
+    new.with(|j| j.remove(owned))?;
+    b.with(|j| j.add(honest("Blake, after")))?;
+    for phone in [&new, &b, &new] {
+        phone.sync().await?;
+    }
+    let seen = b.read(|j| j.records())?;
+    ensure!(
+        seen.iter().any(|r| r.id == again && r.author == alex),
+        "Blake does not see Alex's new entry as Alex's"
+    );
+    ensure!(
+        seen.iter().any(|r| r.id == owned && r.removed),
+        "Alex's removal of an entry from the lost phone did not count"
+    );
+    ensure!(
+        texts(&b)? == ["Alex, on the new phone", "Blake, after", "Blake, before"],
+        "Blake reads {:?}",
+        texts(&b)?
+    );
+    ensure!(texts(&new)? == texts(&b)?, "not converged");
+    let partners = b.read(|j| Ok(j.partners()))?;
+    ensure!(partners.len() == 2, "{} partners", partners.len());
+    let lost_id = lost.read(|j| Ok(j.device()))?;
+    let new_id = new.read(|j| Ok(j.device()))?;
+    let alex_devices: Vec<_> = partners
+        .iter()
+        .filter(|p| p.id == alex)
+        .flat_map(|p| p.devices.iter().map(|d| d.id))
+        .collect();
+    ensure!(
+        alex_devices == [new_id],
+        "Alex's devices as Blake sees them: {alex_devices:?} (lost {lost_id:?})"
+    );
+
+    // The lost phone, found and opened by someone else: told it was removed, it reads nothing
+    // written since, and nothing written on it arrives.
+    let refused = lost.device.sync_now(ROUND).await;
+    ensure!(
+        matches!(&refused, Err(Error::DeviceRemoved(m)) if m.contains("as you")),
+        "the lost phone was not told: {refused:?}"
+    );
+    ensure!(
+        !texts(&lost)?
+            .iter()
+            .any(|t| t.contains("after") || t.contains("new phone")),
+        "the lost phone reads the new epoch"
+    );
+    lost.with(|j| j.add(honest("from the found phone")))?;
+    let _ = lost.device.sync_now(ROUND).await;
+    for phone in [&b, &new] {
+        phone.sync().await?;
+        ensure!(
+            !texts(phone)?.iter().any(|t| t == "from the found phone"),
+            "the found phone's entry arrived"
+        );
+    }
+
+    // Devices paired later in this epoch read it from its start: Blake's tablet and Alex's
+    // second new device both take Alex's new key as Alex's, and what they write arrives.
+    let tablet = Phone::pair(
+        dir.path(),
+        "bt.db",
+        &b,
+        PairingKind::Device,
+        false,
+        "",
+        &relay,
+    )
+    .await?;
+    let second = Phone::pair(
+        dir.path(),
+        "a3.db",
+        &new,
+        PairingKind::Device,
+        false,
+        "",
+        &relay,
+    )
+    .await?;
+    let from_second = second.with(|j| j.add(honest("Alex, on a second new device")))?;
+    for phone in [&second, &tablet, &new, &b, &tablet, &second] {
+        phone.sync().await?;
+    }
+    for phone in [&tablet, &second, &b, &new] {
+        ensure!(
+            texts(phone)?
+                == [
+                    "Alex, on a second new device",
+                    "Alex, on the new phone",
+                    "Blake, after",
+                    "Blake, before"
+                ],
+            "a device reads {:?}",
+            texts(phone)?
+        );
+        ensure!(
+            phone
+                .read(|j| j.records())?
+                .iter()
+                .any(|r| r.id == from_second && r.author == alex),
+            "the second new device's entry is not Alex's"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejoin_needs_the_other_partner_and_a_pairing() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path()).await?;
+    // Alone in the journal: there is nobody to rejoin.
+    let alone = Phone::create(dir.path(), "alone.db", "Sam", &relay)?;
+    alone.sync().await?;
+    let refused = alone.device.invite(PairingKind::Rejoin, false).await;
+    ensure!(
+        matches!(&refused, Err(Error::Invalid(m)) if m.contains("partner")),
+        "{refused:?}"
+    );
+    // A partner cannot rejoin themselves from a device they still hold.
+    let (a, b) = couple(dir.path(), &relay).await?;
+    let me = a.read(|j| Ok(j.me()))?;
+    let key = mend_core::crypto::PartnerIdentity::generate()?.public();
+    let refused = a.with(|j| j.rotate_for_rejoin(me, key));
+    ensure!(refused.is_err(), "a partner vouched for themselves");
+    // Nor can the key a partner already has (their lost phones') be vouched for again.
+    let theirs = a
+        .device
+        .keyring()
+        .identity
+        .map(|i| i.public())
+        .ok_or_else(|| anyhow::anyhow!("no identity"))?;
+    let refused = b.with(|j| j.rotate_for_rejoin(me, theirs));
+    ensure!(refused.is_err(), "the lost key was vouched for again");
+    Ok(())
+}
+
+/// The rejoined partner's new phone is later reinstalled: its keyring alone restores it, as
+/// the partner it is, in the epoch the rejoin started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejoined_partner_restores_from_the_keyring() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path()).await?;
+    let (lost, b) = couple(dir.path(), &relay).await?;
+    let alex = lost.read(|j| Ok(j.me()))?;
+    lost.with(|j| j.add(honest("Alex, before")))?;
+    lost.sync().await?;
+    b.sync().await?;
+    let new = Phone::pair(
+        dir.path(),
+        "a2.db",
+        &b,
+        PairingKind::Rejoin,
+        false,
+        "",
+        &relay,
+    )
+    .await?;
+    new.with(|j| j.add(honest("Alex, on the new phone")))?;
+    for phone in [&new, &b, &new] {
+        phone.sync().await?;
+    }
+    let keyring = new.device.keyring();
+    let path = new.path.clone();
+    new.device.close().await?;
+    for suffix in ["", "-wal", "-shm", ".lock"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    let restored =
+        mend_client::Device::restore(&path, keyring, ROUND, mend_e2e::opts(), relay.trust(), None)
+            .await?;
+    ensure!(
+        restored.read(|j| Ok(j.me()))? == alex,
+        "restored as someone else"
+    );
+    let status = restored.sync_now(ROUND).await?;
+    ensure!(!status.syncing, "{status:?}");
+    let mut seen: Vec<String> = restored
+        .read(|j| j.records())?
+        .into_iter()
+        .filter_map(|r| match r.body {
+            Body::HonestyMoment(h) => Some(h.text),
+            _ => None,
+        })
+        .collect();
+    seen.sort();
+    ensure!(
+        seen == ["Alex, before", "Alex, on the new phone"],
+        "restored reads {seen:?} ({:?})",
+        status.problems
+    );
+    Ok(())
+}
