@@ -394,7 +394,15 @@ impl Device {
         };
         let target = path.to_owned();
         let options = keyring.open_options(options);
-        let journal = blocking(move || Journal::join_with(&target, &source, "", options)).await?;
+        let journal = blocking(move || {
+            let mut journal = Journal::join_with(&target, &source, "", options)?;
+            // The relay holds the epoch the keyring's secrets open: start there.
+            if let Some((epoch, base)) = journal.epoch_in_document()? {
+                journal.start_in_epoch(epoch, base)?;
+            }
+            Ok(journal)
+        })
+        .await?;
         Self::assemble(journal, keyring, relay, observer)
     }
 

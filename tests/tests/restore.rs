@@ -105,6 +105,8 @@ async fn a_keyring_kept_after_a_rotation_restores_the_new_epoch() -> Result<()> 
     b.sync().await?;
     ensure!(b.read(|j| j.epoch())? == 1);
     let me = b.read(|j| Ok(j.me()))?;
+    let start = b.read(|j| j.epoch_start())?;
+    ensure!(start.is_some_and(|(e, _)| e == 1));
     let keyring = b.device.keyring();
 
     let path = b.path.clone();
@@ -114,6 +116,11 @@ async fn a_keyring_kept_after_a_rotation_restores_the_new_epoch() -> Result<()> 
     }
     let restored = Device::restore(&path, keyring, ROUND, opts(), relay.trust(), None).await?;
     ensure!(restored.read(|j| Ok(j.me()))? == me);
+    // It knows the epoch it is in, as the device before it did.
+    ensure!(
+        restored.read(|j| j.epoch_start())? == start,
+        "restored outside the epoch"
+    );
     let status = restored.sync_now(ROUND).await?;
     ensure!(!status.syncing, "{status:?}");
     ensure!(
@@ -133,5 +140,13 @@ async fn a_keyring_kept_after_a_rotation_restores_the_new_epoch() -> Result<()> 
         a.read(|j| j.get(note)).is_ok_and(|r| r.author == me),
         "Alex does not see the restored device's entry"
     );
+    // It can start the next epoch, and Alex follows.
+    restored.forget(ROUND).await?;
+    let moved = a.device.sync_round(ROUND).await?;
+    ensure!(
+        moved.keyring_changed,
+        "Alex did not follow the restored device's rotation"
+    );
+    ensure!(a.read(|j| j.epoch())? == 2 && restored.read(|j| j.epoch())? == 2);
     relay.stop().await
 }

@@ -446,6 +446,29 @@ impl Journal {
         self.load_roster()
     }
 
+    /// The epoch the couple's document itself is in (its first change names it) and that
+    /// change's hash: for a journal rebuilt from what the relay holds (a restore from the
+    /// keyring), whose metadata knows no epoch yet. `None` in epoch 0.
+    pub fn epoch_in_document(&self) -> Result<Option<(u32, [u8; 32])>> {
+        let am = self.doc(Space::Couple)?.am();
+        let epoch = match am.get(ROOT, rebuild::EPOCH_ROOT_KEY)? {
+            Some((Value::Scalar(s), _)) => match s.as_ref() {
+                ScalarValue::Int(n) => u32::try_from(*n).ok().filter(|n| *n > 0),
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some(epoch) = epoch else {
+            return Ok(None);
+        };
+        let actor = rebuild::epoch_actor(epoch);
+        Ok(am
+            .get_changes(&[])
+            .into_iter()
+            .find(|c| *c.actor_id() == actor)
+            .map(|c| (epoch, c.hash().0)))
+    }
+
     /// The couple's space id this journal syncs (that of its epoch), once it signs.
     pub fn couple_space_id(&self) -> Option<[u8; 32]> {
         self.couple_space
