@@ -8,7 +8,7 @@
 use std::sync::{Arc, Weak};
 
 use mend_core::crypto::PairingKind;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 
 use crate::{
     error::{MendError, Result},
@@ -38,6 +38,9 @@ pub struct Invitation {
     /// The inviting device, for a rejoin: accepting one moves the journal first. Weak, so an
     /// invitation the app keeps never holds the journal open.
     rejoin: Option<Weak<mend_client::Device>>,
+    /// Wakes a `wait_for_joiner` in progress, which holds the invitation, when the app
+    /// cancels or declines: those never wait for the wait's own timeout.
+    stop: Arc<Notify>,
     code: String,
     short: bool,
     expires_at: u64,
@@ -59,6 +62,7 @@ impl Invitation {
     ) -> Self {
         Self {
             rejoin,
+            stop: Arc::new(Notify::new()),
             code: invitation.code().to_owned(),
             short: invitation.is_short(),
             expires_at: invitation.expires_at(),
@@ -102,13 +106,19 @@ impl Invitation {
     /// short code (the code then no longer works: open a new invitation).
     pub async fn wait_for_joiner(&self, timeout_ms: i32) -> Result<Option<Joiner>> {
         let inner = Arc::clone(&self.inner);
+        let stop = Arc::clone(&self.stop);
         let budget = millis(timeout_ms);
         run(async move {
             let mut guard = inner.lock().await;
             let invitation = guard
                 .as_mut()
                 .ok_or_else(|| MendError::Invalid("this pairing has ended".into()))?;
-            let joiner = invitation.wait_for_joiner(budget).await?;
+            let joiner = tokio::select! {
+                joiner = invitation.wait_for_joiner(budget) => joiner?,
+                () = stop.notified() => {
+                    return Err(MendError::Invalid("this pairing has ended".into()));
+                }
+            };
             Ok(joiner.map(|j| Joiner {
                 name: j.name,
                 for_device: j.kind == PairingKind::Device,
@@ -150,12 +160,15 @@ impl Invitation {
     /// Refuses the joiner: nothing is shared, and the joining app is told.
     pub async fn decline(&self) -> Result<()> {
         let inner = Arc::clone(&self.inner);
+        self.stop.notify_one();
         run(async move { Ok(Self::take(&inner).await?.decline().await?) }).await
     }
 
-    /// Stops the pairing: the code no longer works.
+    /// Stops the pairing: the code no longer works. A `wait_for_joiner` in progress ends at
+    /// once (with `invalid`).
     pub async fn cancel(&self) -> Result<()> {
         let inner = Arc::clone(&self.inner);
+        self.stop.notify_one();
         run(async move {
             if let Some(invitation) = inner.lock().await.take() {
                 invitation.cancel().await;
