@@ -40,6 +40,9 @@ use crate::{
 
 /// How long `close` waits for calls still in flight before giving up with `locked`.
 const CLOSE_WAIT: Duration = Duration::from_secs(30);
+/// The most a round that follows a new epoch during live sync takes: below `CLOSE_WAIT`, so a
+/// shutdown that comes during one still closes.
+const FOLLOW_BUDGET: Duration = Duration::from_secs(20);
 
 /// How a journal is opened. Every field has a default: `JournalOptions()` is fine.
 #[derive(Clone, Debug, Default, PartialEq, Eq, uniffi::Record)]
@@ -671,11 +674,13 @@ impl Journal {
 
     /// Starts live sync for the foreground: a WebSocket per space, each local write pushed at
     /// once, the partner's writes told to the subscriptions as they land. Starting it while
-    /// it runs does nothing. Returns at once.
+    /// it runs does nothing. Returns at once. When live sync brings a new epoch (a device
+    /// removed, a "forget", a rejoin), the journal moves at once with a sync round of its own
+    /// and the observer's `keyring_changed` asks the app to store the keyring again.
     pub fn start_live(&self) -> Result<()> {
         let device = self.device()?;
         let _context = runtime()?.enter();
-        Ok(device.start_live()?)
+        Ok(device.start_live_following(FOLLOW_BUDGET)?)
     }
 
     /// Stops live sync (when the app leaves the foreground) and waits for the sockets to close.

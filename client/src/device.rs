@@ -27,6 +27,10 @@ use crate::{
     sync::{LiveSync, RoundReport, SyncClient, SyncObserver, blocking, lock},
 };
 
+/// How long the task that follows new epochs for live sync waits after a round that did not
+/// move, before it listens again.
+const FOLLOW_PAUSE: Duration = Duration::from_secs(5);
+
 /// A journal with its keys and its relay connection: what the CLI and the bindings hold.
 ///
 /// Writes go through [`Device::write`], which tells the observer what changed and wakes live
@@ -46,6 +50,8 @@ pub struct Device {
     certified: AtomicBool,
     /// Why this device no longer syncs, once a new epoch began without it.
     removed: Mutex<Option<String>>,
+    /// Whether a task follows new epochs for live sync ([`Device::start_live_following`]).
+    following: AtomicBool,
 }
 
 impl std::fmt::Debug for Device {
@@ -98,6 +104,7 @@ impl Device {
             live: Mutex::new(None),
             certified: AtomicBool::new(false),
             removed: Mutex::new(None),
+            following: AtomicBool::new(false),
         })
     }
 
@@ -891,6 +898,49 @@ impl Device {
         Ok(())
     }
 
+    /// [`Device::start_live`], and a task (one per device, for its life) that follows a new
+    /// epoch as soon as live sync brings its announcement: live sync alone stays in the epoch
+    /// its sockets opened, so the task runs a sync round ([`Device::sync_round`], within
+    /// `budget`), which moves the journal, tells the observer to store the keyring again,
+    /// and opens live sync on the new spaces. The task holds the device weakly: it ends once
+    /// the device is dropped or closed, or learns it was removed.
+    pub fn start_live_following(self: &Arc<Self>, budget: Duration) -> Result<()> {
+        self.start_live()?;
+        if self.following.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let device = Arc::downgrade(self);
+        let news = self.client.epoch_news();
+        tokio::spawn(async move {
+            loop {
+                news.notified().await;
+                let Some(device) = device.upgrade() else {
+                    break;
+                };
+                if !device.is_live() {
+                    continue;
+                }
+                match device.sync_round(budget).await {
+                    Ok(report) if report.keyring_changed => {}
+                    Ok(_) => {
+                        // Not moved yet (the relay out of reach, or the history the epoch
+                        // starts from still on its way): the next news tries again, not
+                        // before a pause.
+                        drop(device);
+                        tokio::time::sleep(FOLLOW_PAUSE).await;
+                    }
+                    Err(Error::DeviceRemoved(_)) => break,
+                    Err(e) => {
+                        tracing::info!(error = %e, "a new epoch could not be followed yet");
+                        drop(device);
+                        tokio::time::sleep(FOLLOW_PAUSE).await;
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
     /// Stops live sync and waits for its sockets to close.
     pub async fn stop_live(&self) {
         let live = self.live.lock().ok().and_then(|mut l| l.take());
@@ -904,6 +954,8 @@ impl Device {
     /// so the journal can be opened again at once, here or by another process.
     pub async fn close(self) -> Result<()> {
         self.stop_live().await;
+        // A task following epochs for live sync wakes, finds the device gone, and ends.
+        self.client.epoch_news().notify_one();
         let journal = Arc::clone(&self.journal);
         let shown = self.path.display().to_string();
         drop(self);

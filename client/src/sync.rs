@@ -56,6 +56,10 @@ pub struct SyncClient {
     observer: Option<Arc<dyn SyncObserver>>,
     snapshot_every: AtomicU64,
     rollup_every: AtomicU64,
+    /// Woken when live sync merges an announcement of the next epoch that this device can
+    /// offer the relay: live sync alone never moves (a round does), so whoever holds the
+    /// device runs one ([`crate::Device::start_live_following`]).
+    epoch_news: Arc<Notify>,
 }
 
 impl std::fmt::Debug for SyncClient {
@@ -106,7 +110,13 @@ impl SyncClient {
             observer,
             snapshot_every: AtomicU64::new(SNAPSHOT_EVERY),
             rollup_every: AtomicU64::new(ROLLUP_EVERY as u64),
+            epoch_news: Arc::new(Notify::new()),
         })
+    }
+
+    /// Woken when live sync holds an announcement of the next epoch to follow.
+    pub fn epoch_news(&self) -> Arc<Notify> {
+        Arc::clone(&self.epoch_news)
     }
 
     /// Uploads a snapshot after this many relay chunks (default 500).
@@ -167,11 +177,13 @@ impl SyncClient {
         &self,
         mut engine: SyncEngine,
         events: Vec<Event>,
+        live: bool,
     ) -> Result<(SyncEngine, Vec<Request>, Fed)> {
         let journal = Arc::clone(&self.journal);
         let observer = self.observer.clone();
         blocking(move || {
             let mut actions = Vec::new();
+            let mut epoch_offered = false;
             {
                 let mut journal = lock(&journal)?;
                 // One step: in extension mode the file lock is held for this batch (never
@@ -180,11 +192,16 @@ impl SyncClient {
                     for event in events {
                         actions.extend(engine.handle(journal, now_ms(), event)?);
                     }
+                    // Live sync hears of a new epoch here; a round follows it itself.
+                    epoch_offered = live && journal.epoch_offer().ok().flatten().is_some();
                     Ok(())
                 })?;
             }
             let mut requests = Vec::new();
-            let mut fed = Fed::default();
+            let mut fed = Fed {
+                epoch_offered,
+                ..Fed::default()
+            };
             for action in actions {
                 match action {
                     Action::Send(request) => requests.push(request),
@@ -318,7 +335,7 @@ impl SyncClient {
                     }
                     _ => (a, p),
                 });
-                let (engine, sent, fed) = self.feed(engine, events).await?;
+                let (engine, sent, fed) = self.feed(engine, events, false).await?;
                 round.engine = Some(engine);
                 round.pushed = round.pushed.saturating_add(pushed);
                 round.pulled = round.pulled.saturating_add(pulled);
@@ -400,8 +417,11 @@ impl SyncClient {
         loop {
             while !inbox.is_empty() {
                 let events = coalesce(inbox.drain(..).collect());
-                let (fed, requests, _) = self.feed(engine, events).await?;
+                let (fed, requests, told) = self.feed(engine, events, true).await?;
                 engine = fed;
+                if told.epoch_offered {
+                    self.epoch_news.notify_one();
+                }
                 let device = engine.device();
                 for request in requests {
                     let space = request.space();
@@ -592,6 +612,8 @@ struct Fed {
     changed: u64,
     /// The last status reported.
     status: Option<SyncStatus>,
+    /// The journal holds an announcement of the next epoch to offer the relay.
+    epoch_offered: bool,
 }
 
 /// A round's progress, kept outside the future the deadline may cut.

@@ -263,3 +263,54 @@ async fn after_a_forget_the_old_epoch_is_gone_from_the_relay_and_every_file() ->
     }
     Ok(())
 }
+
+/// Waits, a bounded number of short steps, for `done` to hold.
+async fn eventually(what: &str, mut done: impl FnMut() -> Result<bool>) -> Result<()> {
+    for _ in 0..300 {
+        if done()? {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("{what}: not within 30 s")
+}
+
+/// A phone that only runs live sync (an app in the foreground) follows a rotation as soon as
+/// live sync brings its announcement, and goes on hearing the partner in the new epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_sync_alone_follows_a_rotation() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path()).await?;
+    let (a, b) = couple(dir.path(), &relay).await?;
+    let blake = std::sync::Arc::new(b.device);
+    blake.start_live_following(ROUND)?;
+    eventually("Blake's live sync connects", || {
+        Ok(b.recorder
+            .statuses
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .iter()
+            .any(|s| s.online))
+    })
+    .await?;
+
+    a.device.forget(ROUND).await?;
+    ensure!(a.read(|j| j.epoch())? == 1, "Alex did not move");
+    eventually("Blake's phone moves with live sync alone", || {
+        Ok(blake.read(|j| j.epoch())? == 1)
+    })
+    .await?;
+    ensure!(
+        blake.is_live(),
+        "live sync did not start again on the new spaces"
+    );
+
+    let after = a.with(|j| j.add(honest("written in the new epoch")))?;
+    a.sync().await?;
+    eventually("Blake hears the new epoch live", || {
+        Ok(blake.read(|j| j.get(after)).is_ok())
+    })
+    .await?;
+    blake.stop_live().await;
+    Ok(())
+}

@@ -294,6 +294,8 @@ pub async fn sync(home: &Home, timeout: u64) -> Result<()> {
 enum Seen {
     Changed(Vec<RecordId>),
     Status(SyncStatus),
+    /// The journal moved to a new epoch: the keyring to keep changed.
+    Keyring,
 }
 
 struct Forward(mpsc::UnboundedSender<Seen>);
@@ -306,15 +308,22 @@ impl SyncObserver for Forward {
     fn status_changed(&self, status: SyncStatus) {
         let _ = self.0.send(Seen::Status(status));
     }
+
+    fn keyring_changed(&self) {
+        let _ = self.0.send(Seen::Keyring);
+    }
 }
+
+/// The most a round that follows a new epoch during `watch` takes.
+const FOLLOW_BUDGET: Duration = Duration::from_secs(20);
 
 /// `watch`: live sync, printing each change that arrives until Ctrl-C or `--for` seconds.
 pub async fn watch(home: &Home, duration: Option<u64>) -> Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let observer: Arc<dyn SyncObserver> = Arc::new(Forward(tx));
-    let device = home.open(Some(observer))?;
+    let device = Arc::new(home.open(Some(observer))?);
     let relay = device.keyring().relay_url.clone();
-    device.start_live()?;
+    device.start_live_following(FOLLOW_BUDGET)?;
     let until = duration.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
     let grace = tokio::time::sleep(CONNECT_GRACE);
     tokio::pin!(grace);
@@ -326,6 +335,10 @@ pub async fn watch(home: &Home, duration: Option<u64>) -> Result<()> {
         tokio::select! {
             seen = rx.recv() => match seen {
                 Some(Seen::Changed(ids)) => print_changes(&device, &ids)?,
+                Some(Seen::Keyring) => {
+                    home.save_keyring(&device.keyring())?;
+                    eprintln!("The journal moved to new keys; watching them now.");
+                }
                 Some(Seen::Status(status)) => {
                     if status.online != online {
                         online = status.online;
