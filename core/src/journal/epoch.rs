@@ -951,29 +951,24 @@ impl Journal {
             moved.push((space, new, replay, base));
         }
         let now = self.now();
-        for (space, new, _, _) in &moved {
-            self.store.start_epoch(*space, &new.save(), now)?;
-        }
         let mut changes = Vec::new();
         let mut couple_base = None;
-        for (space, new, replay, base) in moved {
+        let mut saves = Vec::new();
+        for (space, new, replay, base) in &moved {
             // The device that rotated hands the first change to the relay, for devices that
             // join later; every device that moves built it itself.
             if step.rotator == Some(self.device)
-                && let Some(first) = new.am().get_change_by_hash(&base)
+                && let Some(first) = new.am().get_change_by_hash(base)
             {
-                changes.push((space, first.raw_bytes().to_vec()));
+                changes.push((*space, first.raw_bytes().to_vec()));
             }
-            if space == Space::Couple {
-                couple_base = Some(base);
-            }
-            match space {
-                Space::Couple => self.couple.set(new),
-                Space::Personal => self.personal.set(new),
+            if *space == Space::Couple {
+                couple_base = Some(*base);
             }
             if let Some(bytes) = replay {
-                changes.push((space, bytes));
+                changes.push((*space, bytes.clone()));
             }
+            saves.push((*space, new.save()));
         }
         let epoch_text = epoch.to_string();
         let wait: Vec<String> = step
@@ -1019,8 +1014,18 @@ impl Journal {
             metas.push((META_EPOCH_BOX, sealed));
             metas.push((META_EPOCH_FROM, from));
         }
-        // One transaction: the epoch and everything that goes with it.
-        self.store.set_meta(&metas)?;
+        // One transaction: the new documents, what this device still has to push in them, the
+        // epoch and everything that goes with it.
+        let save_refs: Vec<(Space, &[u8])> =
+            saves.iter().map(|(s, b)| (*s, b.as_slice())).collect();
+        let unsent: Vec<(Space, &[u8])> = changes.iter().map(|(s, b)| (*s, b.as_slice())).collect();
+        self.store.start_epoch(&save_refs, &unsent, &metas, now)?;
+        for (space, new, _, _) in moved {
+            match space {
+                Space::Couple => self.couple.set(new),
+                Space::Personal => self.personal.set(new),
+            }
+        }
         self.banned.clear();
         self.roster = super::guard::Roster::default();
         for space in [Space::Couple, Space::Personal] {
@@ -1037,7 +1042,6 @@ impl Journal {
         );
         self.set_signer(signer)?;
         self.certify_device(&space_id, identity, device_key)?;
-        self.persist(changes, &[])?;
         self.sync_revision = self.sync_revision.wrapping_add(1);
         Ok(())
     }

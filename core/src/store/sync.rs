@@ -311,12 +311,58 @@ impl Store {
         Ok(())
     }
 
-    /// Starts `space` over in a new epoch: its document becomes `full_save`, and everything
-    /// kept of the old epoch's sync (cursor, outbox, proofs, introductions, held and refused
-    /// changes, rollup runs, problems) goes, in one durable transaction.
-    pub fn start_epoch(&mut self, space: Space, full_save: &[u8], now_ms: i64) -> Result<()> {
+    /// Starts each space of `saves` over in a new epoch: its document becomes the full save,
+    /// and everything kept of the old epoch's sync (cursor, outbox, proofs, introductions, held
+    /// and refused changes, rollup runs, problems) goes. `unsent` are this device's changes
+    /// (held in those saves already) to push in the new epoch, and `metas` the epoch's
+    /// metadata: all in one durable transaction, so a crash leaves the device in one epoch
+    /// or the other, never between.
+    pub fn start_epoch(
+        &mut self,
+        saves: &[(Space, &[u8])],
+        unsent: &[(Space, &[u8])],
+        metas: &[(&str, &str)],
+        now_ms: i64,
+    ) -> Result<()> {
         self.durably(|store| {
             let tx = store.conn.transaction()?;
+            for (space, full_save) in saves {
+                Self::restart_space(&tx, *space, full_save, now_ms)?;
+            }
+            for (space, bytes) in unsent {
+                tx.execute(
+                    "INSERT INTO unsent (space, bytes) VALUES (?1, ?2)",
+                    params![space.as_str(), bytes],
+                )?;
+            }
+            for (k, v) in metas {
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    params![k, v],
+                )?;
+            }
+            tx.commit()?;
+            for (space, _) in saves {
+                store.rows[*space as usize].set(Some(0));
+            }
+            // The old history must not wait in the write-ahead log either.
+            store
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok(())
+        })
+    }
+
+    /// One space starting over from `full_save`, inside `tx`: everything of its old history
+    /// and its sync state goes.
+    fn restart_space(
+        tx: &rusqlite::Transaction<'_>,
+        space: Space,
+        full_save: &[u8],
+        now_ms: i64,
+    ) -> Result<()> {
+        {
             let s = space.as_str();
             tx.execute(
                 "INSERT INTO doc_snapshots (space, bytes, saved_at) VALUES (?1, ?2, ?3) \
@@ -338,21 +384,15 @@ impl Store {
             ] {
                 tx.execute(&format!("DELETE FROM {table} WHERE space = ?1"), [s])?;
             }
-            Self::ensure_state(&tx, space)?;
+            Self::ensure_state(tx, space)?;
             tx.execute(
                 "UPDATE sync_state SET cursor = 0, next_seq = 1, last_ack_relay = 0, \
                  snapshot_covers = 0, heal_after = 0, heal_real = 0, problems = NULL, \
                  cursor_mark = NULL, mark_at = NULL, last_synced = NULL WHERE space = ?1",
                 [s],
             )?;
-            tx.commit()?;
-            store.rows[space as usize].set(Some(0));
-            // The old history must not wait in the write-ahead log either.
-            store
-                .conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
             Ok(())
-        })
+        }
     }
 
     /// Problems reported in a space and not over yet, oldest first.
