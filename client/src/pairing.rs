@@ -249,9 +249,11 @@ impl Mailbox {
 }
 
 impl Device {
-    /// Opens a pairing for the other partner ([`PairingKind::Partner`]) or another of this
-    /// partner's devices, at this journal's relay: an invite for a QR code, or with `short`
-    /// a short code to read out. Nothing is handed over until [`Invitation::accept`].
+    /// Opens a pairing for the other partner ([`PairingKind::Partner`]), another of this
+    /// partner's devices, or the other partner rejoining on a new device after losing every
+    /// one ([`PairingKind::Rejoin`]), at this journal's relay: an invite for a QR code, or
+    /// with `short` a short code to read out. Nothing is handed over until the user accepts
+    /// ([`Device::welcome`]).
     pub async fn invite(&self, kind: PairingKind, short: bool) -> Result<Invitation> {
         let keyring = self.keyring();
         let http = RelayHttp::new(&keyring.relay_url, self.relay_options())?;
