@@ -8,7 +8,7 @@
 use std::sync::{Arc, Weak};
 
 use mend_core::crypto::PairingKind;
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::{Mutex, watch};
 
 use crate::{
     error::{MendError, Result},
@@ -38,9 +38,9 @@ pub struct Invitation {
     /// The inviting device, for a rejoin: accepting one moves the journal first. Weak, so an
     /// invitation the app keeps never holds the journal open.
     rejoin: Option<Weak<mend_client::Device>>,
-    /// Wakes a `wait_for_joiner` in progress, which holds the invitation, when the app
-    /// cancels or declines: those never wait for the wait's own timeout.
-    stop: Arc<Notify>,
+    /// Set when the app cancels or declines: ends every `wait_for_joiner` in progress (one
+    /// holds the invitation, others wait for it), so those never wait out a timeout.
+    stop: watch::Sender<bool>,
     code: String,
     short: bool,
     expires_at: u64,
@@ -62,7 +62,7 @@ impl Invitation {
     ) -> Self {
         Self {
             rejoin,
-            stop: Arc::new(Notify::new()),
+            stop: watch::Sender::new(false),
             code: invitation.code().to_owned(),
             short: invitation.is_short(),
             expires_at: invitation.expires_at(),
@@ -106,18 +106,21 @@ impl Invitation {
     /// short code (the code then no longer works: open a new invitation).
     pub async fn wait_for_joiner(&self, timeout_ms: i32) -> Result<Option<Joiner>> {
         let inner = Arc::clone(&self.inner);
-        let stop = Arc::clone(&self.stop);
+        let mut stop = self.stop.subscribe();
         let budget = millis(timeout_ms);
         run(async move {
-            let mut guard = inner.lock().await;
-            let invitation = guard
-                .as_mut()
-                .ok_or_else(|| MendError::Invalid("this pairing has ended".into()))?;
+            let ended = || MendError::Invalid("this pairing has ended".into());
+            let mut guard = tokio::select! {
+                guard = inner.lock() => guard,
+                _ = stop.wait_for(|s| *s) => return Err(ended()),
+            };
+            let invitation = guard.as_mut().ok_or_else(ended)?;
+            if *stop.borrow() {
+                return Err(ended());
+            }
             let joiner = tokio::select! {
                 joiner = invitation.wait_for_joiner(budget) => joiner?,
-                () = stop.notified() => {
-                    return Err(MendError::Invalid("this pairing has ended".into()));
-                }
+                _ = stop.wait_for(|s| *s) => return Err(ended()),
             };
             Ok(joiner.map(|j| Joiner {
                 name: j.name,
@@ -160,7 +163,7 @@ impl Invitation {
     /// Refuses the joiner: nothing is shared, and the joining app is told.
     pub async fn decline(&self) -> Result<()> {
         let inner = Arc::clone(&self.inner);
-        self.stop.notify_one();
+        self.stop.send_replace(true);
         run(async move { Ok(Self::take(&inner).await?.decline().await?) }).await
     }
 
@@ -168,7 +171,7 @@ impl Invitation {
     /// once (with `invalid`).
     pub async fn cancel(&self) -> Result<()> {
         let inner = Arc::clone(&self.inner);
-        self.stop.notify_one();
+        self.stop.send_replace(true);
         run(async move {
             if let Some(invitation) = inner.lock().await.take() {
                 invitation.cancel().await;

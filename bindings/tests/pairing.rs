@@ -21,20 +21,25 @@ fn cancelling_an_invitation_ends_a_wait_for_the_joiner_at_once() -> Result<()> {
             Journal::create(path, "Alex".into(), relay.url(), JournalOptions::default()).await?;
         journal.sync_now(20_000).await?;
         let invitation = journal.invite(false, true).await?;
-        let waiting = {
-            let invitation = Arc::clone(&invitation);
-            tokio::spawn(async move { invitation.wait_for_joiner(600_000).await })
-        };
+        // Two waits at once (one holds the invitation, the other waits for it).
+        let waits: Vec<_> = (0..2)
+            .map(|_| {
+                let invitation = Arc::clone(&invitation);
+                tokio::spawn(async move { invitation.wait_for_joiner(600_000).await })
+            })
+            .collect();
         // Let the wait begin (it holds the invitation while it waits).
         tokio::time::sleep(Duration::from_millis(300)).await;
         // Both end long before the ten minutes the wait would otherwise take.
         let limit = Duration::from_secs(60);
         tokio::time::timeout(limit, invitation.cancel()).await??;
-        let waited = tokio::time::timeout(limit, waiting).await??;
-        ensure!(
-            matches!(&waited, Err(MendError::Invalid(m)) if m.contains("ended")),
-            "{waited:?}"
-        );
+        for waiting in waits {
+            let waited = tokio::time::timeout(limit, waiting).await??;
+            ensure!(
+                matches!(&waited, Err(MendError::Invalid(m)) if m.contains("ended")),
+                "{waited:?}"
+            );
+        }
         journal.shutdown().await?;
         relay.stop().await
     })

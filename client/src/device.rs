@@ -30,6 +30,8 @@ use crate::{
 /// How long the task that follows new epochs for live sync waits after a round that did not
 /// move, before it listens again.
 const FOLLOW_PAUSE: Duration = Duration::from_secs(5);
+/// The longest that pause grows to, while the journal still cannot move.
+const FOLLOW_PAUSE_MAX: Duration = Duration::from_secs(300);
 
 /// A journal with its keys and its relay connection: what the CLI and the bindings hold.
 ///
@@ -52,6 +54,10 @@ pub struct Device {
     removed: Mutex<Option<String>>,
     /// Whether a task follows new epochs for live sync ([`Device::start_live_following`]).
     following: AtomicBool,
+    /// Held for the length of a sync round.
+    rounds: tokio::sync::Mutex<()>,
+    /// Set by [`Device::stop_live`]: ends a round the epoch-following task is running.
+    live_stopped: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Device {
@@ -105,6 +111,8 @@ impl Device {
             certified: AtomicBool::new(false),
             removed: Mutex::new(None),
             following: AtomicBool::new(false),
+            rounds: tokio::sync::Mutex::new(()),
+            live_stopped: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -518,6 +526,11 @@ impl Device {
         self.refuse_if_removed()?;
         let deadline = tokio::time::Instant::now() + budget;
         let mut stop = std::pin::pin!(stop);
+        // One round at a time: a round that moves the journal to a new epoch must not run
+        // beside another whose engine still holds the old epoch's keys. The other round ends
+        // within its own budget; this one keeps what is left of its own.
+        let _turn = self.rounds.lock().await;
+        let budget = deadline.saturating_duration_since(tokio::time::Instant::now());
         let mut report = self.client.sync_round_or(budget, stop.as_mut()).await?;
         self.certify_quietly().await;
         // A round can bring a new epoch: move, then sync the new spaces in what is left.
@@ -672,6 +685,13 @@ impl Device {
                 Err(_) => return Ok(false),
             }
         };
+        // Live sync's engine and sockets are this epoch's: none may run while the journal moves
+        // (it would read the old spaces into the new epoch's state, or push the new epoch's
+        // changes under the old keys). Started again on the spaces the journal is in after.
+        let was_live = self.is_live();
+        if was_live {
+            self.stop_live_inner().await;
+        }
         let journal = Arc::clone(&self.journal);
         let (old_couple, old_personal) = (keyring.couple.clone(), keyring.personal.clone());
         let moved = blocking(move || {
@@ -697,9 +717,23 @@ impl Device {
                 }
             })
         })
-        .await?;
+        .await;
+        let moved = match moved {
+            Ok(moved) => moved,
+            Err(e) => {
+                if was_live {
+                    self.start_live()?;
+                }
+                return Err(e);
+            }
+        };
         match moved {
-            Followed::Stay => Ok(false),
+            Followed::Stay => {
+                if was_live {
+                    self.start_live()?;
+                }
+                Ok(false)
+            }
             Followed::Removed(at, rejoined) => {
                 let when = mend_core::date::LocalDate::from_unix_ms(at, 0);
                 if let Ok(mut removed) = self.removed.lock() {
@@ -732,13 +766,11 @@ impl Device {
                     kept.links()
                 };
                 self.client.relink(links);
+                if was_live {
+                    self.start_live()?;
+                }
                 if let Some(observer) = &self.observer {
                     observer.keyring_changed();
-                }
-                // Live sync's sockets are the old epoch's.
-                if self.is_live() {
-                    self.stop_live().await;
-                    self.start_live()?;
                 }
                 Ok(true)
             }
@@ -911,7 +943,9 @@ impl Device {
         }
         let device = Arc::downgrade(self);
         let news = self.client.epoch_news();
+        let mut stopped = self.live_stopped.subscribe();
         tokio::spawn(async move {
+            let mut pause = FOLLOW_PAUSE;
             loop {
                 news.notified().await;
                 let Some(device) = device.upgrade() else {
@@ -920,29 +954,40 @@ impl Device {
                 if !device.is_live() {
                     continue;
                 }
-                match device.sync_round(budget).await {
-                    Ok(report) if report.keyring_changed => {}
-                    Ok(_) => {
-                        // Not moved yet (the relay out of reach, or the history the epoch
-                        // starts from still on its way): the next news tries again, not
-                        // before a pause.
-                        drop(device);
-                        tokio::time::sleep(FOLLOW_PAUSE).await;
+                stopped.mark_unchanged();
+                let cut = async {
+                    let _ = stopped.changed().await;
+                };
+                let outcome = device.sync_round_or(budget, cut).await;
+                drop(device);
+                match outcome {
+                    Ok(report) if report.keyring_changed => {
+                        pause = FOLLOW_PAUSE;
+                        continue;
                     }
+                    Ok(_) => {}
                     Err(Error::DeviceRemoved(_)) => break,
-                    Err(e) => {
-                        tracing::info!(error = %e, "a new epoch could not be followed yet");
-                        drop(device);
-                        tokio::time::sleep(FOLLOW_PAUSE).await;
-                    }
+                    Err(e) => tracing::info!(error = %e, "a new epoch could not be followed yet"),
                 }
+                // Not moved (the relay out of reach, the history the epoch starts from still
+                // on its way, or an announcement this device cannot follow): the next news
+                // tries again after a pause that grows, so a journal that cannot move does
+                // not run round after round.
+                tokio::time::sleep(pause).await;
+                pause = pause.saturating_mul(2).min(FOLLOW_PAUSE_MAX);
             }
         });
         Ok(())
     }
 
-    /// Stops live sync and waits for its sockets to close.
+    /// Stops live sync and waits for its sockets to close. A round the epoch-following task
+    /// runs is cut too.
     pub async fn stop_live(&self) {
+        self.live_stopped.send_modify(|n| *n = n.wrapping_add(1));
+        self.stop_live_inner().await;
+    }
+
+    async fn stop_live_inner(&self) {
         let live = self.live.lock().ok().and_then(|mut l| l.take());
         if let Some(live) = live {
             live.stop().await;
@@ -1072,11 +1117,14 @@ fn catch_up_keyring(journal: &Journal, keyring: &mut Keyring) -> Result<()> {
     let Some(key) = keyring.device_key.clone() else {
         return Ok(());
     };
-    if journal.epoch()? == 0 || journal.couple_space_id() == Some(keyring.couple.derive_space_id())
-    {
+    if journal.epoch()? == 0 {
         return Ok(());
     }
-    if let Some(secrets) = journal.epoch_secrets(&key)? {
+    // The box the journal moved with decides (not the space id the journal names, which a
+    // crash in the middle of a move could leave behind).
+    if let Some(secrets) = journal.epoch_secrets(&key)?
+        && secrets.couple.derive_space_id() != keyring.couple.derive_space_id()
+    {
         keyring.couple = secrets.couple;
         if let Some(personal) = secrets.personal {
             keyring.personal = personal;

@@ -90,6 +90,17 @@ pub(crate) fn epoch_actor(epoch: u32) -> ActorId {
     ActorId::from(actor)
 }
 
+/// The epoch whose first change `actor` makes ([`epoch_actor`]), if it is such an actor.
+pub(crate) fn epoch_of_actor(actor: &ActorId) -> Option<u32> {
+    let bytes = actor.to_bytes();
+    let (head, number) = (bytes.get(..12)?, bytes.get(12..16)?);
+    if bytes.len() != 16 || head[..10] != *b"mend-epoch" || head[10..] != [0, 0] {
+        return None;
+    }
+    let n = u32::from_be_bytes(number.try_into().ok()?);
+    (n > 0).then_some(n)
+}
+
 /// What a rebuild leaves out.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Leave {
@@ -161,4 +172,21 @@ pub(crate) fn rebuild(
     let (hash, _) = tx.commit_with(CommitOptions::default().with_time(0));
     let hash = hash.ok_or_else(|| Error::Corrupt("an empty rebuild".into()))?;
     Ok((SpaceDoc::from_doc(doc.with_actor(actor))?, hash))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_epochs_actor_names_its_epoch_and_no_other_actor_does() {
+        for n in [1, 2, 77, u32::MAX] {
+            assert_eq!(epoch_of_actor(&epoch_actor(n)), Some(n));
+        }
+        assert_eq!(epoch_of_actor(&ActorId::from([0u8; 16])), None);
+        assert_eq!(epoch_of_actor(&ActorId::from(vec![7u8; 24])), None);
+        let mut near = epoch_actor(3).to_bytes().to_vec();
+        near[10] = 1;
+        assert_eq!(epoch_of_actor(&ActorId::from(near)), None);
+    }
 }

@@ -446,27 +446,44 @@ impl Journal {
         self.load_roster()
     }
 
-    /// The epoch the couple's document itself is in (its first change names it) and that
-    /// change's hash: for a journal rebuilt from what the relay holds (a restore from the
-    /// keyring), whose metadata knows no epoch yet. `None` in epoch 0.
+    /// The epoch the couple's document itself is in, and its first change's hash: for a
+    /// journal rebuilt from what the relay holds (a restore from the keyring), whose metadata
+    /// knows no epoch yet. `None` in epoch 0.
+    ///
+    /// The first change is the one change made on the genesis alone by an epoch's actor (its
+    /// number is in the actor); a document holding two such changes, or naming an epoch
+    /// without one, is refused rather than guessed at.
     pub fn epoch_in_document(&self) -> Result<Option<(u32, [u8; 32])>> {
         let am = self.doc(Space::Couple)?.am();
-        let epoch = match am.get(ROOT, rebuild::EPOCH_ROOT_KEY)? {
-            Some((Value::Scalar(s), _)) => match s.as_ref() {
-                ScalarValue::Int(n) => u32::try_from(*n).ok().filter(|n| *n > 0),
-                _ => None,
-            },
-            _ => None,
-        };
-        let Some(epoch) = epoch else {
+        let changes = am.get_changes(&[]);
+        let Some(genesis) = changes
+            .iter()
+            .find(|c| c.deps().is_empty())
+            .map(|c| c.hash())
+        else {
             return Ok(None);
         };
-        let actor = rebuild::epoch_actor(epoch);
-        Ok(am
-            .get_changes(&[])
-            .into_iter()
-            .find(|c| *c.actor_id() == actor)
-            .map(|c| (epoch, c.hash().0)))
+        let firsts: Vec<(u32, [u8; 32])> = changes
+            .iter()
+            .filter(|c| c.deps() == [genesis])
+            .filter_map(|c| {
+                let n = rebuild::epoch_of_actor(c.actor_id())?;
+                Some((n, c.hash().0))
+            })
+            .collect();
+        let named = matches!(
+            am.get(ROOT, rebuild::EPOCH_ROOT_KEY)?,
+            Some((Value::Scalar(s), _)) if matches!(s.as_ref(), ScalarValue::Int(n) if *n > 0)
+        );
+        match firsts.as_slice() {
+            [] if !named => Ok(None),
+            [first] => Ok(Some(*first)),
+            _ => Err(Error::Corrupt(
+                "the journal at the relay does not say which epoch it is in: restore on \
+                 another device, or pair this one again"
+                    .into(),
+            )),
+        }
     }
 
     /// The couple's space id this journal syncs (that of its epoch), once it signs.
@@ -999,7 +1016,10 @@ impl Journal {
             .as_ref()
             .map(|(sealed, from)| (hex::encode(sealed), hex::encode(from)));
         let hold = if step.rekey.is_some() { "1" } else { "" };
+        let space_id = step.secrets.couple.derive_space_id();
+        let space_hex = hex::encode(space_id);
         let mut metas: Vec<(&str, &str)> = vec![
+            (registry::META_COUPLE_SPACE, &space_hex),
             (META_RETIRE_HOLD, hold),
             (META_EPOCH, &epoch_text),
             (META_RETIRE_WAIT, &wait),
@@ -1020,6 +1040,7 @@ impl Journal {
             saves.iter().map(|(s, b)| (*s, b.as_slice())).collect();
         let unsent: Vec<(Space, &[u8])> = changes.iter().map(|(s, b)| (*s, b.as_slice())).collect();
         self.store.start_epoch(&save_refs, &unsent, &metas, now)?;
+        self.couple_space = Some(space_id);
         for (space, new, _, _) in moved {
             match space {
                 Space::Couple => self.couple.set(new),
@@ -1031,7 +1052,6 @@ impl Journal {
         for space in [Space::Couple, Space::Personal] {
             self.rebuild_view(space)?;
         }
-        let space_id = step.secrets.couple.derive_space_id();
         let signer = Signer::new(
             space_id,
             identity,
