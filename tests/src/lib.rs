@@ -391,3 +391,26 @@ pub fn files_under(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// An honesty moment saying `text`: the entry the epoch and rejoin stories write.
+pub fn honest(text: &str) -> mend_core::Body {
+    mend_core::Body::HonestyMoment(mend_core::model::HonestyMoment {
+        text: text.into(),
+        ..Default::default()
+    })
+}
+
+/// The words of every honesty moment `device` reads (removed ones left out), sorted.
+pub fn honest_texts(device: &Device) -> Result<Vec<String>> {
+    let mut out: Vec<String> = device
+        .read(|j| j.records())?
+        .into_iter()
+        .filter(|r| !r.removed)
+        .filter_map(|r| match r.body {
+            mend_core::Body::HonestyMoment(h) => Some(h.text),
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}

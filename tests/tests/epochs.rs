@@ -3,15 +3,8 @@
 //! the new epoch and keeps what it wrote, even with a keyring its app did not store again.
 
 use anyhow::{Result, ensure};
-use mend_core::{Body, Error, crypto::PairingKind, model::HonestyMoment};
-use mend_e2e::{Phone, ROUND, Relay, couple};
-
-fn honest(text: &str) -> Body {
-    Body::HonestyMoment(HonestyMoment {
-        text: text.into(),
-        ..Default::default()
-    })
-}
+use mend_core::{Error, crypto::PairingKind};
+use mend_e2e::{Phone, ROUND, Relay, couple, honest, honest_texts};
 
 /// A device of the same partner as `of`, paired through the relay.
 async fn another_device(
@@ -24,16 +17,7 @@ async fn another_device(
 }
 
 fn texts(phone: &Phone) -> Result<Vec<String>> {
-    let mut out: Vec<String> = phone
-        .read(|j| j.records())?
-        .into_iter()
-        .filter_map(|r| match r.body {
-            Body::HonestyMoment(h) => Some(h.text),
-            _ => None,
-        })
-        .collect();
-    out.sort();
-    Ok(out)
+    honest_texts(&phone.device)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

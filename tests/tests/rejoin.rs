@@ -4,28 +4,11 @@
 //! else, reads nothing new and gets nothing in.
 
 use anyhow::{Result, ensure};
-use mend_core::{Body, Error, crypto::PairingKind, model::HonestyMoment};
-use mend_e2e::{Phone, ROUND, Relay, couple};
-
-fn honest(text: &str) -> Body {
-    Body::HonestyMoment(HonestyMoment {
-        text: text.into(),
-        ..Default::default()
-    })
-}
+use mend_core::{Error, crypto::PairingKind};
+use mend_e2e::{Phone, ROUND, Relay, couple, honest, honest_texts};
 
 fn texts(phone: &Phone) -> Result<Vec<String>> {
-    let mut out: Vec<String> = phone
-        .read(|j| j.records())?
-        .into_iter()
-        .filter(|r| !r.removed)
-        .filter_map(|r| match r.body {
-            Body::HonestyMoment(h) => Some(h.text),
-            _ => None,
-        })
-        .collect();
-    out.sort();
-    Ok(out)
+    honest_texts(&phone.device)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,15 +229,7 @@ async fn a_rejoined_partner_restores_from_the_keyring() -> Result<()> {
     );
     let status = restored.sync_now(ROUND).await?;
     ensure!(!status.syncing, "{status:?}");
-    let mut seen: Vec<String> = restored
-        .read(|j| j.records())?
-        .into_iter()
-        .filter_map(|r| match r.body {
-            Body::HonestyMoment(h) => Some(h.text),
-            _ => None,
-        })
-        .collect();
-    seen.sort();
+    let seen = honest_texts(&restored)?;
     ensure!(
         seen == ["Alex, before", "Alex, on the new phone"],
         "restored reads {seen:?} ({:?})",

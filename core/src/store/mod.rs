@@ -320,6 +320,13 @@ impl Store {
     /// Sets metadata values in one transaction.
     pub fn set_meta(&mut self, pairs: &[(&str, &str)]) -> Result<()> {
         let tx = self.conn.transaction()?;
+        Self::put_meta(&tx, pairs)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Writes `pairs` into the metadata inside `tx`.
+    pub(crate) fn put_meta(tx: &rusqlite::Transaction<'_>, pairs: &[(&str, &str)]) -> Result<()> {
         for (k, v) in pairs {
             tx.execute(
                 "INSERT INTO meta (key, value) VALUES (?1, ?2) \
@@ -327,7 +334,6 @@ impl Store {
                 params![k, v],
             )?;
         }
-        tx.commit()?;
         Ok(())
     }
 

@@ -335,13 +335,7 @@ impl Store {
                     params![space.as_str(), bytes],
                 )?;
             }
-            for (k, v) in metas {
-                tx.execute(
-                    "INSERT INTO meta (key, value) VALUES (?1, ?2) \
-                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    params![k, v],
-                )?;
-            }
+            Self::put_meta(&tx, metas)?;
             tx.commit()?;
             for (space, _) in saves {
                 store.rows[*space as usize].set(Some(0));
