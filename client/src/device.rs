@@ -849,13 +849,12 @@ impl Device {
         })
         .await?;
         self.written(written);
-        // A few rounds: one pushes the announcement, the next may be needed to hear the
-        // relay keep it. Another device's rotation may win instead: then the joiner's key is
-        // not the one in force, and this pairing stops.
-        // The new epoch's first change must be at the relay before the joiner's first push, or
-        // a device that reads the new epoch from its start would meet the joiner's device
-        // before the change that vouches for it: rounds go on until nothing waits to be
-        // pushed.
+        // A few rounds: one pushes the announcement, the next may be needed to hear the relay
+        // keep it, and they go on until nothing waits to be pushed: the new epoch's first
+        // change must be at the relay before the joiner's first push, or a device reading the
+        // epoch from its start would meet the joiner's device before the change that vouches
+        // for it. Another device's rotation may win instead: then the joiner's key is not the
+        // one in force, and this pairing stops.
         let mut pushed = false;
         for _ in 0..4 {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
