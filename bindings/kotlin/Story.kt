@@ -174,8 +174,25 @@ suspend fun rejoinStory(alex: Journal, blake: Journal, path: String, relay: Stri
         blake.round()
         alex.round()
         val before = everything(alex).map { it.id }
+        // Alex asks first; Blake's phone (not yet lost) is shown the ask, and a rejoin before
+        // the wait is refused.
+        val asked = alex.askToRejoin()
+        alex.round()
+        blake.round()
+        val shown = blake.rejoinAsks().aboutMe
+        check("Blake's phone is shown Alex's ask to let a new device in as Blake",
+            shown?.askedBy == alex.me() && shown.askedAt == asked.askedAt && shown.cancelledAt == null)
+        try {
+            alex.inviteToRejoin(shortCode = true)
+            check("a rejoin before the wait is refused", false)
+        } catch (e: MendException.Invalid) {
+            check("a rejoin before the wait is refused", !alex.rejoinAsks().ready)
+        }
         blake.shutdown()
         blake.close()
+        // The wait passes (shortened here) with no cancel.
+        alex.setRejoinWait(0)
+        check("Alex's ask stood the wait", alex.rejoinAsks().ready)
         val invitation = alex.inviteToRejoin(shortCode = true)
         val asking = async { invitation.waitForJoiner(20_000) }
         val joining = Joining.start(invitation.code(), "", relay, JournalOptions(relayPin = pin))

@@ -174,7 +174,24 @@ async def rejoin_story(alex, blake, work, relay, pin):
     await round_of(blake)
     await round_of(alex)
     before = [r.id for r in await everything(alex)]
+    # Alex asks first; Blake's phone (not yet lost) is shown the ask, and a rejoin before the
+    # wait is refused.
+    asked = await alex.ask_to_rejoin()
+    await round_of(alex)
+    await round_of(blake)
+    shown = (await blake.rejoin_asks()).about_me
+    check("Blake's phone is shown Alex's ask to let a new device in as Blake",
+          shown is not None and shown.asked_by == await alex.me()
+          and shown.asked_at == asked.asked_at and shown.cancelled_at is None)
+    try:
+        await alex.invite_to_rejoin(True)
+        check("a rejoin before the wait is refused", False)
+    except MendError.Invalid:
+        check("a rejoin before the wait is refused", not (await alex.rejoin_asks()).ready)
     await blake.shutdown()
+    # The wait passes (shortened here) with no cancel.
+    await alex.set_rejoin_wait(0)
+    check("Alex's ask stood the wait", (await alex.rejoin_asks()).ready)
     invitation = await alex.invite_to_rejoin(True)
     asking = asyncio.ensure_future(invitation.wait_for_joiner(20_000))
     joining = await Joining.start(invitation.code(), "", relay, JournalOptions(relay_pin=pin))

@@ -28,7 +28,7 @@ use crate::{
         RecordVisibility,
     },
     error::{MendError, Result},
-    pairing::Invitation,
+    pairing::{Invitation, RejoinAsk, RejoinAsks},
     queries::{
         BoundaryStatus, PacketOptions, ProgressReport, QuestionThread, RecordThread, TimelinePage,
         TimelineQuery,
@@ -453,7 +453,8 @@ impl Journal {
     /// Opens a pairing for the other partner, who lost every device, to rejoin on a new one
     /// (an invite, or with `short_code` a short code). Accepting it first moves the journal to
     /// new secrets that none of their old devices can read, then lets the new device in as
-    /// the partner they were. Fails with `invalid` when nobody has joined as the partner yet.
+    /// the partner they were. Fails with `invalid` when nobody has joined as the partner yet,
+    /// or until this partner's ask (`askToRejoin`) has stood for the wait uncancelled.
     pub async fn invite_to_rejoin(&self, short_code: bool) -> Result<Arc<Invitation>> {
         let device = self.device()?;
         run(async move {
@@ -464,6 +465,41 @@ impl Journal {
             )))
         })
         .await
+    }
+
+    /// Asks to let a new device in as the other partner, who lost every device. Every device
+    /// of theirs shows the ask (`rejoinAsks().aboutMe`) and can cancel it; `inviteToRejoin`
+    /// works once it has stood for the wait uncancelled. Sync soon after (`syncNow`), so the
+    /// wait counts from an ask their devices can see. Asking again while an ask stands keeps
+    /// its time. Put it behind the owner's own authentication, as `inviteToRejoin`.
+    pub async fn ask_to_rejoin(&self) -> Result<RejoinAsk> {
+        let device = self.device()?;
+        blocking(move || Ok(device.ask_rejoin()?.into())).await
+    }
+
+    /// Cancels the other partner's ask to let a new device in as this partner (this partner
+    /// still has a device: this one). Sync soon after, so their devices see it.
+    pub async fn cancel_rejoin(&self) -> Result<RejoinAsk> {
+        let device = self.device()?;
+        blocking(move || Ok(device.cancel_rejoin()?.into())).await
+    }
+
+    /// The asks to rejoin this journal holds. Show `aboutMe`, when it stands, loudly and with
+    /// a way to cancel: unless this partner lost every other device and asked for it, someone
+    /// is trying to come in as them. Read it again after each sync.
+    pub async fn rejoin_asks(&self) -> Result<RejoinAsks> {
+        let device = self.device()?;
+        blocking(move || Ok(device.rejoin_asks()?.into())).await
+    }
+
+    /// How long an ask to rejoin stands before this device lets the rejoin go ahead (72 hours
+    /// unless set; a shorter wait leaves a partner who still has a device less time to
+    /// cancel).
+    pub async fn set_rejoin_wait(&self, seconds: i64) -> Result<()> {
+        let seconds = u64::try_from(seconds)
+            .map_err(|_| MendError::Invalid("a wait cannot be negative".into()))?;
+        let device = self.device()?;
+        blocking(move || Ok(device.set_rejoin_wait(std::time::Duration::from_secs(seconds))?)).await
     }
 
     /// Shuts one of this partner's own devices (a lost phone; its id from `partners()`) out of

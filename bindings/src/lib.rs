@@ -40,7 +40,7 @@ pub use enums::*;
 pub use error::{MendError, Result};
 pub use journal::{Journal, JournalOptions};
 pub use logger::{LogLevel, LogRecord, LogSink, set_logger, version};
-pub use pairing::{Invitation, Joiner, Joining};
+pub use pairing::{Invitation, Joiner, Joining, RejoinAsk, RejoinAsks};
 pub use queries::*;
 pub use records::*;
 pub use sync::{SyncProblem, SyncProblemKind, SyncReport, SyncStatus};

@@ -11,6 +11,7 @@ use mend_core::crypto::PairingKind;
 use tokio::sync::{Mutex, watch};
 
 use crate::{
+    convert::PartnerId,
     error::{MendError, Result},
     journal::{Journal, JournalOptions, millis},
     runtime::run,
@@ -290,5 +291,56 @@ impl Joining {
             Ok(())
         })
         .await
+    }
+}
+
+/// An ask to let a new device in as a partner who lost every device.
+#[derive(Clone, Debug, PartialEq, uniffi::Record)]
+pub struct RejoinAsk {
+    /// The partner whose devices the rejoin would replace.
+    pub partner: PartnerId,
+    /// The partner who asked.
+    pub asked_by: PartnerId,
+    /// When (unix ms, the asking device's clock).
+    pub asked_at: i64,
+    /// When a device of `partner` cancelled it (unix ms), if one did.
+    pub cancelled_at: Option<i64>,
+}
+
+impl From<mend_core::journal::RejoinAsk> for RejoinAsk {
+    fn from(a: mend_core::journal::RejoinAsk) -> Self {
+        Self {
+            partner: a.partner.to_string().into(),
+            asked_by: a.asked_by.to_string().into(),
+            asked_at: a.at,
+            cancelled_at: a.cancelled_at,
+        }
+    }
+}
+
+/// The asks to rejoin a journal holds (`Journal.rejoinAsks`).
+#[derive(Clone, Debug, PartialEq, uniffi::Record)]
+pub struct RejoinAsks {
+    /// This partner's ask to let a new device in as the other partner.
+    pub mine: Option<RejoinAsk>,
+    /// The other partner's ask to let a new device in as this partner.
+    pub about_me: Option<RejoinAsk>,
+    /// When `mine` may go ahead, by this device's wait (unix ms).
+    pub mine_ready_at: Option<i64>,
+    /// When `about_me` may go ahead, by this device's wait (unix ms).
+    pub about_me_ready_at: Option<i64>,
+    /// Whether `mine` stood the wait uncancelled: `inviteToRejoin` can go ahead.
+    pub ready: bool,
+}
+
+impl From<mend_client::RejoinAsks> for RejoinAsks {
+    fn from(a: mend_client::RejoinAsks) -> Self {
+        Self {
+            mine: a.mine.map(Into::into),
+            about_me: a.about_me.map(Into::into),
+            mine_ready_at: a.mine.map(|m| m.ready_at(a.wait)),
+            about_me_ready_at: a.about_me.map(|m| m.ready_at(a.wait)),
+            ready: a.ready,
+        }
     }
 }

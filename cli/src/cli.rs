@@ -90,6 +90,25 @@ pub enum DevicesAction {
     },
 }
 
+/// What `rejoin` does; without one, it shows the asks.
+#[derive(Debug, Subcommand)]
+pub enum RejoinAction {
+    /// Ask to let a new device in as your partner, who lost every device. Their devices show
+    /// the ask and can cancel it; `mend invite --rejoin` works once it has stood for the wait
+    /// (72 hours; `MEND_REJOIN_WAIT` sets it in seconds) uncancelled.
+    Ask {
+        /// Longest time to wait for the relay, in seconds.
+        #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+        timeout: u64,
+    },
+    /// Cancel your partner's ask to let a new device in as you: you still have this one.
+    Cancel {
+        /// Longest time to wait for the relay, in seconds.
+        #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+        timeout: u64,
+    },
+}
+
 /// Every command.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -120,8 +139,9 @@ pub enum Command {
         #[arg(long, conflicts_with = "rejoin")]
         device: bool,
         /// An invite for your partner who lost every device, to rejoin on a new one: all
-        /// their old devices are shut out, and the journal moves to new secrets first. Always
-        /// asks before letting anyone in.
+        /// their old devices are shut out, and the journal moves to new secrets first. Works
+        /// once `mend rejoin ask` has stood for the wait uncancelled. Always asks before
+        /// letting anyone in.
         #[arg(long, conflicts_with = "yes")]
         rejoin: bool,
         /// Accept whoever joins without asking (for scripts: then anyone who sees the invite
@@ -373,6 +393,12 @@ pub enum Command {
         /// JSON for scripts.
         #[arg(long)]
         json: bool,
+    },
+    /// Asks to rejoin: your partner lost every device and wants in on a new one, or they asked
+    /// to let a new device in as you. Without an action, shows what stands.
+    Rejoin {
+        #[command(subcommand)]
+        action: Option<RejoinAction>,
     },
     /// Start the journal over without its history: removed records keep their place and lose
     /// their words on every device (each moves when it next syncs).

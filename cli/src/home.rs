@@ -135,6 +135,9 @@ impl Home {
             self.save_keyring(&device.keyring())?;
         }
         device.set_calendar(calendar)?;
+        if let Some(wait) = rejoin_wait()? {
+            device.set_rejoin_wait(wait)?;
+        }
         Ok(device)
     }
 
@@ -270,3 +273,15 @@ fn warn_if_readable_by_others(path: &Path) {
 
 #[cfg(not(unix))]
 fn warn_if_readable_by_others(_path: &Path) {}
+
+/// The wait before a rejoin may go ahead, from `MEND_REJOIN_WAIT` (seconds), when set.
+fn rejoin_wait() -> Result<Option<std::time::Duration>> {
+    match std::env::var("MEND_REJOIN_WAIT") {
+        Ok(secs) => secs
+            .trim()
+            .parse::<u64>()
+            .map(|s| Some(std::time::Duration::from_secs(s)))
+            .map_err(|_| Failure::input("MEND_REJOIN_WAIT: a number of seconds").into()),
+        Err(_) => Ok(None),
+    }
+}

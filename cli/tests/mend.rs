@@ -116,10 +116,17 @@ impl World {
 
     /// Runs `mend` with the couple's time zone `zone`.
     fn mend_in(&self, zone: &str, home: &str, args: &[&str]) -> Result<Run> {
+        self.mend_env(home, args, &[("MEND_TZ", zone)])
+    }
+
+    /// Runs `mend` with `env` set (the time zone UTC unless it says otherwise).
+    fn mend_env(&self, home: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Run> {
         let output = assert_cmd::Command::new(cargo_bin!("mend"))
             .env_remove("MEND_HOME")
-            .env("MEND_TZ", zone)
+            .env("MEND_TZ", "UTC")
             .env_remove("MEND_WEEK_START")
+            .env_remove("MEND_REJOIN_WAIT")
+            .envs(env.iter().copied())
             .arg("--home")
             .arg(self.home(home))
             .args(args)
@@ -146,10 +153,23 @@ impl World {
         args: &[&str],
         answer: Option<&str>,
     ) -> Result<std::process::Child> {
+        self.spawn_env(home, args, answer, &[])
+    }
+
+    /// [`World::spawn_answering`] with `env` set.
+    fn spawn_env(
+        &self,
+        home: &str,
+        args: &[&str],
+        answer: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Result<std::process::Child> {
         use std::io::Write;
         let mut child = std::process::Command::new(cargo_bin!("mend"))
             .env_remove("MEND_HOME")
             .env("MEND_TZ", "UTC")
+            .env_remove("MEND_REJOIN_WAIT")
+            .envs(env.iter().copied())
             .arg("--home")
             .arg(self.home(home))
             .args(args)
@@ -644,7 +664,31 @@ fn a_partner_who_lost_every_device_rejoins_with_a_short_code() -> Result<()> {
         )?
         .ok()?;
     world.sync_both()?;
-    // Alex's phone is gone; on a new one, Alex reads out the code Blake's journal shows.
+    // Alex's phone is gone. Blake asks first; a rejoin before the wait is refused.
+    world
+        .mend("blake", &["invite", "--rejoin", "--plain"])?
+        .fails(3, "ask first")?;
+    let asked = world.mend("blake", &["rejoin", "ask"])?.ok()?;
+    ensure!(
+        asked.contains("Asked") && asked.contains("72 hours"),
+        "ask said: {asked}"
+    );
+    world
+        .mend("blake", &["invite", "--rejoin", "--plain"])?
+        .fails(3, "72 hours")?;
+    let status = world.mend("blake", &["rejoin"])?.ok()?;
+    ensure!(status.contains("You asked on"), "rejoin said: {status}");
+    // Every device of Alex's is told, loudly, on its next sync (this one is in a drawer).
+    let told = world.mend("alex", &["sync"])?.ok()?;
+    ensure!(
+        told.contains("Blake asked on") && told.contains("mend rejoin cancel"),
+        "Alex's phone was not told: {told}"
+    );
+    // The wait passes (shortened here) with no cancel.
+    let waited = [("MEND_REJOIN_WAIT", "0")];
+    let ready = world.mend_env("blake", &["rejoin"], &waited)?.ok()?;
+    ensure!(ready.contains("stood uncancelled"), "rejoin said: {ready}");
+    // On a new phone, Alex reads out the code Blake's journal shows.
     let (url, pin) = (world.relay.url(), world.pin()?);
     // A short code says what it is for only once claimed, so `join` asks for a name anyway.
     let join = [
@@ -656,10 +700,11 @@ fn a_partner_who_lost_every_device_rejoins_with_a_short_code() -> Result<()> {
         pin.as_str(),
     ];
     let (code, host) = first_line(
-        world.spawn_answering(
+        world.spawn_env(
             "blake",
             &["invite", "--rejoin", "--code", "--plain"],
             Some("y\n"),
+            &waited,
         )?,
         |_| true,
     )?;
@@ -705,6 +750,40 @@ fn a_partner_who_lost_every_device_rejoins_with_a_short_code() -> Result<()> {
     // Letting whoever comes first in, unasked, is never offered for a rejoin.
     let both = world.mend("blake", &["invite", "--rejoin", "--yes"])?;
     ensure!(both.code == 2 && both.stderr.contains("--yes"), "{both:?}");
+    Ok(())
+}
+
+#[test]
+fn a_partner_who_still_has_a_device_cancels_a_rejoin() -> Result<()> {
+    let world = World::start()?;
+    world.couple()?;
+    world
+        .mend("alex", &["rejoin", "cancel"])?
+        .fails(3, "nobody asked")?;
+    world.mend("blake", &["rejoin", "ask"])?.ok()?;
+    world.mend("alex", &["sync"])?.ok()?;
+    let shown = world.mend("alex", &["rejoin"])?.ok()?;
+    ensure!(
+        shown.contains("Blake asked on"),
+        "Alex's phone was not told: {shown}"
+    );
+    let cancelled = world.mend("alex", &["rejoin", "cancel"])?.ok()?;
+    ensure!(cancelled.contains("Cancelled"), "cancel said: {cancelled}");
+    world.mend("blake", &["sync"])?.ok()?;
+    let waited = [("MEND_REJOIN_WAIT", "0")];
+    let status = world.mend_env("blake", &["rejoin"], &waited)?.ok()?;
+    ensure!(
+        status.contains("cancelled your ask"),
+        "Blake's phone says: {status}"
+    );
+    world
+        .mend_env("blake", &["invite", "--rejoin", "--plain"], &waited)?
+        .fails(3, "cancelled")?;
+    let quiet = world.mend("alex", &["sync"])?.ok()?;
+    ensure!(
+        !quiet.contains("asked on"),
+        "still told after the cancel: {quiet}"
+    );
     Ok(())
 }
 

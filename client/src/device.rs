@@ -15,7 +15,9 @@ use mend_core::{
     Calendar, Certified, Error, Journal, Keyring, Partner, PartnerId, Result, Space,
     crypto::{Invite, InviteKind, PairingKind, PartnerIdentity, SpaceSecret},
     ids::DeviceId,
-    journal::{EpochNews, EpochSecrets, JoinSource, OldSpace, OpenOptions, Reason, Written},
+    journal::{
+        EpochNews, EpochSecrets, JoinSource, OldSpace, OpenOptions, Reason, RejoinAsk, Written,
+    },
     sync::{ProblemKind, SpaceLink, SyncStatus},
 };
 
@@ -58,6 +60,20 @@ pub struct Device {
     rounds: tokio::sync::Mutex<()>,
     /// Set by [`Device::stop_live`]: ends a round the epoch-following task is running.
     live_stopped: tokio::sync::watch::Sender<u64>,
+}
+
+/// The asks to rejoin a journal holds ([`Device::rejoin_asks`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RejoinAsks {
+    /// This partner's ask to let a new device in as the other partner.
+    pub mine: Option<RejoinAsk>,
+    /// The other partner's ask to let a new device in as this partner: unless this partner
+    /// lost their other devices and asked for it, a device of theirs should cancel it.
+    pub about_me: Option<RejoinAsk>,
+    /// How long an ask stands before this device lets the rejoin go ahead.
+    pub wait: Duration,
+    /// Whether `mine` has stood the wait uncancelled: a rejoin pairing can go ahead.
+    pub ready: bool,
 }
 
 impl std::fmt::Debug for Device {
@@ -797,6 +813,53 @@ impl Device {
     /// relay). Syncs within `budget`; store [`Device::keyring`] again afterwards.
     pub async fn forget(&self, budget: Duration) -> Result<RoundReport> {
         self.rotate(Reason::Forget, Vec::new(), budget).await
+    }
+
+    /// Asks to let a new device in as the other partner, who lost every device
+    /// ([`Journal::ask_rejoin`]). Sync carries the ask to their devices, which show it and
+    /// can cancel it; the rejoin ([`PairingKind::Rejoin`]) can go ahead once it has stood for
+    /// [`Device::rejoin_asks`]'s wait. Sync soon after, so the wait counts from an ask they
+    /// can see.
+    pub fn ask_rejoin(&self) -> Result<RejoinAsk> {
+        self.write(Journal::ask_rejoin)
+    }
+
+    /// Cancels the other partner's ask to let a new device in as this partner
+    /// ([`Journal::cancel_rejoin`]): this partner still has a device, this one.
+    pub fn cancel_rejoin(&self) -> Result<RejoinAsk> {
+        self.write(Journal::cancel_rejoin)
+    }
+
+    /// The asks to rejoin this journal holds: the app shows one naming this partner (with a
+    /// way to cancel it) and the state of this partner's own.
+    pub fn rejoin_asks(&self) -> Result<RejoinAsks> {
+        let mut journal = lock(&self.journal)?;
+        journal.step(|j| {
+            let me = j.me();
+            let other = j.partners().into_iter().map(|p| p.id).find(|id| *id != me);
+            let wait = j.rejoin_wait();
+            let mine = match other {
+                Some(other) => j.rejoin_ask(other)?.filter(|ask| ask.asked_by == me),
+                None => None,
+            };
+            let refusal = match other {
+                Some(other) => j.rejoin_refusal(other)?,
+                None => None,
+            };
+            Ok(RejoinAsks {
+                mine,
+                about_me: j.rejoin_ask(me)?,
+                wait,
+                ready: mine.is_some() && refusal.is_none(),
+            })
+        })
+    }
+
+    /// How long an ask to rejoin stands before this device lets the rejoin go ahead
+    /// ([`mend_core::journal::REJOIN_WAIT`] unless set).
+    pub fn set_rejoin_wait(&self, wait: Duration) -> Result<()> {
+        lock(&self.journal)?.set_rejoin_wait(wait);
+        Ok(())
     }
 
     /// Accepts whoever joins through `invitation` ([`Invitation::accept`]). For a rejoin, first

@@ -275,6 +275,18 @@ impl Device {
             // Written once the journal has moved to the epoch the rejoin starts
             // ([`Device::welcome`]).
             PairingKind::Rejoin => {
+                // Refused before a joiner gets as far as a code: the rejoin waits for its ask.
+                if let Some(why) = {
+                    let mut journal = crate::sync::lock(self.journal())?;
+                    journal.step(|j| {
+                        match j.partners().into_iter().map(|p| p.id).find(|id| *id != me) {
+                            Some(other) => j.rejoin_refusal(other),
+                            None => Ok(None),
+                        }
+                    })?
+                } {
+                    return Err(Error::Invalid(why));
+                }
                 self.read(|j| {
                     j.partners()
                         .into_iter()

@@ -1942,7 +1942,26 @@ fn a_device_cannot_vouch_for_its_own_partners_new_identity() -> Result<()> {
 fn forge_own_rejoin(seed: u64, spelled: &dyn Fn(&PartnerId) -> String) -> Result<()> {
     let mut s = story(seed)?;
     let mut forger = Forger::new(&s.sim, 1, s.blake)?;
-    let before = forged_counts(&s.sim, "other_identity");
+    // Even with an ask naming Blake in the document (which no honest device could write).
+    let blake = s.blake;
+    let ask = Forger::change(&s.sim, forger.actor(2), |doc| {
+        let obj = doc.put_object(ROOT, format!("rejoin_ask:{blake}"), ObjType::Map)?;
+        doc.put(&obj, "by", blake.to_string())?;
+        doc.put(&obj, "at", T0)?;
+        Ok(())
+    })?;
+    let plain = forger.bundle(&s.sim, &[ask])?;
+    forger.push(&mut s.sim, &plain)?;
+    s.sim.settle()?;
+    let spelled_blake = spelled(&s.blake);
+    forge_rejoin(&mut s, &mut forger, &spelled_blake, "other_identity")
+}
+
+/// Pushes, from `forger` (a device of Blake's), an announcement of epoch 1 that lets a new
+/// key in as the partner spelled `named`, with a box every honest device can open; checks
+/// that every honest device refused it as `breach` and still reaches the others.
+fn forge_rejoin(s: &mut Story, forger: &mut Forger, named: &str, breach: &str) -> Result<()> {
+    let before = forged_counts(&s.sim, breach);
     let taken = PartnerIdentity::generate()?.public();
     let space_id = s.sim.couple_keys.space_id;
     let secret = mend_core::crypto::SpaceSecret::generate()?;
@@ -1984,7 +2003,7 @@ fn forge_own_rejoin(seed: u64, spelled: &dyn Fn(&PartnerId) -> String) -> Result
         for (device, sealed) in &boxes {
             doc.put(&b, device.as_str(), ScalarValue::Bytes(sealed.clone()))?;
         }
-        doc.put(&obj, "rejoin", spelled(&blake))?;
+        doc.put(&obj, "rejoin", named)?;
         doc.put(
             &obj,
             "rejoin_key",
@@ -1997,11 +2016,13 @@ fn forge_own_rejoin(seed: u64, spelled: &dyn Fn(&PartnerId) -> String) -> Result
     s.sim.settle()?;
     for d in &s.sim.devices {
         ensure!(!d.removed, "{} was shut out", d.name);
-        ensure!(
-            d.journal().identity_in_force(s.blake)? != Some(taken),
-            "{} took Blake's identity for the forger's key",
-            d.name
-        );
+        for partner in [s.alex, s.blake] {
+            ensure!(
+                d.journal().identity_in_force(partner)? != Some(taken),
+                "{} took the forger's key as a partner's identity",
+                d.name
+            );
+        }
     }
     let id = s.sim.devices[2]
         .journal_mut()
@@ -2019,5 +2040,125 @@ fn forge_own_rejoin(seed: u64, spelled: &dyn Fn(&PartnerId) -> String) -> Result
             .any(|r| r.id == id),
         "Blake's honest phone no longer reaches Alex"
     );
-    refused_everywhere(&s.sim, "other_identity", &before)
+    refused_everywhere(&s.sim, breach, &before)
+}
+
+#[test]
+fn a_rejoin_needs_a_standing_ask_that_no_device_of_the_partner_cancelled() -> Result<()> {
+    // Never asked: Blake's device lets a new key in as Alex out of the blue.
+    let mut s = story(94)?;
+    let mut forger = Forger::new(&s.sim, 1, s.blake)?;
+    let alex = s.alex.to_string();
+    forge_rejoin(&mut s, &mut forger, &alex, "rejoin_unasked")?;
+
+    // Asked by Blake's honest phone, cancelled by Alex's phone, announced anyway.
+    let mut s = story(95)?;
+    let asked = s.sim.devices[2].journal_mut().ask_rejoin()?;
+    ensure!(asked.partner == s.alex && asked.asked_by == s.blake);
+    s.sim.settle()?;
+    for d in &s.sim.devices {
+        let seen = d.journal().rejoin_ask(s.alex)?;
+        ensure!(
+            seen.is_some_and(|a| a.cancelled_at.is_none()),
+            "{} does not see the ask",
+            d.name
+        );
+    }
+    s.sim.devices[0].journal_mut().cancel_rejoin()?;
+    s.sim.settle()?;
+    // Blake's honest phone will not go ahead, whatever its wait.
+    let blake_phone = s.sim.devices[2].journal_mut();
+    blake_phone.set_rejoin_wait(std::time::Duration::ZERO);
+    let key = PartnerIdentity::generate()?.public();
+    let refused = blake_phone.rotate_for_rejoin(s.alex, key);
+    ensure!(
+        matches!(&refused, Err(mend_core::Error::Invalid(m)) if m.contains("cancelled")),
+        "{refused:?}"
+    );
+    let mut forger = Forger::new(&s.sim, 1, s.blake)?;
+    let alex = s.alex.to_string();
+    forge_rejoin(&mut s, &mut forger, &alex, "rejoin_unasked")?;
+
+    // Asked again, it stands again, and once it has stood the wait Blake's phone goes ahead.
+    let again = s.sim.devices[2].journal_mut().ask_rejoin()?;
+    ensure!(again.cancelled_at.is_none());
+    s.sim.settle()?;
+    ensure!(
+        s.sim.devices[0]
+            .journal()
+            .rejoin_ask(s.alex)?
+            .is_some_and(|a| a.cancelled_at.is_none()),
+        "Alex's phone does not see the new ask"
+    );
+    let blake_phone = s.sim.devices[2].journal_mut();
+    let waiting = blake_phone.rotate_for_rejoin(s.alex, key);
+    ensure!(waiting.is_ok(), "{waiting:?}");
+    Ok(())
+}
+
+#[test]
+fn only_the_other_partner_asks_and_only_the_named_partner_cancels() -> Result<()> {
+    let mut s = story(96)?;
+    // A device of Alex's asking to let a new device in as Alex.
+    let before = forged_counts(&s.sim, "rejoin_ask");
+    let mut alex_forger = Forger::new(&s.sim, 0, s.alex)?;
+    let alex = s.alex;
+    let change = Forger::change(&s.sim, alex_forger.actor(1), |doc| {
+        let obj = doc.put_object(ROOT, format!("rejoin_ask:{alex}"), ObjType::Map)?;
+        doc.put(&obj, "by", alex.to_string())?;
+        doc.put(&obj, "at", T0)?;
+        Ok(())
+    })?;
+    let plain = alex_forger.bundle(&s.sim, &[change])?;
+    alex_forger.push(&mut s.sim, &plain)?;
+    s.sim.settle()?;
+    let after = forged_counts(&s.sim, "rejoin_ask");
+    ensure!(
+        after.iter().zip(&before).all(|(a, b)| a > b),
+        "Alex's own ask was not refused everywhere: {before:?} -> {after:?}"
+    );
+    // A device of Blake's asking in Alex's name.
+    let mut blake_forger = Forger::new(&s.sim, 1, s.blake)?;
+    forge(&mut s, &mut blake_forger, 2, "rejoin_ask", |doc, s| {
+        let obj = doc.put_object(ROOT, format!("rejoin_ask:{}", s.alex), ObjType::Map)?;
+        doc.put(&obj, "by", s.alex.to_string())?;
+        doc.put(&obj, "at", T0)?;
+        Ok(())
+    })?;
+    // Blake asks honestly; a device of Blake's then cancels it for Alex.
+    s.sim.devices[2].journal_mut().ask_rejoin()?;
+    s.sim.settle()?;
+    // (A device's refusals of one kind are reported once: another forging device.)
+    let mut blake_forger = Forger::new(&s.sim, 1, s.blake)?;
+    forge(&mut s, &mut blake_forger, 3, "rejoin_ask", |doc, s| {
+        let Some((Value::Object(ObjType::Map), ask)) =
+            doc.get(ROOT, format!("rejoin_ask:{}", s.alex))?
+        else {
+            anyhow::bail!("no ask");
+        };
+        doc.put(&ask, "cancelled", T0)?;
+        Ok(())
+    })?;
+    // An ask under a partner id spelled another way.
+    forge(&mut s, &mut blake_forger, 4, "structure", |doc, s| {
+        let spelled = s.alex.to_string().to_uppercase();
+        let obj = doc.put_object(ROOT, format!("rejoin_ask:{spelled}"), ObjType::Map)?;
+        doc.put(&obj, "by", s.blake.to_string())?;
+        doc.put(&obj, "at", T0)?;
+        Ok(())
+    })?;
+    for d in &s.sim.devices {
+        ensure!(
+            d.journal()
+                .rejoin_ask(s.alex)?
+                .is_some_and(|a| a.cancelled_at.is_none() && a.asked_by == s.blake),
+            "{} lost Blake's ask",
+            d.name
+        );
+        ensure!(
+            d.journal().rejoin_ask(s.blake)?.is_none(),
+            "an ask named Blake"
+        );
+    }
+    Ok(())
 }

@@ -23,7 +23,32 @@ async fn a_partner_who_lost_every_device_rejoins_through_the_other() -> Result<(
         phone.sync().await?;
     }
 
-    // Alex's only phone is gone. On a new one, Alex reads out a short code Blake's phone shows.
+    // Alex's only phone is gone. Blake asks first: every device of Alex's is shown the ask
+    // and could cancel it, and Blake's phone goes ahead only once it has stood the wait.
+    let asked = b.device.ask_rejoin()?;
+    ensure!(asked.partner == alex, "the ask names {:?}", asked.partner);
+    b.sync().await?;
+    let refused = b.device.invite(PairingKind::Rejoin, true).await;
+    ensure!(
+        matches!(&refused, Err(Error::Invalid(m)) if m.contains("72 hours")),
+        "the rejoin went ahead before the wait: {:?}",
+        refused.map(|_| ())
+    );
+    // (Were the lost phone on, it would show this; it is in a drawer and says nothing.)
+    lost.sync().await?;
+    let shown = lost.device.rejoin_asks()?;
+    ensure!(
+        shown
+            .about_me
+            .is_some_and(|a| a.cancelled_at.is_none() && a.at == asked.at),
+        "Alex's phone is not shown the ask: {shown:?}"
+    );
+    ensure!(shown.mine.is_none() && !shown.ready, "{shown:?}");
+    // The wait passes (this test shortens it) with no cancel.
+    b.device.set_rejoin_wait(std::time::Duration::ZERO)?;
+    ensure!(b.device.rejoin_asks()?.ready, "the ask is not ready");
+
+    // On a new phone, Alex reads out a short code Blake's phone shows.
     let new = Phone::pair(
         dir.path(),
         "a2.db",
@@ -173,6 +198,10 @@ async fn a_rejoin_needs_the_other_partner_and_a_pairing() -> Result<()> {
     );
     // A partner cannot rejoin themselves from a device they still hold.
     let (a, b) = couple(dir.path(), &relay).await?;
+    for phone in [&a, &b] {
+        phone.device.ask_rejoin()?;
+        phone.device.set_rejoin_wait(std::time::Duration::ZERO)?;
+    }
     let me = a.read(|j| Ok(j.me()))?;
     let key = mend_core::crypto::PartnerIdentity::generate()?.public();
     let refused = a.with(|j| j.rotate_for_rejoin(me, key));
@@ -200,6 +229,8 @@ async fn a_rejoined_partner_restores_from_the_keyring() -> Result<()> {
     lost.with(|j| j.add(honest("Alex, before")))?;
     lost.sync().await?;
     b.sync().await?;
+    b.device.ask_rejoin()?;
+    b.device.set_rejoin_wait(std::time::Duration::ZERO)?;
     let new = Phone::pair(
         dir.path(),
         "a2.db",
@@ -234,6 +265,59 @@ async fn a_rejoined_partner_restores_from_the_keyring() -> Result<()> {
         seen == ["Alex, before", "Alex, on the new phone"],
         "restored reads {seen:?} ({:?})",
         status.problems
+    );
+    Ok(())
+}
+
+/// Alex still has a phone: Blake's ask shows on it, Alex cancels, and Blake's phone will not
+/// let a new device in as Alex, whatever its wait, until Blake asks again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_who_still_has_a_device_cancels_the_rejoin() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path()).await?;
+    let (a, b) = couple(dir.path(), &relay).await?;
+    let alex = a.read(|j| Ok(j.me()))?;
+    // Nothing to cancel yet.
+    let nothing = a.device.cancel_rejoin();
+    ensure!(matches!(&nothing, Err(Error::Invalid(_))), "{nothing:?}");
+    b.device.ask_rejoin()?;
+    b.sync().await?;
+    a.sync().await?;
+    let shown = a.device.rejoin_asks()?.about_me;
+    ensure!(
+        shown.is_some_and(|ask| ask.partner == alex && ask.cancelled_at.is_none()),
+        "Alex's phone is not shown the ask: {shown:?}"
+    );
+    a.device.cancel_rejoin()?;
+    a.sync().await?;
+    b.sync().await?;
+    b.device.set_rejoin_wait(std::time::Duration::ZERO)?;
+    let mine = b.device.rejoin_asks()?;
+    ensure!(
+        mine.mine.is_some_and(|ask| ask.cancelled_at.is_some()) && !mine.ready,
+        "Blake's phone does not see the cancel: {mine:?}"
+    );
+    let refused = b.device.invite(PairingKind::Rejoin, true).await;
+    ensure!(
+        matches!(&refused, Err(Error::Invalid(m)) if m.contains("cancelled")),
+        "a cancelled ask let a rejoin go ahead: {:?}",
+        refused.map(|_| ())
+    );
+    // Asking again shows again on Alex's phone.
+    b.device.ask_rejoin()?;
+    b.sync().await?;
+    a.sync().await?;
+    ensure!(
+        a.device
+            .rejoin_asks()?
+            .about_me
+            .is_some_and(|ask| ask.cancelled_at.is_none()),
+        "the new ask is not shown"
+    );
+    ensure!(b.device.rejoin_asks()?.ready, "the new ask is not ready");
+    ensure!(
+        b.read(|j| j.epoch())? == 0 && a.read(|j| j.epoch())? == 0,
+        "the journal moved"
     );
     Ok(())
 }

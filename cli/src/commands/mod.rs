@@ -76,6 +76,13 @@ async fn dispatch(home: &Home, command: Command) -> Result<()> {
             timeout,
             ..
         } => devices::remove(home, &device, yes, timeout).await,
+        Command::Rejoin { action: None } => pairing::rejoin_status(home),
+        Command::Rejoin {
+            action: Some(crate::cli::RejoinAction::Ask { timeout }),
+        } => pairing::rejoin_ask(home, timeout).await,
+        Command::Rejoin {
+            action: Some(crate::cli::RejoinAction::Cancel { timeout }),
+        } => pairing::rejoin_cancel(home, timeout).await,
         Command::Erase { yes } => pairing::erase(home, yes).await,
         Command::Forget { yes, timeout } => pairing::forget(home, yes, timeout).await,
         Command::Add {

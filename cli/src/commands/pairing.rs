@@ -300,6 +300,124 @@ pub async fn forget(home: &Home, yes: bool, timeout: u64) -> Result<()> {
     Ok(())
 }
 
+/// `rejoin`: what stands of the asks to rejoin.
+pub fn rejoin_status(home: &Home) -> Result<()> {
+    let device = home.open(None)?;
+    let asks = device.rejoin_asks()?;
+    let (mine, about_me) = (
+        asks.mine,
+        asks.about_me.filter(|a| a.cancelled_at.is_none()),
+    );
+    match mine {
+        None => say!("You have not asked to let a new device in as your partner."),
+        Some(ask) => say!("{}", own_ask_words(&device, &ask, asks.wait, asks.ready)),
+    }
+    if about_me.is_none() {
+        say!("Nobody asked to let a new device in as you.");
+    }
+    rejoin_notice(&device)?;
+    Ok(())
+}
+
+/// `rejoin ask`: asks, then syncs so that the partner's devices see it.
+pub async fn rejoin_ask(home: &Home, timeout: u64) -> Result<()> {
+    let tracker = Tracker::new();
+    let observer: Arc<dyn SyncObserver> = tracker.clone();
+    let device = home.open(Some(observer))?;
+    let ask = device.ask_rejoin()?;
+    let wait = device.rejoin_asks()?.wait;
+    round(&device, &tracker, Duration::from_secs(timeout.clamp(1, 24 * 3600)))
+        .await
+        .map_err(|e| {
+            let (message, exit) = crate::failure::report(&e);
+            Failure::new(
+                exit,
+                format!(
+                    "asked on this device, but the ask has not reached the relay yet:                      {message}; run `mend sync`"
+                ),
+            )
+        })?;
+    home.keep_keyring(&device)?;
+    say!(
+        "Asked. Your partner's devices show the ask when they next sync, and any of them can          cancel it. Once it has stood for {} uncancelled (from {}), run `mend invite --rejoin`          with your partner beside you or on a call.",
+        mend_core::journal::describe_wait(wait),
+        crate::dates::instant(ask.ready_at(wait)),
+    );
+    Ok(())
+}
+
+/// `rejoin cancel`: cancels the ask naming this partner, then syncs so the asker's devices
+/// see it.
+pub async fn rejoin_cancel(home: &Home, timeout: u64) -> Result<()> {
+    let tracker = Tracker::new();
+    let observer: Arc<dyn SyncObserver> = tracker.clone();
+    let device = home.open(Some(observer))?;
+    device.cancel_rejoin()?;
+    round(&device, &tracker, Duration::from_secs(timeout.clamp(1, 24 * 3600)))
+        .await
+        .map_err(|e| {
+            let (message, exit) = crate::failure::report(&e);
+            Failure::new(
+                exit,
+                format!(
+                    "cancelled on this device, but the cancel has not reached the relay yet:                      {message}; run `mend sync` soon"
+                ),
+            )
+        })?;
+    home.keep_keyring(&device)?;
+    say!("Cancelled: no new device comes in as you through this ask.");
+    Ok(())
+}
+
+/// Says, loudly, that the other partner asked to let a new device in as this partner.
+pub(super) fn rejoin_notice(device: &Device) -> Result<()> {
+    let asks = device.rejoin_asks()?;
+    let Some(ask) = asks.about_me.filter(|a| a.cancelled_at.is_none()) else {
+        return Ok(());
+    };
+    let by = device
+        .read(|j| Ok(j.partner()))?
+        .map_or_else(|| "Your partner".to_owned(), |p| p.name);
+    say!(
+        "{by} asked on {} to let a new device in as you, for when all your devices are lost. \
+         It would shut this device out, and whoever holds that new device would write as you. \
+         If you did not ask for this, run `mend rejoin cancel` now (from {} it can go ahead).",
+        crate::dates::instant(ask.at),
+        crate::dates::instant(ask.ready_at(asks.wait)),
+    );
+    Ok(())
+}
+
+fn own_ask_words(
+    device: &Device,
+    ask: &mend_core::journal::RejoinAsk,
+    wait: Duration,
+    ready: bool,
+) -> String {
+    let partner = device
+        .read(|j| Ok(j.partner()))
+        .ok()
+        .flatten()
+        .map_or_else(|| "your partner".to_owned(), |p| p.name);
+    match ask.cancelled_at {
+        Some(at) => format!(
+            "A device of {partner}'s cancelled your ask on {}: they still have one. \
+             `mend rejoin ask` asks again.",
+            crate::dates::instant(at)
+        ),
+        None if ready => format!(
+            "Your ask to let a new device in as {partner} stood uncancelled: run \
+             `mend invite --rejoin`."
+        ),
+        None => format!(
+            "You asked on {} to let a new device in as {partner}; `mend invite --rejoin` works \
+             from {}, unless a device of theirs cancels.",
+            crate::dates::instant(ask.at),
+            crate::dates::instant(ask.ready_at(wait)),
+        ),
+    }
+}
+
 /// How long `erase` waits for the relay, for each of its two rounds.
 const ERASE_BUDGET_SECS: u64 = 20;
 

@@ -584,7 +584,8 @@ impl Journal {
     }
 
     /// Starts a new epoch for the other partner, who lost every device and asks from a new one
-    /// to rejoin: every device of theirs is removed, and in the new epoch their identity is
+    /// to rejoin, once this partner's ask has stood for the wait without being cancelled
+    /// ([`Journal::ask_rejoin`]): every device of theirs is removed, and in the new epoch their identity is
     /// `identity` (the new device's), vouched for by this partner. Their words stay theirs;
     /// their personal space, which only their lost devices could read, starts empty.
     pub fn rotate_for_rejoin(
@@ -597,6 +598,9 @@ impl Journal {
             return Err(Error::Invalid(
                 "only the other partner of this journal can rejoin through this device".into(),
             ));
+        }
+        if let Some(why) = self.rejoin_refusal(partner)? {
+            return Err(Error::Invalid(why));
         }
         let members = self.members()?;
         if members

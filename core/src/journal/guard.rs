@@ -242,6 +242,11 @@ pub enum Breach {
     Malformed,
     /// Came without a signature (a device on a version of Mend from before signing).
     Unsigned,
+    /// Asked to let a new device in as its own partner, or cancelled an ask naming the other.
+    RejoinAsk,
+    /// Let a new device in as a partner with no standing ask in its past (never asked, or
+    /// cancelled by a device of that partner).
+    Unasked,
 }
 
 impl Breach {
@@ -275,6 +280,8 @@ impl Breach {
             Self::DependsOnRefused => "depends_on_refused",
             Self::Malformed => "malformed",
             Self::Unsigned => "unsigned",
+            Self::RejoinAsk => "rejoin_ask",
+            Self::Unasked => "rejoin_unasked",
         }
     }
 
@@ -318,6 +325,13 @@ impl Breach {
             Self::Unsigned => {
                 "was not signed (the device runs a version of Mend from before signing)".into()
             }
+            Self::RejoinAsk => {
+                "tried to ask or cancel a rejoin that was not its partner's to".into()
+            }
+            Self::Unasked => format!(
+                "tried to let a new device in as {target} without a standing ask ({whose} devices \
+                 are asked first and can cancel)"
+            ),
         }
     }
 }
@@ -988,6 +1002,9 @@ fn check_ops(
             Some(key) if key.starts_with(super::epoch::EPOCH_KEY) => {
                 check_epoch(doc, deps, &path, action, *fresh, &me_text)?;
             }
+            Some(key) if key.starts_with(super::rejoin::ASK_KEY) => {
+                check_ask(&path, action, *fresh, &me_text)?;
+            }
             Some("schema_version") if path.len() == 1 => {
                 if !matches!(
                     action,
@@ -1079,6 +1096,19 @@ fn check_epoch(
         if !other {
             return Err(Breach::OtherIdentity);
         }
+        // ... and only once the devices it replaces were asked, and none of them cancelled.
+        let named = match action {
+            OpType::Put(ScalarValue::Str(p)) => p.parse::<PartnerId>().ok(),
+            _ => None,
+        };
+        let standing = named
+            .and_then(|partner| super::rejoin::read_ask(doc, partner, Some(deps)))
+            .is_some_and(|ask| {
+                ask.cancelled_at.is_none() && ask.asked_by.to_string().as_str() == me
+            });
+        if !standing {
+            return Err(Breach::Unasked);
+        }
     }
     if path.len() == 1 {
         let number = path[0]
@@ -1099,6 +1129,47 @@ fn check_epoch(
     match action {
         OpType::Make(automerge::ObjType::Map | automerge::ObjType::List)
         | OpType::Put(ScalarValue::Str(_) | ScalarValue::Int(_) | ScalarValue::Bytes(_)) => Ok(()),
+        _ => Err(Breach::Structure),
+    }
+}
+
+/// An ask to rejoin (`rejoin_ask:<partner>` at the root, see `journal/rejoin.rs`): made whole
+/// in one change by a device of the other partner than the one it names (`by` its writer's
+/// partner, `at` an integer), and afterwards written into only to cancel it, by a device of the
+/// partner it names.
+fn check_ask(
+    path: &[String],
+    action: &OpType,
+    fresh: bool,
+    me: &str,
+) -> std::result::Result<(), Breach> {
+    let named = path[0]
+        .strip_prefix(super::rejoin::ASK_KEY)
+        .and_then(|p| p.parse::<PartnerId>().ok().filter(|id| id.to_string() == p));
+    let Some(named) = named else {
+        return Err(Breach::Structure);
+    };
+    let mine = named.to_string() == me;
+    match (path.len(), path.get(1).map(String::as_str), fresh) {
+        (1, _, _) if matches!(action, OpType::Make(automerge::ObjType::Map)) => {
+            if mine {
+                Err(Breach::RejoinAsk)
+            } else {
+                Ok(())
+            }
+        }
+        (2, Some("by"), true) => match action {
+            OpType::Put(ScalarValue::Str(by)) if by.as_str() == me => Ok(()),
+            _ => Err(Breach::RejoinAsk),
+        },
+        (2, Some("at"), true) if matches!(action, OpType::Put(ScalarValue::Int(_))) => Ok(()),
+        (2, Some("cancelled"), false) if matches!(action, OpType::Put(ScalarValue::Int(_))) => {
+            if mine {
+                Ok(())
+            } else {
+                Err(Breach::RejoinAsk)
+            }
+        }
         _ => Err(Breach::Structure),
     }
 }

@@ -18,6 +18,8 @@ pub use settle::{ConflictChoice, OpenConflict};
 pub use write::wording_hash;
 mod read;
 mod registry;
+mod rejoin;
+pub use rejoin::{REJOIN_WAIT, RejoinAsk, describe as describe_wait};
 mod rollup;
 mod signing;
 pub use registry::{Certified, MAX_DEVICES};
@@ -137,6 +139,8 @@ pub struct Journal {
     partners: Vec<Partner>,
     schema_version: i64,
     clock: Clock,
+    /// How long an ask to rejoin stands before this device lets the rejoin go ahead.
+    rejoin_wait: std::time::Duration,
     /// The couple's zone and first day of the week (set by the app; UTC until then).
     calendar: Calendar,
     /// `Some` once a device asked to hear of writes ([`Journal::track_written`]).
@@ -422,6 +426,7 @@ impl Journal {
             partners: Vec::new(),
             schema_version: 0,
             clock: system_clock,
+            rejoin_wait: REJOIN_WAIT,
             calendar: Calendar::utc(),
             written: None,
             sync_revision: 0,

@@ -1,0 +1,264 @@
+//! Asking before a rejoin (docs/security.md, "A partner who lost every device rejoins").
+//!
+//! A rejoin replaces every device of one partner on the other partner's word alone, so it is
+//! asked first, in the open: a device of the other partner writes an ask into the couple's
+//! document (`rejoin_ask:<partner>`: who asked, when), every device of the partner it names
+//! shows it, and any of them can cancel it. The asking partner's device lets a new device in
+//! as that partner only once the ask is [`Journal::rejoin_wait`] old and still standing
+//! ([`Journal::rotate_for_rejoin`]). Receivers refuse a rejoin announcement with no standing
+//! ask in its past (`guard.rs`); the wait itself is the app's, since only the writer's clock
+//! dates an ask. The new epoch is built without the ask: it is spent.
+
+use std::time::Duration;
+
+use automerge::{
+    ChangeHash, ObjType, ROOT, ReadDoc, ScalarValue, Value, transaction::Transactable,
+};
+
+use super::Journal;
+use crate::{
+    doc::SpaceDoc,
+    error::{Error, Result},
+    ids::PartnerId,
+    store::Space,
+};
+
+/// Root keys of asks: `rejoin_ask:<partner id>`, the partner a rejoin would replace.
+pub(crate) const ASK_KEY: &str = "rejoin_ask:";
+
+/// How long an ask stands before the rejoin may go ahead, unless the app chose another wait:
+/// long enough for a partner who still has a device (in a drawer, switched off for a weekend)
+/// to see it and cancel.
+pub const REJOIN_WAIT: Duration = Duration::from_secs(72 * 60 * 60);
+
+/// An ask to let a new device in as `partner`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RejoinAsk {
+    /// The partner whose devices the rejoin would replace.
+    pub partner: PartnerId,
+    /// The partner who asked (the other one).
+    pub asked_by: PartnerId,
+    /// When (unix ms, the asking device's clock).
+    pub at: i64,
+    /// When a device of `partner` cancelled it (unix ms, that device's clock).
+    pub cancelled_at: Option<i64>,
+}
+
+impl RejoinAsk {
+    /// When the rejoin may go ahead, with `wait`.
+    pub fn ready_at(&self, wait: Duration) -> i64 {
+        self.at
+            .saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX))
+    }
+
+    /// Whether it stands (not cancelled) and has waited `wait` by `now`.
+    pub fn is_ready(&self, now: i64, wait: Duration) -> bool {
+        self.cancelled_at.is_none() && now >= self.ready_at(wait)
+    }
+}
+
+/// The ask naming `partner`, as the couple's document holds it (at `heads`, when given).
+pub(crate) fn read_ask(
+    doc: &SpaceDoc,
+    partner: PartnerId,
+    heads: Option<&[ChangeHash]>,
+) -> Option<RejoinAsk> {
+    let am = doc.am();
+    let key = format!("{ASK_KEY}{partner}");
+    let found = match heads {
+        Some(h) => am.get_at(ROOT, key.as_str(), h),
+        None => am.get(ROOT, key.as_str()),
+    };
+    let Ok(Some((Value::Object(ObjType::Map), obj))) = found else {
+        return None;
+    };
+    let scalar = |name: &str| {
+        let value = match heads {
+            Some(h) => am.get_at(&obj, name, h),
+            None => am.get(&obj, name),
+        };
+        match value {
+            Ok(Some((Value::Scalar(s), _))) => Some(s.into_owned()),
+            _ => None,
+        }
+    };
+    let asked_by = match scalar("by") {
+        Some(ScalarValue::Str(s)) => s.parse().ok()?,
+        _ => return None,
+    };
+    let at = match scalar("at") {
+        Some(ScalarValue::Int(at)) => at,
+        _ => return None,
+    };
+    let cancelled_at = match scalar("cancelled") {
+        Some(ScalarValue::Int(at)) => Some(at),
+        _ => None,
+    };
+    Some(RejoinAsk {
+        partner,
+        asked_by,
+        at,
+        cancelled_at,
+    })
+}
+
+impl Journal {
+    /// Asks to let a new device in as the other partner, who lost every device: every device
+    /// of theirs will show the ask and can cancel it ([`Journal::cancel_rejoin`]). An ask
+    /// already standing is answered as it is (its time is kept); one that was cancelled is
+    /// asked again.
+    pub fn ask_rejoin(&mut self) -> Result<RejoinAsk> {
+        self.ready()?;
+        let me = self.me;
+        let Some(partner) = self.partners().iter().map(|p| p.id).find(|id| *id != me) else {
+            return Err(Error::Invalid(
+                "your partner has not joined this journal yet".into(),
+            ));
+        };
+        if let Some(ask) = read_ask(self.doc(Space::Couple)?, partner, None)
+            && ask.asked_by == me
+            && ask.cancelled_at.is_none()
+        {
+            return Ok(ask);
+        }
+        let now = self.now();
+        let key = format!("{ASK_KEY}{partner}");
+        let (_, bytes) = self.doc_mut(Space::Couple)?.transact(|tx, _| {
+            let obj = tx.put_object(ROOT, key.as_str(), ObjType::Map)?;
+            tx.put(&obj, "by", me.to_string())?;
+            tx.put(&obj, "at", now)?;
+            Ok(())
+        })?;
+        let changes = bytes.map(|b| vec![(Space::Couple, b)]).unwrap_or_default();
+        self.persist(changes, &[])?;
+        Ok(RejoinAsk {
+            partner,
+            asked_by: me,
+            at: now,
+            cancelled_at: None,
+        })
+    }
+
+    /// Cancels the standing ask to let a new device in as this partner: the other partner's
+    /// devices will not go ahead with it (they may ask again, which every device of this
+    /// partner shows again).
+    pub fn cancel_rejoin(&mut self) -> Result<RejoinAsk> {
+        self.ready()?;
+        let me = self.me;
+        let Some(mut ask) =
+            read_ask(self.doc(Space::Couple)?, me, None).filter(|ask| ask.cancelled_at.is_none())
+        else {
+            return Err(Error::Invalid(
+                "nobody asked to let a new device in as you".into(),
+            ));
+        };
+        let now = self.now();
+        let key = format!("{ASK_KEY}{me}");
+        let (_, bytes) =
+            self.doc_mut(Space::Couple)?
+                .transact(|tx, _| match tx.get(ROOT, key.as_str())? {
+                    Some((Value::Object(ObjType::Map), obj)) => {
+                        tx.put(&obj, "cancelled", now)?;
+                        Ok(())
+                    }
+                    _ => Err(Error::Invalid(
+                        "nobody asked to let a new device in as you".into(),
+                    )),
+                })?;
+        let changes = bytes.map(|b| vec![(Space::Couple, b)]).unwrap_or_default();
+        self.persist(changes, &[])?;
+        ask.cancelled_at = Some(now);
+        Ok(ask)
+    }
+
+    /// The ask naming `partner`, if one was made in this epoch (cancelled or not).
+    pub fn rejoin_ask(&self, partner: PartnerId) -> Result<Option<RejoinAsk>> {
+        Ok(read_ask(self.doc(Space::Couple)?, partner, None))
+    }
+
+    /// How long an ask stands before this device lets the rejoin go ahead
+    /// ([`REJOIN_WAIT`] unless set).
+    pub fn rejoin_wait(&self) -> Duration {
+        self.rejoin_wait
+    }
+
+    /// Sets that wait. The app decides it (a shorter one leaves a partner who still has a
+    /// device less time to cancel); tests shorten it.
+    pub fn set_rejoin_wait(&mut self, wait: Duration) {
+        self.rejoin_wait = wait;
+    }
+
+    /// Why a rejoin of `partner` through this device may not go ahead now, in words, if it may
+    /// not: no ask of this partner's, an ask cancelled, or one that has not stood the wait.
+    pub fn rejoin_refusal(&self, partner: PartnerId) -> Result<Option<String>> {
+        let ask = read_ask(self.doc(Space::Couple)?, partner, None);
+        Ok(match ask {
+            Some(ask) if ask.asked_by != self.me => {
+                Some("the standing ask to rejoin was not made by you: ask first".into())
+            }
+            None => {
+                Some("ask first: your partner's devices are shown the ask and can cancel it".into())
+            }
+            Some(RejoinAsk {
+                cancelled_at: Some(_),
+                ..
+            }) => Some(
+                "a device of your partner's cancelled the ask to rejoin: they still have one"
+                    .into(),
+            ),
+            Some(ask) if !ask.is_ready(self.now(), self.rejoin_wait) => Some(format!(
+                "the ask to rejoin stands for {} before the rejoin can go ahead, so that a \
+                 device of your partner's can still cancel it",
+                describe(self.rejoin_wait)
+            )),
+            Some(_) => None,
+        })
+    }
+}
+
+/// A wait in words ("72 hours", "5 minutes", "30 seconds").
+pub fn describe(wait: Duration) -> String {
+    let secs = wait.as_secs();
+    let (n, unit) = if secs >= 3600 && secs.is_multiple_of(3600) {
+        (secs / 3600, "hour")
+    } else if secs >= 60 && secs.is_multiple_of(60) {
+        (secs / 60, "minute")
+    } else {
+        (secs, "second")
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_read_in_the_largest_whole_unit() {
+        assert_eq!(describe(REJOIN_WAIT), "72 hours");
+        assert_eq!(describe(Duration::from_secs(3600)), "1 hour");
+        assert_eq!(describe(Duration::from_secs(300)), "5 minutes");
+        assert_eq!(describe(Duration::from_secs(90)), "90 seconds");
+        assert_eq!(describe(Duration::ZERO), "0 seconds");
+    }
+
+    #[test]
+    fn an_ask_is_ready_once_it_stood_the_wait_uncancelled() {
+        let ask = RejoinAsk {
+            partner: PartnerId::generate(),
+            asked_by: PartnerId::generate(),
+            at: 1_000,
+            cancelled_at: None,
+        };
+        let wait = Duration::from_secs(10);
+        assert!(!ask.is_ready(10_999, wait));
+        assert!(ask.is_ready(11_000, wait));
+        let cancelled = RejoinAsk {
+            cancelled_at: Some(2_000),
+            ..ask
+        };
+        assert!(!cancelled.is_ready(i64::MAX, wait));
+        // A wait too long for the clock saturates rather than wrapping into the past.
+        assert!(!ask.is_ready(i64::MAX - 1, Duration::MAX));
+    }
+}
