@@ -305,6 +305,9 @@ pub struct RejoinAsk {
     pub asked_at: i64,
     /// When a device of `partner` cancelled it (unix ms), if one did.
     pub cancelled_at: Option<i64>,
+    /// For this partner's own ask: when this device first saw it at the relay (unix ms); the
+    /// wait counts from then.
+    pub reached_relay_at: Option<i64>,
 }
 
 impl From<mend_core::journal::RejoinAsk> for RejoinAsk {
@@ -314,6 +317,7 @@ impl From<mend_core::journal::RejoinAsk> for RejoinAsk {
             asked_by: a.asked_by.to_string().into(),
             asked_at: a.at,
             cancelled_at: a.cancelled_at,
+            reached_relay_at: a.sent_at,
         }
     }
 }
@@ -325,10 +329,9 @@ pub struct RejoinAsks {
     pub mine: Option<RejoinAsk>,
     /// The other partner's ask to let a new device in as this partner.
     pub about_me: Option<RejoinAsk>,
-    /// When `mine` may go ahead, by this device's wait (unix ms).
+    /// When `mine` may go ahead, by this device's wait (unix ms; null until it reached the
+    /// relay).
     pub mine_ready_at: Option<i64>,
-    /// When `about_me` may go ahead, by this device's wait (unix ms).
-    pub about_me_ready_at: Option<i64>,
     /// Whether `mine` stood the wait uncancelled: `inviteToRejoin` can go ahead.
     pub ready: bool,
 }
@@ -338,8 +341,7 @@ impl From<mend_client::RejoinAsks> for RejoinAsks {
         Self {
             mine: a.mine.map(Into::into),
             about_me: a.about_me.map(Into::into),
-            mine_ready_at: a.mine.map(|m| m.ready_at(a.wait)),
-            about_me_ready_at: a.about_me.map(|m| m.ready_at(a.wait)),
+            mine_ready_at: a.mine.and_then(|m| m.ready_at(a.wait)),
             ready: a.ready,
         }
     }

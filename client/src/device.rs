@@ -29,6 +29,9 @@ use crate::{
     sync::{LiveSync, RoundReport, SyncClient, SyncObserver, blocking, lock},
 };
 
+/// The longest the round before a rejoin takes (see [`Device::rejoin_check`]).
+const REJOIN_CHECK: Duration = Duration::from_secs(30);
+
 /// How long the task that follows new epochs for live sync waits after a round that did not
 /// move, before it listens again.
 const FOLLOW_PAUSE: Duration = Duration::from_secs(5);
@@ -568,7 +571,42 @@ impl Device {
         if report.status.online {
             self.retire_old_epochs().await;
         }
+        if report.status.pending == 0 {
+            // An ask to rejoin waits from when it reached the relay.
+            let journal = Arc::clone(&self.journal);
+            let noted = blocking(move || {
+                let mut journal = lock(&journal)?;
+                journal.step(Journal::note_rejoin_ask_sent)
+            })
+            .await;
+            if let Err(e) = noted {
+                tracing::warn!(error = %e, "could not note that the ask to rejoin was sent");
+            }
+        }
         Ok(report)
+    }
+
+    /// Brings what the relay holds before a rejoin goes ahead (a cancel of the ask among it),
+    /// and says why not if it may not: the relay must answer, whatever the journal holds.
+    pub(crate) async fn rejoin_check(&self, partner: PartnerId) -> Result<()> {
+        let report = self.sync_round(REJOIN_CHECK).await?;
+        if !report.finished {
+            return Err(Error::Invalid(
+                "the relay could not be reached to check whether your partner's devices \
+                 cancelled the ask to rejoin: try again when it answers"
+                    .into(),
+            ));
+        }
+        let journal = Arc::clone(&self.journal);
+        let refusal = blocking(move || {
+            let mut journal = lock(&journal)?;
+            journal.step(|j| j.rejoin_refusal(partner))
+        })
+        .await?;
+        match refusal {
+            Some(why) => Err(Error::Invalid(why)),
+            None => Ok(()),
+        }
     }
 
     /// Another device's rotation won at the relay and kept a device this one removed (or left
@@ -714,7 +752,12 @@ impl Device {
             let mut journal = lock(&journal)?;
             journal.step(|j| match j.epoch_news(&key, &kept)? {
                 EpochNews::Current => Ok(Followed::Stay),
-                EpochNews::Removed { at, rejoined, .. } => Ok(Followed::Removed(at, rejoined)),
+                EpochNews::Removed {
+                    at,
+                    rejoined,
+                    despite_cancel,
+                    ..
+                } => Ok(Followed::Removed(at, rejoined, despite_cancel)),
                 EpochNews::Move(step) => {
                     let secrets = step.secrets.clone();
                     // The spaces left behind, to delete at the relay once every device moved.
@@ -750,10 +793,18 @@ impl Device {
                 }
                 Ok(false)
             }
-            Followed::Removed(at, rejoined) => {
+            Followed::Removed(at, rejoined, despite_cancel) => {
                 let when = mend_core::date::LocalDate::from_unix_ms(at, 0);
                 if let Ok(mut removed) = self.removed.lock() {
-                    *removed = Some(if rejoined {
+                    *removed = Some(if let Some(cancelled) = despite_cancel {
+                        let cancelled = mend_core::date::LocalDate::from_unix_ms(cancelled, 0);
+                        format!(
+                            "on {when} your partner let a new device into the journal as you, \
+                             although a device of yours had cancelled that on {cancelled}, and \
+                             every device of yours was shut out: talk to your partner now; this \
+                             device no longer syncs"
+                        )
+                    } else if rejoined {
                         format!(
                             "on {when} your partner let a new device into the journal as you, and \
                              every device of yours was shut out: if that was not you, talk to \
@@ -904,6 +955,8 @@ impl Device {
                 .ok_or_else(|| Error::Invalid("this journal has no other partner".into()))?;
             Ok((partner, j.epoch()?))
         })?;
+        // A cancel may have reached the relay since the invite opened.
+        self.rejoin_check(partner).await?;
         let journal = Arc::clone(&self.journal);
         let written = blocking(move || {
             let mut journal = lock(&journal)?;
@@ -1169,7 +1222,8 @@ async fn download(
 /// What following the couple's epochs did.
 enum Followed {
     Stay,
-    Removed(i64, bool),
+    /// When, whether as a rejoin, and when a device of this partner had cancelled it.
+    Removed(i64, bool, Option<i64>),
     Moved(EpochSecrets),
 }
 

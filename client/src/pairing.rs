@@ -275,17 +275,12 @@ impl Device {
             // Written once the journal has moved to the epoch the rejoin starts
             // ([`Device::welcome`]).
             PairingKind::Rejoin => {
-                // Refused before a joiner gets as far as a code: the rejoin waits for its ask.
-                if let Some(why) = {
-                    let mut journal = crate::sync::lock(self.journal())?;
-                    journal.step(|j| {
-                        match j.partners().into_iter().map(|p| p.id).find(|id| *id != me) {
-                            Some(other) => j.rejoin_refusal(other),
-                            None => Ok(None),
-                        }
-                    })?
-                } {
-                    return Err(Error::Invalid(why));
+                // Refused before a joiner gets as far as a code: the rejoin waits for its ask,
+                // and for the relay to say that no device of the partner cancelled it.
+                let other =
+                    self.read(|j| Ok(j.partners().into_iter().map(|p| p.id).find(|id| *id != me)))?;
+                if let Some(other) = other {
+                    self.rejoin_check(other).await?;
                 }
                 self.read(|j| {
                     j.partners()

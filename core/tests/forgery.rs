@@ -2083,6 +2083,7 @@ fn a_rejoin_needs_a_standing_ask_that_no_device_of_the_partner_cancelled() -> Re
     let again = s.sim.devices[2].journal_mut().ask_rejoin()?;
     ensure!(again.cancelled_at.is_none());
     s.sim.settle()?;
+    s.sim.devices[2].journal_mut().note_rejoin_ask_sent()?;
     ensure!(
         s.sim.devices[0]
             .journal()
@@ -2139,7 +2140,16 @@ fn only_the_other_partner_asks_and_only_the_named_partner_cancels() -> Result<()
         doc.put(&ask, "cancelled", T0)?;
         Ok(())
     })?;
+    // An ask dated past the year 9999 (which no date code can show).
+    let mut blake_forger = Forger::new(&s.sim, 1, s.blake)?;
+    forge(&mut s, &mut blake_forger, 5, "structure", |doc, s| {
+        let obj = doc.put_object(ROOT, format!("rejoin_ask:{}", s.alex), ObjType::Map)?;
+        doc.put(&obj, "by", s.blake.to_string())?;
+        doc.put(&obj, "at", i64::MAX)?;
+        Ok(())
+    })?;
     // An ask under a partner id spelled another way.
+    let mut blake_forger = Forger::new(&s.sim, 1, s.blake)?;
     forge(&mut s, &mut blake_forger, 4, "structure", |doc, s| {
         let spelled = s.alex.to_string().to_uppercase();
         let obj = doc.put_object(ROOT, format!("rejoin_ask:{spelled}"), ObjType::Map)?;
@@ -2160,5 +2170,81 @@ fn only_the_other_partner_asks_and_only_the_named_partner_cancels() -> Result<()
             "an ask named Blake"
         );
     }
+    Ok(())
+}
+
+/// A clock a test moves by hand.
+static NOW: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(T0);
+
+fn moved_clock() -> i64 {
+    NOW.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[test]
+fn an_ask_made_offline_waits_from_when_it_reached_the_relay() -> Result<()> {
+    const HOUR: i64 = 3_600_000;
+    let mut s = story(97)?;
+    let wait = std::time::Duration::from_secs(72 * 3600);
+    let key = PartnerIdentity::generate()?.public();
+    let blake_phone = s.sim.devices[2].journal_mut();
+    blake_phone.set_clock(moved_clock);
+    blake_phone.set_rejoin_wait(wait);
+    // Asked while offline: not yet at the relay, so the wait has not begun.
+    blake_phone.ask_rejoin()?;
+    blake_phone.note_rejoin_ask_sent()?;
+    NOW.store(T0 + 73 * HOUR, std::sync::atomic::Ordering::Relaxed);
+    let refused = blake_phone.rotate_for_rejoin(s.alex, key);
+    ensure!(
+        matches!(&refused, Err(mend_core::Error::Invalid(m)) if m.contains("not reached the relay")),
+        "an ask nobody could see yet let a rejoin go ahead: {refused:?}"
+    );
+    // Three days later it reaches the relay: Alex's devices see it now, and the wait starts.
+    s.sim.settle()?;
+    let blake_phone = s.sim.devices[2].journal_mut();
+    blake_phone.note_rejoin_ask_sent()?;
+    let ask = blake_phone
+        .rejoin_ask(s.alex)?
+        .ok_or_else(|| anyhow::anyhow!("no ask"))?;
+    ensure!(
+        ask.sent_at == Some(T0 + 73 * HOUR) && ask.ready_at(wait) == Some(T0 + 145 * HOUR),
+        "{ask:?}"
+    );
+    NOW.store(T0 + 144 * HOUR, std::sync::atomic::Ordering::Relaxed);
+    let refused = blake_phone.rotate_for_rejoin(s.alex, key);
+    ensure!(
+        matches!(&refused, Err(mend_core::Error::Invalid(m)) if m.contains("72 hours")),
+        "the rejoin went ahead before the ask stood at the relay for the wait: {refused:?}"
+    );
+    NOW.store(T0 + 145 * HOUR, std::sync::atomic::Ordering::Relaxed);
+    let moved = blake_phone.rotate_for_rejoin(s.alex, key);
+    ensure!(moved.is_ok(), "{moved:?}");
+    Ok(())
+}
+
+#[test]
+fn a_rejoin_that_crossed_a_cancel_says_so_on_the_replaced_devices() -> Result<()> {
+    let mut s = story(98)?;
+    s.sim.devices[2].journal_mut().ask_rejoin()?;
+    s.sim.settle()?;
+    // Alex's phone cancels while Blake's phone, not having heard, lets a new key in as Alex.
+    let cancelled = s.sim.devices[0].journal_mut().cancel_rejoin()?;
+    let blake_phone = s.sim.devices[2].journal_mut();
+    blake_phone.note_rejoin_ask_sent()?;
+    blake_phone.set_rejoin_wait(std::time::Duration::ZERO);
+    blake_phone.rotate_for_rejoin(s.alex, PartnerIdentity::generate()?.public())?;
+    s.sim.settle()?;
+    let phone = &s.sim.devices[0];
+    ensure!(phone.removed, "Alex's phone was not replaced");
+    ensure!(
+        phone.despite_cancel == cancelled.cancelled_at,
+        "Alex's phone is not told its cancel was crossed: {:?}",
+        phone.despite_cancel
+    );
+    // Alex's other device, which never cancelled, is told the same: the cancel was Alex's.
+    ensure!(
+        s.sim.devices[1].removed,
+        "Alex's second device was not replaced"
+    );
+    ensure!(s.sim.devices[1].despite_cancel == cancelled.cancelled_at);
     Ok(())
 }

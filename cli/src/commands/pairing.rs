@@ -324,24 +324,37 @@ pub async fn rejoin_ask(home: &Home, timeout: u64) -> Result<()> {
     let tracker = Tracker::new();
     let observer: Arc<dyn SyncObserver> = tracker.clone();
     let device = home.open(Some(observer))?;
-    let ask = device.ask_rejoin()?;
-    let wait = device.rejoin_asks()?.wait;
-    round(&device, &tracker, Duration::from_secs(timeout.clamp(1, 24 * 3600)))
-        .await
-        .map_err(|e| {
-            let (message, exit) = crate::failure::report(&e);
-            Failure::new(
-                exit,
-                format!(
-                    "asked on this device, but the ask has not reached the relay yet:                      {message}; run `mend sync`"
-                ),
-            )
-        })?;
+    device.ask_rejoin()?;
+    round(
+        &device,
+        &tracker,
+        Duration::from_secs(timeout.clamp(1, 24 * 3600)),
+    )
+    .await
+    .map_err(|e| {
+        let (message, exit) = crate::failure::report(&e);
+        Failure::new(
+            exit,
+            format!(
+                "asked on this device, but the ask has not reached the relay yet: \
+                     {message}; run `mend sync` (the wait counts from when it does)"
+            ),
+        )
+    })?;
     home.keep_keyring(&device)?;
+    let asks = device.rejoin_asks()?;
+    let from = asks
+        .mine
+        .and_then(|ask| ask.ready_at(asks.wait))
+        .map_or_else(
+            || "once it reaches the relay".to_owned(),
+            |at| format!("from {}", crate::dates::instant(at)),
+        );
     say!(
-        "Asked. Your partner's devices show the ask when they next sync, and any of them can          cancel it. Once it has stood for {} uncancelled (from {}), run `mend invite --rejoin`          with your partner beside you or on a call.",
-        mend_core::journal::describe_wait(wait),
-        crate::dates::instant(ask.ready_at(wait)),
+        "Asked. Your partner's devices show the ask when they next sync, and any of them can \
+         cancel it. Once it has stood for {} uncancelled ({from}), run `mend invite --rejoin` \
+         with your partner beside you or on a call.",
+        mend_core::journal::describe_wait(asks.wait),
     );
     Ok(())
 }
@@ -353,17 +366,22 @@ pub async fn rejoin_cancel(home: &Home, timeout: u64) -> Result<()> {
     let observer: Arc<dyn SyncObserver> = tracker.clone();
     let device = home.open(Some(observer))?;
     device.cancel_rejoin()?;
-    round(&device, &tracker, Duration::from_secs(timeout.clamp(1, 24 * 3600)))
-        .await
-        .map_err(|e| {
-            let (message, exit) = crate::failure::report(&e);
-            Failure::new(
-                exit,
-                format!(
-                    "cancelled on this device, but the cancel has not reached the relay yet:                      {message}; run `mend sync` soon"
-                ),
-            )
-        })?;
+    round(
+        &device,
+        &tracker,
+        Duration::from_secs(timeout.clamp(1, 24 * 3600)),
+    )
+    .await
+    .map_err(|e| {
+        let (message, exit) = crate::failure::report(&e);
+        Failure::new(
+            exit,
+            format!(
+                "cancelled on this device, but the cancel has not reached the relay yet: \
+                     {message}; run `mend sync` soon"
+            ),
+        )
+    })?;
     home.keep_keyring(&device)?;
     say!("Cancelled: no new device comes in as you through this ask.");
     Ok(())
@@ -381,9 +399,8 @@ pub(super) fn rejoin_notice(device: &Device) -> Result<()> {
     say!(
         "{by} asked on {} to let a new device in as you, for when all your devices are lost. \
          It would shut this device out, and whoever holds that new device would write as you. \
-         If you did not ask for this, run `mend rejoin cancel` now (from {} it can go ahead).",
+         If you did not ask for this, run `mend rejoin cancel` now.",
         crate::dates::instant(ask.at),
-        crate::dates::instant(ask.ready_at(asks.wait)),
     );
     Ok(())
 }
@@ -399,21 +416,26 @@ fn own_ask_words(
         .ok()
         .flatten()
         .map_or_else(|| "your partner".to_owned(), |p| p.name);
-    match ask.cancelled_at {
-        Some(at) => format!(
+    match (ask.cancelled_at, ask.ready_at(wait)) {
+        (Some(at), _) => format!(
             "A device of {partner}'s cancelled your ask on {}: they still have one. \
              `mend rejoin ask` asks again.",
             crate::dates::instant(at)
         ),
-        None if ready => format!(
+        (None, _) if ready => format!(
             "Your ask to let a new device in as {partner} stood uncancelled: run \
              `mend invite --rejoin`."
         ),
-        None => format!(
+        (None, Some(from)) => format!(
             "You asked on {} to let a new device in as {partner}; `mend invite --rejoin` works \
              from {}, unless a device of theirs cancels.",
             crate::dates::instant(ask.at),
-            crate::dates::instant(ask.ready_at(wait)),
+            crate::dates::instant(from),
+        ),
+        (None, None) => format!(
+            "You asked on {} to let a new device in as {partner}, but the ask has not reached \
+             the relay yet: run `mend sync` (the wait counts from then).",
+            crate::dates::instant(ask.at),
         ),
     }
 }

@@ -153,6 +153,9 @@ pub enum EpochNews {
         /// The other partner let a new device in as this device's partner (a rejoin): if
         /// that was not this partner, they must hear of it at once.
         rejoined: bool,
+        /// For a rejoin: when a device of this partner had cancelled the ask, if one had and
+        /// the rejoin went ahead without having seen it.
+        despite_cancel: Option<i64>,
     },
 }
 
@@ -857,10 +860,16 @@ impl Journal {
         let Some(sealed) = sealed else {
             // Removed, or never introduced to the device that rotated: either way, the new
             // epoch's secrets are not this device's to read.
+            let despite_cancel = if replaced {
+                super::rejoin::read_ask(doc, self.me, None).and_then(|ask| ask.cancelled_at)
+            } else {
+                None
+            };
             return Ok(EpochNews::Removed {
                 by: news.by,
                 at: news.at,
                 rejoined: replaced,
+                despite_cancel,
             });
         };
         let opened = open_from_device(device_key, &box_context(&space_id, epoch, device), sealed)

@@ -1162,8 +1162,8 @@ fn check_ask(
             OpType::Put(ScalarValue::Str(by)) if by.as_str() == me => Ok(()),
             _ => Err(Breach::RejoinAsk),
         },
-        (2, Some("at"), true) if matches!(action, OpType::Put(ScalarValue::Int(_))) => Ok(()),
-        (2, Some("cancelled"), false) if matches!(action, OpType::Put(ScalarValue::Int(_))) => {
+        (2, Some("at"), true) if is_date(action) => Ok(()),
+        (2, Some("cancelled"), false) if is_date(action) => {
             if mine {
                 Ok(())
             } else {
@@ -1172,6 +1172,11 @@ fn check_ask(
         }
         _ => Err(Breach::Structure),
     }
+}
+
+/// A time an ask or a cancel may carry: unix ms from 1970 to 9999.
+fn is_date(action: &OpType) -> bool {
+    matches!(action, OpType::Put(ScalarValue::Int(at)) if (0..=super::rejoin::LATEST_MS).contains(at))
 }
 
 /// Where an existing object sits, if the change's own past (`deps`) holds it there: every

@@ -4,10 +4,12 @@
 //! asked first, in the open: a device of the other partner writes an ask into the couple's
 //! document (`rejoin_ask:<partner>`: who asked, when), every device of the partner it names
 //! shows it, and any of them can cancel it. The asking partner's device lets a new device in
-//! as that partner only once the ask is [`Journal::rejoin_wait`] old and still standing
+//! as that partner only once the ask has stood uncancelled for [`Journal::rejoin_wait`] since
+//! this device saw it reach the relay ([`Journal::note_rejoin_ask_sent`]): an ask made offline
+//! waits from when the other partner's devices could first see it
 //! ([`Journal::rotate_for_rejoin`]). Receivers refuse a rejoin announcement with no standing
-//! ask in its past (`guard.rs`); the wait itself is the app's, since only the writer's clock
-//! dates an ask. The new epoch is built without the ask: it is spent.
+//! ask in its past (`guard.rs`); the wait itself is the asking app's, kept by its clock. The
+//! new epoch is built without the ask: it is spent.
 
 use std::time::Duration;
 
@@ -26,6 +28,13 @@ use crate::{
 /// Root keys of asks: `rejoin_ask:<partner id>`, the partner a rejoin would replace.
 pub(crate) const ASK_KEY: &str = "rejoin_ask:";
 
+/// When this device first saw its partner's standing ask at the relay: `<ask's at>:<unix ms>`.
+const META_ASK_SENT: &str = "rejoin_ask_sent";
+
+/// The latest time an ask or a cancel may carry (9999-12-31, in unix ms): dates past it are
+/// refused, so that nothing built from them overflows.
+pub(crate) const LATEST_MS: i64 = 253_402_300_799_999;
+
 /// How long an ask stands before the rejoin may go ahead, unless the app chose another wait:
 /// long enough for a partner who still has a device (in a drawer, switched off for a weekend)
 /// to see it and cancel.
@@ -42,18 +51,21 @@ pub struct RejoinAsk {
     pub at: i64,
     /// When a device of `partner` cancelled it (unix ms, that device's clock).
     pub cancelled_at: Option<i64>,
+    /// For this partner's own ask: when this device first saw it at the relay (unix ms, this
+    /// device's clock). The wait counts from then.
+    pub sent_at: Option<i64>,
 }
 
 impl RejoinAsk {
-    /// When the rejoin may go ahead, with `wait`.
-    pub fn ready_at(&self, wait: Duration) -> i64 {
-        self.at
-            .saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX))
+    /// When the rejoin may go ahead, with `wait`: unknown until the ask reached the relay.
+    pub fn ready_at(&self, wait: Duration) -> Option<i64> {
+        let wait = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+        self.sent_at.map(|sent| sent.saturating_add(wait))
     }
 
-    /// Whether it stands (not cancelled) and has waited `wait` by `now`.
+    /// Whether it stands (not cancelled) and has waited `wait` at the relay by `now`.
     pub fn is_ready(&self, now: i64, wait: Duration) -> bool {
-        self.cancelled_at.is_none() && now >= self.ready_at(wait)
+        self.cancelled_at.is_none() && self.ready_at(wait).is_some_and(|ready| now >= ready)
     }
 }
 
@@ -87,11 +99,11 @@ pub(crate) fn read_ask(
         _ => return None,
     };
     let at = match scalar("at") {
-        Some(ScalarValue::Int(at)) => at,
+        Some(ScalarValue::Int(at)) if (0..=LATEST_MS).contains(&at) => at,
         _ => return None,
     };
     let cancelled_at = match scalar("cancelled") {
-        Some(ScalarValue::Int(at)) => Some(at),
+        Some(ScalarValue::Int(at)) => Some(at.clamp(0, LATEST_MS)),
         _ => None,
     };
     Some(RejoinAsk {
@@ -99,6 +111,7 @@ pub(crate) fn read_ask(
         asked_by,
         at,
         cancelled_at,
+        sent_at: None,
     })
 }
 
@@ -115,7 +128,7 @@ impl Journal {
                 "your partner has not joined this journal yet".into(),
             ));
         };
-        if let Some(ask) = read_ask(self.doc(Space::Couple)?, partner, None)
+        if let Some(ask) = self.rejoin_ask(partner)?
             && ask.asked_by == me
             && ask.cancelled_at.is_none()
         {
@@ -136,7 +149,41 @@ impl Journal {
             asked_by: me,
             at: now,
             cancelled_at: None,
+            sent_at: None,
         })
+    }
+
+    /// Notes that this partner's standing ask has reached the relay, once nothing of the
+    /// couple's waits to be pushed here: the wait counts from now. The client calls it after
+    /// every sync round; an ask another device of this partner made reached this one through
+    /// the relay.
+    pub fn note_rejoin_ask_sent(&mut self) -> Result<()> {
+        let me = self.me;
+        let Some(other) = self.partners().iter().map(|p| p.id).find(|id| *id != me) else {
+            return Ok(());
+        };
+        let Some(ask) = self.rejoin_ask(other)? else {
+            return Ok(());
+        };
+        if ask.asked_by != me
+            || ask.cancelled_at.is_some()
+            || ask.sent_at.is_some()
+            || self.store.pending_changes(Space::Couple)? > 0
+        {
+            return Ok(());
+        }
+        let noted = format!("{}:{}", ask.at, self.now());
+        self.store.set_meta(&[(META_ASK_SENT, &noted)])
+    }
+
+    /// When this device first saw the ask made at `at` at the relay.
+    fn ask_sent_at(&self, at: i64) -> Result<Option<i64>> {
+        Ok(self.store.meta(META_ASK_SENT)?.and_then(|noted| {
+            let (asked, sent) = noted.split_once(':')?;
+            (asked.parse::<i64>().ok()? == at)
+                .then(|| sent.parse::<i64>().ok())
+                .flatten()
+        }))
     }
 
     /// Cancels the standing ask to let a new device in as this partner: the other partner's
@@ -173,7 +220,13 @@ impl Journal {
 
     /// The ask naming `partner`, if one was made in this epoch (cancelled or not).
     pub fn rejoin_ask(&self, partner: PartnerId) -> Result<Option<RejoinAsk>> {
-        Ok(read_ask(self.doc(Space::Couple)?, partner, None))
+        let Some(mut ask) = read_ask(self.doc(Space::Couple)?, partner, None) else {
+            return Ok(None);
+        };
+        if ask.asked_by == self.me {
+            ask.sent_at = self.ask_sent_at(ask.at)?;
+        }
+        Ok(Some(ask))
     }
 
     /// How long an ask stands before this device lets the rejoin go ahead
@@ -191,7 +244,7 @@ impl Journal {
     /// Why a rejoin of `partner` through this device may not go ahead now, in words, if it may
     /// not: no ask of this partner's, an ask cancelled, or one that has not stood the wait.
     pub fn rejoin_refusal(&self, partner: PartnerId) -> Result<Option<String>> {
-        let ask = read_ask(self.doc(Space::Couple)?, partner, None);
+        let ask = self.rejoin_ask(partner)?;
         Ok(match ask {
             Some(ask) if ask.asked_by != self.me => {
                 Some("the standing ask to rejoin was not made by you: ask first".into())
@@ -204,6 +257,11 @@ impl Journal {
                 ..
             }) => Some(
                 "a device of your partner's cancelled the ask to rejoin: they still have one"
+                    .into(),
+            ),
+            Some(RejoinAsk { sent_at: None, .. }) => Some(
+                "the ask to rejoin has not reached the relay yet: sync, and the wait counts from \
+                 then"
                     .into(),
             ),
             Some(ask) if !ask.is_ready(self.now(), self.rejoin_wait) => Some(format!(
@@ -249,8 +307,15 @@ mod tests {
             asked_by: PartnerId::generate(),
             at: 1_000,
             cancelled_at: None,
+            sent_at: None,
         };
         let wait = Duration::from_secs(10);
+        // Never seen at the relay: never ready.
+        assert!(!ask.is_ready(i64::MAX, wait));
+        let ask = RejoinAsk {
+            sent_at: Some(1_000),
+            ..ask
+        };
         assert!(!ask.is_ready(10_999, wait));
         assert!(ask.is_ready(11_000, wait));
         let cancelled = RejoinAsk {

@@ -583,6 +583,8 @@ pub struct Device {
     pub legacy: bool,
     /// A new epoch began without it: it learned it was removed (and keeps only the old one).
     pub removed: bool,
+    /// For a rejoin that replaced it: when a device of its partner had cancelled the ask.
+    pub despite_cancel: Option<i64>,
     /// The secrets of the spaces it syncs (couple, personal).
     secrets: (SpaceSecret, SpaceSecret),
     /// The relay answered that its couple's space was retired: the journal moved on without
@@ -834,6 +836,7 @@ impl Sim {
             key,
             legacy: self.legacy,
             removed: false,
+            despite_cancel: None,
             secrets: (
                 self.couple_secret.clone(),
                 self.personal_secrets[partner].clone(),
@@ -902,8 +905,9 @@ impl Sim {
         let news = d.journal().epoch_news(&d.key, &kept)?;
         let step = match news {
             mend_core::journal::EpochNews::Current => return Ok(()),
-            mend_core::journal::EpochNews::Removed { .. } => {
+            mend_core::journal::EpochNews::Removed { despite_cancel, .. } => {
                 self.devices[device].removed = true;
+                self.devices[device].despite_cancel = despite_cancel;
                 return Ok(());
             }
             mend_core::journal::EpochNews::Move(step) => *step,
