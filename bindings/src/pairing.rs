@@ -205,7 +205,7 @@ impl std::fmt::Debug for Joining {
 }
 
 /// How long accepting a rejoin waits for the journal to move to new secrets.
-const REJOIN_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+const REJOIN_WAIT: std::time::Duration = std::time::Duration::from_secs(90);
 
 /// How long a join waits for the inviting device, from `start` to the end of `finish`.
 const JOIN_WAIT: std::time::Duration = std::time::Duration::from_secs(180);

@@ -18,7 +18,7 @@ use mend_core::{
     journal::{
         EpochNews, EpochSecrets, JoinSource, OldSpace, OpenOptions, Reason, RejoinAsk, Written,
     },
-    sync::{ProblemKind, SpaceLink, SyncStatus},
+    sync::{Problem, ProblemKind, SpaceLink, SyncStatus, SyncStore},
 };
 
 use zeroize::Zeroizing;
@@ -571,17 +571,16 @@ impl Device {
         if report.status.online {
             self.retire_old_epochs().await;
         }
-        if report.status.pending == 0 {
-            // An ask to rejoin waits from when it reached the relay.
-            let journal = Arc::clone(&self.journal);
-            let noted = blocking(move || {
-                let mut journal = lock(&journal)?;
-                journal.step(Journal::note_rejoin_ask_sent)
-            })
-            .await;
-            if let Err(e) = noted {
-                tracing::warn!(error = %e, "could not note that the ask to rejoin was sent");
-            }
+        // An ask to rejoin waits from when it reached the relay; one naming this partner is
+        // noted as shown.
+        let journal = Arc::clone(&self.journal);
+        let noted = blocking(move || {
+            let mut journal = lock(&journal)?;
+            journal.step(Journal::note_rejoin_asks)
+        })
+        .await;
+        if let Err(e) = noted {
+            tracing::warn!(error = %e, "could not note the asks to rejoin");
         }
         Ok(report)
     }
@@ -590,10 +589,17 @@ impl Device {
     /// and says why not if it may not: the relay must answer, whatever the journal holds.
     pub(crate) async fn rejoin_check(&self, partner: PartnerId) -> Result<()> {
         let report = self.sync_round(REJOIN_CHECK).await?;
-        if !report.finished {
+        // A couple's space the relay refuses for good (erased, retired, a revoked token) syncs
+        // nothing, whatever the round says.
+        let refused = report
+            .status
+            .problems
+            .iter()
+            .any(|p| p.space == Space::Couple.as_str() && p.kind.is_fatal());
+        if !report.finished || !report.status.online || refused {
             return Err(Error::Invalid(
-                "the relay could not be reached to check whether your partner's devices \
-                 cancelled the ask to rejoin: try again when it answers"
+                "a sync round with the relay did not finish, so whether your partner's devices \
+                 cancelled the ask to rejoin is not known: try again when the relay answers"
                     .into(),
             ));
         }
@@ -756,8 +762,9 @@ impl Device {
                     at,
                     rejoined,
                     despite_cancel,
+                    early,
                     ..
-                } => Ok(Followed::Removed(at, rejoined, despite_cancel)),
+                } => Ok(Followed::Removed(at, rejoined, despite_cancel, early)),
                 EpochNews::Move(step) => {
                     let secrets = step.secrets.clone();
                     // The spaces left behind, to delete at the relay once every device moved.
@@ -793,8 +800,11 @@ impl Device {
                 }
                 Ok(false)
             }
-            Followed::Removed(at, rejoined, despite_cancel) => {
+            Followed::Removed(at, rejoined, despite_cancel, early) => {
                 let when = mend_core::date::LocalDate::from_unix_ms(at, 0);
+                let wait = lock(&self.journal)
+                    .map(|j| j.rejoin_wait())
+                    .unwrap_or_default();
                 if let Ok(mut removed) = self.removed.lock() {
                     *removed = Some(if let Some(cancelled) = despite_cancel {
                         let cancelled = mend_core::date::LocalDate::from_unix_ms(cancelled, 0);
@@ -803,6 +813,14 @@ impl Device {
                              although a device of yours had cancelled that on {cancelled}, and \
                              every device of yours was shut out: talk to your partner now; this \
                              device no longer syncs"
+                        )
+                    } else if rejoined && early {
+                        format!(
+                            "on {when} your partner let a new device into the journal as you \
+                             before this device had been shown the ask for {}, and every device \
+                             of yours was shut out: if that was not you, talk to your partner now; \
+                             this device no longer syncs",
+                            mend_core::journal::describe_wait(wait)
                         )
                     } else if rejoined {
                         format!(
@@ -818,6 +836,7 @@ impl Device {
                     });
                 }
                 self.stop_live_soon();
+                self.tell_removed().await;
                 Ok(false)
             }
             Followed::Moved(secrets) => {
@@ -841,6 +860,40 @@ impl Device {
                 }
                 Ok(true)
             }
+        }
+    }
+
+    /// Tells the app that this device was shut out, as a `Retired` problem on the couple's
+    /// space: kept with the other problems, and handed to the observer at once, so an app that
+    /// only runs live sync hears of it too (its next `sync_now` fails with the words).
+    async fn tell_removed(&self) {
+        let journal = Arc::clone(&self.journal);
+        let status = blocking(move || {
+            let mut journal = lock(&journal)?;
+            let problem = Problem {
+                space: Space::Couple.as_str().into(),
+                kind: ProblemKind::Retired,
+                at: crate::now_ms(),
+            };
+            journal.record_problem(Space::Couple, &problem)?;
+            let summary = journal.step(|j| j.sync_summary())?;
+            Ok(SyncStatus {
+                online: true,
+                syncing: false,
+                pending: summary.pending,
+                last_synced: summary.last_synced,
+                problems: summary.problems,
+                untrusted_relay: None,
+            })
+        })
+        .await;
+        match status {
+            Ok(status) => {
+                if let Some(observer) = &self.observer {
+                    observer.status_changed(status);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not record that this device was removed"),
         }
     }
 
@@ -876,14 +929,17 @@ impl Device {
     }
 
     /// Cancels the other partner's ask to let a new device in as this partner
-    /// ([`Journal::cancel_rejoin`]): this partner still has a device, this one.
+    /// ([`Journal::cancel_rejoin`]): this partner still has a device, this one. A device
+    /// already shut out cannot.
     pub fn cancel_rejoin(&self) -> Result<RejoinAsk> {
+        self.refuse_if_removed()?;
         self.write(Journal::cancel_rejoin)
     }
 
     /// The asks to rejoin this journal holds: the app shows one naming this partner (with a
     /// way to cancel it) and the state of this partner's own.
     pub fn rejoin_asks(&self) -> Result<RejoinAsks> {
+        let removed = self.refuse_if_removed().is_err();
         let mut journal = lock(&self.journal)?;
         journal.step(|j| {
             let me = j.me();
@@ -899,7 +955,8 @@ impl Device {
             };
             Ok(RejoinAsks {
                 mine,
-                about_me: j.rejoin_ask(me)?,
+                // A device already shut out has nothing left to cancel.
+                about_me: j.rejoin_ask(me)?.filter(|_| !removed),
                 wait,
                 ready: mine.is_some() && refusal.is_none(),
             })
@@ -1222,8 +1279,9 @@ async fn download(
 /// What following the couple's epochs did.
 enum Followed {
     Stay,
-    /// When, whether as a rejoin, and when a device of this partner had cancelled it.
-    Removed(i64, bool, Option<i64>),
+    /// When, whether as a rejoin, when a device of this partner had cancelled it, and
+    /// whether it came before this device had been shown the ask for the wait.
+    Removed(i64, bool, Option<i64>, bool),
     Moved(EpochSecrets),
 }
 

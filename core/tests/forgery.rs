@@ -2083,7 +2083,7 @@ fn a_rejoin_needs_a_standing_ask_that_no_device_of_the_partner_cancelled() -> Re
     let again = s.sim.devices[2].journal_mut().ask_rejoin()?;
     ensure!(again.cancelled_at.is_none());
     s.sim.settle()?;
-    s.sim.devices[2].journal_mut().note_rejoin_ask_sent()?;
+    s.sim.devices[2].journal_mut().note_rejoin_asks()?;
     ensure!(
         s.sim.devices[0]
             .journal()
@@ -2191,7 +2191,7 @@ fn an_ask_made_offline_waits_from_when_it_reached_the_relay() -> Result<()> {
     blake_phone.set_rejoin_wait(wait);
     // Asked while offline: not yet at the relay, so the wait has not begun.
     blake_phone.ask_rejoin()?;
-    blake_phone.note_rejoin_ask_sent()?;
+    blake_phone.note_rejoin_asks()?;
     NOW.store(T0 + 73 * HOUR, std::sync::atomic::Ordering::Relaxed);
     let refused = blake_phone.rotate_for_rejoin(s.alex, key);
     ensure!(
@@ -2201,7 +2201,7 @@ fn an_ask_made_offline_waits_from_when_it_reached_the_relay() -> Result<()> {
     // Three days later it reaches the relay: Alex's devices see it now, and the wait starts.
     s.sim.settle()?;
     let blake_phone = s.sim.devices[2].journal_mut();
-    blake_phone.note_rejoin_ask_sent()?;
+    blake_phone.note_rejoin_asks()?;
     let ask = blake_phone
         .rejoin_ask(s.alex)?
         .ok_or_else(|| anyhow::anyhow!("no ask"))?;
@@ -2229,7 +2229,7 @@ fn a_rejoin_that_crossed_a_cancel_says_so_on_the_replaced_devices() -> Result<()
     // Alex's phone cancels while Blake's phone, not having heard, lets a new key in as Alex.
     let cancelled = s.sim.devices[0].journal_mut().cancel_rejoin()?;
     let blake_phone = s.sim.devices[2].journal_mut();
-    blake_phone.note_rejoin_ask_sent()?;
+    blake_phone.note_rejoin_asks()?;
     blake_phone.set_rejoin_wait(std::time::Duration::ZERO);
     blake_phone.rotate_for_rejoin(s.alex, PartnerIdentity::generate()?.public())?;
     s.sim.settle()?;
@@ -2246,5 +2246,86 @@ fn a_rejoin_that_crossed_a_cancel_says_so_on_the_replaced_devices() -> Result<()
         "Alex's second device was not replaced"
     );
     ensure!(s.sim.devices[1].despite_cancel == cancelled.cancelled_at);
+    Ok(())
+}
+
+#[test]
+fn a_rejoin_before_the_wait_says_so_on_the_replaced_devices() -> Result<()> {
+    let mut s = story(99)?;
+    s.sim.devices[2].journal_mut().ask_rejoin()?;
+    s.sim.settle()?;
+    // Alex's phone notes the ask as shown; Alex's tablet never does (it was off).
+    s.sim.devices[0].journal_mut().note_rejoin_asks()?;
+    // Blake's phone does not wait (a modified app, or a clock set forward).
+    let blake_phone = s.sim.devices[2].journal_mut();
+    blake_phone.note_rejoin_asks()?;
+    blake_phone.set_rejoin_wait(std::time::Duration::ZERO);
+    blake_phone.rotate_for_rejoin(s.alex, PartnerIdentity::generate()?.public())?;
+    s.sim.settle()?;
+    for d in [0, 1] {
+        let device = &s.sim.devices[d];
+        ensure!(device.removed, "{} was not replaced", device.name);
+        ensure!(
+            device.early && device.despite_cancel.is_none(),
+            "{} is not told the rejoin came before the wait",
+            device.name
+        );
+    }
+
+    // The same with an ask Alex's phone was shown long enough (its own wait shortened): the
+    // ordinary words, nothing early.
+    let mut s = story(100)?;
+    s.sim.devices[2].journal_mut().ask_rejoin()?;
+    s.sim.settle()?;
+    let alex_phone = s.sim.devices[0].journal_mut();
+    alex_phone.note_rejoin_asks()?;
+    alex_phone.set_rejoin_wait(std::time::Duration::ZERO);
+    let blake_phone = s.sim.devices[2].journal_mut();
+    blake_phone.note_rejoin_asks()?;
+    blake_phone.set_rejoin_wait(std::time::Duration::ZERO);
+    blake_phone.rotate_for_rejoin(s.alex, PartnerIdentity::generate()?.public())?;
+    s.sim.settle()?;
+    let phone = &s.sim.devices[0];
+    ensure!(
+        phone.removed && !phone.early,
+        "an ask shown for the wait was called early"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_rejoin_that_failed_after_the_move_goes_again_without_a_new_ask() -> Result<()> {
+    let mut s = story(101)?;
+    let blake_phone = s.sim.devices[2].journal_mut();
+    let refused = blake_phone.rejoin_refusal(s.alex)?;
+    ensure!(
+        refused
+            .as_ref()
+            .is_some_and(|why| why.contains("ask first")),
+        "{refused:?}"
+    );
+    blake_phone.ask_rejoin()?;
+    s.sim.settle()?;
+    let blake_phone = s.sim.devices[2].journal_mut();
+    blake_phone.note_rejoin_asks()?;
+    blake_phone.set_rejoin_wait(std::time::Duration::ZERO);
+    blake_phone.rotate_for_rejoin(s.alex, PartnerIdentity::generate()?.public())?;
+    s.sim.settle()?;
+    // The new phone never came (the handover failed): the epoch holds no device of Alex's and
+    // no ask, and Blake's phone may rejoin Alex again at once, with another key.
+    let blake_phone = s.sim.devices[2].journal_mut();
+    ensure!(blake_phone.epoch()? == 1, "Blake's phone did not move");
+    ensure!(
+        blake_phone.rejoin_ask(s.alex)?.is_none(),
+        "the ask outlived the move"
+    );
+    let again = blake_phone.rejoin_refusal(s.alex)?;
+    ensure!(again.is_none(), "a second try needs a new ask: {again:?}");
+    blake_phone.rotate_for_rejoin(s.alex, PartnerIdentity::generate()?.public())?;
+    s.sim.settle()?;
+    ensure!(
+        s.sim.devices[2].journal().epoch()? == 2,
+        "the second try did not move"
+    );
     Ok(())
 }

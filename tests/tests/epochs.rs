@@ -261,6 +261,54 @@ async fn eventually(what: &str, mut done: impl FnMut() -> Result<bool>) -> Resul
 
 /// A phone that only runs live sync (an app in the foreground) follows a rotation as soon as
 /// live sync brings its announcement, and goes on hearing the partner in the new epoch.
+/// Alex's tablet runs live sync alone (no rounds of its own) when Alex's phone removes it: the
+/// app hears of it through its observer, as a `Retired` problem, and live sync stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_removed_while_only_live_syncing_is_told() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path()).await?;
+    let (a, _b) = couple(dir.path(), &relay).await?;
+    let tablet = another_device(dir.path(), "t.db", &a, &relay).await?;
+    tablet.sync().await?;
+    a.sync().await?;
+    let id = tablet.read(|j| Ok(j.device()))?;
+    let recorder = std::sync::Arc::clone(&tablet.recorder);
+    let device = std::sync::Arc::new(tablet.device);
+    device.start_live_following(ROUND)?;
+    eventually("the tablet's live sync connects", || {
+        Ok(recorder
+            .statuses
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .iter()
+            .any(|s| s.online))
+    })
+    .await?;
+
+    a.device.remove_device(id, ROUND).await?;
+    ensure!(a.read(|j| j.epoch())? == 1, "Alex's phone did not move");
+    eventually("the tablet's app is told it was removed", || {
+        Ok(recorder
+            .statuses
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .iter()
+            .any(|s| {
+                s.problems
+                    .iter()
+                    .any(|p| p.space == "couple" && p.kind == mend_core::sync::ProblemKind::Retired)
+            }))
+    })
+    .await?;
+    eventually("the tablet's live sync stops", || Ok(!device.is_live())).await?;
+    let refused = device.sync_now(ROUND).await;
+    ensure!(
+        matches!(&refused, Err(Error::DeviceRemoved(m)) if m.contains("removed")),
+        "{refused:?}"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_sync_alone_follows_a_rotation() -> Result<()> {
     let dir = tempfile::tempdir()?;

@@ -156,6 +156,9 @@ pub enum EpochNews {
         /// For a rejoin: when a device of this partner had cancelled the ask, if one had and
         /// the rejoin went ahead without having seen it.
         despite_cancel: Option<i64>,
+        /// For a rejoin: it came before this device had been shown the ask for the wait (by
+        /// this device's clock and wait), or without this device having been shown it at all.
+        early: bool,
     },
 }
 
@@ -860,16 +863,29 @@ impl Journal {
         let Some(sealed) = sealed else {
             // Removed, or never introduced to the device that rotated: either way, the new
             // epoch's secrets are not this device's to read.
-            let despite_cancel = if replaced {
-                super::rejoin::read_ask(doc, self.me, None).and_then(|ask| ask.cancelled_at)
+            let ask = if replaced {
+                super::rejoin::read_ask(doc, self.me, None)
             } else {
                 None
             };
+            let despite_cancel = ask.and_then(|ask| ask.cancelled_at);
+            // The rejoin's own date is the other partner's to write: it counts only when it is
+            // earlier than this device's now.
+            let arrived = self.now().min(news.at);
+            let wait = i64::try_from(self.rejoin_wait().as_millis()).unwrap_or(i64::MAX);
+            let early = replaced
+                && match ask {
+                    Some(ask) => self
+                        .ask_seen_at(ask.at)?
+                        .is_none_or(|seen| arrived.saturating_sub(seen) < wait),
+                    None => true,
+                };
             return Ok(EpochNews::Removed {
                 by: news.by,
                 at: news.at,
                 rejoined: replaced,
                 despite_cancel,
+                early,
             });
         };
         let opened = open_from_device(device_key, &box_context(&space_id, epoch, device), sealed)

@@ -30,6 +30,9 @@ pub(crate) const ASK_KEY: &str = "rejoin_ask:";
 
 /// When this device first saw its partner's standing ask at the relay: `<ask's at>:<unix ms>`.
 const META_ASK_SENT: &str = "rejoin_ask_sent";
+/// When this device was first shown the other partner's ask naming this partner (after a
+/// sync round, by its own clock): `<ask's at>:<unix ms>`.
+const META_ASK_SEEN: &str = "rejoin_ask_seen";
 
 /// The latest time an ask or a cancel may carry (9999-12-31, in unix ms): dates past it are
 /// refused, so that nothing built from them overflows.
@@ -136,6 +139,8 @@ impl Journal {
         }
         let now = self.now();
         let key = format!("{ASK_KEY}{partner}");
+        // A new ask waits from when it reaches the relay, whatever an earlier one did.
+        self.store.set_meta(&[(META_ASK_SENT, "")])?;
         let (_, bytes) = self.doc_mut(Space::Couple)?.transact(|tx, _| {
             let obj = tx.put_object(ROOT, key.as_str(), ObjType::Map)?;
             tx.put(&obj, "by", me.to_string())?;
@@ -153,12 +158,20 @@ impl Journal {
         })
     }
 
-    /// Notes that this partner's standing ask has reached the relay, once nothing of the
-    /// couple's waits to be pushed here: the wait counts from now. The client calls it after
-    /// every sync round; an ask another device of this partner made reached this one through
-    /// the relay.
-    pub fn note_rejoin_ask_sent(&mut self) -> Result<()> {
+    /// Notes, after a sync round, when this partner's standing ask reached the relay (once
+    /// nothing of the couple's waits to be pushed here: the wait counts from then; an ask
+    /// another device of this partner made reached this one through the relay), and when this
+    /// device was first shown an ask naming this partner (to tell, should a rejoin come, whether
+    /// it came before this device had been shown the ask for the wait).
+    pub fn note_rejoin_asks(&mut self) -> Result<()> {
         let me = self.me;
+        if let Some(ask) = self.rejoin_ask(me)?
+            && ask.cancelled_at.is_none()
+            && self.ask_seen_at(ask.at)?.is_none()
+        {
+            let noted = format!("{}:{}", ask.at, self.now());
+            self.store.set_meta(&[(META_ASK_SEEN, &noted)])?;
+        }
         let Some(other) = self.partners().iter().map(|p| p.id).find(|id| *id != me) else {
             return Ok(());
         };
@@ -178,12 +191,12 @@ impl Journal {
 
     /// When this device first saw the ask made at `at` at the relay.
     fn ask_sent_at(&self, at: i64) -> Result<Option<i64>> {
-        Ok(self.store.meta(META_ASK_SENT)?.and_then(|noted| {
-            let (asked, sent) = noted.split_once(':')?;
-            (asked.parse::<i64>().ok()? == at)
-                .then(|| sent.parse::<i64>().ok())
-                .flatten()
-        }))
+        noted_for(self.store.meta(META_ASK_SENT)?, at)
+    }
+
+    /// When this device was first shown the ask naming this partner made at `at`.
+    pub(crate) fn ask_seen_at(&self, at: i64) -> Result<Option<i64>> {
+        noted_for(self.store.meta(META_ASK_SEEN)?, at)
     }
 
     /// Cancels the standing ask to let a new device in as this partner: the other partner's
@@ -244,6 +257,17 @@ impl Journal {
     /// Why a rejoin of `partner` through this device may not go ahead now, in words, if it may
     /// not: no ask of this partner's, an ask cancelled, or one that has not stood the wait.
     pub fn rejoin_refusal(&self, partner: PartnerId) -> Result<Option<String>> {
+        // This epoch began with a rejoin of `partner` and no device of theirs is in it yet (the
+        // handover failed after the move): their old devices are out already, and the ask the
+        // move spent needs no second wait.
+        let unfinished = self.roster.vouched.contains_key(&partner)
+            && self
+                .partners()
+                .iter()
+                .any(|p| p.id == partner && p.devices.is_empty());
+        if unfinished && partner != self.me {
+            return Ok(None);
+        }
         let ask = self.rejoin_ask(partner)?;
         Ok(match ask {
             Some(ask) if ask.asked_by != self.me => {
@@ -272,6 +296,16 @@ impl Journal {
             Some(_) => None,
         })
     }
+}
+
+/// The time noted for the ask made at `at`, from a `<at>:<ms>` meta value.
+fn noted_for(noted: Option<String>, at: i64) -> Result<Option<i64>> {
+    Ok(noted.and_then(|noted| {
+        let (asked, when) = noted.split_once(':')?;
+        (asked.parse::<i64>().ok()? == at)
+            .then(|| when.parse::<i64>().ok())
+            .flatten()
+    }))
 }
 
 /// A wait in words ("72 hours", "5 minutes", "30 seconds").

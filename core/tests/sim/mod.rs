@@ -585,6 +585,9 @@ pub struct Device {
     pub removed: bool,
     /// For a rejoin that replaced it: when a device of its partner had cancelled the ask.
     pub despite_cancel: Option<i64>,
+    /// For a rejoin that replaced it: it came before this device had been shown the ask for
+    /// the wait.
+    pub early: bool,
     /// The secrets of the spaces it syncs (couple, personal).
     secrets: (SpaceSecret, SpaceSecret),
     /// The relay answered that its couple's space was retired: the journal moved on without
@@ -837,6 +840,7 @@ impl Sim {
             legacy: self.legacy,
             removed: false,
             despite_cancel: None,
+            early: false,
             secrets: (
                 self.couple_secret.clone(),
                 self.personal_secrets[partner].clone(),
@@ -905,9 +909,14 @@ impl Sim {
         let news = d.journal().epoch_news(&d.key, &kept)?;
         let step = match news {
             mend_core::journal::EpochNews::Current => return Ok(()),
-            mend_core::journal::EpochNews::Removed { despite_cancel, .. } => {
+            mend_core::journal::EpochNews::Removed {
+                despite_cancel,
+                early,
+                ..
+            } => {
                 self.devices[device].removed = true;
                 self.devices[device].despite_cancel = despite_cancel;
+                self.devices[device].early = early;
                 return Ok(());
             }
             mend_core::journal::EpochNews::Move(step) => *step,
