@@ -308,6 +308,8 @@ pub struct RejoinAsk {
     /// For this partner's own ask: when this device first saw it at the relay (unix ms); the
     /// wait counts from then.
     pub reached_relay_at: Option<i64>,
+    /// For an ask naming this partner: when this device was first shown it (unix ms).
+    pub shown_at: Option<i64>,
 }
 
 impl From<mend_core::journal::RejoinAsk> for RejoinAsk {
@@ -318,6 +320,7 @@ impl From<mend_core::journal::RejoinAsk> for RejoinAsk {
             asked_at: a.at,
             cancelled_at: a.cancelled_at,
             reached_relay_at: a.sent_at,
+            shown_at: a.shown_at,
         }
     }
 }

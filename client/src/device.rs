@@ -820,7 +820,7 @@ impl Device {
                              before this device had been shown the ask for {}, and every device \
                              of yours was shut out: if that was not you, talk to your partner now; \
                              this device no longer syncs",
-                            mend_core::journal::describe_wait(wait)
+                            mend_core::journal::describe_wait(wait / 2)
                         )
                     } else if rejoined {
                         format!(
@@ -942,6 +942,7 @@ impl Device {
         let removed = self.refuse_if_removed().is_err();
         let mut journal = lock(&self.journal)?;
         journal.step(|j| {
+            let removed = removed || j.replaced_here()?;
             let me = j.me();
             let other = j.partners().into_iter().map(|p| p.id).find(|id| *id != me);
             let wait = j.rejoin_wait();

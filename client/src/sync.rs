@@ -194,6 +194,11 @@ impl SyncClient {
                     }
                     // Live sync hears of a new epoch here; a round follows it itself.
                     epoch_offered = live && journal.epoch_offer().ok().flatten().is_some();
+                    // An ask to rejoin that live sync brought (or carried) is noted as a
+                    // round would note it.
+                    if live && let Err(e) = journal.note_rejoin_asks() {
+                        tracing::warn!(error = %e, "could not note the asks to rejoin");
+                    }
                     Ok(())
                 })?;
             }

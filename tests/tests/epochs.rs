@@ -259,8 +259,6 @@ async fn eventually(what: &str, mut done: impl FnMut() -> Result<bool>) -> Resul
     anyhow::bail!("{what}: not within 30 s")
 }
 
-/// A phone that only runs live sync (an app in the foreground) follows a rotation as soon as
-/// live sync brings its announcement, and goes on hearing the partner in the new epoch.
 /// Alex's tablet runs live sync alone (no rounds of its own) when Alex's phone removes it: the
 /// app hears of it through its observer, as a `Retired` problem, and live sync stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -309,6 +307,8 @@ async fn a_device_removed_while_only_live_syncing_is_told() -> Result<()> {
     Ok(())
 }
 
+/// A phone that only runs live sync (an app in the foreground) follows a rotation as soon as
+/// live sync brings its announcement, and goes on hearing the partner in the new epoch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_sync_alone_follows_a_rotation() -> Result<()> {
     let dir = tempfile::tempdir()?;

@@ -117,7 +117,7 @@ async fn a_partner_who_lost_every_device_rejoins_through_the_other() -> Result<(
     let refused = lost.device.sync_now(ROUND).await;
     ensure!(
         matches!(&refused, Err(Error::DeviceRemoved(m)) if m.contains("as you")
-            && m.contains("before this device had been shown the ask for 72 hours")),
+            && m.contains("before this device had been shown the ask for 36 hours")),
         "the lost phone was not told: {refused:?}"
     );
     ensure!(
@@ -125,6 +125,21 @@ async fn a_partner_who_lost_every_device_rejoins_through_the_other() -> Result<(
             .iter()
             .any(|t| t.contains("after") || t.contains("new phone")),
         "the lost phone reads the new epoch"
+    );
+    // Opened again (an app restarted), it still shows no ask and cancels nothing: its
+    // journal holds the rejoin.
+    let lost_path = lost.path.clone();
+    let lost_keyring = lost.device.keyring();
+    drop(lost);
+    let lost = Phone::reopen(&lost_path, lost_keyring, &relay)?;
+    ensure!(
+        lost.device.rejoin_asks()?.about_me.is_none(),
+        "the replaced phone still offers to cancel"
+    );
+    let late = lost.device.cancel_rejoin();
+    ensure!(
+        matches!(&late, Err(Error::Invalid(m)) if m.contains("already came in as you")),
+        "{late:?}"
     );
     lost.with(|j| j.add(honest("from the found phone")))?;
     let _ = lost.device.sync_now(ROUND).await;
@@ -362,5 +377,32 @@ async fn a_cancel_that_comes_while_the_new_phone_pairs_stops_the_rejoin() -> Res
     ensure!(b.read(|j| j.epoch())? == 0, "Blake's phone moved");
     a.sync().await?;
     ensure!(a.read(|j| j.epoch())? == 0, "Alex's phone was shut out");
+    Ok(())
+}
+
+/// Alex's phone runs live sync alone: an ask that live sync brings is noted as shown then, as
+/// a round would note it, and a replaced device shows no ask to cancel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_sync_notes_when_an_ask_is_shown() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path()).await?;
+    let (a, b) = couple(dir.path(), &relay).await?;
+    a.device.start_live()?;
+    b.device.ask_rejoin()?;
+    b.sync().await?;
+    let mut shown = None;
+    for _ in 0..300 {
+        shown = a
+            .device
+            .rejoin_asks()?
+            .about_me
+            .and_then(|ask| ask.shown_at);
+        if shown.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    ensure!(shown.is_some(), "live sync did not note the ask as shown");
+    a.device.stop_live().await;
     Ok(())
 }

@@ -579,6 +579,17 @@ impl Journal {
             .collect())
     }
 
+    /// Whether the couple's document holds the other partner's rejoin of this partner for the
+    /// next epoch: this device is being shut out (the relay confirms it at the next round)
+    /// and has no ask left to cancel.
+    pub fn replaced_here(&self) -> Result<bool> {
+        let next = self.epoch()?.saturating_add(1);
+        Ok(announcements(self.doc(Space::Couple)?, next)?
+            .into_iter()
+            .flatten()
+            .any(|a| a.by != self.me && a.rekey.is_some_and(|(partner, _)| partner == self.me)))
+    }
+
     /// Starts a new epoch: new secrets for the couple's space (and for this partner's personal
     /// space, so a removed device of this partner reads neither), sealed to every remaining
     /// device in an announcement written to the couple's document. `remove` names devices of
@@ -873,11 +884,14 @@ impl Journal {
             // earlier than this device's now.
             let arrived = self.now().min(news.at);
             let wait = i64::try_from(self.rejoin_wait().as_millis()).unwrap_or(i64::MAX);
+            // Half the wait: this device notes an ask a little after the asking one sees it at
+            // the relay (at the end of a round, or as live sync brings it), so an honest rejoin
+            // made as soon as the wait is over never looks early; one well before it does.
             let early = replaced
-                && match ask {
+                && match &ask {
                     Some(ask) => self
-                        .ask_seen_at(ask.at)?
-                        .is_none_or(|seen| arrived.saturating_sub(seen) < wait),
+                        .ask_seen_at(ask)?
+                        .is_none_or(|seen| arrived.saturating_sub(seen) < wait / 2),
                     None => true,
                 };
             return Ok(EpochNews::Removed {

@@ -28,10 +28,10 @@ use crate::{
 /// Root keys of asks: `rejoin_ask:<partner id>`, the partner a rejoin would replace.
 pub(crate) const ASK_KEY: &str = "rejoin_ask:";
 
-/// When this device first saw its partner's standing ask at the relay: `<ask's at>:<unix ms>`.
+/// When this device first saw its partner's standing ask at the relay: `<ask, hex>:<unix ms>`.
 const META_ASK_SENT: &str = "rejoin_ask_sent";
 /// When this device was first shown the other partner's ask naming this partner (after a
-/// sync round, by its own clock): `<ask's at>:<unix ms>`.
+/// sync round or a live merge, by its own clock): `<ask, hex>:<unix ms>`.
 const META_ASK_SEEN: &str = "rejoin_ask_seen";
 
 /// The latest time an ask or a cancel may carry (9999-12-31, in unix ms): dates past it are
@@ -57,6 +57,12 @@ pub struct RejoinAsk {
     /// For this partner's own ask: when this device first saw it at the relay (unix ms, this
     /// device's clock). The wait counts from then.
     pub sent_at: Option<i64>,
+    /// For an ask naming this partner: when this device was first shown it (unix ms, this
+    /// device's clock, after a round or as live sync brought it).
+    pub shown_at: Option<i64>,
+    /// Which ask this is (a hash of the Automerge object made for it): notes about an ask
+    /// follow the ask itself, not its writer-chosen time.
+    pub(crate) made: u64,
 }
 
 impl RejoinAsk {
@@ -87,6 +93,13 @@ pub(crate) fn read_ask(
     let Ok(Some((Value::Object(ObjType::Map), obj))) = found else {
         return None;
     };
+    let made = {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(obj.to_string().as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        u64::from_be_bytes(first)
+    };
     let scalar = |name: &str| {
         let value = match heads {
             Some(h) => am.get_at(&obj, name, h),
@@ -115,6 +128,8 @@ pub(crate) fn read_ask(
         at,
         cancelled_at,
         sent_at: None,
+        shown_at: None,
+        made,
     })
 }
 
@@ -139,8 +154,6 @@ impl Journal {
         }
         let now = self.now();
         let key = format!("{ASK_KEY}{partner}");
-        // A new ask waits from when it reaches the relay, whatever an earlier one did.
-        self.store.set_meta(&[(META_ASK_SENT, "")])?;
         let (_, bytes) = self.doc_mut(Space::Couple)?.transact(|tx, _| {
             let obj = tx.put_object(ROOT, key.as_str(), ObjType::Map)?;
             tx.put(&obj, "by", me.to_string())?;
@@ -149,13 +162,8 @@ impl Journal {
         })?;
         let changes = bytes.map(|b| vec![(Space::Couple, b)]).unwrap_or_default();
         self.persist(changes, &[])?;
-        Ok(RejoinAsk {
-            partner,
-            asked_by: me,
-            at: now,
-            cancelled_at: None,
-            sent_at: None,
-        })
+        self.rejoin_ask(partner)?
+            .ok_or_else(|| Error::Corrupt("an ask just written cannot be read back".into()))
     }
 
     /// Notes, after a sync round, when this partner's standing ask reached the relay (once
@@ -167,9 +175,9 @@ impl Journal {
         let me = self.me;
         if let Some(ask) = self.rejoin_ask(me)?
             && ask.cancelled_at.is_none()
-            && self.ask_seen_at(ask.at)?.is_none()
+            && self.ask_seen_at(&ask)?.is_none()
         {
-            let noted = format!("{}:{}", ask.at, self.now());
+            let noted = format!("{:016x}:{}", ask.made, self.now());
             self.store.set_meta(&[(META_ASK_SEEN, &noted)])?;
         }
         let Some(other) = self.partners().iter().map(|p| p.id).find(|id| *id != me) else {
@@ -185,18 +193,18 @@ impl Journal {
         {
             return Ok(());
         }
-        let noted = format!("{}:{}", ask.at, self.now());
+        let noted = format!("{:016x}:{}", ask.made, self.now());
         self.store.set_meta(&[(META_ASK_SENT, &noted)])
     }
 
-    /// When this device first saw the ask made at `at` at the relay.
-    fn ask_sent_at(&self, at: i64) -> Result<Option<i64>> {
-        noted_for(self.store.meta(META_ASK_SENT)?, at)
+    /// When this device first saw `ask` (its own partner's) at the relay.
+    fn ask_sent_at(&self, ask: &RejoinAsk) -> Result<Option<i64>> {
+        Ok(noted_for(self.store.meta(META_ASK_SENT)?, ask.made))
     }
 
-    /// When this device was first shown the ask naming this partner made at `at`.
-    pub(crate) fn ask_seen_at(&self, at: i64) -> Result<Option<i64>> {
-        noted_for(self.store.meta(META_ASK_SEEN)?, at)
+    /// When this device was first shown `ask` (naming this partner).
+    pub(crate) fn ask_seen_at(&self, ask: &RejoinAsk) -> Result<Option<i64>> {
+        Ok(noted_for(self.store.meta(META_ASK_SEEN)?, ask.made))
     }
 
     /// Cancels the standing ask to let a new device in as this partner: the other partner's
@@ -204,6 +212,12 @@ impl Journal {
     /// partner shows again).
     pub fn cancel_rejoin(&mut self) -> Result<RejoinAsk> {
         self.ready()?;
+        if self.replaced_here()? {
+            return Err(Error::Invalid(
+                "a new device already came in as you: this device has nothing left to cancel"
+                    .into(),
+            ));
+        }
         let me = self.me;
         let Some(mut ask) =
             read_ask(self.doc(Space::Couple)?, me, None).filter(|ask| ask.cancelled_at.is_none())
@@ -237,7 +251,10 @@ impl Journal {
             return Ok(None);
         };
         if ask.asked_by == self.me {
-            ask.sent_at = self.ask_sent_at(ask.at)?;
+            ask.sent_at = self.ask_sent_at(&ask)?;
+        }
+        if ask.partner == self.me {
+            ask.shown_at = self.ask_seen_at(&ask)?;
         }
         Ok(Some(ask))
     }
@@ -257,17 +274,6 @@ impl Journal {
     /// Why a rejoin of `partner` through this device may not go ahead now, in words, if it may
     /// not: no ask of this partner's, an ask cancelled, or one that has not stood the wait.
     pub fn rejoin_refusal(&self, partner: PartnerId) -> Result<Option<String>> {
-        // This epoch began with a rejoin of `partner` and no device of theirs is in it yet (the
-        // handover failed after the move): their old devices are out already, and the ask the
-        // move spent needs no second wait.
-        let unfinished = self.roster.vouched.contains_key(&partner)
-            && self
-                .partners()
-                .iter()
-                .any(|p| p.id == partner && p.devices.is_empty());
-        if unfinished && partner != self.me {
-            return Ok(None);
-        }
         let ask = self.rejoin_ask(partner)?;
         Ok(match ask {
             Some(ask) if ask.asked_by != self.me => {
@@ -298,14 +304,12 @@ impl Journal {
     }
 }
 
-/// The time noted for the ask made at `at`, from a `<at>:<ms>` meta value.
-fn noted_for(noted: Option<String>, at: i64) -> Result<Option<i64>> {
-    Ok(noted.and_then(|noted| {
-        let (asked, when) = noted.split_once(':')?;
-        (asked.parse::<i64>().ok()? == at)
-            .then(|| when.parse::<i64>().ok())
-            .flatten()
-    }))
+/// The time noted for the ask `made`, from a `<made, hex>:<ms>` meta value.
+fn noted_for(noted: Option<String>, made: u64) -> Option<i64> {
+    let (asked, when) = noted.as_deref()?.split_once(':')?;
+    (u64::from_str_radix(asked, 16).ok()? == made)
+        .then(|| when.parse::<i64>().ok())
+        .flatten()
 }
 
 /// A wait in words ("72 hours", "5 minutes", "30 seconds").
@@ -342,6 +346,8 @@ mod tests {
             at: 1_000,
             cancelled_at: None,
             sent_at: None,
+            shown_at: None,
+            made: 1,
         };
         let wait = Duration::from_secs(10);
         // Never seen at the relay: never ready.
