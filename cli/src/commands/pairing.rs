@@ -319,29 +319,41 @@ pub fn rejoin_status(home: &Home) -> Result<()> {
     Ok(())
 }
 
-/// `rejoin ask`: asks, then syncs so that the partner's devices see it.
-pub async fn rejoin_ask(home: &Home, timeout: u64) -> Result<()> {
+/// Runs `write` on the device, then a round so that it reaches the relay; if the round fails,
+/// says that what was written waits on this device (`waits`, then `then`).
+async fn write_and_send<T>(
+    home: &Home,
+    timeout: u64,
+    write: impl FnOnce(&Device) -> mend_core::Result<T>,
+    waits: &str,
+    then: &str,
+) -> Result<(Device, T)> {
     let tracker = Tracker::new();
     let observer: Arc<dyn SyncObserver> = tracker.clone();
     let device = home.open(Some(observer))?;
-    device.ask_rejoin()?;
-    round(
-        &device,
-        &tracker,
-        Duration::from_secs(timeout.clamp(1, 24 * 3600)),
-    )
-    .await
-    .map_err(|e| {
+    let written = write(&device)?;
+    let budget = Duration::from_secs(timeout.clamp(1, 24 * 3600));
+    round(&device, &tracker, budget).await.map_err(|e| {
         let (message, exit) = crate::failure::report(&e);
         Failure::new(
             exit,
-            format!(
-                "asked on this device, but the ask has not reached the relay yet: \
-                     {message}; run `mend sync` (the wait counts from when it does)"
-            ),
+            format!("{waits} on this device, but has not reached the relay yet: {message}; {then}"),
         )
     })?;
     home.keep_keyring(&device)?;
+    Ok((device, written))
+}
+
+/// `rejoin ask`: asks, then syncs so that the partner's devices see it.
+pub async fn rejoin_ask(home: &Home, timeout: u64) -> Result<()> {
+    let (device, _) = write_and_send(
+        home,
+        timeout,
+        Device::ask_rejoin,
+        "the ask was made",
+        "run `mend sync` (the wait counts from when it reaches the relay)",
+    )
+    .await?;
     let asks = device.rejoin_asks()?;
     let from = asks
         .mine
@@ -362,27 +374,14 @@ pub async fn rejoin_ask(home: &Home, timeout: u64) -> Result<()> {
 /// `rejoin cancel`: cancels the ask naming this partner, then syncs so the asker's devices
 /// see it.
 pub async fn rejoin_cancel(home: &Home, timeout: u64) -> Result<()> {
-    let tracker = Tracker::new();
-    let observer: Arc<dyn SyncObserver> = tracker.clone();
-    let device = home.open(Some(observer))?;
-    device.cancel_rejoin()?;
-    round(
-        &device,
-        &tracker,
-        Duration::from_secs(timeout.clamp(1, 24 * 3600)),
+    write_and_send(
+        home,
+        timeout,
+        Device::cancel_rejoin,
+        "the cancel was made",
+        "run `mend sync` soon",
     )
-    .await
-    .map_err(|e| {
-        let (message, exit) = crate::failure::report(&e);
-        Failure::new(
-            exit,
-            format!(
-                "cancelled on this device, but the cancel has not reached the relay yet: \
-                     {message}; run `mend sync` soon"
-            ),
-        )
-    })?;
-    home.keep_keyring(&device)?;
+    .await?;
     say!("Cancelled: no new device comes in as you through this ask.");
     Ok(())
 }
