@@ -2335,3 +2335,36 @@ fn an_honest_rejoin_as_soon_as_the_wait_is_over_does_not_look_early() -> Result<
     ensure!(s.sim.devices[1].early, "the tablet was not told");
     Ok(())
 }
+
+#[test]
+fn notes_about_asks_do_not_outlive_a_move() -> Result<()> {
+    let mut s = story(103)?;
+    s.sim.devices[2].journal_mut().ask_rejoin()?;
+    s.sim.settle()?;
+    s.sim.devices[2].journal_mut().note_rejoin_asks()?;
+    s.sim.devices[0].journal_mut().note_rejoin_asks()?;
+    for (d, key) in [(2, "rejoin_ask_sent"), (0, "rejoin_ask_seen")] {
+        let noted = s.sim.devices[d].journal().store().meta(key)?;
+        ensure!(noted.is_some_and(|n| !n.is_empty()), "{key} was not noted");
+    }
+    // A forget moves every device to a document that numbers its objects afresh: an ask made
+    // there could take the old one's id, so nothing noted about the old one may carry over.
+    s.sim.devices[2]
+        .journal_mut()
+        .rotate(mend_core::journal::Reason::Forget, &[])?;
+    s.sim.settle()?;
+    for (d, key) in [(2, "rejoin_ask_sent"), (0, "rejoin_ask_seen")] {
+        let journal = s.sim.devices[d].journal();
+        ensure!(
+            journal.epoch()? == 1,
+            "{} did not move",
+            s.sim.devices[d].name
+        );
+        let noted = journal.store().meta(key)?;
+        ensure!(
+            noted.as_deref().is_none_or(|n| n.is_empty()),
+            "{key} outlived the move: {noted:?}"
+        );
+    }
+    Ok(())
+}

@@ -381,7 +381,7 @@ async fn a_cancel_that_comes_while_the_new_phone_pairs_stops_the_rejoin() -> Res
 }
 
 /// Alex's phone runs live sync alone: an ask that live sync brings is noted as shown then, as
-/// a round would note it, and a replaced device shows no ask to cancel.
+/// a round would note it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_sync_notes_when_an_ask_is_shown() -> Result<()> {
     let dir = tempfile::tempdir()?;

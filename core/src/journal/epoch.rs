@@ -1069,6 +1069,10 @@ impl Journal {
             (META_RETIRE_AT, &now_text),
             (META_RETIRE, &old),
             (META_PERSONAL_ROTATED, personal_rotated),
+            // Notes about asks belong to the document they were made in: the next one numbers
+            // its objects from the start again, so an ask there could take an old one's id.
+            (super::rejoin::META_ASK_SENT, ""),
+            (super::rejoin::META_ASK_SEEN, ""),
         ];
         if let Some(base) = &base {
             metas.push((META_EPOCH_BASE, base));

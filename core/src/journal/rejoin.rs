@@ -29,10 +29,10 @@ use crate::{
 pub(crate) const ASK_KEY: &str = "rejoin_ask:";
 
 /// When this device first saw its partner's standing ask at the relay: `<ask, hex>:<unix ms>`.
-const META_ASK_SENT: &str = "rejoin_ask_sent";
+pub(crate) const META_ASK_SENT: &str = "rejoin_ask_sent";
 /// When this device was first shown the other partner's ask naming this partner (after a
 /// sync round or a live merge, by its own clock): `<ask, hex>:<unix ms>`.
-const META_ASK_SEEN: &str = "rejoin_ask_seen";
+pub(crate) const META_ASK_SEEN: &str = "rejoin_ask_seen";
 
 /// The latest time an ask or a cancel may carry (9999-12-31, in unix ms): dates past it are
 /// refused, so that nothing built from them overflows.
