@@ -2127,8 +2127,7 @@ fn only_the_other_partner_asks_and_only_the_named_partner_cancels() -> Result<()
         Ok(())
     })?;
     // Blake asks honestly; a device of Blake's then cancels it for Alex.
-    s.sim.devices[2].journal_mut().ask_rejoin()?;
-    s.sim.settle()?;
+    blake_asks(&mut s)?;
     // (A device's refusals of one kind are reported once: another forging device.)
     let mut blake_forger = Forger::new(&s.sim, 1, s.blake)?;
     forge(&mut s, &mut blake_forger, 3, "rejoin_ask", |doc, s| {
@@ -2224,14 +2223,10 @@ fn an_ask_made_offline_waits_from_when_it_reached_the_relay() -> Result<()> {
 #[test]
 fn a_rejoin_that_crossed_a_cancel_says_so_on_the_replaced_devices() -> Result<()> {
     let mut s = story(98)?;
-    s.sim.devices[2].journal_mut().ask_rejoin()?;
-    s.sim.settle()?;
+    blake_asks(&mut s)?;
     // Alex's phone cancels while Blake's phone, not having heard, lets a new key in as Alex.
     let cancelled = s.sim.devices[0].journal_mut().cancel_rejoin()?;
-    let blake_phone = s.sim.devices[2].journal_mut();
-    blake_phone.note_rejoin_asks()?;
-    blake_phone.set_rejoin_wait(std::time::Duration::ZERO);
-    blake_phone.rotate_for_rejoin(s.alex, PartnerIdentity::generate()?.public())?;
+    blake_rejoins_alex_now(&mut s)?;
     s.sim.settle()?;
     let phone = &s.sim.devices[0];
     ensure!(phone.removed, "Alex's phone was not replaced");
@@ -2252,15 +2247,11 @@ fn a_rejoin_that_crossed_a_cancel_says_so_on_the_replaced_devices() -> Result<()
 #[test]
 fn a_rejoin_before_the_wait_says_so_on_the_replaced_devices() -> Result<()> {
     let mut s = story(99)?;
-    s.sim.devices[2].journal_mut().ask_rejoin()?;
-    s.sim.settle()?;
+    blake_asks(&mut s)?;
     // Alex's phone notes the ask as shown; Alex's tablet never does (it was off).
     s.sim.devices[0].journal_mut().note_rejoin_asks()?;
     // Blake's phone does not wait (a modified app, or a clock set forward).
-    let blake_phone = s.sim.devices[2].journal_mut();
-    blake_phone.note_rejoin_asks()?;
-    blake_phone.set_rejoin_wait(std::time::Duration::ZERO);
-    blake_phone.rotate_for_rejoin(s.alex, PartnerIdentity::generate()?.public())?;
+    blake_rejoins_alex_now(&mut s)?;
     s.sim.settle()?;
     for d in [0, 1] {
         let device = &s.sim.devices[d];
@@ -2275,15 +2266,11 @@ fn a_rejoin_before_the_wait_says_so_on_the_replaced_devices() -> Result<()> {
     // The same with an ask Alex's phone was shown long enough (its own wait shortened): the
     // ordinary words, nothing early.
     let mut s = story(100)?;
-    s.sim.devices[2].journal_mut().ask_rejoin()?;
-    s.sim.settle()?;
+    blake_asks(&mut s)?;
     let alex_phone = s.sim.devices[0].journal_mut();
     alex_phone.note_rejoin_asks()?;
     alex_phone.set_rejoin_wait(std::time::Duration::ZERO);
-    let blake_phone = s.sim.devices[2].journal_mut();
-    blake_phone.note_rejoin_asks()?;
-    blake_phone.set_rejoin_wait(std::time::Duration::ZERO);
-    blake_phone.rotate_for_rejoin(s.alex, PartnerIdentity::generate()?.public())?;
+    blake_rejoins_alex_now(&mut s)?;
     s.sim.settle()?;
     let phone = &s.sim.devices[0];
     ensure!(
@@ -2310,8 +2297,7 @@ fn an_honest_rejoin_as_soon_as_the_wait_is_over_does_not_look_early() -> Result<
         journal.set_clock(honest_clock);
         journal.set_rejoin_wait(wait);
     }
-    s.sim.devices[2].journal_mut().ask_rejoin()?;
-    s.sim.settle()?;
+    blake_asks(&mut s)?;
     s.sim.devices[2].journal_mut().note_rejoin_asks()?;
     // Alex's phone is shown the ask an hour after it reached the relay.
     HONEST_NOW.store(T0 + HOUR, std::sync::atomic::Ordering::Relaxed);
@@ -2339,8 +2325,7 @@ fn an_honest_rejoin_as_soon_as_the_wait_is_over_does_not_look_early() -> Result<
 #[test]
 fn notes_about_asks_do_not_outlive_a_move() -> Result<()> {
     let mut s = story(103)?;
-    s.sim.devices[2].journal_mut().ask_rejoin()?;
-    s.sim.settle()?;
+    blake_asks(&mut s)?;
     s.sim.devices[2].journal_mut().note_rejoin_asks()?;
     s.sim.devices[0].journal_mut().note_rejoin_asks()?;
     for (d, key) in [(2, "rejoin_ask_sent"), (0, "rejoin_ask_seen")] {
@@ -2366,5 +2351,22 @@ fn notes_about_asks_do_not_outlive_a_move() -> Result<()> {
             "{key} outlived the move: {noted:?}"
         );
     }
+    Ok(())
+}
+
+/// Blake's phone asks to let a new device in as Alex, and every device syncs.
+fn blake_asks(s: &mut Story) -> Result<()> {
+    s.sim.devices[2].journal_mut().ask_rejoin()?;
+    s.sim.settle()
+}
+
+/// Blake's phone, its ask at the relay, lets a new key in as Alex without waiting (a
+/// modified app, or a wait the test shortened).
+fn blake_rejoins_alex_now(s: &mut Story) -> Result<()> {
+    let alex = s.alex;
+    let blake_phone = s.sim.devices[2].journal_mut();
+    blake_phone.note_rejoin_asks()?;
+    blake_phone.set_rejoin_wait(std::time::Duration::ZERO);
+    blake_phone.rotate_for_rejoin(alex, PartnerIdentity::generate()?.public())?;
     Ok(())
 }
