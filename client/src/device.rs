@@ -764,7 +764,12 @@ impl Device {
                     despite_cancel,
                     early,
                     ..
-                } => Ok(Followed::Removed(at, rejoined, despite_cancel, early)),
+                } => Ok(Followed::Removed(
+                    at,
+                    rejoined,
+                    despite_cancel,
+                    early.then(|| j.rejoin_wait() / 2),
+                )),
                 EpochNews::Move(step) => {
                     let secrets = step.secrets.clone();
                     // The spaces left behind, to delete at the relay once every device moved.
@@ -802,9 +807,6 @@ impl Device {
             }
             Followed::Removed(at, rejoined, despite_cancel, early) => {
                 let when = mend_core::date::LocalDate::from_unix_ms(at, 0);
-                let wait = lock(&self.journal)
-                    .map(|j| j.rejoin_wait())
-                    .unwrap_or_default();
                 if let Ok(mut removed) = self.removed.lock() {
                     *removed = Some(if let Some(cancelled) = despite_cancel {
                         let cancelled = mend_core::date::LocalDate::from_unix_ms(cancelled, 0);
@@ -814,13 +816,13 @@ impl Device {
                              every device of yours was shut out: talk to your partner now; this \
                              device no longer syncs"
                         )
-                    } else if rejoined && early {
+                    } else if let Some(shown) = early.filter(|_| rejoined) {
                         format!(
                             "on {when} your partner let a new device into the journal as you \
                              before this device had been shown the ask for {}, and every device \
                              of yours was shut out: if that was not you, talk to your partner now; \
                              this device no longer syncs",
-                            mend_core::journal::describe_wait(wait / 2)
+                            mend_core::journal::describe_wait(shown)
                         )
                     } else if rejoined {
                         format!(
@@ -944,7 +946,7 @@ impl Device {
         journal.step(|j| {
             let removed = removed || j.replaced_here()?;
             let me = j.me();
-            let other = j.partners().into_iter().map(|p| p.id).find(|id| *id != me);
+            let other = j.partner().map(|p| p.id);
             let wait = j.rejoin_wait();
             let mine = match other {
                 Some(other) => j.rejoin_ask(other)?.filter(|ask| ask.asked_by == me),
@@ -1004,11 +1006,8 @@ impl Device {
         })?;
         let deadline = tokio::time::Instant::now() + budget;
         let (partner, epoch) = self.read(|j| {
-            let me = j.me();
             let partner = j
-                .partners()
-                .into_iter()
-                .find(|p| p.id != me)
+                .partner()
                 .map(|p| p.id)
                 .ok_or_else(|| Error::Invalid("this journal has no other partner".into()))?;
             Ok((partner, j.epoch()?))
@@ -1280,9 +1279,9 @@ async fn download(
 /// What following the couple's epochs did.
 enum Followed {
     Stay,
-    /// When, whether as a rejoin, when a device of this partner had cancelled it, and
-    /// whether it came before this device had been shown the ask for the wait.
-    Removed(i64, bool, Option<i64>, bool),
+    /// When, whether as a rejoin, when a device of this partner had cancelled it, and, if it
+    /// came before this device had been shown the ask for half the wait, that half.
+    Removed(i64, bool, Option<i64>, Option<Duration>),
     Moved(EpochSecrets),
 }
 

@@ -275,26 +275,18 @@ impl Device {
             // Written once the journal has moved to the epoch the rejoin starts
             // ([`Device::welcome`]).
             PairingKind::Rejoin => {
+                let other = self.read(|j| {
+                    j.partner().map(|p| p.id).ok_or_else(|| {
+                        Error::Invalid(
+                            "nobody has joined this journal as your partner yet: invite them \
+                             as a partner instead"
+                                .into(),
+                        )
+                    })
+                })?;
                 // Refused before a joiner gets as far as a code: the rejoin waits for its ask,
                 // and for the relay to say that no device of the partner cancelled it.
-                let other =
-                    self.read(|j| Ok(j.partners().into_iter().map(|p| p.id).find(|id| *id != me)))?;
-                if let Some(other) = other {
-                    self.rejoin_check(other).await?;
-                }
-                self.read(|j| {
-                    j.partners()
-                        .into_iter()
-                        .find(|p| p.id != me)
-                        .map(|_| ())
-                        .ok_or_else(|| {
-                            Error::Invalid(
-                                "nobody has joined this journal as your partner yet: invite \
-                                 them as a partner instead"
-                                    .into(),
-                            )
-                        })
-                })?;
+                self.rejoin_check(other).await?;
                 String::new()
             }
         });

@@ -4,7 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Result;
-use mend_client::{Device, SyncObserver};
+use mend_client::{Device, RejoinAsks, SyncObserver};
 use mend_core::{
     crypto::{PairingInvite, PairingKind, ShortCode},
     journal::OpenOptions,
@@ -315,7 +315,7 @@ pub fn rejoin_status(home: &Home) -> Result<()> {
     if about_me.is_none() {
         say!("Nobody asked to let a new device in as you.");
     }
-    rejoin_notice(&device)?;
+    rejoin_notice(&device, &asks)?;
     Ok(())
 }
 
@@ -386,9 +386,9 @@ pub async fn rejoin_cancel(home: &Home, timeout: u64) -> Result<()> {
     Ok(())
 }
 
-/// Says, loudly, that the other partner asked to let a new device in as this partner.
-pub(super) fn rejoin_notice(device: &Device) -> Result<()> {
-    let asks = device.rejoin_asks()?;
+/// Says, loudly, that the other partner asked to let a new device in as this partner, if
+/// `asks` (this device's) hold such an ask.
+pub(super) fn rejoin_notice(device: &Device, asks: &RejoinAsks) -> Result<()> {
     let Some(ask) = asks.about_me.filter(|a| a.cancelled_at.is_none()) else {
         return Ok(());
     };

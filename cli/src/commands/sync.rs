@@ -284,7 +284,7 @@ pub async fn sync(home: &Home, timeout: u64) -> Result<()> {
         plural(done.received, "record"),
         plural(usize::try_from(sent).unwrap_or(usize::MAX), "change"),
     );
-    super::pairing::rejoin_notice(&device)?;
+    super::pairing::rejoin_notice(&device, &device.rejoin_asks()?)?;
     match done.problem.take() {
         Some(problem) => Err(problem.into()),
         None => Ok(()),

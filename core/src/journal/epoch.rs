@@ -156,8 +156,8 @@ pub enum EpochNews {
         /// For a rejoin: when a device of this partner had cancelled the ask, if one had and
         /// the rejoin went ahead without having seen it.
         despite_cancel: Option<i64>,
-        /// For a rejoin: it came before this device had been shown the ask for the wait (by
-        /// this device's clock and wait), or without this device having been shown it at all.
+        /// For a rejoin: it came before this device had been shown the ask for half the wait
+        /// (by this device's clock and wait), or without this device having been shown it.
         early: bool,
     },
 }

@@ -5,7 +5,7 @@
 //! document (`rejoin_ask:<partner>`: who asked, when), every device of the partner it names
 //! shows it, and any of them can cancel it. The asking partner's device lets a new device in
 //! as that partner only once the ask has stood uncancelled for [`Journal::rejoin_wait`] since
-//! this device saw it reach the relay ([`Journal::note_rejoin_ask_sent`]): an ask made offline
+//! this device saw it reach the relay ([`Journal::note_rejoin_asks`]): an ask made offline
 //! waits from when the other partner's devices could first see it
 //! ([`Journal::rotate_for_rejoin`]). Receivers refuse a rejoin announcement with no standing
 //! ask in its past (`guard.rs`); the wait itself is the asking app's, kept by its clock. The
@@ -141,7 +141,7 @@ impl Journal {
     pub fn ask_rejoin(&mut self) -> Result<RejoinAsk> {
         self.ready()?;
         let me = self.me;
-        let Some(partner) = self.partners().iter().map(|p| p.id).find(|id| *id != me) else {
+        let Some(partner) = self.partner().map(|p| p.id) else {
             return Err(Error::Invalid(
                 "your partner has not joined this journal yet".into(),
             ));
@@ -180,7 +180,7 @@ impl Journal {
             let noted = format!("{:016x}:{}", ask.made, self.now());
             self.store.set_meta(&[(META_ASK_SEEN, &noted)])?;
         }
-        let Some(other) = self.partners().iter().map(|p| p.id).find(|id| *id != me) else {
+        let Some(other) = self.partner().map(|p| p.id) else {
             return Ok(());
         };
         let Some(ask) = self.rejoin_ask(other)? else {
@@ -219,12 +219,11 @@ impl Journal {
             ));
         }
         let me = self.me;
+        let nobody = || Error::Invalid("nobody asked to let a new device in as you".into());
         let Some(mut ask) =
             read_ask(self.doc(Space::Couple)?, me, None).filter(|ask| ask.cancelled_at.is_none())
         else {
-            return Err(Error::Invalid(
-                "nobody asked to let a new device in as you".into(),
-            ));
+            return Err(nobody());
         };
         let now = self.now();
         let key = format!("{ASK_KEY}{me}");
@@ -235,9 +234,7 @@ impl Journal {
                         tx.put(&obj, "cancelled", now)?;
                         Ok(())
                     }
-                    _ => Err(Error::Invalid(
-                        "nobody asked to let a new device in as you".into(),
-                    )),
+                    _ => Err(nobody()),
                 })?;
         let changes = bytes.map(|b| vec![(Space::Couple, b)]).unwrap_or_default();
         self.persist(changes, &[])?;
