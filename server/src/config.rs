@@ -361,7 +361,7 @@ impl Default for Postgres {
             pool_size: 16,
             acquire_timeout: Duration::from_secs(2),
             statement_timeout: Duration::from_secs(5),
-            writers: 2,
+            writers: 1,
             max_batch: 1024,
             max_batch_bytes: 8 << 20,
         }

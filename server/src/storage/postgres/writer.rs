@@ -48,6 +48,10 @@ pub(crate) struct Writer {
     shared: Arc<Shared>,
     jobs: mpsc::UnboundedReceiver<Job>,
     settings: Postgres,
+    /// The pool connection this writer keeps between batches: one backend process runs all of
+    /// its batches and notifications with warm caches, instead of each batch waking another.
+    /// Dropped (back to the pool, which checks it) after any error.
+    client: Option<deadpool_postgres::Client>,
 }
 
 impl Writer {
@@ -60,6 +64,7 @@ impl Writer {
             shared,
             jobs,
             settings,
+            client: None,
         }
     }
 
@@ -81,7 +86,7 @@ impl Writer {
         }
     }
 
-    async fn commit(&self, batch: Vec<Job>) {
+    async fn commit(&mut self, batch: Vec<Job>) {
         let (batch, stale): (Vec<Job>, Vec<Job>) = batch
             .into_iter()
             .partition(|job| job.queued.elapsed() <= self.settings.acquire_timeout);
@@ -94,7 +99,12 @@ impl Writer {
         let mut attempt = 0;
         let total = self.shared.total_quota.load(Relaxed);
         let outcomes = loop {
-            match self.execute(&batch, total).await {
+            let result = self.execute(&batch, total).await;
+            if result.is_err() {
+                // Back to the pool, which checks a connection before handing it out again.
+                self.client = None;
+            }
+            match result {
                 Err(error) if error.is_retryable() && attempt < RETRIES => {
                     attempt += 1;
                     self.shared.metrics.batch_retries.fetch_add(1, Relaxed);
@@ -123,6 +133,9 @@ impl Writer {
             }
         }
         let announced = self.notify(&heads).await;
+        if announced.is_err() {
+            self.client = None;
+        }
         self.shared.metrics.batches.fetch_add(1, Relaxed);
         self.shared
             .metrics
@@ -207,28 +220,39 @@ impl Writer {
         }
     }
 
-    /// Announces the new heads on the notification channel. The transaction only notifies, so
-    /// it need not wait for its commit to reach the disk (a hint, not data): that keeps the
-    /// database-wide notify lock short.
-    async fn notify(&self, heads: &HashMap<SpaceId, i64>) -> Result<(), PgError> {
+    /// Announces the new heads on the notification channel, in one prepared statement that
+    /// runs as its own transaction. That transaction only notifies, so `set_config(…, true)`
+    /// lets its commit skip waiting for the disk (a hint, not data): that keeps the
+    /// database-wide notify lock short. The setting ends with the transaction.
+    async fn notify(&mut self, heads: &HashMap<SpaceId, i64>) -> Result<(), PgError> {
         if heads.is_empty() {
             return Ok(());
         }
-        // One round trip. The messages are built here from hex ids and integers only, so they
-        // are safe to inline.
-        let mut sql = String::from("BEGIN; SET LOCAL synchronous_commit = off; SELECT 1");
-        for (space, head) in heads {
-            let message = listener::committed_message(space, from_db(*head));
-            sql.push_str(&format!(", pg_notify('{CHANNEL}', '{message}')"));
-        }
-        sql.push_str("; COMMIT;");
-        let client = self.shared.client().await?;
-        client.batch_execute(&sql).await?;
+        let messages: Vec<String> = heads
+            .iter()
+            .map(|(space, head)| listener::committed_message(space, from_db(*head)))
+            .collect();
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, m) \
+                 FROM unnest($2::text[]) AS m",
+            )
+            .await?;
+        client.execute(&statement, &[&CHANNEL, &messages]).await?;
         Ok(())
     }
 
-    async fn execute(&self, batch: &[Job], total: u64) -> Result<Vec<Outcome>, PgError> {
-        let client = self.shared.client().await?;
+    /// This writer's connection, taken from the pool when it has none.
+    async fn client(&mut self) -> Result<&deadpool_postgres::Client, PgError> {
+        if self.client.is_none() {
+            self.client = Some(self.shared.client().await?);
+        }
+        self.client.as_ref().ok_or(PgError::Lost)
+    }
+
+    async fn execute(&mut self, batch: &[Job], total: u64) -> Result<Vec<Outcome>, PgError> {
+        let client = self.client().await?;
         let statement = client
             .prepare_cached("SELECT status, relay_seq, used FROM mend_push($1, $2, $3, $4, $5, $6)")
             .await?;
