@@ -420,3 +420,44 @@ async fn tombstones_survive_a_restart() {
     }
     store.close().await.unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// A push writer keeps its connection between batches. When the server ends it while idle (a
+/// restart, `idle_session_timeout`, an administrator), the next push is still stored at once,
+/// not answered 503: the writer takes another connection, and runs a batch whose connection
+/// broke under it again.
+#[tokio::test]
+async fn a_writer_whose_connection_was_ended_pushes_on() {
+    let db = database().await;
+    let hub = LocalHub::default();
+    let store = open_on(&db, &hub).await;
+    let space = SpaceId([9; 32]);
+    store
+        .create_space(space, [1; 32])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let push = |seq: u64| Push {
+        device_id: DeviceId([1; 16]),
+        device_seq: seq,
+        payload: seq.to_le_bytes().to_vec(),
+    };
+    for round in 1..=3u64 {
+        let first = store.push(space, push(round * 2 - 1), u64::MAX).await;
+        assert!(first.is_ok(), "round {round}: {first:?}");
+        execute_on(
+            &db,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+              WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .await;
+        // Half the rounds push at once, before the writer's connection can have noticed.
+        if round != 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+        let next = store.push(space, push(round * 2), u64::MAX).await;
+        assert!(
+            matches!(next, Ok(ref p) if !p.duplicate && p.relay_seq == round * 2),
+            "round {round}: {next:?}"
+        );
+    }
+    store.close().await.unwrap_or_else(|e| panic!("{e}"));
+}

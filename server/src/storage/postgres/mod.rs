@@ -130,6 +130,24 @@ impl PgError {
         }
     }
 
+    /// The connection itself is gone: the socket broke, or the server ended the session
+    /// (SQLSTATE class 08, or 57P01–57P03: shut down, crashed, not accepting yet).
+    fn is_connection_lost(&self) -> bool {
+        let PgError::Db(error) = self else {
+            return false;
+        };
+        error.is_closed()
+            || match error.code() {
+                None => true,
+                Some(code) => {
+                    code.code().starts_with("08")
+                        || *code == SqlState::ADMIN_SHUTDOWN
+                        || *code == SqlState::CRASH_SHUTDOWN
+                        || *code == SqlState::CANNOT_CONNECT_NOW
+                }
+            }
+    }
+
     /// Deadlock or serialisation failure: the transaction may simply run again.
     fn is_retryable(&self) -> bool {
         matches!(self, PgError::Db(error) if matches!(

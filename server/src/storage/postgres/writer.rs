@@ -105,7 +105,12 @@ impl Writer {
                 self.client = None;
             }
             match result {
-                Err(error) if error.is_retryable() && attempt < RETRIES => {
+                // A lost connection runs the batch again on another: pushes are idempotent, so
+                // one that had committed is answered as the duplicate of itself.
+                Err(error)
+                    if (error.is_retryable() || error.is_connection_lost())
+                        && attempt < RETRIES =>
+                {
                     attempt += 1;
                     self.shared.metrics.batch_retries.fetch_add(1, Relaxed);
                 }
@@ -243,8 +248,16 @@ impl Writer {
         Ok(())
     }
 
-    /// This writer's connection, taken from the pool when it has none.
+    /// This writer's connection, taken from the pool when it has none or the one it kept was
+    /// closed while idle (the server restarted, or ended idle sessions).
     async fn client(&mut self) -> Result<&deadpool_postgres::Client, PgError> {
+        if self
+            .client
+            .as_ref()
+            .is_some_and(|client| client.is_closed())
+        {
+            self.client = None;
+        }
         if self.client.is_none() {
             self.client = Some(self.shared.client().await?);
         }
