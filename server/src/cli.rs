@@ -351,5 +351,17 @@ mod tests {
             let parsed = Args::parse_from(["mend-relay", small[0], small[1]]);
             assert!(parsed.config().validate().is_err(), "{small:?}");
         }
+        // Each push writer keeps a connection: the pool must have one left for everything else.
+        for (pool, writers, fits) in [("1", "1", false), ("2", "2", false), ("2", "1", true)] {
+            let parsed = Args::parse_from([
+                "mend-relay",
+                "--db-pool-size",
+                pool,
+                "--db-writers",
+                writers,
+            ]);
+            let verdict = parsed.config().validate();
+            assert_eq!(verdict.is_ok(), fits, "{pool} / {writers}: {verdict:?}");
+        }
     }
 }

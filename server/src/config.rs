@@ -120,6 +120,15 @@ impl Config {
         if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError(format!("{name} must be positive")));
         }
+        // Each push writer keeps a pool connection for good; pulls, catch-ups, space creation
+        // and `/readyz` need at least one more, or they wait out the acquire timeout forever.
+        if self.postgres.pool_size <= self.postgres.writers {
+            return Err(ConfigError(format!(
+                "database pool size ({}) must be larger than the database writers ({}): each \
+                 writer keeps one connection",
+                self.postgres.pool_size, self.postgres.writers
+            )));
+        }
         Ok(())
     }
 }

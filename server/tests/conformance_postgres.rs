@@ -2,7 +2,15 @@
 //! plus what only a shared database has to show: concurrent migrations, a schema newer than the
 //! binary, and two instances writing to one space at once.
 
-use std::{collections::HashSet, sync::Arc};
+use std::{
+    collections::HashSet,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use mend_protocol::{DeviceId, Push, SpaceId};
 use mend_relay::{
@@ -14,6 +22,11 @@ use mend_relay::{
         postgres::{PgError, PostgresStorage, SCHEMA_VERSION},
         test_db::TestDatabase,
     },
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    task::JoinSet,
 };
 
 async fn database() -> TestDatabase {
@@ -459,5 +472,131 @@ async fn a_writer_whose_connection_was_ended_pushes_on() {
             "round {round}: {next:?}"
         );
     }
+    store.close().await.unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A TCP path to the database that can start dropping every byte without closing anything:
+/// what a half-open connection (a NAT that forgot it, a pulled cable) looks like from the
+/// relay. Its tasks end when it is dropped.
+struct BlackHole {
+    url: String,
+    dropping: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl BlackHole {
+    async fn in_front_of(db: &TestDatabase) -> BlackHole {
+        let config: tokio_postgres::Config = db.url().parse().unwrap_or_else(|e| panic!("{e}"));
+        let host = match config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+            other => panic!("the test database is not reached over TCP: {other:?}"),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let target = format!("{host}:{port}");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr: SocketAddr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let url = db.url().replacen(&target, &addr.to_string(), 1);
+        assert_ne!(url, db.url(), "the URL names {target}");
+        let dropping = Arc::new(AtomicBool::new(false));
+        let flag = dropping.clone();
+        let task = tokio::spawn(async move {
+            let mut pipes = JoinSet::new();
+            while let Ok((inbound, _)) = listener.accept().await {
+                let Ok(outbound) = TcpStream::connect(&target).await else {
+                    continue;
+                };
+                let (from_relay, to_relay) = inbound.into_split();
+                let (from_db, to_db) = outbound.into_split();
+                pipes.spawn(Self::carry(from_relay, to_db, flag.clone()));
+                pipes.spawn(Self::carry(from_db, to_relay, flag.clone()));
+            }
+        });
+        BlackHole {
+            url,
+            dropping,
+            task,
+        }
+    }
+
+    /// Copies until either side closes, dropping what it reads while the hole is open.
+    async fn carry(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        dropping: Arc<AtomicBool>,
+    ) {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if dropping.load(Ordering::SeqCst) {
+                continue;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn open(&self, open: bool) {
+        self.dropping.store(open, Ordering::SeqCst);
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        // Dropping the accept task drops its JoinSet, which aborts every pipe.
+        self.task.abort();
+    }
+}
+
+/// A push whose connection stopped answering without closing (no reset, no FIN: the server
+/// never saw the statement, so its statement timeout cannot fire) is answered 503 soon after
+/// the statement timeout instead of waiting minutes for TCP to give up, and the writer goes on
+/// with a new connection.
+#[tokio::test]
+async fn a_push_on_a_connection_that_stopped_answering_is_answered_in_time() {
+    let db = database().await;
+    let hole = BlackHole::in_front_of(&db).await;
+    let settings = Postgres {
+        statement_timeout: Duration::from_millis(300),
+        ..Postgres::default()
+    };
+    let store = PostgresStorage::open(&hole.url, settings, Arc::new(LocalHub::default()))
+        .await
+        .unwrap_or_else(|e| panic!("open: {e}"));
+    let space = SpaceId([10; 32]);
+    store
+        .create_space(space, [1; 32])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let push = |seq: u64| Push {
+        device_id: DeviceId([1; 16]),
+        device_seq: seq,
+        payload: seq.to_le_bytes().to_vec(),
+    };
+    let first = store.push(space, push(1), u64::MAX).await;
+    assert!(matches!(first, Ok(ref p) if p.relay_seq == 1), "{first:?}");
+    hole.open(true);
+    // Far longer than the answer deadline (300 ms + 2 s), far shorter than TCP's give-up.
+    let lost = tokio::time::timeout(
+        Duration::from_secs(30),
+        store.push(space, push(2), u64::MAX),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("the push hung on a connection that stopped answering"));
+    assert!(
+        matches!(lost, Err(StorageError::Unavailable(_))),
+        "{lost:?}"
+    );
+    hole.open(false);
+    let again = store.push(space, push(2), u64::MAX).await;
+    assert!(
+        matches!(again, Ok(ref p) if !p.duplicate && p.relay_seq == 2),
+        "{again:?}"
+    );
     store.close().await.unwrap_or_else(|e| panic!("{e}"));
 }

@@ -136,16 +136,18 @@ impl PgError {
         let PgError::Db(error) = self else {
             return false;
         };
+        // Not every error without a SQLSTATE: a value that does not convert is the client's
+        // own, and running the batch again would not change it.
+        let io =
+            std::error::Error::source(error).is_some_and(|source| source.is::<std::io::Error>());
         error.is_closed()
-            || match error.code() {
-                None => true,
-                Some(code) => {
-                    code.code().starts_with("08")
-                        || *code == SqlState::ADMIN_SHUTDOWN
-                        || *code == SqlState::CRASH_SHUTDOWN
-                        || *code == SqlState::CANNOT_CONNECT_NOW
-                }
-            }
+            || io
+            || error.code().is_some_and(|code| {
+                code.code().starts_with("08")
+                    || *code == SqlState::ADMIN_SHUTDOWN
+                    || *code == SqlState::CRASH_SHUTDOWN
+                    || *code == SqlState::CANNOT_CONNECT_NOW
+            })
     }
 
     /// Deadlock or serialisation failure: the transaction may simply run again.
@@ -1143,7 +1145,7 @@ impl Storage for PostgresStorage {
             (
                 "mend_db_batch_retries_total",
                 "counter",
-                "Push batches run again after a deadlock or serialisation failure.",
+                "Push batches run again after a deadlock, a serialisation failure or a lost connection.",
                 m.batch_retries.load(Relaxed),
             ),
             (

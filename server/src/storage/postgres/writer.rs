@@ -2,15 +2,16 @@
 //!
 //! A writer takes the first queued push, then everything else already queued (up to a batch
 //! limit), and runs the batch as one call of the `mend_push` SQL function: one round trip and
-//! one commit for the lot. It answers each caller, and announces the new chunks on this
-//! instance's hub, only after that commit. A batch that fails answers every caller with the
-//! error; the client retries, and a push that did commit before the connection broke is then
-//! answered as a duplicate with its original sequence.
+//! one commit for the lot, on a connection the writer keeps between batches. It answers each
+//! caller, and announces the new chunks on this instance's hub, only after that commit. A batch
+//! whose connection was lost runs again on another; one that fails otherwise answers every
+//! caller with the error. Either way a push that did commit before is then answered as a
+//! duplicate with its original sequence.
 
 use std::{
     collections::HashMap,
     sync::{Arc, atomic::Ordering::Relaxed},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use mend_protocol::{Chunk, Push, SpaceId};
@@ -23,8 +24,12 @@ use crate::{
     storage::{Pushed, StorageError},
 };
 
-/// Times a batch runs again after a deadlock or serialisation failure.
+/// Times a batch runs again after a deadlock, a serialisation failure or a lost connection.
 const RETRIES: usize = 3;
+/// How much longer than the statement timeout a round trip may take before its connection is
+/// taken for dead: the server cancels a slow statement itself, so no answer by then means the
+/// socket is gone (a half-open connection TCP would only give up on after minutes).
+const ANSWER_SLACK: Duration = Duration::from_secs(2);
 
 /// One queued push.
 pub(crate) struct Job {
@@ -100,9 +105,8 @@ impl Writer {
         let total = self.shared.total_quota.load(Relaxed);
         let outcomes = loop {
             let result = self.execute(&batch, total).await;
-            if result.is_err() {
-                // Back to the pool, which checks a connection before handing it out again.
-                self.client = None;
+            if let Err(error) = &result {
+                self.drop_client(error);
             }
             match result {
                 // A lost connection runs the batch again on another: pushes are idempotent, so
@@ -138,8 +142,8 @@ impl Writer {
             }
         }
         let announced = self.notify(&heads).await;
-        if announced.is_err() {
-            self.client = None;
+        if let Err(error) = &announced {
+            self.drop_client(error);
         }
         self.shared.metrics.batches.fetch_add(1, Relaxed);
         self.shared
@@ -237,15 +241,36 @@ impl Writer {
             .iter()
             .map(|(space, head)| listener::committed_message(space, from_db(*head)))
             .collect();
+        let limit = self.answer_limit();
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached(
+        let statement = answered(
+            limit,
+            client.prepare_cached(
                 "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, m) \
                  FROM unnest($2::text[]) AS m",
-            )
-            .await?;
-        client.execute(&statement, &[&CHANNEL, &messages]).await?;
+            ),
+        )
+        .await?;
+        answered(limit, client.execute(&statement, &[&CHANNEL, &messages])).await?;
         Ok(())
+    }
+
+    /// Lets go of the kept connection after `error`: back to the pool, which checks it before
+    /// handing it out again, or closed if it stopped answering (a query may still be in flight
+    /// on it, and whoever got it next would wait behind that).
+    fn drop_client(&mut self, error: &PgError) {
+        if let Some(client) = self.client.take()
+            && matches!(error, PgError::Lost)
+        {
+            drop(deadpool_postgres::Object::take(client));
+        }
+    }
+
+    /// How long a round trip on the kept connection may take: the server cancels a statement
+    /// itself at the statement timeout, so no answer by then and [`ANSWER_SLACK`] means the
+    /// socket is gone.
+    fn answer_limit(&self) -> Duration {
+        self.settings.statement_timeout.saturating_add(ANSWER_SLACK)
     }
 
     /// This writer's connection, taken from the pool when it has none or the one it kept was
@@ -265,10 +290,15 @@ impl Writer {
     }
 
     async fn execute(&mut self, batch: &[Job], total: u64) -> Result<Vec<Outcome>, PgError> {
+        let limit = self.answer_limit();
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached("SELECT status, relay_seq, used FROM mend_push($1, $2, $3, $4, $5, $6)")
-            .await?;
+        let statement = answered(
+            limit,
+            client.prepare_cached(
+                "SELECT status, relay_seq, used FROM mend_push($1, $2, $3, $4, $5, $6)",
+            ),
+        )
+        .await?;
         let spaces: Vec<&[u8]> = batch.iter().map(|job| &job.space.0[..]).collect();
         let devices: Vec<&[u8]> = batch.iter().map(|job| &job.push.device_id.0[..]).collect();
         let device_seqs: Vec<i64> = batch.iter().map(|job| job.push.device_seq as i64).collect();
@@ -278,8 +308,9 @@ impl Writer {
             .map(|job| i64::try_from(job.quota).unwrap_or(i64::MAX))
             .collect();
         let total_db = i64::try_from(total).unwrap_or(i64::MAX);
-        let rows = client
-            .query(
+        let rows = answered(
+            limit,
+            client.query(
                 &statement,
                 &[
                     &spaces,
@@ -289,8 +320,9 @@ impl Writer {
                     &quotas,
                     &total_db,
                 ],
-            )
-            .await?;
+            ),
+        )
+        .await?;
         rows.iter()
             .map(|row| {
                 Ok(Outcome {
@@ -300,5 +332,17 @@ impl Writer {
                 })
             })
             .collect()
+    }
+}
+
+/// Awaits `request` on a kept connection at most `limit`: past it the connection is taken for
+/// lost.
+async fn answered<T>(
+    limit: Duration,
+    request: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, PgError> {
+    match tokio::time::timeout(limit, request).await {
+        Ok(answer) => Ok(answer?),
+        Err(_) => Err(PgError::Lost),
     }
 }
