@@ -130,18 +130,25 @@ impl PgError {
         }
     }
 
-    /// The connection itself is gone: the socket broke, or the server ended the session
-    /// (SQLSTATE class 08, or 57P01–57P03: shut down, crashed, not accepting yet).
+    /// The connection itself is gone: the socket broke, or the server ended the session (a
+    /// FATAL error such as an idle-session timeout, SQLSTATE class 08, or 57P01–57P03: shut
+    /// down, crashed, not accepting yet).
     fn is_connection_lost(&self) -> bool {
         let PgError::Db(error) = self else {
             return false;
         };
-        // Not every error without a SQLSTATE: a value that does not convert is the client's
-        // own, and running the batch again would not change it.
-        let io =
-            std::error::Error::source(error).is_some_and(|source| source.is::<std::io::Error>());
+        // Not every error without a SQLSTATE: one raised by the client itself (a value that
+        // does not convert) would fail the same way on any connection.
+        let fatal = error.as_db_error().is_some_and(|db| {
+            matches!(
+                db.parsed_severity(),
+                Some(
+                    tokio_postgres::error::Severity::Fatal | tokio_postgres::error::Severity::Panic
+                )
+            )
+        });
         error.is_closed()
-            || io
+            || fatal
             || error.code().is_some_and(|code| {
                 code.code().starts_with("08")
                     || *code == SqlState::ADMIN_SHUTDOWN
@@ -254,6 +261,11 @@ pub struct PostgresStorage {
     closed: AtomicBool,
 }
 
+/// How much longer than the statement timeout a round trip may take before its connection is
+/// taken for dead: the server cancels a slow statement itself, so no answer by then means the
+/// socket is gone.
+pub(crate) const ANSWER_SLACK: Duration = Duration::from_secs(2);
+
 /// Parses a URL and applies the relay's connection settings (statement timeout, keepalives).
 fn pg_config(url: &str, settings: &Postgres) -> Result<tokio_postgres::Config, PgError> {
     let mut config: tokio_postgres::Config = url.parse().map_err(|_| PgError::Url)?;
@@ -262,12 +274,18 @@ fn pg_config(url: &str, settings: &Postgres) -> Result<tokio_postgres::Config, P
         Some(options) => format!("{options} -c statement_timeout={timeout_ms}"),
         None => format!("-c statement_timeout={timeout_ms}"),
     };
+    // A socket that stops answering (half-open: a NAT that forgot it, a pulled cable) fails
+    // once sent data has gone unacknowledged past the longest a statement may run, instead of
+    // after TCP's own ~15 minutes; idle ones are probed by keepalives.
     config
         .options(&options)
         .application_name("mend-relay")
         .connect_timeout(settings.acquire_timeout)
         .keepalives(true)
-        .keepalives_idle(Duration::from_secs(30));
+        .keepalives_idle(Duration::from_secs(30))
+        .keepalives_interval(Duration::from_secs(5))
+        .keepalives_retries(3)
+        .tcp_user_timeout(settings.statement_timeout.saturating_add(ANSWER_SLACK));
     Ok(config)
 }
 

@@ -17,7 +17,7 @@ use std::{
 use mend_protocol::{Chunk, Push, SpaceId};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{CHANNEL, PgError, Shared, from_db, listener, nonneg};
+use super::{ANSWER_SLACK, CHANNEL, PgError, Shared, from_db, listener, nonneg};
 use crate::{
     config::Postgres,
     live::LiveEvent,
@@ -26,10 +26,6 @@ use crate::{
 
 /// Times a batch runs again after a deadlock, a serialisation failure or a lost connection.
 const RETRIES: usize = 3;
-/// How much longer than the statement timeout a round trip may take before its connection is
-/// taken for dead: the server cancels a slow statement itself, so no answer by then means the
-/// socket is gone (a half-open connection TCP would only give up on after minutes).
-const ANSWER_SLACK: Duration = Duration::from_secs(2);
 
 /// One queued push.
 pub(crate) struct Job {
@@ -255,12 +251,13 @@ impl Writer {
         Ok(())
     }
 
-    /// Lets go of the kept connection after `error`: back to the pool, which checks it before
-    /// handing it out again, or closed if it stopped answering (a query may still be in flight
-    /// on it, and whoever got it next would wait behind that).
+    /// Lets go of the kept connection after `error`: back to the pool after an error of a
+    /// statement, or closed if the connection was lost or stopped answering (a query may still
+    /// be in flight on it, and whoever got it next would wait behind that; the pool's own check
+    /// sees only a connection that is closed already).
     fn drop_client(&mut self, error: &PgError) {
         if let Some(client) = self.client.take()
-            && matches!(error, PgError::Lost)
+            && (matches!(error, PgError::Lost) || error.is_connection_lost())
         {
             drop(deadpool_postgres::Object::take(client));
         }
