@@ -434,6 +434,25 @@ async fn tombstones_survive_a_restart() {
     store.close().await.unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// A new space of id `[byte; 32]`.
+async fn created(store: &PostgresStorage, byte: u8) -> SpaceId {
+    let space = SpaceId([byte; 32]);
+    store
+        .create_space(space, [1; 32])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    space
+}
+
+/// Push `seq` of one device, its payload its number.
+fn push(seq: u64) -> Push {
+    Push {
+        device_id: DeviceId([1; 16]),
+        device_seq: seq,
+        payload: seq.to_le_bytes().to_vec(),
+    }
+}
+
 /// A push writer keeps its connection between batches. When the server ends it while idle (a
 /// restart, `idle_session_timeout`, an administrator), the next push is still stored at once,
 /// not answered 503: the writer takes another connection, and runs a batch whose connection
@@ -443,16 +462,7 @@ async fn a_writer_whose_connection_was_ended_pushes_on() {
     let db = database().await;
     let hub = LocalHub::default();
     let store = open_on(&db, &hub).await;
-    let space = SpaceId([9; 32]);
-    store
-        .create_space(space, [1; 32])
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let push = |seq: u64| Push {
-        device_id: DeviceId([1; 16]),
-        device_seq: seq,
-        payload: seq.to_le_bytes().to_vec(),
-    };
+    let space = created(&store, 9).await;
     for round in 1..=3u64 {
         let first = store.push(space, push(round * 2 - 1), u64::MAX).await;
         assert!(first.is_ok(), "round {round}: {first:?}");
@@ -569,16 +579,7 @@ async fn a_push_on_a_connection_that_stopped_answering_is_answered_in_time() {
     let store = PostgresStorage::open(&hole.url, settings, Arc::new(LocalHub::default()))
         .await
         .unwrap_or_else(|e| panic!("open: {e}"));
-    let space = SpaceId([10; 32]);
-    store
-        .create_space(space, [1; 32])
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let push = |seq: u64| Push {
-        device_id: DeviceId([1; 16]),
-        device_seq: seq,
-        payload: seq.to_le_bytes().to_vec(),
-    };
+    let space = created(&store, 10).await;
     let first = store.push(space, push(1), u64::MAX).await;
     assert!(matches!(first, Ok(ref p) if p.relay_seq == 1), "{first:?}");
     hole.open(true);
