@@ -51,7 +51,7 @@ pub(crate) struct Writer {
     settings: Postgres,
     /// The pool connection this writer keeps between batches: one backend process runs all of
     /// its batches and notifications with warm caches, instead of each batch waking another.
-    /// Dropped (back to the pool, which checks it) after any error.
+    /// Let go after any error ([`Writer::drop_client`]).
     client: Option<deadpool_postgres::Client>,
 }
 
