@@ -17,6 +17,7 @@ use mend_core::{
         ChunkAad, DeviceKey, INTRO_LEN, Intro, PartnerIdentity, seal_chunk, seal_snapshot,
         sign_change,
     },
+    journal::Reason,
     model::{
         Boundary, BoundaryArea, Cadence, CheckIn, Commitment, CommitmentStatus, ConsentState,
         HonestyKind, HonestyMoment, Need, NeedKind, NeedResponseKind, Question,
@@ -39,8 +40,12 @@ struct Forger {
 impl Forger {
     /// A new device of `partner` (whose identity it holds), certified as the app would.
     fn new(sim: &Sim, partner: usize, id: PartnerId) -> Result<Self> {
+        Self::named(sim, partner, id, DeviceId::generate())
+    }
+
+    /// A new device of `partner` certified under the device id `device`, whoever uses it.
+    fn named(sim: &Sim, partner: usize, id: PartnerId, device: DeviceId) -> Result<Self> {
         let key = DeviceKey::generate()?;
-        let device = DeviceId::generate();
         let identity: &PartnerIdentity = &sim.identities[partner];
         let cert = identity.certify(&sim.couple_keys.space_id, id, device, &key.public(), T0);
         Ok(Self {
@@ -1895,6 +1900,79 @@ fn an_announcement_of_a_new_epoch_in_the_other_partners_name_is_refused() -> Res
         doc.put_object(automerge::ROOT, "epoch:01", ObjType::Map)?;
         Ok(())
     })?;
+    Ok(())
+}
+
+/// Blake's modified app certifies a device of Blake's under the id of Alex's tablet, so that
+/// the id stands for a device of each partner. Alex can still remove the lost tablet: the other
+/// partner cannot keep a device of Alex's in the journal by naming one of their own after it.
+#[test]
+fn a_device_id_the_other_partner_certified_again_can_still_be_removed() -> Result<()> {
+    // Alex's phone (0) and lost tablet (1); Blake's phone (2).
+    let mut sim = Sim::new(76, 2, 1, 1_000)?;
+    sim.devices[1]
+        .journal_mut()
+        .add(Body::HonestyMoment(HonestyMoment {
+            text: "from the tablet".into(),
+            ..Default::default()
+        }))?;
+    sim.settle()?;
+    let tablet = sim.devices[1].journal().device();
+    let blake = sim.devices[2].journal().me();
+    let mut forger = Forger::named(&sim, 1, blake, tablet)?;
+    // Its introduction, with its certificate in Blake's entry, as the app writes it.
+    let cert = forger.intro.cert.to_bytes();
+    let change = Forger::change(&sim, forger.actor(1), |doc| {
+        let entry = partner_entry(doc, blake)?;
+        doc.put(
+            &entry,
+            format!("device:{tablet}"),
+            ScalarValue::Bytes(cert.to_vec()),
+        )?;
+        Ok(())
+    })?;
+    let plain = forger.bundle(&sim, &[change])?;
+    // At the relay under an id of its own: the tablet's numbers are taken there.
+    forger.push_as(&mut sim, *DeviceId::generate().as_bytes(), 1, &plain)?;
+    sim.settle()?;
+    ensure!(
+        sim.devices[0]
+            .problems
+            .iter()
+            .all(|p| !matches!(p.kind, ProblemKind::Forged { .. })),
+        "the forger's introduction was refused: {:?}",
+        sim.devices[0].problems
+    );
+
+    sim.rotate(0, Reason::RemoveDevices, &[1])?;
+    for _ in 0..4 {
+        sim.settle()?;
+    }
+    ensure!(sim.devices[1].removed, "the tablet was not shut out");
+    for d in [0, 2] {
+        let device = &sim.devices[d];
+        ensure!(!device.removed, "{} was shut out", device.name);
+        ensure!(
+            device.journal().epoch()? == 1,
+            "{} did not move",
+            device.name
+        );
+    }
+    let id = sim.devices[2]
+        .journal_mut()
+        .add(Body::HonestyMoment(HonestyMoment {
+            text: "after the move".into(),
+            ..Default::default()
+        }))?;
+    sim.settle()?;
+    ensure!(
+        sim.devices[0].journal().get(id).is_ok(),
+        "Blake's phone no longer reaches Alex's"
+    );
+    ensure!(
+        sim.devices[1].journal().get(id).is_err(),
+        "the removed tablet reads the new epoch"
+    );
     Ok(())
 }
 

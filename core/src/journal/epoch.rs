@@ -676,12 +676,16 @@ impl Journal {
             }
         }
         // A device never introduced here gets no box anyway; one of the other partner's is
-        // not this partner's to remove.
+        // not this partner's to remove. An id that also names a device of this partner's is:
+        // the other partner can certify a device of theirs under any id it has seen, and would
+        // otherwise keep this partner's lost phone in the journal for good.
         for gone in remove {
-            if members
-                .iter()
-                .any(|(p, c)| *p != me && Some(*p) != rejoining && c.device == *gone)
-            {
+            let whose = |mine: bool| {
+                members
+                    .iter()
+                    .any(|(p, c)| c.device == *gone && (*p == me || Some(*p) == rejoining) == mine)
+            };
+            if whose(false) && !whose(true) {
                 return Err(Error::PermissionDenied(
                     "only one of your own devices can be removed".into(),
                 ));
