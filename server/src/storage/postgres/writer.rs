@@ -9,15 +9,15 @@
 //! duplicate with its original sequence.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, atomic::Ordering::Relaxed},
     time::{Duration, Instant},
 };
 
-use mend_protocol::{Chunk, Push, SpaceId};
+use mend_protocol::{Chunk, DeviceId, Push, SpaceId};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{ANSWER_SLACK, CHANNEL, PgError, Shared, from_db, listener, nonneg};
+use super::{ANSWER_SLACK, CHANNEL, PgError, Shared, from_db, listener, nonneg, to_db};
 use crate::{
     config::Postgres,
     live::LiveEvent,
@@ -88,9 +88,7 @@ impl Writer {
     }
 
     async fn commit(&mut self, batch: Vec<Job>) {
-        let (batch, stale): (Vec<Job>, Vec<Job>) = batch
-            .into_iter()
-            .partition(|job| job.queued.elapsed() <= self.settings.acquire_timeout);
+        let (batch, stale) = split_stale(batch, self.settings.acquire_timeout);
         if !stale.is_empty() {
             self.fail(stale, PgError::Slow);
         }
@@ -298,7 +296,7 @@ impl Writer {
         .await?;
         let spaces: Vec<&[u8]> = batch.iter().map(|job| &job.space.0[..]).collect();
         let devices: Vec<&[u8]> = batch.iter().map(|job| &job.push.device_id.0[..]).collect();
-        let device_seqs: Vec<i64> = batch.iter().map(|job| job.push.device_seq as i64).collect();
+        let device_seqs: Vec<i64> = batch.iter().map(|job| to_db(job.push.device_seq)).collect();
         let payloads: Vec<&[u8]> = batch.iter().map(|job| &job.push.payload[..]).collect();
         let quotas: Vec<i64> = batch
             .iter()
@@ -332,6 +330,24 @@ impl Writer {
     }
 }
 
+/// Splits off the pushes that waited longer than `limit`, and with each of them every later
+/// push of the same device to the same space in the batch: a device that sends several pushes
+/// at once must never see a later one stored while an earlier one is answered 503.
+fn split_stale(batch: Vec<Job>, limit: Duration) -> (Vec<Job>, Vec<Job>) {
+    let mut held: HashSet<(SpaceId, DeviceId)> = HashSet::new();
+    let (mut fresh, mut stale) = (Vec::with_capacity(batch.len()), Vec::new());
+    for job in batch {
+        let sender = (job.space, job.push.device_id);
+        if job.queued.elapsed() > limit || held.contains(&sender) {
+            held.insert(sender);
+            stale.push(job);
+        } else {
+            fresh.push(job);
+        }
+    }
+    (fresh, stale)
+}
+
 /// Awaits `request` on a kept connection at most `limit`: past it the connection is taken for
 /// lost.
 async fn answered<T>(
@@ -341,5 +357,50 @@ async fn answered<T>(
     match tokio::time::timeout(limit, request).await {
         Ok(answer) => Ok(answer?),
         Err(_) => Err(PgError::Lost),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(space: u8, device: u8, seq: u64, waited: Duration) -> Job {
+        let (reply, _) = oneshot::channel();
+        Job {
+            space: SpaceId([space; 32]),
+            push: Push {
+                device_id: DeviceId([device; 16]),
+                device_seq: seq,
+                payload: vec![seq as u8],
+            },
+            quota: u64::MAX,
+            reply,
+            queued: Instant::now()
+                .checked_sub(waited)
+                .unwrap_or_else(Instant::now),
+        }
+    }
+
+    fn seqs(jobs: &[Job]) -> Vec<(u8, u8, u64)> {
+        jobs.iter()
+            .map(|j| (j.space.0[0], j.push.device_id.0[0], j.push.device_seq))
+            .collect()
+    }
+
+    #[test]
+    fn a_push_after_a_stale_one_of_its_device_waits_with_it() {
+        let (long, short) = (Duration::from_secs(60), Duration::ZERO);
+        let limit = Duration::from_secs(5);
+        let batch = vec![
+            job(1, 1, 1, long),
+            job(1, 2, 1, short),
+            job(1, 1, 2, short),
+            // The same device in another space is another sender.
+            job(2, 1, 1, short),
+            job(1, 1, 3, short),
+        ];
+        let (fresh, stale) = split_stale(batch, limit);
+        assert_eq!(seqs(&fresh), [(1, 2, 1), (2, 1, 1)]);
+        assert_eq!(seqs(&stale), [(1, 1, 1), (1, 1, 2), (1, 1, 3)]);
     }
 }
