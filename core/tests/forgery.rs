@@ -1903,60 +1903,52 @@ fn an_announcement_of_a_new_epoch_in_the_other_partners_name_is_refused() -> Res
     Ok(())
 }
 
-/// Blake's modified app certifies a device of Blake's under the id of Alex's tablet, so that
-/// the id stands for a device of each partner. Alex can still remove the lost tablet: the other
-/// partner cannot keep a device of Alex's in the journal by naming one of their own after it.
-#[test]
-fn a_device_id_the_other_partner_certified_again_can_still_be_removed() -> Result<()> {
-    // Alex's phone (0) and lost tablet (1); Blake's phone (2).
-    let mut sim = Sim::new(76, 2, 1, 1_000)?;
-    sim.devices[1]
-        .journal_mut()
-        .add(Body::HonestyMoment(HonestyMoment {
-            text: "from the tablet".into(),
-            ..Default::default()
-        }))?;
-    sim.settle()?;
-    let tablet = sim.devices[1].journal().device();
-    let blake = sim.devices[2].journal().me();
-    let mut forger = Forger::named(&sim, 1, blake, tablet)?;
-    // Its introduction, with its certificate in Blake's entry, as the app writes it.
-    let cert = forger.intro.cert.to_bytes();
-    let change = Forger::change(&sim, forger.actor(1), |doc| {
-        let entry = partner_entry(doc, blake)?;
+/// Introduces `forger` (with its certificate written in `partner`'s entry, as the app writes
+/// it), pushing at the relay under an id of its own, and settles.
+fn introduce(sim: &mut Sim, forger: &mut Forger, partner: PartnerId) -> Result<()> {
+    let (cert, device) = (forger.intro.cert.to_bytes(), forger.intro.cert.device);
+    let change = Forger::change(sim, forger.actor(1), |doc| {
+        let entry = partner_entry(doc, partner)?;
         doc.put(
             &entry,
-            format!("device:{tablet}"),
+            format!("device:{device}"),
             ScalarValue::Bytes(cert.to_vec()),
         )?;
         Ok(())
     })?;
-    let plain = forger.bundle(&sim, &[change])?;
-    // At the relay under an id of its own: the tablet's numbers are taken there.
-    forger.push_as(&mut sim, *DeviceId::generate().as_bytes(), 1, &plain)?;
-    sim.settle()?;
-    ensure!(
-        sim.devices[0]
-            .problems
-            .iter()
-            .all(|p| !matches!(p.kind, ProblemKind::Forged { .. })),
-        "the forger's introduction was refused: {:?}",
-        sim.devices[0].problems
-    );
+    let plain = forger.bundle(sim, &[change])?;
+    forger.push_as(sim, *DeviceId::generate().as_bytes(), 1, &plain)?;
+    sim.settle()
+}
 
-    sim.rotate(0, Reason::RemoveDevices, &[1])?;
+/// Alex's phone (0) and tablet (1), each of which has written; Blake's phone (2).
+fn three_devices(seed: u64) -> Result<Sim> {
+    let mut sim = Sim::new(seed, 2, 1, 1_000)?;
+    for d in 0..3 {
+        sim.devices[d]
+            .journal_mut()
+            .add(Body::HonestyMoment(HonestyMoment {
+                text: "here".into(),
+                ..Default::default()
+            }))?;
+    }
+    sim.settle()?;
+    Ok(sim)
+}
+
+/// After a move, every device but the `removed` ones is in epoch 1 and reads what Blake's
+/// phone writes there; the removed ones were told and read none of it.
+fn moved_without(sim: &mut Sim, removed: &[usize]) -> Result<()> {
     for _ in 0..4 {
         sim.settle()?;
     }
-    ensure!(sim.devices[1].removed, "the tablet was not shut out");
-    for d in [0, 2] {
-        let device = &sim.devices[d];
-        ensure!(!device.removed, "{} was shut out", device.name);
-        ensure!(
-            device.journal().epoch()? == 1,
-            "{} did not move",
-            device.name
-        );
+    for (i, d) in sim.devices.iter().enumerate() {
+        if removed.contains(&i) {
+            ensure!(d.removed, "{} was not shut out", d.name);
+        } else {
+            ensure!(!d.removed, "{} was shut out", d.name);
+            ensure!(d.journal().epoch()? == 1, "{} did not move", d.name);
+        }
     }
     let id = sim.devices[2]
         .journal_mut()
@@ -1965,15 +1957,51 @@ fn a_device_id_the_other_partner_certified_again_can_still_be_removed() -> Resul
             ..Default::default()
         }))?;
     sim.settle()?;
-    ensure!(
-        sim.devices[0].journal().get(id).is_ok(),
-        "Blake's phone no longer reaches Alex's"
-    );
-    ensure!(
-        sim.devices[1].journal().get(id).is_err(),
-        "the removed tablet reads the new epoch"
-    );
+    for (i, d) in sim.devices.iter().enumerate() {
+        let reads = d.journal().get(id).is_ok();
+        ensure!(reads != removed.contains(&i), "{} reads: {reads}", d.name);
+    }
     Ok(())
+}
+
+/// Blake's modified app certifies a device of Blake's under the id of Alex's tablet. A device
+/// id names one key: every device refuses the copy, and Alex can still remove the tablet.
+#[test]
+fn a_device_id_the_other_partner_certifies_again_is_refused() -> Result<()> {
+    let mut sim = three_devices(76)?;
+    let tablet = sim.devices[1].journal().device();
+    let blake = sim.devices[2].journal().me();
+    let before = forged_counts(&sim, "certificate");
+    let mut forger = Forger::named(&sim, 1, blake, tablet)?;
+    introduce(&mut sim, &mut forger, blake)?;
+    let after = forged_counts(&sim, "certificate");
+    ensure!(
+        after.iter().zip(&before).all(|(a, b)| a > b),
+        "the copy was not refused everywhere: {before:?} → {after:?}"
+    );
+    sim.rotate(0, Reason::RemoveDevices, &[1])?;
+    moved_without(&mut sim, &[1])
+}
+
+/// Whoever holds Alex's lost tablet holds Alex's identity key, and certifies a key of its own
+/// as Alex's under the id of Blake's phone. When Alex removes the tablet, the new epoch's box
+/// for that id must go to Blake's phone, not to the thief's key (which would open the couple's
+/// new secrets and Alex's new personal secret).
+#[test]
+fn a_lost_phone_cannot_take_another_devices_box_under_its_id() -> Result<()> {
+    let mut sim = three_devices(78)?;
+    let blake_phone = sim.devices[2].journal().device();
+    let alex = sim.devices[0].journal().me();
+    let before = forged_counts(&sim, "certificate");
+    let mut thief = Forger::named(&sim, 0, alex, blake_phone)?;
+    introduce(&mut sim, &mut thief, alex)?;
+    let after = forged_counts(&sim, "certificate");
+    ensure!(
+        after.iter().zip(&before).all(|(a, b)| a > b),
+        "the thief's key was not refused everywhere: {before:?} → {after:?}"
+    );
+    sim.rotate(0, Reason::RemoveDevices, &[1])?;
+    moved_without(&mut sim, &[1])
 }
 
 #[test]

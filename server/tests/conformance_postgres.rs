@@ -171,7 +171,7 @@ async fn two_instances_share_one_space() {
     // B hears every commit, its own as chunks and A's as heads, up to the end.
     let mut heard = 0;
     while heard < 300 {
-        match tokio::time::timeout(std::time::Duration::from_secs(10), heard_by_b.recv()).await {
+        match tokio::time::timeout(Duration::from_secs(10), heard_by_b.recv()).await {
             Ok(Ok(LiveEvent::Chunk(chunk))) => heard = heard.max(chunk.relay_seq),
             Ok(Ok(LiveEvent::Head(head))) => heard = heard.max(head),
             Ok(Ok(_)) | Ok(Err(_)) => {}
@@ -184,7 +184,7 @@ async fn two_instances_share_one_space() {
             .await
             .unwrap_or_else(|e| panic!("{e}"))
     );
-    let erased = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+    let erased = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             if let Ok(LiveEvent::Erased) = heard_by_b.recv().await {
                 return;
@@ -262,7 +262,7 @@ async fn rows_without_a_hash_fall_back_to_the_payload() {
         payload: vec![0; 4],
     };
     store
-        .put_snapshot(space, snapshot, u64::MAX, std::time::Duration::ZERO)
+        .put_snapshot(space, snapshot, u64::MAX, Duration::ZERO)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let pruned = store.push(space, push(2, 9), u64::MAX).await;
@@ -474,7 +474,7 @@ async fn a_writer_whose_connection_was_ended_pushes_on() {
         .await;
         // Half the rounds push at once, before the writer's connection can have noticed.
         if round != 2 {
-            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
         }
         let next = store.push(space, push(round * 2), u64::MAX).await;
         assert!(
@@ -551,8 +551,9 @@ impl BlackHole {
         }
     }
 
-    fn open(&self, open: bool) {
-        self.dropping.store(open, Ordering::SeqCst);
+    /// Starts (`true`) or stops swallowing what either side sends.
+    fn swallow(&self, swallowing: bool) {
+        self.dropping.store(swallowing, Ordering::SeqCst);
     }
 }
 
@@ -582,7 +583,7 @@ async fn a_push_on_a_connection_that_stopped_answering_is_answered_in_time() {
     let space = created(&store, 10).await;
     let first = store.push(space, push(1), u64::MAX).await;
     assert!(matches!(first, Ok(ref p) if p.relay_seq == 1), "{first:?}");
-    hole.open(true);
+    hole.swallow(true);
     // Far longer than the answer deadline (1 s + 2 s), far shorter than TCP's give-up.
     let lost = tokio::time::timeout(
         Duration::from_secs(30),
@@ -594,7 +595,7 @@ async fn a_push_on_a_connection_that_stopped_answering_is_answered_in_time() {
         matches!(lost, Err(StorageError::Unavailable(_))),
         "{lost:?}"
     );
-    hole.open(false);
+    hole.swallow(false);
     let again = store.push(space, push(2), u64::MAX).await;
     assert!(
         matches!(again, Ok(ref p) if !p.duplicate && p.relay_seq == 2),

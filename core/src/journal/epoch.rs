@@ -563,7 +563,7 @@ impl Journal {
 
     /// The devices the announcement this journal moved with sealed a box to: each one's
     /// introduction, or (when this device never knew it) its id.
-    fn expected(&self) -> Result<Vec<std::result::Result<Intro, DeviceId>>> {
+    pub(super) fn expected(&self) -> Result<Vec<std::result::Result<Intro, DeviceId>>> {
         let wait = self.store.meta(META_RETIRE_WAIT)?.unwrap_or_default();
         Ok(wait
             .split(',')
@@ -676,16 +676,12 @@ impl Journal {
             }
         }
         // A device never introduced here gets no box anyway; one of the other partner's is
-        // not this partner's to remove. An id that also names a device of this partner's is:
-        // the other partner can certify a device of theirs under any id it has seen, and would
-        // otherwise keep this partner's lost phone in the journal for good.
+        // not this partner's to remove. (An id names one device: `Roster::admit`.)
         for gone in remove {
-            let whose = |mine: bool| {
-                members
-                    .iter()
-                    .any(|(p, c)| c.device == *gone && (*p == me || Some(*p) == rejoining) == mine)
-            };
-            if whose(false) && !whose(true) {
+            if members
+                .iter()
+                .any(|(p, c)| *p != me && Some(*p) != rejoining && c.device == *gone)
+            {
                 return Err(Error::PermissionDenied(
                     "only one of your own devices can be removed".into(),
                 ));

@@ -9,7 +9,7 @@
 //! duplicate with its original sequence.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     sync::{Arc, atomic::Ordering::Relaxed},
     time::{Duration, Instant},
 };
@@ -53,6 +53,9 @@ pub(crate) struct Writer {
     /// its batches and notifications with warm caches, instead of each batch waking another.
     /// Let go after any error ([`Writer::drop_client`]).
     client: Option<deadpool_postgres::Client>,
+    /// Senders whose push was answered 503 for waiting too long, and when: a push of theirs
+    /// queued before that answer is answered 503 too ([`split_stale`]).
+    stale: HashMap<(SpaceId, DeviceId), Instant>,
 }
 
 impl Writer {
@@ -66,6 +69,7 @@ impl Writer {
             jobs,
             settings,
             client: None,
+            stale: HashMap::new(),
         }
     }
 
@@ -88,7 +92,7 @@ impl Writer {
     }
 
     async fn commit(&mut self, batch: Vec<Job>) {
-        let (batch, stale) = split_stale(batch, self.settings.acquire_timeout);
+        let (batch, stale) = split_stale(batch, self.settings.acquire_timeout, &mut self.stale);
         if !stale.is_empty() {
             self.fail(stale, PgError::Slow);
         }
@@ -331,15 +335,23 @@ impl Writer {
 }
 
 /// Splits off the pushes that waited longer than `limit`, and with each of them every later
-/// push of the same device to the same space in the batch: a device that sends several pushes
-/// at once must never see a later one stored while an earlier one is answered 503.
-fn split_stale(batch: Vec<Job>, limit: Duration) -> (Vec<Job>, Vec<Job>) {
-    let mut held: HashSet<(SpaceId, DeviceId)> = HashSet::new();
+/// push of the same device to the same space queued before it was answered (in this batch or
+/// a later one): a device that sends several pushes at once does not see a later one stored
+/// while an earlier one is answered 503 for the wait. `answered` remembers those senders;
+/// entries older than `limit` are dropped, since any push queued before them is stale anyway.
+fn split_stale(
+    batch: Vec<Job>,
+    limit: Duration,
+    answered: &mut HashMap<(SpaceId, DeviceId), Instant>,
+) -> (Vec<Job>, Vec<Job>) {
+    let now = Instant::now();
+    answered.retain(|_, at| now.saturating_duration_since(*at) <= limit);
     let (mut fresh, mut stale) = (Vec::with_capacity(batch.len()), Vec::new());
     for job in batch {
         let sender = (job.space, job.push.device_id);
-        if job.queued.elapsed() > limit || held.contains(&sender) {
-            held.insert(sender);
+        let behind = answered.get(&sender).is_some_and(|at| job.queued <= *at);
+        if behind || now.saturating_duration_since(job.queued) > limit {
+            answered.insert(sender, now);
             stale.push(job);
         } else {
             fresh.push(job);
@@ -399,8 +411,19 @@ mod tests {
             job(2, 1, 1, short),
             job(1, 1, 3, short),
         ];
-        let (fresh, stale) = split_stale(batch, limit);
+        let mut answered = HashMap::new();
+        let (fresh, stale) = split_stale(batch, limit, &mut answered);
         assert_eq!(seqs(&fresh), [(1, 2, 1), (2, 1, 1)]);
         assert_eq!(seqs(&stale), [(1, 1, 1), (1, 1, 2), (1, 1, 3)]);
+        // The next batch: a push the device sent before hearing of the 503 waits with it, one
+        // it sent after goes ahead.
+        let at = answered[&(SpaceId([1; 32]), DeviceId([1; 16]))];
+        let mut sent_before = job(1, 1, 4, Duration::ZERO);
+        sent_before.queued = at.checked_sub(Duration::from_millis(1)).unwrap_or(at);
+        let mut sent_after = job(1, 1, 1, Duration::ZERO);
+        sent_after.queued = at + Duration::from_millis(1);
+        let (fresh, stale) = split_stale(vec![sent_before, sent_after], limit, &mut answered);
+        assert_eq!(seqs(&fresh), [(1, 1, 1)]);
+        assert_eq!(seqs(&stale), [(1, 1, 4)]);
     }
 }
