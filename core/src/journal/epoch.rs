@@ -519,8 +519,12 @@ impl Journal {
             .into_iter()
             .map(|i| (i.cert.partner, i.cert))
             .collect();
+        // By key: a device on its way keeps its place beside another key under its id.
         for intro in self.expected()?.into_iter().filter_map(Result::ok) {
-            if !members.iter().any(|(_, c)| c.device == intro.cert.device) {
+            if !members
+                .iter()
+                .any(|(_, c)| c.device_key == intro.cert.device_key)
+            {
                 members.push((intro.cert.partner, intro.cert));
             }
         }
@@ -563,7 +567,7 @@ impl Journal {
 
     /// The devices the announcement this journal moved with sealed a box to: each one's
     /// introduction, or (when this device never knew it) its id.
-    pub(super) fn expected(&self) -> Result<Vec<std::result::Result<Intro, DeviceId>>> {
+    fn expected(&self) -> Result<Vec<std::result::Result<Intro, DeviceId>>> {
         let wait = self.store.meta(META_RETIRE_WAIT)?.unwrap_or_default();
         Ok(wait
             .split(',')
@@ -676,12 +680,16 @@ impl Journal {
             }
         }
         // A device never introduced here gets no box anyway; one of the other partner's is
-        // not this partner's to remove. (An id names one device: `Roster::admit`.)
+        // not this partner's to remove. An id that also names a device of this partner's is:
+        // the other partner can certify a device of theirs under any id it has seen, and would
+        // otherwise keep this partner's lost phone in the journal for good.
         for gone in remove {
-            if members
-                .iter()
-                .any(|(p, c)| *p != me && Some(*p) != rejoining && c.device == *gone)
-            {
+            let whose = |mine: bool| {
+                members
+                    .iter()
+                    .any(|(p, c)| c.device == *gone && (*p == me || Some(*p) == rejoining) == mine)
+            };
+            if whose(false) && !whose(true) {
                 return Err(Error::PermissionDenied(
                     "only one of your own devices can be removed".into(),
                 ));
@@ -693,14 +701,11 @@ impl Journal {
         let couple = SpaceSecret::generate()?;
         let personal = SpaceSecret::generate()?;
         let mut boxes = Vec::new();
-        for (partner, cert) in &members {
-            if remove.contains(&cert.device) {
-                continue;
-            }
+        for (partner, cert) in sealed_to(&members, remove) {
             let secrets = EpochSecrets {
                 epoch,
                 couple: couple.clone(),
-                personal: (*partner == me).then(|| personal.clone()),
+                personal: (partner == me).then(|| personal.clone()),
             };
             let sealed = seal_to_device(
                 &cert.device_key,
@@ -1034,9 +1039,12 @@ impl Journal {
         let wait: Vec<String> = step
             .members
             .iter()
-            .map(|d| match known.iter().find(|i| i.cert.device == *d) {
-                Some(intro) => hex::encode(intro.to_bytes()),
-                None => hex::encode(d.as_bytes()),
+            .map(|d| {
+                let claims: Vec<&Intro> = known.iter().filter(|i| i.cert.device == *d).collect();
+                match owner(claims, |i| &i.cert) {
+                    Some(intro) => hex::encode(intro.to_bytes()),
+                    None => hex::encode(d.as_bytes()),
+                }
             })
             .collect();
         let wait = wait.join(",");
@@ -1195,6 +1203,59 @@ impl Journal {
     }
 }
 
+/// The members a new epoch's boxes go to, one per device id, leaving out `removed`.
+fn sealed_to(
+    members: &[(PartnerId, DeviceCertificate)],
+    removed: &[DeviceId],
+) -> Vec<(PartnerId, DeviceCertificate)> {
+    let mut by_id: BTreeMap<DeviceId, Vec<(PartnerId, DeviceCertificate)>> = BTreeMap::new();
+    for (partner, cert) in members {
+        if !removed.contains(&cert.device) {
+            by_id
+                .entry(cert.device)
+                .or_default()
+                .push((*partner, *cert));
+        }
+    }
+    by_id
+        .into_values()
+        .filter_map(|claims| owner(claims, |(_, cert)| cert))
+        .collect()
+}
+
+/// Which of the keys claiming one device id is that device. Boxes are found by device id,
+/// and whoever holds an identity key (the other partner, or a lost phone, which holds its
+/// partner's) can certify a key of its own under another device's id: where two keys claim an
+/// id, it is the one whose id was made for it ([`DeviceId::generate_for_key`], every device
+/// since signing), and neither when that does not settle it (no box: a device from before
+/// signing then pairs again).
+fn owner<T>(claims: Vec<T>, cert: impl Fn(&T) -> &DeviceCertificate) -> Option<T> {
+    // One key certified again (in another epoch, or twice) is one claim.
+    let mut keys = HashSet::new();
+    let claims: Vec<T> = claims
+        .into_iter()
+        .filter(|claim| keys.insert(cert(claim).device_key.key_id()))
+        .collect();
+    if claims.len() <= 1 {
+        return claims.into_iter().next();
+    }
+    let count = claims.len();
+    let mut bound = claims.into_iter().filter(|claim| {
+        let c = cert(claim);
+        c.device.is_bound_to(&c.device_key.key_id().0)
+    });
+    match (bound.next(), bound.next()) {
+        (Some(one), None) => Some(one),
+        _ => {
+            tracing::warn!(
+                keys = count,
+                "several keys claim one device id: no box for it"
+            );
+            None
+        }
+    }
+}
+
 /// The old spaces' secrets, sealed to this device's own key. (The context is not bound to
 /// the device id, which a sequence conflict may change.)
 fn seal_old_spaces(device_key: &DeviceKey, old: &[OldSpace]) -> Result<Vec<u8>> {
@@ -1323,5 +1384,52 @@ fn path_of(doc: &automerge::Automerge, obj: &str) -> Vec<String> {
             })
             .collect(),
         Err(_) => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(identity: &PartnerIdentity, device: Option<DeviceId>) -> DeviceCertificate {
+        let key = DeviceKey::generate()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .public();
+        let device = device.unwrap_or_else(|| DeviceId::generate_for_key(&key.key_id().0));
+        let public = identity.public();
+        identity.certify(&[7; 32], public.partner_id(), device, &key, 1)
+    }
+
+    #[test]
+    fn a_box_goes_to_the_key_a_device_id_was_made_for() {
+        let new = |()| PartnerIdentity::generate().unwrap_or_else(|e| panic!("{e}"));
+        let (alex, blake) = (new(()), new(()));
+        let phone = cert(&blake, None);
+        let copy = cert(&alex, Some(phone.device));
+        let tablet = cert(&alex, None);
+        let claim = |c: &DeviceCertificate| (c.partner, *c);
+        for members in [
+            vec![claim(&phone), claim(&copy), claim(&tablet)],
+            vec![claim(&copy), claim(&tablet), claim(&phone)],
+        ] {
+            let mut sealed: Vec<DeviceCertificate> = sealed_to(&members, &[])
+                .into_iter()
+                .map(|(_, c)| c)
+                .collect();
+            sealed.sort_by_key(|c| c.device);
+            let mut want = vec![phone, tablet];
+            want.sort_by_key(|c| c.device);
+            assert_eq!(sealed, want);
+            // Removing the id removes every key under it.
+            let left = sealed_to(&members, &[phone.device]);
+            assert_eq!(left.len(), 1);
+            assert_eq!(left[0].1, tablet);
+        }
+        // Two keys under an id made for neither (devices from before signing): no box.
+        let old = DeviceId::generate();
+        let (first, second) = (cert(&alex, Some(old)), cert(&blake, Some(old)));
+        assert!(sealed_to(&[claim(&first), claim(&second)], &[]).is_empty());
+        // One key certified twice is one claim.
+        assert_eq!(sealed_to(&[claim(&first), claim(&first)], &[]).len(), 1);
     }
 }

@@ -375,9 +375,6 @@ pub(crate) struct Roster {
     pub(crate) vouched: HashMap<PartnerId, IdentityKey>,
     /// Whether [`Roster::vouched`] was read from the first change (it never changes after).
     vouched_read: bool,
-    /// The devices the announcement this epoch began with sealed a box to, by id, with their
-    /// keys: no other key is admitted under their ids before (or after) they arrive.
-    pub(crate) reserved: HashMap<DeviceId, KeyId>,
 }
 
 impl Roster {
@@ -482,42 +479,9 @@ impl Roster {
                 Err(Breach::Certificate)
             };
         }
-        // One device id, one key: a new epoch's boxes, removals and the device list name
-        // devices by id, so a second key under a device's id (certified by a partner, or by
-        // whoever holds a lost phone's identity) would take that device's box. An id made for
-        // its key ([`crate::ids::DeviceId::generate_for_key`]) cannot be claimed by another
-        // key, so such a device also displaces one that took its id first; otherwise the first
-        // one stays.
-        let device = intro.cert.device;
-        if self.reserved.get(&device).is_some_and(|key| *key != key_id) {
-            return Err(Breach::Certificate);
-        }
-        let displaced = match self
-            .intros
-            .iter()
-            .map(|i| i.cert.device_key.key_id())
-            .zip(self.intros.iter().map(|i| i.cert.device))
-            .find(|(key, id)| *id == device && *key != key_id)
-        {
-            Some((holder, _))
-                if device.is_bound_to(&key_id.0) && !device.is_bound_to(&holder.0) =>
-            {
-                Some(holder)
-            }
-            Some(_) => return Err(Breach::Certificate),
-            None => None,
-        };
-        let devices = self
-            .keys
-            .iter()
-            .filter(|(key, (p, _))| *p == partner && Some(**key) != displaced)
-            .count();
+        let devices = self.keys.values().filter(|(p, _)| *p == partner).count();
         if devices >= MAX_DEVICES {
             return Err(Breach::TooManyDevices);
-        }
-        if let Some(holder) = displaced {
-            self.keys.remove(&holder);
-            self.intros.retain(|i| i.cert.device_key.key_id() != holder);
         }
         self.identities.insert(partner, intro.identity);
         self.keys.insert(key_id, (partner, intro.cert.device_key));
@@ -1621,66 +1585,6 @@ fn check_field(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::{DeviceKey, PartnerIdentity};
-
-    const SPACE: [u8; 32] = [7; 32];
-
-    /// A partner: an identity whose key proves its id.
-    fn partner() -> PartnerIdentity {
-        PartnerIdentity::generate().unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    /// `identity`'s introduction of a new key under the device id `device` (or one made for
-    /// the key), and the key's id.
-    fn intro(identity: &PartnerIdentity, device: Option<DeviceId>) -> (Intro, KeyId) {
-        let key = DeviceKey::generate().unwrap_or_else(|e| panic!("{e}"));
-        let id = key.public().key_id();
-        let device = device.unwrap_or_else(|| DeviceId::generate_for_key(&id.0));
-        let public = identity.public();
-        let cert = identity.certify(&SPACE, public.partner_id(), device, &key.public(), 1);
-        (
-            Intro {
-                identity: public,
-                cert,
-            },
-            id,
-        )
-    }
-
-    #[test]
-    fn a_device_id_names_one_key() {
-        let (alex, blake) = (partner(), partner());
-        // Blake's phone, its id made for its key; Alex (or a lost phone of Alex's) certifies
-        // another key under that id, before or after the phone is introduced.
-        let (phone, phone_key) = intro(&blake, None);
-        let (copy, copy_key) = intro(&alex, Some(phone.cert.device));
-        let mut roster = Roster::default();
-        assert_eq!(roster.admit(&phone, &SPACE), Ok(true));
-        assert_eq!(roster.admit(&copy, &SPACE), Err(Breach::Certificate));
-        assert!(roster.get(&copy_key).is_none());
-
-        let mut roster = Roster::default();
-        assert_eq!(roster.admit(&copy, &SPACE), Ok(true));
-        assert_eq!(roster.admit(&phone, &SPACE), Ok(true));
-        assert!(roster.get(&copy_key).is_none(), "the copy kept its place");
-        assert!(roster.get(&phone_key).is_some());
-        assert_eq!(roster.intros().len(), 1);
-
-        // An id made for no key (a device from before signing): the first key keeps it.
-        let old = DeviceId::generate();
-        let (first, first_key) = intro(&blake, Some(old));
-        let (second, _) = intro(&alex, Some(old));
-        let mut roster = Roster::default();
-        assert_eq!(roster.admit(&first, &SPACE), Ok(true));
-        assert_eq!(roster.admit(&second, &SPACE), Err(Breach::Certificate));
-        assert!(roster.get(&first_key).is_some());
-
-        // A device a new epoch's announcement expects keeps its id for its own key.
-        let mut roster = Roster::default();
-        roster.reserved.insert(old, first_key);
-        assert_eq!(roster.admit(&second, &SPACE), Err(Breach::Certificate));
-        assert_eq!(roster.admit(&first, &SPACE), Ok(true));
-    }
 
     #[test]
     fn a_signed_change_shows_its_length_not_its_words() {

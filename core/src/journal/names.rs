@@ -142,7 +142,9 @@ impl Journal {
     /// Every device whose certificate counts, of both partners: this partner's first, each
     /// partner's earliest added first. After a rotation, a device the new epoch's secrets were
     /// sealed to that has not moved yet is listed too (without a name, which stayed in the old
-    /// epoch), so that it can still be removed.
+    /// epoch), so that it can still be removed; so is a device introduced here whose
+    /// certificate is not in the partners list (the app writes it at once; a modified one, or
+    /// a lost phone's thief certifying a key of its own, need not): a rotation seals it a box.
     pub fn devices(&self) -> Vec<DeviceInfo> {
         let mut partners = self.partners();
         partners.sort_by_key(|p| p.id != self.me);
@@ -163,9 +165,11 @@ impl Journal {
                 })
             })
             .collect();
-        for intro in self.awaited() {
+        for intro in self.awaited().into_iter().chain(self.roster.intros()) {
             let cert = intro.cert;
-            if listed.iter().any(|d| d.id == cert.device) {
+            // By key: another key under a listed device's id is listed beside it.
+            let fingerprint = cert.device_key.fingerprint();
+            if listed.iter().any(|d| d.fingerprint == fingerprint) {
                 continue;
             }
             listed.push(DeviceInfo {
@@ -177,9 +181,12 @@ impl Journal {
                     .unwrap_or_default(),
                 id: cert.device,
                 name: None,
-                fingerprint: cert.device_key.fingerprint(),
+                fingerprint,
                 added_at: cert.issued_at,
-                this_device: cert.device == self.device,
+                this_device: self
+                    .signer
+                    .as_ref()
+                    .is_some_and(|s| s.key_id() == cert.device_key.key_id()),
                 mine: cert.partner == self.me,
             });
         }

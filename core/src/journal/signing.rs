@@ -134,12 +134,6 @@ impl Journal {
         };
         let mut roster = guard::Roster::default();
         roster.base = self.epoch_base()?;
-        roster.reserved = self
-            .expected()?
-            .into_iter()
-            .filter_map(std::result::Result::ok)
-            .map(|intro| (intro.cert.device, intro.cert.device_key.key_id()))
-            .collect();
         // Only past the first epoch (which waits for the document's load), and never failing:
         // a document that cannot be loaded still leaves the read model readable.
         if roster.base.is_some()

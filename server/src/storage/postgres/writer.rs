@@ -212,11 +212,15 @@ impl Writer {
         }
     }
 
-    fn fail(&self, batch: Vec<Job>, error: PgError) {
+    fn fail(&mut self, batch: Vec<Job>, error: PgError) {
         tracing::warn!(%error, size = batch.len(), "push batch failed");
         let unavailable = error.is_unavailable();
         let reason = error.to_string();
+        let now = Instant::now();
         for job in batch {
+            if unavailable {
+                self.stale.insert((job.space, job.push.device_id), now);
+            }
             let error = if unavailable {
                 self.shared.metrics.unavailable.fetch_add(1, Relaxed);
                 StorageError::Unavailable(reason.clone().into())
@@ -337,8 +341,9 @@ impl Writer {
 /// Splits off the pushes that waited longer than `limit`, and with each of them every later
 /// push of the same device to the same space queued before it was answered (in this batch or
 /// a later one): a device that sends several pushes at once does not see a later one stored
-/// while an earlier one is answered 503 for the wait. `answered` remembers those senders;
-/// entries older than `limit` are dropped, since any push queued before them is stale anyway.
+/// while an earlier one is answered 503 for the wait. `answered` remembers those senders (and
+/// those of a batch answered 503 as a whole, [`Writer::fail`]); entries older than `limit` are
+/// dropped, since any push queued before them is stale anyway.
 fn split_stale(
     batch: Vec<Job>,
     limit: Duration,
@@ -350,8 +355,14 @@ fn split_stale(
     for job in batch {
         let sender = (job.space, job.push.device_id);
         let behind = answered.get(&sender).is_some_and(|at| job.queued <= *at);
-        if behind || now.saturating_duration_since(job.queued) > limit {
+        let waited = now.saturating_duration_since(job.queued) > limit;
+        if waited {
+            // Answered now: what the device sent before hearing so waits with it. A push held
+            // only for being behind keeps the first answer's time, so a retry sent after that
+            // answer is not held for an older push answered later.
             answered.insert(sender, now);
+        }
+        if behind || waited {
             stale.push(job);
         } else {
             fresh.push(job);
