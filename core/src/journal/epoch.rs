@@ -519,12 +519,12 @@ impl Journal {
             .into_iter()
             .map(|i| (i.cert.partner, i.cert))
             .collect();
-        // By key: a device on its way keeps its place beside another key under its id.
+        // By id and key: a device on its way keeps its place beside another key under its id,
+        // and beside its own key under another id (which a removal then finds).
         for intro in self.expected()?.into_iter().filter_map(Result::ok) {
-            if !members
-                .iter()
-                .any(|(_, c)| c.device_key == intro.cert.device_key)
-            {
+            if !members.iter().any(|(_, c)| {
+                c.device_key == intro.cert.device_key && c.device == intro.cert.device
+            }) {
                 members.push((intro.cert.partner, intro.cert));
             }
         }
@@ -1203,14 +1203,21 @@ impl Journal {
     }
 }
 
-/// The members a new epoch's boxes go to, one per device id, leaving out `removed`.
+/// The members a new epoch's boxes go to, one per device id, leaving out `removed`: every key
+/// claiming a removed id, under whatever id it also claims (a lost phone can introduce its own
+/// key again under a new id).
 fn sealed_to(
     members: &[(PartnerId, DeviceCertificate)],
     removed: &[DeviceId],
 ) -> Vec<(PartnerId, DeviceCertificate)> {
+    let removed_keys: HashSet<_> = members
+        .iter()
+        .filter(|(_, c)| removed.contains(&c.device))
+        .map(|(_, c)| c.device_key.key_id())
+        .collect();
     let mut by_id: BTreeMap<DeviceId, Vec<(PartnerId, DeviceCertificate)>> = BTreeMap::new();
     for (partner, cert) in members {
-        if !removed.contains(&cert.device) {
+        if !removed.contains(&cert.device) && !removed_keys.contains(&cert.device_key.key_id()) {
             by_id
                 .entry(cert.device)
                 .or_default()
@@ -1431,5 +1438,12 @@ mod tests {
         assert!(sealed_to(&[claim(&first), claim(&second)], &[]).is_empty());
         // One key certified twice is one claim.
         assert_eq!(sealed_to(&[claim(&first), claim(&first)], &[]).len(), 1);
+        // A removed device's key introduced again under another id gets no box there either.
+        let mut again = tablet;
+        again.device = DeviceId::generate();
+        let members = [claim(&tablet), claim(&again), claim(&phone)];
+        let left = sealed_to(&members, &[tablet.device]);
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].1, phone);
     }
 }

@@ -167,9 +167,13 @@ impl Journal {
             .collect();
         for intro in self.awaited().into_iter().chain(self.roster.intros()) {
             let cert = intro.cert;
-            // By key: another key under a listed device's id is listed beside it.
+            // By id and key: another key under a listed device's id is listed beside it, and
+            // a listed key under another id too.
             let fingerprint = cert.device_key.fingerprint();
-            if listed.iter().any(|d| d.fingerprint == fingerprint) {
+            if listed
+                .iter()
+                .any(|d| d.fingerprint == fingerprint && d.id == cert.device)
+            {
                 continue;
             }
             listed.push(DeviceInfo {
