@@ -311,3 +311,50 @@ fn a_device_that_has_not_moved_yet_is_listed_and_can_be_removed() -> Result<()> 
     );
     Ok(())
 }
+
+/// Alex's tablet is put back to an older copy of itself and moves to a new device id (its
+/// numbers were used); its certificate still names the old id, under which Alex's phone then
+/// seals its box in a rotation. The tablet finds that box and moves, instead of taking itself
+/// for removed.
+#[test]
+fn a_device_that_moved_to_a_new_id_still_finds_its_box() -> Result<()> {
+    // Alex's phone (0) and tablet (1); Blake's phone (2).
+    let mut sim = Sim::new(43, 2, 1, 1_000)?;
+    sim.devices[1].journal_mut().add(share("from the tablet"))?;
+    sim.settle()?;
+    sim.keep_copy(1)?;
+    sim.devices[1].journal_mut().add(share("then lost there"))?;
+    sim.settle()?;
+    let old_id = sim.devices[1].journal().device();
+    ensure!(sim.roll_back(1)?, "no copy to put back");
+    sim.devices[1]
+        .journal_mut()
+        .add(share("after the rollback"))?;
+    sim.settle()?;
+    ensure!(
+        sim.devices[1].journal().device() != old_id,
+        "the tablet kept its id"
+    );
+
+    sim.rotate(0, Reason::Forget, &[])?;
+    for _ in 0..4 {
+        sim.settle()?;
+    }
+    for d in &sim.devices {
+        ensure!(!d.removed, "{} was shut out", d.name);
+        ensure!(d.journal().epoch()? == 1, "{} did not move", d.name);
+    }
+    // It reopens its box (a keyring not stored again after the move catches up from it).
+    let key = sim.devices[1].key.clone();
+    ensure!(
+        sim.devices[1].journal().epoch_secrets(&key)?.is_some(),
+        "the tablet cannot open the box it moved with"
+    );
+    sim.devices[2].journal_mut().add(share("after the move"))?;
+    sim.settle()?;
+    ensure!(
+        feelings(&sim, 1)?.contains(&"after the move".to_string()),
+        "the tablet does not read the new epoch"
+    );
+    Ok(())
+}

@@ -46,6 +46,9 @@ const META_EPOCH: &str = "epoch";
 /// ([`Journal::epoch_secrets`]). Sealed to the device key, which the database never holds.
 const META_EPOCH_BOX: &str = "epoch_box";
 const META_EPOCH_FROM: &str = "epoch_from";
+/// The device id that box was sealed under, when it is not the journal's own (see
+/// [`Journal::certified_device`]).
+const META_EPOCH_BOX_DEVICE: &str = "epoch_box_device";
 /// The hash of this epoch's first change in the couple's space.
 const META_EPOCH_BASE: &str = "epoch_base";
 /// The old epochs' space secrets, sealed to this device's key, kept until every device that
@@ -410,9 +413,15 @@ impl Journal {
         let mut space_id = [0u8; 32];
         hex::decode_to_slice(from, &mut space_id)
             .map_err(|_| Error::Corrupt("an epoch box".into()))?;
+        let sealed_under = match self.store.meta(META_EPOCH_BOX_DEVICE)? {
+            Some(id) if !id.is_empty() => id
+                .parse()
+                .map_err(|_| Error::Corrupt("an epoch box".into()))?,
+            _ => self.device,
+        };
         let plain = open_from_device(
             device_key,
-            &box_context(&space_id, epoch, self.device),
+            &box_context(&space_id, epoch, sealed_under),
             &sealed,
         )?;
         let secrets = EpochSecrets::decode(&plain)?;
@@ -529,6 +538,15 @@ impl Journal {
             }
         }
         Ok(members)
+    }
+
+    /// The device id this device's certificate names, under which a rotation seals its box.
+    /// A relay rewind gives the journal a new id (`change_device`), but its certificate keeps
+    /// the old one until the next epoch certifies it again.
+    pub(crate) fn certified_device(&self) -> DeviceId {
+        self.signer
+            .as_ref()
+            .map_or(self.device, |s| s.intro.cert.device)
     }
 
     /// The devices the announcement this journal moved with sealed a box to: the ones that
@@ -870,7 +888,7 @@ impl Journal {
         let Some(news) = found else {
             return Ok(EpochNews::Current);
         };
-        let device = self.device;
+        let device = self.certified_device();
         // Only the other partner can vouch for a partner's new identity; one that names this
         // device's own partner means this partner's devices are all replaced.
         let rekey = news.rekey.filter(|(partner, _)| *partner != news.by);
@@ -1089,6 +1107,13 @@ impl Journal {
             metas.push((META_EPOCH_BOX, sealed));
             metas.push((META_EPOCH_FROM, from));
         }
+        let sealed_under = self.certified_device();
+        let sealed_under = if sealed_under == self.device {
+            String::new()
+        } else {
+            sealed_under.to_string()
+        };
+        metas.push((META_EPOCH_BOX_DEVICE, &sealed_under));
         // One transaction: the new documents, what this device still has to push in them, the
         // epoch and everything that goes with it.
         let save_refs: Vec<(Space, &[u8])> =
