@@ -2516,6 +2516,51 @@ fn notes_about_asks_do_not_outlive_a_move() -> Result<()> {
     Ok(())
 }
 
+/// Alex's phone (0) and tablet (1), Blake's phone (2) and tablet (3); whoever holds Alex's
+/// lost tablet certifies a key of its own as Alex's under the id of Blake's device `named`;
+/// then Blake's phone asks to let a new device in as Alex and goes ahead at once.
+fn rejoin_past_a_forged_id(seed: u64, named: usize) -> Result<(Sim, mend_core::Result<[u8; 32]>)> {
+    let mut sim = Sim::new(seed, 2, 2, 1_000)?;
+    for d in 0..4 {
+        sim.devices[d]
+            .journal_mut()
+            .add(Body::HonestyMoment(HonestyMoment {
+                text: "here".into(),
+                ..Default::default()
+            }))?;
+    }
+    sim.settle()?;
+    let alex = sim.devices[0].journal().me();
+    let id = sim.devices[named].journal().device();
+    let mut thief = Forger::named(&sim, 0, alex, id)?;
+    introduce(&mut sim, &mut thief, alex)?;
+    sim.devices[2].journal_mut().ask_rejoin()?;
+    sim.settle()?;
+    let blake_phone = sim.devices[2].journal_mut();
+    blake_phone.note_rejoin_asks()?;
+    blake_phone.set_rejoin_wait(std::time::Duration::ZERO);
+    let rejoin = blake_phone.rotate_for_rejoin(alex, PartnerIdentity::generate()?.public());
+    Ok((sim, rejoin))
+}
+
+/// The thief names Blake's tablet: the rejoin removes Alex's devices, not the tablet, whose
+/// box goes to its own key.
+#[test]
+fn a_lost_phone_cannot_have_a_rejoin_shut_out_the_other_partners_device() -> Result<()> {
+    let (mut sim, rejoin) = rejoin_past_a_forged_id(104, 3)?;
+    rejoin?;
+    moved_without(&mut sim, &[0, 1])
+}
+
+/// The thief names Blake's phone, the one that rejoins Alex: the rejoin is not refused as
+/// removing the rejoining device.
+#[test]
+fn a_lost_phone_cannot_refuse_a_rejoin_by_naming_the_rejoining_device() -> Result<()> {
+    let (mut sim, rejoin) = rejoin_past_a_forged_id(105, 2)?;
+    rejoin?;
+    moved_without(&mut sim, &[0, 1])
+}
+
 /// Blake's phone asks to let a new device in as Alex, and every device syncs.
 fn blake_asks(s: &mut Story) -> Result<()> {
     s.sim.devices[2].journal_mut().ask_rejoin()?;

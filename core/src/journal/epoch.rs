@@ -651,11 +651,7 @@ impl Journal {
         {
             return Err(Error::Invalid("that key is already in use here".into()));
         }
-        let lost: Vec<DeviceId> = members
-            .iter()
-            .filter(|(p, _)| *p == partner)
-            .map(|(_, c)| c.device)
-            .collect();
+        let lost = rejoin_removals(&members, partner);
         self.rotate_with(Reason::RemoveDevices, &lost, Some((partner, identity)))
     }
 
@@ -1252,6 +1248,31 @@ fn sealed_to(
     by_id
         .into_values()
         .filter_map(|claims| owner(claims, |(_, cert)| cert))
+        .collect()
+}
+
+/// The ids a rejoin of `partner` removes: every one a device of theirs claims, but not one
+/// that also names a device of the other partner's and was not made for the rejoining
+/// partner's key. Whoever holds a lost phone holds its partner's identity and can certify a
+/// key under any id it has seen: it could otherwise have the rejoin shut out a device of the
+/// other partner's, or refuse outright by naming the rejoining device itself. Its key gets no
+/// box there anyway: an id's box goes to the key the id was made for ([`sealed_to`]).
+fn rejoin_removals(
+    members: &[(PartnerId, DeviceCertificate)],
+    partner: PartnerId,
+) -> Vec<DeviceId> {
+    let mut by_id: BTreeMap<DeviceId, Vec<&(PartnerId, DeviceCertificate)>> = BTreeMap::new();
+    for member in members {
+        by_id.entry(member.1.device).or_default().push(member);
+    }
+    by_id
+        .into_iter()
+        .filter(|(_, claims)| {
+            claims.iter().any(|(p, _)| *p == partner)
+                && (claims.iter().all(|(p, _)| *p == partner)
+                    || owner(claims.clone(), |(_, cert)| cert).is_some_and(|(p, _)| *p == partner))
+        })
+        .map(|(id, _)| id)
         .collect()
 }
 
