@@ -78,7 +78,8 @@ pub enum SyncProblemKind {
     },
     /// The relay refused this device's key.
     Unauthorized,
-    /// The space was erased at the relay.
+    /// The relay no longer holds the space (it says erased, but no partner's erase marker
+    /// confirms it): sync of it stops; the journal is not erased and writes are kept.
     SpaceGone,
     /// The journal moved to new secrets without this device (removed, or away longer than
     /// an old epoch is kept): pair it again.

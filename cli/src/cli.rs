@@ -29,8 +29,9 @@ Exit codes:
      its URL is clear-text http:// to another machine (act on the message; retrying won't help)
  13  the pairing stopped: the invite was used or expired, the join was declined, or a short
      code was read wrong (it no longer works: make a new one)
- 14  the shared journal was erased (from another of your devices, or by your partner): the
-     message says who and when; reading works, writes to it are refused
+ 14  the shared journal was erased (from another of your devices, or by your partner, whose
+     erase marker reached this device): the message says who and when; reading works, writes
+     to it are refused
  15  this device was removed from the journal: it no longer syncs
 
 Relays: https:// (verified against the public roots, or the --relay-pin an invite carries).

@@ -5,15 +5,22 @@ use anyhow::{Result, ensure};
 use mend_core::{
     Journal, Space,
     crypto::SpaceSecret,
-    sync::{Action, Event, Failure, Mode, Request, Response, SpaceLink, SyncEngine, SyncStore},
+    sync::{
+        Action, Event, Failure, Mode, ProblemKind, Request, Response, SpaceLink, SyncEngine,
+        SyncStore,
+    },
 };
 use mend_protocol::ErrorCode;
 
 const NOW: i64 = 1_800_000_000_000;
 
 fn engine(journal: &Journal) -> Result<SyncEngine> {
+    engine_for(journal, Space::Couple)
+}
+
+fn engine_for(journal: &Journal, space: Space) -> Result<SyncEngine> {
     let link = SpaceLink {
-        space: Space::Couple,
+        space,
         keys: SpaceSecret::generate()?.derive_keys(),
     };
     Ok(SyncEngine::new(
@@ -94,6 +101,57 @@ fn a_full_relay_is_an_answer_the_device_waits_out_with_its_edits_kept() -> Resul
     ensure!(
         journal.pending_changes(Space::Couple)? > 0,
         "the edit was dropped"
+    );
+    Ok(())
+}
+
+/// A relay that answers `space_erased` with no erase marker of a partner's in the documents
+/// (it lost the space, or lies) stops that space's sync, but does not make the journal erased:
+/// writes go on, they are kept, and nothing says a partner erased it, after a reopen too.
+#[test]
+fn a_relay_cannot_erase_a_journal_by_saying_so() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("j.db");
+    let mut journal = Journal::create(&path, "Alex")?;
+    for space in [Space::Personal, Space::Couple] {
+        let mut engine = engine_for(&journal, space)?;
+        engine.handle(&mut journal, NOW, Event::Start)?;
+        let erased = Response::Failed {
+            space,
+            failure: Failure::Refused {
+                code: ErrorCode::SpaceErased,
+                retry_after_ms: 0,
+            },
+        };
+        engine.handle(&mut journal, NOW, Event::Response(erased))?;
+        let kinds: Vec<_> = engine.status().problems.iter().map(|p| &p.kind).collect();
+        ensure!(
+            kinds.iter().any(|k| matches!(k, ProblemKind::SpaceGone))
+                && !kinds
+                    .iter()
+                    .any(|k| matches!(k, ProblemKind::Erased { .. })),
+            "{kinds:?}"
+        );
+        ensure!(
+            journal.erasure()?.is_none(),
+            "the journal took the relay's word"
+        );
+    }
+    drop(journal);
+    let mut journal = Journal::open(&path)?;
+    ensure!(journal.erasure()?.is_none(), "erased after a reopen");
+    let before =
+        journal.pending_changes(Space::Personal)? + journal.pending_changes(Space::Couple)?;
+    journal.add(mend_core::Body::ProcessingNote(
+        mend_core::model::ProcessingNote {
+            text: "still writing".into(),
+        },
+    ))?;
+    let after =
+        journal.pending_changes(Space::Personal)? + journal.pending_changes(Space::Couple)?;
+    ensure!(
+        after > before,
+        "the write was not kept to push: {before} then {after}"
     );
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! A separation end to end over a real relay on 127.0.0.1 (TLS): Alex, with two devices, erases
-//! the shared journal from one. Alex's other device learns it on its next sync and refuses every
-//! write, for good (after a reopen too); Blake is told in plain words, with Alex's name, keeps
-//! reading, can no longer share, and keeps syncing Blake's personal space. The relay keeps only
-//! tombstones, and nothing brings the spaces back.
+//! the shared journal from one. Alex's other device, which has the erase marker, refuses every
+//! write from its next sync on, for good (after a reopen too); Blake is told in plain words,
+//! with Alex's name, keeps reading, can no longer share, and keeps syncing Blake's personal
+//! space. The relay keeps only tombstones, and nothing brings the spaces back. A device the
+//! marker did not reach takes the relay's tombstone for a space gone, not for an erase.
 
 use anyhow::{Result, ensure};
 use mend_core::{
@@ -64,8 +65,13 @@ async fn an_erase_reaches_every_device_and_the_partner_is_told_in_plain_words() 
         phone.sync().await?;
     }
 
-    let report = a.device.erase(ROUND).await?;
-    ensure!(report.marker_pushed, "the marker did not reach the relay");
+    // The marker reaches Alex's other device and Blake's before the spaces go, as live sync
+    // brings it; `Device::erase` is the same three steps in one call (tested below).
+    a.with(|j| j.mark_erased())?;
+    a.sync().await?;
+    a2.sync().await?;
+    b.sync().await?;
+    a.device.erase_remote().await?;
     ensure!(
         is_erased(a.with(|j| j.add(share("after")))),
         "the erasing device still writes"
@@ -156,6 +162,40 @@ async fn an_erase_reaches_every_device_and_the_partner_is_told_in_plain_words() 
             file.display()
         );
     }
+    Ok(())
+}
+
+/// `Device::erase` pushes the marker before deleting; a device that was away then finds only
+/// the tombstones: the relay's word, which could be a lie, so the space is gone but the
+/// journal is not erased there (writes go on, kept), and nothing says a partner erased it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_the_marker_missed_is_not_erased_on_the_relays_word() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path()).await?;
+    let (a, b) = mend_e2e::couple(dir.path(), &relay).await?;
+    b.sync().await?;
+    let report = a.device.erase(ROUND).await?;
+    ensure!(report.marker_pushed, "the marker did not reach the relay");
+    ensure!(
+        is_erased(a.with(|j| j.add(share("after")))),
+        "the erasing device still writes"
+    );
+    let status = b.device.sync_now(ROUND).await?;
+    ensure!(
+        erased_words(&status).is_none()
+            && status
+                .problems
+                .iter()
+                .any(|p| p.space == "couple" && matches!(p.kind, ProblemKind::SpaceGone)),
+        "Blake took the relay's word: {status:?}"
+    );
+    ensure!(status.online, "a relay that answers reads as out of reach");
+    ensure!(
+        b.read(|j| j.erasure())?.is_none(),
+        "Blake's journal is erased"
+    );
+    b.with(|j| j.add(share("kept")))?;
+    relay.stop().await?;
     Ok(())
 }
 

@@ -510,7 +510,7 @@ async fn an_altered_chunk_is_refused_and_reported_and_the_rest_syncs() -> Result
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_an_erase_the_partners_phone_is_told_and_cannot_bring_the_space_back() -> Result<()> {
+async fn a_space_deleted_at_the_relay_stops_syncing_and_cannot_be_brought_back() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let relay = Relay::start(dir.path()).await?;
     let (a, b) = mend_e2e::couple(dir.path(), &relay).await?;
@@ -526,10 +526,12 @@ async fn after_an_erase_the_partners_phone_is_told_and_cannot_bring_the_space_ba
         status
             .problems
             .iter()
-            .any(|p| matches!(p.kind, ProblemKind::Erased { .. })),
-        "B was not told the space was erased: {status:?}"
+            .any(|p| matches!(p.kind, ProblemKind::SpaceGone)),
+        "B was not told the space is gone: {status:?}"
     );
-    ensure!(!status.syncing, "B keeps retrying an erased space");
+    ensure!(!status.syncing, "B keeps retrying a space that is gone");
+    // No erase marker came: the relay's word makes nothing erased here.
+    ensure!(b.read(|j| j.erasure())?.is_none(), "B's journal is erased");
     // The couple's space did not come back (only B's own personal space remains).
     let couple_id = a.device.keyring().couple.derive_space_id();
     let conn = rusqlite::Connection::open(relay.data_dir.join("relay.sqlite3"))?;

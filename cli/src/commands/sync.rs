@@ -244,7 +244,11 @@ fn describe(kind: &ProblemKind) -> String {
             format!("the relay answered with an error (HTTP {status})")
         }
         ProblemKind::Unauthorized => "the relay refused this device's key".to_owned(),
-        ProblemKind::SpaceGone => "this journal was erased at the relay".to_owned(),
+        ProblemKind::SpaceGone => "the relay no longer holds this journal's space: it says it \
+                                   was erased, but no erase marker of a partner's reached this \
+                                   device, so nothing here is taken as erased (the relay may \
+                                   have lost it); edits are kept"
+            .to_owned(),
         ProblemKind::Retired => "this journal moved to new secrets without this device (it was \
                                  removed, or away too long): pair it again"
             .to_owned(),

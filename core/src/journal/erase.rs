@@ -3,9 +3,10 @@
 //!
 //! The erasing device writes a marker before it deletes the spaces at the relay: `erased_at`
 //! (unix ms) on its partner's own entry (`partners/<me>`) in both documents, so the guard lets
-//! only that partner's devices write it. A device that syncs in time merges the marker; one that
-//! syncs later finds the spaces gone at the relay (`space_erased`). Either way it keeps what it
-//! learned in the store's metadata, so an erased journal stays erased after a restart.
+//! only that partner's devices write it. A device that syncs in time merges the marker and is
+//! erased from then on (the marker stays in its documents). One that syncs later finds the
+//! spaces gone at the relay (`space_erased`): without a marker that is no proof of an erase (the
+//! relay may have lost the space, or lie), so the space is reported gone and writes go on.
 //!
 //! Erased by this partner (from another device): every write is refused and sync stops. Erased
 //! by the other partner: writes to the couple's space are refused; the personal space is this
@@ -100,26 +101,30 @@ impl Journal {
         })
     }
 
-    /// A space was found erased at the relay: keeps who erased it, so writes stop and the
-    /// status says so. The personal space is only ever erased by this partner; the couple's
-    /// by whoever wrote a marker, else (no marker arrived in time) the other partner, unless
-    /// this partner's personal space is gone too. Returns the words for the status.
-    pub fn space_found_erased(&mut self, space: Space) -> Result<String> {
+    /// A space was found erased at the relay (`space_erased`): the words for the status when
+    /// a partner's own erase marker confirms it, else `None` (the space is reported gone). The
+    /// relay's word alone is no erase: a relay that lost the space, or lies, would otherwise
+    /// stop every write here for good and tell the person to delete their only copy. The
+    /// marker is a signed change the guard lets only a partner's own devices write; the
+    /// personal space takes this partner's marker, the couple's either partner's.
+    /// What it learned is kept in the store's metadata, where every connection reads it.
+    pub fn space_found_erased(&mut self, space: Space) -> Result<Option<String>> {
         self.step(|j| {
-            let now = j.now();
-            let known = j.erasure()?;
-            let by = match (space, j.erased_marker(), &known) {
-                (Space::Personal, _, _) => j.me,
-                (_, Some((by, _)), _) => by,
-                (_, None, Some(known)) if known.by_me => j.me,
-                _ => j.partner().map_or(j.me, |p| p.id),
+            let me = j.me;
+            let Some((by, at)) = j
+                .erased_markers()
+                .into_iter()
+                .filter(|(by, _)| space == Space::Couple || *by == me)
+                .min_by_key(|(by, at)| (*by != me, *at))
+            else {
+                return Ok(None);
             };
-            let at = j.erased_marker().map_or(now, |(_, at)| at);
-            let upgrade = known.as_ref().is_none_or(|k| !k.by_me && by == j.me);
-            if upgrade {
+            // Kept unless what is kept already says as much (this partner's erase stands).
+            let kept = j.store.meta(META_ERASED_BY)?;
+            if kept.is_none_or(|k| k != me.to_string() && by == me) {
                 j.note_erased(by, at)?;
             }
-            Ok(j.erasure()?.map(|e| e.words()).unwrap_or_default())
+            Ok(j.erasure()?.map(|e| e.words()))
         })
     }
 
@@ -155,7 +160,12 @@ impl Journal {
     /// The earliest marker in the documents: this partner's in either, or the other
     /// partner's in the couple's (the guard keeps each partner's entry theirs).
     fn erased_marker(&self) -> Option<(PartnerId, i64)> {
-        let mut found: Option<(PartnerId, i64)> = None;
+        self.erased_markers().into_iter().min_by_key(|(_, at)| *at)
+    }
+
+    /// Every erase marker in the documents, with its time.
+    fn erased_markers(&self) -> Vec<(PartnerId, i64)> {
+        let mut found = Vec::new();
         for space in Space::ALL {
             let Ok(doc) = self.lazy(space).get() else {
                 continue;
@@ -180,9 +190,7 @@ impl Journal {
                     },
                     _ => continue,
                 };
-                if found.is_none_or(|(_, t)| at < t) {
-                    found = Some((id, at));
-                }
+                found.push((id, at));
             }
         }
         found

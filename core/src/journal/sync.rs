@@ -312,7 +312,7 @@ impl SyncStore for Journal {
     }
 
     fn space_erased(&mut self, space: Space) -> Result<Option<String>> {
-        self.space_found_erased(space).map(Some)
+        self.space_found_erased(space)
     }
 
     fn record_problem(&mut self, space: Space, problem: &Problem) -> Result<()> {

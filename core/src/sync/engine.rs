@@ -1190,8 +1190,10 @@ impl SyncEngine {
             } => {
                 let kind = match &failure {
                     Failure::Unauthorized => ProblemKind::Unauthorized,
-                    // Erased for good: the store keeps it so writes stop, and the person is told
-                    // who erased it, never that the relay is unreachable.
+                    // Erased, when a partner's marker confirms it: the person is told who
+                    // erased it, never that the relay is unreachable. On the relay's word
+                    // alone the space is gone (a relay can lose or refuse a space, not make a
+                    // journal erased).
                     Failure::Refused {
                         code: ErrorCode::SpaceErased,
                         ..
@@ -1215,8 +1217,8 @@ impl SyncEngine {
                     } => ProblemKind::Retired,
                     _ => ProblemKind::SpaceGone,
                 };
-                if let ProblemKind::Erased { .. } | ProblemKind::Retired = kind {
-                    // The relay answered: an erased journal is not one out of reach.
+                if matches!(failure, Failure::Refused { .. }) {
+                    // The relay answered: a space gone there is not one out of reach.
                     self.reached();
                 }
                 self.problem(journal, space, kind, now)?;

@@ -110,9 +110,10 @@ pub trait SyncStore {
     /// id (and Automerge actor), number the outbox again from 1, and return the new id.
     fn change_device(&mut self) -> Result<[u8; 16]>;
 
-    /// The relay answered that `space` was erased (`space_erased`): the store keeps it, so
-    /// writes stop and stay stopped, and returns what to tell the person. A store that keeps
-    /// nothing answers `None`.
+    /// The relay answered that `space` was erased (`space_erased`): what to tell the person
+    /// when a partner's own erase marker confirms it, else `None` (the space is reported gone;
+    /// the relay's word alone stops nothing for good). A store that keeps nothing answers
+    /// `None`.
     fn space_erased(&mut self, space: Space) -> Result<Option<String>> {
         let _ = space;
         Ok(None)

@@ -391,7 +391,9 @@ pub enum ProblemKind {
     },
     /// The relay refused this device's token.
     Unauthorized,
-    /// The space was erased at the relay.
+    /// The relay no longer holds the space (it says it was erased, but no partner's erase
+    /// marker confirms it here: a relay that lost it, or lies). Sync of the space stops;
+    /// writes stay allowed and are kept.
     SpaceGone,
     /// The relay retired the space: the journal moved to new secrets without this device (it
     /// was removed, or stayed away longer than an old epoch is kept). Sync of the space stops;
