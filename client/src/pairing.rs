@@ -35,6 +35,9 @@ use crate::{
     http::{RelayHttp, error_code},
 };
 
+/// The pause before asking a mailbox again when the relay answered without waiting.
+const POLL_PAUSE: Duration = Duration::from_millis(250);
+
 /// The longest one long-poll of the mailbox waits, in seconds: below the HTTP client's
 /// per-exchange clock, so a quiet mailbox never reads as a relay out of reach.
 const POLL_WAIT_SECS: u64 = 8;
@@ -131,7 +134,12 @@ fn ticket_of(status: StatusCode, body: &[u8]) -> Result<PairingTicket> {
     if !status.is_success() {
         return Err(refusal(status, body));
     }
-    PairingTicket::decode(body, &Limits::DEFAULT).map_err(|_| Error::Unreachable)
+    let ticket = PairingTicket::decode(body, &Limits::DEFAULT).map_err(|_| Error::Unreachable)?;
+    // The id goes into request lines: one the relay made up (spaces, line breaks) is refused.
+    if !paths::is_mailbox_id(&ticket.mailbox) {
+        return Err(Error::Unreachable);
+    }
+    Ok(ticket)
 }
 
 fn hex_token(ticket: &PairingTicket) -> Zeroizing<String> {
@@ -171,7 +179,8 @@ impl Mailbox {
     /// A mailbox closed, burned or expired meanwhile ends the wait with its failure.
     async fn next(&mut self, deadline: Instant) -> Result<Option<Vec<u8>>> {
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let asked = Instant::now();
+            let left = deadline.saturating_duration_since(asked);
             let wait = left.as_secs().min(POLL_WAIT_SECS);
             let (status, body) = self
                 .http
@@ -205,9 +214,10 @@ impl Mailbox {
             if Instant::now() >= deadline {
                 return Ok(None);
             }
-            if wait == 0 {
-                // Less than a second left: one short pause instead of a busy loop.
-                tokio::time::sleep(left.min(Duration::from_millis(250))).await;
+            if wait == 0 || asked.elapsed() < Duration::from_secs(wait) / 2 {
+                // Less than a second left, or a relay that answers at once instead of waiting:
+                // one short pause instead of a busy loop.
+                tokio::time::sleep(left.min(POLL_PAUSE)).await;
             }
         }
     }
@@ -405,6 +415,10 @@ impl Device {
             .pairing(Method::POST, &paths::pairing_claim(&mailbox_id), "", None)
             .await?;
         let ticket = ticket_of(status, &body)?;
+        if ticket.mailbox != mailbox_id {
+            // The claim is of the mailbox the invite names, and no other.
+            return Err(Error::Unreachable);
+        }
         let mut mailbox = Mailbox::from_ticket(http, &ticket);
         let short = matches!(start, Start::Code(_));
         let started = async {
@@ -752,5 +766,94 @@ impl Invitation {
     /// Stops the pairing: the mailbox is closed and the code no longer works.
     pub async fn cancel(self) {
         self.mailbox.close(false).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A relay that answers every request at once with an open, empty inbox.
+    async fn impatient_relay() -> anyhow::Result<(String, Arc<AtomicUsize>)> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let asked = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&asked);
+        let body = PairingInbox {
+            state: PairingState::Open,
+            messages: Vec::new(),
+        }
+        .to_bytes();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let (count, body) = (Arc::clone(&count), body.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 8192];
+                    let mut held = Vec::new();
+                    while let Ok(n) = stream.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        held.extend_from_slice(&buf[..n]);
+                        while let Some(end) = held.windows(4).position(|w| w == b"\r\n\r\n") {
+                            held.drain(..end + 4);
+                            count.fetch_add(1, Ordering::SeqCst);
+                            let head = format!(
+                                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n",
+                                body.len()
+                            );
+                            if stream.write_all(head.as_bytes()).await.is_err()
+                                || stream.write_all(&body).await.is_err()
+                            {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Ok((url, asked))
+    }
+
+    #[tokio::test]
+    async fn a_relay_that_answers_a_long_poll_at_once_is_not_asked_in_a_busy_loop()
+    -> anyhow::Result<()> {
+        let (url, asked) = impatient_relay().await?;
+        let http = RelayHttp::new(&url, &RelayOptions::default())?;
+        let ticket = PairingTicket {
+            mailbox: "1234".into(),
+            token: [7; 32],
+            expires_at: u64::MAX,
+        };
+        let mut mailbox = Mailbox::from_ticket(http, &ticket);
+        let got = mailbox
+            .next(Instant::now() + Duration::from_millis(2_500))
+            .await?;
+        anyhow::ensure!(got.is_none(), "a message out of nowhere");
+        // About one ask per pause over 2.5 s; a busy loop asks hundreds of times.
+        let n = asked.load(Ordering::SeqCst);
+        anyhow::ensure!((1..=15).contains(&n), "asked {n} times in 2.5 s");
+        Ok(())
+    }
+
+    #[test]
+    fn a_ticket_naming_a_mailbox_no_relay_makes_is_refused() -> anyhow::Result<()> {
+        for mailbox in ["12 34", "1\r\nx: y", "", "00ff"] {
+            let ticket = PairingTicket {
+                mailbox: mailbox.into(),
+                token: [7; 32],
+                expires_at: 1,
+            };
+            let refused = ticket_of(StatusCode::OK, &ticket.to_bytes());
+            anyhow::ensure!(refused.is_err(), "{mailbox:?} was taken");
+        }
+        Ok(())
     }
 }

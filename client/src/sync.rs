@@ -20,8 +20,8 @@ use mend_core::{
     Error, Journal, RecordId, Result,
     store::Space,
     sync::{
-        Action, Entry, Event, Failure, Mode, Problem, ROLLUP_EVERY, Request, Response,
-        SNAPSHOT_EVERY, SpaceLink, SyncEngine, SyncStatus,
+        Action, Entry, Event, Failure, Mode, Problem, REQUEST_TIMEOUT_MS, ROLLUP_EVERY, Request,
+        Response, SNAPSHOT_EVERY, SpaceLink, SyncEngine, SyncStatus,
     },
 };
 
@@ -418,8 +418,10 @@ impl SyncClient {
         let mut sockets: HashMap<Space, LiveSocket> = HashMap::new();
         let mut generation = 0u64;
         let mut inbox = VecDeque::from([Event::Start]);
+        let mut in_flight: tokio::task::JoinSet<()> = tokio::task::JoinSet::new();
         let mut ping = tokio::time::interval(PING_EVERY);
         loop {
+            while in_flight.try_join_next().is_some() {}
             while !inbox.is_empty() {
                 let events = coalesce(inbox.drain(..).collect());
                 let (fed, requests, told) = self.feed(engine, events, true).await?;
@@ -478,8 +480,14 @@ impl SyncClient {
                         other => {
                             let http = self.http.clone();
                             let reply = http_tx.clone();
-                            tokio::spawn(async move {
-                                let response = http.execute(&link, &device, &other).await;
+                            // Cut where the engine gives up on it, and aborted when live sync
+                            // ends (the set drops): a relay that drips or holds an answer
+                            // cannot keep requests, and their buffers, piling up.
+                            let deadline = tokio::time::Instant::now()
+                                + Duration::from_millis(REQUEST_TIMEOUT_MS.unsigned_abs());
+                            in_flight.spawn(async move {
+                                let response =
+                                    http.execute_until(&link, &device, &other, deadline).await;
                                 let _ = reply.send(response).await;
                             });
                         }

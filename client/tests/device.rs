@@ -215,3 +215,66 @@ async fn an_old_keyring_gets_keys_and_the_ready_device_records_its_certificate()
     device.close().await?;
     Ok(())
 }
+
+/// A relay that takes every connection and never answers. When live sync stops, the requests
+/// it holds are cut at once, not left to run on (with their buffers) until their own timeouts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_live_sync_cuts_the_requests_a_silent_relay_holds() -> Result<()> {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let closed = Arc::new(AtomicUsize::new(0));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (counted, ended) = (Arc::clone(&accepted), Arc::clone(&closed));
+    let silent = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let ended = Arc::clone(&ended);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                // Reads what the device sends and answers nothing, until it hangs up.
+                while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+                ended.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    let dir = tempfile::tempdir()?;
+    let device = Device::create(
+        &dir.path().join("j.db"),
+        "Alex",
+        &url,
+        OpenOptions::default(),
+        RelayOptions::default(),
+        None,
+    )?;
+    device.start_live()?;
+    for _ in 0..200 {
+        if accepted.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    ensure!(
+        accepted.load(Ordering::SeqCst) > 0,
+        "live sync asked nothing"
+    );
+    device.stop_live().await;
+    // Well inside the request's own limits (seconds), but time enough on a loaded machine.
+    for _ in 0..150 {
+        if closed.load(Ordering::SeqCst) >= accepted.load(Ordering::SeqCst) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (open, ended) = (
+        accepted.load(Ordering::SeqCst),
+        closed.load(Ordering::SeqCst),
+    );
+    silent.abort();
+    ensure!(
+        ended >= open,
+        "{} of {open} requests still held after live sync stopped",
+        open.saturating_sub(ended)
+    );
+    Ok(())
+}

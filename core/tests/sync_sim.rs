@@ -1373,6 +1373,8 @@ enum Repeats {
     SeqConflict,
     /// Every pull is answered `410`, though its snapshot is there and usable.
     Pruned,
+    /// Pages that say there is more and never move on.
+    Stuck,
 }
 
 /// A relay gives the same answer for ever, one that sends the device to a new id or back to the
@@ -1399,6 +1401,9 @@ fn a_relay_that_repeats_itself(repeats: Repeats) -> Result<()> {
         repeats == Repeats::SeqConflict,
         repeats == Repeats::Pruned,
     );
+    if repeats == Repeats::Stuck {
+        sim.relay.stick(couple);
+    }
     let mine = sim.devices[0]
         .journal_mut()
         .add(share("while the relay repeats itself"))?;
@@ -1437,6 +1442,7 @@ fn a_relay_that_repeats_itself(repeats: Repeats) -> Result<()> {
         Repeats::Rewind => "rewind",
         Repeats::SeqConflict => "seq_conflict",
         Repeats::Pruned => "pruned",
+        Repeats::Stuck => "page",
     };
     ensure!(
         reported(
@@ -1470,6 +1476,11 @@ fn a_relay_that_answers_seq_conflict_for_ever_is_followed_once_a_round_with_back
 #[test]
 fn a_relay_that_answers_pruned_for_ever_is_followed_once_a_round_with_backoff() -> Result<()> {
     a_relay_that_repeats_itself(Repeats::Pruned)
+}
+
+#[test]
+fn a_relay_whose_pages_never_move_on_is_asked_again_only_with_backoff() -> Result<()> {
+    a_relay_that_repeats_itself(Repeats::Stuck)
 }
 
 /// A relay that claims a rewind at the start of every round, then behaves for the rest of it

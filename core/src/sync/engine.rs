@@ -854,7 +854,15 @@ impl SyncEngine {
                     }
                 }
                 if phase == Phase::Pulling && id == self.runs[i].pull {
-                    if page.more || refused_rollup {
+                    if page.more && !refused_rollup && page.next_after <= after {
+                        // "More" that does not move past what was asked would be asked again
+                        // at once, for ever: report it and try again later.
+                        let kind = ProblemKind::RelayLoop {
+                            answer: "page".into(),
+                        };
+                        self.problem(journal, space, kind, now)?;
+                        self.retry_later(i, now);
+                    } else if page.more || refused_rollup {
                         // A refused rollup: the chunks it stands for are read instead.
                         let after = self.runs[i].state.cursor;
                         self.pull(i, now, after, out);

@@ -60,6 +60,8 @@ pub struct RelaySpace {
     conflict_every_push: bool,
     /// Every pull answers `410 pruned`, however recent its cursor.
     prune_every_pull: bool,
+    /// Every page is empty, says there is more, and does not move past what was asked.
+    stuck_every_page: bool,
     /// Rollups stored, each in place of the chunks it stands for.
     pub rollups: Vec<Rollup>,
     /// A snapshot leaves the chunks (and rollups) it covers in place, served to pulls that ask
@@ -324,6 +326,22 @@ impl SimRelay {
                 s.served_rollups += served.len() as u64;
                 s.served_bytes += chunks.iter().map(|c| c.payload.len() as u64).sum::<u64>()
                     + served.iter().map(|r| r.payload.len() as u64).sum::<u64>();
+                if s.stuck_every_page {
+                    return Response::Page {
+                        space,
+                        after: *after,
+                        id,
+                        page: Page {
+                            head: s.head,
+                            next_after: *after,
+                            more: true,
+                            after_mark: None,
+                            next_mark: None,
+                            chunks: Vec::new(),
+                            rollups: Vec::new(),
+                        },
+                    };
+                }
                 if std::mem::take(&mut s.lie_next_page) || s.lie_every_page {
                     return Response::Page {
                         space,
@@ -479,6 +497,11 @@ impl SimRelay {
         s.prune_every_pull = prune;
     }
 
+    /// Every page of `space_id` is empty, says there is more, and stays where it was asked.
+    pub fn stick(&mut self, space_id: [u8; 32]) {
+        self.space_mut(space_id).stuck_every_page = true;
+    }
+
     /// The next page of `space_id` claims a head of 0.
     pub fn lie_next_page(&mut self, space_id: [u8; 32]) {
         self.space_mut(space_id).lie_next_page = true;
@@ -513,6 +536,7 @@ impl SimRelay {
             s.lie_every_page = false;
             s.conflict_every_push = false;
             s.prune_every_pull = false;
+            s.stuck_every_page = false;
         }
     }
 
