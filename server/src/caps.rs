@@ -49,14 +49,24 @@ impl<K: Hash + Eq + Copy> Connections<K> {
 
     /// Takes a slot for `space`, or `None` if it is at its cap.
     pub fn try_acquire(&self, space: &K) -> Option<ConnectionGuard<K>> {
+        self.acquire_below(space, self.max)
+    }
+
+    /// Takes a slot for `key` only while it holds less than half its cap: for work that may be
+    /// dropped (a last-seen note), so it never takes the slots work that may not needs.
+    pub fn try_acquire_spare(&self, key: &K) -> Option<ConnectionGuard<K>> {
+        self.acquire_below(key, self.max / 2)
+    }
+
+    fn acquire_below(&self, key: &K, limit: usize) -> Option<ConnectionGuard<K>> {
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = open.entry(*space).or_insert(0);
-        if *count >= self.max {
+        let count = open.get(key).copied().unwrap_or(0);
+        if count >= limit {
             return None;
         }
-        *count += 1;
+        open.insert(*key, count.saturating_add(1));
         Some(ConnectionGuard {
-            space: *space,
+            space: *key,
             open: self.open.clone(),
         })
     }
@@ -89,5 +99,17 @@ mod tests {
         assert!(caps.try_acquire(&b).is_some());
         drop(first);
         assert!(caps.try_acquire(&a).is_some());
+    }
+
+    #[test]
+    fn spare_slots_leave_half_the_cap_to_others() {
+        let caps = SpaceConnections::new(4);
+        let a = SpaceId([1; 32]);
+        let first = caps.try_acquire_spare(&a);
+        let second = caps.try_acquire_spare(&a);
+        assert!(first.is_some() && second.is_some());
+        assert!(caps.try_acquire_spare(&a).is_none());
+        assert!(caps.try_acquire(&a).is_some() && caps.try_acquire(&a).is_some());
+        assert!(SpaceConnections::new(1).try_acquire_spare(&a).is_none());
     }
 }

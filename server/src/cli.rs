@@ -100,6 +100,10 @@ pub struct Args {
     /// Seconds a request body may take, plus one per 64 KiB it declares (408 beyond).
     #[arg(long, env = "MEND_BODY_TIMEOUT_SECS", default_value_t = Limits::default().body_timeout.as_secs())]
     pub body_timeout_secs: u64,
+    /// Seconds a write to a client may make no progress (the client reads nothing) before the
+    /// connection is dropped, with what it holds in memory.
+    #[arg(long, env = "MEND_WRITE_TIMEOUT_SECS", default_value_t = Limits::default().write_timeout.as_secs())]
+    pub write_timeout_secs: u64,
     /// Writes waiting for storage across the relay (HTTP 503 + Retry-After beyond).
     #[arg(long, env = "MEND_MAX_QUEUED_WRITES", default_value_t = Limits::default().max_queued_writes)]
     pub max_queued_writes: usize,
@@ -215,6 +219,7 @@ impl Args {
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             header_timeout: Duration::from_secs(self.header_timeout_secs),
             body_timeout: Duration::from_secs(self.body_timeout_secs),
+            write_timeout: Duration::from_secs(self.write_timeout_secs),
             min_body_rate: Limits::default().min_body_rate,
             max_queued_writes: self.max_queued_writes,
             max_queued_writes_per_address: self.max_queued_writes_per_address,
@@ -283,6 +288,8 @@ mod tests {
             "2048",
             "--idle-timeout-secs",
             "5",
+            "--write-timeout-secs",
+            "7",
             "--log-format",
             "json",
         ]);
@@ -290,6 +297,7 @@ mod tests {
         assert_eq!(config.limits.max_chunk_bytes, 2048);
         assert_eq!(config.limits.max_ws_message_bytes, 3072);
         assert_eq!(config.limits.idle_timeout, Duration::from_secs(5));
+        assert_eq!(config.limits.write_timeout, Duration::from_secs(7));
         assert_eq!(args.log_format, LogFormat::Json);
         assert!(config.database_url.is_none(), "SQLite is the default");
         let pg = Args::parse_from([
@@ -346,6 +354,7 @@ mod tests {
             ["--max-body-bytes", "1000"],
             ["--max-body-bytes-per-address", "1000"],
             ["--sweep-interval-secs", "0"],
+            ["--write-timeout-secs", "0"],
             ["--max-queued-writes-per-address", "0"],
         ] {
             let parsed = Args::parse_from(["mend-relay", small[0], small[1]]);

@@ -88,6 +88,7 @@ impl Config {
             ),
             ("sweep batch", l.sweep_batch as u64),
             ("sweep interval", l.sweep_interval.as_millis() as u64),
+            ("write timeout", l.write_timeout.as_millis() as u64),
             (
                 "max in-flight pushes per space",
                 l.max_inflight_pushes_per_space as u64,
@@ -186,6 +187,10 @@ pub struct Limits {
     /// that rate is enforced on what has arrived so far: a body that stalls is cut then, not
     /// at its overall deadline, so it cannot hold its reserved bytes for minutes.
     pub body_timeout: Duration,
+    /// A write to a client that makes no progress for this long fails and the connection is
+    /// dropped: a client that stops reading an answer (a snapshot, a page, live chunks) cannot
+    /// hold it in memory, nor its connection slot. Only a stall counts, not a slow transfer.
+    pub write_timeout: Duration,
     /// The slowest body, in bytes per second, the relay waits for past
     /// [`Limits::body_timeout`]: 64 KiB/s gives a 1 MiB chunk 16 s more.
     pub min_body_rate: u64,
@@ -266,6 +271,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(90),
             header_timeout: Duration::from_secs(15),
             body_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
             min_body_rate: 64 * 1024,
             max_queued_writes: 16_384,
             max_queued_writes_per_address: 2048,

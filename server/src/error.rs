@@ -22,6 +22,21 @@ use crate::{
 pub(crate) static UNAVAILABLE_LOG: std::sync::Mutex<Repeats> =
     std::sync::Mutex::new(Repeats::new(Duration::from_secs(10)));
 
+/// Folds the operator's warnings that writes hit the relay-wide byte limit.
+static RELAY_FULL_LOG: std::sync::Mutex<Repeats> =
+    std::sync::Mutex::new(Repeats::new(Duration::from_secs(10)));
+
+/// What a client of any space is told when the relay is full. The relay-wide figures are the
+/// operator's: they go to the log (and `/metrics`), never to a client.
+pub(crate) const RELAY_FULL_MESSAGE: &str = "the relay's storage is full; retry later";
+
+/// Logs a write refused for the relay-wide byte limit, with its figures, one line per interval.
+pub(crate) fn note_relay_full(error: &StorageError) {
+    if let Some(times) = Repeats::note_shared(&RELAY_FULL_LOG) {
+        tracing::warn!(%error, times, "write refused: relay byte limit reached");
+    }
+}
+
 /// How long a client should wait after a 503 caused by slow or absent storage.
 pub const UNAVAILABLE_RETRY: Duration = Duration::from_secs(1);
 /// The retry hint with `relay_full`: bytes come back only when spaces are erased or pruned, or
@@ -127,7 +142,9 @@ impl From<StorageError> for ApiError {
                 ApiError::new(ErrorCode::QuotaExceeded, e.to_string())
             }
             e @ StorageError::RelayFull { .. } => {
-                ApiError::new(ErrorCode::RelayFull, e.to_string()).retry_after(RELAY_FULL_RETRY)
+                note_relay_full(&e);
+                ApiError::new(ErrorCode::RelayFull, RELAY_FULL_MESSAGE)
+                    .retry_after(RELAY_FULL_RETRY)
             }
             e @ StorageError::SeqConflict { .. } => {
                 ApiError::new(ErrorCode::SeqConflict, e.to_string())

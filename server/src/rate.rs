@@ -14,8 +14,56 @@ use std::{
 
 use mend_protocol::SpaceId;
 
-/// Buckets tracked before idle (full) ones are swept.
+/// Keys a [`SweptMap`] holds before its first sweep.
 const SWEEP_AT: usize = 4096;
+
+/// A map of per-key state whose stale entries are forgotten in sweeps. A sweep runs when a new
+/// key would take the map past a mark, then the mark is set to twice what the sweep kept (at
+/// least [`SWEEP_AT`]): a sweep costs the map's size, so each insert pays O(1) on average
+/// however many keys are live, and the map holds at most twice the keys live at its last sweep.
+#[derive(Debug)]
+pub(crate) struct SweptMap<K, V> {
+    map: HashMap<K, V>,
+    next_sweep: usize,
+    #[cfg(test)]
+    sweeps: u64,
+}
+
+impl<K: Hash + Eq, V> SweptMap<K, V> {
+    pub(crate) fn new() -> SweptMap<K, V> {
+        SweptMap {
+            map: HashMap::new(),
+            next_sweep: SWEEP_AT,
+            #[cfg(test)]
+            sweeps: 0,
+        }
+    }
+
+    /// The value for `key`, made by `make` if there is none; a new key at the mark first
+    /// forgets every entry `stale` says is.
+    pub(crate) fn get_or_insert_with(
+        &mut self,
+        key: K,
+        mut stale: impl FnMut(&K, &V) -> bool,
+        make: impl FnOnce() -> V,
+    ) -> &mut V {
+        if self.map.len() >= self.next_sweep && !self.map.contains_key(&key) {
+            self.map.retain(|k, v| !stale(k, v));
+            self.next_sweep = self.map.len().saturating_mul(2).max(SWEEP_AT);
+            #[cfg(test)]
+            {
+                self.sweeps += 1;
+            }
+        }
+        self.map.entry(key).or_insert_with(make)
+    }
+
+    /// Entries held and sweeps run so far.
+    #[cfg(test)]
+    pub(crate) fn stats(&self) -> (usize, u64) {
+        (self.map.len(), self.sweeps)
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -28,7 +76,7 @@ struct Bucket {
 pub struct RateLimiter<K = SpaceId> {
     per_second: f64,
     burst: f64,
-    buckets: Mutex<HashMap<K, Bucket>>,
+    buckets: Mutex<SweptMap<K, Bucket>>,
 }
 
 impl<K: Hash + Eq + Copy> RateLimiter<K> {
@@ -37,7 +85,7 @@ impl<K: Hash + Eq + Copy> RateLimiter<K> {
         RateLimiter {
             per_second: f64::from(per_second.max(1)),
             burst: f64::from(burst.max(1)),
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(SweptMap::new()),
         }
     }
 
@@ -47,7 +95,7 @@ impl<K: Hash + Eq + Copy> RateLimiter<K> {
         RateLimiter {
             per_second: per_minute / 60.0,
             burst: per_minute,
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(SweptMap::new()),
         }
     }
 
@@ -58,16 +106,16 @@ impl<K: Hash + Eq + Copy> RateLimiter<K> {
 
     fn check_at(&self, space: &K, now: Instant) -> Result<(), Duration> {
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        if buckets.len() >= SWEEP_AT && !buckets.contains_key(space) {
-            let (rate, burst) = (self.per_second, self.burst);
-            buckets.retain(|_, b| {
-                b.tokens + now.duration_since(b.updated).as_secs_f64() * rate < burst
-            });
-        }
-        let bucket = buckets.entry(*space).or_insert(Bucket {
-            tokens: self.burst,
-            updated: now,
-        });
+        let (rate, burst) = (self.per_second, self.burst);
+        // A bucket that has refilled is as good as a new one: forgetting it changes nothing.
+        let bucket = buckets.get_or_insert_with(
+            *space,
+            |_, b| b.tokens + now.duration_since(b.updated).as_secs_f64() * rate >= burst,
+            || Bucket {
+                tokens: burst,
+                updated: now,
+            },
+        );
         let refill = now.duration_since(bucket.updated).as_secs_f64() * self.per_second;
         bucket.tokens = (bucket.tokens + refill).min(self.burst);
         bucket.updated = now;
@@ -105,6 +153,41 @@ mod tests {
                 .check_at(&a, start + Duration::from_millis(100))
                 .is_ok()
         );
+    }
+
+    /// Many keys cost a few sweeps, not one per key, and buckets that refilled are still
+    /// forgotten, so the map stays bounded by the keys in use.
+    #[test]
+    fn sweeps_are_amortised_and_refilled_buckets_forgotten() {
+        let limiter = RateLimiter::<u32>::new(10, 3);
+        let start = Instant::now();
+        let keys = 12_000;
+        for key in 0..keys {
+            assert!(limiter.check_at(&key, start).is_ok());
+        }
+        let stats = || {
+            limiter
+                .buckets
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .stats()
+        };
+        let (held, sweeps) = stats();
+        assert_eq!(held, keys as usize, "none had refilled");
+        assert!(sweeps <= 2, "{sweeps} sweeps");
+        // A second later the first keys' buckets are full again: new keys push them out.
+        let later = start + Duration::from_secs(1);
+        for key in keys..2 * keys {
+            assert!(limiter.check_at(&key, later).is_ok());
+        }
+        let (held, sweeps) = stats();
+        assert_eq!(held, keys as usize, "only the keys in use are held");
+        assert!(sweeps <= 5, "{sweeps} sweeps");
+        // A forgotten key starts from a full bucket, as it would have.
+        for _ in 0..3 {
+            assert!(limiter.check_at(&0, later).is_ok());
+        }
+        assert!(limiter.check_at(&0, later).is_err());
     }
 
     #[test]

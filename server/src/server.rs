@@ -2,8 +2,10 @@
 //!
 //! Owning the loop (instead of `axum::serve`) gives the relay the knobs it needs: TCP_NODELAY on
 //! every socket, a relay-wide connection cap that also counts upgraded WebSockets, a timeout for
-//! request headers (so a client that connects and sends nothing is dropped), and a shutdown that
-//! finishes in-flight requests and acknowledgements before storage closes. With [`run_tls`] the
+//! request headers (so a client that connects and sends nothing is dropped), a small bound on
+//! the buffered request head, a deadline on writes the client does not read (so an answer built
+//! in memory is not held for good), and a shutdown that finishes in-flight requests and
+//! acknowledgements before storage closes. With [`run_tls`] the
 //! same loop serves HTTPS and WSS: the handshake runs in the connection's task, under the header
 //! timeout, so a slow handshake holds neither the loop nor more than its own connection slot.
 
@@ -46,6 +48,12 @@ const OVER_CAPACITY: &[u8] =
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
 content-length: 70\r\nconnection: close\r\n\r\n\
 {\"error\":\"too_many_connections\",\"message\":\"the relay is at capacity\"}\n";
+
+/// Largest request head, and the most bytes hyper buffers to read one: far above any head a
+/// device or a proxy sends (a bearer token and a few short headers), far below hyper's ~400 KiB
+/// default, which every connection could otherwise pin. Larger heads are answered 431. Hyper
+/// refuses a buffer bound under 8 KiB.
+const MAX_HEAD_BYTES: usize = 32 * 1024;
 
 /// Connections over the cap being answered at once; beyond this they are dropped unanswered.
 const MAX_PENDING_REFUSALS: usize = 64;
@@ -122,6 +130,8 @@ async fn serve(
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(state.config().limits.header_timeout)
+        .max_header_size(MAX_HEAD_BYTES)
+        .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true);
     if let Ok(addr) = listener.local_addr() {
         match &tls {
@@ -178,6 +188,7 @@ async fn serve(
             _permit: permit,
             _address: address,
             state: state.clone(),
+            stall: WriteStall::new(state.config().limits.write_timeout),
         };
         let router = router.clone();
         // Each request carries its peer, for the limits per client address.
@@ -258,12 +269,66 @@ where
 }
 
 /// A TCP stream that holds a slot of the relay-wide connection cap until it is dropped, which
-/// for an upgraded WebSocket is when the WebSocket closes.
+/// for an upgraded WebSocket is when the WebSocket closes. Its writes fail once one has made
+/// no progress for [`crate::config::Limits::write_timeout`].
 struct CountedStream {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
     _address: Option<AddressConnectionGuard>,
     state: AppState,
+    stall: WriteStall,
+}
+
+/// The deadline of a write that cannot make progress. A client that stops reading would
+/// otherwise hold its connection slot, and the answer built in memory for it (a snapshot, a
+/// page), for as long as it keeps the connection open; failing the write makes hyper (or the
+/// WebSocket) drop the connection and everything it holds.
+struct WriteStall {
+    limit: Duration,
+    /// Allocated at the first stall and reused, so connections that never stall pay nothing.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    armed: bool,
+}
+
+impl WriteStall {
+    fn new(limit: Duration) -> WriteStall {
+        WriteStall {
+            limit,
+            timer: None,
+            armed: false,
+        }
+    }
+
+    /// Passes on a write's outcome: progress (or an error) disarms the deadline, a stall arms
+    /// it (from the first stall on) and, once it has passed, becomes an error.
+    fn check<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.armed = false;
+            return polled;
+        }
+        // A limit too far off to count (from an absurd flag) is no limit.
+        let Some(due) = tokio::time::Instant::now().checked_add(self.limit) else {
+            return polled;
+        };
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        if !self.armed {
+            timer.as_mut().reset(due);
+            self.armed = true;
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client stopped reading",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 impl Drop for CountedStream {
@@ -288,7 +353,9 @@ impl AsyncWrite for CountedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.stall.check(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -296,7 +363,9 @@ impl AsyncWrite for CountedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.stall.check(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -304,7 +373,9 @@ impl AsyncWrite for CountedStream {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_flush(cx);
+        this.stall.check(cx, polled)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

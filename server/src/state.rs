@@ -111,21 +111,31 @@ impl AppState {
         Ok(AppState::new(config, Arc::new(storage), Arc::new(hub)))
     }
 
-    /// Notes that the relay serves `device` in `space` now: the first time in each hour, starts
-    /// writing it on a task of its own and returns the task (awaiting it is optional; a
-    /// failure is logged and tried again next hour).
+    /// Notes that the relay serves `device` in `space` now, for the client at `address`: the
+    /// first time in each hour, starts writing it on a task of its own and returns the task
+    /// (awaiting it is optional; a failure is logged and tried again next hour). The write takes
+    /// a slot of the address's share of the write queue and of the queue itself, like any other
+    /// write, but only while more than half of each is free: it is only a last-seen note, so
+    /// it is dropped rather than queued, and never takes a slot a push needs.
     pub fn note_seen(
         &self,
         space: SpaceId,
         device: DeviceId,
+        address: Option<[u8; 32]>,
     ) -> Option<tokio::task::JoinHandle<()>> {
         let now = crate::storage::unix_now();
         if !self.inner.last_seen.due(space, device, now) {
             return None;
         }
+        let share = match address {
+            Some(key) => Some(self.inner.address_writes.try_acquire_spare(&key)?),
+            None => None,
+        };
         let write = self.inner.storage.touch_device(space, device, now);
         Some(tokio::spawn(async move {
-            if let Err(error) = write.await {
+            let result = write.await;
+            drop(share);
+            if let Err(error) = result {
                 tracing::debug!(%error, "a device's last-seen hour was not recorded");
             }
         }))
@@ -242,5 +252,29 @@ impl AppState {
     /// Connections and live sessions the shutdown waits for.
     pub fn tasks(&self) -> &TaskTracker {
         &self.inner.tasks
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// A last-seen note takes a slot of the address's write share like any write, and only
+    /// from its free half: past that it is dropped, with no task and nothing queued.
+    #[tokio::test]
+    async fn a_last_seen_note_is_dropped_once_half_the_address_share_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::new(dir.path());
+        config.limits.max_queued_writes_per_address = 4;
+        let state = AppState::open_sqlite(config).unwrap();
+        let (space, address) = (SpaceId([1; 32]), Some([7; 32]));
+        let held = [state.write_share(address), state.write_share(address)];
+        assert!(state.note_seen(space, DeviceId([1; 16]), address).is_none());
+        drop(held);
+        let note = state.note_seen(space, DeviceId([2; 16]), address).unwrap();
+        note.await.unwrap();
+        state.storage().close().await.unwrap();
     }
 }

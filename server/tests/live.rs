@@ -264,6 +264,12 @@ async fn a_push_to_a_full_relay_is_nacked_and_the_socket_lives_on() -> anyhow::R
     let nack = ws.expect_nack().await?;
     assert_eq!((nack.device_seq, nack.code), (2, ErrorCode::RelayFull));
     assert!(nack.retry_after_ms > 0);
+    // Nothing of the relay-wide figures reaches a client.
+    assert!(
+        !nack.message.chars().any(|c| c.is_ascii_digit()),
+        "{}",
+        nack.message
+    );
     ws.send_push(&push(device(1), 2, &[2; 2000])).await?;
     assert_eq!(ws.expect_ack().await?.relay_seq, 2);
     ws.close().await;

@@ -9,12 +9,13 @@ use std::{
 };
 
 use anyhow::{Context, ensure};
-use common::{Relay, WAIT, error_code, http};
+use common::{Relay, WAIT, error_code, http, space, token};
 use mend_protocol::{
     Limits, MAX_PAIRING_MESSAGE, MAX_PAIRING_MESSAGES, PairingInbox, PairingOpen, PairingPost,
     PairingState, PairingTicket, paths,
 };
-use mend_relay::storage::test_db::TestDatabase;
+use mend_relay::{client::client_key, storage::test_db::TestDatabase};
+use tokio::{io::AsyncWriteExt, net::TcpStream};
 
 /// The hex a side presents as its bearer token.
 fn bearer(ticket: &PairingTicket) -> String {
@@ -307,6 +308,109 @@ async fn claims_and_opens_are_rate_limited_per_address() -> anyhow::Result<()> {
         (status, error_code(&answer).as_str()),
         (429, "rate_limited")
     );
+    relay.stop().await
+}
+
+/// A wrong token is answered alike whether its mailbox exists or not, so which short numbers
+/// are open cannot be read off the answers; each failure spends the address's claim limit, and
+/// a right token is served all the same.
+#[tokio::test]
+async fn unknown_mailboxes_are_answered_like_wrong_tokens() -> anyhow::Result<()> {
+    let relay = Relay::start_with(|config| config.limits.pairing_claims_per_minute = 6).await?;
+    let addr = relay.addr;
+    let host = open(addr, true).await?;
+    let number: u64 = host.mailbox.parse()?;
+    let unknown = (number % 99 + 1).to_string();
+    let wrong = "09".repeat(32);
+    let post = PairingPost {
+        body: b"guess".to_vec(),
+    }
+    .to_bytes();
+    // Each route, on the open mailbox and on one that does not exist.
+    let routes = [&host.mailbox, &unknown].map(|m| {
+        [
+            ("POST", paths::pairing_messages(m), post.clone()),
+            ("GET", paths::pairing_inbox(m, 0, 0), vec![]),
+            ("DELETE", paths::pairing_close(m, false), vec![]),
+        ]
+    });
+    let [existing, missing] = &routes;
+    for ((method, path, body), (_, unknown_path, _)) in existing.iter().zip(missing) {
+        let on_existing = http(addr, method, path, Some(&wrong), body).await?;
+        let on_missing = http(addr, method, unknown_path, Some(&wrong), body).await?;
+        assert_eq!(
+            on_existing.0,
+            401,
+            "{method}: {}",
+            error_code(&on_existing.1)
+        );
+        assert_eq!(on_existing, on_missing, "{method}");
+    }
+    // Six failures spent the claim limit: further guesses are refused alike, claims too.
+    let on_existing = http(addr, "GET", &existing[1].1, Some(&wrong), &[]).await?;
+    let on_missing = http(addr, "GET", &missing[1].1, Some(&wrong), &[]).await?;
+    assert_eq!(on_existing.0, 429);
+    assert_eq!(on_existing, on_missing);
+    assert_eq!(claim(addr, &unknown).await?.0, 429);
+    assert_eq!(read(addr, &host, 0, 0).await?.state, PairingState::Open);
+    relay.stop().await
+}
+
+/// Closing a closed mailbox again is answered from a read, without a write; any other close is
+/// a write, within the address's share of the write queue.
+#[tokio::test]
+async fn closing_again_writes_nothing_and_closes_are_bounded_like_writes() -> anyhow::Result<()> {
+    let relay = Relay::start_with(|config| config.limits.max_queued_writes_per_address = 1).await?;
+    let addr = relay.addr;
+    let closed = open(addr, true).await?;
+    assert_eq!(close(addr, &closed, false).await?, 204);
+    let live = open(addr, true).await?;
+    relay.create(&space(1), &token(1)).await?;
+    // A push whose body never comes holds the address's one write slot.
+    let mut stalled = TcpStream::connect(addr).await?;
+    let head = format!(
+        "POST {} HTTP/1.1\r\nhost: relay\r\nauthorization: Bearer {}\r\ncontent-length: 100\r\n\r\n",
+        paths::chunks(&space(1)),
+        token(1)
+    );
+    stalled.write_all(head.as_bytes()).await?;
+    let key = client_key(addr.ip());
+    let share_held = |held: bool| {
+        let state = relay.state.clone();
+        async move {
+            for _ in 0..250 {
+                if state.write_share(Some(key)).is_err() == held {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            anyhow::bail!(
+                "the write share is not {}",
+                if held { "held" } else { "free" }
+            )
+        }
+    };
+    share_held(true).await?;
+    for _ in 0..3 {
+        assert_eq!(close(addr, &closed, false).await?, 204);
+    }
+    let (status, body) = http(
+        addr,
+        "DELETE",
+        &paths::pairing_close(&live.mailbox, false),
+        Some(&bearer(&live)),
+        &[],
+    )
+    .await?;
+    assert_eq!((status, error_code(&body).as_str()), (503, "unavailable"));
+    // Burning a closed mailbox changes it: a write too.
+    assert_eq!(close(addr, &closed, true).await?, 503);
+    drop(stalled);
+    share_held(false).await?;
+    assert_eq!(close(addr, &live, false).await?, 204);
+    assert_eq!(read(addr, &live, 0, 0).await?.state, PairingState::Closed);
+    assert_eq!(close(addr, &closed, true).await?, 204);
+    assert_eq!(read(addr, &closed, 0, 0).await?.state, PairingState::Burned);
     relay.stop().await
 }
 

@@ -981,6 +981,9 @@ async fn relay_full_refuses_only_new_bytes_with_507() -> anyhow::Result<()> {
         "{}",
         String::from_utf8_lossy(&body)
     );
+    // The relay-wide figures are the operator's, not any space's client's.
+    let text = String::from_utf8_lossy(&body);
+    assert!(!text.chars().any(|c| c.is_ascii_digit()), "{text}");
     let retry = api
         .router
         .clone()

@@ -380,7 +380,15 @@ async fn a_full_write_queue_answers_503_and_reads_go_on() -> anyhow::Result<()> 
         "{answer}"
     );
     assert!(answer.contains("\"unavailable\""), "{answer}");
-    // … and so is one on a live socket, which stays open.
+    // … and so is one on a live socket, which stays open. (The held pushes are committed
+    // before their answers are let through: the socket starts after them once they are.)
+    for _ in 0..250 {
+        let (_, body) = http(addr, "GET", &paths::pull(&s, 0, None, None), Some(&t), &[]).await?;
+        if Page::decode(&body, &mend_protocol::Limits::DEFAULT)?.head == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let path = format!("{}?after=2&device={}", paths::live(&s), device(3));
     let mut ws = Ws::connect(addr, &path, Some(&t)).await?;
     ws.expect_up_to_date().await?;

@@ -44,12 +44,12 @@ pub(super) async fn push(
     };
     let push = Push::decode(&body, &decode_limits)
         .map_err(|e| ApiError::from_decode(e, ErrorCode::ChunkTooLarge))?;
-    let (device_seq, bytes) = (push.device_seq, push.payload.len());
-    // Queued beside the push (so it shares its commit), at most once an hour per device.
-    let seen = state.note_seen(space, push.device_id);
+    let (device, device_seq, bytes) = (push.device_id, push.device_seq, push.payload.len());
     let started = Instant::now();
     // The slot, share and reservation go with the queued write, not with the request.
     let write = state.storage().push(space, push, limits.space_quota_bytes);
+    // Queued after the push (sharing its commit, never taking its slot), once an hour at most.
+    let seen = state.note_seen(space, device, address.0);
     let pushed = state.write_to_end(write, (slot, share, reservation)).await;
     if let Some(seen) = seen {
         // Its failure is logged by the task; the push stands either way.
@@ -81,6 +81,7 @@ pub(super) async fn devices(
 pub(super) async fn pull(
     State(state): State<AppState>,
     AuthorizedSpace(space): AuthorizedSpace,
+    ClientAddress(address): ClientAddress,
     query: CursorQuery,
 ) -> Result<Response, ApiError> {
     let limits = &state.config().limits;
@@ -97,7 +98,7 @@ pub(super) async fn pull(
     };
     let seen = query
         .device
-        .and_then(|device| state.note_seen(space, device));
+        .and_then(|device| state.note_seen(space, device, address));
     let page = state.storage().pull(space, request).await;
     if let Some(seen) = seen {
         let _ = seen.await;

@@ -4,7 +4,8 @@
 //! Opening and claiming take no token: they hand one out, a fresh 32 random bytes per side, of
 //! which storage keeps only the SHA-256. They are rate-limited per client address instead, so
 //! short mailbox numbers cannot be found by trying them all. Every other route takes
-//! `Authorization: Bearer <64 hex digits>`, and the token says which side is asking. Neither
+//! `Authorization: Bearer <64 hex digits>`, and the token says which side is asking; a wrong
+//! token and a mailbox that does not exist are answered alike. Neither
 //! tokens, nor bodies, nor mailbox ids are logged.
 
 use std::time::Duration;
@@ -115,12 +116,25 @@ fn side_of(record: &PairingRecord, presented: &TokenHash) -> Option<PairingSide>
     }
 }
 
-/// The side whose token the request carries.
+/// What a request naming no existing mailbox is checked against, so it takes the same steps,
+/// and gets the same answer, as a wrong token: otherwise which short numbers are open could be
+/// read off the answers without spending the claim limit. No token hashes to all zeros.
+const NO_MAILBOX: PairingRecord = PairingRecord {
+    host_hash: [0; 32],
+    guest_hash: Some([0; 32]),
+    state: PairingState::Expired,
+    expires_at: 0,
+};
+
+/// The side whose token the request carries, and the mailbox's record. A wrong token and an
+/// unknown mailbox are answered alike, and each failure takes one of the address's claim
+/// tokens: guessing by either route costs the same.
 async fn authenticate(
     state: &AppState,
     mailbox: &str,
     headers: &HeaderMap,
-) -> Result<PairingSide, ApiError> {
+    address: ClientAddress,
+) -> Result<(PairingSide, PairingRecord), ApiError> {
     let token = bearer(headers)?;
     let mut raw = [0u8; PAIRING_TOKEN_LEN];
     hex::decode_to_slice(token.expose(), &mut raw)
@@ -128,14 +142,23 @@ async fn authenticate(
     let record = state
         .storage()
         .pairing(mailbox.to_owned(), unix_now())
-        .await?
-        .ok_or(StorageError::PairingUnknown)?;
-    side_of(&record, &token_hash(&raw)).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::Unauthorized,
-            "wrong token for this pairing mailbox",
-        )
-    })
+        .await?;
+    let presented = token_hash(&raw);
+    let side = side_of(record.as_ref().unwrap_or(&NO_MAILBOX), &presented);
+    match (side, record) {
+        (Some(side), Some(record)) => Ok((side, record)),
+        _ => {
+            limit_address(
+                state.pairing_claims(),
+                address,
+                "too many failed pairing attempts from this address",
+            )?;
+            Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                "wrong token for this pairing mailbox",
+            ))
+        }
+    }
 }
 
 /// Takes one request from `address`'s bucket in `limiter` (none without an address: a request
@@ -273,7 +296,7 @@ pub(super) async fn post(
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    let side = authenticate(&state, &mailbox, &headers).await?;
+    let (side, _) = authenticate(&state, &mailbox, &headers, address).await?;
     let bytes = read_small_body(&state, &headers, body, MAX_POST_FRAME).await?;
     let post = PairingPost::decode(&bytes, &Limits::DEFAULT).map_err(|e| match e {
         DecodeError::TooLarge { field: "body", .. } => ApiError::too_large(
@@ -298,6 +321,7 @@ pub(super) async fn post(
 pub(super) async fn read(
     State(state): State<AppState>,
     MailboxParam(mailbox): MailboxParam,
+    address: ClientAddress,
     headers: HeaderMap,
     query: Result<Query<InboxQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -307,7 +331,7 @@ pub(super) async fn read(
             "bad query: after and wait are non-negative integers",
         )
     })?;
-    let side = authenticate(&state, &mailbox, &headers).await?;
+    let (side, _) = authenticate(&state, &mailbox, &headers, address).await?;
     let wait = Duration::from_secs(query.wait.min(MAX_PAIRING_WAIT_SECS));
     let deadline = tokio::time::Instant::now() + wait;
     let notify = state.pairing_wakeups().subscribe(&mailbox);
@@ -332,16 +356,29 @@ pub(super) async fn read(
     }
 }
 
-/// Closes (or burns) the mailbox and deletes every message: `204`, again and again.
+/// Closes (or burns) the mailbox and deletes every message: `204`, again and again. Closing
+/// again is answered from the read alone, without a write: a closed or burned mailbox holds no
+/// messages. Any other close is a write like the rest, within the write queue and the address's
+/// share of it.
 pub(super) async fn close(
     State(state): State<AppState>,
     MailboxParam(mailbox): MailboxParam,
+    address: ClientAddress,
     headers: HeaderMap,
     query: Result<Query<CloseQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
     let Query(query) = query
         .map_err(|_| ApiError::new(ErrorCode::Malformed, "bad query: burn is true or false"))?;
-    authenticate(&state, &mailbox, &headers).await?;
+    let (_, record) = authenticate(&state, &mailbox, &headers, address).await?;
+    let unchanged = match record.state {
+        PairingState::Burned => true,
+        PairingState::Closed => !query.burn,
+        PairingState::Open | PairingState::Claimed | PairingState::Expired => false,
+    };
+    if unchanged {
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    let _share = write_share(&state, address)?;
     let moved = state
         .storage()
         .close_pairing(mailbox.clone(), query.burn, unix_now())

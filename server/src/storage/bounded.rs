@@ -23,6 +23,7 @@ use super::{
 pub struct BoundedWrites {
     inner: Arc<dyn Storage>,
     queued: Arc<Semaphore>,
+    max: usize,
 }
 
 impl std::fmt::Debug for BoundedWrites {
@@ -36,9 +37,11 @@ impl std::fmt::Debug for BoundedWrites {
 impl BoundedWrites {
     /// At most `max_queued` writes of `inner` waiting at once (at least 1).
     pub fn new(inner: Arc<dyn Storage>, max_queued: usize) -> BoundedWrites {
+        let max = max_queued.max(1);
         BoundedWrites {
             inner,
-            queued: Arc::new(Semaphore::new(max_queued.max(1))),
+            queued: Arc::new(Semaphore::new(max)),
+            max,
         }
     }
 
@@ -57,6 +60,20 @@ impl BoundedWrites {
             drop(slot);
             result
         })
+    }
+}
+
+impl BoundedWrites {
+    /// [`BoundedWrites::write`] for a write that may be dropped: refused unless more than half
+    /// the queue is free, so it never takes the slots of writes that may not.
+    fn spare_write<T: Send + 'static>(
+        &self,
+        write: impl FnOnce(&dyn Storage) -> StorageFuture<T>,
+    ) -> StorageFuture<T> {
+        if self.queued.available_permits() <= self.max / 2 {
+            return Box::pin(async { Err(StorageError::Unavailable("write queue busy".into())) });
+        }
+        self.write(write)
     }
 }
 
@@ -142,7 +159,9 @@ impl Storage for BoundedWrites {
     }
 
     fn touch_device(&self, space: SpaceId, device: DeviceId, at: u64) -> StorageFuture<()> {
-        self.inner.touch_device(space, device, at)
+        // The device ids are the client's choice: a touch is bounded like any write, and being
+        // only a last-seen note it is refused (and dropped) once half the queue is taken.
+        self.spare_write(|inner| inner.touch_device(space, device, at))
     }
 
     fn devices(&self, space: SpaceId) -> StorageFuture<DeviceList> {
@@ -201,8 +220,8 @@ impl Storage for BoundedWrites {
         burn: bool,
         now: u64,
     ) -> StorageFuture<Option<PairingState>> {
-        // Closing deletes messages: never refused for load.
-        self.inner.close_pairing(mailbox, burn, now)
+        // A write like any other; closing again is answered without one (`routes::pairings`).
+        self.write(|inner| inner.close_pairing(mailbox, burn, now))
     }
 
     fn sweep_pairings(&self, now: u64, linger: Duration) -> StorageFuture<PairingSwept> {
@@ -288,6 +307,47 @@ mod tests {
                 .relay_seq,
             3
         );
+        storage.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn touches_are_dropped_not_queued_once_half_the_queue_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = SqliteStorage::open(
+            dir.path(),
+            Arc::new(LocalHub::default()),
+            GroupCommit::default(),
+        )
+        .unwrap();
+        let storage = BoundedWrites::new(Arc::new(sqlite), 2);
+        let space = SpaceId([3; 32]);
+        storage.create_space(space, [4; 32]).await.unwrap();
+        let stranger = DeviceId([9; 16]);
+        // Half the queue taken already refuses a touch: it never takes a push's slot.
+        let first = storage.push(space, push(1), u64::MAX);
+        assert!(matches!(
+            storage.touch_device(space, stranger, 1_780_000_000).await,
+            Err(StorageError::Unavailable(_))
+        ));
+        let second = storage.push(space, push(2), u64::MAX);
+        assert!(matches!(
+            storage.touch_device(space, stranger, 1_780_000_000).await,
+            Err(StorageError::Unavailable(_))
+        ));
+        first.await.unwrap();
+        second.await.unwrap();
+        let devices = storage.devices(space).await.unwrap();
+        assert!(
+            devices.devices.iter().all(|d| d.device_id != stranger),
+            "the refused touch was not written later"
+        );
+        // With room again, a touch is written.
+        storage
+            .touch_device(space, stranger, 1_780_000_000)
+            .await
+            .unwrap();
+        let devices = storage.devices(space).await.unwrap();
+        assert!(devices.devices.iter().any(|d| d.device_id == stranger));
         storage.close().await.unwrap();
     }
 }

@@ -65,7 +65,7 @@ pub(crate) async fn upgrade(
         None => None,
     };
     if let Some(device) = query.device {
-        drop(state.note_seen(space, device));
+        drop(state.note_seen(space, device, address));
     }
     let task = state.tasks().token();
     let limits = &state.config().limits;

@@ -5,7 +5,8 @@
 //! (the device's own chunks are withheld when the URL named its device). Live events that
 //! continue the cursor are sent directly; a gap or a lagging channel sends the session back to
 //! storage to catch up. Sends are awaited, so a slow reader slows only itself: its channel lags
-//! and it catches up from storage later, while the relay's memory stays bounded.
+//! and it catches up from storage later, while the relay's memory stays bounded. A send that
+//! does not finish within the idle timeout ends the session.
 //!
 //! Pushes are kept in flight in order (up to a cap, beyond which the socket is not read), and
 //! their answers, `Ack` or `Nack`, go out in push order. On shutdown the session stops reading,
@@ -159,7 +160,8 @@ impl Session {
                 code,
                 reason: reason.into(),
             };
-            if socket.send(Message::Close(Some(frame))).await.is_ok() {
+            let sent = timeout(LINGER, socket.send(Message::Close(Some(frame)))).await;
+            if matches!(sent, Ok(Ok(()))) {
                 // Read until the client's close reply so the close frame is not lost to a reset.
                 let _ = timeout(LINGER, async {
                     while let Some(Ok(_)) = socket.recv().await {}
@@ -192,7 +194,7 @@ impl Session {
             after_mark,
             head_mark,
         };
-        send(socket, up_to_date.to_bytes()).await?;
+        self.send(socket, up_to_date.to_bytes()).await?;
 
         let limits = self.state.config().limits.clone();
         let mut pending: FuturesOrdered<PendingAnswer> = FuturesOrdered::new();
@@ -325,13 +327,13 @@ impl Session {
     }
 
     async fn send_chunk(&self, socket: &mut WebSocket, chunk: &Chunk) -> Result<(), End> {
-        send(socket, chunk.to_bytes()).await?;
+        self.send(socket, chunk.to_bytes()).await?;
         self.state.metrics().sent(1, chunk.payload.len());
         Ok(())
     }
 
     async fn send_rollup(&self, socket: &mut WebSocket, rollup: &Rollup) -> Result<(), End> {
-        send(socket, rollup.to_bytes()).await?;
+        self.send(socket, rollup.to_bytes()).await?;
         self.state.metrics().rollups_sent(rollup.payload.len());
         Ok(())
     }
@@ -415,8 +417,6 @@ impl Session {
                 "too many requests for this space",
             ));
         }
-        // Recorded on a task of its own, at most once an hour.
-        drop(self.state.note_seen(self.space, push.device_id));
         if push.payload.len() > limits.max_chunk_bytes {
             return Ok(refuse(
                 ErrorCode::ChunkTooLarge,
@@ -453,13 +453,15 @@ impl Session {
                 "too many pushed bytes in flight; retry later",
             ));
         };
-        let device_seq = push.device_seq;
+        let (device, device_seq) = (push.device_id, push.device_seq);
         let bytes = push.payload.len();
         let started = Instant::now();
         let stored = self
             .state
             .storage()
             .push(self.space, push, limits.space_quota_bytes);
+        // Recorded on a task of its own, at most once an hour, for pushes let through only.
+        drop(self.state.note_seen(self.space, device, self.address));
         // Held until the write is done, even if the socket closes first.
         let stored = self.state.write_to_end(stored, (slot, share, reservation));
         Ok(Box::pin(async move {
@@ -497,12 +499,15 @@ impl Session {
                     retry_after_ms: 0,
                     message: error.to_string(),
                 }),
-                Err(error @ StorageError::RelayFull { .. }) => ServerMessage::Nack(Nack {
-                    device_seq,
-                    code: ErrorCode::RelayFull,
-                    retry_after_ms: crate::error::RELAY_FULL_RETRY.as_millis() as u64,
-                    message: error.to_string(),
-                }),
+                Err(error @ StorageError::RelayFull { .. }) => {
+                    crate::error::note_relay_full(&error);
+                    ServerMessage::Nack(Nack {
+                        device_seq,
+                        code: ErrorCode::RelayFull,
+                        retry_after_ms: crate::error::RELAY_FULL_RETRY.as_millis() as u64,
+                        message: crate::error::RELAY_FULL_MESSAGE.to_owned(),
+                    })
+                }
                 Err(error @ StorageError::SeqConflict { .. }) => ServerMessage::Nack(Nack {
                     device_seq,
                     code: ErrorCode::SeqConflict,
@@ -540,15 +545,20 @@ impl Session {
         if let ServerMessage::Nack(nack) = &reply {
             metrics.error(nack.code);
         }
-        send(socket, reply.to_bytes()).await
+        self.send(socket, reply.to_bytes()).await
     }
-}
 
-async fn send(socket: &mut WebSocket, frame: Vec<u8>) -> Result<(), End> {
-    socket
-        .send(Message::Binary(frame.into()))
-        .await
-        .map_err(|_| End::Gone)
+    /// Sends one frame, giving up after the idle timeout: a client that stops reading would
+    /// otherwise hold the session (and what it is sending) for good, since the idle timer is
+    /// not watched while a send is awaited. Either way the session ends without a close frame,
+    /// which could not get through.
+    async fn send(&self, socket: &mut WebSocket, frame: Vec<u8>) -> Result<(), End> {
+        let within = self.state.config().limits.idle_timeout;
+        match timeout(within, socket.send(Message::Binary(frame.into()))).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) | Err(_) => Err(End::Gone),
+        }
+    }
 }
 
 /// Maps a WebSocket read error to the close the client should see.

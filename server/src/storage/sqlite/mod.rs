@@ -76,7 +76,7 @@ pub struct SqliteStorage {
     writer: Mutex<Option<JoinHandle<()>>>,
     checkpointer: Arc<Mutex<Checkpointer>>,
     /// Space creations per (client, window). In memory: one SQLite relay is one instance.
-    creations: Mutex<HashMap<([u8; 32], u64), u64>>,
+    creations: Mutex<crate::rate::SweptMap<([u8; 32], u64), u64>>,
 }
 
 fn backend(error: impl std::error::Error + Send + Sync + 'static) -> StorageError {
@@ -113,7 +113,7 @@ impl SqliteStorage {
             readers: Arc::new(Readers::new(path)),
             writer: Mutex::new(Some(handle)),
             checkpointer: Arc::new(Mutex::new(checkpointer)),
-            creations: Mutex::new(HashMap::new()),
+            creations: Mutex::new(crate::rate::SweptMap::new()),
         })
     }
 
@@ -298,13 +298,14 @@ impl Storage for SqliteStorage {
             .creations
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let count = creations.entry((client, window_start)).or_insert(0);
+        // Counts of past windows are forgotten in amortised sweeps, not one per new client.
+        let count = creations.get_or_insert_with(
+            (client, window_start),
+            |(_, start), _| *start < keep_after,
+            || 0,
+        );
         *count = count.saturating_add(1);
-        let count = *count;
-        if count == 1 {
-            creations.retain(|(_, start), _| *start >= keep_after);
-        }
-        Box::pin(std::future::ready(Ok(count)))
+        Box::pin(std::future::ready(Ok(*count)))
     }
 
     fn open_pairing(&self, new: NewPairing) -> StorageFuture<String> {
