@@ -71,6 +71,16 @@ async fn an_erase_reaches_every_device_and_the_partner_is_told_in_plain_words() 
     a.sync().await?;
     a2.sync().await?;
     b.sync().await?;
+    // What the marker says is read on the read connection too, as an app reads it.
+    ensure!(
+        a2.read(|j| j.erasure())?.is_some_and(|e| e.by_me),
+        "Alex's other device does not read the erase it holds"
+    );
+    ensure!(
+        b.read(|j| j.erasure())?
+            .is_some_and(|e| !e.by_me && e.name == "Alex"),
+        "Blake does not read Alex's erase"
+    );
     a.device.erase_remote().await?;
     ensure!(
         is_erased(a.with(|j| j.add(share("after")))),

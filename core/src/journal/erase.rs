@@ -107,25 +107,40 @@ impl Journal {
     /// stop every write here for good and tell the person to delete their only copy. The
     /// marker is a signed change the guard lets only a partner's own devices write; the
     /// personal space takes this partner's marker, the couple's either partner's.
-    /// What it learned is kept in the store's metadata, where every connection reads it.
     pub fn space_found_erased(&mut self, space: Space) -> Result<Option<String>> {
         self.step(|j| {
             let me = j.me;
-            let Some((by, at)) = j
-                .erased_markers()
+            let markers: Vec<_> = Space::ALL
                 .into_iter()
+                .flat_map(|s| j.markers_in(s))
                 .filter(|(by, _)| space == Space::Couple || *by == me)
-                .min_by_key(|(by, at)| (*by != me, *at))
-            else {
+                .collect();
+            if !j.keep_marker(markers)? {
                 return Ok(None);
-            };
-            // Kept unless what is kept already says as much (this partner's erase stands).
-            let kept = j.store.meta(META_ERASED_BY)?;
-            if kept.is_none_or(|k| k != me.to_string() && by == me) {
-                j.note_erased(by, at)?;
             }
             Ok(j.erasure()?.map(|e| e.words()))
         })
+    }
+
+    /// Keeps an erase marker a merge brought into `space` in the store's metadata, where
+    /// every connection reads it (the read connection does not load the documents).
+    pub(super) fn keep_erase_marker(&mut self, space: Space) -> Result<()> {
+        let markers = self.markers_in(space);
+        self.keep_marker(markers).map(|_| ())
+    }
+
+    /// Keeps the first of `markers` (this partner's before the other's) unless what is kept
+    /// already says as much (this partner's erase stands); whether there was one.
+    fn keep_marker(&mut self, markers: Vec<(PartnerId, i64)>) -> Result<bool> {
+        let me = self.me;
+        let Some((by, at)) = markers.into_iter().min_by_key(|(by, at)| (*by != me, *at)) else {
+            return Ok(false);
+        };
+        let kept = self.store.meta(META_ERASED_BY)?;
+        if kept.is_none_or(|k| k != me.to_string() && by == me) {
+            self.note_erased(by, at)?;
+        }
+        Ok(true)
     }
 
     /// Refuses a local write to `space` of an erased journal.
@@ -165,33 +180,39 @@ impl Journal {
 
     /// Every erase marker in the documents, with its time.
     fn erased_markers(&self) -> Vec<(PartnerId, i64)> {
+        Space::ALL
+            .into_iter()
+            .flat_map(|space| self.markers_in(space))
+            .collect()
+    }
+
+    /// The erase markers in one document: this partner's, or in the couple's also the other
+    /// partner's.
+    fn markers_in(&self, space: Space) -> Vec<(PartnerId, i64)> {
         let mut found = Vec::new();
-        for space in Space::ALL {
-            let Ok(doc) = self.lazy(space).get() else {
+        let Ok(doc) = self.lazy(space).get() else {
+            return found;
+        };
+        let partners = doc.partners_obj();
+        for key in doc.am().keys(partners) {
+            let Some(id) = PartnerId::parse_canonical(&key) else {
                 continue;
             };
-            let partners = doc.partners_obj();
-            for key in doc.am().keys(partners) {
-                let Some(id) = PartnerId::parse_canonical(&key) else {
-                    continue;
-                };
-                if space == Space::Personal && id != self.me {
-                    continue;
-                }
-                let Ok(Some((Value::Object(_), entry))) = doc.am().get(partners, key.as_str())
-                else {
-                    continue;
-                };
-                let at = match doc.am().get(&entry, ERASED_AT) {
-                    Ok(Some((Value::Scalar(s), _))) => match s.as_ref() {
-                        ScalarValue::Int(n) => *n,
-                        ScalarValue::Uint(n) => i64::try_from(*n).unwrap_or(i64::MAX),
-                        _ => continue,
-                    },
-                    _ => continue,
-                };
-                found.push((id, at));
+            if space == Space::Personal && id != self.me {
+                continue;
             }
+            let Ok(Some((Value::Object(_), entry))) = doc.am().get(partners, key.as_str()) else {
+                continue;
+            };
+            let at = match doc.am().get(&entry, ERASED_AT) {
+                Ok(Some((Value::Scalar(s), _))) => match s.as_ref() {
+                    ScalarValue::Int(n) => *n,
+                    ScalarValue::Uint(n) => i64::try_from(*n).unwrap_or(i64::MAX),
+                    _ => continue,
+                },
+                _ => continue,
+            };
+            found.push((id, at));
         }
         found
     }

@@ -164,7 +164,7 @@ impl SyncStore for Journal {
         pulled: &[PulledChange<'_>],
         cursor: u64,
     ) -> Result<Merged> {
-        self.step(|j| {
+        let merged = self.step(|j| {
             if j.checks(space) {
                 return j.apply_checked(pulled, cursor);
             }
@@ -202,7 +202,10 @@ impl SyncStore for Journal {
                 forged: Vec::new(),
                 unusable: false,
             })
-        })
+        })?;
+        // An erase marker among what came is kept where the read connection sees it.
+        self.step(|j| j.keep_erase_marker(space))?;
+        Ok(merged)
     }
 
     fn apply_snapshot(
@@ -212,7 +215,7 @@ impl SyncStore for Journal {
         peers: &[([u8; 16], u64)],
         covers: u64,
     ) -> Result<Merged> {
-        self.step(|j| {
+        let merged = self.step(|j| {
             if j.checks(space) {
                 return j.apply_checked_snapshot(doc, peers, covers);
             }
@@ -228,7 +231,9 @@ impl SyncStore for Journal {
                 forged: Vec::new(),
                 unusable: false,
             })
-        })
+        })?;
+        self.step(|j| j.keep_erase_marker(space))?;
+        Ok(merged)
     }
 
     fn snapshot_material(&mut self, space: Space) -> Result<(Vec<u8>, PeerSeqs)> {
