@@ -4,8 +4,16 @@
 
 mod sim;
 
-use anyhow::{Result, ensure};
-use mend_core::{Body, journal::Reason, model::Share};
+use anyhow::{Result, anyhow, bail, ensure};
+use mend_core::{
+    Body, Record, RecordId,
+    journal::Reason,
+    model::{
+        Boundary, BoundaryArea, ClaimStatus, Commitment, CommitmentStatus, ConsentState, Need,
+        NeedResponseKind, PartnerView, Share,
+    },
+    sync::ProblemKind,
+};
 use sim::Sim;
 
 fn share(text: &str) -> Body {
@@ -357,4 +365,266 @@ fn a_device_that_moved_to_a_new_id_still_finds_its_box() -> Result<()> {
         "the tablet does not read the new epoch"
     );
     Ok(())
+}
+
+/// Every device writes once, which introduces it: a rotation seals a box to it.
+fn heard_from(sim: &mut Sim) -> Result<()> {
+    for d in 0..sim.devices.len() {
+        sim.devices[d]
+            .journal_mut()
+            .add(share(&format!("before, from {d}")))?;
+    }
+    sim.settle()
+}
+
+/// No device was blamed for a change it could not have made: every replay passed.
+fn none_refused(sim: &Sim) -> Result<()> {
+    for d in &sim.devices {
+        let forged: Vec<_> = d
+            .problems
+            .iter()
+            .filter(|p| matches!(p.kind, ProblemKind::Forged { .. }))
+            .collect();
+        ensure!(forged.is_empty(), "{} refused: {forged:?}", d.name);
+    }
+    Ok(())
+}
+
+/// Every device is in `epoch` and holds the same records as device 0.
+fn converged(sim: &Sim, epoch: u32) -> Result<Vec<Record>> {
+    let all = sim.devices[0].journal().records()?;
+    for d in &sim.devices {
+        ensure!(!d.removed, "{} was left out", d.name);
+        ensure!(d.journal().epoch()? == epoch, "{} is elsewhere", d.name);
+        let here = d.journal().records()?;
+        ensure!(
+            here.len() == all.len()
+                && here
+                    .iter()
+                    .zip(&all)
+                    .all(|(a, b)| a.id == b.id && a.body == b.body),
+            "{} differs: {here:?} / {all:?}",
+            d.name
+        );
+    }
+    Ok(all)
+}
+
+/// Each device writes once more, and every device reads all of it: none is stuck behind a
+/// refused change.
+fn still_syncing(sim: &mut Sim) -> Result<()> {
+    let n = sim.devices.len();
+    for d in 0..n {
+        sim.devices[d]
+            .journal_mut()
+            .add(share(&format!("after the move, from {d}")))?;
+    }
+    sim.settle()?;
+    none_refused(sim)?;
+    for d in 0..n {
+        let have = feelings(sim, d)?;
+        for from in 0..n {
+            let want = format!("after the move, from {from}");
+            ensure!(
+                have.contains(&want),
+                "{} lacks what device {from} wrote after the move",
+                sim.devices[d].name
+            );
+        }
+    }
+    Ok(())
+}
+
+fn body_of(records: &[Record], id: RecordId) -> Result<&Body> {
+    records
+        .iter()
+        .find(|r| r.id == id)
+        .map(|r| &r.body)
+        .ok_or_else(|| anyhow!("record {id} is gone"))
+}
+
+fn boundary(text: &str) -> Body {
+    Body::Boundary(Boundary {
+        area: BoundaryArea::Space,
+        text: text.into(),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn consents_and_rewordings_made_after_the_cut_are_accepted_everywhere() -> Result<()> {
+    // Alex's phone (0) and tablet (1); Blake's phone (2).
+    let mut sim = Sim::new(61, 2, 1, 1_000)?;
+    heard_from(&mut sim)?;
+    let blakes = sim.devices[2]
+        .journal_mut()
+        .add(boundary("Blake's words"))?;
+    let alexs = sim.devices[0].journal_mut().add(boundary("Alex's words"))?;
+    sim.settle()?;
+    let (alex, blake) = (sim.devices[0].journal().me(), sim.devices[2].journal().me());
+
+    // Blake asks to forget; before anyone moves, Alex agrees to Blake's boundary and rewords
+    // his own, and Blake agrees to Alex's old words.
+    sim.rotate(2, Reason::Forget, &[])?;
+    sim.devices[0]
+        .journal_mut()
+        .consent(blakes, ConsentState::Agreed)?;
+    let mut reworded = sim.devices[0].journal().get(alexs)?.body;
+    if let Body::Boundary(b) = &mut reworded {
+        b.text = "Alex's new words".into();
+    }
+    sim.devices[0].journal_mut().edit(alexs, reworded)?;
+    sim.devices[2]
+        .journal_mut()
+        .consent(alexs, ConsentState::Revisit)?;
+    for _ in 0..3 {
+        sim.settle()?;
+    }
+    none_refused(&sim)?;
+    let all = converged(&sim, 1)?;
+    let Body::Boundary(b) = body_of(&all, blakes)? else {
+        bail!("not a boundary");
+    };
+    ensure!(
+        b.consents.get(&alex).map(|c| c.state) == Some(ConsentState::Agreed),
+        "Alex's consent was lost: {b:?}"
+    );
+    let Body::Boundary(a) = body_of(&all, alexs)? else {
+        bail!("not a boundary");
+    };
+    ensure!(
+        a.text == "Alex's new words",
+        "the rewording was lost: {a:?}"
+    );
+    ensure!(a.wordings.len() == 2, "the wording history was lost: {a:?}");
+    let (Some(mine), Some(theirs)) = (a.consents.get(&alex), a.consents.get(&blake)) else {
+        bail!("a consent was lost: {a:?}");
+    };
+    ensure!(mine.state == ConsentState::Agreed && mine.wording != theirs.wording);
+    ensure!(theirs.state == ConsentState::Revisit, "{a:?}");
+    still_syncing(&mut sim)
+}
+
+#[test]
+fn ledgers_and_responses_written_after_the_cut_are_accepted_everywhere() -> Result<()> {
+    // Alex's phone (0) and tablet (1); Blake's phone (2).
+    let mut sim = Sim::new(62, 2, 1, 1_000)?;
+    heard_from(&mut sim)?;
+    let commitment = sim.devices[0]
+        .journal_mut()
+        .add(Body::Commitment(Commitment {
+            text: "Alex's commitment".into(),
+            ..Default::default()
+        }))?;
+    let need = sim.devices[2].journal_mut().add(Body::Need(Need {
+        text: "Blake's need".into(),
+        ..Default::default()
+    }))?;
+    sim.settle()?;
+    let today = sim.devices[0].journal().today();
+
+    // Blake asks to forget; before anyone moves, Alex claims the day and pauses the
+    // commitment, Alex's tablet answers Blake's need, and Blake gives his view of the day.
+    sim.rotate(2, Reason::Forget, &[])?;
+    sim.devices[0]
+        .journal_mut()
+        .claim(commitment, today, ClaimStatus::Done, "done")?;
+    let mut paused = sim.devices[0].journal().get(commitment)?.body;
+    if let Body::Commitment(c) = &mut paused {
+        c.status = CommitmentStatus::Paused;
+    }
+    sim.devices[0].journal_mut().edit(commitment, paused)?;
+    sim.devices[1]
+        .journal_mut()
+        .respond_to_need(need, NeedResponseKind::Receptive, "yes")?;
+    sim.devices[2]
+        .journal_mut()
+        .confirm(commitment, today, PartnerView::Confirmed, "seen")?;
+    for _ in 0..3 {
+        sim.settle()?;
+    }
+    none_refused(&sim)?;
+    let all = converged(&sim, 1)?;
+    let Body::Commitment(c) = body_of(&all, commitment)? else {
+        bail!("not a commitment");
+    };
+    ensure!(
+        c.status == CommitmentStatus::Paused,
+        "the pause was lost: {c:?}"
+    );
+    ensure!(
+        c.status_changes
+            .values()
+            .any(|s| *s == CommitmentStatus::Paused),
+        "the dated pause was lost: {c:?}"
+    );
+    ensure!(
+        c.claims.get(&today).map(|x| x.status) == Some(ClaimStatus::Done),
+        "the claim was lost: {c:?}"
+    );
+    ensure!(
+        c.views.get(&today).map(|x| x.view) == Some(PartnerView::Confirmed),
+        "the view was lost: {c:?}"
+    );
+    let Body::Need(n) = body_of(&all, need)? else {
+        bail!("not a need");
+    };
+    ensure!(
+        n.response.as_ref().map(|r| r.kind) == Some(NeedResponseKind::Receptive),
+        "the response was lost: {n:?}"
+    );
+    still_syncing(&mut sim)
+}
+
+/// Blake asks to forget, then, in the old epoch, agrees to a boundary Alex made after the
+/// cut: Alex's phone writes that boundary again in the new epoch without Blake's entry, so
+/// nothing Alex writes afterwards is refused.
+#[test]
+fn a_partner_cannot_get_a_replay_refused_by_consenting_after_the_cut() -> Result<()> {
+    // Alex's phone (0); Blake's phone (1) and tablet (2).
+    let mut sim = Sim::new(63, 1, 2, 1_000)?;
+    heard_from(&mut sim)?;
+    sim.rotate(1, Reason::Forget, &[])?;
+    let late = sim.devices[0]
+        .journal_mut()
+        .add(boundary("made after the cut"))?;
+    // The announcement is not at the relay yet: Alex's boundary reaches the old space, Blake's
+    // tablet agrees to it there, and Alex's phone receives that before it moves.
+    sim.round_of(0)?;
+    sim.round_of(2)?;
+    ensure!(
+        sim.devices[2].journal().epoch()? == 0,
+        "the tablet moved early"
+    );
+    sim.devices[2]
+        .journal_mut()
+        .consent(late, ConsentState::Agreed)?;
+    sim.round_of(2)?;
+    sim.round_of(0)?;
+    ensure!(
+        sim.devices[0].journal().epoch()? == 0,
+        "Alex's phone moved early"
+    );
+    let blake = sim.devices[1].journal().me();
+    let Body::Boundary(b) = sim.devices[0].journal().get(late)?.body else {
+        bail!("not a boundary");
+    };
+    ensure!(
+        b.consents.contains_key(&blake),
+        "Blake's consent did not arrive"
+    );
+    for _ in 0..3 {
+        sim.settle()?;
+    }
+    none_refused(&sim)?;
+    let all = converged(&sim, 1)?;
+    let Body::Boundary(b) = body_of(&all, late)? else {
+        bail!("not a boundary");
+    };
+    ensure!(b.text == "made after the cut", "{b:?}");
+    ensure!(
+        b.consents.contains_key(&sim.devices[0].journal().me()),
+        "Alex's own consent was lost: {b:?}"
+    );
+    still_syncing(&mut sim)
 }

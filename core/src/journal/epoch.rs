@@ -18,10 +18,11 @@
 //! the announcement removes all of their devices and names their new identity key, which only
 //! the other partner's announcement may do.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use automerge::{
-    ChangeHash, ObjId, ObjType, Prop, ROOT, ReadDoc, ScalarValue, Value, transaction::Transactable,
+    ChangeHash, ObjId, ObjType, Prop, ROOT, ReadDoc, ScalarValue, Value,
+    transaction::{Transactable, Transaction},
 };
 use zeroize::Zeroizing;
 
@@ -34,6 +35,7 @@ use crate::{
     doc::{SpaceDoc, rebuild},
     error::{Error, Result},
     ids::{DeviceId, PartnerId},
+    model::Kind,
     store::Space,
 };
 
@@ -997,6 +999,13 @@ impl Journal {
             self.load_roster()?;
             self.roster.intros()
         };
+        // The devices this partner's replay may carry edits of (see [`replay_own`]).
+        let mut ours: Vec<[u8; 16]> = known
+            .iter()
+            .filter(|i| i.cert.partner == self.me)
+            .map(|i| i.cert.device_key.key_id().0)
+            .collect();
+        ours.extend(self.key_id.map(|k| k.0));
         known.extend(self.expected()?.into_iter().filter_map(Result::ok));
         let leave = rebuild::Leave {
             partner_keys_prefixes: vec![registry::DEVICE.to_owned()],
@@ -1026,7 +1035,15 @@ impl Journal {
             let actor = automerge::ActorId::from(self.actor.as_slice());
             let (mut new, base) = rebuild::rebuild(old.am(), heads, epoch, &leave, actor)?;
             let own = self.key_id.map(|k| k.0);
-            let replay = replay_own(old.am(), heads, own.as_ref(), &mut new)?;
+            let replay = replay_own(
+                old.am(),
+                heads,
+                own.as_ref(),
+                &ours,
+                self.me,
+                space == Space::Couple,
+                &mut new,
+            )?;
             moved.push((space, new, replay, base));
         }
         let now = self.now();
@@ -1320,19 +1337,67 @@ fn seal_old_spaces(device_key: &DeviceKey, old: &[OldSpace]) -> Result<Vec<u8>> 
     seal_to_device(&device_key.public(), RETIRE_CONTEXT, &plain)
 }
 
+/// What this device wrote after the cut into one record.
+#[derive(Debug, Default)]
+struct Touched {
+    /// It made the record (or filed it again) itself.
+    whole: bool,
+    /// The fields it wrote.
+    fields: BTreeMap<String, FieldTouched>,
+}
+
+/// What this device wrote after the cut into one field of a record.
+#[derive(Debug, Default)]
+struct FieldTouched {
+    /// It wrote (or deleted) the field itself.
+    itself: bool,
+    /// The keys it wrote inside it: of a managed map, the entries.
+    entries: BTreeSet<String>,
+}
+
+/// What to write again: one record, or one key of this partner's entry.
+#[derive(Debug)]
+enum Unit {
+    Record(String, Touched),
+    Partner(String, String),
+}
+
+/// What the replay reads besides the old document.
+struct Replay<'a> {
+    old: &'a automerge::Automerge,
+    /// Key ids of this partner's devices: whatever actor begins with one wrote for this
+    /// partner.
+    ours: &'a [[u8; 16]],
+    me: String,
+    /// The last value this device's own operations put at each path, where it was a scalar.
+    own_values: HashMap<Vec<String>, ScalarValue>,
+}
+
 /// Writes again into `new`, in one change, what the changes of `old` made by this device
 /// (actors beginning with `own`) after `heads` did: each record field (or whole record, or
 /// partner entry key) they wrote takes the value it has in `old` now. Values, not changes: an
 /// edit built on another device's edit after the cut is carried as well, without that edit's
-/// author having moved. Answers the change's bytes, if there was anything to write.
+/// author having moved. The other partner's devices write theirs again themselves, so what
+/// they may write alone (a consent, a view, a response) is never written here: a managed map
+/// (consents, wordings, a commitment's ledgers) is written entry by entry, only the entries this
+/// device wrote, and a record or map the new document lacks is made again without the other
+/// partner's entries. With `check` (the couple's space, whose receivers run the guard), the
+/// change must pass the guard's rules for that partner, or a record it would be refused for is
+/// left out: a refused replay would have every later change of this device refused with it.
+/// Answers the change's bytes, if there was anything to write.
 fn replay_own(
     old: &automerge::Automerge,
     heads: &[ChangeHash],
     own: Option<&[u8; 16]>,
+    ours: &[[u8; 16]],
+    me: PartnerId,
+    check: bool,
     new: &mut SpaceDoc,
 ) -> Result<Option<Vec<u8>>> {
     let Some(own) = own else { return Ok(None) };
-    let mut touched: BTreeSet<Vec<String>> = BTreeSet::new();
+    let mut records: BTreeMap<String, Touched> = BTreeMap::new();
+    let mut partners: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut own_values: HashMap<Vec<String>, ScalarValue> = HashMap::new();
     for change in old.get_changes(heads) {
         if !change.actor_id().to_bytes().starts_with(own) {
             continue;
@@ -1345,80 +1410,305 @@ fn replay_own(
             if let automerge::legacy::Key::Map(key) = &op.key {
                 path.push(key.to_string());
             }
-            match path.first().map(String::as_str) {
-                Some("records") if path.len() >= 2 => {
-                    path.truncate(3);
-                    touched.insert(path);
+            match &op.action {
+                automerge::legacy::OpType::Put(value) => {
+                    own_values.insert(path.clone(), value.clone());
+                }
+                _ => {
+                    own_values.remove(&path);
+                }
+            }
+            match (path.first().map(String::as_str), path.get(1), path.get(2)) {
+                (Some("records"), Some(id), field) => {
+                    let touched = records.entry(id.clone()).or_default();
+                    match field {
+                        None => touched.whole = true,
+                        Some(field) => {
+                            let field = touched.fields.entry(field.clone()).or_default();
+                            match path.get(3) {
+                                Some(entry) => {
+                                    field.entries.insert(entry.clone());
+                                }
+                                None => field.itself = true,
+                            }
+                        }
+                    }
                 }
                 // Certificates are made again in the new epoch.
-                Some("partners")
-                    if path.len() >= 3
-                        && !path[2].starts_with(registry::DEVICE)
-                        && !path[2].starts_with(registry::IDENTITY) =>
+                (Some("partners"), Some(partner), Some(key))
+                    if !key.starts_with(registry::DEVICE)
+                        && !key.starts_with(registry::IDENTITY) =>
                 {
-                    path.truncate(3);
-                    touched.insert(path);
+                    partners.insert((partner.clone(), key.clone()));
                 }
                 _ => {}
             }
         }
     }
-    if touched.is_empty() {
+    let units: Vec<Unit> = records
+        .into_iter()
+        .map(|(id, touched)| Unit::Record(id, touched))
+        .chain(partners.into_iter().map(|(p, k)| Unit::Partner(p, k)))
+        .collect();
+    if units.is_empty() {
         return Ok(None);
     }
-    // A whole record written covers its fields.
-    let wholes: HashSet<Vec<String>> = touched.iter().filter(|p| p.len() == 2).cloned().collect();
-    touched.retain(|p| p.len() == 2 || !wholes.contains(&p[..2]));
-    let (_, bytes) = new.transact(|tx, _| {
-        for path in &touched {
-            let (Some(root), Some(id)) = (path.first(), path.get(1)) else {
-                continue;
+    let replay = Replay {
+        old,
+        ours,
+        me: me.to_string(),
+        own_values,
+    };
+    let passes = |change: &automerge::Change| {
+        !check
+            || std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                super::guard::rules_allow(new, change, me)
+            }))
+            .unwrap_or(false)
+    };
+    // The change for `units`, if the receivers would take it (`Some(None)`: nothing to write).
+    let accepted = |units: &[&Unit]| match replay.build(units, new) {
+        Ok(change) if change.as_ref().is_none_or(passes) => Some(change),
+        Ok(_) => None,
+        Err(_) => {
+            tracing::warn!("an edit made after the cut could not be written again");
+            None
+        }
+    };
+    let all: Vec<&Unit> = units.iter().collect();
+    let change = match accepted(&all) {
+        Some(change) => change,
+        None => {
+            // Something in it would be refused: each record alone, and only those that pass.
+            let kept: Vec<&Unit> = units.iter().filter(|u| accepted(&[u]).is_some()).collect();
+            let change = accepted(&kept);
+            let left_out = if change.is_some() {
+                units.len().saturating_sub(kept.len())
+            } else {
+                units.len()
             };
-            let Some((_, from_parent)) = old.get(ROOT, root.as_str())? else {
+            tracing::warn!(
+                left_out,
+                "edits made after the cut that the new epoch would refuse are not written again"
+            );
+            change.flatten()
+        }
+    };
+    let Some(change) = change else {
+        return Ok(None);
+    };
+    let bytes = change.raw_bytes().to_vec();
+    new.apply_change(change)?;
+    Ok(Some(bytes))
+}
+
+/// How deep below a record [`Replay::copy_ours`] goes: the app's deepest value is three levels
+/// below one (`consents/<partner>/state`); a lost phone's deeper maps must not exhaust the
+/// stack of the device that moves.
+const COPY_DEPTH: usize = 16;
+
+/// The managed maps of a record of kind `kind`: each entry is one partner's to write, and the
+/// guard refuses a whole one written where one stands already.
+fn managed_map(kind: Option<&str>, field: &str) -> bool {
+    matches!(
+        (kind.and_then(|k| k.parse::<Kind>().ok()), field),
+        (Some(Kind::Boundary), "consents" | "wordings")
+            | (
+                Some(Kind::Commitment),
+                "claims" | "views" | "status_changes"
+            )
+    )
+}
+
+fn str_at(doc: &impl ReadDoc, obj: &ObjId, key: &str) -> Option<String> {
+    match doc.get(obj, key) {
+        Ok(Some((Value::Scalar(s), _))) => s.as_str().map(str::to_owned),
+        _ => None,
+    }
+}
+
+impl Replay<'_> {
+    /// The change writing `units` into a copy of `new` (which stays as it was), if it writes
+    /// anything.
+    fn build(&self, units: &[&Unit], new: &SpaceDoc) -> Result<Option<automerge::Change>> {
+        let mut trial = new.am().clone();
+        let mut tx = trial.transaction();
+        for unit in units {
+            if let Err(e) = self.write(unit, &mut tx) {
+                tx.rollback();
+                return Err(e);
+            }
+        }
+        let (hash, _) = tx.commit();
+        Ok(hash.and_then(|h| trial.get_change_by_hash(&h)))
+    }
+
+    fn write(&self, unit: &Unit, tx: &mut Transaction<'_>) -> Result<()> {
+        let root = match unit {
+            Unit::Record(..) => "records",
+            Unit::Partner(..) => "partners",
+        };
+        let (Some((_, from_parent)), Some((_, to_parent))) =
+            (self.old.get(ROOT, root)?, tx.get(ROOT, root)?)
+        else {
+            return Ok(());
+        };
+        match unit {
+            Unit::Partner(partner, key) => {
+                let Some((Value::Object(_), from)) =
+                    self.old.get(&from_parent, partner.as_str())?
+                else {
+                    return Ok(());
+                };
+                let to = match tx.get(&to_parent, partner.as_str())? {
+                    Some((Value::Object(_), to)) => to,
+                    _ => tx.put_object(&to_parent, partner.as_str(), ObjType::Map)?,
+                };
+                self.write_value(&from, tx, &to, key)
+            }
+            Unit::Record(id, touched) => {
+                self.write_record(&from_parent, &to_parent, id, touched, tx)
+            }
+        }
+    }
+
+    fn write_record(
+        &self,
+        from_records: &ObjId,
+        to_records: &ObjId,
+        id: &str,
+        touched: &Touched,
+        tx: &mut Transaction<'_>,
+    ) -> Result<()> {
+        let Some((Value::Object(ObjType::Map), from)) = self.old.get(from_records, id)? else {
+            return Ok(());
+        };
+        let to = match tx.get(to_records, id)? {
+            Some((Value::Object(ObjType::Map), to)) => Some(to),
+            _ => None,
+        };
+        // A record this partner made after the cut (here, or on another of their devices)
+        // is made again whole; another partner's the new document lacks is theirs to make.
+        let ours = str_at(self.old, &from, "author").is_some_and(|a| a == self.me);
+        let to = match to {
+            Some(to) if !touched.whole => to,
+            _ if touched.whole || ours => {
+                let to = tx.put_object(to_records, id, ObjType::Map)?;
+                let mut path = vec!["records".to_owned(), id.to_owned()];
+                return self.copy_ours(&from, tx, &to, &mut path, COPY_DEPTH);
+            }
+            _ => return Ok(()),
+        };
+        let kind = str_at(self.old, &from, "kind");
+        for (field, touched) in &touched.fields {
+            if !managed_map(kind.as_deref(), field) {
+                self.write_value(&from, tx, &to, field)?;
                 continue;
-            };
-            let Some((_, to_parent)) = tx.get(ROOT, root.as_str())? else {
-                continue;
-            };
-            match path.get(2) {
-                None => match old.get(&from_parent, id.as_str())? {
-                    Some((Value::Object(kind), from)) => {
-                        let to = tx.put_object(&to_parent, id.as_str(), kind)?;
-                        rebuild::copy_obj(old, &from, kind, tx, &to)?;
-                    }
-                    Some((Value::Scalar(s), _)) => {
-                        tx.put(&to_parent, id.as_str(), s.into_owned())?
-                    }
-                    None => tx.delete(&to_parent, id.as_str())?,
-                },
-                Some(field) => {
-                    let Some((Value::Object(_), from)) = old.get(&from_parent, id.as_str())? else {
-                        continue;
-                    };
-                    let to = match tx.get(&to_parent, id.as_str())? {
-                        Some((Value::Object(_), to)) => to,
-                        _ => tx.put_object(&to_parent, id.as_str(), ObjType::Map)?,
-                    };
-                    match old.get(&from, field.as_str())? {
-                        Some((Value::Object(kind), child)) => {
-                            let copy = tx.put_object(&to, field.as_str(), kind)?;
-                            rebuild::copy_obj(old, &child, kind, tx, &copy)?;
-                        }
-                        Some((Value::Scalar(s), _)) => {
-                            tx.put(&to, field.as_str(), s.into_owned())?
-                        }
-                        None => {
-                            if tx.get(&to, field.as_str())?.is_some() {
-                                tx.delete(&to, field.as_str())?;
-                            }
+            }
+            match (
+                self.old.get(&from, field.as_str())?,
+                tx.get(&to, field.as_str())?,
+            ) {
+                // Deleted with its record by its author (this device); or gone, and with it
+                // the entries this device wrote.
+                (None, Some(_)) if touched.itself => tx.delete(&to, field.as_str())?,
+                (None, Some((Value::Object(ObjType::Map), to_map))) => {
+                    for entry in &touched.entries {
+                        if tx.get(&to_map, entry.as_str())?.is_some() {
+                            tx.delete(&to_map, entry.as_str())?;
                         }
                     }
+                }
+                (None, _) => {}
+                // Entry by entry into the map that stands: never the map again.
+                (
+                    Some((Value::Object(ObjType::Map), from_map)),
+                    Some((Value::Object(ObjType::Map), to_map)),
+                ) => {
+                    for entry in &touched.entries {
+                        self.write_value(&from_map, tx, &to_map, entry)?;
+                    }
+                }
+                (Some((Value::Object(ObjType::Map), from_map)), _) => {
+                    let to_map = tx.put_object(&to, field.as_str(), ObjType::Map)?;
+                    let mut path = vec!["records".to_owned(), id.to_owned(), field.clone()];
+                    self.copy_ours(&from_map, tx, &to_map, &mut path, COPY_DEPTH)?;
+                }
+                // Not a map where one belongs: as it stands, for the guard to judge.
+                _ => self.write_value(&from, tx, &to, field)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `to.key` as `from.key` holds it now (deleting it where `from` has none).
+    fn write_value(
+        &self,
+        from: &ObjId,
+        tx: &mut Transaction<'_>,
+        to: &ObjId,
+        key: &str,
+    ) -> Result<()> {
+        match self.old.get(from, key)? {
+            Some((Value::Object(kind), child)) => {
+                let copy = tx.put_object(to, key, kind)?;
+                rebuild::copy_obj(self.old, &child, kind, tx, &copy)?;
+            }
+            Some((Value::Scalar(s), _)) => tx.put(to, key, s.into_owned())?,
+            None => {
+                if tx.get(to, key)?.is_some() {
+                    tx.delete(to, key)?;
                 }
             }
         }
         Ok(())
-    })?;
-    Ok(bytes)
+    }
+
+    /// Copies the map `from` (at `path`) into `to`, leaving out what the other partner wrote:
+    /// where their value stands over one this device put, this device's is written instead.
+    /// Maps more than `depth` levels below `from` are left out.
+    fn copy_ours(
+        &self,
+        from: &ObjId,
+        tx: &mut Transaction<'_>,
+        to: &ObjId,
+        path: &mut Vec<String>,
+        depth: usize,
+    ) -> Result<()> {
+        for key in self.old.keys(from) {
+            let Some((value, id)) = self.old.get(from, key.as_str())? else {
+                continue;
+            };
+            path.push(key.clone());
+            let written = match &id {
+                ObjId::Id(_, actor, _) => {
+                    let actor = actor.to_bytes();
+                    self.ours.iter().any(|k| actor.starts_with(k))
+                }
+                ObjId::Root => false,
+            };
+            match value {
+                Value::Object(ObjType::Map) if written => {
+                    if depth > 1 {
+                        let copy = tx.put_object(to, key.as_str(), ObjType::Map)?;
+                        self.copy_ours(&id, tx, &copy, path, depth.saturating_sub(1))?;
+                    }
+                }
+                Value::Object(kind) if written => {
+                    let copy = tx.put_object(to, key.as_str(), kind)?;
+                    rebuild::copy_obj(self.old, &id, kind, tx, &copy)?;
+                }
+                Value::Scalar(s) if written => tx.put(to, key.as_str(), s.into_owned())?,
+                _ => {
+                    if let Some(mine) = self.own_values.get(path.as_slice()) {
+                        tx.put(to, key.as_str(), mine.clone())?;
+                    }
+                }
+            }
+            path.pop();
+        }
+        Ok(())
+    }
 }
 
 /// The keys from the root to the object `obj` (`counter@actor`) of `doc`; a list position is
