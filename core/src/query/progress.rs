@@ -118,6 +118,9 @@ pub struct Progress {
     pub trend_by_partner: BTreeMap<PartnerId, Trend>,
 }
 
+/// The top of a check-in's scales.
+const MAX_SCORE: u8 = 10;
+
 #[derive(Default, Clone)]
 struct Sums {
     count: u32,
@@ -134,7 +137,9 @@ impl Sums {
             (&mut self.t, trust),
             (&mut self.c, connection),
         ] {
-            if let Some(v) = v {
+            // A score past the scale (the app never writes one; a modified app could) counts as
+            // not given, so one check-in cannot drag a mean or a chart off the scale.
+            if let Some(v) = v.filter(|v| *v <= MAX_SCORE) {
                 acc.0 += f64::from(v);
                 acc.1 += 1;
             }
@@ -337,4 +342,21 @@ fn slope(points: impl Iterator<Item = (f64, f64)>) -> Option<f64> {
     let sxx: f64 = pts.iter().map(|p| (p.0 - mx).powi(2)).sum();
     let sxy: f64 = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
     (sxx > 0.0).then(|| sxy / sxx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Sums;
+
+    #[test]
+    fn a_score_past_the_scale_counts_as_not_given() {
+        let mut sums = Sums::default();
+        sums.add(Some(4), Some(200), None);
+        sums.add(Some(6), Some(8), Some(255));
+        let a = sums.averages();
+        assert_eq!(a.count, 2);
+        assert_eq!(a.safety, Some(5.0));
+        assert_eq!(a.trust, Some(8.0));
+        assert_eq!(a.connection, None);
+    }
 }
