@@ -33,8 +33,9 @@ use crate::transport::{RelayOptions, Scheme, Stream, Target};
 /// Time every exchange gets before its bytes count: connecting is bounded on its own.
 const BASE_TIME: Duration = Duration::from_secs(10);
 /// The slowest transfer rate waited for, in bytes per second: an exchange may take
-/// `BASE_TIME` plus its bytes (sent, and received or announced) at this rate. A relay that
-/// drips slower is cut off; a large snapshot on a slow link still arrives.
+/// `BASE_TIME` plus its bytes (sent, and received so far) at this rate. A relay that drips
+/// slower, or announces more than it sends, is cut off; a large snapshot on a slow link still
+/// arrives.
 const MIN_RATE: u64 = 16 * 1024;
 /// Idle connections kept for the next requests (a round runs a few at once).
 const MAX_IDLE: usize = 4;
@@ -516,7 +517,7 @@ impl RelayHttp {
     }
 }
 
-/// The clock of one exchange: `BASE_TIME` plus the bytes moved (or announced) at `MIN_RATE`,
+/// The clock of one exchange: `BASE_TIME` plus the bytes moved at `MIN_RATE`,
 /// never more than `BASE_TIME` plus the largest exchange allowed.
 struct Clock {
     started: tokio::time::Instant,
@@ -535,7 +536,7 @@ impl Clock {
         }
     }
 
-    /// When the exchange must be over, once `bytes` are in (or announced).
+    /// When the exchange must be over, once `bytes` are in.
     fn deadline(&self, bytes: usize) -> tokio::time::Instant {
         let bytes = u64::try_from(bytes)
             .unwrap_or(u64::MAX)
@@ -565,7 +566,7 @@ async fn round_trip<S: AsyncRead + AsyncWrite + Unpin>(
     let mut reader = Reader {
         stream,
         clock,
-        expected: 0,
+        received: 0,
     };
     let mut buf = Vec::with_capacity(8 * 1024);
     let head = loop {
@@ -594,7 +595,6 @@ async fn round_trip<S: AsyncRead + AsyncWrite + Unpin>(
             if len > max_body {
                 return Err(Trip::Failed);
             }
-            reader.expected = len;
             while buf.len() < len {
                 reader.fill(&mut buf).await?;
             }
@@ -623,8 +623,10 @@ async fn round_trip<S: AsyncRead + AsyncWrite + Unpin>(
 struct Reader<S> {
     stream: S,
     clock: Clock,
-    /// Body bytes announced so far (they extend the deadline before they arrive).
-    expected: usize,
+    /// Bytes read so far: only bytes that came extend the deadline, so a relay that
+    /// announces a large body and then sends nothing (or drips) is cut at the pace it sends,
+    /// not given the time of everything it announced.
+    received: usize,
 }
 
 impl<S: AsyncRead + Unpin> Reader<S> {
@@ -633,9 +635,12 @@ impl<S: AsyncRead + Unpin> Reader<S> {
     /// `Failed`.
     async fn more(&mut self, buf: &mut Vec<u8>) -> std::result::Result<usize, Trip> {
         buf.reserve(8 * 1024);
-        let deadline = self.clock.deadline(buf.len().max(self.expected));
+        let deadline = self.clock.deadline(self.received);
         match tokio::time::timeout_at(deadline, self.stream.read_buf(buf)).await {
-            Ok(Ok(n)) => Ok(n),
+            Ok(Ok(n)) => {
+                self.received = self.received.saturating_add(n);
+                Ok(n)
+            }
             Ok(Err(_)) => Err(Trip::Silent),
             Err(_) => Err(Trip::Failed),
         }
@@ -762,7 +767,6 @@ async fn read_chunked<S: AsyncRead + Unpin>(
             .ok()
             .filter(|s| body.len().saturating_add(*s) <= max_body)
             .ok_or(Trip::Failed)?;
-        reader.expected = body.len() + size;
         let start = at + used;
         let end = start + size + 2;
         while buf.len() < end {
@@ -1141,6 +1145,24 @@ mod tests {
         let (outcome, took, _) = run(vec![head], Then::Hang, SMALL_BODY);
         assert_eq!(outcome.err(), Some(Trip::Failed));
         assert!(took <= bound(SMALL_BODY), "{took:?}");
+    }
+
+    #[test]
+    fn a_large_body_announced_and_not_sent_is_cut_at_the_pace_it_came() {
+        // 16 MiB announced, three bytes sent: the deadline grows with what came, not with
+        // what was announced (which would have held the exchange for about 17 minutes).
+        let max_body = 16 << 20;
+        for head in [
+            format!("HTTP/1.1 200 OK\r\ncontent-length: {max_body}\r\n\r\nabc"),
+            format!(
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\nabc",
+                max_body - 64
+            ),
+        ] {
+            let (outcome, took, _) = run(vec![head.into_bytes()], Then::Hang, max_body);
+            assert_eq!(outcome.err(), Some(Trip::Failed));
+            assert!(took <= BASE_TIME + Duration::from_secs(1), "{took:?}");
+        }
     }
 
     #[test]

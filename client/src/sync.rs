@@ -20,8 +20,8 @@ use mend_core::{
     Error, Journal, RecordId, Result,
     store::Space,
     sync::{
-        Action, Entry, Event, Failure, Mode, Problem, REQUEST_TIMEOUT_MS, ROLLUP_EVERY, Request,
-        Response, SNAPSHOT_EVERY, SpaceLink, SyncEngine, SyncStatus,
+        Action, Entry, Event, Failure, Mode, Problem, ROLLUP_EVERY, Request, Response,
+        SNAPSHOT_EVERY, SpaceLink, SyncEngine, SyncStatus,
     },
 };
 
@@ -30,6 +30,10 @@ use crate::{
     live::{self, Incoming, LiveSocket},
     now_ms,
 };
+
+/// HTTP requests live sync keeps running for one space: the engine asks again after a
+/// timeout while the earlier answer may still be on its way over a slow link.
+const LIVE_REQUESTS_PER_SPACE: usize = 2;
 
 /// How often a quiet live socket is pinged (the relay closes idle ones after 90 s).
 const PING_EVERY: Duration = Duration::from_secs(30);
@@ -419,6 +423,7 @@ impl SyncClient {
         let mut generation = 0u64;
         let mut inbox = VecDeque::from([Event::Start]);
         let mut in_flight: tokio::task::JoinSet<()> = tokio::task::JoinSet::new();
+        let mut requests_of: HashMap<Space, VecDeque<tokio::task::AbortHandle>> = HashMap::new();
         let mut ping = tokio::time::interval(PING_EVERY);
         loop {
             while in_flight.try_join_next().is_some() {}
@@ -480,16 +485,24 @@ impl SyncClient {
                         other => {
                             let http = self.http.clone();
                             let reply = http_tx.clone();
-                            // Cut where the engine gives up on it, and aborted when live sync
-                            // ends (the set drops): a relay that drips or holds an answer
-                            // cannot keep requests, and their buffers, piling up.
-                            let deadline = tokio::time::Instant::now()
-                                + Duration::from_millis(REQUEST_TIMEOUT_MS.unsigned_abs());
-                            in_flight.spawn(async move {
-                                let response =
-                                    http.execute_until(&link, &device, &other, deadline).await;
+                            // A late answer still counts (the engine applies a page whenever
+                            // it comes), so a slow link finishes what the engine asked again.
+                            // But at most `LIVE_REQUESTS_PER_SPACE` run for a space, the oldest
+                            // cut beyond, and all are cut when live sync ends (the set drops):
+                            // a relay that holds or drips answers cannot pile requests, and
+                            // their buffers, up.
+                            let handle = in_flight.spawn(async move {
+                                let response = http.execute(&link, &device, &other).await;
                                 let _ = reply.send(response).await;
                             });
+                            let running = requests_of.entry(space).or_default();
+                            running.retain(|h| !h.is_finished());
+                            running.push_back(handle);
+                            while running.len() > LIVE_REQUESTS_PER_SPACE {
+                                if let Some(oldest) = running.pop_front() {
+                                    oldest.abort();
+                                }
+                            }
                         }
                     }
                 }

@@ -1061,7 +1061,7 @@ impl Journal {
             if *space == Space::Couple {
                 couple_base = Some(*base);
             }
-            if let Some(bytes) = replay {
+            for bytes in replay {
                 changes.push((*space, bytes.clone()));
             }
             saves.push((*space, new.save()));
@@ -1384,7 +1384,8 @@ struct Replay<'a> {
 /// partner's entries. With `check` (the couple's space, whose receivers run the guard), the
 /// change must pass the guard's rules for that partner, or a record it would be refused for is
 /// left out: a refused replay would have every later change of this device refused with it.
-/// Answers the change's bytes, if there was anything to write.
+/// Answers the changes' bytes: one, or one per record when together they would be refused;
+/// none when there was nothing to write.
 fn replay_own(
     old: &automerge::Automerge,
     heads: &[ChangeHash],
@@ -1393,13 +1394,15 @@ fn replay_own(
     me: PartnerId,
     check: bool,
     new: &mut SpaceDoc,
-) -> Result<Option<Vec<u8>>> {
-    let Some(own) = own else { return Ok(None) };
+) -> Result<Vec<Vec<u8>>> {
+    let Some(own) = own else {
+        return Ok(Vec::new());
+    };
     let mut records: BTreeMap<String, Touched> = BTreeMap::new();
     let mut partners: BTreeSet<(String, String)> = BTreeSet::new();
     let mut own_values: HashMap<Vec<String>, ScalarValue> = HashMap::new();
     for change in old.get_changes(heads) {
-        if !change.actor_id().to_bytes().starts_with(own) {
+        if !signed_by(&change.actor_id().to_bytes(), own) {
             continue;
         }
         for op in change.decode().operations {
@@ -1451,7 +1454,7 @@ fn replay_own(
         .chain(partners.into_iter().map(|(p, k)| Unit::Partner(p, k)))
         .collect();
     if units.is_empty() {
-        return Ok(None);
+        return Ok(Vec::new());
     }
     let replay = Replay {
         old,
@@ -1459,7 +1462,7 @@ fn replay_own(
         me: me.to_string(),
         own_values,
     };
-    let passes = |change: &automerge::Change| {
+    let passes = |new: &SpaceDoc, change: &automerge::Change| {
         !check
             || std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 super::guard::rules_allow(new, change, me)
@@ -1467,8 +1470,8 @@ fn replay_own(
             .unwrap_or(false)
     };
     // The change for `units`, if the receivers would take it (`Some(None)`: nothing to write).
-    let accepted = |units: &[&Unit]| match replay.build(units, new) {
-        Ok(change) if change.as_ref().is_none_or(passes) => Some(change),
+    let accepted = |units: &[&Unit], new: &SpaceDoc| match replay.build(units, new) {
+        Ok(change) if change.as_ref().is_none_or(|c| passes(new, c)) => Some(change),
         Ok(_) => None,
         Err(_) => {
             tracing::warn!("an edit made after the cut could not be written again");
@@ -1476,30 +1479,42 @@ fn replay_own(
         }
     };
     let all: Vec<&Unit> = units.iter().collect();
-    let change = match accepted(&all) {
-        Some(change) => change,
-        None => {
-            // Something in it would be refused: each record alone, and only those that pass.
-            let kept: Vec<&Unit> = units.iter().filter(|u| accepted(&[u]).is_some()).collect();
-            let change = accepted(&kept);
-            let left_out = if change.is_some() {
-                units.len().saturating_sub(kept.len())
-            } else {
-                units.len()
-            };
-            tracing::warn!(
-                left_out,
-                "edits made after the cut that the new epoch would refuse are not written again"
-            );
-            change.flatten()
+    let mut written = Vec::new();
+    if let Some(change) = accepted(&all, new) {
+        if let Some(change) = change {
+            written.push(change.raw_bytes().to_vec());
+            new.apply_change(change)?;
         }
-    };
-    let Some(change) = change else {
-        return Ok(None);
-    };
-    let bytes = change.raw_bytes().to_vec();
-    new.apply_change(change)?;
-    Ok(Some(bytes))
+        return Ok(written);
+    }
+    // Something in it would be refused (or it is too big for one change): each record as a
+    // change of its own, on the document as it grows, and only those that pass.
+    let mut left_out = 0usize;
+    for unit in &units {
+        match accepted(&[unit], new) {
+            Some(Some(change)) => {
+                written.push(change.raw_bytes().to_vec());
+                new.apply_change(change)?;
+            }
+            Some(None) => {}
+            None => left_out = left_out.saturating_add(1),
+        }
+    }
+    if left_out > 0 {
+        tracing::warn!(
+            left_out,
+            "edits made after the cut that the new epoch would refuse are not written again"
+        );
+    }
+    Ok(written)
+}
+
+/// Whether `actor` is one of the device whose key id is `key`. Only a signed actor says so:
+/// the guard ties its first 16 bytes to the change's signer, while a 16-byte actor from before
+/// signing is taken under any bytes, the other partner's key ids (public in certificates)
+/// included.
+fn signed_by(actor: &[u8], key: &[u8; 16]) -> bool {
+    actor.len() == super::guard::ACTOR_LEN && actor.starts_with(key)
 }
 
 /// How deep below a record [`Replay::copy_ours`] goes: the app's deepest value is three levels
@@ -1683,7 +1698,7 @@ impl Replay<'_> {
             let written = match &id {
                 ObjId::Id(_, actor, _) => {
                     let actor = actor.to_bytes();
-                    self.ours.iter().any(|k| actor.starts_with(k))
+                    self.ours.iter().any(|k| signed_by(&actor, k))
                 }
                 ObjId::Root => false,
             };
