@@ -124,13 +124,15 @@ impl AppState {
         address: Option<[u8; 32]>,
     ) -> Option<tokio::task::JoinHandle<()>> {
         let now = crate::storage::unix_now();
-        if !self.inner.last_seen.due(space, device, now) {
-            return None;
-        }
+        // The share first: a note refused for load is tried again at the next request, not
+        // an hour later.
         let share = match address {
             Some(key) => Some(self.inner.address_writes.try_acquire_spare(&key)?),
             None => None,
         };
+        if !self.inner.last_seen.due(space, device, now) {
+            return None;
+        }
         let write = self.inner.storage.touch_device(space, device, now);
         Some(tokio::spawn(async move {
             let result = write.await;
@@ -273,7 +275,8 @@ mod tests {
         let held = [state.write_share(address), state.write_share(address)];
         assert!(state.note_seen(space, DeviceId([1; 16]), address).is_none());
         drop(held);
-        let note = state.note_seen(space, DeviceId([2; 16]), address).unwrap();
+        // The note refused for load is written at the device's next request, not an hour on.
+        let note = state.note_seen(space, DeviceId([1; 16]), address).unwrap();
         note.await.unwrap();
         state.storage().close().await.unwrap();
     }
