@@ -2577,3 +2577,250 @@ fn blake_rejoins_alex_now(s: &mut Story) -> Result<()> {
     blake_phone.rotate_for_rejoin(alex, PartnerIdentity::generate()?.public())?;
     Ok(())
 }
+
+/// A chain of `levels` nested maps under `text` of record `id`, made in one change by the
+/// forger's actor `n`: a few bytes a level. (Put together from its first two levels, as an
+/// Automerge transaction takes seconds a thousand levels in a debug build.)
+fn deep_chain(s: &Story, forger: &Forger, n: u8, id: RecordId, levels: u64) -> Result<Vec<u8>> {
+    use automerge::legacy::{ObjectId, OpId};
+    let base = s.sim.devices[0].journal().document(Space::Couple)?;
+    let mut doc = AutoCommit::load(&base)?.with_actor(forger.actor(n));
+    let rec = record(&doc, id)?;
+    let obj = doc.put_object(&rec, "text", ObjType::Map)?;
+    doc.put_object(&obj, "x", ObjType::Map)?;
+    doc.commit();
+    let mut change = doc.get_last_local_change().context("change")?.decode();
+    let level = change.operations.pop().context("no second level")?;
+    let start = change.start_op.get();
+    for i in 1..levels {
+        let mut op = level.clone();
+        op.obj = ObjectId::Id(OpId(start + i - 1, change.actor_id.clone()));
+        change.operations.push(op);
+    }
+    change.hash = None;
+    Ok(automerge::Change::from(change).raw_bytes().to_vec())
+}
+
+/// One signed change nesting thousands of maps (in a field its author may write) would cost a
+/// copy of its path per level to check, and a stack frame per level to read: every honest
+/// device refuses it at once, and goes on starting and syncing.
+#[test]
+fn a_deep_chain_of_maps_in_one_change_is_refused_at_once() -> Result<()> {
+    let mut s = story(97)?;
+    for (n, levels) in [(1u8, 5_000u64), (2, 40_000)] {
+        // A device of its own for each, as a refusal is reported once a device.
+        let mut forger = Forger::new(&s.sim, 1, s.blake)?;
+        let before = forged_counts(&s.sim, "structure");
+        let change = deep_chain(&s, &forger, n, s.blake_need, levels)?;
+        let plain = forger.bundle(&s.sim, &[change])?;
+        let started = std::time::Instant::now();
+        forger.push(&mut s.sim, &plain)?;
+        s.sim.settle()?;
+        refused_everywhere(&s.sim, "structure", &before)
+            .with_context(|| format!("{levels} levels"))?;
+        // Generous for a loaded machine: checking every level's whole path took minutes.
+        ensure!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "{levels} levels took {:?} to refuse",
+            started.elapsed()
+        );
+    }
+    for d in 0..s.sim.devices.len() {
+        s.sim.restart_device(d)?;
+    }
+    s.sim.settle()?;
+    identical(&s.sim)?;
+    for d in &s.sim.devices {
+        let need = d.journal().get(s.blake_need)?;
+        ensure!(
+            matches!(&need.body, Body::Need(n) if n.text == "Tell me when you are late"),
+            "{}: the need changed",
+            d.name
+        );
+    }
+    Ok(())
+}
+
+/// The same chain built one level a change, in a field only its author writes (so no rule of
+/// the field's own refuses it): the change that goes deeper than the app ever writes is
+/// refused, and with it what builds on it.
+#[test]
+fn a_deep_chain_built_a_level_at_a_time_in_an_own_field_is_refused() -> Result<()> {
+    let mut s = story(98)?;
+    let mut forger = Forger::new(&s.sim, 1, s.blake)?;
+    let before = forged_counts(&s.sim, "structure");
+    let base = s.sim.devices[0].journal().document(Space::Couple)?;
+    let mut doc = AutoCommit::load(&base)?.with_actor(forger.actor(1));
+    let rec = record(&doc, s.blake_need)?;
+    let mut obj = doc.put_object(&rec, "text", ObjType::Map)?;
+    doc.commit();
+    let mut changes = vec![
+        doc.get_last_local_change()
+            .context("change")?
+            .raw_bytes()
+            .to_vec(),
+    ];
+    for _ in 0..40 {
+        obj = doc.put_object(&obj, "x", ObjType::Map)?;
+        doc.commit();
+        changes.push(
+            doc.get_last_local_change()
+                .context("change")?
+                .raw_bytes()
+                .to_vec(),
+        );
+    }
+    // One change a chunk, as a device syncing over days would send them.
+    for change in changes {
+        let plain = forger.bundle(&s.sim, &[change])?;
+        forger.push(&mut s.sim, &plain)?;
+    }
+    s.sim.settle()?;
+    refused_everywhere(&s.sim, "structure", &before)?;
+    for d in &s.sim.devices {
+        let couple = d.journal().document(Space::Couple)?;
+        let doc = AutoCommit::load(&couple)?;
+        let mut obj = record(&doc, s.blake_need)?;
+        let mut depth = 2;
+        for key in ["text"].into_iter().chain(std::iter::repeat("x")) {
+            match doc.get(&obj, key)? {
+                Some((Value::Object(_), child)) => {
+                    obj = child;
+                    depth += 1;
+                }
+                _ => break,
+            }
+        }
+        ensure!(depth <= 8, "{}: a chain {depth} maps deep got in", d.name);
+    }
+    Ok(())
+}
+
+/// Alex agreed to a boundary's words; Blake rewords it (as the app lets either partner), then
+/// records other words under the hash of the ones Alex agreed to, so that Alex's consent would
+/// read as given to them. Every device refuses that, and the packet shows what Alex agreed to.
+#[test]
+fn the_words_a_consent_was_given_to_cannot_be_changed() -> Result<()> {
+    use mend_core::export::{Format, PacketOptions};
+    let mut s = story(99)?;
+    let agreed = "No contact with them";
+    let b = s.sim.devices[2].journal_mut();
+    let Body::Boundary(mut boundary) = b.get(s.boundary)?.body else {
+        anyhow::bail!("not a boundary");
+    };
+    boundary.text = "Contact when we both know".into();
+    b.edit(s.boundary, Body::Boundary(boundary))?;
+    s.sim.settle()?;
+    let mut forger = Forger::new(&s.sim, 1, s.blake)?;
+    forge(&mut s, &mut forger, 1, "wording", |doc, s| {
+        let rec = record(doc, s.boundary)?;
+        let wordings = map_at(doc, &rec, "wordings")?;
+        doc.put(
+            &wordings,
+            mend_core::wording_hash(agreed),
+            "Contact whenever you like",
+        )?;
+        Ok(())
+    })?;
+    for d in &s.sim.devices {
+        let j = d.journal();
+        let (from, to) = j.default_packet_range()?;
+        let options = PacketOptions {
+            from,
+            to,
+            kinds: Vec::new(),
+        };
+        let packet = j.export_packet(&options, Format::Markdown)?;
+        ensure!(
+            packet.contains(&format!("An earlier wording: {agreed}")),
+            "{}: {packet}",
+            d.name
+        );
+        ensure!(!packet.contains("whenever"), "{}: {packet}", d.name);
+    }
+    Ok(())
+}
+
+/// A forged write into a copy of the couple's document.
+type Attack = dyn Fn(&mut AutoCommit, &Story) -> Result<()>;
+
+/// Values of a shape the app never writes, in fields the partner may write into the other's
+/// records: each would leave the record unreadable, gone from every list and figure and the
+/// packet, and no longer editable by its author. Every device refuses each one.
+#[test]
+fn values_of_the_wrong_shape_cannot_make_the_partners_records_vanish() -> Result<()> {
+    let mut s = story(100)?;
+    let alex_need = s.sim.devices[0].journal_mut().add(Body::Need(Need {
+        kind: NeedKind::Therapy,
+        text: "Come with me on Thursdays".into(),
+        ..Default::default()
+    }))?;
+    s.sim.settle()?;
+    let attacks: Vec<(&str, RecordId, Box<Attack>)> = vec![
+        (
+            "a consent that is a number",
+            s.boundary,
+            Box::new(|doc, s| {
+                let rec = record(doc, s.boundary)?;
+                let consents = map_at(doc, &rec, "consents")?;
+                doc.put(&consents, s.blake.to_string(), 5)?;
+                Ok(())
+            }),
+        ),
+        (
+            "a view under no date",
+            s.alex_commitment,
+            Box::new(|doc, s| {
+                let rec = record(doc, s.alex_commitment)?;
+                let views = map_at(doc, &rec, "views")?;
+                let v = doc.put_object(&views, "x", ObjType::Map)?;
+                doc.put(&v, "view", "confirmed")?;
+                Ok(())
+            }),
+        ),
+        (
+            "a response that is a string",
+            alex_need,
+            Box::new(move |doc, _| {
+                let rec = record(doc, alex_need)?;
+                doc.put(&rec, "response", "x")?;
+                Ok(())
+            }),
+        ),
+        (
+            "a boundary's words that are a number",
+            s.boundary,
+            Box::new(|doc, s| {
+                let rec = record(doc, s.boundary)?;
+                doc.put(&rec, "text", 5)?;
+                Ok(())
+            }),
+        ),
+    ];
+    for (n, (what, victim, attack)) in attacks.into_iter().enumerate() {
+        // A device of its own for each, as a refusal is reported once a device.
+        let mut forger = Forger::new(&s.sim, 1, s.blake)?;
+        forge(&mut s, &mut forger, n as u8 + 1, "shape", |doc, s| {
+            attack(doc, s)
+        })
+        .with_context(|| what.to_owned())?;
+        for d in &s.sim.devices {
+            let listed = d.journal().records()?.iter().any(|r| r.id == victim);
+            ensure!(listed, "{}: {what} made the record vanish", d.name);
+        }
+    }
+    // Alex can still edit each of them.
+    let a = s.sim.devices[0].journal_mut();
+    for id in [s.boundary, s.alex_commitment, alex_need] {
+        let mut body = a.get(id)?.body;
+        match &mut body {
+            Body::Boundary(b) => b.text = "No contact, and I will tell you".into(),
+            Body::Commitment(c) => c.text = "Phone home at seven".into(),
+            Body::Need(n) => n.text = "Come with me on Fridays".into(),
+            _ => anyhow::bail!("an unexpected kind"),
+        }
+        a.edit(id, body)?;
+    }
+    s.sim.settle()?;
+    identical(&s.sim)
+}

@@ -44,6 +44,12 @@ pub(crate) const ENVELOPE_KEYS: [&str; 6] = [
     "removed",
 ];
 
+/// Most keys from the root to any value of the couple's document. The app's deepest is a
+/// consent's field (`records/<id>/consents/<partner>/state`, five); the rest is room for a
+/// newer version's fields. Receivers refuse deeper writes, and readers never recurse further
+/// below any object than this, whatever an older replica holds.
+pub(crate) const MAX_DEPTH: usize = 8;
+
 /// Keys whose concurrent values are expected and not worth showing as conflicts. A boundary's
 /// `wordings` is keyed by the words' hash: two devices recording one wording write one value.
 const QUIET_KEYS: [&str; 2] = ["updated_at", "wordings"];

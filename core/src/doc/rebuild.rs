@@ -17,34 +17,39 @@ use automerge::{
     transaction::{CommitOptions, Transactable, Transaction},
 };
 
-use super::{ENVELOPE_KEYS, SpaceDoc};
+use super::{ENVELOPE_KEYS, MAX_DEPTH, SpaceDoc};
 use crate::error::{Error, Result};
 
 /// Copies the map `from` into the map `to`, keys `keep` allows only, every value as it is
-/// (bytes stay bytes), the winner of each key only.
+/// (bytes stay bytes), the winner of each key only. Objects more than `depth` levels below
+/// `from` are left out (see [`MAX_DEPTH`]): the copy never recurses without bound, and every
+/// device leaves out the same ones.
 fn copy_map(
     src: &Automerge,
     from: &ObjId,
     tx: &mut Transaction<'_>,
     to: &ObjId,
     keep: &dyn Fn(&str) -> bool,
+    depth: usize,
 ) -> Result<()> {
     for key in src.keys(from) {
         if !keep(&key) {
             continue;
         }
         match src.get(from, key.as_str())? {
-            Some((Value::Object(kind), child)) => {
+            Some((Value::Object(kind), child)) if depth > 1 => {
                 let copy = tx.put_object(to, key.as_str(), kind)?;
-                copy_obj(src, &child, kind, tx, &copy)?;
+                copy_within(src, &child, kind, tx, &copy, depth.saturating_sub(1))?;
             }
             Some((Value::Scalar(value), _)) => tx.put(to, key.as_str(), value.into_owned())?,
-            None => {}
+            Some((Value::Object(_), _)) | None => {}
         }
     }
     Ok(())
 }
 
+/// Copies the object `from` (of `kind`) into `to`, the same kind, as far down as
+/// [`MAX_DEPTH`] levels below it.
 pub(crate) fn copy_obj(
     src: &Automerge,
     from: &ObjId,
@@ -52,22 +57,38 @@ pub(crate) fn copy_obj(
     tx: &mut Transaction<'_>,
     to: &ObjId,
 ) -> Result<()> {
+    copy_within(src, from, kind, tx, to, MAX_DEPTH)
+}
+
+fn copy_within(
+    src: &Automerge,
+    from: &ObjId,
+    kind: ObjType,
+    tx: &mut Transaction<'_>,
+    to: &ObjId,
+    depth: usize,
+) -> Result<()> {
     match kind {
-        ObjType::Map | ObjType::Table => copy_map(src, from, tx, to, &|_| true),
+        ObjType::Map | ObjType::Table => copy_map(src, from, tx, to, &|_| true, depth),
         ObjType::Text => {
             let text = src.text(from)?;
             tx.splice_text(to, 0, 0, &text)?;
             Ok(())
         }
         ObjType::List => {
+            let mut at = 0;
             for i in 0..src.length(from) {
                 match src.get(from, i)? {
-                    Some((Value::Object(kind), child)) => {
-                        let copy = tx.insert_object(to, i, kind)?;
-                        copy_obj(src, &child, kind, tx, &copy)?;
+                    Some((Value::Object(kind), child)) if depth > 1 => {
+                        let copy = tx.insert_object(to, at, kind)?;
+                        copy_within(src, &child, kind, tx, &copy, depth.saturating_sub(1))?;
+                        at = at.saturating_add(1);
                     }
-                    Some((Value::Scalar(value), _)) => tx.insert(to, i, value.into_owned())?,
-                    None => {}
+                    Some((Value::Scalar(value), _)) => {
+                        tx.insert(to, at, value.into_owned())?;
+                        at = at.saturating_add(1);
+                    }
+                    Some((Value::Object(_), _)) | None => {}
                 }
             }
             Ok(())
@@ -143,13 +164,20 @@ pub(crate) fn rebuild(
         };
         let entry = tx.put_object(&to, id.as_str(), ObjType::Map)?;
         let rekey = leave.rekey.as_ref().filter(|(p, _, _)| *p == id);
-        copy_map(&at, &from, &mut tx, &entry, &|key| {
-            !(leave
-                .partner_keys_prefixes
-                .iter()
-                .any(|p| key.starts_with(p.as_str()))
-                || (rekey.is_some() && key.starts_with(IDENTITY_PREFIX)))
-        })?;
+        copy_map(
+            &at,
+            &from,
+            &mut tx,
+            &entry,
+            &|key| {
+                !(leave
+                    .partner_keys_prefixes
+                    .iter()
+                    .any(|p| key.starts_with(p.as_str()))
+                    || (rekey.is_some() && key.starts_with(IDENTITY_PREFIX)))
+            },
+            MAX_DEPTH,
+        )?;
         if let Some((_, claim, at)) = rekey {
             tx.put(&entry, claim.as_str(), *at)?;
         }
@@ -165,9 +193,14 @@ pub(crate) fn rebuild(
         );
         let record = tx.put_object(&to, id.as_str(), ObjType::Map)?;
         // A removed record's words go; its place in threads and counts stays.
-        copy_map(&at, &from, &mut tx, &record, &|key| {
-            !removed || ENVELOPE_KEYS.contains(&key)
-        })?;
+        copy_map(
+            &at,
+            &from,
+            &mut tx,
+            &record,
+            &|key| !removed || ENVELOPE_KEYS.contains(&key),
+            MAX_DEPTH,
+        )?;
     }
     let (hash, _) = tx.commit_with(CommitOptions::default().with_time(0));
     let hash = hash.ok_or_else(|| Error::Corrupt("an empty rebuild".into()))?;
@@ -188,5 +221,23 @@ mod tests {
         let mut near = epoch_actor(3).to_bytes().to_vec();
         near[10] = 1;
         assert_eq!(epoch_of_actor(&ActorId::from(near)), None);
+    }
+
+    #[test]
+    fn a_chain_of_maps_deeper_than_the_app_writes_is_cut_short_by_a_move() -> Result<()> {
+        use crate::doc::json::tests;
+        let (old, _) = tests::deep(50_000)?;
+        let (new, _) = rebuild(
+            old.am(),
+            &old.heads(),
+            1,
+            &Leave::default(),
+            ActorId::from([9u8; 16]),
+        )?;
+        let Some((_, record)) = new.am().get(new.records_obj(), "r")? else {
+            return Err(Error::Corrupt("the record did not move".into()));
+        };
+        assert_eq!(tests::maps_below(new.am(), &record), MAX_DEPTH);
+        Ok(())
     }
 }

@@ -281,10 +281,16 @@ pub(crate) fn build(
                             if c.wording == current {
                                 "The current wording".to_owned()
                             } else {
-                                bd.wordings.get(&c.wording).map_or_else(
-                                    || "An earlier wording".to_owned(),
-                                    |w| format!("An earlier wording: {w}"),
-                                )
+                                // Only words that are what the consent was given to:
+                                // a replica may hold others under that hash from before
+                                // receivers checked.
+                                bd.wordings
+                                    .get(&c.wording)
+                                    .filter(|w| crate::wording_hash(w) == c.wording)
+                                    .map_or_else(
+                                        || "An earlier wording".to_owned(),
+                                        |w| format!("An earlier wording: {w}"),
+                                    )
                             },
                             calendar.date_of(c.at).to_string(),
                         ]);
@@ -461,5 +467,77 @@ fn state_words(s: BoundaryState) -> &'static str {
         BoundaryState::Pending => "Waiting for agreement on the current wording",
         BoundaryState::Declined => "Declined",
         BoundaryState::Revisit => "One partner wants to revisit it",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        error::Result,
+        model::{Boundary, Consent, ConsentState, Visibility},
+        query,
+    };
+
+    /// The packet's line for a consent given to `agreed`, after the boundary was reworded,
+    /// when its wording history holds `held` under the hash of `agreed`.
+    fn consent_line(agreed: &str, held: &str) -> Result<String> {
+        const T: i64 = 1_795_000_000_000;
+        let calendar = Calendar::utc();
+        let (alex, blake) = (PartnerId::generate(), PartnerId::generate());
+        let mut b = Boundary {
+            text: "Contact is fine".into(),
+            ..Default::default()
+        };
+        b.wordings
+            .insert(crate::wording_hash(agreed), held.to_owned());
+        b.consents.insert(
+            alex,
+            Consent {
+                state: ConsentState::Agreed,
+                wording: crate::wording_hash(agreed),
+                at: T,
+            },
+        );
+        let shared = vec![Record {
+            id: RecordId::generate_for(alex),
+            author: alex,
+            created_at: T,
+            updated_at: T,
+            visibility: Visibility::Shared,
+            removed: false,
+            body: Body::Boundary(b),
+            conflicts: Vec::new(),
+        }];
+        let day = calendar.date_of(T);
+        let options = PacketOptions {
+            from: day,
+            to: day,
+            kinds: Vec::new(),
+        };
+        let progress = query::progress(&shared, &[alex, blake], day, day, &calendar)?;
+        let names = vec![(alex, "Alex".to_owned()), (blake, "Blake".to_owned())];
+        let packet = build(&options, names, &shared, progress, &calendar);
+        let md = super::super::markdown::render(&packet);
+        Ok(md
+            .lines()
+            .find(|l| l.contains("An earlier wording"))
+            .unwrap_or_default()
+            .to_owned())
+    }
+
+    #[test]
+    fn a_consent_shows_only_the_words_it_was_given_to() -> Result<()> {
+        let agreed = "No contact with them";
+        let line = consent_line(agreed, agreed)?;
+        assert!(
+            line.contains("An earlier wording: No contact with them"),
+            "{line}"
+        );
+        // Other words under that hash are not what was agreed to.
+        let line = consent_line(agreed, "Contact whenever you like")?;
+        assert!(line.contains("An earlier wording"), "{line}");
+        assert!(!line.contains("whenever"), "{line}");
+        Ok(())
     }
 }

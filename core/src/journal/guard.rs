@@ -27,7 +27,7 @@ use crate::{
         Intro, KeyId,
     },
     date::LocalDate,
-    doc::SpaceDoc,
+    doc::{MAX_DEPTH, SpaceDoc},
     error::{Error, Result},
     ids::{DeviceId, PartnerId, RecordId},
     model::{
@@ -247,6 +247,11 @@ pub enum Breach {
     /// Let a new device in as a partner with no standing ask in its past (never asked, or
     /// cancelled by a device of that partner).
     Unasked,
+    /// Wrote a value of a shape the app never writes there (a consent, a ledger entry or a
+    /// response that no device could read), or a field the app does not have.
+    Shape,
+    /// Recorded words under the hash of other words: what a consent was given to.
+    Wording,
 }
 
 impl Breach {
@@ -282,6 +287,8 @@ impl Breach {
             Self::Unsigned => "unsigned",
             Self::RejoinAsk => "rejoin_ask",
             Self::Unasked => "rejoin_unasked",
+            Self::Shape => "shape",
+            Self::Wording => "wording",
         }
     }
 
@@ -332,6 +339,8 @@ impl Breach {
                 "tried to let a new device in as {target} without a standing ask ({whose} devices \
                  are asked first and can cancel)"
             ),
+            Self::Shape => "tried to write a value the app never writes there".into(),
+            Self::Wording => "tried to change the words a consent was given to".into(),
         }
     }
 }
@@ -931,14 +940,20 @@ fn check_ops(
             ObjectId::Id(obj) => {
                 let key = obj.to_string();
                 fresh.push(made.contains_key(&key));
-                match made.get(&key) {
-                    Some(loc) => loc.clone(),
+                let found = match made.get(&key) {
+                    Some(loc) => loc,
                     None => known
                         .entry(key)
                         .or_insert_with_key(|key| locate_at(doc, key, deps))
-                        .clone()
+                        .as_ref()
                         .ok_or(Breach::Structure)?,
+                };
+                // Deeper than the app ever writes: refused before its path is copied, so a
+                // chain of nested maps costs a few steps to refuse, not a copy per level.
+                if found.path.len() >= MAX_DEPTH {
+                    return Err(Breach::Structure);
                 }
+                found.clone()
             }
         };
         // A map takes keys and a list positions: Automerge itself does not check, and an
@@ -1189,7 +1204,19 @@ fn locate_at(doc: &SpaceDoc, obj: &str, deps: &[ChangeHash]) -> Option<Loc> {
         automerge::ObjType::List => true,
         _ => return None,
     };
-    let parents = doc.am().parents(&ex).ok()?.path();
+    // Walked up no further than the deepest path a change may write into (a replica from
+    // before that bound may hold deeper chains).
+    let mut parents: Vec<(ObjId, Prop)> = doc
+        .am()
+        .parents(&ex)
+        .ok()?
+        .take(MAX_DEPTH.saturating_add(1))
+        .map(|p| (p.obj, p.prop))
+        .collect();
+    if parents.len() > MAX_DEPTH {
+        return None;
+    }
+    parents.reverse();
     // The maps every replica starts with (the genesis change's) are in every past.
     let genesis = obj.ends_with(&format!("@{}", "0".repeat(32)));
     let mut path = Vec::with_capacity(parents.len());
@@ -1458,7 +1485,14 @@ fn check_field(
                 Err(Breach::Fixed)
             };
         }
-        "updated_at" => return Ok(()),
+        "updated_at" => {
+            // A time, as every version writes it.
+            return if rest.len() == 1 && is_int(action) {
+                Ok(())
+            } else {
+                Err(Breach::Shape)
+            };
+        }
         "visibility" => {
             return if author {
                 Ok(())
@@ -1514,7 +1548,7 @@ fn check_field(
             return Err(Breach::Wipe);
         }
     }
-    match (kind, field) {
+    let allowed = match (kind, field) {
         (Kind::Boundary, "consents") => {
             if rest.len() >= 2 && rest[1] != me {
                 return Err(Breach::Consent);
@@ -1579,7 +1613,112 @@ fn check_field(
                 }
             }
         },
+    };
+    allowed?;
+    check_shape(kind, author, rest, action)
+}
+
+/// Whether a value a partner may write into a record the other also reads has the shape the
+/// app writes (`model/kinds.rs`, `journal/write.rs`, `journal/ops.rs`): a value of another
+/// shape fails to read, and the whole record would drop out of every list and refuse every
+/// edit. Fields only a record's author writes are the author's own to get wrong.
+fn check_shape(
+    kind: Kind,
+    author: bool,
+    rest: &[String],
+    action: &OpType,
+) -> std::result::Result<(), Breach> {
+    let key = rest.get(1).map(String::as_str);
+    let leaf = rest.get(2).map(String::as_str);
+    let fits = match (kind, rest[0].as_str(), rest.len()) {
+        // A consent: `{state, wording (the words' hash), at}`, made whole.
+        (Kind::Boundary, "consents", 1 | 2) => is_map(action),
+        (Kind::Boundary, "consents", 3) => match leaf {
+            Some("state") => is_str(action),
+            Some("wording") => {
+                matches!(action, OpType::Put(ScalarValue::Str(w)) if is_hash(w))
+            }
+            Some("at") => is_int(action),
+            _ => false,
+        },
+        // Every wording under its own hash: a consent shows the words it was given to.
+        (Kind::Boundary, "wordings", 1) => is_map(action),
+        (Kind::Boundary, "wordings", 2) => {
+            let words = match action {
+                OpType::Put(ScalarValue::Str(w)) => Some(w.as_str()),
+                _ => None,
+            };
+            return match words {
+                Some(words) if key == Some(super::write::wording_hash(words).as_str()) => Ok(()),
+                _ => Err(Breach::Wording),
+            };
+        }
+        (Kind::Boundary, "text" | "area", 1) => is_str(action),
+        (Kind::Boundary, "review_date", 1) => {
+            matches!(action, OpType::Put(ScalarValue::Null)) || is_date_str(action)
+        }
+        (Kind::Boundary, "text" | "area" | "review_date" | "consents" | "wordings", _) => false,
+        // A field this version does not know, in a record the other partner reads: its
+        // author's (a newer version's) alone.
+        (Kind::Boundary, _, _) => author,
+        // A ledger entry: under an occurrence's date, `{status or view, note, at}`.
+        (Kind::Commitment, "claims" | "views", 1) => is_map(action),
+        (Kind::Commitment, "claims" | "views", 2) => key.is_some_and(is_day) && is_map(action),
+        (Kind::Commitment, field @ ("claims" | "views"), 3) => match leaf {
+            Some("status") if field == "claims" => is_str(action),
+            Some("view") if field == "views" => is_str(action),
+            Some("note") => is_str(action),
+            Some("at") => is_int(action),
+            _ => false,
+        },
+        (Kind::Commitment, "status_changes", 1) => is_map(action),
+        (Kind::Commitment, "status_changes", 2) => key.is_some_and(is_day) && is_str(action),
+        (Kind::Commitment, "claims" | "views" | "status_changes", _) => false,
+        // A response: none yet, or `{kind, note, at}`.
+        (Kind::Need, "response", 1) => {
+            is_map(action) || matches!(action, OpType::Put(ScalarValue::Null))
+        }
+        (Kind::Need, "response", 2) => match key {
+            Some("kind" | "note") => is_str(action),
+            Some("at") => is_int(action),
+            _ => false,
+        },
+        (Kind::Need, "response", _) => false,
+        _ => true,
+    };
+    if fits { Ok(()) } else { Err(Breach::Shape) }
+}
+
+fn is_map(action: &OpType) -> bool {
+    matches!(action, OpType::Make(automerge::ObjType::Map))
+}
+
+fn is_str(action: &OpType) -> bool {
+    matches!(action, OpType::Put(ScalarValue::Str(_)))
+}
+
+/// An integer a reader takes as an `i64` (a time).
+fn is_int(action: &OpType) -> bool {
+    match action {
+        OpType::Put(ScalarValue::Int(_)) => true,
+        OpType::Put(ScalarValue::Uint(u)) => i64::try_from(*u).is_ok(),
+        _ => false,
     }
+}
+
+/// A local date in its one spelling (`YYYY-MM-DD`).
+fn is_day(text: &str) -> bool {
+    text.parse::<LocalDate>()
+        .is_ok_and(|d| d.to_string() == text)
+}
+
+fn is_date_str(action: &OpType) -> bool {
+    matches!(action, OpType::Put(ScalarValue::Str(s)) if is_day(s))
+}
+
+/// A SHA-256 as the app spells it: 64 lowercase hex digits.
+fn is_hash(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 #[cfg(test)]
