@@ -2824,3 +2824,72 @@ fn values_of_the_wrong_shape_cannot_make_the_partners_records_vanish() -> Result
     s.sim.settle()?;
     identical(&s.sim)
 }
+
+/// Blake's modified app consents to a boundary Alex made after a forget's cut, under an actor
+/// of the old unsigned length spelled as Alex's phone's key id (key ids are public in the
+/// certificates). Alex's phone must not take that change for its own when it moves: it would
+/// write Blake's consent again as Alex's, the new epoch would refuse the boundary, and it
+/// would be lost from every replica.
+#[test]
+fn a_partner_cannot_pass_a_change_off_as_the_moving_devices_own() -> Result<()> {
+    // Alex's phone (0); Blake's phone (1) and tablet (2).
+    let mut sim = Sim::new(106, 1, 2, 1_000)?;
+    for d in 0..3 {
+        sim.devices[d]
+            .journal_mut()
+            .add(Body::HonestyMoment(HonestyMoment {
+                text: "here".into(),
+                ..Default::default()
+            }))?;
+    }
+    sim.settle()?;
+    let blake = sim.devices[1].journal().me();
+    let mut forger = Forger::new(&sim, 1, blake)?;
+    introduce(&mut sim, &mut forger, blake)?;
+    sim.rotate(1, Reason::Forget, &[])?;
+    let text = "made after the cut";
+    let late = sim.devices[0].journal_mut().add(Body::Boundary(Boundary {
+        area: BoundaryArea::Contact,
+        text: text.into(),
+        ..Default::default()
+    }))?;
+    sim.round_of(0)?;
+    let alex_phone = ActorId::from(sim.devices[0].key.public().key_id().0.to_vec());
+    let change = Forger::change(&sim, alex_phone, |doc| {
+        let rec = record(doc, late)?;
+        let consents = map_at(doc, &rec, "consents")?;
+        let c = doc.put_object(&consents, blake.to_string(), ObjType::Map)?;
+        doc.put(&c, "state", "agreed")?;
+        doc.put(&c, "wording", mend_core::wording_hash(text))?;
+        doc.put(&c, "at", T0)?;
+        Ok(())
+    })?;
+    let plain = forger.bundle(&sim, &[change])?;
+    forger.push(&mut sim, &plain)?;
+    sim.round_of(0)?;
+    ensure!(
+        sim.devices[0].journal().epoch()? == 0,
+        "Alex's phone moved early"
+    );
+    let Body::Boundary(b) = sim.devices[0].journal().get(late)?.body else {
+        anyhow::bail!("not a boundary");
+    };
+    ensure!(
+        b.consents.contains_key(&blake),
+        "the forged consent did not arrive"
+    );
+    for _ in 0..4 {
+        sim.settle()?;
+    }
+    for d in &sim.devices {
+        let j = d.journal();
+        ensure!(j.epoch()? == 1, "{} did not move", d.name);
+        let kept = j.get(late).ok().map(|r| r.body);
+        ensure!(
+            matches!(&kept, Some(Body::Boundary(b)) if b.text == text),
+            "{} lost Alex's boundary: {kept:?}",
+            d.name
+        );
+    }
+    Ok(())
+}
