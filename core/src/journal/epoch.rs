@@ -1402,7 +1402,7 @@ fn replay_own(
     let mut partners: BTreeSet<(String, String)> = BTreeSet::new();
     let mut own_values: HashMap<Vec<String>, ScalarValue> = HashMap::new();
     for change in old.get_changes(heads) {
-        if !signed_by(&change.actor_id().to_bytes(), own) {
+        if !signed_by(change.actor_id().to_bytes(), own) {
             continue;
         }
         for op in change.decode().operations {
@@ -1698,7 +1698,7 @@ impl Replay<'_> {
             let written = match &id {
                 ObjId::Id(_, actor, _) => {
                     let actor = actor.to_bytes();
-                    self.ours.iter().any(|k| signed_by(&actor, k))
+                    self.ours.iter().any(|k| signed_by(actor, k))
                 }
                 ObjId::Root => false,
             };
