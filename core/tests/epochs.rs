@@ -628,3 +628,55 @@ fn a_partner_cannot_get_a_replay_refused_by_consenting_after_the_cut() -> Result
     );
     still_syncing(&mut sim)
 }
+
+/// Blake's phone makes a boundary after a forget's cut, and Blake's tablet rewords it before
+/// either moves. Only the phone, which made it, makes it again in the new epoch: two devices
+/// making it again would put two records under one id, a conflict whose settling would write
+/// the other partner's entries again and be refused.
+#[test]
+fn a_record_made_after_the_cut_is_made_again_once() -> Result<()> {
+    // Alex's phone (0); Blake's phone (1) and tablet (2).
+    let mut sim = Sim::new(64, 1, 2, 1_000)?;
+    heard_from(&mut sim)?;
+    sim.rotate(0, Reason::Forget, &[])?;
+    let late = sim.devices[1]
+        .journal_mut()
+        .add(boundary("made after the cut"))?;
+    sim.round_of(1)?;
+    sim.round_of(2)?;
+    let Body::Boundary(mut b) = sim.devices[2].journal().get(late)?.body else {
+        bail!("not a boundary");
+    };
+    b.text = "reworded on the tablet".into();
+    sim.devices[2].journal_mut().edit(late, Body::Boundary(b))?;
+    sim.round_of(2)?;
+    sim.round_of(1)?;
+    for d in [1, 2] {
+        ensure!(
+            sim.devices[d].journal().epoch()? == 0,
+            "{} moved early",
+            sim.devices[d].name
+        );
+    }
+    for _ in 0..3 {
+        sim.settle()?;
+    }
+    none_refused(&sim)?;
+    converged(&sim, 1)?;
+    for d in &sim.devices {
+        let record = d.journal().get(late)?;
+        ensure!(
+            record.conflicts.is_empty(),
+            "{}: the record was made twice: {:?}",
+            d.name,
+            record.conflicts
+        );
+        ensure!(
+            matches!(&record.body, Body::Boundary(b) if b.text == "reworded on the tablet"),
+            "{}: {:?}",
+            d.name,
+            record.body
+        );
+    }
+    still_syncing(&mut sim)
+}

@@ -2893,3 +2893,45 @@ fn a_partner_cannot_pass_a_change_off_as_the_moving_devices_own() -> Result<()> 
     }
     Ok(())
 }
+
+/// A newer version adds keys the app here does not know: a note beside a consent, a field of
+/// a boundary either partner edits. Readers ignore them, so receivers take them: refusing them
+/// would cut the newer version's devices off for good.
+#[test]
+fn keys_a_newer_version_adds_are_taken() -> Result<()> {
+    let mut s = story(107)?;
+    s.sim.devices[2]
+        .journal_mut()
+        .consent(s.boundary, ConsentState::Agreed)?;
+    s.sim.settle()?;
+    let mut newer = Forger::new(&s.sim, 1, s.blake)?;
+    introduce(&mut s.sim, &mut newer, s.blake)?;
+    let change = Forger::change(&s.sim, newer.actor(2), |doc| {
+        let rec = record(doc, s.boundary)?;
+        let consents = map_at(doc, &rec, "consents")?;
+        let mine = map_at(doc, &consents, &s.blake.to_string())?;
+        doc.put(&mine, "note", "with a note")?;
+        doc.put(&rec, "reminder", "weekly")?;
+        Ok(())
+    })?;
+    let plain = newer.bundle(&s.sim, &[change])?;
+    newer.push(&mut s.sim, &plain)?;
+    s.sim.settle()?;
+    for d in &s.sim.devices {
+        let refused: Vec<_> = d
+            .problems
+            .iter()
+            .filter(|p| matches!(p.kind, ProblemKind::Forged { .. }))
+            .collect();
+        ensure!(refused.is_empty(), "{} refused: {refused:?}", d.name);
+        let Body::Boundary(b) = d.journal().get(s.boundary)?.body else {
+            anyhow::bail!("not a boundary");
+        };
+        ensure!(
+            b.consents.get(&s.blake).map(|c| c.state) == Some(ConsentState::Agreed),
+            "{}: {b:?}",
+            d.name
+        );
+    }
+    Ok(())
+}

@@ -1598,16 +1598,26 @@ impl Replay<'_> {
         let Some((Value::Object(ObjType::Map), from)) = self.old.get(from_records, id)? else {
             return Ok(());
         };
+        // A record of the other partner's they removed since: nothing of it is this
+        // device's to write again (removing their entries there would be refused).
+        let theirs = str_at(self.old, &from, "author").is_some_and(|a| a != self.me);
+        let removed = matches!(
+            self.old.get(&from, "removed")?,
+            Some((Value::Scalar(s), _)) if matches!(s.as_ref(), ScalarValue::Boolean(true))
+        );
+        if theirs && removed {
+            return Ok(());
+        }
         let to = match tx.get(to_records, id)? {
             Some((Value::Object(ObjType::Map), to)) => Some(to),
             _ => None,
         };
-        // A record this partner made after the cut (here, or on another of their devices)
-        // is made again whole; another partner's the new document lacks is theirs to make.
-        let ours = str_at(self.old, &from, "author").is_some_and(|a| a == self.me);
+        // A record this device made after the cut is made again whole, by this device alone
+        // (two devices making it again would make two records under one id); one the new
+        // document lacks otherwise is its maker's to make.
         let to = match to {
             Some(to) if !touched.whole => to,
-            _ if touched.whole || ours => {
+            _ if touched.whole => {
                 let to = tx.put_object(to_records, id, ObjType::Map)?;
                 let mut path = vec!["records".to_owned(), id.to_owned()];
                 return self.copy_ours(&from, tx, &to, &mut path, COPY_DEPTH);
@@ -1624,16 +1634,8 @@ impl Replay<'_> {
                 self.old.get(&from, field.as_str())?,
                 tx.get(&to, field.as_str())?,
             ) {
-                // Deleted with its record by its author (this device); or gone, and with it
-                // the entries this device wrote.
+                // Deleted with its record by its author (this device).
                 (None, Some(_)) if touched.itself => tx.delete(&to, field.as_str())?,
-                (None, Some((Value::Object(ObjType::Map), to_map))) => {
-                    for entry in &touched.entries {
-                        if tx.get(&to_map, entry.as_str())?.is_some() {
-                            tx.delete(&to_map, entry.as_str())?;
-                        }
-                    }
-                }
                 (None, _) => {}
                 // Entry by entry into the map that stands: never the map again.
                 (

@@ -1615,19 +1615,14 @@ fn check_field(
         },
     };
     allowed?;
-    check_shape(kind, author, rest, action)
+    check_shape(kind, rest, action)
 }
 
 /// Whether a value a partner may write into a record the other also reads has the shape the
 /// app writes (`model/kinds.rs`, `journal/write.rs`, `journal/ops.rs`): a value of another
 /// shape fails to read, and the whole record would drop out of every list and refuse every
 /// edit. Fields only a record's author writes are the author's own to get wrong.
-fn check_shape(
-    kind: Kind,
-    author: bool,
-    rest: &[String],
-    action: &OpType,
-) -> std::result::Result<(), Breach> {
+fn check_shape(kind: Kind, rest: &[String], action: &OpType) -> std::result::Result<(), Breach> {
     let key = rest.get(1).map(String::as_str);
     let leaf = rest.get(2).map(String::as_str);
     let fits = match (kind, rest[0].as_str(), rest.len()) {
@@ -1639,7 +1634,8 @@ fn check_shape(
                 matches!(action, OpType::Put(ScalarValue::Str(w)) if is_hash(w))
             }
             Some("at") => is_int(action),
-            _ => false,
+            // A key this version does not know: a newer version's, ignored when read.
+            _ => is_plain(action),
         },
         // Every wording under its own hash: a consent shows the words it was given to.
         (Kind::Boundary, "wordings", 1) => is_map(action),
@@ -1658,9 +1654,8 @@ fn check_shape(
             matches!(action, OpType::Put(ScalarValue::Null)) || is_date_str(action)
         }
         (Kind::Boundary, "text" | "area" | "review_date" | "consents" | "wordings", _) => false,
-        // A field this version does not know, in a record the other partner reads: its
-        // author's (a newer version's) alone.
-        (Kind::Boundary, _, _) => author,
+        // A field this version does not know (a newer version's): ignored when read.
+        (Kind::Boundary, _, _) => true,
         // A ledger entry: under an occurrence's date, `{status or view, note, at}`.
         (Kind::Commitment, "claims" | "views", 1) => is_map(action),
         (Kind::Commitment, "claims" | "views", 2) => key.is_some_and(is_day) && is_map(action),
@@ -1669,7 +1664,8 @@ fn check_shape(
             Some("view") if field == "views" => is_str(action),
             Some("note") => is_str(action),
             Some("at") => is_int(action),
-            _ => false,
+            Some("status" | "view") => false,
+            _ => is_plain(action),
         },
         (Kind::Commitment, "status_changes", 1) => is_map(action),
         (Kind::Commitment, "status_changes", 2) => key.is_some_and(is_day) && is_str(action),
@@ -1681,7 +1677,7 @@ fn check_shape(
         (Kind::Need, "response", 2) => match key {
             Some("kind" | "note") => is_str(action),
             Some("at") => is_int(action),
-            _ => false,
+            _ => is_plain(action),
         },
         (Kind::Need, "response", _) => false,
         _ => true,
@@ -1691,6 +1687,12 @@ fn check_shape(
 
 fn is_map(action: &OpType) -> bool {
     matches!(action, OpType::Make(automerge::ObjType::Map))
+}
+
+/// A plain value (or its deletion) under a key this version does not know: a newer version
+/// may add keys, which readers here ignore, so refusing them would cut its devices off.
+fn is_plain(action: &OpType) -> bool {
+    matches!(action, OpType::Put(_) | OpType::Delete)
 }
 
 fn is_str(action: &OpType) -> bool {
