@@ -110,9 +110,9 @@ impl Journal {
     pub fn space_found_erased(&mut self, space: Space) -> Result<Option<String>> {
         self.step(|j| {
             let me = j.me;
-            let markers: Vec<_> = Space::ALL
+            let markers: Vec<_> = j
+                .erased_markers()
                 .into_iter()
-                .flat_map(|s| j.markers_in(s))
                 .filter(|(by, _)| space == Space::Couple || *by == me)
                 .collect();
             if !j.keep_marker(markers)? {
