@@ -107,6 +107,9 @@ class Statuses(SyncStatusListener):
         with self.lock:
             self.seen.append(status)
 
+    def on_keyring_changed(self):
+        pass
+
 
 passed = 0
 failed = 0

@@ -118,6 +118,11 @@ pub trait JournalListener: Send + Sync {
 pub trait SyncStatusListener: Send + Sync {
     /// The sync status changed. What this throws is logged and skipped.
     fn on_status(&self, status: SyncStatus) -> Result<(), ListenerError>;
+    /// The journal moved to new secrets while syncing (a device was removed, a partner
+    /// forgot, a rejoin was let in): store `keyringSecret()` again now. The secret stored
+    /// before cannot open or restore this journal's new spaces. What this throws is logged
+    /// and skipped.
+    fn on_keyring_changed(&self) -> Result<(), ListenerError>;
 }
 
 enum Listener {
@@ -256,16 +261,34 @@ impl SyncObserver for Hub {
         if listeners.is_empty() || records.is_empty() {
             return;
         }
-        let device = self.device.get().cloned();
+        // Described now, while the journal is surely open: the callback thread may be behind,
+        // and the journal closed by the time it delivers.
+        let change = JournalChange {
+            records: describe(self.device.get(), &records),
+        };
         post(move || {
-            let change = JournalChange {
-                records: describe(device.as_ref(), &records),
-            };
             for listener in listeners {
                 // Upgraded at delivery: a subscription cancelled meanwhile hears nothing.
                 if let Some(l) = listener.upgrade() {
                     let change = change.clone();
                     guarded("journal", move || l.on_change(change));
+                }
+            }
+        });
+    }
+
+    fn keyring_changed(&self) {
+        let listeners = self.status_listeners();
+        if listeners.is_empty() {
+            // Nothing can tell the app: the next `syncNow` report says so too
+            // (`keyringChanged`).
+            tracing::warn!("the journal's secrets changed and no status listener hears it");
+            return;
+        }
+        post(move || {
+            for listener in listeners {
+                if let Some(l) = listener.upgrade() {
+                    guarded("keyring", move || l.on_keyring_changed());
                 }
             }
         });

@@ -103,7 +103,10 @@ impl From<CoreError> for MendError {
             CoreError::DeviceRemoved(_) => Self::DeviceRemoved(message),
             CoreError::Locked(_) => Self::Locked(message),
             CoreError::TooNew { .. } => Self::TooNew(message),
-            CoreError::Storage(_) | CoreError::Document(_) | CoreError::Io(_) => Self::Io(message),
+            CoreError::Storage(_)
+            | CoreError::Document(_)
+            | CoreError::Io(_)
+            | CoreError::Unavailable { .. } => Self::Io(message),
             CoreError::Tampered => Self::Tampered(message),
             CoreError::Unreachable => Self::Unreachable(message),
             CoreError::UntrustedRelay(_) => Self::UntrustedRelay(message),

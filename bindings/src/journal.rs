@@ -8,7 +8,7 @@
 //! microseconds.
 
 use std::{
-    path::Path,
+    path::{Path, PathBuf},
     sync::{Arc, PoisonError, RwLock},
     time::{Duration, Instant},
 };
@@ -18,6 +18,7 @@ use mend_core::{
     Calendar, Journal as CoreJournal, LockMode, OpenOptions, Weekday, crypto::PairingKind,
 };
 use tokio::sync::watch;
+use zeroize::Zeroizing;
 
 use crate::{
     bodies::RecordBody,
@@ -157,8 +158,10 @@ impl Journal {
     }
 
     /// Opens with `open` on the blocking pool and wires the listeners' hub to the device.
+    /// `made`: the database `open` creates there, removed if the caller has gone.
     async fn assemble(
         options: JournalOptions,
+        made: Option<PathBuf>,
         open: impl FnOnce(Arc<dyn SyncObserver>) -> Result<Device> + Send + 'static,
     ) -> Result<Arc<Self>> {
         let calendar = options.calendar()?;
@@ -166,16 +169,17 @@ impl Journal {
         let hub = Arc::new(Hub::default());
         let observer = Arc::clone(&hub) as Arc<dyn SyncObserver>;
         let device = blocking(move || {
-            let device = open(observer)?;
+            let device = Made::new(open(observer)?, made);
             if let Some(calendar) = calendar {
-                device.set_calendar(calendar)?;
+                device.get()?.set_calendar(calendar)?;
             }
             if let Some(name) = device_name {
-                device.set_device_name(&name)?;
+                device.get()?.set_device_name(&name)?;
             }
-            Ok(Arc::new(device))
+            Ok(device)
         })
-        .await?;
+        .await?
+        .handed_over()?;
         Ok(Self::wired(device, hub))
     }
 
@@ -191,23 +195,23 @@ impl Journal {
         let device_name = options.device_name()?;
         let hub = Arc::new(Hub::default());
         let observer = Arc::clone(&hub) as Arc<dyn SyncObserver>;
-        // Not cancellable: a join cut after its database was made would leave a journal whose
-        // keys the app never received.
+        // Not cancellable: a join cut halfway would leave the inviting device waiting. If the
+        // caller has gone by its end, the journal made is removed (nobody holds its keys).
         let device = run(async move {
             let device = joining
                 .finish(Path::new(&path), open, relay, Some(observer))
                 .await?;
-            Ok(Arc::new(device))
+            let device = Made::new(device, Some(PathBuf::from(path)));
+            if let Some(calendar) = calendar {
+                device.get()?.set_calendar(calendar)?;
+            }
+            if let Some(name) = device_name {
+                device.get()?.set_device_name(&name)?;
+            }
+            Ok(device)
         })
-        .await?;
-        if let Some(calendar) = calendar {
-            let d = Arc::clone(&device);
-            blocking(move || Ok(d.set_calendar(calendar)?)).await?;
-        }
-        if let Some(name) = device_name {
-            let d = Arc::clone(&device);
-            blocking(move || Ok(d.set_device_name(&name)?)).await?;
-        }
+        .await?
+        .handed_over()?;
         Ok(Self::wired(device, hub))
     }
 
@@ -239,6 +243,57 @@ impl Journal {
     }
 }
 
+/// A journal a call opened or made for a caller that may have gone: uniffi drops the future of
+/// a cancelled coroutine or Task, while the work runs on to its end. One that created its
+/// database and is never handed over is closed and its files removed: nobody holds its keys,
+/// and left there it would make the next attempt fail ("a journal already exists").
+struct Made {
+    device: Option<Arc<Device>>,
+    created: Option<PathBuf>,
+}
+
+impl Made {
+    fn new(device: Device, created: Option<PathBuf>) -> Self {
+        Self {
+            device: Some(Arc::new(device)),
+            created,
+        }
+    }
+
+    fn get(&self) -> Result<&Arc<Device>> {
+        self.device
+            .as_ref()
+            .ok_or_else(|| MendError::Internal("the journal was handed over already".into()))
+    }
+
+    /// The journal, now the caller's.
+    fn handed_over(mut self) -> Result<Arc<Device>> {
+        self.device
+            .take()
+            .ok_or_else(|| MendError::Internal("the journal was handed over already".into()))
+    }
+}
+
+impl Drop for Made {
+    fn drop(&mut self) {
+        let (Some(device), Some(path)) = (self.device.take(), self.created.take()) else {
+            return;
+        };
+        // Held nowhere else (nothing has started on it): dropping it closes the database and
+        // releases its lock.
+        if Arc::strong_count(&device) != 1 {
+            return;
+        }
+        drop(device);
+        match mend_client::remove_database(&path) {
+            Ok(()) => tracing::info!("removed a journal made for a call that was cancelled"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not remove a journal made for a cancelled call")
+            }
+        }
+    }
+}
+
 /// Refuses to open what is not there, so a missing database reads as `missing`, not `corrupt`.
 fn existing(path: &str) -> Result<()> {
     if Path::new(path).exists() {
@@ -263,7 +318,8 @@ impl Journal {
     ) -> Result<Arc<Self>> {
         let relay = options.relay()?;
         let open = options.open();
-        Self::assemble(options, move |o| {
+        let made = Some(PathBuf::from(&path));
+        Self::assemble(options, made, move |o| {
             Ok(Device::create(
                 Path::new(&path),
                 &name,
@@ -285,11 +341,12 @@ impl Journal {
         keyring_secret: String,
         options: JournalOptions,
     ) -> Result<Arc<Self>> {
-        let keyring = Keyring::from_secret_string(&keyring_secret)?;
+        // The app's string is dropped here, not at the end of the call: wiped.
+        let keyring = Keyring::from_secret_string(&Zeroizing::new(keyring_secret))?;
         existing(&path)?;
         let relay = options.relay()?;
         let open = options.open();
-        Self::assemble(options, move |o| {
+        Self::assemble(options, None, move |o| {
             Ok(Device::open(
                 Path::new(&path),
                 keyring,
@@ -314,7 +371,8 @@ impl Journal {
         budget_ms: i32,
         options: JournalOptions,
     ) -> Result<Arc<Self>> {
-        let keyring = Keyring::from_secret_string(&keyring_secret)?;
+        // The app's string is dropped here, not at the end of the call: wiped.
+        let keyring = Keyring::from_secret_string(&Zeroizing::new(keyring_secret))?;
         let calendar = options.calendar()?;
         let relay = options.relay()?;
         let open = options.open();
@@ -331,12 +389,14 @@ impl Journal {
                 Some(observer),
             )
             .await?;
+            let device = Made::new(device, Some(PathBuf::from(path)));
             if let Some(calendar) = calendar {
-                device.set_calendar(calendar)?;
+                device.get()?.set_calendar(calendar)?;
             }
-            Ok(Arc::new(device))
+            Ok(device)
         })
-        .await?;
+        .await?
+        .handed_over()?;
         Ok(Self::wired(device, hub))
     }
 
@@ -348,10 +408,13 @@ impl Journal {
         run(async move { Ok(device.ready().await?) }).await
     }
 
-    /// Closes the journal: stops live sync, waits for calls still in flight, and releases
-    /// the file, so it can be opened again at once (here or by an app extension). Every later
-    /// call fails with `closed`; closing again does nothing. (Kotlin's `close()` of the
-    /// generated class only frees the handle: call `shutdown()` first.)
+    /// Closes the journal: stops live sync and any `sync_now` under way (as `cancel_sync`
+    /// does), waits for calls still in flight, and releases the file, so it can be opened
+    /// again at once (here or by an app extension). Every later call fails with `closed`;
+    /// closing again does nothing. A call that holds the journal for more than 30 s more (an
+    /// erase, a removal) makes it fail with `locked`, the journal still open and usable.
+    /// (Kotlin's `close()` of the generated class only frees the handle: call `shutdown()`
+    /// first.)
     pub async fn shutdown(&self) -> Result<()> {
         let taken = self
             .device
@@ -361,27 +424,41 @@ impl Journal {
         let Some(mut device) = taken else {
             return Ok(());
         };
-        run(async move {
+        // A `sync_now` under way holds the journal until its deadline: it stops now, keeping
+        // what it applied.
+        self.cancel_sync();
+        // `Some`: still held after the wait, handed back.
+        let held = run(async move {
             device.stop_live().await;
             // Calls in flight hold their own reference; each ends within one storage step.
             let until = Instant::now() + CLOSE_WAIT;
-            let device = loop {
+            loop {
                 match Arc::try_unwrap(device) {
-                    Ok(device) => break device,
+                    Ok(device) => {
+                        device.close().await?;
+                        return Ok(None);
+                    }
                     Err(shared) if Instant::now() < until => {
                         device = shared;
                         tokio::time::sleep(Duration::from_millis(2)).await;
                     }
-                    Err(_) => {
-                        return Err(MendError::Locked(
-                            "calls still in flight kept the journal open".into(),
-                        ));
-                    }
+                    Err(shared) => return Ok(Some(shared)),
                 }
-            };
-            Ok(device.close().await?)
+            }
         })
-        .await
+        .await?;
+        let Some(device) = held else {
+            return Ok(());
+        };
+        // Still open (an erase or a removal that has not ended holds it): the journal stays
+        // usable rather than closed with its file still locked; try again later.
+        let mut slot = self.device.write().unwrap_or_else(PoisonError::into_inner);
+        if slot.is_none() {
+            *slot = Some(device);
+        }
+        Err(MendError::Locked(
+            "calls still in flight kept the journal open; it stays open".into(),
+        ))
     }
 
     /// Erases the shared journal: this partner's erase marker is pushed (so their other
@@ -712,7 +789,7 @@ impl Journal {
     /// once, the partner's writes told to the subscriptions as they land. Starting it while
     /// it runs does nothing. Returns at once. When live sync brings a new epoch (a device
     /// removed, a "forget", a rejoin), the journal moves at once with a sync round of its own
-    /// and the observer's `keyring_changed` asks the app to store the keyring again.
+    /// and the status listeners' `on_keyring_changed` asks the app to store the keyring again.
     pub fn start_live(&self) -> Result<()> {
         let device = self.device()?;
         let _context = runtime()?.enter();

@@ -9,6 +9,7 @@ use std::sync::{Arc, Weak};
 
 use mend_core::crypto::PairingKind;
 use tokio::sync::{Mutex, watch};
+use zeroize::Zeroizing;
 
 use crate::{
     convert::PartnerId,
@@ -42,7 +43,7 @@ pub struct Invitation {
     /// Set when the app cancels or declines: ends every `wait_for_joiner` in progress (one
     /// holds the invitation, others wait for it), so those never wait out a timeout.
     stop: watch::Sender<bool>,
-    code: String,
+    code: Zeroizing<String>,
     short: bool,
     expires_at: u64,
 }
@@ -64,7 +65,7 @@ impl Invitation {
         Self {
             rejoin,
             stop: watch::Sender::new(false),
-            code: invitation.code().to_owned(),
+            code: Zeroizing::new(invitation.code().to_owned()),
             short: invitation.is_short(),
             expires_at: invitation.expires_at(),
             inner: Arc::new(Mutex::new(Some(invitation))),
@@ -88,7 +89,8 @@ impl Invitation {
     /// What to show: an invite (`MEND4-…`, for a QR code or text) or a short code to read out
     /// (`42-olive-harbor`). Secret until the pairing ends; never log it. Memory only.
     pub fn code(&self) -> String {
-        self.code.clone()
+        // The app's copy crosses the boundary as a plain string; the one kept here is wiped.
+        self.code.as_str().to_owned()
     }
 
     /// Whether `code()` is a short code (the joiner then also needs the relay's address).
@@ -135,7 +137,7 @@ impl Invitation {
 
     /// Lets the joiner in: the journal's secrets go to it, sealed for it alone. Returns once
     /// it has taken them (or after 30 s). For a rejoin, the journal first moves to new
-    /// secrets without the other partner's old devices (the observer's `keyring_changed`
+    /// secrets without the other partner's old devices (the status listeners' `on_keyring_changed`
     /// then asks the app to store the keyring again).
     pub async fn accept(&self) -> Result<()> {
         let inner = Arc::clone(&self.inner);
@@ -224,6 +226,7 @@ impl Joining {
         relay_url: Option<String>,
         options: JournalOptions,
     ) -> Result<Arc<Self>> {
+        let code = Zeroizing::new(code);
         let relay = options.relay()?;
         let joining = run(async move {
             Ok(mend_client::Device::start_join(

@@ -82,6 +82,109 @@ impl SyncStatusListener for Statuses {
         let _ = self.0.lock().expect("sender").send(status);
         Ok(())
     }
+
+    fn on_keyring_changed(&self) -> Result<(), ListenerError> {
+        Ok(())
+    }
+}
+
+/// Holds the callback thread in its first call until the test lets it go.
+struct Holds {
+    entered: Mutex<Option<Sender<()>>>,
+    release: Mutex<Receiver<()>>,
+}
+
+impl JournalListener for Holds {
+    fn on_change(&self, _change: JournalChange) -> Result<(), ListenerError> {
+        if let Some(entered) = self.entered.lock().expect("entered").take() {
+            let _ = entered.send(());
+            let _ = self.release.lock().expect("release").recv_timeout(DELIVERY);
+        }
+        Ok(())
+    }
+}
+
+/// A change delivered after the journal closed (the callback thread was behind) still says
+/// what the record is: before, it came with no kind and `removed` false, which apps read as
+/// "no longer visible, but keep it".
+#[test]
+fn a_change_delivered_after_shutdown_still_says_its_kind() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("j.db").display().to_string();
+    let journal = wait(Journal::create(
+        path,
+        "Alex".into(),
+        RELAY.into(),
+        JournalOptions::default(),
+    ))
+    .expect("create");
+    let (entered, held) = mpsc::channel();
+    let (release, released) = mpsc::channel();
+    let holds = Arc::new(Holds {
+        entered: Mutex::new(Some(entered)),
+        release: Mutex::new(released),
+    });
+    let (heard, changes) = Heard::new();
+    let _holding = journal.subscribe(holds);
+    let _hearing = journal.subscribe(heard);
+    wait(journal.add(share("first"), None)).expect("add");
+    held.recv_timeout(DELIVERY)
+        .expect("the callback thread is held");
+    let second = wait(journal.add(share("second"), None)).expect("add");
+    wait(journal.shutdown()).expect("shutdown");
+    release.send(()).expect("release");
+    let mut seen = None;
+    while let Ok((_, change)) = changes.recv_timeout(DELIVERY) {
+        if let Some(record) = change.records.iter().find(|r| r.id == second) {
+            seen = Some(record.clone());
+            break;
+        }
+    }
+    let record = seen.expect("the second change was delivered");
+    assert_eq!(record.kind, Some(RecordKind::Share), "{record:?}");
+    assert!(!record.removed);
+}
+
+/// The coroutine or Task awaiting `create` is cancelled (the person left the screen): the
+/// journal made meanwhile is removed, so a second try works (before: "a journal already
+/// exists", with keys nobody ever received).
+#[test]
+fn a_cancelled_create_leaves_no_journal_behind() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("j.db").display().to_string();
+    let create = || {
+        Journal::create(
+            path.clone(),
+            "Alex".into(),
+            RELAY.into(),
+            JournalOptions::default(),
+        )
+    };
+    // Polled once (the work starts), then dropped, as uniffi drops a cancelled call's future.
+    let timers = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime with timers");
+    let cut = timers.block_on(async { tokio::time::timeout(Duration::ZERO, create()).await });
+    assert!(cut.is_err(), "the create ended before it was cut");
+    // Time for the cut create to finish its work (it runs on; a second try meanwhile would
+    // race it rather than find what it left).
+    std::thread::sleep(Duration::from_secs(1));
+    let mut again = None;
+    for _ in 0..200 {
+        match wait(create()) {
+            Ok(journal) => {
+                again = Some(journal);
+                break;
+            }
+            Err(MendError::Invalid(m)) if m.contains("already exists") => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    let journal = again.expect("a journal from the cancelled create is still in the way");
+    wait(journal.shutdown()).expect("shutdown");
 }
 
 fn ids(change: &JournalChange) -> Vec<RecordId> {
@@ -272,6 +375,20 @@ fn errors_say_missing_corrupt_and_invalid_with_stable_codes() {
     assert_eq!(e.code(), "corrupt", "{e:?}");
     // The damaged file is left as it was.
     assert_eq!(std::fs::read(&garbage).expect("read"), vec![0x5a; 8192]);
+
+    // A sound journal the device cannot open now (here its lock cannot be made; on a phone,
+    // a full disk or a file protected while locked) is `io`, not `corrupt`: nothing to
+    // recover, try again later.
+    let sound = dir.path().join("sound.db");
+    std::fs::copy(dir.path().join("a.db"), &sound).expect("copy");
+    std::fs::create_dir(dir.path().join("sound.db.lock")).expect("dir");
+    let e = wait(Journal::open(
+        sound.display().to_string(),
+        secret.clone(),
+        JournalOptions::default(),
+    ))
+    .expect_err("io");
+    assert_eq!(e.code(), "io", "{e:?}");
 
     let bad_zone = dir.path().join("z.db").display().to_string();
     let e = wait(Journal::create(

@@ -82,6 +82,57 @@ fn cancel_sync_stops_a_round_and_it_says_what_it_did() -> Result<()> {
     })
 }
 
+/// The app closes the journal (before suspension, or to let an extension in) while a
+/// background round waits on a relay that never answers: the round stops, the file is free.
+#[test]
+fn shutdown_stops_a_round_in_flight_and_releases_the_journal() -> Result<()> {
+    executor()?.block_on(async {
+        let dir = tempfile::tempdir()?;
+        let silent = TcpListener::bind("127.0.0.1:0").await?;
+        let journal = journal(&dir, &silent).await?;
+        let secret = journal.keyring_secret()?;
+        let round = tokio::spawn({
+            let journal = Arc::clone(&journal);
+            async move { journal.sync_now(600_000).await }
+        });
+        let conn = tokio::time::timeout(GENEROUS, silent.accept()).await??.0;
+        // Before: shutdown waited 30 s for the round, then failed with `locked` while the
+        // round still held the file.
+        tokio::time::timeout(Duration::from_secs(5), journal.shutdown()).await??;
+        let report = tokio::time::timeout(GENEROUS, round).await???;
+        ensure!(!report.finished, "{report:?}");
+        tokio::time::timeout(GENEROUS, until_closed(conn)).await?;
+        let path = dir.path().join("j.db").display().to_string();
+        let again = Journal::open(path, secret, JournalOptions::default()).await?;
+        again.shutdown().await?;
+        Ok(())
+    })
+}
+
+/// A short background round while a long one waits on a silent relay: it waits for its turn
+/// no longer than its own deadline (before: until the long one ended).
+#[test]
+fn a_round_waiting_for_another_still_ends_by_its_deadline() -> Result<()> {
+    executor()?.block_on(async {
+        let dir = tempfile::tempdir()?;
+        let silent = TcpListener::bind("127.0.0.1:0").await?;
+        let journal = journal(&dir, &silent).await?;
+        let long = tokio::spawn({
+            let journal = Arc::clone(&journal);
+            async move { journal.sync_now(600_000).await }
+        });
+        let conn = tokio::time::timeout(GENEROUS, silent.accept()).await??.0;
+        let report = tokio::time::timeout(GENEROUS, journal.sync_now(200)).await??;
+        ensure!(!report.finished && report.status.syncing, "{report:?}");
+        ensure!(report.pushed == 0 && report.pulled == 0, "{report:?}");
+        journal.cancel_sync();
+        tokio::time::timeout(GENEROUS, long).await???;
+        drop(conn);
+        journal.shutdown().await?;
+        Ok(())
+    })
+}
+
 #[test]
 fn the_deadline_cuts_a_request_the_relay_never_answers() -> Result<()> {
     executor()?.block_on(async {

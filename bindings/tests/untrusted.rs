@@ -19,6 +19,10 @@ impl SyncStatusListener for Seen {
         }
         Ok(())
     }
+
+    fn on_keyring_changed(&self) -> Result<(), ListenerError> {
+        Ok(())
+    }
 }
 
 #[test]

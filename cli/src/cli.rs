@@ -152,7 +152,8 @@ pub enum Command {
     },
     /// Join a journal with the invite or short code your partner shows, and fetch it.
     Join {
-        /// The invite (starts with MEND4-) or the short code (as in 42-olive-harbor).
+        /// The invite (starts with MEND4-) or the short code (as in 42-olive-harbor); `-`
+        /// reads it from standard input, so it stays out of the process list and shell history.
         code: String,
         /// Your name, as your partner will see it (ignored when joining as another device).
         #[arg(long)]

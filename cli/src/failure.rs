@@ -120,7 +120,10 @@ pub fn exit_for(error: &Error) -> Exit {
         | Error::Invalid(_)
         | Error::Removed(_)
         | Error::Invite(_) => Exit::Input,
-        Error::Locked(_) | Error::Open { .. } | Error::TooNew { .. } => Exit::Home,
+        Error::Locked(_)
+        | Error::Open { .. }
+        | Error::Unavailable { .. }
+        | Error::TooNew { .. } => Exit::Home,
         Error::Unreachable => Exit::Unreachable,
         Error::UntrustedRelay(_) => Exit::Untrusted,
         Error::Tampered => Exit::Tampered,

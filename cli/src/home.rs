@@ -17,6 +17,7 @@ use std::{
 use anyhow::{Context, Result};
 use mend_client::{Device, Keyring, RelayOptions, SyncObserver};
 use mend_core::journal::OpenOptions;
+use zeroize::Zeroizing;
 
 use crate::failure::{Exit, Failure};
 
@@ -172,12 +173,13 @@ impl Home {
 
     fn load_keyring(&self) -> Result<Keyring> {
         let path = self.keyring_path();
-        let text = fs::read_to_string(&path).map_err(|e| {
+        // The whole keyring: kept in a buffer wiped on drop.
+        let text = Zeroizing::new(fs::read_to_string(&path).map_err(|e| {
             Failure::new(
                 Exit::Home,
                 format!("cannot read the keyring {}: {}", path.display(), e.kind()),
             )
-        })?;
+        })?);
         warn_if_readable_by_others(&path);
         Keyring::from_secret_string(&text).map_err(|_| {
             Failure::new(
@@ -204,6 +206,12 @@ impl Home {
             .and_then(|()| file.sync_all())
             .with_context(|| format!("cannot write the keyring in {}", self.dir.display()))?;
         fs::rename(&tmp, &path)
+            .with_context(|| format!("cannot write the keyring in {}", self.dir.display()))?;
+        // The rename is durable only once the directory is: a power cut could otherwise bring
+        // back the keyring from before an epoch move, or none after a join.
+        #[cfg(unix)]
+        fs::File::open(&self.dir)
+            .and_then(|dir| dir.sync_all())
             .with_context(|| format!("cannot write the keyring in {}", self.dir.display()))?;
         Ok(())
     }

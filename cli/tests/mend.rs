@@ -121,6 +121,17 @@ impl World {
 
     /// Runs `mend` with `env` set (the time zone UTC unless it says otherwise).
     fn mend_env(&self, home: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Run> {
+        self.mend_typing(home, args, env, "")
+    }
+
+    /// [`World::mend_env`] with `typed` on standard input.
+    fn mend_typing(
+        &self,
+        home: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        typed: &str,
+    ) -> Result<Run> {
         let output = assert_cmd::Command::new(cargo_bin!("mend"))
             .env_remove("MEND_HOME")
             .env("MEND_TZ", "UTC")
@@ -130,6 +141,7 @@ impl World {
             .arg("--home")
             .arg(self.home(home))
             .args(args)
+            .write_stdin(typed)
             .timeout(COMMAND_LIMIT)
             .output()
             .context("run mend")?;
@@ -200,9 +212,10 @@ impl World {
         let mut args = vec!["invite", "--plain"];
         args.extend_from_slice(invite_args);
         let (code, child) = first_line(self.spawn(host, &args)?, |_| true)?;
-        let mut join = vec!["join", code.as_str()];
+        // The code on standard input (`-`), as a careful user gives it.
+        let mut join = vec!["join", "-"];
         join.extend_from_slice(join_args);
-        let joined = self.mend(guest, &join)?;
+        let joined = self.mend_typing(guest, &join, &[], &format!("{code}\n"))?;
         let invited = finish(child)?;
         Ok((invited, joined, code))
     }

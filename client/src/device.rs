@@ -21,6 +21,7 @@ use mend_core::{
     sync::{Problem, ProblemKind, SpaceLink, SyncStatus, SyncStore},
 };
 
+use futures_util::{FutureExt, future::FusedFuture};
 use zeroize::Zeroizing;
 
 use crate::{
@@ -109,6 +110,9 @@ impl Device {
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         if let Some(signer) = keyring.signer(journal.me(), journal.device(), now) {
             journal.set_signer(signer)?;
+        }
+        if let Some(identity) = &keyring.identity {
+            journal.keep_identity(identity.clone());
         }
         let journal = Arc::new(Mutex::new(journal));
         let client = Arc::new(SyncClient::new(
@@ -468,13 +472,13 @@ impl Device {
 
     /// The secrets a pairing hands the other partner (the couple's secret: never show it to
     /// anyone; [`Device::invite`] is what a user shares).
-    pub fn partner_invite(&self) -> Result<String> {
+    pub fn partner_invite(&self) -> Result<Zeroizing<String>> {
         self.keyring().partner_invite()
     }
 
     /// The secrets a pairing hands another of this partner's devices (never show them to
     /// anyone; [`Device::invite`] is what a user shares).
-    pub fn device_invite(&self) -> Result<String> {
+    pub fn device_invite(&self) -> Result<Zeroizing<String>> {
         let me = lock(&self.journal)?.me();
         self.keyring().device_invite(me)
     }
@@ -536,7 +540,10 @@ impl Device {
         self.sync_round_or(budget, std::future::pending()).await
     }
 
-    /// [`Device::sync_round`], also cut when `stop` completes.
+    /// [`Device::sync_round`], also cut when `stop` completes. The deadline and `stop` hold
+    /// for every step: the wait for another round to end, the round, and what follows it
+    /// (certifying, retiring old spaces); a move to a new epoch is not cut once begun, and
+    /// none begins after the deadline (the next round makes it).
     pub async fn sync_round_or(
         &self,
         budget: Duration,
@@ -544,32 +551,59 @@ impl Device {
     ) -> Result<RoundReport> {
         self.refuse_if_removed()?;
         let deadline = tokio::time::Instant::now() + budget;
-        let mut stop = std::pin::pin!(stop);
+        // Fused: polled again after it fired, it stays pending instead of panicking.
+        let mut stop = std::pin::pin!(stop.fuse());
         // One round at a time: a round that moves the journal to a new epoch must not run
-        // beside another whose engine still holds the old epoch's keys. The other round ends
-        // within its own budget; this one keeps what is left of its own.
-        let _turn = self.rounds.lock().await;
+        // beside another whose engine still holds the old epoch's keys. This one waits for
+        // the other no longer than its own deadline, then keeps what is left of it.
+        let turn = tokio::select! {
+            turn = self.rounds.lock() => Some(turn),
+            () = tokio::time::sleep_until(deadline) => None,
+            () = stop.as_mut() => None,
+        };
+        let Some(_turn) = turn else {
+            // Another round held the turn throughout: this one did nothing, sync is under way.
+            let mut report = RoundReport::default();
+            report.status.syncing = true;
+            return Ok(report);
+        };
+        let over = |fired: bool| fired || tokio::time::Instant::now() >= deadline;
+        let mut moved = self.adopt_elsewhere().await?;
         let budget = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let mut report = self.client.sync_round_or(budget, stop.as_mut()).await?;
-        self.certify_quietly().await;
+        let mut report = match self.client.sync_round_or(budget, stop.as_mut()).await {
+            // The other process moved while this round ran: nothing was sent; once more with
+            // the new keys.
+            Err(Error::MovedElsewhere) if self.adopt_elsewhere().await? => {
+                moved = true;
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                self.client.sync_round_or(left, stop.as_mut()).await?
+            }
+            other => other?,
+        };
+        if !over(stop.is_terminated()) {
+            within(deadline, stop.as_mut(), self.certify_quietly()).await;
+        }
         // A round can bring a new epoch: move, then sync the new spaces in what is left.
-        let mut moved = false;
         for _ in 0..2 {
-            if !self.follow_epoch().await? {
+            if over(stop.is_terminated()) || !self.follow_epoch().await? {
                 break;
             }
             moved = true;
             self.certified.store(false, Ordering::Relaxed);
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             report = self.client.sync_round_or(left, stop.as_mut()).await?;
-            self.certify_quietly().await;
+            if !over(stop.is_terminated()) {
+                within(deadline, stop.as_mut(), self.certify_quietly()).await;
+            }
         }
         report.keyring_changed |= moved;
         self.note_retired(&report.status);
         self.refuse_if_removed()?;
-        self.finish_removal().await;
-        if report.status.online {
-            self.retire_old_epochs().await;
+        if !over(stop.is_terminated()) {
+            self.finish_removal().await;
+        }
+        if report.status.online && !over(stop.is_terminated()) {
+            within(deadline, stop.as_mut(), self.retire_old_epochs()).await;
         }
         // An ask to rejoin waits from when it reached the relay; one naming this partner is
         // noted as shown.
@@ -749,9 +783,18 @@ impl Device {
         // (it would read the old spaces into the new epoch's state, or push the new epoch's
         // changes under the old keys). Started again on the spaces the journal is in after.
         let was_live = self.is_live();
+        // A `stop_live` made while the journal moves must not be undone by the restart after.
+        let stops = *self.live_stopped.borrow();
         if was_live {
             self.stop_live_inner().await;
         }
+        let resume = || {
+            if was_live && *self.live_stopped.borrow() == stops {
+                self.start_live()
+            } else {
+                Ok(())
+            }
+        };
         let journal = Arc::clone(&self.journal);
         let (old_couple, old_personal) = (keyring.couple.clone(), keyring.personal.clone());
         let moved = blocking(move || {
@@ -792,17 +835,13 @@ impl Device {
         let moved = match moved {
             Ok(moved) => moved,
             Err(e) => {
-                if was_live {
-                    self.start_live()?;
-                }
+                resume()?;
                 return Err(e);
             }
         };
         match moved {
             Followed::Stay => {
-                if was_live {
-                    self.start_live()?;
-                }
+                resume()?;
                 Ok(false)
             }
             Followed::Removed(at, rejoined, despite_cancel, early) => {
@@ -854,15 +893,67 @@ impl Device {
                     kept.links()
                 };
                 self.client.relink(links);
-                if was_live {
-                    self.start_live()?;
-                }
+                resume()?;
                 if let Some(observer) = &self.observer {
                     observer.keyring_changed();
                 }
                 Ok(true)
             }
         }
+    }
+
+    /// Takes the new secrets when another process (an app extension, in extension mode) moved
+    /// the journal to a new epoch: the journal holds them, sealed to this device, since that
+    /// move. Live sync starts again on the new spaces, and the observer is told to store the
+    /// keyring. Returns whether it did.
+    async fn adopt_elsewhere(&self) -> Result<bool> {
+        let mut keyring = self.keyring();
+        let before = keyring.couple.derive_space_id();
+        let journal = Arc::clone(&self.journal);
+        let adopted = blocking(move || {
+            let mut journal = lock(&journal)?;
+            // The step reads again what the other process committed.
+            journal.step(|j| {
+                if j.couple_space_id().is_none_or(|space| space == before) {
+                    return Ok(None);
+                }
+                catch_up_keyring(j, &mut keyring)?;
+                Ok(Some(keyring))
+            })
+        })
+        .await?;
+        let Some(adopted) = adopted else {
+            return Ok(false);
+        };
+        if adopted.couple.derive_space_id() == before {
+            tracing::warn!(
+                "the journal moved in another process and holds no secrets for this one"
+            );
+            return Ok(false);
+        }
+        let was_live = self.is_live();
+        let stops = *self.live_stopped.borrow();
+        if was_live {
+            self.stop_live_inner().await;
+        }
+        let links = {
+            let mut kept = self
+                .keyring
+                .lock()
+                .map_err(|_| Error::Corrupt("the keyring is unusable".into()))?;
+            kept.couple = adopted.couple.clone();
+            kept.personal = adopted.personal.clone();
+            kept.links()
+        };
+        self.client.relink(links);
+        self.certified.store(false, Ordering::Relaxed);
+        if was_live && *self.live_stopped.borrow() == stops {
+            self.start_live()?;
+        }
+        if let Some(observer) = &self.observer {
+            observer.keyring_changed();
+        }
+        Ok(true)
     }
 
     /// Tells the app that this device was shut out, as a `Retired` problem on the couple's
@@ -1059,16 +1150,14 @@ impl Device {
             ));
         };
         let keyring = self.keyring();
-        Ok(Zeroizing::new(
-            Invite {
-                relay_url: keyring.relay_url.clone(),
-                couple: keyring.couple.clone(),
-                kind: InviteKind::Rejoin { partner },
-                relay_pin: keyring.relay_pin,
-                epoch: Some(start),
-            }
-            .encode()?,
-        ))
+        Invite {
+            relay_url: keyring.relay_url.clone(),
+            couple: keyring.couple.clone(),
+            kind: InviteKind::Rejoin { partner },
+            relay_pin: keyring.relay_pin,
+            epoch: Some(start),
+        }
+        .encode()
     }
 
     async fn rotate(
@@ -1209,7 +1298,7 @@ fn staging_path(path: &Path) -> PathBuf {
 }
 
 /// Removes a database and the files SQLite and the store keep beside it.
-fn remove_database(path: &Path) -> Result<()> {
+pub fn remove_database(path: &Path) -> Result<()> {
     for suffix in ["", "-wal", "-shm", ".lock"] {
         let mut name = path.as_os_str().to_owned();
         name.push(suffix);
@@ -1313,4 +1402,16 @@ pub struct EraseReport {
     /// The erase marker reached the relay before the spaces were deleted: devices that synced
     /// in between saw it. Devices that sync later learn it from the tombstones all the same.
     pub marker_pushed: bool,
+}
+
+/// Runs `work` until `deadline` or `stop`, whichever comes first; `None` if cut.
+async fn within<T>(
+    deadline: tokio::time::Instant,
+    stop: std::pin::Pin<&mut impl Future<Output = ()>>,
+    work: impl Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        done = tokio::time::timeout_at(deadline, work) => done.ok(),
+        () = stop => None,
+    }
 }

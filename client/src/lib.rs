@@ -16,7 +16,7 @@ mod pairing;
 mod sync;
 mod transport;
 
-pub use device::{Device, EraseReport, RejoinAsks};
+pub use device::{Device, EraseReport, RejoinAsks, remove_database};
 pub use devices::SeenDevice;
 pub use http::RelayHttp;
 pub use mend_core::{Error, Keyring, Result};

@@ -279,7 +279,7 @@ impl Device {
             Ok((me, name))
         })?;
         let epoch = self.read(|j| j.epoch_start())?;
-        let handover = Zeroizing::new(match kind {
+        let handover = match kind {
             PairingKind::Partner => keyring.partner_invite_at(epoch)?,
             PairingKind::Device => keyring.device_invite_at(me, epoch)?,
             // Written once the journal has moved to the epoch the rejoin starts
@@ -297,9 +297,9 @@ impl Device {
                 // Refused before a joiner gets as far as a code: the rejoin waits for its ask,
                 // and for the relay to say that no device of the partner cancelled it.
                 self.rejoin_check(other).await?;
-                String::new()
+                Zeroizing::new(String::new())
             }
-        });
+        };
         let (status, body) = http
             .pairing(
                 Method::POST,
@@ -337,7 +337,7 @@ impl Device {
                 kind,
             };
             let mut channel = invite.channel(Role::Host);
-            invitation.code = Zeroizing::new(invite.encode()?);
+            invitation.code = invite.encode()?;
             let offer = invitation.offer(&mut channel)?;
             invitation.mailbox.post(offer).await?;
             invitation.channel = Some(channel);

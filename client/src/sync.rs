@@ -429,7 +429,17 @@ impl SyncClient {
             while in_flight.try_join_next().is_some() {}
             while !inbox.is_empty() {
                 let events = coalesce(inbox.drain(..).collect());
-                let (fed, requests, told) = self.feed(engine, events, true).await?;
+                let (fed, requests, told) = match self.feed(engine, events, true).await {
+                    // Another process (an app extension) moved the journal to a new epoch:
+                    // nothing goes out under the old keys. The epoch-following task takes the
+                    // new ones and starts live sync again on them.
+                    Err(Error::MovedElsewhere) => {
+                        self.epoch_news.notify_one();
+                        let _ = stop.changed().await;
+                        return Ok(());
+                    }
+                    other => other?,
+                };
                 engine = fed;
                 if told.epoch_offered {
                     self.epoch_news.notify_one();

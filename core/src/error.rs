@@ -49,6 +49,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// The database could not be opened for a reason of the device, not of the file: its
+    /// folder cannot be written, the disk is full, the file is protected while the phone is
+    /// locked, the lock could not be taken. The file is left untouched; later may work.
+    #[error("cannot open the journal database at {path}: {reason}")]
+    Unavailable {
+        /// Where the database is.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// The database was written by a newer version of Mend.
     #[error(
         "the journal database has schema version {found}; this version of Mend reads up to {supported}"
@@ -93,6 +104,11 @@ pub enum Error {
     /// Pairing a device stopped: a wrong or used code, an expired invite, a declined join.
     #[error("{0}")]
     Pairing(crate::crypto::PairingFailure),
+
+    /// Another process (an app extension) moved this journal to new secrets while this one
+    /// held the old ones: nothing was sent. The device takes the new secrets and syncs again.
+    #[error("the journal moved to new secrets in another process; sync again")]
+    MovedElsewhere,
 
     /// The relay could not be reached or did not answer in time.
     #[error("the relay could not be reached; try again later")]

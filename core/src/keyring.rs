@@ -5,7 +5,7 @@
 //! (or, for the CLI, a file only its user can read) and hands it back when it opens the
 //! journal.
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::{
@@ -54,6 +54,11 @@ const KEYRING_V2: &str = "mend-keyring-v2:";
 /// | url`, each optional part present when its flag is set; written once a keyring holds a
 /// signing key.
 const KEYRING_V3: &str = "mend-keyring-v3:";
+/// v3's layout followed by the first 4 bytes of its SHA-256, written since: a keyring cut short
+/// or damaged in storage is refused, not read with part of its relay's address (the URL is its
+/// tail, and `relay.example.co` is someone else's).
+const KEYRING_V4: &str = "mend-keyring-v4:";
+const SUM_LEN: usize = 4;
 const FLAG_PIN: u8 = 1;
 const FLAG_IDENTITY: u8 = 2;
 const FLAG_DEVICE_KEY: u8 = 4;
@@ -135,13 +140,13 @@ impl Keyring {
     }
 
     /// An invite for the other partner (couple's space only).
-    pub fn partner_invite(&self) -> Result<String> {
+    pub fn partner_invite(&self) -> Result<Zeroizing<String>> {
         self.partner_invite_at(None)
     }
 
     /// [`Keyring::partner_invite`] for a journal in epoch `epoch` (its number and first
     /// change), when past the first.
-    pub fn partner_invite_at(&self, epoch: Option<(u32, [u8; 32])>) -> Result<String> {
+    pub fn partner_invite_at(&self, epoch: Option<(u32, [u8; 32])>) -> Result<Zeroizing<String>> {
         Invite {
             relay_url: self.relay_url.clone(),
             couple: self.couple.clone(),
@@ -153,7 +158,7 @@ impl Keyring {
     }
 
     /// An invite for another device of this partner (both spaces).
-    pub fn device_invite(&self, me: PartnerId) -> Result<String> {
+    pub fn device_invite(&self, me: PartnerId) -> Result<Zeroizing<String>> {
         self.device_invite_at(me, None)
     }
 
@@ -162,7 +167,7 @@ impl Keyring {
         &self,
         me: PartnerId,
         epoch: Option<(u32, [u8; 32])>,
-    ) -> Result<String> {
+    ) -> Result<Zeroizing<String>> {
         Invite {
             relay_url: self.relay_url.clone(),
             couple: self.couple.clone(),
@@ -180,7 +185,9 @@ impl Keyring {
     /// The secrets as one string, for storage the app trusts. Handle like a password: it is
     /// wiped from memory when dropped.
     pub fn to_secret_string(&self) -> Zeroizing<String> {
-        let mut raw = Zeroizing::new(Vec::with_capacity(64 + 1 + 96 + self.relay_url.len()));
+        let mut raw = Zeroizing::new(Vec::with_capacity(
+            64 + 1 + 96 + self.relay_url.len() + SUM_LEN,
+        ));
         raw.extend_from_slice(self.couple.expose());
         raw.extend_from_slice(self.personal.expose());
         let prefix = if self.identity.is_none() && self.device_key.is_none() {
@@ -208,15 +215,15 @@ impl Keyring {
             if let Some(key) = &self.device_key {
                 raw.extend_from_slice(key.expose());
             }
-            KEYRING_V3
+            KEYRING_V4
         };
         raw.extend_from_slice(self.relay_url.as_bytes());
+        if prefix == KEYRING_V4 {
+            let sum = Sha256::digest(raw.as_slice());
+            raw.extend_from_slice(&sum[..SUM_LEN]);
+        }
         // Sized up front: a string that grew would leave its old buffer unwiped.
-        let len = prefix.len() + base64::encoded_len(raw.len(), false).unwrap_or(0);
-        let mut out = Zeroizing::new(String::with_capacity(len));
-        out.push_str(prefix);
-        URL_SAFE_NO_PAD.encode_string(raw.as_slice(), &mut out);
-        out
+        crate::crypto::text::encode(prefix, raw.as_slice())
     }
 
     /// Parses [`Keyring::to_secret_string`], and every earlier version of it (those have no
@@ -230,11 +237,23 @@ impl Keyring {
             (body, 2)
         } else if let Some(body) = s.strip_prefix(KEYRING_V3) {
             (body, 3)
+        } else if let Some(body) = s.strip_prefix(KEYRING_V4) {
+            (body, 4)
         } else {
             return Err(bad());
         };
-        let raw = Zeroizing::new(URL_SAFE_NO_PAD.decode(body).map_err(|_| bad())?);
-        // (A decode that fails leaves nothing behind: the buffer is only handed out on success.)
+        let decoded = crate::crypto::text::decode(body).ok_or_else(bad)?;
+        let raw = if version == 4 {
+            let (data, sum) = decoded
+                .split_at_checked(decoded.len().saturating_sub(SUM_LEN))
+                .ok_or_else(bad)?;
+            if Sha256::digest(data)[..SUM_LEN] != *sum {
+                return Err(bad());
+            }
+            data
+        } else {
+            &decoded[..]
+        };
         if raw.len() < 64 {
             return Err(bad());
         }
@@ -243,7 +262,7 @@ impl Keyring {
             (1, url) => (0, url),
             (2, [0, url @ ..]) => (0, url),
             (2, [1, url @ ..]) => (FLAG_PIN, url),
-            (3, [flags, url @ ..])
+            (3 | 4, [flags, url @ ..])
                 if *flags & !(FLAG_PIN | FLAG_IDENTITY | FLAG_DEVICE_KEY) == 0 =>
             {
                 (*flags, url)
@@ -299,6 +318,7 @@ pub fn normalize_relay_url(url: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 
     #[test]
     fn keyrings_keep_their_pin_and_old_ones_still_read() -> Result<()> {
@@ -367,7 +387,7 @@ mod tests {
         assert!(opened.device_key.is_some());
         assert_ne!(opened.device_key, new.device_key);
         let stored = opened.to_secret_string();
-        assert!(stored.starts_with(KEYRING_V3));
+        assert!(stored.starts_with(KEYRING_V4));
         assert_eq!(Keyring::from_secret_string(&stored)?, opened);
         // Nor does a secret reach Debug.
         let identity = opened.identity.as_ref().map(|i| hex::encode(i.expose()));
@@ -378,10 +398,13 @@ mod tests {
     #[test]
     fn damaged_v3_keyrings_are_refused() -> Result<()> {
         let keyring = Keyring::generate("https://relay.example")?;
-        let raw = URL_SAFE_NO_PAD
-            .decode(&keyring.to_secret_string()[KEYRING_V3.len()..])
+        let mut raw = URL_SAFE_NO_PAD
+            .decode(&keyring.to_secret_string()[KEYRING_V4.len()..])
             .map_err(|_| Error::Invalid("base64".into()))?;
+        // v3 is v4 without its sum.
+        raw.truncate(raw.len() - SUM_LEN);
         let encode = |raw: &[u8]| format!("{KEYRING_V3}{}", URL_SAFE_NO_PAD.encode(raw));
+        assert_eq!(Keyring::from_secret_string(&encode(&raw))?, keyring);
         let mut unknown_flag = raw.clone();
         unknown_flag[64] |= 8;
         // Flags that promise more keys than there are bytes.
@@ -389,6 +412,27 @@ mod tests {
         short[64] = FLAG_PIN | FLAG_IDENTITY | FLAG_DEVICE_KEY;
         for bad in [encode(&unknown_flag), encode(&short), encode(&raw[..64])] {
             assert!(Keyring::from_secret_string(&bad).is_err(), "{bad}");
+        }
+        Ok(())
+    }
+
+    /// A keyring cut short keeps a valid prefix of its relay's address: v3 read it as another
+    /// relay; v4's sum refuses it, and any changed character.
+    #[test]
+    fn a_keyring_cut_short_or_changed_is_refused() -> Result<()> {
+        let keyring = Keyring::generate("https://relay.example.com")?;
+        let stored = keyring.to_secret_string();
+        assert!(stored.starts_with(KEYRING_V4));
+        for cut in 1..=8 {
+            let short = &stored[..stored.len() - cut];
+            assert!(Keyring::from_secret_string(short).is_err(), "cut {cut}");
+        }
+        let body = KEYRING_V4.len()..stored.len();
+        for at in body.step_by(7) {
+            let mut changed = stored.as_bytes().to_vec();
+            changed[at] = if changed[at] == b'A' { b'B' } else { b'A' };
+            let changed = String::from_utf8(changed).map_err(|_| Error::Invalid("utf8".into()))?;
+            assert!(Keyring::from_secret_string(&changed).is_err(), "at {at}");
         }
         Ok(())
     }

@@ -148,6 +148,37 @@ fn a_second_opener_gets_a_clear_error_and_the_journal_is_intact() -> anyhow::Res
     Ok(())
 }
 
+/// The database holds the journal's words in the clear: a directory others may read (a home
+/// the person made themselves, a shared umask) must not make the files readable to them.
+#[cfg(unix)]
+#[test]
+fn a_new_journal_is_readable_by_its_owner_only() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    let path = dir.path().join("journal.db");
+    let mut journal = Journal::create(&path, "Alex")?;
+    journal.add(Body::Share(Share {
+        feeling: "not for the neighbours".into(),
+        tough_question: false,
+    }))?;
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir.path())? {
+        let entry = entry?;
+        let mode = entry.metadata()?.permissions().mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "{} is mode {mode:o}",
+            entry.file_name().to_string_lossy()
+        );
+        seen += 1;
+    }
+    // The database, its WAL and shared memory, and the lock file.
+    assert!(seen >= 4, "{seen} files");
+    Ok(())
+}
+
 #[test]
 fn compaction_folds_rows_into_one_save_without_losing_anything() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;

@@ -166,6 +166,10 @@ pub struct Args {
     /// Pairing mailboxes open or claimed at once across the relay (503 beyond).
     #[arg(long, env = "MEND_MAX_LIVE_PAIRINGS", default_value_t = Limits::default().max_live_pairings)]
     pub max_live_pairings: u64,
+    /// Space requests with a wrong token, or naming no space, one client address may make per
+    /// minute on this instance; then every space request from it is answered 429 for a while.
+    #[arg(long, env = "MEND_FAILED_AUTHS_PER_MINUTE", default_value_t = Limits::default().failed_auths_per_minute)]
+    pub failed_auths_per_minute: u32,
 
     /// WebSocket read buffer per connection, in bytes.
     #[arg(long, env = "MEND_WS_READ_BUFFER_BYTES", default_value_t = WsBuffers::default().read_buffer_bytes)]
@@ -241,6 +245,7 @@ impl Args {
             pairing_opens_per_minute: self.pairing_opens_per_minute,
             pairing_claims_per_minute: self.pairing_claims_per_minute,
             max_live_pairings: self.max_live_pairings,
+            failed_auths_per_minute: self.failed_auths_per_minute,
         };
         config.database_url = self.database_url.clone().map(DatabaseUrl);
         config.postgres = Postgres {

@@ -117,6 +117,10 @@ impl Config {
                 u64::from(l.pairing_claims_per_minute),
             ),
             ("max live pairings", l.max_live_pairings),
+            (
+                "failed auths per minute",
+                u64::from(l.failed_auths_per_minute),
+            ),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError(format!("{name} must be positive")));
@@ -254,6 +258,10 @@ pub struct Limits {
     pub pairing_claims_per_minute: u32,
     /// Pairing mailboxes open or claimed at once across the relay (503 beyond).
     pub max_live_pairings: u64,
+    /// Requests to a space one client address may make per minute on one instance with a
+    /// token that is wrong or names no space (each costs a database read); once spent, every
+    /// space request from the address is answered 429 until it refills.
+    pub failed_auths_per_minute: u32,
 }
 
 impl Default for Limits {
@@ -293,6 +301,7 @@ impl Default for Limits {
             pairing_opens_per_minute: 10,
             pairing_claims_per_minute: 10,
             max_live_pairings: 10_000,
+            failed_auths_per_minute: 300,
         }
     }
 }

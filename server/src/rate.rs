@@ -1,5 +1,5 @@
 //! Rate limiting by token buckets: one per space, or one per client address for the
-//! unauthenticated pairing routes.
+//! unauthenticated pairing routes and for space requests whose token fails.
 //!
 //! Limiting by space (after authentication) means a misbehaving device slows only its own space;
 //! unauthenticated junk cannot drain a victim's bucket because it never gets this far. Pairing
@@ -58,6 +58,11 @@ impl<K: Hash + Eq, V> SweptMap<K, V> {
         self.map.entry(key).or_insert_with(make)
     }
 
+    /// The value for `key`, if there is one.
+    pub(crate) fn get(&self, key: &K) -> Option<&V> {
+        self.map.get(key)
+    }
+
     /// Entries held and sweeps run so far.
     #[cfg(test)]
     pub(crate) fn stats(&self) -> (usize, u64) {
@@ -102,6 +107,21 @@ impl<K: Hash + Eq + Copy> RateLimiter<K> {
     /// Takes one token for `space`, or says how long until one is available.
     pub fn check(&self, space: &K) -> Result<(), Duration> {
         self.check_at(space, Instant::now())
+    }
+
+    /// Whether `key` has a token left, without taking it (nor remembering a key never seen).
+    pub fn peek(&self, key: &K) -> Result<(), Duration> {
+        let buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(bucket) = buckets.get(key) else {
+            return Ok(());
+        };
+        let refill = Instant::now().duration_since(bucket.updated).as_secs_f64() * self.per_second;
+        let tokens = (bucket.tokens + refill).min(self.burst);
+        if tokens >= 1.0 {
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - tokens) / self.per_second))
+        }
     }
 
     fn check_at(&self, space: &K, now: Instant) -> Result<(), Duration> {

@@ -41,6 +41,7 @@ struct Inner {
     rate: RateLimiter,
     pairing_opens: RateLimiter<[u8; 32]>,
     pairing_claims: RateLimiter<[u8; 32]>,
+    failed_auths: RateLimiter<[u8; 32]>,
     pairing_wakeups: Wakeups,
     space_connections: SpaceConnections,
     space_pushes: SpaceConnections,
@@ -73,6 +74,7 @@ impl AppState {
                 rate: RateLimiter::new(limits.rate_per_space, limits.rate_burst),
                 pairing_opens: RateLimiter::per_minute(limits.pairing_opens_per_minute),
                 pairing_claims: RateLimiter::per_minute(limits.pairing_claims_per_minute),
+                failed_auths: RateLimiter::per_minute(limits.failed_auths_per_minute),
                 pairing_wakeups: Wakeups::default(),
                 space_connections: SpaceConnections::new(limits.max_connections_per_space),
                 space_pushes: SpaceConnections::new(limits.max_inflight_pushes_per_space),
@@ -176,6 +178,11 @@ impl AppState {
     /// Pairing claims per client address.
     pub fn pairing_claims(&self) -> &RateLimiter<[u8; 32]> {
         &self.inner.pairing_claims
+    }
+
+    /// Space requests per client address whose token was wrong or named no space.
+    pub fn failed_auths(&self) -> &RateLimiter<[u8; 32]> {
+        &self.inner.failed_auths
     }
 
     /// Pairing reads waiting on this instance.

@@ -19,7 +19,7 @@ use mend_relay::{
     storage::{
         EraseReason, PullRequest, Storage, StorageError,
         conformance::Backend,
-        postgres::{PgError, PostgresStorage, SCHEMA_VERSION},
+        postgres::{MIGRATION_LOCK, PgError, PostgresStorage, SCHEMA_VERSION},
         test_db::TestDatabase,
     },
 };
@@ -86,6 +86,52 @@ async fn concurrent_starts_migrate_once() {
     for store in stores {
         store.close().await.unwrap_or_else(|e| panic!("{e}"));
     }
+}
+
+/// An instance starting while another migrates waits for it, however long that takes beside
+/// the statement timeout (before: its wait for the migration lock was cancelled at 5 s, and a
+/// migration that ran longer was cancelled at every start).
+#[tokio::test]
+async fn a_start_waits_for_another_migration_past_the_statement_timeout() {
+    let db = database().await;
+    let (client, connection) = db
+        .url()
+        .parse::<tokio_postgres::Config>()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let driver = tokio::spawn(connection);
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let settings = Postgres {
+        statement_timeout: Duration::from_millis(300),
+        ..Postgres::default()
+    };
+    let url = db.url().to_owned();
+    let opening = tokio::spawn(async move {
+        PostgresStorage::open(&url, settings, Arc::new(LocalHub::default())).await
+    });
+    // The "other instance" migrates for several statement timeouts.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !opening.is_finished(),
+        "the start did not wait for the lock"
+    );
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(client);
+    let _ = driver.await;
+    let store = tokio::time::timeout(Duration::from_secs(30), opening)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("open: {e}"));
+    store.close().await.unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// A database migrated by a newer relay stops this one with a clear message.

@@ -311,6 +311,38 @@ async fn claims_and_opens_are_rate_limited_per_address() -> anyhow::Result<()> {
     relay.stop().await
 }
 
+/// Each space request with a wrong token, or naming no space, costs the relay a database
+/// read: an address that keeps failing spends its allowance and is then answered 429 without
+/// one, whatever it asks (before: every such request was read from the database, unlimited).
+#[tokio::test]
+async fn failed_space_tokens_are_limited_per_address() -> anyhow::Result<()> {
+    let relay = Relay::start_with(|config| config.limits.failed_auths_per_minute = 4).await?;
+    let addr = relay.addr;
+    let (mine, unknown) = (space(1), space(2));
+    relay.create(&mine, &token(1)).await?;
+    let pull = |s: &mend_protocol::SpaceId| format!("{}?after=0", paths::chunks(s));
+    let (status, _) = http(addr, "GET", &pull(&mine), Some(&token(1)), &[]).await?;
+    assert_eq!(status, 200, "a right token is served");
+    for n in 0..4 {
+        let target = if n % 2 == 0 { &mine } else { &unknown };
+        let (status, body) = http(addr, "GET", &pull(target), Some(&token(9)), &[]).await?;
+        assert!(
+            matches!(
+                (status, error_code(&body).as_str()),
+                (401, "unauthorized") | (404, "space_not_found")
+            ),
+            "{status} {}",
+            error_code(&body)
+        );
+    }
+    let (status, body) = http(addr, "GET", &pull(&unknown), Some(&token(9)), &[]).await?;
+    assert_eq!((status, error_code(&body).as_str()), (429, "rate_limited"));
+    // Spent: the address waits before anything of it is looked up again.
+    let (status, body) = http(addr, "GET", &pull(&mine), Some(&token(1)), &[]).await?;
+    assert_eq!((status, error_code(&body).as_str()), (429, "rate_limited"));
+    relay.stop().await
+}
+
 /// A wrong token is answered alike whether its mailbox exists or not, so which short numbers
 /// are open cannot be read off the answers; each failure spends the address's claim limit, and
 /// a right token is served all the same.

@@ -205,6 +205,8 @@ pub struct Recorder {
     /// How many times the observer was told of changes (once per merge that changed records).
     pub notices: std::sync::atomic::AtomicUsize,
     pub statuses: Mutex<Vec<SyncStatus>>,
+    /// How many times the observer was asked to store the keyring again.
+    pub keyrings: std::sync::atomic::AtomicUsize,
 }
 
 impl SyncObserver for Recorder {
@@ -220,6 +222,11 @@ impl SyncObserver for Recorder {
         if let Ok(mut s) = self.statuses.lock() {
             s.push(status);
         }
+    }
+
+    fn keyring_changed(&self) {
+        self.keyrings
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -6,11 +6,16 @@ use std::{
     io::{BufRead, BufReader, Write},
     path::Path,
     process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    sync::Arc,
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use mend_core::{Body, RecordId, model::Share};
-use mend_e2e::{Relay, couple};
+use mend_client::{Device, SyncObserver};
+use mend_core::{
+    Body, LockMode, RecordId, crypto::PairingKind, journal::OpenOptions, model::Share,
+    sync::ProblemKind,
+};
+use mend_e2e::{Phone, ROUND, Recorder, Relay, couple, honest, opts};
 
 /// A `mend-ext-writer` process with the journal open.
 struct Writer {
@@ -163,5 +168,144 @@ async fn an_app_and_its_extension_write_and_sync_from_two_processes() -> Result<
     }
     app.quit()?;
     ext.quit()?;
+    relay.stop().await
+}
+
+/// Options of an app and its extension sharing one journal.
+fn shared() -> OpenOptions {
+    OpenOptions {
+        lock: LockMode::Extension {
+            wait: LockMode::EXTENSION_WAIT,
+        },
+        ..opts()
+    }
+}
+
+/// Alex's app and its extension (two openings in this process stand in for two processes:
+/// the lock is per open file), Blake's phone, all synced.
+async fn app_and_extension(dir: &Path, relay: &Relay) -> Result<(Phone, Phone, Phone)> {
+    let recorder = Arc::new(Recorder::default());
+    let path = dir.join("a.db");
+    let observer: Arc<dyn SyncObserver> = recorder.clone();
+    let device = Device::create(
+        &path,
+        "Alex",
+        &relay.url(),
+        shared(),
+        relay.trust(),
+        Some(observer),
+    )?;
+    let app = Phone {
+        device,
+        recorder,
+        path: path.clone(),
+    };
+    app.sync().await?;
+    let blake = Phone::pair(
+        dir,
+        "b.db",
+        &app,
+        PairingKind::Partner,
+        false,
+        "Blake",
+        relay,
+    )
+    .await?;
+    blake.sync().await?;
+    app.sync().await?;
+    let recorder = Arc::new(Recorder::default());
+    let observer: Arc<dyn SyncObserver> = recorder.clone();
+    let device = Device::open(
+        &path,
+        app.device.keyring(),
+        shared(),
+        relay.trust(),
+        Some(observer),
+    )?;
+    let ext = Phone {
+        device,
+        recorder,
+        path,
+    };
+    Ok((app, ext, blake))
+}
+
+/// A new device's introduction travels once, in its first chunk. The extension pulled it; the
+/// app then pulls that device's next chunk: before, the app's own list of devices never heard
+/// of it and refused the change as forged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_the_extension_admitted_is_known_to_the_app() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path()).await?;
+    let (app, ext, blake) = app_and_extension(dir.path(), &relay).await?;
+    let tablet = Phone::pair(
+        dir.path(),
+        "tablet.db",
+        &blake,
+        PairingKind::Device,
+        false,
+        "Blake",
+        &relay,
+    )
+    .await?;
+    tablet.sync().await?;
+    let first = tablet.with(|j| j.add(honest("from the new tablet")))?;
+    tablet.sync().await?;
+    ext.sync().await?;
+    let second = tablet.with(|j| j.add(honest("and again")))?;
+    tablet.sync().await?;
+    let status = app.sync().await?;
+    ensure!(
+        !status
+            .problems
+            .iter()
+            .any(|p| matches!(p.kind, ProblemKind::Forged { .. })),
+        "the app refused the tablet's change: {:?}",
+        status.problems
+    );
+    for id in [first, second] {
+        ensure!(app.read(|j| j.get(id)).is_ok(), "the app lacks {id}");
+    }
+    relay.stop().await
+}
+
+/// The extension follows a new epoch (Blake started the journal over); the app, open all the
+/// while, writes and syncs: before, it signed for the old epoch and pushed the new epoch's
+/// change to the old space under the old keys, where Blake never saw it (and a removed device
+/// could still read it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_follows_a_move_its_extension_made() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path()).await?;
+    let (app, ext, blake) = app_and_extension(dir.path(), &relay).await?;
+    let old = app.device.keyring().couple.derive_space_id();
+    let report = blake.device.forget(ROUND).await?;
+    ensure!(report.finished, "{report:?}");
+    let moved = ext.device.sync_round(ROUND).await?;
+    ensure!(
+        moved.keyring_changed,
+        "the extension did not move: {moved:?}"
+    );
+
+    let id = app.with(|j| j.add(honest("written by the app after the move")))?;
+    let report = app.device.sync_round(ROUND).await?;
+    ensure!(report.finished && report.status.pending == 0, "{report:?}");
+    ensure!(
+        report.keyring_changed,
+        "the app was not told to store its keyring"
+    );
+    ensure!(
+        app.recorder
+            .keyrings
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+    let new = app.device.keyring().couple.derive_space_id();
+    ensure!(new != old && new == ext.device.keyring().couple.derive_space_id());
+    blake.sync().await?;
+    ensure!(
+        blake.read(|j| j.get(id)).is_ok(),
+        "Blake never got the app's write"
+    );
     relay.stop().await
 }

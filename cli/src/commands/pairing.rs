@@ -10,6 +10,7 @@ use mend_core::{
     journal::OpenOptions,
 };
 use qrcode::{QrCode, render::unicode::Dense1x2};
+use zeroize::Zeroizing;
 
 use super::{
     reading,
@@ -154,6 +155,26 @@ pub async fn invite(
     }
 }
 
+/// The first line of standard input, for `join -`, in a buffer sized once and wiped on drop.
+fn read_code() -> Result<Zeroizing<String>> {
+    use std::io::{BufRead, Read};
+    // Longer than any invite (a 255-byte relay address included); more is not a code.
+    const MOST: usize = 2048;
+    let mut line = Zeroizing::new(String::with_capacity(MOST + 1));
+    let read = std::io::stdin()
+        .lock()
+        .take(MOST as u64)
+        .read_line(&mut line)
+        .map_err(|e| Failure::new(Exit::Input, format!("cannot read the code: {}", e.kind())))?;
+    let code = line.trim();
+    if read == 0 || code.is_empty() {
+        return Err(Failure::new(Exit::Input, "no code on standard input").into());
+    }
+    let mut out = Zeroizing::new(String::with_capacity(code.len()));
+    out.push_str(code);
+    Ok(out)
+}
+
 /// Asks a yes-or-no question on the terminal; anything but yes (or no terminal) is no.
 fn ask(question: &str) -> bool {
     use std::io::{BufRead, Write};
@@ -181,6 +202,13 @@ pub async fn join(
     device_name: Option<&str>,
 ) -> Result<()> {
     let device_name = super::devices::device_name(device_name)?;
+    // `-`: the code comes on standard input, out of the process list and the shell's history.
+    let typed = if code == "-" {
+        Some(read_code()?)
+    } else {
+        None
+    };
+    let code = typed.as_deref().map_or(code, String::as_str);
     let short = ShortCode::looks_like(code);
     // A partner invite needs a name before the single-use mailbox is claimed; a short code
     // says what it is for only once claimed, so it always asks for one.

@@ -13,7 +13,6 @@
 
 use std::fmt;
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
@@ -101,7 +100,7 @@ fn damaged() -> Error {
 
 impl Invite {
     /// The invite as a string (keep it secret: it grants access to the journal).
-    pub fn encode(&self) -> Result<String> {
+    pub fn encode(&self) -> Result<Zeroizing<String>> {
         let url = self.relay_url.as_bytes();
         if url.is_empty() || url.len() > MAX_URL {
             return Err(Error::Invalid(format!(
@@ -173,17 +172,12 @@ impl Invite {
         };
         let sum = Sha256::digest(raw.as_slice());
         raw.extend_from_slice(&sum[..4]);
-        let body = Zeroizing::new(URL_SAFE_NO_PAD.encode(raw.as_slice()));
-        let mut code = String::with_capacity(prefix.len() + body.len());
-        code.push_str(prefix);
-        code.push_str(&body);
-        Ok(code)
+        Ok(super::text::encode(prefix, raw.as_slice()))
     }
 
     /// Parses an invite, refusing anything damaged with a message fit for the user.
     pub fn decode(code: &str) -> Result<Self> {
-        let code: Zeroizing<String> =
-            Zeroizing::new(code.chars().filter(|c| !c.is_whitespace()).collect());
+        let code = super::text::compact(code);
         let (body, version) = if let Some(body) = code.strip_prefix(PREFIX_V1) {
             (body, 1)
         } else if let Some(body) = code.strip_prefix(PREFIX_V2) {
@@ -199,7 +193,7 @@ impl Invite {
                 "this is not a Mend invite code (it should start with MEND and a version)".into(),
             ));
         };
-        let raw = Zeroizing::new(URL_SAFE_NO_PAD.decode(body).map_err(|_| damaged())?);
+        let raw = super::text::decode(body).ok_or_else(damaged)?;
         if raw.len() < 2 + 32 + 4 {
             return Err(damaged());
         }
@@ -326,6 +320,7 @@ fn newer() -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 
     #[test]
     fn invites_round_trip_and_refuse_damage() -> Result<()> {

@@ -15,6 +15,7 @@ mod padme;
 mod pairing;
 mod pin;
 mod seal;
+pub(crate) mod text;
 mod wordlist;
 
 pub use epoch::{open_from_device, seal_to_device};

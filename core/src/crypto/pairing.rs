@@ -19,7 +19,6 @@
 
 use std::fmt;
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chacha20poly1305::{
     KeyInit, XChaCha20Poly1305, XNonce,
     aead::{Aead, Payload},
@@ -207,7 +206,7 @@ fn damaged() -> Error {
 
 impl PairingInvite {
     /// The invite as text (`MEND4-…`), fit for a QR code.
-    pub fn encode(&self) -> Result<String> {
+    pub fn encode(&self) -> Result<Zeroizing<String>> {
         let url = self.relay_url.as_bytes();
         if url.is_empty() || url.len() > MAX_URL {
             return Err(Error::Invalid(format!(
@@ -233,18 +232,13 @@ impl PairingInvite {
         }
         let sum = Sha256::digest(raw.as_slice());
         raw.extend_from_slice(&sum[..4]);
-        let body = Zeroizing::new(URL_SAFE_NO_PAD.encode(raw.as_slice()));
-        let mut code = String::with_capacity(PREFIX.len() + body.len());
-        code.push_str(PREFIX);
-        code.push_str(&body);
-        Ok(code)
+        Ok(super::text::encode(PREFIX, raw.as_slice()))
     }
 
     /// Parses an invite, refusing anything damaged, and any older code that carried the
     /// journal's secrets, with a message fit for the user.
     pub fn decode(code: &str) -> Result<Self> {
-        let code: Zeroizing<String> =
-            Zeroizing::new(code.chars().filter(|c| !c.is_whitespace()).collect());
+        let code = super::text::compact(code);
         let Some(body) = code.strip_prefix(PREFIX) else {
             return Err(match code.get(..6) {
                 Some("MEND1-" | "MEND2-" | "MEND3-") => Error::Invite(
@@ -262,7 +256,7 @@ impl PairingInvite {
                 ),
             });
         };
-        let raw = Zeroizing::new(URL_SAFE_NO_PAD.decode(body).map_err(|_| damaged())?);
+        let raw = super::text::decode(body).ok_or_else(damaged)?;
         if raw.len() < 2 + LONG_MAILBOX + 32 + 1 + 4 {
             return Err(damaged());
         }

@@ -175,6 +175,16 @@ mod tests {
     use super::*;
     use crate::crypto::SpaceSecret;
 
+    /// A cipher keyed with a content key, and the hash states HKDF keys with a space secret,
+    /// wipe themselves when dropped (the crates' "zeroize" features; without them this does
+    /// not compile).
+    #[test]
+    fn ciphers_and_hash_states_wipe_themselves() {
+        fn wiped<T: zeroize::ZeroizeOnDrop>() {}
+        wiped::<XChaCha20Poly1305>();
+        wiped::<sha2::Sha256>();
+    }
+
     #[test]
     fn a_chunk_opens_only_where_it_was_sealed() -> Result<()> {
         let key = SpaceSecret::from_bytes([1; 32]).derive_content_key();

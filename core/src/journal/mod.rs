@@ -127,6 +127,9 @@ pub struct Journal {
     key_id: Option<KeyId>,
     /// What this device signs the couple's changes with, once given ([`Journal::set_signer`]).
     signer: Option<Signer>,
+    /// The partner's identity, kept ([`Journal::keep_identity`]) so that a move to a new
+    /// epoch made by another process (an app extension) is signed for here too.
+    identity: Option<crate::crypto::PartnerIdentity>,
     /// The devices introduced here, for checking the couple's changes.
     roster: guard::Roster,
     /// Changes refused for good.
@@ -374,6 +377,7 @@ impl Journal {
             return Ok(());
         }
         self.device = stored_ids(&self.store)?.1;
+        let moved = stored_couple_space(&self.store) != self.couple_space;
         let counted = Space::ALL.map(|space| self.store.counted_rows(space));
         self.store.forget_counts();
         for (space, counted) in Space::ALL.into_iter().zip(counted) {
@@ -387,11 +391,46 @@ impl Journal {
                 self.reload(space)?;
             }
         }
+        if moved {
+            self.follow_elsewhere()?;
+        } else {
+            // Devices the other process admitted (a new device's introduction arrives once)
+            // and changes it refused for good.
+            self.load_roster()?;
+        }
         self.sync_revision = self.sync_revision.wrapping_add(1);
         self.seen_version = None;
         self.refresh()?;
         self.disk_version = Some(version);
         Ok(())
+    }
+
+    /// Another process moved this journal to a new epoch: the couple's space and its
+    /// introductions are those it stored, and this opening signs for them from now on (the
+    /// move wrote this device's certificate for the new space).
+    /// Without the identity ([`Journal::keep_identity`]) it stops signing instead, so nothing
+    /// goes out under the old epoch's introduction.
+    fn follow_elsewhere(&mut self) -> Result<()> {
+        self.couple_space = stored_couple_space(&self.store);
+        self.banned.clear();
+        self.roster = guard::Roster::default();
+        let key = self.signer.take().map(|s| s.key);
+        if let (Some(space), Some(identity), Some(key)) =
+            (self.couple_space, self.identity.clone(), key)
+        {
+            let signer = Signer::new(space, &identity, self.me, self.device, key, self.now());
+            self.set_signer_in_step(signer)?;
+        } else {
+            self.load_roster()?;
+        }
+        Ok(())
+    }
+
+    /// Keeps the partner's identity, so that this opening signs for a new epoch that another
+    /// process moved the journal to (extension mode); [`Journal::set_signer`] is still what
+    /// starts signing.
+    pub fn keep_identity(&mut self, identity: crate::crypto::PartnerIdentity) {
+        self.identity = Some(identity);
     }
 
     /// A journal over `store` with these documents, before its partners are read.
@@ -401,14 +440,7 @@ impl Journal {
         couple: LazyDoc,
         personal: LazyDoc,
     ) -> Self {
-        let couple_space = store
-            .meta(registry::META_COUPLE_SPACE)
-            .ok()
-            .flatten()
-            .and_then(|h| {
-                let mut id = [0u8; 32];
-                hex::decode_to_slice(h, &mut id).ok().map(|()| id)
-            });
+        let couple_space = stored_couple_space(&store);
         Self {
             couple_space,
             cert_checker: registry::CertChecker::default(),
@@ -417,6 +449,7 @@ impl Journal {
             actor: device.as_bytes().to_vec(),
             key_id: None,
             signer: None,
+            identity: None,
             roster: guard::Roster::default(),
             banned: std::collections::HashSet::new(),
             made: None,
@@ -849,6 +882,18 @@ pub(crate) fn new_actor(key_id: Option<KeyId>) -> Vec<u8> {
         }
         None => fresh.to_vec(),
     }
+}
+
+/// The couple's space id the store names (that of the journal's epoch), once it signs.
+fn stored_couple_space(store: &Store) -> Option<[u8; 32]> {
+    store
+        .meta(registry::META_COUPLE_SPACE)
+        .ok()
+        .flatten()
+        .and_then(|h| {
+            let mut id = [0u8; 32];
+            hex::decode_to_slice(h, &mut id).ok().map(|()| id)
+        })
 }
 
 /// The partner and device a stored journal belongs to.

@@ -49,10 +49,10 @@ impl Journal {
     /// a snapshot is checked before it is merged: a journal without a signer neither signs
     /// nor checks.
     pub fn set_signer(&mut self, signer: Signer) -> Result<()> {
-        self.step(|j| j.set_signer_step(signer))
+        self.step(|j| j.set_signer_in_step(signer))
     }
 
-    fn set_signer_step(&mut self, mut signer: Signer) -> Result<()> {
+    pub(super) fn set_signer_in_step(&mut self, mut signer: Signer) -> Result<()> {
         let stored = self
             .store
             .meta(META_OWN_INTRO)?

@@ -124,6 +124,10 @@ impl SyncStore for Journal {
         self.sync_revision
     }
 
+    fn epoch_space(&self) -> Option<[u8; 32]> {
+        self.couple_space
+    }
+
     fn sync_state(&self, space: Space) -> Result<SyncState> {
         self.store.sync_state(space)
     }

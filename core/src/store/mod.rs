@@ -117,7 +117,7 @@ impl WriterLock {
                 }
                 Err(TryLockError::WouldBlock) => return Err(Error::Locked(shown.to_owned())),
                 Err(TryLockError::Error(e)) => {
-                    return Err(Error::Open {
+                    return Err(Error::Unavailable {
                         path: shown.to_owned(),
                         reason: format!("cannot lock: {e}"),
                     });
@@ -150,6 +150,29 @@ pub struct Store {
     rows: [std::cell::Cell<Option<u64>>; 2],
 }
 
+/// What SQLite's refusal to open `path` means: the file is damaged (not a database, corrupt
+/// pages), or the device cannot open it now (I/O, a full disk, a read-only or protected file).
+fn opening_failed(path: &str, e: rusqlite::Error) -> Error {
+    let damaged = matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+    );
+    let (path, reason) = (path.to_owned(), e.to_string());
+    if damaged {
+        Error::Open { path, reason }
+    } else {
+        Error::Unavailable { path, reason }
+    }
+}
+
+/// New files of a journal are its owner's alone (mode 0600 on Unix).
+fn owner_only(options: &mut OpenOptions) {
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(options, 0o600);
+    #[cfg(not(unix))]
+    let _ = options;
+}
+
 impl Store {
     /// Opens the database at `path`. With `create`, a missing file is created; without it, a
     /// missing file is an error. An existing file is never replaced. Returns with the lock
@@ -160,16 +183,21 @@ impl Store {
             path: shown.clone(),
             reason,
         };
+        let unavailable = |reason: String| Error::Unavailable {
+            path: shown.clone(),
+            reason,
+        };
+        let sqlite_err = |e: rusqlite::Error| opening_failed(&shown, e);
         if !create && !path.exists() {
             return Err(open_err("no journal database there".into()));
         }
         let lock_path = lock_path(path);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
+        let mut lock_options = OpenOptions::new();
+        lock_options.create(true).truncate(false).write(true);
+        owner_only(&mut lock_options);
+        let lock = lock_options
             .open(&lock_path)
-            .map_err(|e| open_err(format!("cannot create lock file: {e}")))?;
+            .map_err(|e| unavailable(format!("cannot create lock file: {e}")))?;
         let mut lock = WriterLock {
             file: lock,
             mode,
@@ -180,14 +208,24 @@ impl Store {
         let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         if create {
             flags |= OpenFlags::SQLITE_OPEN_CREATE;
+            // The journal's words are in this file in the clear: readable by its owner only,
+            // whatever the umask or the directory. SQLite gives its WAL and shared-memory files
+            // the database's mode, so creating the (empty) file here first covers them too.
+            let mut options = OpenOptions::new();
+            options.write(true).create_new(true);
+            owner_only(&mut options);
+            match options.open(path) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(unavailable(format!("cannot create the database: {e}"))),
+            }
         }
-        let mut conn =
-            Connection::open_with_flags(path, flags).map_err(|e| open_err(e.to_string()))?;
+        let mut conn = Connection::open_with_flags(path, flags).map_err(sqlite_err)?;
         // Read the version before anything writes (switching to WAL rewrites the header), so a
         // database from a newer build, or a file that is not a database, stays byte-for-byte.
         let version: u32 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(|e| open_err(e.to_string()))?;
+            .map_err(sqlite_err)?;
         if version > migrations::LATEST {
             return Err(Error::TooNew {
                 found: version,
@@ -208,10 +246,10 @@ impl Store {
              PRAGMA busy_timeout = 5000; PRAGMA wal_autocheckpoint = 4000; \
              PRAGMA journal_size_limit = 33554432; PRAGMA secure_delete = ON;"
         );
-        conn.execute_batch(&setup)
-            .map_err(|e| open_err(e.to_string()))?;
+        conn.execute_batch(&setup).map_err(sqlite_err)?;
         migrations::migrate(&mut conn).map_err(|e| match e {
             Error::TooNew { .. } => e,
+            Error::Storage(e) => sqlite_err(e),
             other => open_err(other.to_string()),
         })?;
         Ok(Self {
@@ -226,17 +264,19 @@ impl Store {
     /// it reads the last committed state and never waits for the writer, so the app's reads do
     /// not queue behind a merge or a sync round.
     pub fn open_reader(path: &Path) -> Result<Self> {
+        let shown = path.display().to_string();
         let open_err = |reason: String| Error::Open {
-            path: path.display().to_string(),
+            path: shown.clone(),
             reason,
         };
+        let sqlite_err = |e: rusqlite::Error| opening_failed(&shown, e);
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).map_err(|e| open_err(e.to_string()))?;
+        let conn = Connection::open_with_flags(path, flags).map_err(sqlite_err)?;
         conn.execute_batch("PRAGMA busy_timeout = 5000;")
-            .map_err(|e| open_err(e.to_string()))?;
+            .map_err(sqlite_err)?;
         let version: u32 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(|e| open_err(e.to_string()))?;
+            .map_err(sqlite_err)?;
         if version != migrations::LATEST {
             return Err(open_err(format!(
                 "schema version {version}, expected {}",

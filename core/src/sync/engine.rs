@@ -307,6 +307,16 @@ impl SyncEngine {
     ) -> Result<Vec<Action>> {
         let mut out = Vec::new();
         self.reload_if_moved(journal)?;
+        // Another process (an app extension) moved the journal to a new epoch since this
+        // engine was made with the old one's keys.
+        if let Some(space) = journal.epoch_space()
+            && self
+                .runs
+                .iter()
+                .any(|r| r.link.space == Space::Couple && r.link.keys.space_id != space)
+        {
+            return Err(Error::MovedElsewhere);
+        }
         if !matches!(
             event,
             Event::Response(

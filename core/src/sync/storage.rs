@@ -38,6 +38,13 @@ pub trait SyncStore {
     /// A space's sync state, read when a round starts.
     fn sync_state(&self, space: Space) -> Result<SyncState>;
 
+    /// The couple's space id of the journal's epoch, once it signs. An engine holding keys
+    /// for another space stops ([`crate::Error::MovedElsewhere`]) rather than send the new
+    /// epoch's changes under the old epoch's keys.
+    fn epoch_space(&self) -> Option<[u8; 32]> {
+        None
+    }
+
     /// Every device's last applied sequence number in a space, read when a round starts.
     fn peer_seqs(&self, space: Space) -> Result<PeerSeqs>;
 

@@ -46,7 +46,32 @@ impl FromRequestParts<AppState> for AuthorizedSpace {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let SpaceParam(space) = SpaceParam::from_request_parts(parts, state).await?;
-        authorize(state, &space, &parts.headers).await?;
+        // Each token checked costs a database read: an address whose tokens keep failing
+        // (guessing, or flooding the database with unknown spaces) is answered without one.
+        let ClientAddress(address) = match ClientAddress::from_request_parts(parts, state).await {
+            Ok(address) => address,
+            Err(never) => match never {},
+        };
+        let too_many = |wait: std::time::Duration| {
+            ApiError::new(
+                ErrorCode::RateLimited,
+                "too many requests with a wrong token from this address",
+            )
+            .retry_after(wait.max(std::time::Duration::from_secs(1)))
+        };
+        if let Some(address) = &address {
+            state.failed_auths().peek(address).map_err(too_many)?;
+        }
+        if let Err(refused) = authorize(state, &space, &parts.headers).await {
+            if matches!(
+                refused.code(),
+                ErrorCode::Unauthorized | ErrorCode::SpaceNotFound
+            ) && let Some(address) = &address
+            {
+                state.failed_auths().check(address).map_err(too_many)?;
+            }
+            return Err(refused);
+        }
         state.rate().check(&space).map_err(|wait| {
             ApiError::new(ErrorCode::RateLimited, "too many requests for this space")
                 .retry_after(wait)

@@ -379,7 +379,8 @@ pub trait Storage: Send + Sync + 'static {
         Box::pin(std::future::ready(Ok(DeviceList::default())))
     }
 
-    /// Counts one space creation by `client` (a keyed hash of its address) in the window that
+    /// Counts one space creation by `client` (a SHA-256 of its address: not keyed, so anyone
+    /// holding the database can find an IPv4 address by trying them all) in the window that
     /// starts at `window_start` (unix seconds), and returns the count including this one.
     /// Windows that started before `keep_after` may be forgotten. A backend shared by several
     /// relays counts across all of them.

@@ -45,7 +45,7 @@ use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_postgres::{NoTls, error::SqlState};
 use tokio_util::sync::CancellationToken;
 
-pub use self::schema::SCHEMA_VERSION;
+pub use self::schema::{MIGRATION_LOCK, SCHEMA_VERSION};
 use super::{
     Created, EraseReason, NewPairing, PairingRecord, PairingSide, PairingSwept, PullRequest,
     Pushed, RollupStored, Storage, StorageError, StorageFuture, Swept, TokenHash, Tombstone,
@@ -191,7 +191,7 @@ pub(crate) struct PgMetrics {
 /// State shared by the storage handle, its writers and its listener.
 pub(crate) struct Shared {
     pub(crate) pool: Pool,
-    pub(crate) tokens: RwLock<HashMap<SpaceId, TokenHash>>,
+    pub(crate) tokens: TokenCache,
     pub(crate) publisher: Arc<dyn Publisher>,
     pub(crate) metrics: PgMetrics,
     /// True while the listener is connected and LISTENing.
@@ -214,27 +214,63 @@ impl std::fmt::Debug for Shared {
     }
 }
 
+/// The token hashes this instance has read, so that a request costs no query. An erase on
+/// any instance removes its space's entry (a notification), so an entry must not be added from
+/// a read made before an erase this instance has since heard of: every removal moves
+/// `forgets`, and a read is kept only if it did not move since the read began.
+#[derive(Default)]
+pub(crate) struct TokenCache {
+    map: RwLock<HashMap<SpaceId, TokenHash>>,
+    forgets: AtomicU64,
+}
+
+impl TokenCache {
+    pub(crate) fn get(&self, space: &SpaceId) -> Option<TokenHash> {
+        self.map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(space)
+            .copied()
+    }
+
+    /// Taken before the database is read; passed to [`TokenCache::remember`].
+    pub(crate) fn generation(&self) -> u64 {
+        self.forgets.load(Relaxed)
+    }
+
+    pub(crate) fn forget(&self, space: &SpaceId) {
+        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
+        self.forgets.fetch_add(1, Relaxed);
+        map.remove(space);
+    }
+
+    pub(crate) fn forget_all(&self) {
+        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
+        self.forgets.fetch_add(1, Relaxed);
+        map.clear();
+    }
+
+    /// Keeps `hash`, read when the generation was `read_at`, unless something was forgotten
+    /// since (it may have been this space, erased after the read).
+    pub(crate) fn remember(&self, space: SpaceId, hash: TokenHash, read_at: u64) {
+        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
+        if self.forgets.load(Relaxed) != read_at {
+            return;
+        }
+        if map.len() >= MAX_CACHED_TOKENS {
+            map.clear();
+        }
+        map.insert(space, hash);
+    }
+}
+
 impl Shared {
     pub(crate) fn forget_token(&self, space: &SpaceId) {
-        self.tokens
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(space);
+        self.tokens.forget(space);
     }
 
     pub(crate) fn forget_all_tokens(&self) {
-        self.tokens
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
-    }
-
-    fn remember_token(&self, space: SpaceId, hash: TokenHash) {
-        let mut tokens = self.tokens.write().unwrap_or_else(PoisonError::into_inner);
-        if tokens.len() >= MAX_CACHED_TOKENS {
-            tokens.clear();
-        }
-        tokens.insert(space, hash);
+        self.tokens.forget_all();
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Client, PgError> {
@@ -323,7 +359,7 @@ impl PostgresStorage {
             .build()?;
         let shared = Arc::new(Shared {
             pool,
-            tokens: RwLock::new(HashMap::new()),
+            tokens: TokenCache::default(),
             publisher,
             metrics: PgMetrics::default(),
             listening: tokio::sync::watch::Sender::new(false),
@@ -457,6 +493,7 @@ fn hash32(bytes: &[u8], what: &'static str) -> Result<[u8; 32], PgError> {
 impl Storage for PostgresStorage {
     fn create_space(&self, space: SpaceId, token_hash: TokenHash) -> StorageFuture<Created> {
         self.run(move |shared| async move {
+            let read_at = shared.tokens.generation();
             let mut client = shared.client().await?;
             let tx = client.transaction().await?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&space_lock(&space)])
@@ -482,7 +519,7 @@ impl Storage for PostgresStorage {
                 .await?;
             if inserted.is_some() {
                 tx.commit().await?;
-                shared.remember_token(space, token_hash);
+                shared.tokens.remember(space, token_hash, read_at);
                 return Ok(Ok(Created::New));
             }
             let row = tx
@@ -494,7 +531,7 @@ impl Storage for PostgresStorage {
             tx.commit().await?;
             let existing = hash32(row.try_get(0)?, "token hash length")?;
             if bool::from(existing.ct_eq(&token_hash)) {
-                shared.remember_token(space, existing);
+                shared.tokens.remember(space, existing, read_at);
                 Ok(Ok(Created::Existing))
             } else {
                 Ok(Err(StorageError::SpaceExists))
@@ -503,17 +540,11 @@ impl Storage for PostgresStorage {
     }
 
     fn token_hash(&self, space: SpaceId) -> StorageFuture<Option<TokenHash>> {
-        let cached = self
-            .shared
-            .tokens
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&space)
-            .copied();
-        if let Some(hash) = cached {
+        if let Some(hash) = self.shared.tokens.get(&space) {
             return Box::pin(std::future::ready(Ok(Some(hash))));
         }
         self.run(move |shared| async move {
+            let read_at = shared.tokens.generation();
             let client = shared.client().await?;
             let statement = client
                 .prepare_cached("SELECT token_hash FROM spaces WHERE space_id = $1")
@@ -522,7 +553,7 @@ impl Storage for PostgresStorage {
                 return Ok(Ok(None));
             };
             let hash = hash32(row.try_get(0)?, "token hash length")?;
-            shared.remember_token(space, hash);
+            shared.tokens.remember(space, hash, read_at);
             Ok(Ok(Some(hash)))
         })
     }
@@ -1226,5 +1257,30 @@ impl Storage for PostgresStorage {
             pool.close();
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An erase this instance heard of while it read a token (another instance erased the
+    /// space just after the read) leaves nothing cached: before, the stale hash stayed and the
+    /// space answered "not found" instead of "erased".
+    #[test]
+    fn a_token_read_before_an_erase_is_not_cached_after_it() {
+        let cache = TokenCache::default();
+        let space = SpaceId([7; 32]);
+        let read_at = cache.generation();
+        // The erase's notification arrives while the read is on its way back.
+        cache.forget(&space);
+        cache.remember(space, [1; 32], read_at);
+        assert_eq!(cache.get(&space), None);
+        // A read begun after it is kept.
+        let read_at = cache.generation();
+        cache.remember(space, [1; 32], read_at);
+        assert_eq!(cache.get(&space), Some([1; 32]));
+        cache.forget_all();
+        assert_eq!(cache.get(&space), None);
     }
 }

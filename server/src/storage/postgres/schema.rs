@@ -28,10 +28,16 @@ const MIGRATIONS: &[&str] = &[
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 
 /// Key of the advisory lock that serialises migrations (any constant shared by all instances).
-const MIGRATION_LOCK: i64 = 0x6d65_6e64_5f6d_6967; // "mend_mig"
+pub const MIGRATION_LOCK: i64 = 0x6d65_6e64_5f6d_6967; // "mend_mig"
 
 /// Brings the schema up to date, or fails if the database is newer than this binary.
 pub(crate) async fn migrate(client: &mut Client) -> Result<(), PgError> {
+    // Not under the relay's statement timeout: waiting for another instance's migration, or
+    // a migration of a large database (an index on every chunk), takes what it takes, and a
+    // cut one would be cut again at every start.
+    client
+        .batch_execute("SET statement_timeout = 0; SET lock_timeout = 0")
+        .await?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await?;
