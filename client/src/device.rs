@@ -507,6 +507,8 @@ impl Device {
     pub async fn erase(&self, budget: Duration) -> Result<EraseReport> {
         let http = RelayHttp::new(&self.keyring().relay_url, &self.relay)?;
         http.check()?;
+        // The spaces to erase are those of the epoch the journal is in, wherever it moved.
+        self.adopt_elsewhere().await?;
         let already = lock(&self.journal)?.erasure()?.is_some_and(|e| e.by_me);
         if !already {
             let reached = self.client.sync_now(budget).await?;

@@ -246,6 +246,7 @@ impl Args {
             pairing_claims_per_minute: self.pairing_claims_per_minute,
             max_live_pairings: self.max_live_pairings,
             failed_auths_per_minute: self.failed_auths_per_minute,
+            min_chunk_bytes: Limits::default().min_chunk_bytes,
         };
         config.database_url = self.database_url.clone().map(DatabaseUrl);
         config.postgres = Postgres {

@@ -11,6 +11,9 @@ use mend_protocol::{
     DEFAULT_MAX_CHUNK_BYTES, DEFAULT_MAX_PAGE_BYTES, DEFAULT_MAX_SNAPSHOT_BYTES, MAX_PUSH_OVERHEAD,
 };
 
+/// The smallest sealed payload a device makes: a 24-byte nonce and a 16-byte tag.
+pub const MIN_SEALED_BYTES: usize = 40;
+
 /// Everything the relay needs to start.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -258,6 +261,11 @@ pub struct Limits {
     pub pairing_claims_per_minute: u32,
     /// Pairing mailboxes open or claimed at once across the relay (503 beyond).
     pub max_live_pairings: u64,
+    /// Smallest chunk or rollup payload accepted (400 `malformed` below): a sealed payload is
+    /// at least its nonce and tag (40 bytes). A row costs the database about 150 bytes beside
+    /// its payload while quotas count payload bytes, so without a floor empty payloads would
+    /// fill the disk past every quota.
+    pub min_chunk_bytes: usize,
     /// Requests to a space one client address may make per minute on one instance with a
     /// token that is wrong or names no space (each costs a database read); once spent, every
     /// space request from the address is answered 429 until it refills.
@@ -302,6 +310,7 @@ impl Default for Limits {
             pairing_claims_per_minute: 10,
             max_live_pairings: 10_000,
             failed_auths_per_minute: 300,
+            min_chunk_bytes: MIN_SEALED_BYTES,
         }
     }
 }

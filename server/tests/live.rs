@@ -247,6 +247,34 @@ async fn oversized_chunk_within_message_limit_is_nacked_and_the_socket_lives_on(
     relay.stop().await
 }
 
+/// Payloads shorter than any sealed one are refused, over HTTP and live: each row costs the
+/// database far more than its payload, which is all the quota counts (before: empty payloads
+/// were stored without end).
+#[tokio::test]
+async fn payloads_shorter_than_a_sealed_one_are_refused() -> anyhow::Result<()> {
+    let relay = Relay::start_with(|config| config.limits.min_chunk_bytes = 40).await?;
+    let (s, t) = (space(1), token(1));
+    relay.create(&s, &t).await?;
+    let body = push(device(1), 1, &[]).to_bytes();
+    let (status, answer) =
+        common::http(relay.addr, "POST", &paths::chunks(&s), Some(&t), &body).await?;
+    assert_eq!(
+        (status, common::error_code(&answer).as_str()),
+        (400, "malformed")
+    );
+    let mut ws = relay
+        .connect(&s, &t, &format!("after=0&device={}", device(1)))
+        .await?;
+    ws.expect_up_to_date().await?;
+    ws.send_push(&push(device(1), 1, &[0; 39])).await?;
+    let nack = ws.expect_nack().await?;
+    assert_eq!((nack.device_seq, nack.code), (1, ErrorCode::Malformed));
+    ws.send_push(&push(device(1), 1, &[0; 40])).await?;
+    assert_eq!(ws.expect_ack().await?.relay_seq, 1);
+    ws.close().await;
+    relay.stop().await
+}
+
 /// A live push past the relay-wide byte limit gets a Nack `relay_full` with a retry hint, the
 /// socket stays open, and a push that still fits is acknowledged.
 #[tokio::test]

@@ -44,6 +44,9 @@ pub(super) async fn push(
     };
     let push = Push::decode(&body, &decode_limits)
         .map_err(|e| ApiError::from_decode(e, ErrorCode::ChunkTooLarge))?;
+    if push.payload.len() < limits.min_chunk_bytes {
+        return Err(too_small(limits.min_chunk_bytes));
+    }
     let (device, device_seq, bytes) = (push.device_id, push.device_seq, push.payload.len());
     let started = Instant::now();
     // The slot, share and reservation go with the queued write, not with the request.
@@ -110,4 +113,13 @@ pub(super) async fn pull(
         .metrics()
         .rollups_sent(page.rollups.iter().map(|r| r.payload.len()).sum());
     Ok(frame(page.to_bytes()))
+}
+
+/// A payload below the smallest sealed one: refused, since rows cost the database more than
+/// the quota counts for them.
+pub(super) fn too_small(min: usize) -> ApiError {
+    ApiError::new(
+        ErrorCode::Malformed,
+        format!("a sealed payload is at least {min} bytes"),
+    )
 }

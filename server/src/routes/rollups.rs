@@ -52,6 +52,9 @@ pub(super) async fn push(
     };
     let rollup = RollupPush::decode(&body, &decode_limits)
         .map_err(|e| ApiError::from_decode(e, ErrorCode::ChunkTooLarge))?;
+    if rollup.payload.len() < limits.min_chunk_bytes {
+        return Err(super::chunks::too_small(limits.min_chunk_bytes));
+    }
     let write = state
         .storage()
         .push_rollup(space, rollup, limits.space_quota_bytes);

@@ -424,6 +424,13 @@ impl Session {
                 "chunk exceeds the relay's chunk limit",
             ));
         }
+        if push.payload.len() < limits.min_chunk_bytes {
+            return Ok(refuse(
+                ErrorCode::Malformed,
+                Duration::ZERO,
+                "a sealed payload is longer than this one",
+            ));
+        }
         // One space's sockets together hold a bounded share of the storage queue.
         let Some(slot) = self.state.space_pushes().try_acquire(&self.space) else {
             return Ok(refuse(

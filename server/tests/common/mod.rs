@@ -58,6 +58,8 @@ pub fn test_config(dir: &Path) -> Config {
     config.limits.idle_timeout = Duration::from_secs(5);
     config.limits.header_timeout = Duration::from_secs(5);
     config.limits.max_connections_per_space = 4;
+    // Tests push short made-up payloads; `min_chunk_bytes_are_refused` checks the floor.
+    config.limits.min_chunk_bytes = 1;
     config.shutdown_grace = Duration::from_secs(5);
     config
 }
