@@ -285,13 +285,40 @@ impl Drop for Made {
             return;
         }
         drop(device);
-        match mend_client::remove_database(&path) {
-            Ok(()) => tracing::info!("removed a journal made for a call that was cancelled"),
+        match remove_made(&path) {
+            Ok(true) => tracing::info!("removed a journal made for a call that was cancelled"),
+            Ok(false) => tracing::info!("a journal made for a cancelled call is in use; kept"),
             Err(e) => {
                 tracing::warn!(error = %e, "could not remove a journal made for a cancelled call")
             }
         }
     }
+}
+
+/// Removes the database at `path` and SQLite's files beside it while holding its lock, so a
+/// new attempt at the same path waits (or fails `locked`) rather than build its journal among
+/// files being removed. The lock file stays: removing it would let two openers lock two
+/// files. `false` when another opener holds the lock.
+fn remove_made(path: &Path) -> std::io::Result<bool> {
+    let with = |suffix: &str| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .open(with(".lock"))?;
+    if lock.try_lock().is_err() {
+        return Ok(false);
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        match std::fs::remove_file(with(suffix)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
 }
 
 /// Refuses to open what is not there, so a missing database reads as `missing`, not `corrupt`.

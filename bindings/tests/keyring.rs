@@ -2,16 +2,13 @@
 //! or let a rejoin in), the app hears it on its status listener and stores the keyring again:
 //! the secret it kept before cannot restore the new spaces.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Duration,
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
 };
 
 use anyhow::{Context, Result, ensure};
-use mend_e2e::Relay;
+use mend_e2e::{Relay, eventually};
 use mend_ffi_api::{
     Joining, Journal, JournalOptions, ListenerError, SyncStatus, SyncStatusListener,
 };
@@ -32,16 +29,6 @@ impl SyncStatusListener for Heard {
         self.keyrings.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
-}
-
-async fn eventually(what: &str, mut done: impl FnMut() -> Result<bool>) -> Result<()> {
-    for _ in 0..600 {
-        if done()? {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    anyhow::bail!("{what}: not within 60 s")
 }
 
 #[test]

@@ -60,6 +60,10 @@ pub struct Device {
     removed: Mutex<Option<String>>,
     /// Whether a task follows new epochs for live sync ([`Device::start_live_following`]).
     following: AtomicBool,
+    /// Live sync was asked for ([`Device::start_live`]) and not stopped since: a round that
+    /// finds it not running (it ended on keys another process replaced, or a move was cut
+    /// between stopping and starting it) starts it again.
+    live_wanted: AtomicBool,
     /// Held for the length of a sync round.
     rounds: tokio::sync::Mutex<()>,
     /// Set by [`Device::stop_live`]: ends a round the epoch-following task is running.
@@ -134,6 +138,7 @@ impl Device {
             certified: AtomicBool::new(false),
             removed: Mutex::new(None),
             following: AtomicBool::new(false),
+            live_wanted: AtomicBool::new(false),
             rounds: tokio::sync::Mutex::new(()),
             live_stopped: tokio::sync::watch::Sender::new(0),
         })
@@ -236,8 +241,9 @@ impl Device {
     /// message names no secret) and tried again later.
     async fn certify_quietly(&self) {
         match self.certify().await {
-            // An erased journal records nothing more, certificates included.
-            Ok(_) | Err(Error::Erased(_)) => {}
+            // An erased journal records nothing more, certificates included; keys of an epoch
+            // the journal left are taken up by the next round, which certifies then.
+            Ok(_) | Err(Error::Erased(_) | Error::MovedElsewhere) => {}
             Err(e) => tracing::warn!(error = %e, "this device's certificate is not recorded"),
         }
     }
@@ -509,7 +515,10 @@ impl Device {
         http.check()?;
         // The spaces to erase are those of the epoch the journal is in, wherever it moved.
         self.adopt_elsewhere().await?;
-        let already = lock(&self.journal)?.erasure()?.is_some_and(|e| e.by_me);
+        let journal = Arc::clone(&self.journal);
+        // On the blocking pool: the journal's lock may wait behind a merge.
+        let already =
+            blocking(move || Ok(lock(&journal)?.erasure()?.is_some_and(|e| e.by_me))).await?;
         if !already {
             let reached = self.client.sync_now(budget).await?;
             if !reached.online {
@@ -553,6 +562,7 @@ impl Device {
     ) -> Result<RoundReport> {
         self.refuse_if_removed()?;
         let deadline = tokio::time::Instant::now() + budget;
+        let stops = *self.live_stopped.borrow();
         // Fused: polled again after it fired, it stays pending instead of panicking.
         let mut stop = std::pin::pin!(stop.fuse());
         // One round at a time: a round that moves the journal to a new epoch must not run
@@ -565,9 +575,18 @@ impl Device {
         };
         let Some(_turn) = turn else {
             // Another round held the turn throughout: this one did nothing, sync is under way.
-            let mut report = RoundReport::default();
-            report.status.syncing = true;
-            return Ok(report);
+            // (Whether the relay answers is that round's to say.)
+            let summary = self.read(Journal::sync_summary)?;
+            return Ok(RoundReport {
+                status: SyncStatus {
+                    syncing: true,
+                    pending: summary.pending,
+                    last_synced: summary.last_synced,
+                    problems: summary.problems,
+                    ..SyncStatus::default()
+                },
+                ..RoundReport::default()
+            });
         };
         let over = |fired: bool| fired || tokio::time::Instant::now() >= deadline;
         let mut moved = self.adopt_elsewhere().await?;
@@ -617,6 +636,13 @@ impl Device {
         .await;
         if let Err(e) = noted {
             tracing::warn!(error = %e, "could not note the asks to rejoin");
+        }
+        // Unless the app stopped it meanwhile.
+        if self.live_wanted.load(Ordering::Acquire)
+            && *self.live_stopped.borrow() == stops
+            && !self.is_live()
+        {
+            self.start_live()?;
         }
         Ok(report)
     }
@@ -908,7 +934,7 @@ impl Device {
     /// the journal to a new epoch: the journal holds them, sealed to this device, since that
     /// move. Live sync starts again on the new spaces, and the observer is told to store the
     /// keyring. Returns whether it did.
-    async fn adopt_elsewhere(&self) -> Result<bool> {
+    pub(crate) async fn adopt_elsewhere(&self) -> Result<bool> {
         let mut keyring = self.keyring();
         let before = keyring.couple.derive_space_id();
         let journal = Arc::clone(&self.journal);
@@ -1128,7 +1154,7 @@ impl Device {
                 break;
             }
             let report = self.sync_round(left).await?;
-            pushed = report.status.pending == 0;
+            pushed = report.finished && report.status.pending == 0;
             if self.read(|j| j.epoch())? > epoch && pushed {
                 break;
             }
@@ -1183,6 +1209,7 @@ impl Device {
     /// Starts live sync on the current tokio runtime (a WebSocket per space, each write pushed
     /// at once). Starting it again while it runs does nothing.
     pub fn start_live(&self) -> Result<()> {
+        self.live_wanted.store(true, Ordering::Release);
         let mut live = self
             .live
             .lock()
@@ -1214,7 +1241,7 @@ impl Device {
                 let Some(device) = device.upgrade() else {
                     break;
                 };
-                if !device.is_live() {
+                if !device.live_wanted.load(Ordering::Acquire) {
                     continue;
                 }
                 stopped.mark_unchanged();
@@ -1246,6 +1273,7 @@ impl Device {
     /// Stops live sync and waits for its sockets to close. A round the epoch-following task
     /// runs is cut too.
     pub async fn stop_live(&self) {
+        self.live_wanted.store(false, Ordering::Release);
         self.live_stopped.send_modify(|n| *n = n.wrapping_add(1));
         self.stop_live_inner().await;
     }

@@ -265,6 +265,9 @@ impl Device {
     /// with `short` a short code to read out. Nothing is handed over until the user accepts
     /// ([`Device::welcome`]).
     pub async fn invite(&self, kind: PairingKind, short: bool) -> Result<Invitation> {
+        // The secrets handed over are those of the epoch the journal is in, wherever it moved
+        // (an app extension's round may have moved it).
+        self.adopt_elsewhere().await?;
         let keyring = self.keyring();
         let http = RelayHttp::new(&keyring.relay_url, self.relay_options())?;
         http.check()?;

@@ -435,7 +435,6 @@ impl SyncClient {
                     // new ones and starts live sync again on them.
                     Err(Error::MovedElsewhere) => {
                         self.epoch_news.notify_one();
-                        let _ = stop.changed().await;
                         return Ok(());
                     }
                     other => other?,

@@ -59,8 +59,8 @@ impl<K: Hash + Eq, V> SweptMap<K, V> {
     }
 
     /// The value for `key`, if there is one.
-    pub(crate) fn get(&self, key: &K) -> Option<&V> {
-        self.map.get(key)
+    pub(crate) fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        self.map.get_mut(key)
     }
 
     /// Entries held and sweeps run so far.
@@ -109,18 +109,11 @@ impl<K: Hash + Eq + Copy> RateLimiter<K> {
         self.check_at(space, Instant::now())
     }
 
-    /// Whether `key` has a token left, without taking it (nor remembering a key never seen).
-    pub fn peek(&self, key: &K) -> Result<(), Duration> {
-        let buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(bucket) = buckets.get(key) else {
-            return Ok(());
-        };
-        let refill = Instant::now().duration_since(bucket.updated).as_secs_f64() * self.per_second;
-        let tokens = (bucket.tokens + refill).min(self.burst);
-        if tokens >= 1.0 {
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - tokens) / self.per_second))
+    /// Gives back a token [`RateLimiter::check`] took for what turned out not to count.
+    pub fn refund(&self, key: &K) {
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(bucket) = buckets.get_mut(key) {
+            bucket.tokens = (bucket.tokens + 1.0).min(self.burst);
         }
     }
 

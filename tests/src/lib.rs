@@ -421,3 +421,14 @@ pub fn honest_texts(device: &Device) -> Result<Vec<String>> {
     out.sort();
     Ok(out)
 }
+
+/// Waits, a bounded number of short steps (30 s in all), for `done` to hold.
+pub async fn eventually(what: &str, mut done: impl FnMut() -> Result<bool>) -> Result<()> {
+    for _ in 0..300 {
+        if done()? {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("{what}: not within 30 s")
+}

@@ -4,7 +4,7 @@
 
 use anyhow::{Result, ensure};
 use mend_core::{Error, crypto::PairingKind};
-use mend_e2e::{Phone, ROUND, Relay, couple, honest, honest_texts};
+use mend_e2e::{Phone, ROUND, Relay, couple, eventually, honest, honest_texts};
 
 /// A device of the same partner as `of`, paired through the relay.
 async fn another_device(
@@ -246,17 +246,6 @@ async fn after_a_forget_the_old_epoch_is_gone_from_the_relay_and_every_file() ->
         );
     }
     Ok(())
-}
-
-/// Waits, a bounded number of short steps, for `done` to hold.
-async fn eventually(what: &str, mut done: impl FnMut() -> Result<bool>) -> Result<()> {
-    for _ in 0..300 {
-        if done()? {
-            return Ok(());
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    anyhow::bail!("{what}: not within 30 s")
 }
 
 /// Alex's tablet runs live sync alone (no rounds of its own) when Alex's phone removes it: the

@@ -15,7 +15,7 @@ use mend_core::{
     Body, LockMode, RecordId, crypto::PairingKind, journal::OpenOptions, model::Share,
     sync::ProblemKind,
 };
-use mend_e2e::{Phone, ROUND, Recorder, Relay, couple, honest, opts};
+use mend_e2e::{Phone, ROUND, Recorder, Relay, couple, eventually, honest, opts};
 
 /// A `mend-ext-writer` process with the journal open.
 struct Writer {
@@ -307,5 +307,77 @@ async fn the_app_follows_a_move_its_extension_made() -> Result<()> {
         blake.read(|j| j.get(id)).is_ok(),
         "Blake never got the app's write"
     );
+    relay.stop().await
+}
+
+/// The app opens (its certificate not yet checked this opening), the extension moves the
+/// journal, then the app's `ready` certifies with the keys it opened with: before, that wrote
+/// the old epoch's space back into the journal, and the app's next write went to the old space
+/// under the old keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_opened_before_the_move_certifies_nothing_old() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path()).await?;
+    let (app, ext, blake) = app_and_extension(dir.path(), &relay).await?;
+    let kept = app.device.keyring();
+    app.device.close().await?;
+    let fresh = Device::open(&ext.path, kept, shared(), relay.trust(), None)?;
+    blake.device.forget(ROUND).await?;
+    let moved = ext.device.sync_round(ROUND).await?;
+    ensure!(
+        moved.keyring_changed,
+        "the extension did not move: {moved:?}"
+    );
+    fresh.ready().await?;
+    let id = fresh.write(|j| j.add(honest("written after the extension moved")))?;
+    let report = fresh.sync_round(ROUND).await?;
+    ensure!(report.finished && report.status.pending == 0, "{report:?}");
+    blake.sync().await?;
+    ensure!(
+        blake.read(|j| j.get(id)).is_ok(),
+        "Blake never got the write"
+    );
+    relay.stop().await
+}
+
+/// The app syncs live only (foreground) while its extension's round follows a new epoch: the
+/// app ends up live on the new spaces, with the new keys, and what it writes reaches Blake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_sync_ends_up_on_the_epoch_its_extension_moved_to() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path()).await?;
+    let (app, ext, blake) = app_and_extension(dir.path(), &relay).await?;
+    let kept = app.device.keyring();
+    app.device.close().await?;
+    let live = Arc::new(Device::open(
+        &ext.path,
+        kept,
+        shared(),
+        relay.trust(),
+        None,
+    )?);
+    live.start_live_following(ROUND)?;
+    eventually("live sync up", || Ok(live.is_live())).await?;
+    blake.device.forget(ROUND).await?;
+    // Whichever moves first (the extension's round, or the app's live sync hearing the news),
+    // both end in the new epoch.
+    ext.device.sync_round(ROUND).await?;
+    let new = ext.device.keyring().couple.derive_space_id();
+    eventually("the app on the new keys, live", || {
+        Ok(live.keyring().couple.derive_space_id() == new && live.is_live())
+    })
+    .await?;
+    let id = live.write(|j| j.add(honest("written live after the move")))?;
+    let mut reached = false;
+    for _ in 0..40 {
+        blake.sync().await?;
+        if blake.read(|j| j.get(id)).is_ok() {
+            reached = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    ensure!(reached, "Blake never got the live write");
+    live.stop_live().await;
     relay.stop().await
 }

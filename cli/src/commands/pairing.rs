@@ -156,18 +156,38 @@ pub async fn invite(
 }
 
 /// The first line of standard input, for `join -`, in a buffer sized once and wiped on drop.
+/// Read byte by byte from the descriptor (on Unix), not through `stdin()`, whose buffer lives
+/// for the whole process and is never wiped.
 fn read_code() -> Result<Zeroizing<String>> {
-    use std::io::{BufRead, Read};
+    use std::io::Read;
     // Longer than any invite (a 255-byte relay address included); more is not a code.
     const MOST: usize = 2048;
-    let mut line = Zeroizing::new(String::with_capacity(MOST + 1));
-    let read = std::io::stdin()
-        .lock()
-        .take(MOST as u64)
-        .read_line(&mut line)
+    #[cfg(unix)]
+    let mut input = std::fs::File::open("/dev/stdin")
         .map_err(|e| Failure::new(Exit::Input, format!("cannot read the code: {}", e.kind())))?;
-    let code = line.trim();
-    if read == 0 || code.is_empty() {
+    #[cfg(not(unix))]
+    let mut input = std::io::stdin();
+    let mut line = Zeroizing::new(Vec::with_capacity(MOST));
+    let mut byte = Zeroizing::new([0u8; 1]);
+    while line.len() < MOST {
+        match input.read(&mut byte[..]) {
+            Ok(0) => break,
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) => line.push(byte[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(Failure::new(
+                    Exit::Input,
+                    format!("cannot read the code: {}", e.kind()),
+                )
+                .into());
+            }
+        }
+    }
+    let code = std::str::from_utf8(&line)
+        .map_err(|_| Failure::new(Exit::Input, "the code on standard input is not text"))?
+        .trim();
+    if code.is_empty() {
         return Err(Failure::new(Exit::Input, "no code on standard input").into());
     }
     let mut out = Zeroizing::new(String::with_capacity(code.len()));

@@ -411,15 +411,22 @@ impl Journal {
     /// Without the identity ([`Journal::keep_identity`]) it stops signing instead, so nothing
     /// goes out under the old epoch's introduction.
     fn follow_elsewhere(&mut self) -> Result<()> {
+        let previous = self.couple_space;
         self.couple_space = stored_couple_space(&self.store);
         self.banned.clear();
         self.roster = guard::Roster::default();
-        let key = self.signer.take().map(|s| s.key);
+        let old = self.signer.take();
+        let key = old.as_ref().map(|s| s.key.clone());
         if let (Some(space), Some(identity), Some(key)) =
             (self.couple_space, self.identity.clone(), key)
         {
             let signer = Signer::new(space, &identity, self.me, self.device, key, self.now());
-            self.set_signer_in_step(signer)?;
+            if let Err(e) = self.set_signer_in_step(signer) {
+                // As it was, so that the next step (which finds the move again) tries again.
+                self.couple_space = previous;
+                self.signer = old;
+                return Err(e);
+            }
         } else {
             self.load_roster()?;
         }

@@ -215,16 +215,22 @@ impl Journal {
             .and_then(|e| Registry::read(doc, &e, partner, None, &self.cert_checker).identity))
     }
 
-    /// Learns the couple's space id (kept in the database's metadata).
+    /// Learns the couple's space id (kept in the database's metadata). Once known it changes
+    /// only with a move to a new epoch ([`Journal::move_to_epoch`]): keys for another space
+    /// are stale (another process moved the journal, or this one did while the caller held
+    /// the old keyring), and taking them would send the new epoch's changes to the old space.
     pub(super) fn set_couple_space(&mut self, space_id: &[u8; 32]) -> Result<()> {
-        if self.couple_space != Some(*space_id) {
-            self.store
-                .set_meta(&[(META_COUPLE_SPACE, &hex::encode(space_id))])?;
-            self.couple_space = Some(*space_id);
-            // Certificates that could not be checked before now can.
-            self.rebuild_view(Space::Couple)?;
+        match self.couple_space {
+            Some(known) if known == *space_id => Ok(()),
+            Some(_) => Err(Error::MovedElsewhere),
+            None => {
+                self.store
+                    .set_meta(&[(META_COUPLE_SPACE, &hex::encode(space_id))])?;
+                self.couple_space = Some(*space_id);
+                // Certificates that could not be checked before now can.
+                self.rebuild_view(Space::Couple)
+            }
         }
-        Ok(())
     }
 
     /// Makes sure the couple's document records this partner's identity and this device's

@@ -46,31 +46,38 @@ impl FromRequestParts<AppState> for AuthorizedSpace {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let SpaceParam(space) = SpaceParam::from_request_parts(parts, state).await?;
-        // Each token checked costs a database read: an address whose tokens keep failing
-        // (guessing, or flooding the database with unknown spaces) is answered without one.
-        let ClientAddress(address) = match ClientAddress::from_request_parts(parts, state).await {
-            Ok(address) => address,
-            Err(never) => match never {},
-        };
-        let too_many = |wait: std::time::Duration| {
-            ApiError::new(
-                ErrorCode::RateLimited,
-                "too many requests with a wrong token from this address",
-            )
-            .retry_after(wait.max(std::time::Duration::from_secs(1)))
-        };
-        if let Some(address) = &address {
-            state.failed_auths().peek(address).map_err(too_many)?;
-        }
-        if let Err(refused) = authorize(state, &space, &parts.headers).await {
-            if matches!(
-                refused.code(),
-                ErrorCode::Unauthorized | ErrorCode::SpaceNotFound
-            ) && let Some(address) = &address
+        if state.storage().known_token(space).is_some() {
+            // Held in memory: checking costs nothing, so nothing limits it.
+            authorize(state, &space, &parts.headers).await?;
+        } else {
+            // Checking reads the database (a space this instance has not served yet, or none
+            // at all): each address may fail a bounded number of such reads, taken up front so
+            // that requests at once cannot all slip past, and given back when it succeeds.
+            let ClientAddress(address) = match ClientAddress::from_request_parts(parts, state).await
             {
-                state.failed_auths().check(address).map_err(too_many)?;
+                Ok(address) => address,
+                Err(never) => match never {},
+            };
+            if let Some(address) = &address {
+                state.failed_auths().check(address).map_err(|wait| {
+                    ApiError::new(
+                        ErrorCode::RateLimited,
+                        "too many requests with a wrong token from this address",
+                    )
+                    .retry_after(wait.max(std::time::Duration::from_secs(1)))
+                })?;
             }
-            return Err(refused);
+            let checked = authorize(state, &space, &parts.headers).await;
+            let failed = checked.as_ref().is_err_and(|refused| {
+                matches!(
+                    refused.code(),
+                    ErrorCode::Unauthorized | ErrorCode::SpaceNotFound
+                )
+            });
+            if !failed && let Some(address) = &address {
+                state.failed_auths().refund(address);
+            }
+            checked?;
         }
         state.rate().check(&space).map_err(|wait| {
             ApiError::new(ErrorCode::RateLimited, "too many requests for this space")

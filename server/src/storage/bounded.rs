@@ -86,6 +86,10 @@ impl Storage for BoundedWrites {
         self.inner.token_hash(space)
     }
 
+    fn known_token(&self, space: SpaceId) -> Option<TokenHash> {
+        self.inner.known_token(space)
+    }
+
     fn push(&self, space: SpaceId, push: Push, quota: u64) -> StorageFuture<Pushed> {
         self.write(|inner| inner.push(space, push, quota))
     }

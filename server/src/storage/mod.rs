@@ -265,6 +265,14 @@ pub trait Storage: Send + Sync + 'static {
     /// The space's token hash, or `None` if the space does not exist.
     fn token_hash(&self, space: SpaceId) -> StorageFuture<Option<TokenHash>>;
 
+    /// The space's token hash if the backend holds it in memory (no database read); `None`
+    /// when it would have to read (or the space does not exist). Requests whose token this
+    /// answers cost nothing to check, so the limit on failed tokens never refuses them.
+    fn known_token(&self, space: SpaceId) -> Option<TokenHash> {
+        let _ = space;
+        None
+    }
+
     /// Stores a chunk unless `(device_id, device_seq)` was stored before, in which case it
     /// returns the original relay sequence flagged as a duplicate (even after pruning) when
     /// the payload is the same, and [`StorageError::SeqConflict`] when it differs.

@@ -539,6 +539,10 @@ impl Storage for PostgresStorage {
         })
     }
 
+    fn known_token(&self, space: SpaceId) -> Option<TokenHash> {
+        self.shared.tokens.get(&space)
+    }
+
     fn token_hash(&self, space: SpaceId) -> StorageFuture<Option<TokenHash>> {
         if let Some(hash) = self.shared.tokens.get(&space) {
             return Box::pin(std::future::ready(Ok(Some(hash))));
