@@ -134,6 +134,107 @@ async fn a_start_waits_for_another_migration_past_the_statement_timeout() {
     store.close().await.unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// An erase touches none of the space's chunks: they go afterwards, in bounded batches of the
+/// sweep. Before, one statement deleted them all inside the erase, so a space with more rows
+/// than that statement could delete within the statement timeout (here: rows another session
+/// holds, which the delete must wait for) was cut at every try, holding the space's lock
+/// meanwhile, and could never be erased.
+#[tokio::test]
+async fn a_large_space_is_erased_within_the_statement_timeout() {
+    let db = database().await;
+    let settings = Postgres {
+        statement_timeout: Duration::from_millis(300),
+        ..Postgres::default()
+    };
+    let store = PostgresStorage::open(db.url(), settings, Arc::new(LocalHub::default()))
+        .await
+        .unwrap_or_else(|e| panic!("open: {e}"));
+    store
+        .create_space(SpaceId([5; 32]), [5; 32])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    store
+        .push(
+            SpaceId([5; 32]),
+            Push {
+                device_id: DeviceId([1; 16]),
+                device_seq: 1,
+                payload: vec![1; 64],
+            },
+            u64::MAX,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (client, connection) = db
+        .url()
+        .parse::<tokio_postgres::Config>()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let driver = tokio::spawn(connection);
+    // Rows as a long-lived space leaves them (pruned: no payload), made directly.
+    client
+        .execute(
+            "INSERT INTO chunks (space, seq, device_id, device_seq)
+             SELECT s.id, g + 1, '\\x02020202020202020202020202020202'::bytea, g
+             FROM spaces s, generate_series(1, 20000) g WHERE s.space_id = $1",
+            &[&&[5u8; 32][..]],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Another session holds one of the rows for longer than the statement timeout.
+    let (holder, holding) = db
+        .url()
+        .parse::<tokio_postgres::Config>()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let held = tokio::spawn(holding);
+    holder
+        .batch_execute("BEGIN; SELECT 1 FROM chunks WHERE seq = 500 FOR UPDATE")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let erased = store
+        .erase(SpaceId([5; 32]), EraseReason::Erased)
+        .await
+        .unwrap_or_else(|e| panic!("erase: {e}"));
+    assert!(erased);
+    holder
+        .batch_execute("COMMIT")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(holder);
+    let _ = held.await;
+    // The sweep deletes what is left, a bounded batch at a time.
+    let mut rounds = 0;
+    loop {
+        let rows: i64 = client
+            .query_one("SELECT count(*) FROM chunks", &[])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .get(0);
+        let queued: i64 = client
+            .query_one("SELECT count(*) FROM erasing", &[])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .get(0);
+        if rows == 0 && queued == 0 {
+            break;
+        }
+        rounds += 1;
+        assert!(rounds < 400, "{rows} rows left after {rounds} sweeps");
+        store
+            .sweep_pruned(Duration::from_secs(3600), 1000, u64::MAX)
+            .await
+            .unwrap_or_else(|e| panic!("sweep: {e}"));
+    }
+    drop(client);
+    let _ = driver.await;
+    store.close().await.unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// A database migrated by a newer relay stops this one with a clear message.
 #[tokio::test]
 async fn refuses_a_newer_schema() {
@@ -370,6 +471,7 @@ async fn the_total_of_an_older_database_starts_from_its_spaces() {
          DROP TABLE device_seen;
          ALTER TABLE erased DROP COLUMN reason;
          ALTER TABLE spaces DROP COLUMN successor;
+         DROP TABLE erasing;
          UPDATE mend_schema SET version = 3;",
     )
     .await;

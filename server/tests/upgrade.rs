@@ -161,6 +161,7 @@ async fn postgres_upgrade_recounts_and_the_total_never_goes_below_zero() {
          DROP TABLE device_seen;
          ALTER TABLE erased DROP COLUMN reason;
          ALTER TABLE spaces DROP COLUMN successor;
+         DROP TABLE erasing;
          UPDATE mend_schema SET version = 4;",
         four_days_ago()
     ))

@@ -490,6 +490,45 @@ fn hash32(bytes: &[u8], what: &'static str) -> Result<[u8; 32], PgError> {
     <[u8; 32]>::try_from(bytes).map_err(|_| PgError::Corrupt(what))
 }
 
+/// Batches of an erased space's rows deleted per sweep, each a statement of its own.
+const ERASE_BATCHES_PER_SWEEP: usize = 10;
+
+/// Deletes what erased spaces left (`erasing`): up to [`ERASE_BATCHES_PER_SWEEP`] batches of
+/// `limit` chunks or rollups, oldest erase first; a space with nothing left leaves the queue.
+/// Each batch is its own short statement, so the sweep never holds a lock for long and
+/// several instances may run it at once (a row deleted twice is deleted once).
+async fn erase_in_batches(client: &deadpool_postgres::Client, limit: i64) -> Result<(), PgError> {
+    for _ in 0..ERASE_BATCHES_PER_SWEEP {
+        let Some(row) = client
+            .query_opt("SELECT space FROM erasing ORDER BY space LIMIT 1", &[])
+            .await?
+        else {
+            return Ok(());
+        };
+        let space: i64 = row.try_get(0)?;
+        let mut deleted = 0u64;
+        for table in ["chunks", "rollups"] {
+            deleted = deleted.saturating_add(
+                client
+                    .execute(
+                        &format!(
+                            "DELETE FROM {table} WHERE ctid = ANY (ARRAY(
+                                 SELECT ctid FROM {table} WHERE space = $1 LIMIT $2))"
+                        ),
+                        &[&space, &limit],
+                    )
+                    .await?,
+            );
+        }
+        if deleted == 0 {
+            client
+                .execute("DELETE FROM erasing WHERE space = $1", &[&space])
+                .await?;
+        }
+    }
+    Ok(())
+}
+
 impl Storage for PostgresStorage {
     fn create_space(&self, space: SpaceId, token_hash: TokenHash) -> StorageFuture<Created> {
         self.run(move |shared| async move {
@@ -841,6 +880,7 @@ impl Storage for PostgresStorage {
             let max_bytes_u64 = max_bytes;
             let max_bytes = i64::try_from(max_bytes).unwrap_or(i64::MAX);
             let mut client = shared.client().await?;
+            erase_in_batches(&client, limit).await?;
             let tx = client.transaction().await?;
             // The spaces' rows first, in id order, like every other write to a space; then the
             // chunks, checked again under those locks (another instance may have swept them).
@@ -1017,14 +1057,15 @@ impl Storage for PostgresStorage {
             };
             let id: i64 = row.try_get(0)?;
             let bytes_used: i64 = row.try_get(1)?;
-            tx.execute("DELETE FROM chunks WHERE space = $1", &[&id])
-                .await?;
             if bytes_used != 0 {
                 tx.execute(ADD_TO_TOTAL, &[&-bytes_used]).await?;
             }
-            tx.execute("DELETE FROM snapshots WHERE space = $1", &[&id])
+            // The chunks and rollups go in batches ([`erase_in_batches`]): one delete of a
+            // large space would outlast the statement timeout and be cut at every try, holding
+            // the space's lock (and every batch of pushes waiting on it) meanwhile.
+            tx.execute("INSERT INTO erasing (space) VALUES ($1)", &[&id])
                 .await?;
-            tx.execute("DELETE FROM rollups WHERE space = $1", &[&id])
+            tx.execute("DELETE FROM snapshots WHERE space = $1", &[&id])
                 .await?;
             tx.execute("DELETE FROM device_seen WHERE space = $1", &[&id])
                 .await?;

@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/009_device_seen.sql"),
     include_str!("migrations/010_tombstone_reason.sql"),
     include_str!("migrations/011_successor.sql"),
+    include_str!("migrations/012_erasing.sql"),
 ];
 
 /// The schema version this code writes.
