@@ -168,18 +168,10 @@ impl Journal {
         let device_name = options.device_name()?;
         let hub = Arc::new(Hub::default());
         let observer = Arc::clone(&hub) as Arc<dyn SyncObserver>;
-        let device = blocking(move || {
-            let device = Made::new(open(observer)?, made);
-            if let Some(calendar) = calendar {
-                device.get()?.set_calendar(calendar)?;
-            }
-            if let Some(name) = device_name {
-                device.get()?.set_device_name(&name)?;
-            }
-            Ok(device)
-        })
-        .await?
-        .handed_over()?;
+        let device =
+            blocking(move || Made::new(open(observer)?, made).settled(calendar, device_name))
+                .await?
+                .handed_over()?;
         Ok(Self::wired(device, hub))
     }
 
@@ -201,14 +193,7 @@ impl Journal {
             let device = joining
                 .finish(Path::new(&path), open, relay, Some(observer))
                 .await?;
-            let device = Made::new(device, Some(PathBuf::from(path)));
-            if let Some(calendar) = calendar {
-                device.get()?.set_calendar(calendar)?;
-            }
-            if let Some(name) = device_name {
-                device.get()?.set_device_name(&name)?;
-            }
-            Ok(device)
+            Made::new(device, Some(PathBuf::from(path))).settled(calendar, device_name)
         })
         .await?
         .handed_over()?;
@@ -258,6 +243,17 @@ impl Made {
             device: Some(Arc::new(device)),
             created,
         }
+    }
+
+    /// With the couple's calendar and this device's name set, as the app asked.
+    fn settled(self, calendar: Option<Calendar>, name: Option<String>) -> Result<Self> {
+        if let Some(calendar) = calendar {
+            self.get()?.set_calendar(calendar)?;
+        }
+        if let Some(name) = name {
+            self.get()?.set_device_name(&name)?;
+        }
+        Ok(self)
     }
 
     fn get(&self) -> Result<&Arc<Device>> {

@@ -7,11 +7,7 @@ use mend_ffi_api::{Journal, JournalOptions, MendError, RecordBody, Share};
 
 #[test]
 fn erase_pushes_the_marker_and_every_write_then_throws_erased() -> Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
+    mend_e2e::runtime()?.block_on(async {
         let dir = tempfile::tempdir()?;
         let relay = Relay::start_plain(dir.path()).await?;
         let path = dir.path().join("j.db").display().to_string();

@@ -39,6 +39,18 @@ fn share(feeling: &str) -> RecordBody {
     }
 }
 
+/// A new journal at `j.db` in `dir`.
+fn created(dir: &tempfile::TempDir) -> Arc<Journal> {
+    let path = dir.path().join("j.db").display().to_string();
+    wait(Journal::create(
+        path,
+        "Alex".into(),
+        RELAY.into(),
+        JournalOptions::default(),
+    ))
+    .expect("create")
+}
+
 /// Sends each change, with the thread it arrived on, to the test.
 struct Heard(Mutex<Sender<(String, JournalChange)>>);
 
@@ -110,14 +122,7 @@ impl JournalListener for Holds {
 #[test]
 fn a_change_delivered_after_shutdown_still_says_its_kind() {
     let dir = tempfile::tempdir().expect("dir");
-    let path = dir.path().join("j.db").display().to_string();
-    let journal = wait(Journal::create(
-        path,
-        "Alex".into(),
-        RELAY.into(),
-        JournalOptions::default(),
-    ))
-    .expect("create");
+    let journal = created(&dir);
     let (entered, held) = mpsc::channel();
     let (release, released) = mpsc::channel();
     let holds = Arc::new(Holds {
@@ -203,14 +208,7 @@ fn ids(change: &JournalChange) -> Vec<RecordId> {
 #[test]
 fn subscriptions_hear_changes_on_the_callback_thread_until_dropped() {
     let dir = tempfile::tempdir().expect("dir");
-    let path = dir.path().join("j.db").display().to_string();
-    let journal = wait(Journal::create(
-        path,
-        "Alex".into(),
-        RELAY.into(),
-        JournalOptions::default(),
-    ))
-    .expect("create");
+    let journal = created(&dir);
     wait(journal.ready()).expect("ready");
 
     let (first, first_rx) = Heard::new();
@@ -275,14 +273,7 @@ fn subscriptions_hear_changes_on_the_callback_thread_until_dropped() {
 #[test]
 fn a_private_note_shared_reads_as_one_change_per_space() {
     let dir = tempfile::tempdir().expect("dir");
-    let path = dir.path().join("j.db").display().to_string();
-    let journal = wait(Journal::create(
-        path,
-        "Alex".into(),
-        RELAY.into(),
-        JournalOptions::default(),
-    ))
-    .expect("create");
+    let journal = created(&dir);
     let (heard, rx) = Heard::new();
     let _sub = journal.subscribe(heard);
     let note = wait(journal.add(
@@ -457,14 +448,7 @@ fn the_logger_hears_a_throwing_listener_by_kind_without_its_message() {
     set_logger(LogLevel::Warn, Some(Arc::new(Lines(Mutex::new(tx))))).expect("logger");
     assert!(!mend_ffi_api::version().is_empty());
     let dir = tempfile::tempdir().expect("dir");
-    let path = dir.path().join("j.db").display().to_string();
-    let journal = wait(Journal::create(
-        path,
-        "Alex".into(),
-        RELAY.into(),
-        JournalOptions::default(),
-    ))
-    .expect("create");
+    let journal = created(&dir);
     let _throws = journal.subscribe(Arc::new(Throws));
     let (statuses, _status_rx) = mpsc::channel();
     let _status = journal.subscribe_status(Arc::new(Statuses(Mutex::new(statuses))));

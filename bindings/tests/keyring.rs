@@ -33,11 +33,7 @@ impl SyncStatusListener for Heard {
 
 #[test]
 fn a_status_listener_hears_when_live_sync_moves_to_new_secrets() -> Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
+    mend_e2e::runtime()?.block_on(async {
         let dir = tempfile::tempdir()?;
         let relay = Relay::start_plain(dir.path()).await?;
         let path = |name: &str| dir.path().join(name).display().to_string();

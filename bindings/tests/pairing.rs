@@ -9,11 +9,7 @@ use mend_ffi_api::{Journal, JournalOptions, MendError};
 
 #[test]
 fn cancelling_an_invitation_ends_a_wait_for_the_joiner_at_once() -> Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
+    mend_e2e::runtime()?.block_on(async {
         let dir = tempfile::tempdir()?;
         let relay = Relay::start_plain(dir.path()).await?;
         let path = dir.path().join("j.db").display().to_string();

@@ -27,11 +27,7 @@ impl SyncStatusListener for Seen {
 
 #[test]
 fn a_relay_pinned_to_another_key_shows_as_untrusted_in_the_status() -> Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
+    mend_e2e::runtime()?.block_on(async {
         let dir = tempfile::tempdir()?;
         let relay = Relay::start(dir.path()).await?;
         // The pin of a key the relay does not hold: a renewal gone wrong, or someone in between.

@@ -94,14 +94,7 @@ async fn concurrent_starts_migrate_once() {
 #[tokio::test]
 async fn a_start_waits_for_another_migration_past_the_statement_timeout() {
     let db = database().await;
-    let (client, connection) = db
-        .url()
-        .parse::<tokio_postgres::Config>()
-        .unwrap_or_else(|e| panic!("{e}"))
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let driver = tokio::spawn(connection);
+    let (client, driver) = session(&db).await;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await
@@ -165,14 +158,7 @@ async fn a_large_space_is_erased_within_the_statement_timeout() {
         )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let (client, connection) = db
-        .url()
-        .parse::<tokio_postgres::Config>()
-        .unwrap_or_else(|e| panic!("{e}"))
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let driver = tokio::spawn(connection);
+    let (client, driver) = session(&db).await;
     // Rows as a long-lived space leaves them (pruned: no payload), made directly.
     client
         .execute(
@@ -184,14 +170,7 @@ async fn a_large_space_is_erased_within_the_statement_timeout() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     // Another session holds one of the rows for longer than the statement timeout.
-    let (holder, holding) = db
-        .url()
-        .parse::<tokio_postgres::Config>()
-        .unwrap_or_else(|e| panic!("{e}"))
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let held = tokio::spawn(holding);
+    let (holder, held) = session(&db).await;
     holder
         .batch_execute("BEGIN; SELECT 1 FROM chunks WHERE seq = 500 FOR UPDATE")
         .await
@@ -241,14 +220,7 @@ async fn refuses_a_newer_schema() {
     let db = database().await;
     let store = open_on(&db, &LocalHub::default()).await;
     store.close().await.unwrap_or_else(|e| panic!("{e}"));
-    let (client, connection) = db
-        .url()
-        .parse::<tokio_postgres::Config>()
-        .unwrap_or_else(|e| panic!("{e}"))
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let driver = tokio::spawn(connection);
+    let (client, driver) = session(&db).await;
     client
         .execute(
             "UPDATE mend_schema SET version = $1",
@@ -382,14 +354,7 @@ async fn rows_without_a_hash_fall_back_to_the_payload() {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
     }
-    let (client, connection) = db
-        .url()
-        .parse::<tokio_postgres::Config>()
-        .unwrap_or_else(|e| panic!("{e}"))
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let driver = tokio::spawn(connection);
+    let (client, driver) = session(&db).await;
     client
         .execute("UPDATE chunks SET payload_hash = NULL", &[])
         .await
@@ -417,8 +382,13 @@ async fn rows_without_a_hash_fall_back_to_the_payload() {
     store.close().await.unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// Runs `sql` on the test database directly.
-async fn execute_on(db: &TestDatabase, sql: &str) {
+/// A session of its own on the test database, and the task driving it.
+async fn session(
+    db: &TestDatabase,
+) -> (
+    tokio_postgres::Client,
+    tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+) {
     let (client, connection) = db
         .url()
         .parse::<tokio_postgres::Config>()
@@ -426,7 +396,12 @@ async fn execute_on(db: &TestDatabase, sql: &str) {
         .connect(tokio_postgres::NoTls)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let driver = tokio::spawn(connection);
+    (client, tokio::spawn(connection))
+}
+
+/// Runs `sql` on the test database directly.
+async fn execute_on(db: &TestDatabase, sql: &str) {
+    let (client, driver) = session(db).await;
     client
         .batch_execute(sql)
         .await

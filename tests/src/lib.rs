@@ -432,3 +432,11 @@ pub async fn eventually(what: &str, mut done: impl FnMut() -> Result<bool>) -> R
     }
     anyhow::bail!("{what}: not within 30 s")
 }
+
+/// A two-worker runtime standing in for an app's own executor.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
