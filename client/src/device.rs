@@ -108,12 +108,24 @@ impl Device {
         let reader = Journal::open_reader(&path)?;
         let mut journal = journal;
         catch_up_keyring(&journal, &mut keyring)?;
+        if let Some(key) = &keyring.device_key {
+            journal.step(|j| j.settle_couple_space(key))?;
+        }
         journal.track_written();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         if let Some(signer) = keyring.signer(journal.me(), journal.device(), now) {
-            journal.set_signer(signer)?;
+            journal.set_signer(signer).map_err(|e| match e {
+                // The database is of an earlier epoch than the keyring (a restored backup):
+                // its own secrets are not in the keyring any more.
+                Error::MovedElsewhere => Error::Invalid(
+                    "this journal's database is older than the secrets kept for it (a restored \
+                     backup?): restore the journal from the kept secrets instead"
+                        .into(),
+                ),
+                other => other,
+            })?;
         }
         if let Some(identity) = &keyring.identity {
             journal.keep_identity(identity.clone());
@@ -514,7 +526,7 @@ impl Device {
         let http = RelayHttp::new(&self.keyring().relay_url, &self.relay)?;
         http.check()?;
         // The spaces to erase are those of the epoch the journal is in, wherever it moved.
-        self.adopt_elsewhere().await?;
+        self.adopt_elsewhere_now().await?;
         let journal = Arc::clone(&self.journal);
         // On the blocking pool: the journal's lock may wait behind a merge.
         let already =
@@ -576,7 +588,10 @@ impl Device {
         let Some(_turn) = turn else {
             // Another round held the turn throughout: this one did nothing, sync is under way.
             // (Whether the relay answers is that round's to say.)
-            let summary = self.read(Journal::sync_summary)?;
+            let journal = Arc::clone(&self.journal);
+            let summary = blocking(move || lock(&journal)?.sync_summary())
+                .await
+                .unwrap_or_default();
             return Ok(RoundReport {
                 status: SyncStatus {
                     syncing: true,
@@ -637,12 +652,10 @@ impl Device {
         if let Err(e) = noted {
             tracing::warn!(error = %e, "could not note the asks to rejoin");
         }
-        // Unless the app stopped it meanwhile.
-        if self.live_wanted.load(Ordering::Acquire)
-            && *self.live_stopped.borrow() == stops
-            && !self.is_live()
-        {
-            self.start_live()?;
+        // Not against spaces the relay refuses for good (erased, retired, a revoked token):
+        // live sync would end again at once.
+        if !report.status.problems.iter().any(|p| p.kind.is_fatal()) {
+            self.restart_live(stops)?;
         }
         Ok(report)
     }
@@ -817,8 +830,8 @@ impl Device {
             self.stop_live_inner().await;
         }
         let resume = || {
-            if was_live && *self.live_stopped.borrow() == stops {
-                self.start_live()
+            if was_live {
+                self.restart_live(stops)
             } else {
                 Ok(())
             }
@@ -934,7 +947,14 @@ impl Device {
     /// the journal to a new epoch: the journal holds them, sealed to this device, since that
     /// move. Live sync starts again on the new spaces, and the observer is told to store the
     /// keyring. Returns whether it did.
-    pub(crate) async fn adopt_elsewhere(&self) -> Result<bool> {
+    /// [`Device::adopt_elsewhere`] outside a round: taking the rounds' turn first, so no
+    /// round sends what it built with the old keys to the new spaces.
+    pub(crate) async fn adopt_elsewhere_now(&self) -> Result<bool> {
+        let _turn = self.rounds.lock().await;
+        self.adopt_elsewhere().await
+    }
+
+    async fn adopt_elsewhere(&self) -> Result<bool> {
         let mut keyring = self.keyring();
         let before = keyring.couple.derive_space_id();
         let journal = Arc::clone(&self.journal);
@@ -975,8 +995,8 @@ impl Device {
         };
         self.client.relink(links);
         self.certified.store(false, Ordering::Relaxed);
-        if was_live && *self.live_stopped.borrow() == stops {
-            self.start_live()?;
+        if was_live {
+            self.restart_live(stops)?;
         }
         if let Some(observer) = &self.observer {
             observer.keyring_changed();
@@ -1209,12 +1229,29 @@ impl Device {
     /// Starts live sync on the current tokio runtime (a WebSocket per space, each write pushed
     /// at once). Starting it again while it runs does nothing.
     pub fn start_live(&self) -> Result<()> {
-        self.live_wanted.store(true, Ordering::Release);
         let mut live = self
             .live
             .lock()
             .map_err(|_| Error::Corrupt("live sync state is unusable".into()))?;
+        self.live_wanted.store(true, Ordering::Release);
         if live.as_ref().is_none_or(LiveSync::is_finished) {
+            *live = Some(self.client.start_live());
+        }
+        Ok(())
+    }
+
+    /// Starts live sync again if it is wanted, not running, and not stopped since `stops`
+    /// (the stop counter when the caller began): checked and started under the lock
+    /// [`Device::stop_live`] takes, so a stop made meanwhile is never undone.
+    fn restart_live(&self, stops: u64) -> Result<()> {
+        let mut live = self
+            .live
+            .lock()
+            .map_err(|_| Error::Corrupt("live sync state is unusable".into()))?;
+        if self.live_wanted.load(Ordering::Acquire)
+            && *self.live_stopped.borrow() == stops
+            && live.as_ref().is_none_or(LiveSync::is_finished)
+        {
             *live = Some(self.client.start_live());
         }
         Ok(())
@@ -1273,9 +1310,15 @@ impl Device {
     /// Stops live sync and waits for its sockets to close. A round the epoch-following task
     /// runs is cut too.
     pub async fn stop_live(&self) {
-        self.live_wanted.store(false, Ordering::Release);
-        self.live_stopped.send_modify(|n| *n = n.wrapping_add(1));
-        self.stop_live_inner().await;
+        let live = {
+            let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+            self.live_wanted.store(false, Ordering::Release);
+            self.live_stopped.send_modify(|n| *n = n.wrapping_add(1));
+            live.take()
+        };
+        if let Some(live) = live {
+            live.stop().await;
+        }
     }
 
     async fn stop_live_inner(&self) {

@@ -267,7 +267,7 @@ impl Device {
     pub async fn invite(&self, kind: PairingKind, short: bool) -> Result<Invitation> {
         // The secrets handed over are those of the epoch the journal is in, wherever it moved
         // (an app extension's round may have moved it).
-        self.adopt_elsewhere().await?;
+        self.adopt_elsewhere_now().await?;
         let keyring = self.keyring();
         let http = RelayHttp::new(&keyring.relay_url, self.relay_options())?;
         http.check()?;

@@ -320,15 +320,21 @@ async fn claims_and_opens_are_rate_limited_per_address() -> anyhow::Result<()> {
 async fn failed_space_tokens_are_limited_per_address() -> anyhow::Result<()> {
     let relay = Relay::start_with(|config| config.limits.failed_auths_per_minute = 4).await?;
     let addr = relay.addr;
-    let (mine, unknown) = (space(1), space(2));
+    let (mine, unknown, gone) = (space(1), space(2), space(3));
     relay.create(&mine, &token(1)).await?;
+    relay.create(&gone, &token(3)).await?;
+    let (status, _) = http(addr, "DELETE", &paths::space(&gone), Some(&token(3)), &[]).await?;
+    assert_eq!(status, 204);
     let pull = |s: &mend_protocol::SpaceId| format!("{}?after=0", paths::chunks(s));
-    for _ in 0..4 {
+    // Unknown spaces, and an erased one (whose tombstone is read as well), spend it alike.
+    for _ in 0..2 {
         let (status, body) = http(addr, "GET", &pull(&unknown), Some(&token(9)), &[]).await?;
         assert_eq!(
             (status, error_code(&body).as_str()),
             (404, "space_not_found")
         );
+        let (status, body) = http(addr, "GET", &pull(&gone), Some(&token(9)), &[]).await?;
+        assert_eq!((status, error_code(&body).as_str()), (410, "space_erased"));
     }
     let (status, body) = http(addr, "GET", &pull(&unknown), Some(&token(9)), &[]).await?;
     assert_eq!((status, error_code(&body).as_str()), (429, "rate_limited"));

@@ -336,3 +336,33 @@ async fn live_sync_alone_follows_a_rotation() -> Result<()> {
     blake.stop_live().await;
     Ok(())
 }
+
+/// A journal whose stored couple space lags its epoch (a move an older build cut between its
+/// steps, or the old space a stale keyring's certificate wrote back) opens in the epoch its box
+/// names, and syncs there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_couple_space_behind_the_epoch_is_settled_at_open() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path()).await?;
+    let (a, b) = couple(dir.path(), &relay).await?;
+    let old = hex::encode(b.device.keyring().couple.derive_space_id());
+    let report = a.device.forget(ROUND).await?;
+    anyhow::ensure!(report.finished, "{report:?}");
+    b.sync().await?;
+    let (keyring, path) = (b.device.keyring(), b.path.clone());
+    anyhow::ensure!(
+        hex::encode(keyring.couple.derive_space_id()) != old,
+        "B did not move"
+    );
+    b.device.close().await?;
+    rusqlite::Connection::open(&path)?.execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'couple_space'",
+        [&old],
+    )?;
+    let b = Phone::reopen(&path, keyring, &relay)?;
+    let id = b.with(|j| j.add(honest("written after opening again")))?;
+    b.sync().await?;
+    a.sync().await?;
+    anyhow::ensure!(a.read(|j| j.get(id)).is_ok(), "the write never reached A");
+    relay.stop().await
+}

@@ -156,15 +156,23 @@ pub async fn invite(
 }
 
 /// The first line of standard input, for `join -`, in a buffer sized once and wiped on drop.
-/// Read byte by byte from the descriptor (on Unix), not through `stdin()`, whose buffer lives
-/// for the whole process and is never wiped.
+/// Read byte by byte from the descriptor (on Unix), not through `stdin()`'s reader, whose
+/// buffer lives for the whole process and is never wiped.
 fn read_code() -> Result<Zeroizing<String>> {
     use std::io::Read;
     // Longer than any invite (a 255-byte relay address included); more is not a code.
     const MOST: usize = 2048;
     #[cfg(unix)]
-    let mut input = std::fs::File::open("/dev/stdin")
-        .map_err(|e| Failure::new(Exit::Input, format!("cannot read the code: {}", e.kind())))?;
+    let mut input = {
+        use std::os::fd::AsFd;
+        // A second handle on the inherited descriptor (not /dev/stdin opened again, which a
+        // pipe from another user or a socket refuses).
+        std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .map(std::fs::File::from)
+            .map_err(|e| Failure::new(Exit::Input, format!("cannot read the code: {}", e.kind())))?
+    };
     #[cfg(not(unix))]
     let mut input = std::io::stdin();
     let mut line = Zeroizing::new(Vec::with_capacity(MOST));

@@ -233,6 +233,28 @@ impl Journal {
         }
     }
 
+    /// At open, once past the first epoch: the couple's space is the one the box this device
+    /// moved with opens to (what the keyring is set from), whatever id is stored beside it (an
+    /// older build's move cut between its steps, or a stale keyring's certificate, could leave
+    /// another). Nothing to settle before the first move, or without a box for `device_key`.
+    pub fn settle_couple_space(&mut self, device_key: &DeviceKey) -> Result<()> {
+        if self.epoch()? == 0 {
+            return Ok(());
+        }
+        let Some(secrets) = self.epoch_secrets(device_key)? else {
+            return Ok(());
+        };
+        let space = secrets.couple.derive_space_id();
+        if self.couple_space != Some(space) {
+            tracing::warn!("the couple's space stored beside the journal was not its epoch's");
+            self.store
+                .set_meta(&[(META_COUPLE_SPACE, &hex::encode(space))])?;
+            self.couple_space = Some(space);
+            self.rebuild_view(Space::Couple)?;
+        }
+        Ok(())
+    }
+
     /// Makes sure the couple's document records this partner's identity and this device's
     /// certificate, writing what is missing (once: later calls write nothing). `space_id` is
     /// the couple's, from the keyring.

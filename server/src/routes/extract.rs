@@ -52,7 +52,9 @@ impl FromRequestParts<AppState> for AuthorizedSpace {
         } else {
             // Checking reads the database (a space this instance has not served yet, or none
             // at all): each address may fail a bounded number of such reads, taken up front so
-            // that requests at once cannot all slip past, and given back when it succeeds.
+            // that requests at once cannot all slip past, and given back only when the token
+            // is right (an erased space's tombstone, or a database that does not answer, cost a
+            // read all the same).
             let ClientAddress(address) = match ClientAddress::from_request_parts(parts, state).await
             {
                 Ok(address) => address,
@@ -68,13 +70,9 @@ impl FromRequestParts<AppState> for AuthorizedSpace {
                 })?;
             }
             let checked = authorize(state, &space, &parts.headers).await;
-            let failed = checked.as_ref().is_err_and(|refused| {
-                matches!(
-                    refused.code(),
-                    ErrorCode::Unauthorized | ErrorCode::SpaceNotFound
-                )
-            });
-            if !failed && let Some(address) = &address {
+            if checked.is_ok()
+                && let Some(address) = &address
+            {
                 state.failed_auths().refund(address);
             }
             checked?;

@@ -494,7 +494,8 @@ fn hash32(bytes: &[u8], what: &'static str) -> Result<[u8; 32], PgError> {
 const ERASE_BATCHES_PER_SWEEP: usize = 10;
 
 /// Deletes what erased spaces left (`erasing`): up to [`ERASE_BATCHES_PER_SWEEP`] batches of
-/// `limit` chunks or rollups, oldest erase first; a space with nothing left leaves the queue.
+/// `limit` chunks or rollups, lowest space id first; a space with nothing left leaves the
+/// queue.
 /// Each batch is its own short statement, so the sweep never holds a lock for long and
 /// several instances may run it at once (a row deleted twice is deleted once).
 async fn erase_in_batches(client: &deadpool_postgres::Client, limit: i64) -> Result<(), PgError> {
@@ -880,7 +881,11 @@ impl Storage for PostgresStorage {
             let max_bytes_u64 = max_bytes;
             let max_bytes = i64::try_from(max_bytes).unwrap_or(i64::MAX);
             let mut client = shared.client().await?;
-            erase_in_batches(&client, limit).await?;
+            // What erased spaces left goes first; a failure there (another instance deleting
+            // the same rows) is tried again next sweep and stops nothing else.
+            if let Err(e) = erase_in_batches(&client, limit).await {
+                tracing::warn!(error = %e, "could not delete what an erased space left");
+            }
             let tx = client.transaction().await?;
             // The spaces' rows first, in id order, like every other write to a space; then the
             // chunks, checked again under those locks (another instance may have swept them).
@@ -890,6 +895,7 @@ impl Storage for PostgresStorage {
                          SELECT space, (SUM(length(payload)::bigint) OVER w)::bigint - length(payload) AS before
                          FROM (SELECT space, seq, pruned_at, payload FROM chunks
                                WHERE pruned_at <= $1 AND payload IS NOT NULL
+                                 AND space NOT IN (SELECT space FROM erasing)
                                ORDER BY pruned_at, space, seq LIMIT $2) c
                          WINDOW w AS (ORDER BY pruned_at, space, seq)
                      ) d WHERE before < $3::bigint",

@@ -434,6 +434,7 @@ pub(super) async fn sweep(
     let picked = tx
         .query(
             "SELECT space, seq, size FROM rollups WHERE pruned_at <= $1 AND payload IS NOT NULL
+               AND space NOT IN (SELECT space FROM erasing)
              ORDER BY pruned_at, space, seq LIMIT $2",
             &[&expired, &left],
         )
