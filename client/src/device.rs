@@ -926,7 +926,7 @@ impl Device {
                     let mut kept = self
                         .keyring
                         .lock()
-                        .map_err(|_| Error::Corrupt("the keyring is unusable".into()))?;
+                        .map_err(|_| Error::Internal("the keyring is unusable".into()))?;
                     kept.couple = secrets.couple.clone();
                     if let Some(personal) = &secrets.personal {
                         kept.personal = personal.clone();
@@ -988,7 +988,7 @@ impl Device {
             let mut kept = self
                 .keyring
                 .lock()
-                .map_err(|_| Error::Corrupt("the keyring is unusable".into()))?;
+                .map_err(|_| Error::Internal("the keyring is unusable".into()))?;
             kept.couple = adopted.couple.clone();
             kept.personal = adopted.personal.clone();
             kept.links()
@@ -1232,7 +1232,7 @@ impl Device {
         let mut live = self
             .live
             .lock()
-            .map_err(|_| Error::Corrupt("live sync state is unusable".into()))?;
+            .map_err(|_| Error::Internal("live sync state is unusable".into()))?;
         self.live_wanted.store(true, Ordering::Release);
         if live.as_ref().is_none_or(LiveSync::is_finished) {
             *live = Some(self.client.start_live());
@@ -1247,7 +1247,7 @@ impl Device {
         let mut live = self
             .live
             .lock()
-            .map_err(|_| Error::Corrupt("live sync state is unusable".into()))?;
+            .map_err(|_| Error::Internal("live sync state is unusable".into()))?;
         if self.live_wanted.load(Ordering::Acquire)
             && *self.live_stopped.borrow() == stops
             && live.as_ref().is_none_or(LiveSync::is_finished)

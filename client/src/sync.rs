@@ -77,7 +77,8 @@ impl std::fmt::Debug for SyncClient {
 pub(crate) fn lock(journal: &Mutex<Journal>) -> Result<MutexGuard<'_, Journal>> {
     journal
         .lock()
-        .map_err(|_| Error::Corrupt("an earlier call failed inside the journal".into()))
+        // A panic inside a step left the journal's memory in doubt; its file is fine.
+        .map_err(|_| Error::Internal("an earlier call failed inside the journal".into()))
 }
 
 /// Runs SQLite and Automerge work on tokio's blocking pool, never on an async worker: a merge
@@ -87,7 +88,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
 ) -> Result<T> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| Error::Corrupt(format!("a storage task failed: {e}")))?
+        .map_err(|e| Error::Internal(format!("a storage task failed: {e}")))?
 }
 
 fn seed() -> u64 {

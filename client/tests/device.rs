@@ -80,6 +80,56 @@ fn every_write_through_the_device_tells_the_observer_what_it_wrote() -> Result<(
     Ok(())
 }
 
+/// A panic inside a call (a bug) leaves the journal's memory in doubt in this process, not its
+/// file: later calls say so (`Internal`: open it again), where they said the database was
+/// damaged and the app offered recovery from another device.
+#[test]
+fn after_a_panic_inside_a_call_the_journal_asks_to_be_opened_again() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("j.db");
+    let device = Device::create(
+        &path,
+        "Alex",
+        RELAY,
+        OpenOptions::default(),
+        RelayOptions::default(),
+        None,
+    )?;
+    let keyring = device.keyring();
+    let journal = Arc::clone(device.journal());
+    let panicked = std::thread::spawn(move || {
+        let _held = journal.lock();
+        panic!("a bug inside a step");
+    })
+    .join();
+    ensure!(panicked.is_err());
+    let refused = device.write(|j| {
+        j.add(Body::Share(Share {
+            feeling: "after the bug".into(),
+            tough_question: false,
+        }))
+    });
+    match refused {
+        Err(e @ mend_core::Error::Internal(_)) => ensure!(!e.is_damaged_journal()),
+        other => anyhow::bail!("expected Internal, got {other:?}"),
+    }
+    drop(device);
+    let again = Device::open(
+        &path,
+        keyring,
+        OpenOptions::default(),
+        RelayOptions::default(),
+        None,
+    )?;
+    again.write(|j| {
+        j.add(Body::Share(Share {
+            feeling: "opened again".into(),
+            tough_question: false,
+        }))
+    })?;
+    Ok(())
+}
+
 #[test]
 fn reads_never_see_half_of_a_write_to_both_spaces() -> Result<()> {
     let dir = tempfile::tempdir()?;

@@ -126,6 +126,12 @@ pub enum Error {
     #[error("{0}")]
     Erased(String),
 
+    /// A failure inside the engine (a bug, or a panic in a call that then left the journal's
+    /// state unusable in this process): nothing on disk is damaged; close the journal and open
+    /// it again.
+    #[error("internal error: {0}; close the journal and open it again")]
+    Internal(String),
+
     /// A file system error.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
