@@ -922,18 +922,7 @@ impl Device {
                 Ok(false)
             }
             Followed::Moved(secrets) => {
-                let links = {
-                    let mut kept = self
-                        .keyring
-                        .lock()
-                        .map_err(|_| Error::Internal("the keyring is unusable".into()))?;
-                    kept.couple = secrets.couple.clone();
-                    if let Some(personal) = &secrets.personal {
-                        kept.personal = personal.clone();
-                    }
-                    kept.links()
-                };
-                self.client.relink(links);
+                self.take_secrets(secrets.couple, secrets.personal)?;
                 resume()?;
                 if let Some(observer) = &self.observer {
                     observer.keyring_changed();
@@ -943,10 +932,24 @@ impl Device {
         }
     }
 
-    /// Takes the new secrets when another process (an app extension, in extension mode) moved
-    /// the journal to a new epoch: the journal holds them, sealed to this device, since that
-    /// move. Live sync starts again on the new spaces, and the observer is told to store the
-    /// keyring. Returns whether it did.
+    /// Keeps the secrets of the epoch the journal moved to (the personal one when it changed)
+    /// and syncs their spaces from the next round on.
+    fn take_secrets(&self, couple: SpaceSecret, personal: Option<SpaceSecret>) -> Result<()> {
+        let links = {
+            let mut kept = self
+                .keyring
+                .lock()
+                .map_err(|_| Error::Internal("the keyring is unusable".into()))?;
+            kept.couple = couple;
+            if let Some(personal) = personal {
+                kept.personal = personal;
+            }
+            kept.links()
+        };
+        self.client.relink(links);
+        Ok(())
+    }
+
     /// [`Device::adopt_elsewhere`] outside a round: taking the rounds' turn first, so no
     /// round sends what it built with the old keys to the new spaces.
     pub(crate) async fn adopt_elsewhere_now(&self) -> Result<bool> {
@@ -954,6 +957,10 @@ impl Device {
         self.adopt_elsewhere().await
     }
 
+    /// Takes the new secrets when another process (an app extension, in extension mode) moved
+    /// the journal to a new epoch: the journal holds them, sealed to this device, since that
+    /// move. Live sync starts again on the new spaces, and the observer is told to store the
+    /// keyring. Returns whether it did.
     async fn adopt_elsewhere(&self) -> Result<bool> {
         let mut keyring = self.keyring();
         let before = keyring.couple.derive_space_id();
@@ -984,16 +991,7 @@ impl Device {
         if was_live {
             self.stop_live_inner().await;
         }
-        let links = {
-            let mut kept = self
-                .keyring
-                .lock()
-                .map_err(|_| Error::Internal("the keyring is unusable".into()))?;
-            kept.couple = adopted.couple.clone();
-            kept.personal = adopted.personal.clone();
-            kept.links()
-        };
-        self.client.relink(links);
+        self.take_secrets(adopted.couple, Some(adopted.personal))?;
         self.certified.store(false, Ordering::Relaxed);
         if was_live {
             self.restart_live(stops)?;

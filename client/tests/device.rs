@@ -20,6 +20,18 @@ use mend_core::{
 /// No relay listens here; nothing in these tests syncs.
 const RELAY: &str = "http://127.0.0.1:9";
 
+/// Alex's new journal at `path`, with no observer.
+fn alex(path: &std::path::Path) -> mend_core::Result<Device> {
+    Device::create(
+        path,
+        "Alex",
+        RELAY,
+        OpenOptions::default(),
+        RelayOptions::default(),
+        None,
+    )
+}
+
 #[derive(Default)]
 struct Heard(Mutex<Vec<(Space, Vec<RecordId>)>>);
 
@@ -87,14 +99,7 @@ fn every_write_through_the_device_tells_the_observer_what_it_wrote() -> Result<(
 fn after_a_panic_inside_a_call_the_journal_asks_to_be_opened_again() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("j.db");
-    let device = Device::create(
-        &path,
-        "Alex",
-        RELAY,
-        OpenOptions::default(),
-        RelayOptions::default(),
-        None,
-    )?;
+    let device = alex(&path)?;
     let keyring = device.keyring();
     let journal = Arc::clone(device.journal());
     let panicked = std::thread::spawn(move || {
@@ -133,14 +138,7 @@ fn after_a_panic_inside_a_call_the_journal_asks_to_be_opened_again() -> Result<(
 #[test]
 fn reads_never_see_half_of_a_write_to_both_spaces() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let device = Arc::new(Device::create(
-        &dir.path().join("j.db"),
-        "Alex",
-        RELAY,
-        OpenOptions::default(),
-        RelayOptions::default(),
-        None,
-    )?);
+    let device = Arc::new(alex(&dir.path().join("j.db"))?);
     // Records committed so far. A note lives in the personal space until it is shared; sharing
     // moves it to the couple's space in one transaction, so a read between the two halves
     // would count it nowhere.
@@ -185,14 +183,7 @@ fn reads_never_see_half_of_a_write_to_both_spaces() -> Result<()> {
 #[test]
 fn reads_see_a_partner_who_joined_after_the_reader_opened() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let device = Device::create(
-        &dir.path().join("a.db"),
-        "Alex",
-        RELAY,
-        OpenOptions::default(),
-        RelayOptions::default(),
-        None,
-    )?;
+    let device = alex(&dir.path().join("a.db"))?;
     ensure!(device.read(|j| Ok(j.partners().len()))? == 1);
     // Blake joins from a copy of the couple's document; his registration comes back as changes.
     let (save, heads) =

@@ -146,11 +146,17 @@ impl Error {
     pub fn is_damaged_journal(&self) -> bool {
         match self {
             Error::Open { .. } | Error::Corrupt(_) => true,
-            Error::Storage(e) => matches!(
-                e.sqlite_error_code(),
-                Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
-            ),
+            Error::Storage(e) => damaged_database(e),
             _ => false,
         }
     }
+}
+
+/// Whether SQLite says the file itself is damaged (not a database, corrupt pages), rather than
+/// that it cannot be read now.
+pub(crate) fn damaged_database(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+    )
 }

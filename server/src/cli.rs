@@ -166,8 +166,8 @@ pub struct Args {
     /// Pairing mailboxes open or claimed at once across the relay (503 beyond).
     #[arg(long, env = "MEND_MAX_LIVE_PAIRINGS", default_value_t = Limits::default().max_live_pairings)]
     pub max_live_pairings: u64,
-    /// Space requests with a wrong token, or naming no space, one client address may make per
-    /// minute on this instance; then every space request from it is answered 429 for a while.
+    /// Failed token checks that had to read the database, per client address and minute on
+    /// this instance (429 beyond, without a read; tokens held in memory are never refused).
     #[arg(long, env = "MEND_FAILED_AUTHS_PER_MINUTE", default_value_t = Limits::default().failed_auths_per_minute)]
     pub failed_auths_per_minute: u32,
 

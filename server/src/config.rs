@@ -266,9 +266,10 @@ pub struct Limits {
     /// its payload while quotas count payload bytes, so without a floor empty payloads would
     /// fill the disk past every quota.
     pub min_chunk_bytes: usize,
-    /// Requests to a space one client address may make per minute on one instance with a
-    /// token that is wrong or names no space (each costs a database read); once spent, every
-    /// space request from the address is answered 429 until it refills.
+    /// Token checks that must read the database (a space this instance holds no token for in
+    /// memory) and fail, per client address and minute on one instance; once spent, such
+    /// requests from the address are answered 429 without a read until it refills. Tokens held
+    /// in memory are never refused this way.
     pub failed_auths_per_minute: u32,
 }
 

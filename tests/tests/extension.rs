@@ -230,6 +230,20 @@ async fn app_and_extension(dir: &Path, relay: &Relay) -> Result<(Phone, Phone, P
     Ok((app, ext, blake))
 }
 
+/// The app closed and opened again with the keyring it kept: a fresh opening, whose certificate
+/// is not yet checked.
+async fn opened_again(app: Phone, relay: &Relay) -> Result<Device> {
+    let kept = app.device.keyring();
+    app.device.close().await?;
+    Ok(Device::open(
+        &app.path,
+        kept,
+        shared(),
+        relay.trust(),
+        None,
+    )?)
+}
+
 /// A new device's introduction travels once, in its first chunk. The extension pulled it; the
 /// app then pulls that device's next chunk: before, the app's own list of devices never heard
 /// of it and refused the change as forged.
@@ -319,9 +333,7 @@ async fn an_app_opened_before_the_move_certifies_nothing_old() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let relay = Relay::start(dir.path()).await?;
     let (app, ext, blake) = app_and_extension(dir.path(), &relay).await?;
-    let kept = app.device.keyring();
-    app.device.close().await?;
-    let fresh = Device::open(&ext.path, kept, shared(), relay.trust(), None)?;
+    let fresh = opened_again(app, &relay).await?;
     blake.device.forget(ROUND).await?;
     let moved = ext.device.sync_round(ROUND).await?;
     ensure!(
@@ -347,15 +359,7 @@ async fn live_sync_ends_up_on_the_epoch_its_extension_moved_to() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let relay = Relay::start(dir.path()).await?;
     let (app, ext, blake) = app_and_extension(dir.path(), &relay).await?;
-    let kept = app.device.keyring();
-    app.device.close().await?;
-    let live = Arc::new(Device::open(
-        &ext.path,
-        kept,
-        shared(),
-        relay.trust(),
-        None,
-    )?);
+    let live = Arc::new(opened_again(app, &relay).await?);
     live.start_live_following(ROUND)?;
     eventually("live sync up", || Ok(live.is_live())).await?;
     blake.device.forget(ROUND).await?;

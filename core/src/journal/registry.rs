@@ -223,14 +223,16 @@ impl Journal {
         match self.couple_space {
             Some(known) if known == *space_id => Ok(()),
             Some(_) => Err(Error::MovedElsewhere),
-            None => {
-                self.store
-                    .set_meta(&[(META_COUPLE_SPACE, &hex::encode(space_id))])?;
-                self.couple_space = Some(*space_id);
-                // Certificates that could not be checked before now can.
-                self.rebuild_view(Space::Couple)
-            }
+            None => self.store_couple_space(*space_id),
         }
+    }
+
+    fn store_couple_space(&mut self, space_id: [u8; 32]) -> Result<()> {
+        self.store
+            .set_meta(&[(META_COUPLE_SPACE, &hex::encode(space_id))])?;
+        self.couple_space = Some(space_id);
+        // Certificates that could not be checked before now can.
+        self.rebuild_view(Space::Couple)
     }
 
     /// At open, once past the first epoch: the couple's space is the one the box this device
@@ -245,14 +247,11 @@ impl Journal {
             return Ok(());
         };
         let space = secrets.couple.derive_space_id();
-        if self.couple_space != Some(space) {
-            tracing::warn!("the couple's space stored beside the journal was not its epoch's");
-            self.store
-                .set_meta(&[(META_COUPLE_SPACE, &hex::encode(space))])?;
-            self.couple_space = Some(space);
-            self.rebuild_view(Space::Couple)?;
+        if self.couple_space == Some(space) {
+            return Ok(());
         }
-        Ok(())
+        tracing::warn!("the couple's space stored beside the journal was not its epoch's");
+        self.store_couple_space(space)
     }
 
     /// Makes sure the couple's document records this partner's identity and this device's

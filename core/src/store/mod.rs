@@ -153,10 +153,7 @@ pub struct Store {
 /// What SQLite's refusal to open `path` means: the file is damaged (not a database, corrupt
 /// pages), or the device cannot open it now (I/O, a full disk, a read-only or protected file).
 fn opening_failed(path: &str, e: rusqlite::Error) -> Error {
-    let damaged = matches!(
-        e.sqlite_error_code(),
-        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
-    );
+    let damaged = crate::error::damaged_database(&e);
     let (path, reason) = (path.to_owned(), e.to_string());
     if damaged {
         Error::Open { path, reason }

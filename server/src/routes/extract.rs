@@ -55,23 +55,18 @@ impl FromRequestParts<AppState> for AuthorizedSpace {
             // that requests at once cannot all slip past, and given back only when the token
             // is right (an erased space's tombstone, or a database that does not answer, cost a
             // read all the same).
-            let ClientAddress(address) = match ClientAddress::from_request_parts(parts, state).await
-            {
+            let address = match ClientAddress::from_request_parts(parts, state).await {
                 Ok(address) => address,
                 Err(never) => match never {},
             };
-            if let Some(address) = &address {
-                state.failed_auths().check(address).map_err(|wait| {
-                    ApiError::new(
-                        ErrorCode::RateLimited,
-                        "too many requests with a wrong token from this address",
-                    )
-                    .retry_after(wait.max(std::time::Duration::from_secs(1)))
-                })?;
-            }
+            super::pairings::limit_address(
+                state.failed_auths(),
+                address,
+                "too many requests with a wrong token from this address",
+            )?;
             let checked = authorize(state, &space, &parts.headers).await;
             if checked.is_ok()
-                && let Some(address) = &address
+                && let ClientAddress(Some(address)) = &address
             {
                 state.failed_auths().refund(address);
             }

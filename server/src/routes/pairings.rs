@@ -163,7 +163,7 @@ async fn authenticate(
 
 /// Takes one request from `address`'s bucket in `limiter` (none without an address: a request
 /// that reached the router in-process).
-fn limit_address(
+pub(super) fn limit_address(
     limiter: &RateLimiter<[u8; 32]>,
     ClientAddress(address): ClientAddress,
     what: &'static str,
