@@ -103,6 +103,8 @@ impl From<CoreError> for MendError {
             CoreError::DeviceRemoved(_) => Self::DeviceRemoved(message),
             CoreError::Locked(_) => Self::Locked(message),
             CoreError::TooNew { .. } => Self::TooNew(message),
+            // Nothing is there yet: the app makes it again, as for a missing database.
+            CoreError::Unfinished { .. } => Self::Missing(message),
             CoreError::Storage(_)
             | CoreError::Document(_)
             | CoreError::Io(_)

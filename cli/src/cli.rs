@@ -190,7 +190,8 @@ pub enum Command {
         /// The kind of record, e.g. honesty-moment, boundary, check-in.
         #[arg(value_name = "KIND", value_parser = parse_kind)]
         record_kind: mend_core::Kind,
-        /// The record's main text (see below for which field that is).
+        /// The record's main text (see below for which field that is); `-` reads it from
+        /// standard input, out of the shell's history.
         text: Option<String>,
         #[command(flatten)]
         fields: Fields,
@@ -200,7 +201,7 @@ pub enum Command {
     Edit {
         /// The record.
         id: String,
-        /// New main text.
+        /// New main text (`-`: from standard input).
         text: Option<String>,
         #[command(flatten)]
         fields: Fields,
@@ -209,7 +210,7 @@ pub enum Command {
     Reply {
         /// The share.
         share: String,
-        /// The reply.
+        /// The reply (`-`: from standard input).
         text: Option<String>,
         /// How you reply: reflect, validate, ask, apologise or pause.
         #[arg(long, default_value = "reflect", value_parser = Choice::new(mend_core::model::ReplyKind::ALL))]
@@ -219,14 +220,14 @@ pub enum Command {
     Validate {
         /// The record.
         target: String,
-        /// Your words.
+        /// Your words (`-`: from standard input).
         text: Option<String>,
     },
     /// Answer a question.
     Answer {
         /// The question.
         question: String,
-        /// The answer.
+        /// The answer (`-`: from standard input).
         text: String,
     },
     /// Give your consent to a boundary's current wording.
@@ -247,7 +248,7 @@ pub enum Command {
         /// The day (a weekly commitment counts the week of that day). Default: today.
         #[arg(long, value_name = "DATE")]
         date: Option<String>,
-        /// A word about it.
+        /// A word about it (`-`: from standard input).
         #[arg(long, default_value = "")]
         note: String,
     },
@@ -261,7 +262,7 @@ pub enum Command {
         /// The day (a weekly commitment counts the week of that day). Default: today.
         #[arg(long, value_name = "DATE")]
         date: Option<String>,
-        /// A word about it.
+        /// A word about it (`-`: from standard input).
         #[arg(long, default_value = "")]
         note: String,
     },
@@ -272,7 +273,7 @@ pub enum Command {
         /// How you receive it: receptive, reassured or lets-talk.
         #[arg(value_parser = Choice::new(NeedResponseKind::ALL))]
         response: NeedResponseKind,
-        /// A word with it.
+        /// A word with it (`-`: from standard input).
         #[arg(long, default_value = "")]
         note: String,
     },

@@ -123,7 +123,8 @@ pub fn exit_for(error: &Error) -> Exit {
         Error::Locked(_)
         | Error::Open { .. }
         | Error::Unavailable { .. }
-        | Error::TooNew { .. } => Exit::Home,
+        | Error::TooNew { .. }
+        | Error::Unfinished { .. } => Exit::Home,
         Error::Unreachable => Exit::Unreachable,
         Error::UntrustedRelay(_) => Exit::Untrusted,
         Error::Tampered => Exit::Tampered,

@@ -19,7 +19,10 @@ use mend_client::{Device, Keyring, RelayOptions, SyncObserver};
 use mend_core::journal::OpenOptions;
 use zeroize::Zeroizing;
 
-use crate::failure::{Exit, Failure};
+use crate::{
+    failure::{Exit, Failure},
+    tell,
+};
 
 const JOURNAL: &str = "journal.db";
 const KEYRING: &str = "keyring";
@@ -74,7 +77,8 @@ impl Home {
     /// Refuses to create a journal over an existing one, or beside a keyring: the keyring may
     /// hold the only keys that can read the relay's copy of a journal.
     pub fn ensure_empty(&self) -> Result<()> {
-        if self.keyring_path().exists() && !self.journal_path().exists() {
+        let unfinished = mend_core::Journal::is_unfinished(&self.journal_path())?;
+        if self.keyring_path().exists() && (!self.journal_path().exists() || unfinished) {
             return Err(Failure::new(
                 Exit::Home,
                 format!(
@@ -87,7 +91,21 @@ impl Home {
             )
             .into());
         }
-        if self.journal_path().exists() {
+        if self.journal_path().exists() && !unfinished && !self.keyring_path().exists() {
+            // Cut off between making the journal and storing its keyring: nothing can open it.
+            return Err(Failure::new(
+                Exit::Home,
+                format!(
+                    "{} holds a journal without its keyring, which nothing can open; remove {} \
+                     (and the files beside it named after it) to start afresh",
+                    self.dir.display(),
+                    self.journal_path().display()
+                ),
+            )
+            .into());
+        }
+        // A journal whose making was cut off holds nothing yet: making it again replaces it.
+        if self.journal_path().exists() && !unfinished {
             return Err(Failure::new(
                 Exit::Home,
                 format!(
@@ -272,7 +290,7 @@ fn warn_if_readable_by_others(path: &Path) {
     if let Ok(meta) = fs::metadata(path)
         && meta.permissions().mode() & 0o077 != 0
     {
-        eprintln!(
+        tell!(
             "mend: warning: {} can be read by other users; run `chmod 600` on it",
             path.display()
         );

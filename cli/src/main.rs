@@ -36,7 +36,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             let (message, exit) = failure::report(&error);
-            eprintln!("mend: {message}");
+            tell!("mend: {message}");
             exit.into()
         }
     }

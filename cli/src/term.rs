@@ -77,6 +77,13 @@ pub fn clip(s: &str, max: usize) -> String {
     out
 }
 
+/// `s` with every line after its first indented by `indent` spaces: a partner's words that
+/// span lines stay under their label instead of posing as a label or a table of their own.
+pub fn hang(s: &str, indent: usize) -> String {
+    s.replace('\r', "")
+        .replace('\n', &format!("\n{:indent$}", ""))
+}
+
 /// One line on stderr that rewrites itself, for long operations.
 #[derive(Debug)]
 pub struct ProgressLine {
@@ -141,10 +148,35 @@ pub fn say(args: std::fmt::Arguments<'_>) {
     }
 }
 
+/// Writes `value` as pretty JSON on stdout: as inert as [`say`], and still JSON.
+pub fn say_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let json = mend_core::words::json_safe(&serde_json::to_string_pretty(value)?);
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{json}")
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        std::process::exit(0);
+    }
+    Ok(())
+}
+
 /// `println!` through [`say`].
 #[macro_export]
 macro_rules! say {
     ($($arg:tt)*) => { $crate::term::say(format_args!($($arg)*)) };
+}
+
+/// Writes one line to stderr, made as inert as [`say`] makes stdout: an error or a warning can
+/// quote a partner's name.
+pub fn tell(args: std::fmt::Arguments<'_>) {
+    let line = mend_core::words::terminal_safe(&args.to_string());
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// `eprintln!` through [`tell`].
+#[macro_export]
+macro_rules! tell {
+    ($($arg:tt)*) => { $crate::term::tell(format_args!($($arg)*)) };
 }
 
 #[cfg(test)]

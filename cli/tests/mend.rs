@@ -1223,6 +1223,34 @@ fn export_never_overwrites_without_force() -> Result<()> {
         )?
         .ok()?;
     ensure!(std::fs::read_to_string(&out)?.starts_with("# Journal packet"));
+    // Forced over a file others could read, or a symlink to one: the packet is a new
+    // owner-only file, and the link's target is left alone.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o644))?;
+        let elsewhere = world.dir.path().join("elsewhere.txt");
+        std::fs::write(&elsewhere, "not a packet")?;
+        std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o644))?;
+        let link = world.dir.path().join("link.md");
+        std::os::unix::fs::symlink(&elsewhere, &link)?;
+        for target in [&out, &link] {
+            let path = target.to_str().context("path")?;
+            world
+                .mend(
+                    "alex",
+                    &["export", "--format", "md", "--out", path, "--force"],
+                )?
+                .ok()?;
+            let meta = std::fs::symlink_metadata(target)?;
+            ensure!(
+                meta.is_file() && meta.permissions().mode() & 0o777 == 0o600,
+                "{}: {:o}",
+                target.display(),
+                meta.permissions().mode()
+            );
+        }
+        ensure!(std::fs::read_to_string(&elsewhere)? == "not a packet");
+    }
     // `--weeks 0` is refused by the command line (clap's own message), not silently 1.
     let zero = world.mend("alex", &["progress", "--weeks", "0"])?;
     ensure!(
@@ -1669,5 +1697,112 @@ fn an_erase_reaches_the_partners_other_device() -> Result<()> {
     let erased = world.mend("alex2", &["erase", "--yes"])?.ok()?;
     ensure!(erased.contains("keeps only a"), "erase said: {erased}");
     ensure!(!world.home("alex2").join("journal.db").exists());
+    Ok(())
+}
+
+/// A name is its partner's to choose, escape sequences included. When the erase's words quote
+/// it, on the watcher's stderr and in the error of a later write, they show as text and never
+/// act on Blake's terminal; a share's lines cannot pose as `show`'s own labels.
+#[test]
+fn a_partners_name_and_words_cannot_drive_the_terminal_or_fake_a_label() -> Result<()> {
+    let world = World::start()?;
+    // (Pairing refuses control characters in a name; a bidirectional override passes it.)
+    let hostile = "Al\u{202e}ex";
+    world.init("alex", hostile)?.ok()?;
+    world.mend("alex", &["sync"])?.ok()?;
+    let (invited, joined, _) = world.pair("alex", &["--yes"], "blake", &["--name", "Blake"])?;
+    invited.ok()?;
+    joined.ok()?;
+    let share = world
+        .mend(
+            "alex",
+            &["add", "share", "fine\nReplies:\n  1  Blake  I agree"],
+        )?
+        .ok()?;
+    world.mend("alex", &["sync"])?.ok()?;
+    world.mend("blake", &["sync"])?.ok()?;
+    let shown = world.mend("blake", &["show", share.trim()])?.ok()?;
+    ensure!(
+        !shown.lines().any(|l| l.starts_with("Replies:")),
+        "show printed: {shown}"
+    );
+    let mut watch = std::process::Command::new(cargo_bin!("mend"))
+        .env_remove("MEND_HOME")
+        .arg("--home")
+        .arg(world.home("blake"))
+        .args(["watch", "--for", "90"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // Erase once the watcher is connected, and stop it once it has heard.
+    let stderr = watch.stderr.take().context("no stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let heard = |want: &str| -> bool {
+        let started = Instant::now();
+        while started.elapsed() < COMMAND_LIMIT {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(line) if line.contains(want) => return true,
+                Ok(_) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return false,
+            }
+        }
+        false
+    };
+    ensure!(
+        heard("Connected to the relay"),
+        "the watcher never connected"
+    );
+    world.mend("alex", &["erase", "--yes"])?.ok()?;
+    let told_live = heard("erased");
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let watched = reader.join().unwrap_or_default();
+    ensure!(told_live, "the watcher was not told: {watched:?}");
+    let added = world.mend("blake", &["add", "share", "after"])?;
+    let told = format!("{watched}{}", added.stderr);
+    ensure!(
+        told.contains("erased the shared journal"),
+        "Blake was not told: {told:?}"
+    );
+    ensure!(
+        !told.contains('\u{202e}'),
+        "a raw control reached the terminal: {told:?}"
+    );
+    Ok(())
+}
+
+/// Words given as `-` come from standard input, so they stay out of the shell's history and
+/// the process list.
+#[test]
+fn words_can_come_from_standard_input() -> Result<()> {
+    let world = World::start()?;
+    world.init("alex", "Alex")?.ok()?;
+    let id = world
+        .mend_typing(
+            "alex",
+            &["add", "share", "-"],
+            &[],
+            "words I would not type \u{2764}\u{fe0f} \u{202e}\n",
+        )?
+        .ok()?;
+    // JSON output stays JSON (and inert) whatever the words hold.
+    let shown = world.json("alex", &["show", id.trim(), "--json"])?;
+    ensure!(
+        shown
+            .to_string()
+            .contains("\"words I would not type \u{2764}\u{fe0f} \u{202e}\""),
+        "stored: {shown}"
+    );
     Ok(())
 }

@@ -64,6 +64,9 @@ pub struct Device {
     /// finds it not running (it ended on keys another process replaced, or a move was cut
     /// between stopping and starting it) starts it again.
     live_wanted: AtomicBool,
+    /// The journal was opened with an erase of this device's cut off after its marker (the
+    /// app killed in between): the next round finishes it ([`Device::finish_erase`]).
+    resume_erase: AtomicBool,
     /// Held for the length of a sync round.
     rounds: tokio::sync::Mutex<()>,
     /// Set by [`Device::stop_live`]: ends a round the epoch-following task is running.
@@ -112,6 +115,7 @@ impl Device {
             journal.step(|j| j.settle_couple_space(key))?;
         }
         journal.track_written();
+        let resume_erase = journal.erase_pending()?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
@@ -151,6 +155,7 @@ impl Device {
             removed: Mutex::new(None),
             following: AtomicBool::new(false),
             live_wanted: AtomicBool::new(false),
+            resume_erase: AtomicBool::new(resume_erase),
             rounds: tokio::sync::Mutex::new(()),
             live_stopped: tokio::sync::watch::Sender::new(0),
         })
@@ -272,6 +277,7 @@ impl Device {
         observer: Option<Arc<dyn SyncObserver>>,
     ) -> Result<Self> {
         RelayHttp::new(relay_url, &relay)?.check()?;
+        clear_unfinished(path)?;
         let keyring = Keyring::generate(relay_url)?;
         let journal = Journal::create_with(path, name, keyring.open_options(options))?;
         Self::assemble(journal, keyring, relay, observer)
@@ -380,7 +386,9 @@ impl Device {
             ..relay
         };
         RelayHttp::new(&keyring.relay_url, &relay)?.check()?;
-        let mut journal = Journal::join_with(path, &source, name, keyring.open_options(options))?;
+        clear_unfinished(path)?;
+        let mut journal =
+            Journal::join_unfinished(path, &source, name, keyring.open_options(options))?;
         if rejoined {
             journal.own_new_personal_space(name)?;
         }
@@ -388,6 +396,7 @@ impl Device {
         if let Some((epoch, base)) = invite.epoch {
             journal.start_in_epoch(epoch, base)?;
         }
+        journal.finish_making()?;
         Self::assemble(journal, keyring, relay, observer)
     }
 
@@ -424,6 +433,7 @@ impl Device {
         relay: RelayOptions,
         observer: Option<Arc<dyn SyncObserver>>,
     ) -> Result<Self> {
+        clear_unfinished(path)?;
         if path.exists() {
             return Err(Error::Invalid(format!(
                 "a journal already exists at {}; open it instead",
@@ -439,7 +449,8 @@ impl Device {
             relay.pin = keyring.relay_pin;
         }
         let restored = download(&staging, &keyring, budget, options, &relay).await;
-        // The staging copy served its purpose whatever happened; it holds no secret.
+        // The staging copy served its purpose whatever happened; it holds the journal's words,
+        // so it goes now (and, after a crash, at the start of the next restore).
         let cleanup = remove_database(&staging);
         let (me, couple, personal) = restored?;
         cleanup?;
@@ -451,11 +462,12 @@ impl Device {
         let target = path.to_owned();
         let options = keyring.open_options(options);
         let journal = blocking(move || {
-            let mut journal = Journal::join_with(&target, &source, "", options)?;
+            let mut journal = Journal::join_unfinished(&target, &source, "", options)?;
             // The relay holds the epoch the keyring's secrets open: start there.
             if let Some((epoch, base)) = journal.epoch_in_document()? {
                 journal.start_in_epoch(epoch, base)?;
             }
+            journal.finish_making()?;
             Ok(journal)
         })
         .await?;
@@ -542,7 +554,38 @@ impl Device {
         let pushed = self.client.sync_now(budget).await?;
         let marker_pushed = pushed.online && pushed.pending == 0;
         self.erase_remote().await?;
+        let journal = Arc::clone(&self.journal);
+        blocking(move || lock(&journal)?.erase_done()).await?;
         Ok(EraseReport { marker_pushed })
+    }
+
+    /// Finishes an erase of this device's that was cut off after its marker (the app killed
+    /// in between): the marker goes out with the round, then the spaces are deleted.
+    async fn finish_erase(&self, deadline: tokio::time::Instant) -> Result<()> {
+        if !self.resume_erase.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let journal = Arc::clone(&self.journal);
+        if !blocking(move || lock(&journal)?.erase_pending()).await? {
+            self.resume_erase.store(false, Ordering::Relaxed);
+            return Ok(());
+        }
+        let budget = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let pushed = self.client.sync_now(budget).await?;
+        if !pushed.online {
+            return Ok(());
+        }
+        if tokio::time::timeout_at(deadline, self.erase_remote())
+            .await
+            .is_err()
+        {
+            return Ok(());
+        }
+        tracing::info!("finished an erase that was cut off");
+        let journal = Arc::clone(&self.journal);
+        blocking(move || lock(&journal)?.erase_done()).await?;
+        self.resume_erase.store(false, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Sets the name this device goes by ([`Journal::set_device_name`]): written into the
@@ -605,6 +648,10 @@ impl Device {
         };
         let over = |fired: bool| fired || tokio::time::Instant::now() >= deadline;
         let mut moved = self.adopt_elsewhere().await?;
+        // The spaces of the epoch the journal is in, wherever it moved.
+        if let Some(Err(e)) = within(deadline, stop.as_mut(), self.finish_erase(deadline)).await {
+            tracing::warn!(error = %e, "could not finish an erase that was cut off");
+        }
         let budget = deadline.saturating_duration_since(tokio::time::Instant::now());
         let mut report = match self.client.sync_round_or(budget, stop.as_mut()).await {
             // The other process moved while this round ran: nothing was sent; once more with
@@ -1359,6 +1406,16 @@ impl Device {
             .map(|l| l.as_ref().is_some_and(|l| !l.is_finished()))
             .unwrap_or(false)
     }
+}
+
+/// Removes a journal at `path` whose making a crash cut off: it holds nothing yet, and the
+/// make that follows replaces it ([`Error::Unfinished`]).
+fn clear_unfinished(path: &Path) -> Result<()> {
+    if Journal::is_unfinished(path)? {
+        tracing::warn!("removing a journal whose making was cut off");
+        remove_database(path)?;
+    }
+    Ok(())
 }
 
 /// Where [`Device::restore`] downloads before it knows whose journal this is.

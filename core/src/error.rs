@@ -60,6 +60,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// The journal's making (a create, join or restore) was cut off, by a crash or a kill,
+    /// before it was whole: it holds nothing yet, and making it again replaces it.
+    #[error(
+        "the journal at {path} was cut off while it was being made and holds nothing yet: \
+         create, join or restore it again"
+    )]
+    Unfinished {
+        /// Where the database is.
+        path: String,
+    },
+
     /// The database was written by a newer version of Mend.
     #[error(
         "the journal database has schema version {found}; this version of Mend reads up to {supported}"

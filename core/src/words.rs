@@ -163,9 +163,46 @@ pub fn terminal_safe(text: &str) -> String {
     out
 }
 
-/// Bidirectional overrides and similar invisible controls that reorder what a reader sees.
+/// JSON text (as serde_json writes it) made as inert as [`terminal_safe`] makes text, and
+/// still JSON: what a terminal would obey becomes a `\uXXXX` escape. Such characters only
+/// stand inside strings there; the newlines between tokens stay.
+pub fn json_safe(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        match c {
+            '\n' | '\t' => out.push(c),
+            c if c.is_control() || is_format_control(c) => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Invisible characters that reorder, hide or break what a reader sees: bidirectional marks,
+/// overrides and isolates, zero-width spaces, line and paragraph separators, invisible
+/// operators, fillers that draw nothing. Joiners and variation selectors are left alone:
+/// emoji and several scripts are spelt with them.
 fn is_format_control(c: char) -> bool {
-    matches!(u32::from(c), 0x200E..=0x200F | 0x202A..=0x202E | 0x2066..=0x2069)
+    matches!(
+        u32::from(c),
+        0x061C
+            | 0x115F..=0x1160
+            | 0x180E
+            | 0x200B
+            | 0x200E..=0x200F
+            | 0x2028..=0x202E
+            | 0x2060..=0x2064
+            | 0x2066..=0x206F
+            | 0x3164
+            | 0xFEFF
+            | 0xFFA0
+            | 0xFFF9..=0xFFFB
+    )
 }
 
 /// Escapes text for HTML content and attribute values.
@@ -188,8 +225,9 @@ pub fn html_escape(text: &str) -> String {
 /// backslash-escaped, `<` and `>` become entities (no raw HTML), and newlines become `<br>`
 /// so a line break in a share cannot start a heading, a list or a table row.
 pub fn markdown_inline(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in terminal_safe(text).chars() {
+    let safe = terminal_safe(text);
+    let mut out = String::with_capacity(safe.len() + 8);
+    for (at, c) in safe.char_indices() {
         match c {
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
@@ -201,6 +239,17 @@ pub fn markdown_inline(text: &str) -> String {
             '\\' | '`' | '*' | '_' | '[' | ']' | '#' | '|' | '~' => {
                 out.push('\\');
                 out.push(c);
+            }
+            // GitHub-flavoured Markdown turns bare `scheme://` addresses, `www.` names and
+            // e-mail addresses into live links; a packet links to nothing.
+            '@' => out.push_str("\\@"),
+            ':' if safe[at..].starts_with("://") => out.push_str("\\:"),
+            '.' if out
+                .as_bytes()
+                .get(out.len().saturating_sub(3)..)
+                .is_some_and(|tail| tail.eq_ignore_ascii_case(b"www")) =>
+            {
+                out.push_str("\\.");
             }
             c => out.push(c),
         }
@@ -245,6 +294,48 @@ mod tests {
         assert!(safe.contains("\\u{1b}]0;owned\\u{7}"));
         assert!(safe.contains("\\u{202e}"));
         assert!(safe.ends_with("\nok"));
+        // Invisible characters a name could hide behind show too.
+        for c in ['\u{61c}', '\u{200b}', '\u{2028}', '\u{2060}', '\u{feff}'] {
+            let safe = terminal_safe(&format!("Bla{c}ke"));
+            assert!(!safe.contains(c), "{c:?} stayed: {safe:?}");
+        }
+        // What emoji and scripts are spelt with stays.
+        for text in [
+            "I \u{2764}\u{fe0f} you",
+            "\u{1f469}\u{200d}\u{1f469}",
+            "\u{645}\u{200c}\u{6cc}",
+        ] {
+            assert_eq!(terminal_safe(text), text);
+        }
+    }
+
+    #[test]
+    fn json_stays_json_and_inert() {
+        let text = "a\u{1b}[2J\u{9b}b\u{202e}c";
+        let json =
+            serde_json::to_string_pretty(&serde_json::json!({ "t": text })).unwrap_or_default();
+        let safe = json_safe(&json);
+        assert!(
+            !safe
+                .chars()
+                .any(|c| (c.is_control() && c != '\n') || c == '\u{202e}'),
+            "{safe:?}"
+        );
+        let back: serde_json::Value = serde_json::from_str(&safe).unwrap_or_default();
+        assert_eq!(back["t"], text);
+    }
+
+    #[test]
+    fn markdown_makes_no_links() {
+        let md = markdown_inline("see https://example.com or www.example.com, mail a@b.example");
+        assert!(
+            !md.contains("https://") && !md.contains("www.") && !md.contains("a@b"),
+            "{md}"
+        );
+        assert!(
+            md.contains("https\\://") && md.contains("www\\.") && md.contains("a\\@b"),
+            "{md}"
+        );
     }
 
     #[test]

@@ -39,7 +39,7 @@ fn a_marker_that_arrives_in_time_tells_every_device() -> Result<()> {
     ensure!(
         erasure
             .words()
-            .contains("erased from another of your devices on"),
+            .contains("erased from one of your devices on"),
         "{}",
         erasure.words()
     );

@@ -2935,3 +2935,46 @@ fn keys_a_newer_version_adds_are_taken() -> Result<()> {
     }
     Ok(())
 }
+
+/// Blake writes two replies in one change, each to the other: a thread with no start. Every
+/// device refuses it (a reply's share must be written before it), so nothing loops.
+#[test]
+fn replies_that_answer_each_other_are_refused() -> Result<()> {
+    let mut s = story(131)?;
+    let mut forger = Forger::new(&s.sim, 1, s.blake)?;
+    let (first, second) = (
+        RecordId::generate_for(s.blake),
+        RecordId::generate_for(s.blake),
+    );
+    let now = T0;
+    forge(&mut s, &mut forger, 1, "link", |doc, s| {
+        for (id, other, at) in [(first, second, now), (second, first, 0)] {
+            let rec = new_record(doc, &id.to_string(), "reply", &s.blake.to_string())?;
+            doc.put(&rec, "share", other.to_string())?;
+            doc.put(&rec, "visibility", "shared")?;
+            doc.put(&rec, "created_at", at)?;
+            doc.put(&rec, "text", "round and round")?;
+        }
+        Ok(())
+    })?;
+    // A reply to what is not a share (here Alex's question) would let replies chain.
+    let question = s.alex_question;
+    let stray = RecordId::generate_for(s.blake);
+    let mut forger = Forger::new(&s.sim, 1, s.blake)?;
+    forge(&mut s, &mut forger, 2, "link", |doc, s| {
+        let rec = new_record(doc, &stray.to_string(), "reply", &s.blake.to_string())?;
+        doc.put(&rec, "share", question.to_string())?;
+        doc.put(&rec, "visibility", "shared")?;
+        doc.put(&rec, "created_at", T0)?;
+        Ok(())
+    })?;
+    for d in &s.sim.devices {
+        let j = d.journal();
+        ensure!(
+            j.get(first).is_err() && j.get(stray).is_err(),
+            "{} took a reply",
+            d.name
+        );
+    }
+    Ok(())
+}

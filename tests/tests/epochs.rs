@@ -366,3 +366,52 @@ async fn a_stored_couple_space_behind_the_epoch_is_settled_at_open() -> Result<(
     anyhow::ensure!(a.read(|j| j.get(id)).is_ok(), "the write never reached A");
     relay.stop().await
 }
+
+/// Alex's tablet, away, catches up with two moves in a row (Alex's own `forget`, which gives
+/// Alex's private space a new secret, then Blake's), and its app is killed before it stores
+/// the keyring: opened again with the keyring from before both, it takes both moves' secrets,
+/// the private space's included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyring_not_stored_after_two_moves_keeps_the_private_spaces_new_secret() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path()).await?;
+    let (a, b) = couple(dir.path(), &relay).await?;
+    let tablet = another_device(dir.path(), "t.db", &a, &relay).await?;
+    // Blake's phone hears of the tablet (its certificate goes out with its second round):
+    // Blake's rotation then seals the tablet a box too.
+    for phone in [&tablet, &tablet, &a, &b] {
+        phone.sync().await?;
+    }
+    let kept = tablet.device.keyring();
+    a.device.forget(ROUND).await?;
+    a.sync().await?;
+    b.sync().await?;
+    ensure!(b.read(|j| j.epoch())? == 1, "Blake did not move");
+    b.device.forget(ROUND).await?;
+    b.sync().await?;
+    a.sync().await?;
+    ensure!(a.read(|j| j.epoch())? == 2, "Alex did not move twice");
+    for _ in 0..3 {
+        if tablet.read(|j| j.epoch())? == 2 {
+            break;
+        }
+        tablet.device.sync_round(ROUND).await?;
+    }
+    ensure!(
+        tablet.read(|j| j.epoch())? == 2,
+        "the tablet did not move twice"
+    );
+    let moved = tablet.device.keyring();
+    ensure!(
+        moved.personal != kept.personal,
+        "Alex's private space kept its secret"
+    );
+    let path = tablet.path.clone();
+    tablet.device.close().await?;
+    let tablet = Phone::reopen(&path, kept, &relay)?;
+    ensure!(
+        tablet.device.keyring() == moved,
+        "the keyring caught up to another state"
+    );
+    Ok(())
+}

@@ -91,7 +91,7 @@ async fn an_erase_reaches_every_device_and_the_partner_is_told_in_plain_words() 
     let status = a2.device.sync_now(ROUND).await?;
     let words = erased_words(&status).unwrap_or_default();
     ensure!(
-        words.contains("another of your devices"),
+        words.contains("one of your devices"),
         "Alex's other device was not told: {status:?}"
     );
     ensure!(!status.syncing, "Alex's other device keeps syncing");
@@ -223,5 +223,46 @@ async fn an_erase_without_the_relay_erases_nothing() -> Result<()> {
     ensure!(a.read(|j| j.erasure())?.is_none(), "marked erased");
     a.with(|j| j.add(share("still here")))?;
     ensure!(b.read(|j| j.erasure())?.is_none(), "Blake sees an erase");
+    Ok(())
+}
+
+/// Alex's app is killed after the erase marker is written and before the relay deleted the
+/// spaces: the next round, after a reopen, pushes the marker and deletes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erase_cut_off_after_its_marker_is_finished_by_the_next_round() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path()).await?;
+    let (a, b) = mend_e2e::couple(dir.path(), &relay).await?;
+    b.sync().await?;
+    let couple_space = a.device.keyring().couple.derive_space_id();
+    a.with(|j| j.mark_erased())?;
+    let (path, keyring) = (a.path.clone(), a.device.keyring());
+    a.device.close().await?;
+    let a = Phone::reopen(&path, keyring, &relay)?;
+    let _ = a.device.sync_round(ROUND).await;
+    let db = rusqlite::Connection::open_with_flags(
+        relay.data_dir.join(mend_relay::storage::sqlite::DB_FILE),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )?;
+    let tombstones: i64 = db.query_row(
+        "SELECT count(*) FROM erased WHERE space_id = ?1",
+        [&couple_space[..]],
+        |r| r.get(0),
+    )?;
+    ensure!(tombstones == 1, "the relay still holds the couple's space");
+    ensure!(
+        !a.read(|j| j.erase_pending())?,
+        "the erase is still pending"
+    );
+    // Blake, who had not synced since, finds the space gone (the marker came and went).
+    let status = b.device.sync_now(ROUND).await?;
+    ensure!(
+        status
+            .problems
+            .iter()
+            .any(|p| p.space == "couple" && matches!(p.kind, ProblemKind::SpaceGone)),
+        "Blake still syncs the space: {status:?}"
+    );
+    relay.stop().await?;
     Ok(())
 }

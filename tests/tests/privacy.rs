@@ -197,6 +197,20 @@ async fn no_marker_reaches_the_relay_or_a_log() -> Result<()> {
         format!("{:?}", b.with(|j| j.get(share_id))?).contains(&m("feeling")),
         "B cannot read A's share"
     );
+    // A erases; B, which had the marker, is told in words that name A. The problem's log
+    // line carries no name (a name is its partner's to choose, and logs leave the device).
+    a.with(|j| j.mark_erased())?;
+    a.sync().await?;
+    b.sync().await?;
+    a.device.erase(ROUND).await?;
+    let status = b.device.sync_now(ROUND).await?;
+    ensure!(
+        status.problems.iter().any(|p| matches!(
+            &p.kind,
+            mend_core::sync::ProblemKind::Erased { words } if words.contains(&m("name_a"))
+        )),
+        "B was not told who erased: {status:?}"
+    );
     relay.stop().await?;
 
     let mut files = Vec::new();

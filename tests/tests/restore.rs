@@ -150,3 +150,80 @@ async fn a_keyring_kept_after_a_rotation_restores_the_new_epoch() -> Result<()> 
     ensure!(a.read(|j| j.epoch())? == 2 && restored.read(|j| j.epoch())? == 2);
     relay.stop().await
 }
+
+/// The app is killed while a restore makes the journal: once before anything but the file
+/// existed, once between joining and starting in the journal's epoch. Either way the next
+/// launch finds it unfinished (an app restores then, as for a missing database), and the
+/// restore that follows replaces it and reads what the relay holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_cut_off_midway_is_made_again() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path()).await?;
+    let (a, b) = couple(dir.path(), &relay).await?;
+    a.device.forget(ROUND).await?;
+    b.device.sync_round(ROUND).await?;
+    let shared = b.with(|j| {
+        j.add(Body::Share(Share {
+            feeling: "kept at the relay".into(),
+            tough_question: false,
+        }))
+    })?;
+    b.sync().await?;
+    let me = b.read(|j| Ok(j.me()))?;
+    let couple_doc = b.with(|j| j.document(mend_core::Space::Couple))?;
+    let keyring = b.device.keyring();
+    let path = b.path.clone();
+    b.device.close().await?;
+    let gone = || {
+        for suffix in ["", "-wal", "-shm", ".lock"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    };
+    gone();
+
+    // Cut off once the file existed, before anything was in it.
+    drop(mend_core::store::Store::open(
+        &path,
+        true,
+        mend_core::store::Durability::Normal,
+        mend_core::store::LockMode::Exclusive,
+    )?);
+    let opened = Device::open(&path, keyring.clone(), opts(), relay.trust(), None);
+    ensure!(
+        matches!(opened, Err(Error::Unfinished { .. })),
+        "opened: {:?}",
+        opened.err()
+    );
+    let restored =
+        Device::restore(&path, keyring.clone(), ROUND, opts(), relay.trust(), None).await?;
+    ensure!(restored.read(|j| j.get(shared))?.author == me);
+    ensure!(restored.read(|j| j.epoch())? == 1);
+    restored.close().await?;
+    gone();
+
+    // Cut off after joining, before starting in the epoch the document is in.
+    let source = mend_core::JoinSource {
+        couple: couple_doc,
+        personal: Some(Vec::new()),
+        partner: Some(me),
+    };
+    drop(mend_core::Journal::join_unfinished(
+        &path,
+        &source,
+        "",
+        opts(),
+    )?);
+    let opened = Device::open(&path, keyring.clone(), opts(), relay.trust(), None);
+    ensure!(
+        matches!(opened, Err(Error::Unfinished { .. })),
+        "opened: {:?}",
+        opened.err()
+    );
+    let restored = Device::restore(&path, keyring, ROUND, opts(), relay.trust(), None).await?;
+    ensure!(restored.read(|j| j.get(shared))?.author == me);
+    ensure!(
+        restored.read(|j| j.epoch())? == 1,
+        "restored outside the epoch"
+    );
+    relay.stop().await
+}

@@ -73,7 +73,7 @@ pub async fn devices(home: &Home, timeout: u64, json: bool) -> Result<()> {
                 })
             })
             .collect();
-        say!("{}", serde_json::to_string_pretty(&out)?);
+        crate::term::say_json(&out)?;
         return Ok(());
     }
     if listed.is_empty() {

@@ -78,20 +78,46 @@ pub fn export(
 }
 
 fn write_private(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
-    let mut options = fs::OpenOptions::new();
-    options.write(true);
-    if force {
-        options.create(true).truncate(true);
-    } else {
+    if !force {
         // create_new: a file that appeared since the check above is not overwritten either.
-        options.create_new(true);
+        return write_new(path, bytes);
     }
+    // Replaced, not rewritten in place: the packet gets a file of its own, readable by its
+    // owner alone, whatever the old file's mode was, and a symlink there is replaced rather
+    // than followed.
+    // One name per target: a part left by a run cut off is replaced by the next.
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = path.with_file_name(format!(".{name}.part"));
+    let _ = fs::remove_file(&temp);
+    let written = write_new(&temp, bytes).and_then(|()| {
+        fs::rename(&temp, path).with_context(|| format!("cannot write {}", path.display()))
+    });
+    if written.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    // The rename itself reaches the disk with its directory.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Ok(dir) = fs::File::open(dir)
+    {
+        let _ = dir.sync_all();
+    }
+    written
+}
+
+/// Writes a new file, owner-only, that must not exist yet.
+fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options
         .open(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
     file.write_all(bytes)
+        .and_then(|()| file.sync_all())
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }

@@ -89,29 +89,41 @@ async fn dispatch(home: &Home, command: Command) -> Result<()> {
             record_kind,
             text,
             fields,
-        } => records::add(home, record_kind, text, fields),
-        Command::Edit { id, text, fields } => records::edit(home, &id, text, fields),
-        Command::Reply { share, text, kind } => records::reply(home, &share, text, kind),
-        Command::Validate { target, text } => records::validate(home, &target, text),
-        Command::Answer { question, text } => records::answer(home, &question, text),
+        } => records::add(home, record_kind, words(text)?, fields),
+        Command::Edit { id, text, fields } => records::edit(home, &id, words(text)?, fields),
+        Command::Reply { share, text, kind } => records::reply(home, &share, words(text)?, kind),
+        Command::Validate { target, text } => records::validate(home, &target, words(text)?),
+        Command::Answer { question, text } => {
+            let text = words(Some(text))?.unwrap_or_default();
+            records::answer(home, &question, text)
+        }
         Command::Consent { boundary, choice } => records::consent(home, &boundary, choice),
         Command::Claim {
             commitment,
             status,
             date,
             note,
-        } => records::claim(home, &commitment, status, date.as_deref(), &note),
+        } => {
+            let note = words(Some(note))?.unwrap_or_default();
+            records::claim(home, &commitment, status, date.as_deref(), &note)
+        }
         Command::Confirm {
             commitment,
             view,
             date,
             note,
-        } => records::confirm(home, &commitment, view, date.as_deref(), &note),
+        } => {
+            let note = words(Some(note))?.unwrap_or_default();
+            records::confirm(home, &commitment, view, date.as_deref(), &note)
+        }
         Command::Respond {
             need,
             response,
             note,
-        } => records::respond(home, &need, response, &note),
+        } => {
+            let note = words(Some(note))?.unwrap_or_default();
+            records::respond(home, &need, response, &note)
+        }
         Command::QuestionStatus { question, status } => {
             records::question_status(home, &question, status)
         }
@@ -172,4 +184,36 @@ fn reading<T, E: Into<anyhow::Error>>(
     f: impl FnOnce(&Journal) -> std::result::Result<T, E>,
 ) -> Result<T> {
     device.read(|j| Ok(f(j)))?.map_err(Into::into)
+}
+
+/// Most a command reads from standard input for its words (well over the longest field).
+const MAX_STDIN: u64 = 1 << 20;
+
+/// Words given as `-` are read from standard input: a journal entry typed on the command line
+/// would stay in the shell's history and show in the process list while it runs.
+fn words(text: Option<String>) -> Result<Option<String>> {
+    use std::io::Read;
+    if text.as_deref() != Some("-") {
+        return Ok(text);
+    }
+    let mut read = String::new();
+    std::io::stdin()
+        .take(MAX_STDIN.saturating_add(1))
+        .read_to_string(&mut read)
+        .map_err(|e| {
+            Failure::new(
+                Exit::Input,
+                format!("cannot read the words from standard input: {e}"),
+            )
+        })?;
+    if read.len() as u64 > MAX_STDIN {
+        return Err(Failure::new(
+            Exit::Input,
+            "more than 1 MiB on standard input; a journal entry is prose, not a file",
+        )
+        .into());
+    }
+    let trimmed = read.strip_suffix('\n').unwrap_or(&read);
+    let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
+    Ok(Some(trimmed.to_owned()))
 }

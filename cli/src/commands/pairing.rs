@@ -510,9 +510,12 @@ pub async fn erase(home: &Home, yes: bool) -> Result<()> {
         .into());
     }
     let device = home.open(None)?;
-    if device.read(|j| j.erasure())?.is_some_and(|e| e.by_me) {
+    let finished =
+        device.read(|j| Ok(j.erasure()?.is_some_and(|e| e.by_me) && !j.erase_pending()?))?;
+    if finished {
         // Erased from another of this partner's devices: the relay keeps only tombstones, so
-        // there is nothing left to reach.
+        // there is nothing left to reach. (An erase of this device's that was cut off before
+        // the relay deleted the spaces is finished below.)
         drop(device);
         home.erase_local()?;
         say!("The journal was already erased at the relay from another of your devices.");

@@ -17,7 +17,7 @@ pub fn progress(home: &Home, weeks: u32, json: bool) -> Result<()> {
     reading(&device, |journal| -> Result<()> {
         let progress = journal.recent_progress(weeks)?;
         if json {
-            say!("{}", serde_json::to_string_pretty(&progress)?);
+            crate::term::say_json(&progress)?;
             return Ok(());
         }
         let mut first = true;

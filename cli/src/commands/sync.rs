@@ -30,7 +30,7 @@ use crate::{
     home::Home,
     lookup::short,
     render::Context,
-    say,
+    say, tell,
     term::{ProgressLine, plural},
 };
 
@@ -188,7 +188,7 @@ pub(super) async fn round(device: &Device, tracker: &Tracker, budget: Duration) 
         .into());
     }
     for p in &problems {
-        eprintln!("mend: warning: {}", describe(&p.kind));
+        tell!("mend: warning: {}", describe(&p.kind));
     }
     let received = tracker.received();
     Ok(Round {
@@ -335,26 +335,26 @@ pub async fn watch(home: &Home, duration: Option<u64>) -> Result<()> {
     let mut online = false;
     let mut warned = false;
     let mut problems = 0;
-    eprintln!("Watching {relay} for changes (Ctrl-C to stop).");
+    tell!("Watching {relay} for changes (Ctrl-C to stop).");
     loop {
         tokio::select! {
             seen = rx.recv() => match seen {
                 Some(Seen::Changed(ids)) => print_changes(&device, &ids)?,
                 Some(Seen::Keyring) => {
                     home.save_keyring(&device.keyring())?;
-                    eprintln!("The journal moved to new keys; watching them now.");
+                    tell!("The journal moved to new keys; watching them now.");
                 }
                 Some(Seen::Status(status)) => {
                     if status.online != online {
                         online = status.online;
                         if online {
-                            eprintln!("Connected to the relay.");
+                            tell!("Connected to the relay.");
                         } else {
-                            eprintln!("Lost the relay; retrying.");
+                            tell!("Lost the relay; retrying.");
                         }
                     }
                     for p in status.problems.iter().skip(problems) {
-                        eprintln!("mend: warning: {}", describe(&p.kind));
+                        tell!("mend: warning: {}", describe(&p.kind));
                     }
                     problems = status.problems.len();
                 }
@@ -363,7 +363,7 @@ pub async fn watch(home: &Home, duration: Option<u64>) -> Result<()> {
             () = &mut grace, if !warned => {
                 warned = true;
                 if !online {
-                    eprintln!("mend: cannot reach the relay at {relay} yet; still trying.");
+                    tell!("mend: cannot reach the relay at {relay} yet; still trying.");
                 }
             }
             _ = tokio::signal::ctrl_c() => break,
@@ -460,7 +460,7 @@ pub async fn status(home: &Home, check: bool, timeout: u64, json: bool) -> Resul
             "conflicts_to_settle": to_settle,
             "erased": erased,
         });
-        say!("{}", serde_json::to_string_pretty(&out)?);
+        crate::term::say_json(&out)?;
     } else {
         let names: Vec<String> = partners
             .iter()

@@ -13,7 +13,7 @@ pub fn today(home: &Home, json: bool) -> Result<()> {
     reading(&device, |journal| -> Result<()> {
         let today = journal.waiting_today()?;
         if json {
-            say!("{}", serde_json::to_string_pretty(&today)?);
+            crate::term::say_json(&today)?;
             return Ok(());
         }
         let date = journal.today();

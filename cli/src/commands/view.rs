@@ -16,7 +16,7 @@ use crate::{
     lookup::{self, short},
     render::{Context, state_name},
     say,
-    term::Table,
+    term::{Table, clip, hang},
 };
 
 /// Records per timeline page (mend-core's largest).
@@ -47,7 +47,7 @@ pub fn list(home: &crate::home::Home, filter: &ListFilter, json: bool) -> Result
         let context = Context::of(journal)?;
         if json {
             let views: Vec<_> = records.iter().map(|r| context.view(r)).collect();
-            say!("{}", serde_json::to_string_pretty(&views)?);
+            crate::term::say_json(&views)?;
             return Ok(());
         }
         if records.is_empty() {
@@ -141,7 +141,7 @@ pub fn show(home: &Home, typed: &str, json: bool) -> Result<()> {
                     map.insert(key.into(), Value::Array(views));
                 }
             }
-            say!("{}", serde_json::to_string_pretty(&out)?);
+            crate::term::say_json(&out)?;
             return Ok(());
         }
 
@@ -259,6 +259,9 @@ fn print_fields(record: &Record) -> Result<()> {
             Value::Bool(b) => if *b { "yes" } else { "no" }.to_owned(),
             other => other.to_string(),
         };
+        // Further lines of a field are indented under it, so words cannot pose as a label
+        // or a table of their own.
+        let shown = hang(&shown, 24);
         say!(
             "{:<24}{shown}",
             format!("{}:", mend_core::words::field_label(kind, key))
@@ -320,11 +323,11 @@ fn print_managed(journal: &Journal, context: &Context, thread: &Thread) {
                         .partners()
                         .into_iter()
                         .find(|p| p.id != record.author);
-                    let name = by.map_or_else(|| "Partner".to_owned(), |p| p.name);
+                    let name = by.map_or_else(|| "Partner".to_owned(), |p| clip(&p.name, 80));
                     let note = if r.note.is_empty() {
                         String::new()
                     } else {
-                        format!(": {}", r.note)
+                        format!(": {}", hang(&r.note, 2))
                     };
                     say!(
                         "Response from {name}: {}{note}",

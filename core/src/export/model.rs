@@ -150,6 +150,9 @@ fn fields(r: &Record) -> Vec<(String, String)> {
     out
 }
 
+/// How deep threads nest in the packet; deeper records follow flat under the last level.
+const MAX_NESTING: usize = 8;
+
 struct Builder<'a> {
     names: &'a [(PartnerId, String)],
     calendar: &'a Calendar,
@@ -159,6 +162,11 @@ struct Builder<'a> {
 
 impl Builder<'_> {
     fn item(&mut self, r: &Record) -> Item {
+        self.item_at(r, 0)
+    }
+
+    /// `r` alone, marked as laid out.
+    fn leaf(&mut self, r: &Record) -> Item {
         self.used.insert(r.id);
         let heading = format!(
             "{} · {} · {}",
@@ -166,20 +174,119 @@ impl Builder<'_> {
             name_in(self.names, r.author),
             r.kind().label()
         );
-        let mut item = Item {
+        Item {
             heading,
             fields: fields(r),
             table: None,
             children: Vec::new(),
-        };
+        }
+    }
+
+    fn item_at(&mut self, r: &Record, depth: usize) -> Item {
+        let mut item = self.leaf(r);
         // Threads: what answers, replies to or validates this record, in the order written.
+        // A record already laid out is not laid out again: replies written for each other
+        // before receivers checked their order would otherwise nest for ever. Below
+        // `MAX_NESTING` a thread goes on flat, so a long chain cannot exhaust the stack.
+        if depth >= MAX_NESTING {
+            let mut queue: std::collections::VecDeque<RecordId> = [r.id].into();
+            while let Some(id) = queue.pop_front() {
+                for c in crate::query::attached_to(self.all, id) {
+                    if c.removed || self.used.contains(&c.id) {
+                        continue;
+                    }
+                    queue.push_back(c.id);
+                    let child = self.leaf(c);
+                    item.children.push(child);
+                }
+            }
+            return item;
+        }
         let kids = crate::query::attached_to(self.all, r.id);
         for c in kids.into_iter().filter(|c| !c.removed) {
-            let child = self.item(c);
+            if self.used.contains(&c.id) {
+                continue;
+            }
+            let child = self.item_at(c, depth.saturating_add(1));
             item.children.push(child);
         }
         item
     }
+}
+
+/// Longest name a packet shows (characters): a name is its partner's to choose, and a
+/// replica may hold any length.
+const MAX_NAME: usize = 80;
+
+/// The names the packet shows: cut to [`MAX_NAME`], and, when the two would read alike (one
+/// partner took the other's name, or one that looks the same), each followed by
+/// "(partner 1)" or "(partner 2)" in the couple's order, so no entry reads as the other's.
+fn distinct_names(partners: Vec<(PartnerId, String)>) -> Vec<(PartnerId, String)> {
+    let mut partners: Vec<(PartnerId, String)> = partners
+        .into_iter()
+        .map(|(p, n)| {
+            let n = n.trim();
+            if n.chars().count() > MAX_NAME {
+                let mut cut: String = n.chars().take(MAX_NAME - 1).collect();
+                cut.push('…');
+                (p, cut)
+            } else {
+                (p, n.to_owned())
+            }
+        })
+        .collect();
+    let skeletons: Vec<String> = partners.iter().map(|(_, n)| skeleton(n)).collect();
+    let alike = skeletons
+        .iter()
+        .enumerate()
+        .any(|(i, a)| skeletons.iter().skip(i + 1).any(|b| a == b));
+    if alike {
+        for (k, (_, name)) in partners.iter_mut().enumerate() {
+            name.push_str(&format!(" (partner {})", k + 1));
+        }
+    }
+    partners
+}
+
+/// A name as it reads at a glance: letters and digits only, lower case, with the Cyrillic,
+/// Greek and full-width letters that look like Latin ones (and 0, 1, i) folded onto them.
+/// Hand-written: a confusables table from a crate would cost the app's library far more than
+/// the few dozen letters that make a name pass for another.
+fn skeleton(name: &str) -> String {
+    name.chars()
+        .flat_map(char::to_lowercase)
+        .filter(|c| c.is_alphanumeric())
+        .map(|c| match c {
+            'а' | 'α' => 'a',
+            'в' | 'β' | 'ь' => 'b',
+            'с' | 'ϲ' => 'c',
+            'ԁ' => 'd',
+            'е' | 'ё' | 'ε' => 'e',
+            'ɡ' => 'g',
+            'н' | 'һ' | 'η' => 'h',
+            'і' | 'ι' | 'ı' | 'ӏ' | '1' | 'i' | 'l' => 'l',
+            'ј' => 'j',
+            'к' | 'κ' => 'k',
+            'м' | 'μ' => 'm',
+            'п' => 'n',
+            'о' | 'ο' | 'σ' | '0' => 'o',
+            'р' | 'ρ' => 'p',
+            'ԛ' => 'q',
+            'г' => 'r',
+            'ѕ' | '5' => 's',
+            'т' | 'τ' => 't',
+            'υ' => 'u',
+            'ν' => 'v',
+            'ԝ' | 'ω' => 'w',
+            'х' | 'χ' => 'x',
+            'у' | 'γ' => 'y',
+            'ζ' => 'z',
+            c @ '\u{FF41}'..='\u{FF5A}' => {
+                char::from_u32(u32::from(c) - 0xFF41 + u32::from('a')).unwrap_or(c)
+            }
+            c => c,
+        })
+        .collect()
 }
 
 /// Lays the packet out.
@@ -190,6 +297,7 @@ pub(crate) fn build(
     progress: Progress,
     calendar: &Calendar,
 ) -> Packet {
+    let partners = distinct_names(partners);
     let live: Vec<Record> = shared.iter().filter(|r| !r.removed).cloned().collect();
     let wanted = |r: &Record| {
         let d = record_date(r, calendar);
@@ -245,18 +353,25 @@ pub(crate) fn build(
                 Body::Validation(v) => v.target,
                 _ => None,
             };
-            if parent.is_some_and(|p| in_range.iter().any(|x| x.id == p)) {
+            // Check-ins are laid out as tables, not items: what validates one stands alone.
+            let parent = parent.map(|p| in_range.iter().find(|x| x.id == p));
+            if let Some(Some(p)) = parent
+                && p.kind() != Kind::CheckIn
+            {
                 continue;
             }
             let mut item = b.item(r);
-            if parent.is_some() {
-                item.fields.insert(
-                    0,
-                    (
-                        "Note".into(),
-                        "about a record outside this packet's range".into(),
-                    ),
-                );
+            let note = match parent {
+                Some(Some(p)) => Some(format!(
+                    "about {}'s check-in of {}",
+                    name_in(&partners, p.author),
+                    record_date(p, calendar)
+                )),
+                Some(None) => Some("about a record outside this packet's range".to_owned()),
+                None => None,
+            };
+            if let Some(note) = note {
+                item.fields.insert(0, ("Note".into(), note));
             }
             match &r.body {
                 Body::Boundary(bd) => {
@@ -475,7 +590,7 @@ mod tests {
     use super::*;
     use crate::{
         error::Result,
-        model::{Boundary, Consent, ConsentState, Visibility},
+        model::{Boundary, CheckIn, Consent, ConsentState, Reply, Share, Validation, Visibility},
         query,
     };
 
@@ -524,6 +639,141 @@ mod tests {
             .find(|l| l.contains("An earlier wording"))
             .unwrap_or_default()
             .to_owned())
+    }
+
+    const T: i64 = 1_795_000_000_000;
+
+    fn shared(author: PartnerId, at: i64, body: Body) -> Record {
+        Record {
+            id: RecordId::generate_for(author),
+            author,
+            created_at: at,
+            updated_at: at,
+            visibility: Visibility::Shared,
+            removed: false,
+            body,
+            conflicts: Vec::new(),
+        }
+    }
+
+    /// The Markdown packet of `records` over the day of `T`.
+    fn packet_of(alex: PartnerId, blake: PartnerId, records: &[Record]) -> Result<String> {
+        let calendar = Calendar::utc();
+        let day = calendar.date_of(T);
+        let options = PacketOptions {
+            from: day,
+            to: day,
+            kinds: Vec::new(),
+        };
+        let progress = query::progress(records, &[alex, blake], day, day, &calendar)?;
+        let names = vec![(alex, "Alex".to_owned()), (blake, "Blake".to_owned())];
+        let packet = build(&options, names, records, progress, &calendar);
+        Ok(super::super::markdown::render(&packet))
+    }
+
+    fn reply(author: PartnerId, at: i64, share: Option<RecordId>, text: &str) -> Record {
+        shared(
+            author,
+            at,
+            Body::Reply(Reply {
+                share,
+                text: text.into(),
+                ..Default::default()
+            }),
+        )
+    }
+
+    /// Replies written for each other (a journal from before receivers checked) and a chain
+    /// of thousands: the packet is made, every reply in it once.
+    #[test]
+    fn threads_that_loop_or_run_deep_are_laid_out_once() -> Result<()> {
+        let (alex, blake) = (PartnerId::generate(), PartnerId::generate());
+        let mut first = reply(blake, T, None, "first of the loop");
+        let mut second = reply(blake, T - 86_400_000, None, "second of the loop");
+        if let Body::Reply(r) = &mut first.body {
+            r.share = Some(second.id);
+        }
+        if let Body::Reply(r) = &mut second.body {
+            r.share = Some(first.id);
+        }
+        let mut records = vec![first, second];
+        let share = shared(
+            alex,
+            T,
+            Body::Share(Share {
+                feeling: "root".into(),
+                ..Default::default()
+            }),
+        );
+        let mut parent = share.id;
+        records.push(share);
+        for n in 0..5000 {
+            let r = reply(blake, T + n, Some(parent), &format!("deep {n} end"));
+            parent = r.id;
+            records.push(r);
+        }
+        let md = packet_of(alex, blake, &records)?;
+        assert_eq!(md.matches("first of the loop").count(), 1);
+        for n in [0, 7, 8, 9, 4999] {
+            assert_eq!(md.matches(&format!("deep {n} end")).count(), 1, "deep {n}");
+        }
+        Ok(())
+    }
+
+    /// A partner who takes the other's name, or one that looks the same, cannot pass their
+    /// entries off as the other's: alike names are told apart, others are left alone.
+    #[test]
+    fn names_that_read_alike_are_told_apart() {
+        let (alex, blake) = (PartnerId::generate(), PartnerId::generate());
+        for taken in [
+            "Blake",
+            "BLAKE",
+            "Bl\u{430}ke",
+            "Bla\u{200b}ke",
+            " Blake ",
+            "B1ake",
+            "ＢＬＡＫＥ",
+        ] {
+            let names = distinct_names(vec![(alex, taken.to_owned()), (blake, "Blake".to_owned())]);
+            assert_eq!(
+                names[0].1,
+                format!("{} (partner 1)", taken.trim()),
+                "{taken:?}"
+            );
+            assert_eq!(names[1].1, "Blake (partner 2)", "{taken:?}");
+        }
+        let names = distinct_names(vec![(alex, "Alex".to_owned()), (blake, "Blake".to_owned())]);
+        assert_eq!(names[0].1, "Alex");
+        assert_eq!(names[1].1, "Blake");
+        let long = distinct_names(vec![(alex, "x".repeat(5000)), (blake, "Blake".to_owned())]);
+        assert_eq!(long[0].1.chars().count(), MAX_NAME);
+    }
+
+    /// What validates a check-in is in the packet, though check-ins are tables.
+    #[test]
+    fn a_validation_of_a_check_in_is_in_the_packet() -> Result<()> {
+        let (alex, blake) = (PartnerId::generate(), PartnerId::generate());
+        let check_in = shared(
+            alex,
+            T,
+            Body::CheckIn(CheckIn {
+                local_date: Some(Calendar::utc().date_of(T)),
+                safety: Some(2),
+                ..Default::default()
+            }),
+        );
+        let validation = shared(
+            blake,
+            T + 1,
+            Body::Validation(Validation {
+                target: Some(check_in.id),
+                text: "I hear you".into(),
+            }),
+        );
+        let md = packet_of(alex, blake, &[check_in, validation])?;
+        assert!(md.contains("I hear you"), "{md}");
+        assert!(md.contains("about Alex's check-in of"), "{md}");
+        Ok(())
     }
 
     #[test]

@@ -71,6 +71,11 @@ const RETIRE_CONTEXT: &[u8] = b"mend/v1/retire\0";
 const META_RETIRE_HOLD: &str = "epoch_hold";
 /// Whether the move into this epoch rotated this partner's personal space ("1") or not.
 const META_PERSONAL_ROTATED: &str = "epoch_personal_rotated";
+/// The personal space's secret from this partner's newest own move, sealed to the device key:
+/// a later move by the other partner carries none, so a keyring not stored again across
+/// both takes it from here ([`Journal::epoch_secrets`]).
+const META_PERSONAL_BOX: &str = "epoch_personal_box";
+const PERSONAL_CONTEXT: &[u8] = b"mend/v1/personal\0";
 /// Devices this device asked to remove (comma-separated ids): when another device's rotation
 /// won at the relay and still sealed a box to one of them, this device rotates again.
 const META_WANT_REMOVED: &str = "epoch_want_removed";
@@ -426,10 +431,27 @@ impl Journal {
             &box_context(&space_id, epoch, sealed_under),
             &sealed,
         )?;
-        let secrets = EpochSecrets::decode(&plain)?;
+        let mut secrets = EpochSecrets::decode(&plain)?;
         if secrets.epoch != epoch {
             return Err(Error::Corrupt("an epoch box of another epoch".into()));
         }
+        // The personal secret is never the box's own: one from the other partner's
+        // announcement is not theirs to give, and one from an earlier own move would be lost
+        // behind a later move of theirs.
+        secrets.personal = match self.store.meta(META_PERSONAL_BOX)? {
+            Some(sealed) if !sealed.is_empty() => {
+                let bad = || Error::Corrupt("the personal space's box".into());
+                let sealed = hex::decode(sealed).map_err(|_| bad())?;
+                let plain = open_from_device(device_key, PERSONAL_CONTEXT, &sealed)?;
+                Some(SpaceSecret::from_slice(&plain)?)
+            }
+            // Moved by a version that kept no such box: the box's own, when the move was
+            // this partner's own rotation of it.
+            _ if self.store.meta(META_PERSONAL_ROTATED)?.as_deref() == Some("1") => {
+                secrets.personal
+            }
+            _ => None,
+        };
         Ok(Some(secrets))
     }
 
@@ -456,11 +478,13 @@ impl Journal {
     /// A journal joined through a device in a later epoch starts there: the epoch's number,
     /// and its first change, which arrives from the relay like any other.
     pub fn start_in_epoch(&mut self, epoch: u32, base: [u8; 32]) -> Result<()> {
-        self.store.set_meta(&[
-            (META_EPOCH, &epoch.to_string()),
-            (META_EPOCH_BASE, &hex::encode(base)),
-        ])?;
-        self.load_roster()
+        self.step(|j| {
+            j.store.set_meta(&[
+                (META_EPOCH, &epoch.to_string()),
+                (META_EPOCH_BASE, &hex::encode(base)),
+            ])?;
+            j.load_roster()
+        })
     }
 
     /// The epoch the couple's document itself is in, and its first change's hash: for a
@@ -1119,6 +1143,17 @@ impl Journal {
         if let Some((sealed, from)) = &sealed {
             metas.push((META_EPOCH_BOX, sealed));
             metas.push((META_EPOCH_FROM, from));
+        }
+        let personal_box = match (&step.secrets.personal, &step.personal_heads) {
+            (Some(personal), Some(_)) => Some(hex::encode(seal_to_device(
+                &device_key.public(),
+                PERSONAL_CONTEXT,
+                personal.expose(),
+            )?)),
+            _ => None,
+        };
+        if let Some(personal_box) = &personal_box {
+            metas.push((META_PERSONAL_BOX, personal_box));
         }
         let sealed_under = self.certified_device();
         let sealed_under = if sealed_under == self.device {

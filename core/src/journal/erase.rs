@@ -27,6 +27,9 @@ pub(crate) const ERASED_AT: &str = "erased_at";
 /// Metadata: who erased (a partner id) and when (unix ms), once this device learned it.
 const META_ERASED_BY: &str = "erased_by";
 const META_ERASED_AT: &str = "erased_at";
+/// Set ("1") from before this device writes its own erase marker until the relay deleted the
+/// spaces: an erase cut off in between is finished by the next sync round.
+const META_ERASE_PENDING: &str = "erase_pending";
 
 /// The shared journal was erased: by whom and when.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,7 +49,7 @@ impl Erasure {
     pub fn words(&self) -> String {
         if self.by_me {
             format!(
-                "this journal was erased from another of your devices on {}. Your copy stays on \
+                "this journal was erased from one of your devices on {}. Your copy stays on \
                  this device until you delete it.",
                 self.date
             )
@@ -82,6 +85,7 @@ impl Journal {
     pub fn mark_erased(&mut self) -> Result<()> {
         self.step(|j| {
             j.ready()?;
+            j.store.set_meta(&[(META_ERASE_PENDING, "1")])?;
             let me = j.me.to_string();
             let now = j.now();
             let mut changes = Vec::new();
@@ -99,6 +103,18 @@ impl Journal {
             j.persist_unchecked(changes, &[])?;
             j.note_erased(j.me, now)
         })
+    }
+
+    /// Whether this device erased the journal and the relay may still hold its spaces (the
+    /// erase was cut off after the marker): the next sync round deletes them.
+    pub fn erase_pending(&self) -> Result<bool> {
+        Ok(self.store.meta(META_ERASE_PENDING)?.as_deref() == Some("1")
+            && self.erasure()?.is_some_and(|e| e.by_me))
+    }
+
+    /// The relay deleted the spaces this device's erase named.
+    pub fn erase_done(&mut self) -> Result<()> {
+        self.step(|j| j.store.set_meta(&[(META_ERASE_PENDING, "")]))
     }
 
     /// A space was found erased at the relay (`space_erased`): the words for the status when

@@ -252,6 +252,8 @@ pub enum Breach {
     Shape,
     /// Recorded words under the hash of other words: what a consent was given to.
     Wording,
+    /// Replied to something other than a share written before the reply.
+    Link,
 }
 
 impl Breach {
@@ -289,6 +291,7 @@ impl Breach {
             Self::Unasked => "rejoin_unasked",
             Self::Shape => "shape",
             Self::Wording => "wording",
+            Self::Link => "link",
         }
     }
 
@@ -341,6 +344,7 @@ impl Breach {
             ),
             Self::Shape => "tried to write a value the app never writes there".into(),
             Self::Wording => "tried to change the words a consent was given to".into(),
+            Self::Link => "tried to reply to something that is not a share written before".into(),
         }
     }
 }
@@ -876,6 +880,7 @@ struct Facts {
     local_date: Option<String>,
     question: Option<String>,
     target: Option<String>,
+    share: Option<String>,
 }
 
 fn str_value(action: &OpType) -> Option<String> {
@@ -998,6 +1003,7 @@ fn check_ops(
                     "local_date" => f.local_date = value,
                     "question" => f.question = value,
                     "target" => f.target = value,
+                    "share" => f.share = value,
                     _ => {}
                 }
             }
@@ -1282,6 +1288,17 @@ fn stored_facts(doc: &SpaceDoc, record: &str) -> Facts {
         local_date: read_str(doc, &obj, "local_date"),
         question: read_str(doc, &obj, "question"),
         target: read_str(doc, &obj, "target"),
+        share: read_str(doc, &obj, "share"),
+    }
+}
+
+/// The kind of the record at id `id` as the change's own past shows it (of maps made there
+/// concurrently, the one every replica reads, as the writer's own check did).
+fn kind_at(doc: &SpaceDoc, id: &str, deps: &[ChangeHash]) -> Option<String> {
+    let (_, obj) = doc.am().get_at(doc.records_obj(), id, deps).ok()??;
+    match doc.am().get_at(&obj, "kind", deps) {
+        Ok(Some((Value::Scalar(s), _))) => s.as_str().map(str::to_owned),
+        _ => None,
     }
 }
 
@@ -1440,6 +1457,16 @@ fn check_creation(
     };
     if link_author(link)?.as_deref() == Some(me_text) {
         return Err(Breach::Role);
+    }
+    // A reply may answer either partner's share, but only one already written: replies made
+    // for each other in one change would loop a thread for ever.
+    if kind == Some(Kind::Reply)
+        && let Some(share) = &facts.share
+    {
+        link_author(&facts.share).map_err(|_| Breach::Link)?;
+        if kind_at(doc, share, deps).as_deref() != Some("share") {
+            return Err(Breach::Link);
+        }
     }
     Ok(())
 }

@@ -198,6 +198,7 @@ impl Journal {
             .map_or_else(PartnerId::generate, |k| k.partner_id());
         let mut journal = Self::init(path, me, None, None, options)?;
         journal.register_partner(name)?;
+        journal.finish_making()?;
         Ok(journal)
     }
 
@@ -210,6 +211,21 @@ impl Journal {
 
     /// [`Journal::join`] with options.
     pub fn join_with(
+        path: &Path,
+        source: &JoinSource,
+        name: &str,
+        options: OpenOptions,
+    ) -> Result<Self> {
+        let mut journal = Self::join_unfinished(path, source, name, options)?;
+        journal.finish_making()?;
+        Ok(journal)
+    }
+
+    /// [`Journal::join_with`] for a caller with steps of its own to take before the journal
+    /// is whole (start in a later epoch, own a new personal space): it ends them with
+    /// [`Journal::finish_making`]. Cut off before that, the journal opens as
+    /// [`Error::Unfinished`] and is made again.
+    pub fn join_unfinished(
         path: &Path,
         source: &JoinSource,
         name: &str,
@@ -233,6 +249,29 @@ impl Journal {
         Ok(journal)
     }
 
+    /// Marks the journal whole, fsynced: from now on it opens, and making it again refuses.
+    pub fn finish_making(&mut self) -> Result<()> {
+        self.step(|j| j.store.set_meta_durably(&[(META_MAKING, "")]))
+    }
+
+    /// Whether the database at `path` is a journal whose making was cut off
+    /// ([`Error::Unfinished`]): it holds nothing yet, and the caller may remove it and make it
+    /// again. False when there is no file.
+    pub fn is_unfinished(path: &Path) -> Result<bool> {
+        if !path.exists() {
+            return Ok(false);
+        }
+        if Store::is_empty_database(path) {
+            return Ok(true);
+        }
+        // Read-only, and only a journal of this version: any other file at `path` is not this
+        // code's to judge, let alone remove.
+        match Store::open_reader(path) {
+            Ok(store) => unfinished(&store),
+            Err(_) => Ok(false),
+        }
+    }
+
     fn init(
         path: &Path,
         me: PartnerId,
@@ -247,6 +286,7 @@ impl Journal {
             )));
         }
         let mut store = Store::open(path, true, options.durability, options.lock)?;
+        store.set_meta(&[(META_MAKING, "1")])?;
         let key_id = options.device_key.map(|k| k.key_id());
         let device = new_device_id(key_id);
         let actor_bytes = new_actor(key_id);
@@ -291,6 +331,11 @@ impl Journal {
     /// [`Journal::open`] with options.
     pub fn open_with(path: &Path, options: OpenOptions) -> Result<Self> {
         let store = Store::open(path, false, options.durability, options.lock)?;
+        if unfinished(&store)? {
+            return Err(Error::Unfinished {
+                path: path.display().to_string(),
+            });
+        }
         let (me, device) = stored_ids(&store)?;
         let key_id = options.device_key.map(|k| k.key_id());
         let fresh = new_actor(key_id);
@@ -901,6 +946,16 @@ fn stored_couple_space(store: &Store) -> Option<[u8; 32]> {
             let mut id = [0u8; 32];
             hex::decode_to_slice(h, &mut id).ok().map(|()| id)
         })
+}
+
+/// Set ("1") while a journal is being made, cleared (fsynced) once it is whole.
+const META_MAKING: &str = "making";
+
+/// A journal whose making was cut off: marked so, or cut before it wrote anything (its
+/// ids or a document). A journal with documents but no ids is damaged, not unfinished.
+fn unfinished(store: &Store) -> Result<bool> {
+    Ok(store.meta(META_MAKING)?.as_deref() == Some("1")
+        || (store.meta("partner")?.is_none() && !store.has_documents()?))
 }
 
 /// The partner and device a stored journal belongs to.

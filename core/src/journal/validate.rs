@@ -25,6 +25,12 @@ pub(super) fn name(name: &str) -> Result<String> {
     if name.is_empty() {
         return Err(Error::Invalid("a name cannot be empty".into()));
     }
+    // One line of text, as pairing takes it from the other side.
+    if name.chars().any(char::is_control) {
+        return Err(Error::Invalid(
+            "a name cannot hold control characters".into(),
+        ));
+    }
     short(None, "name", name)?;
     Ok(name.to_owned())
 }

@@ -362,6 +362,29 @@ impl Store {
         Ok(())
     }
 
+    /// Whether either space holds any document (a snapshot or a change).
+    pub(crate) fn has_documents(&self) -> Result<bool> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM doc_snapshots) OR EXISTS (SELECT 1 FROM doc_changes)",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Whether the file at `path` is a SQLite database with nothing in it (a journal cut off
+    /// before its schema was written). Read-only; false for anything else or what cannot be
+    /// read.
+    pub(crate) fn is_empty_database(path: &Path) -> bool {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        Connection::open_with_flags(path, flags)
+            .and_then(|conn| {
+                conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+            })
+            .is_ok_and(|n| n == 0)
+    }
+
     /// Writes `pairs` into the metadata inside `tx`.
     pub(crate) fn put_meta(tx: &rusqlite::Transaction<'_>, pairs: &[(&str, &str)]) -> Result<()> {
         for (k, v) in pairs {

@@ -255,6 +255,11 @@ impl Store {
         self.sync_state(space)
     }
 
+    /// [`Store::set_meta`], fsynced before it returns.
+    pub(crate) fn set_meta_durably(&mut self, pairs: &[(&str, &str)]) -> Result<()> {
+        self.durably(|store| store.set_meta(pairs))
+    }
+
     /// Runs `f` with every commit fsynced, whatever the connection's `synchronous` level,
     /// then puts the level back. (It cannot change inside a transaction.)
     fn durably<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {

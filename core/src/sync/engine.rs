@@ -727,7 +727,7 @@ impl SyncEngine {
         let key = format!("{}:{:?}", space.as_str(), kind.outcome());
         let (last, held) = self.warned.entry(key).or_insert((i64::MIN, 0));
         if now.saturating_sub(*last) >= WARN_EVERY_MS {
-            tracing::warn!(space = space.as_str(), problem = ?kind, held_back = *held, "sync problem");
+            tracing::warn!(space = space.as_str(), problem = ?kind.without_words(), held_back = *held, "sync problem");
             *last = now;
             *held = 0;
         } else {

@@ -427,6 +427,28 @@ pub enum ProblemKind {
 }
 
 impl ProblemKind {
+    /// The problem as a log line may carry it: without the words a person is told, which can
+    /// name a partner (a name is the partner's to choose).
+    pub fn without_words(&self) -> ProblemKind {
+        match self {
+            Self::Erased { .. } => Self::Erased {
+                words: String::new(),
+            },
+            Self::Forged {
+                partner,
+                device,
+                breach,
+                ..
+            } => Self::Forged {
+                partner: partner.clone(),
+                device: device.clone(),
+                breach: breach.clone(),
+                words: String::new(),
+            },
+            other => other.clone(),
+        }
+    }
+
     /// Whether this device cannot sync this space at all until someone acts (a revoked key,
     /// an erased space), as against a problem sync works around.
     pub fn is_fatal(&self) -> bool {

@@ -334,14 +334,27 @@ impl PostgresStorage {
         settings: Postgres,
         publisher: Arc<dyn Publisher>,
     ) -> Result<PostgresStorage, PgError> {
-        let config = pg_config(url, &settings)?;
-        {
+        let mut config = pg_config(url, &settings)?;
+        let commit = {
             let (mut client, connection) = config.connect(NoTls).await?;
             let driver = tokio::spawn(connection);
             let migrated = schema::migrate(&mut client).await;
+            let commit = client.query_one("SHOW synchronous_commit", &[]).await;
             drop(client);
             let _ = driver.await;
             migrated?;
+            commit?.try_get::<_, String>(0)?
+        };
+        // An acknowledged push is a committed one whatever the server's, database's or role's
+        // default says: `off` there would acknowledge before the disk has it. (Stronger
+        // settings, such as waiting for a standby, are the operator's and kept.)
+        if commit == "off" {
+            tracing::warn!(
+                "synchronous_commit is off for this database; the relay turns it on for its \
+                 own connections"
+            );
+            let options = config.get_options().unwrap_or_default().to_owned();
+            config.options(format!("{options} -c synchronous_commit=on"));
         }
         let manager = Manager::from_config(
             config.clone(),
@@ -1314,6 +1327,42 @@ impl Storage for PostgresStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A database whose default is `synchronous_commit = off` (a common tuning) still gets
+    /// durable commits from the relay's connections.
+    #[tokio::test]
+    async fn the_relays_connections_commit_durably_whatever_the_default() -> anyhow::Result<()> {
+        let db = crate::storage::test_db::TestDatabase::create().await?;
+        let name = db.url().rsplit('/').next().unwrap_or_default().to_owned();
+        let (admin, connection) = db
+            .url()
+            .parse::<tokio_postgres::Config>()?
+            .connect(NoTls)
+            .await?;
+        let driver = tokio::spawn(connection);
+        admin
+            .batch_execute(&format!(
+                "ALTER DATABASE {name} SET synchronous_commit = off"
+            ))
+            .await?;
+        drop(admin);
+        let _ = driver.await;
+        let storage = PostgresStorage::open(
+            db.url(),
+            Postgres::default(),
+            Arc::new(crate::live::LocalHub::default()),
+        )
+        .await?;
+        let client = storage.shared.pool.get().await?;
+        let setting: String = client
+            .query_one("SHOW synchronous_commit", &[])
+            .await?
+            .get(0);
+        drop(client);
+        storage.close().await?;
+        assert_eq!(setting, "on");
+        Ok(())
+    }
 
     /// An erase this instance heard of while it read a token (another instance erased the
     /// space just after the read) leaves nothing cached: before, the stale hash stayed and the
