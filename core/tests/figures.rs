@@ -325,7 +325,7 @@ fn partner_text_cannot_become_markup_in_the_packet() -> Result<()> {
     assert!(!md.contains("<script>"), "{md}");
     assert!(md.contains("&lt;script&gt;"));
     assert!(
-        md.contains("\\| cell<br>\\# Heading<br>- \\[link\\](http://x)"),
+        md.contains("\\| cell<br>\\# Heading<br>- \\[link\\](http\\://x)"),
         "{md}"
     );
     assert!(!md.lines().any(|l| l.starts_with("# Heading")));
