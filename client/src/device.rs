@@ -551,11 +551,14 @@ impl Device {
         }
         let journal = Arc::clone(&self.journal);
         blocking(move || lock(&journal)?.mark_erased()).await?;
+        // From here the marker is written: whatever fails, a later round finishes the erase.
+        self.resume_erase.store(true, Ordering::Relaxed);
         let pushed = self.client.sync_now(budget).await?;
         let marker_pushed = pushed.online && pushed.pending == 0;
         self.erase_remote().await?;
         let journal = Arc::clone(&self.journal);
         blocking(move || lock(&journal)?.erase_done()).await?;
+        self.resume_erase.store(false, Ordering::Relaxed);
         Ok(EraseReport { marker_pushed })
     }
 

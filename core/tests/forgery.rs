@@ -2936,25 +2936,57 @@ fn keys_a_newer_version_adds_are_taken() -> Result<()> {
     Ok(())
 }
 
-/// Blake writes two replies in one change, each to the other: a thread with no start. Every
-/// device refuses it (a reply's share must be written before it), so nothing loops.
+/// Blake writes two replies in one change, each to the other: a thread with no start. The
+/// guard lets a reply whose share it has not seen stand (an epoch move replays such replies),
+/// so every device takes them, and every device still makes its packet. A reply to itself,
+/// and one to what is not a share, are refused everywhere.
 #[test]
-fn replies_that_answer_each_other_are_refused() -> Result<()> {
+fn replies_that_loop_or_chain_cannot_break_a_thread() -> Result<()> {
+    use mend_core::export::{Format, PacketOptions};
     let mut s = story(131)?;
     let mut forger = Forger::new(&s.sim, 1, s.blake)?;
     let (first, second) = (
         RecordId::generate_for(s.blake),
         RecordId::generate_for(s.blake),
     );
-    let now = T0;
-    forge(&mut s, &mut forger, 1, "link", |doc, s| {
-        for (id, other, at) in [(first, second, now), (second, first, 0)] {
+    let change = Forger::change(&s.sim, forger.actor(1), |doc| {
+        for (id, other, at) in [(first, second, T0), (second, first, 0)] {
             let rec = new_record(doc, &id.to_string(), "reply", &s.blake.to_string())?;
             doc.put(&rec, "share", other.to_string())?;
             doc.put(&rec, "visibility", "shared")?;
             doc.put(&rec, "created_at", at)?;
             doc.put(&rec, "text", "round and round")?;
         }
+        Ok(())
+    })?;
+    let plain = forger.bundle(&s.sim, &[change])?;
+    forger.push(&mut s.sim, &plain)?;
+    s.sim.settle()?;
+    identical(&s.sim)?;
+    for d in &s.sim.devices {
+        let j = d.journal();
+        let (from, to) = j.default_packet_range()?;
+        let options = PacketOptions {
+            from,
+            to,
+            kinds: Vec::new(),
+        };
+        for format in [Format::Markdown, Format::Html] {
+            let packet = j.export_packet(&options, format)?;
+            ensure!(
+                packet.matches("round and round").count() <= 2,
+                "{}: a reply laid out more than once",
+                d.name
+            );
+        }
+    }
+    let own = RecordId::generate_for(s.blake);
+    let mut forger = Forger::new(&s.sim, 1, s.blake)?;
+    forge(&mut s, &mut forger, 1, "link", |doc, s| {
+        let rec = new_record(doc, &own.to_string(), "reply", &s.blake.to_string())?;
+        doc.put(&rec, "share", own.to_string())?;
+        doc.put(&rec, "visibility", "shared")?;
+        doc.put(&rec, "created_at", T0)?;
         Ok(())
     })?;
     // A reply to what is not a share (here Alex's question) would let replies chain.
@@ -2971,7 +3003,7 @@ fn replies_that_answer_each_other_are_refused() -> Result<()> {
     for d in &s.sim.devices {
         let j = d.journal();
         ensure!(
-            j.get(first).is_err() && j.get(stray).is_err(),
+            j.get(own).is_err() && j.get(stray).is_err(),
             "{} took a reply",
             d.name
         );

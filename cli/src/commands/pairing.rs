@@ -523,20 +523,28 @@ pub async fn erase(home: &Home, yes: bool) -> Result<()> {
         return Ok(());
     }
     let relay = device.keyring().relay_url.clone();
-    let report = device
-        .erase(Duration::from_secs(ERASE_BUDGET_SECS))
-        .await
-        .map_err(|e| match e {
-            mend_core::Error::Unreachable => Failure::new(
-                Exit::Unreachable,
-                format!(
-                    "cannot reach the relay at {relay}; nothing was erased, and this device's \
-                     copy is kept"
-                ),
-            )
-            .into(),
-            other => anyhow::Error::from(other),
-        })?;
+    let erased = device.erase(Duration::from_secs(ERASE_BUDGET_SECS)).await;
+    // Cut off after the marker was written: the erase stands and is finished later.
+    let marked = erased.is_err() && device.read(|j| j.erase_pending()).unwrap_or(false);
+    let report = erased.map_err(|e| match e {
+        mend_core::Error::Unreachable if marked => Failure::new(
+            Exit::Unreachable,
+            format!(
+                "the erase is recorded here, but the relay at {relay} did not delete the \
+                 spaces yet; run `mend erase --yes` again to finish it (a sync finishes it too)"
+            ),
+        )
+        .into(),
+        mend_core::Error::Unreachable => Failure::new(
+            Exit::Unreachable,
+            format!(
+                "cannot reach the relay at {relay}; nothing was erased, and this device's copy \
+                 is kept"
+            ),
+        )
+        .into(),
+        other => anyhow::Error::from(other),
+    })?;
     drop(device);
     home.erase_local()?;
     say!("Erased the shared journal and your personal space at the relay: it keeps only a");
