@@ -555,11 +555,17 @@ impl Device {
         self.resume_erase.store(true, Ordering::Relaxed);
         let pushed = self.client.sync_now(budget).await?;
         let marker_pushed = pushed.online && pushed.pending == 0;
+        self.delete_erased_spaces().await?;
+        Ok(EraseReport { marker_pushed })
+    }
+
+    /// The last step of an erase: both spaces deleted at the relay, then nothing pending.
+    async fn delete_erased_spaces(&self) -> Result<()> {
         self.erase_remote().await?;
         let journal = Arc::clone(&self.journal);
         blocking(move || lock(&journal)?.erase_done()).await?;
         self.resume_erase.store(false, Ordering::Relaxed);
-        Ok(EraseReport { marker_pushed })
+        Ok(())
     }
 
     /// Finishes an erase of this device's that was cut off after its marker (the app killed
@@ -578,17 +584,14 @@ impl Device {
         if !pushed.online {
             return Ok(());
         }
-        if tokio::time::timeout_at(deadline, self.erase_remote())
-            .await
-            .is_err()
-        {
-            return Ok(());
+        match tokio::time::timeout_at(deadline, self.delete_erased_spaces()).await {
+            Ok(done) => {
+                done?;
+                tracing::info!("finished an erase that was cut off");
+                Ok(())
+            }
+            Err(_) => Ok(()),
         }
-        tracing::info!("finished an erase that was cut off");
-        let journal = Arc::clone(&self.journal);
-        blocking(move || lock(&journal)?.erase_done()).await?;
-        self.resume_erase.store(false, Ordering::Relaxed);
-        Ok(())
     }
 
     /// Sets the name this device goes by ([`Journal::set_device_name`]): written into the

@@ -150,33 +150,31 @@ pub fn value_word(kind: Kind, field: &str, stored: &str) -> Option<(&'static str
 /// as visible `\u{…}` marks instead of being obeyed, so a share cannot retitle, clear or
 /// recolour the other partner's terminal. Newlines and tabs stay.
 pub fn terminal_safe(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '\n' | '\t' => out.push(c),
-            c if c.is_control() || is_format_control(c) => {
-                out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
-            }
-            c => out.push(c),
-        }
-    }
-    out
+    inert(text, |c, out| {
+        out.push_str(&format!("\\u{{{:x}}}", u32::from(c)))
+    })
 }
 
 /// JSON text (as serde_json writes it) made as inert as [`terminal_safe`] makes text, and
 /// still JSON: what a terminal would obey becomes a `\uXXXX` escape. Such characters only
 /// stand inside strings there; the newlines between tokens stay.
 pub fn json_safe(json: &str) -> String {
-    let mut out = String::with_capacity(json.len());
-    for c in json.chars() {
+    inert(json, |c, out| {
+        let mut units = [0u16; 2];
+        for unit in c.encode_utf16(&mut units) {
+            out.push_str(&format!("\\u{unit:04x}"));
+        }
+    })
+}
+
+/// `text` with every control character (but newline and tab) and invisible format control
+/// written by `escape` instead of as itself.
+fn inert(text: &str, escape: impl Fn(char, &mut String)) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
         match c {
             '\n' | '\t' => out.push(c),
-            c if c.is_control() || is_format_control(c) => {
-                let mut units = [0u16; 2];
-                for unit in c.encode_utf16(&mut units) {
-                    out.push_str(&format!("\\u{unit:04x}"));
-                }
-            }
+            c if c.is_control() || is_format_control(c) => escape(c, &mut out),
             c => out.push(c),
         }
     }

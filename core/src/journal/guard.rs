@@ -1288,7 +1288,8 @@ fn stored_facts(doc: &SpaceDoc, record: &str) -> Facts {
         local_date: read_str(doc, &obj, "local_date"),
         question: read_str(doc, &obj, "question"),
         target: read_str(doc, &obj, "target"),
-        share: read_str(doc, &obj, "share"),
+        // Only a reply's creation reads its share, from the change that makes it.
+        share: None,
     }
 }
 
