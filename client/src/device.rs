@@ -1417,9 +1417,8 @@ impl Device {
 /// Removes a journal at `path` whose making a crash cut off: it holds nothing yet, and the
 /// make that follows replaces it ([`Error::Unfinished`]).
 fn clear_unfinished(path: &Path) -> Result<()> {
-    if Journal::is_unfinished(path)? {
-        tracing::warn!("removing a journal whose making was cut off");
-        remove_database(path)?;
+    if Journal::remove_unfinished(path)? {
+        tracing::warn!("removed a journal whose making was cut off");
     }
     Ok(())
 }

@@ -227,3 +227,62 @@ async fn a_restore_cut_off_midway_is_made_again() -> Result<()> {
     );
     relay.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_still_being_made_elsewhere_is_not_removed_from_under_its_maker() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path()).await?;
+    let (_a, b) = couple(dir.path(), &relay).await?;
+    let keyring = b.device.keyring();
+    let path = dir.path().join("second.db");
+
+    // Another handle (another process, an extension) is making a journal at this path: its
+    // file exists, holds no journal yet, and its writer holds the lock.
+    let maker = mend_core::store::Store::open(
+        &path,
+        true,
+        mend_core::store::Durability::Normal,
+        mend_core::store::LockMode::Exclusive,
+    )?;
+    ensure!(mend_core::Journal::is_unfinished(&path)?);
+    let restored =
+        Device::restore(&path, keyring.clone(), ROUND, opts(), relay.trust(), None).await;
+    ensure!(
+        matches!(restored, Err(Error::Locked(_))),
+        "restored: {:?}",
+        restored.err()
+    );
+    ensure!(path.exists(), "the maker's file was removed");
+    drop(maker);
+
+    // The same for a maker in extension mode, whose steps otherwise let the lock go: it keeps
+    // it from its first commit until the journal is whole.
+    let source = mend_core::JoinSource {
+        couple: b.with(|j| j.document(mend_core::Space::Couple))?,
+        personal: Some(Vec::new()),
+        partner: Some(b.read(|j| Ok(j.me()))?),
+    };
+    let extension = mend_core::OpenOptions {
+        lock: mend_core::store::LockMode::Extension {
+            wait: std::time::Duration::from_millis(50),
+        },
+        ..opts()
+    };
+    ensure!(mend_core::Journal::remove_unfinished(&path)?);
+    let maker = mend_core::Journal::join_unfinished(&path, &source, "", extension)?;
+    ensure!(mend_core::Journal::is_unfinished(&path)?);
+    let restored =
+        Device::restore(&path, keyring.clone(), ROUND, opts(), relay.trust(), None).await;
+    ensure!(
+        matches!(restored, Err(Error::Locked(_))),
+        "restored beside an extension's making: {:?}",
+        restored.err()
+    );
+    drop(maker);
+
+    // Once its maker is gone, the unfinished journal is made again.
+    let restored = Device::restore(&path, keyring, ROUND, opts(), relay.trust(), None).await?;
+    ensure!(restored.read(|j| j.epoch())? == 0);
+    restored.close().await?;
+    relay.stop().await
+}

@@ -156,6 +156,10 @@ pub struct Journal {
     /// In extension mode, `data_version` when this writer last held the lock: a step that
     /// finds another value reloads what another process may have changed.
     disk_version: Option<i64>,
+    /// Being made by this handle: in extension mode it keeps the writer's lock from its
+    /// first commit to [`Journal::finish_making`], so no other process takes the unfinished
+    /// journal for one a crash left and removes it ([`Journal::remove_unfinished`]).
+    making: bool,
     /// The couple's space id, once the device certified itself: certificates are checked
     /// against it.
     couple_space: Option<[u8; 32]>,
@@ -251,7 +255,11 @@ impl Journal {
 
     /// Marks the journal whole, fsynced: from now on it opens, and making it again refuses.
     pub fn finish_making(&mut self) -> Result<()> {
-        self.step(|j| j.store.set_meta_durably(&[(META_MAKING, "")]))
+        self.step(|j| j.store.set_meta_durably(&[(META_MAKING, "")]))?;
+        if std::mem::take(&mut self.making) {
+            self.store.end_step();
+        }
+        Ok(())
     }
 
     /// Whether the database at `path` is a journal whose making was cut off
@@ -270,6 +278,14 @@ impl Journal {
             Ok(store) => unfinished(&store),
             Err(_) => Ok(false),
         }
+    }
+
+    /// Removes the journal at `path` if its making was cut off ([`Journal::is_unfinished`]),
+    /// so that the make that follows can replace it. Holds the writer's lock meanwhile: a
+    /// journal another handle or process has open (or is still making) is left alone and
+    /// this returns `Locked`. Returns whether it removed one.
+    pub fn remove_unfinished(path: &Path) -> Result<bool> {
+        Store::remove_if(path, Self::is_unfinished)
     }
 
     fn init(
@@ -319,6 +335,7 @@ impl Journal {
         for space in Space::ALL {
             journal.rebuild_view(space)?;
         }
+        journal.making = true;
         journal.opened()?;
         Ok(journal)
     }
@@ -393,7 +410,9 @@ impl Journal {
             }
         }
         self.disk_version = Some(self.store.data_version()?);
-        self.store.end_step();
+        if !self.making {
+            self.store.end_step();
+        }
         Ok(())
     }
 
@@ -517,6 +536,7 @@ impl Journal {
             sync_revision: 0,
             seen_version: None,
             disk_version: None,
+            making: false,
         }
     }
 

@@ -371,6 +371,50 @@ impl Store {
         )?)
     }
 
+    /// Removes the database at `path` (with its WAL and shared-memory files) when `judge`
+    /// says so, holding the writer's lock while it judges and removes: a writer that has it
+    /// open, or is making it, gets its file kept and the caller `Locked`. The lock file
+    /// stays (a process waiting on it must not end up locking a file no one else sees).
+    /// `judge` runs once before the lock is taken (a whole journal someone has open is
+    /// reported by the caller as it is, not as `Locked`) and again under it.
+    pub fn remove_if(path: &Path, judge: impl Fn(&Path) -> Result<bool>) -> Result<bool> {
+        if !path.exists() || !judge(path)? {
+            return Ok(false);
+        }
+        let shown = path.display().to_string();
+        let mut options = OpenOptions::new();
+        options.create(true).truncate(false).write(true);
+        owner_only(&mut options);
+        let file = options
+            .open(lock_path(path))
+            .map_err(|e| Error::Unavailable {
+                path: shown.clone(),
+                reason: format!("cannot create lock file: {e}"),
+            })?;
+        let mut lock = WriterLock {
+            file,
+            mode: LockMode::Exclusive,
+            held: false,
+        };
+        lock.take(&shown)?;
+        let removed = if judge(path)? {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut name = path.as_os_str().to_owned();
+                name.push(suffix);
+                match std::fs::remove_file(PathBuf::from(name)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::Io(e)),
+                }
+            }
+            true
+        } else {
+            false
+        };
+        lock.release();
+        Ok(removed)
+    }
+
     /// Whether the file at `path` is a SQLite database with nothing in it (a journal cut off
     /// before its schema was written). Read-only; false for anything else or what cannot be
     /// read.
