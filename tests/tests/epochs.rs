@@ -415,3 +415,34 @@ async fn a_keyring_not_stored_after_two_moves_keeps_the_private_spaces_new_secre
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_and_a_forgetting_are_fsynced_whatever_the_journals_durability() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path()).await?;
+    let (a, b) = couple(dir.path(), &relay).await?;
+    let tablet = another_device(dir.path(), "t.db", &a, &relay).await?;
+    for phone in [&tablet, &a, &b, &a] {
+        phone.sync().await?;
+    }
+    // Journals here commit with `synchronous = NORMAL`, where a power cut takes back the last
+    // commits. A lost phone's removal is not one of them once the partner is told it is done.
+    let lost = tablet.read(|j| Ok(j.device()))?;
+    let before = a.with(|j| Ok(j.fsynced_steps()))?;
+    a.with(|j| j.rotate(mend_core::journal::Reason::RemoveDevices, &[lost]))?;
+    ensure!(
+        a.with(|j| Ok(j.fsynced_steps()))? > before,
+        "the removal was committed without an fsync"
+    );
+    a.sync().await?;
+    b.sync().await?;
+    a.sync().await?;
+
+    let before = b.with(|j| Ok(j.fsynced_steps()))?;
+    b.with(|j| j.rotate(mend_core::journal::Reason::Forget, &[]))?;
+    ensure!(
+        b.with(|j| Ok(j.fsynced_steps()))? > before,
+        "the forgetting was committed without an fsync"
+    );
+    relay.stop().await
+}

@@ -815,19 +815,26 @@ impl Journal {
             Ok(())
         })?;
         let changes = bytes.map(|b| vec![(Space::Couple, b)]).unwrap_or_default();
-        self.persist(changes, &[])?;
-        // A rejoin's removals are the other partner's devices: not this partner's to make again
-        // should another rotation win.
-        if !remove.is_empty() && rekey.is_none() {
+        // A lost phone's removal, a forgetting: a power cut must not take back what the
+        // partner was told is done (or keep the announcement and lose the note that makes the
+        // removal again should another rotation win), so both commits are fsynced, whatever
+        // the journal's durability.
+        let level = self.store.fsync_commits()?;
+        let done = self.persist(changes, &[]).and_then(|()| {
+            // A rejoin's removals are the other partner's devices: not this partner's to make
+            // again should another rotation win.
+            if remove.is_empty() || rekey.is_some() {
+                return Ok(());
+            }
             let mut wanted = self.wanted_removed()?;
             wanted.extend(remove.iter().copied());
             wanted.sort();
             wanted.dedup();
             let list: Vec<String> = wanted.iter().map(ToString::to_string).collect();
-            self.store
-                .set_meta(&[(META_WANT_REMOVED, &list.join(","))])?;
-        }
-        Ok(id)
+            self.store.set_meta(&[(META_WANT_REMOVED, &list.join(","))])
+        });
+        self.store.restore_commits(level)?;
+        done.map(|()| id)
     }
 
     fn wanted_removed(&self) -> Result<Vec<DeviceId>> {

@@ -253,6 +253,14 @@ impl Journal {
         Ok(journal)
     }
 
+    /// How many of this handle's steps were fsynced whatever its durability (the making of
+    /// the journal, an epoch move, a new device id): tests check what a power cut cannot
+    /// take back.
+    #[doc(hidden)]
+    pub fn fsynced_steps(&self) -> u64 {
+        self.store.fsynced_steps()
+    }
+
     /// Marks the journal whole, fsynced: from now on it opens, and making it again refuses.
     pub fn finish_making(&mut self) -> Result<()> {
         self.step(|j| j.store.set_meta_durably(&[(META_MAKING, "")]))?;

@@ -148,6 +148,8 @@ pub struct Store {
     /// Change rows per space since its last full save, counted once and then kept up by the
     /// writes themselves, so an edit never pays for a COUNT.
     rows: [std::cell::Cell<Option<u64>>; 2],
+    /// Steps whose commits were fsynced whatever the durability ([`Store::fsync_commits`]).
+    fsynced_steps: u64,
 }
 
 /// What SQLite's refusal to open `path` means: the file is damaged (not a database, corrupt
@@ -254,6 +256,7 @@ impl Store {
             path: path.to_owned(),
             lock: Some(lock),
             rows: Default::default(),
+            fsynced_steps: 0,
         })
     }
 
@@ -285,6 +288,7 @@ impl Store {
             path: path.to_owned(),
             lock: None,
             rows: Default::default(),
+            fsynced_steps: 0,
         })
     }
 

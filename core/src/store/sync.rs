@@ -263,17 +263,39 @@ impl Store {
     /// Runs `f` with every commit fsynced, whatever the connection's `synchronous` level,
     /// then puts the level back. (It cannot change inside a transaction.)
     fn durably<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        let level = self.fsync_commits()?;
+        let done = f(self);
+        self.restore_commits(level)?;
+        done
+    }
+
+    /// Makes every commit from now on fsynced; returns the level to give back to
+    /// [`Store::restore_commits`]. Outside a transaction only.
+    pub(crate) fn fsync_commits(&mut self) -> Result<Option<i64>> {
         const FULL: i64 = 2;
+        self.fsynced_steps = self.fsynced_steps.saturating_add(1);
         let level: i64 = self
             .conn
             .pragma_query_value(None, "synchronous", |r| r.get(0))?;
         if level >= FULL {
-            return f(self);
+            return Ok(None);
         }
         self.conn.pragma_update(None, "synchronous", FULL)?;
-        let done = f(self);
-        self.conn.pragma_update(None, "synchronous", level)?;
-        done
+        Ok(Some(level))
+    }
+
+    /// How many steps made their commits fsynced whatever the durability: what a power cut
+    /// cannot take back, as tests see it.
+    pub(crate) fn fsynced_steps(&self) -> u64 {
+        self.fsynced_steps
+    }
+
+    /// Puts back the level [`Store::fsync_commits`] raised.
+    pub(crate) fn restore_commits(&mut self, level: Option<i64>) -> Result<()> {
+        if let Some(level) = level {
+            self.conn.pragma_update(None, "synchronous", level)?;
+        }
+        Ok(())
     }
 
     /// This device takes the id `device`: every batch still in an outbox is numbered again
