@@ -544,8 +544,10 @@ impl Device {
         let already =
             blocking(move || Ok(lock(&journal)?.erasure()?.is_some_and(|e| e.by_me))).await?;
         if !already {
-            let reached = self.client.sync_now(budget).await?;
-            if !reached.online {
+            // A whole round, which follows a move to a new epoch the relay holds: the spaces
+            // to erase are the ones the journal lives in now, not the ones it left.
+            let reached = self.sync_round(budget).await?;
+            if !reached.status.online {
                 return Err(Error::Unreachable);
             }
         }

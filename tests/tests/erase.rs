@@ -266,3 +266,46 @@ async fn an_erase_cut_off_after_its_marker_is_finished_by_the_next_round() -> Re
     relay.stop().await?;
     Ok(())
 }
+
+/// The other partner moved the journal to a new epoch (new spaces at the relay) just before
+/// the erase, and this device had not followed: the erase follows first and erases the
+/// spaces the journal now lives in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erase_follows_a_move_it_had_not_seen_and_erases_the_new_spaces() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path()).await?;
+    let (a, b) = mend_e2e::couple(dir.path(), &relay).await?;
+    b.with(|j| j.add(share("ERASE-MARKER-written before the move")))?;
+    b.sync().await?;
+    a.sync().await?;
+    b.device.forget(ROUND).await?;
+    ensure!(b.read(|j| j.epoch())? == 1, "Blake did not move");
+    let moved_space = b.device.keyring().couple.derive_space_id();
+
+    let report = a.device.erase(ROUND).await?;
+    ensure!(report.marker_pushed, "the marker did not reach the relay");
+    let db = rusqlite::Connection::open_with_flags(
+        relay.data_dir.join(mend_relay::storage::sqlite::DB_FILE),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )?;
+    let live: i64 = db.query_row(
+        "SELECT count(*) FROM spaces WHERE space_id = ?1",
+        [&moved_space[..]],
+        |r| r.get(0),
+    )?;
+    ensure!(
+        live == 0,
+        "the relay still holds the space the journal moved to"
+    );
+    drop(db);
+    // Blake, who had not synced since, finds the space the journal moved to gone.
+    let status = b.device.sync_now(ROUND).await?;
+    ensure!(
+        status
+            .problems
+            .iter()
+            .any(|p| p.space == "couple" && matches!(p.kind, ProblemKind::SpaceGone)),
+        "Blake still syncs the space: {status:?}"
+    );
+    relay.stop().await
+}
