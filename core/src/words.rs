@@ -168,17 +168,54 @@ pub fn json_safe(json: &str) -> String {
 }
 
 /// `text` with every control character (but newline and tab) and invisible format control
-/// written by `escape` instead of as itself.
+/// written by `escape` instead of as itself. Tag characters (U+E0000–E007F, invisible, and
+/// able to spell out a hidden message) stay only where they spell a flag: after the black
+/// flag, ending in the cancel tag.
 fn inert(text: &str, escape: impl Fn(char, &mut String)) -> String {
     let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
+    let mut chars = text.char_indices().peekable();
+    while let Some((at, c)) = chars.next() {
         match c {
             '\n' | '\t' => out.push(c),
-            c if c.is_control() || is_format_control(c) => escape(c, &mut out),
+            BLACK_FLAG => {
+                out.push(c);
+                let flag = flag_tags(&text[at + c.len_utf8()..]);
+                for _ in 0..flag {
+                    if let Some((_, tag)) = chars.next() {
+                        out.push(tag);
+                    }
+                }
+            }
+            c if c.is_control() || is_format_control(c) || is_tag(c) => escape(c, &mut out),
             c => out.push(c),
         }
     }
     out
+}
+
+const BLACK_FLAG: char = '\u{1f3f4}';
+const CANCEL_TAG: char = '\u{e007f}';
+/// The longest run of tag letters a flag is spelt with: a region code and a subdivision.
+const FLAG_TAGS: usize = 7;
+
+fn is_tag(c: char) -> bool {
+    matches!(u32::from(c), 0xE0000..=0xE007F)
+}
+
+/// How many characters at the start of `rest` spell a flag's tags (lower-case letters and
+/// digits, then the cancel tag), or 0.
+fn flag_tags(rest: &str) -> usize {
+    let mut n = 0;
+    for c in rest.chars() {
+        if c == CANCEL_TAG {
+            return if n == 0 { 0 } else { n + 1 };
+        }
+        if n == FLAG_TAGS || !matches!(u32::from(c), 0xE0030..=0xE0039 | 0xE0061..=0xE007A) {
+            return 0;
+        }
+        n += 1;
+    }
+    0
 }
 
 /// Invisible characters that reorder, hide or break what a reader sees: bidirectional marks,
@@ -297,8 +334,14 @@ mod tests {
             let safe = terminal_safe(&format!("Bla{c}ke"));
             assert!(!safe.contains(c), "{c:?} stayed: {safe:?}");
         }
-        // What emoji and scripts are spelt with stays.
+        // Tag characters spell an invisible message outside a flag.
+        let hidden = "Blake\u{e0061}\u{e0062}\u{e007f} \u{1f3f4}\u{e0041}\u{e007f}";
+        let safe = terminal_safe(hidden);
+        assert!(!safe.chars().any(is_tag), "{safe:?}");
+        assert!(safe.contains("\\u{e0061}") && safe.contains("\\u{e0041}"));
+        // What emoji and scripts are spelt with stays, flags of a region among them.
         for text in [
+            "\u{1f3f4}\u{e0067}\u{e0062}\u{e0077}\u{e006c}\u{e0073}\u{e007f} Wales",
             "I \u{2764}\u{fe0f} you",
             "\u{1f469}\u{200d}\u{1f469}",
             "\u{645}\u{200c}\u{6cc}",
