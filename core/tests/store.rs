@@ -302,3 +302,70 @@ fn a_change_that_arrives_before_its_dependency_is_kept_and_shown() -> anyhow::Re
     blake.verify_read_model()?;
     Ok(())
 }
+
+/// An epoch move commits the new documents in one transaction and builds the read model
+/// after it. Cut off in between (the app killed), the journal must not open serving the old
+/// epoch's rows: a forgetting's removed words, records the new epoch does not hold.
+#[test]
+fn a_move_cut_off_before_its_read_model_was_built_opens_on_the_new_documents() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("j.db");
+    let mut journal = Journal::create(&path, "Alex")?;
+    let left = journal.add(Body::ProcessingNote(mend_core::model::ProcessingNote {
+        text: "left in the old epoch".into(),
+    }))?;
+    drop(journal);
+    // An extension's handle, open beside the move.
+    let mut extension = Journal::open_with(
+        &path,
+        mend_core::OpenOptions {
+            lock: LockMode::Extension {
+                wait: std::time::Duration::from_secs(5),
+            },
+            ..Default::default()
+        },
+    )?;
+    // The new epoch's personal document: one that never held the note.
+    let mut other = Journal::create(&dir.path().join("other.db"), "Alex")?;
+    let kept = other.add(Body::ProcessingNote(mend_core::model::ProcessingNote {
+        text: "carried into the new epoch".into(),
+    }))?;
+    let fresh = other.document(Space::Personal)?;
+    drop(other);
+
+    // What the move commits, and nothing after it.
+    let mut store = Store::open(&path, false, Durability::Normal, LockMode::Exclusive)?;
+    store.start_epoch(&[(Space::Personal, &fresh)], &[], &[], 0)?;
+    drop(store);
+
+    // The extension's next step finds the move and builds the read model itself.
+    extension.add(Body::ProcessingNote(mend_core::model::ProcessingNote {
+        text: "written in the new epoch".into(),
+    }))?;
+    ensure_gone(extension.get(left), "the extension")?;
+    anyhow::ensure!(extension.get(kept).is_ok(), "the extension misses a record");
+    extension.verify_read_model()?;
+    drop(extension);
+
+    // Opened again, with the read model the move left (none).
+    let mut store = Store::open(&path, false, Durability::Normal, LockMode::Exclusive)?;
+    store.start_epoch(&[(Space::Personal, &fresh)], &[], &[], 0)?;
+    drop(store);
+    let journal = Journal::open(&path)?;
+    let reader = Journal::open_reader(&path)?;
+    ensure_gone(journal.get(left), "the writer")?;
+    ensure_gone(reader.get(left), "a reader")?;
+    anyhow::ensure!(reader.get(kept).is_ok(), "a reader misses a record");
+    journal.verify_read_model()?;
+    Ok(())
+}
+
+fn ensure_gone(got: mend_core::Result<mend_core::Record>, who: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        matches!(got, Err(Error::NotFound(_))),
+        "{who} still reads the old epoch's record: {:?}",
+        got.map(|r| r.id)
+    );
+    Ok(())
+}

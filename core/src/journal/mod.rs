@@ -462,6 +462,11 @@ impl Journal {
             if counted != Some(rows) || stored.is_none() || stored != current {
                 self.reload(space)?;
             }
+            // The other process moved to a new epoch and was cut off before it built the read
+            // model again.
+            if stored.is_none() {
+                self.rebuild_view(space)?;
+            }
         }
         if moved {
             self.follow_elsewhere()?;

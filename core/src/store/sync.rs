@@ -402,6 +402,11 @@ impl Store {
                 "refused_changes",
                 "proof_groups",
                 "own_chunks",
+                // The read model goes with the old history, in this transaction: cut off before
+                // it is built again, the journal opens without one and builds it from the new
+                // document, never serving the old epoch's rows.
+                "record_views",
+                "space_views",
             ] {
                 tx.execute(&format!("DELETE FROM {table} WHERE space = ?1"), [s])?;
             }
