@@ -421,10 +421,13 @@ impl Device {
     /// Restores a journal whose database is gone (an app reinstalled, a phone restored
     /// without its files) from the keyring alone: downloads both spaces from the relay into a
     /// staging file beside `path`, learns from the personal space which partner this is (only
-    /// its owner ever wrote there), and creates `path` as a new device of that partner. Fails
-    /// with `Unreachable` when the download does not finish within `budget`, leaving nothing
-    /// at `path`. The new device gets a signing key of its own: save [`Device::keyring`]
-    /// again afterwards.
+    /// its owner ever wrote there) and which epoch the journal may be in, then creates `path`
+    /// as a new device of that partner and fills it with a sync that checks every change as
+    /// any device does (the staging copy checks nothing: it cannot know whose journal it
+    /// holds). An epoch is taken only if this partner's own devices built on it. Fails with
+    /// `Unreachable` when the download does not finish within `budget`, leaving nothing at
+    /// `path`. The new device gets a signing key of its own: save [`Device::keyring`] again
+    /// afterwards.
     pub async fn restore(
         path: &Path,
         mut keyring: Keyring,
@@ -440,8 +443,12 @@ impl Device {
                 path.display()
             )));
         }
+        let deadline = tokio::time::Instant::now() + budget;
         keyring.device_key = None;
         keyring.ensure_signing_keys()?;
+        let Some(identity) = keyring.identity.as_ref().map(PartnerIdentity::public) else {
+            return Err(Error::Invalid("the keyring holds no identity".into()));
+        };
         let staging = staging_path(path);
         remove_database(&staging)?;
         let mut relay = relay;
@@ -452,26 +459,113 @@ impl Device {
         // The staging copy served its purpose whatever happened; it holds the journal's words,
         // so it goes now (and, after a crash, at the start of the next restore).
         let cleanup = remove_database(&staging);
-        let (me, couple, personal) = restored?;
+        let (me, candidates) = restored?;
         cleanup?;
+        // Epoch 0 needs no vouching (nothing is taken unchecked there). A first change of a
+        // later epoch is anyone's to push, so when the relay holds any, each is tried (and
+        // then epoch 0), and only one this partner's devices built on is kept.
+        let vouched = !candidates.is_empty();
+        let mut tries: Vec<Option<(u32, [u8; 32])>> = candidates
+            .into_iter()
+            .take(MAX_EPOCH_CANDIDATES)
+            .map(Some)
+            .collect();
+        tries.push(None);
+        for epoch in tries {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let attempt = Self::restore_in(
+                path,
+                me,
+                epoch,
+                (vouched, &identity),
+                left,
+                (keyring.clone(), options, relay.clone()),
+                observer.clone(),
+            )
+            .await;
+            match attempt {
+                Ok(Some(device)) => return Ok(device),
+                Ok(None) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Invalid(
+            "the relay's copy of this journal holds nothing your own devices wrote in the epoch \
+             it names, so it cannot be trusted: restore on another of your devices, or pair \
+             this one again"
+                .into(),
+        ))
+    }
+
+    /// One try of [`Device::restore`] in `epoch` (`None`: epoch 0): the journal made empty,
+    /// filled by a checked round, and kept only if it is whole and (`vouched`) this partner's
+    /// own devices built on its epoch. `None` when they did not; nothing is left at `path`
+    /// unless it returns a device.
+    async fn restore_in(
+        path: &Path,
+        me: PartnerId,
+        epoch: Option<(u32, [u8; 32])>,
+        (vouched, identity): (bool, &mend_core::crypto::IdentityKey),
+        budget: Duration,
+        (keyring, options, relay): (Keyring, OpenOptions, RelayOptions),
+        observer: Option<Arc<dyn SyncObserver>>,
+    ) -> Result<Option<Self>> {
         let source = JoinSource {
-            couple,
-            personal: Some(personal),
+            couple: Vec::new(),
+            personal: Some(Vec::new()),
             partner: Some(me),
         };
         let target = path.to_owned();
         let options = keyring.open_options(options);
-        let journal = blocking(move || {
+        let made = blocking(move || {
             let mut journal = Journal::join_unfinished(&target, &source, "", options)?;
-            // The relay holds the epoch the keyring's secrets open: start there.
-            if let Some((epoch, base)) = journal.epoch_in_document()? {
+            if let Some((epoch, base)) = epoch {
                 journal.start_in_epoch(epoch, base)?;
             }
-            journal.finish_making()?;
             Ok(journal)
         })
-        .await?;
-        Self::assemble(journal, keyring, relay, observer)
+        .await;
+        let journal = match made {
+            Ok(journal) => journal,
+            Err(e) => {
+                let _ = remove_database(path);
+                return Err(e);
+            }
+        };
+        let device = match Self::assemble(journal, keyring, relay, observer) {
+            Ok(device) => device,
+            Err(e) => {
+                let _ = remove_database(path);
+                return Err(e);
+            }
+        };
+        let filled = device.client.sync_now(budget).await;
+        let kept = match filled {
+            Ok(status) if status.syncing || !status.online => Err(Error::Unreachable),
+            Ok(_) => {
+                let identity = *identity;
+                let journal = Arc::clone(&device.journal);
+                blocking(move || {
+                    let mut journal = lock(&journal)?;
+                    if vouched && !journal.step(|j| j.shows_own_work(&identity))? {
+                        return Ok(false);
+                    }
+                    journal.finish_making()?;
+                    Ok(true)
+                })
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        match kept {
+            Ok(true) => Ok(Some(device)),
+            other => {
+                let closed = device.close().await;
+                remove_database(path)?;
+                closed?;
+                other.map(|_| None)
+            }
+        }
     }
 
     /// The writer's journal, shared with the sync task. Prefer [`Device::write`] and
@@ -1425,6 +1519,10 @@ fn clear_unfinished(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// First changes of later epochs a restore tries at most: an honest relay holds one; more
+/// were pushed by someone with the couple's secret.
+const MAX_EPOCH_CANDIDATES: usize = 3;
+
 /// Where [`Device::restore`] downloads before it knows whose journal this is.
 fn staging_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().map(ToOwned::to_owned).unwrap_or_default();
@@ -1446,16 +1544,18 @@ pub fn remove_database(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Pulls both spaces into a staging journal and returns whose they are and their documents.
-/// The staging journal stands in for an unknown partner; it only pulls (it has written
-/// nothing, and snapshots are left to real devices).
+/// Pulls both spaces into a staging journal and returns whose they are and the epochs the
+/// couple's document says it may be in ([`Journal::epoch_candidates`]). The staging journal
+/// stands in for an unknown partner and checks nothing; it only pulls (it has written
+/// nothing, and snapshots are left to real devices). What it learns only decides what the
+/// checked restore tries.
 async fn download(
     staging: &Path,
     keyring: &Keyring,
     budget: Duration,
     options: OpenOptions,
     relay: &RelayOptions,
-) -> Result<(PartnerId, Vec<u8>, Vec<u8>)> {
+) -> Result<(PartnerId, Vec<(u32, [u8; 32])>)> {
     let source = JoinSource {
         couple: Vec::new(),
         personal: Some(Vec::new()),
@@ -1491,11 +1591,7 @@ async fn download(
                 owners.len()
             )));
         };
-        Ok((
-            owner.id,
-            journal.save_space(Space::Couple)?,
-            journal.save_space(Space::Personal)?,
-        ))
+        Ok((owner.id, journal.epoch_candidates()?))
     })
     .await
 }

@@ -205,15 +205,13 @@ fn is_tag(c: char) -> bool {
 /// How many characters at the start of `rest` spell a flag's tags (lower-case letters and
 /// digits, then the cancel tag), or 0.
 fn flag_tags(rest: &str) -> usize {
-    let mut n = 0;
-    for c in rest.chars() {
+    for (n, c) in rest.chars().enumerate() {
         if c == CANCEL_TAG {
             return if n == 0 { 0 } else { n + 1 };
         }
         if n == FLAG_TAGS || !matches!(u32::from(c), 0xE0030..=0xE0039 | 0xE0061..=0xE007A) {
             return 0;
         }
-        n += 1;
     }
     0
 }

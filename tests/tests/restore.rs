@@ -286,3 +286,187 @@ async fn a_journal_still_being_made_elsewhere_is_not_removed_from_under_its_make
     restored.close().await?;
     relay.stop().await
 }
+
+/// Blake's app, modified, pushes a share in Alex's name that no device of Alex's signed: every
+/// device refuses it, and the blind relay keeps it. Alex reinstalls and restores from the
+/// keyring: the restored phone checks what the relay holds as any device does, refuses it
+/// too, and what Alex writes afterwards still reaches Blake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_refuses_what_the_other_partner_forged_at_the_relay() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path()).await?;
+    let (a, b) = couple(dir.path(), &relay).await?;
+    let honest = a.with(|j| {
+        j.add(Body::Share(Share {
+            feeling: "written by Alex".into(),
+            tough_question: false,
+        }))
+    })?;
+    a.sync().await?;
+    b.sync().await?;
+    let alex = a.read(|j| Ok(j.me()))?;
+
+    // A journal that signs nothing and speaks as Alex, holding the couple's secret.
+    let source = mend_core::JoinSource {
+        couple: b.with(|j| j.document(mend_core::Space::Couple))?,
+        personal: Some(Vec::new()),
+        partner: Some(alex),
+    };
+    let mut hostile = mend_core::Journal::join_with(&dir.path().join("h.db"), &source, "", opts())?;
+    let forged = hostile.add(Body::Share(Share {
+        feeling: "forged in Alex's name".into(),
+        tough_question: false,
+    }))?;
+    let couple_only: Vec<_> = b
+        .device
+        .keyring()
+        .links()
+        .into_iter()
+        .filter(|l| l.space == mend_core::Space::Couple)
+        .collect();
+    let pusher = mend_client::SyncClient::new(
+        std::sync::Arc::new(std::sync::Mutex::new(hostile)),
+        &relay.url(),
+        &relay.trust(),
+        couple_only,
+        None,
+    )?;
+    let pushed = pusher.sync_now(ROUND).await?;
+    ensure!(
+        pushed.pending == 0,
+        "the forged share did not reach the relay"
+    );
+    drop(pusher);
+    b.sync().await?;
+    ensure!(b.read(|j| j.get(forged)).is_err(), "Blake's phone took it");
+
+    let keyring = a.device.keyring();
+    let path = a.path.clone();
+    a.device.close().await?;
+    for suffix in ["", "-wal", "-shm", ".lock"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    let restored = Device::restore(&path, keyring, ROUND, opts(), relay.trust(), None).await?;
+    ensure!(restored.read(|j| j.get(honest))?.author == alex);
+    ensure!(
+        restored.read(|j| j.get(forged)).is_err(),
+        "the restored phone shows a share Alex never wrote"
+    );
+    let after = restored.write(|j| {
+        j.add(Body::Share(Share {
+            feeling: "written after the restore".into(),
+            tough_question: false,
+        }))
+    })?;
+    ensure!(!restored.sync_now(ROUND).await?.syncing);
+    b.sync().await?;
+    ensure!(
+        b.read(|j| j.get(after)).is_ok(),
+        "what Alex wrote after the restore never reached Blake"
+    );
+    relay.stop().await
+}
+
+/// An epoch's first change is signed by no one (every device that moves builds it itself), so
+/// anyone with the couple's secret can push one: Blake pushes a first change of an epoch 1
+/// that never happened into the journal's space. Alex's restore takes an epoch only if
+/// Alex's own devices built on it: it stays in epoch 0, without the forged change, and keeps
+/// syncing with Blake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_does_not_take_an_epoch_the_other_partner_made_up() -> Result<()> {
+    use automerge::{ReadDoc, transaction::Transactable};
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path()).await?;
+    let (a, b) = couple(dir.path(), &relay).await?;
+    a.with(|j| {
+        j.add(Body::Share(Share {
+            feeling: "written by Alex".into(),
+            tough_question: false,
+        }))
+    })?;
+    a.sync().await?;
+    b.sync().await?;
+    let alex = a.read(|j| Ok(j.me()))?;
+
+    // The first change of "epoch 1", made on the genesis alone under that epoch's actor.
+    let held = b.with(|j| j.document(mend_core::Space::Couple))?;
+    let doc = automerge::Automerge::load(&held)?;
+    let genesis = doc
+        .get_changes(&[])
+        .into_iter()
+        .find(|c| c.deps().is_empty())
+        .map(|c| c.raw_bytes().to_vec())
+        .ok_or_else(|| anyhow::anyhow!("no genesis"))?;
+    let mut fork = automerge::AutoCommit::load(&genesis)?;
+    let mut actor = [0u8; 16];
+    actor[..10].copy_from_slice(b"mend-epoch");
+    actor[12..].copy_from_slice(&1u32.to_be_bytes());
+    fork.set_actor(automerge::ActorId::from(actor));
+    fork.put(automerge::ROOT, "epoch", 1_i64)?;
+    fork.commit();
+    let first = fork
+        .get_last_local_change()
+        .map(|c| c.raw_bytes().to_vec())
+        .ok_or_else(|| anyhow::anyhow!("no change made"))?;
+    ensure!(fork.get(automerge::ROOT, "epoch")?.is_some());
+
+    // Pushed as it is, from a journal that signs nothing, with the couple's secret.
+    let hostile_path = dir.path().join("h.db");
+    let source = mend_core::JoinSource {
+        couple: held,
+        personal: Some(Vec::new()),
+        partner: Some(alex),
+    };
+    drop(mend_core::Journal::join_with(
+        &hostile_path,
+        &source,
+        "",
+        opts(),
+    )?);
+    rusqlite::Connection::open(&hostile_path)?.execute(
+        "INSERT INTO unsent (space, bytes) VALUES ('couple', ?1)",
+        [&first],
+    )?;
+    let hostile = mend_core::Journal::open_with(&hostile_path, opts())?;
+    let couple_only: Vec<_> = b
+        .device
+        .keyring()
+        .links()
+        .into_iter()
+        .filter(|l| l.space == mend_core::Space::Couple)
+        .collect();
+    let pusher = mend_client::SyncClient::new(
+        std::sync::Arc::new(std::sync::Mutex::new(hostile)),
+        &relay.url(),
+        &relay.trust(),
+        couple_only,
+        None,
+    )?;
+    ensure!(pusher.sync_now(ROUND).await?.pending == 0, "nothing pushed");
+    drop(pusher);
+
+    let keyring = a.device.keyring();
+    let path = a.path.clone();
+    a.device.close().await?;
+    for suffix in ["", "-wal", "-shm", ".lock"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    let restored = Device::restore(&path, keyring, ROUND, opts(), relay.trust(), None).await?;
+    ensure!(
+        restored.read(|j| j.epoch())? == 0,
+        "the restore took the made-up epoch"
+    );
+    let after = restored.write(|j| {
+        j.add(Body::Share(Share {
+            feeling: "written after the restore".into(),
+            tough_question: false,
+        }))
+    })?;
+    ensure!(!restored.sync_now(ROUND).await?.syncing);
+    b.sync().await?;
+    ensure!(
+        b.read(|j| j.get(after)).is_ok(),
+        "what Alex wrote after the restore never reached Blake"
+    );
+    relay.stop().await
+}

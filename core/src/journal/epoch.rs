@@ -29,8 +29,8 @@ use zeroize::Zeroizing;
 use super::{Journal, registry};
 use crate::{
     crypto::{
-        DeviceCertificate, DeviceKey, IdentityKey, Intro, PartnerIdentity, Signer, SpaceSecret,
-        open_from_device, seal_to_device,
+        DeviceCertificate, DeviceKey, IdentityKey, Intro, KeyId, PartnerIdentity, Signer,
+        SpaceSecret, open_from_device, seal_to_device,
     },
     doc::{SpaceDoc, rebuild},
     error::{Error, Result},
@@ -490,14 +490,15 @@ impl Journal {
         })
     }
 
-    /// The epoch the couple's document itself is in, and its first change's hash: for a
-    /// journal rebuilt from what the relay holds (a restore from the keyring), whose metadata
-    /// knows no epoch yet. `None` in epoch 0.
+    /// The epochs the couple's document says it may be in, each with its first change's
+    /// hash: for a journal rebuilt from what the relay holds (a restore from the keyring),
+    /// whose metadata knows no epoch yet. Empty in epoch 0.
     ///
-    /// The first change is the one change made on the genesis alone by an epoch's actor (its
-    /// number is in the actor); a document holding two such changes, or naming an epoch
-    /// without one, is refused rather than guessed at.
-    pub fn epoch_in_document(&self) -> Result<Option<(u32, [u8; 32])>> {
+    /// A first change is one made on the genesis alone by an epoch's actor (its number is in
+    /// the actor). Nothing signs it, and anyone with the couple's secret can push one, so
+    /// these are only candidates: [`Journal::shows_own_work`] tells the one this partner's
+    /// own devices built on.
+    pub fn epoch_candidates(&self) -> Result<Vec<(u32, [u8; 32])>> {
         let am = self.doc(Space::Couple)?.am();
         let changes = am.get_changes(&[]);
         let Some(genesis) = changes
@@ -505,9 +506,9 @@ impl Journal {
             .find(|c| c.deps().is_empty())
             .map(|c| c.hash())
         else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
-        let firsts: Vec<(u32, [u8; 32])> = changes
+        let mut firsts: Vec<(u32, [u8; 32])> = changes
             .iter()
             .filter(|c| c.deps() == [genesis])
             .filter_map(|c| {
@@ -515,19 +516,43 @@ impl Journal {
                 Some((n, c.hash().0))
             })
             .collect();
-        let named = matches!(
-            am.get(ROOT, rebuild::EPOCH_ROOT_KEY)?,
-            Some((Value::Scalar(s), _)) if matches!(s.as_ref(), ScalarValue::Int(n) if *n > 0)
-        );
-        match firsts.as_slice() {
-            [] if !named => Ok(None),
-            [first] => Ok(Some(*first)),
-            _ => Err(Error::Corrupt(
-                "the journal at the relay does not say which epoch it is in: restore on \
-                 another device, or pair this one again"
-                    .into(),
-            )),
+        // The newest first: the keyring holds the newest secrets it was given.
+        firsts.sort_by(|a, b| b.cmp(a));
+        Ok(firsts)
+    }
+
+    /// Whether this journal, filled by a checked sync, holds work of this partner's own
+    /// devices in the epoch it started in: the roster gives this partner `identity`, and a
+    /// change one of its devices signed descends from the epoch's first change (in epoch 0,
+    /// any such change). The first change itself is taken unchecked (nobody signs it), so a
+    /// restore that picked it from what the relay holds needs this partner's own devices to
+    /// have built on it before trusting it.
+    pub fn shows_own_work(&self, identity: &IdentityKey) -> Result<bool> {
+        if self.roster.identity_of(self.me) != Some(*identity) {
+            return Ok(false);
         }
+        let mine = self.roster.keys_of(self.me);
+        let am = self.doc(Space::Couple)?.am();
+        let base = self.roster.base;
+        let mut after: HashSet<ChangeHash> = base.into_iter().collect();
+        for change in am.get_changes(&[]) {
+            if base.is_some() {
+                if !change.deps().iter().any(|d| after.contains(d)) {
+                    continue;
+                }
+                after.insert(change.hash());
+            }
+            let actor = change.actor_id().to_bytes();
+            if actor.len() == super::guard::ACTOR_LEN
+                && actor
+                    .get(..16)
+                    .and_then(|k| <[u8; 16]>::try_from(k).ok())
+                    .is_some_and(|k| mine.contains(&KeyId(k)))
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// The couple's space id this journal syncs (that of its epoch), once it signs.

@@ -396,6 +396,15 @@ impl Roster {
         self.keys.get(key).copied()
     }
 
+    /// The keys of a partner's devices introduced here.
+    pub(crate) fn keys_of(&self, partner: PartnerId) -> HashSet<KeyId> {
+        self.keys
+            .iter()
+            .filter(|(_, (p, _))| *p == partner)
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
     /// The identity a partner's devices are introduced with here.
     pub(crate) fn identity_of(&self, partner: PartnerId) -> Option<IdentityKey> {
         self.identities.get(&partner).copied()
