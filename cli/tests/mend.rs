@@ -566,9 +566,18 @@ fn a_short_code_read_over_a_call_pairs_once_and_a_wrong_one_burns() -> Result<()
     world.mend("carol", &again)?.fails(13, "already used")?;
     ensure!(!world.home("carol").join("journal.db").exists());
 
+    // Blake has joined: once Alex's device has heard so, no partner invite is opened again.
+    world.mend("alex", &["sync"])?.ok()?;
+    world
+        .mend("alex", &["invite", "--plain"])?
+        .fails(3, "already joined")?;
+
     // A word wrong: the guess burns the code, and both sides say so.
     let (code, host) = first_line(
-        world.spawn("alex", &["invite", "--code", "--plain", "--yes"])?,
+        world.spawn(
+            "alex",
+            &["invite", "--device", "--code", "--plain", "--yes"],
+        )?,
         |_| true,
     )?;
     let parts: Vec<&str> = code.split('-').collect();

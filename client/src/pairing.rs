@@ -283,6 +283,17 @@ impl Device {
         })?;
         let epoch = self.read(|j| j.epoch_start())?;
         let handover = match kind {
+            // A second partner's identity is refused everywhere, yet its device would read the
+            // couple's space (and could erase it at the relay) without showing among the
+            // devices anyone can remove.
+            PairingKind::Partner if self.read(|j| Ok(j.partner().is_some()))? => {
+                return Err(Error::Invalid(
+                    "your partner has already joined this journal: invite another of your own \
+                     devices instead, or, if your partner lost every device, invite them to \
+                     rejoin"
+                        .into(),
+                ));
+            }
             PairingKind::Partner => keyring.partner_invite_at(epoch)?,
             PairingKind::Device => keyring.device_invite_at(me, epoch)?,
             // Written once the journal has moved to the epoch the rejoin starts
