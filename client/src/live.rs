@@ -22,7 +22,7 @@ use mend_core::{
 
 use crate::{
     RelayHttp,
-    http::{ok, parse_retry_after},
+    http::{ok, parse_retry_after, send_time},
     transport::Stream,
 };
 
@@ -65,23 +65,31 @@ impl std::fmt::Debug for LiveSocket {
 }
 
 impl LiveSocket {
-    /// Sends a push; false if the socket is gone.
+    /// Sends a push; false if the socket is gone, or the relay did not take it in time.
     pub(crate) async fn push(&mut self, push: Push) -> bool {
         let bytes = ClientMessage::Push(push).to_bytes();
-        self.sink.send(Message::Binary(bytes.into())).await.is_ok()
+        self.send(Message::Binary(bytes.into())).await
     }
 
     /// Keeps the relay's idle timer from closing a quiet connection.
     pub(crate) async fn ping(&mut self) -> bool {
-        self.sink
-            .send(Message::Ping(Vec::new().into()))
-            .await
-            .is_ok()
+        self.send(Message::Ping(Vec::new().into())).await
     }
 
-    /// Closes the socket politely.
+    /// Closes the socket politely, within the time a small message gets.
     pub(crate) async fn close(mut self) {
-        let _ = self.sink.send(Message::Close(None)).await;
+        let _ = self.send(Message::Close(None)).await;
+    }
+
+    /// Sends one message within the time its bytes get ([`send_time`]): a relay that stops
+    /// reading, or a stalled uplink, would otherwise hold the live loop (and whoever stops
+    /// it) until TCP gives up, many minutes later.
+    async fn send(&mut self, message: Message) -> bool {
+        let allowed = send_time(message.len());
+        matches!(
+            tokio::time::timeout(allowed, self.sink.send(message)).await,
+            Ok(Ok(()))
+        )
     }
 }
 
@@ -351,5 +359,90 @@ mod tests {
         ));
         drop(socket);
         relay.abort();
+    }
+
+    /// A relay that takes the WebSocket upgrade and then never reads another byte: what a
+    /// hostile relay (a zero TCP window) or a stalled uplink looks like to the device.
+    async fn relay_that_stops_reading() -> (RelayHttp, tokio::task::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut byte = [0; 1];
+                if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                head.push(byte[0]);
+            }
+            let text = String::from_utf8_lossy(&head).to_string();
+            let key = text
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("sec-websocket-key")
+                        .then(|| value.trim().to_owned())
+                })
+                .unwrap_or_default();
+            let accept =
+                tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+            let answer = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                 Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+            );
+            let _ = stream.write_all(answer.as_bytes()).await;
+            // Holds the connection open, reading nothing.
+            std::future::pending::<()>().await;
+        });
+        let http = RelayHttp::new(&format!("http://{addr}"), &Default::default()).expect("url");
+        (http, task)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_push_to_a_relay_that_stops_reading_gives_up_in_bounded_time() {
+        let (http, relay) = relay_that_stops_reading().await;
+        let link = SpaceLink {
+            space: Space::Couple,
+            keys: SpaceSecret::generate().expect("secret").derive_keys(),
+        };
+        let (tx, _rx) = mpsc::channel(8);
+        let mut socket = connect(&http, &link, &[7; 16], 0, false, 1, tx)
+            .await
+            .expect("connected");
+        let push = |n: u64| Push {
+            device_id: WireDevice([7; 16]),
+            device_seq: n,
+            payload: vec![0; 256 * 1024],
+        };
+        // Pushes fill the socket's buffers, then one waits on a relay that never reads: it
+        // gives up within the time its bytes get (the clock is paused, so a wait that had no
+        // bound would hang here instead).
+        let pushes = async {
+            let mut pushed = 0;
+            while socket.push(push(pushed + 1)).await {
+                pushed += 1;
+                assert!(
+                    pushed < 4096,
+                    "the relay took {pushed} pushes without reading"
+                );
+            }
+        };
+        tokio::time::timeout(send_time(300 * 1024) * 4, pushes)
+            .await
+            .expect("a push waited on the relay without bound");
+        relay.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stopping_live_sync_ends_even_when_its_task_is_stuck() {
+        let (stop, _) = tokio::sync::watch::channel(false);
+        let live =
+            crate::sync::LiveSync::stuck_for_test(stop, tokio::spawn(std::future::pending::<()>()));
+        tokio::time::timeout(std::time::Duration::from_secs(60), live.stop())
+            .await
+            .expect("stop waited for a task that never ends");
     }
 }

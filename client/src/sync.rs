@@ -667,6 +667,9 @@ struct Round {
 }
 
 /// A running live sync.
+/// How long [`LiveSync::stop`] waits for the live task to close its sockets.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
 #[derive(Debug)]
 pub struct LiveSync {
     stop: watch::Sender<bool>,
@@ -680,15 +683,30 @@ impl LiveSync {
         self.edits.notify_one();
     }
 
+    /// A live sync around `task`, for tests of stopping it.
+    #[cfg(test)]
+    pub(crate) fn stuck_for_test(stop: watch::Sender<bool>, task: JoinHandle<()>) -> Self {
+        Self {
+            stop,
+            edits: Arc::new(Notify::new()),
+            task: Some(task),
+        }
+    }
+
     /// Whether the live task has ended (stopped, or failed and logged).
     pub fn is_finished(&self) -> bool {
         self.task.as_ref().is_none_or(JoinHandle::is_finished)
     }
 
-    /// Stops live sync and waits for the sockets to close.
+    /// Stops live sync and waits for the sockets to close, at most [`STOP_WAIT`]: then the
+    /// task is cut where it waits (a storage step it began still commits whole).
     pub async fn stop(mut self) {
         let _ = self.stop.send(true);
-        if let Some(task) = self.task.take() {
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(STOP_WAIT, &mut task).await.is_err()
+        {
+            tracing::warn!("live sync did not stop in time; cut");
+            task.abort();
             let _ = task.await;
         }
     }
