@@ -770,7 +770,16 @@ impl Device {
         }
         // A round can bring a new epoch: move, then sync the new spaces in what is left.
         for _ in 0..2 {
-            if over(stop.is_terminated()) || !self.follow_epoch().await? {
+            if over(stop.is_terminated()) {
+                break;
+            }
+            let Some(Some(kept)) = within(deadline, stop.as_mut(), self.claim_epoch())
+                .await
+                .transpose()?
+            else {
+                break;
+            };
+            if !self.follow_epoch(kept).await? {
                 break;
             }
             moved = true;
@@ -941,33 +950,37 @@ impl Device {
         }
     }
 
-    /// Moves to a new epoch the journal announces, if there is one for this device: the
-    /// journal starts over in it, the keyring takes its secrets and sync its spaces. Answers
-    /// whether it moved; notes a removal.
-    async fn follow_epoch(&self) -> Result<bool> {
+    /// The announcement of the next epoch the relay keeps, if the journal holds one to offer:
+    /// devices that rotated at once each announced an epoch, the relay keeps the first offered,
+    /// and every device follows that one. A request like any other, so a round's deadline or
+    /// a cancel may cut it (nothing has moved yet).
+    async fn claim_epoch(&self) -> Result<Option<[u8; 32]>> {
+        let keyring = self.keyring();
+        if keyring.identity.is_none() || keyring.device_key.is_none() {
+            return Ok(None);
+        }
+        let journal = Arc::clone(&self.journal);
+        let Some(offer) = blocking(move || lock(&journal)?.epoch_offer()).await? else {
+            return Ok(None);
+        };
+        let http = RelayHttp::new(&keyring.relay_url, &self.relay)?;
+        http.check()?;
+        let link = SpaceLink {
+            space: Space::Couple,
+            keys: keyring.couple.derive_keys(),
+        };
+        // Out of reach: the move waits for the next round.
+        Ok(http.claim_successor(&link, offer).await.ok())
+    }
+
+    /// Moves to the new epoch the relay keeps (`kept`, [`Device::claim_epoch`]), if there is
+    /// one for this device: the journal starts over in it, the keyring takes its secrets and
+    /// sync its spaces. Answers whether it moved; notes a removal.
+    async fn follow_epoch(&self, kept: [u8; 32]) -> Result<bool> {
         let keyring = self.keyring();
         let (Some(identity), Some(key)) = (keyring.identity.clone(), keyring.device_key.clone())
         else {
             return Ok(false);
-        };
-        // Devices that rotated at once each announced an epoch: the relay keeps the first
-        // announcement offered, and every device follows that one.
-        let journal = Arc::clone(&self.journal);
-        let Some(offer) = blocking(move || lock(&journal)?.epoch_offer()).await? else {
-            return Ok(false);
-        };
-        let kept = {
-            let http = RelayHttp::new(&keyring.relay_url, &self.relay)?;
-            http.check()?;
-            let link = SpaceLink {
-                space: Space::Couple,
-                keys: keyring.couple.derive_keys(),
-            };
-            match http.claim_successor(&link, offer).await {
-                Ok(kept) => kept,
-                // Out of reach: the move waits for the next round.
-                Err(_) => return Ok(false),
-            }
         };
         // Live sync's engine and sockets are this epoch's: none may run while the journal moves
         // (it would read the old spaces into the new epoch's state, or push the new epoch's

@@ -440,3 +440,84 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()?)
 }
+
+/// A TCP proxy on loopback in front of a clear-text relay: it forwards both ways until the
+/// device sends bytes holding `stall` (a method and path, say), then forwards nothing more on
+/// that connection, in either direction, and holds it open: a relay that takes a request and
+/// never answers it.
+#[derive(Debug)]
+pub struct StallingProxy {
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl StallingProxy {
+    /// Listens on 127.0.0.1 and forwards to `relay`.
+    pub async fn start(relay: SocketAddr, stall: &'static [u8]) -> Result<Self> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                tokio::spawn(Self::forward(client, relay, stall));
+            }
+        });
+        Ok(Self { addr, task })
+    }
+
+    /// The URL devices use to reach the relay through the proxy.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    async fn forward(client: tokio::net::TcpStream, relay: SocketAddr, stall: &'static [u8]) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(upstream) = tokio::net::TcpStream::connect(relay).await else {
+            return;
+        };
+        let (mut client_read, mut client_write) = client.into_split();
+        let (mut relay_read, mut relay_write) = upstream.into_split();
+        let (stalled_tx, mut stalled_rx) = tokio::sync::watch::channel(false);
+        let down = tokio::spawn(async move {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                tokio::select! {
+                    read = relay_read.read(&mut buf) => match read {
+                        Ok(n) if n > 0 => {
+                            if client_write.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                        _ => return,
+                    },
+                    _ = stalled_rx.changed() => {
+                        // Held open, silent, until the device gives up.
+                        std::future::pending::<()>().await;
+                    }
+                }
+            }
+        });
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match client_read.read(&mut buf).await {
+                Ok(n) if n > 0 => {
+                    if buf[..n].windows(stall.len()).any(|w| w == stall) {
+                        let _ = stalled_tx.send(true);
+                        // Reads nothing more, answers nothing.
+                        std::future::pending::<()>().await;
+                    }
+                    if relay_write.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        down.abort();
+    }
+}
+
+impl Drop for StallingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -446,3 +446,38 @@ async fn a_removal_and_a_forgetting_are_fsynced_whatever_the_journals_durability
     );
     relay.stop().await
 }
+
+/// Blake's phone moves the journal to a new epoch; Alex's next round finds the announcement
+/// and claims it at the relay, which takes the claim and never answers. The round still ends
+/// by its deadline (a background task's window is short), and the move waits for a later one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_ends_by_its_deadline_when_the_relay_sits_on_an_epoch_claim() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start_plain(dir.path()).await?;
+    let (a, b) = couple(dir.path(), &relay).await?;
+    let proxy = mend_e2e::StallingProxy::start(relay.addr, b"/successor ").await?;
+    let mut keyring = a.device.keyring();
+    keyring.relay_url = proxy.url();
+    let path = a.path.clone();
+    a.device.close().await?;
+    let a = Phone::reopen(&path, keyring, &relay)?;
+    a.sync().await?;
+
+    b.device.forget(ROUND).await?;
+    ensure!(b.read(|j| j.epoch())? == 1, "Blake did not move");
+    let budget = std::time::Duration::from_secs(2);
+    let round = tokio::time::timeout(
+        std::time::Duration::from_secs(8),
+        a.device.sync_round(budget),
+    )
+    .await;
+    ensure!(
+        round.is_ok(),
+        "the round waited on the relay past its deadline"
+    );
+    round??;
+    ensure!(a.read(|j| j.epoch())? == 0, "Alex moved without the relay");
+    a.device.close().await?;
+    drop(proxy);
+    relay.stop().await
+}
