@@ -36,7 +36,7 @@ use crate::{
     },
     records::{JournalRecord, Partner, records},
     runtime::{blocking, run, run_cancellable, runtime},
-    sync::SyncReport,
+    sync::{EraseReport, SyncReport},
 };
 
 /// How long `close` waits for calls still in flight before giving up with `locked`.
@@ -487,14 +487,23 @@ impl Journal {
     /// Erases the shared journal: this partner's erase marker is pushed (so their other
     /// devices and the other partner learn who erased it and when), then the couple's space
     /// and this partner's personal space are deleted at the relay, which keeps only
-    /// tombstones. Each of its two rounds waits at most `budget_ms`. Returns whether the
-    /// marker reached the relay first (devices that sync later learn of the erase all the
-    /// same). `unreachable`: nothing was erased. The files stay: `shutdown()`, then delete
-    /// them. From now on every write here is refused with `erased`.
-    pub async fn erase(&self, budget_ms: i32) -> Result<bool> {
+    /// tombstones. Each of its two rounds waits at most `budget_ms`. `unreachable`: nothing
+    /// was erased. Otherwise the erase stands (every write here is refused with `erased`
+    /// from now on) and the report says whether the marker reached the relay first (devices
+    /// that sync later learn of the erase all the same) and whether the relay deleted the
+    /// spaces. Only when it did (`finished`): `shutdown()`, then delete the files. When it
+    /// did not, keep them and call `erase` again later (any `syncNow` finishes it too).
+    pub async fn erase(&self, budget_ms: i32) -> Result<EraseReport> {
         let device = self.device()?;
         let budget = millis(budget_ms);
-        run(async move { Ok(device.erase(budget).await?.marker_pushed) }).await
+        run(async move {
+            let report = device.erase(budget).await?;
+            Ok(EraseReport {
+                marker_pushed: report.marker_pushed,
+                finished: report.finished,
+            })
+        })
+        .await
     }
 
     /// When the shared journal was erased (from another of this partner's devices, or by the

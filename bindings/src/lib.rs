@@ -43,6 +43,6 @@ pub use logger::{LogLevel, LogRecord, LogSink, set_logger, version};
 pub use pairing::{Invitation, Joiner, Joining, RejoinAsk, RejoinAsks};
 pub use queries::*;
 pub use records::*;
-pub use sync::{SyncProblem, SyncProblemKind, SyncReport, SyncStatus};
+pub use sync::{EraseReport, SyncProblem, SyncProblemKind, SyncReport, SyncStatus};
 
 uniffi::setup_scaffolding!("mend");

@@ -229,6 +229,16 @@ impl From<core_sync::Problem> for SyncProblem {
     }
 }
 
+/// What an `erase` did once its marker was written.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct EraseReport {
+    /// The erase marker reached the relay before the spaces were deleted.
+    pub marker_pushed: bool,
+    /// The relay deleted both spaces. False: the erase is recorded here, not finished; keep
+    /// the files and call `erase` again (a `syncNow` finishes it too).
+    pub finished: bool,
+}
+
 /// What one `sync_now` round did.
 #[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
 pub struct SyncReport {

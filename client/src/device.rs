@@ -647,12 +647,27 @@ impl Device {
         }
         let journal = Arc::clone(&self.journal);
         blocking(move || lock(&journal)?.mark_erased()).await?;
-        // From here the marker is written: whatever fails, a later round finishes the erase.
+        // From here the marker is written and the erase stands: what fails now is told as an
+        // erase not finished (a later call or round finishes it), never as one not made.
         self.resume_erase.store(true, Ordering::Relaxed);
-        let pushed = self.client.sync_now(budget).await?;
-        let marker_pushed = pushed.online && pushed.pending == 0;
-        self.delete_erased_spaces().await?;
-        Ok(EraseReport { marker_pushed })
+        let marker_pushed = match self.client.sync_now(budget).await {
+            Ok(pushed) => pushed.online && pushed.pending == 0,
+            Err(e) => {
+                tracing::warn!(error = %e, "the erase marker was not pushed yet");
+                false
+            }
+        };
+        let finished = match self.delete_erased_spaces().await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "the erase is recorded; the relay has not deleted the spaces yet");
+                false
+            }
+        };
+        Ok(EraseReport {
+            marker_pushed,
+            finished,
+        })
     }
 
     /// The last step of an erase: both spaces deleted at the relay, then nothing pending.
@@ -1646,6 +1661,10 @@ pub struct EraseReport {
     /// The erase marker reached the relay before the spaces were deleted: devices that synced
     /// in between saw it. Devices that sync later learn it from the tombstones all the same.
     pub marker_pushed: bool,
+    /// Both spaces are deleted at the relay. False: the erase is recorded here (every write
+    /// is refused from now on) but the relay did not delete them yet; keep the journal's files
+    /// and call [`Device::erase`] again (any sync round finishes it too).
+    pub finished: bool,
 }
 
 /// Runs `work` until `deadline` or `stop`, whichever comes first; `None` if cut.

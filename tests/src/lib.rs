@@ -444,7 +444,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 /// A TCP proxy on loopback in front of a clear-text relay: it forwards both ways until the
 /// device sends bytes holding `stall` (a method and path, say), then forwards nothing more on
 /// that connection, in either direction, and holds it open: a relay that takes a request and
-/// never answers it.
+/// never answers it. [`StallingProxy::dropping`] cuts such a connection instead.
 #[derive(Debug)]
 pub struct StallingProxy {
     pub addr: SocketAddr,
@@ -452,13 +452,23 @@ pub struct StallingProxy {
 }
 
 impl StallingProxy {
-    /// Listens on 127.0.0.1 and forwards to `relay`.
+    /// Listens on 127.0.0.1 and forwards to `relay`, holding what matches `stall`.
     pub async fn start(relay: SocketAddr, stall: &'static [u8]) -> Result<Self> {
+        Self::listen(relay, stall, true).await
+    }
+
+    /// Listens on 127.0.0.1 and forwards to `relay`, cutting the connection of a request
+    /// that matches `stall` before it reaches the relay.
+    pub async fn dropping(relay: SocketAddr, stall: &'static [u8]) -> Result<Self> {
+        Self::listen(relay, stall, false).await
+    }
+
+    async fn listen(relay: SocketAddr, stall: &'static [u8], hold: bool) -> Result<Self> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                tokio::spawn(Self::forward(client, relay, stall));
+                tokio::spawn(Self::forward(client, relay, stall, hold));
             }
         });
         Ok(Self { addr, task })
@@ -469,7 +479,12 @@ impl StallingProxy {
         format!("http://{}", self.addr)
     }
 
-    async fn forward(client: tokio::net::TcpStream, relay: SocketAddr, stall: &'static [u8]) {
+    async fn forward(
+        client: tokio::net::TcpStream,
+        relay: SocketAddr,
+        stall: &'static [u8],
+        hold: bool,
+    ) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let Ok(upstream) = tokio::net::TcpStream::connect(relay).await else {
             return;
@@ -501,6 +516,9 @@ impl StallingProxy {
             match client_read.read(&mut buf).await {
                 Ok(n) if n > 0 => {
                     if buf[..n].windows(stall.len()).any(|w| w == stall) {
+                        if !hold {
+                            break;
+                        }
                         let _ = stalled_tx.send(true);
                         // Reads nothing more, answers nothing.
                         std::future::pending::<()>().await;

@@ -524,17 +524,7 @@ pub async fn erase(home: &Home, yes: bool) -> Result<()> {
     }
     let relay = device.keyring().relay_url.clone();
     let erased = device.erase(Duration::from_secs(ERASE_BUDGET_SECS)).await;
-    // Cut off after the marker was written: the erase stands and is finished later.
-    let marked = erased.is_err() && device.read(|j| j.erase_pending()).unwrap_or(false);
     let report = erased.map_err(|e| match e {
-        mend_core::Error::Unreachable if marked => Failure::new(
-            Exit::Unreachable,
-            format!(
-                "the erase is recorded here, but the relay at {relay} did not delete the \
-                 spaces yet; run `mend erase --yes` again to finish it (a sync finishes it too)"
-            ),
-        )
-        .into(),
         mend_core::Error::Unreachable => Failure::new(
             Exit::Unreachable,
             format!(
@@ -545,6 +535,18 @@ pub async fn erase(home: &Home, yes: bool) -> Result<()> {
         .into(),
         other => anyhow::Error::from(other),
     })?;
+    // The marker is written, so the erase stands; this device's copy is kept until the relay
+    // has deleted the spaces, or nothing would finish it.
+    if !report.finished {
+        return Err(Failure::new(
+            Exit::Unreachable,
+            format!(
+                "the erase is recorded here, but the relay at {relay} did not delete the \
+                 spaces yet; run `mend erase --yes` again to finish it (a sync finishes it too)"
+            ),
+        )
+        .into());
+    }
     drop(device);
     home.erase_local()?;
     say!("Erased the shared journal and your personal space at the relay: it keeps only a");
