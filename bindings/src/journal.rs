@@ -553,7 +553,7 @@ impl Journal {
         run(async move {
             Ok(Arc::new(Invitation::new(
                 device.invite(kind, short_code).await?,
-                None,
+                Arc::downgrade(&device),
             )))
         })
         .await
@@ -570,7 +570,7 @@ impl Journal {
             let invitation = device.invite(PairingKind::Rejoin, short_code).await?;
             Ok(Arc::new(Invitation::new(
                 invitation,
-                Some(Arc::downgrade(&device)),
+                Arc::downgrade(&device),
             )))
         })
         .await

@@ -37,9 +37,10 @@ pub struct Joiner {
 #[derive(uniffi::Object)]
 pub struct Invitation {
     inner: Arc<Mutex<Option<mend_client::Invitation>>>,
-    /// The inviting device, for a rejoin: accepting one moves the journal first. Weak, so an
-    /// invitation the app keeps never holds the journal open.
-    rejoin: Option<Weak<mend_client::Device>>,
+    /// The inviting device: accepting hands over the secrets of the epoch the journal is in
+    /// then (and a rejoin moves the journal first). Weak, so an invitation the app keeps never
+    /// holds the journal open.
+    device: Weak<mend_client::Device>,
     /// Set when the app cancels or declines: ends every `wait_for_joiner` in progress (one
     /// holds the invitation, others wait for it), so those never wait out a timeout.
     stop: watch::Sender<bool>,
@@ -60,10 +61,10 @@ impl std::fmt::Debug for Invitation {
 impl Invitation {
     pub(crate) fn new(
         invitation: mend_client::Invitation,
-        rejoin: Option<Weak<mend_client::Device>>,
+        device: Weak<mend_client::Device>,
     ) -> Self {
         Self {
-            rejoin,
+            device,
             stop: watch::Sender::new(false),
             code: Zeroizing::new(invitation.code().to_owned()),
             short: invitation.is_short(),
@@ -141,7 +142,7 @@ impl Invitation {
     /// then asks the app to store the keyring again).
     pub async fn accept(&self) -> Result<()> {
         let inner = Arc::clone(&self.inner);
-        let rejoin = self.rejoin.clone();
+        let device = self.device.clone();
         run(async move {
             if !inner.lock().await.as_ref().is_some_and(|i| i.has_joiner()) {
                 return Err(MendError::Invalid(
@@ -149,16 +150,11 @@ impl Invitation {
                 ));
             }
             let invitation = Self::take(&inner).await?;
-            match rejoin {
-                Some(device) => {
-                    let Some(device) = device.upgrade() else {
-                        invitation.cancel().await;
-                        return Err(MendError::Closed("the journal was closed".into()));
-                    };
-                    Ok(device.welcome(invitation, REJOIN_WAIT).await?)
-                }
-                None => Ok(invitation.accept().await?),
-            }
+            let Some(device) = device.upgrade() else {
+                invitation.cancel().await;
+                return Err(MendError::Closed("the journal was closed".into()));
+            };
+            Ok(device.welcome(invitation, REJOIN_WAIT).await?)
         })
         .await
     }

@@ -1294,6 +1294,16 @@ impl Device {
     /// rejoin.
     pub async fn welcome(&self, mut invitation: Invitation, budget: Duration) -> Result<()> {
         if invitation.kind() != PairingKind::Rejoin {
+            // The secrets of the epoch the journal is in now, wherever it moved since the
+            // invite opened.
+            self.adopt_elsewhere_now().await?;
+            match self.handover(invitation.kind()) {
+                Ok(handover) => invitation.set_handover(handover),
+                Err(e) => {
+                    invitation.cancel().await;
+                    return Err(e);
+                }
+            }
             return invitation.accept().await;
         }
         let outcome = self.rotate_for_rejoin(&invitation, budget).await;

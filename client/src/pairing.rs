@@ -259,6 +259,31 @@ impl Mailbox {
 }
 
 impl Device {
+    /// What a partner or device pairing hands over: the secrets of the epoch the journal is
+    /// in now. Made when the invite opens and again when it is accepted, since the journal
+    /// may have moved in between (the joiner would otherwise get secrets already retired, or
+    /// ones a removed device still reads).
+    pub(crate) fn handover(&self, kind: PairingKind) -> Result<Zeroizing<String>> {
+        let keyring = self.keyring();
+        let (me, partnered, epoch) =
+            self.read(|j| Ok((j.me(), j.partner().is_some(), j.epoch_start()?)))?;
+        match kind {
+            // A second partner's identity is refused everywhere, yet its device would read the
+            // couple's space (and could erase it at the relay) without showing among the
+            // devices anyone can remove.
+            PairingKind::Partner if partnered => Err(Error::Invalid(
+                "your partner has already joined this journal: invite another of your own \
+                 devices instead, or, if your partner lost every device, invite them to rejoin"
+                    .into(),
+            )),
+            PairingKind::Partner => keyring.partner_invite_at(epoch),
+            PairingKind::Device => keyring.device_invite_at(me, epoch),
+            PairingKind::Rejoin => Err(Error::Invalid(
+                "a rejoin's handover is made once the journal has moved".into(),
+            )),
+        }
+    }
+
     /// Opens a pairing for the other partner ([`PairingKind::Partner`]), another of this
     /// partner's devices, or the other partner rejoining on a new device after losing every
     /// one ([`PairingKind::Rejoin`]), at this journal's relay: an invite for a QR code, or
@@ -271,31 +296,16 @@ impl Device {
         let keyring = self.keyring();
         let http = RelayHttp::new(&keyring.relay_url, self.relay_options())?;
         http.check()?;
-        let (me, inviter) = self.read(|j| {
+        let inviter = self.read(|j| {
             let me = j.me();
-            let name = j
-                .partners()
+            Ok(j.partners()
                 .into_iter()
                 .find(|p| p.id == me)
                 .map(|p| p.name)
-                .unwrap_or_default();
-            Ok((me, name))
+                .unwrap_or_default())
         })?;
-        let epoch = self.read(|j| j.epoch_start())?;
         let handover = match kind {
-            // A second partner's identity is refused everywhere, yet its device would read the
-            // couple's space (and could erase it at the relay) without showing among the
-            // devices anyone can remove.
-            PairingKind::Partner if self.read(|j| Ok(j.partner().is_some()))? => {
-                return Err(Error::Invalid(
-                    "your partner has already joined this journal: invite another of your own \
-                     devices instead, or, if your partner lost every device, invite them to \
-                     rejoin"
-                        .into(),
-                ));
-            }
-            PairingKind::Partner => keyring.partner_invite_at(epoch)?,
-            PairingKind::Device => keyring.device_invite_at(me, epoch)?,
+            PairingKind::Partner | PairingKind::Device => self.handover(kind)?,
             // Written once the journal has moved to the epoch the rejoin starts
             // ([`Device::welcome`]).
             PairingKind::Rejoin => {
@@ -721,7 +731,9 @@ impl Invitation {
     }
 
     /// Hands the journal's secrets to the joiner, sealed for it alone, then waits briefly for
-    /// it to take them and closes the mailbox.
+    /// it to take them and closes the mailbox. These are the secrets of when the invite
+    /// opened: [`Device::welcome`] hands over those of the epoch the journal is in when the
+    /// user accepts, which is what apps call.
     pub async fn accept(mut self) -> Result<()> {
         if self.joiner.is_none() {
             return Err(Error::Invalid(

@@ -481,3 +481,43 @@ async fn a_round_ends_by_its_deadline_when_the_relay_sits_on_an_epoch_claim() ->
     drop(proxy);
     relay.stop().await
 }
+
+/// Alex opens an invite for a new phone; before it is accepted, Blake's phone moves the
+/// journal to a new epoch and Alex's phone follows. The new phone joins in the epoch the
+/// journal is in when Alex accepts, not the one it was in when the invite opened (whose
+/// space is about to be retired).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_joins_in_the_epoch_the_journal_is_in_when_it_is_let_in() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path()).await?;
+    let (a, b) = couple(dir.path(), &relay).await?;
+    a.with(|j| j.add(honest("before the move")))?;
+    a.sync().await?;
+    let mut invitation = a.device.invite(PairingKind::Device, false).await?;
+    let code = invitation.code().to_owned();
+
+    b.device.forget(ROUND).await?;
+    a.device.sync_round(ROUND).await?;
+    ensure!(a.read(|j| j.epoch())? == 1, "Alex's phone did not move");
+
+    let hosting = async {
+        let joiner = invitation.wait_for_joiner(ROUND).await?;
+        ensure!(joiner.is_some(), "nobody joined");
+        a.device.welcome(invitation, ROUND).await?;
+        anyhow::Ok(())
+    };
+    let (hosted, joined) = tokio::join!(
+        hosting,
+        Phone::join_code(dir.path(), "tablet.db", &code, "", &relay)
+    );
+    hosted?;
+    let tablet = joined?;
+    ensure!(
+        tablet.device.keyring().couple.derive_space_id()
+            == a.device.keyring().couple.derive_space_id(),
+        "the new phone got the secrets of the epoch the journal left"
+    );
+    tablet.sync().await?;
+    ensure!(texts(&tablet)? == ["before the move"]);
+    relay.stop().await
+}
