@@ -20,7 +20,7 @@ use mend_core::{
     crypto::{
         Channel, CodeExchange, Ephemeral, IdentityKey, MAX_PAIRING_NAME, PairingFailure,
         PairingInvite, PairingKind, PairingMessage, PairingSecret, PartnerIdentity, Role,
-        ShortCode, SpaceSecret,
+        ShortCode, SpaceSecret, commitment, transcript,
     },
     error::{Error, Result},
     journal::OpenOptions,
@@ -464,7 +464,12 @@ impl Device {
                 }
                 Err(e) => return Err(e),
             };
-            let PairingMessage::Offer { kind, inviter, key } = offer else {
+            let PairingMessage::Offer {
+                kind,
+                inviter,
+                commit,
+            } = offer
+            else {
                 return Err(PairingFailure::Tampered.into());
             };
             if kind == PairingKind::Partner && name.trim().is_empty() {
@@ -479,18 +484,29 @@ impl Device {
                 _ => None,
             };
             let ephemeral = Ephemeral::generate()?;
+            let joiner = match kind {
+                PairingKind::Partner => name.trim().to_owned(),
+                PairingKind::Device | PairingKind::Rejoin => String::new(),
+            };
+            let identity = rejoin
+                .as_ref()
+                .map(|p| PartnerIdentity::derive_from(p).public().to_bytes());
+            let said = transcript(kind, &inviter, &joiner, identity.as_ref());
             let hello = PairingMessage::Hello {
-                name: match kind {
-                    PairingKind::Partner => name.trim().to_owned(),
-                    PairingKind::Device | PairingKind::Rejoin => String::new(),
-                },
+                name: joiner,
                 key: ephemeral.public(),
-                identity: rejoin
-                    .as_ref()
-                    .map(|p| PartnerIdentity::derive_from(p).public().to_bytes()),
+                identity,
             };
             mailbox.post(channel.seal(&hello)?).await?;
-            channel.mix(&ephemeral, &key)?;
+            // The host's key, which its offer committed to before this side sent its own.
+            let revealed = wait(&mut mailbox, deadline).await?;
+            let PairingMessage::Reveal { key } = channel.open(&revealed)? else {
+                return Err(PairingFailure::Tampered.into());
+            };
+            if commitment(&key) != commit {
+                return Err(PairingFailure::Tampered.into());
+            }
+            channel.mix(&ephemeral, &key, &said)?;
             let confirmation = channel.confirmation().unwrap_or_default().to_owned();
             Ok((channel, kind, inviter, confirmation, rejoin))
         }
@@ -640,7 +656,7 @@ impl Invitation {
         channel.seal(&PairingMessage::Offer {
             kind: self.kind,
             inviter: self.inviter.clone(),
-            key: self.ephemeral.public(),
+            commit: commitment(&self.ephemeral.public()),
         })
     }
 
@@ -703,7 +719,14 @@ impl Invitation {
                         },
                         None => None,
                     };
-                    channel.mix(&self.ephemeral, &key)?;
+                    // The key the offer committed to, now that the guest's is here; then
+                    // both keys and what both sides said make the channel's keys and words.
+                    let reveal = channel.seal(&PairingMessage::Reveal {
+                        key: self.ephemeral.public(),
+                    })?;
+                    self.mailbox.post(reveal).await?;
+                    let said = transcript(self.kind, &self.inviter, &name, identity.as_ref());
+                    channel.mix(&self.ephemeral, &key, &said)?;
                     let joiner = Joiner {
                         name,
                         kind: self.kind,

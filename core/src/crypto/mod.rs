@@ -29,7 +29,7 @@ pub use keys::{ContentKey, RelayToken, SpaceKeys, SpaceSecret};
 pub use padme::{pad, padded_len, unpad};
 pub use pairing::{
     Channel, CodeExchange, Ephemeral, MAX_PAIRING_NAME, PairingFailure, PairingInvite, PairingKind,
-    PairingMessage, PairingSecret, Role, SHORT_CODE_WORDS, ShortCode,
+    PairingMessage, PairingSecret, Role, SHORT_CODE_WORDS, ShortCode, commitment, transcript,
 };
 pub use pin::RelayPin;
 pub use seal::{

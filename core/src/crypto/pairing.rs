@@ -51,6 +51,47 @@ const LABEL_HOST: &[u8] = b"mend/v1/pairing/host-to-guest";
 const LABEL_GUEST: &[u8] = b"mend/v1/pairing/guest-to-host";
 const LABEL_MIX: &[u8] = b"mend/v1/pairing/mix";
 const LABEL_CONFIRM: &[u8] = b"mend/v1/pairing/confirm";
+const LABEL_COMMIT: &[u8] = b"mend/v1/pairing/commit";
+const LABEL_TRANSCRIPT: &[u8] = b"mend/v1/pairing/transcript";
+
+/// What the host commits to in its offer before the guest sends its key: the hash of the
+/// host's fresh key, revealed only after the guest's hello ([`PairingMessage::Reveal`]).
+/// Whoever sits in the middle must then pick its keys before it sees the other side's, so it
+/// cannot search for keys whose words match the ones the real guest shows (three words are
+/// 2^24 tries, a minute of one core, when the second key can be chosen after the first).
+pub fn commitment(key: &[u8; 32]) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    hash.update(LABEL_COMMIT);
+    hash.update(key);
+    hash.finalize().into()
+}
+
+/// What both sides said about the pairing, hashed into its keys and its words: the kind and
+/// the inviter's name from the offer, the joiner's name and (for a rejoin) identity key from
+/// the hello. A relay that holds the invite and re-seals a hello with another identity or
+/// name makes the two screens show different words (and the welcome unreadable).
+pub fn transcript(
+    kind: PairingKind,
+    inviter: &str,
+    joiner: &str,
+    identity: Option<&[u8; 32]>,
+) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    hash.update(LABEL_TRANSCRIPT);
+    hash.update([kind.to_u8()]);
+    for text in [inviter.trim(), joiner.trim()] {
+        hash.update(u64::try_from(text.len()).unwrap_or(u64::MAX).to_be_bytes());
+        hash.update(text.as_bytes());
+    }
+    match identity {
+        Some(key) => {
+            hash.update([1]);
+            hash.update(key);
+        }
+        None => hash.update([0]),
+    }
+    hash.finalize().into()
+}
 /// Words of a confirmation (24 bits: a joiner who is not the one on the phone cannot make
 /// their screen match by chance).
 const CONFIRM_WORDS: usize = 3;
@@ -521,10 +562,16 @@ impl Channel {
         (XNonce::from(nonce), aad)
     }
 
-    /// Mixes both ephemeral keys into the channel: every message after the offer and the
-    /// hello is sealed under keys that also need this exchange, and both sides can show the
-    /// same [`Channel::confirmation`]. `theirs` is the other side's public key.
-    pub fn mix(&mut self, mine: &Ephemeral, theirs: &[u8; 32]) -> Result<()> {
+    /// Mixes both ephemeral keys and the pairing's [`transcript`] into the channel: every
+    /// message after the offer, the hello and the reveal is sealed under keys that also need
+    /// this exchange, and both sides show the same [`Channel::confirmation`] only if they saw
+    /// the same keys and the same transcript. `theirs` is the other side's public key.
+    pub fn mix(
+        &mut self,
+        mine: &Ephemeral,
+        theirs: &[u8; 32],
+        transcript: &[u8; 32],
+    ) -> Result<()> {
         let shared = Zeroizing::new(
             mine.0
                 .diffie_hellman(&x25519_dalek::PublicKey::from(*theirs))
@@ -552,9 +599,12 @@ impl Channel {
         let mut host_key = Zeroizing::new([0u8; 32]);
         let mut guest_key = Zeroizing::new([0u8; 32]);
         let mut confirm = [0u8; CONFIRM_WORDS];
-        let _ = hk.expand_multi_info(&[LABEL_HOST, &host, &guest], host_key.as_mut());
-        let _ = hk.expand_multi_info(&[LABEL_GUEST, &host, &guest], guest_key.as_mut());
-        let _ = hk.expand_multi_info(&[LABEL_CONFIRM, &host, &guest], &mut confirm);
+        let _ = hk.expand_multi_info(&[LABEL_HOST, &host, &guest, transcript], host_key.as_mut());
+        let _ = hk.expand_multi_info(
+            &[LABEL_GUEST, &host, &guest, transcript],
+            guest_key.as_mut(),
+        );
+        let _ = hk.expand_multi_info(&[LABEL_CONFIRM, &host, &guest, transcript], &mut confirm);
         let (send, receive) = if self.send_dir == 0 {
             (host_key, guest_key)
         } else {
@@ -659,8 +709,8 @@ pub enum PairingMessage {
         kind: PairingKind,
         /// The inviting partner's name.
         inviter: String,
-        /// The host's ephemeral X25519 key ([`Ephemeral`]).
-        key: [u8; 32],
+        /// The [`commitment`] to the host's ephemeral X25519 key ([`Ephemeral`]).
+        commit: [u8; 32],
     },
     /// Guest → host: who is joining (a partner's name; empty for a partner's own device).
     Hello {
@@ -670,6 +720,11 @@ pub enum PairingMessage {
         key: [u8; 32],
         /// A rejoining partner's new identity key (public), which the host vouches for.
         identity: Option<[u8; 32]>,
+    },
+    /// Host → guest, once the hello came: the host's ephemeral key its offer committed to.
+    Reveal {
+        /// The host's ephemeral X25519 key.
+        key: [u8; 32],
     },
     /// Host → guest, after its user accepted: the secrets, as a handover the guest joins with.
     Welcome {
@@ -685,18 +740,23 @@ impl fmt::Debug for PairingMessage {
         f.write_str(match self {
             Self::Offer { .. } => "Offer",
             Self::Hello { .. } => "Hello",
+            Self::Reveal { .. } => "Reveal",
             Self::Welcome { .. } => "Welcome",
             Self::Decline => "Decline",
         })
     }
 }
 
-const TAG_OFFER: u8 = 1;
+/// An offer that carried the host's key itself, before the commitment: refused (a pairing
+/// between apps of before and after cannot agree on its words).
+const TAG_OFFER_OPEN: u8 = 1;
 const TAG_HELLO: u8 = 2;
 const TAG_WELCOME: u8 = 3;
 const TAG_DECLINE: u8 = 4;
 /// A hello that carries a rejoining partner's identity key.
 const TAG_HELLO_REJOIN: u8 = 5;
+const TAG_OFFER: u8 = 6;
+const TAG_REVEAL: u8 = 7;
 
 fn put_text(out: &mut Vec<u8>, text: &str, max: usize) -> Result<()> {
     let len = u16::try_from(text.len())
@@ -742,10 +802,18 @@ impl PairingMessage {
     fn encode(&self) -> Result<Zeroizing<Vec<u8>>> {
         let mut out = Zeroizing::new(Vec::with_capacity(MAX_HANDOVER + 3));
         match self {
-            Self::Offer { kind, inviter, key } => {
+            Self::Offer {
+                kind,
+                inviter,
+                commit,
+            } => {
                 out.extend_from_slice(&[TAG_OFFER, kind.to_u8()]);
-                out.extend_from_slice(key);
+                out.extend_from_slice(commit);
                 put_text(&mut out, inviter, MAX_PAIRING_NAME)?;
+            }
+            Self::Reveal { key } => {
+                out.push(TAG_REVEAL);
+                out.extend_from_slice(key);
             }
             Self::Hello {
                 name,
@@ -779,11 +847,23 @@ impl PairingMessage {
             TAG_OFFER => {
                 let (kind, rest) = rest.split_first().ok_or_else(tampered)?;
                 let kind = PairingKind::from_u8(*kind).ok_or_else(tampered)?;
-                let (key, rest) = take_key(rest)?;
+                let (commit, rest) = take_key(rest)?;
                 let (inviter, rest) = take_text(rest, MAX_PAIRING_NAME)?;
                 let inviter = checked_name(inviter)?;
-                (Self::Offer { kind, inviter, key }, rest)
+                (
+                    Self::Offer {
+                        kind,
+                        inviter,
+                        commit,
+                    },
+                    rest,
+                )
             }
+            TAG_REVEAL => {
+                let (key, rest) = take_key(rest)?;
+                (Self::Reveal { key }, rest)
+            }
+            TAG_OFFER_OPEN => return Err(tampered()),
             TAG_HELLO | TAG_HELLO_REJOIN => {
                 let (key, rest) = take_key(rest)?;
                 let (identity, rest) = if *tag == TAG_HELLO_REJOIN {
@@ -896,7 +976,7 @@ mod tests {
         let offer = PairingMessage::Offer {
             kind: PairingKind::Device,
             inviter: "Alex".into(),
-            key: h.public(),
+            commit: commitment(&h.public()),
         };
         assert_eq!(guest.open(&host.seal(&offer)?)?, offer);
         let hello = PairingMessage::Hello {
@@ -912,8 +992,11 @@ mod tests {
             identity: Some([3; 32]),
         };
         assert_eq!(PairingMessage::decode(&rejoin.encode()?)?, rejoin);
-        host.mix(&h, &g.public())?;
-        guest.mix(&g, &h.public())?;
+        let reveal = PairingMessage::Reveal { key: h.public() };
+        assert_eq!(guest.open(&host.seal(&reveal)?)?, reveal);
+        let said = transcript(PairingKind::Device, "Alex", "Sam", None);
+        host.mix(&h, &g.public(), &said)?;
+        guest.mix(&g, &h.public(), &said)?;
         assert!(host.confirmation().is_some());
         assert_eq!(host.confirmation(), guest.confirmation());
         let welcome = PairingMessage::Welcome {
@@ -998,11 +1081,12 @@ mod tests {
         let offer = host.seal(&PairingMessage::Offer {
             kind: PairingKind::Partner,
             inviter: "Alex".into(),
-            key: h.public(),
+            commit: commitment(&h.public()),
         })?;
         guest.open(&offer)?;
-        host.mix(&h, &g.public())?;
-        guest.mix(&g, &h.public())?;
+        let said = transcript(PairingKind::Partner, "Alex", "Blake", None);
+        host.mix(&h, &g.public(), &said)?;
+        guest.mix(&g, &h.public(), &said)?;
         let welcome = host.seal(&PairingMessage::Decline)?;
         // Whoever holds the invite and a recording of the offer, but neither fresh secret,
         // follows the channel up to the mix and reads nothing after it.
@@ -1017,13 +1101,70 @@ mod tests {
             Ephemeral::generate()?,
             Ephemeral::generate()?,
         );
-        h2.mix(&a, &b.public())?;
-        g2.mix(&c, &a.public())?;
+        h2.mix(&a, &b.public(), &said)?;
+        g2.mix(&c, &a.public(), &said)?;
         assert_ne!(h2.confirmation(), g2.confirmation());
         assert_eq!(
             h2.confirmation().map(|w| w.split(' ').count()),
             Some(CONFIRM_WORDS)
         );
+        Ok(())
+    }
+
+    /// A relay that holds the invite re-seals a rejoin's hello with an identity of its own:
+    /// both sides keep their keys, yet the words differ, and the welcome does not open.
+    #[test]
+    fn the_words_cover_what_the_hello_said() -> Result<()> {
+        let invite = invite(None)?;
+        let (mut host, mut guest) = (invite.channel(Role::Host), invite.channel(Role::Guest));
+        let (h, g) = (Ephemeral::generate()?, Ephemeral::generate()?);
+        let sent = transcript(PairingKind::Rejoin, "Alex", "", Some(&[3; 32]));
+        let swapped = transcript(PairingKind::Rejoin, "Alex", "", Some(&[4; 32]));
+        assert_ne!(sent, swapped);
+        assert_ne!(
+            sent,
+            transcript(PairingKind::Rejoin, "Alex", "Eve", Some(&[3; 32]))
+        );
+        assert_ne!(
+            sent,
+            transcript(PairingKind::Device, "Alex", "", Some(&[3; 32]))
+        );
+        // Names are compared as both sides show them (trimmed).
+        assert_eq!(
+            sent,
+            transcript(PairingKind::Rejoin, " Alex ", "", Some(&[3; 32]))
+        );
+        host.mix(&h, &g.public(), &swapped)?;
+        guest.mix(&g, &h.public(), &sent)?;
+        assert_ne!(host.confirmation(), guest.confirmation());
+        let welcome = host.seal(&PairingMessage::Decline)?;
+        assert!(guest.open(&welcome).is_err());
+        Ok(())
+    }
+
+    /// The host's key is sent only after the guest's: the offer carries a commitment to it,
+    /// and an offer of the older form (the key itself) is refused.
+    #[test]
+    fn the_offer_commits_to_the_host_key_before_the_guest_sends_its_own() -> Result<()> {
+        let h = Ephemeral::generate()?;
+        let offer = PairingMessage::Offer {
+            kind: PairingKind::Partner,
+            inviter: "Alex".into(),
+            commit: commitment(&h.public()),
+        };
+        let encoded = offer.encode()?;
+        assert!(!encoded.windows(32).any(|w| w == h.public()));
+        assert_eq!(commitment(&h.public()), commitment(&h.public()));
+        assert_ne!(
+            commitment(&h.public()),
+            commitment(&Ephemeral::generate()?.public())
+        );
+        let mut open = encoded.to_vec();
+        open[0] = TAG_OFFER_OPEN;
+        assert!(matches!(
+            PairingMessage::decode(&open),
+            Err(Error::Pairing(PairingFailure::Tampered))
+        ));
         Ok(())
     }
 
