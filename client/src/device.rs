@@ -471,8 +471,14 @@ impl Device {
             .map(Some)
             .collect();
         tries.push(None);
+        // An attempt that fails (out of time, say) passes to the next while time is left: a
+        // first change pushed to crowd out the real one costs an attempt, not the restore.
+        let mut failed = None;
         for epoch in tries {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
             let attempt = Self::restore_in(
                 path,
                 me,
@@ -480,14 +486,23 @@ impl Device {
                 (vouched, &identity),
                 left,
                 (keyring.clone(), options, relay.clone()),
-                observer.clone(),
             )
             .await;
             match attempt {
-                Ok(Some(device)) => return Ok(device),
-                Ok(None) => continue,
-                Err(e) => return Err(e),
+                Ok(Some(keyring)) => {
+                    // Kept: opened again with the app's observer, which heard nothing of
+                    // the attempts.
+                    return Self::open(path, keyring, options, relay, observer);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::info!(error = %e, "a restore attempt failed");
+                    failed = Some(e);
+                }
             }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         Err(Error::Invalid(
             "the relay's copy of this journal holds nothing your own devices wrote in the epoch \
@@ -500,7 +515,8 @@ impl Device {
     /// One try of [`Device::restore`] in `epoch` (`None`: epoch 0): the journal made empty,
     /// filled by a checked round, and kept only if it is whole and (`vouched`) this partner's
     /// own devices built on its epoch. `None` when they did not; nothing is left at `path`
-    /// unless it returns a device.
+    /// unless it returns the keyring the journal was made with (closed: the caller opens it).
+    /// An attempt tells no observer and uploads no snapshot: it may be thrown away.
     async fn restore_in(
         path: &Path,
         me: PartnerId,
@@ -508,8 +524,7 @@ impl Device {
         (vouched, identity): (bool, &mend_core::crypto::IdentityKey),
         budget: Duration,
         (keyring, options, relay): (Keyring, OpenOptions, RelayOptions),
-        observer: Option<Arc<dyn SyncObserver>>,
-    ) -> Result<Option<Self>> {
+    ) -> Result<Option<Keyring>> {
         let source = JoinSource {
             couple: Vec::new(),
             personal: Some(Vec::new()),
@@ -532,13 +547,14 @@ impl Device {
                 return Err(e);
             }
         };
-        let device = match Self::assemble(journal, keyring, relay, observer) {
+        let device = match Self::assemble(journal, keyring, relay, None) {
             Ok(device) => device,
             Err(e) => {
                 let _ = remove_database(path);
                 return Err(e);
             }
         };
+        device.client.set_snapshot_every(u64::MAX);
         let filled = device.client.sync_now(budget).await;
         let kept = match filled {
             Ok(status) if status.syncing || !status.online => Err(Error::Unreachable),
@@ -557,10 +573,11 @@ impl Device {
             }
             Err(e) => Err(e),
         };
+        let keyring = device.keyring();
+        let closed = device.close().await;
         match kept {
-            Ok(true) => Ok(Some(device)),
+            Ok(true) => closed.map(|()| Some(keyring)),
             other => {
-                let closed = device.close().await;
                 remove_database(path)?;
                 closed?;
                 other.map(|_| None)
@@ -641,8 +658,23 @@ impl Device {
             // A whole round, which follows a move to a new epoch the relay holds: the spaces
             // to erase are the ones the journal lives in now, not the ones it left.
             let reached = self.sync_round(budget).await?;
-            if !reached.status.online {
+            if !reached.status.online || !reached.finished {
                 return Err(Error::Unreachable);
+            }
+            // A move the round could not follow (its claim unanswered): erasing now would
+            // delete the spaces the journal is leaving and leave the new ones.
+            let journal = Arc::clone(&self.journal);
+            let moving = blocking(move || {
+                let journal = lock(&journal)?;
+                journal.announced(journal.epoch()?.saturating_add(1))
+            })
+            .await?;
+            if moving {
+                return Err(Error::Invalid(
+                    "the journal is moving to new secrets and this device has not followed yet: \
+                     nothing was erased; sync, then erase again"
+                        .into(),
+                ));
             }
         }
         let journal = Arc::clone(&self.journal);
@@ -1296,7 +1328,10 @@ impl Device {
         if invitation.kind() != PairingKind::Rejoin {
             // The secrets of the epoch the journal is in now, wherever it moved since the
             // invite opened.
-            self.adopt_elsewhere_now().await?;
+            if let Err(e) = self.adopt_elsewhere_now().await {
+                invitation.cancel().await;
+                return Err(e);
+            }
             match self.handover(invitation.kind()) {
                 Ok(handover) => invitation.set_handover(handover),
                 Err(e) => {

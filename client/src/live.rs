@@ -50,10 +50,18 @@ pub(crate) struct Incoming {
     pub(crate) response: Response,
 }
 
-/// The sending half of a live socket.
+/// The sending half of a live socket. Dropping it ends its reader too, so a relay that
+/// stops answering cannot keep the socket alive behind a live sync that let it go.
 pub(crate) struct LiveSocket {
     pub(crate) generation: u64,
     sink: SplitSink<Socket, Message>,
+    reader: tokio::task::AbortHandle,
+}
+
+impl Drop for LiveSocket {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
 }
 
 impl std::fmt::Debug for LiveSocket {
@@ -153,7 +161,7 @@ pub(crate) async fn connect(
     };
     let (sink, mut stream) = socket.split();
     let space = link.space;
-    tokio::spawn(async move {
+    let reader = tokio::spawn(async move {
         let send = |response| {
             let tx = tx.clone();
             async move {
@@ -213,7 +221,11 @@ pub(crate) async fn connect(
         })
         .await;
     });
-    Ok(LiveSocket { generation, sink })
+    Ok(LiveSocket {
+        generation,
+        sink,
+        reader: reader.abort_handle(),
+    })
 }
 
 #[cfg(test)]
@@ -358,6 +370,71 @@ mod tests {
             }
         ));
         drop(socket);
+        relay.abort();
+    }
+
+    /// A relay that takes the WebSocket upgrade, sends nothing, and tells `closed` when the
+    /// device's end of the connection is gone.
+    async fn relay_that_watches_for_close(
+        closed: tokio::sync::oneshot::Sender<()>,
+    ) -> (RelayHttp, tokio::task::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut byte = [0; 1];
+                if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                head.push(byte[0]);
+            }
+            let text = String::from_utf8_lossy(&head).to_string();
+            let key = text
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("sec-websocket-key")
+                        .then(|| value.trim().to_owned())
+                })
+                .unwrap_or_default();
+            let accept =
+                tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+            let answer = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                 Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+            );
+            let _ = stream.write_all(answer.as_bytes()).await;
+            let mut buf = [0; 1024];
+            while stream.read(&mut buf).await.unwrap_or(0) > 0 {}
+            let _ = closed.send(());
+        });
+        let http = RelayHttp::new(&format!("http://{addr}"), &Default::default()).expect("url");
+        (http, task)
+    }
+
+    /// A socket the live loop lets go (replaced, or stopped without a close it could send)
+    /// takes its reader with it: the connection closes instead of waiting on a silent relay.
+    #[tokio::test]
+    async fn a_socket_let_go_closes_its_connection() {
+        let (closed_tx, closed) = tokio::sync::oneshot::channel();
+        let (http, relay) = relay_that_watches_for_close(closed_tx).await;
+        let link = SpaceLink {
+            space: Space::Couple,
+            keys: SpaceSecret::generate().expect("secret").derive_keys(),
+        };
+        let (tx, _rx) = mpsc::channel(8);
+        let socket = connect(&http, &link, &[7; 16], 0, false, 1, tx)
+            .await
+            .expect("connected");
+        drop(socket);
+        tokio::time::timeout(std::time::Duration::from_secs(10), closed)
+            .await
+            .expect("the connection stayed open")
+            .expect("the relay ended");
         relay.abort();
     }
 

@@ -724,7 +724,12 @@ impl Invitation {
                     let reveal = channel.seal(&PairingMessage::Reveal {
                         key: self.ephemeral.public(),
                     })?;
-                    self.mailbox.post(reveal).await?;
+                    if let Err(e) = self.mailbox.post(reveal).await {
+                        // The hello is spent: this pairing cannot finish, so the guest is
+                        // told now rather than left to wait out its time.
+                        self.mailbox.close(true).await;
+                        return Err(e);
+                    }
                     let said = transcript(self.kind, &self.inviter, &name, identity.as_ref());
                     channel.mix(&self.ephemeral, &key, &said)?;
                     let joiner = Joiner {

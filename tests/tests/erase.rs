@@ -309,3 +309,46 @@ async fn an_erase_follows_a_move_it_had_not_seen_and_erases_the_new_spaces() -> 
     );
     relay.stop().await
 }
+
+/// The same move, but the relay sits on this device's claim of it, so the round cannot
+/// follow: the erase refuses (nothing marked, nothing deleted) rather than delete the spaces
+/// the journal is leaving and call the journal erased.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erase_that_cannot_follow_a_move_erases_nothing() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start_plain(dir.path()).await?;
+    let (a, b) = mend_e2e::couple(dir.path(), &relay).await?;
+    let proxy = mend_e2e::StallingProxy::start(relay.addr, b"/successor ").await?;
+    let mut keyring = a.device.keyring();
+    keyring.relay_url = proxy.url();
+    let path = a.path.clone();
+    a.device.close().await?;
+    let a = Phone::reopen(&path, keyring, &relay)?;
+    a.sync().await?;
+    let old_space = a.device.keyring().couple.derive_space_id();
+    b.device.forget(ROUND).await?;
+
+    let erased = a.device.erase(std::time::Duration::from_secs(2)).await;
+    ensure!(
+        matches!(&erased, Err(Error::Invalid(m)) if m.contains("moving")),
+        "{erased:?}"
+    );
+    ensure!(a.read(|j| j.erasure())?.is_none(), "marked erased");
+    let db = rusqlite::Connection::open_with_flags(
+        relay.data_dir.join(mend_relay::storage::sqlite::DB_FILE),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )?;
+    let tombstones: i64 = db.query_row(
+        "SELECT count(*) FROM erased WHERE space_id = ?1",
+        [&old_space[..]],
+        |r| r.get(0),
+    )?;
+    ensure!(
+        tombstones == 0,
+        "the space the journal is leaving was erased"
+    );
+    drop(db);
+    a.device.close().await?;
+    drop(proxy);
+    relay.stop().await
+}

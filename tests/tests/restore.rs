@@ -470,3 +470,176 @@ async fn a_restore_does_not_take_an_epoch_the_other_partner_made_up() -> Result<
     );
     relay.stop().await
 }
+
+/// The same made-up first change, but signed by the other partner's own device and empty, so
+/// every rule about what a partner may write lets it through: devices refuse a change under
+/// an epoch's actor from anyone (it is no one's to sign), so Alex's devices never build on
+/// it, and Alex's restore stays in epoch 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_does_not_take_an_epoch_the_other_partner_signed_into_the_history() -> Result<()>
+{
+    use automerge::ReadDoc;
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path()).await?;
+    let (a, b) = couple(dir.path(), &relay).await?;
+    let held = b.with(|j| j.document(mend_core::Space::Couple))?;
+    let doc = automerge::Automerge::load(&held)?;
+    let genesis = doc
+        .get_changes(&[])
+        .into_iter()
+        .find(|c| c.deps().is_empty())
+        .map(|c| c.raw_bytes().to_vec())
+        .ok_or_else(|| anyhow::anyhow!("no genesis"))?;
+    let mut fork = automerge::AutoCommit::load(&genesis)?;
+    let mut actor = [0u8; 16];
+    actor[..10].copy_from_slice(b"mend-epoch");
+    actor[12..].copy_from_slice(&1u32.to_be_bytes());
+    fork.set_actor(automerge::ActorId::from(actor));
+    fork.empty_change(automerge::transaction::CommitOptions::default());
+    let first = fork
+        .get_last_local_change()
+        .map(|c| c.raw_bytes().to_vec())
+        .ok_or_else(|| anyhow::anyhow!("no change made"))?;
+
+    // Blake's device signs and pushes it with its next batch.
+    let (b_path, b_keyring) = (b.path.clone(), b.device.keyring());
+    b.device.close().await?;
+    rusqlite::Connection::open(&b_path)?.execute(
+        "INSERT INTO unsent (space, bytes) VALUES ('couple', ?1)",
+        [&first],
+    )?;
+    let b = mend_e2e::Phone::reopen(&b_path, b_keyring, &relay)?;
+    b.sync().await?;
+    // Alex's phone hears it, writes, and syncs.
+    a.sync().await?;
+    a.with(|j| {
+        j.add(Body::Share(Share {
+            feeling: "written by Alex after".into(),
+            tough_question: false,
+        }))
+    })?;
+    a.sync().await?;
+    let first_hash = automerge::Change::try_from(first.as_slice())?.hash();
+    let alex_holds =
+        automerge::Automerge::load(&a.with(|j| j.document(mend_core::Space::Couple))?)?;
+    ensure!(
+        alex_holds.get_change_by_hash(&first_hash).is_none(),
+        "Alex's phone took a change under an epoch's actor"
+    );
+
+    let keyring = a.device.keyring();
+    let path = a.path.clone();
+    a.device.close().await?;
+    for suffix in ["", "-wal", "-shm", ".lock"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    let restored = Device::restore(&path, keyring, ROUND, opts(), relay.trust(), None).await?;
+    ensure!(
+        restored.read(|j| j.epoch())? == 0,
+        "the restore took the epoch the other partner signed in"
+    );
+    let after = restored.write(|j| {
+        j.add(Body::Share(Share {
+            feeling: "written after the restore".into(),
+            tough_question: false,
+        }))
+    })?;
+    ensure!(!restored.sync_now(ROUND).await?.syncing);
+    b.sync().await?;
+    ensure!(
+        b.read(|j| j.get(after)).is_ok(),
+        "what Alex wrote after the restore never reached Blake"
+    );
+    relay.stop().await
+}
+
+/// In a journal past its first epoch, whoever holds the couple's secret pushes first changes
+/// of three later epochs that never began, to crowd out the real one. The restore tries the
+/// first change most of the history was built on first, and lands in the real epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_epochs_do_not_crowd_out_the_real_one() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path()).await?;
+    let (a, b) = couple(dir.path(), &relay).await?;
+    a.device.forget(ROUND).await?;
+    b.device.sync_round(ROUND).await?;
+    ensure!(b.read(|j| j.epoch())? == 1, "Blake did not move");
+    let kept = b.with(|j| {
+        j.add(Body::Share(Share {
+            feeling: "written in epoch 1".into(),
+            tough_question: false,
+        }))
+    })?;
+    b.sync().await?;
+    a.sync().await?;
+
+    let held = b.with(|j| j.document(mend_core::Space::Couple))?;
+    let doc = automerge::Automerge::load(&held)?;
+    let genesis = doc
+        .get_changes(&[])
+        .into_iter()
+        .find(|c| c.deps().is_empty())
+        .map(|c| c.raw_bytes().to_vec())
+        .ok_or_else(|| anyhow::anyhow!("no genesis"))?;
+    let hostile_path = dir.path().join("h.db");
+    let source = mend_core::JoinSource {
+        couple: held,
+        personal: Some(Vec::new()),
+        partner: Some(b.read(|j| Ok(j.me()))?),
+    };
+    drop(mend_core::Journal::join_with(
+        &hostile_path,
+        &source,
+        "",
+        opts(),
+    )?);
+    let db = rusqlite::Connection::open(&hostile_path)?;
+    for epoch in [5u32, 6, 7] {
+        let mut fork = automerge::AutoCommit::load(&genesis)?;
+        let mut actor = [0u8; 16];
+        actor[..10].copy_from_slice(b"mend-epoch");
+        actor[12..].copy_from_slice(&epoch.to_be_bytes());
+        fork.set_actor(automerge::ActorId::from(actor));
+        fork.empty_change(automerge::transaction::CommitOptions::default());
+        let first = fork
+            .get_last_local_change()
+            .map(|c| c.raw_bytes().to_vec())
+            .ok_or_else(|| anyhow::anyhow!("no change made"))?;
+        db.execute(
+            "INSERT INTO unsent (space, bytes) VALUES ('couple', ?1)",
+            [&first],
+        )?;
+    }
+    drop(db);
+    let hostile = mend_core::Journal::open_with(&hostile_path, opts())?;
+    let couple_only: Vec<_> = b
+        .device
+        .keyring()
+        .links()
+        .into_iter()
+        .filter(|l| l.space == mend_core::Space::Couple)
+        .collect();
+    let pusher = mend_client::SyncClient::new(
+        std::sync::Arc::new(std::sync::Mutex::new(hostile)),
+        &relay.url(),
+        &relay.trust(),
+        couple_only,
+        None,
+    )?;
+    ensure!(pusher.sync_now(ROUND).await?.pending == 0, "nothing pushed");
+    drop(pusher);
+
+    let keyring = a.device.keyring();
+    let path = a.path.clone();
+    a.device.close().await?;
+    for suffix in ["", "-wal", "-shm", ".lock"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    let restored = Device::restore(&path, keyring, ROUND, opts(), relay.trust(), None).await?;
+    ensure!(restored.read(|j| j.epoch())? == 1, "not in the real epoch");
+    ensure!(
+        restored.read(|j| j.get(kept)).is_ok(),
+        "the epoch's words are missing"
+    );
+    relay.stop().await
+}

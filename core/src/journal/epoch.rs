@@ -496,8 +496,8 @@ impl Journal {
     ///
     /// A first change is one made on the genesis alone by an epoch's actor (its number is in
     /// the actor). Nothing signs it, and anyone with the couple's secret can push one, so
-    /// these are only candidates: [`Journal::shows_own_work`] tells the one this partner's
-    /// own devices built on.
+    /// these are only candidates, the one with the most history after it first:
+    /// [`Journal::shows_own_work`] tells the one this partner's own devices built on.
     pub fn epoch_candidates(&self) -> Result<Vec<(u32, [u8; 32])>> {
         let am = self.doc(Space::Couple)?.am();
         let changes = am.get_changes(&[]);
@@ -508,17 +508,27 @@ impl Journal {
         else {
             return Ok(Vec::new());
         };
-        let mut firsts: Vec<(u32, [u8; 32])> = changes
+        let firsts: Vec<(u32, ChangeHash)> = changes
             .iter()
             .filter(|c| c.deps() == [genesis])
-            .filter_map(|c| {
-                let n = rebuild::epoch_of_actor(c.actor_id())?;
-                Some((n, c.hash().0))
+            .filter_map(|c| Some((rebuild::epoch_of_actor(c.actor_id())?, c.hash())))
+            .collect();
+        // The one most of the history was built on first: an epoch number is anyone's to
+        // choose, and a first change pushed to crowd out the real one has little after it.
+        let mut ranked: Vec<(usize, u32, [u8; 32])> = firsts
+            .iter()
+            .map(|(n, first)| {
+                let mut after: HashSet<ChangeHash> = HashSet::from([*first]);
+                for c in &changes {
+                    if c.deps().iter().any(|d| after.contains(d)) {
+                        after.insert(c.hash());
+                    }
+                }
+                (after.len(), *n, first.0)
             })
             .collect();
-        // The newest first: the keyring holds the newest secrets it was given.
-        firsts.sort_by(|a, b| b.cmp(a));
-        Ok(firsts)
+        ranked.sort_by(|a, b| b.cmp(a));
+        Ok(ranked.into_iter().map(|(_, n, h)| (n, h)).collect())
     }
 
     /// Whether this journal, filled by a checked sync, holds work of this partner's own
@@ -526,7 +536,10 @@ impl Journal {
     /// change one of its devices signed descends from the epoch's first change (in epoch 0,
     /// any such change). The first change itself is taken unchecked (nobody signs it), so a
     /// restore that picked it from what the relay holds needs this partner's own devices to
-    /// have built on it before trusting it.
+    /// have built on it. (They never build on one that is not their epoch's: devices refuse
+    /// a change under an epoch's actor anywhere but as the base they moved to.) A device
+    /// that joined the epoch may also hold changes it made on the genesis before the first
+    /// change reached it; those neither vouch nor count against.
     pub fn shows_own_work(&self, identity: &IdentityKey) -> Result<bool> {
         if self.roster.identity_of(self.me) != Some(*identity) {
             return Ok(false);
@@ -535,24 +548,21 @@ impl Journal {
         let am = self.doc(Space::Couple)?.am();
         let base = self.roster.base;
         let mut after: HashSet<ChangeHash> = base.into_iter().collect();
+        let mut own = false;
         for change in am.get_changes(&[]) {
-            if base.is_some() {
-                if !change.deps().iter().any(|d| after.contains(d)) {
-                    continue;
-                }
+            let descends = base.is_none() || change.deps().iter().any(|d| after.contains(d));
+            if descends && base.is_some() {
                 after.insert(change.hash());
             }
             let actor = change.actor_id().to_bytes();
-            if actor.len() == super::guard::ACTOR_LEN
+            let by_me = actor.len() == super::guard::ACTOR_LEN
                 && actor
                     .get(..16)
                     .and_then(|k| <[u8; 16]>::try_from(k).ok())
-                    .is_some_and(|k| mine.contains(&KeyId(k)))
-            {
-                return Ok(true);
-            }
+                    .is_some_and(|k| mine.contains(&KeyId(k)));
+            own |= by_me && descends;
         }
-        Ok(false)
+        Ok(own)
     }
 
     /// The couple's space id this journal syncs (that of its epoch), once it signs.

@@ -853,6 +853,13 @@ fn authenticate(
         LEGACY_ACTOR_LEN if actor.iter().all(|b| *b == 0) => {
             return Err((Breach::OtherActor, false));
         }
+        // An epoch's actor makes that epoch's first change, which every device that moves
+        // builds itself and which is taken only as the base it names: nobody signs under it.
+        // (Taken as a change from before signing, it would sit among the history as a first
+        // change of an epoch that never began, for a restore to start in.)
+        LEGACY_ACTOR_LEN if crate::doc::rebuild::epoch_of_actor(change.actor_id()).is_some() => {
+            return Err((Breach::OtherActor, true));
+        }
         LEGACY_ACTOR_LEN => false,
         _ => return Err((Breach::Malformed, true)),
     };
