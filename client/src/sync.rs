@@ -206,6 +206,11 @@ impl SyncClient {
                     }
                     Ok(())
                 })?;
+                // In extension mode the step first took in what another process committed:
+                // listeners here hear of those records too.
+                for (space, records) in journal.take_written() {
+                    actions.push(Action::Changed { space, records });
+                }
             }
             let mut requests = Vec::new();
             let mut fed = Fed {

@@ -460,7 +460,13 @@ impl Journal {
             // A document whose background load failed gets a second try here too.
             let current = self.doc(space).map(SpaceDoc::heads_text).ok();
             if counted != Some(rows) || stored.is_none() || stored != current {
+                let before = self.doc(space).map(SpaceDoc::heads).ok();
                 self.reload(space)?;
+                // What the other process wrote or pulled is news to this one's listeners too.
+                if !moved && let Some(before) = before {
+                    let touched = self.touched_since(space, &before);
+                    self.record_written(space, &touched);
+                }
             }
             // The other process moved to a new epoch and was cut off before it built the read
             // model again.
@@ -480,6 +486,24 @@ impl Journal {
         self.refresh()?;
         self.disk_version = Some(version);
         Ok(())
+    }
+
+    /// The records the changes `space`'s document gained since `before` touch (none when
+    /// `before` is not in its history, as after a move).
+    fn touched_since(&self, space: Space, before: &[automerge::ChangeHash]) -> Vec<RecordId> {
+        let Ok(doc) = self.doc(space) else {
+            return Vec::new();
+        };
+        if before.iter().any(|h| !doc.has_change(h)) {
+            return Vec::new();
+        }
+        let bytes: Vec<u8> = doc
+            .am()
+            .get_changes(before)
+            .iter()
+            .flat_map(|c| c.raw_bytes().to_vec())
+            .collect();
+        doc.touched_by_ops(&bytes).unwrap_or_default()
     }
 
     /// Another process moved this journal to a new epoch: the couple's space and its
