@@ -1,8 +1,9 @@
 //! The one thread the app's callbacks run on, and the journal's subscriptions.
 //!
 //! Every listener and logger call is queued to `mend-callbacks`, a thread the bindings own:
-//! never the caller's thread (so `add` returns before any listener runs and a slow listener
-//! cannot stall it) and never a sync worker (so a slow listener cannot stall live sync).
+//! never the caller's thread (so a slow listener cannot stall `add`; it may run before the
+//! caller resumes with the new id) and never a sync worker (so a slow listener cannot stall
+//! live sync).
 //! A listener that throws (or panics) is logged and skipped; what was committed stays
 //! committed.
 //!
