@@ -138,6 +138,9 @@ pub struct Journal {
     hub: Arc<Hub>,
     /// Bumped by `cancel_sync`: each `sync_now` stops at the first bump after it started.
     cancel: watch::Sender<u64>,
+    /// Held by a `shutdown` while it closes: a second one waits for it, and answers as it
+    /// ends (the file free, or the journal still open), never before.
+    closing: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -154,6 +157,7 @@ impl Journal {
             device: RwLock::new(Some(device)),
             hub,
             cancel: watch::Sender::new(0),
+            closing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -434,11 +438,12 @@ impl Journal {
     /// Closes the journal: stops live sync and any `sync_now` under way (as `cancel_sync`
     /// does), waits for calls still in flight, and releases the file, so it can be opened
     /// again at once (here or by an app extension). Every later call fails with `closed`;
-    /// closing again does nothing. A call that holds the journal for more than 30 s more (an
+    /// closing again does nothing (a second `shutdown` while one is closing waits for it). A call that holds the journal for more than 30 s more (an
     /// erase, a removal) makes it fail with `locked`, the journal still open and usable.
     /// (Kotlin's `close()` of the generated class only frees the handle: call `shutdown()`
     /// first.)
     pub async fn shutdown(&self) -> Result<()> {
+        let _turn = self.closing.lock().await;
         let taken = self
             .device
             .write()
