@@ -1605,16 +1605,7 @@ fn staging_path(path: &Path) -> PathBuf {
 
 /// Removes a database and the files SQLite and the store keep beside it.
 pub fn remove_database(path: &Path) -> Result<()> {
-    for suffix in ["", "-wal", "-shm", ".lock"] {
-        let mut name = path.as_os_str().to_owned();
-        name.push(suffix);
-        match std::fs::remove_file(PathBuf::from(name)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::Io(e)),
-        }
-    }
-    Ok(())
+    mend_core::store::Store::remove_files(path, &["", "-wal", "-shm", ".lock"])
 }
 
 /// Pulls both spaces into a staging journal and returns whose they are and the epochs the

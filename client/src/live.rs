@@ -373,6 +373,35 @@ mod tests {
         relay.abort();
     }
 
+    /// Accepts one connection and answers its WebSocket upgrade, as a relay would.
+    async fn accept_upgrade(listener: &TcpListener) -> Option<tokio::net::TcpStream> {
+        let (mut stream, _) = listener.accept().await.ok()?;
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0; 1];
+            if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                return None;
+            }
+            head.push(byte[0]);
+        }
+        let text = String::from_utf8_lossy(&head).to_string();
+        let key = text
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("sec-websocket-key")
+                    .then(|| value.trim().to_owned())
+            })
+            .unwrap_or_default();
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let answer = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        );
+        stream.write_all(answer.as_bytes()).await.ok()?;
+        Some(stream)
+    }
+
     /// A relay that takes the WebSocket upgrade, sends nothing, and tells `closed` when the
     /// device's end of the connection is gone.
     async fn relay_that_watches_for_close(
@@ -381,33 +410,9 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let task = tokio::spawn(async move {
-            let Ok((mut stream, _)) = listener.accept().await else {
+            let Some(mut stream) = accept_upgrade(&listener).await else {
                 return;
             };
-            let mut head = Vec::new();
-            while !head.ends_with(b"\r\n\r\n") {
-                let mut byte = [0; 1];
-                if stream.read(&mut byte).await.unwrap_or(0) == 0 {
-                    return;
-                }
-                head.push(byte[0]);
-            }
-            let text = String::from_utf8_lossy(&head).to_string();
-            let key = text
-                .lines()
-                .find_map(|l| {
-                    let (name, value) = l.split_once(':')?;
-                    name.eq_ignore_ascii_case("sec-websocket-key")
-                        .then(|| value.trim().to_owned())
-                })
-                .unwrap_or_default();
-            let accept =
-                tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-            let answer = format!(
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
-                 Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-            );
-            let _ = stream.write_all(answer.as_bytes()).await;
             let mut buf = [0; 1024];
             while stream.read(&mut buf).await.unwrap_or(0) > 0 {}
             let _ = closed.send(());
@@ -444,33 +449,9 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let task = tokio::spawn(async move {
-            let Ok((mut stream, _)) = listener.accept().await else {
+            let Some(_stream) = accept_upgrade(&listener).await else {
                 return;
             };
-            let mut head = Vec::new();
-            while !head.ends_with(b"\r\n\r\n") {
-                let mut byte = [0; 1];
-                if stream.read(&mut byte).await.unwrap_or(0) == 0 {
-                    return;
-                }
-                head.push(byte[0]);
-            }
-            let text = String::from_utf8_lossy(&head).to_string();
-            let key = text
-                .lines()
-                .find_map(|l| {
-                    let (name, value) = l.split_once(':')?;
-                    name.eq_ignore_ascii_case("sec-websocket-key")
-                        .then(|| value.trim().to_owned())
-                })
-                .unwrap_or_default();
-            let accept =
-                tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-            let answer = format!(
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
-                 Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-            );
-            let _ = stream.write_all(answer.as_bytes()).await;
             // Holds the connection open, reading nothing.
             std::future::pending::<()>().await;
         });

@@ -356,6 +356,15 @@ impl Phone {
         })
     }
 
+    /// The same device, closed and opened again to reach the relay at `url` (a proxy in
+    /// front of `relay`).
+    pub async fn through(self, url: &str, relay: &Relay) -> Result<Self> {
+        let mut keyring = self.device.keyring();
+        keyring.relay_url = url.to_owned();
+        self.device.close().await?;
+        Self::reopen(&self.path, keyring, relay)
+    }
+
     /// Runs a write (or any call) on the journal through the device, as an app does.
     pub fn with<T>(&self, f: impl FnOnce(&mut Journal) -> mend_core::Result<T>) -> Result<T> {
         Ok(self.device.write(f)?)

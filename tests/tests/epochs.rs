@@ -456,11 +456,7 @@ async fn a_round_ends_by_its_deadline_when_the_relay_sits_on_an_epoch_claim() ->
     let relay = Relay::start_plain(dir.path()).await?;
     let (a, b) = couple(dir.path(), &relay).await?;
     let proxy = mend_e2e::StallingProxy::start(relay.addr, b"/successor ").await?;
-    let mut keyring = a.device.keyring();
-    keyring.relay_url = proxy.url();
-    let path = a.path.clone();
-    a.device.close().await?;
-    let a = Phone::reopen(&path, keyring, &relay)?;
+    let a = a.through(&proxy.url(), &relay).await?;
     a.sync().await?;
 
     b.device.forget(ROUND).await?;

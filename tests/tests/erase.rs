@@ -319,11 +319,7 @@ async fn an_erase_that_cannot_follow_a_move_erases_nothing() -> Result<()> {
     let relay = Relay::start_plain(dir.path()).await?;
     let (a, b) = mend_e2e::couple(dir.path(), &relay).await?;
     let proxy = mend_e2e::StallingProxy::start(relay.addr, b"/successor ").await?;
-    let mut keyring = a.device.keyring();
-    keyring.relay_url = proxy.url();
-    let path = a.path.clone();
-    a.device.close().await?;
-    let a = Phone::reopen(&path, keyring, &relay)?;
+    let a = a.through(&proxy.url(), &relay).await?;
     a.sync().await?;
     let old_space = a.device.keyring().couple.derive_space_id();
     b.device.forget(ROUND).await?;

@@ -402,21 +402,27 @@ impl Store {
         };
         lock.take(&shown)?;
         let removed = if judge(path)? {
-            for suffix in ["", "-wal", "-shm"] {
-                let mut name = path.as_os_str().to_owned();
-                name.push(suffix);
-                match std::fs::remove_file(PathBuf::from(name)) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::Io(e)),
-                }
-            }
+            Self::remove_files(path, &["", "-wal", "-shm"])?;
             true
         } else {
             false
         };
         lock.release();
         Ok(removed)
+    }
+
+    /// Removes the files named `path` plus each of `suffixes` that exist.
+    pub fn remove_files(path: &Path, suffixes: &[&str]) -> Result<()> {
+        for suffix in suffixes {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            match std::fs::remove_file(PathBuf::from(name)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::Io(e)),
+            }
+        }
+        Ok(())
     }
 
     /// Whether the file at `path` is a SQLite database with nothing in it (a journal cut off
