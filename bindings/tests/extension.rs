@@ -2,7 +2,7 @@
 //! `extension_mode` and keep it open; each sees what the other wrote. (Two processes, syncing,
 //! are tested in `mend-e2e`'s `extension` test.)
 
-use std::future::Future;
+use std::{future::Future, sync::Arc};
 
 use mend_ffi_api::{Journal, JournalOptions, RecordBody, Share};
 
@@ -25,9 +25,8 @@ fn share(feeling: &str) -> RecordBody {
     }
 }
 
-#[test]
-fn an_app_and_its_extension_keep_one_journal_open_in_extension_mode() {
-    let dir = tempfile::tempdir().expect("dir");
+/// A journal made by the app and opened beside it by its extension, both in extension mode.
+fn app_and_extension(dir: &tempfile::TempDir) -> (Arc<Journal>, Arc<Journal>) {
     let path = dir.path().join("j.db").display().to_string();
     let options = JournalOptions {
         extension_mode: true,
@@ -42,6 +41,13 @@ fn an_app_and_its_extension_keep_one_journal_open_in_extension_mode() {
     .expect("create");
     let secret = app.keyring_secret().expect("secret");
     let extension = wait(Journal::open(path, secret, options)).expect("open beside the app");
+    (app, extension)
+}
+
+#[test]
+fn an_app_and_its_extension_keep_one_journal_open_in_extension_mode() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (app, extension) = app_and_extension(&dir);
 
     let from_app = wait(app.add(share("from the app"), None)).expect("the app writes");
     let from_extension =
@@ -76,20 +82,7 @@ impl mend_ffi_api::JournalListener for Heard {
 #[test]
 fn the_apps_listeners_hear_of_what_its_extension_wrote() {
     let dir = tempfile::tempdir().expect("dir");
-    let path = dir.path().join("j.db").display().to_string();
-    let options = JournalOptions {
-        extension_mode: true,
-        ..JournalOptions::default()
-    };
-    let app = wait(Journal::create(
-        path.clone(),
-        "Alex".into(),
-        RELAY.into(),
-        options.clone(),
-    ))
-    .expect("create");
-    let secret = app.keyring_secret().expect("secret");
-    let extension = wait(Journal::open(path, secret, options)).expect("open beside the app");
+    let (app, extension) = app_and_extension(&dir);
     let (tx, rx) = std::sync::mpsc::channel();
     let _subscription = app.subscribe(std::sync::Arc::new(Heard(std::sync::Mutex::new(tx))));
 

@@ -35,6 +35,19 @@ fn erased_words(status: &SyncStatus) -> Option<String> {
     })
 }
 
+/// Rows of the relay's `table` (`spaces` or `erased`) for one space, read from its database.
+fn relay_rows(relay: &Relay, table: &str, space: &[u8; 32]) -> Result<i64> {
+    let db = rusqlite::Connection::open_with_flags(
+        relay.data_dir.join(mend_relay::storage::sqlite::DB_FILE),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )?;
+    Ok(db.query_row(
+        &format!("SELECT count(*) FROM {table} WHERE space_id = ?1"),
+        [&space[..]],
+        |r| r.get(0),
+    )?)
+}
+
 fn is_erased<T: std::fmt::Debug>(result: Result<T>) -> bool {
     result
         .err()
@@ -240,16 +253,10 @@ async fn an_erase_cut_off_after_its_marker_is_finished_by_the_next_round() -> Re
     a.device.close().await?;
     let a = Phone::reopen(&path, keyring, &relay)?;
     let _ = a.device.sync_round(ROUND).await;
-    let db = rusqlite::Connection::open_with_flags(
-        relay.data_dir.join(mend_relay::storage::sqlite::DB_FILE),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )?;
-    let tombstones: i64 = db.query_row(
-        "SELECT count(*) FROM erased WHERE space_id = ?1",
-        [&couple_space[..]],
-        |r| r.get(0),
-    )?;
-    ensure!(tombstones == 1, "the relay still holds the couple's space");
+    ensure!(
+        relay_rows(&relay, "erased", &couple_space)? == 1,
+        "the relay still holds the couple's space"
+    );
     ensure!(
         !a.read(|j| j.erase_pending())?,
         "the erase is still pending"
@@ -284,20 +291,10 @@ async fn an_erase_follows_a_move_it_had_not_seen_and_erases_the_new_spaces() -> 
 
     let report = a.device.erase(ROUND).await?;
     ensure!(report.marker_pushed, "the marker did not reach the relay");
-    let db = rusqlite::Connection::open_with_flags(
-        relay.data_dir.join(mend_relay::storage::sqlite::DB_FILE),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )?;
-    let live: i64 = db.query_row(
-        "SELECT count(*) FROM spaces WHERE space_id = ?1",
-        [&moved_space[..]],
-        |r| r.get(0),
-    )?;
     ensure!(
-        live == 0,
+        relay_rows(&relay, "spaces", &moved_space)? == 0,
         "the relay still holds the space the journal moved to"
     );
-    drop(db);
     // Blake, who had not synced since, finds the space the journal moved to gone.
     let status = b.device.sync_now(ROUND).await?;
     ensure!(
@@ -330,20 +327,10 @@ async fn an_erase_that_cannot_follow_a_move_erases_nothing() -> Result<()> {
         "{erased:?}"
     );
     ensure!(a.read(|j| j.erasure())?.is_none(), "marked erased");
-    let db = rusqlite::Connection::open_with_flags(
-        relay.data_dir.join(mend_relay::storage::sqlite::DB_FILE),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )?;
-    let tombstones: i64 = db.query_row(
-        "SELECT count(*) FROM erased WHERE space_id = ?1",
-        [&old_space[..]],
-        |r| r.get(0),
-    )?;
     ensure!(
-        tombstones == 0,
+        relay_rows(&relay, "erased", &old_space)? == 0,
         "the space the journal is leaving was erased"
     );
-    drop(db);
     a.device.close().await?;
     drop(proxy);
     relay.stop().await
