@@ -35,6 +35,14 @@ fn erased_words(status: &SyncStatus) -> Option<String> {
     })
 }
 
+/// Whether the status reports the couple's space gone from the relay.
+fn couple_gone(status: &SyncStatus) -> bool {
+    status
+        .problems
+        .iter()
+        .any(|p| p.space == "couple" && matches!(p.kind, ProblemKind::SpaceGone))
+}
+
 /// Rows of the relay's `table` (`spaces` or `erased`) for one space, read from its database.
 fn relay_rows(relay: &Relay, table: &str, space: &[u8; 32]) -> Result<i64> {
     let db = rusqlite::Connection::open_with_flags(
@@ -264,10 +272,7 @@ async fn an_erase_cut_off_after_its_marker_is_finished_by_the_next_round() -> Re
     // Blake, who had not synced since, finds the space gone (the marker came and went).
     let status = b.device.sync_now(ROUND).await?;
     ensure!(
-        status
-            .problems
-            .iter()
-            .any(|p| p.space == "couple" && matches!(p.kind, ProblemKind::SpaceGone)),
+        couple_gone(&status),
         "Blake still syncs the space: {status:?}"
     );
     relay.stop().await?;
@@ -298,10 +303,7 @@ async fn an_erase_follows_a_move_it_had_not_seen_and_erases_the_new_spaces() -> 
     // Blake, who had not synced since, finds the space the journal moved to gone.
     let status = b.device.sync_now(ROUND).await?;
     ensure!(
-        status
-            .problems
-            .iter()
-            .any(|p| p.space == "couple" && matches!(p.kind, ProblemKind::SpaceGone)),
+        couple_gone(&status),
         "Blake still syncs the space: {status:?}"
     );
     relay.stop().await
