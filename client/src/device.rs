@@ -1583,6 +1583,14 @@ impl Device {
     }
 }
 
+impl Drop for Device {
+    /// The task following epochs for live sync waits for news: woken, it finds the device
+    /// gone and ends, also when the app dropped the device without closing it.
+    fn drop(&mut self) {
+        self.client.epoch_news().notify_one();
+    }
+}
+
 /// Removes a journal at `path` whose making a crash cut off: it holds nothing yet, and the
 /// make that follows replaces it ([`Error::Unfinished`]).
 fn clear_unfinished(path: &Path) -> Result<()> {

@@ -581,3 +581,56 @@ async fn plain_http_on_loopback_still_syncs_without_an_opt_in() -> Result<()> {
     b.device.stop_live().await;
     relay.stop().await
 }
+
+/// An app that drops its journal without closing it, again and again (a screen that opens
+/// its own): nothing it started keeps running. Before, each left a task waiting for epoch
+/// news for the life of the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_dropped_without_closing_leaves_no_task_behind() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let runtime = tokio::runtime::Handle::current();
+    let before = runtime.metrics().num_alive_tasks();
+    let path = dir.path().join("j.db");
+    for round in 0..5 {
+        let device = if round == 0 {
+            mend_client::Device::create(
+                &path,
+                "Alex",
+                "http://127.0.0.1:9",
+                mend_e2e::opts(),
+                mend_client::RelayOptions::default(),
+                None,
+            )?
+        } else {
+            let keyring = mend_core::Keyring::from_secret_string(&std::fs::read_to_string(
+                dir.path().join("keyring"),
+            )?)?;
+            mend_client::Device::open(
+                &path,
+                keyring,
+                mend_e2e::opts(),
+                mend_client::RelayOptions::default(),
+                None,
+            )?
+        };
+        std::fs::write(
+            dir.path().join("keyring"),
+            device.keyring().to_secret_string().as_str(),
+        )?;
+        let device = std::sync::Arc::new(device);
+        device.start_live_following(Duration::from_secs(1))?;
+        drop(device);
+        // What the device started ends on its own: waited for, bounded.
+        let mut waited = 0;
+        while waited < 200 && runtime.metrics().num_alive_tasks() > before {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            waited += 1;
+        }
+    }
+    ensure!(
+        runtime.metrics().num_alive_tasks() <= before,
+        "{} tasks left running",
+        runtime.metrics().num_alive_tasks().saturating_sub(before)
+    );
+    Ok(())
+}
