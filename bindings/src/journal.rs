@@ -788,8 +788,10 @@ impl Journal {
     /// The therapist packet as Markdown or one self-contained HTML page, made on the device.
     pub async fn export(&self, options: PacketOptions, format: ExportFormat) -> Result<String> {
         let options = options.try_into()?;
-        self.read(move |j| j.export_packet(&options, format.into()))
-            .await
+        let device = self.device()?;
+        // On a connection of its own: a large packet takes seconds, and the quick reads (and
+        // the listeners, which read what changed) share the device's one reader.
+        blocking(move || Ok(device.read_apart(|j| j.export_packet(&options, format.into()))?)).await
     }
 
     /// One push and pull for the few seconds the OS grants in the background

@@ -48,6 +48,8 @@ pub struct Device {
     journal: Arc<Mutex<Journal>>,
     path: PathBuf,
     reader: Mutex<Journal>,
+    /// The couple's calendar as last set, for readers opened apart ([`Device::read_apart`]).
+    calendar: Mutex<mend_core::Calendar>,
     /// Replaced when the journal moves to a new epoch: store [`Device::keyring`] again then.
     keyring: Mutex<Keyring>,
     relay: RelayOptions,
@@ -109,6 +111,7 @@ impl Device {
         relay.pin = keyring.relay_pin;
         let path = journal.store().path().to_owned();
         let reader = Journal::open_reader(&path)?;
+        let calendar = Mutex::new(reader.calendar().clone());
         let mut journal = journal;
         catch_up_keyring(&journal, &mut keyring)?;
         if let Some(key) = &keyring.device_key {
@@ -146,6 +149,7 @@ impl Device {
             journal,
             path,
             reader: Mutex::new(reader),
+            calendar,
             keyring: Mutex::new(keyring),
             relay,
             client,
@@ -204,10 +208,24 @@ impl Device {
         reader.read_consistent(f)
     }
 
+    /// [`Device::read`] on a read-only connection of its own, opened for this call: for a long
+    /// read (the packet) that must not hold up the quick ones, which share one connection.
+    pub fn read_apart<T>(&self, f: impl FnOnce(&Journal) -> Result<T>) -> Result<T> {
+        let calendar = self
+            .calendar
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut reader = Journal::open_reader(&self.path)?;
+        reader.set_calendar(calendar);
+        reader.read_consistent(f)
+    }
+
     /// Sets the couple's calendar (time zone, first day of the week) for writes and reads
     /// alike: "today", date checks and weeks follow it.
     pub fn set_calendar(&self, calendar: Calendar) -> Result<()> {
         lock(&self.journal)?.set_calendar(calendar.clone());
+        *self.calendar.lock().unwrap_or_else(PoisonError::into_inner) = calendar.clone();
         self.reader
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -634,3 +634,46 @@ async fn a_device_dropped_without_closing_leaves_no_task_behind() -> Result<()> 
     );
     Ok(())
 }
+
+/// The packet (seconds of reading on a large journal) is read on a connection of its own:
+/// it never waits for the quick reads' shared connection, nor they for it. Here the shared
+/// connection is held while the packet is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_packet_is_read_apart_from_the_quick_reads() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let device = std::sync::Arc::new(mend_client::Device::create(
+        &dir.path().join("j.db"),
+        "Alex",
+        "http://127.0.0.1:9",
+        mend_e2e::opts(),
+        mend_client::RelayOptions::default(),
+        None,
+    )?);
+    device.write(|j| {
+        j.add(mend_core::Body::Share(mend_core::model::Share {
+            feeling: "in the packet".into(),
+            tough_question: false,
+        }))
+    })?;
+    let (from, to) = device.read(|j| j.default_packet_range())?;
+    let options = mend_core::export::PacketOptions {
+        from,
+        to,
+        kinds: vec![],
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let apart = std::sync::Arc::clone(&device);
+    let made = device.read(|_| {
+        std::thread::spawn(move || {
+            let packet = apart
+                .read_apart(|j| j.export_packet(&options, mend_core::export::Format::Markdown));
+            let _ = tx.send(packet.map(|p| p.len()));
+        });
+        Ok(rx.recv_timeout(Duration::from_secs(10)))
+    })?;
+    ensure!(
+        matches!(made, Ok(Ok(len)) if len > 0),
+        "the packet waited for the shared reader: {made:?}"
+    );
+    Ok(())
+}
