@@ -438,7 +438,9 @@ impl Journal {
     /// Closes the journal: stops live sync and any `sync_now` under way (as `cancel_sync`
     /// does), waits for calls still in flight, and releases the file, so it can be opened
     /// again at once (here or by an app extension). Every later call fails with `closed`;
-    /// closing again does nothing (a second `shutdown` while one is closing waits for it). A call that holds the journal for more than 30 s more (an
+    /// closing again does nothing (a second `shutdown` while one is closing waits for it).
+    /// `closed` from `shutdown` itself: closed, but work it started still held the file past
+    /// the wait; the file is let go of as that work ends. A call that holds the journal for more than 30 s more (an
     /// erase, a removal) makes it fail with `locked`, the journal still open and usable.
     /// (Kotlin's `close()` of the generated class only frees the handle: call `shutdown()`
     /// first.)
@@ -463,7 +465,19 @@ impl Journal {
             loop {
                 match Arc::try_unwrap(device) {
                     Ok(device) => {
-                        device.close().await?;
+                        // Closed here whatever comes: the journal answers `closed` from now
+                        // on, so a failure is told as that (its file is let go of as the
+                        // work that still holds it ends), never as `locked`, which means
+                        // still open.
+                        if let Err(e) = device.close().await {
+                            tracing::warn!(error = %e, "closed, with work still holding the file");
+                            return Err(MendError::Closed(
+                                "the journal is closed, but work it started still holds its \
+                                 file for a moment: opening it again may answer `locked` until \
+                                 that work ends"
+                                    .into(),
+                            ));
+                        }
                         return Ok(None);
                     }
                     Err(shared) if Instant::now() < until => {
