@@ -69,6 +69,8 @@ pub struct Device {
     /// The journal was opened with an erase of this device's cut off after its marker (the
     /// app killed in between): the next round finishes it ([`Device::finish_erase`]).
     resume_erase: AtomicBool,
+    /// The last round found an announcement to claim and the relay did not answer the claim.
+    unclaimed: AtomicBool,
     /// Held for the length of a sync round.
     rounds: tokio::sync::Mutex<()>,
     /// Set by [`Device::stop_live`]: ends a round the epoch-following task is running.
@@ -160,6 +162,7 @@ impl Device {
             following: AtomicBool::new(false),
             live_wanted: AtomicBool::new(false),
             resume_erase: AtomicBool::new(resume_erase),
+            unclaimed: AtomicBool::new(false),
             rounds: tokio::sync::Mutex::new(()),
             live_stopped: tokio::sync::watch::Sender::new(0),
         })
@@ -679,15 +682,11 @@ impl Device {
             if !reached.status.online || !reached.finished {
                 return Err(Error::Unreachable);
             }
-            // A move the round could not follow (its claim unanswered): erasing now would
-            // delete the spaces the journal is leaving and leave the new ones.
-            let journal = Arc::clone(&self.journal);
-            let moving = blocking(move || {
-                let journal = lock(&journal)?;
-                journal.announced(journal.epoch()?.saturating_add(1))
-            })
-            .await?;
-            if moving {
+            // A move the round could not claim (the relay did not answer): erasing now would
+            // delete the spaces the journal may be leaving and leave the new ones. An
+            // announcement the relay answered for and this device stays put under (one it
+            // cannot follow) does not stop an erase.
+            if self.unclaimed.load(Ordering::Relaxed) {
                 return Err(Error::Invalid(
                     "the journal is moving to new secrets and this device has not followed yet: \
                      nothing was erased; sync, then erase again"
@@ -834,15 +833,21 @@ impl Device {
             within(deadline, stop.as_mut(), self.certify_quietly()).await;
         }
         // A round can bring a new epoch: move, then sync the new spaces in what is left.
+        self.unclaimed.store(false, Ordering::Relaxed);
         for _ in 0..2 {
             if over(stop.is_terminated()) {
                 break;
             }
-            let Some(Some(kept)) = within(deadline, stop.as_mut(), self.claim_epoch())
-                .await
-                .transpose()?
-            else {
-                break;
+            let claimed = within(deadline, stop.as_mut(), self.claim_epoch()).await;
+            let kept = match claimed.transpose()? {
+                Some(Claim::Kept(kept)) => kept,
+                Some(Claim::Nothing) => break,
+                // The relay did not answer the claim (or the round was cut while it asked):
+                // a move may be waiting that this device could not follow yet.
+                Some(Claim::Unanswered) | None => {
+                    self.unclaimed.store(true, Ordering::Relaxed);
+                    break;
+                }
             };
             if !self.follow_epoch(kept).await? {
                 break;
@@ -1019,14 +1024,14 @@ impl Device {
     /// devices that rotated at once each announced an epoch, the relay keeps the first offered,
     /// and every device follows that one. A request like any other, so a round's deadline or
     /// a cancel may cut it (nothing has moved yet).
-    async fn claim_epoch(&self) -> Result<Option<[u8; 32]>> {
+    async fn claim_epoch(&self) -> Result<Claim> {
         let keyring = self.keyring();
         if keyring.identity.is_none() || keyring.device_key.is_none() {
-            return Ok(None);
+            return Ok(Claim::Nothing);
         }
         let journal = Arc::clone(&self.journal);
         let Some(offer) = blocking(move || lock(&journal)?.epoch_offer()).await? else {
-            return Ok(None);
+            return Ok(Claim::Nothing);
         };
         let http = RelayHttp::new(&keyring.relay_url, &self.relay)?;
         http.check()?;
@@ -1035,7 +1040,10 @@ impl Device {
             keys: keyring.couple.derive_keys(),
         };
         // Out of reach: the move waits for the next round.
-        Ok(http.claim_successor(&link, offer).await.ok())
+        Ok(match http.claim_successor(&link, offer).await {
+            Ok(kept) => Claim::Kept(kept),
+            Err(_) => Claim::Unanswered,
+        })
     }
 
     /// Moves to the new epoch the relay keeps (`kept`, [`Device::claim_epoch`]), if there is
@@ -1684,6 +1692,16 @@ async fn download(
         Ok((owner.id, journal.epoch_candidates()?))
     })
     .await
+}
+
+/// What claiming the next epoch at the relay found.
+enum Claim {
+    /// No announcement to offer.
+    Nothing,
+    /// The relay did not answer: a move may wait that this device could not follow yet.
+    Unanswered,
+    /// The announcement the relay keeps.
+    Kept([u8; 32]),
 }
 
 /// What following the couple's epochs did.
