@@ -516,6 +516,9 @@ impl Device {
                     return Self::open(path, keyring, options, relay, observer);
                 }
                 Ok(None) => {}
+                // An attempt kept whose closing failed leaves its journal at `path`: no other
+                // attempt may replace it.
+                Err(e) if path.exists() => return Err(e),
                 Err(e) => {
                     tracing::info!(error = %e, "a restore attempt failed");
                     failed = Some(e);
