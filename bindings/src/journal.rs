@@ -440,8 +440,9 @@ impl Journal {
     /// again at once (here or by an app extension). Every later call fails with `closed`;
     /// closing again does nothing (a second `shutdown` while one is closing waits for it).
     /// `closed` from `shutdown` itself: closed, but work it started still held the file past
-    /// the wait; the file is let go of as that work ends. A call that holds the journal for more than 30 s more (an
-    /// erase, a removal) makes it fail with `locked`, the journal still open and usable.
+    /// the wait; the file is let go of as that work ends. A call that holds the journal for
+    /// more than 30 s more (an erase, a removal) makes it fail with `locked`, the journal
+    /// still open and usable.
     /// (Kotlin's `close()` of the generated class only frees the handle: call `shutdown()`
     /// first.)
     pub async fn shutdown(&self) -> Result<()> {

@@ -40,6 +40,7 @@ pub(crate) fn send_time(bytes: usize) -> Duration {
     let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
     BASE_TIME.saturating_add(Duration::from_millis(bytes.saturating_mul(1000) / MIN_RATE))
 }
+
 /// The slowest transfer rate waited for, in bytes per second: an exchange may take
 /// `BASE_TIME` plus its bytes (sent, and received so far) at this rate. A relay that drips
 /// slower, or announces more than it sends, is cut off; a large snapshot on a slow link still

@@ -173,7 +173,7 @@ pub fn json_safe(json: &str) -> String {
 /// flag, ending in the cancel tag.
 fn inert(text: &str, escape: impl Fn(char, &mut String)) -> String {
     let mut out = String::with_capacity(text.len());
-    let mut chars = text.char_indices().peekable();
+    let mut chars = text.char_indices();
     while let Some((at, c)) = chars.next() {
         match c {
             '\n' | '\t' => out.push(c),

@@ -2980,26 +2980,21 @@ fn replies_that_loop_or_chain_cannot_break_a_thread() -> Result<()> {
             );
         }
     }
+    // A reply to itself, and one to what is not a share (here Alex's question), which would
+    // let replies chain.
     let own = RecordId::generate_for(s.blake);
-    let mut forger = Forger::new(&s.sim, 1, s.blake)?;
-    forge(&mut s, &mut forger, 1, "link", |doc, s| {
-        let rec = new_record(doc, &own.to_string(), "reply", &s.blake.to_string())?;
-        doc.put(&rec, "share", own.to_string())?;
-        doc.put(&rec, "visibility", "shared")?;
-        doc.put(&rec, "created_at", T0)?;
-        Ok(())
-    })?;
-    // A reply to what is not a share (here Alex's question) would let replies chain.
-    let question = s.alex_question;
     let stray = RecordId::generate_for(s.blake);
-    let mut forger = Forger::new(&s.sim, 1, s.blake)?;
-    forge(&mut s, &mut forger, 2, "link", |doc, s| {
-        let rec = new_record(doc, &stray.to_string(), "reply", &s.blake.to_string())?;
-        doc.put(&rec, "share", question.to_string())?;
-        doc.put(&rec, "visibility", "shared")?;
-        doc.put(&rec, "created_at", T0)?;
-        Ok(())
-    })?;
+    let question = s.alex_question;
+    for (n, (reply, to)) in [(1, (own, own)), (2, (stray, question))] {
+        let mut forger = Forger::new(&s.sim, 1, s.blake)?;
+        forge(&mut s, &mut forger, n, "link", |doc, s| {
+            let rec = new_record(doc, &reply.to_string(), "reply", &s.blake.to_string())?;
+            doc.put(&rec, "share", to.to_string())?;
+            doc.put(&rec, "visibility", "shared")?;
+            doc.put(&rec, "created_at", T0)?;
+            Ok(())
+        })?;
+    }
     for d in &s.sim.devices {
         let j = d.journal();
         ensure!(

@@ -460,10 +460,15 @@ impl Journal {
             // A document whose background load failed gets a second try here too.
             let current = self.doc(space).map(SpaceDoc::heads_text).ok();
             if counted != Some(rows) || stored.is_none() || stored != current {
-                let before = self.doc(space).map(SpaceDoc::heads).ok();
+                // What the other process wrote or pulled is news to this one's listeners too
+                // (worked out only when a device listens: `track_written`; not across a move).
+                let before = if self.written.is_some() && !moved {
+                    self.doc(space).map(SpaceDoc::heads).ok()
+                } else {
+                    None
+                };
                 self.reload(space)?;
-                // What the other process wrote or pulled is news to this one's listeners too.
-                if !moved && let Some(before) = before {
+                if let Some(before) = before {
                     let touched = self.touched_since(space, &before);
                     self.record_written(space, &touched);
                 }

@@ -94,6 +94,25 @@ struct WriterLock {
 }
 
 impl WriterLock {
+    /// The lock file beside the database at `path`, created (owner-only) if missing; not
+    /// taken yet.
+    fn open(path: &Path, mode: LockMode) -> Result<Self> {
+        let mut options = OpenOptions::new();
+        options.create(true).truncate(false).write(true);
+        owner_only(&mut options);
+        let file = options
+            .open(lock_path(path))
+            .map_err(|e| Error::Unavailable {
+                path: path.display().to_string(),
+                reason: format!("cannot create lock file: {e}"),
+            })?;
+        Ok(Self {
+            file,
+            mode,
+            held: false,
+        })
+    }
+
     /// Takes the lock: at once or `Locked` in exclusive mode, within the mode's wait otherwise.
     fn take(&mut self, shown: &str) -> Result<()> {
         let wait = match self.mode {
@@ -190,18 +209,7 @@ impl Store {
         if !create && !path.exists() {
             return Err(open_err("no journal database there".into()));
         }
-        let lock_path = lock_path(path);
-        let mut lock_options = OpenOptions::new();
-        lock_options.create(true).truncate(false).write(true);
-        owner_only(&mut lock_options);
-        let lock = lock_options
-            .open(&lock_path)
-            .map_err(|e| unavailable(format!("cannot create lock file: {e}")))?;
-        let mut lock = WriterLock {
-            file: lock,
-            mode,
-            held: false,
-        };
+        let mut lock = WriterLock::open(path, mode)?;
         lock.take(&shown)?;
 
         let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -385,22 +393,8 @@ impl Store {
         if !path.exists() || !judge(path)? {
             return Ok(false);
         }
-        let shown = path.display().to_string();
-        let mut options = OpenOptions::new();
-        options.create(true).truncate(false).write(true);
-        owner_only(&mut options);
-        let file = options
-            .open(lock_path(path))
-            .map_err(|e| Error::Unavailable {
-                path: shown.clone(),
-                reason: format!("cannot create lock file: {e}"),
-            })?;
-        let mut lock = WriterLock {
-            file,
-            mode: LockMode::Exclusive,
-            held: false,
-        };
-        lock.take(&shown)?;
+        let mut lock = WriterLock::open(path, LockMode::Exclusive)?;
+        lock.take(&path.display().to_string())?;
         let removed = if judge(path)? {
             Self::remove_files(path, &["", "-wal", "-shm"])?;
             true
