@@ -12,7 +12,7 @@ use std::{
 };
 
 use mend_core::{
-    Calendar, Certified, Error, Journal, Keyring, Partner, PartnerId, Result, Space,
+    Calendar, Certified, Error, Journal, Keyring, KeyringEpoch, Partner, PartnerId, Result, Space,
     crypto::{Invite, InviteKind, PairingKind, PartnerIdentity, SpaceSecret},
     ids::DeviceId,
     journal::{
@@ -135,6 +135,9 @@ impl Device {
                 ),
                 other => other,
             })?;
+            // Signing took the keyring's couple secret as the journal's: the journal's epoch is
+            // that secret's (a keyring kept before keyrings named it learns it here).
+            keyring.epoch = journal.keyring_epoch()?;
         }
         if let Some(identity) = &keyring.identity {
             journal.keep_identity(identity.clone());
@@ -356,6 +359,7 @@ impl Device {
                         personal,
                         identity: Some(identity),
                         device_key: None,
+                        epoch: KeyringEpoch::Known(invite.epoch),
                     },
                     JoinSource {
                         couple: Vec::new(),
@@ -372,6 +376,7 @@ impl Device {
                     personal: SpaceSecret::generate()?,
                     identity: None,
                     device_key: None,
+                    epoch: KeyringEpoch::Known(invite.epoch),
                 },
                 JoinSource {
                     couple: Vec::new(),
@@ -391,6 +396,7 @@ impl Device {
                     personal,
                     identity,
                     device_key: None,
+                    epoch: KeyringEpoch::Known(invite.epoch),
                 },
                 JoinSource {
                     couple: Vec::new(),
@@ -440,12 +446,13 @@ impl Device {
     }
 
     /// Restores a journal whose database is gone (an app reinstalled, a phone restored
-    /// without its files) from the keyring alone: downloads both spaces from the relay into a
-    /// staging file beside `path`, learns from the personal space which partner this is (only
-    /// its owner ever wrote there) and which epoch the journal may be in, then creates `path`
-    /// as a new device of that partner and fills it with a sync that checks every change as
-    /// any device does (the staging copy checks nothing: it cannot know whose journal it
-    /// holds). An epoch is taken only if this partner's own devices built on it. Fails with
+    /// without its files) from the keyring alone: downloads the personal space from the relay
+    /// into a staging file beside `path`, learns from it which partner this is (only its owner
+    /// ever wrote there), then creates `path` as a new device of that partner in the epoch the
+    /// keyring names and fills it with a sync that checks every change as any device does (the
+    /// staging copy checks nothing: it cannot know whose journal it holds). A keyring kept
+    /// before keyrings named their epoch downloads the couple's space too, to learn which
+    /// epochs it may be in, and takes one only if this partner's own devices built on it. Fails with
     /// `Unreachable` when the download does not finish within `budget`, leaving nothing at
     /// `path`. The new device gets a signing key of its own: save [`Device::keyring`] again
     /// afterwards.
@@ -482,16 +489,25 @@ impl Device {
         let cleanup = remove_database(&staging);
         let (me, candidates) = restored?;
         cleanup?;
-        // Epoch 0 needs no vouching (nothing is taken unchecked there). A first change of a
-        // later epoch is anyone's to push, so when the relay holds any, each is tried (and
-        // then epoch 0), and only one this partner's devices built on is kept.
-        let vouched = !candidates.is_empty();
-        let mut tries: Vec<Option<(u32, [u8; 32])>> = candidates
-            .into_iter()
-            .take(MAX_EPOCH_CANDIDATES)
-            .map(Some)
-            .collect();
-        tries.push(None);
+        let (vouched, tries) = match keyring.epoch {
+            // The keyring names its epoch: the only one to try, and nothing to vouch for (the
+            // app's own storage said so, not the relay).
+            KeyringEpoch::Known(epoch) => (false, vec![epoch]),
+            // A keyring from before keyrings named their epoch. Epoch 0 needs no vouching
+            // (nothing is taken unchecked there). A first change of a later epoch is anyone's
+            // to push, so when the relay holds any, each is tried (and then epoch 0), and only
+            // one this partner's devices built on is kept.
+            KeyringEpoch::Unknown => {
+                let vouched = !candidates.is_empty();
+                let mut tries: Vec<Option<(u32, [u8; 32])>> = candidates
+                    .into_iter()
+                    .take(MAX_EPOCH_CANDIDATES)
+                    .map(Some)
+                    .collect();
+                tries.push(None);
+                (vouched, tries)
+            }
+        };
         // An attempt that fails (out of time, say) passes to the next while time is left: a
         // first change pushed to crowd out the real one costs an attempt, not the restore.
         let mut failed = None;
@@ -589,6 +605,16 @@ impl Device {
                     let mut journal = lock(&journal)?;
                     if vouched && !journal.step(|j| j.shows_own_work(&identity))? {
                         return Ok(false);
+                    }
+                    // An epoch the keyring named whose first change the relay does not hold
+                    // (it lost it, or serves an older copy): nothing of the epoch would show.
+                    if !journal.step(|j| j.holds_epoch_base())? {
+                        return Err(Error::Invalid(
+                            "the relay does not hold the start of the epoch this keyring is \
+                             in, so the journal cannot be restored from it now: try again \
+                             later, or restore on another of your devices"
+                                .into(),
+                        ));
                     }
                     journal.finish_making()?;
                     Ok(true)
@@ -1106,7 +1132,7 @@ impl Device {
                         });
                     }
                     j.move_to_epoch(*step, &identity, &key, old)?;
-                    Ok(Followed::Moved(secrets))
+                    Ok(Followed::Moved(secrets, j.keyring_epoch()?))
                 }
             })
         })
@@ -1159,8 +1185,8 @@ impl Device {
                 self.tell_removed().await;
                 Ok(false)
             }
-            Followed::Moved(secrets) => {
-                self.take_secrets(secrets.couple, secrets.personal)?;
+            Followed::Moved(secrets, epoch) => {
+                self.take_secrets(secrets.couple, secrets.personal, epoch)?;
                 resume()?;
                 if let Some(observer) = &self.observer {
                     observer.keyring_changed();
@@ -1172,13 +1198,19 @@ impl Device {
 
     /// Keeps the secrets of the epoch the journal moved to (the personal one when it changed)
     /// and syncs their spaces from the next round on.
-    fn take_secrets(&self, couple: SpaceSecret, personal: Option<SpaceSecret>) -> Result<()> {
+    fn take_secrets(
+        &self,
+        couple: SpaceSecret,
+        personal: Option<SpaceSecret>,
+        epoch: KeyringEpoch,
+    ) -> Result<()> {
         let links = {
             let mut kept = self
                 .keyring
                 .lock()
                 .map_err(|_| Error::Internal("the keyring is unusable".into()))?;
             kept.couple = couple;
+            kept.epoch = epoch;
             if let Some(personal) = personal {
                 kept.personal = personal;
             }
@@ -1211,6 +1243,7 @@ impl Device {
                     return Ok(None);
                 }
                 catch_up_keyring(j, &mut keyring)?;
+                keyring.epoch = j.keyring_epoch()?;
                 Ok(Some(keyring))
             })
         })
@@ -1229,7 +1262,7 @@ impl Device {
         if was_live {
             self.stop_live_inner().await;
         }
-        self.take_secrets(adopted.couple, Some(adopted.personal))?;
+        self.take_secrets(adopted.couple, Some(adopted.personal), adopted.epoch)?;
         self.certified.store(false, Ordering::Relaxed);
         if was_live {
             self.restart_live(stops)?;
@@ -1650,6 +1683,9 @@ pub fn remove_database(path: &Path) -> Result<()> {
 /// stands in for an unknown partner and checks nothing; it only pulls (it has written
 /// nothing, and snapshots are left to real devices). What it learns only decides what the
 /// checked restore tries.
+///
+/// With a keyring that names its epoch only the personal space is downloaded (whose owner it
+/// is), and no candidates are worked out.
 async fn download(
     staging: &Path,
     keyring: &Keyring,
@@ -1657,6 +1693,7 @@ async fn download(
     options: OpenOptions,
     relay: &RelayOptions,
 ) -> Result<(PartnerId, Vec<(u32, [u8; 32])>)> {
+    let known = matches!(keyring.epoch, KeyringEpoch::Known(_));
     let source = JoinSource {
         couple: Vec::new(),
         personal: Some(Vec::new()),
@@ -1665,13 +1702,12 @@ async fn download(
     let at = staging.to_owned();
     let journal = blocking(move || Journal::join_with(&at, &source, "", options)).await?;
     let journal = Arc::new(Mutex::new(journal));
-    let client = SyncClient::new(
-        Arc::clone(&journal),
-        &keyring.relay_url,
-        relay,
-        keyring.links(),
-        None,
-    )?;
+    let links = keyring
+        .links()
+        .into_iter()
+        .filter(|l| !known || l.space == Space::Personal)
+        .collect();
+    let client = SyncClient::new(Arc::clone(&journal), &keyring.relay_url, relay, links, None)?;
     client.set_snapshot_every(u64::MAX);
     let status = client.sync_now(budget).await?;
     drop(client);
@@ -1692,7 +1728,12 @@ async fn download(
                 owners.len()
             )));
         };
-        Ok((owner.id, journal.epoch_candidates()?))
+        let candidates = if known {
+            Vec::new()
+        } else {
+            journal.epoch_candidates()?
+        };
+        Ok((owner.id, candidates))
     })
     .await
 }
@@ -1713,7 +1754,8 @@ enum Followed {
     /// When, whether as a rejoin, when a device of this partner had cancelled it, and, if it
     /// came before this device had been shown the ask for half the wait, that half.
     Removed(i64, bool, Option<i64>, Option<Duration>),
-    Moved(EpochSecrets),
+    /// With the epoch moved to, for the keyring.
+    Moved(EpochSecrets, KeyringEpoch),
 }
 
 /// A keyring the app did not store again after the journal moved to a new epoch (the app was

@@ -216,6 +216,7 @@ async fn an_old_keyring_gets_keys_and_the_ready_device_records_its_certificate()
     let old = mend_core::Keyring {
         identity: None,
         device_key: None,
+        epoch: mend_core::KeyringEpoch::Unknown,
         ..mend_core::Keyring::generate(RELAY)?
     };
     let device = Device::open(
@@ -227,6 +228,8 @@ async fn an_old_keyring_gets_keys_and_the_ready_device_records_its_certificate()
     )?;
     let keyring = device.keyring().clone();
     ensure!(keyring != old, "the app has a new keyring to store");
+    // It names the epoch its couple secret is of, for a restore.
+    ensure!(keyring.epoch == mend_core::KeyringEpoch::Known(None));
     let key = keyring
         .device_key
         .as_ref()

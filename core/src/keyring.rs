@@ -34,6 +34,21 @@ pub struct Keyring {
     pub identity: Option<PartnerIdentity>,
     /// This device's signing key, its own. `None` until [`Keyring::ensure_signing_keys`].
     pub device_key: Option<DeviceKey>,
+    /// The epoch `couple` is the secret of. A restore starts there instead of working it out
+    /// from what the relay holds, where anyone with the couple's secret can push a made-up one.
+    pub epoch: KeyringEpoch,
+}
+
+/// Which of the couple's epochs a keyring's couple secret belongs to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeyringEpoch {
+    /// A keyring kept before keyrings named their epoch: a device fills it in when it opens
+    /// the journal, and a restore works it out from what the relay holds.
+    #[default]
+    Unknown,
+    /// `None` for the journal's first epoch, else the epoch's number and the hash of its first
+    /// change in the couple's space.
+    Known(Option<(u32, [u8; 32])>),
 }
 
 impl std::fmt::Debug for Keyring {
@@ -58,10 +73,15 @@ const KEYRING_V3: &str = "mend-keyring-v3:";
 /// or damaged in storage is refused, not read with part of its relay's address (the URL is its
 /// tail, and `relay.example.co` is someone else's).
 const KEYRING_V4: &str = "mend-keyring-v4:";
+/// v4 with one more optional part after the device key, `epoch (4, big-endian) | [first
+/// change (32), past epoch 0]`; written once a keyring knows its epoch. Its own prefix, so an
+/// older build refuses it as a keyring it cannot read rather than as a damaged one.
+const KEYRING_V5: &str = "mend-keyring-v5:";
 const SUM_LEN: usize = 4;
 const FLAG_PIN: u8 = 1;
 const FLAG_IDENTITY: u8 = 2;
 const FLAG_DEVICE_KEY: u8 = 4;
+const FLAG_EPOCH: u8 = 8;
 
 impl Keyring {
     /// New secrets for a new journal.
@@ -73,6 +93,7 @@ impl Keyring {
             personal: SpaceSecret::generate()?,
             identity: None,
             device_key: None,
+            epoch: KeyringEpoch::Known(None),
         };
         keyring.ensure_signing_keys()?;
         Ok(keyring)
@@ -186,11 +207,15 @@ impl Keyring {
     /// wiped from memory when dropped.
     pub fn to_secret_string(&self) -> Zeroizing<String> {
         let mut raw = Zeroizing::new(Vec::with_capacity(
-            64 + 1 + 96 + self.relay_url.len() + SUM_LEN,
+            64 + 1 + 96 + 36 + self.relay_url.len() + SUM_LEN,
         ));
         raw.extend_from_slice(self.couple.expose());
         raw.extend_from_slice(self.personal.expose());
-        let prefix = if self.identity.is_none() && self.device_key.is_none() {
+        let epoch = match self.epoch {
+            KeyringEpoch::Known(epoch) => Some(epoch),
+            KeyringEpoch::Unknown => None,
+        };
+        let prefix = if self.identity.is_none() && self.device_key.is_none() && epoch.is_none() {
             match &self.relay_pin {
                 None => KEYRING_V1,
                 Some(pin) => {
@@ -204,7 +229,8 @@ impl Keyring {
             raw.push(
                 flag(self.relay_pin.is_some(), FLAG_PIN)
                     | flag(self.identity.is_some(), FLAG_IDENTITY)
-                    | flag(self.device_key.is_some(), FLAG_DEVICE_KEY),
+                    | flag(self.device_key.is_some(), FLAG_DEVICE_KEY)
+                    | flag(epoch.is_some(), FLAG_EPOCH),
             );
             if let Some(pin) = &self.relay_pin {
                 raw.extend_from_slice(pin.as_bytes());
@@ -215,10 +241,21 @@ impl Keyring {
             if let Some(key) = &self.device_key {
                 raw.extend_from_slice(key.expose());
             }
-            KEYRING_V4
+            match epoch {
+                None => KEYRING_V4,
+                Some(None) => {
+                    raw.extend_from_slice(&0u32.to_be_bytes());
+                    KEYRING_V5
+                }
+                Some(Some((number, base))) => {
+                    raw.extend_from_slice(&number.to_be_bytes());
+                    raw.extend_from_slice(&base);
+                    KEYRING_V5
+                }
+            }
         };
         raw.extend_from_slice(self.relay_url.as_bytes());
-        if prefix == KEYRING_V4 {
+        if prefix != KEYRING_V1 && prefix != KEYRING_V2 {
             let sum = Sha256::digest(raw.as_slice());
             raw.extend_from_slice(&sum[..SUM_LEN]);
         }
@@ -239,11 +276,13 @@ impl Keyring {
             (body, 3)
         } else if let Some(body) = s.strip_prefix(KEYRING_V4) {
             (body, 4)
+        } else if let Some(body) = s.strip_prefix(KEYRING_V5) {
+            (body, 5)
         } else {
             return Err(bad());
         };
         let decoded = crate::crypto::text::decode(body).ok_or_else(bad)?;
-        let raw = if version == 4 {
+        let raw = if version >= 4 {
             let (data, sum) = decoded
                 .split_at_checked(decoded.len().saturating_sub(SUM_LEN))
                 .ok_or_else(bad)?;
@@ -267,16 +306,22 @@ impl Keyring {
             {
                 (*flags, url)
             }
+            (5, [flags, url @ ..])
+                if *flags & !(FLAG_PIN | FLAG_IDENTITY | FLAG_DEVICE_KEY | FLAG_EPOCH) == 0 =>
+            {
+                (*flags, url)
+            }
             _ => return Err(bad()),
         };
-        let mut take = |flag: u8| -> Result<Option<&[u8]>> {
+        let mut take_len = |flag: u8, len: usize| -> Result<Option<&[u8]>> {
             if flags & flag == 0 {
                 return Ok(None);
             }
-            let (part, tail) = rest.split_at_checked(32).ok_or_else(bad)?;
+            let (part, tail) = rest.split_at_checked(len).ok_or_else(bad)?;
             rest = tail;
             Ok(Some(part))
         };
+        let mut take = |flag: u8| take_len(flag, 32);
         let relay_pin = match take(FLAG_PIN)? {
             Some(pin) => Some(RelayPin::from_bytes(pin.try_into().map_err(|_| bad())?)),
             None => None,
@@ -287,6 +332,16 @@ impl Keyring {
         let device_key = take(FLAG_DEVICE_KEY)?
             .map(DeviceKey::from_slice)
             .transpose()?;
+        let epoch = match take_len(FLAG_EPOCH, 4)? {
+            None => KeyringEpoch::Unknown,
+            Some(number) => match u32::from_be_bytes(number.try_into().map_err(|_| bad())?) {
+                0 => KeyringEpoch::Known(None),
+                number => {
+                    let base = take_len(FLAG_EPOCH, 32)?.ok_or_else(bad)?;
+                    KeyringEpoch::Known(Some((number, base.try_into().map_err(|_| bad())?)))
+                }
+            },
+        };
         Ok(Self {
             couple: SpaceSecret::from_slice(&raw[..32])?,
             personal: SpaceSecret::from_slice(&raw[32..64])?,
@@ -294,6 +349,7 @@ impl Keyring {
             relay_pin,
             identity,
             device_key,
+            epoch,
         })
     }
 }
@@ -326,6 +382,7 @@ mod tests {
         let mut keyring = Keyring {
             identity: None,
             device_key: None,
+            epoch: KeyringEpoch::Unknown,
             ..Keyring::generate("https://relay.example")?
         };
         let plain = keyring.to_secret_string();
@@ -352,15 +409,25 @@ mod tests {
             (None, None),
             (keyring.identity.clone(), keyring.device_key.clone()),
         ];
-        for ((identity, device_key), pin) in keys.into_iter().flat_map(|k| {
-            [
-                (k.clone(), None),
-                (k, Some(RelayPin::of_spki(b"relay key"))),
-            ]
-        }) {
+        let epochs = [
+            KeyringEpoch::Unknown,
+            KeyringEpoch::Known(None),
+            KeyringEpoch::Known(Some((7, [3; 32]))),
+        ];
+        for (((identity, device_key), pin), epoch) in keys
+            .into_iter()
+            .flat_map(|k| {
+                [
+                    (k.clone(), None),
+                    (k, Some(RelayPin::of_spki(b"relay key"))),
+                ]
+            })
+            .flat_map(|k| epochs.map(|e| (k.clone(), e)))
+        {
             keyring.relay_pin = pin;
             keyring.identity = identity;
             keyring.device_key = device_key;
+            keyring.epoch = epoch;
             let secret = keyring.to_secret_string();
             // Exactly the capacity it was given: no reallocation left a copy behind.
             assert_eq!(secret.len(), secret.capacity());
@@ -375,6 +442,7 @@ mod tests {
         let old = Keyring {
             identity: None,
             device_key: None,
+            epoch: KeyringEpoch::Unknown,
             ..new.clone()
         };
         let mut opened = Keyring::from_secret_string(&old.to_secret_string())?;
@@ -397,7 +465,11 @@ mod tests {
 
     #[test]
     fn damaged_v3_keyrings_are_refused() -> Result<()> {
-        let keyring = Keyring::generate("https://relay.example")?;
+        let keyring = Keyring {
+            epoch: KeyringEpoch::Unknown,
+            ..Keyring::generate("https://relay.example")?
+        };
+        assert!(keyring.to_secret_string().starts_with(KEYRING_V4));
         let mut raw = URL_SAFE_NO_PAD
             .decode(&keyring.to_secret_string()[KEYRING_V4.len()..])
             .map_err(|_| Error::Invalid("base64".into()))?;
@@ -422,7 +494,7 @@ mod tests {
     fn a_keyring_cut_short_or_changed_is_refused() -> Result<()> {
         let keyring = Keyring::generate("https://relay.example.com")?;
         let stored = keyring.to_secret_string();
-        assert!(stored.starts_with(KEYRING_V4));
+        assert!(stored.starts_with(KEYRING_V5));
         for cut in 1..=8 {
             let short = &stored[..stored.len() - cut];
             assert!(Keyring::from_secret_string(short).is_err(), "cut {cut}");
@@ -434,6 +506,50 @@ mod tests {
             let changed = String::from_utf8(changed).map_err(|_| Error::Invalid("utf8".into()))?;
             assert!(Keyring::from_secret_string(&changed).is_err(), "at {at}");
         }
+        Ok(())
+    }
+
+    /// A keyring names its epoch; one from before that reads as not knowing it, and a v5
+    /// keyring whose epoch part is cut or malformed is refused.
+    #[test]
+    fn a_keyring_names_its_epoch() -> Result<()> {
+        let mut keyring = Keyring::generate("https://relay.example")?;
+        assert_eq!(keyring.epoch, KeyringEpoch::Known(None));
+        keyring.epoch = KeyringEpoch::Known(Some((2, [5; 32])));
+        let stored = keyring.to_secret_string();
+        assert!(stored.starts_with(KEYRING_V5));
+        assert_eq!(Keyring::from_secret_string(&stored)?.epoch, keyring.epoch);
+        let old = Keyring {
+            epoch: KeyringEpoch::Unknown,
+            ..keyring.clone()
+        };
+        let stored = old.to_secret_string();
+        assert!(stored.starts_with(KEYRING_V4));
+        assert_eq!(
+            Keyring::from_secret_string(&stored)?.epoch,
+            KeyringEpoch::Unknown
+        );
+
+        let url = keyring.relay_url.len();
+        let raw = |epoch: &[u8]| {
+            let mut raw = keyring.couple.expose().to_vec();
+            raw.extend_from_slice(keyring.personal.expose());
+            raw.push(FLAG_EPOCH);
+            raw.extend_from_slice(epoch);
+            raw.extend_from_slice(keyring.relay_url.as_bytes());
+            let sum = Sha256::digest(&raw);
+            raw.extend_from_slice(&sum[..SUM_LEN]);
+            format!("{KEYRING_V5}{}", URL_SAFE_NO_PAD.encode(raw))
+        };
+        let first = Keyring::from_secret_string(&raw(&[0, 0, 0, 0]))?;
+        assert_eq!(first.epoch, KeyringEpoch::Known(None));
+        assert_eq!(first.relay_url, keyring.relay_url);
+        // Epoch 3 without its first change: the URL's bytes are too few to stand in for it.
+        assert!(url < 32);
+        assert!(Keyring::from_secret_string(&raw(&[0, 0, 0, 3])).is_err());
+        // The flag in a v4 keyring is not one it knows.
+        let v4 = raw(&[0, 0, 0, 0]).replacen(KEYRING_V5, KEYRING_V4, 1);
+        assert!(Keyring::from_secret_string(&v4).is_err());
         Ok(())
     }
 }

@@ -34,6 +34,6 @@ pub use journal::{
     Breach, Certified, DeviceInfo, Erasure, JoinSource, Journal, MAX_DEVICE_NAME, MAX_DEVICES,
     OpenOptions, Partner, PartnerDevice, SyncSummary, wording_hash,
 };
-pub use keyring::Keyring;
+pub use keyring::{Keyring, KeyringEpoch};
 pub use model::{Body, Conflict, Kind, Record, Visibility};
 pub use store::{Durability, LockMode, Space};

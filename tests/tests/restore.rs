@@ -85,6 +85,30 @@ async fn restoring_a_keyring_the_relay_never_saw_fails_and_leaves_nothing() -> R
     relay.stop().await
 }
 
+/// A keyring that names an epoch whose first change the relay does not hold (it lost it, or
+/// serves an older copy) restores nothing, and says why, rather than a journal that would read
+/// nothing of the epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyring_naming_an_epoch_the_relay_does_not_hold_restores_nothing() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path()).await?;
+    let (a, _b) = couple(dir.path(), &relay).await?;
+    let keyring = mend_core::Keyring {
+        epoch: mend_core::KeyringEpoch::Known(Some((1, [7; 32]))),
+        ..a.device.keyring()
+    };
+    let path = a.path.clone();
+    a.device.close().await?;
+    lose(&path);
+    let restored = Device::restore(&path, keyring, ROUND, opts(), relay.trust(), None).await;
+    ensure!(
+        matches!(&restored, Err(Error::Invalid(why)) if why.contains("start of the epoch")),
+        "{restored:?}"
+    );
+    ensure!(!path.exists());
+    relay.stop().await
+}
+
 /// The keyring an app kept after the journal moved to new secrets (a lost phone removed, a
 /// "forget") restores the journal in that epoch: the restored device reads and writes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -377,6 +401,54 @@ async fn reinstall(a: mend_e2e::Phone, relay: &Relay) -> Result<Device> {
     Ok(Device::restore(&path, keyring, ROUND, opts(), relay.trust(), None).await?)
 }
 
+/// The restored phone lost in turn, and restored again from its keyring as an older build kept
+/// it: without the epoch, which the restore then works out from what the relay holds.
+async fn reinstall_from_an_older_keyring(
+    restored: Device,
+    path: &std::path::Path,
+    relay: &Relay,
+) -> Result<Device> {
+    let keyring = mend_core::Keyring {
+        epoch: mend_core::KeyringEpoch::Unknown,
+        ..restored.keyring()
+    };
+    restored.close().await?;
+    lose(path);
+    Ok(Device::restore(path, keyring, ROUND, opts(), relay.trust(), None).await?)
+}
+
+/// `made_up_first` of epoch `epoch` with `after` more changes built on it (under an actor of
+/// no epoch): a made-up epoch with more history than the real one.
+fn made_up_branch(held: &[u8], epoch: u32, after: usize) -> Result<Vec<Vec<u8>>> {
+    use automerge::transaction::Transactable;
+    let first = made_up_first(held, epoch, false)?;
+    let mut fork = automerge::AutoCommit::load(&first_with_genesis(held, &first)?)?;
+    fork.set_actor(automerge::ActorId::random());
+    let mut branch = vec![first];
+    for i in 0..after {
+        fork.put(automerge::ROOT, "filler", i64::try_from(i)?)?;
+        fork.commit();
+        let change = fork
+            .get_last_local_change()
+            .ok_or_else(|| anyhow::anyhow!("no change made"))?;
+        branch.push(change.raw_bytes().to_vec());
+    }
+    Ok(branch)
+}
+
+/// The genesis of `held` followed by `first`, as one document's bytes.
+fn first_with_genesis(held: &[u8], first: &[u8]) -> Result<Vec<u8>> {
+    let doc = automerge::Automerge::load(held)?;
+    let mut bytes = doc
+        .get_changes(&[])
+        .into_iter()
+        .find(|c| c.deps().is_empty())
+        .map(|c| c.raw_bytes().to_vec())
+        .ok_or_else(|| anyhow::anyhow!("no genesis"))?;
+    bytes.extend_from_slice(first);
+    Ok(bytes)
+}
+
 fn share(text: &str) -> Body {
     Body::Share(Share {
         feeling: text.into(),
@@ -446,10 +518,17 @@ async fn a_restore_does_not_take_an_epoch_the_other_partner_made_up() -> Result<
     let first = made_up_first(&held, 1, true)?;
     push_unsigned(dir.path(), &relay, &b, alex, &[first], |_| Ok(Vec::new())).await?;
 
+    let path = a.path.clone();
     let restored = reinstall(a, &relay).await?;
     ensure!(
         restored.read(|j| j.epoch())? == 0,
         "the restore took the made-up epoch"
+    );
+    still_reaches(&restored, &b).await?;
+    let restored = reinstall_from_an_older_keyring(restored, &path, &relay).await?;
+    ensure!(
+        restored.read(|j| j.epoch())? == 0,
+        "the restore from an older keyring took the made-up epoch"
     );
     still_reaches(&restored, &b).await?;
     relay.stop().await
@@ -521,11 +600,106 @@ async fn made_up_epochs_do_not_crowd_out_the_real_one() -> Result<()> {
     let blake = b.read(|j| Ok(j.me()))?;
     push_unsigned(dir.path(), &relay, &b, blake, &firsts, |_| Ok(Vec::new())).await?;
 
+    let path = a.path.clone();
     let restored = reinstall(a, &relay).await?;
     ensure!(restored.read(|j| j.epoch())? == 1, "not in the real epoch");
     ensure!(
         restored.read(|j| j.get(kept)).is_ok(),
         "the epoch's words are missing"
+    );
+    // A keyring from before keyrings named their epoch: the first change most history was
+    // built on is tried first.
+    let restored = reinstall_from_an_older_keyring(restored, &path, &relay).await?;
+    ensure!(
+        restored.read(|j| j.epoch())? == 1,
+        "not in the real epoch from an older keyring"
+    );
+    ensure!(restored.read(|j| j.get(kept)).is_ok());
+    relay.stop().await
+}
+
+/// Made-up epochs with more history after them than the real one, more of them than a restore
+/// tries: the keyring names its epoch, so the restore goes straight to the real one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_epochs_with_more_history_do_not_crowd_out_the_one_the_keyring_names() -> Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path()).await?;
+    let (a, b) = couple(dir.path(), &relay).await?;
+    a.device.forget(ROUND).await?;
+    b.device.sync_round(ROUND).await?;
+    ensure!(b.read(|j| j.epoch())? == 1, "Blake did not move");
+    let kept = b.with(|j| j.add(share("written in epoch 1")))?;
+    b.sync().await?;
+    a.sync().await?;
+
+    let held = b.with(|j| j.document(mend_core::Space::Couple))?;
+    let mut branches = Vec::new();
+    for epoch in 5..10 {
+        branches.extend(made_up_branch(&held, epoch, 40)?);
+    }
+    let blake = b.read(|j| Ok(j.me()))?;
+    push_unsigned(dir.path(), &relay, &b, blake, &branches, |_| Ok(Vec::new())).await?;
+
+    let restored = reinstall(a, &relay).await?;
+    ensure!(restored.read(|j| j.epoch())? == 1, "not in the real epoch");
+    ensure!(
+        restored.read(|j| j.get(kept)).is_ok(),
+        "the epoch's words are missing"
+    );
+    still_reaches(&restored, &b).await?;
+    relay.stop().await
+}
+
+/// Blake's phone follows Alex into a new epoch, but nothing it pushes there reaches the relay
+/// (the phone is lost right after), so nothing in the relay's copy of the epoch shows Blake's
+/// own devices built on it. Blake's restore still lands in that epoch (the keyring names it)
+/// and reads what Alex wrote there, where working the epoch out from the relay's copy refused
+/// to restore at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_whose_work_in_the_new_epoch_never_reached_the_relay_restores_into_it()
+-> Result<()> {
+    let dir = tempfile::tempdir()?;
+    // In the clear, so the proxy can read which requests push to the new epoch's space.
+    let relay = Relay::start_plain(dir.path()).await?;
+    let (a, b) = couple(dir.path(), &relay).await?;
+    a.device.forget(ROUND).await?;
+    let new_space = hex::encode(a.device.keyring().couple.derive_space_id());
+    let pushes: &'static [u8] = Box::leak(
+        format!("POST /v1/spaces/{new_space}/chunks")
+            .into_bytes()
+            .into_boxed_slice(),
+    );
+    let proxy = mend_e2e::StallingProxy::dropping(relay.addr, pushes).await?;
+    let b = b.through(&proxy.url(), &relay).await?;
+    // The round moves and then fails to push.
+    let _ = b.device.sync_round(ROUND).await;
+    ensure!(b.read(|j| j.epoch())? == 1, "Blake did not move");
+    let start = b.read(|j| j.epoch_start())?;
+    let mut keyring = b.device.keyring();
+    ensure!(keyring.epoch == mend_core::KeyringEpoch::Known(start));
+    keyring.relay_url = relay.url();
+    let written = a.with(|j| j.add(share("written by Alex in epoch 1")))?;
+    a.sync().await?;
+
+    let path = b.path.clone();
+    b.device.close().await?;
+    lose(&path);
+    let restored = Device::restore(&path, keyring, ROUND, opts(), relay.trust(), None).await?;
+    ensure!(
+        restored.read(|j| j.epoch_start())? == start,
+        "restored outside the epoch"
+    );
+    ensure!(
+        restored.read(|j| j.get(written)).is_ok(),
+        "the restored phone does not read what Alex wrote in the epoch"
+    );
+    let after = restored.write(|j| j.add(share("written after the restore")))?;
+    ensure!(!restored.sync_now(ROUND).await?.syncing);
+    a.sync().await?;
+    ensure!(
+        a.read(|j| j.get(after)).is_ok(),
+        "what Blake wrote after the restore never reached Alex"
     );
     relay.stop().await
 }

@@ -478,6 +478,30 @@ impl Journal {
         })
     }
 
+    /// The epoch this journal is in, for the keyring whose couple secret is that epoch's:
+    /// unknown only past epoch 0 without a recorded first change.
+    pub fn keyring_epoch(&self) -> Result<crate::KeyringEpoch> {
+        Ok(match (self.epoch()?, self.epoch_base()?) {
+            (0, _) => crate::KeyringEpoch::Known(None),
+            (epoch, Some(base)) => crate::KeyringEpoch::Known(Some((epoch, base.0))),
+            (_, None) => crate::KeyringEpoch::Unknown,
+        })
+    }
+
+    /// Whether the couple's document holds this epoch's first change (true in epoch 0): a
+    /// journal started in an epoch waits for it from the relay, and reads nothing of the
+    /// epoch without it.
+    pub fn holds_epoch_base(&self) -> Result<bool> {
+        Ok(match self.epoch_base()? {
+            None => true,
+            Some(base) => self
+                .doc(Space::Couple)?
+                .am()
+                .get_change_by_hash(&base)
+                .is_some(),
+        })
+    }
+
     /// A journal joined through a device in a later epoch starts there: the epoch's number,
     /// and its first change, which arrives from the relay like any other.
     pub fn start_in_epoch(&mut self, epoch: u32, base: [u8; 32]) -> Result<()> {
