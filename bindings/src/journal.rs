@@ -133,14 +133,16 @@ impl JournalOptions {
 /// launch. The database never holds it.
 #[derive(uniffi::Object)]
 pub struct Journal {
-    /// `None` once closed.
-    device: RwLock<Option<Arc<Device>>>,
+    /// `None` once closed. Shared with the task a `shutdown` runs in.
+    device: Arc<RwLock<Option<Arc<Device>>>>,
     hub: Arc<Hub>,
     /// Bumped by `cancel_sync`: each `sync_now` stops at the first bump after it started.
-    cancel: watch::Sender<u64>,
+    cancel: Arc<watch::Sender<u64>>,
     /// Held by a `shutdown` while it closes: a second one waits for it, and answers as it
-    /// ends (the file free, or the journal still open), never before.
-    closing: tokio::sync::Mutex<()>,
+    /// ends (the file free, or the journal still open), never before. The task that closes
+    /// holds it, not the caller's future, so a caller that gives up waiting (a cancelled
+    /// coroutine) does not let a second `shutdown` answer early.
+    closing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -154,10 +156,10 @@ impl Journal {
     fn wired(device: Arc<Device>, hub: Arc<Hub>) -> Arc<Self> {
         hub.attach(&device);
         Arc::new(Self {
-            device: RwLock::new(Some(device)),
+            device: Arc::new(RwLock::new(Some(device))),
             hub,
-            cancel: watch::Sender::new(0),
-            closing: tokio::sync::Mutex::new(()),
+            cancel: Arc::new(watch::Sender::new(0)),
+            closing: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
@@ -438,7 +440,8 @@ impl Journal {
     /// Closes the journal: stops live sync and any `sync_now` under way (as `cancel_sync`
     /// does), waits for calls still in flight, and releases the file, so it can be opened
     /// again at once (here or by an app extension). Every later call fails with `closed`;
-    /// closing again does nothing (a second `shutdown` while one is closing waits for it).
+    /// closing again does nothing (a second `shutdown` while one is closing waits for it, also
+    /// when the first one's caller stopped waiting).
     /// `closed` from `shutdown` itself: closed, but work it started still held the file past
     /// the wait; the file is let go of as that work ends. A call that holds the journal for
     /// more than 30 s more (an erase, a removal) makes it fail with `locked`, the journal
@@ -446,62 +449,34 @@ impl Journal {
     /// (Kotlin's `close()` of the generated class only frees the handle: call `shutdown()`
     /// first.)
     pub async fn shutdown(&self) -> Result<()> {
-        let _turn = self.closing.lock().await;
-        let taken = self
-            .device
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        let Some(mut device) = taken else {
-            return Ok(());
-        };
-        // A `sync_now` under way holds the journal until its deadline: it stops now, keeping
-        // what it applied.
-        self.cancel_sync();
-        // `Some`: still held after the wait, handed back.
-        let held = run(async move {
-            device.stop_live().await;
-            // Calls in flight hold their own reference; each ends within one storage step.
-            let until = Instant::now() + CLOSE_WAIT;
-            loop {
-                match Arc::try_unwrap(device) {
-                    Ok(device) => {
-                        // Closed here whatever comes: the journal answers `closed` from now
-                        // on, so a failure is told as that (its file is let go of as the
-                        // work that still holds it ends), never as `locked`, which means
-                        // still open.
-                        if let Err(e) = device.close().await {
-                            tracing::warn!(error = %e, "closed, with work still holding the file");
-                            return Err(MendError::Closed(
-                                "the journal is closed, but work it started still holds its \
-                                 file for a moment: opening it again may answer `locked` until \
-                                 that work ends"
-                                    .into(),
-                            ));
-                        }
-                        return Ok(None);
-                    }
-                    Err(shared) if Instant::now() < until => {
-                        device = shared;
-                        tokio::time::sleep(Duration::from_millis(2)).await;
-                    }
-                    Err(shared) => return Ok(Some(shared)),
-                }
+        let (slot, closing, cancel) = (
+            Arc::clone(&self.device),
+            Arc::clone(&self.closing),
+            Arc::clone(&self.cancel),
+        );
+        run(async move {
+            let _turn = closing.lock_owned().await;
+            let taken = slot.write().unwrap_or_else(PoisonError::into_inner).take();
+            let Some(device) = taken else {
+                return Ok(());
+            };
+            // A `sync_now` under way holds the journal until its deadline: it stops now,
+            // keeping what it applied.
+            cancel.send_modify(|n| *n = n.wrapping_add(1));
+            let Some(device) = close_within(device).await? else {
+                return Ok(());
+            };
+            // Still open (an erase or a removal that has not ended holds it): the journal
+            // stays usable rather than closed with its file still locked; try again later.
+            let mut slot = slot.write().unwrap_or_else(PoisonError::into_inner);
+            if slot.is_none() {
+                *slot = Some(device);
             }
+            Err(MendError::Locked(
+                "calls still in flight kept the journal open; it stays open".into(),
+            ))
         })
-        .await?;
-        let Some(device) = held else {
-            return Ok(());
-        };
-        // Still open (an erase or a removal that has not ended holds it): the journal stays
-        // usable rather than closed with its file still locked; try again later.
-        let mut slot = self.device.write().unwrap_or_else(PoisonError::into_inner);
-        if slot.is_none() {
-            *slot = Some(device);
-        }
-        Err(MendError::Locked(
-            "calls still in flight kept the journal open; it stays open".into(),
-        ))
+        .await
     }
 
     /// Erases the shared journal: this partner's erase marker is pushed (so their other
@@ -870,4 +845,35 @@ impl Journal {
 /// A budget in milliseconds; a negative one is no time at all.
 pub(crate) fn millis(ms: i32) -> Duration {
     Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+/// Stops `device`'s live sync and closes it once the calls in flight (each holding its own
+/// reference, each ending within one storage step) let go, waiting at most [`CLOSE_WAIT`].
+/// `Some`: still held after the wait, handed back open.
+async fn close_within(mut device: Arc<Device>) -> Result<Option<Arc<Device>>> {
+    device.stop_live().await;
+    let until = Instant::now() + CLOSE_WAIT;
+    loop {
+        match Arc::try_unwrap(device) {
+            Ok(device) => {
+                // Closed here whatever comes: the journal answers `closed` from now on, so a
+                // failure is told as that (its file is let go of as the work that still holds
+                // it ends), never as `locked`, which means still open.
+                if let Err(e) = device.close().await {
+                    tracing::warn!(error = %e, "closed, with work still holding the file");
+                    return Err(MendError::Closed(
+                        "the journal is closed, but work it started still holds its file for a \
+                         moment: opening it again may answer `locked` until that work ends"
+                            .into(),
+                    ));
+                }
+                return Ok(None);
+            }
+            Err(shared) if Instant::now() < until => {
+                device = shared;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Err(shared) => return Ok(Some(shared)),
+        }
+    }
 }
