@@ -388,10 +388,11 @@ impl Journal {
     }
 
     /// Restores a journal whose database is gone (after a reinstall the Keychain survives,
-    /// the app's files do not) from the kept secret alone: downloads both spaces from the
-    /// relay and creates `path` as a new device of the same partner. Fails with `unreachable`
-    /// when that does not finish within `budget_ms` (nothing is left at `path` then), and
-    /// with `invalid` when `path` exists or the relay holds nothing for this keyring. The new
+    /// the app's files do not) from the kept secret alone: creates `path` as a new device of
+    /// the same partner, in the epoch the secret names, filled from the relay. Fails with
+    /// `unreachable` when that does not finish within `budget_ms` (nothing is left at `path`
+    /// then), and with `invalid` when `path` exists or the relay holds nothing (or not the
+    /// start of that epoch) for this keyring. The new
     /// device gets a signing key of its own: store `keyring_secret()` again afterwards.
     #[uniffi::constructor]
     pub async fn restore(

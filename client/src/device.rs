@@ -489,16 +489,21 @@ impl Device {
         let cleanup = remove_database(&staging);
         let (me, candidates) = restored?;
         cleanup?;
-        let (vouched, tries) = match keyring.epoch {
+        let (vouching, tries) = match keyring.epoch {
             // The keyring names its epoch: the only one to try, and nothing to vouch for (the
             // app's own storage said so, not the relay).
-            KeyringEpoch::Known(epoch) => (false, vec![epoch]),
+            KeyringEpoch::Known(epoch) => (Vouching::Named, vec![epoch]),
             // A keyring from before keyrings named their epoch. Epoch 0 needs no vouching
             // (nothing is taken unchecked there). A first change of a later epoch is anyone's
             // to push, so when the relay holds any, each is tried (and then epoch 0), and only
-            // one this partner's devices built on is kept.
+            // one this partner's devices built on is kept. Without any, epoch 0 is kept either
+            // way, but not written into the keyring unless own work shows it.
             KeyringEpoch::Unknown => {
-                let vouched = !candidates.is_empty();
+                let vouched = if candidates.is_empty() {
+                    Vouching::Noted
+                } else {
+                    Vouching::Required
+                };
                 let mut tries: Vec<Option<(u32, [u8; 32])>> = candidates
                     .into_iter()
                     .take(MAX_EPOCH_CANDIDATES)
@@ -511,16 +516,18 @@ impl Device {
         // An attempt that fails (out of time, say) passes to the next while time is left: a
         // first change pushed to crowd out the real one costs an attempt, not the restore.
         let mut failed = None;
+        let mut tried = false;
         for epoch in tries {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
                 break;
             }
+            tried = true;
             let attempt = Self::restore_in(
                 path,
                 me,
                 epoch,
-                (vouched, &identity),
+                (vouching, &identity),
                 left,
                 (keyring.clone(), options, relay.clone()),
             )
@@ -544,6 +551,10 @@ impl Device {
         if let Some(e) = failed {
             return Err(e);
         }
+        // The download took the whole budget.
+        if !tried {
+            return Err(Error::Unreachable);
+        }
         Err(Error::Invalid(
             "the relay's copy of this journal holds nothing your own devices wrote in the epoch \
              it names, so it cannot be trusted: restore on another of your devices, or pair \
@@ -553,7 +564,7 @@ impl Device {
     }
 
     /// One try of [`Device::restore`] in `epoch` (`None`: epoch 0): the journal made empty,
-    /// filled by a checked round, and kept only if it is whole and (`vouched`) this partner's
+    /// filled by a checked round, and kept only if it is whole and (`Required`) this partner's
     /// own devices built on its epoch. `None` when they did not; nothing is left at `path`
     /// unless it returns the keyring the journal was made with (closed: the caller opens it).
     /// An attempt tells no observer and uploads no snapshot: it may be thrown away.
@@ -561,7 +572,7 @@ impl Device {
         path: &Path,
         me: PartnerId,
         epoch: Option<(u32, [u8; 32])>,
-        (vouched, identity): (bool, &mend_core::crypto::IdentityKey),
+        (vouching, identity): (Vouching, &mend_core::crypto::IdentityKey),
         budget: Duration,
         (keyring, options, relay): (Keyring, OpenOptions, RelayOptions),
     ) -> Result<Option<Keyring>> {
@@ -603,18 +614,28 @@ impl Device {
                 let journal = Arc::clone(&device.journal);
                 blocking(move || {
                     let mut journal = lock(&journal)?;
-                    if vouched && !journal.step(|j| j.shows_own_work(&identity))? {
+                    let own = match vouching {
+                        Vouching::Named => true,
+                        Vouching::Required | Vouching::Noted => {
+                            journal.step(|j| j.shows_own_work(&identity))?
+                        }
+                    };
+                    if matches!(vouching, Vouching::Required) && !own {
                         return Ok(false);
                     }
                     // An epoch the keyring named whose first change the relay does not hold
                     // (it lost it, or serves an older copy): nothing of the epoch would show.
                     if !journal.step(|j| j.holds_epoch_base())? {
                         return Err(Error::Invalid(
-                            "the relay does not hold the start of the epoch this keyring is \
-                             in, so the journal cannot be restored from it now: try again \
-                             later, or restore on another of your devices"
+                            "the relay does not hold the start of the epoch this keyring names, \
+                             so the journal cannot be restored from it: if the journal moved to \
+                             new secrets after this keyring was stored, pair this device again \
+                             through another of your devices; otherwise try again later"
                                 .into(),
                         ));
+                    }
+                    if !own {
+                        journal.mark_epoch_unconfirmed()?;
                     }
                     journal.finish_making()?;
                     Ok(true)
@@ -1736,6 +1757,18 @@ async fn download(
         Ok((owner.id, candidates))
     })
     .await
+}
+
+/// What a restore attempt needs before it keeps its journal.
+#[derive(Clone, Copy)]
+enum Vouching {
+    /// Nothing: the keyring named the epoch.
+    Named,
+    /// This partner's own devices built on the epoch.
+    Required,
+    /// Nothing, but without such work the epoch is not written into the keyring (the only
+    /// one the relay offered to a keyring that named none).
+    Noted,
 }
 
 /// What claiming the next epoch at the relay found.

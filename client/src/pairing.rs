@@ -265,8 +265,14 @@ impl Device {
     /// ones a removed device still reads).
     pub(crate) fn handover(&self, kind: PairingKind) -> Result<Zeroizing<String>> {
         let keyring = self.keyring();
-        let (me, partnered, epoch) =
+        let (me, partnered, journal_epoch) =
             self.read(|j| Ok((j.me(), j.partner().is_some(), j.epoch_start()?)))?;
+        // The epoch the keyring's secrets belong to, read with them (a move between the two
+        // reads would otherwise pair the old secrets with the new epoch).
+        let epoch = match keyring.epoch {
+            mend_core::KeyringEpoch::Known(epoch) => epoch,
+            mend_core::KeyringEpoch::Unknown => journal_epoch,
+        };
         match kind {
             // A second partner's identity is refused everywhere, yet its device would read the
             // couple's space (and could erase it at the relay) without showing among the

@@ -74,8 +74,8 @@ const KEYRING_V3: &str = "mend-keyring-v3:";
 /// tail, and `relay.example.co` is someone else's).
 const KEYRING_V4: &str = "mend-keyring-v4:";
 /// v4 with one more optional part after the device key, `epoch (4, big-endian) | [first
-/// change (32), past epoch 0]`; written once a keyring knows its epoch. Its own prefix, so an
-/// older build refuses it as a keyring it cannot read rather than as a damaged one.
+/// change (32), past epoch 0]`; written once a keyring knows its epoch. Its own prefix, so
+/// that the versions stay told apart (an older build cannot read it).
 const KEYRING_V5: &str = "mend-keyring-v5:";
 const SUM_LEN: usize = 4;
 const FLAG_PIN: u8 = 1;
@@ -243,7 +243,8 @@ impl Keyring {
             }
             match epoch {
                 None => KEYRING_V4,
-                Some(None) => {
+                // Epoch 0 has no first change to name.
+                Some(None | Some((0, _))) => {
                     raw.extend_from_slice(&0u32.to_be_bytes());
                     KEYRING_V5
                 }
@@ -550,6 +551,23 @@ mod tests {
         // The flag in a v4 keyring is not one it knows.
         let v4 = raw(&[0, 0, 0, 0]).replacen(KEYRING_V5, KEYRING_V4, 1);
         assert!(Keyring::from_secret_string(&v4).is_err());
+        // Nor is a flag past the epoch's in a v5 one.
+        let stored = keyring.to_secret_string();
+        let mut bytes = URL_SAFE_NO_PAD
+            .decode(&stored[KEYRING_V5.len()..])
+            .map_err(|_| Error::Invalid("base64".into()))?;
+        bytes[64] |= 16;
+        let len = bytes.len() - SUM_LEN;
+        let sum = Sha256::digest(&bytes[..len]);
+        bytes[len..].copy_from_slice(&sum[..SUM_LEN]);
+        let unknown = format!("{KEYRING_V5}{}", URL_SAFE_NO_PAD.encode(&bytes));
+        assert!(Keyring::from_secret_string(&unknown).is_err());
+        // Epoch 0 names no first change: one given is not written (it would be read as the
+        // start of the relay's address).
+        keyring.epoch = KeyringEpoch::Known(Some((0, [5; 32])));
+        let read = Keyring::from_secret_string(&keyring.to_secret_string())?;
+        assert_eq!(read.epoch, KeyringEpoch::Known(None));
+        assert_eq!(read.relay_url, keyring.relay_url);
         Ok(())
     }
 }

@@ -761,6 +761,55 @@ fn what_builds_on_a_refused_change_is_refused_with_it() -> Result<()> {
     Ok(())
 }
 
+/// A change under an epoch's actor is refused for good before its dependencies are even
+/// looked at, so what builds on it in the same chunk is refused with it rather than held,
+/// waiting for a change no device will ever take.
+#[test]
+fn what_builds_on_a_change_under_an_epochs_actor_is_refused_with_it() -> Result<()> {
+    let mut s = story(75)?;
+    let mut forger = Forger::new(&s.sim, 1, s.blake)?;
+    let mut epoch_actor = [0u8; 16];
+    epoch_actor[..10].copy_from_slice(b"mend-epoch");
+    epoch_actor[12..].copy_from_slice(&4u32.to_be_bytes());
+    let base = s.sim.devices[0].journal().document(Space::Couple)?;
+    let mut doc = AutoCommit::load(&base)?.with_actor(ActorId::from(epoch_actor));
+    doc.put(automerge::ROOT, "epoch", 4_i64)?;
+    doc.commit();
+    let under_epoch = doc
+        .get_last_local_change()
+        .context("under the epoch's actor")?
+        .raw_bytes()
+        .to_vec();
+    doc.set_actor(forger.actor(1));
+    let rec = new_record(
+        &mut doc,
+        &RecordId::generate().to_string(),
+        "share",
+        &s.blake.to_string(),
+    )?;
+    doc.put(&rec, "feeling", "fine")?;
+    doc.commit();
+    let after = doc
+        .get_last_local_change()
+        .context("after")?
+        .raw_bytes()
+        .to_vec();
+    let before = forged_counts(&s.sim, "depends_on_refused");
+    let records = s.sim.devices[0].journal().shared_records()?.len();
+    let plain = forger.bundle(&s.sim, &[under_epoch, after])?;
+    forger.push(&mut s.sim, &plain)?;
+    s.sim.settle()?;
+    refused_everywhere(&s.sim, "depends_on_refused", &before)?;
+    for d in &s.sim.devices {
+        ensure!(
+            d.journal().shared_records()?.len() == records,
+            "{} took the dependent record",
+            d.name
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn a_replayed_signed_chunk_changes_nothing() -> Result<()> {
     let mut s = story(75)?;

@@ -651,6 +651,66 @@ async fn made_up_epochs_with_more_history_do_not_crowd_out_the_one_the_keyring_n
     relay.stop().await
 }
 
+/// A keyring from before keyrings named their epoch, whose journal the relay shows in no later
+/// epoch: the restore lands in epoch 0, and names it in the keyring only when this partner's
+/// own work there shows it is theirs. Blake's phone joined, but none of its pushes to the
+/// couple's space reached the relay, so nothing there shows the epoch is Blake's: the restored
+/// keyring leaves it unknown, for a later restore to work out again, rather than writing down a
+/// guess that every later restore would trust.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_keyring_names_its_epoch_only_when_own_work_shows_it() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start_plain(dir.path()).await?;
+    let a = mend_e2e::Phone::create(dir.path(), "a.db", "Alex", &relay)?;
+    a.sync().await?;
+    let b = mend_e2e::Phone::pair(
+        dir.path(),
+        "b.db",
+        &a,
+        mend_core::crypto::PairingKind::Partner,
+        false,
+        "Blake",
+        &relay,
+    )
+    .await?;
+    let couple_space = hex::encode(a.device.keyring().couple.derive_space_id());
+    let pushes: &'static [u8] = Box::leak(
+        format!("POST /v1/spaces/{couple_space}/chunks")
+            .into_bytes()
+            .into_boxed_slice(),
+    );
+    let proxy = mend_e2e::StallingProxy::dropping(relay.addr, pushes).await?;
+    let b = b.through(&proxy.url(), &relay).await?;
+    b.with(|j| j.add(share("never reaches the relay")))?;
+    let _ = b.device.sync_round(std::time::Duration::from_secs(3)).await;
+    let older = |phone: &Device| mend_core::Keyring {
+        epoch: mend_core::KeyringEpoch::Unknown,
+        relay_url: relay.url(),
+        ..phone.keyring()
+    };
+
+    // Alex's own work shows: the restored keyring names epoch 0.
+    let (a_keyring, a_path) = (older(&a.device), a.path.clone());
+    a.device.close().await?;
+    lose(&a_path);
+    let restored = Device::restore(&a_path, a_keyring, ROUND, opts(), relay.trust(), None).await?;
+    ensure!(restored.keyring().epoch == mend_core::KeyringEpoch::Known(None));
+    restored.close().await?;
+
+    let (b_keyring, b_path) = (older(&b.device), b.path.clone());
+    b.device.close().await?;
+    lose(&b_path);
+    let restored = Device::restore(&b_path, b_keyring, ROUND, opts(), relay.trust(), None).await?;
+    ensure!(restored.read(|j| j.epoch())? == 0);
+    ensure!(
+        restored.keyring().epoch == mend_core::KeyringEpoch::Unknown,
+        "the guess was written into the keyring: {:?}",
+        restored.keyring().epoch
+    );
+    restored.close().await?;
+    relay.stop().await
+}
+
 /// Blake's phone follows Alex into a new epoch, but nothing it pushes there reaches the relay
 /// (the phone is lost right after), so nothing in the relay's copy of the epoch shows Blake's
 /// own devices built on it. Blake's restore still lands in that epoch (the keyring names it)

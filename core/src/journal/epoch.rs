@@ -53,6 +53,9 @@ const META_EPOCH_FROM: &str = "epoch_from";
 const META_EPOCH_BOX_DEVICE: &str = "epoch_box_device";
 /// The hash of this epoch's first change in the couple's space.
 const META_EPOCH_BASE: &str = "epoch_base";
+/// An epoch a restore from a keyring that named none started in without anything showing it
+/// was this partner's (the relay offered no other): its number, so a move past it ends it.
+const META_EPOCH_UNCONFIRMED: &str = "epoch_unconfirmed";
 /// The old epochs' space secrets, sealed to this device's key, kept until every device that
 /// moved has shown up in the new epoch (or [`RETIRE_GRACE_MS`] passed): then the relay is
 /// asked to delete the old spaces ([`Journal::retirement`]).
@@ -479,13 +482,26 @@ impl Journal {
     }
 
     /// The epoch this journal is in, for the keyring whose couple secret is that epoch's:
-    /// unknown only past epoch 0 without a recorded first change.
+    /// unknown past epoch 0 without a recorded first change, and in an epoch a restore could
+    /// not confirm ([`Journal::mark_epoch_unconfirmed`]), so that a later restore works it
+    /// out again rather than trusting a guess.
     pub fn keyring_epoch(&self) -> Result<crate::KeyringEpoch> {
-        Ok(match (self.epoch()?, self.epoch_base()?) {
+        let epoch = self.epoch()?;
+        if self.store.meta(META_EPOCH_UNCONFIRMED)? == Some(epoch.to_string()) {
+            return Ok(crate::KeyringEpoch::Unknown);
+        }
+        Ok(match (epoch, self.epoch_base()?) {
             (0, _) => crate::KeyringEpoch::Known(None),
             (epoch, Some(base)) => crate::KeyringEpoch::Known(Some((epoch, base.0))),
             (_, None) => crate::KeyringEpoch::Unknown,
         })
+    }
+
+    /// Marks the epoch this journal is in as one a restore took without confirming it: its
+    /// keyring names no epoch until the journal moves to another.
+    pub fn mark_epoch_unconfirmed(&mut self) -> Result<()> {
+        let epoch = self.epoch()?.to_string();
+        self.store.set_meta(&[(META_EPOCH_UNCONFIRMED, &epoch)])
     }
 
     /// Whether the couple's document holds this epoch's first change (true in epoch 0): a

@@ -641,11 +641,16 @@ pub(crate) fn run(
             continue;
         }
         // What needs no dependency is checked before a change may wait for one: only an
-        // introduced device's own, verified change is held.
+        // introduced device's own, verified change is held. A refusal for good is one here
+        // too, so what builds on it is refused with it instead of held for it.
         if roster.base != Some(hash)
-            && let Err((breach, _)) = authenticate(roster, space_id, &change, &signed, None)
+            && let Err((breach, ban)) = authenticate(roster, space_id, &change, &signed, None)
         {
             out.refused.push(Refused::of(roster, signed.signer, breach));
+            if ban {
+                refused_now.insert(hash);
+                out.banned.push(hash);
+            }
             continue;
         }
         queue.push((change, signed));
