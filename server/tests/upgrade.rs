@@ -81,6 +81,7 @@ async fn sqlite_upgrade_recounts_chunks_pruned_before_it() {
          DROP TABLE device_seen;
          ALTER TABLE erased DROP COLUMN reason;
          ALTER TABLE spaces DROP COLUMN successor;
+         DROP TABLE erasing;
          PRAGMA user_version = 5;",
         four_days_ago()
     ))

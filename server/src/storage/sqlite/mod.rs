@@ -263,10 +263,37 @@ impl Storage for SqliteStorage {
     }
 
     fn erase(&self, space: SpaceId, reason: EraseReason) -> StorageFuture<bool> {
-        self.write(|reply| Write::Erase {
+        let erased = self.write(|reply| Write::Erase {
             space,
             reason,
             reply,
+        });
+        let commands = self.commands.clone();
+        Box::pin(async move {
+            let erased = erased.await?;
+            // The space's rows go in short transactions of their own, other writes between
+            // them; the answer waits for the last, so an erase that returned left nothing
+            // behind. One cut short (the relay stopping) is finished by the periodic sweep.
+            loop {
+                let (reply, answer) = oneshot::channel();
+                let write = Write::Scrub {
+                    max_rows: writer::SCRUB_BATCH,
+                    reply,
+                };
+                if commands.send(Command::Write(write)).is_err() {
+                    break;
+                }
+                match answer.await {
+                    Ok(Ok(true)) => {}
+                    Ok(Ok(false)) => break,
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, "an erased space's rows are left to the sweep");
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            Ok(erased)
         })
     }
 

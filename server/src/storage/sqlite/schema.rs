@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/010_device_seen.sql"),
     include_str!("migrations/011_tombstone_reason.sql"),
     include_str!("migrations/012_successor.sql"),
+    include_str!("migrations/013_erasing.sql"),
 ];
 
 /// The schema version this code writes.
@@ -131,7 +132,8 @@ mod tests {
             "DROP TABLE relay_usage; DROP INDEX chunks_held; DROP TABLE rollups;
              ALTER TABLE chunks DROP COLUMN rollup_seq;
              DROP TABLE pairings; DROP TABLE pairing_messages; DROP TABLE device_seen;
-             ALTER TABLE erased DROP COLUMN reason; ALTER TABLE spaces DROP COLUMN successor",
+             ALTER TABLE erased DROP COLUMN reason; ALTER TABLE spaces DROP COLUMN successor;
+             DROP TABLE erasing",
         )?;
         conn.pragma_update(None, "user_version", 4)?;
         drop(conn);

@@ -84,6 +84,8 @@ pub(crate) enum Write {
         max_bytes: u64,
         reply: Reply<Swept>,
     },
+    /// Deletes up to `max_rows` of what erased spaces left; answers whether more is left.
+    Scrub { max_rows: usize, reply: Reply<bool> },
     Pairing {
         op: PairingOp,
         reply: Reply<PairingDone>,
@@ -111,6 +113,7 @@ impl Write {
             Write::Create { .. }
             | Write::Erase { .. }
             | Write::Sweep { .. }
+            | Write::Scrub { .. }
             | Write::Seen { .. }
             | Write::Successor { .. } => 0,
         }
@@ -125,6 +128,7 @@ impl Write {
             Write::PutSnapshot { reply, .. } => Answer::Snapshot(reply, Err(StorageError::Closed)),
             Write::Erase { reply, .. } => Answer::Erase(reply, Err(StorageError::Closed)),
             Write::Sweep { reply, .. } => Answer::Sweep(reply, Err(StorageError::Closed)),
+            Write::Scrub { reply, .. } => Answer::Scrub(reply, Err(StorageError::Closed)),
             Write::Pairing { reply, .. } => Answer::Pairing(reply, Err(StorageError::Closed)),
             Write::Seen { reply, .. } => Answer::Seen(reply, Err(StorageError::Closed)),
             Write::Successor { reply, .. } => Answer::Successor(reply, Err(StorageError::Closed)),
@@ -140,6 +144,7 @@ enum Answer {
     Snapshot(Reply<()>, Result<(), StorageError>),
     Erase(Reply<bool>, Result<bool, StorageError>),
     Sweep(Reply<Swept>, Result<Swept, StorageError>),
+    Scrub(Reply<bool>, Result<bool, StorageError>),
     Pairing(Reply<PairingDone>, Result<PairingDone, StorageError>),
     Seen(Reply<()>, Result<(), StorageError>),
     Successor(Reply<[u8; 32]>, Result<[u8; 32], StorageError>),
@@ -155,6 +160,7 @@ impl Answer {
             Answer::Snapshot(tx, result) => drop(tx.send(result)),
             Answer::Erase(tx, result) => drop(tx.send(result)),
             Answer::Sweep(tx, result) => drop(tx.send(result)),
+            Answer::Scrub(tx, result) => drop(tx.send(result)),
             Answer::Pairing(tx, result) => drop(tx.send(result)),
             Answer::Seen(tx, result) => drop(tx.send(result)),
             Answer::Successor(tx, result) => drop(tx.send(result)),
@@ -170,6 +176,7 @@ impl Answer {
             Answer::Snapshot(tx, _) => drop(tx.send(Err(error()))),
             Answer::Erase(tx, _) => drop(tx.send(Err(error()))),
             Answer::Sweep(tx, _) => drop(tx.send(Err(error()))),
+            Answer::Scrub(tx, _) => drop(tx.send(Err(error()))),
             Answer::Pairing(tx, _) => drop(tx.send(Err(error()))),
             Answer::Seen(tx, _) => drop(tx.send(Err(error()))),
             Answer::Successor(tx, _) => drop(tx.send(Err(error()))),
@@ -181,6 +188,8 @@ impl Answer {
 enum Effect {
     TokenAdded(SpaceId, TokenHash),
     Erased(SpaceId),
+    /// The last of an erased space's rows deleted.
+    Scrubbed,
     Chunk(SpaceId, Arc<Chunk>),
 }
 
@@ -364,7 +373,9 @@ impl Writer {
         match outcome {
             Ok(()) => {
                 self.total = total;
-                let erased = effects.iter().any(|e| matches!(e, Effect::Erased(_)));
+                let erased = effects
+                    .iter()
+                    .any(|e| matches!(e, Effect::Erased(_) | Effect::Scrubbed));
                 self.apply_effects(effects);
                 if erased {
                     // The erased pages are zeroed in the database; the WAL still holds their
@@ -428,6 +439,7 @@ impl Writer {
                 Effect::Chunk(space, chunk) => {
                     self.publisher.publish(&space, LiveEvent::Chunk(chunk));
                 }
+                Effect::Scrubbed => {}
             }
         }
     }
@@ -538,6 +550,10 @@ fn apply(tx: &Transaction<'_>, state: &mut State<'_>, write: Write) -> Applied {
             Ok(result) => Ok(Answer::Sweep(reply, Ok(result))),
             Err(e) => Err((Answer::Sweep(reply, Err(StorageError::Closed)), e)),
         },
+        Write::Scrub { max_rows, reply } => match scrub(tx, state, max_rows) {
+            Ok(left) => Ok(Answer::Scrub(reply, Ok(left))),
+            Err(e) => Err((Answer::Scrub(reply, Err(StorageError::Closed)), e)),
+        },
     }
 }
 
@@ -597,9 +613,13 @@ fn create(
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
+    // Above every id an erased space still has rows under, which SQLite's own choice (one
+    // past the highest id in `spaces`) would hand out again.
     tx.prepare_cached(
-        "INSERT INTO spaces (space_id, token_hash, next_seq, bytes_used, covers, created_at)
-         VALUES (?1, ?2, 1, 0, 0, ?3)",
+        "INSERT INTO spaces (id, space_id, token_hash, next_seq, bytes_used, covers, created_at)
+         VALUES (max(COALESCE((SELECT MAX(id) FROM spaces), 0),
+                     COALESCE((SELECT MAX(space) FROM erasing), 0)) + 1,
+                 ?1, ?2, 1, 0, 0, ?3)",
     )?
     .execute(params![&space.0[..], &token_hash[..], now])?;
     effects.push(Effect::TokenAdded(space, token_hash));
@@ -937,8 +957,45 @@ fn put_snapshot(
     Ok(Ok(()))
 }
 
+/// Rows of erased spaces one writer transaction deletes: short enough that pushes queued
+/// behind it wait milliseconds, not the seconds a large space's delete in one go took.
+pub(crate) const SCRUB_BATCH: usize = 2_000;
+
+/// Deletes up to `max_rows` chunks and rollups of erased spaces (`erasing`), lowest id first;
+/// a space with none left leaves the list. Answers whether any are left. Their bytes were
+/// given back when the space was erased.
+fn scrub(tx: &Transaction<'_>, state: &mut State<'_>, max_rows: usize) -> rusqlite::Result<bool> {
+    let mut budget = max_rows.max(1);
+    loop {
+        let Some(space) = tx
+            .prepare_cached("SELECT space FROM erasing ORDER BY space LIMIT 1")?
+            .query_row([], |row| row.get::<_, i64>(0))
+            .optional()?
+        else {
+            return Ok(false);
+        };
+        for table in ["chunks", "rollups"] {
+            let deleted = tx
+                .prepare_cached(&format!(
+                    "DELETE FROM {table} WHERE id IN
+                         (SELECT id FROM {table} WHERE space = ?1 LIMIT ?2)"
+                ))?
+                .execute(params![space, i64::try_from(budget).unwrap_or(i64::MAX)])?;
+            budget = budget.saturating_sub(deleted);
+            if budget == 0 {
+                return Ok(true);
+            }
+        }
+        tx.prepare_cached("DELETE FROM erasing WHERE space = ?1")?
+            .execute([space])?;
+        // The WAL still holds the deleted pages' earlier versions: cut it after the commit.
+        state.effects.push(Effect::Scrubbed);
+    }
+}
+
 /// Deletes the payloads of the oldest expired pruned chunks, at most `max_chunks` and until
-/// they reach `max_bytes`, and gives their bytes back to their spaces and the relay.
+/// they reach `max_bytes`, and gives their bytes back to their spaces and the relay. Then
+/// deletes up to `max_chunks` rows an erase left (after a restart cut one short).
 fn sweep(
     tx: &Transaction<'_>,
     state: &mut State<'_>,
@@ -1012,6 +1069,7 @@ fn sweep(
             state.dirty.insert(space);
         }
     }
+    scrub(tx, state, max_chunks)?;
     Ok(swept)
 }
 
@@ -1026,11 +1084,11 @@ fn erase(
     else {
         return Ok(Ok(false));
     };
-    tx.prepare_cached("DELETE FROM chunks WHERE space = ?1")?
+    // The chunks and rollups go afterwards, a bounded batch per transaction ([`scrub`]): one
+    // delete of a large space would hold the writer, and every push behind it, for seconds.
+    tx.prepare_cached("INSERT OR IGNORE INTO erasing (space) VALUES (?1)")?
         .execute([id])?;
     tx.prepare_cached("DELETE FROM snapshots WHERE space = ?1")?
-        .execute([id])?;
-    tx.prepare_cached("DELETE FROM rollups WHERE space = ?1")?
         .execute([id])?;
     seen::forget(tx, id)?;
     tx.prepare_cached("DELETE FROM spaces WHERE id = ?1")?
@@ -1047,4 +1105,121 @@ fn erase(
     state.usage.change(bytes_used, 0);
     state.effects.push(Effect::Erased(space));
     Ok(Ok(true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows of `space_id`'s chunks and rollups, by its internal id.
+    fn rows(conn: &Connection, id: i64) -> rusqlite::Result<i64> {
+        conn.query_row(
+            "SELECT (SELECT COUNT(*) FROM chunks WHERE space = ?1)
+                  + (SELECT COUNT(*) FROM rollups WHERE space = ?1)",
+            [id],
+            |row| row.get(0),
+        )
+    }
+
+    /// Runs `work` in one transaction with fresh batch state, as the writer does for a batch.
+    fn in_tx<T>(
+        conn: &mut Connection,
+        work: impl FnOnce(&Transaction<'_>, &mut State<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<(T, Vec<Effect>)> {
+        let (mut cache, mut dirty, mut effects) = (HashMap::new(), HashSet::new(), Vec::new());
+        let mut usage = Usage {
+            bytes: 0,
+            limit: u64::MAX,
+            dirty: false,
+        };
+        let tx = conn.transaction()?;
+        let out = work(
+            &tx,
+            &mut State {
+                cache: &mut cache,
+                dirty: &mut dirty,
+                usage: &mut usage,
+                effects: &mut effects,
+            },
+        )?;
+        tx.commit()?;
+        Ok((out, effects))
+    }
+
+    /// An erase deletes none of a space's chunks and rollups itself: they go a bounded batch
+    /// per transaction, so the one writer never holds every push behind it for as long as a
+    /// large space takes to delete (before, the erase's own transaction deleted them all). A
+    /// space made meanwhile gets an id of its own, not the erased one's, and sees none of them.
+    #[test]
+    fn an_erase_deletes_a_large_space_a_bounded_batch_per_transaction() -> rusqlite::Result<()> {
+        let dir =
+            tempfile::tempdir().map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
+        let mut conn = super::super::schema::open_writer(&dir.path().join("relay.db"), 1000)?;
+        let (big, other, later) = (SpaceId([5; 32]), SpaceId([6; 32]), SpaceId([7; 32]));
+        in_tx(&mut conn, |tx, state| {
+            let made = [
+                create(tx, other, [6; 32], state.effects)?,
+                create(tx, big, [5; 32], state.effects)?,
+            ];
+            assert!(made.iter().all(|m| matches!(m, Ok(Created::New))));
+            Ok(())
+        })?;
+        let id: i64 = conn.query_row(
+            "SELECT id FROM spaces WHERE space_id = ?1",
+            [&big.0[..]],
+            |r| r.get(0),
+        )?;
+        // Rows as a long-lived space leaves them (pruned: no payload), the highest id's.
+        conn.execute(
+            "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 5000)
+             INSERT INTO chunks (space, seq, device_id, device_seq)
+             SELECT ?1, n, x'02020202020202020202020202020202', n FROM g",
+            [id],
+        )?;
+        conn.execute(
+            "INSERT INTO rollups (space, seq, last_seq, device_id, first_dseq, last_dseq, size)
+             VALUES (?1, 1, 2, x'02020202020202020202020202020202', 1, 2, 0)",
+            [id],
+        )?;
+
+        let (erased, effects) = in_tx(&mut conn, |tx, state| {
+            erase(tx, state, big, EraseReason::Erased)
+        })?;
+        assert!(matches!(erased, Ok(true)));
+        assert!(effects.iter().any(|e| matches!(e, Effect::Erased(_))));
+        assert_eq!(rows(&conn, id)?, 5001, "the erase deleted rows itself");
+
+        // A space made now does not take the erased one's id (SQLite would: one past the
+        // highest left in `spaces`).
+        let (made, _) = in_tx(&mut conn, |tx, state| {
+            create(tx, later, [7; 32], state.effects)
+        })?;
+        assert!(matches!(made, Ok(Created::New)));
+        let new_id: i64 = conn.query_row(
+            "SELECT id FROM spaces WHERE space_id = ?1",
+            [&later.0[..]],
+            |r| r.get(0),
+        )?;
+        assert!(new_id > id, "{new_id} reuses {id}");
+
+        let mut batches = 0;
+        loop {
+            let before = rows(&conn, id)?;
+            let (left, effects) = in_tx(&mut conn, |tx, state| scrub(tx, state, 1000))?;
+            batches += 1;
+            assert!(
+                before - rows(&conn, id)? <= 1000,
+                "a batch went past its bound"
+            );
+            if !left {
+                assert!(effects.iter().any(|e| matches!(e, Effect::Scrubbed)));
+                break;
+            }
+            assert!(batches < 10, "{} rows left", rows(&conn, id)?);
+        }
+        assert_eq!(rows(&conn, id)?, 0);
+        let queued: i64 = conn.query_row("SELECT COUNT(*) FROM erasing", [], |r| r.get(0))?;
+        assert_eq!(queued, 0);
+        Ok(())
+    }
 }
