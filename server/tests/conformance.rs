@@ -140,3 +140,71 @@ async fn sqlite_rows_without_a_hash_fall_back_to_the_payload() {
     let pruned = second.push(space, push(2, 9), u64::MAX).await;
     assert!(matches!(pruned, Ok(p) if p.duplicate && p.relay_seq == 2));
 }
+
+/// An erase waits for its own space's rows alone: what another erase left (here, rows a stop
+/// cut short, listed for the sweep) is not its work, so a small erase is never held behind a
+/// large one. Its own rows are gone when it answers.
+#[tokio::test]
+async fn an_erase_waits_for_its_own_rows_alone() {
+    use mend_protocol::{DeviceId, Push, SpaceId};
+    use mend_relay::storage::{EraseReason, Storage, sqlite::DB_FILE};
+
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let storage = SqliteStorage::open(
+        dir.path(),
+        Arc::new(LocalHub::default()),
+        GroupCommit::default(),
+    )
+    .unwrap_or_else(|e| panic!("open: {e}"));
+    let small = SpaceId([3; 32]);
+    storage
+        .create_space(small, [3; 32])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for seq in 1..=3 {
+        let push = Push {
+            device_id: DeviceId([2; 16]),
+            device_seq: seq,
+            payload: vec![9; 64],
+        };
+        storage
+            .push(small, push, u64::MAX)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let db = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap_or_else(|e| panic!("{e}"));
+    db.busy_timeout(std::time::Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Another erased space's rows, still listed: internal id 0, below every real one.
+    db.execute_batch(
+        "INSERT INTO erasing (space) VALUES (0);
+         WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 5000)
+         INSERT INTO chunks (space, seq, device_id, device_seq)
+         SELECT 0, n, x'02020202020202020202020202020202', n FROM g;",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let count = |space: i64| -> i64 {
+        db.query_row(
+            "SELECT COUNT(*) FROM chunks WHERE space = ?1",
+            [space],
+            |r| r.get(0),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let small_id: i64 = db
+        .query_row(
+            "SELECT id FROM spaces WHERE space_id = ?1",
+            [&small.0[..]],
+            |r| r.get(0),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        storage
+            .erase(small, EraseReason::Erased)
+            .await
+            .unwrap_or_else(|e| panic!("erase: {e}"))
+    );
+    assert_eq!(count(small_id), 0, "the erase answered with its rows left");
+    assert_eq!(count(0), 5000, "the erase worked through another's rows");
+    storage.close().await.unwrap_or_else(|e| panic!("{e}"));
+}

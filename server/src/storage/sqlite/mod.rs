@@ -270,30 +270,26 @@ impl Storage for SqliteStorage {
         });
         let commands = self.commands.clone();
         Box::pin(async move {
-            let erased = erased.await?;
+            let Some(id) = erased.await? else {
+                return Ok(false);
+            };
             // The space's rows go in short transactions of their own, other writes between
-            // them; the answer waits for the last, so an erase that returned left nothing
-            // behind. One cut short (the relay stopping) is finished by the periodic sweep.
-            loop {
-                let (reply, answer) = oneshot::channel();
-                let write = Write::Scrub {
-                    max_rows: writer::SCRUB_BATCH,
-                    reply,
-                };
-                if commands.send(Command::Write(write)).is_err() {
-                    break;
-                }
-                match answer.await {
-                    Ok(Ok(true)) => {}
-                    Ok(Ok(false)) => break,
-                    Ok(Err(error)) => {
-                        tracing::warn!(%error, "an erased space's rows are left to the sweep");
-                        break;
+            // them, in a task of its own (a caller that stops waiting does not stop it); the
+            // answer waits for the last, so an erase answered `true` left nothing in the files.
+            // One cut short (the relay stopping) fails here and is finished by the periodic
+            // sweep: the space is erased already, so a retry finds its tombstone.
+            let scrubbing = tokio::spawn(async move {
+                loop {
+                    let (reply, answer) = oneshot::channel();
+                    commands
+                        .send(Command::Write(Write::Scrub { space: id, reply }))
+                        .map_err(|_| StorageError::Closed)?;
+                    if !answer.await.map_err(|_| StorageError::Closed)?? {
+                        return Ok(true);
                     }
-                    Err(_) => break,
                 }
-            }
-            Ok(erased)
+            });
+            scrubbing.await.map_err(|_| StorageError::Closed)?
         })
     }
 

@@ -73,10 +73,12 @@ pub(crate) enum Write {
         grace: Duration,
         reply: Reply<()>,
     },
+    /// Answers the erased space's internal id (its rows to [`Write::Scrub`]), `None` when
+    /// there was no such space.
     Erase {
         space: SpaceId,
         reason: EraseReason,
-        reply: Reply<bool>,
+        reply: Reply<Option<i64>>,
     },
     Sweep {
         grace: Duration,
@@ -84,8 +86,9 @@ pub(crate) enum Write {
         max_bytes: u64,
         reply: Reply<Swept>,
     },
-    /// Deletes up to `max_rows` of what erased spaces left; answers whether more is left.
-    Scrub { max_rows: usize, reply: Reply<bool> },
+    /// Deletes a bounded batch of what erased space `space` left; answers whether more is
+    /// left.
+    Scrub { space: i64, reply: Reply<bool> },
     Pairing {
         op: PairingOp,
         reply: Reply<PairingDone>,
@@ -110,10 +113,11 @@ impl Write {
             Write::Rollup { rollup, .. } => rollup.payload.len(),
             Write::PutSnapshot { snapshot, .. } => snapshot.payload.len(),
             Write::Pairing { op, .. } => op.payload_len(),
+            // As many as it may delete: a batch holds one scrub, not one per erase under way.
+            Write::Scrub { .. } => SCRUB_BYTES,
             Write::Create { .. }
             | Write::Erase { .. }
             | Write::Sweep { .. }
-            | Write::Scrub { .. }
             | Write::Seen { .. }
             | Write::Successor { .. } => 0,
         }
@@ -142,7 +146,7 @@ enum Answer {
     Push(Reply<Pushed>, Result<Pushed, StorageError>),
     Rollup(Reply<RollupStored>, Result<RollupStored, StorageError>),
     Snapshot(Reply<()>, Result<(), StorageError>),
-    Erase(Reply<bool>, Result<bool, StorageError>),
+    Erase(Reply<Option<i64>>, Result<Option<i64>, StorageError>),
     Sweep(Reply<Swept>, Result<Swept, StorageError>),
     Scrub(Reply<bool>, Result<bool, StorageError>),
     Pairing(Reply<PairingDone>, Result<PairingDone, StorageError>),
@@ -373,9 +377,9 @@ impl Writer {
         match outcome {
             Ok(()) => {
                 self.total = total;
-                let erased = effects
-                    .iter()
-                    .any(|e| matches!(e, Effect::Erased(_) | Effect::Scrubbed));
+                // Once an erased space's last rows are gone (its own row and snapshot went
+                // with the erase, before them).
+                let erased = effects.iter().any(|e| matches!(e, Effect::Scrubbed));
                 self.apply_effects(effects);
                 if erased {
                     // The erased pages are zeroed in the database; the WAL still holds their
@@ -550,10 +554,12 @@ fn apply(tx: &Transaction<'_>, state: &mut State<'_>, write: Write) -> Applied {
             Ok(result) => Ok(Answer::Sweep(reply, Ok(result))),
             Err(e) => Err((Answer::Sweep(reply, Err(StorageError::Closed)), e)),
         },
-        Write::Scrub { max_rows, reply } => match scrub(tx, state, max_rows) {
-            Ok(left) => Ok(Answer::Scrub(reply, Ok(left))),
-            Err(e) => Err((Answer::Scrub(reply, Err(StorageError::Closed)), e)),
-        },
+        Write::Scrub { space, reply } => {
+            match scrub(tx, state, Some(space), SCRUB_ROWS, SCRUB_BYTES) {
+                Ok((_, left)) => Ok(Answer::Scrub(reply, Ok(left))),
+                Err(e) => Err((Answer::Scrub(reply, Err(StorageError::Closed)), e)),
+            }
+        }
     }
 }
 
@@ -957,39 +963,71 @@ fn put_snapshot(
     Ok(Ok(()))
 }
 
-/// Rows of erased spaces one writer transaction deletes: short enough that pushes queued
-/// behind it wait milliseconds, not the seconds a large space's delete in one go took.
-pub(crate) const SCRUB_BATCH: usize = 2_000;
+/// Rows of an erased space one writer transaction deletes at most, and their payload bytes
+/// (past the first row): short enough that pushes queued behind it wait milliseconds, not the
+/// seconds a large space's delete in one go took (`secure_delete` writes zeros over each).
+pub(crate) const SCRUB_ROWS: usize = 2_000;
+pub(crate) const SCRUB_BYTES: usize = 8 << 20;
 
-/// Deletes up to `max_rows` chunks and rollups of erased spaces (`erasing`), lowest id first;
-/// a space with none left leaves the list. Answers whether any are left. Their bytes were
-/// given back when the space was erased.
-fn scrub(tx: &Transaction<'_>, state: &mut State<'_>, max_rows: usize) -> rusqlite::Result<bool> {
-    let mut budget = max_rows.max(1);
+/// Deletes chunks and rollups of erased space `only` (`None`: the lowest listed in
+/// `erasing`, then the next), at most `max_rows` rows and, past the first, `max_bytes` of
+/// payload; a space with none left leaves the list. Answers what it deleted, and whether
+/// rows are left (of `only`, or of any). Their bytes were given back at the erase.
+fn scrub(
+    tx: &Transaction<'_>,
+    state: &mut State<'_>,
+    only: Option<i64>,
+    max_rows: usize,
+    max_bytes: usize,
+) -> rusqlite::Result<(Swept, bool)> {
+    let mut swept = Swept::default();
+    let max_rows = max_rows.max(1);
+    let max_bytes = u64::try_from(max_bytes).unwrap_or(u64::MAX);
     loop {
-        let Some(space) = tx
-            .prepare_cached("SELECT space FROM erasing ORDER BY space LIMIT 1")?
-            .query_row([], |row| row.get::<_, i64>(0))
-            .optional()?
-        else {
-            return Ok(false);
+        let space = match only {
+            Some(space) => tx
+                .prepare_cached("SELECT space FROM erasing WHERE space = ?1")?
+                .query_row([space], |row| row.get::<_, i64>(0))
+                .optional()?,
+            None => tx
+                .prepare_cached("SELECT space FROM erasing ORDER BY space LIMIT 1")?
+                .query_row([], |row| row.get::<_, i64>(0))
+                .optional()?,
+        };
+        let Some(space) = space else {
+            return Ok((swept, false));
         };
         for table in ["chunks", "rollups"] {
-            let deleted = tx
+            let left = max_rows.saturating_sub(usize::try_from(swept.chunks).unwrap_or(max_rows));
+            let due: Vec<(i64, i64)> = tx
                 .prepare_cached(&format!(
-                    "DELETE FROM {table} WHERE id IN
-                         (SELECT id FROM {table} WHERE space = ?1 LIMIT ?2)"
+                    "SELECT id, COALESCE(length(payload), 0) FROM {table} WHERE space = ?1 LIMIT ?2"
                 ))?
-                .execute(params![space, i64::try_from(budget).unwrap_or(i64::MAX)])?;
-            budget = budget.saturating_sub(deleted);
-            if budget == 0 {
-                return Ok(true);
+                .query_map(
+                    params![space, i64::try_from(left).unwrap_or(i64::MAX)],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut delete = tx.prepare_cached(&format!("DELETE FROM {table} WHERE id = ?1"))?;
+            for (id, len) in due {
+                if swept.chunks > 0 && swept.bytes >= max_bytes {
+                    return Ok((swept, true));
+                }
+                delete.execute([id])?;
+                swept.chunks = swept.chunks.saturating_add(1);
+                swept.bytes = swept.bytes.saturating_add(u64::try_from(len).unwrap_or(0));
+            }
+            if usize::try_from(swept.chunks).unwrap_or(usize::MAX) >= max_rows {
+                return Ok((swept, true));
             }
         }
         tx.prepare_cached("DELETE FROM erasing WHERE space = ?1")?
             .execute([space])?;
         // The WAL still holds the deleted pages' earlier versions: cut it after the commit.
         state.effects.push(Effect::Scrubbed);
+        if only.is_some() {
+            return Ok((swept, false));
+        }
     }
 }
 
@@ -1069,7 +1107,18 @@ fn sweep(
             state.dirty.insert(space);
         }
     }
-    scrub(tx, state, max_chunks)?;
+    // Counted with the pruned chunks, so a sweep that finds many left asks for more at once.
+    if usize::try_from(swept.chunks).unwrap_or(usize::MAX) < max_chunks && swept.bytes < max_bytes {
+        let (scrubbed, _) = scrub(
+            tx,
+            state,
+            None,
+            max_chunks.saturating_sub(usize::try_from(swept.chunks).unwrap_or(max_chunks)),
+            usize::try_from(max_bytes.saturating_sub(swept.bytes)).unwrap_or(usize::MAX),
+        )?;
+        swept.chunks = swept.chunks.saturating_add(scrubbed.chunks);
+        swept.bytes = swept.bytes.saturating_add(scrubbed.bytes);
+    }
     Ok(swept)
 }
 
@@ -1078,11 +1127,11 @@ fn erase(
     state: &mut State<'_>,
     space: SpaceId,
     reason: EraseReason,
-) -> rusqlite::Result<Result<bool, StorageError>> {
+) -> rusqlite::Result<Result<Option<i64>, StorageError>> {
     let Some((id, bytes_used)) =
         meta(tx, state.cache, &space)?.map(|meta| (meta.id, meta.bytes_used))
     else {
-        return Ok(Ok(false));
+        return Ok(Ok(None));
     };
     // The chunks and rollups go afterwards, a bounded batch per transaction ([`scrub`]): one
     // delete of a large space would hold the writer, and every push behind it, for seconds.
@@ -1104,7 +1153,7 @@ fn erase(
     state.dirty.remove(&space);
     state.usage.change(bytes_used, 0);
     state.effects.push(Effect::Erased(space));
-    Ok(Ok(true))
+    Ok(Ok(Some(id)))
 }
 
 #[cfg(test)]
@@ -1185,7 +1234,7 @@ mod tests {
         let (erased, effects) = in_tx(&mut conn, |tx, state| {
             erase(tx, state, big, EraseReason::Erased)
         })?;
-        assert!(matches!(erased, Ok(true)));
+        assert_eq!(erased.ok().flatten(), Some(id));
         assert!(effects.iter().any(|e| matches!(e, Effect::Erased(_))));
         assert_eq!(rows(&conn, id)?, 5001, "the erase deleted rows itself");
 
@@ -1205,7 +1254,9 @@ mod tests {
         let mut batches = 0;
         loop {
             let before = rows(&conn, id)?;
-            let (left, effects) = in_tx(&mut conn, |tx, state| scrub(tx, state, 1000))?;
+            let ((_, left), effects) = in_tx(&mut conn, |tx, state| {
+                scrub(tx, state, Some(id), 1000, usize::MAX)
+            })?;
             batches += 1;
             assert!(
                 before - rows(&conn, id)? <= 1000,
@@ -1220,6 +1271,44 @@ mod tests {
         assert_eq!(rows(&conn, id)?, 0);
         let queued: i64 = conn.query_row("SELECT COUNT(*) FROM erasing", [], |r| r.get(0))?;
         assert_eq!(queued, 0);
+        Ok(())
+    }
+
+    /// A batch stops at its bytes too: a few large chunks are as long to zero as many small
+    /// ones. The periodic sweep deletes what an erase left (after a stop cut it short) and
+    /// counts it, so a sweep that finds many asks for the next batch at once.
+    #[test]
+    fn a_scrub_stops_at_its_bytes_and_the_sweep_counts_what_it_deletes() -> rusqlite::Result<()> {
+        let dir =
+            tempfile::tempdir().map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
+        let mut conn = super::super::schema::open_writer(&dir.path().join("relay.db"), 1000)?;
+        let big = SpaceId([5; 32]);
+        let (made, _) = in_tx(&mut conn, |tx, state| {
+            create(tx, big, [5; 32], state.effects)
+        })?;
+        assert!(matches!(made, Ok(Created::New)));
+        let id: i64 = conn.query_row("SELECT id FROM spaces", [], |r| r.get(0))?;
+        conn.execute(
+            "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 40)
+             INSERT INTO chunks (space, seq, device_id, device_seq, payload)
+             SELECT ?1, n, x'02020202020202020202020202020202', n, zeroblob(1048576) FROM g",
+            [id],
+        )?;
+        let (erased, _) = in_tx(&mut conn, |tx, state| {
+            erase(tx, state, big, EraseReason::Erased)
+        })?;
+        assert_eq!(erased.ok().flatten(), Some(id));
+        let ((swept, left), _) = in_tx(&mut conn, |tx, state| {
+            scrub(tx, state, Some(id), SCRUB_ROWS, SCRUB_BYTES)
+        })?;
+        assert!(left);
+        assert_eq!(swept.bytes, u64::try_from(SCRUB_BYTES).unwrap_or(0));
+        assert_eq!(rows(&conn, id)?, 32);
+        let (swept, _) = in_tx(&mut conn, |tx, state| {
+            sweep(tx, state, Duration::from_secs(3600), 10, u64::MAX)
+        })?;
+        assert_eq!(swept.chunks, 10, "{swept:?}");
+        assert_eq!(rows(&conn, id)?, 22);
         Ok(())
     }
 }
