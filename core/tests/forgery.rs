@@ -2790,59 +2790,6 @@ fn the_words_a_consent_was_given_to_cannot_be_changed() -> Result<()> {
     Ok(())
 }
 
-/// Either partner may reword a boundary, and the packet's heading names who proposed it: a
-/// boundary Blake reworded says so on every device, so Blake's words are not read as Alex's.
-/// Alex rewording it again takes the line away.
-#[test]
-fn the_packet_says_who_set_a_boundarys_words() -> Result<()> {
-    use mend_core::export::{Format, PacketOptions};
-    let mut s = story(98)?;
-    let packets = |s: &Story| -> Result<Vec<String>> {
-        s.sim
-            .devices
-            .iter()
-            .map(|d| {
-                let j = d.journal();
-                let (from, to) = j.default_packet_range()?;
-                let options = PacketOptions {
-                    from,
-                    to,
-                    kinds: Vec::new(),
-                };
-                Ok(j.export_packet(&options, Format::Markdown)?)
-            })
-            .collect()
-    };
-    let set_by = |packet: &str| -> Option<String> {
-        packet
-            .lines()
-            .find(|l| l.contains("Current words set by"))
-            .map(str::to_owned)
-    };
-    for packet in packets(&s)? {
-        ensure!(set_by(&packet).is_none(), "{packet}");
-    }
-    let reword = |s: &mut Story, device: usize, words: &str| -> Result<()> {
-        let j = s.sim.devices[device].journal_mut();
-        let Body::Boundary(mut boundary) = j.get(s.boundary)?.body else {
-            anyhow::bail!("not a boundary");
-        };
-        boundary.text = words.into();
-        j.edit(s.boundary, Body::Boundary(boundary))?;
-        s.sim.settle()
-    };
-    reword(&mut s, 2, "Contact only when we both know")?;
-    for packet in packets(&s)? {
-        let line = set_by(&packet).unwrap_or_default();
-        ensure!(line.contains("Blake"), "{packet}");
-    }
-    reword(&mut s, 0, "No contact at all")?;
-    for packet in packets(&s)? {
-        ensure!(set_by(&packet).is_none(), "{packet}");
-    }
-    Ok(())
-}
-
 /// A forged write into a copy of the couple's document.
 type Attack = dyn Fn(&mut AutoCommit, &Story) -> Result<()>;
 

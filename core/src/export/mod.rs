@@ -11,20 +11,14 @@ mod html;
 mod markdown;
 mod model;
 
-use std::collections::HashMap;
-
-use automerge::{ObjId, ReadDoc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
     Journal, LocalDate,
     calendar::Calendar,
-    crypto::Intro,
     error::{Error, Result},
-    ids::{PartnerId, RecordId},
     model::{Body, Kind, Record, Visibility},
     query::{self, MAX_WEEKS},
-    store::Space,
 };
 
 /// Output format.
@@ -103,59 +97,10 @@ impl Journal {
             .into_iter()
             .map(|p| (p.id, p.name))
             .collect();
-        let worded = self.worded_by_the_other(&shared)?;
-        let packet = model::build(
-            options,
-            names,
-            (&shared, &worded),
-            progress,
-            self.calendar(),
-        );
+        let packet = model::build(options, names, &shared, progress, self.calendar());
         Ok(match format {
             Format::Markdown => markdown::render(&packet),
             Format::Html => html::render(&packet),
         })
-    }
-
-    /// For each boundary whose current words the partner who did not propose it set (either
-    /// partner may reword one), that partner: the device whose change set the words, by the
-    /// key id its actor carries, among the devices introduced here. Words set under an actor
-    /// without a key id (from before signing) are left unattributed.
-    fn worded_by_the_other(&self, shared: &[Record]) -> Result<HashMap<RecordId, PartnerId>> {
-        let mut worded = HashMap::new();
-        let boundaries: Vec<&Record> = shared
-            .iter()
-            .filter(|r| matches!(r.body, Body::Boundary(_)) && !r.removed)
-            .collect();
-        if boundaries.is_empty() {
-            return Ok(worded);
-        }
-        let partner_of: HashMap<[u8; 16], PartnerId> = self
-            .store()
-            .known_devices(Space::Couple)?
-            .iter()
-            .filter_map(|bytes| Intro::from_bytes(bytes).ok())
-            .map(|intro| (intro.cert.device_key.key_id().0, intro.cert.partner))
-            .collect();
-        let doc = self.doc(Space::Couple)?;
-        let am = doc.am();
-        for r in boundaries {
-            let Some(obj) = doc.record_obj(r.id) else {
-                continue;
-            };
-            let Ok(Some((_, ObjId::Id(_, actor, _)))) = am.get(&obj, "text") else {
-                continue;
-            };
-            let actor = actor.to_bytes();
-            let by = actor
-                .get(..16)
-                .filter(|_| actor.len() == crate::journal::SIGNED_ACTOR_LEN)
-                .and_then(|k| <[u8; 16]>::try_from(k).ok())
-                .and_then(|k| partner_of.get(&k));
-            if let Some(by) = by.filter(|by| **by != r.author) {
-                worded.insert(r.id, *by);
-            }
-        }
-        Ok(worded)
     }
 }

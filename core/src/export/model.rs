@@ -290,11 +290,10 @@ fn skeleton(name: &str) -> String {
 }
 
 /// Lays the packet out.
-/// `worded` names, for a boundary whose current words the other partner set, that partner.
 pub(crate) fn build(
     options: &PacketOptions,
     partners: Vec<(PartnerId, String)>,
-    (shared, worded): (&[Record], &std::collections::HashMap<RecordId, PartnerId>),
+    shared: &[Record],
     progress: Progress,
     calendar: &Calendar,
 ) -> Packet {
@@ -376,11 +375,6 @@ pub(crate) fn build(
             }
             match &r.body {
                 Body::Boundary(bd) => {
-                    // The heading names who proposed it; the words may be the other's since.
-                    if let Some(by) = worded.get(&r.id) {
-                        item.fields
-                            .push(("Current words set by".into(), name_in(&partners, *by)));
-                    }
                     if let Some(s) = statuses.iter().find(|s| s.boundary.id == r.id) {
                         item.fields
                             .push(("Status".into(), state_words(s.state).into()));
@@ -638,13 +632,7 @@ mod tests {
         };
         let progress = query::progress(&shared, &[alex, blake], day, day, &calendar)?;
         let names = vec![(alex, "Alex".to_owned()), (blake, "Blake".to_owned())];
-        let packet = build(
-            &options,
-            names,
-            (&shared, &Default::default()),
-            progress,
-            &calendar,
-        );
+        let packet = build(&options, names, &shared, progress, &calendar);
         let md = super::super::markdown::render(&packet);
         Ok(md
             .lines()
@@ -679,13 +667,7 @@ mod tests {
         };
         let progress = query::progress(records, &[alex, blake], day, day, &calendar)?;
         let names = vec![(alex, "Alex".to_owned()), (blake, "Blake".to_owned())];
-        let packet = build(
-            &options,
-            names,
-            (records, &Default::default()),
-            progress,
-            &calendar,
-        );
+        let packet = build(&options, names, records, progress, &calendar);
         Ok(super::super::markdown::render(&packet))
     }
 

@@ -9,8 +9,6 @@ pub use epoch::{EpochMove, EpochNews, EpochSecrets, OldSpace, RETIRE_GRACE_MS, R
 mod erase;
 pub use erase::Erasure;
 mod guard;
-/// The length of a signing device's actor (its key id, then 8 bytes of its own).
-pub(crate) const SIGNED_ACTOR_LEN: usize = guard::ACTOR_LEN;
 pub use guard::Breach;
 mod names;
 pub use names::{DeviceInfo, MAX_DEVICE_NAME, clean_device_name};
