@@ -810,6 +810,43 @@ fn what_builds_on_a_change_under_an_epochs_actor_is_refused_with_it() -> Result<
     Ok(())
 }
 
+/// The same from a device no one introduced: refused, but not kept on disk as refused for
+/// good (anyone who can push could otherwise grow that list without end).
+#[test]
+fn a_change_under_an_epochs_actor_from_a_stranger_is_not_kept() -> Result<()> {
+    let mut s = story(76)?;
+    let mut silent = Forger::new(&s.sim, 1, s.blake)?;
+    silent.introduced = true;
+    let mut epoch_actor = [0u8; 16];
+    epoch_actor[..10].copy_from_slice(b"mend-epoch");
+    epoch_actor[12..].copy_from_slice(&6u32.to_be_bytes());
+    let base = s.sim.devices[0].journal().document(Space::Couple)?;
+    let mut doc = AutoCommit::load(&base)?.with_actor(ActorId::from(epoch_actor));
+    doc.put(automerge::ROOT, "epoch", 6_i64)?;
+    doc.commit();
+    let under_epoch = doc
+        .get_last_local_change()
+        .context("under the epoch's actor")?
+        .raw_bytes()
+        .to_vec();
+    let kept = |s: &Story| -> Result<Vec<i64>> {
+        s.sim
+            .devices
+            .iter()
+            .map(|d| {
+                let db = rusqlite::Connection::open(d.journal().store().path())?;
+                Ok(db.query_row("SELECT COUNT(*) FROM refused_changes", [], |r| r.get(0))?)
+            })
+            .collect()
+    };
+    let before = kept(&s)?;
+    let plain = silent.bundle(&s.sim, &[under_epoch])?;
+    silent.push(&mut s.sim, &plain)?;
+    s.sim.settle()?;
+    ensure!(kept(&s)? == before, "{:?} -> {:?}", before, kept(&s)?);
+    identical(&s.sim)
+}
+
 #[test]
 fn a_replayed_signed_chunk_changes_nothing() -> Result<()> {
     let mut s = story(75)?;

@@ -635,6 +635,51 @@ async fn a_device_dropped_without_closing_leaves_no_task_behind() -> Result<()> 
     Ok(())
 }
 
+/// The packet is made on the connection apart (which reads the read model, and holds no
+/// document) with a boundary and a share in it, as an app's and the CLI's export make it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_packet_with_a_boundary_is_made_on_the_connection_apart() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let device = mend_client::Device::create(
+        &dir.path().join("j.db"),
+        "Alex",
+        "http://127.0.0.1:9",
+        mend_e2e::opts(),
+        mend_client::RelayOptions::default(),
+        None,
+    )?;
+    device.write(|j| {
+        j.add(mend_core::Body::Boundary(mend_core::model::Boundary {
+            text: "No contact with them".into(),
+            ..Default::default()
+        }))
+    })?;
+    device.write(|j| {
+        j.add(mend_core::Body::Share(mend_core::model::Share {
+            feeling: "in the packet".into(),
+            tough_question: false,
+        }))
+    })?;
+    let (from, to) = device.read(|j| j.default_packet_range())?;
+    let options = mend_core::export::PacketOptions {
+        from,
+        to,
+        kinds: vec![],
+    };
+    for format in [
+        mend_core::export::Format::Markdown,
+        mend_core::export::Format::Html,
+    ] {
+        let packet = device.read_apart(|j| j.export_packet(&options, format))?;
+        ensure!(
+            packet.contains("No contact with them") && packet.contains("in the packet"),
+            "{packet}"
+        );
+    }
+    device.close().await?;
+    Ok(())
+}
+
 /// The packet (seconds of reading on a large journal) is read on a connection of its own:
 /// it never waits for the quick reads' shared connection, nor they for it. Here the shared
 /// connection is held while the packet is made.

@@ -647,7 +647,9 @@ pub(crate) fn run(
             && let Err((breach, ban)) = authenticate(roster, space_id, &change, &signed, None)
         {
             out.refused.push(Refused::of(roster, signed.signer, breach));
-            if ban {
+            // Kept for good only when a member's device signed it: what anyone else sends is
+            // dropped as it comes, and never grows the list kept on disk.
+            if ban && signed_by_a_member(roster, space_id, &change, &signed) {
                 refused_now.insert(hash);
                 out.banned.push(hash);
             }
@@ -876,6 +878,18 @@ fn authenticate(
         return Err((Breach::BadSignature, false));
     }
     Ok((partner, own_actor))
+}
+
+/// Whether an introduced device signed `change`, whatever else is wrong with it.
+fn signed_by_a_member(
+    roster: &Roster,
+    space_id: &[u8; 32],
+    change: &Change,
+    signed: &Signed,
+) -> bool {
+    roster
+        .get(&signed.signer)
+        .is_some_and(|(_, key)| signed.proof.verify(&key, space_id, &change.hash().0))
 }
 
 /// Whether partner `me` could have made `change` through the API (its signature aside).
