@@ -208,35 +208,7 @@ fn live_sync_the_relay_refuses_ends_and_is_live_says_so() -> Result<()> {
 /// file still held.
 #[test]
 fn a_shutdown_after_a_cancelled_one_answers_when_the_file_is_free() -> Result<()> {
-    executor()?.block_on(async {
-        let dir = tempfile::tempdir()?;
-        let silent = TcpListener::bind("127.0.0.1:0").await?;
-        let journal = journal(&dir, &silent).await?;
-        let secret = journal.keyring_secret()?;
-        // A call in flight that holds the journal until the relay answers or its deadline.
-        let listing = tokio::spawn({
-            let journal = Arc::clone(&journal);
-            async move { journal.devices(3_000).await }
-        });
-        let conn = tokio::time::timeout(GENEROUS, silent.accept()).await??.0;
-        let first = tokio::spawn({
-            let journal = Arc::clone(&journal);
-            async move { journal.shutdown().await }
-        });
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        first.abort();
-        let _ = first.await;
-        tokio::time::timeout(GENEROUS, journal.shutdown()).await??;
-        let path = dir.path().join("j.db").display().to_string();
-        let again = Journal::open(path, secret, JournalOptions::default()).await;
-        ensure!(again.is_ok(), "the file was still held: {:?}", again.err());
-        let _ = tokio::time::timeout(GENEROUS, listing).await?;
-        drop(conn);
-        if let Ok(again) = again {
-            again.shutdown().await?;
-        }
-        Ok(())
-    })
+    executor()?.block_on(second_shutdown(true))
 }
 
 /// Two `shutdown`s at once (the app's and a lifecycle hook's): the second answers only when
@@ -244,32 +216,45 @@ fn a_shutdown_after_a_cancelled_one_answers_when_the_file_is_free() -> Result<()
 /// answered at once, while the first still waited for a call in flight).
 #[test]
 fn a_second_shutdown_answers_when_the_first_has_closed() -> Result<()> {
-    executor()?.block_on(async {
-        let dir = tempfile::tempdir()?;
-        let silent = TcpListener::bind("127.0.0.1:0").await?;
-        let journal = journal(&dir, &silent).await?;
-        let secret = journal.keyring_secret()?;
-        // A call in flight that holds the journal until the relay answers or its deadline.
-        let listing = tokio::spawn({
-            let journal = Arc::clone(&journal);
-            async move { journal.devices(3_000).await }
-        });
-        let conn = tokio::time::timeout(GENEROUS, silent.accept()).await??.0;
-        let first = tokio::spawn({
-            let journal = Arc::clone(&journal);
-            async move { journal.shutdown().await }
-        });
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        tokio::time::timeout(GENEROUS, journal.shutdown()).await??;
-        let path = dir.path().join("j.db").display().to_string();
-        let again = Journal::open(path, secret, JournalOptions::default()).await;
-        ensure!(again.is_ok(), "the file was still held: {:?}", again.err());
+    executor()?.block_on(second_shutdown(false))
+}
+
+/// A `shutdown` while a call in flight holds the journal, its caller giving up
+/// (`cancel_first`) or waiting, then a second: when the second answers, the file is free.
+async fn second_shutdown(cancel_first: bool) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let silent = TcpListener::bind("127.0.0.1:0").await?;
+    let journal = journal(&dir, &silent).await?;
+    let secret = journal.keyring_secret()?;
+    // A call in flight that holds the journal until the relay answers or its deadline.
+    let listing = tokio::spawn({
+        let journal = Arc::clone(&journal);
+        async move { journal.devices(3_000).await }
+    });
+    let conn = tokio::time::timeout(GENEROUS, silent.accept()).await??.0;
+    let first = tokio::spawn({
+        let journal = Arc::clone(&journal);
+        async move { journal.shutdown().await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let first = if cancel_first {
+        first.abort();
+        let _ = first.await;
+        None
+    } else {
+        Some(first)
+    };
+    tokio::time::timeout(GENEROUS, journal.shutdown()).await??;
+    let path = dir.path().join("j.db").display().to_string();
+    let again = Journal::open(path, secret, JournalOptions::default()).await;
+    ensure!(again.is_ok(), "the file was still held: {:?}", again.err());
+    if let Some(first) = first {
         tokio::time::timeout(GENEROUS, first).await???;
-        let _ = tokio::time::timeout(GENEROUS, listing).await?;
-        drop(conn);
-        if let Ok(again) = again {
-            again.shutdown().await?;
-        }
-        Ok(())
-    })
+    }
+    let _ = tokio::time::timeout(GENEROUS, listing).await?;
+    drop(conn);
+    if let Ok(again) = again {
+        again.shutdown().await?;
+    }
+    Ok(())
 }

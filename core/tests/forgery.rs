@@ -716,22 +716,57 @@ fn a_signature_that_does_not_verify_and_an_unknown_device_are_refused() -> Resul
 
 #[test]
 fn what_builds_on_a_refused_change_is_refused_with_it() -> Result<()> {
-    let mut s = story(74)?;
+    refused_with_what_builds_on_it(74, None, |doc, s| {
+        let rec = record(doc, s.boundary)?;
+        let consents = map_at(doc, &rec, "consents")?;
+        let c = doc.put_object(&consents, s.alex.to_string(), ObjType::Map)?;
+        doc.put(&c, "state", "declined")?;
+        Ok(())
+    })
+}
+
+/// A change under an epoch's actor is refused for good before its dependencies are even
+/// looked at, so what builds on it in the same chunk is refused with it rather than held,
+/// waiting for a change no device will ever take.
+#[test]
+fn what_builds_on_a_change_under_an_epochs_actor_is_refused_with_it() -> Result<()> {
+    refused_with_what_builds_on_it(75, Some(epoch_actor(4)), |doc, _| {
+        doc.put(automerge::ROOT, "epoch", 4_i64)?;
+        Ok(())
+    })
+}
+
+/// The actor an epoch's first change is made under.
+fn epoch_actor(epoch: u32) -> ActorId {
+    let mut actor = [0u8; 16];
+    actor[..10].copy_from_slice(b"mend-epoch");
+    actor[12..].copy_from_slice(&epoch.to_be_bytes());
+    ActorId::from(actor)
+}
+
+/// Blake's device signs and pushes a change `bad` makes (under `bad_actor`, else its own),
+/// then an innocent-looking change of its own made after it: every device refuses both, the
+/// second as depending on a refused change.
+fn refused_with_what_builds_on_it(
+    seed: u64,
+    bad_actor: Option<ActorId>,
+    bad: impl FnOnce(&mut AutoCommit, &Story) -> Result<()>,
+) -> Result<()> {
+    let mut s = story(seed)?;
     let mut forger = Forger::new(&s.sim, 1, s.blake)?;
-    let actor = forger.actor(1);
     let base = s.sim.devices[0].journal().document(Space::Couple)?;
-    let mut doc = AutoCommit::load(&base)?.with_actor(actor);
-    let rec = record(&doc, s.boundary)?;
-    let consents = map_at(&mut doc, &rec, "consents")?;
-    let c = doc.put_object(&consents, s.alex.to_string(), ObjType::Map)?;
-    doc.put(&c, "state", "declined")?;
+    let own = bad_actor.is_none();
+    let mut doc = AutoCommit::load(&base)?.with_actor(bad_actor.unwrap_or_else(|| forger.actor(1)));
+    bad(&mut doc, &s)?;
     doc.commit();
     let bad = doc
         .get_last_local_change()
         .context("bad")?
         .raw_bytes()
         .to_vec();
-    // An innocent-looking change of Blake's own, made after the forged one.
+    if !own {
+        doc.set_actor(forger.actor(1));
+    }
     let rec = new_record(
         &mut doc,
         &RecordId::generate().to_string(),
@@ -761,55 +796,6 @@ fn what_builds_on_a_refused_change_is_refused_with_it() -> Result<()> {
     Ok(())
 }
 
-/// A change under an epoch's actor is refused for good before its dependencies are even
-/// looked at, so what builds on it in the same chunk is refused with it rather than held,
-/// waiting for a change no device will ever take.
-#[test]
-fn what_builds_on_a_change_under_an_epochs_actor_is_refused_with_it() -> Result<()> {
-    let mut s = story(75)?;
-    let mut forger = Forger::new(&s.sim, 1, s.blake)?;
-    let mut epoch_actor = [0u8; 16];
-    epoch_actor[..10].copy_from_slice(b"mend-epoch");
-    epoch_actor[12..].copy_from_slice(&4u32.to_be_bytes());
-    let base = s.sim.devices[0].journal().document(Space::Couple)?;
-    let mut doc = AutoCommit::load(&base)?.with_actor(ActorId::from(epoch_actor));
-    doc.put(automerge::ROOT, "epoch", 4_i64)?;
-    doc.commit();
-    let under_epoch = doc
-        .get_last_local_change()
-        .context("under the epoch's actor")?
-        .raw_bytes()
-        .to_vec();
-    doc.set_actor(forger.actor(1));
-    let rec = new_record(
-        &mut doc,
-        &RecordId::generate().to_string(),
-        "share",
-        &s.blake.to_string(),
-    )?;
-    doc.put(&rec, "feeling", "fine")?;
-    doc.commit();
-    let after = doc
-        .get_last_local_change()
-        .context("after")?
-        .raw_bytes()
-        .to_vec();
-    let before = forged_counts(&s.sim, "depends_on_refused");
-    let records = s.sim.devices[0].journal().shared_records()?.len();
-    let plain = forger.bundle(&s.sim, &[under_epoch, after])?;
-    forger.push(&mut s.sim, &plain)?;
-    s.sim.settle()?;
-    refused_everywhere(&s.sim, "depends_on_refused", &before)?;
-    for d in &s.sim.devices {
-        ensure!(
-            d.journal().shared_records()?.len() == records,
-            "{} took the dependent record",
-            d.name
-        );
-    }
-    Ok(())
-}
-
 /// The same from a device no one introduced: refused, but not kept on disk as refused for
 /// good (anyone who can push could otherwise grow that list without end).
 #[test]
@@ -817,11 +803,8 @@ fn a_change_under_an_epochs_actor_from_a_stranger_is_not_kept() -> Result<()> {
     let mut s = story(76)?;
     let mut silent = Forger::new(&s.sim, 1, s.blake)?;
     silent.introduced = true;
-    let mut epoch_actor = [0u8; 16];
-    epoch_actor[..10].copy_from_slice(b"mend-epoch");
-    epoch_actor[12..].copy_from_slice(&6u32.to_be_bytes());
     let base = s.sim.devices[0].journal().document(Space::Couple)?;
-    let mut doc = AutoCommit::load(&base)?.with_actor(ActorId::from(epoch_actor));
+    let mut doc = AutoCommit::load(&base)?.with_actor(epoch_actor(6));
     doc.put(automerge::ROOT, "epoch", 6_i64)?;
     doc.commit();
     let under_epoch = doc

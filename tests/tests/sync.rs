@@ -635,19 +635,34 @@ async fn a_device_dropped_without_closing_leaves_no_task_behind() -> Result<()> 
     Ok(())
 }
 
-/// The packet is made on the connection apart (which reads the read model, and holds no
-/// document) with a boundary and a share in it, as an app's and the CLI's export make it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_packet_with_a_boundary_is_made_on_the_connection_apart() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let device = mend_client::Device::create(
-        &dir.path().join("j.db"),
+/// A journal of Alex's alone, its relay never reached.
+fn lone_device(dir: &std::path::Path) -> Result<mend_client::Device> {
+    Ok(mend_client::Device::create(
+        &dir.join("j.db"),
         "Alex",
         "http://127.0.0.1:9",
         mend_e2e::opts(),
         mend_client::RelayOptions::default(),
         None,
-    )?;
+    )?)
+}
+
+/// A packet of everything the journal holds.
+fn whole_range(device: &mend_client::Device) -> Result<mend_core::export::PacketOptions> {
+    let (from, to) = device.read(|j| j.default_packet_range())?;
+    Ok(mend_core::export::PacketOptions {
+        from,
+        to,
+        kinds: vec![],
+    })
+}
+
+/// The packet is made on the connection apart (which reads the read model, and holds no
+/// document) with a boundary and a share in it, as an app's and the CLI's export make it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_packet_with_a_boundary_is_made_on_the_connection_apart() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let device = lone_device(dir.path())?;
     device.write(|j| {
         j.add(mend_core::Body::Boundary(mend_core::model::Boundary {
             text: "No contact with them".into(),
@@ -660,12 +675,7 @@ async fn a_packet_with_a_boundary_is_made_on_the_connection_apart() -> Result<()
             tough_question: false,
         }))
     })?;
-    let (from, to) = device.read(|j| j.default_packet_range())?;
-    let options = mend_core::export::PacketOptions {
-        from,
-        to,
-        kinds: vec![],
-    };
+    let options = whole_range(&device)?;
     for format in [
         mend_core::export::Format::Markdown,
         mend_core::export::Format::Html,
@@ -686,26 +696,14 @@ async fn a_packet_with_a_boundary_is_made_on_the_connection_apart() -> Result<()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_packet_is_read_apart_from_the_quick_reads() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let device = std::sync::Arc::new(mend_client::Device::create(
-        &dir.path().join("j.db"),
-        "Alex",
-        "http://127.0.0.1:9",
-        mend_e2e::opts(),
-        mend_client::RelayOptions::default(),
-        None,
-    )?);
+    let device = std::sync::Arc::new(lone_device(dir.path())?);
     device.write(|j| {
         j.add(mend_core::Body::Share(mend_core::model::Share {
             feeling: "in the packet".into(),
             tough_question: false,
         }))
     })?;
-    let (from, to) = device.read(|j| j.default_packet_range())?;
-    let options = mend_core::export::PacketOptions {
-        from,
-        to,
-        kinds: vec![],
-    };
+    let options = whole_range(&device)?;
     let (tx, rx) = std::sync::mpsc::channel();
     let apart = std::sync::Arc::clone(&device);
     let made = device.read(|_| {
