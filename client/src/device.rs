@@ -493,11 +493,12 @@ impl Device {
             // The keyring names its epoch: the only one to try, and nothing to vouch for (the
             // app's own storage said so, not the relay).
             KeyringEpoch::Known(epoch) => (Vouching::Named, vec![epoch]),
-            // A keyring from before keyrings named their epoch. Epoch 0 needs no vouching
-            // (nothing is taken unchecked there). A first change of a later epoch is anyone's
-            // to push, so when the relay holds any, each is tried (and then epoch 0), and only
-            // one this partner's devices built on is kept. Without any, epoch 0 is kept either
-            // way, but not written into the keyring unless own work shows it.
+            // A keyring from before keyrings named their epoch. A first change of a later
+            // epoch is anyone's to push, so when the relay holds any, each is tried (and then
+            // epoch 0), and only one this partner's devices built on is kept: a secret of a
+            // later epoch whose own work never reached the relay must not land in epoch 0.
+            // Without any, epoch 0 is kept either way (nothing is taken unchecked there), but
+            // not written into the keyring unless own work shows it.
             KeyringEpoch::Unknown => {
                 let vouched = if candidates.is_empty() {
                     Vouching::Noted
@@ -516,13 +517,13 @@ impl Device {
         // An attempt that fails (out of time, say) passes to the next while time is left: a
         // first change pushed to crowd out the real one costs an attempt, not the restore.
         let mut failed = None;
-        let mut tried = false;
+        let mut out_of_time = false;
         for epoch in tries {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
+                out_of_time = true;
                 break;
             }
-            tried = true;
             let attempt = Self::restore_in(
                 path,
                 me,
@@ -548,12 +549,13 @@ impl Device {
                 }
             }
         }
+        // Not every epoch was tried: the budget ran out first (attempts of made-up epochs may
+        // have taken it), so nothing is known to be wrong with the relay's copy.
+        if out_of_time {
+            return Err(Error::Unreachable);
+        }
         if let Some(e) = failed {
             return Err(e);
-        }
-        // The download took the whole budget.
-        if !tried {
-            return Err(Error::Unreachable);
         }
         Err(Error::Invalid(
             "the relay's copy of this journal holds nothing your own devices wrote in the epoch \
@@ -609,6 +611,23 @@ impl Device {
         let filled = device.client.sync_now(budget).await;
         let kept = match filled {
             Ok(status) if status.syncing || !status.online => Err(Error::Unreachable),
+            // The relay keeps this keyring's spaces no more: a journal filled from nothing
+            // would be kept as if whole.
+            Ok(status)
+                if status.problems.iter().any(|p| {
+                    matches!(
+                        p.kind,
+                        ProblemKind::Retired | ProblemKind::SpaceGone | ProblemKind::Erased { .. }
+                    )
+                }) =>
+            {
+                Err(Error::Invalid(
+                    "the relay no longer keeps this keyring's spaces: the journal was erased, \
+                     or moved to new secrets after this keyring was stored; restore on another \
+                     of your devices, or pair this one again"
+                        .into(),
+                ))
+            }
             Ok(_) => {
                 let identity = *identity;
                 let journal = Arc::clone(&device.journal);
@@ -625,7 +644,10 @@ impl Device {
                     }
                     // An epoch the keyring named whose first change the relay does not hold
                     // (it lost it, or serves an older copy): nothing of the epoch would show.
-                    if !journal.step(|j| j.holds_epoch_base())? {
+                    // (Own work in an epoch shows its first change is held.)
+                    if matches!(vouching, Vouching::Named)
+                        && !journal.step(|j| j.holds_epoch_base())?
+                    {
                         return Err(Error::Invalid(
                             "the relay does not hold the start of the epoch this keyring names, \
                              so the journal cannot be restored from it: if the journal moved to \
@@ -1501,6 +1523,12 @@ impl Device {
             ));
         };
         let keyring = self.keyring();
+        // The secret and its epoch from one snapshot of the keyring: a move after the read
+        // above would otherwise pair the newer secret with the older epoch's start.
+        let start = match keyring.epoch {
+            KeyringEpoch::Known(Some(known)) => known,
+            KeyringEpoch::Known(None) | KeyringEpoch::Unknown => start,
+        };
         Invite {
             relay_url: keyring.relay_url.clone(),
             couple: keyring.couple.clone(),

@@ -109,6 +109,34 @@ async fn a_keyring_naming_an_epoch_the_relay_does_not_hold_restores_nothing() ->
     relay.stop().await
 }
 
+/// The app was killed before it stored the keyring of the journal's new epoch, and the old
+/// epoch's spaces are gone from the relay since: a restore from the keyring it kept restores
+/// nothing and says why, instead of a journal filled from nothing that it calls whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyring_whose_spaces_the_relay_retired_restores_nothing() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path()).await?;
+    let (a, b) = couple(dir.path(), &relay).await?;
+    a.with(|j| j.add(share("written before the move")))?;
+    a.sync().await?;
+    let stale = b.device.keyring();
+    a.device.forget(ROUND).await?;
+    for phone in [&b, &a, &b, &a] {
+        phone.sync().await?;
+    }
+    ensure!(b.read(|j| j.epoch())? == 1, "Blake did not move");
+    let path = b.path.clone();
+    b.device.close().await?;
+    lose(&path);
+    let restored = Device::restore(&path, stale, ROUND, opts(), relay.trust(), None).await;
+    ensure!(
+        matches!(&restored, Err(Error::Invalid(why)) if why.contains("no longer keeps")),
+        "{restored:?}"
+    );
+    ensure!(!path.exists());
+    relay.stop().await
+}
+
 /// The keyring an app kept after the journal moved to new secrets (a lost phone removed, a
 /// "forget") restores the journal in that epoch: the restored device reads and writes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
