@@ -97,16 +97,28 @@ async fn a_keyring_naming_an_epoch_the_relay_does_not_hold_restores_nothing() ->
         epoch: mend_core::KeyringEpoch::Known(Some((1, [7; 32]))),
         ..a.device.keyring()
     };
-    let path = a.path.clone();
-    a.device.close().await?;
+    restores_nothing(a, keyring, &relay, "start of the epoch").await?;
+    relay.stop().await
+}
+
+/// `phone`'s database lost, then a restore from `keyring` that fails with `invalid` saying
+/// `why`, and leaves nothing behind.
+async fn restores_nothing(
+    phone: mend_e2e::Phone,
+    keyring: mend_core::Keyring,
+    relay: &Relay,
+    why: &str,
+) -> Result<()> {
+    let path = phone.path.clone();
+    phone.device.close().await?;
     lose(&path);
     let restored = Device::restore(&path, keyring, ROUND, opts(), relay.trust(), None).await;
     ensure!(
-        matches!(&restored, Err(Error::Invalid(why)) if why.contains("start of the epoch")),
+        matches!(&restored, Err(Error::Invalid(said)) if said.contains(why)),
         "{restored:?}"
     );
     ensure!(!path.exists());
-    relay.stop().await
+    Ok(())
 }
 
 /// The app was killed before it stored the keyring of the journal's new epoch, and the old
@@ -125,15 +137,7 @@ async fn a_keyring_whose_spaces_the_relay_retired_restores_nothing() -> Result<(
         phone.sync().await?;
     }
     ensure!(b.read(|j| j.epoch())? == 1, "Blake did not move");
-    let path = b.path.clone();
-    b.device.close().await?;
-    lose(&path);
-    let restored = Device::restore(&path, stale, ROUND, opts(), relay.trust(), None).await;
-    ensure!(
-        matches!(&restored, Err(Error::Invalid(why)) if why.contains("no longer keeps")),
-        "{restored:?}"
-    );
-    ensure!(!path.exists());
+    restores_nothing(b, stale, &relay, "no longer keeps").await?;
     relay.stop().await
 }
 
