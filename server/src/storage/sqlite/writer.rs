@@ -981,6 +981,7 @@ fn scrub(
     max_bytes: usize,
 ) -> rusqlite::Result<(Swept, bool)> {
     let mut swept = Swept::default();
+    let mut rows = 0usize;
     let max_rows = max_rows.max(1);
     let max_bytes = u64::try_from(max_bytes).unwrap_or(u64::MAX);
     loop {
@@ -998,7 +999,7 @@ fn scrub(
             return Ok((swept, false));
         };
         for table in ["chunks", "rollups"] {
-            let left = max_rows.saturating_sub(usize::try_from(swept.chunks).unwrap_or(max_rows));
+            let left = max_rows.saturating_sub(rows);
             let due: Vec<(i64, i64)> = tx
                 .prepare_cached(&format!(
                     "SELECT id, COALESCE(length(payload), 0) FROM {table} WHERE space = ?1 LIMIT ?2"
@@ -1010,14 +1011,15 @@ fn scrub(
                 .collect::<rusqlite::Result<_>>()?;
             let mut delete = tx.prepare_cached(&format!("DELETE FROM {table} WHERE id = ?1"))?;
             for (id, len) in due {
-                if swept.chunks > 0 && swept.bytes >= max_bytes {
+                if rows > 0 && swept.bytes >= max_bytes {
                     return Ok((swept, true));
                 }
                 delete.execute([id])?;
+                rows = rows.saturating_add(1);
                 swept.chunks = swept.chunks.saturating_add(1);
                 swept.bytes = swept.bytes.saturating_add(u64::try_from(len).unwrap_or(0));
             }
-            if usize::try_from(swept.chunks).unwrap_or(usize::MAX) >= max_rows {
+            if rows >= max_rows {
                 return Ok((swept, true));
             }
         }
