@@ -169,7 +169,8 @@ pub struct Limits {
     pub max_chunk_bytes: usize,
     /// Largest snapshot payload (413).
     pub max_snapshot_bytes: usize,
-    /// Bytes one space may hold: live chunk payloads plus its snapshot (507).
+    /// Bytes one space may hold: chunk and rollup payloads held, its snapshot, and
+    /// [`crate::storage::ROW_BYTES`] for each chunk or rollup row kept (507).
     pub space_quota_bytes: u64,
     /// Bytes all spaces together may hold, counted like [`Limits::space_quota_bytes`]; a write
     /// past it is refused `relay_full` (507) so many spaces cannot fill the disk.
@@ -262,9 +263,7 @@ pub struct Limits {
     /// Pairing mailboxes open or claimed at once across the relay (503 beyond).
     pub max_live_pairings: u64,
     /// Smallest chunk or rollup payload accepted (400 `malformed` below): a sealed payload is
-    /// at least its nonce and tag (40 bytes). A row costs the database about 150 bytes beside
-    /// its payload while quotas count payload bytes, so without a floor empty payloads would
-    /// fill the disk past every quota.
+    /// at least its nonce and tag (40 bytes), so anything smaller cannot be a real chunk.
     pub min_chunk_bytes: usize,
     /// Token checks that must read the database (a space this instance holds no token for in
     /// memory) and fail, per client address and minute on one instance; once spent, such

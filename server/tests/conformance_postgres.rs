@@ -17,7 +17,7 @@ use mend_relay::{
     config::Postgres,
     live::{LiveEvent, LiveFeed, LocalHub},
     storage::{
-        EraseReason, PullRequest, Storage, StorageError,
+        EraseReason, PullRequest, ROW_BYTES, Storage, StorageError,
         conformance::Backend,
         postgres::{MIGRATION_LOCK, PgError, PostgresStorage, SCHEMA_VERSION},
         test_db::TestDatabase,
@@ -451,9 +451,10 @@ async fn the_total_of_an_older_database_starts_from_its_spaces() {
     )
     .await;
     let store = open_on(&db, &LocalHub::default()).await;
+    // The payloads, and then each space's one chunk row (`013_row_cost.sql`).
     assert_eq!(
         store.total_bytes().await.unwrap_or_else(|e| panic!("{e}")),
-        345
+        345 + 2 * ROW_BYTES
     );
     store.close().await.unwrap_or_else(|e| panic!("{e}"));
 }
@@ -468,8 +469,10 @@ async fn the_total_is_shared_by_every_instance() {
         open_on(&db, &LocalHub::default()).await,
     );
     let (a, b) = (SpaceId([1; 32]), SpaceId([2; 32]));
+    // 1000 payload bytes and two rows.
+    let limit = 1000 + 2 * ROW_BYTES;
     for store in [&first, &second] {
-        store.set_total_quota(1000);
+        store.set_total_quota(limit);
     }
     first
         .create_space(a, [1; 32])
@@ -491,10 +494,10 @@ async fn the_total_is_shared_by_every_instance() {
     assert!(matches!(
         second.push(b, push(2, 1, 400), u64::MAX).await,
         Err(StorageError::RelayFull {
-            used: 700,
-            adding: 400,
-            limit: 1000
-        })
+            used,
+            adding,
+            limit: l
+        }) if used == 700 + ROW_BYTES && adding == 400 + ROW_BYTES && l == limit
     ));
     assert!(
         second
@@ -508,7 +511,7 @@ async fn the_total_is_shared_by_every_instance() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         first.total_bytes().await.unwrap_or_else(|e| panic!("{e}")),
-        400
+        400 + ROW_BYTES
     );
     for store in [first, second] {
         store.close().await.unwrap_or_else(|e| panic!("{e}"));

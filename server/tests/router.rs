@@ -14,7 +14,11 @@ use common::{device, error_code, push, space, test_config, token};
 use mend_protocol::{
     Ack, Limits, PROTOCOL_VERSION, Page, Push, Snapshot, SpaceId, Successor, paths,
 };
-use mend_relay::{AppState, app, client::client_key, storage::Swept};
+use mend_relay::{
+    AppState, app,
+    client::client_key,
+    storage::{ROW_BYTES, Swept},
+};
 use tower::ServiceExt;
 
 struct Api {
@@ -1073,11 +1077,17 @@ async fn pushing_and_pruning_in_a_loop_fills_the_relay_only_to_its_limit() -> an
             .await?;
         assert_eq!(status, StatusCode::NO_CONTENT, "{}", error_code(&body));
     }
-    // Three rounds held 3 × 3000 chunk bytes and a 10-byte snapshot; the fourth did not fit.
+    // Three rounds held 3 × 3000 chunk bytes, their rows and a 10-byte snapshot; the fourth
+    // did not fit.
     assert_eq!(refused_at, Some(4));
-    assert_eq!(api.state.storage().total_bytes().await?, 9010);
+    assert_eq!(
+        api.state.storage().total_bytes().await?,
+        9010 + 3 * ROW_BYTES
+    );
     // What is left fits to the byte, and not one byte more.
-    api.push(&s, &t, &push(device(1), seq, &[4; 990])).await?;
+    let left = (10_000 - 9010 - 4 * ROW_BYTES) as usize;
+    api.push(&s, &t, &push(device(1), seq, &vec![4; left]))
+        .await?;
     assert_eq!(api.state.storage().total_bytes().await?, 10_000);
     api.refused(
         "POST",

@@ -11,7 +11,7 @@ use mend_relay::{
     config::{GroupCommit, Postgres},
     live::LocalHub,
     storage::{
-        Storage, Swept,
+        ROW_BYTES, Storage, Swept,
         postgres::PostgresStorage,
         sqlite::{DB_FILE, SqliteStorage},
         test_db::TestDatabase,
@@ -50,7 +50,8 @@ async fn fill(storage: &dyn Storage) {
 }
 
 /// An SQLite relay that pruned chunk 1 four days before its upgrade counted it no more (110
-/// bytes: chunk 2 and the snapshot). Upgraded and swept, it holds exactly those 110 bytes.
+/// bytes: chunk 2 and the snapshot). Upgraded and swept, it holds exactly those 110 bytes,
+/// beside the rows it keeps.
 #[tokio::test]
 async fn sqlite_upgrade_recounts_chunks_pruned_before_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -97,14 +98,15 @@ async fn sqlite_upgrade_recounts_chunks_pruned_before_it() {
             bytes: 100
         }
     );
-    assert_eq!(storage.total_bytes().await.unwrap(), 110);
+    // Those 110 bytes and the two chunk rows, kept and counted since `014_row_cost.sql`.
+    assert_eq!(storage.total_bytes().await.unwrap(), 110 + 2 * ROW_BYTES);
     storage.close().await.unwrap();
     drop(storage);
     let db = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
     let used: i64 = db
         .query_row("SELECT bytes_used FROM spaces", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(used, 110);
+    assert_eq!(used, 110 + 2 * ROW_BYTES as i64);
 }
 
 async fn client(db: &TestDatabase) -> tokio_postgres::Client {
@@ -178,7 +180,8 @@ async fn postgres_upgrade_recounts_and_the_total_never_goes_below_zero() {
             bytes: 100
         }
     );
-    assert_eq!(counters(&sql).await, (110, 110));
+    let held = 110 + 2 * ROW_BYTES as i64;
+    assert_eq!(counters(&sql).await, (held, held));
 
     sql.batch_execute(&format!(
         "UPDATE chunks SET pruned_at = {} WHERE seq = 2;

@@ -8,7 +8,7 @@ use mend_protocol::{Chunk, DeviceId, Page, Rollup, RollupPush, Sizes, SpaceId};
 
 use super::{ADD_TO_TOTAL, PgError, Shared, TOTAL, from_db, nonneg, row_mark, to_db};
 use crate::storage::{
-    Entry, PullRequest, RollupStored, StorageError, Swept, Walked, check_rollup,
+    Entry, PullRequest, ROW_BYTES, RollupStored, StorageError, Swept, Walked, check_rollup,
     check_rollup_chunks, walk,
 };
 
@@ -92,7 +92,9 @@ pub(super) async fn push(
         Ok(range) => range,
         Err(error) => return Ok(Err(error)),
     };
-    let adding = rollup.payload.len() as u64;
+    // The row outlives the payload, so it counts for as long as it is kept.
+    let size = rollup.payload.len() as u64;
+    let adding = size.saturating_add(ROW_BYTES);
     if bytes_used.saturating_add(adding) > quota {
         return Ok(Err(StorageError::QuotaExceeded {
             used: bytes_used,
@@ -109,7 +111,7 @@ pub(super) async fn push(
             limit,
         }));
     }
-    let size = to_db(adding);
+    let (size, adding) = (to_db(size), to_db(adding));
     // A rollup whose first chunk a snapshot already covers is pruned as it is stored, so the
     // sweep deletes it with those chunks (a device that was offline rolls up late).
     let pruned_at: Option<i64> = (relay_seq <= covers).then(|| to_db(super::unix_now()));
@@ -138,11 +140,11 @@ pub(super) async fn push(
     .await?;
     tx.execute(
         "UPDATE spaces SET bytes_used = bytes_used + $2 WHERE id = $1",
-        &[&id, &size],
+        &[&id, &adding],
     )
     .await?;
-    if size != 0 {
-        tx.execute(ADD_TO_TOTAL, &[&size]).await?;
+    if adding != 0 {
+        tx.execute(ADD_TO_TOTAL, &[&adding]).await?;
     }
     tx.commit().await?;
     Ok(Ok(RollupStored {

@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/010_tombstone_reason.sql"),
     include_str!("migrations/011_successor.sql"),
     include_str!("migrations/012_erasing.sql"),
+    include_str!("migrations/013_row_cost.sql"),
 ];
 
 /// The schema version this code writes.

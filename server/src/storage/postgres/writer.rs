@@ -21,7 +21,7 @@ use super::{ANSWER_SLACK, CHANNEL, PgError, Shared, from_db, listener, nonneg, t
 use crate::{
     config::Postgres,
     live::LiveEvent,
-    storage::{Pushed, StorageError},
+    storage::{Pushed, ROW_BYTES, StorageError},
 };
 
 /// Times a batch runs again after a deadlock, a serialisation failure or a lost connection.
@@ -150,7 +150,8 @@ impl Writer {
             .fetch_add(batch.len() as u64, Relaxed);
         let mut answers = Vec::with_capacity(batch.len());
         for (job, outcome) in batch.into_iter().zip(outcomes) {
-            let adding = job.push.payload.len() as u64;
+            // As `mend_push` counts it: the payload and its row.
+            let adding = (job.push.payload.len() as u64).saturating_add(ROW_BYTES);
             let result = match outcome.status {
                 0 => {
                     let relay_seq = from_db(outcome.relay_seq);

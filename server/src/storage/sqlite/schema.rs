@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/011_tombstone_reason.sql"),
     include_str!("migrations/012_successor.sql"),
     include_str!("migrations/013_erasing.sql"),
+    include_str!("migrations/014_row_cost.sql"),
 ];
 
 /// The schema version this code writes.
@@ -143,7 +144,8 @@ mod tests {
             [],
             |row| row.get(0),
         )?;
-        assert_eq!(total, 345);
+        // The payloads, and then each space's one chunk row (`014_row_cost.sql`).
+        assert_eq!(total, 345 + 2 * crate::storage::ROW_BYTES as i64);
         Ok(())
     }
 

@@ -32,8 +32,8 @@ use crate::{
     config::GroupCommit,
     live::{LiveEvent, Publisher},
     storage::{
-        Created, EraseReason, Pushed, RollupStored, StorageError, Swept, TokenHash, check_rollup,
-        check_rollup_chunks, unix_now,
+        Created, EraseReason, Pushed, ROW_BYTES, RollupStored, StorageError, Swept, TokenHash,
+        check_rollup, check_rollup_chunks, unix_now,
     },
 };
 
@@ -678,8 +678,9 @@ fn push_chunk(
                 }),
             }))
         };
-    let adding = push.payload.len() as u64;
-    if meta.bytes_used + adding > quota {
+    // The row outlives the payload (its hash stays), so it counts for as long as it is kept.
+    let adding = (push.payload.len() as u64).saturating_add(ROW_BYTES);
+    if meta.bytes_used.saturating_add(adding) > quota {
         // A replay of a stored chunk is still answered, even at the quota.
         return Ok(original(tx)?.unwrap_or(Err(StorageError::QuotaExceeded {
             used: meta.bytes_used,
@@ -785,7 +786,8 @@ fn push_rollup(
             Ok(range) => range,
             Err(error) => return Ok(Err(error)),
         };
-    let adding = rollup.payload.len() as u64;
+    let size = rollup.payload.len() as u64;
+    let adding = size.saturating_add(ROW_BYTES);
     let grown = meta.bytes_used.saturating_add(adding);
     if grown > quota {
         return Ok(Err(StorageError::QuotaExceeded {
@@ -812,7 +814,7 @@ fn push_rollup(
         device,
         first,
         last,
-        adding as i64,
+        size as i64,
         &rollup.payload,
         pruned_at
     ])?;
