@@ -169,11 +169,11 @@ pub struct Limits {
     pub max_chunk_bytes: usize,
     /// Largest snapshot payload (413).
     pub max_snapshot_bytes: usize,
-    /// Bytes one space may hold: chunk and rollup payloads held, its snapshot, and
-    /// [`crate::storage::ROW_BYTES`] for each chunk or rollup row kept (507).
+    /// Bytes one space may hold: chunk and rollup payloads held plus its snapshot (507).
     pub space_quota_bytes: u64,
-    /// Bytes all spaces together may hold, counted like [`Limits::space_quota_bytes`]; a write
-    /// past it is refused `relay_full` (507) so many spaces cannot fill the disk.
+    /// Bytes all spaces together may hold, counted like [`Limits::space_quota_bytes`] plus
+    /// [`crate::storage::ROW_BYTES`] for each chunk or rollup row kept; a write past it is
+    /// refused `relay_full` (507) so many spaces, or many rows, cannot fill the disk.
     pub max_total_bytes: u64,
     /// Largest WebSocket message; a larger one closes the connection with 1009.
     pub max_ws_message_bytes: usize,

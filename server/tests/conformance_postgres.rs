@@ -446,6 +446,7 @@ async fn the_total_of_an_older_database_starts_from_its_spaces() {
          DROP TABLE device_seen;
          ALTER TABLE erased DROP COLUMN reason;
          ALTER TABLE spaces DROP COLUMN successor;
+         ALTER TABLE spaces DROP COLUMN rows;
          DROP TABLE erasing;
          UPDATE mend_schema SET version = 3;",
     )

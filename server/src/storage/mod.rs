@@ -120,12 +120,14 @@ pub struct RollupStored {
 /// checking a rollup reads a bounded range of the log.
 pub const MAX_ROLLUP_CHUNKS: u64 = 4096;
 
-/// Bytes each stored chunk or rollup counts against the space's quota and the relay-wide
-/// limit beside its payload, for as long as its row is kept. Rows outlive their payloads (a
-/// pruned chunk's hash answers replays and catches reused sequences), so without this a client
-/// repeating "push tiny chunks, snapshot, wait for the sweep" would grow the store without
-/// bound while its counted bytes stayed flat. About what a row and its index entries cost
-/// SQLite; PostgreSQL's `mend_push` (migration `013_row_cost.sql`) charges the same.
+/// Bytes each stored chunk or rollup row counts in the relay-wide total beside its payload,
+/// for as long as the row is kept. Rows outlive their payloads (a pruned chunk's hash answers
+/// replays and catches reused sequences), so without this a client repeating "push tiny
+/// chunks, snapshot, wait for the sweep" would grow the store past `--max-total-bytes` while
+/// the counted bytes stayed flat. A space's own quota counts payloads alone: rows that are
+/// never deleted must not make any space full for good. About what a row and its index
+/// entries cost SQLite; PostgreSQL's `mend_push` (migration `013_row_cost.sql`) charges the
+/// same.
 pub const ROW_BYTES: u64 = 150;
 
 /// What one [`Storage::sweep_pruned`] deleted.

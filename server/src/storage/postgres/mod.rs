@@ -48,8 +48,8 @@ use tokio_util::sync::CancellationToken;
 pub use self::schema::{MIGRATION_LOCK, SCHEMA_VERSION};
 use super::{
     Created, EraseReason, NewPairing, PairingRecord, PairingSide, PairingSwept, PullRequest,
-    Pushed, RollupStored, Storage, StorageError, StorageFuture, Swept, TokenHash, Tombstone,
-    unix_now,
+    Pushed, ROW_BYTES, RollupStored, Storage, StorageError, StorageFuture, Swept, TokenHash,
+    Tombstone, unix_now,
 };
 use crate::{
     config::Postgres,
@@ -1067,7 +1067,7 @@ impl Storage for PostgresStorage {
                 .await?;
             let Some(row) = tx
                 .query_opt(
-                    "DELETE FROM spaces WHERE space_id = $1 RETURNING id, bytes_used",
+                    "DELETE FROM spaces WHERE space_id = $1 RETURNING id, bytes_used, rows",
                     &[&&space.0[..]],
                 )
                 .await?
@@ -1075,9 +1075,13 @@ impl Storage for PostgresStorage {
                 return Ok(Ok(false));
             };
             let id: i64 = row.try_get(0)?;
-            let bytes_used: i64 = row.try_get(1)?;
-            if bytes_used != 0 {
-                tx.execute(ADD_TO_TOTAL, &[&-bytes_used]).await?;
+            // Its payloads and the rows the relay counted for it.
+            let rows: i64 = row.try_get(2)?;
+            let held = row
+                .try_get::<_, i64>(1)?
+                .saturating_add(rows.saturating_mul(to_db(ROW_BYTES)));
+            if held != 0 {
+                tx.execute(ADD_TO_TOTAL, &[&held.saturating_neg()]).await?;
             }
             // The chunks and rollups go in batches ([`erase_in_batches`]): one delete of a
             // large space would outlast the statement timeout and be cut at every try, holding

@@ -92,16 +92,16 @@ pub(super) async fn push(
         Ok(range) => range,
         Err(error) => return Ok(Err(error)),
     };
-    // The row outlives the payload, so it counts for as long as it is kept.
     let size = rollup.payload.len() as u64;
-    let adding = size.saturating_add(ROW_BYTES);
-    if bytes_used.saturating_add(adding) > quota {
+    if bytes_used.saturating_add(size) > quota {
         return Ok(Err(StorageError::QuotaExceeded {
             used: bytes_used,
-            adding,
+            adding: size,
             quota,
         }));
     }
+    // Its row is kept like a chunk's, and the relay counts it alike.
+    let adding = size.saturating_add(ROW_BYTES);
     let limit = shared.total_quota.load(Relaxed);
     let total = nonneg(tx.query_one(TOTAL, &[]).await?.try_get(0)?);
     if total.saturating_add(adding) > limit {
@@ -139,8 +139,8 @@ pub(super) async fn push(
     )
     .await?;
     tx.execute(
-        "UPDATE spaces SET bytes_used = bytes_used + $2 WHERE id = $1",
-        &[&id, &adding],
+        "UPDATE spaces SET bytes_used = bytes_used + $2, rows = rows + 1 WHERE id = $1",
+        &[&id, &size],
     )
     .await?;
     if adding != 0 {

@@ -150,8 +150,7 @@ impl Writer {
             .fetch_add(batch.len() as u64, Relaxed);
         let mut answers = Vec::with_capacity(batch.len());
         for (job, outcome) in batch.into_iter().zip(outcomes) {
-            // As `mend_push` counts it: the payload and its row.
-            let adding = (job.push.payload.len() as u64).saturating_add(ROW_BYTES);
+            let adding = job.push.payload.len() as u64;
             let result = match outcome.status {
                 0 => {
                     let relay_seq = from_db(outcome.relay_seq);
@@ -182,9 +181,10 @@ impl Writer {
                 4 => Err(StorageError::SeqConflict {
                     relay_seq: from_db(outcome.relay_seq),
                 }),
+                // The relay counts the row too, as `mend_push` does.
                 5 => Err(StorageError::RelayFull {
                     used: nonneg(outcome.used),
-                    adding,
+                    adding: adding.saturating_add(ROW_BYTES),
                     limit: total,
                 }),
                 _ => Err(StorageError::Backend(

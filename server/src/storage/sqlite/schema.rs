@@ -134,6 +134,7 @@ mod tests {
              ALTER TABLE chunks DROP COLUMN rollup_seq;
              DROP TABLE pairings; DROP TABLE pairing_messages; DROP TABLE device_seen;
              ALTER TABLE erased DROP COLUMN reason; ALTER TABLE spaces DROP COLUMN successor;
+             ALTER TABLE spaces DROP COLUMN rows;
              DROP TABLE erasing",
         )?;
         conn.pragma_update(None, "user_version", 4)?;

@@ -202,8 +202,19 @@ enum Effect {
 struct SpaceMeta {
     id: i64,
     next_seq: u64,
+    /// Payload bytes held: what the space's quota bounds.
     bytes_used: u64,
     covers: u64,
+    /// Chunk and rollup rows kept, each [`ROW_BYTES`] of the relay-wide total.
+    rows: u64,
+}
+
+impl SpaceMeta {
+    /// What the space counts in the relay-wide total: its payloads and its rows.
+    fn held(&self) -> u64 {
+        self.bytes_used
+            .saturating_add(self.rows.saturating_mul(ROW_BYTES))
+    }
 }
 
 /// The bytes of all spaces together, cached between batches like [`SpaceMeta`].
@@ -362,12 +373,14 @@ impl Writer {
             for space in dirty {
                 if let Some(meta) = self.cache.get(&space) {
                     tx.prepare_cached(
-                        "UPDATE spaces SET next_seq = ?1, bytes_used = ?2, covers = ?3 WHERE id = ?4",
+                        "UPDATE spaces SET next_seq = ?1, bytes_used = ?2, covers = ?3, rows = ?4
+                         WHERE id = ?5",
                     )?
                     .execute(params![
                         meta.next_seq as i64,
                         meta.bytes_used as i64,
                         meta.covers as i64,
+                        meta.rows as i64,
                         meta.id
                     ])?;
                 }
@@ -572,7 +585,7 @@ fn meta<'c>(
     if !cache.contains_key(space) {
         let loaded = tx
             .prepare_cached(
-                "SELECT id, next_seq, bytes_used, covers FROM spaces WHERE space_id = ?1",
+                "SELECT id, next_seq, bytes_used, covers, rows FROM spaces WHERE space_id = ?1",
             )?
             .query_row([&space.0[..]], |row| {
                 Ok(SpaceMeta {
@@ -580,6 +593,7 @@ fn meta<'c>(
                     next_seq: row.get::<_, i64>(1)? as u64,
                     bytes_used: row.get::<_, i64>(2)? as u64,
                     covers: row.get::<_, i64>(3)? as u64,
+                    rows: row.get::<_, i64>(4)? as u64,
                 })
             })
             .optional()?;
@@ -678,8 +692,7 @@ fn push_chunk(
                 }),
             }))
         };
-    // The row outlives the payload (its hash stays), so it counts for as long as it is kept.
-    let adding = (push.payload.len() as u64).saturating_add(ROW_BYTES);
+    let adding = push.payload.len() as u64;
     if meta.bytes_used.saturating_add(adding) > quota {
         // A replay of a stored chunk is still answered, even at the quota.
         return Ok(original(tx)?.unwrap_or(Err(StorageError::QuotaExceeded {
@@ -688,8 +701,10 @@ fn push_chunk(
             quota,
         })));
     }
-    let grown = meta.bytes_used.saturating_add(adding);
-    if let Err(full) = state.usage.check(meta.bytes_used, grown) {
+    // The row outlives the payload (its hash stays), so the relay counts it while kept.
+    let held = meta.held();
+    let grown = held.saturating_add(adding).saturating_add(ROW_BYTES);
+    if let Err(full) = state.usage.check(held, grown) {
         // Likewise at the relay's limit.
         return Ok(original(tx)?.unwrap_or(Err(full)));
     }
@@ -718,8 +733,9 @@ fn push_chunk(
         };
     }
     meta.next_seq += 1;
-    state.usage.change(meta.bytes_used, grown);
-    meta.bytes_used = grown;
+    state.usage.change(held, grown);
+    meta.bytes_used = meta.bytes_used.saturating_add(adding);
+    meta.rows = meta.rows.saturating_add(1);
     state.dirty.insert(space);
     state.effects.push(Effect::Chunk(
         space,
@@ -787,16 +803,17 @@ fn push_rollup(
             Err(error) => return Ok(Err(error)),
         };
     let size = rollup.payload.len() as u64;
-    let adding = size.saturating_add(ROW_BYTES);
-    let grown = meta.bytes_used.saturating_add(adding);
-    if grown > quota {
+    if meta.bytes_used.saturating_add(size) > quota {
         return Ok(Err(StorageError::QuotaExceeded {
             used: meta.bytes_used,
-            adding,
+            adding: size,
             quota,
         }));
     }
-    if let Err(full) = state.usage.check(meta.bytes_used, grown) {
+    // Its row is kept like a chunk's, and counted by the relay alike.
+    let held = meta.held();
+    let grown = held.saturating_add(size).saturating_add(ROW_BYTES);
+    if let Err(full) = state.usage.check(held, grown) {
         return Ok(Err(full));
     }
     // A rollup whose first chunk a snapshot already covers is pruned as it is stored, so the
@@ -823,8 +840,9 @@ fn push_rollup(
          WHERE space = ?1 AND device_id = ?2 AND device_seq BETWEEN ?3 AND ?4",
     )?
     .execute(params![meta.id, device, first, last, relay_seq as i64])?;
-    state.usage.change(meta.bytes_used, grown);
-    meta.bytes_used = grown;
+    state.usage.change(held, grown);
+    meta.bytes_used = meta.bytes_used.saturating_add(size);
+    meta.rows = meta.rows.saturating_add(1);
     state.dirty.insert(space);
     Ok(Ok(RollupStored {
         relay_seq,
@@ -1132,9 +1150,7 @@ fn erase(
     space: SpaceId,
     reason: EraseReason,
 ) -> rusqlite::Result<Result<Option<i64>, StorageError>> {
-    let Some((id, bytes_used)) =
-        meta(tx, state.cache, &space)?.map(|meta| (meta.id, meta.bytes_used))
-    else {
+    let Some((id, held)) = meta(tx, state.cache, &space)?.map(|meta| (meta.id, meta.held())) else {
         return Ok(Ok(None));
     };
     // The chunks and rollups go afterwards, a bounded batch per transaction ([`scrub`]): one
@@ -1155,7 +1171,7 @@ fn erase(
     .execute(params![&space.0[..], now, reason.to_db()])?;
     state.cache.remove(&space);
     state.dirty.remove(&space);
-    state.usage.change(bytes_used, 0);
+    state.usage.change(held, 0);
     state.effects.push(Effect::Erased(space));
     Ok(Ok(Some(id)))
 }

@@ -1,8 +1,10 @@
--- Every kept chunk and rollup row now counts 150 bytes (`ROW_BYTES`) beside its payload, for as
--- long as the row is kept: rows outlive their payloads, and uncounted they let a space grow the
--- database without bound. `mend_push` charges it from now on (same arguments, so an instance
--- not yet upgraded charges it too); the rows already stored are charged here, and the relay
--- total recounted.
+-- Chunk and rollup rows outlive their payloads (a pruned chunk's hash answers replays), so the
+-- relay-wide total now counts 150 bytes (`ROW_BYTES`) for each row kept, beside the payloads:
+-- uncounted, rows let a client grow the database without bound. A space's own quota still
+-- counts payloads alone, so no space is ever full for good. `rows` is each space's count of
+-- kept rows; `mend_push` keeps it and charges the total from now on (same arguments, so an
+-- instance not yet upgraded charges it too). The rows already stored are counted here.
+ALTER TABLE spaces ADD COLUMN rows bigint NOT NULL DEFAULT 0;
 CREATE OR REPLACE FUNCTION mend_push(
     p_spaces bytea[], p_devices bytea[], p_device_seqs bigint[], p_payloads bytea[],
     p_quotas bigint[], p_total bigint
@@ -35,10 +37,10 @@ BEGIN
             RETURN NEXT;
             CONTINUE;
         END IF;
-        -- The payload and the row that outlives it (`ROW_BYTES`).
-        len := length(p_payloads[i]) + 150;
+        len := length(p_payloads[i]);
         hash := sha256(p_payloads[i]);
-        fits := total + added + len <= p_total;
+        -- The relay counts the row too: it is kept after the payload is deleted.
+        fits := total + added + len + 150 <= p_total;
         IF useds[k] + len <= p_quotas[i] AND fits THEN
             INSERT INTO chunks (space, seq, device_id, device_seq, payload, payload_hash)
             VALUES (ids[k], nexts[k], p_devices[i], p_device_seqs[i], p_payloads[i], hash)
@@ -47,7 +49,7 @@ BEGIN
                 status := 0; relay_seq := nexts[k]; used := useds[k] + len;
                 nexts[k] := nexts[k] + 1;
                 useds[k] := useds[k] + len;
-                added := added + len;
+                added := added + len + 150;
                 RETURN NEXT;
                 CONTINUE;
             END IF;
@@ -70,7 +72,9 @@ BEGIN
         END IF;
         RETURN NEXT;
     END LOOP;
-    UPDATE spaces s SET next_seq = u.next_seq, bytes_used = u.bytes_used
+    -- Every chunk stored took one sequence: as many rows kept.
+    UPDATE spaces s SET next_seq = u.next_seq, bytes_used = u.bytes_used,
+                        rows = s.rows + (u.next_seq - s.next_seq)
       FROM unnest(ids, nexts, useds) AS u(id, next_seq, bytes_used)
      WHERE s.id = u.id AND (s.next_seq, s.bytes_used) IS DISTINCT FROM (u.next_seq, u.bytes_used);
     IF added <> 0 THEN
@@ -80,8 +84,7 @@ BEGIN
 END;
 $$;
 
-UPDATE spaces SET bytes_used = bytes_used
-  + 150 * ((SELECT COUNT(*) FROM chunks c WHERE c.space = spaces.id)
-         + (SELECT COUNT(*) FROM rollups r WHERE r.space = spaces.id));
+UPDATE spaces SET rows = (SELECT COUNT(*) FROM chunks c WHERE c.space = spaces.id)
+                       + (SELECT COUNT(*) FROM rollups r WHERE r.space = spaces.id);
 UPDATE relay_usage SET bytes_used = CASE WHEN shard = 0
-    THEN (SELECT COALESCE(SUM(bytes_used), 0) FROM spaces) ELSE 0 END;
+    THEN (SELECT COALESCE(SUM(bytes_used + 150 * rows), 0) FROM spaces) ELSE 0 END;

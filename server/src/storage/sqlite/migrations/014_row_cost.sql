@@ -1,7 +1,8 @@
--- Every kept chunk and rollup row now counts 150 bytes (`ROW_BYTES`) beside its payload, for as
--- long as the row is kept: rows outlive their payloads, and uncounted they let a space grow the
--- file without bound. Charge the rows already stored, then recount the relay total.
-UPDATE spaces SET bytes_used = bytes_used
-  + 150 * ((SELECT COUNT(*) FROM chunks c WHERE c.space = spaces.id)
-         + (SELECT COUNT(*) FROM rollups r WHERE r.space = spaces.id));
-UPDATE relay_usage SET bytes_used = (SELECT COALESCE(SUM(bytes_used), 0) FROM spaces);
+-- Chunk and rollup rows outlive their payloads (a pruned chunk's hash answers replays), so the
+-- relay-wide total now counts 150 bytes (`ROW_BYTES`) for each row kept, beside the payloads:
+-- uncounted, rows let a client grow the file without bound. A space's own quota still counts
+-- payloads alone, so no space is ever full for good. `rows` is each space's count of kept rows.
+ALTER TABLE spaces ADD COLUMN rows INTEGER NOT NULL DEFAULT 0;
+UPDATE spaces SET rows = (SELECT COUNT(*) FROM chunks c WHERE c.space = spaces.id)
+                       + (SELECT COUNT(*) FROM rollups r WHERE r.space = spaces.id);
+UPDATE relay_usage SET bytes_used = (SELECT COALESCE(SUM(bytes_used + 150 * rows), 0) FROM spaces);
