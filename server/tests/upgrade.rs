@@ -184,6 +184,7 @@ async fn postgres_upgrade_recounts_and_the_total_never_goes_below_zero() {
     );
     assert_eq!(counters(&sql).await, (110, 110 + 2 * ROW_BYTES as i64));
 
+    // Both counters short: the space's by 50 payload bytes, the total by those and the rows.
     sql.batch_execute(&format!(
         "UPDATE chunks SET pruned_at = {} WHERE seq = 2;
          UPDATE spaces SET covers = 2, bytes_used = 50;
