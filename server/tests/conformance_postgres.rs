@@ -438,6 +438,7 @@ async fn the_total_of_an_older_database_starts_from_its_spaces() {
         &db,
         "DROP TABLE relay_usage;
          DROP INDEX chunks_held;
+         DROP INDEX chunks_held_by_space;
          DROP FUNCTION mend_push(bytea[], bytea[], bigint[], bytea[], bigint[], bigint);
          DROP TABLE rollups;
          ALTER TABLE chunks DROP COLUMN rollup_seq;

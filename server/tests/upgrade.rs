@@ -71,6 +71,7 @@ async fn sqlite_upgrade_recounts_chunks_pruned_before_it() {
     let db = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
     db.execute_batch(&format!(
         "DROP INDEX chunks_held;
+         DROP INDEX chunks_held_by_space;
          UPDATE chunks SET pruned_at = {} WHERE seq = 1;
          UPDATE spaces SET covers = 1, bytes_used = 110;
          UPDATE snapshots SET covers = 1;
@@ -154,6 +155,7 @@ async fn postgres_upgrade_recounts_and_the_total_never_goes_below_zero() {
     let sql = client(&db).await;
     sql.batch_execute(&format!(
         "DROP INDEX chunks_held;
+         DROP INDEX chunks_held_by_space;
          UPDATE chunks SET pruned_at = {} WHERE seq = 1;
          UPDATE spaces SET covers = 1, bytes_used = 110;
          UPDATE snapshots SET covers = 1;

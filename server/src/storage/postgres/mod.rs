@@ -797,15 +797,24 @@ impl Storage for PostgresStorage {
                 .unwrap_or(0);
             // Payload bytes up to the new coverage: still held from earlier prunes, pruned
             // now, and due for deletion now (pruned `grace` ago, or now when the grace is zero).
+            // Below the old coverage only held rows are read (`chunks_held_by_space`): every
+            // row is kept after its payload, so reading them all scanned the space's history.
             let now = unix_now();
             let expired = now.saturating_sub(grace.as_secs());
             let sums = tx
                 .query_one(
-                    "SELECT COALESCE(SUM(CASE WHEN seq <= $2 THEN length(payload) END), 0)::bigint,
-                            COALESCE(SUM(CASE WHEN seq > $2 THEN length(payload) END), 0)::bigint,
-                            COALESCE(SUM(CASE WHEN COALESCE(pruned_at, $4) <= $5
-                                              THEN length(payload) END), 0)::bigint
-                     FROM chunks WHERE space = $1 AND seq <= $3 AND payload IS NOT NULL",
+                    "SELECT COALESCE(SUM(held), 0)::bigint, COALESCE(SUM(pruning), 0)::bigint,
+                            COALESCE(SUM(due), 0)::bigint
+                     FROM (SELECT length(payload) AS held, 0 AS pruning,
+                                  CASE WHEN pruned_at <= $5 THEN length(payload) ELSE 0 END AS due
+                           FROM chunks WHERE space = $1 AND seq <= $2
+                             AND pruned_at IS NOT NULL AND payload IS NOT NULL
+                           UNION ALL
+                           SELECT 0, length(payload),
+                                  CASE WHEN COALESCE(pruned_at, $4) <= $5
+                                       THEN length(payload) ELSE 0 END
+                           FROM chunks WHERE space = $1 AND seq > $2 AND seq <= $3
+                             AND payload IS NOT NULL) s",
                     &[
                         &id,
                         &to_db(covers),

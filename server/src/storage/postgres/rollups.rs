@@ -376,10 +376,16 @@ pub(super) async fn snapshot_sums(
 ) -> Result<(u64, u64, u64), PgError> {
     let row = tx
         .query_one(
-            "SELECT COALESCE(SUM(CASE WHEN seq <= $2 THEN size END), 0)::bigint,
-                    COALESCE(SUM(CASE WHEN seq > $2 THEN size END), 0)::bigint,
-                    COALESCE(SUM(CASE WHEN COALESCE(pruned_at, $4) <= $5 THEN size END), 0)::bigint
-             FROM rollups WHERE space = $1 AND seq <= $3 AND payload IS NOT NULL",
+            "SELECT COALESCE(SUM(held), 0)::bigint, COALESCE(SUM(pruning), 0)::bigint,
+                    COALESCE(SUM(due), 0)::bigint
+             FROM (SELECT size AS held, 0::bigint AS pruning,
+                          CASE WHEN pruned_at <= $5 THEN size ELSE 0 END AS due
+                   FROM rollups WHERE space = $1 AND seq <= $2
+                     AND pruned_at IS NOT NULL AND payload IS NOT NULL
+                   UNION ALL
+                   SELECT 0, size, CASE WHEN COALESCE(pruned_at, $4) <= $5 THEN size ELSE 0 END
+                   FROM rollups WHERE space = $1 AND seq > $2 AND seq <= $3
+                     AND payload IS NOT NULL) s",
             &[
                 &id,
                 &to_db(old_covers),

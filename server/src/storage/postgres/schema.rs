@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/011_successor.sql"),
     include_str!("migrations/012_erasing.sql"),
     include_str!("migrations/013_row_cost.sql"),
+    include_str!("migrations/014_held_by_space.sql"),
 ];
 
 /// The schema version this code writes.

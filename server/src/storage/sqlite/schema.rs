@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/012_successor.sql"),
     include_str!("migrations/013_erasing.sql"),
     include_str!("migrations/014_row_cost.sql"),
+    include_str!("migrations/015_held_by_space.sql"),
 ];
 
 /// The schema version this code writes.
@@ -130,7 +131,8 @@ mod tests {
         }
         // Back to the schema before 005_total_bytes.sql.
         conn.execute_batch(
-            "DROP TABLE relay_usage; DROP INDEX chunks_held; DROP TABLE rollups;
+            "DROP TABLE relay_usage; DROP INDEX chunks_held; DROP INDEX chunks_held_by_space;
+             DROP TABLE rollups;
              ALTER TABLE chunks DROP COLUMN rollup_seq;
              DROP TABLE pairings; DROP TABLE pairing_messages; DROP TABLE device_seen;
              ALTER TABLE erased DROP COLUMN reason; ALTER TABLE spaces DROP COLUMN successor;

@@ -851,6 +851,32 @@ fn push_rollup(
     }))
 }
 
+/// Payload bytes a space still holds at or below its coverage (`?2`), and those pruned by
+/// `?3`: pruned rows whose payload is not yet deleted, read through `chunks_held_by_space`.
+pub(crate) const HELD_CHUNKS_BELOW: &str = "SELECT COALESCE(SUM(length(payload)), 0),
+            COALESCE(SUM(CASE WHEN pruned_at <= ?3 THEN length(payload) END), 0)
+     FROM chunks WHERE space = ?1 AND seq <= ?2 AND pruned_at IS NOT NULL AND payload IS NOT NULL";
+/// The same for rollups, by their first chunk's sequence, through `rollups_held_by_space`.
+pub(crate) const HELD_ROLLUPS_BELOW: &str =
+    "SELECT COALESCE(SUM(size), 0), COALESCE(SUM(CASE WHEN pruned_at <= ?3 THEN size END), 0)
+     FROM rollups WHERE space = ?1 AND seq <= ?2 AND pruned_at IS NOT NULL AND payload IS NOT NULL";
+/// Payload bytes a snapshot prunes, above the old coverage (`?2`) up to its own (`?3`), and
+/// those of them due for deletion at once (`?4` now, `?5` the end of the grace).
+const CHUNKS_PRUNING: &str = "SELECT COALESCE(SUM(length(payload)), 0),
+            COALESCE(SUM(CASE WHEN COALESCE(pruned_at, ?4) <= ?5 THEN length(payload) END), 0)
+     FROM chunks WHERE space = ?1 AND seq > ?2 AND seq <= ?3 AND payload IS NOT NULL";
+/// Deletes the payloads of a space's rows at or below `?2` pruned by `?3`, through
+/// `chunks_held_by_space`.
+pub(crate) const DELETE_DUE_CHUNKS: &str = "UPDATE chunks SET payload = NULL
+     WHERE space = ?1 AND seq <= ?2 AND pruned_at <= ?3 AND payload IS NOT NULL";
+/// The same for rollups, through `rollups_held_by_space`.
+pub(crate) const DELETE_DUE_ROLLUPS: &str = "UPDATE rollups SET payload = NULL
+     WHERE space = ?1 AND seq <= ?2 AND pruned_at <= ?3 AND payload IS NOT NULL";
+/// The same for rollups.
+const ROLLUPS_PRUNING: &str = "SELECT COALESCE(SUM(size), 0),
+            COALESCE(SUM(CASE WHEN COALESCE(pruned_at, ?4) <= ?5 THEN size END), 0)
+     FROM rollups WHERE space = ?1 AND seq > ?2 AND seq <= ?3 AND payload IS NOT NULL";
+
 fn put_snapshot(
     tx: &Transaction<'_>,
     state: &mut State<'_>,
@@ -877,18 +903,26 @@ fn put_snapshot(
         .optional()?
         .unwrap_or(0);
     // Payload bytes up to the new coverage: still held from earlier prunes, pruned now, and
-    // due for deletion now (pruned `grace` ago, or now when the grace is zero).
+    // due for deletion now (pruned `grace` ago, or now when the grace is zero). Below the old
+    // coverage only held rows are read, through their own index: a space keeps every row
+    // after its payload is swept, and reading them all made each snapshot of a long-lived
+    // space scan its whole history inside the one writer.
     let now = unix_now();
     let expired = now.saturating_sub(grace.as_secs());
-    let (held, pruning, deleting): (i64, i64, i64) = tx
-        .prepare_cached(
-            "SELECT COALESCE(SUM(CASE WHEN seq <= ?2 THEN length(payload) END), 0),
-                    COALESCE(SUM(CASE WHEN seq > ?2 THEN length(payload) END), 0),
-                    COALESCE(SUM(CASE WHEN COALESCE(pruned_at, ?4) <= ?5
-                                      THEN length(payload) END), 0)
-             FROM chunks WHERE space = ?1 AND seq <= ?3 AND payload IS NOT NULL",
-        )?
-        .query_row(
+    let mut held = 0i64;
+    let mut pruning = 0i64;
+    let mut deleting = 0i64;
+    for (below, range) in [
+        (HELD_CHUNKS_BELOW, CHUNKS_PRUNING),
+        (HELD_ROLLUPS_BELOW, ROLLUPS_PRUNING),
+    ] {
+        let (bytes, due): (i64, i64) = tx.prepare_cached(below)?.query_row(
+            params![meta.id, meta.covers as i64, expired as i64],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        held = held.saturating_add(bytes);
+        deleting = deleting.saturating_add(due);
+        let (bytes, due): (i64, i64) = tx.prepare_cached(range)?.query_row(
             params![
                 meta.id,
                 meta.covers as i64,
@@ -896,31 +930,11 @@ fn put_snapshot(
                 now as i64,
                 expired as i64
             ],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            |row| Ok((row.get(0)?, row.get(1)?)),
         )?;
-    // Rollups are pruned and deleted by their relay sequence, like chunks.
-    let (r_held, r_pruning, r_deleting): (i64, i64, i64) = tx
-        .prepare_cached(
-            "SELECT COALESCE(SUM(CASE WHEN seq <= ?2 THEN size END), 0),
-                    COALESCE(SUM(CASE WHEN seq > ?2 THEN size END), 0),
-                    COALESCE(SUM(CASE WHEN COALESCE(pruned_at, ?4) <= ?5 THEN size END), 0)
-             FROM rollups WHERE space = ?1 AND seq <= ?3 AND payload IS NOT NULL",
-        )?
-        .query_row(
-            params![
-                meta.id,
-                meta.covers as i64,
-                snapshot.covers as i64,
-                now as i64,
-                expired as i64
-            ],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-        )?;
-    let (held, pruning, deleting) = (
-        held.saturating_add(r_held),
-        pruning.saturating_add(r_pruning),
-        deleting.saturating_add(r_deleting),
-    );
+        pruning = pruning.saturating_add(bytes);
+        deleting = deleting.saturating_add(due);
+    }
     let adding = snapshot.payload.len() as u64;
     let kept = meta
         .bytes_used
@@ -952,11 +966,11 @@ fn put_snapshot(
         snapshot.covers as i64,
         now as i64
     ])?;
-    tx.prepare_cached(
-        "UPDATE chunks SET payload = NULL
-         WHERE space = ?1 AND seq <= ?2 AND pruned_at <= ?3 AND payload IS NOT NULL",
-    )?
-    .execute(params![meta.id, snapshot.covers as i64, expired as i64])?;
+    tx.prepare_cached(DELETE_DUE_CHUNKS)?.execute(params![
+        meta.id,
+        snapshot.covers as i64,
+        expired as i64
+    ])?;
     tx.prepare_cached(
         "UPDATE rollups SET pruned_at = ?4 WHERE space = ?1 AND seq > ?2 AND seq <= ?3",
     )?
@@ -966,11 +980,11 @@ fn put_snapshot(
         snapshot.covers as i64,
         now as i64
     ])?;
-    tx.prepare_cached(
-        "UPDATE rollups SET payload = NULL
-         WHERE space = ?1 AND seq <= ?2 AND pruned_at <= ?3 AND payload IS NOT NULL",
-    )?
-    .execute(params![meta.id, snapshot.covers as i64, expired as i64])?;
+    tx.prepare_cached(DELETE_DUE_ROLLUPS)?.execute(params![
+        meta.id,
+        snapshot.covers as i64,
+        expired as i64
+    ])?;
     tx.prepare_cached(
         "INSERT INTO snapshots (space, covers, payload) VALUES (?1, ?2, ?3)
          ON CONFLICT (space) DO UPDATE SET covers = excluded.covers, payload = excluded.payload",
@@ -1213,6 +1227,32 @@ mod tests {
         )?;
         tx.commit()?;
         Ok((out, effects))
+    }
+
+    /// A snapshot reads and deletes what its space still holds below its coverage through the
+    /// indexes of held rows, never by walking every row the space kept after its payload went:
+    /// on a long-lived space that walk is its whole history, inside the one writer.
+    #[test]
+    fn a_snapshot_reads_only_the_rows_still_held() -> rusqlite::Result<()> {
+        let dir =
+            tempfile::tempdir().map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
+        let conn = super::super::schema::open_writer(&dir.path().join("relay.db"), 1000)?;
+        for (sql, index) in [
+            (HELD_CHUNKS_BELOW, "chunks_held_by_space"),
+            (HELD_ROLLUPS_BELOW, "rollups_held_by_space"),
+            (DELETE_DUE_CHUNKS, "chunks_held_by_space"),
+            (DELETE_DUE_ROLLUPS, "rollups_held_by_space"),
+        ] {
+            let plan: Vec<String> = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?
+                .query_map(params![1i64, 100i64, 50i64], |row| row.get(3))?
+                .collect::<rusqlite::Result<_>>()?;
+            assert!(
+                plan.iter().any(|step| step.contains(index)),
+                "{sql}: {plan:?}"
+            );
+        }
+        Ok(())
     }
 
     /// An erase deletes none of a space's chunks and rollups itself: they go a bounded batch
