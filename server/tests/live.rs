@@ -846,6 +846,18 @@ async fn the_periodic_sweep_deletes_expired_pruned_chunks() -> anyhow::Result<()
         metrics.contains("mend_swept_bytes_total 3000\n"),
         "{metrics}"
     );
+    // What the relay-wide limit counts, and the limit, for an operator to watch.
+    assert!(
+        metrics.contains(&format!("\nmend_stored_bytes {left}\n")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "\nmend_stored_bytes_limit {}\n",
+            relay.state.config().limits.max_total_bytes
+        )),
+        "{metrics}"
+    );
     relay.assert_others_served(1).await?;
     relay.stop().await
 }

@@ -1,6 +1,6 @@
 //! Probes and metrics: `/healthz`, `/readyz`, `/metrics`.
 
-use std::time::Duration;
+use std::{fmt::Write as _, time::Duration};
 
 use axum::{
     extract::State,
@@ -52,6 +52,23 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
     let mut text = state.metrics().render();
     state.body_budget().render(&mut text);
     state.storage().render_metrics(&mut text);
+    // What `--max-total-bytes` counts, read from storage (one row, or 64 with PostgreSQL), so
+    // an operator sees the relay filling before it answers `relay_full`. Left out when storage
+    // does not answer in time: the scrape still reports everything else.
+    if let Ok(Ok(stored)) = tokio::time::timeout(READY_TIMEOUT, state.storage().total_bytes()).await
+    {
+        let _ = writeln!(
+            text,
+            "# HELP mend_stored_bytes Bytes the relay-wide limit counts: payloads, snapshots and kept rows.\n\
+             # TYPE mend_stored_bytes gauge\nmend_stored_bytes {stored}"
+        );
+    }
+    let _ = writeln!(
+        text,
+        "# HELP mend_stored_bytes_limit The relay-wide byte limit (--max-total-bytes).\n\
+         # TYPE mend_stored_bytes_limit gauge\nmend_stored_bytes_limit {}",
+        state.config().limits.max_total_bytes
+    );
     let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
