@@ -17,7 +17,7 @@ use mend_relay::{
     config::Postgres,
     live::{LiveEvent, LiveFeed, LocalHub},
     storage::{
-        EraseReason, PullRequest, ROW_BYTES, Storage, StorageError,
+        EraseReason, PullRequest, ROW_BYTES, SPACE_BYTES, Storage, StorageError,
         conformance::Backend,
         postgres::{MIGRATION_LOCK, PgError, PostgresStorage, SCHEMA_VERSION},
         test_db::TestDatabase,
@@ -453,10 +453,10 @@ async fn the_total_of_an_older_database_starts_from_its_spaces() {
     )
     .await;
     let store = open_on(&db, &LocalHub::default()).await;
-    // The payloads, and then each space's one chunk row (`013_row_cost.sql`).
+    // The payloads, and then each space itself and its one chunk row (`013_row_cost.sql`).
     assert_eq!(
         store.total_bytes().await.unwrap_or_else(|e| panic!("{e}")),
-        345 + 2 * ROW_BYTES
+        345 + 2 * ROW_BYTES + 2 * SPACE_BYTES
     );
     store.close().await.unwrap_or_else(|e| panic!("{e}"));
 }
@@ -471,8 +471,8 @@ async fn the_total_is_shared_by_every_instance() {
         open_on(&db, &LocalHub::default()).await,
     );
     let (a, b) = (SpaceId([1; 32]), SpaceId([2; 32]));
-    // 1000 payload bytes and two rows.
-    let limit = 1000 + 2 * ROW_BYTES;
+    // 1000 payload bytes, two rows and the two spaces.
+    let limit = 1000 + 2 * ROW_BYTES + 2 * SPACE_BYTES;
     for store in [&first, &second] {
         store.set_total_quota(limit);
     }
@@ -499,7 +499,7 @@ async fn the_total_is_shared_by_every_instance() {
             used,
             adding,
             limit: l
-        }) if used == 700 + ROW_BYTES && adding == 400 + ROW_BYTES && l == limit
+        }) if used == 700 + ROW_BYTES + 2 * SPACE_BYTES && adding == 400 + ROW_BYTES && l == limit
     ));
     assert!(
         second
@@ -513,7 +513,7 @@ async fn the_total_is_shared_by_every_instance() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         first.total_bytes().await.unwrap_or_else(|e| panic!("{e}")),
-        400 + ROW_BYTES
+        400 + ROW_BYTES + SPACE_BYTES
     );
     for store in [first, second] {
         store.close().await.unwrap_or_else(|e| panic!("{e}"));

@@ -11,7 +11,7 @@ use common::{Relay, Ws, device, http, parse_response, push, space, token, upgrad
 use mend_protocol::{
     ErrorCode, MAX_PUSH_OVERHEAD, PROTOCOL_VERSION, Snapshot, SpaceId, UpToDate, close_code, paths,
 };
-use mend_relay::storage::ROW_BYTES;
+use mend_relay::storage::{ROW_BYTES, SPACE_BYTES};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -280,7 +280,9 @@ async fn payloads_shorter_than_a_sealed_one_are_refused() -> anyhow::Result<()> 
 /// socket stays open, and a push that still fits is acknowledged.
 #[tokio::test]
 async fn a_push_to_a_full_relay_is_nacked_and_the_socket_lives_on() -> anyhow::Result<()> {
-    let relay = Relay::start_with(|config| config.limits.max_total_bytes = 6000).await?;
+    // Room for the space itself and 6000 bytes.
+    let relay =
+        Relay::start_with(|config| config.limits.max_total_bytes = 6000 + SPACE_BYTES).await?;
     let (s, t) = (space(1), token(1));
     relay.create(&s, &t).await?;
     let mut ws = relay
@@ -828,7 +830,7 @@ async fn the_periodic_sweep_deletes_expired_pruned_chunks() -> anyhow::Result<()
     // Nothing else happens in the space: the sweep alone brings the total down.
     // The snapshot and the three rows, which are kept, stay counted.
     let storage = relay.state.storage();
-    let left = 10 + 3 * ROW_BYTES;
+    let left = 10 + 3 * ROW_BYTES + SPACE_BYTES;
     let mut total = storage.total_bytes().await?;
     for _ in 0..500 {
         if total == left {

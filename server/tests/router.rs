@@ -17,7 +17,7 @@ use mend_protocol::{
 use mend_relay::{
     AppState, app,
     client::client_key,
-    storage::{ROW_BYTES, Swept},
+    storage::{ROW_BYTES, SPACE_BYTES, Swept},
 };
 use tower::ServiceExt;
 
@@ -957,7 +957,8 @@ async fn quota_is_enforced_with_507() -> anyhow::Result<()> {
 /// the offender's spaces gives its bytes back.
 #[tokio::test]
 async fn relay_full_refuses_only_new_bytes_with_507() -> anyhow::Result<()> {
-    let api = Api::with(|config| config.limits.max_total_bytes = 10_000)?;
+    // Room for the four spaces below, and 10,000 bytes.
+    let api = Api::with(|config| config.limits.max_total_bytes = 10_000 + 4 * SPACE_BYTES)?;
     let (good, good_token) = (space(200), token(20));
     api.create(&good, &good_token).await?;
     let fine = api
@@ -1040,11 +1041,17 @@ async fn relay_full_refuses_only_new_bytes_with_507() -> anyhow::Result<()> {
 #[tokio::test]
 async fn pushing_and_pruning_in_a_loop_fills_the_relay_only_to_its_limit() -> anyhow::Result<()> {
     let api = Api::with(|config| {
-        config.limits.max_total_bytes = 10_000;
+        // Room for two spaces (this one and the one `others_served` uses) and 10,000 bytes.
+        config.limits.max_total_bytes = 10_000 + 2 * SPACE_BYTES;
         config.limits.prune_grace = std::time::Duration::from_secs(3600);
     })?;
     let (s, t) = (space(1), token(1));
     api.create(&s, &t).await?;
+    // The other couple's space exists before the relay fills: a full relay takes no new space.
+    assert_eq!(
+        api.create(&space(201), &token(21)).await?,
+        StatusCode::CREATED
+    );
     let garbage = |covers: u64| Snapshot {
         covers,
         payload: vec![0xee; 10],
@@ -1082,13 +1089,16 @@ async fn pushing_and_pruning_in_a_loop_fills_the_relay_only_to_its_limit() -> an
     assert_eq!(refused_at, Some(4));
     assert_eq!(
         api.state.storage().total_bytes().await?,
-        9010 + 3 * ROW_BYTES
+        9010 + 3 * ROW_BYTES + 2 * SPACE_BYTES
     );
     // What is left fits to the byte, and not one byte more.
     let left = (10_000 - 9010 - 4 * ROW_BYTES) as usize;
     api.push(&s, &t, &push(device(1), seq, &vec![4; left]))
         .await?;
-    assert_eq!(api.state.storage().total_bytes().await?, 10_000);
+    assert_eq!(
+        api.state.storage().total_bytes().await?,
+        10_000 + 2 * SPACE_BYTES
+    );
     api.refused(
         "POST",
         &paths::chunks(&s),
@@ -1116,7 +1126,10 @@ async fn pushing_and_pruning_in_a_loop_fills_the_relay_only_to_its_limit() -> an
             bytes: 9000
         }
     );
-    assert_eq!(api.state.storage().total_bytes().await?, 1000);
+    assert_eq!(
+        api.state.storage().total_bytes().await?,
+        1000 + 2 * SPACE_BYTES
+    );
     api.push(&s, &t, &push(device(1), seq + 1, &[5; 3000]))
         .await?;
     api.others_served(1).await

@@ -11,7 +11,7 @@ use mend_relay::{
     config::{GroupCommit, Postgres},
     live::LocalHub,
     storage::{
-        ROW_BYTES, Storage, Swept,
+        ROW_BYTES, SPACE_BYTES, Storage, Swept,
         postgres::PostgresStorage,
         sqlite::{DB_FILE, SqliteStorage},
         test_db::TestDatabase,
@@ -100,8 +100,11 @@ async fn sqlite_upgrade_recounts_chunks_pruned_before_it() {
             bytes: 100
         }
     );
-    // Those 110 bytes and the two chunk rows, kept and counted since `014_row_cost.sql`.
-    assert_eq!(storage.total_bytes().await.unwrap(), 110 + 2 * ROW_BYTES);
+    // Those 110 bytes, the two chunk rows and the space, counted since `014_row_cost.sql`.
+    assert_eq!(
+        storage.total_bytes().await.unwrap(),
+        110 + 2 * ROW_BYTES + SPACE_BYTES
+    );
     storage.close().await.unwrap();
     drop(storage);
     let db = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
@@ -184,7 +187,8 @@ async fn postgres_upgrade_recounts_and_the_total_never_goes_below_zero() {
             bytes: 100
         }
     );
-    assert_eq!(counters(&sql).await, (110, 110 + 2 * ROW_BYTES as i64));
+    let held = 110 + 2 * ROW_BYTES as i64 + SPACE_BYTES as i64;
+    assert_eq!(counters(&sql).await, (110, held));
 
     // Both counters short: the space's by 50 payload bytes, the total by those and the rows.
     sql.batch_execute(&format!(

@@ -59,7 +59,7 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
     {
         let _ = writeln!(
             text,
-            "# HELP mend_stored_bytes Bytes the relay-wide limit counts: payloads, snapshots and kept rows.\n\
+            "# HELP mend_stored_bytes Bytes the relay-wide limit counts: payloads, snapshots, kept rows and spaces.\n\
              # TYPE mend_stored_bytes gauge\nmend_stored_bytes {stored}"
         );
     }

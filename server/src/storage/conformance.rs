@@ -20,13 +20,15 @@ use mend_protocol::{
 
 use super::{
     Created, EraseReason, MAX_ROLLUP_CHUNKS, NewPairing, PairingRecord, PairingSide, PairingSwept,
-    PullRequest, Pushed, ROW_BYTES, RollupStored, Storage, StorageError, Swept,
+    PullRequest, Pushed, ROW_BYTES, RollupStored, SPACE_BYTES, Storage, StorageError, Swept,
     pairing::{MAX_MESSAGES_PER_SIDE, MailboxChoice},
 };
 use crate::live::{LiveEvent, LiveFeed, LocalHub};
 
-/// What the relay-wide total counts for a kept row beside its payload, short for the sums below.
+/// What the relay-wide total counts for a kept row beside its payload, and for a space itself,
+/// short for the sums below.
 const R: u64 = ROW_BYTES;
+const S: u64 = SPACE_BYTES;
 
 /// A store under test, the hub it publishes to, and whatever must live as long as it
 /// (a temporary directory, a database handle).
@@ -79,6 +81,7 @@ macro_rules! storage_conformance_tests {
             pruned_bytes_count_until_swept,
             a_full_space_can_compact_but_not_grow_until_swept,
             kept_rows_count_against_the_relay_not_the_space,
+            spaces_count_in_the_relay_total_until_erased,
             erase_removes_everything,
             tombstones_keep_the_reason_and_only_erased_spaces_have_one,
             the_first_successor_offered_is_kept_for_good,
@@ -749,8 +752,8 @@ pub async fn pruned_chunks_are_served_until_their_grace_ends(b: &Backend) {
 /// the bytes back to both counters; a snapshot past the grace still deletes its own space's
 /// expired chunks.
 pub async fn pruned_bytes_count_until_swept(b: &Backend) {
-    // 1000 payload bytes and the five chunk rows pushed below.
-    let limit = 1000 + 5 * R;
+    // 1000 payload bytes, the five chunk rows pushed below and the two spaces.
+    let limit = 1000 + 5 * R + 2 * S;
     b.storage.set_total_quota(limit);
     created(b, space(1)).await;
     created(b, space(2)).await;
@@ -774,7 +777,10 @@ pub async fn pruned_bytes_count_until_swept(b: &Backend) {
             "garbage snapshot",
         );
     }
-    assert_eq!(ok(b.storage.total_bytes().await, "total"), 970 + 5 * R);
+    assert_eq!(
+        ok(b.storage.total_bytes().await, "total"),
+        970 + 5 * R + 2 * S
+    );
     assert!(matches!(
         b.storage
             .push(space(1), push(DEVICE_A, 99, &[9; 31]), QUOTA)
@@ -783,7 +789,7 @@ pub async fn pruned_bytes_count_until_swept(b: &Backend) {
             used,
             adding,
             limit: l
-        }) if used == 970 + 5 * R && adding == 31 + R && l == limit
+        }) if used == 970 + 5 * R + 2 * S && adding == 31 + R && l == limit
     ));
     // A snapshot that would grow what is held is refused alike.
     assert!(matches!(
@@ -815,7 +821,10 @@ pub async fn pruned_bytes_count_until_swept(b: &Backend) {
             bytes: 380
         }
     );
-    assert_eq!(ok(b.storage.total_bytes().await, "total"), 590 + 5 * R);
+    assert_eq!(
+        ok(b.storage.total_bytes().await, "total"),
+        590 + 5 * R + 2 * S
+    );
     // A batch stops once its payloads reach its byte bound, its first chunk always taken.
     assert_eq!(
         ok(b.storage.sweep_pruned(NO_GRACE, 100, 1).await, "by bytes"),
@@ -834,7 +843,10 @@ pub async fn pruned_bytes_count_until_swept(b: &Backend) {
             bytes: 380
         }
     );
-    assert_eq!(ok(b.storage.total_bytes().await, "total"), 20 + 5 * R);
+    assert_eq!(
+        ok(b.storage.total_bytes().await, "total"),
+        20 + 5 * R + 2 * S
+    );
     assert_eq!(
         ok(
             b.storage.sweep_pruned(NO_GRACE, 100, u64::MAX).await,
@@ -850,7 +862,10 @@ pub async fn pruned_bytes_count_until_swept(b: &Backend) {
         Swept::default()
     );
     // Two snapshots of 10 bytes and the rows are all that is left; both counters agree.
-    assert_eq!(ok(b.storage.total_bytes().await, "total"), 20 + 5 * R);
+    assert_eq!(
+        ok(b.storage.total_bytes().await, "total"),
+        20 + 5 * R + 2 * S
+    );
     let fits = ok(
         b.storage
             .push(
@@ -875,7 +890,10 @@ pub async fn pruned_bytes_count_until_swept(b: &Backend) {
             .await,
         "snapshot without grace",
     );
-    assert_eq!(ok(b.storage.total_bytes().await, "total"), 20 + 6 * R);
+    assert_eq!(
+        ok(b.storage.total_bytes().await, "total"),
+        20 + 6 * R + 2 * S
+    );
 }
 
 /// A space at its quota can still upload a snapshot that compacts its log (the quota bounds
@@ -942,7 +960,8 @@ pub async fn a_full_space_can_compact_but_not_grow_until_swept(b: &Backend) {
 /// flat. Its space's quota counts payloads alone, so the space is never full for good: it
 /// goes on once the relay has room again.
 pub async fn kept_rows_count_against_the_relay_not_the_space(b: &Backend) {
-    let limit = 10 * (40 + R);
+    // The space itself and room for ten small chunks with their rows.
+    let limit = S + 10 * (40 + R);
     b.storage.set_total_quota(limit);
     created(b, space(1)).await;
     // Room for five small chunks at a time in the space.
@@ -969,7 +988,7 @@ pub async fn kept_rows_count_against_the_relay_not_the_space(b: &Backend) {
                 Err(error) => panic!("push: {error}"),
             }
             assert!(
-                stored <= limit / R,
+                stored * R <= limit - S,
                 "{stored} rows stored under a limit of {limit}"
             );
         }
@@ -990,7 +1009,7 @@ pub async fn kept_rows_count_against_the_relay_not_the_space(b: &Backend) {
     }
     assert!(full, "{stored} rows and still room after 50 rounds");
     let total = ok(b.storage.total_bytes().await, "total");
-    assert!(total >= stored * R && total <= limit, "{total}");
+    assert!(total >= S + stored * R && total <= limit, "{total}");
     // The space itself is not full: with room at the relay again, it takes chunks.
     b.storage.set_total_quota(QUOTA);
     let more = ok(
@@ -1000,6 +1019,33 @@ pub async fn kept_rows_count_against_the_relay_not_the_space(b: &Backend) {
         "the space goes on",
     );
     assert_eq!(more.relay_seq, stored + 1);
+}
+
+/// A space counts in the relay-wide total from its creation (its row and the devices it may
+/// list as seen), so empty spaces from many addresses cannot grow the store past the limit: a
+/// full relay creates none, re-creating an existing one costs nothing, and erasing one gives
+/// its bytes back.
+pub async fn spaces_count_in_the_relay_total_until_erased(b: &Backend) {
+    b.storage.set_total_quota(2 * S);
+    created(b, space(1)).await;
+    created(b, space(2)).await;
+    assert_eq!(ok(b.storage.total_bytes().await, "total"), 2 * S);
+    assert!(matches!(
+        b.storage.create_space(space(3), HASH_A).await,
+        Err(StorageError::RelayFull { used, adding, limit })
+            if used == 2 * S && adding == S && limit == 2 * S
+    ));
+    assert_eq!(
+        ok(b.storage.create_space(space(1), HASH_A).await, "again"),
+        Created::Existing
+    );
+    assert!(ok(
+        b.storage.erase(space(1), EraseReason::Erased).await,
+        "erase"
+    ));
+    assert_eq!(ok(b.storage.total_bytes().await, "total"), S);
+    created(b, space(3)).await;
+    assert_eq!(ok(b.storage.total_bytes().await, "total"), 2 * S);
 }
 
 /// Pruned payloads deleted at once (no grace) stop counting against the quota; the snapshot
@@ -1063,8 +1109,8 @@ pub async fn snapshot_frees_quota(b: &Backend) {
 /// a refused push stores nothing and consumes no sequence, replays and reads still work at the
 /// limit, and erasing a space gives its bytes back.
 pub async fn total_quota_spans_spaces_and_erase_frees_it(b: &Backend) {
-    // 1000 payload bytes and two rows.
-    let limit = 1000 + 2 * R;
+    // 1000 payload bytes, two rows and the two spaces.
+    let limit = 1000 + 2 * R + 2 * S;
     b.storage.set_total_quota(limit);
     created(b, space(1)).await;
     created(b, space(2)).await;
@@ -1077,7 +1123,7 @@ pub async fn total_quota_spans_spaces_and_erase_frees_it(b: &Backend) {
             used,
             adding,
             limit: l
-        }) if used == 600 + R && adding == 500 + R && l == limit
+        }) if used == 600 + R + 2 * S && adding == 500 + R && l == limit
     ));
     let fits = pushed(b, space(2), push(DEVICE_B, 1, &[2; 400])).await;
     assert_eq!(
@@ -1112,19 +1158,20 @@ pub async fn total_quota_spans_spaces_and_erase_frees_it(b: &Backend) {
     ));
     assert_eq!(
         ok(b.storage.total_bytes().await, "total after erase"),
-        400 + R
+        400 + R + S
     );
     let after = pushed(b, space(2), push(DEVICE_B, 2, &[3; 600])).await;
     assert_eq!(after.relay_seq, 2);
-    assert_eq!(ok(b.storage.total_bytes().await, "total"), limit);
+    // Full of payloads again, one space fewer.
+    assert_eq!(ok(b.storage.total_bytes().await, "total"), limit - S);
 }
 
 /// At the relay's limit a snapshot that frees bytes is still accepted, and its pruning gives
 /// bytes back once they are deleted (at once without a grace); a snapshot that would grow the
 /// total is refused.
 pub async fn snapshot_that_frees_bytes_passes_a_full_relay(b: &Backend) {
-    // 1000 payload bytes and four rows.
-    let limit = 1000 + 4 * R;
+    // 1000 payload bytes, four rows and the space.
+    let limit = 1000 + 4 * R + S;
     b.storage.set_total_quota(limit);
     created(b, space(1)).await;
     for i in 1..=4 {
@@ -1157,7 +1204,7 @@ pub async fn snapshot_that_frees_bytes_passes_a_full_relay(b: &Backend) {
     );
     assert_eq!(
         ok(b.storage.total_bytes().await, "total after pruning"),
-        100 + 4 * R
+        100 + 4 * R + S
     );
     pushed(b, space(1), push(DEVICE_A, 5, &vec![5; 900 - R as usize])).await;
     assert!(matches!(
@@ -1481,8 +1528,8 @@ pub async fn tombstones_keep_the_reason_and_only_erased_spaces_have_one(b: &Back
 /// erasing the space gives it back.
 pub async fn rollups_count_against_both_quotas_until_erased(b: &Backend) {
     interleaved(b, space(1)).await;
-    // Six chunks of 10 bytes; the relay counts each one's row too.
-    assert_eq!(ok(b.storage.total_bytes().await, "total"), 60 + 6 * R);
+    // Six chunks of 10 bytes; the relay counts each one's row and the space too.
+    assert_eq!(ok(b.storage.total_bytes().await, "total"), 60 + 6 * R + S);
     assert!(matches!(
         b.storage
             .push_rollup(space(1), rollup(DEVICE_A, 1, 3, &[0; 41]), 100)
@@ -1493,8 +1540,8 @@ pub async fn rollups_count_against_both_quotas_until_erased(b: &Backend) {
             quota: 100
         })
     ));
-    // 100 payload bytes and seven rows.
-    let limit = 100 + 7 * R;
+    // 100 payload bytes, seven rows and the space.
+    let limit = 100 + 7 * R + S;
     b.storage.set_total_quota(limit);
     assert!(matches!(
         b.storage
@@ -1504,7 +1551,7 @@ pub async fn rollups_count_against_both_quotas_until_erased(b: &Backend) {
             used,
             adding,
             limit: l
-        }) if used == 60 + 6 * R && adding == 41 + R && l == limit
+        }) if used == 60 + 6 * R + S && adding == 41 + R && l == limit
     ));
     let stored = ok(
         b.storage
@@ -1692,7 +1739,7 @@ pub async fn pruned_rollups_are_served_until_swept(b: &Backend) {
         b.storage.put_snapshot(space(1), snapshot, QUOTA, DAY).await,
         "snapshot",
     );
-    assert_eq!(ok(b.storage.total_bytes().await, "total"), 95 + 7 * R);
+    assert_eq!(ok(b.storage.total_bytes().await, "total"), 95 + 7 * R + S);
     assert!(matches!(
         b.storage.pull(space(1), with_rollups(0)).await,
         Err(StorageError::Pruned { snapshot_covers: 2 })
@@ -1714,7 +1761,7 @@ pub async fn pruned_rollups_are_served_until_swept(b: &Backend) {
             bytes: 50
         }
     );
-    assert_eq!(ok(b.storage.total_bytes().await, "total"), 45 + 7 * R);
+    assert_eq!(ok(b.storage.total_bytes().await, "total"), 45 + 7 * R + S);
     // Its chunks are served again: the first is gone, so a pull from 0 is answered pruned...
     assert!(matches!(
         b.storage.pull(space(1), held).await,
@@ -1755,8 +1802,8 @@ pub async fn pruned_rollups_are_served_until_swept(b: &Backend) {
             .await,
         "snapshot without grace",
     );
-    // The snapshot and the eight rows kept.
-    assert_eq!(ok(b.storage.total_bytes().await, "total"), 5 + 8 * R);
+    // The snapshot, the eight rows kept and the space.
+    assert_eq!(ok(b.storage.total_bytes().await, "total"), 5 + 8 * R + S);
 }
 
 /// The sizes of a tail are what an unlimited pull with rollups and pruned chunks would serve.

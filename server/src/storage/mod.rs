@@ -130,6 +130,12 @@ pub const MAX_ROLLUP_CHUNKS: u64 = 4096;
 /// same.
 pub const ROW_BYTES: u64 = 150;
 
+/// Bytes each space counts in the relay-wide total from its creation until it is erased: its
+/// own row and the most devices it lists as seen, a row each. Spaces need no account and are
+/// rate-limited only per address, so uncounted, empty spaces from many addresses could grow
+/// the store past `--max-total-bytes`.
+pub const SPACE_BYTES: u64 = ROW_BYTES * (1 + mend_protocol::MAX_LISTED_DEVICES as u64);
+
 /// What one [`Storage::sweep_pruned`] deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Swept {

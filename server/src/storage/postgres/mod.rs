@@ -48,8 +48,8 @@ use tokio_util::sync::CancellationToken;
 pub use self::schema::{MIGRATION_LOCK, SCHEMA_VERSION};
 use super::{
     Created, EraseReason, NewPairing, PairingRecord, PairingSide, PairingSwept, PullRequest,
-    Pushed, ROW_BYTES, RollupStored, Storage, StorageError, StorageFuture, Swept, TokenHash,
-    Tombstone, unix_now,
+    Pushed, ROW_BYTES, RollupStored, SPACE_BYTES, Storage, StorageError, StorageFuture, Swept,
+    TokenHash, Tombstone, unix_now,
 };
 use crate::{
     config::Postgres,
@@ -571,6 +571,17 @@ impl Storage for PostgresStorage {
                 )
                 .await?;
             if inserted.is_some() {
+                // A new space counts in the relay-wide total until it is erased.
+                let limit = shared.total_quota.load(Relaxed);
+                let total = nonneg(tx.query_one(TOTAL, &[]).await?.try_get(0)?);
+                if total.saturating_add(SPACE_BYTES) > limit {
+                    return Ok(Err(StorageError::RelayFull {
+                        used: total,
+                        adding: SPACE_BYTES,
+                        limit,
+                    }));
+                }
+                tx.execute(ADD_TO_TOTAL, &[&to_db(SPACE_BYTES)]).await?;
                 tx.commit().await?;
                 shared.tokens.remember(space, token_hash, read_at);
                 return Ok(Ok(Created::New));
@@ -1084,11 +1095,12 @@ impl Storage for PostgresStorage {
                 return Ok(Ok(false));
             };
             let id: i64 = row.try_get(0)?;
-            // Its payloads and the rows the relay counted for it.
+            // Itself, its payloads and the rows the relay counted for it.
             let rows: i64 = row.try_get(2)?;
             let held = row
                 .try_get::<_, i64>(1)?
-                .saturating_add(rows.saturating_mul(to_db(ROW_BYTES)));
+                .saturating_add(rows.saturating_mul(to_db(ROW_BYTES)))
+                .saturating_add(to_db(SPACE_BYTES));
             if held != 0 {
                 tx.execute(ADD_TO_TOTAL, &[&held.saturating_neg()]).await?;
             }

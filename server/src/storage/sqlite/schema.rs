@@ -147,8 +147,12 @@ mod tests {
             [],
             |row| row.get(0),
         )?;
-        // The payloads, and then each space's one chunk row (`014_row_cost.sql`).
-        assert_eq!(total, 345 + 2 * crate::storage::ROW_BYTES as i64);
+        // The payloads, and then each space itself and its one chunk row (`014_row_cost.sql`).
+        let (row, space) = (
+            crate::storage::ROW_BYTES as i64,
+            crate::storage::SPACE_BYTES as i64,
+        );
+        assert_eq!(total, 345 + 2 * row + 2 * space);
         Ok(())
     }
 

@@ -32,8 +32,8 @@ use crate::{
     config::GroupCommit,
     live::{LiveEvent, Publisher},
     storage::{
-        Created, EraseReason, Pushed, ROW_BYTES, RollupStored, StorageError, Swept, TokenHash,
-        check_rollup, check_rollup_chunks, unix_now,
+        Created, EraseReason, Pushed, ROW_BYTES, RollupStored, SPACE_BYTES, StorageError, Swept,
+        TokenHash, check_rollup, check_rollup_chunks, unix_now,
     },
 };
 
@@ -210,10 +210,11 @@ struct SpaceMeta {
 }
 
 impl SpaceMeta {
-    /// What the space counts in the relay-wide total: its payloads and its rows.
+    /// What the space counts in the relay-wide total: itself, its payloads and its rows.
     fn held(&self) -> u64 {
         self.bytes_used
             .saturating_add(self.rows.saturating_mul(ROW_BYTES))
+            .saturating_add(SPACE_BYTES)
     }
 }
 
@@ -479,7 +480,7 @@ fn apply(tx: &Transaction<'_>, state: &mut State<'_>, write: Write) -> Applied {
             space,
             token_hash,
             reply,
-        } => match create(tx, space, token_hash, state.effects) {
+        } => match create(tx, state, space, token_hash) {
             Ok(result) => Ok(Answer::Create(reply, result)),
             Err(e) => Err((Answer::Create(reply, Err(StorageError::Closed)), e)),
         },
@@ -607,9 +608,9 @@ fn meta<'c>(
 
 fn create(
     tx: &Transaction<'_>,
+    state: &mut State<'_>,
     space: SpaceId,
     token_hash: TokenHash,
-    effects: &mut Vec<Effect>,
 ) -> rusqlite::Result<Result<Created, StorageError>> {
     let existing: Option<Vec<u8>> = tx
         .prepare_cached("SELECT token_hash FROM spaces WHERE space_id = ?1")?
@@ -630,6 +631,10 @@ fn create(
             Err(StorageError::SpaceExists)
         });
     }
+    // A new space counts in the relay-wide total until it is erased.
+    if let Err(full) = state.usage.check(0, SPACE_BYTES) {
+        return Ok(Err(full));
+    }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
@@ -642,7 +647,8 @@ fn create(
                  ?1, ?2, 1, 0, 0, ?3)",
     )?
     .execute(params![&space.0[..], &token_hash[..], now])?;
-    effects.push(Effect::TokenAdded(space, token_hash));
+    state.usage.change(0, SPACE_BYTES);
+    state.effects.push(Effect::TokenAdded(space, token_hash));
     Ok(Ok(Created::New))
 }
 
@@ -1267,8 +1273,8 @@ mod tests {
         let (big, other, later) = (SpaceId([5; 32]), SpaceId([6; 32]), SpaceId([7; 32]));
         in_tx(&mut conn, |tx, state| {
             let made = [
-                create(tx, other, [6; 32], state.effects)?,
-                create(tx, big, [5; 32], state.effects)?,
+                create(tx, state, other, [6; 32])?,
+                create(tx, state, big, [5; 32])?,
             ];
             assert!(made.iter().all(|m| matches!(m, Ok(Created::New))));
             Ok(())
@@ -1300,9 +1306,7 @@ mod tests {
 
         // A space made now does not take the erased one's id (SQLite would: one past the
         // highest left in `spaces`).
-        let (made, _) = in_tx(&mut conn, |tx, state| {
-            create(tx, later, [7; 32], state.effects)
-        })?;
+        let (made, _) = in_tx(&mut conn, |tx, state| create(tx, state, later, [7; 32]))?;
         assert!(matches!(made, Ok(Created::New)));
         let new_id: i64 = conn.query_row(
             "SELECT id FROM spaces WHERE space_id = ?1",
@@ -1343,9 +1347,7 @@ mod tests {
             tempfile::tempdir().map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
         let mut conn = super::super::schema::open_writer(&dir.path().join("relay.db"), 1000)?;
         let big = SpaceId([5; 32]);
-        let (made, _) = in_tx(&mut conn, |tx, state| {
-            create(tx, big, [5; 32], state.effects)
-        })?;
+        let (made, _) = in_tx(&mut conn, |tx, state| create(tx, state, big, [5; 32]))?;
         assert!(matches!(made, Ok(Created::New)));
         let id: i64 = conn.query_row("SELECT id FROM spaces", [], |r| r.get(0))?;
         conn.execute(

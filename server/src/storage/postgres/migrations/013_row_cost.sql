@@ -86,5 +86,7 @@ $$;
 
 UPDATE spaces SET rows = (SELECT COUNT(*) FROM chunks c WHERE c.space = spaces.id)
                        + (SELECT COUNT(*) FROM rollups r WHERE r.space = spaces.id);
+-- Each space itself counts 9750 bytes (`SPACE_BYTES`: its row and the 64 devices it may list
+-- as seen), so empty spaces cannot grow the database past the limit either.
 UPDATE relay_usage SET bytes_used = CASE WHEN shard = 0
-    THEN (SELECT COALESCE(SUM(bytes_used + 150 * rows), 0) FROM spaces) ELSE 0 END;
+    THEN (SELECT COALESCE(SUM(bytes_used + 150 * rows + 9750), 0) FROM spaces) ELSE 0 END;
