@@ -1034,6 +1034,49 @@ async fn relay_full_refuses_only_new_bytes_with_507() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A full relay refuses a new space before the address's creation budget is spent: a device
+/// retrying its creation every round against a full relay is not rate-limited for the rest of
+/// the hour once there is room again.
+#[tokio::test]
+async fn a_creation_refused_by_a_full_relay_is_not_counted() -> anyhow::Result<()> {
+    let api = Api::with(|config| {
+        config.limits.creations_per_address = 2;
+        config.limits.client_ip_header = Some("x-forwarded-for".to_owned());
+        // Room for one space.
+        config.limits.max_total_bytes = SPACE_BYTES;
+    })?;
+    let create = |n: u8| {
+        let api = &api;
+        async move {
+            let (status, _, body) = api
+                .call_declaring(
+                    "PUT",
+                    &paths::space(&space(n)),
+                    Some(&token(n)),
+                    None,
+                    Some("192.0.2.9"),
+                    vec![],
+                )
+                .await?;
+            anyhow::Ok((status, error_code(&body)))
+        }
+    };
+    assert_eq!(create(1).await?.0, StatusCode::CREATED);
+    for _ in 0..6 {
+        assert_eq!(
+            create(2).await?,
+            (StatusCode::INSUFFICIENT_STORAGE, "relay_full".to_owned())
+        );
+    }
+    // Room again: the address has made one creation, not seven.
+    let (status, _) = api
+        .call("DELETE", &paths::space(&space(1)), Some(&token(1)), vec![])
+        .await?;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(create(2).await?.0, StatusCode::CREATED);
+    Ok(())
+}
+
 /// A client repeating "push, then a garbage snapshot that prunes it": pruned chunks stay on
 /// disk for the grace, so they keep counting, and the relay is full at exactly its configured
 /// bytes (`507 relay_full`) instead of filling the disk. A sweep within the grace frees nothing;

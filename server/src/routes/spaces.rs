@@ -18,7 +18,7 @@ use crate::{
     auth::{bearer, token_hash},
     error::ApiError,
     state::AppState,
-    storage::{Created, EraseReason},
+    storage::{Created, EraseReason, SPACE_BYTES, StorageError},
 };
 
 /// Creates the space and registers the SHA-256 of the presented token. 201 when created, 200
@@ -108,6 +108,18 @@ async fn limit_creations(
     // the space is gone, and that costs nothing from the address's budget.
     if let Some(tombstone) = state.storage().tombstone(*space).await? {
         return Err(ApiError::gone(tombstone.reason));
+    }
+    // A full relay refuses a new space before the address's budget is spent: devices retry
+    // their creations every round, and a refusal must not leave them rate-limited for the rest
+    // of the window once the relay has room again. Storage checks again as it creates.
+    let used = state.storage().total_bytes().await?;
+    if used.saturating_add(SPACE_BYTES) > limits.max_total_bytes {
+        return Err(StorageError::RelayFull {
+            used,
+            adding: SPACE_BYTES,
+            limit: limits.max_total_bytes,
+        }
+        .into());
     }
     let window = limits.creation_window.as_secs().max(1);
     let now = SystemTime::now()
