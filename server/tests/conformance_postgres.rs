@@ -448,6 +448,7 @@ async fn the_total_of_an_older_database_starts_from_its_spaces() {
          ALTER TABLE erased DROP COLUMN reason;
          ALTER TABLE spaces DROP COLUMN successor;
          ALTER TABLE spaces DROP COLUMN rows;
+         ALTER TABLE spaces DROP COLUMN pruned_bytes;
          DROP TABLE erasing;
          UPDATE mend_schema SET version = 3;",
     )

@@ -84,6 +84,7 @@ async fn sqlite_upgrade_recounts_chunks_pruned_before_it() {
          ALTER TABLE erased DROP COLUMN reason;
          ALTER TABLE spaces DROP COLUMN successor;
          ALTER TABLE spaces DROP COLUMN rows;
+         ALTER TABLE spaces DROP COLUMN pruned_bytes;
          DROP TABLE erasing;
          PRAGMA user_version = 5;",
         four_days_ago()
@@ -171,6 +172,7 @@ async fn postgres_upgrade_recounts_and_the_total_never_goes_below_zero() {
          ALTER TABLE erased DROP COLUMN reason;
          ALTER TABLE spaces DROP COLUMN successor;
          ALTER TABLE spaces DROP COLUMN rows;
+         ALTER TABLE spaces DROP COLUMN pruned_bytes;
          DROP TABLE erasing;
          UPDATE mend_schema SET version = 4;",
         four_days_ago()

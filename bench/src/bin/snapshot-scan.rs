@@ -1,9 +1,11 @@
 //! What a snapshot of a long-lived space costs the SQLite relay's one writer: one space holding
-//! `rows` chunk rows whose payloads are gone (pruned and swept long ago, as a space that has
-//! taken many pushes keeps them), then `snapshots` rounds of one push and one snapshot covering
-//! it; prints the snapshots' latencies. Every write waits behind a snapshot in the writer.
+//! `rows` chunk rows, then `snapshots` rounds of one push and one snapshot covering it; prints
+//! the snapshots' latencies. Every write waits behind a snapshot in the writer. The rows are
+//! `swept` (pruned long ago, payloads gone, as a space that has taken many pushes keeps them)
+//! or `held` (pruned now, 40-byte payloads kept for the grace, as after a client pushed many
+//! small chunks and snapshotted them away).
 //!
-//! Usage: `cargo run --release -p mend-bench --bin snapshot-scan -- [rows] [snapshots]`
+//! Usage: `cargo run --release -p mend-bench --bin snapshot-scan -- [rows] [snapshots] [swept|held]`
 
 use std::{
     sync::Arc,
@@ -22,14 +24,19 @@ fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let rows: u64 = mend_bench::arg(&mut args, 1_500_000)?;
     let snapshots: u64 = mend_bench::arg(&mut args, 50)?;
+    let held = match args.next().as_deref() {
+        None | Some("swept") => false,
+        Some("held") => true,
+        Some(other) => anyhow::bail!("rows are `swept` or `held`, not {other:?}"),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(run(rows, snapshots))
+    runtime.block_on(run(rows, snapshots, held))
 }
 
-async fn run(rows: u64, snapshots: u64) -> Result<()> {
+async fn run(rows: u64, snapshots: u64, held: bool) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let storage = SqliteStorage::open(
         dir.path(),
@@ -44,17 +51,30 @@ async fn run(rows: u64, snapshots: u64) -> Result<()> {
         let db = rusqlite::Connection::open(dir.path().join(mend_relay::storage::sqlite::DB_FILE))?;
         db.busy_timeout(Duration::from_secs(10))?;
         let rows = i64::try_from(rows)?;
+        let now = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs(),
+        )?;
+        let (payload, pruned_at) = if held { (40, now) } else { (0, 1000) };
         db.execute(
             "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < ?2)
              INSERT INTO chunks (space, seq, device_id, device_seq, payload, payload_hash, pruned_at)
-             SELECT s.id, n, x'02020202020202020202020202020202', n, NULL, randomblob(32), 1000
+             SELECT s.id, n, x'02020202020202020202020202020202', n,
+                    CASE WHEN ?3 > 0 THEN zeroblob(?3) END, randomblob(32), ?4
              FROM spaces s, g WHERE s.space_id = ?1",
-            rusqlite::params![&space.0[..], rows],
+            rusqlite::params![&space.0[..], rows, payload, pruned_at],
         )?;
         db.execute(
-            "UPDATE spaces SET next_seq = ?2 + 1, covers = ?2 WHERE space_id = ?1",
-            rusqlite::params![&space.0[..], rows],
+            "UPDATE spaces SET next_seq = ?2 + 1, covers = ?2, bytes_used = ?2 * ?3
+             WHERE space_id = ?1",
+            rusqlite::params![&space.0[..], rows, payload],
         )?;
+        // The counter of pruned bytes, where the schema has one.
+        let _ = db.execute(
+            "UPDATE spaces SET pruned_bytes = ?2 * ?3 WHERE space_id = ?1",
+            rusqlite::params![&space.0[..], rows, payload],
+        );
     }
     let mut latencies = Vec::new();
     for i in 1..=snapshots {
@@ -86,7 +106,8 @@ async fn run(rows: u64, snapshots: u64) -> Result<()> {
         latencies.get(i).copied().unwrap_or_default().as_secs_f64() * 1e3
     };
     println!(
-        "{rows} kept rows: {snapshots} snapshots, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "{rows} {} rows: {snapshots} snapshots, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        if held { "held" } else { "swept" },
         at(0.5),
         at(0.99),
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,

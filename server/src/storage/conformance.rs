@@ -897,7 +897,8 @@ pub async fn pruned_bytes_count_until_swept(b: &Backend) {
 }
 
 /// A space at its quota can still upload a snapshot that compacts its log (the quota bounds
-/// what stays live), but cannot push again until the pruned chunks are swept.
+/// what stays live), again and again at the same coverage, but cannot push again until the
+/// pruned chunks are swept; once they are, they no longer count as held.
 pub async fn a_full_space_can_compact_but_not_grow_until_swept(b: &Backend) {
     created(b, space(1)).await;
     let quota = 1000;
@@ -938,6 +939,22 @@ pub async fn a_full_space_can_compact_but_not_grow_until_swept(b: &Backend) {
             .await,
         Err(StorageError::QuotaExceeded { .. })
     ));
+    // Again at the same coverage: the pruned bytes still count as held, not live, so one that
+    // fits the quota on its own is taken.
+    ok(
+        b.storage
+            .put_snapshot(
+                space(1),
+                Snapshot {
+                    covers: 4,
+                    payload: vec![0; 1000],
+                },
+                quota,
+                DAY,
+            )
+            .await,
+        "the same coverage again",
+    );
     assert_eq!(
         ok(
             b.storage.sweep_pruned(NO_GRACE, 10, u64::MAX).await,
@@ -945,6 +962,36 @@ pub async fn a_full_space_can_compact_but_not_grow_until_swept(b: &Backend) {
         )
         .bytes,
         1000
+    );
+    // Swept, they are held no more: the snapshot is all that is left, and what would pass the
+    // quota is refused.
+    assert!(matches!(
+        b.storage
+            .put_snapshot(
+                space(1),
+                Snapshot {
+                    covers: 4,
+                    payload: vec![0; 1001]
+                },
+                quota,
+                DAY
+            )
+            .await,
+        Err(StorageError::QuotaExceeded { used: 1000, .. })
+    ));
+    ok(
+        b.storage
+            .put_snapshot(
+                space(1),
+                Snapshot {
+                    covers: 4,
+                    payload: vec![0; 300],
+                },
+                quota,
+                DAY,
+            )
+            .await,
+        "a smaller snapshot",
     );
     ok(
         b.storage

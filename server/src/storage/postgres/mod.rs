@@ -779,8 +779,8 @@ impl Storage for PostgresStorage {
             let tx = client.transaction().await?;
             let Some(row) = tx
                 .query_opt(
-                    "SELECT id, next_seq, bytes_used, covers FROM spaces WHERE space_id = $1
-                     FOR UPDATE",
+                    "SELECT id, next_seq, bytes_used, covers, pruned_bytes FROM spaces
+                     WHERE space_id = $1 FOR UPDATE",
                     &[&&space.0[..]],
                 )
                 .await?
@@ -791,6 +791,7 @@ impl Storage for PostgresStorage {
             let head = nonneg(row.try_get(1)?).saturating_sub(1);
             let bytes_used = nonneg(row.try_get(2)?);
             let covers = nonneg(row.try_get(3)?);
+            let pruned = nonneg(row.try_get(4)?);
             if snapshot.covers < covers {
                 return Ok(Err(StorageError::SnapshotStale { current: covers }));
             }
@@ -806,26 +807,22 @@ impl Storage for PostgresStorage {
                 .map(|row| row.try_get(0))
                 .transpose()?
                 .unwrap_or(0);
-            // Payload bytes up to the new coverage: still held from earlier prunes, pruned
-            // now, and due for deletion now (pruned `grace` ago, or now when the grace is zero).
-            // Below the old coverage only held rows are read (`chunks_held_by_space`): every
-            // row is kept after its payload, so reading them all scanned the space's history.
+            // Payload bytes up to the new coverage: still held from earlier prunes (the space's
+            // counter), pruned now, and due for deletion now (pruned `grace` ago, or now when
+            // the grace is zero). Only the rows pruned now and those deleted now are read
+            // (`chunks_held_by_space` for the latter): summing every pruned row at each snapshot
+            // let repeated snapshots scan days of them.
             let now = unix_now();
             let expired = now.saturating_sub(grace.as_secs());
             let sums = tx
                 .query_one(
-                    "SELECT COALESCE(SUM(held), 0)::bigint, COALESCE(SUM(pruning), 0)::bigint,
-                            COALESCE(SUM(due), 0)::bigint
-                     FROM (SELECT length(payload) AS held, 0 AS pruning,
-                                  CASE WHEN pruned_at <= $5 THEN length(payload) ELSE 0 END AS due
-                           FROM chunks WHERE space = $1 AND seq <= $2
-                             AND pruned_at IS NOT NULL AND payload IS NOT NULL
-                           UNION ALL
-                           SELECT 0, length(payload),
-                                  CASE WHEN COALESCE(pruned_at, $4) <= $5
-                                       THEN length(payload) ELSE 0 END
-                           FROM chunks WHERE space = $1 AND seq > $2 AND seq <= $3
-                             AND payload IS NOT NULL) s",
+                    "SELECT (SELECT COALESCE(SUM(length(payload)), 0)::bigint FROM chunks
+                             WHERE space = $1 AND seq > $2 AND seq <= $3 AND payload IS NOT NULL),
+                            (SELECT COALESCE(SUM(length(payload)), 0)::bigint FROM chunks
+                             WHERE space = $1 AND seq > $2 AND seq <= $3 AND payload IS NOT NULL
+                               AND COALESCE(pruned_at, $4) <= $5)
+                          + (SELECT COALESCE(SUM(length(payload)), 0)::bigint FROM chunks
+                             WHERE space = $1 AND pruned_at <= $5 AND payload IS NOT NULL)",
                     &[
                         &id,
                         &to_db(covers),
@@ -836,11 +833,11 @@ impl Storage for PostgresStorage {
                 )
                 .await?;
             // Rollups are pruned and deleted by their relay sequence, like chunks.
-            let (r_held, r_pruning, r_deleting) =
+            let (r_pruning, r_deleting) =
                 rollups::snapshot_sums(&tx, id, covers, snapshot.covers, now, expired).await?;
-            let held = nonneg(sums.try_get(0)?).saturating_add(r_held);
-            let pruning = nonneg(sums.try_get(1)?).saturating_add(r_pruning);
-            let deleting = nonneg(sums.try_get(2)?).saturating_add(r_deleting);
+            let held = pruned;
+            let pruning = nonneg(sums.try_get(0)?).saturating_add(r_pruning);
+            let deleting = nonneg(sums.try_get(1)?).saturating_add(r_deleting);
             let adding = snapshot.payload.len() as u64;
             let kept = bytes_used
                 .saturating_sub(nonneg(old_len))
@@ -874,10 +871,11 @@ impl Storage for PostgresStorage {
                 &[&id, &to_db(covers), &to_db(snapshot.covers), &to_db(now)],
             )
             .await?;
+            // Every pruned row is at or below the coverage: the held rows' index finds them.
             tx.execute(
                 "UPDATE chunks SET payload = NULL
-                 WHERE space = $1 AND seq <= $2 AND pruned_at <= $3 AND payload IS NOT NULL",
-                &[&id, &to_db(snapshot.covers), &to_db(expired)],
+                 WHERE space = $1 AND pruned_at <= $2 AND payload IS NOT NULL",
+                &[&id, &to_db(expired)],
             )
             .await?;
             rollups::prune(&tx, id, covers, snapshot.covers, now, expired).await?;
@@ -888,9 +886,10 @@ impl Storage for PostgresStorage {
                 &[&id, &to_db(snapshot.covers), &snapshot.payload],
             )
             .await?;
+            let pruned = pruned.saturating_add(pruning).saturating_sub(deleting);
             tx.execute(
-                "UPDATE spaces SET covers = $2, bytes_used = $3 WHERE id = $1",
-                &[&id, &to_db(snapshot.covers), &to_db(used)],
+                "UPDATE spaces SET covers = $2, bytes_used = $3, pruned_bytes = $4 WHERE id = $1",
+                &[&id, &to_db(snapshot.covers), &to_db(used), &to_db(pruned)],
             )
             .await?;
             let delta = to_db(used).saturating_sub(to_db(bytes_used));
@@ -990,7 +989,8 @@ impl Storage for PostgresStorage {
                              JOIN unnest($1::bigint[], $2::bigint[]) AS u(id, freed)
                                ON s.id = u.id
                          ), changed AS (
-                             UPDATE spaces s SET bytes_used = GREATEST(old.before - old.freed, 0)
+                             UPDATE spaces s SET bytes_used = GREATEST(old.before - old.freed, 0),
+                                                 pruned_bytes = GREATEST(s.pruned_bytes - old.freed, 0)
                              FROM old WHERE s.id = old.id
                              RETURNING old.before - s.bytes_used AS lost
                          )

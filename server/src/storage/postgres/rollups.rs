@@ -139,8 +139,10 @@ pub(super) async fn push(
     )
     .await?;
     tx.execute(
-        "UPDATE spaces SET bytes_used = bytes_used + $2, rows = rows + 1 WHERE id = $1",
-        &[&id, &size],
+        "UPDATE spaces SET bytes_used = bytes_used + $2, rows = rows + 1,
+                           pruned_bytes = pruned_bytes + CASE WHEN $3 THEN $2 ELSE 0 END
+         WHERE id = $1",
+        &[&id, &size, &pruned_at.is_some()],
     )
     .await?;
     if adding != 0 {
@@ -373,19 +375,17 @@ pub(super) async fn snapshot_sums(
     new_covers: u64,
     now: u64,
     expired: u64,
-) -> Result<(u64, u64, u64), PgError> {
+) -> Result<(u64, u64), PgError> {
+    // What it prunes, and what is due for deletion: the held rollups' index finds the latter.
     let row = tx
         .query_one(
-            "SELECT COALESCE(SUM(held), 0)::bigint, COALESCE(SUM(pruning), 0)::bigint,
-                    COALESCE(SUM(due), 0)::bigint
-             FROM (SELECT size AS held, 0::bigint AS pruning,
-                          CASE WHEN pruned_at <= $5 THEN size ELSE 0 END AS due
-                   FROM rollups WHERE space = $1 AND seq <= $2
-                     AND pruned_at IS NOT NULL AND payload IS NOT NULL
-                   UNION ALL
-                   SELECT 0, size, CASE WHEN COALESCE(pruned_at, $4) <= $5 THEN size ELSE 0 END
-                   FROM rollups WHERE space = $1 AND seq > $2 AND seq <= $3
-                     AND payload IS NOT NULL) s",
+            "SELECT (SELECT COALESCE(SUM(size), 0)::bigint FROM rollups
+                     WHERE space = $1 AND seq > $2 AND seq <= $3 AND payload IS NOT NULL),
+                    (SELECT COALESCE(SUM(size), 0)::bigint FROM rollups
+                     WHERE space = $1 AND seq > $2 AND seq <= $3 AND payload IS NOT NULL
+                       AND COALESCE(pruned_at, $4) <= $5)
+                  + (SELECT COALESCE(SUM(size), 0)::bigint FROM rollups
+                     WHERE space = $1 AND pruned_at <= $5 AND payload IS NOT NULL)",
             &[
                 &id,
                 &to_db(old_covers),
@@ -395,11 +395,7 @@ pub(super) async fn snapshot_sums(
             ],
         )
         .await?;
-    Ok((
-        nonneg(row.try_get(0)?),
-        nonneg(row.try_get(1)?),
-        nonneg(row.try_get(2)?),
-    ))
+    Ok((nonneg(row.try_get(0)?), nonneg(row.try_get(1)?)))
 }
 
 /// Prunes the space's rollups a snapshot covers and deletes those whose grace is over.
@@ -418,8 +414,8 @@ pub(super) async fn prune(
     .await?;
     tx.execute(
         "UPDATE rollups SET payload = NULL
-         WHERE space = $1 AND seq <= $2 AND pruned_at <= $3 AND payload IS NOT NULL",
-        &[&id, &to_db(new_covers), &to_db(expired)],
+         WHERE space = $1 AND pruned_at <= $2 AND payload IS NOT NULL",
+        &[&id, &to_db(expired)],
     )
     .await?;
     Ok(())
@@ -497,7 +493,8 @@ pub(super) async fn sweep(
                      SELECT s.id, s.bytes_used AS before, u.freed FROM spaces s
                      JOIN unnest($1::bigint[], $2::bigint[]) AS u(id, freed) ON s.id = u.id
                  ), changed AS (
-                     UPDATE spaces s SET bytes_used = GREATEST(old.before - old.freed, 0)
+                     UPDATE spaces s SET bytes_used = GREATEST(old.before - old.freed, 0),
+                                         pruned_bytes = GREATEST(s.pruned_bytes - old.freed, 0)
                      FROM old WHERE s.id = old.id
                      RETURNING old.before - s.bytes_used AS lost
                  )

@@ -136,7 +136,7 @@ mod tests {
              ALTER TABLE chunks DROP COLUMN rollup_seq;
              DROP TABLE pairings; DROP TABLE pairing_messages; DROP TABLE device_seen;
              ALTER TABLE erased DROP COLUMN reason; ALTER TABLE spaces DROP COLUMN successor;
-             ALTER TABLE spaces DROP COLUMN rows;
+             ALTER TABLE spaces DROP COLUMN rows; ALTER TABLE spaces DROP COLUMN pruned_bytes;
              DROP TABLE erasing",
         )?;
         conn.pragma_update(None, "user_version", 4)?;

@@ -207,6 +207,9 @@ struct SpaceMeta {
     covers: u64,
     /// Chunk and rollup rows kept, each [`ROW_BYTES`] of the relay-wide total.
     rows: u64,
+    /// Payload bytes of pruned rows not yet deleted (part of `bytes_used`): kept as a counter
+    /// so a snapshot need not sum them.
+    pruned: u64,
 }
 
 impl SpaceMeta {
@@ -374,14 +377,16 @@ impl Writer {
             for space in dirty {
                 if let Some(meta) = self.cache.get(&space) {
                     tx.prepare_cached(
-                        "UPDATE spaces SET next_seq = ?1, bytes_used = ?2, covers = ?3, rows = ?4
-                         WHERE id = ?5",
+                        "UPDATE spaces SET next_seq = ?1, bytes_used = ?2, covers = ?3, rows = ?4,
+                                          pruned_bytes = ?5
+                         WHERE id = ?6",
                     )?
                     .execute(params![
                         meta.next_seq as i64,
                         meta.bytes_used as i64,
                         meta.covers as i64,
                         meta.rows as i64,
+                        meta.pruned as i64,
                         meta.id
                     ])?;
                 }
@@ -586,7 +591,8 @@ fn meta<'c>(
     if !cache.contains_key(space) {
         let loaded = tx
             .prepare_cached(
-                "SELECT id, next_seq, bytes_used, covers, rows FROM spaces WHERE space_id = ?1",
+                "SELECT id, next_seq, bytes_used, covers, rows, pruned_bytes FROM spaces
+                 WHERE space_id = ?1",
             )?
             .query_row([&space.0[..]], |row| {
                 Ok(SpaceMeta {
@@ -595,6 +601,7 @@ fn meta<'c>(
                     bytes_used: row.get::<_, i64>(2)? as u64,
                     covers: row.get::<_, i64>(3)? as u64,
                     rows: row.get::<_, i64>(4)? as u64,
+                    pruned: row.get::<_, i64>(5)? as u64,
                 })
             })
             .optional()?;
@@ -849,6 +856,9 @@ fn push_rollup(
     state.usage.change(held, grown);
     meta.bytes_used = meta.bytes_used.saturating_add(size);
     meta.rows = meta.rows.saturating_add(1);
+    if pruned_at.is_some() {
+        meta.pruned = meta.pruned.saturating_add(size);
+    }
     state.dirty.insert(space);
     Ok(Ok(RollupStored {
         relay_seq,
@@ -857,27 +867,25 @@ fn push_rollup(
     }))
 }
 
-/// Payload bytes a space still holds at or below its coverage (`?2`), and those pruned by
-/// `?3`: pruned rows whose payload is not yet deleted, read through `chunks_held_by_space`.
-pub(crate) const HELD_CHUNKS_BELOW: &str = "SELECT COALESCE(SUM(length(payload)), 0),
-            COALESCE(SUM(CASE WHEN pruned_at <= ?3 THEN length(payload) END), 0)
-     FROM chunks WHERE space = ?1 AND seq <= ?2 AND pruned_at IS NOT NULL AND payload IS NOT NULL";
-/// The same for rollups, by their first chunk's sequence, through `rollups_held_by_space`.
-pub(crate) const HELD_ROLLUPS_BELOW: &str =
-    "SELECT COALESCE(SUM(size), 0), COALESCE(SUM(CASE WHEN pruned_at <= ?3 THEN size END), 0)
-     FROM rollups WHERE space = ?1 AND seq <= ?2 AND pruned_at IS NOT NULL AND payload IS NOT NULL";
+/// Payload bytes of a space's pruned rows due for deletion (pruned by `?2`), through
+/// `chunks_held_by_space`: only those rows are read, and the snapshot deletes them. Every
+/// pruned row is at or below the coverage, so no bound on the sequence is needed.
+pub(crate) const DUE_CHUNKS: &str = "SELECT COALESCE(SUM(length(payload)), 0) FROM chunks
+     WHERE space = ?1 AND pruned_at <= ?2 AND payload IS NOT NULL";
+/// The same for rollups, through `rollups_held_by_space`.
+pub(crate) const DUE_ROLLUPS: &str = "SELECT COALESCE(SUM(size), 0) FROM rollups
+     WHERE space = ?1 AND pruned_at <= ?2 AND payload IS NOT NULL";
+/// Deletes the payloads of a space's rows pruned by `?2`, through `chunks_held_by_space`.
+pub(crate) const DELETE_DUE_CHUNKS: &str = "UPDATE chunks SET payload = NULL
+     WHERE space = ?1 AND pruned_at <= ?2 AND payload IS NOT NULL";
+/// The same for rollups, through `rollups_held_by_space`.
+pub(crate) const DELETE_DUE_ROLLUPS: &str = "UPDATE rollups SET payload = NULL
+     WHERE space = ?1 AND pruned_at <= ?2 AND payload IS NOT NULL";
 /// Payload bytes a snapshot prunes, above the old coverage (`?2`) up to its own (`?3`), and
 /// those of them due for deletion at once (`?4` now, `?5` the end of the grace).
 const CHUNKS_PRUNING: &str = "SELECT COALESCE(SUM(length(payload)), 0),
             COALESCE(SUM(CASE WHEN COALESCE(pruned_at, ?4) <= ?5 THEN length(payload) END), 0)
      FROM chunks WHERE space = ?1 AND seq > ?2 AND seq <= ?3 AND payload IS NOT NULL";
-/// Deletes the payloads of a space's rows at or below `?2` pruned by `?3`, through
-/// `chunks_held_by_space`.
-pub(crate) const DELETE_DUE_CHUNKS: &str = "UPDATE chunks SET payload = NULL
-     WHERE space = ?1 AND seq <= ?2 AND pruned_at <= ?3 AND payload IS NOT NULL";
-/// The same for rollups, through `rollups_held_by_space`.
-pub(crate) const DELETE_DUE_ROLLUPS: &str = "UPDATE rollups SET payload = NULL
-     WHERE space = ?1 AND seq <= ?2 AND pruned_at <= ?3 AND payload IS NOT NULL";
 /// The same for rollups.
 const ROLLUPS_PRUNING: &str = "SELECT COALESCE(SUM(size), 0),
             COALESCE(SUM(CASE WHEN COALESCE(pruned_at, ?4) <= ?5 THEN size END), 0)
@@ -908,26 +916,21 @@ fn put_snapshot(
         .query_row([meta.id], |row| row.get(0))
         .optional()?
         .unwrap_or(0);
-    // Payload bytes up to the new coverage: still held from earlier prunes, pruned now, and
-    // due for deletion now (pruned `grace` ago, or now when the grace is zero). Below the old
-    // coverage only held rows are read, through their own index: a space keeps every row
-    // after its payload is swept, and reading them all made each snapshot of a long-lived
-    // space scan its whole history inside the one writer.
+    // Payload bytes up to the new coverage: still held from earlier prunes (the space's
+    // counter), pruned now, and due for deletion now (pruned `grace` ago, or now when the grace
+    // is zero). Only the rows pruned now and those deleted now are read: a space keeps every
+    // row after its payload, and pruned payloads stay for days, so summing them at each
+    // snapshot let repeated snapshots hold the one writer for as long as a scan of them all.
     let now = unix_now();
     let expired = now.saturating_sub(grace.as_secs());
-    let mut held = 0i64;
+    let held = meta.pruned as i64;
     let mut pruning = 0i64;
     let mut deleting = 0i64;
-    for (below, range) in [
-        (HELD_CHUNKS_BELOW, CHUNKS_PRUNING),
-        (HELD_ROLLUPS_BELOW, ROLLUPS_PRUNING),
-    ] {
-        let (bytes, due): (i64, i64) = tx.prepare_cached(below)?.query_row(
-            params![meta.id, meta.covers as i64, expired as i64],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )?;
-        held = held.saturating_add(bytes);
-        deleting = deleting.saturating_add(due);
+    for (due, range) in [(DUE_CHUNKS, CHUNKS_PRUNING), (DUE_ROLLUPS, ROLLUPS_PRUNING)] {
+        let bytes: i64 = tx
+            .prepare_cached(due)?
+            .query_row(params![meta.id, expired as i64], |row| row.get(0))?;
+        deleting = deleting.saturating_add(bytes);
         let (bytes, due): (i64, i64) = tx.prepare_cached(range)?.query_row(
             params![
                 meta.id,
@@ -972,11 +975,8 @@ fn put_snapshot(
         snapshot.covers as i64,
         now as i64
     ])?;
-    tx.prepare_cached(DELETE_DUE_CHUNKS)?.execute(params![
-        meta.id,
-        snapshot.covers as i64,
-        expired as i64
-    ])?;
+    tx.prepare_cached(DELETE_DUE_CHUNKS)?
+        .execute(params![meta.id, expired as i64])?;
     tx.prepare_cached(
         "UPDATE rollups SET pruned_at = ?4 WHERE space = ?1 AND seq > ?2 AND seq <= ?3",
     )?
@@ -986,11 +986,8 @@ fn put_snapshot(
         snapshot.covers as i64,
         now as i64
     ])?;
-    tx.prepare_cached(DELETE_DUE_ROLLUPS)?.execute(params![
-        meta.id,
-        snapshot.covers as i64,
-        expired as i64
-    ])?;
+    tx.prepare_cached(DELETE_DUE_ROLLUPS)?
+        .execute(params![meta.id, expired as i64])?;
     tx.prepare_cached(
         "INSERT INTO snapshots (space, covers, payload) VALUES (?1, ?2, ?3)
          ON CONFLICT (space) DO UPDATE SET covers = excluded.covers, payload = excluded.payload",
@@ -999,6 +996,10 @@ fn put_snapshot(
     meta.covers = snapshot.covers;
     state.usage.change(meta.bytes_used, used);
     meta.bytes_used = used;
+    meta.pruned = meta
+        .pruned
+        .saturating_add(pruning as u64)
+        .saturating_sub(deleting as u64);
     state.dirty.insert(space);
     Ok(Ok(()))
 }
@@ -1146,6 +1147,7 @@ fn sweep(
             let after = meta.bytes_used.saturating_sub(len);
             state.usage.change(meta.bytes_used, after);
             meta.bytes_used = after;
+            meta.pruned = meta.pruned.saturating_sub(len);
             state.dirty.insert(space);
         }
     }
@@ -1244,14 +1246,14 @@ mod tests {
             tempfile::tempdir().map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
         let conn = super::super::schema::open_writer(&dir.path().join("relay.db"), 1000)?;
         for (sql, index) in [
-            (HELD_CHUNKS_BELOW, "chunks_held_by_space"),
-            (HELD_ROLLUPS_BELOW, "rollups_held_by_space"),
+            (DUE_CHUNKS, "chunks_held_by_space"),
+            (DUE_ROLLUPS, "rollups_held_by_space"),
             (DELETE_DUE_CHUNKS, "chunks_held_by_space"),
             (DELETE_DUE_ROLLUPS, "rollups_held_by_space"),
         ] {
             let plan: Vec<String> = conn
                 .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?
-                .query_map(params![1i64, 100i64, 50i64], |row| row.get(3))?
+                .query_map(params![1i64, 50i64], |row| row.get(3))?
                 .collect::<rusqlite::Result<_>>()?;
             assert!(
                 plan.iter().any(|step| step.contains(index)),
