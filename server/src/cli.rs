@@ -72,8 +72,8 @@ pub struct Args {
     /// Bytes a space may hold, chunks plus snapshot (HTTP 507).
     #[arg(long, env = "MEND_SPACE_QUOTA_BYTES", default_value_t = Limits::default().space_quota_bytes)]
     pub space_quota_bytes: u64,
-    /// Bytes all spaces together may hold, with 150 for each chunk row kept and 9750 for each
-    /// space (HTTP 507 `relay_full`). Keep it below the free disk, leaving room for the WAL,
+    /// Bytes all spaces together may hold, with 150 for each chunk row or tombstone kept and
+    /// 9750 for each space (HTTP 507 `relay_full`). Keep it below the free disk, leaving room for the WAL,
     /// indexes and pruned chunks in their grace.
     #[arg(long, env = "MEND_MAX_TOTAL_BYTES", default_value_t = Limits::default().max_total_bytes)]
     pub max_total_bytes: u64,

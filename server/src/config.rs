@@ -172,9 +172,10 @@ pub struct Limits {
     /// Bytes one space may hold: chunk and rollup payloads held plus its snapshot (507).
     pub space_quota_bytes: u64,
     /// Bytes all spaces together may hold, counted like [`Limits::space_quota_bytes`] plus
-    /// [`crate::storage::ROW_BYTES`] for each chunk or rollup row kept and
-    /// [`crate::storage::SPACE_BYTES`] for each space; a write or a new space past it is
-    /// refused `relay_full` (507) so many spaces, or many rows, cannot fill the disk.
+    /// [`crate::storage::ROW_BYTES`] for each chunk or rollup row kept,
+    /// [`crate::storage::SPACE_BYTES`] for each space and [`crate::storage::TOMBSTONE_BYTES`]
+    /// for each erased one; a write or a new space past it is refused `relay_full` (507), so
+    /// many spaces, or many rows, cannot fill the disk.
     pub max_total_bytes: u64,
     /// Largest WebSocket message; a larger one closes the connection with 1009.
     pub max_ws_message_bytes: usize,

@@ -17,7 +17,7 @@ use mend_relay::{
     config::Postgres,
     live::{LiveEvent, LiveFeed, LocalHub},
     storage::{
-        EraseReason, PullRequest, ROW_BYTES, SPACE_BYTES, Storage, StorageError,
+        EraseReason, PullRequest, ROW_BYTES, SPACE_BYTES, Storage, StorageError, TOMBSTONE_BYTES,
         conformance::Backend,
         postgres::{MIGRATION_LOCK, PgError, PostgresStorage, SCHEMA_VERSION},
         test_db::TestDatabase,
@@ -514,7 +514,7 @@ async fn the_total_is_shared_by_every_instance() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         first.total_bytes().await.unwrap_or_else(|e| panic!("{e}")),
-        400 + ROW_BYTES + SPACE_BYTES
+        400 + ROW_BYTES + SPACE_BYTES + TOMBSTONE_BYTES
     );
     for store in [first, second] {
         store.close().await.unwrap_or_else(|e| panic!("{e}"));

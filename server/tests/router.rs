@@ -17,7 +17,7 @@ use mend_protocol::{
 use mend_relay::{
     AppState, app,
     client::client_key,
-    storage::{ROW_BYTES, SPACE_BYTES, Swept},
+    storage::{ROW_BYTES, SPACE_BYTES, Swept, TOMBSTONE_BYTES},
 };
 use tower::ServiceExt;
 
@@ -1042,8 +1042,8 @@ async fn a_creation_refused_by_a_full_relay_is_not_counted() -> anyhow::Result<(
     let api = Api::with(|config| {
         config.limits.creations_per_address = 2;
         config.limits.client_ip_header = Some("x-forwarded-for".to_owned());
-        // Room for one space.
-        config.limits.max_total_bytes = SPACE_BYTES;
+        // Room for one space, and the tombstone it leaves when erased.
+        config.limits.max_total_bytes = SPACE_BYTES + TOMBSTONE_BYTES;
     })?;
     let create = |n: u8| {
         let api = &api;

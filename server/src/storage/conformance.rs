@@ -21,14 +21,16 @@ use mend_protocol::{
 use super::{
     Created, EraseReason, MAX_ROLLUP_CHUNKS, NewPairing, PairingRecord, PairingSide, PairingSwept,
     PullRequest, Pushed, ROW_BYTES, RollupStored, SPACE_BYTES, Storage, StorageError, Swept,
+    TOMBSTONE_BYTES,
     pairing::{MAX_MESSAGES_PER_SIDE, MailboxChoice},
 };
 use crate::live::{LiveEvent, LiveFeed, LocalHub};
 
-/// What the relay-wide total counts for a kept row beside its payload, and for a space itself,
-/// short for the sums below.
+/// What the relay-wide total counts for a kept row beside its payload, for a space itself and
+/// for an erased space's tombstone, short for the sums below.
 const R: u64 = ROW_BYTES;
 const S: u64 = SPACE_BYTES;
+const T: u64 = TOMBSTONE_BYTES;
 
 /// A store under test, the hub it publishes to, and whatever must live as long as it
 /// (a temporary directory, a database handle).
@@ -1073,14 +1075,16 @@ pub async fn kept_rows_count_against_the_relay_not_the_space(b: &Backend) {
 /// full relay creates none, re-creating an existing one costs nothing, and erasing one gives
 /// its bytes back.
 pub async fn spaces_count_in_the_relay_total_until_erased(b: &Backend) {
-    b.storage.set_total_quota(2 * S);
+    // Room for two spaces and a tombstone.
+    let limit = 2 * S + T;
+    b.storage.set_total_quota(limit);
     created(b, space(1)).await;
     created(b, space(2)).await;
     assert_eq!(ok(b.storage.total_bytes().await, "total"), 2 * S);
     assert!(matches!(
         b.storage.create_space(space(3), HASH_A).await,
         Err(StorageError::RelayFull { used, adding, limit })
-            if used == 2 * S && adding == S && limit == 2 * S
+            if used == 2 * S && adding == S && limit == 2 * S + T
     ));
     assert_eq!(
         ok(b.storage.create_space(space(1), HASH_A).await, "again"),
@@ -1090,9 +1094,10 @@ pub async fn spaces_count_in_the_relay_total_until_erased(b: &Backend) {
         b.storage.erase(space(1), EraseReason::Erased).await,
         "erase"
     ));
-    assert_eq!(ok(b.storage.total_bytes().await, "total"), S);
+    // The erased space's tombstone stays counted: it is kept for good.
+    assert_eq!(ok(b.storage.total_bytes().await, "total"), S + T);
     created(b, space(3)).await;
-    assert_eq!(ok(b.storage.total_bytes().await, "total"), 2 * S);
+    assert_eq!(ok(b.storage.total_bytes().await, "total"), limit);
 }
 
 /// Pruned payloads deleted at once (no grace) stop counting against the quota; the snapshot
@@ -1205,12 +1210,12 @@ pub async fn total_quota_spans_spaces_and_erase_frees_it(b: &Backend) {
     ));
     assert_eq!(
         ok(b.storage.total_bytes().await, "total after erase"),
-        400 + R + S
+        400 + R + S + T
     );
     let after = pushed(b, space(2), push(DEVICE_B, 2, &[3; 600])).await;
     assert_eq!(after.relay_seq, 2);
-    // Full of payloads again, one space fewer.
-    assert_eq!(ok(b.storage.total_bytes().await, "total"), limit - S);
+    // Full of payloads again, one space fewer and its tombstone more.
+    assert_eq!(ok(b.storage.total_bytes().await, "total"), limit - S + T);
 }
 
 /// At the relay's limit a snapshot that frees bytes is still accepted, and its pruning gives
@@ -1628,7 +1633,8 @@ pub async fn rollups_count_against_both_quotas_until_erased(b: &Backend) {
         b.storage.erase(space(1), EraseReason::Erased).await,
         "erase"
     ));
-    assert_eq!(ok(b.storage.total_bytes().await, "total"), 0);
+    // All but the tombstone, which stays.
+    assert_eq!(ok(b.storage.total_bytes().await, "total"), T);
 }
 
 /// With rollups asked for, a rollup above the cursor replaces its chunks and sits at its first

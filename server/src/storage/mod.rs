@@ -136,6 +136,11 @@ pub const ROW_BYTES: u64 = 150;
 /// the store past `--max-total-bytes`.
 pub const SPACE_BYTES: u64 = ROW_BYTES * (1 + mend_protocol::MAX_LISTED_DEVICES as u64);
 
+/// Bytes an erased space's tombstone keeps in the relay-wide total for good: the tombstone is
+/// never deleted (it keeps the space from being created again), so creating and erasing
+/// spaces over and over would otherwise grow the store past `--max-total-bytes`.
+pub const TOMBSTONE_BYTES: u64 = ROW_BYTES;
+
 /// What one [`Storage::sweep_pruned`] deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Swept {

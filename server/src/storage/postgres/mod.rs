@@ -49,7 +49,7 @@ pub use self::schema::{MIGRATION_LOCK, SCHEMA_VERSION};
 use super::{
     Created, EraseReason, NewPairing, PairingRecord, PairingSide, PairingSwept, PullRequest,
     Pushed, ROW_BYTES, RollupStored, SPACE_BYTES, Storage, StorageError, StorageFuture, Swept,
-    TokenHash, Tombstone, unix_now,
+    TOMBSTONE_BYTES, TokenHash, Tombstone, unix_now,
 };
 use crate::{
     config::Postgres,
@@ -1095,12 +1095,14 @@ impl Storage for PostgresStorage {
                 return Ok(Ok(false));
             };
             let id: i64 = row.try_get(0)?;
-            // Itself, its payloads and the rows the relay counted for it.
+            // Itself, its payloads and the rows the relay counted for it, all but the
+            // tombstone, which stays.
             let rows: i64 = row.try_get(2)?;
             let held = row
                 .try_get::<_, i64>(1)?
                 .saturating_add(rows.saturating_mul(to_db(ROW_BYTES)))
-                .saturating_add(to_db(SPACE_BYTES));
+                .saturating_add(to_db(SPACE_BYTES))
+                .saturating_sub(to_db(TOMBSTONE_BYTES));
             if held != 0 {
                 tx.execute(ADD_TO_TOTAL, &[&held.saturating_neg()]).await?;
             }

@@ -33,7 +33,7 @@ use crate::{
     live::{LiveEvent, Publisher},
     storage::{
         Created, EraseReason, Pushed, ROW_BYTES, RollupStored, SPACE_BYTES, StorageError, Swept,
-        TokenHash, check_rollup, check_rollup_chunks, unix_now,
+        TOMBSTONE_BYTES, TokenHash, check_rollup, check_rollup_chunks, unix_now,
     },
 };
 
@@ -1193,7 +1193,8 @@ fn erase(
     .execute(params![&space.0[..], now, reason.to_db()])?;
     state.cache.remove(&space);
     state.dirty.remove(&space);
-    state.usage.change(held, 0);
+    // All but its tombstone, which stays.
+    state.usage.change(held, TOMBSTONE_BYTES);
     state.effects.push(Effect::Erased(space));
     Ok(Ok(Some(id)))
 }

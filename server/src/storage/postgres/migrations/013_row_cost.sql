@@ -87,6 +87,8 @@ $$;
 UPDATE spaces SET rows = (SELECT COUNT(*) FROM chunks c WHERE c.space = spaces.id)
                        + (SELECT COUNT(*) FROM rollups r WHERE r.space = spaces.id);
 -- Each space itself counts 9750 bytes (`SPACE_BYTES`: its row and the 64 devices it may list
--- as seen), so empty spaces cannot grow the database past the limit either.
+-- as seen), and each erased space's tombstone, kept for good, 150 (`TOMBSTONE_BYTES`), so
+-- neither empty spaces nor erased ones grow the database past the limit.
 UPDATE relay_usage SET bytes_used = CASE WHEN shard = 0
-    THEN (SELECT COALESCE(SUM(bytes_used + 150 * rows + 9750), 0) FROM spaces) ELSE 0 END;
+    THEN (SELECT COALESCE(SUM(bytes_used + 150 * rows + 9750), 0) FROM spaces)
+       + 150 * (SELECT COUNT(*) FROM erased) ELSE 0 END;
