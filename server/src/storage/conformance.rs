@@ -912,14 +912,15 @@ pub async fn a_full_space_can_compact_but_not_grow_until_swept(b: &Backend) {
             "push",
         );
     }
-    let compact = Snapshot {
-        covers: 4,
-        payload: vec![0; 300],
+    // Snapshots covering the four chunks, of `len` bytes.
+    let snapshot = |len: usize| {
+        let snapshot = Snapshot {
+            covers: 4,
+            payload: vec![0; len],
+        };
+        b.storage.put_snapshot(space(1), snapshot, quota, DAY)
     };
-    ok(
-        b.storage.put_snapshot(space(1), compact, quota, DAY).await,
-        "a full space compacts",
-    );
+    ok(snapshot(300).await, "a full space compacts");
     assert!(matches!(
         b.storage
             .push(space(1), push(DEVICE_A, 5, &[0; 1]), quota)
@@ -928,35 +929,12 @@ pub async fn a_full_space_can_compact_but_not_grow_until_swept(b: &Backend) {
     ));
     // A snapshot whose live part would not fit is still refused.
     assert!(matches!(
-        b.storage
-            .put_snapshot(
-                space(1),
-                Snapshot {
-                    covers: 4,
-                    payload: vec![0; 1001]
-                },
-                quota,
-                DAY
-            )
-            .await,
+        snapshot(1001).await,
         Err(StorageError::QuotaExceeded { .. })
     ));
     // Again at the same coverage: the pruned bytes still count as held, not live, so one that
     // fits the quota on its own is taken.
-    ok(
-        b.storage
-            .put_snapshot(
-                space(1),
-                Snapshot {
-                    covers: 4,
-                    payload: vec![0; 1000],
-                },
-                quota,
-                DAY,
-            )
-            .await,
-        "the same coverage again",
-    );
+    ok(snapshot(1000).await, "the same coverage again");
     assert_eq!(
         ok(
             b.storage.sweep_pruned(NO_GRACE, 10, u64::MAX).await,
@@ -968,33 +946,10 @@ pub async fn a_full_space_can_compact_but_not_grow_until_swept(b: &Backend) {
     // Swept, they are held no more: the snapshot is all that is left, and what would pass the
     // quota is refused.
     assert!(matches!(
-        b.storage
-            .put_snapshot(
-                space(1),
-                Snapshot {
-                    covers: 4,
-                    payload: vec![0; 1001]
-                },
-                quota,
-                DAY
-            )
-            .await,
+        snapshot(1001).await,
         Err(StorageError::QuotaExceeded { used: 1000, .. })
     ));
-    ok(
-        b.storage
-            .put_snapshot(
-                space(1),
-                Snapshot {
-                    covers: 4,
-                    payload: vec![0; 300],
-                },
-                quota,
-                DAY,
-            )
-            .await,
-        "a smaller snapshot",
-    );
+    ok(snapshot(300).await, "a smaller snapshot");
     ok(
         b.storage
             .push(space(1), push(DEVICE_A, 5, &[0; 700]), quota)
