@@ -298,9 +298,10 @@ pub trait Storage: Send + Sync + 'static {
     /// returns the original relay sequence flagged as a duplicate (even after pruning) when
     /// the payload is the same, and [`StorageError::SeqConflict`] when it differs.
     /// Fails with [`StorageError::QuotaExceeded`] if the space's bytes would exceed `quota`,
-    /// and with [`StorageError::RelayFull`] if all spaces' bytes, with [`ROW_BYTES`] for each
-    /// kept row and this one, would exceed the total quota (a replay of a stored chunk is
-    /// still answered either way).
+    /// and with [`StorageError::RelayFull`] if the relay-wide total (payloads, [`ROW_BYTES`]
+    /// for each kept row and this one, [`SPACE_BYTES`] for each space, [`TOMBSTONE_BYTES`] for
+    /// each erased one) would exceed the total quota (a replay of a stored chunk is still
+    /// answered either way).
     fn push(&self, space: SpaceId, push: Push, quota: u64) -> StorageFuture<Pushed>;
 
     /// Reads chunks after a cursor. [`StorageError::Pruned`] if the cursor is below the

@@ -214,7 +214,7 @@ struct SpaceMeta {
 
 impl SpaceMeta {
     /// What the space counts in the relay-wide total: itself, its payloads and its rows.
-    fn held(&self) -> u64 {
+    fn counted(&self) -> u64 {
         self.bytes_used
             .saturating_add(self.rows.saturating_mul(ROW_BYTES))
             .saturating_add(SPACE_BYTES)
@@ -715,9 +715,9 @@ fn push_chunk(
         })));
     }
     // The row outlives the payload (its hash stays), so the relay counts it while kept.
-    let held = meta.held();
-    let grown = held.saturating_add(adding).saturating_add(ROW_BYTES);
-    if let Err(full) = state.usage.check(held, grown) {
+    let counted = meta.counted();
+    let grown = counted.saturating_add(adding).saturating_add(ROW_BYTES);
+    if let Err(full) = state.usage.check(counted, grown) {
         // Likewise at the relay's limit.
         return Ok(original(tx)?.unwrap_or(Err(full)));
     }
@@ -746,7 +746,7 @@ fn push_chunk(
         };
     }
     meta.next_seq += 1;
-    state.usage.change(held, grown);
+    state.usage.change(counted, grown);
     meta.bytes_used = meta.bytes_used.saturating_add(adding);
     meta.rows = meta.rows.saturating_add(1);
     state.dirty.insert(space);
@@ -824,9 +824,9 @@ fn push_rollup(
         }));
     }
     // Its row is kept like a chunk's, and counted by the relay alike.
-    let held = meta.held();
-    let grown = held.saturating_add(size).saturating_add(ROW_BYTES);
-    if let Err(full) = state.usage.check(held, grown) {
+    let counted = meta.counted();
+    let grown = counted.saturating_add(size).saturating_add(ROW_BYTES);
+    if let Err(full) = state.usage.check(counted, grown) {
         return Ok(Err(full));
     }
     // A rollup whose first chunk a snapshot already covers is pruned as it is stored, so the
@@ -853,7 +853,7 @@ fn push_rollup(
          WHERE space = ?1 AND device_id = ?2 AND device_seq BETWEEN ?3 AND ?4",
     )?
     .execute(params![meta.id, device, first, last, relay_seq as i64])?;
-    state.usage.change(held, grown);
+    state.usage.change(counted, grown);
     meta.bytes_used = meta.bytes_used.saturating_add(size);
     meta.rows = meta.rows.saturating_add(1);
     if pruned_at.is_some() {
@@ -1172,7 +1172,8 @@ fn erase(
     space: SpaceId,
     reason: EraseReason,
 ) -> rusqlite::Result<Result<Option<i64>, StorageError>> {
-    let Some((id, held)) = meta(tx, state.cache, &space)?.map(|meta| (meta.id, meta.held())) else {
+    let Some((id, counted)) = meta(tx, state.cache, &space)?.map(|meta| (meta.id, meta.counted()))
+    else {
         return Ok(Ok(None));
     };
     // The chunks and rollups go afterwards, a bounded batch per transaction ([`scrub`]): one
@@ -1194,7 +1195,7 @@ fn erase(
     state.cache.remove(&space);
     state.dirty.remove(&space);
     // All but its tombstone, which stays.
-    state.usage.change(held, TOMBSTONE_BYTES);
+    state.usage.change(counted, TOMBSTONE_BYTES);
     state.effects.push(Effect::Erased(space));
     Ok(Ok(Some(id)))
 }
