@@ -464,6 +464,25 @@ fn space_lock(space: &SpaceId) -> i64 {
 }
 
 /// A u64 the protocol allows, stored bit for bit in a bigint.
+/// `Err(RelayFull)` if adding `adding` bytes would take the relay-wide total, as committed
+/// before this transaction, past the limit.
+async fn room_for(
+    shared: &Shared,
+    tx: &impl deadpool_postgres::GenericClient,
+    adding: u64,
+) -> Result<Result<(), StorageError>, PgError> {
+    let limit = shared.total_quota.load(Relaxed);
+    let total = nonneg(tx.query_one(TOTAL, &[]).await?.try_get(0)?);
+    if total.saturating_add(adding) > limit {
+        return Ok(Err(StorageError::RelayFull {
+            used: total,
+            adding,
+            limit,
+        }));
+    }
+    Ok(Ok(()))
+}
+
 fn to_db(value: u64) -> i64 {
     value as i64
 }
@@ -572,14 +591,8 @@ impl Storage for PostgresStorage {
                 .await?;
             if inserted.is_some() {
                 // A new space counts in the relay-wide total until it is erased.
-                let limit = shared.total_quota.load(Relaxed);
-                let total = nonneg(tx.query_one(TOTAL, &[]).await?.try_get(0)?);
-                if total.saturating_add(SPACE_BYTES) > limit {
-                    return Ok(Err(StorageError::RelayFull {
-                        used: total,
-                        adding: SPACE_BYTES,
-                        limit,
-                    }));
+                if let Err(full) = room_for(&shared, &tx, SPACE_BYTES).await? {
+                    return Ok(Err(full));
                 }
                 tx.execute(ADD_TO_TOTAL, &[&to_db(SPACE_BYTES)]).await?;
                 tx.commit().await?;
@@ -853,16 +866,10 @@ impl Storage for PostgresStorage {
             // Pruned chunks count until deleted, so the relay-wide limit bounds what is on disk.
             let used = kept.saturating_sub(deleting);
             let growth = used.saturating_sub(bytes_used);
-            if growth > 0 {
-                let limit = shared.total_quota.load(Relaxed);
-                let total = nonneg(tx.query_one(TOTAL, &[]).await?.try_get(0)?);
-                if total.saturating_add(growth) > limit {
-                    return Ok(Err(StorageError::RelayFull {
-                        used: total,
-                        adding: growth,
-                        limit,
-                    }));
-                }
+            if growth > 0
+                && let Err(full) = room_for(&shared, &tx, growth).await?
+            {
+                return Ok(Err(full));
             }
             // Pruned now, deleted after the grace: a garbage snapshot cannot destroy the only
             // copy.

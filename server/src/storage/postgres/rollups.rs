@@ -1,12 +1,12 @@
 //! Rollups in PostgreSQL: storing them, pages that serve them in place of their chunks, the
 //! sizes of a tail, and deleting pruned ones after their grace.
 
-use std::{collections::VecDeque, sync::atomic::Ordering::Relaxed};
+use std::collections::VecDeque;
 
 use deadpool_postgres::GenericClient;
 use mend_protocol::{Chunk, DeviceId, Page, Rollup, RollupPush, Sizes, SpaceId};
 
-use super::{ADD_TO_TOTAL, PgError, Shared, TOTAL, from_db, nonneg, row_mark, to_db};
+use super::{ADD_TO_TOTAL, PgError, Shared, from_db, nonneg, row_mark, to_db};
 use crate::storage::{
     Entry, PullRequest, ROW_BYTES, RollupStored, StorageError, Swept, Walked, check_rollup,
     check_rollup_chunks, walk,
@@ -102,14 +102,8 @@ pub(super) async fn push(
     }
     // Its row is kept like a chunk's, and the relay counts it alike.
     let adding = size.saturating_add(ROW_BYTES);
-    let limit = shared.total_quota.load(Relaxed);
-    let total = nonneg(tx.query_one(TOTAL, &[]).await?.try_get(0)?);
-    if total.saturating_add(adding) > limit {
-        return Ok(Err(StorageError::RelayFull {
-            used: total,
-            adding,
-            limit,
-        }));
+    if let Err(full) = super::room_for(shared, &tx, adding).await? {
+        return Ok(Err(full));
     }
     let (size, adding) = (to_db(size), to_db(adding));
     // A rollup whose first chunk a snapshot already covers is pruned as it is stored, so the
