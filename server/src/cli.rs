@@ -29,10 +29,15 @@ pub struct Args {
     #[arg(long, env = "MEND_LISTEN", default_value = "127.0.0.1:8787")]
     pub listen: SocketAddr,
     /// Directory of the SQLite database (created if missing).
-    #[arg(long, env = "MEND_DATA_DIR", default_value = "./mend-data")]
+    #[arg(
+        long,
+        env = "MEND_DATA_DIR",
+        default_value = "./mend-data",
+        global = true
+    )]
     pub data_dir: PathBuf,
     /// Use PostgreSQL (`postgres://user@host/db`) instead of SQLite; several relays may share it.
-    #[arg(long, env = "MEND_DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = "MEND_DATABASE_URL", hide_env_values = true, global = true)]
     pub database_url: Option<String>,
     /// Most pooled PostgreSQL connections per relay instance.
     #[arg(long, env = "MEND_DB_POOL_SIZE", default_value_t = Postgres::default().pool_size)]
@@ -41,7 +46,7 @@ pub struct Args {
     #[arg(long, env = "MEND_DB_ACQUIRE_TIMEOUT_MS", default_value_t = Postgres::default().acquire_timeout.as_millis() as u64)]
     pub db_acquire_timeout_ms: u64,
     /// Milliseconds a PostgreSQL statement may run before it is cancelled (503).
-    #[arg(long, env = "MEND_DB_STATEMENT_TIMEOUT_MS", default_value_t = Postgres::default().statement_timeout.as_millis() as u64)]
+    #[arg(long, env = "MEND_DB_STATEMENT_TIMEOUT_MS", default_value_t = Postgres::default().statement_timeout.as_millis() as u64, global = true)]
     pub db_statement_timeout_ms: u64,
     /// PostgreSQL push batches in flight at once.
     #[arg(long, env = "MEND_DB_WRITERS", default_value_t = Postgres::default().writers)]
@@ -201,6 +206,16 @@ pub enum Command {
         /// PEM certificate; the first certificate of the file is pinned.
         #[arg(long, env = "MEND_TLS_CERT")]
         tls_cert: PathBuf,
+    },
+    /// Recount every space's stored bytes and rows, and the relay-wide total, from the rows
+    /// themselves, and report any counter that differs (exit status 1). Reads every row. With
+    /// SQLite, run it while the relay is stopped (the data directory is locked); with
+    /// PostgreSQL, instances may keep serving.
+    Check {
+        /// Set every counter that differs to the recount (exit status 0 once repaired). With
+        /// PostgreSQL, writes wait while it runs.
+        #[arg(long)]
+        repair: bool,
     },
 }
 

@@ -180,6 +180,7 @@ impl From<StorageError> for ApiError {
             StorageError::Closed => {
                 ApiError::new(ErrorCode::Unavailable, "the relay is shutting down")
             }
+            e @ StorageError::InUse(_) => ApiError::internal(&e),
             StorageError::Unavailable(error) => {
                 // Under overload this fires for every request: one line per interval.
                 if let Some(times) = Repeats::note_shared(&UNAVAILABLE_LOG) {

@@ -3,10 +3,15 @@
 
 use anyhow::Context;
 use clap::Parser;
+use std::sync::Arc;
+
 use mend_relay::{
-    AppState,
+    AppState, Config,
     cli::{Args, Command},
-    run, run_tls, telemetry,
+    live::LocalHub,
+    run, run_tls,
+    storage::{Storage, postgres::PostgresStorage, sqlite::SqliteStorage},
+    telemetry,
     tls::{Tls, pin_of_file},
 };
 use tokio::net::TcpListener;
@@ -21,6 +26,9 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init(args.log_format, &args.log);
     let config = args.config();
     config.validate()?;
+    if let Some(Command::Check { repair }) = args.command {
+        return check(config, repair).await;
+    }
     // Before storage opens: a bad certificate fails the start at once, naming the file.
     let tls = config
         .tls
@@ -45,6 +53,41 @@ async fn main() -> anyhow::Result<()> {
         None => run(listener, state, shutdown_signal()).await?,
     }
     reloads.abort();
+    Ok(())
+}
+
+/// `mend-relay check`: recounts the counters, prints what it found, and exits 1 if any
+/// counter differs and was not repaired.
+async fn check(config: Config, repair: bool) -> anyhow::Result<()> {
+    let hub = Arc::new(LocalHub::default());
+    let storage: Arc<dyn Storage> = match &config.database_url {
+        Some(url) => Arc::new(
+            PostgresStorage::open(&url.0, config.postgres, hub)
+                .await
+                .context("opening the PostgreSQL database")?,
+        ),
+        None => Arc::new(
+            SqliteStorage::open(&config.data_dir, hub, config.group_commit)
+                .context("opening storage")?,
+        ),
+    };
+    let audit = storage.audit(repair).await;
+    storage.close().await.context("closing storage")?;
+    let audit = audit.context("recounting")?;
+    println!(
+        "checked {} spaces: {} with counters that differ from their rows",
+        audit.spaces, audit.spaces_off
+    );
+    println!(
+        "relay-wide total: {} bytes counted, {} recounted",
+        audit.counted_total, audit.actual_total
+    );
+    if audit.repaired {
+        println!("repaired: every counter now matches the rows");
+    } else if !audit.clean() {
+        println!("run `mend-relay check --repair` to set the counters to the recount");
+        std::process::exit(1);
+    }
     Ok(())
 }
 

@@ -208,3 +208,152 @@ async fn an_erase_waits_for_its_own_rows_alone() {
     assert_eq!(count(0), 5000, "the erase worked through another's rows");
     storage.close().await.unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// One data directory, one relay: a second store opened on it is refused (two writers would
+/// each cache the counters and write them back over the other's), and once the first closes,
+/// the directory opens again.
+#[tokio::test]
+async fn a_second_store_on_one_data_directory_is_refused() {
+    use mend_relay::storage::{Storage, StorageError};
+
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let open = || {
+        SqliteStorage::open(
+            dir.path(),
+            Arc::new(LocalHub::default()),
+            GroupCommit::default(),
+        )
+    };
+    let first = open().unwrap_or_else(|e| panic!("open: {e}"));
+    match open() {
+        Err(error @ StorageError::InUse(_)) => {
+            let message = error.to_string();
+            assert!(message.contains("in use by another relay"), "{message}");
+            assert!(
+                message.contains(&dir.path().display().to_string()),
+                "{message}"
+            );
+        }
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("a second store opened the same directory"),
+    }
+    first.close().await.unwrap_or_else(|e| panic!("{e}"));
+    let again = open().unwrap_or_else(|e| panic!("reopen after close: {e}"));
+    again.close().await.unwrap_or_else(|e| panic!("{e}"));
+    drop(again);
+    drop(first);
+    open().unwrap_or_else(|e| panic!("reopen after drop: {e}"));
+}
+
+/// Counters that no longer match the rows (here set wrong by hand, as a bug or an older
+/// instance could leave them) are found by the audit and set right by its repair, for good:
+/// the relay-wide limit then counts what is really stored.
+#[tokio::test]
+async fn an_audit_finds_counters_off_and_repairs_them() {
+    use mend_protocol::{DeviceId, Push, Snapshot, SpaceId};
+    use mend_relay::storage::{Audit, Storage, StorageError, sqlite::DB_FILE};
+
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let open = || {
+        SqliteStorage::open(
+            dir.path(),
+            Arc::new(LocalHub::default()),
+            GroupCommit::default(),
+        )
+        .unwrap_or_else(|e| panic!("open: {e}"))
+    };
+    let store = open();
+    for n in 1..=3u8 {
+        let space = SpaceId([n; 32]);
+        store
+            .create_space(space, [n; 32])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        for seq in 1..=4 {
+            let push = Push {
+                device_id: DeviceId([2; 16]),
+                device_seq: seq,
+                payload: vec![n; 100],
+            };
+            store
+                .push(space, push, u64::MAX)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    let snapshot = Snapshot {
+        covers: 2,
+        payload: vec![0; 10],
+    };
+    store
+        .put_snapshot(
+            SpaceId([1; 32]),
+            snapshot,
+            u64::MAX,
+            std::time::Duration::from_secs(3600),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let clean = store.audit(false).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(clean.clean() && clean.spaces == 3, "{clean:?}");
+    let total = clean.actual_total;
+    store.close().await.unwrap_or_else(|e| panic!("{e}"));
+    drop(store);
+
+    // Space 1 forgets its pruned bytes and a row, space 2 counts 5000 bytes it does not hold,
+    // and the total is 100 KB high.
+    let db = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap_or_else(|e| panic!("{e}"));
+    db.execute_batch(
+        "UPDATE spaces SET pruned_bytes = 0, rows = rows - 1 WHERE space_id = x'0101010101010101010101010101010101010101010101010101010101010101';
+         UPDATE spaces SET bytes_used = bytes_used + 5000 WHERE space_id = x'0202020202020202020202020202020202020202020202020202020202020202';
+         UPDATE relay_usage SET bytes_used = bytes_used + 100000;",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    drop(db);
+
+    let store = open();
+    let found = store.audit(false).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        found,
+        Audit {
+            spaces: 3,
+            spaces_off: 2,
+            counted_total: total + 100_000,
+            actual_total: total,
+            repaired: false,
+        }
+    );
+    // Checking alone changed nothing: the relay still counts the wrong total.
+    assert_eq!(store.total_bytes().await.ok(), Some(total + 100_000));
+    // So a limit just above what is stored refuses a push it should take.
+    store.set_total_quota(total + 1000);
+    let push = |seq| Push {
+        device_id: DeviceId([2; 16]),
+        device_seq: seq,
+        payload: vec![7; 100],
+    };
+    assert!(matches!(
+        store.push(SpaceId([2; 32]), push(5), u64::MAX).await,
+        Err(StorageError::RelayFull { .. })
+    ));
+    let repaired = store.audit(true).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        repaired,
+        Audit {
+            repaired: true,
+            ..found
+        }
+    );
+    store
+        .push(SpaceId([2; 32]), push(5), u64::MAX)
+        .await
+        .unwrap_or_else(|e| panic!("after the repair: {e}"));
+    let after = store.audit(false).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(after.clean(), "{after:?}");
+    store.close().await.unwrap_or_else(|e| panic!("{e}"));
+    drop(store);
+    // The repair was committed.
+    let store = open();
+    let reopened = store.audit(false).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(reopened.clean(), "{reopened:?}");
+}

@@ -200,8 +200,19 @@ async fn acknowledged_pushes_survive_sigkill_exactly_once() -> anyhow::Result<()
         "killed with nothing in flight"
     );
 
+    // The counters were committed with the rows they count: the kill left them matching.
+    let (status, out) = relay_command(dir.path(), &["check"])?;
+    assert!(status.success(), "check after the kill: {status}\n{out}");
+    assert!(out.contains("0 with counters that differ"), "{out}");
+
     // Restart on the same data directory.
     let mut relay = RelayProcess::start(dir.path())?;
+    // While it runs, no second relay (nor a check) opens the directory beside it.
+    for args in [&["--listen", "127.0.0.1:0"][..], &["check", "--repair"]] {
+        let (status, out) = relay_command(dir.path(), args)?;
+        assert!(!status.success(), "{args:?} ran beside the relay:\n{out}");
+        assert!(out.contains("in use by another relay process"), "{out}");
+    }
     let after_crash = stored(relay.addr, &tok).await?;
     for (device_seq, relay_seq) in &acked {
         assert_eq!(
@@ -257,7 +268,36 @@ async fn acknowledged_pushes_survive_sigkill_exactly_once() -> anyhow::Result<()
     assert!(log.contains("stopped"), "clean stop expected:\n{log}");
     assert!(!log.contains(&tok), "token leaked into the log");
     assert!(!log.contains("[1, 0, 0, 0"), "payload bytes in the log");
+
+    // Counters set wrong by hand: `check` says so and fails, `--repair` sets them right.
+    let db = rusqlite::Connection::open(dir.path().join(mend_relay::storage::sqlite::DB_FILE))?;
+    db.execute_batch(
+        "UPDATE spaces SET rows = rows + 5; UPDATE relay_usage SET bytes_used = bytes_used + 1;",
+    )?;
+    drop(db);
+    let (status, out) = relay_command(dir.path(), &["check"])?;
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(out.contains("1 with counters that differ"), "{out}");
+    assert!(out.contains("mend-relay check --repair"), "{out}");
+    let (status, out) = relay_command(dir.path(), &["check", "--repair"])?;
+    assert!(
+        status.success() && out.contains("repaired"),
+        "{status}\n{out}"
+    );
+    let (status, out) = relay_command(dir.path(), &["check"])?;
+    assert!(status.success(), "{status}\n{out}");
     Ok(())
+}
+
+/// Runs `mend-relay <args> --data-dir <data_dir>` to its end; its exit status and output.
+fn relay_command(
+    data_dir: &Path,
+    args: &[&str],
+) -> anyhow::Result<(std::process::ExitStatus, String)> {
+    let mut all: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+    all.push("--data-dir".into());
+    all.push(data_dir.into());
+    common::relay_command(&all)
 }
 
 async fn relay_create(addr: SocketAddr, tok: &str) -> anyhow::Result<()> {

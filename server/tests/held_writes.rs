@@ -177,6 +177,9 @@ impl Storage for SlowDisk {
     fn ready(&self) -> StorageFuture<()> {
         self.inner.ready()
     }
+    fn audit(&self, repair: bool) -> StorageFuture<mend_relay::storage::Audit> {
+        self.inner.audit(repair)
+    }
     fn close(&self) -> StorageFuture<()> {
         self.inner.close()
     }

@@ -583,5 +583,10 @@ async fn an_instance_killed_mid_push_loses_nothing_acknowledged() -> anyhow::Res
     check_agreement(&[(dev, after)], &[log], TOTAL);
     let lines = two.log.lock().unwrap().join("\n");
     assert!(!lines.contains(&tok), "token leaked into the log");
+    // Every counter still matches the rows, checked beside the instance that serves on.
+    let args = ["--database-url", db.url(), "check"].map(std::ffi::OsString::from);
+    let (status, out) = common::relay_command(&args)?;
+    assert!(status.success(), "{status}\n{out}");
+    assert!(out.contains("checked 1 spaces: 0 with counters"), "{out}");
     Ok(())
 }

@@ -236,6 +236,10 @@ impl Storage for BoundedWrites {
         self.inner.ready()
     }
 
+    fn audit(&self, repair: bool) -> StorageFuture<super::Audit> {
+        self.inner.audit(repair)
+    }
+
     fn render_metrics(&self, out: &mut String) {
         self.inner.render_metrics(out);
     }

@@ -9,7 +9,8 @@
 //!
 //! The checks are ordinary async functions (so they read as stories and show up in backtraces);
 //! the macro only stamps out one `#[tokio::test]` per check. They panic on failure, like any
-//! test assertion.
+//! test assertion. After each check, [`counters_agree`] recounts the store: whatever a check
+//! did, every space's counters and the relay-wide total must match the rows.
 
 use std::{any::Any, collections::HashSet, sync::Arc, time::Duration};
 
@@ -53,6 +54,16 @@ impl Backend {
     }
 }
 
+/// Every space's counters and the relay-wide total match what the rows hold
+/// ([`Storage::audit`]); a closed store has nothing left to check.
+pub async fn counters_agree(backend: &Backend) {
+    match backend.storage.audit(false).await {
+        Ok(audit) => assert!(audit.clean(), "counters differ from the rows: {audit:?}"),
+        Err(StorageError::Closed) => {}
+        Err(error) => panic!("audit: {error}"),
+    }
+}
+
 impl std::fmt::Debug for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Backend")
@@ -85,6 +96,7 @@ macro_rules! storage_conformance_tests {
             kept_rows_count_against_the_relay_not_the_space,
             spaces_count_in_the_relay_total_until_erased,
             erase_removes_everything,
+            counters_follow_any_mix_of_writes,
             tombstones_keep_the_reason_and_only_erased_spaces_have_one,
             the_first_successor_offered_is_kept_for_good,
             rollups_are_checked_against_the_log,
@@ -114,6 +126,7 @@ macro_rules! storage_conformance_tests {
             async fn $check() {
                 let backend = $open($crate::live::LocalHub::default()).await;
                 $crate::storage::conformance::$check(&backend).await;
+                $crate::storage::conformance::counters_agree(&backend).await;
             }
         )*
     };
@@ -1223,6 +1236,155 @@ pub async fn snapshot_that_frees_bytes_passes_a_full_relay(b: &Backend) {
 }
 
 /// Erasing removes chunks, snapshot and token; the id can then be created afresh.
+/// A seeded, repeatable stream of numbers (SplitMix64): the mixes below are the same on every
+/// run and every backend.
+struct Seeded(u64);
+
+impl Seeded {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n`.
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// Pushes, replays, conflicts, rollups (under the snapshot too), snapshots with and without a
+/// grace, sweeps, erases and tight quotas, mixed at random over a few spaces: after every
+/// write the counters still match the rows ([`counters_agree`]).
+pub async fn counters_follow_any_mix_of_writes(b: &Backend) {
+    /// One space of the mix: its id, each device's next sequence, and its head.
+    struct Mixed {
+        id: SpaceId,
+        next: [u64; 2],
+        head: u64,
+        covers: u64,
+    }
+    let devices = [DEVICE_A, DEVICE_B];
+    // Counts of writes that took effect, so the mix is known to reach every path.
+    let (mut stored, mut rolled_up, mut snapshots, mut swept, mut erased) = (0, 0, 0, 0, 0);
+    for seed in 1..=3u64 {
+        let mut rng = Seeded(seed);
+        let mut made = 0u8;
+        let mut spaces = Vec::new();
+        b.storage.set_total_quota(u64::MAX);
+        for _ in 0..3 {
+            made += 1;
+            let id = SpaceId([seed as u8 * 40 + made; 32]);
+            created(b, id).await;
+            spaces.push(Mixed {
+                id,
+                next: [1, 1],
+                head: 0,
+                covers: 0,
+            });
+        }
+        for _ in 0..150 {
+            let k = rng.below(spaces.len() as u64) as usize;
+            let d = rng.below(2) as usize;
+            let quota = if rng.below(8) == 0 { 300 } else { QUOTA };
+            match rng.below(40) {
+                0..=18 => {
+                    let len = 1 + rng.below(64) as usize;
+                    let seq = spaces[k].next[d];
+                    let fill = rng.next() as u8;
+                    let result = b
+                        .storage
+                        .push(spaces[k].id, push(devices[d], seq, &vec![fill; len]), quota)
+                        .await;
+                    if let Ok(pushed) = result {
+                        stored += 1;
+                        spaces[k].next[d] += 1;
+                        spaces[k].head = spaces[k].head.max(pushed.relay_seq);
+                    }
+                }
+                19 | 20 => {
+                    // A replay (the same bytes) or a reused sequence (others): neither stores.
+                    let seq = 1 + rng.below(spaces[k].next[d]);
+                    let len = 1 + rng.below(64) as usize;
+                    let _ = b
+                        .storage
+                        .push(spaces[k].id, push(devices[d], seq, &vec![1; len]), quota)
+                        .await;
+                }
+                21..=26 => {
+                    // Mostly runs the device has pushed (two to four chunks), some not.
+                    let next = spaces[k].next[d];
+                    let first = 1 + rng.below(next.saturating_sub(2).max(1));
+                    let last =
+                        (first + 1 + rng.below(3)).min(next.saturating_sub(1).max(first + 1));
+                    let len = 1 + rng.below(80) as usize;
+                    let r = rollup(devices[d], first, last, &vec![2; len]);
+                    if b.storage.push_rollup(spaces[k].id, r, quota).await.is_ok() {
+                        rolled_up += 1;
+                    }
+                }
+                27..=32 => {
+                    let mixed = &spaces[k];
+                    let covers = mixed.covers + rng.below(mixed.head - mixed.covers + 1);
+                    let grace = if rng.below(2) == 0 { NO_GRACE } else { DAY };
+                    let len = 1 + rng.below(40) as usize;
+                    let snapshot = Snapshot {
+                        covers,
+                        payload: vec![3; len],
+                    };
+                    if b.storage
+                        .put_snapshot(mixed.id, snapshot, quota, grace)
+                        .await
+                        .is_ok()
+                    {
+                        snapshots += 1;
+                        spaces[k].covers = covers;
+                    }
+                }
+                33..=36 => {
+                    let max = 1 + rng.below(5) as usize;
+                    if let Ok(done) = b.storage.sweep_pruned(NO_GRACE, max, u64::MAX).await {
+                        swept += done.chunks;
+                    }
+                }
+                37 => {
+                    // The relay-wide limit somewhere near what is stored: some writes refused.
+                    let total = ok(b.storage.total_bytes().await, "total");
+                    b.storage
+                        .set_total_quota(total.saturating_add(rng.below(400)));
+                }
+                38 => b.storage.set_total_quota(u64::MAX),
+                _ => {
+                    if ok(
+                        b.storage.erase(spaces[k].id, EraseReason::Erased).await,
+                        "erase",
+                    ) {
+                        erased += 1;
+                    }
+                    made += 1;
+                    let id = SpaceId([seed as u8 * 40 + made; 32]);
+                    b.storage.set_total_quota(u64::MAX);
+                    created(b, id).await;
+                    spaces[k] = Mixed {
+                        id,
+                        next: [1, 1],
+                        head: 0,
+                        covers: 0,
+                    };
+                }
+            }
+            counters_agree(b).await;
+        }
+    }
+    assert!(
+        stored > 100 && rolled_up > 5 && snapshots > 10 && swept > 5 && erased > 2,
+        "the mix reached every kind of write: {stored} pushes, {rolled_up} rollups, \
+         {snapshots} snapshots, {swept} swept, {erased} erases"
+    );
+}
+
 pub async fn erase_removes_everything(b: &Backend) {
     created(b, space(1)).await;
     created(b, space(2)).await;

@@ -172,6 +172,28 @@ pub struct PullRequest {
     pub rollups: bool,
 }
 
+/// What [`Storage::audit`] found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Audit {
+    /// Spaces checked.
+    pub spaces: u64,
+    /// Spaces whose counters did not match their rows.
+    pub spaces_off: u64,
+    /// The relay-wide total as counted.
+    pub counted_total: u64,
+    /// The relay-wide total recounted from the rows.
+    pub actual_total: u64,
+    /// The counters were set to the recount.
+    pub repaired: bool,
+}
+
+impl Audit {
+    /// Every counter matched its rows.
+    pub fn clean(&self) -> bool {
+        self.spaces_off == 0 && self.counted_total == self.actual_total
+    }
+}
+
 /// What went wrong in storage. Variants other than [`StorageError::Backend`] are answers the
 /// relay passes on to the client.
 #[derive(Debug, thiserror::Error)]
@@ -265,6 +287,12 @@ pub enum StorageError {
     /// The backend is shut down.
     #[error("storage is closed")]
     Closed,
+    /// Another process (a relay, or `mend-relay check`) holds the SQLite data directory.
+    #[error(
+        "the data directory {} is in use by another relay process; stop it first",
+        .0.display()
+    )]
+    InUse(std::path::PathBuf),
     /// The backend is slow, overloaded or unreachable; the client should retry later (503).
     #[error("storage unavailable: {0}")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -478,6 +506,12 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Resolves once the backend can serve requests (`/readyz`).
     fn ready(&self) -> StorageFuture<()>;
+
+    /// Recounts every space's counters (payload bytes held, kept rows, pruned bytes not yet
+    /// swept) and the relay-wide total from the rows themselves, and reports where they
+    /// differ; with `repair`, sets them to the recount. Reads every row: an operator's tool
+    /// (`mend-relay check`), not a request path.
+    fn audit(&self, repair: bool) -> StorageFuture<Audit>;
 
     /// Appends the backend's own figures to the Prometheus text of `/metrics`.
     fn render_metrics(&self, out: &mut String) {

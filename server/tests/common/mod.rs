@@ -352,3 +352,37 @@ pub fn upgrade_status(result: anyhow::Result<Ws>) -> anyhow::Result<u16> {
         },
     }
 }
+
+/// Runs the `mend-relay` binary with `args` to its end (killed after [`WAIT`]): its exit
+/// status and everything it printed, standard output first.
+pub fn relay_command(
+    args: &[std::ffi::OsString],
+) -> anyhow::Result<(std::process::ExitStatus, String)> {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mend-relay"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill()?;
+            child.wait()?;
+            bail!("mend-relay {args:?} did not end");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut out = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        std::io::Read::read_to_string(&mut stdout, &mut out)?;
+    }
+    if let Some(mut stderr) = child.stderr.take() {
+        std::io::Read::read_to_string(&mut stderr, &mut out)?;
+    }
+    Ok((status, out))
+}

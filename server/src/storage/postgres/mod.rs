@@ -47,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::schema::{MIGRATION_LOCK, SCHEMA_VERSION};
 use super::{
-    Created, EraseReason, NewPairing, PairingRecord, PairingSide, PairingSwept, PullRequest,
+    Audit, Created, EraseReason, NewPairing, PairingRecord, PairingSide, PairingSwept, PullRequest,
     Pushed, ROW_BYTES, RollupStored, SPACE_BYTES, Storage, StorageError, StorageFuture, Swept,
     TOMBSTONE_BYTES, TokenHash, Tombstone, unix_now,
 };
@@ -207,6 +207,24 @@ const ADD_TO_TOTAL: &str = "UPDATE relay_usage SET bytes_used = bytes_used + $1
 
 /// The bytes of all spaces together.
 const TOTAL: &str = "SELECT COALESCE(SUM(bytes_used), 0)::bigint FROM relay_usage";
+
+/// Each space's counters as stored (payload bytes held, kept rows, pruned bytes not yet
+/// swept), then the same recounted from its rows. Erased spaces' leftover rows are not theirs
+/// any more: the erase gave their bytes back.
+const RECOUNT: &str = "SELECT s.id, s.bytes_used, s.rows, s.pruned_bytes,
+        (COALESCE((SELECT SUM(length(c.payload)) FROM chunks c
+                    WHERE c.space = s.id AND c.payload IS NOT NULL), 0)
+       + COALESCE((SELECT SUM(r.size) FROM rollups r
+                    WHERE r.space = s.id AND r.payload IS NOT NULL), 0)
+       + COALESCE((SELECT length(p.payload) FROM snapshots p WHERE p.space = s.id), 0))::bigint,
+        ((SELECT COUNT(*) FROM chunks c WHERE c.space = s.id)
+       + (SELECT COUNT(*) FROM rollups r WHERE r.space = s.id))::bigint,
+        (COALESCE((SELECT SUM(length(c.payload)) FROM chunks c
+                    WHERE c.space = s.id AND c.pruned_at IS NOT NULL AND c.payload IS NOT NULL), 0)
+       + COALESCE((SELECT SUM(r.size) FROM rollups r
+                    WHERE r.space = s.id AND r.pruned_at IS NOT NULL AND r.payload IS NOT NULL),
+                  0))::bigint
+   FROM spaces s";
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -1228,6 +1246,83 @@ impl Storage for PostgresStorage {
 
     fn sweep_pairings(&self, now: u64, linger: Duration) -> StorageFuture<PairingSwept> {
         self.run(move |shared| pairing::sweep(shared, now, linger))
+    }
+
+    fn audit(&self, repair: bool) -> StorageFuture<Audit> {
+        self.run(move |shared| async move {
+            let mut client = shared.client().await?;
+            let tx = if repair {
+                let tx = client.transaction().await?;
+                // Every space, then the total, in the order every write takes them (so none
+                // deadlocks with this): nothing counted changes until the commit. Writes wait
+                // meanwhile.
+                tx.execute(
+                    "SELECT 1 FROM (SELECT id FROM spaces ORDER BY id FOR UPDATE) l",
+                    &[],
+                )
+                .await?;
+                tx.execute(
+                    "SELECT 1 FROM (SELECT shard FROM relay_usage ORDER BY shard FOR UPDATE) l",
+                    &[],
+                )
+                .await?;
+                tx
+            } else {
+                // One snapshot of every table, so counters and rows agree as committed
+                // together, while writes go on.
+                client
+                    .build_transaction()
+                    .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                    .read_only(true)
+                    .start()
+                    .await?
+            };
+            let mut found = Audit {
+                counted_total: nonneg(tx.query_one(TOTAL, &[]).await?.try_get(0)?),
+                ..Audit::default()
+            };
+            let mut off = Vec::new();
+            let mut actual_total = 0u64;
+            for row in tx.query(RECOUNT, &[]).await? {
+                let id: i64 = row.try_get(0)?;
+                let stored: [i64; 3] = [row.try_get(1)?, row.try_get(2)?, row.try_get(3)?];
+                let actual: [i64; 3] = [row.try_get(4)?, row.try_get(5)?, row.try_get(6)?];
+                let [bytes, kept, _] = actual.map(nonneg);
+                found.spaces += 1;
+                actual_total = actual_total
+                    .saturating_add(bytes)
+                    .saturating_add(kept.saturating_mul(ROW_BYTES))
+                    .saturating_add(SPACE_BYTES);
+                if stored != actual {
+                    found.spaces_off += 1;
+                    off.push((id, actual));
+                }
+            }
+            let tombstones: i64 = tx
+                .query_one("SELECT COUNT(*) FROM erased", &[])
+                .await?
+                .try_get(0)?;
+            found.actual_total = actual_total
+                .saturating_add(nonneg(tombstones).saturating_mul(TOMBSTONE_BYTES));
+            if repair && !found.clean() {
+                for (id, [bytes, kept, pruned]) in off {
+                    tx.execute(
+                        "UPDATE spaces SET bytes_used = $1, rows = $2, pruned_bytes = $3
+                         WHERE id = $4",
+                        &[&bytes, &kept, &pruned, &id],
+                    )
+                    .await?;
+                }
+                tx.execute(
+                    "UPDATE relay_usage SET bytes_used = CASE WHEN shard = 0 THEN $1::bigint ELSE 0 END",
+                    &[&to_db(found.actual_total)],
+                )
+                .await?;
+                found.repaired = true;
+            }
+            tx.commit().await?;
+            Ok(Ok(found))
+        })
     }
 
     fn ready(&self) -> StorageFuture<()> {

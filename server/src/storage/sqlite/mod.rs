@@ -44,6 +44,11 @@ use crate::{config::GroupCommit, live::Publisher};
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "relay.sqlite3";
 
+/// The lock file inside the data directory, locked for as long as the storage is open: a
+/// second relay (or `mend-relay check`) on the same directory is refused at once. Two writers
+/// on one file would each cache the spaces' counters and write them back over the other's.
+pub const LOCK_FILE: &str = "relay.lock";
+
 /// State shared by the writer thread and the async side.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -77,6 +82,8 @@ pub struct SqliteStorage {
     checkpointer: Arc<Mutex<Checkpointer>>,
     /// Space creations per (client, window). In memory: one SQLite relay is one instance.
     creations: Mutex<crate::rate::SweptMap<([u8; 32], u64), u64>>,
+    /// The locked [`LOCK_FILE`]; closing it (at [`Storage::close`] or drop) unlocks it.
+    lock: Mutex<Option<std::fs::File>>,
 }
 
 fn backend(error: impl std::error::Error + Send + Sync + 'static) -> StorageError {
@@ -92,6 +99,7 @@ impl SqliteStorage {
         group_commit: GroupCommit,
     ) -> Result<SqliteStorage, StorageError> {
         std::fs::create_dir_all(data_dir).map_err(backend)?;
+        let lock = lock_dir(data_dir)?;
         let path: PathBuf = data_dir.join(DB_FILE);
         let conn =
             schema::open_writer(&path, group_commit.autocheckpoint_pages).map_err(backend)?;
@@ -114,6 +122,7 @@ impl SqliteStorage {
             writer: Mutex::new(Some(handle)),
             checkpointer: Arc::new(Mutex::new(checkpointer)),
             creations: Mutex::new(crate::rate::SweptMap::new()),
+            lock: Mutex::new(Some(lock)),
         })
     }
 
@@ -158,6 +167,23 @@ impl SqliteStorage {
                 .map_err(backend)?
                 .map_err(backend)?
         })
+    }
+}
+
+/// Opens and locks the data directory's [`LOCK_FILE`]. The lock is advisory (`flock` on Unix,
+/// `LockFileEx` on Windows) and the system drops it with the process, so a relay killed
+/// outright leaves nothing to clean up.
+fn lock_dir(data_dir: &Path) -> Result<std::fs::File, StorageError> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(data_dir.join(LOCK_FILE))
+        .map_err(backend)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::InUse(data_dir.to_owned())),
+        Err(std::fs::TryLockError::Error(error)) => Err(backend(error)),
     }
 }
 
@@ -420,6 +446,10 @@ impl Storage for SqliteStorage {
         })
     }
 
+    fn audit(&self, repair: bool) -> StorageFuture<super::Audit> {
+        self.write(|reply| Write::Audit { repair, reply })
+    }
+
     fn close(&self) -> StorageFuture<()> {
         let (reply, stopped) = oneshot::channel();
         let queued = self.commands.send(Command::Stop(reply));
@@ -429,6 +459,11 @@ impl Storage for SqliteStorage {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         let checkpointer = self.checkpointer.clone();
+        let lock = self
+            .lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         Box::pin(async move {
             if queued.is_ok() {
                 // An error means the writer already stopped.
@@ -450,6 +485,8 @@ impl Storage for SqliteStorage {
             })
             .await
             .map_err(backend)?;
+            // Nothing writes the file any more: another process may open it.
+            drop(lock);
             Ok(())
         })
     }

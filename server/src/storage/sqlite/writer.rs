@@ -32,8 +32,8 @@ use crate::{
     config::GroupCommit,
     live::{LiveEvent, Publisher},
     storage::{
-        Created, EraseReason, Pushed, ROW_BYTES, RollupStored, SPACE_BYTES, StorageError, Swept,
-        TOMBSTONE_BYTES, TokenHash, check_rollup, check_rollup_chunks, unix_now,
+        Audit, Created, EraseReason, Pushed, ROW_BYTES, RollupStored, SPACE_BYTES, StorageError,
+        Swept, TOMBSTONE_BYTES, TokenHash, check_rollup, check_rollup_chunks, unix_now,
     },
 };
 
@@ -88,7 +88,10 @@ pub(crate) enum Write {
     },
     /// Deletes a bounded batch of what erased space `space` left; answers whether more is
     /// left.
-    Scrub { space: i64, reply: Reply<bool> },
+    Scrub {
+        space: i64,
+        reply: Reply<bool>,
+    },
     Pairing {
         op: PairingOp,
         reply: Reply<PairingDone>,
@@ -103,6 +106,10 @@ pub(crate) enum Write {
         space: SpaceId,
         id: [u8; 32],
         reply: Reply<[u8; 32]>,
+    },
+    Audit {
+        repair: bool,
+        reply: Reply<Audit>,
     },
 }
 
@@ -119,7 +126,8 @@ impl Write {
             | Write::Erase { .. }
             | Write::Sweep { .. }
             | Write::Seen { .. }
-            | Write::Successor { .. } => 0,
+            | Write::Successor { .. }
+            | Write::Audit { .. } => 0,
         }
     }
 
@@ -136,6 +144,7 @@ impl Write {
             Write::Pairing { reply, .. } => Answer::Pairing(reply, Err(StorageError::Closed)),
             Write::Seen { reply, .. } => Answer::Seen(reply, Err(StorageError::Closed)),
             Write::Successor { reply, .. } => Answer::Successor(reply, Err(StorageError::Closed)),
+            Write::Audit { reply, .. } => Answer::Audit(reply, Err(StorageError::Closed)),
         }
     }
 }
@@ -152,6 +161,7 @@ enum Answer {
     Pairing(Reply<PairingDone>, Result<PairingDone, StorageError>),
     Seen(Reply<()>, Result<(), StorageError>),
     Successor(Reply<[u8; 32]>, Result<[u8; 32], StorageError>),
+    Audit(Reply<Audit>, Result<Audit, StorageError>),
 }
 
 impl Answer {
@@ -168,6 +178,7 @@ impl Answer {
             Answer::Pairing(tx, result) => drop(tx.send(result)),
             Answer::Seen(tx, result) => drop(tx.send(result)),
             Answer::Successor(tx, result) => drop(tx.send(result)),
+            Answer::Audit(tx, result) => drop(tx.send(result)),
         }
     }
 
@@ -184,6 +195,7 @@ impl Answer {
             Answer::Pairing(tx, _) => drop(tx.send(Err(error()))),
             Answer::Seen(tx, _) => drop(tx.send(Err(error()))),
             Answer::Successor(tx, _) => drop(tx.send(Err(error()))),
+            Answer::Audit(tx, _) => drop(tx.send(Err(error()))),
         }
     }
 }
@@ -376,19 +388,7 @@ impl Writer {
             total = Some(usage.bytes);
             for space in dirty {
                 if let Some(meta) = self.cache.get(&space) {
-                    tx.prepare_cached(
-                        "UPDATE spaces SET next_seq = ?1, bytes_used = ?2, covers = ?3, rows = ?4,
-                                          pruned_bytes = ?5
-                         WHERE id = ?6",
-                    )?
-                    .execute(params![
-                        meta.next_seq as i64,
-                        meta.bytes_used as i64,
-                        meta.covers as i64,
-                        meta.rows as i64,
-                        meta.pruned as i64,
-                        meta.id
-                    ])?;
+                    store_meta(&tx, meta)?;
                 }
             }
             tx.commit()
@@ -573,6 +573,10 @@ fn apply(tx: &Transaction<'_>, state: &mut State<'_>, write: Write) -> Applied {
             Ok(result) => Ok(Answer::Sweep(reply, Ok(result))),
             Err(e) => Err((Answer::Sweep(reply, Err(StorageError::Closed)), e)),
         },
+        Write::Audit { repair, reply } => match audit(tx, state, repair) {
+            Ok(result) => Ok(Answer::Audit(reply, Ok(result))),
+            Err(e) => Err((Answer::Audit(reply, Err(StorageError::Closed)), e)),
+        },
         Write::Scrub { space, reply } => {
             match scrub(tx, state, Some(space), SCRUB_ROWS, SCRUB_BYTES) {
                 Ok((_, left)) => Ok(Answer::Scrub(reply, Ok(left))),
@@ -580,6 +584,99 @@ fn apply(tx: &Transaction<'_>, state: &mut State<'_>, write: Write) -> Applied {
             }
         }
     }
+}
+
+/// Writes a space's cached counters back.
+fn store_meta(tx: &Transaction<'_>, meta: &SpaceMeta) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "UPDATE spaces SET next_seq = ?1, bytes_used = ?2, covers = ?3, rows = ?4,
+                          pruned_bytes = ?5
+         WHERE id = ?6",
+    )?
+    .execute(params![
+        meta.next_seq as i64,
+        meta.bytes_used as i64,
+        meta.covers as i64,
+        meta.rows as i64,
+        meta.pruned as i64,
+        meta.id
+    ])?;
+    Ok(())
+}
+
+/// Each space's counters as stored (payload bytes held, kept rows, pruned bytes not yet
+/// swept), then the same recounted from its rows. Erased spaces' leftover rows are not theirs
+/// any more: the erase gave their bytes back.
+const RECOUNT: &str = "SELECT s.id, s.bytes_used, s.rows, s.pruned_bytes,
+        COALESCE((SELECT SUM(length(c.payload)) FROM chunks c
+                   WHERE c.space = s.id AND c.payload IS NOT NULL), 0)
+      + COALESCE((SELECT SUM(r.size) FROM rollups r
+                   WHERE r.space = s.id AND r.payload IS NOT NULL), 0)
+      + COALESCE((SELECT length(p.payload) FROM snapshots p WHERE p.space = s.id), 0),
+        (SELECT COUNT(*) FROM chunks c WHERE c.space = s.id)
+      + (SELECT COUNT(*) FROM rollups r WHERE r.space = s.id),
+        COALESCE((SELECT SUM(length(c.payload)) FROM chunks c
+                   WHERE c.space = s.id AND c.pruned_at IS NOT NULL AND c.payload IS NOT NULL), 0)
+      + COALESCE((SELECT SUM(r.size) FROM rollups r
+                   WHERE r.space = s.id AND r.pruned_at IS NOT NULL AND r.payload IS NOT NULL), 0)
+   FROM spaces s";
+
+/// Recounts every space's counters and the relay-wide total from the rows (see
+/// [`Storage::audit`](crate::storage::Storage::audit)); with `repair`, sets them to the
+/// recount. Runs in the writer, so nothing changes under it.
+fn audit(tx: &Transaction<'_>, state: &mut State<'_>, repair: bool) -> rusqlite::Result<Audit> {
+    // What this batch changed so far is only in the cache: written first, so the recount
+    // compares against the counters the writer holds.
+    for space in state.dirty.iter() {
+        if let Some(meta) = state.cache.get(space) {
+            store_meta(tx, meta)?;
+        }
+    }
+    let mut found = Audit {
+        counted_total: state.usage.bytes,
+        ..Audit::default()
+    };
+    let mut off = Vec::new();
+    let mut actual_total = 0u64;
+    {
+        let mut query = tx.prepare(RECOUNT)?;
+        let mut rows = query.query([])?;
+        while let Some(row) = rows.next()? {
+            let id: i64 = row.get(0)?;
+            let stored: [i64; 3] = [row.get(1)?, row.get(2)?, row.get(3)?];
+            let actual: [i64; 3] = [row.get(4)?, row.get(5)?, row.get(6)?];
+            let [bytes, kept, _] = actual.map(|v| u64::try_from(v).unwrap_or(0));
+            found.spaces += 1;
+            actual_total = actual_total
+                .saturating_add(bytes)
+                .saturating_add(kept.saturating_mul(ROW_BYTES))
+                .saturating_add(SPACE_BYTES);
+            if stored != actual {
+                found.spaces_off += 1;
+                off.push((id, actual));
+            }
+        }
+    }
+    let tombstones: i64 = tx.query_row("SELECT COUNT(*) FROM erased", [], |row| row.get(0))?;
+    found.actual_total = actual_total.saturating_add(
+        u64::try_from(tombstones)
+            .unwrap_or(0)
+            .saturating_mul(TOMBSTONE_BYTES),
+    );
+    if repair && !found.clean() {
+        for (id, [bytes, kept, pruned]) in off {
+            tx.execute(
+                "UPDATE spaces SET bytes_used = ?1, rows = ?2, pruned_bytes = ?3 WHERE id = ?4",
+                params![bytes, kept, pruned, id],
+            )?;
+        }
+        // The cache held the counters just replaced (the dirty ones were written above).
+        state.cache.clear();
+        state.usage.bytes = found.actual_total;
+        state.usage.dirty = true;
+        found.repaired = true;
+    }
+    Ok(found)
 }
 
 /// The cached counters of `space`, loading them on a miss. `None` if the space does not exist.
