@@ -28,6 +28,10 @@ pub struct Args {
     /// Address to listen on.
     #[arg(long, env = "MEND_LISTEN", default_value = "127.0.0.1:8787")]
     pub listen: SocketAddr,
+    /// Serve /metrics (and /healthz, /readyz) on this address instead, in plain HTTP, and no
+    /// longer on --listen: for a private network or 127.0.0.1 the scraper reaches.
+    #[arg(long, env = "MEND_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Directory of the SQLite database (created if missing).
     #[arg(
         long,
@@ -224,6 +228,7 @@ impl Args {
     pub fn config(&self) -> Config {
         let mut config = Config::new(self.data_dir.clone());
         config.listen = self.listen;
+        config.metrics_listen = self.metrics_listen;
         config.limits = Limits {
             max_chunk_bytes: self.max_chunk_bytes,
             max_snapshot_bytes: self.max_snapshot_bytes,

@@ -19,6 +19,9 @@ pub const MIN_SEALED_BYTES: usize = 40;
 pub struct Config {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// A second, plain-HTTP address for `/metrics` (with `/healthz` and `/readyz`), kept off
+    /// the public side; when set, the public address no longer answers `/metrics`.
+    pub metrics_listen: Option<SocketAddr>,
     /// Directory holding the SQLite database (unused with PostgreSQL).
     pub data_dir: PathBuf,
     /// PostgreSQL instead of SQLite, shared by every relay instance that names it.
@@ -42,6 +45,7 @@ impl Config {
     pub fn new(data_dir: impl Into<PathBuf>) -> Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
+            metrics_listen: None,
             data_dir: data_dir.into(),
             database_url: None,
             postgres: Postgres::default(),

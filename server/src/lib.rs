@@ -39,5 +39,5 @@ mod ws;
 
 pub use config::Config;
 pub use routes::app;
-pub use server::{run, run_tls};
+pub use server::{run, run_metrics, run_tls};
 pub use state::AppState;

@@ -9,7 +9,7 @@ use mend_relay::{
     AppState, Config,
     cli::{Args, Command},
     live::LocalHub,
-    run, run_tls,
+    run, run_metrics, run_tls,
     storage::{Storage, postgres::PostgresStorage, sqlite::SqliteStorage},
     telemetry,
     tls::{Tls, pin_of_file},
@@ -48,11 +48,24 @@ async fn main() -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
+    let metrics = match state.config().metrics_listen {
+        Some(addr) => {
+            let bound = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics address {addr}"))?;
+            Some(tokio::spawn(run_metrics(bound, state.clone())))
+        }
+        None => None,
+    };
     match tls {
         Some(tls) => run_tls(listener, state, tls, shutdown_signal()).await?,
         None => run(listener, state, shutdown_signal()).await?,
     }
     reloads.abort();
+    if let Some(metrics) = metrics {
+        // Shutdown has begun, so it is ending; one that does not is not waited for.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), metrics).await;
+    }
     Ok(())
 }
 

@@ -36,7 +36,7 @@ use tower::ServiceExt;
 use crate::{
     caps::AddressConnectionGuard,
     client::{PeerAddr, client_key},
-    routes::app,
+    routes::{app, metrics_app},
     state::AppState,
     storage::StorageError,
     telemetry::Repeats,
@@ -116,6 +116,19 @@ pub async fn run_tls(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), StorageError> {
     serve(listener, state, Some(tls), shutdown).await
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` in plain HTTP on `listener` (the
+/// `--metrics-listen` address) until the relay's shutdown begins. Meant for a private address:
+/// it has none of the public side's caps.
+pub async fn run_metrics(listener: TcpListener, state: AppState) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(metrics = %addr, "serving metrics");
+    }
+    let stop = state.shutdown().clone();
+    axum::serve(listener, metrics_app(state))
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
 }
 
 async fn serve(

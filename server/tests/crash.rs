@@ -35,9 +35,14 @@ struct RelayProcess {
 
 impl RelayProcess {
     fn start(data_dir: &Path) -> anyhow::Result<RelayProcess> {
+        RelayProcess::start_with(data_dir, &[])
+    }
+
+    fn start_with(data_dir: &Path, extra: &[&str]) -> anyhow::Result<RelayProcess> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_mend-relay"))
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(extra)
             .args(["--rate-per-space", "1000000", "--rate-burst", "1000000"])
             .env("RUST_LOG", "mend_relay=debug,info")
             .stdin(Stdio::null())
@@ -298,6 +303,47 @@ fn relay_command(
     all.push("--data-dir".into());
     all.push(data_dir.into());
     common::relay_command(&all)
+}
+
+/// With `--metrics-listen`, `/metrics` is served on that address alone: the public one, which
+/// anyone reaches, answers it 404 (its figures show the relay's activity), while the probes
+/// stay on both.
+#[tokio::test]
+async fn metrics_move_to_their_own_address() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = RelayProcess::start_with(dir.path(), &["--metrics-listen", "127.0.0.1:0"])?;
+    let mut metrics: Option<SocketAddr> = None;
+    for _ in 0..500 {
+        let log = relay.log.lock().unwrap().join("\n");
+        if let Some(rest) = log.split("metrics=").nth(1) {
+            metrics = Some(
+                rest.split_whitespace()
+                    .next()
+                    .context("no address")?
+                    .parse()?,
+            );
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let metrics = metrics.context("the metrics address was never logged")?;
+    assert_ne!(metrics, relay.addr);
+
+    let (status, _) = http(relay.addr, "GET", paths::METRICS, None, &[]).await?;
+    assert_eq!(status, 404, "the public address still serves /metrics");
+    let (status, body) = http(metrics, "GET", paths::METRICS, None, &[]).await?;
+    assert_eq!(status, 200);
+    let body = String::from_utf8(body)?;
+    assert!(body.contains("\nmend_stored_bytes "), "{body}");
+    for addr in [relay.addr, metrics] {
+        for probe in [paths::HEALTHZ, paths::READYZ] {
+            let (status, _) = http(addr, "GET", probe, None, &[]).await?;
+            assert_eq!(status, 200, "{probe} on {addr}");
+        }
+    }
+    // Devices are served as before on the public address.
+    relay_create(relay.addr, &token(1)).await?;
+    Ok(())
 }
 
 async fn relay_create(addr: SocketAddr, tok: &str) -> anyhow::Result<()> {

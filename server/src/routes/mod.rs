@@ -42,12 +42,25 @@ use crate::{
     ws,
 };
 
-/// The relay's router. Routes are the paths devices build (`mend_protocol::paths`).
-pub fn app(state: AppState) -> Router {
+/// The router of the metrics address (`--metrics-listen`): the probes and `/metrics`.
+pub fn metrics_app(state: AppState) -> Router {
     Router::new()
         .route(paths::HEALTHZ, get(health::healthz))
         .route(paths::READYZ, get(health::readyz))
         .route(paths::METRICS, get(health::metrics))
+        .with_state(state)
+}
+
+/// The relay's router. Routes are the paths devices build (`mend_protocol::paths`).
+/// `/metrics` is here only while no metrics address is configured.
+pub fn app(state: AppState) -> Router {
+    let mut router = Router::new()
+        .route(paths::HEALTHZ, get(health::healthz))
+        .route(paths::READYZ, get(health::readyz));
+    if state.config().metrics_listen.is_none() {
+        router = router.route(paths::METRICS, get(health::metrics));
+    }
+    router
         .route(
             &paths::space(&SPACE_ID_PARAM),
             put(spaces::create).delete(spaces::erase),
