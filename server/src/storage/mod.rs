@@ -194,6 +194,54 @@ impl Audit {
     }
 }
 
+/// An audit added up space by space, the same for every backend: each space's counters as
+/// stored and as recounted (payload bytes held, rows kept, pruned bytes held).
+#[derive(Debug)]
+pub(crate) struct Recount {
+    audit: Audit,
+    total: u64,
+    /// Spaces whose counters differ, with their recounted values.
+    off: Vec<(i64, [i64; 3])>,
+}
+
+impl Recount {
+    pub(crate) fn new(counted_total: u64) -> Recount {
+        Recount {
+            audit: Audit {
+                counted_total,
+                ..Audit::default()
+            },
+            total: 0,
+            off: Vec::new(),
+        }
+    }
+
+    /// One space: its internal id, its counters, and the same recounted from its rows.
+    pub(crate) fn space(&mut self, id: i64, stored: [i64; 3], actual: [i64; 3]) {
+        let [bytes, kept, _] = actual.map(|v| u64::try_from(v).unwrap_or(0));
+        self.audit.spaces += 1;
+        self.total = self
+            .total
+            .saturating_add(bytes)
+            .saturating_add(kept.saturating_mul(ROW_BYTES))
+            .saturating_add(SPACE_BYTES);
+        if stored != actual {
+            self.audit.spaces_off += 1;
+            self.off.push((id, actual));
+        }
+    }
+
+    /// The audit, once every space is counted and the tombstones with them, and the spaces to
+    /// set right.
+    pub(crate) fn finish(mut self, tombstones: i64) -> (Audit, Vec<(i64, [i64; 3])>) {
+        let tombstones = u64::try_from(tombstones).unwrap_or(0);
+        self.audit.actual_total = self
+            .total
+            .saturating_add(tombstones.saturating_mul(TOMBSTONE_BYTES));
+        (self.audit, self.off)
+    }
+}
+
 /// What went wrong in storage. Variants other than [`StorageError::Backend`] are answers the
 /// relay passes on to the client.
 #[derive(Debug, thiserror::Error)]

@@ -48,8 +48,8 @@ use tokio_util::sync::CancellationToken;
 pub use self::schema::{MIGRATION_LOCK, SCHEMA_VERSION};
 use super::{
     Audit, Created, EraseReason, NewPairing, PairingRecord, PairingSide, PairingSwept, PullRequest,
-    Pushed, ROW_BYTES, RollupStored, SPACE_BYTES, Storage, StorageError, StorageFuture, Swept,
-    TOMBSTONE_BYTES, TokenHash, Tombstone, unix_now,
+    Pushed, ROW_BYTES, Recount, RollupStored, SPACE_BYTES, Storage, StorageError, StorageFuture,
+    Swept, TOMBSTONE_BYTES, TokenHash, Tombstone, unix_now,
 };
 use crate::{
     config::Postgres,
@@ -1277,33 +1277,20 @@ impl Storage for PostgresStorage {
                     .start()
                     .await?
             };
-            let mut found = Audit {
-                counted_total: nonneg(tx.query_one(TOTAL, &[]).await?.try_get(0)?),
-                ..Audit::default()
-            };
-            let mut off = Vec::new();
-            let mut actual_total = 0u64;
+            let mut recount =
+                Recount::new(nonneg(tx.query_one(TOTAL, &[]).await?.try_get(0)?));
             for row in tx.query(RECOUNT, &[]).await? {
-                let id: i64 = row.try_get(0)?;
-                let stored: [i64; 3] = [row.try_get(1)?, row.try_get(2)?, row.try_get(3)?];
-                let actual: [i64; 3] = [row.try_get(4)?, row.try_get(5)?, row.try_get(6)?];
-                let [bytes, kept, _] = actual.map(nonneg);
-                found.spaces += 1;
-                actual_total = actual_total
-                    .saturating_add(bytes)
-                    .saturating_add(kept.saturating_mul(ROW_BYTES))
-                    .saturating_add(SPACE_BYTES);
-                if stored != actual {
-                    found.spaces_off += 1;
-                    off.push((id, actual));
-                }
+                recount.space(
+                    row.try_get(0)?,
+                    [row.try_get(1)?, row.try_get(2)?, row.try_get(3)?],
+                    [row.try_get(4)?, row.try_get(5)?, row.try_get(6)?],
+                );
             }
-            let tombstones: i64 = tx
+            let tombstones = tx
                 .query_one("SELECT COUNT(*) FROM erased", &[])
                 .await?
                 .try_get(0)?;
-            found.actual_total = actual_total
-                .saturating_add(nonneg(tombstones).saturating_mul(TOMBSTONE_BYTES));
+            let (mut found, off) = recount.finish(tombstones);
             if repair && !found.clean() {
                 for (id, [bytes, kept, pruned]) in off {
                     tx.execute(

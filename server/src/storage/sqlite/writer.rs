@@ -32,8 +32,9 @@ use crate::{
     config::GroupCommit,
     live::{LiveEvent, Publisher},
     storage::{
-        Audit, Created, EraseReason, Pushed, ROW_BYTES, RollupStored, SPACE_BYTES, StorageError,
-        Swept, TOMBSTONE_BYTES, TokenHash, check_rollup, check_rollup_chunks, unix_now,
+        Audit, Created, EraseReason, Pushed, ROW_BYTES, Recount, RollupStored, SPACE_BYTES,
+        StorageError, Swept, TOMBSTONE_BYTES, TokenHash, check_rollup, check_rollup_chunks,
+        unix_now,
     },
 };
 
@@ -632,37 +633,20 @@ fn audit(tx: &Transaction<'_>, state: &mut State<'_>, repair: bool) -> rusqlite:
             store_meta(tx, meta)?;
         }
     }
-    let mut found = Audit {
-        counted_total: state.usage.bytes,
-        ..Audit::default()
-    };
-    let mut off = Vec::new();
-    let mut actual_total = 0u64;
+    let mut recount = Recount::new(state.usage.bytes);
     {
         let mut query = tx.prepare(RECOUNT)?;
         let mut rows = query.query([])?;
         while let Some(row) = rows.next()? {
-            let id: i64 = row.get(0)?;
-            let stored: [i64; 3] = [row.get(1)?, row.get(2)?, row.get(3)?];
-            let actual: [i64; 3] = [row.get(4)?, row.get(5)?, row.get(6)?];
-            let [bytes, kept, _] = actual.map(|v| u64::try_from(v).unwrap_or(0));
-            found.spaces += 1;
-            actual_total = actual_total
-                .saturating_add(bytes)
-                .saturating_add(kept.saturating_mul(ROW_BYTES))
-                .saturating_add(SPACE_BYTES);
-            if stored != actual {
-                found.spaces_off += 1;
-                off.push((id, actual));
-            }
+            recount.space(
+                row.get(0)?,
+                [row.get(1)?, row.get(2)?, row.get(3)?],
+                [row.get(4)?, row.get(5)?, row.get(6)?],
+            );
         }
     }
-    let tombstones: i64 = tx.query_row("SELECT COUNT(*) FROM erased", [], |row| row.get(0))?;
-    found.actual_total = actual_total.saturating_add(
-        u64::try_from(tombstones)
-            .unwrap_or(0)
-            .saturating_mul(TOMBSTONE_BYTES),
-    );
+    let tombstones = tx.query_row("SELECT COUNT(*) FROM erased", [], |row| row.get(0))?;
+    let (mut found, off) = recount.finish(tombstones);
     if repair && !found.clean() {
         for (id, [bytes, kept, pruned]) in off {
             tx.execute(
