@@ -212,12 +212,13 @@ pub enum Command {
         tls_cert: PathBuf,
     },
     /// Recount every space's stored bytes and rows, and the relay-wide total, from the rows
-    /// themselves, and report any counter that differs (exit status 1). Reads every row. With
-    /// SQLite, run it while the relay is stopped (the data directory is locked); with
-    /// PostgreSQL, instances may keep serving.
+    /// themselves, and report any counter that differs. Exit status 0: all match; 1: some
+    /// differ; 2: could not check (no database, another schema version, in use). Reads every
+    /// row. With SQLite, run it while the relay is stopped (the data directory is locked);
+    /// with PostgreSQL, instances may keep serving.
     Check {
         /// Set every counter that differs to the recount (exit status 0 once repaired). With
-        /// PostgreSQL, writes wait while it runs.
+        /// PostgreSQL, writes to the spaces set right wait for it briefly.
         #[arg(long)]
         repair: bool,
     },

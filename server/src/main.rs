@@ -10,7 +10,11 @@ use mend_relay::{
     cli::{Args, Command},
     live::LocalHub,
     run, run_metrics, run_tls,
-    storage::{Storage, postgres::PostgresStorage, sqlite::SqliteStorage},
+    storage::{
+        Storage,
+        postgres::{PostgresStorage, SCHEMA_VERSION as PG_SCHEMA_VERSION},
+        sqlite::SqliteStorage,
+    },
     telemetry,
     tls::{Tls, pin_of_file},
 };
@@ -27,7 +31,16 @@ async fn main() -> anyhow::Result<()> {
     let config = args.config();
     config.validate()?;
     if let Some(Command::Check { repair }) = args.command {
-        return check(config, repair).await;
+        // 0: every counter matches (or was repaired); 1: some differ; 2: could not check.
+        let code = match check(config, repair).await {
+            Ok(true) => 0,
+            Ok(false) => 1,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                2
+            }
+        };
+        std::process::exit(code);
     }
     // Before storage opens: a bad certificate fails the start at once, naming the file.
     let tls = config
@@ -48,12 +61,21 @@ async fn main() -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
+    // The metrics address stops after the public side has drained (below).
+    let metrics_stop = tokio_util::sync::CancellationToken::new();
     let metrics = match state.config().metrics_listen {
         Some(addr) => {
             let bound = TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding the metrics address {addr}"))?;
-            Some(tokio::spawn(run_metrics(bound, state.clone())))
+            let stop = metrics_stop.clone();
+            Some(tokio::spawn(run_metrics(
+                bound,
+                state.clone(),
+                async move {
+                    stop.cancelled().await;
+                },
+            )))
         }
         None => None,
     };
@@ -62,27 +84,50 @@ async fn main() -> anyhow::Result<()> {
         None => run(listener, state, shutdown_signal()).await?,
     }
     reloads.abort();
+    metrics_stop.cancel();
     if let Some(metrics) = metrics {
-        // Shutdown has begun, so it is ending; one that does not is not waited for.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), metrics).await;
+        let _ = metrics.await;
     }
     Ok(())
 }
 
-/// `mend-relay check`: recounts the counters, prints what it found, and exits 1 if any
-/// counter differs and was not repaired.
-async fn check(config: Config, repair: bool) -> anyhow::Result<()> {
+/// `mend-relay check`: recounts the counters and prints what it found; whether every counter
+/// matches now. It checks only a database of this binary's own schema, so it never creates
+/// one (a mistyped directory) nor migrates one that other instances still serve.
+async fn check(config: Config, repair: bool) -> anyhow::Result<bool> {
     let hub = Arc::new(LocalHub::default());
     let storage: Arc<dyn Storage> = match &config.database_url {
-        Some(url) => Arc::new(
-            PostgresStorage::open(&url.0, config.postgres, hub)
+        Some(url) => {
+            let found = PostgresStorage::schema_version(&url.0)
                 .await
-                .context("opening the PostgreSQL database")?,
-        ),
-        None => Arc::new(
-            SqliteStorage::open(&config.data_dir, hub, config.group_commit)
-                .context("opening storage")?,
-        ),
+                .context("reading the PostgreSQL database's schema version")?;
+            anyhow::ensure!(
+                found == PG_SCHEMA_VERSION,
+                "the database's schema is version {found}, this relay's {PG_SCHEMA_VERSION}: \
+                 check it with the relay version that serves it"
+            );
+            Arc::new(
+                PostgresStorage::open(&url.0, config.postgres, hub)
+                    .await
+                    .context("opening the PostgreSQL database")?,
+            )
+        }
+        None => {
+            let dir = config.data_dir.display();
+            let found = SqliteStorage::schema_version(&config.data_dir)
+                .with_context(|| format!("reading the database in {dir}"))?
+                .with_context(|| format!("no relay database in {dir} (see --data-dir)"))?;
+            anyhow::ensure!(
+                found == SqliteStorage::SCHEMA_VERSION,
+                "the database's schema is version {found}, this relay's {}: check it with the \
+                 relay version that serves it",
+                SqliteStorage::SCHEMA_VERSION
+            );
+            Arc::new(
+                SqliteStorage::open(&config.data_dir, hub, config.group_commit)
+                    .context("opening storage")?,
+            )
+        }
     };
     let audit = storage.audit(repair).await;
     storage.close().await.context("closing storage")?;
@@ -99,9 +144,9 @@ async fn check(config: Config, repair: bool) -> anyhow::Result<()> {
         println!("repaired: every counter now matches the rows");
     } else if !audit.clean() {
         println!("run `mend-relay check --repair` to set the counters to the recount");
-        std::process::exit(1);
+        return Ok(false);
     }
-    Ok(())
+    Ok(true)
 }
 
 /// On each SIGHUP, re-reads the certificate and key; a failed reload keeps serving the old

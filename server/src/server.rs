@@ -118,17 +118,64 @@ pub async fn run_tls(
     serve(listener, state, Some(tls), shutdown).await
 }
 
+/// Connections the metrics address serves at once; more wait in the listen backlog. A scraper
+/// and a probe or two need a handful.
+const MAX_METRICS_CONNECTIONS: usize = 8;
+
 /// Serves `/metrics`, `/healthz` and `/readyz` in plain HTTP on `listener` (the
-/// `--metrics-listen` address) until the relay's shutdown begins. Meant for a private address:
-/// it has none of the public side's caps.
-pub async fn run_metrics(listener: TcpListener, state: AppState) -> std::io::Result<()> {
+/// `--metrics-listen` address) until `shutdown`, which the binary fires once the public side
+/// has drained, so a relay finishing its work can still be watched. One request per
+/// connection, a few connections at once, under the header timeout: nothing on that address
+/// can hold more of the relay than that.
+pub async fn run_metrics(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send,
+) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(metrics = %addr, "serving metrics");
     }
-    let stop = state.shutdown().clone();
-    axum::serve(listener, metrics_app(state))
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
+    let router = metrics_app(state.clone());
+    let slots = Arc::new(Semaphore::new(MAX_METRICS_CONNECTIONS));
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(state.config().limits.header_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .keep_alive(false);
+    let timeout = state.config().limits.header_timeout;
+    tokio::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            () = &mut shutdown => return,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => return,
+            },
+        };
+        let stream = tokio::select! {
+            () = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::debug!(%error, "metrics accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let router = router.clone();
+        let http = http.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| router.clone().oneshot(request));
+            // The whole exchange is bounded: a reader that stops reading is dropped too.
+            let _ = tokio::time::timeout(
+                timeout.saturating_mul(2),
+                http.serve_connection(TokioIo::new(stream), service),
+            )
+            .await;
+            drop(slot);
+        });
+    }
 }
 
 async fn serve(

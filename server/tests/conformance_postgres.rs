@@ -7,7 +7,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -763,39 +763,134 @@ async fn an_audit_repairs_counters_while_instances_push() {
     // The total is recounted from the rows, not from the spaces' counters.
     assert_eq!(found.counted_total + 500, found.actual_total, "{found:?}");
 
-    // Both instances push on while instance two repairs.
+    // Both instances push on while instance two repairs: each has pushed before the repair
+    // starts, and pushes again after it ends.
     let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
     let mut pushers = JoinSet::new();
     for (n, store) in [one.clone(), two.clone()].into_iter().enumerate() {
-        let stop = stop.clone();
+        let (stop, done) = (stop.clone(), done.clone());
         let space = spaces[n];
         pushers.spawn(async move {
-            let mut seq = 21;
-            while !stop.load(Ordering::Relaxed) && seq < 2000 {
+            for seq in 21..5000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
                 store
                     .push(space, push(seq), u64::MAX)
                     .await
                     .unwrap_or_else(|e| panic!("{e}"));
-                seq += 1;
+                done[n].fetch_add(1, Ordering::Relaxed);
             }
-            seq - 21
         });
     }
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let at_least = |n: u64| {
+        let done = done.clone();
+        async move {
+            for _ in 0..1000 {
+                if done.iter().all(|d| d.load(Ordering::Relaxed) >= n) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            panic!("the pushers stalled");
+        }
+    };
+    at_least(10).await;
     let repaired = two.audit(true).await.unwrap_or_else(|e| panic!("{e}"));
     assert!(
         repaired.repaired && repaired.spaces_off == 1,
         "{repaired:?}"
     );
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let after_repair = done
+        .iter()
+        .map(|d| d.load(Ordering::Relaxed))
+        .max()
+        .unwrap_or(0);
+    at_least(after_repair + 10).await;
     stop.store(true, Ordering::Relaxed);
-    let mut pushed = 0;
-    while let Some(done) = pushers.join_next().await {
-        pushed += done.unwrap_or_else(|e| panic!("{e}"));
+    while let Some(finished) = pushers.join_next().await {
+        finished.unwrap_or_else(|e| panic!("{e}"));
     }
-    assert!(pushed > 0, "the pushes ran beside the repair");
     let after = one.audit(false).await.unwrap_or_else(|e| panic!("{e}"));
     assert!(after.clean(), "{after:?}");
     one.close().await.unwrap_or_else(|e| panic!("{e}"));
     two.close().await.unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A push in flight while a repair sets the total (its transaction open, its share of the
+/// total not yet committed) is counted once it commits: the repair waits for it before it sums
+/// the spaces, rather than summing without it and writing over its share.
+#[tokio::test]
+async fn a_repair_counts_a_push_that_commits_while_it_waits() {
+    let db = database().await;
+    let store = Arc::new(open_on(&db, &LocalHub::default()).await);
+    // Space 1's counters are set wrong; space 2 takes the open push.
+    created(&store, 1).await;
+    let busy = created(&store, 2).await;
+    execute_on(
+        &db,
+        "UPDATE spaces SET rows = rows + 1 WHERE id = (SELECT min(id) FROM spaces)",
+    )
+    .await;
+    // Another instance's push, held open: a chunk stored, the space and one share of the total
+    // locked and changed, nothing committed yet.
+    let (writer, driver) = session(&db).await;
+    writer
+        .batch_execute("BEGIN")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let payload = vec![7u8; 100];
+    writer
+        .query(
+            "SELECT * FROM mend_push(ARRAY[$1]::bytea[], ARRAY[$2]::bytea[], ARRAY[1]::bigint[],
+                                     ARRAY[$3]::bytea[], ARRAY[1000000]::bigint[], 1000000000)",
+            &[&&busy.0[..], &&[9u8; 16][..], &payload],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let repair = tokio::spawn({
+        let store = store.clone();
+        async move { store.audit(true).await }
+    });
+    // Until the repair waits on a lock the open push holds.
+    let (watcher, watching) = session(&db).await;
+    let mut waiting = false;
+    for _ in 0..500 {
+        let row = watcher
+            .query_one(
+                "SELECT COUNT(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        if row.get::<_, i64>(0) > 0 {
+            waiting = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(waiting, "the repair never waited for the open push");
+    writer
+        .batch_execute("COMMIT")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let repaired = repair
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        repaired.repaired && repaired.spaces_off == 1,
+        "{repaired:?}"
+    );
+    let after = store.audit(false).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(after.clean(), "{after:?}");
+    assert!(
+        after.actual_total >= 2 * SPACE_BYTES + 100 + ROW_BYTES,
+        "{after:?}"
+    );
+    drop((writer, watcher));
+    let _ = (driver.await, watching.await);
+    store.close().await.unwrap_or_else(|e| panic!("{e}"));
 }

@@ -217,6 +217,9 @@ async fn acknowledged_pushes_survive_sigkill_exactly_once() -> anyhow::Result<()
         let (status, out) = relay_command(dir.path(), args)?;
         assert!(!status.success(), "{args:?} ran beside the relay:\n{out}");
         assert!(out.contains("in use by another relay process"), "{out}");
+        if args[0] == "check" {
+            assert_eq!(status.code(), Some(2), "could not check: {out}");
+        }
     }
     let after_crash = stored(relay.addr, &tok).await?;
     for (device_seq, relay_seq) in &acked {
@@ -291,6 +294,13 @@ async fn acknowledged_pushes_survive_sigkill_exactly_once() -> anyhow::Result<()
     );
     let (status, out) = relay_command(dir.path(), &["check"])?;
     assert!(status.success(), "{status}\n{out}");
+
+    // A directory with no relay database is not made one by checking it.
+    let missing = dir.path().join("not-a-relay");
+    let (status, out) = relay_command(&missing, &["check", "--repair"])?;
+    assert_eq!(status.code(), Some(2), "{out}");
+    assert!(out.contains("no relay database"), "{out}");
+    assert!(!missing.exists(), "check created {}", missing.display());
     Ok(())
 }
 
@@ -311,7 +321,15 @@ fn relay_command(
 #[tokio::test]
 async fn metrics_move_to_their_own_address() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let relay = RelayProcess::start_with(dir.path(), &["--metrics-listen", "127.0.0.1:0"])?;
+    let relay = RelayProcess::start_with(
+        dir.path(),
+        &[
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--header-timeout-secs",
+            "1",
+        ],
+    )?;
     let mut metrics: Option<SocketAddr> = None;
     for _ in 0..500 {
         let log = relay.log.lock().unwrap().join("\n");
@@ -343,6 +361,29 @@ async fn metrics_move_to_their_own_address() -> anyhow::Result<()> {
     }
     // Devices are served as before on the public address.
     relay_create(relay.addr, &token(1)).await?;
+
+    // Connections that send nothing are dropped after the header timeout, so a few of them
+    // hold the address only that long: a scrape behind them is still answered.
+    let mut silent = Vec::new();
+    for _ in 0..12 {
+        silent.push(tokio::net::TcpStream::connect(metrics).await?);
+    }
+    let (status, _) = tokio::time::timeout(WAIT, http(metrics, "GET", paths::METRICS, None, &[]))
+        .await
+        .context("a scrape behind silent connections was never answered")??;
+    assert_eq!(status, 200);
+    let mut closed = 0;
+    for mut stream in silent {
+        let mut byte = [0u8; 1];
+        let read =
+            tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut stream, &mut byte))
+                .await
+                .context("a silent connection was held past the header timeout")?;
+        if matches!(read, Ok(0) | Err(_)) {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 12, "every silent connection was closed");
     Ok(())
 }
 

@@ -590,3 +590,19 @@ async fn an_instance_killed_mid_push_loses_nothing_acknowledged() -> anyhow::Res
     assert!(out.contains("checked 1 spaces: 0 with counters"), "{out}");
     Ok(())
 }
+
+/// `mend-relay check` checks only a database of its own schema: one of another version (here,
+/// an empty one) is refused with exit status 2 and left as it was, never migrated under the
+/// instances that serve it.
+#[tokio::test]
+async fn check_leaves_a_database_of_another_schema_alone() -> anyhow::Result<()> {
+    use mend_relay::storage::postgres::PostgresStorage;
+
+    let db = TestDatabase::create().await?;
+    let args = ["--database-url", db.url(), "check", "--repair"].map(std::ffi::OsString::from);
+    let (status, out) = common::relay_command(&args)?;
+    assert_eq!(status.code(), Some(2), "{out}");
+    assert!(out.contains("schema is version 0"), "{out}");
+    assert_eq!(PostgresStorage::schema_version(db.url()).await?, 0);
+    Ok(())
+}

@@ -1235,7 +1235,6 @@ pub async fn snapshot_that_frees_bytes_passes_a_full_relay(b: &Backend) {
     ));
 }
 
-/// Erasing removes chunks, snapshot and token; the id can then be created afresh.
 /// A seeded, repeatable stream of numbers (SplitMix64): the mixes below are the same on every
 /// run and every backend.
 struct Seeded(u64);
@@ -1385,6 +1384,7 @@ pub async fn counters_follow_any_mix_of_writes(b: &Backend) {
     );
 }
 
+/// Erasing removes chunks, snapshot and token; the id can then be created afresh.
 pub async fn erase_removes_everything(b: &Backend) {
     created(b, space(1)).await;
     created(b, space(2)).await;

@@ -361,10 +361,25 @@ pub fn relay_command(
     use std::process::{Command, Stdio};
     let mut child = Command::new(env!("CARGO_BIN_EXE_mend-relay"))
         .args(args)
+        // Only what `args` says: a database named in the environment is not this test's.
+        .env_remove("MEND_DATABASE_URL")
+        .env_remove("MEND_DATA_DIR")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
+    // Read while it runs, so a long output never fills a pipe and stalls it.
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
     let deadline = std::time::Instant::now() + WAIT;
     let status = loop {
         if let Some(status) = child.try_wait()? {
@@ -377,12 +392,6 @@ pub fn relay_command(
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let mut out = String::new();
-    if let Some(mut stdout) = child.stdout.take() {
-        std::io::Read::read_to_string(&mut stdout, &mut out)?;
-    }
-    if let Some(mut stderr) = child.stderr.take() {
-        std::io::Read::read_to_string(&mut stderr, &mut out)?;
-    }
+    let out = stdout.join().unwrap() + &stderr.join().unwrap();
     Ok((status, out))
 }

@@ -216,14 +216,15 @@ const RECOUNT: &str = "SELECT s.id, s.bytes_used, s.rows, s.pruned_bytes,
                     WHERE c.space = s.id AND c.payload IS NOT NULL), 0)
        + COALESCE((SELECT SUM(r.size) FROM rollups r
                     WHERE r.space = s.id AND r.payload IS NOT NULL), 0)
-       + COALESCE((SELECT length(p.payload) FROM snapshots p WHERE p.space = s.id), 0))::bigint,
+       + COALESCE((SELECT length(p.payload) FROM snapshots p WHERE p.space = s.id), 0))::bigint
+        AS held,
         ((SELECT COUNT(*) FROM chunks c WHERE c.space = s.id)
-       + (SELECT COUNT(*) FROM rollups r WHERE r.space = s.id))::bigint,
+       + (SELECT COUNT(*) FROM rollups r WHERE r.space = s.id))::bigint AS kept,
         (COALESCE((SELECT SUM(length(c.payload)) FROM chunks c
                     WHERE c.space = s.id AND c.pruned_at IS NOT NULL AND c.payload IS NOT NULL), 0)
        + COALESCE((SELECT SUM(r.size) FROM rollups r
                     WHERE r.space = s.id AND r.pruned_at IS NOT NULL AND r.payload IS NOT NULL),
-                  0))::bigint
+                  0))::bigint AS pruned
    FROM spaces s";
 
 impl std::fmt::Debug for Shared {
@@ -1251,32 +1252,14 @@ impl Storage for PostgresStorage {
     fn audit(&self, repair: bool) -> StorageFuture<Audit> {
         self.run(move |shared| async move {
             let mut client = shared.client().await?;
-            let tx = if repair {
-                let tx = client.transaction().await?;
-                // Every space, then the total, in the order every write takes them (so none
-                // deadlocks with this): nothing counted changes until the commit. Writes wait
-                // meanwhile.
-                tx.execute(
-                    "SELECT 1 FROM (SELECT id FROM spaces ORDER BY id FOR UPDATE) l",
-                    &[],
-                )
+            // One snapshot of every table, so counters and rows agree as committed together,
+            // while writes go on.
+            let tx = client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
                 .await?;
-                tx.execute(
-                    "SELECT 1 FROM (SELECT shard FROM relay_usage ORDER BY shard FOR UPDATE) l",
-                    &[],
-                )
-                .await?;
-                tx
-            } else {
-                // One snapshot of every table, so counters and rows agree as committed
-                // together, while writes go on.
-                client
-                    .build_transaction()
-                    .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-                    .read_only(true)
-                    .start()
-                    .await?
-            };
             let mut recount =
                 Recount::new(nonneg(tx.query_one(TOTAL, &[]).await?.try_get(0)?));
             for row in tx.query(RECOUNT, &[]).await? {
@@ -1290,24 +1273,50 @@ impl Storage for PostgresStorage {
                 .query_one("SELECT COUNT(*) FROM erased", &[])
                 .await?
                 .try_get(0)?;
-            let (mut found, off) = recount.finish(tombstones);
-            if repair && !found.clean() {
-                for (id, [bytes, kept, pruned]) in off {
-                    tx.execute(
-                        "UPDATE spaces SET bytes_used = $1, rows = $2, pruned_bytes = $3
-                         WHERE id = $4",
-                        &[&bytes, &kept, &pruned, &id],
-                    )
-                    .await?;
-                }
-                tx.execute(
-                    "UPDATE relay_usage SET bytes_used = CASE WHEN shard = 0 THEN $1::bigint ELSE 0 END",
-                    &[&to_db(found.actual_total)],
-                )
-                .await?;
-                found.repaired = true;
-            }
             tx.commit().await?;
+            let (mut found, off) = recount.finish(tombstones);
+            if !repair || found.clean() {
+                return Ok(Ok(found));
+            }
+            // Only the spaces found off, then the total, are locked, in the order every write
+            // takes them (so none deadlocks with this); writes to those spaces, and every
+            // write's count in the total, wait for the commit. Every write changes a space's
+            // rows and counters together, so those found right stay right, and those found
+            // off are recounted again under the lock.
+            let ids: Vec<i64> = off.iter().map(|(id, _)| *id).collect();
+            let tx = client.transaction().await?;
+            tx.execute(
+                "SELECT 1 FROM (SELECT id FROM spaces WHERE id = ANY ($1) ORDER BY id FOR UPDATE) l",
+                &[&ids],
+            )
+            .await?;
+            tx.execute(
+                "SELECT 1 FROM (SELECT shard FROM relay_usage ORDER BY shard FOR UPDATE) l",
+                &[],
+            )
+            .await?;
+            tx.execute(
+                &format!(
+                    "UPDATE spaces t SET bytes_used = r.held, rows = r.kept, pruned_bytes = r.pruned
+                     FROM ({RECOUNT} WHERE s.id = ANY ($1)) r WHERE t.id = r.id"
+                ),
+                &[&ids],
+            )
+            .await?;
+            // The total over every space's counters, all right now, and the tombstones.
+            tx.execute(
+                "UPDATE relay_usage SET bytes_used = CASE WHEN shard = 0 THEN
+                     (SELECT COALESCE(SUM(bytes_used + $1 * rows + $2), 0) FROM spaces)
+                     + $3 * (SELECT COUNT(*) FROM erased) ELSE 0 END",
+                &[
+                    &to_db(ROW_BYTES),
+                    &to_db(SPACE_BYTES),
+                    &to_db(TOMBSTONE_BYTES),
+                ],
+            )
+            .await?;
+            tx.commit().await?;
+            found.repaired = true;
             Ok(Ok(found))
         })
     }

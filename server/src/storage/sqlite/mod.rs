@@ -44,7 +44,7 @@ use crate::{config::GroupCommit, live::Publisher};
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "relay.sqlite3";
 
-/// The lock file inside the data directory, locked for as long as the storage is open: a
+/// The lock file inside the data directory, locked for as long as the writer thread runs: a
 /// second relay (or `mend-relay check`) on the same directory is refused at once. Two writers
 /// on one file would each cache the spaces' counters and write them back over the other's.
 pub const LOCK_FILE: &str = "relay.lock";
@@ -82,8 +82,6 @@ pub struct SqliteStorage {
     checkpointer: Arc<Mutex<Checkpointer>>,
     /// Space creations per (client, window). In memory: one SQLite relay is one instance.
     creations: Mutex<crate::rate::SweptMap<([u8; 32], u64), u64>>,
-    /// The locked [`LOCK_FILE`]; closing it (at [`Storage::close`] or drop) unlocks it.
-    lock: Mutex<Option<std::fs::File>>,
 }
 
 fn backend(error: impl std::error::Error + Send + Sync + 'static) -> StorageError {
@@ -110,7 +108,16 @@ impl SqliteStorage {
         let checkpointer =
             Checkpointer::start(path.clone(), group_commit.checkpoint_interval).map_err(backend)?;
         let (commands, receiver) = mpsc::unbounded_channel();
-        let writer = Writer::new(conn, receiver, shared.clone(), publisher, group_commit);
+        // The writer holds the lock until it stops: after `close`, or after the last write
+        // queued by anyone (a scrub task outliving the store) when the store is dropped.
+        let writer = Writer::new(
+            conn,
+            receiver,
+            shared.clone(),
+            publisher,
+            group_commit,
+            lock,
+        );
         let handle = std::thread::Builder::new()
             .name("mend-sqlite-writer".into())
             .spawn(move || writer.run())
@@ -122,9 +129,25 @@ impl SqliteStorage {
             writer: Mutex::new(Some(handle)),
             checkpointer: Arc::new(Mutex::new(checkpointer)),
             creations: Mutex::new(crate::rate::SweptMap::new()),
-            lock: Mutex::new(Some(lock)),
         })
     }
+
+    /// The schema version of the database in `data_dir`, read without changing anything;
+    /// `None` when there is no database there.
+    pub fn schema_version(data_dir: &Path) -> Result<Option<i64>, StorageError> {
+        let path = data_dir.join(DB_FILE);
+        if !path.try_exists().map_err(backend)? {
+            return Ok(None);
+        }
+        let conn = schema::open_reader(&path).map_err(backend)?;
+        let version = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(backend)?;
+        Ok(Some(version))
+    }
+
+    /// The schema version this relay writes.
+    pub const SCHEMA_VERSION: i64 = schema::SCHEMA_VERSION;
 
     /// Queues a write now (so writes issued in order commit in order) and awaits its answer.
     fn write<T: Send + 'static>(
@@ -172,17 +195,33 @@ impl SqliteStorage {
 
 /// Opens and locks the data directory's [`LOCK_FILE`]. The lock is advisory (`flock` on Unix,
 /// `LockFileEx` on Windows) and the system drops it with the process, so a relay killed
-/// outright leaves nothing to clean up.
-fn lock_dir(data_dir: &Path) -> Result<std::fs::File, StorageError> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(data_dir.join(LOCK_FILE))
-        .map_err(backend)?;
+/// outright leaves nothing to clean up. The file is opened for reading when it exists: one
+/// created by another user (`sudo mend-relay check`) still locks. A file system without locks
+/// is warned about, not refused.
+fn lock_dir(data_dir: &Path) -> Result<Option<std::fs::File>, StorageError> {
+    let path = data_dir.join(LOCK_FILE);
+    let file = match std::fs::File::open(&path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(backend)?,
+        Err(error) => return Err(backend(error)),
+    };
     match file.try_lock() {
-        Ok(()) => Ok(file),
+        Ok(()) => Ok(Some(file)),
         Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::InUse(data_dir.to_owned())),
+        Err(std::fs::TryLockError::Error(error))
+            if error.kind() == std::io::ErrorKind::Unsupported =>
+        {
+            tracing::warn!(
+                %error,
+                "the data directory cannot be locked here: make sure only one relay uses it"
+            );
+            Ok(None)
+        }
         Err(std::fs::TryLockError::Error(error)) => Err(backend(error)),
     }
 }
@@ -459,11 +498,6 @@ impl Storage for SqliteStorage {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         let checkpointer = self.checkpointer.clone();
-        let lock = self
-            .lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
         Box::pin(async move {
             if queued.is_ok() {
                 // An error means the writer already stopped.
@@ -485,8 +519,6 @@ impl Storage for SqliteStorage {
             })
             .await
             .map_err(backend)?;
-            // Nothing writes the file any more: another process may open it.
-            drop(lock);
             Ok(())
         })
     }

@@ -282,6 +282,8 @@ pub(crate) struct Writer {
     cache: HashMap<SpaceId, SpaceMeta>,
     /// The relay-wide byte count; `None` until loaded (and after a failed batch).
     total: Option<u64>,
+    /// The data directory's lock, released when the writer is dropped (see `LOCK_FILE`).
+    _lock: Option<std::fs::File>,
 }
 
 impl Writer {
@@ -291,6 +293,7 @@ impl Writer {
         shared: Arc<Shared>,
         publisher: Arc<dyn Publisher>,
         limits: GroupCommit,
+        lock: Option<std::fs::File>,
     ) -> Writer {
         Writer {
             conn,
@@ -300,6 +303,7 @@ impl Writer {
             limits,
             cache: HashMap::new(),
             total: None,
+            _lock: lock,
         }
     }
 
