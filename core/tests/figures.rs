@@ -742,3 +742,37 @@ fn a_boundary_keeps_the_words_each_consent_was_given_to() -> Result<()> {
     );
     Ok(())
 }
+
+/// The packet heads a boundary with its proposer; when the other partner rewords it, the
+/// packet says the words changed after the proposer proposed them, on both sides.
+#[test]
+fn a_boundary_reworded_by_the_other_partner_is_not_given_as_the_proposers_words() -> Result<()> {
+    let mut c = Couple::new()?;
+    at("2026-11-25", 9 * 60)?;
+    let id = c.blake.add(Body::Boundary(Boundary {
+        area: BoundaryArea::Contact,
+        text: "No contact".into(),
+        ..Default::default()
+    }))?;
+    c.sync()?;
+    let options = PacketOptions {
+        from: date("2026-11-23")?,
+        to: date("2026-11-29")?,
+        kinds: vec![Kind::Boundary],
+    };
+    let before = c.alex.export_packet(&options, Format::Markdown)?;
+    assert!(!before.contains("Changed after"), "{before}");
+    let Body::Boundary(mut b) = c.alex.get(id)?.body else {
+        anyhow::bail!("a boundary");
+    };
+    b.text = "Contact only about the children".into();
+    c.alex.edit(id, Body::Boundary(b))?;
+    c.sync()?;
+    for side in [&c.alex, &c.blake] {
+        let md = side.export_packet(&options, Format::Markdown)?;
+        assert!(md.contains("Blake · Boundary"), "{md}");
+        assert!(md.contains("Contact only about the children"), "{md}");
+        assert!(md.contains("Changed after Blake proposed it"), "{md}");
+    }
+    Ok(())
+}

@@ -379,6 +379,21 @@ pub(crate) fn build(
                         item.fields
                             .push(("Status".into(), state_words(s.state).into()));
                     }
+                    // Either partner may reword a boundary, and the heading names who proposed
+                    // it: the words shown may be the other's. Who reworded is not guessed from
+                    // the consents (a device could word it without moving its own consent);
+                    // that it changed is what the wording history shows.
+                    let current = crate::wording_hash(&bd.text);
+                    if bd.wordings.keys().any(|h| *h != current) {
+                        item.fields.push((
+                            "Wording".into(),
+                            format!(
+                                "Changed after {} proposed it; the table shows who agreed to \
+                                 which words",
+                                name_in(&partners, r.author)
+                            ),
+                        ));
+                    }
                     let mut t = Table {
                         head: vec![
                             "Partner".into(),
@@ -388,7 +403,6 @@ pub(crate) fn build(
                         ],
                         rows: Vec::new(),
                     };
-                    let current = crate::wording_hash(&bd.text);
                     for (p, c) in &bd.consents {
                         t.rows.push(vec![
                             name_in(&partners, *p),
@@ -642,6 +656,44 @@ mod tests {
     }
 
     const T: i64 = 1_795_000_000_000;
+
+    /// A boundary's heading names who proposed it, and either partner may reword it: once its
+    /// words changed, the packet says so, so the words shown are not read as the proposer's.
+    #[test]
+    fn a_reworded_boundary_is_not_shown_as_its_proposers_words() -> Result<()> {
+        let (alex, blake) = (PartnerId::generate(), PartnerId::generate());
+        let boundary = |text: &str, history: &[&str]| {
+            let mut b = Boundary {
+                text: text.into(),
+                ..Default::default()
+            };
+            for words in history {
+                b.wordings
+                    .insert(crate::wording_hash(words), (*words).to_owned());
+            }
+            shared(alex, T, Body::Boundary(b))
+        };
+        let as_proposed = packet_of(
+            alex,
+            blake,
+            &[boundary("No contact with them", &["No contact with them"])],
+        )?;
+        assert!(as_proposed.contains("Alex · Boundary"), "{as_proposed}");
+        assert!(!as_proposed.contains("Changed after"), "{as_proposed}");
+        let reworded = packet_of(
+            alex,
+            blake,
+            &[boundary(
+                "Contact only about work",
+                &["No contact with them", "Contact only about work"],
+            )],
+        )?;
+        assert!(
+            reworded.contains("Changed after Alex proposed it"),
+            "{reworded}"
+        );
+        Ok(())
+    }
 
     fn shared(author: PartnerId, at: i64, body: Body) -> Record {
         Record {
