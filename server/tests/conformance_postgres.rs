@@ -894,3 +894,72 @@ async fn a_repair_counts_a_push_that_commits_while_it_waits() {
     let _ = (driver.await, watching.await);
     store.close().await.unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// A sweep passes over a space whose row a write holds (a long push batch, a snapshot, another
+/// instance's sweep) instead of waiting for it: it deletes what other spaces have due, and the
+/// held space's turn comes at a later sweep.
+#[tokio::test]
+async fn a_sweep_passes_over_a_space_a_write_holds() {
+    use mend_protocol::{RollupPush, Snapshot};
+
+    let db = database().await;
+    let store = open_on(&db, &LocalHub::default()).await;
+    let (held, free) = (created(&store, 1).await, created(&store, 2).await);
+    for space in [held, free] {
+        for seq in 1..=4 {
+            store
+                .push(space, push(seq), u64::MAX)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let rollup = RollupPush {
+            device_id: DeviceId([1; 16]),
+            first_seq: 1,
+            last_seq: 2,
+            payload: vec![5; 12],
+        };
+        store
+            .push_rollup(space, rollup, u64::MAX)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let snapshot = Snapshot {
+            covers: 4,
+            payload: vec![0; 8],
+        };
+        store
+            .put_snapshot(space, snapshot, u64::MAX, Duration::from_secs(3600))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    // Another transaction holds space 1's row.
+    let (writer, driver) = session(&db).await;
+    writer
+        .batch_execute(
+            "BEGIN; SELECT id FROM spaces WHERE id = (SELECT min(id) FROM spaces) FOR UPDATE",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let swept = tokio::time::timeout(
+        Duration::from_secs(5),
+        store.sweep_pruned(Duration::ZERO, 100, u64::MAX),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("the sweep waited for the held space"))
+    .unwrap_or_else(|e| panic!("{e}"));
+    // Space 2's four chunks (8 bytes each) and its rollup.
+    assert_eq!((swept.chunks, swept.bytes), (5, 4 * 8 + 12), "{swept:?}");
+    writer
+        .batch_execute("COMMIT")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let swept = store
+        .sweep_pruned(Duration::ZERO, 100, u64::MAX)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((swept.chunks, swept.bytes), (5, 4 * 8 + 12), "{swept:?}");
+    let audit = store.audit(false).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(audit.clean(), "{audit:?}");
+    drop(writer);
+    let _ = driver.await;
+    store.close().await.unwrap_or_else(|e| panic!("{e}"));
+}

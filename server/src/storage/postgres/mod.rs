@@ -970,11 +970,17 @@ impl Storage for PostgresStorage {
                         .await?;
                 return Ok(Ok(swept));
             }
-            tx.execute(
-                "SELECT 1 FROM (SELECT id FROM spaces WHERE id = ANY ($1) ORDER BY id FOR UPDATE) l",
-                &[&due],
-            )
-            .await?;
+            // A space whose row another write holds is passed over, not waited for: its turn
+            // comes at a later sweep (or its own next snapshot), and no push waits behind it.
+            let due: Vec<i64> = tx
+                .query(
+                    "SELECT id FROM spaces WHERE id = ANY ($1) ORDER BY id FOR UPDATE SKIP LOCKED",
+                    &[&due],
+                )
+                .await?
+                .iter()
+                .map(|row| row.try_get::<_, i64>(0))
+                .collect::<Result<_, _>>()?;
             let freed = tx
                 .query(
                     "WITH picked AS (

@@ -451,14 +451,24 @@ pub(super) async fn sweep(
     if spaces.is_empty() {
         return Ok(swept);
     }
-    let mut locked = spaces.clone();
-    locked.sort_unstable();
-    locked.dedup();
-    tx.execute(
-        "SELECT 1 FROM (SELECT id FROM spaces WHERE id = ANY ($1) ORDER BY id FOR UPDATE) l",
-        &[&locked],
-    )
-    .await?;
+    let mut wanted = spaces.clone();
+    wanted.sort_unstable();
+    wanted.dedup();
+    // Spaces another write holds are passed over, as in the chunks' sweep.
+    let locked: std::collections::HashSet<i64> = tx
+        .query(
+            "SELECT id FROM spaces WHERE id = ANY ($1) ORDER BY id FOR UPDATE SKIP LOCKED",
+            &[&wanted],
+        )
+        .await?
+        .iter()
+        .map(|row| row.try_get::<_, i64>(0))
+        .collect::<Result<_, _>>()?;
+    let (spaces, seqs): (Vec<i64>, Vec<i64>) = spaces
+        .into_iter()
+        .zip(seqs)
+        .filter(|(space, _)| locked.contains(space))
+        .unzip();
     // Checked again under the locks: another instance may have swept them.
     let freed = tx
         .query(
