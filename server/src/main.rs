@@ -1,10 +1,10 @@
 //! The `mend-relay` binary: parse flags, open storage, serve until SIGTERM or Ctrl-C; with TLS,
 //! re-read the certificate on SIGHUP.
 
-use anyhow::Context;
-use clap::Parser;
 use std::sync::Arc;
 
+use anyhow::Context;
+use clap::Parser;
 use mend_relay::{
     AppState, Config,
     cli::{Args, Command},
