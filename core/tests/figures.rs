@@ -761,7 +761,7 @@ fn a_boundary_reworded_by_the_other_partner_is_not_given_as_the_proposers_words(
         kinds: vec![Kind::Boundary],
     };
     let before = c.alex.export_packet(&options, Format::Markdown)?;
-    assert!(!before.contains("Changed after"), "{before}");
+    assert!(!before.contains("Reworded since"), "{before}");
     let Body::Boundary(mut b) = c.alex.get(id)?.body else {
         anyhow::bail!("a boundary");
     };
@@ -772,7 +772,10 @@ fn a_boundary_reworded_by_the_other_partner_is_not_given_as_the_proposers_words(
         let md = side.export_packet(&options, Format::Markdown)?;
         assert!(md.contains("Blake · Boundary"), "{md}");
         assert!(md.contains("Contact only about the children"), "{md}");
-        assert!(md.contains("Changed after Blake proposed it"), "{md}");
+        assert!(
+            md.contains("Reworded since Blake's last stance on it"),
+            "{md}"
+        );
     }
     Ok(())
 }

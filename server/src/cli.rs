@@ -28,8 +28,8 @@ pub struct Args {
     /// Address to listen on.
     #[arg(long, env = "MEND_LISTEN", default_value = "127.0.0.1:8787")]
     pub listen: SocketAddr,
-    /// Serve /metrics (and /healthz, /readyz) on this address instead, in plain HTTP, and no
-    /// longer on --listen: for a private network or 127.0.0.1 the scraper reaches.
+    /// Serve /metrics on this address, in plain HTTP, and no longer on --listen (/healthz and
+    /// /readyz are served on both): for a private network or 127.0.0.1 the scraper reaches.
     #[arg(long, env = "MEND_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
     /// Directory of the SQLite database (created if missing).
@@ -218,7 +218,8 @@ pub enum Command {
     /// with PostgreSQL, instances may keep serving.
     Check {
         /// Set every counter that differs to the recount (exit status 0 once repaired). With
-        /// PostgreSQL, writes to the spaces set right wait for it briefly.
+        /// PostgreSQL, writes to the spaces set right wait while they are recounted (500 at a
+        /// time), then every write waits while the total is summed from the spaces.
         #[arg(long)]
         repair: bool,
     },

@@ -96,6 +96,7 @@ impl Config {
             ("sweep batch", l.sweep_batch as u64),
             ("sweep interval", l.sweep_interval.as_millis() as u64),
             ("write timeout", l.write_timeout.as_millis() as u64),
+            ("header timeout", l.header_timeout.as_millis() as u64),
             (
                 "max in-flight pushes per space",
                 l.max_inflight_pushes_per_space as u64,

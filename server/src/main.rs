@@ -29,10 +29,13 @@ async fn main() -> anyhow::Result<()> {
     }
     telemetry::init(args.log_format, &args.log);
     let config = args.config();
-    config.validate()?;
     if let Some(Command::Check { repair }) = args.command {
         // 0: every counter matches (or was repaired); 1: some differ; 2: could not check.
-        let code = match check(config, repair).await {
+        let checked = match config.validate() {
+            Ok(()) => check(config, repair).await,
+            Err(error) => Err(error.into()),
+        };
+        let code = match checked {
             Ok(true) => 0,
             Ok(false) => 1,
             Err(error) => {
@@ -42,6 +45,7 @@ async fn main() -> anyhow::Result<()> {
         };
         std::process::exit(code);
     }
+    config.validate()?;
     // Before storage opens: a bad certificate fails the start at once, naming the file.
     let tls = config
         .tls

@@ -896,8 +896,9 @@ async fn a_repair_counts_a_push_that_commits_while_it_waits() {
 }
 
 /// A sweep passes over a space whose row a write holds (a long push batch, a snapshot, another
-/// instance's sweep) instead of waiting for it: it deletes what other spaces have due, and the
-/// held space's turn comes at a later sweep.
+/// instance's sweep) instead of waiting for it, also when that space's rows are the first due
+/// and fill the sweep's batch: it deletes what other spaces have due after them, chunks and
+/// rollups, and the held space's turn comes at a later sweep.
 #[tokio::test]
 async fn a_sweep_passes_over_a_space_a_write_holds() {
     use mend_protocol::{RollupPush, Snapshot};
@@ -939,15 +940,25 @@ async fn a_sweep_passes_over_a_space_a_write_holds() {
         )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let swept = tokio::time::timeout(
-        Duration::from_secs(5),
-        store.sweep_pruned(Duration::ZERO, 100, u64::MAX),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("the sweep waited for the held space"))
-    .unwrap_or_else(|e| panic!("{e}"));
-    // Space 2's four chunks (8 bytes each) and its rollup.
-    assert_eq!((swept.chunks, swept.bytes), (5, 4 * 8 + 12), "{swept:?}");
+    // Space 1's rows are due first (pruned first, or with the lower id), more than a batch of 3.
+    let sweep = |max: usize| {
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            store.sweep_pruned(Duration::ZERO, max, u64::MAX),
+        )
+    };
+    let swept = sweep(3)
+        .await
+        .unwrap_or_else(|_| panic!("the sweep waited for the held space"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Three of space 2's chunks (8 bytes each).
+    assert_eq!((swept.chunks, swept.bytes), (3, 3 * 8), "{swept:?}");
+    // Its last chunk, then a rollup: space 1's is due first.
+    let swept = sweep(2)
+        .await
+        .unwrap_or_else(|_| panic!("the sweep waited for the held space"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((swept.chunks, swept.bytes), (2, 8 + 12), "{swept:?}");
     writer
         .batch_execute("COMMIT")
         .await

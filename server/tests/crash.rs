@@ -301,6 +301,10 @@ async fn acknowledged_pushes_survive_sigkill_exactly_once() -> anyhow::Result<()
     assert_eq!(status.code(), Some(2), "{out}");
     assert!(out.contains("no relay database"), "{out}");
     assert!(!missing.exists(), "check created {}", missing.display());
+    // Nor is a setting it cannot take read as counters that differ.
+    let (status, out) = relay_command(dir.path(), &["--header-timeout-secs", "0", "check"])?;
+    assert_eq!(status.code(), Some(2), "{out}");
+    assert!(out.contains("header timeout"), "{out}");
     Ok(())
 }
 

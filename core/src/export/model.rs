@@ -380,16 +380,22 @@ pub(crate) fn build(
                             .push(("Status".into(), state_words(s.state).into()));
                     }
                     // Either partner may reword a boundary, and the heading names who proposed
-                    // it: the words shown may be the other's. Who reworded is not guessed from
-                    // the consents (a device could word it without moving its own consent);
-                    // that it changed is what the wording history shows.
+                    // it: the words shown may be the other's. The proposer's own consent tells:
+                    // made with the boundary on its first words, moved by each rewording of
+                    // theirs, and only theirs to write. On other words than these, the text
+                    // changed since. The wording history would not do: either partner may add
+                    // to it. Who reworded is not claimed.
                     let current = crate::wording_hash(&bd.text);
-                    if bd.wordings.keys().any(|h| *h != current) {
+                    if bd
+                        .consents
+                        .get(&r.author)
+                        .is_some_and(|c| c.wording != current)
+                    {
                         item.fields.push((
                             "Wording".into(),
                             format!(
-                                "Changed after {} proposed it; the table shows who agreed to \
-                                 which words",
+                                "Reworded since {}'s last stance on it; the table shows who \
+                                 agreed to which words",
                                 name_in(&partners, r.author)
                             ),
                         ));
@@ -658,11 +664,14 @@ mod tests {
     const T: i64 = 1_795_000_000_000;
 
     /// A boundary's heading names who proposed it, and either partner may reword it: once its
-    /// words changed, the packet says so, so the words shown are not read as the proposer's.
+    /// words are not those the proposer's own consent was given to, the packet says so, so the
+    /// words shown are not read as the proposer's. What the other partner can write (the
+    /// wording history) does not make it say so.
     #[test]
     fn a_reworded_boundary_is_not_shown_as_its_proposers_words() -> Result<()> {
         let (alex, blake) = (PartnerId::generate(), PartnerId::generate());
-        let boundary = |text: &str, history: &[&str]| {
+        // Alex's boundary with `text`, Alex's consent given to `agreed`, and `history`.
+        let boundary = |text: &str, agreed: Option<&str>, history: &[&str]| {
             let mut b = Boundary {
                 text: text.into(),
                 ..Default::default()
@@ -671,27 +680,42 @@ mod tests {
                 b.wordings
                     .insert(crate::wording_hash(words), (*words).to_owned());
             }
+            if let Some(agreed) = agreed {
+                b.consents.insert(
+                    alex,
+                    Consent {
+                        state: ConsentState::Agreed,
+                        wording: crate::wording_hash(agreed),
+                        at: T,
+                    },
+                );
+            }
             shared(alex, T, Body::Boundary(b))
         };
-        let as_proposed = packet_of(
-            alex,
-            blake,
-            &[boundary("No contact with them", &["No contact with them"])],
-        )?;
+        let first = "No contact with them";
+        let other = "Contact only about work";
+        let as_proposed = packet_of(alex, blake, &[boundary(first, Some(first), &[first])])?;
         assert!(as_proposed.contains("Alex · Boundary"), "{as_proposed}");
-        assert!(!as_proposed.contains("Changed after"), "{as_proposed}");
+        assert!(!as_proposed.contains("Reworded since"), "{as_proposed}");
         let reworded = packet_of(
             alex,
             blake,
-            &[boundary(
-                "Contact only about work",
-                &["No contact with them", "Contact only about work"],
-            )],
+            &[boundary(other, Some(first), &[first, other])],
         )?;
         assert!(
-            reworded.contains("Changed after Alex proposed it"),
+            reworded.contains("Reworded since Alex's last stance on it"),
             "{reworded}"
         );
+        // Words added to the history by the other partner change nothing.
+        let padded = packet_of(
+            alex,
+            blake,
+            &[boundary(first, Some(first), &[first, other])],
+        )?;
+        assert!(!padded.contains("Reworded since"), "{padded}");
+        // Without a consent of the proposer's (a journal from before consents), nothing is said.
+        let unknown = packet_of(alex, blake, &[boundary(other, None, &[first, other])])?;
+        assert!(!unknown.contains("Reworded since"), "{unknown}");
         Ok(())
     }
 

@@ -205,6 +205,14 @@ pub(crate) struct Shared {
 const ADD_TO_TOTAL: &str = "UPDATE relay_usage SET bytes_used = bytes_used + $1
      WHERE shard = (SELECT floor(random() * 64)::smallint)";
 
+/// How many times a sweep looks past spaces whose rows other writes hold before it leaves the
+/// rest for the next sweep.
+pub(crate) const SWEEP_TRIES: usize = 8;
+
+/// Spaces set right per transaction by a repair: each batch's spaces wait while they are
+/// recounted, the others do not.
+const REPAIR_BATCH: usize = 500;
+
 /// The bytes of all spaces together.
 const TOTAL: &str = "SELECT COALESCE(SUM(bytes_used), 0)::bigint FROM relay_usage";
 
@@ -947,22 +955,47 @@ impl Storage for PostgresStorage {
             let tx = client.transaction().await?;
             // The spaces' rows first, in id order, like every other write to a space; then the
             // chunks, checked again under those locks (another instance may have swept them).
-            let due = tx
-                .query(
-                    "SELECT DISTINCT space FROM (
-                         SELECT space, (SUM(length(payload)::bigint) OVER w)::bigint - length(payload) AS before
-                         FROM (SELECT space, seq, pruned_at, payload FROM chunks
-                               WHERE pruned_at <= $1 AND payload IS NOT NULL
-                                 AND space NOT IN (SELECT space FROM erasing)
-                               ORDER BY pruned_at, space, seq LIMIT $2) c
-                         WINDOW w AS (ORDER BY pruned_at, space, seq)
-                     ) d WHERE before < $3::bigint",
-                    &[&expired, &limit, &max_bytes],
-                )
-                .await?
-                .iter()
-                .map(|row| row.try_get::<_, i64>(0))
-                .collect::<Result<Vec<_>, _>>()?;
+            // A space whose row another write holds is passed over, not waited for, and the
+            // rows due after it are looked at instead: one busy space holds up neither the
+            // pushes behind the sweep nor the sweep of every space after it. Its own turn comes
+            // at a later sweep (or its next snapshot).
+            let mut passed: Vec<i64> = Vec::new();
+            let mut due: Vec<i64> = Vec::new();
+            for _ in 0..SWEEP_TRIES {
+                let next = tx
+                    .query(
+                        "SELECT DISTINCT space FROM (
+                             SELECT space, (SUM(length(payload)::bigint) OVER w)::bigint - length(payload) AS before
+                             FROM (SELECT space, seq, pruned_at, payload FROM chunks
+                                   WHERE pruned_at <= $1 AND payload IS NOT NULL
+                                     AND space NOT IN (SELECT space FROM erasing)
+                                     AND space <> ALL ($4)
+                                   ORDER BY pruned_at, space, seq LIMIT $2) c
+                             WINDOW w AS (ORDER BY pruned_at, space, seq)
+                         ) d WHERE before < $3::bigint",
+                        &[&expired, &limit, &max_bytes, &passed],
+                    )
+                    .await?
+                    .iter()
+                    .map(|row| row.try_get::<_, i64>(0))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if next.is_empty() {
+                    break;
+                }
+                due = tx
+                    .query(
+                        "SELECT id FROM spaces WHERE id = ANY ($1) ORDER BY id FOR UPDATE SKIP LOCKED",
+                        &[&next],
+                    )
+                    .await?
+                    .iter()
+                    .map(|row| row.try_get::<_, i64>(0))
+                    .collect::<Result<_, _>>()?;
+                if !due.is_empty() {
+                    break;
+                }
+                passed.extend(next);
+            }
             if due.is_empty() {
                 drop(tx);
                 let swept =
@@ -970,17 +1003,6 @@ impl Storage for PostgresStorage {
                         .await?;
                 return Ok(Ok(swept));
             }
-            // A space whose row another write holds is passed over, not waited for: its turn
-            // comes at a later sweep (or its own next snapshot), and no push waits behind it.
-            let due: Vec<i64> = tx
-                .query(
-                    "SELECT id FROM spaces WHERE id = ANY ($1) ORDER BY id FOR UPDATE SKIP LOCKED",
-                    &[&due],
-                )
-                .await?
-                .iter()
-                .map(|row| row.try_get::<_, i64>(0))
-                .collect::<Result<_, _>>()?;
             let freed = tx
                 .query(
                     "WITH picked AS (
@@ -1284,32 +1306,43 @@ impl Storage for PostgresStorage {
             if !repair || found.clean() {
                 return Ok(Ok(found));
             }
-            // Only the spaces found off, then the total, are locked, in the order every write
-            // takes them (so none deadlocks with this); writes to those spaces, and every
-            // write's count in the total, wait for the commit. Every write changes a space's
-            // rows and counters together, so those found right stay right, and those found
-            // off are recounted again under the lock.
+            // Every write changes a space's rows and counters together, so the spaces found
+            // right stay right. Those found off are recounted again and set right in batches,
+            // each locking only its spaces (in id order, like every write, so none deadlocks
+            // with this) while it recounts them.
             let ids: Vec<i64> = off.iter().map(|(id, _)| *id).collect();
-            let tx = client.transaction().await?;
-            tx.execute(
-                "SELECT 1 FROM (SELECT id FROM spaces WHERE id = ANY ($1) ORDER BY id FOR UPDATE) l",
-                &[&ids],
-            )
-            .await?;
+            let recount_off = format!(
+                "UPDATE spaces t SET bytes_used = r.held, rows = r.kept, pruned_bytes = r.pruned
+                 FROM ({RECOUNT} WHERE s.id = ANY ($1)) r WHERE t.id = r.id"
+            );
+            for batch in ids.chunks(REPAIR_BATCH) {
+                let batch = batch.to_vec();
+                let tx = client
+                    .build_transaction()
+                    .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
+                    .start()
+                    .await?;
+                tx.execute(
+                    "SELECT 1 FROM (SELECT id FROM spaces WHERE id = ANY ($1) ORDER BY id FOR UPDATE) l",
+                    &[&batch],
+                )
+                .await?;
+                tx.execute(&recount_off, &[&batch]).await?;
+                tx.commit().await?;
+            }
+            // Then the total, from every space's counters, all right now, and the tombstones.
+            // Holding every share of it, the sum sees each write that counted in it committed,
+            // and those still to count add theirs after; they wait only for the sum.
+            let tx = client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
+                .start()
+                .await?;
             tx.execute(
                 "SELECT 1 FROM (SELECT shard FROM relay_usage ORDER BY shard FOR UPDATE) l",
                 &[],
             )
             .await?;
-            tx.execute(
-                &format!(
-                    "UPDATE spaces t SET bytes_used = r.held, rows = r.kept, pruned_bytes = r.pruned
-                     FROM ({RECOUNT} WHERE s.id = ANY ($1)) r WHERE t.id = r.id"
-                ),
-                &[&ids],
-            )
-            .await?;
-            // The total over every space's counters, all right now, and the tombstones.
             tx.execute(
                 "UPDATE relay_usage SET bytes_used = CASE WHEN shard = 0 THEN
                      (SELECT COALESCE(SUM(bytes_used + $1 * rows + $2), 0) FROM spaces)

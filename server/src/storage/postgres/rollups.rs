@@ -429,46 +429,58 @@ pub(super) async fn sweep(
         return Ok(swept);
     }
     let tx = client.transaction().await?;
-    let picked = tx
-        .query(
-            "SELECT space, seq, size FROM rollups WHERE pruned_at <= $1 AND payload IS NOT NULL
-               AND space NOT IN (SELECT space FROM erasing)
-             ORDER BY pruned_at, space, seq LIMIT $2",
-            &[&expired, &left],
-        )
-        .await?;
+    // Spaces another write holds are passed over, and the rollups due after them looked at
+    // instead, as in the chunks' sweep.
+    let mut passed: Vec<i64> = Vec::new();
     let (mut spaces, mut seqs) = (Vec::new(), Vec::new());
-    let mut planned = swept;
-    for row in &picked {
-        if planned.chunks > 0 && planned.bytes >= max_bytes {
+    for _ in 0..super::SWEEP_TRIES {
+        let picked = tx
+            .query(
+                "SELECT space, seq, size FROM rollups WHERE pruned_at <= $1 AND payload IS NOT NULL
+                   AND space NOT IN (SELECT space FROM erasing) AND space <> ALL ($3)
+                 ORDER BY pruned_at, space, seq LIMIT $2",
+                &[&expired, &left, &passed],
+            )
+            .await?;
+        let (mut due, mut due_seqs) = (Vec::new(), Vec::new());
+        let mut planned = swept;
+        for row in &picked {
+            if planned.chunks > 0 && planned.bytes >= max_bytes {
+                break;
+            }
+            due.push(row.try_get::<_, i64>(0)?);
+            due_seqs.push(row.try_get::<_, i64>(1)?);
+            planned.chunks = planned.chunks.saturating_add(1);
+            planned.bytes = planned.bytes.saturating_add(nonneg(row.try_get(2)?));
+        }
+        if due.is_empty() {
             break;
         }
-        spaces.push(row.try_get::<_, i64>(0)?);
-        seqs.push(row.try_get::<_, i64>(1)?);
-        planned.chunks = planned.chunks.saturating_add(1);
-        planned.bytes = planned.bytes.saturating_add(nonneg(row.try_get(2)?));
+        let mut wanted = due.clone();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let locked: std::collections::HashSet<i64> = tx
+            .query(
+                "SELECT id FROM spaces WHERE id = ANY ($1) ORDER BY id FOR UPDATE SKIP LOCKED",
+                &[&wanted],
+            )
+            .await?
+            .iter()
+            .map(|row| row.try_get::<_, i64>(0))
+            .collect::<Result<_, _>>()?;
+        (spaces, seqs) = due
+            .into_iter()
+            .zip(due_seqs)
+            .filter(|(space, _)| locked.contains(space))
+            .unzip();
+        if !spaces.is_empty() {
+            break;
+        }
+        passed.extend(wanted);
     }
     if spaces.is_empty() {
         return Ok(swept);
     }
-    let mut wanted = spaces.clone();
-    wanted.sort_unstable();
-    wanted.dedup();
-    // Spaces another write holds are passed over, as in the chunks' sweep.
-    let locked: std::collections::HashSet<i64> = tx
-        .query(
-            "SELECT id FROM spaces WHERE id = ANY ($1) ORDER BY id FOR UPDATE SKIP LOCKED",
-            &[&wanted],
-        )
-        .await?
-        .iter()
-        .map(|row| row.try_get::<_, i64>(0))
-        .collect::<Result<_, _>>()?;
-    let (spaces, seqs): (Vec<i64>, Vec<i64>) = spaces
-        .into_iter()
-        .zip(seqs)
-        .filter(|(space, _)| locked.contains(space))
-        .unzip();
     // Checked again under the locks: another instance may have swept them.
     let freed = tx
         .query(

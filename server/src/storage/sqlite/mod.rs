@@ -195,26 +195,29 @@ impl SqliteStorage {
 
 /// Opens and locks the data directory's [`LOCK_FILE`]. The lock is advisory (`flock` on Unix,
 /// `LockFileEx` on Windows) and the system drops it with the process, so a relay killed
-/// outright leaves nothing to clean up. The file is opened for reading when it exists: one
-/// created by another user (`sudo mend-relay check`) still locks. A file system without locks
-/// is warned about, not refused.
+/// outright leaves nothing to clean up. A file another user created (`sudo mend-relay
+/// check`) is opened for reading, which is enough to lock it locally. A file system without
+/// locks (no lock daemon behind a network mount) is warned about, not refused.
 fn lock_dir(data_dir: &Path) -> Result<Option<std::fs::File>, StorageError> {
     let path = data_dir.join(LOCK_FILE);
-    let file = match std::fs::File::open(&path) {
+    let opened = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path);
+    let file = match opened {
         Ok(file) => file,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(backend)?,
+        Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => {
+            std::fs::File::open(&path).map_err(backend)?
+        }
         Err(error) => return Err(backend(error)),
     };
     match file.try_lock() {
         Ok(()) => Ok(Some(file)),
         Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::InUse(data_dir.to_owned())),
         Err(std::fs::TryLockError::Error(error))
-            if error.kind() == std::io::ErrorKind::Unsupported =>
+            if error.kind() == std::io::ErrorKind::Unsupported
+                || error.raw_os_error() == Some(libc::ENOLCK) =>
         {
             tracing::warn!(
                 %error,
