@@ -974,3 +974,39 @@ async fn a_sweep_passes_over_a_space_a_write_holds() {
     let _ = driver.await;
     store.close().await.unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// The check reads every row, which on a large database outlasts the statement timeout that
+/// bounds requests; it holds no lock, so it runs without it.
+#[tokio::test]
+async fn a_check_outlasts_the_statement_timeout() {
+    let db = database().await;
+    let store = open_on(&db, &LocalHub::default()).await;
+    let space = created(&store, 1).await;
+    store
+        .push(space, push(1), u64::MAX)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    store.close().await.unwrap_or_else(|e| panic!("{e}"));
+    // 500,000 more rows of that space, its counters kept in step: a recount of tens of
+    // milliseconds, several times the timeout below.
+    execute_on(
+        &db,
+        "INSERT INTO chunks (space, seq, device_id, device_seq, payload, payload_hash)
+         SELECT s.id, g + 1, '\\x01010101010101010101010101010101'::bytea, g + 1,
+                int8send(g + 1), sha256(int8send(g + 1))
+           FROM spaces s, generate_series(1, 500000) g;
+         UPDATE spaces SET next_seq = 500002, rows = 500001, bytes_used = 500001 * 8;
+         UPDATE relay_usage SET bytes_used = bytes_used + 500000 * (8 + 150) WHERE shard = 0;",
+    )
+    .await;
+    let settings = Postgres {
+        statement_timeout: Duration::from_millis(10),
+        ..Postgres::default()
+    };
+    let store = PostgresStorage::open(db.url(), settings, Arc::new(LocalHub::default()))
+        .await
+        .unwrap_or_else(|e| panic!("open: {e}"));
+    let audit = store.audit(false).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(audit.clean() && audit.spaces == 1, "{audit:?}");
+    store.close().await.unwrap_or_else(|e| panic!("{e}"));
+}

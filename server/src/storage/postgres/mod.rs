@@ -1281,13 +1281,15 @@ impl Storage for PostgresStorage {
         self.run(move |shared| async move {
             let mut client = shared.client().await?;
             // One snapshot of every table, so counters and rows agree as committed together,
-            // while writes go on.
+            // while writes go on. It holds no lock, so it runs without the statement timeout:
+            // on a large database the recount takes what it takes, and waits for nothing.
             let tx = client
                 .build_transaction()
                 .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
                 .read_only(true)
                 .start()
                 .await?;
+            tx.batch_execute("SET LOCAL statement_timeout = 0").await?;
             let mut recount =
                 Recount::new(nonneg(tx.query_one(TOTAL, &[]).await?.try_get(0)?));
             for row in tx.query(RECOUNT, &[]).await? {
