@@ -209,6 +209,11 @@ async fn an_erase_waits_for_its_own_rows_alone() {
     storage.close().await.unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// A store on `dir` with the default settings.
+fn open_in(dir: &std::path::Path) -> Result<SqliteStorage, mend_relay::storage::StorageError> {
+    SqliteStorage::open(dir, Arc::new(LocalHub::default()), GroupCommit::default())
+}
+
 /// One data directory, one relay: a second store opened on it is refused (two writers would
 /// each cache the counters and write them back over the other's), and once the first closes,
 /// the directory opens again.
@@ -217,13 +222,7 @@ async fn a_second_store_on_one_data_directory_is_refused() {
     use mend_relay::storage::{Storage, StorageError};
 
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let open = || {
-        SqliteStorage::open(
-            dir.path(),
-            Arc::new(LocalHub::default()),
-            GroupCommit::default(),
-        )
-    };
+    let open = || open_in(dir.path());
     let first = open().unwrap_or_else(|e| panic!("open: {e}"));
     match open() {
         Err(error @ StorageError::InUse(_)) => {
@@ -254,14 +253,7 @@ async fn an_audit_finds_counters_off_and_repairs_them() {
     use mend_relay::storage::{Audit, Storage, StorageError, sqlite::DB_FILE};
 
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let open = || {
-        SqliteStorage::open(
-            dir.path(),
-            Arc::new(LocalHub::default()),
-            GroupCommit::default(),
-        )
-        .unwrap_or_else(|e| panic!("open: {e}"))
-    };
+    let open = || open_in(dir.path()).unwrap_or_else(|e| panic!("open: {e}"));
     let store = open();
     for n in 1..=3u8 {
         let space = SpaceId([n; 32]);

@@ -468,6 +468,18 @@ impl PostgresStorage {
     }
 }
 
+/// A READ COMMITTED transaction, whatever the database's default: each statement sees what
+/// committed before it, the holders of the locks it waited for included.
+async fn read_committed(
+    client: &mut deadpool_postgres::Client,
+) -> Result<deadpool_postgres::Transaction<'_>, tokio_postgres::Error> {
+    client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
+        .start()
+        .await
+}
+
 fn now_secs() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -1319,11 +1331,7 @@ impl Storage for PostgresStorage {
             );
             for batch in ids.chunks(REPAIR_BATCH) {
                 let batch = batch.to_vec();
-                let tx = client
-                    .build_transaction()
-                    .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
-                    .start()
-                    .await?;
+                let tx = read_committed(&mut client).await?;
                 tx.execute(
                     "SELECT 1 FROM (SELECT id FROM spaces WHERE id = ANY ($1) ORDER BY id FOR UPDATE) l",
                     &[&batch],
@@ -1335,11 +1343,7 @@ impl Storage for PostgresStorage {
             // Then the total, from every space's counters, all right now, and the tombstones.
             // Holding every share of it, the sum sees each write that counted in it committed,
             // and those still to count add theirs after; they wait only for the sum.
-            let tx = client
-                .build_transaction()
-                .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
-                .start()
-                .await?;
+            let tx = read_committed(&mut client).await?;
             tx.execute(
                 "SELECT 1 FROM (SELECT shard FROM relay_usage ORDER BY shard FOR UPDATE) l",
                 &[],
