@@ -459,15 +459,8 @@ pub(super) async fn sweep(
         let mut wanted = due.clone();
         wanted.sort_unstable();
         wanted.dedup();
-        let locked: std::collections::HashSet<i64> = tx
-            .query(
-                "SELECT id FROM spaces WHERE id = ANY ($1) ORDER BY id FOR UPDATE SKIP LOCKED",
-                &[&wanted],
-            )
-            .await?
-            .iter()
-            .map(|row| row.try_get::<_, i64>(0))
-            .collect::<Result<_, _>>()?;
+        let locked: std::collections::HashSet<i64> =
+            super::lock_free(&tx, &wanted).await?.into_iter().collect();
         (spaces, seqs) = due
             .into_iter()
             .zip(due_seqs)
