@@ -616,10 +616,11 @@ async fn a_writer_whose_connection_was_ended_pushes_on() {
 
 /// A TCP path to the database that can start dropping every byte without closing anything:
 /// what a half-open connection (a NAT that forgot it, a pulled cable) looks like from the
-/// relay. Its tasks end when it is dropped.
+/// relay. It also counts the bytes the database sends. Its tasks end when it is dropped.
 struct BlackHole {
     url: String,
     dropping: Arc<AtomicBool>,
+    from_db: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -640,6 +641,8 @@ impl BlackHole {
         assert_ne!(url, db.url(), "the URL names {target}");
         let dropping = Arc::new(AtomicBool::new(false));
         let flag = dropping.clone();
+        let from_db = Arc::new(AtomicU64::new(0));
+        let counted = from_db.clone();
         let task = tokio::spawn(async move {
             let mut pipes = JoinSet::new();
             while let Ok((inbound, _)) = listener.accept().await {
@@ -648,13 +651,20 @@ impl BlackHole {
                 };
                 let (from_relay, to_relay) = inbound.into_split();
                 let (from_db, to_db) = outbound.into_split();
-                pipes.spawn(Self::carry(from_relay, to_db, flag.clone()));
-                pipes.spawn(Self::carry(from_db, to_relay, flag.clone()));
+                let uncounted = Arc::new(AtomicU64::new(0));
+                pipes.spawn(Self::carry(from_relay, to_db, flag.clone(), uncounted));
+                pipes.spawn(Self::carry(
+                    from_db,
+                    to_relay,
+                    flag.clone(),
+                    counted.clone(),
+                ));
             }
         });
         BlackHole {
             url,
             dropping,
+            from_db,
             task,
         }
     }
@@ -664,6 +674,7 @@ impl BlackHole {
         mut from: tokio::net::tcp::OwnedReadHalf,
         mut to: tokio::net::tcp::OwnedWriteHalf,
         dropping: Arc<AtomicBool>,
+        carried: Arc<AtomicU64>,
     ) {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
@@ -671,6 +682,7 @@ impl BlackHole {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
+            carried.fetch_add(n as u64, Ordering::SeqCst);
             if dropping.load(Ordering::SeqCst) {
                 continue;
             }
@@ -683,6 +695,11 @@ impl BlackHole {
     /// Starts (`true`) or stops swallowing what either side sends.
     fn swallow(&self, swallowing: bool) {
         self.dropping.store(swallowing, Ordering::SeqCst);
+    }
+
+    /// Bytes the database has sent so far.
+    fn received(&self) -> u64 {
+        self.from_db.load(Ordering::SeqCst)
     }
 }
 
@@ -1008,5 +1025,116 @@ async fn a_check_outlasts_the_statement_timeout() {
         .unwrap_or_else(|e| panic!("open: {e}"));
     let audit = store.audit(false).await.unwrap_or_else(|e| panic!("{e}"));
     assert!(audit.clean() && audit.spaces == 1, "{audit:?}");
+    store.close().await.unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A page is cut at its byte budget inside the database: a pull of up to 1,024 chunks of
+/// 256 KiB with a 1 MiB budget brings the page (four chunks) and at most two chunks more from
+/// PostgreSQL, not every chunk the limit allows; with rollups too.
+#[tokio::test]
+async fn a_page_reads_about_its_byte_budget_from_the_database() {
+    let db = database().await;
+    let tap = BlackHole::in_front_of(&db).await;
+    let store = PostgresStorage::open(&tap.url, Postgres::default(), Arc::new(LocalHub::default()))
+        .await
+        .unwrap_or_else(|e| panic!("open: {e}"));
+    let space = created(&store, 12).await;
+    const SIZE: usize = 256 * 1024;
+    for seq in 1..=40u64 {
+        let push = Push {
+            device_id: DeviceId([1; 16]),
+            device_seq: seq,
+            // Not compressible, so the database stores and sends every byte.
+            payload: (0..SIZE)
+                .map(|i| {
+                    (i as u64)
+                        .wrapping_mul(seq.wrapping_add(7))
+                        .wrapping_mul(2_654_435_761) as u8
+                        ^ (i >> 8) as u8
+                })
+                .collect(),
+        };
+        let stored = store.push(space, push, u64::MAX).await;
+        assert!(
+            matches!(stored, Ok(ref p) if p.relay_seq == seq),
+            "{stored:?}"
+        );
+    }
+    for rollups in [false, true] {
+        let before = tap.received();
+        let request = PullRequest {
+            after: 0,
+            limit: 1024,
+            max_bytes: 1024 * 1024,
+            exclude_device: None,
+            include_pruned: false,
+            rollups,
+        };
+        let page = store
+            .pull(space, request)
+            .await
+            .unwrap_or_else(|e| panic!("pull: {e}"));
+        let read = tap.received().saturating_sub(before);
+        assert_eq!(
+            (page.chunks.len(), page.more, page.next_after),
+            (4, true, 4),
+            "rollups: {rollups}"
+        );
+        assert!(
+            read <= 6 * SIZE as u64 + 64 * 1024,
+            "rollups: {rollups}: {read} bytes came from the database for a 1 MiB page"
+        );
+    }
+    store.close().await.unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A device seen while its space is being erased leaves nothing behind: the touch waits for the
+/// erase and then finds no space, instead of writing a row the erase has already cleared.
+#[tokio::test]
+async fn a_device_seen_during_an_erase_leaves_no_row() {
+    let db = database().await;
+    let store = Arc::new(open_on(&db, &LocalHub::default()).await);
+    let space = created(&store, 13).await;
+    let (eraser, driver) = session(&db).await;
+    // The erase's own steps, held open before its commit.
+    eraser
+        .batch_execute("BEGIN")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let row = eraser
+        .query_one(
+            "DELETE FROM spaces WHERE space_id = $1 RETURNING id",
+            &[&&space.0[..]],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let id: i64 = row.get(0);
+    eraser
+        .execute("DELETE FROM device_seen WHERE space = $1", &[&id])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let touch = tokio::spawn({
+        let store = Arc::clone(&store);
+        async move { store.touch_device(space, DeviceId([9; 16]), 7_200).await }
+    });
+    // Long enough for a touch that does not wait to have written its row.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    eraser
+        .batch_execute("COMMIT")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let touched = tokio::time::timeout(Duration::from_secs(10), touch)
+        .await
+        .unwrap_or_else(|_| panic!("the touch never finished"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(touched.is_ok(), "{touched:?}");
+    let left: i64 = eraser
+        .query_one("SELECT count(*) FROM device_seen WHERE space = $1", &[&id])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .get(0);
+    assert_eq!(left, 0, "a row of the erased space was kept");
+    drop(eraser);
+    let _ = driver.await;
     store.close().await.unwrap_or_else(|e| panic!("{e}"));
 }

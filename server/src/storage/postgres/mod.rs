@@ -205,6 +205,14 @@ pub(crate) struct Shared {
 const ADD_TO_TOTAL: &str = "UPDATE relay_usage SET bytes_used = bytes_used + $1
      WHERE shard = (SELECT floor(random() * 64)::smallint)";
 
+/// Payload bytes of the rows before the previous one, in relay order. A page reads rows only
+/// while this is within its byte budget: the rows that fit, the one that does not (it ends the
+/// page) and one more (so a first row larger than the budget still shows that more follow).
+/// Without it a page would load `limit` whole payloads (up to 1,025 MiB) before cutting.
+/// `octet_length` reads a stored value's length without fetching it.
+pub(crate) const EARLIER: &str = "coalesce(sum(coalesce(octet_length(payload), 0)) \
+     OVER (ORDER BY seq ROWS BETWEEN UNBOUNDED PRECEDING AND 2 PRECEDING), 0)";
+
 /// How many times a sweep looks past spaces whose rows other writes hold before it leaves the
 /// rest for the next sweep.
 pub(crate) const SWEEP_TRIES: usize = 8;
@@ -735,7 +743,7 @@ impl Storage for PostgresStorage {
             let exclude = request.exclude_device.map(|device| device.0.to_vec());
             // One statement: the head and the chunks come from the same snapshot.
             let statement = client
-                .prepare_cached(
+                .prepare_cached(&format!(
                     "SELECT s.next_seq, s.covers, c.seq, c.device_id, c.device_seq, c.payload,
                             a.device_id, a.device_seq, coalesce(a.payload_hash, sha256(a.payload)),
                             h.device_id, h.device_seq, coalesce(h.payload_hash, sha256(h.payload))
@@ -743,17 +751,25 @@ impl Storage for PostgresStorage {
                      LEFT JOIN chunks a ON a.space = s.id AND a.seq = $2
                      LEFT JOIN chunks h ON h.space = s.id AND h.seq = s.next_seq - 1
                      LEFT JOIN LATERAL (
-                         SELECT seq, device_id, device_seq, payload FROM chunks
-                         WHERE space = s.id AND seq > $2
-                           AND ($4::bytea IS NULL OR device_id <> $4)
-                         ORDER BY seq LIMIT $3
+                         SELECT w.seq, w.device_id, w.device_seq, p.payload FROM (
+                             SELECT seq, device_id, device_seq, {EARLIER} AS earlier
+                             FROM chunks
+                             WHERE space = s.id AND seq > $2
+                               AND ($4::bytea IS NULL OR device_id <> $4)
+                             ORDER BY seq LIMIT $3
+                         ) w JOIN chunks p ON p.space = s.id AND p.seq = w.seq
+                         WHERE w.earlier <= $5
                      ) c ON true
                      WHERE s.space_id = $1
-                     ORDER BY c.seq",
-                )
+                     ORDER BY c.seq"
+                ))
                 .await?;
+            let max_bytes = i64::try_from(request.max_bytes).unwrap_or(i64::MAX);
             let rows = client
-                .query(&statement, &[&&space.0[..], &after, &fetch, &exclude])
+                .query(
+                    &statement,
+                    &[&&space.0[..], &after, &fetch, &exclude, &max_bytes],
+                )
                 .await?;
             let Some(first) = rows.first() else {
                 return Ok(Err(StorageError::SpaceNotFound));

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use deadpool_postgres::GenericClient;
 use mend_protocol::{Chunk, DeviceId, Page, Rollup, RollupPush, Sizes, SpaceId};
 
-use super::{ADD_TO_TOTAL, PgError, Shared, from_db, nonneg, row_mark, to_db};
+use super::{ADD_TO_TOTAL, EARLIER, PgError, Shared, from_db, nonneg, row_mark, to_db};
 use crate::storage::{
     Entry, PullRequest, ROW_BYTES, RollupStored, StorageError, Swept, Walked, check_rollup,
     check_rollup_chunks, walk,
@@ -201,24 +201,33 @@ pub(super) async fn pull(
     let after = i64::try_from(request.after).unwrap_or(i64::MAX);
     let fetch = i64::try_from(request.limit.max(1).saturating_add(1)).unwrap_or(i64::MAX);
     let exclude = request.exclude_device.map(|d| d.0.to_vec());
+    let max_bytes = i64::try_from(request.max_bytes).unwrap_or(i64::MAX);
     let mut pass_over: Option<i64> = None;
     let (chunks, rollups, next_after) = loop {
         let chunk_rows = tx
             .query(
                 &format!(
-                    "SELECT c.seq, c.device_id, c.device_seq, c.payload FROM chunks c
-                     WHERE {SERVED_CHUNKS} ORDER BY c.seq LIMIT $5"
+                    "SELECT w.seq, w.device_id, w.device_seq, p.payload FROM (
+                         SELECT c.seq, c.device_id, c.device_seq, {EARLIER} AS earlier
+                         FROM chunks c WHERE {SERVED_CHUNKS} ORDER BY c.seq LIMIT $5
+                     ) w JOIN chunks p ON p.space = $1 AND p.seq = w.seq
+                     WHERE w.earlier <= $6 ORDER BY w.seq"
                 ),
-                &[&id, &after, &exclude, &pass_over, &fetch],
+                &[&id, &after, &exclude, &pass_over, &fetch, &max_bytes],
             )
             .await?;
         let rollup_rows = tx
             .query(
                 &format!(
-                    "SELECT seq, last_seq, device_id, first_dseq, last_dseq, payload FROM rollups
-                     WHERE {SERVED_ROLLUPS} ORDER BY seq LIMIT $5"
+                    "SELECT w.seq, w.last_seq, w.device_id, w.first_dseq, w.last_dseq, p.payload
+                     FROM (
+                         SELECT seq, last_seq, device_id, first_dseq, last_dseq,
+                                {EARLIER} AS earlier
+                         FROM rollups WHERE {SERVED_ROLLUPS} ORDER BY seq LIMIT $5
+                     ) w JOIN rollups p ON p.space = $1 AND p.seq = w.seq
+                     WHERE w.earlier <= $6 ORDER BY w.seq"
                 ),
-                &[&id, &after, &exclude, &pass_over, &fetch],
+                &[&id, &after, &exclude, &pass_over, &fetch, &max_bytes],
             )
             .await?;
         let mut chunks = VecDeque::with_capacity(chunk_rows.len());

@@ -11,7 +11,9 @@ use crate::storage::{StorageError, last_seen_hour};
 type Outcome<T> = Result<Result<T, StorageError>, PgError>;
 
 /// Records `device` seen at `at` (rounded down to the hour, never moved back), then forgets
-/// the longest unseen devices past the bound. An unknown space records nothing.
+/// the longest unseen devices past the bound. An unknown space records nothing. The space's row
+/// is locked while the row is written: a touch racing an erase waits for it and then finds no
+/// space, instead of writing after the erase cleared the space's devices, to be kept for good.
 pub(super) async fn touch(
     shared: Arc<Shared>,
     space: SpaceId,
@@ -23,7 +25,7 @@ pub(super) async fn touch(
     let touched = client
         .execute(
             "INSERT INTO device_seen (space, device_id, last_seen)
-             SELECT id, $2, $3 FROM spaces WHERE space_id = $1
+             SELECT id, $2, $3 FROM spaces WHERE space_id = $1 FOR KEY SHARE
              ON CONFLICT (space, device_id)
              DO UPDATE SET last_seen = GREATEST(device_seen.last_seen, excluded.last_seen)",
             &[&&space.0[..], &&device.0[..], &hour],
