@@ -6,6 +6,8 @@ use mend_protocol::{
     AUTH_SCHEME, ClientMessage, DeviceId as WireDevice, Limits, Push, ServerMessage, SpaceId,
     close_code, paths,
 };
+use std::time::Duration;
+
 use tokio::sync::mpsc;
 use tokio_tungstenite::{
     WebSocketStream,
@@ -39,6 +41,32 @@ fn socket_config(limits: &Limits) -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(max))
         .max_frame_size(Some(max))
+}
+
+/// How long a live socket may stay silent before the device takes it for dead. The live loop
+/// pings every 30 s and the relay answers each ping, so a path that died without a word (a
+/// NAT that forgot the connection, a Wi-Fi handoff) is noticed within this, not when TCP
+/// gives up many minutes later, while the app went on showing "online".
+pub(crate) const SILENCE: Duration = Duration::from_secs(75);
+
+/// Where a socket's reader sends what comes in, and how long it trusts a quiet socket.
+#[derive(Debug)]
+pub(crate) struct Feed {
+    /// The connection's generation, so a replaced socket's last words are ignored.
+    pub(crate) generation: u64,
+    pub(crate) tx: mpsc::Sender<Incoming>,
+    /// [`SILENCE`], shorter in tests.
+    pub(crate) silence: Duration,
+}
+
+impl Feed {
+    pub(crate) fn new(generation: u64, tx: mpsc::Sender<Incoming>) -> Self {
+        Self {
+            generation,
+            tx,
+            silence: SILENCE,
+        }
+    }
 }
 
 /// What a socket's reader sends to the live loop, tagged with the connection's generation so a
@@ -108,9 +136,13 @@ pub(crate) async fn connect(
     device: &[u8; 16],
     after: u64,
     rollups: bool,
-    generation: u64,
-    tx: mpsc::Sender<Incoming>,
+    feed: Feed,
 ) -> Result<LiveSocket, Failure> {
+    let Feed {
+        generation,
+        tx,
+        silence,
+    } = feed;
     let id = SpaceId(link.keys.space_id);
     let mut url = format!(
         "{}?{}={after}&{}={}",
@@ -175,7 +207,15 @@ pub(crate) async fn connect(
             }
         };
         let limits = Limits::DEFAULT;
-        while let Some(message) = stream.next().await {
+        loop {
+            let message = match tokio::time::timeout(silence, stream.next()).await {
+                Ok(Some(message)) => message,
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::info!("a live socket went silent; connecting again");
+                    break;
+                }
+            };
             let response = match message {
                 Ok(Message::Binary(bytes)) => match ServerMessage::decode(&bytes, &limits) {
                     Ok(ServerMessage::Chunk(chunk)) => Response::Chunk { space, chunk },
@@ -292,7 +332,7 @@ mod tests {
             panic!("the pull did not fail: {pulled:?}");
         };
         let (tx, _rx) = mpsc::channel(1);
-        let over_ws = connect(&http, &link, &device, 0, false, 1, tx)
+        let over_ws = connect(&http, &link, &device, 0, false, Feed::new(1, tx))
             .await
             .expect_err("the upgrade did not fail");
         server.abort();
@@ -355,7 +395,7 @@ mod tests {
             keys: SpaceSecret::generate().expect("secret").derive_keys(),
         };
         let (tx, mut rx) = mpsc::channel(4);
-        let socket = connect(&http, &link, &[7; 16], 0, false, 1, tx)
+        let socket = connect(&http, &link, &[7; 16], 0, false, Feed::new(1, tx))
             .await
             .expect("connected");
         let heard = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
@@ -432,7 +472,7 @@ mod tests {
             keys: SpaceSecret::generate().expect("secret").derive_keys(),
         };
         let (tx, _rx) = mpsc::channel(8);
-        let socket = connect(&http, &link, &[7; 16], 0, false, 1, tx)
+        let socket = connect(&http, &link, &[7; 16], 0, false, Feed::new(1, tx))
             .await
             .expect("connected");
         drop(socket);
@@ -467,7 +507,7 @@ mod tests {
             keys: SpaceSecret::generate().expect("secret").derive_keys(),
         };
         let (tx, _rx) = mpsc::channel(8);
-        let mut socket = connect(&http, &link, &[7; 16], 0, false, 1, tx)
+        let mut socket = connect(&http, &link, &[7; 16], 0, false, Feed::new(1, tx))
             .await
             .expect("connected");
         let push = |n: u64| Push {
@@ -491,6 +531,81 @@ mod tests {
         tokio::time::timeout(send_time(300 * 1024) * 4, pushes)
             .await
             .expect("a push waited on the relay without bound");
+        relay.abort();
+    }
+
+    /// A relay that takes the upgrade, pings the device every 100 ms for `lively`, then goes
+    /// silent with the connection open: a path that died without a word.
+    async fn relay_that_falls_silent(
+        lively: std::time::Duration,
+    ) -> (RelayHttp, tokio::task::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            let Some(stream) = accept_upgrade(&listener).await else {
+                return;
+            };
+            let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                stream,
+                tokio_tungstenite::tungstenite::protocol::Role::Server,
+                None,
+            )
+            .await;
+            let until = tokio::time::Instant::now() + lively;
+            while tokio::time::Instant::now() < until {
+                if ws.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            // Silent from here on, reading nothing.
+            std::future::pending::<()>().await;
+        });
+        let http = RelayHttp::new(&format!("http://{addr}"), &Default::default()).expect("url");
+        (http, task)
+    }
+
+    /// A socket that stays quiet longer than its silence is taken for dead (the live loop
+    /// then shows offline and connects again); one that hears anything, a ping included, is
+    /// not.
+    #[tokio::test]
+    async fn a_socket_that_falls_silent_is_taken_for_dead() {
+        let lively = std::time::Duration::from_secs(4);
+        let (http, relay) = relay_that_falls_silent(lively).await;
+        let link = SpaceLink {
+            space: Space::Couple,
+            keys: SpaceSecret::generate().expect("secret").derive_keys(),
+        };
+        let (tx, mut rx) = mpsc::channel(8);
+        let feed = Feed {
+            generation: 1,
+            tx,
+            silence: std::time::Duration::from_secs(2),
+        };
+        let began = tokio::time::Instant::now();
+        let socket = connect(&http, &link, &[7; 16], 0, false, feed)
+            .await
+            .expect("connected");
+        let heard = tokio::time::timeout(std::time::Duration::from_secs(30), rx.recv())
+            .await
+            .expect("a socket silent for far longer than its silence was kept")
+            .expect("a message");
+        assert!(
+            matches!(
+                heard.response,
+                Response::Failed {
+                    failure: Failure::Unreachable,
+                    ..
+                }
+            ),
+            "{heard:?}"
+        );
+        assert!(
+            began.elapsed() >= lively,
+            "a socket the relay kept pinging was taken for dead after {:?}",
+            began.elapsed()
+        );
+        drop(socket);
         relay.abort();
     }
 

@@ -38,6 +38,26 @@ const LIVE_REQUESTS_PER_SPACE: usize = 2;
 /// How often a quiet live socket is pinged (the relay closes idle ones after 90 s).
 const PING_EVERY: Duration = Duration::from_secs(30);
 
+/// The first pause before live sync starts again after a step of its own failed for a reason
+/// that passes (the journal busy in another process, the disk); it doubles up to
+/// [`LIVE_RETRY_MAX`], and starts over once live sync ran that long without failing.
+const LIVE_RETRY_FIRST: Duration = Duration::from_secs(1);
+
+/// The longest pause between two starts of live sync after failed steps.
+const LIVE_RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// Whether a failed live step may work later: live sync then starts again instead of ending.
+fn passes(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Locked(_)
+            | Error::Unavailable { .. }
+            | Error::Storage(_)
+            | Error::Io(_)
+            | Error::Unreachable
+    )
+}
+
 /// Told what changed. Called from sync's threads (after each storage step, from the blocking
 /// thread that ran it): keep it quick and hand work to the UI thread.
 pub trait SyncObserver: Send + Sync {
@@ -409,8 +429,37 @@ impl SyncClient {
         let client = Arc::clone(self);
         let notify = Arc::clone(&edits);
         let task = tokio::spawn(async move {
-            if let Err(e) = client.live_loop(stop_rx, notify).await {
-                tracing::error!(error = %e, "live sync stopped");
+            let mut pause = LIVE_RETRY_FIRST;
+            loop {
+                let began = tokio::time::Instant::now();
+                let error = match client.live_loop(stop_rx.clone(), Arc::clone(&notify)).await {
+                    Ok(()) => return,
+                    Err(e) => e,
+                };
+                // Whatever comes next, the app must not go on showing "online" over sockets
+                // that are gone.
+                client.tell_offline().await;
+                if !passes(&error) {
+                    tracing::error!(error = %error, "live sync stopped");
+                    return;
+                }
+                if began.elapsed() >= LIVE_RETRY_MAX {
+                    pause = LIVE_RETRY_FIRST;
+                }
+                tracing::warn!(
+                    error = %error,
+                    pause_s = pause.as_secs(),
+                    "live sync paused; it starts again"
+                );
+                let mut stop = stop_rx.clone();
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    _ = stop.changed() => return,
+                }
+                if *stop_rx.borrow() {
+                    return;
+                }
+                pause = pause.saturating_mul(2).min(LIVE_RETRY_MAX);
             }
         });
         LiveSync {
@@ -418,6 +467,31 @@ impl SyncClient {
             edits,
             task: Some(task),
         }
+    }
+
+    /// Tells the observer the device is offline, with what the journal holds (read without
+    /// a step: the step may be what failed).
+    async fn tell_offline(&self) {
+        let Some(observer) = self.observer.clone() else {
+            return;
+        };
+        let journal = Arc::clone(&self.journal);
+        let summary = blocking(move || lock(&journal)?.sync_summary()).await;
+        let summary = match summary {
+            Ok(summary) => summary,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the sync summary");
+                Default::default()
+            }
+        };
+        observer.status_changed(SyncStatus {
+            online: false,
+            syncing: false,
+            pending: summary.pending,
+            last_synced: summary.last_synced,
+            problems: summary.problems,
+            untrusted_relay: None,
+        });
     }
 
     async fn live_loop(&self, mut stop: watch::Receiver<bool>, edits: Arc<Notify>) -> Result<()> {
@@ -467,8 +541,7 @@ impl SyncClient {
                                 &device,
                                 after,
                                 rollups,
-                                generation,
-                                tx.clone(),
+                                live::Feed::new(generation, tx.clone()),
                             )
                             .await
                             {
@@ -558,8 +631,20 @@ impl SyncClient {
                 _ = edits.notified() => inbox.push_back(Event::LocalEdit),
                 _ = sleep_until_opt(wake) => inbox.push_back(Event::Tick),
                 _ = ping.tick() => {
-                    for socket in sockets.values_mut() {
-                        let _ = socket.ping().await;
+                    // A socket the relay no longer takes a ping on is gone: the engine is told,
+                    // so it shows offline and connects again.
+                    let mut gone = Vec::new();
+                    for (space, socket) in sockets.iter_mut() {
+                        if !socket.ping().await {
+                            gone.push(*space);
+                        }
+                    }
+                    for space in gone {
+                        sockets.remove(&space);
+                        inbox.push_back(Event::Response(Response::Failed {
+                            space,
+                            failure: Failure::Unreachable,
+                        }));
                     }
                 }
                 _ = stop.changed() => break,

@@ -385,3 +385,59 @@ async fn live_sync_ends_up_on_the_epoch_its_extension_moved_to() -> Result<()> {
     live.stop_live().await;
     relay.stop().await
 }
+
+/// The extension holds the journal longer than a step of the app's live sync waits (a long
+/// write, or a process stopped while it held the lock): the step fails `locked`. Live sync
+/// is then paused, not ended: the app is shown offline, and once the journal is free it starts
+/// again and brings what Blake wrote meanwhile, then what he writes after. Before, live sync
+/// ended with a line in the log, the status still said online, and nothing more came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_sync_outlasts_a_journal_another_process_holds() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path()).await?;
+    let (app, ext, blake) = app_and_extension(dir.path(), &relay).await?;
+    drop(ext);
+    app.device.start_live()?;
+    eventually("the app goes live", || {
+        Ok(app
+            .recorder
+            .statuses
+            .lock()
+            .map(|s| s.last().is_some_and(|s| s.online))
+            .unwrap_or(false))
+    })
+    .await?;
+    let told_before = app.recorder.statuses.lock().map(|s| s.len()).unwrap_or(0);
+
+    // Another opening of the lock file (another process, as far as the lock goes) holds it.
+    let mut lock_name = app.path.clone().into_os_string();
+    lock_name.push(".lock");
+    let held = std::fs::OpenOptions::new().write(true).open(&lock_name)?;
+    held.lock()?;
+    let first = blake.with(|j| j.add(honest("while the journal was held")))?;
+    blake.sync().await?;
+    eventually("the app is shown offline", || {
+        Ok(app
+            .recorder
+            .statuses
+            .lock()
+            .map(|s| s.iter().skip(told_before).any(|s| !s.online))
+            .unwrap_or(false))
+    })
+    .await?;
+    held.unlock()?;
+    drop(held);
+
+    eventually("the app gets what Blake wrote while it was held", || {
+        Ok(app.recorder.saw(first))
+    })
+    .await?;
+    let second = blake.with(|j| j.add(honest("once it was free")))?;
+    blake.sync().await?;
+    eventually("the app gets what Blake writes next, live", || {
+        Ok(app.recorder.saw(second))
+    })
+    .await?;
+    ensure!(app.device.is_live(), "live sync is not running");
+    relay.stop().await
+}
