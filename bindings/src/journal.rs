@@ -35,7 +35,7 @@ use crate::{
         TimelineQuery,
     },
     records::{JournalRecord, Partner, records},
-    runtime::{blocking, run, run_cancellable, runtime},
+    runtime::{blocking, run, runtime},
     sync::{EraseReport, SyncReport},
 };
 
@@ -257,7 +257,19 @@ impl Made {
             self.get()?.set_calendar(calendar)?;
         }
         if let Some(name) = name {
-            self.get()?.set_device_name(&name)?;
+            let device = self.get()?;
+            // Apps pass the same name at every launch: nothing to write then, and nothing to
+            // wait for (a rename waits for the documents' background load).
+            if device.read(|j| j.device_name())?.as_deref() != Some(name.as_str()) {
+                match device.set_device_name(&name) {
+                    // A damaged document still opens and reads, and `ready` reports it; the
+                    // name is kept and written once the document can take it.
+                    Err(mend_core::Error::Corrupt(_)) => {
+                        tracing::warn!("the device's new name waits for a readable journal");
+                    }
+                    other => other?,
+                }
+            }
         }
         Ok(self)
     }
@@ -404,6 +416,7 @@ impl Journal {
         // The app's string is dropped here, not at the end of the call: wiped.
         let keyring = Keyring::from_secret_string(&Zeroizing::new(keyring_secret))?;
         let calendar = options.calendar()?;
+        let device_name = options.device_name()?;
         let relay = options.relay()?;
         let open = options.open();
         let hub = Arc::new(Hub::default());
@@ -419,11 +432,7 @@ impl Journal {
                 Some(observer),
             )
             .await?;
-            let device = Made::new(device, Some(PathBuf::from(path)));
-            if let Some(calendar) = calendar {
-                device.get()?.set_calendar(calendar)?;
-            }
-            Ok(device)
+            Made::new(device, Some(PathBuf::from(path))).settled(calendar, device_name)
         })
         .await?
         .handed_over()?;
@@ -794,17 +803,30 @@ impl Journal {
     /// deadline came first.
     #[uniffi::method(default(deadline_ms = 10000))]
     pub async fn sync_now(&self, deadline_ms: i32) -> Result<SyncReport> {
+        // Subscribed first, before the device is taken and the round spawned, so a
+        // `cancel_sync` made at once counts, and so does a `shutdown` that takes the device
+        // and cancels between the two.
+        let mut cancel = self.cancel.subscribe();
         let device = self.device()?;
         let deadline = millis(deadline_ms);
-        // Subscribed here, before the round is spawned, so a `cancel_sync` made at once counts.
-        let mut cancel = self.cancel.subscribe();
+        // Dropped with this call's future (a cancelled coroutine or Task): the round is then
+        // stopped as `cancel_sync` stops it, at its next step, rather than aborted wherever it
+        // waits, which could cut a move to a new epoch halfway (live sync left off, the
+        // keyring not told).
+        let (_caller, gone) = tokio::sync::oneshot::channel::<()>();
         let stop = async move {
-            // A closed channel (the journal is gone) stops nothing.
-            if cancel.changed().await.is_err() {
-                std::future::pending::<()>().await;
+            let mut gone = std::pin::pin!(gone);
+            tokio::select! {
+                changed = cancel.changed() => {
+                    // A closed channel (the journal is gone) stops nothing by itself.
+                    if changed.is_err() {
+                        let _ = gone.await;
+                    }
+                }
+                _ = &mut gone => {}
             }
         };
-        run_cancellable(async move { Ok(device.sync_round_or(deadline, stop).await?.into()) }).await
+        run(async move { Ok(device.sync_round_or(deadline, stop).await?.into()) }).await
     }
 
     /// Stops every `sync_now` round under way at once; each returns what it did so far

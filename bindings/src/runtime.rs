@@ -8,18 +8,9 @@
 //! never to the two workers that serve the sockets. (uniffi's own `tokio` feature would wrap
 //! each future in async-compat, which starts a second runtime thread for nothing.)
 
-use std::{
-    any::Any,
-    future::Future,
-    pin::Pin,
-    sync::LazyLock,
-    task::{Context, Poll},
-};
+use std::{any::Any, future::Future, pin::Pin, sync::LazyLock};
 
-use tokio::{
-    runtime::{Builder, Runtime},
-    task::{JoinError, JoinHandle},
-};
+use tokio::runtime::{Builder, Runtime};
 
 use crate::error::{MendError, Result};
 
@@ -54,27 +45,7 @@ where
     F: Future<Output = Result<T>> + Send + 'static,
     T: Send + 'static,
 {
-    let out = run_boxed(
-        Box::pin(async move { Box::new(future.await) as Output }),
-        false,
-    )
-    .await?;
-    unbox(out)
-}
-
-/// [`run`], but cancelling the wait (a cancelled coroutine or Swift task, whose future uniffi
-/// then drops) stops the work at its next await: for network work that must not outlive the
-/// caller's window, and that loses nothing when cut.
-pub(crate) async fn run_cancellable<F, T>(future: F) -> Result<T>
-where
-    F: Future<Output = Result<T>> + Send + 'static,
-    T: Send + 'static,
-{
-    let out = run_boxed(
-        Box::pin(async move { Box::new(future.await) as Output }),
-        true,
-    )
-    .await?;
+    let out = run_boxed(Box::pin(async move { Box::new(future.await) as Output })).await?;
     unbox(out)
 }
 
@@ -93,35 +64,11 @@ where
 // (poll, drop, wake, join) once per future or closure type it spawns, which for some fifty
 // async exports cost ~180 KB of the app's library (docs/benchmarks.md, "Mobile bindings").
 
-async fn run_boxed(
-    future: Pin<Box<dyn Future<Output = Output> + Send>>,
-    cancellable: bool,
-) -> Result<Output> {
-    let task = runtime()?.spawn(future);
-    let joined = if cancellable {
-        AbortOnDrop(task).await
-    } else {
-        task.await
-    };
-    joined.map_err(|e| MendError::Internal(format!("a sync task failed: {e}")))
-}
-
-/// A task handle that aborts its task when the wait for it is dropped; tokio's own handle
-/// detaches it instead. Aborting a task that already ended does nothing.
-struct AbortOnDrop(JoinHandle<Output>);
-
-impl Future for AbortOnDrop {
-    type Output = std::result::Result<Output, JoinError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx)
-    }
-}
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+async fn run_boxed(future: Pin<Box<dyn Future<Output = Output> + Send>>) -> Result<Output> {
+    runtime()?
+        .spawn(future)
+        .await
+        .map_err(|e| MendError::Internal(format!("a sync task failed: {e}")))
 }
 
 async fn blocking_boxed(work: Box<dyn FnOnce() -> Output + Send>) -> Result<Output> {

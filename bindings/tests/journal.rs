@@ -503,3 +503,48 @@ fn a_damaged_document_still_reads_and_ready_says_corrupt() {
         "{ready:?}"
     );
 }
+
+/// An app passes its device name at every launch. On a damaged document the journal still
+/// opens and reads with it (before, the name made `open` wait for the documents and fail
+/// `corrupt`); a new name is kept for when it can be written.
+#[test]
+fn a_device_name_does_not_make_a_damaged_journal_unopenable() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("j.db").display().to_string();
+    let named = |name: &str| JournalOptions {
+        device_name: Some(name.into()),
+        ..JournalOptions::default()
+    };
+    let journal = wait(Journal::create(
+        path.clone(),
+        "Alex".into(),
+        RELAY.into(),
+        named("Alex's phone"),
+    ))
+    .expect("create");
+    let secret = journal.keyring_secret().expect("secret");
+    let id = wait(journal.add(share("kept"), None)).expect("add");
+    wait(journal.shutdown()).expect("shutdown");
+
+    let db = rusqlite::Connection::open(&path).expect("sqlite");
+    db.execute(
+        "UPDATE doc_snapshots SET bytes = x'00ff00ff' WHERE space = 'couple'",
+        [],
+    )
+    .expect("damage");
+    drop(db);
+    for name in ["Alex's phone", "Alex's new phone"] {
+        let journal = wait(Journal::open(path.clone(), secret.clone(), named(name)))
+            .unwrap_or_else(|e| panic!("open as {name:?}: {e:?}"));
+        assert_eq!(
+            wait(journal.get(id.clone())).expect("reads still work").id,
+            id
+        );
+        let ready = wait(journal.ready());
+        assert!(
+            matches!(&ready, Err(e) if e.code() == "corrupt"),
+            "{ready:?}"
+        );
+        wait(journal.shutdown()).expect("shutdown");
+    }
+}

@@ -258,3 +258,39 @@ async fn second_shutdown(cancel_first: bool) -> Result<()> {
     }
     Ok(())
 }
+
+/// In extension mode, while another process holds the journal (longer than a step waits), a
+/// `sync_now` still returns at its deadline, with what it did: nothing, and `finished` false.
+/// Before, the steps before and after the round were not under the deadline: the call waited
+/// for the journal and failed `locked` 5 s later, too late for a background window.
+#[test]
+fn the_deadline_holds_while_another_process_holds_the_journal() -> Result<()> {
+    executor()?.block_on(async {
+        let dir = tempfile::tempdir()?;
+        let silent = TcpListener::bind("127.0.0.1:0").await?;
+        let path = dir.path().join("j.db");
+        let url = format!("http://{}", silent.local_addr()?);
+        let options = JournalOptions {
+            extension_mode: true,
+            ..JournalOptions::default()
+        };
+        let journal =
+            Journal::create(path.display().to_string(), "Alex".into(), url, options).await?;
+        let mut lock_name = path.into_os_string();
+        lock_name.push(".lock");
+        let held = std::fs::OpenOptions::new().write(true).open(&lock_name)?;
+        held.lock()?;
+        let began = std::time::Instant::now();
+        let report = tokio::time::timeout(GENEROUS, journal.sync_now(300)).await?;
+        let took = began.elapsed();
+        held.unlock()?;
+        let report = report?;
+        ensure!(!report.finished, "{report:?}");
+        ensure!(
+            took < Duration::from_secs(3),
+            "a 300 ms round took {took:?} while the journal was held"
+        );
+        journal.shutdown().await?;
+        Ok(())
+    })
+}

@@ -885,7 +885,16 @@ impl Device {
             });
         };
         let over = |fired: bool| fired || tokio::time::Instant::now() >= deadline;
-        let mut moved = self.adopt_elsewhere().await?;
+        // Looking for a move another process made waits for the journal (in extension mode,
+        // while the other process holds it): within the deadline. Following one, once found,
+        // is not cut.
+        let mut moved = match within(deadline, stop.as_mut(), self.moved_elsewhere()).await {
+            Some(found) => match found? {
+                Some(keyring) => self.adopt(keyring).await?,
+                None => false,
+            },
+            None => false,
+        };
         // The spaces of the epoch the journal is in, wherever it moved.
         if let Some(Err(e)) = within(deadline, stop.as_mut(), self.finish_erase(deadline)).await {
             tracing::warn!(error = %e, "could not finish an erase that was cut off");
@@ -894,7 +903,15 @@ impl Device {
         let mut report = match self.client.sync_round_or(budget, stop.as_mut()).await {
             // The other process moved while this round ran: nothing was sent; once more with
             // the new keys.
-            Err(Error::MovedElsewhere) if self.adopt_elsewhere().await? => {
+            Err(Error::MovedElsewhere)
+                if match within(deadline, stop.as_mut(), self.moved_elsewhere()).await {
+                    Some(found) => match found? {
+                        Some(keyring) => self.adopt(keyring).await?,
+                        None => false,
+                    },
+                    None => false,
+                } =>
+            {
                 moved = true;
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                 self.client.sync_round_or(left, stop.as_mut()).await?
@@ -942,15 +959,22 @@ impl Device {
             within(deadline, stop.as_mut(), self.retire_old_epochs()).await;
         }
         // An ask to rejoin waits from when it reached the relay; one naming this partner is
-        // noted as shown.
-        let journal = Arc::clone(&self.journal);
-        let noted = blocking(move || {
-            let mut journal = lock(&journal)?;
-            journal.step(Journal::note_rejoin_asks)
-        })
-        .await;
-        if let Err(e) = noted {
-            tracing::warn!(error = %e, "could not note the asks to rejoin");
+        // noted as shown (by the next round, when this one is over: the step may wait for
+        // the journal).
+        if !over(stop.is_terminated()) {
+            let journal = Arc::clone(&self.journal);
+            let noted = within(
+                deadline,
+                stop.as_mut(),
+                blocking(move || {
+                    let mut journal = lock(&journal)?;
+                    journal.step(Journal::note_rejoin_asks)
+                }),
+            )
+            .await;
+            if let Some(Err(e)) = noted {
+                tracing::warn!(error = %e, "could not note the asks to rejoin");
+            }
         }
         // Not against spaces the relay refuses for good (erased, retired, a revoked token):
         // live sync would end again at once.
@@ -1275,6 +1299,15 @@ impl Device {
     /// move. Live sync starts again on the new spaces, and the observer is told to store the
     /// keyring. Returns whether it did.
     async fn adopt_elsewhere(&self) -> Result<bool> {
+        match self.moved_elsewhere().await? {
+            Some(keyring) => self.adopt(keyring).await,
+            None => Ok(false),
+        }
+    }
+
+    /// The keyring with the new secrets, when another process moved the journal to a new
+    /// epoch ([`Device::adopt_elsewhere`]). Only reads: cutting it loses nothing.
+    async fn moved_elsewhere(&self) -> Result<Option<Keyring>> {
         let mut keyring = self.keyring();
         let before = keyring.couple.derive_space_id();
         let journal = Arc::clone(&self.journal);
@@ -1291,9 +1324,13 @@ impl Device {
             })
         })
         .await?;
-        let Some(adopted) = adopted else {
-            return Ok(false);
-        };
+        Ok(adopted)
+    }
+
+    /// Takes the secrets [`Device::moved_elsewhere`] found. Not to be cut once begun: live
+    /// sync is stopped, the secrets taken, and live sync started again on them.
+    async fn adopt(&self, adopted: Keyring) -> Result<bool> {
+        let before = self.keyring().couple.derive_space_id();
         if adopted.couple.derive_space_id() == before {
             tracing::warn!(
                 "the journal moved in another process and holds no secrets for this one"

@@ -81,11 +81,28 @@ type Answer = (StatusCode, Option<u64>, Vec<u8>);
 /// How an exchange failed.
 #[derive(Debug, PartialEq, Eq)]
 enum Trip {
-    /// Nothing came back: on a reused connection, the relay had closed it meanwhile.
+    /// Not a byte came back: on a reused connection the relay may have closed it before
+    /// reading the request, or read it and been cut off before answering.
     Silent,
     /// Anything else.
     Failed,
 }
+
+/// Whether a request may be sent again after a kept-alive connection closed without a word
+/// (docs/protocol.md §4 and §11 say which requests the relay takes twice as once).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Replay {
+    /// Taking it twice is taking it once: reads, `PUT`s and `DELETE`s, pushes (the relay
+    /// answers a repeat as a duplicate by device and sequence), rollups (by their range).
+    Safe,
+    /// Taking it twice does it twice: opening, claiming or posting to a pairing mailbox,
+    /// which the relay does not deduplicate. Sent on a fresh connection and never again.
+    Never,
+}
+
+/// The largest error body whose code is read: the relay's are a few dozen bytes, and a
+/// relay that sends more (up to a snapshot's limit) is not given that much parsing.
+const MAX_ERROR_BODY: usize = 4 * 1024;
 
 /// HTTP/1.1 connections to one relay, kept alive between requests.
 #[derive(Clone, Debug)]
@@ -160,6 +177,7 @@ impl RelayHttp {
         token: &str,
         body: Option<Vec<u8>>,
         max_body: usize,
+        replay: Replay,
     ) -> std::result::Result<Answer, Failure> {
         let target = self.target.as_deref().ok_or(Failure::Unreachable)?;
         let body = body.unwrap_or_default();
@@ -194,7 +212,7 @@ impl RelayHttp {
         head.map_err(|_| Failure::Unreachable)?;
         request.extend_from_slice(&body);
         let started = Instant::now();
-        let answer = self.exchange(&request, max_body).await;
+        let answer = self.exchange(&request, max_body, replay).await;
         // The method, status and sizes only: paths name the space, headers carry its token.
         let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match &answer {
@@ -216,12 +234,18 @@ impl RelayHttp {
         &self,
         request: &[u8],
         max_body: usize,
+        replay: Replay,
     ) -> std::result::Result<Answer, Failure> {
-        if let Some(stream) = self.take_idle() {
+        // An idle connection the relay closed meanwhile looks like one cut after the request
+        // was read: only a request that may go twice risks it.
+        let idle = match replay {
+            Replay::Safe => self.take_idle(),
+            Replay::Never => None,
+        };
+        if let Some(stream) = idle {
             match round_trip(stream, request, max_body).await {
                 Ok((answer, reusable)) => return Ok(self.keep(answer, reusable)),
-                // The relay closed the idle connection before reading the request (it answers
-                // every request it reads), so sending it again cannot repeat it.
+                // Closed with nothing read back: most likely closed before the request came.
                 Err(Trip::Silent) => {}
                 Err(Trip::Failed) => return Err(Failure::Unreachable),
             }
@@ -264,7 +288,17 @@ impl RelayHttp {
         token: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, Vec<u8>)> {
-        match self.call(method, path, token, body, SMALL_BODY).await {
+        // Reads and closes of a mailbox may go twice; a second open, claim or message would
+        // be taken as another one (a message twice reads as tampered on the other side).
+        let replay = if method == Method::POST {
+            Replay::Never
+        } else {
+            Replay::Safe
+        };
+        match self
+            .call(method, path, token, body, SMALL_BODY, replay)
+            .await
+        {
             Ok((status, _, body)) => Ok((status, body)),
             Err(_) => Err(self
                 .take_problem()
@@ -294,6 +328,7 @@ impl RelayHttp {
                 link.keys.token.expose(),
                 None,
                 SMALL_BODY,
+                Replay::Safe,
             )
             .await
             .map_err(|_| Error::Unreachable)?;
@@ -323,6 +358,7 @@ impl RelayHttp {
                 link.keys.token.expose(),
                 None,
                 SMALL_BODY,
+                Replay::Safe,
             )
             .await
             .map_err(|_| Error::Unreachable)?;
@@ -341,6 +377,8 @@ impl RelayHttp {
                 link.keys.token.expose(),
                 Some(Successor { id }.to_bytes()),
                 SMALL_BODY,
+                // The relay keeps the first offered and answers it to every offer.
+                Replay::Safe,
             )
             .await
             .map_err(|_| Error::Unreachable)?;
@@ -397,7 +435,14 @@ impl RelayHttp {
         match request {
             Request::Create { .. } => {
                 let (status, retry, body) = self
-                    .call(Method::PUT, &paths::space(&id), token, None, SMALL_BODY)
+                    .call(
+                        Method::PUT,
+                        &paths::space(&id),
+                        token,
+                        None,
+                        SMALL_BODY,
+                        Replay::Safe,
+                    )
                     .await?;
                 ok(status, retry, &body)?;
                 let new = status == StatusCode::CREATED;
@@ -411,6 +456,7 @@ impl RelayHttp {
                         token,
                         Some(push.to_bytes()),
                         SMALL_BODY,
+                        Replay::Safe,
                     )
                     .await?;
                 ok(status, retry, &body)?;
@@ -438,7 +484,14 @@ impl RelayHttp {
                     path.push_str(&format!("&{}=true", paths::QUERY_PRUNED));
                 }
                 let (status, retry, body) = self
-                    .call(Method::GET, &path, token, None, page_body(&limits))
+                    .call(
+                        Method::GET,
+                        &path,
+                        token,
+                        None,
+                        page_body(&limits),
+                        Replay::Safe,
+                    )
                     .await?;
                 ok(status, retry, &body)?;
                 let page = Page::decode(&body, &limits).map_err(malformed)?;
@@ -458,6 +511,7 @@ impl RelayHttp {
                         token,
                         Some(rollup.to_bytes()),
                         SMALL_BODY,
+                        Replay::Safe,
                     )
                     .await?;
                 ok(status, retry, &body)?;
@@ -470,7 +524,7 @@ impl RelayHttp {
                 let device = mend_protocol::DeviceId(*device);
                 let path = paths::sizes_after(&id, *after, Some(&device));
                 let (status, retry, body) = self
-                    .call(Method::GET, &path, token, None, SMALL_BODY)
+                    .call(Method::GET, &path, token, None, SMALL_BODY, Replay::Safe)
                     .await?;
                 ok(status, retry, &body)?;
                 let sizes = Sizes::decode(&body, &limits).map_err(malformed)?;
@@ -484,6 +538,7 @@ impl RelayHttp {
                         token,
                         None,
                         limits.max_snapshot_bytes.saturating_add(SLACK),
+                        Replay::Safe,
                     )
                     .await?;
                 if status == StatusCode::NOT_FOUND
@@ -514,6 +569,8 @@ impl RelayHttp {
                         token,
                         Some(snapshot.to_bytes()),
                         SMALL_BODY,
+                        // The same snapshot again replaces itself.
+                        Replay::Safe,
                     )
                     .await?;
                 ok(status, retry, &body)?;
@@ -592,8 +649,9 @@ async fn round_trip<S: AsyncRead + AsyncWrite + Unpin>(
         }
         match reader.more(&mut buf).await {
             Ok(n) if n > 0 => {}
-            // Closed or reset before a byte came back.
-            Ok(_) | Err(Trip::Silent) if buf.is_empty() => return Err(Trip::Silent),
+            // Closed or reset before a byte came back; after any byte (an interim `100
+            // Continue` included) the relay has read the request.
+            Ok(_) | Err(Trip::Silent) if reader.received == 0 => return Err(Trip::Silent),
             _ => return Err(Trip::Failed),
         }
     };
@@ -800,10 +858,16 @@ async fn read_chunked<S: AsyncRead + Unpin>(
     }
 }
 
-/// The code in an error body `{"error": "<name>", …}`.
+/// The code in an error body `{"error": "<name>", …}`; `None` for a body over
+/// [`MAX_ERROR_BODY`], which is not parsed (a large body of small JSON values would take many
+/// times its size in memory).
 pub(crate) fn error_code(body: &[u8]) -> Option<ErrorCode> {
-    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
-    ErrorCode::from_name(value.get("error")?.as_str()?)
+    if body.len() > MAX_ERROR_BODY {
+        return None;
+    }
+    // An object only: anything else is refused at its first byte.
+    let fields: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body).ok()?;
+    ErrorCode::from_name(fields.get("error")?.as_str()?)
 }
 
 /// A `Retry-After` in seconds, as milliseconds.
@@ -901,7 +965,8 @@ mod tests {
     }
 
     async fn get(http: &RelayHttp) -> std::result::Result<Answer, Failure> {
-        http.call(Method::GET, "/x", "t", None, SMALL_BODY).await
+        http.call(Method::GET, "/x", "t", None, SMALL_BODY, Replay::Safe)
+            .await
     }
 
     #[tokio::test]
@@ -941,6 +1006,102 @@ mod tests {
         assert_eq!(server.await.expect("server"), 2);
     }
 
+    /// A relay whose link is cut after it reads a request: the first request (of the first
+    /// connection) is answered `204` and the connection kept; the second is read in full,
+    /// body included, and its connection closed without a word; later ones are answered
+    /// `200`. Answers the request lines it read, with the connection (from 1) each came on.
+    async fn cut_after_reading() -> (RelayHttp, Arc<Mutex<Vec<(usize, String)>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let read = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&read);
+        tokio::spawn(async move {
+            let mut connections = 0;
+            while let Ok((mut stream, _)) = listener.accept().await {
+                connections += 1;
+                let (connection, log) = (connections, Arc::clone(&log));
+                tokio::spawn(async move {
+                    loop {
+                        let head = read_request(&mut stream).await;
+                        if head.is_empty() {
+                            return;
+                        }
+                        let length = head
+                            .to_ascii_lowercase()
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        let mut body = vec![0; length];
+                        stream.read_exact(&mut body).await.expect("body");
+                        let line = head.lines().next().unwrap_or_default().to_owned();
+                        let count = {
+                            let mut log = log.lock().expect("log");
+                            log.push((connection, line));
+                            log.len()
+                        };
+                        let answer: &[u8] = match count {
+                            1 => b"HTTP/1.1 204 No Content\r\n\r\n",
+                            2 => return,
+                            _ => b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nagain",
+                        };
+                        stream.write_all(answer).await.expect("write");
+                    }
+                });
+            }
+        });
+        let http =
+            RelayHttp::new(&format!("http://{addr}"), &RelayOptions::default()).expect("url");
+        (http, read)
+    }
+
+    #[tokio::test]
+    async fn a_pairing_post_the_relay_may_have_read_is_never_sent_again() {
+        let (http, read) = cut_after_reading().await;
+        assert_eq!(get(&http).await.expect("first").0, StatusCode::NO_CONTENT);
+        // A second copy of a sealed message would read as tampered on the other side.
+        let posted = http
+            .pairing(
+                Method::POST,
+                "/v1/pairings/42/messages",
+                "ab",
+                Some(vec![1; 80]),
+            )
+            .await;
+        assert!(matches!(posted, Err(Error::Unreachable)), "{posted:?}");
+        let read = read.lock().expect("log").clone();
+        let posts = read.iter().filter(|(_, l)| l.starts_with("POST ")).count();
+        assert_eq!(posts, 1, "{read:?}");
+    }
+
+    #[tokio::test]
+    async fn a_read_cut_before_its_answer_goes_again_once() {
+        let (http, read) = cut_after_reading().await;
+        assert_eq!(get(&http).await.expect("first").0, StatusCode::NO_CONTENT);
+        let (status, _, body) = get(&http).await.expect("second");
+        assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"again"[..]));
+        let read = read.lock().expect("log").clone();
+        let connections: Vec<usize> = read.iter().map(|(c, _)| *c).collect();
+        assert_eq!(connections, [1, 1, 2], "{read:?}");
+    }
+
+    #[tokio::test]
+    async fn nothing_goes_again_once_part_of_an_answer_came() {
+        // The relay said `100 Continue`, so it read the request.
+        let (http, server) = serve(vec![
+            vec![
+                "HTTP/1.1 204 No Content\r\n\r\n",
+                "HTTP/1.1 100 Continue\r\n\r\n",
+            ],
+            vec!["HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"],
+        ])
+        .await;
+        assert_eq!(get(&http).await.expect("first").0, StatusCode::NO_CONTENT);
+        let second = get(&http).await;
+        assert!(matches!(second, Err(Failure::Unreachable)), "{second:?}");
+        server.abort();
+    }
+
     #[tokio::test]
     async fn a_truncated_or_garbled_answer_is_unreachable() {
         let (http, _server) = serve(vec![
@@ -965,6 +1126,51 @@ mod tests {
         for status in [StatusCode::BAD_GATEWAY, StatusCode::SERVICE_UNAVAILABLE] {
             assert_eq!(ok(status, None, b""), Err(Failure::Unreachable));
         }
+    }
+
+    #[test]
+    fn an_error_body_is_read_only_when_small() {
+        // 16 MiB of `[0,0,…]`, as large as a snapshot's answer may be: parsed whole it would
+        // take hundreds of MiB.
+        let mut zeros = b"[0".to_vec();
+        zeros.resize(16 << 20, b',');
+        for i in (1..zeros.len() - 1).step_by(2) {
+            zeros[i] = b'0';
+        }
+        *zeros.last_mut().expect("not empty") = b']';
+        assert_eq!(error_code(&zeros), None);
+        assert_eq!(
+            ok(StatusCode::INTERNAL_SERVER_ERROR, None, &zeros),
+            Err(Failure::RelayError { status: 500 })
+        );
+        // A code in a large body is not read either: the body is never parsed.
+        let padded = format!(
+            r#"{{"error": "quota_exceeded", "message": "{}"}}"#,
+            "x".repeat(16 << 20)
+        );
+        assert_eq!(error_code(padded.as_bytes()), None);
+        let just_over = format!(
+            r#"{{"error": "quota_exceeded", "message": "{}"}}"#,
+            "x".repeat(MAX_ERROR_BODY)
+        );
+        assert_eq!(error_code(just_over.as_bytes()), None);
+        // The relay's own error bodies are a few dozen bytes, and keep their codes.
+        let small = br#"{"error": "quota_exceeded", "message": "the space is full"}"#;
+        assert_eq!(error_code(small), Some(ErrorCode::QuotaExceeded));
+        assert_eq!(
+            ok(StatusCode::INSUFFICIENT_STORAGE, Some(5000), small),
+            Err(Failure::Refused {
+                code: ErrorCode::QuotaExceeded,
+                retry_after_ms: 5000
+            })
+        );
+        let at_the_bound = format!(r#"{{"error": "no_snapshot", "message": "{}"}}"#, "x");
+        let at_the_bound = format!("{at_the_bound:<MAX_ERROR_BODY$}");
+        assert_eq!(at_the_bound.len(), MAX_ERROR_BODY);
+        assert_eq!(
+            error_code(at_the_bound.as_bytes()),
+            Some(ErrorCode::NoSnapshot)
+        );
     }
 
     #[test]

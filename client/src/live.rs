@@ -34,10 +34,15 @@ type Socket = WebSocketStream<Stream>;
 /// numbers and the sealing), generous.
 const MESSAGE_OVERHEAD: usize = 64 * 1024;
 
+/// The largest message a live socket takes.
+pub(crate) fn max_message(limits: &Limits) -> usize {
+    limits.max_chunk_bytes.saturating_add(MESSAGE_OVERHEAD)
+}
+
 /// The socket's bounds: one message is at most one chunk and its framing (tungstenite's
 /// default would buffer 64 MiB from whoever is at the other end).
 fn socket_config(limits: &Limits) -> WebSocketConfig {
-    let max = limits.max_chunk_bytes.saturating_add(MESSAGE_OVERHEAD);
+    let max = max_message(limits);
     WebSocketConfig::default()
         .max_message_size(Some(max))
         .max_frame_size(Some(max))

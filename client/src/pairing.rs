@@ -26,7 +26,8 @@ use mend_core::{
     journal::OpenOptions,
 };
 use mend_protocol::{
-    ErrorCode, Limits, PairingInbox, PairingOpen, PairingPost, PairingState, PairingTicket, paths,
+    ErrorCode, Limits, MAX_PAIRING_MESSAGES, PairingInbox, PairingOpen, PairingPost, PairingState,
+    PairingTicket, paths,
 };
 use zeroize::Zeroizing;
 
@@ -34,6 +35,9 @@ use crate::{
     Device, RelayOptions, SyncObserver,
     http::{RelayHttp, error_code},
 };
+
+/// The most messages a side may post to a mailbox (the relay refuses more).
+const MOST_MESSAGES: u64 = MAX_PAIRING_MESSAGES as u64;
 
 /// The pause before asking a mailbox again when the relay answered without waiting.
 const POLL_PAUSE: Duration = Duration::from_millis(250);
@@ -176,7 +180,9 @@ impl Mailbox {
     }
 
     /// The other side's next message, waiting until `deadline`: `Ok(None)` when none came.
-    /// A mailbox closed, burned or expired meanwhile ends the wait with its failure.
+    /// A mailbox closed, burned or expired meanwhile ends the wait with its failure; a message
+    /// numbered beyond what a side may post, which only the relay can have made up, with
+    /// `Unreachable`.
     async fn next(&mut self, deadline: Instant) -> Result<Option<Vec<u8>>> {
         loop {
             let asked = Instant::now();
@@ -202,6 +208,11 @@ impl Mailbox {
                 .into_iter()
                 .find(|m| m.seq == self.after.saturating_add(1))
             {
+                // The relay takes at most this many from a side, so a loop that skips
+                // messages it does not expect ends after a few, whatever the relay says.
+                if message.seq > MOST_MESSAGES {
+                    return Err(Error::Unreachable);
+                }
                 self.after = message.seq;
                 return Ok(Some(message.body));
             }
@@ -227,7 +238,8 @@ impl Mailbox {
         loop {
             match self.next(deadline).await {
                 Err(Error::Pairing(PairingFailure::Closed)) => return true,
-                Ok(Some(_)) => continue,
+                // A message comes back before `next` looks at the clock: this loop does.
+                Ok(Some(_)) if Instant::now() < deadline => continue,
                 _ => return false,
             }
         }
@@ -797,7 +809,8 @@ impl Invitation {
                             .into(),
                     ));
                 }
-                Ok(Some(_)) => continue,
+                // A message comes back before `next` looks at the clock: this loop does.
+                Ok(Some(_)) if Instant::now() < deadline => continue,
                 // No word in time (or the relay went away): the secrets went out; the mailbox
                 // is closed here so they leave the relay.
                 _ => {
@@ -900,6 +913,164 @@ mod tests {
         // About one ask per pause over 2.5 s; a busy loop asks hundreds of times.
         let n = asked.load(Ordering::SeqCst);
         anyhow::ensure!((1..=15).contains(&n), "asked {n} times in 2.5 s");
+        Ok(())
+    }
+
+    /// A relay that always has one more message: every inbox read `after=N` is answered at
+    /// once (or after `delay`) with an open mailbox holding message `N + 1`; posts and closes
+    /// are answered `204`. Counts the inbox reads.
+    async fn relay_with_one_more(delay: Duration) -> anyhow::Result<(String, Arc<AtomicUsize>)> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let reads = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&reads);
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let count = Arc::clone(&count);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 8192];
+                    let mut held = Vec::new();
+                    loop {
+                        let Some(end) = held.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            match stream.read(&mut buf).await {
+                                Ok(n) if n > 0 => held.extend_from_slice(&buf[..n]),
+                                _ => return,
+                            }
+                            continue;
+                        };
+                        let head = String::from_utf8_lossy(&held[..end]).to_lowercase();
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        while held.len() < end + 4 + length {
+                            match stream.read(&mut buf).await {
+                                Ok(n) if n > 0 => held.extend_from_slice(&buf[..n]),
+                                _ => return,
+                            }
+                        }
+                        held.drain(..end + 4 + length);
+                        let after = head
+                            .split_once("after=")
+                            .and_then(|(_, rest)| rest.split('&').next())
+                            .and_then(|n| n.parse::<u64>().ok());
+                        let answer = match (head.starts_with("get "), after) {
+                            (true, Some(after)) => {
+                                count.fetch_add(1, Ordering::SeqCst);
+                                tokio::time::sleep(delay).await;
+                                let body = PairingInbox {
+                                    state: PairingState::Open,
+                                    messages: vec![mend_protocol::PairingMessage {
+                                        seq: after.saturating_add(1),
+                                        body: vec![0; 64],
+                                    }],
+                                }
+                                .to_bytes();
+                                let mut answer = format!(
+                                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n",
+                                    body.len()
+                                )
+                                .into_bytes();
+                                answer.extend_from_slice(&body);
+                                answer
+                            }
+                            _ => b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(),
+                        };
+                        if stream.write_all(&answer).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Ok((url, reads))
+    }
+
+    fn ticket() -> PairingTicket {
+        PairingTicket {
+            mailbox: "1234".into(),
+            token: [7; 32],
+            expires_at: u64::MAX,
+        }
+    }
+
+    /// The host's side with a joiner waiting to be accepted or declined.
+    fn invitation(url: &str) -> anyhow::Result<Invitation> {
+        let http = RelayHttp::new(url, &RelayOptions::default())?;
+        let invite = PairingInvite {
+            relay_url: url.into(),
+            relay_pin: None,
+            mailbox: "0".repeat(32),
+            secret: PairingSecret::generate()?,
+            kind: PairingKind::Device,
+        };
+        Ok(Invitation {
+            mailbox: Mailbox::from_ticket(http, &ticket()),
+            code: Zeroizing::new(String::new()),
+            kind: PairingKind::Device,
+            inviter: String::new(),
+            handover: Zeroizing::new("secrets".into()),
+            exchange: None,
+            channel: Some(invite.channel(Role::Host)),
+            ephemeral: Ephemeral::generate()?,
+            joiner: Some(Joiner {
+                name: String::new(),
+                kind: PairingKind::Device,
+                confirmation: String::new(),
+            }),
+            joiner_identity: None,
+        })
+    }
+
+    /// Most inbox reads a wait may make against a relay that always has one more message: one
+    /// per message a side can post, and the one that finds the relay lying.
+    const MOST_READS: usize = MAX_PAIRING_MESSAGES + 1;
+
+    #[tokio::test]
+    async fn a_relay_that_always_has_one_more_message_does_not_hold_a_wait_for_ever()
+    -> anyhow::Result<()> {
+        let (url, reads) = relay_with_one_more(Duration::ZERO).await?;
+        let http = RelayHttp::new(&url, &RelayOptions::default())?;
+        let mut mailbox = Mailbox::from_ticket(http, &ticket());
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let closed =
+            tokio::time::timeout(Duration::from_secs(10), mailbox.closed_by_other(deadline)).await;
+        anyhow::ensure!(closed == Ok(false), "{closed:?}");
+        let n = reads.load(Ordering::SeqCst);
+        anyhow::ensure!(n <= MOST_READS, "read the inbox {n} times");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn accepting_or_declining_ends_against_a_relay_that_always_has_one_more_message()
+    -> anyhow::Result<()> {
+        let (url, reads) = relay_with_one_more(Duration::ZERO).await?;
+        let accepted =
+            tokio::time::timeout(Duration::from_secs(10), invitation(&url)?.accept()).await;
+        // The secrets went out; no word came back, as when the joiner says nothing.
+        anyhow::ensure!(matches!(accepted, Ok(Ok(()))), "{accepted:?}");
+        let declined =
+            tokio::time::timeout(Duration::from_secs(10), invitation(&url)?.decline()).await;
+        anyhow::ensure!(matches!(declined, Ok(Ok(()))), "{declined:?}");
+        let n = reads.load(Ordering::SeqCst);
+        anyhow::ensure!(n <= 2 * MOST_READS, "read the inbox {n} times");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_wait_that_keeps_getting_messages_still_ends_at_its_deadline() -> anyhow::Result<()> {
+        // Each read takes half a second: a wait of one second has time for two or three, not
+        // for every message a side may post.
+        let (url, reads) = relay_with_one_more(Duration::from_millis(500)).await?;
+        let http = RelayHttp::new(&url, &RelayOptions::default())?;
+        let mut mailbox = Mailbox::from_ticket(http, &ticket());
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let closed =
+            tokio::time::timeout(Duration::from_secs(10), mailbox.closed_by_other(deadline)).await;
+        anyhow::ensure!(closed == Ok(false), "{closed:?}");
+        let n = reads.load(Ordering::SeqCst);
+        anyhow::ensure!(n <= 4, "read the inbox {n} times");
         Ok(())
     }
 

@@ -354,25 +354,19 @@ impl SyncClient {
                     return Ok(());
                 };
                 let events = coalesce(inbox.drain(..).collect());
-                let (pushed, pulled) = events.iter().fold((0u64, 0u64), |(a, p), e| match e {
-                    Event::Response(Response::Acked { .. }) => (a.saturating_add(1), p),
-                    Event::Response(Response::Page { page, .. }) => {
-                        // A rollup counts as the chunks it stands for.
-                        let n = page.rollups.iter().fold(
-                            u64::try_from(page.chunks.len()).unwrap_or(u64::MAX),
-                            |n, r| {
-                                n.saturating_add(
-                                    r.last_seq.saturating_sub(r.first_seq).saturating_add(1),
-                                )
-                            },
-                        );
-                        (a, p.saturating_add(n))
-                    }
-                    _ => (a, p),
-                });
+                let pushed = events
+                    .iter()
+                    .filter(|e| matches!(e, Event::Response(Response::Acked { .. })))
+                    .count();
+                // What the engine took, not what the pages claimed: refused chunks, rollups that
+                // fail their checks and chunks already held do not count.
+                let applied = engine.applied();
                 let (engine, sent, fed) = self.feed(engine, events, false).await?;
+                let pulled = engine.applied().saturating_sub(applied);
                 round.engine = Some(engine);
-                round.pushed = round.pushed.saturating_add(pushed);
+                round.pushed = round
+                    .pushed
+                    .saturating_add(u64::try_from(pushed).unwrap_or(u64::MAX));
                 round.pulled = round.pulled.saturating_add(pulled);
                 round.changed = round.changed.saturating_add(fed.changed);
                 if let Some(status) = fed.status {
@@ -497,7 +491,7 @@ impl SyncClient {
     async fn live_loop(&self, mut stop: watch::Receiver<bool>, edits: Arc<Notify>) -> Result<()> {
         self.loaded().await?;
         let mut engine = self.engine(Mode::Live);
-        let (tx, mut rx) = mpsc::channel::<Incoming>(1024);
+        let (tx, mut rx) = mpsc::channel::<Incoming>(LIVE_QUEUE);
         let (http_tx, mut http_rx) = mpsc::channel::<Response>(64);
         let mut sockets: HashMap<Space, LiveSocket> = HashMap::new();
         let mut generation = 0u64;
@@ -613,7 +607,9 @@ impl SyncClient {
                     // chunk (see `coalesce`).
                     let mut next = Some(incoming);
                     let mut taken = 0usize;
+                    let mut bytes = 0usize;
                     while let Some(incoming) = next.take() {
+                        bytes = bytes.saturating_add(payload_len(&incoming.response));
                         let current = sockets.get(&incoming.space).map(|s| s.generation);
                         if current == Some(incoming.generation) {
                             if matches!(incoming.response, Response::Failed { .. }) {
@@ -622,7 +618,7 @@ impl SyncClient {
                             inbox.push_back(Event::Response(incoming.response));
                         }
                         taken += 1;
-                        if taken < BATCH_CHUNKS {
+                        if taken < BATCH_CHUNKS && bytes < BATCH_BYTES {
                             next = rx.try_recv().ok();
                         }
                     }
@@ -659,6 +655,20 @@ impl SyncClient {
 
 /// At most this many live chunks are applied together: a pull's page.
 const BATCH_CHUNKS: usize = 1024;
+
+/// Messages the sockets' readers may have waiting for the live loop. Each can hold a chunk of
+/// up to 1 MiB, so this bounds what a relay that streams large chunks can make the device
+/// hold while it merges; beyond it the readers stop reading, and the relay waits.
+const LIVE_QUEUE: usize = 32;
+
+/// The payload bytes a live message carries.
+fn payload_len(response: &Response) -> usize {
+    match response {
+        Response::Chunk { chunk, .. } => chunk.payload.len(),
+        Response::Rollup { rollup, .. } => rollup.payload.len(),
+        _ => 0,
+    }
+}
 
 /// At most this many payload bytes of live chunks are applied together: a pull's page.
 const BATCH_BYTES: usize = 4 << 20;
@@ -811,6 +821,18 @@ impl Drop for LiveSync {
 #[cfg(test)]
 mod tests {
     use mend_protocol::{Chunk, DeviceId};
+
+    /// What the live loop may hold from the sockets at once (the queue full, and a batch it
+    /// took from it) stays within a phone's means, whatever the relay streams.
+    #[test]
+    fn live_messages_held_at_once_are_bounded() {
+        let message = crate::live::max_message(&mend_protocol::Limits::DEFAULT);
+        let held = LIVE_QUEUE
+            .saturating_mul(message)
+            .saturating_add(BATCH_BYTES)
+            .saturating_add(message);
+        assert!(held <= 64 << 20, "{held} bytes");
+    }
 
     use super::*;
 

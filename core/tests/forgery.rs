@@ -1771,6 +1771,40 @@ fn an_operation_of_the_wrong_shape_is_refused_without_a_crash() -> Result<()> {
     refused_everywhere(&s.sim, "structure", &before)
 }
 
+/// One change that makes two record maps at one id, the second replacing nothing (its
+/// predecessor left out), so both stand side by side as a conflict: only the one that wins
+/// was checked before, and the other, filed under Alex's name, showed as a version of the
+/// record by Alex with Blake's words.
+#[test]
+fn two_records_made_at_one_id_in_one_change_are_refused() -> Result<()> {
+    let mut s = story(86)?;
+    let mut forger = Forger::new(&s.sim, 1, s.blake)?;
+    let before = forged_counts(&s.sim, "structure");
+    let base = s.sim.devices[0].journal().document(Space::Couple)?;
+    let mut doc = AutoCommit::load(&base)?.with_actor(forger.actor(1));
+    let id = RecordId::generate_for(s.blake).to_string();
+    let forged = new_record(&mut doc, &id, "share", &s.alex.to_string())?;
+    // Nothing written into it but its kind and author: it would pass as Alex's empty share.
+    let _ = forged;
+    let own = new_record(&mut doc, &id, "share", &s.blake.to_string())?;
+    doc.put(&own, "feeling", "mine")?;
+    doc.put(&own, "tough_question", false)?;
+    doc.commit();
+    let mut change = doc.get_last_local_change().context("change")?.decode();
+    let second = change
+        .operations
+        .iter()
+        .rposition(|op| op.obj_type() == Some(ObjType::Map))
+        .context("no second map")?;
+    change.operations[second].pred = automerge::legacy::SortedVec::new();
+    change.hash = None;
+    let bent = automerge::Change::from(change);
+    let plain = forger.bundle(&s.sim, &[bent.raw_bytes().to_vec()])?;
+    forger.push(&mut s.sim, &plain)?;
+    s.sim.settle()?;
+    refused_everywhere(&s.sim, "structure", &before)
+}
+
 /// A couple from before signing, both partners updated, many writes since, and a snapshot:
 /// a new device fills up from it (every change in it, the old ones too, has its proof).
 #[test]

@@ -1015,7 +1015,12 @@ fn check_ops(
             path.push(segment.clone());
             let record = if path.len() == 2 && path[0] == "records" {
                 facts.insert(id.clone(), Facts::default());
-                made_records.insert(path[1].clone(), id.clone());
+                // One record per id and change: a second map made beside the first (one that
+                // does not replace it) would stand as a conflicting version of the record
+                // that the creation check, which reads the last, never saw.
+                if made_records.insert(path[1].clone(), id.clone()).is_some() {
+                    return Err(Breach::Structure);
+                }
                 Some(id.clone())
             } else {
                 loc.record.clone()

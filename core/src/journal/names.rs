@@ -88,12 +88,14 @@ pub(crate) fn shown(name: &str) -> Option<String> {
 impl Journal {
     /// Sets the name this device goes by (trimmed; see [`clean_device_name`]). It is written
     /// into the couple's document beside this device's certificate, now if the certificate is
-    /// there, otherwise when [`Journal::certify_device`] writes it.
+    /// there, otherwise when [`Journal::certify_device`] writes it. The name is kept first:
+    /// when the document cannot take it yet (it failed to load), the error says so and the
+    /// next certification writes it.
     pub fn set_device_name(&mut self, name: &str) -> Result<()> {
         let name = clean_device_name(name)?;
         self.step(|j| {
-            j.ready()?;
             j.store.set_meta(&[(META_DEVICE_NAME, &name)])?;
+            j.ready()?;
             j.write_device_name()
         })
     }

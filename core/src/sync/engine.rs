@@ -55,6 +55,11 @@ pub const ROLLUP_EVERY: usize = 32;
 /// The shortest wait between two moves to a new id that one engine follows (a rewind, a
 /// sequence conflict); it doubles while the relay keeps asking, up to the longest.
 const MIN_MOVE_GAP_MS: i64 = 10_000;
+
+/// How long live sync must have stayed up to date before a failure counts as a new one and
+/// retries start again from the shortest wait: a subscription cut soon after it came up
+/// would otherwise be retried every second or two for ever.
+const LIVE_HELD_MS: i64 = 60_000;
 const MAX_MOVE_GAP_MS: i64 = 600_000;
 
 /// One space the engine syncs, with its keys.
@@ -194,6 +199,11 @@ pub struct SyncEngine {
     deadline: Option<i64>,
     /// Per kind of problem: when it was last logged and how many were held back since.
     warned: HashMap<String, (i64, u64)>,
+    /// Live sync: since when every space has been up to date (`None`: not all are).
+    up_since: Option<i64>,
+    /// Chunks read from the relay and applied (a rollup counts as the chunks it stands for),
+    /// this engine's life long: what was refused, dropped or below the cursor is not counted.
+    applied: u64,
 }
 
 impl SyncEngine {
@@ -244,6 +254,8 @@ impl SyncEngine {
             recount: true,
             deadline: None,
             warned: HashMap::new(),
+            up_since: None,
+            applied: 0,
         }
     }
 
@@ -291,6 +303,12 @@ impl SyncEngine {
                 _ => r.deadline,
             })
             .min()
+    }
+
+    /// Chunks read from the relay and applied so far, a rollup counting as the chunks it
+    /// stands for; what was refused or already held is not counted.
+    pub fn applied(&self) -> u64 {
+        self.applied
     }
 
     /// The current status.
@@ -639,7 +657,13 @@ impl SyncEngine {
         {
             self.status.syncing = false;
             self.status.last_synced = Some(now);
-            self.backoff.reset();
+            if self.mode == Mode::Live {
+                // Up to date is not yet success: the backoff starts over once it has held
+                // ([`LIVE_HELD_MS`], in `retry_later`).
+                self.up_since = self.up_since.or(Some(now));
+            } else {
+                self.backoff.reset();
+            }
         }
         Ok(())
     }
@@ -702,6 +726,11 @@ impl SyncEngine {
     }
 
     fn retry_later(&mut self, i: usize, now: i64) {
+        if let Some(since) = self.up_since.take()
+            && now.saturating_sub(since) >= LIVE_HELD_MS
+        {
+            self.backoff.reset();
+        }
         let mut delay = i64::try_from(self.backoff.next_delay()).unwrap_or(MAX_RETRY_AFTER_MS);
         if let Some(deadline) = self.deadline {
             // Never back off past the caller's deadline: halve what is left instead, so the
@@ -1372,6 +1401,7 @@ impl SyncEngine {
         // Each run of entries that follow one another is applied as one; an entry below the
         // one before it starts a new run, so the batch means what the entries would one by
         // one (a run wholly below the cursor is dropped).
+        let cursor_before = self.runs[i].state.cursor;
         let mut rest = entries;
         if let Some(hold) = self.runs[i].hold_live {
             match rest.iter().position(|e| e.relay_seq() <= hold) {
@@ -1414,7 +1444,10 @@ impl SyncEngine {
                 self.keep_mark(i, journal, seq, chunk.mark())?;
             }
         }
-        if phase == Phase::CatchingUp {
+        // Catching up has its time renewed only by progress: a relay that sends chunks the
+        // device already holds, and never the up-to-date marker, is cut at the deadline
+        // instead of keeping the device "online" with its own edits never going out.
+        if phase == Phase::CatchingUp && self.runs[i].state.cursor > cursor_before {
             self.runs[i].deadline = Some(now.saturating_add(REQUEST_TIMEOUT_MS));
         }
         Ok(())
@@ -1622,9 +1655,11 @@ impl SyncEngine {
             let known = run.peers.entry(device).or_default();
             *known = (*known).max(seq);
         }
-        for (device, _, _, _, bytes) in &opened {
+        for (device, first_seq, device_seq, _, bytes) in &opened {
             if bytes.is_some() {
                 run.authentic.insert(*device);
+                let chunks = device_seq.saturating_sub(*first_seq).saturating_add(1);
+                self.applied = self.applied.saturating_add(chunks);
             }
         }
         for (device, seq) in rolled_now {
