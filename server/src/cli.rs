@@ -180,6 +180,10 @@ pub struct Args {
     /// this instance (429 beyond, without a read; tokens held in memory are never refused).
     #[arg(long, env = "MEND_FAILED_AUTHS_PER_MINUTE", default_value_t = Limits::default().failed_auths_per_minute)]
     pub failed_auths_per_minute: u32,
+    /// `PUT /v1/spaces/{id}` requests per client address and minute on this instance, new
+    /// spaces or not (429 beyond, before anything is read).
+    #[arg(long, env = "MEND_SPACE_PUTS_PER_MINUTE", default_value_t = Limits::default().space_puts_per_minute)]
+    pub space_puts_per_minute: u32,
 
     /// WebSocket read buffer per connection, in bytes.
     #[arg(long, env = "MEND_WS_READ_BUFFER_BYTES", default_value_t = WsBuffers::default().read_buffer_bytes)]
@@ -269,6 +273,7 @@ impl Args {
             pairing_claims_per_minute: self.pairing_claims_per_minute,
             max_live_pairings: self.max_live_pairings,
             failed_auths_per_minute: self.failed_auths_per_minute,
+            space_puts_per_minute: self.space_puts_per_minute,
             min_chunk_bytes: Limits::default().min_chunk_bytes,
         };
         config.database_url = self.database_url.clone().map(DatabaseUrl);
@@ -385,6 +390,7 @@ mod tests {
             ["--sweep-interval-secs", "0"],
             ["--write-timeout-secs", "0"],
             ["--max-queued-writes-per-address", "0"],
+            ["--space-puts-per-minute", "0"],
         ] {
             let parsed = Args::parse_from(["mend-relay", small[0], small[1]]);
             assert!(parsed.config().validate().is_err(), "{small:?}");

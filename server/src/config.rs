@@ -129,6 +129,7 @@ impl Config {
                 "failed auths per minute",
                 u64::from(l.failed_auths_per_minute),
             ),
+            ("space puts per minute", u64::from(l.space_puts_per_minute)),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError(format!("{name} must be positive")));
@@ -277,6 +278,10 @@ pub struct Limits {
     /// requests from the address are answered 429 without a read until it refills. Tokens held
     /// in memory are never refused this way.
     pub failed_auths_per_minute: u32,
+    /// `PUT /v1/spaces/{id}` requests (creations, and re-sent `PUT`s of existing spaces) per
+    /// client address and minute on one instance, counted before anything is read; 429 beyond.
+    /// Each may cost storage a transaction; devices send one per space and sync round.
+    pub space_puts_per_minute: u32,
 }
 
 impl Default for Limits {
@@ -317,6 +322,7 @@ impl Default for Limits {
             pairing_claims_per_minute: 10,
             max_live_pairings: 10_000,
             failed_auths_per_minute: 300,
+            space_puts_per_minute: 300,
             min_chunk_bytes: MIN_SEALED_BYTES,
         }
     }

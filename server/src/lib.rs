@@ -14,7 +14,7 @@
 //! - [`sweeper`] deletes pruned chunks once their grace is over, and expired pairing
 //!   mailboxes, on a timer; [`wakeups`] wakes pairing reads waiting for a message.
 //! - [`config`], [`cli`], [`metrics`], [`rate`], [`caps`], [`budget`], [`client`], [`auth`],
-//!   [`error`] hold one concern each.
+//!   [`pairing_tokens`], [`error`] hold one concern each.
 
 pub mod auth;
 pub mod budget;
@@ -25,6 +25,7 @@ pub mod config;
 pub mod error;
 pub mod live;
 pub mod metrics;
+pub mod pairing_tokens;
 pub mod rate;
 pub mod routes;
 pub mod seen;

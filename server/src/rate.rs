@@ -1,5 +1,6 @@
 //! Rate limiting by token buckets: one per space, or one per client address for the
-//! unauthenticated pairing routes and for space requests whose token fails.
+//! unauthenticated pairing routes, for space creation requests and for space requests whose
+//! token fails.
 //!
 //! Limiting by space (after authentication) means a misbehaving device slows only its own space;
 //! unauthenticated junk cannot drain a victim's bucket because it never gets this far. Pairing
@@ -117,6 +118,22 @@ impl<K: Hash + Eq + Copy> RateLimiter<K> {
         }
     }
 
+    /// How long until `key` has a token again if its bucket is empty; `None` if a request
+    /// would pass. Takes nothing: for refusing before costly work whose outcome decides
+    /// whether to charge.
+    pub fn spent(&self, key: &K) -> Option<Duration> {
+        self.spent_at(key, Instant::now())
+    }
+
+    fn spent_at(&self, key: &K, now: Instant) -> Option<Duration> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        // No bucket is a full one.
+        let bucket = buckets.get_mut(key)?;
+        let refill = now.saturating_duration_since(bucket.updated).as_secs_f64() * self.per_second;
+        let tokens = (bucket.tokens + refill).min(self.burst);
+        (tokens < 1.0).then(|| Duration::from_secs_f64((1.0 - tokens) / self.per_second))
+    }
+
     fn check_at(&self, space: &K, now: Instant) -> Result<(), Duration> {
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         let (rate, burst) = (self.per_second, self.burst);
@@ -140,6 +157,51 @@ impl<K: Hash + Eq + Copy> RateLimiter<K> {
                 (1.0 - bucket.tokens) / self.per_second,
             ))
         }
+    }
+}
+
+/// Keys whose allowance, counted elsewhere, is known to be spent until some moment: the space
+/// creations of an address are counted in storage (so every instance shares the count), and
+/// once storage has said they are spent, the address's next creations are refused from memory
+/// instead of asking it again.
+#[derive(Debug)]
+pub struct SpentUntil<K> {
+    until: Mutex<SweptMap<K, Instant>>,
+}
+
+impl<K: Hash + Eq + Copy> SpentUntil<K> {
+    /// Nothing known spent.
+    pub fn new() -> SpentUntil<K> {
+        SpentUntil {
+            until: Mutex::new(SweptMap::new()),
+        }
+    }
+
+    /// Notes that `key`'s allowance is spent for `wait` from now.
+    pub fn mark(&self, key: &K, wait: Duration) {
+        let now = Instant::now();
+        // A wait too long for the clock is not worth remembering: storage still refuses.
+        let Some(until) = now.checked_add(wait) else {
+            return;
+        };
+        let mut map = self.until.lock().unwrap_or_else(PoisonError::into_inner);
+        let held = map.get_or_insert_with(*key, |_, until| *until <= now, || until);
+        *held = until.max(*held);
+    }
+
+    /// How long `key`'s allowance is still known to be spent, if it is.
+    pub fn wait(&self, key: &K) -> Option<Duration> {
+        let now = Instant::now();
+        let mut map = self.until.lock().unwrap_or_else(PoisonError::into_inner);
+        map.get_mut(key)
+            .map(|until| until.saturating_duration_since(now))
+            .filter(|wait| !wait.is_zero())
+    }
+}
+
+impl<K: Hash + Eq + Copy> Default for SpentUntil<K> {
+    fn default() -> Self {
+        SpentUntil::new()
     }
 }
 
@@ -201,6 +263,57 @@ mod tests {
             assert!(limiter.check_at(&0, later).is_ok());
         }
         assert!(limiter.check_at(&0, later).is_err());
+    }
+
+    /// `spent` says when a bucket is empty and how long until it is not, and never takes a
+    /// token itself.
+    #[test]
+    fn spent_tells_an_empty_bucket_without_taking_from_it() {
+        let limiter = RateLimiter::<u8>::new(10, 2);
+        let start = Instant::now();
+        assert_eq!(limiter.spent_at(&1, start), None, "an unseen key is full");
+        assert!(limiter.check_at(&1, start).is_ok());
+        assert_eq!(limiter.spent_at(&1, start), None, "one token left");
+        assert_eq!(limiter.spent_at(&1, start), None, "asking took nothing");
+        assert!(limiter.check_at(&1, start).is_ok());
+        let wait = limiter.spent_at(&1, start);
+        assert!(
+            matches!(wait, Some(d) if d > Duration::ZERO && d <= Duration::from_millis(100)),
+            "{wait:?}"
+        );
+        assert_eq!(
+            limiter.spent_at(&1, start + Duration::from_millis(100)),
+            None
+        );
+        assert_eq!(
+            limiter.spent_at(&2, start),
+            None,
+            "another key is unaffected"
+        );
+    }
+
+    #[test]
+    fn spent_until_forgets_a_key_once_its_wait_is_over() {
+        let spent = SpentUntil::<u8>::new();
+        assert_eq!(spent.wait(&1), None);
+        spent.mark(&1, Duration::from_secs(3600));
+        assert!(
+            spent
+                .wait(&1)
+                .is_some_and(|w| w > Duration::from_secs(3500))
+        );
+        assert_eq!(spent.wait(&2), None);
+        // A shorter mark does not shorten a longer one.
+        spent.mark(&1, Duration::from_secs(1));
+        assert!(
+            spent
+                .wait(&1)
+                .is_some_and(|w| w > Duration::from_secs(3500))
+        );
+        spent.mark(&3, Duration::ZERO);
+        assert_eq!(spent.wait(&3), None);
+        spent.mark(&4, Duration::MAX);
+        assert_eq!(spent.wait(&4), None, "a wait past the clock is not kept");
     }
 
     #[test]

@@ -12,7 +12,8 @@ use crate::{
     config::Config,
     live::{LiveFeed, LocalHub},
     metrics::Metrics,
-    rate::RateLimiter,
+    pairing_tokens::PairingTokens,
+    rate::{RateLimiter, SpentUntil},
     seen::LastSeen,
     storage::{
         Storage, StorageError, StorageFuture,
@@ -42,6 +43,9 @@ struct Inner {
     pairing_opens: RateLimiter<[u8; 32]>,
     pairing_claims: RateLimiter<[u8; 32]>,
     failed_auths: RateLimiter<[u8; 32]>,
+    space_puts: RateLimiter<[u8; 32]>,
+    creations_spent: SpentUntil<[u8; 32]>,
+    pairing_tokens: PairingTokens,
     pairing_wakeups: Wakeups,
     space_connections: SpaceConnections,
     space_pushes: SpaceConnections,
@@ -75,6 +79,9 @@ impl AppState {
                 pairing_opens: RateLimiter::per_minute(limits.pairing_opens_per_minute),
                 pairing_claims: RateLimiter::per_minute(limits.pairing_claims_per_minute),
                 failed_auths: RateLimiter::per_minute(limits.failed_auths_per_minute),
+                space_puts: RateLimiter::per_minute(limits.space_puts_per_minute),
+                creations_spent: SpentUntil::new(),
+                pairing_tokens: PairingTokens::default(),
                 pairing_wakeups: Wakeups::default(),
                 space_connections: SpaceConnections::new(limits.max_connections_per_space),
                 space_pushes: SpaceConnections::new(limits.max_inflight_pushes_per_space),
@@ -183,6 +190,21 @@ impl AppState {
     /// Space requests per client address whose token was wrong or named no space.
     pub fn failed_auths(&self) -> &RateLimiter<[u8; 32]> {
         &self.inner.failed_auths
+    }
+
+    /// `PUT /v1/spaces/{id}` requests per client address.
+    pub fn space_puts(&self) -> &RateLimiter<[u8; 32]> {
+        &self.inner.space_puts
+    }
+
+    /// Client addresses storage said have created all the spaces they may for now.
+    pub fn creations_spent(&self) -> &SpentUntil<[u8; 32]> {
+        &self.inner.creations_spent
+    }
+
+    /// Pairing tokens this instance handed out or accepted, by hash.
+    pub fn pairing_tokens(&self) -> &PairingTokens {
+        &self.inner.pairing_tokens
     }
 
     /// Pairing reads waiting on this instance.

@@ -904,3 +904,43 @@ async fn one_address_holds_only_its_share_of_tcp_connections() -> anyhow::Result
     relay.stop().await?;
     Ok(())
 }
+
+/// A subscriber that stops reading while 24 chunks of 1 MiB are committed (more than the
+/// kernel buffers, so its session stalls on a send, and far more than its space's share of the
+/// live channel may hold) then reads again: it gets every chunk, in relay order, none twice;
+/// those the channel could not hold come from storage.
+#[tokio::test]
+async fn a_slow_subscriber_gets_every_large_chunk_in_order() -> anyhow::Result<()> {
+    const CHUNKS: u64 = 24;
+    const SIZE: usize = 1 << 20;
+    let relay = Relay::start_with(|config| {
+        config.limits.max_chunk_bytes = SIZE;
+        config.limits.max_ws_message_bytes = SIZE + 1024;
+        config.limits.space_quota_bytes = 64 << 20;
+        // The stalled session's sends must outlast the pushes.
+        config.limits.idle_timeout = Duration::from_secs(60);
+    })
+    .await?;
+    let (s, t) = (space(1), token(1));
+    relay.create(&s, &t).await?;
+    let mut slow = relay.connect(&s, &t, "after=0").await?;
+    assert_eq!(slow.expect_up_to_date().await?, 0);
+    for seq in 1..=CHUNKS {
+        let ack = relay
+            .push_http(&s, &t, &push(device(2), seq, &vec![seq as u8; SIZE]))
+            .await?;
+        assert_eq!(ack.relay_seq, seq);
+    }
+    for seq in 1..=CHUNKS {
+        let chunk = slow.expect_chunk().await?;
+        assert_eq!(chunk.relay_seq, seq, "out of order or missed");
+        assert!(chunk.payload.len() == SIZE && chunk.payload.iter().all(|b| *b == seq as u8));
+    }
+    // The next message is the next chunk: none was sent twice.
+    relay
+        .push_http(&s, &t, &push(device(3), 1, b"after"))
+        .await?;
+    assert_eq!(slow.expect_chunk().await?.relay_seq, CHUNKS + 1);
+    slow.close().await;
+    relay.stop().await
+}

@@ -3,8 +3,10 @@
 //! Every space route authenticates first, then applies the space's rate limit, then reserves the
 //! body's declared length from the body budgets and reads it with an explicit size limit, so an
 //! unauthenticated, oversized or slow request costs the relay as little as possible and never
-//! touches another space. Pairing mailbox routes ([`pairings`]) belong to no space: they are
-//! limited per client address, and their bodies are a few KiB at most.
+//! touches another space. Creating a space (`PUT`) has no token to check yet (it registers
+//! one), so it is limited per client address before anything is read. Pairing mailbox routes
+//! ([`pairings`]) belong to no space: they are limited per client address, and their bodies are
+//! a few KiB at most.
 
 mod chunks;
 mod extract;

@@ -5,8 +5,10 @@
 //! which storage keeps only the SHA-256. They are rate-limited per client address instead, so
 //! short mailbox numbers cannot be found by trying them all. Every other route takes
 //! `Authorization: Bearer <64 hex digits>`, and the token says which side is asking; a wrong
-//! token and a mailbox that does not exist are answered alike. Neither
-//! tokens, nor bodies, nor mailbox ids are logged.
+//! token and a mailbox that does not exist are answered alike, and spend the same per-address
+//! allowance, after which a token this instance does not know as a side's is refused before
+//! the mailbox is read ([`crate::pairing_tokens`]). Neither tokens, nor bodies, nor mailbox
+//! ids are logged.
 
 use std::time::Duration;
 
@@ -126,9 +128,13 @@ const NO_MAILBOX: PairingRecord = PairingRecord {
     expires_at: 0,
 };
 
+/// What a request refused for its address's failed pairing tokens is told.
+const TOO_MANY_FAILURES: &str = "too many failed pairing attempts from this address";
+
 /// The side whose token the request carries, and the mailbox's record. A wrong token and an
 /// unknown mailbox are answered alike, and each failure takes one of the address's claim
-/// tokens: guessing by either route costs the same.
+/// tokens: guessing by either route costs the same. Once they are spent, a token this instance
+/// does not know as a side's is refused before the mailbox is read.
 async fn authenticate(
     state: &AppState,
     mailbox: &str,
@@ -139,20 +145,24 @@ async fn authenticate(
     let mut raw = [0u8; PAIRING_TOKEN_LEN];
     hex::decode_to_slice(token.expose(), &mut raw)
         .map_err(|_| ApiError::new(ErrorCode::Unauthorized, "a pairing token is 64 hex digits"))?;
-    let record = state
-        .storage()
-        .pairing(mailbox.to_owned(), unix_now())
-        .await?;
     let presented = token_hash(&raw);
+    let now = unix_now();
+    if !state.pairing_tokens().knows(&presented, now) {
+        refuse_if_spent(state.pairing_claims(), address, TOO_MANY_FAILURES)?;
+    }
+    let record = state.storage().pairing(mailbox.to_owned(), now).await?;
     let side = side_of(record.as_ref().unwrap_or(&NO_MAILBOX), &presented);
     match (side, record) {
-        (Some(side), Some(record)) => Ok((side, record)),
+        (Some(side), Some(record)) => {
+            // Known from now on, so this side is served on this instance whatever its
+            // address's failures (it may have been handed out by another one).
+            state
+                .pairing_tokens()
+                .remember(presented, record.expires_at, now);
+            Ok((side, record))
+        }
         _ => {
-            limit_address(
-                state.pairing_claims(),
-                address,
-                "too many failed pairing attempts from this address",
-            )?;
+            limit_address(state.pairing_claims(), address, TOO_MANY_FAILURES)?;
             Err(ApiError::new(
                 ErrorCode::Unauthorized,
                 "wrong token for this pairing mailbox",
@@ -171,9 +181,26 @@ pub(super) fn limit_address(
     let Some(address) = address else {
         return Ok(());
     };
-    limiter.check(&address).map_err(|wait| {
-        ApiError::new(ErrorCode::RateLimited, what).retry_after(wait.max(Duration::from_secs(1)))
-    })
+    limiter
+        .check(&address)
+        .map_err(|wait| rate_limited(what, wait))
+}
+
+/// Refuses the request if `address`'s bucket in `limiter` is empty, without taking from it:
+/// checked before a read whose outcome decides whether to charge the address.
+fn refuse_if_spent(
+    limiter: &RateLimiter<[u8; 32]>,
+    ClientAddress(address): ClientAddress,
+    what: &'static str,
+) -> Result<(), ApiError> {
+    match address.and_then(|address| limiter.spent(&address)) {
+        Some(wait) => Err(rate_limited(what, wait)),
+        None => Ok(()),
+    }
+}
+
+fn rate_limited(what: &'static str, wait: Duration) -> ApiError {
+    ApiError::new(ErrorCode::RateLimited, what).retry_after(wait.max(Duration::from_secs(1)))
 }
 
 /// Reads a small frame body of at most `limit` bytes within the body timeout.
@@ -260,6 +287,9 @@ pub(super) async fn open(
             other => break other?,
         }
     };
+    state
+        .pairing_tokens()
+        .remember(token_hash(&token), expires_at, now);
     state.metrics().pairing(PairingState::Open);
     tracing::info!(short = open.short, "pairing mailbox opened");
     Ok((StatusCode::CREATED, ticket(mailbox, token, expires_at)).into_response())
@@ -278,10 +308,14 @@ pub(super) async fn claim(
     )?;
     let _share = write_share(&state, address)?;
     let token = generate_token()?;
+    let now = unix_now();
     let expires_at = state
         .storage()
-        .claim_pairing(mailbox.clone(), token_hash(&token), unix_now())
+        .claim_pairing(mailbox.clone(), token_hash(&token), now)
         .await?;
+    state
+        .pairing_tokens()
+        .remember(token_hash(&token), expires_at, now);
     state.metrics().pairing(PairingState::Claimed);
     state.pairing_wakeups().wake(&mailbox);
     tracing::info!("pairing mailbox claimed");

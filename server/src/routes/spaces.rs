@@ -12,7 +12,9 @@ use mend_protocol::{ErrorCode, Limits, SpaceId, Successor, paths};
 use serde::Deserialize;
 
 use super::{
-    AuthorizedSpace, ClientAddress, SpaceParam, frame, pairings::read_small_body, write_share,
+    AuthorizedSpace, ClientAddress, SpaceParam, frame,
+    pairings::{limit_address, read_small_body},
+    write_share,
 };
 use crate::{
     auth::{bearer, token_hash},
@@ -29,6 +31,13 @@ pub(super) async fn create(
     address: ClientAddress,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
+    // No token is checked before storage here (creation registers it), so the address's
+    // budget is what bounds the storage work its PUTs cost.
+    limit_address(
+        state.space_puts(),
+        address,
+        "too many space requests from this address",
+    )?;
     let hash = token_hash(&bearer(&headers)?);
     let _share = write_share(&state, address)?;
     limit_creations(&state, &space, address).await?;
@@ -101,8 +110,16 @@ async fn limit_creations(
     let Some(address) = address else {
         return Ok(());
     };
+    // From memory, except on PostgreSQL for a space this instance has not served yet: without
+    // this one read, an address that spent its creations could not re-send PUT for its spaces.
     if state.storage().token_hash(*space).await?.is_some() {
         return Ok(());
+    }
+    // Spent by an earlier answer of the creation counter: refused before the queries below,
+    // the counter's write among them. An erased space's device is told it is gone once the
+    // window is over.
+    if let Some(wait) = state.creations_spent().wait(&address) {
+        return Err(too_many_creations(wait));
     }
     // A device that still holds an erased space's secret asks again every round: it is told
     // the space is gone, and that costs nothing from the address's budget.
@@ -130,13 +147,21 @@ async fn limit_creations(
         .storage()
         .count_creation(address, start, start.saturating_sub(window))
         .await?;
-    if count > u64::from(limits.creations_per_address) {
-        let wait = Duration::from_secs(start.saturating_add(window).saturating_sub(now).max(1));
-        return Err(ApiError::new(
-            ErrorCode::RateLimited,
-            "too many spaces created from this address",
-        )
-        .retry_after(wait));
+    let allowed = u64::from(limits.creations_per_address);
+    let wait = Duration::from_secs(start.saturating_add(window).saturating_sub(now).max(1));
+    if count >= allowed {
+        state.creations_spent().mark(&address, wait);
+    }
+    if count > allowed {
+        return Err(too_many_creations(wait));
     }
     Ok(())
+}
+
+fn too_many_creations(wait: Duration) -> ApiError {
+    ApiError::new(
+        ErrorCode::RateLimited,
+        "too many spaces created from this address",
+    )
+    .retry_after(wait)
 }
