@@ -260,15 +260,13 @@ impl Made {
             let device = self.get()?;
             // Apps pass the same name at every launch: nothing to write then, and nothing to
             // wait for (a rename waits for the documents' background load).
-            if device.read(|j| j.device_name())?.as_deref() != Some(name.as_str()) {
-                match device.set_device_name(&name) {
-                    // A damaged document still opens and reads, and `ready` reports it; the
-                    // name is kept and written once the document can take it.
-                    Err(mend_core::Error::Corrupt(_)) => {
-                        tracing::warn!("the device's new name waits for a readable journal");
-                    }
-                    other => other?,
-                }
+            if device.read(|j| j.device_name())?.as_deref() != Some(name.as_str())
+                && let Err(e) = device.set_device_name(&name)
+            {
+                // A name is not worth the journal: a damaged document still opens and reads
+                // (`ready` reports it), and a journal just made or restored is not thrown away
+                // over it. The name is kept when it could be, and written once it can be.
+                tracing::warn!(error = %e, "the device's new name is not written yet");
             }
         }
         Ok(self)

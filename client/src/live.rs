@@ -6,9 +6,9 @@ use mend_protocol::{
     AUTH_SCHEME, ClientMessage, DeviceId as WireDevice, Limits, Push, ServerMessage, SpaceId,
     close_code, paths,
 };
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_tungstenite::{
     WebSocketStream,
     tungstenite::{
@@ -54,6 +54,14 @@ fn socket_config(limits: &Limits) -> WebSocketConfig {
 /// gives up many minutes later, while the app went on showing "online".
 pub(crate) const SILENCE: Duration = Duration::from_secs(75);
 
+/// Payload bytes the sockets' readers may have waiting for the live loop, all sockets
+/// together: a relay that streams large chunks while the loop merges cannot make the device
+/// hold more; beyond it the readers stop reading, and the relay waits.
+pub(crate) const WAITING_BYTES: usize = 32 << 20;
+
+/// [`WAITING_BYTES`] in the units of [`Feed::waiting`]'s permits (KiB).
+const WAITING_PERMITS: u32 = (WAITING_BYTES >> 10) as u32;
+
 /// Where a socket's reader sends what comes in, and how long it trusts a quiet socket.
 #[derive(Debug)]
 pub(crate) struct Feed {
@@ -62,6 +70,9 @@ pub(crate) struct Feed {
     pub(crate) tx: mpsc::Sender<Incoming>,
     /// [`SILENCE`], shorter in tests.
     pub(crate) silence: Duration,
+    /// Room for what waits in `tx`, one permit per KiB of payload, shared by every socket of
+    /// one live sync.
+    pub(crate) waiting: Arc<Semaphore>,
 }
 
 impl Feed {
@@ -70,8 +81,21 @@ impl Feed {
             generation,
             tx,
             silence: SILENCE,
+            waiting: Feed::room(),
         }
     }
+
+    /// Room for [`WAITING_BYTES`].
+    pub(crate) fn room() -> Arc<Semaphore> {
+        Arc::new(Semaphore::new(WAITING_PERMITS as usize))
+    }
+}
+
+/// The permits a message with `bytes` of payload takes: one per KiB begun, at least one.
+fn permits(bytes: usize) -> u32 {
+    u32::try_from(bytes.div_ceil(1024))
+        .unwrap_or(u32::MAX)
+        .clamp(1, WAITING_PERMITS)
 }
 
 /// What a socket's reader sends to the live loop, tagged with the connection's generation so a
@@ -81,6 +105,8 @@ pub(crate) struct Incoming {
     pub(crate) space: Space,
     pub(crate) generation: u64,
     pub(crate) response: Response,
+    /// Its room in [`Feed::waiting`], given back when the live loop takes it.
+    pub(crate) _room: Option<OwnedSemaphorePermit>,
 }
 
 /// The sending half of a live socket. Dropping it ends its reader too, so a relay that
@@ -147,6 +173,7 @@ pub(crate) async fn connect(
         generation,
         tx,
         silence,
+        waiting,
     } = feed;
     let id = SpaceId(link.keys.space_id);
     let mut url = format!(
@@ -199,13 +226,23 @@ pub(crate) async fn connect(
     let (sink, mut stream) = socket.split();
     let space = link.space;
     let reader = tokio::spawn(async move {
-        let send = |response| {
+        let send = |response: Response| {
             let tx = tx.clone();
+            let waiting = Arc::clone(&waiting);
             async move {
+                let bytes = match &response {
+                    Response::Chunk { chunk, .. } => chunk.payload.len(),
+                    Response::Rollup { rollup, .. } => rollup.payload.len(),
+                    _ => 0,
+                };
+                let Ok(room) = waiting.acquire_many_owned(permits(bytes)).await else {
+                    return false;
+                };
                 tx.send(Incoming {
                     space,
                     generation,
                     response,
+                    _room: Some(room),
                 })
                 .await
                 .is_ok()
@@ -585,7 +622,8 @@ mod tests {
         let feed = Feed {
             generation: 1,
             tx,
-            silence: std::time::Duration::from_secs(2),
+            silence: std::time::Duration::from_secs(5),
+            waiting: Feed::room(),
         };
         let began = tokio::time::Instant::now();
         let socket = connect(&http, &link, &[7; 16], 0, false, feed)

@@ -47,15 +47,18 @@ const LIVE_RETRY_FIRST: Duration = Duration::from_secs(1);
 const LIVE_RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// Whether a failed live step may work later: live sync then starts again instead of ending.
+/// A damaged database does not get better by itself: live sync ends, and the app offers
+/// recovery.
 fn passes(error: &Error) -> bool {
-    matches!(
-        error,
-        Error::Locked(_)
-            | Error::Unavailable { .. }
-            | Error::Storage(_)
-            | Error::Io(_)
-            | Error::Unreachable
-    )
+    !error.is_damaged_journal()
+        && matches!(
+            error,
+            Error::Locked(_)
+                | Error::Unavailable { .. }
+                | Error::Storage(_)
+                | Error::Io(_)
+                | Error::Unreachable
+        )
 }
 
 /// Told what changed. Called from sync's threads (after each storage step, from the blocking
@@ -491,7 +494,8 @@ impl SyncClient {
     async fn live_loop(&self, mut stop: watch::Receiver<bool>, edits: Arc<Notify>) -> Result<()> {
         self.loaded().await?;
         let mut engine = self.engine(Mode::Live);
-        let (tx, mut rx) = mpsc::channel::<Incoming>(LIVE_QUEUE);
+        let (tx, mut rx) = mpsc::channel::<Incoming>(BATCH_CHUNKS);
+        let waiting = live::Feed::room();
         let (http_tx, mut http_rx) = mpsc::channel::<Response>(64);
         let mut sockets: HashMap<Space, LiveSocket> = HashMap::new();
         let mut generation = 0u64;
@@ -535,7 +539,10 @@ impl SyncClient {
                                 &device,
                                 after,
                                 rollups,
-                                live::Feed::new(generation, tx.clone()),
+                                live::Feed {
+                                    waiting: Arc::clone(&waiting),
+                                    ..live::Feed::new(generation, tx.clone())
+                                },
                             )
                             .await
                             {
@@ -655,11 +662,6 @@ impl SyncClient {
 
 /// At most this many live chunks are applied together: a pull's page.
 const BATCH_CHUNKS: usize = 1024;
-
-/// Messages the sockets' readers may have waiting for the live loop. Each can hold a chunk of
-/// up to 1 MiB, so this bounds what a relay that streams large chunks can make the device
-/// hold while it merges; beyond it the readers stop reading, and the relay waits.
-const LIVE_QUEUE: usize = 32;
 
 /// The payload bytes a live message carries.
 fn payload_len(response: &Response) -> usize {
@@ -822,13 +824,34 @@ impl Drop for LiveSync {
 mod tests {
     use mend_protocol::{Chunk, DeviceId};
 
+    /// Live sync starts again after what may pass, and ends on a damaged database.
+    #[test]
+    fn live_sync_waits_out_what_may_pass_and_ends_on_damage() {
+        let busy = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            None,
+        );
+        let corrupt = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+            None,
+        );
+        let not_a_database = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_NOTADB),
+            None,
+        );
+        assert!(passes(&Error::Locked("j.db".into())));
+        assert!(passes(&Error::Storage(busy)));
+        assert!(!passes(&Error::Storage(corrupt)));
+        assert!(!passes(&Error::Storage(not_a_database)));
+        assert!(!passes(&Error::Corrupt("a document".into())));
+    }
+
     /// What the live loop may hold from the sockets at once (the queue full, and a batch it
     /// took from it) stays within a phone's means, whatever the relay streams.
     #[test]
     fn live_messages_held_at_once_are_bounded() {
         let message = crate::live::max_message(&mend_protocol::Limits::DEFAULT);
-        let held = LIVE_QUEUE
-            .saturating_mul(message)
+        let held = crate::live::WAITING_BYTES
             .saturating_add(BATCH_BYTES)
             .saturating_add(message);
         assert!(held <= 64 << 20, "{held} bytes");

@@ -290,22 +290,24 @@ impl Api {
     }
 }
 
-/// 2,000 `PUT`s of one space from one address, each with the space's right token (what a
-/// device sends when it starts syncing a space): the first ones are served as usual, then the
-/// address is rate limited, and a refused `PUT` costs storage nothing. Another address's `PUT`
-/// of the same space is still served.
+/// 2,000 `PUT`s of one space from one address with another token than the space's (each
+/// takes storage work): the first ones are answered as usual, then the address is rate
+/// limited, and a refused `PUT` costs storage nothing. The space's own device on that address
+/// is still served, from memory, and so is another address.
 #[tokio::test]
 async fn puts_from_one_address_are_rate_limited_before_storage() -> anyhow::Result<()> {
     let api = Api::with(|_| {})?;
     let (s, t) = (space(1), token(1));
     let flooder = "192.0.2.10";
     assert_eq!(api.put_space(&s, &t, flooder).await?.0, StatusCode::CREATED);
+    // PUTs that take storage work: another token for the space (answered 409).
+    let wrong = token(2);
     let mut served = 0u32;
     let mut limited = 0u32;
     for _ in 0..2_000 {
-        let ((status, code, _), made) = api.counted(api.put_space(&s, &t, flooder)).await?;
+        let ((status, code, _), made) = api.counted(api.put_space(&s, &wrong, flooder)).await?;
         match (status, code.as_str()) {
-            (StatusCode::OK, _) => served += 1,
+            (StatusCode::CONFLICT, _) => served += 1,
             (StatusCode::TOO_MANY_REQUESTS, "rate_limited") => {
                 limited += 1;
                 assert!(made.is_empty(), "a refused PUT reached storage: {made:?}");
@@ -313,10 +315,18 @@ async fn puts_from_one_address_are_rate_limited_before_storage() -> anyhow::Resu
             other => panic!("unexpected answer {other:?}"),
         }
     }
-    assert!(served > 0, "an honest re-PUT is served within the rate");
+    assert!(served > 0, "PUTs within the rate are answered");
     assert!(
         limited > 0,
         "2,000 PUTs from one address were never rate limited"
+    );
+    // The space's own device on the same address (a neighbour spent the budget) is still
+    // served, from memory: its token is known, so its PUT costs nothing.
+    let ((status, _, _), made) = api.counted(api.put_space(&s, &t, flooder)).await?;
+    assert_eq!(status, StatusCode::OK, "the space's own PUT was refused");
+    assert!(
+        made.is_empty(),
+        "a PUT with a known token reached storage: {made:?}"
     );
     let (status, _, _) = api.put_space(&s, &t, "192.0.2.11").await?;
     assert_eq!(status, StatusCode::OK, "another address is not limited");
@@ -415,6 +425,25 @@ async fn a_spent_pairing_allowance_is_refused_without_a_read() -> anyhow::Result
         PairingInbox::decode(&body, &Limits::DEFAULT)?.state,
         PairingState::Open
     );
+    // The host's own token counts for its own mailbox only: presented for other mailbox
+    // numbers (a guesser who opened a mailbox to get a token), it is refused before a read.
+    for other in ["1", "2", "3"] {
+        if other == host.mailbox {
+            continue;
+        }
+        let elsewhere = paths::pairing_inbox(&other.to_owned(), 0, 0);
+        let ((status, code, _), made) = api
+            .counted(api.call("GET", &elsewhere, Some(&host_token), from, vec![]))
+            .await?;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+        );
+        assert!(
+            made.is_empty(),
+            "a token of another mailbox took a guess past the limit: {made:?}"
+        );
+    }
     api.state.storage().close().await?;
     Ok(())
 }

@@ -147,7 +147,7 @@ async fn authenticate(
         .map_err(|_| ApiError::new(ErrorCode::Unauthorized, "a pairing token is 64 hex digits"))?;
     let presented = token_hash(&raw);
     let now = unix_now();
-    if !state.pairing_tokens().knows(&presented, now) {
+    if !state.pairing_tokens().knows(mailbox, &presented, now) {
         refuse_if_spent(state.pairing_claims(), address, TOO_MANY_FAILURES)?;
     }
     let record = state.storage().pairing(mailbox.to_owned(), now).await?;
@@ -158,7 +158,7 @@ async fn authenticate(
             // address's failures (it may have been handed out by another one).
             state
                 .pairing_tokens()
-                .remember(presented, record.expires_at, now);
+                .remember(mailbox, presented, record.expires_at, now);
             Ok((side, record))
         }
         _ => {
@@ -289,7 +289,7 @@ pub(super) async fn open(
     };
     state
         .pairing_tokens()
-        .remember(token_hash(&token), expires_at, now);
+        .remember(&mailbox, token_hash(&token), expires_at, now);
     state.metrics().pairing(PairingState::Open);
     tracing::info!(short = open.short, "pairing mailbox opened");
     Ok((StatusCode::CREATED, ticket(mailbox, token, expires_at)).into_response())
@@ -315,7 +315,7 @@ pub(super) async fn claim(
         .await?;
     state
         .pairing_tokens()
-        .remember(token_hash(&token), expires_at, now);
+        .remember(&mailbox, token_hash(&token), expires_at, now);
     state.metrics().pairing(PairingState::Claimed);
     state.pairing_wakeups().wake(&mailbox);
     tracing::info!("pairing mailbox claimed");

@@ -10,6 +10,7 @@ use axum::{
 };
 use mend_protocol::{ErrorCode, Limits, SpaceId, Successor, paths};
 use serde::Deserialize;
+use subtle::ConstantTimeEq;
 
 use super::{
     AuthorizedSpace, ClientAddress, SpaceParam, frame,
@@ -31,14 +32,24 @@ pub(super) async fn create(
     address: ClientAddress,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    // No token is checked before storage here (creation registers it), so the address's
+    let hash = token_hash(&bearer(&headers)?);
+    // A space this instance holds in memory with this token exists (an erase forgets it):
+    // answered at once, with no storage work, so it costs nothing from the address's budget
+    // and a neighbour on the same address who spends that budget cannot stop its sync.
+    if state
+        .storage()
+        .known_token(space)
+        .is_some_and(|known| bool::from(known.ct_eq(&hash)))
+    {
+        return Ok(StatusCode::OK);
+    }
+    // Otherwise no token is checked before storage (creation registers it), so the address's
     // budget is what bounds the storage work its PUTs cost.
     limit_address(
         state.space_puts(),
         address,
         "too many space requests from this address",
     )?;
-    let hash = token_hash(&bearer(&headers)?);
     let _share = write_share(&state, address)?;
     limit_creations(&state, &space, address).await?;
     match state.storage().create_space(space, hash).await? {
