@@ -469,29 +469,34 @@ fn the_logger_hears_a_throwing_listener_by_kind_without_its_message() {
     set_logger(LogLevel::Error, None).expect("stop forwarding");
 }
 
-#[test]
-fn a_damaged_document_still_reads_and_ready_says_corrupt() {
-    let dir = tempfile::tempdir().expect("dir");
-    let path = dir.path().join("j.db").display().to_string();
+/// A journal at `path`, made with `options`, holding one record, shut down with its couple
+/// document damaged (its read model is not, so it still opens): its keyring secret and the
+/// record's id.
+fn damaged(path: &str, options: JournalOptions) -> (String, RecordId) {
     let journal = wait(Journal::create(
-        path.clone(),
+        path.to_owned(),
         "Alex".into(),
         RELAY.into(),
-        JournalOptions::default(),
+        options,
     ))
     .expect("create");
     let secret = journal.keyring_secret().expect("secret");
     let id = wait(journal.add(share("kept"), None)).expect("add");
     wait(journal.shutdown()).expect("shutdown");
-
-    // The couple's document is damaged; its read model is not, so the journal still opens.
-    let db = rusqlite::Connection::open(&path).expect("sqlite");
+    let db = rusqlite::Connection::open(path).expect("sqlite");
     db.execute(
         "UPDATE doc_snapshots SET bytes = x'00ff00ff' WHERE space = 'couple'",
         [],
     )
     .expect("damage");
-    drop(db);
+    (secret, id)
+}
+
+#[test]
+fn a_damaged_document_still_reads_and_ready_says_corrupt() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("j.db").display().to_string();
+    let (secret, id) = damaged(&path, JournalOptions::default());
     let journal = wait(Journal::open(path, secret, JournalOptions::default())).expect("open");
     assert_eq!(
         wait(journal.get(id.clone())).expect("reads still work").id,
@@ -515,24 +520,7 @@ fn a_device_name_does_not_make_a_damaged_journal_unopenable() {
         device_name: Some(name.into()),
         ..JournalOptions::default()
     };
-    let journal = wait(Journal::create(
-        path.clone(),
-        "Alex".into(),
-        RELAY.into(),
-        named("Alex's phone"),
-    ))
-    .expect("create");
-    let secret = journal.keyring_secret().expect("secret");
-    let id = wait(journal.add(share("kept"), None)).expect("add");
-    wait(journal.shutdown()).expect("shutdown");
-
-    let db = rusqlite::Connection::open(&path).expect("sqlite");
-    db.execute(
-        "UPDATE doc_snapshots SET bytes = x'00ff00ff' WHERE space = 'couple'",
-        [],
-    )
-    .expect("damage");
-    drop(db);
+    let (secret, id) = damaged(&path, named("Alex's phone"));
     for name in ["Alex's phone", "Alex's new phone"] {
         let journal = wait(Journal::open(path.clone(), secret.clone(), named(name)))
             .unwrap_or_else(|e| panic!("open as {name:?}: {e:?}"));

@@ -14,6 +14,31 @@ use mend_protocol::ErrorCode;
 
 const NOW: i64 = 1_800_000_000_000;
 
+/// The requests among `actions`, taken out of them.
+fn sent(actions: &mut Vec<Action>) -> Vec<Request> {
+    actions
+        .drain(..)
+        .filter_map(|a| match a {
+            Action::Send(request) => Some(request),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A live engine for `journal`'s couple space.
+fn live_engine(journal: &Journal) -> Result<SyncEngine> {
+    let link = SpaceLink {
+        space: Space::Couple,
+        keys: SpaceSecret::generate()?.derive_keys(),
+    };
+    Ok(SyncEngine::new(
+        *journal.device().as_bytes(),
+        vec![link],
+        Mode::Live,
+        7,
+    ))
+}
+
 fn engine(journal: &Journal) -> Result<SyncEngine> {
     engine_for(journal, Space::Couple)
 }
@@ -164,11 +189,7 @@ fn a_relay_cannot_erase_a_journal_by_saying_so() -> Result<()> {
 fn subscriptions_cut_soon_after_they_come_up_to_date_are_retried_ever_later() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let mut journal = Journal::create(&dir.path().join("j.db"), "Alex")?;
-    let link = SpaceLink {
-        space: Space::Couple,
-        keys: SpaceSecret::generate()?.derive_keys(),
-    };
-    let mut engine = SyncEngine::new(*journal.device().as_bytes(), vec![link], Mode::Live, 7);
+    let mut engine = live_engine(&journal)?;
     let mut now = NOW;
     let mut head = 0u64;
     let mut actions = engine.handle(&mut journal, now, Event::Start)?;
@@ -178,13 +199,7 @@ fn subscriptions_cut_soon_after_they_come_up_to_date_are_retried_ever_later() ->
         // nothing more goes out.
         let mut subscribed = false;
         for _ in 0..50 {
-            let requests: Vec<Request> = actions
-                .drain(..)
-                .filter_map(|a| match a {
-                    Action::Send(request) => Some(request),
-                    _ => None,
-                })
-                .collect();
+            let requests = sent(&mut actions);
             if requests.is_empty() {
                 break;
             }
@@ -246,22 +261,12 @@ fn subscriptions_cut_soon_after_they_come_up_to_date_are_retried_ever_later() ->
 fn a_live_backlog_that_never_moves_is_cut_at_its_deadline() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let mut journal = Journal::create(&dir.path().join("j.db"), "Alex")?;
-    let link = SpaceLink {
-        space: Space::Couple,
-        keys: SpaceSecret::generate()?.derive_keys(),
-    };
-    let mut engine = SyncEngine::new(*journal.device().as_bytes(), vec![link], Mode::Live, 7);
+    let mut engine = live_engine(&journal)?;
     let mut now = NOW;
     let mut actions = engine.handle(&mut journal, now, Event::Start)?;
     let mut subscribed = false;
     for _ in 0..10 {
-        let requests: Vec<Request> = actions
-            .drain(..)
-            .filter_map(|a| match a {
-                Action::Send(request) => Some(request),
-                _ => None,
-            })
-            .collect();
+        let requests = sent(&mut actions);
         for request in requests {
             match request {
                 Request::Create { space } => actions.extend(engine.handle(
@@ -322,13 +327,7 @@ fn chunks_and_rollups_refused_are_not_counted_as_pulled() -> Result<()> {
     let mut actions = engine.handle(&mut journal, NOW, Event::Start)?;
     let mut served = 0;
     for _ in 0..20 {
-        let requests: Vec<Request> = actions
-            .drain(..)
-            .filter_map(|a| match a {
-                Action::Send(request) => Some(request),
-                _ => None,
-            })
-            .collect();
+        let requests = sent(&mut actions);
         if requests.is_empty() {
             break;
         }
