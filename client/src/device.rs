@@ -885,16 +885,7 @@ impl Device {
             });
         };
         let over = |fired: bool| fired || tokio::time::Instant::now() >= deadline;
-        // Looking for a move another process made waits for the journal (in extension mode,
-        // while the other process holds it): within the deadline. Following one, once found,
-        // is not cut.
-        let mut moved = match within(deadline, stop.as_mut(), self.moved_elsewhere()).await {
-            Some(found) => match found? {
-                Some(keyring) => self.adopt(keyring).await?,
-                None => false,
-            },
-            None => false,
-        };
+        let mut moved = self.adopt_within(deadline, stop.as_mut()).await?;
         // The spaces of the epoch the journal is in, wherever it moved.
         if let Some(Err(e)) = within(deadline, stop.as_mut(), self.finish_erase(deadline)).await {
             tracing::warn!(error = %e, "could not finish an erase that was cut off");
@@ -903,15 +894,7 @@ impl Device {
         let mut report = match self.client.sync_round_or(budget, stop.as_mut()).await {
             // The other process moved while this round ran: nothing was sent; once more with
             // the new keys.
-            Err(Error::MovedElsewhere)
-                if match within(deadline, stop.as_mut(), self.moved_elsewhere()).await {
-                    Some(found) => match found? {
-                        Some(keyring) => self.adopt(keyring).await?,
-                        None => false,
-                    },
-                    None => false,
-                } =>
-            {
+            Err(Error::MovedElsewhere) if self.adopt_within(deadline, stop.as_mut()).await? => {
                 moved = true;
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                 self.client.sync_round_or(left, stop.as_mut()).await?
@@ -1301,6 +1284,23 @@ impl Device {
     async fn adopt_elsewhere(&self) -> Result<bool> {
         match self.moved_elsewhere().await? {
             Some(keyring) => self.adopt(keyring).await,
+            None => Ok(false),
+        }
+    }
+
+    /// [`Device::adopt_elsewhere`] within a round: looking waits for the journal (in extension
+    /// mode, while the other process holds it), so it is cut at the deadline or a stop, and
+    /// loses nothing then; following a move, once found, is not cut.
+    async fn adopt_within(
+        &self,
+        deadline: tokio::time::Instant,
+        stop: std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<bool> {
+        match within(deadline, stop, self.moved_elsewhere()).await {
+            Some(found) => match found? {
+                Some(keyring) => self.adopt(keyring).await,
+                None => Ok(false),
+            },
             None => Ok(false),
         }
     }

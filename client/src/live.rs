@@ -91,6 +91,15 @@ impl Feed {
     }
 }
 
+/// The payload bytes a live message carries.
+pub(crate) fn payload_len(response: &Response) -> usize {
+    match response {
+        Response::Chunk { chunk, .. } => chunk.payload.len(),
+        Response::Rollup { rollup, .. } => rollup.payload.len(),
+        _ => 0,
+    }
+}
+
 /// The permits a message with `bytes` of payload takes: one per KiB begun, at least one.
 fn permits(bytes: usize) -> u32 {
     u32::try_from(bytes.div_ceil(1024))
@@ -230,12 +239,8 @@ pub(crate) async fn connect(
             let tx = tx.clone();
             let waiting = Arc::clone(&waiting);
             async move {
-                let bytes = match &response {
-                    Response::Chunk { chunk, .. } => chunk.payload.len(),
-                    Response::Rollup { rollup, .. } => rollup.payload.len(),
-                    _ => 0,
-                };
-                let Ok(room) = waiting.acquire_many_owned(permits(bytes)).await else {
+                let room = waiting.acquire_many_owned(permits(payload_len(&response)));
+                let Ok(room) = room.await else {
                     return false;
                 };
                 tx.send(Incoming {

@@ -616,7 +616,7 @@ impl SyncClient {
                     let mut taken = 0usize;
                     let mut bytes = 0usize;
                     while let Some(incoming) = next.take() {
-                        bytes = bytes.saturating_add(payload_len(&incoming.response));
+                        bytes = bytes.saturating_add(live::payload_len(&incoming.response));
                         let current = sockets.get(&incoming.space).map(|s| s.generation);
                         if current == Some(incoming.generation) {
                             if matches!(incoming.response, Response::Failed { .. }) {
@@ -662,15 +662,6 @@ impl SyncClient {
 
 /// At most this many live chunks are applied together: a pull's page.
 const BATCH_CHUNKS: usize = 1024;
-
-/// The payload bytes a live message carries.
-fn payload_len(response: &Response) -> usize {
-    match response {
-        Response::Chunk { chunk, .. } => chunk.payload.len(),
-        Response::Rollup { rollup, .. } => rollup.payload.len(),
-        _ => 0,
-    }
-}
 
 /// At most this many payload bytes of live chunks are applied together: a pull's page.
 const BATCH_BYTES: usize = 4 << 20;
