@@ -680,3 +680,60 @@ fn a_record_made_after_the_cut_is_made_again_once() -> Result<()> {
     }
     still_syncing(&mut sim)
 }
+
+#[test]
+fn a_removed_device_cannot_speak_in_the_new_epoch_through_a_late_mover() -> Result<()> {
+    // Alex's phone (0) and lost tablet (1); Blake's phone (2).
+    let mut sim = Sim::new(65, 2, 1, 1_000)?;
+    heard_from(&mut sim)?;
+    let blakes = sim.devices[2]
+        .journal_mut()
+        .add(boundary("Blake's words"))?;
+    sim.settle()?;
+
+    // Blake, away, rewords the boundary; Alex removes the tablet meanwhile.
+    sim.devices[2].offline = true;
+    let reword = |sim: &mut Sim, d: usize, text: &str| -> Result<()> {
+        let mut body = sim.devices[d].journal().get(blakes)?.body;
+        if let Body::Boundary(b) = &mut body {
+            b.text = text.into();
+        }
+        sim.devices[d].journal_mut().edit(blakes, body)?;
+        Ok(())
+    };
+    reword(&mut sim, 2, "Blake's new words")?;
+    sim.rotate(0, Reason::RemoveDevices, &[1])?;
+    for _ in 0..4 {
+        sim.round_of(0)?;
+    }
+    sim.round_of(1)?;
+    ensure!(sim.devices[1].removed, "the tablet was not told");
+
+    // Whoever holds the tablet writes over the boundary in the old epoch, often enough that
+    // its words stand over Blake's there.
+    for n in 0..3 {
+        reword(&mut sim, 1, &format!("the tablet's words {n}"))?;
+    }
+    sim.round_of(1)?;
+
+    // Blake comes back, reads the old space (the tablet's words with it), and moves.
+    sim.devices[2].offline = false;
+    for _ in 0..4 {
+        sim.round_of(2)?;
+        sim.round_of(0)?;
+    }
+    ensure!(sim.devices[2].journal().epoch()? == 1, "Blake moved");
+    for d in [0, 2] {
+        let Body::Boundary(b) = sim.devices[d].journal().get(blakes)?.body else {
+            bail!("not a boundary");
+        };
+        ensure!(
+            b.text == "Blake's new words",
+            "{} reads {:?} in the new epoch",
+            sim.devices[d].name,
+            b.text
+        );
+    }
+    none_refused(&sim)?;
+    Ok(())
+}

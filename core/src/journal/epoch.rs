@@ -1108,11 +1108,18 @@ impl Journal {
             self.load_roster()?;
             self.roster.intros()
         };
+        // Every key claiming a removed id: nothing they wrote after the cut is carried.
+        let removed: Vec<[u8; 16]> = known
+            .iter()
+            .filter(|i| step.removed.contains(&i.cert.device))
+            .map(|i| i.cert.device_key.key_id().0)
+            .collect();
         // The devices this partner's replay may carry edits of (see [`replay_own`]).
         let mut ours: Vec<[u8; 16]> = known
             .iter()
             .filter(|i| i.cert.partner == self.me)
             .map(|i| i.cert.device_key.key_id().0)
+            .filter(|k| !removed.contains(k))
             .collect();
         ours.extend(self.key_id.map(|k| k.0));
         known.extend(self.expected()?.into_iter().filter_map(Result::ok));
@@ -1144,8 +1151,9 @@ impl Journal {
             let actor = automerge::ActorId::from(self.actor.as_slice());
             let (mut new, base) = rebuild::rebuild(old.am(), heads, epoch, &leave, actor)?;
             let own = self.key_id.map(|k| k.0);
+            let kept = without_removed(old.am(), heads, &removed)?;
             let replay = replay_own(
-                old.am(),
+                kept.as_ref().unwrap_or(old.am()),
                 heads,
                 own.as_ref(),
                 &ours,
@@ -1627,6 +1635,59 @@ fn replay_own(
         );
     }
     Ok(written)
+}
+
+/// `old` without what the devices whose key ids are `removed` wrote after `heads`, nor any
+/// change made on top of it (`None`: they wrote nothing there). A removed device keeps the old
+/// epoch's secrets and can still write into its spaces; what it wrote must not reach the new
+/// epoch through a device that moves later and carries the values standing in the old
+/// document. An edit made on top of such a write is left out with it (a warning counts them):
+/// it was made reading what the removed device wrote.
+fn without_removed(
+    old: &automerge::Automerge,
+    heads: &[ChangeHash],
+    removed: &[[u8; 16]],
+) -> Result<Option<automerge::Automerge>> {
+    let after = old.get_changes(heads);
+    let by_removed = |c: &automerge::Change| {
+        removed
+            .iter()
+            .any(|k| signed_by(c.actor_id().to_bytes(), k))
+    };
+    if !after.iter().any(by_removed) {
+        return Ok(None);
+    }
+    let mut dropped: HashSet<ChangeHash> = after
+        .iter()
+        .filter(|c| by_removed(c))
+        .map(automerge::Change::hash)
+        .collect();
+    // Until nothing more builds on what is dropped (the history's order is causal, so this
+    // settles in one pass; more only on an order it does not promise).
+    loop {
+        let before = dropped.len();
+        for change in &after {
+            if change.deps().iter().any(|d| dropped.contains(d)) {
+                dropped.insert(change.hash());
+            }
+        }
+        if dropped.len() == before {
+            break;
+        }
+    }
+    let built_on = after
+        .iter()
+        .filter(|c| !by_removed(c) && dropped.contains(&c.hash()))
+        .count();
+    if built_on > 0 {
+        tracing::warn!(
+            changes = built_on,
+            "edits made on top of a removed device's are not written again"
+        );
+    }
+    let mut kept = old.fork_at(heads)?;
+    kept.apply_changes(after.into_iter().filter(|c| !dropped.contains(&c.hash())))?;
+    Ok(Some(kept))
 }
 
 /// Whether `actor` is one of the device whose key id is `key`. Only a signed actor says so:
