@@ -9,6 +9,7 @@
 //! Every replica starts from the same genesis change (fixed actor, fixed content), so the root
 //! maps are one object everywhere instead of concurrent creations that would hide each other.
 
+pub(crate) mod inflate;
 pub(crate) mod json;
 mod lazy;
 pub(crate) mod rebuild;

@@ -24,12 +24,16 @@ use crate::error::{Error, Result};
 /// (bytes stay bytes), the winner of each key only. Objects more than `depth` levels below
 /// `from` are left out (see [`MAX_DEPTH`]): the copy never recurses without bound, and every
 /// device leaves out the same ones.
+/// Which values a copy takes, by the id of the operation that put each one.
+pub(crate) type Carry<'a> = &'a dyn Fn(&ObjId) -> bool;
+
 fn copy_map(
     src: &Automerge,
     from: &ObjId,
     tx: &mut Transaction<'_>,
     to: &ObjId,
     keep: &dyn Fn(&str) -> bool,
+    carry: Carry<'_>,
     depth: usize,
 ) -> Result<()> {
     for key in src.keys(from) {
@@ -37,9 +41,10 @@ fn copy_map(
             continue;
         }
         match src.get(from, key.as_str())? {
+            Some((_, id)) if !carry(&id) => {}
             Some((Value::Object(kind), child)) if depth > 1 => {
                 let copy = tx.put_object(to, key.as_str(), kind)?;
-                copy_within(src, &child, kind, tx, &copy, depth.saturating_sub(1))?;
+                copy_within(src, &child, kind, tx, &copy, carry, depth.saturating_sub(1))?;
             }
             Some((Value::Scalar(value), _)) => tx.put(to, key.as_str(), value.into_owned())?,
             Some((Value::Object(_), _)) | None => {}
@@ -49,15 +54,17 @@ fn copy_map(
 }
 
 /// Copies the object `from` (of `kind`) into `to`, the same kind, as far down as
-/// [`MAX_DEPTH`] levels below it.
+/// [`MAX_DEPTH`] levels below it, leaving out the map entries and list elements `carry`
+/// refuses (and what is below them).
 pub(crate) fn copy_obj(
     src: &Automerge,
     from: &ObjId,
     kind: ObjType,
     tx: &mut Transaction<'_>,
     to: &ObjId,
+    carry: Carry<'_>,
 ) -> Result<()> {
-    copy_within(src, from, kind, tx, to, MAX_DEPTH)
+    copy_within(src, from, kind, tx, to, carry, MAX_DEPTH)
 }
 
 fn copy_within(
@@ -66,10 +73,11 @@ fn copy_within(
     kind: ObjType,
     tx: &mut Transaction<'_>,
     to: &ObjId,
+    carry: Carry<'_>,
     depth: usize,
 ) -> Result<()> {
     match kind {
-        ObjType::Map | ObjType::Table => copy_map(src, from, tx, to, &|_| true, depth),
+        ObjType::Map | ObjType::Table => copy_map(src, from, tx, to, &|_| true, carry, depth),
         ObjType::Text => {
             let text = src.text(from)?;
             tx.splice_text(to, 0, 0, &text)?;
@@ -79,9 +87,10 @@ fn copy_within(
             let mut at = 0;
             for i in 0..src.length(from) {
                 match src.get(from, i)? {
+                    Some((_, id)) if !carry(&id) => {}
                     Some((Value::Object(kind), child)) if depth > 1 => {
                         let copy = tx.insert_object(to, at, kind)?;
-                        copy_within(src, &child, kind, tx, &copy, depth.saturating_sub(1))?;
+                        copy_within(src, &child, kind, tx, &copy, carry, depth.saturating_sub(1))?;
                         at = at.saturating_add(1);
                     }
                     Some((Value::Scalar(value), _)) => {
@@ -176,6 +185,7 @@ pub(crate) fn rebuild(
                     .any(|p| key.starts_with(p.as_str()))
                     || (rekey.is_some() && key.starts_with(IDENTITY_PREFIX)))
             },
+            &|_| true,
             MAX_DEPTH,
         )?;
         if let Some((_, claim, at)) = rekey {
@@ -199,6 +209,7 @@ pub(crate) fn rebuild(
             &mut tx,
             &record,
             &|key| !removed || ENVELOPE_KEYS.contains(&key),
+            &|_| true,
             MAX_DEPTH,
         )?;
     }

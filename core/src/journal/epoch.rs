@@ -1122,6 +1122,19 @@ impl Journal {
             .filter(|k| !removed.contains(k))
             .collect();
         ours.extend(self.key_id.map(|k| k.0));
+        // The keys whose writes after the cut may be carried: those of the devices the new
+        // epoch keeps (a removed device can still write into the old spaces, and certify new
+        // keys of its own there).
+        let mut trusted: Vec<[u8; 16]> = step
+            .members
+            .iter()
+            .filter_map(|d| {
+                let claims: Vec<&Intro> = known.iter().filter(|i| i.cert.device == *d).collect();
+                owner(claims, |i| &i.cert).map(|i| i.cert.device_key.key_id().0)
+            })
+            .filter(|k| !removed.contains(k))
+            .collect();
+        trusted.extend(self.key_id.map(|k| k.0));
         known.extend(self.expected()?.into_iter().filter_map(Result::ok));
         let leave = rebuild::Leave {
             partner_keys_prefixes: vec![registry::DEVICE.to_owned()],
@@ -1151,12 +1164,14 @@ impl Journal {
             let actor = automerge::ActorId::from(self.actor.as_slice());
             let (mut new, base) = rebuild::rebuild(old.am(), heads, epoch, &leave, actor)?;
             let own = self.key_id.map(|k| k.0);
-            let kept = without_removed(old.am(), heads, &removed)?;
             let replay = replay_own(
-                kept.as_ref().unwrap_or(old.am()),
+                old.am(),
                 heads,
                 own.as_ref(),
-                &ours,
+                Writers {
+                    ours: &ours,
+                    trusted: &trusted,
+                },
                 self.me,
                 space == Space::Couple,
                 &mut new,
@@ -1490,6 +1505,15 @@ enum Unit {
     Partner(String, String),
 }
 
+/// Whose writes a replay carries, by key id.
+#[derive(Clone, Copy)]
+struct Writers<'a> {
+    /// This partner's devices: whatever actor begins with one wrote for this partner.
+    ours: &'a [[u8; 16]],
+    /// The devices the new epoch keeps: only their writes after the cut are carried.
+    trusted: &'a [[u8; 16]],
+}
+
 /// What the replay reads besides the old document.
 struct Replay<'a> {
     old: &'a automerge::Automerge,
@@ -1499,13 +1523,18 @@ struct Replay<'a> {
     me: String,
     /// The last value this device's own operations put at each path, where it was a scalar.
     own_values: HashMap<Vec<String>, ScalarValue>,
+    /// The operation counters of the changes after the cut, by actor.
+    after: HashMap<Vec<u8>, Vec<(u64, u64)>>,
+    /// Key ids whose writes after the cut may be carried.
+    trusted: &'a [[u8; 16]],
 }
 
 /// Writes again into `new`, in one change, what the changes of `old` made by this device
 /// (actors beginning with `own`) after `heads` did: each record field (or whole record, or
 /// partner entry key) they wrote takes the value it has in `old` now. Values, not changes: an
 /// edit built on another device's edit after the cut is carried as well, without that edit's
-/// author having moved. The other partner's devices write theirs again themselves, so what
+/// author having moved, unless that author is a device the new epoch leaves out
+/// (`writers.trusted`: its value is not carried). The other partner's devices write theirs again themselves, so what
 /// they may write alone (a consent, a view, a response) is never written here: a managed map
 /// (consents, wordings, a commitment's ledgers) is written entry by entry, only the entries this
 /// device wrote, and a record or map the new document lacks is made again without the other
@@ -1518,7 +1547,7 @@ fn replay_own(
     old: &automerge::Automerge,
     heads: &[ChangeHash],
     own: Option<&[u8; 16]>,
-    ours: &[[u8; 16]],
+    writers: Writers<'_>,
     me: PartnerId,
     check: bool,
     new: &mut SpaceDoc,
@@ -1529,7 +1558,14 @@ fn replay_own(
     let mut records: BTreeMap<String, Touched> = BTreeMap::new();
     let mut partners: BTreeSet<(String, String)> = BTreeSet::new();
     let mut own_values: HashMap<Vec<String>, ScalarValue> = HashMap::new();
+    let mut after: HashMap<Vec<u8>, Vec<(u64, u64)>> = HashMap::new();
     for change in old.get_changes(heads) {
+        let start = change.start_op().get();
+        let len = u64::try_from(change.len()).unwrap_or(u64::MAX);
+        after
+            .entry(change.actor_id().to_bytes().to_vec())
+            .or_default()
+            .push((start, start.saturating_add(len)));
         if !signed_by(change.actor_id().to_bytes(), own) {
             continue;
         }
@@ -1586,9 +1622,11 @@ fn replay_own(
     }
     let replay = Replay {
         old,
-        ours,
+        ours: writers.ours,
         me: me.to_string(),
         own_values,
+        after,
+        trusted: writers.trusted,
     };
     let passes = |new: &SpaceDoc, change: &automerge::Change| {
         !check
@@ -1635,59 +1673,6 @@ fn replay_own(
         );
     }
     Ok(written)
-}
-
-/// `old` without what the devices whose key ids are `removed` wrote after `heads`, nor any
-/// change made on top of it (`None`: they wrote nothing there). A removed device keeps the old
-/// epoch's secrets and can still write into its spaces; what it wrote must not reach the new
-/// epoch through a device that moves later and carries the values standing in the old
-/// document. An edit made on top of such a write is left out with it (a warning counts them):
-/// it was made reading what the removed device wrote.
-fn without_removed(
-    old: &automerge::Automerge,
-    heads: &[ChangeHash],
-    removed: &[[u8; 16]],
-) -> Result<Option<automerge::Automerge>> {
-    let after = old.get_changes(heads);
-    let by_removed = |c: &automerge::Change| {
-        removed
-            .iter()
-            .any(|k| signed_by(c.actor_id().to_bytes(), k))
-    };
-    if !after.iter().any(by_removed) {
-        return Ok(None);
-    }
-    let mut dropped: HashSet<ChangeHash> = after
-        .iter()
-        .filter(|c| by_removed(c))
-        .map(automerge::Change::hash)
-        .collect();
-    // Until nothing more builds on what is dropped (the history's order is causal, so this
-    // settles in one pass; more only on an order it does not promise).
-    loop {
-        let before = dropped.len();
-        for change in &after {
-            if change.deps().iter().any(|d| dropped.contains(d)) {
-                dropped.insert(change.hash());
-            }
-        }
-        if dropped.len() == before {
-            break;
-        }
-    }
-    let built_on = after
-        .iter()
-        .filter(|c| !by_removed(c) && dropped.contains(&c.hash()))
-        .count();
-    if built_on > 0 {
-        tracing::warn!(
-            changes = built_on,
-            "edits made on top of a removed device's are not written again"
-        );
-    }
-    let mut kept = old.fork_at(heads)?;
-    kept.apply_changes(after.into_iter().filter(|c| !dropped.contains(&c.hash())))?;
-    Ok(Some(kept))
 }
 
 /// Whether `actor` is one of the device whose key id is `key`. Only a signed actor says so:
@@ -1760,7 +1745,7 @@ impl Replay<'_> {
                     Some((Value::Object(_), to)) => to,
                     _ => tx.put_object(&to_parent, partner.as_str(), ObjType::Map)?,
                 };
-                self.write_value(&from, tx, &to, key)
+                self.write_value(&from, tx, &to, key, &["partners", partner.as_str()])
             }
             Unit::Record(id, touched) => {
                 self.write_record(&from_parent, &to_parent, id, touched, tx)
@@ -1808,7 +1793,7 @@ impl Replay<'_> {
         let kind = str_at(self.old, &from, "kind");
         for (field, touched) in &touched.fields {
             if !managed_map(kind.as_deref(), field) {
-                self.write_value(&from, tx, &to, field)?;
+                self.write_value(&from, tx, &to, field, &["records", id])?;
                 continue;
             }
             match (
@@ -1824,7 +1809,13 @@ impl Replay<'_> {
                     Some((Value::Object(ObjType::Map), to_map)),
                 ) => {
                     for entry in &touched.entries {
-                        self.write_value(&from_map, tx, &to_map, entry)?;
+                        self.write_value(
+                            &from_map,
+                            tx,
+                            &to_map,
+                            entry,
+                            &["records", id, field.as_str()],
+                        )?;
                     }
                 }
                 (Some((Value::Object(ObjType::Map), from_map)), _) => {
@@ -1833,24 +1824,55 @@ impl Replay<'_> {
                     self.copy_ours(&from_map, tx, &to_map, &mut path, COPY_DEPTH)?;
                 }
                 // Not a map where one belongs: as it stands, for the guard to judge.
-                _ => self.write_value(&from, tx, &to, field)?,
+                _ => self.write_value(&from, tx, &to, field, &["records", id])?,
             }
         }
         Ok(())
     }
 
-    /// Writes `to.key` as `from.key` holds it now (deleting it where `from` has none).
+    /// Whether the value operation `id` put may be carried: one put before the cut (the new
+    /// epoch starts from it), or after it under a signed actor of a key the new epoch keeps. A
+    /// removed device keeps the old epoch's secrets and can still write there (under a key it
+    /// certifies anew, too): what it wrote must not reach the new epoch under the signature of
+    /// a device that moves later.
+    fn carries(&self, id: &ObjId) -> bool {
+        let ObjId::Id(counter, actor, _) = id else {
+            return true;
+        };
+        let actor = actor.to_bytes();
+        let after_cut = self.after.get(actor).is_some_and(|ops| {
+            ops.iter()
+                .any(|&(start, end)| (start..end).contains(counter))
+        });
+        !after_cut || self.trusted.iter().any(|k| signed_by(actor, k))
+    }
+
+    /// Writes `to.key` as `from.key` (at `path`) holds it now, deleting it where `from` has
+    /// none. Where a value put by a device left out of the new epoch stands, this device's own
+    /// last value there is written instead, if it put one, and otherwise nothing.
     fn write_value(
         &self,
         from: &ObjId,
         tx: &mut Transaction<'_>,
         to: &ObjId,
         key: &str,
+        path: &[&str],
     ) -> Result<()> {
         match self.old.get(from, key)? {
+            Some((_, id)) if !self.carries(&id) => {
+                let at: Vec<String> = path
+                    .iter()
+                    .copied()
+                    .chain([key])
+                    .map(str::to_owned)
+                    .collect();
+                if let Some(mine) = self.own_values.get(&at) {
+                    tx.put(to, key, mine.clone())?;
+                }
+            }
             Some((Value::Object(kind), child)) => {
                 let copy = tx.put_object(to, key, kind)?;
-                rebuild::copy_obj(self.old, &child, kind, tx, &copy)?;
+                rebuild::copy_obj(self.old, &child, kind, tx, &copy, &|id| self.carries(id))?;
             }
             Some((Value::Scalar(s), _)) => tx.put(to, key, s.into_owned())?,
             None => {
@@ -1881,7 +1903,7 @@ impl Replay<'_> {
             let written = match &id {
                 ObjId::Id(_, actor, _) => {
                     let actor = actor.to_bytes();
-                    self.ours.iter().any(|k| signed_by(actor, k))
+                    self.ours.iter().any(|k| signed_by(actor, k)) && self.carries(&id)
                 }
                 ObjId::Root => false,
             };
@@ -1894,7 +1916,7 @@ impl Replay<'_> {
                 }
                 Value::Object(kind) if written => {
                     let copy = tx.put_object(to, key.as_str(), kind)?;
-                    rebuild::copy_obj(self.old, &id, kind, tx, &copy)?;
+                    rebuild::copy_obj(self.old, &id, kind, tx, &copy, &|id| self.carries(id))?;
                 }
                 Value::Scalar(s) if written => tx.put(to, key.as_str(), s.into_owned())?,
                 _ => {

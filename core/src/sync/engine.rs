@@ -18,6 +18,7 @@ use crate::{
         ChunkAad, GroupScope, RollupAad, SpaceKeys, open_chunk, open_rollup, open_snapshot,
         seal_chunk, seal_rollup, seal_snapshot,
     },
+    doc::inflate,
     error::{Error, Result},
     store::{PulledChange, Space, SyncState},
 };
@@ -1538,7 +1539,19 @@ impl SyncEngine {
                         device_seq: c.device_seq,
                     };
                     match open_chunk(&link.keys.content, &aad, &c.payload) {
-                        Ok(p) => Some(p),
+                        Ok(p) if inflate::within(&p, inflate::budget(&p)) => Some(p),
+                        Ok(_) => {
+                            // It would inflate past what a phone can hold: never read.
+                            let kind = ProblemKind::Unmergeable {
+                                device: hex,
+                                device_seq: c.device_seq,
+                                relay_seq,
+                            };
+                            self.problem(journal, space, kind, now)?;
+                            let real = self.runs[i].authentic.contains(&device);
+                            self.runs[i].state = journal.mark_refused(space, relay_seq, real)?;
+                            None
+                        }
                         Err(Error::Tampered) => {
                             let kind = ProblemKind::Tampered {
                                 relay_seq,
@@ -1562,7 +1575,8 @@ impl SyncEngine {
                         last_seq: r.last_seq,
                     };
                     let plain = match open_rollup(&link.keys.content, &aad, &r.payload) {
-                        Ok(p) => Some(p),
+                        Ok(p) if inflate::within(&p, inflate::budget(&p)) => Some(p),
+                        Ok(_) => None,
                         Err(Error::Tampered) => None,
                         Err(e) => return Err(e),
                     };
@@ -1694,7 +1708,12 @@ impl SyncEngine {
             covers,
             &snapshot.payload,
         ) {
-            Ok(p) => p,
+            Ok(p) if inflate::within(&p, inflate::budget(&p)) => p,
+            Ok(_) => {
+                // It would inflate past what a phone can hold: never read.
+                self.problem(journal, link.space, bad, now)?;
+                return Ok(Loaded::Unusable);
+            }
             Err(Error::Tampered) => {
                 self.problem(journal, link.space, bad, now)?;
                 return Ok(Loaded::Unusable);

@@ -1,0 +1,136 @@
+//! A key holder's chunk that would inflate far past its size is refused before Automerge reads
+//! it: the phone reading it never holds what it would inflate to, and sync goes on.
+
+// Only to watch allocations: a global allocator is an unsafe trait, each call passed on to
+// the system's unchanged.
+#![allow(unsafe_code)]
+
+mod sim;
+
+use std::{
+    alloc::{GlobalAlloc, Layout, System},
+    cell::Cell,
+    io::Write,
+};
+
+use anyhow::{Result, ensure};
+use mend_core::{
+    Body,
+    crypto::{ChunkAad, seal_chunk},
+    model::Share,
+    sync::ProblemKind,
+};
+use sim::Sim;
+
+/// Counts the bytes this thread holds, and the most it held: the simulation runs every device
+/// on the test's own thread.
+struct Counting;
+
+thread_local! {
+    static HELD: Cell<usize> = const { Cell::new(0) };
+    static PEAK: Cell<usize> = const { Cell::new(0) };
+}
+
+// SAFETY: every call goes to the system allocator unchanged; the counters only watch.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = HELD.try_with(|h| {
+            let now = h.get().saturating_add(layout.size());
+            h.set(now);
+            let _ = PEAK.try_with(|p| p.set(p.get().max(now)));
+        });
+        // SAFETY: the caller's layout, passed on.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let _ = HELD.try_with(|h| h.set(h.get().saturating_sub(layout.size())));
+        // SAFETY: allocated above with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static COUNTING: Counting = Counting;
+
+const INFLATED: usize = 256 << 20;
+
+/// Automerge's compressed change chunk whose body inflates to `INFLATED` zero bytes.
+fn bomb() -> Result<Vec<u8>> {
+    let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..INFLATED >> 20 {
+        e.write_all(&zeros)?;
+    }
+    let body = e.finish()?;
+    let mut out = vec![0x85, 0x6f, 0x4a, 0x83, 0, 0, 0, 0, 2];
+    let mut len = body.len() as u64;
+    loop {
+        let b = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            out.push(b);
+            break;
+        }
+        out.push(b | 0x80);
+    }
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+#[test]
+fn a_chunk_that_would_inflate_past_its_budget_is_refused_unread() -> Result<()> {
+    // Alex's phone (0); Blake's phone (1).
+    let mut sim = Sim::new(90, 1, 1, 1_000)?;
+    sim.settle()?;
+    let change = bomb()?;
+    ensure!(change.len() < 1 << 20, "{} bytes", change.len());
+    // A couple's chunk: one "change", under a signer and signature nobody made.
+    let mut plain = vec![1u8, 0, 0];
+    plain.extend_from_slice(&1u32.to_be_bytes());
+    plain.extend_from_slice(&[9; 16]);
+    plain.extend_from_slice(&[9; 64]);
+    plain.extend_from_slice(&(change.len() as u32).to_be_bytes());
+    plain.extend_from_slice(&change);
+    let device = [7u8; 16];
+    let aad = ChunkAad {
+        space_id: sim.couple_keys.space_id,
+        device,
+        device_seq: 1,
+    };
+    let payload = seal_chunk(&sim.couple_keys.content, &aad, &plain)?;
+    sim.relay
+        .inject(sim.couple_keys.space_id, device, 1, payload);
+
+    let before = HELD.with(Cell::get);
+    PEAK.with(|p| p.set(before));
+    sim.round_of(0)?;
+    let grew = PEAK.with(Cell::get).saturating_sub(before);
+    ensure!(
+        grew < INFLATED / 4,
+        "reading the chunk held {} MiB",
+        grew >> 20
+    );
+    ensure!(
+        sim.devices[0]
+            .problems
+            .iter()
+            .any(|p| matches!(p.kind, ProblemKind::Unmergeable { device_seq: 1, .. })),
+        "not reported: {:?}",
+        sim.devices[0].problems
+    );
+
+    // Sync goes on past it.
+    sim.devices[1].journal_mut().add(Body::Share(Share {
+        feeling: "after it".into(),
+        tough_question: false,
+    }))?;
+    sim.settle()?;
+    let read = sim.devices[0]
+        .journal()
+        .records()?
+        .into_iter()
+        .any(|r| matches!(r.body, Body::Share(s) if s.feeling == "after it"));
+    ensure!(read, "what came after the chunk did not arrive");
+    Ok(())
+}
