@@ -737,3 +737,59 @@ fn a_removed_device_cannot_speak_in_the_new_epoch_through_a_late_mover() -> Resu
     none_refused(&sim)?;
     Ok(())
 }
+
+#[test]
+fn a_key_certified_in_the_old_epoch_after_the_cut_cannot_speak_through_a_late_mover() -> Result<()>
+{
+    // Alex's phone (0) and lost tablet (1); Blake's phone (2).
+    let mut sim = Sim::new(66, 2, 1, 1_000)?;
+    heard_from(&mut sim)?;
+    let blakes = sim.devices[2]
+        .journal_mut()
+        .add(boundary("Blake's words"))?;
+    sim.settle()?;
+    sim.devices[2].offline = true;
+    let reword = |sim: &mut Sim, d: usize, text: &str| -> Result<()> {
+        let mut body = sim.devices[d].journal().get(blakes)?.body;
+        if let Body::Boundary(b) = &mut body {
+            b.text = text.into();
+        }
+        sim.devices[d].journal_mut().edit(blakes, body)?;
+        Ok(())
+    };
+    reword(&mut sim, 2, "Blake's new words")?;
+    sim.rotate(0, Reason::RemoveDevices, &[1])?;
+    for _ in 0..4 {
+        sim.round_of(0)?;
+    }
+
+    // Whoever holds the tablet holds Alex's identity: it certifies a new key under a new id
+    // in the old epoch, which no rotation removed, and writes over the boundary with it.
+    let thief = sim.join_device(0)?;
+    sim.round_of(thief)?;
+    ensure!(sim.devices[thief].removed, "the new key found a box");
+    for n in 0..3 {
+        reword(&mut sim, thief, &format!("the new key's words {n}"))?;
+    }
+    sim.round_of(thief)?;
+
+    sim.devices[2].offline = false;
+    for _ in 0..4 {
+        sim.round_of(2)?;
+        sim.round_of(0)?;
+    }
+    ensure!(sim.devices[2].journal().epoch()? == 1, "Blake moved");
+    for d in [0, 2] {
+        let Body::Boundary(b) = sim.devices[d].journal().get(blakes)?.body else {
+            bail!("not a boundary");
+        };
+        ensure!(
+            b.text == "Blake's new words",
+            "{} reads {:?} in the new epoch",
+            sim.devices[d].name,
+            b.text
+        );
+    }
+    none_refused(&sim)?;
+    Ok(())
+}

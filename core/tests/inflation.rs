@@ -57,9 +57,14 @@ const INFLATED: usize = 256 << 20;
 
 /// Automerge's compressed change chunk whose body inflates to `INFLATED` zero bytes.
 fn bomb() -> Result<Vec<u8>> {
+    bomb_of(INFLATED)
+}
+
+/// Automerge's compressed change chunk whose body inflates to `inflated` zero bytes.
+fn bomb_of(inflated: usize) -> Result<Vec<u8>> {
     let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
     let zeros = vec![0u8; 1 << 20];
-    for _ in 0..INFLATED >> 20 {
+    for _ in 0..inflated >> 20 {
         e.write_all(&zeros)?;
     }
     let body = e.finish()?;
@@ -78,6 +83,53 @@ fn bomb() -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Seals `change` as the couple's chunk `seq` of a device nobody introduced, under a signer
+/// and signature nobody made, and puts it in the relay's log.
+fn inject(sim: &mut Sim, change: &[u8], seq: u64) -> Result<()> {
+    let mut plain = vec![1u8, 0, 0];
+    plain.extend_from_slice(&1u32.to_be_bytes());
+    plain.extend_from_slice(&[9; 16]);
+    plain.extend_from_slice(&[9; 64]);
+    plain.extend_from_slice(&(change.len() as u32).to_be_bytes());
+    plain.extend_from_slice(change);
+    let device = [7u8; 16];
+    let aad = ChunkAad {
+        space_id: sim.couple_keys.space_id,
+        device,
+        device_seq: seq,
+    };
+    let payload = seal_chunk(&sim.couple_keys.content, &aad, &plain)?;
+    sim.relay
+        .inject(sim.couple_keys.space_id, device, seq, payload);
+    Ok(())
+}
+
+fn unmergeable(sim: &Sim, d: usize, seq: u64) -> bool {
+    sim.devices[d]
+        .problems
+        .iter()
+        .any(|p| matches!(p.kind, ProblemKind::Unmergeable { device_seq, .. } if device_seq == seq))
+}
+
+#[test]
+fn chunks_read_together_share_one_budget() -> Result<()> {
+    // Alex's phone (0); Blake's phone (1).
+    let mut sim = Sim::new(91, 1, 1, 1_000)?;
+    sim.settle()?;
+    // Each alone well within what one payload may inflate to; together, past the page's.
+    let change = bomb_of(12 << 20)?;
+    inject(&mut sim, &change, 1)?;
+    inject(&mut sim, &change, 2)?;
+    sim.round_of(0)?;
+    ensure!(!unmergeable(&sim, 0, 1), "the first was refused unread");
+    ensure!(
+        unmergeable(&sim, 0, 2),
+        "the second was read: {:?}",
+        sim.devices[0].problems
+    );
+    Ok(())
+}
+
 #[test]
 fn a_chunk_that_would_inflate_past_its_budget_is_refused_unread() -> Result<()> {
     // Alex's phone (0); Blake's phone (1).
@@ -85,22 +137,7 @@ fn a_chunk_that_would_inflate_past_its_budget_is_refused_unread() -> Result<()> 
     sim.settle()?;
     let change = bomb()?;
     ensure!(change.len() < 1 << 20, "{} bytes", change.len());
-    // A couple's chunk: one "change", under a signer and signature nobody made.
-    let mut plain = vec![1u8, 0, 0];
-    plain.extend_from_slice(&1u32.to_be_bytes());
-    plain.extend_from_slice(&[9; 16]);
-    plain.extend_from_slice(&[9; 64]);
-    plain.extend_from_slice(&(change.len() as u32).to_be_bytes());
-    plain.extend_from_slice(&change);
-    let device = [7u8; 16];
-    let aad = ChunkAad {
-        space_id: sim.couple_keys.space_id,
-        device,
-        device_seq: 1,
-    };
-    let payload = seal_chunk(&sim.couple_keys.content, &aad, &plain)?;
-    sim.relay
-        .inject(sim.couple_keys.space_id, device, 1, payload);
+    inject(&mut sim, &change, 1)?;
 
     let before = HELD.with(Cell::get);
     PEAK.with(|p| p.set(before));
@@ -112,10 +149,7 @@ fn a_chunk_that_would_inflate_past_its_budget_is_refused_unread() -> Result<()> 
         grew >> 20
     );
     ensure!(
-        sim.devices[0]
-            .problems
-            .iter()
-            .any(|p| matches!(p.kind, ProblemKind::Unmergeable { device_seq: 1, .. })),
+        unmergeable(&sim, 0, 1),
         "not reported: {:?}",
         sim.devices[0].problems
     );

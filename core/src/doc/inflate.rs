@@ -8,7 +8,9 @@
 //! to read a chunk (its four magic bytes, wherever they are: the wrappers around Automerge's
 //! bytes differ from payload to payload, and every chunk Automerge reads starts there), it
 //! reads the chunk's header and column table as Automerge does, and inflates each compressed
-//! part through a reader that stops at the budget, keeping nothing.
+//! part through a reader that stops at the budget, keeping nothing. The budget counts the work
+//! too (every byte a chunk spans, every compressed byte read), so chunks nested inside each
+//! other's data cannot make the walk itself quadratic.
 
 use std::io::Read;
 
@@ -16,28 +18,41 @@ use std::io::Read;
 const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
 /// Chunk types (Automerge's storage format).
 const DOCUMENT: u8 = 0;
+const CHANGE: u8 = 1;
 const COMPRESSED_CHANGE: u8 = 2;
 const BUNDLE: u8 = 3;
 /// The bit of a column's specification that says its data is DEFLATE-compressed.
 const DEFLATE: u32 = 0b1000;
 
-/// What `bytes` may inflate to: 64 MiB, plus 16 times their own size (Automerge's compressed
-/// columns of the app's records, text included, stay well below that ratio).
-pub(crate) fn budget(bytes: &[u8]) -> u64 {
-    (64u64 << 20).saturating_add(
-        u64::try_from(bytes.len())
-            .unwrap_or(u64::MAX)
-            .saturating_mul(16),
-    )
+/// What payloads of `len` bytes in all, read together, may inflate to: 16 MiB, plus 16 times
+/// their size (Automerge's compressed columns of the app's records, text included, stay well
+/// below that ratio). One budget is spent by everything read together (a page, a snapshot):
+/// Automerge holds what it inflated from all of it at once.
+pub(crate) fn budget(len: usize) -> u64 {
+    let len = u64::try_from(len).unwrap_or(u64::MAX);
+    (16u64 << 20).saturating_add(len.saturating_mul(16))
 }
 
-/// Whether everything Automerge would inflate from `bytes` comes to at most `budget` bytes.
-pub(crate) fn within(bytes: &[u8], budget: u64) -> bool {
-    let mut left = budget;
+/// What the walk spends on `bytes`, up to `cap` (past it: `cap + 1`). Held changes count
+/// this, not their compressed size.
+pub(crate) fn cost(bytes: &[u8], cap: u64) -> u64 {
+    let mut left = cap;
+    if within(bytes, &mut left) {
+        cap.saturating_sub(left)
+    } else {
+        cap.saturating_add(1)
+    }
+}
+
+/// Whether everything Automerge would inflate from `bytes`, with the bytes each chunk spans
+/// and the compressed bytes read, fits in what is `left`, which it spends. A chunk of a kind
+/// Automerge reads that runs past the end of `bytes` is refused too: Automerge may read it
+/// joined with what follows (a personal space's payloads are loaded together).
+pub(crate) fn within(bytes: &[u8], left: &mut u64) -> bool {
     let mut at = 0usize;
     while let Some(found) = find_magic(bytes.get(at..).unwrap_or_default()) {
         let start = at.saturating_add(found);
-        if !chunk_within(bytes.get(start..).unwrap_or_default(), &mut left) {
+        if !chunk_within(bytes.get(start..).unwrap_or_default(), left) {
             return false;
         }
         at = start.saturating_add(1);
@@ -45,23 +60,49 @@ pub(crate) fn within(bytes: &[u8], budget: u64) -> bool {
     true
 }
 
+/// Whether `bytes` are exactly one Automerge chunk: a change that is one piece of a bundle must
+/// be read alone, not joined with the next piece into something the walk did not see.
+pub(crate) fn is_one_chunk(bytes: &[u8]) -> bool {
+    let mut r = Reader::new(bytes);
+    r.take(4).is_some_and(|m| m == MAGIC)
+        && r.take(5).is_some()
+        && r.len()
+            .and_then(|len| r.take(len))
+            .is_some_and(|_| r.at == bytes.len())
+}
+
 fn find_magic(bytes: &[u8]) -> Option<usize> {
     bytes.windows(MAGIC.len()).position(|w| w == MAGIC)
 }
 
-/// Counts what the chunk at the start of `bytes` inflates to against `left`; false once it is
-/// spent. A chunk Automerge could not read (a header cut short, a table that runs past the
-/// end) inflates nothing: Automerge fails on it before inflating.
+/// Takes `n` from `left`; false if it does not hold that much.
+fn spend(left: &mut u64, n: usize) -> bool {
+    let n = u64::try_from(n).unwrap_or(u64::MAX);
+    match left.checked_sub(n) {
+        Some(rest) => {
+            *left = rest;
+            true
+        }
+        None => false,
+    }
+}
+
+/// Spends what the chunk at the start of `bytes` costs; false once `left` runs out. Bytes
+/// that do not make a chunk header cost what was read of them.
 fn chunk_within(bytes: &[u8], left: &mut u64) -> bool {
-    let mut r = Reader { bytes, at: 0 };
-    let Some(data) = r.take(4).and_then(|_| r.take(4)).and_then(|_| {
-        let kind = r.byte()?;
-        let len = r.uleb()?;
-        Some((kind, r.take(usize::try_from(len).ok()?)?))
-    }) else {
-        return true;
+    let mut r = Reader::new(bytes);
+    let Some((kind, len)) = r.take(8).and_then(|_| Some((r.byte()?, r.uleb()?))) else {
+        return spend(left, r.at);
     };
-    let (kind, data) = data;
+    let read = matches!(kind, DOCUMENT | CHANGE | COMPRESSED_CHANGE | BUNDLE);
+    // Past the end, or a length this platform's `usize` cannot hold (Automerge would cut it
+    // short on a 32-bit phone and read something the walk did not).
+    let Some(data) = usize::try_from(len).ok().and_then(|len| r.take(len)) else {
+        return !read && spend(left, r.at);
+    };
+    if !spend(left, r.at) {
+        return false;
+    }
     match kind {
         COMPRESSED_CHANGE => inflate(data, left),
         DOCUMENT => columns_within(data, false, left),
@@ -73,27 +114,30 @@ fn chunk_within(bytes: &[u8], left: &mut u64) -> bool {
 /// A document (actors, heads, change columns, op columns, their data) or a bundle (deps,
 /// actors, change columns and data, op columns and data).
 fn columns_within(data: &[u8], bundle: bool, left: &mut u64) -> bool {
-    let mut r = Reader { bytes: data, at: 0 };
-    let mut read = || -> Option<Vec<(u32, &[u8])>> {
-        if bundle {
-            r.hashes()?;
+    let mut r = Reader::new(data);
+    let columns = if bundle {
+        r.hashes().and_then(|()| {
             r.actors()?;
             let changes = r.table()?;
             let mut columns = r.data(&changes)?;
             let ops = r.table()?;
             columns.extend(r.data(&ops)?);
             Some(columns)
-        } else {
-            r.actors()?;
+        })
+    } else {
+        r.actors().and_then(|()| {
             r.hashes()?;
             let changes = r.table()?;
             let ops = r.table()?;
             let mut columns = r.data(&changes)?;
             columns.extend(r.data(&ops)?);
             Some(columns)
-        }
+        })
     };
-    let Some(columns) = read() else {
+    if r.overflow || !spend(left, r.at) {
+        return false;
+    }
+    let Some(columns) = columns else {
         return true;
     };
     columns
@@ -102,32 +146,47 @@ fn columns_within(data: &[u8], bundle: bool, left: &mut u64) -> bool {
         .all(|(_, column)| inflate(column, left))
 }
 
-/// Inflates `compressed` (raw DEFLATE, as Automerge writes it) without keeping it, counting
-/// against `left`; false once more than `left` comes out. Bytes that are not DEFLATE inflate
-/// to what they inflate to before the error, as in Automerge.
+/// Inflates `compressed` (raw DEFLATE, as Automerge writes it) without keeping it, spending
+/// what comes out and what was read; false once that passes `left`. Bytes that are not
+/// DEFLATE cost what they inflate to before the error, as in Automerge.
 fn inflate(compressed: &[u8], left: &mut u64) -> bool {
-    let mut decoder = flate2::bufread::DeflateDecoder::new(compressed).take(left.saturating_add(1));
+    let mut decoder = flate2::bufread::DeflateDecoder::new(compressed);
     let mut sink = [0u8; 8192];
     let mut out = 0u64;
     loop {
+        if out.saturating_add(decoder.total_in()) > *left {
+            return false;
+        }
         match decoder.read(&mut sink) {
             Ok(0) | Err(_) => break,
             Ok(n) => out = out.saturating_add(u64::try_from(n).unwrap_or(u64::MAX)),
         }
     }
-    if out > *left {
-        return false;
+    match left.checked_sub(out.saturating_add(decoder.total_in())) {
+        Some(rest) => {
+            *left = rest;
+            true
+        }
+        None => false,
     }
-    *left = left.saturating_sub(out);
-    true
 }
 
 struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
+    /// A length did not fit `usize` (see [`chunk_within`]).
+    overflow: bool,
 }
 
 impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Self {
+            bytes,
+            at: 0,
+            overflow: false,
+        }
+    }
+
     fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let end = self.at.checked_add(n)?;
         let out = self.bytes.get(self.at..end)?;
@@ -153,7 +212,9 @@ impl<'a> Reader<'a> {
     }
 
     fn len(&mut self) -> Option<usize> {
-        usize::try_from(self.uleb()?).ok()
+        let len = usize::try_from(self.uleb()?).ok();
+        self.overflow |= len.is_none();
+        len
     }
 
     /// A count of 32-byte hashes, and the hashes.
@@ -225,6 +286,11 @@ mod tests {
         out
     }
 
+    fn fits(bytes: &[u8], budget: u64) -> bool {
+        let mut left = budget;
+        within(bytes, &mut left)
+    }
+
     #[test]
     fn honest_saves_and_changes_pass() {
         let mut doc = automerge::AutoCommit::new();
@@ -232,22 +298,22 @@ mod tests {
             let _ = doc.put(ROOT, format!("key {n}"), "the same words, again and again");
         }
         let save = doc.save();
-        assert!(within(&save, budget(&save)));
+        assert!(fits(&save, budget(save.len())));
         let changes: Vec<u8> = doc
             .get_changes(&[])
             .iter()
             .flat_map(|c| c.raw_bytes().to_vec())
             .collect();
-        assert!(within(&changes, budget(&changes)));
+        assert!(fits(&changes, budget(changes.len())));
         // The walk reads Automerge's own formats: with nothing to spend, the compressed parts
         // of a real save, bundle and compressed change are each found.
-        assert!(!within(&save, 0));
+        assert!(!fits(&save, save.len() as u64));
         let hashes: Vec<_> = doc.get_changes(&[]).iter().map(|c| c.hash()).collect();
         let bundle = doc.bundle(hashes).map(|b| b.bytes().to_vec());
         assert!(
             bundle
                 .as_ref()
-                .is_ok_and(|b| within(b, budget(b)) && !within(b, 0))
+                .is_ok_and(|b| fits(b, budget(b.len())) && !fits(b, b.len() as u64))
         );
         let mut one = automerge::AutoCommit::new();
         let _ = one.put(ROOT, "words", "the same words ".repeat(100));
@@ -257,19 +323,27 @@ mod tests {
             .map(|c| c.bytes().to_vec())
             .unwrap_or_default();
         assert_eq!(compressed.get(8), Some(&COMPRESSED_CHANGE));
-        assert!(within(&compressed, budget(&compressed)) && !within(&compressed, 0));
+        assert!(fits(&compressed, budget(compressed.len())));
+        assert!(!fits(&compressed, compressed.len() as u64));
+        // What a held change costs is what it inflates to.
+        assert!(cost(&compressed, 1 << 20) > 1_500);
     }
 
     #[test]
     fn a_compressed_change_that_inflates_past_the_budget_is_refused() {
         let bomb = chunk(COMPRESSED_CHANGE, &deflate(&vec![0u8; 4 << 20]));
         assert!(bomb.len() < 16 << 10, "{}", bomb.len());
-        assert!(!within(&bomb, 1 << 20));
-        assert!(within(&bomb, 8 << 20));
+        assert!(!fits(&bomb, 1 << 20));
+        assert!(fits(&bomb, 8 << 20));
         // Hidden behind other bytes, as inside a sealed bundle.
         let mut wrapped = vec![7u8; 100];
         wrapped.extend_from_slice(&bomb);
-        assert!(!within(&wrapped, 1 << 20));
+        assert!(!fits(&wrapped, 1 << 20));
+        // Several read together spend one budget.
+        let mut left = 10 << 20;
+        assert!(within(&bomb, &mut left));
+        assert!(within(&bomb, &mut left));
+        assert!(!within(&bomb, &mut left));
     }
 
     #[test]
@@ -288,8 +362,8 @@ mod tests {
         doc.extend_from_slice(&table);
         doc.extend_from_slice(&empty);
         doc.extend_from_slice(&column);
-        assert!(!within(&chunk(DOCUMENT, &doc), 1 << 20));
-        assert!(within(&chunk(DOCUMENT, &doc), 8 << 20));
+        assert!(!fits(&chunk(DOCUMENT, &doc), 1 << 20));
+        assert!(fits(&chunk(DOCUMENT, &doc), 8 << 20));
         // A bundle: no deps, no actors, the column, no op columns.
         let mut bundle = Vec::new();
         bundle.extend_from_slice(&empty);
@@ -297,17 +371,62 @@ mod tests {
         bundle.extend_from_slice(&table);
         bundle.extend_from_slice(&column);
         bundle.extend_from_slice(&empty);
-        assert!(!within(&chunk(BUNDLE, &bundle), 1 << 20));
+        assert!(!fits(&chunk(BUNDLE, &bundle), 1 << 20));
+    }
+
+    #[test]
+    fn chunks_nested_in_each_others_data_spend_the_budget() {
+        // Each chunk's data is the next chunk: the walk meets every one of them, and each
+        // spans nearly all that follows it.
+        let mut nested = Vec::new();
+        for _ in 0..20_000 {
+            nested = chunk(7, &nested);
+        }
+        assert!(nested.len() < 1 << 20, "{}", nested.len());
+        assert!(!fits(&nested, budget(nested.len())));
+        // Empty stored DEFLATE blocks read much and put out nothing.
+        let mut empty = Vec::new();
+        for _ in 0..100_000 {
+            empty.extend_from_slice(&[0, 0, 0, 0xff, 0xff]);
+        }
+        let mut chunks = Vec::new();
+        for _ in 0..10 {
+            chunks.extend_from_slice(&chunk(COMPRESSED_CHANGE, &empty));
+        }
+        assert!(!fits(&chunks, 8 << 20));
+        assert!(fits(&chunks, 16 << 20));
+    }
+
+    #[test]
+    fn a_chunk_cut_off_at_the_end_is_refused() {
+        let change = chunk(COMPRESSED_CHANGE, &deflate(&[0u8; 1024]));
+        assert!(fits(&change, 1 << 20));
+        // Its rest would come in the next payload, read joined with this one.
+        assert!(!fits(&change[..change.len() - 1], 1 << 20));
+        // Bytes of no kind Automerge reads are passed over.
+        let other = chunk(9, &[0; 16]);
+        assert!(fits(&other[..other.len() - 1], 1 << 20));
+    }
+
+    #[test]
+    fn one_chunk_is_one_chunk() {
+        let change = chunk(COMPRESSED_CHANGE, &deflate(&[0u8; 1024]));
+        assert!(is_one_chunk(&change));
+        assert!(!is_one_chunk(&change[..change.len() - 1]));
+        let mut two = change.clone();
+        two.extend_from_slice(&change);
+        assert!(!is_one_chunk(&two));
+        assert!(!is_one_chunk(&[0; 12]));
     }
 
     #[test]
     fn cut_or_garbled_bytes_do_not_panic() {
         let bomb = chunk(COMPRESSED_CHANGE, &deflate(&vec![0u8; 1 << 16]));
         for cut in 0..bomb.len() {
-            let _ = within(&bomb[..cut], 1 << 20);
+            let _ = fits(&bomb[..cut], 1 << 20);
         }
         let mut garbled = MAGIC.to_vec();
         garbled.extend_from_slice(&[0xff; 64]);
-        assert!(within(&garbled, 1 << 20));
+        assert!(fits(&garbled, 1 << 20));
     }
 }

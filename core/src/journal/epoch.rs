@@ -1527,6 +1527,9 @@ struct Replay<'a> {
     after: HashMap<Vec<u8>, Vec<(u64, u64)>>,
     /// Key ids whose writes after the cut may be carried.
     trusted: &'a [[u8; 16]],
+    /// The keys (by path) that changes of `trusted` deleted after the cut: a key gone from the
+    /// old document is deleted in the new one only if one of them deleted it.
+    trusted_deletes: HashSet<Vec<String>>,
 }
 
 /// Writes again into `new`, in one change, what the changes of `old` made by this device
@@ -1559,14 +1562,17 @@ fn replay_own(
     let mut partners: BTreeSet<(String, String)> = BTreeSet::new();
     let mut own_values: HashMap<Vec<String>, ScalarValue> = HashMap::new();
     let mut after: HashMap<Vec<u8>, Vec<(u64, u64)>> = HashMap::new();
+    let mut trusted_deletes: HashSet<Vec<String>> = HashSet::new();
     for change in old.get_changes(heads) {
+        let actor = change.actor_id().to_bytes();
         let start = change.start_op().get();
         let len = u64::try_from(change.len()).unwrap_or(u64::MAX);
         after
-            .entry(change.actor_id().to_bytes().to_vec())
+            .entry(actor.to_vec())
             .or_default()
             .push((start, start.saturating_add(len)));
-        if !signed_by(change.actor_id().to_bytes(), own) {
+        let mine = signed_by(actor, own);
+        if !mine && !writers.trusted.iter().any(|k| signed_by(actor, k)) {
             continue;
         }
         for op in change.decode().operations {
@@ -1576,6 +1582,12 @@ fn replay_own(
             };
             if let automerge::legacy::Key::Map(key) = &op.key {
                 path.push(key.to_string());
+            }
+            if matches!(op.action, automerge::legacy::OpType::Delete) {
+                trusted_deletes.insert(path.clone());
+            }
+            if !mine {
+                continue;
             }
             match &op.action {
                 automerge::legacy::OpType::Put(value) => {
@@ -1627,6 +1639,7 @@ fn replay_own(
         own_values,
         after,
         trusted: writers.trusted,
+        trusted_deletes,
     };
     let passes = |new: &SpaceDoc, change: &automerge::Change| {
         !check
@@ -1769,7 +1782,8 @@ impl Replay<'_> {
         let theirs = str_at(self.old, &from, "author").is_some_and(|a| a != self.me);
         let removed = matches!(
             self.old.get(&from, "removed")?,
-            Some((Value::Scalar(s), _)) if matches!(s.as_ref(), ScalarValue::Boolean(true))
+            Some((Value::Scalar(s), id))
+                if matches!(s.as_ref(), ScalarValue::Boolean(true)) && self.carries(&id)
         );
         if theirs && removed {
             return Ok(());
@@ -1801,7 +1815,16 @@ impl Replay<'_> {
                 tx.get(&to, field.as_str())?,
             ) {
                 // Deleted with its record by its author (this device).
-                (None, Some(_)) if touched.itself => tx.delete(&to, field.as_str())?,
+                (None, Some(_))
+                    if touched.itself
+                        && self.trusted_deletes.contains(&vec![
+                            "records".to_owned(),
+                            id.to_owned(),
+                            field.clone(),
+                        ]) =>
+                {
+                    tx.delete(&to, field.as_str())?;
+                }
                 (None, _) => {}
                 // Entry by entry into the map that stands: never the map again.
                 (
@@ -1848,8 +1871,9 @@ impl Replay<'_> {
     }
 
     /// Writes `to.key` as `from.key` (at `path`) holds it now, deleting it where `from` has
-    /// none. Where a value put by a device left out of the new epoch stands, this device's own
-    /// last value there is written instead, if it put one, and otherwise nothing.
+    /// none and a device the new epoch keeps deleted it. Where a value put by a device left out
+    /// of the new epoch stands, this device's own last value there is written instead, or else
+    /// a value a kept device put there at the same time, or else nothing.
     fn write_value(
         &self,
         from: &ObjId,
@@ -1868,6 +1892,13 @@ impl Replay<'_> {
                     .collect();
                 if let Some(mine) = self.own_values.get(&at) {
                     tx.put(to, key, mine.clone())?;
+                } else if let Some((Value::Scalar(s), _)) = self
+                    .old
+                    .get_all(from, key)?
+                    .into_iter()
+                    .find(|(v, id)| matches!(v, Value::Scalar(_)) && self.carries(id))
+                {
+                    tx.put(to, key, s.into_owned())?;
                 }
             }
             Some((Value::Object(kind), child)) => {
@@ -1876,8 +1907,19 @@ impl Replay<'_> {
             }
             Some((Value::Scalar(s), _)) => tx.put(to, key, s.into_owned())?,
             None => {
-                if tx.get(to, key)?.is_some() {
-                    tx.delete(to, key)?;
+                let at: Vec<String> = path
+                    .iter()
+                    .copied()
+                    .chain([key])
+                    .map(str::to_owned)
+                    .collect();
+                if self.trusted_deletes.contains(&at) {
+                    if tx.get(to, key)?.is_some() {
+                        tx.delete(to, key)?;
+                    }
+                } else if let Some(mine) = self.own_values.get(&at) {
+                    // Deleted by a device the new epoch leaves out, over this device's value.
+                    tx.put(to, key, mine.clone())?;
                 }
             }
         }
@@ -1961,6 +2003,70 @@ mod tests {
         let device = device.unwrap_or_else(|| DeviceId::generate_for_key(&key.key_id().0));
         let public = identity.public();
         identity.certify(&[7; 32], public.partner_id(), device, &key, 1)
+    }
+
+    /// An actor of the device whose key id is `key`.
+    fn actor(key: [u8; 16]) -> automerge::ActorId {
+        automerge::ActorId::from([key.as_slice(), &[0u8; 8]].concat())
+    }
+
+    #[test]
+    fn a_left_out_devices_delete_over_the_movers_value_is_not_carried() -> Result<()> {
+        let (mover, thief) = ([1u8; 16], [2u8; 16]);
+        let me = PartnerId::generate();
+        let mut old = SpaceDoc::genesis(actor([3; 16]))?.am().clone();
+        let records = match old.get(ROOT, "records")? {
+            Some((Value::Object(_), id)) => id,
+            _ => return Err(Error::Corrupt("no records".into())),
+        };
+        let mut tx = old.transaction();
+        let record = tx.put_object(&records, "r1", ObjType::Map)?;
+        tx.put(&record, "author", me.to_string())?;
+        tx.put(&record, "kind", "share")?;
+        tx.put(&record, "feeling", "at the cut")?;
+        tx.put(&record, "note", "at the cut")?;
+        tx.commit();
+        let heads = old.get_heads();
+        // After the cut: the mover writes both fields; a device the new epoch leaves out
+        // deletes one over it, and the mover deletes the other itself.
+        for (who, field, value) in [
+            (mover, "feeling", Some("the mover's")),
+            (mover, "note", Some("the mover's")),
+            (thief, "feeling", None),
+            (mover, "note", None),
+        ] {
+            old.set_actor(actor(who));
+            let mut tx = old.transaction();
+            match value {
+                Some(v) => tx.put(&record, field, v)?,
+                None => tx.delete(&record, field)?,
+            }
+            tx.commit();
+        }
+        let leave = rebuild::Leave {
+            partner_keys_prefixes: Vec::new(),
+            rekey: None,
+        };
+        let (mut new, _) = rebuild::rebuild(&old, &heads, 1, &leave, actor(mover))?;
+        let writers = Writers {
+            ours: &[mover],
+            trusted: &[mover],
+        };
+        replay_own(&old, &heads, Some(&mover), writers, me, false, &mut new)?;
+        let am = new.am();
+        let record = match am.get(ROOT, "records")? {
+            Some((Value::Object(_), records)) => match am.get(&records, "r1")? {
+                Some((Value::Object(_), r)) => r,
+                _ => return Err(Error::Corrupt("no record".into())),
+            },
+            _ => return Err(Error::Corrupt("no records".into())),
+        };
+        assert_eq!(
+            str_at(am, &record, "feeling").as_deref(),
+            Some("the mover's")
+        );
+        assert_eq!(str_at(am, &record, "note"), None);
+        Ok(())
     }
 
     #[test]

@@ -690,6 +690,14 @@ pub(super) fn unwrap_changes(plain: &[u8]) -> Result<Vec<u8>> {
         return Ok(plain.to_vec());
     }
     let bundle = Bundle::decode(plain).map_err(|_| corrupt("a signed chunk is malformed"))?;
+    // Each piece alone: joined, a piece cut short would read on into the next.
+    if !bundle
+        .changes
+        .iter()
+        .all(|c| crate::doc::inflate::is_one_chunk(&c.bytes))
+    {
+        return Err(corrupt("a signed chunk is malformed"));
+    }
     Ok(bundle.changes.into_iter().flat_map(|c| c.bytes).collect())
 }
 
@@ -704,7 +712,9 @@ fn bounded_held(held: &[(ChangeHash, Signed)]) -> Vec<crate::store::HeldRow> {
     let mut kept: Vec<crate::store::HeldRow> = Vec::new();
     for (hash, s) in held.iter().rev() {
         let (count, bytes) = per.entry(s.signer).or_default();
-        let size = s.bytes.len();
+        // What it inflates to when it is read again, not its compressed size.
+        let cap = u64::try_from(MAX_HELD_BYTES_PER_DEVICE).unwrap_or(u64::MAX);
+        let size = usize::try_from(crate::doc::inflate::cost(&s.bytes, cap)).unwrap_or(usize::MAX);
         if *count >= MAX_HELD_PER_DEVICE || bytes.saturating_add(size) > MAX_HELD_BYTES_PER_DEVICE {
             continue;
         }

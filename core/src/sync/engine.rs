@@ -1479,10 +1479,16 @@ impl SyncEngine {
         let mut last_seen: Vec<([u8; 16], u64)> = Vec::new();
         let mut rolled_now: Vec<([u8; 16], u64)> = Vec::new();
         let mut refused_rollup = None;
-        for entry in entries
-            .iter()
-            .filter(|e| e.relay_seq() > cursor && e.relay_seq() <= new_cursor)
-        {
+        let fresh = |e: &&Entry| e.relay_seq() > cursor && e.relay_seq() <= new_cursor;
+        // What Automerge may inflate from this page: it reads the page's changes together.
+        let mut inflation = inflate::budget(
+            entries
+                .iter()
+                .filter(fresh)
+                .map(|e| e.payload_len())
+                .fold(0usize, usize::saturating_add),
+        );
+        for entry in entries.iter().filter(fresh) {
             let (device, first_seq, device_seq, relay_seq) = match entry {
                 Entry::Chunk(c) => (c.device_id.0, c.device_seq, c.device_seq, c.relay_seq),
                 Entry::Rollup(r) => (r.device_id.0, r.first_seq, r.last_seq, r.relay_seq),
@@ -1539,7 +1545,7 @@ impl SyncEngine {
                         device_seq: c.device_seq,
                     };
                     match open_chunk(&link.keys.content, &aad, &c.payload) {
-                        Ok(p) if inflate::within(&p, inflate::budget(&p)) => Some(p),
+                        Ok(p) if inflate::within(&p, &mut inflation) => Some(p),
                         Ok(_) => {
                             // It would inflate past what a phone can hold: never read.
                             let kind = ProblemKind::Unmergeable {
@@ -1575,7 +1581,7 @@ impl SyncEngine {
                         last_seq: r.last_seq,
                     };
                     let plain = match open_rollup(&link.keys.content, &aad, &r.payload) {
-                        Ok(p) if inflate::within(&p, inflate::budget(&p)) => Some(p),
+                        Ok(p) if inflate::within(&p, &mut inflation) => Some(p),
                         Ok(_) => None,
                         Err(Error::Tampered) => None,
                         Err(e) => return Err(e),
@@ -1708,7 +1714,7 @@ impl SyncEngine {
             covers,
             &snapshot.payload,
         ) {
-            Ok(p) if inflate::within(&p, inflate::budget(&p)) => p,
+            Ok(p) if inflate::within(&p, &mut inflate::budget(p.len())) => p,
             Ok(_) => {
                 // It would inflate past what a phone can hold: never read.
                 self.problem(journal, link.space, bad, now)?;
