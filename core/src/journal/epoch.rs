@@ -1527,9 +1527,19 @@ struct Replay<'a> {
     after: HashMap<Vec<u8>, Vec<(u64, u64)>>,
     /// Key ids whose writes after the cut may be carried.
     trusted: &'a [[u8; 16]],
-    /// The keys (by path) that changes of `trusted` deleted after the cut: a key gone from the
-    /// old document is deleted in the new one only if one of them deleted it.
-    trusted_deletes: HashSet<Vec<String>>,
+    /// What changes of `trusted` (this device's among them) last did at each map key (by path)
+    /// after the cut, in the history's causal order: what stands where a device left out of
+    /// the new epoch wrote or deleted over it.
+    last_kept: HashMap<Vec<String>, KeptOp>,
+}
+
+/// What a kept device last did at a key after the cut.
+#[derive(Debug)]
+enum KeptOp {
+    Put(ScalarValue),
+    Delete,
+    /// Made an object there, or anything else: nothing to write again in its place.
+    Other,
 }
 
 /// Writes again into `new`, in one change, what the changes of `old` made by this device
@@ -1562,7 +1572,7 @@ fn replay_own(
     let mut partners: BTreeSet<(String, String)> = BTreeSet::new();
     let mut own_values: HashMap<Vec<String>, ScalarValue> = HashMap::new();
     let mut after: HashMap<Vec<u8>, Vec<(u64, u64)>> = HashMap::new();
-    let mut trusted_deletes: HashSet<Vec<String>> = HashSet::new();
+    let mut last_kept: HashMap<Vec<String>, KeptOp> = HashMap::new();
     for change in old.get_changes(heads) {
         let actor = change.actor_id().to_bytes();
         let start = change.start_op().get();
@@ -1580,21 +1590,33 @@ fn replay_own(
                 automerge::legacy::ObjectId::Root => Vec::new(),
                 automerge::legacy::ObjectId::Id(obj) => path_of(old, &obj.to_string()),
             };
-            if let automerge::legacy::Key::Map(key) = &op.key {
-                path.push(key.to_string());
-            }
-            if matches!(op.action, automerge::legacy::OpType::Delete) {
-                trusted_deletes.insert(path.clone());
+            // A list element's operation names the list: only map keys hold one value.
+            let map_key = match &op.key {
+                automerge::legacy::Key::Map(key) => {
+                    path.push(key.to_string());
+                    true
+                }
+                automerge::legacy::Key::Seq(_) => false,
+            };
+            if map_key {
+                let kept = match &op.action {
+                    automerge::legacy::OpType::Put(value) => KeptOp::Put(value.clone()),
+                    automerge::legacy::OpType::Delete => KeptOp::Delete,
+                    _ => KeptOp::Other,
+                };
+                last_kept.insert(path.clone(), kept);
             }
             if !mine {
                 continue;
             }
-            match &op.action {
-                automerge::legacy::OpType::Put(value) => {
-                    own_values.insert(path.clone(), value.clone());
-                }
-                _ => {
-                    own_values.remove(&path);
+            if map_key {
+                match &op.action {
+                    automerge::legacy::OpType::Put(value) => {
+                        own_values.insert(path.clone(), value.clone());
+                    }
+                    _ => {
+                        own_values.remove(&path);
+                    }
                 }
             }
             match (path.first().map(String::as_str), path.get(1), path.get(2)) {
@@ -1639,7 +1661,7 @@ fn replay_own(
         own_values,
         after,
         trusted: writers.trusted,
-        trusted_deletes,
+        last_kept,
     };
     let passes = |new: &SpaceDoc, change: &automerge::Change| {
         !check
@@ -1817,11 +1839,14 @@ impl Replay<'_> {
                 // Deleted with its record by its author (this device).
                 (None, Some(_))
                     if touched.itself
-                        && self.trusted_deletes.contains(&vec![
-                            "records".to_owned(),
-                            id.to_owned(),
-                            field.clone(),
-                        ]) =>
+                        && matches!(
+                            self.last_kept.get(&vec![
+                                "records".to_owned(),
+                                id.to_owned(),
+                                field.clone(),
+                            ]),
+                            Some(KeptOp::Delete)
+                        ) =>
                 {
                     tx.delete(&to, field.as_str())?;
                 }
@@ -1870,10 +1895,9 @@ impl Replay<'_> {
         !after_cut || self.trusted.iter().any(|k| signed_by(actor, k))
     }
 
-    /// Writes `to.key` as `from.key` (at `path`) holds it now, deleting it where `from` has
-    /// none and a device the new epoch keeps deleted it. Where a value put by a device left out
-    /// of the new epoch stands, this device's own last value there is written instead, or else
-    /// a value a kept device put there at the same time, or else nothing.
+    /// Writes `to.key` as `from.key` (at `path`) holds it now. Where a device left out of the
+    /// new epoch put the value that stands, or deleted the key, what a kept device last did
+    /// there is done instead (nothing, if none did anything there after the cut).
     fn write_value(
         &self,
         from: &ObjId,
@@ -1882,46 +1906,36 @@ impl Replay<'_> {
         key: &str,
         path: &[&str],
     ) -> Result<()> {
+        let at: Vec<String> = path
+            .iter()
+            .copied()
+            .chain([key])
+            .map(str::to_owned)
+            .collect();
         match self.old.get(from, key)? {
-            Some((_, id)) if !self.carries(&id) => {
-                let at: Vec<String> = path
-                    .iter()
-                    .copied()
-                    .chain([key])
-                    .map(str::to_owned)
-                    .collect();
-                if let Some(mine) = self.own_values.get(&at) {
-                    tx.put(to, key, mine.clone())?;
-                } else if let Some((Value::Scalar(s), _)) = self
-                    .old
-                    .get_all(from, key)?
-                    .into_iter()
-                    .find(|(v, id)| matches!(v, Value::Scalar(_)) && self.carries(id))
-                {
-                    tx.put(to, key, s.into_owned())?;
-                }
-            }
+            Some((_, id)) if !self.carries(&id) => self.as_kept_left_it(tx, to, key, &at)?,
             Some((Value::Object(kind), child)) => {
                 let copy = tx.put_object(to, key, kind)?;
                 rebuild::copy_obj(self.old, &child, kind, tx, &copy, &|id| self.carries(id))?;
             }
             Some((Value::Scalar(s), _)) => tx.put(to, key, s.into_owned())?,
-            None => {
-                let at: Vec<String> = path
-                    .iter()
-                    .copied()
-                    .chain([key])
-                    .map(str::to_owned)
-                    .collect();
-                if self.trusted_deletes.contains(&at) {
-                    if tx.get(to, key)?.is_some() {
-                        tx.delete(to, key)?;
-                    }
-                } else if let Some(mine) = self.own_values.get(&at) {
-                    // Deleted by a device the new epoch leaves out, over this device's value.
-                    tx.put(to, key, mine.clone())?;
-                }
-            }
+            None => self.as_kept_left_it(tx, to, key, &at)?,
+        }
+        Ok(())
+    }
+
+    /// Does at `to.key` what a kept device last did at `at` after the cut.
+    fn as_kept_left_it(
+        &self,
+        tx: &mut Transaction<'_>,
+        to: &ObjId,
+        key: &str,
+        at: &[String],
+    ) -> Result<()> {
+        match self.last_kept.get(at) {
+            Some(KeptOp::Put(value)) => tx.put(to, key, value.clone())?,
+            Some(KeptOp::Delete) if tx.get(to, key)?.is_some() => tx.delete(to, key)?,
+            _ => {}
         }
         Ok(())
     }
@@ -2025,8 +2039,20 @@ mod tests {
         tx.put(&record, "kind", "share")?;
         tx.put(&record, "feeling", "at the cut")?;
         tx.put(&record, "note", "at the cut")?;
+        let tags = tx.put_object(&record, "tags", ObjType::List)?;
+        tx.insert(&tags, 0, "at the cut")?;
         tx.commit();
         let heads = old.get_heads();
+        // The mover adds a tag; the left-out device puts another list in the field's place.
+        old.set_actor(actor(mover));
+        let mut tx = old.transaction();
+        tx.insert(&tags, 1, "the mover's")?;
+        tx.commit();
+        old.set_actor(actor(thief));
+        let mut tx = old.transaction();
+        let theirs = tx.put_object(&record, "tags", ObjType::List)?;
+        tx.insert(&theirs, 0, "the thief's")?;
+        tx.commit();
         // After the cut: the mover writes both fields; a device the new epoch leaves out
         // deletes one over it, and the mover deletes the other itself.
         for (who, field, value) in [
@@ -2066,6 +2092,18 @@ mod tests {
             Some("the mover's")
         );
         assert_eq!(str_at(am, &record, "note"), None);
+        // A list still, as it was at the cut: neither the other list nor a lone tag.
+        match am.get(&record, "tags")? {
+            Some((Value::Object(ObjType::List), tags)) => {
+                assert_eq!(am.length(&tags), 1);
+                assert_eq!(
+                    am.get(&tags, 0)?
+                        .map(|(v, _)| v.as_str().map(str::to_owned)),
+                    Some(Some("at the cut".to_owned()))
+                );
+            }
+            other => panic!("tags became {other:?}"),
+        }
         Ok(())
     }
 

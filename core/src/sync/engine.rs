@@ -29,6 +29,17 @@ const WARN_EVERY_MS: i64 = 60_000;
 
 /// Whether an error is about the data a relay served (bytes a document refused, a malformed
 /// snapshot), as against this device's storage failing.
+/// Whether `plain` fits in what is `left` of a batch's inflation budget, which it grows by
+/// the payload's own allowance and spends; on a refusal `left` stays as it was.
+fn fits(plain: &[u8], left: &mut u64) -> bool {
+    let mut trial = left.saturating_add(inflate::allowance(plain.len()));
+    let fits = inflate::within(plain, &mut trial);
+    if fits {
+        *left = trial;
+    }
+    fits
+}
+
 fn is_data_error(e: &Error) -> bool {
     matches!(e, Error::Document(_) | Error::Corrupt(_))
 }
@@ -1479,16 +1490,14 @@ impl SyncEngine {
         let mut last_seen: Vec<([u8; 16], u64)> = Vec::new();
         let mut rolled_now: Vec<([u8; 16], u64)> = Vec::new();
         let mut refused_rollup = None;
-        let fresh = |e: &&Entry| e.relay_seq() > cursor && e.relay_seq() <= new_cursor;
-        // What Automerge may inflate from this page: it reads the page's changes together.
-        let mut inflation = inflate::budget(
-            entries
-                .iter()
-                .filter(fresh)
-                .map(|e| e.payload_len())
-                .fold(0usize, usize::saturating_add),
-        );
-        for entry in entries.iter().filter(fresh) {
+        // What Automerge may inflate from what is read here: it reads the changes together.
+        // It grows with each payload read (not with those passed over, which a relay could
+        // pad a page with).
+        let mut inflation = inflate::budget(0);
+        for entry in entries
+            .iter()
+            .filter(|e| e.relay_seq() > cursor && e.relay_seq() <= new_cursor)
+        {
             let (device, first_seq, device_seq, relay_seq) = match entry {
                 Entry::Chunk(c) => (c.device_id.0, c.device_seq, c.device_seq, c.relay_seq),
                 Entry::Rollup(r) => (r.device_id.0, r.first_seq, r.last_seq, r.relay_seq),
@@ -1545,7 +1554,15 @@ impl SyncEngine {
                         device_seq: c.device_seq,
                     };
                     match open_chunk(&link.keys.content, &aad, &c.payload) {
-                        Ok(p) if inflate::within(&p, &mut inflation) => Some(p),
+                        Ok(p) if fits(&p, &mut inflation) => Some(p),
+                        Ok(p) if inflate::within(&p, &mut inflate::budget(p.len())) => {
+                            // It fits alone: read it after what came before it here, in a
+                            // batch of its own, so where the relay's pages break never
+                            // decides whether it is read.
+                            new_cursor = relay_seq.saturating_sub(1);
+                            refused_rollup = Some(relay_seq);
+                            break;
+                        }
                         Ok(_) => {
                             // It would inflate past what a phone can hold: never read.
                             let kind = ProblemKind::Unmergeable {
@@ -1581,7 +1598,13 @@ impl SyncEngine {
                         last_seq: r.last_seq,
                     };
                     let plain = match open_rollup(&link.keys.content, &aad, &r.payload) {
-                        Ok(p) if inflate::within(&p, &mut inflation) => Some(p),
+                        Ok(p) if fits(&p, &mut inflation) => Some(p),
+                        Ok(p) if inflate::within(&p, &mut inflate::budget(p.len())) => {
+                            // As for a chunk: in a batch of its own.
+                            new_cursor = relay_seq.saturating_sub(1);
+                            refused_rollup = Some(relay_seq);
+                            break;
+                        }
                         Ok(_) => None,
                         Err(Error::Tampered) => None,
                         Err(e) => return Err(e),
