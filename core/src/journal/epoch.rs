@@ -1527,9 +1527,9 @@ struct Replay<'a> {
     after: HashMap<Vec<u8>, Vec<(u64, u64)>>,
     /// Key ids whose writes after the cut may be carried.
     trusted: &'a [[u8; 16]],
-    /// What changes of `trusted` (this device's among them) last did at each map key (by path)
-    /// after the cut, in the history's causal order: what stands where a device left out of
-    /// the new epoch wrote or deleted over it.
+    /// What this partner's kept devices (this one among them) last did at each map key (by
+    /// path) after the cut: what stands where a device left out of the new epoch wrote or
+    /// deleted over it.
     last_kept: HashMap<Vec<String>, KeptOp>,
 }
 
@@ -1572,7 +1572,7 @@ fn replay_own(
     let mut partners: BTreeSet<(String, String)> = BTreeSet::new();
     let mut own_values: HashMap<Vec<String>, ScalarValue> = HashMap::new();
     let mut after: HashMap<Vec<u8>, Vec<(u64, u64)>> = HashMap::new();
-    let mut last_kept: HashMap<Vec<String>, KeptOp> = HashMap::new();
+    let mut last_kept: HashMap<Vec<String>, (u64, Vec<u8>, KeptOp)> = HashMap::new();
     for change in old.get_changes(heads) {
         let actor = change.actor_id().to_bytes();
         let start = change.start_op().get();
@@ -1582,10 +1582,15 @@ fn replay_own(
             .or_default()
             .push((start, start.saturating_add(len)));
         let mine = signed_by(actor, own);
-        if !mine && !writers.trusted.iter().any(|k| signed_by(actor, k)) {
+        // This partner's kept devices: the other partner's write theirs again themselves.
+        let kept = writers
+            .trusted
+            .iter()
+            .any(|k| signed_by(actor, k) && writers.ours.contains(k));
+        if !mine && !kept {
             continue;
         }
-        for op in change.decode().operations {
+        for (counter, op) in (start..).zip(change.decode().operations) {
             let mut path = match &op.obj {
                 automerge::legacy::ObjectId::Root => Vec::new(),
                 automerge::legacy::ObjectId::Id(obj) => path_of(old, &obj.to_string()),
@@ -1599,12 +1604,19 @@ fn replay_own(
                 automerge::legacy::Key::Seq(_) => false,
             };
             if map_key {
-                let kept = match &op.action {
+                let did = match &op.action {
                     automerge::legacy::OpType::Put(value) => KeptOp::Put(value.clone()),
                     automerge::legacy::OpType::Delete => KeptOp::Delete,
                     _ => KeptOp::Other,
                 };
-                last_kept.insert(path.clone(), kept);
+                // The one Automerge ranks last (a later operation has a higher counter; at
+                // one counter, the greater actor), whatever order the history holds them in.
+                let later = last_kept
+                    .get(&path)
+                    .is_none_or(|(c, a, _)| (counter, actor) > (*c, a.as_slice()));
+                if later {
+                    last_kept.insert(path.clone(), (counter, actor.to_vec(), did));
+                }
             }
             if !mine {
                 continue;
@@ -1661,7 +1673,10 @@ fn replay_own(
         own_values,
         after,
         trusted: writers.trusted,
-        last_kept,
+        last_kept: last_kept
+            .into_iter()
+            .map(|(path, (_, _, did))| (path, did))
+            .collect(),
     };
     let passes = |new: &SpaceDoc, change: &automerge::Change| {
         !check
@@ -2025,8 +2040,9 @@ mod tests {
     }
 
     #[test]
-    fn a_left_out_devices_delete_over_the_movers_value_is_not_carried() -> Result<()> {
-        let (mover, thief) = ([1u8; 16], [2u8; 16]);
+    fn what_a_left_out_device_wrote_gives_way_to_what_this_partners_kept_devices_did() -> Result<()>
+    {
+        let (mover, thief, partner) = ([1u8; 16], [2u8; 16], [5u8; 16]);
         let me = PartnerId::generate();
         let mut old = SpaceDoc::genesis(actor([3; 16]))?.am().clone();
         let records = match old.get(ROOT, "records")? {
@@ -2055,11 +2071,16 @@ mod tests {
         tx.commit();
         // After the cut: the mover writes both fields; a device the new epoch leaves out
         // deletes one over it, and the mover deletes the other itself.
+        // The other partner's kept device writes one after the mover: its own value is its to
+        // write again, so where the left-out device wrote over it the mover's stands.
         for (who, field, value) in [
             (mover, "feeling", Some("the mover's")),
             (mover, "note", Some("the mover's")),
+            (mover, "status", Some("the mover's")),
+            (partner, "status", Some("the partner's")),
             (thief, "feeling", None),
             (mover, "note", None),
+            (thief, "status", Some("the thief's")),
         ] {
             old.set_actor(actor(who));
             let mut tx = old.transaction();
@@ -2076,7 +2097,7 @@ mod tests {
         let (mut new, _) = rebuild::rebuild(&old, &heads, 1, &leave, actor(mover))?;
         let writers = Writers {
             ours: &[mover],
-            trusted: &[mover],
+            trusted: &[mover, partner],
         };
         replay_own(&old, &heads, Some(&mover), writers, me, false, &mut new)?;
         let am = new.am();
@@ -2092,6 +2113,10 @@ mod tests {
             Some("the mover's")
         );
         assert_eq!(str_at(am, &record, "note"), None);
+        assert_eq!(
+            str_at(am, &record, "status").as_deref(),
+            Some("the mover's")
+        );
         // A list still, as it was at the cut: neither the other list nor a lone tag.
         match am.get(&record, "tags")? {
             Some((Value::Object(ObjType::List), tags)) => {

@@ -27,8 +27,6 @@ use crate::{
 /// that fails every request would otherwise fill it. The next line says how many were held.
 const WARN_EVERY_MS: i64 = 60_000;
 
-/// Whether an error is about the data a relay served (bytes a document refused, a malformed
-/// snapshot), as against this device's storage failing.
 /// Whether `plain` fits in what is `left` of a batch's inflation budget, which it grows by
 /// the payload's own allowance and spends; on a refusal `left` stays as it was.
 fn fits(plain: &[u8], left: &mut u64) -> bool {
@@ -40,6 +38,8 @@ fn fits(plain: &[u8], left: &mut u64) -> bool {
     fits
 }
 
+/// Whether an error is about the data a relay served (bytes a document refused, a malformed
+/// snapshot), as against this device's storage failing.
 fn is_data_error(e: &Error) -> bool {
     matches!(e, Error::Document(_) | Error::Corrupt(_))
 }
@@ -1436,14 +1436,16 @@ impl SyncEngine {
             };
             let seq = last.relay_seq();
             if self.apply_chunks(i, journal, now, run, seq, out)?.is_some() {
-                // A rollup failed its checks: what follows it on this socket is dropped, and
-                // a new socket reads from before it without rollups.
+                // The batch ended early (a rollup failed its checks, or a payload must be read
+                // apart from what came before it): what follows on this socket is dropped, and
+                // a new socket reads from the first entry not applied (without rollups, after
+                // a refused one).
+                let cursor = self.runs[i].state.cursor;
                 let at = run
                     .iter()
-                    .find(|e| {
-                        matches!(e, Entry::Rollup(_)) && e.relay_seq() > self.runs[i].state.cursor
-                    })
-                    .map_or(self.runs[i].state.cursor, Entry::relay_seq);
+                    .map(Entry::relay_seq)
+                    .find(|s| *s > cursor)
+                    .unwrap_or(cursor.saturating_add(1));
                 self.runs[i].hold_live = Some(at);
                 self.read(i, now, out);
                 return Ok(());
@@ -1468,7 +1470,9 @@ impl SyncEngine {
     /// Opens and applies chunks and rollups after the cursor, then commits them with
     /// `new_cursor`. A rollup that fails its checks ends the batch before it (the cursor stops
     /// short of it, reads from there take no rollups up to its end, and it is reported):
-    /// `Some` with the relay sequence of its last chunk.
+    /// `Some` with the relay sequence of its last chunk. So does a payload that fits its own
+    /// inflation budget but not what is left of the batch's: `Some` with its relay sequence,
+    /// and it is read first in the next batch.
     fn apply_chunks<S: SyncStore + ?Sized>(
         &mut self,
         i: usize,
