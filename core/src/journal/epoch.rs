@@ -1531,6 +1531,9 @@ struct Replay<'a> {
     /// path) after the cut: what stands where a device left out of the new epoch wrote or
     /// deleted over it.
     last_kept: HashMap<Vec<String>, KeptOp>,
+    /// The map keys (by path) a kept device of either partner was the last of them to touch
+    /// after the cut, deleting them: deleted in the new epoch, whatever a left-out device did.
+    deleted: HashSet<Vec<String>>,
 }
 
 /// What a kept device last did at a key after the cut.
@@ -1573,6 +1576,7 @@ fn replay_own(
     let mut own_values: HashMap<Vec<String>, ScalarValue> = HashMap::new();
     let mut after: HashMap<Vec<u8>, Vec<(u64, u64)>> = HashMap::new();
     let mut last_kept: HashMap<Vec<String>, (u64, Vec<u8>, KeptOp)> = HashMap::new();
+    let mut last_delete: HashMap<Vec<String>, (u64, Vec<u8>, bool)> = HashMap::new();
     for change in old.get_changes(heads) {
         let actor = change.actor_id().to_bytes();
         let start = change.start_op().get();
@@ -1582,12 +1586,13 @@ fn replay_own(
             .or_default()
             .push((start, start.saturating_add(len)));
         let mine = signed_by(actor, own);
+        let trusted = mine || writers.trusted.iter().any(|k| signed_by(actor, k));
         // This partner's kept devices: the other partner's write theirs again themselves.
         let kept = writers
             .trusted
             .iter()
             .any(|k| signed_by(actor, k) && writers.ours.contains(k));
-        if !mine && !kept {
+        if !trusted {
             continue;
         }
         for (counter, op) in (start..).zip(change.decode().operations) {
@@ -1603,7 +1608,17 @@ fn replay_own(
                 }
                 automerge::legacy::Key::Seq(_) => false,
             };
+            // Whether a kept device of either partner last deleted the key, or put a value.
             if map_key {
+                let deleted = matches!(op.action, automerge::legacy::OpType::Delete);
+                let later = last_delete
+                    .get(&path)
+                    .is_none_or(|(c, a, _)| (counter, actor) > (*c, a.as_slice()));
+                if later {
+                    last_delete.insert(path.clone(), (counter, actor.to_vec(), deleted));
+                }
+            }
+            if map_key && (mine || kept) {
                 let did = match &op.action {
                     automerge::legacy::OpType::Put(value) => KeptOp::Put(value.clone()),
                     automerge::legacy::OpType::Delete => KeptOp::Delete,
@@ -1676,6 +1691,11 @@ fn replay_own(
         last_kept: last_kept
             .into_iter()
             .map(|(path, (_, _, did))| (path, did))
+            .collect(),
+        deleted: last_delete
+            .into_iter()
+            .filter(|(_, (_, _, deleted))| *deleted)
+            .map(|(path, _)| path)
             .collect(),
     };
     let passes = |new: &SpaceDoc, change: &automerge::Change| {
@@ -1854,14 +1874,11 @@ impl Replay<'_> {
                 // Deleted with its record by its author (this device).
                 (None, Some(_))
                     if touched.itself
-                        && matches!(
-                            self.last_kept.get(&vec![
-                                "records".to_owned(),
-                                id.to_owned(),
-                                field.clone(),
-                            ]),
-                            Some(KeptOp::Delete)
-                        ) =>
+                        && self.deleted.contains(&vec![
+                            "records".to_owned(),
+                            id.to_owned(),
+                            field.clone(),
+                        ]) =>
                 {
                     tx.delete(&to, field.as_str())?;
                 }
@@ -1939,7 +1956,8 @@ impl Replay<'_> {
         Ok(())
     }
 
-    /// Does at `to.key` what a kept device last did at `at` after the cut.
+    /// Does at `to.key` what a kept device last did at `at` after the cut: a delete by either
+    /// partner's, else what this partner's last put there.
     fn as_kept_left_it(
         &self,
         tx: &mut Transaction<'_>,
@@ -1947,6 +1965,12 @@ impl Replay<'_> {
         key: &str,
         at: &[String],
     ) -> Result<()> {
+        if self.deleted.contains(at) {
+            if tx.get(to, key)?.is_some() {
+                tx.delete(to, key)?;
+            }
+            return Ok(());
+        }
         match self.last_kept.get(at) {
             Some(KeptOp::Put(value)) => tx.put(to, key, value.clone())?,
             Some(KeptOp::Delete) if tx.get(to, key)?.is_some() => tx.delete(to, key)?,
@@ -2081,6 +2105,8 @@ mod tests {
             (thief, "feeling", None),
             (mover, "note", None),
             (thief, "status", Some("the thief's")),
+            (mover, "review", Some("the mover's")),
+            (partner, "review", None),
         ] {
             old.set_actor(actor(who));
             let mut tx = old.transaction();
@@ -2117,6 +2143,8 @@ mod tests {
             str_at(am, &record, "status").as_deref(),
             Some("the mover's")
         );
+        // The other partner deleted it after the mover wrote it: deleted it stays.
+        assert_eq!(str_at(am, &record, "review"), None);
         // A list still, as it was at the cut: neither the other list nor a lone tag.
         match am.get(&record, "tags")? {
             Some((Value::Object(ObjType::List), tags)) => {
